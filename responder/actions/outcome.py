@@ -1,0 +1,85 @@
+"""What an action did: the one vocabulary shared by actions, the journal, Slack and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class OutcomeStatus(StrEnum):
+    # Quarantine label set and no other NetworkPolicy still allows traffic to/from the pod.
+    QUARANTINED = "quarantined"
+    # Label set and deny-all policy in place, but other policies still allow traffic.
+    LEAKY = "leaky"
+    ANNOTATED = "annotated"
+    DRY_RUN = "dry_run"
+    # Not attempted by policy/guardrail decision (the reason says which).
+    WITHHELD = "withheld"
+    # The pod is gone (404) or was replaced (uid changed): nothing left to isolate.
+    POD_GONE = "pod_gone"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+FINAL_STATUSES = frozenset(OutcomeStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    action: str
+    status: OutcomeStatus
+    detail: str = ""
+    # NetworkPolicies that still allow traffic to/from the quarantined pod (LEAKY), by name.
+    leaky_policies: tuple[str, ...] = ()
+    # NetworkPolicies we patched with `label DoesNotExist` (patch_other_policies).
+    patched_policies: tuple[str, ...] = ()
+    started_ns: int = 0
+    finished_ns: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.ANNOTATED, OutcomeStatus.RELEASED)
+
+    def describe(self) -> str:
+        """One line for Slack, logs and the audit trail."""
+        if self.status is OutcomeStatus.QUARANTINED:
+            text = "quarantined"
+            if self.patched_policies:
+                text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
+            return text
+        if self.status is OutcomeStatus.LEAKY:
+            return "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
+        if self.status is OutcomeStatus.DRY_RUN:
+            return f"dry-run: would {self.action}"
+        if self.status is OutcomeStatus.FAILED:
+            return f"failed: {self.detail}"
+        if self.detail:
+            return f"{self.status.value}: {self.detail}"
+        return self.status.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "status": self.status.value,
+            "detail": self.detail,
+            "leaky_policies": list(self.leaky_policies),
+            "patched_policies": list(self.patched_policies),
+            "started_ns": self.started_ns,
+            "finished_ns": self.finished_ns,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ActionOutcome:
+        return cls(
+            action=str(data["action"]),
+            status=OutcomeStatus(data["status"]),
+            detail=str(data.get("detail", "")),
+            leaky_policies=tuple(data.get("leaky_policies", ())),
+            patched_policies=tuple(data.get("patched_policies", ())),
+            started_ns=int(data.get("started_ns", 0)),
+            finished_ns=int(data.get("finished_ns", 0)),
+            extra=dict(data.get("extra", {})),
+        )

@@ -1,0 +1,367 @@
+"""The one typed Alert every input normalises into, and the strict parser of Falco's JSON.
+
+Falco's http_output/stdout JSON and the Falcosidekick webhook payload carry the same keys
+(rule, priority, time, output, output_fields, source, tags, hostname; sidekick adds uuid).
+The gRPC input builds an Alert through :func:`build_alert` too, so every input applies
+the same checks. Missing values (JSON ``null``, gRPC ``<NA>``) are dropped from the fields.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+FieldValue = str | int | float | bool
+
+# Bounds that keep one hostile alert from costing much memory or log space.
+MAX_RULE_CHARS = 1024
+MAX_OUTPUT_CHARS = 64 * 1024
+MAX_TAGS = 64
+MAX_TAG_CHARS = 256
+MAX_FIELDS = 256
+MAX_FIELD_NAME_CHARS = 256
+MAX_FIELD_VALUE_CHARS = 16 * 1024
+MISSING_TEXT = "<NA>"
+
+
+class AlertError(ValueError):
+    """A payload that is not a valid Falco alert; ``field`` names the offending key."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        self.field = field_name
+        self.reason = reason
+        super().__init__(f"field {field_name!r}: {reason}")
+
+
+class Priority(IntEnum):
+    """Falco priorities; a lower value is more severe (as in falco.schema.priority)."""
+
+    EMERGENCY = 0
+    ALERT = 1
+    CRITICAL = 2
+    ERROR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFORMATIONAL = 6
+    DEBUG = 7
+
+    @classmethod
+    def parse(cls, text: str) -> Priority:
+        key = text.strip().upper()
+        if key == "INFO":
+            key = "INFORMATIONAL"
+        try:
+            return cls[key]
+        except KeyError:
+            names = ", ".join(p.label for p in cls)
+            raise ValueError(f"unknown priority {text!r} (expected one of {names})") from None
+
+    @property
+    def label(self) -> str:
+        """The capitalised name Falco prints ("Warning")."""
+        return self.name.capitalize()
+
+    def at_least(self, minimum: Priority) -> bool:
+        """True when this priority is as severe as ``minimum`` or more."""
+        return self.value <= minimum.value
+
+
+# Field names the responder reads; rules must put them in their output.
+FIELD_NAMESPACE = "k8s.ns.name"
+FIELD_POD = "k8s.pod.name"
+FIELD_CONTAINER_ID = "container.id"
+FIELD_IMAGE = "container.image.repository"
+FIELD_PROC_NAME = "proc.name"
+FIELD_CMDLINE = "proc.cmdline"
+FIELD_PARENT = "proc.pname"
+FIELD_USER = "user.name"
+FIELD_FD_NAME = "fd.name"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One Falco alert, normalised. ``fields`` never holds a missing value."""
+
+    rule: str
+    priority: Priority
+    time_ns: int
+    source: str
+    output: str
+    fields: Mapping[str, FieldValue] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    hostname: str | None = None
+    sidekick_uuid: str | None = None
+    alert_id: str = ""
+
+    def text(self, name: str) -> str | None:
+        """The field as Falco would print it, or None when missing."""
+        value = self.fields.get(name)
+        if value is None:
+            return None
+        return field_text(value)
+
+    @property
+    def namespace(self) -> str | None:
+        return self.text(FIELD_NAMESPACE)
+
+    @property
+    def pod(self) -> str | None:
+        return self.text(FIELD_POD)
+
+    @property
+    def container_id(self) -> str | None:
+        return self.text(FIELD_CONTAINER_ID)
+
+    def to_falco_json(self) -> dict[str, Any]:
+        """The alert as Falco's JSON output (keys as Falco emits them), for journals and replays."""
+        body: dict[str, Any] = {
+            "hostname": self.hostname or "",
+            "output": self.output,
+            "output_fields": dict(self.fields),
+            "priority": self.priority.label,
+            "rule": self.rule,
+            "source": self.source,
+            "tags": list(self.tags),
+            "time": format_time_ns(self.time_ns),
+        }
+        if self.sidekick_uuid:
+            body["uuid"] = self.sidekick_uuid
+        return body
+
+
+def field_text(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_TIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_time_ns(text: str) -> int:
+    """RFC 3339 / ISO 8601 (Falco: 9 fractional digits and Z; sidekick: trimmed) to epoch ns."""
+    match = _TIME_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:64]!r}")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = (match.group(7) or "").ljust(9, "0")
+    zone = match.group(8)
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+        raise ValueError(f"timestamp out of range: {text[:64]!r}")
+    try:
+        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except (ValueError, OverflowError):
+        raise ValueError(f"timestamp out of range: {text[:64]!r}") from None
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        seconds -= sign * offset
+    if seconds < 0:
+        raise ValueError(f"timestamp before 1970: {text[:64]!r}")
+    return seconds * 1_000_000_000 + int(fraction)
+
+
+def format_time_ns(time_ns: int) -> str:
+    """Falco's form: UTC, 9 fractional digits, Z."""
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise AlertError(name, f"must be a string, got {_json_type(value)}")
+    if not value.strip() and not allow_empty:
+        raise AlertError(name, "must not be empty")
+    if len(value) > limit:
+        raise AlertError(name, f"longer than {limit} characters")
+    if "\x00" in value:
+        raise AlertError(name, "contains a NUL character")
+    return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _normalise_fields(raw: object) -> dict[str, FieldValue]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise AlertError("output_fields", f"must be an object, got {_json_type(raw)}")
+    if len(raw) > MAX_FIELDS:
+        raise AlertError("output_fields", f"more than {MAX_FIELDS} fields")
+    fields: dict[str, FieldValue] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_FIELD_NAME_CHARS:
+            raise AlertError("output_fields", f"bad field name {str(key)[:64]!r}")
+        where = f"output_fields.{key}"
+        if value is None or value == MISSING_TEXT:
+            continue  # Falco's JSON null and gRPC's <NA> both mean "not available"
+        if isinstance(value, bool | int):
+            fields[key] = value
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise AlertError(where, "must be a finite number")
+            fields[key] = value
+        elif isinstance(value, str):
+            if len(value) > MAX_FIELD_VALUE_CHARS:
+                raise AlertError(where, f"longer than {MAX_FIELD_VALUE_CHARS} characters")
+            fields[key] = value
+        elif isinstance(value, list) and all(isinstance(item, str | int | float | bool) for item in value):
+            # List-valued fields (e.g. fd.types) printed the way Falco's text output does.
+            fields[key] = "(" + ",".join(field_text(item) for item in value) + ")"
+        else:
+            raise AlertError(where, f"must be a string, number or boolean, got {_json_type(value)}")
+    return fields
+
+
+def _normalise_tags(raw: object) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise AlertError("tags", f"must be an array of strings, got {_json_type(raw)}")
+    if len(raw) > MAX_TAGS:
+        raise AlertError("tags", f"more than {MAX_TAGS} tags")
+    tags = []
+    for index, tag in enumerate(raw):
+        tags.append(_require_text(tag, f"tags[{index}]", MAX_TAG_CHARS))
+    return tuple(sorted(set(tags)))
+
+
+def _normalise_source(raw: object) -> str:
+    if raw is None or raw == "":
+        return "syscall"
+    source = _require_text(raw, "source", 128)
+    # Falcosidekick fills a missing source with "syscalls"; it is Falco's "syscall".
+    return "syscall" if source == "syscalls" else source
+
+
+def compute_alert_id(rule: str, time_ns: int, hostname: str | None, source: str, output: str) -> str:
+    """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same id."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (rule, str(time_ns), hostname or "", source, output):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def build_alert(
+    *,
+    rule: object,
+    priority: object,
+    time_ns: int,
+    source: object,
+    output: object,
+    fields: object,
+    tags: object,
+    hostname: object,
+    sidekick_uuid: object = None,
+) -> Alert:
+    """Validate and normalise already-decoded parts (shared by the JSON and gRPC inputs)."""
+    rule_text = _require_text(rule, "rule", MAX_RULE_CHARS)
+    if isinstance(priority, Priority):
+        prio = priority
+    else:
+        prio_text = _require_text(priority, "priority", 32)
+        try:
+            prio = Priority.parse(prio_text)
+        except ValueError as exc:
+            raise AlertError("priority", str(exc)) from None
+    output_text = "" if output is None else _require_text(output, "output", MAX_OUTPUT_CHARS, allow_empty=True)
+    host = None if hostname in (None, "") else _require_text(hostname, "hostname", 253)
+    uuid = None if sidekick_uuid in (None, "") else _require_text(sidekick_uuid, "uuid", 64)
+    source_text = _normalise_source(source)
+    alert_fields = _normalise_fields(fields)
+    alert_tags = _normalise_tags(tags)
+    return Alert(
+        rule=rule_text,
+        priority=prio,
+        time_ns=time_ns,
+        source=source_text,
+        output=output_text,
+        fields=alert_fields,
+        tags=alert_tags,
+        hostname=host,
+        sidekick_uuid=uuid,
+        alert_id=compute_alert_id(rule_text, time_ns, host, source_text, output_text),
+    )
+
+
+def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise AlertError(key, "duplicate key")
+        result[key] = value
+    return result
+
+
+def parse_falco_json(body: bytes | str) -> Alert:
+    """Parse one Falco (http_output, stdout, file_output) or Falcosidekick JSON alert."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AlertError("body", f"not UTF-8 at byte {exc.start}") from None
+    else:
+        text = body
+    try:
+        payload = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise AlertError("body", "JSON nested too deeply") from None
+    return alert_from_mapping(payload)
+
+
+def alert_from_mapping(payload: object) -> Alert:
+    """Build an Alert from decoded Falco JSON."""
+    if not isinstance(payload, dict):
+        raise AlertError("body", f"must be a JSON object, got {_json_type(payload)}")
+    for required in ("rule", "priority", "time"):
+        if required not in payload:
+            raise AlertError(required, "missing")
+    raw_time = payload["time"]
+    if not isinstance(raw_time, str):
+        raise AlertError("time", f"must be an RFC 3339 string, got {_json_type(raw_time)}")
+    try:
+        time_ns = parse_time_ns(raw_time)
+    except ValueError as exc:
+        raise AlertError("time", str(exc)) from None
+    output = payload.get("output")
+    if output is None and isinstance(payload.get("message"), str):
+        output = payload["message"]  # json_include_output_property: false leaves only the message
+    return build_alert(
+        rule=payload["rule"],
+        priority=payload["priority"],
+        time_ns=time_ns,
+        source=payload.get("source"),
+        output=output,
+        fields=payload.get("output_fields"),
+        tags=payload.get("tags"),
+        hostname=payload.get("hostname"),
+        sidekick_uuid=payload.get("uuid"),
+    )

@@ -1,0 +1,88 @@
+"""`serving-guard` command line: one table of commands, each implemented in its own module.
+
+A command module exposes ``configure(parser)`` and ``run(args) -> int``. Only the chosen
+command's module is imported, so `serving-guard rules check` does not pay for the
+Kubernetes client and `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from responder import __version__
+from responder.errors import UserError
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    module: str
+    help: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(("serve",), "responder.commands.serve", "run the responder (HTTP and gRPC inputs)"),
+    Command(("ingest",), "responder.commands.ingest", "feed Falco JSON lines from a file or stdin"),
+    Command(("release",), "responder.commands.release", "lift a pod's quarantine and record who and why"),
+    Command(("audit",), "responder.commands.audit", "print the trail: alert, decision, actions, notices"),
+    Command(("config", "check"), "responder.commands.config_check", "validate a config, print the policy"),
+    Command(("rules", "check"), "responder.rulespack.check_command", "check and compile Falco rules files"),
+    Command(("rules", "test"), "responder.rulespack.test_command", "run the rules on recorded captures"),
+    Command(("simulate",), "simulators.simulate_command", "perform a scenario's harmless attack actions"),
+    Command(("replay",), "simulators.replay_command", "send a scenario's recorded alerts to a responder"),
+    Command(("verify",), "simulators.verify_command", "check a responder's audit trail for a run"),
+    Command(("demo",), "simulators.demo_command", "the whole chain on one machine, with a report"),
+)
+
+PROG = "serving-guard"
+
+
+def _overview() -> str:
+    width = max(len(" ".join(c.words)) for c in COMMANDS)
+    lines = [f"usage: {PROG} COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {' '.join(c.words):<{width}}  {c.help}" for c in COMMANDS]
+    lines += ["", f"Run '{PROG} COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def _find(argv: Sequence[str]) -> tuple[Command, list[str]] | None:
+    for command in sorted(COMMANDS, key=lambda c: -len(c.words)):
+        size = len(command.words)
+        if tuple(argv[:size]) == command.words:
+            return command, list(argv[size:])
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_overview())
+        return 0
+    if args[0] == "--version":
+        print(f"{PROG} {__version__}")
+        return 0
+    found = _find(args)
+    if found is None:
+        print(f"{PROG}: unknown command {' '.join(args[:2])!r}\n\n{_overview()}", file=sys.stderr)
+        return 2
+    command, rest = found
+    module = importlib.import_module(command.module)
+    parser = argparse.ArgumentParser(prog=f"{PROG} {' '.join(command.words)}", description=command.help)
+    module.configure(parser)
+    options = parser.parse_args(rest)
+    try:
+        code = module.run(options)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Is this alert about the pod it names? The check that stops forged alerts from acting.
+
+A forged alert can name any namespace/pod; it cannot easily know the pod's container ids
+(random 64-hex runtime ids) nor make the node match unless it already owns that node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from responder.alert import Alert
+from responder.cluster.context import PodContext
+
+
+class VerificationStatus(StrEnum):
+    VERIFIED = "verified"
+    # The alert's identity disagrees with the live pod: possible forgery, never acted on.
+    UNVERIFIED = "unverified"
+    POD_NOT_FOUND = "pod_not_found"
+    # The alert carries no namespace/pod (host event, or Falco without Kubernetes metadata).
+    NO_POD_IDENTITY = "no_pod_identity"
+    # The API could not be asked (outage, RBAC): we do not know, so we do not act.
+    LOOKUP_FAILED = "lookup_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    status: VerificationStatus
+    reason: str = ""
+    container_name: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status is VerificationStatus.VERIFIED
+
+
+def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verification:
+    """Compare the alert's container id and hostname with the live pod (pure)."""
+    if alert.namespace != pod.namespace or alert.pod != pod.name:
+        return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
+    container_id = alert.container_id
+    if not container_id or container_id == "host":
+        return Verification(VerificationStatus.UNVERIFIED, "alert has no container.id to match against the pod")
+    container = pod.container_by_id(container_id)
+    if container is None:
+        known = ", ".join(c.short_id or "?" for c in pod.containers) or "none running"
+        return Verification(
+            VerificationStatus.UNVERIFIED,
+            f"container.id {container_id[:64]} is not a container of the pod (pod has: {known})",
+        )
+    if check_node:
+        if not alert.hostname:
+            return Verification(VerificationStatus.UNVERIFIED, "alert has no hostname to match the pod's node")
+        if pod.node is None or alert.hostname != pod.node:
+            return Verification(
+                VerificationStatus.UNVERIFIED,
+                f"alert came from host {alert.hostname[:253]!r} but the pod runs on {pod.node!r}",
+            )
+    return Verification(VerificationStatus.VERIFIED, container_name=container.name)

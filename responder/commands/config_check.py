@@ -1,0 +1,96 @@
+"""`serving-guard config check FILE`: validate a config and print the effective policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from responder.config import Config, load_config
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the responder's YAML config")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def effective_policy(config: Config) -> dict[str, object]:
+    guard = config.guardrails
+    return {
+        "policies": [
+            {
+                "name": policy.name,
+                "match": {
+                    "rules": list(policy.match.rules) or ["*"],
+                    "tags": list(policy.match.tags),
+                    "min_priority": policy.match.min_priority.label if policy.match.min_priority else None,
+                    "namespaces": list(policy.match.namespaces),
+                    "pod_labels": dict(policy.match.pod_labels),
+                    "sources": list(policy.match.sources),
+                },
+                "actions": [a.value for a in policy.actions],
+                "slack_channel": policy.slack.channel or config.slack.default_channel,
+            }
+            for policy in config.policies
+        ],
+        "default_actions": [a.value for a in config.default_actions],
+        "guardrails": {
+            "dry_run": guard.dry_run,
+            "protected_namespaces": list(guard.protected_namespaces),
+            "enforce_namespace_label": guard.enforce_namespace_label,
+            "max_quarantines": {
+                "count": guard.max_quarantines.count,
+                "window_seconds": guard.max_quarantines.window_seconds,
+            },
+        },
+        "quarantine": config.quarantine.model_dump(),
+        "dedupe_window_seconds": config.dedupe.window_seconds,
+        "inputs": {
+            "http": config.inputs.http.listen if config.inputs.http.enabled else None,
+            "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
+        },
+        "slack": config.slack.mode.value,
+    }
+
+
+def _text(policy: dict[str, object]) -> str:
+    lines = []
+    policies = policy["policies"]
+    assert isinstance(policies, list)
+    for index, item in enumerate(policies, 1):
+        match = item["match"]
+        conditions = [f"rules {', '.join(match['rules'])}"]
+        if match["tags"]:
+            conditions.append(f"any tag of {', '.join(match['tags'])}")
+        if match["min_priority"]:
+            conditions.append(f"priority >= {match['min_priority']}")
+        if match["namespaces"]:
+            conditions.append(f"namespace in {', '.join(match['namespaces'])}")
+        if match["pod_labels"]:
+            conditions.append("pod labels " + ", ".join(f"{k}={v}" for k, v in match["pod_labels"].items()))
+        if match["sources"]:
+            conditions.append(f"source in {', '.join(match['sources'])}")
+        lines.append(f"{index}. {item['name']}: when {' and '.join(conditions)}")
+        lines.append(f"   do {', '.join(item['actions'])}; Slack channel {item['slack_channel'] or '(none)'}")
+    default_actions = policy["default_actions"]
+    assert isinstance(default_actions, list)
+    lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")
+    guard = policy["guardrails"]
+    assert isinstance(guard, dict)
+    lines.append(
+        f"guardrails: dry_run={guard['dry_run']}, protected={', '.join(guard['protected_namespaces'])}, "
+        f"opt-in label={guard['enforce_namespace_label'] or '(none: every namespace)'}, "
+        f"at most {guard['max_quarantines']['count']} quarantines per "
+        f"{guard['max_quarantines']['window_seconds']:g}s"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    policy = effective_policy(config)
+    if args.format == "json":
+        print(json.dumps(policy, indent=2))
+    else:
+        print(f"{args.file}: ok")
+        print(_text(policy))
+    return 0

@@ -1,0 +1,386 @@
+"""The responder's YAML config: strict models (unknown keys are errors) and a loader whose
+errors name file, line and key.
+
+Secrets never live in this file: tokens and webhook URLs are read from a file (a mounted
+Kubernetes Secret) or an environment variable named here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from responder.alert import Priority
+from responder.errors import SourceError, UserError
+from responder.yamlsource import YamlDocument, load_yaml, load_yaml_file
+
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _parse_priority(value: object) -> Priority:
+    if isinstance(value, Priority):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a priority name such as warning or critical")
+    return Priority.parse(value)
+
+
+PriorityName = Annotated[Priority, Field(json_schema_extra={"type": "string"})]
+
+
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    if host not in ("", "localhost"):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"listen host must be an IP address, got {host!r}") from None
+    return value
+
+
+class SecretRef(Strict):
+    """Where a secret comes from: exactly one of a file or an environment variable."""
+
+    file: str | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("set exactly one of 'file' or 'env'")
+        return self
+
+    def read(self, what: str) -> str:
+        if self.file is not None:
+            try:
+                value = Path(self.file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise UserError(f"{what}: cannot read {self.file}: {exc.strerror or exc}") from None
+            source = self.file
+        else:
+            assert self.env is not None
+            value = os.environ.get(self.env, "").strip()
+            source = f"${self.env}"
+        if not value:
+            raise UserError(f"{what}: {source} is empty")
+        return value
+
+
+class ServerTLS(Strict):
+    cert_file: str
+    key_file: str
+    # When set, clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: str | None = None
+
+
+class HttpInput(Strict):
+    enabled: bool = True
+    listen: str = "0.0.0.0:8443"
+    tls: ServerTLS | None = None
+    token: SecretRef | None = None
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    # How long a request may wait for room in the pipeline before 503 + Retry-After.
+    admission_timeout_seconds: float = Field(default=0.5, ge=0, le=30)
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen_address(v)))
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> Self:
+        mtls = self.tls is not None and self.tls.client_ca_file is not None
+        if self.enabled and not (mtls or self.token is not None or self.allow_unauthenticated):
+            raise ValueError(
+                "the HTTP input has no authentication: set tls.client_ca_file (mutual TLS) or token, "
+                "or set allow_unauthenticated: true to accept forged alerts knowingly"
+            )
+        return self
+
+
+class ClientTLS(Strict):
+    ca_file: str
+    cert_file: str
+    key_file: str
+    server_name: str | None = None
+
+
+class Backoff(Strict):
+    initial_seconds: float = Field(default=0.5, gt=0, le=60)
+    max_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_seconds < self.initial_seconds:
+            raise ValueError("max_seconds must be >= initial_seconds")
+        return self
+
+
+class GrpcInput(Strict):
+    """Falco's gRPC outputs service (Falco <= 0.43 only; removed in 0.44)."""
+
+    enabled: bool = False
+    address: str = "unix:///run/falco/falco.sock"
+    tls: ClientTLS | None = None
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    backoff: Backoff = Backoff()
+
+    @model_validator(mode="after")
+    def _tls_for_tcp(self) -> Self:
+        # Falco serves TCP only with mandatory mutual TLS; a unix socket has no TLS.
+        if self.enabled and not self.address.startswith("unix:") and self.tls is None:
+            raise ValueError("a TCP gRPC address needs tls (Falco requires mutual TLS on TCP)")
+        return self
+
+
+class Inputs(Strict):
+    http: HttpInput = HttpInput(allow_unauthenticated=False, enabled=False)
+    grpc: GrpcInput = GrpcInput()
+
+
+class Server(Strict):
+    """The plain-HTTP listener for /metrics, /healthz and /readyz."""
+
+    metrics_listen: str | None = "0.0.0.0:9090"
+
+    _check_listen = field_validator("metrics_listen")(
+        classmethod(lambda cls, v: None if v is None else _listen_address(v))
+    )
+
+
+class Retry(Strict):
+    attempts: int = Field(default=4, ge=1, le=20)
+    initial_backoff_seconds: float = Field(default=0.2, gt=0, le=10)
+    max_backoff_seconds: float = Field(default=2.0, gt=0, le=60)
+
+
+class Cluster(Strict):
+    # None: in-cluster service account, else the default kubeconfig.
+    kubeconfig: str | None = None
+    context: str | None = None
+    # Falco's hostname is the node name (FALCO_HOSTNAME from spec.nodeName in the chart).
+    verify_node: bool = True
+    cache_ttl_seconds: float = Field(default=10.0, ge=0, le=3600)
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    retry: Retry = Retry()
+    workers: int = Field(default=8, ge=1, le=64)
+
+
+class Quarantine(Strict):
+    label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
+    label_value: str = Field(default="true", pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
+    # Add `label DoesNotExist` to other policies that would still allow traffic (undone on release).
+    patch_other_policies: bool = False
+
+
+class MaxQuarantines(Strict):
+    count: int = Field(default=5, ge=1, le=10000)
+    window_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+
+DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease", "falco", "serving-guard")
+
+
+class Guardrails(Strict):
+    protected_namespaces: tuple[str, ...] = DEFAULT_PROTECTED
+    # Namespaces must carry this label (value "true") before anything in them is quarantined; None disables.
+    enforce_namespace_label: str | None = Field(default="serving-guard.io/enforce", pattern=LABEL_KEY_PATTERN)
+    max_quarantines: MaxQuarantines = MaxQuarantines()
+    dry_run: bool = False
+
+
+class Dedupe(Strict):
+    window_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+
+class ActionName(StrEnum):
+    NOTIFY = "notify"
+    QUARANTINE = "quarantine"
+    ANNOTATE = "annotate"
+
+
+class PolicyMatch(Strict):
+    # Exact names or shell-style globs ("Interpreter *").
+    rules: tuple[str, ...] = ()
+    # Any of these tags.
+    tags: tuple[str, ...] = ()
+    min_priority: PriorityName | None = None
+    namespaces: tuple[str, ...] = ()
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+    _priority = field_validator("min_priority", mode="before")(
+        classmethod(lambda cls, v: None if v is None else _parse_priority(v))
+    )
+
+    def matches_rule(self, rule: str) -> bool:
+        return not self.rules or any(fnmatch.fnmatchcase(rule, pattern) for pattern in self.rules)
+
+
+class PolicySlack(Strict):
+    channel: str | None = None
+    min_priority: PriorityName | None = None
+
+    _priority = field_validator("min_priority", mode="before")(
+        classmethod(lambda cls, v: None if v is None else _parse_priority(v))
+    )
+
+
+class Policy(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$")
+    match: PolicyMatch = PolicyMatch()
+    actions: tuple[ActionName, ...] = (ActionName.NOTIFY,)
+    slack: PolicySlack = PolicySlack()
+
+    @field_validator("actions")
+    @classmethod
+    def _unique(cls, value: tuple[ActionName, ...]) -> tuple[ActionName, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("actions must not repeat")
+        if ActionName.QUARANTINE in value and ActionName.ANNOTATE in value:
+            raise ValueError("quarantine already annotates the pod; use one of quarantine or annotate")
+        return value
+
+
+class SlackMode(StrEnum):
+    DISABLED = "disabled"
+    BOT = "bot"
+    WEBHOOK = "webhook"
+
+
+class Slack(Strict):
+    mode: SlackMode = SlackMode.DISABLED
+    # Bot token (xoxb-...) for mode bot; incoming-webhook URL for mode webhook.
+    token: SecretRef | None = None
+    webhook_url: SecretRef | None = None
+    default_channel: str | None = None
+    min_priority: PriorityName = Priority.WARNING
+    # Slack API root; only for an Enterprise Grid proxy or a local test sink. Must end with '/'.
+    base_url: str = "https://slack.com/api/"
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Repeats of an incident update its thread counter at most this often.
+    update_interval_seconds: float = Field(default=30.0, ge=0, le=3600)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+
+    _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        if self.mode is SlackMode.BOT:
+            if self.token is None:
+                raise ValueError("mode bot needs token (file or env)")
+            if not self.default_channel:
+                raise ValueError("mode bot needs default_channel")
+        if self.mode is SlackMode.WEBHOOK and self.webhook_url is None:
+            raise ValueError("mode webhook needs webhook_url (file or env)")
+        if not self.base_url.endswith("/"):
+            raise ValueError("base_url must end with '/'")
+        return self
+
+
+class Journal(Strict):
+    path: str = "/var/lib/serving-guard/journal.db"
+    retention_days: float = Field(default=30.0, gt=0, le=3650)
+    max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
+    max_pending: int = Field(default=20000, ge=10, le=10_000_000)
+    commit_interval_ms: float = Field(default=2.0, ge=0, le=1000)
+
+
+class Logging(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(Strict):
+    inputs: Inputs = Inputs()
+    server: Server = Server()
+    cluster: Cluster = Cluster()
+    quarantine: Quarantine = Quarantine()
+    guardrails: Guardrails = Guardrails()
+    dedupe: Dedupe = Dedupe()
+    policies: tuple[Policy, ...] = ()
+    # What happens to an alert that no policy matches.
+    default_actions: tuple[ActionName, ...] = (ActionName.NOTIFY,)
+    slack: Slack = Slack()
+    journal: Journal = Journal()
+    logging: Logging = Logging()
+
+    @model_validator(mode="after")
+    def _unique_policies(self) -> Self:
+        seen: set[str] = set()
+        for policy in self.policies:
+            if policy.name in seen:
+                raise ValueError(f"policy name {policy.name!r} is used twice")
+            seen.add(policy.name)
+        if ActionName.QUARANTINE in self.default_actions:
+            raise ValueError("default_actions may not quarantine: name the rules in a policy")
+        return self
+
+    def rule_patterns(self) -> Sequence[str]:
+        return [pattern for policy in self.policies for pattern in policy.match.rules]
+
+
+def _error_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
+    # pydantic adds the model-validator step names and enum tags to loc; keep the data keys only.
+    return tuple(part for part in loc if isinstance(part, int) or not part.startswith(("function-", "[")))
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def config_from_document(document: YamlDocument) -> Config:
+    data: Any = document.data if document.data is not None else {}
+    if not isinstance(data, dict):
+        raise document.error((), "the config must be a mapping of sections (inputs, cluster, policies, ...)")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors(include_url=False):
+            path = _error_path(error["loc"])
+            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            reason = reason.removeprefix("Value error, ")
+            line = document.line_of(path)
+            where = f"{document.file}:{line}" if line is not None else document.file
+            messages.append(f"{where}: {_dotted(path)}: {reason}")
+        raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
+
+
+def load_config(path: str) -> Config:
+    return config_from_document(load_yaml_file(path))
+
+
+def load_config_text(text: str, name: str = "<config>") -> Config:
+    return config_from_document(load_yaml(text, name))
+
+
+__all__ = [
+    "ActionName",
+    "Config",
+    "Policy",
+    "PolicyMatch",
+    "SecretRef",
+    "SlackMode",
+    "SourceError",
+    "load_config",
+    "load_config_text",
+]

@@ -1,0 +1,73 @@
+"""Incidents: one per (rule, pod, container, node) within the dedupe window, and the report
+that Slack renders and the audit trail shows."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+
+from responder.actions.outcome import ActionOutcome
+from responder.alert import Alert
+from responder.cluster.context import PodContext
+from responder.cluster.verify import Verification
+from responder.policy import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentKey:
+    """Container id and node are part of the key so that a forged alert naming a real pod
+    (different container id) cannot fold a genuine alert into its own unverified incident."""
+
+    rule: str
+    namespace: str
+    pod: str
+    container_id: str
+    hostname: str
+
+    @classmethod
+    def of(cls, alert: Alert) -> IncidentKey:
+        return cls(
+            rule=alert.rule,
+            namespace=alert.namespace or "",
+            pod=alert.pod or "",
+            container_id=alert.container_id or "",
+            hostname=alert.hostname or "",
+        )
+
+    @property
+    def pod_ref(self) -> str:
+        return f"{self.namespace}/{self.pod}" if self.namespace or self.pod else "(no pod)"
+
+    def digest(self) -> str:
+        joined = "\x1f".join((self.rule, self.namespace, self.pod, self.container_id, self.hostname))
+        return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentReport:
+    """Everything on-call needs about one incident, as of now."""
+
+    incident_id: str
+    key: IncidentKey
+    alert: Alert  # the alert that opened the incident
+    count: int
+    first_seen_ns: int
+    last_seen_ns: int
+    pod: PodContext | None
+    verification: Verification
+    decision: Decision
+    outcomes: tuple[ActionOutcome, ...] = ()
+
+    @property
+    def quarantined(self) -> bool:
+        return any(o.action == "quarantine" and o.status.value in ("quarantined", "leaky") for o in self.outcomes)
+
+    def release_command(self) -> str | None:
+        """The exact command that undoes the quarantine, when there is one to undo."""
+        if not self.quarantined:
+            return None
+        return (
+            "serving-guard release --namespace "
+            f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)} --reason '<why it is safe>'"
+        )

@@ -1,0 +1,175 @@
+"""The decision core: (Alert, pod, verification, guardrail state, config) -> Decision. No I/O.
+
+Policies are tried in file order and the first match decides; an alert that no policy
+matches gets ``default_actions`` (notify only). Guardrails can only take actions away:
+an unverified alert, a protected or not-opted-in namespace, or an open circuit breaker
+turn a quarantine into a loud "withheld" note, never into a silent drop.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from responder.alert import Alert, Priority
+from responder.cluster.context import PodContext
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName, Config, Policy
+
+DEFAULT_POLICY = "default"
+ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailState:
+    """Quarantines performed in the breaker's current window (from the journal/metrics)."""
+
+    recent_quarantines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    policy: str
+    # The actions to perform now (after guardrails).
+    actions: tuple[ActionName, ...]
+    # The actions the matched policy asked for.
+    requested: tuple[ActionName, ...]
+    dry_run: bool = False
+    # Why requested actions were withheld, in words for Slack and the audit trail.
+    withheld: tuple[str, ...] = ()
+    slack_channel: str | None = None
+    # Whether on-call is told (Slack): priority routing, or always for security problems.
+    notify: bool = True
+    # The alert failed verification: on-call gets a distinct "unverified alert" message.
+    unverified: bool = False
+    breaker_open: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def isolates(self) -> bool:
+        return ActionName.QUARANTINE in self.actions
+
+    def summary(self) -> str:
+        acted = ", ".join(a.value for a in self.actions) or "nothing"
+        prefix = "dry-run " if self.dry_run and self.isolates else ""
+        text = f"policy {self.policy}: {prefix}{acted}"
+        if self.withheld:
+            text += " (withheld: " + "; ".join(self.withheld) + ")"
+        return text
+
+
+def select_policy(alert: Alert, pod: PodContext | None, config: Config) -> Policy | None:
+    for policy in config.policies:
+        if policy_matches(policy, alert, pod):
+            return policy
+    return None
+
+
+def policy_matches(policy: Policy, alert: Alert, pod: PodContext | None) -> bool:
+    match = policy.match
+    if not match.matches_rule(alert.rule):
+        return False
+    if match.tags and not set(match.tags) & set(alert.tags):
+        return False
+    if match.min_priority is not None and not alert.priority.at_least(match.min_priority):
+        return False
+    if match.sources and alert.source not in match.sources:
+        return False
+    if match.namespaces:
+        namespace = alert.namespace
+        if namespace is None or not any(fnmatch.fnmatchcase(namespace, ns) for ns in match.namespaces):
+            return False
+    if match.pod_labels:
+        if pod is None:
+            return False  # labels are only known from the live pod
+        if any(pod.labels.get(key) != value for key, value in match.pod_labels.items()):
+            return False
+    return True
+
+
+def _slack_routing(policy: Policy | None, alert: Alert, config: Config) -> tuple[str | None, bool]:
+    channel = config.slack.default_channel
+    minimum: Priority = config.slack.min_priority
+    if policy is not None:
+        channel = policy.slack.channel or channel
+        if policy.slack.min_priority is not None:
+            minimum = policy.slack.min_priority
+    return channel, alert.priority.at_least(minimum)
+
+
+def decide(
+    alert: Alert,
+    pod: PodContext | None,
+    verification: Verification,
+    state: GuardrailState,
+    config: Config,
+) -> Decision:
+    policy = select_policy(alert, pod, config)
+    requested = policy.actions if policy is not None else config.default_actions
+    name = policy.name if policy is not None else DEFAULT_POLICY
+    channel, notify = _slack_routing(policy, alert, config)
+    guardrails = config.guardrails
+
+    withheld: list[str] = []
+    actions = list(requested)
+    wants_isolation = any(a in ISOLATING for a in actions)
+
+    def withhold(reason: str) -> None:
+        nonlocal actions
+        if any(a in ISOLATING for a in actions):
+            withheld.append(reason)
+        actions = [a for a in actions if a not in ISOLATING]
+
+    unverified = False
+    if verification.status is VerificationStatus.UNVERIFIED:
+        unverified = True
+        withhold(f"alert not verified against the live pod: {verification.reason}")
+    elif not verification.verified:
+        withhold(_unverifiable_reason(verification))
+
+    namespace = alert.namespace
+    if wants_isolation and namespace is not None:
+        if namespace in guardrails.protected_namespaces:
+            withhold(f"namespace {namespace} is protected")
+        elif guardrails.enforce_namespace_label and pod is not None:
+            label = guardrails.enforce_namespace_label
+            if pod.namespace_labels.get(label) != "true":
+                withhold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
+
+    breaker_open = False
+    if ActionName.QUARANTINE in actions and not guardrails.dry_run:
+        limit = guardrails.max_quarantines
+        if state.recent_quarantines >= limit.count:
+            breaker_open = True
+            withhold(
+                f"circuit breaker open: {state.recent_quarantines} quarantines in the last "
+                f"{limit.window_seconds:g}s (limit {limit.count}); alert-only until the window passes"
+            )
+
+    if unverified or withheld:
+        # A withheld action or a possible forgery is always worth a human's look.
+        notify = True
+        if ActionName.NOTIFY not in actions:
+            actions.insert(0, ActionName.NOTIFY)
+    if ActionName.NOTIFY not in actions:
+        notify = False
+
+    return Decision(
+        policy=name,
+        actions=tuple(actions),
+        requested=tuple(requested),
+        dry_run=guardrails.dry_run,
+        withheld=tuple(withheld),
+        slack_channel=channel,
+        notify=notify,
+        unverified=unverified,
+        breaker_open=breaker_open,
+    )
+
+
+def _unverifiable_reason(verification: Verification) -> str:
+    if verification.status is VerificationStatus.POD_NOT_FOUND:
+        return "pod not found (already gone?)"
+    if verification.status is VerificationStatus.NO_POD_IDENTITY:
+        return "alert names no pod (no k8s.ns.name/k8s.pod.name)"
+    return f"pod lookup failed: {verification.reason}"

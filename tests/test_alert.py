@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from responder.alert import (
+    AlertError,
+    Priority,
+    alert_from_mapping,
+    format_time_ns,
+    parse_falco_json,
+    parse_time_ns,
+)
+
+FALCO_ALERT = {
+    "hostname": "node-1",
+    "output": "2025-01-28T10:00:00.123456789+0000: Notice Shell in serving pod (k8s.ns.name=ml)",
+    "output_fields": {
+        "container.id": "0123456789ab",
+        "evt.time": 1738058400123456789,
+        "fd.sport": 443,
+        "k8s.ns.name": "ml",
+        "k8s.pod.name": "triton-0",
+        "proc.tty": 0,
+        "user.loginuid": None,
+        "proc.is_exe_upper_layer": True,
+    },
+    "priority": "Notice",
+    "rule": "Shell in serving pod",
+    "source": "syscall",
+    "tags": ["serving_guard", "T1059", "mitre_execution"],
+    "time": "2025-01-28T10:00:00.123456789Z",
+}
+
+
+def test_falco_http_output_json_is_parsed_with_ns_precision() -> None:
+    alert = parse_falco_json(json.dumps(FALCO_ALERT).encode())
+    assert alert.rule == "Shell in serving pod"
+    assert alert.priority is Priority.NOTICE
+    assert alert.time_ns == 1738058400123456789
+    assert alert.namespace == "ml" and alert.pod == "triton-0" and alert.container_id == "0123456789ab"
+    assert alert.hostname == "node-1"
+    assert alert.tags == ("T1059", "mitre_execution", "serving_guard")
+    # JSON null means "not available": the field is absent, not the string "None".
+    assert "user.loginuid" not in alert.fields
+    assert alert.text("proc.is_exe_upper_layer") == "true"
+    assert alert.text("fd.sport") == "443"
+
+
+def test_sidekick_payload_with_uuid_and_trimmed_time() -> None:
+    payload = dict(FALCO_ALERT, uuid="5d1c1b9e-4e4b-4a7b-9f8e-2c1e0c8f4f11", source="syscalls")
+    payload["time"] = "2025-01-28T10:00:00.1234Z"
+    alert = alert_from_mapping(payload)
+    assert alert.sidekick_uuid == "5d1c1b9e-4e4b-4a7b-9f8e-2c1e0c8f4f11"
+    assert alert.source == "syscall"
+    assert alert.time_ns == 1738058400123400000
+
+
+def test_grpc_not_available_marker_reads_as_missing() -> None:
+    payload = dict(FALCO_ALERT, output_fields={"k8s.pod.name": "<NA>", "k8s.ns.name": "ml"})
+    alert = alert_from_mapping(payload)
+    assert alert.pod is None and alert.namespace == "ml"
+
+
+def test_same_alert_twice_has_the_same_id_and_differs_from_others() -> None:
+    first = alert_from_mapping(FALCO_ALERT)
+    again = alert_from_mapping(json.loads(json.dumps(FALCO_ALERT)))
+    other = alert_from_mapping(dict(FALCO_ALERT, time="2025-01-28T10:00:00.123456790Z"))
+    assert first.alert_id == again.alert_id
+    assert first.alert_id != other.alert_id
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        (b"", "body", "invalid JSON"),
+        (b"\xff\xfe", "body", "not UTF-8"),
+        (b"[1]", "body", "JSON object"),
+        (b'{"priority":"Notice","time":"2025-01-28T10:00:00Z"}', "rule", "missing"),
+        (b'{"rule":"r","priority":"Loud","time":"2025-01-28T10:00:00Z"}', "priority", "unknown priority"),
+        (b'{"rule":"r","priority":"Notice","time":"yesterday"}', "time", "RFC 3339"),
+        (b'{"rule":"r","priority":"Notice","time":1}', "time", "RFC 3339 string"),
+        (b'{"rule":"","priority":"Notice","time":"2025-01-28T10:00:00Z"}', "rule", "empty"),
+        (b'{"rule":"r","priority":"Notice","time":"2025-01-28T10:00:00Z","tags":"a"}', "tags", "array"),
+        (
+            b'{"rule":"r","priority":"Notice","time":"2025-01-28T10:00:00Z","output_fields":{"a":{"b":1}}}',
+            "output_fields.a",
+            "string, number or boolean",
+        ),
+        (b'{"rule":"r","rule":"s","priority":"Notice","time":"2025-01-28T10:00:00Z"}', "rule", "duplicate"),
+        (b'{"rule":"r","priority":"Notice","time":"2025-13-28T10:00:00Z"}', "time", "out of range"),
+    ],
+)
+def test_bad_payloads_name_the_field(body: bytes, field: str, reason: str) -> None:
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(body)
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+
+
+def test_time_round_trip_and_offsets() -> None:
+    assert format_time_ns(parse_time_ns("2025-01-28T10:00:00.000000001Z")) == "2025-01-28T10:00:00.000000001Z"
+    assert parse_time_ns("2025-01-28T11:00:00+01:00") == parse_time_ns("2025-01-28T10:00:00Z")
+
+
+def test_priority_names_and_order() -> None:
+    assert Priority.parse("info") is Priority.INFORMATIONAL
+    assert Priority.parse("CRITICAL") is Priority.CRITICAL
+    assert Priority.CRITICAL.at_least(Priority.WARNING)
+    assert not Priority.NOTICE.at_least(Priority.WARNING)
+
+
+def test_falco_json_round_trip() -> None:
+    alert = alert_from_mapping(FALCO_ALERT)
+    again = alert_from_mapping(alert.to_falco_json())
+    assert again == alert
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["rule", "priority", "time", "output", "output_fields", "tags", "hostname", "source", "uuid"]),
+        json_values,
+    )
+)
+def test_fuzzed_payloads_only_ever_raise_alert_error(payload: dict[str, object]) -> None:
+    try:
+        alert = alert_from_mapping(payload)
+    except AlertError as exc:
+        assert exc.field and exc.reason
+    else:
+        assert alert.rule and alert.alert_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzzed_bytes_only_ever_raise_alert_error(body: bytes) -> None:
+    try:
+        parse_falco_json(body)
+    except AlertError:
+        pass
