@@ -17,6 +17,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+# checkov is heavy and pins its own dependencies: it gets a virtualenv of its own.
+SCAN_VENV := .venv-scan
+CHECKOV   := $(SCAN_VENV)/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet 'checkov==3.3.30'
+
 lint: $(STAMP)
 	$(BIN)/ruff check responder simulators tests bench
 	$(BIN)/ruff format --check responder simulators tests bench
@@ -24,8 +31,8 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy responder simulators
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+pytest: $(STAMP) $(CHECKOV)
+	SERVING_GUARD_CHECKOV=$(abspath $(CHECKOV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint types pytest
 
@@ -39,4 +46,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke --out $(VENV)/bench-smoke.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-report.html
+	rm -rf $(VENV) $(SCAN_VENV) .mypy_cache .pytest_cache .ruff_cache demo-report.html

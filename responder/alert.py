@@ -290,7 +290,9 @@ def build_alert(
             prio = Priority.parse(prio_text)
         except ValueError as exc:
             raise AlertError("priority", str(exc)) from None
-    output_text = "" if output is None else _require_text(output, "output", MAX_OUTPUT_CHARS, allow_empty=True)
+    output_text = (
+        "" if output is None else _require_text(output, "output", MAX_OUTPUT_CHARS, allow_empty=True)
+    )
     host = None if hostname in (None, "") else _require_text(hostname, "hostname", 253)
     uuid = None if sidekick_uuid in (None, "") else _require_text(sidekick_uuid, "uuid", 64)
     source_text = _normalise_source(source)

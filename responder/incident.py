@@ -61,7 +61,9 @@ class IncidentReport:
 
     @property
     def quarantined(self) -> bool:
-        return any(o.action == "quarantine" and o.status.value in ("quarantined", "leaky") for o in self.outcomes)
+        return any(
+            o.action == "quarantine" and o.status.value in ("quarantined", "leaky") for o in self.outcomes
+        )
 
     def release_command(self) -> str | None:
         """The exact command that undoes the quarantine, when there is one to undo."""

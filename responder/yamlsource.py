@@ -55,7 +55,9 @@ class _Builder:
             for key_node, value_node in node.value:
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | bool | float) and key is not None:
-                    raise SourceError(self.file, _mark_line(key_node.start_mark), "mapping keys must be scalars")
+                    raise SourceError(
+                        self.file, _mark_line(key_node.start_mark), "mapping keys must be scalars"
+                    )
                 if key in result:
                     raise SourceError(self.file, _mark_line(key_node.start_mark), f"duplicate key {key!r}")
                 child = (*path, key if isinstance(key, str | int) else str(key))

@@ -217,7 +217,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     continue
                 items.append(copy.deepcopy(raw))
         version = str(next(self._versions))
-        return aiohttp.web.json_response({"kind": "List", "metadata": {"resourceVersion": version}, "items": items})
+        return aiohttp.web.json_response(
+            {"kind": "List", "metadata": {"resourceVersion": version}, "items": items}
+        )
 
     @staticmethod
     def _field_term_holds(obj: Mapping[str, Any], term: str) -> bool:
@@ -228,10 +230,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return (str(actual) != value) if negate else (str(actual) == value)
 
     def _stored(self, request: kmock.Request) -> Any:
+        assert request.resource is not None and request.name is not None  # checked by the caller
         key = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
             return None
         return self.objects[key]
+
+    async def _announce(self, request: kmock.Request, data: dict[str, Any]) -> None:
+        """Tell open watches about a change, as the API server would."""
+        assert request.resource is not None
+        await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(data)})
 
     async def _serve_replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         body = request.data if isinstance(request.data, dict) else None
@@ -246,7 +254,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             current_meta = current.get("metadata") or {}
             if sent_version and sent_version != current_meta.get("resourceVersion"):
                 return await self._error(
-                    409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version",
                 )
             data = copy.deepcopy(body)
             meta = data.setdefault("metadata", {})
@@ -255,13 +265,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     meta[kept] = current_meta[kept]
             meta["resourceVersion"] = str(next(self._versions))
             stored.create(data)
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(data)})
+            await self._announce(request, data)
         return aiohttp.web.json_response(data)
 
     async def _serve_patch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-            return await self._error(415, "UnsupportedMediaType", f"patch type {content_type!r} not supported")
+            return await self._error(
+                415, "UnsupportedMediaType", f"patch type {content_type!r} not supported"
+            )
         patch = request.data
         if not isinstance(patch, dict):
             return await self._error(400, "BadRequest", "PATCH needs a JSON object")
@@ -286,7 +298,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             data = _merge_patch(current, patch)
             data["metadata"]["resourceVersion"] = str(next(self._versions))
             stored.create(data)
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(data)})
+            await self._announce(request, data)
         return aiohttp.web.json_response(data)
 
 

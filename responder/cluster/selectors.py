@@ -64,8 +64,8 @@ def expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str])
 def parse_label_selector(text: str) -> dict[str, Any]:
     """The string form used by ?labelSelector= (a=b, a!=b, a in (x,y), a notin (x), a, !a)."""
     expressions: list[dict[str, Any]] = []
-    for term in _split_terms(text):
-        term = term.strip()
+    for raw_term in _split_terms(text):
+        term = raw_term.strip()
         if not term:
             continue
         if term.startswith("!"):

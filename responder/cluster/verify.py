@@ -41,7 +41,9 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
     container_id = alert.container_id
     if not container_id or container_id == "host":
-        return Verification(VerificationStatus.UNVERIFIED, "alert has no container.id to match against the pod")
+        return Verification(
+            VerificationStatus.UNVERIFIED, "alert has no container.id to match against the pod"
+        )
     container = pod.container_by_id(container_id)
     if container is None:
         known = ", ".join(c.short_id or "?" for c in pod.containers) or "none running"
@@ -51,7 +53,9 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
         )
     if check_node:
         if not alert.hostname:
-            return Verification(VerificationStatus.UNVERIFIED, "alert has no hostname to match the pod's node")
+            return Verification(
+                VerificationStatus.UNVERIFIED, "alert has no hostname to match the pod's node"
+            )
         if pod.node is None or alert.hostname != pod.node:
             return Verification(
                 VerificationStatus.UNVERIFIED,

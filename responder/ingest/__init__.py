@@ -1,0 +1,1 @@
+"""Inputs: bytes from Falco (HTTP, gRPC, JSON lines) to typed Alerts handed to an AlertSink."""

@@ -1,0 +1,42 @@
+"""The one door every input uses to hand alerts to the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from responder.alert import Alert
+
+
+class InputName(StrEnum):
+    HTTP = "http"
+    GRPC = "grpc"
+    JSONL = "jsonl"
+
+
+class Overloaded(Exception):
+    """The pipeline has no room now; the input pushes back (HTTP 503 + Retry-After, gRPC stops reading)."""
+
+    def __init__(self, retry_after_seconds: float, reason: str) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    alert_id: str
+    # False when this exact alert (same content id) was already accepted: a retry, not new work.
+    new: bool
+
+
+class AlertSink(Protocol):
+    async def submit(self, alert: Alert, source: InputName, *, wait_seconds: float | None = None) -> Accepted:
+        """Return once the alert is durably journaled. Wait up to ``wait_seconds`` for room
+        (None: as long as it takes), then raise Overloaded."""
+        ...
+
+    def reject(self, source: InputName, reason: str, detail: str) -> None:
+        """Count and log a payload that is not a valid alert (``reason`` is a short, bounded code)."""
+        ...
