@@ -268,6 +268,17 @@ def compute_alert_id(rule: str, time_ns: int, hostname: str | None, source: str,
     return digest.hexdigest()
 
 
+TOP_LEVEL_FIELDS = frozenset(
+    {"body", "rule", "priority", "time", "output", "output_fields", "tags", "hostname", "source", "uuid"}
+)
+
+
+def rejection_code(error: AlertError) -> str:
+    """A short, bounded code for metrics ("bad_time"); never the attacker's own key names."""
+    root = error.field.split(".", 1)[0].split("[", 1)[0]
+    return f"bad_{root}" if root in TOP_LEVEL_FIELDS else "bad_payload"
+
+
 def build_alert(
     *,
     rule: object,

@@ -9,7 +9,7 @@ turn a quarantine into a loud "withheld" note, never into a silent drop.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
@@ -43,7 +43,6 @@ class Decision:
     # The alert failed verification: on-call gets a distinct "unverified alert" message.
     unverified: bool = False
     breaker_open: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def isolates(self) -> bool:

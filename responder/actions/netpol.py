@@ -1,0 +1,126 @@
+"""NetworkPolicy reasoning, pure: the deny-all policy we want, and which other policies still
+let traffic reach or leave a pod (NetworkPolicies are a union of allows)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from responder.cluster.selectors import SelectorError, selector_matches
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "serving-guard"}
+PATCHED_ANNOTATION = "serving-guard.io/patched-for-quarantine"
+
+
+def deny_all_policy(namespace: str, name: str, label: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "spec": deny_all_spec(label, value),
+    }
+
+
+def deny_all_spec(label: str, value: str) -> dict[str, Any]:
+    # Both directions and no rules: a selected pod may neither receive nor send anything.
+    return {"podSelector": {"matchLabels": {label: value}}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def spec_is_deny_all(spec: Mapping[str, Any] | None, label: str, value: str) -> bool:
+    if not isinstance(spec, Mapping):
+        return False
+    selector = spec.get("podSelector") or {}
+    return (
+        selector.get("matchLabels") == {label: value}
+        and not selector.get("matchExpressions")
+        and sorted(spec.get("policyTypes") or []) == ["Egress", "Ingress"]
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Leak:
+    policy: str
+    directions: tuple[str, ...]  # "ingress", "egress"
+    reason: str
+
+
+def policy_types(spec: Mapping[str, Any]) -> set[str]:
+    declared = spec.get("policyTypes")
+    if isinstance(declared, list) and declared:
+        return {str(t) for t in declared}
+    # The API server's defaulting: Ingress always, Egress when egress rules are present.
+    types = {"Ingress"}
+    if spec.get("egress"):
+        types.add("Egress")
+    return types
+
+
+def find_leaks(
+    policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, str], *, own_policy: str
+) -> list[Leak]:
+    """Policies (other than ours) that select the pod and allow some traffic to or from it."""
+    leaks = []
+    for policy in policies:
+        meta = policy.get("metadata") or {}
+        name = str(meta.get("name", "?"))
+        if name == own_policy:
+            continue
+        spec = policy.get("spec") or {}
+        try:
+            selects = selector_matches(spec.get("podSelector") or {}, pod_labels)
+            reason = "its podSelector selects the pod"
+        except SelectorError as exc:
+            # Fail safe: a selector we cannot evaluate may select the pod.
+            selects, reason = True, f"its podSelector cannot be evaluated ({exc})"
+        if not selects:
+            continue
+        types = policy_types(spec)
+        directions = []
+        if "Ingress" in types and spec.get("ingress"):
+            directions.append("ingress")
+        if "Egress" in types and spec.get("egress"):
+            directions.append("egress")
+        if directions:
+            leaks.append(Leak(policy=name, directions=tuple(directions), reason=reason))
+    return leaks
+
+
+def exclusion_expression(label: str) -> dict[str, Any]:
+    return {"key": label, "operator": "DoesNotExist"}
+
+
+def with_exclusion(policy: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The policy with `label DoesNotExist` added to its podSelector, marked as patched by us."""
+    patched = copy.deepcopy(dict(policy))
+    spec = patched.setdefault("spec", {})
+    selector = spec.setdefault("podSelector", {})
+    expressions = selector.setdefault("matchExpressions", [])
+    if exclusion_expression(label) not in expressions:
+        expressions.append(exclusion_expression(label))
+    annotations = patched.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[PATCHED_ANNOTATION] = label
+    return patched
+
+
+def without_exclusion(policy: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """Undo :func:`with_exclusion`, leaving anything else the owner changed since."""
+    restored = copy.deepcopy(dict(policy))
+    spec = restored.get("spec") or {}
+    selector = spec.get("podSelector") or {}
+    expressions = [e for e in selector.get("matchExpressions") or [] if e != exclusion_expression(label)]
+    if expressions:
+        selector["matchExpressions"] = expressions
+    else:
+        selector.pop("matchExpressions", None)
+    annotations = (restored.get("metadata") or {}).get("annotations") or {}
+    annotations.pop(PATCHED_ANNOTATION, None)
+    return restored
+
+
+def is_patched_by_us(policy: Mapping[str, Any], label: str) -> bool:
+    annotations = (policy.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(PATCHED_ANNOTATION) == label)

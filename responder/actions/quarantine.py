@@ -1,0 +1,367 @@
+"""Quarantine, annotate and release: the actions that touch the cluster.
+
+Quarantine = make sure the namespace has the deny-all NetworkPolicy, label the pod into it
+(merge patch guarded by the pod's uid, so a re-created pod of the same name is never hit),
+then prove isolation: every other NetworkPolicy that still selects the pod and allows
+traffic makes the quarantine LEAKY, by name. With ``patch_other_policies`` those policies
+get ``<label> DoesNotExist`` added to their podSelector (undone on release).
+Every step is idempotent: running it twice leaves the cluster as running it once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from responder.actions import netpol
+from responder.actions.events import EventRecorder
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.alert import Alert, format_time_ns
+from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.context import PodContext
+from responder.config import Quarantine
+
+ANNOTATION_PREFIX = "serving-guard.io/"
+A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
+A_RULE = ANNOTATION_PREFIX + "rule"
+A_ALERT_ID = ANNOTATION_PREFIX + "alert-id"
+A_INCIDENT = ANNOTATION_PREFIX + "incident"
+A_REASON = ANNOTATION_PREFIX + "reason"
+A_PATCHED = ANNOTATION_PREFIX + "patched-policies"
+A_FLAGGED_AT = ANNOTATION_PREFIX + "flagged-at"
+A_RELEASED_AT = ANNOTATION_PREFIX + "released-at"
+A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
+A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
+QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
+MAX_ANNOTATION = 1024
+CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationReport:
+    leaks: tuple[netpol.Leak, ...]
+    patched: tuple[str, ...]
+
+
+def _now_text() -> str:
+    return format_time_ns(time.time_ns())
+
+
+def _clip(text: str) -> str:
+    return text[:MAX_ANNOTATION]
+
+
+class ClusterActions:
+    def __init__(
+        self,
+        gateway: KubeGateway,
+        settings: Quarantine,
+        events: EventRecorder,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._gateway = gateway
+        self._settings = settings
+        self._events = events
+        self._clock_ns = clock_ns
+
+    # -- quarantine ---------------------------------------------------------------------------
+
+    def quarantine(
+        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, *, dry_run: bool
+    ) -> ActionOutcome:
+        started = self._clock_ns()
+        try:
+            if dry_run:
+                return self._dry_run(pod, started)
+            outcome = self._quarantine(pod, alert, incident_id, reason, started)
+        except KubeError as exc:
+            outcome = self._failure("quarantine", exc, started)
+        self._record_event(pod, outcome)
+        return outcome
+
+    def _dry_run(self, pod: PodContext, started: int) -> ActionOutcome:
+        labels = {**pod.labels, self._settings.label: self._settings.label_value}
+        leaks = netpol.find_leaks(
+            self._gateway.list_network_policies(pod.namespace),
+            labels,
+            own_policy=self._settings.network_policy,
+        )
+        detail = "would label the pod into " + self._settings.network_policy
+        if leaks:
+            detail += "; it would be LEAKY through " + ", ".join(leak.policy for leak in leaks)
+        return ActionOutcome(
+            action="quarantine",
+            status=OutcomeStatus.DRY_RUN,
+            detail=detail,
+            leaky_policies=tuple(leak.policy for leak in leaks),
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+        )
+
+    def _quarantine(
+        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, started: int
+    ) -> ActionOutcome:
+        created, repaired = self.ensure_deny_all(pod.namespace)
+        try:
+            patched_pod = self._label_pod(pod, alert, incident_id, reason)
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                gone = "pod no longer exists" if exc.not_found else "pod was replaced (uid changed)"
+                return ActionOutcome(
+                    "quarantine",
+                    OutcomeStatus.POD_GONE,
+                    gone,
+                    started_ns=started,
+                    finished_ns=self._clock_ns(),
+                )
+            raise
+        labels = (patched_pod.get("metadata") or {}).get("labels") or {}
+        report = self._isolate(pod, labels)
+        if report.patched:
+            self._remember_patched(pod, report.patched)
+        notes = []
+        if created:
+            notes.append(f"created NetworkPolicy {self._settings.network_policy}")
+        if repaired:
+            notes.append(f"repaired altered NetworkPolicy {self._settings.network_policy}")
+        if report.leaks:
+            notes += [
+                f"{leak.policy} allows {'+'.join(leak.directions)} ({leak.reason})" for leak in report.leaks
+            ]
+            status = OutcomeStatus.LEAKY
+        else:
+            status = OutcomeStatus.QUARANTINED
+        return ActionOutcome(
+            action="quarantine",
+            status=status,
+            detail="; ".join(notes),
+            leaky_policies=tuple(leak.policy for leak in report.leaks),
+            patched_policies=report.patched,
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+        )
+
+    def ensure_deny_all(self, namespace: str) -> tuple[bool, bool]:
+        """Create the deny-all policy if missing, repair it if altered. Returns (created, repaired)."""
+        name = self._settings.network_policy
+        label, value = self._settings.label, self._settings.label_value
+        for _ in range(CONFLICT_RETRIES):
+            current = self._gateway.get_network_policy(namespace, name)
+            if current is None:
+                try:
+                    self._gateway.create_network_policy(
+                        namespace, netpol.deny_all_policy(namespace, name, label, value)
+                    )
+                    return True, False
+                except KubeError as exc:
+                    if exc.conflict:  # created concurrently (another replica, the chart): re-check it
+                        continue
+                    raise
+            if netpol.spec_is_deny_all(current.get("spec"), label, value):
+                return False, False
+            repaired = dict(current)
+            repaired["spec"] = netpol.deny_all_spec(label, value)
+            try:
+                self._gateway.replace_network_policy(namespace, name, repaired)
+                return False, True
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
+
+    def _label_pod(self, pod: PodContext, alert: Alert, incident_id: str, reason: str) -> dict[str, Any]:
+        annotations = {
+            A_RULE: _clip(alert.rule),
+            A_ALERT_ID: alert.alert_id,
+            A_INCIDENT: incident_id,
+            A_REASON: _clip(reason),
+        }
+        if A_QUARANTINED_AT not in pod.annotations:
+            annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
+        patch = {
+            "metadata": {
+                # A precondition: the API server refuses the patch if the pod was re-created.
+                "uid": pod.uid,
+                "labels": {self._settings.label: self._settings.label_value},
+                "annotations": annotations,
+            }
+        }
+        return self._gateway.patch_pod(pod.namespace, pod.name, patch)
+
+    def _isolate(self, pod: PodContext, labels: Mapping[str, str]) -> IsolationReport:
+        own = self._settings.network_policy
+        policies = self._gateway.list_network_policies(pod.namespace)
+        leaks = netpol.find_leaks(policies, labels, own_policy=own)
+        patched: list[str] = []
+        if leaks and self._settings.patch_other_policies:
+            by_name = {str((p.get("metadata") or {}).get("name")): p for p in policies}
+            for leak in leaks:
+                if self._exclude_from(pod.namespace, by_name[leak.policy]):
+                    patched.append(leak.policy)
+            # Prove it rather than assume it: read the policies again and re-evaluate.
+            leaks = netpol.find_leaks(
+                self._gateway.list_network_policies(pod.namespace), labels, own_policy=own
+            )
+        return IsolationReport(tuple(leaks), tuple(patched))
+
+    def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
+        label = self._settings.label
+        name = str((policy.get("metadata") or {}).get("name"))
+        current: Mapping[str, Any] | None = policy
+        for _ in range(CONFLICT_RETRIES):
+            if current is None:
+                return False
+            try:
+                self._gateway.replace_network_policy(namespace, name, netpol.with_exclusion(current, label))
+                return True
+            except KubeError as exc:
+                if not exc.conflict:
+                    return False  # e.g. 403: the policy stays leaky and the outcome says so
+                current = self._gateway.get_network_policy(namespace, name)
+        return False
+
+    def _remember_patched(self, pod: PodContext, patched: tuple[str, ...]) -> None:
+        known = set(filter(None, pod.annotations.get(A_PATCHED, "").split(",")))
+        names = ",".join(sorted(known | set(patched)))
+        self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": {"annotations": {A_PATCHED: names}}})
+
+    # -- annotate -----------------------------------------------------------------------------
+
+    def annotate(self, pod: PodContext, alert: Alert, incident_id: str, reason: str) -> ActionOutcome:
+        """Record the finding on the pod without isolating it."""
+        started = self._clock_ns()
+        patch = {
+            "metadata": {
+                "uid": pod.uid,
+                "annotations": {
+                    A_FLAGGED_AT: _now_text(),
+                    A_RULE: _clip(alert.rule),
+                    A_ALERT_ID: alert.alert_id,
+                    A_INCIDENT: incident_id,
+                    A_REASON: _clip(reason),
+                },
+            }
+        }
+        try:
+            self._gateway.patch_pod(pod.namespace, pod.name, patch)
+            outcome = ActionOutcome(
+                "annotate", OutcomeStatus.ANNOTATED, started_ns=started, finished_ns=self._clock_ns()
+            )
+        except KubeError as exc:
+            outcome = self._failure("annotate", exc, started)
+        self._record_event(pod, outcome)
+        return outcome
+
+    # -- release ------------------------------------------------------------------------------
+
+    def release(self, namespace: str, name: str, *, by: str, reason: str) -> ActionOutcome:
+        started = self._clock_ns()
+        label = self._settings.label
+        try:
+            raw = self._gateway.get_pod(namespace, name)
+        except KubeError as exc:
+            return self._failure("release", exc, started)
+        meta = raw.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        was_labelled = label in (meta.get("labels") or {})
+        patch = {
+            "metadata": {
+                "uid": meta.get("uid"),
+                "labels": {label: None},
+                "annotations": {
+                    **{key: None for key in QUARANTINE_ANNOTATIONS},
+                    A_RELEASED_AT: _now_text(),
+                    A_RELEASED_BY: _clip(by),
+                    A_RELEASE_REASON: _clip(reason),
+                },
+            }
+        }
+        try:
+            self._gateway.patch_pod(namespace, name, patch)
+            restored, kept = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
+        except KubeError as exc:
+            return self._failure("release", exc, started)
+        notes = [f"released by {by}: {reason}" if was_labelled else f"pod was not quarantined; recorded {by}"]
+        if restored:
+            notes.append("restored NetworkPolicies " + ", ".join(restored))
+        if kept:
+            notes.append("kept exclusion on " + ", ".join(kept) + " (other pods are still quarantined)")
+        outcome = ActionOutcome(
+            "release",
+            OutcomeStatus.RELEASED,
+            "; ".join(notes),
+            patched_policies=tuple(restored),
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+        )
+        self._events.record(
+            namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False
+        )
+        return outcome
+
+    def _undo_policy_patches(self, namespace: str, recorded: str) -> tuple[list[str], list[str]]:
+        label = self._settings.label
+        still_quarantined = self._gateway.list_pods(
+            namespace, label_selector=f"{label}={self._settings.label_value}"
+        )
+        candidates = {n for n in recorded.split(",") if n}
+        candidates |= {
+            str((p.get("metadata") or {}).get("name"))
+            for p in self._gateway.list_network_policies(namespace)
+            if netpol.is_patched_by_us(p, label)
+        }
+        if not candidates:
+            return [], []
+        if still_quarantined:
+            return [], sorted(candidates)
+        restored = []
+        for name in sorted(candidates):
+            for _ in range(CONFLICT_RETRIES):
+                current = self._gateway.get_network_policy(namespace, name)
+                if current is None or not netpol.is_patched_by_us(current, label):
+                    break
+                try:
+                    self._gateway.replace_network_policy(
+                        namespace, name, netpol.without_exclusion(current, label)
+                    )
+                    restored.append(name)
+                    break
+                except KubeError as exc:
+                    if not exc.conflict:
+                        raise
+        return restored, []
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def _failure(self, action: str, exc: KubeError, started: int) -> ActionOutcome:
+        if exc.forbidden:
+            detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}"
+        elif exc.not_found:
+            return ActionOutcome(
+                action,
+                OutcomeStatus.POD_GONE,
+                f"not found: {exc.reason}",
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
+        else:
+            detail = str(exc)
+        return ActionOutcome(
+            action, OutcomeStatus.FAILED, detail[:1000], started_ns=started, finished_ns=self._clock_ns()
+        )
+
+    def _record_event(self, pod: PodContext, outcome: ActionOutcome) -> None:
+        if outcome.status is OutcomeStatus.POD_GONE:
+            return
+        reasons = {
+            OutcomeStatus.QUARANTINED: "Quarantined",
+            OutcomeStatus.LEAKY: "QuarantineLeaky",
+            OutcomeStatus.DRY_RUN: "QuarantineDryRun",
+            OutcomeStatus.ANNOTATED: "SecurityFinding",
+            OutcomeStatus.FAILED: "QuarantineFailed" if outcome.action == "quarantine" else "ActionFailed",
+        }
+        reason = reasons.get(outcome.status, "ServingGuard")
+        self._events.record_for(pod, reason, f"serving-guard {outcome.action}: {outcome.describe()}")

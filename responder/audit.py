@@ -1,0 +1,195 @@
+"""The audit trail from the journal: alert -> decision -> actions -> notifications, with timings.
+Shared by `serving-guard audit`, the HTTP `GET /v1/audit` endpoint and `serving-guard verify`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from responder.alert import AlertError, format_time_ns
+from responder.journal import decode_payload
+
+MAX_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    since_ns: int = 0
+    namespace: str | None = None
+    pod: str | None = None
+    # Only alerts whose output or fields mention this run id (simulator runs tag their processes).
+    run_id: str | None = None
+    limit: int = 500
+
+    @classmethod
+    def parse_pod(cls, text: str) -> tuple[str, str]:
+        namespace, sep, name = text.partition("/")
+        if not sep or not namespace or not name:
+            raise ValueError(f"--pod must be NAMESPACE/NAME, got {text!r}")
+        return namespace, name
+
+
+def _ms(start: int | None, end: int | None) -> float | None:
+    if not start or not end:
+        return None
+    return round((end - start) / 1e6, 3)
+
+
+def _mentions(alert_json: dict[str, Any], needle: str) -> bool:
+    if needle in str(alert_json.get("output", "")):
+        return True
+    return any(needle in str(value) for value in (alert_json.get("output_fields") or {}).values())
+
+
+def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM alerts WHERE received_ns >= ?"
+    params: list[Any] = [query.since_ns]
+    if query.namespace is not None:
+        sql += " AND namespace = ?"
+        params.append(query.namespace)
+    if query.pod is not None:
+        sql += " AND pod = ?"
+        params.append(query.pod)
+    sql += " ORDER BY seq LIMIT ?"
+    # A run-id filter looks inside payloads, so read more rows than asked for.
+    params.append(min(query.limit, MAX_LIMIT) * (20 if query.run_id else 1))
+    rows = conn.execute(sql, params).fetchall()
+    incidents: dict[str, dict[str, Any]] = {}
+    entries = []
+    for row in rows:
+        try:
+            alert = decode_payload(row["payload"])
+        except (AlertError, ValueError, zlib.error):
+            continue
+        alert_json = alert.to_falco_json()
+        if query.run_id and not _mentions(alert_json, query.run_id):
+            continue
+        incident_id = row["incident_id"]
+        entry: dict[str, Any] = {
+            "alert_id": row["alert_id"],
+            "received": format_time_ns(row["received_ns"]),
+            "received_ns": row["received_ns"],
+            "input": row["input"],
+            "rule": row["rule"],
+            "priority": alert.priority.label,
+            "namespace": row["namespace"],
+            "pod": row["pod"],
+            "state": row["state"],
+            "outcome": row["outcome"] or "pending",
+            "incident_id": incident_id,
+            "alert": alert_json,
+        }
+        if incident_id:
+            if incident_id not in incidents:
+                incidents[incident_id] = _incident(conn, incident_id)
+            incident = incidents[incident_id]
+            entry["incident"] = incident
+            if row["outcome"] == "opened":
+                entry["timings_ms"] = _timings(row["received_ns"], incident)
+        entries.append(entry)
+        if len(entries) >= min(query.limit, MAX_LIMIT):
+            break
+    return entries
+
+
+def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | None]:
+    quarantine_done = next(
+        (
+            a["finished_ns"]
+            for a in incident["actions"]
+            if a["action"] == "quarantine" and a["status"] in ("quarantined", "leaky")
+        ),
+        None,
+    )
+    sent = next((n["sent_ns"] for n in incident["notifications"] if n["state"] == "sent"), None)
+    return {
+        "to_decision": _ms(received_ns, incident.get("decided_ns")),
+        "to_quarantine": _ms(received_ns, quarantine_done),
+        "to_notification": _ms(received_ns, sent),
+    }
+
+
+def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
+    row = conn.execute("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+    seen = conn.execute("SELECT COUNT(*) FROM alerts WHERE incident_id = ?", (incident_id,)).fetchone()[0]
+    actions = [
+        {
+            "action": a["action"],
+            "status": a["status"],
+            "detail": a["detail"],
+            "started_ns": a["started_ns"],
+            "finished_ns": a["finished_ns"],
+            "duration_ms": _ms(a["started_ns"], a["finished_ns"]),
+            "actor": a["actor"],
+            **{
+                k: v
+                for k, v in json.loads(a["outcome"]).items()
+                if k in ("leaky_policies", "patched_policies")
+            },
+        }
+        for a in conn.execute("SELECT * FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,))
+    ]
+    notifications = [
+        {
+            "kind": n["kind"],
+            "state": n["state"],
+            "attempts": n["attempts"],
+            "channel": n["channel"],
+            "slack_channel": n["slack_channel"],
+            "slack_ts": n["slack_ts"],
+            "last_error": n["last_error"],
+            "sent_ns": n["sent_ns"],
+        }
+        for n in conn.execute("SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident_id,))
+    ]
+    if row is None:
+        return {"incident_id": incident_id, "count": seen, "actions": actions, "notifications": notifications}
+    return {
+        "incident_id": incident_id,
+        "count": max(row["count"], seen),
+        "opened_ns": row["opened_ns"],
+        "last_seen_ns": row["last_seen_ns"],
+        "decided_ns": row["decided_ns"],
+        "verification": json.loads(row["verification"]) if row["verification"] else None,
+        "decision": json.loads(row["decision"]) if row["decision"] else None,
+        "actions": actions,
+        "notifications": notifications,
+    }
+
+
+def format_table(entries: Iterable[dict[str, Any]]) -> str:
+    header = ("RECEIVED", "RULE", "POD", "OUTCOME", "VERIFIED", "DECISION", "ACTIONS", "SLACK", "TO ACT")
+    rows = [header]
+    for entry in entries:
+        incident = entry.get("incident") or {}
+        decision = incident.get("decision") or {}
+        verification = (incident.get("verification") or {}).get("status", "-")
+        if entry["outcome"] == "duplicate":
+            actions = f"(repeat #{incident.get('count', '?')} of {entry['incident_id']})"
+            decided = slack = verification = "-"
+        else:
+            actions = ", ".join(f"{a['action']}={a['status']}" for a in incident.get("actions", [])) or "-"
+            decided = f"{decision.get('policy', '-')}: {','.join(decision.get('actions', [])) or 'nothing'}"
+            slack = ",".join(f"{n['kind']}={n['state']}" for n in incident.get("notifications", [])) or "-"
+        timing = (entry.get("timings_ms") or {}).get("to_quarantine")
+        rows.append(
+            (
+                entry["received"][11:23],
+                entry["rule"][:48],
+                f"{entry['namespace'] or '-'}/{entry['pod'] or '-'}",
+                entry["outcome"],
+                verification,
+                decided,
+                actions,
+                slack,
+                f"{timing:.1f} ms" if timing is not None else "-",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

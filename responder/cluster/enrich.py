@@ -1,0 +1,226 @@
+"""Pod context from the Kubernetes API: the pod, its owner chain and its namespace labels,
+cached with a short TTL so a burst of alerts for one pod costs one API read."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+MAX_OWNER_DEPTH = 5
+KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
+
+
+class LookupStatus(StrEnum):
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PodLookup:
+    status: LookupStatus
+    pod: PodContext | None = None
+    error: str = ""
+
+
+def valid_name(value: str) -> bool:
+    return bool(DNS_SUBDOMAIN.match(value))
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    statuses: dict[str, Mapping[str, Any]] = {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for item in status.get(key) or []:
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                statuses[item["name"]] = item
+    result = []
+    for key, init in (("containers", False), ("initContainers", True), ("ephemeralContainers", False)):
+        for item in spec.get(key) or []:
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                continue
+            state = statuses.get(item["name"], {})
+            result.append(
+                ContainerInfo(
+                    name=item["name"],
+                    image=str(item.get("image") or state.get("image") or ""),
+                    image_id=state.get("imageID") or None,
+                    container_id=state.get("containerID") or None,
+                    init=init,
+                )
+            )
+    return tuple(result)
+
+
+def controller_ref(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs:
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            return ref
+    return refs[0] if refs and isinstance(refs[0], Mapping) else None
+
+
+class _TTLCache:
+    """A small LRU with expiry; thread-safe (lookups run on the pool)."""
+
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float]) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._data: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> Any | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if entry[0] < self._clock():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            self._data[key] = (self._clock() + self._ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+
+class PodDirectory:
+    def __init__(
+        self,
+        gateway: KubeGateway,
+        *,
+        ttl_seconds: float = 10.0,
+        max_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._gateway = gateway
+        self._cache = _TTLCache(ttl_seconds, max_entries, clock)
+        # One API read per key at a time: a burst for one pod waits for the first read.
+        self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock_for(self, key: tuple[str, ...]) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._key_locks) > 8192:
+                self._key_locks = {k: v for k, v in self._key_locks.items() if v.locked()}
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def lookup(self, namespace: str, name: str, *, fresh: bool = False) -> PodLookup:
+        key = ("pod", namespace, name)
+        if not fresh:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached  # type: ignore[no-any-return]
+        with self._lock_for(key):
+            if not fresh:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    return cached  # type: ignore[no-any-return]
+            result = self._read(namespace, name)
+            if result.status is not LookupStatus.FAILED:
+                self._cache.put(key, result)
+            return result
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._cache.drop(("pod", namespace, name))
+
+    def _read(self, namespace: str, name: str) -> PodLookup:
+        try:
+            raw = self._gateway.get_pod(namespace, name)
+        except KubeError as exc:
+            if exc.not_found:
+                return PodLookup(LookupStatus.NOT_FOUND, error=str(exc))
+            return PodLookup(LookupStatus.FAILED, error=str(exc))
+        return PodLookup(LookupStatus.FOUND, pod=self.context_of(raw, namespace))
+
+    def context_of(self, raw: Mapping[str, Any], namespace: str) -> PodContext:
+        meta = raw.get("metadata") or {}
+        spec = raw.get("spec") or {}
+        labels = _str_map(meta.get("labels"))
+        return PodContext(
+            namespace=namespace,
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            node=spec.get("nodeName") or None,
+            phase=(raw.get("status") or {}).get("phase"),
+            labels=labels,
+            annotations=_str_map(meta.get("annotations")),
+            service_account=spec.get("serviceAccountName") or None,
+            containers=containers_of(raw),
+            owners=self._owner_chain(raw, namespace, labels),
+            namespace_labels=self.namespace_labels(namespace),
+            resource_version=meta.get("resourceVersion"),
+        )
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        key = ("ns", namespace)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return dict(cached)
+        try:
+            labels = _str_map((self._gateway.get_namespace(namespace).get("metadata") or {}).get("labels"))
+        except KubeError:
+            return {}  # unknown labels read as "not opted in": enforcement fails closed
+        self._cache.put(key, labels)
+        return labels
+
+    def _owner_chain(
+        self, raw: Mapping[str, Any], namespace: str, labels: Mapping[str, str]
+    ) -> tuple[OwnerRef, ...]:
+        chain: list[OwnerRef] = []
+        current: Mapping[str, Any] | None = raw
+        while current is not None and len(chain) < MAX_OWNER_DEPTH:
+            ref = controller_ref(current)
+            if ref is None or not isinstance(ref.get("kind"), str) or not isinstance(ref.get("name"), str):
+                break
+            owner = OwnerRef(kind=ref["kind"], name=ref["name"], api_version=str(ref.get("apiVersion", "")))
+            chain.append(owner)
+            current = self._read_owner(namespace, owner)
+        isvc = labels.get(KSERVE_ISVC_LABEL)
+        if isvc and not any(o.kind == "InferenceService" for o in chain):
+            # KServe serverless pods sit under Knative objects we do not read; the label names the service.
+            chain.append(
+                OwnerRef(kind="InferenceService", name=isvc, api_version="serving.kserve.io/v1beta1")
+            )
+        return tuple(chain)
+
+    def _read_owner(self, namespace: str, owner: OwnerRef) -> Mapping[str, Any] | None:
+        key = ("owner", namespace, owner.kind, owner.name)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        try:
+            obj = self._gateway.get_owner(namespace, owner.kind, owner.name)
+        except KubeError:
+            return None  # the chain stops at what we may not or cannot read
+        if obj is not None:
+            self._cache.put(key, obj)
+        return obj

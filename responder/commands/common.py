@@ -1,0 +1,29 @@
+"""Options several commands share: the config file and how to reach a running responder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from responder.client import ClientAuth
+from responder.errors import UserError
+
+
+def add_responder_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reaching a running responder")
+    group.add_argument("--ca", dest="ca_file", help="CA that signed the responder's certificate")
+    group.add_argument("--cert", dest="cert_file", help="client certificate (mutual TLS)")
+    group.add_argument("--key", dest="key_file", help="client key (mutual TLS)")
+    group.add_argument("--token-file", help="file holding the bearer token")
+
+
+def client_auth(args: argparse.Namespace) -> ClientAuth:
+    token = None
+    if getattr(args, "token_file", None):
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"--token-file: cannot read {args.token_file}: {exc.strerror}") from None
+    if bool(args.cert_file) != bool(args.key_file):
+        raise UserError("--cert and --key go together")
+    return ClientAuth(ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, token=token)

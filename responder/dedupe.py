@@ -1,0 +1,91 @@
+"""Incidents in memory: the same rule on the same pod (same container, same node) within the
+window is one incident with a count, so a burst costs one lookup, one action, one Slack post."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from responder.alert import Alert
+from responder.incident import IncidentKey, IncidentReport
+
+DEFAULT_MAX_OPEN = 100_000
+
+
+def incident_id_for(first_alert: Alert) -> str:
+    """Deterministic: re-processing the opening alert after a crash re-opens the same incident."""
+    return "inc-" + first_alert.alert_id[:20]
+
+
+@dataclass(slots=True)
+class IncidentState:
+    incident_id: str
+    key: IncidentKey
+    first_alert: Alert
+    opened_ns: int
+    last_seen_ns: int
+    count: int = 1
+    # Set once the opening alert is decided and acted on.
+    report: IncidentReport | None = None
+    # A repeat notification is queued and not yet sent.
+    repeat_pending: bool = False
+    last_repeat_ns: int = 0
+    restored: bool = field(default=False)
+
+
+class IncidentTable:
+    def __init__(self, window_seconds: float, max_open: int = DEFAULT_MAX_OPEN) -> None:
+        self._window_ns = int(window_seconds * 1e9)
+        self._max_open = max_open
+        self._open: OrderedDict[IncidentKey, IncidentState] = OrderedDict()
+        self._by_id: dict[str, IncidentState] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def observe(self, alert: Alert, received_ns: int) -> tuple[IncidentState, bool]:
+        """The incident this alert belongs to, and whether the alert opened it."""
+        key = IncidentKey.of(alert)
+        state = self._open.get(key)
+        if state is not None and state.incident_id == incident_id_for(alert):
+            return state, True  # the opener itself, resumed after a crash: open it again, count unchanged
+        if state is not None and received_ns - state.opened_ns <= self._window_ns:
+            state.count += 1
+            state.last_seen_ns = max(state.last_seen_ns, received_ns)
+            return state, False
+        state = IncidentState(
+            incident_id=incident_id_for(alert),
+            key=key,
+            first_alert=alert,
+            opened_ns=received_ns,
+            last_seen_ns=received_ns,
+        )
+        self._put(state)
+        return state, True
+
+    def _put(self, state: IncidentState) -> None:
+        previous = self._open.get(state.key)
+        if previous is not None:
+            self._by_id.pop(previous.incident_id, None)
+        self._open[state.key] = state
+        self._open.move_to_end(state.key)
+        self._by_id[state.incident_id] = state
+        while len(self._open) > self._max_open:
+            # The oldest incident goes; a later repeat of it simply opens a new one.
+            _, evicted = self._open.popitem(last=False)
+            self._by_id.pop(evicted.incident_id, None)
+
+    def restore(self, state: IncidentState) -> None:
+        current = self._open.get(state.key)
+        if current is None or current.opened_ns <= state.opened_ns:
+            self._put(state)
+
+    def by_id(self, incident_id: str) -> IncidentState | None:
+        return self._by_id.get(incident_id)
+
+    def expire(self, now_ns: int) -> int:
+        """Forget incidents whose window has passed (memory stays bounded by traffic, not time)."""
+        stale = [key for key, state in self._open.items() if now_ns - state.opened_ns > self._window_ns]
+        for key in stale:
+            self._by_id.pop(self._open.pop(key).incident_id, None)
+        return len(stale)

@@ -1,0 +1,724 @@
+"""The journal: an embedded SQLite (WAL) record of every accepted alert, decision, action and
+notification. It is the source of truth: an input answers only after the alert is here, and
+recovery after a crash is "resume every alert that has no final outcome".
+
+One writer thread owns the write connection and commits in groups: every write waiting in
+its queue goes into one transaction (one fsync), so durability costs little per alert.
+Readers (audit, recovery) use their own connections; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from responder.actions.outcome import ActionOutcome
+from responder.alert import Alert, AlertError, alert_from_mapping
+from responder.errors import UserError
+
+if TYPE_CHECKING:
+    from responder.incident import IncidentReport
+
+log = logging.getLogger("serving_guard.journal")
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL UNIQUE,
+    received_ns INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    namespace TEXT,
+    pod TEXT,
+    event_ns INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    incident_id TEXT,
+    outcome TEXT,
+    finished_ns INTEGER
+);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
+CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id);
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY,
+    key_digest TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    pod TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    first_alert_id TEXT NOT NULL,
+    opened_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    decided_ns INTEGER,
+    verification TEXT,
+    decision TEXT,
+    pod_context TEXT
+);
+CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen_ns);
+CREATE INDEX IF NOT EXISTS incidents_pod ON incidents(namespace, pod);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT,
+    alert_id TEXT,
+    namespace TEXT,
+    pod TEXT,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    started_ns INTEGER NOT NULL,
+    finished_ns INTEGER NOT NULL,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_finished ON actions(finished_ns);
+CREATE INDEX IF NOT EXISTS actions_incident ON actions(incident_id);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    channel TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    sent_ns INTEGER,
+    last_error TEXT,
+    slack_channel TEXT,
+    slack_ts TEXT,
+    count_sent INTEGER
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns) WHERE state IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
+"""
+
+FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
+
+
+class JournalFull(Exception):
+    """The journal is at its size bound with nothing old enough to prune."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAlert:
+    alert: Alert
+    input: str
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    incident_id: str
+    key_digest: str
+    rule: str
+    namespace: str
+    pod: str
+    container_id: str
+    hostname: str
+    first_alert_id: str
+    opened_ns: int
+    last_seen_ns: int
+    count: int
+    decided: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    id: int
+    incident_id: str
+    kind: str
+    channel: str | None
+    state: str
+    attempts: int
+    next_attempt_ns: int
+    created_ns: int
+    slack_channel: str | None
+    slack_ts: str | None
+
+
+def encode_payload(alert: Alert) -> bytes:
+    return zlib.compress(json.dumps(alert.to_falco_json(), separators=(",", ":")).encode(), 3)
+
+
+def decode_payload(blob: bytes) -> Alert:
+    return alert_from_mapping(json.loads(zlib.decompress(blob)))
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{Path(path).as_posix()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+class Journal:
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_bytes: int,
+        retention_seconds: float,
+        commit_interval_seconds: float = 0.002,
+        synchronous: str = "FULL",
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._retention_ns = int(retention_seconds * 1e9)
+        self._commit_interval = commit_interval_seconds
+        self._synchronous = synchronous
+        self._clock_ns = clock_ns
+        self._queue: queue.SimpleQueue[tuple[Op, Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._write: sqlite3.Connection | None = None
+        self._read_local = threading.local()
+        self._full = False
+        self.commits = 0
+        self.ops_committed = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            conn = connect(self.path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.executescript(SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) != SCHEMA_VERSION:
+                raise UserError(
+                    f"journal {self.path}: schema {row['value']}, this version reads {SCHEMA_VERSION}"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"journal {self.path}: cannot open: {exc}") from None
+        except OSError as exc:
+            raise UserError(f"journal {self.path}: cannot create {directory}: {exc.strerror}") from None
+        self._write = conn
+        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._write is not None:
+            self._write.close()
+            self._write = None
+
+    def __enter__(self) -> Journal:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        assert self._write is not None
+        conn = self._write
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            if self._commit_interval:
+                time.sleep(self._commit_interval)  # let concurrent writers join this commit
+            while len(batch) < 5000:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit_batch(conn, batch)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, (op, future) in enumerate(batch):
+                # A savepoint per op: one bad write fails alone, the group still commits.
+                conn.execute(f"SAVEPOINT op{index}")
+                try:
+                    results.append((future, op(conn), None))
+                    conn.execute(f"RELEASE op{index}")
+                except Exception as exc:
+                    conn.execute(f"ROLLBACK TO op{index}")
+                    conn.execute(f"RELEASE op{index}")
+                    results.append((future, None, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("journal commit failed", extra={"error": str(exc), "batch": len(batch)})
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.commits += 1
+        self.ops_committed += len(batch)
+        for future, value, error in results:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def submit(self, op: Op) -> Future[Any]:
+        if self._thread is None:
+            raise RuntimeError("journal is not open")
+        future: Future[Any] = Future()
+        self._queue.put((op, future))
+        return future
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit(op))
+
+    def run_sync(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return self.submit(op).result()  # type: ignore[no-any-return]
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        conn = getattr(self._read_local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._read_local.conn = conn
+        yield conn
+
+    # -- operations (each runs inside the writer's transaction) --------------------------------
+
+    @property
+    def full(self) -> bool:
+        return self._full
+
+    def check_size(self) -> int:
+        """Prune by age, then by size; remember whether we are still over the bound."""
+        size = self.size_bytes()
+        self._full = size > self._max_bytes
+        return size
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(self.path + suffix)
+        return total
+
+    @staticmethod
+    def op_append_alert(alert: Alert, input_name: str, received_ns: int) -> Op:
+        payload = encode_payload(alert)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO alerts(alert_id, received_ns, input, rule, priority, namespace, pod,"
+                " event_ns, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    alert.alert_id,
+                    received_ns,
+                    input_name,
+                    alert.rule,
+                    int(alert.priority),
+                    alert.namespace,
+                    alert.pod,
+                    alert.time_ns,
+                    payload,
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return op
+
+    @staticmethod
+    def op_finish_alert(alert_id: str, incident_id: str | None, outcome: str, finished_ns: int) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ? WHERE alert_id = ?",
+                (incident_id, outcome, finished_ns, alert_id),
+            )
+
+        return op
+
+    @staticmethod
+    def op_open_incident(row: IncidentRow) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
+                " first_alert_id, opened_ns, last_seen_ns, count) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(incident_id) DO NOTHING",
+                (
+                    row.incident_id,
+                    row.key_digest,
+                    row.rule,
+                    row.namespace,
+                    row.pod,
+                    row.container_id,
+                    row.hostname,
+                    row.first_alert_id,
+                    row.opened_ns,
+                    row.last_seen_ns,
+                    row.count,
+                ),
+            )
+
+        return op
+
+    @staticmethod
+    def op_bump_incident(incident_id: str, count: int, last_seen_ns: int) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE incidents SET count = MAX(count, ?), last_seen_ns = MAX(last_seen_ns, ?)"
+                " WHERE incident_id = ?",
+                (count, last_seen_ns, incident_id),
+            )
+
+        return op
+
+    @staticmethod
+    def op_record_decision(
+        incident_id: str,
+        decided_ns: int,
+        verification: dict[str, Any],
+        decision: dict[str, Any],
+        pod_context: dict[str, Any] | None,
+    ) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE incidents SET decided_ns = ?, verification = ?, decision = ?, pod_context = ?"
+                " WHERE incident_id = ?",
+                (
+                    decided_ns,
+                    json.dumps(verification),
+                    json.dumps(decision),
+                    json.dumps(pod_context) if pod_context is not None else None,
+                    incident_id,
+                ),
+            )
+
+        return op
+
+    @staticmethod
+    def op_record_action(  # noqa: PLR0917
+        incident_id: str | None,
+        alert_id: str | None,
+        namespace: str | None,
+        pod: str | None,
+        outcome: ActionOutcome,
+        actor: str = "responder",
+    ) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO actions(incident_id, alert_id, namespace, pod, action, status, detail, outcome,"
+                " started_ns, finished_ns, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    incident_id,
+                    alert_id,
+                    namespace,
+                    pod,
+                    outcome.action,
+                    outcome.status.value,
+                    outcome.detail,
+                    json.dumps(outcome.to_json()),
+                    outcome.started_ns,
+                    outcome.finished_ns,
+                    actor,
+                ),
+            )
+
+        return op
+
+    @staticmethod
+    def op_schedule_notification(
+        incident_id: str, kind: str, channel: str | None, due_ns: int, now_ns: int
+    ) -> Op:
+        """Queue a notification; a repeat is coalesced with one already waiting for the incident."""
+
+        def op(conn: sqlite3.Connection) -> int | None:
+            if kind == "incident":
+                # One post per incident, even when a crash makes us decide it twice.
+                exists = conn.execute(
+                    "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'incident'", (incident_id,)
+                ).fetchone()
+                if exists is not None:
+                    return None
+            if kind == "repeat":
+                waiting = conn.execute(
+                    "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
+                    (incident_id,),
+                ).fetchone()
+                if waiting is not None:
+                    return None
+            cursor = conn.execute(
+                "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns)"
+                " VALUES (?, ?, ?, 'pending', ?, ?)",
+                (incident_id, kind, channel, due_ns, now_ns),
+            )
+            return cursor.lastrowid
+
+        return op
+
+    @staticmethod
+    def op_notification_state(
+        notification_id: int,
+        state: str,
+        *,
+        attempts: int | None = None,
+        next_attempt_ns: int | None = None,
+        error: str | None = None,
+        slack_channel: str | None = None,
+        slack_ts: str | None = None,
+        sent_ns: int | None = None,
+        count_sent: int | None = None,
+    ) -> Op:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE notifications SET state = ?, attempts = COALESCE(?, attempts),"
+                " next_attempt_ns = COALESCE(?, next_attempt_ns), last_error = COALESCE(?, last_error),"
+                " slack_channel = COALESCE(?, slack_channel), slack_ts = COALESCE(?, slack_ts),"
+                " sent_ns = COALESCE(?, sent_ns), count_sent = COALESCE(?, count_sent) WHERE id = ?",
+                (
+                    state,
+                    attempts,
+                    next_attempt_ns,
+                    error,
+                    slack_channel,
+                    slack_ts,
+                    sent_ns,
+                    count_sent,
+                    notification_id,
+                ),
+            )
+
+        return op
+
+    @staticmethod
+    def op_reset_actions(incident_id: str) -> Op:
+        """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
+        and its records are the incident's one final set."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM actions WHERE incident_id = ?", (incident_id,))
+
+        return op
+
+    def op_prune(self, now_ns: int) -> Op:
+        """Retention: drop finished records older than the retention period; if still over the size
+        bound, drop the oldest finished alerts (never pending ones: they are not done yet)."""
+        cutoff = now_ns - self._retention_ns
+        max_bytes = self._max_bytes
+        size_of = self.size_bytes
+
+        def op(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM alerts WHERE state = 'done' AND received_ns < ?", (cutoff,)
+            ).rowcount
+            conn.execute("DELETE FROM actions WHERE finished_ns < ?", (cutoff,))
+            conn.execute(
+                "DELETE FROM notifications WHERE state IN ('sent', 'failed') AND created_ns < ?", (cutoff,)
+            )
+            conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
+            if size_of() > max_bytes:
+                # Pages freed by deletes are reused by SQLite, so deleting bounds growth.
+                total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'done'").fetchone()[0]
+                drop = max(total // 10, 1) if total else 0
+                if drop:
+                    removed += conn.execute(
+                        "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE state = 'done'"
+                        " ORDER BY seq LIMIT ?)",
+                        (drop,),
+                    ).rowcount
+            return removed
+
+        return op
+
+    # -- recovery and queries -----------------------------------------------------------------
+
+    def pending_alerts(self) -> list[PendingAlert]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT alert_id, input, received_ns, payload FROM alerts WHERE state = 'pending' ORDER BY seq"
+            ).fetchall()
+        pending = []
+        for row in rows:
+            try:
+                pending.append(PendingAlert(decode_payload(row["payload"]), row["input"], row["received_ns"]))
+            except (AlertError, ValueError, zlib.error) as exc:
+                log.error(
+                    "journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)}
+                )
+        return pending
+
+    def pending_count(self) -> int:
+        with self.reader() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'pending'").fetchone()[0])
+
+    def incidents_since(self, since_ns: int) -> list[IncidentRow]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.incident_id) AS seen"
+                " FROM incidents i WHERE last_seen_ns >= ?",
+                (since_ns,),
+            ).fetchall()
+        return [
+            IncidentRow(
+                incident_id=row["incident_id"],
+                key_digest=row["key_digest"],
+                rule=row["rule"],
+                namespace=row["namespace"],
+                pod=row["pod"],
+                container_id=row["container_id"],
+                hostname=row["hostname"],
+                first_alert_id=row["first_alert_id"],
+                opened_ns=row["opened_ns"],
+                last_seen_ns=row["last_seen_ns"],
+                count=max(row["count"], row["seen"]),
+                decided=row["decided_ns"] is not None,
+            )
+            for row in rows
+        ]
+
+    def quarantine_times_since(self, since_ns: int) -> list[int]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT finished_ns FROM actions WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky')"
+                " AND finished_ns >= ? ORDER BY finished_ns",
+                (since_ns,),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def due_notifications(self, now_ns: int, limit: int = 100) -> list[NotificationRow]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT * FROM notifications WHERE state IN ('pending', 'sending') AND next_attempt_ns <= ?"
+                " ORDER BY next_attempt_ns, id LIMIT ?",
+                (now_ns, limit),
+            ).fetchall()
+        return [_notification(row) for row in rows]
+
+    def next_notification_due(self) -> int | None:
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT MIN(next_attempt_ns) FROM notifications WHERE state IN ('pending', 'sending')"
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def incident_thread(self, incident_id: str) -> tuple[NotificationRow | None, NotificationRow | None]:
+        """The sent incident post and the latest sent repeat reply (for threading and updates)."""
+        with self.reader() as conn:
+            parent = conn.execute(
+                "SELECT * FROM notifications WHERE incident_id = ? AND kind = 'incident' AND state = 'sent'"
+                " ORDER BY id LIMIT 1",
+                (incident_id,),
+            ).fetchone()
+            reply = conn.execute(
+                "SELECT * FROM notifications WHERE incident_id = ? AND kind = 'repeat' AND state = 'sent'"
+                " AND slack_ts IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (incident_id,),
+            ).fetchone()
+        return (_notification(parent) if parent else None, _notification(reply) if reply else None)
+
+    def last_repeat_sent_ns(self, incident_id: str) -> int | None:
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT MAX(sent_ns) FROM notifications WHERE incident_id = ? AND kind = 'repeat' AND state = 'sent'",
+                (incident_id,),
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def incident_record(self, incident_id: str) -> dict[str, Any] | None:
+        with self.reader() as conn:
+            row = conn.execute("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            record = dict(row)
+            record["count"] = max(
+                record["count"],
+                conn.execute("SELECT COUNT(*) FROM alerts WHERE incident_id = ?", (incident_id,)).fetchone()[
+                    0
+                ],
+            )
+            first = conn.execute(
+                "SELECT payload FROM alerts WHERE alert_id = ?", (row["first_alert_id"],)
+            ).fetchone()
+            record["first_alert"] = decode_payload(first["payload"]) if first else None
+            record["outcomes"] = [
+                ActionOutcome.from_json(json.loads(r["outcome"]))
+                for r in conn.execute(
+                    "SELECT outcome FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,)
+                ).fetchall()
+            ]
+        return record
+
+
+def report_from_record(record: dict[str, Any]) -> IncidentReport | None:
+    """Rebuild an incident's report from its journal record (after a restart)."""
+    from responder.incident import IncidentKey, IncidentReport
+    from responder.records import decision_from_json, pod_from_json, verification_from_json
+
+    first = record.get("first_alert")
+    if first is None or record.get("decision") is None or record.get("verification") is None:
+        return None
+    pod = json.loads(record["pod_context"]) if record.get("pod_context") else None
+    return IncidentReport(
+        incident_id=record["incident_id"],
+        key=IncidentKey(
+            record["rule"], record["namespace"], record["pod"], record["container_id"], record["hostname"]
+        ),
+        alert=first,
+        count=int(record["count"]),
+        first_seen_ns=int(record["opened_ns"]),
+        last_seen_ns=int(record["last_seen_ns"]),
+        pod=pod_from_json(pod) if pod else None,
+        verification=verification_from_json(json.loads(record["verification"])),
+        decision=decision_from_json(json.loads(record["decision"])),
+        outcomes=tuple(record.get("outcomes") or ()),
+    )
+
+
+def _notification(row: sqlite3.Row) -> NotificationRow:
+    return NotificationRow(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        kind=row["kind"],
+        channel=row["channel"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_ns=row["next_attempt_ns"],
+        created_ns=row["created_ns"],
+        slack_channel=row["slack_channel"],
+        slack_ts=row["slack_ts"],
+    )

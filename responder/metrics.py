@@ -1,0 +1,105 @@
+"""Prometheus metrics with bounded labels only: inputs, sources, reasons, policies, actions and
+rule names come from fixed sets or the loaded config, never from alert text or pod names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# The rules shipped in rules/serving_guard_rules.yaml (a test keeps this list in step with the pack).
+SHIPPED_RULES = (
+    "Unexpected model file load in serving pod",
+    "Model artifact tampering in serving pod",
+    "Shell in serving pod",
+    "Reverse shell or interpreter one-liner in serving pod",
+    "Anomalous egress from serving pod",
+    "Runtime download or package install in serving pod",
+    "Drift: new executable in serving pod",
+    "Credential access in serving pod",
+)
+KNOWN_SOURCES = ("syscall", "k8s_audit", "internal")
+OTHER = "other"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, *, policies: Iterable[str] = (), rules: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._policies = {*policies, "default"}
+        self._rules = {*SHIPPED_RULES, *rules}
+        r = self.registry
+        self.received = Counter(
+            "serving_guard_alerts_received",
+            "Alerts accepted into the journal",
+            ["input", "source"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "serving_guard_alerts_redelivered",
+            "Alerts delivered again (same content id), not new work",
+            ["input"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "serving_guard_alerts_rejected",
+            "Payloads refused, by input and reason",
+            ["input", "reason"],
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "serving_guard_alerts_pushed_back", "Alerts refused with 503/backpressure", ["input"], registry=r
+        )
+        self.incidents = Counter("serving_guard_incidents", "Incidents opened, by rule", ["rule"], registry=r)
+        self.duplicates = Counter(
+            "serving_guard_alerts_deduplicated", "Alerts folded into an open incident", ["rule"], registry=r
+        )
+        self.decisions = Counter(
+            "serving_guard_decisions", "Decisions, by policy and action", ["policy", "action"], registry=r
+        )
+        self.verifications = Counter(
+            "serving_guard_verifications", "Alert verification results", ["status"], registry=r
+        )
+        self.outcomes = Counter(
+            "serving_guard_action_outcomes", "Action outcomes", ["action", "status"], registry=r
+        )
+        self.notifications = Counter(
+            "serving_guard_notifications", "Notification delivery results", ["kind", "result"], registry=r
+        )
+        self.journal_pending = Gauge(
+            "serving_guard_journal_pending", "Accepted alerts without a final outcome", registry=r
+        )
+        self.journal_bytes = Gauge("serving_guard_journal_bytes", "Journal size on disk", registry=r)
+        self.breaker_open = Gauge(
+            "serving_guard_circuit_breaker_open",
+            "1 while quarantines are suspended by the breaker",
+            registry=r,
+        )
+        self.grpc_connected = Gauge(
+            "serving_guard_grpc_connected", "1 while the Falco gRPC stream is up", registry=r
+        )
+        self.alert_to_decision = Histogram(
+            "serving_guard_alert_to_decision_seconds",
+            "From receipt to decision",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alert_to_quarantine = Histogram(
+            "serving_guard_alert_to_quarantine_seconds",
+            "From receipt to a finished quarantine",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def rule_label(self, rule: str) -> str:
+        return rule if rule in self._rules else OTHER
+
+    def policy_label(self, policy: str) -> str:
+        return policy if policy in self._policies else OTHER
+
+    @staticmethod
+    def source_label(source: str) -> str:
+        return source if source in KNOWN_SOURCES else OTHER
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,252 @@
+"""Delivers the notifications the pipeline queued in the journal, and retries them from there.
+
+Slack being slow, rate-limited or down never delays an action: the pipeline only writes a
+row; this worker sends it later. A 429 pauses all sending for its Retry-After; other
+retryable failures back off per notification; permanent failures are recorded, never hidden.
+
+Exactly one post per incident across crashes: a row is marked ``sending`` (committed) before
+the call. A row found in ``sending`` at start was in flight when the process died: in bot
+mode we look for the post's metadata in the channel history before posting again. Webhook
+mode cannot look, so there a crash at that exact moment can repeat one post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from responder.config import Slack
+from responder.dedupe import IncidentTable
+from responder.incident import IncidentReport
+from responder.journal import Journal, NotificationRow, report_from_record
+from responder.metrics import Metrics
+from responder.notify.render import render_incident, render_repeat
+from responder.notify.routing import slack_route
+from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
+
+log = logging.getLogger("serving_guard.notify")
+
+MAX_BACKOFF_SECONDS = 300.0
+IDLE_POLL_SECONDS = 5.0
+PARENT_WAIT_SECONDS = 2.0
+CRASH_LOOKBACK_SECONDS = 120.0
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float:
+    """Capped exponential backoff with jitter, never sooner than Slack's Retry-After."""
+    backoff = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS) * (0.8 + random.random() * 0.4)  # noqa: S311
+    return max(backoff, retry_after or 0.0)
+
+
+class NotificationWorker:
+    def __init__(
+        self,
+        journal: Journal,
+        delivery: SlackDelivery,
+        settings: Slack,
+        metrics: Metrics,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._journal = journal
+        self._delivery = delivery
+        self._settings = settings
+        self._metrics = metrics
+        self._clock_ns = clock_ns
+        self._incidents: IncidentTable | None = None
+        self._wake = asyncio.Event()
+        self._paused_until_ns = 0
+        self.sent = 0
+        self.failed = 0
+
+    def attach(self, incidents: IncidentTable) -> None:
+        self._incidents = incidents
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = self._clock_ns()
+            if self._paused_until_ns > now:
+                await self._sleep(stop, (self._paused_until_ns - now) / 1e9)
+                continue
+            rows = self._journal.due_notifications(now, limit=50)
+            if not rows:
+                upcoming = self._journal.next_notification_due()
+                delay = (
+                    IDLE_POLL_SECONDS if upcoming is None else min(IDLE_POLL_SECONDS, (upcoming - now) / 1e9)
+                )
+                await self._sleep(stop, max(delay, 0.01))
+                continue
+            for row in rows:
+                if stop.is_set() or self._paused_until_ns > self._clock_ns():
+                    break
+                try:
+                    await self._deliver(row)
+                except Exception:
+                    # A bug here must not stop the worker; the row stays due and is retried.
+                    log.exception("notification delivery crashed", extra={"incident": row.incident_id})
+                    await self._reschedule(row, "internal error", retry_after=None)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+
+    async def settle(self, timeout_seconds: float) -> bool:
+        """Wait until nothing is due now (used by `ingest` and the demo before exiting)."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            upcoming = self._journal.next_notification_due()
+            if upcoming is None or upcoming > self._clock_ns() + 1_000_000_000:
+                return True
+            self.wake()
+            await asyncio.sleep(0.05)
+        return False
+
+    # -- one notification -----------------------------------------------------------------------
+
+    def _report(self, incident_id: str) -> IncidentReport | None:
+        state = self._incidents.by_id(incident_id) if self._incidents is not None else None
+        if state is not None and state.report is not None:
+            return dataclasses.replace(state.report, count=state.count, last_seen_ns=state.last_seen_ns)
+        record = self._journal.incident_record(incident_id)
+        return report_from_record(record) if record is not None else None
+
+    async def _deliver(self, row: NotificationRow) -> None:
+        report = self._report(row.incident_id)
+        if report is None:
+            await self._fail(row, "incident record is missing from the journal")
+            return
+        route = slack_route(report.decision, self._settings)
+        if route is None:
+            await self._journal.run(
+                Journal.op_notification_state(row.id, "dropped", error="not routed to Slack")
+            )
+            return
+        channel = row.channel or route.channel
+        try:
+            if row.kind == "incident":
+                ref: SlackRef | None = await self._send_incident(row, report, channel)
+            else:
+                ref = await self._send_repeat(row, report)
+            if ref is None:
+                return  # rescheduled or dropped inside
+        except DeliveryError as error:
+            self._metrics.notifications.labels(row.kind, error.kind.value).inc()
+            if error.retryable and row.attempts + 1 < self._settings.max_attempts:
+                if error.kind is FailureKind.RATE_LIMITED:
+                    pause = error.retry_after_seconds or 1.0
+                    self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
+                await self._reschedule(row, error.reason, retry_after=error.retry_after_seconds)
+            else:
+                await self._fail(row, error.reason)
+            return
+        now = self._clock_ns()
+        await self._journal.run(
+            Journal.op_notification_state(
+                row.id,
+                "sent",
+                attempts=row.attempts + 1,
+                slack_channel=ref.channel,
+                slack_ts=ref.ts,
+                sent_ns=now,
+                count_sent=report.count,
+            )
+        )
+        self.sent += 1
+        self._metrics.notifications.labels(row.kind, "sent").inc()
+        if row.kind == "repeat":
+            self._repeat_done(row.incident_id, now)
+        log.info(
+            "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
+        )
+
+    async def _send_incident(
+        self, row: NotificationRow, report: IncidentReport, channel: str | None
+    ) -> SlackRef:
+        if row.state == "sending" and self._delivery.supports_threads and channel:
+            # In flight when the process died: did it land? (raises DeliveryError if Slack cannot say)
+            oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
+            found = await self._delivery.find_posted(channel, row.incident_id, oldest)
+            if found is not None:
+                log.info("post found after restart, not posting again", extra={"incident": row.incident_id})
+                return found
+        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        return await self._delivery.post(render_incident(report), channel=channel)
+
+    async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
+        parent, reply = self._journal.incident_thread(row.incident_id)
+        message = render_repeat(report)
+        if not self._delivery.supports_threads:
+            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+            return await self._delivery.post(message, channel=row.channel)
+        if parent is None or parent.slack_ts is None:
+            if self._incident_post_failed(row.incident_id):
+                await self._fail(row, "the incident post itself failed; no thread to update")
+                self._repeat_done(row.incident_id, self._clock_ns())
+            else:
+                due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
+                await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
+            return None
+        parent_ref = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_ts)
+        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        if reply is not None and reply.slack_ts is not None:
+            existing = SlackRef(
+                channel=reply.slack_channel or parent_ref.channel,
+                ts=reply.slack_ts,
+                thread_ts=parent.slack_ts,
+            )
+            return await self._delivery.update(existing, message)
+        return await self._delivery.post_in_thread(parent_ref, message)
+
+    def _incident_post_failed(self, incident_id: str) -> bool:
+        with self._journal.reader() as conn:
+            row = conn.execute(
+                "SELECT state FROM notifications WHERE incident_id = ? AND kind = 'incident'", (incident_id,)
+            ).fetchone()
+        return row is None or row["state"] in ("failed", "dropped")
+
+    def _repeat_done(self, incident_id: str, now_ns: int) -> None:
+        state = self._incidents.by_id(incident_id) if self._incidents is not None else None
+        if state is not None:
+            state.repeat_pending = False
+            state.last_repeat_ns = now_ns
+
+    async def _reschedule(self, row: NotificationRow, reason: str, *, retry_after: float | None) -> None:
+        attempts = row.attempts + 1
+        due = self._clock_ns() + int(retry_delay(attempts, retry_after) * 1e9)
+        await self._journal.run(
+            Journal.op_notification_state(
+                row.id, "pending", attempts=attempts, next_attempt_ns=due, error=reason
+            )
+        )
+        log.warning(
+            "notification will be retried",
+            extra={"incident": row.incident_id, "kind": row.kind, "attempts": attempts, "reason": reason},
+        )
+
+    async def _fail(self, row: NotificationRow, reason: str) -> None:
+        await self._journal.run(
+            Journal.op_notification_state(row.id, "failed", attempts=row.attempts + 1, error=reason)
+        )
+        self.failed += 1
+        self._metrics.notifications.labels(row.kind, "failed").inc()
+        if row.kind == "repeat":
+            self._repeat_done(row.incident_id, self._clock_ns())
+        log.error(
+            "notification failed for good",
+            extra={"incident": row.incident_id, "kind": row.kind, "reason": reason},
+        )

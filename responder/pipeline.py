@@ -1,0 +1,420 @@
+"""The pipeline: journal -> dedupe -> enrich+verify -> policy -> actions -> notify.
+
+Every input calls :meth:`Pipeline.submit` (the AlertSink). An alert is answered for only once
+it is in the journal; it then runs on the event loop as its own task. Memory is bounded by
+``journal.max_pending`` slots: with none free an input is pushed back (Overloaded).
+
+Ordering: alerts are observed by the incident table in arrival order (no await before it);
+the work of opening an incident (API reads and writes) runs under a per-pod lock, so actions
+for one pod happen in order while different pods proceed concurrently. The synchronous
+Kubernetes client runs on a bounded thread pool, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.quarantine import ClusterActions
+from responder.alert import Alert
+from responder.cluster.context import PodContext
+from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
+from responder.cluster.verify import Verification, VerificationStatus, verify_alert
+from responder.config import ActionName, Config
+from responder.dedupe import IncidentState, IncidentTable
+from responder.incident import IncidentKey, IncidentReport
+from responder.ingest.sink import Accepted, InputName, Overloaded
+from responder.journal import IncidentRow, Journal, report_from_record
+from responder.metrics import Metrics
+from responder.policy import Decision, GuardrailState, decide
+from responder.records import decision_to_json, pod_to_json, verification_to_json
+
+log = logging.getLogger("serving_guard.pipeline")
+
+T = TypeVar("T")
+RETRY_AFTER_SECONDS = 1.0
+
+
+class CircuitBreaker:
+    """At most ``limit`` quarantines per sliding window; a slot is taken when a quarantine is
+    decided (no await between deciding and taking it) and given back if it did not happen."""
+
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        self._limit = limit
+        self._window_ns = int(window_seconds * 1e9)
+        self._times: deque[int] = deque()
+
+    def recent(self, now_ns: int) -> int:
+        while self._times and now_ns - self._times[0] > self._window_ns:
+            self._times.popleft()
+        return len(self._times)
+
+    def take(self, now_ns: int) -> int:
+        self._times.append(now_ns)
+        return now_ns
+
+    def give_back(self, token: int) -> None:
+        try:
+            self._times.remove(token)
+        except ValueError:
+            pass
+
+    def is_open(self, now_ns: int) -> bool:
+        return self.recent(now_ns) >= self._limit
+
+
+@dataclass
+class PipelineStats:
+    processed: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    last_error: str = ""
+    # Alert ids whose processing raised: they stay pending in the journal and are resumed on restart.
+    stuck: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        directory: PodDirectory,
+        actions: ClusterActions,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor,
+        *,
+        notify: Callable[[], None] | None = None,
+        notifications_enabled: bool = True,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._config = config
+        self._journal = journal
+        self._directory = directory
+        self._actions = actions
+        self._metrics = metrics
+        self._executor = executor
+        self._wake_notifier = notify or (lambda: None)
+        self._notifications = notifications_enabled
+        self._clock_ns = clock_ns
+        self.incidents = IncidentTable(config.dedupe.window_seconds)
+        self._breaker = CircuitBreaker(
+            config.guardrails.max_quarantines.count, config.guardrails.max_quarantines.window_seconds
+        )
+        self._slots = asyncio.Semaphore(config.journal.max_pending)
+        self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = PipelineStats()
+
+    # -- the AlertSink --------------------------------------------------------------------------
+
+    async def submit(self, alert: Alert, source: InputName, *, wait_seconds: float | None = None) -> Accepted:
+        if self._journal.full:
+            self._metrics.overloaded.labels(source.value).inc()
+            raise Overloaded(RETRY_AFTER_SECONDS * 5, "journal is at its size limit")
+        try:
+            if wait_seconds is None:
+                await self._slots.acquire()
+            else:
+                await asyncio.wait_for(self._slots.acquire(), timeout=wait_seconds)
+        except TimeoutError:
+            self._metrics.overloaded.labels(source.value).inc()
+            raise Overloaded(RETRY_AFTER_SECONDS, "too many alerts in flight") from None
+        received_ns = self._clock_ns()
+        try:
+            new = await self._journal.run(Journal.op_append_alert(alert, source.value, received_ns))
+        except BaseException:
+            self._slots.release()
+            raise
+        if not new:
+            self._slots.release()
+            self._metrics.redelivered.labels(source.value).inc()
+            return Accepted(alert.alert_id, new=False)
+        self._metrics.received.labels(source.value, self._metrics.source_label(alert.source)).inc()
+        self._dispatch(alert, received_ns)
+        return Accepted(alert.alert_id, new=True)
+
+    def reject(self, source: InputName, reason: str, detail: str) -> None:
+        self._metrics.rejected.labels(source.value, reason).inc()
+        log.warning("alert rejected", extra={"input": source.value, "reason": reason, "detail": detail[:500]})
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Rebuild in-memory state from the journal and resume unfinished alerts. Returns how many."""
+        now = self._clock_ns()
+        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        for row in self._journal.incidents_since(now - window_ns):
+            restored = self._restored_state(row)
+            if restored is not None:
+                self.incidents.restore(restored)
+        breaker_window = int(self._config.guardrails.max_quarantines.window_seconds * 1e9)
+        for finished in self._journal.quarantine_times_since(now - breaker_window):
+            self._breaker.take(finished)
+        pending = self._journal.pending_alerts()
+        for item in pending:
+            await self._slots.acquire()
+            self._dispatch(item.alert, item.received_ns)
+        if pending:
+            log.info("resuming unfinished alerts", extra={"count": len(pending)})
+        return len(pending)
+
+    def _restored_state(self, row: IncidentRow) -> IncidentState | None:
+        """An open incident from the journal, with its report when it was decided."""
+        record = self._journal.incident_record(row.incident_id)
+        if record is None or record.get("first_alert") is None:
+            return None
+        report = report_from_record(record)
+        return IncidentState(
+            incident_id=row.incident_id,
+            key=IncidentKey(row.rule, row.namespace, row.pod, row.container_id, row.hostname),
+            first_alert=record["first_alert"],
+            opened_ns=row.opened_ns,
+            last_seen_ns=row.last_seen_ns,
+            count=row.count,
+            report=report,
+            restored=True,
+        )
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no alert is in flight (tests, ingest, shutdown)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return self.stats.in_flight
+
+    def breaker_open(self) -> bool:
+        return self._breaker.is_open(self._clock_ns())
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def _dispatch(self, alert: Alert, received_ns: int) -> None:
+        self.stats.in_flight += 1
+        self._idle.clear()
+        state, opens = self.incidents.observe(alert, received_ns)
+        coroutine = (
+            self._open_incident(state, alert, received_ns) if opens else self._fold(state, alert, received_ns)
+        )
+        task = asyncio.get_running_loop().create_task(self._guarded(coroutine, alert))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Any, alert: Alert) -> None:
+        try:
+            await work
+            self.stats.processed += 1
+        except Exception as exc:
+            # The alert stays pending in the journal: a restart resumes it. Never crash the loop.
+            self.stats.failed += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self.stats.stuck.append(alert.alert_id)
+            log.exception("alert processing failed", extra={"alert_id": alert.alert_id})
+        finally:
+            self._slots.release()
+            self.stats.in_flight -= 1
+            if self.stats.in_flight == 0:
+                self._idle.set()
+
+    async def _fold(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
+        """A repeat within the window: count it, and let the incident's thread say so."""
+        self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
+        now = self._clock_ns()
+        self._journal.submit(Journal.op_bump_incident(state.incident_id, state.count, state.last_seen_ns))
+        await self._journal.run(Journal.op_finish_alert(alert.alert_id, state.incident_id, "duplicate", now))
+        self._maybe_schedule_repeat(state)
+
+    def _maybe_schedule_repeat(self, state: IncidentState) -> None:
+        report = state.report
+        if report is None or not report.decision.notify or not self._notifications or state.repeat_pending:
+            return
+        if state.count <= 1:
+            return
+        now = self._clock_ns()
+        interval = int(self._config.slack.update_interval_seconds * 1e9)
+        due = max(now, state.last_repeat_ns + interval)
+        state.repeat_pending = True
+        self._journal.submit(
+            Journal.op_schedule_notification(
+                state.incident_id, "repeat", report.decision.slack_channel, due, now
+            )
+        ).add_done_callback(lambda _: self._wake_notifier())
+
+    def _pod_lock(self, namespace: str, pod: str) -> asyncio.Lock:
+        key = (namespace, pod)
+        lock = self._pod_locks.get(key)
+        if lock is None:
+            if len(self._pod_locks) > 10000:
+                self._pod_locks = {k: v for k, v in self._pod_locks.items() if v.locked()}
+            lock = self._pod_locks[key] = asyncio.Lock()
+        return lock
+
+    async def _in_pool(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    async def _open_incident(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
+        key = state.key
+        self._metrics.incidents.labels(self._metrics.rule_label(alert.rule)).inc()
+        self._journal.submit(
+            Journal.op_open_incident(
+                IncidentRow(
+                    incident_id=state.incident_id,
+                    key_digest=key.digest(),
+                    rule=key.rule,
+                    namespace=key.namespace,
+                    pod=key.pod,
+                    container_id=key.container_id,
+                    hostname=key.hostname,
+                    first_alert_id=alert.alert_id,
+                    opened_ns=received_ns,
+                    last_seen_ns=received_ns,
+                    count=state.count,
+                    decided=False,
+                )
+            )
+        )
+        if state.restored:
+            self._journal.submit(Journal.op_reset_actions(state.incident_id))
+        async with self._pod_lock(key.namespace, key.pod):
+            verification, pod = await self._verify(alert)
+            self._metrics.verifications.labels(verification.status.value).inc()
+            now = self._clock_ns()
+            decision = decide(
+                alert, pod, verification, GuardrailState(self._breaker.recent(now)), self._config
+            )
+            self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
+            token = None
+            if decision.isolates and not decision.dry_run:
+                token = self._breaker.take(now)
+            decided_ns = self._clock_ns()
+            self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
+            for action in decision.actions or (None,):
+                label = action.value if action is not None else "none"
+                self._metrics.decisions.labels(self._metrics.policy_label(decision.policy), label).inc()
+            self._journal.submit(
+                Journal.op_record_decision(
+                    state.incident_id,
+                    decided_ns,
+                    verification_to_json(verification),
+                    decision_to_json(decision),
+                    pod_to_json(pod) if pod is not None else None,
+                )
+            )
+            outcomes = await self._act(state, alert, pod, decision, received_ns)
+            if token is not None and not any(
+                o.action == "quarantine" and o.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY)
+                for o in outcomes
+            ):
+                self._breaker.give_back(token)
+        state.report = IncidentReport(
+            incident_id=state.incident_id,
+            key=key,
+            alert=alert,
+            count=state.count,
+            first_seen_ns=received_ns,
+            last_seen_ns=state.last_seen_ns,
+            pod=pod,
+            verification=verification,
+            decision=decision,
+            outcomes=tuple(outcomes),
+        )
+        now = self._clock_ns()
+        if decision.notify and self._notifications:
+            self._journal.submit(
+                Journal.op_schedule_notification(
+                    state.incident_id, "incident", decision.slack_channel, now, now
+                )
+            ).add_done_callback(lambda _: self._wake_notifier())
+        await self._journal.run(Journal.op_finish_alert(alert.alert_id, state.incident_id, "opened", now))
+        log.info(
+            "incident decided",
+            extra={
+                "alert_id": alert.alert_id,
+                "incident": state.incident_id,
+                "rule": alert.rule,
+                "pod": key.pod_ref,
+                "verification": verification.status.value,
+                "decision": decision.summary(),
+                "outcomes": [o.describe() for o in outcomes],
+            },
+        )
+        # Repeats that arrived while we were deciding get their thread update now.
+        self._maybe_schedule_repeat(state)
+
+    async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
+        namespace, name = alert.namespace, alert.pod
+        if not namespace or not name:
+            return Verification(
+                VerificationStatus.NO_POD_IDENTITY, "alert carries no k8s.ns.name/k8s.pod.name"
+            ), None
+        if not valid_name(namespace) or not valid_name(name):
+            return Verification(
+                VerificationStatus.UNVERIFIED, "namespace or pod is not a valid Kubernetes name"
+            ), None
+        lookup = await self._in_pool(self._directory.lookup, namespace, name)
+        if lookup.status is LookupStatus.NOT_FOUND:
+            return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
+        if lookup.status is LookupStatus.FAILED or lookup.pod is None:
+            return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
+        check_node = self._config.cluster.verify_node
+        verification = verify_alert(alert, lookup.pod, check_node=check_node)
+        if not verification.verified:
+            # The cached pod may predate a container restart: read it fresh once before refusing.
+            fresh = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
+            if fresh.status is LookupStatus.FOUND and fresh.pod is not None:
+                return verify_alert(alert, fresh.pod, check_node=check_node), fresh.pod
+        return verification, lookup.pod
+
+    async def _act(
+        self, state: IncidentState, alert: Alert, pod: PodContext | None, decision: Decision, received_ns: int
+    ) -> list[ActionOutcome]:
+        outcomes: list[ActionOutcome] = []
+        reason = f"{alert.priority.label}: {alert.rule}"
+        for action in decision.actions:
+            if action is ActionName.QUARANTINE and pod is not None:
+                outcome = await self._in_pool(
+                    self._actions.quarantine, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
+                )
+                if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
+                    self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
+                    self._directory.forget(pod.namespace, pod.name)
+            elif action is ActionName.ANNOTATE and pod is not None:
+                outcome = await self._in_pool(self._actions.annotate, pod, alert, state.incident_id, reason)
+            else:
+                continue
+            outcomes.append(outcome)
+        if decision.withheld:
+            now = self._clock_ns()
+            isolation = [
+                a.value for a in decision.requested if a in (ActionName.QUARANTINE, ActionName.ANNOTATE)
+            ]
+            outcomes.append(
+                ActionOutcome(
+                    action=isolation[0] if isolation else "quarantine",
+                    status=OutcomeStatus.WITHHELD,
+                    detail="; ".join(decision.withheld),
+                    started_ns=now,
+                    finished_ns=now,
+                )
+            )
+        for outcome in outcomes:
+            self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+            self._journal.submit(
+                Journal.op_record_action(
+                    state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
+                )
+            )
+        return outcomes

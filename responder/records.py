@@ -1,0 +1,108 @@
+"""JSON forms of the decision-side records, for the journal and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName
+from responder.policy import Decision
+
+
+def pod_to_json(pod: PodContext) -> dict[str, Any]:
+    return {
+        "namespace": pod.namespace,
+        "name": pod.name,
+        "uid": pod.uid,
+        "node": pod.node,
+        "phase": pod.phase,
+        "labels": dict(pod.labels),
+        "annotations": dict(pod.annotations),
+        "service_account": pod.service_account,
+        "containers": [
+            {
+                "name": c.name,
+                "image": c.image,
+                "image_id": c.image_id,
+                "container_id": c.container_id,
+                "init": c.init,
+            }
+            for c in pod.containers
+        ],
+        "owners": [{"kind": o.kind, "name": o.name, "api_version": o.api_version} for o in pod.owners],
+        "namespace_labels": dict(pod.namespace_labels),
+        "resource_version": pod.resource_version,
+    }
+
+
+def pod_from_json(data: dict[str, Any]) -> PodContext:
+    return PodContext(
+        namespace=data["namespace"],
+        name=data["name"],
+        uid=data.get("uid", ""),
+        node=data.get("node"),
+        phase=data.get("phase"),
+        labels=dict(data.get("labels") or {}),
+        annotations=dict(data.get("annotations") or {}),
+        service_account=data.get("service_account"),
+        containers=tuple(
+            ContainerInfo(
+                name=c["name"],
+                image=c.get("image", ""),
+                image_id=c.get("image_id"),
+                container_id=c.get("container_id"),
+                init=bool(c.get("init", False)),
+            )
+            for c in data.get("containers") or []
+        ),
+        owners=tuple(
+            OwnerRef(o["kind"], o["name"], o.get("api_version", "")) for o in data.get("owners") or []
+        ),
+        namespace_labels=dict(data.get("namespace_labels") or {}),
+        resource_version=data.get("resource_version"),
+    )
+
+
+def verification_to_json(verification: Verification) -> dict[str, Any]:
+    return {
+        "status": verification.status.value,
+        "reason": verification.reason,
+        "container_name": verification.container_name,
+    }
+
+
+def verification_from_json(data: dict[str, Any]) -> Verification:
+    return Verification(
+        status=VerificationStatus(data["status"]),
+        reason=data.get("reason", ""),
+        container_name=data.get("container_name"),
+    )
+
+
+def decision_to_json(decision: Decision) -> dict[str, Any]:
+    return {
+        "policy": decision.policy,
+        "actions": [a.value for a in decision.actions],
+        "requested": [a.value for a in decision.requested],
+        "dry_run": decision.dry_run,
+        "withheld": list(decision.withheld),
+        "slack_channel": decision.slack_channel,
+        "notify": decision.notify,
+        "unverified": decision.unverified,
+        "breaker_open": decision.breaker_open,
+    }
+
+
+def decision_from_json(data: dict[str, Any]) -> Decision:
+    return Decision(
+        policy=data["policy"],
+        actions=tuple(ActionName(a) for a in data.get("actions", ())),
+        requested=tuple(ActionName(a) for a in data.get("requested", ())),
+        dry_run=bool(data.get("dry_run", False)),
+        withheld=tuple(data.get("withheld", ())),
+        slack_channel=data.get("slack_channel"),
+        notify=bool(data.get("notify", True)),
+        unverified=bool(data.get("unverified", False)),
+        breaker_open=bool(data.get("breaker_open", False)),
+    )

@@ -1,0 +1,310 @@
+"""The running responder: wires config, journal, cluster, pipeline, inputs, notifier and the
+metrics/health listener, and runs them on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from responder.actions.events import EventRecorder
+from responder.actions.quarantine import ClusterActions
+from responder.audit import AuditQuery, format_table, load_trail
+from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.enrich import PodDirectory
+from responder.config import Config
+from responder.errors import UserError
+from responder.ingest.http import Authenticator, TokenSource, build_input_app, server_ssl_context
+from responder.journal import Journal
+from responder.metrics import Metrics
+from responder.pipeline import Pipeline
+
+log = logging.getLogger("serving_guard.service")
+
+MAINTENANCE_SECONDS = 15.0
+READY_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class Readiness:
+    journal_ok: bool = False
+    cluster_ok: bool = False
+    checked_at: float = 0.0
+    detail: str = ""
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (the config chooses)
+
+
+class Responder:
+    def __init__(
+        self,
+        config: Config,
+        gateway: KubeGateway,
+        *,
+        delivery: Any | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.clock_ns = clock_ns
+        exact_rules = [r for r in config.rule_patterns() if not any(c in r for c in "*?[")]
+        self.metrics = Metrics(policies=[p.name for p in config.policies], rules=exact_rules)
+        self.journal = Journal(
+            config.journal.path,
+            max_bytes=config.journal.max_bytes,
+            retention_seconds=config.journal.retention_days * 86400,
+            commit_interval_seconds=config.journal.commit_interval_ms / 1000,
+            clock_ns=clock_ns,
+        )
+        self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
+        self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
+        self.actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway), clock_ns=clock_ns)
+        self.delivery = delivery
+        self.notifier: Any | None = None
+        self.pipeline: Pipeline | None = None
+        self.readiness = Readiness()
+        self.http_url: str | None = None
+        self.metrics_url: str | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self.grpc_input: Any | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.journal.open()
+        notifier = None
+        if self.delivery is not None:
+            from responder.notify.worker import NotificationWorker
+
+            notifier = NotificationWorker(
+                self.journal, self.delivery, self.config.slack, self.metrics, clock_ns=self.clock_ns
+            )
+        self.pipeline = Pipeline(
+            self.config,
+            self.journal,
+            self.directory,
+            self.actions,
+            self.metrics,
+            self.executor,
+            notify=notifier.wake if notifier is not None else None,
+            notifications_enabled=notifier is not None,
+            clock_ns=self.clock_ns,
+        )
+        if notifier is not None:
+            notifier.attach(self.pipeline.incidents)
+            self.notifier = notifier
+            self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
+        await self.pipeline.recover()
+        await self._maintain_once()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        if self.config.server.metrics_listen:
+            self.metrics_url = await self._serve(self._health_app(), self.config.server.metrics_listen, None)
+        http = self.config.inputs.http
+        if http.enabled:
+            token = TokenSource(http.token) if http.token is not None else None
+            ssl_context = server_ssl_context(http, token_configured=token is not None)
+            authenticator = Authenticator(http, token)
+            app = build_input_app(
+                http, self.pipeline, authenticator, extra_routes=self._audit_routes(authenticator)
+            )
+            self.http_url = await self._serve(app, http.listen, ssl_context)
+        if self.config.inputs.grpc.enabled:
+            from responder.ingest.grpc import GrpcAlertInput
+
+            self.grpc_input = GrpcAlertInput(self.config.inputs.grpc, self.pipeline, log.getChild("grpc"))
+            self._tasks.append(asyncio.create_task(self.grpc_input.run(self._stop), name="grpc-input"))
+        log.info(
+            "responder started",
+            extra={
+                "http": self.http_url,
+                "metrics": self.metrics_url,
+                "grpc": self.config.inputs.grpc.enabled,
+            },
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.pipeline is not None:
+            await self.pipeline.drain(timeout=10)
+        if self.delivery is not None and hasattr(self.delivery, "close"):
+            with contextlib.suppress(Exception):
+                await self.delivery.close()
+        self.journal.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.gateway.close()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _serve(self, app: web.Application, listen: str, ssl_context: Any) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = _host_port(listen)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self._runners.append(runner)
+        bound_host, bound_port = runner.addresses[0][:2]
+        scheme = "https" if ssl_context is not None else "http"
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        return f"{scheme}://{shown}:{bound_port}"
+
+    # -- health, metrics, audit -----------------------------------------------------------------
+
+    def _health_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready = await self.check_ready()
+        body = {
+            "ready": ready,
+            "journal": "ok" if self.readiness.journal_ok else "failing",
+            "kubernetes": "ok" if self.readiness.cluster_ok else "unreachable",
+            "config": "loaded",
+            "detail": self.readiness.detail,
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def check_ready(self) -> bool:
+        now = time.monotonic()
+        if now - self.readiness.checked_at > READY_CACHE_SECONDS:
+            details = []
+            try:
+                await asyncio.wait_for(self.journal.run(_touch), timeout=2.0)
+                journal_ok = True
+            except Exception as exc:  # any failure to write means not ready
+                journal_ok = False
+                details.append(f"journal: {exc}")
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.wait_for(loop.run_in_executor(self.executor, self.gateway.server_version), 5.0)
+                cluster_ok = True
+            except (KubeError, TimeoutError) as exc:
+                cluster_ok = False
+                details.append(f"kubernetes: {exc}")
+            self.readiness = Readiness(journal_ok, cluster_ok, now, "; ".join(details))
+        return self.readiness.journal_ok and self.readiness.cluster_ok
+
+    def _audit_routes(self, authenticator: Authenticator) -> Callable[[web.Application], None]:
+        async def audit(request: web.Request) -> web.Response:
+            auth = authenticator.check(request)
+            if not auth.ok:
+                return web.json_response({"error": auth.reason}, status=auth.status)
+            try:
+                query = audit_query_from(request.query)
+            except ValueError as exc:
+                return web.json_response({"error": "bad query", "reason": str(exc)}, status=400)
+            loop = asyncio.get_running_loop()
+            entries = await loop.run_in_executor(None, self._read_trail, query)
+            if request.query.get("format") == "table":
+                return web.Response(text=format_table(entries) + "\n")
+            return web.json_response({"entries": entries})
+
+        def add(app: web.Application) -> None:
+            app.router.add_get("/v1/audit", audit)
+
+        return add
+
+    def _read_trail(self, query: AuditQuery) -> list[dict[str, Any]]:
+        with self.journal.reader() as conn:
+            return load_trail(conn, query)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    async def _maintenance(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), MAINTENANCE_SECONDS)
+            if self._stop.is_set():
+                return
+            try:
+                await self._maintain_once()
+            except Exception:  # keep maintaining; the log says what failed
+                log.exception("maintenance failed")
+
+    async def _maintain_once(self) -> None:
+        now = self.clock_ns()
+        await self.journal.run(self.journal.op_prune(now))
+        self.metrics.journal_bytes.set(self.journal.check_size())
+        if self.pipeline is not None:
+            self.metrics.journal_pending.set(self.pipeline.in_flight)
+            self.pipeline.incidents.expire(now)
+            self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
+        if self.journal.full:
+            log.error(
+                "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}
+            )
+
+
+def _touch(conn: Any) -> None:
+    conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+
+
+def audit_query_from(params: Any) -> AuditQuery:
+    since_ns = 0
+    if params.get("since"):
+        since_ns = parse_since(params["since"])
+    namespace = pod = None
+    if params.get("pod"):
+        namespace, pod = AuditQuery.parse_pod(params["pod"])
+    limit = int(params.get("limit", 500))
+    if not 1 <= limit <= 5000:
+        raise ValueError("limit must be between 1 and 5000")
+    return AuditQuery(
+        since_ns=since_ns, namespace=namespace, pod=pod, run_id=params.get("run_id") or None, limit=limit
+    )
+
+
+def parse_since(text: str, now_ns: int | None = None) -> int:
+    """'15m', '2h', '3d', '30s', epoch nanoseconds, or an RFC 3339 time."""
+    from responder.alert import parse_time_ns
+
+    text = text.strip()
+    now = time.time_ns() if now_ns is None else now_ns
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - int(float(text[:-1]) * units[text[-1]] * 1e9)
+    if text.isdigit():
+        return int(text)
+    try:
+        return parse_time_ns(text)
+    except ValueError:
+        raise ValueError(f"since must be like 15m, 2h, 3d or an RFC 3339 time, got {text!r}") from None

@@ -1,0 +1,44 @@
+"""Test helpers shared across test packages: a responder config for a seeded emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from responder.config import Config, load_config_text
+
+SHELL_RULE = "Shell in serving pod"
+
+
+def responder_config(
+    tmp_path: Path,
+    kubeconfig: str,
+    *,
+    http: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """A config with the seeded cluster, a journal under tmp_path and loopback listeners."""
+    data: dict[str, Any] = {
+        "inputs": {"http": http or {"listen": "127.0.0.1:0", "allow_unauthenticated": True}},
+        "server": {"metrics_listen": "127.0.0.1:0"},
+        "cluster": {"kubeconfig": kubeconfig, "cache_ttl_seconds": 5, "retry": {"attempts": 3,
+                                                                               "initial_backoff_seconds": 0.01}},
+        "journal": {"path": str(tmp_path / "journal.db"), "commit_interval_ms": 1},
+        "policies": [
+            {
+                "name": "isolate-shells",
+                "match": {"rules": [SHELL_RULE, "Reverse shell*"], "min_priority": "notice"},
+                "actions": ["notify", "quarantine"],
+            },
+            {"name": "flag-downloads", "match": {"rules": ["Runtime download*"]}, "actions": ["notify", "annotate"]},
+        ],
+        "logging": {"level": "warning", "format": "text"},
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return load_config_text(yaml.safe_dump(data), str(tmp_path / "config.yaml"))
