@@ -22,6 +22,7 @@ class KeyPair:
 
 @dataclass(frozen=True)
 class TestPKI:
+    __test__ = False  # a fixture type, not a pytest test class
     ca_file: str
     server: KeyPair
     client: KeyPair

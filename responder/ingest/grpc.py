@@ -1,0 +1,306 @@
+"""The gRPC input: a client of Falco's outputs service (Falco <= 0.43; deprecated in 0.43, removed in 0.44).
+
+Falco keeps one process-wide queue of alerts. ``/falco.outputs.service/sub`` is a bidirectional
+stream: after each client message Falco drains the queue into the stream. This client sends an
+empty request every poll interval, but only while the sink is not blocking on an alert, so a full
+pipeline leaves the remaining alerts in Falco's queue instead of in our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from responder.alert import Alert, AlertError, Priority, build_alert, rejection_code
+from responder.config import GrpcInput
+from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
+from responder.ingest.sink import AlertSink, InputName, Overloaded
+
+# Full method paths (Falco's generated stubs use the same ones; a test checks it).
+SUB_METHOD = "/falco.outputs.service/sub"
+GET_METHOD = "/falco.outputs.service/get"
+VERSION_METHOD = "/falco.version.service/version"
+
+VERSION_TIMEOUT_SECONDS = 10.0
+# A stream that delivered an alert or stayed up this long was healthy: the backoff starts over.
+STABLE_STREAM_SECONDS = 10.0
+# Falco 0.43 deprecates the gRPC output and 0.44 removes it.
+GRPC_DEPRECATED_SINCE = (0, 43)
+# HTTP/2 keepalive pings find a silently dead TCP peer. gRPC servers (Falco's included) answer
+# pings more frequent than every 5 minutes with GOAWAY "too_many_pings", so stay just above that.
+KEEPALIVE_MS = 330_000
+_NANOS_PER_SECOND = 1_000_000_000
+_MAX_EXPONENT = 60  # 2**60 times any positive initial delay is far past any cap
+
+
+def backoff_delay(attempt: int, initial_seconds: float, max_seconds: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect number ``attempt`` (0-based): capped exponential, with jitter.
+
+    The delay is drawn from the upper half of ``min(max, initial * 2**attempt)`` so that many
+    responders restarted together spread out, yet never retry sooner than half the schedule.
+    """
+    ceiling = min(max_seconds, initial_seconds * 2 ** min(max(attempt, 0), _MAX_EXPONENT))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+def alert_from_response(response: outputs_pb2.response) -> Alert:
+    """Convert one ``falco.outputs.response`` into an Alert; raise AlertError naming the bad field."""
+    if not response.HasField("time"):
+        raise AlertError("time", "missing")
+    seconds, nanos = response.time.seconds, response.time.nanos
+    if seconds < 0:
+        raise AlertError("time", "before 1970")
+    if not 0 <= nanos < _NANOS_PER_SECOND:
+        raise AlertError("time", f"nanos out of range: {nanos}")
+    try:
+        priority = Priority[schema_pb2.priority.Name(response.priority)]
+    except (ValueError, KeyError):
+        raise AlertError("priority", f"unknown enum value {int(response.priority)}") from None
+    source = response.source
+    if not source:
+        # Falco < 0.30 only set the enum; its name lower-cased is the source name ("k8s_audit").
+        try:
+            source = schema_pb2.source.Name(response.source_deprecated).lower()
+        except ValueError:
+            raise AlertError("source", f"unknown enum value {int(response.source_deprecated)}") from None
+    return build_alert(
+        rule=response.rule,
+        priority=priority,
+        time_ns=seconds * _NANOS_PER_SECOND + nanos,
+        source=source,
+        output=response.output,
+        fields=dict(response.output_fields),
+        tags=list(response.tags),
+        hostname=response.hostname,
+    )
+
+
+def parse_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Falco version string such as "0.43.0-rc1", or None when it is not semver."""
+    parts = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    if len(parts) < 2 or not all(part.isdigit() for part in parts[:2]):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass
+class GrpcInputState:
+    """What readiness checks and metrics read; owned and updated by one GrpcAlertInput."""
+
+    connected: bool = False
+    falco_version: str | None = None
+    sessions: int = 0  # connections that got as far as opening the stream
+    failures: int = 0  # sessions that ended in an error (including failed connects)
+    received: int = 0
+    submitted: int = 0
+    rejected: int = 0
+    polls: int = 0
+    last_error: str | None = None
+
+
+class _StreamEnded(Exception):
+    """Falco finished the stream with OK (it is shutting down): reconnect."""
+
+
+class GrpcAlertInput:
+    """Reads alerts from Falco's gRPC outputs service and submits them to the sink, forever."""
+
+    def __init__(
+        self,
+        config: GrpcInput,
+        sink: AlertSink,
+        logger: logging.Logger,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._log = logger
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.state = GrpcInputState()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, stream and reconnect with capped backoff until ``stop`` is set."""
+        backoff = self._config.backoff
+        attempt = 0
+        while not stop.is_set():
+            healthy = await self._session_until(stop)
+            if stop.is_set():
+                break
+            if healthy:
+                attempt = 0
+            delay = backoff_delay(attempt, backoff.initial_seconds, backoff.max_seconds, self._rng)
+            attempt += 1
+            self._log.info("grpc input: reconnecting to %s in %.2fs", self._config.address, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def _session_until(self, stop: asyncio.Event) -> bool:
+        """Run one session; cancel it as soon as ``stop`` is set (even mid-connect or mid-submit)."""
+        session = asyncio.create_task(self._session())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.cancel()
+            stopper.cancel()
+            await asyncio.gather(session, stopper, return_exceptions=True)
+        # An alert being submitted when stop came is abandoned; Falco's gRPC has no redelivery anyway.
+        return False if session.cancelled() else session.result()
+
+    def _open_channel(self) -> Any:
+        address = self._config.address
+        tls = self._config.tls
+        if address.startswith("unix:"):
+            return grpc.aio.insecure_channel(address)
+        if tls is None:
+            # config validation rejects this when the input is enabled; never fall back to plaintext
+            raise ValueError(f"the TCP address {address} needs tls (Falco requires mutual TLS on TCP)")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(tls.ca_file).read_bytes(),
+            private_key=Path(tls.key_file).read_bytes(),
+            certificate_chain=Path(tls.cert_file).read_bytes(),
+        )
+        options: list[tuple[str, str | int]] = [("grpc.keepalive_time_ms", KEEPALIVE_MS)]
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        return grpc.aio.secure_channel(address, credentials, options=options)
+
+    async def _session(self) -> bool:
+        """One connection: version, then the ``sub`` stream. True when it was healthy."""
+        address = self._config.address
+        try:
+            channel = self._open_channel()
+        except (OSError, ValueError) as exc:
+            # Read each time: a rotated certificate is picked up on the next reconnect.
+            self._failed(f"cannot set up the channel to {address}: {exc}")
+            return False
+        connected_at: float | None = None
+        received_before = self.state.received
+        try:
+            await self._ask_version(channel)
+            call = channel.stream_stream(
+                SUB_METHOD,
+                request_serializer=outputs_pb2.request.SerializeToString,
+                response_deserializer=outputs_pb2.response.FromString,
+            )()
+            connected_at = time.monotonic()
+            self.state.connected = True
+            self.state.sessions += 1
+            self._log.info("grpc input: subscribed to Falco outputs at %s", address)
+            await self._pump(call)
+        except grpc.aio.AioRpcError as exc:
+            self._failed(f"{address}: {exc.code().name}: {exc.details()}")
+        except _StreamEnded:
+            self._failed(f"{address}: Falco ended the stream")
+        finally:
+            self.state.connected = False
+            await channel.close()
+        if connected_at is None:
+            return False
+        lasted = time.monotonic() - connected_at
+        return self.state.received > received_before or lasted >= STABLE_STREAM_SECONDS
+
+    def _failed(self, message: str) -> None:
+        self.state.failures += 1
+        self.state.last_error = message
+        self._log.warning("grpc input: %s", message)
+
+    async def _ask_version(self, channel: Any) -> None:
+        ask = channel.unary_unary(
+            VERSION_METHOD,
+            request_serializer=version_pb2.request.SerializeToString,
+            response_deserializer=version_pb2.response.FromString,
+        )
+        try:
+            reply: version_pb2.response = await ask(version_pb2.request(), timeout=VERSION_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # Falco < 0.20 has no version service; the outputs service may still work.
+            self.state.falco_version = None
+            self._log.warning("grpc input: Falco at %s does not report its version", self._config.address)
+            return
+        self.state.falco_version = reply.version
+        engine = f" (engine {reply.engine_version})" if reply.engine_version else ""
+        self._log.info(
+            "grpc input: connected to Falco %s%s at %s", reply.version, engine, self._config.address
+        )
+        major_minor = parse_version(reply.version)
+        if major_minor is not None and major_minor >= GRPC_DEPRECATED_SINCE:
+            self._log.warning(
+                "grpc input: Falco %s: the gRPC output is deprecated since Falco 0.43 and removed in 0.44; "
+                "switch to http_output (inputs.http) before upgrading Falco",
+                reply.version,
+            )
+
+    # -- the stream -----------------------------------------------------------------------------
+
+    async def _pump(self, call: Any) -> None:
+        idle = asyncio.Event()  # set while no alert is waiting for the sink
+        idle.set()
+        reader = asyncio.create_task(self._read(call, idle))
+        poller = asyncio.create_task(self._poll(call, idle))
+        try:
+            done, _ = await asyncio.wait({reader, poller}, return_when=asyncio.FIRST_COMPLETED)
+            if poller in done:
+                poller.result()  # a failed write returns quietly: the reader reports why the call ended
+                await reader
+            else:
+                reader.result()
+        finally:
+            call.cancel()
+            reader.cancel()
+            poller.cancel()
+            await asyncio.gather(reader, poller, return_exceptions=True)
+
+    async def _poll(self, call: Any, idle: asyncio.Event) -> None:
+        request = outputs_pb2.request()
+        while True:
+            await idle.wait()
+            try:
+                await call.write(request)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                return  # the call is over; the reader sees its status
+            self.state.polls += 1
+            await asyncio.sleep(self._config.poll_interval_seconds)
+
+    async def _read(self, call: Any, idle: asyncio.Event) -> None:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                raise _StreamEnded
+            self.state.received += 1
+            idle.clear()
+            try:
+                await self._deliver(response)
+            finally:
+                idle.set()
+
+    async def _deliver(self, response: outputs_pb2.response) -> None:
+        try:
+            alert = alert_from_response(response)
+        except AlertError as exc:
+            self.state.rejected += 1
+            self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))
+            return
+        while True:
+            try:
+                await self._sink.submit(alert, InputName.GRPC)
+            except Overloaded as exc:
+                # Keep the alert and keep not reading: the pressure stays on Falco's queue.
+                await asyncio.sleep(exc.retry_after_seconds)
+                continue
+            self.state.submitted += 1
+            return

@@ -1,0 +1,232 @@
+"""The HTTP input over real TLS sockets: authentication modes, limits and error answers."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from responder.cluster.api import KubeGateway
+from responder.errors import UserError
+from responder.service import Responder
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert, falco_bytes
+from simulators.pki import TestPKI, make_test_pki
+from simulators.seed import SeededPod
+from tests.helpers import SHELL_RULE, responder_config
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+TOKEN = "s3cret-token-value"
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return make_test_pki(tmp_path / "pki")
+
+
+def client_context(pki: TestPKI, *, cert: bool = True, rogue: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    if cert:
+        pair = pki.rogue_client if rogue else pki.client
+        context.load_cert_chain(pair.cert_file, pair.key_file)
+    return context
+
+
+async def start(tmp_path: Path, kubeconfig: str, http: dict[str, Any], **extra: Any) -> Responder:
+    config = responder_config(tmp_path, kubeconfig, http={"listen": "127.0.0.1:0", **http}, extra=extra or None)
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    return responder
+
+
+def body_for(pods: dict[str, SeededPod], name: str = "vllm", **fields: Any) -> bytes:
+    return falco_bytes(falco_alert(pods[name], SHELL_RULE, "Notice", "shell", {"proc.name": "sh", **fields}))
+
+
+async def post(url: str, body: bytes, *, ssl_context: ssl.SSLContext | bool = False,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/v1/alerts", data=body, ssl=ssl_context, headers=headers or {}) as response:
+            payload = await response.json(content_type=None)
+            return response.status, payload, dict(response.headers)
+
+
+@pytest.fixture
+async def mtls(tmp_path: Path, seeded: Seeded, pki: TestPKI) -> AsyncIterator[Responder]:
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    responder = await start(tmp_path, seeded[2], {"tls": tls})
+    yield responder
+    await responder.stop()
+
+
+async def test_mutual_tls_accepts_a_client_certificate(mtls: Responder, seeded: Seeded, pki: TestPKI) -> None:
+    status, payload, _ = await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
+    assert status == 202 and payload["status"] == "accepted"
+
+
+@pytest.mark.parametrize("rogue", [False, True])
+async def test_mutual_tls_refuses_missing_or_foreign_certificates(
+    mtls: Responder, seeded: Seeded, pki: TestPKI, rogue: bool
+) -> None:
+    context = client_context(pki, cert=rogue, rogue=rogue)
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+        await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=context)
+    assert mtls.pipeline is not None and mtls.pipeline.stats.processed == 0
+
+
+async def test_token_authentication(tmp_path: Path, seeded: Seeded) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    responder = await start(tmp_path, seeded[2], {"token": {"file": str(token_file)}})
+    try:
+        url = responder.http_url or ""
+        status, payload, headers = await post(url, body_for(seeded[1]))
+        assert status == 401 and payload["error"] == "missing bearer token"
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        status, payload, _ = await post(url, body_for(seeded[1]), headers={"Authorization": "Bearer wrong"})
+        assert status == 401 and payload["error"] == "invalid bearer token"
+        status, _, _ = await post(url, body_for(seeded[1]), headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 202
+        metrics = responder.metrics.render().decode()
+        assert 'serving_guard_alerts_rejected_total{input="http",reason="unauthenticated"} 2.0' in metrics
+    finally:
+        await responder.stop()
+
+
+async def test_client_ca_and_token_each_suffice(tmp_path: Path, seeded: Seeded, pki: TestPKI) -> None:
+    os_token = tmp_path / "token"
+    os_token.write_text(TOKEN)
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    responder = await start(tmp_path, seeded[2], {"tls": tls, "token": {"file": str(os_token)}})
+    try:
+        url = responder.http_url or ""
+        no_cert = client_context(pki, cert=False)
+        assert (await post(url, body_for(seeded[1], n=1), ssl_context=client_context(pki)))[0] == 202
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await post(url, body_for(seeded[1], n=2), ssl_context=no_cert, headers=bearer))[0] == 202
+        assert (await post(url, body_for(seeded[1], n=3), ssl_context=no_cert))[0] == 401
+    finally:
+        await responder.stop()
+
+
+def test_an_input_without_authentication_is_refused_at_startup(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no authentication"):
+        responder_config(tmp_path, "kc", http={"listen": "127.0.0.1:0"})
+
+
+@pytest.fixture
+async def open_input(tmp_path: Path, seeded: Seeded) -> AsyncIterator[Responder]:
+    responder = await start(tmp_path, seeded[2], {"allow_unauthenticated": True, "max_body_bytes": 4096})
+    yield responder
+    await responder.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b'{"rule": "r"}', "priority"),
+        (b'{"rule": "r", "priority": "Loud", "time": "2026-01-01T00:00:00Z"}', "priority"),
+        (b'{"rule": "r", "priority": "Notice", "time": "now"}', "time"),
+    ],
+)
+async def test_bad_payloads_get_400_naming_the_field(open_input: Responder, body: bytes, field: str) -> None:
+    status, payload, _ = await post(open_input.http_url or "", body)
+    assert status == 400
+    assert payload["error"] == "invalid alert" and payload["field"] == field and payload["reason"]
+
+
+async def test_oversized_payload_gets_413(open_input: Responder, seeded: Seeded) -> None:
+    status, payload, _ = await post(open_input.http_url or "", body_for(seeded[1], blob="x" * 8000))
+    assert status == 413 and payload["limit_bytes"] == 4096
+
+
+async def test_falcosidekick_payload_and_redelivery(open_input: Responder, seeded: Seeded) -> None:
+    alert = falco_alert(seeded[1]["vllm"], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
+    alert["uuid"] = "0c8e2a54-2c64-4a3c-9d1e-7c6f5d4b3a21"
+    alert["source"] = "syscalls"
+    alert["time"] = alert["time"].rstrip("0Z") + "Z"  # Go's RFC3339Nano trims trailing zeros
+    body = json.dumps(alert).encode()
+    first = await post(open_input.http_url or "", body)
+    again = await post(open_input.http_url or "", body)
+    assert first[0] == again[0] == 202
+    assert again[1]["status"] == "already accepted" and again[1]["alert_id"] == first[1]["alert_id"]
+
+
+async def test_plain_text_falco_output_gets_a_hint(open_input: Responder) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{open_input.http_url}/v1/alerts", data=b"10:00:00.1: Notice Shell ...",
+                                headers={"Content-Type": "text/plain"}) as response:
+            payload = await response.json()
+    assert response.status == 400 and "json_output: true" in payload["hint"]
+
+
+async def test_health_readiness_and_metrics(open_input: Responder, seeded: Seeded) -> None:
+    await post(open_input.http_url or "", body_for(seeded[1]))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{open_input.metrics_url}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{open_input.metrics_url}/readyz") as response:
+            assert response.status == 200 and (await response.json())["ready"] is True
+        async with session.get(f"{open_input.metrics_url}/metrics") as response:
+            text = await response.text()
+    assert 'serving_guard_alerts_received_total{input="http",source="syscall"}' in text
+    assert "serving_guard_alert_to_decision_seconds_bucket" in text
+    # Pod names never become label values.
+    assert seeded[1]["vllm"].name not in text
+
+
+async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc.json"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    responder = await start(tmp_path, str(kubeconfig), {"allow_unauthenticated": True},
+                            cluster={"request_timeout_seconds": 0.5, "retry": {"attempts": 1}})
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{responder.metrics_url}/readyz") as response:
+                payload = await response.json()
+        assert response.status == 503 and payload["kubernetes"] == "unreachable"
+    finally:
+        await responder.stop()
+
+
+async def test_audit_endpoint_is_authenticated_like_the_input(mtls: Responder, seeded: Seeded, pki: TestPKI) -> None:
+    await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
+    assert mtls.pipeline is not None
+    await mtls.pipeline.drain(timeout=10)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{mtls.http_url}/v1/audit?pod=ml-serving/vllm-0",
+                               ssl=client_context(pki)) as response:
+            entries = (await response.json())["entries"]
+    assert len(entries) == 1 and entries[0]["incident"]["actions"][0]["status"] == "quarantined"
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{mtls.http_url}/v1/audit", ssl=client_context(pki, cert=False)) as response:
+                await response.read()
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
+payloads = st.dictionaries(
+    st.sampled_from(["rule", "priority", "time", "output", "output_fields", "tags", "hostname", "source"]),
+    st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                 max_leaves=8),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=payloads)
+async def test_fuzzed_payloads_over_http_only_get_4xx_or_202(open_input: Responder, payload: dict[str, Any]) -> None:
+    status, answer, _ = await post(open_input.http_url or "", json.dumps(payload).encode())
+    assert status in (202, 400), answer

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from responder.actions import netpol
+from responder.cluster.selectors import SelectorError, parse_label_selector, selector_matches
+
+LABEL = "serving-guard.io/quarantine"
+POD = {"app": "triton", LABEL: "true"}
+
+
+def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ({}, True),
+        ({"matchLabels": {"app": "triton"}}, True),
+        ({"matchLabels": {"app": "vllm"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["triton", "x"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["triton"]}]}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["gold"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, True),
+        ({"matchExpressions": [{"key": LABEL, "operator": "DoesNotExist"}]}, False),
+        ({"matchLabels": {"app": "triton"}, "matchExpressions": [{"key": "x", "operator": "Exists"}]}, False),
+    ],
+)
+def test_selector_semantics(selector: dict[str, Any], expected: bool) -> None:
+    assert selector_matches(selector, POD) is expected
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"matchExpressions": [{"key": "a", "operator": "Near"}]},
+        {"matchExpressions": [{"key": "a", "operator": "In"}]},
+        {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+        {"matchLabels": ["a"]},
+    ],
+)
+def test_invalid_selectors_raise(selector: dict[str, Any]) -> None:
+    with pytest.raises(SelectorError):
+        selector_matches(selector, POD)
+
+
+def test_string_selectors_parse_like_kubectl() -> None:
+    parsed = parse_label_selector("app=triton, tier!=gold, env in (prod, staging), !legacy, team")
+    assert selector_matches(parsed, {"app": "triton", "env": "prod", "team": "ml"})
+    assert not selector_matches(parsed, {"app": "triton", "env": "dev", "team": "ml"})
+    assert not selector_matches(parsed, {"app": "triton", "env": "prod", "team": "ml", "legacy": "1"})
+
+
+def test_leaks_are_policies_that_select_the_pod_and_allow_something() -> None:
+    policies = [
+        policy("serving-guard-quarantine", netpol.deny_all_spec(LABEL, "true")),
+        policy("ingress-for-triton", {"podSelector": {"matchLabels": {"app": "triton"}}, "ingress": [{}]}),
+        policy("deny-only", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        policy("egress-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53}]}]}),
+        # Egress rules but only Ingress enforced: the egress list is inert.
+        policy("ingress-typed", {"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}),
+        policy("other-app", {"podSelector": {"matchLabels": {"app": "vllm"}}, "ingress": [{}]}),
+        policy("broken", {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, "ingress": [{}]}),
+    ]
+    leaks = {leak.policy: leak for leak in netpol.find_leaks(policies, POD, own_policy="serving-guard-quarantine")}
+    assert set(leaks) == {"ingress-for-triton", "egress-dns", "broken"}
+    assert leaks["egress-dns"].directions == ("egress",)
+    assert "cannot be evaluated" in leaks["broken"].reason  # fail safe
+
+
+def test_policy_types_default_like_the_api_server() -> None:
+    assert netpol.policy_types({"ingress": [{}]}) == {"Ingress"}
+    assert netpol.policy_types({"egress": [{}]}) == {"Ingress", "Egress"}
+
+
+def test_exclusion_round_trip_keeps_owner_changes() -> None:
+    original = policy("p", {"podSelector": {"matchLabels": {"app": "triton"}}, "ingress": [{}]})
+    patched = netpol.with_exclusion(original, LABEL)
+    assert not selector_matches(patched["spec"]["podSelector"], POD)
+    assert netpol.with_exclusion(patched, LABEL) == patched  # idempotent
+    assert netpol.is_patched_by_us(patched, LABEL)
+    patched["spec"]["ingress"].append({"from": []})  # the owner edits meanwhile
+    restored = netpol.without_exclusion(patched, LABEL)
+    assert restored["spec"]["podSelector"] == {"matchLabels": {"app": "triton"}}
+    assert len(restored["spec"]["ingress"]) == 2
+    assert not netpol.is_patched_by_us(restored, LABEL)
+
+
+def test_deny_all_detection() -> None:
+    assert netpol.spec_is_deny_all(netpol.deny_all_spec(LABEL, "true"), LABEL, "true")
+    altered = netpol.deny_all_spec(LABEL, "true")
+    altered["ingress"] = [{}]
+    assert not netpol.spec_is_deny_all(altered, LABEL, "true")
+    assert not netpol.spec_is_deny_all({"podSelector": {"matchLabels": {LABEL: "true"}}}, LABEL, "true")

@@ -1,0 +1,221 @@
+"""The pipeline end to end (journal, dedupe, verification, policy, actions) against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.alert import Alert, alert_from_mapping
+from responder.cluster.api import KubeGateway
+from responder.config import Config
+from responder.ingest.sink import InputName, Overloaded
+from responder.service import Responder
+from simulators.cluster_emulator import Fault, RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import SeededPod
+from tests.helpers import SHELL_RULE, responder_config
+
+LABEL = "serving-guard.io/quarantine"
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+
+
+def shell(pod: SeededPod, *, n: int = 0, **overrides: Any) -> Alert:
+    payload = falco_alert(pod, SHELL_RULE, "Notice", "shell", {"proc.name": "sh", "proc.cmdline": f"sh -c {n}"})
+    payload.update(overrides)
+    return alert_from_mapping(payload)
+
+
+def labels(running: RunningCluster, pod: SeededPod) -> dict[str, str]:
+    return running.call(running.emulator.get_object, "v1/pods", pod.namespace, pod.name)["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def rows(config: Config, sql: str, *args: Any) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(config.journal.path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def started(tmp_path: Path, seeded: Seeded) -> AsyncIterator[tuple[Responder, RunningCluster, dict[str, SeededPod]]]:
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    yield responder, running, pods
+    await responder.stop()
+
+
+async def submit_all(responder: Responder, alerts: list[Alert]) -> None:
+    assert responder.pipeline is not None
+    for alert in alerts:
+        await responder.pipeline.submit(alert, InputName.JSONL)
+    assert await responder.pipeline.drain(timeout=20)
+
+
+async def test_a_burst_for_one_pod_is_one_incident_one_action(started: Any) -> None:
+    responder, running, pods = started
+    await submit_all(responder, [shell(pods["vllm"], n=i) for i in range(40)])
+    incidents = rows(responder.config, "SELECT incident_id, count FROM incidents")
+    assert len(incidents) == 1
+    assert rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE incident_id = ?", incidents[0][0])[0][0] == 40
+    actions = rows(responder.config, "SELECT action, status FROM actions")
+    assert [(a["action"], a["status"]) for a in actions] == [("quarantine", "quarantined")]
+    assert rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE state != 'done'")[0][0] == 0
+    outcomes = rows(responder.config, "SELECT outcome, COUNT(*) FROM alerts GROUP BY outcome ORDER BY outcome")
+    assert [tuple(r) for r in outcomes] == [("duplicate", 39), ("opened", 1)]
+    # One API read of the pod for the whole burst (plus owners and namespace once).
+    gets = [r for r in running.emulator["get"] if r.url.path.endswith(f"/pods/{pods['vllm'].name}")]
+    assert len(gets) == 1
+
+
+async def test_forged_alert_with_a_wrong_container_id_is_refused_and_does_not_mask_the_real_one(started: Any) -> None:
+    responder, running, pods = started
+    triton = pods["triton"]
+    forged = shell(triton, n=1)
+    forged_fields = dict(forged.fields, **{"container.id": "deadbeef0000"})
+    forged = alert_from_mapping({**forged.to_falco_json(), "output_fields": forged_fields})
+    await submit_all(responder, [forged])
+    assert LABEL not in labels(running, triton)
+    decision = rows(responder.config, "SELECT decision, verification FROM incidents")[0]
+    assert '"unverified": true' in decision["decision"]
+    assert "not a container of the pod" in decision["verification"]
+    # The genuine alert right after is its own incident and is acted on.
+    await submit_all(responder, [shell(triton, n=2)])
+    assert labels(running, triton)[LABEL] == "true"
+
+
+async def test_alert_from_the_wrong_node_is_refused(started: Any) -> None:
+    responder, running, pods = started
+    await submit_all(responder, [shell(pods["vllm"], hostname="worker-9")])
+    assert LABEL not in labels(running, pods["vllm"])
+    verification = rows(responder.config, "SELECT verification FROM incidents")[0][0]
+    assert "worker-9" in verification
+
+
+async def test_unknown_pod_and_host_alerts_are_recorded_without_action(started: Any) -> None:
+    responder, _, pods = started
+    ghost = shell(pods["vllm"])
+    ghost = alert_from_mapping({**ghost.to_falco_json(),
+                                "output_fields": {**ghost.fields, "k8s.pod.name": "no-such-pod"}})
+    host_alert = alert_from_mapping({"rule": SHELL_RULE, "priority": "Notice", "time": "2026-01-01T00:00:00Z",
+                                     "output": "x", "output_fields": {"container.id": "host"}})
+    await submit_all(responder, [ghost, host_alert])
+    statuses = sorted(r[0] for r in rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents"))
+    assert statuses == ["no_pod_identity", "pod_not_found"]
+    assert [r[0] for r in rows(responder.config, "SELECT status FROM actions")] == ["withheld", "withheld"]
+
+
+async def test_not_opted_in_namespace_is_withheld(started: Any) -> None:
+    responder, running, pods = started
+    await submit_all(responder, [shell(pods["sandbox"])])
+    assert LABEL not in labels(running, pods["sandbox"])
+    detail = rows(responder.config, "SELECT detail FROM actions")[0][0]
+    assert "not opted in" in detail
+
+
+async def test_redelivered_alert_is_accepted_once(started: Any) -> None:
+    responder, _, pods = started
+    alert = shell(pods["vllm"])
+    assert responder.pipeline is not None
+    first = await responder.pipeline.submit(alert, InputName.HTTP)
+    again = await responder.pipeline.submit(alert, InputName.HTTP)
+    assert first.new and not again.new and first.alert_id == again.alert_id
+    assert await responder.pipeline.drain(timeout=10)
+    assert rows(responder.config, "SELECT COUNT(*) FROM alerts")[0][0] == 1
+
+
+async def test_circuit_breaker_stops_quarantines_past_the_limit(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path, kubeconfig, extra={"guardrails": {"max_quarantines": {"count": 2, "window_seconds": 600}}}
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        await submit_all(responder, [shell(pods[name]) for name in ("triton", "torchserve", "vllm")])
+        quarantined = [n for n in ("triton", "torchserve", "vllm") if labels(running, pods[n]).get(LABEL) == "true"]
+        assert len(quarantined) == 2
+        withheld = rows(config, "SELECT detail FROM actions WHERE status = 'withheld'")
+        assert len(withheld) == 1 and "circuit breaker open" in withheld[0][0]
+        assert responder.pipeline is not None and responder.pipeline.breaker_open()
+    finally:
+        await responder.stop()
+
+
+async def test_dry_run_records_what_it_would_do(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"guardrails": {"dry_run": True}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        await submit_all(responder, [shell(pods["triton"])])
+        assert LABEL not in labels(running, pods["triton"])
+        action = rows(config, "SELECT status, detail FROM actions")[0]
+        assert action["status"] == "dry_run" and "LEAKY" in action["detail"]
+    finally:
+        await responder.stop()
+
+
+async def test_kubernetes_outage_leaves_no_action_and_no_crash(started: Any) -> None:
+    responder, running, pods = started
+    running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100))
+    await submit_all(responder, [shell(pods["vllm"])])
+    verification = rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents")[0][0]
+    assert verification == "lookup_failed"
+    assert LABEL not in labels(running, pods["vllm"])
+
+
+async def test_full_pipeline_pushes_back(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"journal": {"max_pending": 10}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    running.emulator.latency_seconds = 0.3  # each pod read is slow: in-flight alerts pile up
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        accepted = 0
+        with pytest.raises(Overloaded):
+            for i in range(50):
+                # Distinct rules on one pod: distinct incidents that queue behind the pod's lock.
+                await responder.pipeline.submit(shell(pods["vllm"], n=i, rule=f"Rule {i}"), InputName.HTTP,
+                                                wait_seconds=0.01)
+                accepted += 1
+        assert accepted == 10
+        running.emulator.latency_seconds = 0
+        assert await responder.pipeline.drain(timeout=30)
+        assert rows(config, "SELECT COUNT(*) FROM alerts WHERE state = 'done'")[0][0] == accepted
+    finally:
+        await responder.stop()
+
+
+async def test_unfinished_alerts_are_resumed_after_a_restart(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    # Journal the alert exactly as an input would, but stop before it is processed: a crash.
+    from responder.journal import Journal
+
+    alert = shell(pods["torchserve"])
+    await responder.journal.run(Journal.op_append_alert(alert, "http", 1))
+    await responder.stop()
+    assert LABEL not in labels(running, pods["torchserve"])
+
+    again = Responder(config, KubeGateway.from_config(config.cluster))
+    await again.start()
+    try:
+        assert again.pipeline is not None
+        assert await again.pipeline.drain(timeout=10)
+        assert labels(running, pods["torchserve"])[LABEL] == "true"
+        assert rows(config, "SELECT state, outcome FROM alerts")[0][:] == ("done", "opened")
+    finally:
+        await again.stop()
+    await asyncio.sleep(0)

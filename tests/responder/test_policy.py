@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.alert import Alert, Priority, alert_from_mapping
+from responder.cluster.context import ContainerInfo, PodContext
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName, Config, load_config_text
+from responder.policy import GuardrailState, decide
+
+Q = ActionName.QUARANTINE
+N = ActionName.NOTIFY
+A = ActionName.ANNOTATE
+VERIFIED = Verification(VerificationStatus.VERIFIED, container_name="triton")
+
+
+def make_config(**overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "policies": [
+            {
+                "name": "shells",
+                "match": {"rules": ["Shell in serving pod", "Reverse shell*"], "min_priority": "notice"},
+                "actions": ["notify", "quarantine"],
+                "slack": {"channel": "#sec-oncall"},
+            },
+            {"name": "tagged", "match": {"tags": ["T1105"]}, "actions": ["annotate"]},
+            {"name": "labelled", "match": {"pod_labels": {"tier": "gold"}}, "actions": ["notify", "quarantine"]},
+            {"name": "sandbox", "match": {"namespaces": ["ml-sand*"], "sources": ["syscall"]}, "actions": ["notify"]},
+        ],
+        "slack": {"mode": "disabled", "default_channel": "#sec-alerts", "min_priority": "warning"},
+    }
+    data.update(overrides)
+    return load_config_text(yaml.safe_dump(data))
+
+
+def make_alert(rule: str = "Shell in serving pod", priority: str = "Notice", namespace: str = "ml",
+               tags: list[str] | None = None) -> Alert:
+    return alert_from_mapping(
+        {
+            "rule": rule,
+            "priority": priority,
+            "time": "2026-01-01T00:00:00.000000001Z",
+            "output": "x",
+            "hostname": "node-1",
+            "tags": tags or ["serving_guard"],
+            "output_fields": {"k8s.ns.name": namespace, "k8s.pod.name": "p", "container.id": "abcdefabcdef"},
+        }
+    )
+
+
+def make_pod(namespace: str = "ml", labels: dict[str, str] | None = None, opted_in: bool = True) -> PodContext:
+    return PodContext(
+        namespace=namespace,
+        name="p",
+        uid="u",
+        node="node-1",
+        labels=labels or {},
+        containers=(ContainerInfo("triton", "img", container_id="containerd://abcdefabcdef0000"),),
+        namespace_labels={"serving-guard.io/enforce": "true"} if opted_in else {},
+    )
+
+
+def test_matching_policy_quarantines_a_verified_alert_and_routes_to_its_channel() -> None:
+    decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), make_config())
+    assert decision.policy == "shells"
+    assert decision.actions == (N, Q)
+    assert decision.slack_channel == "#sec-oncall"
+    assert not decision.withheld and not decision.unverified
+
+
+def test_glob_rule_names_match() -> None:
+    alert = make_alert(rule="Reverse shell or interpreter one-liner in serving pod", priority="Critical")
+    assert decide(alert, make_pod(), VERIFIED, GuardrailState(), make_config()).policy == "shells"
+
+
+def test_below_min_priority_falls_to_the_default_policy() -> None:
+    decision = decide(make_alert(priority="Informational"), make_pod(), VERIFIED, GuardrailState(), make_config())
+    assert decision.policy == "default"
+    assert decision.actions == (N,)
+    # Informational is below slack.min_priority (warning): recorded, not sent.
+    assert decision.notify is False
+
+
+def test_tags_namespaces_sources_and_pod_labels_match() -> None:
+    config = make_config()
+    tagged = make_alert(rule="Runtime download", tags=["T1105", "serving_guard"])
+    assert decide(tagged, make_pod(), VERIFIED, GuardrailState(), config).actions == (A,)
+    gold = decide(make_alert(rule="Other"), make_pod(labels={"tier": "gold"}), VERIFIED, GuardrailState(), config)
+    assert gold.policy == "labelled"
+    # Without the live pod, label-based policies cannot match.
+    unknown = Verification(VerificationStatus.POD_NOT_FOUND)
+    assert decide(make_alert(rule="Other"), None, unknown, GuardrailState(), config).policy == "default"
+    sandbox = make_alert(rule="Other", namespace="ml-sandbox")
+    assert decide(sandbox, make_pod("ml-sandbox"), VERIFIED, GuardrailState(), config).policy == "sandbox"
+
+
+def test_unverified_alert_never_isolates_and_always_notifies() -> None:
+    forged = Verification(VerificationStatus.UNVERIFIED, "container.id abc is not a container of the pod")
+    decision = decide(make_alert(priority="Debug"), make_pod(), forged, GuardrailState(), make_config())
+    assert decision.unverified
+    assert Q not in decision.actions and N in decision.actions
+    assert decision.notify is True
+    # Debug priority is below the policy min, so it falls to default; still a loud security notice.
+
+
+def test_unverified_alert_matching_a_quarantine_policy_says_why_it_was_withheld() -> None:
+    forged = Verification(VerificationStatus.UNVERIFIED, "alert came from host 'evil' but the pod runs on 'node-1'")
+    decision = decide(make_alert(), make_pod(), forged, GuardrailState(), make_config())
+    assert decision.actions == (N,)
+    assert "not verified" in decision.withheld[0] and "evil" in decision.withheld[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (VerificationStatus.POD_NOT_FOUND, "pod not found"),
+        (VerificationStatus.NO_POD_IDENTITY, "names no pod"),
+        (VerificationStatus.LOOKUP_FAILED, "lookup failed"),
+    ],
+)
+def test_unverifiable_alerts_withhold_quarantine(status: VerificationStatus, words: str) -> None:
+    decision = decide(make_alert(), None, Verification(status, "boom"), GuardrailState(), make_config())
+    assert Q not in decision.actions
+    assert words in decision.withheld[0]
+    assert decision.notify
+
+
+def test_protected_namespace_is_never_quarantined() -> None:
+    alert = make_alert(namespace="kube-system")
+    decision = decide(alert, make_pod("kube-system"), VERIFIED, GuardrailState(), make_config())
+    assert Q not in decision.actions
+    assert "protected" in decision.withheld[0]
+
+
+def test_namespace_must_opt_in_unless_the_label_is_disabled() -> None:
+    pod = make_pod(opted_in=False)
+    decision = decide(make_alert(), pod, VERIFIED, GuardrailState(), make_config())
+    assert Q not in decision.actions and "not opted in" in decision.withheld[0]
+    open_config = make_config(guardrails={"enforce_namespace_label": None})
+    assert Q in decide(make_alert(), pod, VERIFIED, GuardrailState(), open_config).actions
+
+
+def test_circuit_breaker_turns_quarantine_into_a_loud_alert() -> None:
+    config = make_config(guardrails={"max_quarantines": {"count": 2, "window_seconds": 60}})
+    assert Q in decide(make_alert(), make_pod(), VERIFIED, GuardrailState(1), config).actions
+    decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(2), config)
+    assert decision.breaker_open and Q not in decision.actions
+    assert "circuit breaker open" in decision.withheld[0]
+    assert decision.notify
+
+
+def test_dry_run_keeps_the_action_and_marks_it() -> None:
+    config = make_config(guardrails={"dry_run": True})
+    decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(100), config)
+    assert decision.dry_run and Q in decision.actions  # the breaker does not count dry runs
+    assert decision.summary().startswith("policy shells: dry-run")
+
+
+def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:
+    config = make_config(policies=[{"name": "silent", "match": {"rules": ["*"]}, "actions": ["quarantine"]}])
+    decision = decide(make_alert(namespace="kube-system"), make_pod("kube-system"), VERIFIED, GuardrailState(),
+                      config)
+    assert decision.actions == (N,) and decision.notify
+
+
+def test_priority_order_helper() -> None:
+    assert Priority.CRITICAL.at_least(Priority.NOTICE)

@@ -1,0 +1,250 @@
+"""Quarantine, annotate and release against the emulated API server over real HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.actions.events import EventRecorder
+from responder.actions.outcome import OutcomeStatus
+from responder.actions.quarantine import ClusterActions
+from responder.alert import Alert, alert_from_mapping
+from responder.cluster.api import KubeGateway
+from responder.cluster.context import PodContext
+from responder.cluster.enrich import LookupStatus, PodDirectory
+from responder.config import Cluster, Quarantine, Retry
+from simulators.cluster_emulator import Fault, RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import LEAKY_POLICY, SeededPod
+
+LABEL = "serving-guard.io/quarantine"
+NP = "networking.k8s.io/v1/networkpolicies"
+
+
+class Harness:
+    def __init__(self, running: RunningCluster, kubeconfig: str, settings: Quarantine | None = None) -> None:
+        self.running = running
+        cluster = Cluster(kubeconfig=kubeconfig, retry=Retry(attempts=3, initial_backoff_seconds=0.01))
+        self.gateway = KubeGateway.from_config(cluster)
+        self.directory = PodDirectory(self.gateway, ttl_seconds=0)
+        self.actions = ClusterActions(self.gateway, settings or Quarantine(), EventRecorder(self.gateway))
+
+    def pod(self, seeded: SeededPod) -> PodContext:
+        lookup = self.directory.lookup(seeded.namespace, seeded.name)
+        assert lookup.status is LookupStatus.FOUND and lookup.pod is not None
+        return lookup.pod
+
+    def stored(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.running.call(self.running.emulator.get_object, resource, namespace, name)  # type: ignore[no-any-return]
+
+    def events(self, namespace: str) -> list[dict[str, Any]]:
+        return self.running.call(self.running.emulator.list_objects, "v1/events", namespace)  # type: ignore[no-any-return]
+
+    def fail(self, fault: Fault) -> None:
+        self.running.call(self.running.emulator.inject, fault)
+
+
+def shell_alert(pod: SeededPod) -> Alert:
+    return alert_from_mapping(falco_alert(pod, "Shell in serving pod", "Notice", "shell", {"proc.name": "sh"}))
+
+
+@pytest.fixture
+def harness(seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> Harness:
+    running, _, kubeconfig = seeded
+    return Harness(running, kubeconfig)
+
+
+def test_enrichment_reads_owner_chain_images_and_namespace_labels(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    pods = seeded[1]
+    triton = harness.pod(pods["triton"])
+    assert [(o.kind, o.name) for o in triton.owners] == [("ReplicaSet", "triton-7c9d8f6b5"), ("Deployment", "triton")]
+    assert triton.workload is not None and triton.workload.kind == "Deployment"
+    assert triton.containers[0].digest and triton.containers[0].digest.startswith("sha256:")
+    assert triton.namespace_labels["serving-guard.io/enforce"] == "true"
+    assert triton.node == "worker-1"
+    kserve = harness.pod(pods["kserve"])
+    assert kserve.workload is not None and (kserve.workload.kind, kserve.workload.name) == (
+        "InferenceService",
+        "sklearn-iris",
+    )
+    assert harness.pod(pods["vllm"]).owners[0].kind == "StatefulSet"
+    assert harness.directory.lookup("ml-serving", "nope").status is LookupStatus.NOT_FOUND
+
+
+def test_quarantine_creates_the_policy_labels_the_pod_and_names_the_leak(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    triton = seeded[1]["triton"]
+    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-1", "Notice: shell",
+                                         dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY
+    assert outcome.leaky_policies == (LEAKY_POLICY,)
+    assert "created NetworkPolicy serving-guard-quarantine" in outcome.detail
+    stored = harness.stored("v1/pods", triton.namespace, triton.name)
+    assert stored is not None
+    assert stored["metadata"]["labels"][LABEL] == "true"
+    assert stored["metadata"]["annotations"]["serving-guard.io/incident"] == "inc-1"
+    policy = harness.stored(NP, triton.namespace, "serving-guard-quarantine")
+    assert policy is not None and policy["spec"] == {
+        "podSelector": {"matchLabels": {LABEL: "true"}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    reasons = [e["reason"] for e in harness.events(triton.namespace)]
+    assert "QuarantineLeaky" in reasons
+
+
+def test_quarantine_is_idempotent(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+    vllm = seeded[1]["vllm"]
+    first = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-1", "r", dry_run=False)
+    quarantined_at = harness.stored("v1/pods", vllm.namespace, vllm.name)["metadata"]["annotations"][  # type: ignore[index]
+        "serving-guard.io/quarantined-at"
+    ]
+    second = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-1", "r", dry_run=False)
+    assert first.status is second.status is OutcomeStatus.QUARANTINED
+    assert "created" in first.detail and "created" not in second.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["annotations"]["serving-guard.io/quarantined-at"] == quarantined_at
+    policies = harness.running.call(harness.running.emulator.list_objects, NP, vllm.namespace)
+    assert [p["metadata"]["name"] for p in policies].count("serving-guard-quarantine") == 1
+
+
+def test_altered_quarantine_policy_is_repaired(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.actions.ensure_deny_all(vllm.namespace)
+    tampered = harness.gateway.get_network_policy(vllm.namespace, "serving-guard-quarantine")
+    assert tampered is not None
+    tampered["spec"]["egress"] = [{}]  # someone opened egress for quarantined pods
+    harness.gateway.replace_network_policy(vllm.namespace, "serving-guard-quarantine", tampered)
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED
+    assert "repaired altered NetworkPolicy" in outcome.detail
+    repaired = harness.stored(NP, vllm.namespace, "serving-guard-quarantine")
+    assert repaired is not None and "egress" not in repaired["spec"]
+
+
+def test_patching_other_policies_closes_the_leak_and_release_undoes_it(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
+    triton = pods["triton"]
+    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-3", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED
+    assert outcome.patched_policies == (LEAKY_POLICY,)
+    leaky = harness.stored(NP, triton.namespace, LEAKY_POLICY)
+    assert leaky is not None
+    assert {"key": LABEL, "operator": "DoesNotExist"} in leaky["spec"]["podSelector"]["matchExpressions"]
+
+    released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="false positive")
+    assert released.status is OutcomeStatus.RELEASED
+    assert released.patched_policies == (LEAKY_POLICY,)
+    stored = harness.stored("v1/pods", triton.namespace, triton.name)
+    assert stored is not None
+    assert LABEL not in stored["metadata"]["labels"]
+    annotations = stored["metadata"]["annotations"]
+    assert "serving-guard.io/incident" not in annotations
+    assert annotations["serving-guard.io/released-by"] == "alice"
+    assert annotations["serving-guard.io/release-reason"] == "false positive"
+    restored = harness.stored(NP, triton.namespace, LEAKY_POLICY)
+    assert restored is not None and restored["spec"]["podSelector"] == {"matchLabels": {"app": "triton"}}
+    assert "QuarantineReleased" in [e["reason"] for e in harness.events(triton.namespace)]
+
+
+def test_release_keeps_exclusions_while_other_pods_stay_quarantined(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
+    for name in ("triton", "torchserve"):
+        pod = pods[name]
+        harness.actions.quarantine(harness.pod(pod), shell_alert(pod), "inc", "r", dry_run=False)
+    released = harness.actions.release(pods["triton"].namespace, pods["triton"].name, by="bob", reason="fixed")
+    assert "kept exclusion" in released.detail
+    still = harness.stored(NP, pods["triton"].namespace, LEAKY_POLICY)
+    assert still is not None and "matchExpressions" in still["spec"]["podSelector"]
+
+
+def test_recreated_pod_is_not_touched(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+    vllm = seeded[1]["vllm"]
+    context = harness.pod(vllm)
+    # The pod is deleted and re-created under the same name (a StatefulSet does exactly this).
+    harness.running.call(
+        harness.running.emulator.put_object,
+        "v1/pods",
+        {**harness.stored("v1/pods", vllm.namespace, vllm.name), "metadata": {  # type: ignore[dict-item]
+            "name": vllm.name, "namespace": vllm.namespace, "uid": "a-new-uid", "labels": {"app": "vllm"}}},
+    )
+    outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.POD_GONE and "replaced" in outcome.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]
+
+
+def test_deleted_pod_ends_as_pod_gone(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+    vllm = seeded[1]["vllm"]
+    context = harness.pod(vllm)
+    harness.fail(Fault(status=404, method="PATCH", plural="pods", message="pods \"vllm-0\" not found"))
+    outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.POD_GONE
+
+
+def test_rbac_denial_is_a_recorded_failure_and_changes_nothing(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(status=403, method="PATCH", plural="pods", times=10, message="pods is forbidden"))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "forbidden by RBAC" in outcome.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]
+    assert "QuarantineFailed" in [e["reason"] for e in harness.events(vllm.namespace)]
+
+
+def test_server_errors_are_retried(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(status=503, method="PATCH", plural="pods", times=2))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED
+
+
+def test_persistent_server_errors_end_in_failure_not_a_crash(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(status=500, method="POST", plural="networkpolicies", times=10))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED and "HTTP 500" in outcome.detail
+
+
+def test_dry_run_writes_nothing_but_predicts_the_leak(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    triton = seeded[1]["triton"]
+    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc", "r", dry_run=True)
+    assert outcome.status is OutcomeStatus.DRY_RUN
+    assert outcome.leaky_policies == (LEAKY_POLICY,)
+    assert harness.stored(NP, triton.namespace, "serving-guard-quarantine") is None
+    stored = harness.stored("v1/pods", triton.namespace, triton.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]
+
+
+def test_annotate_records_without_isolating(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+    torchserve = seeded[1]["torchserve"]
+    outcome = harness.actions.annotate(harness.pod(torchserve), shell_alert(torchserve), "inc-9", "pip install")
+    assert outcome.status is OutcomeStatus.ANNOTATED
+    stored = harness.stored("v1/pods", torchserve.namespace, torchserve.name)
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["serving-guard.io/reason"] == "pip install"
+    assert LABEL not in stored["metadata"]["labels"]
+
+
+def test_names_from_alerts_cannot_escape_the_url_path(harness: Harness, tmp_path: Path) -> None:
+    result = harness.directory.lookup("ml-serving", "../../../api/v1/namespaces/kube-system/pods/x")
+    assert result.status in (LookupStatus.NOT_FOUND, LookupStatus.FAILED)

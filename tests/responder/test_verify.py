@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from responder.alert import alert_from_mapping
+from responder.cluster.context import ContainerInfo, PodContext
+from responder.cluster.verify import VerificationStatus, verify_alert
+
+FULL_ID = "0123456789abcdef" * 4
+POD = PodContext(
+    namespace="ml",
+    name="triton-0",
+    uid="u",
+    node="worker-1",
+    containers=(
+        ContainerInfo("init", "busybox", container_id="containerd://" + "f" * 64, init=True),
+        ContainerInfo("triton", "nvcr.io/nvidia/tritonserver:24.05-py3", container_id="containerd://" + FULL_ID),
+    ),
+)
+
+
+def alert(container_id: str | None = FULL_ID[:12], hostname: str | None = "worker-1", pod: str = "triton-0"):  # type: ignore[no-untyped-def]
+    fields = {"k8s.ns.name": "ml", "k8s.pod.name": pod}
+    if container_id is not None:
+        fields["container.id"] = container_id
+    payload = {"rule": "r", "priority": "Notice", "time": "2026-01-01T00:00:00Z", "output_fields": fields}
+    if hostname is not None:
+        payload["hostname"] = hostname
+    return alert_from_mapping(payload)
+
+
+def test_matching_container_and_node_verifies() -> None:
+    result = verify_alert(alert(), POD, check_node=True)
+    assert result.verified and result.container_name == "triton"
+    assert verify_alert(alert(FULL_ID), POD, check_node=True).verified  # the full id works too
+
+
+def test_forged_container_id_is_refused() -> None:
+    result = verify_alert(alert("deadbeef0000"), POD, check_node=True)
+    assert result.status is VerificationStatus.UNVERIFIED
+    assert "not a container of the pod" in result.reason and FULL_ID[:12] in result.reason
+
+
+def test_short_or_missing_or_host_ids_are_refused() -> None:
+    assert not verify_alert(alert(FULL_ID[:6]), POD, check_node=True).verified
+    assert "no container.id" in verify_alert(alert(None), POD, check_node=True).reason
+    assert not verify_alert(alert("host"), POD, check_node=True).verified
+
+
+def test_node_mismatch_is_refused_when_checked() -> None:
+    result = verify_alert(alert(hostname="attacker-box"), POD, check_node=True)
+    assert result.status is VerificationStatus.UNVERIFIED and "attacker-box" in result.reason
+    assert verify_alert(alert(hostname="attacker-box"), POD, check_node=False).verified
+    assert not verify_alert(alert(hostname=None), POD, check_node=True).verified
+
+
+def test_name_mismatch_is_refused() -> None:
+    assert not verify_alert(alert(pod="other"), POD, check_node=True).verified
