@@ -61,7 +61,9 @@ class IncidentReport:
 
     @property
     def quarantined(self) -> bool:
-        return any(
+        """Isolated now: a quarantine took effect and no release followed it."""
+        released = any(o.status.value == "released" for o in self.outcomes)
+        return not released and any(
             o.action == "quarantine" and o.status.value in ("quarantined", "leaky") for o in self.outcomes
         )
 

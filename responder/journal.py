@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     slack_ts TEXT,
     count_sent INTEGER
 );
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns) WHERE state IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
+    WHERE state IN ('pending', 'sending');
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 """
 
@@ -367,7 +368,8 @@ class Journal:
     def op_finish_alert(alert_id: str, incident_id: str | None, outcome: str, finished_ns: int) -> Op:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ? WHERE alert_id = ?",
+                "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ?"
+                " WHERE alert_id = ?",
                 (incident_id, outcome, finished_ns, alert_id),
             )
 
@@ -432,7 +434,7 @@ class Journal:
         return op
 
     @staticmethod
-    def op_record_action(  # noqa: PLR0917
+    def op_record_action(
         incident_id: str | None,
         alert_id: str | None,
         namespace: str | None,
@@ -477,7 +479,8 @@ class Journal:
                     return None
             if kind == "repeat":
                 waiting = conn.execute(
-                    "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
+                    "SELECT id FROM notifications"
+                    " WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
                     (incident_id,),
                 ).fetchone()
                 if waiting is not None:
@@ -570,7 +573,8 @@ class Journal:
     def pending_alerts(self) -> list[PendingAlert]:
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT alert_id, input, received_ns, payload FROM alerts WHERE state = 'pending' ORDER BY seq"
+                "SELECT alert_id, input, received_ns, payload FROM alerts"
+                " WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
         pending = []
         for row in rows:
@@ -614,7 +618,8 @@ class Journal:
     def quarantine_times_since(self, since_ns: int) -> list[int]:
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT finished_ns FROM actions WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky')"
+                "SELECT finished_ns FROM actions"
+                " WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky')"
                 " AND finished_ns >= ? ORDER BY finished_ns",
                 (since_ns,),
             ).fetchall()
@@ -654,7 +659,8 @@ class Journal:
     def last_repeat_sent_ns(self, incident_id: str) -> int | None:
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT MAX(sent_ns) FROM notifications WHERE incident_id = ? AND kind = 'repeat' AND state = 'sent'",
+                "SELECT MAX(sent_ns) FROM notifications"
+                " WHERE incident_id = ? AND kind = 'repeat' AND state = 'sent'",
                 (incident_id,),
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])

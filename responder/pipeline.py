@@ -13,6 +13,7 @@ Kubernetes client runs on a bounded thread pool, never on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -61,10 +62,8 @@ class CircuitBreaker:
         return now_ns
 
     def give_back(self, token: int) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # already aged out of the window
             self._times.remove(token)
-        except ValueError:
-            pass
 
     def is_open(self, now_ns: int) -> bool:
         return self.recent(now_ns) >= self._limit

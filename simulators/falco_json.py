@@ -23,7 +23,7 @@ def falco_alert(
     time_ns: int | None = None,
     hostname: str | None = None,
 ) -> dict[str, Any]:
-    """One alert as Falco's JSON output would carry it (``json.dumps(..., sort_keys=True)`` = Falco's bytes)."""
+    """One alert as Falco's JSON output carries it (see :func:`falco_bytes` for Falco's exact bytes)."""
     when = time.time_ns() if time_ns is None else time_ns
     output_fields: dict[str, FieldValue | None] = {
         "container.id": pod.short_id,

@@ -58,7 +58,9 @@ def _uuid(seed: str) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
-def pod_manifest(pod: SeededPod, owner: dict[str, Any] | None, service_account: str = "model-server") -> dict[str, Any]:
+def pod_manifest(
+    pod: SeededPod, owner: dict[str, Any] | None, service_account: str = "model-server"
+) -> dict[str, Any]:
     digest = "sha256:" + _hex("image" + pod.image, 64)
     return {
         "apiVersion": "v1",
@@ -90,8 +92,14 @@ def pod_manifest(pod: SeededPod, owner: dict[str, Any] | None, service_account: 
     }
 
 
-def _workload(kind: str, name: str, namespace: str, api_version: str, owner: dict[str, Any] | None = None,
-              labels: dict[str, str] | None = None) -> dict[str, Any]:
+def _workload(
+    kind: str,
+    name: str,
+    namespace: str,
+    api_version: str,
+    owner: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return {
         "apiVersion": api_version,
         "kind": kind,
@@ -105,11 +113,17 @@ def _workload(kind: str, name: str, namespace: str, api_version: str, owner: dic
     }
 
 
-def make_pod(namespace: str, name: str, node: str, container: str, image: str, labels: dict[str, str]) -> SeededPod:
-    return SeededPod(namespace, name, node, container, image, _hex(f"{namespace}/{name}/{container}", 64), labels)
+def make_pod(
+    namespace: str, name: str, node: str, container: str, image: str, labels: dict[str, str]
+) -> SeededPod:
+    return SeededPod(
+        namespace, name, node, container, image, _hex(f"{namespace}/{name}/{container}", 64), labels
+    )
 
 
-def seed_serving_cluster(emulator: ClusterEmulator, *, namespace: str = SERVING_NAMESPACE) -> dict[str, SeededPod]:
+def seed_serving_cluster(
+    emulator: ClusterEmulator, *, namespace: str = SERVING_NAMESPACE
+) -> dict[str, SeededPod]:
     """Fill the emulator; returns the pods by short name (triton, torchserve, vllm, kserve)."""
     for name in ("kube-system", "falco", "serving-guard"):
         emulator.add_namespace(name)
@@ -118,32 +132,66 @@ def seed_serving_cluster(emulator: ClusterEmulator, *, namespace: str = SERVING_
 
     serving = {"serving-guard.io/serving": "true"}
     pods = {
-        "triton": make_pod(namespace, "triton-7c9d8f6b5-x2k4q", "worker-1", "triton",
-                           "nvcr.io/nvidia/tritonserver:24.05-py3", {"app": "triton", **serving}),
-        "torchserve": make_pod(namespace, "torchserve-5f7b9c8d4-p8m2n", "worker-2", "torchserve",
-                               "pytorch/torchserve:0.11.0-cpu", {"app": "torchserve", **serving}),
-        "vllm": make_pod(namespace, "vllm-0", "worker-3", "vllm", "vllm/vllm-openai:v0.5.0",
-                         {"app": "vllm", **serving}),
-        "kserve": make_pod(namespace, "sklearn-iris-predictor-6d4b7c9f8-q7w3e", "worker-2", "kserve-container",
-                           "kserve/sklearnserver:v0.13.0",
-                           {"app": "sklearn-iris", "serving.kserve.io/inferenceservice": "sklearn-iris", **serving}),
-        "sandbox": make_pod("ml-sandbox", "notebook-0", "worker-1", "notebook", "vllm/vllm-openai:v0.5.0",
-                            {"app": "notebook", **serving}),
+        "triton": make_pod(
+            namespace,
+            "triton-7c9d8f6b5-x2k4q",
+            "worker-1",
+            "triton",
+            "nvcr.io/nvidia/tritonserver:24.05-py3",
+            {"app": "triton", **serving},
+        ),
+        "torchserve": make_pod(
+            namespace,
+            "torchserve-5f7b9c8d4-p8m2n",
+            "worker-2",
+            "torchserve",
+            "pytorch/torchserve:0.11.0-cpu",
+            {"app": "torchserve", **serving},
+        ),
+        "vllm": make_pod(
+            namespace, "vllm-0", "worker-3", "vllm", "vllm/vllm-openai:v0.5.0", {"app": "vllm", **serving}
+        ),
+        "kserve": make_pod(
+            namespace,
+            "sklearn-iris-predictor-6d4b7c9f8-q7w3e",
+            "worker-2",
+            "kserve-container",
+            "kserve/sklearnserver:v0.13.0",
+            {"app": "sklearn-iris", "serving.kserve.io/inferenceservice": "sklearn-iris", **serving},
+        ),
+        "sandbox": make_pod(
+            "ml-sandbox",
+            "notebook-0",
+            "worker-1",
+            "notebook",
+            "vllm/vllm-openai:v0.5.0",
+            {"app": "notebook", **serving},
+        ),
     }
 
-    def deployment_chain(pod: SeededPod, deployment: str, top_owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    def deployment_chain(
+        pod: SeededPod, deployment: str, top_owner: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         replica_set = pod.name.rsplit("-", 1)[0]
-        emulator.put_object("apps/v1/deployments",
-                            _workload("Deployment", deployment, pod.namespace, "apps/v1", top_owner))
+        emulator.put_object(
+            "apps/v1/deployments", _workload("Deployment", deployment, pod.namespace, "apps/v1", top_owner)
+        )
         emulator.put_object(
             "apps/v1/replicasets",
-            _workload("ReplicaSet", replica_set, pod.namespace, "apps/v1", _owner("Deployment", deployment, "apps/v1")),
+            _workload(
+                "ReplicaSet",
+                replica_set,
+                pod.namespace,
+                "apps/v1",
+                _owner("Deployment", deployment, "apps/v1"),
+            ),
         )
         return _owner("ReplicaSet", replica_set, "apps/v1")
 
     emulator.put_object("v1/pods", pod_manifest(pods["triton"], deployment_chain(pods["triton"], "triton")))
-    emulator.put_object("v1/pods", pod_manifest(pods["torchserve"],
-                                                deployment_chain(pods["torchserve"], "torchserve")))
+    emulator.put_object(
+        "v1/pods", pod_manifest(pods["torchserve"], deployment_chain(pods["torchserve"], "torchserve"))
+    )
     emulator.put_object("apps/v1/statefulsets", _workload("StatefulSet", "vllm", namespace, "apps/v1"))
     emulator.put_object("v1/pods", pod_manifest(pods["vllm"], _owner("StatefulSet", "vllm", "apps/v1")))
     emulator.put_object(
@@ -151,8 +199,10 @@ def seed_serving_cluster(emulator: ClusterEmulator, *, namespace: str = SERVING_
         _workload("InferenceService", "sklearn-iris", namespace, "serving.kserve.io/v1beta1"),
     )
     isvc_owner = _owner("InferenceService", "sklearn-iris", "serving.kserve.io/v1beta1")
-    emulator.put_object("v1/pods", pod_manifest(
-        pods["kserve"], deployment_chain(pods["kserve"], "sklearn-iris-predictor", isvc_owner)))
+    emulator.put_object(
+        "v1/pods",
+        pod_manifest(pods["kserve"], deployment_chain(pods["kserve"], "sklearn-iris-predictor", isvc_owner)),
+    )
     emulator.put_object("v1/pods", pod_manifest(pods["sandbox"], None))
 
     # A real-world policy: the gateway may reach Triton. It selects Triton pods, so a deny-all
@@ -168,7 +218,9 @@ def seed_serving_cluster(emulator: ClusterEmulator, *, namespace: str = SERVING_
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
-                        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+                        "from": [
+                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+                        ],
                         "ports": [{"protocol": "TCP", "port": 8000}],
                     }
                 ],
@@ -183,7 +235,9 @@ def seed_serving_cluster(emulator: ClusterEmulator, *, namespace: str = SERVING_
             "kind": "NetworkPolicy",
             "metadata": {"name": "allow-metrics-scrape", "namespace": namespace},
             "spec": {
-                "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["metrics-proxy"]}]},
+                "podSelector": {
+                    "matchExpressions": [{"key": "app", "operator": "In", "values": ["metrics-proxy"]}]
+                },
                 "policyTypes": ["Ingress"],
                 "ingress": [{"ports": [{"protocol": "TCP", "port": 9090}]}],
             },

@@ -28,8 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _lines(stream: TextIO) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(stream, 1):
-        yield number, line
+    yield from enumerate(stream, 1)
 
 
 async def ingest(args: argparse.Namespace) -> int:

@@ -40,7 +40,9 @@ def client_context(pki: TestPKI, *, cert: bool = True, rogue: bool = False) -> s
 
 
 async def start(tmp_path: Path, kubeconfig: str, http: dict[str, Any], **extra: Any) -> Responder:
-    config = responder_config(tmp_path, kubeconfig, http={"listen": "127.0.0.1:0", **http}, extra=extra or None)
+    config = responder_config(
+        tmp_path, kubeconfig, http={"listen": "127.0.0.1:0", **http}, extra=extra or None
+    )
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     return responder
@@ -50,12 +52,19 @@ def body_for(pods: dict[str, SeededPod], name: str = "vllm", **fields: Any) -> b
     return falco_bytes(falco_alert(pods[name], SHELL_RULE, "Notice", "shell", {"proc.name": "sh", **fields}))
 
 
-async def post(url: str, body: bytes, *, ssl_context: ssl.SSLContext | bool = False,
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/v1/alerts", data=body, ssl=ssl_context, headers=headers or {}) as response:
-            payload = await response.json(content_type=None)
-            return response.status, payload, dict(response.headers)
+async def post(
+    url: str,
+    body: bytes,
+    *,
+    ssl_context: ssl.SSLContext | bool = False,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/alerts", data=body, ssl=ssl_context, headers=headers or {}) as response,
+    ):
+        payload = await response.json(content_type=None)
+        return response.status, payload, dict(response.headers)
 
 
 @pytest.fixture
@@ -161,10 +170,15 @@ async def test_falcosidekick_payload_and_redelivery(open_input: Responder, seede
 
 
 async def test_plain_text_falco_output_gets_a_hint(open_input: Responder) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{open_input.http_url}/v1/alerts", data=b"10:00:00.1: Notice Shell ...",
-                                headers={"Content-Type": "text/plain"}) as response:
-            payload = await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{open_input.http_url}/v1/alerts",
+            data=b"10:00:00.1: Notice Shell ...",
+            headers={"Content-Type": "text/plain"},
+        ) as response,
+    ):
+        payload = await response.json()
     assert response.status == 400 and "json_output: true" in payload["hint"]
 
 
@@ -185,48 +199,70 @@ async def test_health_readiness_and_metrics(open_input: Responder, seeded: Seede
 
 async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc.json"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))
-    responder = await start(tmp_path, str(kubeconfig), {"allow_unauthenticated": True},
-                            cluster={"request_timeout_seconds": 0.5, "retry": {"attempts": 1}})
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    responder = await start(
+        tmp_path,
+        str(kubeconfig),
+        {"allow_unauthenticated": True},
+        cluster={"request_timeout_seconds": 0.5, "retry": {"attempts": 1}},
+    )
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{responder.metrics_url}/readyz") as response:
-                payload = await response.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.metrics_url}/readyz") as response,
+        ):
+            payload = await response.json()
         assert response.status == 503 and payload["kubernetes"] == "unreachable"
     finally:
         await responder.stop()
 
 
-async def test_audit_endpoint_is_authenticated_like_the_input(mtls: Responder, seeded: Seeded, pki: TestPKI) -> None:
+async def test_audit_endpoint_is_authenticated_like_the_input(
+    mtls: Responder, seeded: Seeded, pki: TestPKI
+) -> None:
     await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
     assert mtls.pipeline is not None
     await mtls.pipeline.drain(timeout=10)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{mtls.http_url}/v1/audit?pod=ml-serving/vllm-0",
-                               ssl=client_context(pki)) as response:
-            entries = (await response.json())["entries"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{mtls.http_url}/v1/audit?pod=ml-serving/vllm-0", ssl=client_context(pki)) as response,
+    ):
+        entries = (await response.json())["entries"]
     assert len(entries) == 1 and entries[0]["incident"]["actions"][0]["status"] == "quarantined"
     with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{mtls.http_url}/v1/audit", ssl=client_context(pki, cert=False)) as response:
-                await response.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{mtls.http_url}/v1/audit", ssl=client_context(pki, cert=False)) as response,
+        ):
+            await response.read()
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
 payloads = st.dictionaries(
     st.sampled_from(["rule", "priority", "time", "output", "output_fields", "tags", "hostname", "source"]),
-    st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                 max_leaves=8),
+    st.recursive(
+        json_scalars,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=8,
+    ),
 )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=payloads)
-async def test_fuzzed_payloads_over_http_only_get_4xx_or_202(open_input: Responder, payload: dict[str, Any]) -> None:
+async def test_fuzzed_payloads_over_http_only_get_4xx_or_202(
+    open_input: Responder, payload: dict[str, Any]
+) -> None:
     status, answer, _ = await post(open_input.http_url or "", json.dumps(payload).encode())
     assert status in (202, 400), answer

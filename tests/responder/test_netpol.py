@@ -59,13 +59,21 @@ def test_leaks_are_policies_that_select_the_pod_and_allow_something() -> None:
         policy("serving-guard-quarantine", netpol.deny_all_spec(LABEL, "true")),
         policy("ingress-for-triton", {"podSelector": {"matchLabels": {"app": "triton"}}, "ingress": [{}]}),
         policy("deny-only", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        policy("egress-dns", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53}]}]}),
+        policy(
+            "egress-dns",
+            {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53}]}]},
+        ),
         # Egress rules but only Ingress enforced: the egress list is inert.
         policy("ingress-typed", {"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}),
         policy("other-app", {"podSelector": {"matchLabels": {"app": "vllm"}}, "ingress": [{}]}),
-        policy("broken", {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, "ingress": [{}]}),
+        policy(
+            "broken",
+            {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, "ingress": [{}]},
+        ),
     ]
-    leaks = {leak.policy: leak for leak in netpol.find_leaks(policies, POD, own_policy="serving-guard-quarantine")}
+    leaks = {
+        leak.policy: leak for leak in netpol.find_leaks(policies, POD, own_policy="serving-guard-quarantine")
+    }
     assert set(leaks) == {"ingress-for-triton", "egress-dns", "broken"}
     assert leaks["egress-dns"].directions == ("egress",)
     assert "cannot be evaluated" in leaks["broken"].reason  # fail safe

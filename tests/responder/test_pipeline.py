@@ -25,7 +25,9 @@ Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 
 
 def shell(pod: SeededPod, *, n: int = 0, **overrides: Any) -> Alert:
-    payload = falco_alert(pod, SHELL_RULE, "Notice", "shell", {"proc.name": "sh", "proc.cmdline": f"sh -c {n}"})
+    payload = falco_alert(
+        pod, SHELL_RULE, "Notice", "shell", {"proc.name": "sh", "proc.cmdline": f"sh -c {n}"}
+    )
     payload.update(overrides)
     return alert_from_mapping(payload)
 
@@ -44,7 +46,9 @@ def rows(config: Config, sql: str, *args: Any) -> list[sqlite3.Row]:
 
 
 @pytest.fixture
-async def started(tmp_path: Path, seeded: Seeded) -> AsyncIterator[tuple[Responder, RunningCluster, dict[str, SeededPod]]]:
+async def started(
+    tmp_path: Path, seeded: Seeded
+) -> AsyncIterator[tuple[Responder, RunningCluster, dict[str, SeededPod]]]:
     running, pods, kubeconfig = seeded
     config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}})
     responder = Responder(config, KubeGateway.from_config(config.cluster))
@@ -65,18 +69,25 @@ async def test_a_burst_for_one_pod_is_one_incident_one_action(started: Any) -> N
     await submit_all(responder, [shell(pods["vllm"], n=i) for i in range(40)])
     incidents = rows(responder.config, "SELECT incident_id, count FROM incidents")
     assert len(incidents) == 1
-    assert rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE incident_id = ?", incidents[0][0])[0][0] == 40
+    assert (
+        rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE incident_id = ?", incidents[0][0])[0][0]
+        == 40
+    )
     actions = rows(responder.config, "SELECT action, status FROM actions")
     assert [(a["action"], a["status"]) for a in actions] == [("quarantine", "quarantined")]
     assert rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE state != 'done'")[0][0] == 0
-    outcomes = rows(responder.config, "SELECT outcome, COUNT(*) FROM alerts GROUP BY outcome ORDER BY outcome")
+    outcomes = rows(
+        responder.config, "SELECT outcome, COUNT(*) FROM alerts GROUP BY outcome ORDER BY outcome"
+    )
     assert [tuple(r) for r in outcomes] == [("duplicate", 39), ("opened", 1)]
     # One API read of the pod for the whole burst (plus owners and namespace once).
     gets = [r for r in running.emulator["get"] if r.url.path.endswith(f"/pods/{pods['vllm'].name}")]
     assert len(gets) == 1
 
 
-async def test_forged_alert_with_a_wrong_container_id_is_refused_and_does_not_mask_the_real_one(started: Any) -> None:
+async def test_forged_alert_with_a_wrong_container_id_is_refused_and_does_not_mask_the_real_one(
+    started: Any,
+) -> None:
     responder, running, pods = started
     triton = pods["triton"]
     forged = shell(triton, n=1)
@@ -103,12 +114,22 @@ async def test_alert_from_the_wrong_node_is_refused(started: Any) -> None:
 async def test_unknown_pod_and_host_alerts_are_recorded_without_action(started: Any) -> None:
     responder, _, pods = started
     ghost = shell(pods["vllm"])
-    ghost = alert_from_mapping({**ghost.to_falco_json(),
-                                "output_fields": {**ghost.fields, "k8s.pod.name": "no-such-pod"}})
-    host_alert = alert_from_mapping({"rule": SHELL_RULE, "priority": "Notice", "time": "2026-01-01T00:00:00Z",
-                                     "output": "x", "output_fields": {"container.id": "host"}})
+    ghost = alert_from_mapping(
+        {**ghost.to_falco_json(), "output_fields": {**ghost.fields, "k8s.pod.name": "no-such-pod"}}
+    )
+    host_alert = alert_from_mapping(
+        {
+            "rule": SHELL_RULE,
+            "priority": "Notice",
+            "time": "2026-01-01T00:00:00Z",
+            "output": "x",
+            "output_fields": {"container.id": "host"},
+        }
+    )
     await submit_all(responder, [ghost, host_alert])
-    statuses = sorted(r[0] for r in rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents"))
+    statuses = sorted(
+        r[0] for r in rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents")
+    )
     assert statuses == ["no_pod_identity", "pod_not_found"]
     assert [r[0] for r in rows(responder.config, "SELECT status FROM actions")] == ["withheld", "withheld"]
 
@@ -141,7 +162,9 @@ async def test_circuit_breaker_stops_quarantines_past_the_limit(tmp_path: Path, 
     await responder.start()
     try:
         await submit_all(responder, [shell(pods[name]) for name in ("triton", "torchserve", "vllm")])
-        quarantined = [n for n in ("triton", "torchserve", "vllm") if labels(running, pods[n]).get(LABEL) == "true"]
+        quarantined = [
+            n for n in ("triton", "torchserve", "vllm") if labels(running, pods[n]).get(LABEL) == "true"
+        ]
         assert len(quarantined) == 2
         withheld = rows(config, "SELECT detail FROM actions WHERE status = 'withheld'")
         assert len(withheld) == 1 and "circuit breaker open" in withheld[0][0]
@@ -168,7 +191,9 @@ async def test_kubernetes_outage_leaves_no_action_and_no_crash(started: Any) -> 
     responder, running, pods = started
     running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100))
     await submit_all(responder, [shell(pods["vllm"])])
-    verification = rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents")[0][0]
+    verification = rows(responder.config, "SELECT json_extract(verification, '$.status') FROM incidents")[0][
+        0
+    ]
     assert verification == "lookup_failed"
     assert LABEL not in labels(running, pods["vllm"])
 
@@ -185,8 +210,9 @@ async def test_full_pipeline_pushes_back(tmp_path: Path, seeded: Seeded) -> None
         with pytest.raises(Overloaded):
             for i in range(50):
                 # Distinct rules on one pod: distinct incidents that queue behind the pod's lock.
-                await responder.pipeline.submit(shell(pods["vllm"], n=i, rule=f"Rule {i}"), InputName.HTTP,
-                                                wait_seconds=0.01)
+                await responder.pipeline.submit(
+                    shell(pods["vllm"], n=i, rule=f"Rule {i}"), InputName.HTTP, wait_seconds=0.01
+                )
                 accepted += 1
         assert accepted == 10
         running.emulator.latency_seconds = 0

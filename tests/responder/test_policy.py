@@ -27,8 +27,16 @@ def make_config(**overrides: Any) -> Config:
                 "slack": {"channel": "#sec-oncall"},
             },
             {"name": "tagged", "match": {"tags": ["T1105"]}, "actions": ["annotate"]},
-            {"name": "labelled", "match": {"pod_labels": {"tier": "gold"}}, "actions": ["notify", "quarantine"]},
-            {"name": "sandbox", "match": {"namespaces": ["ml-sand*"], "sources": ["syscall"]}, "actions": ["notify"]},
+            {
+                "name": "labelled",
+                "match": {"pod_labels": {"tier": "gold"}},
+                "actions": ["notify", "quarantine"],
+            },
+            {
+                "name": "sandbox",
+                "match": {"namespaces": ["ml-sand*"], "sources": ["syscall"]},
+                "actions": ["notify"],
+            },
         ],
         "slack": {"mode": "disabled", "default_channel": "#sec-alerts", "min_priority": "warning"},
     }
@@ -36,8 +44,12 @@ def make_config(**overrides: Any) -> Config:
     return load_config_text(yaml.safe_dump(data))
 
 
-def make_alert(rule: str = "Shell in serving pod", priority: str = "Notice", namespace: str = "ml",
-               tags: list[str] | None = None) -> Alert:
+def make_alert(
+    rule: str = "Shell in serving pod",
+    priority: str = "Notice",
+    namespace: str = "ml",
+    tags: list[str] | None = None,
+) -> Alert:
     return alert_from_mapping(
         {
             "rule": rule,
@@ -51,7 +63,9 @@ def make_alert(rule: str = "Shell in serving pod", priority: str = "Notice", nam
     )
 
 
-def make_pod(namespace: str = "ml", labels: dict[str, str] | None = None, opted_in: bool = True) -> PodContext:
+def make_pod(
+    namespace: str = "ml", labels: dict[str, str] | None = None, opted_in: bool = True
+) -> PodContext:
     return PodContext(
         namespace=namespace,
         name="p",
@@ -77,7 +91,9 @@ def test_glob_rule_names_match() -> None:
 
 
 def test_below_min_priority_falls_to_the_default_policy() -> None:
-    decision = decide(make_alert(priority="Informational"), make_pod(), VERIFIED, GuardrailState(), make_config())
+    decision = decide(
+        make_alert(priority="Informational"), make_pod(), VERIFIED, GuardrailState(), make_config()
+    )
     assert decision.policy == "default"
     assert decision.actions == (N,)
     # Informational is below slack.min_priority (warning): recorded, not sent.
@@ -88,7 +104,9 @@ def test_tags_namespaces_sources_and_pod_labels_match() -> None:
     config = make_config()
     tagged = make_alert(rule="Runtime download", tags=["T1105", "serving_guard"])
     assert decide(tagged, make_pod(), VERIFIED, GuardrailState(), config).actions == (A,)
-    gold = decide(make_alert(rule="Other"), make_pod(labels={"tier": "gold"}), VERIFIED, GuardrailState(), config)
+    gold = decide(
+        make_alert(rule="Other"), make_pod(labels={"tier": "gold"}), VERIFIED, GuardrailState(), config
+    )
     assert gold.policy == "labelled"
     # Without the live pod, label-based policies cannot match.
     unknown = Verification(VerificationStatus.POD_NOT_FOUND)
@@ -107,7 +125,9 @@ def test_unverified_alert_never_isolates_and_always_notifies() -> None:
 
 
 def test_unverified_alert_matching_a_quarantine_policy_says_why_it_was_withheld() -> None:
-    forged = Verification(VerificationStatus.UNVERIFIED, "alert came from host 'evil' but the pod runs on 'node-1'")
+    forged = Verification(
+        VerificationStatus.UNVERIFIED, "alert came from host 'evil' but the pod runs on 'node-1'"
+    )
     decision = decide(make_alert(), make_pod(), forged, GuardrailState(), make_config())
     assert decision.actions == (N,)
     assert "not verified" in decision.withheld[0] and "evil" in decision.withheld[0]
@@ -161,8 +181,9 @@ def test_dry_run_keeps_the_action_and_marks_it() -> None:
 
 def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:
     config = make_config(policies=[{"name": "silent", "match": {"rules": ["*"]}, "actions": ["quarantine"]}])
-    decision = decide(make_alert(namespace="kube-system"), make_pod("kube-system"), VERIFIED, GuardrailState(),
-                      config)
+    decision = decide(
+        make_alert(namespace="kube-system"), make_pod("kube-system"), VERIFIED, GuardrailState(), config
+    )
     assert decision.actions == (N,) and decision.notify
 
 

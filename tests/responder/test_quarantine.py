@@ -47,7 +47,9 @@ class Harness:
 
 
 def shell_alert(pod: SeededPod) -> Alert:
-    return alert_from_mapping(falco_alert(pod, "Shell in serving pod", "Notice", "shell", {"proc.name": "sh"}))
+    return alert_from_mapping(
+        falco_alert(pod, "Shell in serving pod", "Notice", "shell", {"proc.name": "sh"})
+    )
 
 
 @pytest.fixture
@@ -61,7 +63,10 @@ def test_enrichment_reads_owner_chain_images_and_namespace_labels(
 ) -> None:
     pods = seeded[1]
     triton = harness.pod(pods["triton"])
-    assert [(o.kind, o.name) for o in triton.owners] == [("ReplicaSet", "triton-7c9d8f6b5"), ("Deployment", "triton")]
+    assert [(o.kind, o.name) for o in triton.owners] == [
+        ("ReplicaSet", "triton-7c9d8f6b5"),
+        ("Deployment", "triton"),
+    ]
     assert triton.workload is not None and triton.workload.kind == "Deployment"
     assert triton.containers[0].digest and triton.containers[0].digest.startswith("sha256:")
     assert triton.namespace_labels["serving-guard.io/enforce"] == "true"
@@ -79,8 +84,9 @@ def test_quarantine_creates_the_policy_labels_the_pod_and_names_the_leak(
     harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
     triton = seeded[1]["triton"]
-    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-1", "Notice: shell",
-                                         dry_run=False)
+    outcome = harness.actions.quarantine(
+        harness.pod(triton), shell_alert(triton), "inc-1", "Notice: shell", dry_run=False
+    )
     assert outcome.status is OutcomeStatus.LEAKY
     assert outcome.leaky_policies == (LEAKY_POLICY,)
     assert "created NetworkPolicy serving-guard-quarantine" in outcome.detail
@@ -97,7 +103,9 @@ def test_quarantine_creates_the_policy_labels_the_pod_and_names_the_leak(
     assert "QuarantineLeaky" in reasons
 
 
-def test_quarantine_is_idempotent(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+def test_quarantine_is_idempotent(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
     vllm = seeded[1]["vllm"]
     first = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-1", "r", dry_run=False)
     quarantined_at = harness.stored("v1/pods", vllm.namespace, vllm.name)["metadata"]["annotations"][  # type: ignore[index]
@@ -107,7 +115,10 @@ def test_quarantine_is_idempotent(harness: Harness, seeded: tuple[RunningCluster
     assert first.status is second.status is OutcomeStatus.QUARANTINED
     assert "created" in first.detail and "created" not in second.detail
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
-    assert stored is not None and stored["metadata"]["annotations"]["serving-guard.io/quarantined-at"] == quarantined_at
+    assert (
+        stored is not None
+        and stored["metadata"]["annotations"]["serving-guard.io/quarantined-at"] == quarantined_at
+    )
     policies = harness.running.call(harness.running.emulator.list_objects, NP, vllm.namespace)
     assert [p["metadata"]["name"] for p in policies].count("serving-guard-quarantine") == 1
 
@@ -134,7 +145,9 @@ def test_patching_other_policies_closes_the_leak_and_release_undoes_it(
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
     triton = pods["triton"]
-    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-3", "r", dry_run=False)
+    outcome = harness.actions.quarantine(
+        harness.pod(triton), shell_alert(triton), "inc-3", "r", dry_run=False
+    )
     assert outcome.status is OutcomeStatus.QUARANTINED
     assert outcome.patched_policies == (LEAKY_POLICY,)
     leaky = harness.stored(NP, triton.namespace, LEAKY_POLICY)
@@ -164,21 +177,32 @@ def test_release_keeps_exclusions_while_other_pods_stay_quarantined(
     for name in ("triton", "torchserve"):
         pod = pods[name]
         harness.actions.quarantine(harness.pod(pod), shell_alert(pod), "inc", "r", dry_run=False)
-    released = harness.actions.release(pods["triton"].namespace, pods["triton"].name, by="bob", reason="fixed")
+    released = harness.actions.release(
+        pods["triton"].namespace, pods["triton"].name, by="bob", reason="fixed"
+    )
     assert "kept exclusion" in released.detail
     still = harness.stored(NP, pods["triton"].namespace, LEAKY_POLICY)
     assert still is not None and "matchExpressions" in still["spec"]["podSelector"]
 
 
-def test_recreated_pod_is_not_touched(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+def test_recreated_pod_is_not_touched(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
     vllm = seeded[1]["vllm"]
     context = harness.pod(vllm)
     # The pod is deleted and re-created under the same name (a StatefulSet does exactly this).
     harness.running.call(
         harness.running.emulator.put_object,
         "v1/pods",
-        {**harness.stored("v1/pods", vllm.namespace, vllm.name), "metadata": {  # type: ignore[dict-item]
-            "name": vllm.name, "namespace": vllm.namespace, "uid": "a-new-uid", "labels": {"app": "vllm"}}},
+        {
+            **harness.stored("v1/pods", vllm.namespace, vllm.name),
+            "metadata": {  # type: ignore[dict-item]
+                "name": vllm.name,
+                "namespace": vllm.namespace,
+                "uid": "a-new-uid",
+                "labels": {"app": "vllm"},
+            },
+        },
     )
     outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.POD_GONE and "replaced" in outcome.detail
@@ -186,10 +210,12 @@ def test_recreated_pod_is_not_touched(harness: Harness, seeded: tuple[RunningClu
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
 
 
-def test_deleted_pod_ends_as_pod_gone(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+def test_deleted_pod_ends_as_pod_gone(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
     vllm = seeded[1]["vllm"]
     context = harness.pod(vllm)
-    harness.fail(Fault(status=404, method="PATCH", plural="pods", message="pods \"vllm-0\" not found"))
+    harness.fail(Fault(status=404, method="PATCH", plural="pods", message='pods "vllm-0" not found'))
     outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.POD_GONE
 
@@ -207,7 +233,9 @@ def test_rbac_denial_is_a_recorded_failure_and_changes_nothing(
     assert "QuarantineFailed" in [e["reason"] for e in harness.events(vllm.namespace)]
 
 
-def test_server_errors_are_retried(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+def test_server_errors_are_retried(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
     vllm = seeded[1]["vllm"]
     harness.fail(Fault(status=503, method="PATCH", plural="pods", times=2))
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
@@ -235,9 +263,13 @@ def test_dry_run_writes_nothing_but_predicts_the_leak(
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
 
 
-def test_annotate_records_without_isolating(harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]) -> None:
+def test_annotate_records_without_isolating(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
     torchserve = seeded[1]["torchserve"]
-    outcome = harness.actions.annotate(harness.pod(torchserve), shell_alert(torchserve), "inc-9", "pip install")
+    outcome = harness.actions.annotate(
+        harness.pod(torchserve), shell_alert(torchserve), "inc-9", "pip install"
+    )
     assert outcome.status is OutcomeStatus.ANNOTATED
     stored = harness.stored("v1/pods", torchserve.namespace, torchserve.name)
     assert stored is not None

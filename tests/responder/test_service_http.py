@@ -21,21 +21,29 @@ async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
     await responder.start()
     try:
         triton = pods["triton"]
-        alert = falco_alert(triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash", "proc.cmdline": "bash -i"})
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{responder.http_url}/v1/alerts", data=falco_bytes(alert)) as response:
-                assert response.status == 202
-                body = await response.json()
+        alert = falco_alert(
+            triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash", "proc.cmdline": "bash -i"}
+        )
+        url = f"{responder.http_url}/v1/alerts"
+        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
+            assert response.status == 202
+            body = await response.json()
         assert responder.pipeline is not None
         assert await responder.pipeline.drain(timeout=10)
         stored = running.call(running.emulator.get_object, "v1/pods", triton.namespace, triton.name)
         assert stored["metadata"]["labels"]["serving-guard.io/quarantine"] == "true"
-        policy = running.call(running.emulator.get_object, "networking.k8s.io/v1/networkpolicies", triton.namespace,
-                              "serving-guard-quarantine")
+        policy = running.call(
+            running.emulator.get_object,
+            "networking.k8s.io/v1/networkpolicies",
+            triton.namespace,
+            "serving-guard-quarantine",
+        )
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{responder.http_url}/v1/audit") as response:
-                entries = (await response.json())["entries"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.http_url}/v1/audit") as response,
+        ):
+            entries = (await response.json())["entries"]
         assert entries[0]["alert_id"] == body["alert_id"]
         actions = entries[0]["incident"]["actions"]
         assert actions[0]["status"] == "leaky"

@@ -12,7 +12,9 @@ POD = PodContext(
     node="worker-1",
     containers=(
         ContainerInfo("init", "busybox", container_id="containerd://" + "f" * 64, init=True),
-        ContainerInfo("triton", "nvcr.io/nvidia/tritonserver:24.05-py3", container_id="containerd://" + FULL_ID),
+        ContainerInfo(
+            "triton", "nvcr.io/nvidia/tritonserver:24.05-py3", container_id="containerd://" + FULL_ID
+        ),
     ),
 )
 

@@ -1,0 +1,26 @@
+"""On-call notification: render an incident as one Slack message (pure) and deliver it.
+
+- :mod:`responder.notify.render`: IncidentReport -> SlackMessage (Block Kit, escaped, sized).
+- :mod:`responder.notify.slack`: SlackDelivery (slack-sdk, one attempt per call, typed errors).
+- :mod:`responder.notify.routing`: whether and where a decision goes to Slack.
+- :mod:`responder.notify.escape`: making attacker-controlled text literal in Slack.
+"""
+
+from responder.notify.render import EVENT_TYPE, MessageKind, SlackMessage, render_incident, render_repeat
+from responder.notify.routing import SlackRoute, repeat_update_due, slack_route
+from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
+
+__all__ = [
+    "EVENT_TYPE",
+    "DeliveryError",
+    "FailureKind",
+    "MessageKind",
+    "SlackDelivery",
+    "SlackMessage",
+    "SlackRef",
+    "SlackRoute",
+    "render_incident",
+    "render_repeat",
+    "repeat_update_due",
+    "slack_route",
+]

@@ -1,0 +1,90 @@
+"""Making attacker-controlled alert text safe to show in Slack (pure).
+
+Everything in a Falco alert can be chosen by whoever runs the process it describes (command
+lines, file names, even the pod name in a forged alert). Shown raw, it could ping a channel
+(``<!channel>``), plant a link (``<https://evil|click>``), close our code spans with
+backticks, or hide itself with bidi/zero-width characters. :func:`escape` turns any string
+into text that Slack displays literally:
+
+- ``&``, ``<``, ``>`` become ``&amp;``, ``&lt;``, ``&gt;`` (Slack's mrkdwn escaping; Slack decodes
+  them for display), so no ``<...>`` markup (links, mentions, dates) can form;
+- a backtick becomes U+02CB (looks alike) so code spans and blocks cannot be closed or opened;
+- control, format (bidi, zero-width) and surrogate characters are shown as ``\\xNN``/``\\uNNNN``;
+- ``@channel``, ``@here``, ``@everyone`` get a WORD JOINER after the ``@`` so they never ping,
+  even where Slack auto-parses plain mentions.
+
+The output of :func:`escape` never contains ``<``, ``>`` or a backtick, and every ``&`` in it
+starts one of the three entities. Its length is bounded (``limit``), and truncation never
+splits an entity: Slack rejects over-long blocks, and a cut entity would show as garbage.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ELLIPSIS = "…"
+BACKTICK_LOOKALIKE = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT
+WORD_JOINER = "\u2060"
+
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": BACKTICK_LOOKALIKE}
+# Without a word boundary: "@channel0" is harmless, but a joiner costs nothing.
+_BROADCAST = re.compile(r"@(?=channel|here|everyone)", re.IGNORECASE)
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _visible(char: str) -> str:
+    mapped = _ENTITIES.get(char)
+    if mapped is not None:
+        return mapped
+    if char == " " or unicodedata.category(char) not in _HIDDEN_CATEGORIES:
+        return char
+    if char == "\n":
+        return "\\n"
+    if char == "\t":
+        return "\\t"
+    if char == "\r":
+        return "\\r"
+    point = ord(char)
+    if point < 0x100:
+        return f"\\x{point:02x}"
+    return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
+
+
+def escape(text: str, limit: int | None = None) -> str:
+    """``text`` made literal for Slack mrkdwn/plain_text, at most ``limit`` characters long.
+
+    A truncated result ends with an ellipsis. ``limit`` counts output characters (after
+    escaping), so a string of ``&`` cannot blow a block past Slack's limits.
+    """
+    if limit is not None and limit < len(ELLIPSIS):
+        raise ValueError("limit must be at least 1")
+    pieces: list[str] = []
+    used = 0
+    for index, char in enumerate(text):
+        broadcast = char == "@" and _BROADCAST.match(text, index) is not None
+        piece = "@" + WORD_JOINER if broadcast else _visible(char)
+        pieces.append(piece)
+        used += len(piece)
+        if limit is not None and used > limit:
+            break
+    else:
+        return "".join(pieces)
+    assert limit is not None
+    # Too long: drop whole pieces (never half an entity) until the ellipsis fits.
+    while pieces and used + len(ELLIPSIS) > limit:
+        used -= len(pieces.pop())
+    return "".join(pieces) + ELLIPSIS
+
+
+def code(text: str, limit: int) -> str:
+    """An inline code span holding ``text`` literally; at most ``limit`` characters in all."""
+    return "`" + escape(text or " ", max(1, limit - 2)) + "`"
+
+
+def code_block(text: str, limit: int) -> str:
+    """A preformatted block holding ``text`` literally; at most ``limit`` characters in all."""
+    return "```" + escape(text or " ", max(1, limit - 6)) + "```"
+
+
+__all__ = ["BACKTICK_LOOKALIKE", "ELLIPSIS", "WORD_JOINER", "code", "code_block", "escape"]

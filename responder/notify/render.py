@@ -1,0 +1,533 @@
+"""IncidentReport -> one Slack Block Kit message (pure: no I/O, no clock).
+
+Every value that comes from an alert goes through :mod:`responder.notify.escape`; the markup
+we add ourselves is only ``*bold*``, code spans/blocks, emoji codes and bullets, never
+``<...>`` (no links, no mentions), so a rendered message contains no raw ``<`` or ``>`` at all.
+All text objects are sized to Slack's limits (header 150, section 3000, field 2000,
+context element 3000, 50 blocks), so Slack never rejects a message for its size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.alert import (
+    FIELD_CMDLINE,
+    FIELD_CONTAINER_ID,
+    FIELD_FD_NAME,
+    FIELD_IMAGE,
+    FIELD_NAMESPACE,
+    FIELD_PARENT,
+    FIELD_POD,
+    FIELD_PROC_NAME,
+    FIELD_USER,
+    Alert,
+    Priority,
+)
+from responder.cluster.context import ContainerInfo
+from responder.cluster.verify import VerificationStatus
+from responder.config import ActionName
+from responder.incident import IncidentReport
+from responder.notify.escape import code, code_block, escape
+
+# Message metadata that marks our posts, so a restarted responder can find what it posted.
+EVENT_TYPE = "serving_guard_incident"
+
+# Slack's Block Kit limits.
+HEADER_LIMIT = 150
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+CONTEXT_TEXT_LIMIT = 3000
+MAX_BLOCKS = 50
+MAX_SECTION_FIELDS = 10
+MAX_CONTEXT_ELEMENTS = 10
+# The notification/fallback text: Slack truncates past 4000; keep it short and readable.
+FALLBACK_LIMIT = 1000
+
+# Budgets for single values (output characters after escaping, markup included).
+NAME_LIMIT = 300
+SHORT_LIMIT = 200
+CMDLINE_LIMIT = 1200
+REASON_LIMIT = 500
+OUTPUT_LIMIT = 1200
+OTHER_FIELDS_LIMIT = 1200
+
+_MORE = "_… (truncated; the full record is in `serving-guard audit`)_"
+
+FIELD_EXEPATH = "proc.exepath"
+FIELD_PCMDLINE = "proc.pcmdline"
+FIELD_UID = "user.uid"
+FIELD_EVT_TYPE = "evt.type"
+FIELD_FD_TYPE = "fd.type"
+FIELD_PROTO = "fd.l4proto"
+FIELD_SERVER_IP = "fd.sip"
+FIELD_SERVER_PORT = "fd.sport"
+FIELD_SERVER_NAME = "fd.sip.name"
+FIELD_CLIENT_IP = "fd.cip"
+FIELD_CLIENT_PORT = "fd.cport"
+FIELD_REMOTE_IP = "fd.rip"
+FIELD_REMOTE_PORT = "fd.rport"
+FIELD_IMAGE_TAG = "container.image.tag"
+FIELD_IMAGE_DIGEST = "container.image.digest"
+_CONNECTION_FIELDS = (FIELD_SERVER_IP, FIELD_CLIENT_IP, FIELD_REMOTE_IP)
+# Fields shown in their own place; the rest go to "Other fields".
+_SHOWN_FIELDS = frozenset(
+    {
+        FIELD_NAMESPACE,
+        FIELD_POD,
+        FIELD_CONTAINER_ID,
+        FIELD_IMAGE,
+        FIELD_IMAGE_TAG,
+        FIELD_IMAGE_DIGEST,
+        FIELD_PROC_NAME,
+        FIELD_CMDLINE,
+        FIELD_PARENT,
+        FIELD_USER,
+        FIELD_UID,
+        FIELD_EXEPATH,
+        FIELD_PCMDLINE,
+        FIELD_FD_NAME,
+        FIELD_FD_TYPE,
+        FIELD_EVT_TYPE,
+        FIELD_PROTO,
+        FIELD_SERVER_IP,
+        FIELD_SERVER_PORT,
+        FIELD_SERVER_NAME,
+        FIELD_CLIENT_IP,
+        FIELD_CLIENT_PORT,
+        FIELD_REMOTE_IP,
+        FIELD_REMOTE_PORT,
+        "evt.time",
+        "container.name",
+        "k8s.pod.uid",
+    }
+)
+
+_PRIORITY_ICON = {
+    Priority.EMERGENCY: ":rotating_light:",
+    Priority.ALERT: ":rotating_light:",
+    Priority.CRITICAL: ":rotating_light:",
+    Priority.ERROR: ":red_circle:",
+    Priority.WARNING: ":warning:",
+    Priority.NOTICE: ":large_blue_circle:",
+    Priority.INFORMATIONAL: ":information_source:",
+    Priority.DEBUG: ":information_source:",
+}
+
+
+class MessageKind(StrEnum):
+    INCIDENT = "incident"  # the top-level message, one per incident
+    REPEAT = "repeat"  # a thread reply counting repeats
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """A rendered message: the fallback ``text`` (notifications, screen readers) and blocks."""
+
+    text: str
+    blocks: tuple[Mapping[str, Any], ...]
+    incident_id: str
+    kind: MessageKind
+
+    def blocks_json(self) -> list[dict[str, Any]]:
+        return [dict(block) for block in self.blocks]
+
+    def metadata(self) -> dict[str, Any]:
+        """Slack message metadata naming the incident (no alert content: metadata is readable
+        by every app in the channel)."""
+        return {
+            "event_type": EVENT_TYPE,
+            "event_payload": {"incident_id": self.incident_id, "kind": self.kind.value},
+        }
+
+
+def format_utc(time_ns: int) -> str:
+    """``2025-01-28 10:00:00 UTC``: what on-call reads; the audit trail has the nanoseconds."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time_ns // 1_000_000_000))
+
+
+class _Lines:
+    """mrkdwn lines that never exceed ``limit``: a line that does not fit ends the text with
+    a truncation note instead of being cut in the middle of an entity or a code span."""
+
+    def __init__(self, limit: int = SECTION_LIMIT) -> None:
+        self._limit = limit
+        self._lines: list[str] = []
+        self._used = 0
+        self._full = False
+
+    def add(self, line: str) -> None:
+        if self._full:
+            return
+        cost = len(line) + (1 if self._lines else 0)
+        if self._used + cost + 1 + len(_MORE) > self._limit:
+            self._full = True
+            self._lines.append(_MORE)
+            return
+        self._lines.append(line)
+        self._used += cost
+
+    def extend(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.add(line)
+
+    def __bool__(self) -> bool:
+        return bool(self._lines)
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # verbatim: Slack must not auto-link URLs, channel names or mentions in the text.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _section(lines: _Lines) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(lines.text())}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
+
+
+def _context(elements: Iterable[str]) -> dict[str, Any]:
+    items = [_mrkdwn(text[:CONTEXT_TEXT_LIMIT]) for text in elements if text]
+    return {"type": "context", "elements": items[:MAX_CONTEXT_ELEMENTS]}
+
+
+def _field(label: str, value: str) -> dict[str, Any]:
+    return _mrkdwn(f"*{label}*\n{value}")
+
+
+def _value(text: str | None, limit: int = NAME_LIMIT) -> str:
+    """A code span for a known value, an italic dash for a missing one."""
+    return code(text, limit) if text else "_unknown_"
+
+
+def _pod_ref(report: IncidentReport) -> str:
+    if report.pod is not None:
+        return f"{report.pod.namespace}/{report.pod.name}"
+    return report.key.pod_ref
+
+
+def _container(report: IncidentReport) -> ContainerInfo | None:
+    pod = report.pod
+    if pod is None:
+        return None
+    container_id = report.alert.container_id
+    if container_id:
+        found = pod.container_by_id(container_id)
+        if found is not None:
+            return found
+    name = report.verification.container_name
+    return next((c for c in pod.containers if name and c.name == name), None)
+
+
+def _header_text(report: IncidentReport) -> str:
+    alert = report.alert
+    if report.decision.unverified:
+        prefix = f":no_entry: UNVERIFIED {alert.priority.label} alert: "
+    else:
+        prefix = f"{_PRIORITY_ICON[alert.priority]} {alert.priority.label}: "
+    return prefix + escape(alert.rule, HEADER_LIMIT - len(prefix))
+
+
+def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
+    return ", ".join(code(name, limit) for name in names) or "_none named_"
+
+
+def _outcome_line(outcome: ActionOutcome) -> str:
+    action = escape(outcome.action, SHORT_LIMIT)
+    detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
+    status = outcome.status
+    if status is OutcomeStatus.QUARANTINED:
+        line = ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        if outcome.patched_policies:
+            patched = _join_codes(outcome.patched_policies)
+            line += f" Other policies were patched to exclude it: {patched}."
+        return line + (f" Details: {detail}." if detail else "")
+    if status is OutcomeStatus.LEAKY:
+        return (
+            ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, "
+            "but these NetworkPolicies still allow its traffic: "
+            + _join_codes(outcome.leaky_policies)
+            + (f" ({detail})" if detail else "")
+            + ". Fix them, or set `quarantine.patch_other_policies: true`."
+        )
+    if status is OutcomeStatus.DRY_RUN:
+        return f":test_tube: *Dry-run*: would {action} (guardrails.dry_run is on; nothing was changed)" + (
+            f": {detail}." if detail else "."
+        )
+    if status is OutcomeStatus.WITHHELD:
+        return f":pause_button: *{action} withheld*" + (f": {detail}" if detail else ".")
+    if status is OutcomeStatus.POD_GONE:
+        return f":ghost: *Pod gone*: nothing left to {action}" + (f" ({detail})." if detail else ".")
+    if status is OutcomeStatus.FAILED:
+        return f":x: *{action} FAILED*: " + (detail or "no reason given") + "."
+    if status is OutcomeStatus.ANNOTATED:
+        return ":memo: *Annotated* the pod (its network is unchanged)."
+    if status is OutcomeStatus.RELEASED:
+        return ":unlock: *Released*" + (f": {detail}" if detail else ".")
+    return f"*{action}*: {escape(status.value, SHORT_LIMIT)}"  # pragma: no cover - every status is above
+
+
+def _action_lines(report: IncidentReport) -> list[str]:
+    decision = report.decision
+    lines: list[str] = []
+    withheld = set(decision.withheld)
+    for outcome in report.outcomes:
+        if outcome.status is OutcomeStatus.WITHHELD and outcome.detail in withheld:
+            continue  # said below, with the decision's reasons
+        lines.append(_outcome_line(outcome))
+    if decision.withheld:
+        asked = [a.value for a in decision.requested if a is not ActionName.NOTIFY]
+        what = " and ".join(asked) or "action"
+        lines.append(f":pause_button: *{escape(what, SHORT_LIMIT)} withheld*, because:")
+        lines.extend("• " + escape(reason, REASON_LIMIT) for reason in decision.withheld)
+    acted = {o.action for o in report.outcomes}
+    pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
+    for action in pending:
+        if decision.dry_run and action is ActionName.QUARANTINE:
+            lines.append(":test_tube: *Dry-run*: would quarantine (in progress).")
+        else:
+            lines.append(f":hourglass: *{action.value}* in progress.")
+    if not lines:
+        lines.append(
+            f":bell: *Notified only*: policy {code(decision.policy, NAME_LIMIT)} takes no action on the pod."
+        )
+    return lines
+
+
+def _unverified_lines(report: IncidentReport) -> list[str]:
+    alert = report.alert
+    reason = report.verification.reason or "the alert does not match the live pod"
+    return [
+        ":no_entry: *Unverified alert: someone may be forging alerts.*",
+        f"This alert names pod {code(report.key.pod_ref, NAME_LIMIT)}, but it does not match the live pod: "
+        + escape(reason, REASON_LIMIT)
+        + ".",
+        "Nothing was done to the pod. Check who can reach the responder's alert input, and the Falco on "
+        f"node {_value(alert.hostname)}.",
+    ]
+
+
+def _verification_text(report: IncidentReport) -> str:
+    verification = report.verification
+    reason = escape(verification.reason, REASON_LIMIT) if verification.reason else ""
+    status = verification.status
+    if status is VerificationStatus.VERIFIED:
+        return ":white_check_mark: Verified against the live pod" + (
+            f" (container {code(verification.container_name, NAME_LIMIT)})"
+            if verification.container_name
+            else ""
+        )
+    if status is VerificationStatus.UNVERIFIED:
+        return ":no_entry: UNVERIFIED: " + (reason or "does not match the live pod")
+    if status is VerificationStatus.POD_NOT_FOUND:
+        return ":grey_question: Not verified: pod not found (already gone?)"
+    if status is VerificationStatus.NO_POD_IDENTITY:
+        return ":grey_question: Not verified: the alert names no pod"
+    return ":grey_question: Not verified: pod lookup failed" + (f": {reason}" if reason else "")
+
+
+def _pod_fields(report: IncidentReport) -> dict[str, Any]:
+    alert = report.alert
+    pod = report.pod
+    container = _container(report)
+    workload = pod.workload if pod is not None else None
+    image = container.image if container is not None else alert.text(FIELD_IMAGE)
+    if container is None and image and alert.text(FIELD_IMAGE_TAG):
+        image = f"{image}:{alert.text(FIELD_IMAGE_TAG)}"
+    digest = container.digest if container is not None else alert.text(FIELD_IMAGE_DIGEST)
+    node = pod.node if pod is not None and pod.node else alert.hostname
+    container_text = _value(container.name if container is not None else None)
+    if alert.container_id:
+        container_text += " " + code(alert.container_id, 80)
+    pod_label = "Pod (as the alert claims)" if report.decision.unverified else "Pod"
+    fields = [
+        _field(pod_label, _value(_pod_ref(report))),
+        _field("Workload", _value(f"{workload.kind}/{workload.name}" if workload else None)),
+        _field("Node", _value(node)),
+        _field("Container", container_text),
+        _field("Image", _value(image, 600)),
+        _field("Digest", _value(digest, 200)),
+    ]
+    return {"type": "section", "fields": fields[:MAX_SECTION_FIELDS]}
+
+
+def _process_lines(alert: Alert) -> _Lines:
+    lines = _Lines()
+    parts = [f"*Process* {_value(alert.text(FIELD_PROC_NAME))}"]
+    if alert.text(FIELD_PARENT):
+        parts.append(f"parent {_value(alert.text(FIELD_PARENT))}")
+    user = alert.text(FIELD_USER)
+    uid = alert.text(FIELD_UID)
+    if user or uid:
+        parts.append(f"user {_value(user or uid)}" + (f" (uid {code(uid, 40)})" if user and uid else ""))
+    lines.add(" · ".join(parts))
+    if alert.text(FIELD_EXEPATH):
+        lines.add(f"*Executable* {_value(alert.text(FIELD_EXEPATH), 600)}")
+    lines.add("*Command line*")
+    lines.add(code_block(alert.text(FIELD_CMDLINE) or "(not in the alert)", CMDLINE_LIMIT))
+    if alert.text(FIELD_PCMDLINE):
+        lines.add("*Parent command line*")
+        lines.add(code_block(alert.text(FIELD_PCMDLINE) or "", CMDLINE_LIMIT // 2))
+    return lines
+
+
+def _endpoint(alert: Alert, ip_field: str, port_field: str) -> str | None:
+    ip = alert.text(ip_field)
+    if not ip:
+        return None
+    port = alert.text(port_field)
+    return f"{ip}:{port}" if port else ip
+
+
+def _target_lines(alert: Alert) -> _Lines:
+    """The file or connection the event touched, when the rule's output names one."""
+    lines = _Lines()
+    fd_type = alert.text(FIELD_FD_TYPE)
+    is_connection = fd_type in ("ipv4", "ipv6") or any(alert.text(f) for f in _CONNECTION_FIELDS)
+    fd_name = alert.text(FIELD_FD_NAME)
+    if is_connection:
+        if fd_name:
+            lines.add(f"*Connection* {code(fd_name, 600)}")
+        endpoints = [
+            ("server", _endpoint(alert, FIELD_SERVER_IP, FIELD_SERVER_PORT)),
+            ("client", _endpoint(alert, FIELD_CLIENT_IP, FIELD_CLIENT_PORT)),
+            ("remote", _endpoint(alert, FIELD_REMOTE_IP, FIELD_REMOTE_PORT)),
+            ("server name", alert.text(FIELD_SERVER_NAME)),
+            ("protocol", alert.text(FIELD_PROTO)),
+        ]
+        shown = [f"{label} {code(value, NAME_LIMIT)}" for label, value in endpoints if value]
+        if shown:
+            lines.add(" · ".join(shown))
+    elif fd_name:
+        lines.add(f"*File* {code(fd_name, 1000)}")
+    if alert.text(FIELD_EVT_TYPE):
+        lines.add(f"*Event* {_value(alert.text(FIELD_EVT_TYPE))}")
+    return lines
+
+
+def _other_fields(alert: Alert) -> _Lines:
+    lines = _Lines()
+    rest = sorted((name, alert.text(name) or "") for name in alert.fields if name not in _SHOWN_FIELDS)
+    if rest:
+        lines.add("*Other fields*")
+        lines.add(code_block("\n".join(f"{name}={value}" for name, value in rest), OTHER_FIELDS_LIMIT))
+    return lines
+
+
+def _context_texts(report: IncidentReport) -> list[str]:
+    alert = report.alert
+    texts = [
+        _verification_text(report),
+        f"Policy {code(report.decision.policy, NAME_LIMIT)}",
+        f"Incident {code(report.incident_id, 80)} · alert {code(alert.alert_id[:16] or '?', 40)}",
+    ]
+    if report.count > 1:
+        texts.append(
+            f"Seen {report.count} times · first {format_utc(report.first_seen_ns)}"
+            f" · last {format_utc(report.last_seen_ns)}"
+        )
+    else:
+        texts.append(f"At {format_utc(report.first_seen_ns)}")
+    source = f"Falco on {_value(alert.hostname)} · source {code(alert.source, 80)}"
+    if alert.tags:
+        source += " · tags " + code(", ".join(alert.tags), 400)
+    texts.append(source)
+    return texts
+
+
+def _fallback_text(report: IncidentReport) -> str:
+    alert = report.alert
+    where = report.key.pod_ref
+    if report.decision.unverified:
+        plain = f"UNVERIFIED alert (someone may be forging alerts): {alert.rule} naming {where}"
+    else:
+        plain = f"[{alert.priority.label}] {alert.rule} in {where}: {_short_outcome(report)}"
+    return escape(plain, FALLBACK_LIMIT)
+
+
+def _short_outcome(report: IncidentReport) -> str:
+    """The latest thing done to the pod, in a few words (fallback text, repeat replies)."""
+    for outcome in reversed(report.outcomes):
+        if outcome.action != ActionName.NOTIFY.value:
+            return outcome.describe()
+    if report.decision.withheld:
+        return "quarantine withheld"
+    if report.decision.isolates:
+        return "dry-run: would quarantine" if report.decision.dry_run else "quarantine in progress"
+    return "notified only"
+
+
+def _released(report: IncidentReport) -> bool:
+    return any(o.status is OutcomeStatus.RELEASED for o in report.outcomes)
+
+
+def render_incident(report: IncidentReport) -> SlackMessage:
+    """The one top-level message for an incident (re-render and ``update`` it as outcomes arrive)."""
+    blocks: list[dict[str, Any]] = [_header(_header_text(report))]
+    headline = _Lines()
+    if report.decision.unverified:
+        headline.extend(_unverified_lines(report))
+    headline.extend(_action_lines(report))
+    blocks.append(_section(headline))
+    blocks.append(_pod_fields(report))
+    blocks.append(_section(_process_lines(report.alert)))
+    for lines in (_target_lines(report.alert), _other_fields(report.alert)):
+        if lines:
+            blocks.append(_section(lines))
+    if report.alert.output:
+        output = _Lines()
+        output.add("*Falco output*")
+        output.add(code_block(report.alert.output, OUTPUT_LIMIT))
+        blocks.append(_section(output))
+    release = None if _released(report) else report.release_command()
+    if release:
+        undo = _Lines()
+        undo.add("*To release the pod* once it is safe:")
+        undo.add(code_block(release, 1000))
+        blocks.append(_section(undo))
+    blocks.append(_context(_context_texts(report)))
+    return SlackMessage(
+        text=_fallback_text(report),
+        blocks=tuple(blocks[:MAX_BLOCKS]),
+        incident_id=report.incident_id,
+        kind=MessageKind.INCIDENT,
+    )
+
+
+def render_repeat(report: IncidentReport) -> SlackMessage:
+    """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it)."""
+    times = "once" if report.count == 1 else f"{report.count} times"
+    lines = _Lines()
+    lines.add(
+        f":repeat: Seen *{times}*, last at {format_utc(report.last_seen_ns)}"
+        f" (first at {format_utc(report.first_seen_ns)})."
+    )
+    lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
+    last = format_utc(report.last_seen_ns)
+    summary = f"{report.alert.rule} in {report.key.pod_ref}: seen {times}, last at {last}"
+    text = escape(summary, FALLBACK_LIMIT)
+    blocks = (
+        _section(lines),
+        _context([f"Incident {code(report.incident_id, 80)}"]),
+    )
+    return SlackMessage(text=text, blocks=blocks, incident_id=report.incident_id, kind=MessageKind.REPEAT)
+
+
+__all__ = [
+    "EVENT_TYPE",
+    "MessageKind",
+    "SlackMessage",
+    "format_utc",
+    "render_incident",
+    "render_repeat",
+]

@@ -1,0 +1,42 @@
+"""Whether and where an incident goes to Slack (pure).
+
+The policy layer already folded the priority threshold (``slack.min_priority`` or the
+policy's own) and the "always tell a human about withheld actions and possible forgeries"
+rule into ``Decision.notify``, and the policy's channel (else the default) into
+``Decision.slack_channel``; this module only adds the Slack settings on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from responder.config import Slack, SlackMode
+from responder.policy import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class SlackRoute:
+    # The channel to post to; None in webhook mode (an incoming webhook has its own channel).
+    channel: str | None
+
+
+def slack_route(decision: Decision, settings: Slack) -> SlackRoute | None:
+    """The route for this decision, or None when nothing goes to Slack."""
+    if settings.mode is SlackMode.DISABLED or not decision.notify:
+        return None
+    if settings.mode is SlackMode.WEBHOOK:
+        return SlackRoute(channel=None)
+    channel = decision.slack_channel or settings.default_channel
+    if not channel:
+        return None  # unreachable with a valid config: bot mode requires default_channel
+    return SlackRoute(channel=channel)
+
+
+def repeat_update_due(last_update_ns: int | None, now_ns: int, settings: Slack) -> bool:
+    """Whether a repeat may update the thread counter now (at most every update_interval)."""
+    if last_update_ns is None:
+        return True
+    return now_ns - last_update_ns >= settings.update_interval_seconds * 1_000_000_000
+
+
+__all__ = ["SlackRoute", "repeat_update_due", "slack_route"]

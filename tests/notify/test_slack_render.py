@@ -1,0 +1,447 @@
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, MAX_RULE_CHARS, Priority
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName
+from responder.notify.escape import BACKTICK_LOOKALIKE
+from responder.notify.render import (
+    EVENT_TYPE,
+    HEADER_LIMIT,
+    MAX_BLOCKS,
+    MessageKind,
+    SlackMessage,
+    render_incident,
+    render_repeat,
+)
+from simulators.slack_sink import block_problems
+from tests.notify.slack_fixtures import (
+    BASE_FIELDS,
+    make_alert,
+    make_decision,
+    make_report,
+    quarantined,
+    visible_text,
+)
+
+RAW_AMP = re.compile(r"&(?!(?:amp|lt|gt);)")
+
+
+def text_of(message: SlackMessage) -> str:
+    return visible_text(message.blocks_json())
+
+
+def header_of(message: SlackMessage) -> str:
+    header = message.blocks[0]
+    assert header["type"] == "header"
+    return str(header["text"]["text"])
+
+
+def assert_valid(message: SlackMessage) -> None:
+    """Slack would accept it: the sink enforces Block Kit's size rules."""
+    assert block_problems(message.blocks_json()) == []
+    assert len(message.blocks) <= MAX_BLOCKS
+    assert 0 < len(message.text) <= 1000
+
+
+def test_quarantined_incident_names_pod_process_file_and_release_command() -> None:
+    report = make_report(outcomes=(quarantined(detail="created NetworkPolicy serving-guard-quarantine"),))
+    message = render_incident(report)
+    assert_valid(message)
+    assert header_of(message) == ":rotating_light: Critical: Shell in serving pod"
+    text = text_of(message)
+    for expected in (
+        "*Pod*\n`ml/triton-0`",
+        "*Workload*\n`Deployment/triton`",
+        "*Node*\n`node-1`",
+        "*Image*\n`nvcr.io/nvidia/tritonserver:24.05-py3`",
+        "*Digest*\n`sha256:" + "ab" * 32 + "`",
+        "*Container*\n`triton` `0123456789ab`",
+        "*Process* `bash` · parent `tritonserver` · user `root`",
+        "*Command line*\n```bash -i```",
+        "*File* `/etc/shadow`",
+        "*Event* `openat`",
+        ":lock: *Quarantined*",
+        "created NetworkPolicy serving-guard-quarantine",
+        # The exact command, with Slack's escaping that Slack undoes on display.
+        "```serving-guard release --namespace ml triton-0 --reason '&lt;why it is safe&gt;'```",
+        ":white_check_mark: Verified against the live pod (container `triton`)",
+        "Policy `shell-or-reverse-shell`",
+        "Incident `inc-0123456789abcdef0123`",
+        "At 2025-01-28 10:00:00 UTC",
+        "Falco on `node-1` · source `syscall` · tags `T1059, serving_guard`",
+    ):
+        assert expected in text, expected
+    assert message.text == "[Critical] Shell in serving pod in ml/triton-0: quarantined"
+    assert message.kind is MessageKind.INCIDENT
+    assert message.metadata() == {
+        "event_type": EVENT_TYPE,
+        "event_payload": {"incident_id": "inc-0123456789abcdef0123", "kind": "incident"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "fallback"),
+    [
+        (
+            ActionOutcome(
+                "quarantine",
+                OutcomeStatus.LEAKY,
+                "allow-metrics allows ingress (port 8002 from any pod)",
+                leaky_policies=("allow-metrics", "allow-grpc"),
+            ),
+            [
+                ":warning: *LEAKY quarantine*",
+                "still allow its traffic: `allow-metrics`, `allow-grpc`",
+                "allow-metrics allows ingress (port 8002 from any pod)",
+                "`quarantine.patch_other_policies: true`",
+            ],
+            "LEAKY quarantine: still allowed by allow-metrics, allow-grpc",
+        ),
+        (
+            ActionOutcome(
+                "quarantine",
+                OutcomeStatus.QUARANTINED,
+                patched_policies=("allow-metrics",),
+            ),
+            [":lock: *Quarantined*", "Other policies were patched to exclude it: `allow-metrics`."],
+            "quarantined (patched policies to exclude it: allow-metrics)",
+        ),
+        (
+            ActionOutcome(
+                "quarantine", OutcomeStatus.DRY_RUN, "would label the pod into serving-guard-quarantine"
+            ),
+            [
+                ":test_tube: *Dry-run*: would quarantine (guardrails.dry_run is on; nothing was changed)",
+                "would label the pod into serving-guard-quarantine",
+            ],
+            "dry-run: would quarantine",
+        ),
+        (
+            ActionOutcome("quarantine", OutcomeStatus.FAILED, 'HTTP 403: pods "triton-0" is forbidden'),
+            [':x: *quarantine FAILED*: HTTP 403: pods "triton-0" is forbidden.'],
+            'failed: HTTP 403: pods "triton-0" is forbidden',
+        ),
+        (
+            ActionOutcome("quarantine", OutcomeStatus.POD_GONE, "pod no longer exists"),
+            [":ghost: *Pod gone*: nothing left to quarantine (pod no longer exists)."],
+            "pod_gone: pod no longer exists",
+        ),
+        (
+            ActionOutcome("quarantine", OutcomeStatus.WITHHELD, "maintenance window"),
+            [":pause_button: *quarantine withheld*: maintenance window"],
+            "withheld: maintenance window",
+        ),
+        (
+            ActionOutcome("annotate", OutcomeStatus.ANNOTATED),
+            [":memo: *Annotated* the pod (its network is unchanged)."],
+            "annotated",
+        ),
+        (
+            ActionOutcome("release", OutcomeStatus.RELEASED, "label removed by alice"),
+            [":unlock: *Released*: label removed by alice"],
+            "released: label removed by alice",
+        ),
+    ],
+    ids=lambda value: value.status.value if isinstance(value, ActionOutcome) else "",
+)
+def test_every_outcome_is_said_in_plain_words(
+    outcome: ActionOutcome, expected: list[str], fallback: str
+) -> None:
+    decision = make_decision(
+        actions=(ActionName.NOTIFY, ActionName.ANNOTATE)
+        if outcome.action == "annotate"
+        else (ActionName.NOTIFY, ActionName.QUARANTINE)
+    )
+    # A release follows a quarantine; afterwards there is nothing left to release.
+    outcomes = (quarantined(), outcome) if outcome.status is OutcomeStatus.RELEASED else (outcome,)
+    message = render_incident(make_report(decision=decision, outcomes=outcomes))
+    assert_valid(message)
+    text = text_of(message)
+    for line in expected:
+        assert line in text, line
+    assert message.text.endswith(": " + fallback)
+    release = "serving-guard release --namespace ml triton-0"
+    assert (release in text) is (outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY))
+
+
+def test_withheld_quarantine_lists_the_guardrail_reasons() -> None:
+    decision = make_decision(
+        actions=(ActionName.NOTIFY,),
+        withheld=(
+            "namespace ml is not opted in (label serving-guard.io/enforce=true is missing)",
+            "circuit breaker open: 5 quarantines in the last 300s (limit 5); alert-only until the window"
+            " passes",
+        ),
+        breaker_open=True,
+    )
+    message = render_incident(make_report(decision=decision))
+    assert_valid(message)
+    text = text_of(message)
+    assert ":pause_button: *quarantine withheld*, because:" in text
+    assert "• namespace ml is not opted in (label serving-guard.io/enforce=true is missing)" in text
+    assert "• circuit breaker open: 5 quarantines" in text
+    assert "serving-guard release" not in text
+    assert message.text.endswith(": quarantine withheld")
+
+
+def test_unverified_alert_is_a_distinct_loud_security_message() -> None:
+    forged = make_alert({**BASE_FIELDS, "container.id": "fffffffffff0"}, hostname="attacker-box")
+    reason = "container.id fffffffffff0 is not a container of the pod (pod has: 0123456789ab)"
+    decision = make_decision(
+        actions=(ActionName.NOTIFY,),
+        unverified=True,
+        withheld=(f"alert not verified against the live pod: {reason}",),
+    )
+    message = render_incident(
+        make_report(
+            alert=forged,
+            verification=Verification(VerificationStatus.UNVERIFIED, reason),
+            decision=decision,
+        )
+    )
+    assert_valid(message)
+    assert header_of(message) == ":no_entry: UNVERIFIED Critical alert: Shell in serving pod"
+    text = text_of(message)
+    assert ":no_entry: *Unverified alert: someone may be forging alerts.*" in text
+    assert f"This alert names pod `ml/triton-0`, but it does not match the live pod: {reason}." in text
+    assert "Nothing was done to the pod." in text and "node `attacker-box`" in text
+    assert "*Pod (as the alert claims)*" in text
+    assert f":no_entry: UNVERIFIED: {reason}" in text
+    assert "serving-guard release" not in text
+    assert message.text == (
+        "UNVERIFIED alert (someone may be forging alerts): Shell in serving pod naming ml/triton-0"
+    )
+    # The normal header is not used: the unverified one cannot be mistaken for a routine alert.
+    assert "Critical: Shell" not in header_of(message)
+
+
+@pytest.mark.parametrize(
+    ("verification", "expected"),
+    [
+        (
+            Verification(VerificationStatus.POD_NOT_FOUND),
+            ":grey_question: Not verified: pod not found (already gone?)",
+        ),
+        (
+            Verification(VerificationStatus.LOOKUP_FAILED, "HTTP 503 from the API server"),
+            ":grey_question: Not verified: pod lookup failed: HTTP 503 from the API server",
+        ),
+        (
+            Verification(VerificationStatus.NO_POD_IDENTITY),
+            ":grey_question: Not verified: the alert names no pod",
+        ),
+    ],
+    ids=lambda value: value.status.value if isinstance(value, Verification) else "",
+)
+def test_unverifiable_alerts_say_why(verification: Verification, expected: str) -> None:
+    decision = make_decision(actions=(ActionName.NOTIFY,), withheld=("pod lookup failed",))
+    message = render_incident(make_report(no_pod=True, verification=verification, decision=decision))
+    assert_valid(message)
+    text = text_of(message)
+    assert expected in text
+    # Without the live pod, what the alert itself says is shown.
+    assert "*Workload*\n_unknown_" in text
+    assert "*Image*\n`nvcr.io/nvidia/tritonserver`" in text
+    assert "*Node*\n`node-1`" in text
+
+
+def test_connection_alert_shows_both_ends() -> None:
+    fields = {
+        **BASE_FIELDS,
+        "fd.name": "10.0.0.5:41234->203.0.113.9:4444",
+        "fd.type": "ipv4",
+        "fd.cip": "10.0.0.5",
+        "fd.cport": 41234,
+        "fd.sip": "203.0.113.9",
+        "fd.sport": 4444,
+        "fd.l4proto": "tcp",
+        "evt.type": "connect",
+    }
+    message = render_incident(make_report(alert=make_alert(fields, rule="Interpreter reverse shell")))
+    assert_valid(message)
+    text = text_of(message)
+    assert "*Connection* `10.0.0.5:41234-&gt;203.0.113.9:4444`" in text
+    assert "server `203.0.113.9:4444` · client `10.0.0.5:41234` · protocol `tcp`" in text
+    assert "*File*" not in text
+
+
+def test_fields_without_a_place_are_listed_under_other_fields() -> None:
+    fields = {
+        **BASE_FIELDS,
+        "proc.tty": 34816,
+        "k8s.pod.label.app": "triton",
+        "proc.is_exe_upper_layer": True,
+    }
+    text = text_of(render_incident(make_report(alert=make_alert(fields))))
+    assert (
+        "*Other fields*\n```k8s.pod.label.app=triton\\nproc.is_exe_upper_layer=true\\nproc.tty=34816```"
+        in text
+    )
+
+
+def test_notify_only_and_in_progress_are_said() -> None:
+    notify_only = make_decision(
+        actions=(ActionName.NOTIFY,), requested=(ActionName.NOTIFY,), policy="model-load"
+    )
+    text = text_of(render_incident(make_report(decision=notify_only)))
+    assert ":bell: *Notified only*: policy `model-load` takes no action on the pod." in text
+    pending = render_incident(make_report())
+    assert ":hourglass: *quarantine* in progress." in text_of(pending)
+    assert pending.text.endswith(": quarantine in progress")
+    dry = render_incident(make_report(decision=make_decision(dry_run=True)))
+    assert ":test_tube: *Dry-run*: would quarantine (in progress)." in text_of(dry)
+
+
+def test_repeat_reply_counts_and_names_the_last_time() -> None:
+    report = make_report(count=7, outcomes=(quarantined(),))
+    message = render_repeat(report)
+    assert_valid(message)
+    assert message.kind is MessageKind.REPEAT
+    assert message.metadata()["event_payload"] == {"incident_id": report.incident_id, "kind": "repeat"}
+    text = text_of(message)
+    assert (
+        ":repeat: Seen *7 times*, last at 2025-01-28 10:00:30 UTC (first at 2025-01-28 10:00:00 UTC)." in text
+    )
+    assert "Now: quarantined" in text
+    assert (
+        message.text == "Shell in serving pod in ml/triton-0: seen 7 times, last at 2025-01-28 10:00:30 UTC"
+    )
+    # The top-level message shows the count too once there are repeats.
+    assert "Seen 7 times · first 2025-01-28 10:00:00 UTC · last 2025-01-28 10:00:30 UTC" in text_of(
+        render_incident(report)
+    )
+
+
+def test_maximal_alert_stays_within_slack_limits() -> None:
+    fields: dict[str, Any] = {
+        **{name: "&<" * (MAX_FIELD_VALUE_CHARS // 2) for name in BASE_FIELDS},
+        **{f"custom.field{i}": "`" * MAX_FIELD_VALUE_CHARS for i in range(200)},
+    }
+    alert = make_alert(
+        fields,
+        rule="&" * MAX_RULE_CHARS,
+        output="<" * MAX_OUTPUT_CHARS,
+        hostname="h" * 253,
+        tags=tuple(f"tag{i}" * 40 for i in range(64)),
+    )
+    leaky = ActionOutcome(
+        "quarantine", OutcomeStatus.LEAKY, "&" * 5000, leaky_policies=tuple("p" * 250 for _ in range(100))
+    )
+    decision = make_decision(withheld=tuple("<" * 1000 for _ in range(50)), unverified=True)
+    message = render_incident(
+        make_report(
+            alert=alert,
+            decision=decision,
+            outcomes=(leaky,) * 20,
+            verification=Verification(VerificationStatus.UNVERIFIED, "&" * 3000),
+        )
+    )
+    assert_valid(message)
+    assert len(header_of(message)) <= HEADER_LIMIT
+    assert "(truncated; the full record is in `serving-guard audit`)" in text_of(message)
+    assert_valid(render_repeat(make_report(alert=alert, count=10**9)))
+
+
+# ---- the property: hostile alert text never becomes Slack markup ----------------------------
+
+HOSTILE_PIECES = st.sampled_from(
+    [
+        "<!channel>",
+        "<!here>",
+        "<!everyone>",
+        "<@U0123ABCD>",
+        "<#C0123ABCD>",
+        "<!subteam^S123>",
+        "<https://evil.example/x|click here>",
+        "&amp;",
+        "&lt;",
+        "&",
+        "<",
+        ">",
+        "`",
+        "```",
+        "@channel",
+        "@here",
+        "*bold*",
+        "\n",
+        "\u202e",
+        ":skull:",
+    ]
+)
+HOSTILE_TEXT = st.lists(st.one_of(HOSTILE_PIECES, st.text(max_size=5)), max_size=8).map("".join)
+NON_EMPTY_HOSTILE = HOSTILE_TEXT.filter(lambda s: bool(s.strip()) and "\x00" not in s)
+
+
+def benign_twin(text: str) -> str:
+    """Same length, nothing special: renders with exactly our own markup."""
+    return "x" * len(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule=NON_EMPTY_HOSTILE,
+    values=st.lists(HOSTILE_TEXT, min_size=len(BASE_FIELDS) + 6, max_size=len(BASE_FIELDS) + 6),
+    output=HOSTILE_TEXT.filter(lambda s: "\x00" not in s),
+    hostname=NON_EMPTY_HOSTILE,
+    unverified=st.booleans(),
+)
+def test_hostile_alert_text_never_becomes_markup(
+    rule: str, values: list[str], output: str, hostname: str, unverified: bool
+) -> None:
+    def render(twin: bool) -> SlackMessage:
+        def t(text: str) -> str:
+            return benign_twin(text) if twin else text
+
+        names = [*BASE_FIELDS, "fd.sip", "proc.exepath", "custom.a", "user.uid", "fd.l4proto", "fd.cip"]
+        fields = {name: t(value) for name, value in zip(names, values, strict=True) if value}
+        reason = t(values[0]) or "mismatch"
+        outcome = ActionOutcome(
+            "quarantine",
+            OutcomeStatus.LEAKY,
+            t(values[1]),
+            leaky_policies=(t(values[2]) or "p",),
+        )
+        decision = make_decision(
+            unverified=unverified, withheld=(t(values[3]) or "w",), policy=t(values[4]) or "policy"
+        )
+        report = make_report(
+            alert=make_alert(fields, rule=t(rule), output=t(output), hostname=t(hostname), tags=(t(rule),)),
+            decision=decision,
+            outcomes=(outcome,),
+            verification=Verification(
+                VerificationStatus.UNVERIFIED if unverified else VerificationStatus.VERIFIED, reason
+            ),
+        )
+        return render_incident(report)
+
+    hostile = render(twin=False)
+    benign = render(twin=True)
+    assert_valid(hostile)
+    for text in [hostile.text, *visible_text(hostile.blocks_json()).split("\n")]:
+        assert "<" not in text and ">" not in text, text
+        assert not RAW_AMP.search(text), text
+        assert "@channel" not in text.lower() and "@here" not in text.lower()
+    # Code spans and blocks are exactly ours: hostile text adds no backtick anywhere.
+    assert visible_text(hostile.blocks_json()).count("`") == visible_text(benign.blocks_json()).count("`")
+    assert hostile.text.count("`") == 0
+    # And every alert backtick is still visible as its look-alike.
+    if "`" in rule:
+        assert BACKTICK_LOOKALIKE in header_of(hostile)
+
+
+def test_priority_icons_follow_severity() -> None:
+    icons = {
+        priority: header_of(render_incident(make_report(alert=make_alert(priority=priority)))).split(" ")[0]
+        for priority in Priority
+    }
+    assert icons[Priority.CRITICAL] == ":rotating_light:"
+    assert icons[Priority.WARNING] == ":warning:"
+    assert icons[Priority.NOTICE] == ":large_blue_circle:"

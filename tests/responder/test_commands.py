@@ -1,0 +1,166 @@
+"""The command line: config check, ingest, audit and release, run through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.cli import main
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert, falco_bytes
+from simulators.seed import SeededPod
+from tests.helpers import SHELL_RULE
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+LABEL = "serving-guard.io/quarantine"
+
+
+def write_config(tmp_path: Path, kubeconfig: str, **extra: Any) -> Path:
+    data: dict[str, Any] = {
+        "cluster": {"kubeconfig": kubeconfig},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "policies": [
+            {"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["notify", "quarantine"]}
+        ],
+        "logging": {"level": "error"},
+        **extra,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_config_check_prints_the_effective_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "kc")
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1. isolate-shells: when rules Shell in serving pod" in out
+    assert "do notify, quarantine" in out and "otherwise: notify" in out
+    assert main(["config", "check", str(path), "--format", "json"]) == 0
+    effective = json.loads(capsys.readouterr().out)
+    assert effective["policies"][0]["actions"] == ["notify", "quarantine"]
+
+
+def test_config_errors_name_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "journal:\n  path: /tmp/x\n  retention_dayz: 3\npolicies:\n  - name: p\n    actions: [explode]\n"
+    )
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:3: journal.retention_dayz: unknown key" in err
+    assert f"{path}:6: policies[0].actions[0]:" in err and "Traceback" not in err
+
+
+def test_config_syntax_error_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("policies: [\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert f"{path}:2: invalid YAML" in capsys.readouterr().err
+    assert main(["config", "check", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read file" in capsys.readouterr().err
+
+
+def test_secrets_come_from_files_or_env_not_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("slack:\n  mode: bot\n  default_channel: '#x'\n  token: xoxb-plaintext\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "slack.token" in capsys.readouterr().err
+
+
+def test_ingest_feeds_the_pipeline_and_reports_bad_lines(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    lines = [
+        falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})).decode(),
+        "",
+        '{"rule": "x", "priority": "Notice"}',
+        "not json at all",
+        falco_bytes(
+            falco_alert(pods["torchserve"], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
+        ).decode(),
+    ]
+    source = tmp_path / "alerts.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    assert main(["ingest", str(source), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{source}:3: field 'time': missing" in err
+    assert f"{source}:4: field 'body': invalid JSON" in err
+    assert f"{source}: 2 accepted, 0 already in the journal, 2 rejected" in err
+    for name in ("vllm", "torchserve"):
+        stored = running.call(running.emulator.get_object, "v1/pods", pods[name].namespace, pods[name].name)
+        assert stored["metadata"]["labels"][LABEL] == "true"
+
+    # A replay of the same file changes nothing: the alerts are already journaled.
+    assert main(["ingest", str(source), "--config", str(config)]) == 1
+    assert "0 accepted, 2 already in the journal, 2 rejected" in capsys.readouterr().err
+
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["outcome"] for e in entries] == ["opened", "opened"]
+    assert entries[0]["incident"]["actions"][0]["status"] == "quarantined"
+    assert entries[0]["timings_ms"]["to_quarantine"] is not None
+    assert main(["audit", "--config", str(config), "--pod", f"ml-serving/{pods['vllm'].name}"]) == 0
+    table = capsys.readouterr().out
+    assert "RULE" in table and "quarantine=quarantined" in table and pods["torchserve"].name not in table
+
+
+def test_audit_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--journal", str(tmp_path / "none.db")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["audit", "--journal", str(tmp_path / "none.db"), "--pod", "nopod"]) == 2
+    assert "NAMESPACE/NAME" in capsys.readouterr().err
+    assert main(["audit", "--journal", str(tmp_path / "none.db"), "--since", "yesterday"]) == 2
+    assert "since must be" in capsys.readouterr().err
+
+
+def test_release_lifts_the_quarantine_and_records_who(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    source.write_text(
+        falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Notice", "x", {"proc.name": "sh"})).decode()
+    )
+    assert main(["ingest", str(source), "--config", str(config)]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "release",
+            "--namespace",
+            "ml-serving",
+            pods["vllm"].name,
+            "--reason",
+            "benign admin shell",
+            "--by",
+            "carol",
+            "--config",
+            str(config),
+        ]
+    )
+    assert code == 0
+    assert "released by carol: benign admin shell" in capsys.readouterr().out
+    stored = running.call(running.emulator.get_object, "v1/pods", "ml-serving", pods["vllm"].name)
+    assert LABEL not in stored["metadata"]["labels"]
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    assert (
+        main(["release", "--namespace", "ml-serving", "ghost", "--reason", "x", "--kubeconfig", kubeconfig])
+        == 1
+    )
+    assert "not found" in capsys.readouterr().out
+
+
+def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert main([]) == 0
+    assert "config check" in capsys.readouterr().out

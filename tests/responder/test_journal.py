@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from responder.alert import Alert, alert_from_mapping
+from responder.errors import UserError
+from responder.journal import Journal, decode_payload, encode_payload
+from responder.logs import setup_logging
+
+
+def alert(n: int, rule: str = "r") -> Alert:
+    return alert_from_mapping(
+        {
+            "rule": rule,
+            "priority": "Warning",
+            "time": f"2026-01-01T00:00:{n % 60:02d}.{n:09d}Z",
+            "output": "x" * 200,
+            "output_fields": {"k8s.ns.name": "ml", "k8s.pod.name": f"p{n % 7}", "n": n},
+        }
+    )
+
+
+def open_journal(tmp_path: Path, **kwargs: object) -> Journal:
+    options: dict[str, object] = {"max_bytes": 64 * 1024 * 1024, "retention_seconds": 3600.0}
+    options.update(kwargs)
+    journal = Journal(str(tmp_path / "j.db"), **options)  # type: ignore[arg-type]
+    journal.open()
+    return journal
+
+
+def test_payload_round_trip() -> None:
+    original = alert(5)
+    assert decode_payload(encode_payload(original)) == original
+
+
+def test_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, commit_interval_seconds=0.005)
+    try:
+        futures = []
+        lock = threading.Lock()
+
+        def writer(start: int) -> None:
+            for n in range(start, start + 250):
+                future = journal.submit(Journal.op_append_alert(alert(n), "http", n))
+                with lock:
+                    futures.append(future)
+
+        threads = [threading.Thread(target=writer, args=(i * 1000,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(f.result(timeout=30) is True for f in futures)
+        assert journal.ops_committed == 1000
+        assert journal.commits < 1000 / 5, "writes were not grouped"
+        assert journal.pending_count() == 1000
+    finally:
+        journal.close()
+
+
+def test_the_same_alert_is_stored_once(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    try:
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "grpc", 2)) is False
+        assert journal.pending_count() == 1
+    finally:
+        journal.close()
+
+
+def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, commit_interval_seconds=0.01)
+    try:
+
+        def broken(conn: object) -> None:
+            raise ValueError("boom")
+
+        bad = journal.submit(broken)
+        good = journal.submit(Journal.op_append_alert(alert(2), "http", 1))
+        with pytest.raises(ValueError, match="boom"):
+            bad.result(timeout=10)
+        assert good.result(timeout=10) is True
+    finally:
+        journal.close()
+
+
+def test_pending_alerts_survive_a_reopen_in_order(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    for n in range(5):
+        journal.run_sync(Journal.op_append_alert(alert(n), "http", n))
+    journal.run_sync(Journal.op_finish_alert(alert(2).alert_id, "inc", "opened", 99))
+    journal.close()
+    again = open_journal(tmp_path)
+    try:
+        pending = again.pending_alerts()
+        assert [p.alert for p in pending] == [alert(n) for n in (0, 1, 3, 4)]
+        assert pending[0].input == "http" and pending[1].received_ns == 1
+    finally:
+        again.close()
+
+
+def test_retention_drops_old_finished_records_but_never_pending_ones(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, retention_seconds=10.0)
+    try:
+        for n in range(6):
+            journal.run_sync(Journal.op_append_alert(alert(n), "http", n * 1_000_000_000))
+        for n in range(4):
+            journal.run_sync(Journal.op_finish_alert(alert(n).alert_id, None, "opened", 1))
+        removed = journal.run_sync(journal.op_prune(now_ns=13_000_000_000))
+        assert removed == 3  # alerts 0-2 are older than 10 s and done; 3 is recent; 4-5 pending
+        assert journal.pending_count() == 2
+    finally:
+        journal.close()
+
+
+def test_size_bound_prunes_and_then_reports_full(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, max_bytes=1024 * 1024, commit_interval_seconds=0)
+    try:
+        big = [
+            alert_from_mapping({**alert(n).to_falco_json(), "output": f"{n}" + "y" * 12000})
+            for n in range(200)
+        ]
+        for item in big:
+            journal.run_sync(Journal.op_append_alert(item, "http", 1))
+        journal.check_size()
+        assert journal.full  # everything is pending: nothing may be pruned
+        for item in big:
+            journal.run_sync(Journal.op_finish_alert(item.alert_id, None, "opened", 2))
+        for _ in range(12):
+            journal.run_sync(journal.op_prune(now_ns=3))
+        assert journal.pending_count() == 0
+        with journal.reader() as conn:
+            left = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+        assert left < 200
+    finally:
+        journal.close()
+
+
+def test_an_unusable_journal_path_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot create"):
+        Journal(str(blocker / "j.db"), max_bytes=1 << 20, retention_seconds=1).open()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="cannot open"):
+        Journal(str(garbage), max_bytes=1 << 20, retention_seconds=1).open()
+
+
+def test_json_logs_carry_the_alert_id() -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", stream)
+    logging.getLogger("serving_guard.test").info(
+        "incident decided", extra={"alert_id": "abc123", "rule": "r"}
+    )
+    entry = json.loads(stream.getvalue().splitlines()[-1])
+    assert entry["alert_id"] == "abc123" and entry["msg"] == "incident decided" and entry["level"] == "info"
