@@ -124,7 +124,7 @@ class Responder:
             from responder.ingest.grpc import GrpcAlertInput
 
             self.grpc_input = GrpcAlertInput(self.config.inputs.grpc, self.pipeline, log.getChild("grpc"))
-            self._tasks.append(asyncio.create_task(self.grpc_input.run(self._stop), name="grpc-input"))
+            self._tasks.append(asyncio.create_task(self._supervise_grpc(), name="grpc-input"))
         log.info(
             "responder started",
             extra={
@@ -133,6 +133,18 @@ class Responder:
                 "grpc": self.config.inputs.grpc.enabled,
             },
         )
+
+    async def _supervise_grpc(self) -> None:
+        """The gRPC input reconnects by itself; this only outlives an unexpected error in it
+        (e.g. the journal failing under it), so the input never silently disappears."""
+        assert self.grpc_input is not None
+        while not self._stop.is_set():
+            try:
+                await self.grpc_input.run(self._stop)
+            except Exception:
+                log.exception("gRPC input failed; restarting it")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.config.inputs.grpc.backoff.max_seconds)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -268,6 +280,8 @@ class Responder:
             self.metrics.journal_pending.set(self.pipeline.in_flight)
             self.pipeline.incidents.expire(now)
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
+        if self.grpc_input is not None:
+            self.metrics.grpc_connected.set(1 if self.grpc_input.state.connected else 0)
         if self.journal.full:
             log.error(
                 "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}

@@ -1,0 +1,201 @@
+"""Slack through the running responder: one post per incident, repeats in a thread counter,
+rate limits honoured, and Slack trouble never holding up a quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.alert import Alert, alert_from_mapping
+from responder.cluster.api import KubeGateway
+from responder.ingest.sink import InputName
+from responder.notify.slack import SlackDelivery
+from responder.service import Responder
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import SeededPod
+from simulators.slack_sink import DEFAULT_TOKEN, Fault, RunningSlackSink, SlackSink
+from tests.helpers import SHELL_RULE, responder_config
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+LABEL = "serving-guard.io/quarantine"
+
+
+@pytest.fixture
+def sink() -> Iterator[SlackSink]:
+    with RunningSlackSink() as running:
+        yield running
+
+
+def shell(pod: SeededPod, n: int = 0, **fields: Any) -> Alert:
+    return alert_from_mapping(
+        falco_alert(
+            pod, SHELL_RULE, "Critical", "shell", {"proc.name": "sh", "proc.cmdline": f"sh {n}", **fields}
+        )
+    )
+
+
+async def start(tmp_path: Path, seeded: Seeded, sink: SlackSink, **slack: Any) -> Responder:
+    token = tmp_path / "slack-token"
+    token.write_text(DEFAULT_TOKEN)
+    settings = {
+        "mode": "bot",
+        "token": {"file": str(token)},
+        "default_channel": "#sec-alerts",
+        "base_url": sink.base_url,
+        "update_interval_seconds": 0,
+        **slack,
+    }
+    if slack.get("mode") == "webhook":
+        hook = tmp_path / "webhook"
+        hook.write_text(sink.webhook_url)
+        settings = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "update_interval_seconds": 0}
+    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings})
+    responder = Responder(
+        config, KubeGateway.from_config(config.cluster), delivery=SlackDelivery.from_config(config.slack)
+    )
+    await responder.start()
+    return responder
+
+
+async def settle(responder: Responder, until: Any, timeout: float = 15.0) -> None:
+    assert responder.pipeline is not None
+    assert await responder.pipeline.drain(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def incident_posts(sink: SlackSink) -> list[Any]:
+    return [
+        m for m in sink.all_messages() if (m.metadata or {}).get("event_type") == "serving_guard_incident"
+    ]
+
+
+async def test_one_post_per_incident_and_repeats_update_a_thread_counter(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        vllm = seeded[1]["vllm"]
+        await responder.pipeline.submit(shell(vllm, 0), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        for n in range(1, 6):
+            await responder.pipeline.submit(shell(vllm, n), InputName.HTTP)
+        await settle(
+            responder,
+            lambda: (
+                bool(incident_posts(sink)[0].replies)
+                and "6 times" in str(incident_posts(sink)[0].replies[-1].blocks)
+            ),
+        )
+        post = incident_posts(sink)[0]
+        assert len(incident_posts(sink)) == 1
+        assert "quarantined" in str(post.blocks).lower()
+        assert f"serving-guard release --namespace ml-serving {vllm.name}" in str(post.blocks)
+        assert len(post.replies) == 1, "repeats must update one reply, not add many"
+    finally:
+        await responder.stop()
+
+
+async def test_rate_limit_is_honoured_and_does_not_delay_the_quarantine(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    sink.rate_limit(times=1, retry_after=1.0, method="chat.postMessage")
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        running, pods, _ = seeded
+        started = time.monotonic()
+        await responder.pipeline.submit(shell(pods["torchserve"]), InputName.HTTP)
+        assert await responder.pipeline.drain(timeout=10)
+        acted = time.monotonic() - started
+        stored = running.call(running.emulator.get_object, "v1/pods", "ml-serving", pods["torchserve"].name)
+        assert stored["metadata"]["labels"][LABEL] == "true"
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        posted = time.monotonic() - started
+        assert posted >= 1.0 > acted  # the post waited for Retry-After; the quarantine did not
+        limited = [r for r in sink.requests("chat.postMessage") if r.status == 429]
+        assert len(limited) == 1
+    finally:
+        await responder.stop()
+
+
+async def test_slack_down_is_retried_from_the_journal(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    sink.server_error(times=2, method="chat.postMessage")
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        await responder.pipeline.submit(shell(seeded[1]["kserve"]), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1, timeout=20)
+        with responder.journal.reader() as conn:
+            row = conn.execute("SELECT state, attempts FROM notifications WHERE kind = 'incident'").fetchone()
+        assert tuple(row) == ("sent", 3)
+    finally:
+        await responder.stop()
+
+
+async def test_a_permanent_slack_error_is_recorded_not_retried_forever(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    sink.api_error("channel_not_found", times=5, method="chat.postMessage")
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        await responder.pipeline.submit(shell(seeded[1]["vllm"]), InputName.HTTP)
+
+        def failed() -> bool:
+            with responder.journal.reader() as conn:
+                row = conn.execute("SELECT state, last_error FROM notifications").fetchone()
+            return row is not None and row["state"] == "failed" and "channel_not_found" in row["last_error"]
+
+        await settle(responder, failed)
+        assert len(sink.requests("chat.postMessage")) == 1
+    finally:
+        await responder.stop()
+
+
+async def test_unverified_alerts_raise_a_distinct_security_message(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        forged = shell(seeded[1]["triton"], 0, **{"container.id": "c0ffee000000"})
+        await responder.pipeline.submit(forged, InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        text = str(incident_posts(sink)[0].blocks).lower()
+        assert "forg" in text and "c0ffee000000" in text
+    finally:
+        await responder.stop()
+
+
+async def test_webhook_mode_posts_incidents_and_counts_repeats(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    responder = await start(tmp_path, seeded, sink, mode="webhook")
+    try:
+        assert responder.pipeline is not None
+        vllm = seeded[1]["vllm"]
+        await responder.pipeline.submit(shell(vllm, 0), InputName.HTTP)
+        await settle(
+            responder,
+            lambda: len(sink.requests("webhook")) >= 1 or any(r.kind == "webhook" for r in sink.requests()),
+        )
+        await responder.pipeline.submit(shell(vllm, 1), InputName.HTTP)
+        await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 2)
+        bodies = [str(r.json) for r in sink.requests() if r.kind == "webhook"]
+        assert "Seen" in bodies[1] and "2 times" in bodies[1]
+    finally:
+        await responder.stop()
