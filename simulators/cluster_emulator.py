@@ -19,14 +19,14 @@ official ``kubernetes`` client is synchronous.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import itertools
 import json
 import re
-import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import attrs
 import kmock
 
 from responder.cluster.selectors import SelectorError, parse_label_selector, selector_matches
+from simulators.background import BackgroundLoop
 
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?/?$")
 
@@ -308,38 +309,20 @@ class RunningCluster:
     def __init__(self, emulator: ClusterEmulator | None = None) -> None:
         self.emulator = emulator or ClusterEmulator()
         self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="cluster-emulator", daemon=True)
-        self._error: BaseException | None = None
+        self._background = BackgroundLoop("cluster-emulator", self._serving)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced to the starting thread
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
         async with self.emulator, kmock.Server(self.emulator) as server:
             self.url = str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
+            yield
 
     def start(self) -> RunningCluster:
-        self._thread.start()
-        self._ready.wait(timeout=30)
-        if self._error is not None or not self.url:
-            raise RuntimeError(f"cluster emulator did not start: {self._error!r}")
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        if self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def __enter__(self) -> RunningCluster:
         return self.start()
@@ -349,11 +332,7 @@ class RunningCluster:
 
     def call(self, function: Any, *args: Any) -> Any:
         """Run a callable on the emulator's loop (its state is not thread-safe)."""
-
-        async def invoke() -> Any:
-            return function(*args)
-
-        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(timeout=10)
+        return self._background.call(function, *args)
 
     def kubeconfig(self) -> dict[str, Any]:
         """A kubeconfig (as data) pointing at the emulator, for the responder's normal loading path."""

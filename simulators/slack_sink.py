@@ -39,6 +39,8 @@ from typing import Any, Self
 
 import aiohttp.web
 
+from simulators.background import BackgroundLoop
+
 DEFAULT_TOKEN = "xoxb-serving-guard-sink"  # noqa: S105 - a test token for a loopback fake
 DEFAULT_WEBHOOK_PATH = "/services/T0SINK/B0SINK/sink-webhook-secret"
 DEFAULT_WEBHOOK_CHANNEL = "#sink-webhook"
@@ -713,39 +715,14 @@ class RunningSlackSink:
 
     def __init__(self, sink: SlackSink | None = None) -> None:
         self.sink = sink or SlackSink()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="slack-sink", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced to the starting thread
-            self._error = exc
-            self._ready.set()
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        async with self.sink:
-            self._ready.set()
-            await self._stop.wait()
+        self._background = BackgroundLoop("slack-sink", lambda: self.sink)
 
     def start(self) -> SlackSink:
-        self._thread.start()
-        self._ready.wait(timeout=30)
-        if self._error is not None or not self.sink.port:
-            raise RuntimeError(f"Slack sink did not start: {self._error!r}")
+        self._background.start()
         return self.sink
 
     def stop(self) -> None:
-        if self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def __enter__(self) -> SlackSink:
         return self.start()
