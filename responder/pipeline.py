@@ -120,8 +120,8 @@ class Pipeline:
             self._metrics.overloaded.labels(source.value).inc()
             raise Overloaded(RETRY_AFTER_SECONDS * 5, "journal is at its size limit")
         try:
-            if wait_seconds is None:
-                await self._slots.acquire()
+            if wait_seconds is None or not self._slots.locked():
+                await self._slots.acquire()  # a free slot is taken at once, even with no time to wait
             else:
                 await asyncio.wait_for(self._slots.acquire(), timeout=wait_seconds)
         except TimeoutError:

@@ -164,3 +164,15 @@ def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown command" in capsys.readouterr().err
     assert main([]) == 0
     assert "config check" in capsys.readouterr().out
+
+
+def test_the_documented_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).parents[2] / "responder" / "config.example.yaml"
+    assert main(["config", "check", str(example)]) == 0
+    assert "1. isolate-compromise" in capsys.readouterr().out
+    from responder.config import Config, load_config
+
+    # Every top-level section of the config model is documented in the example.
+    documented = yaml.safe_load(example.read_text())
+    assert set(documented) == set(Config.model_fields)
+    assert load_config(str(example)).inputs.http.tls is not None

@@ -266,3 +266,26 @@ async def test_fuzzed_payloads_over_http_only_get_4xx_or_202(
 ) -> None:
     status, answer, _ = await post(open_input.http_url or "", json.dumps(payload).encode())
     assert status in (202, 400), answer
+
+
+async def test_a_full_pipeline_answers_503_with_retry_after(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    running.emulator.latency_seconds = 0.5  # pod reads are slow, so opened incidents pile up
+    responder = await start(
+        tmp_path,
+        kubeconfig,
+        {"allow_unauthenticated": True, "admission_timeout_seconds": 0},
+        journal={"max_pending": 10},
+    )
+    try:
+        statuses = []
+        for n in range(20):
+            alert = falco_alert(pods["vllm"], f"Rule {n}", "Notice", "x", {"proc.name": "sh"})
+            statuses.append(await post(responder.http_url or "", falco_bytes(alert)))
+        codes = [status for status, _, _ in statuses]
+        assert codes.count(202) == 10 and codes.count(503) == 10
+        refused = next(s for s in statuses if s[0] == 503)
+        assert refused[1]["error"] == "overloaded" and int(refused[2]["Retry-After"]) >= 1
+    finally:
+        running.emulator.latency_seconds = 0
+        await responder.stop()
