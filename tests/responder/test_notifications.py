@@ -19,7 +19,7 @@ from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
-from simulators.slack_sink import DEFAULT_TOKEN, Fault, RunningSlackSink, SlackSink
+from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink, SlackSink
 from tests.helpers import SHELL_RULE, responder_config
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
