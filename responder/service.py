@@ -106,6 +106,7 @@ class Responder:
             notifier.attach(self.pipeline.incidents)
             self.notifier = notifier
             self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
+            self._tasks.append(asyncio.create_task(self._check_slack(), name="slack-check"))
         await self.pipeline.recover()
         await self._maintain_once()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -133,6 +134,19 @@ class Responder:
                 "grpc": self.config.inputs.grpc.enabled,
             },
         )
+
+    async def _check_slack(self) -> None:
+        """Say at start-up, loudly, if Slack credentials are wrong; never block the responder on it."""
+        from responder.notify.slack import DeliveryError
+
+        assert self.delivery is not None
+        try:
+            identity = await self.delivery.check()
+        except DeliveryError as exc:
+            log.error("Slack is not usable; notifications will be retried and recorded as failed",
+                      extra={"reason": exc.reason, "retryable": exc.retryable})
+        else:
+            log.info("Slack reachable", extra={"identity": identity})
 
     async def _supervise_grpc(self) -> None:
         """The gRPC input reconnects by itself; this only outlives an unexpected error in it
@@ -167,11 +181,11 @@ class Responder:
         self.gateway.close()
 
     async def run_until(self, stop: asyncio.Event) -> None:
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
-            await self.stop()
+            await self.stop()  # also after a failed start: nothing half-open is left behind
 
     async def _serve(self, app: web.Application, listen: str, ssl_context: Any) -> str:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

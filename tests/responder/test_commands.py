@@ -176,3 +176,55 @@ def test_the_documented_example_config_is_valid(capsys: pytest.CaptureFixture[st
     documented = yaml.safe_load(example.read_text())
     assert set(documented) == set(Config.model_fields)
     assert load_config(str(example)).inputs.http.tls is not None
+
+
+def test_serve_refuses_unreadable_certificates_with_a_clear_error(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing.crt")
+    config = write_config(
+        tmp_path,
+        seeded[2],
+        inputs={
+            "http": {
+                "listen": "127.0.0.1:0",
+                "tls": {"cert_file": missing, "key_file": missing, "client_ca_file": missing},
+            }
+        },
+    )
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "inputs.http.tls: cannot load certificates" in err and "Traceback" not in err
+
+
+def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.responder.test_crash_recovery import free_port
+
+    port = free_port()
+    config = write_config(tmp_path, seeded[2], server={"metrics_listen": f"127.0.0.1:{port}"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "responder", "serve", "--config", str(config)], stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+                    assert json.loads(response.read())["ready"] is True
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("responder never became ready")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stderr is not None
+        process.stderr.close()
