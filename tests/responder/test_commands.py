@@ -214,7 +214,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
     try:
         for _ in range(100):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
                     assert json.loads(response.read())["ready"] is True
                     break
             except OSError:

@@ -1,0 +1,236 @@
+{{/* Names ------------------------------------------------------------------------------------ */}}
+
+{{- define "serving-guard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "serving-guard.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "serving-guard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "serving-guard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "serving-guard.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "serving-guard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: serving-guard
+{{- end -}}
+
+{{/* Falco's namespace: where the rules ConfigMap and Falco's certificates go. */}}
+{{- define "serving-guard.falcoNamespace" -}}
+{{- default .Release.Namespace .Values.falco.namespace -}}
+{{- end -}}
+
+{{- define "serving-guard.sidekickNamespace" -}}
+{{- default (include "serving-guard.falcoNamespace" .) .Values.falcosidekick.namespace -}}
+{{- end -}}
+
+{{- define "serving-guard.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Service DNS names, short to fully qualified. */}}
+{{- define "serving-guard.serviceDnsNames" -}}
+{{- $name := include "serving-guard.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) -}}
+{{- toJson (concat $names .Values.inputs.http.tls.extraDnsNames | uniq) -}}
+{{- end -}}
+
+{{/* Paths inside the container. */}}
+{{- define "serving-guard.paths" -}}
+config: /etc/serving-guard/config.yaml
+tls: /var/run/secrets/serving-guard/tls
+grpcTls: /var/run/secrets/serving-guard/grpc-tls
+httpToken: /var/run/secrets/serving-guard/http-token
+slack: /var/run/secrets/serving-guard/slack
+journalDir: /var/lib/serving-guard
+{{- end -}}
+
+{{/* TLS ----------------------------------------------------------------------------------------- */}}
+
+{{- define "serving-guard.httpTlsEnabled" -}}
+{{- if and .Values.inputs.http.enabled (ne .Values.inputs.http.tls.mode "disabled") }}true{{ end -}}
+{{- end -}}
+
+{{- define "serving-guard.httpTlsSecretName" -}}
+{{- if eq .Values.inputs.http.tls.mode "certManager" -}}
+{{- printf "%s-tls" (include "serving-guard.fullname" .) -}}
+{{- else -}}
+{{- .Values.inputs.http.tls.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "serving-guard.grpcTlsSecretName" -}}
+{{- if .Values.inputs.grpc.tls.secretName -}}
+{{- .Values.inputs.grpc.tls.secretName -}}
+{{- else -}}
+{{- printf "%s-grpc-client" (include "serving-guard.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Which certificates the chart asks cert-manager for (tls mode certManager). gRPC certificates are
+     issued only when the user gave no gRPC Secret: then the chart manages both ends, from one CA. */}}
+{{- define "serving-guard.certificates" -}}
+{{- $v := .Values -}}
+{{- $cm := eq $v.inputs.http.tls.mode "certManager" -}}
+{{- $server := and $cm $v.inputs.http.enabled -}}
+{{- $grpcClient := and $cm $v.inputs.grpc.enabled (not $v.inputs.grpc.tls.secretName) -}}
+{{- toJson (dict
+      "server" $server
+      "falcoClient" (and $server $v.inputs.http.tls.falcoClientCertificate.enabled)
+      "grpcClient" $grpcClient
+      "falcoGrpcServer" (and $grpcClient $v.inputs.grpc.falcoServerCertificate.enabled)) -}}
+{{- end -}}
+
+{{- define "serving-guard.issuerRef" -}}
+{{- if .Values.certManager.issuerRef.name -}}
+{{- toJson (dict "name" .Values.certManager.issuerRef.name "kind" .Values.certManager.issuerRef.kind "group" .Values.certManager.issuerRef.group) -}}
+{{- else -}}
+{{- toJson (dict "name" (printf "%s-ca" (include "serving-guard.fullname" .)) "kind" "Issuer" "group" "cert-manager.io") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True when the chart's issuer can sign certificates in Falco's namespace. */}}
+{{- define "serving-guard.canIssueForFalco" -}}
+{{- $issuer := include "serving-guard.issuerRef" . | fromJson -}}
+{{- if or (eq $issuer.kind "ClusterIssuer") (eq (include "serving-guard.falcoNamespace" .) .Release.Namespace) }}true{{ end -}}
+{{- end -}}
+
+{{- define "serving-guard.grpcHost" -}}
+{{- $address := .Values.inputs.grpc.address -}}
+{{- if hasPrefix "[" $address -}}
+{{- regexReplaceAll "^\\[([^\\]]+)\\]:[0-9]+$" $address "${1}" -}}
+{{- else -}}
+{{- regexReplaceAll ":[0-9]+$" $address "" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces ---------------------------------------------------------------------------------- */}}
+
+{{- define "serving-guard.protectedNamespaces" -}}
+{{- $protected := concat .Values.guardrails.protectedNamespaces (list .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
+{{- if .Values.falcosidekick.allowIngress -}}
+{{- $protected = append $protected (include "serving-guard.sidekickNamespace" .) -}}
+{{- end -}}
+{{- toJson ($protected | uniq) -}}
+{{- end -}}
+
+{{/* Checks that a schema cannot express, with messages that say what to change. ------------------ */}}
+{{- define "serving-guard.validate" -}}
+{{- $v := .Values -}}
+{{- $certs := include "serving-guard.certificates" . | fromJson -}}
+{{- if and (eq $v.enforcement.scope "namespaced") (not $v.enforcement.namespaces) -}}
+{{- fail "enforcement.namespaces: scope namespaced needs at least one namespace to act in (or set enforcement.scope=cluster)" -}}
+{{- end -}}
+{{- $protected := include "serving-guard.protectedNamespaces" . | fromJsonArray -}}
+{{- range $v.enforcement.namespaces -}}
+{{- if has . $protected -}}
+{{- fail (printf "enforcement.namespaces: %q is a protected namespace (guardrails.protectedNamespaces, the release or Falco namespace): the responder would never act there" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $v.inputs.http.enabled) (not $v.inputs.grpc.enabled) -}}
+{{- fail "inputs: enable inputs.http or inputs.grpc, or the responder receives no alerts" -}}
+{{- end -}}
+{{- if $v.inputs.http.enabled -}}
+{{- $mtls := and (ne $v.inputs.http.tls.mode "disabled") $v.inputs.http.tls.requireClientCert -}}
+{{- if not (or $mtls $v.inputs.http.token.secretName $v.inputs.http.allowUnauthenticated) -}}
+{{- fail "inputs.http: no authentication: keep inputs.http.tls.requireClientCert (mutual TLS, how Falco authenticates), or set inputs.http.token.secretName, or set inputs.http.allowUnauthenticated=true knowingly" -}}
+{{- end -}}
+{{- if and (eq $v.inputs.http.tls.mode "secret") (not $v.inputs.http.tls.secretName) -}}
+{{- fail "inputs.http.tls.secretName: mode secret needs the name of a Secret with tls.crt, tls.key and ca.crt" -}}
+{{- end -}}
+{{- if and $certs.falcoClient (not (include "serving-guard.canIssueForFalco" .)) -}}
+{{- fail (printf "inputs.http.tls.falcoClientCertificate: a namespaced Issuer in %q cannot sign Falco's client certificate in namespace %q: install this chart into Falco's namespace, set certManager.issuerRef to a ClusterIssuer, or set inputs.http.tls.falcoClientCertificate.enabled=false and create the Secret yourself (deploy/README.md)" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $v.inputs.grpc.enabled -}}
+{{- if not $v.inputs.grpc.address -}}
+{{- fail "inputs.grpc.address: set host:port of Falco's gRPC Service (e.g. falco-grpc.falco.svc:5060)" -}}
+{{- end -}}
+{{- if and (not $v.inputs.grpc.tls.secretName) (ne $v.inputs.http.tls.mode "certManager") -}}
+{{- fail "inputs.grpc.tls.secretName: Falco's gRPC over TCP requires mutual TLS: name a Secret with ca.crt, tls.crt and tls.key (or use inputs.http.tls.mode=certManager to have it issued)" -}}
+{{- end -}}
+{{- if and $certs.falcoGrpcServer (not (include "serving-guard.canIssueForFalco" .)) -}}
+{{- fail (printf "inputs.grpc.falcoServerCertificate: a namespaced Issuer in %q cannot sign Falco's gRPC server certificate in namespace %q: install into Falco's namespace, use a ClusterIssuer, or set inputs.grpc.falcoServerCertificate.enabled=false" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (ne $v.slack.mode "disabled") (not $v.slack.secretName) -}}
+{{- fail (printf "slack.secretName: mode %s reads its credential from a Secret: name it (the token or URL never goes into the ConfigMap)" $v.slack.mode) -}}
+{{- end -}}
+{{- if and (eq $v.slack.mode "bot") (not $v.slack.defaultChannel) -}}
+{{- fail "slack.defaultChannel: mode bot needs a default channel (e.g. \"#sec-alerts\")" -}}
+{{- end -}}
+{{- if and $v.journal.persistence.enabled $v.journal.persistence.existingClaim $v.journal.persistence.storageClassName -}}
+{{- fail "journal.persistence: existingClaim and storageClassName exclude each other" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The responder's config (responder/config.py), rendered from the values. ----------------------- */}}
+{{- define "serving-guard.config" -}}
+{{- $v := .Values -}}
+{{- $paths := include "serving-guard.paths" . | fromYaml -}}
+{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
+{{- if include "serving-guard.httpTlsEnabled" . -}}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
+{{- if $v.inputs.http.tls.requireClientCert -}}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" $paths.tls) -}}
+{{- end -}}
+{{- $_ := set $http "tls" $tls -}}
+{{- end -}}
+{{- if and $v.inputs.http.enabled $v.inputs.http.token.secretName -}}
+{{- $_ := set $http "token" (dict "file" (printf "%s/token" $paths.httpToken)) -}}
+{{- end -}}
+{{- $grpc := dict "enabled" $v.inputs.grpc.enabled -}}
+{{- if $v.inputs.grpc.enabled -}}
+{{- $_ := set $grpc "address" $v.inputs.grpc.address -}}
+{{- $_ := set $grpc "poll_interval_seconds" $v.inputs.grpc.pollIntervalSeconds -}}
+{{- $_ := set $grpc "tls" (dict "ca_file" (printf "%s/ca.crt" $paths.grpcTls) "cert_file" (printf "%s/tls.crt" $paths.grpcTls) "key_file" (printf "%s/tls.key" $paths.grpcTls) "server_name" (default (include "serving-guard.grpcHost" .) $v.inputs.grpc.serverName)) -}}
+{{- end -}}
+{{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority -}}
+{{- if $v.slack.defaultChannel -}}
+{{- $_ := set $slack "default_channel" $v.slack.defaultChannel -}}
+{{- end -}}
+{{- if eq $v.slack.mode "bot" -}}
+{{- $_ := set $slack "token" (dict "file" (printf "%s/token" $paths.slack)) -}}
+{{- else if eq $v.slack.mode "webhook" -}}
+{{- $_ := set $slack "webhook_url" (dict "file" (printf "%s/webhook-url" $paths.slack)) -}}
+{{- end -}}
+{{- $guardrails := dict
+      "protected_namespaces" (include "serving-guard.protectedNamespaces" . | fromJsonArray)
+      "enforce_namespace_label" (default nil $v.guardrails.enforceNamespaceLabel)
+      "max_quarantines" (dict "count" $v.guardrails.maxQuarantines.count "window_seconds" $v.guardrails.maxQuarantines.windowSeconds)
+      "dry_run" $v.guardrails.dryRun -}}
+{{- $config := dict
+      "inputs" (dict "http" $http "grpc" $grpc)
+      "server" (dict "metrics_listen" "0.0.0.0:9090")
+      "cluster" (dict "verify_node" $v.cluster.verifyNode "cache_ttl_seconds" $v.cluster.cacheTtlSeconds "request_timeout_seconds" $v.cluster.requestTimeoutSeconds "workers" $v.cluster.workers)
+      "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "patch_other_policies" $v.quarantine.patchOtherPolicies)
+      "guardrails" $guardrails
+      "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds)
+      "policies" $v.policies
+      "default_actions" $v.defaultActions
+      "slack" $slack
+      "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes)
+      "logging" (dict "level" $v.logging.level "format" $v.logging.format) -}}
+{{- toYaml $config -}}
+{{- end -}}

@@ -1,0 +1,190 @@
+"""Rendering the chart with the real Helm engine (helm-python-sdk) and the value sets the tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+CHART_DIR = DEPLOY / "chart" / "serving-guard"
+RULES_PACK = REPO / "rules" / "serving_guard_rules.yaml"
+RELEASE = "serving-guard"
+# The recommended install: the release beside Falco, in Falco's namespace.
+NAMESPACE = "falco"
+DIGEST = "sha256:" + "3" * 64
+
+Values = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A named set of values and the namespace the release is rendered into."""
+
+    name: str
+    values: Values
+    namespace: str = NAMESPACE
+
+
+# The matrix the issue asks for: scope, Slack mode, TLS mode, gRPC input; plus a production-like set.
+CASES: tuple[Case, ...] = (
+    Case("defaults", {}),
+    Case(
+        "namespaced",
+        {"enforcement": {"scope": "namespaced", "namespaces": ["models-a", "models-b"]}},
+    ),
+    Case("cluster-listed", {"enforcement": {"scope": "cluster", "namespaces": ["models"]}}),
+    Case(
+        "slack-bot",
+        {"slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"}},
+    ),
+    Case("slack-webhook", {"slack": {"mode": "webhook", "secretName": "slack-hook", "secretKey": "url"}}),
+    Case("tls-secret-mtls", {"inputs": {"http": {"tls": {"mode": "secret", "secretName": "sg-server-tls"}}}}),
+    Case(
+        "tls-secret-token",
+        {
+            "inputs": {
+                "http": {
+                    "tls": {"mode": "secret", "secretName": "sg-server-tls", "requireClientCert": False},
+                    "token": {"secretName": "sg-http-token"},
+                }
+            },
+            "falcosidekick": {"allowIngress": True},
+        },
+    ),
+    Case(
+        "tls-disabled-token",
+        {
+            "inputs": {
+                "http": {
+                    "tls": {"mode": "disabled"},
+                    "token": {"secretName": "sg-http-token", "key": "bearer"},
+                }
+            },
+            "falcosidekick": {"allowIngress": True, "namespace": "sidekick"},
+        },
+    ),
+    Case(
+        "grpc-cert-manager", {"inputs": {"grpc": {"enabled": True, "address": "falco-grpc.falco.svc:5060"}}}
+    ),
+    Case(
+        "grpc-only",
+        {
+            "inputs": {
+                "http": {"enabled": False},
+                "grpc": {
+                    "enabled": True,
+                    "address": "falco-grpc.falco.svc:5060",
+                    "tls": {"secretName": "sg-grpc-client"},
+                },
+            }
+        },
+    ),
+    Case(
+        "separate-namespace",
+        {
+            "falco": {"namespace": "falco"},
+            "certManager": {"issuerRef": {"name": "security-ca", "kind": "ClusterIssuer"}},
+            "enforcement": {"scope": "namespaced", "namespaces": ["models"]},
+        },
+        namespace="serving-guard",
+    ),
+    Case("terminate", {"enforcement": {"allowPodDeletion": True}}),
+    Case(
+        "production",
+        {
+            "image": {"digest": DIGEST, "tag": "0.1.0"},
+            "enforcement": {"scope": "namespaced", "namespaces": ["models"]},
+            "journal": {"persistence": {"enabled": True, "storageClassName": "fast"}},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "metrics": {"allowFrom": {"namespace": "monitoring", "podSelector": {"app": "prometheus"}}},
+            "podDisruptionBudget": {"minAvailable": 1},
+            "slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"},
+            "priorityClassName": "system-cluster-critical",
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule"}
+            ],
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "imagePullSecrets": [{"name": "regcred"}],
+        },
+    ),
+)
+
+CASE_IDS = [case.name for case in CASES]
+
+
+def case_named(name: str) -> Case:
+    return next(case for case in CASES if case.name == name)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    case: Case
+    files: Mapping[str, str]
+    manifests: tuple[dict[str, Any], ...] = field(default=())
+
+    def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
+        return [m for m in self.manifests if m["kind"] in kinds]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = [m for m in self.of_kind(kind) if name is None or m["metadata"]["name"] == name]
+        assert len(found) == 1, (
+            f"expected one {kind} {name or ''} in case {self.case.name}, found {len(found)}"
+        )
+        return found[0]
+
+    def config_text(self) -> str:
+        configmap = self.one("ConfigMap", RELEASE)
+        text = configmap["data"]["config.yaml"]
+        assert isinstance(text, str)
+        return text
+
+    def notes(self) -> str:
+        return next(text for path, text in self.files.items() if path.endswith("NOTES.txt"))
+
+    def as_yaml_stream(self) -> str:
+        return "\n---\n".join(yaml.safe_dump(m, sort_keys=False) for m in self.manifests)
+
+
+def _documents(files: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+    for path in sorted(files):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for document in yaml.safe_load_all(files[path]):
+            if document:
+                assert isinstance(document, dict), f"{path}: a manifest is not a mapping"
+                yield document
+
+
+def render(chart: helm_python.Chart, case: Case) -> Rendered:
+    files = chart.render(case.values, name=RELEASE, namespace=case.namespace)
+    return Rendered(case=case, files=files, manifests=tuple(_documents(files)))
+
+
+def pod_specs(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
+    """(workload name, pod spec) of every workload kind the chart may render."""
+    specs = []
+    for workload in rendered.of_kind("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"):
+        if workload["kind"] == "Pod":
+            spec = workload["spec"]
+        elif workload["kind"] == "CronJob":
+            spec = workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        else:
+            spec = workload["spec"]["template"]["spec"]
+        specs.append((f"{workload['kind']}/{workload['metadata']['name']}", spec))
+    return specs
+
+
+def deep_merge(base: Values, override: Mapping[str, Any]) -> Values:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,368 @@
+"""The chart renders for every value set, lints clean, and renders a config the responder accepts."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+from deploy_support import (
+    CASE_IDS,
+    CASES,
+    CHART_DIR,
+    DIGEST,
+    NAMESPACE,
+    RELEASE,
+    RULES_PACK,
+    Case,
+    Rendered,
+    case_named,
+    render,
+)
+
+from responder.actions.netpol import deny_all_spec, spec_is_deny_all
+from responder.cli import COMMANDS
+from responder.config import Config, load_config_text
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace", "ClusterIssuer"}
+
+
+def _config(rendered: Rendered) -> Config:
+    return load_config_text(rendered.config_text(), name=f"<chart {rendered.case.name}>")
+
+
+def _deployment(rendered: Rendered) -> dict[str, Any]:
+    deployment: dict[str, Any] = rendered.one("Deployment", RELEASE)
+    return deployment
+
+
+def _container(rendered: Rendered) -> dict[str, Any]:
+    containers = _deployment(rendered)["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["responder"]
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _files_provided(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    """Every file path the responder container sees from a volume item, mapped to its mount."""
+    pod = _deployment(rendered)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    provided: dict[str, dict[str, Any]] = {}
+    for mount in _container(rendered)["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        source = volume.get("secret") or volume.get("configMap")
+        if source is None:
+            continue
+        for item in source.get("items", []):
+            provided[str(PurePosixPath(mount["mountPath"]) / item["path"])] = volume
+    return provided
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_every_manifest_is_named_and_namespaced(renders: dict[str, Rendered], case: Case) -> None:
+    rendered = renders[case.name]
+    assert rendered.manifests, "nothing rendered"
+    seen = set()
+    for manifest in rendered.manifests:
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta.get("namespace"), meta["name"])
+        assert key not in seen, f"{key} rendered twice"
+        seen.add(key)
+        if manifest["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta, f"{key}: cluster-scoped object with a namespace"
+        else:
+            # Explicit namespaces: `kubectl apply` of the rendered YAML must not land in "default".
+            assert meta.get("namespace"), f"{key}: no metadata.namespace"
+            assert meta["namespace"] != "default"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "serving-guard"
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_rendered_config_loads_in_the_responder(renders: dict[str, Rendered], case: Case) -> None:
+    rendered = renders[case.name]
+    config = _config(rendered)
+    assert config.journal.path == "/var/lib/serving-guard/journal.db"
+    assert config.server.metrics_listen == "0.0.0.0:9090"
+    # The release's own namespace and Falco's are never quarantined, whatever the values say.
+    assert case.namespace in config.guardrails.protected_namespaces
+    falco_ns = case.values.get("falco", {}).get("namespace") or case.namespace
+    assert falco_ns in config.guardrails.protected_namespaces
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_every_file_the_config_names_is_mounted(renders: dict[str, Rendered], case: Case) -> None:
+    rendered = renders[case.name]
+    config = _config(rendered)
+    provided = _files_provided(rendered)
+    wanted = []
+    http, grpc = config.inputs.http, config.inputs.grpc
+    if http.enabled and http.tls is not None:
+        wanted += [http.tls.cert_file, http.tls.key_file]
+        if http.tls.client_ca_file:
+            wanted.append(http.tls.client_ca_file)
+    if http.enabled and http.token is not None:
+        assert http.token.file is not None, "secrets come from files, never env in the chart"
+        wanted.append(http.token.file)
+    if grpc.enabled:
+        assert grpc.tls is not None
+        wanted += [grpc.tls.ca_file, grpc.tls.cert_file, grpc.tls.key_file]
+    for ref in (config.slack.token, config.slack.webhook_url):
+        if ref is not None:
+            assert ref.file is not None
+            wanted.append(ref.file)
+    wanted.append("/etc/serving-guard/config.yaml")
+    missing = [path for path in wanted if path not in provided]
+    assert not missing, f"config names files no volume provides: {missing}"
+    # Secret material is mounted from Secrets, the config from the ConfigMap, nothing else.
+    for path in wanted:
+        kind = "configMap" if path.endswith("config.yaml") else "secret"
+        assert kind in provided[path], f"{path} should come from a {kind}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_image_runs_the_config_the_chart_mounts(renders: dict[str, Rendered], case: Case) -> None:
+    container = _container(renders[case.name])
+    assert container["args"] == ["serve", "--config", "/etc/serving-guard/config.yaml"]
+    assert "command" not in container, "the image's ENTRYPOINT (serving-guard) is kept"
+    assert any(command.words == ("serve",) for command in COMMANDS)
+
+
+def test_slack_secrets_never_enter_the_configmap(renders: dict[str, Rendered]) -> None:
+    bot = _config(renders["slack-bot"]).slack
+    assert bot.token is not None and bot.token.file == "/var/run/secrets/serving-guard/slack/token"
+    assert bot.default_channel == "#sec-alerts"
+    hook = _config(renders["slack-webhook"]).slack
+    assert (
+        hook.webhook_url is not None
+        and hook.webhook_url.file == "/var/run/secrets/serving-guard/slack/webhook-url"
+    )
+    # The user's key name is mapped onto the file name the config reads.
+    volume = next(
+        v
+        for v in _deployment(renders["slack-webhook"])["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "slack"
+    )
+    assert volume["secret"] == {
+        "secretName": "slack-hook",
+        "defaultMode": 0o440,
+        "items": [{"key": "url", "path": "webhook-url"}],
+    }
+
+
+def test_tls_modes_reach_the_config(renders: dict[str, Rendered]) -> None:
+    mtls = _config(renders["defaults"]).inputs.http
+    assert mtls.tls is not None and mtls.tls.client_ca_file == "/var/run/secrets/serving-guard/tls/ca.crt"
+    assert mtls.token is None and not mtls.allow_unauthenticated
+    server_only = _config(renders["tls-secret-token"]).inputs.http
+    assert server_only.tls is not None and server_only.tls.client_ca_file is None
+    assert server_only.token is not None
+    plain = _config(renders["tls-disabled-token"]).inputs.http
+    assert plain.tls is None and plain.token is not None
+    service = renders["tls-disabled-token"].one("Service", RELEASE)
+    assert {p["name"]: p["appProtocol"] for p in service["spec"]["ports"]}["alerts"] == "http"
+
+
+def test_grpc_input_reaches_the_config(renders: dict[str, Rendered]) -> None:
+    grpc = _config(renders["grpc-cert-manager"]).inputs.grpc
+    assert grpc.enabled and grpc.address == "falco-grpc.falco.svc:5060"
+    assert grpc.tls is not None and grpc.tls.server_name == "falco-grpc.falco.svc"
+    only = renders["grpc-only"]
+    config = _config(only)
+    assert not config.inputs.http.enabled and config.inputs.grpc.enabled
+    # No HTTP input: no alert port on the pod or the Service, and no ingress rule for Falco.
+    assert [p["name"] for p in _container(only)["ports"]] == ["metrics"]
+    assert [p["name"] for p in only.one("Service", RELEASE)["spec"]["ports"]] == ["metrics"]
+    grpc_volume = next(
+        v for v in _deployment(only)["spec"]["template"]["spec"]["volumes"] if v["name"] == "grpc-tls"
+    )
+    assert grpc_volume["secret"]["secretName"] == "sg-grpc-client"
+
+
+def test_rules_configmap_carries_the_rules_pack_exactly(renders: dict[str, Rendered]) -> None:
+    # The chart links files/serving_guard_rules.yaml to the repository's pack (Helm cannot read outside
+    # the chart; its loader follows the link and `helm package` stores the content), so the two can
+    # never drift. A checkout without symlink support gets a text file and fails here.
+    link = CHART_DIR / "files" / "serving_guard_rules.yaml"
+    assert link.is_symlink(), f"{link} must stay a symlink to {RULES_PACK}"
+    assert link.resolve() == RULES_PACK.resolve()
+    assert os.readlink(link) == "../../../../rules/serving_guard_rules.yaml"
+    for case in ("defaults", "separate-namespace"):
+        configmap = renders[case].one("ConfigMap", "serving-guard-rules")
+        assert configmap["metadata"]["namespace"] == "falco", (
+            "Falco can only mount ConfigMaps of its namespace"
+        )
+        assert configmap["data"] == {"serving_guard_rules.yaml": RULES_PACK.read_text(encoding="utf-8")}
+
+
+def test_rules_configmap_can_be_left_out(chart: helm_python.Chart) -> None:
+    rendered = render(chart, Case("no-rules", {"falco": {"rulesConfigMap": {"enabled": False}}}))
+    assert [m for m in rendered.of_kind("ConfigMap") if m["metadata"]["name"] != RELEASE] == []
+
+
+@pytest.mark.parametrize("case", ["namespaced", "cluster-listed", "production"])
+def test_quarantine_policy_is_the_one_the_responder_builds(renders: dict[str, Rendered], case: str) -> None:
+    rendered = renders[case]
+    config = _config(rendered)
+    label, value = config.quarantine.label, config.quarantine.label_value
+    policies = [
+        m for m in rendered.of_kind("NetworkPolicy") if m["metadata"]["name"] == "serving-guard-quarantine"
+    ]
+    enforced = case_named(case).values["enforcement"]["namespaces"]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == sorted(enforced)
+    for policy in policies:
+        # Identical spec: the responder's repair loop never fights what Helm installed.
+        assert policy["spec"] == deny_all_spec(label, value)
+        assert spec_is_deny_all(policy["spec"], label, value)
+        # Uninstalling the chart must not silently release quarantined pods.
+        assert policy["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:
+    names = [m["metadata"]["name"] for m in renders["defaults"].of_kind("NetworkPolicy")]
+    assert names == [RELEASE], "cluster scope without a list: the responder creates policies where needed"
+
+
+def test_image_by_digest(renders: dict[str, Rendered]) -> None:
+    assert _container(renders["production"])["image"] == f"ghcr.io/serving-guard/serving-guard:0.1.0@{DIGEST}"
+    assert _container(renders["defaults"])["image"] == "ghcr.io/serving-guard/serving-guard:0.1.0"
+
+
+def test_journal_volume(renders: dict[str, Rendered]) -> None:
+    volumes = {v["name"]: v for v in _deployment(renders["defaults"])["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["journal"] == {"name": "journal", "emptyDir": {"sizeLimit": "2Gi"}}
+    production = renders["production"]
+    claim = production.one("PersistentVolumeClaim", f"{RELEASE}-journal")
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    volumes = {v["name"]: v for v in _deployment(production)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["journal"]["persistentVolumeClaim"] == {"claimName": f"{RELEASE}-journal"}
+    # A PVC has one writer: never two responders during an upgrade.
+    assert _deployment(production)["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_config_change_rolls_the_pod(chart: helm_python.Chart) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        rendered = render(chart, Case("checksum", values))
+        annotations = rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"guardrails": {"dryRun": True}})
+
+
+def test_pod_disruption_budget(renders: dict[str, Rendered]) -> None:
+    assert renders["defaults"].one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    spec = renders["production"].one("PodDisruptionBudget")["spec"]
+    assert spec["minAvailable"] == 1 and "maxUnavailable" not in spec
+
+
+def test_service_monitor_only_when_asked(renders: dict[str, Rendered]) -> None:
+    assert renders["defaults"].of_kind("ServiceMonitor") == []
+    monitor = renders["production"].one("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_certificates_chain_to_one_ca(renders: dict[str, Rendered]) -> None:
+    rendered = renders["grpc-cert-manager"]
+    certificates = {c["metadata"]["name"]: c for c in rendered.of_kind("Certificate")}
+    issuers = {i["metadata"]["name"]: i for i in rendered.of_kind("Issuer")}
+    assert issuers[f"{RELEASE}-ca"]["spec"] == {"ca": {"secretName": f"{RELEASE}-ca"}}
+    assert certificates[f"{RELEASE}-ca"]["spec"]["isCA"] is True
+    signed = {name: c for name, c in certificates.items() if name != f"{RELEASE}-ca"}
+    assert set(signed) == {
+        f"{RELEASE}-server",
+        f"{RELEASE}-falco-client",
+        f"{RELEASE}-grpc-client",
+        f"{RELEASE}-falco-grpc-server",
+    }
+    for certificate in signed.values():
+        assert certificate["spec"]["issuerRef"] == {
+            "name": f"{RELEASE}-ca",
+            "kind": "Issuer",
+            "group": "cert-manager.io",
+        }
+    server = certificates[f"{RELEASE}-server"]["spec"]
+    assert f"{RELEASE}.{NAMESPACE}.svc" in server["dnsNames"]
+    assert server["secretName"] == f"{RELEASE}-tls" and "server auth" in server["usages"]
+    client = certificates[f"{RELEASE}-falco-client"]
+    assert (
+        client["spec"]["secretName"] == "serving-guard-falco-client"
+        and "client auth" in client["spec"]["usages"]
+    )
+    assert certificates[f"{RELEASE}-falco-grpc-server"]["spec"]["dnsNames"] == ["falco-grpc.falco.svc"]
+
+
+def test_separate_namespace_uses_the_given_cluster_issuer(renders: dict[str, Rendered]) -> None:
+    rendered = renders["separate-namespace"]
+    assert rendered.of_kind("Issuer") == [], "no bootstrap CA when an issuer is given"
+    client = rendered.one("Certificate", f"{RELEASE}-falco-client")
+    assert client["metadata"]["namespace"] == "falco"
+    assert client["spec"]["issuerRef"] == {
+        "name": "security-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert rendered.one("Certificate", f"{RELEASE}-server")["metadata"]["namespace"] == "serving-guard"
+
+
+def test_no_cert_manager_objects_with_user_secrets(renders: dict[str, Rendered]) -> None:
+    for case in ("tls-secret-mtls", "tls-secret-token", "tls-disabled-token", "grpc-only"):
+        assert renders[case].of_kind("Certificate", "Issuer") == [], case
+
+
+def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
+    notes = renders["defaults"].notes()
+    assert f'"https://{RELEASE}.{NAMESPACE}.svc:8443/v1/alerts"' in notes
+    assert "certs.existingClientSecret: serving-guard-falco-client" in notes
+    assert "serving-guard-rules" in notes
+    assert "serving-guard.io/enforce=true" in notes
+    grpc_notes = renders["grpc-only"].notes()
+    assert "http_output.url" not in grpc_notes and "ONE node" in grpc_notes
+
+
+@pytest.mark.parametrize(
+    "case", [CASES[0], case_named("namespaced"), case_named("production")], ids=lambda case: case.name
+)
+def test_lint_is_clean(case: Case) -> None:
+    report = helm_python.lint(
+        CHART_DIR, case.values, strict=True, namespace=case.namespace, kube_version="v1.29.0"
+    )
+    assert report["errors"] == []
+    # Severity 1 is informational (Helm recommends an icon); warnings (2) and errors (3) fail.
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == []
+
+
+def test_values_file_is_plain_yaml_with_every_default() -> None:
+    # values.yaml is the documentation users read: it must parse and hold every top-level key.
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+    assert {"image", "enforcement", "inputs", "slack", "guardrails", "policies", "resources"} <= set(values)
+
+
+def test_default_policies_name_rules_the_pack_defines() -> None:
+    # A renamed rule must not silently drop out of the default quarantine policy.
+    pack = yaml.safe_load(RULES_PACK.read_text(encoding="utf-8"))
+    rules = [item["rule"] for item in pack if isinstance(item, dict) and "rule" in item]
+    tags = {tag for item in pack if isinstance(item, dict) and "rule" in item for tag in item.get("tags", [])}
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+    for policy in values["policies"]:
+        match = policy.get("match", {})
+        for pattern in match.get("rules", []):
+            matched = [rule for rule in rules if fnmatch.fnmatchcase(rule, pattern)]
+            assert matched, f"policy {policy['name']}: no rule in the pack matches {pattern!r}"
+        for tag in match.get("tags", []):
+            assert tag in tags, f"policy {policy['name']}: no rule in the pack has tag {tag!r}"
+
+
+def test_packaged_chart_carries_the_rules_pack(tmp_path: Path) -> None:
+    # `helm package` resolves the symlink: the archive users install holds the pack itself.
+    archive = helm_python.package(CHART_DIR, destination=tmp_path)
+    with helm_python.Chart.load(archive) as packaged:
+        files = packaged.render({}, name=RELEASE, namespace=NAMESPACE)
+    configmap = yaml.safe_load(files["serving-guard/templates/rules-configmap.yaml"])
+    assert configmap["data"]["serving_guard_rules.yaml"] == RULES_PACK.read_text(encoding="utf-8")

@@ -1,0 +1,215 @@
+"""values.schema.json covers every value (typos are errors that name the path), and the chart's own
+checks refuse value combinations the responder could not run with, saying what to change."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+from deploy_support import CHART_DIR, NAMESPACE, RELEASE
+
+SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+# Helm's own key; tolerated so the chart can also be used as a subchart.
+HELM_KEYS = {"global"}
+# Keys the schema allows that are optional by nature, so values.yaml shows no default for them.
+OPTIONAL = {
+    "/resources/requests/ephemeral-storage",
+    "/resources/limits/ephemeral-storage",
+    "/affinity/nodeAffinity",
+    "/affinity/podAffinity",
+    "/affinity/podAntiAffinity",
+}
+
+
+def _object_nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if "properties" in node:
+            found.append((path or "/", node))
+        for key, child in node.items():
+            found += _object_nodes(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            found += _object_nodes(child, f"{path}/{index}")
+    return found
+
+
+def test_every_schema_object_refuses_unknown_keys() -> None:
+    loose = [path for path, node in _object_nodes(SCHEMA) if node.get("additionalProperties") is not False]
+    assert loose == []
+
+
+def _walk(
+    value: Any, schema: dict[str, Any], path: str, problems: list[str], *, defaults: bool = True
+) -> None:
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is None:
+            # A free-form map (labels, annotations, nodeSelector): its values are typed instead.
+            assert "additionalProperties" in schema or schema.get("type") == "object", path
+            return
+        for key, child in value.items():
+            if key not in properties:
+                problems.append(f"{path}/{key}: in values.yaml but not in the schema")
+                continue
+            _walk(child, properties[key], f"{path}/{key}", problems, defaults=defaults)
+        # Optional keys inside list items (policies) have no default to show.
+        for key in sorted(set(properties) - set(value) - HELM_KEYS) if defaults else ():
+            if f"{path}/{key}" in OPTIONAL:
+                continue
+            problems.append(f"{path}/{key}: in the schema but has no default in values.yaml")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                continue
+            item_schema = schema["items"]
+            for key in item:
+                if key not in item_schema.get("properties", {}):
+                    problems.append(f"{path}/{index}/{key}: not in the schema")
+                elif isinstance(item[key], dict):
+                    sub_schema = item_schema["properties"][key]
+                    _walk(item[key], sub_schema, f"{path}/{index}/{key}", problems, defaults=False)
+
+
+def test_schema_and_values_yaml_describe_the_same_keys() -> None:
+    problems: list[str] = []
+    _walk(VALUES, SCHEMA, "", problems)
+    assert problems == []
+
+
+def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
+    chart.validate_schema(VALUES)
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "what"),
+    [
+        ({"imge": {}}, "at ''", "'imge' not allowed"),
+        ({"image": {"tagg": "1.0"}}, "at '/image'", "'tagg' not allowed"),
+        ({"image": {"digest": "sha256:abc"}}, "at '/image/digest'", "does not match pattern"),
+        ({"enforcement": {"scope": "everywhere"}}, "at '/enforcement/scope'", "must be one of"),
+        ({"enforcement": {"namespace": ["models"]}}, "at '/enforcement'", "'namespace' not allowed"),
+        (
+            {"enforcement": {"namespaces": ["Models_A"]}},
+            "at '/enforcement/namespaces/0'",
+            "does not match pattern",
+        ),
+        ({"slack": {"mode": "bott"}}, "at '/slack/mode'", "must be one of"),
+        ({"slack": {"minPriority": "loud"}}, "at '/slack/minPriority'", "does not match pattern"),
+        ({"inputs": {"http": {"tls": {"mode": "mtls"}}}}, "at '/inputs/http/tls/mode'", "must be one of"),
+        ({"inputs": {"http": {"tls": {"requireClientCerts": True}}}}, "at '/inputs/http/tls'", "not allowed"),
+        (
+            {"inputs": {"grpc": {"address": "unix:///run/falco/falco.sock"}}},
+            "at '/inputs/grpc/address'",
+            "does not match pattern",
+        ),
+        (
+            {"policies": [{"name": "p", "match": {"min_priorty": "warning"}}]},
+            "at '/policies/0/match'",
+            "not allowed",
+        ),
+        (
+            {"policies": [{"name": "p", "actions": ["quarantine", "kill"]}]},
+            "at '/policies/0/actions/1'",
+            "one of",
+        ),
+        ({"policies": [{"match": {}}]}, "at '/policies/0'", "missing property 'name'"),
+        ({"defaultActions": ["quarantine"]}, "at '/defaultActions/0'", "must be one of"),
+        ({"resources": {"limits": {"memroy": "1Gi"}}}, "at '/resources/limits'", "'memroy' not allowed"),
+        ({"resources": {"requests": None}}, "at '/resources'", "missing property 'requests'"),
+        ({"quarantine": {"label": "not a label"}}, "at '/quarantine/label'", "does not match pattern"),
+        (
+            {"certManager": {"issuerRef": {"kind": "Vault"}}},
+            "at '/certManager/issuerRef/kind'",
+            "must be one of",
+        ),
+        (
+            {"podDisruptionBudget": {"maxUnavailable": "half"}},
+            "at '/podDisruptionBudget/maxUnavailable'",
+            "pattern",
+        ),
+        ({"journal": {"persistence": {"size": "2 GB"}}}, "at '/journal/persistence/size'", "pattern"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_path(
+    chart: helm_python.Chart, values: dict[str, Any], where: str, what: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError) as caught:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    message = str(caught.value)
+    assert where in message and what in message, message
+
+
+@pytest.mark.parametrize(
+    ("values", "namespace", "message"),
+    [
+        (
+            {"enforcement": {"scope": "namespaced"}},
+            NAMESPACE,
+            "enforcement.namespaces: scope namespaced needs at least one namespace",
+        ),
+        (
+            {"enforcement": {"scope": "namespaced", "namespaces": ["kube-system"]}},
+            NAMESPACE,
+            'enforcement.namespaces: "kube-system" is a protected namespace',
+        ),
+        ({"enforcement": {"namespaces": [NAMESPACE]}}, NAMESPACE, f'"{NAMESPACE}" is a protected namespace'),
+        (
+            {"inputs": {"http": {"tls": {"requireClientCert": False}}}},
+            NAMESPACE,
+            "inputs.http: no authentication",
+        ),
+        (
+            {"inputs": {"http": {"tls": {"mode": "secret"}}}},
+            NAMESPACE,
+            "inputs.http.tls.secretName: mode secret",
+        ),
+        (
+            {"falco": {"namespace": "falco"}},
+            "serving-guard",
+            'a namespaced Issuer in "serving-guard" cannot sign Falco\'s client certificate in namespace'
+            ' "falco"',
+        ),
+        ({"inputs": {"grpc": {"enabled": True}}}, NAMESPACE, "inputs.grpc.address: set host:port"),
+        (
+            {
+                "inputs": {
+                    "http": {"tls": {"mode": "secret", "secretName": "x"}},
+                    "grpc": {"enabled": True, "address": "falco-grpc.falco.svc:5060"},
+                }
+            },
+            NAMESPACE,
+            "inputs.grpc.tls.secretName: Falco's gRPC over TCP requires mutual TLS",
+        ),
+        ({"inputs": {"http": {"enabled": False}}}, NAMESPACE, "enable inputs.http or inputs.grpc"),
+        ({"slack": {"mode": "webhook"}}, NAMESPACE, "slack.secretName: mode webhook reads its credential"),
+        ({"slack": {"mode": "bot", "secretName": "s"}}, NAMESPACE, "slack.defaultChannel: mode bot needs"),
+    ],
+)
+def test_chart_refuses_unworkable_combinations(
+    chart: helm_python.Chart, values: dict[str, Any], namespace: str, message: str
+) -> None:
+    with pytest.raises(helm_python.HelmRenderError) as caught:
+        chart.render(values, name=RELEASE, namespace=namespace)
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_separate_namespace_works_without_falco_certificates(chart: helm_python.Chart) -> None:
+    # The documented way out of the cross-namespace refusal: create Falco's client Secret yourself.
+    values = {
+        "falco": {"namespace": "falco"},
+        "inputs": {"http": {"tls": {"falcoClientCertificate": {"enabled": False}}}},
+    }
+    files = chart.render(values, name=RELEASE, namespace="serving-guard")
+    certificates = [
+        doc["metadata"]["name"]
+        for path, text in files.items()
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if isinstance(doc, dict) and doc.get("kind") == "Certificate"
+    ]
+    assert sorted(certificates) == [f"{RELEASE}-ca", f"{RELEASE}-server"]
