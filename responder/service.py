@@ -22,6 +22,7 @@ from responder.cluster.enrich import PodDirectory
 from responder.config import Config
 from responder.errors import UserError
 from responder.ingest.http import Authenticator, TokenSource, build_input_app, server_ssl_context
+from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
 from responder.metrics import Metrics
 from responder.pipeline import Pipeline
@@ -79,6 +80,7 @@ class Responder:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         self.grpc_input: Any | None = None
+        self.certificates: CertificateReloader | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -116,6 +118,8 @@ class Responder:
         if http.enabled:
             token = TokenSource(http.token) if http.token is not None else None
             ssl_context = server_ssl_context(http, token_configured=token is not None)
+            if ssl_context is not None and http.tls is not None:
+                self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
             app = build_input_app(
                 http, self.pipeline, authenticator, extra_routes=self._audit_routes(authenticator)
@@ -143,8 +147,10 @@ class Responder:
         try:
             identity = await self.delivery.check()
         except DeliveryError as exc:
-            log.error("Slack is not usable; notifications will be retried and recorded as failed",
-                      extra={"reason": exc.reason, "retryable": exc.retryable})
+            log.error(
+                "Slack is not usable; notifications will be retried and recorded as failed",
+                extra={"reason": exc.reason, "retryable": exc.retryable},
+            )
         else:
             log.info("Slack reachable", extra={"identity": identity})
 
@@ -294,6 +300,8 @@ class Responder:
             self.metrics.journal_pending.set(self.pipeline.in_flight)
             self.pipeline.incidents.expire(now)
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
+        if self.certificates is not None:
+            self.certificates.check()
         if self.grpc_input is not None:
             self.metrics.grpc_connected.set(1 if self.grpc_input.state.connected else 0)
         if self.journal.full:

@@ -289,3 +289,37 @@ async def test_a_full_pipeline_answers_503_with_retry_after(tmp_path: Path, seed
     finally:
         running.emulator.latency_seconds = 0
         await responder.stop()
+
+
+async def test_renewed_server_certificates_are_picked_up_without_a_restart(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    import shutil
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        shutil.copy(pki.server.cert_file if name == "tls.crt" else pki.server.key_file, served / name)
+    tls = {
+        "cert_file": str(served / "tls.crt"),
+        "key_file": str(served / "tls.key"),
+        "client_ca_file": pki.ca_file,
+    }
+    responder = await start(tmp_path, seeded[2], {"tls": tls})
+    try:
+        assert responder.certificates is not None
+        assert not responder.certificates.check()  # nothing changed yet
+        renewed = make_test_pki(tmp_path / "renewed")  # a new CA signs the renewed server certificate
+        shutil.copy(renewed.server.cert_file, served / "tls.crt")
+        shutil.copy(renewed.server.key_file, served / "tls.key")
+        assert responder.certificates.check()
+        # Clients that trust only the new CA now complete the handshake (old clients must be re-issued).
+        context = ssl.create_default_context(cafile=renewed.ca_file)
+        context.load_cert_chain(pki.client.cert_file, pki.client.key_file)
+        status, _, _ = await post(responder.http_url or "", body_for(seeded[1]), ssl_context=context)
+        assert status == 202
+        (served / "tls.key").write_text("garbage")
+        (served / "tls.crt").write_text("garbage")
+        assert not responder.certificates.check()  # a broken renewal keeps the working chain
+    finally:
+        await responder.stop()
