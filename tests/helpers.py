@@ -23,8 +23,11 @@ def responder_config(
     data: dict[str, Any] = {
         "inputs": {"http": http or {"listen": "127.0.0.1:0", "allow_unauthenticated": True}},
         "server": {"metrics_listen": "127.0.0.1:0"},
-        "cluster": {"kubeconfig": kubeconfig, "cache_ttl_seconds": 5, "retry": {"attempts": 3,
-                                                                               "initial_backoff_seconds": 0.01}},
+        "cluster": {
+            "kubeconfig": kubeconfig,
+            "cache_ttl_seconds": 5,
+            "retry": {"attempts": 3, "initial_backoff_seconds": 0.01},
+        },
         "journal": {"path": str(tmp_path / "journal.db"), "commit_interval_ms": 1},
         "policies": [
             {
@@ -32,7 +35,11 @@ def responder_config(
                 "match": {"rules": [SHELL_RULE, "Reverse shell*"], "min_priority": "notice"},
                 "actions": ["notify", "quarantine"],
             },
-            {"name": "flag-downloads", "match": {"rules": ["Runtime download*"]}, "actions": ["notify", "annotate"]},
+            {
+                "name": "flag-downloads",
+                "match": {"rules": ["Runtime download*"]},
+                "actions": ["notify", "annotate"],
+            },
         ],
         "logging": {"level": "warning", "format": "text"},
     }
