@@ -6,7 +6,12 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
+
+# The alert being processed in this task or thread (set by the pipeline): every log line
+# written while working on an alert carries its id, even from code that never saw the alert.
+current_alert_id: ContextVar[str | None] = ContextVar("current_alert_id", default=None)
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -24,6 +29,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        alert_id = current_alert_id.get()
+        if alert_id is not None:
+            entry.setdefault("alert_id", alert_id)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
@@ -31,11 +39,11 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{key}={value}"
-            for key, value in record.__dict__.items()
-            if key not in _STANDARD and not key.startswith("_")
-        )
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        alert_id = current_alert_id.get()
+        if alert_id is not None:
+            fields.setdefault("alert_id", alert_id)
+        extras = " ".join(f"{key}={value}" for key, value in fields.items())
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
         return f"{line} {extras}" if extras else line
 

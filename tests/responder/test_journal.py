@@ -161,3 +161,19 @@ def test_json_logs_carry_the_alert_id() -> None:
     )
     entry = json.loads(stream.getvalue().splitlines()[-1])
     assert entry["alert_id"] == "abc123" and entry["msg"] == "incident decided" and entry["level"] == "info"
+
+
+def test_log_lines_written_while_processing_an_alert_carry_its_id() -> None:
+    from responder.logs import current_alert_id
+
+    stream = io.StringIO()
+    setup_logging("info", "json", stream)
+    token = current_alert_id.set("feedface")
+    try:
+        logging.getLogger("serving_guard.cluster").warning("kubernetes call failed, retrying")
+    finally:
+        current_alert_id.reset(token)
+    logging.getLogger("serving_guard.cluster").warning("unrelated")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines()[-2:])
+    assert first["alert_id"] == "feedface"
+    assert "alert_id" not in second
