@@ -1,0 +1,188 @@
+"""The whole check of a set of rules files: Falco's format, Falco's loading semantics, the house rules,
+and compilation of every rule condition and output by the real 2022 libsinsp (sysdig), plus
+`falco -V` when a Falco binary is on PATH.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from responder.rulespack import policy
+from responder.rulespack.condition import token_at
+from responder.rulespack.expand import ExpandedRule, RuleSet, load
+from responder.rulespack.falco import FalcoVerdict, find_falco, validate
+from responder.rulespack.problems import Problem, Severity, has_errors, item_label
+from responder.rulespack.rulesfile import read_rules_file
+from responder.rulespack.sysdig import CompileResult, Sysdig
+from responder.rulespack.sysdig_compat import StandIn, SysdigCondition, output_to_sysdig, to_sysdig
+
+# sysdig names the offending token in most of its messages; fall back to the word at the position.
+_TOKEN_IN_MESSAGE = (
+    re.compile(r"unrecognized field (\S+)"),
+    re.compile(r"unknown event type (\S+)"),
+    re.compile(r"unrecognized IPv[46] address (\S+)"),
+    re.compile(r"unrecognized IP (?:network|address) (\S+)"),
+    re.compile(r"invalid netmask (\S+)"),
+    re.compile(r"unrecognized boolean value (\S+)"),
+    re.compile(r"unrecognized protocol (\S+)"),
+)
+_PARALLEL_SYSDIG_RUNS = 4
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERRORS = 1
+    SYSDIG_SKIPPED = 3  # everything else passed, but the conditions were not compiled
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    name: str
+    file: str
+    line: int | None
+    condition: SysdigCondition
+    output_dropped: tuple[StandIn, ...]
+    compiled: bool | None  # None: not compiled (sysdig missing, or the rule is not for syscalls)
+
+
+@dataclass
+class CheckReport:
+    files: list[str]
+    ruleset: RuleSet
+    problems: list[Problem] = field(default_factory=list)
+    verdicts: list[RuleVerdict] = field(default_factory=list)
+    sysdig: Sysdig | None = None
+    falco: FalcoVerdict | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if has_errors(self.problems):
+            return ExitCode.ERRORS
+        if self.sysdig is None:
+            return ExitCode.SYSDIG_SKIPPED
+        return ExitCode.OK
+
+
+def _sysdig_token(result: CompileResult, text: str) -> str:
+    for pattern in _TOKEN_IN_MESSAGE:
+        match = pattern.search(result.message)
+        if match:
+            return match.group(1)
+    if result.position is None:
+        return ""
+    # sysdig reports the position after the token it choked on: step back to that token's start.
+    start = max(0, min(result.position, len(text)) - 1)
+    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "()":
+        start -= 1
+    return token_at(text, start)
+
+
+def _compile_rule(sysdig: Sysdig, rule: ExpandedRule) -> tuple[CompileResult, CompileResult]:
+    condition = to_sysdig(rule.ast)
+    output = output_to_sysdig(rule.output)
+    return sysdig.compile_filter(condition.text), sysdig.check_format(output.text)
+
+
+def _sysdig_problems(
+    ruleset: RuleSet, rule: ExpandedRule, results: tuple[CompileResult, CompileResult]
+) -> list[Problem]:
+    problems = []
+    label = item_label("rule", rule.name)
+    condition_result, output_result = results
+    if not condition_result.ok:
+        text = to_sysdig(rule.ast).text
+        token = _sysdig_token(condition_result, text)
+        file, line = ruleset.locate(token, rule.condition_origins, rule.origin)
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                file,
+                line,
+                f"sysdig {condition_result.message}"
+                + (
+                    f" (at offset {condition_result.position} of the expanded condition)"
+                    if condition_result.position
+                    else ""
+                ),
+                label,
+                token or None,
+            )
+        )
+    if not output_result.ok:
+        origin = rule.output_origin or rule.origin
+        token = output_result.token or ""
+        line = origin.file.find(token, origin.line) or origin.line
+        problems.append(
+            Problem(Severity.ERROR, origin.file.path, line, f"sysdig: {output_result.message}", label, token)
+        )
+    return problems
+
+
+def check_files(
+    paths: list[str], sysdig: Sysdig | None, *, require_sysdig: bool, run_falco: bool = True
+) -> CheckReport:
+    rules_files = [read_rules_file(path) for path in paths]
+    ruleset = load(rules_files)
+    report = CheckReport(files=paths, ruleset=ruleset, sysdig=sysdig)
+    for rules_file in rules_files:
+        report.problems += rules_file.problems
+    report.problems += ruleset.problems
+    report.problems += policy.check_engine_versions(ruleset)
+    report.problems += policy.check_evttype_restriction(ruleset)
+    report.problems += policy.check_pack(ruleset)
+    if sysdig is None and require_sysdig:
+        report.problems.append(
+            Problem(
+                Severity.ERROR,
+                paths[0] if paths else "-",
+                None,
+                "sysdig is not installed but SERVING_GUARD_REQUIRE_SYSDIG=1: the conditions must be compiled "
+                "(apt-get install sysdig)",
+            )
+        )
+    syscall_rules = [rule for rule in ruleset.expanded.values() if rule.source == "syscall"]
+    results: dict[str, tuple[CompileResult, CompileResult]] = {}
+    if sysdig is not None and syscall_rules:
+        with ThreadPoolExecutor(max_workers=_PARALLEL_SYSDIG_RUNS) as pool:
+            futures = {rule.name: pool.submit(_compile_rule, sysdig, rule) for rule in syscall_rules}
+            results = {name: future.result() for name, future in futures.items()}
+    for rule in ruleset.expanded.values():
+        compiled: bool | None = None
+        if rule.name in results:
+            rule_problems = _sysdig_problems(ruleset, rule, results[rule.name])
+            report.problems += rule_problems
+            compiled = not rule_problems
+        report.verdicts.append(
+            RuleVerdict(
+                rule.name,
+                rule.origin.file.path,
+                rule.origin.line,
+                to_sysdig(rule.ast),
+                output_to_sysdig(rule.output).dropped,
+                compiled,
+            )
+        )
+    falco = find_falco() if run_falco else None
+    if falco is not None and paths:
+        report.falco = validate(falco, paths)
+        if not report.falco.ok:
+            report.problems.append(
+                Problem(
+                    Severity.ERROR,
+                    paths[-1],
+                    None,
+                    "falco -V rejected the rules files (its verdict is above)",
+                )
+            )
+    return report

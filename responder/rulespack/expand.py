@@ -1,0 +1,624 @@
+"""Falco's loading semantics over a sequence of rules files, as the engine applies them
+(falco `rule_loader_collector.cpp` and `rule_loader_compiler.cpp`, 0.40-0.44):
+
+- items load in file order; defining a name again replaces it in place, `append` extends it, a rule
+  `override` appends and/or replaces single keys of an earlier rule;
+- a list item naming an earlier list is spliced in; lists are substituted into condition *text*
+  (comma-separated items, items with blanks quoted) wherever the name stands alone;
+- a macro sees only the macros defined before it, a rule sees all; a macro reference becomes the
+  macro's parsed condition (a parenthesised sub-expression);
+- rule exceptions become `and not (...)` clauses appended to the rule's condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from responder.rulespack.condition import (
+    LIST_OPERATORS,
+    ConditionSyntaxError,
+    ListValue,
+    MacroRef,
+    Node,
+    checks,
+    parse,
+    render,
+    transform,
+    walk,
+)
+from responder.rulespack.problems import Problem, Severity, item_label
+from responder.rulespack.rulesfile import (
+    PRIORITIES,
+    EngineVersion,
+    ExceptionSpec,
+    ListItem,
+    MacroItem,
+    Mode,
+    PluginRequirement,
+    RuleItem,
+    RulesFile,
+)
+
+_BLANKS = " \t\n\r"
+_DELIMS = _BLANKS + "(),="
+# Lists our namespace owns: a bare list value with this prefix that names no list is a typo.
+RESERVED_LIST_PREFIX = "serving_guard_"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a piece of text came from: the file and the line of its key."""
+
+    file: RulesFile
+    line: int | None
+
+
+def locate(origins: Iterable[Origin], token: str, fallback: Origin) -> tuple[str, int | None]:
+    """File and line of the first origin whose text holds ``token``; else the fallback's."""
+    for origin in origins:
+        line = origin.file.find(token, origin.line)
+        if line is not None:
+            return origin.file.path, line
+    return fallback.file.path, fallback.line
+
+
+@dataclass
+class ListState:
+    name: str
+    items: list[str]
+    index: int
+    visibility: int
+    origin: Origin
+    used: bool = False
+
+
+@dataclass
+class MacroState:
+    name: str
+    condition: str
+    index: int
+    visibility: int
+    origin: Origin
+    condition_origins: list[Origin]
+    used: bool = False
+    ast: Node | None = None
+
+
+@dataclass
+class RuleState:
+    name: str
+    index: int
+    origin: Origin
+    source: str
+    desc: str
+    condition: str
+    output: str
+    priority: str
+    tags: list[str]
+    exceptions: list[ExceptionSpec]
+    enabled: bool = True
+    warn_evttypes: bool = True
+    skip_if_unknown_filter: bool = False
+    condition_origins: list[Origin] = field(default_factory=list)
+    output_origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class ExpandedRule:
+    """A rule as Falco compiles it: condition with exceptions, lists substituted, macros resolved."""
+
+    name: str
+    origin: Origin
+    source: str
+    desc: str
+    output: str
+    priority: str
+    tags: tuple[str, ...]
+    enabled: bool
+    warn_evttypes: bool
+    condition_text: str  # the text Falco parses: condition + exceptions, lists substituted
+    ast: Node  # macros resolved
+    condition_origins: tuple[Origin, ...]
+    output_origin: Origin | None
+
+    @property
+    def expanded(self) -> str:
+        return render(self.ast)
+
+    def locate(self, token: str) -> tuple[str, int | None]:
+        return locate(self.condition_origins, token, self.origin)
+
+
+@dataclass
+class RuleSet:
+    """Everything loaded from the files, after Falco's semantics, plus what went wrong."""
+
+    files: list[RulesFile]
+    lists: dict[str, ListState] = field(default_factory=dict)
+    macros: dict[str, MacroState] = field(default_factory=dict)
+    rules: dict[str, RuleState] = field(default_factory=dict)
+    engine_versions: list[tuple[EngineVersion, RulesFile]] = field(default_factory=list)
+    plugin_requirements: list[tuple[PluginRequirement, RulesFile]] = field(default_factory=list)
+    list_items: dict[str, list[str]] = field(default_factory=dict)  # lists after splicing nested lists
+    expanded: dict[str, ExpandedRule] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    defined_in: dict[tuple[str, str], list[Origin]] = field(default_factory=dict)  # (kind, name) -> defs
+
+    def locate(self, token: str, first: Iterable[Origin], fallback: Origin) -> tuple[str, int | None]:
+        """Where ``token`` is written: in ``first`` (a rule's condition), else in any macro or list."""
+        origins = list(first)
+        for macro in sorted(self.macros.values(), key=lambda m: m.index):
+            origins += macro.condition_origins
+        origins += [state.origin for state in sorted(self.lists.values(), key=lambda s: s.index)]
+        return locate(origins, token, fallback)
+
+    def error(self, origin: Origin, message: str, item: str | None, token: str | None = None) -> None:
+        self.problems.append(Problem(Severity.ERROR, origin.file.path, origin.line, message, item, token))
+
+    def warn(self, origin: Origin, message: str, item: str | None, token: str | None = None) -> None:
+        self.problems.append(Problem(Severity.WARNING, origin.file.path, origin.line, message, item, token))
+
+
+# --- collecting (define / append / override) ------------------------------------------------------
+def collect(files: list[RulesFile]) -> RuleSet:
+    ruleset = RuleSet(files=files)
+    counter = 0
+    for rules_file in files:
+        for item in rules_file.items:
+            origin = Origin(rules_file, item.line)
+            if isinstance(item, EngineVersion):
+                ruleset.engine_versions.append((item, rules_file))
+            elif isinstance(item, PluginRequirement):
+                ruleset.plugin_requirements.append((item, rules_file))
+            elif isinstance(item, ListItem):
+                _collect_list(ruleset, item, origin, counter)
+            elif isinstance(item, MacroItem):
+                _collect_macro(ruleset, item, origin, counter)
+            else:
+                _collect_rule(ruleset, item, origin, counter)
+            counter += 1
+    return ruleset
+
+
+def _note_definition(ruleset: RuleSet, kind: str, name: str, origin: Origin) -> None:
+    earlier = ruleset.defined_in.setdefault((kind, name), [])
+    label = item_label(kind, name)
+    for previous in earlier:
+        where = f"{previous.file.path}:{previous.line}"
+        if previous.file is origin.file:
+            ruleset.error(origin, f"duplicate {kind} name (first defined at {where})", label, name)
+            break
+    else:
+        if earlier:
+            where = f"{earlier[-1].file.path}:{earlier[-1].line}"
+            ruleset.warn(origin, f"redefines the {kind} from {where}; prefer an 'override' item", label, name)
+    earlier.append(origin)
+
+
+def _collect_list(ruleset: RuleSet, item: ListItem, origin: Origin, counter: int) -> None:
+    previous = ruleset.lists.get(item.name)
+    if item.mode is Mode.APPEND:
+        if previous is None:
+            ruleset.error(
+                origin, "append to a list that is not defined earlier", item_label("list", item.name)
+            )
+            return
+        previous.items.extend(item.items)
+        previous.visibility = counter
+        return
+    if item.mode is Mode.DEFINE:
+        _note_definition(ruleset, "list", item.name, origin)
+    # Falco: replacing a list is the same as defining it again (in place, if it exists).
+    index = previous.index if previous else counter
+    ruleset.lists[item.name] = ListState(item.name, list(item.items), index, counter, origin)
+
+
+def _collect_macro(ruleset: RuleSet, item: MacroItem, origin: Origin, counter: int) -> None:
+    previous = ruleset.macros.get(item.name)
+    condition_origin = Origin(origin.file, item.condition_line)
+    if item.mode is Mode.APPEND:
+        if previous is None:
+            ruleset.error(
+                origin, "append to a macro that is not defined earlier", item_label("macro", item.name)
+            )
+            return
+        previous.condition = f"{previous.condition} {item.condition}"
+        previous.condition_origins.append(condition_origin)
+        previous.visibility = counter
+        return
+    if item.mode is Mode.DEFINE:
+        _note_definition(ruleset, "macro", item.name, origin)
+    index = previous.index if previous else counter
+    ruleset.macros[item.name] = MacroState(
+        item.name, item.condition, index, counter, origin, [condition_origin]
+    )
+
+
+def _collect_rule(ruleset: RuleSet, item: RuleItem, origin: Origin, counter: int) -> None:
+    label = item_label("rule", item.name)
+    previous = ruleset.rules.get(item.name)
+    condition_origin = Origin(origin.file, item.key_lines.get("condition"))
+    if item.mode is Mode.DEFINE:
+        source = item.get("source") or "syscall"
+        if previous is not None and previous.source != source:
+            ruleset.error(origin, "rule re-defined with a different source", label)
+            return
+        _note_definition(ruleset, "rule", item.name, origin)
+        ruleset.rules[item.name] = RuleState(
+            name=item.name,
+            index=previous.index if previous else counter,
+            origin=origin,
+            source=source,
+            desc=item.get("desc"),
+            condition=item.get("condition"),
+            output=item.get("output").strip(),
+            priority=PRIORITIES[item.get("priority").lower()],
+            tags=sorted(set(item.get("tags") or ())),
+            exceptions=list(item.get("exceptions") or ()),
+            enabled=item.values.get("enabled", True),
+            warn_evttypes=item.values.get("warn_evttypes", True),
+            skip_if_unknown_filter=item.values.get("skip-if-unknown-filter", False),
+            condition_origins=[condition_origin],
+            output_origin=Origin(origin.file, item.key_lines.get("output")),
+        )
+        return
+    if previous is None:
+        ruleset.error(origin, f"{item.mode.value} of a rule that is not defined earlier", label, item.name)
+        return
+    if item.mode is Mode.ENABLE:
+        previous.enabled = bool(item.get("enabled"))
+        return
+    appends = set(item.append_keys) if item.mode is Mode.OVERRIDE else {"condition", "exceptions"}
+    replaces = set(item.replace_keys) if item.mode is Mode.OVERRIDE else set()
+    if appends:
+        _append_rule(ruleset, previous, item, appends, origin=origin, condition_origin=condition_origin)
+    if replaces:
+        _replace_rule(previous, item, replaces, origin, condition_origin)
+
+
+def _append_rule(
+    ruleset: RuleSet,
+    rule: RuleState,
+    item: RuleItem,
+    keys: set[str],
+    *,
+    origin: Origin,
+    condition_origin: Origin,
+) -> None:
+    label = item_label("rule", item.name)
+    if "condition" in keys and item.get("condition"):
+        rule.condition = f"{rule.condition} {item.get('condition')}"
+        rule.condition_origins.append(condition_origin)
+    for key in ("output", "desc"):
+        if key in keys and item.get(key):
+            setattr(rule, key, f"{getattr(rule, key)} {item.get(key)}")
+    if "tags" in keys:
+        rule.tags = sorted(set(rule.tags) | set(item.get("tags") or ()))
+    for exception in item.get("exceptions") or () if "exceptions" in keys else ():
+        existing = next((e for e in rule.exceptions if e.name == exception.name), None)
+        if existing is None:
+            if exception.fields is None or not exception.values:
+                ruleset.error(
+                    origin, f"new exception '{exception.name}' needs fields and values", label, exception.name
+                )
+                continue
+            rule.exceptions.append(exception)
+            continue
+        if exception.fields is not None or exception.comps is not None:
+            ruleset.error(
+                origin,
+                f"can only append values to the existing exception '{exception.name}', not fields or comps",
+                label,
+                exception.name,
+            )
+            continue
+        shape_error = _values_shape_error(existing, exception.values or ())
+        if shape_error:
+            ruleset.error(origin, f"exception '{exception.name}': {shape_error}", label, exception.name)
+            continue
+        merged = (*(existing.values or ()), *(exception.values or ()))
+        rule.exceptions[rule.exceptions.index(existing)] = ExceptionSpec(
+            existing.name, existing.fields, existing.comps, merged, existing.line
+        )
+
+
+def _values_shape_error(
+    exception: ExceptionSpec, values: tuple[str | tuple[str | tuple[str, ...], ...], ...]
+) -> str | None:
+    for value in values:
+        if isinstance(exception.fields, tuple):
+            if not isinstance(value, tuple) or len(value) != len(exception.fields):
+                return f"each value must be a list of {len(exception.fields)} entries, one per field"
+        elif not isinstance(value, str):
+            return "with a single field, values must be a list of strings"
+    return None
+
+
+def _replace_rule(
+    rule: RuleState, item: RuleItem, keys: set[str], origin: Origin, condition_origin: Origin
+) -> None:
+    if "condition" in keys:
+        rule.condition = item.get("condition")
+        rule.condition_origins = [condition_origin]
+    if "output" in keys:
+        rule.output = item.get("output").strip()
+        rule.output_origin = Origin(origin.file, item.key_lines.get("output"))
+    if "desc" in keys:
+        rule.desc = item.get("desc")
+    if "priority" in keys:
+        rule.priority = PRIORITIES[item.get("priority").lower()]
+    if "tags" in keys:
+        rule.tags = sorted(set(item.get("tags") or ()))
+    if "exceptions" in keys:
+        rule.exceptions = list(item.get("exceptions") or ())
+    if "enabled" in keys:
+        rule.enabled = bool(item.get("enabled"))
+    if "warn_evttypes" in keys:
+        rule.warn_evttypes = bool(item.get("warn_evttypes"))
+    if "skip-if-unknown-filter" in keys:
+        rule.skip_if_unknown_filter = bool(item.get("skip-if-unknown-filter"))
+
+
+# --- compiling (lists, macros, exceptions, rules) ---------------------------------------------------
+def _quote_item(value: str) -> str:
+    """Falco's quote_item: wrap in double quotes when the item has a blank and is not quoted yet."""
+    if " " in value and value[:1] not in ("'", '"'):
+        return f'"{value}"'
+    return value
+
+
+def substitute_list(condition: str, name: str, items: list[str]) -> tuple[str, bool]:
+    """Falco's resolve_list: replace every stand-alone occurrence of ``name`` with its items."""
+    used = False
+    start = condition.find(name)
+    while start != -1:
+        end = start + len(name)
+        if (start == 0 or condition[start - 1] in _DELIMS) and (
+            end >= len(condition) or condition[end] in _DELIMS
+        ):
+            while start > 0 and condition[start - 1] in _BLANKS:
+                start -= 1
+            while end < len(condition) and condition[end] in _BLANKS:
+                end += 1
+            substitution = ", ".join(_quote_item(item) for item in items)
+            if not substitution:
+                if start > 0 and condition[start - 1] == ",":
+                    start -= 1
+                elif end < len(condition) and condition[end] == ",":
+                    end += 1
+            rebuilt = ""
+            if start > 0:
+                rebuilt += condition[:start] + " "
+            rebuilt += substitution + " "
+            rebuilt += condition[end:]
+            condition = rebuilt
+            start += len(substitution) + 1
+            used = True
+        start = condition.find(name, start + 1)
+    return condition, used
+
+
+def exception_condition(exceptions: list[ExceptionSpec]) -> str:
+    """Falco's build_rule_exception_infos: the text appended to a rule's (parenthesised) condition."""
+    text = ""
+    for exception in exceptions:
+        clause = ""
+        values = exception.values or ()
+        if isinstance(exception.fields, str):
+            assert isinstance(exception.comps, str)
+            items = [_quote_item(v) for v in values if isinstance(v, str)]
+            if items:
+                clause = f"({exception.fields} {exception.comps} ({', '.join(items)}))"
+        elif isinstance(exception.fields, tuple):
+            assert isinstance(exception.comps, tuple)
+            alternatives = []
+            for value in values:
+                assert isinstance(value, tuple)
+                parts = []
+                for field_name, comp, element in zip(exception.fields, exception.comps, value, strict=True):
+                    if isinstance(element, tuple):
+                        operand = "(" + ", ".join(_quote_item(e) for e in element) + ")"
+                    elif comp in LIST_OPERATORS:
+                        operand = element if element.startswith("(") else f"({element})"
+                    else:
+                        operand = _quote_item(element)
+                    parts.append(f"{field_name} {comp} {operand}")
+                alternatives.append("(" + " and ".join(parts) + ")")
+            if alternatives:
+                clause = "(" + " or ".join(alternatives) + ")"
+        if clause:
+            text += f" and not {clause}"
+    return text
+
+
+def _compile_lists(ruleset: RuleSet) -> dict[str, list[str]]:
+    compiled: dict[str, list[str]] = {}
+    for state in sorted(ruleset.lists.values(), key=lambda s: s.index):
+        items: list[str] = []
+        for item in state.items:
+            referenced = ruleset.lists.get(item)
+            if referenced is not None and referenced.index < state.visibility:
+                referenced.used = True
+                items.extend(referenced.items)
+            else:
+                items.append(item)
+        compiled[state.name] = items
+    return compiled
+
+
+def _substitute_lists(ruleset: RuleSet, compiled: dict[str, list[str]], condition: str) -> str:
+    for state in sorted(ruleset.lists.values(), key=lambda s: s.index):
+        condition, used = substitute_list(condition, state.name, compiled[state.name])
+        state.used = state.used or used
+    return condition
+
+
+def _check_list_references(ruleset: RuleSet, tree: Node, where: Origin, label: str) -> None:
+    """A bare value in our reserved namespace that names no list would silently compare as text."""
+    for check in checks(tree):
+        if not isinstance(check.value, ListValue):
+            continue
+        names = [check.value.identifier] if check.value.identifier else []
+        names += [item.text for item in check.value.items if not item.quoted]
+        for name in names:
+            if name.startswith(RESERVED_LIST_PREFIX) and name not in ruleset.lists:
+                ruleset.problems.append(
+                    Problem(
+                        Severity.ERROR,
+                        where.file.path,
+                        locate([where], name, where)[1],
+                        f"undefined list '{name}'",
+                        label,
+                        name,
+                    )
+                )
+
+
+def _parse(
+    ruleset: RuleSet, text: str, substituted: str, *, origins: list[Origin], fallback: Origin, label: str
+) -> Node | None:
+    """Parse the text as written (errors point at the file) and then as Falco sees it (lists inlined)."""
+    try:
+        written = parse(text)
+    except ConditionSyntaxError as exc:
+        # At the end of the text, the last word is the one to look for.
+        probe = exc.token if exc.pos < len(text) else (text.split() or [""])[-1]
+        file, line = locate(origins, probe, origins[0] if origins else fallback)
+        ruleset.problems.append(
+            Problem(Severity.ERROR, file, line, f"syntax error: {exc.message}", label, exc.token)
+        )
+        return None
+    _check_list_references(ruleset, written, origins[0] if origins else fallback, label)
+    try:
+        return parse(substituted)
+    except ConditionSyntaxError as exc:
+        ruleset.problems.append(
+            Problem(
+                Severity.ERROR,
+                fallback.file.path,
+                fallback.line,
+                f"syntax error after substituting lists: {exc.message}; check the lists used here",
+                label,
+                exc.token,
+            )
+        )
+        return None
+
+
+def _resolve_macros(
+    ruleset: RuleSet,
+    tree: Node,
+    visible: dict[str, Node],
+    *,
+    origins: list[Origin],
+    fallback: Origin,
+    label: str,
+) -> Node | None:
+    failed: list[MacroRef] = []
+
+    def visit(node: Node) -> Node | None:
+        if isinstance(node, MacroRef):
+            if node.name not in visible:
+                failed.append(node)
+                return None
+            ruleset.macros[node.name].used = True
+            return visible[node.name]
+        return None
+
+    resolved = transform(tree, visit)
+    for ref in failed:
+        file, line = locate(origins, ref.name, fallback)
+        known = ruleset.macros.get(ref.name)
+        message = f"undefined macro '{ref.name}'"
+        if known is not None:
+            message += (
+                f" (it is defined later, at {known.origin.file.path}:{known.origin.line}; a macro sees only "
+            )
+            message += "the macros defined before it)"
+        ruleset.problems.append(Problem(Severity.ERROR, file, line, message, label, ref.name))
+    return None if failed else resolved
+
+
+def compile_ruleset(ruleset: RuleSet) -> None:
+    """Fill ``ruleset.expanded`` and record every problem Falco would report while compiling."""
+    compiled_lists = _compile_lists(ruleset)
+    ruleset.list_items = compiled_lists
+    resolved_macros: dict[str, tuple[int, Node]] = {}
+    for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
+        label = item_label("macro", macro.name)
+        substituted = _substitute_lists(ruleset, compiled_lists, macro.condition)
+        tree = _parse(
+            ruleset,
+            macro.condition,
+            substituted,
+            origins=macro.condition_origins,
+            fallback=macro.origin,
+            label=label,
+        )
+        if tree is None:
+            continue
+        visible = {name: ast for name, (index, ast) in resolved_macros.items() if index < macro.visibility}
+        resolved = _resolve_macros(
+            ruleset, tree, visible, origins=macro.condition_origins, fallback=macro.origin, label=label
+        )
+        if resolved is not None:
+            macro.ast = resolved
+            resolved_macros[macro.name] = (macro.index, resolved)
+    every_macro = {name: ast for name, (_, ast) in resolved_macros.items()}
+    for rule in sorted(ruleset.rules.values(), key=lambda r: r.index):
+        label = item_label("rule", rule.name)
+        written = (
+            f"({rule.condition}){exception_condition(rule.exceptions)}" if rule.exceptions else rule.condition
+        )
+        substituted = _substitute_lists(ruleset, compiled_lists, written)
+        origins = list(rule.condition_origins)
+        origins += [Origin(rule.origin.file, e.line) for e in rule.exceptions]
+        tree = _parse(ruleset, written, substituted, origins=origins, fallback=rule.origin, label=label)
+        if tree is None:
+            continue
+        unresolvable = [
+            ref.name
+            for ref in _macro_refs(tree)
+            if ref.name in ruleset.macros and ref.name not in every_macro
+        ]
+        if unresolvable:
+            continue  # the macro itself failed to compile; its own problem names the cause
+        resolved = _resolve_macros(
+            ruleset, tree, every_macro, origins=origins, fallback=rule.origin, label=label
+        )
+        if resolved is None:
+            continue
+        ruleset.expanded[rule.name] = ExpandedRule(
+            name=rule.name,
+            origin=rule.origin,
+            source=rule.source,
+            desc=rule.desc,
+            output=rule.output,
+            priority=rule.priority,
+            tags=tuple(rule.tags),
+            enabled=rule.enabled,
+            warn_evttypes=rule.warn_evttypes,
+            condition_text=substituted,
+            ast=resolved,
+            condition_origins=tuple(origins),
+            output_origin=rule.output_origin,
+        )
+    for macro in ruleset.macros.values():
+        if not macro.used:
+            message = "macro not used by any rule or macro (Falco warns LOAD_UNUSED_MACRO)"
+            ruleset.warn(macro.origin, message, item_label("macro", macro.name))
+    for state in ruleset.lists.values():
+        if not state.used:
+            message = "list not used by any rule, macro or list (Falco warns LOAD_UNUSED_LIST)"
+            ruleset.warn(state.origin, message, item_label("list", state.name))
+
+
+def _macro_refs(tree: Node) -> list[MacroRef]:
+    return [node for node in walk(tree) if isinstance(node, MacroRef)]
+
+
+def load(files: list[RulesFile]) -> RuleSet:
+    ruleset = collect(files)
+    compile_ruleset(ruleset)
+    return ruleset

@@ -1,0 +1,259 @@
+"""The Serving Guard house rules for a rules pack, on top of Falco's own format.
+
+They apply to every file that defines a rule tagged ``serving_guard`` (the shipped pack, or a fork
+of it): the responder reads the pod identity from output fields, the tags carry MITRE ATT&CK ids
+and a maturity, names stay in our namespace, and the file must load on Falco 0.40.
+"""
+
+from __future__ import annotations
+
+import re
+
+from responder.rulespack.condition import Check, Value, checks, first_conjunct
+from responder.rulespack.evttypes import event_types
+from responder.rulespack.expand import Origin, RuleSet
+from responder.rulespack.problems import Problem, Severity, item_label
+from responder.rulespack.rulesfile import SCHEMA_PRIORITIES, ListItem, MacroItem, Mode, RuleItem, RulesFile
+
+PACK_TAG = "serving_guard"
+NAME_PREFIX = "serving_guard_"
+# The responder identifies the pod from these output fields (falco output_fields keys).
+REQUIRED_OUTPUT_FIELDS = (
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "container.id",
+    "container.image.repository",
+    "proc.name",
+    "proc.cmdline",
+    "proc.pname",
+    "user.name",
+)
+MITRE_TECHNIQUE = re.compile(r"T\d{4}(\.\d{3})?")
+MATURITY = re.compile(r"maturity_(stable|incubating|sandbox|deprecated)")
+# Falco 0.40 has engine 0.46.0; a file requiring more does not load there.
+OLDEST_ENGINE = (0, 46, 0)
+ENGINE_RELEASES = {
+    (0, 46, 0): "0.40",
+    (0, 50, 0): "0.41",
+    (0, 57, 0): "0.42",
+    (0, 58, 0): "0.43",
+    (0, 62, 0): "0.44",
+}
+# Macros that spell out a list because Falco < 0.44 cannot apply the operator to a list.
+MIRRORED_LISTS = (("serving_guard_model_file", "serving_guard_model_extensions", "fd.name", "endswith"),)
+OUTPUT_FIELD = re.compile(r"%([a-zA-Z][a-zA-Z0-9_]*(?:\.[a-zA-Z0-9_]+)*(?:\[[^\]]*\])?)")
+
+
+def output_fields(output: str) -> list[str]:
+    return OUTPUT_FIELD.findall(output)
+
+
+def _problem(origin: Origin, message: str, item: str, token: str | None = None) -> Problem:
+    return Problem(Severity.ERROR, origin.file.path, origin.line, message, item, token)
+
+
+def pack_files(ruleset: RuleSet) -> list[RulesFile]:
+    return [
+        rules_file
+        for rules_file in ruleset.files
+        if any(
+            isinstance(item, RuleItem) and item.mode is Mode.DEFINE and PACK_TAG in (item.get("tags") or ())
+            for item in rules_file.items
+        )
+    ]
+
+
+def check_engine_versions(ruleset: RuleSet) -> list[Problem]:
+    """Every file: say when a required engine version keeps Falco 0.40 from loading it."""
+    problems = []
+    for version, rules_file in ruleset.engine_versions:
+        if version.version > OLDEST_ENGINE:
+            release = ENGINE_RELEASES.get(version.version, "a release newer than 0.40")
+            problems.append(
+                Problem(
+                    Severity.WARNING,
+                    rules_file.path,
+                    version.line,
+                    f"required_engine_version {version.text} needs Falco {release}; "
+                    "Falco 0.40 (engine 0.46.0) will not load this file",
+                    "required_engine_version",
+                    version.text,
+                )
+            )
+    return problems
+
+
+def check_evttype_restriction(ruleset: RuleSet) -> list[Problem]:
+    """Every rule: its condition must be restricted by evt.type, and start with that restriction."""
+    problems = []
+    for rule in ruleset.expanded.values():
+        label = item_label("rule", rule.name)
+        severity = Severity.ERROR if rule.warn_evttypes else Severity.WARNING
+        if rule.source != "syscall":
+            continue
+        if not event_types(rule.ast).restricted:
+            problems.append(
+                Problem(
+                    severity,
+                    rule.origin.file.path,
+                    rule.origin.line,
+                    "condition is not restricted by evt.type: Falco runs it on every event (LOAD_NO_EVTTYPE)",
+                    label,
+                )
+            )
+        elif not event_types(first_conjunct(rule.ast)).restricted:
+            where = rule.condition_origins[0] if rule.condition_origins else rule.origin
+            problems.append(
+                Problem(
+                    severity,
+                    where.file.path,
+                    where.line,
+                    "condition must start with its evt.type restriction (e.g. 'evt.type in (execve, "
+                    "execveat) and ...' or a macro that starts so), so the cheapest test runs first",
+                    label,
+                )
+            )
+    return problems
+
+
+def check_pack(ruleset: RuleSet) -> list[Problem]:
+    problems: list[Problem] = []
+    for rules_file in pack_files(ruleset):
+        problems += _check_pack_file(ruleset, rules_file)
+    for rule in ruleset.expanded.values():
+        if PACK_TAG not in rule.tags:
+            continue
+        present = set(output_fields(rule.output))
+        missing = [name for name in REQUIRED_OUTPUT_FIELDS if name not in present]
+        if missing:
+            origin = rule.output_origin or rule.origin
+            problems.append(
+                _problem(
+                    origin,
+                    "output lacks the fields the responder reads: "
+                    + " ".join(f"%{name}" for name in missing),
+                    item_label("rule", rule.name),
+                    f"%{missing[0]}",
+                )
+            )
+    problems += _check_mirrors(ruleset)
+    return problems
+
+
+def _check_pack_file(ruleset: RuleSet, rules_file: RulesFile) -> list[Problem]:
+    problems: list[Problem] = []
+    versions = [v for v, f in ruleset.engine_versions if f is rules_file]
+    if not versions:
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                rules_file.path,
+                1,
+                "the pack must declare required_engine_version: 0.46.0",
+                None,
+            )
+        )
+    for requirement, owner in ruleset.plugin_requirements:
+        if owner is rules_file:
+            problems.append(
+                Problem(
+                    Severity.ERROR,
+                    rules_file.path,
+                    requirement.line,
+                    f"do not declare required_plugin_versions ({requirement.name}): Falco 0.40 has no "
+                    "container plugin and would refuse the pack; the fields are built in there and come "
+                    "from the bundled plugin on Falco >= 0.41",
+                    "required_plugin_versions",
+                    requirement.name,
+                )
+            )
+    for item in rules_file.items:
+        origin = Origin(rules_file, item.line)
+        if (
+            isinstance(item, ListItem | MacroItem)
+            and item.mode is Mode.DEFINE
+            and not item.name.startswith(NAME_PREFIX)
+        ):
+            kind = "list" if isinstance(item, ListItem) else "macro"
+            problems.append(
+                _problem(
+                    origin,
+                    f"{kind} names must start with {NAME_PREFIX}",
+                    item_label(kind, item.name),
+                    item.name,
+                )
+            )
+        if isinstance(item, RuleItem) and item.mode is Mode.DEFINE:
+            problems += _check_rule_item(rules_file, item)
+    return problems
+
+
+def _check_rule_item(rules_file: RulesFile, item: RuleItem) -> list[Problem]:
+    problems = []
+    label = item_label("rule", item.name)
+    tags = list(item.get("tags") or ())
+    origin = Origin(rules_file, item.key_lines.get("tags", item.line))
+    if PACK_TAG not in tags:
+        problems.append(_problem(origin, f"tags must include {PACK_TAG}", label))
+    if not any(MITRE_TECHNIQUE.fullmatch(tag) for tag in tags):
+        problems.append(
+            _problem(origin, "tags must include a MITRE ATT&CK technique id such as T1059", label)
+        )
+    if not tags or not MATURITY.fullmatch(tags[0]):
+        problems.append(
+            _problem(
+                origin,
+                "the first tag must be the maturity (maturity_stable, maturity_incubating, ...)",
+                label,
+            )
+        )
+    priority = item.get("priority")
+    if priority is not None and (priority not in SCHEMA_PRIORITIES or priority != priority.upper()):
+        problems.append(
+            _problem(
+                Origin(rules_file, item.key_lines.get("priority", item.line)),
+                f"priority must be upper case ({priority.upper()})",
+                label,
+                priority,
+            )
+        )
+    return problems
+
+
+def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
+    problems = []
+    for macro_name, list_name, field_name, operator in MIRRORED_LISTS:
+        macro = ruleset.macros.get(macro_name)
+        if macro is None or macro.ast is None or list_name not in ruleset.list_items:
+            continue
+        tested = {
+            check.value.text
+            for check in checks(macro.ast)
+            if isinstance(check, Check)
+            and check.field.name == field_name
+            and check.op == operator
+            and isinstance(check.value, Value)
+        }
+        listed = set(ruleset.list_items[list_name])
+        label = item_label("macro", macro_name)
+        for missing in sorted(listed - tested):
+            problems.append(
+                _problem(
+                    macro.origin,
+                    f"list {list_name} has {missing!r} but this macro does not test '{field_name} {operator} "
+                    f"{missing}': Falco before 0.44 cannot apply {operator} to a list, so append to both",
+                    label,
+                    missing,
+                )
+            )
+        for extra in sorted(tested - listed):
+            problems.append(
+                _problem(
+                    macro.origin,
+                    f"this macro tests '{field_name} {operator} {extra}' but list {list_name} does not have "
+                    f"{extra!r}: keep them the same",
+                    label,
+                    extra,
+                )
+            )
+    return problems

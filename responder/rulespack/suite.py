@@ -1,0 +1,86 @@
+"""The capture suite: load the pack plus the scope override, run every rule on every capture of a
+directory, and judge the alerts against the expectations in the examples file.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from responder.errors import UserError
+from responder.rulespack.captures import CaptureRun, PreparedRule, evaluate_capture
+from responder.rulespack.examples import ExamplesFile
+from responder.rulespack.expand import RuleSet, load
+from responder.rulespack.matrix import CaptureReport, judge
+from responder.rulespack.problems import Severity
+from responder.rulespack.rulesfile import read_rules_file
+from responder.rulespack.sysdig import Sysdig
+from responder.rulespack.sysdig_compat import to_sysdig
+
+_PARALLEL_CAPTURES = 4
+
+
+@dataclass(frozen=True)
+class SuiteInput:
+    rules_files: list[str]  # the pack first, then overrides, in load order
+    captures_dir: Path
+    examples: ExamplesFile
+
+
+def load_rules(paths: list[str]) -> RuleSet:
+    """The rules as Falco would load them; any error stops the suite (run `rules check` for details)."""
+    files = [read_rules_file(path) for path in paths]
+    ruleset = load(files)
+    errors = [p for f in files for p in f.problems if p.severity is Severity.ERROR]
+    errors += [p for p in ruleset.problems if p.severity is Severity.ERROR]
+    if errors:
+        details = "; ".join(problem.format() for problem in errors[:5])
+        raise UserError(
+            f"the rules do not load ({len(errors)} errors; see `serving-guard rules check`): {details}"
+        )
+    return ruleset
+
+
+def capture_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not a directory of captures")
+    files = sorted(directory.glob("*.scap"))
+    if not files:
+        raise UserError(f"{directory}: no .scap captures in it")
+    return files
+
+
+def run_suite(sysdig: Sysdig, suite: SuiteInput) -> CaptureReport:
+    ruleset = load_rules(suite.rules_files)
+    rules = [rule for rule in ruleset.expanded.values() if rule.enabled and rule.source == "syscall"]
+    translated = {rule.name: to_sysdig(rule.ast) for rule in rules}
+    prepared = [
+        PreparedRule.from_tree(rule.name, translated[rule.name].text, translated[rule.name].tree)
+        for rule in rules
+    ]
+    report = CaptureReport(
+        sysdig_version=sysdig.version,
+        rules=[rule.name for rule in rules],
+        stand_ins={name: condition.stand_ins for name, condition in translated.items()},
+    )
+    unknown = sorted(suite.examples.rule_names() - set(ruleset.expanded))
+    report.failures += [f"examples name a rule the pack does not define: {name}" for name in unknown]
+    files = capture_files(suite.captures_dir)
+    present = {path.name for path in files}
+    report.failures += [
+        f"expected capture is missing from {suite.captures_dir}: {entry.file}"
+        for entry in suite.examples.captures.files
+        if entry.file not in present
+    ]
+
+    def evaluate(path: Path) -> tuple[Path, CaptureRun]:
+        expectations = suite.examples.captures.get(path.name)
+        actions = expectations.actions if expectations else []
+        return path, evaluate_capture(sysdig, str(path), prepared, actions)
+
+    with ThreadPoolExecutor(max_workers=_PARALLEL_CAPTURES) as pool:
+        runs = list(pool.map(evaluate, files))
+    for path, run in runs:
+        report.captures.append(judge(suite.examples.captures.get(path.name), run))
+    return report

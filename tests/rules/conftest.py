@@ -1,0 +1,30 @@
+"""Fixtures for the rules pack tests: the real sysdig (skipped with a reason when it is absent,
+unless SERVING_GUARD_REQUIRE_SYSDIG=1, as in CI, where its absence fails the test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from responder.rulespack.paths import PROJECT_ROOT
+from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
+
+RULES_TESTS = Path(__file__).resolve().parent
+PACK = PROJECT_ROOT / "rules" / "serving_guard_rules.yaml"
+EXAMPLES = PROJECT_ROOT / "rules" / "examples.yaml"
+README = PROJECT_ROOT / "rules" / "README.md"
+CAPTURES = PROJECT_ROOT / "tests" / "fixtures" / "captures"
+SCOPE_OVERRIDE = CAPTURES / "scope-override.yaml"
+
+
+@pytest.fixture(scope="session")
+def sysdig() -> Sysdig:
+    found = Sysdig.find()
+    if found is None:
+        if sysdig_required():
+            pytest.fail(f"sysdig is not installed but {REQUIRE_ENV}=1: the rules must be compiled and tested")
+        pytest.skip(
+            "sysdig not installed (apt-get install sysdig): cannot compile or evaluate Falco conditions"
+        )
+    return found

@@ -1,0 +1,139 @@
+"""`serving-guard rules check` and `rules test` on the command line: output, exit status, and what
+happens without sysdig (a clear skip, or an error when SERVING_GUARD_REQUIRE_SYSDIG=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from responder.cli import main
+from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig
+
+from .conftest import PACK, RULES_TESTS
+
+
+def _path_without_sysdig(tmp_path: Path) -> str:
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    return str(empty)
+
+
+def test_check_prints_a_verdict_per_rule(sysdig: Sysdig, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", "--no-falco"]) == 0
+    out = capsys.readouterr().out
+    assert f"sysdig {sysdig.version}" in out
+    assert "8/8 rule conditions and outputs compiled" in out
+    assert "ok           Shell in serving pod" in out
+    assert "clause `proc.is_exe_upper_layer = true` -> evt.num = 0 for sysdig" in out
+    assert out.rstrip().endswith("result: ok (0 warnings)")
+
+
+def test_check_expanded_prints_both_conditions(sysdig: Sysdig, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", "--no-falco", "--expanded", str(PACK)]) == 0
+    out = capsys.readouterr().out
+    assert "falco:  (evt.type in (execve, execveat) and evt.rawres = 0)" in out
+    assert 'k8s.pod.label[serving-guard.io/serving] = "true"' in out  # as Falco compiles it
+    assert 'k8s.pod.label.serving-guard.io/serving = "true"' in out  # as sysdig needs it
+
+
+def test_check_errors_exit_1_with_file_line_rule_and_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)  # the error here needs no sysdig
+    broken = RULES_TESTS / "broken" / "undefined_macro.yaml"
+    assert main(["rules", "check", "--no-falco", str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"{broken}:9: error: rule 'Misspelled macro': undefined macro 'serving_guard_spawned_proces'" in out
+    )
+    assert "result: FAILED (1 errors" in out
+
+
+def test_check_without_sysdig_is_a_clear_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", _path_without_sysdig(tmp_path))
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    assert main(["rules", "check"]) == 3
+    out = capsys.readouterr().out
+    assert "skipped: sysdig not installed" in out
+    assert "result: skipped: sysdig not installed" in out
+
+
+def test_check_without_sysdig_fails_when_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", _path_without_sysdig(tmp_path))
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    assert main(["rules", "check"]) == 1
+    assert f"sysdig is not installed but {REQUIRE_ENV}=1" in capsys.readouterr().out
+
+
+def test_capture_test_without_sysdig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", _path_without_sysdig(tmp_path))
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    assert main(["rules", "test"]) == 3
+    assert "skipped: sysdig not installed" in capsys.readouterr().err
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    assert main(["rules", "test"]) == 1
+    assert f"{REQUIRE_ENV}=1" in capsys.readouterr().err
+
+
+def _fake_falco(directory: Path, successful: bool) -> Path:
+    """No Falco binary can be installed on these machines: a stand-in that records its arguments and
+    answers `-V` with the JSON layout Falco prints under json_output (falco_load_results)."""
+    record = directory / "falco-args.json"
+    result = {
+        "falco_load_results": [
+            {
+                "name": str(PACK),
+                "successful": successful,
+                "errors": []
+                if successful
+                else [
+                    {
+                        "code": "LOAD_ERR_COMPILE_CONDITION",
+                        "message": "boom",
+                        "context": {"locations": [{"name": str(PACK), "line": 3}]},
+                    }
+                ],
+                "warnings": [],
+            }
+        ]
+    }
+    script = directory / "falco"
+    script.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        f"print({json.dumps(json.dumps(result))})\n"
+        f"sys.exit({0 if successful else 1})\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return record
+
+
+@pytest.mark.parametrize("successful", [True, False])
+def test_check_runs_falco_validate_when_falco_is_on_path(
+    sysdig: Sysdig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    successful: bool,
+) -> None:
+    record = _fake_falco(tmp_path, successful)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{Path(sysdig.path).parent}")
+    assert main(["rules", "check", str(PACK)]) == (0 if successful else 1)
+    assert json.loads(record.read_text()) == ["-o", "json_output=true", "-V", str(PACK)]
+    out = capsys.readouterr().out
+    if successful:
+        assert f"falco -V ({tmp_path / 'falco'}): ok" in out
+        assert f"{PACK}: Ok" in out
+    else:
+        assert "FAILED" in out
+        assert f"error: LOAD_ERR_COMPILE_CONDITION boom ({PACK}:3)" in out
