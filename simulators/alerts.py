@@ -1,0 +1,177 @@
+"""The Falco alerts a scenario produces, as Falco itself would print them for a given pod.
+
+Falco (userspace/engine/formats.cpp) builds the JSON from the rule: ``output`` is
+"<time>: <Priority> <rule output with %fields rendered>", ``output_fields`` holds exactly the
+fields named in the rule's output (JSON types kept, missing ones ``null``) plus the time field
+of the prefix, ``tags`` is the rule's sorted tag set, keys are serialised in sorted order. So
+the rule's output format, priority and tags are read from the rules pack when it is at hand;
+without it (a custom install) the scenario's own priority and tags are used with a generic
+output that names every field.
+
+The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
+``container.image.repository``) and ``hostname`` come from the live pod (:mod:`simulators.identity`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from responder.alert import Priority, format_time_ns
+from responder.errors import UserError
+from simulators.identity import PodIdentity
+from simulators.scenario import FieldValue, Scenario, marker, substitute
+
+# A field reference in a Falco output format: %proc.name, %proc.aname[2], %k8s.pod.label[app].
+_FIELD_REF = re.compile(r"%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+(?:\[[^\]]*\])?)")
+# Official Falco images turn time_format_iso_8601 on (config.d, since 0.41): the prefix field.
+TIME_FIELD = "evt.time.iso8601"
+MISSING = "<NA>"
+# What replayed alerts say about where the run happened (paths as simulate creates them).
+REPLAY_WORKDIR = "/tmp"  # noqa: S108 - text in replayed alerts, never opened
+REPLAY_MODEL_DIR = "/models"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    priority: Priority
+    tags: tuple[str, ...]
+    output: str
+    source: str = "syscall"
+
+
+def load_rule_specs(path: Path) -> dict[str, RuleSpec]:
+    """Rules by name from a rules file, after Falco's define/append/override semantics."""
+    from responder.rulespack.expand import collect
+    from responder.rulespack.rulesfile import read_rules_file
+
+    if not path.is_file():
+        raise UserError(f"rules file {path} does not exist")
+    ruleset = collect([read_rules_file(str(path))])
+    specs = {}
+    for state in ruleset.rules.values():
+        try:
+            priority = Priority.parse(state.priority)
+        except ValueError:
+            continue  # the rules checker reports it; a replay just cannot use this rule's spec
+        specs[state.name] = RuleSpec(
+            state.name, priority, tuple(sorted(set(state.tags))), " ".join(state.output.split()), state.source
+        )
+    return specs
+
+
+def default_rules_file() -> Path | None:
+    """The pack in this checkout, if there is one (an installed wheel has no rules/ directory)."""
+    from responder.rulespack.paths import default_pack
+
+    pack = default_pack()
+    return pack if pack.is_file() else None
+
+
+def fallback_spec(scenario: Scenario, rule: str, fields: Sequence[str]) -> RuleSpec:
+    """What we know without the pack: the scenario's priority and tags, every field printed."""
+    assert scenario.priority is not None  # scenarios with alerts must name one
+    shown = " ".join(f"{name.rsplit('.', 1)[-1]}=%{name}" for name in fields)
+    return RuleSpec(rule, scenario.priority, tuple(sorted(scenario.tags)), f"{rule} ({shown})")
+
+
+def field_refs(output: str) -> list[str]:
+    """Field names in an output format, in order, without repeats."""
+    return list(dict.fromkeys(_FIELD_REF.findall(output)))
+
+
+def _text(value: FieldValue) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def iso8601_prefix_time(time_ns: int) -> str:
+    """libsinsp's %evt.time.iso8601: UTC, nanoseconds, +0000."""
+    return format_time_ns(time_ns)[:-1] + "+0000"
+
+
+def render_alert(
+    spec: RuleSpec, identity: PodIdentity, fields: Mapping[str, FieldValue], time_ns: int
+) -> dict[str, Any]:
+    """One alert as Falco's JSON output (http_output / stdout / file_output) carries it."""
+    values: dict[str, FieldValue] = {**fields, **identity.fields()}
+    names = field_refs(spec.output)
+    output_fields: dict[str, FieldValue] = {name: values.get(name) for name in names}
+    prefix_time = iso8601_prefix_time(time_ns)
+    output_fields[TIME_FIELD] = prefix_time
+    message = _FIELD_REF.sub(lambda match: _text(values.get(match.group(1))), spec.output)
+    return {
+        "hostname": identity.hostname,
+        "output": f"{prefix_time}: {spec.priority.label} {message}",
+        "output_fields": output_fields,
+        "priority": spec.priority.label,
+        "rule": spec.name,
+        "source": spec.source,
+        "tags": list(spec.tags),
+        "time": format_time_ns(time_ns),
+    }
+
+
+def falco_json_bytes(alert: Mapping[str, Any]) -> bytes:
+    """Falco's serialisation: nlohmann ``dump()``: compact, keys sorted, UTF-8 kept as is."""
+    return json.dumps(alert, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class ScenarioAlert:
+    scenario: str
+    marker: str
+    alert: dict[str, Any]
+
+    @property
+    def rule(self) -> str:
+        return str(self.alert["rule"])
+
+    def body(self) -> bytes:
+        return falco_json_bytes(self.alert)
+
+
+def scenario_alerts(
+    scenario: Scenario,
+    identity: PodIdentity,
+    run_id: str,
+    specs: Mapping[str, RuleSpec],
+    *,
+    clock_ns: Any = time.time_ns,
+    tag: str | None = None,
+) -> list[ScenarioAlert]:
+    """The scenario's alerts for this pod and run, with fresh times (one nanosecond apart at least).
+
+    ``tag`` replaces the scenario name in the marker (the demo's forged alert uses its own)."""
+    run_marker = marker(run_id, tag or scenario.name)
+    rundir = f"{REPLAY_WORKDIR}/{run_marker}"
+    values = {
+        "marker": run_marker,
+        "run_id": run_id,
+        "rundir": rundir,
+        "home": f"{rundir}/home",
+        "model_dir": REPLAY_MODEL_DIR,
+    }
+    alerts = []
+    last = 0
+    for template in scenario.alerts:
+        rule = template.rule or scenario.rule
+        assert rule is not None  # a scenario with alerts has a rule
+        fields = {
+            name: substitute(value, values) if isinstance(value, str) else value
+            for name, value in template.fields.items()
+        }
+        spec = specs.get(rule) or fallback_spec(scenario, rule, [*PodIdentity.FIELD_NAMES, *fields])
+        now = max(int(clock_ns()), last + 1)
+        last = now
+        alerts.append(ScenarioAlert(scenario.name, run_marker, render_alert(spec, identity, fields, now)))
+    return alerts

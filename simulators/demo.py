@@ -1,0 +1,328 @@
+"""`serving-guard demo`: the whole chain on one machine, no cluster and no network.
+
+A Kubernetes API emulator seeded with a realistic serving namespace, a local Slack, a throwaway
+PKI, a Falco-compatible gRPC outputs server, and the real responder (its HTTP input over mutual
+TLS, its gRPC input connected to that server). Every scenario's alerts are replayed for its pod,
+some through HTTP and some through gRPC, plus a forged alert that must be refused; then each
+expectation is checked through the responder's own audit API and against the Slack sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from responder.client import ClientAuth, ResponderClient
+from responder.cluster.api import KubeGateway
+from responder.commands.serve import build_responder
+from responder.config import Cluster, Config, load_config
+from responder.logs import setup_logging
+from simulators.alerts import RuleSpec, ScenarioAlert, scenario_alerts
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
+from simulators.identity import PodIdentity, forged_identity, read_identity
+from simulators.pki import TestPKI, make_test_pki
+from simulators.replay import Delivery, post_alerts
+from simulators.scenario import Expect, Outcome, Scenario, load_reference_policy
+from simulators.seed import SeededPod, seed_serving_cluster
+from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink, SinkMessage, SlackSink
+from simulators.verify import Expectation, Verdict, poll
+
+FORGED_CASE = "forged-alert"
+# The forged alert copies this scenario's alerts, aimed at this seeded pod with a random container id.
+FORGED_FROM = "shell-in-serving-pod"
+FORGED_POD = "vllm"
+DEFAULT_CHANNEL = "#sec-alerts"
+
+
+@dataclass
+class DemoCase:
+    name: str
+    scenario: Scenario
+    pod: SeededPod
+    input: str
+    expect: Expect
+    forged: bool = False
+    alerts: list[ScenarioAlert] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+@dataclass
+class DemoCheck:
+    """One case's verdict plus what the demo checks beyond the audit trail."""
+
+    case: DemoCase
+    verdict: Verdict
+    slack_messages: list[SinkMessage]
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed and not self.problems
+
+    @property
+    def reason(self) -> str:
+        return "; ".join([*([] if self.verdict.passed else [self.verdict.reason]), *self.problems]) or (
+            self.verdict.reason
+        )
+
+
+@dataclass
+class DemoResult:
+    run_id: str
+    checks: list[DemoCheck]
+    started_ns: int
+    finished_ns: int
+    config_text: str
+    # Slack channel ids (as messages carry them) to the names the config uses.
+    channel_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+# The order the table tells the story in (the issue's); scenarios not listed follow by name.
+STORY = (
+    "shell-in-serving-pod",
+    "reverse-shell-one-liner",
+    "unexpected-model-load",
+    "model-tampering",
+    "anomalous-egress",
+    "runtime-download",
+    "drift-exec",
+    "credential-read",
+    "benign-serving",
+)
+
+
+def _story_order(scenario: Scenario) -> tuple[int, str]:
+    return (STORY.index(scenario.name) if scenario.name in STORY else len(STORY), scenario.name)
+
+
+def plan_cases(
+    scenarios: Sequence[Scenario], pods: Mapping[str, SeededPod], overrides: Mapping[str, Outcome]
+) -> list[DemoCase]:
+    cases = []
+    for scenario in sorted(scenarios, key=_story_order):
+        expect = scenario.demo_expect()
+        override = overrides.get(scenario.name)
+        if override is not None:
+            expect = Expect(outcome=override, slack=expect.slack and override is not Outcome.SILENT)
+        cases.append(DemoCase(scenario.name, scenario, pods[scenario.demo.pod], scenario.demo.input, expect))
+    source = next((s for s in scenarios if s.name == FORGED_FROM), None)
+    if source is not None:
+        expect = Expect(outcome=overrides.get(FORGED_CASE, Outcome.UNVERIFIED), slack=True)
+        cases.append(DemoCase(FORGED_CASE, source, pods[FORGED_POD], "http", expect, forged=True))
+    return cases
+
+
+def demo_config_data(
+    workdir: Path, kubeconfig: str, pki: TestPKI, grpc_address: str, sink: SlackSink
+) -> dict[str, Any]:
+    """The responder config the demo runs: the reference policy plus loopback plumbing."""
+    token_file = workdir / "slack-token"
+    token_file.write_text(DEFAULT_TOKEN + "\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    reference = load_reference_policy()
+    slack = {
+        "mode": "bot",
+        "token": {"file": str(token_file)},
+        "default_channel": DEFAULT_CHANNEL,
+        "base_url": sink.base_url,
+        "timeout_seconds": 5,
+        **(reference.get("slack") or {}),
+    }
+    return {
+        "inputs": {
+            "http": {
+                "listen": "127.0.0.1:0",
+                "tls": {
+                    "cert_file": pki.server.cert_file,
+                    "key_file": pki.server.key_file,
+                    "client_ca_file": pki.ca_file,
+                },
+            },
+            "grpc": {
+                "enabled": True,
+                "address": grpc_address,
+                "tls": {
+                    "ca_file": pki.ca_file,
+                    "cert_file": pki.client.cert_file,
+                    "key_file": pki.client.key_file,
+                    "server_name": "localhost",
+                },
+                "poll_interval_seconds": 0.05,
+                "backoff": {"initial_seconds": 0.05, "max_seconds": 0.5},
+            },
+        },
+        "server": {"metrics_listen": "127.0.0.1:0"},
+        "cluster": {
+            "kubeconfig": kubeconfig,
+            "cache_ttl_seconds": 5,
+            "retry": {"attempts": 3, "initial_backoff_seconds": 0.05},
+        },
+        "journal": {"path": str(workdir / "journal.db"), "commit_interval_ms": 1},
+        "logging": {"level": "info", "format": "text"},
+        **{key: value for key, value in reference.items() if key != "slack"},
+        "slack": slack,
+    }
+
+
+@contextlib.contextmanager
+def _responder_logs(path: Path, verbose: bool) -> Iterator[None]:
+    """The responder's logs go to a file (the demo prints only its table), restored afterwards."""
+    logger = logging.getLogger("serving_guard")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    with open(path, "a", encoding="utf-8") as stream:
+        setup_logging("info", "text", stream=None if verbose else stream)
+        try:
+            yield
+        finally:
+            logger.handlers[:], logger.level, logger.propagate = saved
+
+
+async def _in_thread(function: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def _identity_for(case: DemoCase, gateway: KubeGateway) -> PodIdentity:
+    if case.forged:
+        # A forger who knows the pod's name and even its node, but not its container ids.
+        return forged_identity(case.pod.namespace, case.pod.name, hostname=case.pod.node)
+    return read_identity(gateway, case.pod.namespace, case.pod.name)
+
+
+def _slack_problems(case: DemoCase, verdict: Verdict, messages: Sequence[SinkMessage]) -> list[str]:
+    if not case.expect.slack or not verdict.passed:
+        return []
+    if not messages:
+        return ["the audit trail says Slack was sent, but the Slack sink has no message for the incident"]
+    return []
+
+
+def _messages_by_incident(sink: SlackSink) -> dict[str, list[SinkMessage]]:
+    found: dict[str, list[SinkMessage]] = {}
+    for message in sink.all_messages():
+        payload = (message.metadata or {}).get("event_payload") or {}
+        incident = payload.get("incident_id")
+        if isinstance(incident, str):
+            found.setdefault(incident, []).append(message)
+    return found
+
+
+async def run_demo(
+    scenarios: Sequence[Scenario],
+    specs: Mapping[str, RuleSpec],
+    workdir: Path,
+    *,
+    overrides: Mapping[str, Outcome] | None = None,
+    verbose: bool = False,
+    timeout: float = 30.0,
+) -> DemoResult:
+    run_id = secrets.token_hex(6)
+    started_ns = time.time_ns()
+    with (
+        _responder_logs(workdir / "responder.log", verbose),
+        RunningCluster() as cluster,
+        RunningSlackSink(SlackSink(token=DEFAULT_TOKEN)) as sink,
+    ):
+        pods: dict[str, SeededPod] = cluster.call(seed_serving_cluster, cluster.emulator)
+        kubeconfig = cluster.write_kubeconfig(str(workdir / "kubeconfig.json"))
+        pki = make_test_pki(workdir / "pki")
+        grpc_server = FalcoGrpcServer(
+            "127.0.0.1:0", tls=ServerTLS(pki.server.cert_file, pki.server.key_file, pki.ca_file)
+        )
+        grpc_server.start()
+        try:
+            config_path = workdir / "config.yaml"
+            data = demo_config_data(workdir, kubeconfig, pki, grpc_server.address, sink)
+            config_text = yaml.safe_dump(data, sort_keys=False)
+            config_path.write_text(config_text, encoding="utf-8")
+            config: Config = load_config(str(config_path))
+            channels = {config.slack.default_channel, *(p.slack.channel for p in config.policies)}
+            checks = await _run_cases(
+                config,
+                scenarios,
+                specs,
+                pods,
+                kubeconfig,
+                pki,
+                grpc_server,
+                sink,
+                run_id,
+                overrides or {},
+                timeout,
+            )
+            names = {sink.channel_id(name): name for name in channels if name}
+        finally:
+            grpc_server.stop(grace=0.5)
+    channel_names = {channel_id: name for channel_id, name in names.items() if channel_id}
+    return DemoResult(run_id, checks, started_ns, time.time_ns(), config_text, channel_names)
+
+
+async def _run_cases(
+    config: Config,
+    scenarios: Sequence[Scenario],
+    specs: Mapping[str, RuleSpec],
+    pods: Mapping[str, SeededPod],
+    kubeconfig: str,
+    pki: TestPKI,
+    grpc_server: FalcoGrpcServer,
+    sink: SlackSink,
+    run_id: str,
+    overrides: Mapping[str, Outcome],
+    timeout: float,
+) -> list[DemoCheck]:
+    cases = plan_cases(scenarios, pods, overrides)
+    responder = build_responder(config)
+    await responder.start()
+    try:
+        assert responder.http_url is not None  # the demo config enables the HTTP input
+        # The replay path: the pod identity is read from the (emulated) Kubernetes API.
+        gateway = KubeGateway.from_config(Cluster(kubeconfig=kubeconfig))
+        try:
+            identities = [await _in_thread(_identity_for, case, gateway) for case in cases]
+        finally:
+            gateway.close()
+        auth = ClientAuth(ca_file=pki.ca_file, cert_file=pki.client.cert_file, key_file=pki.client.key_file)
+        async with ResponderClient(responder.http_url, auth) as client:
+            grpc_cases = []
+            for case, identity in zip(cases, identities, strict=True):
+                # Built just before sending: the alert's time is when "Falco" saw it.
+                tag = FORGED_CASE if case.forged else None
+                case.alerts = scenario_alerts(case.scenario, identity, run_id, specs, tag=tag)
+                if case.input == "http" and case.alerts:
+                    case.deliveries = await post_alerts(client, case.alerts)
+                elif case.alerts:
+                    grpc_server.publish_many([item.alert for item in case.alerts])
+                    grpc_cases.append(case)
+            if grpc_cases:
+                drained = await _in_thread(grpc_server.wait_drained, timeout)
+                for case in grpc_cases:
+                    detail = f"collected from {grpc_server.address}" if drained else "not collected in time"
+                    case.deliveries = [Delivery(item, drained, detail) for item in case.alerts]
+            assert responder.pipeline is not None  # started
+            await responder.pipeline.drain(timeout=timeout)
+            expectations = [Expectation.of(c.scenario, run_id, c.expect, name=c.name) for c in cases]
+            verdicts = await poll(client, expectations, timeout=timeout, interval=0.05, settle=0.2)
+    finally:
+        await responder.stop()
+    messages = _messages_by_incident(sink)
+    checks = []
+    for case, verdict in zip(cases, verdicts, strict=True):
+        incident_id = (verdict.incident or {}).get("incident_id")
+        found = messages.get(str(incident_id), []) if incident_id else []
+        problems = [f"{d.alert.rule}: not delivered: {d.detail}" for d in case.deliveries if not d.ok]
+        problems += _slack_problems(case, verdict, found)
+        checks.append(DemoCheck(case, verdict, found, problems))
+    return checks

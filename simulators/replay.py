@@ -1,0 +1,72 @@
+"""Delivering a scenario's alerts the ways Falco does: POST to the responder's HTTP input (as
+http_output), through a Falco-compatible gRPC outputs server the responder collects from, or as
+JSON lines in a file (file_output / stdout) for `serving-guard ingest`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from responder.client import ResponderClient
+from responder.errors import UserError
+from simulators.alerts import ScenarioAlert
+from simulators.falco_grpc_server import FalcoGrpcServer
+
+
+@dataclass(frozen=True)
+class Delivery:
+    alert: ScenarioAlert
+    ok: bool
+    detail: str
+    alert_id: str | None = None
+
+
+async def post_alerts(client: ResponderClient, alerts: Sequence[ScenarioAlert]) -> list[Delivery]:
+    """One POST per alert, in order, as Falco's http_output sends them."""
+    deliveries = []
+    for item in alerts:
+        try:
+            result = await client.post_alert(item.body())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UserError(
+                f"cannot reach the responder at {client.base_url}: {exc or type(exc).__name__}"
+            ) from None
+        ok = 200 <= result.status < 300
+        alert_id = result.body.get("alert_id") if ok else None
+        reason = result.body.get("reason") or result.body.get("error") or ""
+        detail = f"HTTP {result.status}" + (f": {reason}" if reason and not ok else "")
+        deliveries.append(Delivery(item, ok, detail, str(alert_id) if alert_id else None))
+    return deliveries
+
+
+def publish_alerts(
+    server: FalcoGrpcServer, alerts: Sequence[ScenarioAlert], timeout: float
+) -> list[Delivery]:
+    """Queue the alerts on the Falco gRPC server and wait until a consumer has taken them all."""
+    server.publish_many([item.alert for item in alerts])
+    if server.wait_drained(timeout):
+        return [Delivery(item, True, f"collected from {server.address}") for item in alerts]
+    left = server.pending()
+    return [
+        Delivery(item, False, f"{left} alert(s) not collected from {server.address} within {timeout:g}s")
+        for item in alerts
+    ]
+
+
+def write_alerts(path: str, alerts: Sequence[ScenarioAlert]) -> list[Delivery]:
+    """Falco JSON lines (one alert per line) to a file, or to stdout for '-'."""
+    lines = b"".join(item.body() + b"\n" for item in alerts)
+    if path == "-":
+        import sys
+
+        sys.stdout.buffer.write(lines)
+        sys.stdout.flush()
+    else:
+        try:
+            Path(path).write_bytes(lines)
+        except OSError as exc:
+            raise UserError(f"--file {path}: {exc.strerror or exc}") from None
+    return [Delivery(item, True, f"written to {path}") for item in alerts]

@@ -1,0 +1,153 @@
+"""`serving-guard replay SCENARIO...`: send the Falco alerts the scenarios produce, for one pod.
+
+The pod's identity (container id, node) is read from the Kubernetes API (kubeconfig or in-cluster)
+so the responder can verify the alerts; ``--forge`` sends a random container id instead, which a
+responder must refuse as unverified. Exactly one way out: ``--to URL`` (HTTP input), ``--grpc
+ADDRESS`` (serve them as Falco's gRPC outputs service until the responder collected them), or
+``--file PATH`` (Falco JSON lines for `serving-guard ingest`; '-' for stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from typing import TextIO
+
+from responder.client import ResponderClient
+from responder.commands.common import add_responder_options, client_auth
+from responder.config import Cluster
+from responder.errors import UserError
+from simulators.alerts import (
+    RuleSpec,
+    ScenarioAlert,
+    default_rules_file,
+    load_rule_specs,
+    scenario_alerts,
+)
+from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
+from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, read_identity
+from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
+from simulators.scenario import Scenario, check_run_id, load_scenarios
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--to", metavar="URL", help="the responder's HTTP input (POST URL/v1/alerts)")
+    out.add_argument(
+        "--grpc",
+        metavar="ADDRESS",
+        help="serve the alerts as Falco's gRPC outputs service on unix:///PATH or HOST:PORT (mutual TLS) "
+        "until the responder has collected them",
+    )
+    out.add_argument("--file", metavar="PATH", help="write Falco JSON lines ('-': stdout)")
+    parser.add_argument("--pod", required=True, metavar="NAMESPACE/NAME", help="the pod the alerts are about")
+    parser.add_argument("--container", help="the container in the pod (default: the first running one)")
+    parser.add_argument(
+        "--forge", action="store_true", help="do not read the pod: send a random container id"
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig to read the pod with (default: in-cluster or ~/.kube)"
+    )
+    parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
+    parser.add_argument("--rules", help="rules file the alerts follow (default: rules/ of this checkout)")
+    parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery")
+    grpc_tls = parser.add_argument_group("--grpc on TCP (Falco serves TCP only with mutual TLS)")
+    grpc_tls.add_argument("--grpc-cert", help="server certificate")
+    grpc_tls.add_argument("--grpc-key", help="server key")
+    grpc_tls.add_argument("--grpc-client-ca", help="CA the responder's client certificate must chain to")
+    add_responder_options(parser)
+
+
+def _identity(args: argparse.Namespace) -> PodIdentity:
+    namespace, name = parse_pod_ref(args.pod)
+    if args.forge:
+        return forged_identity(namespace, name)
+    from responder.cluster.api import KubeGateway
+
+    gateway = KubeGateway.from_config(Cluster(kubeconfig=args.kubeconfig, context=args.context))
+    try:
+        return read_identity(gateway, namespace, name, args.container)
+    finally:
+        gateway.close()
+
+
+def _specs(args: argparse.Namespace, out: TextIO) -> dict[str, RuleSpec]:
+    if args.rules:
+        from pathlib import Path
+
+        return load_rule_specs(Path(args.rules))
+    pack = default_rules_file()
+    if pack is None:
+        print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
+        return {}
+    return load_rule_specs(pack)
+
+
+def _grpc_server(args: argparse.Namespace) -> FalcoGrpcServer:
+    tls = None
+    if not args.grpc.startswith("unix:"):
+        if not (args.grpc_cert and args.grpc_key and args.grpc_client_ca):
+            raise UserError("--grpc on TCP needs --grpc-cert, --grpc-key and --grpc-client-ca (mutual TLS)")
+        tls = ServerTLS(args.grpc_cert, args.grpc_key, args.grpc_client_ca)
+    try:
+        return FalcoGrpcServer(args.grpc, tls=tls)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--grpc {args.grpc}: {exc}") from None
+
+
+def _deliver(args: argparse.Namespace, alerts: list[ScenarioAlert]) -> list[Delivery]:
+    if args.file:
+        return write_alerts(args.file, alerts)
+    if args.grpc:
+        server = _grpc_server(args)
+        try:
+            server.start()
+        except (OSError, RuntimeError) as exc:
+            raise UserError(f"cannot serve gRPC on {args.grpc}: {exc}") from None
+        try:
+            return publish_alerts(server, alerts, args.timeout)
+        finally:
+            server.stop(grace=1.0)
+
+    async def post() -> list[Delivery]:
+        async with ResponderClient(args.to, client_auth(args), timeout_seconds=args.timeout) as client:
+            return await post_alerts(client, alerts)
+
+    return asyncio.run(post())
+
+
+def build_alerts(
+    scenarios: list[Scenario], identity: PodIdentity, run_id: str, specs: dict[str, RuleSpec]
+) -> list[ScenarioAlert]:
+    return [alert for scenario in scenarios for alert in scenario_alerts(scenario, identity, run_id, specs)]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stderr if args.file == "-" else sys.stdout
+    scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
+    run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
+    identity = _identity(args)
+    alerts = build_alerts(scenarios, identity, run_id, _specs(args, out))
+    forged = " (FORGED: random container id)" if identity.forged else ""
+    print(
+        f"run id {run_id}: {len(alerts)} alert(s) for {identity.ref} on {identity.hostname}{forged}", file=out
+    )
+    for scenario in scenarios:
+        if not scenario.alerts:
+            print(f"  {scenario.name}: control, nothing to send", file=out)
+    deliveries = _deliver(args, alerts) if alerts else []
+    for delivery in deliveries:
+        state = "sent  " if delivery.ok else "FAILED"
+        alert_id = f" alert_id={delivery.alert_id}" if delivery.alert_id else ""
+        print(
+            f"  {state} {delivery.alert.scenario}: {delivery.alert.rule}: {delivery.detail}{alert_id}",
+            file=out,
+        )
+    names = " ".join(s.name for s in scenarios)
+    print(f"check the responder: serving-guard verify {names} --run-id {run_id} --responder URL", file=out)
+    return 0 if all(d.ok for d in deliveries) else 1

@@ -1,0 +1,301 @@
+"""The demo's results: the console table, and a self-contained HTML report (the same table, a
+timeline of every alert through the responder, and each Slack message rendered from its Block
+Kit JSON). No external CSS, scripts or fonts: it reads the same offline."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from responder.alert import parse_time_ns
+from responder.errors import UserError
+from simulators.demo import DemoCheck, DemoResult
+from simulators.slack_html import message_to_html
+
+HEADERS = ("SCENARIO", "INPUT", "RULE", "VERIFIED", "DECISION", "OUTCOME", "SLACK", "ALERT→ACTION", "RESULT")
+HTML_HEADERS = (
+    "Scenario",
+    "Input",
+    "Pod",
+    "Rule",
+    "Verified",
+    "Decision",
+    "Action outcome",
+    "Slack",
+    "Alert→action",
+    "Expected",
+    "Result",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    input: str
+    pod: str
+    rule: str
+    verified: str
+    decision: str
+    outcome: str
+    slack: str
+    latency: str
+    passed: bool
+    expected: str
+    reason: str
+
+    def cells(self) -> tuple[str, ...]:
+        result = "PASS" if self.passed else "FAIL"
+        return (
+            self.scenario,
+            self.input,
+            self.rule,
+            self.verified,
+            self.decision,
+            self.outcome,
+            self.slack,
+            self.latency,
+            result,
+        )
+
+
+def _actions(check: DemoCheck) -> str:
+    decision = (check.verdict.incident or {}).get("decision") or {}
+    if not decision:
+        return "-"
+    return ", ".join(decision.get("actions") or []) or "nothing"
+
+
+def row_of(check: DemoCheck) -> Row:
+    verdict = check.verdict
+    latency = f"{verdict.latency_ms:.0f} ms" if verdict.latency_ms is not None else "-"
+    slack = "-"
+    if check.slack_messages:
+        slack = "sent"
+    elif verdict.slack not in ("-", "none"):
+        slack = verdict.slack
+    return Row(
+        scenario=check.case.name,
+        input=check.case.input,
+        pod=f"{check.case.pod.namespace}/{check.case.pod.name}",
+        rule=verdict.rule,
+        verified=verdict.verified,
+        decision=_actions(check),
+        outcome=verdict.outcome,
+        slack=slack,
+        latency=latency,
+        passed=check.passed,
+        expected=check.case.expect.outcome.value + (" + Slack" if check.case.expect.slack else ""),
+        reason=check.reason,
+    )
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    table = [HEADERS, *(row.cells() for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+    return "\n".join(lines)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;
+  max-width:1280px;color:#1d1c1d;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:18px;margin:32px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#616061;margin:0 0 16px}
+.banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:12px 0}
+.ok{background:#e3f4e8;color:#135c2c}.bad{background:#fde8e8;color:#8a1c1c}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f6f6f6;font-weight:600}
+td.pass{color:#135c2c;font-weight:700}td.fail{color:#8a1c1c;font-weight:700}
+.reason{color:#8a1c1c;font-size:12px}.muted{color:#616061;font-size:12px}
+code,pre{font-family:SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
+code{overflow-wrap:anywhere;background:#f3f3f3;border:1px solid #e1e1e1;border-radius:3px;
+  padding:0 3px;color:#c01343}
+pre{background:#f8f8f8;border:1px solid #e1e1e1;border-radius:4px;padding:8px;white-space:pre-wrap;
+  word-break:break-all;margin:6px 0}
+.events code{color:inherit;background:none;border:0;white-space:pre}
+.track{position:relative;height:22px;background:#f6f6f6;border-radius:4px}
+.ev{position:absolute;top:3px;width:14px;height:14px;border-radius:50%;margin-left:-7px;border:2px solid #fff}
+.e-alert{background:#616061}.e-received{background:#1264a3}.e-decided{background:#8e44ad}
+.e-action{background:#c0392b}.e-slack{background:#2eb67d}
+.legend span{display:inline-block;margin-right:14px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;
+  vertical-align:middle}
+.msgs{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:16px}
+.slack{border:1px solid #ddd;border-radius:8px;padding:12px 14px;background:#fff;box-shadow:0 1px 2px #0001}
+.slack .who{font-weight:700}.slack .who span{color:#616061;font-weight:400;font-size:12px;margin-left:6px}
+.sk-header{font-size:17px;font-weight:700;margin:6px 0}
+.sk-field{min-width:0;overflow-wrap:anywhere}
+.sk-section{margin:6px 0}.sk-fields{display:grid;grid-template-columns:1fr 1fr;gap:6px 16px;margin-top:4px}
+.sk-context{color:#616061;font-size:12px;margin:6px 0}.sk-divider{border:0;border-top:1px solid #ddd}
+.emoji{font-weight:700;margin-right:3px}
+.quote{border-left:4px solid #ddd;padding-left:8px;display:inline-block}
+.reply{margin:8px 0 0 18px;border-left:3px solid #eee;padding-left:10px}
+details summary{cursor:pointer;color:#1264a3}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _table_html(rows: Sequence[Row]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in HTML_HEADERS)
+    body = []
+    for row in rows:
+        result = "PASS" if row.passed else "FAIL"
+        reason = "" if row.passed else f'<div class="reason">{_e(row.reason)}</div>'
+        cells = (
+            row.scenario,
+            row.input,
+            row.pod,
+            row.rule,
+            row.verified,
+            row.decision,
+            row.outcome,
+            row.slack,
+            row.latency,
+            row.expected,
+        )
+        tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
+        body.append(f'<tr>{tds}<td class="{result.lower()}">{result}{reason}</td></tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+@dataclass(frozen=True)
+class _Event:
+    at_ns: int
+    kind: str  # alert | received | decided | action | slack
+    label: str
+
+
+def _events(check: DemoCheck) -> list[_Event]:
+    events = []
+    for item in check.case.alerts:
+        events.append(
+            _Event(parse_time_ns(str(item.alert["time"])), "alert", f"alert sent ({check.case.input})")
+        )
+    incident: dict[str, Any] = dict(check.verdict.incident or {})
+    for entry in check.verdict.entries:
+        if entry.get("received_ns"):
+            events.append(
+                _Event(int(entry["received_ns"]), "received", f"received: {entry.get('outcome', '?')}")
+            )
+    if incident.get("decided_ns"):
+        summary = ", ".join((incident.get("decision") or {}).get("actions") or []) or "nothing"
+        events.append(_Event(int(incident["decided_ns"]), "decided", f"decided: {summary}"))
+    for action in incident.get("actions") or []:
+        if action.get("finished_ns"):
+            events.append(
+                _Event(int(action["finished_ns"]), "action", f"{action['action']}: {action['status']}")
+            )
+    for note in incident.get("notifications") or []:
+        if note.get("sent_ns"):
+            events.append(_Event(int(note["sent_ns"]), "slack", f"Slack {note['kind']} sent"))
+    return sorted(events, key=lambda e: e.at_ns)
+
+
+def _timeline_html(checks: Sequence[DemoCheck]) -> str:
+    per_case = [(check, _events(check)) for check in checks]
+    stamps = [e.at_ns for _, events in per_case for e in events]
+    if not stamps:
+        return '<p class="muted">No events.</p>'
+    start, end = min(stamps), max(stamps)
+    span = max(end - start, 1)
+    legend = "".join(
+        f'<span><i class="e-{k}"></i>{label}</span>'
+        for k, label in (
+            ("alert", "alert sent"),
+            ("received", "received"),
+            ("decided", "decided"),
+            ("action", "action done"),
+            ("slack", "Slack sent"),
+        )
+    )
+    rows = []
+    for check, events in per_case:
+        marks = "".join(
+            f'<span class="ev e-{e.kind}" style="left:{(e.at_ns - start) / span * 100:.2f}%" '
+            f'title="+{(e.at_ns - start) / 1e6:.1f} ms {_e(e.label)}"></span>'
+            for e in events
+        )
+        listing = (
+            "<br>".join(f"+{(e.at_ns - start) / 1e6:8.1f} ms  {_e(e.label)}" for e in events) or "(nothing)"
+        )
+        rows.append(
+            f"<tr><td>{_e(check.case.name)}</td><td style='width:55%'><div class='track'>{marks}</div></td>"
+            f"<td class='muted events'><code>{listing}</code></td></tr>"
+        )
+    return (
+        f'<p class="legend">{legend}<span class="muted">0 = the first alert; '
+        f"whole span {span / 1e6:.1f} ms</span></p>"
+        f"<table><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _messages_html(checks: Sequence[DemoCheck], channel_names: dict[str, str]) -> str:
+    cards = []
+    for check in checks:
+        for message in check.slack_messages:
+            when = time.strftime("%H:%M:%S", time.gmtime(float(message.ts)))
+            replies = "".join(
+                f'<div class="reply">{message_to_html(reply.blocks, reply.text)}</div>'
+                for reply in message.replies
+            )
+            channel = channel_names.get(message.channel, message.channel)
+            who = f"Serving Guard<span>{when} UTC · {_e(channel)} · {_e(check.case.name)}</span>"
+            body = message_to_html(message.blocks, message.text)
+            cards.append(f'<div class="slack"><div class="who">{who}</div>{body}{replies}</div>')
+    if not cards:
+        return '<p class="muted">No Slack messages.</p>'
+    return f'<div class="msgs">{"".join(cards)}</div>'
+
+
+def render_html(result: DemoResult) -> str:
+    rows = [row_of(check) for check in result.checks]
+    passed = sum(1 for row in rows if row.passed)
+    banner_class = "ok" if result.ok else "bad"
+    verdict = (
+        f"All {len(rows)} expectations held."
+        if result.ok
+        else f"{len(rows) - passed} of {len(rows)} expectations FAILED."
+    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_ns / 1e9))
+    duration = (result.finished_ns - result.started_ns) / 1e9
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Serving Guard demo report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>Serving Guard demo</h1>
+<p class="sub">Run <code>{_e(result.run_id)}</code> · {started} · {duration:.1f} s · Falco alerts replayed
+into the real responder (HTTP input over mutual TLS, gRPC input from a Falco outputs server), against
+an emulated Kubernetes API with a seeded serving namespace, notifying a local Slack.</p>
+<div class="banner {banner_class}">{verdict}</div>
+<section id="scenarios"><h2>Scenarios</h2>
+{_table_html(rows)}</section>
+<section id="timeline"><h2>Timeline</h2>
+{_timeline_html(result.checks)}</section>
+<section id="slack"><h2>Slack messages</h2>
+{_messages_html(result.checks, result.channel_names)}</section>
+<section id="config"><h2>Responder configuration</h2>
+<details><summary>config.yaml the demo ran with</summary>
+<pre>{_e(result.config_text)}</pre></details></section>
+</body></html>
+"""
+
+
+def write_report(result: DemoResult, path: str) -> None:
+    try:
+        Path(path).write_text(render_html(result), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--report {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,418 @@
+"""Scenario definitions: one YAML file per scenario in ``simulators/scenarios/``, strictly validated.
+
+A scenario says which rule it must trigger, the live actions ``simulate`` performs, the Falco
+alerts ``replay`` sends (field templates), the responder outcome ``verify`` expects, and how the
+demo replays it. Errors name the file, the line and the key, like the responder's config.
+
+Templates in strings: ``{marker}`` (``sg-run=<run id>.<scenario>``, the tag every process of a
+run carries), ``{run_id}``, ``{rundir}`` (the run's own work directory), ``{home}`` (a dummy
+home inside it), ``{model_dir}``. Any other brace is left as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from responder.alert import Priority
+from responder.errors import SourceError, UserError
+from responder.yamlsource import YamlDocument, load_yaml_file
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+REFERENCE_POLICY = Path(__file__).parent / "reference_policy.yaml"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# Run ids go into file names and command lines: no separators, no shell metacharacters.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$")
+TEMPLATE_NAMES = ("marker", "run_id", "rundir", "home", "model_dir")
+_TEMPLATE = re.compile(r"\{(" + "|".join(TEMPLATE_NAMES) + r")\}")
+# A file name created in the model dir: plain name, and it must carry the run's marker.
+_MODEL_FILE_NAME = re.compile(r"^[^/\x00]+$")
+
+FieldValue = str | int | bool | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Outcome(StrEnum):
+    """What the responder must have done about a scenario's alerts."""
+
+    QUARANTINED = "quarantined"  # verified, quarantined, no other policy still lets traffic in or out
+    LEAKY = "leaky"  # verified, quarantined, but named policies still allow traffic
+    ANNOTATED = "annotated"  # verified, annotated (recorded, not isolated)
+    NOTIFIED = "notified"  # verified, on-call told, nothing isolated
+    UNVERIFIED = "unverified"  # refused: the alert does not match the live pod
+    SILENT = "silent"  # nothing at all (the control)
+    ANY = "any"  # only that the rule fired for the run
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Fill the known ``{name}`` templates; leave every other brace alone."""
+    return _TEMPLATE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def _no_unknown_template(text: str) -> str:
+    for match in re.finditer(r"\{([a-z_]+)\}", text):
+        if match.group(1) not in TEMPLATE_NAMES:
+            raise ValueError(f"unknown template {{{match.group(1)}}} (known: {', '.join(TEMPLATE_NAMES)})")
+    return text
+
+
+def _carries_marker(value: FieldValue) -> bool:
+    return isinstance(value, str) and any(t in value for t in ("{marker}", "{rundir}", "{home}"))
+
+
+# -- live actions (what `simulate` does) -----------------------------------------------------------
+
+
+class LiveStep(Strict):
+    # The positive example in rules/examples.yaml this action reproduces (harmlessly), if any.
+    example: str | None = None
+
+
+class ShellAction(LiveStep):
+    """Start a shell that runs ``true`` (``sh -c 'true # <marker>'``)."""
+
+    action: Literal["shell"]
+    shell: Literal["sh", "dash", "bash", "busybox"]
+
+
+class ReadFileAction(LiveStep):
+    """Create a dummy file inside the run directory, then read it from a separate process."""
+
+    action: Literal["read_file"]
+    path: str  # must lie under {rundir} or {home}
+    content: str = "serving-guard dummy content {marker}\n"
+    # cat: an attacker's tool; python: the interpreter a model server runs.
+    reader: Literal["cat", "python"] = "python"
+
+    @field_validator("path")
+    @classmethod
+    def _inside_run(cls, value: str) -> str:
+        _no_unknown_template(value)
+        if not value.startswith(("{rundir}/", "{home}/")) or ".." in value.split("/"):
+            raise ValueError(
+                "path must start with {rundir}/ or {home}/ (never a system path) and not use '..'"
+            )
+        return value
+
+
+class ModelFileAction(LiveStep):
+    """One operation on a file of our own directly inside the model dir (never an existing file)."""
+
+    action: Literal["model_file"]
+    op: Literal["write", "append", "rename", "chmod", "symlink", "read"]
+    name: str  # the file in the model dir this acts on (rename: the old name)
+    to: str | None = None  # rename: the new name
+    mode: str | None = None  # chmod: octal, e.g. "0666"
+    target: str | None = None  # symlink: a dummy file under {rundir} the link points to
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        for value in (self.name, self.to):
+            if value is not None and (not _MODEL_FILE_NAME.match(value) or "{marker}" not in value):
+                raise ValueError(f"model dir file names are plain names containing {{marker}}, got {value!r}")
+        needs = {"rename": "to", "chmod": "mode", "symlink": "target"}
+        for op, key in needs.items():
+            if (self.op == op) != (getattr(self, key) is not None):
+                raise ValueError(f"'{key}' goes with op {op} only")
+        if self.mode is not None and not re.fullmatch(r"0?[0-7]{3}", self.mode):
+            raise ValueError(f"mode must be octal like 0644, got {self.mode!r}")
+        if self.target is not None and not self.target.startswith("{rundir}/"):
+            raise ValueError("symlink target must be a dummy file under {rundir}/")
+        return self
+
+
+class ReverseShellAction(LiveStep):
+    """A reverse-shell one-liner whose shell only runs ``true``: it connects, wires its standard
+    streams to the socket, and exits. Without --target it connects to a listener of its own on
+    127.0.0.1."""
+
+    action: Literal["reverse_shell"]
+    variant: Literal["python-pty", "bash-dev-tcp", "nc-exec"]
+
+
+class ConnectAction(LiveStep):
+    """One outbound TCP connection (short timeout) or UDP datagram to the explicit --target."""
+
+    action: Literal["connect"]
+    protocol: Literal["tcp", "udp"]
+
+
+class RunToolAction(LiveStep):
+    """Run a download/install tool that is already installed, only to print its version."""
+
+    action: Literal["run_tool"]
+    tool: str = Field(pattern=r"^[a-z][-a-z0-9.]*$")
+    args: tuple[str, ...]
+
+    @field_validator("args")
+    @classmethod
+    def _version_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The one safety property of this action: it asks for a version and nothing else runs.
+        if "--version" not in value:
+            raise ValueError("a tool is only ever run with --version")
+        forbidden = {"install", "download", "clone", "fetch", "pull", "update", "upgrade", "get"}
+        for arg in value:
+            _no_unknown_template(arg)
+            if arg.lower() in forbidden or "://" in arg:
+                raise ValueError(f"argument {arg!r} could fetch or install something")
+        return value
+
+
+class DriftExecAction(LiveStep):
+    """Copy ``true`` somewhere it was not in the image and execute it (or run it from a memfd)."""
+
+    action: Literal["drift_exec"]
+    where: Literal["shm", "workdir", "memfd"]
+
+
+class ServeModelAction(LiveStep):
+    """Normal serving: load a model file that is already in the model dir and answer requests on
+    127.0.0.1 (the control)."""
+
+    action: Literal["serve_model"]
+    requests: int = Field(default=3, ge=1, le=20)
+
+
+LiveAction = Annotated[
+    ShellAction
+    | ReadFileAction
+    | ModelFileAction
+    | ReverseShellAction
+    | ConnectAction
+    | RunToolAction
+    | DriftExecAction
+    | ServeModelAction,
+    Field(discriminator="action"),
+]
+
+
+# -- alerts, expectations, demo plan ---------------------------------------------------------------
+
+
+class AlertTemplate(Strict):
+    """One alert Falco sends when the scenario happens: the rule's own output fields (the pod
+    identity fields are filled from the target pod)."""
+
+    rule: str | None = None  # default: the scenario's rule
+    fields: dict[str, FieldValue]
+
+    @field_validator("fields")
+    @classmethod
+    def _templates(cls, value: dict[str, FieldValue]) -> dict[str, FieldValue]:
+        for text in value.values():
+            if isinstance(text, str):
+                _no_unknown_template(text)
+        return value
+
+
+class ExampleRef(Strict):
+    """Examples in rules/examples.yaml this scenario reproduces (by rule name and example id)."""
+
+    rule: str
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+
+
+class Expect(Strict):
+    outcome: Outcome
+    # An on-call Slack message must have been sent for the incident.
+    slack: bool = True
+    # For leaky: the policies the responder must name.
+    leaky_policies: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.outcome is Outcome.SILENT and self.slack:
+            raise ValueError("a silent scenario expects no Slack message (slack: false)")
+        if self.leaky_policies and self.outcome is not Outcome.LEAKY:
+            raise ValueError("leaky_policies goes with outcome leaky only")
+        return self
+
+
+class DemoPlan(Strict):
+    """How `serving-guard demo` replays this scenario against the seeded cluster."""
+
+    pod: Literal["triton", "torchserve", "vllm", "kserve", "sandbox"]
+    input: Literal["http", "grpc"] = "http"
+    # Where the seeded cluster makes the outcome differ from `expect` (Triton's leaky policy).
+    expect: Expect | None = None
+
+
+class Scenario(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    summary: str = Field(min_length=10)
+    # The rule it must trigger; null for the control, which must trigger nothing.
+    rule: str | None
+    # As the rule fires (used when the rules pack is not at hand; checked against it in tests).
+    priority: Annotated[Priority, Field(json_schema_extra={"type": "string"})] | None = None
+    tags: tuple[str, ...] = ()
+    examples: tuple[ExampleRef, ...] = ()
+    live: tuple[LiveAction, ...] = Field(min_length=1)
+    alerts: tuple[AlertTemplate, ...] = ()
+    expect: Expect
+    demo: DemoPlan
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: object) -> object:
+        return Priority.parse(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        control = self.rule is None
+        if control != (self.expect.outcome is Outcome.SILENT):
+            raise ValueError(
+                "a scenario without a rule is a control and expects outcome silent (and vice versa)"
+            )
+        if control and self.alerts:
+            raise ValueError("a control scenario produces no alerts")
+        if not control:
+            if not self.alerts:
+                raise ValueError("alerts: a scenario with a rule lists the alert(s) Falco sends")
+            if self.priority is None:
+                raise ValueError("priority: required for a scenario with a rule")
+            for alert in self.alerts:
+                if not any(_carries_marker(value) for value in alert.fields.values()):
+                    raise ValueError(
+                        "every alert carries {marker} (or {rundir}/{home}, which contain it) in a field, "
+                        "so runs can be told apart"
+                    )
+        listed = {example for ref in self.examples for example in ref.positive}
+        for step in self.live:
+            if step.example is not None and step.example not in listed:
+                raise ValueError(
+                    f"live action example {step.example!r} is not listed under examples.positive"
+                )
+        return self
+
+    @property
+    def needs_target(self) -> bool:
+        return any(isinstance(action, ConnectAction) for action in self.live)
+
+    def demo_expect(self) -> Expect:
+        return self.demo.expect or self.expect
+
+
+def marker(run_id: str, scenario: str) -> str:
+    """The token every process (and so every alert) of one scenario run carries."""
+    return f"sg-run={run_id}.{scenario}"
+
+
+def marker_id(run_id: str, scenario: str) -> str:
+    """What the audit trail's run_id filter looks for to find one scenario of a run."""
+    return f"{run_id}.{scenario}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise UserError(
+            f"--run-id {run_id!r}: use 4 to 64 letters, digits, '-' or '_' (it goes into file names)"
+        )
+    return run_id
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _error_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
+    # pydantic adds union tags and validator names to loc; keep the data keys only.
+    known_tags = {
+        "shell",
+        "read_file",
+        "model_file",
+        "reverse_shell",
+        "connect",
+        "run_tool",
+        "drift_exec",
+        "serve_model",
+    }
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int) or not (part.startswith(("function-", "[")) or part in known_tags)
+    )
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def scenario_from_document(document: YamlDocument) -> Scenario:
+    if not isinstance(document.data, dict):
+        raise document.error((), "a scenario file is a mapping (name, rule, live, alerts, expect, demo)")
+    try:
+        scenario = Scenario.model_validate(document.data)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors(include_url=False):
+            path = _error_path(error["loc"])
+            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            line = document.line_of(path)
+            where = f"{document.file}:{line}" if line is not None else document.file
+            messages.append(f"{where}: {_dotted(path)}: {reason.removeprefix('Value error, ')}")
+        raise UserError("invalid scenario:\n  " + "\n  ".join(messages)) from None
+    expected = Path(document.file).stem
+    if scenario.name != expected:
+        raise SourceError(
+            document.file, document.line_of(("name",)), f"name must match the file name ({expected})"
+        )
+    return scenario
+
+
+@dataclass(frozen=True)
+class ScenarioSet:
+    by_name: Mapping[str, Scenario]
+    directory: Path
+
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    def select(self, names: Iterable[str]) -> list[Scenario]:
+        """The named scenarios in the order given ("all" = every one); unknown names are an error."""
+        chosen: list[Scenario] = []
+        for name in names:
+            if name == "all":
+                chosen.extend(s for s in self.by_name.values() if s not in chosen)
+                continue
+            if name not in self.by_name:
+                known = ", ".join(self.by_name)
+                raise UserError(f"unknown scenario {name!r} (known: {known}, or all)")
+            if self.by_name[name] not in chosen:
+                chosen.append(self.by_name[name])
+        if not chosen:
+            raise UserError("name at least one scenario (or all)")
+        return chosen
+
+
+def load_scenarios(directory: str | Path | None = None) -> ScenarioSet:
+    """Every ``*.yaml`` in the directory (default: the shipped scenarios), sorted by name."""
+    root = Path(directory) if directory is not None else SCENARIO_DIR
+    if not root.is_dir():
+        raise UserError(f"scenario directory {root} does not exist")
+    scenarios: dict[str, Scenario] = {}
+    for path in sorted(root.glob("*.yaml")):
+        scenario = scenario_from_document(load_yaml_file(str(path)))
+        scenarios[scenario.name] = scenario
+    if not scenarios:
+        raise UserError(f"no scenario files (*.yaml) in {root}")
+    return ScenarioSet(scenarios, root)
+
+
+def load_reference_policy() -> dict[str, Any]:
+    """The reference policy the scenarios' expectations assume (a partial responder config)."""
+    document = load_yaml_file(str(REFERENCE_POLICY))
+    if not isinstance(document.data, dict):
+        raise document.error((), "the reference policy is a mapping of responder config sections")
+    return document.data

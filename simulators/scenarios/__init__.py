@@ -1,0 +1,1 @@
+"""Scenario definitions (YAML, one file per scenario); loaded by :mod:`simulators.scenarios`."""

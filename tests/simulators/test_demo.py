@@ -1,0 +1,109 @@
+"""`serving-guard demo` end to end (emulated cluster, Slack sink, PKI, the real responder over mutual
+TLS HTTP and gRPC), its exit status following the expectations, and its self-contained report."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from responder.cli import main as cli_main
+from simulators.scenario import load_scenarios
+
+SCENARIOS = load_scenarios()
+
+
+def run_demo(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli_main(["demo", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_passes_and_writes_a_self_contained_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "demo-report.html"
+    code, out, err = run_demo(["--report", str(report), "--workdir", str(tmp_path / "work")], capsys)
+    assert code == 0, out + err
+    assert err == ""  # quiet: only the table on stdout
+    rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))]
+    assert len(rows) == len(SCENARIOS.names()) + 1  # every scenario plus the forged alert
+    assert all(row.endswith("PASS") for row in rows)
+    table = "\n".join(rows)
+    assert re.search(
+        r"shell-in-serving-pod\s+http\s+Shell in serving pod\s+verified\s+notify, quarantine\s+"
+        r"LEAKY: still allowed by allow-gateway-to-triton\s+sent\s+\d+ ms\s+PASS",
+        table,
+    )
+    assert re.search(
+        r"forged-alert\s+http\s+Shell in serving pod\s+unverified\s+notify\s+quarantine withheld", table
+    )
+    assert re.search(r"benign-serving\s+http\s+\(none\)\s+-\s+-\s+silent\s+-\s+-\s+PASS", table)
+    assert re.search(r"reverse-shell-one-liner\s+grpc\s+.*quarantined\s+sent", table)
+    assert re.search(r"anomalous-egress\s+grpc\s+.*notify, annotate\s+annotated\s+sent", table)
+    assert f"all {len(rows)} expectations held" in out
+
+    html = report.read_text(encoding="utf-8")
+    # Self-contained: nothing to fetch.
+    assert not re.search(
+        r"<(link|script|img|iframe|object|embed)\b|@import|url\(|<[a-z]+\s[^>]*\b(src|href)=", html
+    )
+    assert "All 10 expectations held." in html
+    for name in SCENARIOS.names():
+        assert name in html
+    # Slack messages rendered from their Block Kit, with the alert text escaped.
+    assert html.count('<div class="slack">') == 9  # every case but the control
+    assert "LEAKY quarantine" in html and "Unverified alert: someone may be forging alerts." in html
+    assert "serving-guard release --namespace ml-serving" in html
+    assert "<script" not in html.lower()
+    # The demo leaves its files where it was told.
+    assert {p.name for p in (tmp_path / "work").iterdir()} >= {
+        "config.yaml",
+        "journal.db",
+        "responder.log",
+        "pki",
+    }
+
+
+def test_an_altered_expectation_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "demo-report.html"
+    code, out, _ = run_demo(
+        [
+            "--report",
+            str(report),
+            "--expect",
+            "shell-in-serving-pod=quarantined",
+            "--expect",
+            "forged-alert=quarantined",
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert (
+        "FAIL shell-in-serving-pod (expected quarantined + Slack): quarantine is LEAKY: still allowed by "
+        in out
+    )
+    assert "FAIL forged-alert (expected quarantined + Slack): alert not verified against the live pod" in out
+    assert "2 of 10 expectations FAILED" in out
+    assert "2 of 10 expectations FAILED." in report.read_text(encoding="utf-8")
+
+
+def test_an_altered_scenario_file_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    altered = tmp_path / "scenarios"
+    altered.mkdir()
+    for path in SCENARIOS.directory.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if path.stem == "runtime-download":
+            text = text.replace("outcome: notified", "outcome: quarantined")
+        (altered / path.name).write_text(text, encoding="utf-8")
+    code, out, _ = run_demo(["--no-report", "--scenarios-dir", str(altered)], capsys)
+    assert code == 1
+    assert "FAIL runtime-download (expected quarantined + Slack): no quarantine: decision was " in out
+
+
+def test_demo_rejects_unknown_expectations(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_demo(["--expect", "nope=silent"], capsys)
+    assert code == 2 and "--expect 'nope=silent'" in err
+    code, _, err = run_demo(["--expect", "drift-exec=exploded"], capsys)
+    assert code == 2 and "outcome must be one of" in err

@@ -1,0 +1,116 @@
+"""The in-cluster manifests: valid Kubernetes (strict schema), Pod Security "restricted", watched by
+the rules pack, and running only scenarios that exist, with options `simulate` accepts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from simulators import simulate_command
+from simulators.scenario import load_scenarios
+
+K8S = Path(simulate_command.__file__).parent / "k8s"
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if doc["kind"] == "Pod":
+        return dict(doc["spec"])
+    if doc["kind"] == "Job":
+        return dict(doc["spec"]["template"]["spec"])
+    return None
+
+
+def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    meta = doc["metadata"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]
+    return dict(meta.get("labels", {}))
+
+
+def restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """Pod Security Standards "restricted" as the admission plugin checks it, plus a read-only root."""
+    problems = []
+    pod_sc = spec.get("securityContext", {})
+    problems += [f"{field} set" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field)]
+    for volume in spec.get("volumes", []):
+        if not set(volume) - {"name"} <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}")
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        name, sc = container["name"], container.get("securityContext", {})
+        if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: privilege escalation")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) in (None, 0):
+            problems.append(f"{name}: runAsUser")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+            problems.append(f"{name}: capabilities")
+        if sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") not in (
+            "RuntimeDefault",
+            "Localhost",
+        ):
+            problems.append(f"{name}: seccomp")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: writable root filesystem")
+        if any("hostPort" in port for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("version", ["1.29.0", kubernetes_validate.latest_version()])
+def test_manifests_are_valid_kubernetes(path: Path, version: str) -> None:
+    for doc in _documents(path):
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_pods_are_restricted_and_in_the_packs_scope(path: Path) -> None:
+    pods = [doc for doc in _documents(path) if _pod_spec(doc) is not None]
+    assert pods
+    for doc in pods:
+        spec = _pod_spec(doc)
+        assert spec is not None
+        assert restricted_violations(spec) == []
+        assert spec.get("automountServiceAccountToken") is False  # no real token to read
+        assert _pod_labels(doc)["serving-guard.io/serving"] == "true"
+
+
+def test_job_runs_every_scenario_but_egress_with_valid_options() -> None:
+    job = next(doc for doc in _documents(K8S / "simulate-job.yaml") if doc["kind"] == "Job")
+    spec = job["spec"]["template"]["spec"]
+    known = set(load_scenarios().names())
+    ran: set[str] = set()
+    for container in spec["containers"]:
+        assert container["command"] == ["python3", "-m", "responder"]
+        args = container["args"]
+        assert args[0] == "simulate"
+        parser = argparse.ArgumentParser()
+        simulate_command.configure(parser)
+        options = parser.parse_args(args[1:])
+        assert set(options.scenarios) <= known
+        ran |= set(options.scenarios)
+        assert options.run_id == "$(SG_RUN_ID)"
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert options.model_dir in mounts and options.workdir in mounts
+    assert ran == known - {"anomalous-egress"}
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["SG_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"

@@ -1,0 +1,481 @@
+"""`replay` into a real responder (HTTP, gRPC, file) and `verify` against its audit trail: passes on
+a healthy chain, fails clearly when an expectation is broken (wrong rule, no quarantine, Slack
+missing, a forgery acted on, a noisy control)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.alert import parse_falco_json
+from responder.cli import main as cli_main
+from simulators.pki import make_test_pki
+from simulators.scenario import Expect, Outcome, load_scenarios
+from simulators.slack_sink import SlackSink
+from simulators.verify import Expectation, judge
+from tests.simulators.conftest import ChainFactory, Seeded, chain_config_data
+
+SCENARIOS = load_scenarios()
+FAST = ["--timeout", "2", "--interval", "0.05", "--settle", "0.2"]
+
+
+async def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = await asyncio.to_thread(cli_main, argv)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def pod_ref(seeded: Seeded, key: str) -> str:
+    pod = seeded.pods[key]
+    return f"{pod.namespace}/{pod.name}"
+
+
+async def replay(
+    seeded: Seeded,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    run_id: str,
+    *names: str,
+    pod: str = "torchserve",
+    extra: tuple[str, ...] = (),
+) -> str:
+    argv = [
+        "replay",
+        *names,
+        "--to",
+        url,
+        "--pod",
+        pod_ref(seeded, pod),
+        "--kubeconfig",
+        seeded.kubeconfig,
+        "--run-id",
+        run_id,
+        *extra,
+    ]
+    code, out = await cli(argv, capsys)
+    assert code == 0, out
+    return out
+
+
+async def test_verify_passes_on_a_healthy_chain(
+    chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with chain() as responder:
+        out = await replay(
+            seeded,
+            capsys,
+            responder.http_url,
+            run_id,
+            "shell-in-serving-pod",
+            "runtime-download",
+            "benign-serving",
+        )
+        assert "benign-serving: control, nothing to send" in out
+        assert out.count("sent   ") == 4 and "HTTP 202" in out
+        code, out = await cli(
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "runtime-download",
+                "benign-serving",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+            ],
+            capsys,
+        )
+    assert code == 0, out
+    assert "PASS  shell-in-serving-pod  [quarantined]  quarantined" in out
+    assert "PASS  runtime-download  [notified]  notified" in out
+    assert "PASS  benign-serving  [silent]  nothing fired" in out
+    assert "3 of 3 scenario(s) passed" in out
+    # The Slack message is really there.
+    assert len(sink.messages("#sec-oncall")) == 1 and len(sink.messages("#sec-alerts")) == 1
+
+
+async def test_verify_fails_on_the_wrong_rule(
+    chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    altered = tmp_path / "altered"
+    shutil.copytree(SCENARIOS.directory, altered)
+    path = altered / "shell-in-serving-pod.yaml"
+    # Falco fires another rule than the one the scenario must trigger.
+    text = path.read_text(encoding="utf-8").replace(
+        "rule: Shell in serving pod\n", "rule: Runtime download or package install in serving pod\n", 1
+    )
+    path.write_text(text, encoding="utf-8")
+    async with chain() as responder:
+        await replay(
+            seeded,
+            capsys,
+            responder.http_url,
+            run_id,
+            "shell-in-serving-pod",
+            extra=("--scenarios-dir", str(altered)),
+        )
+        code, out = await cli(
+            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            capsys,
+        )
+    assert code == 1
+    assert (
+        "FAIL  shell-in-serving-pod  [quarantined]  no alert for rule 'Shell in serving pod' with this run's "
+        in out
+    )
+    assert "fired instead: Runtime download or package install in serving pod" in out
+
+
+async def test_verify_fails_when_nothing_is_quarantined(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notify_only = [{"name": "tell-only", "match": {"rules": ["Shell in serving pod"]}, "actions": ["notify"]}]
+    async with chain(policies=notify_only) as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod")
+        code, out = await cli(
+            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            capsys,
+        )
+    assert code == 1
+    assert "FAIL  shell-in-serving-pod  [quarantined]  no quarantine: decision was tell-only: notify" in out
+
+
+async def test_verify_names_a_leaky_quarantine(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with chain() as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod", pod="triton")
+        code, out = await cli(
+            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            capsys,
+        )
+        assert code == 1
+        assert "quarantine is LEAKY: still allowed by allow-gateway-to-triton" in out
+        code, out = await cli(
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                "--expect",
+                "shell-in-serving-pod=leaky",
+                *FAST,
+            ],
+            capsys,
+        )
+        assert code == 0, out
+
+
+async def test_verify_fails_when_slack_is_missing(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with chain(slack=False) as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "drift-exec")
+        code, out = await cli(
+            ["verify", "drift-exec", "--run-id", run_id, "--responder", responder.http_url, *FAST], capsys
+        )
+        assert code == 1
+        assert "FAIL  drift-exec  [quarantined]  no Slack message recorded (is Slack configured" in out
+        code, out = await cli(
+            [
+                "verify",
+                "drift-exec",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                "--no-slack",
+                *FAST,
+            ],
+            capsys,
+        )
+        assert code == 0, out
+
+
+async def test_verify_reports_a_failed_slack_delivery(
+    chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink.api_error("channel_not_found", times=50, method="chat.postMessage")
+    async with chain() as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
+        code, out = await cli(
+            ["verify", "credential-read", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            capsys,
+        )
+    assert code == 1
+    assert "FAIL  credential-read  [quarantined]  Slack message failed after 1 attempt(s)" in out
+    assert "channel_not_found" in out
+
+
+async def test_forged_alerts_are_refused_and_verify_says_so(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with chain() as responder:
+        out = await replay(
+            seeded,
+            capsys,
+            responder.http_url,
+            run_id,
+            "reverse-shell-one-liner",
+            pod="vllm",
+            extra=("--forge",),
+        )
+        assert "FORGED: random container id" in out
+        code, out = await cli(
+            [
+                "verify",
+                "reverse-shell-one-liner",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                "--expect",
+                "reverse-shell-one-liner=unverified",
+                *FAST,
+            ],
+            capsys,
+        )
+        assert code == 0, out
+        code, out = await cli(
+            [
+                "verify",
+                "reverse-shell-one-liner",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+            ],
+            capsys,
+        )
+    assert code == 1
+    assert "alert not verified against the live pod (unverified: container.id" in out
+    pod = seeded.cluster.call(seeded.cluster.emulator.get_object, "v1/pods", "ml-serving", "vllm-0")
+    assert "serving-guard.io/quarantine" not in pod["metadata"].get("labels", {})
+
+
+async def test_replay_through_the_falco_grpc_outputs_service(
+    chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    socket_path = tmp_path / "falco.sock"
+    grpc = {
+        "enabled": True,
+        "address": f"unix://{socket_path}",
+        "poll_interval_seconds": 0.05,
+        "backoff": {"initial_seconds": 0.02, "max_seconds": 0.1},
+    }
+    async with chain(
+        inputs={"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}, "grpc": grpc}
+    ) as r:
+        code, out = await cli(
+            [
+                "replay",
+                "model-tampering",
+                "--grpc",
+                f"unix://{socket_path}",
+                "--pod",
+                pod_ref(seeded, "vllm"),
+                "--kubeconfig",
+                seeded.kubeconfig,
+                "--run-id",
+                run_id,
+                "--timeout",
+                "10",
+            ],
+            capsys,
+        )
+        assert code == 0, out
+        assert out.count("collected from unix://") == 3
+        code, out = await cli(
+            ["verify", "model-tampering", "--run-id", run_id, "--responder", r.http_url, *FAST], capsys
+        )
+    assert code == 0, out
+
+
+def _free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()
+    return port
+
+
+async def test_replay_grpc_over_mutual_tls(
+    chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_test_pki(tmp_path / "pki")
+    address = f"127.0.0.1:{_free_port()}"
+    grpc = {
+        "enabled": True,
+        "address": address,
+        "tls": {
+            "ca_file": pki.ca_file,
+            "cert_file": pki.client.cert_file,
+            "key_file": pki.client.key_file,
+            "server_name": "localhost",
+        },
+        "poll_interval_seconds": 0.05,
+        "backoff": {"initial_seconds": 0.02, "max_seconds": 0.1},
+    }
+    async with chain(
+        inputs={"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}, "grpc": grpc}
+    ) as r:
+        code, out = await cli(
+            [
+                "replay",
+                "credential-read",
+                "--grpc",
+                address,
+                "--grpc-cert",
+                pki.server.cert_file,
+                "--grpc-key",
+                pki.server.key_file,
+                "--grpc-client-ca",
+                pki.ca_file,
+                "--pod",
+                pod_ref(seeded, "vllm"),
+                "--kubeconfig",
+                seeded.kubeconfig,
+                "--run-id",
+                run_id,
+                "--timeout",
+                "10",
+            ],
+            capsys,
+        )
+        assert code == 0, out
+        assert out.count(f"collected from {address}") == 2
+        code, out = await cli(
+            ["verify", "credential-read", "--run-id", run_id, "--responder", r.http_url, *FAST], capsys
+        )
+    assert code == 0, out
+
+
+async def test_replay_to_a_file_feeds_ingest(
+    tmp_path: Path, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "alerts.jsonl"
+    code, out = await cli(
+        [
+            "replay",
+            "all",
+            "--file",
+            str(out_file),
+            "--pod",
+            pod_ref(seeded, "kserve"),
+            "--kubeconfig",
+            seeded.kubeconfig,
+            "--run-id",
+            run_id,
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    lines = out_file.read_bytes().splitlines()
+    expected = sum(len(s.alerts) for s in SCENARIOS.by_name.values())
+    assert len(lines) == expected
+    for line in lines:
+        alert = parse_falco_json(line)
+        assert alert.pod == seeded.pods["kserve"].name and f"sg-run={run_id}." in alert.output
+    config = tmp_path / "ingest.yaml"
+    data = chain_config_data(tmp_path, seeded.kubeconfig, None)
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    code, out = await cli(["ingest", str(out_file), "--config", str(config), "--settle-seconds", "0"], capsys)
+    assert code == 0, out
+    code, out = await cli(
+        ["audit", "--journal", data["journal"]["path"], "--run-id", run_id, "--format", "json"], capsys
+    )
+    entries = json.loads(out)
+    assert len(entries) == expected and all(e["state"] == "done" for e in entries)
+
+
+async def test_replay_errors_are_clear(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["replay", "drift-exec", "--kubeconfig", seeded.kubeconfig, "--file", str(tmp_path / "x")]
+    code, out = await cli([*base, "--pod", "ml-serving/nope-0"], capsys)
+    assert code == 2 and "pod ml-serving/nope-0 not found" in out
+    code, out = await cli([*base, "--pod", "nope"], capsys)
+    assert code == 2 and "--pod must be NAMESPACE/NAME" in out
+    code, out = await cli(
+        ["replay", "drift-exec", "--pod", "a/b", "--forge", "--grpc", "127.0.0.1:0"], capsys
+    )
+    assert code == 2 and "--grpc on TCP needs --grpc-cert, --grpc-key and --grpc-client-ca" in out
+    code, out = await cli(
+        ["replay", "drift-exec", "--pod", "a/b", "--forge", "--to", "http://127.0.0.1:9"], capsys
+    )
+    assert code == 2 and "cannot reach the responder at http://127.0.0.1:9" in out
+    assert "Traceback" not in out
+
+
+def _entry(rule: str, **incident: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "verification": {"status": "verified"},
+        "decision": {"policy": "p", "actions": ["notify", "quarantine"], "notify": True},
+        "actions": [{"action": "quarantine", "status": "quarantined", "finished_ns": 2_000_000}],
+        "notifications": [{"kind": "incident", "state": "sent", "slack_channel": "C1"}],
+    }
+    base.update(incident)
+    alert = {"time": "1970-01-01T00:00:00.001000000Z"}
+    return {"rule": rule, "outcome": "opened", "state": "done", "incident": base, "alert": alert}
+
+
+def test_judge_covers_each_outcome() -> None:
+    scenario = SCENARIOS.by_name["shell-in-serving-pod"]
+
+    def expectation(outcome: Outcome, slack: bool = True) -> Expectation:
+        return Expectation.of(scenario, "r1", Expect(outcome=outcome, slack=slack))
+
+    rule = "Shell in serving pod"
+    ok = judge(expectation(Outcome.QUARANTINED), [_entry(rule)])
+    assert ok.passed and ok.latency_ms == 1.0 and ok.slack == "sent to C1"
+    pending = judge(
+        expectation(Outcome.QUARANTINED), [{**_entry(rule), "outcome": "pending", "incident": None}]
+    )
+    assert not pending.passed and not pending.settled and "not decided yet" in pending.reason
+    sending = judge(
+        expectation(Outcome.QUARANTINED),
+        [
+            _entry(
+                rule,
+                notifications=[
+                    {"kind": "incident", "state": "pending", "attempts": 2, "last_error": "rate limited"}
+                ],
+            )
+        ],
+    )
+    assert (
+        not sending.settled
+        and "Slack message not sent yet (pending, 2 attempt(s): rate limited)" in sending.reason
+    )
+    annotated = judge(expectation(Outcome.ANNOTATED), [_entry(rule)])
+    assert "expected annotated, got no annotate action" in annotated.reason
+    notified = judge(expectation(Outcome.NOTIFIED), [_entry(rule)])
+    assert notified.reason == "expected notify only, but the pod was quarantined"
+    forged = judge(expectation(Outcome.UNVERIFIED), [_entry(rule)])
+    assert "expected the alert to be refused as unverified, but verification said verified" in forged.reason
+    acted = judge(expectation(Outcome.UNVERIFIED), [_entry(rule, verification={"status": "unverified"})])
+    assert "an unverified alert was acted on: quarantined" in acted.reason
+    control = Expectation.of(
+        SCENARIOS.by_name["benign-serving"], "r1", Expect(outcome=Outcome.SILENT, slack=False)
+    )
+    assert judge(control, []).passed
+    noisy = judge(control, [_entry("Shell in serving pod")])
+    assert (
+        not noisy.passed
+        and noisy.reason == "expected silence, but 1 alert(s) mention this run: Shell in serving pod"
+    )
+    also = judge(
+        expectation(Outcome.QUARANTINED), [_entry(rule), _entry("Drift: new executable in serving pod")]
+    )
+    assert also.passed and also.reason == "quarantined (also fired: Drift: new executable in serving pod)"

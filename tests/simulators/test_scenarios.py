@@ -1,0 +1,221 @@
+"""The scenario definitions: complete, consistent with the rules pack, its examples and the
+reference policy, and strictly validated (errors name file, line and key)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from responder.alert import Alert, Priority
+from responder.cluster.context import ContainerInfo, PodContext
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName, Config
+from responder.errors import UserError
+from responder.policy import GuardrailState, decide
+from responder.rulespack.examples import ExamplesFile, load_examples
+from responder.rulespack.paths import default_examples, default_pack
+from simulators.alerts import load_rule_specs
+from simulators.scenario import (
+    ModelFileAction,
+    Outcome,
+    RunToolAction,
+    ShellAction,
+    load_reference_policy,
+    load_scenarios,
+)
+
+EXPECTED = {
+    "shell-in-serving-pod",
+    "unexpected-model-load",
+    "model-tampering",
+    "reverse-shell-one-liner",
+    "anomalous-egress",
+    "runtime-download",
+    "drift-exec",
+    "credential-read",
+    "benign-serving",
+}
+SCENARIOS = load_scenarios()
+
+
+@pytest.fixture(scope="module")
+def examples() -> ExamplesFile:
+    return load_examples(default_examples())
+
+
+def test_every_scenario_is_defined_once() -> None:
+    assert set(SCENARIOS.names()) == EXPECTED
+    control = [s for s in SCENARIOS.by_name.values() if s.rule is None]
+    assert [s.name for s in control] == ["benign-serving"]
+    assert control[0].expect.outcome is Outcome.SILENT
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"benign-serving"}))
+def test_scenario_matches_its_rule_in_the_pack(name: str) -> None:
+    scenario = SCENARIOS.by_name[name]
+    specs = load_rule_specs(default_pack())
+    assert scenario.rule in specs, f"{name}: rule {scenario.rule!r} is not in the rules pack"
+    spec = specs[scenario.rule]
+    assert scenario.priority is spec.priority
+    assert tuple(sorted(scenario.tags)) == spec.tags
+    assert all((alert.rule or scenario.rule) in specs for alert in scenario.alerts)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_referenced_examples_exist_with_the_right_polarity(name: str, examples: ExamplesFile) -> None:
+    scenario = SCENARIOS.by_name[name]
+    by_rule = {entry.rule: entry for entry in examples.rules}
+    assert scenario.examples, f"{name} reuses no example"
+    for ref in scenario.examples:
+        assert ref.rule in by_rule, f"{name}: no examples for rule {ref.rule!r}"
+        positives = {ex.id for ex in by_rule[ref.rule].positive}
+        negatives = {ex.id for ex in by_rule[ref.rule].negative}
+        assert set(ref.positive) <= positives, set(ref.positive) - positives
+        assert set(ref.negative) <= negatives, set(ref.negative) - negatives
+    if scenario.rule is not None:
+        assert any(ref.rule == scenario.rule and ref.positive for ref in scenario.examples)
+
+
+def test_tool_and_shell_actions_run_exactly_the_examples_they_name(examples: ExamplesFile) -> None:
+    by_id = {ex.id: ex for entry in examples.rules for ex in entry.positive}
+    checked = 0
+    for scenario in SCENARIOS.by_name.values():
+        for step in scenario.live:
+            if step.example is None:
+                continue
+            example = by_id[step.example]
+            if isinstance(step, RunToolAction):
+                assert example.action.exec == [step.tool, *step.args]
+                checked += 1
+            elif isinstance(step, ShellAction):
+                argv0 = example.action.exec[0] if example.action.exec else None
+                assert argv0 == step.shell
+                checked += 1
+    assert checked >= 7
+
+
+def _pod(namespace_labels: dict[str, str]) -> PodContext:
+    container = ContainerInfo("server", "img", container_id="containerd://" + "a" * 64)
+    return PodContext(
+        "ml-serving", "pod-0", "uid", "worker-1", containers=(container,), namespace_labels=namespace_labels
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"benign-serving"}))
+def test_expectations_follow_from_the_reference_policy(name: str) -> None:
+    scenario = SCENARIOS.by_name[name]
+    assert scenario.rule is not None and scenario.priority is not None
+    config = Config.model_validate(load_reference_policy())
+    alert = Alert(
+        rule=scenario.rule,
+        priority=scenario.priority,
+        time_ns=1,
+        source="syscall",
+        output="",
+        fields={"k8s.ns.name": "ml-serving", "k8s.pod.name": "pod-0"},
+        tags=scenario.tags,
+    )
+    decision = decide(
+        alert,
+        _pod({"serving-guard.io/enforce": "true"}),
+        Verification(VerificationStatus.VERIFIED),
+        GuardrailState(),
+        config,
+    )
+    for expect in (scenario.expect, scenario.demo_expect()):
+        if expect.outcome in (Outcome.QUARANTINED, Outcome.LEAKY):
+            assert ActionName.QUARANTINE in decision.actions
+        elif expect.outcome is Outcome.ANNOTATED:
+            assert ActionName.ANNOTATE in decision.actions
+        else:
+            assert expect.outcome is Outcome.NOTIFIED
+            assert decision.actions == (ActionName.NOTIFY,)
+        assert decision.notify == expect.slack
+    assert config.slack.min_priority is Priority.WARNING
+
+
+def test_live_actions_never_touch_what_they_did_not_create() -> None:
+    for scenario in SCENARIOS.by_name.values():
+        for step in scenario.live:
+            if isinstance(step, ModelFileAction):
+                assert "{marker}" in step.name
+            if isinstance(step, RunToolAction):
+                assert "--version" in step.args
+
+
+def test_select_all_unknown_and_duplicates() -> None:
+    assert len(SCENARIOS.select(["all"])) == len(EXPECTED)
+    picked = SCENARIOS.select(["drift-exec", "drift-exec", "benign-serving"])
+    assert [s.name for s in picked] == ["drift-exec", "benign-serving"]
+    with pytest.raises(UserError, match=r"unknown scenario 'shell' \(known: .*shell-in-serving-pod"):
+        SCENARIOS.select(["shell"])
+
+
+def _broken(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    directory = tmp_path / "scenarios"
+    directory.mkdir(exist_ok=True)
+    source = (SCENARIOS.directory / f"{name}.yaml").read_text(encoding="utf-8")
+    assert old in source
+    (directory / f"{name}.yaml").write_text(source.replace(old, new, 1), encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "message"),
+    [
+        (
+            "shell-in-serving-pod",
+            "  slack: true\ndemo:",
+            "  slack: true\n  colour: red\ndemo:",
+            r"shell-in-serving-pod.yaml:\d+: expect.colour: unknown key",
+        ),
+        (
+            "runtime-download",
+            "args: [--version], example: pip",
+            "args: [install, torch], example: pip",
+            r"runtime-download.yaml:\d+: live\[0\].args: .*only ever run with --version",
+        ),
+        (
+            "model-tampering",
+            'name: "{marker}-model.pt"}',
+            'name: "model.pt"}',
+            r"model-tampering.yaml:\d+: live\[0\]: .*plain names containing \{marker\}",
+        ),
+        (
+            "credential-read",
+            'path: "{home}/.aws/credentials"',
+            "path: /root/.aws/credentials",
+            r"credential-read.yaml:\d+: live\[0\].path: .*never a system path",
+        ),
+        ("benign-serving", "rule: null", "rule: Shell in serving pod", r"benign-serving.yaml:\d+: .*control"),
+        ("drift-exec", "where: shm", "where: nowhere", r"drift-exec.yaml:\d+: live\[0\].where"),
+        (
+            "shell-in-serving-pod",
+            "{action: shell, shell: sh, example: shell-sh-c}",
+            "{action: shell, shell: sh, example: no-such-example}",
+            r"shell-in-serving-pod.yaml:\d+: .*'no-such-example' is not listed",
+        ),
+    ],
+)
+def test_broken_scenario_files_are_refused_with_file_and_line(
+    tmp_path: Path, name: str, old: str, new: str, message: str
+) -> None:
+    directory = _broken(tmp_path, name, old, new)
+    with pytest.raises(UserError, match=message):
+        load_scenarios(directory)
+
+
+def test_file_name_must_match_and_directory_must_hold_scenarios(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no scenario files"):
+        load_scenarios(empty)
+    with pytest.raises(UserError, match="does not exist"):
+        load_scenarios(tmp_path / "missing")
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    shutil.copy(SCENARIOS.directory / "drift-exec.yaml", renamed / "drift.yaml")
+    with pytest.raises(UserError, match=r"drift.yaml:\d+: name must match the file name \(drift\)"):
+        load_scenarios(renamed)
