@@ -14,6 +14,7 @@ from responder.alert import AlertError, format_time_ns
 from responder.journal import decode_payload
 
 MAX_LIMIT = 5000
+PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,10 @@ def _mentions(alert_json: dict[str, Any], needle: str) -> bool:
 
 
 def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM alerts WHERE received_ns >= ?"
+    """The newest ``limit`` matching alerts, oldest first. Scans newest-first in pages, so a run id
+    from a moment ago is found on a busy responder however much older traffic there is."""
+    limit = min(query.limit, MAX_LIMIT)
+    sql = "SELECT * FROM alerts WHERE received_ns >= ? AND seq < ?"
     params: list[Any] = [query.since_ns]
     if query.namespace is not None:
         sql += " AND namespace = ?"
@@ -54,46 +58,58 @@ def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, An
     if query.pod is not None:
         sql += " AND pod = ?"
         params.append(query.pod)
-    sql += " ORDER BY seq LIMIT ?"
-    # A run-id filter looks inside payloads, so read more rows than asked for.
-    params.append(min(query.limit, MAX_LIMIT) * (20 if query.run_id else 1))
-    rows = conn.execute(sql, params).fetchall()
+    sql += " ORDER BY seq DESC LIMIT ?"
     incidents: dict[str, dict[str, Any]] = {}
-    entries = []
-    for row in rows:
-        try:
-            alert = decode_payload(row["payload"])
-        except (AlertError, ValueError, zlib.error):
-            continue
-        alert_json = alert.to_falco_json()
-        if query.run_id and not _mentions(alert_json, query.run_id):
-            continue
-        incident_id = row["incident_id"]
-        entry: dict[str, Any] = {
-            "alert_id": row["alert_id"],
-            "received": format_time_ns(row["received_ns"]),
-            "received_ns": row["received_ns"],
-            "input": row["input"],
-            "rule": row["rule"],
-            "priority": alert.priority.label,
-            "namespace": row["namespace"],
-            "pod": row["pod"],
-            "state": row["state"],
-            "outcome": row["outcome"] or "pending",
-            "incident_id": incident_id,
-            "alert": alert_json,
-        }
-        if incident_id:
-            if incident_id not in incidents:
-                incidents[incident_id] = _incident(conn, incident_id)
-            incident = incidents[incident_id]
-            entry["incident"] = incident
-            if row["outcome"] == "opened":
-                entry["timings_ms"] = _timings(row["received_ns"], incident)
-        entries.append(entry)
-        if len(entries) >= min(query.limit, MAX_LIMIT):
+    newest_first: list[dict[str, Any]] = []
+    before = 2**63 - 1
+    while len(newest_first) < limit:
+        rows = conn.execute(sql, [params[0], before, *params[1:], PAGE]).fetchall()
+        if not rows:
             break
-    return entries
+        before = rows[-1]["seq"]
+        for row in rows:
+            entry = _entry(conn, row, query, incidents)
+            if entry is not None:
+                newest_first.append(entry)
+                if len(newest_first) >= limit:
+                    break
+    newest_first.reverse()
+    return newest_first
+
+
+def _entry(
+    conn: sqlite3.Connection, row: sqlite3.Row, query: AuditQuery, incidents: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    try:
+        alert = decode_payload(row["payload"])
+    except (AlertError, ValueError, zlib.error):
+        return None
+    alert_json = alert.to_falco_json()
+    if query.run_id and not _mentions(alert_json, query.run_id):
+        return None
+    incident_id = row["incident_id"]
+    entry: dict[str, Any] = {
+        "alert_id": row["alert_id"],
+        "received": format_time_ns(row["received_ns"]),
+        "received_ns": row["received_ns"],
+        "input": row["input"],
+        "rule": row["rule"],
+        "priority": alert.priority.label,
+        "namespace": row["namespace"],
+        "pod": row["pod"],
+        "state": row["state"],
+        "outcome": row["outcome"] or "pending",
+        "incident_id": incident_id,
+        "alert": alert_json,
+    }
+    if incident_id:
+        if incident_id not in incidents:
+            incidents[incident_id] = _incident(conn, incident_id)
+        incident = incidents[incident_id]
+        entry["incident"] = incident
+        if row["outcome"] == "opened":
+            entry["timings_ms"] = _timings(row["received_ns"], incident)
+    return entry
 
 
 def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | None]:

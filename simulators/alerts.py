@@ -14,7 +14,6 @@ The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from responder.alert import Priority, format_time_ns
 from responder.errors import UserError
+from simulators.falco_json import falco_bytes
 from simulators.identity import PodIdentity
 from simulators.scenario import FieldValue, Scenario, marker, substitute
 
@@ -121,11 +121,6 @@ def render_alert(
     }
 
 
-def falco_json_bytes(alert: Mapping[str, Any]) -> bytes:
-    """Falco's serialisation: nlohmann ``dump()``: compact, keys sorted, UTF-8 kept as is."""
-    return json.dumps(alert, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @dataclass(frozen=True)
 class ScenarioAlert:
     scenario: str
@@ -137,7 +132,7 @@ class ScenarioAlert:
         return str(self.alert["rule"])
 
     def body(self) -> bytes:
-        return falco_json_bytes(self.alert)
+        return falco_bytes(self.alert)
 
 
 def scenario_alerts(

@@ -52,5 +52,6 @@ def falco_alert(
 
 
 def falco_bytes(alert: Mapping[str, Any]) -> bytes:
-    """Falco serialises keys in sorted order, without a trailing newline."""
-    return json.dumps(alert, sort_keys=True, separators=(",", ":")).encode()
+    """Falco's serialisation (nlohmann ``dump()``): compact, keys sorted, UTF-8 kept as is,
+    no trailing newline."""
+    return json.dumps(alert, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -87,4 +87,30 @@ def code_block(text: str, limit: int) -> str:
     return "```" + escape(text or " ", max(1, limit - 6)) + "```"
 
 
-__all__ = ["BACKTICK_LOOKALIKE", "ELLIPSIS", "WORD_JOINER", "code", "code_block", "escape"]
+def code_block_lines(lines: list[str], limit: int) -> str:
+    """A preformatted block with one literal line per item (a newline inside an item is shown
+    as ``\\n``, so an item can never fake extra lines); whole lines are dropped to fit ``limit``."""
+    budget = max(1, limit - 6)
+    kept: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        piece = escape(line or " ", budget)
+        cost = len(piece) + (1 if kept else 0)
+        more = index < len(lines) - 1
+        if used + cost + (len(ELLIPSIS) + 1 if more else 0) > budget:
+            kept.append(ELLIPSIS)
+            break
+        kept.append(piece)
+        used += cost
+    return "```" + "\n".join(kept) + "```"
+
+
+__all__ = [
+    "BACKTICK_LOOKALIKE",
+    "ELLIPSIS",
+    "WORD_JOINER",
+    "code",
+    "code_block",
+    "code_block_lines",
+    "escape",
+]

@@ -33,7 +33,7 @@ from responder.cluster.context import ContainerInfo
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
-from responder.notify.escape import code, code_block, escape
+from responder.notify.escape import code, code_block, code_block_lines, escape
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
 EVENT_TYPE = "serving_guard_incident"
@@ -103,6 +103,7 @@ _SHOWN_FIELDS = frozenset(
         FIELD_REMOTE_IP,
         FIELD_REMOTE_PORT,
         "evt.time",
+        "evt.time.iso8601",
         "container.name",
         "k8s.pod.uid",
     }
@@ -420,7 +421,7 @@ def _other_fields(alert: Alert) -> _Lines:
     rest = sorted((name, alert.text(name) or "") for name in alert.fields if name not in _SHOWN_FIELDS)
     if rest:
         lines.add("*Other fields*")
-        lines.add(code_block("\n".join(f"{name}={value}" for name, value in rest), OTHER_FIELDS_LIMIT))
+        lines.add(code_block_lines([f"{name}={value}" for name, value in rest], OTHER_FIELDS_LIMIT))
     return lines
 
 

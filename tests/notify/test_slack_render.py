@@ -279,12 +279,19 @@ def test_fields_without_a_place_are_listed_under_other_fields() -> None:
         "proc.tty": 34816,
         "k8s.pod.label.app": "triton",
         "proc.is_exe_upper_layer": True,
+        "proc.env": "A=1\nFAKE=line",
     }
     text = text_of(render_incident(make_report(alert=make_alert(fields))))
+    # One field per line; a newline inside a value is shown, so it cannot fake another field.
     assert (
-        "*Other fields*\n```k8s.pod.label.app=triton\\nproc.is_exe_upper_layer=true\\nproc.tty=34816```"
-        in text
+        "*Other fields*\n```k8s.pod.label.app=triton\nproc.env=A=1\\nFAKE=line\n"
+        "proc.is_exe_upper_layer=true\nproc.tty=34816```" in text
     )
+
+
+def test_evt_time_in_either_form_is_not_repeated_under_other_fields() -> None:
+    fields = {**BASE_FIELDS, "evt.time.iso8601": "2025-01-28T10:00:00.123456789Z"}
+    assert "Other fields" not in text_of(render_incident(make_report(alert=make_alert(fields))))
 
 
 def test_notify_only_and_in_progress_are_said() -> None:

@@ -177,3 +177,26 @@ def test_log_lines_written_while_processing_an_alert_carry_its_id() -> None:
     first, second = (json.loads(line) for line in stream.getvalue().splitlines()[-2:])
     assert first["alert_id"] == "feedface"
     assert "alert_id" not in second
+
+
+def test_audit_returns_the_newest_matches_oldest_first(tmp_path: Path) -> None:
+    from responder.audit import AuditQuery, load_trail
+
+    journal = open_journal(tmp_path, commit_interval_seconds=0)
+    try:
+        tagged = {n for n in range(0, 2500, 500)}
+        for n in range(2500):
+            payload = alert(n).to_falco_json()
+            if n in tagged:
+                payload["output"] += f" sg-run=run-{n}"
+            journal.submit(Journal.op_append_alert(alert_from_mapping(payload), "http", n))
+        journal.run_sync(lambda conn: None)
+        with journal.reader() as conn:
+            newest = load_trail(conn, AuditQuery(limit=3))
+            runs = load_trail(conn, AuditQuery(run_id="sg-run=run-", limit=2))
+            one = load_trail(conn, AuditQuery(run_id="sg-run=run-500", limit=10))
+        assert [e["received_ns"] for e in newest] == [2497, 2498, 2499]
+        assert [e["received_ns"] for e in runs] == [1500, 2000]
+        assert [e["received_ns"] for e in one] == [500]
+    finally:
+        journal.close()

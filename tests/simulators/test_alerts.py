@@ -16,12 +16,12 @@ from responder.ingest.grpc import alert_from_response
 from responder.rulespack.paths import default_pack
 from simulators.alerts import (
     TIME_FIELD,
-    falco_json_bytes,
     field_refs,
     load_rule_specs,
     scenario_alerts,
 )
 from simulators.falco_grpc_server import response_from_falco_json
+from simulators.falco_json import falco_bytes
 from simulators.identity import (
     forged_identity,
     identity_from_pod,
@@ -86,7 +86,7 @@ def test_json_bytes_are_falcos_form() -> None:
     scenario = SCENARIOS.by_name["anomalous-egress"]
     item = scenario_alerts(scenario, IDENTITY, "run1234", SPECS)[0]
     body = item.body()
-    assert body == falco_json_bytes(item.alert)
+    assert body == falco_bytes(item.alert)
     assert not body.endswith(b"\n") and b": " not in body[:20] and b", " not in body[:40]
     decoded = json.loads(body)
     assert list(decoded) == sorted(decoded)
@@ -105,7 +105,7 @@ def test_json_bytes_are_falcos_form() -> None:
     assert decoded["output_fields"]["fd.sport"] == 443  # numbers stay numbers
     assert decoded["tags"] == sorted(decoded["tags"])
     # Non-ASCII stays UTF-8, as nlohmann::json dumps it.
-    assert falco_json_bytes({"x": "é"}) == '{"x":"é"}'.encode()
+    assert falco_bytes({"x": "é"}) == '{"x":"é"}'.encode()
 
 
 def test_alerts_survive_the_grpc_form() -> None:
