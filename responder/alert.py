@@ -9,6 +9,7 @@ the same checks. Missing values (JSON ``null``, gRPC ``<NA>``) are dropped from 
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import json
 import math
@@ -174,8 +175,13 @@ def parse_time_ns(text: str) -> int:
 def format_time_ns(time_ns: int) -> str:
     """Falco's form: UTC, 9 fractional digits, Z."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{nanos:09d}Z"
+    return f"{_utc_second(seconds)}.{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_second(seconds: int) -> str:
+    # Every alert is journaled with its time formatted; a storm's alerts share a few seconds.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = False) -> str:
@@ -332,6 +338,11 @@ def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# One decoder for every alert: json.loads with a hook builds a new decoder (and scanner) per call,
+# which cost as much as decoding a typical alert.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+
+
 def parse_falco_json(body: bytes | str) -> Alert:
     """Parse one Falco (http_output, stdout, file_output) or Falcosidekick JSON alert."""
     if isinstance(body, bytes):
@@ -342,7 +353,7 @@ def parse_falco_json(body: bytes | str) -> Alert:
     else:
         text = body
     try:
-        payload = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        payload = _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:

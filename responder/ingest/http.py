@@ -12,6 +12,7 @@ and a token, either proves the sender. ``allow_unauthenticated: true`` must be e
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import ssl
 import time
@@ -145,9 +146,13 @@ def alert_handler(
             response = _json_error(503, "overloaded", reason=exc.reason)
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
             return response
-        return web.json_response(
-            {"alert_id": accepted.alert_id, "status": "accepted" if accepted.new else "already accepted"},
+        # The same bytes web.json_response would send, without a JSON encoder per answer: this is
+        # the one response a busy sender gets thousands of times a second.
+        status = "accepted" if accepted.new else "already accepted"
+        return web.Response(
+            text=f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}',
             status=202,
+            content_type="application/json",
         )
 
     return handle

@@ -1,0 +1,113 @@
+"""The benchmark runs end to end at smoke size and writes results of the committed shape.
+
+No timing is asserted here (speed targets belong to the benchmark's own report): these tests check
+that every scenario ran for real (alerts journaled, pods quarantined, Slack posted) and that the
+committed ``bench/results.json`` is a full run with every figure the issue asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.loadgen import SENTINEL, Bodies
+from bench.run import SCENARIOS, distribution, evaluate, percentile
+from responder.alert import parse_falco_json
+from simulators.seed import make_pod
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
+    assert results["smoke"] is smoke
+    assert results["machine"]["cpus"] >= 1
+    http = results["http_ingest"]
+    assert http["baseline_rate_per_second"] > 0
+    assert http["responder_rate_per_second"] > 0
+    assert http["ratio"] == pytest.approx(
+        http["responder_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
+    )
+    assert http["accepted_alerts"] > 0
+    assert http["end_to_end_rate_per_second"] is not None
+    grpc = results["grpc_ingest"]
+    assert grpc["journaled"] == grpc["alerts"]
+    assert grpc["rate_per_second"] > 0
+    latency = results["latency"]
+    assert latency["quarantined"] == latency["probes"] > 0
+    for key in ("p50", "p95", "p99"):
+        assert latency["alert_to_quarantine_seconds"][key] > 0
+    storm = results["storm"]
+    assert storm["accepted"] == storm["alerts"]
+    assert storm["accepted_then_lost"] == 0
+    assert storm["accepted_not_final"] == 0
+    assert storm["quarantine_actions"] == storm["pods"] == storm["pods_quarantined"]
+    assert storm["slack_incident_posts"] == storm["pods"]
+    assert storm["rss_peak_bytes"] >= storm["rss_before_bytes"] > 0
+    assert set(results["targets"]) >= {
+        "http_ratio",
+        "http_rate",
+        "latency_p99_seconds",
+        "storm_peak_rss_bytes",
+        "storm_rss_returns",
+        "storm_lost",
+        "storm_quarantines",
+        "storm_incident_posts",
+    }
+    for target in results["targets"].values():
+        assert set(target) == {"value", "target", "met"}
+
+
+@pytest.mark.timeout(180)
+def test_smoke_run_measures_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "alert->quarantine p99" in completed.stdout
+    check_shape(json.loads(out.read_text()), smoke=True)
+
+
+def test_committed_results_are_a_full_run() -> None:
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    check_shape(results, smoke=False)
+    assert results["storm"]["alerts"] == 200_000
+    assert results["storm"]["pods"] == 50
+    assert results["latency"]["api_latency_seconds"] == 0.010
+    assert all(name in results for name in SCENARIOS)
+
+
+def test_bodies_are_falco_alerts_with_unique_ids() -> None:
+    pods = [make_pod("ns", f"pod-{n}", "node-1", "c", "img:1", {"app": "x"}) for n in range(3)]
+    bodies = Bodies(pods, ["Rule A", "Rule B"], base_seconds=1_700_000_000)
+    alerts = [parse_falco_json(bodies.body(i)) for i in range(12)]
+    assert len({a.alert_id for a in alerts}) == 12
+    assert [a.pod for a in alerts[:3]] == ["pod-0", "pod-1", "pod-2"]
+    assert {a.rule for a in alerts} == {"Rule A", "Rule B"}
+    assert SENTINEL not in bodies.body(5)
+
+
+def test_percentiles_and_target_evaluation() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert distribution([])["count"] == 0
+    targets = evaluate(
+        {
+            "http_ingest": {"ratio": 0.7, "responder_rate_per_second": 4000.0},
+            "latency": {"alert_to_quarantine_seconds": {"p99": 0.1}},
+        }
+    )
+    assert targets["http_ratio"]["met"] is True
+    assert targets["http_rate"]["met"] is False
+    assert targets["latency_p99_seconds"]["met"] is True
