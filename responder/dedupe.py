@@ -75,6 +75,23 @@ class IncidentTable:
             _, evicted = self._open.popitem(last=False)
             self._by_id.pop(evicted.incident_id, None)
 
+    def open_repeat(self, alert: Alert, received_ns: int) -> IncidentState | None:
+        """The open incident this alert repeats, counted in; None when the alert opens one.
+
+        Incidents enter this table only once their opening alert is committed to the journal
+        (the pipeline observes an alert after journaling it), so a repeat found here may be
+        journaled directly at its final outcome."""
+        state = self._open.get(IncidentKey.of(alert))
+        if (
+            state is None
+            or state.incident_id == incident_id_for(alert)
+            or received_ns - state.opened_ns > self._window_ns
+        ):
+            return None
+        state.count += 1
+        state.last_seen_ns = max(state.last_seen_ns, received_ns)
+        return state
+
     def restore(self, state: IncidentState) -> None:
         current = self._open.get(state.key)
         if current is None or current.opened_ns <= state.opened_ns:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from responder.actions.outcome import ActionOutcome
-from responder.alert import Alert, AlertError, alert_from_mapping
+from responder.alert import Alert, AlertError, parse_falco_json
 from responder.errors import UserError
 
 if TYPE_CHECKING:
@@ -165,12 +165,16 @@ class NotificationRow:
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def encode_payload(alert: Alert) -> bytes:
-    return zlib.compress(_COMPACT_JSON.encode(alert.to_falco_json()).encode(), 3)
+def encode_payload(alert: Alert, raw: bytes | None = None) -> bytes:
+    """The alert as Falco JSON, compressed. ``raw`` is the body as received (already validated
+    into ``alert``): stored as is, it saves re-encoding on the hot path and keeps exactly what the
+    sender sent. Runs on the writer thread, where zlib works without holding the GIL."""
+    body = raw if raw is not None else _COMPACT_JSON.encode(alert.to_falco_json()).encode()
+    return zlib.compress(body, 1)
 
 
 def decode_payload(blob: bytes) -> Alert:
-    return alert_from_mapping(json.loads(zlib.decompress(blob)))
+    return parse_falco_json(zlib.decompress(blob))
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -395,9 +399,7 @@ class Journal:
         return total
 
     @staticmethod
-    def op_append_alert(alert: Alert, input_name: str, received_ns: int) -> Op:
-        payload = encode_payload(alert)
-
+    def op_append_alert(alert: Alert, input_name: str, received_ns: int, raw: bytes | None = None) -> Op:
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO alerts(alert_id, received_ns, input, rule, priority, namespace, pod,"
@@ -411,10 +413,52 @@ class Journal:
                     alert.namespace,
                     alert.pod,
                     alert.time_ns,
-                    payload,
+                    encode_payload(alert, raw),
                 ),
             )
             return cursor.rowcount == 1
+
+        return op
+
+    @staticmethod
+    def op_append_duplicate(
+        alert: Alert,
+        input_name: str,
+        received_ns: int,
+        raw: bytes | None,
+        incident_id: str,
+        count: int,
+    ) -> Op:
+        """A repeat of an incident whose opening alert is already journaled: stored directly at its
+        final outcome, with the incident's counter, in one write (most of a storm takes this path)."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO alerts(alert_id, received_ns, input, rule, priority, namespace, pod,"
+                " event_ns, payload, state, incident_id, outcome, finished_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, 'duplicate', ?)",
+                (
+                    alert.alert_id,
+                    received_ns,
+                    input_name,
+                    alert.rule,
+                    int(alert.priority),
+                    alert.namespace,
+                    alert.pod,
+                    alert.time_ns,
+                    encode_payload(alert, raw),
+                    incident_id,
+                    received_ns,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return False
+            conn.execute(
+                "UPDATE incidents SET count = MAX(count, ?), last_seen_ns = MAX(last_seen_ns, ?)"
+                " WHERE incident_id = ?",
+                (count, received_ns, incident_id),
+            )
+            return True
 
         return op
 

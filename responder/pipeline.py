@@ -115,7 +115,9 @@ class Pipeline:
 
     # -- the AlertSink --------------------------------------------------------------------------
 
-    async def submit(self, alert: Alert, source: InputName, *, wait_seconds: float | None = None) -> Accepted:
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
         if self._journal.full:
             self._metrics.overloaded.labels(source.value).inc()
             raise Overloaded(RETRY_AFTER_SECONDS * 5, "journal is at its size limit")
@@ -128,8 +130,11 @@ class Pipeline:
             self._metrics.overloaded.labels(source.value).inc()
             raise Overloaded(RETRY_AFTER_SECONDS, "too many alerts in flight") from None
         received_ns = self._clock_ns()
+        repeat = self.incidents.open_repeat(alert, received_ns)
+        if repeat is not None:
+            return await self._append_repeat(repeat, alert, source, received_ns, raw)
         try:
-            new = await self._journal.run(Journal.op_append_alert(alert, source.value, received_ns))
+            new = await self._journal.run(Journal.op_append_alert(alert, source.value, received_ns, raw))
         except BaseException:
             self._slots.release()
             raise
@@ -139,6 +144,31 @@ class Pipeline:
             return Accepted(alert.alert_id, new=False)
         self._metrics.received.labels(source.value, self._metrics.source_label(alert.source)).inc()
         self._dispatch(alert, received_ns)
+        return Accepted(alert.alert_id, new=True)
+
+    async def _append_repeat(
+        self, state: IncidentState, alert: Alert, source: InputName, received_ns: int, raw: bytes | None
+    ) -> Accepted:
+        """The storm path: a repeat of a journaled incident is written once, already final."""
+        try:
+            new = await self._journal.run(
+                Journal.op_append_duplicate(
+                    alert, source.value, received_ns, raw, state.incident_id, state.count
+                )
+            )
+        except BaseException:
+            state.count -= 1
+            raise
+        finally:
+            self._slots.release()
+        if not new:
+            state.count -= 1  # a redelivery: it was counted when it first came
+            self._metrics.redelivered.labels(source.value).inc()
+            return Accepted(alert.alert_id, new=False)
+        self._metrics.received.labels(source.value, self._metrics.source_label(alert.source)).inc()
+        self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
+        self.stats.processed += 1
+        self._maybe_schedule_repeat(state)
         return Accepted(alert.alert_id, new=True)
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:
@@ -270,7 +300,8 @@ class Pipeline:
         interval = int(self._config.slack.update_interval_seconds * 1e9)
         due = max(now, state.last_repeat_ns + interval)
         state.repeat_pending = True
-        self._journal.submit(
+        # schedule(): settled on this loop, so waking the notifier happens on its own loop.
+        self._journal.schedule(
             Journal.op_schedule_notification(
                 state.incident_id, "repeat", report.decision.slack_channel, due, now
             )
@@ -357,7 +388,7 @@ class Pipeline:
         )
         now = self._clock_ns()
         if decision.notify and self._notifications:
-            self._journal.submit(
+            self._journal.schedule(
                 Journal.op_schedule_notification(
                     state.incident_id, "incident", decision.slack_channel, now, now
                 )

@@ -59,14 +59,15 @@ async def ingest(args: argparse.Namespace) -> int:
             for number, line in _lines(stream):
                 if not line.strip():
                     continue
+                raw = line.rstrip("\r\n").encode("utf-8", "surrogateescape")
                 try:
-                    alert = parse_falco_json(line.encode("utf-8", "surrogateescape"))
+                    alert = parse_falco_json(raw)
                 except AlertError as exc:
                     rejected += 1
                     pipeline.reject(InputName.JSONL, rejection_code(exc), f"{name}:{number}: {exc}")
                     print(f"{name}:{number}: {exc}", file=sys.stderr)
                     continue
-                result = await pipeline.submit(alert, InputName.JSONL)
+                result = await pipeline.submit(alert, InputName.JSONL, raw=raw)
                 if result.new:
                     accepted += 1
                 else:

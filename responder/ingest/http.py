@@ -141,7 +141,7 @@ def alert_handler(
                 400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})
             )
         try:
-            accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout)
+            accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout, raw=body)
         except Overloaded as exc:
             response = _json_error(503, "overloaded", reason=exc.reason)
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))

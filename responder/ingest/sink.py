@@ -32,9 +32,12 @@ class Accepted:
 
 
 class AlertSink(Protocol):
-    async def submit(self, alert: Alert, source: InputName, *, wait_seconds: float | None = None) -> Accepted:
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
         """Return once the alert is durably journaled. Wait up to ``wait_seconds`` for room
-        (None: as long as it takes), then raise Overloaded."""
+        (None: as long as it takes), then raise Overloaded. ``raw``: the JSON body the alert was
+        parsed from, journaled as received."""
         ...
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:

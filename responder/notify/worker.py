@@ -95,11 +95,14 @@ class NotificationWorker:
                     await self._reschedule(row, "internal error", retry_after=None)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
+        if self._wake.is_set():  # woken while busy: a new row may be due, look again at once
+            self._wake.clear()
+            return
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._wake.clear()
             for waiter in waiters:
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -169,7 +172,7 @@ class NotificationWorker:
         self.sent += 1
         self._metrics.notifications.labels(row.kind, "sent").inc()
         if row.kind == "repeat":
-            self._repeat_done(row.incident_id, now)
+            self._repeat_done(row.incident_id, now, shown=report.count)
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
@@ -219,11 +222,23 @@ class NotificationWorker:
             ).fetchone()
         return row is None or row["state"] in ("failed", "dropped")
 
-    def _repeat_done(self, incident_id: str, now_ns: int) -> None:
+    def _repeat_done(self, incident_id: str, now_ns: int, *, shown: int | None = None) -> None:
         state = self._incidents.by_id(incident_id) if self._incidents is not None else None
-        if state is not None:
-            state.repeat_pending = False
-            state.last_repeat_ns = now_ns
+        if state is None:
+            return
+        state.repeat_pending = False
+        state.last_repeat_ns = now_ns
+        report = state.report
+        if shown is not None and state.count > shown and report is not None:
+            # Repeats arrived while this update was on its way: the thread must end on the real
+            # count, so one more update follows (no later repeat may come to trigger it).
+            state.repeat_pending = True
+            due = now_ns + int(self._settings.update_interval_seconds * 1e9)
+            channel = report.decision.slack_channel
+            scheduled = self._journal.schedule(
+                Journal.op_schedule_notification(incident_id, "repeat", channel, due, now_ns)
+            )
+            scheduled.add_done_callback(lambda _: self.wake())
 
     async def _reschedule(self, row: NotificationRow, reason: str, *, retry_after: float | None) -> None:
         attempts = row.attempts + 1

@@ -88,7 +88,9 @@ class RecordingSink:
         self.waiting: Alert | None = None
         self.overload_first = 0
 
-    async def submit(self, alert: Alert, source: InputName, *, wait_seconds: float | None = None) -> Accepted:
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
         if self.overload_first > 0:
             self.overload_first -= 1
             raise Overloaded(0.01, "pipeline full")
