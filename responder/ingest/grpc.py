@@ -38,6 +38,8 @@ GRPC_DEPRECATED_SINCE = (0, 43)
 # HTTP/2 keepalive pings find a silently dead TCP peer. gRPC servers (Falco's included) answer
 # pings more frequent than every 5 minutes with GOAWAY "too_many_pings", so stay just above that.
 KEEPALIVE_MS = 330_000
+# Alerts handed to the pipeline at once (each awaits its durable journal commit).
+IN_FLIGHT = 64
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_EXPONENT = 60  # 2**60 times any positive initial delay is far past any cap
 
@@ -277,16 +279,40 @@ class GrpcAlertInput:
             await asyncio.sleep(self._config.poll_interval_seconds)
 
     async def _read(self, call: Any, idle: asyncio.Event) -> None:
-        while True:
-            response = await call.read()
-            if response is grpc.aio.EOF:
-                raise _StreamEnded
-            self.state.received += 1
-            idle.clear()
-            try:
-                await self._deliver(response)
-            finally:
+        """Read the stream and hand alerts on with up to IN_FLIGHT submits at once: each waits for
+        its journal commit, and commits are grouped, so overlapping them multiplies the rate.
+        Submits start in stream order and the journal keeps that order. With every slot busy the
+        reader stops reading and the poller stops asking: the backlog stays in Falco's queue."""
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        delivering: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            delivering.discard(task)
+            slots.release()
+            if not delivering:
                 idle.set()
+
+        try:
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    raise _StreamEnded
+                self.state.received += 1
+                idle.clear()
+                await slots.acquire()
+                task = asyncio.create_task(self._deliver(response))
+                delivering.add(task)
+                task.add_done_callback(finished)
+        except asyncio.CancelledError:
+            # The input is stopping: abandon what is not journaled yet (as a single submit would).
+            for task in delivering:
+                task.cancel()
+            await asyncio.gather(*delivering, return_exceptions=True)
+            raise
+        except BaseException:
+            # The stream broke: alerts already read are Falco's no more, so their submits finish.
+            await asyncio.gather(*delivering, return_exceptions=True)
+            raise
 
     async def _deliver(self, response: outputs_pb2.response) -> None:
         try:
