@@ -302,6 +302,10 @@ class Journal(Strict):
     # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
     max_pending: int = Field(default=20000, ge=10, le=10_000_000)
     commit_interval_ms: float = Field(default=2.0, ge=0, le=1000)
+    # full: an acknowledged alert survives a power loss or kernel crash (fsync per group commit).
+    # normal: it survives the responder's own crash (SIGKILL, OOM) but a power loss may drop the
+    # last acknowledged groups; cheaper per alert (see bench/README.md).
+    synchronous: Literal["full", "normal"] = "full"
 
 
 class Logging(Strict):

@@ -10,7 +10,7 @@ import pytest
 
 from responder.alert import Alert, alert_from_mapping
 from responder.errors import UserError
-from responder.journal import Journal, decode_payload, encode_payload
+from responder.journal import IncidentRow, Journal, decode_payload, encode_payload
 from responder.logs import setup_logging
 
 
@@ -198,5 +198,49 @@ def test_audit_returns_the_newest_matches_oldest_first(tmp_path: Path) -> None:
         assert [e["received_ns"] for e in newest] == [2497, 2498, 2499]
         assert [e["received_ns"] for e in runs] == [1500, 2000]
         assert [e["received_ns"] for e in one] == [500]
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("mode", ["FULL", "NORMAL"])
+def test_both_durability_modes_store_and_read_back(tmp_path: Path, mode: str) -> None:
+    journal = open_journal(tmp_path, synchronous=mode)
+    try:
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+        with journal.reader() as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] in (1, 2)
+    finally:
+        journal.close()
+    assert open_journal(tmp_path).pending_alerts()[0].alert == alert(1)
+
+
+def test_a_group_of_rows_stores_each_id_once_and_bumps_each_incident_once(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, commit_interval_seconds=0.05)
+    try:
+        journal.run_sync(
+            Journal.op_open_incident(
+                IncidentRow("inc-1", "k", "r", "ml", "p", "c", "h", "a0", 1, 1, 1, False)
+            )
+        )
+        first = alert(1)
+        ops = [
+            Journal.op_append_alert(first, "http", 10),
+            Journal.op_append_duplicate(alert(2), "http", 20, None, "inc-1", 2),
+            Journal.op_append_duplicate(alert(2), "http", 21, None, "inc-1", 3),  # the same id again
+            Journal.op_append_duplicate(alert(3), "http", 30, None, "inc-1", 4),
+            Journal.op_append_alert(first, "grpc", 40),  # a redelivery
+        ]
+        futures = [journal.submit(op) for op in ops]
+        assert [f.result(timeout=10) for f in futures] == [True, True, False, True, False]
+        with journal.reader() as conn:
+            rows = conn.execute("SELECT alert_id, state, outcome, input FROM alerts ORDER BY seq").fetchall()
+            incident = conn.execute("SELECT count, last_seen_ns FROM incidents").fetchone()
+        assert [(r["state"], r["outcome"]) for r in rows] == [
+            ("pending", None),
+            ("done", "duplicate"),
+            ("done", "duplicate"),
+        ]
+        assert rows[0]["input"] == "http"
+        assert tuple(incident) == (4, 30)
     finally:
         journal.close()
