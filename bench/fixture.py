@@ -31,7 +31,7 @@ import attrs
 import kmock
 from aiohttp import web
 
-from simulators.cluster_emulator import _NAMESPACE_PATH, ClusterEmulator
+from simulators.cluster_emulator import ClusterEmulator
 from simulators.falco_grpc_server import FalcoGrpcServer
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import ENFORCE_LABEL, SeededPod, make_pod, pod_manifest
@@ -58,46 +58,7 @@ class BenchEmulator(ClusterEmulator):
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
         method = str(request.method.value if request.method else "GET")
         self.api_requests[method] += 1
-        if (
-            request.action == kmock.action.FETCH
-            and request.resource is not None
-            and request.name is not None
-            and request.subresource is None
-            and not _NAMESPACE_PATH.match(request.url.path)
-        ):
-            return await self._fetch(request)
-        if (
-            request.action == kmock.action.CREATE
-            and request.resource is not None
-            and request.resource.plural == "events"
-            and isinstance(request.data, dict)
-        ):
-            return await self._create_event(request)
         return await super()._handle(request)
-
-    async def _create_event(self, request: kmock.Request) -> web.StreamResponse:
-        """Events straight into the store: kmock's generic create path serves only a few per second
-        (measured: 7/s with 8 concurrent clients), and every quarantine records one."""
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        assert isinstance(request.data, dict) and request.resource is not None
-        data = request.data
-        meta = data.setdefault("metadata", {})
-        self._fill_metadata(meta, request.namespace or meta.get("namespace"))
-        if not meta.get("name"):
-            return await self._error(422, "Invalid", "metadata.name or generateName is required")
-        self.objects[request.resource, meta.get("namespace"), meta["name"]] = data
-        return web.json_response(data, status=201)
-
-    async def _fetch(self, request: kmock.Request) -> web.StreamResponse:
-        """A named read straight from the store. kmock's generic path spends ~10 ms of CPU per read
-        with a few hundred objects stored, which would swamp the 10 ms latency being simulated."""
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        stored = self._stored(request)
-        if stored is None:
-            return await self._error(404, "NotFound", f'"{request.name}" not found')
-        return web.json_response(stored.raw)
 
     async def _serve_patch(self, request: kmock.Request) -> web.StreamResponse:
         response = await super()._serve_patch(request)
