@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from responder.dedupe import IncidentState, IncidentTable
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.journal import IncidentRow, Journal, report_from_record
+from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.policy import Decision, GuardrailState, decide
 from responder.records import decision_to_json, pod_to_json, verification_to_json
@@ -243,6 +245,8 @@ class Pipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _guarded(self, work: Any, alert: Alert) -> None:
+        # This task's own context: every log line written while processing the alert names it.
+        current_alert_id.set(alert.alert_id)
         try:
             await work
             self.stats.processed += 1
@@ -318,7 +322,8 @@ class Pipeline:
 
     async def _in_pool(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+        context = contextvars.copy_context()  # the alert id follows the call onto the pool thread
+        return await loop.run_in_executor(self._executor, lambda: context.run(function, *args, **kwargs))
 
     async def _open_incident(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
         key = state.key

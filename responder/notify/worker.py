@@ -24,6 +24,7 @@ from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.incident import IncidentReport
 from responder.journal import Journal, NotificationRow, report_from_record
+from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.render import render_incident, render_repeat
 from responder.notify.routing import slack_route
@@ -133,6 +134,13 @@ class NotificationWorker:
         if report is None:
             await self._fail(row, "incident record is missing from the journal")
             return
+        token = current_alert_id.set(report.alert.alert_id)  # log lines about it name its alert
+        try:
+            await self._deliver_report(row, report)
+        finally:
+            current_alert_id.reset(token)
+
+    async def _deliver_report(self, row: NotificationRow, report: IncidentReport) -> None:
         route = slack_route(report.decision, self._settings)
         if route is None:
             await self._journal.run(

@@ -245,3 +245,32 @@ async def test_unfinished_alerts_are_resumed_after_a_restart(tmp_path: Path, see
     finally:
         await again.stop()
     await asyncio.sleep(0)
+
+
+async def test_log_lines_about_an_alert_carry_its_id(tmp_path: Path, seeded: Seeded) -> None:
+    import io
+    import json
+    import logging
+
+    from responder.logs import setup_logging
+
+    running, pods, kubeconfig = seeded
+    stream = io.StringIO()
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    setup_logging("info", "json", stream)
+    try:
+        # One failed pod read: the retry is logged by the Kubernetes gateway, on a pool thread.
+        running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=1))
+        alert = shell(pods["kserve"])
+        await submit_all(responder, [alert])
+    finally:
+        await responder.stop()
+        logging.getLogger("serving_guard").handlers.clear()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    about = [
+        line for line in lines if line["msg"] in ("kubernetes call failed, retrying", "incident decided")
+    ]
+    assert {line["msg"] for line in about} == {"kubernetes call failed, retrying", "incident decided"}
+    assert all(line["alert_id"] == alert.alert_id for line in about)
