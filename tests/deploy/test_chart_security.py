@@ -10,77 +10,9 @@ import pytest
 from deploy_support import CASE_IDS, CASES, NAMESPACE, RELEASE, Case, Rendered, case_named, pod_specs
 
 from responder.cluster.api import OWNER_KINDS
+from tests.pss import containers, restricted_violations
 
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-# PSS restricted: the only volume types allowed.
-RESTRICTED_VOLUMES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
-
-
-def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*spec.get("initContainers", []), *spec["containers"], *spec.get("ephemeralContainers", [])]
-
-
-def _restricted_violations(spec: dict[str, Any]) -> list[str]:
-    """Pod Security Standards "restricted" (baseline included), as the admission plugin checks it."""
-    problems = []
-    pod_sc = spec.get("securityContext", {})
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(field):
-            problems.append(f"{field} is set")
-    if spec.get("hostUsers") is False:
-        pass  # user namespaces are allowed
-    for volume in spec.get("volumes", []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= RESTRICTED_VOLUMES:
-            problems.append(f"volume {volume['name']} uses {kinds - RESTRICTED_VOLUMES}")
-    if pod_sc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
-        problems.append("pod seccompProfile is not RuntimeDefault/Localhost")
-    if pod_sc.get("runAsUser") == 0:
-        problems.append("pod runAsUser 0")
-    if pod_sc.get("sysctls"):
-        problems.append("sysctls set")
-    for container in _containers(spec):
-        name = container["name"]
-        sc = container.get("securityContext", {})
-        if sc.get("privileged"):
-            problems.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{name}: allowPrivilegeEscalation is not false")
-        if not (
-            sc.get("runAsNonRoot") is True
-            or (pod_sc.get("runAsNonRoot") is True and "runAsNonRoot" not in sc)
-        ):
-            problems.append(f"{name}: runAsNonRoot is not true")
-        run_as = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        if not isinstance(run_as, int) or run_as == 0:
-            problems.append(f"{name}: runAsUser is not a numeric non-root uid ({run_as!r})")
-        caps = sc.get("capabilities", {})
-        if caps.get("drop") != ["ALL"]:
-            problems.append(f"{name}: capabilities do not drop ALL")
-        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{name}: adds capabilities {caps['add']}")
-        if sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") not in (
-            "RuntimeDefault",
-            "Localhost",
-        ):
-            problems.append(f"{name}: seccompProfile")
-        # Beyond PSS, asked by the issue: an immutable root filesystem and no host ports.
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{name}: readOnlyRootFilesystem is not true")
-        if any("hostPort" in port for port in container.get("ports", [])):
-            problems.append(f"{name}: hostPort")
-        if sc.get("procMount", "Default") != "Default":
-            problems.append(f"{name}: procMount")
-    return problems
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -88,7 +20,7 @@ def test_every_pod_is_pss_restricted(renders: dict[str, Rendered], case: Case) -
     specs = pod_specs(renders[case.name])
     assert specs, "no workload rendered"
     for workload, spec in specs:
-        assert _restricted_violations(spec) == [], workload
+        assert restricted_violations(spec) == [], workload
 
 
 def test_the_pss_check_catches_violations() -> None:
@@ -98,7 +30,7 @@ def test_the_pss_check_catches_violations() -> None:
         "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
         "containers": [{"name": "c"}],
     }
-    problems = _restricted_violations(naive)
+    problems = restricted_violations(naive)
     for expected in ("hostNetwork", "hostPath", "seccompProfile", "allowPrivilegeEscalation", "runAsNonRoot",
                      "numeric non-root", "drop ALL", "readOnlyRootFilesystem"):  # fmt: skip
         assert any(expected in problem for problem in problems), expected
@@ -116,7 +48,7 @@ def test_api_token_only_where_used_and_resources_set(renders: dict[str, Rendered
             for v in spec["volumes"]
             if any("serviceAccountToken" in source for source in v.get("projected", {}).get("sources", []))
         }
-        for container in _containers(spec):
+        for container in containers(spec):
             mounts = {m["name"] for m in container.get("volumeMounts", [])}
             uses_token = bool(mounts & token_volumes)
             # Only the responder calls the API; it is the one container that gets the token.
@@ -134,7 +66,7 @@ def test_api_token_only_where_used_and_resources_set(renders: dict[str, Rendered
 def test_only_journal_and_tmp_are_writable(renders: dict[str, Rendered]) -> None:
     for case in ("defaults", "production", "grpc-cert-manager", "slack-bot"):
         for _, spec in pod_specs(renders[case]):
-            for container in _containers(spec):
+            for container in containers(spec):
                 writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
                 assert writable == {"/var/lib/serving-guard", "/tmp"}, case
 

@@ -13,19 +13,10 @@ import yaml
 
 from simulators import simulate_command
 from simulators.scenario import load_scenarios
+from tests.pss import restricted_violations
 
 K8S = Path(simulate_command.__file__).parent / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
-RESTRICTED_VOLUMES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -43,36 +34,6 @@ def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
 def _pod_labels(doc: dict[str, Any]) -> dict[str, str]:
     meta = doc["metadata"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]
     return dict(meta.get("labels", {}))
-
-
-def restricted_violations(spec: dict[str, Any]) -> list[str]:
-    """Pod Security Standards "restricted" as the admission plugin checks it, plus a read-only root."""
-    problems = []
-    pod_sc = spec.get("securityContext", {})
-    problems += [f"{field} set" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field)]
-    for volume in spec.get("volumes", []):
-        if not set(volume) - {"name"} <= RESTRICTED_VOLUMES:
-            problems.append(f"volume {volume['name']}")
-    for container in [*spec.get("initContainers", []), *spec["containers"]]:
-        name, sc = container["name"], container.get("securityContext", {})
-        if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{name}: privilege escalation")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            problems.append(f"{name}: runAsNonRoot")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) in (None, 0):
-            problems.append(f"{name}: runAsUser")
-        if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
-            problems.append(f"{name}: capabilities")
-        if sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") not in (
-            "RuntimeDefault",
-            "Localhost",
-        ):
-            problems.append(f"{name}: seccomp")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{name}: writable root filesystem")
-        if any("hostPort" in port for port in container.get("ports", [])):
-            problems.append(f"{name}: hostPort")
-    return problems
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
