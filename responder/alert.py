@@ -300,9 +300,21 @@ def _normalise_source(raw: object) -> str:
     return "syscall" if source == "syscalls" else source
 
 
-def compute_alert_id(rule: str, time_ns: int, hostname: str | None, source: str, output: str) -> str:
-    """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same id."""
-    joined = "\x1f".join((rule, str(time_ns), hostname or "", source, output)) + "\x1f"
+def compute_alert_id(
+    rule: str,
+    time_ns: int,
+    hostname: str | None,
+    source: str,
+    output: str,
+    priority: Priority | None = None,
+    tags: tuple[str, ...] = (),
+) -> str:
+    """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same
+    id; one that differs in anything the policy reads (priority, tags) does not."""
+    parts = (rule, str(time_ns), hostname or "", source, output)
+    if priority is not None:
+        parts += (str(int(priority)), ",".join(tags))
+    joined = "\x1f".join(parts) + "\x1f"
     return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -357,7 +369,7 @@ def build_alert(
         tags=alert_tags,
         hostname=host,
         sidekick_uuid=uuid,
-        alert_id=compute_alert_id(rule_text, time_ns, host, source_text, output_text),
+        alert_id=compute_alert_id(rule_text, time_ns, host, source_text, output_text, prio, alert_tags),
     )
 
 

@@ -177,6 +177,15 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     }
 
 
+def _printable(value: object) -> str:
+    """Alert text on an operator's terminal: control characters (escape sequences, carriage
+    returns that would overwrite the line) shown as escapes, never interpreted."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def format_table(entries: Iterable[dict[str, Any]]) -> str:
     header = ("RECEIVED", "RULE", "POD", "OUTCOME", "VERIFIED", "DECISION", "ACTIONS", "SLACK", "TO ACT")
     rows = [header]
@@ -205,7 +214,6 @@ def format_table(entries: Iterable[dict[str, Any]]) -> str:
                 f"{timing:.1f} ms" if timing is not None else "-",
             )
         )
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    shown = [[_printable(value) for value in row] for row in rows]
+    widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown)

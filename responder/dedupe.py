@@ -31,6 +31,18 @@ class IncidentState:
     repeat_pending: bool = False
     last_repeat_ns: int = 0
     restored: bool = field(default=False)
+    # From this time on, a repeat opens a new incident (decided afresh) instead of folding in:
+    # set when the decision could not act for a passing reason (API outage, breaker, failure)
+    # or when the quarantine it made is found lifted (released, or the label removed).
+    reopen_after_ns: int | None = None
+    # When to look again whether the quarantine this incident made still holds.
+    recheck_after_ns: int | None = None
+
+    def folds(self, received_ns: int, window_ns: int) -> bool:
+        """Whether an alert received now is a repeat of this incident."""
+        if self.reopen_after_ns is not None and received_ns >= self.reopen_after_ns:
+            return False
+        return received_ns - self.opened_ns <= window_ns
 
 
 class IncidentTable:
@@ -49,7 +61,7 @@ class IncidentTable:
         state = self._open.get(key)
         if state is not None and state.incident_id == incident_id_for(alert):
             return state, True  # the opener itself, resumed after a crash: open it again, count unchanged
-        if state is not None and received_ns - state.opened_ns <= self._window_ns:
+        if state is not None and state.folds(received_ns, self._window_ns):
             state.count += 1
             state.last_seen_ns = max(state.last_seen_ns, received_ns)
             return state, False
@@ -85,7 +97,7 @@ class IncidentTable:
         if (
             state is None
             or state.incident_id == incident_id_for(alert)
-            or received_ns - state.opened_ns > self._window_ns
+            or not state.folds(received_ns, self._window_ns)
         ):
             return None
         state.count += 1

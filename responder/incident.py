@@ -16,14 +16,21 @@ from responder.policy import Decision
 
 @dataclass(frozen=True, slots=True)
 class IncidentKey:
-    """Container id and node are part of the key so that a forged alert naming a real pod
-    (different container id) cannot fold a genuine alert into its own unverified incident."""
+    """Alerts fold into one incident only when they agree on everything the decision depends on.
+
+    Container id and node are in the key so a forged alert naming a real pod (another container
+    id) cannot fold a genuine alert into its own unverified incident; priority, source and tags
+    are in it so a forged alert that matches no policy (say, the same rule at Debug) cannot fold
+    the genuine alert into an incident that decided to do nothing."""
 
     rule: str
     namespace: str
     pod: str
     container_id: str
     hostname: str
+    priority: int = 0
+    source: str = ""
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, alert: Alert) -> IncidentKey:
@@ -33,6 +40,9 @@ class IncidentKey:
             pod=alert.pod or "",
             container_id=alert.container_id or "",
             hostname=alert.hostname or "",
+            priority=int(alert.priority),
+            source=alert.source,
+            tags=alert.tags,
         )
 
     @property
@@ -40,7 +50,17 @@ class IncidentKey:
         return f"{self.namespace}/{self.pod}" if self.namespace or self.pod else "(no pod)"
 
     def digest(self) -> str:
-        joined = "\x1f".join((self.rule, self.namespace, self.pod, self.container_id, self.hostname))
+        parts = (
+            self.rule,
+            self.namespace,
+            self.pod,
+            self.container_id,
+            self.hostname,
+            str(self.priority),
+            self.source,
+            ",".join(self.tags),
+        )
+        joined = "\x1f".join(parts)
         return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 

@@ -269,6 +269,19 @@ def append_rows(conn: sqlite3.Connection, rows: list[AlertRow]) -> list[bool]:
     return new
 
 
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of live records: the database's pages minus its free list (the file does not shrink
+    when rows are deleted; its free pages are reused)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+# The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         uri = f"file:{Path(path).as_posix()}?mode=ro"
@@ -316,6 +329,7 @@ class Journal:
             conn = connect(self.path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.executescript(SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
@@ -505,10 +519,11 @@ class Journal:
         return self._full
 
     def check_size(self) -> int:
-        """Prune by age, then by size; remember whether we are still over the bound."""
-        size = self.size_bytes()
-        self._full = size > self._max_bytes
-        return size
+        """Remember whether the live records exceed the bound (then inputs get 503); returns the
+        size on disk. Pages freed by pruning are reused, so the file need not shrink for this to clear."""
+        with self.reader() as conn:
+            self._full = used_bytes(conn) > self._max_bytes
+        return self.size_bytes()
 
     def size_bytes(self) -> int:
         total = 0
@@ -729,7 +744,6 @@ class Journal:
         bound, drop the oldest finished alerts (never pending ones: they are not done yet)."""
         cutoff = now_ns - self._retention_ns
         max_bytes = self._max_bytes
-        size_of = self.size_bytes
 
         def op(conn: sqlite3.Connection) -> int:
             removed = conn.execute(
@@ -740,7 +754,7 @@ class Journal:
                 "DELETE FROM notifications WHERE state IN ('sent', 'failed') AND created_ns < ?", (cutoff,)
             )
             conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
-            if size_of() > max_bytes:
+            if used_bytes(conn) > max_bytes:
                 # Pages freed by deletes are reused by SQLite, so deleting bounds growth.
                 total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'done'").fetchone()[0]
                 drop = max(total // 10, 1) if total else 0
@@ -866,7 +880,15 @@ class Journal:
             first = conn.execute(
                 "SELECT payload FROM alerts WHERE alert_id = ?", (row["first_alert_id"],)
             ).fetchone()
-            record["first_alert"] = decode_payload(first["payload"]) if first else None
+            record["first_alert"] = None
+            if first is not None:
+                try:
+                    record["first_alert"] = decode_payload(first["payload"])
+                except (AlertError, ValueError, zlib.error) as exc:
+                    # One damaged record must not stop recovery: this incident is skipped, logged.
+                    log.error(
+                        "journaled alert unreadable", extra={"incident": incident_id, "error": str(exc)}
+                    )
             record["outcomes"] = [
                 ActionOutcome.from_json(json.loads(r["outcome"]))
                 for r in conn.execute(
@@ -897,9 +919,7 @@ def report_from_record(record: dict[str, Any]) -> IncidentReport | None:
     pod = json.loads(record["pod_context"]) if record.get("pod_context") else None
     return IncidentReport(
         incident_id=record["incident_id"],
-        key=IncidentKey(
-            record["rule"], record["namespace"], record["pod"], record["container_id"], record["hostname"]
-        ),
+        key=IncidentKey.of(first),
         alert=first,
         count=int(record["count"]),
         first_seen_ns=int(record["opened_ns"]),

@@ -36,13 +36,17 @@ from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.journal import IncidentRow, Journal, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.policy import Decision, GuardrailState, decide
+from responder.policy import Decision, GuardrailState, decide, is_quarantined
 from responder.records import decision_to_json, pod_to_json, verification_to_json
 
 log = logging.getLogger("serving_guard.pipeline")
 
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 1.0
+# A repeat after this long re-decides an incident whose isolation did not happen for a passing reason.
+REDECIDE_AFTER_SECONDS = 10.0
+# While repeats come, whether a quarantine still holds is checked at most this often.
+RECHECK_SECONDS = 15.0
 
 
 class CircuitBreaker:
@@ -111,6 +115,7 @@ class Pipeline:
         self._slots = asyncio.Semaphore(config.journal.max_pending)
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = PipelineStats()
@@ -171,6 +176,7 @@ class Pipeline:
         self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
         self.stats.processed += 1
         self._maybe_schedule_repeat(state)
+        self._maybe_recheck(state)
         return Accepted(alert.alert_id, new=True)
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:
@@ -206,7 +212,7 @@ class Pipeline:
         report = report_from_record(record)
         return IncidentState(
             incident_id=row.incident_id,
-            key=IncidentKey(row.rule, row.namespace, row.pod, row.container_id, row.hostname),
+            key=IncidentKey.of(record["first_alert"]),
             first_alert=record["first_alert"],
             opened_ns=row.opened_ns,
             last_seen_ns=row.last_seen_ns,
@@ -291,6 +297,7 @@ class Pipeline:
                 return
             self.stats.processed += 1
             self._maybe_schedule_repeat(state)
+            self._maybe_recheck(state)
         finally:
             self._done_one()
 
@@ -357,7 +364,7 @@ class Pipeline:
             )
             self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
             token = None
-            if decision.isolates and not decision.dry_run:
+            if decision.isolates and not decision.dry_run and not is_quarantined(pod, self._config):
                 token = self._breaker.take(now)
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
@@ -379,6 +386,7 @@ class Pipeline:
                 for o in outcomes
             ):
                 self._breaker.give_back(token)
+        self._plan_follow_up(state, verification, decision, outcomes)
         state.report = IncidentReport(
             incident_id=state.incident_id,
             key=key,
@@ -413,6 +421,60 @@ class Pipeline:
         )
         # Repeats that arrived while we were deciding get their thread update now.
         self._maybe_schedule_repeat(state)
+
+    def _plan_follow_up(
+        self,
+        state: IncidentState,
+        verification: Verification,
+        decision: Decision,
+        outcomes: list[ActionOutcome],
+    ) -> None:
+        """Decide when repeats stop folding into this incident.
+
+        An isolation that did not happen for a passing reason (the API was down, the pod was not
+        found yet, the breaker was open, the action failed) is decided again by the first repeat
+        after REDECIDE_AFTER_SECONDS: a blip must not leave an attack alone for the whole window.
+        A quarantine that did happen is checked again now and then while repeats come: if its
+        label is gone (released, or removed), the next repeat opens a new incident."""
+        now = self._clock_ns()
+        wanted = any(action in (ActionName.QUARANTINE, ActionName.ANNOTATE) for action in decision.requested)
+        unreachable = verification.status in (
+            VerificationStatus.LOOKUP_FAILED,
+            VerificationStatus.POD_NOT_FOUND,
+        )
+        failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
+        if (wanted and unreachable) or decision.breaker_open or failed:
+            state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
+        elif any(
+            o.action == "quarantine" and o.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY)
+            for o in outcomes
+        ):
+            state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
+
+    def _maybe_recheck(self, state: IncidentState) -> None:
+        now = self._clock_ns()
+        if state.recheck_after_ns is None or now < state.recheck_after_ns:
+            return
+        state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
+        task = asyncio.get_running_loop().create_task(self._recheck(state))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _recheck(self, state: IncidentState) -> None:
+        """Is the quarantine this incident made still in place? Reads the pod afresh."""
+        key = state.key
+        try:
+            lookup = await self._in_pool(self._directory.lookup, key.namespace, key.pod, fresh=True)
+        except Exception as exc:  # the pool is shutting down, or the API failed: look again later
+            log.debug("quarantine recheck skipped", extra={"incident": state.incident_id, "error": str(exc)})
+            return
+        if lookup.status is LookupStatus.FOUND and not is_quarantined(lookup.pod, self._config):
+            state.recheck_after_ns = None
+            state.reopen_after_ns = self._clock_ns()
+            log.warning(
+                "quarantine lifted while the attack goes on; the next alert opens a new incident",
+                extra={"incident": state.incident_id, "pod": key.pod_ref},
+            )
 
     async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
         namespace, name = alert.namespace, alert.pod

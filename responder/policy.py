@@ -136,7 +136,8 @@ def decide(
                 withhold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
 
     breaker_open = False
-    if ActionName.QUARANTINE in actions and not guardrails.dry_run:
+    # The breaker counts pods newly isolated: re-asserting an existing quarantine costs no slot.
+    if ActionName.QUARANTINE in actions and not guardrails.dry_run and not is_quarantined(pod, config):
         limit = guardrails.max_quarantines
         if state.recent_quarantines >= limit.count:
             breaker_open = True
@@ -164,6 +165,11 @@ def decide(
         unverified=unverified,
         breaker_open=breaker_open,
     )
+
+
+def is_quarantined(pod: PodContext | None, config: Config) -> bool:
+    """The pod already carries the quarantine label (as last read from the API)."""
+    return pod is not None and pod.labels.get(config.quarantine.label) == config.quarantine.label_value
 
 
 def _unverifiable_reason(verification: Verification) -> str:

@@ -298,7 +298,7 @@ class Responder:
         await self.journal.run(self.journal.op_prune(now))
         self.metrics.journal_bytes.set(self.journal.check_size())
         if self.pipeline is not None:
-            self.metrics.journal_pending.set(self.pipeline.in_flight)
+            self.metrics.journal_pending.set(self.journal.pending_count())
             self.pipeline.incidents.expire(now)
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
         if self.certificates is not None:

@@ -50,12 +50,15 @@ class Fault:
     name: str | None = None
     times: int = 1
     message: str = "injected fault"
+    # kmock's action: "list", "fetch", "create", "update", "delete", "watch" (None: any).
+    action: str | None = None
 
-    def matches(self, method: str, plural: str | None, name: str | None) -> bool:
+    def matches(self, method: str, plural: str | None, name: str | None, action: str | None = None) -> bool:
         return (
             (self.method is None or self.method.upper() == method.upper())
             and (self.plural is None or self.plural == plural)
             and (self.name is None or self.name == name)
+            and (self.action is None or self.action == action)
         )
 
 
@@ -141,9 +144,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta.setdefault("creationTimestamp", _now())
         meta["resourceVersion"] = str(next(self._versions))
 
-    def _take_fault(self, method: str, plural: str | None, name: str | None) -> Fault | None:
+    def _take_fault(
+        self, method: str, plural: str | None, name: str | None, action: str | None = None
+    ) -> Fault | None:
         for fault in self.faults:
-            if fault.times > 0 and fault.matches(method, plural, name):
+            if fault.times > 0 and fault.matches(method, plural, name, action):
                 fault.times -= 1
                 return fault
         return None
@@ -162,7 +167,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             name = ns_match.group("name")
         else:
             name = request.name
-        fault = self._take_fault(method, plural if isinstance(plural, str) else None, name)
+        action = str(request.action.value).lower() if request.action is not None else None
+        fault = self._take_fault(method, plural if isinstance(plural, str) else None, name, action)
         if fault is not None:
             return await self._error(fault.status, "Injected", fault.message)
         if ns_match:

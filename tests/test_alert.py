@@ -70,8 +70,10 @@ def test_same_alert_twice_has_the_same_id_and_differs_from_others() -> None:
     first = alert_from_mapping(FALCO_ALERT)
     again = alert_from_mapping(json.loads(json.dumps(FALCO_ALERT)))
     other = alert_from_mapping(dict(FALCO_ALERT, time="2025-01-28T10:00:00.123456790Z"))
+    quieter = alert_from_mapping(dict(FALCO_ALERT, priority="Debug"))
+    untagged = alert_from_mapping(dict(FALCO_ALERT, tags=[]))
     assert first.alert_id == again.alert_id
-    assert first.alert_id != other.alert_id
+    assert len({first.alert_id, other.alert_id, quieter.alert_id, untagged.alert_id}) == 4
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,9 @@ class ActionOutcome:
                 text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
             return text
         if self.status is OutcomeStatus.LEAKY:
-            return "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
+            if self.leaky_policies:
+                return "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
+            return "LEAKY quarantine: " + (self.detail or "isolation not proven")
         if self.status is OutcomeStatus.DRY_RUN:
             return f"dry-run: would {self.action}"
         if self.status is OutcomeStatus.FAILED:

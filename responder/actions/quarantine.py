@@ -119,14 +119,34 @@ class ClusterActions:
                 )
             raise
         labels = (patched_pod.get("metadata") or {}).get("labels") or {}
-        report = self._isolate(pod, labels)
-        if report.patched:
-            self._remember_patched(pod, report.patched)
         notes = []
         if created:
             notes.append(f"created NetworkPolicy {self._settings.network_policy}")
         if repaired:
             notes.append(f"repaired altered NetworkPolicy {self._settings.network_policy}")
+        unproven = []
+        if (patched_pod.get("spec") or {}).get("hostNetwork"):
+            # NetworkPolicies do not apply to host-network pods: the label isolates nothing.
+            unproven.append("the pod uses the host network, which NetworkPolicies do not cover")
+        try:
+            report = self._isolate(pod, labels)
+            if report.patched:
+                self._remember_patched(pod, report.patched)
+        except KubeError as exc:
+            # The label is on: the pod is in the deny-all policy, but whether another policy still
+            # lets traffic through could not be checked. Say so; never call it isolated.
+            report = IsolationReport((), ())
+            unproven.append(f"other NetworkPolicies could not be checked ({exc})")
+        if unproven:
+            return ActionOutcome(
+                action="quarantine",
+                status=OutcomeStatus.LEAKY,
+                detail="; ".join([*notes, "isolation not proven: " + "; ".join(unproven)]),
+                leaky_policies=tuple(leak.policy for leak in report.leaks),
+                patched_policies=report.patched,
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         if report.leaks:
             notes += [
                 f"{leak.policy} allows {'+'.join(leak.directions)} ({leak.reason})" for leak in report.leaks

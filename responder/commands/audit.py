@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 from typing import Any
 
 from responder.audit import AuditQuery, format_table, load_trail
@@ -43,11 +44,14 @@ def _query(args: argparse.Namespace) -> AuditQuery:
 def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         raise UserError(f"journal {path} does not exist")
-    conn = connect(path, readonly=True)
     try:
-        return load_trail(conn, query)
-    finally:
-        conn.close()
+        conn = connect(path, readonly=True)
+        try:
+            return load_trail(conn, query)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"journal {path}: not a readable Serving Guard journal ({exc})") from None
 
 
 async def _remote(args: argparse.Namespace) -> list[dict[str, Any]]:

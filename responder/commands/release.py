@@ -12,7 +12,9 @@ from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.cluster.api import KubeGateway
+from responder.cluster.enrich import valid_name
 from responder.config import Cluster, Config, load_config
+from responder.errors import UserError
 from responder.journal import Journal
 
 
@@ -27,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for what, value in (("--namespace", args.namespace), ("pod", args.pod)):
+        if not valid_name(value):
+            raise UserError(f"{what}: {value!r} is not a Kubernetes object name")
     config = load_config(args.config) if args.config else Config()
     cluster: Cluster = config.cluster
     if args.kubeconfig or args.context:

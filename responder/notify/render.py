@@ -253,6 +253,11 @@ def _outcome_line(outcome: ActionOutcome) -> str:
             patched = _join_codes(outcome.patched_policies)
             line += f" Other policies were patched to exclude it: {patched}."
         return line + (f" Details: {detail}." if detail else "")
+    if status is OutcomeStatus.LEAKY and not outcome.leaky_policies:
+        return (
+            ":warning: *LEAKY quarantine*: the pod is labelled into the deny-all policy, but its isolation "
+            "is not proven" + (f" ({detail})" if detail else "") + ". Check the pod's traffic yourself."
+        )
     if status is OutcomeStatus.LEAKY:
         return (
             ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, "

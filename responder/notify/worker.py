@@ -36,6 +36,8 @@ MAX_BACKOFF_SECONDS = 300.0
 IDLE_POLL_SECONDS = 5.0
 PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
+# Failures after which a post may have landed anyway (the answer, not the request, was lost).
+AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -90,10 +92,13 @@ class NotificationWorker:
                     break
                 try:
                     await self._deliver(row)
-                except Exception:
-                    # A bug here must not stop the worker; the row stays due and is retried.
+                except Exception as exc:
+                    # A bug here must not stop the worker: the row is retried, then given up on.
                     log.exception("notification delivery crashed", extra={"incident": row.incident_id})
-                    await self._reschedule(row, "internal error", retry_after=None)
+                    if row.attempts + 1 < self._settings.max_attempts:
+                        await self._reschedule(row, f"internal error: {type(exc).__name__}", retry_after=None)
+                    else:
+                        await self._fail(row, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if self._wake.is_set():  # woken while busy: a new row may be due, look again at once
@@ -161,7 +166,14 @@ class NotificationWorker:
                 if error.kind is FailureKind.RATE_LIMITED:
                     pause = error.retry_after_seconds or 1.0
                     self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
-                await self._reschedule(row, error.reason, retry_after=error.retry_after_seconds)
+                # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
+                ambiguous = row.kind == "incident" and error.kind in AMBIGUOUS_FAILURES
+                await self._reschedule(
+                    row,
+                    error.reason,
+                    retry_after=error.retry_after_seconds,
+                    state="sending" if ambiguous else "pending",
+                )
             else:
                 await self._fail(row, error.reason)
             return
@@ -189,11 +201,22 @@ class NotificationWorker:
         self, row: NotificationRow, report: IncidentReport, channel: str | None
     ) -> SlackRef:
         if row.state == "sending" and self._delivery.supports_threads and channel:
-            # In flight when the process died: did it land? (raises DeliveryError if Slack cannot say)
+            # In flight when the process died, or its answer was lost: did it land?
             oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
-            found = await self._delivery.find_posted(channel, row.incident_id, oldest)
+            try:
+                found = await self._delivery.find_posted(channel, row.incident_id, oldest)
+            except DeliveryError as error:
+                if error.retryable:
+                    raise  # ask again later rather than guess
+                # Without history access (scope, membership) we cannot know: a possible duplicate
+                # beats a lost incident.
+                log.warning(
+                    "cannot look for an earlier post; posting again (it may be a duplicate)",
+                    extra={"incident": row.incident_id, "reason": error.reason},
+                )
+                found = None
             if found is not None:
-                log.info("post found after restart, not posting again", extra={"incident": row.incident_id})
+                log.info("earlier post found, not posting again", extra={"incident": row.incident_id})
                 return found
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         return await self._delivery.post(render_incident(report), channel=channel)
@@ -248,13 +271,13 @@ class NotificationWorker:
             )
             scheduled.add_done_callback(lambda _: self.wake())
 
-    async def _reschedule(self, row: NotificationRow, reason: str, *, retry_after: float | None) -> None:
+    async def _reschedule(
+        self, row: NotificationRow, reason: str, *, retry_after: float | None, state: str = "pending"
+    ) -> None:
         attempts = row.attempts + 1
         due = self._clock_ns() + int(retry_delay(attempts, retry_after) * 1e9)
         await self._journal.run(
-            Journal.op_notification_state(
-                row.id, "pending", attempts=attempts, next_attempt_ns=due, error=reason
-            )
+            Journal.op_notification_state(row.id, state, attempts=attempts, next_attempt_ns=due, error=reason)
         )
         log.warning(
             "notification will be retried",

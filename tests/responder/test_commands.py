@@ -228,3 +228,34 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
             process.kill()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_audit_of_a_file_that_is_not_a_journal_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("just text, not SQLite" * 50)
+    assert main(["audit", "--journal", str(bogus)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable Serving Guard journal" in err and "Traceback" not in err
+
+
+def test_release_refuses_names_that_are_not_object_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["release", "--namespace", "ml-serving", "..", "--reason", "x", "--kubeconfig", "nope"]) == 2
+    assert "not a Kubernetes object name" in capsys.readouterr().err
+
+
+def test_the_audit_table_never_passes_terminal_control_characters() -> None:
+    from responder.audit import format_table
+
+    entry = {
+        "received": "2026-01-01T00:00:00.000000000Z",
+        "rule": "Shell\x1b[2J\rfake line",
+        "namespace": "ml",
+        "pod": "p\x1b]0;title\x07",
+        "outcome": "opened",
+        "incident": {},
+    }
+    table = format_table([entry])
+    assert "\x1b" not in table and "\r" not in table and "\x07" not in table
+    assert "\\x1b" in table

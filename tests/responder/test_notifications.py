@@ -199,3 +199,41 @@ async def test_webhook_mode_posts_incidents_and_counts_repeats(
         assert "Seen" in bodies[1] and "2 times" in bodies[1]
     finally:
         await responder.stop()
+
+
+async def test_a_post_whose_answer_was_lost_is_found_not_posted_twice(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    from simulators.slack_sink import Fault
+
+    # Slack stores the message, then answers 503: the retry must look before posting again.
+    sink.inject(Fault(status=503, apply=True, method="chat.postMessage"))
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        await responder.pipeline.submit(shell(seeded[1]["vllm"]), InputName.HTTP)
+
+        def settled() -> bool:
+            with responder.journal.reader() as conn:
+                row = conn.execute("SELECT state FROM notifications WHERE kind = 'incident'").fetchone()
+            return row is not None and row["state"] == "sent"
+
+        await settle(responder, settled, timeout=20)
+        assert len(incident_posts(sink)) == 1
+        assert [r.method for r in sink.requests() if r.method == "conversations.history"]
+    finally:
+        await responder.stop()
+
+
+async def test_without_history_access_the_post_goes_out_rather_than_being_lost(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    sink.server_error(times=1, method="chat.postMessage")  # not stored: an ambiguous failure
+    sink.api_error("missing_scope", times=5, method="conversations.history")
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None
+        await responder.pipeline.submit(shell(seeded[1]["kserve"]), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1, timeout=20)
+    finally:
+        await responder.stop()

@@ -274,3 +274,106 @@ async def test_log_lines_about_an_alert_carry_its_id(tmp_path: Path, seeded: See
     ]
     assert {line["msg"] for line in about} == {"kubernetes call failed, retrying", "incident decided"}
     assert all(line["alert_id"] == alert.alert_id for line in about)
+
+
+class FakeClock:
+    """A clock the test moves: the pipeline's notion of "now" (time-based rules without sleeping)."""
+
+    def __init__(self) -> None:
+        import time as _time
+
+        self.now = _time.time_ns()
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1e9)
+
+
+async def start_with_clock(tmp_path: Path, kubeconfig: str, clock: FakeClock, **extra: Any) -> Responder:
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **extra})
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    return responder
+
+
+async def test_a_passing_api_failure_is_decided_again_by_a_later_repeat(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100))
+        await submit_all(responder, [shell(pods["vllm"], n=0)])
+        assert LABEL not in labels(running, pods["vllm"])
+        running.emulator.faults.clear()
+        clock.advance(2)
+        await submit_all(responder, [shell(pods["vllm"], n=1)])  # too soon: folded
+        assert LABEL not in labels(running, pods["vllm"])
+        clock.advance(10)
+        await submit_all(responder, [shell(pods["vllm"], n=2)])  # re-decided: the API is back
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        statuses = [r[0] for r in rows(responder.config, "SELECT status FROM actions ORDER BY id")]
+        assert statuses == ["withheld", "quarantined"]
+    finally:
+        await responder.stop()
+
+
+async def test_a_forged_quiet_alert_cannot_swallow_the_real_one(started: Any) -> None:
+    responder, running, pods = started
+    triton = pods["triton"]
+    quiet = shell(triton, n=0, priority="Debug")  # same rule, pod, container and node; matches no policy
+    await submit_all(responder, [quiet, shell(triton, n=1)])
+    assert labels(running, triton)[LABEL] == "true"
+    assert len(rows(responder.config, "SELECT * FROM incidents")) == 2
+
+
+async def test_the_breaker_counts_pods_not_rules(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={"inputs": {}, "guardrails": {"max_quarantines": {"count": 2, "window_seconds": 600}}},
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        # One compromised pod trips three rules: it is one quarantine, not three.
+        for rule in ("Shell in serving pod", "Reverse shell or interpreter one-liner in serving pod"):
+            await submit_all(responder, [shell(pods["vllm"], rule=rule)])
+        await submit_all(responder, [shell(pods["torchserve"])])
+        assert labels(running, pods["torchserve"])[LABEL] == "true"
+        await submit_all(responder, [shell(pods["kserve"])])
+        assert LABEL not in labels(running, pods["kserve"])  # the third pod is past the limit
+        assert "circuit breaker open" in rows(config, "SELECT detail FROM actions ORDER BY id DESC")[0][0]
+    finally:
+        await responder.stop()
+
+
+async def test_a_lifted_quarantine_is_noticed_and_the_next_repeat_isolates_again(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        vllm = pods["vllm"]
+        await submit_all(responder, [shell(vllm, n=0)])
+        assert labels(running, vllm)[LABEL] == "true"
+        responder.actions.release(vllm.namespace, vllm.name, by="test", reason="lifted mid-attack")
+        assert LABEL not in labels(running, vllm)
+        clock.advance(16)
+        await submit_all(responder, [shell(vllm, n=1)])  # folds, and starts a recheck of the pod
+        assert responder.pipeline is not None
+        for _ in range(100):
+            state = next(iter(responder.pipeline.incidents._open.values()))
+            if state.reopen_after_ns is not None:
+                break
+            await asyncio.sleep(0.02)
+        await submit_all(responder, [shell(vllm, n=2)])  # a new incident: isolated again
+        assert labels(running, vllm)[LABEL] == "true"
+        assert rows(responder.config, "SELECT COUNT(*) FROM incidents")[0][0] == 2
+    finally:
+        await responder.stop()

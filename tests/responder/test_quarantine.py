@@ -280,3 +280,31 @@ def test_annotate_records_without_isolating(
 def test_names_from_alerts_cannot_escape_the_url_path(harness: Harness, tmp_path: Path) -> None:
     result = harness.directory.lookup("ml-serving", "../../../api/v1/namespaces/kube-system/pods/x")
     assert result.status in (LookupStatus.NOT_FOUND, LookupStatus.FAILED)
+
+
+def test_a_policy_listing_that_fails_after_the_label_is_leaky_not_failed(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    context = harness.pod(vllm)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    harness.fail(Fault(status=403, plural="networkpolicies", action="list", times=10, message="forbidden"))
+    outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY
+    assert "isolation not proven" in outcome.detail and "could not be checked" in outcome.detail
+    assert "LEAKY quarantine: " in outcome.describe()
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][LABEL] == "true"
+
+
+def test_a_host_network_pod_is_never_reported_isolated(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["spec"]["hostNetwork"] = True
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY
+    assert "host network" in outcome.detail
