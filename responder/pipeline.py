@@ -219,6 +219,8 @@ class Pipeline:
             count=row.count,
             report=report,
             restored=True,
+            # The thread-counter throttle carries on where it was, not from zero.
+            last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
         )
 
     async def drain(self, timeout: float | None = None) -> bool:

@@ -7,7 +7,7 @@
 """
 
 from responder.notify.render import EVENT_TYPE, MessageKind, SlackMessage, render_incident, render_repeat
-from responder.notify.routing import SlackRoute, repeat_update_due, slack_route
+from responder.notify.routing import SlackRoute, slack_route
 from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
 
 __all__ = [
@@ -21,6 +21,5 @@ __all__ = [
     "SlackRoute",
     "render_incident",
     "render_repeat",
-    "repeat_update_due",
     "slack_route",
 ]

@@ -32,11 +32,4 @@ def slack_route(decision: Decision, settings: Slack) -> SlackRoute | None:
     return SlackRoute(channel=channel)
 
 
-def repeat_update_due(last_update_ns: int | None, now_ns: int, settings: Slack) -> bool:
-    """Whether a repeat may update the thread counter now (at most every update_interval)."""
-    if last_update_ns is None:
-        return True
-    return now_ns - last_update_ns >= settings.update_interval_seconds * 1_000_000_000
-
-
-__all__ = ["SlackRoute", "repeat_update_due", "slack_route"]
+__all__ = ["SlackRoute", "slack_route"]

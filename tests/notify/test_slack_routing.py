@@ -3,7 +3,7 @@ from __future__ import annotations
 from responder.alert import Priority
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import Slack, load_config_text
-from responder.notify.routing import SlackRoute, repeat_update_due, slack_route
+from responder.notify.routing import SlackRoute, slack_route
 from responder.policy import GuardrailState, decide
 from tests.notify.slack_fixtures import make_alert, make_decision, make_pod
 
@@ -55,11 +55,3 @@ def test_disabled_webhook_and_not_notified() -> None:
     assert slack_route(make_decision(), WEBHOOK) == SlackRoute(None)
     assert slack_route(make_decision(notify=False), BOT) is None
     assert slack_route(make_decision(slack_channel=None), BOT) == SlackRoute("#sec-alerts")
-
-
-def test_repeat_updates_are_spaced_by_the_update_interval() -> None:
-    settings = Slack(update_interval_seconds=30)
-    assert repeat_update_due(None, 0, settings)
-    assert not repeat_update_due(10 * 10**9, 39 * 10**9, settings)
-    assert repeat_update_due(10 * 10**9, 40 * 10**9, settings)
-    assert repeat_update_due(5, 5, Slack(update_interval_seconds=0))

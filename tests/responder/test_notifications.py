@@ -237,3 +237,56 @@ async def test_without_history_access_the_post_goes_out_rather_than_being_lost(
         await settle(responder, lambda: len(incident_posts(sink)) == 1, timeout=20)
     finally:
         await responder.stop()
+
+
+async def test_thread_updates_are_spaced_by_the_update_interval(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    from tests.responder.test_pipeline import FakeClock
+
+    clock = FakeClock()
+    token = tmp_path / "slack-token"
+    token.write_text(DEFAULT_TOKEN)
+    settings = {
+        "mode": "bot",
+        "token": {"file": str(token)},
+        "default_channel": "#sec-alerts",
+        "base_url": sink.base_url,
+        "update_interval_seconds": 30,
+    }
+    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings})
+    responder = Responder(
+        config,
+        KubeGateway.from_config(config.cluster),
+        delivery=SlackDelivery.from_config(config.slack),
+        clock_ns=clock,
+    )
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        vllm = seeded[1]["vllm"]
+
+        def repeats() -> list[Any]:
+            with responder.journal.reader() as conn:
+                return conn.execute(
+                    "SELECT state, next_attempt_ns, sent_ns FROM notifications"
+                    " WHERE kind = 'repeat' ORDER BY id"
+                ).fetchall()
+
+        await responder.pipeline.submit(shell(vllm, 0), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await responder.pipeline.submit(shell(vllm, 1), InputName.HTTP)  # the first update goes at once
+        await settle(responder, lambda: [r["state"] for r in repeats()] == ["sent"])
+        sent_at = repeats()[0]["sent_ns"]
+        clock.advance(1)
+        for n in range(2, 6):
+            await responder.pipeline.submit(shell(vllm, n), InputName.HTTP)
+        await settle(responder, lambda: len(repeats()) == 2)
+        waiting = repeats()[1]
+        assert waiting["state"] == "pending"  # coalesced into one, and held back
+        assert waiting["next_attempt_ns"] == sent_at + 30 * 10**9
+        clock.advance(30)
+        await settle(responder, lambda: [r["state"] for r in repeats()] == ["sent", "sent"])
+        assert "6 times" in str(incident_posts(sink)[0].replies[-1].blocks)
+    finally:
+        await responder.stop()
