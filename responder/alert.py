@@ -311,7 +311,7 @@ def compute_alert_id(
 ) -> str:
     """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same
     id; one that differs in anything the policy reads (priority, tags) does not."""
-    parts = (rule, str(time_ns), hostname or "", source, output)
+    parts: tuple[str, ...] = (rule, str(time_ns), hostname or "", source, output)
     if priority is not None:
         parts += (str(int(priority)), ",".join(tags))
     joined = "\x1f".join(parts) + "\x1f"
