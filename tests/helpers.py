@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,16 @@ def responder_config(
         else:
             data[key] = value
     return load_config_text(yaml.safe_dump(data), str(tmp_path / "config.yaml"))
+
+
+class FakeClock:
+    """A clock the test moves: the responder's notion of "now" (time-based rules without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = time.time_ns()
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1e9)

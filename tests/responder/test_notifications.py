@@ -20,7 +20,7 @@ from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink, SlackSink
-from tests.helpers import SHELL_RULE, responder_config
+from tests.helpers import SHELL_RULE, FakeClock, responder_config
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
@@ -40,7 +40,9 @@ def shell(pod: SeededPod, n: int = 0, **fields: Any) -> Alert:
     )
 
 
-async def start(tmp_path: Path, seeded: Seeded, sink: SlackSink, **slack: Any) -> Responder:
+async def start(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, clock: FakeClock | None = None, **slack: Any
+) -> Responder:
     token = tmp_path / "slack-token"
     token.write_text(DEFAULT_TOKEN)
     settings = {
@@ -57,7 +59,10 @@ async def start(tmp_path: Path, seeded: Seeded, sink: SlackSink, **slack: Any) -
         settings = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "update_interval_seconds": 0}
     config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings})
     responder = Responder(
-        config, KubeGateway.from_config(config.cluster), delivery=SlackDelivery.from_config(config.slack)
+        config,
+        KubeGateway.from_config(config.cluster),
+        delivery=SlackDelivery.from_config(config.slack),
+        clock_ns=clock or time.time_ns,
     )
     await responder.start()
     return responder
@@ -242,26 +247,8 @@ async def test_without_history_access_the_post_goes_out_rather_than_being_lost(
 async def test_thread_updates_are_spaced_by_the_update_interval(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:
-    from tests.responder.test_pipeline import FakeClock
-
     clock = FakeClock()
-    token = tmp_path / "slack-token"
-    token.write_text(DEFAULT_TOKEN)
-    settings = {
-        "mode": "bot",
-        "token": {"file": str(token)},
-        "default_channel": "#sec-alerts",
-        "base_url": sink.base_url,
-        "update_interval_seconds": 30,
-    }
-    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings})
-    responder = Responder(
-        config,
-        KubeGateway.from_config(config.cluster),
-        delivery=SlackDelivery.from_config(config.slack),
-        clock_ns=clock,
-    )
-    await responder.start()
+    responder = await start(tmp_path, seeded, sink, clock, update_interval_seconds=30)
     try:
         assert responder.pipeline is not None
         vllm = seeded[1]["vllm"]

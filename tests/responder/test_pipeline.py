@@ -18,7 +18,7 @@ from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE, responder_config
+from tests.helpers import SHELL_RULE, FakeClock, responder_config
 
 LABEL = "serving-guard.io/quarantine"
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -274,21 +274,6 @@ async def test_log_lines_about_an_alert_carry_its_id(tmp_path: Path, seeded: See
     ]
     assert {line["msg"] for line in about} == {"kubernetes call failed, retrying", "incident decided"}
     assert all(line["alert_id"] == alert.alert_id for line in about)
-
-
-class FakeClock:
-    """A clock the test moves: the pipeline's notion of "now" (time-based rules without sleeping)."""
-
-    def __init__(self) -> None:
-        import time as _time
-
-        self.now = _time.time_ns()
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * 1e9)
 
 
 async def start_with_clock(tmp_path: Path, kubeconfig: str, clock: FakeClock, **extra: Any) -> Responder:
