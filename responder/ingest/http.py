@@ -27,6 +27,7 @@ from responder.alert import AlertError, parse_falco_json, rejection_code
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.sink import AlertSink, InputName, Overloaded
+from responder.ingest.tls_reload import load_server_certificates
 
 log = logging.getLogger("serving_guard.http")
 
@@ -41,9 +42,8 @@ def server_ssl_context(config: HttpInput, *, token_configured: bool) -> ssl.SSLC
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        load_server_certificates(context, tls)
         if tls.client_ca_file:
-            context.load_verify_locations(cafile=tls.client_ca_file)
             # With a token as the alternative proof, a certificate is optional at the handshake.
             context.verify_mode = ssl.CERT_OPTIONAL if token_configured else ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:

@@ -16,6 +16,13 @@ from responder.config import ServerTLS
 log = logging.getLogger("serving_guard.tls")
 
 
+def load_server_certificates(context: ssl.SSLContext, tls: ServerTLS) -> None:
+    """Load (or load again) the server chain and, when set, the CA client certificates must chain to."""
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(cafile=tls.client_ca_file)
+
+
 def _stamp(path: str) -> tuple[float, int] | None:
     try:
         stat = os.stat(path)
@@ -43,9 +50,7 @@ class CertificateReloader:
         if stamps == self._stamps or None in stamps:
             return False
         try:
-            self._context.load_cert_chain(self._tls.cert_file, self._tls.key_file)
-            if self._tls.client_ca_file:
-                self._context.load_verify_locations(cafile=self._tls.client_ca_file)
+            load_server_certificates(self._context, self._tls)
         except (OSError, ssl.SSLError) as exc:
             log.error(
                 "renewed certificates could not be loaded; keeping the previous ones",
