@@ -74,10 +74,14 @@ def fixture(workdir: Path) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def baseline_server(workdir: Path) -> Iterator[int]:
+def baseline_server(workdir: Path, stack: str = "aiohttp") -> Iterator[int]:
     log = (workdir / "baseline.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.baseline"], stdout=subprocess.PIPE, stderr=log, env=_env(), cwd=ROOT
+        [sys.executable, "-m", "bench.baseline", "--stack", stack],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=_env(),
+        cwd=ROOT,
     )
     try:
         assert process.stdout is not None

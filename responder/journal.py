@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,13 +39,19 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 # Who waits for an op: a thread (``submit``/``run_sync``) or a coroutine on some event loop (``run``).
 Waiter = Future[Any] | asyncio.Future[Any]
+# What the writer's queue carries: one op from a thread, the ops of one turn of the event loop, or
+# None to stop.
+QueueItem = tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIN_SQLITE = (3, 33, 0)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL UNIQUE,
+    -- Unique, kept so by the single writer (append_rows); found through alerts_event: a content
+    -- id is a hash, and an index on it alone took a random page per insert (half a storm's cost).
+    alert_id TEXT NOT NULL,
     received_ns INTEGER NOT NULL,
     input TEXT NOT NULL,
     rule TEXT NOT NULL,
@@ -61,6 +68,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
 CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id);
+CREATE INDEX IF NOT EXISTS alerts_event ON alerts(event_ns, alert_id);
 CREATE TABLE IF NOT EXISTS incidents (
     incident_id TEXT PRIMARY KEY,
     key_digest TEXT NOT NULL,
@@ -70,6 +78,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     container_id TEXT NOT NULL,
     hostname TEXT NOT NULL,
     first_alert_id TEXT NOT NULL,
+    first_event_ns INTEGER,
     opened_ns INTEGER NOT NULL,
     last_seen_ns INTEGER NOT NULL,
     count INTEGER NOT NULL,
@@ -116,6 +125,38 @@ CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 """
 
+# Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
+# incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
+# drop a column constraint in place.
+MIGRATE_1_TO_2 = """
+ALTER TABLE incidents ADD COLUMN first_event_ns INTEGER;
+UPDATE incidents SET first_event_ns =
+    (SELECT a.event_ns FROM alerts a WHERE a.alert_id = incidents.first_alert_id);
+ALTER TABLE alerts RENAME TO alerts_v1;
+DROP INDEX IF EXISTS alerts_pending;
+DROP INDEX IF EXISTS alerts_received;
+DROP INDEX IF EXISTS alerts_incident;
+CREATE TABLE alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    namespace TEXT,
+    pod TEXT,
+    event_ns INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    incident_id TEXT,
+    outcome TEXT,
+    finished_ns INTEGER
+);
+INSERT INTO alerts SELECT * FROM alerts_v1;
+DROP TABLE alerts_v1;
+UPDATE meta SET value = '2' WHERE key = 'schema';
+"""
+
 FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
 
 
@@ -144,6 +185,8 @@ class IncidentRow:
     last_seen_ns: int
     count: int
     decided: bool
+    # The first alert's event time: with its id, how its row is found. None: that row is gone.
+    first_event_ns: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,28 +206,77 @@ class NotificationRow:
 # One compact encoder for every payload: json.dumps with non-default separators builds a new
 # encoder per call, which cost as much as the encoding itself.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# Payloads were once stored as zlib streams; a zlib stream starts with 0x78 ('x'), which no JSON
+# text can start with, so both forms are told apart by their first byte.
+_ZLIB_MAGIC = 0x78
 
 
 def encode_payload(alert: Alert, raw: bytes | None = None) -> bytes:
-    """The alert as Falco JSON, compressed. ``raw`` is the body as received (already validated
-    into ``alert``): stored as is, it saves re-encoding on the hot path and keeps exactly what the
-    sender sent. Runs on the writer thread, where zlib works without holding the GIL."""
-    body = raw if raw is not None else _COMPACT_JSON.encode(alert.to_falco_json()).encode()
-    return zlib.compress(body, 1)
+    """The alert as Falco JSON. ``raw`` is the body as received (already validated into ``alert``):
+    stored as is, it saves re-encoding on the hot path and keeps exactly what the sender sent.
+    Not compressed: zlib cost ~25 µs per alert on the writer thread (more than the insert itself)
+    to save ~40% of a record that retention removes anyway."""
+    if raw is not None:
+        return raw
+    return _COMPACT_JSON.encode(alert.to_falco_json()).encode()
 
 
 def decode_payload(blob: bytes) -> Alert:
-    return parse_falco_json(zlib.decompress(blob))
+    if blob[:1] == bytes((_ZLIB_MAGIC,)):
+        blob = zlib.decompress(blob)
+    return parse_falco_json(blob)
 
 
-_INSERT_ALERT = (
-    "INSERT INTO alerts(alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload,"
-    " state, incident_id, outcome, finished_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ALERT_COLUMNS = (
+    "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
+    " outcome, finished_ns"
 )
-_BUMP_INCIDENT = (
-    "UPDATE incidents SET count = MAX(count, ?), last_seen_ns = MAX(last_seen_ns, ?) WHERE incident_id = ?"
-)
-_EXISTING_CHUNK = 500
+# Two parameters a row: within the 999 bound variables of the oldest SQLite builds.
+_EXISTING_CHUNK = 400
+# Rows per multi-row statement: 13 parameters a row stays within the 999 bound variables of the
+# oldest SQLite builds. One statement per chunk, not one step per row: the writer thread gives the
+# GIL up around every SQLite step, and getting it back while the event loop is busy is what cost
+# the most under a storm.
+_ROWS_PER_STATEMENT = 64
+_BUMPS_PER_STATEMENT = 300
+
+
+@functools.lru_cache(maxsize=64)
+def _existing_sql(rows: int) -> str:
+    # Two IN lists, not row values: SQLite seeks the index for each pair of the product, where
+    # `(a, b) IN (VALUES ...)` scanned the whole index. The product adds no false match: an
+    # alert id is a hash over the event time, so an id is only ever stored with its own time.
+    marks = ",".join("?" * rows)
+    # Only placeholders are formatted in; the keys themselves are bound parameters.
+    return f"SELECT alert_id FROM alerts WHERE event_ns IN ({marks}) AND alert_id IN ({marks})"  # noqa: S608
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def _insert_alerts_sql(rows: int) -> str:
+    marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO alerts({_ALERT_COLUMNS}) VALUES {marks}"  # noqa: S608 (placeholders only)
+
+
+@functools.lru_cache(maxsize=_BUMPS_PER_STATEMENT)
+def _bump_incidents_sql(rows: int) -> str:
+    marks = ",".join(["(?,?,?)"] * rows)
+    return (
+        "UPDATE incidents SET count = MAX(incidents.count, v.column2),"  # noqa: S608 (placeholders only)
+        " last_seen_ns = MAX(incidents.last_seen_ns, v.column3)"
+        f" FROM (VALUES {marks}) AS v WHERE incidents.incident_id = v.column1"
+    )
+
+
+def _insert_alerts(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        conn.execute(_insert_alerts_sql(len(chunk)), [value for row in chunk for value in row])
+
+
+def _bump_incidents(conn: sqlite3.Connection, bumps: list[tuple[str, int, int]]) -> None:
+    for start in range(0, len(bumps), _BUMPS_PER_STATEMENT):
+        chunk = bumps[start : start + _BUMPS_PER_STATEMENT]
+        conn.execute(_bump_incidents_sql(len(chunk)), [value for bump in chunk for value in bump])
 
 
 class AlertRow:
@@ -241,12 +333,10 @@ def append_rows(conn: sqlite3.Connection, rows: list[AlertRow]) -> list[bool]:
     bump each repeated incident once. One round trip per step instead of per row."""
     ids = [row.alert.alert_id for row in rows]
     existing: set[str] = set()
-    for start in range(0, len(ids), _EXISTING_CHUNK):
-        chunk = ids[start : start + _EXISTING_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        # Only placeholders are formatted in; the ids themselves are bound parameters.
-        query = f"SELECT alert_id FROM alerts WHERE alert_id IN ({marks})"  # noqa: S608
-        existing.update(r[0] for r in conn.execute(query, chunk))
+    for start in range(0, len(rows), _EXISTING_CHUNK):
+        chunk = rows[start : start + _EXISTING_CHUNK]
+        keys = [row.alert.time_ns for row in chunk] + [row.alert.alert_id for row in chunk]
+        existing.update(r[0] for r in conn.execute(_existing_sql(len(chunk)), keys))
     new: list[bool] = []
     inserts: list[tuple[Any, ...]] = []
     bumps: dict[str, tuple[int, int]] = {}
@@ -261,11 +351,9 @@ def append_rows(conn: sqlite3.Connection, rows: list[AlertRow]) -> list[bool]:
             count, seen = bumps.get(row.incident_id, (0, 0))
             bumps[row.incident_id] = (max(count, row.count), max(seen, row.received_ns))
     if inserts:
-        conn.executemany(_INSERT_ALERT, inserts)
+        _insert_alerts(conn, inserts)
     if bumps:
-        conn.executemany(
-            _BUMP_INCIDENT, [(count, seen, incident) for incident, (count, seen) in bumps.items()]
-        )
+        _bump_incidents(conn, [(incident, count, seen) for incident, (count, seen) in bumps.items()])
     return new
 
 
@@ -312,7 +400,12 @@ class Journal:
             raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
         self._synchronous = synchronous
         self._clock_ns = clock_ns
-        self._queue: queue.SimpleQueue[tuple[Op, Waiter] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None] = (
+            queue.SimpleQueue()
+        )
+        # Ops scheduled by the event loop since its last hand-over (see ``schedule``).
+        self._scheduled: list[tuple[Op, Waiter]] = []
+        self._scheduling_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._write: sqlite3.Connection | None = None
         self._read_local = threading.local()
@@ -323,6 +416,8 @@ class Journal:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:  # UPDATE ... FROM (the storm's batched bumps)
+            raise UserError(f"journal: SQLite {sqlite3.sqlite_version} is too old; 3.33 or newer is needed")
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -330,6 +425,7 @@ class Journal:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            _migrate(conn)
             conn.executescript(SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
@@ -348,6 +444,7 @@ class Journal:
 
     def close(self) -> None:
         if self._thread is not None:
+            self._hand_over()
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
@@ -373,7 +470,7 @@ class Journal:
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch = item if isinstance(item, list) else [item]
             # Group commit: at most one commit per interval. Writes that arrive while the previous
             # commit runs (or during what is left of its interval) share the next one; a write after
             # a quiet spell commits at once instead of always sleeping a full interval first.
@@ -388,7 +485,10 @@ class Journal:
                 if more is None:
                     stopping = True
                     break
-                batch.append(more)
+                if isinstance(more, list):
+                    batch.extend(more)
+                else:
+                    batch.append(more)
             last_commit = time.monotonic()
             self._commit_batch(conn, batch)
 
@@ -484,7 +584,11 @@ class Journal:
         if self._thread is None:
             raise RuntimeError("journal is not open")
         future: Future[Any] = Future()
-        self._queue.put((op, future))
+        if self._scheduled and _running_loop() is self._scheduling_loop:
+            # Called on the loop with ops of this turn still to hand over: keep the loop's order.
+            self._scheduled.append((op, future))
+        else:
+            self._queue.put((op, future))
         return future
 
     def schedule(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -492,9 +596,20 @@ class Journal:
         is committed. Cheaper than a task per write: the pipeline folds duplicates with a callback."""
         if self._thread is None:
             raise RuntimeError("journal is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((op, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
+        # wake-up of the writer thread (each a GIL hand-over) per turn, not per op.
+        if not self._scheduled:
+            self._scheduling_loop = loop
+            loop.call_soon(self._hand_over)
+        self._scheduled.append((op, future))
         return future
+
+    def _hand_over(self) -> None:
+        scheduled, self._scheduled = self._scheduled, []
+        if scheduled:
+            self._queue.put(scheduled)
 
     async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return await self.schedule(op)
@@ -552,12 +667,12 @@ class Journal:
         return AlertRow(alert, input_name, received_ns, raw, incident_id, count)
 
     @staticmethod
-    def op_finish_alert(alert_id: str, incident_id: str | None, outcome: str, finished_ns: int) -> Op:
+    def op_finish_alert(alert: Alert, incident_id: str | None, outcome: str, finished_ns: int) -> Op:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ?"
-                " WHERE alert_id = ?",
-                (incident_id, outcome, finished_ns, alert_id),
+                " WHERE event_ns = ? AND alert_id = ?",
+                (incident_id, outcome, finished_ns, alert.time_ns, alert.alert_id),
             )
 
         return op
@@ -567,7 +682,8 @@ class Journal:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
-                " first_alert_id, opened_ns, last_seen_ns, count) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " first_alert_id, first_event_ns, opened_ns, last_seen_ns, count)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(incident_id) DO NOTHING",
                 (
                     row.incident_id,
@@ -578,6 +694,7 @@ class Journal:
                     row.container_id,
                     row.hostname,
                     row.first_alert_id,
+                    row.first_event_ns,
                     row.opened_ns,
                     row.last_seen_ns,
                     row.count,
@@ -599,11 +716,11 @@ class Journal:
 
     @staticmethod
     def op_fold_duplicate(
-        alert_id: str, incident_id: str, count: int, last_seen_ns: int, finished_ns: int
+        alert: Alert, incident_id: str, count: int, last_seen_ns: int, finished_ns: int
     ) -> Op:
         """A repeat folded into its incident: bump the incident and finish the alert in one write."""
         bump = Journal.op_bump_incident(incident_id, count, last_seen_ns)
-        finish = Journal.op_finish_alert(alert_id, incident_id, "duplicate", finished_ns)
+        finish = Journal.op_finish_alert(alert, incident_id, "duplicate", finished_ns)
 
         def op(conn: sqlite3.Connection) -> None:
             bump(conn)
@@ -807,6 +924,7 @@ class Journal:
                 container_id=row["container_id"],
                 hostname=row["hostname"],
                 first_alert_id=row["first_alert_id"],
+                first_event_ns=row["first_event_ns"],
                 opened_ns=row["opened_ns"],
                 last_seen_ns=row["last_seen_ns"],
                 count=max(row["count"], row["seen"]),
@@ -878,7 +996,8 @@ class Journal:
                 ],
             )
             first = conn.execute(
-                "SELECT payload FROM alerts WHERE alert_id = ?", (row["first_alert_id"],)
+                "SELECT payload FROM alerts WHERE event_ns = ? AND alert_id = ?",
+                (row["first_event_ns"], row["first_alert_id"]),
             ).fetchone()
             record["first_alert"] = None
             if first is not None:
@@ -896,6 +1015,33 @@ class Journal:
                 ).fetchall()
             ]
         return record
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an earlier version to this schema, in one transaction."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if has_meta is None:
+        return  # a new journal
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None or int(row[0]) != 1:
+        return
+    log.info("upgrading the journal's schema", extra={"from": 1, "to": SCHEMA_VERSION})
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in MIGRATE_1_TO_2.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _resolve_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -284,7 +284,7 @@ class Pipeline:
         self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
         written = self._journal.schedule(
             Journal.op_fold_duplicate(
-                alert.alert_id, state.incident_id, state.count, state.last_seen_ns, self._clock_ns()
+                alert, state.incident_id, state.count, state.last_seen_ns, self._clock_ns()
             )
         )
         written.add_done_callback(lambda future: self._folded(future, state, alert))
@@ -348,6 +348,7 @@ class Pipeline:
                     container_id=key.container_id,
                     hostname=key.hostname,
                     first_alert_id=alert.alert_id,
+                    first_event_ns=alert.time_ns,
                     opened_ns=received_ns,
                     last_seen_ns=received_ns,
                     count=state.count,
@@ -408,7 +409,7 @@ class Pipeline:
                     state.incident_id, "incident", decision.slack_channel, now, now
                 )
             ).add_done_callback(lambda _: self._wake_notifier())
-        await self._journal.run(Journal.op_finish_alert(alert.alert_id, state.incident_id, "opened", now))
+        await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
         log.info(
             "incident decided",
             extra={

@@ -21,7 +21,8 @@ from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config
 from responder.errors import UserError
-from responder.ingest.http import Authenticator, TokenSource, build_input_app, server_ssl_context
+from responder.ingest.http import Authenticator, TokenSource, build_input_server, server_ssl_context
+from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
 from responder.metrics import Metrics
@@ -44,6 +45,11 @@ class Readiness:
 def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (the config chooses)
+
+
+def _url(host: str, port: int, *, tls: bool) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 class Responder:
@@ -78,6 +84,7 @@ class Responder:
         self.http_url: str | None = None
         self.metrics_url: str | None = None
         self._runners: list[web.AppRunner] = []
+        self._input_server: HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         self.grpc_input: Any | None = None
@@ -122,10 +129,9 @@ class Responder:
             if ssl_context is not None and http.tls is not None:
                 self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
-            app = build_input_app(
-                http, self.pipeline, authenticator, extra_routes=self._audit_routes(authenticator)
-            )
-            self.http_url = await self._serve(app, http.listen, ssl_context)
+            audit = self._audit_route(authenticator)
+            server = build_input_server(http, self.pipeline, authenticator, [audit])
+            self.http_url = await self._serve_input(server, http.listen, ssl_context)
         if self.config.inputs.grpc.enabled:
             from responder.ingest.grpc import GrpcAlertInput
 
@@ -169,6 +175,9 @@ class Responder:
 
     async def stop(self) -> None:
         self._stop.set()
+        if self._input_server is not None:
+            await self._input_server.stop()
+            self._input_server = None
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -206,9 +215,16 @@ class Responder:
             raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self._runners.append(runner)
         bound_host, bound_port = runner.addresses[0][:2]
-        scheme = "https" if ssl_context is not None else "http"
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        return f"{scheme}://{shown}:{bound_port}"
+        return _url(bound_host, bound_port, tls=ssl_context is not None)
+
+    async def _serve_input(self, server: HttpServer, listen: str, ssl_context: Any) -> str:
+        host, port = _host_port(listen)
+        try:
+            bound_host, bound_port = await server.start(host, port, ssl_context)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self._input_server = server
+        return _url(bound_host, bound_port, tls=ssl_context is not None)
 
     # -- health, metrics, audit -----------------------------------------------------------------
 
@@ -256,25 +272,19 @@ class Responder:
             self.readiness = Readiness(journal_ok, cluster_ok, now, "; ".join(details))
         return self.readiness.journal_ok and self.readiness.cluster_ok
 
-    def _audit_routes(self, authenticator: Authenticator) -> Callable[[web.Application], None]:
-        async def audit(request: web.Request) -> web.Response:
-            auth = authenticator.check(request)
-            if not auth.ok:
-                return web.json_response({"error": auth.reason}, status=auth.status)
+    def _audit_route(self, authenticator: Authenticator) -> Route:
+        async def audit(request: Request) -> Response:
             try:
                 query = audit_query_from(request.query)
             except ValueError as exc:
-                return web.json_response({"error": "bad query", "reason": str(exc)}, status=400)
+                return Response.json(400, {"error": "bad query", "reason": str(exc)})
             loop = asyncio.get_running_loop()
             entries = await loop.run_in_executor(None, self._read_trail, query)
             if request.query.get("format") == "table":
-                return web.Response(text=format_table(entries) + "\n")
-            return web.json_response({"entries": entries})
+                return Response(200, (format_table(entries) + "\n").encode(), "text/plain; charset=utf-8")
+            return Response.json(200, {"entries": entries})
 
-        def add(app: web.Application) -> None:
-            app.router.add_get("/v1/audit", audit)
-
-        return add
+        return Route("GET", "/v1/audit", audit, check=authenticator.refusal)
 
     def _read_trail(self, query: AuditQuery) -> list[dict[str, Any]]:
         with self.journal.reader() as conn:

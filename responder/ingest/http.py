@@ -16,16 +16,15 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from responder.alert import AlertError, parse_falco_json, rejection_code
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
+from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.sink import AlertSink, InputName, Overloaded
 from responder.ingest.tls_reload import load_server_certificates
 
@@ -83,10 +82,10 @@ class Authenticator:
         self._token = token
         self._open = config.allow_unauthenticated
 
-    def check(self, request: web.Request) -> AuthResult:
-        if self._mtls and _has_verified_peer(request):
+    def check(self, request: Request) -> AuthResult:
+        if self._mtls and request.peer_verified:
             return AuthResult(True)
-        header = request.headers.get("Authorization", "")
+        header = request.headers.get("authorization", "")
         if self._token is not None and header:
             scheme, _, presented = header.partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(
@@ -100,36 +99,37 @@ class Authenticator:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
 
-
-def _has_verified_peer(request: web.Request) -> bool:
-    transport = request.transport
-    if transport is None:
-        return False
-    ssl_object = transport.get_extra_info("ssl_object")
-    # getpeercert() is empty unless the chain verified against our client CA.
-    return bool(ssl_object is not None and ssl_object.getpeercert())
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to a request that does not prove its sender, or None: a route's head check."""
+        auth = self.check(request)
+        if auth.ok:
+            return None
+        return json_error(auth.status, auth.reason)
 
 
-def _json_error(status: int, error: str, **extra: Any) -> web.Response:
-    headers = {}
+def json_error(status: int, error: str, **extra: Any) -> Response:
+    headers: tuple[tuple[str, str], ...] = ()
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="serving-guard"'
-    return web.json_response({"error": error, **extra}, status=status, headers=headers)
+        headers = (("WWW-Authenticate", 'Bearer realm="serving-guard"'),)
+    return Response.json(status, {"error": error, **extra}, headers)
 
 
-def alert_handler(
-    sink: AlertSink, authenticator: Authenticator, admission_timeout: float
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        auth = authenticator.check(request)
-        if not auth.ok:
-            sink.reject(InputName.HTTP, "unauthenticated", f"{auth.reason} from {request.remote}")
-            return _json_error(auth.status, auth.reason)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            sink.reject(InputName.HTTP, "too_large", str(exc))
-            return _json_error(413, "payload too large", limit_bytes=request.app[MAX_BODY_KEY])
+def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticator) -> Route:
+    admission_timeout = config.admission_timeout_seconds
+
+    def check(request: Request) -> Response | None:
+        refusal = authenticator.refusal(request)
+        if refusal is not None:
+            reason = json.loads(refusal.body)["error"]
+            sink.reject(InputName.HTTP, "unauthenticated", f"{reason} from {request.remote}")
+        return refusal
+
+    def too_large(limit: int) -> Response:
+        sink.reject(InputName.HTTP, "too_large", f"body over {limit} bytes")
+        return json_error(413, "payload too large", limit_bytes=limit)
+
+    async def handle(request: Request) -> Response:
+        body = request.body
         try:
             alert = parse_falco_json(body)
         except AlertError as exc:
@@ -137,39 +137,33 @@ def alert_handler(
             hint = ""
             if exc.field == "body" and request.content_type == "text/plain":
                 hint = "Falco must run with json_output: true"
-            return _json_error(
+            return json_error(
                 400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})
             )
         try:
             accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout, raw=body)
         except Overloaded as exc:
-            response = _json_error(503, "overloaded", reason=exc.reason)
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
-        # The same bytes web.json_response would send, without a JSON encoder per answer: this is
-        # the one response a busy sender gets thousands of times a second.
+            return json_error(
+                503,
+                "overloaded",
+                reason=exc.reason,
+            ).with_headers(("Retry-After", str(max(1, round(exc.retry_after_seconds)))))
+        # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
         status = "accepted" if accepted.new else "already accepted"
-        return web.Response(
-            text=f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}',
-            status=202,
-            content_type="application/json",
-        )
+        answer = f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}'
+        return Response(202, answer.encode())
 
-    return handle
+    return Route(
+        "POST",
+        ALERTS_PATH,
+        handle,
+        check=check,
+        max_body_bytes=config.max_body_bytes,
+        too_large=too_large,
+    )
 
 
-MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body", int)
-
-
-def build_input_app(
-    config: HttpInput,
-    sink: AlertSink,
-    authenticator: Authenticator,
-    extra_routes: Callable[[web.Application], None] | None = None,
-) -> web.Application:
-    app = web.Application(client_max_size=config.max_body_bytes)
-    app[MAX_BODY_KEY] = config.max_body_bytes
-    app.router.add_post(ALERTS_PATH, alert_handler(sink, authenticator, config.admission_timeout_seconds))
-    if extra_routes is not None:
-        extra_routes(app)
-    return app
+def build_input_server(
+    config: HttpInput, sink: AlertSink, authenticator: Authenticator, extra_routes: list[Route] | None = None
+) -> HttpServer:
+    return HttpServer([alerts_route(config, sink, authenticator), *(extra_routes or [])])

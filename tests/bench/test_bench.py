@@ -26,14 +26,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
     assert results["smoke"] is smoke
     assert results["machine"]["cpus"] >= 1
-    http = results["http_ingest"]
-    assert http["baseline_rate_per_second"] > 0
-    assert http["responder_rate_per_second"] > 0
-    assert http["ratio"] == pytest.approx(
-        http["responder_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
-    )
-    assert http["accepted_alerts"] > 0
-    assert http["end_to_end_rate_per_second"] is not None
+    runs = results["http_ingest"]["runs"]
+    assert runs
+    for http in runs:
+        assert http["baseline_rate_per_second"] > 0
+        assert http["own_stack_baseline_rate_per_second"] > 0
+        assert http["responder_rate_per_second"] > 0
+        assert http["ratio"] == pytest.approx(
+            http["responder_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
+        )
+        assert http["ratio_to_own_stack"] == pytest.approx(
+            http["responder_rate_per_second"] / http["own_stack_baseline_rate_per_second"], abs=0.01
+        )
+        assert http["accepted_alerts"] > 0
+        assert http["end_to_end_rate_per_second"] is not None
+        assert {
+            f"http_ratio_{http['connections']}_senders",
+            f"http_rate_{http['connections']}_senders",
+        } <= set(results["targets"])
     grpc = results["grpc_ingest"]
     assert grpc["journaled"] == grpc["alerts"]
     assert grpc["rate_per_second"] > 0
@@ -49,8 +59,6 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
     assert storm["slack_incident_posts"] == storm["pods"]
     assert storm["rss_peak_bytes"] >= storm["rss_before_bytes"] > 0
     assert set(results["targets"]) >= {
-        "http_ratio",
-        "http_rate",
         "latency_p99_seconds",
         "storm_peak_rss_bytes",
         "storm_rss_returns",
@@ -84,6 +92,7 @@ def test_committed_results_are_a_full_run() -> None:
     assert results["storm"]["alerts"] == 200_000
     assert results["storm"]["pods"] == 50
     assert results["latency"]["api_latency_seconds"] == 0.010
+    assert [run["connections"] for run in results["http_ingest"]["runs"]] == [16, 64]
     assert all(name in results for name in SCENARIOS)
 
 
@@ -104,10 +113,17 @@ def test_percentiles_and_target_evaluation() -> None:
     assert distribution([])["count"] == 0
     targets = evaluate(
         {
-            "http_ingest": {"ratio": 0.7, "responder_rate_per_second": 4000.0},
+            "http_ingest": {
+                "runs": [
+                    {"connections": 16, "ratio": 0.7, "responder_rate_per_second": 4000.0},
+                    {"connections": 64, "ratio": 0.5, "responder_rate_per_second": 5200.0},
+                ]
+            },
             "latency": {"alert_to_quarantine_seconds": {"p99": 0.1}},
         }
     )
-    assert targets["http_ratio"]["met"] is True
-    assert targets["http_rate"]["met"] is False
+    assert targets["http_ratio_16_senders"]["met"] is True
+    assert targets["http_rate_16_senders"]["met"] is False
+    assert targets["http_ratio_64_senders"]["met"] is False
+    assert targets["http_rate_64_senders"]["met"] is True
     assert targets["latency_p99_seconds"]["met"] is True

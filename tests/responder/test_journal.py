@@ -3,7 +3,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sqlite3
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,14 @@ def open_journal(tmp_path: Path, **kwargs: object) -> Journal:
 def test_payload_round_trip() -> None:
     original = alert(5)
     assert decode_payload(encode_payload(original)) == original
+
+
+def test_payloads_are_the_bodies_as_received_and_older_compressed_ones_still_read() -> None:
+    original = alert(5)
+    raw = b"  " + json.dumps(original.to_falco_json()).encode()
+    assert encode_payload(original, raw) == raw  # stored exactly as the sender sent it
+    assert decode_payload(raw) == original
+    assert decode_payload(zlib.compress(raw, 1)) == original
 
 
 def test_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
@@ -94,7 +104,7 @@ def test_pending_alerts_survive_a_reopen_in_order(tmp_path: Path) -> None:
     journal = open_journal(tmp_path)
     for n in range(5):
         journal.run_sync(Journal.op_append_alert(alert(n), "http", n))
-    journal.run_sync(Journal.op_finish_alert(alert(2).alert_id, "inc", "opened", 99))
+    journal.run_sync(Journal.op_finish_alert(alert(2), "inc", "opened", 99))
     journal.close()
     again = open_journal(tmp_path)
     try:
@@ -111,7 +121,7 @@ def test_retention_drops_old_finished_records_but_never_pending_ones(tmp_path: P
         for n in range(6):
             journal.run_sync(Journal.op_append_alert(alert(n), "http", n * 1_000_000_000))
         for n in range(4):
-            journal.run_sync(Journal.op_finish_alert(alert(n).alert_id, None, "opened", 1))
+            journal.run_sync(Journal.op_finish_alert(alert(n), None, "opened", 1))
         removed = journal.run_sync(journal.op_prune(now_ns=13_000_000_000))
         assert removed == 3  # alerts 0-2 are older than 10 s and done; 3 is recent; 4-5 pending
         assert journal.pending_count() == 2
@@ -138,7 +148,7 @@ def test_size_bound_prunes_and_then_reports_full(tmp_path: Path) -> None:
         journal.check_size()
         assert journal.full and journal.pending_count() == 200  # pending alerts are never pruned
         for item in big:
-            journal.run_sync(Journal.op_finish_alert(item.alert_id, None, "opened", 2))
+            journal.run_sync(Journal.op_finish_alert(item, None, "opened", 2))
         for _ in range(30):
             journal.run_sync(journal.op_prune(now_ns=3))
         journal.check_size()
@@ -233,7 +243,7 @@ def test_a_group_of_rows_stores_each_id_once_and_bumps_each_incident_once(tmp_pa
     try:
         journal.run_sync(
             Journal.op_open_incident(
-                IncidentRow("inc-1", "k", "r", "ml", "p", "c", "h", "a0", 1, 1, 1, False)
+                IncidentRow("inc-1", "k", "r", "ml", "p", "c", "h", "a0", 1, 1, 1, False, None)
             )
         )
         first = alert(1)
@@ -267,7 +277,9 @@ def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path) -> None:
         journal.run_sync(Journal.op_append_alert(first, "http", 1))
         journal.run_sync(
             Journal.op_open_incident(
-                IncidentRow("inc-x", "k", "r", "ml", "p", "c", "h", first.alert_id, 1, 1, 1, False)
+                IncidentRow(
+                    "inc-x", "k", "r", "ml", "p", "c", "h", first.alert_id, 1, 1, 1, False, first.time_ns
+                )
             )
         )
         journal.run_sync(lambda conn: conn.execute("UPDATE alerts SET payload = ?", (b"garbage",)))
@@ -276,3 +288,75 @@ def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path) -> None:
         assert journal.pending_alerts() == []  # unreadable, logged, skipped
     finally:
         journal.close()
+
+
+def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Journals written before alert ids lost their own unique index open, keep every record, and
+    behave as new ones: redeliveries found, resumable alerts resumed, incidents restored."""
+
+    path = tmp_path / "j.db"
+    legacy = sqlite3.connect(path, isolation_level=None)
+    legacy.executescript((Path(__file__).parents[1] / "fixtures/journal/schema-v1.sql").read_text())
+    legacy.execute("INSERT INTO meta(key, value) VALUES ('schema', '1')")
+    opening, repeat, pending = alert(1), alert(2), alert(3)
+    insert = (
+        "INSERT INTO alerts(alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload,"
+        " state, incident_id, outcome, finished_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+    for item, state, outcome in (
+        (opening, "done", "opened"),
+        (repeat, "done", "duplicate"),
+        (pending, "pending", None),
+    ):
+        incident = "inc-1" if outcome else None
+        legacy.execute(
+            insert,
+            (
+                item.alert_id,
+                10,
+                "http",
+                item.rule,
+                int(item.priority),
+                item.namespace,
+                item.pod,
+                item.time_ns,
+                zlib.compress(json.dumps(item.to_falco_json()).encode()),
+                state,
+                incident,
+                outcome,
+                11 if outcome else None,
+            ),
+        )
+    legacy.execute(
+        "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
+        " first_alert_id, opened_ns, last_seen_ns, count)"
+        " VALUES ('inc-1', 'k', 'r', 'ml', 'p1', 'c', 'h', ?, 10, 10, 2)",
+        (opening.alert_id,),
+    )
+    legacy.close()
+
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    journal.open()
+    try:
+        with journal.reader() as conn:
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+            assert [r[0] for r in conn.execute("SELECT alert_id FROM alerts ORDER BY seq")] == [
+                opening.alert_id,
+                repeat.alert_id,
+                pending.alert_id,
+            ]
+        # A redelivery of a stored alert is still recognised; a new alert is still stored.
+        assert journal.run_sync(Journal.op_append_alert(repeat, "http", 20)) is False
+        assert journal.run_sync(Journal.op_append_alert(alert(4), "http", 20)) is True
+        assert [p.alert.alert_id for p in journal.pending_alerts()] == [pending.alert_id, alert(4).alert_id]
+        (restored,) = journal.incidents_since(0)
+        assert restored.first_event_ns == opening.time_ns
+        record = journal.incident_record("inc-1")
+        assert record is not None and record["first_alert"] == opening
+        journal.run_sync(Journal.op_finish_alert(pending, None, "opened", 30))
+        assert [p.alert.alert_id for p in journal.pending_alerts()] == [alert(4).alert_id]
+    finally:
+        journal.close()
+    reopened = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    reopened.open()  # opening an upgraded journal again changes nothing
+    reopened.close()

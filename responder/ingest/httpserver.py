@@ -1,0 +1,549 @@
+"""A small HTTP/1.1 server for the input listener: llhttp (via httptools) parses, asyncio carries.
+
+Why not aiohttp here: an alert storm is thousands of tiny POSTs a second, and aiohttp's request
+machinery cost about as much CPU per alert as everything the responder does with it (see
+``bench/README.md``). This server does only what the input needs: exact routes, bodies up to a
+bound, keep-alive, pipelining in order, ``Expect: 100-continue``, TLS from an ``SSLContext``, and
+deadlines against slow senders. The metrics/health listener, a few requests a minute, stays on
+aiohttp.
+
+A route may check a request as soon as its headers are in (authentication): a refused request's
+body is read and dropped, never buffered, and the connection closes after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import httptools
+
+log = logging.getLogger("serving_guard.http")
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+MAX_URL_BYTES = 8 * 1024
+# Complete requests queued behind the one being handled before the connection stops reading.
+MAX_PIPELINED = 8
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    202: "Accepted",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query_string: str
+    # Lower-case names; a repeated header's values joined with ", " (RFC 9110, 5.3).
+    headers: Mapping[str, str]
+    body: bytes
+    remote: str
+    # TLS with a client certificate that verified against the context's CAs.
+    peer_verified: bool
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        return cls(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def with_headers(self, *headers: tuple[str, str]) -> Response:
+        return Response(self.status, self.body, self.content_type, (*self.headers, *headers))
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+# Runs when the headers are in; a Response refuses the request before its body is read.
+HeadCheck = Callable[[Request], Response | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    check: HeadCheck | None = None
+    # Largest body this route takes; a longer one gets 413 without being kept.
+    max_body_bytes: int = 0
+    too_large: Callable[[int], Response] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    request_seconds: float = 30.0  # from the first byte of a request to its last
+    keepalive_seconds: float = 75.0  # idle between requests
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+    @property
+    def max_framing_bytes(self) -> int:
+        """Bytes of a request that are not body: its head plus some room for chunk framing."""
+        return self.max_header_bytes + MAX_URL_BYTES + 8 * 1024
+
+
+def _error(status: int, reason: str) -> Response:
+    return Response.json(status, {"error": REASONS.get(status, "error").lower(), "reason": reason})
+
+
+def _origin_form(target: str) -> str:
+    """``/path?query`` from a request target, also from the absolute form ``http://host/path``
+    (RFC 9112, 3.2.2)."""
+    scheme, separator, rest = target.partition("://")
+    if separator and scheme.lower() in ("http", "https"):
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
+    return target
+
+
+class _DateHeader:
+    """``Date`` formatted once a second, not per response."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def current(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = email.utils.formatdate(now, usegmt=True).encode()
+        return self._value
+
+
+def encode_response(response: Response, date: bytes, *, close: bool) -> bytes:
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (response.status, REASONS.get(response.status, "Status").encode()),
+        b"Date: %s\r\n" % date,
+    ]
+    body = response.body
+    if response.status == 204:
+        body = b""  # a 204 has neither body nor Content-Length (RFC 9110, 8.6 and 15.3.5)
+    else:
+        head.append(b"Content-Length: %d\r\n" % len(body))
+        head.append(b"Content-Type: %s\r\n" % response.content_type.encode())
+    for name, value in response.headers:
+        head.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    if close:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a request that cannot be read further."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """The request being parsed."""
+
+    url: bytearray = field(default_factory=bytearray)
+    header_bytes: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: list[bytes] = field(default_factory=list)
+    body_bytes: int = 0
+    route: Route | None = None
+    # Set when the request is refused from its head: the body is dropped, this is the answer.
+    refusal: Response | None = None
+    request: Request | None = None
+    expect_continue: bool = False
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._incoming: _Incoming | None = None
+        # Parsed requests waiting to be handled, in order; each item: (request or refusal, keep-alive).
+        self._queue: collections.deque[tuple[Request | Response, bool]] = collections.deque()
+        self._busy = False
+        self._paused = False
+        self._closing = False
+        self._closing_after_queue = False
+        self._broken = False  # a request could not be parsed: nothing more is read
+        self._tls = False
+        self._remote = ""
+        self._peer_verified = False
+        self.deadline = 0.0  # loop time after which the server closes this connection
+        # Bytes of the current request that were not body: head, chunk framing, trailers.
+        self._framing_bytes = 0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (not always an asyncio.Transport subclass: uvloop's are not).
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._tls = ssl_object is not None
+        # getpeercert() is empty unless the client's chain verified against the configured CAs;
+        # asyncio calls connection_made only after the TLS handshake.
+        self._peer_verified = bool(ssl_object is not None and ssl_object.getpeercert())
+        self._server.connections.add(self)
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._closing = True
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._broken:
+            return
+        # httptools gathers a header (or trailer) line whole before handing it over, so a line
+        # that never ends is bounded here: every byte counts until on_body or the end of a
+        # request takes it back off.
+        self._framing_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._fail(refused.response)
+            else:
+                log.error("HTTP input: parser callback failed", exc_info=refused or exc)
+                self._fail(_error(500, "internal error"))
+        except httptools.HttpParserUpgrade:
+            self._fail(_error(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            self._fail(_error(400, f"malformed HTTP request: {exc}"))
+        else:
+            if self._incoming is not None and self._framing_bytes > self._server.limits.max_framing_bytes:
+                self._fail(_error(431, "request head too large"))
+
+    def eof_received(self) -> bool | None:
+        # The client is done sending: answer what is queued, then close. TLS has no half-close.
+        if not self._busy and not self._queue:
+            self.close()  # an unfinished request will never be finished now
+            return None
+        self._closing_after_queue = True
+        return not self._tls
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._incoming = _Incoming()
+        self.deadline = self._server.loop.time() + self._server.limits.request_seconds
+
+    def on_url(self, url: bytes) -> None:
+        assert self._incoming is not None
+        self._incoming.url += url
+        if len(self._incoming.url) > MAX_URL_BYTES:
+            raise _Refused(_error(414, f"request target longer than {MAX_URL_BYTES} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        incoming = self._incoming
+        assert incoming is not None
+        if incoming.request is not None:
+            return  # a chunked body's trailer: never seen by the head check, so never used
+        incoming.header_bytes += len(name) + len(value) + 4
+        limit = self._server.limits.max_header_bytes
+        if incoming.header_bytes > limit or len(incoming.headers) >= MAX_HEADERS:
+            raise _Refused(_error(431, "request headers too large"))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = incoming.headers.get(key)
+        if previous is not None and key == "host":
+            raise _Refused(_error(400, "more than one Host header"))
+        incoming.headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        incoming = self._incoming
+        assert incoming is not None
+        parser = self._parser
+        if parser.should_upgrade():
+            raise _Refused(_error(400, "protocol upgrades are not supported"))
+        http_11 = parser.get_http_version() != "1.0"
+        if http_11 and "host" not in incoming.headers:
+            raise _Refused(_error(400, "an HTTP/1.1 request needs a Host header"))
+        method = parser.get_method().decode("latin-1")
+        path, _, query = _origin_form(incoming.url.decode("latin-1")).partition("?")
+        head = Request(method, path, query, incoming.headers, b"", self._remote, self._peer_verified)
+        incoming.request = head
+        route, refusal = self._server.route(head)
+        incoming.route = route
+        if refusal is None and route is not None and route.check is not None:
+            refusal = route.check(head)
+        declared = incoming.headers.get("content-length", "")
+        if refusal is None and route is not None and declared.isdigit():
+            refusal = self._too_large(route) if int(declared) > route.max_body_bytes else None
+        expect = incoming.headers.get("expect") if http_11 else None  # HTTP/1.0 ignores Expect
+        if expect is not None and expect.strip().lower() != "100-continue":
+            refusal = refusal or _error(417, f"unsupported Expect: {expect[:64]}")
+        if refusal is not None and expect is not None:
+            # The sender waits for a go-ahead before its body: the refusal is the answer, now.
+            raise _Refused(refusal)
+        incoming.refusal = refusal
+        if expect is not None:
+            incoming.expect_continue = True
+            self._maybe_continue()
+
+    def on_body(self, body: bytes) -> None:
+        incoming = self._incoming
+        assert incoming is not None
+        self._framing_bytes -= len(body)
+        if incoming.refusal is not None:
+            return  # refused: read and dropped
+        incoming.body_bytes += len(body)
+        route = incoming.route
+        if route is not None and incoming.body_bytes > route.max_body_bytes:
+            incoming.refusal = self._too_large(route)
+            incoming.body.clear()
+            return
+        incoming.body.append(body)
+
+    def on_message_complete(self) -> None:
+        incoming, self._incoming = self._incoming, None
+        assert incoming is not None and incoming.request is not None
+        self._framing_bytes = 0
+        keep_alive = self._parser.should_keep_alive()
+        if incoming.refusal is not None:
+            # A refused request's connection closes after the answer (the sender may be hostile):
+            # nothing behind it is parsed, checked or counted.
+            raise _Refused(incoming.refusal)
+        head = incoming.request
+        body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
+        request = Request(
+            head.method, head.path, head.query_string, head.headers, body, head.remote, head.peer_verified
+        )
+        self._queue.append((request, keep_alive))
+        self.deadline = float("inf")
+        if len(self._queue) >= MAX_PIPELINED and not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        self._next()
+
+    # -- handling -----------------------------------------------------------------------------
+
+    def _too_large(self, route: Route) -> Response:
+        if route.too_large is not None:
+            return route.too_large(route.max_body_bytes)
+        return _error(413, f"body larger than {route.max_body_bytes} bytes")
+
+    def _maybe_continue(self) -> None:
+        # The interim answer may only go out when every earlier request has been answered.
+        incoming = self._incoming
+        if (
+            incoming is not None
+            and incoming.expect_continue
+            and not self._busy
+            and not self._queue
+            and self._transport is not None
+        ):
+            incoming.expect_continue = False
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _next(self) -> None:
+        if self._busy or not self._queue or self._closing:
+            return
+        item, keep_alive = self._queue.popleft()
+        if isinstance(item, Response):
+            self._answer(item, keep_alive=False)
+            return
+        self._busy = True
+        self._server.track(self._server.loop.create_task(self._handle(item, keep_alive)))
+
+    async def _handle(self, request: Request, keep_alive: bool) -> None:
+        route = self._server.exact.get((request.method, request.path))
+        try:
+            if route is None:  # cannot happen: unrouted requests are refused from their head
+                response = _error(404, "no such path")
+            else:
+                response = await route.handler(request)
+        except Exception:
+            log.exception("HTTP input: handler failed", extra={"path": request.path})
+            response, keep_alive = _error(500, "internal error"), False
+        self._busy = False
+        self._answer(response, keep_alive=keep_alive)
+
+    def _answer(self, response: Response, *, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        close = not keep_alive or self._server.stopping
+        transport.write(encode_response(response, self._server.date.current(), close=close))
+        if close:
+            self.close()
+            return
+        if self._paused and len(self._queue) < MAX_PIPELINED // 2:
+            transport.resume_reading()
+            self._paused = False
+        if self._queue:
+            self._next()
+        elif self._closing_after_queue:
+            self.close()
+        elif self._incoming is None:
+            self._idle()
+        else:
+            # A request that began while this one was handled: its clock starts now.
+            self.deadline = self._server.loop.time() + self._server.limits.request_seconds
+            self._maybe_continue()
+
+    def _fail(self, response: Response) -> None:
+        """A request that cannot be parsed further: answer it once the earlier ones are, then close."""
+        self._incoming = None
+        self._broken = True
+        self._queue.append((response, False))
+        if self._transport is not None and not self._paused:
+            self._transport.pause_reading()
+            self._paused = True
+        self._next()
+
+    def _idle(self) -> None:
+        self.deadline = self._server.loop.time() + self._server.limits.keepalive_seconds
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._queue and self._incoming is None
+
+    def expire(self) -> None:
+        """The deadline passed: a request that was too slow gets 408; an idle connection just closes.
+        A connection with an answer still to send is left alone: that answer is never dropped."""
+        if self._busy or self._queue:
+            self.deadline = self._server.loop.time() + self._server.limits.request_seconds
+            return
+        if self._incoming is not None and self._transport is not None:
+            self._transport.write(
+                encode_response(
+                    _error(408, "request not received in time"), self._server.date.current(), close=True
+                )
+            )
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+class HttpServer:
+    """Serves exact (method, path) routes on one listening socket."""
+
+    def __init__(self, routes: list[Route], limits: Limits | None = None) -> None:
+        self.exact = {(route.method, route.path): route for route in routes}
+        self._allowed: dict[str, list[str]] = {}
+        for route in routes:
+            self._allowed.setdefault(route.path, []).append(route.method)
+        self.limits = limits or Limits()
+        self.date = _DateHeader()
+        self.connections: set[Connection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    def route(self, head: Request) -> tuple[Route | None, Response | None]:
+        route = self.exact.get((head.method, head.path))
+        if route is not None:
+            return route, None
+        allowed = self._allowed.get(head.path)
+        if allowed is None:
+            return None, _error(404, f"no such path: {head.path[:200]}")
+        return None, Response.json(
+            405,
+            {"error": "method not allowed", "reason": f"{head.method[:16]} is not served here"},
+            (("Allow", ", ".join(sorted(allowed))),),
+        )
+
+    async def start(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, backlog: int = 1024
+    ) -> tuple[str, int]:
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: Connection(self),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=backlog,
+            ssl_handshake_timeout=self.limits.request_seconds if ssl_context is not None else None,
+        )
+        self._sweeper = self._loop.create_task(self._sweep(), name="http-input-deadlines")
+        bound = self._server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def _sweep(self) -> None:
+        # One timer for every connection instead of a timer handle re-armed per request.
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.request_seconds / 4))
+            now = self.loop.time()
+            for connection in [c for c in self.connections if c.deadline <= now]:
+                connection.expire()
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop accepting, close idle connections, let requests in progress finish (up to the grace)."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if connection.idle:
+                connection.close()
+        deadline = time.monotonic() + grace_seconds
+        while any(not c.idle for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.close()
+        for task in list(self._handlers):  # past the grace: nobody will read their answers
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=1.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
