@@ -45,11 +45,10 @@ QueueItem = tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None
 
 SCHEMA_VERSION = 2
 MIN_SQLITE = (3, 33, 0)
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    -- Unique, kept so by the single writer (append_rows); found through alerts_event: a content
+    -- Unique, kept so by the single writer (append_rows), found through alerts_event: a content
     -- id is a hash, and an index on it alone took a random page per insert (half a storm's cost).
     alert_id TEXT NOT NULL,
     received_ns INTEGER NOT NULL,
@@ -64,7 +63,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     incident_id TEXT,
     outcome TEXT,
     finished_ns INTEGER
-);
+)
+"""
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + ALERTS_TABLE
+    + """;
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
 CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id);
@@ -124,38 +130,24 @@ CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
     WHERE state IN ('pending', 'sending');
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 """
+)
 
 # Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
 # incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
 # drop a column constraint in place.
-MIGRATE_1_TO_2 = """
-ALTER TABLE incidents ADD COLUMN first_event_ns INTEGER;
-UPDATE incidents SET first_event_ns =
-    (SELECT a.event_ns FROM alerts a WHERE a.alert_id = incidents.first_alert_id);
-ALTER TABLE alerts RENAME TO alerts_v1;
-DROP INDEX IF EXISTS alerts_pending;
-DROP INDEX IF EXISTS alerts_received;
-DROP INDEX IF EXISTS alerts_incident;
-CREATE TABLE alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    received_ns INTEGER NOT NULL,
-    input TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    namespace TEXT,
-    pod TEXT,
-    event_ns INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    incident_id TEXT,
-    outcome TEXT,
-    finished_ns INTEGER
-);
-INSERT INTO alerts SELECT * FROM alerts_v1;
-DROP TABLE alerts_v1;
-UPDATE meta SET value = '2' WHERE key = 'schema';
-"""
+MIGRATE_1_TO_2 = (
+    "ALTER TABLE incidents ADD COLUMN first_event_ns INTEGER",
+    "UPDATE incidents SET first_event_ns ="
+    " (SELECT a.event_ns FROM alerts a WHERE a.alert_id = incidents.first_alert_id)",
+    "ALTER TABLE alerts RENAME TO alerts_v1",
+    "DROP INDEX IF EXISTS alerts_pending",
+    "DROP INDEX IF EXISTS alerts_received",
+    "DROP INDEX IF EXISTS alerts_incident",
+    ALERTS_TABLE,
+    "INSERT INTO alerts SELECT * FROM alerts_v1",
+    "DROP TABLE alerts_v1",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
 
 FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
 
@@ -1028,9 +1020,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     log.info("upgrading the journal's schema", extra={"from": 1, "to": SCHEMA_VERSION})
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in MIGRATE_1_TO_2.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in MIGRATE_1_TO_2:
+            conn.execute(statement)
         conn.execute("COMMIT")
     except sqlite3.Error:
         conn.execute("ROLLBACK")
