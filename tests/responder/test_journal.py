@@ -5,10 +5,13 @@ import json
 import logging
 import sqlite3
 import threading
+import uuid
 import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from responder.alert import Alert, alert_from_mapping
 from responder.errors import UserError
@@ -360,3 +363,40 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     reopened = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
     reopened.open()  # opening an upgraded journal again changes nothing
     reopened.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 11), st.booleans()), min_size=1, max_size=40),
+    recent_ids=st.integers(1, 4),
+)
+def test_each_alert_is_stored_once_however_it_is_redelivered(
+    tmp_path: Path, steps: list[tuple[int, bool]], recent_ids: int
+) -> None:
+    """Most new alerts go in without a lookup (RecentAlerts); redeliveries are still recognised
+    within a run, across restarts, across the id set's rollover, and out of time order."""
+    path = tmp_path / f"j-{uuid.uuid4().hex}.db"
+    pool = [alert(n * 7 % 12 + 1) for n in range(12)]  # event times out of pool order
+
+    def reopen() -> Journal:
+        journal = Journal(
+            str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0, recent_ids=recent_ids
+        )
+        journal.open()
+        return journal
+
+    journal = reopen()
+    seen: set[str] = set()
+    try:
+        for index, restart in steps:
+            if restart:
+                journal.close()
+                journal = reopen()
+            item = pool[index]
+            assert journal.run_sync(Journal.op_append_alert(item, "http", 1)) is (item.alert_id not in seen)
+            seen.add(item.alert_id)
+        with journal.reader() as conn:
+            stored = [r[0] for r in conn.execute("SELECT alert_id FROM alerts")]
+        assert sorted(stored) == sorted(seen)
+    finally:
+        journal.close()
