@@ -132,6 +132,11 @@ CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 """
 )
 
+_ALERT_COLUMNS = (
+    "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
+    " outcome, finished_ns"
+)
+
 # Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
 # incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
 # drop a column constraint in place.
@@ -144,7 +149,13 @@ MIGRATE_1_TO_2 = (
     "DROP INDEX IF EXISTS alerts_received",
     "DROP INDEX IF EXISTS alerts_incident",
     ALERTS_TABLE,
-    "INSERT INTO alerts SELECT * FROM alerts_v1",
+    f"INSERT INTO alerts(seq, {_ALERT_COLUMNS}) SELECT seq, {_ALERT_COLUMNS} FROM alerts_v1",  # noqa: S608
+    # Keep the AUTOINCREMENT high-water mark: sequence numbers of deleted rows are never reused
+    # (the audit trail pages by them).
+    "UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'alerts_v1'))"
+    " WHERE name = 'alerts'",
+    "INSERT INTO sqlite_sequence(name, seq) SELECT 'alerts', seq FROM sqlite_sequence"
+    " WHERE name = 'alerts_v1' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alerts')",
     "DROP TABLE alerts_v1",
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 )
@@ -219,10 +230,6 @@ def decode_payload(blob: bytes) -> Alert:
     return parse_falco_json(blob)
 
 
-_ALERT_COLUMNS = (
-    "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
-    " outcome, finished_ns"
-)
 # Two parameters a row: within the 999 bound variables of the oldest SQLite builds.
 _EXISTING_CHUNK = 400
 # Rows per multi-row statement: 13 parameters a row stays within the 999 bound variables of the
@@ -235,12 +242,14 @@ _BUMPS_PER_STATEMENT = 300
 
 @functools.lru_cache(maxsize=64)
 def _existing_sql(rows: int) -> str:
-    # Two IN lists, not row values: SQLite seeks the index for each pair of the product, where
-    # `(a, b) IN (VALUES ...)` scanned the whole index. The product adds no false match: an
-    # alert id is a hash over the event time, so an id is only ever stored with its own time.
-    marks = ",".join("?" * rows)
+    # A join on the (event_ns, alert_id) index: one seek per key. (`(a, b) IN (VALUES ...)` scanned
+    # the whole index; two IN lists sought every pair of their product, quadratic in redeliveries.)
+    marks = ",".join(["(?,?)"] * rows)
     # Only placeholders are formatted in; the keys themselves are bound parameters.
-    return f"SELECT alert_id FROM alerts WHERE event_ns IN ({marks}) AND alert_id IN ({marks})"  # noqa: S608
+    return (
+        f"SELECT a.alert_id FROM (VALUES {marks}) AS v"  # noqa: S608
+        " CROSS JOIN alerts AS a ON a.event_ns = v.column1 AND a.alert_id = v.column2"
+    )
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
@@ -365,7 +374,7 @@ def append_rows(conn: sqlite3.Connection, rows: list[AlertRow]) -> list[bool]:
     maybe_stored = [row for row in rows if recent is None or recent.may_exist(row.alert)]
     for start in range(0, len(maybe_stored), _EXISTING_CHUNK):
         chunk = maybe_stored[start : start + _EXISTING_CHUNK]
-        keys = [row.alert.time_ns for row in chunk] + [row.alert.alert_id for row in chunk]
+        keys = [value for row in chunk for value in (row.alert.time_ns, row.alert.alert_id)]
         existing.update(r[0] for r in conn.execute(_existing_sql(len(chunk)), keys))
     new: list[bool] = []
     inserts: list[tuple[Any, ...]] = []

@@ -88,8 +88,10 @@ class Authenticator:
         header = request.headers.get("authorization", "")
         if self._token is not None and header:
             scheme, _, presented = header.partition(" ")
+            # The header was decoded byte for byte (latin-1): encoding it back gives the bytes sent,
+            # compared with the token file's (UTF-8) bytes.
             if scheme.lower() == "bearer" and hmac.compare_digest(
-                presented.strip().encode(), self._token.current()
+                presented.strip().encode("latin-1"), self._token.current()
             ):
                 return AuthResult(True)
             return AuthResult(False, 401, "invalid bearer token")

@@ -35,6 +35,13 @@ MAX_HEADERS = 100
 MAX_URL_BYTES = 8 * 1024
 # Complete requests queued behind the one being handled before the connection stops reading.
 MAX_PIPELINED = 8
+# Bytes handed to the parser at a time, so a read full of tiny pipelined requests stops at the
+# pipeline bound instead of queueing everything in it.
+FEED_SLICE = 2048
+# Answers buffered for a client before the server stops reading from it and starting handlers.
+WRITE_BUFFER_HIGH = 64 * 1024
+# How long a closed connection may take to flush its last answer before it is cut.
+CLOSE_GRACE_SECONDS = 5.0
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -48,9 +55,11 @@ REASONS = {
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
+    415: "Unsupported Media Type",
     417: "Expectation Failed",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
 
@@ -200,7 +209,9 @@ class Connection(asyncio.Protocol):
         # Parsed requests waiting to be handled, in order; each item: (request or refusal, keep-alive).
         self._queue: collections.deque[tuple[Request | Response, bool]] = collections.deque()
         self._busy = False
-        self._paused = False
+        self._paused = False  # reading paused (pipeline full, client not reading, or broken)
+        self._write_paused = False  # the client is not reading its answers
+        self._backlog = b""  # received, not yet parsed: the pipeline was full
         self._closing = False
         self._closing_after_queue = False
         self._broken = False  # a request could not be parsed: nothing more is read
@@ -224,7 +235,27 @@ class Connection(asyncio.Protocol):
         # asyncio calls connection_made only after the TLS handshake.
         self._peer_verified = bool(ssl_object is not None and ssl_object.getpeercert())
         self._server.connections.add(self)
+        self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        if self._server.stopping:  # accepted (or its TLS handshake done) while the server stops
+            self.close()
+            return
         self._idle()
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: start nothing more for it, read nothing more
+        # from it, and cut it if it still does not read by the deadline.
+        self._write_paused = True
+        self.deadline = self._server.loop.time() + self._server.limits.request_seconds
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        if self._busy or self._queue:
+            self.deadline = float("inf")
+        elif self._incoming is None:
+            self._idle()
+        self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -234,6 +265,23 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._broken:
             return
+        if self._backlog:
+            self._backlog += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        for offset in range(0, len(data), FEED_SLICE):
+            if len(self._queue) >= MAX_PIPELINED:
+                self._backlog = bytes(view[offset:])  # parsed once the pipeline drains
+                self._update_reading()
+                return
+            if not self._feed_slice(view[offset : offset + FEED_SLICE]) or self._closing:
+                return
+
+    def _feed_slice(self, data: memoryview) -> bool:
+        """Parse some bytes; False when the connection cannot be read any further."""
         # httptools gathers a header (or trailer) line whole before handing it over, so a line
         # that never ends is bounded here: every byte counts until on_body or the end of a
         # request takes it back off.
@@ -247,13 +295,29 @@ class Connection(asyncio.Protocol):
             else:
                 log.error("HTTP input: parser callback failed", exc_info=refused or exc)
                 self._fail(_error(500, "internal error"))
+            return False
         except httptools.HttpParserUpgrade:
             self._fail(_error(400, "protocol upgrades are not supported"))
+            return False
         except httptools.HttpParserError as exc:
             self._fail(_error(400, f"malformed HTTP request: {exc}"))
-        else:
-            if self._incoming is not None and self._framing_bytes > self._server.limits.max_framing_bytes:
-                self._fail(_error(431, "request head too large"))
+            return False
+        if self._incoming is not None and self._framing_bytes > self._server.limits.max_framing_bytes:
+            self._fail(_error(431, "request head too large"))
+            return False
+        return True
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        stop = self._broken or self._write_paused or bool(self._backlog) or len(self._queue) >= MAX_PIPELINED
+        if stop and not self._paused:
+            transport.pause_reading()
+            self._paused = True
+        elif not stop and self._paused:
+            transport.resume_reading()
+            self._paused = False
 
     def eof_received(self) -> bool | None:
         # The client is done sending: answer what is queued, then close. TLS has no half-close.
@@ -308,6 +372,12 @@ class Connection(asyncio.Protocol):
         incoming.route = route
         if refusal is None and route is not None and route.check is not None:
             refusal = route.check(head)
+        coding = incoming.headers.get("content-encoding", "identity").strip().lower()
+        if refusal is None and coding not in ("", "identity"):
+            refusal = _error(415, "compressed bodies are not accepted (Content-Encoding)")
+        transfer = incoming.headers.get("transfer-encoding")
+        if refusal is None and transfer is not None and transfer.strip().lower() != "chunked":
+            refusal = _error(501, f"unsupported Transfer-Encoding: {transfer[:64]}")
         declared = incoming.headers.get("content-length", "")
         if refusal is None and route is not None and declared.isdigit():
             refusal = self._too_large(route) if int(declared) > route.max_body_bytes else None
@@ -352,9 +422,7 @@ class Connection(asyncio.Protocol):
         )
         self._queue.append((request, keep_alive))
         self.deadline = float("inf")
-        if len(self._queue) >= MAX_PIPELINED and not self._paused and self._transport is not None:
-            self._transport.pause_reading()
-            self._paused = True
+        self._update_reading()
         self._next()
 
     # -- handling -----------------------------------------------------------------------------
@@ -378,7 +446,7 @@ class Connection(asyncio.Protocol):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _next(self) -> None:
-        if self._busy or not self._queue or self._closing:
+        if self._busy or not self._queue or self._closing or self._write_paused:
             return
         item, keep_alive = self._queue.popleft()
         if isinstance(item, Response):
@@ -409,9 +477,12 @@ class Connection(asyncio.Protocol):
         if close:
             self.close()
             return
-        if self._paused and len(self._queue) < MAX_PIPELINED // 2:
-            transport.resume_reading()
-            self._paused = False
+        if self._backlog and len(self._queue) < MAX_PIPELINED // 2:
+            backlog, self._backlog = self._backlog, b""
+            self._feed(backlog)
+            if self._closing:
+                return
+        self._update_reading()
         if self._queue:
             self._next()
         elif self._closing_after_queue:
@@ -427,10 +498,9 @@ class Connection(asyncio.Protocol):
         """A request that cannot be parsed further: answer it once the earlier ones are, then close."""
         self._incoming = None
         self._broken = True
+        self._backlog = b""
         self._queue.append((response, False))
-        if self._transport is not None and not self._paused:
-            self._transport.pause_reading()
-            self._paused = True
+        self._update_reading()
         self._next()
 
     def _idle(self) -> None:
@@ -442,19 +512,25 @@ class Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The deadline passed: a request that was too slow gets 408; an idle connection just closes.
-        A connection with an answer still to send is left alone: that answer is never dropped."""
+        A connection with an answer still to send is left alone: that answer is never dropped,
+        unless its client stopped reading answers, or the connection is closed and not flushing."""
+        if self._closing or self._write_paused:
+            if self._transport is not None:
+                self._transport.abort()
+            return
         if self._busy or self._queue:
             self.deadline = self._server.loop.time() + self._server.limits.request_seconds
             return
         if self._incoming is not None and self._transport is not None:
-            self._transport.write(
-                encode_response(
-                    _error(408, "request not received in time"), self._server.date.current(), close=True
-                )
-            )
+            # A request already refused from its head keeps that answer (a 408 invites a retry).
+            answer = self._incoming.refusal or _error(408, "request not received in time")
+            self._transport.write(encode_response(answer, self._server.date.current(), close=True))
         self.close()
 
     def close(self) -> None:
+        if not self._closing:
+            # Cut by the sweeper if the last answer cannot be flushed by then (a client not reading).
+            self.deadline = self._server.loop.time() + CLOSE_GRACE_SECONDS
         self._closing = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
@@ -536,6 +612,11 @@ class HttpServer:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             connection.close()
+        flush_until = time.monotonic() + 1.0
+        while self.connections and time.monotonic() < flush_until:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.expire()  # closing and still not flushed: cut
         for task in list(self._handlers):  # past the grace: nobody will read their answers
             task.cancel()
         if self._handlers:

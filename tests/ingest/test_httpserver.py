@@ -7,9 +7,11 @@ Every test starts a real ``HttpServer`` on 127.0.0.1, writes exact request bytes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -1065,3 +1067,81 @@ async def test_http11_request_needs_exactly_one_host(serve: Serve, recorder: Rec
     running = await serve([recorder.route()])
     reply, _ = await running.exchange(data)
     assert reply.status == 400
+
+
+# -- 18. a client that does not read, a flood of pipelined requests, codings, late connections -----
+
+
+async def test_a_client_that_stops_reading_is_not_buffered_for_and_is_cut(serve: Serve) -> None:
+    big = b"x" * 16 * 1024
+
+    async def large(request: Request) -> Response:
+        return Response(200, big, "application/octet-stream")
+
+    running = await serve([Route("POST", "/echo", large, max_body_bytes=BODY_LIMIT)], SHORT)
+    sock = socket.create_connection((running.host, running.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never read
+    sock.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError, ConnectionError):
+        for _ in range(2000):  # 2,000 answers of 16 KiB would be 32 MiB if all were buffered
+            sent += sock.send(post(b"{}"))
+            await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    (connection,) = running.server.connections
+    buffered = connection._transport.get_write_buffer_size() if connection._transport else 0
+    assert buffered <= 256 * 1024, f"{buffered} bytes of answers buffered for a client that does not read"
+    for _ in range(int(WAIT / 0.05)):  # request_seconds later it is cut, unflushed or not
+        if not running.server.connections:
+            break
+        await asyncio.sleep(0.05)
+    assert not running.server.connections
+    sock.close()
+
+
+async def test_a_flood_of_pipelined_requests_is_parsed_a_few_at_a_time(serve: Serve) -> None:
+    queued: list[int] = []
+    served: list[bytes] = []
+
+    async def slow(request: Request) -> Response:
+        (connection,) = running.server.connections
+        queued.append(len(connection._queue))
+        served.append(request.body)
+        await asyncio.sleep(0)
+        return Response(200, b"ok", "text/plain")
+
+    running = await serve([Route("POST", "/echo", slow, max_body_bytes=BODY_LIMIT)])
+    reader, writer = await running.connect()
+    writer.write(b"".join(post(b"%d" % n) for n in range(600)))  # ~50 KiB in one write
+    for _ in range(600):
+        reply = await read_reply(reader)
+        assert reply.status == 200
+    assert served == [b"%d" % n for n in range(600)]
+    assert max(queued) < MAX_PIPELINED + 64, "the parser stops near the pipeline bound"
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [("Content-Encoding: gzip", 415), ("Transfer-Encoding: gzip, chunked", 501)],
+)
+async def test_codings_the_server_does_not_undo_are_refused(
+    serve: Serve, recorder: Recorder, header: str, status: int
+) -> None:
+    running = await serve([recorder.route()])
+    body = chunked(b"abc") if "chunked" in header else b"abc"
+    head = f"POST /echo HTTP/1.1\r\nHost: guard.test\r\n{header}\r\n"
+    if "chunked" not in header:
+        head += f"Content-Length: {len(body)}\r\n"
+    reply, reader = await running.exchange(head.encode() + b"\r\n" + body)
+    assert reply.status == status
+    await assert_closed(reader)
+    assert recorder.requests == []
+
+
+async def test_a_connection_accepted_while_stopping_is_closed(serve: Serve, recorder: Recorder) -> None:
+    running = await serve([recorder.route()])
+    running.server.stopping = True  # as stop() sets it first; a late accept or TLS handshake lands now
+    reader, writer = await running.connect()
+    writer.write(post(b"late"))
+    assert await read_to_eof(reader) == b""
+    assert recorder.requests == []

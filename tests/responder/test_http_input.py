@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -105,6 +106,26 @@ async def test_token_authentication(tmp_path: Path, seeded: Seeded) -> None:
         assert status == 202
         metrics = responder.metrics.render().decode()
         assert 'serving_guard_alerts_rejected_total{input="http",reason="unauthenticated"} 2.0' in metrics
+    finally:
+        await responder.stop()
+
+
+async def test_a_token_with_non_ascii_characters_matches_byte_for_byte(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    token = "jeton-sécurité-トークン"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    responder = await start(tmp_path, seeded[2], {"token": {"file": str(token_file)}})
+    try:
+        host, port = (responder.http_url or "").removeprefix("http://").rsplit(":", 1)
+        body = body_for(seeded[1])
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = f"POST /v1/alerts HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n".encode()
+        writer.write(head + b"Authorization: Bearer " + token.encode() + b"\r\n\r\n" + body)
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert status_line.startswith(b"HTTP/1.1 202"), status_line
     finally:
         await responder.stop()
 

@@ -330,6 +330,26 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
                 11 if outcome else None,
             ),
         )
+    for gone in (alert(40), alert(41)):  # written, then pruned: their sequence numbers stay used
+        legacy.execute(
+            insert,
+            (
+                gone.alert_id,
+                10,
+                "http",
+                gone.rule,
+                4,
+                None,
+                None,
+                gone.time_ns,
+                b"{}",
+                "done",
+                None,
+                None,
+                11,
+            ),
+        )
+    legacy.execute("DELETE FROM alerts WHERE seq > 3")
     legacy.execute(
         "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
         " first_alert_id, opened_ns, last_seen_ns, count)"
@@ -351,6 +371,8 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         # A redelivery of a stored alert is still recognised; a new alert is still stored.
         assert journal.run_sync(Journal.op_append_alert(repeat, "http", 20)) is False
         assert journal.run_sync(Journal.op_append_alert(alert(4), "http", 20)) is True
+        with journal.reader() as conn:
+            assert conn.execute("SELECT MAX(seq) FROM alerts").fetchone()[0] == 6  # not 4: 4 and 5 were used
         assert [p.alert.alert_id for p in journal.pending_alerts()] == [pending.alert_id, alert(4).alert_id]
         (restored,) = journal.incidents_since(0)
         assert restored.first_event_ns == opening.time_ns
