@@ -335,10 +335,11 @@ class RecentAlerts:
     A redelivery can only match a stored row, and every stored row either has an event time at or
     below ``floor_ns`` or was written through this writer's connection since (``ids``). A new alert
     is almost always neither, so most of a storm goes in without a lookup (one statement fewer per
-    group, and every statement is a GIL round trip with the busy event loop). The id set is bounded:
-    when full, the floor rises to the newest event time written and the set starts again."""
+    group, and every statement is a GIL round trip with the busy event loop). The id set is bounded
+    (10,000 ids, ~1.5 MB): when full, the floor rises to the newest event time written and the set
+    starts again."""
 
-    def __init__(self, floor_ns: int, max_ids: int = 50_000) -> None:
+    def __init__(self, floor_ns: int, max_ids: int = 10_000) -> None:
         self.floor_ns = floor_ns
         self.ids: set[str] = set()
         self._newest_ns = floor_ns
@@ -436,7 +437,7 @@ class Journal:
         commit_interval_seconds: float = 0.002,
         synchronous: str = "FULL",
         clock_ns: Callable[[], int] = time.time_ns,
-        recent_ids: int = 50_000,
+        recent_ids: int = 10_000,
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
