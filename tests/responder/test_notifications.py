@@ -144,9 +144,15 @@ async def test_slack_down_is_retried_from_the_journal(
         assert responder.pipeline is not None
         await responder.pipeline.submit(shell(seeded[1]["kserve"]), InputName.HTTP)
         await settle(responder, lambda: len(incident_posts(sink)) == 1, timeout=20)
-        with responder.journal.reader() as conn:
-            row = conn.execute("SELECT state, attempts FROM notifications WHERE kind = 'incident'").fetchone()
-        assert tuple(row) == ("sent", 3)
+
+        def recorded() -> tuple[str, int]:
+            with responder.journal.reader() as conn:
+                query = "SELECT state, attempts FROM notifications WHERE kind = 'incident'"
+                return tuple(conn.execute(query).fetchone())  # type: ignore[return-value]
+
+        # The sink sees the post before the worker's "sent" is committed to the journal.
+        await settle(responder, lambda: recorded()[0] == "sent", timeout=5)
+        assert recorded() == ("sent", 3)
     finally:
         await responder.stop()
 
