@@ -42,6 +42,9 @@ FEED_SLICE = 2048
 WRITE_BUFFER_HIGH = 64 * 1024
 # How long a closed connection may take to flush its last answer before it is cut.
 CLOSE_GRACE_SECONDS = 5.0
+# After refusing a request whose bytes may still be arriving: how long to read and drop them, so the
+# close does not turn into a reset that could destroy the answer on its way.
+LINGER_SECONDS = 2.0
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -215,6 +218,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._closing_after_queue = False
         self._broken = False  # a request could not be parsed: nothing more is read
+        self._lingering = False  # answered and half-closed: reading only to drop what still comes
         self._tls = False
         self._remote = ""
         self._peer_verified = False
@@ -474,6 +478,16 @@ class Connection(asyncio.Protocol):
             return
         close = not keep_alive or self._server.stopping
         transport.write(encode_response(response, self._server.date.current(), close=close))
+        if close and self._broken and transport.can_write_eof():
+            # Unread bytes at close make the kernel send a reset, which can destroy the answer:
+            # half-close after it, then read and drop whatever still comes, for a while.
+            transport.write_eof()
+            self._lingering = self._closing = True
+            self._backlog = b""
+            self.deadline = self._server.loop.time() + LINGER_SECONDS
+            transport.resume_reading()
+            self._paused = False
+            return
         if close:
             self.close()
             return
@@ -514,6 +528,10 @@ class Connection(asyncio.Protocol):
         """The deadline passed: a request that was too slow gets 408; an idle connection just closes.
         A connection with an answer still to send is left alone: that answer is never dropped,
         unless its client stopped reading answers, or the connection is closed and not flushing."""
+        if self._lingering:
+            self.close()
+            self._lingering = False
+            return
         if self._closing or self._write_paused:
             if self._transport is not None:
                 self._transport.abort()
@@ -528,7 +546,7 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        if not self._closing:
+        if not self._closing or self._lingering:
             # Cut by the sweeper if the last answer cannot be flushed by then (a client not reading).
             self.deadline = self._server.loop.time() + CLOSE_GRACE_SECONDS
         self._closing = True

@@ -1145,3 +1145,17 @@ async def test_a_connection_accepted_while_stopping_is_closed(serve: Serve, reco
     writer.write(post(b"late"))
     assert await read_to_eof(reader) == b""
     assert recorder.requests == []
+
+
+async def test_a_refusal_with_bytes_still_arriving_is_delivered_then_closed_cleanly(
+    serve: Serve, recorder: Recorder
+) -> None:
+    running = await serve([recorder.route()])
+    reader, writer = await running.connect()
+    # A malformed request with a lot behind it: the server answers before reading it all.
+    writer.write(b"NOT-HTTP garbage\r\n\r\n" + b"x" * 512 * 1024)
+    reply = await read_reply(reader)  # a reset instead of a close could destroy this answer
+    assert reply.status == 400 and reply.header("Connection") == "close"
+    await writer.drain()
+    assert await read_to_eof(reader) == b""  # a clean close after the dropped bytes, not a reset
+    assert recorder.requests == []
