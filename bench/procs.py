@@ -52,46 +52,37 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def fixture(workdir: Path) -> Iterator[dict[str, Any]]:
-    """Start ``bench.fixture``; yield its ready line (URLs and seeded pods)."""
-    log = (workdir / "fixture.log").open("wb")
+def _started(workdir: Path, name: str, *args: str) -> Iterator[bytes]:
+    """Run ``python -m ARGS`` (stderr to ``NAME.log``) until the block ends; yield its first stdout line."""
+    log = (workdir / f"{name}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fixture", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env=_env(),
-        cwd=ROOT,
+        [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=log, env=_env(), cwd=ROOT
     )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the fixture did not start; see {workdir / 'fixture.log'}")
-        yield json.loads(line)
+            raise RuntimeError(f"{name} did not start; see {workdir / f'{name}.log'}")
+        yield line
     finally:
         _stop(process)
         log.close()
 
 
 @contextlib.contextmanager
+def fixture(workdir: Path) -> Iterator[dict[str, Any]]:
+    """Start ``bench.fixture``; yield its ready line (URLs and seeded pods)."""
+    with _started(workdir, "fixture", "bench.fixture", str(workdir)) as line:
+        yield json.loads(line)
+
+
+@contextlib.contextmanager
 def baseline_server(workdir: Path, stack: str = "aiohttp") -> Iterator[int]:
-    log = (workdir / "baseline.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.baseline", "--stack", stack],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env=_env(),
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()
-        if not line.startswith("listening "):
+    with _started(workdir, "baseline", "bench.baseline", "--stack", stack) as line:
+        words = line.decode().split()
+        if words[:1] != ["listening"]:
             raise RuntimeError(f"the baseline server did not start; see {workdir / 'baseline.log'}")
-        yield int(line.split()[1])
-    finally:
-        _stop(process)
-        log.close()
+        yield int(words[1])
 
 
 def free_port() -> int:
