@@ -120,11 +120,11 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
     admission_timeout = config.admission_timeout_seconds
 
     def check(request: Request) -> Response | None:
-        refusal = authenticator.refusal(request)
-        if refusal is not None:
-            reason = json.loads(refusal.body)["error"]
-            sink.reject(InputName.HTTP, "unauthenticated", f"{reason} from {request.remote}")
-        return refusal
+        auth = authenticator.check(request)
+        if auth.ok:
+            return None
+        sink.reject(InputName.HTTP, "unauthenticated", f"{auth.reason} from {request.remote}")
+        return json_error(auth.status, auth.reason)
 
     def too_large(limit: int) -> Response:
         sink.reject(InputName.HTTP, "too_large", f"body over {limit} bytes")
