@@ -495,6 +495,13 @@ async def test_blocked_sink_stops_consumption_and_falco_keeps_the_rest(
     unix.server.publish(make_response("Alert 0"))
     async with running(grpc_input):
         await eventually(lambda: sink.waiting is not None, "sink blocked on the first alert")
+        # A request the poller wrote just before the sink blocked may still be on its way to Falco
+        # (which answers each with its whole queue): let it land before publishing more.
+        while True:
+            landed = unix.server.sub_requests
+            await asyncio.sleep(POLL * 5)
+            if unix.server.sub_requests == landed:
+                break
         unix.server.publish_many([make_response(f"Alert {n}") for n in range(1, 21)])
         requests_while_blocked = unix.server.sub_requests
         # Many poll intervals pass; a blocked sink means no new request, so Falco keeps its queue.
