@@ -206,7 +206,7 @@ def _utc_second(seconds: int) -> str:
 def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise AlertError(name, f"must be a string, got {_json_type(value)}")
-    if not value.strip() and not allow_empty:
+    if not allow_empty and (not value or value.isspace()):
         raise AlertError(name, "must not be empty")
     if len(value) > limit:
         raise AlertError(name, f"longer than {limit} characters")
@@ -286,9 +286,16 @@ def _normalise_tags(raw: object) -> tuple[str, ...]:
         raise AlertError("tags", f"must be an array of strings, got {_json_type(raw)}")
     if len(raw) > MAX_TAGS:
         raise AlertError("tags", f"more than {MAX_TAGS} tags")
-    tags = []
-    for index, tag in enumerate(raw):
-        tags.append(_require_text(tag, f"tags[{index}]", MAX_TAG_CHARS))
+    for tag in raw:
+        # Every alert has tags: plain good ones are taken without naming each one's field.
+        if type(tag) is not str or not tag or len(tag) > MAX_TAG_CHARS or tag.isspace() or "\x00" in tag:
+            return _checked_tags(raw)
+    return tuple(sorted(set(raw)))
+
+
+def _checked_tags(raw: list[object]) -> tuple[str, ...]:
+    """Tags one by one: the first bad one is named by its index."""
+    tags = [_require_text(tag, f"tags[{index}]", MAX_TAG_CHARS) for index, tag in enumerate(raw)]
     return tuple(sorted(set(tags)))
 
 

@@ -38,7 +38,25 @@ log = logging.getLogger("serving_guard.journal")
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 # Who waits for an op: a thread (``submit``/``run_sync``) or a coroutine on some event loop (``run``).
-Waiter = Future[Any] | asyncio.Future[Any]
+
+
+class LoopCallback:
+    """A waiter that is a function called on its event loop with ``(value, error)`` once its op is
+    committed: no future and no extra turn of the loop per op, for the ingest hot path."""
+
+    __slots__ = ("_loop", "function")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[[Any, BaseException | None], None]
+    ):
+        self._loop = loop
+        self.function = function
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+
+Waiter = Future[Any] | asyncio.Future[Any] | LoopCallback
 # What the writer's queue carries: one op from a thread, the ops of one turn of the event loop, or
 # None to stop.
 QueueItem = tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None
@@ -615,7 +633,10 @@ class Journal:
         """Hand each result to its waiter. Coroutines waiting in ``run`` are woken with one
         ``call_soon_threadsafe`` per event loop and group, not one per op: each wake-up is a
         write to the loop's self-pipe and a GIL hand-over, which dominated the journal's cost."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]
+        by_loop: dict[
+            asyncio.AbstractEventLoop,
+            list[tuple[asyncio.Future[Any] | LoopCallback, Any, BaseException | None]],
+        ]
         by_loop = {}
         for waiter, value, error in results:
             if isinstance(waiter, Future):
@@ -656,6 +677,21 @@ class Journal:
             loop.call_soon(self._hand_over)
         self._scheduled.append((op, future))
         return future
+
+    def schedule_call(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        callback: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Like :meth:`schedule`, but ``callback(value, error)`` is called on the running loop once
+        the op is committed (value) or has failed (error), instead of settling a future."""
+        if self._thread is None:
+            raise RuntimeError("journal is not open")
+        loop = asyncio.get_running_loop()
+        if not self._scheduled:
+            self._scheduling_loop = loop
+            loop.call_soon(self._hand_over)
+        self._scheduled.append((op, LoopCallback(loop, callback)))
 
     def _hand_over(self) -> None:
         scheduled, self._scheduled = self._scheduled, []
@@ -1094,8 +1130,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _resolve_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _resolve_all(settled: list[tuple[asyncio.Future[Any] | LoopCallback, Any, BaseException | None]]) -> None:
     for future, value, error in settled:
+        if isinstance(future, LoopCallback):
+            try:
+                future.function(value, error)
+            except Exception:  # one failing callback must not strand the rest of the group
+                log.exception("journal: callback failed")
+            continue
         if future.done():  # the awaiting task was cancelled
             continue
         if error is not None:

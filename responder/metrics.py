@@ -4,6 +4,7 @@ rule names come from fixed sets or the loaded config, never from alert text or p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -84,12 +85,33 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # The per-alert counters' children, by label values: ``labels()`` takes a lock and builds
+        # a key each call, a visible share of a storm's CPU. Label sets are bounded (see above).
+        self._received_by: dict[tuple[str, str], Any] = {}
+        self._duplicates_by: dict[str, Any] = {}
         self.alert_to_quarantine = Histogram(
             "serving_guard_alert_to_quarantine_seconds",
             "From receipt to a finished quarantine",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def count_received(self, input_name: str, source: str) -> None:
+        """One alert accepted into the journal."""
+        key = (input_name, self.source_label(source))
+        child = self._received_by.get(key)
+        if child is None:
+            child = self._received_by[key] = self.received.labels(*key)
+        child.inc()
+
+    def count_duplicate(self, rule: str) -> None:
+        """One alert folded into an open incident."""
+        child = self._duplicates_by.get(rule)
+        if child is None:
+            child = self.duplicates.labels(self.rule_label(rule))
+            if len(self._duplicates_by) < 10_000:  # rule names are the sender's: keep the cache bounded
+                self._duplicates_by[rule] = child
+        child.inc()
 
     def rule_label(self, rule: str) -> str:
         return rule if rule in self._rules else OTHER

@@ -38,6 +38,7 @@ from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.policy import Decision, GuardrailState, decide, is_quarantined
 from responder.records import decision_to_json, pod_to_json, verification_to_json
+from responder.slots import Slots
 
 log = logging.getLogger("serving_guard.pipeline")
 
@@ -112,7 +113,7 @@ class Pipeline:
         self._breaker = CircuitBreaker(
             config.guardrails.max_quarantines.count, config.guardrails.max_quarantines.window_seconds
         )
-        self._slots = asyncio.Semaphore(config.journal.max_pending)
+        self._slots = Slots(config.journal.max_pending)
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -122,62 +123,118 @@ class Pipeline:
 
     # -- the AlertSink --------------------------------------------------------------------------
 
+    def offer(
+        self,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> bool:
+        """Take the alert if there is room now, without waiting: ``on_done`` is called on the loop
+        with the Accepted once the alert is journaled (or with the error). False when no slot is
+        free (nothing was taken: use :meth:`submit` to wait); Overloaded when the journal is full.
+
+        The HTTP input's path: no task and no future per alert. The work goes on once taken,
+        whether or not the input is still there to hear the answer."""
+        self._check_journal_room(source)
+        if not self._slots.try_take():
+            return False
+        self._take(alert, source, raw, on_done)
+        return True
+
     async def submit(
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
     ) -> Accepted:
+        self._check_journal_room(source)
+        if not self._slots.try_take():
+            if wait_seconds is None:
+                await self._slots.take()
+            else:
+                try:
+                    await asyncio.wait_for(self._slots.take(), timeout=wait_seconds)
+                except TimeoutError:
+                    self._metrics.overloaded.labels(source.value).inc()
+                    raise Overloaded(RETRY_AFTER_SECONDS, "too many alerts in flight") from None
+        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._take(alert, source, raw, lambda result: _settle(answer, result))
+        return await answer
+
+    def _check_journal_room(self, source: InputName) -> None:
         if self._journal.full:
             self._metrics.overloaded.labels(source.value).inc()
             raise Overloaded(RETRY_AFTER_SECONDS * 5, "journal is at its size limit")
-        try:
-            if wait_seconds is None or not self._slots.locked():
-                await self._slots.acquire()  # a free slot is taken at once, even with no time to wait
-            else:
-                await asyncio.wait_for(self._slots.acquire(), timeout=wait_seconds)
-        except TimeoutError:
-            self._metrics.overloaded.labels(source.value).inc()
-            raise Overloaded(RETRY_AFTER_SECONDS, "too many alerts in flight") from None
+
+    def _take(
+        self,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> None:
+        """Journal an alert that holds a slot; ``on_done`` hears the outcome."""
         received_ns = self._clock_ns()
         repeat = self.incidents.open_repeat(alert, received_ns)
         if repeat is not None:
-            return await self._append_repeat(repeat, alert, source, received_ns, raw)
-        try:
-            new = await self._journal.run(Journal.op_append_alert(alert, source.value, received_ns, raw))
-        except BaseException:
+            # The storm path: a repeat of a journaled incident is written once, already final.
+            self._journal.schedule_call(
+                Journal.op_append_duplicate(
+                    alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
+                ),
+                lambda new, error: self._repeat_written(new, error, repeat, alert, source, on_done),
+            )
+            return
+        self._journal.schedule_call(
+            Journal.op_append_alert(alert, source.value, received_ns, raw),
+            lambda new, error: self._alert_written(new, error, alert, source, received_ns, on_done),
+        )
+
+    def _alert_written(
+        self,
+        new: bool | None,
+        error: BaseException | None,
+        alert: Alert,
+        source: InputName,
+        received_ns: int,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> None:
+        if error is not None:
             self._slots.release()
-            raise
+            on_done(error)
+            return
         if not new:
             self._slots.release()
             self._metrics.redelivered.labels(source.value).inc()
-            return Accepted(alert.alert_id, new=False)
-        self._metrics.received.labels(source.value, self._metrics.source_label(alert.source)).inc()
-        self._dispatch(alert, received_ns)
-        return Accepted(alert.alert_id, new=True)
+            on_done(Accepted(alert.alert_id, new=False))
+            return
+        self._metrics.count_received(source.value, alert.source)
+        self._dispatch(alert, received_ns)  # the slot is now the dispatched work's
+        on_done(Accepted(alert.alert_id, new=True))
 
-    async def _append_repeat(
-        self, state: IncidentState, alert: Alert, source: InputName, received_ns: int, raw: bytes | None
-    ) -> Accepted:
-        """The storm path: a repeat of a journaled incident is written once, already final."""
-        try:
-            new = await self._journal.run(
-                Journal.op_append_duplicate(
-                    alert, source.value, received_ns, raw, state.incident_id, state.count
-                )
-            )
-        except BaseException:
+    def _repeat_written(
+        self,
+        new: bool | None,
+        error: BaseException | None,
+        state: IncidentState,
+        alert: Alert,
+        source: InputName,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> None:
+        self._slots.release()
+        if error is not None:
             state.count -= 1
-            raise
-        finally:
-            self._slots.release()
+            on_done(error)
+            return
         if not new:
             state.count -= 1  # a redelivery: it was counted when it first came
             self._metrics.redelivered.labels(source.value).inc()
-            return Accepted(alert.alert_id, new=False)
-        self._metrics.received.labels(source.value, self._metrics.source_label(alert.source)).inc()
-        self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
+            on_done(Accepted(alert.alert_id, new=False))
+            return
+        self._metrics.count_received(source.value, alert.source)
+        self._metrics.count_duplicate(alert.rule)
         self.stats.processed += 1
         self._maybe_schedule_repeat(state)
         self._maybe_recheck(state)
-        return Accepted(alert.alert_id, new=True)
+        on_done(Accepted(alert.alert_id, new=True))
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:
         self._metrics.rejected.labels(source.value, reason).inc()
@@ -198,7 +255,7 @@ class Pipeline:
             self._breaker.take(finished)
         pending = self._journal.pending_alerts()
         for item in pending:
-            await self._slots.acquire()
+            await self._slots.take()
             self._dispatch(item.alert, item.received_ns)
         if pending:
             log.info("resuming unfinished alerts", extra={"count": len(pending)})
@@ -281,7 +338,7 @@ class Pipeline:
 
         Repeats are most of a storm, so this is the hot path: one journal write and a callback,
         no task of its own (a task per alert cost more than the rest of the fold)."""
-        self._metrics.duplicates.labels(self._metrics.rule_label(alert.rule)).inc()
+        self._metrics.count_duplicate(alert.rule)
         written = self._journal.schedule(
             Journal.op_fold_duplicate(
                 alert, state.incident_id, state.count, state.last_seen_ns, self._clock_ns()
@@ -543,3 +600,12 @@ class Pipeline:
                 )
             )
         return outcomes
+
+
+def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
+    if future.done():  # its awaiter was cancelled; the alert's work goes on regardless
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

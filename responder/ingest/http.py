@@ -11,21 +11,22 @@ and a token, either proves the sender. ``allow_unauthenticated: true`` must be e
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from responder.alert import AlertError, parse_falco_json, rejection_code
+from responder.alert import Alert, AlertError, parse_falco_json, rejection_code
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
-from responder.ingest.sink import AlertSink, InputName, Overloaded
+from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
 from responder.ingest.tls_reload import load_server_certificates
 
 log = logging.getLogger("serving_guard.http")
@@ -76,6 +77,9 @@ class AuthResult:
     reason: str = ""
 
 
+AUTHENTICATED = AuthResult(True)
+
+
 class Authenticator:
     def __init__(self, config: HttpInput, token: TokenSource | None) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
@@ -84,7 +88,7 @@ class Authenticator:
 
     def check(self, request: Request) -> AuthResult:
         if self._mtls and request.peer_verified:
-            return AuthResult(True)
+            return AUTHENTICATED
         header = request.headers.get("authorization", "")
         if self._token is not None and header:
             scheme, _, presented = header.partition(" ")
@@ -93,10 +97,10 @@ class Authenticator:
             if scheme.lower() == "bearer" and hmac.compare_digest(
                 presented.strip().encode("latin-1"), self._token.current()
             ):
-                return AuthResult(True)
+                return AUTHENTICATED
             return AuthResult(False, 401, "invalid bearer token")
         if self._open:
-            return AuthResult(True)
+            return AUTHENTICATED
         if self._token is not None:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
@@ -116,6 +120,27 @@ def json_error(status: int, error: str, **extra: Any) -> Response:
     return Response.json(status, {"error": error, **extra}, headers)
 
 
+def overloaded(exc: Overloaded) -> Response:
+    return json_error(503, "overloaded", reason=exc.reason).with_headers(
+        ("Retry-After", str(max(1, round(exc.retry_after_seconds))))
+    )
+
+
+def accepted_response(accepted: Accepted) -> Response:
+    # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
+    status = "accepted" if accepted.new else "already accepted"
+    return Response(202, f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}'.encode())
+
+
+def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseException) -> None:
+    if answer.done():  # the server stopped waiting for it
+        return
+    if isinstance(result, BaseException):
+        answer.set_exception(result)
+    else:
+        answer.set_result(accepted_response(result))
+
+
 def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticator) -> Route:
     admission_timeout = config.admission_timeout_seconds
 
@@ -130,7 +155,7 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
         sink.reject(InputName.HTTP, "too_large", f"body over {limit} bytes")
         return json_error(413, "payload too large", limit_bytes=limit)
 
-    async def handle(request: Request) -> Response:
+    def handle(request: Request) -> Response | Awaitable[Response]:
         body = request.body
         try:
             alert = parse_falco_json(body)
@@ -142,18 +167,22 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
             return json_error(
                 400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})
             )
+        # The busy path: a free slot is taken at once and the answer is a future, not a task.
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        try:
+            taken = sink.offer(alert, InputName.HTTP, body, lambda result: _settle_answer(answer, result))
+        except Overloaded as exc:
+            return overloaded(exc)
+        if taken:
+            return answer
+        return after_waiting(alert, body)
+
+    async def after_waiting(alert: Alert, body: bytes) -> Response:
         try:
             accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout, raw=body)
         except Overloaded as exc:
-            return json_error(
-                503,
-                "overloaded",
-                reason=exc.reason,
-            ).with_headers(("Retry-After", str(max(1, round(exc.retry_after_seconds)))))
-        # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
-        status = "accepted" if accepted.new else "already accepted"
-        answer = f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}'
-        return Response(202, answer.encode())
+            return overloaded(exc)
+        return accepted_response(accepted)
 
     return Route(
         "POST",

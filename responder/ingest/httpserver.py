@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import ssl
@@ -67,8 +68,9 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
+    # Not frozen: built once from the head (for the checks), given its body when it is read.
     method: str
     path: str
     query_string: str
@@ -103,7 +105,9 @@ class Response:
         return Response(self.status, self.body, self.content_type, (*self.headers, *headers))
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+# A handler answers at once (a Response), later (a Future settled on the loop: no task per
+# request), or as a coroutine (run as a task).
+Handler = Callable[[Request], Response | Awaitable[Response]]
 # Runs when the headers are in; a Response refuses the request before its body is read.
 HeadCheck = Callable[[Request], Response | None]
 
@@ -419,11 +423,8 @@ class Connection(asyncio.Protocol):
             # A refused request's connection closes after the answer (the sender may be hostile):
             # nothing behind it is parsed, checked or counted.
             raise _Refused(incoming.refusal)
-        head = incoming.request
-        body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
-        request = Request(
-            head.method, head.path, head.query_string, head.headers, body, head.remote, head.peer_verified
-        )
+        request = incoming.request  # the head the checks saw, now with its body
+        request.body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
         self._queue.append((request, keep_alive))
         self.deadline = float("inf")
         self._update_reading()
@@ -457,18 +458,44 @@ class Connection(asyncio.Protocol):
             self._answer(item, keep_alive=False)
             return
         self._busy = True
-        self._server.track(self._server.loop.create_task(self._handle(item, keep_alive)))
-
-    async def _handle(self, request: Request, keep_alive: bool) -> None:
-        route = self._server.exact.get((request.method, request.path))
+        route = self._server.exact.get((item.method, item.path))
         try:
             if route is None:  # cannot happen: unrouted requests are refused from their head
-                response = _error(404, "no such path")
+                result: Response | Awaitable[Response] = _error(404, "no such path")
             else:
-                response = await route.handler(request)
+                result = route.handler(item)
+        except Exception:
+            log.exception("HTTP input: handler failed", extra={"path": item.path})
+            result, keep_alive = _error(500, "internal error"), False
+        if isinstance(result, Response):
+            # Answered on the next turn, never from inside the parser's callback that got here.
+            self._server.loop.call_soon(self._finish, result, keep_alive)
+        elif isinstance(result, asyncio.Future):
+            self._server.track(result)
+            result.add_done_callback(functools.partial(self._settled, keep_alive=keep_alive))
+        else:
+            self._server.track(self._server.loop.create_task(self._handle(result, item, keep_alive)))
+
+    def _settled(self, answer: asyncio.Future[Response], *, keep_alive: bool) -> None:
+        self._server.untrack(answer)
+        if answer.cancelled():  # the server stopped past its grace: nobody reads the answer
+            return
+        error = answer.exception()
+        if error is not None:
+            log.error("HTTP input: handler failed", exc_info=error)
+            self._finish(_error(500, "internal error"), False)
+        else:
+            self._finish(answer.result(), keep_alive)
+
+    async def _handle(self, pending: Awaitable[Response], request: Request, keep_alive: bool) -> None:
+        try:
+            response = await pending
         except Exception:
             log.exception("HTTP input: handler failed", extra={"path": request.path})
             response, keep_alive = _error(500, "internal error"), False
+        self._finish(response, keep_alive)
+
+    def _finish(self, response: Response, keep_alive: bool) -> None:
         self._busy = False
         self._answer(response, keep_alive=keep_alive)
 
@@ -565,7 +592,7 @@ class HttpServer:
         self.limits = limits or Limits()
         self.date = _DateHeader()
         self.connections: set[Connection] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Future[Any]] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -576,9 +603,13 @@ class HttpServer:
         assert self._loop is not None
         return self._loop
 
-    def track(self, task: asyncio.Task[None]) -> None:
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+    def track(self, pending: asyncio.Future[Any]) -> None:
+        self._handlers.add(pending)
+        if isinstance(pending, asyncio.Task):
+            pending.add_done_callback(self._handlers.discard)
+
+    def untrack(self, pending: asyncio.Future[Any]) -> None:
+        self._handlers.discard(pending)
 
     def route(self, head: Request) -> tuple[Route | None, Response | None]:
         route = self.exact.get((head.method, head.path))

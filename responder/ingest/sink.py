@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +33,18 @@ class Accepted:
 
 
 class AlertSink(Protocol):
+    def offer(
+        self,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> bool:
+        """Take the alert only if there is room now: ``on_done`` is called on the loop once it is
+        durably journaled (with the Accepted) or failed (with the error). False: nothing taken,
+        no room now. Raises Overloaded when no amount of waiting would help."""
+        ...
+
     async def submit(
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
     ) -> Accepted:
