@@ -67,7 +67,7 @@ class Sizes:
 
 FULL = Sizes(
     connections=16,
-    ingest_connections=(16, 64),
+    ingest_connections=(16, 64, 256),
     ingest_seconds=10.0,
     ingest_warmup=2.0,
     grpc_alerts=10_000,

@@ -158,6 +158,9 @@ class Server(Strict):
     """The plain-HTTP listener for /metrics, /healthz and /readyz."""
 
     metrics_listen: str | None = "0.0.0.0:9090"
+    # uvloop carries an alert storm's many small requests for less CPU (see bench/README.md);
+    # asyncio: the standard library's loop, for a platform without uvloop.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     _check_listen = field_validator("metrics_listen")(
         classmethod(lambda cls, v: None if v is None else _listen_address(v))

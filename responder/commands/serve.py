@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
+from collections.abc import Callable
 
 from responder.cluster.api import KubeGateway
 from responder.config import Config, load_config
+from responder.errors import UserError
 from responder.logs import setup_logging
 from responder.service import Responder
+
+log = logging.getLogger("serving_guard.serve")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +38,23 @@ async def serve(config: Config) -> None:
     await build_responder(config).run_until(stop)
 
 
+def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop ``server.event_loop`` names."""
+    if kind == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        raise UserError(
+            "server.event_loop: uvloop is not installed here (install it, or set event_loop: asyncio)"
+        ) from None
+    return uvloop.new_event_loop
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.logging.level, config.logging.format)
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
+        log.info("starting", extra={"event_loop": config.server.event_loop})
+        runner.run(serve(config))
     return 0

@@ -7,8 +7,8 @@ Every test starts a real ``HttpServer`` on 127.0.0.1, writes exact request bytes
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging

@@ -197,7 +197,8 @@ def test_serve_refuses_unreadable_certificates_with_a_clear_error(
     assert "inputs.http.tls: cannot load certificates" in err and "Traceback" not in err
 
 
-def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: str) -> None:
     import signal
     import subprocess
     import sys
@@ -207,7 +208,8 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
     from tests.responder.test_crash_recovery import free_port
 
     port = free_port()
-    config = write_config(tmp_path, seeded[2], server={"metrics_listen": f"127.0.0.1:{port}"})
+    server = {"metrics_listen": f"127.0.0.1:{port}", "event_loop": event_loop}
+    config = write_config(tmp_path, seeded[2], server=server, logging={"level": "info"})
     process = subprocess.Popen(
         [sys.executable, "-m", "responder", "serve", "--config", str(config)], stderr=subprocess.PIPE
     )
@@ -223,11 +225,28 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded) -> None:
             raise AssertionError("responder never became ready")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+        assert process.stderr is not None
+        starting = [line for line in process.stderr.read().decode().splitlines() if "starting" in line]
+        assert starting and f'"event_loop": "{event_loop}"' in starting[0], starting
     finally:
         if process.poll() is None:
             process.kill()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_serve_on_uvloop_where_it_is_missing_is_a_clear_error(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(
+        sys.modules, "uvloop", None
+    )  # an import of it now fails, as where it is not installed
+    config = write_config(tmp_path, seeded[2])
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "server.event_loop: uvloop is not installed" in err and "Traceback" not in err
 
 
 def test_audit_of_a_file_that_is_not_a_journal_is_a_clear_error(
