@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from responder.actions.outcome import ActionOutcome
 from responder.alert import Alert, AlertError, parse_falco_json
 from responder.errors import UserError
+from responder.walsync import WalSyncer
 
 if TYPE_CHECKING:
     from responder.incident import IncidentReport
@@ -456,8 +457,10 @@ class Journal:
         synchronous: str = "FULL",
         clock_ns: Callable[[], int] = time.time_ns,
         recent_ids: int = 10_000,
+        fsync: Callable[[int], None] | None = None,
     ) -> None:
         self.path = path
+        self._fsync = fsync  # None: os.fsync
         self._max_bytes = max_bytes
         self._retention_ns = int(retention_seconds * 1e9)
         self._commit_interval = commit_interval_seconds
@@ -473,6 +476,8 @@ class Journal:
         self._scheduled: list[tuple[Op, Waiter]] = []
         self._scheduling_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.
+        self._syncer: WalSyncer[list[tuple[Waiter, Any, BaseException | None]]] | None = None
         self._write: sqlite3.Connection | None = None
         self._read_local = threading.local()
         self._full = False
@@ -489,7 +494,9 @@ class Journal:
             os.makedirs(directory, exist_ok=True)
             conn = connect(self.path, factory=WriteConnection)
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # NORMAL for SQLite either way: with FULL the syncer fsyncs each commit before any of
+            # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             _migrate(conn)
             conn.executescript(SCHEMA)
@@ -508,6 +515,9 @@ class Journal:
         except OSError as exc:
             raise UserError(f"journal {self.path}: cannot create {directory}: {exc.strerror}") from None
         self._write = conn
+        if self._synchronous == "FULL":
+            self._syncer = WalSyncer(self.path, self._release_synced, self._fsync)
+            self._syncer.start()
         self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
 
@@ -517,6 +527,9 @@ class Journal:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
         if self._write is not None:
             self._write.close()
             self._write = None
@@ -583,6 +596,16 @@ class Journal:
             return
         self.commits += 1
         self.ops_committed += len(batch)
+        if self._syncer is not None:
+            self._syncer.committed(results)  # acknowledged once the fsync that follows is done
+        else:
+            self._settle(results)
+
+    def _release_synced(
+        self, results: list[tuple[Waiter, Any, BaseException | None]], error: BaseException | None
+    ) -> None:
+        if error is not None:  # committed, but maybe not on disk: not acknowledged as written
+            results = [(waiter, None, own or error) for waiter, _, own in results]
         self._settle(results)
 
     @staticmethod

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench.loadgen import SENTINEL, Bodies
-from bench.run import SCENARIOS, distribution, evaluate, percentile
+from bench.run import FULL, SCENARIOS, distribution, evaluate, percentile
 from responder.alert import parse_falco_json
 from simulators.seed import make_pod
 
@@ -92,7 +92,7 @@ def test_committed_results_are_a_full_run() -> None:
     assert results["storm"]["alerts"] == 200_000
     assert results["storm"]["pods"] == 50
     assert results["latency"]["api_latency_seconds"] == 0.010
-    assert [run["connections"] for run in results["http_ingest"]["runs"]] == [16, 64]
+    assert [run["connections"] for run in results["http_ingest"]["runs"]] == list(FULL.ingest_connections)
     assert all(name in results for name in SCENARIOS)
 
 

@@ -1,0 +1,147 @@
+"""The journal's durable commits: nothing is acknowledged before the fsync that follows its commit."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from responder.journal import Journal
+from responder.walsync import SyncFailed, WalSyncer
+from tests.responder.test_journal import alert, open_journal
+
+
+class GatedFsync:
+    """An fsync that records which files it synced and can be held until the test lets it go."""
+
+    def __init__(self, real: bool = True) -> None:
+        self.synced: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_with: OSError | None = None
+        self._real = real
+
+    def __call__(self, descriptor: int) -> None:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never let the fsync go"
+        self.synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self._real:
+            os.fsync(descriptor)
+
+
+def committed_alerts(journal: Journal) -> int:
+    with contextlib.closing(sqlite3.connect(journal.path)) as reader:
+        return int(reader.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+
+
+def test_a_write_is_acknowledged_only_after_the_wal_is_synced(tmp_path: Path) -> None:
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, fsync=fsync)  # synchronous FULL, the default
+    try:
+        fsync.gate.clear()
+        written = journal.submit(Journal.op_append_alert(alert(1), "http", 1))
+        assert fsync.entered.wait(10)
+        # Committed (a reader sees it) but not yet on disk: not acknowledged.
+        assert committed_alerts(journal) == 1
+        assert not written.done()
+        fsync.gate.set()
+        assert written.result(timeout=10) is True
+        assert fsync.synced[0] == os.path.realpath(journal.path + "-wal")
+    finally:
+        fsync.gate.set()
+        journal.close()
+
+
+def test_one_fsync_covers_every_group_committed_before_it(tmp_path: Path) -> None:
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, commit_interval_seconds=0.0, fsync=fsync)
+    try:
+        journal.run_sync(Journal.op_append_alert(alert(0), "http", 1))
+        fsync.gate.clear()
+        fsync.entered.clear()
+        first = journal.submit(Journal.op_append_alert(alert(1), "http", 1))
+        assert fsync.entered.wait(10)  # the first group's fsync is under way, and held
+        commits_held = journal.commits
+        later = [journal.submit(Journal.op_append_alert(alert(n), "http", 1)) for n in range(2, 40)]
+        deadline = time.monotonic() + 10
+        while committed_alerts(journal) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The writer committed the rest while the disk was busy, and acknowledged none of it.
+        assert committed_alerts(journal) == 40 and journal.commits > commits_held
+        assert not first.done() and not any(future.done() for future in later)
+        syncs_held = len(fsync.synced)
+        fsync.gate.set()
+        assert first.result(timeout=10) is True
+        assert all(future.result(timeout=10) is True for future in later)
+        # The held fsync, then one for every group that waited behind it.
+        assert len(fsync.synced) - syncs_held == 2
+    finally:
+        fsync.gate.set()
+        journal.close()
+
+
+def test_a_failed_fsync_fails_the_writes_that_waited_on_it(tmp_path: Path) -> None:
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, fsync=fsync)
+    try:
+        journal.run_sync(Journal.op_append_alert(alert(0), "http", 1))
+        fsync.fail_with = OSError(errno.EIO, "Input/output error")
+        with pytest.raises(SyncFailed, match="journal fsync failed: Input/output error"):
+            journal.run_sync(Journal.op_append_alert(alert(1), "http", 1))
+        fsync.fail_with = None
+        assert journal.run_sync(Journal.op_append_alert(alert(2), "http", 1)) is True
+    finally:
+        journal.close()
+
+
+def test_synchronous_normal_acknowledges_without_an_fsync(tmp_path: Path) -> None:
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, synchronous="NORMAL", fsync=fsync)
+    try:
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+        assert fsync.synced == []
+    finally:
+        journal.close()
+
+
+def test_the_syncer_syncs_the_database_when_there_is_no_wal(tmp_path: Path) -> None:
+    database = tmp_path / "j.db"
+    database.write_bytes(b"")
+    fsync = GatedFsync()
+    released: list[tuple[str, BaseException | None]] = []
+    syncer: WalSyncer[str] = WalSyncer(
+        str(database), lambda group, error: released.append((group, error)), fsync
+    )
+    syncer.start()
+    syncer.committed("group")
+    syncer.stop()
+    assert released == [("group", None)]
+    assert fsync.synced == [str(database.resolve())]
+
+
+def test_stopping_releases_the_groups_still_waiting(tmp_path: Path) -> None:
+    wal = tmp_path / "j.db-wal"
+    wal.write_bytes(b"")
+    fsync = GatedFsync(real=False)
+    fsync.gate.clear()
+    released: list[str] = []
+    syncer: WalSyncer[str] = WalSyncer(
+        str(tmp_path / "j.db"), lambda group, error: released.append(group), fsync
+    )
+    syncer.start()
+    syncer.committed("a")
+    assert fsync.entered.wait(10)
+    syncer.committed("b")
+    syncer.committed("c")
+    fsync.gate.set()
+    syncer.stop()
+    assert released == ["a", "b", "c"]
