@@ -207,7 +207,12 @@ class Pipeline:
             on_done(Accepted(alert.alert_id, new=False))
             return
         self._metrics.count_received(source.value, alert.source)
-        self._dispatch(alert, received_ns)  # the slot is now the dispatched work's
+        try:
+            self._dispatch(alert, received_ns)  # the slot is now the dispatched work's
+        except Exception as exc:  # journaled: it stays pending and is resumed after a restart
+            self._failed(alert, exc)
+            on_done(exc)
+            return
         on_done(Accepted(alert.alert_id, new=True))
 
     def _repeat_written(
@@ -232,8 +237,11 @@ class Pipeline:
         self._metrics.count_received(source.value, alert.source)
         self._metrics.count_duplicate(alert.rule)
         self.stats.processed += 1
-        self._maybe_schedule_repeat(state)
-        self._maybe_recheck(state)
+        try:
+            self._maybe_schedule_repeat(state)
+            self._maybe_recheck(state)
+        except Exception:  # the repeat is journaled and final; only its follow-up failed
+            log.exception("repeat follow-up failed", extra={"alert_id": alert.alert_id})
         on_done(Accepted(alert.alert_id, new=True))
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:

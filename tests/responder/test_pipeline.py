@@ -362,3 +362,28 @@ async def test_a_lifted_quarantine_is_noticed_and_the_next_repeat_isolates_again
         assert rows(responder.config, "SELECT COUNT(*) FROM incidents")[0][0] == 2
     finally:
         await responder.stop()
+
+
+async def test_a_failure_after_journaling_is_answered_not_left_hanging(
+    started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    responder, _, pods = started
+    pipeline = responder.pipeline
+    assert pipeline is not None
+
+    def broken_dispatch(alert: Alert, received_ns: int) -> None:
+        raise RuntimeError("dispatch broke")
+
+    monkeypatch.setattr(pipeline, "_dispatch", broken_dispatch)
+    with pytest.raises(RuntimeError, match="dispatch broke"):
+        await asyncio.wait_for(pipeline.submit(shell(pods["vllm"], n=1), InputName.JSONL), timeout=10)
+    answers: list[object] = []
+    assert pipeline.offer(shell(pods["vllm"], n=2), InputName.HTTP, None, answers.append)
+    for _ in range(500):
+        if answers:
+            break
+        await asyncio.sleep(0.01)
+    assert len(answers) == 1 and isinstance(answers[0], RuntimeError)
+    # Both are journaled, still pending: a restart resumes them.
+    pending = rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE outcome IS NULL")
+    assert pending[0][0] == 2
