@@ -17,14 +17,6 @@ class Slots:
         self._free = count
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    @property
-    def free(self) -> int:
-        return self._free
-
-    def locked(self) -> bool:
-        """True when a slot cannot be taken at once."""
-        return self._free == 0 or bool(self._waiters)
-
     def try_take(self) -> bool:
         # Waiters go first: a burst of fresh arrivals must not starve an input that is waiting.
         if self._free > 0 and not self._waiters:
