@@ -38,7 +38,6 @@ log = logging.getLogger("serving_guard.journal")
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-# Who waits for an op: a thread (``submit``/``run_sync``) or a coroutine on some event loop (``run``).
 
 
 class LoopCallback:
@@ -57,6 +56,8 @@ class LoopCallback:
         return self._loop
 
 
+# Who waits for an op: a thread (``submit``/``run_sync``), a coroutine on some event loop (``run``),
+# or a callback on some event loop (``schedule_call``).
 Waiter = Future[Any] | asyncio.Future[Any] | LoopCallback
 # What the writer's queue carries: one op from a thread, the ops of one turn of the event loop, or
 # None to stop.
@@ -689,15 +690,8 @@ class Journal:
     def schedule(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue an op from the running event loop; the future is settled on that loop once the op
         is committed. Cheaper than a task per write: the pipeline folds duplicates with a callback."""
-        if self._thread is None:
-            raise RuntimeError("journal is not open")
-        loop = asyncio.get_running_loop()
+        loop = self._scheduling()
         future: asyncio.Future[T] = loop.create_future()
-        # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
-        # wake-up of the writer thread (each a GIL hand-over) per turn, not per op.
-        if not self._scheduled:
-            self._scheduling_loop = loop
-            loop.call_soon(self._hand_over)
         self._scheduled.append((op, future))
         return future
 
@@ -708,13 +702,20 @@ class Journal:
     ) -> None:
         """Like :meth:`schedule`, but ``callback(value, error)`` is called on the running loop once
         the op is committed (value) or has failed (error), instead of settling a future."""
+        loop = self._scheduling()
+        self._scheduled.append((op, LoopCallback(loop, callback)))
+
+    def _scheduling(self) -> asyncio.AbstractEventLoop:
+        """The running loop, with a hand-over to the writer arranged for this turn."""
         if self._thread is None:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
+        # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
+        # wake-up of the writer thread (each a GIL hand-over) per turn, not per op.
         if not self._scheduled:
             self._scheduling_loop = loop
             loop.call_soon(self._hand_over)
-        self._scheduled.append((op, LoopCallback(loop, callback)))
+        return loop
 
     def _hand_over(self) -> None:
         scheduled, self._scheduled = self._scheduled, []

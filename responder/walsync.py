@@ -42,7 +42,6 @@ class WalSyncer(Generic[G]):
         self._stopping = False
         self._directory_synced = False
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
-        self.syncs = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -91,7 +90,6 @@ class WalSyncer(Generic[G]):
                 return self._failed(exc)
         except OSError as exc:
             return self._failed(exc)
-        self.syncs += 1
         return None
 
     def _sync_file(self, path: str) -> None:
