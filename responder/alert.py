@@ -1,9 +1,10 @@
-"""The one typed Alert every input normalises into, and the strict parser of Falco's JSON.
+"""The one typed Alert every input normalises into, and the checks that build it.
 
 Falco's http_output/stdout JSON and the Falcosidekick webhook payload carry the same keys
 (rule, priority, time, output, output_fields, source, tags, hostname; sidekick adds uuid).
-The gRPC input builds an Alert through :func:`build_alert` too, so every input applies
-the same checks. Missing values (JSON ``null``, gRPC ``<NA>``) are dropped from the fields.
+The JSON inputs (responder.alert_json) and the gRPC input build an Alert through
+:func:`build_alert`, so every input applies the same checks. Missing values (JSON ``null``,
+gRPC ``<NA>``) are dropped from the fields.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import calendar
 import functools
 import hashlib
-import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -205,7 +205,7 @@ def _utc_second(seconds: int) -> str:
 
 def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
-        raise AlertError(name, f"must be a string, got {_json_type(value)}")
+        raise AlertError(name, f"must be a string, got {json_type(value)}")
     if not allow_empty and (not value or value.isspace()):
         raise AlertError(name, "must not be empty")
     if len(value) > limit:
@@ -215,7 +215,7 @@ def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = F
     return value
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -235,7 +235,7 @@ def _normalise_fields(raw: object) -> dict[str, FieldValue]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise AlertError("output_fields", f"must be an object, got {_json_type(raw)}")
+        raise AlertError("output_fields", f"must be an object, got {json_type(raw)}")
     if len(raw) > MAX_FIELDS:
         raise AlertError("output_fields", f"more than {MAX_FIELDS} fields")
     fields: dict[str, FieldValue] = {}
@@ -276,14 +276,14 @@ def _unusual_field(key: str, value: object) -> FieldValue:
     if isinstance(value, list) and all(isinstance(item, str | int | float | bool) for item in value):
         # List-valued fields (e.g. fd.types) printed the way Falco's text output does.
         return "(" + ",".join(field_text(item) for item in value) + ")"
-    raise AlertError(where, f"must be a string, number or boolean, got {_json_type(value)}")
+    raise AlertError(where, f"must be a string, number or boolean, got {json_type(value)}")
 
 
 def _normalise_tags(raw: object) -> tuple[str, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise AlertError("tags", f"must be an array of strings, got {_json_type(raw)}")
+        raise AlertError("tags", f"must be an array of strings, got {json_type(raw)}")
     if len(raw) > MAX_TAGS:
         raise AlertError("tags", f"more than {MAX_TAGS} tags")
     for tag in raw:
@@ -366,77 +366,32 @@ def build_alert(
     source_text = _normalise_source(source)
     alert_fields = _normalise_fields(fields)
     alert_tags = _normalise_tags(tags)
-    return Alert(
-        rule=rule_text,
-        priority=prio,
-        time_ns=time_ns,
-        source=source_text,
-        output=output_text,
-        fields=alert_fields,
-        tags=alert_tags,
-        hostname=host,
-        sidekick_uuid=uuid,
-        alert_id=compute_alert_id(rule_text, time_ns, host, source_text, output_text, prio, alert_tags),
+    return assemble_alert(
+        rule_text, prio, time_ns, source_text, output_text, alert_fields, alert_tags, host, uuid
     )
 
 
-def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise AlertError(key, "duplicate key")
-        result[key] = value
-    return result
-
-
-# One decoder for every alert: json.loads with a hook builds a new decoder (and scanner) per call,
-# which cost as much as decoding a typical alert.
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
-
-
-def parse_falco_json(body: bytes | str) -> Alert:
-    """Parse one Falco (http_output, stdout, file_output) or Falcosidekick JSON alert."""
-    if isinstance(body, bytes):
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise AlertError("body", f"not UTF-8 at byte {exc.start}") from None
-    else:
-        text = body
-    try:
-        payload = _STRICT_JSON.decode(text)
-    except json.JSONDecodeError as exc:
-        raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise AlertError("body", "JSON nested too deeply") from None
-    return alert_from_mapping(payload)
-
-
-def alert_from_mapping(payload: object) -> Alert:
-    """Build an Alert from decoded Falco JSON."""
-    if not isinstance(payload, dict):
-        raise AlertError("body", f"must be a JSON object, got {_json_type(payload)}")
-    for required in ("rule", "priority", "time"):
-        if required not in payload:
-            raise AlertError(required, "missing")
-    raw_time = payload["time"]
-    if not isinstance(raw_time, str):
-        raise AlertError("time", f"must be an RFC 3339 string, got {_json_type(raw_time)}")
-    try:
-        time_ns = parse_time_ns(raw_time)
-    except ValueError as exc:
-        raise AlertError("time", str(exc)) from None
-    output = payload.get("output")
-    if output is None and isinstance(payload.get("message"), str):
-        output = payload["message"]  # json_include_output_property: false leaves only the message
-    return build_alert(
-        rule=payload["rule"],
-        priority=payload["priority"],
+def assemble_alert(
+    rule: str,
+    priority: Priority,
+    time_ns: int,
+    source: str,
+    output: str,
+    fields: dict[str, FieldValue],
+    tags: tuple[str, ...],
+    hostname: str | None,
+    sidekick_uuid: str | None,
+) -> Alert:
+    """The Alert of parts already validated and normalised (by build_alert or the JSON decoder)."""
+    return Alert(
+        rule=rule,
+        priority=priority,
         time_ns=time_ns,
-        source=payload.get("source"),
+        source=source,
         output=output,
-        fields=payload.get("output_fields"),
-        tags=payload.get("tags"),
-        hostname=payload.get("hostname"),
-        sidekick_uuid=payload.get("uuid"),
+        fields=fields,
+        tags=tags,
+        hostname=hostname,
+        sidekick_uuid=sidekick_uuid,
+        alert_id=compute_alert_id(rule, time_ns, hostname, source, output, priority, tags),
     )

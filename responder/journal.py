@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from responder.actions.outcome import ActionOutcome
-from responder.alert import Alert, AlertError, parse_falco_json
+from responder.alert import Alert, AlertError
+from responder.alert_json import parse_falco_json
 from responder.errors import UserError
 from responder.walsync import WalSyncer
 

@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.alert import (
-    AlertError,
-    Priority,
-    alert_from_mapping,
-    format_time_ns,
-    parse_falco_json,
-    parse_time_ns,
-)
+from responder.alert import AlertError, Priority, format_time_ns, parse_time_ns
+from responder.alert_json import alert_from_mapping, parse_falco_json
 
 FALCO_ALERT = {
     "hostname": "node-1",

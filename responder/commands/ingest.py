@@ -9,7 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from responder.alert import AlertError, parse_falco_json, rejection_code
+from responder.alert import AlertError, rejection_code
+from responder.alert_json import parse_falco_json
 from responder.config import Inputs, load_config
 from responder.errors import UserError
 from responder.ingest.sink import InputName

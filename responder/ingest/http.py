@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from responder.alert import Alert, AlertError, parse_falco_json, rejection_code
+from responder.alert import Alert, AlertError, rejection_code
+from responder.alert_json import parse_falco_json
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Request, Response, Route

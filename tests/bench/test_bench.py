@@ -17,7 +17,7 @@ import pytest
 
 from bench.loadgen import SENTINEL, Bodies
 from bench.run import FULL, SCENARIOS, distribution, evaluate, percentile
-from responder.alert import parse_falco_json
+from responder.alert_json import parse_falco_json
 from simulators.seed import make_pod
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ import grpc.aio
 import pytest
 from google.protobuf import descriptor_pb2
 
-from responder.alert import Alert, Priority, alert_from_mapping, build_alert
+from responder.alert import Alert, Priority, build_alert
+from responder.alert_json import alert_from_mapping
 from responder.config import Backoff, ClientTLS, GrpcInput
 from responder.ingest.grpc import (
     GrpcAlertInput,

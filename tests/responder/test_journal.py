@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from responder.alert import Alert, alert_from_mapping
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
 from responder.errors import UserError
 from responder.journal import IncidentRow, Journal, decode_payload, encode_payload
 from responder.logs import setup_logging

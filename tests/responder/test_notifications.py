@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from responder.alert import Alert, alert_from_mapping
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
 from responder.notify.slack import SlackDelivery

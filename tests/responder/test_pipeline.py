@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from responder.alert import Alert, alert_from_mapping
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.config import Config
 from responder.ingest.sink import InputName, Overloaded

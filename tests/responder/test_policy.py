@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 import yaml
 
-from responder.alert import Alert, Priority, alert_from_mapping
+from responder.alert import Alert, Priority
+from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, load_config_text

@@ -10,7 +10,8 @@ import pytest
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
-from responder.alert import Alert, alert_from_mapping
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from responder.alert import alert_from_mapping
+from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.verify import VerificationStatus, verify_alert
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from responder.alert import parse_falco_json, parse_time_ns
+from responder.alert import parse_time_ns
+from responder.alert_json import parse_falco_json
 from responder.errors import UserError
 from responder.ingest.grpc import alert_from_response
 from responder.rulespack.paths import default_pack

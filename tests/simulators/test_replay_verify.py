@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from responder.alert import parse_falco_json
+from responder.alert_json import parse_falco_json
 from responder.cli import main as cli_main
 from simulators.pki import make_test_pki
 from simulators.scenario import Expect, Outcome, load_scenarios

@@ -1,0 +1,203 @@
+"""Falco's JSON alerts (http_output, stdout, file_output, the Falcosidekick webhook) to Alerts.
+
+Two paths give the same Alert:
+- the common path decodes and type-checks the alerts Falco and Falcosidekick actually send in one
+  C pass (msgspec, with the bounds of responder.alert as constraints); it answers "not mine" for
+  anything else, never an error;
+- the strict path (stdlib json and build_alert) takes every body and is the authority: each
+  rejection names its field. Whatever the common path declines goes there.
+
+Decoding and validating were a third of the event loop's work per alert under load (bench/README.md,
+round 5); the common path costs a fraction of the strict one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import msgspec
+
+from responder.alert import (
+    MAX_FIELD_NAME_CHARS,
+    MAX_FIELD_VALUE_CHARS,
+    MAX_FIELDS,
+    MAX_OUTPUT_CHARS,
+    MAX_RULE_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MISSING_TEXT,
+    Alert,
+    AlertError,
+    FieldValue,
+    Priority,
+    assemble_alert,
+    build_alert,
+    json_type,
+    parse_time_ns,
+)
+
+
+def parse_falco_json(body: bytes | str) -> Alert:
+    """Parse one Falco or Falcosidekick JSON alert; AlertError names what is wrong."""
+    if isinstance(body, bytes):
+        alert = decode_common_alert(body)
+        if alert is not None:
+            return alert
+    return parse_falco_json_strict(body)
+
+
+# -- the common path -----------------------------------------------------------------------------
+
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_VALUE_CHARS)]
+_FieldName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_NAME_CHARS)]
+_Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
+class _CommonPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """The keys Falco and Falcosidekick send, with the types and bounds build_alert accepts.
+    Floats and lists in output_fields, unknown keys and the like are left to the strict path."""
+
+    rule: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RULE_CHARS)]
+    priority: str
+    time: str
+    output: Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_CHARS)] | None = None
+    output_fields: (
+        Annotated[dict[_FieldName, _Text | int | bool | None], msgspec.Meta(max_length=MAX_FIELDS)] | None
+    ) = None
+    tags: Annotated[list[_Tag], msgspec.Meta(max_length=MAX_TAGS)] | None = None
+    hostname: Annotated[str, msgspec.Meta(max_length=253)] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    uuid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+_COMMON_DECODER = msgspec.json.Decoder(_CommonPayload)
+# The end of an object key: a closing quote, JSON whitespace, a colon. Every key ends so, and only
+# an escaped quote inside a string can also match: the count is never below the keys in the body.
+_KEY_END = re.compile(rb'"[ \t\n\r]*:')
+_ESCAPED_NUL = b"\\u0000"
+# The spellings Falco and Falcosidekick use, each mapped by Priority.parse itself.
+_PRIORITIES = {
+    spelling: Priority.parse(spelling)
+    for priority in Priority
+    for spelling in (priority.label, priority.name, priority.name.lower())
+} | {spelling: Priority.INFORMATIONAL for spelling in ("Info", "INFO", "info")}
+
+
+def decode_common_alert(body: bytes) -> Alert | None:
+    """The Alert of a body the common path can vouch for, or None (then the strict path decides).
+    Never raises for any input; when it returns an Alert, the strict path returns an equal one."""
+    try:
+        payload = _COMMON_DECODER.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    fields = payload.output_fields
+    output = payload.output
+    if output is None:
+        return None  # maybe only a "message": the strict path knows where to look
+    # A repeated key is decoded silently (the last one wins); the strict path refuses it. A body
+    # holds no repeat when it has no more keys than the decoded result (a null key counts as a
+    # repeat here: rare, and the strict path then decides).
+    present = 4 + sum(value is not None for value in (fields, payload.tags, payload.hostname, payload.source))
+    present += payload.uuid is not None
+    if fields is not None:
+        present += len(fields)
+    if len(_KEY_END.findall(body)) != present or _ESCAPED_NUL in body:
+        return None
+    priority = _PRIORITIES.get(payload.priority)
+    if priority is None:
+        return None
+    try:
+        time_ns = parse_time_ns(payload.time)
+    except ValueError:
+        return None
+    rule = payload.rule
+    hostname = payload.hostname or None
+    uuid = payload.uuid or None
+    source = payload.source or "syscall"
+    if source == "syscalls":  # Falcosidekick's word for Falco's "syscall"
+        source = "syscall"
+    if rule.isspace() or (hostname and hostname.isspace()) or (uuid and uuid.isspace()) or source.isspace():
+        return None
+    alert_fields: dict[str, FieldValue]
+    if fields is None:
+        alert_fields = {}
+    else:
+        values = fields.values()
+        if None in values or MISSING_TEXT in values:  # not available: dropped, as build_alert does
+            alert_fields = {k: v for k, v in fields.items() if v is not None and v != MISSING_TEXT}
+        else:
+            alert_fields = fields  # type: ignore[assignment]  # None is not among the values
+    tags: tuple[str, ...] = ()
+    if payload.tags:
+        if any(tag.isspace() for tag in payload.tags):
+            return None
+        tags = tuple(sorted(set(payload.tags)))
+    return assemble_alert(rule, priority, time_ns, source, output, alert_fields, tags, hostname, uuid)
+
+
+# -- the strict path -----------------------------------------------------------------------------
+
+
+def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise AlertError(key, "duplicate key")
+        result[key] = value
+    return result
+
+
+# One decoder for every alert: json.loads with a hook builds a new decoder (and scanner) per call,
+# which cost as much as decoding a typical alert.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+
+
+def parse_falco_json_strict(body: bytes | str) -> Alert:
+    """The strict path alone: every check of build_alert, duplicate keys refused."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AlertError("body", f"not UTF-8 at byte {exc.start}") from None
+    else:
+        text = body
+    try:
+        payload = _STRICT_JSON.decode(text)
+    except json.JSONDecodeError as exc:
+        raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise AlertError("body", "JSON nested too deeply") from None
+    return alert_from_mapping(payload)
+
+
+def alert_from_mapping(payload: object) -> Alert:
+    """Build an Alert from decoded Falco JSON."""
+    if not isinstance(payload, dict):
+        raise AlertError("body", f"must be a JSON object, got {json_type(payload)}")
+    for required in ("rule", "priority", "time"):
+        if required not in payload:
+            raise AlertError(required, "missing")
+    raw_time = payload["time"]
+    if not isinstance(raw_time, str):
+        raise AlertError("time", f"must be an RFC 3339 string, got {json_type(raw_time)}")
+    try:
+        time_ns = parse_time_ns(raw_time)
+    except ValueError as exc:
+        raise AlertError("time", str(exc)) from None
+    output = payload.get("output")
+    if output is None and isinstance(payload.get("message"), str):
+        output = payload["message"]  # json_include_output_property: false leaves only the message
+    return build_alert(
+        rule=payload["rule"],
+        priority=payload["priority"],
+        time_ns=time_ns,
+        source=payload.get("source"),
+        output=output,
+        fields=payload.get("output_fields"),
+        tags=payload.get("tags"),
+        hostname=payload.get("hostname"),
+        sidekick_uuid=payload.get("uuid"),
+    )
