@@ -196,9 +196,11 @@ class Responder:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.gateway.close()
 
-    async def run_until(self, stop: asyncio.Event) -> None:
+    async def run_until(self, stop: asyncio.Event, on_started: Callable[[], None] | None = None) -> None:
         try:
             await self.start()
+            if on_started is not None:
+                on_started()
             await stop.wait()
         finally:
             await self.stop()  # also after a failed start: nothing half-open is left behind

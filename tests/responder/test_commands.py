@@ -226,8 +226,11 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
         assert process.stderr is not None
-        starting = [line for line in process.stderr.read().decode().splitlines() if "starting" in line]
+        lines = process.stderr.read().decode().splitlines()
+        starting = [line for line in lines if "starting" in line]
         assert starting and f'"event_loop": "{event_loop}"' in starting[0], starting
+        frozen = [json.loads(line) for line in lines if "start-up heap frozen" in line]
+        assert frozen and frozen[0]["objects"] > 10_000, frozen
     finally:
         if process.poll() is None:
             process.kill()
