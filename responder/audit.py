@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.alert import AlertError, format_time_ns
-from responder.journal import decode_payload
+from responder.journal import INCIDENT_SEEN_SQL, decode_payload
 
 MAX_LIMIT = 5000
 PAGE = 1000
@@ -130,8 +130,10 @@ def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | No
 
 
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
-    seen = conn.execute("SELECT COUNT(*) FROM alerts WHERE incident_id = ?", (incident_id,)).fetchone()[0]
+    row = conn.execute(
+        f"SELECT i.*, {INCIDENT_SEEN_SQL} AS seen FROM incidents i WHERE i.incident_id = ?",  # noqa: S608
+        (incident_id,),
+    ).fetchone()
     actions = [
         {
             "action": a["action"],
@@ -163,10 +165,12 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
         for n in conn.execute("SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]
     if row is None:
+        # No incident row (pruned before its alerts): its alerts, counted one by one.
+        seen = conn.execute("SELECT COUNT(*) FROM alerts WHERE incident_id = ?", (incident_id,)).fetchone()[0]
         return {"incident_id": incident_id, "count": seen, "actions": actions, "notifications": notifications}
     return {
         "incident_id": incident_id,
-        "count": max(row["count"], seen),
+        "count": row["seen"],
         "opened_ns": row["opened_ns"],
         "last_seen_ns": row["last_seen_ns"],
         "decided_ns": row["decided_ns"],

@@ -274,6 +274,63 @@ def test_a_group_of_rows_stores_each_id_once_and_bumps_each_incident_once(tmp_pa
         journal.close()
 
 
+def test_an_incidents_count_covers_its_repeats_without_indexing_them(tmp_path: Path) -> None:
+    """Repeats are counted by the incident's counter (bumped with each write); the index on
+    incident ids holds only its other alerts, and the count is still exact if the counter lags."""
+    journal = open_journal(tmp_path)
+    try:
+        opener, folded = alert(1), alert(5)
+        journal.run_sync(Journal.op_append_alert(opener, "http", 10))
+        journal.run_sync(Journal.op_append_alert(folded, "http", 11))
+        journal.run_sync(
+            Journal.op_open_incident(
+                IncidentRow("inc-1", "k", "r", "ml", "p", "c", "h", opener.alert_id, 10, 10, 1, False, 1)
+            )
+        )
+        journal.run_sync(Journal.op_finish_alert(opener, "inc-1", "opened", 12))
+        for count, n in enumerate((2, 3, 4), start=2):
+            assert journal.run_sync(
+                Journal.op_append_duplicate(alert(n), "http", 20 + n, None, "inc-1", count)
+            )
+        journal.run_sync(Journal.op_fold_duplicate(folded, "inc-1", 5, 30, 31))
+        assert [row.count for row in journal.incidents_since(0)] == [5]
+        record = journal.incident_record("inc-1")
+        assert record is not None and record["count"] == 5
+        with journal.reader() as conn:
+            indexed = conn.execute(
+                "SELECT COUNT(*) FROM alerts INDEXED BY alerts_incident_kept"
+                " WHERE incident_id = 'inc-1' AND outcome IS NOT 'duplicate'"
+            ).fetchone()[0]
+            plan = " ".join(
+                str(row[3])
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM alerts a"
+                    " WHERE a.incident_id = ? AND a.outcome IS NOT 'duplicate'",
+                    ("inc-1",),
+                )
+            )
+        assert indexed == 1  # the opener; none of the four repeats
+        assert "alerts_incident_kept" in plan
+        journal.run_sync(lambda conn: conn.execute("UPDATE incidents SET count = 0"))
+        assert [row.count for row in journal.incidents_since(0)] == [1]
+    finally:
+        journal.close()
+
+
+def test_the_full_incident_index_of_older_journals_is_replaced(tmp_path: Path) -> None:
+    open_journal(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "j.db")
+    conn.execute("DROP INDEX alerts_incident_kept")
+    conn.execute("CREATE INDEX alerts_incident ON alerts(incident_id)")
+    conn.commit()
+    conn.close()
+    open_journal(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "j.db")
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "alerts_incident_kept" in names and "alerts_incident" not in names
+
+
 def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path) -> None:
     journal = open_journal(tmp_path)
     try:
