@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from responder.cli import main
+from responder.commands.serve import YOUNG_GENERATION_THRESHOLD
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
@@ -229,8 +230,9 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
         lines = process.stderr.read().decode().splitlines()
         starting = [line for line in lines if "starting" in line]
         assert starting and f'"event_loop": "{event_loop}"' in starting[0], starting
-        frozen = [json.loads(line) for line in lines if "start-up heap frozen" in line]
-        assert frozen and frozen[0]["objects"] > 10_000, frozen
+        tuned = [json.loads(line) for line in lines if "garbage collector tuned" in line]
+        assert tuned and tuned[0]["frozen_objects"] > 10_000, tuned
+        assert tuned[0]["thresholds"][0] == YOUNG_GENERATION_THRESHOLD
     finally:
         if process.poll() is None:
             process.kill()
