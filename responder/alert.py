@@ -2,9 +2,10 @@
 
 Falco's http_output/stdout JSON and the Falcosidekick webhook payload carry the same keys
 (rule, priority, time, output, output_fields, source, tags, hostname; sidekick adds uuid).
-The JSON inputs (responder.alert_json) and the gRPC input build an Alert through
-:func:`build_alert`, so every input applies the same checks. Missing values (JSON ``null``,
-gRPC ``<NA>``) are dropped from the fields.
+The gRPC input and the JSON inputs' strict path build an Alert through :func:`build_alert`; the
+JSON inputs' common path (responder.alert_json) applies the same checks while decoding, and its
+tests hold it equal to build_alert. Missing values (JSON ``null``, gRPC ``<NA>``) are dropped from
+the fields.
 """
 
 from __future__ import annotations
