@@ -78,12 +78,13 @@ _COMMON_DECODER = msgspec.json.Decoder(_CommonPayload)
 # an escaped quote inside a string can also match: the count is never below the keys in the body.
 _KEY_END = re.compile(rb'"[ \t\n\r]*:')
 _ESCAPED_NUL = b"\\u0000"
-# The spellings Falco and Falcosidekick use, each mapped by Priority.parse itself.
-_PRIORITIES = {
-    spelling: Priority.parse(spelling)
-    for priority in Priority
-    for spelling in (priority.label, priority.name, priority.name.lower())
-} | {spelling: Priority.INFORMATIONAL for spelling in ("Info", "INFO", "info")}
+# The spellings Falco and Falcosidekick use, each mapped to what Priority.parse makes of it; any
+# other spelling goes to the strict path.
+_PRIORITY_SPELLINGS = [
+    *(text for priority in Priority for text in (priority.label, priority.name, priority.name.lower())),
+    *("Info", "INFO", "info"),
+]
+_PRIORITIES = {spelling: Priority.parse(spelling) for spelling in _PRIORITY_SPELLINGS}
 
 
 def decode_common_alert(body: bytes) -> Alert | None:
