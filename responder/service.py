@@ -90,6 +90,11 @@ class Responder:
         self.grpc_input: Any | None = None
         self.certificates: CertificateReloader | None = None
 
+    @property
+    def input_server(self) -> HttpServer | None:
+        """The HTTP input's server once started (None when the input is off)."""
+        return self._input_server
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
