@@ -166,14 +166,23 @@ def _accepted_id(body: bytes) -> str | None:
     return body[start : body.index(b'"', start)].decode()
 
 
+def request_head(path: str, host: str, port: int, token: str | None = None) -> bytes:
+    """Every header of a POST of one alert but its Content-Length."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/json\r\nUser-Agent: serving-guard-bench\r\n"
+        + (f"Authorization: Bearer {token}\r\n" if token else "")
+    ).encode()
+
+
+def request(head: bytes, body: bytes) -> bytes:
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
 async def run(spec: Spec) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     bodies = Bodies(spec.pods, spec.rules, spec.base_seconds or int(time.time()))
-    head = (
-        f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
-        "Content-Type: application/json\r\nUser-Agent: serving-guard-bench\r\n"
-        + (f"Authorization: Bearer {spec.token}\r\n" if spec.token else "")
-    ).encode()
+    head = request_head(spec.path, spec.host, spec.port, spec.token)
     tally = Tally()
     counter = iter(range(spec.total if spec.total is not None else 1 << 62))
     start = time.monotonic()
@@ -193,7 +202,7 @@ async def run(spec: Spec) -> dict[str, Any]:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 body = bodies.body(index)
-                data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                data = request(head, body)
                 while True:
                     if time.monotonic() >= stop_at:
                         return

@@ -34,10 +34,11 @@ from typing import Any
 import uvloop
 import yaml
 
-from bench.loadgen import Bodies
+from bench.loadgen import Bodies, request, request_head
 from responder.cluster.api import KubeGateway
 from responder.commands.serve import tune_collector_after_start
 from responder.config import load_config_text
+from responder.ingest.http import ALERTS_PATH
 from responder.ingest.httpserver import Connection
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
@@ -100,12 +101,10 @@ def responder_config(workdir: Path, kubeconfig: Path) -> str:
 
 
 def requests(pods: list[SeededPod], count: int) -> list[bytes]:
+    """The bytes the load generator would send (bench/loadgen.py), one request per alert."""
     bodies = Bodies(pods, [RULE], int(time.time()))
-    head = b"POST /v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    return [
-        head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-        for body in (bodies.body(index) for index in range(count))
-    ]
+    head = request_head(ALERTS_PATH, "127.0.0.1", 8080)
+    return [request(head, bodies.body(index)) for index in range(count)]
 
 
 async def drive(responder: Responder, payloads: list[bytes], connections: int) -> dict[str, Any]:
