@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.alert import AlertError, format_time_ns
-from responder.journal import INCIDENT_SEEN_SQL, decode_payload
+from responder.journal import INCIDENTS_WITH_SEEN_SQL, decode_payload
 
 MAX_LIMIT = 5000
 PAGE = 1000
@@ -130,10 +130,7 @@ def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | No
 
 
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        f"SELECT i.*, {INCIDENT_SEEN_SQL} AS seen FROM incidents i WHERE i.incident_id = ?",  # noqa: S608
-        (incident_id,),
-    ).fetchone()
+    row = conn.execute(INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?", (incident_id,)).fetchone()
     actions = [
         {
             "action": a["action"],

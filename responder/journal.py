@@ -188,11 +188,12 @@ MIGRATE_1_TO_2 = (
 
 FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
 
-# How many alerts an incident has seen: the larger of its counter (which counts every repeat) and
-# its journaled alerts that are not repeats (found through alerts_incident_kept).
-INCIDENT_SEEN_SQL = (
-    "MAX(i.count, (SELECT COUNT(*) FROM alerts a"
-    " WHERE a.incident_id = i.incident_id AND a.outcome IS NOT 'duplicate'))"
+# Incidents with ``seen``, how many alerts each has seen: the larger of its counter (which counts
+# every repeat) and its journaled alerts that are not repeats (found through alerts_incident_kept).
+# Callers add their WHERE on ``i``.
+INCIDENTS_WITH_SEEN_SQL = (
+    "SELECT i.*, MAX(i.count, (SELECT COUNT(*) FROM alerts a"
+    " WHERE a.incident_id = i.incident_id AND a.outcome IS NOT 'duplicate')) AS seen FROM incidents i"
 )
 
 
@@ -1034,7 +1035,7 @@ class Journal:
     def incidents_since(self, since_ns: int) -> list[IncidentRow]:
         with self.reader() as conn:
             rows = conn.execute(
-                f"SELECT i.*, {INCIDENT_SEEN_SQL} AS seen FROM incidents i WHERE last_seen_ns >= ?",  # noqa: S608
+                INCIDENTS_WITH_SEEN_SQL + " WHERE i.last_seen_ns >= ?",
                 (since_ns,),
             ).fetchall()
         return [
@@ -1109,7 +1110,7 @@ class Journal:
     def incident_record(self, incident_id: str) -> dict[str, Any] | None:
         with self.reader() as conn:
             row = conn.execute(
-                f"SELECT i.*, {INCIDENT_SEEN_SQL} AS seen FROM incidents i WHERE i.incident_id = ?",  # noqa: S608
+                INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?",
                 (incident_id,),
             ).fetchone()
             if row is None:
