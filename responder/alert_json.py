@@ -101,8 +101,8 @@ def decode_common_alert(body: bytes) -> Alert | None:
     # A repeated key is decoded silently (the last one wins); the strict path refuses it. A body
     # holds no repeat when it has no more keys than the decoded result (a null key counts as a
     # repeat here: rare, and the strict path then decides).
-    present = 4 + sum(value is not None for value in (fields, payload.tags, payload.hostname, payload.source))
-    present += payload.uuid is not None
+    optional = (fields, payload.tags, payload.hostname, payload.source, payload.uuid)
+    present = 4 + sum(value is not None for value in optional)  # rule, priority, time, output
     if fields is not None:
         present += len(fields)
     if len(_KEY_END.findall(body)) != present or _ESCAPED_NUL in body:
