@@ -60,7 +60,7 @@ class LoopCallback:
 # Who waits for an op: a thread (``submit``/``run_sync``), a coroutine on some event loop (``run``),
 # or a callback on some event loop (``schedule_call``).
 Waiter = Future[Any] | asyncio.Future[Any] | LoopCallback
-# What the writer's queue carries: one op from a thread, the ops of one burst of the event loop, or
+# What the writer's queue carries: one op from a thread, the ops of one turn of the event loop, or
 # None to stop.
 QueueItem = tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None
 
@@ -487,12 +487,9 @@ class Journal:
         self._queue: queue.SimpleQueue[tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None] = (
             queue.SimpleQueue()
         )
-        # Ops scheduled by the event loop since its last hand-over (see ``schedule``), when the
-        # first of them was, and whether the current turn of the loop added any.
+        # Ops scheduled by the event loop since its last hand-over (see ``schedule``).
         self._scheduled: list[tuple[Op, Waiter]] = []
         self._scheduling_loop: asyncio.AbstractEventLoop | None = None
-        self._scheduled_since = 0.0
-        self._scheduled_this_turn = False
         self._thread: threading.Thread | None = None
         # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.
         self._syncer: WalSyncer[list[tuple[Waiter, Any, BaseException | None]]] | None = None
@@ -698,7 +695,7 @@ class Journal:
             raise RuntimeError("journal is not open")
         future: Future[Any] = Future()
         if self._scheduled and _running_loop() is self._scheduling_loop:
-            # Called on the loop with scheduled ops still to hand over: keep the loop's order.
+            # Called on the loop with ops of this turn still to hand over: keep the loop's order.
             self._scheduled.append((op, future))
         else:
             self._queue.put((op, future))
@@ -723,34 +720,18 @@ class Journal:
         self._scheduled.append((op, LoopCallback(loop, callback)))
 
     def _scheduling(self) -> asyncio.AbstractEventLoop:
-        """The running loop, with a hand-over to the writer arranged for the end of this burst."""
+        """The running loop, with a hand-over to the writer arranged for this turn."""
         if self._thread is None:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
-        # Ops scheduled by the loop go to the writer together: one queue put and one wake-up of the
-        # writer thread (each a GIL hand-over) per burst of the loop's work, not per op.
+        # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
+        # wake-up of the writer thread (each a GIL hand-over) per turn, not per op.
         if not self._scheduled:
             self._scheduling_loop = loop
-            self._scheduled_since = time.monotonic()
-            loop.call_soon(self._hand_over_when_quiet, loop)
-        self._scheduled_this_turn = True
+            loop.call_soon(self._hand_over)
         return loop
 
-    def _hand_over_when_quiet(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Hand the scheduled ops over once a turn of the loop has added none (the requests that
-        arrived together have all been read), or once the first has waited a commit interval.
-
-        Handing them over mid-burst wakes the writer while the loop still holds the GIL: every
-        SQLite call of its commit then waits up to the switch interval (5 ms) to get the GIL back,
-        and the burst is split into small commits that each cost the same fixed work."""
-        if self._scheduled_this_turn and time.monotonic() - self._scheduled_since < self._commit_interval:
-            self._scheduled_this_turn = False
-            loop.call_soon(self._hand_over_when_quiet, loop)
-            return
-        self._hand_over()
-
     def _hand_over(self) -> None:
-        self._scheduled_this_turn = False
         scheduled, self._scheduled = self._scheduled, []
         if scheduled:
             self._queue.put(scheduled)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -75,37 +74,6 @@ def test_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
         assert journal.ops_committed == 1000
         assert journal.commits < 1000 / 5, "writes were not grouped"
         assert journal.pending_count() == 1000
-    finally:
-        journal.close()
-
-
-async def test_ops_scheduled_over_consecutive_loop_turns_are_committed_together(tmp_path: Path) -> None:
-    # A long commit interval: the hand-over waits for a quiet turn, not for the interval.
-    journal = open_journal(tmp_path, commit_interval_seconds=5.0)
-    try:
-        before = journal.commits
-        futures = []
-        for n in range(4):
-            futures.append(journal.schedule(Journal.op_append_alert(alert(n), "http", n)))
-            await asyncio.sleep(0)  # one turn of the loop, as requests read one per turn
-        assert await asyncio.wait_for(asyncio.gather(*futures), 10) == [True] * 4
-        assert journal.commits - before == 1
-    finally:
-        journal.close()
-
-
-async def test_a_loop_that_keeps_scheduling_hands_over_after_a_commit_interval(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path, commit_interval_seconds=0.02)
-    try:
-        first = journal.schedule(Journal.op_append_alert(alert(0), "http", 0))
-        n = 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while not first.done() and loop.time() < deadline:  # never a quiet turn
-            journal.schedule(Journal.op_append_alert(alert(n), "http", n))
-            n += 1
-            await asyncio.sleep(0)
-        assert first.done() and first.result() is True, "the first op waited for the stream to end"
     finally:
         journal.close()
 
