@@ -108,6 +108,8 @@ class Responder:
     # Record the responder with py-spy (collapsed stacks, one line per stack) while it runs.
     profile: bool = False
     profiler: subprocess.Popen[bytes] | None = None
+    # Run it under bench.stages' probes, which write their events to ``stages_file`` when it stops.
+    stages: bool = False
 
     @property
     def url(self) -> str:
@@ -116,6 +118,10 @@ class Responder:
     @property
     def journal(self) -> Path:
         return self.workdir / f"{self.name}-journal.db"
+
+    @property
+    def stages_file(self) -> Path:
+        return self.workdir / f"{self.name}-stages.json"
 
     @property
     def pid(self) -> int:
@@ -173,8 +179,11 @@ class Responder:
         path = self.workdir / f"{self.name}-config.yaml"
         path.write_text(yaml.safe_dump(self.config()))
         with (self.workdir / f"{self.name}-responder.log").open("ab") as log:
+            command = ["responder", "serve", "--config", str(path)]
+            if self.stages:
+                command = ["bench.stages", "serve", "--config", str(path), "--out", str(self.stages_file)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "responder", "serve", "--config", str(path)],
+                [sys.executable, "-m", *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_env(),

@@ -1,6 +1,6 @@
 """`make bench`: throughput, alert-to-quarantine latency and memory under an alert storm.
 
-    python -m bench.run [--smoke] [--only NAME,...] [--out FILE] [--keep]
+    python -m bench.run [--smoke] [--only NAME,...] [--out FILE] [--keep] [--profile] [--stages]
 
 Scenarios (each beside its baseline, in one run, so a noisy machine still gives a meaningful ratio):
   http_ingest  alerts/s accepted end to end over HTTP vs. a server that only parses the JSON (204)
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import LoadGenerator, LoadSpec, Responder, RssSampler, baseline_server, fixture, http_json
+from bench.stages import summarize
+from bench.stats import distribution
 
 STORM_RULE = "Bench shell in serving pod"
 PROBE_RULE = "Bench shell probe"
@@ -93,34 +94,24 @@ SMOKE = Sizes(
 )
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
-    return ordered[rank - 1]
-
-
-def distribution(values: list[float]) -> dict[str, float | int]:
-    return {
-        "count": len(values),
-        "p50": round(percentile(values, 0.50), 4),
-        "p95": round(percentile(values, 0.95), 4),
-        "p99": round(percentile(values, 0.99), 4),
-        "max": round(max(values), 4) if values else float("nan"),
-    }
-
-
 class Bench:
-    def __init__(self, workdir: Path, world: dict[str, Any], sizes: Sizes, *, profile: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        world: dict[str, Any],
+        sizes: Sizes,
+        *,
+        profile: bool = False,
+        stages: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.world = world
         self.sizes = sizes
         self.profile = profile
+        self.stages = stages
 
     def responder(self, name: str, **options: Any) -> Responder:
-        return Responder(self.workdir, self.world, name, profile=self.profile, **options)
+        return Responder(self.workdir, self.world, name, profile=self.profile, stages=self.stages, **options)
 
     def control(self, path: str, payload: Any | None = None) -> Any:
         return http_json(self.world["control"] + path, payload)
@@ -154,7 +145,9 @@ class Bench:
         name = f"ingest-{connections}"
         with self.responder(name) as responder:
             started = time.monotonic()
+            measured_from = time.monotonic_ns() + int(sizes.ingest_warmup * 1e9)
             measured = self.load(name, responder.http_port, **spec).result()
+            measured_to = time.monotonic_ns()
             settled = responder.wait_settled(timeout=120)
             accepted = responder.query("SELECT COUNT(*) FROM alerts")[0][0]
             opened = responder.query("SELECT COUNT(*) FROM alerts WHERE outcome = 'opened'")[0][0]
@@ -165,7 +158,12 @@ class Bench:
         baseline_rate = statistics.mean(b["rate_per_second"] for b in baselines)
         own_stack_rate = own_stack["rate_per_second"]
         rate = measured["rate_per_second"]
+        stages = {}
+        if self.stages:  # the responder has stopped: its probes wrote their events
+            events = json.loads(responder.stages_file.read_text())
+            stages = {"stages": summarize(events, (measured_from, measured_to))}
         return {
+            **stages,
             "connections": connections,
             "baseline_rate_per_second": round(baseline_rate, 1),
             "baseline_runs": [b["rate_per_second"] for b in baselines],
@@ -449,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="record each responder with py-spy (implies --keep)"
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="time each HTTP ingest run's stages (bench/stages.py); its results get a summary",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIOS]
@@ -470,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep or args.profile
     try:
         with fixture(workdir) as world:
-            bench = Bench(workdir, world, sizes, profile=args.profile)
+            bench = Bench(workdir, world, sizes, profile=args.profile, stages=args.stages)
             for name in chosen:
                 print(f"bench: {name} ...", file=sys.stderr, flush=True)
                 results[name] = getattr(bench, name)()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from bench.loadgen import SENTINEL, Bodies
-from bench.run import FULL, SCENARIOS, distribution, evaluate, percentile
+from bench.run import FULL, SCENARIOS, evaluate
+from bench.stats import distribution, percentile
 from responder.alert_json import parse_falco_json
 from simulators.seed import make_pod
 

@@ -1,0 +1,101 @@
+"""The stage tracer of bench/stages.py: its probes record what they wrap, its summary measures the
+waits between stages, and a smoke run of the HTTP scenario under it gives a summary per run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.stages import StageRecorder, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+MS = 1_000_000
+
+
+def test_a_probe_records_its_stage_the_count_before_the_call_and_failures_too() -> None:
+    recorder = StageRecorder(max_events=10)
+    pending = [1, 2, 3]
+
+    def take_all(items: list[int]) -> int:
+        taken = len(items)
+        items.clear()
+        return taken
+
+    probed = recorder.probe("hand_over", take_all, len)
+    assert probed(pending) == 3
+    stage, start, end, count = recorder.events[0]
+    assert (stage, count) == ("hand_over", 3) and start <= end
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        recorder.probe("commit", fail)()
+    assert [event[0] for event in recorder.events] == ["hand_over", "commit"]
+
+
+def test_the_recorder_keeps_only_the_newest_events() -> None:
+    recorder = StageRecorder(max_events=3)
+    probed = recorder.probe("read", lambda: None)
+    for _ in range(5):
+        probed()
+    assert len(recorder.events) == 3
+
+
+def test_summary_measures_each_wait_between_stages() -> None:
+    events = [
+        ("read", 0, int(0.5 * MS), 0),
+        ("hand_over", int(0.9 * MS), 1 * MS, 3),
+        ("commit", 2 * MS, 3 * MS, 3),
+        ("fsync", int(3.5 * MS), int(4.5 * MS), 0),
+        ("resolve", 5 * MS, int(5.2 * MS), 3),
+        ("answer", int(5.2 * MS), int(5.4 * MS), 0),
+    ]
+    summary = summarize(events)
+    assert summary["commits"] == 1 and summary["ops_per_commit"] == 3.0
+    waits = summary["ms"]
+    assert waits["hand_over_to_commit_start"]["p50"] == pytest.approx(1.0)
+    assert waits["commit"]["p50"] == pytest.approx(1.0)
+    assert waits["commit_end_to_fsync_start"]["p50"] == pytest.approx(0.5)
+    assert waits["fsync"]["p50"] == pytest.approx(1.0)
+    assert waits["fsync_end_to_resolve"]["p50"] == pytest.approx(0.5)
+    # The loop ran traced callbacks for 0.5 + 0.1 + 0.2 + 0.2 ms of the 5.4 ms.
+    assert summary["loop_traced_busy_fraction"] == pytest.approx(1.0 / 5.4, abs=0.001)
+
+
+def test_summary_keeps_the_window_only_and_overlapping_loop_work_counts_once() -> None:
+    events = [
+        ["commit", 0, 1 * MS, 50],  # in the warm-up: left out
+        ["read", 10 * MS, 12 * MS, 0],
+        ["resolve", 11 * MS, 13 * MS, 4],  # overlaps the read (nested callbacks)
+        ["commit", 13 * MS, 14 * MS, 4],
+    ]
+    summary = summarize(events, (10 * MS, 20 * MS))
+    assert summary["commits"] == 1 and summary["ops_per_commit"] == 4.0
+    assert summary["loop_traced_busy_fraction"] == pytest.approx(3 / 4)
+    assert summarize(events, (30 * MS, 40 * MS)) == {"events": 0}
+
+
+@pytest.mark.timeout(120)
+def test_a_traced_smoke_run_summarizes_each_http_run(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    command = ["bench.run", "--smoke", "--only", "http_ingest", "--stages", "--out", str(out)]
+    completed = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for run in json.loads(out.read_text())["http_ingest"]["runs"]:
+        stages = run["stages"]
+        assert stages["commits"] > 0 and stages["ops_per_commit"] >= 1
+        assert stages["ms"]["read"]["count"] > 0
+        assert stages["ms"]["fsync"]["count"] > 0  # the default journal fsyncs every group
+        assert 0 < stages["loop_traced_busy_fraction"] <= 1
