@@ -102,6 +102,7 @@ class Responder:
     name: str
     grpc: bool = False
     commit_interval_ms: float | None = None
+    synchronous: str | None = None  # journal.synchronous; None: the default (full)
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -147,6 +148,8 @@ class Responder:
         journal: dict[str, Any] = {"path": str(self.journal)}
         if self.commit_interval_ms is not None:
             journal["commit_interval_ms"] = self.commit_interval_ms
+        if self.synchronous is not None:
+            journal["synchronous"] = self.synchronous
         return {
             "inputs": {
                 "http": {

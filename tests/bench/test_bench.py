@@ -40,6 +40,10 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
             http["responder_rate_per_second"] / http["own_stack_baseline_rate_per_second"], abs=0.01
         )
         assert http["accepted_alerts"] > 0
+        assert http["normal_sync_rate_per_second"] > 0
+        assert http["normal_sync_ratio"] == pytest.approx(
+            http["normal_sync_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
+        )
         assert http["end_to_end_rate_per_second"] is not None
         assert {
             f"http_ratio_{http['connections']}_senders",
