@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.stats import distribution
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
 
@@ -98,6 +99,8 @@ class Tally:
     retries: int = 0
     first_send: float = 0.0
     last_answer: float = 0.0
+    # Seconds from sending a request to its answer, for the 2xx answers in the measured window.
+    round_trips: list[float] = field(default_factory=list)
 
 
 class Connection(asyncio.Protocol):
@@ -207,6 +210,7 @@ async def run(spec: Spec) -> dict[str, Any]:
                     if time.monotonic() >= stop_at:
                         return
                     tally.sent += 1
+                    sent_at = time.monotonic()
                     try:
                         status, answer = await conn.request(data)
                     except ConnectionError:
@@ -222,6 +226,7 @@ async def run(spec: Spec) -> dict[str, Any]:
                         continue
                     if now >= window_start and 200 <= status < 300:
                         tally.done_in_window += 1
+                        tally.round_trips.append(now - sent_at)
                     if keep_ids and status == 202:
                         accepted = _accepted_id(answer)
                         if accepted:
@@ -247,6 +252,8 @@ async def run(spec: Spec) -> dict[str, Any]:
         "elapsed_seconds": round(end - start, 3),
         "window_seconds": round(window, 3),
         "rate_per_second": round(tally.done_in_window / window, 1),
+        # What each sender waits per alert: with one request in flight, rate = senders / round trip.
+        "round_trip_ms": distribution([seconds * 1000 for seconds in tally.round_trips]),
         "accepted_ids": len(tally.accepted_ids) if keep_ids else None,
     }
 

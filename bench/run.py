@@ -172,6 +172,8 @@ class Bench:
             "baseline_rate_per_second": round(baseline_rate, 1),
             "baseline_runs": [b["rate_per_second"] for b in baselines],
             "responder_rate_per_second": rate,
+            "responder_round_trip_ms": measured["round_trip_ms"],
+            "baseline_round_trip_ms": baselines[0]["round_trip_ms"],
             "ratio": round(rate / baseline_rate, 3) if baseline_rate else None,
             # The responder's own HTTP server answering 204 after parsing: what the HTTP layer alone
             # reaches, so ratio_to_own_stack is the cost of everything the responder does per alert.
@@ -414,6 +416,11 @@ def table(results: dict[str, Any]) -> str:
             f"{run['own_stack_baseline_rate_per_second']}; {run['ratio_to_own_stack']}",
         )
         row("  end to end (journal final), alerts/s", run["end_to_end_rate_per_second"])
+        trip, base_trip = run["responder_round_trip_ms"], run["baseline_round_trip_ms"]
+        row(
+            "  round trip p50 / p99 (ms); baseline's",
+            f"{trip['p50']:.1f} / {trip['p99']:.1f}; {base_trip['p50']:.1f} / {base_trip['p99']:.1f}",
+        )
         if "normal_sync_rate_per_second" in run:
             row(
                 "  journal.synchronous normal: alerts/s; ratio",
