@@ -8,8 +8,6 @@ committed ``bench/results.json`` is a full run with every figure the issue asks 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from bench.run import FULL, SCENARIOS, evaluate
 from bench.stats import distribution, percentile
 from responder.alert_json import parse_falco_json
 from simulators.seed import make_pod
+from tests.bench.smoke import run_bench_smoke
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,14 +79,7 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
 @pytest.mark.timeout(180)
 def test_smoke_run_measures_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    completed = run_bench_smoke(out, timeout=170)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "alert->quarantine p99" in completed.stdout
     check_shape(json.loads(out.read_text()), smoke=True)

@@ -4,15 +4,13 @@ waits between stages, and a smoke run of the HTTP scenario under it gives a summ
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.stages import StageRecorder, summarize
+from tests.bench.smoke import run_bench_smoke
 
-ROOT = Path(__file__).resolve().parents[2]
 MS = 1_000_000
 
 
@@ -83,15 +81,7 @@ def test_summary_keeps_the_window_only_and_overlapping_loop_work_counts_once() -
 @pytest.mark.timeout(120)
 def test_a_traced_smoke_run_summarizes_each_http_run(tmp_path: Path) -> None:
     out = tmp_path / "stages.json"
-    command = ["bench.run", "--smoke", "--only", "http_ingest", "--stages", "--out", str(out)]
-    completed = subprocess.run(
-        [sys.executable, "-m", *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    completed = run_bench_smoke(out, "--only", "http_ingest", "--stages", timeout=110)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for run in json.loads(out.read_text())["http_ingest"]["runs"]:
         stages = run["stages"]
