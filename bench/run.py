@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import LoadGenerator, LoadSpec, Responder, RssSampler, baseline_server, fixture, http_json
-from bench.stages import summarize
+from bench.stages import load_events, summarize
 from bench.stats import distribution
 
 STORM_RULE = "Bench shell in serving pod"
@@ -164,7 +164,7 @@ class Bench:
         rate = measured["rate_per_second"]
         stages = {}
         if self.stages:  # the responder has stopped: its probes wrote their events
-            events = json.loads(responder.stages_file.read_text())
+            events = load_events(responder.stages_file)
             stages = {"stages": summarize(events, (measured_from, measured_to))}
         return {
             **stages,

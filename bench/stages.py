@@ -175,6 +175,29 @@ def summarize(events: Iterable[Sequence[Any]], window_ns: tuple[int, int] | None
     }
 
 
+class EventsFileError(Exception):
+    """An events file that cannot be read or is not what ``serve`` writes."""
+
+
+def load_events(path: Path) -> list[Event]:
+    """The events ``serve`` wrote to ``path``; EventsFileError names the file and the bad entry."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EventsFileError(f"{path}: cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventsFileError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise EventsFileError(f"{path}: expected a list of events, got {type(raw).__name__}")
+    events: list[Event] = []
+    for index, entry in enumerate(raw):
+        shaped = isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
+        if not shaped or not all(type(value) is int for value in entry[1:]):
+            raise EventsFileError(f"{path}: event {index}: expected [stage, start_ns, end_ns, count]")
+        events.append((entry[0], entry[1], entry[2], entry[3]))
+    return events
+
+
 def serve(config: str, out: Path) -> int:
     from responder.cli import main as responder_main
 
@@ -183,7 +206,10 @@ def serve(config: str, out: Path) -> int:
     try:
         return responder_main(["serve", "--config", config])
     finally:
-        recorder.write(out)
+        try:
+            recorder.write(out)
+        except OSError as exc:
+            print(f"bench.stages: {out}: cannot write the events: {exc.strerror}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config, Path(args.out))
-    events = json.loads(Path(args.events).read_text())
+    try:
+        events = load_events(Path(args.events))
+    except EventsFileError as exc:
+        print(f"bench.stages: {exc}", file=sys.stderr)
+        return 2
     window = None
     if events:
         first = min(event[1] for event in events)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.stages import StageRecorder, summarize
+from bench.stages import StageRecorder, main, summarize
 from tests.bench.smoke import run_bench_smoke
 
 MS = 1_000_000
@@ -76,6 +76,31 @@ def test_summary_keeps_the_window_only_and_overlapping_loop_work_counts_once() -
     assert summary["commits"] == 1 and summary["ops_per_commit"] == 4.0
     assert summary["loop_traced_busy_fraction"] == pytest.approx(3 / 4)
     assert summarize(events, (30 * MS, 40 * MS)) == {"events": 0}
+
+
+def test_the_summary_command_reads_an_events_file_and_names_what_is_wrong_in_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([["commit", 0, 2 * MS, 5], ["commit", 10 * MS, 11 * MS, 3]]))
+    assert main(["summary", str(events)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["commits"] == 2 and summary["ops_per_commit"] == 4.0
+    assert main(["summary", str(events), "--skip-seconds", "0.005"]) == 0
+    assert json.loads(capsys.readouterr().out)["commits"] == 1
+
+    for content, reason in (
+        ("{not json", "not JSON"),
+        ('{"commit": 1}', "expected a list of events, got dict"),
+        ('[["commit", 0, 1]]', "event 0: expected [stage, start_ns, end_ns, count]"),
+        ('[["commit", 0, 1, 2], ["fsync", "0", 1, 2]]', "event 1: expected"),
+    ):
+        events.write_text(content)
+        assert main(["summary", str(events)]) == 2
+        error = capsys.readouterr().err
+        assert f"bench.stages: {events}: {reason}" in error and "Traceback" not in error
+    assert main(["summary", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(120)
