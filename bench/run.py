@@ -111,7 +111,8 @@ class Bench:
         self.stages = stages
 
     def responder(self, name: str, **options: Any) -> Responder:
-        return Responder(self.workdir, self.world, name, profile=self.profile, stages=self.stages, **options)
+        settings: dict[str, Any] = {"profile": self.profile, "stages": self.stages, **options}
+        return Responder(self.workdir, self.world, name, **settings)
 
     def control(self, path: str, payload: Any | None = None) -> Any:
         return http_json(self.world["control"] + path, payload)
@@ -153,7 +154,7 @@ class Bench:
             opened = responder.query("SELECT COUNT(*) FROM alerts WHERE outcome = 'opened'")[0][0]
         # The documented trade (journal.synchronous: normal): acknowledged after the commit, not
         # after the fsync that follows it. Reported beside the default, not held to the targets.
-        with self.responder(f"{name}-normal", synchronous="normal") as relaxed:
+        with self.responder(f"{name}-normal", synchronous="normal", stages=False) as relaxed:
             normal = self.load(f"{name}-normal", relaxed.http_port, **spec).result()
         with baseline_server(self.workdir) as port:
             baselines.append(self.load(f"baseline-{connections}-2", port, token=None, **spec).result())
