@@ -156,6 +156,12 @@ class Bench:
         # after the fsync that follows it. Reported beside the default, not held to the targets.
         with self.responder(f"{name}-normal", synchronous="normal", stages=False) as relaxed:
             normal = self.load(f"{name}-normal", relaxed.http_port, **spec).result()
+        # The journal's writer in the responder's own process (journal.writer: thread), the default
+        # before round 7: what the writer process buys, measured in every run.
+        with self.responder(f"{name}-thread", writer="thread") as threaded:
+            thread_from = time.monotonic_ns() + int(sizes.ingest_warmup * 1e9)
+            thread_writer = self.load(f"{name}-thread", threaded.http_port, **spec).result()
+            thread_to = time.monotonic_ns()
         with baseline_server(self.workdir) as port:
             baselines.append(self.load(f"baseline-{connections}-2", port, token=None, **spec).result())
         with baseline_server(self.workdir, stack="input") as port:
@@ -164,9 +170,15 @@ class Bench:
         own_stack_rate = own_stack["rate_per_second"]
         rate = measured["rate_per_second"]
         stages = {}
-        if self.stages:  # the responder has stopped: its probes wrote their events
-            events = load_events(responder.stages_file)
-            stages = {"stages": summarize(events, (measured_from, measured_to))}
+        if self.stages:  # the responders have stopped: their probes wrote their events
+            stages = {
+                # The writer process commits and syncs out of the probes' reach: this summary has
+                # the event loop's stages only; the thread writer's has all six.
+                "stages": summarize(load_events(responder.stages_file), (measured_from, measured_to)),
+                "thread_writer_stages": summarize(
+                    load_events(threaded.stages_file), (thread_from, thread_to)
+                ),
+            }
         return {
             **stages,
             "connections": connections,
@@ -184,6 +196,11 @@ class Bench:
             "normal_sync_ratio": (
                 round(normal["rate_per_second"] / baseline_rate, 3) if baseline_rate else None
             ),
+            "thread_writer_rate_per_second": thread_writer["rate_per_second"],
+            "thread_writer_ratio": (
+                round(thread_writer["rate_per_second"] / baseline_rate, 3) if baseline_rate else None
+            ),
+            "thread_writer_round_trip_ms": thread_writer["round_trip_ms"],
             "responder_statuses": measured["statuses"],
             "accepted_alerts": accepted,
             "incidents_opened": opened,
@@ -425,6 +442,10 @@ def table(results: dict[str, Any]) -> str:
         row(
             "  journal.synchronous normal: alerts/s; ratio",
             f"{run['normal_sync_rate_per_second']}; {run['normal_sync_ratio']}",
+        )
+        row(
+            "  journal.writer thread: alerts/s; ratio",
+            f"{run['thread_writer_rate_per_second']}; {run['thread_writer_ratio']}",
         )
     grpc = results.get("grpc_ingest")
     if grpc:

@@ -15,11 +15,16 @@ read        ``Connection.data_received`` (parse, validate,     event loop
             decide, schedule the journal ops)
 answer      ``Connection._answer`` (encode and send a reply)   event loop
 hand_over   ``Journal._hand_over`` (ops to the writer; count)  event loop
-commit      ``Journal._commit_batch`` (one transaction; count) journal writer
+commit      ``ThreadWriter._commit_batch`` (one transaction;   journal writer
+            count)
 fsync       ``WalSyncer._sync`` (the WAL's fsync)              journal sync
 resolve     ``journal._resolve_all`` (waiters of a synced      event loop
             group; count)
 =========== ================================================== ==============
+
+With ``journal.writer: process`` (the default) the commit and the fsync run in the writer's own
+process, which the probes do not reach: that summary has the event loop's four stages only. The
+benchmark's thread-writer responder (``journal.writer: thread``) is traced too, with all six.
 
 The summary gives the waits between them (hand-over → commit start, commit end → fsync start,
 fsync end → resolve), which are where a thread waited for the GIL, a core or the disk. The events
@@ -76,6 +81,7 @@ class StageRecorder:
         import responder.journal as journal_module
         from responder.ingest.httpserver import Connection
         from responder.journal import Journal
+        from responder.journal_writer import ThreadWriter
         from responder.walsync import WalSyncer
 
         Connection.data_received = self.probe("read", Connection.data_received)  # type: ignore[method-assign]
@@ -83,8 +89,8 @@ class StageRecorder:
         Journal._hand_over = self.probe(  # type: ignore[method-assign]
             "hand_over", Journal._hand_over, lambda journal: len(journal._scheduled)
         )
-        Journal._commit_batch = self.probe(  # type: ignore[method-assign]
-            "commit", Journal._commit_batch, lambda journal, conn, batch: len(batch)
+        ThreadWriter._commit_batch = self.probe(  # type: ignore[method-assign]
+            "commit", ThreadWriter._commit_batch, lambda writer, conn, batch: len(batch)
         )
         WalSyncer._sync = self.probe("fsync", WalSyncer._sync)  # type: ignore[method-assign]
         # Looked up by name each time the journal settles a group, so the module's name is wrapped.

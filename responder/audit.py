@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.alert import AlertError, format_time_ns
-from responder.journal import INCIDENTS_WITH_SEEN_SQL, decode_payload
+from responder.journal import INCIDENTS_WITH_SEEN_SQL
+from responder.journal_rows import decode_payload
 
 MAX_LIMIT = 5000
 PAGE = 1000

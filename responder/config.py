@@ -309,6 +309,9 @@ class Journal(Strict):
     # normal: it survives the responder's own crash (SIGKILL, OOM) but a power loss may drop the
     # last acknowledged groups; cheaper per alert (see bench/README.md).
     synchronous: Literal["full", "normal"] = "full"
+    # process: the journal's writer runs in a child process, so its SQLite work does not wait for
+    # the event loop's GIL (bench/README.md, round 7). thread: in the responder's own process.
+    writer: Literal["process", "thread"] = "process"
 
 
 class Logging(Strict):

@@ -2,20 +2,20 @@
 notification. It is the source of truth: an input answers only after the alert is here, and
 recovery after a crash is "resume every alert that has no final outcome".
 
-One writer thread owns the write connection and commits in groups: every write waiting in
-its queue goes into one transaction (one fsync), so durability costs little per alert.
-Readers (audit, recovery) use their own connections; WAL lets them run beside the writer.
+This module is the journal's interface: the writes (``op_*``, values that the writer runs inside
+its transaction), who waits for them (threads, coroutines, callbacks on the event loop) and the
+reads. One writer owns the write connection and commits in groups (responder/journal_writer.py),
+in a child process by default (responder/journal_process.py) or on a thread of this one. Readers
+(audit, recovery) use their own connections; WAL lets them run beside the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -23,14 +23,27 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from responder.actions.outcome import ActionOutcome
 from responder.alert import Alert, AlertError
-from responder.alert_json import parse_falco_json
-from responder.errors import UserError
-from responder.walsync import WalSyncer
+from responder.journal_ops import (
+    BumpIncident,
+    FinishAlert,
+    FoldDuplicate,
+    NotificationState,
+    OpenIncident,
+    Prune,
+    RecordAction,
+    RecordDecision,
+    ResetActions,
+    ScheduleNotification,
+    used_bytes,
+)
+from responder.journal_process import ProcessWriter
+from responder.journal_rows import AlertRow, decode_payload
+from responder.journal_schema import connect
+from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
     from responder.incident import IncidentReport
@@ -38,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("serving_guard.journal")
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
 
 
 class LoopCallback:
@@ -60,131 +72,6 @@ class LoopCallback:
 # Who waits for an op: a thread (``submit``/``run_sync``), a coroutine on some event loop (``run``),
 # or a callback on some event loop (``schedule_call``).
 Waiter = Future[Any] | asyncio.Future[Any] | LoopCallback
-# What the writer's queue carries: one op from a thread, the ops of one turn of the event loop, or
-# None to stop.
-QueueItem = tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None
-
-SCHEMA_VERSION = 2
-MIN_SQLITE = (3, 33, 0)
-ALERTS_TABLE = """
-CREATE TABLE IF NOT EXISTS alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    -- Unique, kept so by the single writer (append_rows), found through alerts_event: a content
-    -- id is a hash, and an index on it alone took a random page per insert (half a storm's cost).
-    alert_id TEXT NOT NULL,
-    received_ns INTEGER NOT NULL,
-    input TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    namespace TEXT,
-    pod TEXT,
-    event_ns INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    incident_id TEXT,
-    outcome TEXT,
-    finished_ns INTEGER
-)
-"""
-SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-    + ALERTS_TABLE
-    + """;
-CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
--- An incident's alerts other than its repeats: the repeats of a storm are counted by
--- incidents.count, bumped in the same transaction that stores them. Indexing them too put each
--- repeat on the leaf page of its incident's run: one more page in the WAL per row and commit,
--- 60% of the writer's work under a storm of 50 incidents (bench/README.md, round 5).
-DROP INDEX IF EXISTS alerts_incident;
-CREATE INDEX IF NOT EXISTS alerts_incident_kept ON alerts(incident_id) WHERE outcome IS NOT 'duplicate';
-CREATE INDEX IF NOT EXISTS alerts_event ON alerts(event_ns, alert_id);
-CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY,
-    key_digest TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    pod TEXT NOT NULL,
-    container_id TEXT NOT NULL,
-    hostname TEXT NOT NULL,
-    first_alert_id TEXT NOT NULL,
-    first_event_ns INTEGER,
-    opened_ns INTEGER NOT NULL,
-    last_seen_ns INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    decided_ns INTEGER,
-    verification TEXT,
-    decision TEXT,
-    pod_context TEXT
-);
-CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen_ns);
-CREATE INDEX IF NOT EXISTS incidents_pod ON incidents(namespace, pod);
-CREATE TABLE IF NOT EXISTS actions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident_id TEXT,
-    alert_id TEXT,
-    namespace TEXT,
-    pod TEXT,
-    action TEXT NOT NULL,
-    status TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    started_ns INTEGER NOT NULL,
-    finished_ns INTEGER NOT NULL,
-    actor TEXT
-);
-CREATE INDEX IF NOT EXISTS actions_finished ON actions(finished_ns);
-CREATE INDEX IF NOT EXISTS actions_incident ON actions(incident_id);
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    channel TEXT,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ns INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
-    sent_ns INTEGER,
-    last_error TEXT,
-    slack_channel TEXT,
-    slack_ts TEXT,
-    count_sent INTEGER
-);
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
-    WHERE state IN ('pending', 'sending');
-CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
-"""
-)
-
-_ALERT_COLUMNS = (
-    "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
-    " outcome, finished_ns"
-)
-
-# Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
-# incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
-# drop a column constraint in place.
-MIGRATE_1_TO_2 = (
-    "ALTER TABLE incidents ADD COLUMN first_event_ns INTEGER",
-    "UPDATE incidents SET first_event_ns ="
-    " (SELECT a.event_ns FROM alerts a WHERE a.alert_id = incidents.first_alert_id)",
-    "ALTER TABLE alerts RENAME TO alerts_v1",
-    "DROP INDEX IF EXISTS alerts_pending",
-    "DROP INDEX IF EXISTS alerts_received",
-    "DROP INDEX IF EXISTS alerts_incident",
-    ALERTS_TABLE,
-    f"INSERT INTO alerts(seq, {_ALERT_COLUMNS}) SELECT seq, {_ALERT_COLUMNS} FROM alerts_v1",  # noqa: S608
-    # Keep the AUTOINCREMENT high-water mark: sequence numbers of deleted rows are never reused
-    # (the audit trail pages by them).
-    "UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'alerts_v1'))"
-    " WHERE name = 'alerts'",
-    "INSERT INTO sqlite_sequence(name, seq) SELECT 'alerts', seq FROM sqlite_sequence"
-    " WHERE name = 'alerts_v1' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alerts')",
-    "DROP TABLE alerts_v1",
-    "UPDATE meta SET value = '2' WHERE key = 'schema'",
-)
 
 FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
 
@@ -240,225 +127,7 @@ class NotificationRow:
     slack_ts: str | None
 
 
-# One compact encoder for every payload: json.dumps with non-default separators builds a new
-# encoder per call, which cost as much as the encoding itself.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-# Payloads were once stored as zlib streams; a zlib stream starts with 0x78 ('x'), which no JSON
-# text can start with, so both forms are told apart by their first byte.
-_ZLIB_MAGIC = 0x78
-
-
-def encode_payload(alert: Alert, raw: bytes | None = None) -> bytes:
-    """The alert as Falco JSON. ``raw`` is the body as received (already validated into ``alert``):
-    stored as is, it saves re-encoding on the hot path and keeps exactly what the sender sent.
-    Not compressed: zlib cost ~25 µs per alert on the writer thread (more than the insert itself)
-    to save ~40% of a record that retention removes anyway."""
-    if raw is not None:
-        return raw
-    return _COMPACT_JSON.encode(alert.to_falco_json()).encode()
-
-
-def decode_payload(blob: bytes) -> Alert:
-    if blob[:1] == bytes((_ZLIB_MAGIC,)):
-        blob = zlib.decompress(blob)
-    return parse_falco_json(blob)
-
-
-# Two parameters a row: within the 999 bound variables of the oldest SQLite builds.
-_EXISTING_CHUNK = 400
-# Rows per multi-row statement: 13 parameters a row stays within the 999 bound variables of the
-# oldest SQLite builds. One statement per chunk, not one step per row: the writer thread gives the
-# GIL up around every SQLite step, and getting it back while the event loop is busy is what cost
-# the most under a storm.
-_ROWS_PER_STATEMENT = 64
-_BUMPS_PER_STATEMENT = 300
-
-
-@functools.lru_cache(maxsize=64)
-def _existing_sql(rows: int) -> str:
-    # A join on the (event_ns, alert_id) index: one seek per key. (`(a, b) IN (VALUES ...)` scanned
-    # the whole index; two IN lists sought every pair of their product, quadratic in redeliveries.)
-    marks = ",".join(["(?,?)"] * rows)
-    # Only placeholders are formatted in; the keys themselves are bound parameters.
-    return (
-        f"SELECT a.alert_id FROM (VALUES {marks}) AS v"  # noqa: S608
-        " CROSS JOIN alerts AS a ON a.event_ns = v.column1 AND a.alert_id = v.column2"
-    )
-
-
-@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
-def _insert_alerts_sql(rows: int) -> str:
-    marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
-    return f"INSERT INTO alerts({_ALERT_COLUMNS}) VALUES {marks}"  # noqa: S608 (placeholders only)
-
-
-@functools.lru_cache(maxsize=_BUMPS_PER_STATEMENT)
-def _bump_incidents_sql(rows: int) -> str:
-    marks = ",".join(["(?,?,?)"] * rows)
-    return (
-        "UPDATE incidents SET count = MAX(incidents.count, v.column2),"  # noqa: S608 (placeholders only)
-        " last_seen_ns = MAX(incidents.last_seen_ns, v.column3)"
-        f" FROM (VALUES {marks}) AS v WHERE incidents.incident_id = v.column1"
-    )
-
-
-def _insert_alerts(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        conn.execute(_insert_alerts_sql(len(chunk)), [value for row in chunk for value in row])
-
-
-def _bump_incidents(conn: sqlite3.Connection, bumps: list[tuple[str, int, int]]) -> None:
-    for start in range(0, len(bumps), _BUMPS_PER_STATEMENT):
-        chunk = bumps[start : start + _BUMPS_PER_STATEMENT]
-        conn.execute(_bump_incidents_sql(len(chunk)), [value for bump in chunk for value in bump])
-
-
-class AlertRow:
-    """Journal one accepted alert: pending (to be processed) or, for a repeat of a journaled
-    incident, already at its final outcome. Returns whether it is new (False: this alert id is
-    already journaled, a redelivery).
-
-    The writer stores consecutive rows of a group with one existence query and one
-    ``executemany`` (see :func:`append_rows`); called alone it is a plain insert."""
-
-    __slots__ = ("alert", "count", "incident_id", "input", "raw", "received_ns")
-
-    def __init__(
-        self,
-        alert: Alert,
-        input_name: str,
-        received_ns: int,
-        raw: bytes | None,
-        incident_id: str | None = None,
-        count: int = 0,
-    ) -> None:
-        self.alert = alert
-        self.input = input_name
-        self.received_ns = received_ns
-        self.raw = raw
-        self.incident_id = incident_id  # set: a repeat, final at once
-        self.count = count
-
-    def params(self) -> tuple[Any, ...]:
-        alert = self.alert
-        repeat = self.incident_id is not None
-        return (
-            alert.alert_id,
-            self.received_ns,
-            self.input,
-            alert.rule,
-            int(alert.priority),
-            alert.namespace,
-            alert.pod,
-            alert.time_ns,
-            encode_payload(alert, self.raw),
-            "done" if repeat else "pending",
-            self.incident_id,
-            "duplicate" if repeat else None,
-            self.received_ns if repeat else None,
-        )
-
-    def __call__(self, conn: sqlite3.Connection) -> bool:
-        return append_rows(conn, [self])[0]
-
-
-class RecentAlerts:
-    """Which new alerts the writer may store without looking for an earlier copy.
-
-    A redelivery can only match a stored row, and every stored row either has an event time at or
-    below ``floor_ns`` or was written through this writer's connection since (``ids``). A new alert
-    is almost always neither, so most of a storm goes in without a lookup (one statement fewer per
-    group, and every statement is a GIL round trip with the busy event loop). The id set is bounded
-    (10,000 ids, ~1.5 MB): when full, the floor rises to the newest event time written and the set
-    starts again."""
-
-    def __init__(self, floor_ns: int, max_ids: int = 10_000) -> None:
-        self.floor_ns = floor_ns
-        self.ids: set[str] = set()
-        self._newest_ns = floor_ns
-        self._max_ids = max_ids
-
-    def may_exist(self, alert: Alert) -> bool:
-        return alert.time_ns <= self.floor_ns or alert.alert_id in self.ids
-
-    def add(self, alert: Alert) -> None:
-        """Called for every row written, before its commit: a rolled-back row stays "may exist",
-        which only costs a lookup."""
-        if alert.time_ns > self.floor_ns:
-            self.ids.add(alert.alert_id)
-            self._newest_ns = max(self._newest_ns, alert.time_ns)
-        if len(self.ids) > self._max_ids:
-            self.floor_ns = self._newest_ns
-            self.ids.clear()
-
-
-class WriteConnection(sqlite3.Connection):
-    """The writer thread's connection: the only one that inserts alerts, so it is where the record
-    of what was inserted lives."""
-
-    recent: RecentAlerts | None = None
-
-
-def append_rows(conn: sqlite3.Connection, rows: list[AlertRow]) -> list[bool]:
-    """Store rows whose alert id is not journaled yet (the first of equal ids in the group wins);
-    bump each repeated incident once. One round trip per step instead of per row."""
-    recent = conn.recent if isinstance(conn, WriteConnection) else None
-    ids = [row.alert.alert_id for row in rows]
-    existing: set[str] = set()
-    maybe_stored = [row for row in rows if recent is None or recent.may_exist(row.alert)]
-    for start in range(0, len(maybe_stored), _EXISTING_CHUNK):
-        chunk = maybe_stored[start : start + _EXISTING_CHUNK]
-        keys = [value for row in chunk for value in (row.alert.time_ns, row.alert.alert_id)]
-        existing.update(r[0] for r in conn.execute(_existing_sql(len(chunk)), keys))
-    new: list[bool] = []
-    inserts: list[tuple[Any, ...]] = []
-    bumps: dict[str, tuple[int, int]] = {}
-    for row, alert_id in zip(rows, ids, strict=True):
-        if alert_id in existing:
-            new.append(False)
-            continue
-        existing.add(alert_id)
-        new.append(True)
-        inserts.append(row.params())
-        if recent is not None:
-            recent.add(row.alert)
-        if row.incident_id is not None:
-            count, seen = bumps.get(row.incident_id, (0, 0))
-            bumps[row.incident_id] = (max(count, row.count), max(seen, row.received_ns))
-    if inserts:
-        _insert_alerts(conn, inserts)
-    if bumps:
-        _bump_incidents(conn, [(incident, count, seen) for incident, (count, seen) in bumps.items()])
-    return new
-
-
-def used_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of live records: the database's pages minus its free list (the file does not shrink
-    when rows are deleted; its free pages are reused)."""
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    size = conn.execute("PRAGMA page_size").fetchone()[0]
-    return int((pages - free) * size)
-
-
-# The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
-
-
-def connect(
-    path: str, *, readonly: bool = False, factory: type[sqlite3.Connection] = sqlite3.Connection
-) -> sqlite3.Connection:
-    if readonly:
-        uri = f"file:{Path(path).as_posix()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
-    else:
-        conn = sqlite3.connect(
-            path, check_same_thread=False, timeout=30, isolation_level=None, factory=factory
-        )
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 30000")
-    return conn
+WRITERS = ("process", "thread")
 
 
 class Journal:
@@ -473,81 +142,44 @@ class Journal:
         clock_ns: Callable[[], int] = time.time_ns,
         recent_ids: int = 10_000,
         fsync: Callable[[int], None] | None = None,
+        writer: str = "thread",
     ) -> None:
         self.path = path
+        self._options = WriterOptions(path, commit_interval_seconds, synchronous, recent_ids)
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be process or thread, got {writer!r}")
+        if writer == "process" and fsync is not None:
+            raise ValueError("an fsync function can only be given to the thread writer")
+        self._writer_kind = writer
         self._fsync = fsync  # None: os.fsync
         self._max_bytes = max_bytes
         self._retention_ns = int(retention_seconds * 1e9)
-        self._commit_interval = commit_interval_seconds
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
-        self._synchronous = synchronous
         self._clock_ns = clock_ns
-        self._recent_ids = recent_ids
-        self._queue: queue.SimpleQueue[tuple[Op, Waiter] | list[tuple[Op, Waiter]] | None] = (
-            queue.SimpleQueue()
-        )
         # Ops scheduled by the event loop since its last hand-over (see ``schedule``).
         self._scheduled: list[tuple[Op, Waiter]] = []
         self._scheduling_loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.
-        self._syncer: WalSyncer[list[tuple[Waiter, Any, BaseException | None]]] | None = None
-        self._write: sqlite3.Connection | None = None
+        self._writer: ThreadWriter[Waiter] | ProcessWriter | None = None
         self._read_local = threading.local()
         self._full = False
-        self.commits = 0
-        self.ops_committed = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:  # UPDATE ... FROM (the storm's batched bumps)
-            raise UserError(f"journal: SQLite {sqlite3.sqlite_version} is too old; 3.33 or newer is needed")
-        directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            conn = connect(self.path, factory=WriteConnection)
-            conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL for SQLite either way: with FULL the syncer fsyncs each commit before any of
-            # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            _migrate(conn)
-            conn.executescript(SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row["value"]) != SCHEMA_VERSION:
-                raise UserError(
-                    f"journal {self.path}: schema {row['value']}, this version reads {SCHEMA_VERSION}"
-                )
-            newest = conn.execute("SELECT MAX(event_ns) FROM alerts").fetchone()[0]
-            assert isinstance(conn, WriteConnection)
-            conn.recent = RecentAlerts(newest if newest is not None else -(1 << 63), self._recent_ids)
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"journal {self.path}: cannot open: {exc}") from None
-        except OSError as exc:
-            raise UserError(f"journal {self.path}: cannot create {directory}: {exc.strerror}") from None
-        self._write = conn
-        if self._synchronous == "FULL":
-            self._syncer = WalSyncer(self.path, self._release_synced, self._fsync)
-            self._syncer.start()
-        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
-        self._thread.start()
+        """Open the journal (creating or upgrading it) and start its writer. UserError names the
+        journal and what is wrong with it."""
+        writer: ThreadWriter[Waiter] | ProcessWriter
+        if self._writer_kind == "process":
+            writer = ProcessWriter(self._options, self._settle)
+        else:
+            writer = ThreadWriter(self._options, self._settle, self._fsync)
+        writer.start()
+        self._writer = writer
 
     def close(self) -> None:
-        if self._thread is not None:
+        if self._writer is not None:
             self._hand_over()
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
-        if self._syncer is not None:
-            self._syncer.stop()
-            self._syncer = None
-        if self._write is not None:
-            self._write.close()
-            self._write = None
+            self._writer.stop()
+            self._writer = None
 
     def __enter__(self) -> Journal:
         self.open()
@@ -556,115 +188,22 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the writer thread ---------------------------------------------------------------------
+    @property
+    def failure(self) -> str | None:
+        """Why no write can succeed until the responder restarts (its writer is gone), or None.
+        The responder's liveness check reports it, so that Kubernetes restarts it."""
+        return self._writer.failure if self._writer is not None else None
 
-    def _writer(self) -> None:
-        assert self._write is not None
-        conn = self._write
-        stopping = False
-        last_commit = 0.0
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = item if isinstance(item, list) else [item]
-            # Group commit: at most one commit per interval. Writes that arrive while the previous
-            # commit runs (or during what is left of its interval) share the next one; a write after
-            # a quiet spell commits at once instead of always sleeping a full interval first.
-            wait = self._commit_interval - (time.monotonic() - last_commit)
-            if wait > 0:
-                time.sleep(wait)
-            while len(batch) < 5000:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                if isinstance(more, list):
-                    batch.extend(more)
-                else:
-                    batch.append(more)
-            last_commit = time.monotonic()
-            self._commit_batch(conn, batch)
+    @property
+    def commits(self) -> int:
+        """Transactions the writer has committed (each holds a group of ops)."""
+        return self._writer.commits if self._writer is not None else 0
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Waiter]]) -> None:
-        # Fast path: the whole group in one transaction, no per-op savepoints. Only when an op
-        # fails is the group rolled back and redone op by op under savepoints (below), so the
-        # outcome is the same either way: one bad write fails alone, the rest commit together.
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            results: list[tuple[Waiter, Any, BaseException | None]] = []
-            try:
-                results = self._run_grouped(conn, batch)
-            except Exception:
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                results = self._run_isolated(conn, batch)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            log.error("journal commit failed", extra={"error": str(exc), "batch": len(batch)})
-            self._settle([(waiter, None, exc) for _, waiter in batch])
-            return
-        self.commits += 1
-        self.ops_committed += len(batch)
-        if self._syncer is not None:
-            self._syncer.committed(results)  # acknowledged once the fsync that follows is done
-        else:
-            self._settle(results)
+    @property
+    def ops_committed(self) -> int:
+        return self._writer.ops_committed if self._writer is not None else 0
 
-    def _release_synced(
-        self, results: list[tuple[Waiter, Any, BaseException | None]], error: BaseException | None
-    ) -> None:
-        if error is not None:  # committed, but maybe not on disk: not acknowledged as written
-            results = [(waiter, None, own or error) for waiter, _, own in results]
-        self._settle(results)
-
-    @staticmethod
-    def _run_grouped(
-        conn: sqlite3.Connection, batch: list[tuple[Op, Waiter]]
-    ) -> list[tuple[Waiter, Any, BaseException | None]]:
-        """Run the group in order; runs of consecutive alert rows go in together (most of a busy
-        group), which costs a fraction of one statement per row."""
-        results: list[tuple[Waiter, Any, BaseException | None]] = []
-        index = 0
-        while index < len(batch):
-            op, waiter = batch[index]
-            if not isinstance(op, AlertRow):
-                results.append((waiter, op(conn), None))
-                index += 1
-                continue
-            end = index
-            while end < len(batch) and isinstance(batch[end][0], AlertRow):
-                end += 1
-            run = batch[index:end]
-            rows = [row for row, _ in run]
-            stored = append_rows(conn, rows)  # type: ignore[arg-type]
-            results.extend(
-                (row_waiter, value, None) for (_, row_waiter), value in zip(run, stored, strict=True)
-            )
-            index = end
-        return results
-
-    @staticmethod
-    def _run_isolated(
-        conn: sqlite3.Connection, batch: list[tuple[Op, Waiter]]
-    ) -> list[tuple[Waiter, Any, BaseException | None]]:
-        results: list[tuple[Waiter, Any, BaseException | None]] = []
-        for index, (op, waiter) in enumerate(batch):
-            # A savepoint per op: one bad write fails alone, the group still commits.
-            conn.execute(f"SAVEPOINT op{index}")
-            try:
-                results.append((waiter, op(conn), None))
-                conn.execute(f"RELEASE op{index}")
-            except Exception as exc:
-                conn.execute(f"ROLLBACK TO op{index}")
-                conn.execute(f"RELEASE op{index}")
-                results.append((waiter, None, exc))
-        return results
+    # -- writes ----------------------------------------------------------------------------------
 
     @staticmethod
     def _settle(results: list[tuple[Waiter, Any, BaseException | None]]) -> None:
@@ -691,14 +230,14 @@ class Journal:
                 loop.call_soon_threadsafe(_resolve_all, settled)
 
     def submit(self, op: Op) -> Future[Any]:
-        if self._thread is None:
+        if self._writer is None:
             raise RuntimeError("journal is not open")
         future: Future[Any] = Future()
         if self._scheduled and _running_loop() is self._scheduling_loop:
             # Called on the loop with ops of this turn still to hand over: keep the loop's order.
             self._scheduled.append((op, future))
         else:
-            self._queue.put((op, future))
+            self._writer.put([(op, future)])
         return future
 
     def schedule(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -721,7 +260,7 @@ class Journal:
 
     def _scheduling(self) -> asyncio.AbstractEventLoop:
         """The running loop, with a hand-over to the writer arranged for this turn."""
-        if self._thread is None:
+        if self._writer is None:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
         # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
@@ -733,8 +272,8 @@ class Journal:
 
     def _hand_over(self) -> None:
         scheduled, self._scheduled = self._scheduled, []
-        if scheduled:
-            self._queue.put(scheduled)
+        if scheduled and self._writer is not None:
+            self._writer.put(scheduled)
 
     async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return await self.schedule(op)
@@ -792,66 +331,41 @@ class Journal:
         return AlertRow(alert, input_name, received_ns, raw, incident_id, count)
 
     @staticmethod
-    def op_finish_alert(alert: Alert, incident_id: str | None, outcome: str, finished_ns: int) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ?"
-                " WHERE event_ns = ? AND alert_id = ?",
-                (incident_id, outcome, finished_ns, alert.time_ns, alert.alert_id),
-            )
-
-        return op
+    def op_finish_alert(alert: Alert, incident_id: str | None, outcome: str, finished_ns: int) -> FinishAlert:
+        return FinishAlert(alert.time_ns, alert.alert_id, incident_id, outcome, finished_ns)
 
     @staticmethod
-    def op_open_incident(row: IncidentRow) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
-                " first_alert_id, first_event_ns, opened_ns, last_seen_ns, count)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(incident_id) DO NOTHING",
-                (
-                    row.incident_id,
-                    row.key_digest,
-                    row.rule,
-                    row.namespace,
-                    row.pod,
-                    row.container_id,
-                    row.hostname,
-                    row.first_alert_id,
-                    row.first_event_ns,
-                    row.opened_ns,
-                    row.last_seen_ns,
-                    row.count,
-                ),
+    def op_open_incident(row: IncidentRow) -> OpenIncident:
+        return OpenIncident(
+            (
+                row.incident_id,
+                row.key_digest,
+                row.rule,
+                row.namespace,
+                row.pod,
+                row.container_id,
+                row.hostname,
+                row.first_alert_id,
+                row.first_event_ns,
+                row.opened_ns,
+                row.last_seen_ns,
+                row.count,
             )
-
-        return op
+        )
 
     @staticmethod
-    def op_bump_incident(incident_id: str, count: int, last_seen_ns: int) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE incidents SET count = MAX(count, ?), last_seen_ns = MAX(last_seen_ns, ?)"
-                " WHERE incident_id = ?",
-                (count, last_seen_ns, incident_id),
-            )
-
-        return op
+    def op_bump_incident(incident_id: str, count: int, last_seen_ns: int) -> BumpIncident:
+        return BumpIncident(incident_id, count, last_seen_ns)
 
     @staticmethod
     def op_fold_duplicate(
         alert: Alert, incident_id: str, count: int, last_seen_ns: int, finished_ns: int
-    ) -> Op:
+    ) -> FoldDuplicate:
         """A repeat folded into its incident: bump the incident and finish the alert in one write."""
-        bump = Journal.op_bump_incident(incident_id, count, last_seen_ns)
-        finish = Journal.op_finish_alert(alert, incident_id, "duplicate", finished_ns)
-
-        def op(conn: sqlite3.Connection) -> None:
-            bump(conn)
-            finish(conn)
-
-        return op
+        return FoldDuplicate(
+            BumpIncident(incident_id, count, last_seen_ns),
+            FinishAlert(alert.time_ns, alert.alert_id, incident_id, "duplicate", finished_ns),
+        )
 
     @staticmethod
     def op_record_decision(
@@ -860,21 +374,14 @@ class Journal:
         verification: dict[str, Any],
         decision: dict[str, Any],
         pod_context: dict[str, Any] | None,
-    ) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE incidents SET decided_ns = ?, verification = ?, decision = ?, pod_context = ?"
-                " WHERE incident_id = ?",
-                (
-                    decided_ns,
-                    json.dumps(verification),
-                    json.dumps(decision),
-                    json.dumps(pod_context) if pod_context is not None else None,
-                    incident_id,
-                ),
-            )
-
-        return op
+    ) -> RecordDecision:
+        return RecordDecision(
+            incident_id,
+            decided_ns,
+            json.dumps(verification),
+            json.dumps(decision),
+            json.dumps(pod_context) if pod_context is not None else None,
+        )
 
     @staticmethod
     def op_record_action(
@@ -884,58 +391,29 @@ class Journal:
         pod: str | None,
         outcome: ActionOutcome,
         actor: str = "responder",
-    ) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO actions(incident_id, alert_id, namespace, pod, action, status, detail, outcome,"
-                " started_ns, finished_ns, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    incident_id,
-                    alert_id,
-                    namespace,
-                    pod,
-                    outcome.action,
-                    outcome.status.value,
-                    outcome.detail,
-                    json.dumps(outcome.to_json()),
-                    outcome.started_ns,
-                    outcome.finished_ns,
-                    actor,
-                ),
+    ) -> RecordAction:
+        return RecordAction(
+            (
+                incident_id,
+                alert_id,
+                namespace,
+                pod,
+                outcome.action,
+                outcome.status.value,
+                outcome.detail,
+                json.dumps(outcome.to_json()),
+                outcome.started_ns,
+                outcome.finished_ns,
+                actor,
             )
-
-        return op
+        )
 
     @staticmethod
     def op_schedule_notification(
         incident_id: str, kind: str, channel: str | None, due_ns: int, now_ns: int
-    ) -> Op:
+    ) -> ScheduleNotification:
         """Queue a notification; a repeat is coalesced with one already waiting for the incident."""
-
-        def op(conn: sqlite3.Connection) -> int | None:
-            if kind == "incident":
-                # One post per incident, even when a crash makes us decide it twice.
-                exists = conn.execute(
-                    "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'incident'", (incident_id,)
-                ).fetchone()
-                if exists is not None:
-                    return None
-            if kind == "repeat":
-                waiting = conn.execute(
-                    "SELECT id FROM notifications"
-                    " WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
-                    (incident_id,),
-                ).fetchone()
-                if waiting is not None:
-                    return None
-            cursor = conn.execute(
-                "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns)"
-                " VALUES (?, ?, ?, 'pending', ?, ?)",
-                (incident_id, kind, channel, due_ns, now_ns),
-            )
-            return cursor.lastrowid
-
-        return op
+        return ScheduleNotification(incident_id, kind, channel, due_ns, now_ns)
 
     @staticmethod
     def op_notification_state(
@@ -949,66 +427,31 @@ class Journal:
         slack_ts: str | None = None,
         sent_ns: int | None = None,
         count_sent: int | None = None,
-    ) -> Op:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE notifications SET state = ?, attempts = COALESCE(?, attempts),"
-                " next_attempt_ns = COALESCE(?, next_attempt_ns), last_error = COALESCE(?, last_error),"
-                " slack_channel = COALESCE(?, slack_channel), slack_ts = COALESCE(?, slack_ts),"
-                " sent_ns = COALESCE(?, sent_ns), count_sent = COALESCE(?, count_sent) WHERE id = ?",
-                (
-                    state,
-                    attempts,
-                    next_attempt_ns,
-                    error,
-                    slack_channel,
-                    slack_ts,
-                    sent_ns,
-                    count_sent,
-                    notification_id,
-                ),
+    ) -> NotificationState:
+        return NotificationState(
+            (
+                state,
+                attempts,
+                next_attempt_ns,
+                error,
+                slack_channel,
+                slack_ts,
+                sent_ns,
+                count_sent,
+                notification_id,
             )
-
-        return op
+        )
 
     @staticmethod
-    def op_reset_actions(incident_id: str) -> Op:
+    def op_reset_actions(incident_id: str) -> ResetActions:
         """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
         and its records are the incident's one final set."""
+        return ResetActions(incident_id)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM actions WHERE incident_id = ?", (incident_id,))
-
-        return op
-
-    def op_prune(self, now_ns: int) -> Op:
+    def op_prune(self, now_ns: int) -> Prune:
         """Retention: drop finished records older than the retention period; if still over the size
         bound, drop the oldest finished alerts (never pending ones: they are not done yet)."""
-        cutoff = now_ns - self._retention_ns
-        max_bytes = self._max_bytes
-
-        def op(conn: sqlite3.Connection) -> int:
-            removed = conn.execute(
-                "DELETE FROM alerts WHERE state = 'done' AND received_ns < ?", (cutoff,)
-            ).rowcount
-            conn.execute("DELETE FROM actions WHERE finished_ns < ?", (cutoff,))
-            conn.execute(
-                "DELETE FROM notifications WHERE state IN ('sent', 'failed') AND created_ns < ?", (cutoff,)
-            )
-            conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
-            if used_bytes(conn) > max_bytes:
-                # Pages freed by deletes are reused by SQLite, so deleting bounds growth.
-                total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'done'").fetchone()[0]
-                drop = max(total // 10, 1) if total else 0
-                if drop:
-                    removed += conn.execute(
-                        "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE state = 'done'"
-                        " ORDER BY seq LIMIT ?)",
-                        (drop,),
-                    ).rowcount
-            return removed
-
-        return op
+        return Prune(now_ns - self._retention_ns, self._max_bytes)
 
     # -- recovery and queries -----------------------------------------------------------------
 
@@ -1137,25 +580,6 @@ class Journal:
                 ).fetchall()
             ]
         return record
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a journal written by an earlier version to this schema, in one transaction."""
-    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-    if has_meta is None:
-        return  # a new journal
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is None or int(row[0]) != 1:
-        return
-    log.info("upgrading the journal's schema", extra={"from": 1, "to": SCHEMA_VERSION})
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in MIGRATE_1_TO_2:
-            conn.execute(statement)
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

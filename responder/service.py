@@ -25,6 +25,7 @@ from responder.ingest.http import Authenticator, TokenSource, build_input_server
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
+from responder.journal_ops import Touch
 from responder.metrics import Metrics
 from responder.pipeline import Pipeline
 
@@ -73,6 +74,7 @@ class Responder:
             commit_interval_seconds=config.journal.commit_interval_ms / 1000,
             synchronous=config.journal.synchronous.upper(),
             clock_ns=clock_ns,
+            writer=config.journal.writer,
         )
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
         self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
@@ -246,6 +248,10 @@ class Responder:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        # Alive unless only a restart can help: a journal whose writer is gone accepts nothing more.
+        failure = self.journal.failure
+        if failure is not None:
+            return web.json_response({"status": "failing", "journal": failure}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -264,7 +270,7 @@ class Responder:
         if now - self.readiness.checked_at > READY_CACHE_SECONDS:
             details = []
             try:
-                await asyncio.wait_for(self.journal.run(_touch), timeout=2.0)
+                await asyncio.wait_for(self.journal.run(Touch()), timeout=2.0)
                 journal_ok = True
             except Exception as exc:  # any failure to write means not ready
                 journal_ok = False
@@ -326,10 +332,6 @@ class Responder:
             log.error(
                 "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}
             )
-
-
-def _touch(conn: Any) -> None:
-    conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
 
 
 def audit_query_from(params: Any) -> AuditQuery:

@@ -15,7 +15,7 @@ from responder.client import ResponderClient
 from responder.commands.common import add_responder_options, client_auth
 from responder.config import load_config
 from responder.errors import UserError
-from responder.journal import connect
+from responder.journal_schema import connect
 from responder.service import parse_since
 
 

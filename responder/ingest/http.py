@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -127,6 +128,19 @@ def overloaded(exc: Overloaded) -> Response:
     )
 
 
+# Why a journal write fails: its commit (sqlite3.Error), its fsync (SyncFailed) or its writer
+# process being gone (JournalUnavailable), the last two OSErrors. Nothing was acknowledged: the
+# sender may retry, here or after the restart that liveness asks for.
+JOURNAL_FAILURES = (OSError, sqlite3.Error)
+JOURNAL_RETRY_AFTER_SECONDS = 5
+
+
+def journal_failed(exc: BaseException) -> Response:
+    return json_error(503, "journal write failed", reason=str(exc)).with_headers(
+        ("Retry-After", str(JOURNAL_RETRY_AFTER_SECONDS))
+    )
+
+
 def accepted_response(accepted: Accepted) -> Response:
     # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
     status = "accepted" if accepted.new else "already accepted"
@@ -136,7 +150,9 @@ def accepted_response(accepted: Accepted) -> Response:
 def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseException) -> None:
     if answer.done():  # the server stopped waiting for it
         return
-    if isinstance(result, BaseException):
+    if isinstance(result, JOURNAL_FAILURES):
+        answer.set_result(journal_failed(result))
+    elif isinstance(result, BaseException):
         answer.set_exception(result)
     else:
         answer.set_result(accepted_response(result))
@@ -183,6 +199,8 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
             accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout, raw=body)
         except Overloaded as exc:
             return overloaded(exc)
+        except JOURNAL_FAILURES as exc:
+            return journal_failed(exc)
         return accepted_response(accepted)
 
     return Route(

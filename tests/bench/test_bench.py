@@ -42,6 +42,10 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
         for trip in (http["responder_round_trip_ms"], http["baseline_round_trip_ms"]):
             assert trip["count"] > 0 and 0 < trip["p50"] <= trip["p99"] <= trip["max"]
         assert http["normal_sync_rate_per_second"] > 0
+        assert http["thread_writer_rate_per_second"] > 0
+        assert http["thread_writer_ratio"] == pytest.approx(
+            http["thread_writer_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
+        )
         assert http["normal_sync_ratio"] == pytest.approx(
             http["normal_sync_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from responder.cluster.api import KubeGateway
 from responder.errors import UserError
+from responder.journal_process import ProcessWriter
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
@@ -216,6 +219,26 @@ async def test_health_readiness_and_metrics(open_input: Responder, seeded: Seede
     assert "serving_guard_alert_to_decision_seconds_bucket" in text
     # Pod names never become label values.
     assert seeded[1]["vllm"].name not in text
+
+
+async def test_liveness_fails_once_the_journal_writer_is_gone(open_input: Responder, seeded: Seeded) -> None:
+    """Nothing can be accepted without the journal's writer: only a restart helps, so the liveness
+    check fails (Kubernetes restarts the pod) and the input answers 503 meanwhile."""
+    writer = open_input.journal._writer
+    assert isinstance(writer, ProcessWriter) and writer._process is not None
+    os.kill(writer._process.pid, signal.SIGKILL)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(f"{open_input.metrics_url}/healthz") as response:
+                if response.status == 503:
+                    health = await response.json()
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("liveness stayed ok without the journal's writer")
+    assert health == {"status": "failing", "journal": "journal writer process exited with code -9"}
+    status, payload, _ = await post(open_input.http_url or "", body_for(seeded[1]))
+    assert status == 503 and "journal writer process" in json.dumps(payload)
 
 
 async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.errors import UserError
-from responder.journal import IncidentRow, Journal, decode_payload, encode_payload
+from responder.journal import IncidentRow, Journal
+from responder.journal_rows import decode_payload, encode_payload
 from responder.logs import setup_logging
 
 
@@ -30,6 +31,12 @@ def alert(n: int, rule: str = "r") -> Alert:
             "output_fields": {"k8s.ns.name": "ml", "k8s.pod.name": f"p{n % 7}", "n": n},
         }
     )
+
+
+@pytest.fixture(params=["thread", "process"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """The journal's two writers (journal.writer): the tests that take this run on both."""
+    return str(request.param)
 
 
 def open_journal(tmp_path: Path, **kwargs: object) -> Journal:
@@ -53,19 +60,19 @@ def test_payloads_are_the_bodies_as_received_and_older_compressed_ones_still_rea
     assert decode_payload(zlib.compress(raw, 1)) == original
 
 
-def test_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path, commit_interval_seconds=0.005)
+def test_concurrent_writers_are_group_committed(tmp_path: Path, writer: str) -> None:
+    journal = open_journal(tmp_path, writer=writer, commit_interval_seconds=0.005)
     try:
         futures = []
         lock = threading.Lock()
 
-        def writer(start: int) -> None:
+        def write_from(start: int) -> None:
             for n in range(start, start + 250):
                 future = journal.submit(Journal.op_append_alert(alert(n), "http", n))
                 with lock:
                     futures.append(future)
 
-        threads = [threading.Thread(target=writer, args=(i * 1000,)) for i in range(4)]
+        threads = [threading.Thread(target=write_from, args=(i * 1000,)) for i in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -78,8 +85,8 @@ def test_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_the_same_alert_is_stored_once(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path)
+def test_the_same_alert_is_stored_once(tmp_path: Path, writer: str) -> None:
+    journal = open_journal(tmp_path, writer=writer)
     try:
         assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
         assert journal.run_sync(Journal.op_append_alert(alert(1), "grpc", 2)) is False
@@ -104,13 +111,13 @@ def test_a_failing_write_fails_alone(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_pending_alerts_survive_a_reopen_in_order(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path)
+def test_pending_alerts_survive_a_reopen_in_order(tmp_path: Path, writer: str) -> None:
+    journal = open_journal(tmp_path, writer=writer)
     for n in range(5):
         journal.run_sync(Journal.op_append_alert(alert(n), "http", n))
     journal.run_sync(Journal.op_finish_alert(alert(2), "inc", "opened", 99))
     journal.close()
-    again = open_journal(tmp_path)
+    again = open_journal(tmp_path, writer=writer)
     try:
         pending = again.pending_alerts()
         assert [p.alert for p in pending] == [alert(n) for n in (0, 1, 3, 4)]
@@ -119,8 +126,8 @@ def test_pending_alerts_survive_a_reopen_in_order(tmp_path: Path) -> None:
         again.close()
 
 
-def test_retention_drops_old_finished_records_but_never_pending_ones(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path, retention_seconds=10.0)
+def test_retention_drops_old_finished_records_but_never_pending_ones(tmp_path: Path, writer: str) -> None:
+    journal = open_journal(tmp_path, writer=writer, retention_seconds=10.0)
     try:
         for n in range(6):
             journal.run_sync(Journal.op_append_alert(alert(n), "http", n * 1_000_000_000))
@@ -133,10 +140,10 @@ def test_retention_drops_old_finished_records_but_never_pending_ones(tmp_path: P
         journal.close()
 
 
-def test_size_bound_prunes_and_then_reports_full(tmp_path: Path) -> None:
+def test_size_bound_prunes_and_then_reports_full(tmp_path: Path, writer: str) -> None:
     import os as _os
 
-    journal = open_journal(tmp_path, max_bytes=1024 * 1024, commit_interval_seconds=0)
+    journal = open_journal(tmp_path, writer=writer, max_bytes=1024 * 1024, commit_interval_seconds=0)
     try:
         # Incompressible outputs: 200 alerts of ~12 KB each are well past the 1 MiB bound.
         big = [
@@ -163,7 +170,7 @@ def test_size_bound_prunes_and_then_reports_full(tmp_path: Path) -> None:
         assert 0 < left < 200
         # And it stays clear after a restart (the state is measured, not remembered).
         journal.close()
-        journal = open_journal(tmp_path, max_bytes=1024 * 1024)
+        journal = open_journal(tmp_path, writer=writer, max_bytes=1024 * 1024)
         journal.check_size()
         assert not journal.full
     finally:
@@ -231,8 +238,8 @@ def test_audit_returns_the_newest_matches_oldest_first(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["FULL", "NORMAL"])
-def test_both_durability_modes_store_and_read_back(tmp_path: Path, mode: str) -> None:
-    journal = open_journal(tmp_path, synchronous=mode)
+def test_both_durability_modes_store_and_read_back(tmp_path: Path, mode: str, writer: str) -> None:
+    journal = open_journal(tmp_path, synchronous=mode, writer=writer)
     try:
         assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
         with journal.reader() as conn:
@@ -242,8 +249,10 @@ def test_both_durability_modes_store_and_read_back(tmp_path: Path, mode: str) ->
     assert open_journal(tmp_path).pending_alerts()[0].alert == alert(1)
 
 
-def test_a_group_of_rows_stores_each_id_once_and_bumps_each_incident_once(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path, commit_interval_seconds=0.05)
+def test_a_group_of_rows_stores_each_id_once_and_bumps_each_incident_once(
+    tmp_path: Path, writer: str
+) -> None:
+    journal = open_journal(tmp_path, writer=writer, commit_interval_seconds=0.05)
     try:
         journal.run_sync(
             Journal.op_open_incident(
@@ -331,8 +340,8 @@ def test_the_full_incident_index_of_older_journals_is_replaced(tmp_path: Path) -
     assert "alerts_incident_kept" in names and "alerts_incident" not in names
 
 
-def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path) -> None:
-    journal = open_journal(tmp_path)
+def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path, writer: str) -> None:
+    journal = open_journal(tmp_path, writer=writer)
     try:
         first = alert(1)
         journal.run_sync(Journal.op_append_alert(first, "http", 1))
@@ -343,7 +352,9 @@ def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path) -> None:
                 )
             )
         )
-        journal.run_sync(lambda conn: conn.execute("UPDATE alerts SET payload = ?", (b"garbage",)))
+        damage = sqlite3.connect(tmp_path / "j.db", isolation_level=None)  # from outside the journal
+        damage.execute("UPDATE alerts SET payload = ?", (b"garbage",))
+        damage.close()
         record = journal.incident_record("inc-x")
         assert record is not None and record["first_alert"] is None
         assert journal.pending_alerts() == []  # unreadable, logged, skipped

@@ -1,0 +1,218 @@
+"""The journal's writes other than alert rows: each a small value that runs inside the writer's
+transaction when called with its connection.
+
+They are values, not closures, so that the writer can live in another process
+(``journal.writer: process``): an op is pickled to it with its arguments, already reduced to plain
+SQL parameters by its constructor in :class:`responder.journal.Journal`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of live records: the database's pages minus its free list (the file does not shrink
+    when rows are deleted; its free pages are reused)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A write that changes nothing: the readiness check's proof that the journal takes writes."""
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishAlert:
+    event_ns: int
+    alert_id: str
+    incident_id: str | None
+    outcome: str
+    finished_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE alerts SET state = 'done', incident_id = ?, outcome = ?, finished_ns = ?"
+            " WHERE event_ns = ? AND alert_id = ?",
+            (self.incident_id, self.outcome, self.finished_ns, self.event_ns, self.alert_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncident:
+    # incident_id, key_digest, rule, namespace, pod, container_id, hostname, first_alert_id,
+    # first_event_ns, opened_ns, last_seen_ns, count
+    values: tuple[object, ...]
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO incidents(incident_id, key_digest, rule, namespace, pod, container_id, hostname,"
+            " first_alert_id, first_event_ns, opened_ns, last_seen_ns, count)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(incident_id) DO NOTHING",
+            self.values,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BumpIncident:
+    incident_id: str
+    count: int
+    last_seen_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE incidents SET count = MAX(count, ?), last_seen_ns = MAX(last_seen_ns, ?)"
+            " WHERE incident_id = ?",
+            (self.count, self.last_seen_ns, self.incident_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FoldDuplicate:
+    """A repeat folded into its incident: bump the incident and finish the alert in one write."""
+
+    bump: BumpIncident
+    finish: FinishAlert
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.bump(conn)
+        self.finish(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDecision:
+    incident_id: str
+    decided_ns: int
+    verification_json: str
+    decision_json: str
+    pod_context_json: str | None
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE incidents SET decided_ns = ?, verification = ?, decision = ?, pod_context = ?"
+            " WHERE incident_id = ?",
+            (
+                self.decided_ns,
+                self.verification_json,
+                self.decision_json,
+                self.pod_context_json,
+                self.incident_id,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAction:
+    # incident_id, alert_id, namespace, pod, action, status, detail, outcome (JSON), started_ns,
+    # finished_ns, actor
+    values: tuple[object, ...]
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO actions(incident_id, alert_id, namespace, pod, action, status, detail, outcome,"
+            " started_ns, finished_ns, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            self.values,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleNotification:
+    """Queue a notification; a repeat is coalesced with one already waiting for the incident.
+    Returns the new notification's id, or None when coalesced."""
+
+    incident_id: str
+    kind: str
+    channel: str | None
+    due_ns: int
+    now_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> int | None:
+        if self.kind == "incident":
+            # One post per incident, even when a crash makes us decide it twice.
+            exists = conn.execute(
+                "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'incident'",
+                (self.incident_id,),
+            ).fetchone()
+            if exists is not None:
+                return None
+        if self.kind == "repeat":
+            waiting = conn.execute(
+                "SELECT id FROM notifications"
+                " WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
+                (self.incident_id,),
+            ).fetchone()
+            if waiting is not None:
+                return None
+        cursor = conn.execute(
+            "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns)"
+            " VALUES (?, ?, ?, 'pending', ?, ?)",
+            (self.incident_id, self.kind, self.channel, self.due_ns, self.now_ns),
+        )
+        return cursor.lastrowid
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationState:
+    # state, attempts, next_attempt_ns, last_error, slack_channel, slack_ts, sent_ns, count_sent,
+    # id: None keeps a column as it is
+    values: tuple[object, ...]
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE notifications SET state = ?, attempts = COALESCE(?, attempts),"
+            " next_attempt_ns = COALESCE(?, next_attempt_ns), last_error = COALESCE(?, last_error),"
+            " slack_channel = COALESCE(?, slack_channel), slack_ts = COALESCE(?, slack_ts),"
+            " sent_ns = COALESCE(?, sent_ns), count_sent = COALESCE(?, count_sent) WHERE id = ?",
+            self.values,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResetActions:
+    """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
+    and its records are the incident's one final set."""
+
+    incident_id: str
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM actions WHERE incident_id = ?", (self.incident_id,))
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Retention: drop finished records older than ``cutoff_ns``; if still over ``max_bytes``,
+    drop the oldest tenth of finished alerts (never pending ones: they are not done yet).
+    Returns how many alerts were removed."""
+
+    cutoff_ns: int
+    max_bytes: int
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        cutoff = self.cutoff_ns
+        removed: int = conn.execute(
+            "DELETE FROM alerts WHERE state = 'done' AND received_ns < ?", (cutoff,)
+        ).rowcount
+        conn.execute("DELETE FROM actions WHERE finished_ns < ?", (cutoff,))
+        conn.execute(
+            "DELETE FROM notifications WHERE state IN ('sent', 'failed') AND created_ns < ?", (cutoff,)
+        )
+        conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
+        if used_bytes(conn) > self.max_bytes:
+            # Pages freed by deletes are reused by SQLite, so deleting bounds growth.
+            total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'done'").fetchone()[0]
+            drop = max(total // 10, 1) if total else 0
+            if drop:
+                removed += conn.execute(
+                    "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE state = 'done'"
+                    " ORDER BY seq LIMIT ?)",
+                    (drop,),
+                ).rowcount
+        return removed

@@ -1,0 +1,168 @@
+"""The journal's SQLite schema, its migrations, and how its connections are opened."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+log = logging.getLogger("serving_guard.journal")
+
+SCHEMA_VERSION = 2
+MIN_SQLITE = (3, 33, 0)
+ALERTS_TABLE = """
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- Unique, kept so by the single writer (append_rows), found through alerts_event: a content
+    -- id is a hash, and an index on it alone took a random page per insert (half a storm's cost).
+    alert_id TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    namespace TEXT,
+    pod TEXT,
+    event_ns INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    incident_id TEXT,
+    outcome TEXT,
+    finished_ns INTEGER
+)
+"""
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + ALERTS_TABLE
+    + """;
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
+-- An incident's alerts other than its repeats: the repeats of a storm are counted by
+-- incidents.count, bumped in the same transaction that stores them. Indexing them too put each
+-- repeat on the leaf page of its incident's run: one more page in the WAL per row and commit,
+-- 60% of the writer's work under a storm of 50 incidents (bench/README.md, round 5).
+DROP INDEX IF EXISTS alerts_incident;
+CREATE INDEX IF NOT EXISTS alerts_incident_kept ON alerts(incident_id) WHERE outcome IS NOT 'duplicate';
+CREATE INDEX IF NOT EXISTS alerts_event ON alerts(event_ns, alert_id);
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY,
+    key_digest TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    pod TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    first_alert_id TEXT NOT NULL,
+    first_event_ns INTEGER,
+    opened_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    decided_ns INTEGER,
+    verification TEXT,
+    decision TEXT,
+    pod_context TEXT
+);
+CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen_ns);
+CREATE INDEX IF NOT EXISTS incidents_pod ON incidents(namespace, pod);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT,
+    alert_id TEXT,
+    namespace TEXT,
+    pod TEXT,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    started_ns INTEGER NOT NULL,
+    finished_ns INTEGER NOT NULL,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_finished ON actions(finished_ns);
+CREATE INDEX IF NOT EXISTS actions_incident ON actions(incident_id);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    channel TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    sent_ns INTEGER,
+    last_error TEXT,
+    slack_channel TEXT,
+    slack_ts TEXT,
+    count_sent INTEGER
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
+    WHERE state IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
+"""
+)
+
+ALERT_COLUMNS = (
+    "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
+    " outcome, finished_ns"
+)
+
+# Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
+# incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
+# drop a column constraint in place.
+MIGRATE_1_TO_2 = (
+    "ALTER TABLE incidents ADD COLUMN first_event_ns INTEGER",
+    "UPDATE incidents SET first_event_ns ="
+    " (SELECT a.event_ns FROM alerts a WHERE a.alert_id = incidents.first_alert_id)",
+    "ALTER TABLE alerts RENAME TO alerts_v1",
+    "DROP INDEX IF EXISTS alerts_pending",
+    "DROP INDEX IF EXISTS alerts_received",
+    "DROP INDEX IF EXISTS alerts_incident",
+    ALERTS_TABLE,
+    f"INSERT INTO alerts(seq, {ALERT_COLUMNS}) SELECT seq, {ALERT_COLUMNS} FROM alerts_v1",  # noqa: S608
+    # Keep the AUTOINCREMENT high-water mark: sequence numbers of deleted rows are never reused
+    # (the audit trail pages by them).
+    "UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'alerts_v1'))"
+    " WHERE name = 'alerts'",
+    "INSERT INTO sqlite_sequence(name, seq) SELECT 'alerts', seq FROM sqlite_sequence"
+    " WHERE name = 'alerts_v1' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alerts')",
+    "DROP TABLE alerts_v1",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
+
+# The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+def connect(
+    path: str, *, readonly: bool = False, factory: type[sqlite3.Connection] = sqlite3.Connection
+) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{Path(path).as_posix()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+    else:
+        conn = sqlite3.connect(
+            path, check_same_thread=False, timeout=30, isolation_level=None, factory=factory
+        )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an earlier version to this schema, in one transaction."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if has_meta is None:
+        return  # a new journal
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None or int(row[0]) != 1:
+        return
+    log.info("upgrading the journal's schema", extra={"from": 1, "to": SCHEMA_VERSION})
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in MIGRATE_1_TO_2:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise

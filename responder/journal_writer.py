@@ -1,0 +1,232 @@
+"""The journal's writer: one thread owns the write connection and commits in groups. Every write
+waiting in its queue goes into one transaction (one fsync), so durability costs little per write.
+
+It knows nothing of who waits for a write: each op travels with an opaque waiter, and once the op
+is committed (and, with ``synchronous=FULL``, synced) the writer hands ``(waiter, value, error)``
+triples to its ``settle`` function. The journal runs this writer in the responder's process or in
+one of its own (``responder/journal_process.py``); the code is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from responder.errors import UserError
+from responder.journal_rows import AlertRow, RecentAlerts, WriteConnection, append_rows
+from responder.journal_schema import MIN_SQLITE, SCHEMA, SCHEMA_VERSION, WAL_SIZE_LIMIT, connect, migrate
+from responder.walsync import WalSyncer
+
+log = logging.getLogger("serving_guard.journal")
+
+Op = Callable[[sqlite3.Connection], Any]
+W = TypeVar("W")
+# What the writer hands back per op: its waiter, and the op's value or error.
+Result = tuple[W, Any, BaseException | None]
+SYNCHRONOUS = ("FULL", "NORMAL")
+# The most ops in one transaction: bounds a commit's length (and a group's memory) under a storm.
+MAX_GROUP = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """What a writer needs to open the journal; plain values, so a writer process gets them too."""
+
+    path: str
+    commit_interval_seconds: float = 0.002
+    synchronous: str = "FULL"
+    recent_ids: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be FULL or NORMAL, got {self.synchronous!r}")
+
+
+def open_write_connection(options: WriterOptions) -> WriteConnection:
+    """The journal's one write connection, its schema brought up to date. UserError names the
+    journal and what is wrong with it."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:  # UPDATE ... FROM (the storm's batched bumps)
+        raise UserError(f"journal: SQLite {sqlite3.sqlite_version} is too old; 3.33 or newer is needed")
+    path = options.path
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        conn = connect(path, factory=WriteConnection)
+        assert isinstance(conn, WriteConnection)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL for SQLite either way: with FULL the syncer fsyncs each commit before any of
+        # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        migrate(conn)
+        conn.executescript(SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row["value"]) != SCHEMA_VERSION:
+            raise UserError(f"journal {path}: schema {row['value']}, this version reads {SCHEMA_VERSION}")
+        newest = conn.execute("SELECT MAX(event_ns) FROM alerts").fetchone()[0]
+        conn.recent = RecentAlerts(newest if newest is not None else -(1 << 63), options.recent_ids)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"journal {path}: cannot open: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"journal {path}: cannot create {directory}: {exc.strerror}") from None
+    return conn
+
+
+class ThreadWriter(Generic[W]):
+    def __init__(
+        self,
+        options: WriterOptions,
+        settle: Callable[[list[Result[W]]], None],
+        fsync: Callable[[int], None] | None = None,
+    ) -> None:
+        self._options = options
+        self._settle = settle
+        self._fsync = fsync  # None: os.fsync
+        self._queue: queue.SimpleQueue[list[tuple[Op, W]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.
+        self._syncer: WalSyncer[list[Result[W]]] | None = None
+        self._write: WriteConnection | None = None
+        self.commits = 0
+        self.ops_committed = 0
+
+    @property
+    def failure(self) -> str | None:
+        """Why writes fail now, or None. (The writer's loop catches every op's error; its thread
+        ends only when stopped.)"""
+        if self._thread is not None and not self._thread.is_alive():
+            return "journal writer thread stopped"
+        return None
+
+    def start(self) -> None:
+        self._write = open_write_connection(self._options)
+        if self._options.synchronous == "FULL":
+            self._syncer = WalSyncer(self._options.path, self._release_synced, self._fsync)
+            self._syncer.start()
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, group: list[tuple[Op, W]]) -> None:
+        """Queue ops, committed in this order (possibly with others, in one transaction)."""
+        self._queue.put(group)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit and sync what is queued, settle it, then end the threads."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        if self._syncer is not None:
+            self._syncer.stop(timeout)
+            self._syncer = None
+        if self._write is not None:
+            self._write.close()
+            self._write = None
+
+    def _run(self) -> None:
+        assert self._write is not None
+        conn = self._write
+        interval = self._options.commit_interval_seconds
+        stopping = False
+        last_commit = 0.0
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = list(item)
+            # Group commit: at most one commit per interval. Writes that arrive while the previous
+            # commit runs (or during what is left of its interval) share the next one; a write after
+            # a quiet spell commits at once instead of always sleeping a full interval first.
+            wait = interval - (time.monotonic() - last_commit)
+            if wait > 0:
+                time.sleep(wait)
+            while len(batch) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.extend(more)
+            last_commit = time.monotonic()
+            self._commit_batch(conn, batch)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, W]]) -> None:
+        # Fast path: the whole group in one transaction, no per-op savepoints. Only when an op
+        # fails is the group rolled back and redone op by op under savepoints (below), so the
+        # outcome is the same either way: one bad write fails alone, the rest commit together.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results: list[Result[W]] = []
+            try:
+                results = _run_grouped(conn, batch)
+            except Exception:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                results = _run_isolated(conn, batch)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("journal commit failed", extra={"error": str(exc), "batch": len(batch)})
+            self._settle([(waiter, None, exc) for _, waiter in batch])
+            return
+        self.commits += 1
+        self.ops_committed += len(batch)
+        if self._syncer is not None:
+            self._syncer.committed(results)  # acknowledged once the fsync that follows is done
+        else:
+            self._settle(results)
+
+    def _release_synced(self, results: list[Result[W]], error: BaseException | None) -> None:
+        if error is not None:  # committed, but maybe not on disk: not acknowledged as written
+            results = [(waiter, None, own or error) for waiter, _, own in results]
+        self._settle(results)
+
+
+def _run_grouped(conn: sqlite3.Connection, batch: list[tuple[Op, W]]) -> list[Result[W]]:
+    """Run the group in order; runs of consecutive alert rows go in together (most of a busy
+    group), which costs a fraction of one statement per row."""
+    results: list[Result[W]] = []
+    index = 0
+    while index < len(batch):
+        op, waiter = batch[index]
+        if not isinstance(op, AlertRow):
+            results.append((waiter, op(conn), None))
+            index += 1
+            continue
+        end = index
+        while end < len(batch) and isinstance(batch[end][0], AlertRow):
+            end += 1
+        run = batch[index:end]
+        rows: list[AlertRow] = [row for row, _ in run]  # type: ignore[misc]
+        stored = append_rows(conn, rows)
+        results.extend((row_waiter, value, None) for (_, row_waiter), value in zip(run, stored, strict=True))
+        index = end
+    return results
+
+
+def _run_isolated(conn: sqlite3.Connection, batch: list[tuple[Op, W]]) -> list[Result[W]]:
+    results: list[Result[W]] = []
+    for index, (op, waiter) in enumerate(batch):
+        # A savepoint per op: one bad write fails alone, the group still commits.
+        conn.execute(f"SAVEPOINT op{index}")
+        try:
+            results.append((waiter, op(conn), None))
+            conn.execute(f"RELEASE op{index}")
+        except Exception as exc:
+            conn.execute(f"ROLLBACK TO op{index}")
+            conn.execute(f"RELEASE op{index}")
+            results.append((waiter, None, exc))
+    return results

@@ -1,0 +1,234 @@
+"""The journal's writer in its own process: the same results as in the responder's process, errors
+that say what failed, and no write acknowledged that did not reach the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.errors import UserError
+from responder.journal import IncidentRow, Journal
+from responder.journal_ops import OpenIncident
+from responder.journal_process import JournalUnavailable, ProcessWriter
+from tests.responder.test_journal import alert, open_journal
+
+SCHEMA_V1 = Path(__file__).parents[1] / "fixtures/journal/schema-v1.sql"
+
+
+class Records(logging.Handler):
+    """The records of one logger, kept whatever earlier tests did to propagation (setup_logging
+    stops ``serving_guard`` records at its own handler, out of caplog's reach)."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__(level)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> Records:
+        self.saved_level = self.logger.level
+        self.logger.setLevel(self.level)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved_level)
+
+
+def writer_pid(journal: Journal) -> int:
+    writer = journal._writer
+    assert isinstance(writer, ProcessWriter) and writer._process is not None
+    return writer._process.pid
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie (exited, not yet reaped by its parent) is gone too.
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_writer_runs_in_another_process_and_its_writes_are_read_back(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        assert writer_pid(journal) != os.getpid()
+        futures = [journal.submit(Journal.op_append_alert(alert(n), "http", n)) for n in range(200)]
+        assert [f.result(timeout=30) for f in futures] == [True] * 200
+        assert journal.run_sync(Journal.op_append_alert(alert(7), "grpc", 999)) is False  # redelivery
+        assert journal.ops_committed == 201 and 0 < journal.commits < 201
+        assert [p.alert for p in journal.pending_alerts()] == [alert(n) for n in range(200)]
+    finally:
+        journal.close()
+
+
+def test_ops_from_the_event_loop_are_settled_on_it(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        called: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+        append = Journal.op_append_alert(alert(1), "http", 1)
+        journal.schedule_call(append, lambda value, error: called.set_result((value, error)))
+        incident = IncidentRow("inc-1", "k", "r", "ml", "p1", "c", "h", alert(1).alert_id, 1, 1, 1, False, 1)
+        opened = journal.schedule(Journal.op_open_incident(incident))
+        notified = await journal.run(Journal.op_schedule_notification("inc-1", "incident", None, 5, 5))
+        return [await called, await opened, notified]
+
+    try:
+        (value, error), opened, notification_id = asyncio.run(scenario())
+        assert (value, error, opened) == (True, None, None)
+        assert isinstance(notification_id, int)
+        assert [row.incident_id for row in journal.incidents_since(0)] == ["inc-1"]
+    finally:
+        journal.close()
+
+
+def test_a_failing_op_fails_alone_with_its_own_error(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process", commit_interval_seconds=0.01)
+    try:
+        bad = journal.submit(OpenIncident(()))  # 12 parameters wanted, none given
+        good = journal.submit(Journal.op_append_alert(alert(2), "http", 1))
+        with pytest.raises(sqlite3.ProgrammingError, match="bindings"):
+            bad.result(timeout=10)
+        assert good.result(timeout=10) is True
+    finally:
+        journal.close()
+
+
+def test_an_op_that_cannot_cross_to_the_writer_fails_alone_and_says_why(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        group = [(Journal.op_append_alert(alert(1), "http", 1), 1), (lambda conn: None, 2)]
+        settled: list[Any] = []
+        writer = journal._writer
+        assert isinstance(writer, ProcessWriter)
+        original = writer._settle
+        writer._settle = lambda results: (settled.extend(results), original([]))  # type: ignore[method-assign]
+        writer.put(group)
+        deadline = time.monotonic() + 10
+        while len(settled) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        by_waiter = {waiter: (value, error) for waiter, value, error in settled}
+        assert by_waiter[1] == (True, None)
+        error = by_waiter[2][1]
+        assert isinstance(error, TypeError) and "cannot go to the writer process" in str(error)
+    finally:
+        journal.close()
+
+
+def test_when_the_writer_process_dies_waiting_and_later_writes_fail_clearly(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+        os.kill(writer_pid(journal), signal.SIGKILL)
+        with Records("serving_guard.journal", logging.CRITICAL) as records:
+            later = journal.submit(Journal.op_append_alert(alert(2), "http", 2))
+            with pytest.raises(JournalUnavailable, match=r"writer process (exited with code -9|unreachable)"):
+                later.result(timeout=10)
+            # Logged by the thread that saw the writer's socket close, maybe after the failure above.
+            deadline = time.monotonic() + 10
+            while not any("writer process is gone" in m for m in records.messages):
+                assert time.monotonic() < deadline, "the writer's death was not logged"
+                time.sleep(0.01)
+        with pytest.raises(JournalUnavailable):
+            journal.run_sync(Journal.op_append_alert(alert(3), "http", 3))
+        assert journal.pending_count() == 1  # what was acknowledged is there
+    finally:
+        started = time.monotonic()
+        journal.close()
+        assert time.monotonic() - started < 5
+
+
+def test_opening_errors_come_back_as_the_journals_own(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match=f"journal {blocker / 'j.db'}: cannot create"):
+        Journal(str(blocker / "j.db"), max_bytes=1 << 20, retention_seconds=1, writer="process").open()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="cannot open"):
+        Journal(str(garbage), max_bytes=1 << 20, retention_seconds=1, writer="process").open()
+
+
+def test_the_writers_log_records_reach_the_responders_log(tmp_path: Path) -> None:
+    legacy = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    legacy.executescript(SCHEMA_V1.read_text())
+    legacy.execute("INSERT INTO meta(key, value) VALUES ('schema', '1')")
+    legacy.close()
+    with Records("serving_guard.journal", logging.INFO) as records:
+        journal = open_journal(tmp_path, writer="process")
+        journal.close()
+    assert "upgrading the journal's schema" in records.messages
+
+
+def test_the_writer_ignores_ctrl_c_and_stops_when_told(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+    pid = writer_pid(journal)
+    try:
+        os.kill(pid, signal.SIGINT)  # what a terminal sends the whole process group
+        os.kill(pid, signal.SIGTERM)
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+    finally:
+        journal.close()
+    assert wait_gone(pid)
+
+
+def test_the_writer_exits_when_the_responder_dies(tmp_path: Path) -> None:
+    """A responder killed outright leaves no writer behind: the writer sees its socket close."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from responder.journal import Journal
+        from tests.responder.test_journal import alert
+        journal = Journal(
+            {str(tmp_path / "j.db")!r}, max_bytes=1 << 24, retention_seconds=60, writer="process"
+        )
+        journal.open()
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+        print(journal._writer._process.pid, flush=True)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    repo = Path(__file__).parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert wait_gone(int(result.stdout.strip()))
+    reopened = open_journal(tmp_path)
+    try:
+        assert [p.alert for p in reopened.pending_alerts()] == [alert(1)]
+    finally:
+        reopened.close()
+
+
+def test_an_fsync_function_is_for_the_thread_writer_only(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    with pytest.raises(ValueError, match="thread writer"):
+        Journal(path, max_bytes=1 << 20, retention_seconds=1, writer="process", fsync=os.fsync)
+    with pytest.raises(ValueError, match="process or thread"):
+        Journal(path, max_bytes=1 << 20, retention_seconds=1, writer="fork")
