@@ -27,7 +27,8 @@ process, which the probes do not reach: that summary has the event loop's four s
 benchmark's thread-writer responder (``journal.writer: thread``) is traced too, with all six.
 
 The summary gives the waits between them (hand-over → commit start, commit end → fsync start,
-fsync end → resolve), which are where a thread waited for the GIL, a core or the disk. The events
+fsync end → resolve), which are where a thread waited for the GIL, a core or the disk, and
+hand-over → resolve, the journal's whole round trip as the event loop sees it. The events
 of the last ``MAX_EVENTS`` calls are kept; the probes cost a few µs per call, so compare traced
 runs with traced runs only.
 """
@@ -171,6 +172,10 @@ def summarize(events: Iterable[Sequence[Any]], window_ns: tuple[int, int] | None
             "commit_end_to_fsync_start": distribution(_waits_ms(ends("commit"), starts("fsync"))),
             "fsync": distribution(durations("fsync")),
             "fsync_end_to_resolve": distribution(_waits_ms(ends("fsync"), starts("resolve"))),
+            # The journal's whole round trip as the event loop sees it, whichever process writes.
+            "hand_over_to_resolve": distribution(
+                _waits_ms((e[2] for e in by_stage["hand_over"] if e[3]), starts("resolve"))
+            ),
             "read": distribution(durations("read")),
             "answer": distribution(durations("answer")),
             "resolve": distribution(durations("resolve")),

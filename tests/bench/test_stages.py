@@ -61,6 +61,7 @@ def test_summary_measures_each_wait_between_stages() -> None:
     assert waits["commit_end_to_fsync_start"]["p50"] == pytest.approx(0.5)
     assert waits["fsync"]["p50"] == pytest.approx(1.0)
     assert waits["fsync_end_to_resolve"]["p50"] == pytest.approx(0.5)
+    assert waits["hand_over_to_resolve"]["p50"] == pytest.approx(4.0)
     # The loop ran traced callbacks for 0.5 + 0.1 + 0.2 + 0.2 ms of the 5.4 ms.
     assert summary["loop_traced_busy_fraction"] == pytest.approx(1.0 / 5.4, abs=0.001)
 
@@ -114,6 +115,7 @@ def test_a_traced_smoke_run_summarizes_each_http_run(tmp_path: Path) -> None:
         assert stages["commits"] == 0 and stages["ms"]["fsync"]["count"] == 0
         assert stages["ms"]["read"]["count"] > 0 and stages["ms"]["answer"]["count"] > 0
         assert stages["hand_overs"] > 0 and stages["ms"]["resolve"]["count"] > 0
+        assert stages["ms"]["hand_over_to_resolve"]["count"] > 0
         assert 0 < stages["loop_traced_busy_fraction"] <= 1
         # The thread writer's run has all six.
         threaded = run["thread_writer_stages"]
