@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -72,8 +73,7 @@ class ProcessWriter:
     @property
     def failure(self) -> str | None:
         """Why writes fail now (the writer process is gone), or None."""
-        failure = self._failure
-        return None if failure is None else failure.strerror or str(failure)
+        return None if self._failure is None else str(self._failure)
 
     def start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -152,7 +152,7 @@ class ProcessWriter:
             for op_id, _, _ in framed:
                 self._waiting.pop(op_id, None)
             self._failure = self._failure or JournalUnavailable(
-                exc.errno or 0, f"journal writer process unreachable: {exc.strerror or exc}"
+                f"journal writer process unreachable: {exc.strerror or exc}"
             )
             return [(waiter, None, self._failure) for _, _, waiter in framed]
         return []
@@ -222,7 +222,7 @@ class ProcessWriter:
         code = self._process.wait()
         with self._lock:
             if self._failure is None:
-                self._failure = JournalUnavailable(0, f"journal writer process exited with code {code}")
+                self._failure = JournalUnavailable(f"journal writer process exited with code {code}")
             waiting, self._waiting = self._waiting, {}
             stopping = self._stopping
         if waiting or not stopping:
@@ -323,10 +323,20 @@ def main(argv: list[str]) -> int:
     # goes away), so that what it has is committed first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    usage = "usage: python -m responder.journal_process FD < OPTIONS.json  (started by the responder)"
     if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m responder.journal_process FD  (started by the responder)", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    options = WriterOptions(**json.loads(sys.stdin.buffer.read()))
+    try:
+        options = WriterOptions(**json.loads(sys.stdin.buffer.read()))
+    except (ValueError, TypeError) as exc:  # not JSON, not an object, or not WriterOptions' fields
+        print(f"journal writer: bad options on stdin: {exc}\n{usage}", file=sys.stderr)
+        return 2
+    try:
+        os.fstat(int(argv[1]))
+    except OSError as exc:
+        print(f"journal writer: file descriptor {argv[1]}: {exc.strerror}\n{usage}", file=sys.stderr)
+        return 2
     link = Connection(int(argv[1]))
     try:
         return serve(link, options)

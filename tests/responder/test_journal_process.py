@@ -232,3 +232,29 @@ def test_an_fsync_function_is_for_the_thread_writer_only(tmp_path: Path) -> None
         Journal(path, max_bytes=1 << 20, retention_seconds=1, writer="process", fsync=os.fsync)
     with pytest.raises(ValueError, match="process or thread"):
         Journal(path, max_bytes=1 << 20, retention_seconds=1, writer="fork")
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "expected"),
+    [
+        ([], b"{}", "usage: python -m responder.journal_process FD"),
+        (["x"], b"{}", "usage: python -m responder.journal_process FD"),
+        (["0"], b"not json", "bad options on stdin"),
+        (["0"], b"[1]", "bad options on stdin"),
+        (["0"], b'{"path": "j.db", "colour": 1}', "bad options on stdin"),
+        (["0"], b'{"path": "j.db", "synchronous": "SOMETIMES"}', "synchronous must be FULL or NORMAL"),
+        (["987"], b'{"path": "j.db"}', "file descriptor 987: Bad file descriptor"),
+    ],
+)
+def test_the_writer_entry_point_names_what_is_wrong_without_a_traceback(
+    argv: list[str], stdin: bytes, expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "responder.journal_process", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    error = result.stderr.decode()
+    assert result.returncode == 2 and expected in error and "Traceback" not in error
