@@ -252,8 +252,8 @@ class _LinkLogHandler(logging.Handler):
 
 
 def _picklable(results: list[Result[int]]) -> list[Result[int]]:
-    """Errors the responder can unpickle: an exception that does not round-trip becomes a
-    RuntimeError with its text."""
+    """Errors the responder can unpickle: an exception that does not round-trip (one whose
+    constructor wants other arguments than it keeps, say) becomes a RuntimeError with its text."""
     checked: list[Result[int]] = []
     for op_id, value, error in results:
         sent = error
@@ -277,19 +277,15 @@ def serve(link: Connection, options: WriterOptions) -> int:
     writer: ThreadWriter[int]
 
     def settled(results: list[Result[int]]) -> None:
-        message = ("settled", results, writer.commits, writer.ops_committed)
-        try:
-            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            data = pickle.dumps(
-                ("settled", _picklable(results), writer.commits, writer.ops_committed),
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-        try:
-            with send_lock:
-                link.send_bytes(data)
-        except OSError:
-            pass  # the responder is gone; nobody waits for these
+        # Errors are rare; each is checked, since one the responder could not unpickle would stop
+        # it reading every answer after it.
+        if any(error is not None for _, _, error in results):
+            results = _picklable(results)
+        data = pickle.dumps(
+            ("settled", results, writer.commits, writer.ops_committed), protocol=pickle.HIGHEST_PROTOCOL
+        )
+        with contextlib.suppress(OSError), send_lock:  # the responder is gone; nobody waits
+            link.send_bytes(data)
 
     journal_log = logging.getLogger("serving_guard")
     journal_log.handlers[:] = [_LinkLogHandler(send)]

@@ -119,6 +119,30 @@ def test_a_failing_op_fails_alone_with_its_own_error(tmp_path: Path) -> None:
         journal.close()
 
 
+class Stubborn(Exception):
+    """An error that pickles but does not unpickle: its constructor wants what it does not keep."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+class RaiseStubborn:
+    """An op (importable by the writer process: tests run from the repository's root)."""
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        raise Stubborn(7, "kept")
+
+
+def test_an_error_that_cannot_come_back_whole_comes_back_as_its_text(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        with pytest.raises(RuntimeError, match="Stubborn: 7: kept"):
+            journal.run_sync(RaiseStubborn())
+        assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
+    finally:
+        journal.close()
+
+
 def test_an_op_that_cannot_cross_to_the_writer_fails_alone_and_says_why(tmp_path: Path) -> None:
     journal = open_journal(tmp_path, writer="process")
     try:
