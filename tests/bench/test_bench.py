@@ -29,26 +29,27 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
     runs = results["http_ingest"]["runs"]
     assert runs
     for http in runs:
-        assert http["baseline_rate_per_second"] > 0
+        baseline = http["baseline_rate_per_second"]
+        assert baseline > 0
         assert http["own_stack_baseline_rate_per_second"] > 0
-        assert http["responder_rate_per_second"] > 0
-        assert http["ratio"] == pytest.approx(
-            http["responder_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
-        )
+        # The default responder and the two measured beside it, each as a rate and its ratio.
+        for rate, ratio in (
+            ("responder_rate_per_second", "ratio"),
+            ("normal_sync_rate_per_second", "normal_sync_ratio"),
+            ("thread_writer_rate_per_second", "thread_writer_ratio"),
+        ):
+            assert http[rate] > 0
+            assert http[ratio] == pytest.approx(http[rate] / baseline, abs=0.01)
         assert http["ratio_to_own_stack"] == pytest.approx(
             http["responder_rate_per_second"] / http["own_stack_baseline_rate_per_second"], abs=0.01
         )
         assert http["accepted_alerts"] > 0
-        for trip in (http["responder_round_trip_ms"], http["baseline_round_trip_ms"]):
+        for trip in (
+            http["responder_round_trip_ms"],
+            http["baseline_round_trip_ms"],
+            http["thread_writer_round_trip_ms"],
+        ):
             assert trip["count"] > 0 and 0 < trip["p50"] <= trip["p99"] <= trip["max"]
-        assert http["normal_sync_rate_per_second"] > 0
-        assert http["thread_writer_rate_per_second"] > 0
-        assert http["thread_writer_ratio"] == pytest.approx(
-            http["thread_writer_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
-        )
-        assert http["normal_sync_ratio"] == pytest.approx(
-            http["normal_sync_rate_per_second"] / http["baseline_rate_per_second"], abs=0.01
-        )
         assert http["end_to_end_rate_per_second"] is not None
         assert {
             f"http_ratio_{http['connections']}_senders",
