@@ -297,17 +297,18 @@ class Responder:
 
 
 def process_tree(root: int) -> list[int]:
-    """``root`` and every process descended from it (from each process's parent in /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # The command name (field 2) is in parentheses and may hold spaces: read after it.
-            fields = stat.read_text().rpartition(")")[2].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    """``root`` and every process descended from it. Each thread's ``children`` file lists the
+    processes it started: a few reads per sample, not a scan of all of /proc while the responder
+    is being measured."""
     tree, frontier = [root], [root]
     while frontier:
-        frontier = [child for pid in frontier for child in children.get(pid, [])]
-        tree.extend(frontier)
+        found = []
+        for pid in frontier:
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):  # a thread or process that just exited
+                    found.extend(int(child) for child in children.read_text().split())
+        tree.extend(found)
+        frontier = found
     return tree
 
 

@@ -8,12 +8,17 @@ committed ``bench/results.json`` is a full run with every figure the issue asks 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.loadgen import SENTINEL, Bodies
+from bench.procs import process_tree
 from bench.run import FULL, SCENARIOS, evaluate
 from bench.stats import distribution, percentile
 from responder.alert_json import parse_falco_json
@@ -131,3 +136,25 @@ def test_percentiles_and_target_evaluation() -> None:
     assert targets["http_ratio_64_senders"]["met"] is False
     assert targets["http_rate_64_senders"]["met"] is True
     assert targets["latency_p99_seconds"]["met"] is True
+
+
+def test_the_process_tree_has_children_of_every_thread_and_their_children() -> None:
+    """The responder's RSS counts its journal writer: found from any thread that started it."""
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(subprocess.Popen(["sleep", "30"])))
+    thread.start()
+    thread.join()
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the shell has not started its child yet
+        shell_tree = process_tree(parent.pid)
+        assert len(shell_tree) == 2 and shell_tree[0] == parent.pid
+        tree = process_tree(os.getpid())
+        assert tree[0] == os.getpid()
+        assert {started[0].pid, *shell_tree} <= set(tree)
+    finally:
+        for process in (*started, parent):
+            process.kill()
+            process.wait()
