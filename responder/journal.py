@@ -263,8 +263,8 @@ class Journal:
         if self._writer is None:
             raise RuntimeError("journal is not open")
         loop = asyncio.get_running_loop()
-        # Ops scheduled in one turn of the loop go to the writer together: one queue put and one
-        # wake-up of the writer thread (each a GIL hand-over) per turn, not per op.
+        # Ops scheduled in one turn of the loop go to the writer together: one hand-over (a queue
+        # put, or a frame to the writer process) and one wake-up of the writer per turn, not per op.
         if not self._scheduled:
             self._scheduling_loop = loop
             loop.call_soon(self._hand_over)
