@@ -7,7 +7,9 @@ the writer commits while the loop reads: the loop only pickles each turn's ops i
 
 The responder and its writer talk over a private socket pair, in length-prefixed frames:
 
-- responder → writer: a list of ``(op, op id)`` to commit in order, or ``None`` to stop;
+- responder → writer: two pickles back to back, the op ids and then the ops to commit in that
+  order; or ``None`` to stop. The ids come first so that a frame whose ops the writer cannot load
+  (a class it cannot import) is answered, op by op, with why, instead of ending the writer;
 - writer → responder: ``("ready",)`` or ``("error", message)`` once, after opening the journal;
   then ``("settled", [(op id, value, error)...], commits, ops committed)`` per synced group,
   ``("log", level, message, fields)`` for its log records, and ``("closed",)`` last.
@@ -20,6 +22,7 @@ end of the socket closes (the responder died): it commits what it has and exits.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import logging
@@ -65,6 +68,7 @@ class ProcessWriter:
         self._lock = threading.Lock()
         self._waiting: dict[int, Any] = {}
         self._ids = itertools.count()
+        self._loadable: set[type] = set()  # op classes the writer process can import
         self._failure: JournalUnavailable | None = None
         self._stopping = False
         self.commits = 0
@@ -120,8 +124,10 @@ class ProcessWriter:
         """Send the group; returns the ops that cannot be sent, with why. Called under the lock."""
         assert self._link is not None
         framed = [(next(self._ids), op, waiter) for op, waiter in group]
+        if not all(type(op) in self._loadable for _, op, _ in framed):
+            return self._send_one_by_one(framed)
         try:
-            data = pickle.dumps([(op, op_id) for op_id, op, _ in framed], protocol=pickle.HIGHEST_PROTOCOL)
+            data = _frame(framed)
         except Exception:
             return self._send_one_by_one(framed)
         return self._send_frame(data, framed)
@@ -130,17 +136,28 @@ class ProcessWriter:
         failed: list[Result[Any]] = []
         sendable: list[tuple[int, Op, Any]] = []
         for op_id, op, waiter in framed:
-            try:
-                pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                why = TypeError(f"journal op {op!r} cannot go to the writer process: {exc}")
-                failed.append((waiter, None, why))
+            why = self._why_not_sendable(op)
+            if why is not None:
+                error = TypeError(f"journal op {op!r} cannot go to the writer process: {why}")
+                failed.append((waiter, None, error))
                 continue
             sendable.append((op_id, op, waiter))
         if sendable:
-            data = pickle.dumps([(op, op_id) for op_id, op, _ in sendable], protocol=pickle.HIGHEST_PROTOCOL)
-            failed.extend(self._send_frame(data, sendable))
+            failed.extend(self._send_frame(_frame(sendable), sendable))
         return failed
+
+    def _why_not_sendable(self, op: Op) -> str | None:
+        op_class = type(op)
+        if op_class.__module__ == "__main__":
+            # Pickled by reference to the responder's __main__, which the writer process does not
+            # have: loading it there would fail. Said here, for this op alone.
+            return f"its class {op_class.__qualname__} is defined in __main__; define it in a module"
+        try:
+            pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            return str(exc)
+        self._loadable.add(op_class)
+        return None
 
     def _send_frame(self, data: bytes, framed: list[tuple[int, Op, Any]]) -> list[Result[Any]]:
         assert self._link is not None
@@ -166,7 +183,7 @@ class ProcessWriter:
             if self._failure is None:
                 # Already gone: the receiver fails what was waiting.
                 with contextlib.suppress(OSError):
-                    self._link.send_bytes(pickle.dumps(None))
+                    self._link.send_bytes(pickle.dumps(None))  # no op ids: stop
         if self._receiver is not None:
             self._receiver.join(timeout)
         try:
@@ -231,6 +248,12 @@ class ProcessWriter:
                 extra={"error": str(self._failure), "batch": len(waiting)},
             )
         self._settle([(waiter, None, self._failure) for waiter in waiting.values()])
+
+
+def _frame(framed: list[tuple[int, Op, Any]]) -> bytes:
+    """The op ids, then the ops: two pickles back to back (see the module's doc)."""
+    op_ids = pickle.dumps([op_id for op_id, _, _ in framed], protocol=pickle.HIGHEST_PROTOCOL)
+    return op_ids + pickle.dumps([op for _, op, _ in framed], protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # -- the writer process ---------------------------------------------------------------------------
@@ -301,13 +324,23 @@ def serve(link: Connection, options: WriterOptions) -> int:
     send(("ready",))
     while True:
         try:
-            # The responder that started this process, over a private socket pair.
-            group = pickle.loads(link.recv_bytes())  # noqa: S301
+            frame = io.BytesIO(link.recv_bytes())
         except (EOFError, OSError):
             break  # the responder is gone: commit what is queued, then stop
-        if group is None:
+        # The responder that started this process, over a private socket pair.
+        op_ids: list[int] | None = pickle.load(frame)  # noqa: S301
+        if op_ids is None:
             break
-        writer.put(group)
+        try:
+            ops: list[Op] = pickle.load(frame)  # noqa: S301
+        except Exception as exc:
+            # An op whose class (or a value in it) this process cannot import. Its write fails, with
+            # the others of its frame (one pickle: they cannot be told apart); the writer goes on.
+            why = TypeError(f"journal writer process cannot load these writes: {type(exc).__name__}: {exc}")
+            log.error("journal: writes the writer process cannot load failed", extra={"error": str(why)})
+            settled([(op_id, None, why) for op_id in op_ids])
+            continue
+        writer.put(list(zip(ops, op_ids, strict=True)))
     writer.stop()
     with contextlib.suppress(OSError):
         send(("closed",))

@@ -143,23 +143,104 @@ def test_an_error_that_cannot_come_back_whole_comes_back_as_its_text(tmp_path: P
         journal.close()
 
 
+def settled_by_waiter(writer: ProcessWriter, group: list[tuple[Any, int]]) -> dict[int, tuple[Any, Any]]:
+    """Put the group on the writer and collect what each waiter is settled with."""
+    settled: list[Any] = []
+    original = writer._settle
+    writer._settle = settled.extend
+    try:
+        writer.put(group)
+        deadline = time.monotonic() + 10
+        while len(settled) < len(group) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        writer._settle = original
+    return {waiter: (value, error) for waiter, value, error in settled}
+
+
 def test_an_op_that_cannot_cross_to_the_writer_fails_alone_and_says_why(tmp_path: Path) -> None:
     journal = open_journal(tmp_path, writer="process")
     try:
-        group = [(Journal.op_append_alert(alert(1), "http", 1), 1), (lambda conn: None, 2)]
-        settled: list[Any] = []
         writer = journal._writer
         assert isinstance(writer, ProcessWriter)
-        original = writer._settle
-        writer._settle = lambda results: (settled.extend(results), original([]))  # type: ignore[method-assign]
-        writer.put(group)
-        deadline = time.monotonic() + 10
-        while len(settled) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        by_waiter = {waiter: (value, error) for waiter, value, error in settled}
+        group = [(Journal.op_append_alert(alert(1), "http", 1), 1), (lambda conn: None, 2)]
+        by_waiter = settled_by_waiter(writer, group)
         assert by_waiter[1] == (True, None)
         error = by_waiter[2][1]
         assert isinstance(error, TypeError) and "cannot go to the writer process" in str(error)
+    finally:
+        journal.close()
+
+
+class MainScriptOp:
+    """An op as a script would define it: its class lives in ``__main__``."""
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        pass
+
+
+class MainScriptValue:
+    """A value of a class in ``__main__``, inside an op whose own class the writer can import."""
+
+
+class CarryValue:
+    """An op the writer process can import, carrying any value."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        pass
+
+
+def as_if_in_main(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    # Pickled by reference to __main__ (the responder's script); the writer process's __main__ is
+    # responder.journal_process, which has no such class.
+    monkeypatch.setattr(cls, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], cls.__qualname__, cls, raising=False)
+
+
+def test_an_op_class_defined_in_main_fails_alone_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_if_in_main(monkeypatch, MainScriptOp)
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        writer = journal._writer
+        assert isinstance(writer, ProcessWriter)
+        group = [(Journal.op_append_alert(alert(1), "http", 1), 1), (MainScriptOp(), 2)]
+        by_waiter = settled_by_waiter(writer, group)
+        assert by_waiter[1] == (True, None)
+        error = by_waiter[2][1]
+        assert isinstance(error, TypeError)
+        assert "MainScriptOp is defined in __main__" in str(error)
+        assert journal.run_sync(Journal.op_append_alert(alert(2), "http", 2)) is True
+        assert writer.failure is None
+    finally:
+        journal.close()
+
+
+def test_writes_the_writer_cannot_load_fail_with_why_and_the_writer_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_if_in_main(monkeypatch, MainScriptValue)
+    journal = open_journal(tmp_path, writer="process")
+    try:
+        writer = journal._writer
+        assert isinstance(writer, ProcessWriter)
+        with Records("serving_guard", logging.ERROR) as records:
+            # One frame: the writer cannot tell its ops apart, so both fail, and say why.
+            group = [(Journal.op_append_alert(alert(1), "http", 1), 1), (CarryValue(MainScriptValue()), 2)]
+            by_waiter = settled_by_waiter(writer, group)
+        for waiter in (1, 2):
+            value, error = by_waiter[waiter]
+            assert value is None and isinstance(error, TypeError)
+            assert "writer process cannot load" in str(error) and "MainScriptValue" in str(error)
+        assert any("cannot load" in message for message in records.messages)
+        # The writer lives on; nothing of that frame was written.
+        assert writer.failure is None
+        assert journal.run_sync(Journal.op_append_alert(alert(2), "http", 2)) is True
+        assert [pending.alert for pending in journal.pending_alerts()] == [alert(2)]
     finally:
         journal.close()
 
