@@ -18,7 +18,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -139,7 +138,6 @@ class Journal:
         retention_seconds: float,
         commit_interval_seconds: float = 0.002,
         synchronous: str = "FULL",
-        clock_ns: Callable[[], int] = time.time_ns,
         recent_ids: int = 10_000,
         fsync: Callable[[int], None] | None = None,
         writer: str = "thread",
@@ -154,7 +152,6 @@ class Journal:
         self._fsync = fsync  # None: os.fsync
         self._max_bytes = max_bytes
         self._retention_ns = int(retention_seconds * 1e9)
-        self._clock_ns = clock_ns
         # Ops scheduled by the event loop since its last hand-over (see ``schedule``).
         self._scheduled: list[tuple[Op, Waiter]] = []
         self._scheduling_loop: asyncio.AbstractEventLoop | None = None

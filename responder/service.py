@@ -73,7 +73,6 @@ class Responder:
             retention_seconds=config.journal.retention_days * 86400,
             commit_interval_seconds=config.journal.commit_interval_ms / 1000,
             synchronous=config.journal.synchronous.upper(),
-            clock_ns=clock_ns,
             writer=config.journal.writer,
         )
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
