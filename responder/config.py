@@ -96,6 +96,9 @@ class HttpInput(Strict):
     listen: str = "0.0.0.0:8443"
     tls: ServerTLS | None = None
     token: SecretRef | None = None
+    # Who may read GET /v1/audit: this token's holders alone (senders' credentials are refused
+    # there, and this token cannot send alerts). Unset: whoever may send alerts.
+    audit_token: SecretRef | None = None
     allow_unauthenticated: bool = False
     max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     # How long a request may wait for room in the pipeline before 503 + Retry-After.

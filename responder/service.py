@@ -21,7 +21,14 @@ from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config
 from responder.errors import UserError
-from responder.ingest.http import Authenticator, TokenSource, build_input_server, server_ssl_context
+from responder.ingest.http import (
+    AuditReaders,
+    Authenticator,
+    TokenSource,
+    audit_token_source,
+    build_input_server,
+    server_ssl_context,
+)
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
@@ -131,11 +138,12 @@ class Responder:
         http = self.config.inputs.http
         if http.enabled:
             token = TokenSource(http.token) if http.token is not None else None
-            ssl_context = server_ssl_context(http, token_configured=token is not None)
+            audit_token = audit_token_source(http, token)
+            ssl_context = server_ssl_context(http)
             if ssl_context is not None and http.tls is not None:
                 self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
-            audit = self._audit_route(authenticator)
+            audit = self._audit_route(AuditReaders(authenticator, audit_token))
             server = build_input_server(http, self.pipeline, authenticator, [audit])
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
         if self.config.inputs.grpc.enabled:
@@ -284,7 +292,7 @@ class Responder:
             self.readiness = Readiness(journal_ok, cluster_ok, now, "; ".join(details))
         return self.readiness.journal_ok and self.readiness.cluster_ok
 
-    def _audit_route(self, authenticator: Authenticator) -> Route:
+    def _audit_route(self, readers: AuditReaders) -> Route:
         async def audit(request: Request) -> Response:
             try:
                 query = audit_query_from(request.query)
@@ -296,7 +304,7 @@ class Responder:
                 return Response(200, (format_table(entries) + "\n").encode(), "text/plain; charset=utf-8")
             return Response.json(200, {"entries": entries})
 
-        return Route("GET", "/v1/audit", audit, check=authenticator.refusal)
+        return Route("GET", "/v1/audit", audit, check=readers.refusal)
 
     def _read_trail(self, query: AuditQuery) -> list[dict[str, Any]]:
         with self.journal.reader() as conn:

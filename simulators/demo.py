@@ -133,6 +133,10 @@ def demo_config_data(
     token_file = workdir / "slack-token"
     token_file.write_text(DEFAULT_TOKEN + "\n", encoding="utf-8")
     token_file.chmod(0o600)
+    # The audit trail's readers have a token of their own: a sender's certificate cannot read it.
+    audit_token_file = workdir / "audit-token"
+    audit_token_file.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
+    audit_token_file.chmod(0o600)
     reference = load_reference_policy()
     slack = {
         "mode": "bot",
@@ -151,6 +155,7 @@ def demo_config_data(
                     "key_file": pki.server.key_file,
                     "client_ca_file": pki.ca_file,
                 },
+                "audit_token": {"file": str(audit_token_file)},
             },
             "grpc": {
                 "enabled": True,
@@ -294,8 +299,14 @@ async def _run_cases(
             identities = [await _in_thread(_identity_for, case, gateway) for case in cases]
         finally:
             gateway.close()
-        auth = ClientAuth(ca_file=pki.ca_file, cert_file=pki.client.cert_file, key_file=pki.client.key_file)
-        async with ResponderClient(responder.http_url, auth) as client:
+        sender = ClientAuth(ca_file=pki.ca_file, cert_file=pki.client.cert_file, key_file=pki.client.key_file)
+        audit_token = config.inputs.http.audit_token
+        assert audit_token is not None  # the demo config gives the trail's readers their own token
+        reader = ClientAuth(ca_file=pki.ca_file, token=audit_token.read("inputs.http.audit_token"))
+        async with (
+            ResponderClient(responder.http_url, sender) as client,
+            ResponderClient(responder.http_url, reader) as audit_reader,
+        ):
             grpc_cases = []
             for case, identity in zip(cases, identities, strict=True):
                 # Built just before sending: the alert's time is when "Falco" saw it.
@@ -314,7 +325,7 @@ async def _run_cases(
             assert responder.pipeline is not None  # started
             await responder.pipeline.drain(timeout=timeout)
             expectations = [Expectation.of(c.scenario, run_id, c.expect, name=c.name) for c in cases]
-            verdicts = await poll(client, expectations, timeout=timeout, interval=0.05, settle=0.2)
+            verdicts = await poll(audit_reader, expectations, timeout=timeout, interval=0.05, settle=0.2)
     finally:
         await responder.stop()
     messages = _messages_by_incident(sink)

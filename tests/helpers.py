@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,26 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * 1e9)
+
+
+class Records(logging.Handler):
+    """The records of one logger, kept whatever earlier tests did to propagation (setup_logging
+    stops ``serving_guard`` records at its own handler, out of caplog's reach)."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__(level)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> Records:
+        self.saved_level = self.logger.level
+        self.logger.setLevel(self.level)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved_level)

@@ -14,7 +14,10 @@ def add_responder_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ca", dest="ca_file", help="CA that signed the responder's certificate")
     group.add_argument("--cert", dest="cert_file", help="client certificate (mutual TLS)")
     group.add_argument("--key", dest="key_file", help="client key (mutual TLS)")
-    group.add_argument("--token-file", help="file holding the bearer token")
+    group.add_argument(
+        "--token-file",
+        help="file holding the bearer token: the senders' to send alerts, the audit token to read the trail",
+    )
 
 
 def client_auth(args: argparse.Namespace) -> ClientAuth:

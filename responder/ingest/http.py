@@ -7,6 +7,10 @@ Authentication (a request needs one of those configured):
 - a bearer token (Falcosidekick webhook ``customheaders``), compared in constant time.
 With only a client CA the TLS handshake itself refuses certificate-less clients; with a CA
 and a token, either proves the sender. ``allow_unauthenticated: true`` must be explicit.
+
+Reading the audit trail (GET /v1/audit) is not sending alerts: with ``audit_token`` set, only
+that token reads it, and it cannot send alerts. Every Falco node holds a sender's credential, and
+a node under attack is where a stolen one comes from.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ log = logging.getLogger("serving_guard.http")
 
 ALERTS_PATH = "/v1/alerts"
 TOKEN_REFRESH_SECONDS = 30.0
+AUDIT_READERS_ONLY = "the audit trail is read with the audit token (inputs.http.audit_token)"
 
 
-def server_ssl_context(config: HttpInput, *, token_configured: bool) -> ssl.SSLContext | None:
+def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
     tls = config.tls
     if tls is None:
         return None
@@ -46,7 +51,9 @@ def server_ssl_context(config: HttpInput, *, token_configured: bool) -> ssl.SSLC
     try:
         load_server_certificates(context, tls)
         if tls.client_ca_file:
-            # With a token as the alternative proof, a certificate is optional at the handshake.
+            # With a token as the alternative proof (a sender's, or the audit readers'), a
+            # certificate is optional at the handshake; each route then asks for what it needs.
+            token_configured = config.token is not None or config.audit_token is not None
             context.verify_mode = ssl.CERT_OPTIONAL if token_configured else ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
         raise UserError(f"inputs.http.tls: cannot load certificates: {exc}") from None
@@ -56,10 +63,12 @@ def server_ssl_context(config: HttpInput, *, token_configured: bool) -> ssl.SSLC
 class TokenSource:
     """The bearer token, re-read from its file now and then so a rotated Secret takes effect."""
 
-    def __init__(self, ref: SecretRef, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ref: SecretRef, clock: Callable[[], float] = time.monotonic, *, what: str = "inputs.http.token"
+    ) -> None:
         self._ref = ref
         self._clock = clock
-        self._value = ref.read("inputs.http.token").encode()
+        self._value = ref.read(what).encode()
         self._read_at = clock()
 
     def current(self) -> bytes:
@@ -82,6 +91,18 @@ class AuthResult:
 AUTHENTICATED = AuthResult(True)
 
 
+def bearer_matches(request: Request, token: TokenSource) -> bool | None:
+    """Whether the request's bearer token is ``token`` (compared in constant time); None when it
+    presents no bearer token."""
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return None
+    # The header was decoded byte for byte (latin-1): encoding it back gives the bytes sent,
+    # compared with the token file's (UTF-8) bytes.
+    return hmac.compare_digest(presented.strip().encode("latin-1"), token.current())
+
+
 class Authenticator:
     def __init__(self, config: HttpInput, token: TokenSource | None) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
@@ -91,14 +112,8 @@ class Authenticator:
     def check(self, request: Request) -> AuthResult:
         if self._mtls and request.peer_verified:
             return AUTHENTICATED
-        header = request.headers.get("authorization", "")
-        if self._token is not None and header:
-            scheme, _, presented = header.partition(" ")
-            # The header was decoded byte for byte (latin-1): encoding it back gives the bytes sent,
-            # compared with the token file's (UTF-8) bytes.
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                presented.strip().encode("latin-1"), self._token.current()
-            ):
+        if self._token is not None and request.headers.get("authorization"):
+            if bearer_matches(request, self._token):
                 return AUTHENTICATED
             return AuthResult(False, 401, "invalid bearer token")
         if self._open:
@@ -107,12 +122,46 @@ class Authenticator:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
 
+
+class AuditReaders:
+    """Who may read the audit trail: the holders of ``audit_token`` alone when it is set (a
+    sender's certificate or token is refused); otherwise whoever may send alerts."""
+
+    def __init__(self, senders: Authenticator, audit_token: TokenSource | None) -> None:
+        self._senders = senders
+        self._token = audit_token
+
+    def check(self, request: Request) -> AuthResult:
+        if self._token is None:
+            return self._senders.check(request)
+        matches = bearer_matches(request, self._token)
+        if matches:
+            return AUTHENTICATED
+        if matches is None:
+            return AuthResult(False, 401, AUDIT_READERS_ONLY)
+        return AuthResult(False, 401, "invalid audit token")
+
     def refusal(self, request: Request) -> Response | None:
-        """The answer to a request that does not prove its sender, or None: a route's head check."""
+        """The answer to a request that may not read the trail, or None: the route's head check."""
         auth = self.check(request)
-        if auth.ok:
-            return None
-        return json_error(auth.status, auth.reason)
+        return None if auth.ok else json_error(auth.status, auth.reason)
+
+
+def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> TokenSource | None:
+    """The audit readers' token, or None (with a warning: then any alert sender reads the trail)."""
+    if http.audit_token is None:
+        log.warning(
+            "GET /v1/audit accepts the alert senders' credentials; set inputs.http.audit_token "
+            "to give the trail's readers a token of their own"
+        )
+        return None
+    token = TokenSource(http.audit_token, what="inputs.http.audit_token")
+    if senders_token is not None and hmac.compare_digest(token.current(), senders_token.current()):
+        raise UserError(
+            "inputs.http.audit_token is the same as inputs.http.token: every alert sender could read "
+            "the audit trail; give its readers a token of their own"
+        )
+    return token
 
 
 def json_error(status: int, error: str, **extra: Any) -> Response:

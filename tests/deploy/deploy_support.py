@@ -105,6 +105,7 @@ CASES: tuple[Case, ...] = (
             "metrics": {"allowFrom": {"namespace": "monitoring", "podSelector": {"app": "prometheus"}}},
             "podDisruptionBudget": {"minAvailable": 1},
             "slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"},
+            "inputs": {"http": {"auditToken": {"secretName": "sg-audit-readers"}}},
             "priorityClassName": "system-cluster-critical",
             "tolerations": [
                 {"key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule"}

@@ -104,9 +104,10 @@ def test_every_file_the_config_names_is_mounted(renders: dict[str, Rendered], ca
         wanted += [http.tls.cert_file, http.tls.key_file]
         if http.tls.client_ca_file:
             wanted.append(http.tls.client_ca_file)
-    if http.enabled and http.token is not None:
-        assert http.token.file is not None, "secrets come from files, never env in the chart"
-        wanted.append(http.token.file)
+    for token in (http.token, http.audit_token):
+        if http.enabled and token is not None:
+            assert token.file is not None, "secrets come from files, never env in the chart"
+            wanted.append(token.file)
     if grpc.enabled:
         assert grpc.tls is not None
         wanted += [grpc.tls.ca_file, grpc.tls.cert_file, grpc.tls.key_file]
@@ -164,6 +165,20 @@ def test_tls_modes_reach_the_config(renders: dict[str, Rendered]) -> None:
     assert plain.tls is None and plain.token is not None
     service = renders["tls-disabled-token"].one("Service", RELEASE)
     assert {p["name"]: p["appProtocol"] for p in service["spec"]["ports"]}["alerts"] == "http"
+
+
+def test_the_audit_token_reaches_the_config_from_its_own_secret(renders: dict[str, Rendered]) -> None:
+    assert _config(renders["defaults"]).inputs.http.audit_token is None
+    http = _config(renders["production"]).inputs.http
+    assert http.audit_token is not None
+    assert http.audit_token.file == "/var/run/secrets/serving-guard/audit-token/token"
+    volumes = _deployment(renders["production"])["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == "audit-token")
+    assert volume["secret"] == {
+        "secretName": "sg-audit-readers",
+        "defaultMode": 0o440,
+        "items": [{"key": "token", "path": "token"}],
+    }
 
 
 def test_grpc_input_reaches_the_config(renders: dict[str, Rendered]) -> None:

@@ -101,6 +101,11 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
         ({"slack": {"mode": "bott"}}, "at '/slack/mode'", "must be one of"),
         # Names the empty-or-name patterns once let through: only their end was anchored.
         ({"slack": {"secretName": "Slack_Bot-token"}}, "at '/slack/secretName'", "does not match pattern"),
+        (
+            {"inputs": {"http": {"auditToken": {"secretName": "Audit_Readers"}}}},
+            "at '/inputs/http/auditToken/secretName'",
+            "does not match pattern",
+        ),
         ({"slack": {"minPriority": "loud"}}, "at '/slack/minPriority'", "does not match pattern"),
         ({"inputs": {"http": {"tls": {"mode": "mtls"}}}}, "at '/inputs/http/tls/mode'", "must be one of"),
         ({"inputs": {"http": {"tls": {"requireClientCerts": True}}}}, "at '/inputs/http/tls'", "not allowed"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import ssl
@@ -24,7 +25,7 @@ from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.pki import TestPKI, make_test_pki
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE, responder_config
+from tests.helpers import SHELL_RULE, Records, responder_config
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 TOKEN = "s3cret-token-value"
@@ -290,6 +291,111 @@ async def test_audit_endpoint_is_authenticated_like_the_input(
             session.get(f"{mtls.http_url}/v1/audit", ssl=client_context(pki, cert=False)) as response,
         ):
             await response.read()
+
+
+AUDIT_TOKEN = "audit-readers-token"
+
+
+async def get_audit(
+    url: str, *, ssl_context: ssl.SSLContext | bool = False, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v1/audit", ssl=ssl_context, headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def test_with_an_audit_token_only_its_holders_read_the_trail_and_they_cannot_send(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN + "\n")
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    http = {
+        "tls": tls,
+        "token": {"file": str(tmp_path / "token")},
+        "audit_token": {"file": str(tmp_path / "audit-token")},
+    }
+    responder = await start(tmp_path, seeded[2], http)
+    url = responder.http_url or ""
+    try:
+        status, _, _ = await post(url, body_for(seeded[1]), ssl_context=client_context(pki))
+        assert status == 202
+        assert responder.pipeline is not None
+        await responder.pipeline.drain(timeout=10)
+        no_cert = client_context(pki, cert=False)
+        # The trail's readers: the audit token, with or without a client certificate.
+        for context in (no_cert, client_context(pki)):
+            status, payload = await get_audit(url, ssl_context=context, token=AUDIT_TOKEN)
+            assert status == 200 and len(payload["entries"]) == 1
+        # A sender's credentials do not read it: a client certificate, the senders' token.
+        status, payload = await get_audit(url, ssl_context=client_context(pki))
+        assert status == 401
+        assert payload["error"] == "the audit trail is read with the audit token (inputs.http.audit_token)"
+        status, payload = await get_audit(url, ssl_context=no_cert, token=TOKEN)
+        assert (status, payload["error"]) == (401, "invalid audit token")
+        # Nor does the audit token send alerts.
+        status, payload, _ = await post(
+            url, body_for(seeded[1]), ssl_context=no_cert, headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}
+        )
+        assert (status, payload["error"]) == (401, "invalid bearer token")
+    finally:
+        await responder.stop()
+
+
+async def test_with_mutual_tls_and_an_audit_token_readers_need_no_certificate_and_senders_still_do(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    audit_token = {"file": str(tmp_path / "audit-token")}
+    responder = await start(tmp_path, seeded[2], {"tls": tls, "audit_token": audit_token})
+    url = responder.http_url or ""
+    no_cert = client_context(pki, cert=False)
+    try:
+        status, payload = await get_audit(url, ssl_context=no_cert, token=AUDIT_TOKEN)
+        assert (status, payload) == (200, {"entries": []})
+        status, payload, _ = await post(url, body_for(seeded[1]), ssl_context=no_cert)
+        assert (status, payload["error"]) == (403, "a client certificate is required")
+        status, payload, _ = await post(
+            url, body_for(seeded[1]), ssl_context=no_cert, headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}
+        )
+        assert status == 403
+        status, _, _ = await post(url, body_for(seeded[1]), ssl_context=client_context(pki))
+        assert status == 202
+    finally:
+        await responder.stop()
+
+
+async def test_without_an_audit_token_senders_read_the_trail_and_the_responder_says_so(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    with Records("serving_guard", logging.WARNING) as records:
+        responder = await start(tmp_path, seeded[2], {"token": {"file": str(tmp_path / "token")}})
+    try:
+        assert any("GET /v1/audit accepts the alert senders' credentials" in m for m in records.messages)
+        status, payload = await get_audit(responder.http_url or "", token=TOKEN)
+        assert status == 200 and payload == {"entries": []}
+    finally:
+        await responder.stop()
+
+
+async def test_an_audit_token_equal_to_the_senders_token_is_refused_at_start(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "same").write_text(TOKEN + "\n")
+    http = {"token": {"file": str(tmp_path / "token")}, "audit_token": {"file": str(tmp_path / "same")}}
+    config = responder_config(tmp_path, seeded[2], http={"listen": "127.0.0.1:0", **http})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    try:
+        with pytest.raises(UserError, match=r"audit_token is the same as inputs\.http\.token"):
+            await responder.start()
+    finally:
+        await responder.stop()
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=10)

@@ -21,32 +21,10 @@ from responder.errors import UserError
 from responder.journal import IncidentRow, Journal
 from responder.journal_ops import OpenIncident
 from responder.journal_process import JournalUnavailable, ProcessWriter
+from tests.helpers import Records
 from tests.responder.test_journal import alert, open_journal
 
 SCHEMA_V1 = Path(__file__).parents[1] / "fixtures/journal/schema-v1.sql"
-
-
-class Records(logging.Handler):
-    """The records of one logger, kept whatever earlier tests did to propagation (setup_logging
-    stops ``serving_guard`` records at its own handler, out of caplog's reach)."""
-
-    def __init__(self, name: str, level: int) -> None:
-        super().__init__(level)
-        self.logger = logging.getLogger(name)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def __enter__(self) -> Records:
-        self.saved_level = self.logger.level
-        self.logger.setLevel(self.level)
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self)
-        self.logger.setLevel(self.saved_level)
 
 
 def writer_pid(journal: Journal) -> int:

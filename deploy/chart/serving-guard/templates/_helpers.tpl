@@ -62,6 +62,7 @@ config: /etc/serving-guard/config.yaml
 tls: /var/run/secrets/serving-guard/tls
 grpcTls: /var/run/secrets/serving-guard/grpc-tls
 httpToken: /var/run/secrets/serving-guard/http-token
+auditToken: /var/run/secrets/serving-guard/audit-token
 slack: /var/run/secrets/serving-guard/slack
 journalDir: /var/lib/serving-guard
 {{- end -}}
@@ -199,6 +200,9 @@ journalDir: /var/lib/serving-guard
 {{- end -}}
 {{- if and $v.inputs.http.enabled $v.inputs.http.token.secretName -}}
 {{- $_ := set $http "token" (dict "file" (printf "%s/token" $paths.httpToken)) -}}
+{{- end -}}
+{{- if and $v.inputs.http.enabled $v.inputs.http.auditToken.secretName -}}
+{{- $_ := set $http "audit_token" (dict "file" (printf "%s/token" $paths.auditToken)) -}}
 {{- end -}}
 {{- $grpc := dict "enabled" $v.inputs.grpc.enabled -}}
 {{- if $v.inputs.grpc.enabled -}}
