@@ -102,6 +102,26 @@ async def test_verify_passes_on_a_healthy_chain(
     assert len(sink.messages("#sec-oncall")) == 1 and len(sink.messages("#sec-alerts")) == 1
 
 
+async def test_verify_reads_the_trail_with_the_audit_token_where_one_is_set(
+    chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit_token = tmp_path / "audit-token"
+    audit_token.write_text("readers-only\n", encoding="utf-8")
+    http = {"listen": "127.0.0.1:0", "allow_unauthenticated": True, "audit_token": {"file": str(audit_token)}}
+    async with chain(inputs={"http": http}) as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod")
+        verify = ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url]
+        verify += FAST
+        code, out = await cli(verify, capsys)
+        assert code != 0
+        assert "audit request failed: HTTP 401" in out
+        assert "the audit trail is read with the audit token (inputs.http.audit_token)" in out
+        assert "Traceback" not in out
+        code, out = await cli([*verify, "--token-file", str(audit_token)], capsys)
+    assert code == 0, out
+    assert "PASS  shell-in-serving-pod  [quarantined]  quarantined" in out
+
+
 async def test_verify_fails_on_the_wrong_rule(
     chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
