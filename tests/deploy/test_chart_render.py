@@ -338,6 +338,9 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
     assert "serving-guard.io/enforce=true" in notes
     grpc_notes = renders["grpc-only"].notes()
     assert "http_output.url" not in grpc_notes and "ONE node" in grpc_notes
+    # Who reads the audit trail: said while senders can, silent once readers have their own token.
+    assert "inputs.http.auditToken.secretName" in notes
+    assert "auditToken" not in renders["production"].notes()
 
 
 @pytest.mark.parametrize(
