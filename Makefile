@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check responder simulators tests bench
 
 types: $(STAMP)
-	$(BIN)/mypy responder simulators
+	$(BIN)/mypy responder simulators tests bench
 
 pytest: $(STAMP) $(CHECKOV)
 	SERVING_GUARD_CHECKOV=$(abspath $(CHECKOV)) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -302,7 +302,7 @@ def process_tree(root: int) -> list[int]:
     is being measured."""
     tree, frontier = [root], [root]
     while frontier:
-        found = []
+        found: list[int] = []
         for pid in frontier:
             for children in Path(f"/proc/{pid}/task").glob("*/children"):
                 with contextlib.suppress(OSError):  # a thread or process that just exited

@@ -23,7 +23,7 @@ import grpc.aio
 from responder.alert import Alert, AlertError, Priority, build_alert, rejection_code
 from responder.config import GrpcInput
 from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
-from responder.ingest.sink import AlertSink, InputName, Overloaded
+from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
 
 # Full method paths (Falco's generated stubs use the same ones; a test checks it).
 SUB_METHOD = "/falco.outputs.service/sub"
@@ -119,7 +119,7 @@ class GrpcAlertInput:
     def __init__(
         self,
         config: GrpcInput,
-        sink: AlertSink,
+        sink: AlertSubmitter,
         logger: logging.Logger,
         *,
         rng: random.Random | None = None,

@@ -32,18 +32,8 @@ class Accepted:
     new: bool
 
 
-class AlertSink(Protocol):
-    def offer(
-        self,
-        alert: Alert,
-        source: InputName,
-        raw: bytes | None,
-        on_done: Callable[[Accepted | BaseException], None],
-    ) -> bool:
-        """Take the alert only if there is room now: ``on_done`` is called on the loop once it is
-        durably journaled (with the Accepted) or failed (with the error). False: nothing taken,
-        no room now. Raises Overloaded when no amount of waiting would help."""
-        ...
+class AlertSubmitter(Protocol):
+    """What an input that waits for the journal needs (gRPC, JSON lines)."""
 
     async def submit(
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
@@ -55,4 +45,20 @@ class AlertSink(Protocol):
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:
         """Count and log a payload that is not a valid alert (``reason`` is a short, bounded code)."""
+        ...
+
+
+class AlertSink(AlertSubmitter, Protocol):
+    """An AlertSubmitter that can also take an alert without a task (the HTTP input's fast path)."""
+
+    def offer(
+        self,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> bool:
+        """Take the alert only if there is room now: ``on_done`` is called on the loop once it is
+        durably journaled (with the Accepted) or failed (with the error). False: nothing taken,
+        no room now. Raises Overloaded when no amount of waiting would help."""
         ...

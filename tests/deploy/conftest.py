@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import helm_python
 import pytest
-from deploy_support import CASES, CHART_DIR, Rendered, render
+
+from tests.deploy.deploy_support import CASES, CHART_DIR, Rendered, render
 
 
 @pytest.fixture(scope="session")

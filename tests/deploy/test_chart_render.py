@@ -10,7 +10,11 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from deploy_support import (
+
+from responder.actions.netpol import deny_all_spec, spec_is_deny_all
+from responder.cli import COMMANDS
+from responder.config import Config, load_config_text
+from tests.deploy.deploy_support import (
     CASE_IDS,
     CASES,
     CHART_DIR,
@@ -23,10 +27,6 @@ from deploy_support import (
     case_named,
     render,
 )
-
-from responder.actions.netpol import deny_all_spec, spec_is_deny_all
-from responder.cli import COMMANDS
-from responder.config import Config, load_config_text
 
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace", "ClusterIssuer"}
 

@@ -9,7 +9,8 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from deploy_support import CHART_DIR, NAMESPACE, RELEASE
+
+from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
 VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))

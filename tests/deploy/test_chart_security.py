@@ -7,9 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploy_support import CASE_IDS, CASES, NAMESPACE, RELEASE, Case, Rendered, case_named, pod_specs
 
 from responder.cluster.api import OWNER_KINDS
+from tests.deploy.deploy_support import (
+    CASE_IDS,
+    CASES,
+    NAMESPACE,
+    RELEASE,
+    Case,
+    Rendered,
+    case_named,
+    pod_specs,
+)
 from tests.pss import containers, restricted_violations
 
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -17,7 +17,8 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from deploy_support import CASES, DEPLOY, DIGEST, REPO, Case, Values, deep_merge
+
+from tests.deploy.deploy_support import CASES, DEPLOY, DIGEST, REPO, Case, Values, deep_merge
 
 SKIPS_FILE = DEPLOY / "checkov-skips.yaml"
 MIN_REASON = 80

@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from deploy_support import DEPLOY, REPO, Rendered
+from tests.deploy.deploy_support import DEPLOY, REPO, Rendered
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 DIGEST_PINNED = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import helm_python
 import pytest
 import yaml
-from deploy_support import DEPLOY, NAMESPACE, RELEASE, Case, Rendered, render
 
 from responder.config import load_config_text
+from tests.deploy.deploy_support import DEPLOY, NAMESPACE, RELEASE, Case, Rendered, render
 
 FALCO_VALUES = yaml.safe_load((DEPLOY / "falco-values.yaml").read_text(encoding="utf-8"))
 README = (DEPLOY / "README.md").read_text(encoding="utf-8")

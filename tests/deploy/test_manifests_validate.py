@@ -9,7 +9,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from deploy_support import CASE_IDS, CASES, Case, Rendered
+
+from tests.deploy.deploy_support import CASE_IDS, CASES, Case, Rendered
 
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 

@@ -149,7 +149,7 @@ async def test_slack_down_is_retried_from_the_journal(
         def recorded() -> tuple[str, int]:
             with responder.journal.reader() as conn:
                 query = "SELECT state, attempts FROM notifications WHERE kind = 'incident'"
-                return tuple(conn.execute(query).fetchone())  # type: ignore[return-value]
+                return tuple(conn.execute(query).fetchone())
 
         # The sink sees the post before the worker's "sent" is committed to the journal.
         await settle(responder, lambda: recorded()[0] == "sent", timeout=5)

@@ -192,12 +192,14 @@ def test_recreated_pod_is_not_touched(
     vllm = seeded[1]["vllm"]
     context = harness.pod(vllm)
     # The pod is deleted and re-created under the same name (a StatefulSet does exactly this).
+    current = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert current is not None
     harness.running.call(
         harness.running.emulator.put_object,
         "v1/pods",
         {
-            **harness.stored("v1/pods", vllm.namespace, vllm.name),
-            "metadata": {  # type: ignore[dict-item]
+            **current,
+            "metadata": {
                 "name": vllm.name,
                 "namespace": vllm.namespace,
                 "uid": "a-new-uid",
