@@ -143,7 +143,7 @@ class Responder:
             if ssl_context is not None and http.tls is not None:
                 self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
-            audit = self._audit_route(AuditReaders(authenticator, audit_token))
+            audit = self._audit_route(AuditReaders(authenticator, audit_token, token))
             server = build_input_server(http, self.pipeline, authenticator, [audit])
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
         if self.config.inputs.grpc.enabled:

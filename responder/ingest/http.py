@@ -40,6 +40,10 @@ log = logging.getLogger("serving_guard.http")
 ALERTS_PATH = "/v1/alerts"
 TOKEN_REFRESH_SECONDS = 30.0
 AUDIT_READERS_ONLY = "the audit trail is read with the audit token (inputs.http.audit_token)"
+SAME_TOKENS_SINCE_ROTATION = (
+    "inputs.http.audit_token has become the same as inputs.http.token (a rotated Secret): "
+    "the audit trail is not served until they differ again"
+)
 
 
 def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
@@ -127,15 +131,26 @@ class AuditReaders:
     """Who may read the audit trail: the holders of ``audit_token`` alone when it is set (a
     sender's certificate or token is refused); otherwise whoever may send alerts."""
 
-    def __init__(self, senders: Authenticator, audit_token: TokenSource | None) -> None:
+    def __init__(
+        self,
+        senders: Authenticator,
+        audit_token: TokenSource | None,
+        senders_token: TokenSource | None = None,
+    ) -> None:
         self._senders = senders
         self._token = audit_token
+        self._senders_token = senders_token
 
     def check(self, request: Request) -> AuthResult:
         if self._token is None:
             return self._senders.check(request)
         matches = bearer_matches(request, self._token)
         if matches:
+            # Both files are re-read as their Secrets rotate: the start-up check that they differ
+            # has to hold on every read too, or every alert sender could read the trail.
+            if self._senders_token is not None and bearer_matches(request, self._senders_token):
+                log.error(SAME_TOKENS_SINCE_ROTATION)
+                return AuthResult(False, 403, SAME_TOKENS_SINCE_ROTATION)
             return AUTHENTICATED
         if matches is None:
             return AuthResult(False, 401, AUDIT_READERS_ONLY)

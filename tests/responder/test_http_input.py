@@ -18,7 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from responder.cluster.api import KubeGateway
+from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
+from responder.ingest.http import (
+    SAME_TOKENS_SINCE_ROTATION,
+    TOKEN_REFRESH_SECONDS,
+    AuditReaders,
+    Authenticator,
+    AuthResult,
+    TokenSource,
+)
+from responder.ingest.httpserver import Request
 from responder.journal_process import ProcessWriter
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
@@ -473,3 +483,39 @@ async def test_renewed_server_certificates_are_picked_up_without_a_restart(
         assert not responder.certificates.check()  # a broken renewal keeps the working chain
     finally:
         await responder.stop()
+
+
+def test_an_audit_token_rotated_into_the_senders_token_stops_serving_the_trail(tmp_path: Path) -> None:
+    """Both tokens are re-read as their Secrets rotate: if they become equal, no one reads the
+    trail with it (a sender's token must never read it), and the responder says why."""
+    now = [0.0]
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    senders = TokenSource(SecretRef(file=str(tmp_path / "token")), lambda: now[0])
+    audit = TokenSource(
+        SecretRef(file=str(tmp_path / "audit-token")), lambda: now[0], what="inputs.http.audit_token"
+    )
+    http = HttpInput(
+        token=SecretRef(file=str(tmp_path / "token")), audit_token=SecretRef(file=str(tmp_path / "x"))
+    )
+    readers = AuditReaders(Authenticator(http, senders), audit, senders)
+
+    def reading_with(token: str) -> AuthResult:
+        headers = {"authorization": f"Bearer {token}"}
+        return readers.check(Request("GET", "/v1/audit", "", headers, b"", "127.0.0.1", False))
+
+    assert reading_with(AUDIT_TOKEN).ok
+    (tmp_path / "audit-token").write_text(TOKEN + "\n")
+    assert reading_with(AUDIT_TOKEN).ok, "the file is re-read only after the refresh interval"
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    with Records("serving_guard", logging.ERROR) as records:
+        refused = reading_with(TOKEN)
+    assert (refused.ok, refused.status) == (False, 403)
+    assert refused.reason == SAME_TOKENS_SINCE_ROTATION
+    assert records.messages == [SAME_TOKENS_SINCE_ROTATION]
+    assert not reading_with(AUDIT_TOKEN).ok
+    # Rotated again to a token of its own: served again.
+    (tmp_path / "audit-token").write_text("a-fresh-audit-token")
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    assert reading_with("a-fresh-audit-token").ok
+    assert reading_with(TOKEN).reason == "invalid audit token"
