@@ -172,8 +172,8 @@ class Bench:
         stages = {}
         if self.stages:  # the responders have stopped: their probes wrote their events
             stages = {
-                # The writer process commits and syncs out of the probes' reach: this summary has
-                # the event loop's stages only; the thread writer's has all six.
+                # The writer process is probed too (bench.stages starts it), so the default's
+                # summary has the hops between the processes besides the thread writer's stages.
                 "stages": summarize(load_events(responder.stages_file), (measured_from, measured_to)),
                 "thread_writer_stages": summarize(
                     load_events(threaded.stages_file), (thread_from, thread_to)

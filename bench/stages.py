@@ -3,6 +3,7 @@ running responder (how round 6 of bench/README.md found the writer waiting for t
 
     python -m bench.run --only http_ingest --stages      # each HTTP run gets a "stages" summary
     python -m bench.stages serve --config FILE --out EVENTS.json   # what that runs
+    python -m bench.stages summary EVENTS.json [--skip-seconds S]  # a summary of an events file
 
 ``serve`` here is the responder's own ``serve`` with probes wrapped around six functions, from
 outside (the responder has no tracing code of its own). Each probe records
@@ -23,14 +24,30 @@ resolve     ``journal._resolve_all`` (waiters of a synced      event loop
 =========== ================================================== ==============
 
 With ``journal.writer: process`` (the default) the commit and the fsync run in the writer's own
-process, which the probes do not reach: that summary has the event loop's four stages only. The
-benchmark's thread-writer responder (``journal.writer: thread``) is traced too, with all six.
+process. ``serve`` starts that process under ``python -m bench.stages writer``, which probes it the
+same way (commit, fsync) and adds two stages for the hops between the processes:
 
-The summary gives the waits between them (hand-over → commit start, commit end → fsync start,
-fsync end → resolve), which are where a thread waited for the GIL, a core or the disk, and
-hand-over → resolve, the journal's whole round trip as the event loop sees it. The events
-of the last ``MAX_EVENTS`` calls are kept; the probes cost a few µs per call, so compare traced
-runs with traced runs only.
+=========== ================================================== ==============
+stage       function                                           process
+=========== ================================================== ==============
+frame_in    ``ThreadWriter.put`` in the writer process (a      writer
+            frame of ops received and loaded; count)
+frame_back  ``ProcessWriter._receive_frame`` (its end: an      responder
+            answer arrived; a blocking read, so only the end
+            counts)
+=========== ================================================== ==============
+
+``CLOCK_MONOTONIC`` is one clock for both processes, so the waits across them are measured as
+within one. The writer's events go to a file of their own and are merged into ``--out`` when the
+responder stops. The benchmark's thread-writer responder (``journal.writer: thread``) is traced
+too.
+
+The summary gives the waits between the stages (hand-over → commit start, commit end → fsync
+start, fsync end → resolve; with the writer process also hand-over → frame in, frame in → commit
+start, fsync end → frame back, frame back → resolve), which are where a thread waited for the
+GIL, a core or the disk, and hand-over → resolve, the journal's whole round trip as the event loop
+sees it. The events of the last ``MAX_EVENTS`` calls are kept; the probes cost a few µs per call,
+so compare traced runs with traced runs only.
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ import functools
 import json
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,24 +96,43 @@ class StageRecorder:
         return probed
 
     def install(self) -> None:
-        """Wrap the six functions of the table above."""
+        """Wrap the responder's functions of the tables above."""
         import responder.journal as journal_module
         from responder.ingest.httpserver import Connection
         from responder.journal import Journal
-        from responder.journal_writer import ThreadWriter
-        from responder.walsync import WalSyncer
+        from responder.journal_process import ProcessWriter
 
         Connection.data_received = self.probe("read", Connection.data_received)  # type: ignore[method-assign]
         Connection._answer = self.probe("answer", Connection._answer)  # type: ignore[method-assign]
         Journal._hand_over = self.probe(  # type: ignore[method-assign]
             "hand_over", Journal._hand_over, lambda journal: len(journal._scheduled)
         )
+        ProcessWriter._receive_frame = self.probe(  # type: ignore[method-assign]
+            "frame_back", ProcessWriter._receive_frame
+        )
+        # Looked up by name each time the journal settles a group, so the module's name is wrapped.
+        journal_module._resolve_all = self.probe("resolve", journal_module._resolve_all, len)
+        self.install_writer()
+
+    def install_writer(self) -> None:
+        """Wrap the journal writer's functions: the commit and the fsync (in whichever process the
+        writer runs)."""
+        from responder.journal_writer import ThreadWriter
+        from responder.walsync import WalSyncer
+
         ThreadWriter._commit_batch = self.probe(  # type: ignore[method-assign]
             "commit", ThreadWriter._commit_batch, lambda writer, conn, batch: len(batch)
         )
         WalSyncer._sync = self.probe("fsync", WalSyncer._sync)  # type: ignore[method-assign]
-        # Looked up by name each time the journal settles a group, so the module's name is wrapped.
-        journal_module._resolve_all = self.probe("resolve", journal_module._resolve_all, len)
+
+    def install_writer_process(self) -> None:
+        """In the writer process: the writer's functions, and each frame of ops it takes."""
+        from responder.journal_writer import ThreadWriter
+
+        self.install_writer()
+        ThreadWriter.put = self.probe(  # type: ignore[method-assign]
+            "frame_in", ThreadWriter.put, lambda writer, group: len(group)
+        )
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(list(self.events)))
@@ -164,6 +201,7 @@ def summarize(events: Iterable[Sequence[Any]], window_ns: tuple[int, int] | None
         "commits": len(commits),
         "ops_per_commit": round(ops / len(commits), 1) if commits else None,
         "hand_overs": len(by_stage["hand_over"]),
+        "writer_process_frames": len(by_stage["frame_in"]),
         "ms": {
             "hand_over_to_commit_start": distribution(
                 _waits_ms((e[2] for e in by_stage["hand_over"] if e[3]), starts("commit"))
@@ -172,6 +210,14 @@ def summarize(events: Iterable[Sequence[Any]], window_ns: tuple[int, int] | None
             "commit_end_to_fsync_start": distribution(_waits_ms(ends("commit"), starts("fsync"))),
             "fsync": distribution(durations("fsync")),
             "fsync_end_to_resolve": distribution(_waits_ms(ends("fsync"), starts("resolve"))),
+            # The hops of the writer process (none with the thread writer): the frame's way there,
+            # the commit interval's wait, the answer's way back, and the event loop's wake-up.
+            "hand_over_to_frame_in": distribution(
+                _waits_ms((e[2] for e in by_stage["hand_over"] if e[3]), starts("frame_in"))
+            ),
+            "frame_in_to_commit_start": distribution(_waits_ms(ends("frame_in"), starts("commit"))),
+            "fsync_end_to_frame_back": distribution(_waits_ms(ends("fsync"), sorted(ends("frame_back")))),
+            "frame_back_to_resolve": distribution(_waits_ms(ends("frame_back"), starts("resolve"))),
             # The journal's whole round trip as the event loop sees it, whichever process writes.
             "hand_over_to_resolve": distribution(
                 _waits_ms((e[2] for e in by_stage["hand_over"] if e[3]), starts("resolve"))
@@ -209,18 +255,75 @@ def load_events(path: Path) -> list[Event]:
     return events
 
 
+def _write_events(recorder: StageRecorder, out: Path) -> None:
+    try:
+        recorder.write(out)
+    except OSError as exc:
+        print(f"bench.stages: {out}: cannot write the events: {exc.strerror}", file=sys.stderr)
+
+
+class _TracedWriterProcesses:
+    """Starts the journal's writer processes under ``python -m bench.stages writer``, each writing
+    its events to a file of its own, and merges those into the responder's events."""
+
+    def __init__(self, out: Path) -> None:
+        self._out = out
+        self.files: list[Path] = []
+
+    def install(self) -> None:
+        from responder import journal_process
+
+        # The module's own view of ``subprocess`` only: a copy whose Popen rewrites that one command.
+        names = vars(journal_process)
+        real = names["subprocess"]
+        traced = types.ModuleType("subprocess")
+        vars(traced).update(vars(real))
+        vars(traced)["Popen"] = self._popen(real.Popen)
+        names["subprocess"] = traced
+
+    def _popen(self, popen: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(args: list[str], **kwargs: Any) -> Any:
+            if list(args[1:3]) == ["-m", "responder.journal_process"]:
+                events = self._out.with_name(f"{self._out.name}.writer-{len(self.files)}")
+                self.files.append(events)
+                args = [args[0], "-m", "bench.stages", "writer", "--out", str(events), *args[3:]]
+            return popen(args, **kwargs)
+
+        return traced
+
+    def merge_into(self, recorder: StageRecorder) -> None:
+        for path in self.files:
+            try:
+                recorder.events.extend(load_events(path))
+            except EventsFileError as exc:  # e.g. a writer process that was killed
+                print(f"bench.stages: the writer process's events are missing: {exc}", file=sys.stderr)
+
+
 def serve(config: str, out: Path) -> int:
     from responder.cli import main as responder_main
 
     recorder = StageRecorder()
     recorder.install()
+    writers = _TracedWriterProcesses(out)
+    writers.install()
     try:
         return responder_main(["serve", "--config", config])
     finally:
-        try:
-            recorder.write(out)
-        except OSError as exc:
-            print(f"bench.stages: {out}: cannot write the events: {exc.strerror}", file=sys.stderr)
+        # The responder has stopped, and with it its writer processes, which wrote their events.
+        writers.merge_into(recorder)
+        _write_events(recorder, out)
+
+
+def writer(out: Path, descriptor: str) -> int:
+    """The journal's writer process (``python -m responder.journal_process FD``), probed."""
+    from responder.journal_process import main as writer_main
+
+    recorder = StageRecorder()
+    recorder.install_writer_process()
+    try:
+        return writer_main(["responder.journal_process", descriptor])
+    finally:
+        _write_events(recorder, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,12 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     serving = commands.add_parser("serve", help="run the responder with the stage probes")
     serving.add_argument("--config", required=True, help="the responder's config file")
     serving.add_argument("--out", required=True, help="where to write the events (JSON) when it stops")
+    writing = commands.add_parser(
+        "writer", help="the journal's writer process with the probes (started by serve)"
+    )
+    writing.add_argument("--out", required=True, help="where to write the events (JSON) when it stops")
+    writing.add_argument("descriptor", help="the socket's file descriptor, as the responder passes it")
     summary = commands.add_parser("summary", help="summarize an events file")
     summary.add_argument("events", help="the events file written by serve")
     summary.add_argument("--skip-seconds", type=float, default=0.0, help="leave out the first seconds")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config, Path(args.out))
+    if args.command == "writer":
+        return writer(Path(args.out), args.descriptor)
     try:
         events = load_events(Path(args.events))
     except EventsFileError as exc:

@@ -66,6 +66,25 @@ def test_summary_measures_each_wait_between_stages() -> None:
     assert summary["loop_traced_busy_fraction"] == pytest.approx(1.0 / 5.4, abs=0.001)
 
 
+def test_summary_measures_the_hops_to_the_writer_process_and_back() -> None:
+    events = [
+        ("hand_over", 0, int(0.1 * MS), 3),
+        ("frame_in", int(0.4 * MS), int(0.5 * MS), 3),  # in the writer process
+        ("commit", int(1.5 * MS), int(2 * MS), 3),
+        ("fsync", int(2.2 * MS), int(2.8 * MS), 0),
+        ("frame_back", int(1 * MS), int(3.1 * MS), 0),  # a blocking read: only its end counts
+        ("resolve", int(3.3 * MS), int(3.4 * MS), 3),
+    ]
+    summary = summarize(events)
+    waits = summary["ms"]
+    assert summary["writer_process_frames"] == 1
+    assert waits["hand_over_to_frame_in"]["p50"] == pytest.approx(0.3)
+    assert waits["frame_in_to_commit_start"]["p50"] == pytest.approx(1.0)
+    assert waits["fsync_end_to_frame_back"]["p50"] == pytest.approx(0.3)
+    assert waits["frame_back_to_resolve"]["p50"] == pytest.approx(0.2)
+    assert waits["hand_over_to_resolve"]["p50"] == pytest.approx(3.2)
+
+
 def test_summary_keeps_the_window_only_and_overlapping_loop_work_counts_once() -> None:
     events = [
         ["commit", 0, 1 * MS, 50],  # in the warm-up: left out
@@ -110,16 +129,24 @@ def test_a_traced_smoke_run_summarizes_each_http_run(tmp_path: Path) -> None:
     completed = run_bench_smoke(out, "--only", "http_ingest", "--stages", timeout=110)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for run in json.loads(out.read_text())["http_ingest"]["runs"]:
-        # The default writer commits in its own process, out of the probes' reach: loop stages only.
+        # The default writer commits in its own process, probed there too: every stage, and the hops.
         stages = run["stages"]
-        assert stages["commits"] == 0 and stages["ms"]["fsync"]["count"] == 0
+        assert stages["commits"] > 0 and stages["ops_per_commit"] >= 1
+        assert stages["ms"]["fsync"]["count"] > 0  # the default durability fsyncs every group
         assert stages["ms"]["read"]["count"] > 0 and stages["ms"]["answer"]["count"] > 0
         assert stages["hand_overs"] > 0 and stages["ms"]["resolve"]["count"] > 0
+        assert stages["writer_process_frames"] > 0
+        for hop in ("hand_over_to_frame_in", "frame_in_to_commit_start", "fsync_end_to_frame_back"):
+            assert stages["ms"][hop]["count"] > 0 and stages["ms"][hop]["p50"] >= 0, hop
+        assert stages["ms"]["frame_back_to_resolve"]["count"] > 0
         assert stages["ms"]["hand_over_to_resolve"]["count"] > 0
         assert 0 < stages["loop_traced_busy_fraction"] <= 1
-        # The thread writer's run has all six.
+        # The thread writer's run: the same stages, without the hops between processes.
         threaded = run["thread_writer_stages"]
         assert threaded["commits"] > 0 and threaded["ops_per_commit"] >= 1
         assert threaded["ms"]["read"]["count"] > 0
-        assert threaded["ms"]["fsync"]["count"] > 0  # the default durability fsyncs every group
+        assert threaded["ms"]["fsync"]["count"] > 0
+        assert (
+            threaded["writer_process_frames"] == 0 and threaded["ms"]["frame_back_to_resolve"]["count"] == 0
+        )
         assert 0 < threaded["loop_traced_busy_fraction"] <= 1
