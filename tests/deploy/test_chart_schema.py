@@ -10,7 +10,8 @@ import helm_python
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE
+from responder.config import load_config_text
+from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, render
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
 VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
@@ -141,6 +142,11 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
             "pattern",
         ),
         ({"journal": {"persistence": {"size": "2 GB"}}}, "at '/journal/persistence/size'", "pattern"),
+        (
+            {"policies": [{"name": "p", "match": {"namespaces": ["ML Models"]}}]},
+            "at '/policies/0/match/namespaces/0'",
+            "does not match pattern",
+        ),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_path(
@@ -204,6 +210,15 @@ def test_chart_refuses_unworkable_combinations(
     with pytest.raises(helm_python.HelmRenderError) as caught:
         chart.render(values, name=RELEASE, namespace=namespace)
     assert message in str(caught.value), str(caught.value)
+
+
+def test_policy_namespaces_take_the_globs_the_responder_matches(chart: helm_python.Chart) -> None:
+    # The responder matches policy namespaces with shell-style globs (config.example.yaml shows ml-*).
+    globs = ["ml-*", "team-?", "[ab]-models", "[!x]-serving"]
+    values = {"policies": [{"name": "p", "match": {"namespaces": globs}, "actions": ["notify"]}]}
+    rendered = render(chart, Case("globs", values))
+    config = load_config_text(rendered.config_text(), "config.yaml")
+    assert list(config.policies[0].match.namespaces) == globs
 
 
 def test_separate_namespace_works_without_falco_certificates(chart: helm_python.Chart) -> None:
