@@ -1,16 +1,34 @@
-"""YAML loading that remembers where every value came from, so errors can name file and line."""
+"""YAML loading that remembers where every value came from, so errors can name file and line.
+
+Hostile or broken input is refused with a file:line error, never a traceback: characters YAML does
+not allow, nesting deeper than :data:`MAX_DEPTH`, an alias inside the node it names (a recursive
+structure), and aliases that would expand the document by more than :data:`MAX_ALIAS_VALUES`
+values (a "billion laughs" file: a few lines of nested aliases that stand for billions of values).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 
 from responder.errors import SourceError
 
 Path = tuple[str | int, ...]
+
+# Deeper than any config or rules file needs; keeps the loader's recursion far from Python's limit.
+MAX_DEPTH = 100
+# Values an alias may stand for, summed over the document (merge keys `<<: *x` included).
+MAX_ALIAS_VALUES = 100_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
+_STR_TAG = "tag:yaml.org,2002:str"
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML's line breaks, as PyYAML counts them
 
 
 @dataclass(frozen=True)
@@ -39,27 +57,126 @@ def _mark_line(mark: yaml.Mark | None) -> int | None:
     return mark.line + 1 if mark is not None else None
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds on nesting and on alias expansion, checked while composing."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.open_anchors: set[str] = set()  # anchors of the nodes being composed (the current path)
+        self.sizes: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+        self.alias_values = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self.open_anchors:
+                raise _refused(
+                    f"an alias refers to itself: *{event.anchor} stands inside the node anchored "
+                    f"&{event.anchor} (a recursive structure)",
+                    event,
+                )
+            target = super().compose_node(parent, index)
+            self.alias_values += self.sizes[id(target)]
+            if self.alias_values > MAX_ALIAS_VALUES:
+                raise _refused(
+                    f"aliases expand to more than {MAX_ALIAS_VALUES} values (at *{event.anchor}): "
+                    "write the values out or use fewer nested aliases",
+                    event,
+                )
+            return target
+        if self.depth >= MAX_DEPTH:
+            raise _refused(f"nested too deeply (more than {MAX_DEPTH} levels)", event)
+        anchor: str | None = getattr(event, "anchor", None)
+        self.depth += 1
+        if anchor is not None:
+            self.open_anchors.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+            if anchor is not None:
+                self.open_anchors.discard(anchor)
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self.sizes[id(item)] for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self.sizes[id(key)] + self.sizes[id(value)] for key, value in node.value)
+        self.sizes[id(node)] = size
+        return node
+
+
+def _refused(message: str, event: yaml.Event) -> ComposerError:
+    mark = event.start_mark
+    return ComposerError(None, None, message, mark if isinstance(mark, yaml.error.Mark) else None)
+
+
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, loader: _Loader) -> None:
         self.file = file
         self.loader = loader
         self.lines: dict[Path, int] = {}
+        self.pairs: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}  # id(mapping) -> merged pairs
+
+    def error(self, node: yaml.Node, message: str) -> SourceError:
+        return SourceError(self.file, _mark_line(node.start_mark), message)
+
+    def mapping_pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's key/value nodes with merge keys (``<<``) applied, as YAML defines them: the
+        mapping's own keys win over merged ones, and an earlier merged mapping over a later one.
+        Unlike PyYAML's flatten_mapping this leaves the (possibly shared) nodes as they are."""
+        cached = self.pairs.get(id(node))
+        if cached is not None:
+            return cached
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise self.error(source, "a merge key (<<) takes an alias of a mapping or a list of them")
+                merged += self.mapping_pairs(source)
+        seen = {self.key_of(key) for key, _ in own}
+        pairs: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in merged:
+            key = self.key_of(key_node)
+            if key not in seen:
+                seen.add(key)
+                pairs.append((key_node, value_node))
+        pairs += own
+        self.pairs[id(node)] = pairs
+        return pairs
+
+    def key_of(self, key_node: yaml.Node) -> Any:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self.error(key_node, "mapping keys must be scalars")
+        if key_node.tag == _VALUE_TAG:
+            # A bare '=' as a key: YAML 1.1's value key; read it as text, as PyYAML's mappings do.
+            key_node = yaml.ScalarNode(_STR_TAG, key_node.value, key_node.start_mark, key_node.end_mark)
+        key = self.loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | bool | float) and key is not None:
+            raise self.error(key_node, "mapping keys must be scalars")
+        return key
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         line = _mark_line(node.start_mark)
         if line is not None:
             self.lines.setdefault(path, line)
         if isinstance(node, yaml.MappingNode):
+            own: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # a merged key may be given again: the mapping's own value wins
+                key = self.key_of(key_node)
+                if key in own:
+                    raise self.error(key_node, f"duplicate key {key!r}")
+                own.add(key)
             result: dict[Any, Any] = {}
-            self.loader.flatten_mapping(node)
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | bool | float) and key is not None:
-                    raise SourceError(
-                        self.file, _mark_line(key_node.start_mark), "mapping keys must be scalars"
-                    )
-                if key in result:
-                    raise SourceError(self.file, _mark_line(key_node.start_mark), f"duplicate key {key!r}")
+            for key_node, value_node in self.mapping_pairs(node):
+                key = self.key_of(key_node)
                 child = (*path, key if isinstance(key, str | int) else str(key))
                 # The key's line is the one users look for ("line of `priority:`").
                 key_line = _mark_line(key_node.start_mark)
@@ -72,15 +189,36 @@ class _Builder:
         return self.loader.construct_object(node, deep=True)
 
 
+def _reader_error(text: str, exc: yaml.reader.ReaderError, file: str) -> SourceError:
+    """A character YAML does not allow, with the line and column where it stands."""
+    position = max(0, min(exc.position, len(text)))
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    line = len(breaks) + 1
+    column = position - (breaks[-1].end() if breaks else 0) + 1
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    kind = "control character" if code < 0x20 or 0x7F <= code <= 0x9F else "character"
+    return SourceError(
+        file,
+        line,
+        f"invalid YAML: {kind} #x{code:04x} at column {column} (YAML allows only printable characters, "
+        "tabs and line breaks)",
+    )
+
+
 def load_yaml(text: str, file: str) -> YamlDocument:
     """Parse one YAML document; syntax errors become a SourceError with the line."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, exc, file) from None
     try:
         node = loader.get_single_node()
         if node is None:
             return YamlDocument(file=file, data=None, lines={})
         builder = _Builder(file, loader)
         data = builder.build(node, ())
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, exc, file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -92,12 +230,32 @@ def load_yaml(text: str, file: str) -> YamlDocument:
     return YamlDocument(file=file, data=data, lines=builder.lines)
 
 
-def load_yaml_file(path: str) -> YamlDocument:
+def read_text(path: str) -> str:
+    """A UTF-8 text file (universal newlines); errors name the file, and the line of a bad byte."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as exc:
         raise SourceError(path, None, f"cannot read file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise SourceError(path, None, f"not UTF-8 text: {exc.reason}") from None
-    return load_yaml(text, path)
+        reason = exc.reason
+    # The decoder's offset is into the chunk it was reading: decode the whole file to place it.
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        data.decode("utf-8")
+    except OSError as exc:
+        raise SourceError(path, None, f"cannot read file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line_start = max(data.rfind(b"\n", 0, exc.start), data.rfind(b"\r", 0, exc.start)) + 1
+        line = data.count(b"\n", 0, exc.start) + data.count(b"\r", 0, exc.start)
+        line -= data.count(b"\r\n", 0, exc.start)
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
+        raise SourceError(
+            path, line + 1, f"not UTF-8 text: {exc.reason} (byte 0x{data[exc.start]:02x} at column {column})"
+        ) from None
+    raise SourceError(path, None, f"not UTF-8 text: {reason}")
+
+
+def load_yaml_file(path: str) -> YamlDocument:
+    return load_yaml(read_text(path), path)

@@ -47,21 +47,24 @@ class RuleSpec:
 
 
 def load_rule_specs(path: Path) -> dict[str, RuleSpec]:
-    """Rules by name from a rules file, after Falco's define/append/override semantics."""
-    from responder.rulespack.expand import collect
-    from responder.rulespack.rulesfile import read_rules_file
+    """Rules by name from a rules file, after Falco's define/append/override semantics.
+
+    A rules file that does not load (unreadable, bad YAML, not a rules file, an invalid item or
+    condition) is a UserError naming file and line, as `serving-guard rules check` reports it."""
+    from responder.rulespack.expand import load_paths
 
     if not path.is_file():
         raise UserError(f"rules file {path} does not exist")
-    ruleset = collect([read_rules_file(str(path))])
+    ruleset = load_paths([str(path)])
     specs = {}
     for state in ruleset.rules.values():
-        try:
-            priority = Priority.parse(state.priority)
-        except ValueError:
-            continue  # the rules checker reports it; a replay just cannot use this rule's spec
+        # The reader accepted only Falco's priority names, and Priority knows every one of them.
         specs[state.name] = RuleSpec(
-            state.name, priority, tuple(sorted(set(state.tags))), " ".join(state.output.split()), state.source
+            state.name,
+            Priority.parse(state.priority),
+            tuple(sorted(set(state.tags))),
+            " ".join(state.output.split()),
+            state.source,
         )
     return specs
 

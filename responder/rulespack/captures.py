@@ -100,6 +100,8 @@ def _alert(rule: str, event: dict[str, Any]) -> Alert:
 
 
 def _matching_rules(sysdig: Sysdig, capture: str, rules: Sequence[PreparedRule]) -> tuple[list[Alert], int]:
+    if not rules:
+        return [], 0  # an empty filter would match every event
     combined = " or ".join(f"({rule.condition})" for rule in rules)
     events = sysdig.read_capture(capture, combined, EVENT_FIELDS)
     runs = 1

@@ -40,7 +40,12 @@ _BARE_STR = re.compile(r"[^ \b\t\n\r(),=\"']+")
 _HEX_NUM = re.compile(r"0[xX][0-9a-zA-Z]+")
 _NUM = re.compile(r"[+\-]?[0-9]+\.?[0-9]*([eE][+\-][0-9]+)?")
 _BLANKS = " \t\n\r\b"
-_MAX_DEPTH = 1000
+# Nesting the parser accepts: parentheses, `not` and transformers, one level each (libsinsp's parser
+# has a limit of 100 too, counted in its own recursion steps). Far beyond any real rule, and far
+# from Python's recursion limit.
+MAX_NESTING = 100
+# Depth of a tree after macros are resolved (and/or/not levels): what the renderers may walk.
+MAX_TREE_DEPTH = 200
 
 
 class ConditionSyntaxError(Exception):
@@ -55,6 +60,10 @@ class ConditionSyntaxError(Exception):
     @property
     def token(self) -> str:
         return token_at(self.text, self.pos)
+
+
+class ConditionTooDeep(ConditionSyntaxError):
+    """A condition nested more than :data:`MAX_NESTING` levels: refused before it can exhaust the stack."""
 
 
 def token_at(text: str, pos: int) -> str:
@@ -189,9 +198,18 @@ class _Parser:
         raise self.error("unterminated quoted string")
 
     def enter(self) -> None:
+        """One more level of nesting (a parenthesis, a `not`, a transformer); call leave() after it."""
         self.depth += 1
-        if self.depth > _MAX_DEPTH:
-            raise self.error("condition nests too deeply")
+        if self.depth > MAX_NESTING:
+            raise ConditionTooDeep(
+                f"condition nested too deeply (more than {MAX_NESTING} levels of parentheses, "
+                "'not' and transformers)",
+                self.text,
+                self.pos,
+            )
+
+    def leave(self) -> None:
+        self.depth -= 1
 
     # --- grammar --------------------------------------------------------------------------------
     def parse(self) -> Node:
@@ -205,7 +223,7 @@ class _Parser:
         return node
 
     def parse_or(self) -> Node:
-        self.enter()
+        self.enter()  # the whole condition and every parenthesised group
         self.blank()
         start = self.pos
         children = [self.parse_and()]
@@ -213,11 +231,10 @@ class _Parser:
         while self.keyword("or"):
             children.append(self.embedded(self.parse_and, "or"))
             self.blank()
-        self.depth -= 1
+        self.leave()
         return children[0] if len(children) == 1 else Or(tuple(children), start)
 
     def parse_and(self) -> Node:
-        self.enter()
         self.blank()
         start = self.pos
         children = [self.parse_not()]
@@ -225,7 +242,6 @@ class _Parser:
         while self.keyword("and"):
             children.append(self.embedded(self.parse_not, "and"))
             self.blank()
-        self.depth -= 1
         return children[0] if len(children) == 1 else And(tuple(children), start)
 
     def embedded(self, parse_next: Callable[[], Node], after: str) -> Node:
@@ -240,11 +256,13 @@ class _Parser:
         raise self.error(f"expected a blank space or '(' after '{after}'")
 
     def parse_not(self) -> Node:
-        self.enter()
         self.blank()
         start = self.pos
-        node = Not(self.embedded(self.parse_not, "not"), start) if self.keyword("not") else self.parse_check()
-        self.depth -= 1
+        if not self.keyword("not"):
+            return self.parse_check()
+        self.enter()
+        node = Not(self.embedded(self.parse_not, "not"), start)
+        self.leave()
         return node
 
     def parse_check(self) -> Node:
@@ -290,6 +308,7 @@ class _Parser:
                 break
         else:
             return None
+        self.enter()
         self.blank()
         inner = self.try_transformer(allow_val=False)
         if inner is None:
@@ -300,6 +319,7 @@ class _Parser:
         self.blank()
         if not self.literal(")"):
             raise self.error("expected a ')' token")
+        self.leave()
         if name == "val":
             return replace(inner, is_val=True, pos=start)
         return replace(inner, transformers=(name, *inner.transformers), pos=start)
@@ -467,6 +487,20 @@ def _grouped(node: Node) -> str:
 
 
 # --- walking -------------------------------------------------------------------------------------
+def tree_depth(node: Node) -> int:
+    """Levels of and/or/not above the deepest check (1 for a lone check); iterative, for any depth."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(current, And | Or):
+            stack += [(child, depth + 1) for child in current.children]
+        elif isinstance(current, Not):
+            stack.append((current.child, depth + 1))
+    return deepest
+
+
 def walk(node: Node) -> Iterator[Node]:
     """Every node, depth first, parents before children."""
     yield node

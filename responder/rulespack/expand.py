@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from responder.errors import UserError
 from responder.rulespack.condition import (
     LIST_OPERATORS,
+    MAX_TREE_DEPTH,
     ConditionSyntaxError,
+    ConditionTooDeep,
     ListValue,
     MacroRef,
     Node,
@@ -25,6 +28,7 @@ from responder.rulespack.condition import (
     parse,
     render,
     transform,
+    tree_depth,
     walk,
 )
 from responder.rulespack.problems import Problem, Severity, item_label
@@ -38,6 +42,7 @@ from responder.rulespack.rulesfile import (
     PluginRequirement,
     RuleItem,
     RulesFile,
+    read_rules_file,
 )
 
 _BLANKS = " \t\n\r"
@@ -485,9 +490,12 @@ def _parse(
         # At the end of the text, the last word is the one to look for.
         probe = exc.token if exc.pos < len(text) else (text.split() or [""])[-1]
         file, line = locate(origins, probe, origins[0] if origins else fallback)
-        ruleset.problems.append(
-            Problem(Severity.ERROR, file, line, f"syntax error: {exc.message}", label, exc.token)
-        )
+        if isinstance(exc, ConditionTooDeep):
+            ruleset.problems.append(Problem(Severity.ERROR, file, line, exc.message, label))
+        else:
+            ruleset.problems.append(
+                Problem(Severity.ERROR, file, line, f"syntax error: {exc.message}", label, exc.token)
+            )
         return None
     _check_list_references(ruleset, written, origins[0] if origins else fallback, label)
     try:
@@ -537,7 +545,18 @@ def _resolve_macros(
             )
             message += "the macros defined before it)"
         ruleset.problems.append(Problem(Severity.ERROR, file, line, message, label, ref.name))
-    return None if failed else resolved
+    if failed:
+        return None
+    depth = tree_depth(resolved)
+    if depth > MAX_TREE_DEPTH:
+        where = origins[0] if origins else fallback
+        message = (
+            f"condition nested too deeply once its macros are expanded ({depth} levels of and/or/not, "
+            f"at most {MAX_TREE_DEPTH}): flatten the macros it uses"
+        )
+        ruleset.problems.append(Problem(Severity.ERROR, where.file.path, where.line, message, label))
+        return None
+    return resolved
 
 
 def compile_ruleset(ruleset: RuleSet) -> None:
@@ -558,6 +577,8 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         )
         if tree is None:
             continue
+        if _refers_to_failed_macro(ruleset, tree, resolved_macros, macro.visibility):
+            continue  # that macro failed to compile; its own problem names the cause
         visible = {name: ast for name, (index, ast) in resolved_macros.items() if index < macro.visibility}
         resolved = _resolve_macros(
             ruleset, tree, visible, origins=macro.condition_origins, fallback=macro.origin, label=label
@@ -577,12 +598,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         tree = _parse(ruleset, written, substituted, origins=origins, fallback=rule.origin, label=label)
         if tree is None:
             continue
-        unresolvable = [
-            ref.name
-            for ref in _macro_refs(tree)
-            if ref.name in ruleset.macros and ref.name not in every_macro
-        ]
-        if unresolvable:
+        if _refers_to_failed_macro(ruleset, tree, resolved_macros, None):
             continue  # the macro itself failed to compile; its own problem names the cause
         resolved = _resolve_macros(
             ruleset, tree, every_macro, origins=origins, fallback=rule.origin, label=label
@@ -618,7 +634,39 @@ def _macro_refs(tree: Node) -> list[MacroRef]:
     return [node for node in walk(tree) if isinstance(node, MacroRef)]
 
 
+def _refers_to_failed_macro(
+    ruleset: RuleSet, tree: Node, resolved: dict[str, tuple[int, Node]], visibility: int | None
+) -> bool:
+    """Whether the condition names a macro it can see (all, for a rule: ``visibility`` None) that did
+    not compile; its own problem names the cause. The macros it can see count as used either way."""
+    failed = False
+    for ref in _macro_refs(tree):
+        macro = ruleset.macros.get(ref.name)
+        if macro is None or (visibility is not None and macro.index >= visibility):
+            continue
+        if ref.name not in resolved:
+            failed = True
+        macro.used = True
+    return failed
+
+
 def load(files: list[RulesFile]) -> RuleSet:
     ruleset = collect(files)
     compile_ruleset(ruleset)
+    return ruleset
+
+
+def load_paths(paths: list[str]) -> RuleSet:
+    """The rules files as Falco would load them, for commands that use the rules rather than check
+    them: any error (unreadable file, bad YAML, bad item, bad condition) stops the command with a
+    UserError naming file and line, as `rules check` reports it."""
+    files = [read_rules_file(path) for path in paths]
+    ruleset = load(files)
+    errors = [p for f in files for p in f.problems if p.severity is Severity.ERROR]
+    errors += [p for p in ruleset.problems if p.severity is Severity.ERROR]
+    if errors:
+        count = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
+        details = "; ".join(problem.format() for problem in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise UserError(f"the rules do not load ({count}; see `serving-guard rules check`): {details}{more}")
     return ruleset

@@ -15,7 +15,7 @@ from typing import Any
 from responder.errors import SourceError
 from responder.rulespack.condition import ALL_OPERATORS
 from responder.rulespack.problems import Problem, Severity, item_label
-from responder.yamlsource import YamlDocument, load_yaml
+from responder.yamlsource import YamlDocument, load_yaml, read_text
 
 PRIORITIES = {
     "emergency": "EMERGENCY",
@@ -175,7 +175,7 @@ class _Reader:
             self.problem((*path, key), f"'{key}' must not be empty", item, key)
             return None
         if isinstance(value, dict | list):
-            self.problem((*path, key), f"'{key}' must be a string, not a {_kind(value)}", item, key)
+            self.problem((*path, key), f"'{key}' must be a string, not {_kind(value)}", item, key)
             return None
         text = _scalar_text(value)
         if not text.strip():
@@ -197,7 +197,7 @@ class _Reader:
         if value is None:
             return ()
         if not isinstance(value, list):
-            self.problem((*path, key), f"'{key}' must be a list, not a {_kind(value)}", item, key)
+            self.problem((*path, key), f"'{key}' must be a list, not {_kind(value)}", item, key)
             return None
         out: list[str] = []
         for index, element in enumerate(value):
@@ -240,11 +240,9 @@ class _Reader:
             return
         self.result.item_lines = [line for i in range(len(data)) if (line := self.doc.line_of((i,)))]
         for index, entry in enumerate(data):
-            if entry is None:
-                continue
             path: tuple[str | int, ...] = (index,)
             if not isinstance(entry, dict):
-                self.problem(path, f"each item must be a mapping, got a {_kind(entry)}", None)
+                self.problem(path, f"each item must be a mapping, got {_kind(entry)}", None)
                 continue
             if "required_engine_version" in entry:
                 self.read_engine_version(entry, path)
@@ -656,11 +654,22 @@ def _scalar_text(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
+    """What a YAML value is, with its article: "a mapping", "null", "an integer"."""
+    if value is None:
+        return "null"
     if isinstance(value, dict):
-        return "mapping"
+        return "a mapping"
     if isinstance(value, list):
-        return "sequence"
-    return type(value).__name__
+        return "a sequence"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
 
 
 def read_rules_text(text: str, path: str) -> RulesFile:
@@ -682,16 +691,9 @@ def read_rules_text(text: str, path: str) -> RulesFile:
 
 def read_rules_file(path: str) -> RulesFile:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
+        text = read_text(path)
+    except SourceError as exc:
         result = RulesFile(path=path, text="")
-        result.problems.append(
-            Problem(Severity.ERROR, path, None, f"cannot read file: {exc.strerror or exc}")
-        )
-        return result
-    except UnicodeDecodeError as exc:
-        result = RulesFile(path=path, text="")
-        result.problems.append(Problem(Severity.ERROR, path, None, f"not UTF-8 text: {exc.reason}"))
+        result.problems.append(Problem(Severity.ERROR, path, exc.line, exc.message))
         return result
     return read_rules_text(text, path)

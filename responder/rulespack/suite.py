@@ -11,10 +11,8 @@ from pathlib import Path
 from responder.errors import UserError
 from responder.rulespack.captures import CaptureRun, PreparedRule, evaluate_capture
 from responder.rulespack.examples import ExamplesFile
-from responder.rulespack.expand import RuleSet, load
+from responder.rulespack.expand import RuleSet, load_paths
 from responder.rulespack.matrix import CaptureReport, judge
-from responder.rulespack.problems import Severity
-from responder.rulespack.rulesfile import read_rules_file
 from responder.rulespack.sysdig import Sysdig
 from responder.rulespack.sysdig_compat import to_sysdig
 
@@ -29,16 +27,15 @@ class SuiteInput:
 
 
 def load_rules(paths: list[str]) -> RuleSet:
-    """The rules as Falco would load them; any error stops the suite (run `rules check` for details)."""
-    files = [read_rules_file(path) for path in paths]
-    ruleset = load(files)
-    errors = [p for f in files for p in f.problems if p.severity is Severity.ERROR]
-    errors += [p for p in ruleset.problems if p.severity is Severity.ERROR]
-    if errors:
-        details = "; ".join(problem.format() for problem in errors[:5])
-        raise UserError(
-            f"the rules do not load ({len(errors)} errors; see `serving-guard rules check`): {details}"
-        )
+    """The rules as Falco would load them; any error stops the suite, and so do rules files that
+    define no rule to run (an empty pack)."""
+    ruleset = load_paths(paths)
+    pack, *overrides = paths
+    also = f" (nor do the overrides {', '.join(overrides)})" if overrides else ""
+    if not ruleset.rules:
+        raise UserError(f"{pack}: the rules pack defines no rules{also}: nothing to test")
+    if not any(rule.enabled and rule.source == "syscall" for rule in ruleset.expanded.values()):
+        raise UserError(f"{pack}: the rules pack defines no enabled syscall rule{also}: nothing to test")
     return ruleset
 
 

@@ -137,3 +137,112 @@ def test_check_runs_falco_validate_when_falco_is_on_path(
     else:
         assert "FAILED" in out
         assert f"error: LOAD_ERR_COMPILE_CONDITION boom ({PACK}:3)" in out
+
+
+def _rule(condition: str, name: str = "x") -> str:
+    return (
+        f"- rule: {name}\n  desc: d\n  condition: {condition}\n  output: o %proc.name\n"
+        "  priority: WARNING\n  tags: [T1059]\n"
+    )
+
+
+TOO_DEEP = "condition nested too deeply (more than 100 levels of parentheses, 'not' and transformers)"
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_check_refuses_a_condition_nested_too_deeply(
+    depth: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    path = tmp_path / "deep.yaml"
+    path.write_text(_rule("(" * depth + "evt.type = execve" + ")" * depth))
+    assert main(["rules", "check", "--no-falco", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"\n{path}:3: error: rule 'x': {TOO_DEEP}\n" in out
+    assert out.endswith("result: FAILED (1 errors, 0 warnings)\n")
+
+
+def test_check_refuses_macros_that_expand_too_deeply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each macro is shallow, but together they would nest 600 levels: the first one past the bound
+    is reported, once; the macros and the rule built on it are not reported again."""
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    items = ["- macro: m0\n  condition: proc.name = a\n"]
+    items += [
+        f"- macro: m{i}\n  condition: (m{i - 1} or proc.name = b{i}) and proc.pid > {i}\n"
+        for i in range(1, 300)
+    ]
+    path = tmp_path / "chain.yaml"
+    path.write_text("".join(items) + _rule("evt.type = execve and m299"))
+    assert main(["rules", "check", "--no-falco", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"\n{path}:202: error: macro 'm100': condition nested too deeply once its macros are expanded "
+        "(201 levels of and/or/not, at most 200): flatten the macros it uses\n"
+    ) in out
+    assert out.endswith("result: FAILED (1 errors, 0 warnings)\n")
+
+
+def test_check_reports_null_items_like_other_non_mappings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    path = tmp_path / "items.yaml"
+    path.write_text("- null\n-\n- ~\n- 3\n- [a]\n- text\n")
+    assert main(["rules", "check", "--no-falco", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"{path}:1: error: each item must be a mapping, got null\n"
+        f"{path}:2: error: each item must be a mapping, got null\n"
+        f"{path}:3: error: each item must be a mapping, got null\n"
+        f"{path}:4: error: each item must be a mapping, got an integer\n"
+        f"{path}:5: error: each item must be a mapping, got a sequence\n"
+        f"{path}:6: error: each item must be a mapping, got a string\n"
+        "result: FAILED (6 errors, 0 warnings)\n"
+    ) in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the rules pack defines no rules"),
+        ("# only a comment\n", "the rules pack defines no rules"),
+        ("- list: shells\n  items: [sh]\n", "the rules pack defines no rules"),
+        (_rule("evt.type = execve") + "  enabled: false\n", "the rules pack defines no enabled syscall rule"),
+    ],
+    ids=["empty", "comment", "list-only", "all-disabled"],
+)
+def test_capture_test_of_a_pack_without_rules_says_so(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    pack = tmp_path / "empty.yaml"
+    pack.write_text(content)
+    override = tmp_path / "override.yaml"
+    override.write_text("")
+    assert main(["rules", "test", "--rules", str(pack), "--override", str(override)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"serving-guard: error: {pack}: {message} (nor do the overrides {override}): nothing to test\n"
+    )
+    assert (
+        main(
+            ["rules", "test", "--rules", str(pack), "--override", str(override), "--override", str(override)]
+        )
+        == 2
+    )
+    assert f"(nor do the overrides {override}, {override})" in capsys.readouterr().err
+
+
+def test_capture_test_of_an_empty_pack_with_the_default_override(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pack = tmp_path / "empty.yaml"
+    pack.write_text("")
+    assert main(["rules", "test", "--rules", str(pack)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"serving-guard: error: {pack}: the rules pack defines no rules (nor do the overrides "
+    )
+    assert err.endswith("scope-override.yaml): nothing to test\n")
+    assert "event-type resolution" not in err

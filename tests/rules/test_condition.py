@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from responder.rulespack.condition import (
+    MAX_NESTING,
     And,
     Check,
     ConditionSyntaxError,
+    ConditionTooDeep,
     FieldRef,
     ListValue,
     MacroRef,
@@ -17,6 +21,7 @@ from responder.rulespack.condition import (
     first_conjunct,
     parse,
     render,
+    tree_depth,
 )
 from responder.rulespack.evttypes import event_types
 
@@ -112,3 +117,37 @@ def test_event_types_follow_falco_resolution() -> None:
 def test_first_conjunct() -> None:
     assert render(first_conjunct(parse("evt.type = open and proc.name = x"))) == "evt.type = open"
     assert render(first_conjunct(parse("proc.name = x"))) == "proc.name = x"
+
+
+TOO_DEEP = (
+    f"condition nested too deeply (more than {MAX_NESTING} levels of parentheses, 'not' and transformers)"
+)
+
+
+@pytest.mark.parametrize(
+    ("nested", "levels"),
+    [
+        (lambda n: "(" * n + "proc.name = sh" + ")" * n, 1),  # the whole condition is a level too
+        (lambda n: "not " * n + "proc.name = sh", 1),
+        (lambda n: "not (" * n + "proc.name = sh" + ")" * n, 2),
+        (lambda n: "tolower(" * n + "proc.name" + ")" * n + " = sh", 1),
+        (lambda n: "proc.name = val(" + "tolower(" * (n - 1) + "proc.pname" + ")" * n, 1),
+    ],
+    ids=["parentheses", "not", "not-parentheses", "transformers", "val-transformers"],
+)
+def test_nesting_is_bounded_before_the_stack_runs_out(nested: Callable[[int], str], levels: int) -> None:
+    fits = (MAX_NESTING - 1) // levels
+    parse(nested(fits))
+    for depth in (fits + 1, 300, 5000):
+        with pytest.raises(ConditionTooDeep) as caught:
+            parse(nested(depth))
+        assert caught.value.message == TOO_DEEP
+
+
+def test_tree_depth_counts_and_or_not_levels_without_recursion() -> None:
+    assert tree_depth(parse("proc.name = sh")) == 1
+    assert tree_depth(parse("a and (b or not c)")) == 4
+    node = parse("proc.name = sh")
+    for _ in range(20_000):
+        node = Not(node)
+    assert tree_depth(node) == 20_001

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from responder.alert import parse_time_ns
 from responder.alert_json import parse_falco_json
+from responder.cli import main
 from responder.errors import UserError
 from responder.ingest.grpc import alert_from_response
 from responder.rulespack.paths import default_pack
@@ -160,3 +162,61 @@ def test_time_field_is_the_prefix_time() -> None:
     item = scenario_alerts(SCENARIOS.by_name["credential-read"], IDENTITY, "r1234", SPECS)[0]
     stamp = item.alert["output_fields"][TIME_FIELD]
     assert parse_time_ns(stamp.replace("+0000", "Z")) == parse_time_ns(item.alert["time"])
+
+
+_NOT_RULES = "a rules file must be a YAML sequence of items (- rule: ..., - macro: ...)"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            b"- rule: x\n  desc: caf\xe9\n",
+            "{path}:2: error: not UTF-8 text: invalid continuation byte (byte 0xe9 at column 12)",
+        ),
+        (b"- rule: x\n  desc: a\n  desc: b\n", "{path}:3: error: duplicate key 'desc'"),
+        (b"# a responder config\njournal:\n  path: /tmp/j.db\n", "{path}:2: error: " + _NOT_RULES),
+        (b"rule: x\ndesc: d\n", "{path}:1: error: " + _NOT_RULES),
+        (b"- null\n", "{path}:1: error: each item must be a mapping, got null"),
+        (
+            b"- rule: x\n  desc: d\n  condition: proc.name = sh and (\n  output: o\n  priority: WARNING\n",
+            "{path}:3: error: rule 'x': syntax error: expected a '(' token, a field check, or an identifier "
+            "(token '<end of condition>')",
+        ),
+    ],
+    ids=["not-utf8", "duplicate-key", "a-config", "top-level-mapping", "null-item", "bad-condition"],
+)
+def test_a_rules_file_that_does_not_load_is_an_error(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        load_rule_specs(path)
+    assert str(caught.value) == (
+        "the rules do not load (1 error; see `serving-guard rules check`): " + problem.format(path=path)
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["replay", "--file", "{out}", "--forge", "--pod", "ml-serving/x-0", "--rules", "{rules}", "all"],
+        ["demo", "--rules", "{rules}", "--workdir", "{work}"],
+    ],
+    ids=["replay", "demo"],
+)
+def test_replay_and_demo_refuse_a_broken_rules_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rule: x\ndesc: d\n")
+    out, work = tmp_path / "out.jsonl", tmp_path / "work"
+    argv = [arg.format(out=out, rules=rules, work=work) for arg in command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "serving-guard: error: the rules do not load (1 error; see `serving-guard rules check`): "
+        f"{rules}:1: error: {_NOT_RULES}\n"
+    )
+    assert captured.out == ""
+    assert not out.exists()
+    assert not work.exists() or not any(work.iterdir())
