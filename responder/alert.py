@@ -32,6 +32,8 @@ MAX_FIELDS = 256
 MAX_FIELD_NAME_CHARS = 256
 MAX_FIELD_VALUE_CHARS = 16 * 1024
 MISSING_TEXT = "<NA>"
+# Alert times are stored as SQLite INTEGERs (signed 64-bit): the last one is 2262-04-11T23:47:16.854775807Z.
+MAX_TIME_NS = 2**63 - 1
 
 
 class AlertError(ValueError):
@@ -146,7 +148,8 @@ def field_text(value: FieldValue) -> str:
 
 
 _TIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$",
+    re.ASCII,  # 0-9 only: RFC 3339 has no other digits ("٢٠٢٥", "²")
 )
 
 
@@ -154,11 +157,24 @@ def parse_time_ns(text: str) -> int:
     """RFC 3339 / ISO 8601 (Falco: 9 fractional digits and Z; sidekick: trimmed) to epoch ns."""
     # Falco's own form ("2025-01-28T10:00:00.123456789Z") is nearly every alert: its whole
     # seconds are parsed once (alerts share seconds) and only the nanoseconds per alert.
-    if len(text) == 30 and text[19] == "." and text[29] == "Z" and text[20:29].isdigit():
+    if (
+        len(text) == 30
+        and text[19] == "."
+        and text[29] == "Z"
+        and text[20:29].isascii()
+        and text[20:29].isdigit()
+    ):
         seconds = _utc_seconds(text[:19])
         if seconds is not None:
-            return seconds * 1_000_000_000 + int(text[20:29])
+            time_ns = seconds * 1_000_000_000 + int(text[20:29])
+            if time_ns > MAX_TIME_NS:
+                raise ValueError(_after_max_time(text))
+            return time_ns
     return _parse_time_ns(text)
+
+
+def _after_max_time(text: str) -> str:
+    return f"timestamp out of range (after {format_time_ns(MAX_TIME_NS)}): {text[:64]!r}"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -189,7 +205,10 @@ def _parse_time_ns(text: str) -> int:
         seconds -= sign * offset
     if seconds < 0:
         raise ValueError(f"timestamp before 1970: {text[:64]!r}")
-    return seconds * 1_000_000_000 + int(fraction)
+    time_ns = seconds * 1_000_000_000 + int(fraction)
+    if time_ns > MAX_TIME_NS:
+        raise ValueError(_after_max_time(text))
+    return time_ns
 
 
 def format_time_ns(time_ns: int) -> str:
@@ -350,6 +369,10 @@ def build_alert(
     sidekick_uuid: object = None,
 ) -> Alert:
     """Validate and normalise already-decoded parts (shared by the JSON and gRPC inputs)."""
+    if not 0 <= time_ns <= MAX_TIME_NS:  # parse_time_ns holds it for the JSON inputs; gRPC's may not
+        raise AlertError(
+            "time", f"timestamp out of range (before 1970 or after {format_time_ns(MAX_TIME_NS)})"
+        )
     rule_text = _require_text(rule, "rule", MAX_RULE_CHARS)
     if isinstance(priority, Priority):
         prio = priority

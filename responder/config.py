@@ -29,6 +29,7 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class Strict(BaseModel):
+    # Numbers are strict too (Field(strict=True)): lax pydantic takes `true` as 1 and "8" as 8.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
@@ -45,8 +46,10 @@ PriorityName = Annotated[Priority, Field(json_schema_extra={"type": "string"})]
 
 def _listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep:
         raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"listen address must be HOST:PORT with a port of digits 0-65535, got {value!r}")
     host = host.strip("[]")
     if host not in ("", "localhost"):
         try:
@@ -69,16 +72,24 @@ class SecretRef(Strict):
         return self
 
     def read(self, what: str) -> str:
+        """The secret, stripped; UserError names ``what`` (the config key) and the file or variable."""
         if self.file is not None:
             try:
-                value = Path(self.file).read_text(encoding="utf-8").strip()
+                raw = Path(self.file).read_bytes()
             except OSError as exc:
                 raise UserError(f"{what}: cannot read {self.file}: {exc.strerror or exc}") from None
             source = self.file
         else:
             assert self.env is not None
-            value = os.environ.get(self.env, "").strip()
+            # A variable's bytes that are not UTF-8 arrive as lone surrogates: back to the bytes.
+            raw = os.fsencode(os.environ.get(self.env, ""))
             source = f"${self.env}"
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{what}: {source} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
+            ) from None
         if not value:
             raise UserError(f"{what}: {source} is empty")
         return value
@@ -100,9 +111,9 @@ class HttpInput(Strict):
     # there, and this token cannot send alerts). Unset: whoever may send alerts.
     audit_token: SecretRef | None = None
     allow_unauthenticated: bool = False
-    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    max_body_bytes: int = Field(default=65536, strict=True, ge=1024, le=16 * 1024 * 1024)
     # How long a request may wait for room in the pipeline before 503 + Retry-After.
-    admission_timeout_seconds: float = Field(default=0.5, ge=0, le=30)
+    admission_timeout_seconds: float = Field(default=0.5, strict=True, ge=0, le=30)
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen_address(v)))
 
@@ -125,8 +136,8 @@ class ClientTLS(Strict):
 
 
 class Backoff(Strict):
-    initial_seconds: float = Field(default=0.5, gt=0, le=60)
-    max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    initial_seconds: float = Field(default=0.5, strict=True, gt=0, le=60)
+    max_seconds: float = Field(default=30.0, strict=True, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -141,7 +152,7 @@ class GrpcInput(Strict):
     enabled: bool = False
     address: str = "unix:///run/falco/falco.sock"
     tls: ClientTLS | None = None
-    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    poll_interval_seconds: float = Field(default=1.0, strict=True, gt=0, le=60)
     backoff: Backoff = Backoff()
 
     @model_validator(mode="after")
@@ -171,9 +182,9 @@ class Server(Strict):
 
 
 class Retry(Strict):
-    attempts: int = Field(default=4, ge=1, le=20)
-    initial_backoff_seconds: float = Field(default=0.2, gt=0, le=10)
-    max_backoff_seconds: float = Field(default=2.0, gt=0, le=60)
+    attempts: int = Field(default=4, strict=True, ge=1, le=20)
+    initial_backoff_seconds: float = Field(default=0.2, strict=True, gt=0, le=10)
+    max_backoff_seconds: float = Field(default=2.0, strict=True, gt=0, le=60)
 
 
 class Cluster(Strict):
@@ -182,10 +193,10 @@ class Cluster(Strict):
     context: str | None = None
     # Falco's hostname is the node name (FALCO_HOSTNAME from spec.nodeName in the chart).
     verify_node: bool = True
-    cache_ttl_seconds: float = Field(default=10.0, ge=0, le=3600)
-    request_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    cache_ttl_seconds: float = Field(default=10.0, strict=True, ge=0, le=3600)
+    request_timeout_seconds: float = Field(default=5.0, strict=True, gt=0, le=120)
     retry: Retry = Retry()
-    workers: int = Field(default=8, ge=1, le=64)
+    workers: int = Field(default=8, strict=True, ge=1, le=64)
 
 
 class Quarantine(Strict):
@@ -197,8 +208,8 @@ class Quarantine(Strict):
 
 
 class MaxQuarantines(Strict):
-    count: int = Field(default=5, ge=1, le=10000)
-    window_seconds: float = Field(default=300.0, gt=0, le=86400)
+    count: int = Field(default=5, strict=True, ge=1, le=10000)
+    window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
 
 
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease", "falco", "serving-guard")
@@ -213,7 +224,7 @@ class Guardrails(Strict):
 
 
 class Dedupe(Strict):
-    window_seconds: float = Field(default=300.0, gt=0, le=86400)
+    window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
 
 
 class ActionName(StrEnum):
@@ -280,10 +291,10 @@ class Slack(Strict):
     min_priority: PriorityName = Priority.WARNING
     # Slack API root; only for an Enterprise Grid proxy or a local test sink. Must end with '/'.
     base_url: str = "https://slack.com/api/"
-    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    timeout_seconds: float = Field(default=10.0, strict=True, gt=0, le=120)
     # Repeats of an incident update its thread counter at most this often.
-    update_interval_seconds: float = Field(default=30.0, ge=0, le=3600)
-    max_attempts: int = Field(default=8, ge=1, le=100)
+    update_interval_seconds: float = Field(default=30.0, strict=True, ge=0, le=3600)
+    max_attempts: int = Field(default=8, strict=True, ge=1, le=100)
 
     _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
 
@@ -303,11 +314,11 @@ class Slack(Strict):
 
 class Journal(Strict):
     path: str = "/var/lib/serving-guard/journal.db"
-    retention_days: float = Field(default=30.0, gt=0, le=3650)
-    max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    retention_days: float = Field(default=30.0, strict=True, gt=0, le=3650)
+    max_bytes: int = Field(default=1024**3, strict=True, ge=1024 * 1024)
     # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
-    max_pending: int = Field(default=20000, ge=10, le=10_000_000)
-    commit_interval_ms: float = Field(default=2.0, ge=0, le=1000)
+    max_pending: int = Field(default=20000, strict=True, ge=10, le=10_000_000)
+    commit_interval_ms: float = Field(default=2.0, strict=True, ge=0, le=1000)
     # full: an acknowledged alert survives a power loss or kernel crash (fsync per group commit).
     # normal: it survives the responder's own crash (SIGKILL, OOM) but a power loss may drop the
     # last acknowledged groups; cheaper per alert (see bench/README.md).
@@ -315,6 +326,17 @@ class Journal(Strict):
     # process: the journal's writer runs in a child process, so its SQLite work does not wait for
     # the event loop's GIL (bench/README.md, round 7). thread: in the responder's own process.
     writer: Literal["process", "thread"] = "process"
+
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, value: str) -> str:
+        # SQLite opens "" and ":memory:" as a private database per connection: the writer's
+        # tables would be invisible to every reader, and nothing would be kept.
+        if value in ("", ":memory:"):
+            raise ValueError(f"must be the path of a file, got {value!r} (SQLite would keep nothing)")
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 class Logging(Strict):

@@ -353,7 +353,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     usage = "usage: python -m responder.journal_process FD < OPTIONS.json  (started by the responder)"
-    if len(argv) != 2 or not argv[1].isdigit():
+    if len(argv) != 2 or not (argv[1].isascii() and argv[1].isdigit()):
         print(usage, file=sys.stderr)
         return 2
     try:

@@ -57,10 +57,12 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
         raise UserError(f"journal: SQLite {sqlite3.sqlite_version} is too old; 3.33 or newer is needed")
     path = options.path
     directory = os.path.dirname(os.path.abspath(path))
+    conn: WriteConnection | None = None
     try:
         os.makedirs(directory, exist_ok=True)
-        conn = connect(path, factory=WriteConnection)
-        assert isinstance(conn, WriteConnection)
+        opened = connect(path, factory=WriteConnection)
+        assert isinstance(opened, WriteConnection)
+        conn = opened
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL for SQLite either way: with FULL the syncer fsyncs each commit before any of
         # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
@@ -75,11 +77,43 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
             raise UserError(f"journal {path}: schema {row['value']}, this version reads {SCHEMA_VERSION}")
         newest = conn.execute("SELECT MAX(event_ns) FROM alerts").fetchone()[0]
         conn.recent = RecentAlerts(newest if newest is not None else -(1 << 63), options.recent_ids)
+        _check_writable(conn)
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == sqlite3.SQLITE_READONLY or (code == sqlite3.SQLITE_CANTOPEN and not _writable(path)):
+            raise UserError(
+                f"journal {path}: not writable: {exc} (the file, its -wal and -shm files, its directory or"
+                " its filesystem is read-only for this user)"
+            ) from None
         raise UserError(f"journal {path}: cannot open: {exc}") from None
     except OSError as exc:
         raise UserError(f"journal {path}: cannot create {directory}: {exc.strerror}") from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
     return conn
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write the journal's directory (for its -wal and -shm files) and
+    the journal, if it exists (False on a read-only filesystem, even for root)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.access(directory, os.W_OK) and (not os.path.exists(path) or os.access(path, os.W_OK))
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Write to the journal and roll it back: an existing journal SQLite can read but not write (a
+    read-only file, or a directory where its -wal file cannot be made) opens without an error, and
+    then every write would fail. Raises the write's sqlite3 error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class ThreadWriter(Generic[W]):

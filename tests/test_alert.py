@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.alert import AlertError, Priority, format_time_ns, parse_time_ns
+from responder.alert import MAX_TIME_NS, AlertError, Priority, build_alert, format_time_ns, parse_time_ns
 from responder.alert_json import alert_from_mapping, parse_falco_json
 
 FALCO_ALERT = {
@@ -89,6 +89,18 @@ def test_same_alert_twice_has_the_same_id_and_differs_from_others() -> None:
         ),
         (b'{"rule":"r","rule":"s","priority":"Notice","time":"2025-01-28T10:00:00Z"}', "rule", "duplicate"),
         (b'{"rule":"r","priority":"Notice","time":"2025-13-28T10:00:00Z"}', "time", "out of range"),
+        (b'{"rule":"r","priority":"Notice","time":"1900-01-01T00:00:00Z"}', "time", "before 1970"),
+        # Past int64 nanoseconds (the journal's INTEGER): refused, not an OverflowError when stored.
+        (b'{"rule":"r","priority":"Notice","time":"2262-04-12T00:00:00Z"}', "time", "out of range"),
+        (b'{"rule":"r","priority":"Notice","time":"9999-12-31T23:59:59.999999999Z"}', "time", "out of range"),
+        (b'{"rule":"r","priority":"Notice","time":"2262-04-11T23:47:16.854775808Z"}', "time", "out of range"),
+        # Digits other than 0-9 are not RFC 3339 (int() would take some and choke on others).
+        (
+            b'{"rule":"r","priority":"Notice","time":"2025-01-28T10:00:00.12345678\xc2\xb2Z"}',
+            "time",
+            "RFC 3339",
+        ),
+        (b'{"rule":"r","priority":"Notice","time":"\xd9\xa2025-01-28T10:00:00Z"}', "time", "RFC 3339"),
     ],
 )
 def test_bad_payloads_name_the_field(body: bytes, field: str, reason: str) -> None:
@@ -101,6 +113,38 @@ def test_bad_payloads_name_the_field(body: bytes, field: str, reason: str) -> No
 def test_time_round_trip_and_offsets() -> None:
     assert format_time_ns(parse_time_ns("2025-01-28T10:00:00.000000001Z")) == "2025-01-28T10:00:00.000000001Z"
     assert parse_time_ns("2025-01-28T11:00:00+01:00") == parse_time_ns("2025-01-28T10:00:00Z")
+
+
+def test_times_up_to_the_last_int64_nanosecond_are_taken_and_none_after() -> None:
+    last = "2262-04-11T23:47:16.854775807Z"
+    assert parse_time_ns(last) == MAX_TIME_NS == 2**63 - 1
+    assert format_time_ns(MAX_TIME_NS) == last
+    # An offset brings a later local time back into range.
+    assert parse_time_ns("2262-04-12T00:00:00+01:00") == parse_time_ns("2262-04-11T23:00:00Z")
+    for text in ("2262-04-11T23:47:16.854775808Z", "2262-04-11T23:47:17Z", "2262-04-12T00:00:00Z"):
+        with pytest.raises(
+            ValueError, match=r"timestamp out of range \(after 2262-04-11T23:47:16.854775807Z\)"
+        ):
+            parse_time_ns(text)
+
+
+@pytest.mark.parametrize("time_ns", [MAX_TIME_NS + 1, 2**64 * 10**9, -1])
+def test_build_alert_refuses_a_time_the_journal_cannot_hold(time_ns: int) -> None:
+    # The gRPC input hands build_alert Falco's seconds and nanos, unchecked against int64.
+    with pytest.raises(AlertError) as caught:
+        build_alert(
+            rule="r",
+            priority=Priority.NOTICE,
+            time_ns=time_ns,
+            source="syscall",
+            output="",
+            fields={},
+            tags=[],
+            hostname=None,
+        )
+    assert str(caught.value) == (
+        "field 'time': timestamp out of range (before 1970 or after 2262-04-11T23:47:16.854775807Z)"
+    )
 
 
 def test_priority_names_and_order() -> None:

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_RULE_CHARS, MAX_TAGS, Alert, AlertError
+from responder.alert import (
+    MAX_FIELD_VALUE_CHARS,
+    MAX_RULE_CHARS,
+    MAX_TAGS,
+    MAX_TIME_NS,
+    Alert,
+    AlertError,
+    format_time_ns,
+)
 from responder.alert_json import decode_common_alert, parse_falco_json, parse_falco_json_strict
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import make_pod
@@ -77,6 +85,9 @@ def test_repeated_keys_are_never_taken_by_the_common_path(body: bytes) -> None:
         ({"rule": "nul\x00"}, "rule"),
         ({"priority": "Loud"}, "priority"),
         ({"time": "2025-13-28T10:00:00Z"}, "time"),
+        ({"time": "2262-04-12T00:00:00Z"}, "time"),
+        ({"time": "2262-04-11T23:47:16.854775808Z"}, "time"),  # Falco's own form: the fast parse
+        ({"time": "2025-01-28T10:00:00.12345678\u00b2Z"}, "time"),
         ({"hostname": "\t"}, "hostname"),
         ({"source": " "}, "source"),
         ({"tags": ["ok", " "]}, "tags[1]"),
@@ -165,3 +176,26 @@ def test_fuzzed_falco_bodies_agree_with_the_strict_path(body: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_fuzzed_bytes_never_escape_the_common_path(body: bytes) -> None:
     assert_agrees(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=MAX_TIME_NS - 10**12, max_value=MAX_TIME_NS + 10**12),
+    st.sampled_from(["falco", "trimmed", "offset"]),
+)
+def test_times_around_the_last_int64_nanosecond_agree_and_are_taken_only_up_to_it(
+    time_ns: int, form: str
+) -> None:
+    text = format_time_ns(time_ns)  # Falco's form: 9 digits and Z (the common path's fast parse)
+    if form == "trimmed":
+        text = text.rstrip("Z").rstrip("0").rstrip(".") + "Z"  # Falcosidekick's RFC3339Nano
+    elif form == "offset":
+        seconds, nanos = divmod(time_ns + 3600 * 10**9, 10**9)
+        text = f"{format_time_ns(seconds * 10**9)[:19]}.{nanos:09d}+01:00"
+    body = json.dumps(dict(FALCO_ALERT, time=text)).encode()
+    assert_agrees(body)
+    if time_ns <= MAX_TIME_NS:
+        assert parse_falco_json(body).time_ns == time_ns
+    else:
+        with pytest.raises(AlertError, match=r"field 'time': timestamp out of range \(after 2262"):
+            parse_falco_json(body)

@@ -4,9 +4,11 @@ patches and record who and why (on the pod, as an Event, and in the journal when
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import socket
+import sqlite3
 
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
@@ -28,10 +30,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", help="kubeconfig context")
 
 
+def recorded_text(what: str, value: str) -> str:
+    """Text the release records (on the pod, in an Event, in the journal): not blank, and text
+    that can be stored (bytes that are not UTF-8 reach Python as lone surrogates, which cannot)."""
+    if not value.strip():
+        raise UserError(f"{what}: must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        # A byte that is not UTF-8 arrives as U+DC80..U+DCFF (Python's surrogateescape): name the byte.
+        byte = f" (byte 0x{ord(char) - 0xDC00:02x})" if "\udc80" <= char <= "\udcff" else ""
+        raise UserError(f"{what}: not UTF-8 text at character {exc.start + 1}{byte}") from None
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    # Everything that can be refused is checked before the cluster is touched.
     for what, value in (("--namespace", args.namespace), ("pod", args.pod)):
         if not valid_name(value):
             raise UserError(f"{what}: {value!r} is not a Kubernetes object name")
+    reason = recorded_text("--reason", args.reason)
+    if args.by is not None:
+        by = recorded_text("--by", args.by)
+    else:
+        by = recorded_text(
+            "the default --by (USER@host; set --by)", f"{getpass.getuser()}@{socket.gethostname()}"
+        )
     config = load_config(args.config) if args.config else Config()
     cluster: Cluster = config.cluster
     if args.kubeconfig or args.context:
@@ -41,18 +66,29 @@ def run(args: argparse.Namespace) -> int:
                 "context": args.context or cluster.context,
             }
         )
-    gateway = KubeGateway.from_config(cluster)
-    by = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
-    actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
-    outcome = actions.release(args.namespace, args.pod, by=by, reason=args.reason)
-    if args.config and os.path.exists(config.journal.path):
-        with Journal(
-            config.journal.path,
-            max_bytes=config.journal.max_bytes,
-            retention_seconds=config.journal.retention_days * 86400,
-        ) as journal:
-            journal.run_sync(
-                Journal.op_record_action(None, None, args.namespace, args.pod, outcome, actor=by)
+    with contextlib.ExitStack() as stack:
+        journal: Journal | None = None
+        if args.config and os.path.exists(config.journal.path):
+            # Opened before the release: when it cannot record it, nothing is changed.
+            journal = stack.enter_context(
+                Journal(
+                    config.journal.path,
+                    max_bytes=config.journal.max_bytes,
+                    retention_seconds=config.journal.retention_days * 86400,
+                )
             )
-    print(f"{args.namespace}/{args.pod}: {outcome.describe()}")
+        gateway = KubeGateway.from_config(cluster)
+        actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
+        outcome = actions.release(args.namespace, args.pod, by=by, reason=reason)
+        print(f"{args.namespace}/{args.pod}: {outcome.describe()}")
+        if journal is not None:
+            try:
+                journal.run_sync(
+                    Journal.op_record_action(None, None, args.namespace, args.pod, outcome, actor=by)
+                )
+            except (sqlite3.Error, OSError) as exc:
+                raise UserError(
+                    f"journal {config.journal.path}: the {outcome.action} above is done in the cluster,"
+                    f" but recording it failed: {exc}"
+                ) from None
     return 0 if outcome.status is OutcomeStatus.RELEASED else 1

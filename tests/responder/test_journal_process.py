@@ -327,6 +327,7 @@ def test_an_fsync_function_is_for_the_thread_writer_only(tmp_path: Path) -> None
     [
         ([], b"{}", "usage: python -m responder.journal_process FD"),
         (["x"], b"{}", "usage: python -m responder.journal_process FD"),
+        (["\u00b2"], b"{}", "usage: python -m responder.journal_process FD"),  # isdigit, yet not int()
         (["0"], b"not json", "bad options on stdin"),
         (["0"], b"[1]", "bad options on stdin"),
         (["0"], b'{"path": "j.db", "colour": 1}', "bad options on stdin"),

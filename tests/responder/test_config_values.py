@@ -1,0 +1,157 @@
+"""Config values the responder cannot use are refused by `config check` naming file:line and key:
+a journal SQLite would not keep, numbers that are not numbers, ports that are not digits, and
+secrets that are not text (naming the key and the file or variable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from responder.cli import main
+from responder.config import SecretRef, load_config_text
+from responder.errors import UserError
+from simulators.cluster_emulator import RunningCluster
+from simulators.seed import SeededPod
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+
+
+def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, Path]:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    code = main(["config", "check", str(path)])
+    return code, capsys.readouterr().err, path
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [('""', "''"), ('":memory:"', "':memory:'"), ('"   "', "''")],
+)
+def test_a_journal_path_sqlite_would_not_keep_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, shown: str
+) -> None:
+    code, err, path = check(tmp_path, f"logging: {{level: error}}\njournal:\n  path: {value}\n", capsys)
+    assert code == 2
+    assert (
+        f"{path}:3: journal.path: must be the path of a file, got {shown} (SQLite would keep nothing)" in err
+    )
+
+
+def test_a_journal_path_with_a_nul_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err, path = check(tmp_path, 'journal:\n  path: "/var/lib/j\\0.db"\n', capsys)
+    assert code == 2 and f"{path}:2: journal.path: must not contain a NUL character" in err
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "reason"),
+    [
+        ("cluster", "workers", "true", "Input should be a valid integer"),
+        ("cluster", "workers", "'8'", "Input should be a valid integer"),
+        ("cluster", "workers", "8.5", "Input should be a valid integer"),
+        ("cluster", "cache_ttl_seconds", "false", "Input should be a valid number"),
+        ("journal", "max_pending", "yes", "Input should be a valid integer"),
+        ("journal", "commit_interval_ms", "true", "Input should be a valid number"),
+        ("dedupe", "window_seconds", "'300'", "Input should be a valid number"),
+    ],
+)
+def test_numbers_must_be_numbers_not_booleans_or_strings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, key: str, value: str, reason: str
+) -> None:
+    code, err, path = check(tmp_path, f"{section}:\n  {key}: {value}\n", capsys)
+    assert code == 2
+    assert f"{path}:2: {section}.{key}: {reason}" in err and "Traceback" not in err
+
+
+def test_whole_numbers_still_fill_seconds_and_valid_numbers_load() -> None:
+    config = load_config_text(
+        "cluster: {workers: 8, cache_ttl_seconds: 10, request_timeout_seconds: 2.5}\n"
+        "journal: {max_pending: 100, commit_interval_ms: 0, max_bytes: 1048576}\n"
+        "dedupe: {window_seconds: 60}\n"
+    )
+    assert config.cluster.workers == 8 and config.cluster.cache_ttl_seconds == 10.0
+    assert config.journal.commit_interval_ms == 0 and config.dedupe.window_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "value"),
+    [
+        ("server:\n  metrics_listen: {}\n", "2: server.metrics_listen", "0.0.0.0:\u00b2"),
+        # An Arabic-Indic 3: int() takes it, a port does not.
+        ("server:\n  metrics_listen: {}\n", "2: server.metrics_listen", "0.0.0.0:\u0663"),
+        ("server:\n  metrics_listen: {}\n", "2: server.metrics_listen", "0.0.0.0:65536"),
+        ("server:\n  metrics_listen: {}\n", "2: server.metrics_listen", "0.0.0.0:"),
+        ("server:\n  metrics_listen: {}\n", "2: server.metrics_listen", "0.0.0.0:-1"),
+        (
+            "inputs:\n  http:\n    allow_unauthenticated: true\n    listen: {}\n",
+            "4: inputs.http.listen",
+            "127.0.0.1:http",
+        ),
+    ],
+)
+def test_a_listen_port_must_be_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str, value: str
+) -> None:
+    code, err, path = check(tmp_path, text.format(f'"{value}"'), capsys)
+    assert code == 2
+    assert (
+        f"{path}:{where}: listen address must be HOST:PORT with a port of digits 0-65535, got {value!r}"
+    ) in err
+    assert "invalid literal" not in err
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "127.0.0.1:65535", "[::1]:9090", ":9090", "localhost:80"])
+def test_valid_listen_addresses_load(listen: str) -> None:
+    assert load_config_text(f'server: {{metrics_listen: "{listen}"}}\n').server.metrics_listen == listen
+
+
+def test_a_secret_file_that_is_not_utf8_names_the_key_and_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"ok-\xff-token\n")
+    with pytest.raises(UserError) as caught:
+        SecretRef(file=str(token)).read("inputs.http.token")
+    assert str(caught.value) == f"inputs.http.token: {token} is not UTF-8 text (byte 3 is 0xff)"
+
+
+def test_a_secret_variable_that_is_not_utf8_names_the_key_and_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(os.environ, "SG_TEST_TOKEN", os.fsdecode(b"ab\xff"))  # X=$'ab\xff'
+    with pytest.raises(UserError) as caught:
+        SecretRef(env="SG_TEST_TOKEN").read("slack.token")
+    assert str(caught.value) == "slack.token: $SG_TEST_TOKEN is not UTF-8 text (byte 2 is 0xff)"
+    monkeypatch.setitem(os.environ, "SG_TEST_TOKEN", " jeton-sécurité \n")
+    assert SecretRef(env="SG_TEST_TOKEN").read("slack.token") == "jeton-sécurité"
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_serve_with_a_token_that_is_not_utf8_is_a_clear_error(
+    tmp_path: Path,
+    seeded: Seeded,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff")
+    monkeypatch.setitem(os.environ, "SG_TEST_TOKEN", os.fsdecode(b"\xff"))
+    ref = {"file": str(token)} if source == "file" else {"env": "SG_TEST_TOKEN"}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "inputs": {"http": {"listen": "127.0.0.1:0", "token": ref}},
+                "server": {"metrics_listen": None},
+                "cluster": {"kubeconfig": seeded[2]},
+                "journal": {"path": str(tmp_path / "journal.db"), "writer": "thread"},
+                "logging": {"level": "error"},
+            }
+        )
+    )
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    shown = token if source == "file" else "$SG_TEST_TOKEN"
+    assert f"serving-guard: error: inputs.http.token: {shown} is not UTF-8 text (byte 0 is 0xff)\n" in err
+    assert "Traceback" not in err
