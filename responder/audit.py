@@ -4,6 +4,7 @@ Shared by `serving-guard audit`, the HTTP `GET /v1/audit` endpoint and `serving-
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import zlib
 from collections.abc import Iterable
@@ -16,6 +17,11 @@ from responder.journal_rows import decode_payload
 
 MAX_LIMIT = 5000
 PAGE = 1000
+# The journal's times are SQLite INTEGERs (signed 64-bit nanoseconds): 1970 to 2262-04-11.
+MAX_SINCE_NS = 2**63 - 1
+# Kubernetes names: a namespace is a DNS label, a pod's name a DNS subdomain.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -27,11 +33,27 @@ class AuditQuery:
     run_id: str | None = None
     limit: int = 500
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.since_ns <= MAX_SINCE_NS:
+            raise ValueError("since is out of range (1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z)")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+
     @classmethod
-    def parse_pod(cls, text: str) -> tuple[str, str]:
+    def parse_pod(cls, text: str, what: str = "pod") -> tuple[str, str]:
+        """``NAMESPACE/NAME`` (Kubernetes names) to its two parts; a ValueError naming the problem
+        and ``what`` was given (``--pod`` on the command line)."""
         namespace, sep, name = text.partition("/")
-        if not sep or not namespace or not name:
-            raise ValueError(f"--pod must be NAMESPACE/NAME, got {text!r}")
+        if not sep or not namespace or not name or "/" in name:
+            raise ValueError(f"{what} must be NAMESPACE/NAME, got {text!r}")
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                f"{what} {text}: {namespace!r} is not a namespace name (lower-case letters, digits, '-')"
+            )
+        if not _POD_NAME.fullmatch(name):
+            raise ValueError(
+                f"{what} {text}: {name!r} is not a pod name (lower-case letters, digits, '-', '.')"
+            )
         return namespace, name
 
 

@@ -1,20 +1,48 @@
 """A small client for a running responder's HTTP API (POST /v1/alerts, GET /v1/audit), with the
 same authentication options the input accepts. Used by `audit`, `replay`, `verify`, the demo
-and the benchmark."""
+and the benchmark.
+
+Every way of failing to talk to the responder (a URL it cannot use, a CA or client certificate it
+cannot load, a refused connection, a timeout, an answer that is not JSON) is a :class:`UserError`
+naming the responder and the problem, so each command reports it as one line."""
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 from responder.errors import UserError
 
 
+def check_base_url(text: str) -> str:
+    """``text`` if it is a responder's base URL (``http(s)://HOST[:PORT][/PATH]``), else a
+    ValueError saying what is wrong with it (the caller names where it came from)."""
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError(f"{text!r} is not a URL: it has a space or a control character")
+    try:
+        url = yarl.URL(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{text!r} is not an http(s) URL (like https://HOST:PORT)")
+    if url.explicit_port == 0:
+        raise ValueError(f"{text!r} is not a valid URL: port 0")
+    if url.query_string or url.fragment or text.rstrip().endswith(("?", "#")):
+        raise ValueError(f"{text!r}: a responder's URL has no query or fragment")
+    return text
+
+
 @dataclass(frozen=True)
 class ClientAuth:
+    """How to authenticate to the responder. The fields are the commands' ``--ca``, ``--cert``,
+    ``--key`` and (read) ``--token-file``; errors loading the files name those flags."""
+
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -23,16 +51,47 @@ class ClientAuth:
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.ca_file is None and self.cert_file is None:
             return None
-        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.ca_file is not None:
+            _check_readable("--ca", self.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except ssl.SSLError as exc:
+            raise UserError(
+                f"--ca {self.ca_file}: no CA certificate in it (PEM expected): {_ssl_reason(exc)}"
+            ) from None
+        except OSError as exc:
+            raise UserError(f"--ca {self.ca_file}: cannot read: {exc.strerror or exc}") from None
         if self.cert_file:
+            _check_readable("--cert", self.cert_file)
+            if self.key_file:
+                _check_readable("--key", self.key_file)
             try:
                 context.load_cert_chain(self.cert_file, self.key_file)
             except (OSError, ssl.SSLError) as exc:
-                raise UserError(f"cannot load client certificate {self.cert_file}: {exc}") from None
+                what = f"--cert {self.cert_file}" + (f" with --key {self.key_file}" if self.key_file else "")
+                raise UserError(
+                    f"{what}: not a PEM certificate and its private key: {_ssl_reason(exc)}"
+                ) from None
         return context
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def _check_readable(flag: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _ssl_reason(exc: OSError) -> str:
+    """OpenSSL's reason (NO_CERTIFICATE_OR_CRL_FOUND), without the C source line it quotes."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    text = str(exc.strerror or exc or type(exc).__name__)
+    return re.sub(r"^\[SSL\] | \(_ssl\.c:\d+\)$", "", text)
 
 
 @dataclass(frozen=True)
@@ -50,15 +109,24 @@ class ResponderClient:
         *,
         timeout_seconds: float = 10.0,
         connections: int = 100,
+        flag: str | None = None,
     ) -> None:
+        """``flag``: the command-line option the URL came from (``--responder``), named in errors."""
+        try:
+            check_base_url(base_url)
+        except ValueError as exc:
+            raise UserError(f"{flag or 'responder URL'}: {exc}") from None
         self.base_url = base_url.rstrip("/")
+        self._where = f"{flag} {self.base_url}" if flag else f"the responder at {self.base_url}"
         self._auth = auth or ClientAuth()
+        self._timeout_seconds = timeout_seconds
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ResponderClient:
-        connector = aiohttp.TCPConnector(ssl=self._auth.ssl_context() or False, limit=self._connections)
+        # Without --ca or --cert, https:// is verified against the system's CAs (never unverified).
+        connector = aiohttp.TCPConnector(ssl=self._auth.ssl_context() or True, limit=self._connections)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._auth.headers()
         )
@@ -76,27 +144,66 @@ class ResponderClient:
         return self._session
 
     async def post_alert(self, body: bytes) -> PostResult:
-        async with self.session.post(
-            f"{self.base_url}/v1/alerts", data=body, headers={"Content-Type": "application/json"}
-        ) as response:
-            try:
-                payload = await response.json(content_type=None)
-            except ValueError:
-                payload = {"error": (await response.text())[:200]}
-            retry = response.headers.get("Retry-After")
-            return PostResult(
-                response.status,
-                payload if isinstance(payload, dict) else {},
-                float(retry) if retry and retry.isdigit() else None,
-            )
+        try:
+            async with self.session.post(
+                f"{self.base_url}/v1/alerts", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError:
+                    payload = {"error": (await response.text(errors="replace"))[:200]}
+                retry = response.headers.get("Retry-After")
+                return PostResult(
+                    response.status,
+                    payload if isinstance(payload, dict) else {},
+                    float(retry) if retry and retry.isdigit() else None,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
 
     async def audit(self, **params: str) -> list[dict[str, Any]]:
         query = {k: v for k, v in params.items() if v}
-        async with self.session.get(f"{self.base_url}/v1/audit", params=query) as response:
-            payload = await response.json(content_type=None)
-            if response.status != 200:
-                raise UserError(f"audit request failed: HTTP {response.status}: {payload}")
-            entries = payload.get("entries") if isinstance(payload, dict) else None
-            if not isinstance(entries, list):
-                raise UserError("audit response has no entries list")
-            return entries
+        try:
+            async with self.session.get(f"{self.base_url}/v1/audit", params=query) as response:
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError:
+                    if response.status == 200:
+                        raise UserError(
+                            f"{self._where}: answered {response.status} with a body that is not JSON "
+                            "(is that the responder's HTTP input?)"
+                        ) from None
+                    payload = (await response.text(errors="replace"))[:200]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+        if response.status != 200:
+            raise UserError(f"audit request failed: HTTP {response.status}: {payload}")
+        entries = payload.get("entries") if isinstance(payload, dict) else None
+        if not isinstance(entries, list):
+            raise UserError(f"{self._where}: the audit answer has no entries list")
+        return entries
+
+    def _unreachable(self, exc: BaseException) -> UserError:
+        return UserError(f"{self._where}: {describe_failure(exc, self._timeout_seconds)}")
+
+
+def describe_failure(exc: BaseException, timeout_seconds: float | None = None) -> str:
+    """What went wrong talking to a server, in a few words (``cannot connect: Connection refused``)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        reason = getattr(cert_error, "verify_message", None) or str(cert_error)
+        return f"cannot connect: its TLS certificate is not trusted ({reason}; see --ca)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"cannot connect: TLS handshake failed ({_ssl_reason(exc.os_error)})"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot connect: cannot resolve {exc.host}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        reason = os.strerror(os_error.errno) if os_error.errno else os_error.strerror
+        return f"cannot connect: {reason or os_error or type(os_error).__name__}"
+    if isinstance(exc, TimeoutError):
+        within = f" within {timeout_seconds:g}s" if timeout_seconds is not None else ""
+        return f"no answer{within}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection closed without an answer (plain http:// to a TLS port?)"
+    return f"request failed: {exc or type(exc).__name__}"

@@ -15,8 +15,8 @@ import secrets
 import sys
 from typing import TextIO
 
-from responder.client import ResponderClient
-from responder.commands.common import add_responder_options, client_auth
+from responder.client import ClientAuth, ResponderClient
+from responder.commands.common import add_responder_options, client_auth, positive_seconds, responder_url
 from responder.config import Cluster
 from responder.errors import UserError
 from simulators.alerts import (
@@ -31,11 +31,26 @@ from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, rea
 from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
 from simulators.scenario import Scenario, check_run_id, load_scenarios
 
+DEFAULT_TIMEOUT = 30.0
+# The options that apply to one way out only: (dest, flag, the targets they apply to).
+TARGET_OPTIONS = (
+    ("ca_file", "--ca", ("--to",)),
+    ("cert_file", "--cert", ("--to",)),
+    ("key_file", "--key", ("--to",)),
+    ("token_file", "--token-file", ("--to",)),
+    ("grpc_cert", "--grpc-cert", ("--grpc on TCP",)),
+    ("grpc_key", "--grpc-key", ("--grpc on TCP",)),
+    ("grpc_client_ca", "--grpc-client-ca", ("--grpc on TCP",)),
+    ("timeout", "--timeout", ("--to", "--grpc")),
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
     out = parser.add_mutually_exclusive_group(required=True)
-    out.add_argument("--to", metavar="URL", help="the responder's HTTP input (POST URL/v1/alerts)")
+    out.add_argument(
+        "--to", metavar="URL", type=responder_url, help="the responder's HTTP input (POST URL/v1/alerts)"
+    )
     out.add_argument(
         "--grpc",
         metavar="ADDRESS",
@@ -55,12 +70,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
     parser.add_argument("--rules", help="rules file the alerts follow (default: rules/ of this checkout)")
     parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        help=f"seconds to wait for delivery, with --to or --grpc (default: {DEFAULT_TIMEOUT:g})",
+    )
     grpc_tls = parser.add_argument_group("--grpc on TCP (Falco serves TCP only with mutual TLS)")
     grpc_tls.add_argument("--grpc-cert", help="server certificate")
     grpc_tls.add_argument("--grpc-key", help="server key")
     grpc_tls.add_argument("--grpc-client-ca", help="CA the responder's client certificate must chain to")
     add_responder_options(parser)
+
+
+def _target(args: argparse.Namespace) -> str:
+    if args.to is not None:
+        return "--to"
+    if args.grpc is not None:
+        return "--grpc on a unix socket" if args.grpc.startswith("unix:") else "--grpc on TCP"
+    return "--file"
+
+
+def check_target_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen way out would silently ignore (``--file`` with ``--ca``)."""
+    target = _target(args)
+    for dest, flag, targets in TARGET_OPTIONS:
+        # "--grpc" covers both of its kinds of address.
+        applies = target in targets or (target.startswith("--grpc ") and "--grpc" in targets)
+        if getattr(args, dest) is not None and not applies:
+            raise UserError(f"{flag} applies to {' and '.join(targets)} only, not to {target}")
 
 
 def _identity(args: argparse.Namespace) -> PodIdentity:
@@ -100,8 +137,11 @@ def _grpc_server(args: argparse.Namespace) -> FalcoGrpcServer:
         raise UserError(f"--grpc {args.grpc}: {exc}") from None
 
 
-def _deliver(args: argparse.Namespace, alerts: list[ScenarioAlert]) -> list[Delivery]:
-    if args.file:
+def _deliver(
+    args: argparse.Namespace, alerts: list[ScenarioAlert], auth: ClientAuth | None
+) -> list[Delivery]:
+    timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+    if args.file is not None:
         return write_alerts(args.file, alerts)
     if args.grpc:
         server = _grpc_server(args)
@@ -110,12 +150,12 @@ def _deliver(args: argparse.Namespace, alerts: list[ScenarioAlert]) -> list[Deli
         except (OSError, RuntimeError) as exc:
             raise UserError(f"cannot serve gRPC on {args.grpc}: {exc}") from None
         try:
-            return publish_alerts(server, alerts, args.timeout)
+            return publish_alerts(server, alerts, timeout)
         finally:
             server.stop(grace=1.0)
 
     async def post() -> list[Delivery]:
-        async with ResponderClient(args.to, client_auth(args), timeout_seconds=args.timeout) as client:
+        async with ResponderClient(args.to, auth, timeout_seconds=timeout, flag="--to") as client:
             return await post_alerts(client, alerts)
 
     return asyncio.run(post())
@@ -129,6 +169,9 @@ def build_alerts(
 
 def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.file == "-" else sys.stdout
+    check_target_options(args)
+    # The responder's credentials are read (and checked) before the pod is.
+    auth = client_auth(args) if args.to is not None else None
     scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
     identity = _identity(args)
@@ -140,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     for scenario in scenarios:
         if not scenario.alerts:
             print(f"  {scenario.name}: control, nothing to send", file=out)
-    deliveries = _deliver(args, alerts) if alerts else []
+    deliveries = _deliver(args, alerts, auth) if alerts else []
     for delivery in deliveries:
         state = "sent  " if delivery.ok else "FAILED"
         alert_id = f" alert_id={delivery.alert_id}" if delivery.alert_id else ""

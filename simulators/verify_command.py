@@ -13,7 +13,15 @@ import argparse
 import asyncio
 
 from responder.client import ResponderClient
-from responder.commands.common import add_responder_options, client_auth
+from responder.commands.common import (
+    SINCE_FORMS,
+    add_responder_options,
+    client_auth,
+    non_negative_seconds,
+    positive_seconds,
+    responder_url,
+    since_ns,
+)
 from responder.errors import UserError
 from simulators.scenario import Expect, Outcome, Scenario, check_run_id, load_scenarios
 from simulators.verify import Expectation, format_verdicts, poll
@@ -22,18 +30,30 @@ from simulators.verify import Expectation, format_verdicts, poll
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
     parser.add_argument("--run-id", required=True, help="the run id simulate or replay printed")
-    parser.add_argument("--responder", required=True, metavar="URL", help="the responder (GET URL/v1/audit)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default: %(default)s)")
     parser.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between polls (default: %(default)s)"
+        "--responder",
+        required=True,
+        metavar="URL",
+        type=responder_url,
+        help="the responder (GET URL/v1/audit)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=60.0, help="seconds to wait (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--interval", type=positive_seconds, default=1.0, help="seconds between polls (default: %(default)s)"
     )
     parser.add_argument(
         "--settle",
-        type=float,
+        type=non_negative_seconds,
         default=10.0,
         help="how long the control must stay silent, in seconds (default: %(default)s)",
     )
-    parser.add_argument("--since", default="2h", help="look at alerts received since (default: %(default)s)")
+    parser.add_argument(
+        "--since",
+        default="2h",
+        help=f"look at alerts received since: {SINCE_FORMS} (default: %(default)s)",
+    )
     parser.add_argument(
         "--expect",
         action="append",
@@ -74,6 +94,7 @@ def expectation_for(
 
 
 def run(args: argparse.Namespace) -> int:
+    since_ns(args.since)  # checked here; the responder reads the text on its own clock
     scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
     run_id = check_run_id(args.run_id)
     overrides = parse_overrides(args.expect, [s.name for s in scenarios])
@@ -86,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
             expectation_for(scenario, run_id, scenario.expect, override, slack=not args.no_slack)
         )
 
+    auth = client_auth(args)
+
     async def check() -> int:
-        async with ResponderClient(args.responder, client_auth(args)) as client:
+        async with ResponderClient(args.responder, auth, flag="--responder") as client:
             verdicts = await poll(
                 client,
                 expectations,

@@ -10,35 +10,52 @@ import os
 import sqlite3
 from typing import Any
 
-from responder.audit import AuditQuery, format_table, load_trail
+from responder.audit import MAX_LIMIT, AuditQuery, format_table, load_trail
 from responder.client import ResponderClient
-from responder.commands.common import add_responder_options, client_auth
+from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import load_config
 from responder.errors import UserError
 from responder.journal_schema import connect
-from responder.service import parse_since
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="read the journal named in this config")
     where.add_argument("--journal", help="read this journal file")
-    where.add_argument("--responder", metavar="URL", help="ask a running responder (GET /v1/audit)")
-    parser.add_argument("--since", help="15m, 2h, 3d or an RFC 3339 time (default: everything)")
-    parser.add_argument("--pod", help="only this pod, as NAMESPACE/NAME")
+    where.add_argument(
+        "--responder", metavar="URL", type=responder_url, help="ask a running responder (GET /v1/audit)"
+    )
+    parser.add_argument("--since", help=f"{SINCE_FORMS} (default: everything)")
+    parser.add_argument("--pod", metavar="NAMESPACE/NAME", help="only this pod")
     parser.add_argument("--run-id", help="only alerts that mention this simulator run id")
-    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument(
+        "--limit", type=limit, default=500, help=f"at most this many alerts, 1 to {MAX_LIMIT} (default: 500)"
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     add_responder_options(parser)
 
 
-def _query(args: argparse.Namespace) -> AuditQuery:
+def limit(text: str) -> int:
+    """An argparse ``type`` for ``--limit``: what the HTTP API accepts too (1 to MAX_LIMIT)."""
+    wrong = argparse.ArgumentTypeError(f"must be a whole number between 1 and {MAX_LIMIT}, got {text!r}")
     try:
-        since = parse_since(args.since) if args.since else 0
-        namespace, pod = AuditQuery.parse_pod(args.pod) if args.pod else (None, None)
+        value = int(text)
+    except ValueError:
+        raise wrong from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise wrong
+    return value
+
+
+def _query(args: argparse.Namespace) -> AuditQuery:
+    """The query the flags ask for, each checked (a UserError naming the flag): also before a
+    remote query, so a responder is only asked what it can answer."""
+    since = since_ns(args.since) if args.since is not None else 0
+    try:
+        namespace, pod = AuditQuery.parse_pod(args.pod, "--pod") if args.pod is not None else (None, None)
+        return AuditQuery(since_ns=since, namespace=namespace, pod=pod, run_id=args.run_id, limit=args.limit)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    return AuditQuery(since_ns=since, namespace=namespace, pod=pod, run_id=args.run_id, limit=args.limit)
 
 
 def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
@@ -61,16 +78,17 @@ async def _remote(args: argparse.Namespace) -> list[dict[str, Any]]:
         "run_id": args.run_id or "",
         "limit": str(args.limit),
     }
-    async with ResponderClient(args.responder, client_auth(args)) as client:
+    async with ResponderClient(args.responder, client_auth(args), flag="--responder") as client:
         return await client.audit(**params)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.responder:
+    query = _query(args)
+    if args.responder is not None:
         entries = asyncio.run(_remote(args))
     else:
-        path = args.journal or load_config(args.config).journal.path
-        entries = _local(path, _query(args))
+        path = args.journal if args.journal is not None else load_config(args.config).journal.path
+        entries = _local(path, query)
     if args.format == "json":
         print(json.dumps(entries, indent=2))
     else:

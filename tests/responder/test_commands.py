@@ -114,6 +114,45 @@ def test_ingest_feeds_the_pipeline_and_reports_bad_lines(
     assert "RULE" in table and "quarantine=quarantined" in table and pods["torchserve"].name not in table
 
 
+def test_an_alert_time_past_2262_is_a_rejected_line_and_the_lines_after_it_are_ingested(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pods, kubeconfig = seeded
+    config = write_config(
+        tmp_path, kubeconfig, journal={"path": str(tmp_path / "journal.db"), "writer": "thread"}
+    )
+
+    def line(name: str, when: str | None = None) -> str:
+        alert = falco_alert(pods[name], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
+        return json.dumps(alert if when is None else dict(alert, time=when))
+
+    source = tmp_path / "alerts.jsonl"
+    source.write_text(
+        "\n".join(
+            [
+                line("vllm"),
+                line("triton", "2262-04-12T00:00:00Z"),  # past int64 ns: was an OverflowError
+                line("torchserve"),
+                line("kserve", "1900-01-01T00:00:00Z"),
+                line("triton"),
+            ]
+        )
+        + "\n"
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{source}:2: field 'time': timestamp out of range (after 2262-04-11T23:47:16.854775807Z):"
+        " '2262-04-12T00:00:00Z'"
+    ) in err
+    assert f"{source}:4: field 'time': timestamp before 1970: '1900-01-01T00:00:00Z'" in err
+    assert f"{source}: 3 accepted, 0 already in the journal, 2 rejected" in err
+    assert "Traceback" not in err
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert sorted(e["pod"] for e in entries) == sorted(pods[n].name for n in ("vllm", "torchserve", "triton"))
+
+
 def test_audit_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--journal", str(tmp_path / "none.db")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -158,6 +197,113 @@ def test_release_lifts_the_quarantine_and_records_who(
         == 1
     )
     assert "not found" in capsys.readouterr().out
+
+
+def quarantined(running: RunningCluster, pod: SeededPod) -> bool:
+    stored = running.call(running.emulator.get_object, "v1/pods", pod.namespace, pod.name)
+    return LABEL in (stored["metadata"].get("labels") or {})
+
+
+def quarantine_vllm(tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> Path:
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    source.write_text(
+        falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Notice", "x", {"proc.name": "sh"})).decode()
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
+    assert quarantined(running, pods["vllm"])
+    capsys.readouterr()
+    return config
+
+
+def release_actions(config: Path) -> list[str]:
+    import sqlite3
+
+    from responder.config import load_config
+
+    with sqlite3.connect(load_config(str(config)).journal.path) as conn:
+        return [row[0] for row in conn.execute("SELECT actor FROM actions WHERE action = 'release'")]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--by", "\udcff"], "--by: not UTF-8 text at character 1 (byte 0xff)"),  # argv b"\xff"
+        (["--by", "car\udce9ol"], "--by: not UTF-8 text at character 4 (byte 0xe9)"),
+        (["--by", " "], "--by: must not be empty"),
+        (["--reason", ""], "--reason: must not be empty"),
+        (["--reason", " \t"], "--reason: must not be empty"),
+        (["--reason", "ok\udcc3"], "--reason: not UTF-8 text at character 3 (byte 0xc3)"),
+    ],
+)
+def test_release_refuses_text_it_cannot_record_before_touching_the_cluster(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    running, pods, _ = seeded
+    config = quarantine_vllm(tmp_path, seeded, capsys)
+    argv = ["release", "-n", "ml-serving", pods["vllm"].name, "--reason", "benign", "--by", "carol"]
+    assert main([*argv, *flags, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"serving-guard: error: {expected}\n" in err and "Traceback" not in err
+    assert quarantined(running, pods["vllm"]), "refused, yet the cluster was changed"
+    assert release_actions(config) == []
+
+
+def test_release_refuses_a_default_by_that_is_not_utf8(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, pods, _ = seeded
+    config = quarantine_vllm(tmp_path, seeded, capsys)
+    monkeypatch.setattr("getpass.getuser", lambda: "\udcfe")  # USER=$'\xfe'
+    assert (
+        main(["release", "-n", "ml-serving", pods["vllm"].name, "--reason", "x", "--config", str(config)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "error: the default --by (USER@host; set --by): not UTF-8 text at character 1 (byte 0xfe)" in err
+    assert quarantined(running, pods["vllm"])
+
+
+def test_release_opens_the_journal_first_and_changes_nothing_when_it_cannot(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, _ = seeded
+    config = quarantine_vllm(tmp_path, seeded, capsys)
+    for leftover in tmp_path.glob("journal.db-*"):  # its -wal and -shm
+        leftover.unlink()
+    (tmp_path / "journal.db").write_bytes(b"not a journal any more" * 100)
+    argv = ["release", "-n", "ml-serving", pods["vllm"].name, "--reason", "x", "--by", "carol"]
+    assert main([*argv, "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert f"error: journal {tmp_path / 'journal.db'}: cannot open: file is not a database" in captured.err
+    assert "released" not in captured.out and "Traceback" not in captured.err
+    assert quarantined(running, pods["vllm"]), "the journal cannot record it, yet the pod was released"
+
+
+def test_a_release_the_journal_then_fails_to_record_says_it_was_done(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from responder.journal import Journal
+
+    running, pods, _ = seeded
+    config = quarantine_vllm(tmp_path, seeded, capsys)
+
+    def disk_full(self: Journal, op: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Journal, "run_sync", disk_full)
+    argv = ["release", "-n", "ml-serving", pods["vllm"].name, "--reason", "x", "--by", "carol"]
+    assert main([*argv, "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert f"ml-serving/{pods['vllm'].name}: released: released by carol: x" in captured.out
+    assert (
+        f"error: journal {tmp_path / 'journal.db'}: the release above is done in the cluster,"
+        " but recording it failed: database or disk is full"
+    ) in captured.err
+    assert not quarantined(running, pods["vllm"])
 
 
 def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -431,10 +431,9 @@ async def test_replay_errors_are_clear(
         ["replay", "drift-exec", "--pod", "a/b", "--forge", "--grpc", "127.0.0.1:0"], capsys
     )
     assert code == 2 and "--grpc on TCP needs --grpc-cert, --grpc-key and --grpc-client-ca" in out
-    code, out = await cli(
-        ["replay", "drift-exec", "--pod", "a/b", "--forge", "--to", "http://127.0.0.1:9"], capsys
-    )
-    assert code == 2 and "cannot reach the responder at http://127.0.0.1:9" in out
+    closed = f"http://127.0.0.1:{_free_port()}"
+    code, out = await cli(["replay", "drift-exec", "--pod", "a/b", "--forge", "--to", closed], capsys)
+    assert code == 2 and f"serving-guard: error: --to {closed}: cannot connect: Connection refused\n" in out
     assert "Traceback" not in out
 
 
