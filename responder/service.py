@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,8 +148,10 @@ class Responder:
             server = build_input_server(http, self.pipeline, authenticator, [audit])
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
         if self.config.inputs.grpc.enabled:
-            from responder.ingest.grpc import GrpcAlertInput
+            from responder.ingest.grpc import GrpcAlertInput, check_client_tls
 
+            # Only the local files: an unreachable Falco is retried for as long as it takes.
+            check_client_tls(self.config.inputs.grpc)
             self.grpc_input = GrpcAlertInput(self.config.inputs.grpc, self.pipeline, log.getChild("grpc"))
             self._tasks.append(asyncio.create_task(self._supervise_grpc(), name="grpc-input"))
         log.info(
@@ -348,26 +351,50 @@ def audit_query_from(params: Any) -> AuditQuery:
     namespace = pod = None
     if params.get("pod"):
         namespace, pod = AuditQuery.parse_pod(params["pod"])
-    limit = int(params.get("limit", 500))
+    limit_text = str(params.get("limit", "500")).strip()
+    digits = limit_text.lstrip("0") or "0"
+    limit = int(digits) if limit_text.isascii() and limit_text.isdigit() and len(digits) <= 4 else 0
     if not 1 <= limit <= 5000:
-        raise ValueError("limit must be between 1 and 5000")
+        raise ValueError(f"limit must be a whole number between 1 and 5000, got {limit_text[:40]!r}")
     return AuditQuery(
         since_ns=since_ns, namespace=namespace, pod=pod, run_id=params.get("run_id") or None, limit=limit
     )
 
 
+SINCE_FORMS = "since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time"
+
+
 def parse_since(text: str, now_ns: int | None = None) -> int:
-    """'15m', '2h', '3d', '30s', epoch nanoseconds, or an RFC 3339 time."""
-    from responder.alert import parse_time_ns
+    """'15m', '2h', '3d', '30s', epoch nanoseconds, or an RFC 3339 time; ValueError (a message
+    for the user) for anything else or for a time the journal cannot hold (before 1970, or past
+    2262-04-11, the end of signed 64-bit nanoseconds)."""
+    from responder.alert import MAX_TIME_NS, format_time_ns, parse_time_ns
 
     text = text.strip()
+    shown = repr(text[:64])
     now = time.time_ns() if now_ns is None else now_ns
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return now - int(float(text[:-1]) * units[text[-1]] * 1e9)
-    if text.isdigit():
-        return int(text)
+    amount = text[:-1]
+    if text[-1:] in units and amount.isascii() and amount.replace(".", "", 1).isdigit():
+        ago_ns = float(amount) * units[text[-1]] * 1e9  # inf for a number too long for a float
+        if ago_ns > now:
+            raise ValueError(f"since {shown} reaches back before 1970")
+        return now - int(ago_ns)
+    if text.isascii() and text.isdigit():
+        # Compared as text first: int() refuses very long digit strings with its own message.
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(MAX_TIME_NS)) or int(digits) > MAX_TIME_NS:
+            raise ValueError(
+                f"since {shown} (epoch nanoseconds) is after {format_time_ns(MAX_TIME_NS)}, "
+                "the latest time the journal holds"
+            )
+        return int(digits)
     try:
         return parse_time_ns(text)
-    except ValueError:
-        raise ValueError(f"since must be like 15m, 2h, 3d or an RFC 3339 time, got {text!r}") from None
+    except ValueError as exc:
+        if _LOOKS_LIKE_A_DATE.match(text):
+            raise ValueError(f"since: {exc}") from None  # a date, but out of range: say so
+        raise ValueError(f"{SINCE_FORMS}, got {shown}") from None
+
+
+_LOOKS_LIKE_A_DATE = re.compile(r"\d{4}-\d\d-\d\d")

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from responder.cluster.kubeconfig import check_kubeconfig, kubeconfig_spec
 from responder.config import Cluster, Retry
 from responder.errors import UserError
 
@@ -105,17 +106,13 @@ class KubeGateway:
     def from_config(cls, cluster: Cluster) -> KubeGateway:
         """In-cluster service account when no kubeconfig is named and we run in a pod; else kubeconfig."""
         configuration = k8s_client.Configuration()
-        try:
-            if cluster.kubeconfig is None and _in_cluster():
+        if cluster.kubeconfig is None and _in_cluster():
+            try:
                 k8s_config.load_incluster_config(client_configuration=configuration)
-            else:
-                k8s_config.load_kube_config(
-                    config_file=cluster.kubeconfig,
-                    context=cluster.context,
-                    client_configuration=configuration,
-                )
-        except (k8s_config.ConfigException, OSError, ValueError) as exc:
-            raise UserError(f"cluster: cannot load Kubernetes credentials: {exc}") from None
+            except (k8s_config.ConfigException, OSError, ValueError) as exc:
+                raise UserError(f"cluster: cannot load the in-cluster service account: {exc}") from None
+        else:
+            _load_kubeconfig(cluster, configuration)
         api = k8s_client.ApiClient(configuration)
         api.user_agent = "serving-guard-responder"
         return cls(api, retry=cluster.retry, timeout_seconds=cluster.request_timeout_seconds)
@@ -251,6 +248,29 @@ def _seg(value: str) -> str:
 def _items(listing: Mapping[str, Any]) -> list[dict[str, Any]]:
     items = listing.get("items") or []
     return [item for item in items if isinstance(item, dict)]
+
+
+def _load_kubeconfig(cluster: Cluster, configuration: k8s_client.Configuration) -> None:
+    """Load the kubeconfig ``cluster`` names (or $KUBECONFIG, or ~/.kube/config) into
+    ``configuration``; anything in it the client cannot use is a UserError naming the file."""
+    where, spec = kubeconfig_spec(cluster.kubeconfig)
+    files = check_kubeconfig(where, spec, cluster.context)
+    shown = files.paths[0] if len(files.paths) == 1 else spec
+    try:
+        k8s_config.load_kube_config(
+            config_file=spec, context=cluster.context, client_configuration=configuration
+        )
+    except k8s_config.ConfigException as exc:
+        raise UserError(f"{where} {shown}: cannot use it: {exc}") from None
+    except OSError as exc:  # a certificate or token file it names
+        name = f" {exc.filename}" if exc.filename else ""
+        raise UserError(f"{where} {shown}: cannot read{name}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a *-data field that is not base64
+        raise UserError(f"{where} {shown}: not a kubeconfig: {exc}") from None
+    except (TypeError, KeyError, AttributeError) as exc:
+        # The client indexes the parts check_kubeconfig does not look into (auth providers,
+        # exec plugins) without checking them: a value of the wrong shape ends here.
+        raise UserError(f"{where} {shown}: not a kubeconfig: a value of the wrong type ({exc})") from None
 
 
 def _in_cluster() -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import grpc.aio
 
 from responder.alert import Alert, AlertError, Priority, build_alert, rejection_code
 from responder.config import GrpcInput
+from responder.errors import UserError
 from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
 from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
 
@@ -84,6 +86,34 @@ def alert_from_response(response: outputs_pb2.response) -> Alert:
         tags=list(response.tags),
         hostname=response.hostname,
     )
+
+
+def check_client_tls(config: GrpcInput, where: str = "inputs.grpc.tls") -> None:
+    """Refuse, with a UserError naming the key and the file, certificate files the channel could
+    not use: unreadable, not PEM, or a key that is not the certificate's. Called once at start;
+    the channel itself reads them again on every connect, so a rotated certificate is picked up."""
+    tls = config.tls
+    if tls is None or config.address.startswith("unix:"):
+        return  # a unix socket has no TLS: the files are not used
+    for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{where}.{key}: cannot read {path}: {exc.strerror or exc}") from None
+    for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file)):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError):
+            raise UserError(f"{where}.{key}: {path} holds no PEM certificate") from None
+    try:
+        # An empty password: an encrypted key fails here instead of prompting on the terminal.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(tls.cert_file, tls.key_file, password="")
+    except (OSError, ssl.SSLError) as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            raise UserError(
+                f"{where}.key_file: {tls.key_file} is not the private key of {tls.cert_file} (cert_file)"
+            ) from None
+        raise UserError(f"{where}.key_file: {tls.key_file} holds no unencrypted PEM private key") from None
 
 
 def parse_version(version: str) -> tuple[int, int] | None:

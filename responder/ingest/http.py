@@ -52,6 +52,18 @@ def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for key, path in (
+        ("cert_file", tls.cert_file),
+        ("key_file", tls.key_file),
+        ("client_ca_file", tls.client_ca_file),
+    ):
+        try:
+            if path is not None:
+                Path(path).read_bytes()
+        except OSError as exc:  # ssl's own error would not say which file
+            raise UserError(
+                f"inputs.http.tls: cannot load certificates: cannot read {key} {path}: {exc.strerror or exc}"
+            ) from None
     try:
         load_server_certificates(context, tls)
         if tls.client_ca_file:
@@ -72,17 +84,34 @@ class TokenSource:
     ) -> None:
         self._ref = ref
         self._clock = clock
+        self._what = what
         self._value = ref.read(what).encode()
         self._read_at = clock()
 
     def current(self) -> bytes:
         if self._ref.file is not None and self._clock() - self._read_at > TOKEN_REFRESH_SECONDS:
             self._read_at = self._clock()
-            try:
-                self._value = Path(self._ref.file).read_text(encoding="utf-8").strip().encode() or self._value
-            except OSError as exc:
-                log.warning("token file unreadable, keeping the previous token", extra={"error": str(exc)})
+            self._value = self._reread(self._ref.file) or self._value
         return self._value
+
+    def _reread(self, path: str) -> bytes | None:
+        """The file's token, or None (with a warning naming the file) when it holds none we can use:
+        a Secret caught mid-rotation must not lock every sender out, nor fail their requests."""
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            problem = f"cannot read {path}: {exc.strerror or exc}"
+        else:
+            try:
+                token = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                problem = f"{path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
+            else:
+                if token:
+                    return token.encode()
+                problem = f"{path} is empty"
+        log.warning("%s: %s; keeping the previous token", self._what, problem)
+        return None
 
 
 @dataclass(frozen=True)

@@ -519,3 +519,150 @@ def test_an_audit_token_rotated_into_the_senders_token_stops_serving_the_trail(t
     now[0] += TOKEN_REFRESH_SECONDS + 1
     assert reading_with("a-fresh-audit-token").ok
     assert reading_with(TOKEN).reason == "invalid audit token"
+
+
+# -- token files rotated into something unusable ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe not text", "is not UTF-8 text (byte 0 is 0xff)"),
+        (b"", "is empty"),
+        (b" \n\t\n", "is empty"),
+        (None, "cannot read {path}: No such file or directory"),
+    ],
+)
+@pytest.mark.parametrize("what", ["inputs.http.token", "inputs.http.audit_token"])
+def test_a_token_file_without_a_usable_token_keeps_the_previous_one(
+    tmp_path: Path, content: bytes | None, problem: str, what: str
+) -> None:
+    now = [0.0]
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    source = TokenSource(SecretRef(file=str(path)), lambda: now[0], what=what)
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    with Records("serving_guard", logging.WARNING) as records:
+        assert source.current() == TOKEN.encode()
+        assert source.current() == TOKEN.encode()  # read again only after the next interval
+    shown = problem.format(path=path) if content is None else f"{path} {problem}"
+    assert records.messages == [f"{what}: {shown}; keeping the previous token"]
+    # A usable token again: it takes effect at the next read.
+    path.write_text("rotated-token\n")
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    assert source.current() == b"rotated-token"
+
+
+async def test_senders_keep_working_while_the_token_file_holds_no_usable_token(
+    tmp_path: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP: a token file caught mid-rotation (not UTF-8, empty) is no 500 and no lock-out."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    responder = await start(tmp_path, seeded[2], {"token": {"file": str(token_file)}})
+    monkeypatch.setattr("responder.ingest.http.TOKEN_REFRESH_SECONDS", -1.0)  # re-read on every request
+    try:
+        url = responder.http_url or ""
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for content, problem in ((b"\xc3\x28", "is not UTF-8 text (byte 0 is 0xc3)"), (b"", "is empty")):
+            token_file.write_bytes(content)
+            with Records("serving_guard", logging.WARNING) as records:
+                status, _, _ = await post(url, body_for(seeded[1]), headers=bearer)
+            assert status == 202
+            assert (
+                f"inputs.http.token: {token_file} {problem}; keeping the previous token" in records.messages
+            )
+        token_file.write_text("rotated-token")
+        status, payload, _ = await post(url, body_for(seeded[1]), headers=bearer)
+        assert (status, payload["error"]) == (401, "invalid bearer token")
+    finally:
+        await responder.stop()
+
+
+# -- GET /v1/audit?since=... out of range -----------------------------------------------------------
+
+LATEST = "2262-04-11T23:47:16.854775807Z"
+
+
+@pytest.mark.parametrize(
+    ("since", "reason"),
+    [
+        (
+            "99999999999999999999",
+            f"since '99999999999999999999' (epoch nanoseconds) is after {LATEST}, "
+            "the latest time the journal holds",
+        ),
+        (
+            "9" * 5000,
+            f"since '{'9' * 64}' (epoch nanoseconds) is after {LATEST}, the latest time the journal holds",
+        ),
+        ("2263-01-01T00:00:00Z", f"since: timestamp out of range (after {LATEST}): '2263-01-01T00:00:00Z'"),
+        (
+            "9999-12-31T23:59:59+01:00",
+            f"since: timestamp out of range (after {LATEST}): '9999-12-31T23:59:59+01:00'",
+        ),
+        ("1969-12-31T23:59:59Z", "since: timestamp before 1970: '1969-12-31T23:59:59Z'"),
+        ("100000000d", "since '100000000d' reaches back before 1970"),
+        ("9" * 400 + "s", f"since '{'9' * 64}' reaches back before 1970"),
+        ("²", "since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time, got '²'"),
+        (
+            "yesterday",
+            "since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time, got 'yesterday'",
+        ),
+    ],
+)
+async def test_an_audit_since_out_of_range_is_a_400_naming_it(
+    tmp_path: Path, seeded: Seeded, since: str, reason: str
+) -> None:
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    http = {"allow_unauthenticated": True, "audit_token": {"file": str(tmp_path / "audit-token")}}
+    responder = await start(tmp_path, seeded[2], http)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{responder.http_url}/v1/audit",
+                params={"since": since},
+                headers={"Authorization": f"Bearer {AUDIT_TOKEN}"},
+            ) as response,
+        ):
+            payload = await response.json(content_type=None)
+        assert (response.status, payload) == (400, {"error": "bad query", "reason": reason})
+    finally:
+        await responder.stop()
+
+
+async def test_audit_since_and_limit_at_their_bounds(tmp_path: Path, seeded: Seeded) -> None:
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    http = {"allow_unauthenticated": True, "audit_token": {"file": str(tmp_path / "audit-token")}}
+    responder = await start(tmp_path, seeded[2], http)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for params, status in (
+                ({"since": str(2**63 - 1)}, 200),
+                ({"since": LATEST}, 200),
+                ({"since": "0"}, 200),
+                ({"since": "1970-01-01T00:00:00Z"}, 200),
+                ({"since": "15m", "limit": "5000"}, 200),
+                ({"limit": "5001"}, 400),
+                ({"limit": "abc"}, 400),
+                ({"limit": "9" * 5000}, 400),
+            ):
+                async with session.get(
+                    f"{responder.http_url}/v1/audit",
+                    params=params,
+                    headers={"Authorization": f"Bearer {AUDIT_TOKEN}"},
+                ) as response:
+                    payload = await response.json(content_type=None)
+                assert response.status == status, (params, payload)
+                if status == 400:
+                    shown = repr(params["limit"][:40])
+                    assert (
+                        payload["reason"] == f"limit must be a whole number between 1 and 5000, got {shown}"
+                    )
+    finally:
+        await responder.stop()
