@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from responder.client import ClientAuth, ResponderClient
 from responder.cluster.api import KubeGateway
 from responder.commands.serve import build_responder
 from responder.config import Cluster, Config, load_config
+from responder.errors import UserError
 from responder.logs import setup_logging
 from simulators.alerts import RuleSpec, ScenarioAlert, scenario_alerts
 from simulators.cluster_emulator import RunningCluster
@@ -42,6 +44,92 @@ FORGED_CASE = "forged-alert"
 FORGED_FROM = "shell-in-serving-pod"
 FORGED_POD = "vllm"
 DEFAULT_CHANNEL = "#sec-alerts"
+
+
+# What a demo run leaves in its --workdir, and the file that says a directory is a demo's. The next
+# run there removes exactly these (never anything else) so that it starts with an empty journal.
+WORKDIR_MARKER = ".serving-guard-demo"
+WORKDIR_FILES = (
+    "config.yaml",
+    "kubeconfig.json",
+    "slack-token",
+    "audit-token",
+    "responder.log",
+    "journal.db",
+    "journal.db-wal",
+    "journal.db-shm",
+    "journal.db-journal",
+)
+PKI_DIR = "pki"
+PKI_FILES = (
+    "ca.crt",
+    "server.crt",
+    "server.key",
+    "client.crt",
+    "client.key",
+    "rogue-ca.crt",
+    "rogue-client.crt",
+    "rogue-client.key",
+)
+_MARKER_TEXT = (
+    "This directory is a `serving-guard demo --workdir`. Each demo run here first removes the files\n"
+    "a previous run left, and nothing else: "
+    + ", ".join([*WORKDIR_FILES, *(f"{PKI_DIR}/{name}" for name in PKI_FILES)])
+    + ".\n"
+)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Make ``workdir`` ready for a demo run: created if missing; if a previous demo run used it (it
+    holds the marker), what that run left is removed; any other non-empty directory is refused.
+    Every problem is a UserError naming --workdir and the path."""
+    where = f"--workdir {workdir}"
+    try:
+        if workdir.exists() and not workdir.is_dir():
+            raise UserError(f"{where}: exists and is not a directory")
+    except OSError as exc:
+        raise UserError(f"{where}: cannot look at the path: {exc.strerror or exc}") from None
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{where}: cannot create the directory: {exc.strerror or exc}") from None
+    try:
+        entries = {entry.name for entry in workdir.iterdir()}
+    except OSError as exc:
+        raise UserError(f"{where}: cannot list the directory: {exc.strerror or exc}") from None
+    if entries and WORKDIR_MARKER not in entries:
+        raise UserError(
+            f"{where}: not empty and not a previous demo run's directory (it has no {WORKDIR_MARKER}); "
+            "give a new or empty directory"
+        )
+    pki = workdir / PKI_DIR
+    if PKI_DIR in entries and not _is_dir(pki):
+        raise UserError(f"{where}: {PKI_DIR} is in the way (not a directory); the demo writes its PKI there")
+    leftovers = [workdir / name for name in WORKDIR_FILES if name in entries]
+    if PKI_DIR in entries:
+        leftovers += [pki / name for name in PKI_FILES if os.path.lexists(pki / name)]
+    for path in leftovers:
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"{where}: cannot remove {path.relative_to(workdir)}, left by a previous demo run: "
+                f"{exc.strerror or exc}"
+            ) from None
+    if PKI_DIR in entries:
+        with contextlib.suppress(OSError):  # kept when it holds anything else
+            pki.rmdir()
+    try:
+        (workdir / WORKDIR_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{where}: cannot write in the directory: {exc.strerror or exc}") from None
 
 
 @dataclass

@@ -10,18 +10,20 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from responder.commands.common import positive_seconds
 from responder.errors import UserError
 from simulators.alerts import default_rules_file, load_rule_specs
-from simulators.demo import FORGED_CASE, DemoResult, run_demo
+from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
 from simulators.report import format_table, row_of, write_report
 from simulators.scenario import Outcome, load_scenarios
 
+DEFAULT_REPORT = "demo-report.html"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report", default="demo-report.html", help="HTML report path (default: %(default)s)"
-    )
-    parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    report = parser.add_mutually_exclusive_group()
+    report.add_argument("--report", help=f"HTML report path (default: {DEFAULT_REPORT})")
+    report.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     parser.add_argument(
         "--expect",
         action="append",
@@ -33,9 +35,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", help="rules file the alerts follow (default: rules/ of this checkout)")
     parser.add_argument(
         "--workdir",
-        help="keep the demo's files here (config, journal, PKI, responder.log); default: a temp dir",
+        metavar="DIR",
+        help="keep the demo's files in DIR (config.yaml, journal.db, pki/, responder.log, ...) to look "
+        "at afterwards; default: a temporary directory, removed at the end. DIR must be new, empty, "
+        f"or one a previous demo run used (it holds {WORKDIR_MARKER}): each run starts clean, first "
+        "removing the files the previous run left there (only the demo's own files, nothing else), so "
+        "DIR holds the latest run",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the responder")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        default=30.0,
+        help="seconds to wait for the responder (default: %(default)g)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the responder's logs")
 
 
@@ -75,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args.expect, [*scenario_set.names(), FORGED_CASE])
     pack = Path(args.rules) if args.rules else default_rules_file()
     specs = load_rule_specs(pack) if pack is not None else {}
+    if args.workdir == "":
+        raise UserError("--workdir: the path is empty")
+    if args.report == "":
+        raise UserError("--report: the path is empty")
+    workdir = Path(args.workdir) if args.workdir is not None else None
+    if workdir is not None:
+        prepare_workdir(workdir)
 
     def demo(workdir: Path) -> DemoResult:
         return asyncio.run(
@@ -83,14 +103,12 @@ def run(args: argparse.Namespace) -> int:
             )
         )
 
-    if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
+    if workdir is not None:
         result = demo(workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="serving-guard-demo-") as tmp:
             result = demo(Path(tmp))
-    report = None if args.no_report else args.report
+    report = None if args.no_report else (args.report if args.report is not None else DEFAULT_REPORT)
     if report:
         write_report(result, report)
     _print(result, report)

@@ -12,6 +12,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from responder.commands.common import positive_seconds
 from simulators.live import (
     DEFAULT_MODEL_DIR,
     DEFAULT_SHM_DIR,
@@ -50,7 +51,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="shared-memory directory for drift-exec (default: %(default)s)",
     )
     parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds each action may take")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        default=10.0,
+        help="seconds each action may take (default: %(default)g)",
+    )
 
 
 def _print_run(run: ScenarioRun) -> None:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from responder.alert import AlertError, rejection_code
 from responder.alert_json import parse_falco_json
+from responder.commands.common import non_negative_seconds
 from responder.config import Inputs, load_config
 from responder.errors import UserError
 from responder.ingest.sink import InputName
@@ -22,9 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the responder's YAML config")
     parser.add_argument(
         "--settle-seconds",
-        type=float,
+        type=non_negative_seconds,
+        metavar="SECONDS",
         default=30.0,
-        help="how long to wait for notifications to go out at the end",
+        help="how long to wait for notifications to go out at the end; 0: do not wait (default: %(default)g)",
     )
 
 

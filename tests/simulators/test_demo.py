@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from responder.cli import main as cli_main
+from simulators.demo import PKI_DIR, PKI_FILES, WORKDIR_FILES, WORKDIR_MARKER
 from simulators.scenario import load_scenarios
 
 SCENARIOS = load_scenarios()
@@ -64,6 +65,29 @@ def test_demo_passes_and_writes_a_self_contained_report(
         "responder.log",
         "pki",
     }
+
+
+def test_a_second_run_in_the_same_workdir_starts_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reused --workdir gets a fresh journal (the old one made 8 of 10 fail with negative
+    latencies), and only the files a demo run creates are removed: the user's own stay."""
+    work = tmp_path / "work"
+    code, out, err = run_demo(["--no-report", "--workdir", str(work)], capsys)
+    assert code == 0, out + err
+    (work / "notes.txt").write_text("mine", encoding="utf-8")
+    (work / PKI_DIR / "mine.pem").write_text("mine", encoding="utf-8")
+    code, out, err = run_demo(["--no-report", "--workdir", str(work)], capsys)
+    assert code == 0, out + err
+    assert err == ""
+    assert "all 10 expectations held" in out
+    assert not re.search(r"-\d+ ms", out)
+    assert (work / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (work / PKI_DIR / "mine.pem").read_text(encoding="utf-8") == "mine"
+    # Everything else there is the demo's own, so the next run can clear it all.
+    assert {p.name for p in work.iterdir()} <= {*WORKDIR_FILES, WORKDIR_MARKER, PKI_DIR, "notes.txt"}
+    assert {p.name for p in (work / PKI_DIR).iterdir()} == {*PKI_FILES, "mine.pem"}
+    assert (work / "responder.log").read_text(encoding="utf-8").count("responder started") == 1
 
 
 def test_an_altered_expectation_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
