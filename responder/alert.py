@@ -193,22 +193,45 @@ def _parse_time_ns(text: str) -> int:
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction = (match.group(7) or "").ljust(9, "0")
     zone = match.group(8)
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+    if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 60):
         raise ValueError(f"timestamp out of range: {text[:64]!r}")
+    if not 1 <= day <= _days_in_month(year, month):
+        # timegm would move 2026-02-30 to 2026-03-02: an impossible date is refused, not moved.
+        raise ValueError(f"no such date: {match.group(1)}-{match.group(2)}-{match.group(3)}")
+    offset = 0
+    if zone not in ("Z", "z"):
+        offset_hours, offset_minutes = int(zone[1:3]), int(zone[4:6])
+        if offset_hours > 23 or offset_minutes > 59:  # RFC 3339: time-hour ":" time-minute
+            raise ValueError(f"offset out of range: {zone}")
+        offset = (1 if zone[0] == "+" else -1) * (offset_hours * 3600 + offset_minutes * 60)
     try:
-        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
     except (ValueError, OverflowError):
         raise ValueError(f"timestamp out of range: {text[:64]!r}") from None
-    if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
-        seconds -= sign * offset
     if seconds < 0:
         raise ValueError(f"timestamp before 1970: {text[:64]!r}")
     time_ns = seconds * 1_000_000_000 + int(fraction)
     if time_ns > MAX_TIME_NS:
         raise ValueError(_after_max_time(text))
+    if second == 60 and not _is_leap_second_slot(seconds):
+        raise ValueError(f"no such time (a leap second is 23:59:60 UTC on a month's last day): {text[:64]!r}")
     return time_ns
+
+
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    return 29 if month == 2 and calendar.isleap(year) else _DAYS_IN_MONTH[month]
+
+
+def _is_leap_second_slot(seconds: int) -> bool:
+    """Whether ``seconds`` (the epoch second of a ":60", which POSIX time, having no leap seconds,
+    counts as the next minute's first second) is the first second of a month in UTC: RFC 3339
+    (5.7, appendix D) puts a leap second at 23:59:60 UTC on the last day of a month, and only there."""
+    if seconds % 86400:
+        return False
+    return time.gmtime(seconds).tm_mday == 1
 
 
 def format_time_ns(time_ns: int) -> str:
@@ -232,7 +255,32 @@ def _require_text(value: object, name: str, limit: int, *, allow_empty: bool = F
         raise AlertError(name, f"longer than {limit} characters")
     if "\x00" in value:
         raise AlertError(name, "contains a NUL character")
+    if not value.isascii():
+        _require_unicode(value, name)
     return value
+
+
+# A JSON string may hold a UTF-16 surrogate escape with no partner ("\ud800"): Python decodes it to
+# a lone surrogate, which is not Unicode text. It cannot be encoded as UTF-8, so it could be neither
+# journaled (SQLite) nor logged nor sent to Slack: it is refused with the rest of the alert. (A valid
+# pair, "\ud83d\ude00", decodes to one character and is taken.)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode text (it holds a lone surrogate), or None when it is."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"not valid Unicode (a lone surrogate \\u{ord(found.group()):04x} at character {found.start() + 1})"
+    )
+
+
+def _require_unicode(value: str, name: str, prefix: str = "") -> None:
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise AlertError(name, prefix + problem)
 
 
 def json_type(value: object) -> str:
@@ -262,6 +310,8 @@ def _normalise_fields(raw: object) -> dict[str, FieldValue]:
     for key, value in raw.items():
         if type(key) is not str or not key or len(key) > MAX_FIELD_NAME_CHARS:
             raise AlertError("output_fields", f"bad field name {str(key)[:64]!r}")
+        if not key.isascii():
+            _require_unicode(key, "output_fields", f"bad field name {key[:64]!r}: ")
         kind = type(value)
         # Exact type checks first: the common cases cost one comparison each (hot path).
         if kind is str:
@@ -269,6 +319,8 @@ def _normalise_fields(raw: object) -> dict[str, FieldValue]:
                 continue  # gRPC's <NA>: not available
             if len(value) > MAX_FIELD_VALUE_CHARS:
                 raise AlertError(f"output_fields.{key}", f"longer than {MAX_FIELD_VALUE_CHARS} characters")
+            if not value.isascii():
+                _require_unicode(value, f"output_fields.{key}")
             fields[key] = value
         elif kind is int or kind is bool:
             fields[key] = value
@@ -286,6 +338,7 @@ def _unusual_field(key: str, value: object) -> FieldValue:
             raise AlertError(where, "a missing value cannot be a str subclass")  # never from JSON or gRPC
         if len(value) > MAX_FIELD_VALUE_CHARS:
             raise AlertError(where, f"longer than {MAX_FIELD_VALUE_CHARS} characters")
+        _require_unicode(value, where)
         return str(value)
     if isinstance(value, bool | int):
         return value  # subclasses of the JSON types
@@ -295,7 +348,9 @@ def _unusual_field(key: str, value: object) -> FieldValue:
         return value
     if isinstance(value, list) and all(isinstance(item, str | int | float | bool) for item in value):
         # List-valued fields (e.g. fd.types) printed the way Falco's text output does.
-        return "(" + ",".join(field_text(item) for item in value) + ")"
+        text = "(" + ",".join(field_text(item) for item in value) + ")"
+        _require_unicode(text, where)
+        return text
     raise AlertError(where, f"must be a string, number or boolean, got {json_type(value)}")
 
 
@@ -307,8 +362,16 @@ def _normalise_tags(raw: object) -> tuple[str, ...]:
     if len(raw) > MAX_TAGS:
         raise AlertError("tags", f"more than {MAX_TAGS} tags")
     for tag in raw:
-        # Every alert has tags: plain good ones are taken without naming each one's field.
-        if type(tag) is not str or not tag or len(tag) > MAX_TAG_CHARS or tag.isspace() or "\x00" in tag:
+        # Every alert has tags: plain good ones are taken without naming each one's field (and
+        # the rare tag that is not ASCII is checked, by name, for lone surrogates).
+        if (
+            type(tag) is not str
+            or not tag
+            or len(tag) > MAX_TAG_CHARS
+            or tag.isspace()
+            or "\x00" in tag
+            or not tag.isascii()
+        ):
             return _checked_tags(raw)
     return tuple(sorted(set(raw)))
 

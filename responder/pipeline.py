@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from responder.dedupe import IncidentState, IncidentTable
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.journal import IncidentRow, Journal, report_from_record
+from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.policy import Decision, GuardrailState, decide, is_quarantined
@@ -74,6 +75,14 @@ class CircuitBreaker:
 
     def is_open(self, now_ns: int) -> bool:
         return self.recent(now_ns) >= self._limit
+
+
+class JournalWriteFailed(RuntimeError):
+    """Writes about an alert's incident that the journal refused: the alert is not finished (it
+    stays pending, and a restart resumes it), so the audit trail shows it unfinished, not done."""
+
+    def __init__(self, failed: list[str]) -> None:
+        super().__init__("journal refused " + "; ".join(failed))
 
 
 @dataclass
@@ -383,7 +392,50 @@ class Pipeline:
             Journal.op_schedule_notification(
                 state.incident_id, "repeat", report.decision.slack_channel, due, now
             )
-        ).add_done_callback(lambda _: self._wake_notifier())
+        ).add_done_callback(lambda written: self._notification_written(written, state, None, "repeat"))
+
+    def _notification_written(
+        self, written: asyncio.Future[Any], state: IncidentState, alert_id: str | None, kind: str
+    ) -> None:
+        """Wake the notifier for a queued notification, or say (an error) why it was not queued."""
+        error = None if written.cancelled() else written.exception()
+        if error is None:
+            self._wake_notifier()
+            return
+        if kind == "repeat":
+            state.repeat_pending = False  # not queued: a later repeat queues it again
+        _log_failed_write(error, f"schedule_notification({kind})", state.incident_id, alert_id)
+
+    def _write(self, what: str, incident_id: str, alert: Alert, op: Op) -> tuple[str, Future[Any]]:
+        """Hand an incident's write to the journal without waiting for it. A write that fails is
+        logged as an error at once, naming the alert and the op (it used to go unheard: the
+        incident could be missing from the journal while its alert was finished "opened")."""
+        written = self._journal.submit(op)
+        alert_id = alert.alert_id
+
+        def heard(done: Future[Any]) -> None:  # on the journal writer's thread
+            error = None if done.cancelled() else done.exception()
+            if error is not None:
+                _log_failed_write(error, what, incident_id, alert_id)
+
+        written.add_done_callback(heard)
+        return what, written
+
+    async def _confirm(self, state: IncidentState, writes: list[tuple[str, Future[Any]]]) -> None:
+        """Wait until ``writes`` are committed (mostly they are already); JournalWriteFailed when
+        any failed. The next repeat then opens the incident afresh instead of folding into one the
+        journal may not hold."""
+        failed: list[str] = []
+        for what, written in writes:
+            if not written.done():
+                with contextlib.suppress(Exception):  # read below, with the ones already done
+                    await asyncio.wrap_future(written)
+            error = None if written.cancelled() else written.exception()
+            if error is not None:
+                failed.append(f"{what}: {type(error).__name__}: {error}")
+        if failed:
+            state.reopen_after_ns = self._clock_ns()
+            raise JournalWriteFailed(failed)
 
     def _pod_lock(self, namespace: str, pod: str) -> asyncio.Lock:
         key = (namespace, pod)
@@ -402,27 +454,37 @@ class Pipeline:
     async def _open_incident(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
         key = state.key
         self._metrics.incidents.labels(self._metrics.rule_label(alert.rule)).inc()
-        self._journal.submit(
-            Journal.op_open_incident(
-                IncidentRow(
-                    incident_id=state.incident_id,
-                    key_digest=key.digest(),
-                    rule=key.rule,
-                    namespace=key.namespace,
-                    pod=key.pod,
-                    container_id=key.container_id,
-                    hostname=key.hostname,
-                    first_alert_id=alert.alert_id,
-                    first_event_ns=alert.time_ns,
-                    opened_ns=received_ns,
-                    last_seen_ns=received_ns,
-                    count=state.count,
-                    decided=False,
+        opening = [
+            self._write(
+                "open_incident",
+                state.incident_id,
+                alert,
+                Journal.op_open_incident(
+                    IncidentRow(
+                        incident_id=state.incident_id,
+                        key_digest=key.digest(),
+                        rule=key.rule,
+                        namespace=key.namespace,
+                        pod=key.pod,
+                        container_id=key.container_id,
+                        hostname=key.hostname,
+                        first_alert_id=alert.alert_id,
+                        first_event_ns=alert.time_ns,
+                        opened_ns=received_ns,
+                        last_seen_ns=received_ns,
+                        count=state.count,
+                        decided=False,
+                    )
+                ),
+            )
+        ]
+        if state.restored:
+            opening.append(
+                self._write(
+                    "reset_actions", state.incident_id, alert, Journal.op_reset_actions(state.incident_id)
                 )
             )
-        )
-        if state.restored:
-            self._journal.submit(Journal.op_reset_actions(state.incident_id))
+        deciding: list[tuple[str, Future[Any]]] = []
         async with self._pod_lock(key.namespace, key.pod):
             verification, pod = await self._verify(alert)
             self._metrics.verifications.labels(verification.status.value).inc()
@@ -439,22 +501,31 @@ class Pipeline:
             for action in decision.actions or (None,):
                 label = action.value if action is not None else "none"
                 self._metrics.decisions.labels(self._metrics.policy_label(decision.policy), label).inc()
-            self._journal.submit(
-                Journal.op_record_decision(
+            deciding.append(
+                self._write(
+                    "record_decision",
                     state.incident_id,
-                    decided_ns,
-                    verification_to_json(verification),
-                    decision_to_json(decision),
-                    pod_to_json(pod) if pod is not None else None,
+                    alert,
+                    Journal.op_record_decision(
+                        state.incident_id,
+                        decided_ns,
+                        verification_to_json(verification),
+                        decision_to_json(decision),
+                        pod_to_json(pod) if pod is not None else None,
+                    ),
                 )
             )
-            outcomes = await self._act(state, alert, pod, decision, received_ns)
+            outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
             if token is not None and not any(
                 o.action == "quarantine" and o.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY)
                 for o in outcomes
             ):
                 self._breaker.give_back(token)
         self._plan_follow_up(state, verification, decision, outcomes)
+        # No notification about, and no "opened" for, an incident the journal does not hold.
+        await self._confirm(state, opening)
+        # Set once the journal holds the incident: a repeat (queued only for an incident with a
+        # report) must not follow an incident notification that was never queued.
         state.report = IncidentReport(
             incident_id=state.incident_id,
             key=key,
@@ -473,7 +544,10 @@ class Pipeline:
                 Journal.op_schedule_notification(
                     state.incident_id, "incident", decision.slack_channel, now, now
                 )
-            ).add_done_callback(lambda _: self._wake_notifier())
+            ).add_done_callback(
+                lambda written: self._notification_written(written, state, alert.alert_id, "incident")
+            )
+        await self._confirm(state, deciding)
         await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
         log.info(
             "incident decided",
@@ -569,8 +643,15 @@ class Pipeline:
         return verification, lookup.pod
 
     async def _act(
-        self, state: IncidentState, alert: Alert, pod: PodContext | None, decision: Decision, received_ns: int
+        self,
+        state: IncidentState,
+        alert: Alert,
+        pod: PodContext | None,
+        decision: Decision,
+        received_ns: int,
+        writes: list[tuple[str, Future[Any]]],
     ) -> list[ActionOutcome]:
+        """Take the decision's actions; each outcome's write is added to ``writes``."""
         outcomes: list[ActionOutcome] = []
         reason = f"{alert.priority.label}: {alert.rule}"
         for action in decision.actions:
@@ -602,12 +683,30 @@ class Pipeline:
             )
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-            self._journal.submit(
-                Journal.op_record_action(
-                    state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
+            writes.append(
+                self._write(
+                    f"record_action({outcome.action})",
+                    state.incident_id,
+                    alert,
+                    Journal.op_record_action(
+                        state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
+                    ),
                 )
             )
         return outcomes
+
+
+def _log_failed_write(error: BaseException, what: str, incident_id: str, alert_id: str | None) -> None:
+    log.error(
+        "journal write failed",
+        exc_info=error,
+        extra={
+            "alert_id": alert_id,
+            "incident": incident_id,
+            "op": what,
+            "error": f"{type(error).__name__}: {error}",
+        },
+    )
 
 
 def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:

@@ -193,3 +193,195 @@ def test_fuzzed_bytes_only_ever_raise_alert_error(body: bytes) -> None:
     # Anything but AlertError escaping fails the test.
     with contextlib.suppress(AlertError):
         parse_falco_json(body)
+
+
+# -- text that is not valid Unicode ---------------------------------------------------------------
+
+LONE = "\ud800"
+
+
+def with_(**change: object) -> bytes:
+    """FALCO_ALERT with some keys changed, as Python's json writes it (non-ASCII as escapes)."""
+    return json.dumps(dict(FALCO_ALERT, **change)).encode()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hostname": LONE}, "field 'hostname': not valid Unicode (a lone surrogate \\ud800 at character 1)"),
+        (
+            {"rule": "Shell \ud800"},
+            "field 'rule': not valid Unicode (a lone surrogate \\ud800 at character 7)",
+        ),
+        (
+            {"output": "x\udfff"},
+            "field 'output': not valid Unicode (a lone surrogate \\udfff at character 2)",
+        ),
+        (
+            {"source": "sys\udc80"},
+            "field 'source': not valid Unicode (a lone surrogate \\udc80 at character 4)",
+        ),
+        ({"uuid": "\udbff-1"}, "field 'uuid': not valid Unicode (a lone surrogate \\udbff at character 1)"),
+        ({"priority": LONE}, "field 'priority': not valid Unicode (a lone surrogate \\ud800 at character 1)"),
+        (
+            {"tags": ["ok", "t\ud800"]},
+            "field 'tags[1]': not valid Unicode (a lone surrogate \\ud800 at character 2)",
+        ),
+        (
+            {"output_fields": {"container.id": LONE}},
+            "field 'output_fields.container.id': not valid Unicode (a lone surrogate \\ud800 at character 1)",
+        ),
+        (
+            {"output_fields": {"k8s.pod.name\ud800": "p"}},
+            "field 'output_fields': bad field name 'k8s.pod.name\\ud800':"
+            " not valid Unicode (a lone surrogate \\ud800 at character 13)",
+        ),
+        (
+            {"output_fields": {"fd.types": ["ipv4", "f\ude00"]}},
+            "field 'output_fields.fd.types': not valid Unicode (a lone surrogate \\ude00 at character 8)",
+        ),
+        # The second half of a pair alone, and a pair written the wrong way round.
+        (
+            {"hostname": "\ude00"},
+            "field 'hostname': not valid Unicode (a lone surrogate \\ude00 at character 1)",
+        ),
+        (
+            {"hostname": "\ude00\ud83d"},
+            "field 'hostname': not valid Unicode (a lone surrogate \\ude00 at character 1)",
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_the_text_is_refused_naming_the_field(
+    change: dict[str, object], message: str
+) -> None:
+    body = with_(**change)
+    assert b"\\ud" in body  # the escape as Python (and a hostile sender) writes it
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(body)
+    assert str(caught.value) == message
+    # The message is plain ASCII: it can be logged, printed and answered whatever the encoding.
+    assert str(caught.value).isascii()
+
+
+def test_the_grpc_inputs_build_alert_refuses_a_lone_surrogate_too() -> None:
+    parts: dict[str, object] = {
+        "rule": "r",
+        "priority": Priority.NOTICE,
+        "time_ns": 1,
+        "source": "syscall",
+        "output": "",
+        "fields": {"a": "1"},
+        "tags": [],
+        "hostname": "h",
+    }
+    build_alert(**parts)  # type: ignore[arg-type]
+    for key, value, name in (
+        ("hostname", LONE, "hostname"),
+        ("fields", {"a": LONE}, "output_fields.a"),
+        ("fields", {"a": 1.5, "b": LONE}, "output_fields.b"),
+        ("tags", [LONE], "tags[0]"),
+    ):
+        with pytest.raises(AlertError) as caught:
+            build_alert(**dict(parts, **{key: value}))  # type: ignore[arg-type]
+        assert caught.value.field == name and "lone surrogate" in caught.value.reason
+
+
+def test_a_valid_surrogate_pair_is_one_character_and_is_taken() -> None:
+    emoji = "\U0001f600"
+    change = {
+        "rule": f"Shell {emoji}",
+        "hostname": f"node-{emoji}",
+        "tags": [emoji],
+        "output": f"out {emoji}",
+        "output_fields": {**FALCO_ALERT["output_fields"], f"x.{emoji}": emoji},  # type: ignore[dict-item]
+    }
+    escaped = with_(**change)
+    assert b"\\ud83d\\ude00" in escaped
+    alert = parse_falco_json(escaped)
+    assert alert.rule == f"Shell {emoji}" and alert.hostname == f"node-{emoji}"
+    assert alert.tags == (emoji,) and alert.fields[f"x.{emoji}"] == emoji
+    # The same alert written as UTF-8 (as Falco writes it) is the same alert.
+    raw = json.dumps(dict(FALCO_ALERT, **change), ensure_ascii=False).encode()
+    assert parse_falco_json(raw) == alert
+
+
+# -- impossible times -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-02-30T00:00:00Z", "no such date: 2026-02-30"),
+        ("2026-02-30T00:00:00.123456789Z", "no such date: 2026-02-30"),  # Falco's form: the fast parse
+        ("2026-04-31T10:00:00.5+02:00", "no such date: 2026-04-31"),
+        ("2025-02-29T00:00:00Z", "no such date: 2025-02-29"),
+        ("2025-02-29T00:00:00.000000000Z", "no such date: 2025-02-29"),
+        ("2100-02-29T00:00:00Z", "no such date: 2100-02-29"),  # divisible by 100, not by 400
+        ("2026-01-00T00:00:00Z", "no such date: 2026-01-00"),
+        ("2026-01-32T00:00:00Z", "no such date: 2026-01-32"),
+        ("2026-12-01T00:00:00+99:00", "offset out of range: +99:00"),
+        ("2026-12-01T00:00:00.000000000-24:00", "offset out of range: -24:00"),
+        ("2026-12-01T00:00:00+01:60", "offset out of range: +01:60"),
+        # Month 13, hour 25, minute 61: refused as before.
+        ("2026-13-01T00:00:00Z", "timestamp out of range: '2026-13-01T00:00:00Z'"),
+        ("2026-12-01T25:00:00Z", "timestamp out of range: '2026-12-01T25:00:00Z'"),
+        ("2026-12-01T23:61:00Z", "timestamp out of range: '2026-12-01T23:61:00Z'"),
+        ("2026-12-01T23:59:61Z", "timestamp out of range: '2026-12-01T23:59:61Z'"),
+        # A leap second is 23:59:60 UTC on a month's last day; nowhere else.
+        (
+            "2016-12-31T10:59:60Z",
+            "no such time (a leap second is 23:59:60 UTC on a month's last day): '2016-12-31T10:59:60Z'",
+        ),
+        (
+            "2016-12-30T23:59:60.000000000Z",
+            "no such time (a leap second is 23:59:60 UTC on a month's last day):"
+            " '2016-12-30T23:59:60.000000000Z'",
+        ),
+        (
+            "2016-12-31T23:59:60+01:00",  # 22:59:60 UTC
+            "no such time (a leap second is 23:59:60 UTC on a month's last day): '2016-12-31T23:59:60+01:00'",
+        ),
+    ],
+)
+def test_impossible_times_are_refused_not_moved(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_time_ns(text)
+    assert str(caught.value) == message
+    with pytest.raises(AlertError) as refused:
+        parse_falco_json(with_(time=text))
+    assert str(refused.value) == f"field 'time': {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "same_as"),
+    [
+        ("2024-02-29T00:00:00Z", "2024-02-28T23:00:00-01:00"),  # a leap year
+        ("2024-02-29T12:00:00.123456789Z", "2024-02-29T13:00:00.123456789+01:00"),
+        ("2000-02-29T23:30:00Z", "2000-03-01T00:30:00+01:00"),  # divisible by 400
+        ("2026-01-31T23:59:59Z", "2026-02-01T00:59:59+01:00"),
+        ("2026-12-01T00:00:00+23:59", "2026-11-30T00:01:00Z"),
+        ("2026-12-01T00:00:00-00:00", "2026-12-01T00:00:00Z"),
+        # Leap seconds: POSIX time has none, so 23:59:60 is the next day's first second.
+        ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),
+        ("2016-12-31T23:59:60.500000000Z", "2017-01-01T00:00:00.5Z"),  # Falco's form: the fast parse
+        ("2017-01-01T00:59:60+01:00", "2017-01-01T00:00:00Z"),  # 23:59:60 UTC in local time
+        ("2015-06-30T23:59:60Z", "2015-07-01T00:00:00Z"),
+    ],
+)
+def test_possible_times_including_leap_days_and_seconds_are_taken(text: str, same_as: str) -> None:
+    expected = parse_time_ns(same_as)
+    assert parse_time_ns(text) == expected
+    assert parse_falco_json(with_(time=text)).time_ns == expected
+    if text.endswith("Z") and len(text) < 30:  # the same instant in Falco's form (the fast parse)
+        falco_form = text[:19] + ".000000000Z"
+        assert parse_time_ns(falco_form) == expected
+
+
+def test_a_leap_day_is_a_day_long() -> None:
+    day = 86_400 * 10**9
+    for year, leap in ((2024, True), (2000, True), (2025, False), (2100, False)):
+        march = parse_time_ns(f"{year}-03-01T00:00:00.000000000Z")
+        february_28 = parse_time_ns(f"{year}-02-28T00:00:00Z")
+        assert march - february_28 == (2 if leap else 1) * day
+        if leap:
+            assert parse_time_ns(f"{year}-02-29T00:00:00Z") == february_28 + day

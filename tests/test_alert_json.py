@@ -3,6 +3,7 @@ exactly the Alert the strict path gives; it never accepts what the strict path r
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any, cast
 
@@ -128,7 +129,10 @@ def test_every_accepted_variant_gives_the_strict_paths_alert(change: dict[str, o
 
 texts = st.one_of(
     st.sampled_from(["", " ", "\t", "<NA>", "syscalls", "syscall", "Notice", "info", 'a":b', "x\x00"]),
+    # Lone surrogates (JSON "\ud800" escapes), a pair of them (an escaped emoji) and an emoji.
+    st.sampled_from(["\ud800", "a\udfff", "\udc80x", "\ud83d\ude00", "\U0001f600", "\\ud800"]),
     st.text(max_size=12),
+    st.text(st.characters(min_codepoint=0xD7FE, max_codepoint=0xE001, exclude_categories=()), max_size=3),
 )
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), texts)
 
@@ -199,3 +203,211 @@ def test_times_around_the_last_int64_nanosecond_agree_and_are_taken_only_up_to_i
     else:
         with pytest.raises(AlertError, match=r"field 'time': timestamp out of range \(after 2262"):
             parse_falco_json(body)
+
+
+# -- lone surrogates: declined by the common path, refused by name by the strict one --------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hostname": "\ud800"}, "hostname"),
+        ({"rule": "Shell \ud800"}, "rule"),
+        ({"output": "\udfff"}, "output"),
+        ({"source": "s\udc00"}, "source"),
+        ({"uuid": "\ud800"}, "uuid"),
+        ({"tags": ["t", "\udbff"]}, "tags[1]"),
+        ({"output_fields": {**BASE_FIELDS, "container.id": "\ud800"}}, "output_fields.container.id"),
+        ({"output_fields": {**BASE_FIELDS, "proc.cmdline": "sh \udcff"}}, "output_fields.proc.cmdline"),
+        ({"output_fields": {"x\ud800": "1"}}, "output_fields"),
+    ],
+)
+def test_a_lone_surrogate_is_declined_by_the_common_path_and_refused_by_the_strict_one(
+    change: dict[str, object], field: str
+) -> None:
+    body = json.dumps(dict(FALCO_ALERT, **change)).encode()
+    assert decode_common_alert(body) is None
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(body)
+    assert caught.value.field == field
+    assert caught.value.reason.startswith("not valid Unicode (a lone surrogate \\ud") or (
+        field == "output_fields"
+        and "not valid Unicode (a lone surrogate \\ud800 at character 2)" in str(caught.value)
+    )
+    strict = strict_outcome(body)
+    assert isinstance(strict, AlertError) and str(strict) == str(caught.value)
+
+
+def test_the_reviewers_bodies_are_refused_with_the_field_named() -> None:
+    # As found in review: "1 accepted" for the first two, and the incident row silently not
+    # written; a UnicodeEncodeError out of ingest (500 from serve) for the rule.
+    expected = {
+        "hostname": "field 'hostname': not valid Unicode (a lone surrogate \\ud800 at character 1)",
+        "container.id": (
+            "field 'output_fields.container.id': not valid Unicode (a lone surrogate \\ud800 at character 1)"
+        ),
+        "rule": "field 'rule': not valid Unicode (a lone surrogate \\ud800 at character 7)",
+    }
+    fields = dict(BASE_FIELDS)
+    bodies = {
+        "hostname": dict(FALCO_ALERT, hostname="\ud800"),
+        "container.id": dict(FALCO_ALERT, output_fields={**fields, "container.id": "\ud800"}),
+        "rule": dict(FALCO_ALERT, rule="Shell \ud800"),
+    }
+    for name, payload in bodies.items():
+        for separators in ((",", ":"), (", ", ": ")):
+            body = json.dumps(payload, separators=separators).encode()
+            with pytest.raises(AlertError) as caught:
+                parse_falco_json(body)
+            assert str(caught.value) == expected[name]
+
+
+def test_a_surrogate_pair_gives_the_same_alert_escaped_or_as_utf8() -> None:
+    emoji = "\U0001f600"
+    payload = dict(
+        FALCO_ALERT,
+        hostname=f"node-{emoji}",
+        rule=f"Shell {emoji}",
+        tags=["t", emoji],
+        output_fields={**BASE_FIELDS, "proc.cmdline": f"echo {emoji}"},
+    )
+    escaped = json.dumps(payload).encode()  # "\ud83d\ude00": the strict path takes it
+    utf8 = json.dumps(payload, ensure_ascii=False).encode()  # as Falco writes it: the common path
+    assert b"\\ud83d\\ude00" in escaped and b"\\ud" not in utf8
+    assert decode_common_alert(escaped) is None
+    common = assert_agrees(utf8)
+    assert common is not None
+    alert = parse_falco_json(escaped)
+    assert alert == common == parse_falco_json_strict(utf8) and alert.alert_id == common.alert_id
+    assert alert.hostname == f"node-{emoji}" and alert.fields["proc.cmdline"] == f"echo {emoji}"
+
+
+def test_an_escaped_backslash_before_ud_is_only_declined_not_refused() -> None:
+    # "\\ud800" in JSON is a backslash and the letters "ud800": valid text the strict path takes.
+    body = json.dumps(dict(FALCO_ALERT, hostname="\\ud800")).encode()
+    assert decode_common_alert(body) is None
+    assert parse_falco_json(body).hostname == "\\ud800"
+
+
+# -- impossible times: refused alike on both paths ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2026-02-30T00:00:00Z", "no such date: 2026-02-30"),
+        ("2026-02-30T00:00:00.000000000Z", "no such date: 2026-02-30"),
+        ("2025-02-29T00:00:00.123456789Z", "no such date: 2025-02-29"),
+        ("2026-06-31T00:00:00.1Z", "no such date: 2026-06-31"),
+        ("2026-12-01T00:00:00+99:00", "offset out of range: +99:00"),
+        ("2026-12-01T00:00:00.000000000+00:60", "offset out of range: +00:60"),
+    ],
+)
+def test_impossible_times_are_refused_on_both_paths(text: str, reason: str) -> None:
+    body = json.dumps(dict(FALCO_ALERT, time=text)).encode()
+    assert decode_common_alert(body) is None
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(body)
+    assert str(caught.value) == f"field 'time': {reason}"
+    strict = strict_outcome(body)
+    assert isinstance(strict, AlertError) and str(strict) == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-02-29T00:00:00.000000000Z",
+        "2024-02-29T00:00:00Z",
+        "2024-02-29T01:00:00+01:00",
+        "2016-12-31T23:59:60.000000000Z",
+        "2016-12-31T23:59:60Z",
+    ],
+)
+def test_leap_days_and_seconds_parse_identically_on_both_paths(text: str) -> None:
+    body = json.dumps(dict(FALCO_ALERT, time=text)).encode()
+    common = assert_agrees(body)
+    assert common is not None  # the common path takes them, with the strict path's result
+    assert common.time_ns == parse_falco_json_strict(body).time_ns
+
+
+def expected_time(
+    year: int,
+    month: int,
+    day: int,
+    hour: int,
+    minute: int,
+    second: int,
+    nanos: int,
+    offset: tuple[int, int, int],
+) -> int | str:
+    """The epoch ns of an RFC 3339 time by the standard library's calendar, or how it is refused."""
+    sign, offset_hours, offset_minutes = offset
+    if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 60):
+        return "timestamp out of range"
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return "no such date"
+    if offset_hours > 23 or offset_minutes > 59:
+        return "offset out of range"
+    zone = datetime.timezone(sign * datetime.timedelta(hours=offset_hours, minutes=offset_minutes))
+    stamp = datetime.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
+    seconds = int(stamp.timestamp()) + (second == 60)
+    if seconds < 0:
+        return "timestamp before 1970"
+    if seconds * 10**9 + nanos > MAX_TIME_NS:
+        return "timestamp out of range (after"
+    if second == 60:
+        utc = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+        if (utc.day, utc.hour, utc.minute, utc.second) != (1, 0, 0, 0):
+            return "no such time"
+    return seconds * 10**9 + nanos
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(
+        st.integers(1969, 1971), st.integers(2023, 2029), st.integers(2261, 2263), st.integers(1, 9999)
+    ),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from([0, 1, 22, 23, 24]),
+    st.sampled_from([0, 1, 58, 59, 60]),
+    st.sampled_from([0, 1, 59, 60, 61]),
+    st.integers(0, 10**9 - 1),
+    st.one_of(
+        st.just((1, 0, 0)),
+        st.tuples(st.sampled_from([1, -1]), st.integers(0, 99), st.sampled_from([0, 30, 59, 60, 99])),
+    ),
+    st.sampled_from(["falco", "trimmed", "whole"]),
+)
+def test_fuzzed_times_agree_with_the_calendar_on_both_paths(
+    year: int,
+    month: int,
+    day: int,
+    hour: int,
+    minute: int,
+    second: int,
+    nanos: int,
+    offset: tuple[int, int, int],
+    form: str,
+) -> None:
+    if form == "whole":
+        nanos = 0
+    fraction = {"falco": f".{nanos:09d}", "trimmed": f".{nanos:09d}".rstrip("0").rstrip("."), "whole": ""}[
+        form
+    ]
+    sign, offset_hours, offset_minutes = offset
+    zone = (
+        "Z" if offset == (1, 0, 0) else f"{'+' if sign > 0 else '-'}{offset_hours:02d}:{offset_minutes:02d}"
+    )
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    body = json.dumps(dict(FALCO_ALERT, time=text)).encode()
+    assert_agrees(body)
+    expected = expected_time(year, month, day, hour, minute, second, nanos, offset)
+    if isinstance(expected, int):
+        assert parse_falco_json(body).time_ns == expected
+    else:
+        with pytest.raises(AlertError) as caught:
+            parse_falco_json(body)
+        assert caught.value.field == "time" and caught.value.reason.startswith(expected), text
