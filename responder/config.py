@@ -12,14 +12,20 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from responder.alert import Priority
 from responder.errors import SourceError, UserError
-from responder.yamlsource import YamlDocument, load_yaml, load_yaml_file
+from responder.yamlsource import (
+    FileTooLarge,
+    YamlDocument,
+    load_yaml,
+    load_yaml_file,
+    read_bounded,
+    size_text,
+)
 
 LABEL_KEY_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -59,11 +65,32 @@ def _listen_address(value: str) -> str:
     return value
 
 
+# A token or webhook URL is well under 1 KiB; a secret file past this is the wrong file.
+MAX_SECRET_BYTES = 64 * 1024
+
+
 class SecretRef(Strict):
     """Where a secret comes from: exactly one of a file or an environment variable."""
 
     file: str | None = None
     env: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _a_file(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("must name a file")
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _a_variable(cls, value: str | None) -> str | None:
+        # No variable has an empty name, or one with '=' or NUL in it: the secret would always be empty.
+        if value is not None and (not value or "=" in value or "\x00" in value):
+            raise ValueError("must name an environment variable")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -72,10 +99,16 @@ class SecretRef(Strict):
         return self
 
     def read(self, what: str) -> str:
-        """The secret, stripped; UserError names ``what`` (the config key) and the file or variable."""
+        """The secret, stripped; UserError names ``what`` (the config key) and the file or variable.
+        At most :data:`MAX_SECRET_BYTES` are read, so /dev/zero or a FIFO cannot exhaust memory."""
+        limit = f"larger than {size_text(MAX_SECRET_BYTES)}, far more than a token or URL"
         if self.file is not None:
             try:
-                raw = Path(self.file).read_bytes()
+                raw = read_bounded(self.file, MAX_SECRET_BYTES)
+            except FileTooLarge:
+                raise UserError(f"{what}: {self.file} is {limit}") from None
+            except IsADirectoryError:
+                raise UserError(f"{what}: {self.file} is a directory, not a file") from None
             except OSError as exc:
                 raise UserError(f"{what}: cannot read {self.file}: {exc.strerror or exc}") from None
             source = self.file
@@ -84,6 +117,8 @@ class SecretRef(Strict):
             # A variable's bytes that are not UTF-8 arrive as lone surrogates: back to the bytes.
             raw = os.fsencode(os.environ.get(self.env, ""))
             source = f"${self.env}"
+            if len(raw) > MAX_SECRET_BYTES:
+                raise UserError(f"{what}: {source} is {limit}")
         try:
             value = raw.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
@@ -336,6 +371,20 @@ class Journal(Strict):
             raise ValueError(f"must be the path of a file, got {value!r} (SQLite would keep nothing)")
         if "\x00" in value:
             raise ValueError("must not contain a NUL character")
+        # The journal's writer opens the path as given, and this SQLite build (like most) reads a
+        # name starting with "file:" as a URI: "file::memory:" would keep nothing, and
+        # "file:/x/j.db" makes a directory named "file:" where the responder creates the journal's.
+        if value.startswith("file:"):
+            raise ValueError("must be a file path, not an SQLite URI ('file:...')")
+        # Read-only opens (serving-guard audit --config) make the path a "file:PATH?mode=ro" URI,
+        # which would take '?' and '#' as the URI's query and fragment and '%' as an escape: another
+        # file, opened read-write.
+        misread = sorted({char for char in value if char in "?#%"})
+        if misread:
+            raise ValueError(
+                f"must not contain {' or '.join(repr(c) for c in misread)}: SQLite would read the path "
+                "as a URI when the journal is opened read-only (serving-guard audit)"
+            )
         return value
 
 
@@ -404,7 +453,7 @@ def config_from_document(document: YamlDocument) -> Config:
 
 
 def load_config(path: str) -> Config:
-    return config_from_document(load_yaml_file(path))
+    return config_from_document(load_yaml_file(path, "a config file"))
 
 
 def load_config_text(text: str, name: str = "<config>") -> Config:

@@ -1,9 +1,11 @@
 """YAML loading that remembers where every value came from, so errors can name file and line.
 
-Hostile or broken input is refused with a file:line error, never a traceback: characters YAML does
-not allow, nesting deeper than :data:`MAX_DEPTH`, an alias inside the node it names (a recursive
-structure), and aliases that would expand the document by more than :data:`MAX_ALIAS_VALUES`
-values (a "billion laughs" file: a few lines of nested aliases that stand for billions of values).
+Hostile or broken input is refused with a file:line error, never a traceback: a file larger than
+:data:`MAX_FILE_BYTES` (read no further, so /dev/zero or an endless FIFO are refused too), characters
+YAML does not allow, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values, an
+alias inside the node it names (a recursive structure), and aliases that would expand the document
+by more than :data:`MAX_ALIAS_VALUES` values (a "billion laughs" file: a few lines of nested aliases
+that stand for billions of values).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from responder.errors import SourceError
 
 Path = tuple[str | int, ...]
 
+# Every YAML input (configs, rules files, examples, scenarios, kubeconfigs) is read up to this many
+# bytes: Falco's whole upstream rule set is well under 1 MiB, a config or kubeconfig a few KiB.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+# Values (mappings, sequences, scalars; keys included) one document may hold. Each costs about 1 KiB
+# while loading, so this bounds memory where MAX_FILE_BYTES alone would not ("[0,0,0,...]" packs a
+# value into every two bytes); the largest file in this repository holds about 1,200.
+MAX_VALUES = 200_000
 # Deeper than any config or rules file needs; keeps the loader's recursion far from Python's limit.
 MAX_DEPTH = 100
 # Values an alias may stand for, summed over the document (merge keys `<<: *x` included).
@@ -66,6 +75,7 @@ class _Loader(yaml.SafeLoader):
         self.open_anchors: set[str] = set()  # anchors of the nodes being composed (the current path)
         self.sizes: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
         self.alias_values = 0
+        self.values = 0  # nodes composed, aliases not counted (MAX_ALIAS_VALUES bounds those)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
@@ -87,6 +97,13 @@ class _Loader(yaml.SafeLoader):
             return target
         if self.depth >= MAX_DEPTH:
             raise _refused(f"nested too deeply (more than {MAX_DEPTH} levels)", event)
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _refused(
+                f"more than {MAX_VALUES} values (mappings, lists and scalars): far more than a config, "
+                "rules, scenario or kubeconfig file holds",
+                event,
+            )
         anchor: str | None = getattr(event, "anchor", None)
         self.depth += 1
         if anchor is not None:
@@ -230,22 +247,53 @@ def load_yaml(text: str, file: str) -> YamlDocument:
     return YamlDocument(file=file, data=data, lines=builder.lines)
 
 
-def read_text(path: str) -> str:
-    """A UTF-8 text file (universal newlines); errors name the file, and the line of a bad byte."""
+def size_text(limit: int) -> str:
+    """A byte count as users read it: 16 MiB, 64 KiB, 100 bytes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
+
+
+class FileTooLarge(Exception):
+    """A file holds more than the bytes its reader accepts (:func:`read_bounded`)."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        super().__init__(f"{path}: larger than {size_text(limit)}")
+
+
+def read_bounded(path: str, limit: int) -> bytes:
+    """The bytes of ``path``, reading at most ``limit`` + 1 of them: FileTooLarge past ``limit``.
+
+    The size is what a read returns, not what stat says, so /dev/zero, a FIFO or a file that
+    grows while it is read are bounded too (stat gives 0 for the first two). A directory raises
+    IsADirectoryError, other failures their OSError."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, limit)
+    return data
+
+
+def read_text(path: str, what: str = "a YAML file") -> str:
+    """A UTF-8 text file (universal newlines) of at most :data:`MAX_FILE_BYTES`; errors name the file,
+    and the line of a bad byte. ``what`` names the kind of file for a directory given in its place."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        data = read_bounded(path, MAX_FILE_BYTES)
+    except IsADirectoryError:
+        raise SourceError(path, None, f"is a directory, not {what}") from None
+    except FileTooLarge:
+        raise SourceError(
+            path,
+            None,
+            f"larger than {size_text(MAX_FILE_BYTES)}: too large for {what} (the limit for YAML input)",
+        ) from None
     except OSError as exc:
         raise SourceError(path, None, f"cannot read file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        reason = exc.reason
-    # The decoder's offset is into the chunk it was reading: decode the whole file to place it.
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        data.decode("utf-8")
-    except OSError as exc:
-        raise SourceError(path, None, f"cannot read file: {exc.strerror or exc}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = max(data.rfind(b"\n", 0, exc.start), data.rfind(b"\r", 0, exc.start)) + 1
         line = data.count(b"\n", 0, exc.start) + data.count(b"\r", 0, exc.start)
@@ -254,8 +302,9 @@ def read_text(path: str) -> str:
         raise SourceError(
             path, line + 1, f"not UTF-8 text: {exc.reason} (byte 0x{data[exc.start]:02x} at column {column})"
         ) from None
-    raise SourceError(path, None, f"not UTF-8 text: {reason}")
+    # Universal newlines, as a file opened in text mode reads them.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def load_yaml_file(path: str) -> YamlDocument:
-    return load_yaml(read_text(path), path)
+def load_yaml_file(path: str, what: str = "a YAML file") -> YamlDocument:
+    return load_yaml(read_text(path, what), path)

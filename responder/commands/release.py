@@ -9,6 +9,7 @@ import getpass
 import os
 import socket
 import sqlite3
+import unicodedata
 
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
@@ -31,10 +32,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def recorded_text(what: str, value: str) -> str:
-    """Text the release records (on the pod, in an Event, in the journal): not blank, and text
-    that can be stored (bytes that are not UTF-8 reach Python as lone surrogates, which cannot)."""
+    """Text the release records (on the pod, in an Event, in the journal): not blank, without
+    control characters (an escape sequence would act on every terminal that shows the record, this
+    command's own output first), and text that can be stored (bytes that are not UTF-8 reach Python
+    as lone surrogates, which cannot)."""
     if not value.strip():
         raise UserError(f"{what}: must not be empty")
+    for index, char in enumerate(value):
+        if unicodedata.category(char) == "Cc":
+            raise UserError(
+                f"{what}: control characters are not allowed (U+{ord(char):04X} at character {index + 1})"
+            )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -691,7 +691,7 @@ def read_rules_text(text: str, path: str) -> RulesFile:
 
 def read_rules_file(path: str) -> RulesFile:
     try:
-        text = read_text(path)
+        text = read_text(path, "a rules file")
     except SourceError as exc:
         result = RulesFile(path=path, text="")
         result.problems.append(Problem(Severity.ERROR, path, exc.line, exc.message))

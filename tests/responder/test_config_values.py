@@ -45,6 +45,68 @@ def test_a_journal_path_with_a_nul_is_refused(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and f"{path}:2: journal.path: must not contain a NUL character" in err
 
 
+URI = "must be a file path, not an SQLite URI ('file:...')"
+READ_ONLY_URI = (
+    "SQLite would read the path as a URI when the journal is opened read-only (serving-guard audit)"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('"file::memory:"', URI),
+        ('"file:/var/lib/sg/journal.db"', URI),
+        ('"file:journal.db?mode=memory"', URI),
+        ('"/var/lib/sg/a?b.db"', f"must not contain '?': {READ_ONLY_URI}"),
+        ('"/var/lib/sg/a#b.db"', f"must not contain '#': {READ_ONLY_URI}"),
+        ('"/var/lib/sg/100%41.db"', f"must not contain '%': {READ_ONLY_URI}"),
+        ('"/var/lib/sg/a%?#.db"', f"must not contain '#' or '%' or '?': {READ_ONLY_URI}"),
+    ],
+    ids=["memory-uri", "file-uri", "uri-with-query", "query", "fragment", "escape", "all-three"],
+)
+def test_a_journal_path_sqlite_would_misread_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, reason: str
+) -> None:
+    code, err, path = check(tmp_path, f"logging: {{level: error}}\njournal:\n  path: {value}\n", capsys)
+    assert code == 2
+    assert err == f"serving-guard: error: invalid config:\n  {path}:3: journal.path: {reason}\n"
+
+
+@pytest.mark.parametrize("value", ["FILE:journal.db", "/var/lib/sg/file:journal.db", "./file:x.db"])
+def test_a_journal_path_that_only_looks_like_a_uri_loads(value: str) -> None:
+    # SQLite takes a name as a URI only when it starts with "file:" (lower case), as the writer opens it.
+    assert load_config_text(f'journal: {{path: "{value}"}}\n').journal.path == value
+
+
+SLACK_BOT = "slack:\n  mode: bot\n  default_channel: '#sec'\n"
+OPEN_HTTP = "inputs:\n  http:\n    allow_unauthenticated: true\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (SLACK_BOT + '  token: {env: ""}\n', "slack.token.env: must name an environment variable"),
+        (SLACK_BOT + '  token: {env: "  "}\n', "slack.token.env: must name an environment variable"),
+        (SLACK_BOT + '  token: {env: "A=B"}\n', "slack.token.env: must name an environment variable"),
+        (SLACK_BOT + '  token: {file: ""}\n', "slack.token.file: must name a file"),
+        (SLACK_BOT + '  token: {file: "a\\0b"}\n', "slack.token.file: must not contain a NUL character"),
+        (
+            "slack:\n  mode: webhook\n  webhook_url: {env: ''}\n",
+            "slack.webhook_url.env: must name an environment variable",
+        ),
+        (OPEN_HTTP + "    token: {env: ''}\n", "inputs.http.token.env: must name an environment variable"),
+        (OPEN_HTTP + "    audit_token: {file: ''}\n", "inputs.http.audit_token.file: must name a file"),
+    ],
+)
+def test_a_secret_ref_must_name_a_variable_or_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, reason: str
+) -> None:
+    # Refused by config check, not first at start as "slack.token: $ is empty".
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err == f"serving-guard: error: invalid config:\n  {path}:{text.count(chr(10))}: {reason}\n"
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value", "reason"),
     [

@@ -246,3 +246,36 @@ def test_capture_test_of_an_empty_pack_with_the_default_override(
     )
     assert err.endswith("scope-override.yaml): nothing to test\n")
     assert "event-type resolution" not in err
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["directory", "dev-zero"])
+def test_capture_test_of_a_rules_path_that_is_no_rules_file_says_what_it_is(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    if kind == "directory":
+        pack = tmp_path / "rules.d"
+        pack.mkdir()
+        message = "is a directory, not a rules file"
+    else:
+        pack = tmp_path / "zero.yaml"
+        pack.symlink_to("/dev/zero")
+        message = "larger than 16 MiB: too large for a rules file (the limit for YAML input)"
+    override = tmp_path / "override.yaml"
+    override.write_text("")
+    assert main(["rules", "test", "--rules", str(pack), "--override", str(override)]) == 2
+    assert capsys.readouterr().err == (
+        "serving-guard: error: the rules do not load (1 error; see `serving-guard rules check`): "
+        f"{pack}: error: {message}\n"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_check_of_a_directory_says_it_is_no_rules_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)  # the error here needs no sysdig
+    assert main(["rules", "check", "--no-falco", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"\n{tmp_path}: error: is a directory, not a rules file\n" in out
+    assert "result: FAILED (1 errors, 0 warnings)" in out
