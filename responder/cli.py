@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,7 +59,51 @@ def _find(argv: Sequence[str]) -> tuple[Command, list[str]] | None:
     return None
 
 
+# The exit status when the reader of our output went away (`| head`): a process killed by
+# SIGPIPE has it in the shell's eyes (128 + 13), so pipelines see what they would of any tool.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            code = _main(argv)
+        finally:
+            # Written now (also before argparse's exit), so a reader that went away is noticed
+            # here, not by the interpreter's flush at exit, which would print a traceback.
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+    except BrokenPipeError:
+        if not _readers_gone():
+            raise  # another pipe or socket: not the reader of our output
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _readers_gone() -> bool:
+    """Whether stdout's or stderr's reader went away; each such stream is pointed at /dev/null so
+    what is still buffered for it (flushed at exit) goes nowhere instead of raising again."""
+    gone = False
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        if stream is None or not _reader_gone(fd):
+            continue
+        gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return gone
+
+
+def _reader_gone(fd: int) -> bool:
+    """A pipe or socket whose reading end is closed polls as an error (POLLERR, or POLLHUP)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    events = dict(poller.poll(0)).get(fd, 0)
+    return bool(events & (select.POLLERR | select.POLLHUP))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_overview())

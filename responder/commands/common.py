@@ -103,13 +103,19 @@ def _iso_time_out_of_range(text: str) -> bool:
     return not 0 <= (moment - epoch).total_seconds() * 1e9 <= MAX_SINCE_NS
 
 
+# The longest duration any command waits: a week. Far beyond any real wait, and well inside what
+# the standard library's timeouts accept (selectors and locks overflow on 1e7 or 1e12 seconds).
+MAX_SECONDS = 7 * 24 * 3600
+
+
 def positive_seconds(text: str) -> float:
-    """An argparse ``type`` for a duration: a finite number of seconds above 0 (not nan, inf, -1)."""
+    """An argparse ``type`` for a duration: a finite number of seconds above 0 (not nan, inf, -1)
+    and at most MAX_SECONDS."""
     return _seconds(text, allow_zero=False)
 
 
 def non_negative_seconds(text: str) -> float:
-    """An argparse ``type`` for a duration that may be 0: finite and not negative."""
+    """An argparse ``type`` for a duration that may be 0: finite, not negative, at most MAX_SECONDS."""
     return _seconds(text, allow_zero=True)
 
 
@@ -118,7 +124,11 @@ def _seconds(text: str, *, allow_zero: bool) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    bound = "0 or more" if allow_zero else "more than 0"
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "0 or more" if allow_zero else "more than 0"
         raise argparse.ArgumentTypeError(f"{text!r}: seconds must be finite and {bound}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: seconds must be finite, {bound} and at most {MAX_SECONDS} (7 days)"
+        )
     return value

@@ -1,5 +1,10 @@
 """`serving-guard ingest FILE|-`: feed Falco JSON lines (file_output, stdout, a replay) through the
-same pipeline as the live inputs. A bad line is reported with its line number and skipped."""
+same pipeline as the live inputs. A bad line is reported with its line number and skipped.
+
+A line may be as long as the HTTP input's largest body (``inputs.http.max_body_bytes``, 64 KiB
+unless the config says otherwise): the same alert is refused whichever way it comes. A longer line
+is reported and read past without being kept, so memory stays bounded (`ingest /dev/zero`). A
+UTF-8 byte-order mark at the very start of the file is skipped, as many editors write one."""
 
 from __future__ import annotations
 
@@ -7,15 +12,19 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Iterator
-from typing import TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from responder.alert import AlertError, rejection_code
 from responder.alert_json import parse_falco_json
 from responder.commands.common import non_negative_seconds
-from responder.config import Inputs, load_config
+from responder.config import Config, Inputs, load_config
 from responder.errors import UserError
 from responder.ingest.sink import InputName
 from responder.logs import setup_logging
+
+if TYPE_CHECKING:
+    from responder.pipeline import Pipeline
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,60 +39,158 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _lines(stream: TextIO) -> Iterator[tuple[int, str]]:
-    yield from enumerate(stream, 1)
+BOM = b"\xef\xbb\xbf"
+# Where the longest line comes from, named in the message about a longer one.
+LIMIT_KEY = "inputs.http.max_body_bytes"
+BOM_INSIDE = "starts with a UTF-8 byte-order mark (one is skipped only at the start of the file)"
+# How much of an over-long line is read at a time while skipping it.
+_SKIP_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    # The line without its ending (line 1 without the file's byte-order mark); None: longer than
+    # the limit, read past and not kept.
+    raw: bytes | None
+    # raw begins with a UTF-8 byte-order mark: one that is not the file's first bytes.
+    bom: bool = False
+    # Another piece of the over-long line ``number`` read past (already reported): a chance for the
+    # reader to let the event loop run, so one Ctrl-C stops even `ingest /dev/zero`.
+    skipping: bool = False
+
+
+def read_lines(stream: BinaryIO, limit: int) -> Iterator[Line]:
+    """The lines of ``stream`` (split at b"\\n"), each at most ``limit`` bytes without its ending
+    (\\n or \\r\\n).
+    A longer line comes as ``raw=None`` once it is known to be too long, and is then read past to
+    its newline piece by piece (each a ``skipping`` Line), never held whole. A byte-order mark
+    opening the stream is dropped."""
+    number = 0
+    while True:
+        # Room for the line, its ending (\r\n) and, on line 1, a byte-order mark to drop.
+        chunk = stream.readline(limit + 2 + (len(BOM) if number == 0 else 0))
+        if not chunk:
+            return
+        number += 1
+        if number == 1 and chunk.startswith(BOM):
+            chunk = chunk[len(BOM) :]
+        ended = chunk.endswith(b"\n")
+        body = chunk.removesuffix(b"\r\n") if chunk.endswith(b"\r\n") else chunk.removesuffix(b"\n")
+        if len(body) > limit:
+            yield Line(number, None)
+            while not ended:  # read past the rest, a piece at a time
+                piece = stream.readline(_SKIP_CHUNK)
+                ended = not piece or piece.endswith(b"\n")
+                if not ended:
+                    yield Line(number, None, skipping=True)
+            continue
+        yield Line(number, body.rstrip(b"\r\n"), bom=body.startswith(BOM))
+
+
+def _open_source(source: str, name: str) -> BinaryIO:
+    if source == "-":
+        # fd 0 closed when the command started (`<&-`): Python then has no sys.stdin at all.
+        stdin: TextIO | None = sys.stdin
+        if stdin is None:
+            raise UserError("ingest: stdin is closed")
+        return stdin.buffer
+    try:
+        return open(source, "rb")
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read: {exc.strerror}") from None
 
 
 async def ingest(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    name = "<stdin>" if args.source == "-" else args.source
+    stream = _open_source(args.source, name)  # before the responder starts: nothing to undo
+    try:
+        return await _ingest(args, config, stream, name)
+    finally:
+        if args.source != "-":  # stdin is not ours to close
+            stream.close()
+
+
+async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, name: str) -> int:
     from responder.commands.serve import build_responder
 
-    config = load_config(args.config)
+    # The HTTP input's largest alert is this input's longest line too.
+    limit = config.inputs.http.max_body_bytes
     setup_logging(config.logging.level, config.logging.format)
     # Only this command's input: no listeners.
     config = config.model_copy(
         update={"inputs": Inputs(), "server": config.server.model_copy(update={"metrics_listen": None})}
     )
-    name = "<stdin>" if args.source == "-" else args.source
     responder = build_responder(config)
-    accepted = again = rejected = 0
     await responder.start()
     pipeline = responder.pipeline
     assert pipeline is not None
+    tally = _Tally(pipeline, name)
     try:
-        stream: TextIO
-        if args.source == "-":
-            stream = sys.stdin
-        else:
-            try:
-                stream = open(args.source, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-            except OSError as exc:
-                raise UserError(f"{name}: cannot read: {exc.strerror}") from None
-        with stream:
-            for number, line in _lines(stream):
-                if not line.strip():
-                    continue
-                raw = line.rstrip("\r\n").encode("utf-8", "surrogateescape")
-                try:
-                    alert = parse_falco_json(raw)
-                except AlertError as exc:
-                    rejected += 1
-                    pipeline.reject(InputName.JSONL, rejection_code(exc), f"{name}:{number}: {exc}")
-                    print(f"{name}:{number}: {exc}", file=sys.stderr)
-                    continue
-                result = await pipeline.submit(alert, InputName.JSONL, raw=raw)
-                if result.new:
-                    accepted += 1
-                else:
-                    again += 1
+        read_error = await tally.feed(read_lines(stream, limit), limit)
         await pipeline.drain()
         if responder.notifier is not None:
             await responder.notifier.settle(args.settle_seconds)
     finally:
         await responder.stop()
     print(
-        f"{name}: {accepted} accepted, {again} already in the journal, {rejected} rejected", file=sys.stderr
+        f"{name}: {tally.accepted} accepted, {tally.again} already in the journal, {tally.rejected} rejected",
+        file=sys.stderr,
     )
-    return 1 if rejected else 0
+    if read_error is not None:
+        raise UserError(read_error)
+    return 1 if tally.rejected else 0
+
+
+@dataclass
+class _Tally:
+    pipeline: Pipeline
+    name: str
+    accepted: int = 0
+    again: int = 0
+    rejected: int = 0
+
+    async def feed(self, lines: Iterator[Line], limit: int) -> str | None:
+        """Submit each line's alert, report each bad line; a read error ends it (returned)."""
+        number = 0
+        while True:
+            try:
+                line = next(lines, None)
+            except OSError as exc:
+                # What was read stays ingested; the rest cannot be read.
+                return f"{self.name}: cannot read after line {number}: {exc.strerror or exc}"
+            if line is None:
+                return None
+            number = line.number
+            if line.raw is not None and line.raw.strip() and not line.bom:
+                await self.submit(number, line.raw)
+                continue
+            if line.skipping:
+                pass
+            elif line.raw is None:
+                self.refuse(number, "too_large", f"line longer than {limit} bytes ({LIMIT_KEY})")
+            elif line.bom:
+                self.refuse(number, "bad_body", BOM_INSIDE)
+            # No alert submitted (nothing awaited): let the loop run, e.g. to be cancelled.
+            await asyncio.sleep(0)
+
+    async def submit(self, number: int, raw: bytes) -> None:
+        try:
+            alert = parse_falco_json(raw)
+        except AlertError as exc:
+            self.refuse(number, rejection_code(exc), str(exc))
+            return
+        result = await self.pipeline.submit(alert, InputName.JSONL, raw=raw)
+        if result.new:
+            self.accepted += 1
+        else:
+            self.again += 1
+
+    def refuse(self, number: int, code: str, problem: str) -> None:
+        self.rejected += 1
+        self.pipeline.reject(InputName.JSONL, code, f"{self.name}:{number}: {problem}")
+        print(f"{self.name}:{number}: {problem}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

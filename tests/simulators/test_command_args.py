@@ -4,19 +4,23 @@ with one line naming the flag (argparse's or the CLI's `serving-guard: error:`) 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from responder.cli import COMMANDS
 from responder.cli import main as cli_main
 from responder.commands import ingest
+from responder.commands.common import MAX_SECONDS
 from simulators.demo import WORKDIR_MARKER
 
 
@@ -78,6 +82,69 @@ def test_ingest_settle_seconds_may_be_zero() -> None:
     ingest.configure(parser)
     assert parser.parse_args(["-", "--config", "c.yaml", "--settle-seconds", "0"]).settle_seconds == 0.0
     assert parser.parse_args(["-", "--config", "c.yaml"]).settle_seconds == 30.0
+
+
+# Every duration flag, with the arguments its command needs besides: one bound (a week) for all,
+# past which the standard library's timeouts overflowed (simulate --timeout 1e7, demo 1e12).
+VERIFY = ["verify", "shell-in-serving-pod", "--run-id", "r1", "--responder", "http://127.0.0.1:1"]
+DURATIONS = [
+    (["simulate", "shell-in-serving-pod"], "--timeout", "more than 0"),
+    (["demo", "--no-report"], "--timeout", "more than 0"),
+    (["ingest", "-", "--config", "unused.yaml"], "--settle-seconds", "0 or more"),
+    (VERIFY, "--timeout", "more than 0"),
+    (VERIFY, "--interval", "more than 0"),
+    (VERIFY, "--settle", "0 or more"),
+    (
+        ["replay", "shell-in-serving-pod", "--pod", "ns/p", "--to", "http://127.0.0.1:1"],
+        "--timeout",
+        "more than 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "flag", "bound"), DURATIONS)
+@pytest.mark.parametrize("value", ["604800.001", "604801", "1e7", "1e12", "1e300"])
+def test_durations_are_at_most_a_week(
+    argv: list[str], flag: str, bound: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _usage_error([*argv, flag, value], capsys)
+    assert line == (
+        f"serving-guard {argv[0]}: error: argument {flag}: {value!r}: "
+        f"seconds must be finite, {bound} and at most 604800 (7 days)"
+    )
+
+
+@pytest.mark.parametrize(("argv", "flag", "bound"), DURATIONS)
+def test_a_duration_of_a_week_is_accepted(argv: list[str], flag: str, bound: str) -> None:
+    module = importlib.import_module(next(c.module for c in COMMANDS if c.words == (argv[0],)))
+    parser = argparse.ArgumentParser()
+    module.configure(parser)
+    for value in ("604800", "6.048e5", "604799.5"):
+        options = parser.parse_args([*argv[1:], flag, value])
+        assert getattr(options, flag.lstrip("-").replace("-", "_")) == float(value)
+
+
+def test_a_week_does_not_overflow_the_waits_it_reaches(tmp_path: Path) -> None:
+    """The waits the reviewer saw overflow (simulate's subprocess timeout at 1e7, demo's drain of
+    the fake Falco at 1e12) take the longest duration allowed."""
+    from responder.ingest.proto import outputs_pb2
+    from simulators.falco_grpc_server import FalcoGrpcServer
+
+    server = FalcoGrpcServer(f"unix://{tmp_path}/falco.sock")  # not started: only its queue is used
+    server.publish(outputs_pb2.response())
+    consumer = threading.Timer(0.2, lambda: list(server._drain()))
+    consumer.start()
+    try:
+        assert server.wait_drained(MAX_SECONDS) is True  # waited on the condition, then drained
+    finally:
+        consumer.join()
+    done = subprocess.run(
+        [sys.executable, "-c", "import time; time.sleep(0.2)"],
+        capture_output=True,
+        timeout=MAX_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0
 
 
 def test_demo_report_and_no_report_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:

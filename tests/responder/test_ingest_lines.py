@@ -1,0 +1,377 @@
+"""`serving-guard ingest`: lines bounded by ``inputs.http.max_body_bytes`` (an over-long one is reported
+and read past, never held), a byte-order mark skipped only at the start of the file, stdin closed, a
+read error mid-file; and any command whose reader went away (`| head -c 1`) exits 141 without a
+traceback."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import shlex
+import subprocess
+import sys
+import tracemalloc
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.cli import EXIT_BROKEN_PIPE, main
+from responder.commands.ingest import BOM, BOM_INSIDE, Line, read_lines
+from simulators.falco_json import falco_alert, falco_bytes
+from simulators.seed import SeededPod
+from tests.helpers import SHELL_RULE
+from tests.responder.test_commands import Seeded, quarantined, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+LIMIT = 1024  # the smallest inputs.http.max_body_bytes the config accepts
+TOO_LONG = f"line longer than {LIMIT} bytes (inputs.http.max_body_bytes)"
+SERVING_GUARD = Path(sys.executable).with_name("serving-guard")
+
+
+def lines(data: bytes, limit: int = 8) -> list[Line]:
+    return list(read_lines(io.BytesIO(data), limit))
+
+
+# --- read_lines over bytes ---------------------------------------------------------------------------
+
+
+def test_a_line_of_exactly_the_limit_is_kept_one_byte_more_is_not() -> None:
+    assert lines(b"12345678\n123456789\nok\n") == [
+        Line(1, b"12345678"),
+        Line(2, None),
+        Line(3, b"ok"),
+    ]
+
+
+def test_the_limit_counts_the_line_without_its_ending_crlf_included() -> None:
+    assert lines(b"12345678\r\n123456789\r\nok\r\n") == [
+        Line(1, b"12345678"),
+        Line(2, None),
+        Line(3, b"ok"),
+    ]
+    # A lone \r is not an ending: it counts towards the limit.
+    assert lines(b"1234567\r\n") == [Line(1, b"1234567")]
+    assert lines(b"12345678\r") == [Line(1, None)]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_an_over_long_line_two_past_the_limit_is_read_past_to_its_end(ending: bytes) -> None:
+    # limit + 2 bytes fill the first read exactly (room for \r\n): the ending comes in the next one.
+    assert lines(b"1234567890" + ending + b"next" + ending) == [Line(1, None), Line(2, b"next")]
+
+
+def test_the_last_line_without_a_newline_is_a_line() -> None:
+    assert lines(b"one\ntwo") == [Line(1, b"one"), Line(2, b"two")]
+    assert lines(b"one\n12345678") == [Line(1, b"one"), Line(2, b"12345678")]
+    assert lines(b"one\n123456789") == [Line(1, b"one"), Line(2, None)]
+    # 10 bytes read, then the other 90 in one piece, then the end of the file.
+    assert lines(b"one\n" + b"x" * 100) == [Line(1, b"one"), Line(2, None), Line(2, None, skipping=True)]
+    assert lines(b"") == []
+
+
+def test_blank_lines_keep_their_numbers() -> None:
+    assert lines(b"\n\r\na\n") == [Line(1, b""), Line(2, b""), Line(3, b"a")]
+
+
+def test_a_byte_order_mark_is_skipped_only_at_the_start_of_the_file() -> None:
+    assert lines(BOM + b"first\n" + BOM + b"two\nthird\n") == [
+        Line(1, b"first"),
+        Line(2, BOM + b"two", bom=True),
+        Line(3, b"third"),
+    ]
+    # The mark does not count towards line 1's limit...
+    assert lines(BOM + b"12345678\r\n") == [Line(1, b"12345678")]
+    assert lines(BOM + b"123456789\n") == [Line(1, None)]
+    # ...and only one is skipped: a second one is the line's.
+    assert lines(BOM + BOM + b"x\n") == [Line(1, BOM + b"x", bom=True)]
+    assert lines(BOM) == [Line(1, b"")]
+
+
+def test_an_over_long_line_is_reported_once_and_the_good_lines_after_it_come_through() -> None:
+    data = b"a\n" + b"y" * 1000 + b"\n" + b"b\n" + b"z" * 9 + b"\nc"
+    got = lines(data, limit=8)
+    assert [line for line in got if not line.skipping] == [
+        Line(1, b"a"),
+        Line(2, None),
+        Line(3, b"b"),
+        Line(4, None),
+        Line(5, b"c"),
+    ]
+    assert all(line.number == 2 and line.raw is None for line in got if line.skipping)
+
+
+def test_a_huge_line_is_read_past_in_pieces_none_of_them_kept() -> None:
+    huge = 10 * 1024 * 1024
+    stream = io.BytesIO(b"x" * huge + b"\n" + b'{"ok": 1}\n')
+    tracemalloc.start()
+    try:
+        got = []
+        for line in read_lines(stream, LIMIT):
+            got.append(line)
+            # Nothing read so far is held: far less than the line is ever allocated at once.
+            assert tracemalloc.get_traced_memory()[1] < 1024 * 1024
+    finally:
+        tracemalloc.stop()
+    assert got[0] == Line(1, None)
+    assert got[-1] == Line(2, b'{"ok": 1}')
+    skipped = got[1:-1]
+    assert all(line == Line(1, None, skipping=True) for line in skipped)
+    # One Line per 64 KiB piece read past: a few hundred, not one per byte or per kilobyte.
+    assert 0 < len(skipped) <= huge // (64 * 1024) + 1
+
+
+def test_an_endless_line_keeps_coming_as_pieces_read_past() -> None:
+    with open("/dev/zero", "rb") as zero:
+        first = list(islice(read_lines(zero, LIMIT), 50))
+    assert first[0] == Line(1, None)
+    assert first[1:] == [Line(1, None, skipping=True)] * 49
+
+
+class FailingAfter(io.RawIOBase):
+    """A stream that gives ``data``, then fails as a disk or a network file system can."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.data:
+            raise OSError(errno.EIO, "Input/output error")
+        count = min(len(buffer), len(self.data))
+        buffer[:count] = self.data[:count]
+        self.data = self.data[count:]
+        return count
+
+
+def test_a_read_error_comes_out_of_read_lines_after_the_lines_read() -> None:
+    reader = read_lines(io.BufferedReader(FailingAfter(b"one\ntwo\n")), LIMIT)
+    assert next(reader) == Line(1, b"one")
+    assert next(reader) == Line(2, b"two")
+    with pytest.raises(OSError, match="Input/output error"):
+        next(reader)
+
+
+# --- ingest end to end --------------------------------------------------------------------------------
+
+
+def alert_line(pod: SeededPod, message: str = "shell", *, size: int | None = None) -> bytes:
+    """One Falco JSON alert; ``size``: padded (in its message) to exactly that many bytes."""
+    line = falco_bytes(falco_alert(pod, SHELL_RULE, "Notice", message, {"proc.name": "sh"}))
+    if size is None:
+        return line
+    padded = falco_bytes(
+        falco_alert(pod, SHELL_RULE, "Notice", message + "x" * (size - len(line)), {"proc.name": "sh"})
+    )
+    assert len(padded) == size
+    return padded
+
+
+def small_limit_config(tmp_path: Path, kubeconfig: str) -> Path:
+    return write_config(
+        tmp_path,
+        kubeconfig,
+        inputs={"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True, "max_body_bytes": LIMIT}},
+        server={"metrics_listen": None, "event_loop": "asyncio"},
+    )
+
+
+def audited_pods(config: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    return sorted(entry["pod"] for entry in json.loads(capsys.readouterr().out))
+
+
+def test_ingest_skips_the_bom_and_refuses_an_over_long_line_naming_it_and_the_limit(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    # Line 3 is a well-formed alert: refused for its length alone.
+    too_long = alert_line(pods["triton"], size=LIMIT + 1)
+    source.write_bytes(
+        BOM + alert_line(pods["vllm"]) + b"\n\n" + too_long + b"\n" + alert_line(pods["torchserve"]) + b"\n"
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"{source}:3: {TOO_LONG}",
+        f"{source}: 2 accepted, 0 already in the journal, 1 rejected",
+    ]
+    assert quarantined(running, pods["vllm"]) and quarantined(running, pods["torchserve"])
+    assert not quarantined(running, pods["triton"])
+    assert audited_pods(config, capsys) == sorted([pods["vllm"].name, pods["torchserve"].name])
+
+
+def test_ingest_takes_a_line_of_exactly_the_limit_and_reports_a_bom_inside_the_file(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(
+        alert_line(pods["vllm"], size=LIMIT)
+        + b"\r\n"
+        + BOM
+        + alert_line(pods["triton"])
+        + b"\r\n"
+        + alert_line(pods["torchserve"], size=LIMIT + 1)
+        + b"\r\n"
+        + alert_line(pods["kserve"], size=LIMIT)  # the last line, without a newline
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"{source}:2: {BOM_INSIDE}",
+        f"{source}:3: {TOO_LONG}",
+        f"{source}: 2 accepted, 0 already in the journal, 2 rejected",
+    ]
+    assert [quarantined(running, pods[name]) for name in ("vllm", "triton", "torchserve", "kserve")] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_ingest_from_stdin_bounds_its_lines_too(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    data = (
+        BOM + alert_line(pods["vllm"]) + b"\n" + b"{" * (3 * 64 * 1024) + b"\n" + alert_line(pods["triton"])
+    )
+    result = subprocess.run(
+        [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"],
+        input=data,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.splitlines() == [
+        f"<stdin>:2: {TOO_LONG}",
+        "<stdin>: 2 accepted, 0 already in the journal, 1 rejected",
+    ]
+    assert quarantined(running, pods["vllm"]) and quarantined(running, pods["triton"])
+
+
+def test_a_read_error_mid_file_ends_ingest_with_one_error_after_the_summary(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    data = alert_line(pods["vllm"]) + b"\n" + alert_line(pods["triton"]) + b"\n"
+    stdin = io.TextIOWrapper(io.BufferedReader(FailingAfter(data)))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["ingest", "-", "--config", str(config), "--settle-seconds", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "<stdin>: 2 accepted, 0 already in the journal, 0 rejected",
+        "serving-guard: error: <stdin>: cannot read after line 2: Input/output error",
+    ]
+    # What was read before the error is ingested.
+    assert quarantined(running, pods["vllm"]) and quarantined(running, pods["triton"])
+
+
+# --- stdin closed ---------------------------------------------------------------------------------------
+
+
+def test_ingest_from_a_closed_stdin_is_one_error_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No kubeconfig at that path: the error comes before the responder (and its cluster) is set up.
+    config = small_limit_config(tmp_path, str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of fd 0 closed at start
+    assert main(["ingest", "-", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == "serving-guard: error: ingest: stdin is closed\n"
+
+
+def test_ingest_from_a_closed_stdin_is_one_error(tmp_path: Path) -> None:
+    config = small_limit_config(tmp_path, str(tmp_path / "no-kubeconfig"))
+    command = f"{shlex.quote(str(SERVING_GUARD))} ingest - --config {shlex.quote(str(config))} <&-"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "serving-guard: error: ingest: stdin is closed\n",
+    )
+    assert not (tmp_path / "journal.db").exists()
+
+
+# --- the reader of our output went away -----------------------------------------------------------------
+
+
+@pytest.fixture
+def big_policy(tmp_path: Path) -> Path:
+    """A config whose `config check` prints ~240 KB to stdout: several pipe buffers."""
+    data: dict[str, Any] = {
+        "cluster": {"kubeconfig": "kc"},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "policies": [
+            {
+                "name": "many-rules",
+                "match": {"rules": [f"rule number {i} " + "x" * 60 for i in range(3000)]},
+                "actions": ["notify"],
+            }
+        ],
+    }
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def many_errors(tmp_path: Path) -> Path:
+    """A config whose `config check` prints ~250 KB of errors (one per action) to stderr."""
+    data: dict[str, Any] = {
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "policies": [{"name": f"p{i}", "actions": ["explode"] * 10} for i in range(250)],
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def shell(command: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, timeout=30, check=False
+    )
+
+
+def test_a_reader_of_stdout_that_goes_away_is_exit_141_without_a_traceback(big_policy: Path) -> None:
+    check = f"{shlex.quote(str(SERVING_GUARD))} config check {shlex.quote(str(big_policy))}"
+    whole = shell(f"{check} | wc -c")
+    assert whole.returncode == 0, whole.stderr
+    assert int(whole.stdout) > 3 * 64 * 1024  # far more than a pipe holds
+    result = shell(f"{check} | head -c 1")
+    assert result.returncode == EXIT_BROKEN_PIPE == 141
+    assert result.stdout == b"/"  # "/tmp/.../big.yaml: ok"
+    assert result.stderr == b""
+
+
+def test_a_reader_of_stderr_that_goes_away_is_exit_141_too(many_errors: Path) -> None:
+    check = f"{shlex.quote(str(SERVING_GUARD))} config check {shlex.quote(str(many_errors))}"
+    whole = shell(f"{check} 2>&1 >/dev/null | wc -c")
+    assert whole.returncode == 2 and int(whole.stdout) > 3 * 64 * 1024
+    # stderr is the pipe: a traceback there would be lost, but the status would say so (1 or 120).
+    result = shell(f"{check} 2>&1 >/dev/null | head -c 1")
+    assert (result.returncode, result.stdout, result.stderr) == (141, b"s", b"")
+
+
+def test_a_pipe_error_that_is_not_our_readers_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BrokenPipeError from another pipe (a child, a socket) is a bug to see, not exit 141."""
+
+    def broken(args: Any) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    from responder.commands import config_check as config_command
+
+    monkeypatch.setattr(config_command, "run", broken)
+    with pytest.raises(BrokenPipeError):
+        main(["config", "check", "whatever.yaml"])
