@@ -3,13 +3,15 @@ Shared by `serving-guard audit`, the HTTP `GET /v1/audit` endpoint and `serving-
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
+import types
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 from responder.alert import AlertError, format_time_ns
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
@@ -55,6 +57,187 @@ class AuditQuery:
                 f"{what} {text}: {name!r} is not a pod name (lower-case letters, digits, '-', '.')"
             )
         return namespace, name
+
+
+# -- the trail's shape, as `GET /v1/audit` answers it ------------------------------------------------
+# What load_trail produces and what a client reading the HTTP answer accepts (read_answer): keys a
+# reader relies on, with their JSON types. Keys not listed here are allowed (and kept).
+
+
+class Verification(TypedDict):
+    status: str
+    reason: NotRequired[str]
+    container_name: NotRequired[str | None]
+
+
+class Decision(TypedDict):
+    policy: str
+    actions: NotRequired[list[str]]
+    requested: NotRequired[list[str]]
+    dry_run: NotRequired[bool]
+    withheld: NotRequired[list[str]]
+    slack_channel: NotRequired[str | None]
+    notify: NotRequired[bool]
+    unverified: NotRequired[bool]
+    breaker_open: NotRequired[bool]
+
+
+class ActionRecord(TypedDict):
+    action: str
+    status: str
+    detail: str
+    started_ns: int
+    finished_ns: int
+    duration_ms: float | None
+    actor: str | None
+    leaky_policies: NotRequired[list[str]]
+    patched_policies: NotRequired[list[str]]
+
+
+class NotificationRecord(TypedDict):
+    kind: str
+    state: str
+    attempts: int
+    channel: str | None
+    slack_channel: str | None
+    slack_ts: str | None
+    last_error: str | None
+    sent_ns: int | None
+
+
+class IncidentRecord(TypedDict):
+    incident_id: str
+    count: int
+    # Not there for an incident pruned before its alerts.
+    opened_ns: NotRequired[int]
+    last_seen_ns: NotRequired[int]
+    decided_ns: NotRequired[int | None]
+    verification: NotRequired[Verification | None]
+    decision: NotRequired[Decision | None]
+    actions: list[ActionRecord]
+    notifications: list[NotificationRecord]
+
+
+class Timings(TypedDict):
+    to_decision: float | None
+    to_quarantine: float | None
+    to_notification: float | None
+
+
+class AuditEntry(TypedDict):
+    # What every reader needs first: a missing key is reported in this order.
+    outcome: str
+    rule: str
+    received: str
+    received_ns: int
+    namespace: str | None
+    pod: str | None
+    incident_id: str | None
+    state: str
+    alert_id: str
+    input: str
+    priority: str
+    alert: dict[str, Any]  # the alert as Falco's JSON
+    incident: NotRequired[IncidentRecord]
+    timings_ms: NotRequired[Timings]
+
+
+class AuditAnswer(TypedDict):
+    entries: list[AuditEntry]
+
+
+def read_answer(payload: object) -> list[AuditEntry]:
+    """The entries of a ``GET /v1/audit`` answer (decoded JSON), checked against the shapes above;
+    a ValueError saying where it differs first (``entries[0]: missing 'outcome'``)."""
+    _check(payload, AuditAnswer, "")
+    answer: AuditAnswer = payload  # type: ignore[assignment]  # checked just above
+    return answer["entries"]
+
+
+_JSON_KINDS: dict[Any, str] = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _wanted(expected: Any) -> str:
+    if is_typeddict(expected):
+        return "an object"
+    if get_origin(expected) in (Union, types.UnionType):
+        return " or ".join(_wanted(option) for option in get_args(expected))
+    return _JSON_KINDS.get(get_origin(expected) or expected, str(expected))
+
+
+@functools.cache
+def _fields(shape: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """A TypedDict's keys: (name, type, required). Read from the annotations themselves: Python
+    3.11 counts a NotRequired key as required under ``from __future__ import annotations``."""
+    fields = []
+    for name, hint in get_type_hints(shape, include_extras=True).items():
+        optional = get_origin(hint) is NotRequired
+        fields.append((name, get_args(hint)[0] if optional else hint, not optional))
+    return tuple(fields)
+
+
+def _check(value: object, expected: Any, path: str) -> None:
+    """``value`` (decoded JSON) has the type ``expected``, else a ValueError naming ``path``."""
+    if expected is Any:
+        return
+    where = f"{path}: " if path else ""
+    origin = get_origin(expected)
+    if origin in (Union, types.UnionType):
+        options = get_args(expected)
+        if value is None and type(None) in options:
+            return
+        (kind,) = [option for option in options if option is not type(None)]
+        if not _matches_outer(value, kind):
+            raise ValueError(f"{where}expected {_wanted(expected)}, got {_kind_of(value)}")
+        _check(value, kind, path)
+        return
+    if not _matches_outer(value, expected):
+        raise ValueError(f"{where}expected {_wanted(expected)}, got {_kind_of(value)}")
+    if is_typeddict(expected):
+        assert isinstance(value, dict)
+        for name, kind, required in _fields(expected):
+            if name in value:
+                _check(value[name], kind, f"{path}.{name}" if path else name)
+            elif required:
+                raise ValueError(f"{where}missing {name!r}")
+    elif origin is list:
+        assert isinstance(value, list)
+        (item,) = get_args(expected)
+        for index, element in enumerate(value):
+            _check(element, item, f"{path}[{index}]")
+    elif origin is dict:
+        assert isinstance(value, dict)
+        _, item = get_args(expected)
+        if item is not Any:
+            for key, element in value.items():
+                _check(element, item, f"{path}.{key}")
+
+
+def _matches_outer(value: object, expected: Any) -> bool:
+    if is_typeddict(expected):
+        return isinstance(value, dict)
+    kind = get_origin(expected) or expected
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def _ms(start: int | None, end: int | None) -> float | None:
@@ -210,7 +393,7 @@ def _printable(value: object) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
-def format_table(entries: Iterable[dict[str, Any]]) -> str:
+def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
     header = ("RECEIVED", "RULE", "POD", "OUTCOME", "VERIFIED", "DECISION", "ACTIONS", "SLACK", "TO ACT")
     rows = [header]
     for entry in entries:

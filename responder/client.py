@@ -3,8 +3,9 @@ same authentication options the input accepts. Used by `audit`, `replay`, `verif
 and the benchmark.
 
 Every way of failing to talk to the responder (a URL it cannot use, a CA or client certificate it
-cannot load, a refused connection, a timeout, an answer that is not JSON) is a :class:`UserError`
-naming the responder and the problem, so each command reports it as one line."""
+cannot load, a refused connection, a timeout, an answer that is not JSON, an audit trail not of
+the shape this version reads) is a :class:`UserError` naming the responder and the problem, so
+each command reports it as one line."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from responder.audit import AuditEntry, read_answer
 from responder.errors import UserError
 
 
@@ -161,7 +163,8 @@ class ResponderClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
 
-    async def audit(self, **params: str) -> list[dict[str, Any]]:
+    async def audit(self, **params: str) -> list[AuditEntry]:
+        """``GET /v1/audit``: the entries, their shape checked (one line naming the first difference)."""
         query = {k: v for k, v in params.items() if v}
         try:
             async with self.session.get(f"{self.base_url}/v1/audit", params=query) as response:
@@ -178,10 +181,12 @@ class ResponderClient:
             raise self._unreachable(exc) from None
         if response.status != 200:
             raise UserError(f"audit request failed: HTTP {response.status}: {payload}")
-        entries = payload.get("entries") if isinstance(payload, dict) else None
-        if not isinstance(entries, list):
-            raise UserError(f"{self._where}: the audit answer has no entries list")
-        return entries
+        try:
+            return read_answer(payload)
+        except ValueError as exc:
+            raise UserError(
+                f"{self._where}: answered with an audit trail this version cannot read: {exc}"
+            ) from None
 
     def _unreachable(self, exc: BaseException) -> UserError:
         return UserError(f"{self._where}: {describe_failure(exc, self._timeout_seconds)}")

@@ -6,7 +6,8 @@ fields named in the rule's output (JSON types kept, missing ones ``null``) plus 
 of the prefix, ``tags`` is the rule's sorted tag set, keys are serialised in sorted order. So
 the rule's output format, priority and tags are read from the rules pack when it is at hand;
 without it (a custom install) the scenario's own priority and tags are used with a generic
-output that names every field.
+output that names every field. A rules file the user names (``--rules``) is what the alerts must
+follow: a scenario rule it does not define is an error, never the generic output.
 
 The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 ``container.image.repository``) and ``hostname`` come from the live pod (:mod:`simulators.identity`).
@@ -46,16 +47,38 @@ class RuleSpec:
     source: str = "syscall"
 
 
-def load_rule_specs(path: Path) -> dict[str, RuleSpec]:
-    """Rules by name from a rules file, after Falco's define/append/override semantics.
+class RuleSpecs(dict[str, RuleSpec]):
+    """Rules by name from one rules file. ``origin`` names a file the user chose (``--rules
+    FILE``): every rule a scenario sends must be in it (:func:`check_rules_defined`). Without an
+    origin (this checkout's own pack, used when no file is named) a rule it lacks falls back to
+    :func:`fallback_spec`, as when there is no pack at all."""
+
+    def __init__(self, specs: Mapping[str, RuleSpec], origin: str | None = None) -> None:
+        super().__init__(specs)
+        self.origin = origin
+
+
+def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, RuleSpec]:
+    """Rules by name from a rules file, after Falco's define/append/override semantics: a
+    :class:`RuleSpecs` (typed as the dict it is, so that ``rule in specs`` narrows ``str | None``).
+
+    ``flag`` is the option the path was given with (``--rules``): that file must then define
+    every rule the scenarios need. So must any file other than this checkout's own pack (named
+    ``rules file PATH`` in the error when no flag says where it came from).
 
     A rules file that does not load (unreadable, bad YAML, not a rules file, an invalid item or
     condition) is a UserError naming file and line, as `serving-guard rules check` reports it."""
     from responder.rulespack.expand import load_paths
+    from responder.rulespack.paths import default_pack
 
-    if not path.is_file():
+    if not Path(path).is_file():
         raise UserError(f"rules file {path} does not exist")
     ruleset = load_paths([str(path)])
+    origin = None
+    if flag is not None:
+        origin = f"{flag} {path}"
+    elif not _same_file(Path(path), default_pack()):
+        origin = f"rules file {path}"
     specs = {}
     for state in ruleset.rules.values():
         # The reader accepted only Falco's priority names, and Priority knows every one of them.
@@ -66,7 +89,40 @@ def load_rule_specs(path: Path) -> dict[str, RuleSpec]:
             " ".join(state.output.split()),
             state.source,
         )
-    return specs
+    return RuleSpecs(specs, origin)
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
+
+
+def _rules_needed(scenario: Scenario) -> list[str]:
+    """The rules the scenario's alerts follow, in order, without repeats."""
+    rules = [template.rule or scenario.rule for template in scenario.alerts]
+    return list(dict.fromkeys(rule for rule in rules if rule is not None))
+
+
+def check_rules_defined(scenarios: Sequence[Scenario], specs: Mapping[str, RuleSpec]) -> None:
+    """When ``specs`` came from a file the user chose, a UserError naming it and each rule the
+    scenarios send that it does not define (``--rules r.yaml: no rule 'Shell in serving pod'
+    (scenario shell-in-serving-pod)``); nothing otherwise (those rules fall back)."""
+    origin = specs.origin if isinstance(specs, RuleSpecs) else None
+    if origin is None:
+        return
+    missing: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        for rule in _rules_needed(scenario):
+            if rule not in specs:
+                missing.setdefault(rule, []).append(scenario.name)
+    if missing:
+        problems = "; ".join(
+            f"no rule {rule!r} (scenario{'s' if len(names) > 1 else ''} {', '.join(names)})"
+            for rule, names in missing.items()
+        )
+        raise UserError(f"{origin}: {problems}")
 
 
 def default_rules_file() -> Path | None:
@@ -148,8 +204,10 @@ def scenario_alerts(
     tag: str | None = None,
 ) -> list[ScenarioAlert]:
     """The scenario's alerts for this pod and run, with fresh times (one nanosecond apart at least).
+    A rule ``specs`` lacks: a UserError if the user chose that file, else the generic output.
 
     ``tag`` replaces the scenario name in the marker (the demo's forged alert uses its own)."""
+    check_rules_defined([scenario], specs)
     run_marker = marker(run_id, tag or scenario.name)
     rundir = f"{REPLAY_WORKDIR}/{run_marker}"
     values = {

@@ -28,7 +28,7 @@ from responder.commands.serve import build_responder
 from responder.config import Cluster, Config, load_config
 from responder.errors import UserError
 from responder.logs import setup_logging
-from simulators.alerts import RuleSpec, ScenarioAlert, scenario_alerts
+from simulators.alerts import RuleSpec, ScenarioAlert, check_rules_defined, scenario_alerts
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, read_identity
@@ -322,6 +322,8 @@ async def run_demo(
     verbose: bool = False,
     timeout: float = 30.0,
 ) -> DemoResult:
+    # A rules file the user chose must define what every scenario (and the forged copy) sends.
+    check_rules_defined(scenarios, specs)
     run_id = secrets.token_hex(6)
     started_ns = time.time_ns()
     with (

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import secrets
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 from responder.client import ClientAuth, ResponderClient
@@ -22,6 +23,7 @@ from responder.errors import UserError
 from simulators.alerts import (
     RuleSpec,
     ScenarioAlert,
+    check_rules_defined,
     default_rules_file,
     load_rule_specs,
     scenario_alerts,
@@ -113,11 +115,15 @@ def _identity(args: argparse.Namespace) -> PodIdentity:
         gateway.close()
 
 
-def _specs(args: argparse.Namespace, out: TextIO) -> dict[str, RuleSpec]:
-    if args.rules:
-        from pathlib import Path
-
-        return load_rule_specs(Path(args.rules))
+def _specs(args: argparse.Namespace, scenarios: list[Scenario], out: TextIO) -> Mapping[str, RuleSpec]:
+    """The rules the alerts follow: --rules, which must define every rule the scenarios send;
+    else this checkout's pack; else (an installed wheel has none) a generic output line."""
+    if args.rules is not None:
+        if not args.rules:
+            raise UserError("--rules: the path is empty")
+        specs = load_rule_specs(args.rules, flag="--rules")
+        check_rules_defined(scenarios, specs)
+        return specs
     pack = default_rules_file()
     if pack is None:
         print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
@@ -162,7 +168,7 @@ def _deliver(
 
 
 def build_alerts(
-    scenarios: list[Scenario], identity: PodIdentity, run_id: str, specs: dict[str, RuleSpec]
+    scenarios: list[Scenario], identity: PodIdentity, run_id: str, specs: Mapping[str, RuleSpec]
 ) -> list[ScenarioAlert]:
     return [alert for scenario in scenarios for alert in scenario_alerts(scenario, identity, run_id, specs)]
 
@@ -174,8 +180,9 @@ def run(args: argparse.Namespace) -> int:
     auth = client_auth(args) if args.to is not None else None
     scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
+    specs = _specs(args, scenarios, out)  # before the pod is read: a --rules problem is found first
     identity = _identity(args)
-    alerts = build_alerts(scenarios, identity, run_id, _specs(args, out))
+    alerts = build_alerts(scenarios, identity, run_id, specs)
     forged = " (FORGED: random container id)" if identity.forged else ""
     print(
         f"run id {run_id}: {len(alerts)} alert(s) for {identity.ref} on {identity.hostname}{forged}", file=out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from responder.alert import parse_time_ns
+from responder.audit import AuditEntry
 from responder.client import ResponderClient
 from simulators.scenario import Expect, Outcome, Scenario, marker_id
 
@@ -279,8 +280,10 @@ async def poll(
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Verdict]:
     """Ask the audit trail until every expectation holds (silence: for at least ``settle`` seconds)
-    or ``timeout`` passes; the last verdicts say why not."""
+    or ``timeout`` passes; the last verdicts say why not. The wait between two asks is ``interval``,
+    or what is left of ``timeout`` if that is less (a last ask at the deadline)."""
     start = clock()
+    deadline = start + timeout
     verdicts: dict[str, Verdict] = {}
     while True:
         for expectation in expectations:
@@ -292,17 +295,17 @@ async def poll(
         waiting = [
             v for v in verdicts.values() if not v.expectation.silent and not v.passed and not v.settled
         ]
-        silence_pending = any(e.silent for e in expectations) and clock() - start < settle
-        if (not waiting and not silence_pending) or clock() - start >= timeout:
+        now = clock()
+        silence_pending = any(e.silent for e in expectations) and now - start < settle
+        if (not waiting and not silence_pending) or now >= deadline:
             break
-        await asyncio.sleep(interval)
+        await asyncio.sleep(min(interval, deadline - now))
     return [verdicts[e.name] for e in expectations]
 
 
-async def _audit(
-    client: ResponderClient, run_marker: str, since: str | None, limit: int
-) -> list[dict[str, Any]]:
-    # The client reports a responder it cannot reach (or that answers nonsense) as a UserError.
+async def _audit(client: ResponderClient, run_marker: str, since: str | None, limit: int) -> list[AuditEntry]:
+    # The client reports a responder it cannot reach, or whose answer is not an audit trail of the
+    # shape this version reads, as a UserError: entries here have that shape.
     return await client.audit(run_id=run_marker, since=since or "", limit=str(limit))
 
 

@@ -8,14 +8,16 @@ import asyncio
 import json
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from responder.audit import MAX_LIMIT, AuditQuery, format_table, load_trail
+from responder.audit import MAX_LIMIT, AuditEntry, AuditQuery, format_table, load_trail
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import load_config
 from responder.errors import UserError
 from responder.journal_schema import connect
+from simulators.scenario import check_run_id
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--since", help=f"{SINCE_FORMS} (default: everything)")
     parser.add_argument("--pod", metavar="NAMESPACE/NAME", help="only this pod")
-    parser.add_argument("--run-id", help="only alerts that mention this simulator run id")
+    parser.add_argument(
+        "--run-id",
+        help="only alerts that mention this simulator run id (as simulate, replay, verify take it)",
+    )
     parser.add_argument(
         "--limit", type=limit, default=500, help=f"at most this many alerts, 1 to {MAX_LIMIT} (default: 500)"
     )
@@ -51,6 +56,8 @@ def _query(args: argparse.Namespace) -> AuditQuery:
     """The query the flags ask for, each checked (a UserError naming the flag): also before a
     remote query, so a responder is only asked what it can answer."""
     since = since_ns(args.since) if args.since is not None else 0
+    if args.run_id is not None:
+        check_run_id(args.run_id)  # verify's check: '' would be no filter at all, the whole trail
     try:
         namespace, pod = AuditQuery.parse_pod(args.pod, "--pod") if args.pod is not None else (None, None)
         return AuditQuery(since_ns=since, namespace=namespace, pod=pod, run_id=args.run_id, limit=args.limit)
@@ -71,7 +78,7 @@ def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
         raise UserError(f"journal {path}: not a readable Serving Guard journal ({exc})") from None
 
 
-async def _remote(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _remote(args: argparse.Namespace) -> list[AuditEntry]:
     params = {
         "since": args.since or "",
         "pod": args.pod or "",
@@ -84,6 +91,7 @@ async def _remote(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     query = _query(args)
+    entries: Sequence[Mapping[str, Any]]
     if args.responder is not None:
         entries = asyncio.run(_remote(args))
     else:

@@ -1,19 +1,23 @@
 """Reaching a responder goes wrong in one clear line naming the flag and the problem, never a
 traceback: for `audit --responder`, `replay --to` and `verify --responder` alike (they share the
-client and its options). Also `audit`'s own flags: --since, --limit, --pod."""
+client and its options), and so does an answer that is not an audit trail of the shape this version
+reads. Also `audit`'s own flags: --since, --limit, --pod, --run-id."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from responder.audit import AuditQuery
+from responder.audit import AuditQuery, read_answer
 from responder.cli import main as cli_main
 from responder.service import audit_query_from
 from simulators.pki import TestPKI, make_test_pki
@@ -337,3 +341,232 @@ async def test_https_without_ca_is_verified_against_the_system_cas(
         f"serving-guard: error: --responder {url}: cannot connect: its TLS certificate is not trusted "
         "(unable to get local issuer certificate; see --ca)\n"
     )
+
+
+# -- an answer of the wrong shape --------------------------------------------------------------------
+
+# One entry as the responder answers it (what responder.audit.load_trail produces), to break.
+GOOD_ENTRY: dict[str, Any] = {
+    "outcome": "opened",
+    "rule": "Shell in serving pod",
+    "received": "2026-01-01T00:00:00.000000000Z",
+    "received_ns": 1_767_225_600_000_000_000,
+    "namespace": "ml-serving",
+    "pod": "vllm-0",
+    "incident_id": "inc-1",
+    "state": "done",
+    "alert_id": "a1",
+    "input": "http",
+    "priority": "Warning",
+    "alert": {"time": "2026-01-01T00:00:00.000000000Z", "rule": "Shell in serving pod"},
+    "incident": {
+        "incident_id": "inc-1",
+        "count": 1,
+        "opened_ns": 1,
+        "last_seen_ns": 1,
+        "decided_ns": 2,
+        "verification": {"status": "verified", "reason": "", "container_name": "vllm"},
+        "decision": {"policy": "p", "actions": ["notify", "quarantine"], "withheld": [], "notify": True},
+        "actions": [
+            {
+                "action": "quarantine",
+                "status": "quarantined",
+                "detail": "",
+                "started_ns": 2,
+                "finished_ns": 3,
+                "duration_ms": 0.0,
+                "actor": None,
+            }
+        ],
+        "notifications": [
+            {
+                "kind": "incident",
+                "state": "sent",
+                "attempts": 1,
+                "channel": "#sec",
+                "slack_channel": "C1",
+                "slack_ts": "1.2",
+                "last_error": None,
+                "sent_ns": 4,
+            }
+        ],
+    },
+    "timings_ms": {"to_decision": 0.1, "to_quarantine": None, "to_notification": 2},
+}
+
+
+def _changed(path: str, value: object) -> dict[str, Any]:
+    """GOOD_ENTRY with the key at ``path`` (dotted, list indexes as numbers) set, or removed for DROP."""
+    entry = copy.deepcopy(GOOD_ENTRY)
+    *parents, last = path.split(".")
+    where: Any = entry
+    for part in parents:
+        where = where[int(part)] if part.isdigit() else where[part]
+    if value is DROP:
+        del where[last]
+    else:
+        where[int(last) if last.isdigit() else last] = value
+    return entry
+
+
+DROP = object()
+
+
+@pytest.fixture
+async def answering() -> AsyncIterator[tuple[str, list[Any]]]:
+    """A loopback server answering GET /v1/audit 200 with the JSON in ``bodies[0]``."""
+    bodies: list[Any] = [{"entries": []}]
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(bodies[0])
+
+    app = web.Application()
+    app.router.add_get("/v1/audit", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", bodies
+    finally:
+        await runner.cleanup()
+
+
+WRONG_SHAPES = [
+    ({"entries": [{}]}, "entries[0]: missing 'outcome'"),
+    ({"entries": [5]}, "entries[0]: expected an object, got a number"),
+    ({"entries": [GOOD_ENTRY, None]}, "entries[1]: expected an object, got null"),
+    ({"entries": 5}, "entries: expected an array, got a number"),
+    ({"entries": {}}, "entries: expected an array, got an object"),
+    ({}, "missing 'entries'"),
+    ([], "expected an object, got an array"),
+    ("entries", "expected an object, got a string"),
+    ({"entries": [_changed("rule", DROP)]}, "entries[0]: missing 'rule'"),
+    ({"entries": [_changed("outcome", 5)]}, "entries[0].outcome: expected a string, got a number"),
+    (
+        {"entries": [_changed("received_ns", True)]},
+        "entries[0].received_ns: expected a whole number, got true",
+    ),
+    (
+        {"entries": [_changed("received_ns", 1.5)]},
+        "entries[0].received_ns: expected a whole number, got a number",
+    ),
+    ({"entries": [_changed("pod", [])]}, "entries[0].pod: expected a string or null, got an array"),
+    ({"entries": [_changed("alert", "x")]}, "entries[0].alert: expected an object, got a string"),
+    ({"entries": [_changed("incident", None)]}, "entries[0].incident: expected an object, got null"),
+    (
+        {"entries": [_changed("incident.actions", None)]},
+        "entries[0].incident.actions: expected an array, got null",
+    ),
+    (
+        {"entries": [_changed("incident.actions.0", 5)]},
+        "entries[0].incident.actions[0]: expected an object, got a number",
+    ),
+    (
+        {"entries": [_changed("incident.actions.0.status", DROP)]},
+        "entries[0].incident.actions[0]: missing 'status'",
+    ),
+    (
+        {"entries": [_changed("incident.actions.0.finished_ns", "3")]},
+        "entries[0].incident.actions[0].finished_ns: expected a whole number, got a string",
+    ),
+    (
+        {"entries": [_changed("incident.decision.actions", "notify")]},
+        "entries[0].incident.decision.actions: expected an array, got a string",
+    ),
+    (
+        {"entries": [_changed("incident.decision.withheld", [1])]},
+        "entries[0].incident.decision.withheld[0]: expected a string, got a number",
+    ),
+    (
+        {"entries": [_changed("incident.verification", "verified")]},
+        "entries[0].incident.verification: expected an object or null, got a string",
+    ),
+    (
+        {"entries": [_changed("incident.notifications.0.attempts", None)]},
+        "entries[0].incident.notifications[0].attempts: expected a whole number, got null",
+    ),
+    (
+        {"entries": [_changed("timings_ms.to_quarantine", "1")]},
+        "entries[0].timings_ms.to_quarantine: expected a number or null, got a string",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", ["audit", "verify"])
+@pytest.mark.parametrize(("body", "problem"), WRONG_SHAPES)
+async def test_an_answer_of_the_wrong_shape_is_said_so(
+    command: str,
+    body: object,
+    problem: str,
+    answering: tuple[str, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, bodies = answering
+    bodies[0] = body
+    argv, flag = argv_for(command, url)
+    code = await asyncio.to_thread(cli_main, argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", out + err
+    assert err == (
+        f"serving-guard: error: {flag} {url}: answered with an audit trail this version cannot read: "
+        f"{problem}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        GOOD_ENTRY,
+        _changed("incident", DROP),  # an alert with no incident (yet)
+        _changed("timings_ms", DROP),
+        _changed("incident.decision", None),  # not decided yet
+        _changed("incident.decided_ns", DROP),  # an incident pruned before its alerts
+        _changed("namespace", None),
+        _changed("pod", None),
+        _changed("incident_id", None),
+        _changed("extra", {"from": "a newer responder"}),  # unknown keys are kept
+        _changed("incident.actions.0.leaky_policies", ["allow-x"]),
+    ],
+)
+async def test_an_answer_of_the_right_shape_is_read(
+    entry: dict[str, Any], answering: tuple[str, list[Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, bodies = answering
+    bodies[0] = {"entries": [entry]}
+    code = await asyncio.to_thread(cli_main, ["audit", "--responder", url, "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert json.loads(out) == [entry]
+    code = await asyncio.to_thread(cli_main, ["audit", "--responder", url])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "" and "Shell in serving pod" in out
+
+
+def test_read_answer_names_the_first_difference() -> None:
+    assert read_answer({"entries": [GOOD_ENTRY]}) == [GOOD_ENTRY]
+    with pytest.raises(ValueError, match=r"^entries\[0\]: missing 'outcome'$"):
+        read_answer({"entries": [{}]})
+
+
+# -- audit --run-id: verify's check ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["", "abc", "a" * 65, "run 1234", "run-1234.drift-exec", "-run1234"])
+@pytest.mark.parametrize("where", [["--journal", "j.db"], ["--responder", "http://127.0.0.1:1"]])
+def test_audit_run_id_is_checked_as_verify_checks_it(
+    run_id: str, where: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    problem = f"--run-id {run_id!r}: use 4 to 64 letters, digits, '-' or '_' (it goes into file names)"
+    assert user_error(["audit", *where, f"--run-id={run_id}"], capsys) == f"serving-guard: error: {problem}"
+    verify = ["verify", "drift-exec", f"--run-id={run_id}", "--responder", "http://127.0.0.1:1"]
+    assert user_error(verify, capsys) == f"serving-guard: error: {problem}"
+
+
+async def test_audit_run_id_goes_to_the_responder(
+    answering: tuple[str, list[Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = answering
+    code = await asyncio.to_thread(cli_main, ["audit", "--responder", url, "--run-id", "run-1234"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "" and out.startswith("RECEIVED")

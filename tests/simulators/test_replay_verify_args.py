@@ -1,18 +1,31 @@
 """Bad values for `replay` and `verify` are refused before anything is sent, each in one line naming
-the flag: durations (finite, positive; --settle may be 0), --since, and options that do not apply
-to the way `replay` delivers (--to, --grpc, --file)."""
+the flag: durations (finite, positive; --settle may be 0), --since, options that do not apply
+to the way `replay` delivers (--to, --grpc, --file), and a --rules file that does not define a rule
+the scenarios send. `verify` waits between polls no longer than --timeout leaves."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
 import pytest
+from aiohttp import web
 
+from responder.audit import AuditEntry
 from responder.cli import main as cli_main
+from responder.client import ResponderClient
+from responder.rulespack.paths import default_pack
+from simulators import replay_command
+from simulators.alerts import load_rule_specs
 from simulators.falco_grpc_server import FalcoGrpcServer
 from simulators.replay import publish_alerts
+from simulators.scenario import load_scenarios
+from simulators.verify import Expectation, poll
 from tests.responder.test_client_errors import usage_error, user_error
 
 VERIFY = ["verify", "drift-exec", "--run-id", "run-1234", "--responder", "http://127.0.0.1:1"]
@@ -134,3 +147,192 @@ def test_a_long_grpc_timeout_waits_as_long_as_threading_allows() -> None:
     assert waiter.waited == threading.TIMEOUT_MAX
     assert publish_alerts(cast(FalcoGrpcServer, waiter), [], 5.0) == []
     assert waiter.waited == 5.0
+
+
+# -- verify: the wait between polls ends at --timeout ------------------------------------------------
+
+
+@pytest.fixture
+async def empty_trail() -> AsyncIterator[tuple[str, list[float]]]:
+    """A loopback responder whose audit trail is empty; the times it was asked at."""
+    asked: list[float] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(time.monotonic())
+        return web.json_response({"entries": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/audit", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", asked
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("interval", ["30", "604800"])
+async def test_verify_waits_between_polls_no_longer_than_the_timeout_leaves(
+    interval: str, empty_trail: tuple[str, list[float]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, asked = empty_trail
+    argv = ["verify", "drift-exec", "--run-id", "run-1234", "--responder", url]
+    started = time.monotonic()
+    code = await asyncio.to_thread(cli_main, [*argv, "--timeout", "1", "--interval", interval])
+    took = time.monotonic() - started
+    out, err = capsys.readouterr()
+    assert code == 1 and err == ""
+    assert "FAIL  drift-exec  [quarantined]  no alert for rule" in out
+    assert 0.9 < took < 5, took
+    # Asked at once, and once more at the deadline (not an --interval later).
+    assert len(asked) == 2 and 0.9 < asked[1] - asked[0] < 1.5
+
+
+class _EmptyTrail(ResponderClient):
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:1")
+        self.asked: list[float] = []
+
+    async def audit(self, **params: str) -> list[AuditEntry]:
+        self.asked.append(time.monotonic())
+        return []
+
+
+async def test_poll_sleeps_at_most_until_the_deadline() -> None:
+    client = _EmptyTrail()
+    scenario = load_scenarios().by_name["drift-exec"]
+    expectation = Expectation.of(scenario, "run-1234", scenario.expect)
+    started = time.monotonic()
+    [verdict] = await asyncio.wait_for(poll(client, [expectation], timeout=0.3, interval=3600), 5)
+    assert not verdict.passed and not verdict.settled
+    assert time.monotonic() - started < 2
+    assert len(client.asked) == 2 and 0.25 < client.asked[1] - client.asked[0] < 1
+
+
+async def test_poll_asks_every_interval_while_the_timeout_lasts() -> None:
+    client = _EmptyTrail()
+    scenario = load_scenarios().by_name["drift-exec"]
+    expectation = Expectation.of(scenario, "run-1234", scenario.expect)
+    await poll(client, [expectation], timeout=0.5, interval=0.1)
+    assert 4 <= len(client.asked) <= 7
+
+
+# -- replay --rules: the file must define what the scenarios send -----------------------------------
+
+FORGED_FILE = ["replay", "--pod", "a/b", "--forge", "--file"]
+
+
+@pytest.fixture
+def unrelated_rules(tmp_path: Path) -> Path:
+    path = tmp_path / "r_other.yaml"
+    path.write_text(
+        "- rule: Other\n  desc: d\n  condition: proc.name = x\n  output: o\n  priority: INFO\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_replay_rules_without_the_scenarios_rule_is_refused(
+    tmp_path: Path, unrelated_rules: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "r_empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    out_file = tmp_path / "alerts.jsonl"
+    for rules in (empty, unrelated_rules):
+        argv = [*FORGED_FILE, str(out_file), "--rules", str(rules), "shell-in-serving-pod"]
+        assert user_error(argv, capsys) == (
+            f"serving-guard: error: --rules {rules}: no rule 'Shell in serving pod' "
+            "(scenario shell-in-serving-pod)"
+        )
+    argv = [
+        *FORGED_FILE,
+        "-",
+        "--rules",
+        str(unrelated_rules),
+        "shell-in-serving-pod",
+        "drift-exec",
+        "benign-serving",
+    ]
+    assert user_error(argv, capsys) == (
+        f"serving-guard: error: --rules {unrelated_rules}: no rule 'Shell in serving pod' "
+        "(scenario shell-in-serving-pod); "
+        "no rule 'Drift: new executable in serving pod' (scenario drift-exec)"
+    )
+    assert not out_file.exists()
+
+
+def test_replay_rules_given_as_an_empty_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*FORGED_FILE, "-", "--rules", "", "shell-in-serving-pod"]
+    assert user_error(argv, capsys) == "serving-guard: error: --rules: the path is empty"
+
+
+def test_replay_rules_that_define_the_rule_are_followed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "- rule: Shell in serving pod\n  desc: d\n  condition: proc.name = sh\n"
+        "  output: custom shell %proc.cmdline\n  priority: CRITICAL\n  tags: [mine]\n",
+        encoding="utf-8",
+    )
+    out_file = tmp_path / "alerts.jsonl"
+    argv = [
+        *FORGED_FILE,
+        str(out_file),
+        "--rules",
+        str(rules),
+        "--run-id",
+        "run-1234",
+        "shell-in-serving-pod",
+    ]
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    for line in out_file.read_text(encoding="utf-8").splitlines():
+        alert = json.loads(line)
+        assert alert["priority"] == "Critical" and alert["tags"] == ["mine"]
+        assert alert["output"].split(": ", 1)[1].startswith("Critical custom shell ")
+
+
+def test_replay_without_rules_and_without_a_pack_falls_back_to_a_generic_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fallback is for an install without the rules pack (a wheel has no rules/): kept."""
+    monkeypatch.setattr(replay_command, "default_rules_file", lambda: None)
+    out_file = tmp_path / "alerts.jsonl"
+    argv = [*FORGED_FILE, str(out_file), "--run-id", "run-1234", "shell-in-serving-pod"]
+    assert cli_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("note: no rules pack found (use --rules): alerts carry a generic output line\n")
+    for line in out_file.read_text(encoding="utf-8").splitlines():
+        assert json.loads(line)["output"].split(": ", 1)[1].startswith("Warning Shell in serving pod (")
+
+
+def test_replay_without_rules_follows_the_checkouts_pack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "alerts.jsonl"
+    assert cli_main([*FORGED_FILE, str(out_file), "--run-id", "run-1234", "shell-in-serving-pod"]) == 0
+    explicit = tmp_path / "explicit.jsonl"
+    argv = [
+        *FORGED_FILE,
+        str(explicit),
+        "--run-id",
+        "run-1234",
+        "--rules",
+        str(default_pack()),
+        "shell-in-serving-pod",
+    ]
+    assert cli_main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "note:" not in out
+    specs = load_rule_specs(default_pack())
+    for text in (out_file, explicit):
+        for line in text.read_text(encoding="utf-8").splitlines():
+            alert = json.loads(line)
+            assert alert["tags"] == list(specs["Shell in serving pod"].tags)
+            # The pack's output format, not the generic "<rule> (field=...)" form.
+            pack_output = specs["Shell in serving pod"].output
+            assert alert["output"].split(": ", 1)[1].startswith("Warning " + pack_output.split("%", 1)[0])
