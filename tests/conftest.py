@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,19 @@ import pytest
 import uvloop
 
 from simulators.cluster_emulator import RunningCluster
+
+
+@pytest.fixture(autouse=True)
+def serving_guard_logger_restored() -> Iterator[None]:
+    """Commands run in-process call setup_logging, which points the responder's logger at the
+    sys.stderr of that moment: a test's captured stream, closed when the test ends. Each test gets
+    the logger back as it found it, so no later test logs into a closed stream ("Logging error")."""
+    logger = logging.getLogger("serving_guard")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture
