@@ -21,9 +21,17 @@ MAX_LIMIT = 5000
 PAGE = 1000
 # The journal's times are SQLite INTEGERs (signed 64-bit nanoseconds): 1970 to 2262-04-11.
 MAX_SINCE_NS = 2**63 - 1
+# What a since may be, as the HTTP API and the commands' --since read it (responder.service.parse_since).
+SINCE_FORMS = "15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time"
 # Kubernetes names: a namespace is a DNS label, a pod's name a DNS subdomain.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def since_out_of_range(name: str, text: str) -> str:
+    """The one wording of a since the journal's times cannot reach, for the HTTP API's ``since``
+    and the commands' ``--since`` alike (``name`` is the one the user gave)."""
+    return f"{name} {text[:64]!r}: out of range (1970-01-01T00:00:00Z to {format_time_ns(MAX_SINCE_NS)})"
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class AuditQuery:
 
     def __post_init__(self) -> None:
         if not 0 <= self.since_ns <= MAX_SINCE_NS:
-            raise ValueError("since is out of range (1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z)")
+            raise ValueError(since_out_of_range("since", str(self.since_ns)))
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
 

@@ -11,13 +11,22 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from responder.actions.events import EventRecorder
 from responder.actions.quarantine import ClusterActions
-from responder.audit import AuditQuery, format_table, load_trail
+from responder.alert import parse_time_ns
+from responder.audit import (
+    MAX_SINCE_NS,
+    SINCE_FORMS,
+    AuditQuery,
+    format_table,
+    load_trail,
+    since_out_of_range,
+)
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config
@@ -361,40 +370,49 @@ def audit_query_from(params: Any) -> AuditQuery:
     )
 
 
-SINCE_FORMS = "since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time"
-
-
-def parse_since(text: str, now_ns: int | None = None) -> int:
+def parse_since(text: str, now_ns: int | None = None, *, name: str = "since") -> int:
     """'15m', '2h', '3d', '30s', epoch nanoseconds, or an RFC 3339 time; ValueError (a message
-    for the user) for anything else or for a time the journal cannot hold (before 1970, or past
-    2262-04-11, the end of signed 64-bit nanoseconds)."""
-    from responder.alert import MAX_TIME_NS, format_time_ns, parse_time_ns
-
+    for the user naming ``name``: the query parameter, or a command's flag) for anything else or
+    for a time the journal cannot hold (before 1970, or past 2262-04-11, the end of signed 64-bit
+    nanoseconds)."""
     text = text.strip()
-    shown = repr(text[:64])
     now = time.time_ns() if now_ns is None else now_ns
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     amount = text[:-1]
     if text[-1:] in units and amount.isascii() and amount.replace(".", "", 1).isdigit():
         ago_ns = float(amount) * units[text[-1]] * 1e9  # inf for a number too long for a float
-        if ago_ns > now:
-            raise ValueError(f"since {shown} reaches back before 1970")
+        if ago_ns > now:  # it reaches back before 1970
+            raise ValueError(since_out_of_range(name, text))
         return now - int(ago_ns)
     if text.isascii() and text.isdigit():
         # Compared as text first: int() refuses very long digit strings with its own message.
         digits = text.lstrip("0") or "0"
-        if len(digits) > len(str(MAX_TIME_NS)) or int(digits) > MAX_TIME_NS:
-            raise ValueError(
-                f"since {shown} (epoch nanoseconds) is after {format_time_ns(MAX_TIME_NS)}, "
-                "the latest time the journal holds"
-            )
+        if len(digits) > len(str(MAX_SINCE_NS)) or int(digits) > MAX_SINCE_NS:
+            raise ValueError(since_out_of_range(name, text))
         return int(digits)
     try:
         return parse_time_ns(text)
     except ValueError as exc:
+        if _time_out_of_range(text):
+            raise ValueError(since_out_of_range(name, text)) from None
         if _LOOKS_LIKE_A_DATE.match(text):
-            raise ValueError(f"since: {exc}") from None  # a date, but out of range: say so
-        raise ValueError(f"{SINCE_FORMS}, got {shown}") from None
+            raise ValueError(f"{name}: {exc}") from None  # a date, but not a possible one: say why
+        raise ValueError(f"{name} must be like {SINCE_FORMS}, got {text[:64]!r}") from None
 
 
+def _time_out_of_range(text: str) -> bool:
+    """Whether ``text``, a time the parser refused, is a well-formed time with a zone outside what
+    the journal holds (the parser words that for alerts' timestamps, not for a since)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        return False
+    seconds = (moment.replace(microsecond=0) - _EPOCH) // timedelta(seconds=1)
+    # In the journal's last second the parser refuses only a fraction past its last nanosecond.
+    return not 0 <= seconds < MAX_SINCE_NS // 1_000_000_000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOOKS_LIKE_A_DATE = re.compile(r"\d{4}-\d\d-\d\d")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from responder.client import ClientAuth, ResponderClient
+from responder.cluster.kubeconfig import FLAGS
 from responder.commands.common import add_responder_options, client_auth, positive_seconds, responder_url
 from responder.config import Cluster
 from responder.errors import UserError
@@ -45,6 +46,8 @@ TARGET_OPTIONS = (
     ("grpc_client_ca", "--grpc-client-ca", ("--grpc on TCP",)),
     ("timeout", "--timeout", ("--to", "--grpc")),
 )
+# The options only reading the pod uses, which --forge does not do: (dest, flag).
+POD_READ_OPTIONS = (("kubeconfig", "--kubeconfig"), ("context", "--context"), ("container", "--container"))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -102,13 +105,23 @@ def check_target_options(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} applies to {' and '.join(targets)} only, not to {target}")
 
 
+def check_forge_options(args: argparse.Namespace) -> None:
+    """Refuse an option ``--forge`` would silently ignore: it reads no pod (``--forge --kubeconfig``)."""
+    if not args.forge:
+        return
+    for dest, flag in POD_READ_OPTIONS:
+        if getattr(args, dest) is not None:
+            raise UserError(f"{flag} applies to reading the pod only, not to --forge")
+
+
 def _identity(args: argparse.Namespace) -> PodIdentity:
     namespace, name = parse_pod_ref(args.pod)
     if args.forge:
         return forged_identity(namespace, name)
     from responder.cluster.api import KubeGateway
 
-    gateway = KubeGateway.from_config(Cluster(kubeconfig=args.kubeconfig, context=args.context))
+    # This command has no config file: a kubeconfig problem names the flags.
+    gateway = KubeGateway.from_config(Cluster(kubeconfig=args.kubeconfig, context=args.context), FLAGS)
     try:
         return read_identity(gateway, namespace, name, args.container)
     finally:
@@ -176,6 +189,7 @@ def build_alerts(
 def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.file == "-" else sys.stdout
     check_target_options(args)
+    check_forge_options(args)
     # The responder's credentials are read (and checked) before the pod is.
     auth = client_auth(args) if args.to is not None else None
     scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from responder.cluster.kubeconfig import check_kubeconfig, kubeconfig_spec
+from responder.cluster.kubeconfig import CONFIG_KEYS, SettingNames, check_kubeconfig, kubeconfig_spec
 from responder.config import Cluster, Retry
 from responder.errors import UserError
 
@@ -103,8 +103,9 @@ class KubeGateway:
         self._sleep = sleep
 
     @classmethod
-    def from_config(cls, cluster: Cluster) -> KubeGateway:
-        """In-cluster service account when no kubeconfig is named and we run in a pod; else kubeconfig."""
+    def from_config(cls, cluster: Cluster, names: SettingNames = CONFIG_KEYS) -> KubeGateway:
+        """In-cluster service account when no kubeconfig is named and we run in a pod; else kubeconfig.
+        ``names``: what a message calls the kubeconfig and context settings (config keys, or flags)."""
         configuration = k8s_client.Configuration()
         if cluster.kubeconfig is None and _in_cluster():
             try:
@@ -112,7 +113,7 @@ class KubeGateway:
             except (k8s_config.ConfigException, OSError, ValueError) as exc:
                 raise UserError(f"cluster: cannot load the in-cluster service account: {exc}") from None
         else:
-            _load_kubeconfig(cluster, configuration)
+            _load_kubeconfig(cluster, configuration, names)
         api = k8s_client.ApiClient(configuration)
         api.user_agent = "serving-guard-responder"
         return cls(api, retry=cluster.retry, timeout_seconds=cluster.request_timeout_seconds)
@@ -250,11 +251,11 @@ def _items(listing: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
-def _load_kubeconfig(cluster: Cluster, configuration: k8s_client.Configuration) -> None:
+def _load_kubeconfig(cluster: Cluster, configuration: k8s_client.Configuration, names: SettingNames) -> None:
     """Load the kubeconfig ``cluster`` names (or $KUBECONFIG, or ~/.kube/config) into
     ``configuration``; anything in it the client cannot use is a UserError naming the file."""
-    where, spec = kubeconfig_spec(cluster.kubeconfig)
-    files = check_kubeconfig(where, spec, cluster.context)
+    where, spec = kubeconfig_spec(cluster.kubeconfig, names.kubeconfig)
+    files = check_kubeconfig(where, spec, cluster.context, names.context)
     shown = files.paths[0] if len(files.paths) == 1 else spec
     try:
         k8s_config.load_kube_config(

@@ -21,6 +21,19 @@ DEFAULT_KUBECONFIG = "~/.kube/config"
 SECTIONS = {"clusters": "cluster", "contexts": "context", "users": "user"}
 
 
+@dataclass(frozen=True)
+class SettingNames:
+    """What messages call the kubeconfig and context settings: the config file's keys, or the
+    flags of a command that took them from its command line (the user fixes what is named)."""
+
+    kubeconfig: str = "cluster.kubeconfig"
+    context: str = "cluster.context"
+
+
+CONFIG_KEYS = SettingNames()
+FLAGS = SettingNames("--kubeconfig", "--context")
+
+
 @dataclass
 class KubeconfigFiles:
     """The file(s) a kubeconfig setting names, as the client will merge them: first name wins."""
@@ -28,24 +41,28 @@ class KubeconfigFiles:
     where: str  # how the message names the setting
     spec: str  # what the client is given (one path, or a KUBECONFIG list)
     paths: list[str]
+    context_name: str  # how the message names the context setting
     # section -> name -> (the file it came from, the entry)
     entries: dict[str, dict[str, tuple[str, Any]]] = field(default_factory=dict)
     current_context: tuple[str, str] | None = None  # (file, name); name "" when a file unsets it
 
 
-def kubeconfig_spec(kubeconfig: str | None) -> tuple[str, str]:
-    """(how messages name it, what the client reads) for ``cluster.kubeconfig``."""
+def kubeconfig_spec(kubeconfig: str | None, name: str = CONFIG_KEYS.kubeconfig) -> tuple[str, str]:
+    """(how messages name it, what the client reads) for the kubeconfig setting called ``name``."""
     if kubeconfig is not None:
-        return "cluster.kubeconfig", kubeconfig
+        return name, kubeconfig
     from_env = os.environ.get("KUBECONFIG")
     if from_env:
-        return "cluster.kubeconfig (unset; not in a pod, so $KUBECONFIG)", from_env
-    return f"cluster.kubeconfig (unset; not in a pod, so {DEFAULT_KUBECONFIG})", DEFAULT_KUBECONFIG
+        return f"{name} (unset; not in a pod, so $KUBECONFIG)", from_env
+    return f"{name} (unset; not in a pod, so {DEFAULT_KUBECONFIG})", DEFAULT_KUBECONFIG
 
 
-def check_kubeconfig(where: str, spec: str, context: str | None) -> KubeconfigFiles:
+def check_kubeconfig(
+    where: str, spec: str, context: str | None, context_name: str = CONFIG_KEYS.context
+) -> KubeconfigFiles:
     """Read and check every file ``spec`` names (a path, or a list like $KUBECONFIG) and the context
-    that will be used; raise UserError naming the file, the line and what is wrong."""
+    that will be used (a setting messages call ``context_name``); raise UserError naming the file,
+    the line and what is wrong."""
     named = [os.path.expanduser(part) for part in spec.split(os.pathsep) if part]
     if not named:
         raise UserError(f"{where}: names no file")
@@ -53,7 +70,7 @@ def check_kubeconfig(where: str, spec: str, context: str | None) -> KubeconfigFi
     paths = [path for path in named if os.path.exists(path)] if len(named) > 1 else named
     if not paths:
         raise UserError(f"{where}: none of {', '.join(named)} exists")
-    files = KubeconfigFiles(where, spec, paths)
+    files = KubeconfigFiles(where, spec, paths, context_name)
     for path in paths:
         _add_file(files, path)
     _check_context(files, context)
@@ -145,11 +162,11 @@ def _check_context(files: KubeconfigFiles, context: str | None) -> None:
     if context is None:
         path, name = files.current_context or (shown, "")
         if not name:
-            raise UserError(f"{where} {path}: sets no current-context; name one in cluster.context")
+            raise UserError(f"{where} {path}: sets no current-context; name one with {files.context_name}")
         asked = f"current-context {name!r}"
     else:
         path, name = shown, context
-        asked = f"cluster.context {name!r}"
+        asked = f"{files.context_name} {name!r}"
     if name not in contexts:
         have = ", ".join(sorted(contexts)) or "none"
         raise UserError(f"{where} {path}: {asked}: no such context (it has: {have})")

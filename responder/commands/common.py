@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
-from datetime import UTC, datetime
 from pathlib import Path
 
-from responder.audit import MAX_SINCE_NS
+from responder import audit
 from responder.client import ClientAuth, check_base_url
 from responder.errors import UserError
 
@@ -61,46 +59,21 @@ def responder_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-SINCE_FORMS = "15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time"
+# What --since takes, for the commands' help: what the shared parser reads.
+SINCE_FORMS = audit.SINCE_FORMS
 
 
 def since_ns(text: str, *, flag: str = "--since", now_ns: int | None = None) -> int:
-    """``--since`` in epoch nanoseconds, as the responder's own parser reads it; a UserError naming
-    ``flag`` when it is malformed or out of the range the journal's times can take (1970 to
-    2262-04-11). Commands that pass the text on to a responder check it with this first."""
+    """``--since`` in epoch nanoseconds, read by the responder's own parser, so a problem is worded
+    as GET /v1/audit words it: a UserError naming ``flag`` when it is malformed or out of the
+    range the journal's times can take (1970 to 2262-04-11). Commands that pass the text on to a
+    responder check it with this first."""
     from responder.service import parse_since
 
-    out_of_range = UserError(f"{flag} {text}: out of range (1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z)")
     try:
-        value = parse_since(text, now_ns)
-    except OverflowError:
-        raise out_of_range from None
-    except ValueError:
-        # A well-formed amount or time the parser refused all the same: it is out of range.
-        stripped = text.strip()
-        if _AMOUNT.fullmatch(stripped) or _iso_time_out_of_range(stripped):
-            raise out_of_range from None
-        raise UserError(f"{flag} must be like {SINCE_FORMS}, got {text!r}") from None
-    if not 0 <= value <= MAX_SINCE_NS:
-        raise out_of_range
-    return value
-
-
-# What parse_since reads as an amount of time ago (15m, 1.5h) or as epoch nanoseconds.
-_AMOUNT = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)[smhd]|[0-9]+")
-
-
-def _iso_time_out_of_range(text: str) -> bool:
-    """Whether ``text`` is a well-formed time with a zone, outside 1970..2262 (the shared parser
-    refuses those, or lets them through to overflow the journal's integers)."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return False
-    if moment.tzinfo is None:
-        return False
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return not 0 <= (moment - epoch).total_seconds() * 1e9 <= MAX_SINCE_NS
+        return parse_since(text, now_ns, name=flag)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 # The longest duration any command waits: a week. Far beyond any real wait, and well inside what

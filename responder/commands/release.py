@@ -16,6 +16,7 @@ from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.cluster.api import KubeGateway
 from responder.cluster.enrich import valid_name
+from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config, load_config
 from responder.errors import UserError
 from responder.journal import Journal
@@ -53,6 +54,22 @@ def recorded_text(what: str, value: str) -> str:
     return value
 
 
+def cluster_settings(args: argparse.Namespace, configured: Cluster) -> tuple[Cluster, SettingNames]:
+    """The config's cluster settings with --kubeconfig and --context over them, and what a message
+    calls each: the flag when the value came from it, or when there is no --config to set it in;
+    else the config's key. (An empty flag is taken as given: it is refused, not passed over.)"""
+    updates = {
+        key: value
+        for key, value in (("kubeconfig", args.kubeconfig), ("context", args.context))
+        if value is not None
+    }
+    names = SettingNames(
+        kubeconfig=FLAGS.kubeconfig if "kubeconfig" in updates or not args.config else CONFIG_KEYS.kubeconfig,
+        context=FLAGS.context if "context" in updates or not args.config else CONFIG_KEYS.context,
+    )
+    return configured.model_copy(update=updates), names
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything that can be refused is checked before the cluster is touched.
     for what, value in (("--namespace", args.namespace), ("pod", args.pod)):
@@ -66,14 +83,7 @@ def run(args: argparse.Namespace) -> int:
             "the default --by (USER@host; set --by)", f"{getpass.getuser()}@{socket.gethostname()}"
         )
     config = load_config(args.config) if args.config else Config()
-    cluster: Cluster = config.cluster
-    if args.kubeconfig or args.context:
-        cluster = cluster.model_copy(
-            update={
-                "kubeconfig": args.kubeconfig or cluster.kubeconfig,
-                "context": args.context or cluster.context,
-            }
-        )
+    cluster, names = cluster_settings(args, config.cluster)
     with contextlib.ExitStack() as stack:
         journal: Journal | None = None
         if args.config and os.path.exists(config.journal.path):
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                     retention_seconds=config.journal.retention_days * 86400,
                 )
             )
-        gateway = KubeGateway.from_config(cluster)
+        gateway = KubeGateway.from_config(cluster, names)
         actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
         outcome = actions.release(args.namespace, args.pod, by=by, reason=reason)
         print(f"{args.namespace}/{args.pod}: {outcome.describe()}")

@@ -55,6 +55,9 @@ NEWER_RULE_KEYS = {"capture": "0.42", "capture_duration": "0.42"}
 EXCEPTION_KEYS = {"name", "fields", "comps", "values"}
 SINGLE_FIELD_COMPS = ("in", "pmatch", "intersects")
 
+# Falco loads an empty (or comments-only) rules file without a word.
+EMPTY_FILE = "no rules, macros or lists: the file is empty (Falco loads it and adds nothing)"
+
 _LIST_NAME = re.compile(r"[^()\"'\s=,]+")
 _MACRO_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
 _SEMVER = re.compile(r"(\d+)\.(\d+)\.(\d+)")
@@ -231,7 +234,10 @@ class _Reader:
     # --- items ---------------------------------------------------------------------------------
     def read(self) -> None:
         data = self.doc.data
-        if data is None:
+        if data is None or data == []:
+            # Likely a wrong path or a truncated file, and nothing else would show it; Falco takes it,
+            # so a warning. No line: the parser puts an empty document past the end of the file.
+            self.result.problems.append(Problem(Severity.WARNING, self.result.path, None, EMPTY_FILE))
             return
         if not isinstance(data, list):
             self.problem(

@@ -586,28 +586,21 @@ async def test_senders_keep_working_while_the_token_file_holds_no_usable_token(
 # -- GET /v1/audit?since=... out of range -----------------------------------------------------------
 
 LATEST = "2262-04-11T23:47:16.854775807Z"
+OUT_OF_RANGE = f": out of range (1970-01-01T00:00:00Z to {LATEST})"
 
 
 @pytest.mark.parametrize(
     ("since", "reason"),
     [
-        (
-            "99999999999999999999",
-            f"since '99999999999999999999' (epoch nanoseconds) is after {LATEST}, "
-            "the latest time the journal holds",
-        ),
-        (
-            "9" * 5000,
-            f"since '{'9' * 64}' (epoch nanoseconds) is after {LATEST}, the latest time the journal holds",
-        ),
-        ("2263-01-01T00:00:00Z", f"since: timestamp out of range (after {LATEST}): '2263-01-01T00:00:00Z'"),
-        (
-            "9999-12-31T23:59:59+01:00",
-            f"since: timestamp out of range (after {LATEST}): '9999-12-31T23:59:59+01:00'",
-        ),
-        ("1969-12-31T23:59:59Z", "since: timestamp before 1970: '1969-12-31T23:59:59Z'"),
-        ("100000000d", "since '100000000d' reaches back before 1970"),
-        ("9" * 400 + "s", f"since '{'9' * 64}' reaches back before 1970"),
+        ("99999999999999999999", f"since '99999999999999999999'{OUT_OF_RANGE}"),
+        ("9" * 5000, f"since '{'9' * 64}'{OUT_OF_RANGE}"),
+        ("2263-01-01T00:00:00Z", f"since '2263-01-01T00:00:00Z'{OUT_OF_RANGE}"),
+        ("2262-04-11T23:47:16.854775808Z", f"since '2262-04-11T23:47:16.854775808Z'{OUT_OF_RANGE}"),
+        ("9999-12-31T23:59:59+01:00", f"since '9999-12-31T23:59:59+01:00'{OUT_OF_RANGE}"),
+        ("1969-12-31T23:59:59Z", f"since '1969-12-31T23:59:59Z'{OUT_OF_RANGE}"),
+        ("100000000d", f"since '100000000d'{OUT_OF_RANGE}"),
+        ("9" * 400 + "s", f"since '{'9' * 64}'{OUT_OF_RANGE}"),
+        ("2026-02-30T00:00:00Z", "since: no such date: 2026-02-30"),
         ("²", "since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time, got '²'"),
         (
             "yesterday",

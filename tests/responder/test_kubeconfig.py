@@ -89,7 +89,7 @@ def test_a_missing_kubeconfig_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("top", "context", "message"),
     [
-        ({"current-context": None}, None, ": sets no current-context; name one in cluster.context"),
+        ({"current-context": None}, None, ": sets no current-context; name one with cluster.context"),
         ({}, "prod", ": cluster.context 'prod': no such context (it has: c)"),
         ({"clusters": []}, None, ": context 'c' names cluster 'k': no such cluster (it has: none)"),
         (
@@ -163,9 +163,13 @@ def test_without_a_kubeconfig_outside_a_pod_the_default_file_is_named(
     KubeGateway.from_config(Cluster()).close()
 
 
-def config_file(tmp_path: Path, kubeconfig: str) -> str:
+RELEASE = ["release", "--namespace", "ml", "pod", "--reason", "r"]
+
+
+def config_file(tmp_path: Path, kubeconfig: str, context: str | None = None) -> str:
+    cluster = {"kubeconfig": kubeconfig, **({"context": context} if context is not None else {})}
     data = {
-        "cluster": {"kubeconfig": kubeconfig},
+        "cluster": cluster,
         "journal": {"path": str(tmp_path / "journal.db")},
         "server": {"metrics_listen": None, "event_loop": "asyncio"},
         "logging": {"level": "error"},
@@ -175,26 +179,66 @@ def config_file(tmp_path: Path, kubeconfig: str) -> str:
     return str(path)
 
 
+def refused_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("serving-guard: error: ") and err.count("\n") == 1, err
+    return err.removeprefix("serving-guard: error: ").rstrip("\n")
+
+
 @pytest.mark.parametrize("content", ["a: [b\n  c: {", "clusters: 5\n", None])
 def test_every_command_refuses_a_bad_kubeconfig_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None
 ) -> None:
+    """Named as the user gave it: the config's cluster.kubeconfig, or a command's --kubeconfig."""
     kubeconfig = str(tmp_path / "missing") if content is None else write(tmp_path, content)
-    expected = {
-        "a: [b\n  c: {": f"cluster.kubeconfig {kubeconfig}:2: not a kubeconfig: invalid YAML: "
-        "expected ',' or ']', but got ':'",
-        "clusters: 5\n": f"cluster.kubeconfig {kubeconfig}:1: not a kubeconfig: clusters must be a list, "
-        "got the number 5",
-        None: f"cluster.kubeconfig: cannot read {kubeconfig}: No such file or directory",
+    problem = {
+        "a: [b\n  c: {": f" {kubeconfig}:2: not a kubeconfig: invalid YAML: expected ',' or ']', but got ':'",
+        "clusters: 5\n": f" {kubeconfig}:1: not a kubeconfig: clusters must be a list, got the number 5",
+        None: f": cannot read {kubeconfig}: No such file or directory",
     }[content]
     config = config_file(tmp_path, kubeconfig)
     alerts = write(tmp_path, "", "alerts.jsonl")
-    for argv in (
-        ["serve", "--config", config],
-        ["ingest", alerts, "--config", config],
-        ["release", "--namespace", "ml", "pod", "--reason", "r", "--kubeconfig", kubeconfig],
-        ["release", "--namespace", "ml", "pod", "--reason", "r", "--config", config],
+    replay = ["replay", "drift-exec", "--pod", "ml/pod", "--file", str(tmp_path / "out.jsonl")]
+    for argv, name in (
+        (["serve", "--config", config], "cluster.kubeconfig"),
+        (["ingest", alerts, "--config", config], "cluster.kubeconfig"),
+        ([*RELEASE, "--config", config], "cluster.kubeconfig"),
+        ([*RELEASE, "--kubeconfig", kubeconfig], "--kubeconfig"),
+        ([*RELEASE, "--config", config, "--kubeconfig", kubeconfig], "--kubeconfig"),
+        ([*replay, "--kubeconfig", kubeconfig], "--kubeconfig"),
     ):
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert err == f"serving-guard: error: {expected}\n", argv
+        assert refused_line(argv, capsys) == f"{name}{problem}", argv
+
+
+def test_release_names_the_context_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = write(tmp_path, json.dumps(GOOD))
+    no_such = ": no such context (it has: c)"
+    flag_line = refused_line([*RELEASE, "--kubeconfig", kubeconfig, "--context", "prod"], capsys)
+    assert flag_line == f"--kubeconfig {kubeconfig}: --context 'prod'{no_such}"
+    # The kubeconfig from the config, the context from the flag: each is named where it came from.
+    config = config_file(tmp_path, kubeconfig)
+    mixed_line = refused_line([*RELEASE, "--config", config, "--context", "prod"], capsys)
+    assert mixed_line == f"cluster.kubeconfig {kubeconfig}: --context 'prod'{no_such}"
+    config = config_file(tmp_path, kubeconfig, context="prod")
+    config_line = refused_line([*RELEASE, "--config", config], capsys)
+    assert config_line == f"cluster.kubeconfig {kubeconfig}: cluster.context 'prod'{no_such}"
+    unset = write(tmp_path, changed(**{"current-context": None}), "unset")
+    unset_line = refused_line([*RELEASE, "--kubeconfig", unset], capsys)
+    assert unset_line == f"--kubeconfig {unset}: sets no current-context; name one with --context"
+
+
+def test_release_without_a_config_names_the_flags_for_the_default_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --config the flag is the only way to name a kubeconfig, so it is what a message names."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert refused_line(RELEASE, capsys) == (
+        "--kubeconfig (unset; not in a pod, so ~/.kube/config): "
+        f"cannot read {tmp_path}/.kube/config: No such file or directory"
+    )
+    assert refused_line([*RELEASE, "--kubeconfig", ""], capsys) == "--kubeconfig: names no file"

@@ -203,6 +203,45 @@ def test_check_reports_null_items_like_other_non_mappings(
     ) in out
 
 
+EMPTY_FILE = "warning: no rules, macros or lists: the file is empty (Falco loads it and adds nothing)"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "# only a comment\n", "---\n# a document of comments\n", "[]\n"],
+    ids=["empty", "comment", "document-of-comments", "empty-sequence"],
+)
+def test_check_warns_of_an_empty_rules_file_among_others(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+) -> None:
+    """Falco loads an empty rules file and adds nothing: a warning naming it, not an error."""
+    monkeypatch.setenv("PATH", _path_without_sysdig(tmp_path))
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(content)
+    warning = f"{empty}: {EMPTY_FILE}"
+    assert main(["rules", "check", "--no-falco", str(PACK), str(empty)]) == 3  # sysdig skipped, no error
+    out = capsys.readouterr().out
+    assert f"\n{warning}\n" in out
+    assert out.rstrip().endswith("result: skipped: sysdig not installed (rules format and expansion passed)")
+    assert main(["rules", "check", "--no-falco", str(empty)]) == 3
+    assert f"\n{warning}\n" in capsys.readouterr().out
+
+
+def test_check_passes_an_empty_rules_file_as_ok_with_its_warning(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["rules", "check", "--no-falco", str(PACK), str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert f"\n{empty}: {EMPTY_FILE}\n" in out
+    assert out.rstrip().endswith("result: ok (1 warnings)")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -46,6 +46,8 @@ async def replay(
     pod: str = "torchserve",
     extra: tuple[str, ...] = (),
 ) -> str:
+    # --forge reads no pod, so it takes no kubeconfig.
+    kubeconfig = [] if "--forge" in extra else ["--kubeconfig", seeded.kubeconfig]
     argv = [
         "replay",
         *names,
@@ -53,8 +55,7 @@ async def replay(
         url,
         "--pod",
         pod_ref(seeded, pod),
-        "--kubeconfig",
-        seeded.kubeconfig,
+        *kubeconfig,
         "--run-id",
         run_id,
         *extra,

@@ -1,7 +1,7 @@
 """Bad values for `replay` and `verify` are refused before anything is sent, each in one line naming
 the flag: durations (finite, positive; --settle may be 0), --since, options that do not apply
-to the way `replay` delivers (--to, --grpc, --file), and a --rules file that does not define a rule
-the scenarios send. `verify` waits between polls no longer than --timeout leaves."""
+to the way `replay` delivers (--to, --grpc, --file) or to --forge, and a --rules file that does
+not define a rule the scenarios send. `verify` waits between polls no longer than --timeout leaves."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from simulators.falco_grpc_server import FalcoGrpcServer
 from simulators.replay import publish_alerts
 from simulators.scenario import load_scenarios
 from simulators.verify import Expectation, poll
-from tests.responder.test_client_errors import usage_error, user_error
+from tests.responder.test_client_errors import SINCE_RANGE, usage_error, user_error
 
 VERIFY = ["verify", "drift-exec", "--run-id", "run-1234", "--responder", "http://127.0.0.1:1"]
 REPLAY = ["replay", "drift-exec", "--pod", "ml-serving/x", "--forge"]
@@ -69,7 +69,7 @@ def test_replay_timeout_must_be_positive_seconds(value: str, capsys: pytest.Capt
 @pytest.mark.parametrize("since", ["99999999999999999999d", "2262-05-01T00:00:00Z"])
 def test_verify_since_out_of_range_is_refused(since: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert user_error([*VERIFY, "--since", since], capsys) == (
-        f"serving-guard: error: --since {since}: out of range (1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z)"
+        f"serving-guard: error: --since {since!r}: out of range {SINCE_RANGE}"
     )
     assert user_error([*VERIFY, "--since", "yesterday"], capsys) == (
         "serving-guard: error: --since must be like 15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time, "
@@ -110,6 +110,25 @@ def test_replay_refuses_options_its_target_would_ignore(
     target: list[str], extra: list[str], problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert user_error([*REPLAY, *target, *extra], capsys) == f"serving-guard: error: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--kubeconfig", "kubeconfig"], "--kubeconfig"),
+        (["--kubeconfig", ""], "--kubeconfig"),
+        (["--context", "prod"], "--context"),
+        (["--container", "server"], "--container"),
+    ],
+)
+def test_replay_forge_refuses_the_options_for_reading_the_pod(
+    tmp_path: Path, extra: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--forge reads no pod: a kubeconfig, context or container given with it would be ignored."""
+    out_file = tmp_path / "alerts.jsonl"
+    line = user_error([*REPLAY, "--file", str(out_file), *extra], capsys)
+    assert line == f"serving-guard: error: {flag} applies to reading the pod only, not to --forge"
+    assert not out_file.exists()
 
 
 def test_replay_to_a_file_without_foreign_options_still_writes(
