@@ -193,9 +193,9 @@ def _parse_time_ns(text: str) -> int:
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction = (match.group(7) or "").ljust(9, "0")
     zone = match.group(8)
-    if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 60):
-        raise ValueError(f"timestamp out of range: {text[:64]!r}")
-    if not 1 <= day <= _days_in_month(year, month):
+    if not (hour <= 23 and minute <= 59 and second <= 60):
+        raise ValueError(f"no such time: {match.group(4)}:{match.group(5)}:{match.group(6)}")
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
         # timegm would move 2026-02-30 to 2026-03-02: an impossible date is refused, not moved.
         raise ValueError(f"no such date: {match.group(1)}-{match.group(2)}-{match.group(3)}")
     offset = 0

@@ -342,8 +342,8 @@ def expected_time(
 ) -> int | str:
     """The epoch ns of an RFC 3339 time by the standard library's calendar, or how it is refused."""
     sign, offset_hours, offset_minutes = offset
-    if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 60):
-        return "timestamp out of range"
+    if not (hour <= 23 and minute <= 59 and second <= 60):
+        return "no such time"
     try:
         datetime.date(year, month, day)
     except ValueError:
