@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import ssl
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 
 from responder.config import Config, load_config_text
 
@@ -87,3 +91,26 @@ class Records(logging.Handler):
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self)
         self.logger.setLevel(self.saved_level)
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *,
+    path: str = "/v1/audit",
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[int]:
+    """An aiohttp server on 127.0.0.1 (a free port, yielded) answering GET ``path`` with ``answer``;
+    ``path="*"`` answers every method and path."""
+    app = web.Application()
+    if path == "*":
+        app.router.add_route("*", "/{tail:.*}", answer)
+    else:
+        app.router.add_get(path, answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

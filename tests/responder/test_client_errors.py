@@ -21,6 +21,7 @@ from responder.audit import AuditQuery, read_answer
 from responder.cli import main as cli_main
 from responder.service import audit_query_from
 from simulators.pki import TestPKI, make_test_pki
+from tests.helpers import loopback_server
 
 # The three ways to name a responder, with the flag each command takes its URL from.
 COMMANDS = {
@@ -160,17 +161,8 @@ async def not_json() -> AsyncIterator[str]:
     async def answer(request: web.Request) -> web.Response:
         return web.Response(text="# HELP up 1\nup 1\n")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with loopback_server(answer, path="*") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("command", ["audit", "verify"])
@@ -324,16 +316,8 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, TestPKI]]:
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"entries": []})
 
-    app = web.Application()
-    app.router.add_get("/v1/audit", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    try:
-        yield f"https://localhost:{runner.addresses[0][1]}", pki
-    finally:
-        await runner.cleanup()
+    async with loopback_server(answer, ssl_context=context) as port:
+        yield f"https://localhost:{port}", pki
 
 
 async def test_a_certificate_the_ca_does_not_vouch_for_is_said_so(
@@ -443,16 +427,8 @@ async def answering() -> AsyncIterator[tuple[str, list[Any]]]:
     async def answer(request: web.Request) -> web.Response:
         return web.json_response(bodies[0])
 
-    app = web.Application()
-    app.router.add_get("/v1/audit", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", bodies
-    finally:
-        await runner.cleanup()
+    async with loopback_server(answer) as port:
+        yield f"http://127.0.0.1:{port}", bodies
 
 
 WRONG_SHAPES = [

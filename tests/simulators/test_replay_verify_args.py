@@ -26,6 +26,7 @@ from simulators.falco_grpc_server import FalcoGrpcServer
 from simulators.replay import publish_alerts
 from simulators.scenario import load_scenarios
 from simulators.verify import Expectation, poll
+from tests.helpers import loopback_server
 from tests.responder.test_client_errors import SINCE_RANGE, usage_error, user_error
 
 VERIFY = ["verify", "drift-exec", "--run-id", "run-1234", "--responder", "http://127.0.0.1:1"]
@@ -180,16 +181,8 @@ async def empty_trail() -> AsyncIterator[tuple[str, list[float]]]:
         asked.append(time.monotonic())
         return web.json_response({"entries": []})
 
-    app = web.Application()
-    app.router.add_get("/v1/audit", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", asked
-    finally:
-        await runner.cleanup()
+    async with loopback_server(answer) as port:
+        yield f"http://127.0.0.1:{port}", asked
 
 
 @pytest.mark.parametrize("interval", ["30", "604800"])
