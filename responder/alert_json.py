@@ -54,6 +54,9 @@ def parse_falco_json(body: bytes | str) -> Alert:
 _Text = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_VALUE_CHARS)]
 _FieldName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_NAME_CHARS)]
 _Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_CHARS)]
+# Integers that fit an int64 (msgspec bounds no wider), as nearly all of Falco's do; any other goes to
+# the strict path, which bounds its digits.
+_Integer = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class _CommonPayload(msgspec.Struct, forbid_unknown_fields=True):
@@ -65,7 +68,8 @@ class _CommonPayload(msgspec.Struct, forbid_unknown_fields=True):
     time: str
     output: Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_CHARS)] | None = None
     output_fields: (
-        Annotated[dict[_FieldName, _Text | int | bool | None], msgspec.Meta(max_length=MAX_FIELDS)] | None
+        Annotated[dict[_FieldName, _Text | _Integer | bool | None], msgspec.Meta(max_length=MAX_FIELDS)]
+        | None
     ) = None
     tags: Annotated[list[_Tag], msgspec.Meta(max_length=MAX_TAGS)] | None = None
     hostname: Annotated[str, msgspec.Meta(max_length=253)] | None = None
@@ -157,9 +161,21 @@ def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Digits a JSON integer may have. Falco's largest is a uint64 (20 digits); Python refuses to convert
+# more than 4,300 with a ValueError of its own, which is a refusal to name, not a 500.
+MAX_INTEGER_DIGITS = 1000
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INTEGER_DIGITS:
+        raise AlertError("body", f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
 # One decoder for every alert: json.loads with a hook builds a new decoder (and scanner) per call,
 # which cost as much as decoding a typical alert.
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys, parse_int=_bounded_int)
 
 
 def parse_falco_json_strict(body: bytes | str) -> Alert:

@@ -20,7 +20,12 @@ from responder.alert import (
     AlertError,
     format_time_ns,
 )
-from responder.alert_json import decode_common_alert, parse_falco_json, parse_falco_json_strict
+from responder.alert_json import (
+    MAX_INTEGER_DIGITS,
+    decode_common_alert,
+    parse_falco_json,
+    parse_falco_json_strict,
+)
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import make_pod
 from tests.test_alert import FALCO_ALERT as BASE_ALERT
@@ -280,6 +285,49 @@ def test_a_surrogate_pair_gives_the_same_alert_escaped_or_as_utf8() -> None:
     alert = parse_falco_json(escaped)
     assert alert == common == parse_falco_json_strict(utf8) and alert.alert_id == common.alert_id
     assert alert.hostname == f"node-{emoji}" and alert.fields["proc.cmdline"] == f"echo {emoji}"
+
+
+# -- integers: int64 on the common path, at most MAX_INTEGER_DIGITS digits on the strict one -------
+
+
+def _with_number(text: str) -> bytes:
+    fields = {**BASE_FIELDS, "evt.num": 0}
+    return (
+        json.dumps(dict(FALCO_ALERT, output_fields=fields))
+        .replace('"evt.num": 0', f'"evt.num": {text}')
+        .encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "common"),
+    [
+        (str(2**63 - 1), True),
+        (str(-(2**63)), True),
+        (str(2**64 - 1), False),  # a uint64 past int64: the strict path takes it
+        (str(-(2**63) - 1), False),
+        ("9" * MAX_INTEGER_DIGITS, False),
+        ("-" + "9" * MAX_INTEGER_DIGITS, False),
+    ],
+)
+def test_integers_are_taken_exactly_up_to_the_digit_bound(text: str, common: bool) -> None:
+    body = _with_number(text)
+    assert (decode_common_alert(body) is not None) is common
+    alert = parse_falco_json(body)
+    assert str(alert.fields["evt.num"]) == text
+    assert alert == parse_falco_json_strict(body)
+
+
+@pytest.mark.parametrize("digits", [MAX_INTEGER_DIGITS + 1, 4301, 100_000])
+def test_an_integer_past_the_digit_bound_is_refused_not_a_crash(digits: int) -> None:
+    # Past 4,300 digits Python's int() raises a ValueError of its own: it was a 500 and a stopped ingest.
+    for sign in ("", "-"):
+        with pytest.raises(AlertError) as caught:
+            parse_falco_json(_with_number(sign + "1" * digits))
+        assert (
+            str(caught.value)
+            == f"field 'body': a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
+        )
 
 
 def test_an_escaped_backslash_before_ud_is_only_declined_not_refused() -> None:

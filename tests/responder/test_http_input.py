@@ -179,6 +179,11 @@ async def open_input(tmp_path: Path, seeded: Seeded) -> AsyncIterator[Responder]
         (b'{"rule": "r"}', "priority"),
         (b'{"rule": "r", "priority": "Loud", "time": "2026-01-01T00:00:00Z"}', "priority"),
         (b'{"rule": "r", "priority": "Notice", "time": "now"}', "time"),
+        # Past the digit bound (1,000; Python's int() stops at 4,300 with a ValueError that was a 500).
+        (
+            b'{"rule": "r", "priority": "Notice", "time": "2026-01-01T00:00:00Z", "n": ' + b"1" * 1001 + b"}",
+            "body",
+        ),
     ],
 )
 async def test_bad_payloads_get_400_naming_the_field(open_input: Responder, body: bytes, field: str) -> None:

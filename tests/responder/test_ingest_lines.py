@@ -209,6 +209,31 @@ def test_ingest_skips_the_bom_and_refuses_an_over_long_line_naming_it_and_the_li
     assert audited_pods(config, capsys) == sorted([pods["vllm"].name, pods["torchserve"].name])
 
 
+def test_ingest_reports_an_integer_python_will_not_convert_and_goes_on(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 4,301 digits: Python's int() refuses them with a ValueError that used to stop ingest there.
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig, server={"metrics_listen": None, "event_loop": "asyncio"})
+    alert = json.loads(alert_line(pods["triton"]))
+    alert["output_fields"]["evt.num"] = 0
+    big = json.dumps(alert).replace('"evt.num": 0', '"evt.num": ' + "1" * 4301).encode()
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(
+        alert_line(pods["vllm"]) + b"\n" + big + b"\n" + alert_line(pods["torchserve"]) + b"\n"
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{source}:2: field 'body': a whole number of 4301 digits (at most 1000)",
+        f"{source}: 2 accepted, 0 already in the journal, 1 rejected",
+    ]
+    assert [quarantined(running, pods[name]) for name in ("vllm", "triton", "torchserve")] == [
+        True,
+        False,
+        True,
+    ]
+
+
 def test_ingest_takes_a_line_of_exactly_the_limit_and_reports_a_bom_inside_the_file(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
