@@ -54,15 +54,18 @@ class AuditQuery:
         """``NAMESPACE/NAME`` (Kubernetes names) to its two parts; a ValueError naming the problem
         and ``what`` was given (``--pod`` on the command line)."""
         namespace, sep, name = text.partition("/")
+        # Echoed at most this long: a longer value is no name (253 + 1 + 63 at most) anyway.
+        shown = text if len(text) <= 320 else text[:320] + "..."
         if not sep or not namespace or not name or "/" in name:
-            raise ValueError(f"{what} must be NAMESPACE/NAME, got {text!r}")
+            raise ValueError(f"{what} must be NAMESPACE/NAME, got {shown!r}")
         if not _NAMESPACE.fullmatch(namespace):
             raise ValueError(
-                f"{what} {text}: {namespace!r} is not a namespace name (lower-case letters, digits, '-')"
+                f"{what} {shown}: {namespace[:64]!r} is not a namespace name "
+                "(lower-case letters, digits, '-')"
             )
         if not _POD_NAME.fullmatch(name):
             raise ValueError(
-                f"{what} {text}: {name!r} is not a pod name (lower-case letters, digits, '-', '.')"
+                f"{what} {shown}: {name[:253]!r} is not a pod name (lower-case letters, digits, '-', '.')"
             )
         return namespace, name
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -307,12 +308,13 @@ class Responder:
     def _audit_route(self, readers: AuditReaders) -> Route:
         async def audit(request: Request) -> Response:
             try:
-                query = audit_query_from(request.query)
+                params = audit_params(request.query_string)
+                query = audit_query_from(params)
             except ValueError as exc:
                 return Response.json(400, {"error": "bad query", "reason": str(exc)})
             loop = asyncio.get_running_loop()
             entries = await loop.run_in_executor(None, self._read_trail, query)
-            if request.query.get("format") == "table":
+            if params.get("format") == "table":
                 return Response(200, (format_table(entries) + "\n").encode(), "text/plain; charset=utf-8")
             return Response.json(200, {"entries": entries})
 
@@ -351,6 +353,25 @@ class Responder:
             log.error(
                 "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}
             )
+
+
+AUDIT_PARAMETERS = ("since", "pod", "run_id", "limit", "format")
+AUDIT_FORMATS = ("json", "table")
+
+
+def audit_params(query_string: str) -> dict[str, str]:
+    """The parameters of ``GET /v1/audit``, each at most once; ValueError for an unknown or repeated
+    one (a typo like ``limt`` would otherwise answer the whole trail) or an unknown format."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        if key not in AUDIT_PARAMETERS:
+            raise ValueError(f"unknown parameter {key[:64]!r} (known: {', '.join(AUDIT_PARAMETERS)})")
+        if key in params:
+            raise ValueError(f"parameter {key!r} given more than once")
+        params[key] = value
+    if params.get("format", "json") not in AUDIT_FORMATS:
+        raise ValueError(f"format must be json or table, got {params['format'][:64]!r}")
+    return params
 
 
 def audit_query_from(params: Any) -> AuditQuery:

@@ -664,3 +664,40 @@ async def test_audit_since_and_limit_at_their_bounds(tmp_path: Path, seeded: See
                     )
     finally:
         await responder.stop()
+
+
+async def test_audit_query_parameters_are_known_and_given_once(tmp_path: Path, seeded: Seeded) -> None:
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    http = {"allow_unauthenticated": True, "audit_token": {"file": str(tmp_path / "audit-token")}}
+    responder = await start(tmp_path, seeded[2], http)
+    known = "since, pod, run_id, limit, format"
+    long_pod = "a" * 7000 + "/b"
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}) as session:
+            for query, status, reason in (
+                # A typo would otherwise answer the whole trail, silently unfiltered.
+                ("limt=5", 400, f"unknown parameter 'limt' (known: {known})"),
+                ("since=1s&since=zzz", 400, "parameter 'since' given more than once"),
+                ("limit=1&limit=2", 400, "parameter 'limit' given more than once"),
+                ("format=xml", 400, "format must be json or table, got 'xml'"),
+                (
+                    f"pod={long_pod}",
+                    400,
+                    f"pod {long_pod[:320]}...: {('a' * 64)!r} is not a namespace name "
+                    "(lower-case letters, digits, '-')",
+                ),
+                ("format=json&limit=1", 200, None),
+                ("since=15m&pod=ml-serving%2Fx&run_id=r&limit=1", 200, None),
+            ):
+                async with session.get(f"{responder.http_url}/v1/audit?{query}") as response:
+                    payload = await response.json(content_type=None)
+                assert response.status == status, (query, payload)
+                if reason is not None:
+                    assert payload == {"error": "bad query", "reason": reason}
+                else:
+                    assert payload == {"entries": []}
+            async with session.get(f"{responder.http_url}/v1/audit?format=table") as response:
+                assert response.status == 200 and response.content_type == "text/plain"
+                assert (await response.text()).startswith("RECEIVED")
+    finally:
+        await responder.stop()
