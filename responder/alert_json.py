@@ -152,11 +152,25 @@ def decode_common_alert(body: bytes) -> Alert | None:
 # -- the strict path -----------------------------------------------------------------------------
 
 
-def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+class _DuplicateKey(dict[str, Any]):
+    """Stands, while decoding, for an object that repeats a key: the objects around it add their
+    keys to ``path``, so the refusal names the field in full (``output_fields.k8s.ns.name``). An
+    (empty) object to every other check, e.g. inside a list, where objects are refused anyway."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        super().__init__()
+        self.path = path
+
+
+def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any] | _DuplicateKey:
     result: dict[str, Any] = {}
     for key, value in pairs:
+        if type(value) is _DuplicateKey:
+            return _DuplicateKey((key, *value.path))
         if key in result:
-            raise AlertError(key, "duplicate key")
+            return _DuplicateKey((key,))
         result[key] = value
     return result
 
@@ -193,6 +207,8 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
         raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise AlertError("body", "JSON nested too deeply") from None
+    if type(payload) is _DuplicateKey:
+        raise AlertError(".".join(payload.path), "duplicate key")
     return alert_from_mapping(payload)
 
 

@@ -84,6 +84,30 @@ def test_repeated_keys_are_never_taken_by_the_common_path(body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ('"k8s.ns.name":"a","k8s.ns.name":"b"', "output_fields.k8s.ns.name"),
+        (
+            '"a":"1","b":{"c":1,"c":2}',
+            "output_fields.b.c",
+        ),  # an object value, refused anyway: the repeat first
+    ],
+)
+def test_a_repeated_key_is_named_by_its_whole_path(fields: str, field: str) -> None:
+    body = b'{"rule":"r","priority":"Notice","time":"2025-01-28T10:00:00Z","output":"x","output_fields":{'
+    body += fields.encode() + b"}}"
+    assert decode_common_alert(body) is None
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(body)
+    assert (caught.value.field, caught.value.reason) == (field, "duplicate key")
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(
+            b'{"rule":"r","priority":"Notice","time":"2025-01-28T10:00:00Z","tags":[{"a":1,"a":2}]}'
+        )
+    assert str(caught.value) == "field 'tags[0]': must be a string, got object"  # no internal type named
+
+
+@pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"rule": " "}, "rule"),
