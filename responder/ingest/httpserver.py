@@ -57,6 +57,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    411: "Length Required",
     413: "Content Too Large",
     414: "URI Too Long",
     415: "Unsupported Media Type",
@@ -386,6 +387,11 @@ class Connection(asyncio.Protocol):
         transfer = incoming.headers.get("transfer-encoding")
         if refusal is None and transfer is not None and transfer.strip().lower() != "chunked":
             refusal = _error(501, f"unsupported Transfer-Encoding: {transfer[:64]}")
+        length_given = transfer is not None or "content-length" in incoming.headers
+        if refusal is None and method == "POST" and not length_given:
+            # HTTP/1.1 reads such a body as empty, and what the sender sends next as another request:
+            # "invalid JSON" then "invalid method" would hide the one thing wrong.
+            refusal = _error(411, "a POST needs a Content-Length or Transfer-Encoding: chunked")
         declared = incoming.headers.get("content-length", "")
         if refusal is None and route is not None and declared.isdigit():
             refusal = self._too_large(route) if int(declared) > route.max_body_bytes else None

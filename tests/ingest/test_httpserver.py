@@ -471,6 +471,23 @@ async def test_wrong_method_is_405_with_allow(serve: Serve, recorder: Recorder) 
     assert recorder.requests == []
 
 
+async def test_a_post_without_a_length_is_411_and_closes(serve: Serve, recorder: Recorder) -> None:
+    running = await serve([recorder.route("POST")])
+    # HTTP/1.1 reads this body as empty and its bytes as the next request: named, not two odd errors.
+    reply, reader = await running.exchange(request("POST", "/echo") + b'{"rule": "r"}')
+    assert (reply.status, reply.reason) == (411, "Length Required")
+    assert reply.json() == {
+        "error": "length required",
+        "reason": "a POST needs a Content-Length or Transfer-Encoding: chunked",
+    }
+    assert reply.header("Connection") == "close"
+    await assert_closed(reader)
+    assert recorder.requests == []
+    # An empty body, said so, is the handler's to judge.
+    reply, _ = await running.exchange(request("POST", "/echo", b""))
+    assert reply.status == 200 and len(recorder.requests) == 1
+
+
 # -- 7. malformed requests ----------------------------------------------------------------------
 
 
