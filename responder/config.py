@@ -147,6 +147,10 @@ class HttpInput(Strict):
     audit_token: SecretRef | None = None
     allow_unauthenticated: bool = False
     max_body_bytes: int = Field(default=65536, strict=True, ge=1024, le=16 * 1024 * 1024)
+    # Open connections at a time; one more is closed unread as soon as it is accepted (each can
+    # hold a 16 KiB head, so this bounds the input's memory). Every Falco (one per node) keeps one
+    # keep-alive connection: raise it well above the number of nodes sending.
+    max_connections: int = Field(default=4096, strict=True, ge=16, le=100_000)
     # How long a request may wait for room in the pipeline before 503 + Retry-After.
     admission_timeout_seconds: float = Field(default=0.5, strict=True, ge=0, le=30)
 

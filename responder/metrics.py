@@ -76,6 +76,15 @@ class Metrics:
             "1 while quarantines are suspended by the breaker",
             registry=r,
         )
+        self.http_connections_refused = Counter(
+            "serving_guard_http_connections_refused",
+            "HTTP input connections closed unread because inputs.http.max_connections were open",
+            registry=r,
+        )
+        # Set to a function of the running input (read at scrape time, not per connection).
+        self.http_connections_open = Gauge(
+            "serving_guard_http_connections_open", "Connections the HTTP input holds open", registry=r
+        )
         self.grpc_connected = Gauge(
             "serving_guard_grpc_connected", "1 while the Falco gRPC stream is up", registry=r
         )

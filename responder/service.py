@@ -155,7 +155,7 @@ class Responder:
                 self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
             audit = self._audit_route(AuditReaders(authenticator, audit_token, token))
-            server = build_input_server(http, self.pipeline, authenticator, [audit])
+            server = build_input_server(http, self.pipeline, authenticator, [audit], metrics=self.metrics)
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
         if self.config.inputs.grpc.enabled:
             from responder.ingest.grpc import GrpcAlertInput, check_client_tls

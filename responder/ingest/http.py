@@ -31,9 +31,10 @@ from responder.alert import Alert, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
-from responder.ingest.httpserver import HttpServer, Request, Response, Route
+from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
 from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
 from responder.ingest.tls_reload import load_server_certificates
+from responder.metrics import Metrics
 
 log = logging.getLogger("serving_guard.http")
 
@@ -307,6 +308,18 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
 
 
 def build_input_server(
-    config: HttpInput, sink: AlertSink, authenticator: Authenticator, extra_routes: list[Route] | None = None
+    config: HttpInput,
+    sink: AlertSink,
+    authenticator: Authenticator,
+    extra_routes: list[Route] | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> HttpServer:
-    return HttpServer([alerts_route(config, sink, authenticator), *(extra_routes or [])])
+    server = HttpServer(
+        [alerts_route(config, sink, authenticator), *(extra_routes or [])],
+        Limits(max_connections=config.max_connections),
+        on_refused_connection=metrics.http_connections_refused.inc if metrics is not None else None,
+    )
+    if metrics is not None:
+        metrics.http_connections_open.set_function(lambda: len(server.connections))
+    return server

@@ -43,6 +43,10 @@ FEED_SLICE = 2048
 WRITE_BUFFER_HIGH = 64 * 1024
 # How long a closed connection may take to flush its last answer before it is cut.
 CLOSE_GRACE_SECONDS = 5.0
+# Open connections the input holds by default: each one can hold a head of up to 16 KiB.
+MAX_CONNECTIONS = 4096
+# At most one warning about refused connections per this many seconds, however many arrive.
+REFUSAL_LOG_SECONDS = 10.0
 # After refusing a request whose bytes may still be arriving: how long to read and drop them, so the
 # close does not turn into a reset that could destroy the answer on its way.
 LINGER_SECONDS = 2.0
@@ -129,6 +133,9 @@ class Limits:
     request_seconds: float = 30.0  # from the first byte of a request to its last
     keepalive_seconds: float = 75.0  # idle between requests
     max_header_bytes: int = MAX_HEADER_BYTES
+    # Open connections at a time; one more is closed as soon as it is accepted, unread, so
+    # connections full of unfinished heads cannot exhaust memory.
+    max_connections: int = MAX_CONNECTIONS
 
     @property
     def max_framing_bytes(self) -> int:
@@ -243,6 +250,12 @@ class Connection(asyncio.Protocol):
         # getpeercert() is empty unless the client's chain verified against the configured CAs;
         # asyncio calls connection_made only after the TLS handshake.
         self._peer_verified = bool(ssl_object is not None and ssl_object.getpeercert())
+        if len(self._server.connections) >= self._server.limits.max_connections:
+            # Full: this new connection is cut unread; the established ones keep being served.
+            self._closing = True
+            self._transport.abort()
+            self._server.refused_connection()
+            return
         self._server.connections.add(self)
         self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         if self._server.stopping:  # accepted (or its TLS handshake done) while the server stops
@@ -590,7 +603,13 @@ class Connection(asyncio.Protocol):
 class HttpServer:
     """Serves exact (method, path) routes on one listening socket."""
 
-    def __init__(self, routes: list[Route], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        routes: list[Route],
+        limits: Limits | None = None,
+        *,
+        on_refused_connection: Callable[[], None] | None = None,
+    ) -> None:
         self.exact = {(route.method, route.path): route for route in routes}
         self._allowed: dict[str, list[str]] = {}
         for route in routes:
@@ -598,6 +617,11 @@ class HttpServer:
         self.limits = limits or Limits()
         self.date = _DateHeader()
         self.connections: set[Connection] = set()
+        # Connections closed because ``limits.max_connections`` were open; the hook counts them too.
+        self.refused_connections = 0
+        self._on_refused_connection = on_refused_connection
+        self._refusals_logged = 0
+        self._refusal_logged_at = -float("inf")
         self._handlers: set[asyncio.Future[Any]] = set()
         self.stopping = False
         self._server: asyncio.Server | None = None
@@ -616,6 +640,26 @@ class HttpServer:
 
     def untrack(self, pending: asyncio.Future[Any]) -> None:
         self._handlers.discard(pending)
+
+    def refused_connection(self) -> None:
+        """A new connection was closed because the server holds ``limits.max_connections``: count
+        it, and warn at most once per REFUSAL_LOG_SECONDS (a flood of them must not flood the log)."""
+        self.refused_connections += 1
+        if self._on_refused_connection is not None:
+            self._on_refused_connection()
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_SECONDS:
+            log.warning(
+                "HTTP input: connection limit reached (inputs.http.max_connections); "
+                "new connections are closed unread",
+                extra={
+                    "open_connections": len(self.connections),
+                    "refused_since_last_warning": self.refused_connections - self._refusals_logged,
+                    "refused_total": self.refused_connections,
+                },
+            )
+            self._refusal_logged_at = now
+            self._refusals_logged = self.refused_connections
 
     def route(self, head: Request) -> tuple[Route | None, Response | None]:
         route = self.exact.get((head.method, head.path))

@@ -167,6 +167,12 @@ def test_tls_modes_reach_the_config(renders: dict[str, Rendered]) -> None:
     assert {p["name"]: p["appProtocol"] for p in service["spec"]["ports"]}["alerts"] == "http"
 
 
+def test_max_connections_reaches_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
+    assert _config(renders["defaults"]).inputs.http.max_connections == 4096
+    raised = render(chart, Case("many-nodes", {"inputs": {"http": {"maxConnections": 100000}}}))
+    assert _config(raised).inputs.http.max_connections == 100000
+
+
 def test_the_audit_token_reaches_the_config_from_its_own_secret(renders: dict[str, Rendered]) -> None:
     assert _config(renders["defaults"]).inputs.http.audit_token is None
     http = _config(renders["production"]).inputs.http

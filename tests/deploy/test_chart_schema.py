@@ -109,6 +109,9 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
             "does not match pattern",
         ),
         ({"slack": {"minPriority": "loud"}}, "at '/slack/minPriority'", "does not match pattern"),
+        ({"inputs": {"http": {"maxConnections": 15}}}, "at '/inputs/http/maxConnections'", "minimum"),
+        ({"inputs": {"http": {"maxConnections": 100001}}}, "at '/inputs/http/maxConnections'", "maximum"),
+        ({"inputs": {"http": {"maxConnections": "4096"}}}, "at '/inputs/http/maxConnections'", "integer"),
         ({"inputs": {"http": {"tls": {"mode": "mtls"}}}}, "at '/inputs/http/tls/mode'", "must be one of"),
         ({"inputs": {"http": {"tls": {"requireClientCerts": True}}}}, "at '/inputs/http/tls'", "not allowed"),
         (

@@ -14,7 +14,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,7 +136,13 @@ class Running:
 
 
 class Serve(Protocol):
-    def __call__(self, routes: list[Route], limits: Limits | None = None) -> Awaitable[Running]: ...
+    def __call__(
+        self,
+        routes: list[Route],
+        limits: Limits | None = None,
+        *,
+        on_refused_connection: Callable[[], None] | None = None,
+    ) -> Awaitable[Running]: ...
 
 
 @pytest.fixture
@@ -148,8 +154,13 @@ async def serve() -> AsyncIterator[Serve]:
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
     started: list[Running] = []
 
-    async def start(routes: list[Route], limits: Limits | None = None) -> Running:
-        server = HttpServer(routes, limits)
+    async def start(
+        routes: list[Route],
+        limits: Limits | None = None,
+        *,
+        on_refused_connection: Callable[[], None] | None = None,
+    ) -> Running:
+        server = HttpServer(routes, limits, on_refused_connection=on_refused_connection)
         host, port = await server.start("127.0.0.1", 0)
         running = Running(server, host, port)
         started.append(running)
@@ -1177,3 +1188,81 @@ async def test_a_refusal_with_bytes_still_arriving_is_delivered_then_closed_clea
     await writer.drain()
     assert await read_to_eof(reader) == b""  # a clean close after the dropped bytes, not a reset
     assert recorder.requests == []
+
+
+# -- 9. the cap on open connections -------------------------------------------------------------
+
+
+async def read_until_cut(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends before it closes or resets the connection."""
+    received = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(65536), WAIT):
+            received += chunk
+    return bytes(received)
+
+
+async def until_open_connections(running: Running, count: int) -> None:
+    """Waits (up to WAIT) for the server to have seen the clients' connects and closes."""
+    async with asyncio.timeout(WAIT):
+        while len(running.server.connections) != count:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_connection_past_the_cap_is_closed_unanswered_and_the_others_are_served(
+    serve: Serve, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await serve([recorder.route()], Limits(max_connections=3))
+    held = [await running.connect() for _ in range(3)]
+    for number, (reader, writer) in enumerate(held[:2]):
+        writer.write(post(b"first %d" % number))
+        assert (await read_reply(reader)).body == b"first %d" % number
+    # The third is in the middle of a request when the fourth arrives.
+    writer = held[2][1]
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: guard.test\r\n")
+    await until_open_connections(running, 3)
+
+    with caplog.at_level(logging.WARNING, logger="serving_guard.http"):
+        for _ in range(3):
+            reader, extra = await running.connect()
+            extra.write(post(b"one too many"))
+            assert await read_until_cut(reader) == b""
+    assert running.server.refused_connections == 3
+    warnings = [r for r in caplog.records if "max_connections" in r.getMessage()]
+    assert len(warnings) == 1, "one warning for a burst of refusals, not one each"
+    assert getattr(warnings[0], "open_connections", None) == 3
+
+    writer.write(b"Content-Length: 4\r\n\r\nrest")
+    assert (await read_reply(held[2][0])).body == b"rest"
+    for number, (reader, writer) in enumerate(held[:2]):
+        writer.write(post(b"again %d" % number))
+        assert (await read_reply(reader)).body == b"again %d" % number
+    assert sorted(r.body for r in recorder.requests) == sorted(
+        [b"first 0", b"first 1", b"rest", b"again 0", b"again 1"]
+    )
+    assert len(running.server.connections) == 3
+
+    # One sender leaves: its place is taken by the next.
+    held[0][1].close()
+    await until_open_connections(running, 2)
+    reply, _ = await running.exchange(post(b"after a close"))
+    assert reply.status == 200 and reply.body == b"after a close"
+    assert running.server.refused_connections == 3
+
+
+async def test_refused_connections_reach_the_hook(serve: Serve, recorder: Recorder) -> None:
+    refused: list[None] = []
+    running = await serve(
+        [recorder.route()], Limits(max_connections=1), on_refused_connection=lambda: refused.append(None)
+    )
+    reply, _ = await running.exchange(post(b"kept"))
+    assert reply.status == 200
+    reader, writer = await running.connect()
+    writer.write(post(b"refused"))
+    assert await read_until_cut(reader) == b""
+    assert refused == [None] and running.server.refused_connections == 1
+    assert [r.body for r in recorder.requests] == [b"kept"]
+
+
+def test_the_default_cap_is_4096_connections() -> None:
+    assert Limits().max_connections == 4096

@@ -217,3 +217,28 @@ def test_serve_with_a_token_that_is_not_utf8_is_a_clear_error(
     shown = token if source == "file" else "$SG_TEST_TOKEN"
     assert f"serving-guard: error: inputs.http.token: {shown} is not UTF-8 text (byte 0 is 0xff)\n" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("'4096'", "Input should be a valid integer"),
+        ("true", "Input should be a valid integer"),
+        ("4096.5", "Input should be a valid integer"),
+        ("15", "Input should be greater than or equal to 16"),
+        ("100001", "Input should be less than or equal to 100000"),
+    ],
+)
+def test_max_connections_must_be_a_whole_number_in_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, reason: str
+) -> None:
+    code, err, path = check(tmp_path, OPEN_HTTP + f"    max_connections: {value}\n", capsys)
+    assert code == 2
+    assert f"{path}:4: inputs.http.max_connections: {reason}" in err and "Traceback" not in err
+
+
+def test_max_connections_defaults_to_4096_and_takes_its_bounds() -> None:
+    assert load_config_text(OPEN_HTTP).inputs.http.max_connections == 4096
+    for value in (16, 100_000):
+        config = load_config_text(OPEN_HTTP + f"    max_connections: {value}\n")
+        assert config.inputs.http.max_connections == value

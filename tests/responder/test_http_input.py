@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -235,6 +236,40 @@ async def test_health_readiness_and_metrics(open_input: Responder, seeded: Seede
     assert "serving_guard_alert_to_decision_seconds_bucket" in text
     # Pod names never become label values.
     assert seeded[1]["vllm"].name not in text
+
+
+async def test_max_connections_caps_the_input_and_is_counted(tmp_path: Path, seeded: Seeded) -> None:
+    responder = await start(tmp_path, seeded[2], {"allow_unauthenticated": True, "max_connections": 16})
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        server = responder.input_server
+        assert server is not None and server.limits.max_connections == 16
+        host, port = (responder.http_url or "").removeprefix("http://").rsplit(":", 1)
+        head = b"POST /v1/alerts HTTP/1.1\r\nHost: guard\r\nContent-Length: 2\r\n"
+        for _ in range(16):  # senders in the middle of a request
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head)
+            held.append((reader, writer))
+        async with asyncio.timeout(5):
+            while len(server.connections) < 16:
+                await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        held.append((reader, writer))
+        writer.write(head + b"\r\n{}")
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        metrics = responder.metrics.render().decode()
+        assert "serving_guard_http_connections_refused_total 1.0" in metrics
+        assert "serving_guard_http_connections_open 16.0" in metrics
+        # The senders already in were not disturbed: each gets its answer.
+        reader, writer = held[0]
+        writer.write(b"\r\n{}")
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+        assert answer.startswith(b"HTTP/1.1 400 ")  # {} is no alert, but it was read and answered
+    finally:
+        for _, writer in held:
+            writer.close()
+        await responder.stop()
 
 
 async def test_liveness_fails_once_the_journal_writer_is_gone(open_input: Responder, seeded: Seeded) -> None:

@@ -190,7 +190,7 @@ journalDir: /var/lib/serving-guard
 {{- define "serving-guard.config" -}}
 {{- $v := .Values -}}
 {{- $paths := include "serving-guard.paths" . | fromYaml -}}
-{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
+{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $v.inputs.http.maxConnections "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
 {{- if include "serving-guard.httpTlsEnabled" . -}}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
 {{- if $v.inputs.http.tls.requireClientCert -}}
