@@ -6,28 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from responder.actions.events import EventRecorder
 from responder.actions.quarantine import ClusterActions
-from responder.alert import parse_time_ns
-from responder.audit import (
-    MAX_SINCE_NS,
-    SINCE_FORMS,
-    AuditQuery,
-    format_table,
-    load_trail,
-    since_out_of_range,
-)
+from responder.audit import AuditQuery, audit_params, audit_query_from, format_table, load_trail
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config
@@ -353,87 +342,3 @@ class Responder:
             log.error(
                 "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}
             )
-
-
-AUDIT_PARAMETERS = ("since", "pod", "run_id", "limit", "format")
-AUDIT_FORMATS = ("json", "table")
-
-
-def audit_params(query_string: str) -> dict[str, str]:
-    """The parameters of ``GET /v1/audit``, each at most once; ValueError for an unknown or repeated
-    one (a typo like ``limt`` would otherwise answer the whole trail) or an unknown format."""
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(query_string, keep_blank_values=True):
-        if key not in AUDIT_PARAMETERS:
-            raise ValueError(f"unknown parameter {key[:64]!r} (known: {', '.join(AUDIT_PARAMETERS)})")
-        if key in params:
-            raise ValueError(f"parameter {key!r} given more than once")
-        params[key] = value
-    if params.get("format", "json") not in AUDIT_FORMATS:
-        raise ValueError(f"format must be json or table, got {params['format'][:64]!r}")
-    return params
-
-
-def audit_query_from(params: Any) -> AuditQuery:
-    since_ns = 0
-    if params.get("since"):
-        since_ns = parse_since(params["since"])
-    namespace = pod = None
-    if params.get("pod"):
-        namespace, pod = AuditQuery.parse_pod(params["pod"])
-    limit_text = str(params.get("limit", "500")).strip()
-    digits = limit_text.lstrip("0") or "0"
-    limit = int(digits) if limit_text.isascii() and limit_text.isdigit() and len(digits) <= 4 else 0
-    if not 1 <= limit <= 5000:
-        raise ValueError(f"limit must be a whole number between 1 and 5000, got {limit_text[:40]!r}")
-    return AuditQuery(
-        since_ns=since_ns, namespace=namespace, pod=pod, run_id=params.get("run_id") or None, limit=limit
-    )
-
-
-def parse_since(text: str, now_ns: int | None = None, *, name: str = "since") -> int:
-    """'15m', '2h', '3d', '30s', epoch nanoseconds, or an RFC 3339 time; ValueError (a message
-    for the user naming ``name``: the query parameter, or a command's flag) for anything else or
-    for a time the journal cannot hold (before 1970, or past 2262-04-11, the end of signed 64-bit
-    nanoseconds)."""
-    text = text.strip()
-    now = time.time_ns() if now_ns is None else now_ns
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    amount = text[:-1]
-    if text[-1:] in units and amount.isascii() and amount.replace(".", "", 1).isdigit():
-        ago_ns = float(amount) * units[text[-1]] * 1e9  # inf for a number too long for a float
-        if ago_ns > now:  # it reaches back before 1970
-            raise ValueError(since_out_of_range(name, text))
-        return now - int(ago_ns)
-    if text.isascii() and text.isdigit():
-        # Compared as text first: int() refuses very long digit strings with its own message.
-        digits = text.lstrip("0") or "0"
-        if len(digits) > len(str(MAX_SINCE_NS)) or int(digits) > MAX_SINCE_NS:
-            raise ValueError(since_out_of_range(name, text))
-        return int(digits)
-    try:
-        return parse_time_ns(text)
-    except ValueError as exc:
-        if _time_out_of_range(text):
-            raise ValueError(since_out_of_range(name, text)) from None
-        if _LOOKS_LIKE_A_DATE.match(text):
-            raise ValueError(f"{name}: {exc}") from None  # a date, but not a possible one: say why
-        raise ValueError(f"{name} must be like {SINCE_FORMS}, got {text[:64]!r}") from None
-
-
-def _time_out_of_range(text: str) -> bool:
-    """Whether ``text``, a time the parser refused, is a well-formed time with a zone outside what
-    the journal holds (the parser words that for alerts' timestamps, not for a since)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    if moment.tzinfo is None:
-        return False
-    seconds = (moment.replace(microsecond=0) - _EPOCH) // timedelta(seconds=1)
-    # In the journal's last second the parser refuses only a fraction past its last nanosecond.
-    return not 0 <= seconds < MAX_SINCE_NS // 1_000_000_000
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LOOKS_LIKE_A_DATE = re.compile(r"\d{4}-\d\d-\d\d")

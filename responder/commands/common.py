@@ -68,10 +68,8 @@ def since_ns(text: str, *, flag: str = "--since", now_ns: int | None = None) -> 
     as GET /v1/audit words it: a UserError naming ``flag`` when it is malformed or out of the
     range the journal's times can take (1970 to 2262-04-11). Commands that pass the text on to a
     responder check it with this first."""
-    from responder.service import parse_since
-
     try:
-        return parse_since(text, now_ns, name=flag)
+        return audit.parse_since(text, now_ns, name=flag)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

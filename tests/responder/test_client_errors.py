@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from responder.audit import AuditQuery, read_answer
+from responder.audit import AuditQuery, audit_query_from, read_answer
 from responder.cli import main as cli_main
-from responder.service import audit_query_from
 from simulators.pki import TestPKI, make_test_pki
 from tests.helpers import loopback_server
 
