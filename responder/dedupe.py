@@ -104,6 +104,20 @@ class IncidentTable:
         state.last_seen_ns = max(state.last_seen_ns, received_ns)
         return state
 
+    def resume(self, journaled: IncidentState) -> IncidentState:
+        """The state to open again an incident whose opening alert is resumed after a restart (the
+        journal holds the incident, or repeats naming it): the table's, when it has it; else
+        ``journaled``, which becomes the live incident for its key only if none opened later holds
+        the key. (One may: a repeat that came after this incident's writes were refused opened it,
+        and repeats keep folding into it.)"""
+        current = self._by_id.get(journaled.incident_id)
+        if current is not None:
+            return current
+        live = self._open.get(journaled.key)
+        if live is None or live.opened_ns < journaled.opened_ns:
+            self._put(journaled)
+        return journaled
+
     def restore(self, state: IncidentState) -> None:
         current = self._open.get(state.key)
         if current is None or current.opened_ns <= state.opened_ns:

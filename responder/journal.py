@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -87,11 +87,26 @@ class JournalFull(Exception):
     """The journal is at its size bound with nothing old enough to prune."""
 
 
+# Incident ids to a statement when asking for incidents by id (within the 999 bound variables of
+# the oldest SQLite builds).
+_IDS_PER_STATEMENT = 500
+
+
 @dataclass(frozen=True, slots=True)
 class PendingAlert:
     alert: Alert
     input: str
     received_ns: int
+    # The alert's row: rows journaled after it have a larger one.
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledRepeats:
+    """The repeats journaled for an incident (final, outcome 'duplicate')."""
+
+    count: int
+    last_received_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,13 +470,15 @@ class Journal:
     def pending_alerts(self) -> list[PendingAlert]:
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT alert_id, input, received_ns, payload FROM alerts"
+                "SELECT seq, alert_id, input, received_ns, payload FROM alerts"
                 " WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
         pending = []
         for row in rows:
             try:
-                pending.append(PendingAlert(decode_payload(row["payload"]), row["input"], row["received_ns"]))
+                pending.append(
+                    PendingAlert(decode_payload(row["payload"]), row["input"], row["received_ns"], row["seq"])
+                )
             except (AlertError, ValueError, zlib.error) as exc:
                 log.error(
                     "journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)}
@@ -478,24 +495,39 @@ class Journal:
                 INCIDENTS_WITH_SEEN_SQL + " WHERE i.last_seen_ns >= ?",
                 (since_ns,),
             ).fetchall()
-        return [
-            IncidentRow(
-                incident_id=row["incident_id"],
-                key_digest=row["key_digest"],
-                rule=row["rule"],
-                namespace=row["namespace"],
-                pod=row["pod"],
-                container_id=row["container_id"],
-                hostname=row["hostname"],
-                first_alert_id=row["first_alert_id"],
-                first_event_ns=row["first_event_ns"],
-                opened_ns=row["opened_ns"],
-                last_seen_ns=row["last_seen_ns"],
-                count=row["seen"],
-                decided=row["decided_ns"] is not None,
-            )
-            for row in rows
-        ]
+        return [_incident_row(row) for row in rows]
+
+    def incidents_by_id(self, incident_ids: Collection[str]) -> dict[str, IncidentRow]:
+        """The incidents the journal holds among ``incident_ids``, by id (primary key lookups)."""
+        ids = list(incident_ids)
+        found: dict[str, IncidentRow] = {}
+        with self.reader() as conn:
+            for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                chunk = ids[start : start + _IDS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                # Only placeholders are formatted in; the ids themselves are bound parameters.
+                sql = INCIDENTS_WITH_SEEN_SQL + f" WHERE i.incident_id IN ({marks})"
+                for row in conn.execute(sql, chunk):
+                    found[row["incident_id"]] = _incident_row(row)
+        return found
+
+    def repeats_after(self, after_seq: int, incident_ids: Collection[str]) -> dict[str, JournaledRepeats]:
+        """The repeats journaled for ``incident_ids`` (outcome 'duplicate') in the alert rows after
+        row ``after_seq``, by incident id (those with none are left out).
+
+        One pass over those rows, found by their sequence number (the rowid): repeats are not
+        indexed by incident (alerts_incident_kept leaves them out, to keep a storm's writes cheap),
+        so asking incident by incident would scan them once per incident."""
+        wanted = set(incident_ids)
+        if not wanted:
+            return {}
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT incident_id, COUNT(*), MAX(received_ns) FROM alerts"
+                " WHERE seq > ? AND outcome = 'duplicate' GROUP BY incident_id",
+                (after_seq,),
+            ).fetchall()
+        return {row[0]: JournaledRepeats(row[1], row[2]) for row in rows if row[0] in wanted}
 
     def quarantine_times_since(self, since_ns: int) -> list[int]:
         with self.reader() as conn:
@@ -622,6 +654,25 @@ def report_from_record(record: dict[str, Any]) -> IncidentReport | None:
         verification=verification_from_json(json.loads(record["verification"])),
         decision=decision_from_json(json.loads(record["decision"])),
         outcomes=tuple(record.get("outcomes") or ()),
+    )
+
+
+def _incident_row(row: sqlite3.Row) -> IncidentRow:
+    """An incident row read with INCIDENTS_WITH_SEEN_SQL (its count is what it has seen)."""
+    return IncidentRow(
+        incident_id=row["incident_id"],
+        key_digest=row["key_digest"],
+        rule=row["rule"],
+        namespace=row["namespace"],
+        pod=row["pod"],
+        container_id=row["container_id"],
+        hostname=row["hostname"],
+        first_alert_id=row["first_alert_id"],
+        first_event_ns=row["first_event_ns"],
+        opened_ns=row["opened_ns"],
+        last_seen_ns=row["last_seen_ns"],
+        count=row["seen"],
+        decided=row["decided_ns"] is not None,
     )
 
 

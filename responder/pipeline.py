@@ -30,10 +30,10 @@ from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
 from responder.config import ActionName, Config
-from responder.dedupe import IncidentState, IncidentTable
+from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
-from responder.journal import IncidentRow, Journal, report_from_record
+from responder.journal import IncidentRow, Journal, JournaledRepeats, PendingAlert, report_from_record
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
@@ -271,9 +271,10 @@ class Pipeline:
         for finished in self._journal.quarantine_times_since(now - breaker_window):
             self._breaker.take(finished)
         pending = self._journal.pending_alerts()
+        held, repeats = self._journaled_openings(pending)
         for item in pending:
             await self._slots.take()
-            self._dispatch(item.alert, item.received_ns)
+            self._resume(item.alert, item.received_ns, held, repeats)
         if pending:
             log.info("resuming unfinished alerts", extra={"count": len(pending)})
         return len(pending)
@@ -294,6 +295,42 @@ class Pipeline:
             report=report,
             restored=True,
             # The thread-counter throttle carries on where it was, not from zero.
+            last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
+        )
+
+    def _journaled_openings(
+        self, pending: list[PendingAlert]
+    ) -> tuple[dict[str, IncidentRow], dict[str, JournaledRepeats]]:
+        """What the journal holds of the incidents the resumed alerts would open, by incident id:
+        the incidents it holds that the alert opened (their later writes were refused, or cut
+        short by a crash), and for the incidents it lacks, the repeats journaled into them (while
+        their refused opening write was in flight). A repeat is journaled after its incident's
+        opener, so one pass over the rows after the earliest such opener finds them all."""
+        openers = {incident_id_for(item.alert): item for item in pending}
+        rows = self._journal.incidents_by_id(openers)
+        held = {
+            incident_id: row
+            for incident_id, row in rows.items()
+            if row.first_alert_id == openers[incident_id].alert.alert_id
+        }
+        lacking = [item for incident_id, item in openers.items() if incident_id not in rows]
+        if not lacking:
+            return held, {}
+        repeats = self._journal.repeats_after(
+            min(item.seq for item in lacking), [incident_id_for(item.alert) for item in lacking]
+        )
+        return held, repeats
+
+    def _journaled_state(self, alert: Alert, row: IncidentRow) -> IncidentState:
+        """The incident ``alert`` opened, as the journal holds it (its decision is made again)."""
+        return IncidentState(
+            incident_id=row.incident_id,
+            key=IncidentKey.of(alert),
+            first_alert=alert,
+            opened_ns=row.opened_ns,
+            last_seen_ns=row.last_seen_ns,
+            count=row.count,
+            restored=True,
             last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
         )
 
@@ -321,6 +358,58 @@ class Pipeline:
         if not opens:
             self._fold(state, alert)
             return
+        self._open(state, alert, received_ns)
+
+    def _resume(
+        self,
+        alert: Alert,
+        received_ns: int,
+        held: dict[str, IncidentRow],
+        repeats: dict[str, JournaledRepeats],
+    ) -> None:
+        """Dispatch an alert resumed after a restart (see :meth:`_journaled_openings`).
+
+        The opener of an incident the journal holds opens that incident again (decided again,
+        finished "opened"), even when a later incident of its key is live: folded into that one,
+        it would leave its own undecided for good, though its pod was acted on. So does an alert
+        whose incident the journal lacks but whose repeats name it, counting them in. Any other
+        alert is dispatched as a new one."""
+        self.stats.in_flight += 1
+        self._idle.clear()
+        incident_id = incident_id_for(alert)
+        row = held.get(incident_id)
+        if row is not None:
+            state = self.incidents.by_id(incident_id)
+            if state is None:  # not restored: a later incident holds its key, or it is past the window
+                state = self.incidents.resume(self._journaled_state(alert, row))
+            self._open(state, alert, received_ns)
+            return
+        journaled = repeats.get(incident_id)
+        if journaled is not None:
+            # Repeats were journaled into its incident while the opening write (refused) was in
+            # flight: open that incident, counting them, even if a later one now holds the key,
+            # so that they do not name an incident the journal never gets. Its actions are reset:
+            # writes after the refused one may have recorded some.
+            state = self.incidents.resume(
+                IncidentState(
+                    incident_id=incident_id,
+                    key=IncidentKey.of(alert),
+                    first_alert=alert,
+                    opened_ns=received_ns,
+                    last_seen_ns=max(received_ns, journaled.last_received_ns),
+                    count=1 + journaled.count,
+                    restored=True,
+                )
+            )
+            self._open(state, alert, received_ns)
+            return
+        state, opens = self.incidents.observe(alert, received_ns)
+        if not opens:
+            self._fold(state, alert)
+            return
+        self._open(state, alert, received_ns)
+
+    def _open(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
         coroutine = self._open_incident(state, alert, received_ns)
         task = asyncio.get_running_loop().create_task(self._guarded(coroutine, alert))
         self._tasks.add(task)
@@ -471,7 +560,9 @@ class Pipeline:
                         first_alert_id=alert.alert_id,
                         first_event_ns=alert.time_ns,
                         opened_ns=received_ns,
-                        last_seen_ns=received_ns,
+                        # Later than received_ns when repeats came first: those folded in before
+                        # this write, or journaled into the incident before a restart.
+                        last_seen_ns=state.last_seen_ns,
                         count=state.count,
                         decided=False,
                     )

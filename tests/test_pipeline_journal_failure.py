@@ -3,15 +3,18 @@
 The journal is made to refuse one op, for one incident only, by wrapping its builder
 (``Journal.op_record_decision`` / ``Journal.op_open_incident``): the pipeline hands the writer an op
 that raises ``sqlite3.OperationalError`` when the writer runs it inside its transaction, as a full
-disk or an I/O error would. Everything else is real: the journal (its thread writer, so that the op
-need not be importable by a writer process), the pipeline, and the Kubernetes API emulator served
-on loopback.
+disk or an I/O error would (or, held, first waits there until the test lets it fail: a write in
+flight). Everything else is real: the journal (its thread writer, so that the op need not be
+importable by a writer process), the pipeline, and the Kubernetes API emulator served on loopback.
+A restart is a second responder on the same journal, which takes every write again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, load_trail
 from responder.cluster.api import KubeGateway
 from responder.dedupe import incident_id_for
-from responder.ingest.sink import InputName
+from responder.ingest.sink import Accepted, InputName
 from responder.journal import IncidentRow, Journal
 from responder.journal_ops import Touch
 from responder.journal_writer import Op
@@ -65,6 +68,36 @@ def refuse_record_decision(monkeypatch: pytest.MonkeyPatch, incident_id: str) ->
         return Refused("record_decision") if incident == incident_id else real(incident, *rest)
 
     monkeypatch.setattr(Journal, "op_record_decision", staticmethod(op_record_decision))
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An op that, run by the journal's writer, waits there until ``gate`` is set and then fails: a
+    write in flight that the journal refuses in the end. ``entered`` is set once the writer runs it.
+    (The writer waits with it: what is written meanwhile is committed after it.)"""
+
+    what: str
+    entered: threading.Event
+    gate: threading.Event
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        raise sqlite3.OperationalError(f"{self.what}: {REFUSAL}")
+
+
+def hold_open_incident(
+    monkeypatch: pytest.MonkeyPatch, incident_id: str
+) -> tuple[threading.Event, threading.Event]:
+    """Hold, then refuse, the incident's ``open_incident`` write; returns (entered, gate)."""
+    entered, gate = threading.Event(), threading.Event()
+    real = Journal.op_open_incident
+
+    def op_open_incident(row: IncidentRow) -> Op:
+        return Held("open_incident", entered, gate) if row.incident_id == incident_id else real(row)
+
+    monkeypatch.setattr(Journal, "op_open_incident", staticmethod(op_open_incident))
+    return entered, gate
 
 
 REFUSE: dict[str, Callable[[pytest.MonkeyPatch, str], None]] = {
@@ -312,3 +345,186 @@ async def test_when_the_journal_takes_every_write_the_alert_is_finished_opened(
         incident_id_for(alert),
     )
     assert errors.all() == []
+
+
+async def test_repeats_journaled_while_a_refused_opening_write_was_in_flight_count_when_it_is_reopened(
+    world: World, errors: Errors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vllm = world.pods["vllm"]
+    first = shell(vllm, 0)
+    incident_id = incident_id_for(first)
+    repeats = [shell(vllm, n) for n in range(1, 4)]
+    responder = await start(world)
+    try:
+        pipeline = pipeline_of(responder)
+        answers: list[Accepted | BaseException] = []
+        with monkeypatch.context() as patch:
+            entered, gate = hold_open_incident(patch, incident_id)
+            try:
+                assert (await pipeline.submit(first, InputName.JSONL)).new
+                # The writer is inside the incident's opening write: the repeats come while it is
+                # in flight, and are journaled as the incident's duplicates.
+                assert await asyncio.to_thread(entered.wait, 20)
+                for repeat in repeats:
+                    assert pipeline.offer(repeat, InputName.JSONL, None, answers.append)
+            finally:
+                gate.set()  # the opening write fails now
+            assert await pipeline.drain(timeout=20)
+            await responder.journal.run(Touch())
+        assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
+        assert [extra(r)["op"] for r in errors.saying("journal write failed")] == ["open_incident"]
+        # The journal lacks the incident, and holds its opener pending and its repeats final.
+        assert incident_row(responder, incident_id) is None
+        assert trail_entry(responder, first)["outcome"] == "pending"
+        for repeat in repeats:
+            entry = trail_entry(responder, repeat)
+            assert (entry["state"], entry["outcome"]) == ("done", "duplicate")
+            assert entry["incident_id"] == incident_id
+    finally:
+        await responder.stop()
+
+    restarted = await start(world)  # the journal takes every write again
+    try:
+        assert await pipeline_of(restarted).drain(timeout=20)
+        await restarted.journal.run(Touch())
+        entry = trail_entry(restarted, first)
+        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", incident_id)
+        assert entry["incident"]["decision"] is not None
+        # The interrupted run's action records (taken while its opening write was refused) were
+        # replaced by the resumed run's one set.
+        assert [(a["action"], a["status"]) for a in entry["incident"]["actions"]] == [
+            ("quarantine", "quarantined")
+        ]
+        # Re-opened, the incident counts its opener and the repeats journaled into it.
+        row = incident_row(restarted, incident_id)
+        assert row is not None and row["first_alert_id"] == first.alert_id
+        assert row["count"] == 1 + len(repeats)
+        assert restarted.journal.pending_alerts() == []
+        # And counts on from there: the next repeat folds into it.
+        later = shell(vllm, len(repeats) + 1)
+        await process(restarted, later)
+        assert trail_entry(restarted, later)["incident_id"] == incident_id
+        row = incident_row(restarted, incident_id)
+        assert row is not None and row["count"] == 2 + len(repeats)
+        assert len(errors.saying("journal write failed")) == 1  # nothing more failed
+    finally:
+        await restarted.stop()
+
+
+async def test_a_resumed_opener_is_decided_as_its_incidents_opener_though_a_later_incident_holds_its_key(
+    world: World, errors: Errors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torchserve = world.pods["torchserve"]
+    first, later = shell(torchserve, 0), shell(torchserve, 1)
+    first_incident, later_incident = incident_id_for(first), incident_id_for(later)
+    responder = await start(world)
+    try:
+        with monkeypatch.context() as patch:
+            refuse_record_decision(patch, first_incident)
+            await process(responder, first)
+        undecided = incident_row(responder, first_incident)
+        assert undecided is not None and undecided["decided_ns"] is None
+        assert trail_entry(responder, first)["outcome"] == "pending"
+        # A repeat after the refusal opens an incident of its own (same key), decided.
+        world.clock.advance(1)
+        await process(responder, later)
+        opened = trail_entry(responder, later)
+        assert (opened["outcome"], opened["incident_id"]) == ("opened", later_incident)
+        later_row = incident_row(responder, later_incident)
+        assert later_row is not None and later_row["decided_ns"] is not None
+        later_before = dict(later_row)
+        later_actions = opened["incident"]["actions"]
+    finally:
+        await responder.stop()
+
+    restarted = await start(world)  # the journal takes every write again
+    try:
+        assert await pipeline_of(restarted).drain(timeout=20)
+        await restarted.journal.run(Touch())
+        # The first alert is resumed as its own incident's opener: decided, finished "opened".
+        entry = trail_entry(restarted, first)
+        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", first_incident)
+        assert entry["incident"]["decision"] is not None and entry["incident"]["decided_ns"] is not None
+        # The interrupted run's action records were replaced by the resumed run's one set.
+        assert [a["action"] for a in entry["incident"]["actions"]] == ["quarantine"]
+        first_row = incident_row(restarted, first_incident)
+        assert first_row is not None and first_row["count"] == 1
+        assert restarted.journal.pending_alerts() == []
+        # The later incident is unchanged (the first alert was not folded into it)...
+        later_row = incident_row(restarted, later_incident)
+        assert later_row is not None and dict(later_row) == later_before
+        assert trail_entry(restarted, later)["incident"]["actions"] == later_actions
+        # ... and still the live one for the key: a new repeat folds into it.
+        repeat = shell(torchserve, 2)
+        await process(restarted, repeat)
+        folded = trail_entry(restarted, repeat)
+        assert (folded["outcome"], folded["incident_id"]) == ("duplicate", later_incident)
+        later_row = incident_row(restarted, later_incident)
+        assert later_row is not None and later_row["count"] == later_before["count"] + 1
+        assert len(errors.saying("journal write failed")) == 1  # nothing more failed
+    finally:
+        await restarted.stop()
+
+
+async def test_a_resumed_opener_whose_refused_incident_has_repeats_opens_it_though_a_later_one_is_live(
+    world: World, errors: Errors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kserve = world.pods["kserve"]
+    first = shell(kserve, 0)
+    first_incident = incident_id_for(first)
+    repeats = [shell(kserve, n) for n in range(1, 3)]
+    later = shell(kserve, 3)
+    later_incident = incident_id_for(later)
+    responder = await start(world)
+    try:
+        pipeline = pipeline_of(responder)
+        answers: list[Accepted | BaseException] = []
+        with monkeypatch.context() as patch:
+            entered, gate = hold_open_incident(patch, first_incident)
+            try:
+                assert (await pipeline.submit(first, InputName.JSONL)).new
+                assert await asyncio.to_thread(entered.wait, 20)
+                for repeat in repeats:
+                    assert pipeline.offer(repeat, InputName.JSONL, None, answers.append)
+            finally:
+                gate.set()  # the opening write fails now
+            assert await pipeline.drain(timeout=20)
+        assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
+        # The next alert of the key opens an incident of its own, which the journal holds.
+        world.clock.advance(1)
+        await process(responder, later)
+        opened = trail_entry(responder, later)
+        assert (opened["outcome"], opened["incident_id"]) == ("opened", later_incident)
+        later_row = incident_row(responder, later_incident)
+        assert later_row is not None
+        later_before = dict(later_row)
+        assert incident_row(responder, first_incident) is None
+    finally:
+        await responder.stop()
+
+    restarted = await start(world)  # the journal takes every write again
+    try:
+        assert await pipeline_of(restarted).drain(timeout=20)
+        await restarted.journal.run(Touch())
+        # The first alert opens the incident its repeats name (not folded into the later one)...
+        entry = trail_entry(restarted, first)
+        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", first_incident)
+        assert entry["incident"]["decision"] is not None
+        assert [(a["action"], a["status"]) for a in entry["incident"]["actions"]] == [
+            ("quarantine", "quarantined")
+        ]
+        first_row = incident_row(restarted, first_incident)
+        assert first_row is not None and first_row["count"] == 1 + len(repeats)
+        for repeat in repeats:
+            assert trail_entry(restarted, repeat)["incident_id"] == first_incident
+        assert restarted.journal.pending_alerts() == []
+        # ... and the later incident is unchanged and still live: a new repeat folds into it.
+        later_row = incident_row(restarted, later_incident)
+        assert later_row is not None and dict(later_row) == later_before
+        repeat = shell(kserve, 4)
+        await process(restarted, repeat)
+        folded = trail_entry(restarted, repeat)
+        assert (folded["outcome"], folded["incident_id"]) == ("duplicate", later_incident)
+        assert len(errors.saying("journal write failed")) == 1  # nothing more failed
+    finally:
+        await restarted.stop()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.errors import UserError
-from responder.journal import IncidentRow, Journal
+from responder.journal import IncidentRow, Journal, JournaledRepeats
 from responder.journal_rows import decode_payload, encode_payload
 from responder.logs import setup_logging
 
@@ -322,6 +322,45 @@ def test_an_incidents_count_covers_its_repeats_without_indexing_them(tmp_path: P
         assert "alerts_incident_kept" in plan
         journal.run_sync(lambda conn: conn.execute("UPDATE incidents SET count = 0"))
         assert [row.count for row in journal.incidents_since(0)] == [1]
+    finally:
+        journal.close()
+
+
+def test_incidents_by_id_and_the_repeats_journaled_after_a_row(tmp_path: Path) -> None:
+    """What recovery asks for its resumed alerts: incidents by id (in statements of at most 500
+    ids), and the repeats journaled into given incidents after a given row."""
+    journal = open_journal(tmp_path)
+    try:
+        opener = alert(1)
+        journal.run_sync(Journal.op_append_alert(opener, "http", 10))
+        journal.run_sync(
+            Journal.op_open_incident(
+                IncidentRow("inc-1", "k", "r", "ml", "p", "c", "h", opener.alert_id, 10, 10, 1, False, 1)
+            )
+        )
+        repeats = [("inc-1", 20), ("inc-missing", 30), ("inc-missing", 40), ("inc-other", 50)]
+        for n, (incident_id, received_ns) in enumerate(repeats, start=2):
+            journal.run_sync(Journal.op_append_duplicate(alert(n), "http", received_ns, None, incident_id, 2))
+        with journal.reader() as conn:
+            seq = {row["alert_id"]: row["seq"] for row in conn.execute("SELECT alert_id, seq FROM alerts")}
+        opener_seq = seq[opener.alert_id]
+        assert [item.seq for item in journal.pending_alerts()] == [opener_seq]
+
+        absent = [f"inc-absent-{n}" for n in range(1200)]
+        found = journal.incidents_by_id([*absent[:700], "inc-1", "inc-missing", *absent[700:]])
+        assert list(found) == ["inc-1"]
+        assert (found["inc-1"].first_alert_id, found["inc-1"].count) == (opener.alert_id, 2)
+        assert journal.incidents_by_id([]) == {}
+
+        assert journal.repeats_after(opener_seq, ["inc-missing", "inc-1", "inc-none"]) == {
+            "inc-missing": JournaledRepeats(2, 40),
+            "inc-1": JournaledRepeats(1, 20),
+        }
+        # Only the rows after the given one count.
+        assert journal.repeats_after(seq[alert(3).alert_id], ["inc-missing"]) == {
+            "inc-missing": JournaledRepeats(1, 40)
+        }
+        assert journal.repeats_after(opener_seq, []) == {}
     finally:
         journal.close()
 
