@@ -20,6 +20,7 @@ import email.utils
 import functools
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -133,8 +134,9 @@ class Limits:
     request_seconds: float = 30.0  # from the first byte of a request to its last
     keepalive_seconds: float = 75.0  # idle between requests
     max_header_bytes: int = MAX_HEADER_BYTES
-    # Open connections at a time; one more is closed as soon as it is accepted, unread, so
-    # connections full of unfinished heads cannot exhaust memory.
+    # Open connections at a time, those still in their TLS handshake included; one more is closed as
+    # soon as it is accepted, unread (no TLS work), so connections full of unfinished heads or
+    # handshakes cannot exhaust memory.
     max_connections: int = MAX_CONNECTIONS
 
     @property
@@ -237,31 +239,75 @@ class Connection(asyncio.Protocol):
         self.deadline = 0.0  # loop time after which the server closes this connection
         # Bytes of the current request that were not body: head, chunk framing, trailers.
         self._framing_bytes = 0
+        # With TLS: the handshake in progress (see accept_tls); connection_made comes after it.
+        self._handshake: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (not always an asyncio.Transport subclass: uvloop's are not).
-        self._transport = cast(asyncio.Transport, transport)
+        stream = cast(asyncio.Transport, transport)
+        # Plain: just accepted. TLS: the handshake is done, and its slot was taken at accept.
+        if self._handshake is None and not self._admit(stream):
+            return
+        self._transport = stream
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
         ssl_object = transport.get_extra_info("ssl_object")
         self._tls = ssl_object is not None
         # getpeercert() is empty unless the client's chain verified against the configured CAs;
-        # asyncio calls connection_made only after the TLS handshake.
+        # the loop calls connection_made only after the TLS handshake.
         self._peer_verified = bool(ssl_object is not None and ssl_object.getpeercert())
-        if len(self._server.connections) >= self._server.limits.max_connections:
-            # Full: this new connection is cut unread; the established ones keep being served.
-            self._closing = True
-            self._transport.abort()
-            self._server.refused_connection()
-            return
-        self._server.connections.add(self)
         self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        if self._server.stopping:  # accepted (or its TLS handshake done) while the server stops
+        # Accepted (or its TLS handshake done) while the server stops, or closed during the handshake.
+        if self._server.stopping or self._closing:
             self.close()
             return
         self._idle()
+
+    def _admit(self, transport: asyncio.Transport) -> bool:
+        """A connection just accepted takes a slot, or is cut unread when all are taken."""
+        if len(self._server.connections) >= self._server.limits.max_connections:
+            # Full: this new connection is cut unread; the established ones keep being served.
+            self._closing = True
+            transport.abort()
+            self._server.refused_connection()
+            return False
+        self._server.connections.add(self)
+        return True
+
+    def accept_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """A TLS connection just accepted (see _TlsAccepted): take a slot before the handshake, then
+        have the loop do the handshake on the socket."""
+        if not self._admit(transport):
+            return
+        try:
+            # The loop gets a dup of the socket, so aborting the plain transport leaves the connection
+            # open. Nothing has been read from it: asyncio and uvloop start reading only once
+            # connection_made has returned, and not at all from a transport aborted in it.
+            sock = transport.get_extra_info("socket").dup()
+        except OSError:  # out of file descriptors: dropped, like an accept that failed
+            transport.abort()
+            self.connection_lost(None)
+            return
+        transport.abort()
+        loop = self._server.loop
+        # The handshake's timeout, kept by the loop; the sweeper's deadline is only a backstop.
+        self.deadline = loop.time() + self._server.limits.request_seconds
+        self._handshake = loop.create_task(self._tls_handshake(sock, context))
+
+    async def _tls_handshake(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        try:
+            # As with create_server(ssl=...): connection_made comes once the handshake is done.
+            await self._server.loop.connect_accepted_socket(
+                lambda: self, sock, ssl=context, ssl_handshake_timeout=self._server.limits.request_seconds
+            )
+        except (Exception, asyncio.CancelledError):
+            # Failed, timed out or cut by close(), and the loop has closed the socket. The protocol
+            # hears nothing of a handshake that never finished (no connection_lost): free its slot.
+            self.connection_lost(None)
+        finally:
+            self._handshake = None
 
     def pause_writing(self) -> None:
         # The client does not read its answers: start nothing more for it, read nothing more
@@ -596,8 +642,29 @@ class Connection(asyncio.Protocol):
             # Cut by the sweeper if the last answer cannot be flushed by then (a client not reading).
             self.deadline = self._server.loop.time() + CLOSE_GRACE_SECONDS
         self._closing = True
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        if self._transport is not None:
+            if not self._transport.is_closing():
+                self._transport.close()
+        elif self._handshake is not None:
+            # Still in its TLS handshake: cancelling it closes the socket. On the next turn, after the
+            # task's first step: a task cancelled before that would skip the cleanup freeing the slot.
+            self._server.loop.call_soon(self._handshake.cancel)
+
+
+class _TlsAccepted(asyncio.Protocol):
+    """With TLS, the plain transport of a connection just accepted: its Connection takes a slot and
+    the socket (Connection.accept_tls). create_server(ssl=...) would call the protocol only after the
+    handshake, and never for one that fails or times out: connections in their handshake would hold
+    memory beyond ``max_connections``, uncounted. Nor loop.start_tls on this transport: uvloop
+    starts reading once connection_made returns, even if paused in it, so the ClientHello could be
+    read here before start_tls took over."""
+
+    def __init__(self, server: HttpServer, context: ssl.SSLContext) -> None:
+        self._server = server
+        self._context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Connection(self._server).accept_tls(cast(asyncio.Transport, transport), self._context)
 
 
 class HttpServer:
@@ -678,14 +745,10 @@ class HttpServer:
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, backlog: int = 1024
     ) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
-            lambda: Connection(self),
-            host,
-            port,
-            ssl=ssl_context,
-            backlog=backlog,
-            ssl_handshake_timeout=self.limits.request_seconds if ssl_context is not None else None,
-        )
+        factory: Callable[[], asyncio.Protocol] = functools.partial(Connection, self)
+        if ssl_context is not None:
+            factory = functools.partial(_TlsAccepted, self, ssl_context)  # TLS done per connection
+        self._server = await self._loop.create_server(factory, host, port, backlog=backlog)
         self._sweeper = self._loop.create_task(self._sweep(), name="http-input-deadlines")
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
