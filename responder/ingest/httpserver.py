@@ -46,6 +46,8 @@ WRITE_BUFFER_HIGH = 64 * 1024
 CLOSE_GRACE_SECONDS = 5.0
 # Open connections the input holds by default: each one can hold a head of up to 16 KiB.
 MAX_CONNECTIONS = 4096
+# A TLS handshake past this is cut (or past request_seconds, when shorter).
+TLS_HANDSHAKE_SECONDS = 10.0
 # At most one warning about refused connections per this many seconds, however many arrive.
 REFUSAL_LOG_SECONDS = 10.0
 # After refusing a request whose bytes may still be arriving: how long to read and drop them, so the
@@ -138,6 +140,12 @@ class Limits:
     # soon as it is accepted, unread (no TLS work), so connections full of unfinished heads or
     # handshakes cannot exhaust memory.
     max_connections: int = MAX_CONNECTIONS
+
+    @property
+    def handshake_seconds(self) -> float:
+        """How long a TLS handshake may take: a sender's takes milliseconds, and a slot held by one
+        that stalls is a slot a flood needs fewer new connections a second to keep taken."""
+        return min(TLS_HANDSHAKE_SECONDS, self.request_seconds)
 
     @property
     def max_framing_bytes(self) -> int:
@@ -285,27 +293,33 @@ class Connection(asyncio.Protocol):
             # The loop gets a dup of the socket, so aborting the plain transport leaves the connection
             # open. Nothing has been read from it: asyncio and uvloop start reading only once
             # connection_made has returned, and not at all from a transport aborted in it.
-            sock = transport.get_extra_info("socket").dup()
-        except OSError:  # out of file descriptors: dropped, like an accept that failed
+            accepted = transport.get_extra_info("socket")
+            if accepted is None:  # a transport without its socket: nothing to hand over
+                raise OSError("the accepted connection has no socket")
+            sock = accepted.dup()
+        except OSError:  # out of file descriptors, or no socket: dropped, like an accept that failed
             transport.abort()
             self.connection_lost(None)
             return
         transport.abort()
         loop = self._server.loop
         # The handshake's timeout, kept by the loop; the sweeper's deadline is only a backstop.
-        self.deadline = loop.time() + self._server.limits.request_seconds
+        self.deadline = loop.time() + self._server.limits.handshake_seconds
         self._handshake = loop.create_task(self._tls_handshake(sock, context))
 
     async def _tls_handshake(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         try:
             # As with create_server(ssl=...): connection_made comes once the handshake is done.
             await self._server.loop.connect_accepted_socket(
-                lambda: self, sock, ssl=context, ssl_handshake_timeout=self._server.limits.request_seconds
+                lambda: self, sock, ssl=context, ssl_handshake_timeout=self._server.limits.handshake_seconds
             )
         except (Exception, asyncio.CancelledError):
             # Failed, timed out or cut by close(), and the loop has closed the socket. The protocol
             # hears nothing of a handshake that never finished (no connection_lost): free its slot.
-            self.connection_lost(None)
+            # Cancelled once done (connection_made came first; not by close(), see _cancel_handshake):
+            # the loop closes the TLS connection, and connection_lost comes once its socket is closed.
+            if self._transport is None:
+                self.connection_lost(None)
         finally:
             self._handshake = None
 
@@ -648,7 +662,15 @@ class Connection(asyncio.Protocol):
         elif self._handshake is not None:
             # Still in its TLS handshake: cancelling it closes the socket. On the next turn, after the
             # task's first step: a task cancelled before that would skip the cleanup freeing the slot.
-            self._server.loop.call_soon(self._handshake.cancel)
+            self._server.loop.call_soon(self._cancel_handshake)
+
+    def _cancel_handshake(self) -> None:
+        # Not once the handshake is done (connection_made, seeing the connection closed, closed its
+        # transport): cancelled then, the loop would close that transport a second time, which makes
+        # asyncio's TLS transport let go of its connection, so that the sweeper could no longer cut a
+        # close that does not finish (a client that never answers the TLS shutdown).
+        if self._handshake is not None and self._transport is None:
+            self._handshake.cancel()
 
 
 class _TlsAccepted(asyncio.Protocol):

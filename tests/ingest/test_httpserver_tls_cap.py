@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from unittest import mock
 
 import pytest
 
 from responder.config import HttpInput, ServerTLS
+from responder.ingest import httpserver
 from responder.ingest.http import server_ssl_context
 from responder.ingest.httpserver import Connection, HttpServer, Limits
 from simulators.pki import TestPKI, make_test_pki
@@ -275,6 +278,25 @@ async def test_a_handshake_that_times_out_frees_its_slot(serve_tls: StartTls, pk
     assert running.server.refused_connections == 0
 
 
+async def test_a_handshake_is_bounded_by_its_own_timeout_shorter_than_a_requests(
+    serve_tls: StartTls, pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sender's handshake takes milliseconds: a stalled one is cut at TLS_HANDSHAKE_SECONDS (10 s;
+    # 0.5 s here), not at request_seconds (30 s), so a flood needs more connections a second to
+    # keep the slots taken.
+    assert Limits(request_seconds=30.0).handshake_seconds == httpserver.TLS_HANDSHAKE_SECONDS == 10.0
+    assert Limits(request_seconds=2.0).handshake_seconds == 2.0
+    monkeypatch.setattr(httpserver, "TLS_HANDSHAKE_SECONDS", 0.5)
+    running = await serve_tls(Recorder(), PATIENT)
+    opened = await handshaking(running, pki, 2)
+    await until_open_connections(running, 2)
+    for reader, _ in opened:
+        assert await read_until_cut(reader) == b""  # cut within WAIT, well before 30 s
+    await until_open_connections(running, 0)
+    status, _, _ = await exchange_tls(running, client_context(pki), b"after")
+    assert status == 200
+
+
 # -- stop -----------------------------------------------------------------------------------------
 
 
@@ -313,3 +335,92 @@ async def test_a_connection_closed_in_the_turn_it_was_accepted_frees_its_slot_an
     for writer in running.writers:
         writer.close()
     await eventually(lambda: open_descriptors() == descriptors, "no socket left open")
+
+
+async def tls_client_done_then_silent(running: Running, pki: TestPKI) -> asyncio.StreamReader:
+    """A mutual-TLS client that completes its handshake, then neither sends nor answers anything (not
+    even the server's close_notify, which a closing server waits for)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await running.connect()
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            chunk = await asyncio.wait_for(reader.read(65536), WAIT)
+            assert chunk, "cut during the handshake"
+            incoming.write(chunk)
+    writer.write(outgoing.read())  # the client's certificate and Finished
+    return reader
+
+
+async def test_a_handshake_stopped_as_it_completes_holds_its_slot_until_its_socket_closes(
+    serve_tls: StartTls, pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() (stop, the sweeper) cancels a handshake on the next turn; when the handshake completes in
+    between, the connection is closed like any other (connection_made sees it closed): it stays counted
+    until its socket is closed, and the sweeper cuts a TLS shutdown its client never answers. (It was
+    freed at once while its socket stayed open for the shutdown, up to 30 s, out of the sweeper's reach.)"""
+    made = Connection.connection_made
+
+    def closed_just_before(self: Connection, transport: asyncio.BaseTransport) -> None:
+        self.close()  # the handshake still runs: its cancel is queued, then the handshake completes
+        made(self, transport)
+
+    monkeypatch.setattr(Connection, "connection_made", closed_just_before)
+    # The sweeper cuts a close not flushed by then.
+    monkeypatch.setattr(httpserver, "CLOSE_GRACE_SECONDS", 0.2)
+    running = await serve_tls(Recorder(), PATIENT)
+    reader = await tls_client_done_then_silent(running, pki)
+    await until_open_connections(running, 0)
+    # Not counted any more, so closed: the server's socket is gone, not kept for a TLS shutdown.
+    await read_until_cut(reader)
+
+
+class _AcceptedWithout:
+    """A plain transport just accepted whose socket cannot be taken for the handshake."""
+
+    def __init__(self, transport: asyncio.Transport, failure: str) -> None:
+        self._transport = transport
+        self._failure = failure
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name != "socket":
+            return self._transport.get_extra_info(name, default)
+        if self._failure == "no-socket":
+            return None
+        failing = mock.Mock()
+        failing.dup.side_effect = OSError(errno.EMFILE, "Too many open files")
+        return failing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@pytest.mark.parametrize("failure", ["no-socket", "out-of-descriptors"])
+async def test_a_connection_whose_socket_cannot_be_taken_is_cut_and_frees_its_slot(
+    serve_tls: StartTls, pki: TestPKI, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    accepted = httpserver._TlsAccepted.connection_made
+    failing = [True]
+
+    def accept(self: httpserver._TlsAccepted, transport: asyncio.BaseTransport) -> None:
+        if failing:
+            failing.pop()
+            transport = cast(asyncio.Transport, _AcceptedWithout(cast(asyncio.Transport, transport), failure))
+        accepted(self, transport)
+
+    monkeypatch.setattr(httpserver._TlsAccepted, "connection_made", accept)
+    recorder = Recorder()
+    running = await serve_tls(recorder, Limits(max_connections=1, request_seconds=30.0))
+    reader, writer = await running.connect()
+    writer.write(client_hello(pki))
+    assert await read_until_cut(reader) == b""
+    await until_open_connections(running, 0)
+
+    status, _, _ = await exchange_tls(running, client_context(pki), b"next")  # one slot: it was freed
+    assert status == 200
+    assert [r.body for r in recorder.requests] == [b"next"]
+    assert running.server.refused_connections == 0
