@@ -30,6 +30,8 @@ class IncidentState:
     # A repeat notification is queued and not yet sent.
     repeat_pending: bool = False
     last_repeat_ns: int = 0
+    # Read back from the journal, or opened again by its opening alert resumed after a restart:
+    # opening it resets the action records an interrupted run may have left.
     restored: bool = field(default=False)
     # From this time on, a repeat opens a new incident (decided afresh) instead of folding in:
     # set when the decision could not act for a passing reason (API outage, breaker, failure)

@@ -422,10 +422,17 @@ class Journal:
 
     @staticmethod
     def op_schedule_notification(
-        incident_id: str, kind: str, channel: str | None, due_ns: int, now_ns: int
+        incident_id: str,
+        kind: str,
+        channel: str | None,
+        due_ns: int,
+        now_ns: int,
+        *,
+        decided_only: bool = False,
     ) -> ScheduleNotification:
-        """Queue a notification; a repeat is coalesced with one already waiting for the incident."""
-        return ScheduleNotification(incident_id, kind, channel, due_ns, now_ns)
+        """Queue a notification; a repeat is coalesced with one already waiting for the incident.
+        ``decided_only``: an incident's post only if the journal holds its decision."""
+        return ScheduleNotification(incident_id, kind, channel, due_ns, now_ns, decided_only)
 
     @staticmethod
     def op_notification_state(
@@ -509,6 +516,19 @@ class Journal:
                 sql = INCIDENTS_WITH_SEEN_SQL + f" WHERE i.incident_id IN ({marks})"
                 for row in conn.execute(sql, chunk):
                     found[row["incident_id"]] = _incident_row(row)
+        return found
+
+    def incidents_acted_on(self, incident_ids: Collection[str]) -> set[str]:
+        """Those of ``incident_ids`` that action records name (index lookups)."""
+        ids = list(incident_ids)
+        found: set[str] = set()
+        with self.reader() as conn:
+            for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                chunk = ids[start : start + _IDS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                # Only placeholders are formatted in; the ids themselves are bound parameters.
+                sql = f"SELECT DISTINCT incident_id FROM actions WHERE incident_id IN ({marks})"  # noqa: S608
+                found.update(row[0] for row in conn.execute(sql, chunk))
         return found
 
     def repeats_after(self, after_seq: int, incident_ids: Collection[str]) -> dict[str, JournaledRepeats]:
@@ -654,6 +674,23 @@ def report_from_record(record: dict[str, Any]) -> IncidentReport | None:
         verification=verification_from_json(json.loads(record["verification"])),
         decision=decision_from_json(json.loads(record["decision"])),
         outcomes=tuple(record.get("outcomes") or ()),
+    )
+
+
+def log_failed_write(
+    logger: logging.Logger, error: BaseException, what: str, incident_id: str, alert_id: str | None
+) -> None:
+    """Say at once that a journal write about an incident was refused, naming the op and the alert:
+    unheard, the journal could lack what the responder went on as if it held."""
+    logger.error(
+        "journal write failed",
+        exc_info=error,
+        extra={
+            "alert_id": alert_id,
+            "incident": incident_id,
+            "op": what,
+            "error": f"{type(error).__name__}: {error}",
+        },
     )
 
 

@@ -126,15 +126,28 @@ class RecordAction:
 @dataclass(frozen=True, slots=True)
 class ScheduleNotification:
     """Queue a notification; a repeat is coalesced with one already waiting for the incident.
-    Returns the new notification's id, or None when coalesced."""
+    Returns the new notification's id, or None when coalesced.
+
+    With ``decided_only``, an incident's post is queued only if the journal holds the incident's
+    decision (else None): the pipeline queues it while that write may still be refused, and a post
+    queued without it could not be rendered after a restart (it would fail for good, and the
+    alert, left pending and decided again, would find it already queued)."""
 
     incident_id: str
     kind: str
     channel: str | None
     due_ns: int
     now_ns: int
+    decided_only: bool = False
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
+        if self.kind == "incident" and self.decided_only:
+            decided = conn.execute(
+                "SELECT 1 FROM incidents WHERE incident_id = ? AND decided_ns IS NOT NULL",
+                (self.incident_id,),
+            ).fetchone()
+            if decided is None:
+                return None
         if self.kind == "incident":
             # One post per incident, even when a crash makes us decide it twice.
             exists = conn.execute(

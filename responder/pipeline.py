@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,7 +33,14 @@ from responder.config import ActionName, Config
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
-from responder.journal import IncidentRow, Journal, JournaledRepeats, PendingAlert, report_from_record
+from responder.journal import (
+    IncidentRow,
+    Journal,
+    JournaledRepeats,
+    PendingAlert,
+    log_failed_write,
+    report_from_record,
+)
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
@@ -44,6 +51,8 @@ from responder.slots import Slots
 log = logging.getLogger("serving_guard.pipeline")
 
 T = TypeVar("T")
+# A write handed to the journal: by a thread's future (``Journal.submit``) or the loop's (``schedule``).
+Written = Future[Any] | asyncio.Future[Any]
 RETRY_AFTER_SECONDS = 1.0
 # A repeat after this long re-decides an incident whose isolation did not happen for a passing reason.
 REDECIDE_AFTER_SECONDS = 10.0
@@ -303,9 +312,11 @@ class Pipeline:
     ) -> tuple[dict[str, IncidentRow], dict[str, JournaledRepeats]]:
         """What the journal holds of the incidents the resumed alerts would open, by incident id:
         the incidents it holds that the alert opened (their later writes were refused, or cut
-        short by a crash), and for the incidents it lacks, the repeats journaled into them (while
-        their refused opening write was in flight). A repeat is journaled after its incident's
-        opener, so one pass over the rows after the earliest such opener finds them all."""
+        short by a crash), and for the incidents it lacks (their opening write was refused), the
+        repeats journaled into them (while that write was in flight), if any, or none when only
+        action records name them (the writes after the refused one recorded the actions taken).
+        A repeat is journaled after its incident's opener, so one pass over the rows after the
+        earliest such opener finds them all; action records are found by their incident index."""
         openers = {incident_id_for(item.alert): item for item in pending}
         rows = self._journal.incidents_by_id(openers)
         held = {
@@ -313,13 +324,13 @@ class Pipeline:
             for incident_id, row in rows.items()
             if row.first_alert_id == openers[incident_id].alert.alert_id
         }
-        lacking = [item for incident_id, item in openers.items() if incident_id not in rows]
+        lacking = {incident_id: item for incident_id, item in openers.items() if incident_id not in rows}
         if not lacking:
             return held, {}
-        repeats = self._journal.repeats_after(
-            min(item.seq for item in lacking), [incident_id_for(item.alert) for item in lacking]
-        )
-        return held, repeats
+        named = self._journal.repeats_after(min(item.seq for item in lacking.values()), lacking)
+        for incident_id in self._journal.incidents_acted_on(lacking.keys() - named.keys()):
+            named[incident_id] = JournaledRepeats(0, lacking[incident_id].received_ns)
+        return held, named
 
     def _journaled_state(self, alert: Alert, row: IncidentRow) -> IncidentState:
         """The incident ``alert`` opened, as the journal holds it (its decision is made again)."""
@@ -372,8 +383,9 @@ class Pipeline:
         The opener of an incident the journal holds opens that incident again (decided again,
         finished "opened"), even when a later incident of its key is live: folded into that one,
         it would leave its own undecided for good, though its pod was acted on. So does an alert
-        whose incident the journal lacks but whose repeats name it, counting them in. Any other
-        alert is dispatched as a new one."""
+        whose incident the journal lacks but whose repeats or action records name it, counting the
+        repeats in: folded into a later incident, it would leave them naming an incident the
+        journal never gets. Any other alert is dispatched as a new one."""
         self.stats.in_flight += 1
         self._idle.clear()
         incident_id = incident_id_for(alert)
@@ -387,9 +399,9 @@ class Pipeline:
         journaled = repeats.get(incident_id)
         if journaled is not None:
             # Repeats were journaled into its incident while the opening write (refused) was in
-            # flight: open that incident, counting them, even if a later one now holds the key,
-            # so that they do not name an incident the journal never gets. Its actions are reset:
-            # writes after the refused one may have recorded some.
+            # flight, or the writes after that one recorded its actions: open that incident,
+            # counting the repeats, even if a later one now holds the key, so that they do not name
+            # an incident the journal never gets. Its actions are reset (and taken again).
             state = self.incidents.resume(
                 IncidentState(
                     incident_id=incident_id,
@@ -458,6 +470,7 @@ class Pipeline:
                 return
             error = written.exception()
             if error is not None:
+                state.count -= 1  # not journaled (it stays pending): a restart counts it when resumed
                 self._failed(alert, error)
                 return
             self.stats.processed += 1
@@ -493,7 +506,7 @@ class Pipeline:
             return
         if kind == "repeat":
             state.repeat_pending = False  # not queued: a later repeat queues it again
-        _log_failed_write(error, f"schedule_notification({kind})", state.incident_id, alert_id)
+        log_failed_write(log, error, f"schedule_notification({kind})", state.incident_id, alert_id)
 
     def _write(self, what: str, incident_id: str, alert: Alert, op: Op) -> tuple[str, Future[Any]]:
         """Hand an incident's write to the journal without waiting for it. A write that fails is
@@ -505,12 +518,12 @@ class Pipeline:
         def heard(done: Future[Any]) -> None:  # on the journal writer's thread
             error = None if done.cancelled() else done.exception()
             if error is not None:
-                _log_failed_write(error, what, incident_id, alert_id)
+                log_failed_write(log, error, what, incident_id, alert_id)
 
         written.add_done_callback(heard)
         return what, written
 
-    async def _confirm(self, state: IncidentState, writes: list[tuple[str, Future[Any]]]) -> None:
+    async def _confirm(self, state: IncidentState, writes: Sequence[tuple[str, Written]]) -> None:
         """Wait until ``writes`` are committed (mostly they are already); JournalWriteFailed when
         any failed. The next repeat then opens the incident afresh instead of folding into one the
         journal may not hold."""
@@ -575,7 +588,7 @@ class Pipeline:
                     "reset_actions", state.incident_id, alert, Journal.op_reset_actions(state.incident_id)
                 )
             )
-        deciding: list[tuple[str, Future[Any]]] = []
+        deciding: list[tuple[str, Written]] = []
         async with self._pod_lock(key.namespace, key.pod):
             verification, pod = await self._verify(alert)
             self._metrics.verifications.labels(verification.status.value).inc()
@@ -615,8 +628,26 @@ class Pipeline:
         self._plan_follow_up(state, verification, decision, outcomes)
         # No notification about, and no "opened" for, an incident the journal does not hold.
         await self._confirm(state, opening)
-        # Set once the journal holds the incident: a repeat (queued only for an incident with a
-        # report) must not follow an incident notification that was never queued.
+        now = self._clock_ns()
+        if decision.notify and self._notifications:
+            # Queued behind the decision's write, and only if that write is taken (else nothing
+            # could render it after a restart); confirmed with it: refused, the alert is not
+            # finished, and a restart decides it again and queues the post then (finished
+            # "opened", the post would be lost for good).
+            queued = self._journal.schedule(
+                Journal.op_schedule_notification(
+                    state.incident_id, "incident", decision.slack_channel, now, now, decided_only=True
+                )
+            )
+            queued.add_done_callback(
+                lambda written: self._notification_written(written, state, alert.alert_id, "incident")
+            )
+            deciding.append(("schedule_notification(incident)", queued))
+        await self._confirm(state, deciding)
+        # Set once the journal holds the incident and its decision: a repeat (queued only for an
+        # incident with a report) must not follow an incident notification that was never queued,
+        # nor be queued for an incident that a restart could not render (its decision refused).
+        # (Until then the notifier renders the incident's post from the journal.)
         state.report = IncidentReport(
             incident_id=state.incident_id,
             key=key,
@@ -629,16 +660,6 @@ class Pipeline:
             decision=decision,
             outcomes=tuple(outcomes),
         )
-        now = self._clock_ns()
-        if decision.notify and self._notifications:
-            self._journal.schedule(
-                Journal.op_schedule_notification(
-                    state.incident_id, "incident", decision.slack_channel, now, now
-                )
-            ).add_done_callback(
-                lambda written: self._notification_written(written, state, alert.alert_id, "incident")
-            )
-        await self._confirm(state, deciding)
         await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
         log.info(
             "incident decided",
@@ -740,7 +761,7 @@ class Pipeline:
         pod: PodContext | None,
         decision: Decision,
         received_ns: int,
-        writes: list[tuple[str, Future[Any]]],
+        writes: list[tuple[str, Written]],
     ) -> list[ActionOutcome]:
         """Take the decision's actions; each outcome's write is added to ``writes``."""
         outcomes: list[ActionOutcome] = []
@@ -785,19 +806,6 @@ class Pipeline:
                 )
             )
         return outcomes
-
-
-def _log_failed_write(error: BaseException, what: str, incident_id: str, alert_id: str | None) -> None:
-    log.error(
-        "journal write failed",
-        exc_info=error,
-        extra={
-            "alert_id": alert_id,
-            "incident": incident_id,
-            "op": what,
-            "error": f"{type(error).__name__}: {error}",
-        },
-    )
 
 
 def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:

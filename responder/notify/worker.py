@@ -23,7 +23,7 @@ from collections.abc import Callable
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.incident import IncidentReport
-from responder.journal import Journal, NotificationRow, report_from_record
+from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.render import render_incident, render_repeat
@@ -269,7 +269,19 @@ class NotificationWorker:
             scheduled = self._journal.schedule(
                 Journal.op_schedule_notification(incident_id, "repeat", channel, due, now_ns)
             )
-            scheduled.add_done_callback(lambda _: self.wake())
+            scheduled.add_done_callback(lambda written: self._requeued(written, incident_id))
+
+    def _requeued(self, written: asyncio.Future[int | None], incident_id: str) -> None:
+        error = None if written.cancelled() else written.exception()
+        if error is None:
+            self.wake()
+            return
+        # Not queued: the next repeat queues the update again (left pending, the thread would get
+        # no update until a restart).
+        state = self._incidents.by_id(incident_id) if self._incidents is not None else None
+        if state is not None:
+            state.repeat_pending = False
+        log_failed_write(log, error, "schedule_notification(repeat)", incident_id, None)
 
     async def _reschedule(
         self, row: NotificationRow, reason: str, *, retry_after: float | None, state: str = "pending"

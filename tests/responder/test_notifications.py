@@ -4,6 +4,7 @@ rate limits honoured, and Slack trouble never holding up a quarantine."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
+from responder.dedupe import incident_id_for
 from responder.ingest.sink import InputName
+from responder.journal import Journal
 from responder.notify.slack import SlackDelivery
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
@@ -22,6 +25,7 @@ from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink, SlackSink
 from tests.helpers import SHELL_RULE, FakeClock, responder_config
+from tests.test_pipeline_journal_failure import Refused
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
@@ -282,5 +286,55 @@ async def test_thread_updates_are_spaced_by_the_update_interval(
         clock.advance(30)
         await settle(responder, lambda: [r["state"] for r in repeats()] == ["sent", "sent"])
         assert "6 times" in str(incident_posts(sink)[0].replies[-1].blocks)
+    finally:
+        await responder.stop()
+
+
+async def test_a_refused_follow_up_update_is_logged_and_the_next_repeat_queues_it_again(
+    tmp_path: Path,
+    seeded: Seeded,
+    sink: SlackSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When repeats came while a thread update was on its way, the worker queues one more; if the
+    journal refuses that write, it says so and lets the next repeat queue the update (left
+    'pending', the thread would get no update until a restart)."""
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        assert responder.pipeline is not None and responder.notifier is not None
+        vllm = seeded[1]["vllm"]
+        opener = shell(vllm, 0)
+        await responder.pipeline.submit(opener, InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        state = responder.pipeline.incidents.by_id(incident_id_for(opener))
+        assert state is not None and state.report is not None
+        real = Journal.op_schedule_notification
+        monkeypatch.setattr(
+            Journal,
+            "op_schedule_notification",
+            staticmethod(lambda *args, **kwargs: Refused("schedule_notification")),
+        )
+        state.count = 3  # two repeats came while an update showing 2 was on its way
+        with caplog.at_level(logging.ERROR, logger="serving_guard.notify"):
+            responder.notifier._repeat_done(state.incident_id, time.time_ns(), shown=2)
+            assert state.repeat_pending  # the follow-up update is on its way to the journal
+            await settle(responder, lambda: not state.repeat_pending)
+        refused = [r for r in caplog.records if r.getMessage() == "journal write failed"]
+        assert [(r.__dict__["op"], r.__dict__["incident"]) for r in refused] == [
+            ("schedule_notification(repeat)", state.incident_id)
+        ]
+        # The next repeat queues the update, and the thread shows every alert.
+        monkeypatch.setattr(Journal, "op_schedule_notification", staticmethod(real))
+        state.count = 1
+        for n in range(1, 4):
+            await responder.pipeline.submit(shell(vllm, n), InputName.HTTP)
+        await settle(
+            responder,
+            lambda: (
+                bool(incident_posts(sink)[0].replies)
+                and "4 times" in str(incident_posts(sink)[0].replies[-1].blocks)
+            ),
+        )
     finally:
         await responder.stop()
