@@ -506,30 +506,15 @@ class Journal:
 
     def incidents_by_id(self, incident_ids: Collection[str]) -> dict[str, IncidentRow]:
         """The incidents the journal holds among ``incident_ids``, by id (primary key lookups)."""
-        ids = list(incident_ids)
-        found: dict[str, IncidentRow] = {}
         with self.reader() as conn:
-            for start in range(0, len(ids), _IDS_PER_STATEMENT):
-                chunk = ids[start : start + _IDS_PER_STATEMENT]
-                marks = ",".join("?" * len(chunk))
-                # Only placeholders are formatted in; the ids themselves are bound parameters.
-                sql = INCIDENTS_WITH_SEEN_SQL + f" WHERE i.incident_id IN ({marks})"
-                for row in conn.execute(sql, chunk):
-                    found[row["incident_id"]] = _incident_row(row)
-        return found
+            rows = _rows_by_incident_id(conn, INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id", incident_ids)
+            return {row["incident_id"]: _incident_row(row) for row in rows}
 
     def incidents_acted_on(self, incident_ids: Collection[str]) -> set[str]:
         """Those of ``incident_ids`` that action records name (index lookups)."""
-        ids = list(incident_ids)
-        found: set[str] = set()
         with self.reader() as conn:
-            for start in range(0, len(ids), _IDS_PER_STATEMENT):
-                chunk = ids[start : start + _IDS_PER_STATEMENT]
-                marks = ",".join("?" * len(chunk))
-                # Only placeholders are formatted in; the ids themselves are bound parameters.
-                sql = f"SELECT DISTINCT incident_id FROM actions WHERE incident_id IN ({marks})"  # noqa: S608
-                found.update(row[0] for row in conn.execute(sql, chunk))
-        return found
+            sql = "SELECT DISTINCT incident_id FROM actions WHERE incident_id"
+            return {row["incident_id"] for row in _rows_by_incident_id(conn, sql, incident_ids)}
 
     def repeats_after(self, after_seq: int, incident_ids: Collection[str]) -> dict[str, JournaledRepeats]:
         """The repeats journaled for ``incident_ids`` (outcome 'duplicate') in the alert rows after
@@ -692,6 +677,17 @@ def log_failed_write(
             "error": f"{type(error).__name__}: {error}",
         },
     )
+
+
+def _rows_by_incident_id(
+    conn: sqlite3.Connection, sql_before_in: str, incident_ids: Collection[str]
+) -> Iterator[sqlite3.Row]:
+    """The rows of ``sql_before_in + " IN (...)"`` over ``incident_ids``, in statements of at most
+    _IDS_PER_STATEMENT ids. Only placeholders are formatted in; the ids are bound parameters."""
+    ids = list(incident_ids)
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[start : start + _IDS_PER_STATEMENT]
+        yield from conn.execute(f"{sql_before_in} IN ({','.join('?' * len(chunk))})", chunk)
 
 
 def _incident_row(row: sqlite3.Row) -> IncidentRow:

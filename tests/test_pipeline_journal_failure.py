@@ -192,6 +192,27 @@ async def process(responder: Responder, alert: Alert) -> None:
     await responder.journal.run(Touch())
 
 
+async def refuse_the_opening_while_repeats_come(
+    responder: Responder, patch: pytest.MonkeyPatch, first: Alert, repeats: list[Alert]
+) -> None:
+    """``first`` opens its incident; while the writer is inside that opening write, ``repeats``
+    come and are journaled as the incident's duplicates (each answered as accepted); then the
+    opening write is refused."""
+    pipeline = pipeline_of(responder)
+    answers: list[Accepted | BaseException] = []
+    entered, gate = hold_open_incident(patch, incident_id_for(first))
+    try:
+        assert (await pipeline.submit(first, InputName.JSONL)).new
+        assert await asyncio.to_thread(entered.wait, 20)
+        for repeat in repeats:
+            assert pipeline.offer(repeat, InputName.JSONL, None, answers.append)
+    finally:
+        gate.set()  # the opening write fails now
+    assert await pipeline.drain(timeout=20)
+    await responder.journal.run(Touch())
+    assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
+
+
 def trail_entry(responder: Responder, alert: Alert) -> dict[str, Any]:
     """The alert's entry in the audit trail (what ``GET /v1/audit`` and ``audit`` answer)."""
     with responder.journal.reader() as conn:
@@ -356,22 +377,8 @@ async def test_repeats_journaled_while_a_refused_opening_write_was_in_flight_cou
     repeats = [shell(vllm, n) for n in range(1, 4)]
     responder = await start(world)
     try:
-        pipeline = pipeline_of(responder)
-        answers: list[Accepted | BaseException] = []
         with monkeypatch.context() as patch:
-            entered, gate = hold_open_incident(patch, incident_id)
-            try:
-                assert (await pipeline.submit(first, InputName.JSONL)).new
-                # The writer is inside the incident's opening write: the repeats come while it is
-                # in flight, and are journaled as the incident's duplicates.
-                assert await asyncio.to_thread(entered.wait, 20)
-                for repeat in repeats:
-                    assert pipeline.offer(repeat, InputName.JSONL, None, answers.append)
-            finally:
-                gate.set()  # the opening write fails now
-            assert await pipeline.drain(timeout=20)
-            await responder.journal.run(Touch())
-        assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
+            await refuse_the_opening_while_repeats_come(responder, patch, first, repeats)
         assert [extra(r)["op"] for r in errors.saying("journal write failed")] == ["open_incident"]
         # The journal lacks the incident, and holds its opener pending and its repeats final.
         assert incident_row(responder, incident_id) is None
@@ -477,19 +484,8 @@ async def test_a_resumed_opener_whose_refused_incident_has_repeats_opens_it_thou
     later_incident = incident_id_for(later)
     responder = await start(world)
     try:
-        pipeline = pipeline_of(responder)
-        answers: list[Accepted | BaseException] = []
         with monkeypatch.context() as patch:
-            entered, gate = hold_open_incident(patch, first_incident)
-            try:
-                assert (await pipeline.submit(first, InputName.JSONL)).new
-                assert await asyncio.to_thread(entered.wait, 20)
-                for repeat in repeats:
-                    assert pipeline.offer(repeat, InputName.JSONL, None, answers.append)
-            finally:
-                gate.set()  # the opening write fails now
-            assert await pipeline.drain(timeout=20)
-        assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
+            await refuse_the_opening_while_repeats_come(responder, patch, first, repeats)
         # The next alert of the key opens an incident of its own, which the journal holds.
         world.clock.advance(1)
         await process(responder, later)

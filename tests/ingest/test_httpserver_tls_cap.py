@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 from unittest import mock
@@ -24,7 +24,7 @@ import pytest
 from responder.config import HttpInput, ServerTLS
 from responder.ingest import httpserver
 from responder.ingest.http import server_ssl_context
-from responder.ingest.httpserver import Connection, HttpServer, Limits
+from responder.ingest.httpserver import Connection, Limits
 from simulators.pki import TestPKI, make_test_pki
 from tests.helpers import Records
 from tests.ingest.test_grpc import eventually
@@ -32,6 +32,7 @@ from tests.ingest.test_httpserver import (
     WAIT,
     Recorder,
     Running,
+    Serve,
     post,
     read_reply,
     read_until_cut,
@@ -51,14 +52,9 @@ def pki(tmp_path: Path) -> TestPKI:
 
 
 @pytest.fixture
-async def serve_tls(pki: TestPKI) -> AsyncIterator[StartTls]:
-    """Starts servers with the input's own mutual-TLS context (client certificate required); stops
-    them after the test and fails it on any loop-level error."""
-    loop = asyncio.get_running_loop()
-    loop_errors: list[dict[str, Any]] = []
-    previous_handler = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
-    started: list[Running] = []
+def serve_tls(serve: Serve, pki: TestPKI) -> StartTls:
+    """Starts servers (see ``serve``) with the input's own mutual-TLS context (client certificate
+    required)."""
     tls = ServerTLS(cert_file=pki.server.cert_file, key_file=pki.server.key_file, client_ca_file=pki.ca_file)
     context = server_ssl_context(HttpInput(listen="127.0.0.1:0", tls=tls))
     assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
@@ -72,21 +68,11 @@ async def serve_tls(pki: TestPKI) -> AsyncIterator[StartTls]:
     ) -> Running:
         assert context is not None
         context.verify_mode = verify_mode
-        server = HttpServer([recorder.route()], limits, on_refused_connection=on_refused_connection)
-        host, port = await server.start("127.0.0.1", 0, context)
-        running = Running(server, host, port)
-        started.append(running)
-        return running
+        return await serve(
+            [recorder.route()], limits, on_refused_connection=on_refused_connection, ssl_context=context
+        )
 
-    try:
-        yield start
-    finally:
-        for running in started:
-            for writer in running.writers:
-                writer.close()
-            await running.server.stop(grace_seconds=1.0)
-        loop.set_exception_handler(previous_handler)
-    assert loop_errors == [], f"the event loop reported errors: {loop_errors}"
+    return start
 
 
 def client_hello(pki: TestPKI) -> bytes:
