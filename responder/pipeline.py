@@ -386,18 +386,20 @@ class Pipeline:
         whose incident the journal lacks but whose repeats or action records name it, counting the
         repeats in: folded into a later incident, it would leave them naming an incident the
         journal never gets. Any other alert is dispatched as a new one."""
-        self.stats.in_flight += 1
-        self._idle.clear()
         incident_id = incident_id_for(alert)
         row = held.get(incident_id)
+        journaled = repeats.get(incident_id)
+        if row is None and journaled is None:
+            self._dispatch(alert, received_ns)
+            return
+        self.stats.in_flight += 1
+        self._idle.clear()
         if row is not None:
             state = self.incidents.by_id(incident_id)
             if state is None:  # not restored: a later incident holds its key, or it is past the window
                 state = self.incidents.resume(self._journaled_state(alert, row))
-            self._open(state, alert, received_ns)
-            return
-        journaled = repeats.get(incident_id)
-        if journaled is not None:
+        else:
+            assert journaled is not None  # one of the two, or dispatched above
             # Repeats were journaled into its incident while the opening write (refused) was in
             # flight, or the writes after that one recorded its actions: open that incident,
             # counting the repeats, even if a later one now holds the key, so that they do not name
@@ -413,12 +415,6 @@ class Pipeline:
                     restored=True,
                 )
             )
-            self._open(state, alert, received_ns)
-            return
-        state, opens = self.incidents.observe(alert, received_ns)
-        if not opens:
-            self._fold(state, alert)
-            return
         self._open(state, alert, received_ns)
 
     def _open(self, state: IncidentState, alert: Alert, received_ns: int) -> None:

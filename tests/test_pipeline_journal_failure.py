@@ -213,6 +213,32 @@ async def refuse_the_opening_while_repeats_come(
     assert answers == [Accepted(repeat.alert_id, new=True) for repeat in repeats]
 
 
+async def restart_reopening(world: World, first: Alert, count: int) -> Responder:
+    """Restart (the journal takes every write again) and wait until ``first``, resumed, has opened
+    its own incident again: decided, finished "opened", with the resumed run's one set of action
+    records (the interrupted run's, taken while its opening write was refused, replaced), counting
+    ``count`` alerts, and nothing left pending. The caller stops the responder."""
+    restarted = await start(world)
+    try:
+        assert await pipeline_of(restarted).drain(timeout=20)
+        await restarted.journal.run(Touch())
+        incident_id = incident_id_for(first)
+        entry = trail_entry(restarted, first)
+        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", incident_id)
+        assert entry["incident"]["decision"] is not None
+        assert [(a["action"], a["status"]) for a in entry["incident"]["actions"]] == [
+            ("quarantine", "quarantined")
+        ]
+        row = incident_row(restarted, incident_id)
+        assert row is not None and row["first_alert_id"] == first.alert_id
+        assert row["count"] == count
+        assert restarted.journal.pending_alerts() == []
+    except BaseException:
+        await restarted.stop()
+        raise
+    return restarted
+
+
 def trail_entry(responder: Responder, alert: Alert) -> dict[str, Any]:
     """The alert's entry in the audit trail (what ``GET /v1/audit`` and ``audit`` answer)."""
     with responder.journal.reader() as conn:
@@ -390,23 +416,9 @@ async def test_repeats_journaled_while_a_refused_opening_write_was_in_flight_cou
     finally:
         await responder.stop()
 
-    restarted = await start(world)  # the journal takes every write again
+    # Re-opened, the incident counts its opener and the repeats journaled into it.
+    restarted = await restart_reopening(world, first, 1 + len(repeats))
     try:
-        assert await pipeline_of(restarted).drain(timeout=20)
-        await restarted.journal.run(Touch())
-        entry = trail_entry(restarted, first)
-        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", incident_id)
-        assert entry["incident"]["decision"] is not None
-        # The interrupted run's action records (taken while its opening write was refused) were
-        # replaced by the resumed run's one set.
-        assert [(a["action"], a["status"]) for a in entry["incident"]["actions"]] == [
-            ("quarantine", "quarantined")
-        ]
-        # Re-opened, the incident counts its opener and the repeats journaled into it.
-        row = incident_row(restarted, incident_id)
-        assert row is not None and row["first_alert_id"] == first.alert_id
-        assert row["count"] == 1 + len(repeats)
-        assert restarted.journal.pending_alerts() == []
         # And counts on from there: the next repeat folds into it.
         later = shell(vllm, len(repeats) + 1)
         await process(restarted, later)
@@ -498,22 +510,11 @@ async def test_a_resumed_opener_whose_refused_incident_has_repeats_opens_it_thou
     finally:
         await responder.stop()
 
-    restarted = await start(world)  # the journal takes every write again
+    # The first alert opens the incident its repeats name (not folded into the later one)...
+    restarted = await restart_reopening(world, first, 1 + len(repeats))
     try:
-        assert await pipeline_of(restarted).drain(timeout=20)
-        await restarted.journal.run(Touch())
-        # The first alert opens the incident its repeats name (not folded into the later one)...
-        entry = trail_entry(restarted, first)
-        assert (entry["state"], entry["outcome"], entry["incident_id"]) == ("done", "opened", first_incident)
-        assert entry["incident"]["decision"] is not None
-        assert [(a["action"], a["status"]) for a in entry["incident"]["actions"]] == [
-            ("quarantine", "quarantined")
-        ]
-        first_row = incident_row(restarted, first_incident)
-        assert first_row is not None and first_row["count"] == 1 + len(repeats)
         for repeat in repeats:
             assert trail_entry(restarted, repeat)["incident_id"] == first_incident
-        assert restarted.journal.pending_alerts() == []
         # ... and the later incident is unchanged and still live: a new repeat folds into it.
         later_row = incident_row(restarted, later_incident)
         assert later_row is not None and dict(later_row) == later_before
