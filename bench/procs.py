@@ -86,11 +86,26 @@ def baseline_server(workdir: Path, stack: str = "aiohttp") -> Iterator[int]:
 
 
 def free_port() -> int:
+    """A loopback port free now, taken from below the kernel's ephemeral range: a port the kernel
+    hands out (bind to 0) can be taken in the meantime by one of the many outgoing connections a
+    run makes (the load generator's, the fixture's), and the responder then fails to listen."""
+    import random
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low = 10_000 if ephemeral_low > 12_000 else 1_024
+    candidates = range(low, max(ephemeral_low, low + 1))
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @dataclass
