@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 import httptools
 
@@ -88,10 +87,6 @@ class Request:
     remote: str
     # TLS with a client certificate that verified against the context's CAs.
     peer_verified: bool
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
 
     @property
     def content_type(self) -> str:
@@ -689,6 +684,19 @@ class _TlsAccepted(asyncio.Protocol):
         Connection(self._server).accept_tls(cast(asyncio.Transport, transport), self._context)
 
 
+class _CutAtCap(asyncio.Protocol):
+    """A connection accepted while every slot under ``max_connections`` is taken: cut unread and
+    counted, with no parser, buffers or TLS work for it. (A slot can also fill between the accept
+    and connection_made; Connection._admit cuts those.)"""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
+        self._server.refused_connection()
+
+
 class HttpServer:
     """Serves exact (method, path) routes on one listening socket."""
 
@@ -767,10 +775,16 @@ class HttpServer:
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, backlog: int = 1024
     ) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
-        factory: Callable[[], asyncio.Protocol] = functools.partial(Connection, self)
+        admitted: Callable[[], asyncio.Protocol] = functools.partial(Connection, self)
         if ssl_context is not None:
-            factory = functools.partial(_TlsAccepted, self, ssl_context)  # TLS done per connection
-        self._server = await self._loop.create_server(factory, host, port, backlog=backlog)
+            admitted = functools.partial(_TlsAccepted, self, ssl_context)  # TLS done per connection
+
+        def accepted() -> asyncio.Protocol:
+            if len(self.connections) >= self.limits.max_connections:
+                return _CutAtCap(self)
+            return admitted()
+
+        self._server = await self._loop.create_server(accepted, host, port, backlog=backlog)
         self._sweeper = self._loop.create_task(self._sweep(), name="http-input-deadlines")
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
