@@ -178,12 +178,20 @@ class ThreadWriter(Generic[W]):
             if item is None:
                 break
             batch = list(item)
-            # Group commit: at most one commit per interval. Writes that arrive while the previous
-            # commit runs (or during what is left of its interval) share the next one; a write after
-            # a quiet spell commits at once instead of always sleeping a full interval first.
+            # Group commit. Writes that arrive while the previous group is being committed and
+            # synced share the next commit, which starts once that group is on disk, or at the
+            # latest one interval after the previous commit began (a slow disk then has two groups
+            # in flight). A write after a quiet spell commits at once. With synchronous=NORMAL (no
+            # fsync to wait for), at most one commit per interval.
+            # Why not a fixed spacing alone: with few senders, each waiting for its answer, the
+            # next burst comes right after the previous group's fsync, and waited out the rest of
+            # the interval for nothing (bench/README.md, round 12).
             wait = interval - (time.monotonic() - last_commit)
             if wait > 0:
-                time.sleep(wait)
+                if self._syncer is not None:
+                    self._syncer.wait_caught_up(wait)
+                else:
+                    time.sleep(wait)
             while len(batch) < MAX_GROUP:
                 try:
                     more = self._queue.get_nowait()

@@ -5,8 +5,9 @@ for the disk (0.5 to 2 ms here) while the next group of alerts waits behind it. 
 commits with ``synchronous=NORMAL`` (SQLite still syncs around checkpoints, so the database file
 never depends on an unsynced WAL) and hands each committed group to this thread, which fsyncs the
 WAL and only then lets the group's waiters hear that their writes are done. One fsync covers every
-group committed before it started, and the writer goes on with the next group meanwhile: two
-groups in flight, and no acknowledgement before the disk has the data.
+group committed before it started. The writer's next commit waits for it, but at most a commit
+interval (``wait_caught_up``): on a slow disk two groups are in flight, and no acknowledgement
+comes before the disk has the data.
 """
 
 from __future__ import annotations
@@ -42,15 +43,27 @@ class WalSyncer(Generic[G]):
         self._stopping = False
         self._directory_synced = False
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
+        # Groups handed over and groups released: equal when the disk has caught up with the writer.
+        self._progress = threading.Condition()
+        self._handed_over = 0
+        self._released = 0
 
     def start(self) -> None:
         self._thread.start()
 
     def committed(self, group: G) -> None:
         """A group whose transaction has committed; released once it is on disk."""
+        with self._progress:
+            self._handed_over += 1
         with self._ready:
             self._groups.append(group)
             self._ready.notify()
+
+    def wait_caught_up(self, timeout: float) -> None:
+        """Wait until every group committed so far is synced and released, at most ``timeout``
+        seconds (the writer's group commit: see ThreadWriter._run)."""
+        with self._progress:
+            self._progress.wait_for(lambda: self._released == self._handed_over, timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Sync and release what is still waiting, then end the thread."""
@@ -73,6 +86,9 @@ class WalSyncer(Generic[G]):
                     self._release(group, error)
                 except Exception:  # one bad release must not strand the groups behind it
                     log.exception("journal: releasing a synced group failed")
+            with self._progress:
+                self._released += len(groups)
+                self._progress.notify_all()
 
     def _sync(self) -> BaseException | None:
         try:

@@ -89,6 +89,49 @@ def test_one_fsync_covers_every_group_committed_before_it(tmp_path: Path) -> Non
         journal.close()
 
 
+def test_the_next_commit_starts_once_the_previous_group_is_on_disk(tmp_path: Path) -> None:
+    # Group commit: a write that comes while the previous group is being synced waits for that
+    # fsync, then commits at once, not after the rest of a commit interval (here far too long).
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, commit_interval_seconds=60.0, fsync=fsync)
+    try:
+        fsync.gate.clear()
+        first = journal.submit(Journal.op_append_alert(alert(1), "http", 1))  # after a quiet spell: at once
+        assert fsync.entered.wait(10)
+        second = journal.submit(Journal.op_append_alert(alert(2), "http", 1))
+        time.sleep(0.2)
+        assert committed_alerts(journal) == 1, "committed while the previous group was not on disk"
+        fsync.gate.set()
+        assert first.result(timeout=10) is True
+        assert second.result(timeout=10) is True  # waiting out the interval would take 60 s
+        assert journal.commits == 2
+    finally:
+        fsync.gate.set()
+        journal.close()
+
+
+def test_a_slow_fsync_holds_the_next_commit_at_most_one_interval(tmp_path: Path) -> None:
+    fsync = GatedFsync()
+    journal = open_journal(tmp_path, commit_interval_seconds=0.05, fsync=fsync)
+    try:
+        fsync.gate.clear()
+        first = journal.submit(Journal.op_append_alert(alert(1), "http", 1))
+        assert fsync.entered.wait(10)
+        second = journal.submit(Journal.op_append_alert(alert(2), "http", 1))
+        deadline = time.monotonic() + 10
+        while committed_alerts(journal) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Committed while the first group's fsync is still held: two groups in flight, neither
+        # acknowledged before an fsync that followed its commit.
+        assert committed_alerts(journal) == 2
+        assert not first.done() and not second.done()
+        fsync.gate.set()
+        assert first.result(timeout=10) is True and second.result(timeout=10) is True
+    finally:
+        fsync.gate.set()
+        journal.close()
+
+
 def test_a_failed_fsync_fails_the_writes_that_waited_on_it(tmp_path: Path) -> None:
     fsync = GatedFsync()
     journal = open_journal(tmp_path, fsync=fsync)
