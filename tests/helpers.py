@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ from aiohttp import web
 from responder.config import Config, load_config_text
 
 SHELL_RULE = "Shell in serving pod"
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as it is held: bound, never listening.
+    (A port bound and closed again can be taken meanwhile by any other socket of the machine.)"""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield int(bound.getsockname()[1])
 
 
 def responder_config(

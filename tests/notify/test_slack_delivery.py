@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from responder.errors import UserError
 from responder.notify.render import EVENT_TYPE, SlackMessage, render_incident, render_repeat
 from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef, parse_retry_after
 from simulators.slack_sink import Fault, SlackSink
+from tests.helpers import refusing_port
 from tests.notify.slack_fixtures import (
     BASE_FIELDS,
     TOKEN,
@@ -181,11 +181,9 @@ async def test_timeout_is_retryable(sink: SlackSink) -> None:
 
 
 async def test_connection_refused_is_retryable(sink: SlackSink) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    async with bot(sink, base_url=f"http://127.0.0.1:{closed_port}/api/") as delivery:
-        error = await failure(delivery.post(message()))
+    with refusing_port() as closed_port:
+        async with bot(sink, base_url=f"http://127.0.0.1:{closed_port}/api/") as delivery:
+            error = await failure(delivery.post(message()))
     assert (error.retryable, error.kind) == (True, FailureKind.TRANSPORT)
 
 
@@ -305,11 +303,9 @@ async def test_unknown_webhook_and_unreachable_webhook(sink: SlackSink) -> None:
     async with hook(sink, url=f"{sink.url}/services/T0/B0/revoked") as delivery:
         revoked = await failure(delivery.post(message()))
     assert (revoked.status, revoked.code, revoked.retryable) == (404, "no_service", False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    async with hook(sink, url=f"http://127.0.0.1:{closed_port}/services/x") as delivery:
-        down = await failure(delivery.post(message()))
+    with refusing_port() as closed_port:
+        async with hook(sink, url=f"http://127.0.0.1:{closed_port}/services/x") as delivery:
+            down = await failure(delivery.post(message()))
     assert (down.retryable, down.kind) == (True, FailureKind.TRANSPORT)
 
 

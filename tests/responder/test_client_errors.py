@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from aiohttp import web
 from responder.audit import AuditQuery, audit_query_from, read_answer
 from responder.cli import main as cli_main
 from simulators.pki import TestPKI, make_test_pki
-from tests.helpers import loopback_server
+from tests.helpers import loopback_server, refusing_port
 
 # The three ways to name a responder, with the flag each command takes its URL from.
 COMMANDS = {
@@ -52,9 +51,8 @@ def user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.fixture
 def refusing_url() -> Iterator[str]:
     """A loopback port that refuses connections (bound, not listening) for the whole test."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{bound.getsockname()[1]}"
+    with refusing_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def argv_for(command: str, url: str, *extra: str) -> tuple[list[str], str]:

@@ -352,7 +352,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
     import time
     import urllib.request
 
-    from tests.responder.test_crash_recovery import free_port
+    from bench.procs import free_port
 
     port = free_port()
     server = {"metrics_listen": f"127.0.0.1:{port}", "event_loop": event_loop}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import aiohttp
 import pytest
 import yaml
 
+from bench.procs import free_port
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
@@ -28,12 +28,6 @@ Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
 RULES = [f"Crash test rule {i}" for i in range(6)]
 TARGETS = ("triton", "torchserve", "vllm", "kserve")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_responder(config: Path, log: Path) -> subprocess.Popen[bytes]:

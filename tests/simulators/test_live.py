@@ -18,6 +18,7 @@ from responder.cli import main as cli_main
 from responder.errors import UserError
 from simulators.live import LiveSettings, ScenarioRunner, StepStatus, Target
 from simulators.scenario import load_scenarios
+from tests.helpers import refusing_port
 
 SCENARIOS = load_scenarios()
 MODEL_BYTES = b"pre-existing model bytes\n"
@@ -150,12 +151,9 @@ def test_egress_reaches_only_the_explicit_target(dirs: Dirs, listener: Listener,
 
 
 def test_egress_to_a_closed_port_is_an_attempt_not_a_failure(dirs: Dirs, run_id: str) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
     scenario = SCENARIOS.by_name["anomalous-egress"]
-    result = ScenarioRunner(scenario, settings(dirs, run_id, Target("127.0.0.1", port))).run()
+    with refusing_port() as port:
+        result = ScenarioRunner(scenario, settings(dirs, run_id, Target("127.0.0.1", port))).run()
     assert result.steps[0].status is StepStatus.DONE
     assert "not accepted" in result.steps[0].detail and "refused" in result.steps[0].detail.lower()
 

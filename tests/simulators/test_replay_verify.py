@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from bench.procs import free_port
 from responder.alert_json import parse_falco_json
 from responder.cli import main as cli_main
 from simulators.pki import make_test_pki
 from simulators.scenario import Expect, Outcome, load_scenarios
 from simulators.slack_sink import SlackSink
 from simulators.verify import Expectation, judge
+from tests.helpers import refusing_port
 from tests.simulators.conftest import ChainFactory, Seeded, chain_config_data
 
 SCENARIOS = load_scenarios()
@@ -323,19 +324,11 @@ async def test_replay_through_the_falco_grpc_outputs_service(
     assert code == 0, out
 
 
-def _free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
-
-
 async def test_replay_grpc_over_mutual_tls(
     chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pki = make_test_pki(tmp_path / "pki")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     grpc = {
         "enabled": True,
         "address": address,
@@ -432,8 +425,9 @@ async def test_replay_errors_are_clear(
         ["replay", "drift-exec", "--pod", "a/b", "--forge", "--grpc", "127.0.0.1:0"], capsys
     )
     assert code == 2 and "--grpc on TCP needs --grpc-cert, --grpc-key and --grpc-client-ca" in out
-    closed = f"http://127.0.0.1:{_free_port()}"
-    code, out = await cli(["replay", "drift-exec", "--pod", "a/b", "--forge", "--to", closed], capsys)
+    with refusing_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        code, out = await cli(["replay", "drift-exec", "--pod", "a/b", "--forge", "--to", closed], capsys)
     assert code == 2 and f"serving-guard: error: --to {closed}: cannot connect: Connection refused\n" in out
     assert "Traceback" not in out
 
