@@ -44,7 +44,6 @@ class WalSyncer(Generic[G]):
         self._directory_synced = False
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
         # Groups handed over and groups released: equal when the disk has caught up with the writer.
-        self._progress = threading.Condition()
         self._handed_over = 0
         self._released = 0
 
@@ -53,23 +52,22 @@ class WalSyncer(Generic[G]):
 
     def committed(self, group: G) -> None:
         """A group whose transaction has committed; released once it is on disk."""
-        with self._progress:
-            self._handed_over += 1
         with self._ready:
             self._groups.append(group)
-            self._ready.notify()
+            self._handed_over += 1
+            self._ready.notify_all()  # one condition for the sync thread and the writer's wait
 
     def wait_caught_up(self, timeout: float) -> None:
         """Wait until every group committed so far is synced and released, at most ``timeout``
         seconds (the writer's group commit: see ThreadWriter._run)."""
-        with self._progress:
-            self._progress.wait_for(lambda: self._released == self._handed_over, timeout)
+        with self._ready:
+            self._ready.wait_for(lambda: self._released == self._handed_over, timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Sync and release what is still waiting, then end the thread."""
         with self._ready:
             self._stopping = True
-            self._ready.notify()
+            self._ready.notify_all()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -86,9 +84,9 @@ class WalSyncer(Generic[G]):
                     self._release(group, error)
                 except Exception:  # one bad release must not strand the groups behind it
                     log.exception("journal: releasing a synced group failed")
-            with self._progress:
+            with self._ready:
                 self._released += len(groups)
-                self._progress.notify_all()
+                self._ready.notify_all()  # the writer, if it waits in wait_caught_up
 
     def _sync(self) -> BaseException | None:
         try:
