@@ -14,6 +14,7 @@ from responder.cluster.api import KubeGateway
 from responder.config import Config, load_config
 from responder.errors import UserError
 from responder.logs import setup_logging
+from responder.memory_budget import container_memory_limit, tls_memory_warning
 from responder.service import Responder
 
 log = logging.getLogger("serving_guard.serve")
@@ -75,9 +76,24 @@ def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
+def warn_if_tls_connections_exceed_memory(config: Config, limit_bytes: int | None = None) -> None:
+    """Say at start-up when the HTTP input's TLS connections, at their cap, may not fit the
+    container's memory limit (``limit_bytes``; None: read from this process's cgroup)."""
+    http = config.inputs.http
+    if not http.enabled or http.tls is None:
+        return
+    limit = limit_bytes if limit_bytes is not None else container_memory_limit()
+    if limit is None:
+        return
+    warning = tls_memory_warning(config.server.event_loop, http.max_connections, limit)
+    if warning is not None:
+        log.warning(warning)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.logging.level, config.logging.format)
+    warn_if_tls_connections_exceed_memory(config)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
         log.info("starting", extra={"event_loop": config.server.event_loop})
         runner.run(serve(config))
