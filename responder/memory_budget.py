@@ -30,7 +30,7 @@ def tls_memory_warning(event_loop: str, max_connections: int, limit_bytes: int) 
     if event_loop == "asyncio":
         advice += " (or set server.event_loop: uvloop, ~60 KiB per connection)"
     return (
-        f"inputs.http.max_connections {max_connections} TLS connections may take"
+        f"inputs.http.max_connections: {max_connections} TLS connections may take"
         f" ~{max_connections * per_connection // MIB} MiB (~{per_connection // 1024} KiB each with"
         f" server.event_loop {event_loop}) on top of ~{RESPONDER_BYTES // MIB} MiB for the responder,"
         f" more than this container's memory limit of {limit_bytes // MIB} MiB: {advice}"

@@ -27,7 +27,7 @@ def test_asyncio_at_the_default_cap_does_not_fit_the_charts_limit() -> None:
     warning = tls_memory_warning("asyncio", 4096, 512 * MIB)
     assert warning is not None
     # 4096 x 320 KiB = 1280 MiB; (512 - 128) MiB / 320 KiB = 1228 connections would fit.
-    assert "max_connections 4096 TLS connections may take ~1280 MiB (~320 KiB each" in warning
+    assert "max_connections: 4096 TLS connections may take ~1280 MiB (~320 KiB each" in warning
     assert "memory limit of 512 MiB" in warning
     assert "lower inputs.http.max_connections to 1228 or less" in warning
     assert "server.event_loop: uvloop" in warning
