@@ -29,8 +29,8 @@ STOP_TIMEOUT_SECONDS = 30.0
 TOKEN = "bench-token-0123456789"  # a loopback-only benchmark token
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def _env(root: Path = ROOT) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
 
 
 def http_json(url: str, payload: Any | None = None, timeout: float = 120.0) -> Any:
@@ -119,6 +119,8 @@ class Responder:
     commit_interval_ms: float | None = None
     synchronous: str | None = None  # journal.synchronous; None: the default (full)
     writer: str | None = None  # journal.writer; None: the default (process)
+    # The checkout whose responder runs (bench.ab compares commits through worktrees of them).
+    root: Path = ROOT
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -207,8 +209,8 @@ class Responder:
                 [sys.executable, "-m", *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
-                cwd=ROOT,
+                env=_env(self.root),
+                cwd=self.root,
             )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
