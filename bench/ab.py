@@ -94,15 +94,8 @@ def checkout(rev: str, where: Path) -> Iterator[Path]:
         capture_output=True,
     )
     try:
-        imported = subprocess.run(
-            [sys.executable, "-c", "import responder; print(responder.__file__)"],
-            env=_env(where),
-            cwd=where,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if not Path(imported).resolve().is_relative_to(where.resolve()):
+        imported = imported_responder(where)
+        if not imported.is_relative_to(where.resolve()):
             raise RuntimeError(f"rev {rev}: the worktree imports responder from {imported}, not its own")
         yield where
     finally:
@@ -111,6 +104,19 @@ def checkout(rev: str, where: Path) -> Iterator[Path]:
             check=False,
             capture_output=True,
         )
+
+
+def imported_responder(root: Path) -> Path:
+    """The ``responder`` package a responder started from ``root`` (as Responder starts it) imports."""
+    printed = subprocess.run(
+        [sys.executable, "-c", "import responder; print(responder.__file__)"],
+        env=_env(root),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Path(printed).resolve()
 
 
 def compare(rates: dict[str, list[float]]) -> list[str]:

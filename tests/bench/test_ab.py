@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.ab import Variant, checkout, compare, parse_variant
-from bench.procs import ROOT, _env
+from bench.ab import Variant, checkout, compare, imported_responder, parse_variant
+from bench.procs import ROOT
 
 
 def test_variants_are_read_with_their_settings() -> None:
@@ -53,15 +53,8 @@ def test_the_summary_counts_the_rounds_each_variant_was_higher_in() -> None:
 def test_a_commit_runs_from_a_worktree_of_its_own(tmp_path: Path) -> None:
     where = tmp_path / "tree"
     with checkout("HEAD", where) as root:
-        imported = subprocess.run(
-            [sys.executable, "-c", "import responder; print(responder.__file__)"],
-            env=_env(root),
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        assert Path(imported).resolve().is_relative_to(where.resolve())
+        assert root == where
+        assert imported_responder(root).is_relative_to(where.resolve())
     assert not where.exists()
     listed = subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
