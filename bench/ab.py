@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import ROOT, _env, baseline_server, fixture
-from bench.run import FULL, STORM_RULE, Bench
+from bench.run import FULL, Bench
 
 VARIANT_KEYS = ("rev", "writer", "synchronous", "commit_interval_ms")
 CHOICES = {"writer": ("process", "thread"), "synchronous": ("full", "normal")}
@@ -150,13 +150,7 @@ def run(
         with fixture(workdir) as world:
             bench = Bench(workdir, world, FULL)
             bench.control("/latency", {"seconds": 0.0})
-            spec = {
-                "pods": bench.pods("bench-ingest"),
-                "rules": [STORM_RULE],
-                "connections": senders,
-                "seconds": seconds,
-                "warmup_seconds": warmup,
-            }
+            spec = bench.ingest_spec(senders, seconds, warmup)
             for number in range(rounds):
                 with baseline_server(workdir) as port:
                     baseline.append(

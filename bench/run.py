@@ -131,15 +131,20 @@ class Bench:
         runs = [self._http_ingest_with(connections) for connections in self.sizes.ingest_connections]
         return {"seconds": self.sizes.ingest_seconds, "runs": runs}
 
-    def _http_ingest_with(self, connections: int) -> dict[str, Any]:
-        sizes = self.sizes
-        spec = {
+    def ingest_spec(self, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
+        """The HTTP ingest load: unique alerts of the storm rule over the ingest pods, from
+        ``connections`` keep-alive senders for ``seconds`` (the first ``warmup`` not counted)."""
+        return {
             "pods": self.pods("bench-ingest"),
             "rules": [STORM_RULE],
             "connections": connections,
-            "seconds": sizes.ingest_seconds,
-            "warmup_seconds": sizes.ingest_warmup,
+            "seconds": seconds,
+            "warmup_seconds": warmup,
         }
+
+    def _http_ingest_with(self, connections: int) -> dict[str, Any]:
+        sizes = self.sizes
+        spec = self.ingest_spec(connections, sizes.ingest_seconds, sizes.ingest_warmup)
         baselines = []
         with baseline_server(self.workdir) as port:
             baselines.append(self.load(f"baseline-{connections}-1", port, token=None, **spec).result())

@@ -270,7 +270,7 @@ class Connection(asyncio.Protocol):
 
     def _admit(self, transport: asyncio.Transport) -> bool:
         """A connection just accepted takes a slot, or is cut unread when all are taken."""
-        if len(self._server.connections) >= self._server.limits.max_connections:
+        if self._server.full:
             # Full: this new connection is cut unread; the established ones keep being served.
             self._closing = True
             transport.abort()
@@ -730,6 +730,11 @@ class HttpServer:
         assert self._loop is not None
         return self._loop
 
+    @property
+    def full(self) -> bool:
+        """Every slot under ``limits.max_connections`` is taken: a new connection is cut unread."""
+        return len(self.connections) >= self.limits.max_connections
+
     def track(self, pending: asyncio.Future[Any]) -> None:
         self._handlers.add(pending)
         if isinstance(pending, asyncio.Task):
@@ -780,7 +785,7 @@ class HttpServer:
             admitted = functools.partial(_TlsAccepted, self, ssl_context)  # TLS done per connection
 
         def accepted() -> asyncio.Protocol:
-            if len(self.connections) >= self.limits.max_connections:
+            if self.full:
                 return _CutAtCap(self)
             return admitted()
 
