@@ -358,7 +358,9 @@ class Journal(Strict):
     # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
     max_pending: int = Field(default=20000, strict=True, ge=10, le=10_000_000)
     # Group commit: the next commit starts once the previous group is synced, or at the latest this
-    # long after the previous commit began (see ThreadWriter._run).
+    # long after the previous commit began; with synchronous normal, writes that queued up during a
+    # commit wait out the interval, and a write that finds the writer idle commits at once (see
+    # ThreadWriter._run).
     commit_interval_ms: float = Field(default=2.0, strict=True, ge=0, le=1000)
     # full: an acknowledged alert survives a power loss or kernel crash (fsync per group commit).
     # normal: it survives the responder's own crash (SIGKILL, OOM) but a power loss may drop the

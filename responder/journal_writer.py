@@ -174,6 +174,8 @@ class ThreadWriter(Generic[W]):
         stopping = False
         last_commit = 0.0
         while not stopping:
+            # Writes already queued: they came in during the previous commit (the writer is busy).
+            busy = not self._queue.empty()
             item = self._queue.get()
             if item is None:
                 break
@@ -181,16 +183,19 @@ class ThreadWriter(Generic[W]):
             # Group commit. Writes that arrive while the previous group is being committed and
             # synced share the next commit, which starts once that group is on disk, or at the
             # latest one interval after the previous commit began (a slow disk then has two groups
-            # in flight). A write after a quiet spell commits at once. With synchronous=NORMAL (no
-            # fsync to wait for), at most one commit per interval.
-            # Why not a fixed spacing alone: with few senders, each waiting for its answer, the
-            # next burst comes right after the previous group's fsync, and waited out the rest of
-            # the interval for nothing (bench/README.md, round 12).
+            # in flight). With synchronous=NORMAL (no fsync to wait for), writes that queued up
+            # during a commit wait out the interval: at most one commit per interval under load.
+            # A write that finds the writer idle commits at once, in either mode.
+            # Why not a fixed spacing alone: a sender waits for its answer before it sends again
+            # (Falco's http_output, one alert at a time), so its next write came right after the
+            # previous commit, and waited out the rest of the interval for nothing: with FULL, at
+            # few senders (bench/README.md, round 12); with NORMAL, one sender got at most one
+            # alert per interval (round 13).
             wait = interval - (time.monotonic() - last_commit)
             if wait > 0:
                 if self._syncer is not None:
                     self._syncer.wait_caught_up(wait)
-                else:
+                elif busy:
                     time.sleep(wait)
             while len(batch) < MAX_GROUP:
                 try:

@@ -156,6 +156,48 @@ def test_synchronous_normal_acknowledges_without_an_fsync(tmp_path: Path) -> Non
         journal.close()
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_synchronous_normal_commits_a_write_that_finds_the_writer_idle_at_once(
+    tmp_path: Path, writer: str
+) -> None:
+    # One sender, waiting for each answer before it sends again (Falco's http_output): its writes
+    # came right after the previous commit, and each waited out the rest of the interval.
+    journal = open_journal(tmp_path, synchronous="NORMAL", writer=writer, commit_interval_seconds=60.0)
+    try:
+        for n in range(3):
+            written = journal.submit(Journal.op_append_alert(alert(n), "http", 1))
+            assert written.result(timeout=10) is True  # waiting out the interval would take 60 s
+        assert journal.commits == 3
+    finally:
+        journal.close()
+
+
+def test_synchronous_normal_spaces_commits_of_writes_that_queued_up_during_a_commit(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, synchronous="NORMAL", writer="thread", commit_interval_seconds=1.0)
+    try:
+        entered, release = threading.Event(), threading.Event()
+
+        def held(conn: sqlite3.Connection) -> None:
+            entered.set()
+            assert release.wait(10), "the test never let the commit go"
+
+        first = journal.submit(held)
+        assert entered.wait(10)
+        second = journal.submit(Journal.op_append_alert(alert(1), "http", 1))
+        third = journal.submit(Journal.op_append_alert(alert(2), "http", 1))
+        release.set()
+        first.result(timeout=10)
+        # Queued up while the writer was busy: they share the next commit, one interval after the
+        # previous one began, not at once.
+        time.sleep(0.3)
+        assert not second.done() and committed_alerts(journal) == 0
+        assert second.result(timeout=10) is True and third.result(timeout=10) is True
+        assert journal.commits == 2
+    finally:
+        release.set()
+        journal.close()
+
+
 def test_the_syncer_syncs_the_database_when_there_is_no_wal(tmp_path: Path) -> None:
     database = tmp_path / "j.db"
     database.write_bytes(b"")
