@@ -129,7 +129,7 @@ class Bench:
     def http_ingest(self) -> dict[str, Any]:
         self.control("/latency", {"seconds": 0.0})
         runs = [self._http_ingest_with(connections) for connections in self.sizes.ingest_connections]
-        return {"seconds": self.sizes.ingest_seconds, "runs": runs}
+        return {"seconds": self.sizes.ingest_seconds, "runs": runs, "one_sender": self._http_one_sender()}
 
     def ingest_spec(self, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
         """The HTTP ingest load: unique alerts of the storm rule over the ingest pods, from
@@ -213,6 +213,27 @@ class Bench:
             "end_to_end_rate_per_second": (
                 round(accepted / (settled - started), 1) if settled is not None else None
             ),
+        }
+
+    def _http_one_sender(self) -> dict[str, Any]:
+        """One sender, one request in flight: how Falco's http_output sends (one POST per alert, from
+        its one outputs thread, the next after the answer). So one node's Falco delivers at most one
+        alert per round trip, whatever the responder's capacity. Reported, not held to a target."""
+        sizes = self.sizes
+        spec = self.ingest_spec(1, sizes.ingest_seconds, sizes.ingest_warmup)
+        with baseline_server(self.workdir) as port:
+            baseline = self.load("baseline-1", port, token=None, **spec).result()
+        with self.responder("ingest-1", stages=False) as responder:
+            measured = self.load("ingest-1", responder.http_port, **spec).result()
+        with self.responder("ingest-1-normal", synchronous="normal", stages=False) as relaxed:
+            normal = self.load("ingest-1-normal", relaxed.http_port, **spec).result()
+        return {
+            "baseline_rate_per_second": baseline["rate_per_second"],
+            "baseline_round_trip_ms": baseline["round_trip_ms"],
+            "responder_rate_per_second": measured["rate_per_second"],
+            "responder_round_trip_ms": measured["round_trip_ms"],
+            "normal_sync_rate_per_second": normal["rate_per_second"],
+            "normal_sync_round_trip_ms": normal["round_trip_ms"],
         }
 
     # -- 2. gRPC ingest -----------------------------------------------------------------------
@@ -451,6 +472,23 @@ def table(results: dict[str, Any]) -> str:
         row(
             "  journal.writer thread: alerts/s; ratio",
             f"{run['thread_writer_rate_per_second']}; {run['thread_writer_ratio']}",
+        )
+    one = results.get("http_ingest", {}).get("one_sender")
+    if one:
+        trip, base_trip = one["responder_round_trip_ms"], one["baseline_round_trip_ms"]
+        row("HTTP, 1 sender (one Falco's http_output)", "")
+        row(
+            "  responder, alerts/s; aiohttp baseline",
+            f"{one['responder_rate_per_second']}; {one['baseline_rate_per_second']}",
+        )
+        row(
+            "  round trip p50 / p99 (ms); baseline's",
+            f"{trip['p50']:.2f} / {trip['p99']:.2f}; {base_trip['p50']:.2f} / {base_trip['p99']:.2f}",
+        )
+        normal_trip = one["normal_sync_round_trip_ms"]
+        row(
+            "  journal.synchronous normal: alerts/s; p50",
+            f"{one['normal_sync_rate_per_second']}; {normal_trip['p50']:.2f} ms",
         )
     grpc = results.get("grpc_ingest")
     if grpc:

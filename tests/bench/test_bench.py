@@ -60,6 +60,14 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
             f"http_ratio_{http['connections']}_senders",
             f"http_rate_{http['connections']}_senders",
         } <= set(results["targets"])
+    one = results["http_ingest"]["one_sender"]
+    for rate, trip in (
+        ("baseline_rate_per_second", "baseline_round_trip_ms"),
+        ("responder_rate_per_second", "responder_round_trip_ms"),
+        ("normal_sync_rate_per_second", "normal_sync_round_trip_ms"),
+    ):
+        assert one[rate] > 0
+        assert one[trip]["count"] > 0 and 0 < one[trip]["p50"] <= one[trip]["p99"] <= one[trip]["max"]
     grpc = results["grpc_ingest"]
     assert grpc["journaled"] == grpc["alerts"]
     assert grpc["rate_per_second"] > 0
