@@ -185,7 +185,8 @@ class ThreadWriter(Generic[W]):
             # latest one interval after the previous commit began (a slow disk then has two groups
             # in flight). With synchronous=NORMAL (no fsync to wait for), writes that queued up
             # during a commit wait out the interval: at most one commit per interval under load.
-            # A write that finds the writer idle commits at once, in either mode.
+            # A write that finds the writer idle commits at once (with FULL, once the disk has
+            # caught up with the previous group).
             # Why not a fixed spacing alone: a sender waits for its answer before it sends again
             # (Falco's http_output, one alert at a time), so its next write came right after the
             # previous commit, and waited out the rest of the interval for nothing: with FULL, at
