@@ -28,6 +28,10 @@ from tests.bench.smoke import run_bench_smoke
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def check_round_trip(trip: dict[str, float]) -> None:
+    assert trip["count"] > 0 and 0 < trip["p50"] <= trip["p99"] <= trip["max"]
+
+
 def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
     assert results["smoke"] is smoke
     assert results["machine"]["cpus"] >= 1
@@ -54,7 +58,7 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
             http["baseline_round_trip_ms"],
             http["thread_writer_round_trip_ms"],
         ):
-            assert trip["count"] > 0 and 0 < trip["p50"] <= trip["p99"] <= trip["max"]
+            check_round_trip(trip)
         assert http["end_to_end_rate_per_second"] is not None
         assert {
             f"http_ratio_{http['connections']}_senders",
@@ -67,7 +71,7 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
         ("normal_sync_rate_per_second", "normal_sync_round_trip_ms"),
     ):
         assert one[rate] > 0
-        assert one[trip]["count"] > 0 and 0 < one[trip]["p50"] <= one[trip]["p99"] <= one[trip]["max"]
+        check_round_trip(one[trip])
     grpc = results["grpc_ingest"]
     assert grpc["journaled"] == grpc["alerts"]
     assert grpc["rate_per_second"] > 0
