@@ -125,7 +125,7 @@ class ThreadWriter(Generic[W]):
     ) -> None:
         self._options = options
         self._settle = settle
-        self._fsync = fsync  # None: os.fsync
+        self._fsync = fsync  # None: walsync.DURABLE_SYNC (fdatasync)
         self._queue: queue.SimpleQueue[list[tuple[Op, W]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.

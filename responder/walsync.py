@@ -23,6 +23,13 @@ log = logging.getLogger("serving_guard.journal")
 G = TypeVar("G")
 
 
+# fdatasync flushes the data and the metadata needed to read it back (the file's size), which is
+# what an acknowledged write needs; it skips the timestamps, so a WAL rewritten in place after a
+# checkpoint syncs without an ext4 journal commit (~0.2 against ~0.25-0.4 ms here). SQLite itself
+# syncs with fdatasync on Linux. Where there is none (macOS), fsync.
+DURABLE_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 class SyncFailed(OSError):
     """The journal's fsync failed: writes of this group may not be on disk."""
 
@@ -37,7 +44,7 @@ class WalSyncer(Generic[G]):
         self._database = database_path
         self._wal = database_path + "-wal"
         self._release = release
-        self._fsync = fsync if fsync is not None else os.fsync
+        self._fsync = fsync if fsync is not None else DURABLE_SYNC
         self._groups: list[G] = []
         self._ready = threading.Condition()
         self._stopping = False
