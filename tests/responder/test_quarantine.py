@@ -249,9 +249,55 @@ def test_persistent_server_errors_end_in_failure_not_a_crash(
     harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
     vllm = seeded[1]["vllm"]
-    harness.fail(Fault(status=500, method="POST", plural="networkpolicies", times=10))
+    harness.fail(Fault(status=500, method="POST", plural="networkpolicies", times=3))  # every attempt
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    # FAILED (decided again on a later repeat), though the label went on first: it says so.
     assert outcome.status is OutcomeStatus.FAILED and "HTTP 500" in outcome.detail
+    assert "the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured" in outcome.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][LABEL] == "true"
+    assert harness.stored(NP, vllm.namespace, "serving-guard-quarantine") is None
+    again = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert again.status is OutcomeStatus.QUARANTINED and "created NetworkPolicy" in again.detail
+
+
+def test_the_label_goes_first_and_one_policy_listing_serves_both_checks(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """Where the deny-all policy exists, the pod is labelled by the first call after enrichment:
+    its isolation does not wait for a read of the policy."""
+    vllm = seeded[1]["vllm"]
+    context = harness.pod(vllm)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    calls: list[tuple[str, str]] = []
+    send = harness.gateway.request
+
+    def recording(verb: str, path: str, **kwargs: Any) -> Any:
+        calls.append((verb, path))
+        return send(verb, path, **kwargs)
+
+    harness.gateway.request = recording  # type: ignore[method-assign]
+    outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED
+    namespace = f"/namespaces/{vllm.namespace}"
+    assert calls == [
+        ("PATCH", f"/api/v1{namespace}/pods/{vllm.name}"),
+        ("GET", f"/apis/networking.k8s.io/v1{namespace}/networkpolicies"),
+        ("POST", f"/api/v1{namespace}/events"),
+    ]
+
+
+def test_a_failed_policy_listing_still_ensures_the_deny_all_policy(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(status=403, plural="networkpolicies", action="list", times=10, message="forbidden"))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY
+    assert "created NetworkPolicy serving-guard-quarantine" in outcome.detail
+    assert "isolation not proven" in outcome.detail and "could not be checked" in outcome.detail
+    created = harness.stored(NP, vllm.namespace, "serving-guard-quarantine")
+    assert created is not None and created["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
 
 
 def test_dry_run_writes_nothing_but_predicts_the_leak(
