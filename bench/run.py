@@ -227,6 +227,10 @@ class Bench:
             measured = self.load("ingest-1", responder.http_port, **spec).result()
         with self.responder("ingest-1-normal", synchronous="normal", stages=False) as relaxed:
             normal = self.load("ingest-1-normal", relaxed.http_port, **spec).result()
+        # At one sender the writer process's two hops between processes are in every round trip,
+        # with nothing to share them: the thread writer shows what they cost there.
+        with self.responder("ingest-1-thread", writer="thread", stages=False) as threaded:
+            thread_writer = self.load("ingest-1-thread", threaded.http_port, **spec).result()
         return {
             "baseline_rate_per_second": baseline["rate_per_second"],
             "baseline_round_trip_ms": baseline["round_trip_ms"],
@@ -234,6 +238,8 @@ class Bench:
             "responder_round_trip_ms": measured["round_trip_ms"],
             "normal_sync_rate_per_second": normal["rate_per_second"],
             "normal_sync_round_trip_ms": normal["round_trip_ms"],
+            "thread_writer_rate_per_second": thread_writer["rate_per_second"],
+            "thread_writer_round_trip_ms": thread_writer["round_trip_ms"],
         }
 
     # -- 2. gRPC ingest -----------------------------------------------------------------------
@@ -489,6 +495,11 @@ def table(results: dict[str, Any]) -> str:
         row(
             "  journal.synchronous normal: alerts/s; p50",
             f"{one['normal_sync_rate_per_second']}; {normal_trip['p50']:.2f} ms",
+        )
+        thread_trip = one["thread_writer_round_trip_ms"]
+        row(
+            "  journal.writer thread: alerts/s; p50",
+            f"{one['thread_writer_rate_per_second']}; {thread_trip['p50']:.2f} ms",
         )
     grpc = results.get("grpc_ingest")
     if grpc:

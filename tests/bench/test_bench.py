@@ -69,6 +69,7 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
         ("baseline_rate_per_second", "baseline_round_trip_ms"),
         ("responder_rate_per_second", "responder_round_trip_ms"),
         ("normal_sync_rate_per_second", "normal_sync_round_trip_ms"),
+        ("thread_writer_rate_per_second", "thread_writer_round_trip_ms"),
     ):
         assert one[rate] > 0
         check_round_trip(one[trip])
