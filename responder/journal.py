@@ -535,14 +535,20 @@ class Journal:
         return {row[0]: JournaledRepeats(row[1], row[2]) for row in rows if row[0] in wanted}
 
     def quarantine_times_since(self, since_ns: int) -> list[int]:
+        """When each quarantine that labelled its pod finished (ActionOutcome.labelled): the
+        circuit breaker's window, rebuilt after a restart."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT finished_ns FROM actions"
-                " WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky')"
+                "SELECT finished_ns, status, outcome FROM actions"
+                " WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky', 'failed')"
                 " AND finished_ns >= ? ORDER BY finished_ns",
                 (since_ns,),
             ).fetchall()
-        return [int(row[0]) for row in rows]
+        return [
+            int(row["finished_ns"])
+            for row in rows
+            if row["status"] != "failed" or ActionOutcome.from_json(json.loads(row["outcome"])).labelled
+        ]
 
     def due_notifications(self, now_ns: int, limit: int = 100) -> list[NotificationRow]:
         with self.reader() as conn:

@@ -616,10 +616,7 @@ class Pipeline:
                 )
             )
             outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
-            if token is not None and not any(
-                o.action == "quarantine" and o.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY)
-                for o in outcomes
-            ):
+            if token is not None and not any(o.labelled for o in outcomes):
                 self._breaker.give_back(token)
         self._plan_follow_up(state, verification, decision, outcomes)
         # No notification about, and no "opened" for, an incident the journal does not hold.
@@ -769,6 +766,7 @@ class Pipeline:
                 )
                 if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
+                if outcome.labelled:  # its labels changed: the next read must be fresh
                     self._directory.forget(pod.namespace, pod.name)
             elif action is ActionName.ANNOTATE and pod is not None:
                 outcome = await self._in_pool(self._actions.annotate, pod, alert, state.incident_id, reason)

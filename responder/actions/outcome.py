@@ -24,6 +24,9 @@ class OutcomeStatus(StrEnum):
 
 FINAL_STATUSES = frozenset(OutcomeStatus)
 
+# ActionOutcome.extra's key for a FAILED quarantine that had already labelled the pod.
+LABELLED = "labelled"
+
 
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
@@ -37,6 +40,17 @@ class ActionOutcome:
     started_ns: int = 0
     finished_ns: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labelled(self) -> bool:
+        """The quarantine left the pod carrying its label: isolated, not proven isolated (LEAKY),
+        or FAILED after the label went on (the deny-all policy not ensured). Such a pod counts
+        against the circuit breaker: once the policy is in place, the label isolates it."""
+        if self.action != "quarantine":
+            return False
+        if self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
+            return True
+        return self.status is OutcomeStatus.FAILED and self.extra.get(LABELLED) is True
 
     @property
     def ok(self) -> bool:

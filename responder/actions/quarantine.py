@@ -22,7 +22,7 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.events import EventRecorder
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import LABELLED, ActionOutcome, OutcomeStatus
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -150,6 +150,7 @@ class ClusterActions:
                 failed = replace(
                     failed,
                     detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}",
+                    extra={LABELLED: True},  # counts against the circuit breaker: see ActionOutcome.labelled
                 )
             return failed
         notes = []

@@ -316,6 +316,43 @@ async def test_a_forged_quiet_alert_cannot_swallow_the_real_one(started: Any) ->
     assert len(rows(responder.config, "SELECT * FROM incidents")) == 2
 
 
+async def test_a_labelled_pod_whose_policy_could_not_be_made_counts_against_the_breaker(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The label goes on before the deny-all policy is ensured. If the policy cannot be made, the
+    labels stay, and once the policy exists every labelled pod is isolated at once: so each such
+    pod takes its slot in the breaker, also after a restart."""
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={"inputs": {}, "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 600}}},
+    )
+    running.call(
+        running.emulator.inject, Fault(status=500, method="POST", plural="networkpolicies", times=10_000)
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        await submit_all(responder, [shell(pods["vllm"])])
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        first = rows(config, "SELECT status, detail FROM actions WHERE pod = ?", pods["vllm"].name)
+        assert [r["status"] for r in first] == ["failed"] and "the pod is labelled" in first[0]["detail"]
+        await submit_all(responder, [shell(pods["torchserve"])])
+        assert LABEL not in labels(running, pods["torchserve"])
+        assert "circuit breaker open" in rows(config, "SELECT detail FROM actions ORDER BY id DESC")[0][0]
+    finally:
+        await responder.stop()
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        assert restarted.pipeline is not None and restarted.pipeline.breaker_open()
+        await submit_all(restarted, [shell(pods["kserve"])])
+        assert LABEL not in labels(running, pods["kserve"])
+    finally:
+        await restarted.stop()
+
+
 async def test_the_breaker_counts_pods_not_rules(tmp_path: Path, seeded: Seeded) -> None:
     running, pods, kubeconfig = seeded
     config = responder_config(
