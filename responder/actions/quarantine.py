@@ -8,8 +8,9 @@ LEAKY, by name. With ``patch_other_policies`` those policies get ``<label> DoesN
 to their podSelector (undone on release).
 
 The label goes first: where the policy exists (the usual case) the pod is isolated one API round
-trip sooner than if the policy were read first, and a policy that cannot be ensured leaves a
-labelled pod whose outcome says "isolation not proven", never "quarantined".
+trip sooner than if the policy were read first. A policy that cannot be ensured leaves a labelled
+pod and a FAILED outcome that says so (decided again on a later repeat; it counts against the
+circuit breaker, see ActionOutcome.labelled), never "quarantined".
 Every step is idempotent: running it twice leaves the cluster as running it once.
 """
 
