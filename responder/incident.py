@@ -82,16 +82,15 @@ class IncidentReport:
     outcomes: tuple[ActionOutcome, ...] = ()
 
     @property
-    def quarantined(self) -> bool:
-        """Isolated now: a quarantine took effect and no release followed it."""
+    def labelled(self) -> bool:
+        """The pod carries the quarantine label: a quarantine put it on (isolated, LEAKY, or failed
+        after labelling: ActionOutcome.labelled) and no release followed it."""
         released = any(o.status.value == "released" for o in self.outcomes)
-        return not released and any(
-            o.action == "quarantine" and o.status.value in ("quarantined", "leaky") for o in self.outcomes
-        )
+        return not released and any(o.labelled for o in self.outcomes)
 
     def release_command(self) -> str | None:
         """The exact command that undoes the quarantine, when there is one to undo."""
-        if not self.quarantined:
+        if not self.labelled:
             return None
         return (
             "serving-guard release --namespace "

@@ -274,6 +274,12 @@ def _outcome_line(outcome: ActionOutcome) -> str:
         return f":pause_button: *{action} withheld*" + (f": {detail}" if detail else ".")
     if status is OutcomeStatus.POD_GONE:
         return f":ghost: *Pod gone*: nothing left to {action}" + (f" ({detail})." if detail else ".")
+    if status is OutcomeStatus.FAILED and outcome.labelled:
+        # The label went on, the deny-all policy did not: the label isolates nothing yet.
+        return (
+            f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; "
+            "the next repeat of this alert tries again."
+        )
     if status is OutcomeStatus.FAILED:
         return f":x: *{action} FAILED*: " + (detail or "no reason given") + "."
     if status is OutcomeStatus.ANNOTATED:

@@ -130,6 +130,21 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             'failed: HTTP 403: pods "triton-0" is forbidden',
         ),
         (
+            ActionOutcome(
+                "quarantine",
+                OutcomeStatus.FAILED,
+                "the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured: HTTP 500",
+                extra={"labelled": True},
+            ),
+            [
+                ":x: *quarantine FAILED*: the pod is labelled, but NetworkPolicy serving-guard-quarantine"
+                " is not ensured: HTTP 500. The pod is *not* isolated until that policy exists; the next"
+                " repeat of this alert tries again."
+            ],
+            "failed: the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured:"
+            " HTTP 500",
+        ),
+        (
             ActionOutcome("quarantine", OutcomeStatus.POD_GONE, "pod no longer exists"),
             [":ghost: *Pod gone*: nothing left to quarantine (pod no longer exists)."],
             "pod_gone: pod no longer exists",
@@ -150,7 +165,11 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             "released: label removed by alice",
         ),
     ],
-    ids=lambda value: value.status.value if isinstance(value, ActionOutcome) else "",
+    ids=lambda value: (
+        (value.status.value + ("-labelled" if value.extra else ""))
+        if isinstance(value, ActionOutcome)
+        else ""
+    ),
 )
 def test_every_outcome_is_said_in_plain_words(
     outcome: ActionOutcome, expected: list[str], fallback: str
@@ -169,7 +188,8 @@ def test_every_outcome_is_said_in_plain_words(
         assert line in text, line
     assert message.text.endswith(": " + fallback)
     release = "serving-guard release --namespace ml triton-0"
-    assert (release in text) is (outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY))
+    # The release command wherever the pod was left labelled, a failure after the label included.
+    assert (release in text) is outcome.labelled
 
 
 def test_withheld_quarantine_lists_the_guardrail_reasons() -> None:
