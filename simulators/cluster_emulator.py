@@ -251,7 +251,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     continue
                 if not all(self._field_term_holds(raw, term) for term in field_terms):
                     continue
-                items.append(copy.deepcopy(raw))
+                item = copy.deepcopy(raw)
+                # As the API server lists: items carry no apiVersion or kind (only the list does).
+                item.pop("apiVersion", None)
+                item.pop("kind", None)
+                items.append(item)
         version = str(next(self._versions))
         return aiohttp.web.json_response(
             {"kind": "List", "metadata": {"resourceVersion": version}, "items": items}
@@ -281,6 +285,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         body = request.data if isinstance(request.data, dict) else None
         if body is None:
             return await self._error(400, "BadRequest", "PUT needs a JSON object")
+        if not body.get("apiVersion") or not body.get("kind"):
+            # Stricter than may be needed: a client that puts back a listed item as it came (without
+            # apiVersion and kind) is caught here rather than on a real cluster.
+            return await self._error(400, "BadRequest", "PUT needs the object's apiVersion and kind")
         async with self._lock:
             stored = self._stored(request)
             if stored is None:

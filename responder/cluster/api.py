@@ -226,9 +226,12 @@ class KubeGateway:
         return self.request("POST", f"{_NP}/namespaces/{_seg(namespace)}/networkpolicies", body=body)
 
     def replace_network_policy(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT with the body's resourceVersion: a concurrent change answers 409 instead of being lost."""
+        """PUT with the body's resourceVersion: a concurrent change answers 409 instead of being lost.
+        The body may come from a list, whose items the API server sends without apiVersion and kind:
+        they are put back."""
+        typed = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **body}
         return self.request(
-            "PUT", f"{_NP}/namespaces/{_seg(namespace)}/networkpolicies/{_seg(name)}", body=body
+            "PUT", f"{_NP}/namespaces/{_seg(namespace)}/networkpolicies/{_seg(name)}", body=typed
         )
 
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
