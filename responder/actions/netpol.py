@@ -14,6 +14,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "serving-guard"}
 PATCHED_ANNOTATION = "serving-guard.io/patched-for-quarantine"
 
 
+def name_of(policy: Mapping[str, Any]) -> str:
+    """The policy's metadata.name, as text ("None" when it has none)."""
+    return str((policy.get("metadata") or {}).get("name"))
+
+
 def deny_all_policy(namespace: str, name: str, label: str, value: str) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",

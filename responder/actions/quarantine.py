@@ -141,7 +141,7 @@ class ClusterActions:
             if policies is None:
                 created, repaired = self.ensure_deny_all(pod.namespace)  # its own read, then
             else:
-                listed = next((p for p in policies if (p.get("metadata") or {}).get("name") == own), None)
+                listed = next((p for p in policies if netpol.name_of(p) == own), None)
                 created, repaired = self._ensure_deny_all(pod.namespace, listed)
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
@@ -257,7 +257,7 @@ class ClusterActions:
         leaks = netpol.find_leaks(policies, labels, own_policy=own)
         patched: list[str] = []
         if leaks and self._settings.patch_other_policies:
-            by_name = {str((p.get("metadata") or {}).get("name")): p for p in policies}
+            by_name = {netpol.name_of(p): p for p in policies}
             for leak in leaks:
                 if self._exclude_from(pod.namespace, by_name[leak.policy]):
                     patched.append(leak.policy)
@@ -269,7 +269,7 @@ class ClusterActions:
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
         label = self._settings.label
-        name = str((policy.get("metadata") or {}).get("name"))
+        name = netpol.name_of(policy)
         current: Mapping[str, Any] | None = policy
         for _ in range(CONFLICT_RETRIES):
             if current is None:
@@ -369,7 +369,7 @@ class ClusterActions:
         )
         candidates = {n for n in recorded.split(",") if n}
         candidates |= {
-            str((p.get("metadata") or {}).get("name"))
+            netpol.name_of(p)
             for p in self._gateway.list_network_policies(namespace)
             if netpol.is_patched_by_us(p, label)
         }
