@@ -238,10 +238,24 @@ class Cluster(Strict):
     workers: int = Field(default=8, strict=True, ge=1, le=64)
 
 
+class Isolation(StrEnum):
+    """Which of a quarantined pod's traffic the quarantine NetworkPolicy cuts."""
+
+    BOTH = "both"
+    # What the pod sends (exfiltration, a reverse shell, downloads); it goes on serving requests.
+    EGRESS = "egress"
+    INGRESS = "ingress"
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("ingress", "egress") if self is Isolation.BOTH else (self.value,)
+
+
 class Quarantine(Strict):
     label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
     label_value: str = Field(default="true", pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
+    isolate: Isolation = Isolation.BOTH
     # Add `label DoesNotExist` to other policies that would still allow traffic (undone on release).
     patch_other_policies: bool = False
 

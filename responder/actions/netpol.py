@@ -19,28 +19,41 @@ def name_of(policy: Mapping[str, Any]) -> str:
     return str((policy.get("metadata") or {}).get("name"))
 
 
-def deny_all_policy(namespace: str, name: str, label: str, value: str) -> dict[str, Any]:
+# What a quarantine may cut, in the order of a NetworkPolicy's policyTypes.
+BOTH_DIRECTIONS = ("ingress", "egress")
+
+
+def _policy_types(directions: tuple[str, ...]) -> list[str]:
+    return [direction.capitalize() for direction in BOTH_DIRECTIONS if direction in directions]
+
+
+def deny_all_policy(
+    namespace: str, name: str, label: str, value: str, directions: tuple[str, ...] = BOTH_DIRECTIONS
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
-        "spec": deny_all_spec(label, value),
+        "spec": deny_all_spec(label, value, directions),
     }
 
 
-def deny_all_spec(label: str, value: str) -> dict[str, Any]:
-    # Both directions and no rules: a selected pod may neither receive nor send anything.
-    return {"podSelector": {"matchLabels": {label: value}}, "policyTypes": ["Ingress", "Egress"]}
+def deny_all_spec(label: str, value: str, directions: tuple[str, ...] = BOTH_DIRECTIONS) -> dict[str, Any]:
+    # The cut directions as policy types and no rules: a selected pod may neither receive (ingress)
+    # nor send (egress) anything in them; the other direction is left to the namespace's policies.
+    return {"podSelector": {"matchLabels": {label: value}}, "policyTypes": _policy_types(directions)}
 
 
-def spec_is_deny_all(spec: Mapping[str, Any] | None, label: str, value: str) -> bool:
+def spec_is_deny_all(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...] = BOTH_DIRECTIONS
+) -> bool:
     if not isinstance(spec, Mapping):
         return False
     selector = spec.get("podSelector") or {}
     return (
         selector.get("matchLabels") == {label: value}
         and not selector.get("matchExpressions")
-        and sorted(spec.get("policyTypes") or []) == ["Egress", "Ingress"]
+        and sorted(spec.get("policyTypes") or []) == sorted(_policy_types(directions))
         and not spec.get("ingress")
         and not spec.get("egress")
     )
@@ -65,13 +78,17 @@ def policy_types(spec: Mapping[str, Any]) -> set[str]:
 
 
 def find_leaks(
-    policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, str], *, own_policy: str
+    policies: Iterable[Mapping[str, Any]],
+    pod_labels: Mapping[str, str],
+    *,
+    own_policy: str,
+    directions: tuple[str, ...] = BOTH_DIRECTIONS,
 ) -> list[Leak]:
-    """Policies (other than ours) that select the pod and allow some traffic to or from it."""
+    """Policies (other than ours) that select the pod and allow some of its traffic in the cut
+    ``directions``."""
     leaks = []
     for policy in policies:
-        meta = policy.get("metadata") or {}
-        name = str(meta.get("name", "?"))
+        name = str((policy.get("metadata") or {}).get("name", "?"))
         if name == own_policy:
             continue
         spec = policy.get("spec") or {}
@@ -84,14 +101,24 @@ def find_leaks(
         if not selects:
             continue
         types = policy_types(spec)
-        directions = []
-        if "Ingress" in types and spec.get("ingress"):
-            directions.append("ingress")
-        if "Egress" in types and spec.get("egress"):
-            directions.append("egress")
-        if directions:
-            leaks.append(Leak(policy=name, directions=tuple(directions), reason=reason))
+        allowed = [
+            direction
+            for direction in BOTH_DIRECTIONS
+            if direction in directions and direction.capitalize() in types and spec.get(direction)
+        ]
+        if allowed:
+            leaks.append(Leak(policy=name, directions=tuple(allowed), reason=reason))
     return leaks
+
+
+def governed_beyond(policy: Mapping[str, Any], directions: tuple[str, ...]) -> tuple[str, ...]:
+    """The directions outside the cut ``directions`` that the policy governs (its policy types).
+    A quarantine excludes pods from a policy by its label, so every quarantined pod of the
+    namespace, now and later, leaves it; in a direction the cut leaves alone that may lift the
+    pod's isolation (a pod is isolated in a direction while any policy of that type selects it).
+    Such a policy is never patched: its leak is reported instead."""
+    types = policy_types(policy.get("spec") or {})
+    return tuple(d for d in BOTH_DIRECTIONS if d not in directions and d.capitalize() in types)
 
 
 def exclusion_expression(label: str) -> dict[str, Any]:

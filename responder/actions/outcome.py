@@ -26,6 +26,9 @@ FINAL_STATUSES = frozenset(OutcomeStatus)
 
 # ActionOutcome.extra's key for a FAILED quarantine that had already labelled the pod.
 LABELLED = "labelled"
+# ActionOutcome.extra's key for the one direction a quarantine cut ("ingress" or "egress") when it
+# did not cut both (quarantine.isolate); absent: both.
+ISOLATED = "isolated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +56,19 @@ class ActionOutcome:
         return self.status is OutcomeStatus.FAILED and self.extra.get(LABELLED) is True
 
     @property
+    def cut_only(self) -> str | None:
+        """The one direction this quarantine cut ("ingress" or "egress"), or None: both."""
+        cut = self.extra.get(ISOLATED)
+        return cut if cut in ("ingress", "egress") else None
+
+    @property
     def ok(self) -> bool:
         return self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.ANNOTATED, OutcomeStatus.RELEASED)
 
     def describe(self) -> str:
         """One line for Slack, logs and the audit trail."""
         if self.status is OutcomeStatus.QUARANTINED:
-            text = "quarantined"
+            text = "quarantined" if self.cut_only is None else f"quarantined ({self.cut_only} cut)"
             if self.patched_policies:
                 text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
             return text

@@ -5,7 +5,9 @@ uid, so a re-created pod of the same name is never hit), then read the namespace
 once: create the deny-all policy if it is missing, repair it if altered, and prove isolation:
 every other NetworkPolicy that still selects the pod and allows traffic makes the quarantine
 LEAKY, by name. With ``patch_other_policies`` those policies get ``<label> DoesNotExist`` added
-to their podSelector (undone on release).
+to their podSelector (undone on release). ``quarantine.isolate`` may cut one direction only
+(egress: the pod keeps serving); then only that direction's leaks count, and a policy that also
+governs the other direction is not patched (the exclusion would lift that direction's isolation).
 
 The label goes first: where the policy exists (the usual case) the pod is isolated one API round
 trip sooner than if the policy were read first. A policy that cannot be ensured leaves a labelled
@@ -23,11 +25,11 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.events import EventRecorder
-from responder.actions.outcome import LABELLED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import ISOLATED, LABELLED, ActionOutcome, OutcomeStatus
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.config import Quarantine
+from responder.config import Isolation, Quarantine
 
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
@@ -94,6 +96,7 @@ class ClusterActions:
             self._gateway.list_network_policies(pod.namespace),
             labels,
             own_policy=self._settings.network_policy,
+            directions=self._settings.isolate.directions,
         )
         detail = "would label the pod into " + self._settings.network_policy
         if leaks:
@@ -105,7 +108,13 @@ class ClusterActions:
             leaky_policies=tuple(leak.policy for leak in leaks),
             started_ns=started,
             finished_ns=self._clock_ns(),
+            extra=self._cut_extra(),
         )
+
+    def _cut_extra(self) -> dict[str, Any]:
+        """Outcome.extra naming the one direction cut, when quarantine.isolate does not cut both."""
+        isolate = self._settings.isolate
+        return {} if isolate is Isolation.BOTH else {ISOLATED: isolate.value}
 
     def _quarantine(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, started: int
@@ -176,6 +185,7 @@ class ClusterActions:
                 patched_policies=report.patched,
                 started_ns=started,
                 finished_ns=self._clock_ns(),
+                extra=self._cut_extra(),
             )
         if report.leaks:
             notes += [
@@ -192,6 +202,7 @@ class ClusterActions:
             patched_policies=report.patched,
             started_ns=started,
             finished_ns=self._clock_ns(),
+            extra=self._cut_extra(),
         )
 
     def ensure_deny_all(self, namespace: str) -> tuple[bool, bool]:
@@ -204,23 +215,24 @@ class ClusterActions:
         read again."""
         name = self._settings.network_policy
         label, value = self._settings.label, self._settings.label_value
+        directions = self._settings.isolate.directions
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
             if current is None:
                 try:
                     self._gateway.create_network_policy(
-                        namespace, netpol.deny_all_policy(namespace, name, label, value)
+                        namespace, netpol.deny_all_policy(namespace, name, label, value, directions)
                     )
                     return True, False
                 except KubeError as exc:
                     if exc.conflict:  # created concurrently (another replica, the chart): re-check it
                         continue
                     raise
-            if netpol.spec_is_deny_all(current.get("spec"), label, value):
+            if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
                 return False, False
             repaired = dict(current)
-            repaired["spec"] = netpol.deny_all_spec(label, value)
+            repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
                 self._gateway.replace_network_policy(namespace, name, repaired)
                 return False, True
@@ -254,17 +266,35 @@ class ClusterActions:
         """The other policies (``policies``: the namespace's, read after the label) that still let
         traffic through, after patching them if configured to."""
         own = self._settings.network_policy
-        leaks = netpol.find_leaks(policies, labels, own_policy=own)
+        directions = self._settings.isolate.directions
+        leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
         patched: list[str] = []
+        held: dict[str, tuple[str, ...]] = {}  # not patched: the directions it governs beyond the cut
         if leaks and self._settings.patch_other_policies:
             by_name = {netpol.name_of(p): p for p in policies}
             for leak in leaks:
-                if self._exclude_from(pod.namespace, by_name[leak.policy]):
+                beyond = netpol.governed_beyond(by_name[leak.policy], directions)
+                if beyond:
+                    held[leak.policy] = beyond
+                elif self._exclude_from(pod.namespace, by_name[leak.policy]):
                     patched.append(leak.policy)
             # Prove it rather than assume it: read the policies again and re-evaluate.
             leaks = netpol.find_leaks(
-                self._gateway.list_network_policies(pod.namespace), labels, own_policy=own
+                self._gateway.list_network_policies(pod.namespace),
+                labels,
+                own_policy=own,
+                directions=directions,
             )
+            leaks = [
+                replace(
+                    leak,
+                    reason=f"{leak.reason}; not patched: it also restricts {'+'.join(held[leak.policy])}, "
+                    "which excluding quarantined pods from it could open to all traffic",
+                )
+                if leak.policy in held
+                else leak
+                for leak in leaks
+            ]
         return IsolationReport(tuple(leaks), tuple(patched))
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:

@@ -243,12 +243,22 @@ def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
     return ", ".join(code(name, limit) for name in names) or "_none named_"
 
 
+# By the direction cut alone (quarantine.isolate), None: both.
+_QUARANTINED_LINE = {
+    None: ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.",
+    "egress": ":lock: *Quarantined (egress)*: the pod can no longer send traffic (NetworkPolicy, "
+    "`quarantine.isolate: egress`); it still receives requests.",
+    "ingress": ":lock: *Quarantined (ingress)*: the pod can no longer receive traffic (NetworkPolicy, "
+    "`quarantine.isolate: ingress`); it can still send.",
+}
+
+
 def _outcome_line(outcome: ActionOutcome) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
     if status is OutcomeStatus.QUARANTINED:
-        line = ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        line = _QUARANTINED_LINE[outcome.cut_only]
         if outcome.patched_policies:
             patched = _join_codes(outcome.patched_policies)
             line += f" Other policies were patched to exclude it: {patched}."

@@ -115,6 +115,14 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             "quarantined (patched policies to exclude it: allow-metrics)",
         ),
         (
+            ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, extra={"isolated": "egress"}),
+            [
+                ":lock: *Quarantined (egress)*: the pod can no longer send traffic (NetworkPolicy, "
+                "`quarantine.isolate: egress`); it still receives requests."
+            ],
+            "quarantined (egress cut)",
+        ),
+        (
             ActionOutcome(
                 "quarantine", OutcomeStatus.DRY_RUN, "would label the pod into serving-guard-quarantine"
             ),
@@ -166,7 +174,7 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         ),
     ],
     ids=lambda value: (
-        (value.status.value + ("-labelled" if value.extra else ""))
+        (value.status.value + "".join(f"-{key}" for key in value.extra))
         if isinstance(value, ActionOutcome)
         else ""
     ),

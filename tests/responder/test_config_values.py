@@ -242,3 +242,11 @@ def test_max_connections_defaults_to_4096_and_takes_its_bounds() -> None:
     for value in (16, 100_000):
         config = load_config_text(OPEN_HTTP + f"    max_connections: {value}\n")
         assert config.inputs.http.max_connections == value
+
+
+def test_isolate_names_what_the_quarantine_cuts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_config_text("quarantine:\n  isolate: egress\n").quarantine.isolate.directions == ("egress",)
+    assert load_config_text("{}").quarantine.isolate.directions == ("ingress", "egress")
+    code, err, path = check(tmp_path, "quarantine:\n  isolate: outbound\n", capsys)
+    assert code == 2
+    assert f"{path}:2: quarantine.isolate: " in err and "'both', 'egress' or 'ingress'" in err, err

@@ -103,3 +103,47 @@ def test_deny_all_detection() -> None:
     altered["ingress"] = [{}]
     assert not netpol.spec_is_deny_all(altered, LABEL, "true")
     assert not netpol.spec_is_deny_all({"podSelector": {"matchLabels": {LABEL: "true"}}}, LABEL, "true")
+
+
+def test_one_way_deny_all_spec_and_detection() -> None:
+    egress = netpol.deny_all_spec(LABEL, "true", ("egress",))
+    assert egress == {"podSelector": {"matchLabels": {LABEL: "true"}}, "policyTypes": ["Egress"]}
+    assert netpol.spec_is_deny_all(egress, LABEL, "true", ("egress",))
+    # A policy cutting the other way, or both ways, is not the one configured: it gets repaired.
+    assert not netpol.spec_is_deny_all(egress, LABEL, "true")
+    assert not netpol.spec_is_deny_all(netpol.deny_all_spec(LABEL, "true"), LABEL, "true", ("egress",))
+    assert netpol.deny_all_spec(LABEL, "true", ("ingress",))["policyTypes"] == ["Ingress"]
+
+
+BOTH_WAYS = {"podSelector": {"matchLabels": {"app": "triton"}}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_an_egress_cut_counts_only_egress_leaks() -> None:
+    policies = [
+        policy("gateway-in", {"podSelector": {"matchLabels": {"app": "triton"}}, "ingress": [{}]}),
+        policy("both", {**BOTH_WAYS, "ingress": [{}], "egress": [{}]}),
+    ]
+    leaks = netpol.find_leaks(policies, POD, own_policy="q", directions=("egress",))
+    assert [(leak.policy, leak.directions) for leak in leaks] == [("both", ("egress",))]
+    ingress_cut = netpol.find_leaks(policies, POD, own_policy="q", directions=("ingress",))
+    assert [(leak.policy, leak.directions) for leak in ingress_cut] == [
+        ("gateway-in", ("ingress",)),
+        ("both", ("ingress",)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "directions", "beyond"),
+    [
+        ({**BOTH_WAYS, "egress": [{}]}, ("egress",), ("ingress",)),
+        ({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}, ("egress",), ()),
+        # No policyTypes: the API server's default is Ingress (and Egress with egress rules).
+        ({"podSelector": {}, "egress": [{}]}, ("egress",), ("ingress",)),
+        ({"podSelector": {}, "ingress": [{}]}, ("ingress",), ()),
+        ({**BOTH_WAYS, "ingress": [{}]}, netpol.BOTH_DIRECTIONS, ()),
+    ],
+)
+def test_a_policy_governing_the_direction_left_alone_is_named(
+    spec: dict[str, Any], directions: tuple[str, ...], beyond: tuple[str, ...]
+) -> None:
+    assert netpol.governed_beyond(policy("p", spec), directions) == beyond

@@ -15,7 +15,7 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory
-from responder.config import Cluster, Quarantine, Retry
+from responder.config import Cluster, Isolation, Quarantine, Retry
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import LEAKY_POLICY, SeededPod
@@ -357,3 +357,85 @@ def test_a_host_network_pod_is_never_reported_isolated(
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.LEAKY
     assert "host network" in outcome.detail
+
+
+def put_policy(harness: Harness, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    harness.running.call(harness.running.emulator.put_object, NP, manifest)
+
+
+def test_an_egress_quarantine_cuts_egress_and_lets_the_pod_serve(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    triton = pods["triton"]
+    outcome = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc", "r", dry_run=False)
+    # The gateway's policy allows ingress only, which an egress cut leaves alone: not a leak.
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.cut_only == "egress" and outcome.describe() == "quarantined (egress cut)"
+    created = harness.stored(NP, triton.namespace, "serving-guard-quarantine")
+    assert created is not None and created["spec"] == {
+        "podSelector": {"matchLabels": {LABEL: "true"}},
+        "policyTypes": ["Egress"],
+    }
+    # A policy that lets the pod send is a leak, by name and direction.
+    put_policy(
+        harness,
+        triton.namespace,
+        "egress-anywhere",
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    )
+    leaky = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc", "r", dry_run=False)
+    assert leaky.status is OutcomeStatus.LEAKY and leaky.leaky_policies == ("egress-anywhere",)
+    assert "egress-anywhere allows egress" in leaky.detail
+
+
+def test_switching_isolate_repairs_the_existing_policy_to_the_configured_cut(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    Harness(running, kubeconfig).actions.ensure_deny_all(vllm.namespace)  # both ways, as before
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED
+    assert "repaired altered NetworkPolicy serving-guard-quarantine" in outcome.detail
+    repaired = harness.stored(NP, vllm.namespace, "serving-guard-quarantine")
+    assert repaired is not None and repaired["spec"]["policyTypes"] == ["Egress"]
+
+
+def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    """Excluding quarantined pods from a policy that restricts both directions would lift its
+    ingress restriction too, for every quarantined pod of the namespace: such a policy is left as
+    it is and named in a LEAKY outcome that says why. An egress-only policy is patched."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS, patch_other_policies=True))
+    vllm = pods["vllm"]
+    both_ways = {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"ports": [{"protocol": "TCP", "port": 8000}]}],
+        "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}],
+    }
+    put_policy(harness, vllm.namespace, "namespace-baseline", both_ways)
+    egress_only = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    put_policy(harness, vllm.namespace, "egress-anywhere", egress_only)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY and outcome.leaky_policies == ("namespace-baseline",)
+    assert outcome.patched_policies == ("egress-anywhere",)
+    assert "not patched: it also restricts ingress" in outcome.detail
+    baseline = harness.stored(NP, vllm.namespace, "namespace-baseline")
+    assert baseline is not None and baseline["spec"]["podSelector"] == {}
+    patched = harness.stored(NP, vllm.namespace, "egress-anywhere")
+    assert patched is not None and patched["spec"]["podSelector"]["matchExpressions"] == [
+        {"key": LABEL, "operator": "DoesNotExist"}
+    ]
