@@ -237,9 +237,30 @@ def test_quarantine_policy_is_the_one_the_responder_builds(renders: dict[str, Re
     for policy in policies:
         # Identical spec: the responder's repair loop never fights what Helm installed.
         assert policy["spec"] == deny_all_spec(label, value)
-        assert spec_is_deny_all(policy["spec"], label, value)
+        assert spec_is_deny_all(policy["spec"], label, value, config.quarantine.isolate.directions)
         # Uninstalling the chart must not silently release quarantined pods.
         assert policy["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.parametrize(("isolate", "types"), [("egress", ["Egress"]), ("ingress", ["Ingress"])])
+def test_quarantine_policy_cuts_what_isolate_names(
+    chart: helm_python.Chart, isolate: str, types: list[str]
+) -> None:
+    values = {
+        "enforcement": {"scope": "namespaced", "namespaces": ["models"]},
+        "quarantine": {"isolate": isolate},
+    }
+    rendered = render(chart, Case(f"isolate-{isolate}", values))
+    config = _config(rendered)
+    assert config.quarantine.isolate.value == isolate
+    label, value = config.quarantine.label, config.quarantine.label_value
+    (policy,) = [
+        m for m in rendered.of_kind("NetworkPolicy") if m["metadata"]["name"] == "serving-guard-quarantine"
+    ]
+    assert policy["spec"]["policyTypes"] == types
+    # The responder would build the same: it never "repairs" the chart's policy into another one.
+    assert policy["spec"] == deny_all_spec(label, value, config.quarantine.isolate.directions)
+    assert not spec_is_deny_all(policy["spec"], label, value)  # not the both-ways policy
 
 
 def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:

@@ -145,6 +145,7 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
             "pattern",
         ),
         ({"journal": {"persistence": {"size": "2 GB"}}}, "at '/journal/persistence/size'", "pattern"),
+        ({"quarantine": {"isolate": "outbound"}}, "at '/quarantine/isolate'", "must be one of"),
         (
             {"policies": [{"name": "p", "match": {"namespaces": ["ML Models"]}}]},
             "at '/policies/0/match/namespaces/0'",
