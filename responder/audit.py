@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
+from responder.actions.outcome import ISOLATED
 from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
@@ -194,6 +195,8 @@ class ActionRecord(TypedDict):
     actor: str | None
     leaky_policies: NotRequired[list[str]]
     patched_policies: NotRequired[list[str]]
+    # The one direction a quarantine cut (quarantine.isolate egress or ingress); absent: both.
+    isolated: NotRequired[str]
 
 
 class NotificationRecord(TypedDict):
@@ -437,6 +440,15 @@ def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | No
     }
 
 
+def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """An action's record's fields from its journaled outcome beyond the actions table's columns."""
+    fields = {k: v for k, v in outcome.items() if k in ("leaky_policies", "patched_policies")}
+    isolated = (outcome.get("extra") or {}).get(ISOLATED)
+    if isinstance(isolated, str):
+        fields["isolated"] = isolated
+    return fields
+
+
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     row = conn.execute(INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?", (incident_id,)).fetchone()
     actions = [
@@ -448,11 +460,7 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
             "finished_ns": a["finished_ns"],
             "duration_ms": _ms(a["started_ns"], a["finished_ns"]),
             "actor": a["actor"],
-            **{
-                k: v
-                for k, v in json.loads(a["outcome"]).items()
-                if k in ("leaky_policies", "patched_policies")
-            },
+            **_outcome_fields(json.loads(a["outcome"])),
         }
         for a in conn.execute("SELECT * FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]
@@ -506,7 +514,13 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
             actions = f"(repeat #{incident.get('count', '?')} of {entry['incident_id']})"
             decided = slack = verification = "-"
         else:
-            actions = ", ".join(f"{a['action']}={a['status']}" for a in incident.get("actions", [])) or "-"
+            actions = (
+                ", ".join(
+                    f"{a['action']}={a['status']}" + (f"({a['isolated']} cut)" if a.get("isolated") else "")
+                    for a in incident.get("actions", [])
+                )
+                or "-"
+            )
             decided = f"{decision.get('policy', '-')}: {','.join(decision.get('actions', [])) or 'nothing'}"
             slack = ",".join(f"{n['kind']}={n['state']}" for n in incident.get("notifications", [])) or "-"
         timing = (entry.get("timings_ms") or {}).get("to_quarantine")

@@ -50,3 +50,43 @@ async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
         assert actions[0]["leaky_policies"] == [LEAKY_POLICY]
     finally:
         await responder.stop()
+
+
+async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
+    tmp_path: Path, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """quarantine.isolate from the config to the cluster and the audit trail: the policy cuts egress
+    only, so the gateway's ingress policy is no leak and the pod counts as quarantined."""
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"quarantine": {"isolate": "egress"}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        triton = pods["triton"]
+        alert = falco_alert(triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash"})
+        url = f"{responder.http_url}/v1/alerts"
+        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
+            assert response.status == 202
+        assert responder.pipeline is not None
+        assert await responder.pipeline.drain(timeout=10)
+        policy = running.call(
+            running.emulator.get_object,
+            "networking.k8s.io/v1/networkpolicies",
+            triton.namespace,
+            "serving-guard-quarantine",
+        )
+        assert policy["spec"]["policyTypes"] == ["Egress"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.http_url}/v1/audit") as response,
+        ):
+            (entry,) = (await response.json())["entries"]
+        (action,) = entry["incident"]["actions"]
+        assert action["status"] == "quarantined" and action["isolated"] == "egress"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.http_url}/v1/audit?format=table") as response,
+        ):
+            assert "quarantine=quarantined(egress cut)" in await response.text()
+    finally:
+        await responder.stop()
