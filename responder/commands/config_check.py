@@ -42,7 +42,7 @@ def effective_policy(config: Config) -> dict[str, object]:
                 "window_seconds": guard.max_quarantines.window_seconds,
             },
         },
-        "quarantine": config.quarantine.model_dump(),
+        "quarantine": config.quarantine.model_dump(mode="json"),
         "dedupe_window_seconds": config.dedupe.window_seconds,
         "inputs": {
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
@@ -82,7 +82,22 @@ def _text(policy: dict[str, object]) -> str:
         f"at most {guard['max_quarantines']['count']} quarantines per "
         f"{guard['max_quarantines']['window_seconds']:g}s"
     )
+    quarantine = policy["quarantine"]
+    assert isinstance(quarantine, dict)
+    others = "patched to exclude the pod" if quarantine["patch_other_policies"] else "reported"
+    lines.append(
+        f"quarantine: label {quarantine['label']}={quarantine['label_value']} into NetworkPolicy "
+        f"{quarantine['network_policy']}, cutting {_CUTS[quarantine['isolate']]}; other policies that let "
+        f"traffic through are {others}"
+    )
     return "\n".join(lines)
+
+
+_CUTS = {
+    "both": "ingress and egress",
+    "egress": "egress only (the pod still receives requests)",
+    "ingress": "ingress only (the pod can still send)",
+}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,9 +41,25 @@ def test_config_check_prints_the_effective_policy(tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert "1. isolate-shells: when rules Shell in serving pod" in out
     assert "do notify, quarantine" in out and "otherwise: notify" in out
+    assert (
+        "quarantine: label serving-guard.io/quarantine=true into NetworkPolicy serving-guard-quarantine,"
+        " cutting ingress and egress; other policies that let traffic through are reported"
+    ) in out
     assert main(["config", "check", str(path), "--format", "json"]) == 0
     effective = json.loads(capsys.readouterr().out)
     assert effective["policies"][0]["actions"] == ["notify", "quarantine"]
+    assert effective["quarantine"]["isolate"] == "both"
+
+
+def test_config_check_says_what_a_one_way_quarantine_cuts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "egress.yaml"
+    path.write_text("quarantine:\n  isolate: egress\n  patch_other_policies: true\n")
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cutting egress only (the pod still receives requests)" in out
+    assert "are patched to exclude the pod" in out
 
 
 def test_config_errors_name_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
