@@ -38,7 +38,10 @@ CASES: tuple[Case, ...] = (
         "namespaced",
         {"enforcement": {"scope": "namespaced", "namespaces": ["models-a", "models-b"]}},
     ),
-    Case("cluster-listed", {"enforcement": {"scope": "cluster", "namespaces": ["models"]}}),
+    Case(
+        "cluster-listed",
+        {"enforcement": {"scope": "cluster", "namespaces": ["models"]}, "quarantine": {"isolate": "egress"}},
+    ),
     Case(
         "slack-bot",
         {"slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"}},

@@ -236,8 +236,9 @@ def test_quarantine_policy_is_the_one_the_responder_builds(renders: dict[str, Re
     assert sorted(p["metadata"]["namespace"] for p in policies) == sorted(enforced)
     for policy in policies:
         # Identical spec: the responder's repair loop never fights what Helm installed.
-        assert policy["spec"] == deny_all_spec(label, value)
-        assert spec_is_deny_all(policy["spec"], label, value, config.quarantine.isolate.directions)
+        directions = config.quarantine.isolate.directions
+        assert policy["spec"] == deny_all_spec(label, value, directions)
+        assert spec_is_deny_all(policy["spec"], label, value, directions)
         # Uninstalling the chart must not silently release quarantined pods.
         assert policy["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
