@@ -29,6 +29,9 @@ LABELLED = "labelled"
 # ActionOutcome.extra's key for the one direction a quarantine cut ("ingress" or "egress") when it
 # did not cut both (quarantine.isolate); absent: both.
 ISOLATED = "isolated"
+# ActionOutcome.extra's key for the leaking policies patch_other_policies left alone: they also
+# restrict the direction a one-way cut leaves open (see netpol.governed_beyond).
+NOT_PATCHED = "not_patched"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.events import EventRecorder
-from responder.actions.outcome import ISOLATED, LABELLED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import ISOLATED, LABELLED, NOT_PATCHED, ActionOutcome, OutcomeStatus
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -51,6 +51,8 @@ CONFLICT_RETRIES = 3
 class IsolationReport:
     leaks: tuple[netpol.Leak, ...]
     patched: tuple[str, ...]
+    # Leaking policies left unpatched because they also restrict the direction the cut leaves alone.
+    not_patched: tuple[str, ...] = ()
 
 
 def _now_text() -> str:
@@ -187,6 +189,9 @@ class ClusterActions:
                 finished_ns=self._clock_ns(),
                 extra=self._cut_extra(),
             )
+        extra = self._cut_extra()
+        if report.not_patched:
+            extra[NOT_PATCHED] = list(report.not_patched)
         if report.leaks:
             notes += [
                 f"{leak.policy} allows {'+'.join(leak.directions)} ({leak.reason})" for leak in report.leaks
@@ -202,7 +207,7 @@ class ClusterActions:
             patched_policies=report.patched,
             started_ns=started,
             finished_ns=self._clock_ns(),
-            extra=self._cut_extra(),
+            extra=extra,
         )
 
     def ensure_deny_all(self, namespace: str) -> tuple[bool, bool]:
@@ -295,7 +300,8 @@ class ClusterActions:
                 else leak
                 for leak in leaks
             ]
-        return IsolationReport(tuple(leaks), tuple(patched))
+        not_patched = tuple(leak.policy for leak in leaks if leak.policy in held)
+        return IsolationReport(tuple(leaks), tuple(patched), not_patched)
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
         label = self._settings.label

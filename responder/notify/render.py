@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import NOT_PATCHED, ActionOutcome, OutcomeStatus
 from responder.alert import (
     FIELD_CMDLINE,
     FIELD_CONTAINER_ID,
@@ -269,12 +269,22 @@ def _outcome_line(outcome: ActionOutcome) -> str:
             "is not proven" + (f" ({detail})" if detail else "") + ". Check the pod's traffic yourself."
         )
     if status is OutcomeStatus.LEAKY:
+        not_patched = outcome.extra.get(NOT_PATCHED)
+        if isinstance(not_patched, list) and not_patched:
+            advice = (
+                ". Fix them by hand: "
+                + _join_codes(str(name) for name in not_patched)
+                + " also restrict the traffic this quarantine leaves open, so they were not patched"
+                " (excluding quarantined pods from them could open it to all)."
+            )
+        else:
+            advice = ". Fix them, or set `quarantine.patch_other_policies: true`."
         return (
             ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, "
             "but these NetworkPolicies still allow its traffic: "
             + _join_codes(outcome.leaky_policies)
             + (f" ({detail})" if detail else "")
-            + ". Fix them, or set `quarantine.patch_other_policies: true`."
+            + advice
         )
     if status is OutcomeStatus.DRY_RUN:
         return f":test_tube: *Dry-run*: would {action} (guardrails.dry_run is on; nothing was changed)" + (

@@ -115,6 +115,23 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             "quarantined (patched policies to exclude it: allow-metrics)",
         ),
         (
+            ActionOutcome(
+                "quarantine",
+                OutcomeStatus.LEAKY,
+                "namespace-baseline allows egress (its podSelector selects the pod; not patched: it also"
+                " restricts ingress, which excluding quarantined pods from it could open to all traffic)",
+                leaky_policies=("namespace-baseline",),
+                extra={"isolated": "egress", "not_patched": ["namespace-baseline"]},
+            ),
+            [
+                "still allow its traffic: `namespace-baseline`",
+                ". Fix them by hand: `namespace-baseline` also restrict the traffic this quarantine"
+                " leaves open, so they were not patched (excluding quarantined pods from them could open"
+                " it to all).",
+            ],
+            "LEAKY quarantine: still allowed by namespace-baseline",
+        ),
+        (
             ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, extra={"isolated": "egress"}),
             [
                 ":lock: *Quarantined (egress)*: the pod can no longer send traffic (NetworkPolicy, "

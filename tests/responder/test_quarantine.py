@@ -433,6 +433,7 @@ def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
     assert outcome.status is OutcomeStatus.LEAKY and outcome.leaky_policies == ("namespace-baseline",)
     assert outcome.patched_policies == ("egress-anywhere",)
     assert "not patched: it also restricts ingress" in outcome.detail
+    assert outcome.extra["not_patched"] == ["namespace-baseline"]
     baseline = harness.stored(NP, vllm.namespace, "namespace-baseline")
     assert baseline is not None and baseline["spec"]["podSelector"] == {}
     patched = harness.stored(NP, vllm.namespace, "egress-anywhere")
