@@ -178,6 +178,9 @@ class ClusterActions:
                     self._remember_patched(pod, report.patched)
             except KubeError as exc:
                 unproven.append(f"other NetworkPolicies could not be checked ({exc})")
+        extra = self._cut_extra()
+        if report.not_patched:
+            extra[NOT_PATCHED] = list(report.not_patched)
         if unproven:
             return ActionOutcome(
                 action="quarantine",
@@ -187,11 +190,8 @@ class ClusterActions:
                 patched_policies=report.patched,
                 started_ns=started,
                 finished_ns=self._clock_ns(),
-                extra=self._cut_extra(),
+                extra=extra,
             )
-        extra = self._cut_extra()
-        if report.not_patched:
-            extra[NOT_PATCHED] = list(report.not_patched)
         if report.leaks:
             notes += [
                 f"{leak.policy} allows {'+'.join(leak.directions)} ({leak.reason})" for leak in report.leaks
