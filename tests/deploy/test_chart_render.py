@@ -369,6 +369,11 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
     # Who reads the audit trail: said while senders can, silent once readers have their own token.
     assert "inputs.http.auditToken.secretName" in notes
     assert "auditToken" not in renders["production"].notes()
+    # A one-way quarantine is said; the default is not.
+    assert "quarantine.isolate is egress: a quarantined pod loses its egress only and goes on serving" in (
+        renders["cluster-listed"].notes()
+    )
+    assert "quarantine.isolate" not in notes
 
 
 @pytest.mark.parametrize(
