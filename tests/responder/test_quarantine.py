@@ -46,6 +46,15 @@ class Harness:
     def fail(self, fault: Fault) -> None:
         self.running.call(self.running.emulator.inject, fault)
 
+    def put_policy(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        manifest = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        self.running.call(self.running.emulator.put_object, NP, manifest)
+
 
 def shell_alert(pod: SeededPod) -> Alert:
     return alert_from_mapping(
@@ -359,16 +368,6 @@ def test_a_host_network_pod_is_never_reported_isolated(
     assert "host network" in outcome.detail
 
 
-def put_policy(harness: Harness, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    harness.running.call(harness.running.emulator.put_object, NP, manifest)
-
-
 def test_an_egress_quarantine_cuts_egress_and_lets_the_pod_serve(
     seeded: tuple[RunningCluster, dict[str, SeededPod], str],
 ) -> None:
@@ -385,8 +384,7 @@ def test_an_egress_quarantine_cuts_egress_and_lets_the_pod_serve(
         "policyTypes": ["Egress"],
     }
     # A policy that lets the pod send is a leak, by name and direction.
-    put_policy(
-        harness,
+    harness.put_policy(
         triton.namespace,
         "egress-anywhere",
         {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
@@ -425,9 +423,9 @@ def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
         "ingress": [{"ports": [{"protocol": "TCP", "port": 8000}]}],
         "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}],
     }
-    put_policy(harness, vllm.namespace, "namespace-baseline", both_ways)
+    harness.put_policy(vllm.namespace, "namespace-baseline", both_ways)
     egress_only = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
-    put_policy(harness, vllm.namespace, "egress-anywhere", egress_only)
+    harness.put_policy(vllm.namespace, "egress-anywhere", egress_only)
 
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.LEAKY and outcome.leaky_policies == ("namespace-baseline",)
