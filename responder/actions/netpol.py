@@ -23,6 +23,11 @@ def name_of(policy: Mapping[str, Any]) -> str:
 BOTH_DIRECTIONS = ("ingress", "egress")
 
 
+def uncut(directions: tuple[str, ...]) -> tuple[str, ...]:
+    """The directions a cut of ``directions`` leaves alone."""
+    return tuple(d for d in BOTH_DIRECTIONS if d not in directions)
+
+
 def _policy_types(directions: tuple[str, ...]) -> list[str]:
     return [direction.capitalize() for direction in BOTH_DIRECTIONS if direction in directions]
 
@@ -118,7 +123,27 @@ def governed_beyond(policy: Mapping[str, Any], directions: tuple[str, ...]) -> t
     pod's isolation (a pod is isolated in a direction while any policy of that type selects it).
     Such a policy is never patched: its leak is reported instead."""
     types = policy_types(policy.get("spec") or {})
-    return tuple(d for d in BOTH_DIRECTIONS if d not in directions and d.capitalize() in types)
+    return tuple(d for d in uncut(directions) if d.capitalize() in types)
+
+
+def excluded_beyond(
+    policy: Mapping[str, Any], label: str, pod_labels: Mapping[str, str], directions: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The directions outside the cut ``directions`` in which a policy we patched no longer
+    governs the pod: it selects the pod but for our exclusion, and governs those directions. Only
+    a patch made for a quarantine that cut them too (``quarantine.isolate`` changed since; see
+    :func:`governed_beyond`) leaves this: the pod's traffic there may be open to all."""
+    if not is_patched_by_us(policy, label):
+        return ()
+    beyond = governed_beyond(policy, directions)
+    if not beyond:
+        return ()
+    selector = (without_exclusion(policy, label).get("spec") or {}).get("podSelector") or {}
+    try:
+        selects = selector_matches(selector, pod_labels)
+    except SelectorError:
+        selects = True  # fail safe: it may select the pod
+    return beyond if selects else ()
 
 
 def exclusion_expression(label: str) -> dict[str, Any]:

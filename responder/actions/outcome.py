@@ -32,6 +32,9 @@ ISOLATED = "isolated"
 # ActionOutcome.extra's key for the leaking policies patch_other_policies left alone: they also
 # restrict the direction a one-way cut leaves open (see netpol.governed_beyond).
 NOT_PATCHED = "not_patched"
+# ActionOutcome.extra's key for the policies that exclude quarantined pods in the direction a one-way
+# cut leaves alone: patched for a quarantine that cut both ways, before quarantine.isolate changed.
+EXCLUDED_BEYOND = "excluded_beyond"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,13 @@ class ActionOutcome:
         return cut if cut in ("ingress", "egress") else None
 
     @property
+    def excluded_beyond(self) -> tuple[str, ...]:
+        """Policies that no longer apply their rules to this pod in the direction its one-way cut
+        leaves alone (see EXCLUDED_BEYOND): its traffic there may be open to all."""
+        names = self.extra.get(EXCLUDED_BEYOND)
+        return tuple(str(name) for name in names) if isinstance(names, list) else ()
+
+    @property
     def ok(self) -> bool:
         return self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.ANNOTATED, OutcomeStatus.RELEASED)
 
@@ -74,10 +84,11 @@ class ActionOutcome:
             text = "quarantined" if self.cut_only is None else f"quarantined ({self.cut_only} cut)"
             if self.patched_policies:
                 text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
-            return text
+            return text + self._excluded_beyond_text()
         if self.status is OutcomeStatus.LEAKY:
             if self.leaky_policies:
-                return "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
+                text = "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
+                return text + self._excluded_beyond_text()
             return "LEAKY quarantine: " + (self.detail or "isolation not proven")
         if self.status is OutcomeStatus.DRY_RUN:
             return f"dry-run: would {self.action}"
@@ -86,6 +97,11 @@ class ActionOutcome:
         if self.detail:
             return f"{self.status.value}: {self.detail}"
         return self.status.value
+
+    def _excluded_beyond_text(self) -> str:
+        if not self.excluded_beyond:
+            return ""
+        return " (excluded beyond the cut by " + ", ".join(self.excluded_beyond) + ")"
 
     def to_json(self) -> dict[str, Any]:
         return {

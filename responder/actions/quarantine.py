@@ -25,7 +25,14 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.events import EventRecorder
-from responder.actions.outcome import ISOLATED, LABELLED, NOT_PATCHED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import (
+    EXCLUDED_BEYOND,
+    ISOLATED,
+    LABELLED,
+    NOT_PATCHED,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -53,6 +60,9 @@ class IsolationReport:
     patched: tuple[str, ...]
     # Leaking policies left unpatched because they also restrict the direction the cut leaves alone.
     not_patched: tuple[str, ...] = ()
+    # Policies whose exclusion, made for an earlier cut of both directions, also lifts their rules
+    # in the direction this cut leaves alone (netpol.excluded_beyond).
+    excluded_beyond: tuple[str, ...] = ()
 
 
 def _now_text() -> str:
@@ -94,29 +104,52 @@ class ClusterActions:
 
     def _dry_run(self, pod: PodContext, started: int) -> ActionOutcome:
         labels = {**pod.labels, self._settings.label: self._settings.label_value}
+        policies = self._gateway.list_network_policies(pod.namespace)
+        directions = self._settings.isolate.directions
         leaks = netpol.find_leaks(
-            self._gateway.list_network_policies(pod.namespace),
-            labels,
-            own_policy=self._settings.network_policy,
-            directions=self._settings.isolate.directions,
+            policies, labels, own_policy=self._settings.network_policy, directions=directions
         )
-        detail = "would label the pod into " + self._settings.network_policy
+        notes = ["would label the pod into " + self._settings.network_policy]
         if leaks:
-            detail += "; it would be LEAKY through " + ", ".join(leak.policy for leak in leaks)
+            notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
+        report = IsolationReport(tuple(leaks), (), excluded_beyond=self._excluded_beyond(policies, labels))
+        extra = self._report_extra(report, notes)
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,
-            detail=detail,
+            detail="; ".join(notes),
             leaky_policies=tuple(leak.policy for leak in leaks),
             started_ns=started,
             finished_ns=self._clock_ns(),
-            extra=self._cut_extra(),
+            extra=extra,
+        )
+
+    def _excluded_beyond(self, policies: list[dict[str, Any]], labels: Mapping[str, str]) -> tuple[str, ...]:
+        """The policies that exclude a pod with ``labels`` beyond the cut (netpol.excluded_beyond)."""
+        label, directions = self._settings.label, self._settings.isolate.directions
+        return tuple(
+            netpol.name_of(p) for p in policies if netpol.excluded_beyond(p, label, labels, directions)
         )
 
     def _cut_extra(self) -> dict[str, Any]:
         """Outcome.extra naming the one direction cut, when quarantine.isolate does not cut both."""
         isolate = self._settings.isolate
         return {} if isolate is Isolation.BOTH else {ISOLATED: isolate.value}
+
+    def _report_extra(self, report: IsolationReport, notes: list[str]) -> dict[str, Any]:
+        """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it)."""
+        extra = self._cut_extra()
+        if report.not_patched:
+            extra[NOT_PATCHED] = list(report.not_patched)
+        if report.excluded_beyond:
+            extra[EXCLUDED_BEYOND] = list(report.excluded_beyond)
+            left_alone = "+".join(netpol.uncut(self._settings.isolate.directions))
+            notes.append(
+                f"{', '.join(report.excluded_beyond)} still exclude quarantined pods, as patched for"
+                " an earlier quarantine that cut both ways:"
+                f" their {left_alone} rules no longer apply to this pod"
+            )
+        return extra
 
     def _quarantine(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, started: int
@@ -178,9 +211,7 @@ class ClusterActions:
                     self._remember_patched(pod, report.patched)
             except KubeError as exc:
                 unproven.append(f"other NetworkPolicies could not be checked ({exc})")
-        extra = self._cut_extra()
-        if report.not_patched:
-            extra[NOT_PATCHED] = list(report.not_patched)
+        extra = self._report_extra(report, notes)
         if unproven:
             return ActionOutcome(
                 action="quarantine",
@@ -275,6 +306,7 @@ class ClusterActions:
         leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
         patched: list[str] = []
         held: dict[str, tuple[str, ...]] = {}  # not patched: the directions it governs beyond the cut
+        current = policies
         if leaks and self._settings.patch_other_policies:
             by_name = {netpol.name_of(p): p for p in policies}
             for leak in leaks:
@@ -284,8 +316,9 @@ class ClusterActions:
                 elif self._exclude_from(pod.namespace, by_name[leak.policy]):
                     patched.append(leak.policy)
             # Prove it rather than assume it: read the policies again and re-evaluate.
+            current = self._gateway.list_network_policies(pod.namespace)
             leaks = netpol.find_leaks(
-                self._gateway.list_network_policies(pod.namespace),
+                current,
                 labels,
                 own_policy=own,
                 directions=directions,
@@ -301,7 +334,9 @@ class ClusterActions:
                 for leak in leaks
             ]
         not_patched = tuple(leak.policy for leak in leaks if leak.policy in held)
-        return IsolationReport(tuple(leaks), tuple(patched), not_patched)
+        return IsolationReport(
+            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels)
+        )
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
         label = self._settings.label

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from responder.actions.netpol import uncut
 from responder.actions.outcome import NOT_PATCHED, ActionOutcome, OutcomeStatus
 from responder.alert import (
     FIELD_CMDLINE,
@@ -253,6 +254,21 @@ _QUARANTINED_LINE = {
 }
 
 
+def _excluded_beyond_advice(outcome: ActionOutcome) -> str:
+    """For a one-way cut where policies still exclude quarantined pods as patched for a cut of both
+    ways (quarantine.isolate changed since): what that opens, and how to undo it."""
+    if not outcome.excluded_beyond or outcome.cut_only is None:
+        return ""
+    left_alone = "+".join(uncut((outcome.cut_only,)))
+    return (
+        f" :warning: Its {left_alone} may be open to all: "
+        + _join_codes(outcome.excluded_beyond)
+        + " still exclude quarantined pods, as patched before `quarantine.isolate` changed. Release the"
+        " pods quarantined before the change (the namespace's last release removes the exclusion),"
+        " or remove it by hand."
+    )
+
+
 def _outcome_line(outcome: ActionOutcome) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
@@ -262,7 +278,7 @@ def _outcome_line(outcome: ActionOutcome) -> str:
         if outcome.patched_policies:
             patched = _join_codes(outcome.patched_policies)
             line += f" Other policies were patched to exclude it: {patched}."
-        return line + (f" Details: {detail}." if detail else "")
+        return line + (f" Details: {detail}." if detail else "") + _excluded_beyond_advice(outcome)
     if status is OutcomeStatus.LEAKY and not outcome.leaky_policies:
         return (
             ":warning: *LEAKY quarantine*: the pod is labelled into the deny-all policy, but its isolation "
@@ -285,6 +301,7 @@ def _outcome_line(outcome: ActionOutcome) -> str:
             + _join_codes(outcome.leaky_policies)
             + (f" ({detail})" if detail else "")
             + advice
+            + _excluded_beyond_advice(outcome)
         )
     if status is OutcomeStatus.DRY_RUN:
         return f":test_tube: *Dry-run*: would {action} (guardrails.dry_run is on; nothing was changed)" + (

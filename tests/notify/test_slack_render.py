@@ -141,6 +141,37 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         ),
         (
             ActionOutcome(
+                "quarantine",
+                OutcomeStatus.QUARANTINED,
+                "namespace-baseline still exclude quarantined pods, as patched for an earlier quarantine"
+                " that cut both ways: their ingress rules no longer apply to this pod",
+                extra={"isolated": "egress", "excluded_beyond": ["namespace-baseline"]},
+            ),
+            [
+                ":lock: *Quarantined (egress)*",
+                ":warning: Its ingress may be open to all: `namespace-baseline` still exclude quarantined"
+                " pods, as patched before `quarantine.isolate` changed. Release the pods quarantined"
+                " before the change (the namespace's last release removes the exclusion), or remove it"
+                " by hand.",
+            ],
+            "quarantined (egress cut) (excluded beyond the cut by namespace-baseline)",
+        ),
+        (
+            ActionOutcome(
+                "quarantine",
+                OutcomeStatus.LEAKY,
+                leaky_policies=("egress-anywhere",),
+                extra={"isolated": "ingress", "excluded_beyond": ["namespace-baseline"]},
+            ),
+            [
+                "still allow its traffic: `egress-anywhere`",
+                ":warning: Its egress may be open to all: `namespace-baseline`",
+            ],
+            "LEAKY quarantine: still allowed by egress-anywhere"
+            " (excluded beyond the cut by namespace-baseline)",
+        ),
+        (
+            ActionOutcome(
                 "quarantine", OutcomeStatus.DRY_RUN, "would label the pod into serving-guard-quarantine"
             ),
             [

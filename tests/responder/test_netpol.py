@@ -147,3 +147,30 @@ def test_a_policy_governing_the_direction_left_alone_is_named(
     spec: dict[str, Any], directions: tuple[str, ...], beyond: tuple[str, ...]
 ) -> None:
     assert netpol.governed_beyond(policy("p", spec), directions) == beyond
+
+
+def test_an_exclusion_made_for_a_cut_of_both_ways_is_named_under_a_one_way_cut() -> None:
+    """A policy patched while the quarantine cut both ways keeps excluding quarantined pods after
+    quarantine.isolate changes to one way, and so lifts its rules in the direction now left alone."""
+    patched = netpol.with_exclusion(policy("baseline", {**BOTH_WAYS, "ingress": [{}], "egress": [{}]}), LABEL)
+    assert netpol.excluded_beyond(patched, LABEL, POD, ("egress",)) == ("ingress",)
+    assert netpol.excluded_beyond(patched, LABEL, POD, ("ingress",)) == ("egress",)
+    # Under a cut of both ways the exclusion is the point of the patch.
+    assert netpol.excluded_beyond(patched, LABEL, POD, netpol.BOTH_DIRECTIONS) == ()
+    # Not ours, or it would not select the pod anyway, or it governs only the cut direction: nothing.
+    unpatched = policy("baseline", {**BOTH_WAYS, "ingress": [{}]})
+    assert netpol.excluded_beyond(unpatched, LABEL, POD, ("egress",)) == ()
+    elsewhere = netpol.with_exclusion(
+        policy("other", {**BOTH_WAYS, "podSelector": {"matchLabels": {"app": "x"}}}), LABEL
+    )
+    assert netpol.excluded_beyond(elsewhere, LABEL, POD, ("egress",)) == ()
+    egress_only = netpol.with_exclusion(policy("out", {"podSelector": {}, "policyTypes": ["Egress"]}), LABEL)
+    assert netpol.excluded_beyond(egress_only, LABEL, POD, ("egress",)) == ()
+    # Fail safe: a selector that cannot be evaluated may select the pod.
+    broken = netpol.with_exclusion(
+        policy(
+            "odd", {**BOTH_WAYS, "podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}}
+        ),
+        LABEL,
+    )
+    assert netpol.excluded_beyond(broken, LABEL, POD, ("egress",)) == ("ingress",)

@@ -438,3 +438,47 @@ def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
     assert patched is not None and patched["spec"]["podSelector"]["matchExpressions"] == [
         {"key": LABEL, "operator": "DoesNotExist"}
     ]
+
+
+def test_a_one_way_cut_names_exclusions_left_from_a_cut_of_both_ways_until_release_undoes_them(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    """quarantine.isolate changed from both to egress while a pod stays quarantined: the policy
+    patched then still excludes every quarantined pod, so it no longer applies its ingress rules to
+    the next one either, whose ingress may be open to all. The outcome names it (the egress cut
+    itself holds); releasing the namespace's quarantined pods undoes the patch, and from then on the
+    policy is left alone and reported as an egress leak, as on a fresh install."""
+    running, pods, kubeconfig = seeded
+    triton, vllm = pods["triton"], pods["vllm"]
+    both_ways = {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"ports": [{"protocol": "TCP", "port": 8000}]}],
+        "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}],
+    }
+    before = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
+    before.put_policy(triton.namespace, "namespace-baseline", both_ways)
+    first = before.actions.quarantine(before.pod(triton), shell_alert(triton), "inc-1", "r", dry_run=False)
+    assert first.status is OutcomeStatus.QUARANTINED and "namespace-baseline" in first.patched_policies
+    assert first.excluded_beyond == ()
+
+    after = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS, patch_other_policies=True))
+    predicted = after.actions.quarantine(after.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=True)
+    assert predicted.status is OutcomeStatus.DRY_RUN and predicted.excluded_beyond == ("namespace-baseline",)
+    assert "namespace-baseline still exclude quarantined pods" in predicted.detail
+    outcome = after.actions.quarantine(after.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.excluded_beyond == ("namespace-baseline",)
+    assert "namespace-baseline still exclude quarantined pods" in outcome.detail
+    assert "their ingress rules no longer apply to this pod" in outcome.detail
+    assert outcome.describe() == "quarantined (egress cut) (excluded beyond the cut by namespace-baseline)"
+
+    for pod in (triton, vllm):
+        assert after.actions.release(pod.namespace, pod.name, by="alice", reason="isolate changed").ok
+    restored = after.stored(NP, vllm.namespace, "namespace-baseline")
+    assert restored is not None and restored["spec"]["podSelector"] == {}
+
+    again = after.actions.quarantine(after.pod(vllm), shell_alert(vllm), "inc-3", "r", dry_run=False)
+    assert again.excluded_beyond == ()
+    assert again.status is OutcomeStatus.LEAKY and again.leaky_policies == ("namespace-baseline",)
+    assert again.extra["not_patched"] == ["namespace-baseline"]
