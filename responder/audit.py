@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
-from responder.actions.outcome import ISOLATED
+from responder.actions.outcome import EXCLUDED_BEYOND, ISOLATED, NOT_PATCHED
 from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
@@ -197,6 +197,11 @@ class ActionRecord(TypedDict):
     patched_policies: NotRequired[list[str]]
     # The one direction a quarantine cut (quarantine.isolate egress or ingress); absent: both.
     isolated: NotRequired[str]
+    # Leaking policies patch_other_policies left alone (they also restrict the direction left open).
+    not_patched: NotRequired[list[str]]
+    # Policies still excluding quarantined pods as patched for a cut of both ways, before
+    # quarantine.isolate changed: their rules no longer apply in the direction left open.
+    excluded_beyond: NotRequired[list[str]]
 
 
 class NotificationRecord(TypedDict):
@@ -443,9 +448,14 @@ def _timings(received_ns: int, incident: dict[str, Any]) -> dict[str, float | No
 def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     """An action's record's fields from its journaled outcome beyond the actions table's columns."""
     fields = {k: v for k, v in outcome.items() if k in ("leaky_policies", "patched_policies")}
-    isolated = (outcome.get("extra") or {}).get(ISOLATED)
+    extra = outcome.get("extra") or {}
+    isolated = extra.get(ISOLATED)
     if isinstance(isolated, str):
         fields["isolated"] = isolated
+    for key in (NOT_PATCHED, EXCLUDED_BEYOND):
+        names = extra.get(key)
+        if isinstance(names, list) and names:
+            fields[key] = [str(name) for name in names]
     return fields
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import aiohttp
 
+from responder.actions import netpol
 from responder.cluster.api import KubeGateway
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
@@ -88,5 +89,49 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
             session.get(f"{responder.http_url}/v1/audit?format=table") as response,
         ):
             assert "quarantine=quarantined(egress cut)" in await response.text()
+    finally:
+        await responder.stop()
+
+
+async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way_cut(
+    tmp_path: Path, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """A policy patched while quarantines cut both ways, then quarantine.isolate set to egress: the
+    audit trail's action names it (its ingress rules no longer apply to the quarantined pod), beside
+    the leaking policy patch_other_policies left alone."""
+    running, pods, kubeconfig = seeded
+    triton = pods["triton"]
+    baseline = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "namespace-baseline", "namespace": triton.namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]},
+    }
+    patched = netpol.with_exclusion(baseline, "serving-guard.io/quarantine")
+    running.call(running.emulator.put_object, "networking.k8s.io/v1/networkpolicies", patched)
+    # And one that lets the pod send, never patched: it restricts ingress too.
+    dns = {**baseline, "metadata": {"name": "namespace-dns", "namespace": triton.namespace}}
+    running.call(running.emulator.put_object, "networking.k8s.io/v1/networkpolicies", dns)
+    quarantine = {"isolate": "egress", "patch_other_policies": True}
+    config = responder_config(tmp_path, kubeconfig, extra={"quarantine": quarantine})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        alert = falco_alert(triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash"})
+        url = f"{responder.http_url}/v1/alerts"
+        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
+            assert response.status == 202
+        assert responder.pipeline is not None
+        assert await responder.pipeline.drain(timeout=10)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.http_url}/v1/audit") as response,
+        ):
+            (entry,) = (await response.json())["entries"]
+        (action,) = entry["incident"]["actions"]
+        assert action["status"] == "leaky" and action["isolated"] == "egress"
+        assert action["leaky_policies"] == ["namespace-dns"] and action["not_patched"] == ["namespace-dns"]
+        assert action["excluded_beyond"] == ["namespace-baseline"]
+        assert "their ingress rules no longer apply to this pod" in action["detail"]
     finally:
         await responder.stop()
