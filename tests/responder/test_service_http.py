@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -11,6 +13,23 @@ from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import LEAKY_POLICY, SeededPod
 from tests.helpers import SHELL_RULE, responder_config
+
+
+async def post_and_drain(responder: Responder, alert: Mapping[str, Any]) -> dict[str, Any]:
+    """POST the alert and wait until the pipeline has acted on it; the answer's body."""
+    url = f"{responder.http_url}/v1/alerts"
+    async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
+        assert response.status == 202
+        body: dict[str, Any] = await response.json()
+    assert responder.pipeline is not None
+    assert await responder.pipeline.drain(timeout=10)
+    return body
+
+
+async def audit_entries(responder: Responder) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{responder.http_url}/v1/audit") as response:
+        entries: list[dict[str, Any]] = (await response.json())["entries"]
+    return entries
 
 
 async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
@@ -25,12 +44,7 @@ async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
         alert = falco_alert(
             triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash", "proc.cmdline": "bash -i"}
         )
-        url = f"{responder.http_url}/v1/alerts"
-        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
-            assert response.status == 202
-            body = await response.json()
-        assert responder.pipeline is not None
-        assert await responder.pipeline.drain(timeout=10)
+        body = await post_and_drain(responder, alert)
         stored = running.call(running.emulator.get_object, "v1/pods", triton.namespace, triton.name)
         assert stored["metadata"]["labels"]["serving-guard.io/quarantine"] == "true"
         policy = running.call(
@@ -40,11 +54,7 @@ async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
             "serving-guard-quarantine",
         )
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{responder.http_url}/v1/audit") as response,
-        ):
-            entries = (await response.json())["entries"]
+        entries = await audit_entries(responder)
         assert entries[0]["alert_id"] == body["alert_id"]
         actions = entries[0]["incident"]["actions"]
         assert actions[0]["status"] == "leaky"
@@ -65,11 +75,7 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
     try:
         triton = pods["triton"]
         alert = falco_alert(triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash"})
-        url = f"{responder.http_url}/v1/alerts"
-        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
-            assert response.status == 202
-        assert responder.pipeline is not None
-        assert await responder.pipeline.drain(timeout=10)
+        await post_and_drain(responder, alert)
         policy = running.call(
             running.emulator.get_object,
             "networking.k8s.io/v1/networkpolicies",
@@ -77,11 +83,7 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
             "serving-guard-quarantine",
         )
         assert policy["spec"]["policyTypes"] == ["Egress"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{responder.http_url}/v1/audit") as response,
-        ):
-            (entry,) = (await response.json())["entries"]
+        (entry,) = await audit_entries(responder)
         (action,) = entry["incident"]["actions"]
         assert action["status"] == "quarantined" and action["isolated"] == "egress"
         async with (
@@ -118,16 +120,8 @@ async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way
     await responder.start()
     try:
         alert = falco_alert(triton, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash"})
-        url = f"{responder.http_url}/v1/alerts"
-        async with aiohttp.ClientSession() as session, session.post(url, data=falco_bytes(alert)) as response:
-            assert response.status == 202
-        assert responder.pipeline is not None
-        assert await responder.pipeline.drain(timeout=10)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{responder.http_url}/v1/audit") as response,
-        ):
-            (entry,) = (await response.json())["entries"]
+        await post_and_drain(responder, alert)
+        (entry,) = await audit_entries(responder)
         (action,) = entry["incident"]["actions"]
         assert action["status"] == "leaky" and action["isolated"] == "egress"
         assert action["leaky_policies"] == ["namespace-dns"] and action["not_patched"] == ["namespace-dns"]
