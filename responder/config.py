@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from responder.actions.netpol import BOTH_DIRECTIONS
 from responder.alert import Priority
 from responder.errors import SourceError, UserError
 from responder.yamlsource import (
@@ -248,7 +249,7 @@ class Isolation(StrEnum):
 
     @property
     def directions(self) -> tuple[str, ...]:
-        return ("ingress", "egress") if self is Isolation.BOTH else (self.value,)
+        return BOTH_DIRECTIONS if self is Isolation.BOTH else (self.value,)
 
 
 class Quarantine(Strict):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from responder.actions.netpol import BOTH_DIRECTIONS
+
 
 class OutcomeStatus(StrEnum):
     # Quarantine label set and no other NetworkPolicy still allows traffic to/from the pod.
@@ -65,7 +67,7 @@ class ActionOutcome:
     def cut_only(self) -> str | None:
         """The one direction this quarantine cut ("ingress" or "egress"), or None: both."""
         cut = self.extra.get(ISOLATED)
-        return cut if cut in ("ingress", "egress") else None
+        return cut if cut in BOTH_DIRECTIONS else None
 
     @property
     def excluded_beyond(self) -> tuple[str, ...]:
