@@ -178,6 +178,8 @@ class Decision(TypedDict):
     actions: NotRequired[list[str]]
     requested: NotRequired[list[str]]
     dry_run: NotRequired[bool]
+    # What put it in dry-run: "guardrails" (guardrails.dry_run) or "policy" (the policy's own dry_run).
+    dry_run_by: NotRequired[str]
     withheld: NotRequired[list[str]]
     slack_channel: NotRequired[str | None]
     notify: NotRequired[bool]

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from responder.actions.netpol import BOTH_DIRECTIONS
 from responder.alert import Priority
@@ -36,7 +44,8 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class Strict(BaseModel):
-    # Numbers are strict too (Field(strict=True)): lax pydantic takes `true` as 1 and "8" as 8.
+    # Numbers and booleans are strict too (Field(strict=True), StrictBool): lax pydantic takes
+    # `true` as 1, "8" as 8 and "yes" or "off" as a boolean.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
@@ -139,14 +148,14 @@ class ServerTLS(Strict):
 
 
 class HttpInput(Strict):
-    enabled: bool = True
+    enabled: StrictBool = True
     listen: str = "0.0.0.0:8443"
     tls: ServerTLS | None = None
     token: SecretRef | None = None
     # Who may read GET /v1/audit: this token's holders alone (senders' credentials are refused
     # there, and this token cannot send alerts). Unset: whoever may send alerts.
     audit_token: SecretRef | None = None
-    allow_unauthenticated: bool = False
+    allow_unauthenticated: StrictBool = False
     max_body_bytes: int = Field(default=65536, strict=True, ge=1024, le=16 * 1024 * 1024)
     # Open connections at a time; one more is closed unread as soon as it is accepted (each can
     # hold a 16 KiB head, so this bounds the input's memory). Every Falco (one per node) keeps one
@@ -189,7 +198,7 @@ class Backoff(Strict):
 class GrpcInput(Strict):
     """Falco's gRPC outputs service (Falco <= 0.43 only; removed in 0.44)."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     address: str = "unix:///run/falco/falco.sock"
     tls: ClientTLS | None = None
     poll_interval_seconds: float = Field(default=1.0, strict=True, gt=0, le=60)
@@ -232,7 +241,7 @@ class Cluster(Strict):
     kubeconfig: str | None = None
     context: str | None = None
     # Falco's hostname is the node name (FALCO_HOSTNAME from spec.nodeName in the chart).
-    verify_node: bool = True
+    verify_node: StrictBool = True
     cache_ttl_seconds: float = Field(default=10.0, strict=True, ge=0, le=3600)
     request_timeout_seconds: float = Field(default=5.0, strict=True, gt=0, le=120)
     retry: Retry = Retry()
@@ -258,7 +267,7 @@ class Quarantine(Strict):
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
     isolate: Isolation = Isolation.BOTH
     # Add `label DoesNotExist` to other policies that would still allow traffic (undone on release).
-    patch_other_policies: bool = False
+    patch_other_policies: StrictBool = False
 
 
 class MaxQuarantines(Strict):
@@ -274,7 +283,7 @@ class Guardrails(Strict):
     # Namespaces must carry this label (value "true") before anything in them is quarantined; None disables.
     enforce_namespace_label: str | None = Field(default="serving-guard.io/enforce", pattern=LABEL_KEY_PATTERN)
     max_quarantines: MaxQuarantines = MaxQuarantines()
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
 
 class Dedupe(Strict):
@@ -319,6 +328,9 @@ class Policy(Strict):
     match: PolicyMatch = PolicyMatch()
     actions: tuple[ActionName, ...] = (ActionName.NOTIFY,)
     slack: PolicySlack = PolicySlack()
+    # A policy on trial: its quarantine and annotate are decided, predicted and reported
+    # ("dry-run: would quarantine") but change nothing, while the other policies act.
+    dry_run: StrictBool = False
 
     @field_validator("actions")
     @classmethod

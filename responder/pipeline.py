@@ -769,7 +769,9 @@ class Pipeline:
                 if outcome.labelled:  # its labels changed: the next read must be fresh
                     self._directory.forget(pod.namespace, pod.name)
             elif action is ActionName.ANNOTATE and pod is not None:
-                outcome = await self._in_pool(self._actions.annotate, pod, alert, state.incident_id, reason)
+                outcome = await self._in_pool(
+                    self._actions.annotate, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
+                )
             else:
                 continue
             outcomes.append(outcome)

@@ -18,6 +18,9 @@ from responder.config import ActionName, Config, Policy
 
 DEFAULT_POLICY = "default"
 ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE)
+# What put a decision in dry-run (Decision.dry_run_by): the global guardrail or the matched policy's own.
+DRY_RUN_BY_GUARDRAILS = "guardrails"
+DRY_RUN_BY_POLICY = "policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,10 @@ class Decision:
     actions: tuple[ActionName, ...]
     # The actions the matched policy asked for.
     requested: tuple[ActionName, ...]
+    # Quarantine and annotate are predicted and reported, not done.
     dry_run: bool = False
+    # DRY_RUN_BY_GUARDRAILS or DRY_RUN_BY_POLICY when dry_run; guardrails.dry_run wins when both are on.
+    dry_run_by: str = ""
     # Why requested actions were withheld, in words for Slack and the audit trail.
     withheld: tuple[str, ...] = ()
     slack_channel: str | None = None
@@ -48,9 +54,14 @@ class Decision:
     def isolates(self) -> bool:
         return ActionName.QUARANTINE in self.actions
 
+    @property
+    def changes_pod(self) -> bool:
+        """Some action of the decision would change the pod (quarantine or annotate)."""
+        return any(a in ISOLATING for a in self.actions)
+
     def summary(self) -> str:
         acted = ", ".join(a.value for a in self.actions) or "nothing"
-        prefix = "dry-run " if self.dry_run and self.isolates else ""
+        prefix = "dry-run " if self.dry_run and self.changes_pod else ""
         text = f"policy {self.policy}: {prefix}{acted}"
         if self.withheld:
             text += " (withheld: " + "; ".join(self.withheld) + ")"
@@ -108,6 +119,13 @@ def decide(
     name = policy.name if policy is not None else DEFAULT_POLICY
     channel, notify = _slack_routing(policy, alert, config)
     guardrails = config.guardrails
+    dry_run_by = (
+        DRY_RUN_BY_GUARDRAILS
+        if guardrails.dry_run
+        else DRY_RUN_BY_POLICY
+        if policy is not None and policy.dry_run
+        else ""
+    )
 
     withheld: list[str] = []
     actions = list(requested)
@@ -137,7 +155,7 @@ def decide(
 
     breaker_open = False
     # The breaker counts pods newly isolated: re-asserting an existing quarantine costs no slot.
-    if ActionName.QUARANTINE in actions and not guardrails.dry_run and not is_quarantined(pod, config):
+    if ActionName.QUARANTINE in actions and not dry_run_by and not is_quarantined(pod, config):
         limit = guardrails.max_quarantines
         if state.recent_quarantines >= limit.count:
             breaker_open = True
@@ -158,7 +176,8 @@ def decide(
         policy=name,
         actions=tuple(actions),
         requested=tuple(requested),
-        dry_run=guardrails.dry_run,
+        dry_run=bool(dry_run_by),
+        dry_run_by=dry_run_by,
         withheld=tuple(withheld),
         slack_channel=channel,
         notify=notify,

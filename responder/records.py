@@ -7,7 +7,7 @@ from typing import Any
 from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
-from responder.policy import Decision
+from responder.policy import DRY_RUN_BY_GUARDRAILS, Decision
 
 
 def pod_to_json(pod: PodContext) -> dict[str, Any]:
@@ -86,6 +86,7 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         "actions": [a.value for a in decision.actions],
         "requested": [a.value for a in decision.requested],
         "dry_run": decision.dry_run,
+        "dry_run_by": decision.dry_run_by,
         "withheld": list(decision.withheld),
         "slack_channel": decision.slack_channel,
         "notify": decision.notify,
@@ -100,6 +101,8 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         actions=tuple(ActionName(a) for a in data.get("actions", ())),
         requested=tuple(ActionName(a) for a in data.get("requested", ())),
         dry_run=bool(data.get("dry_run", False)),
+        # Records from before per-policy dry-run knew only the global one.
+        dry_run_by=data.get("dry_run_by", DRY_RUN_BY_GUARDRAILS if data.get("dry_run") else ""),
         withheld=tuple(data.get("withheld", ())),
         slack_channel=data.get("slack_channel"),
         notify=bool(data.get("notify", True)),

@@ -361,9 +361,19 @@ class ClusterActions:
 
     # -- annotate -----------------------------------------------------------------------------
 
-    def annotate(self, pod: PodContext, alert: Alert, incident_id: str, reason: str) -> ActionOutcome:
-        """Record the finding on the pod without isolating it."""
+    def annotate(
+        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, *, dry_run: bool
+    ) -> ActionOutcome:
+        """Record the finding on the pod without isolating it (in dry-run: say so, write nothing)."""
         started = self._clock_ns()
+        if dry_run:
+            return ActionOutcome(
+                "annotate",
+                OutcomeStatus.DRY_RUN,
+                "would record the finding in the pod's annotations",
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         patch = {
             "metadata": {
                 "uid": pod.uid,

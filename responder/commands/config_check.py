@@ -28,6 +28,7 @@ def effective_policy(config: Config) -> dict[str, object]:
                     "sources": list(policy.match.sources),
                 },
                 "actions": [a.value for a in policy.actions],
+                "dry_run": policy.dry_run,
                 "slack_channel": policy.slack.channel or config.slack.default_channel,
             }
             for policy in config.policies
@@ -70,7 +71,10 @@ def _text(policy: dict[str, object]) -> str:
         if match["sources"]:
             conditions.append(f"source in {', '.join(match['sources'])}")
         lines.append(f"{index}. {item['name']}: when {' and '.join(conditions)}")
-        lines.append(f"   do {', '.join(item['actions'])}; Slack channel {item['slack_channel'] or '(none)'}")
+        trial = " (dry-run: predicted and reported, nothing changed)" if item["dry_run"] else ""
+        lines.append(
+            f"   do {', '.join(item['actions'])}{trial}; Slack channel {item['slack_channel'] or '(none)'}"
+        )
     default_actions = policy["default_actions"]
     assert isinstance(default_actions, list)
     lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")

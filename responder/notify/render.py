@@ -35,6 +35,7 @@ from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
 from responder.notify.escape import code, code_block, code_block_lines, escape
+from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
 EVENT_TYPE = "serving_guard_incident"
@@ -269,7 +270,14 @@ def _excluded_beyond_advice(outcome: ActionOutcome) -> str:
     )
 
 
-def _outcome_line(outcome: ActionOutcome) -> str:
+def _dry_run_cause(decision: Decision) -> str:
+    """What put the decision in dry-run, for "nothing was changed" lines."""
+    if decision.dry_run_by == DRY_RUN_BY_POLICY:
+        return f"policy {code(decision.policy, NAME_LIMIT)} is in dry-run"
+    return "guardrails.dry_run is on"
+
+
+def _outcome_line(outcome: ActionOutcome, decision: Decision) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
@@ -304,7 +312,7 @@ def _outcome_line(outcome: ActionOutcome) -> str:
             + _excluded_beyond_advice(outcome)
         )
     if status is OutcomeStatus.DRY_RUN:
-        return f":test_tube: *Dry-run*: would {action} (guardrails.dry_run is on; nothing was changed)" + (
+        return f":test_tube: *Dry-run*: would {action} ({_dry_run_cause(decision)}; nothing was changed)" + (
             f": {detail}." if detail else "."
         )
     if status is OutcomeStatus.WITHHELD:
@@ -333,7 +341,7 @@ def _action_lines(report: IncidentReport) -> list[str]:
     for outcome in report.outcomes:
         if outcome.status is OutcomeStatus.WITHHELD and outcome.detail in withheld:
             continue  # said below, with the decision's reasons
-        lines.append(_outcome_line(outcome))
+        lines.append(_outcome_line(outcome, decision))
     if decision.withheld:
         asked = [a.value for a in decision.requested if a is not ActionName.NOTIFY]
         what = " and ".join(asked) or "action"
@@ -342,8 +350,8 @@ def _action_lines(report: IncidentReport) -> list[str]:
     acted = {o.action for o in report.outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
-        if decision.dry_run and action is ActionName.QUARANTINE:
-            lines.append(":test_tube: *Dry-run*: would quarantine (in progress).")
+        if decision.dry_run and action in ISOLATING:
+            lines.append(f":test_tube: *Dry-run*: would {action.value} (in progress).")
         else:
             lines.append(f":hourglass: *{action.value}* in progress.")
     if not lines:
@@ -511,8 +519,9 @@ def _short_outcome(report: IncidentReport) -> str:
             return outcome.describe()
     if report.decision.withheld:
         return "quarantine withheld"
-    if report.decision.isolates:
-        return "dry-run: would quarantine" if report.decision.dry_run else "quarantine in progress"
+    changes = [a.value for a in report.decision.actions if a in ISOLATING]
+    if changes:
+        return f"dry-run: would {changes[0]}" if report.decision.dry_run else f"{changes[0]} in progress"
     return "notified only"
 
 

@@ -264,6 +264,27 @@ def test_quarantine_policy_cuts_what_isolate_names(
     assert not spec_is_deny_all(policy["spec"], label, value)  # not the both-ways policy
 
 
+def test_a_policy_on_trial_reaches_the_config_and_the_notes(chart: helm_python.Chart) -> None:
+    trial = {
+        "name": "egress-trial",
+        "match": {"rules": ["Anomalous egress*"]},
+        "actions": ["notify", "quarantine"],
+    }
+    values = {"policies": [{**trial, "dry_run": True}, {**trial, "name": "enforced"}]}
+    rendered = render(chart, Case("policy-trial", values))
+    assert [(p.name, p.dry_run) for p in _config(rendered).policies] == [
+        ("egress-trial", True),
+        ("enforced", False),
+    ]
+    assert "Policies in dry-run (predicted and notified, nothing changed): egress-trial." in rendered.notes()
+    # The global switch says it all; the trial list is not repeated under it.
+    everything = render(chart, Case("all-dry-run", {**values, "guardrails": {"dryRun": True}}))
+    assert (
+        "guardrails.dryRun is true" in everything.notes() and "Policies in dry-run" not in everything.notes()
+    )
+    chart.validate_schema(values)
+
+
 def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:
     names = [m["metadata"]["name"] for m in renders["defaults"].of_kind("NetworkPolicy")]
     assert names == [RELEASE], "cluster scope without a list: the responder creates policies where needed"
@@ -374,6 +395,7 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
         renders["cluster-listed"].notes()
     )
     assert "quarantine.isolate" not in notes
+    assert "dry-run" not in notes
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,8 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
             "one of",
         ),
         ({"policies": [{"match": {}}]}, "at '/policies/0'", "missing property 'name'"),
+        ({"policies": [{"name": "p", "dryRun": True}]}, "at '/policies/0'", "'dryRun' not allowed"),
+        ({"policies": [{"name": "p", "dry_run": "yes"}]}, "at '/policies/0/dry_run'", "want boolean"),
         ({"defaultActions": ["quarantine"]}, "at '/defaultActions/0'", "must be one of"),
         ({"resources": {"limits": {"memroy": "1Gi"}}}, "at '/resources/limits'", "'memroy' not allowed"),
         ({"resources": {"requests": None}}, "at '/resources'", "missing property 'requests'"),

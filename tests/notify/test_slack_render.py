@@ -21,6 +21,7 @@ from responder.notify.render import (
     render_incident,
     render_repeat,
 )
+from responder.policy import DRY_RUN_BY_GUARDRAILS, DRY_RUN_BY_POLICY
 from simulators.slack_sink import block_problems
 from tests.notify.slack_fixtures import (
     BASE_FIELDS,
@@ -381,6 +382,35 @@ def test_notify_only_and_in_progress_are_said() -> None:
     assert pending.text.endswith(": quarantine in progress")
     dry = render_incident(make_report(decision=make_decision(dry_run=True)))
     assert ":test_tube: *Dry-run*: would quarantine (in progress)." in text_of(dry)
+
+
+def test_a_dry_run_says_whether_the_guardrail_or_the_policy_put_it_there() -> None:
+    """On-call must tell "the whole responder is in dry-run" from "this one policy is on trial"."""
+    outcome = ActionOutcome(
+        "annotate", OutcomeStatus.DRY_RUN, "would record the finding in the pod's annotations"
+    )
+    trial = make_decision(
+        policy="egress-trial",
+        actions=(ActionName.NOTIFY, ActionName.ANNOTATE),
+        requested=(ActionName.NOTIFY, ActionName.ANNOTATE),
+        dry_run=True,
+        dry_run_by=DRY_RUN_BY_POLICY,
+    )
+    message = render_incident(make_report(decision=trial, outcomes=(outcome,)))
+    assert_valid(message)
+    assert (
+        ":test_tube: *Dry-run*: would annotate (policy `egress-trial` is in dry-run; nothing was changed):"
+        " would record the finding in the pod's annotations." in text_of(message)
+    )
+    assert message.text.endswith(": dry-run: would annotate")
+    pending = render_incident(make_report(decision=trial))
+    assert ":test_tube: *Dry-run*: would annotate (in progress)." in text_of(pending)
+    assert pending.text.endswith(": dry-run: would annotate")
+    globally = make_decision(dry_run=True, dry_run_by=DRY_RUN_BY_GUARDRAILS)
+    quarantine = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN)
+    assert "(guardrails.dry_run is on; nothing was changed)." in text_of(
+        render_incident(make_report(decision=globally, outcomes=(quarantine,)))
+    )
 
 
 def test_repeat_reply_counts_and_names_the_last_time() -> None:

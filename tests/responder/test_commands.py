@@ -62,6 +62,43 @@ def test_config_check_says_what_a_one_way_quarantine_cuts(
     assert "are patched to exclude the pod" in out
 
 
+def test_config_check_names_the_policies_on_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "trial.yaml"
+    path.write_text(
+        "policies:\n"
+        "  - {name: enforced, match: {rules: [Shell in serving pod]}, actions: [notify, quarantine]}\n"
+        "  - name: on-trial\n    match: {rules: [Anomalous egress*]}\n    actions: [notify, quarantine]\n"
+        "    dry_run: true\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "do notify, quarantine; Slack channel" in out
+    assert "do notify, quarantine (dry-run: predicted and reported, nothing changed); Slack channel" in out
+    assert main(["config", "check", str(path), "--format", "json"]) == 0
+    effective = json.loads(capsys.readouterr().out)
+    assert [p["dry_run"] for p in effective["policies"]] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ('guardrails:\n  dry_run: "yes"\n', 2, "guardrails.dry_run"),
+        ("policies:\n  - name: p\n    dry_run: 1\n", 3, "policies[0].dry_run"),
+        ('quarantine:\n  patch_other_policies: "false"\n', 2, "quarantine.patch_other_policies"),
+        ('inputs:\n  http:\n    allow_unauthenticated: "true"\n', 3, "inputs.http.allow_unauthenticated"),
+    ],
+)
+def test_config_booleans_are_written_as_booleans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: int, key: str
+) -> None:
+    # A quoted "true" or a number is refused, not read as a boolean: a switch such as
+    # allow_unauthenticated is never turned on by a string that merely looks like one.
+    path = tmp_path / "bools.yaml"
+    path.write_text(text)
+    assert main(["config", "check", str(path)]) == 2
+    assert f"{path}:{line}: {key}: Input should be a valid boolean" in capsys.readouterr().err
+
+
 def test_config_errors_name_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(

@@ -180,6 +180,35 @@ def test_dry_run_keeps_the_action_and_marks_it() -> None:
     assert decision.summary().startswith("policy shells: dry-run")
 
 
+def test_a_policy_on_trial_is_dry_run_while_the_others_act() -> None:
+    trial = {"name": "trial", "match": {"rules": ["Anomalous egress*"]}, "actions": ["notify", "quarantine"]}
+    enforced = {
+        "name": "shells",
+        "match": {"rules": ["Shell in serving pod"]},
+        "actions": ["notify", "quarantine"],
+    }
+    config = make_config(policies=[enforced, {**trial, "dry_run": True}])
+
+    egress = decide(
+        make_alert("Anomalous egress from serving pod"), make_pod(), VERIFIED, GuardrailState(100), config
+    )
+    assert egress.dry_run and egress.dry_run_by == "policy" and Q in egress.actions
+    assert not egress.breaker_open  # a prediction takes no breaker slot, so the breaker does not stop it
+    assert egress.summary() == "policy trial: dry-run notify, quarantine"
+
+    shell = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), config)
+    assert not shell.dry_run and shell.dry_run_by == "" and Q in shell.actions
+    assert decide(make_alert(), make_pod(), VERIFIED, GuardrailState(100), config).breaker_open
+
+
+def test_the_global_dry_run_wins_over_a_policy_on_trial() -> None:
+    trial = {"name": "trial", "match": {"rules": ["*"]}, "actions": ["annotate"], "dry_run": True}
+    config = make_config(policies=[trial], guardrails={"dry_run": True})
+    decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), config)
+    assert decision.dry_run and decision.dry_run_by == "guardrails" and decision.actions == (A,)
+    assert decision.summary() == "policy trial: dry-run annotate"
+
+
 def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:
     config = make_config(policies=[{"name": "silent", "match": {"rules": ["*"]}, "actions": ["quarantine"]}])
     decision = decide(

@@ -46,6 +46,18 @@ class Harness:
     def fail(self, fault: Fault) -> None:
         self.running.call(self.running.emulator.inject, fault)
 
+    def record_calls(self) -> list[tuple[str, str]]:
+        """From now on, every request the gateway sends is added (verb, path) to the list returned."""
+        calls: list[tuple[str, str]] = []
+        send = self.gateway.request
+
+        def recording(verb: str, path: str, **kwargs: Any) -> Any:
+            calls.append((verb, path))
+            return send(verb, path, **kwargs)
+
+        self.gateway.request = recording  # type: ignore[method-assign]
+        return calls
+
     def put_policy(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         manifest = {
             "apiVersion": "networking.k8s.io/v1",
@@ -278,14 +290,7 @@ def test_the_label_goes_first_and_one_policy_listing_serves_both_checks(
     vllm = seeded[1]["vllm"]
     context = harness.pod(vllm)
     harness.actions.ensure_deny_all(vllm.namespace)
-    calls: list[tuple[str, str]] = []
-    send = harness.gateway.request
-
-    def recording(verb: str, path: str, **kwargs: Any) -> Any:
-        calls.append((verb, path))
-        return send(verb, path, **kwargs)
-
-    harness.gateway.request = recording  # type: ignore[method-assign]
+    calls = harness.record_calls()
     outcome = harness.actions.quarantine(context, shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.QUARANTINED
     namespace = f"/namespaces/{vllm.namespace}"
@@ -326,13 +331,32 @@ def test_annotate_records_without_isolating(
 ) -> None:
     torchserve = seeded[1]["torchserve"]
     outcome = harness.actions.annotate(
-        harness.pod(torchserve), shell_alert(torchserve), "inc-9", "pip install"
+        harness.pod(torchserve), shell_alert(torchserve), "inc-9", "pip install", dry_run=False
     )
     assert outcome.status is OutcomeStatus.ANNOTATED
     stored = harness.stored("v1/pods", torchserve.namespace, torchserve.name)
     assert stored is not None
     assert stored["metadata"]["annotations"]["serving-guard.io/reason"] == "pip install"
     assert LABEL not in stored["metadata"]["labels"]
+
+
+def test_dry_run_annotate_writes_nothing_at_all(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """Dry-run changes nothing: no annotation on the pod and no Event, only the outcome saying so."""
+    torchserve = seeded[1]["torchserve"]
+    context = harness.pod(torchserve)
+    calls = harness.record_calls()
+    outcome = harness.actions.annotate(context, shell_alert(torchserve), "inc-9", "pip install", dry_run=True)
+    assert outcome.status is OutcomeStatus.DRY_RUN and outcome.action == "annotate"
+    assert outcome.describe() == "dry-run: would annotate"
+    assert outcome.detail == "would record the finding in the pod's annotations"
+    assert calls == []
+    stored = harness.stored("v1/pods", torchserve.namespace, torchserve.name)
+    assert stored is not None and "serving-guard.io/reason" not in (
+        stored["metadata"].get("annotations") or {}
+    )
+    assert harness.events(torchserve.namespace) == []
 
 
 def test_names_from_alerts_cannot_escape_the_url_path(harness: Harness, tmp_path: Path) -> None:

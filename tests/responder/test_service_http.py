@@ -129,3 +129,70 @@ async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way
         assert "their ingress rules no longer apply to this pod" in action["detail"]
     finally:
         await responder.stop()
+
+
+async def test_a_policy_on_trial_predicts_while_the_others_act(
+    tmp_path: Path, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """policies[].dry_run from the config to the cluster and the audit trail: the trial policies'
+    quarantine and annotate write nothing to their pods and take no breaker slot, while the enforced
+    policy quarantines the next pod."""
+    running, pods, kubeconfig = seeded
+    policies = [
+        {"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["notify", "quarantine"]},
+        {
+            "name": "egress-trial",
+            "match": {"rules": ["Anomalous egress*"]},
+            "actions": ["notify", "quarantine"],
+            "dry_run": True,
+        },
+        {
+            "name": "downloads-trial",
+            "match": {"rules": ["Runtime download*"]},
+            "actions": ["notify", "annotate"],
+            "dry_run": True,
+        },
+    ]
+    extra = {"policies": policies, "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 300}}}
+    config = responder_config(tmp_path, kubeconfig, extra=extra)
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        triton, torchserve, vllm = pods["triton"], pods["torchserve"], pods["vllm"]
+        egress = falco_alert(
+            triton, "Anomalous egress from serving pod", "Warning", "Egress", {"fd.sip": "203.0.113.9"}
+        )
+        download = falco_alert(
+            torchserve,
+            "Runtime download or package install in serving pod",
+            "Warning",
+            "pip",
+            {"proc.name": "pip"},
+        )
+        shell = falco_alert(vllm, SHELL_RULE, "Notice", "Shell spawned", {"proc.name": "bash"})
+        for alert in (egress, download, shell):
+            await post_and_drain(responder, alert)
+
+        def stored(pod: SeededPod) -> dict[str, Any]:
+            found: dict[str, Any] = running.call(
+                running.emulator.get_object, "v1/pods", pod.namespace, pod.name
+            )
+            return found["metadata"]
+
+        assert "serving-guard.io/quarantine" not in stored(triton)["labels"]
+        assert "serving-guard.io/reason" not in (stored(torchserve).get("annotations") or {})
+        assert stored(vllm)["labels"]["serving-guard.io/quarantine"] == "true"
+
+        by_pod = {entry["pod"]: entry["incident"] for entry in await audit_entries(responder)}
+        trial = by_pod[triton.name]
+        assert trial["decision"]["dry_run"] and trial["decision"]["dry_run_by"] == "policy"
+        ((action, status),) = [(a["action"], a["status"]) for a in trial["actions"]]
+        assert (action, status) == ("quarantine", "dry_run")
+        assert [(a["action"], a["status"]) for a in by_pod[torchserve.name]["actions"]] == [
+            ("annotate", "dry_run")
+        ]
+        enforced = by_pod[vllm.name]
+        assert not enforced["decision"]["dry_run"] and enforced["decision"]["dry_run_by"] == ""
+        assert enforced["actions"][0]["status"] in ("quarantined", "leaky")
+    finally:
+        await responder.stop()
