@@ -48,6 +48,9 @@ class Outcome(StrEnum):
     LEAKY = "leaky"  # verified, quarantined, but named policies still allow traffic
     ANNOTATED = "annotated"  # verified, annotated (recorded, not isolated)
     NOTIFIED = "notified"  # verified, on-call told, nothing isolated
+    # verified; the policy is on trial (dry_run): its quarantine or annotate was predicted and
+    # reported, nothing was changed
+    DRY_RUN = "dry_run"
     UNVERIFIED = "unverified"  # refused: the alert does not match the live pod
     SILENT = "silent"  # nothing at all (the control)
     ANY = "any"  # only that the rule fired for the run

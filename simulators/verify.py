@@ -111,6 +111,8 @@ def _outcome_text(incident: Mapping[str, Any]) -> str:
             parts.append("LEAKY: still allowed by " + ", ".join(action.get("leaky_policies") or ["?"]))
         elif status == "withheld":
             parts.append(f"{action.get('action')} withheld")
+        elif status == "dry_run":
+            parts.append(f"dry-run: would {action.get('action')}")
         else:
             parts.append(f"{status}" if status in ISOLATED else f"{action.get('action')} {status}")
     return "; ".join(parts) or "notified only"
@@ -174,11 +176,18 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
             f"alert not verified against the live pod ({status}{': ' + reason if reason else ''})",
             settled=True,
         )
+    if outcome is Outcome.DRY_RUN:
+        _check_dry_run(incident, decision)
+        return
     if outcome in (Outcome.QUARANTINED, Outcome.LEAKY):
         action = _action(incident, "quarantine")
         if action is None:
             raise _Miss(f"no quarantine: decision was {_decision_text(decision)}", settled=True)
         got = action.get("status")
+        if got == "dry_run":
+            raise _Miss(
+                f"expected {outcome.value}, but {_dry_run_text(decision)}: nothing was changed", settled=True
+            )
         if got == outcome.value:
             missing = set(expectation.leaky_policies) - set(action.get("leaky_policies") or [])
             if missing:
@@ -203,6 +212,21 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
         raise _Miss(f"expected notify only, but the pod was {_outcome_text(incident)}", settled=True)
     if "notify" not in (decision.get("actions") or []):
         raise _Miss(f"expected a notification, decision was {_decision_text(decision)}", settled=True)
+
+
+def _dry_run_text(decision: Mapping[str, Any]) -> str:
+    if decision.get("dry_run_by") == "policy":
+        return f"policy {decision.get('policy', '?')} is in dry-run"
+    return "guardrails.dry_run is on"
+
+
+def _check_dry_run(incident: Mapping[str, Any], decision: Mapping[str, Any]) -> None:
+    """A policy on trial (or the global dry-run): an action predicted, none done."""
+    done = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
+    if done:
+        raise _Miss(f"expected a dry-run, but the pod was {_outcome_text(incident)}", settled=True)
+    if not any(a.get("status") == "dry_run" for a in incident.get("actions") or []):
+        raise _Miss(f"expected a dry-run, decision was {_decision_text(decision)}", settled=True)
 
 
 def _check_slack(incident: Mapping[str, Any]) -> None:

@@ -177,7 +177,8 @@ async def test_a_policy_on_trial_predicts_while_the_others_act(
             found: dict[str, Any] = running.call(
                 running.emulator.get_object, "v1/pods", pod.namespace, pod.name
             )
-            return found["metadata"]
+            metadata: dict[str, Any] = found["metadata"]
+            return metadata
 
         assert "serving-guard.io/quarantine" not in stored(triton)["labels"]
         assert "serving-guard.io/reason" not in (stored(torchserve).get("annotations") or {})

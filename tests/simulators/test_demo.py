@@ -119,11 +119,14 @@ def test_an_altered_scenario_file_fails_the_demo(tmp_path: Path, capsys: pytest.
     for path in SCENARIOS.directory.glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
         if path.stem == "runtime-download":
-            text = text.replace("outcome: notified", "outcome: quarantined")
+            text = text.replace("outcome: dry_run", "outcome: quarantined")
         (altered / path.name).write_text(text, encoding="utf-8")
     code, out, _ = run_demo(["--no-report", "--scenarios-dir", str(altered)], capsys)
     assert code == 1
-    assert "FAIL runtime-download (expected quarantined + Slack): no quarantine: decision was " in out
+    assert (
+        "FAIL runtime-download (expected quarantined + Slack): expected quarantined, but policy"
+        " report-runtime-changes is in dry-run: nothing was changed" in out
+    )
 
 
 def test_demo_rejects_unknown_expectations(capsys: pytest.CaptureFixture[str]) -> None:

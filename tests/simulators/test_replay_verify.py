@@ -97,7 +97,8 @@ async def test_verify_passes_on_a_healthy_chain(
         )
     assert code == 0, out
     assert "PASS  shell-in-serving-pod  [quarantined]  quarantined" in out
-    assert "PASS  runtime-download  [notified]  notified" in out
+    assert "PASS  runtime-download  [dry_run]  dry_run" in out
+    assert "decision: report-runtime-changes: notify, quarantine; outcome: dry-run: would quarantine" in out
     assert "PASS  benign-serving  [silent]  nothing fired" in out
     assert "3 of 3 scenario(s) passed" in out
     # The Slack message is really there.
@@ -476,6 +477,21 @@ def test_judge_covers_each_outcome() -> None:
     assert "expected annotated, got no annotate action" in annotated.reason
     notified = judge(expectation(Outcome.NOTIFIED), [_entry(rule)])
     assert notified.reason == "expected notify only, but the pod was quarantined"
+    # A policy on trial: the quarantine was predicted, and only that passes as a dry-run.
+    predicted = {"action": "quarantine", "status": "dry_run", "finished_ns": 2_000_000}
+    trial = {"policy": "report-runtime-changes", "actions": ["notify", "quarantine"], "dry_run": True}
+    on_trial = _entry(rule, actions=[predicted], decision={**trial, "dry_run_by": "policy"})
+    dry = judge(expectation(Outcome.DRY_RUN), [on_trial])
+    assert dry.passed and dry.outcome == "dry-run: would quarantine" and dry.latency_ms is None
+    enforced = judge(expectation(Outcome.DRY_RUN), [_entry(rule)])
+    assert enforced.reason == "expected a dry-run, but the pod was quarantined"
+    told_only = {"policy": "p", "actions": ["notify"], "notify": True}
+    told = judge(expectation(Outcome.DRY_RUN), [_entry(rule, actions=[], decision=told_only)])
+    assert told.reason == "expected a dry-run, decision was p: notify"
+    missed = judge(expectation(Outcome.QUARANTINED), [on_trial])
+    assert missed.reason == (
+        "expected quarantined, but policy report-runtime-changes is in dry-run: nothing was changed"
+    )
     forged = judge(expectation(Outcome.UNVERIFIED), [_entry(rule)])
     assert "expected the alert to be refused as unverified, but verification said verified" in forged.reason
     acted = judge(expectation(Outcome.UNVERIFIED), [_entry(rule, verification={"status": "unverified"})])

@@ -126,9 +126,11 @@ def test_expectations_follow_from_the_reference_policy(name: str) -> None:
     )
     for expect in (scenario.expect, scenario.demo_expect()):
         if expect.outcome in (Outcome.QUARANTINED, Outcome.LEAKY):
-            assert ActionName.QUARANTINE in decision.actions
+            assert ActionName.QUARANTINE in decision.actions and not decision.dry_run
         elif expect.outcome is Outcome.ANNOTATED:
-            assert ActionName.ANNOTATE in decision.actions
+            assert ActionName.ANNOTATE in decision.actions and not decision.dry_run
+        elif expect.outcome is Outcome.DRY_RUN:
+            assert decision.dry_run and decision.changes_pod
         else:
             assert expect.outcome is Outcome.NOTIFIED
             assert decision.actions == (ActionName.NOTIFY,)
