@@ -44,7 +44,7 @@ from responder.journal import (
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.policy import Decision, GuardrailState, decide, is_quarantined
+from responder.policy import Decision, GuardrailState, decide, dry_run_lifted, is_quarantined
 from responder.records import decision_to_json, pod_to_json, verification_to_json
 from responder.slots import Slots
 
@@ -294,6 +294,15 @@ class Pipeline:
         if record is None or record.get("first_alert") is None:
             return None
         report = report_from_record(record)
+        reopen_after_ns = None
+        if report is not None and dry_run_lifted(report.decision, self._config):
+            # Dry-run was turned off for it (the usual way from trial to enforcement): an attack
+            # still going on must not fold into a prediction for the rest of the window.
+            reopen_after_ns = row.opened_ns
+            log.info(
+                "a dry-run incident's policy now acts: its next repeat is decided afresh",
+                extra={"incident": row.incident_id, "policy": report.decision.policy},
+            )
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(record["first_alert"]),
@@ -305,6 +314,7 @@ class Pipeline:
             restored=True,
             # The thread-counter throttle carries on where it was, not from zero.
             last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
+            reopen_after_ns=reopen_after_ns,
         )
 
     def _journaled_openings(

@@ -186,6 +186,14 @@ def decide(
     )
 
 
+def dry_run_lifted(decision: Decision, config: Config) -> bool:
+    """The decision was a dry-run that ``config`` no longer makes one: guardrails.dry_run and the
+    dry_run of the policy it named are both off now (or that policy is gone)."""
+    if not decision.dry_run or config.guardrails.dry_run:
+        return False
+    return not any(policy.name == decision.policy and policy.dry_run for policy in config.policies)
+
+
 def is_quarantined(pod: PodContext | None, config: Config) -> bool:
     """The pod already carries the quarantine label (as last read from the API)."""
     return pod is not None and pod.labels.get(config.quarantine.label) == config.quarantine.label_value

@@ -103,13 +103,14 @@ class ClusterActions:
         return outcome
 
     def _dry_run(self, pod: PodContext, started: int) -> ActionOutcome:
-        labels = {**pod.labels, self._settings.label: self._settings.label_value}
+        label, value, own = self._settings.label, self._settings.label_value, self._settings.network_policy
+        labels = {**pod.labels, label: value}
         policies = self._gateway.list_network_policies(pod.namespace)
         directions = self._settings.isolate.directions
-        leaks = netpol.find_leaks(
-            policies, labels, own_policy=self._settings.network_policy, directions=directions
-        )
-        notes = ["would label the pod into " + self._settings.network_policy]
+        leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
+        # A pod another policy already quarantined: the prediction must not read as if it were free.
+        labelled = pod.labels.get(label) == value
+        notes = [f"the pod is already labelled into {own}" if labelled else f"would label the pod into {own}"]
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
         report = IsolationReport(tuple(leaks), (), excluded_beyond=self._excluded_beyond(policies, labels))

@@ -425,3 +425,57 @@ async def test_a_failure_after_journaling_is_answered_not_left_hanging(
     # Both are journaled, still pending: a restart resumes them.
     pending = rows(responder.config, "SELECT COUNT(*) FROM alerts WHERE outcome IS NULL")
     assert pending[0][0] == 2
+
+
+async def test_turning_a_trial_policy_on_acts_on_the_attack_still_going_on(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """From trial to enforcement takes a restart (a new config). The incident the trial predicted
+    comes back from the journal, but its next repeat is decided afresh and quarantines the pod,
+    instead of folding into the prediction for the rest of the dedupe window."""
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    trial = {"name": "shells", "match": {"rules": [SHELL_RULE]}, "actions": ["notify", "quarantine"]}
+    responder = await start_with_clock(tmp_path, kubeconfig, clock, policies=[{**trial, "dry_run": True}])
+    try:
+        await submit_all(responder, [shell(pods["vllm"], n=0)])
+        clock.advance(1)
+        await submit_all(responder, [shell(pods["vllm"], n=1)])  # folded into the prediction
+    finally:
+        await responder.stop()
+    assert LABEL not in labels(running, pods["vllm"])
+
+    clock.advance(1)
+    enforced = await start_with_clock(tmp_path, kubeconfig, clock, policies=[trial])
+    try:
+        await submit_all(enforced, [shell(pods["vllm"], n=2)])
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        incidents = rows(
+            enforced.config,
+            "SELECT count, json_extract(decision, '$.dry_run') AS dry FROM incidents ORDER BY opened_ns",
+        )
+        assert [(r["count"], r["dry"]) for r in incidents] == [(2, 1), (1, 0)]
+    finally:
+        await enforced.stop()
+
+
+async def test_a_prediction_still_on_trial_after_a_restart_keeps_folding(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    trial = {
+        "name": "shells",
+        "match": {"rules": [SHELL_RULE]},
+        "actions": ["notify", "quarantine"],
+        "dry_run": True,
+    }
+    for n in range(2):
+        responder = await start_with_clock(tmp_path, kubeconfig, clock, policies=[trial])
+        try:
+            await submit_all(responder, [shell(pods["vllm"], n=n)])
+        finally:
+            await responder.stop()
+        clock.advance(1)
+    assert rows(responder.config, "SELECT count FROM incidents")[0][0] == 2
+    assert LABEL not in labels(running, pods["vllm"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, load_config_text
-from responder.policy import GuardrailState, decide
+from responder.policy import GuardrailState, decide, dry_run_lifted
 
 Q = ActionName.QUARANTINE
 N = ActionName.NOTIFY
@@ -207,6 +208,35 @@ def test_the_global_dry_run_wins_over_a_policy_on_trial() -> None:
     decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), config)
     assert decision.dry_run and decision.dry_run_by == "guardrails" and decision.actions == (A,)
     assert decision.summary() == "policy trial: dry-run annotate"
+
+
+@pytest.mark.parametrize(
+    ("dry_run_by", "guardrails", "policy_dry_run", "lifted"),
+    [
+        ("policy", False, False, True),  # the trial is over
+        ("policy", False, True, False),  # still on trial
+        ("policy", True, False, False),  # now everything is dry-run
+        ("guardrails", False, False, True),  # the global switch is off
+        ("guardrails", False, True, False),  # ... but this policy is on trial
+        ("guardrails", True, False, False),
+    ],
+)
+def test_a_dry_run_is_lifted_when_neither_switch_holds_it(
+    dry_run_by: str, guardrails: bool, policy_dry_run: bool, lifted: bool
+) -> None:
+    shells = {
+        "name": "shells",
+        "match": {"rules": ["*"]},
+        "actions": ["quarantine"],
+        "dry_run": policy_dry_run,
+    }
+    config = make_config(policies=[shells], guardrails={"dry_run": guardrails})
+    decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), make_config())
+    predicted = dataclasses.replace(decision, dry_run=True, dry_run_by=dry_run_by)
+    assert dry_run_lifted(predicted, config) is lifted
+    assert not dry_run_lifted(decision, config)  # not a dry-run: nothing to lift
+    gone = dataclasses.replace(predicted, policy="renamed-since")
+    assert dry_run_lifted(gone, config) is not guardrails
 
 
 def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:

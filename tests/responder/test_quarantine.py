@@ -326,6 +326,17 @@ def test_dry_run_writes_nothing_but_predicts_the_leak(
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
 
 
+def test_dry_run_on_a_pod_already_quarantined_says_so(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    enforced = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-1", "r", dry_run=False)
+    assert enforced.status is OutcomeStatus.QUARANTINED
+    predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=True)
+    assert predicted.status is OutcomeStatus.DRY_RUN
+    assert predicted.detail == "the pod is already labelled into serving-guard-quarantine"
+
+
 def test_annotate_records_without_isolating(
     harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
