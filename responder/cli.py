@@ -29,7 +29,7 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command(("serve",), "responder.commands.serve", "run the responder (HTTP and gRPC inputs)"),
     Command(("ingest",), "responder.commands.ingest", "feed Falco JSON lines from a file or stdin"),
-    Command(("release",), "responder.commands.release", "lift a pod's quarantine and record who and why"),
+    Command(("release",), "responder.commands.release", "lift pods' quarantine and record who and why"),
     Command(("audit",), "responder.commands.audit", "print the trail: alert, decision, actions, notices"),
     Command(("config", "check"), "responder.commands.config_check", "validate a config, print the policy"),
     Command(("rules", "check"), "responder.rulespack.check_command", "check and compile Falco rules files"),

@@ -1,5 +1,5 @@
-"""`serving-guard release --namespace NS POD --reason WHY`: lift a quarantine, undo our policy
-patches and record who and why (on the pod, as an Event, and in the journal when reachable)."""
+"""`serving-guard release --namespace NS POD [POD...] --reason WHY`: lift quarantines, undo our
+policy patches and record who and why (on each pod, as an Event, and in the journal when reachable)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import getpass
 import os
 import socket
 import sqlite3
+import sys
 import unicodedata
 
 from responder.actions.events import EventRecorder
@@ -23,7 +24,9 @@ from responder.journal import Journal
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pod", help="the quarantined pod's name")
+    parser.add_argument(
+        "pods", nargs="+", metavar="POD", help="the quarantined pods' names (released in this order)"
+    )
     parser.add_argument("--namespace", "-n", required=True)
     parser.add_argument("--reason", required=True, help="why it is safe to release (recorded)")
     parser.add_argument("--by", help="who releases (default: USER@host)")
@@ -72,9 +75,10 @@ def cluster_settings(args: argparse.Namespace, configured: Cluster) -> tuple[Clu
 
 def run(args: argparse.Namespace) -> int:
     # Everything that can be refused is checked before the cluster is touched.
-    for what, value in (("--namespace", args.namespace), ("pod", args.pod)):
+    for what, value in (("--namespace", args.namespace), *(("pod", pod) for pod in args.pods)):
         if not valid_name(value):
             raise UserError(f"{what}: {value!r} is not a Kubernetes object name")
+    pods = list(dict.fromkeys(args.pods))  # a name given twice is released once
     reason = recorded_text("--reason", args.reason)
     if args.by is not None:
         by = recorded_text("--by", args.by)
@@ -97,16 +101,24 @@ def run(args: argparse.Namespace) -> int:
             )
         gateway = KubeGateway.from_config(cluster, names)
         actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
-        outcome = actions.release(args.namespace, args.pod, by=by, reason=reason)
-        print(f"{args.namespace}/{args.pod}: {outcome.describe()}")
-        if journal is not None:
-            try:
-                journal.run_sync(
-                    Journal.op_record_action(None, None, args.namespace, args.pod, outcome, actor=by)
-                )
-            except (sqlite3.Error, OSError) as exc:
-                raise UserError(
-                    f"journal {config.journal.path}: the {outcome.action} above is done in the cluster,"
-                    f" but recording it failed: {exc}"
-                ) from None
-    return 0 if outcome.status is OutcomeStatus.RELEASED else 1
+        released = 0
+        for pod in pods:
+            outcome = actions.release(args.namespace, pod, by=by, reason=reason)
+            print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
+            released += outcome.status is OutcomeStatus.RELEASED
+            if journal is not None:
+                try:
+                    journal.run_sync(
+                        Journal.op_record_action(None, None, args.namespace, pod, outcome, actor=by)
+                    )
+                except (sqlite3.Error, OSError) as exc:
+                    # Stop here: every release this command makes is one the journal records.
+                    left = pods[pods.index(pod) + 1 :]
+                    raise UserError(
+                        f"journal {config.journal.path}: the {outcome.action} above is done in the cluster,"
+                        f" but recording it failed: {exc}"
+                        + (f"; not released: {', '.join(left)}" if left else "")
+                    ) from None
+    if len(pods) > 1 and released < len(pods):
+        print(f"{len(pods) - released} of {len(pods)} pods not released", file=sys.stderr)
+    return 0 if released == len(pods) else 1

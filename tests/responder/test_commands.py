@@ -252,6 +252,51 @@ def test_release_lifts_the_quarantine_and_records_who(
     assert "not found" in capsys.readouterr().out
 
 
+def test_release_takes_several_pods_and_says_which_were_not_released(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an incident across a workload's replicas, one command releases them all; each pod is
+    released and recorded on its own, and one that cannot be does not stop the others."""
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    source.write_text(
+        "".join(
+            falco_bytes(falco_alert(pods[name], SHELL_RULE, "Notice", "x", {"proc.name": "sh"})).decode()
+            + "\n"
+            for name in ("vllm", "torchserve")
+        )
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
+    assert quarantined(running, pods["vllm"]) and quarantined(running, pods["torchserve"])
+    capsys.readouterr()
+    names = [pods["vllm"].name, "ghost", pods["torchserve"].name, pods["vllm"].name]
+    argv = ["release", "-n", "ml-serving", *names, "--reason", "replicas rebuilt", "--by", "carol"]
+    assert main([*argv, "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"ml-serving/{pods['vllm'].name}",
+        "ml-serving/ghost",
+        f"ml-serving/{pods['torchserve'].name}",
+    ]
+    assert "released by carol: replicas rebuilt" in lines[0] and "not found" in lines[1]
+    assert captured.err == "1 of 3 pods not released\n"
+    assert not quarantined(running, pods["vllm"]) and not quarantined(running, pods["torchserve"])
+    assert release_actions(config) == ["carol", "carol", "carol"]  # the pod not found is recorded too
+
+
+def test_release_checks_every_name_before_touching_the_cluster(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, _ = seeded
+    config = quarantine_vllm(tmp_path, seeded, capsys)
+    argv = ["release", "-n", "ml-serving", pods["vllm"].name, "Bad_Name", "--reason", "x", "--by", "carol"]
+    assert main([*argv, "--config", str(config)]) == 2
+    assert "pod: 'Bad_Name' is not a Kubernetes object name" in capsys.readouterr().err
+    assert quarantined(running, pods["vllm"])
+
+
 def quarantined(running: RunningCluster, pod: SeededPod) -> bool:
     stored = running.call(running.emulator.get_object, "v1/pods", pod.namespace, pod.name)
     return LABEL in (stored["metadata"].get("labels") or {})
