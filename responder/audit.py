@@ -10,7 +10,7 @@ import sqlite3
 import time
 import types
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
@@ -30,6 +30,8 @@ SINCE_FORMS = "15m, 2h, 3d, epoch nanoseconds or an RFC 3339 time"
 # Kubernetes names: a namespace is a DNS label, a pod's name a DNS subdomain.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+# A response policy's name, as the config takes it ("default": alerts no policy matched).
+_POLICY_NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_. ]{0,127}")
 
 
 def since_out_of_range(name: str, text: str) -> str:
@@ -45,13 +47,24 @@ class AuditQuery:
     pod: str | None = None
     # Only alerts whose output or fields mention this run id (simulator runs tag their processes).
     run_id: str | None = None
+    # Only alerts of incidents this response policy decided (e.g. one on trial, to see what it did).
+    policy: str | None = None
     limit: int = 500
 
     def __post_init__(self) -> None:
         if not 0 <= self.since_ns <= MAX_SINCE_NS:
             raise ValueError(since_out_of_range("since", str(self.since_ns)))
+        if self.policy is not None:
+            self.check_policy(self.policy)
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+
+    @classmethod
+    def check_policy(cls, text: str, what: str = "policy") -> str:
+        """A response policy's name as the config writes it; a ValueError naming ``what`` if not."""
+        if not _POLICY_NAME.fullmatch(text):
+            raise ValueError(f"{what} {text[:140]!r} is not a policy name (as the config's policies[].name)")
+        return text
 
     @classmethod
     def parse_pod(cls, text: str, what: str = "pod") -> tuple[str, str]:
@@ -77,7 +90,7 @@ class AuditQuery:
 # -- the query, as `GET /v1/audit` and the commands' --since read it ------------------------------
 
 
-AUDIT_PARAMETERS = ("since", "pod", "run_id", "limit", "format")
+AUDIT_PARAMETERS = ("since", "pod", "run_id", "policy", "limit", "format")
 AUDIT_FORMATS = ("json", "table")
 
 
@@ -110,7 +123,12 @@ def audit_query_from(params: Mapping[str, str]) -> AuditQuery:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be a whole number between 1 and {MAX_LIMIT}, got {limit_text[:40]!r}")
     return AuditQuery(
-        since_ns=since_ns, namespace=namespace, pod=pod, run_id=params.get("run_id") or None, limit=limit
+        since_ns=since_ns,
+        namespace=namespace,
+        pod=pod,
+        run_id=params.get("run_id") or None,
+        policy=params.get("policy") or None,
+        limit=limit,
     )
 
 
@@ -420,10 +438,14 @@ def _entry(
         "incident_id": incident_id,
         "alert": alert_json,
     }
+    if query.policy is not None and not incident_id:
+        return None
     if incident_id:
         if incident_id not in incidents:
             incidents[incident_id] = _incident(conn, incident_id)
         incident = incidents[incident_id]
+        if query.policy is not None and (incident.get("decision") or {}).get("policy") != query.policy:
+            return None
         entry["incident"] = incident
         if row["outcome"] == "opened":
             entry["timings_ms"] = _timings(row["received_ns"], incident)
@@ -513,6 +535,73 @@ def _printable(value: object) -> str:
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+# An action's statuses that changed the pod (a quarantine, leaky or not, or an annotation).
+DONE_STATUSES = ("quarantined", "leaky", "annotated")
+
+
+def incident_outcome_text(incident: Mapping[str, Any]) -> str:
+    """What was done to the pod, or predicted, in a few words (an audit entry's incident)."""
+    parts = []
+    for action in incident.get("actions") or []:
+        status = action.get("status", "?")
+        leaky = ", ".join(action.get("leaky_policies") or [])
+        if status == "leaky":
+            parts.append("LEAKY: still allowed by " + (leaky or "?"))
+        elif status == "withheld":
+            parts.append(f"{action.get('action')} withheld")
+        elif status == "dry_run":
+            parts.append(
+                f"dry-run: would {action.get('action')}" + (f", LEAKY through {leaky}" if leaky else "")
+            )
+        else:
+            parts.append(f"{status}" if status in DONE_STATUSES else f"{action.get('action')} {status}")
+    return "; ".join(parts) or "notified only"
+
+
+def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = None) -> str:
+    """The entries' incidents, one line each (what was done to which pod, or predicted, and how
+    many alerts it took), then how many incidents ended each way: what a policy on trial would have
+    done, or what an alert storm amounted to."""
+    incidents: dict[str, Mapping[str, Any]] = {}
+    first: dict[str, Mapping[str, Any]] = {}
+    for entry in entries:
+        incident = entry.get("incident")
+        if incident and entry["incident_id"] not in incidents:
+            incidents[entry["incident_id"]] = incident
+            first[entry["incident_id"]] = entry
+    header = ("OPENED", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME")
+    rows = [header]
+    outcomes: dict[str, int] = {}
+    pods = set()
+    for incident_id, incident in incidents.items():
+        entry = first[incident_id]
+        opened = incident.get("opened_ns")
+        outcome = incident_outcome_text(incident) if incident.get("decision") else "not decided yet"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        pods.add((entry["namespace"], entry["pod"]))
+        rows.append(
+            (
+                format_time_ns(opened)[:19] if isinstance(opened, int) else entry["received"][:19],
+                entry["rule"][:48],
+                f"{entry['namespace'] or '-'}/{entry['pod'] or '-'}",
+                (incident.get("decision") or {}).get("policy", "-"),
+                str(incident.get("count", "?")),
+                outcome,
+            )
+        )
+    shown = [[_printable(value) for value in row] for row in rows]
+    widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown]
+    alerts = sum(int(i.get("count") or 0) for i in incidents.values())
+    lines += ["", f"{len(incidents)} incident(s) on {len(pods)} pod(s), {alerts} alert(s) in all:"]
+    lines += [
+        f"  {count:>6}  {_printable(text)}" for text, count in sorted(outcomes.items(), key=lambda o: -o[1])
+    ]
+    if limit is not None and len(entries) >= limit:
+        lines.append(f"(read from the newest {limit} alerts only: raise --limit to take in older ones)")
+    return "\n".join(lines)
 
 
 def format_table(entries: Iterable[Mapping[str, Any]]) -> str:

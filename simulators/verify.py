@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from responder.alert import parse_time_ns
+from responder.audit import DONE_STATUSES as ISOLATED
 from responder.audit import AuditEntry
+from responder.audit import incident_outcome_text as _outcome_text
 from responder.client import ResponderClient
 from simulators.scenario import Expect, Outcome, Scenario, marker_id
 
 Entry = Mapping[str, Any]
-ISOLATED = ("quarantined", "leaky", "annotated")
 
 
 @dataclass(frozen=True)
@@ -101,21 +102,6 @@ def _decision_text(decision: Mapping[str, Any]) -> str:
 
 def _action(incident: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     return next((a for a in incident.get("actions") or [] if a.get("action") == name), None)
-
-
-def _outcome_text(incident: Mapping[str, Any]) -> str:
-    parts = []
-    for action in incident.get("actions") or []:
-        status = action.get("status", "?")
-        if status == "leaky":
-            parts.append("LEAKY: still allowed by " + ", ".join(action.get("leaky_policies") or ["?"]))
-        elif status == "withheld":
-            parts.append(f"{action.get('action')} withheld")
-        elif status == "dry_run":
-            parts.append(f"dry-run: would {action.get('action')}")
-        else:
-            parts.append(f"{status}" if status in ISOLATED else f"{action.get('action')} {status}")
-    return "; ".join(parts) or "notified only"
 
 
 def _slack_text(incident: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from responder.audit import MAX_LIMIT, AuditEntry, AuditQuery, format_table, load_trail
+from responder.audit import MAX_LIMIT, AuditEntry, AuditQuery, format_summary, format_table, load_trail
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import load_config
@@ -34,9 +34,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only alerts that mention this simulator run id (as simulate, replay, verify take it)",
     )
     parser.add_argument(
+        "--policy",
+        metavar="NAME",
+        help="only incidents this response policy decided (e.g. one on trial: what it would have done)",
+    )
+    parser.add_argument(
         "--limit", type=limit, default=500, help=f"at most this many alerts, 1 to {MAX_LIMIT} (default: 500)"
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "summary"),
+        default="table",
+        help="table: one line per alert; summary: one line per incident, then how many ended each way",
+    )
     add_responder_options(parser)
 
 
@@ -60,7 +70,16 @@ def _query(args: argparse.Namespace) -> AuditQuery:
         check_run_id(args.run_id)  # verify's check: '' would be no filter at all, the whole trail
     try:
         namespace, pod = AuditQuery.parse_pod(args.pod, "--pod") if args.pod is not None else (None, None)
-        return AuditQuery(since_ns=since, namespace=namespace, pod=pod, run_id=args.run_id, limit=args.limit)
+        if args.policy is not None:
+            AuditQuery.check_policy(args.policy, "--policy")
+        return AuditQuery(
+            since_ns=since,
+            namespace=namespace,
+            pod=pod,
+            run_id=args.run_id,
+            policy=args.policy,
+            limit=args.limit,
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -83,6 +102,7 @@ async def _remote(args: argparse.Namespace) -> list[AuditEntry]:
         "since": args.since or "",
         "pod": args.pod or "",
         "run_id": args.run_id or "",
+        "policy": args.policy or "",
         "limit": str(args.limit),
     }
     async with ResponderClient(args.responder, client_auth(args), flag="--responder") as client:
@@ -99,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         entries = _local(path, query)
     if args.format == "json":
         print(json.dumps(entries, indent=2))
+    elif args.format == "summary":
+        print(format_summary(entries, limit=args.limit))
     else:
         print(format_table(entries))
     return 0

@@ -206,6 +206,80 @@ def test_an_alert_time_past_2262_is_a_rejected_line_and_the_lines_after_it_are_i
     assert sorted(e["pod"] for e in entries) == sorted(pods[n].name for n in ("vllm", "torchserve", "triton"))
 
 
+def test_audit_summarises_what_a_policy_on_trial_would_have_done(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trial's review: --policy keeps the incidents that policy decided, --format summary gives
+    one line per incident and how many ended each way."""
+    running, pods, kubeconfig = seeded
+    download = "Runtime download or package install in serving pod"
+    policies = [
+        {"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["notify", "quarantine"]},
+        {
+            "name": "downloads trial",
+            "match": {"rules": [download]},
+            "actions": ["quarantine"],
+            "dry_run": True,
+        },
+    ]
+    config = write_config(tmp_path, kubeconfig, policies=policies)
+    lines = [
+        falco_alert(pods["vllm"], SHELL_RULE, "Notice", "x", {"proc.name": "sh"}),
+        *[
+            falco_alert(pods["triton"], download, "Warning", "pip", {"proc.cmdline": f"pip {n}"})
+            for n in range(3)
+        ],
+        falco_alert(pods["torchserve"], download, "Warning", "curl", {"proc.name": "curl"}),
+    ]
+    source = tmp_path / "alerts.jsonl"
+    source.write_text("".join(falco_bytes(line).decode() + "\n" for line in lines))
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
+    capsys.readouterr()
+
+    assert main(["audit", "--config", str(config), "--policy", "downloads trial", "--format", "summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["OPENED", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME"]
+    triton = next(line for line in out[1:3] if pods["triton"].name in line)
+    assert "downloads trial  3" in triton
+    assert triton.endswith("dry-run: would quarantine, LEAKY through allow-gateway-to-triton")
+    torchserve = next(line for line in out[1:3] if pods["torchserve"].name in line)
+    assert torchserve.endswith("downloads trial  1       dry-run: would quarantine")
+    assert out[3] == ""
+    assert out[4:] == [
+        "2 incident(s) on 2 pod(s), 4 alert(s) in all:",
+        "       1  dry-run: would quarantine, LEAKY through allow-gateway-to-triton",
+        "       1  dry-run: would quarantine",
+    ]
+    assert not quarantined(running, pods["triton"]) and quarantined(running, pods["vllm"])
+
+    assert main(["audit", "--config", str(config), "--policy", "isolate-shells", "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["pod"] for e in entries] == [pods["vllm"].name]
+    assert (
+        main(
+            [
+                "audit",
+                "--config",
+                str(config),
+                "--policy",
+                "isolate-shells",
+                "--format",
+                "summary",
+                "--limit",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.endswith(
+        "(read from the newest 1 alerts only: raise --limit to take in older ones)\n"
+    )
+    assert main(["audit", "--config", str(config), "--policy", "no/such"]) == 2
+    assert (
+        "--policy 'no/such' is not a policy name (as the config's policies[].name)" in capsys.readouterr().err
+    )
+
+
 def test_audit_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--journal", str(tmp_path / "none.db")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -195,5 +195,10 @@ async def test_a_policy_on_trial_predicts_while_the_others_act(
         enforced = by_pod[vllm.name]
         assert not enforced["decision"]["dry_run"] and enforced["decision"]["dry_run_by"] == ""
         assert enforced["actions"][0]["status"] in ("quarantined", "leaky")
+        # The trial's review reads only its own incidents.
+        url = f"{responder.http_url}/v1/audit?policy=egress-trial"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            entries = (await response.json())["entries"]
+        assert [e["pod"] for e in entries] == [triton.name]
     finally:
         await responder.stop()
