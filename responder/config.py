@@ -462,7 +462,7 @@ def _error_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
     return tuple(part for part in loc if isinstance(part, int) or not part.startswith(("function-", "[")))
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
+def dotted_path(path: tuple[str | int, ...]) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -483,7 +483,7 @@ def config_from_document(document: YamlDocument) -> Config:
             reason = reason.removeprefix("Value error, ")
             line = document.line_of(path)
             where = f"{document.file}:{line}" if line is not None else document.file
-            messages.append(f"{where}: {_dotted(path)}: {reason}")
+            messages.append(f"{where}: {dotted_path(path)}: {reason}")
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
 
 

@@ -180,16 +180,16 @@ def test_config_merge_keys_keep_working(tmp_path: Path, capsys: pytest.CaptureFi
         "  - &base\n"
         "    name: isolate-shells\n"
         "    match: {rules: [Shell in serving pod]}\n"
-        "    actions: [notify]\n"
+        "    actions: [notify, quarantine]\n"
         "  - <<: *base\n"
         "    name: isolate-downloads\n"
-        "    actions: [notify, quarantine]\n",
+        "    match: {rules: [Runtime download*]}\n",
         "merge.yaml",
     )
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "1. isolate-shells: when rules Shell in serving pod\n   do notify;" in out
-    assert "2. isolate-downloads: when rules Shell in serving pod\n   do notify, quarantine;" in out
+    assert "1. isolate-shells: when rules Shell in serving pod\n   do notify, quarantine;" in out
+    assert "2. isolate-downloads: when rules Runtime download*\n   do notify, quarantine;" in out
 
 
 def _commands(path: Path, tmp_path: Path) -> dict[str, list[str]]:

@@ -1,16 +1,29 @@
-"""`serving-guard config check FILE`: validate a config and print the effective policy."""
+"""`serving-guard config check FILE [--rules FILE...]`: validate a config, print the effective
+policy, and report what its policies can never do (a policy an earlier one shadows; with --rules, a
+rule name or glob that matches no rule). Exit 2 for an invalid config, 1 for such findings."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from responder.config import Config, load_config
+from responder.config import Config, config_from_document, dotted_path
+from responder.policy_review import PolicyFinding, unmatched_rule_patterns, unreachable_policies
+from responder.rulespack.expand import load_paths
+from responder.yamlsource import YamlDocument, load_yaml_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the responder's YAML config")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        metavar="FILE",
+        help="the Falco rules files loaded beside it (the pack, Falco's own): every rule name or glob"
+        " in the policies must match a rule of these",
+    )
 
 
 def effective_policy(config: Config) -> dict[str, object]:
@@ -104,12 +117,31 @@ _CUTS = {
 }
 
 
+def findings_text(document: YamlDocument, findings: list[PolicyFinding]) -> list[str]:
+    """Each finding as ``file:line: key: message``, as config errors are written."""
+    lines = []
+    for finding in findings:
+        line = document.line_of(finding.path)
+        where = f"{document.file}:{line}" if line is not None else document.file
+        lines.append(f"{where}: {dotted_path(finding.path)}: {finding.message}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    document = load_yaml_file(args.file, "a config file")
+    config = config_from_document(document)
+    findings = unreachable_policies(config)
+    if args.rules:
+        ruleset = load_paths(list(args.rules))
+        findings += unmatched_rule_patterns(config, ruleset.rules.keys(), ", ".join(args.rules))
+    findings.sort(key=lambda finding: finding.path)
+    problems = findings_text(document, findings)
     policy = effective_policy(config)
     if args.format == "json":
-        print(json.dumps(policy, indent=2))
+        print(json.dumps({**policy, "findings": problems}, indent=2))
     else:
-        print(f"{args.file}: ok")
+        print(f"{args.file}: ok" if not problems else f"{args.file}: valid, with {len(problems)} finding(s)")
         print(_text(policy))
-    return 0
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0

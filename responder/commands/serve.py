@@ -11,10 +11,11 @@ import signal
 from collections.abc import Callable
 
 from responder.cluster.api import KubeGateway
-from responder.config import Config, load_config
+from responder.config import Config, dotted_path, load_config
 from responder.errors import UserError
 from responder.logs import setup_logging
 from responder.memory_budget import container_memory_limit, tls_memory_warning
+from responder.policy_review import unreachable_policies
 from responder.service import Responder
 
 log = logging.getLogger("serving_guard.serve")
@@ -90,10 +91,19 @@ def warn_if_tls_connections_exceed_memory(config: Config, limit_bytes: int | Non
         log.warning(warning)
 
 
+def warn_of_unreachable_policies(config: Config) -> None:
+    """A policy an earlier one shadows is a config bug the responder can run with, loudly."""
+    for finding in unreachable_policies(config):
+        log.warning(
+            f"{dotted_path(finding.path)}: {finding.message} (serving-guard config check names the line)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.logging.level, config.logging.format)
     warn_if_tls_connections_exceed_memory(config)
+    warn_of_unreachable_policies(config)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
         log.info("starting", extra={"event_loop": config.server.event_loop})
         runner.run(serve(config))

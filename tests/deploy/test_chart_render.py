@@ -14,6 +14,7 @@ import yaml
 from responder.actions.netpol import deny_all_spec, spec_is_deny_all
 from responder.cli import COMMANDS
 from responder.config import Config, load_config_text
+from responder.policy_review import unreachable_policies
 from tests.deploy.deploy_support import (
     CASE_IDS,
     CASES,
@@ -430,6 +431,11 @@ def test_default_policies_name_rules_the_pack_defines() -> None:
             assert matched, f"policy {policy['name']}: no rule in the pack matches {pattern!r}"
         for tag in match.get("tags", []):
             assert tag in tags, f"policy {policy['name']}: no rule in the pack has tag {tag!r}"
+
+
+def test_default_policies_are_each_reachable(renders: dict[str, Rendered]) -> None:
+    # First match wins: a default policy below a broader one would never apply.
+    assert unreachable_policies(_config(renders["defaults"])) == []
 
 
 def test_packaged_chart_carries_the_rules_pack(tmp_path: Path) -> None:
