@@ -187,9 +187,10 @@ def decide(
 
 
 def dry_run_lifted(decision: Decision, config: Config) -> bool:
-    """The decision was a dry-run that ``config`` no longer makes one: guardrails.dry_run and the
-    dry_run of the policy it named are both off now (or that policy is gone)."""
-    if not decision.dry_run or config.guardrails.dry_run:
+    """The decision was a dry-run that would have changed the pod, and ``config`` no longer makes it
+    one: guardrails.dry_run and the dry_run of the policy it named are both off now (or that policy
+    is gone). (A notify-only decision made under dry-run is the same without it: nothing to redo.)"""
+    if not decision.dry_run or not decision.changes_pod or config.guardrails.dry_run:
         return False
     return not any(policy.name == decision.policy and policy.dry_run for policy in config.policies)
 

@@ -237,6 +237,8 @@ def test_a_dry_run_is_lifted_when_neither_switch_holds_it(
     assert not dry_run_lifted(decision, config)  # not a dry-run: nothing to lift
     gone = dataclasses.replace(predicted, policy="renamed-since")
     assert dry_run_lifted(gone, config) is not guardrails
+    told_only = dataclasses.replace(predicted, actions=(N,))  # nothing it would have changed
+    assert not dry_run_lifted(told_only, config)
 
 
 def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:

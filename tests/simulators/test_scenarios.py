@@ -3,10 +3,12 @@ reference policy, and strictly validated (errors name file, line and key)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from responder.alert import Alert, Priority
 from responder.cluster.context import ContainerInfo, PodContext
@@ -221,3 +223,47 @@ def test_file_name_must_match_and_directory_must_hold_scenarios(tmp_path: Path) 
     shutil.copy(SCENARIOS.directory / "drift-exec.yaml", renamed / "drift.yaml")
     with pytest.raises(UserError, match=r"drift.yaml:\d+: name must match the file name \(drift\)"):
         load_scenarios(renamed)
+
+
+def test_the_k8s_readme_says_what_the_charts_default_policies_expect() -> None:
+    """simulators/k8s/README.md lists the --expect a verify against the chart's default policies
+    needs: every scenario whose outcome there differs from the reference policy's, and no other."""
+    root = Path(__file__).resolve().parents[2]
+    values = yaml.safe_load((root / "deploy/chart/serving-guard/values.yaml").read_text(encoding="utf-8"))
+    config = Config.model_validate(
+        {"policies": values["policies"], "default_actions": values["defaultActions"]}
+    )
+    differing = {}
+    for name in sorted(EXPECTED - {"benign-serving"}):
+        scenario = SCENARIOS.by_name[name]
+        assert scenario.rule is not None and scenario.priority is not None
+        alert = Alert(
+            rule=scenario.rule,
+            priority=scenario.priority,
+            time_ns=1,
+            source="syscall",
+            output="",
+            fields={"k8s.ns.name": "ml-serving", "k8s.pod.name": "pod-0"},
+            tags=scenario.tags,
+        )
+        decision = decide(
+            alert,
+            _pod({"serving-guard.io/enforce": "true"}),
+            Verification(VerificationStatus.VERIFIED),
+            GuardrailState(),
+            config,
+        )
+        outcome = (
+            Outcome.QUARANTINED
+            if ActionName.QUARANTINE in decision.actions
+            else Outcome.ANNOTATED
+            if ActionName.ANNOTATE in decision.actions
+            else Outcome.NOTIFIED
+        )
+        if outcome is not scenario.expect.outcome and not (
+            outcome is Outcome.QUARANTINED and scenario.expect.outcome is Outcome.LEAKY
+        ):
+            differing[name] = outcome.value
+    readme = " ".join((root / "simulators/k8s/README.md").read_text(encoding="utf-8").split())
+    listed = dict(re.findall(r"--expect ([a-z-]+)=([a-z_]+)", readme))
+    assert listed == differing
