@@ -32,6 +32,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(("release",), "responder.commands.release", "lift pods' quarantine and record who and why"),
     Command(("audit",), "responder.commands.audit", "print the trail: alert, decision, actions, notices"),
     Command(("config", "check"), "responder.commands.config_check", "validate a config, print the policy"),
+    Command(
+        ("config", "explain"), "responder.commands.config_explain", "which policy an alert meets, and why"
+    ),
     Command(("rules", "check"), "responder.rulespack.check_command", "check and compile Falco rules files"),
     Command(("rules", "test"), "responder.rulespack.test_command", "run the rules on recorded captures"),
     Command(("simulate",), "simulators.simulate_command", "perform a scenario's harmless attack actions"),

@@ -76,25 +76,32 @@ def select_policy(alert: Alert, pod: PodContext | None, config: Config) -> Polic
 
 
 def policy_matches(policy: Policy, alert: Alert, pod: PodContext | None) -> bool:
+    return mismatch(policy, alert, pod) is None
+
+
+def mismatch(policy: Policy, alert: Alert, pod: PodContext | None) -> str | None:
+    """Why ``policy`` does not match the alert, in words (the first condition that fails), or None
+    when it matches. `config explain` shows it; policy_matches is it."""
     match = policy.match
     if not match.matches_rule(alert.rule):
-        return False
+        return f"rule {alert.rule!r} is not one of {', '.join(map(repr, match.rules))}"
     if match.tags and not set(match.tags) & set(alert.tags):
-        return False
+        return f"the alert has none of the tags {', '.join(match.tags)}"
     if match.min_priority is not None and not alert.priority.at_least(match.min_priority):
-        return False
+        return f"priority {alert.priority.label} is below {match.min_priority.label}"
     if match.sources and alert.source not in match.sources:
-        return False
+        return f"source {alert.source!r} is not one of {', '.join(match.sources)}"
     if match.namespaces:
         namespace = alert.namespace
         if namespace is None or not any(fnmatch.fnmatchcase(namespace, ns) for ns in match.namespaces):
-            return False
+            return f"namespace {namespace or '(none)'} is not one of {', '.join(match.namespaces)}"
     if match.pod_labels:
+        wanted = ", ".join(f"{key}={value}" for key, value in match.pod_labels.items())
         if pod is None:
-            return False  # labels are only known from the live pod
+            return f"it needs pod labels {wanted}, known only from the live pod"
         if any(pod.labels.get(key) != value for key, value in match.pod_labels.items()):
-            return False
-    return True
+            return f"the pod does not carry {wanted}"
+    return None
 
 
 def _slack_routing(policy: Policy | None, alert: Alert, config: Config) -> tuple[str | None, bool]:

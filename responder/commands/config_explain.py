@@ -1,0 +1,152 @@
+"""`serving-guard config explain FILE ALERT`: which policy one Falco alert meets under a config, why
+each policy above it does not, what the decision asks for, and what the responder checks on the
+live pod before it acts. Offline: no cluster is read (a pod's labels come from --pod-label)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from responder.alert import Alert, AlertError
+from responder.alert_json import parse_falco_json
+from responder.cluster.context import PodContext
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName, Config, load_config
+from responder.errors import UserError
+from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
+from responder.yamlsource import FileTooLarge, read_bounded, size_text
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the responder's YAML config")
+    parser.add_argument(
+        "alert", help="a file holding one Falco JSON alert (as http_output posts it), or - for stdin"
+    )
+    parser.add_argument(
+        "--pod-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of the alert's pod, for policies that match pod_labels (repeatable)",
+    )
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--pod-label {item!r}: must be KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def _read_alert(path: str, limit: int) -> Alert:
+    name = "stdin" if path == "-" else path
+    try:
+        raw = sys.stdin.buffer.read(limit + 1) if path == "-" else read_bounded(path, limit)
+    except FileTooLarge:
+        raw = b"x" * (limit + 1)
+    except IsADirectoryError:
+        raise UserError(f"{name}: is a directory, not a file holding an alert") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise UserError(
+            f"{name}: larger than {size_text(limit)} (inputs.http.max_body_bytes): no alert is that large"
+        )
+    try:
+        return parse_falco_json(raw.strip())
+    except AlertError as exc:
+        raise UserError(f"{name}: {exc}") from None
+
+
+def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[str]:
+    """The explanation, line by line."""
+    pod = None
+    if pod_labels:
+        pod = PodContext(alert.namespace or "", alert.pod or "", "", alert.hostname, labels=pod_labels)
+    where = f"{alert.namespace}/{alert.pod}" if alert.namespace and alert.pod else "(no pod named)"
+    lines = [f"alert: {alert.rule!r}, priority {alert.priority.label}, source {alert.source}, pod {where}"]
+    if alert.tags:
+        lines.append(f"  tags: {', '.join(alert.tags)}")
+    matched = None
+    for index, policy in enumerate(config.policies, 1):
+        if matched is not None:
+            lines.append(f"{index}. {policy.name}: not tried (the first match decides)")
+            continue
+        reason = mismatch(policy, alert, pod)
+        if reason is None:
+            matched = policy
+            lines.append(f"{index}. {policy.name}: MATCHES")
+        else:
+            lines.append(f"{index}. {policy.name}: no: {reason}")
+    if matched is None:
+        lines.append("no policy matches: default_actions apply")
+    guard = config.guardrails
+    # The decision as it would be for a verified alert in an opted-in namespace with the breaker
+    # closed: what the policy asks for; the checks that can take it away are listed after it.
+    namespace_labels = {guard.enforce_namespace_label: "true"} if guard.enforce_namespace_label else {}
+    assumed = PodContext(
+        alert.namespace or "",
+        alert.pod or "",
+        "",
+        alert.hostname,
+        labels=pod_labels,
+        namespace_labels=namespace_labels,
+    )
+    decision = decide(alert, assumed, Verification(VerificationStatus.VERIFIED), GuardrailState(), config)
+    lines.append(f"decision: {', '.join(a.value for a in decision.requested) or 'nothing'}")
+    if decision.dry_run:
+        cause = (
+            f"policy {decision.policy} is in dry-run"
+            if decision.dry_run_by == DRY_RUN_BY_POLICY
+            else "guardrails.dry_run is on"
+        )
+        lines.append(
+            f"  dry-run ({cause}): quarantine and annotate are predicted and reported, nothing is changed"
+        )
+    lines += _slack_lines(
+        config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.requested
+    )
+    if any(a in ISOLATING for a in decision.requested):
+        lines += _checks(config, alert)
+    return lines
+
+
+def _slack_lines(config: Config, channel: str | None, notify: bool, asked: bool) -> list[str]:
+    if not asked:
+        return ["  Slack: not asked for (only a withheld action or an unverified alert is told)"]
+    if config.slack.mode.value == "disabled":
+        return ["  Slack: slack.mode is disabled: journaled only"]
+    if not notify:
+        return ["  Slack: not sent: the priority is below the policy's or slack.min_priority"]
+    return [f"  Slack: {channel or '(the webhook channel)'}"]
+
+
+def _checks(config: Config, alert: Alert) -> list[str]:
+    """What the responder checks on the live pod and its guardrails before it acts."""
+    guard = config.guardrails
+    namespace = alert.namespace
+    lines = ["before it acts, the responder checks:"]
+    container = alert.container_id or "(none: such an alert is never acted on)"
+    node = f" on node {alert.hostname}" if config.cluster.verify_node else ""
+    lines.append(f"  - the live pod {alert.namespace}/{alert.pod} has container {container}{node}")
+    if namespace is not None and namespace in guard.protected_namespaces:
+        lines.append(
+            f"  - namespace {namespace} is protected: quarantine and annotate are ALWAYS withheld there"
+        )
+    elif guard.enforce_namespace_label:
+        lines.append(f"  - namespace {namespace} carries {guard.enforce_namespace_label}=true (opted in)")
+    limit = guard.max_quarantines
+    window = f"{limit.window_seconds:g}s"
+    lines.append(f"  - fewer than {limit.count} pods were quarantined in the last {window} (circuit breaker)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    labels = _labels(args.pod_label)
+    alert = _read_alert(args.alert, config.inputs.http.max_body_bytes)
+    print("\n".join(explain(config, alert, labels)))
+    return 0
