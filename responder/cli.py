@@ -29,6 +29,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command(("serve",), "responder.commands.serve", "run the responder (HTTP and gRPC inputs)"),
     Command(("ingest",), "responder.commands.ingest", "feed Falco JSON lines from a file or stdin"),
+    Command(
+        ("quarantine",), "responder.commands.quarantine", "quarantine pods by hand and record who and why"
+    ),
     Command(("release",), "responder.commands.release", "lift pods' quarantine and record who and why"),
     Command(("audit",), "responder.commands.audit", "print the trail: alert, decision, actions, notices"),
     Command(("config", "check"), "responder.commands.config_check", "validate a config, print the policy"),

@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from responder.actions.outcome import ActionOutcome
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification
@@ -95,4 +95,17 @@ class IncidentReport:
         return (
             "serving-guard release --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)} --reason '<why it is safe>'"
+        )
+
+    def quarantine_command(self) -> str | None:
+        """The exact command to quarantine the pod by hand, when the responder only predicted its
+        quarantine (dry-run) or the circuit breaker held it back, and the alert was verified."""
+        decision = self.decision
+        predicted = any(o.action == "quarantine" and o.status is OutcomeStatus.DRY_RUN for o in self.outcomes)
+        if self.labelled or decision.unverified or not (predicted or decision.breaker_open):
+            return None
+        return (
+            "serving-guard quarantine --namespace "
+            f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
         )

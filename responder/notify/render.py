@@ -553,6 +553,12 @@ def render_incident(report: IncidentReport) -> SlackMessage:
         undo.add("*To release the pod* once it is safe:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
+    by_hand = report.quarantine_command()
+    if by_hand:
+        act = _Lines()
+        act.add("*To quarantine it by hand* once you have looked:")
+        act.add(code_block(by_hand, 1000))
+        blocks.append(_section(act))
     blocks.append(_context(_context_texts(report)))
     return SlackMessage(
         text=_fallback_text(report),

@@ -558,3 +558,25 @@ def test_priority_icons_follow_severity() -> None:
     assert icons[Priority.CRITICAL] == ":rotating_light:"
     assert icons[Priority.WARNING] == ":warning:"
     assert icons[Priority.NOTICE] == ":large_blue_circle:"
+
+
+def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_hand() -> None:
+    """On-call acts on the responder's prediction, or past the circuit breaker, with one command
+    that records who and why, under this incident."""
+    command = (
+        "serving-guard quarantine --namespace ml triton-0 --incident inc-0123456789abcdef0123"
+        " --reason '&lt;why&gt;'"
+    )
+    trial = make_decision(dry_run=True, dry_run_by=DRY_RUN_BY_POLICY)
+    predicted = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN, "would label the pod")
+    text = text_of(render_incident(make_report(decision=trial, outcomes=(predicted,))))
+    assert f"*To quarantine it by hand* once you have looked:\n```{command}```" in text
+    held = make_decision(actions=(ActionName.NOTIFY,), withheld=("circuit breaker open",), breaker_open=True)
+    assert command in text_of(render_incident(make_report(decision=held)))
+    # Not where the pod is quarantined already, nor for an alert that failed verification, nor
+    # where a guardrail that a person's command would meet too held it back.
+    assert command not in text_of(render_incident(make_report(outcomes=(quarantined(),))))
+    forged = make_decision(actions=(ActionName.NOTIFY,), unverified=True, breaker_open=True)
+    assert command not in text_of(render_incident(make_report(decision=forged)))
+    opt_in = make_decision(actions=(ActionName.NOTIFY,), withheld=("namespace ml is not opted in",))
+    assert "quarantine it by hand" not in text_of(render_incident(make_report(decision=opt_in)))

@@ -59,7 +59,7 @@ def test_release_refuses_a_default_by_with_control_characters(
 
 
 def test_printable_text_beyond_ascii_is_still_recorded() -> None:
-    from responder.commands.release import recorded_text
+    from responder.commands.by_hand import recorded_text
 
     assert recorded_text("--by", "zoë@host") == "zoë@host"
     assert recorded_text("--reason", "benign — verified by on-call ✓") == "benign — verified by on-call ✓"

@@ -1,0 +1,112 @@
+"""`serving-guard quarantine`: a person quarantines pods by hand, with the responder's own label,
+policy and leak check, recorded who and why; the platform's guardrails still hold."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.cli import main
+from simulators.cluster_emulator import RunningCluster
+from simulators.seed import LEAKY_POLICY, SeededPod
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+LABEL = "serving-guard.io/quarantine"
+INCIDENT = "inc-0123456789abcdef0123"
+
+
+def write_config(tmp_path: Path, kubeconfig: str) -> Path:
+    data: dict[str, Any] = {
+        "cluster": {"kubeconfig": kubeconfig},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "logging": {"level": "error"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def stored(running: RunningCluster, pod: SeededPod) -> dict[str, Any]:
+    found: dict[str, Any] = running.call(running.emulator.get_object, "v1/pods", pod.namespace, pod.name)
+    return found
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["quarantine", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_pod_quarantined_by_hand_is_isolated_and_recorded(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    # The journal exists once the responder ran: an ingest of nothing creates it.
+    (tmp_path / "empty.jsonl").write_text("")
+    assert (
+        main(["ingest", str(tmp_path / "empty.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
+    )
+    vllm = pods["vllm"]
+    argv = ["-n", vllm.namespace, vllm.name, "--reason", "trial predicted it", "--by", "carol"]
+    code, out, err = run([*argv, "--incident", INCIDENT, "--config", str(config)], capsys)
+    assert code == 0, err
+    assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined")
+    metadata = stored(running, vllm)["metadata"]
+    assert metadata["labels"][LABEL] == "true"
+    assert metadata["annotations"]["serving-guard.io/rule"] == "quarantined by hand"
+    assert metadata["annotations"]["serving-guard.io/reason"] == "by carol: trial predicted it"
+    assert metadata["annotations"]["serving-guard.io/incident"] == INCIDENT
+    events = running.call(running.emulator.list_objects, "v1/events", vllm.namespace)
+    assert "Quarantined" in [e["reason"] for e in events]
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        rows = conn.execute("SELECT incident_id, action, status, actor FROM actions").fetchall()
+    assert rows == [(INCIDENT, "quarantine", "quarantined", "carol")]
+    # The audit trail shows it; release undoes it.
+    assert (
+        main(["release", "-n", vllm.namespace, vllm.name, "--reason", "clean", "--config", str(config)]) == 0
+    )
+    assert LABEL not in stored(running, vllm)["metadata"]["labels"]
+
+
+def test_a_leaky_or_missing_pod_is_not_counted_isolated(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    triton = pods["triton"]
+    argv = ["-n", triton.namespace, triton.name, "ghost", "--reason", "r", "--by", "carol"]
+    code, out, err = run([*argv, "--kubeconfig", kubeconfig], capsys)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        f"{triton.namespace}/{triton.name}: LEAKY quarantine: still allowed by {LEAKY_POLICY}"
+    )
+    assert lines[1] == f"{triton.namespace}/ghost: not found"
+    assert err == "2 of 2 pods not isolated\n"
+    assert stored(running, triton)["metadata"]["labels"][LABEL] == "true"
+
+
+def test_the_platforms_guardrails_still_hold(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    sandbox = pods["sandbox"]
+    code, out, _ = run(
+        ["-n", sandbox.namespace, sandbox.name, "--reason", "r", "--kubeconfig", kubeconfig], capsys
+    )
+    assert code == 1
+    assert out == (
+        f"{sandbox.namespace}/{sandbox.name}: not quarantined: namespace {sandbox.namespace} is not opted in"
+        " (serving-guard.io/enforce=true)\n"
+    )
+    assert LABEL not in (stored(running, sandbox)["metadata"].get("labels") or {})
+    code, _, err = run(["-n", "kube-system", "coredns", "--reason", "r", "--kubeconfig", kubeconfig], capsys)
+    assert code == 2 and "--namespace kube-system: protected (guardrails.protected_namespaces)" in err
+    code, _, err = run(["-n", "ml-serving", "x", "--reason", "r", "--incident", "inc-zz"], capsys)
+    assert code == 2 and "--incident: 'inc-zz' is not an incident id" in err
+    code, _, err = run(["-n", "ml-serving", "Bad_Name", "--reason", "r"], capsys)
+    assert code == 2 and "pod: 'Bad_Name' is not a Kubernetes object name" in err
