@@ -361,6 +361,10 @@ class Slack(Strict):
     # Repeats of an incident update its thread counter at most this often.
     update_interval_seconds: float = Field(default=30.0, strict=True, ge=0, le=3600)
     max_attempts: int = Field(default=8, strict=True, ge=1, le=100)
+    # Bot mode: incidents of one rule on pods of one workload (Deployment, StatefulSet, ...) within
+    # the dedupe window share a thread: the first is posted in the channel, the others as replies
+    # (also sent to the channel when LEAKY, failed or withheld).
+    thread_by_workload: StrictBool = False
 
     _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
 

@@ -67,6 +67,21 @@ class IncidentKey(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadGroup:
+    """Incidents of one rule on pods of one workload (the top of their owner chain) in a namespace:
+    what slack.thread_by_workload gathers into one thread."""
+
+    namespace: str
+    rule: str
+    kind: str
+    name: str
+
+    @property
+    def workload(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentReport:
     """Everything on-call needs about one incident, as of now."""
 
@@ -87,6 +102,14 @@ class IncidentReport:
         after labelling: ActionOutcome.labelled) and no release followed it."""
         released = any(o.status.value == "released" for o in self.outcomes)
         return not released and any(o.labelled for o in self.outcomes)
+
+    @property
+    def workload_group(self) -> WorkloadGroup | None:
+        """The group of this incident, when its pod has a workload (a bare pod has none)."""
+        workload = self.pod.workload if self.pod is not None else None
+        if workload is None or not self.key.namespace:
+            return None
+        return WorkloadGroup(self.key.namespace, self.key.rule, workload.kind, workload.name)
 
     def release_command(self) -> str | None:
         """The exact command that undoes the quarantine, when there is one to undo."""

@@ -45,7 +45,7 @@ from responder.journal_schema import connect
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
-    from responder.incident import IncidentReport
+    from responder.incident import IncidentReport, WorkloadGroup
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -139,6 +139,8 @@ class NotificationRow:
     created_ns: int
     slack_channel: str | None
     slack_ts: str | None
+    # Set when the post went into a workload's thread (that thread's root ts): then it is a reply.
+    slack_thread_ts: str | None = None
 
 
 WRITERS = ("process", "thread")
@@ -444,6 +446,7 @@ class Journal:
         error: str | None = None,
         slack_channel: str | None = None,
         slack_ts: str | None = None,
+        slack_thread_ts: str | None = None,
         sent_ns: int | None = None,
         count_sent: int | None = None,
     ) -> NotificationState:
@@ -455,6 +458,7 @@ class Journal:
                 error,
                 slack_channel,
                 slack_ts,
+                slack_thread_ts,
                 sent_ns,
                 count_sent,
                 notification_id,
@@ -565,6 +569,25 @@ class Journal:
                 "SELECT MIN(next_attempt_ns) FROM notifications WHERE state IN ('pending', 'sending')"
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def workload_thread(
+        self, incident_id: str, channel: str | None, group: WorkloadGroup, since_ns: int
+    ) -> tuple[str, str] | None:
+        """(channel id, ts) of the newest top-level post, to ``channel``, of another incident in
+        ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
+                " JOIN incidents i ON i.incident_id = n.incident_id"
+                " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
+                " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
+                " AND i.namespace = ? AND i.rule = ? AND i.opened_ns >= ? AND i.incident_id != ?"
+                " AND json_extract(i.pod_context, '$.owners[#-1].kind') = ?"
+                " AND json_extract(i.pod_context, '$.owners[#-1].name') = ?"
+                " ORDER BY i.opened_ns DESC LIMIT 1",
+                (channel, group.namespace, group.rule, since_ns, incident_id, group.kind, group.name),
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def incident_thread(self, incident_id: str) -> tuple[NotificationRow | None, NotificationRow | None]:
         """The sent incident post and the latest sent repeat reply (for threading and updates)."""
@@ -727,4 +750,5 @@ def _notification(row: sqlite3.Row) -> NotificationRow:
         created_ns=row["created_ns"],
         slack_channel=row["slack_channel"],
         slack_ts=row["slack_ts"],
+        slack_thread_ts=row["slack_thread_ts"],
     )

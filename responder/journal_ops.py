@@ -174,8 +174,8 @@ class ScheduleNotification:
 
 @dataclass(frozen=True, slots=True)
 class NotificationState:
-    # state, attempts, next_attempt_ns, last_error, slack_channel, slack_ts, sent_ns, count_sent,
-    # id: None keeps a column as it is
+    # state, attempts, next_attempt_ns, last_error, slack_channel, slack_ts, slack_thread_ts, sent_ns,
+    # count_sent, id: None keeps a column as it is
     values: tuple[object, ...]
 
     def __call__(self, conn: sqlite3.Connection) -> None:
@@ -183,6 +183,7 @@ class NotificationState:
             "UPDATE notifications SET state = ?, attempts = COALESCE(?, attempts),"
             " next_attempt_ns = COALESCE(?, next_attempt_ns), last_error = COALESCE(?, last_error),"
             " slack_channel = COALESCE(?, slack_channel), slack_ts = COALESCE(?, slack_ts),"
+            " slack_thread_ts = COALESCE(?, slack_thread_ts),"
             " sent_ns = COALESCE(?, sent_ns), count_sent = COALESCE(?, count_sent) WHERE id = ?",
             self.values,
         )

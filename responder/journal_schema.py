@@ -8,7 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger("serving_guard.journal")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIN_SQLITE = (3, 33, 0)
 ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     last_error TEXT,
     slack_channel TEXT,
     slack_ts TEXT,
+    -- The workload thread (its root post's ts) an incident post went into; NULL: top level.
+    slack_thread_ts TEXT,
     count_sent INTEGER
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
@@ -130,6 +132,13 @@ MIGRATE_1_TO_2 = (
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 )
 
+# Schema 2 -> 3: an incident post may go into a workload's thread (slack.thread_by_workload).
+MIGRATE_2_TO_3 = (
+    "ALTER TABLE notifications ADD COLUMN slack_thread_ts TEXT",
+    "UPDATE meta SET value = '3' WHERE key = 'schema'",
+)
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}
+
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -155,13 +164,16 @@ def migrate(conn: sqlite3.Connection) -> None:
     if has_meta is None:
         return  # a new journal
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is None or int(row[0]) != 1:
+    if row is None or int(row[0]) not in MIGRATIONS:
         return
-    log.info("upgrading the journal's schema", extra={"from": 1, "to": SCHEMA_VERSION})
+    version = int(row[0])
+    log.info("upgrading the journal's schema", extra={"from": version, "to": SCHEMA_VERSION})
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in MIGRATE_1_TO_2:
-            conn.execute(statement)
+        while version in MIGRATIONS:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
         conn.execute("COMMIT")
     except sqlite3.Error:
         conn.execute("ROLLBACK")

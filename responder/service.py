@@ -112,7 +112,12 @@ class Responder:
             from responder.notify.worker import NotificationWorker
 
             notifier = NotificationWorker(
-                self.journal, self.delivery, self.config.slack, self.metrics, clock_ns=self.clock_ns
+                self.journal,
+                self.delivery,
+                self.config.slack,
+                self.metrics,
+                clock_ns=self.clock_ns,
+                thread_window_seconds=self.config.dedupe.window_seconds,
             )
         self.pipeline = Pipeline(
             self.config,

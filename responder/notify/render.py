@@ -529,10 +529,14 @@ def _released(report: IncidentReport) -> bool:
     return any(o.status is OutcomeStatus.RELEASED for o in report.outcomes)
 
 
-def render_incident(report: IncidentReport) -> SlackMessage:
-    """The one top-level message for an incident (re-render and ``update`` it as outcomes arrive)."""
+def render_incident(report: IncidentReport, *, in_workload_thread: bool = False) -> SlackMessage:
+    """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
+    thread of another pod of its workload (slack.thread_by_workload). Re-rendered for updates."""
     blocks: list[dict[str, Any]] = [_header(_header_text(report))]
     headline = _Lines()
+    group = report.workload_group
+    if in_workload_thread and group is not None:
+        headline.add(f":link: The same rule on another pod of {code(group.workload, NAME_LIMIT)}.")
     if report.decision.unverified:
         headline.extend(_unverified_lines(report))
     headline.extend(_action_lines(report))

@@ -31,7 +31,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Self
@@ -420,10 +420,14 @@ class SlackDelivery:
             self._channel_ids[target.lstrip("#")] = ref.channel
         return ref
 
-    async def post_in_thread(self, parent: SlackRef, message: SlackMessage) -> SlackRef:
-        """Reply in the thread of ``parent`` (a ref returned by ``post``). Bot mode only."""
+    async def post_in_thread(
+        self, parent: SlackRef, message: SlackMessage, *, broadcast: bool = False
+    ) -> SlackRef:
+        """Reply in the thread of ``parent`` (a ref returned by ``post``), and with ``broadcast``
+        show the reply in the channel too. Bot mode only."""
         if self.mode is SlackMode.WEBHOOK or parent.ts is None:
             raise _unsupported("thread reply")
+        extra: dict[str, Any] = {"reply_broadcast": True} if broadcast else {}
         response = await self._api(
             "chat.postMessage",
             self._web_client().chat_postMessage(
@@ -431,6 +435,7 @@ class SlackDelivery:
                 thread_ts=parent.ts,
                 unfurl_links=False,
                 unfurl_media=False,
+                **extra,
                 **self._message_args(message),
             ),
         )
@@ -468,30 +473,66 @@ class SlackDelivery:
         channel_id = await self._channel_id(channel)
         oldest = oldest_ts if isinstance(oldest_ts, str) else f"{max(0.0, oldest_ts):.6f}"
         client = self._web_client()
-        found: SlackRef | None = None
+
+        def page(cursor: str | None) -> Awaitable[AsyncSlackResponse]:
+            return client.conversations_history(
+                channel=channel_id,
+                oldest=oldest,
+                inclusive=True,
+                limit=page_size,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+
+        ts = await self._oldest_post("conversations.history", page, incident_id, max_pages, f"since {oldest}")
+        return None if ts is None else SlackRef(channel=channel_id, ts=ts)
+
+    async def find_posted_reply(
+        self, parent: SlackRef, incident_id: str, *, page_size: int = 200, max_pages: int = 20
+    ) -> SlackRef | None:
+        """The reply already posted for ``incident_id`` in the thread of ``parent``, or None when
+        the whole thread was read and there is none (the oldest if several). Raises DeliveryError
+        as ``find_posted`` does. Bot mode only."""
+        if self.mode is SlackMode.WEBHOOK or parent.ts is None:
+            raise _unsupported("thread search")
+        channel_id = await self._channel_id(parent.channel)
+        client = self._web_client()
+        thread = parent.ts
+
+        def page(cursor: str | None) -> Awaitable[AsyncSlackResponse]:
+            return client.conversations_replies(
+                channel=channel_id, ts=thread, limit=page_size, include_all_metadata=True, cursor=cursor
+            )
+
+        ts = await self._oldest_post(
+            "conversations.replies", page, incident_id, max_pages, f"in thread {thread}"
+        )
+        return None if ts is None else SlackRef(channel=channel_id, ts=ts, thread_ts=thread)
+
+    async def _oldest_post(
+        self,
+        what: str,
+        page: Callable[[str | None], Awaitable[AsyncSlackResponse]],
+        incident_id: str,
+        max_pages: int,
+        where: str,
+    ) -> str | None:
+        """The ts of the oldest incident post for ``incident_id`` on the pages ``page`` reads (one
+        per cursor), or None when every page was read and none is; a permanent DeliveryError when
+        there are more than ``max_pages`` pages: then nobody may assume "not posted"."""
+        found: list[str] = []
         cursor: str | None = None
         for _ in range(max_pages):
-            response = await self._api(
-                "conversations.history",
-                client.conversations_history(
-                    channel=channel_id,
-                    oldest=oldest,
-                    inclusive=True,
-                    limit=page_size,
-                    include_all_metadata=True,
-                    cursor=cursor,
-                ),
-            )
-            messages = response.get("messages") or []
-            for message in messages:  # newest first: the last match is the oldest
-                if _is_incident_post(message, incident_id):
-                    found = SlackRef(channel=channel_id, ts=str(message["ts"]))
+            response = await self._api(what, page(cursor))
+            found += [
+                str(m["ts"]) for m in response.get("messages") or [] if _is_incident_post(m, incident_id)
+            ]
             cursor = _next_cursor(response)
             if not cursor:
-                return found
+                return min(found, key=float) if found else None
         raise DeliveryError(
             retryable=False,
-            reason=f"conversations.history: over {max_pages} pages since {oldest}; not searched to the end",
+            reason=f"{what}: over {max_pages} pages {where}; not searched to the end",
             kind=FailureKind.PROTOCOL,
             code="history_too_long",
         )

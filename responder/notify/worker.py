@@ -18,8 +18,9 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from responder.actions.outcome import OutcomeStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.incident import IncidentReport
@@ -40,6 +41,12 @@ CRASH_LOOKBACK_SECONDS = 120.0
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
 
 
+def _needs_eyes(report: IncidentReport) -> bool:
+    """An incident whose outcome a person must see in the channel, not only in a thread."""
+    problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD)
+    return bool(report.decision.withheld) or any(o.status in problems for o in report.outcomes)
+
+
 def retry_delay(attempts: int, retry_after: float | None) -> float:
     """Capped exponential backoff with jitter, never sooner than Slack's Retry-After."""
     backoff = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS) * (0.8 + random.random() * 0.4)  # noqa: S311
@@ -55,8 +62,11 @@ class NotificationWorker:
         metrics: Metrics,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        thread_window_seconds: float = 300.0,
     ) -> None:
         self._journal = journal
+        # How far back a workload's thread gathers incidents (the dedupe window).
+        self._thread_window_ns = int(thread_window_seconds * 1e9)
         self._delivery = delivery
         self._settings = settings
         self._metrics = metrics
@@ -185,6 +195,7 @@ class NotificationWorker:
                 attempts=row.attempts + 1,
                 slack_channel=ref.channel,
                 slack_ts=ref.ts,
+                slack_thread_ts=ref.thread_ts if row.kind == "incident" else None,
                 sent_ns=now,
                 count_sent=report.count,
             )
@@ -197,32 +208,91 @@ class NotificationWorker:
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
 
+    def _workload_root(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
+        """The thread this incident's post goes into (slack.thread_by_workload), or None: top level.
+        An earlier attempt's choice stands, so that a retry looks for the post where it was sent."""
+        if row.slack_thread_ts and row.slack_channel:
+            return SlackRef(channel=row.slack_channel, ts=row.slack_thread_ts)
+        group = report.workload_group
+        if (
+            not self._settings.thread_by_workload
+            or not self._delivery.supports_threads
+            or group is None
+            or report.decision.unverified  # a possible forgery is never tucked into a thread
+        ):
+            return None
+        since = report.first_seen_ns - self._thread_window_ns
+        found = self._journal.workload_thread(row.incident_id, row.channel, group, since)
+        return None if found is None else SlackRef(channel=found[0], ts=found[1])
+
     async def _send_incident(
         self, row: NotificationRow, report: IncidentReport, channel: str | None
     ) -> SlackRef:
+        root = self._workload_root(row, report)
+        if root is not None:
+            return await self._send_in_workload_thread(row, report, root)
         if row.state == "sending" and self._delivery.supports_threads and channel:
             # In flight when the process died, or its answer was lost: did it land?
             oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
-            try:
-                found = await self._delivery.find_posted(channel, row.incident_id, oldest)
-            except DeliveryError as error:
-                if error.retryable:
-                    raise  # ask again later rather than guess
-                # Without history access (scope, membership) we cannot know: a possible duplicate
-                # beats a lost incident.
-                log.warning(
-                    "cannot look for an earlier post; posting again (it may be a duplicate)",
-                    extra={"incident": row.incident_id, "reason": error.reason},
-                )
-                found = None
+            found = await self._earlier_post(
+                self._delivery.find_posted(channel, row.incident_id, oldest), row
+            )
             if found is not None:
-                log.info("earlier post found, not posting again", extra={"incident": row.incident_id})
                 return found
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         return await self._delivery.post(render_incident(report), channel=channel)
 
+    async def _earlier_post(
+        self, search: Awaitable[SlackRef | None], row: NotificationRow
+    ) -> SlackRef | None:
+        """The post an earlier attempt made (its answer lost, or the process died), or None. A
+        search Slack cannot answer now is asked again later (raised); one it cannot answer at all
+        (scope, membership) gives None: a possible duplicate beats a lost incident."""
+        try:
+            found = await search
+        except DeliveryError as error:
+            if error.retryable:
+                raise
+            log.warning(
+                "cannot look for an earlier post; posting again (it may be a duplicate)",
+                extra={"incident": row.incident_id, "reason": error.reason},
+            )
+            return None
+        if found is not None:
+            log.info("earlier post found, not posting again", extra={"incident": row.incident_id})
+        return found
+
+    async def _send_in_workload_thread(
+        self, row: NotificationRow, report: IncidentReport, root: SlackRef
+    ) -> SlackRef:
+        """Post the incident as a reply in its workload's thread; shown in the channel too when it
+        needs eyes there (LEAKY, failed, withheld), so a thread never hides a problem."""
+        if row.state == "sending" and row.slack_thread_ts:
+            found = await self._earlier_post(self._delivery.find_posted_reply(root, row.incident_id), row)
+            if found is not None:
+                return found
+        await self._journal.run(
+            Journal.op_notification_state(
+                row.id, "sending", slack_channel=root.channel, slack_thread_ts=root.ts
+            )
+        )
+        message = render_incident(report, in_workload_thread=True)
+        return await self._delivery.post_in_thread(root, message, broadcast=_needs_eyes(report))
+
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)
+        if (
+            parent is not None
+            and parent.slack_thread_ts
+            and parent.slack_ts
+            and self._delivery.supports_threads
+        ):
+            # The incident is a reply in its workload's thread: its count is updated in place.
+            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+            own = SlackRef(
+                channel=parent.slack_channel or "", ts=parent.slack_ts, thread_ts=parent.slack_thread_ts
+            )
+            return await self._delivery.update(own, render_incident(report, in_workload_thread=True))
         message = render_repeat(report)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))

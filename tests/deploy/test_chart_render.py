@@ -286,6 +286,12 @@ def test_a_policy_on_trial_reaches_the_config_and_the_notes(chart: helm_python.C
     chart.validate_schema(values)
 
 
+def test_workload_threads_reach_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
+    assert _config(renders["defaults"]).slack.thread_by_workload is False
+    rendered = render(chart, Case("workload-threads", {"slack": {"threadByWorkload": True}}))
+    assert _config(rendered).slack.thread_by_workload is True
+
+
 def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:
     names = [m["metadata"]["name"] for m in renders["defaults"].of_kind("NetworkPolicy")]
     assert names == [RELEASE], "cluster scope without a list: the responder creates policies where needed"

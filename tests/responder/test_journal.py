@@ -401,6 +401,29 @@ def test_a_damaged_record_does_not_stop_recovery(tmp_path: Path, writer: str) ->
         journal.close()
 
 
+def test_a_schema_2_journal_gains_the_workload_thread_column(tmp_path: Path) -> None:
+    """A journal from before workload threads: its notifications keep their state and read as top-level
+    posts (no thread)."""
+    path = tmp_path / "j.db"
+    open_journal(tmp_path).close()
+    legacy = sqlite3.connect(path, isolation_level=None)
+    legacy.execute("ALTER TABLE notifications DROP COLUMN slack_thread_ts")
+    legacy.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    legacy.execute(
+        "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns, slack_ts)"
+        " VALUES ('inc-1', 'incident', '#sec', 'sent', 1, 1, '1.000100')"
+    )
+    legacy.close()
+    journal = open_journal(tmp_path)
+    try:
+        with journal.reader() as conn:
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
+        parent, _ = journal.incident_thread("inc-1")
+        assert parent is not None and parent.slack_ts == "1.000100" and parent.slack_thread_ts is None
+    finally:
+        journal.close()
+
+
 def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     """Journals written before alert ids lost their own unique index open, keep every record, and
     behave as new ones: redeliveries found, resumable alerts resumed, incidents restored."""
@@ -470,7 +493,9 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     journal.open()
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(notifications)")]
+            assert "slack_thread_ts" in columns
             assert [r[0] for r in conn.execute("SELECT alert_id FROM alerts ORDER BY seq")] == [
                 opening.alert_id,
                 repeat.alert_id,

@@ -46,7 +46,12 @@ def shell(pod: SeededPod, n: int = 0, **fields: Any) -> Alert:
 
 
 async def start(
-    tmp_path: Path, seeded: Seeded, sink: SlackSink, clock: FakeClock | None = None, **slack: Any
+    tmp_path: Path,
+    seeded: Seeded,
+    sink: SlackSink,
+    clock: FakeClock | None = None,
+    extra: dict[str, Any] | None = None,
+    **slack: Any,
 ) -> Responder:
     token = tmp_path / "slack-token"
     token.write_text(DEFAULT_TOKEN)
@@ -62,7 +67,7 @@ async def start(
         hook = tmp_path / "webhook"
         hook.write_text(sink.webhook_url)
         settings = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "update_interval_seconds": 0}
-    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings})
+    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings, **(extra or {})})
     responder = Responder(
         config,
         KubeGateway.from_config(config.cluster),

@@ -210,7 +210,7 @@ journalDir: /var/lib/serving-guard
 {{- $_ := set $grpc "poll_interval_seconds" $v.inputs.grpc.pollIntervalSeconds -}}
 {{- $_ := set $grpc "tls" (dict "ca_file" (printf "%s/ca.crt" $paths.grpcTls) "cert_file" (printf "%s/tls.crt" $paths.grpcTls) "key_file" (printf "%s/tls.key" $paths.grpcTls) "server_name" (default (include "serving-guard.grpcHost" .) $v.inputs.grpc.serverName)) -}}
 {{- end -}}
-{{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority -}}
+{{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority "thread_by_workload" $v.slack.threadByWorkload -}}
 {{- if $v.slack.defaultChannel -}}
 {{- $_ := set $slack "default_channel" $v.slack.defaultChannel -}}
 {{- end -}}
