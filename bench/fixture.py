@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
 import aiohttp
 import attrs
@@ -227,8 +228,10 @@ class Fixture:
                 patches[name] += 1
         posts = self.sink.requests("chat.postMessage")
         updates = self.sink.requests("chat.update")
-        incident_posts = [r for r in posts if r.status == 200 and not r.params.get("thread_ts")]
-        replies = [r for r in posts if r.status == 200 and r.params.get("thread_ts")]
+        sent = [r for r in posts if r.status == 200]
+        # An incident's message is top level, or a reply in its workload's thread (slack.thread_by_workload).
+        incident_posts = [r for r in sent if _kind(r.params) == "incident"]
+        replies = [r for r in sent if r.params.get("thread_ts") and _kind(r.params) != "incident"]
         return web.json_response(
             {
                 "label_patches": sum(patches.values()),
@@ -236,6 +239,7 @@ class Fixture:
                 "api_requests": dict(self.emulator.api_requests),
                 "slack": {
                     "incident_posts": len(incident_posts),
+                    "incident_top_level": len([r for r in incident_posts if not r.params.get("thread_ts")]),
                     "thread_replies": len(replies),
                     "updates": len([r for r in updates if r.status == 200]),
                     "requests": len(self.sink.requests()),
@@ -271,6 +275,19 @@ class Fixture:
         finally:
             self.grpc.stop(0)
             await runner.cleanup()
+
+
+def _kind(params: dict[str, Any]) -> str | None:
+    """The kind of one of our messages (incident, repeat) from the metadata it was posted with."""
+    metadata = params.get("metadata")
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return None
+    payload = metadata.get("event_payload") if isinstance(metadata, dict) else None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def main(argv: list[str]) -> int:

@@ -397,6 +397,8 @@ class Bench:
             "pods_quarantined": quarantines[1],
             "label_patches": after["label_patches"] - before["label_patches"],
             "slack_incident_posts": slack["incident_posts"],
+            # Of them, posted in the channel; the others are replies in their workload's thread.
+            "slack_incident_top_level": slack["incident_top_level"],
             "slack_thread_replies": slack["thread_replies"],
             "slack_updates": slack["updates"],
             "rss_before_bytes": rss_before,
@@ -520,9 +522,10 @@ def table(results: dict[str, Any]) -> str:
         row("storm accepted-then-lost", storm["accepted_then_lost"] + storm["accepted_not_final"], "0")
         row("storm quarantines", storm["quarantine_actions"], f"{storm['pods']}")
         row(
-            "storm Slack posts / replies / updates",
-            f"{storm['slack_incident_posts']} / {storm['slack_thread_replies']} / {storm['slack_updates']}",
-            f"{storm['pods']} posts",
+            "storm Slack incidents (in channel) / replies / updates",
+            f"{storm['slack_incident_posts']} ({storm.get('slack_incident_top_level', '-')})"
+            f" / {storm['slack_thread_replies']} / {storm['slack_updates']}",
+            f"{storm['pods']} incidents",
         )
     for name, target in results.get("targets", {}).items():
         if not target["met"]:

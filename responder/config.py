@@ -363,8 +363,8 @@ class Slack(Strict):
     max_attempts: int = Field(default=8, strict=True, ge=1, le=100)
     # Bot mode: incidents of one rule on pods of one workload (Deployment, StatefulSet, ...) within
     # the dedupe window share a thread: the first is posted in the channel, the others as replies
-    # (also sent to the channel when LEAKY, failed or withheld).
-    thread_by_workload: StrictBool = False
+    # (also sent to the channel when LEAKY, failed or withheld; the first counts them).
+    thread_by_workload: StrictBool = True
 
     _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
 

@@ -572,12 +572,12 @@ class Journal:
 
     def workload_thread(
         self, incident_id: str, channel: str | None, group: WorkloadGroup, since_ns: int
-    ) -> tuple[str, str] | None:
-        """(channel id, ts) of the newest top-level post, to ``channel``, of another incident in
-        ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
+    ) -> tuple[str, str, str] | None:
+        """(channel id, ts, incident id) of the newest top-level post, to ``channel``, of another
+        incident in ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
+                "SELECT n.slack_channel, n.slack_ts, n.incident_id FROM notifications n"
                 " JOIN incidents i ON i.incident_id = n.incident_id"
                 " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
                 " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
@@ -587,7 +587,30 @@ class Journal:
                 " ORDER BY i.opened_ns DESC LIMIT 1",
                 (channel, group.namespace, group.rule, since_ns, incident_id, group.kind, group.name),
             ).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
+
+    def thread_root_incident(self, channel_id: str, ts: str) -> str | None:
+        """The incident whose top-level post is at ``ts`` in ``channel_id``."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT incident_id FROM notifications WHERE kind = 'incident' AND slack_channel = ?"
+                " AND slack_ts = ? AND slack_thread_ts IS NULL ORDER BY id LIMIT 1",
+                (channel_id, ts),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def thread_replies(self, channel_id: str, root_ts: str) -> list[str | None]:
+        """For each incident posted in the thread at ``root_ts``: the status of its latest
+        quarantine or annotate action, or None (notified only, or not acted on)."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT (SELECT a.status FROM actions a WHERE a.incident_id = n.incident_id"
+                " AND a.action IN ('quarantine', 'annotate') ORDER BY a.id DESC LIMIT 1)"
+                " FROM notifications n WHERE n.kind = 'incident' AND n.state = 'sent'"
+                " AND n.slack_channel = ? AND n.slack_thread_ts = ? ORDER BY n.id",
+                (channel_id, root_ts),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def incident_thread(self, incident_id: str) -> tuple[NotificationRow | None, NotificationRow | None]:
         """The sent incident post and the latest sent repeat reply (for threading and updates)."""

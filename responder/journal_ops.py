@@ -125,7 +125,8 @@ class RecordAction:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleNotification:
-    """Queue a notification; a repeat is coalesced with one already waiting for the incident.
+    """Queue a notification; a repeat (or a thread summary) is coalesced with one already waiting
+    for the incident.
     Returns the new notification's id, or None when coalesced.
 
     With ``decided_only``, an incident's post is queued only if the journal holds the incident's
@@ -156,11 +157,10 @@ class ScheduleNotification:
             ).fetchone()
             if exists is not None:
                 return None
-        if self.kind == "repeat":
+        if self.kind in ("repeat", "thread"):
             waiting = conn.execute(
-                "SELECT id FROM notifications"
-                " WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
-                (self.incident_id,),
+                "SELECT id FROM notifications WHERE incident_id = ? AND kind = ? AND state = 'pending'",
+                (self.incident_id, self.kind),
             ).fetchone()
             if waiting is not None:
                 return None

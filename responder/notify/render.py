@@ -10,7 +10,7 @@ context element 3000, 50 blocks), so Slack never rejects a message for its size.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -529,14 +529,49 @@ def _released(report: IncidentReport) -> bool:
     return any(o.status is OutcomeStatus.RELEASED for o in report.outcomes)
 
 
-def render_incident(report: IncidentReport, *, in_workload_thread: bool = False) -> SlackMessage:
+# How a workload thread's root message counts its replies' outcomes (None: notified only).
+_THREAD_OUTCOMES = {
+    "quarantined": "quarantined",
+    "leaky": "LEAKY",
+    "failed": "FAILED",
+    "withheld": "withheld",
+    "dry_run": "dry-run",
+    "annotated": "annotated",
+    "pod_gone": "gone",
+    None: "notified only",
+}
+
+
+def _thread_summary(workload: str, replies: Sequence[str | None]) -> str:
+    counts: dict[str, int] = {}
+    for status in replies:
+        word = _THREAD_OUTCOMES.get(status, str(status))
+        counts[word] = counts.get(word, 0) + 1
+    pods = "pod" if len(replies) == 1 else "pods"
+    outcomes = ", ".join(f"{count} {word}" for word, count in counts.items())
+    where = code(workload, NAME_LIMIT)
+    return (
+        f":busts_in_silhouette: The same rule on *{len(replies)} more {pods}* of {where}, in this thread:"
+        f" {escape(outcomes, REASON_LIMIT)}."
+    )
+
+
+def render_incident(
+    report: IncidentReport,
+    *,
+    in_workload_thread: bool = False,
+    thread_replies: Sequence[str | None] = (),
+) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
-    thread of another pod of its workload (slack.thread_by_workload). Re-rendered for updates."""
+    thread of another pod of its workload (slack.thread_by_workload). ``thread_replies``: for the
+    root of such a thread, its replies' outcomes, counted. Re-rendered for updates."""
     blocks: list[dict[str, Any]] = [_header(_header_text(report))]
     headline = _Lines()
     group = report.workload_group
     if in_workload_thread and group is not None:
         headline.add(f":link: The same rule on another pod of {code(group.workload, NAME_LIMIT)}.")
+    if thread_replies and group is not None:
+        headline.add(_thread_summary(group.workload, thread_replies))
     if report.decision.unverified:
         headline.extend(_unverified_lines(report))
     headline.extend(_action_lines(report))

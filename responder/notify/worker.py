@@ -67,6 +67,8 @@ class NotificationWorker:
         self._journal = journal
         # How far back a workload's thread gathers incidents (the dedupe window).
         self._thread_window_ns = int(thread_window_seconds * 1e9)
+        # When each workload thread's root message last got its replies' summary (throttled as repeats are).
+        self._thread_updated_ns: dict[str, int] = {}
         self._delivery = delivery
         self._settings = settings
         self._metrics = metrics
@@ -166,6 +168,8 @@ class NotificationWorker:
         try:
             if row.kind == "incident":
                 ref: SlackRef | None = await self._send_incident(row, report, channel)
+            elif row.kind == "thread":
+                ref = await self._send_thread_summary(row, report)
             else:
                 ref = await self._send_repeat(row, report)
             if ref is None:
@@ -204,6 +208,10 @@ class NotificationWorker:
         self._metrics.notifications.labels(row.kind, "sent").inc()
         if row.kind == "repeat":
             self._repeat_done(row.incident_id, now, shown=report.count)
+        elif row.kind == "thread":
+            self._thread_updated_ns[row.incident_id] = now
+        elif ref.thread_ts is not None:
+            self._schedule_thread_summary(ref, row.channel, now)
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
@@ -278,6 +286,38 @@ class NotificationWorker:
         )
         message = render_incident(report, in_workload_thread=True)
         return await self._delivery.post_in_thread(root, message, broadcast=_needs_eyes(report))
+
+    def _schedule_thread_summary(self, reply: SlackRef, channel: str | None, now: int) -> None:
+        """A reply went into a workload thread: its root message's summary of the replies is
+        brought up to date (at most once per update interval; a waiting one absorbs the next)."""
+        assert reply.thread_ts is not None
+        root = self._journal.thread_root_incident(reply.channel, reply.thread_ts)
+        if root is None:
+            return
+        interval = int(self._settings.update_interval_seconds * 1e9)
+        due = max(now, self._thread_updated_ns.get(root, 0) + interval)
+        scheduled = self._journal.schedule(
+            Journal.op_schedule_notification(root, "thread", channel, due, now)
+        )
+        scheduled.add_done_callback(lambda written: self._scheduled(written, root, "thread"))
+
+    def _scheduled(self, written: asyncio.Future[int | None], incident_id: str, kind: str) -> None:
+        error = None if written.cancelled() else written.exception()
+        if error is None:
+            self.wake()
+        else:
+            log_failed_write(log, error, f"schedule_notification({kind})", incident_id, None)
+
+    async def _send_thread_summary(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
+        """Update a workload thread's root message (this incident's post) with its replies' outcomes."""
+        parent, _ = self._journal.incident_thread(row.incident_id)
+        if parent is None or parent.slack_ts is None or parent.slack_channel is None:
+            await self._fail(row, "the thread's root post is not there to update")
+            return None
+        replies = self._journal.thread_replies(parent.slack_channel, parent.slack_ts)
+        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        root = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts)
+        return await self._delivery.update(root, render_incident(report, thread_replies=replies))
 
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)

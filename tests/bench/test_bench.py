@@ -86,6 +86,8 @@ def check_shape(results: dict[str, Any], *, smoke: bool) -> None:
     assert storm["accepted_not_final"] == 0
     assert storm["quarantine_actions"] == storm["pods"] == storm["pods_quarantined"]
     assert storm["slack_incident_posts"] == storm["pods"]
+    # Its pods are one Deployment's replicas: one message in the channel, the others in its thread.
+    assert storm["slack_incident_top_level"] == 1
     assert storm["rss_peak_bytes"] >= storm["rss_before_bytes"] > 0
     assert set(results["targets"]) >= {
         "latency_p99_seconds",

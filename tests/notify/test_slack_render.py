@@ -580,3 +580,19 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     assert command not in text_of(render_incident(make_report(decision=forged)))
     opt_in = make_decision(actions=(ActionName.NOTIFY,), withheld=("namespace ml is not opted in",))
     assert "quarantine it by hand" not in text_of(render_incident(make_report(decision=opt_in)))
+
+
+def test_a_workload_threads_root_counts_its_replies_and_a_reply_names_the_workload() -> None:
+    report = make_report(outcomes=(quarantined(),))
+    replies: list[str | None] = ["quarantined", "withheld", "quarantined", "leaky", None, "dry_run"]
+    root = render_incident(report, thread_replies=replies)
+    assert_valid(root)
+    assert (
+        ":busts_in_silhouette: The same rule on *6 more pods* of `Deployment/triton`, in this thread:"
+        " 2 quarantined, 1 withheld, 1 LEAKY, 1 notified only, 1 dry-run." in text_of(root)
+    )
+    one = text_of(render_incident(report, thread_replies=["failed"]))
+    assert "*1 more pod* of `Deployment/triton`, in this thread: 1 FAILED." in one
+    reply = render_incident(report, in_workload_thread=True)
+    assert ":link: The same rule on another pod of `Deployment/triton`." in text_of(reply)
+    assert "in this thread" not in text_of(render_incident(report))

@@ -71,6 +71,9 @@ async def test_replicas_share_one_thread_and_other_workloads_do_not(
             "vllm-2",
         ]
         assert "The same rule on another pod of `StatefulSet/vllm`." in str(replies[0].blocks)
+        # The channel's message counts what its thread holds.
+        summary = "The same rule on *2 more pods* of `StatefulSet/vllm`, in this thread: 2 quarantined."
+        await settle(responder, lambda: summary in str(top_level(sink)[0].blocks))
         # Quarantined as it should be: the thread is enough; nothing broadcast to the channel.
         assert all(not p.get("reply_broadcast") for p in posts(sink))
         assert all((r.metadata or {})["event_payload"]["kind"] == "incident" for r in replies)
@@ -95,6 +98,8 @@ async def test_a_problem_in_the_thread_is_shown_in_the_channel_and_repeats_updat
         await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 1)
         (reply,) = sink.replies("#sec-alerts", root.ts)
         assert "withheld" in str(reply.blocks)
+        summary = "The same rule on *1 more pod* of `StatefulSet/vllm`, in this thread: 1 withheld."
+        await settle(responder, lambda: summary in str(top_level(sink)[0].blocks))
         assert [p.get("reply_broadcast") for p in posts(sink) if p.get("thread_ts")] == [True]
         # Repeats of the replica's incident update its own reply: no new message in the thread.
         for n in range(1, 4):
