@@ -287,9 +287,9 @@ def test_a_policy_on_trial_reaches_the_config_and_the_notes(chart: helm_python.C
 
 
 def test_workload_threads_reach_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
-    assert _config(renders["defaults"]).slack.thread_by_workload is False
-    rendered = render(chart, Case("workload-threads", {"slack": {"threadByWorkload": True}}))
-    assert _config(rendered).slack.thread_by_workload is True
+    assert _config(renders["defaults"]).slack.thread_by_workload is True
+    rendered = render(chart, Case("one-post-per-pod", {"slack": {"threadByWorkload": False}}))
+    assert _config(rendered).slack.thread_by_workload is False
 
 
 def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:

@@ -110,12 +110,12 @@ async def test_a_problem_in_the_thread_is_shown_in_the_channel_and_repeats_updat
         await responder.stop()
 
 
-async def test_without_the_setting_each_replica_is_its_own_post(
+async def test_turned_off_each_replica_is_its_own_post(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:
     running, pods, _ = seeded
     sibling = replica(running, pods["vllm"], "vllm-1")
-    responder = await start(tmp_path, seeded, sink)
+    responder = await start(tmp_path, seeded, sink, thread_by_workload=False)
     try:
         await submit(responder, shell(pods["vllm"]), shell(sibling))
         await settle(responder, lambda: len(incident_posts(sink)) == 2)
