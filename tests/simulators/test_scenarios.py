@@ -15,7 +15,7 @@ from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config
 from responder.errors import UserError
-from responder.policy import GuardrailState, decide
+from responder.policy import Decision, GuardrailState, decide
 from responder.rulespack.examples import ExamplesFile, load_examples
 from responder.rulespack.paths import default_examples, default_pack
 from simulators.alerts import load_rule_specs
@@ -105,11 +105,10 @@ def _pod(namespace_labels: dict[str, str]) -> PodContext:
     )
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED - {"benign-serving"}))
-def test_expectations_follow_from_the_reference_policy(name: str) -> None:
+def _decided(name: str, config: Config) -> Decision:
+    """The decision ``config`` makes for the scenario's alert, verified, in an opted-in namespace."""
     scenario = SCENARIOS.by_name[name]
     assert scenario.rule is not None and scenario.priority is not None
-    config = Config.model_validate(load_reference_policy())
     alert = Alert(
         rule=scenario.rule,
         priority=scenario.priority,
@@ -119,13 +118,15 @@ def test_expectations_follow_from_the_reference_policy(name: str) -> None:
         fields={"k8s.ns.name": "ml-serving", "k8s.pod.name": "pod-0"},
         tags=scenario.tags,
     )
-    decision = decide(
-        alert,
-        _pod({"serving-guard.io/enforce": "true"}),
-        Verification(VerificationStatus.VERIFIED),
-        GuardrailState(),
-        config,
-    )
+    pod = _pod({"serving-guard.io/enforce": "true"})
+    return decide(alert, pod, Verification(VerificationStatus.VERIFIED), GuardrailState(), config)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"benign-serving"}))
+def test_expectations_follow_from_the_reference_policy(name: str) -> None:
+    scenario = SCENARIOS.by_name[name]
+    config = Config.model_validate(load_reference_policy())
+    decision = _decided(name, config)
     for expect in (scenario.expect, scenario.demo_expect()):
         if expect.outcome in (Outcome.QUARANTINED, Outcome.LEAKY):
             assert ActionName.QUARANTINE in decision.actions and not decision.dry_run
@@ -236,23 +237,7 @@ def test_the_k8s_readme_says_what_the_charts_default_policies_expect() -> None:
     differing = {}
     for name in sorted(EXPECTED - {"benign-serving"}):
         scenario = SCENARIOS.by_name[name]
-        assert scenario.rule is not None and scenario.priority is not None
-        alert = Alert(
-            rule=scenario.rule,
-            priority=scenario.priority,
-            time_ns=1,
-            source="syscall",
-            output="",
-            fields={"k8s.ns.name": "ml-serving", "k8s.pod.name": "pod-0"},
-            tags=scenario.tags,
-        )
-        decision = decide(
-            alert,
-            _pod({"serving-guard.io/enforce": "true"}),
-            Verification(VerificationStatus.VERIFIED),
-            GuardrailState(),
-            config,
-        )
+        decision = _decided(name, config)
         outcome = (
             Outcome.QUARANTINED
             if ActionName.QUARANTINE in decision.actions
