@@ -572,12 +572,12 @@ class Journal:
 
     def workload_thread(
         self, incident_id: str, channel: str | None, group: WorkloadGroup, since_ns: int
-    ) -> tuple[str, str, str] | None:
-        """(channel id, ts, incident id) of the newest top-level post, to ``channel``, of another
-        incident in ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
+    ) -> tuple[str, str] | None:
+        """(channel id, ts) of the newest top-level post, to ``channel``, of another incident in
+        ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT n.slack_channel, n.slack_ts, n.incident_id FROM notifications n"
+                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
                 " JOIN incidents i ON i.incident_id = n.incident_id"
                 " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
                 " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
@@ -587,7 +587,7 @@ class Journal:
                 " ORDER BY i.opened_ns DESC LIMIT 1",
                 (channel, group.namespace, group.rule, since_ns, incident_id, group.kind, group.name),
             ).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1])
 
     def thread_root_incident(self, channel_id: str, ts: str) -> str | None:
         """The incident whose top-level post is at ``ts`` in ``channel_id``."""
