@@ -473,6 +473,13 @@ def dotted_path(path: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
+def located(document: YamlDocument, path: tuple[str | int, ...], message: str) -> str:
+    """``file:line: key: message``, as every problem in a config is reported."""
+    line = document.line_of(path)
+    where = f"{document.file}:{line}" if line is not None else document.file
+    return f"{where}: {dotted_path(path)}: {message}"
+
+
 def config_from_document(document: YamlDocument) -> Config:
     data: Any = document.data if document.data is not None else {}
     if not isinstance(data, dict):
@@ -485,9 +492,7 @@ def config_from_document(document: YamlDocument) -> Config:
             path = _error_path(error["loc"])
             reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
             reason = reason.removeprefix("Value error, ")
-            line = document.line_of(path)
-            where = f"{document.file}:{line}" if line is not None else document.file
-            messages.append(f"{where}: {dotted_path(path)}: {reason}")
+            messages.append(located(document, path, reason))
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
 
 

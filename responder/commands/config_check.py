@@ -8,10 +8,10 @@ import argparse
 import json
 import sys
 
-from responder.config import Config, config_from_document, dotted_path
-from responder.policy_review import PolicyFinding, unmatched_rule_patterns, unreachable_policies
+from responder.config import Config, config_from_document, located
+from responder.policy_review import unmatched_rule_patterns, unreachable_policies
 from responder.rulespack.expand import load_paths
-from responder.yamlsource import YamlDocument, load_yaml_file
+from responder.yamlsource import load_yaml_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -117,16 +117,6 @@ _CUTS = {
 }
 
 
-def findings_text(document: YamlDocument, findings: list[PolicyFinding]) -> list[str]:
-    """Each finding as ``file:line: key: message``, as config errors are written."""
-    lines = []
-    for finding in findings:
-        line = document.line_of(finding.path)
-        where = f"{document.file}:{line}" if line is not None else document.file
-        lines.append(f"{where}: {dotted_path(finding.path)}: {finding.message}")
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
     document = load_yaml_file(args.file, "a config file")
     config = config_from_document(document)
@@ -135,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ruleset = load_paths(list(args.rules))
         findings += unmatched_rule_patterns(config, ruleset.rules.keys(), ", ".join(args.rules))
     findings.sort(key=lambda finding: finding.path)
-    problems = findings_text(document, findings)
+    problems = [located(document, finding.path, finding.message) for finding in findings]
     policy = effective_policy(config)
     if args.format == "json":
         print(json.dumps({**policy, "findings": problems}, indent=2))
