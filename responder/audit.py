@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
-from responder.actions.outcome import EXCLUDED_BEYOND, ISOLATED, NOT_PATCHED
+from responder.actions.outcome import EXCLUDED_BEYOND, ISOLATED, NOT_PATCHED, OutcomeStatus
 from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
@@ -538,7 +538,7 @@ def _printable(value: object) -> str:
 
 
 # An action's statuses that changed the pod (a quarantine, leaky or not, or an annotation).
-DONE_STATUSES = ("quarantined", "leaky", "annotated")
+DONE_STATUSES = frozenset({OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY, OutcomeStatus.ANNOTATED})
 
 
 def incident_outcome_text(incident: Mapping[str, Any]) -> str:
@@ -547,11 +547,11 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
     for action in incident.get("actions") or []:
         status = action.get("status", "?")
         leaky = ", ".join(action.get("leaky_policies") or [])
-        if status == "leaky":
+        if status == OutcomeStatus.LEAKY:
             parts.append("LEAKY: still allowed by " + (leaky or "?"))
-        elif status == "withheld":
+        elif status == OutcomeStatus.WITHHELD:
             parts.append(f"{action.get('action')} withheld")
-        elif status == "dry_run":
+        elif status == OutcomeStatus.DRY_RUN:
             parts.append(
                 f"dry-run: would {action.get('action')}" + (f", LEAKY through {leaky}" if leaky else "")
             )

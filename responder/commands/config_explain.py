@@ -11,7 +11,7 @@ from responder.alert import Alert, AlertError
 from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.config import ActionName, Config, load_config
+from responder.config import ActionName, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
 from responder.yamlsource import FileTooLarge, read_bounded, size_text
@@ -117,7 +117,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
 def _slack_lines(config: Config, channel: str | None, notify: bool, asked: bool) -> list[str]:
     if not asked:
         return ["  Slack: not asked for (only a withheld action or an unverified alert is told)"]
-    if config.slack.mode.value == "disabled":
+    if config.slack.mode is SlackMode.DISABLED:
         return ["  Slack: slack.mode is disabled: journaled only"]
     if not notify:
         return ["  Slack: not sent: the priority is below the policy's or slack.min_priority"]

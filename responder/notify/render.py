@@ -530,14 +530,14 @@ def _released(report: IncidentReport) -> bool:
 
 
 # How a workload thread's root message counts its replies' outcomes (None: notified only).
-_THREAD_OUTCOMES = {
-    "quarantined": "quarantined",
-    "leaky": "LEAKY",
-    "failed": "FAILED",
-    "withheld": "withheld",
-    "dry_run": "dry-run",
-    "annotated": "annotated",
-    "pod_gone": "gone",
+_THREAD_OUTCOMES: dict[str | None, str] = {
+    OutcomeStatus.QUARANTINED: "quarantined",
+    OutcomeStatus.LEAKY: "LEAKY",
+    OutcomeStatus.FAILED: "FAILED",
+    OutcomeStatus.WITHHELD: "withheld",
+    OutcomeStatus.DRY_RUN: "dry-run",
+    OutcomeStatus.ANNOTATED: "annotated",
+    OutcomeStatus.POD_GONE: "gone",
     None: "notified only",
 }
 
