@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
-from responder.actions.outcome import EXCLUDED_BEYOND, ISOLATED, NOT_PATCHED, OutcomeStatus
+from responder.actions.outcome import (
+    EXCLUDED_BEYOND,
+    ISOLATED,
+    NOT_PATCHED,
+    REASON,
+    RESPONDER_ACTOR,
+    OutcomeStatus,
+)
 from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
@@ -222,6 +229,8 @@ class ActionRecord(TypedDict):
     # Policies still excluding quarantined pods as patched for a cut of both ways, before
     # quarantine.isolate changed: their rules no longer apply in the direction left open.
     excluded_beyond: NotRequired[list[str]]
+    # Why a person took the action (an action by hand: actor is not the responder).
+    reason: NotRequired[str]
 
 
 class NotificationRecord(TypedDict):
@@ -231,8 +240,13 @@ class NotificationRecord(TypedDict):
     channel: str | None
     slack_channel: str | None
     slack_ts: str | None
+    # The thread the post went into (a workload thread's or the incident's own root); None: top
+    # level. Absent in answers from responders before it was recorded.
+    slack_thread_ts: NotRequired[str | None]
     last_error: str | None
     sent_ns: int | None
+    # A by_hand notification's action (the journal's actions.id).
+    action_id: NotRequired[int]
 
 
 class IncidentRecord(TypedDict):
@@ -480,6 +494,9 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
         names = extra.get(key)
         if isinstance(names, list) and names:
             fields[key] = [str(name) for name in names]
+    reason = extra.get(REASON)
+    if isinstance(reason, str):
+        fields["reason"] = reason
     return fields
 
 
@@ -506,8 +523,10 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
             "channel": n["channel"],
             "slack_channel": n["slack_channel"],
             "slack_ts": n["slack_ts"],
+            "slack_thread_ts": n["slack_thread_ts"],
             "last_error": n["last_error"],
             "sent_ns": n["sent_ns"],
+            **({"action_id": n["action_id"]} if n["action_id"] is not None else {}),
         }
         for n in conn.execute("SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]
@@ -557,6 +576,9 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
             )
         else:
             parts.append(f"{status}" if status in DONE_STATUSES else f"{action.get('action')} {status}")
+        actor = action.get("actor")
+        if actor and actor != RESPONDER_ACTOR:
+            parts[-1] += f" by {actor}"
     return "; ".join(parts) or "notified only"
 
 
@@ -617,7 +639,9 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
         else:
             actions = (
                 ", ".join(
-                    f"{a['action']}={a['status']}" + (f"({a['isolated']} cut)" if a.get("isolated") else "")
+                    f"{a['action']}={a['status']}"
+                    + (f"({a['isolated']} cut)" if a.get("isolated") else "")
+                    + (f"(by {a['actor']})" if a.get("actor") not in (None, RESPONDER_ACTOR) else "")
                     for a in incident.get("actions", [])
                 )
                 or "-"

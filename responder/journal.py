@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from responder.actions.outcome import ActionOutcome
+from responder.actions.outcome import RESPONDER_ACTOR, ActionOutcome
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
     BumpIncident,
@@ -34,6 +34,7 @@ from responder.journal_ops import (
     OpenIncident,
     Prune,
     RecordAction,
+    RecordActionByHand,
     RecordDecision,
     ResetActions,
     ScheduleNotification,
@@ -141,6 +142,18 @@ class NotificationRow:
     slack_ts: str | None
     # Set when the post went into a workload's thread (that thread's root ts): then it is a reply.
     slack_thread_ts: str | None = None
+    # A 'by_hand' notification's action (actions.id): what a person did about the incident.
+    action_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionByHand:
+    """An action a person took, as journaled: what a ``by_hand`` notification tells."""
+
+    actor: str
+    namespace: str
+    pod: str
+    outcome: ActionOutcome
 
 
 WRITERS = ("process", "thread")
@@ -404,7 +417,7 @@ class Journal:
         namespace: str | None,
         pod: str | None,
         outcome: ActionOutcome,
-        actor: str = "responder",
+        actor: str = RESPONDER_ACTOR,
     ) -> RecordAction:
         return RecordAction(
             (
@@ -421,6 +434,20 @@ class Journal:
                 actor,
             )
         )
+
+    @staticmethod
+    def op_record_action_by_hand(
+        incident_id: str | None,
+        namespace: str,
+        pod: str,
+        outcome: ActionOutcome,
+        actor: str,
+        now_ns: int,
+    ) -> RecordActionByHand:
+        """Record what a person did (``actor``) and, under an incident posted to Slack, queue its
+        ``by_hand`` notification in the same transaction: the two are never apart."""
+        action = Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=actor)
+        return RecordActionByHand(action, incident_id, now_ns)
 
     @staticmethod
     def op_schedule_notification(
@@ -627,6 +654,24 @@ class Journal:
             ).fetchone()
         return (_notification(parent) if parent else None, _notification(reply) if reply else None)
 
+    def action_by_hand(self, action_id: int) -> ActionByHand | None:
+        """A journaled action a person took, or None when there is no such record (or it is the
+        responder's own)."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT actor, namespace, pod, outcome FROM actions WHERE id = ? AND actor IS NOT NULL"
+                " AND actor != ?",
+                (action_id, RESPONDER_ACTOR),
+            ).fetchone()
+        if row is None:
+            return None
+        return ActionByHand(
+            actor=row["actor"],
+            namespace=row["namespace"] or "",
+            pod=row["pod"] or "",
+            outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
+        )
+
     def last_repeat_sent_ns(self, incident_id: str) -> int | None:
         with self.reader() as conn:
             row = conn.execute(
@@ -774,4 +819,5 @@ def _notification(row: sqlite3.Row) -> NotificationRow:
         slack_channel=row["slack_channel"],
         slack_ts=row["slack_ts"],
         slack_thread_ts=row["slack_thread_ts"],
+        action_id=row["action_id"],
     )

@@ -115,12 +115,43 @@ class RecordAction:
     # finished_ns, actor
     values: tuple[object, ...]
 
-    def __call__(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        cursor = conn.execute(
             "INSERT INTO actions(incident_id, alert_id, namespace, pod, action, status, detail, outcome,"
             " started_ns, finished_ns, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             self.values,
         )
+        return int(cursor.lastrowid or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordActionByHand:
+    """An action a person took (``serving-guard quarantine --incident``), and, when its incident
+    was posted to Slack (or is about to be), a ``by_hand`` notification that tells the incident's
+    thread: the running responder's notifier finds it in the journal and sends it.
+    Returns the notification's id, or None: the incident has no Slack post to answer."""
+
+    action: RecordAction
+    incident_id: str | None
+    now_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> int | None:
+        action_id = self.action(conn)
+        if self.incident_id is None:
+            return None
+        post = conn.execute(
+            "SELECT channel FROM notifications WHERE incident_id = ? AND kind = 'incident'"
+            " AND state NOT IN ('dropped') ORDER BY id LIMIT 1",
+            (self.incident_id,),
+        ).fetchone()
+        if post is None:
+            return None
+        queued = conn.execute(
+            "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns,"
+            " action_id) VALUES (?, 'by_hand', ?, 'pending', ?, ?, ?)",
+            (self.incident_id, post[0], self.now_ns, self.now_ns, action_id),
+        )
+        return queued.lastrowid
 
 
 @dataclass(frozen=True, slots=True)

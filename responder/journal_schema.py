@@ -8,7 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger("serving_guard.journal")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIN_SQLITE = (3, 33, 0)
 ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -96,7 +96,9 @@ CREATE TABLE IF NOT EXISTS notifications (
     slack_ts TEXT,
     -- The workload thread (its root post's ts) an incident post went into; NULL: top level.
     slack_thread_ts TEXT,
-    count_sent INTEGER
+    count_sent INTEGER,
+    -- What a 'by_hand' notification reports: the action a person took (actions.id).
+    action_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(next_attempt_ns)
     WHERE state IN ('pending', 'sending');
@@ -137,7 +139,13 @@ MIGRATE_2_TO_3 = (
     "ALTER TABLE notifications ADD COLUMN slack_thread_ts TEXT",
     "UPDATE meta SET value = '3' WHERE key = 'schema'",
 )
-MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}
+
+# Schema 3 -> 4: a quarantine by hand under an incident is told in that incident's Slack thread.
+MIGRATE_3_TO_4 = (
+    "ALTER TABLE notifications ADD COLUMN action_id INTEGER",
+    "UPDATE meta SET value = '4' WHERE key = 'schema'",
+)
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4}
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024

@@ -37,6 +37,10 @@ NOT_PATCHED = "not_patched"
 # ActionOutcome.extra's key for the policies that exclude quarantined pods in the direction a one-way
 # cut leaves alone: patched for a quarantine that cut both ways, before quarantine.isolate changed.
 EXCLUDED_BEYOND = "excluded_beyond"
+# ActionOutcome.extra's key for why a person acted (an action by hand's --reason).
+REASON = "reason"
+# Who took an action the responder took on its own (the journal's actions.actor); else a person.
+RESPONDER_ACTOR = "responder"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,12 @@ class ActionOutcome:
         leaves alone (see EXCLUDED_BEYOND): its traffic there may be open to all."""
         names = self.extra.get(EXCLUDED_BEYOND)
         return tuple(str(name) for name in names) if isinstance(names, list) else ()
+
+    @property
+    def reason(self) -> str | None:
+        """Why a person took this action (by hand), or None: the responder's own."""
+        reason = self.extra.get(REASON)
+        return reason if isinstance(reason, str) else None
 
     @property
     def ok(self) -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import getpass
 import os
 import socket
 import sqlite3
+import time
 import unicodedata
 
-from responder.actions.outcome import ActionOutcome
+from responder.actions.outcome import REASON, ActionOutcome
 from responder.cluster.enrich import valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config
@@ -94,19 +96,26 @@ def record(
     where: tuple[str, str],
     by: str,
     *,
+    reason: str,
     incident_id: str | None = None,
     not_done: tuple[str, list[str]] = ("", []),
-) -> None:
-    """Journal ``outcome`` (on pod ``where``, by ``by``), or stop the command: every action it takes
-    is one the journal records. ``not_done``: the word for the pods left, and those pods."""
+) -> bool:
+    """Journal ``outcome`` (on pod ``where``, by ``by``, for ``reason``), or stop the command: every
+    action it takes is one the journal records. Under an incident posted to Slack, the running
+    responder then tells the incident's thread; True when it will. ``not_done``: the word for the
+    pods left, and those pods."""
     if journal is None:
-        return
+        return False
     namespace, pod = where
+    told = dataclasses.replace(outcome, extra={**outcome.extra, REASON: reason})
     try:
-        journal.run_sync(Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=by))
+        queued = journal.run_sync(
+            Journal.op_record_action_by_hand(incident_id, namespace, pod, told, by, time.time_ns())
+        )
     except (sqlite3.Error, OSError) as exc:
         word, left = not_done
         raise UserError(
             f"journal {journal.path}: the {outcome.action} above is done in the cluster,"
             f" but recording it failed: {exc}" + (f"; not {word}: {', '.join(left)}" if left else "")
         ) from None
+    return queued is not None

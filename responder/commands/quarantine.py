@@ -104,14 +104,17 @@ def run(args: argparse.Namespace) -> int:
             )
             done += outcome.status is OutcomeStatus.QUARANTINED
             left = pods[pods.index(name) + 1 :]
-            by_hand.record(
+            told = by_hand.record(
                 journal,
                 outcome,
                 (args.namespace, name),
                 by,
+                reason=reason,
                 incident_id=args.incident,
                 not_done=("quarantined", left),
             )
+            if told:
+                print(f"{where}: the responder tells incident {args.incident}'s Slack thread", flush=True)
     if done < len(pods):
         print(f"{len(pods) - done} of {len(pods)} pods not isolated", file=sys.stderr)
     return 0 if done == len(pods) else 1

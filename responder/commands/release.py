@@ -50,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
             outcome = actions.release(args.namespace, pod, by=by, reason=reason)
             print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
             released += outcome.status is OutcomeStatus.RELEASED
-            record(journal, outcome, (args.namespace, pod), by, not_done=("released", pods[index + 1 :]))
+            record(
+                journal,
+                outcome,
+                (args.namespace, pod),
+                by,
+                reason=reason,
+                not_done=("released", pods[index + 1 :]),
+            )
     if len(pods) > 1 and released < len(pods):
         print(f"{len(pods) - released} of {len(pods)} pods not released", file=sys.stderr)
     return 0 if released == len(pods) else 1

@@ -126,6 +126,7 @@ _PRIORITY_ICON = {
 class MessageKind(StrEnum):
     INCIDENT = "incident"  # the top-level message, one per incident
     REPEAT = "repeat"  # a thread reply counting repeats
+    BY_HAND = "by_hand"  # a thread reply: what a person did about the incident
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,8 @@ class SlackMessage:
     blocks: tuple[Mapping[str, Any], ...]
     incident_id: str
     kind: MessageKind
+    # A BY_HAND message's action (the journal's actions.id): found again by it after a crash.
+    action_id: int | None = None
 
     def blocks_json(self) -> list[dict[str, Any]]:
         return [dict(block) for block in self.blocks]
@@ -143,10 +146,10 @@ class SlackMessage:
     def metadata(self) -> dict[str, Any]:
         """Slack message metadata naming the incident (no alert content: metadata is readable
         by every app in the channel)."""
-        return {
-            "event_type": EVENT_TYPE,
-            "event_payload": {"incident_id": self.incident_id, "kind": self.kind.value},
-        }
+        payload: dict[str, Any] = {"incident_id": self.incident_id, "kind": self.kind.value}
+        if self.action_id is not None:
+            payload["action_id"] = self.action_id
+        return {"event_type": EVENT_TYPE, "event_payload": payload}
 
 
 def format_utc(time_ns: int) -> str:
@@ -595,7 +598,10 @@ def render_incident(
     by_hand = report.quarantine_command()
     if by_hand:
         act = _Lines()
-        act.add("*To quarantine it by hand* once you have looked:")
+        act.add(
+            "*To quarantine it by hand* once you have looked (run with the responder's `--config`,"
+            " it is recorded under this incident and told in this thread):"
+        )
         act.add(code_block(by_hand, 1000))
         blocks.append(_section(act))
     blocks.append(_context(_context_texts(report)))
@@ -626,11 +632,53 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
     return SlackMessage(text=text, blocks=blocks, incident_id=report.incident_id, kind=MessageKind.REPEAT)
 
 
+# What a person did, in a by-hand reply's words: the action's verb.
+_BY_HAND_VERBS = {"quarantine": "quarantined"}
+
+
+def render_by_hand(
+    incident_id: str, actor: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int
+) -> SlackMessage:
+    """The thread reply telling what a person did about the incident by hand
+    (``serving-guard quarantine --incident``): who, to which pod, with what result, and why."""
+    verb = _BY_HAND_VERBS.get(outcome.action, outcome.action)
+    who = escape(actor, SHORT_LIMIT)
+    where = code(f"{namespace}/{pod}", NAME_LIMIT)
+    ok = outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.RELEASED)
+    icon = ":raised_hand:" if ok else ":warning:"
+    lines = _Lines()
+    if ok:
+        lines.add(f"{icon} *{who}* {verb} {where} by hand: {escape(outcome.describe(), REASON_LIMIT)}.")
+    else:
+        # The person meant to act; say plainly that it did not come out as meant.
+        lines.add(
+            f"{icon} *{who}* tried to {escape(outcome.action, SHORT_LIMIT)} {where} by hand:"
+            f" *{escape(outcome.describe(), REASON_LIMIT)}*."
+        )
+        if outcome.status is OutcomeStatus.LEAKY:
+            lines.add("The pod is labelled, but *not* proven isolated: check its traffic yourself.")
+    if outcome.reason:
+        lines.add("Reason: " + escape(outcome.reason, REASON_LIMIT))
+    plain = f"{actor} {verb} {namespace}/{pod} by hand: {outcome.describe()}"
+    blocks = (
+        _section(lines),
+        _context([f"Incident {code(incident_id, 80)} · {format_utc(outcome.finished_ns)}"]),
+    )
+    return SlackMessage(
+        text=escape(plain, FALLBACK_LIMIT),
+        blocks=blocks,
+        incident_id=incident_id,
+        kind=MessageKind.BY_HAND,
+        action_id=action_id,
+    )
+
+
 __all__ = [
     "EVENT_TYPE",
     "MessageKind",
     "SlackMessage",
     "format_utc",
+    "render_by_hand",
     "render_incident",
     "render_repeat",
 ]

@@ -457,12 +457,14 @@ class SlackDelivery:
         incident_id: str,
         oldest_ts: float | str,
         *,
+        action_id: int | None = None,
         page_size: int = 200,
         max_pages: int = 20,
     ) -> SlackRef | None:
-        """The top-level message already posted for ``incident_id`` in ``channel`` at or after
-        ``oldest_ts`` (epoch seconds or a Slack ts), or None when the whole range was searched
-        and there is none. If there are several (a duplicate slipped through), the oldest.
+        """The top-level message already posted for ``incident_id`` in ``channel`` (its incident
+        post; with ``action_id``, the post telling that action by hand) at or after ``oldest_ts``
+        (epoch seconds or a Slack ts), or None when the whole range was searched and there is
+        none. If there are several (a duplicate slipped through), the oldest.
 
         Raises DeliveryError (retryable or not) when Slack cannot answer, and a permanent one
         (kind PROTOCOL, code ``history_too_long``) when more than ``max_pages`` pages would have
@@ -484,15 +486,24 @@ class SlackDelivery:
                 cursor=cursor,
             )
 
-        ts = await self._oldest_post("conversations.history", page, incident_id, max_pages, f"since {oldest}")
+        ts = await self._oldest_post(
+            "conversations.history", page, _Ours(incident_id, action_id), max_pages, f"since {oldest}"
+        )
         return None if ts is None else SlackRef(channel=channel_id, ts=ts)
 
     async def find_posted_reply(
-        self, parent: SlackRef, incident_id: str, *, page_size: int = 200, max_pages: int = 20
+        self,
+        parent: SlackRef,
+        incident_id: str,
+        *,
+        action_id: int | None = None,
+        page_size: int = 200,
+        max_pages: int = 20,
     ) -> SlackRef | None:
-        """The reply already posted for ``incident_id`` in the thread of ``parent``, or None when
-        the whole thread was read and there is none (the oldest if several). Raises DeliveryError
-        as ``find_posted`` does. Bot mode only."""
+        """The reply already posted for ``incident_id`` in the thread of ``parent`` (its incident
+        post; with ``action_id``, its by-hand reply for that action), or None when the whole thread
+        was read and there is none (the oldest if several). Raises DeliveryError as ``find_posted``
+        does. Bot mode only."""
         if self.mode is SlackMode.WEBHOOK or parent.ts is None:
             raise _unsupported("thread search")
         channel_id = await self._channel_id(parent.channel)
@@ -505,7 +516,7 @@ class SlackDelivery:
             )
 
         ts = await self._oldest_post(
-            "conversations.replies", page, incident_id, max_pages, f"in thread {thread}"
+            "conversations.replies", page, _Ours(incident_id, action_id), max_pages, f"in thread {thread}"
         )
         return None if ts is None else SlackRef(channel=channel_id, ts=ts, thread_ts=thread)
 
@@ -513,20 +524,18 @@ class SlackDelivery:
         self,
         what: str,
         page: Callable[[str | None], Awaitable[AsyncSlackResponse]],
-        incident_id: str,
+        ours: _Ours,
         max_pages: int,
         where: str,
     ) -> str | None:
-        """The ts of the oldest incident post for ``incident_id`` on the pages ``page`` reads (one
-        per cursor), or None when every page was read and none is; a permanent DeliveryError when
-        there are more than ``max_pages`` pages: then nobody may assume "not posted"."""
+        """The ts of the oldest post ``ours`` names on the pages ``page`` reads (one per cursor),
+        or None when every page was read and none is; a permanent DeliveryError when there are
+        more than ``max_pages`` pages: then nobody may assume "not posted"."""
         found: list[str] = []
         cursor: str | None = None
         for _ in range(max_pages):
             response = await self._api(what, page(cursor))
-            found += [
-                str(m["ts"]) for m in response.get("messages") or [] if _is_incident_post(m, incident_id)
-            ]
+            found += [str(m["ts"]) for m in response.get("messages") or [] if ours.posted(m)]
             cursor = _next_cursor(response)
             if not cursor:
                 return min(found, key=float) if found else None
@@ -598,18 +607,26 @@ class SlackDelivery:
         raise _http_failure(what, response.status_code, response.headers, body)
 
 
-def _is_incident_post(message: object, incident_id: str) -> bool:
-    if not isinstance(message, Mapping) or not isinstance(message.get("ts"), str):
-        return False
-    metadata = message.get("metadata")
-    if not isinstance(metadata, Mapping) or metadata.get("event_type") != EVENT_TYPE:
-        return False
-    payload = metadata.get("event_payload")
-    return (
-        isinstance(payload, Mapping)
-        and payload.get("incident_id") == incident_id
-        and payload.get("kind") == MessageKind.INCIDENT.value
-    )
+@dataclass(frozen=True, slots=True)
+class _Ours:
+    """Which of our posts a search looks for: an incident's own post, or (``action_id``) its
+    reply telling an action taken by hand."""
+
+    incident_id: str
+    action_id: int | None = None
+
+    def posted(self, message: object) -> bool:
+        if not isinstance(message, Mapping) or not isinstance(message.get("ts"), str):
+            return False
+        metadata = message.get("metadata")
+        if not isinstance(metadata, Mapping) or metadata.get("event_type") != EVENT_TYPE:
+            return False
+        payload = metadata.get("event_payload")
+        if not isinstance(payload, Mapping) or payload.get("incident_id") != self.incident_id:
+            return False
+        if self.action_id is None:
+            return payload.get("kind") == MessageKind.INCIDENT.value
+        return payload.get("kind") == MessageKind.BY_HAND.value and payload.get("action_id") == self.action_id
 
 
 def _next_cursor(response: AsyncSlackResponse) -> str | None:

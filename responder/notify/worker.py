@@ -27,7 +27,7 @@ from responder.incident import IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.notify.render import render_incident, render_repeat
+from responder.notify.render import render_by_hand, render_incident, render_repeat
 from responder.notify.routing import slack_route
 from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
 
@@ -170,6 +170,8 @@ class NotificationWorker:
                 ref: SlackRef | None = await self._send_incident(row, report, channel)
             elif row.kind == "thread":
                 ref = await self._send_thread_summary(row, report)
+            elif row.kind == "by_hand":
+                ref = await self._send_by_hand(row, channel)
             else:
                 ref = await self._send_repeat(row, report)
             if ref is None:
@@ -181,7 +183,7 @@ class NotificationWorker:
                     pause = error.retry_after_seconds or 1.0
                     self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
                 # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
-                ambiguous = row.kind == "incident" and error.kind in AMBIGUOUS_FAILURES
+                ambiguous = row.kind in ("incident", "by_hand") and error.kind in AMBIGUOUS_FAILURES
                 await self._reschedule(
                     row,
                     error.reason,
@@ -199,7 +201,7 @@ class NotificationWorker:
                 attempts=row.attempts + 1,
                 slack_channel=ref.channel,
                 slack_ts=ref.ts,
-                slack_thread_ts=ref.thread_ts if row.kind == "incident" else None,
+                slack_thread_ts=ref.thread_ts if row.kind in ("incident", "by_hand") else None,
                 sent_ns=now,
                 count_sent=report.count,
             )
@@ -210,7 +212,7 @@ class NotificationWorker:
             self._repeat_done(row.incident_id, now, shown=report.count)
         elif row.kind == "thread":
             self._thread_updated_ns[row.incident_id] = now
-        elif ref.thread_ts is not None:
+        elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
@@ -318,6 +320,51 @@ class NotificationWorker:
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         root = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts)
         return await self._delivery.update(root, render_incident(report, thread_replies=replies))
+
+    async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
+        """Tell the incident's thread what a person did about it (``serving-guard quarantine
+        --incident``, journaled by that command), shown in the channel too: the incident's own
+        message still says only what the responder did or predicted."""
+        action = self._journal.action_by_hand(row.action_id) if row.action_id is not None else None
+        if action is None or row.action_id is None:
+            await self._fail(row, "the action it tells of is missing from the journal")
+            return None
+        message = render_by_hand(
+            row.incident_id, action.actor, action.namespace, action.pod, action.outcome, row.action_id
+        )
+        if not self._delivery.supports_threads:
+            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+            return await self._delivery.post(message, channel=channel)
+        parent, _ = self._journal.incident_thread(row.incident_id)
+        if parent is None or parent.slack_ts is None or parent.slack_channel is None:
+            if not self._incident_post_failed(row.incident_id):
+                # The incident's own post is still on its way: its thread is not there yet.
+                due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
+                await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
+                return None
+            # The incident never reached Slack: what was done is told in the channel instead.
+            if row.state == "sending" and channel:
+                oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
+                search = self._delivery.find_posted(channel, row.incident_id, oldest, action_id=row.action_id)
+                found = await self._earlier_post(search, row)
+                if found is not None:
+                    return found
+            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+            return await self._delivery.post(message, channel=channel)
+        # Slack threads are one level deep: an incident that is itself a reply in its workload's
+        # thread is answered in that thread.
+        thread = SlackRef(channel=parent.slack_channel, ts=parent.slack_thread_ts or parent.slack_ts)
+        if row.state == "sending":
+            search = self._delivery.find_posted_reply(thread, row.incident_id, action_id=row.action_id)
+            found = await self._earlier_post(search, row)
+            if found is not None:
+                return found
+        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
+        if parent.slack_thread_ts:
+            # The workload thread's root counts its replies' outcomes: this one may have changed.
+            self._schedule_thread_summary(ref, row.channel, self._clock_ns())
+        return ref
 
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)

@@ -18,6 +18,7 @@ from responder.notify.render import (
     MAX_BLOCKS,
     MessageKind,
     SlackMessage,
+    render_by_hand,
     render_incident,
     render_repeat,
 )
@@ -570,7 +571,10 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     trial = make_decision(dry_run=True, dry_run_by=DRY_RUN_BY_POLICY)
     predicted = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN, "would label the pod")
     text = text_of(render_incident(make_report(decision=trial, outcomes=(predicted,))))
-    assert f"*To quarantine it by hand* once you have looked:\n```{command}```" in text
+    assert (
+        "*To quarantine it by hand* once you have looked (run with the responder's `--config`, it is"
+        f" recorded under this incident and told in this thread):\n```{command}```"
+    ) in text
     held = make_decision(actions=(ActionName.NOTIFY,), withheld=("circuit breaker open",), breaker_open=True)
     assert command in text_of(render_incident(make_report(decision=held)))
     # Not where the pod is quarantined already, nor for an alert that failed verification, nor
@@ -596,3 +600,44 @@ def test_a_workload_threads_root_counts_its_replies_and_a_reply_names_the_worklo
     reply = render_incident(report, in_workload_thread=True)
     assert ":link: The same rule on another pod of `Deployment/triton`." in text_of(reply)
     assert "in this thread" not in text_of(render_incident(report))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actor=NON_EMPTY_HOSTILE, reason=NON_EMPTY_HOSTILE, policy=NON_EMPTY_HOSTILE, leaky=st.booleans())
+def test_a_by_hand_reply_says_who_did_what_and_why_and_never_becomes_markup(
+    actor: str, reason: str, policy: str, leaky: bool
+) -> None:
+    """What a person typed (--by, --reason) reaches Slack as text, and the reply fits its limits."""
+
+    def render(twin: bool) -> SlackMessage:
+        def t(text: str) -> str:
+            return benign_twin(text) if twin else text
+
+        status = OutcomeStatus.LEAKY if leaky else OutcomeStatus.QUARANTINED
+        outcome = ActionOutcome(
+            "quarantine",
+            status,
+            leaky_policies=(t(policy),) if leaky else (),
+            finished_ns=1_700_000_000_000_000_000,
+            extra={"reason": t(reason)},
+        )
+        return render_by_hand("inc-0123456789abcdef0123", t(actor), "ml-serving", "vllm-0", outcome, 7)
+
+    hostile, benign = render(twin=False), render(twin=True)
+    assert_valid(hostile)
+    assert hostile.kind is MessageKind.BY_HAND
+    assert hostile.metadata() == {
+        "event_type": EVENT_TYPE,
+        "event_payload": {"incident_id": "inc-0123456789abcdef0123", "kind": "by_hand", "action_id": 7},
+    }
+    for text in [hostile.text, *visible_text(hostile.blocks_json()).split("\n")]:
+        assert "<" not in text and ">" not in text, text
+        assert "@channel" not in text.lower() and "@here" not in text.lower()
+    assert visible_text(hostile.blocks_json()).count("`") == visible_text(benign.blocks_json()).count("`")
+    shown = visible_text(benign.blocks_json())
+    if leaky:
+        assert ":warning:" in shown and "tried to quarantine `ml-serving/vllm-0` by hand" in shown
+        assert "LEAKY quarantine: still allowed by" in shown and "*not* proven isolated" in shown
+    else:
+        assert ":raised_hand:" in shown and "quarantined `ml-serving/vllm-0` by hand: quarantined." in shown
+    assert "Reason: " in shown and "Incident `inc-0123456789abcdef0123` · 2023-11-14 22:13:20 UTC" in shown

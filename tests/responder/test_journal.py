@@ -408,6 +408,7 @@ def test_a_schema_2_journal_gains_the_workload_thread_column(tmp_path: Path) -> 
     open_journal(tmp_path).close()
     legacy = sqlite3.connect(path, isolation_level=None)
     legacy.execute("ALTER TABLE notifications DROP COLUMN slack_thread_ts")
+    legacy.execute("ALTER TABLE notifications DROP COLUMN action_id")
     legacy.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     legacy.execute(
         "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns, slack_ts)"
@@ -417,9 +418,32 @@ def test_a_schema_2_journal_gains_the_workload_thread_column(tmp_path: Path) -> 
     journal = open_journal(tmp_path)
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
         parent, _ = journal.incident_thread("inc-1")
         assert parent is not None and parent.slack_ts == "1.000100" and parent.slack_thread_ts is None
+    finally:
+        journal.close()
+
+
+def test_a_schema_3_journal_gains_the_by_hand_action_column(tmp_path: Path) -> None:
+    """A journal from before quarantines by hand were told in Slack: its notifications keep their
+    state, report no action, and a by-hand one can be queued at once."""
+    path = tmp_path / "j.db"
+    open_journal(tmp_path).close()
+    legacy = sqlite3.connect(path, isolation_level=None)
+    legacy.execute("ALTER TABLE notifications DROP COLUMN action_id")
+    legacy.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    legacy.execute(
+        "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns, slack_ts)"
+        " VALUES ('inc-1', 'incident', '#sec', 'pending', 1, 1, NULL)"
+    )
+    legacy.close()
+    journal = open_journal(tmp_path)
+    try:
+        with journal.reader() as conn:
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+        [row] = journal.due_notifications(10)
+        assert (row.kind, row.state, row.action_id) == ("incident", "pending", None)
     finally:
         journal.close()
 
@@ -493,9 +517,9 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     journal.open()
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
             columns = [r[1] for r in conn.execute("PRAGMA table_info(notifications)")]
-            assert "slack_thread_ts" in columns
+            assert {"slack_thread_ts", "action_id"} <= set(columns)
             assert [r[0] for r in conn.execute("SELECT alert_id FROM alerts ORDER BY seq")] == [
                 opening.alert_id,
                 repeat.alert_id,

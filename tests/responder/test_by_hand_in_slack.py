@@ -1,0 +1,250 @@
+"""`serving-guard quarantine --incident`: what a person did by hand is told in the incident's Slack
+thread by the running responder (and shown in the channel), once, even across a lost answer; where
+the incident has no post to answer, nothing is queued."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.audit import AuditQuery, format_summary, format_table, load_trail
+from responder.cli import main
+from responder.service import Responder
+from simulators.seed import SeededPod
+from simulators.slack_sink import Fault, SlackSink
+from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
+from tests.responder.test_workload_threads import posts, replica, submit, top_level
+
+__all__ = ["sink"]  # the fixture, used by name
+
+LABEL = "serving-guard.io/quarantine"
+# The policy on trial: its quarantine is predicted, and Slack gives the command to run.
+ON_TRIAL = {"guardrails": {"dry_run": True}}
+
+
+def cli_config(tmp_path: Path, kubeconfig: str) -> Path:
+    """The config a person passes the command: the responder's journal and cluster."""
+    path = tmp_path / "cli.yaml"
+    data = {
+        "cluster": {"kubeconfig": kubeconfig},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "logging": {"level": "error"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def incident_of(responder: Responder) -> str:
+    with responder.journal.reader() as conn:
+        (incident_id,) = conn.execute("SELECT incident_id FROM incidents").fetchone()
+    return str(incident_id)
+
+
+async def quarantine_by_hand(
+    tmp_path: Path, seeded: Seeded, pod: SeededPod, incident_id: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    argv = [
+        "quarantine",
+        "-n",
+        pod.namespace,
+        pod.name,
+        "--reason",
+        "the trial predicted it; *confirmed* <by eye>",
+        "--by",
+        "carol",
+        "--incident",
+        incident_id,
+        "--config",
+        str(cli_config(tmp_path, seeded[2])),
+    ]
+    code = await asyncio.to_thread(main, argv)
+    return code, capsys.readouterr().out
+
+
+def by_hand_rows(responder: Responder) -> list[tuple[Any, ...]]:
+    with responder.journal.reader() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                "SELECT n.state, n.action_id, a.actor FROM notifications n"
+                " JOIN actions a ON a.id = n.action_id WHERE n.kind = 'by_hand'"
+            )
+        ]
+
+
+def by_hand_posts(sink: SlackSink) -> list[dict[str, Any]]:
+    return [p for p in posts(sink) if "by_hand" in str(p.get("metadata"))]
+
+
+async def test_a_quarantine_by_hand_is_told_in_the_incidents_thread_and_the_channel(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        (post,) = incident_posts(sink)
+        assert "Dry-run" in str(post.blocks)
+        incident_id = incident_of(responder)
+
+        code, out = await quarantine_by_hand(tmp_path, seeded, vllm, incident_id, capsys)
+        assert code == 0
+        assert f"the responder tells incident {incident_id}'s Slack thread" in out
+        stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
+        assert stored["metadata"]["labels"][LABEL] == "true"
+
+        await settle(responder, lambda: bool(sink.replies("#sec-alerts", post.ts)))
+        (reply,) = sink.replies("#sec-alerts", post.ts)
+        text = str(reply.blocks)
+        assert f"*carol* quarantined `{vllm.namespace}/{vllm.name}` by hand: quarantined." in text
+        # The reason is the person's text: escaped, never markup of its own.
+        assert "Reason: the trial predicted it;" in text
+        assert "&lt;by eye&gt;" in text and "<by eye>" not in text
+        payload = (reply.metadata or {})["event_payload"]
+        assert payload["kind"] == "by_hand" and payload["incident_id"] == incident_id
+        # Shown in the channel too: the incident's own message still says only "would quarantine".
+        (sent,) = by_hand_posts(sink)
+        assert sent.get("reply_broadcast") in (True, "true", "1")
+        await settle(responder, lambda: by_hand_rows(responder) == [("sent", payload["action_id"], "carol")])
+        assert len(incident_posts(sink)) == 1
+    finally:
+        await responder.stop()
+
+
+async def test_a_leaky_quarantine_by_hand_says_it_did_not_isolate(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pods, _ = seeded
+    triton = pods["triton"]  # another policy still allows its traffic (the seeded gateway policy)
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        await submit(responder, shell(triton))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        (post,) = incident_posts(sink)
+        code, _ = await quarantine_by_hand(tmp_path, seeded, triton, incident_of(responder), capsys)
+        assert code == 1
+        await settle(responder, lambda: bool(sink.replies("#sec-alerts", post.ts)))
+        text = str(sink.replies("#sec-alerts", post.ts)[0].blocks)
+        assert ":warning: *carol* tried to quarantine" in text
+        assert "*LEAKY quarantine: still allowed by" in text and "*not* proven isolated" in text
+    finally:
+        await responder.stop()
+
+
+async def test_a_by_hand_reply_whose_answer_was_lost_is_found_not_posted_twice(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        (post,) = incident_posts(sink)
+        # Slack stores the reply, then answers 503: the retry must look in the thread first.
+        sink.inject(Fault(status=503, apply=True, method="chat.postMessage"))
+        await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        await settle(responder, lambda: [r[0] for r in by_hand_rows(responder)] == ["sent"], timeout=30)
+        assert len(sink.replies("#sec-alerts", post.ts)) == 1
+        assert [r.method for r in sink.requests() if r.method == "conversations.replies"]
+    finally:
+        await responder.stop()
+
+
+async def test_in_a_workload_thread_the_reply_goes_there_and_the_root_counts_it(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    sibling = replica(running, vllm, "vllm-1")
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL, thread_by_workload=True)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await submit(responder, shell(sibling))
+        root = top_level(sink)[0]
+        await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 1)
+        with responder.journal.reader() as conn:
+            (sibling_incident,) = conn.execute(
+                "SELECT incident_id FROM incidents WHERE pod = ?", (sibling.name,)
+            ).fetchone()
+        await quarantine_by_hand(tmp_path, seeded, sibling, sibling_incident, capsys)
+        # Slack threads are one level deep: the reply to a reply goes into the workload's thread.
+        await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 2)
+        assert "*carol* quarantined" in str(sink.replies("#sec-alerts", root.ts)[1].blocks)
+        summary = "The same rule on *1 more pod* of `StatefulSet/vllm`, in this thread: 1 quarantined."
+        await settle(responder, lambda: summary in str(top_level(sink)[0].blocks))
+    finally:
+        await responder.stop()
+
+
+async def test_webhook_mode_tells_the_channel(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    responder = await start(tmp_path, seeded, sink, mode="webhook", extra=ON_TRIAL)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 1)
+        await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 2)
+        told = [str(r.json) for r in sink.requests() if r.kind == "webhook"][1]
+        assert "*carol* quarantined" in told
+    finally:
+        await responder.stop()
+
+
+async def test_an_incident_without_a_post_queues_nothing(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    # Alerts of this rule are quarantined without a word to Slack.
+    quiet = {
+        "policies": [
+            {"name": "quiet", "match": {"rules": ["*"]}, "actions": ["quarantine"]},
+        ],
+        **ON_TRIAL,
+    }
+    responder = await start(tmp_path, seeded, sink, extra=quiet)
+    try:
+        await submit(responder, shell(vllm))
+        assert responder.pipeline is not None and await responder.pipeline.drain(timeout=10)
+        code, out = await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        assert code == 0 and "Slack" not in out
+        assert by_hand_rows(responder) == []
+        with sqlite3.connect(tmp_path / "journal.db") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM actions WHERE actor = 'carol'").fetchone()[0] == 1
+    finally:
+        await responder.stop()
+
+
+async def test_the_audit_trail_shows_who_and_why_and_where_slack_has_it(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        await settle(responder, lambda: [r[0] for r in by_hand_rows(responder)] == ["sent"])
+        with responder.journal.reader() as conn:
+            entries = load_trail(conn, AuditQuery())
+        (incident,) = {id(e["incident"]): e["incident"] for e in entries if e.get("incident")}.values()
+        by_hand = [a for a in incident["actions"] if a["actor"] == "carol"]
+        assert [(a["status"], a["reason"]) for a in by_hand] == [
+            ("quarantined", "the trial predicted it; *confirmed* <by eye>")
+        ]
+        kinds = {n["kind"]: n for n in incident["notifications"]}
+        post = incident_posts(sink)[0]
+        assert kinds["by_hand"]["slack_thread_ts"] == post.ts and kinds["incident"]["slack_thread_ts"] is None
+        assert "quarantine=quarantined(by carol)" in format_table(entries)
+        assert "dry-run: would quarantine; quarantined by carol" in format_summary(entries)
+    finally:
+        await responder.stop()
