@@ -117,7 +117,8 @@ class IncidentReport:
             return None
         return (
             "serving-guard release --namespace "
-            f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)} --reason '<why it is safe>'"
+            f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'"
         )
 
     def quarantine_command(self) -> str | None:

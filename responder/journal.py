@@ -628,11 +628,11 @@ class Journal:
 
     def thread_replies(self, channel_id: str, root_ts: str) -> list[str | None]:
         """For each incident posted in the thread at ``root_ts``: the status of its latest
-        quarantine or annotate action, or None (notified only, or not acted on)."""
+        quarantine, annotate or release (by hand) action, or None (notified only, or not acted on)."""
         with self.reader() as conn:
             rows = conn.execute(
                 "SELECT (SELECT a.status FROM actions a WHERE a.incident_id = n.incident_id"
-                " AND a.action IN ('quarantine', 'annotate') ORDER BY a.id DESC LIMIT 1)"
+                " AND a.action IN ('quarantine', 'annotate', 'release') ORDER BY a.id DESC LIMIT 1)"
                 " FROM notifications n WHERE n.kind = 'incident' AND n.state = 'sent'"
                 " AND n.slack_channel = ? AND n.slack_thread_ts = ? ORDER BY n.id",
                 (channel_id, root_ts),

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -27,6 +28,25 @@ def checked_pods(namespace: str, pods: list[str]) -> list[str]:
         if not valid_name(value):
             raise UserError(f"{what}: {value!r} is not a Kubernetes object name")
     return list(dict.fromkeys(pods))
+
+
+# An incident's id as Slack and the audit trail name it.
+INCIDENT_ID = re.compile(r"inc-[0-9a-f]{20}")
+
+
+def checked_incident(incident_id: str | None) -> str | None:
+    """--incident, when given: an incident's id (the journal records the action under it)."""
+    if incident_id is not None and not INCIDENT_ID.fullmatch(incident_id):
+        raise UserError(f"--incident: {incident_id[:80]!r} is not an incident id (inc- and 20 hex digits)")
+    return incident_id
+
+
+def add_incident_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--incident",
+        help=f"the incident this {what} answers (inc-..., as Slack names it): journaled under it and, with"
+        " --config, told in the incident's Slack thread by the running responder",
+    )
 
 
 def recorded_text(what: str, value: str) -> str:
@@ -119,3 +139,9 @@ def record(
             f" but recording it failed: {exc}" + (f"; not {word}: {', '.join(left)}" if left else "")
         ) from None
     return queued is not None
+
+
+def say_told(told: bool, where: str, incident_id: str | None) -> None:
+    """Say that the running responder will tell the incident's Slack thread of the action."""
+    if told:
+        print(f"{where}: the responder tells incident {incident_id}'s Slack thread", flush=True)

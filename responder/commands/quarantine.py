@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 import time
 
@@ -26,7 +25,6 @@ from responder.commands import by_hand
 from responder.config import Config, load_config
 from responder.errors import UserError
 
-INCIDENT_ID = re.compile(r"inc-[0-9a-f]{20}")
 # What the pod's serving-guard.io/rule annotation says of a quarantine made by hand.
 MANUAL_RULE = "quarantined by hand"
 
@@ -38,9 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--reason", required=True, help="why (recorded on the pod, in the Event and the journal)"
     )
     parser.add_argument("--by", help="who quarantines (default: USER@host)")
-    parser.add_argument(
-        "--incident", help="the incident this answers (inc-..., as Slack names it): journaled under it"
-    )
+    by_hand.add_incident_option(parser, "quarantine")
     parser.add_argument(
         "--config", help="the responder's config (label, policy names, guardrails, cluster, journal)"
     )
@@ -51,8 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _checked(args: argparse.Namespace, config: Config) -> tuple[list[str], str, str]:
     """The pods, the reason and who: everything refusable, refused before the cluster is touched."""
     pods = by_hand.checked_pods(args.namespace, args.pods)
-    if args.incident is not None and not INCIDENT_ID.fullmatch(args.incident):
-        raise UserError(f"--incident: {args.incident[:80]!r} is not an incident id (inc- and 20 hex digits)")
+    by_hand.checked_incident(args.incident)
     if args.namespace in config.guardrails.protected_namespaces:
         raise UserError(
             f"--namespace {args.namespace}: protected (guardrails.protected_namespaces): never quarantined"
@@ -113,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 incident_id=args.incident,
                 not_done=("quarantined", left),
             )
-            if told:
-                print(f"{where}: the responder tells incident {args.incident}'s Slack thread", flush=True)
+            by_hand.say_told(told, where, args.incident)
     if done < len(pods):
         print(f"{len(pods) - done} of {len(pods)} pods not isolated", file=sys.stderr)
     return 0 if done == len(pods) else 1

@@ -1,5 +1,6 @@
-"""`serving-guard release --namespace NS POD [POD...] --reason WHY`: lift quarantines, undo our
-policy patches and record who and why (on each pod, as an Event, and in the journal when reachable)."""
+"""`serving-guard release --namespace NS POD [POD...] --reason WHY [--incident ID]`: lift quarantines,
+undo our policy patches and record who and why (on each pod, as an Event, and in the journal when
+reachable, under the incident with --incident, which the running responder then tells in Slack)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.cluster.api import KubeGateway
 from responder.commands.by_hand import (
+    add_incident_option,
+    checked_incident,
     checked_pods,
     cluster_settings,
     open_journal,
     record,
     recorded_text,
+    say_told,
     who_acts,
 )
 from responder.config import Config, load_config
@@ -29,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", "-n", required=True)
     parser.add_argument("--reason", required=True, help="why it is safe to release (recorded)")
     parser.add_argument("--by", help="who releases (default: USER@host)")
+    add_incident_option(parser, "release")
     parser.add_argument("--config", help="the responder's config (label, policy names, cluster, journal)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context")
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     pods = checked_pods(args.namespace, args.pods)
     reason = recorded_text("--reason", args.reason)
     by = who_acts(args.by)
+    incident_id = checked_incident(args.incident)
     config = load_config(args.config) if args.config else Config()
     cluster, names = cluster_settings(args, config.cluster)
     released = 0
@@ -50,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
             outcome = actions.release(args.namespace, pod, by=by, reason=reason)
             print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
             released += outcome.status is OutcomeStatus.RELEASED
-            record(
+            told = record(
                 journal,
                 outcome,
                 (args.namespace, pod),
                 by,
                 reason=reason,
+                incident_id=incident_id,
                 not_done=("released", pods[index + 1 :]),
             )
+            say_told(told, f"{args.namespace}/{pod}", incident_id)
     if len(pods) > 1 and released < len(pods):
         print(f"{len(pods) - released} of {len(pods)} pods not released", file=sys.stderr)
     return 0 if released == len(pods) else 1

@@ -541,6 +541,7 @@ _THREAD_OUTCOMES: dict[str | None, str] = {
     OutcomeStatus.DRY_RUN: "dry-run",
     OutcomeStatus.ANNOTATED: "annotated",
     OutcomeStatus.POD_GONE: "gone",
+    OutcomeStatus.RELEASED: "released",
     None: "notified only",
 }
 
@@ -633,7 +634,7 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
 
 
 # What a person did, in a by-hand reply's words: the action's verb.
-_BY_HAND_VERBS = {"quarantine": "quarantined"}
+_BY_HAND_VERBS = {"quarantine": "quarantined", "release": "released"}
 
 
 def render_by_hand(

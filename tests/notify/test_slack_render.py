@@ -73,7 +73,8 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         ":lock: *Quarantined*",
         "created NetworkPolicy serving-guard-quarantine",
         # The exact command, with Slack's escaping that Slack undoes on display.
-        "```serving-guard release --namespace ml triton-0 --reason '&lt;why it is safe&gt;'```",
+        "```serving-guard release --namespace ml triton-0 --incident inc-0123456789abcdef0123"
+        " --reason '&lt;why it is safe&gt;'```",
         ":white_check_mark: Verified against the live pod (container `triton`)",
         "Policy `shell-or-reverse-shell`",
         "Incident `inc-0123456789abcdef0123`",

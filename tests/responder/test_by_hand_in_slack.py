@@ -1,10 +1,12 @@
-"""`serving-guard quarantine --incident`: what a person did by hand is told in the incident's Slack
-thread by the running responder (and shown in the channel), once, even across a lost answer; where
-the incident has no post to answer, nothing is queued."""
+"""`serving-guard quarantine --incident` and `release --incident`: what a person did by hand is told
+in the incident's Slack thread by the running responder (and shown in the channel), once, even
+across a lost answer; where the incident has no post to answer, nothing is queued."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,37 @@ async def test_the_audit_trail_shows_who_and_why_and_where_slack_has_it(
         assert "dry-run: would quarantine; quarantined by carol" in format_summary(entries)
     finally:
         await responder.stop()
+
+
+async def test_a_release_by_hand_is_told_in_the_thread_as_slack_gave_the_command(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start(tmp_path, seeded, sink)  # the policy quarantines
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        (post,) = incident_posts(sink)
+        # The command as the incident's message gives it, with the person's reason and config.
+        (command,) = re.findall(r"```(serving-guard release [^`]*)```", str(post.blocks))
+        argv = shlex.split(command.replace("&lt;why it is safe&gt;", "model rebuilt from the signed image"))
+        assert argv[argv.index("--incident") + 1] == incident_of(responder)
+        argv += ["--by", "bob", "--config", str(cli_config(tmp_path, kubeconfig))]
+        code = await asyncio.to_thread(main, argv[1:])
+        assert code == 0
+        assert "Slack thread" in capsys.readouterr().out
+        stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
+        assert LABEL not in stored["metadata"]["labels"]
+        await settle(responder, lambda: bool(sink.replies("#sec-alerts", post.ts)))
+        text = str(sink.replies("#sec-alerts", post.ts)[-1].blocks)
+        assert f"*bob* released `{vllm.namespace}/{vllm.name}` by hand: released" in text
+        assert "Reason: model rebuilt from the signed image" in text
+    finally:
+        await responder.stop()
+
+
+def test_release_refuses_an_incident_id_it_cannot_be(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["release", "-n", "ml-serving", "vllm-0", "--reason", "r", "--incident", "inc-zz"])
+    assert code == 2
+    assert "--incident: 'inc-zz' is not an incident id" in capsys.readouterr().err
