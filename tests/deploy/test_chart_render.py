@@ -386,6 +386,24 @@ def test_no_cert_manager_objects_with_user_secrets(renders: dict[str, Rendered])
         assert renders[case].of_kind("Certificate", "Issuer") == [], case
 
 
+def test_notes_give_the_by_hand_commands_with_the_config_the_pod_mounts(renders: dict[str, Rendered]) -> None:
+    """Slack's by-hand commands journal and reach the incident's thread only with the responder's
+    config: the notes run them in its pod, with the path the Deployment mounts the config at."""
+    rendered = renders["defaults"]
+    deployment = rendered.one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "responder"]
+    (mount,) = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    (item,) = [i["path"] for i in volume["configMap"]["items"] if i["key"] == "config.yaml"]
+    notes = rendered.notes()
+    name = deployment["metadata"]["name"]
+    for command in ("quarantine", "release"):
+        assert f"kubectl -n {NAMESPACE} exec deploy/{name} -- serving-guard {command} --namespace" in notes
+    assert notes.count("--incident <inc-...>") == 2
+    assert notes.count(f"--config {mount}/{item}") == 2
+
+
 def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
     notes = renders["defaults"].notes()
     assert f'"https://{RELEASE}.{NAMESPACE}.svc:8443/v1/alerts"' in notes
