@@ -25,6 +25,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
 )
 from responder.alert import AlertError, format_time_ns, parse_time_ns
+from responder.dedupe import INCIDENT_ID
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
 
@@ -56,6 +57,8 @@ class AuditQuery:
     run_id: str | None = None
     # Only alerts of incidents this response policy decided (e.g. one on trial, to see what it did).
     policy: str | None = None
+    # Only this incident's alerts (its id as Slack shows it): the whole story of one incident.
+    incident: str | None = None
     limit: int = 500
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class AuditQuery:
             raise ValueError(since_out_of_range("since", str(self.since_ns)))
         if self.policy is not None:
             self.check_policy(self.policy)
+        if self.incident is not None:
+            self.check_incident(self.incident)
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
 
@@ -71,6 +76,13 @@ class AuditQuery:
         """A response policy's name as the config writes it; a ValueError naming ``what`` if not."""
         if not _POLICY_NAME.fullmatch(text):
             raise ValueError(f"{what} {text[:140]!r} is not a policy name (as the config's policies[].name)")
+        return text
+
+    @classmethod
+    def check_incident(cls, text: str, what: str = "incident") -> str:
+        """An incident's id (inc- and 20 hex digits); a ValueError naming ``what`` if not."""
+        if not INCIDENT_ID.fullmatch(text):
+            raise ValueError(f"{what}: {text[:80]!r} is not an incident id (inc- and 20 hex digits)")
         return text
 
     @classmethod
@@ -97,7 +109,7 @@ class AuditQuery:
 # -- the query, as `GET /v1/audit` and the commands' --since read it ------------------------------
 
 
-AUDIT_PARAMETERS = ("since", "pod", "run_id", "policy", "limit", "format")
+AUDIT_PARAMETERS = ("since", "pod", "run_id", "policy", "incident", "limit", "format")
 AUDIT_FORMATS = ("json", "table")
 
 
@@ -135,6 +147,7 @@ def audit_query_from(params: Mapping[str, str]) -> AuditQuery:
         pod=pod,
         run_id=params.get("run_id") or None,
         policy=params.get("policy") or None,
+        incident=params.get("incident") or None,
         limit=limit,
     )
 
@@ -408,6 +421,9 @@ def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, An
     if query.pod is not None:
         sql += " AND pod = ?"
         params.append(query.pod)
+    if query.incident is not None:
+        sql += " AND incident_id = ?"
+        params.append(query.incident)
     sql += " ORDER BY seq DESC LIMIT ?"
     incidents: dict[str, dict[str, Any]] = {}
     newest_first: list[dict[str, Any]] = []

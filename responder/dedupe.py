@@ -3,6 +3,7 @@ window is one incident with a count, so a burst costs one lookup, one action, on
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -10,6 +11,10 @@ from responder.alert import Alert
 from responder.incident import IncidentKey, IncidentReport
 
 DEFAULT_MAX_OPEN = 100_000
+
+
+# An incident's id, as incident_id_for makes it (and Slack and the audit trail show it).
+INCIDENT_ID = re.compile(r"inc-[0-9a-f]{20}")
 
 
 def incident_id_for(first_alert: Alert) -> str:

@@ -39,6 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only incidents this response policy decided (e.g. one on trial: what it would have done)",
     )
     parser.add_argument(
+        "--incident",
+        metavar="ID",
+        help="only this incident's alerts (inc-..., as Slack names it): what was decided, done and posted",
+    )
+    parser.add_argument(
         "--limit", type=limit, default=500, help=f"at most this many alerts, 1 to {MAX_LIMIT} (default: 500)"
     )
     parser.add_argument(
@@ -72,12 +77,15 @@ def _query(args: argparse.Namespace) -> AuditQuery:
         namespace, pod = AuditQuery.parse_pod(args.pod, "--pod") if args.pod is not None else (None, None)
         if args.policy is not None:
             AuditQuery.check_policy(args.policy, "--policy")
+        if args.incident is not None:
+            AuditQuery.check_incident(args.incident, "--incident")
         return AuditQuery(
             since_ns=since,
             namespace=namespace,
             pod=pod,
             run_id=args.run_id,
             policy=args.policy,
+            incident=args.incident,
             limit=args.limit,
         )
     except ValueError as exc:
@@ -103,6 +111,7 @@ async def _remote(args: argparse.Namespace) -> list[AuditEntry]:
         "pod": args.pod or "",
         "run_id": args.run_id or "",
         "policy": args.policy or "",
+        "incident": args.incident or "",
         "limit": str(args.limit),
     }
     async with ResponderClient(args.responder, client_auth(args), flag="--responder") as client:

@@ -8,13 +8,13 @@ import contextlib
 import dataclasses
 import getpass
 import os
-import re
 import socket
 import sqlite3
 import time
 import unicodedata
 
 from responder.actions.outcome import REASON, ActionOutcome
+from responder.audit import AuditQuery
 from responder.cluster.enrich import valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config
@@ -30,15 +30,14 @@ def checked_pods(namespace: str, pods: list[str]) -> list[str]:
     return list(dict.fromkeys(pods))
 
 
-# An incident's id as Slack and the audit trail name it.
-INCIDENT_ID = re.compile(r"inc-[0-9a-f]{20}")
-
-
 def checked_incident(incident_id: str | None) -> str | None:
     """--incident, when given: an incident's id (the journal records the action under it)."""
-    if incident_id is not None and not INCIDENT_ID.fullmatch(incident_id):
-        raise UserError(f"--incident: {incident_id[:80]!r} is not an incident id (inc- and 20 hex digits)")
-    return incident_id
+    if incident_id is None:
+        return None
+    try:
+        return AuditQuery.check_incident(incident_id, "--incident")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def add_incident_option(parser: argparse.ArgumentParser, what: str) -> None:

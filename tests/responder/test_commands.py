@@ -280,6 +280,41 @@ def test_audit_summarises_what_a_policy_on_trial_would_have_done(
     )
 
 
+def test_audit_tells_one_incidents_whole_story(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--incident, with the id Slack shows: that incident's alerts (its repeats too) and nothing else."""
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    lines = [
+        *[
+            falco_alert(pods["vllm"], SHELL_RULE, "Notice", "x", {"proc.cmdline": f"sh {n}"})
+            for n in range(3)
+        ],
+        falco_alert(pods["triton"], SHELL_RULE, "Notice", "x", {"proc.name": "sh"}),
+    ]
+    source = tmp_path / "alerts.jsonl"
+    source.write_text("".join(falco_bytes(line).decode() + "\n" for line in lines))
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    everything = json.loads(capsys.readouterr().out)
+    vllm_incident = next(e["incident_id"] for e in everything if e["pod"] == pods["vllm"].name)
+
+    assert main(["audit", "--config", str(config), "--incident", vllm_incident, "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [(e["pod"], e["outcome"]) for e in entries] == [
+        (pods["vllm"].name, "opened"),
+        (pods["vllm"].name, "duplicate"),
+        (pods["vllm"].name, "duplicate"),
+    ]
+    assert {e["incident_id"] for e in entries} == {vllm_incident}
+    assert main(["audit", "--config", str(config), "--incident", "inc-" + "0" * 20]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []  # the header alone: no such incident
+    assert main(["audit", "--config", str(config), "--incident", "INC-1"]) == 2
+    assert "--incident: 'INC-1' is not an incident id (inc- and 20 hex digits)" in capsys.readouterr().err
+
+
 def test_audit_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--journal", str(tmp_path / "none.db")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -705,7 +705,7 @@ async def test_audit_query_parameters_are_known_and_given_once(tmp_path: Path, s
     (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
     http = {"allow_unauthenticated": True, "audit_token": {"file": str(tmp_path / "audit-token")}}
     responder = await start(tmp_path, seeded[2], http)
-    known = "since, pod, run_id, policy, limit, format"
+    known = "since, pod, run_id, policy, incident, limit, format"
     long_pod = "a" * 7000 + "/b"
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}) as session:
@@ -726,8 +726,14 @@ async def test_audit_query_parameters_are_known_and_given_once(tmp_path: Path, s
                     400,
                     "policy 'a/b' is not a policy name (as the config's policies[].name)",
                 ),
+                (
+                    "incident=inc-zz",
+                    400,
+                    "incident: 'inc-zz' is not an incident id (inc- and 20 hex digits)",
+                ),
                 ("format=json&limit=1", 200, None),
                 ("policy=downloads%20trial", 200, None),
+                ("incident=inc-0123456789abcdef0123", 200, None),
                 ("since=15m&pod=ml-serving%2Fx&run_id=r&limit=1", 200, None),
             ):
                 async with session.get(f"{responder.http_url}/v1/audit?{query}") as response:
