@@ -99,9 +99,14 @@ class IncidentReport:
     @property
     def labelled(self) -> bool:
         """The pod carries the quarantine label: a quarantine put it on (isolated, LEAKY, or failed
-        after labelling: ActionOutcome.labelled) and no release followed it."""
-        released = any(o.status.value == "released" for o in self.outcomes)
-        return not released and any(o.labelled for o in self.outcomes)
+        after labelling: ActionOutcome.labelled) and no release followed it (a quarantine by hand
+        after a release labels it again)."""
+        for outcome in reversed(self.outcomes):
+            if outcome.status is OutcomeStatus.RELEASED:
+                return False
+            if outcome.labelled:
+                return True
+        return False
 
     @property
     def workload_group(self) -> WorkloadGroup | None:

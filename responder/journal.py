@@ -566,14 +566,15 @@ class Journal:
         return {row[0]: JournaledRepeats(row[1], row[2]) for row in rows if row[0] in wanted}
 
     def quarantine_times_since(self, since_ns: int) -> list[int]:
-        """When each quarantine that labelled its pod finished (ActionOutcome.labelled): the
-        circuit breaker's window, rebuilt after a restart."""
+        """When each quarantine the responder made that labelled its pod finished
+        (ActionOutcome.labelled): the circuit breaker's window, rebuilt after a restart. A person's
+        quarantines by hand are not the breaker's to count, as they are not while it runs."""
         with self.reader() as conn:
             rows = conn.execute(
                 "SELECT finished_ns, status, outcome FROM actions"
                 " WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky', 'failed')"
-                " AND finished_ns >= ? ORDER BY finished_ns",
-                (since_ns,),
+                " AND finished_ns >= ? AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
+                (since_ns, RESPONDER_ACTOR),
             ).fetchall()
         return [
             int(row["finished_ns"])

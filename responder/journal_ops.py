@@ -156,8 +156,8 @@ class RecordActionByHand:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleNotification:
-    """Queue a notification; a repeat (or a thread summary) is coalesced with one already waiting
-    for the incident.
+    """Queue a notification; a repeat (or an update of the incident's post) is coalesced with one
+    already waiting for the incident.
     Returns the new notification's id, or None when coalesced.
 
     With ``decided_only``, an incident's post is queued only if the journal holds the incident's
@@ -188,7 +188,7 @@ class ScheduleNotification:
             ).fetchone()
             if exists is not None:
                 return None
-        if self.kind in ("repeat", "thread"):
+        if self.kind in ("repeat", "thread", "update"):
             waiting = conn.execute(
                 "SELECT id FROM notifications WHERE incident_id = ? AND kind = ? AND state = 'pending'",
                 (self.incident_id, self.kind),

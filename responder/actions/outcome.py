@@ -37,7 +37,8 @@ NOT_PATCHED = "not_patched"
 # ActionOutcome.extra's key for the policies that exclude quarantined pods in the direction a one-way
 # cut leaves alone: patched for a quarantine that cut both ways, before quarantine.isolate changed.
 EXCLUDED_BEYOND = "excluded_beyond"
-# ActionOutcome.extra's key for why a person acted (an action by hand's --reason).
+# ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
+BY_HAND = "by_hand"
 REASON = "reason"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
@@ -79,6 +80,12 @@ class ActionOutcome:
         leaves alone (see EXCLUDED_BEYOND): its traffic there may be open to all."""
         names = self.extra.get(EXCLUDED_BEYOND)
         return tuple(str(name) for name in names) if isinstance(names, list) else ()
+
+    @property
+    def by_hand(self) -> str | None:
+        """Who took this action by hand, or None: the responder's own."""
+        who = self.extra.get(BY_HAND)
+        return who if isinstance(who, str) else None
 
     @property
     def reason(self) -> str | None:

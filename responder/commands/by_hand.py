@@ -13,7 +13,7 @@ import sqlite3
 import time
 import unicodedata
 
-from responder.actions.outcome import REASON, ActionOutcome
+from responder.actions.outcome import BY_HAND, REASON, ActionOutcome
 from responder.audit import AuditQuery
 from responder.cluster.enrich import valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
@@ -126,7 +126,7 @@ def record(
     if journal is None:
         return False
     namespace, pod = where
-    told = dataclasses.replace(outcome, extra={**outcome.extra, REASON: reason})
+    told = dataclasses.replace(outcome, extra={**outcome.extra, BY_HAND: by, REASON: reason})
     try:
         queued = journal.run_sync(
             Journal.op_record_action_by_hand(incident_id, namespace, pod, told, by, time.time_ns())

@@ -281,6 +281,15 @@ def _dry_run_cause(decision: Decision) -> str:
 
 
 def _outcome_line(outcome: ActionOutcome, decision: Decision) -> str:
+    line = _outcome_text(outcome, decision)
+    who = outcome.by_hand
+    if who is None:
+        return line
+    why = f": {escape(outcome.reason, REASON_LIMIT)}" if outcome.reason else ""
+    return f"{line} :raised_hand: By hand, by *{escape(who, SHORT_LIMIT)}*{why}."
+
+
+def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
@@ -324,9 +333,9 @@ def _outcome_line(outcome: ActionOutcome, decision: Decision) -> str:
         return f":ghost: *Pod gone*: nothing left to {action}" + (f" ({detail})." if detail else ".")
     if status is OutcomeStatus.FAILED and outcome.labelled:
         # The label went on, the deny-all policy did not: the label isolates nothing yet.
+        again = "run the command again" if outcome.by_hand else "the next repeat of this alert tries again"
         return (
-            f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; "
-            "the next repeat of this alert tries again."
+            f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; {again}."
         )
     if status is OutcomeStatus.FAILED:
         return f":x: *{action} FAILED*: " + (detail or "no reason given") + "."
@@ -528,10 +537,6 @@ def _short_outcome(report: IncidentReport) -> str:
     return "notified only"
 
 
-def _released(report: IncidentReport) -> bool:
-    return any(o.status is OutcomeStatus.RELEASED for o in report.outcomes)
-
-
 # How a workload thread's root message counts its replies' outcomes (None: notified only).
 _THREAD_OUTCOMES: dict[str | None, str] = {
     OutcomeStatus.QUARANTINED: "quarantined",
@@ -590,7 +595,7 @@ def render_incident(
         output.add("*Falco output*")
         output.add(code_block(report.alert.output, OUTPUT_LIMIT))
         blocks.append(_section(output))
-    release = None if _released(report) else report.release_command()
+    release = report.release_command()
     if release:
         undo = _Lines()
         undo.add("*To release the pod* once it is safe:")

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from responder.actions.outcome import OutcomeStatus
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.incident import IncidentReport
@@ -168,8 +168,8 @@ class NotificationWorker:
         try:
             if row.kind == "incident":
                 ref: SlackRef | None = await self._send_incident(row, report, channel)
-            elif row.kind == "thread":
-                ref = await self._send_thread_summary(row, report)
+            elif row.kind in ("thread", "update"):
+                ref = await self._send_incident_update(row, report)
             elif row.kind == "by_hand":
                 ref = await self._send_by_hand(row, channel)
             else:
@@ -210,7 +210,7 @@ class NotificationWorker:
         self._metrics.notifications.labels(row.kind, "sent").inc()
         if row.kind == "repeat":
             self._repeat_done(row.incident_id, now, shown=report.count)
-        elif row.kind == "thread":
+        elif row.kind in ("thread", "update"):
             self._thread_updated_ns[row.incident_id] = now
         elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
@@ -310,14 +310,18 @@ class NotificationWorker:
         else:
             log_failed_write(log, error, f"schedule_notification({kind})", incident_id, None)
 
-    async def _send_thread_summary(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
-        """Update a workload thread's root message (this incident's post) with its replies' outcomes."""
+    async def _send_incident_update(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
+        """Render the incident's post again, as it is now: a workload thread's root with its replies'
+        outcomes (kind ``thread``), or any post after a person acted on the incident (``update``)."""
         parent, _ = self._journal.incident_thread(row.incident_id)
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
-            await self._fail(row, "the thread's root post is not there to update")
+            await self._fail(row, "the incident's post is not there to update")
             return None
-        replies = self._journal.thread_replies(parent.slack_channel, parent.slack_ts)
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        if parent.slack_thread_ts:  # itself a reply in its workload's thread
+            own = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
+            return await self._delivery.update(own, render_incident(report, in_workload_thread=True))
+        replies = self._journal.thread_replies(parent.slack_channel, parent.slack_ts)
         root = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts)
         return await self._delivery.update(root, render_incident(report, thread_replies=replies))
 
@@ -334,7 +338,9 @@ class NotificationWorker:
         )
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            return await self._delivery.post(message, channel=channel)
+            posted = await self._delivery.post(message, channel=channel)
+            self._learn_by_hand(row, action.outcome, update_post=False)
+            return posted
         parent, _ = self._journal.incident_thread(row.incident_id)
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
             if not self._incident_post_failed(row.incident_id):
@@ -350,7 +356,9 @@ class NotificationWorker:
                 if found is not None:
                     return found
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            return await self._delivery.post(message, channel=channel)
+            posted = await self._delivery.post(message, channel=channel)
+            self._learn_by_hand(row, action.outcome, update_post=False)
+            return posted
         # Slack threads are one level deep: an incident that is itself a reply in its workload's
         # thread is answered in that thread.
         thread = SlackRef(channel=parent.slack_channel, ts=parent.slack_thread_ts or parent.slack_ts)
@@ -361,10 +369,26 @@ class NotificationWorker:
                 return found
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
+        self._learn_by_hand(row, action.outcome, update_post=True)
         if parent.slack_thread_ts:
             # The workload thread's root counts its replies' outcomes: this one may have changed.
             self._schedule_thread_summary(ref, row.channel, self._clock_ns())
         return ref
+
+    def _learn_by_hand(self, row: NotificationRow, outcome: ActionOutcome, *, update_post: bool) -> None:
+        """What a person did becomes part of the running incident, as it is of one a restart reads
+        back (every action journaled under it); with ``update_post`` the incident's own post is
+        rendered again: it no longer offers a command already run, and says who did what."""
+        state = self._incidents.by_id(row.incident_id) if self._incidents is not None else None
+        if state is not None and state.report is not None and outcome not in state.report.outcomes:
+            state.report = dataclasses.replace(state.report, outcomes=(*state.report.outcomes, outcome))
+        if not update_post:
+            return
+        now = self._clock_ns()
+        scheduled = self._journal.schedule(
+            Journal.op_schedule_notification(row.incident_id, "update", row.channel, now, now)
+        )
+        scheduled.add_done_callback(lambda written: self._scheduled(written, row.incident_id, "update"))
 
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)

@@ -642,3 +642,27 @@ def test_a_by_hand_reply_says_who_did_what_and_why_and_never_becomes_markup(
     else:
         assert ":raised_hand:" in shown and "quarantined `ml-serving/vllm-0` by hand: quarantined." in shown
     assert "Reason: " in shown and "Incident `inc-0123456789abcdef0123` · 2023-11-14 22:13:20 UTC" in shown
+
+
+def test_an_action_by_hand_is_said_in_the_incidents_message_with_who_and_why() -> None:
+    """Once a person acted, the incident's message says so, and offers what is left to do."""
+    by_carol = {"by_hand": "carol", "reason": "the trial predicted it"}
+    predicted = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN)
+    decision = make_decision(dry_run=True)
+    by_hand = quarantined(extra=by_carol)
+    text = text_of(render_incident(make_report(decision=decision, outcomes=(predicted, by_hand))))
+    assert ":raised_hand: By hand, by *carol*: the trial predicted it." in text
+    assert "To quarantine it by hand" not in text
+    assert "serving-guard release --namespace ml triton-0 --incident" in text
+    # Labelled is the latest word on the label: quarantined, released, quarantined again by hand.
+    released = ActionOutcome("release", OutcomeStatus.RELEASED, extra={"by_hand": "bob", "reason": "ok"})
+    again = render_incident(make_report(outcomes=(quarantined(), released, by_hand)))
+    assert "serving-guard release --namespace" in text_of(again)
+    assert "serving-guard release --namespace" not in text_of(
+        render_incident(make_report(outcomes=(quarantined(), released)))
+    )
+    # A by-hand quarantine whose policy could not be made is retried by hand, not by a repeat.
+    failed = ActionOutcome(
+        "quarantine", OutcomeStatus.FAILED, "no policy", extra={"labelled": True, **by_carol}
+    )
+    assert "run the command again" in text_of(render_incident(make_report(outcomes=(failed,))))

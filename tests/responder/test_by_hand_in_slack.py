@@ -116,6 +116,17 @@ async def test_a_quarantine_by_hand_is_told_in_the_incidents_thread_and_the_chan
         assert sent.get("reply_broadcast") in (True, "true", "1")
         await settle(responder, lambda: by_hand_rows(responder) == [("sent", payload["action_id"], "carol")])
         assert len(incident_posts(sink)) == 1
+        # The incident's own message is rendered again: it says who quarantined the pod and no
+        # longer offers a command already run; it offers the release instead.
+        await settle(responder, lambda: "By hand, by *carol*" in str(incident_posts(sink)[0].blocks))
+        updated = str(incident_posts(sink)[0].blocks)
+        assert "To quarantine it by hand" not in updated and "Dry-run" in updated
+        assert f"serving-guard release --namespace ml-serving {vllm.name} --incident {incident_id}" in updated
+        # Its repeats say where the pod stands now.
+        await submit(responder, shell(vllm, 1))
+        await settle(
+            responder, lambda: "Now: quarantined" in str(sink.replies("#sec-alerts", post.ts)[-1].blocks)
+        )
     finally:
         await responder.stop()
 
@@ -180,6 +191,11 @@ async def test_in_a_workload_thread_the_reply_goes_there_and_the_root_counts_it(
         # Slack threads are one level deep: the reply to a reply goes into the workload's thread.
         await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 2)
         assert "*carol* quarantined" in str(sink.replies("#sec-alerts", root.ts)[1].blocks)
+        # The replica's own message, a reply in the thread, is rendered again in place.
+        await settle(
+            responder, lambda: "By hand, by *carol*" in str(sink.replies("#sec-alerts", root.ts)[0].blocks)
+        )
+        assert "The same rule on another pod of" in str(sink.replies("#sec-alerts", root.ts)[0].blocks)
         summary = "The same rule on *1 more pod* of `StatefulSet/vllm`, in this thread: 1 quarantined."
         await settle(responder, lambda: summary in str(top_level(sink)[0].blocks))
     finally:

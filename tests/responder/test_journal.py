@@ -579,3 +579,19 @@ def test_each_alert_is_stored_once_however_it_is_redelivered(
         assert sorted(stored) == sorted(seen)
     finally:
         journal.close()
+
+
+def test_the_breaker_window_rebuilt_after_a_restart_counts_the_responders_quarantines_only(
+    tmp_path: Path,
+) -> None:
+    """A person's quarantines by hand are not the circuit breaker's, after a restart as before it."""
+    from responder.actions.outcome import ActionOutcome, OutcomeStatus
+
+    journal = open_journal(tmp_path)
+    try:
+        outcome = ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, started_ns=5, finished_ns=10)
+        journal.run_sync(Journal.op_record_action("inc-1", None, "ml", "a", outcome))
+        journal.run_sync(Journal.op_record_action_by_hand("inc-1", "ml", "b", outcome, "carol", 11))
+        assert journal.quarantine_times_since(0) == [10]
+    finally:
+        journal.close()
