@@ -326,9 +326,9 @@ class NotificationWorker:
         return await self._delivery.update(root, render_incident(report, thread_replies=replies))
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
-        """Tell the incident's thread what a person did about it (``serving-guard quarantine
-        --incident``, journaled by that command), shown in the channel too: the incident's own
-        message still says only what the responder did or predicted."""
+        """Tell the incident's thread what a person did about it (``serving-guard quarantine`` or
+        ``release`` with ``--incident``, journaled by that command), shown in the channel too, and
+        have the incident's own post rendered again with it."""
         action = self._journal.action_by_hand(row.action_id) if row.action_id is not None else None
         if action is None or row.action_id is None:
             await self._fail(row, "the action it tells of is missing from the journal")
@@ -349,31 +349,32 @@ class NotificationWorker:
                 await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
                 return None
             # The incident never reached Slack: what was done is told in the channel instead.
+            found = None
             if row.state == "sending" and channel:
                 oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
                 search = self._delivery.find_posted(channel, row.incident_id, oldest, action_id=row.action_id)
                 found = await self._earlier_post(search, row)
-                if found is not None:
-                    return found
-            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            posted = await self._delivery.post(message, channel=channel)
+            if found is None:
+                await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+                found = await self._delivery.post(message, channel=channel)
             self._learn_by_hand(row, action.outcome, update_post=False)
-            return posted
+            return found
         # Slack threads are one level deep: an incident that is itself a reply in its workload's
         # thread is answered in that thread.
         thread = SlackRef(channel=parent.slack_channel, ts=parent.slack_thread_ts or parent.slack_ts)
+        found = None
         if row.state == "sending":
             search = self._delivery.find_posted_reply(thread, row.incident_id, action_id=row.action_id)
             found = await self._earlier_post(search, row)
-            if found is not None:
-                return found
-        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-        ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
+        if found is None:
+            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+            found = await self._delivery.post_in_thread(thread, message, broadcast=True)
+        # Also when an earlier attempt's reply is found: that attempt may have ended before these.
         self._learn_by_hand(row, action.outcome, update_post=True)
         if parent.slack_thread_ts:
             # The workload thread's root counts its replies' outcomes: this one may have changed.
-            self._schedule_thread_summary(ref, row.channel, self._clock_ns())
-        return ref
+            self._schedule_thread_summary(found, row.channel, self._clock_ns())
+        return found
 
     def _learn_by_hand(self, row: NotificationRow, outcome: ActionOutcome, *, update_post: bool) -> None:
         """What a person did becomes part of the running incident, as it is of one a restart reads

@@ -166,6 +166,8 @@ async def test_a_by_hand_reply_whose_answer_was_lost_is_found_not_posted_twice(
         await settle(responder, lambda: [r[0] for r in by_hand_rows(responder)] == ["sent"], timeout=30)
         assert len(sink.replies("#sec-alerts", post.ts)) == 1
         assert [r.method for r in sink.requests() if r.method == "conversations.replies"]
+        # The reply found, the incident's own post is still rendered again with it.
+        await settle(responder, lambda: "By hand, by *carol*" in str(incident_posts(sink)[0].blocks))
     finally:
         await responder.stop()
 
