@@ -598,10 +598,10 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "notified only"
 
 
-def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = None) -> str:
-    """The entries' incidents, one line each (what was done to which pod, or predicted, and how
-    many alerts it took), then how many incidents ended each way: what a policy on trial would have
-    done, or what an alert storm amounted to."""
+def _incidents_of(
+    entries: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, Mapping[str, Any]]]:
+    """The entries' incidents by id, in the order they first appear, and each one's first entry."""
     incidents: dict[str, Mapping[str, Any]] = {}
     first: dict[str, Mapping[str, Any]] = {}
     for entry in entries:
@@ -609,6 +609,14 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
         if incident and entry["incident_id"] not in incidents:
             incidents[entry["incident_id"]] = incident
             first[entry["incident_id"]] = entry
+    return incidents, first
+
+
+def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = None) -> str:
+    """The entries' incidents, one line each (what was done to which pod, or predicted, and how
+    many alerts it took), then how many incidents ended each way: what a policy on trial would have
+    done, or what an alert storm amounted to."""
+    incidents, first = _incidents_of(entries)
     header = ("OPENED", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME")
     rows = [header]
     outcomes: dict[str, int] = {}
@@ -640,6 +648,70 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
     if limit is not None and len(entries) >= limit:
         lines.append(f"(read from the newest {limit} alerts only: raise --limit to take in older ones)")
     return "\n".join(lines)
+
+
+def _utc(time_ns: object) -> str:
+    """A journal time as people read it (milliseconds, UTC), or '-'."""
+    return format_time_ns(time_ns)[:23].replace("T", " ") + " UTC" if isinstance(time_ns, int) else "-"
+
+
+def _decision_text(decision: Mapping[str, Any] | None) -> str:
+    if not decision:
+        return "not decided yet"
+    text = f"policy {decision.get('policy', '-')}: {', '.join(decision.get('actions') or []) or 'nothing'}"
+    if decision.get("dry_run"):
+        text += f" (dry-run by {decision.get('dry_run_by') or 'guardrails'})"
+    withheld = decision.get("withheld") or []
+    if withheld:
+        text += "; withheld: " + "; ".join(str(reason) for reason in withheld)
+    return text
+
+
+def _action_text(action: Mapping[str, Any]) -> str:
+    text = f"{_utc(action.get('finished_ns'))}  {action.get('action')} {action.get('status')}"
+    if action.get("leaky_policies"):
+        text += " (still allowed by " + ", ".join(action["leaky_policies"]) + ")"
+    elif action.get("detail"):
+        text += f" ({action['detail']})"
+    text += f" by {action.get('actor') or RESPONDER_ACTOR}"
+    return text + (f": {action['reason']}" if action.get("reason") else "")
+
+
+def _notification_text(notification: Mapping[str, Any]) -> str:
+    text = f"{notification.get('kind')} {notification.get('state')}"
+    where = notification.get("slack_channel") or notification.get("channel")
+    if notification.get("slack_ts"):
+        text += f" at {where} {notification['slack_ts']}"
+        thread = notification.get("slack_thread_ts")
+        if thread and thread != notification["slack_ts"]:
+            text += f" in thread {thread}"
+    if notification.get("attempts", 0) > 1:
+        text += f" after {notification['attempts']} attempts"
+    if notification.get("state") != "sent" and notification.get("last_error"):
+        text += f": {notification['last_error']}"
+    return text
+
+
+def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Each incident's story, a block each: what fired on which pod and how often, what was
+    decided, each action (when, by the responder or by whom by hand, and why) and each Slack post
+    (where it went). With --incident, the whole of one incident."""
+    incidents, first = _incidents_of(entries)
+    blocks = []
+    for incident_id, incident in incidents.items():
+        entry = first[incident_id]
+        verification = (incident.get("verification") or {}).get("status", "-")
+        lines = [
+            f"{incident_id}  {entry['rule']}  {entry['namespace'] or '-'}/{entry['pod'] or '-'}",
+            f"  alerts    {incident.get('count', '?')}, first {_utc(incident.get('opened_ns'))},"
+            f" last {_utc(incident.get('last_seen_ns'))}",
+            f"  verified  {verification}",
+            f"  decided   {_decision_text(incident.get('decision'))}",
+        ]
+        lines += [f"  action    {_action_text(action)}" for action in incident.get("actions") or []]
+        lines += [f"  slack     {_notification_text(n)}" for n in incident.get("notifications") or []]
+        blocks.append("\n".join(_printable(line) for line in lines))
+    return "\n\n".join(blocks) if blocks else "no incidents"
 
 
 def format_table(entries: Iterable[Mapping[str, Any]]) -> str:

@@ -11,7 +11,15 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from responder.audit import MAX_LIMIT, AuditEntry, AuditQuery, format_summary, format_table, load_trail
+from responder.audit import (
+    MAX_LIMIT,
+    AuditEntry,
+    AuditQuery,
+    format_incidents,
+    format_summary,
+    format_table,
+    load_trail,
+)
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import load_config
@@ -48,9 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("table", "json", "summary"),
+        choices=("table", "json", "summary", "incidents"),
         default="table",
-        help="table: one line per alert; summary: one line per incident, then how many ended each way",
+        help="table: one line per alert; summary: one line per incident, then how many ended each way;"
+        " incidents: each incident's story (decision, actions with who and why, Slack posts)",
     )
     add_responder_options(parser)
 
@@ -130,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2))
     elif args.format == "summary":
         print(format_summary(entries, limit=args.limit))
+    elif args.format == "incidents":
+        print(format_incidents(entries))
     else:
         print(format_table(entries))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.audit import format_summary, incident_outcome_text
+from responder.audit import format_incidents, format_summary, incident_outcome_text
 
 
 def entry(
@@ -62,3 +62,57 @@ def test_outcome_text_names_withheld_leaks_and_predictions() -> None:
         "LEAKY: still allowed by allow-gw; dry-run: would annotate; quarantine withheld; quarantine failed"
     )
     assert incident_outcome_text({"actions": []}) == "notified only"
+
+
+def test_each_incidents_story_names_every_action_and_post_and_is_printable() -> None:
+    leaky = {
+        "count": 3,
+        "opened_ns": 1_700_000_000_000_000_000,
+        "last_seen_ns": 1_700_000_005_000_000_000,
+        "verification": {"status": "verified"},
+        "decision": {"policy": "shells", "actions": ["notify", "quarantine"], "withheld": ["breaker open"]},
+        "actions": [
+            {
+                "action": "quarantine",
+                "status": "leaky",
+                "finished_ns": 1_700_000_000_250_000_000,
+                "actor": "responder",
+                "leaky_policies": ["allow-gw"],
+                "detail": "",
+            },
+            {
+                "action": "release",
+                "status": "released",
+                "finished_ns": 1_700_000_060_000_000_000,
+                "actor": "bob\x1b[31m",
+                "reason": "rebuilt\nfrom the signed image",
+                "detail": "",
+            },
+        ],
+        "notifications": [
+            {"kind": "incident", "state": "sent", "attempts": 1, "slack_channel": "C1", "slack_ts": "1.1"},
+            {
+                "kind": "by_hand",
+                "state": "pending",
+                "attempts": 3,
+                "channel": "#sec",
+                "slack_ts": None,
+                "last_error": "ratelimited",
+            },
+        ],
+    }
+    story = format_incidents([entry("inc-1", "a", leaky), entry("inc-1", "a", leaky, "duplicate")])
+    assert story.splitlines() == [
+        "inc-1  Shell in serving pod  ml/a",
+        "  alerts    3, first 2023-11-14 22:13:20.000 UTC, last 2023-11-14 22:13:25.000 UTC",
+        "  verified  verified",
+        "  decided   policy shells: notify, quarantine; withheld: breaker open",
+        "  action    2023-11-14 22:13:20.250 UTC  quarantine leaky (still allowed by allow-gw) by responder",
+        "  action    2023-11-14 22:14:20.000 UTC  release released by bob\\x1b[31m:"
+        " rebuilt\\nfrom the signed image",
+        "  slack     incident sent at C1 1.1",
+        "  slack     by_hand pending after 3 attempts: ratelimited",
+    ]
+    undecided = format_incidents([entry("inc-2", "b", {"count": 1, "actions": []})]).splitlines()
+    assert undecided[3] == "  decided   not decided yet" and len(undecided) == 4
+    assert format_incidents([entry(None, "c", None, "rejected")]) == "no incidents"

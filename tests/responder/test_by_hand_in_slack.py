@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from responder.audit import AuditQuery, format_summary, format_table, load_trail
+from responder.audit import AuditQuery, format_incidents, format_summary, format_table, load_trail
 from responder.cli import main
 from responder.service import Responder
 from simulators.seed import SeededPod
 from simulators.slack_sink import Fault, SlackSink
+from tests.helpers import SHELL_RULE
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
 from tests.responder.test_workload_threads import posts, replica, submit, top_level
 
@@ -266,6 +267,22 @@ async def test_the_audit_trail_shows_who_and_why_and_where_slack_has_it(
         assert kinds["by_hand"]["slack_thread_ts"] == post.ts and kinds["incident"]["slack_thread_ts"] is None
         assert "quarantine=quarantined(by carol)" in format_table(entries)
         assert "dry-run: would quarantine; quarantined by carol" in format_summary(entries)
+        story = format_incidents(entries).splitlines()
+        assert story[0] == f"{incident['incident_id']}  {SHELL_RULE}  ml-serving/{vllm.name}"
+        assert "  verified  verified" in story
+        assert "  decided   policy isolate-shells: notify, quarantine (dry-run by guardrails)" in story
+        actions = [line for line in story if line.startswith("  action    ")]
+        assert [line.split(" UTC  ")[1] for line in actions] == [
+            "quarantine dry_run (would label the pod into serving-guard-quarantine) by responder",
+            "quarantine quarantined (created NetworkPolicy serving-guard-quarantine) by carol:"
+            " the trial predicted it; *confirmed* <by eye>",
+        ]
+        slack = [line for line in story if line.startswith("  slack     ")]
+        assert slack[0].startswith("  slack     incident sent at C") and "in thread" not in slack[0]
+        assert any(
+            line.startswith("  slack     by_hand sent at C") and f"in thread {post.ts}" in line
+            for line in slack
+        )
     finally:
         await responder.stop()
 
