@@ -84,6 +84,14 @@ def by_hand_posts(sink: SlackSink) -> list[dict[str, Any]]:
     return [p for p in posts(sink) if "by_hand" in str(p.get("metadata"))]
 
 
+async def incident_post(responder: Responder, sink: SlackSink, pod: SeededPod) -> Any:
+    """A shell on ``pod``, and the incident's post once it is in the channel."""
+    await submit(responder, shell(pod))
+    await settle(responder, lambda: len(incident_posts(sink)) == 1)
+    (post,) = incident_posts(sink)
+    return post
+
+
 async def test_a_quarantine_by_hand_is_told_in_the_incidents_thread_and_the_channel(
     tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,9 +99,7 @@ async def test_a_quarantine_by_hand_is_told_in_the_incidents_thread_and_the_chan
     vllm = pods["vllm"]
     responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
     try:
-        await submit(responder, shell(vllm))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, vllm)
         assert "Dry-run" in str(post.blocks)
         incident_id = incident_of(responder)
 
@@ -139,9 +145,7 @@ async def test_a_leaky_quarantine_by_hand_says_it_did_not_isolate(
     triton = pods["triton"]  # another policy still allows its traffic (the seeded gateway policy)
     responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
     try:
-        await submit(responder, shell(triton))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, triton)
         code, _ = await quarantine_by_hand(tmp_path, seeded, triton, incident_of(responder), capsys)
         assert code == 1
         await settle(responder, lambda: bool(sink.replies("#sec-alerts", post.ts)))
@@ -158,9 +162,7 @@ async def test_a_by_hand_reply_whose_answer_was_lost_is_found_not_posted_twice(
     vllm = seeded[1]["vllm"]
     responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
     try:
-        await submit(responder, shell(vllm))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, vllm)
         # Slack stores the reply, then answers 503: the retry must look in the thread first.
         sink.inject(Fault(status=503, apply=True, method="chat.postMessage"))
         await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
@@ -251,8 +253,7 @@ async def test_the_audit_trail_shows_who_and_why_and_where_slack_has_it(
     vllm = seeded[1]["vllm"]
     responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
     try:
-        await submit(responder, shell(vllm))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        post = await incident_post(responder, sink, vllm)
         await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
         await settle(responder, lambda: [r[0] for r in by_hand_rows(responder)] == ["sent"])
         with responder.journal.reader() as conn:
@@ -263,7 +264,6 @@ async def test_the_audit_trail_shows_who_and_why_and_where_slack_has_it(
             ("quarantined", "the trial predicted it; *confirmed* <by eye>")
         ]
         kinds = {n["kind"]: n for n in incident["notifications"]}
-        post = incident_posts(sink)[0]
         assert kinds["by_hand"]["slack_thread_ts"] == post.ts and kinds["incident"]["slack_thread_ts"] is None
         assert "quarantine=quarantined(by carol)" in format_table(entries)
         assert "dry-run: would quarantine; quarantined by carol" in format_summary(entries)
@@ -294,9 +294,7 @@ async def test_a_release_by_hand_is_told_in_the_thread_as_slack_gave_the_command
     vllm = pods["vllm"]
     responder = await start(tmp_path, seeded, sink)  # the policy quarantines
     try:
-        await submit(responder, shell(vllm))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, vllm)
         # The command as the incident's message gives it, with the person's reason and config.
         (command,) = re.findall(r"```(serving-guard release [^`]*)```", str(post.blocks))
         argv = shlex.split(command.replace("&lt;why it is safe&gt;", "model rebuilt from the signed image"))
