@@ -97,16 +97,30 @@ def cluster_settings(args: argparse.Namespace, configured: Cluster) -> tuple[Clu
 
 def open_journal(args: argparse.Namespace, config: Config, stack: contextlib.ExitStack) -> Journal | None:
     """The journal named by --config, when it exists; opened before anything is changed, so that
-    when it cannot record an action, nothing is done."""
+    when it cannot record an action, nothing is done. --incident must name one of its incidents, in
+    --namespace: a mistyped id would file the action under no incident, and tell no one."""
     if not args.config or not os.path.exists(config.journal.path):
         return None
-    return stack.enter_context(
+    journal = stack.enter_context(
         Journal(
             config.journal.path,
             max_bytes=config.journal.max_bytes,
             retention_seconds=config.journal.retention_days * 86400,
         )
     )
+    if args.incident is not None:
+        record = journal.incident_record(args.incident)
+        if record is None:
+            raise UserError(
+                f"--incident {args.incident}: not in the journal {journal.path} (mistyped, or pruned"
+                " since); nothing was done: give the id the Slack message shows, or leave --incident out"
+            )
+        if record["namespace"] != args.namespace:
+            raise UserError(
+                f"--incident {args.incident}: an incident in namespace {record['namespace']!r}, not"
+                f" {args.namespace!r}; nothing was done"
+            )
+    return journal
 
 
 def record(

@@ -317,3 +317,22 @@ def test_release_refuses_an_incident_id_it_cannot_be(capsys: pytest.CaptureFixtu
     code = main(["release", "-n", "ml-serving", "vllm-0", "--reason", "r", "--incident", "inc-zz"])
     assert code == 2
     assert "--incident: 'inc-zz' is not an incident id" in capsys.readouterr().err
+
+
+async def test_an_incident_of_another_namespace_is_refused_before_the_cluster_is_touched(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        await incident_post(responder, sink, vllm)
+        argv = ["quarantine", "-n", "other", "vllm-0", "--reason", "r", "--by", "carol"]
+        argv += ["--incident", incident_of(responder), "--config", str(cli_config(tmp_path, kubeconfig))]
+        assert await asyncio.to_thread(main, argv) == 2
+        assert (
+            "an incident in namespace 'ml-serving', not 'other'; nothing was done" in capsys.readouterr().err
+        )
+        assert by_hand_rows(responder) == []
+    finally:
+        await responder.stop()

@@ -12,7 +12,9 @@ import yaml
 
 from responder.cli import main
 from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import LEAKY_POLICY, SeededPod
+from tests.helpers import SHELL_RULE
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
@@ -46,26 +48,35 @@ def test_a_pod_quarantined_by_hand_is_isolated_and_recorded(
 ) -> None:
     running, pods, kubeconfig = seeded
     config = write_config(tmp_path, kubeconfig)
-    # The journal exists once the responder ran: an ingest of nothing creates it.
-    (tmp_path / "empty.jsonl").write_text("")
-    assert (
-        main(["ingest", str(tmp_path / "empty.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
-    )
     vllm = pods["vllm"]
+    # The responder journaled an incident on the pod (the default policy only notifies).
+    alert = falco_alert(vllm, SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
+    (tmp_path / "alert.jsonl").write_text(falco_bytes(alert).decode() + "\n")
+    assert (
+        main(["ingest", str(tmp_path / "alert.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
+    )
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        (incident,) = conn.execute("SELECT incident_id FROM incidents").fetchone()
+    capsys.readouterr()
     argv = ["-n", vllm.namespace, vllm.name, "--reason", "trial predicted it", "--by", "carol"]
+    # An id the journal does not know (mistyped, or pruned) is refused before the cluster is touched.
     code, out, err = run([*argv, "--incident", INCIDENT, "--config", str(config)], capsys)
+    assert code == 2 and out == ""
+    assert f"--incident {INCIDENT}: not in the journal" in err and "nothing was done" in err
+    assert LABEL not in stored(running, vllm)["metadata"].get("labels", {})
+    code, out, err = run([*argv, "--incident", incident, "--config", str(config)], capsys)
     assert code == 0, err
     assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined")
     metadata = stored(running, vllm)["metadata"]
     assert metadata["labels"][LABEL] == "true"
     assert metadata["annotations"]["serving-guard.io/rule"] == "quarantined by hand"
     assert metadata["annotations"]["serving-guard.io/reason"] == "by carol: trial predicted it"
-    assert metadata["annotations"]["serving-guard.io/incident"] == INCIDENT
+    assert metadata["annotations"]["serving-guard.io/incident"] == incident
     events = running.call(running.emulator.list_objects, "v1/events", vllm.namespace)
     assert "Quarantined" in [e["reason"] for e in events]
     with sqlite3.connect(tmp_path / "journal.db") as conn:
         rows = conn.execute("SELECT incident_id, action, status, actor FROM actions").fetchall()
-    assert rows == [(INCIDENT, "quarantine", "quarantined", "carol")]
+    assert rows == [(incident, "quarantine", "quarantined", "carol")]
     # The audit trail shows it; release undoes it.
     assert (
         main(["release", "-n", vllm.namespace, vllm.name, "--reason", "clean", "--config", str(config)]) == 0
