@@ -30,6 +30,7 @@ from responder.errors import UserError
 from responder.logs import setup_logging
 from simulators.alerts import RuleSpec, ScenarioAlert, check_rules_defined, scenario_alerts
 from simulators.cluster_emulator import RunningCluster
+from simulators.demo_by_hand import ByHandStep, confirm_by_hand, trial_incident
 from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, read_identity
 from simulators.pki import TestPKI, make_test_pki
@@ -173,10 +174,16 @@ class DemoResult:
     config_text: str
     # Slack channel ids (as messages carry them) to the names the config uses.
     channel_names: dict[str, str] = field(default_factory=dict)
+    # The trial's predicted quarantine, run by hand (None: no case had a prediction).
+    by_hand: ByHandStep | None = None
+
+    @property
+    def expectations(self) -> int:
+        return len(self.checks) + (self.by_hand is not None)
 
     @property
     def ok(self) -> bool:
-        return all(check.passed for check in self.checks)
+        return all(check.passed for check in self.checks) and (self.by_hand is None or self.by_hand.passed)
 
 
 # The order the table tells the story in (the issue's); scenarios not listed follow by name.
@@ -345,8 +352,9 @@ async def run_demo(
             config_path.write_text(config_text, encoding="utf-8")
             config: Config = load_config(str(config_path))
             channels = {config.slack.default_channel, *(p.slack.channel for p in config.policies)}
-            checks = await _run_cases(
+            checks, by_hand = await _run_cases(
                 config,
+                config_path,
                 scenarios,
                 specs,
                 pods,
@@ -362,11 +370,12 @@ async def run_demo(
         finally:
             grpc_server.stop(grace=0.5)
     channel_names = {channel_id: name for channel_id, name in names.items() if channel_id}
-    return DemoResult(run_id, checks, started_ns, time.time_ns(), config_text, channel_names)
+    return DemoResult(run_id, checks, started_ns, time.time_ns(), config_text, channel_names, by_hand)
 
 
 async def _run_cases(
     config: Config,
+    config_path: Path,
     scenarios: Sequence[Scenario],
     specs: Mapping[str, RuleSpec],
     pods: Mapping[str, SeededPod],
@@ -377,7 +386,7 @@ async def _run_cases(
     run_id: str,
     overrides: Mapping[str, Outcome],
     timeout: float,
-) -> list[DemoCheck]:
+) -> tuple[list[DemoCheck], ByHandStep | None]:
     cases = plan_cases(scenarios, pods, overrides)
     responder = build_responder(config)
     await responder.start()
@@ -416,6 +425,18 @@ async def _run_cases(
             await responder.pipeline.drain(timeout=timeout)
             expectations = [Expectation.of(c.scenario, run_id, c.expect, name=c.name) for c in cases]
             verdicts = await poll(audit_reader, expectations, timeout=timeout, interval=0.05, settle=0.2)
+        # A person confirms what the policy on trial predicted, with the command Slack gives.
+        trial = trial_incident([(c.name, v.incident) for c, v in zip(cases, verdicts, strict=True)])
+        by_hand = None
+        if trial is not None:
+            name, incident = trial
+            posts = _messages_by_incident(sink).get(str(incident.get("incident_id"))) or []
+            wake = responder.notifier.wake if responder.notifier is not None else None
+            by_hand = (
+                await confirm_by_hand(name, incident, posts[0], config_path, sink, wake, timeout)
+                if posts
+                else ByHandStep(name, (), None, "", "", ("the incident has no Slack message",))
+            )
     finally:
         await responder.stop()
     messages = _messages_by_incident(sink)
@@ -426,4 +447,4 @@ async def _run_cases(
         problems = [f"{d.alert.rule}: not delivered: {d.detail}" for d in case.deliveries if not d.ok]
         problems += _slack_problems(case, verdict, found)
         checks.append(DemoCheck(case, verdict, found, problems))
-    return checks
+    return checks, by_hand

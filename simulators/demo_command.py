@@ -14,7 +14,7 @@ from responder.commands.common import positive_seconds
 from responder.errors import UserError
 from simulators.alerts import default_rules_file, load_rule_specs
 from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
-from simulators.report import format_table, row_of, write_report
+from simulators.report import format_by_hand, format_table, row_of, write_report
 from simulators.scenario import Outcome, load_scenarios
 
 DEFAULT_REPORT = "demo-report.html"
@@ -71,13 +71,20 @@ def _print(result: DemoResult, report: str | None) -> None:
     rows = [row_of(check) for check in result.checks]
     print(format_table(rows))
     failed = [row for row in rows if not row.passed]
+    by_hand = result.by_hand
+    if by_hand is not None:
+        print()
+        print(format_by_hand(by_hand))
     print()
     for row in failed:
         print(f"FAIL {row.scenario} (expected {row.expected}): {row.reason}")
-    if failed:
-        print(f"{len(failed)} of {len(rows)} expectations FAILED")
+    if by_hand is not None and not by_hand.passed:
+        print(f"FAIL by hand ({by_hand.case}): {'; '.join(by_hand.problems)}")
+    failures = len(failed) + (by_hand is not None and not by_hand.passed)
+    if failures:
+        print(f"{failures} of {result.expectations} expectations FAILED")
     else:
-        print(f"all {len(rows)} expectations held (run {result.run_id})")
+        print(f"all {result.expectations} expectations held (run {result.run_id})")
     if report:
         print(f"report: {report}")
 

@@ -14,6 +14,7 @@ from typing import Any
 from responder.alert import parse_time_ns
 from responder.errors import UserError
 from simulators.demo import DemoCheck, DemoResult
+from simulators.demo_by_hand import ByHandStep
 from simulators.slack_html import message_to_html
 
 HEADERS = ("SCENARIO", "INPUT", "RULE", "VERIFIED", "DECISION", "OUTCOME", "SLACK", "ALERT→ACTION", "RESULT")
@@ -101,6 +102,33 @@ def format_table(rows: Sequence[Row]) -> str:
         for line in table
     ]
     return "\n".join(lines)
+
+
+def format_by_hand(step: ByHandStep) -> str:
+    """The by-hand step for the console: the command as run, what it printed, and the verdict."""
+    lines = [f"BY HAND  {step.case}: what the policy on trial predicted, run with the command Slack gives:"]
+    lines.append(f"  $ {step.command_line or '(no command)'}")
+    lines += [f"  {line}" for line in step.printed.splitlines()]
+    verdict = "told in the incident's Slack thread, its message rendered again with who acted"
+    lines.append(
+        f"  {verdict if step.passed else '; '.join(step.problems)}  {'PASS' if step.passed else 'FAIL'}"
+    )
+    return "\n".join(lines)
+
+
+def _by_hand_html(step: ByHandStep | None) -> str:
+    if step is None:
+        return ""
+    result = (
+        '<p class="pass">PASS</p>' if step.passed else f'<p class="reason">{_e("; ".join(step.problems))}</p>'
+    )
+    return (
+        '<section id="by-hand"><h2>By hand</h2>'
+        f"<p>{_e(step.case)}: the quarantine its policy on trial only predicted, run by a person with the"
+        " command the Slack message gives (journaled under the incident), and told back in the"
+        " incident's thread by the running responder.</p>"
+        f"<pre>$ {_e(step.command_line)}\n{_e(step.printed)}</pre>{result}</section>"
+    )
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -263,12 +291,13 @@ def _messages_html(checks: Sequence[DemoCheck], channel_names: dict[str, str]) -
 
 def render_html(result: DemoResult) -> str:
     rows = [row_of(check) for check in result.checks]
-    passed = sum(1 for row in rows if row.passed)
+    passed = sum(1 for row in rows if row.passed) + (result.by_hand is not None and result.by_hand.passed)
     banner_class = "ok" if result.ok else "bad"
+    total = result.expectations
     verdict = (
-        f"All {len(rows)} expectations held."
+        f"All {total} expectations held."
         if result.ok
-        else f"{len(rows) - passed} of {len(rows)} expectations FAILED."
+        else f"{total - passed} of {total} expectations FAILED."
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_ns / 1e9))
     duration = (result.finished_ns - result.started_ns) / 1e9
@@ -285,6 +314,7 @@ an emulated Kubernetes API with a seeded serving namespace, notifying a local Sl
 {_table_html(rows)}</section>
 <section id="timeline"><h2>Timeline</h2>
 {_timeline_html(result.checks)}</section>
+{_by_hand_html(result.by_hand)}
 <section id="slack"><h2>Slack messages</h2>
 {_messages_html(result.checks, result.channel_names)}</section>
 <section id="config"><h2>Responder configuration</h2>

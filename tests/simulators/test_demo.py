@@ -3,6 +3,7 @@ TLS HTTP and gRPC), its exit status following the expectations, and its self-con
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_demo_passes_and_writes_a_self_contained_report(
     code, out, err = run_demo(["--report", str(report), "--workdir", str(tmp_path / "work")], capsys)
     assert code == 0, out + err
     assert err == ""  # quiet: only the table on stdout
-    rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))]
+    rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL")) and not line.startswith(" ")]
     assert len(rows) == len(SCENARIOS.names()) + 1  # every scenario plus the forged alert
     assert all(row.endswith("PASS") for row in rows)
     table = "\n".join(rows)
@@ -43,14 +44,25 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert re.search(r"benign-serving\s+http\s+\(none\)\s+-\s+-\s+silent\s+-\s+-\s+PASS", table)
     assert re.search(r"reverse-shell-one-liner\s+grpc\s+.*quarantined\s+sent", table)
     assert re.search(r"anomalous-egress\s+grpc\s+.*notify, annotate\s+annotated\s+sent", table)
-    assert f"all {len(rows)} expectations held" in out
+    # A person confirms what the policy on trial predicted, with the command its Slack message gives.
+    by_hand = out[out.index("BY HAND  runtime-download") :].splitlines()
+    assert by_hand[1].startswith("  $ serving-guard quarantine --namespace ml-serving triton-")
+    assert "--incident inc-" in by_hand[1] and "--by demo-oncall --config " in by_hand[1]
+    assert "LEAKY quarantine: still allowed by allow-gateway-to-triton" in by_hand[2]
+    assert "the responder tells incident inc-" in by_hand[3]
+    assert (
+        by_hand[5] == "  told in the incident's Slack thread, its message rendered again with who acted  PASS"
+    )
+    assert f"all {len(rows) + 1} expectations held" in out
 
     html = report.read_text(encoding="utf-8")
     # Self-contained: nothing to fetch.
     assert not re.search(
         r"<(link|script|img|iframe|object|embed)\b|@import|url\(|<[a-z]+\s[^>]*\b(src|href)=", html
     )
-    assert "All 10 expectations held." in html
+    assert "All 11 expectations held." in html
+    assert '<section id="by-hand"><h2>By hand</h2>' in html and "By hand, by *demo-oncall*" not in html
+    assert "By hand, by <b>demo-oncall</b>" in html or "By hand, by <strong>demo-oncall</strong>" in html
     for name in SCENARIOS.names():
         assert name in html
     # Slack messages rendered from their Block Kit, with the alert text escaped.
@@ -80,7 +92,7 @@ def test_a_second_run_in_the_same_workdir_starts_clean(
     code, out, err = run_demo(["--no-report", "--workdir", str(work)], capsys)
     assert code == 0, out + err
     assert err == ""
-    assert "all 10 expectations held" in out
+    assert "all 11 expectations held" in out
     assert not re.search(r"-\d+ ms", out)
     assert (work / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert (work / PKI_DIR / "mine.pem").read_text(encoding="utf-8") == "mine"
@@ -109,8 +121,8 @@ def test_an_altered_expectation_fails_the_demo(tmp_path: Path, capsys: pytest.Ca
         in out
     )
     assert "FAIL forged-alert (expected quarantined + Slack): alert not verified against the live pod" in out
-    assert "2 of 10 expectations FAILED" in out
-    assert "2 of 10 expectations FAILED." in report.read_text(encoding="utf-8")
+    assert "2 of 11 expectations FAILED" in out
+    assert "2 of 11 expectations FAILED." in report.read_text(encoding="utf-8")
 
 
 def test_an_altered_scenario_file_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,3 +146,26 @@ def test_demo_rejects_unknown_expectations(capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and "--expect 'nope=silent'" in err
     code, _, err = run_demo(["--expect", "drift-exec=exploded"], capsys)
     assert code == 2 and "outcome must be one of" in err
+
+
+def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing(tmp_path: Path) -> None:
+    from simulators.demo_by_hand import DEMO_PERSON, command_from, confirm_by_hand, trial_incident
+    from simulators.slack_sink import SinkMessage, SlackSink
+
+    predicted = {"incident_id": "inc-1", "actions": [{"action": "quarantine", "status": "dry_run"}]}
+    done = {"incident_id": "inc-2", "actions": [{"action": "quarantine", "status": "quarantined"}]}
+    assert trial_incident([("a", done), ("b", None), ("c", predicted)]) == ("c", predicted)
+    assert trial_incident([("a", done)]) is None
+    offered = "```serving-guard quarantine --namespace ml x-0 --incident inc-1 --reason '&lt;why&gt;'```"
+    post = SinkMessage("C1", "1.1", "t", [{"type": "section", "text": {"text": offered}}], None)
+    assert command_from(post, tmp_path / "c.yaml") == [
+        *["serving-guard", "quarantine", "--namespace", "ml", "x-0", "--incident", "inc-1", "--reason"],
+        "confirmed by hand after the trial predicted it",
+        "--by",
+        DEMO_PERSON,
+        "--config",
+        str(tmp_path / "c.yaml"),
+    ]
+    bare = SinkMessage("C1", "1.1", "t", [], None)
+    step = asyncio.run(confirm_by_hand("c", predicted, bare, tmp_path / "c.yaml", SlackSink(), None, 1.0))
+    assert not step.passed and step.problems == ("the incident's Slack message offers no quarantine command",)
