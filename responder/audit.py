@@ -223,6 +223,8 @@ class Decision(TypedDict):
     notify: NotRequired[bool]
     unverified: NotRequired[bool]
     breaker_open: NotRequired[bool]
+    # The cut its quarantine makes (both, egress or ingress), when it requests one.
+    isolate: NotRequired[str]
 
 
 class ActionRecord(TypedDict):
@@ -659,6 +661,8 @@ def _decision_text(decision: Mapping[str, Any] | None) -> str:
     if not decision:
         return "not decided yet"
     text = f"policy {decision.get('policy', '-')}: {', '.join(decision.get('actions') or []) or 'nothing'}"
+    if decision.get("isolate") in ("egress", "ingress"):
+        text += f" ({decision['isolate']} cut)"
     if decision.get("dry_run"):
         text += f" (dry-run by {decision.get('dry_run_by') or 'guardrails'})"
     withheld = decision.get("withheld") or []

@@ -11,6 +11,7 @@ import fnmatch
 import ipaddress
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -261,13 +262,52 @@ class Isolation(StrEnum):
         return BOTH_DIRECTIONS if self is Isolation.BOTH else (self.value,)
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineCut:
+    """What one cut is in the cluster: the quarantine label's value that selects a pod into it, and
+    the deny-all NetworkPolicy that this value selects (its policy types: ``isolation``)."""
+
+    isolation: Isolation
+    label_value: str
+    network_policy: str
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return self.isolation.directions
+
+
+def widest(first: Isolation | None, second: Isolation) -> Isolation:
+    """The cut that covers both: a quarantine is widened, never narrowed (egress and ingress: both)."""
+    if first is None or first is second:
+        return second
+    return Isolation.BOTH
+
+
 class Quarantine(Strict):
     label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
     label_value: str = Field(default="true", pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
+    # The cut of label_value and network_policy; a policy's own `isolate`, where it differs, is
+    # label_value-<cut> into network_policy-<cut>.
     isolate: Isolation = Isolation.BOTH
     # Add `label DoesNotExist` to other policies that would still allow traffic (undone on release).
     patch_other_policies: StrictBool = False
+
+    def cut(self, isolation: Isolation | None = None) -> QuarantineCut:
+        """The label value and deny-all policy of ``isolation`` (None: quarantine.isolate)."""
+        wanted = isolation if isolation is not None else self.isolate
+        if wanted is self.isolate:
+            return QuarantineCut(wanted, self.label_value, self.network_policy)
+        return QuarantineCut(
+            wanted, f"{self.label_value}-{wanted.value}", f"{self.network_policy}-{wanted.value}"
+        )
+
+    def cut_of(self, label_value: str | None) -> Isolation | None:
+        """The cut a pod whose quarantine label has ``label_value`` is in; None: not quarantined
+        (no label, or a value that none of our cuts gives)."""
+        return next(
+            (i for i in Isolation if label_value is not None and self.cut(i).label_value == label_value), None
+        )
 
 
 class MaxQuarantines(Strict):
@@ -331,6 +371,10 @@ class Policy(Strict):
     # A policy on trial: its quarantine and annotate are decided, predicted and reported
     # ("dry-run: would quarantine") but change nothing, while the other policies act.
     dry_run: StrictBool = False
+    # The cut this policy's quarantines make (None: quarantine.isolate), e.g. egress for anomalous
+    # egress (the model keeps serving) and both for a shell. A pod quarantined by two policies has
+    # the wider cut: a quarantine is widened, never narrowed.
+    isolate: Isolation | None = None
 
     @field_validator("actions")
     @classmethod
@@ -455,7 +499,27 @@ class Config(Strict):
             seen.add(policy.name)
         if ActionName.QUARANTINE in self.default_actions:
             raise ValueError("default_actions may not quarantine: name the rules in a policy")
+        for policy in self.policies:
+            if policy.isolate is None or policy.isolate is self.quarantine.isolate:
+                continue
+            # Any cut other than quarantine.isolate may be reached (two policies widen to both).
+            for isolation in Isolation:
+                cut = self.quarantine.cut(isolation)
+                if len(cut.label_value) > 63 or len(cut.network_policy) > 63:
+                    raise ValueError(
+                        f"policy {policy.name!r} cuts {policy.isolate.value}, not quarantine.isolate"
+                        f" ({self.quarantine.isolate.value}): its label value {cut.label_value!r} and"
+                        f" NetworkPolicy {cut.network_policy!r} must be at most 63 characters; shorten"
+                        " quarantine.label_value or quarantine.network_policy"
+                    )
         return self
+
+    def quarantine_cuts(self) -> tuple[QuarantineCut, ...]:
+        """The cuts a quarantine can be in with this config: quarantine.isolate's, and the others
+        once a policy cuts otherwise (two such policies on one pod widen to both)."""
+        if all(p.isolate is None or p.isolate is self.quarantine.isolate for p in self.policies):
+            return (self.quarantine.cut(),)
+        return tuple(self.quarantine.cut(isolation) for isolation in Isolation)
 
     def rule_patterns(self) -> Sequence[str]:
         return [pattern for policy in self.policies for pattern in policy.match.rules]

@@ -133,8 +133,10 @@ class IncidentReport:
         predicted = any(o.action == "quarantine" and o.status is OutcomeStatus.DRY_RUN for o in self.outcomes)
         if self.labelled or decision.unverified or not (predicted or decision.breaker_open):
             return None
+        # The policy's cut, so that the command does what was predicted.
+        cut = f" --isolate {shlex.quote(decision.isolate)}" if decision.isolate else ""
         return (
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
+            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'"
         )

@@ -29,7 +29,7 @@ from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
-from responder.config import ActionName, Config
+from responder.config import ActionName, Config, Isolation
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
@@ -772,7 +772,13 @@ class Pipeline:
         for action in decision.actions:
             if action is ActionName.QUARANTINE and pod is not None:
                 outcome = await self._in_pool(
-                    self._actions.quarantine, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
+                    self._actions.quarantine,
+                    pod,
+                    alert,
+                    state.incident_id,
+                    reason,
+                    dry_run=decision.dry_run,
+                    isolate=Isolation(decision.isolate) if decision.isolate else None,
                 )
                 if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)

@@ -49,6 +49,9 @@ class Decision:
     # The alert failed verification: on-call gets a distinct "unverified alert" message.
     unverified: bool = False
     breaker_open: bool = False
+    # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
+    # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
+    isolate: str = ""
 
     @property
     def isolates(self) -> bool:
@@ -179,6 +182,11 @@ def decide(
     if ActionName.NOTIFY not in actions:
         notify = False
 
+    cut = ""
+    if ActionName.QUARANTINE in requested:
+        cut = (
+            policy.isolate if policy is not None and policy.isolate is not None else config.quarantine.isolate
+        ).value
     return Decision(
         policy=name,
         actions=tuple(actions),
@@ -190,6 +198,7 @@ def decide(
         notify=notify,
         unverified=unverified,
         breaker_open=breaker_open,
+        isolate=cut,
     )
 
 
@@ -203,8 +212,8 @@ def dry_run_lifted(decision: Decision, config: Config) -> bool:
 
 
 def is_quarantined(pod: PodContext | None, config: Config) -> bool:
-    """The pod already carries the quarantine label (as last read from the API)."""
-    return pod is not None and pod.labels.get(config.quarantine.label) == config.quarantine.label_value
+    """The pod already carries the quarantine label, in any cut (as last read from the API)."""
+    return pod is not None and config.quarantine.cut_of(pod.labels.get(config.quarantine.label)) is not None
 
 
 def _unverifiable_reason(verification: Verification) -> str:

@@ -92,6 +92,7 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         "notify": decision.notify,
         "unverified": decision.unverified,
         "breaker_open": decision.breaker_open,
+        **({"isolate": decision.isolate} if decision.isolate else {}),
     }
 
 
@@ -108,4 +109,5 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         notify=bool(data.get("notify", True)),
         unverified=bool(data.get("unverified", False)),
         breaker_open=bool(data.get("breaker_open", False)),
+        isolate=str(data.get("isolate", "")),
     )

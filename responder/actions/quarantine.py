@@ -36,7 +36,7 @@ from responder.actions.outcome import (
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.config import Isolation, Quarantine
+from responder.config import Isolation, Quarantine, QuarantineCut, widest
 
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
@@ -90,31 +90,51 @@ class ClusterActions:
     # -- quarantine ---------------------------------------------------------------------------
 
     def quarantine(
-        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, *, dry_run: bool
+        self,
+        pod: PodContext,
+        alert: Alert,
+        incident_id: str,
+        reason: str,
+        *,
+        dry_run: bool,
+        isolate: Isolation | None = None,
     ) -> ActionOutcome:
+        """Quarantine ``pod`` with the cut ``isolate`` (None: quarantine.isolate), widened to cover
+        the cut it is already in: a quarantine is never narrowed (egress, then ingress: both)."""
         started = self._clock_ns()
+        current = self._settings.cut_of(pod.labels.get(self._settings.label))
+        requested = isolate if isolate is not None else self._settings.isolate
+        cut = self._settings.cut(widest(current, requested))
         try:
             if dry_run:
-                return self._dry_run(pod, started)
-            outcome = self._quarantine(pod, alert, incident_id, reason, started)
+                return self._dry_run(pod, started, cut, current)
+            outcome = self._quarantine(pod, alert, incident_id, reason, started, cut, current)
         except KubeError as exc:
             outcome = self._failure("quarantine", exc, started)
         self._record_event(pod, outcome)
         return outcome
 
-    def _dry_run(self, pod: PodContext, started: int) -> ActionOutcome:
-        label, value, own = self._settings.label, self._settings.label_value, self._settings.network_policy
-        labels = {**pod.labels, label: value}
+    def _dry_run(
+        self, pod: PodContext, started: int, cut: QuarantineCut, current: Isolation | None
+    ) -> ActionOutcome:
+        label, own = self._settings.label, cut.network_policy
+        labels = {**pod.labels, label: cut.label_value}
         policies = self._gateway.list_network_policies(pod.namespace)
-        directions = self._settings.isolate.directions
-        leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
+        leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=cut.directions)
         # A pod another policy already quarantined: the prediction must not read as if it were free.
-        labelled = pod.labels.get(label) == value
-        notes = [f"the pod is already labelled into {own}" if labelled else f"would label the pod into {own}"]
+        if current is cut.isolation:
+            notes = [f"the pod is already labelled into {own}"]
+        elif current is not None:
+            notes = [
+                f"would widen its {current.value} cut to {cut.isolation.value}: label the pod into {own}"
+            ]
+        else:
+            notes = [f"would label the pod into {own}"]
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
-        report = IsolationReport(tuple(leaks), (), excluded_beyond=self._excluded_beyond(policies, labels))
-        extra = self._report_extra(report, notes)
+        beyond = self._excluded_beyond(policies, labels, cut)
+        report = IsolationReport(tuple(leaks), (), excluded_beyond=beyond)
+        extra = self._report_extra(report, notes, cut)
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,
@@ -125,26 +145,24 @@ class ClusterActions:
             extra=extra,
         )
 
-    def _excluded_beyond(self, policies: list[dict[str, Any]], labels: Mapping[str, str]) -> tuple[str, ...]:
+    def _excluded_beyond(
+        self, policies: list[dict[str, Any]], labels: Mapping[str, str], cut: QuarantineCut
+    ) -> tuple[str, ...]:
         """The policies that exclude a pod with ``labels`` beyond the cut (netpol.excluded_beyond)."""
-        label, directions = self._settings.label, self._settings.isolate.directions
+        label = self._settings.label
         return tuple(
-            netpol.name_of(p) for p in policies if netpol.excluded_beyond(p, label, labels, directions)
+            netpol.name_of(p) for p in policies if netpol.excluded_beyond(p, label, labels, cut.directions)
         )
 
-    def _cut_extra(self) -> dict[str, Any]:
-        """Outcome.extra naming the one direction cut, when quarantine.isolate does not cut both."""
-        isolate = self._settings.isolate
-        return {} if isolate is Isolation.BOTH else {ISOLATED: isolate.value}
-
-    def _report_extra(self, report: IsolationReport, notes: list[str]) -> dict[str, Any]:
-        """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it)."""
-        extra = self._cut_extra()
+    def _report_extra(self, report: IsolationReport, notes: list[str], cut: QuarantineCut) -> dict[str, Any]:
+        """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
+        the one direction cut, when the cut is not both ways."""
+        extra: dict[str, Any] = {} if cut.isolation is Isolation.BOTH else {ISOLATED: cut.isolation.value}
         if report.not_patched:
             extra[NOT_PATCHED] = list(report.not_patched)
         if report.excluded_beyond:
             extra[EXCLUDED_BEYOND] = list(report.excluded_beyond)
-            left_alone = "+".join(netpol.uncut(self._settings.isolate.directions))
+            left_alone = "+".join(netpol.uncut(cut.directions))
             notes.append(
                 f"{', '.join(report.excluded_beyond)} still exclude quarantined pods, as patched for"
                 " an earlier quarantine that cut both ways:"
@@ -153,10 +171,17 @@ class ClusterActions:
         return extra
 
     def _quarantine(
-        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, started: int
+        self,
+        pod: PodContext,
+        alert: Alert,
+        incident_id: str,
+        reason: str,
+        started: int,
+        cut: QuarantineCut,
+        current: Isolation | None,
     ) -> ActionOutcome:
         try:
-            patched_pod = self._label_pod(pod, alert, incident_id, reason)
+            patched_pod = self._label_pod(pod, alert, incident_id, reason, cut)
         except KubeError as exc:
             if exc.not_found or exc.conflict:
                 gone = "pod no longer exists" if exc.not_found else "pod was replaced (uid changed)"
@@ -169,7 +194,7 @@ class ClusterActions:
                 )
             raise
         labels = (patched_pod.get("metadata") or {}).get("labels") or {}
-        own = self._settings.network_policy
+        own = cut.network_policy
         unproven = []
         if (patched_pod.get("spec") or {}).get("hostNetwork"):
             # NetworkPolicies do not apply to host-network pods: the label isolates nothing.
@@ -184,10 +209,10 @@ class ClusterActions:
             unproven.append(f"other NetworkPolicies could not be checked ({exc})")
         try:
             if policies is None:
-                created, repaired = self.ensure_deny_all(pod.namespace)  # its own read, then
+                created, repaired = self.ensure_deny_all(pod.namespace, cut.isolation)  # its own read, then
             else:
                 listed = next((p for p in policies if netpol.name_of(p) == own), None)
-                created, repaired = self._ensure_deny_all(pod.namespace, listed)
+                created, repaired = self._ensure_deny_all(pod.namespace, listed, cut)
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
             # idempotent), as when nothing could be done at all.
@@ -200,6 +225,8 @@ class ClusterActions:
                 )
             return failed
         notes = []
+        if current is not None and current is not cut.isolation:
+            notes.append(f"widened its {current.value} cut to {cut.isolation.value}")
         if created:
             notes.append(f"created NetworkPolicy {own}")
         if repaired:
@@ -207,12 +234,12 @@ class ClusterActions:
         report = IsolationReport((), ())
         if policies is not None:
             try:
-                report = self._isolate(pod, labels, policies)
+                report = self._isolate(pod, labels, policies, cut)
                 if report.patched:
                     self._remember_patched(pod, report.patched)
             except KubeError as exc:
                 unproven.append(f"other NetworkPolicies could not be checked ({exc})")
-        extra = self._report_extra(report, notes)
+        extra = self._report_extra(report, notes, cut)
         if unproven:
             return ActionOutcome(
                 action="quarantine",
@@ -242,17 +269,24 @@ class ClusterActions:
             extra=extra,
         )
 
-    def ensure_deny_all(self, namespace: str) -> tuple[bool, bool]:
-        """Create the deny-all policy if missing, repair it if altered. Returns (created, repaired)."""
-        current = self._gateway.get_network_policy(namespace, self._settings.network_policy)
-        return self._ensure_deny_all(namespace, current)
+    def ensure_deny_all(self, namespace: str, isolation: Isolation | None = None) -> tuple[bool, bool]:
+        """Create a cut's deny-all policy (None: quarantine.isolate's) if missing, repair it if
+        altered. Returns (created, repaired)."""
+        cut = self._settings.cut(isolation)
+        current = self._gateway.get_network_policy(namespace, cut.network_policy)
+        return self._ensure_deny_all(namespace, current, cut)
 
-    def _ensure_deny_all(self, namespace: str, current: Mapping[str, Any] | None) -> tuple[bool, bool]:
-        """ensure_deny_all, given the policy as just read (None: missing); on a conflict it is
-        read again."""
-        name = self._settings.network_policy
-        label, value = self._settings.label, self._settings.label_value
-        directions = self._settings.isolate.directions
+    def _ensure_deny_all(
+        self, namespace: str, current: Mapping[str, Any] | None, cut: QuarantineCut
+    ) -> tuple[bool, bool]:
+        """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
+        just read (None: missing); on a conflict it is read again. Returns (created, repaired)."""
+        name, label, value, directions = (
+            cut.network_policy,
+            self._settings.label,
+            cut.label_value,
+            cut.directions,
+        )
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
@@ -278,7 +312,9 @@ class ClusterActions:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
 
-    def _label_pod(self, pod: PodContext, alert: Alert, incident_id: str, reason: str) -> dict[str, Any]:
+    def _label_pod(
+        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, cut: QuarantineCut
+    ) -> dict[str, Any]:
         annotations = {
             A_RULE: _clip(alert.rule),
             A_ALERT_ID: alert.alert_id,
@@ -291,19 +327,18 @@ class ClusterActions:
             "metadata": {
                 # A precondition: the API server refuses the patch if the pod was re-created.
                 "uid": pod.uid,
-                "labels": {self._settings.label: self._settings.label_value},
+                "labels": {self._settings.label: cut.label_value},
                 "annotations": annotations,
             }
         }
         return self._gateway.patch_pod(pod.namespace, pod.name, patch)
 
     def _isolate(
-        self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]]
+        self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut
     ) -> IsolationReport:
         """The other policies (``policies``: the namespace's, read after the label) that still let
         traffic through, after patching them if configured to."""
-        own = self._settings.network_policy
-        directions = self._settings.isolate.directions
+        own, directions = cut.network_policy, cut.directions
         leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
         patched: list[str] = []
         held: dict[str, tuple[str, ...]] = {}  # not patched: the directions it governs beyond the cut
@@ -336,7 +371,7 @@ class ClusterActions:
             ]
         not_patched = tuple(leak.policy for leak in leaks if leak.policy in held)
         return IsolationReport(
-            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels)
+            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels, cut)
         )
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
@@ -446,9 +481,8 @@ class ClusterActions:
 
     def _undo_policy_patches(self, namespace: str, recorded: str) -> tuple[list[str], list[str]]:
         label = self._settings.label
-        still_quarantined = self._gateway.list_pods(
-            namespace, label_selector=f"{label}={self._settings.label_value}"
-        )
+        # Any pod with the label, whatever its cut: an exclusion (`label DoesNotExist`) excludes them all.
+        still_quarantined = self._gateway.list_pods(namespace, label_selector=label)
         candidates = {n for n in recorded.split(",") if n}
         candidates |= {
             netpol.name_of(p)

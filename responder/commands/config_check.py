@@ -42,6 +42,8 @@ def effective_policy(config: Config) -> dict[str, object]:
                 },
                 "actions": [a.value for a in policy.actions],
                 "dry_run": policy.dry_run,
+                # The cut its quarantines make (the policy's own, else quarantine.isolate).
+                "isolate": (policy.isolate or config.quarantine.isolate).value,
                 "slack_channel": policy.slack.channel or config.slack.default_channel,
             }
             for policy in config.policies
@@ -85,8 +87,10 @@ def _text(policy: dict[str, object]) -> str:
             conditions.append(f"source in {', '.join(match['sources'])}")
         lines.append(f"{index}. {item['name']}: when {' and '.join(conditions)}")
         trial = " (dry-run: predicted and reported, nothing changed)" if item["dry_run"] else ""
+        cut = f" cutting {_CUTS[item['isolate']]}" if "quarantine" in item["actions"] else ""
         lines.append(
-            f"   do {', '.join(item['actions'])}{trial}; Slack channel {item['slack_channel'] or '(none)'}"
+            f"   do {', '.join(item['actions'])}{cut}{trial};"
+            f" Slack channel {item['slack_channel'] or '(none)'}"
         )
     default_actions = policy["default_actions"]
     assert isinstance(default_actions, list)

@@ -11,7 +11,7 @@ from responder.alert import Alert, AlertError
 from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.config import ActionName, Config, SlackMode, load_config
+from responder.config import ActionName, Config, Isolation, SlackMode, load_config
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
 from responder.yamlsource import FileTooLarge, read_bounded, size_text
@@ -97,6 +97,12 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
     )
     decision = decide(alert, assumed, Verification(VerificationStatus.VERIFIED), GuardrailState(), config)
     lines.append(f"decision: {', '.join(a.value for a in decision.requested) or 'nothing'}")
+    if decision.isolate:
+        cut = config.quarantine.cut(Isolation(decision.isolate))
+        lines.append(
+            f"  quarantine cuts {decision.isolate}: label {config.quarantine.label}={cut.label_value} into"
+            f" NetworkPolicy {cut.network_policy} (a pod already cut otherwise is widened, never narrowed)"
+        )
     if decision.dry_run:
         cause = (
             f"policy {decision.policy} is in dry-run"

@@ -22,7 +22,7 @@ from responder.alert import Alert, Priority
 from responder.cluster.api import KubeGateway
 from responder.cluster.enrich import LookupStatus, PodDirectory
 from responder.commands import by_hand
-from responder.config import Config, load_config
+from responder.config import Config, Isolation, load_config
 from responder.errors import UserError
 
 # What the pod's serving-guard.io/rule annotation says of a quarantine made by hand.
@@ -37,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--by", help="who quarantines (default: USER@host)")
     by_hand.add_incident_option(parser, "quarantine")
+    parser.add_argument(
+        "--isolate",
+        choices=[isolation.value for isolation in Isolation],
+        help="the cut (default: the config's quarantine.isolate; Slack gives the policy's): egress lets"
+        " the pod go on serving; a pod already in another cut is widened, never narrowed",
+    )
     parser.add_argument(
         "--config", help="the responder's config (label, policy names, guardrails, cluster, journal)"
     )
@@ -92,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
                 output=f"{MANUAL_RULE} by {by}: {reason}",
                 alert_id="",
             )
-            outcome = actions.quarantine(pod, alert, args.incident or "", f"by {by}: {reason}", dry_run=False)
+            outcome = actions.quarantine(
+                pod,
+                alert,
+                args.incident or "",
+                f"by {by}: {reason}",
+                dry_run=False,
+                isolate=Isolation(args.isolate) if args.isolate else None,
+            )
             print(
                 f"{where}: {outcome.describe()}" + (f" ({outcome.detail})" if outcome.detail else ""),
                 flush=True,

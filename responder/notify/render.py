@@ -248,28 +248,29 @@ def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
     return ", ".join(code(name, limit) for name in names) or "_none named_"
 
 
-# By the direction cut alone (quarantine.isolate), None: both.
+# By the direction cut alone (quarantine.isolate, or the policy's isolate), None: both.
 _QUARANTINED_LINE = {
     None: ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.",
-    "egress": ":lock: *Quarantined (egress)*: the pod can no longer send traffic (NetworkPolicy, "
-    "`quarantine.isolate: egress`); it still receives requests.",
-    "ingress": ":lock: *Quarantined (ingress)*: the pod can no longer receive traffic (NetworkPolicy, "
-    "`quarantine.isolate: ingress`); it can still send.",
+    "egress": ":lock: *Quarantined (egress)*: the pod can no longer send traffic (an egress-only "
+    "deny-all NetworkPolicy); it still receives requests.",
+    "ingress": ":lock: *Quarantined (ingress)*: the pod can no longer receive traffic (an ingress-only "
+    "deny-all NetworkPolicy); it can still send.",
 }
 
 
 def _excluded_beyond_advice(outcome: ActionOutcome) -> str:
     """For a one-way cut where policies still exclude quarantined pods as patched for a cut of both
-    ways (quarantine.isolate changed since): what that opens, and how to undo it."""
+    ways (another pod's, or from before quarantine.isolate changed): what that opens, and how to
+    undo it."""
     if not outcome.excluded_beyond or outcome.cut_only is None:
         return ""
     left_alone = "+".join(uncut((outcome.cut_only,)))
     return (
         f" :warning: Its {left_alone} may be open to all: "
         + _join_codes(outcome.excluded_beyond)
-        + " still exclude quarantined pods, as patched before `quarantine.isolate` changed. Release the"
-        " pods quarantined before the change (the namespace's last release removes the exclusion),"
-        " or remove it by hand."
+        + " still exclude quarantined pods, as patched for a quarantine that cut both ways. Release the"
+        " pods quarantined both ways (the namespace's last release removes the exclusion), or remove"
+        " it by hand."
     )
 
 

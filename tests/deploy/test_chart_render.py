@@ -13,7 +13,7 @@ import yaml
 
 from responder.actions.netpol import deny_all_spec, spec_is_deny_all
 from responder.cli import COMMANDS
-from responder.config import Config, load_config_text
+from responder.config import Config, Isolation, load_config_text
 from responder.policy_review import unreachable_policies
 from tests.deploy.deploy_support import (
     CASE_IDS,
@@ -469,3 +469,42 @@ def test_packaged_chart_carries_the_rules_pack(tmp_path: Path) -> None:
         files = packaged.render({}, name=RELEASE, namespace=NAMESPACE)
     configmap = yaml.safe_load(files["serving-guard/templates/rules-configmap.yaml"])
     assert configmap["data"]["serving_guard_rules.yaml"] == RULES_PACK.read_text(encoding="utf-8")
+
+
+def test_a_policy_cutting_otherwise_gets_every_cuts_policy_as_the_responder_builds_it(
+    chart: helm_python.Chart,
+) -> None:
+    policies = [
+        {"name": "shells", "match": {"rules": ["Shell in serving pod"]}, "actions": ["notify", "quarantine"]},
+        {
+            "name": "egress",
+            "match": {"rules": ["Anomalous egress from serving pod"]},
+            "actions": ["notify", "quarantine"],
+            "isolate": "egress",
+        },
+    ]
+    values = {"enforcement": {"scope": "namespaced", "namespaces": ["models", "llm"]}, "policies": policies}
+    rendered = render(chart, Case("cut-per-policy", values))
+    config = _config(rendered)
+    assert config.policies[1].isolate is Isolation.EGRESS
+    found = {
+        (m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"]
+        for m in rendered.of_kind("NetworkPolicy")
+    }
+    for namespace in ("models", "llm"):
+        for isolation in Isolation:
+            cut = config.quarantine.cut(isolation)
+            spec = found[(namespace, cut.network_policy)]
+            # The responder would build the same, label value included: it never "repairs" them.
+            assert spec == deny_all_spec(config.quarantine.label, cut.label_value, cut.directions)
+    assert found[("models", "serving-guard-quarantine-egress")]["podSelector"]["matchLabels"] == {
+        "serving-guard.io/quarantine": "true-egress"
+    }
+    # Without a policy cutting otherwise, quarantine.isolate's policy alone, as before.
+    plain = render(chart, Case("cut-global", {"enforcement": values["enforcement"]}))
+    assert sorted(
+        m["metadata"]["name"] for m in plain.of_kind("NetworkPolicy") if "quarantine" in m["metadata"]["name"]
+    ) == [
+        "serving-guard-quarantine",
+        "serving-guard-quarantine",
+    ]

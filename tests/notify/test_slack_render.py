@@ -137,8 +137,8 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         (
             ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, extra={"isolated": "egress"}),
             [
-                ":lock: *Quarantined (egress)*: the pod can no longer send traffic (NetworkPolicy, "
-                "`quarantine.isolate: egress`); it still receives requests."
+                ":lock: *Quarantined (egress)*: the pod can no longer send traffic (an egress-only "
+                "deny-all NetworkPolicy); it still receives requests."
             ],
             "quarantined (egress cut)",
         ),
@@ -153,9 +153,8 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             [
                 ":lock: *Quarantined (egress)*",
                 ":warning: Its ingress may be open to all: `namespace-baseline` still exclude quarantined"
-                " pods, as patched before `quarantine.isolate` changed. Release the pods quarantined"
-                " before the change (the namespace's last release removes the exclusion), or remove it"
-                " by hand.",
+                " pods, as patched for a quarantine that cut both ways. Release the pods quarantined both"
+                " ways (the namespace's last release removes the exclusion), or remove it by hand.",
             ],
             "quarantined (egress cut) (excluded beyond the cut by namespace-baseline)",
         ),

@@ -70,7 +70,12 @@ def test_each_incidents_story_names_every_action_and_post_and_is_printable() -> 
         "opened_ns": 1_700_000_000_000_000_000,
         "last_seen_ns": 1_700_000_005_000_000_000,
         "verification": {"status": "verified"},
-        "decision": {"policy": "shells", "actions": ["notify", "quarantine"], "withheld": ["breaker open"]},
+        "decision": {
+            "policy": "shells",
+            "actions": ["notify", "quarantine"],
+            "withheld": ["breaker open"],
+            "isolate": "egress",
+        },
         "actions": [
             {
                 "action": "quarantine",
@@ -106,7 +111,7 @@ def test_each_incidents_story_names_every_action_and_post_and_is_printable() -> 
         "inc-1  Shell in serving pod  ml/a",
         "  alerts    3, first 2023-11-14 22:13:20.000 UTC, last 2023-11-14 22:13:25.000 UTC",
         "  verified  verified",
-        "  decided   policy shells: notify, quarantine; withheld: breaker open",
+        "  decided   policy shells: notify, quarantine (egress cut); withheld: breaker open",
         "  action    2023-11-14 22:13:20.250 UTC  quarantine leaky (still allowed by allow-gw) by responder",
         "  action    2023-11-14 22:14:20.000 UTC  release released by bob\\x1b[31m:"
         " rebuilt\\nfrom the signed image",

@@ -68,15 +68,21 @@ def test_config_check_names_the_policies_on_trial(tmp_path: Path, capsys: pytest
         "policies:\n"
         "  - {name: enforced, match: {rules: [Shell in serving pod]}, actions: [notify, quarantine]}\n"
         "  - name: on-trial\n    match: {rules: [Anomalous egress*]}\n    actions: [notify, quarantine]\n"
-        "    dry_run: true\n"
+        "    dry_run: true\n    isolate: egress\n"
     )
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "do notify, quarantine; Slack channel" in out
-    assert "do notify, quarantine (dry-run: predicted and reported, nothing changed); Slack channel" in out
+    assert "do notify, quarantine cutting ingress and egress; Slack channel" in out
+    assert (
+        "do notify, quarantine cutting egress only (the pod still receives requests)"
+        " (dry-run: predicted and reported, nothing changed); Slack channel" in out
+    )
     assert main(["config", "check", str(path), "--format", "json"]) == 0
     effective = json.loads(capsys.readouterr().out)
-    assert [p["dry_run"] for p in effective["policies"]] == [False, True]
+    assert [(p["dry_run"], p["isolate"]) for p in effective["policies"]] == [
+        (False, "both"),
+        (True, "egress"),
+    ]
 
 
 @pytest.mark.parametrize(

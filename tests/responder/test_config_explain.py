@@ -76,6 +76,8 @@ def test_it_walks_the_policies_in_order_and_names_the_one_that_decides(
         "3. shells: MATCHES",
         "4. later: not tried (the first match decides)",
         "decision: notify, quarantine",
+        "  quarantine cuts both: label serving-guard.io/quarantine=true into NetworkPolicy"
+        " serving-guard-quarantine (a pod already cut otherwise is widened, never narrowed)",
         "  dry-run (policy shells is in dry-run): quarantine and annotate are predicted and reported,"
         " nothing is changed",
         "  Slack: #sec-oncall",

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from responder.cli import main
-from responder.config import SecretRef, load_config_text
+from responder.config import Isolation, SecretRef, load_config_text
 from responder.errors import UserError
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
@@ -250,3 +250,22 @@ def test_isolate_names_what_the_quarantine_cuts(tmp_path: Path, capsys: pytest.C
     code, err, path = check(tmp_path, "quarantine:\n  isolate: outbound\n", capsys)
     assert code == 2
     assert f"{path}:2: quarantine.isolate: " in err and "'both', 'egress' or 'ingress'" in err, err
+
+
+def test_a_policys_cut_is_checked_and_the_names_it_needs_must_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    egress = "policies:\n  - name: egress\n    actions: [quarantine]\n    isolate: egress\n"
+    config = load_config_text(egress)
+    assert config.policies[0].isolate is Isolation.EGRESS
+    assert config.quarantine.cut(Isolation.EGRESS).network_policy == "serving-guard-quarantine-egress"
+    code, err, path = check(tmp_path, egress.replace("isolate: egress", "isolate: outbound"), capsys)
+    assert code == 2 and f"{path}:4: policies[0].isolate: " in err, err
+    long_value = "quarantine:\n  label_value: " + "v" * 60 + "\n" + egress
+    code, err, _ = check(tmp_path, long_value, capsys)
+    assert code == 2 and "policy 'egress' cuts egress, not quarantine.isolate (both)" in err, err
+    assert "must be at most 63 characters" in err
+    # The same value is fine while every policy keeps quarantine.isolate's cut.
+    assert (
+        load_config_text("quarantine:\n  label_value: " + "v" * 60 + "\n").quarantine.label_value == "v" * 60
+    )

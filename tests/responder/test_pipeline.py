@@ -479,3 +479,51 @@ async def test_a_prediction_still_on_trial_after_a_restart_keeps_folding(
         clock.advance(1)
     assert rows(responder.config, "SELECT count FROM incidents")[0][0] == 2
     assert LABEL not in labels(running, pods["vllm"])
+
+
+async def test_each_policy_cuts_its_own_way_and_a_second_widens_the_quarantine(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Anomalous egress cuts egress only (the model goes on serving); a shell on the same pod then
+    cuts both ways. Neither decision takes a second slot of the circuit breaker for the one pod."""
+    running, pods, kubeconfig = seeded
+    egress_rule = "Anomalous egress from serving pod"
+    policies = [
+        {"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["quarantine"]},
+        {
+            "name": "cut-egress",
+            "match": {"rules": [egress_rule]},
+            "actions": ["quarantine"],
+            "isolate": "egress",
+        },
+    ]
+    guardrails = {"max_quarantines": {"count": 1, "window_seconds": 600}}
+    config = responder_config(tmp_path, kubeconfig, extra={"policies": policies, "guardrails": guardrails})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        kserve = pods["kserve"]
+        egress = alert_from_mapping(
+            falco_alert(kserve, egress_rule, "Warning", "egress", {"fd.sip": "203.0.113.9"})
+        )
+        await submit_all(responder, [egress])
+        assert labels(running, kserve)[LABEL] == "true-egress"
+        decided = rows(config, "SELECT decision FROM incidents")
+        assert '"isolate": "egress"' in decided[0][0]
+        await submit_all(responder, [shell(kserve)])
+        assert labels(running, kserve)[LABEL] == "true"
+        details = [
+            r["detail"]
+            for r in rows(config, "SELECT detail FROM actions WHERE action = 'quarantine' ORDER BY id")
+        ]
+        assert len(details) == 2 and "widened its egress cut to both" in details[1]
+        assert not rows(config, "SELECT 1 FROM actions WHERE status = 'withheld'")
+        stored = running.call(
+            running.emulator.get_object,
+            "networking.k8s.io/v1/networkpolicies",
+            kserve.namespace,
+            "serving-guard-quarantine-egress",
+        )
+        assert stored["spec"]["policyTypes"] == ["Egress"]
+    finally:
+        await responder.stop()

@@ -11,7 +11,8 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, load_config_text
-from responder.policy import GuardrailState, decide, dry_run_lifted
+from responder.policy import GuardrailState, decide, dry_run_lifted, is_quarantined
+from responder.records import decision_from_json, decision_to_json
 
 Q = ActionName.QUARANTINE
 N = ActionName.NOTIFY
@@ -251,3 +252,32 @@ def test_quarantine_only_policy_still_tells_a_human_when_withheld() -> None:
 
 def test_priority_order_helper() -> None:
     assert Priority.CRITICAL.at_least(Priority.NOTICE)
+
+
+def test_a_policy_may_cut_one_way_and_the_decision_and_its_command_carry_the_cut() -> None:
+    policies = [
+        {
+            "name": "shells",
+            "match": {"rules": ["Shell in serving pod"]},
+            "actions": ["quarantine"],
+            "isolate": "egress",
+        },
+        {"name": "tagged", "match": {"tags": ["T1105"]}, "actions": ["annotate"]},
+        {"name": "labelled", "match": {"pod_labels": {"tier": "gold"}}, "actions": ["quarantine"]},
+    ]
+    config = make_config(policies=policies)
+    egress = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), config)
+    assert egress.isolate == "egress"
+    assert decision_from_json(decision_to_json(egress)) == egress
+    # Others take quarantine.isolate; a decision that quarantines nothing has no cut.
+    gold = decide(make_alert(rule="x"), make_pod(labels={"tier": "gold"}), VERIFIED, GuardrailState(), config)
+    assert gold.policy == "labelled" and gold.isolate == "both"
+    assert (
+        decide(make_alert(rule="x", tags=["T1105"]), make_pod(), VERIFIED, GuardrailState(), config).isolate
+        == ""
+    )
+    # Records from before cuts per policy read as quarantine.isolate's.
+    assert decision_from_json({"policy": "shells"}).isolate == ""
+    # A pod in any of our cuts is quarantined (the breaker costs no slot to re-assert it).
+    assert is_quarantined(make_pod(labels={"serving-guard.io/quarantine": "true-egress"}), config)
+    assert not is_quarantined(make_pod(labels={"serving-guard.io/quarantine": "nope"}), config)

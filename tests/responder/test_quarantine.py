@@ -517,3 +517,72 @@ def test_a_one_way_cut_names_exclusions_left_from_a_cut_of_both_ways_until_relea
     assert again.excluded_beyond == ()
     assert again.status is OutcomeStatus.LEAKY and again.leaky_policies == ("namespace-baseline",)
     assert again.extra["not_patched"] == ["namespace-baseline"]
+
+
+def test_a_policys_own_cut_has_its_own_label_value_and_deny_all_policy(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    """Cuts per policy: the configured cut keeps label_value and network_policy; another cut is
+    label_value-<cut> into network_policy-<cut>, a policy of that cut's types alone."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)  # quarantine.isolate: both
+    vllm = pods["vllm"]
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False, isolate=Isolation.EGRESS
+    )
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.describe() == "quarantined (egress cut)"
+    assert "created NetworkPolicy serving-guard-quarantine-egress" in outcome.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][LABEL] == "true-egress"
+    egress = harness.stored(NP, vllm.namespace, "serving-guard-quarantine-egress")
+    assert egress is not None and egress["spec"] == {
+        "podSelector": {"matchLabels": {LABEL: "true-egress"}},
+        "policyTypes": ["Egress"],
+    }
+    # The configured cut's policy is not needed for it, and not made.
+    assert harness.stored(NP, vllm.namespace, "serving-guard-quarantine") is None
+
+
+def test_a_quarantine_is_widened_never_narrowed(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+
+    def quarantine(isolate: Isolation, *, dry_run: bool = False) -> Any:
+        return harness.actions.quarantine(
+            harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=dry_run, isolate=isolate
+        )
+
+    def label() -> str:
+        stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+        assert stored is not None
+        return str(stored["metadata"]["labels"][LABEL])
+
+    assert quarantine(Isolation.EGRESS).cut_only == "egress" and label() == "true-egress"
+    # An ingress cut on a pod whose egress is cut: both ways, and said so (predicted first).
+    predicted = quarantine(Isolation.INGRESS, dry_run=True)
+    assert predicted.detail.startswith(
+        "would widen its egress cut to both: label the pod into serving-guard-quarantine"
+    )
+    widened = quarantine(Isolation.INGRESS)
+    assert widened.status is OutcomeStatus.QUARANTINED and widened.cut_only is None
+    assert "widened its egress cut to both" in widened.detail and label() == "true"
+    # A narrower cut asked for later changes nothing: the pod stays isolated both ways.
+    again = quarantine(Isolation.EGRESS)
+    assert again.status is OutcomeStatus.QUARANTINED and again.cut_only is None
+    assert "widened" not in again.detail and label() == "true"
+    assert quarantine(Isolation.EGRESS, dry_run=True).detail.startswith(
+        "the pod is already labelled into serving-guard-quarantine"
+    )
+    # Released whatever its cut; the label's other values are ours too (is it quarantined?).
+    released = harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="done")
+    assert released.status is OutcomeStatus.RELEASED and "released by carol" in released.detail
+    quarantine(Isolation.EGRESS)
+    assert Quarantine().cut_of(label()) is Isolation.EGRESS
+    assert Quarantine().cut_of("false") is None and Quarantine().cut_of(None) is None
+    harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="done")
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]
