@@ -99,6 +99,25 @@ CASES: tuple[Case, ...] = (
     ),
     Case("terminate", {"enforcement": {"allowPodDeletion": True}}),
     Case(
+        "cut-per-policy",
+        {
+            "enforcement": {"scope": "namespaced", "namespaces": ["models", "llm"]},
+            "policies": [
+                {
+                    "name": "shells",
+                    "match": {"rules": ["Shell in serving pod"]},
+                    "actions": ["notify", "quarantine"],
+                },
+                {
+                    "name": "egress",
+                    "match": {"rules": ["Anomalous egress from serving pod"]},
+                    "actions": ["notify", "quarantine"],
+                    "isolate": "egress",
+                },
+            ],
+        },
+    ),
+    Case(
         "production",
         {
             "image": {"digest": DIGEST, "tag": "0.1.0"},

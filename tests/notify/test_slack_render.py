@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -584,6 +585,11 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     assert command not in text_of(render_incident(make_report(decision=forged)))
     opt_in = make_decision(actions=(ActionName.NOTIFY,), withheld=("namespace ml is not opted in",))
     assert "quarantine it by hand" not in text_of(render_incident(make_report(decision=opt_in)))
+    # A policy that cuts one way: the command does what was predicted.
+    egress = dataclasses.replace(trial, isolate="egress")
+    assert "--incident inc-0123456789abcdef0123 --isolate egress --reason" in text_of(
+        render_incident(make_report(decision=egress, outcomes=(predicted,)))
+    )
 
 
 def test_a_workload_threads_root_counts_its_replies_and_a_reply_names_the_workload() -> None:

@@ -121,3 +121,32 @@ def test_the_platforms_guardrails_still_hold(
     assert code == 2 and "--incident: 'inc-zz' is not an incident id" in err
     code, _, err = run(["-n", "ml-serving", "Bad_Name", "--reason", "r"], capsys)
     assert code == 2 and "pod: 'Bad_Name' is not a Kubernetes object name" in err
+
+
+def test_isolate_cuts_one_way_and_never_narrows_a_wider_quarantine(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    argv = [
+        "-n",
+        vllm.namespace,
+        vllm.name,
+        "--reason",
+        "exfiltration",
+        "--by",
+        "carol",
+        "--kubeconfig",
+        kubeconfig,
+    ]
+    code, out, err = run([*argv, "--isolate", "egress"], capsys)
+    assert code == 0, err
+    assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined (egress cut)")
+    assert stored(running, vllm)["metadata"]["labels"][LABEL] == "true-egress"
+    code, out, _ = run([*argv, "--isolate", "ingress"], capsys)
+    # Both ways now: not "quarantined (ingress cut)".
+    assert code == 0
+    assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined (widened its egress cut to both;")
+    assert stored(running, vllm)["metadata"]["labels"][LABEL] == "true"
+    code, _, err = run([*argv, "--isolate", "sideways"], capsys)
+    assert code == 2 and "--isolate: invalid choice: 'sideways'" in err
