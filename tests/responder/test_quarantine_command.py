@@ -148,5 +148,6 @@ def test_isolate_cuts_one_way_and_never_narrows_a_wider_quarantine(
     assert code == 0
     assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined (widened its egress cut to both;")
     assert stored(running, vllm)["metadata"]["labels"][LABEL] == "true"
-    code, _, err = run([*argv, "--isolate", "sideways"], capsys)
-    assert code == 2 and "--isolate: invalid choice: 'sideways'" in err
+    with pytest.raises(SystemExit) as exited:
+        run([*argv, "--isolate", "sideways"], capsys)
+    assert exited.value.code == 2 and "--isolate: invalid choice: 'sideways'" in capsys.readouterr().err
