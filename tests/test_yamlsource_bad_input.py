@@ -188,8 +188,9 @@ def test_config_merge_keys_keep_working(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "1. isolate-shells: when rules Shell in serving pod\n   do notify, quarantine;" in out
-    assert "2. isolate-downloads: when rules Runtime download*\n   do notify, quarantine;" in out
+    do = "do notify, quarantine cutting ingress and egress;"
+    assert f"1. isolate-shells: when rules Shell in serving pod\n   {do}" in out
+    assert f"2. isolate-downloads: when rules Runtime download*\n   {do}" in out
 
 
 def _commands(path: Path, tmp_path: Path) -> dict[str, list[str]]:
