@@ -141,7 +141,7 @@ class RecordActionByHand:
             return None
         post = conn.execute(
             "SELECT channel FROM notifications WHERE incident_id = ? AND kind = 'incident'"
-            " AND state NOT IN ('dropped') ORDER BY id LIMIT 1",
+            " AND state != 'dropped' ORDER BY id LIMIT 1",
             (self.incident_id,),
         ).fetchone()
         if post is None:
