@@ -1,7 +1,8 @@
 """Quarantine, annotate and release: the actions that touch the cluster.
 
 Quarantine = label the pod into the deny-all NetworkPolicy (merge patch guarded by the pod's
-uid, so a re-created pod of the same name is never hit), then read the namespace's policies
+uid, so a re-created pod of the same name is never hit, and by its version, so a pod changed since
+it was read is read again and its cut is never narrowed), then read the namespace's policies
 once: create the deny-all policy if it is missing, repair it if altered, and prove isolation:
 every other NetworkPolicy that still selects the pod and allows traffic makes the quarantine
 LEAKY, by name. With ``patch_other_policies`` those policies get ``<label> DoesNotExist`` added
@@ -54,6 +55,10 @@ MAX_ANNOTATION = 1024
 CONFLICT_RETRIES = 3
 
 
+class KeptChanging(Exception):
+    """The pod changed between each read and the label's patch, every time it was tried."""
+
+
 @dataclass(frozen=True, slots=True)
 class IsolationReport:
     leaks: tuple[netpol.Leak, ...]
@@ -102,13 +107,12 @@ class ClusterActions:
         """Quarantine ``pod`` with the cut ``isolate`` (None: quarantine.isolate), widened to cover
         the cut it is already in: a quarantine is never narrowed (egress, then ingress: both)."""
         started = self._clock_ns()
-        current = self._settings.cut_of(pod.labels.get(self._settings.label))
         requested = isolate if isolate is not None else self._settings.isolate
-        cut = self._settings.cut(widest(current, requested))
         try:
             if dry_run:
-                return self._dry_run(pod, started, cut, current)
-            outcome = self._quarantine(pod, alert, incident_id, reason, started, cut, current)
+                current = self._settings.cut_of(pod.labels.get(self._settings.label))
+                return self._dry_run(pod, started, self._settings.cut(widest(current, requested)), current)
+            outcome = self._quarantine(pod, alert, incident_id, reason, started, requested)
         except KubeError as exc:
             outcome = self._failure("quarantine", exc, started)
         self._record_event(pod, outcome)
@@ -177,11 +181,15 @@ class ClusterActions:
         incident_id: str,
         reason: str,
         started: int,
-        cut: QuarantineCut,
-        current: Isolation | None,
+        requested: Isolation,
     ) -> ActionOutcome:
         try:
-            patched_pod = self._label_pod(pod, alert, incident_id, reason, cut)
+            patched_pod, cut, current = self._label_pod(pod, alert, incident_id, reason, requested)
+        except KeptChanging as exc:
+            # Not labelled: decided again on a later repeat, like any failed quarantine.
+            return ActionOutcome(
+                "quarantine", OutcomeStatus.FAILED, str(exc), started_ns=started, finished_ns=self._clock_ns()
+            )
         except KubeError as exc:
             if exc.not_found or exc.conflict:
                 gone = "pod no longer exists" if exc.not_found else "pod was replaced (uid changed)"
@@ -313,25 +321,48 @@ class ClusterActions:
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
 
     def _label_pod(
-        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, cut: QuarantineCut
-    ) -> dict[str, Any]:
-        annotations = {
-            A_RULE: _clip(alert.rule),
-            A_ALERT_ID: alert.alert_id,
-            A_INCIDENT: incident_id,
-            A_REASON: _clip(reason),
-        }
-        if A_QUARANTINED_AT not in pod.annotations:
-            annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
-        patch = {
-            "metadata": {
-                # A precondition: the API server refuses the patch if the pod was re-created.
-                "uid": pod.uid,
-                "labels": {self._settings.label: cut.label_value},
+        self, pod: PodContext, alert: Alert, incident_id: str, reason: str, requested: Isolation
+    ) -> tuple[dict[str, Any], QuarantineCut, Isolation | None]:
+        """Label the pod into the cut ``requested``, widened to the cut it is in. A compare-and-set on
+        the pod's version: a pod changed since it was read (another quarantine, by hand or by a
+        replica; a release) is read again and its cut worked out afresh, so that a stale read never
+        narrows a wider quarantine. Returns the patched pod, the cut and the cut it was in.
+        Raises KubeError: 404 (the pod is gone) or 409 (it was replaced: another uid); KeptChanging."""
+        label = self._settings.label
+        uid, version = pod.uid, pod.resource_version
+        labels, first_seen = pod.labels, A_QUARANTINED_AT in pod.annotations
+        for _ in range(CONFLICT_RETRIES):
+            current = self._settings.cut_of(labels.get(label))
+            cut = self._settings.cut(widest(current, requested))
+            annotations = {
+                A_RULE: _clip(alert.rule),
+                A_ALERT_ID: alert.alert_id,
+                A_INCIDENT: incident_id,
+                A_REASON: _clip(reason),
+            }
+            if not first_seen:
+                annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
+            # Preconditions: the API server refuses the patch if the pod was re-created (uid) or
+            # changed since it was read (resourceVersion).
+            metadata: dict[str, Any] = {
+                "uid": uid,
+                "labels": {label: cut.label_value},
                 "annotations": annotations,
             }
-        }
-        return self._gateway.patch_pod(pod.namespace, pod.name, patch)
+            if version is not None:
+                metadata["resourceVersion"] = version
+            try:
+                return self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": metadata}), cut, current
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+            fresh = self._gateway.get_pod(pod.namespace, pod.name)  # a 404 here: gone
+            meta = fresh.get("metadata") or {}
+            if meta.get("uid") != uid:
+                raise KubeError(409, "the pod was replaced (uid changed)")
+            version, labels = meta.get("resourceVersion"), meta.get("labels") or {}
+            first_seen = A_QUARANTINED_AT in (meta.get("annotations") or {})
+        raise KeptChanging(f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")
 
     def _isolate(
         self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut

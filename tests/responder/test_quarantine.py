@@ -586,3 +586,36 @@ def test_a_quarantine_is_widened_never_narrowed(
     harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="done")
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
+
+
+def test_a_stale_read_never_narrows_a_quarantine_made_meanwhile(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """The label is a compare-and-set on the pod's version: read unlabelled, quarantined both ways
+    meanwhile (a person by hand, another replica), then labelled for an egress cut from the stale
+    read: the patch is refused, the pod read again, and it stays cut both ways."""
+    vllm = seeded[1]["vllm"]
+    stale = harness.pod(vllm)
+    meanwhile = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert meanwhile.status is OutcomeStatus.QUARANTINED and meanwhile.cut_only is None
+    calls = harness.record_calls()
+    outcome = harness.actions.quarantine(
+        stale, shell_alert(vllm), "inc", "r", dry_run=False, isolate=Isolation.EGRESS
+    )
+    assert outcome.status is OutcomeStatus.QUARANTINED and outcome.cut_only is None, outcome.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][LABEL] == "true"
+    pod_path = f"/api/v1/namespaces/{vllm.namespace}/pods/{vllm.name}"
+    assert calls[:3] == [("PATCH", pod_path), ("GET", pod_path), ("PATCH", pod_path)]
+
+
+def test_a_pod_that_changes_under_every_attempt_is_a_failed_quarantine_not_a_guess(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(409, method="PATCH", plural="pods", name=vllm.name, times=3, message="modified"))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.detail == "the pod changed under each of 3 attempts to label it"
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]
