@@ -499,27 +499,34 @@ class Config(Strict):
             seen.add(policy.name)
         if ActionName.QUARANTINE in self.default_actions:
             raise ValueError("default_actions may not quarantine: name the rules in a policy")
-        for policy in self.policies:
-            if policy.isolate is None or policy.isolate is self.quarantine.isolate:
-                continue
-            # Any cut other than quarantine.isolate may be reached (two policies widen to both).
-            for isolation in Isolation:
-                cut = self.quarantine.cut(isolation)
-                if len(cut.label_value) > 63 or len(cut.network_policy) > 63:
-                    raise ValueError(
-                        f"policy {policy.name!r} cuts {policy.isolate.value}, not quarantine.isolate"
-                        f" ({self.quarantine.isolate.value}): its label value {cut.label_value!r} and"
-                        f" NetworkPolicy {cut.network_policy!r} must be at most 63 characters; shorten"
-                        " quarantine.label_value or quarantine.network_policy"
-                    )
         return self
 
-    def quarantine_cuts(self) -> tuple[QuarantineCut, ...]:
-        """The cuts a quarantine can be in with this config: quarantine.isolate's, and the others
-        once a policy cuts otherwise (two such policies on one pod widen to both)."""
-        if all(p.isolate is None or p.isolate is self.quarantine.isolate for p in self.policies):
-            return (self.quarantine.cut(),)
-        return tuple(self.quarantine.cut(isolation) for isolation in Isolation)
+    def cut_name_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Where a policy cuts otherwise than quarantine.isolate, the names every cut needs must be
+        Kubernetes names (at most 63 characters): each problem with the policy's ``isolate`` path."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for index, policy in enumerate(self.policies):
+            if policy.isolate is None or policy.isolate is self.quarantine.isolate:
+                continue
+            # Any cut may be reached, not only the policy's: two policies on one pod widen to both.
+            too_long = [
+                name
+                for cut in (self.quarantine.cut(isolation) for isolation in Isolation)
+                for name in (cut.label_value, cut.network_policy)
+                if len(name) > 63
+            ]
+            if too_long:
+                problems.append(
+                    (
+                        ("policies", index, "isolate"),
+                        f"cuts {policy.isolate.value}, not quarantine.isolate"
+                        f" ({self.quarantine.isolate.value}), so the label value and NetworkPolicy"
+                        f" <name>-<cut> are needed, and {too_long[0]!r}"
+                        " is longer than 63 characters: shorten quarantine.label_value or"
+                        " quarantine.network_policy",
+                    )
+                )
+        return problems
 
     def rule_patterns(self) -> Sequence[str]:
         return [pattern for policy in self.policies for pattern in policy.match.rules]
@@ -549,7 +556,7 @@ def config_from_document(document: YamlDocument) -> Config:
     if not isinstance(data, dict):
         raise document.error((), "the config must be a mapping of sections (inputs, cluster, policies, ...)")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         messages = []
         for error in exc.errors(include_url=False):
@@ -558,6 +565,10 @@ def config_from_document(document: YamlDocument) -> Config:
             reason = reason.removeprefix("Value error, ")
             messages.append(located(document, path, reason))
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
+    problems = [located(document, path, message) for path, message in config.cut_name_problems()]
+    if problems:
+        raise UserError("invalid config:\n  " + "\n  ".join(problems))
+    return config
 
 
 def load_config(path: str) -> Config:
