@@ -317,12 +317,21 @@ class NotificationWorker:
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
             await self._fail(row, "the incident's post is not there to update")
             return None
+        return await self._update_post(row, report, parent)
+
+    async def _update_post(
+        self, row: NotificationRow, report: IncidentReport, parent: NotificationRow
+    ) -> SlackRef:
+        """Replace the incident's sent post (``parent``) with ``report`` rendered as it is now: in
+        place as a reply in its workload's thread, or top level with its thread's replies counted."""
+        assert parent.slack_ts is not None
+        channel = parent.slack_channel or ""
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         if parent.slack_thread_ts:  # itself a reply in its workload's thread
-            own = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
+            own = SlackRef(channel=channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
             return await self._delivery.update(own, render_incident(report, in_workload_thread=True))
-        replies = self._journal.thread_replies(parent.slack_channel, parent.slack_ts)
-        root = SlackRef(channel=parent.slack_channel, ts=parent.slack_ts)
+        replies = self._journal.thread_replies(channel, parent.slack_ts)
+        root = SlackRef(channel=channel, ts=parent.slack_ts)
         return await self._delivery.update(root, render_incident(report, thread_replies=replies))
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
@@ -336,21 +345,18 @@ class NotificationWorker:
         message = render_by_hand(
             row.incident_id, action.actor, action.namespace, action.pod, action.outcome, row.action_id
         )
-        if not self._delivery.supports_threads:
-            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            posted = await self._delivery.post(message, channel=channel)
-            self._learn_by_hand(row, action.outcome, update_post=False)
-            return posted
-        parent, _ = self._journal.incident_thread(row.incident_id)
+        threads = self._delivery.supports_threads
+        parent = self._journal.incident_thread(row.incident_id)[0] if threads else None
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
-            if not self._incident_post_failed(row.incident_id):
+            if threads and not self._incident_post_failed(row.incident_id):
                 # The incident's own post is still on its way: its thread is not there yet.
                 due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
                 await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
                 return None
-            # The incident never reached Slack: what was done is told in the channel instead.
+            # No thread to answer in (webhook mode, or the incident never reached Slack): what was
+            # done is told in the channel instead.
             found = None
-            if row.state == "sending" and channel:
+            if threads and row.state == "sending" and channel:
                 oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
                 search = self._delivery.find_posted(channel, row.incident_id, oldest, action_id=row.action_id)
                 found = await self._earlier_post(search, row)
@@ -400,11 +406,7 @@ class NotificationWorker:
             and self._delivery.supports_threads
         ):
             # The incident is a reply in its workload's thread: its count is updated in place.
-            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            own = SlackRef(
-                channel=parent.slack_channel or "", ts=parent.slack_ts, thread_ts=parent.slack_thread_ts
-            )
-            return await self._delivery.update(own, render_incident(report, in_workload_thread=True))
+            return await self._update_post(row, report, parent)
         message = render_repeat(report)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
