@@ -646,15 +646,14 @@ _BY_HAND_VERBS = {"quarantine": "quarantined", "release": "released"}
 def render_by_hand(
     incident_id: str, actor: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int
 ) -> SlackMessage:
-    """The thread reply telling what a person did about the incident by hand
-    (``serving-guard quarantine --incident``): who, to which pod, with what result, and why."""
+    """The thread reply telling what a person did about the incident by hand (``serving-guard
+    quarantine`` or ``release`` with ``--incident``): who, to which pod, with what result, and why."""
     verb = _BY_HAND_VERBS.get(outcome.action, outcome.action)
     who = escape(actor, SHORT_LIMIT)
     where = code(f"{namespace}/{pod}", NAME_LIMIT)
-    ok = outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.RELEASED)
-    icon = ":raised_hand:" if ok else ":warning:"
+    icon = ":raised_hand:" if outcome.ok else ":warning:"
     lines = _Lines()
-    if ok:
+    if outcome.ok:
         lines.add(f"{icon} *{who}* {verb} {where} by hand: {escape(outcome.describe(), REASON_LIMIT)}.")
     else:
         # The person meant to act; say plainly that it did not come out as meant.
