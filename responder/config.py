@@ -501,12 +501,19 @@ class Config(Strict):
             raise ValueError("default_actions may not quarantine: name the rules in a policy")
         return self
 
+    def policy_isolation(self, policy: Policy | None) -> Isolation:
+        """The cut a policy's quarantines make: its own isolate, else quarantine.isolate (also for
+        alerts no policy matched)."""
+        return (
+            policy.isolate if policy is not None and policy.isolate is not None else self.quarantine.isolate
+        )
+
     def cut_name_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Where a policy cuts otherwise than quarantine.isolate, the names every cut needs must be
         Kubernetes names (at most 63 characters): each problem with the policy's ``isolate`` path."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
         for index, policy in enumerate(self.policies):
-            if policy.isolate is None or policy.isolate is self.quarantine.isolate:
+            if self.policy_isolation(policy) is self.quarantine.isolate:
                 continue
             # Any cut may be reached, not only the policy's: two policies on one pod widen to both.
             too_long = [
@@ -519,7 +526,7 @@ class Config(Strict):
                 problems.append(
                     (
                         ("policies", index, "isolate"),
-                        f"cuts {policy.isolate.value}, not quarantine.isolate"
+                        f"cuts {self.policy_isolation(policy).value}, not quarantine.isolate"
                         f" ({self.quarantine.isolate.value}), so the label value and NetworkPolicy"
                         f" <name>-<cut> are needed, and {too_long[0]!r}"
                         " is longer than 63 characters: shorten quarantine.label_value or"

@@ -182,11 +182,7 @@ def decide(
     if ActionName.NOTIFY not in actions:
         notify = False
 
-    cut = ""
-    if ActionName.QUARANTINE in requested:
-        cut = (
-            policy.isolate if policy is not None and policy.isolate is not None else config.quarantine.isolate
-        ).value
+    cut = config.policy_isolation(policy).value if ActionName.QUARANTINE in requested else ""
     return Decision(
         policy=name,
         actions=tuple(actions),

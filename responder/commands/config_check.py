@@ -43,7 +43,7 @@ def effective_policy(config: Config) -> dict[str, object]:
                 "actions": [a.value for a in policy.actions],
                 "dry_run": policy.dry_run,
                 # The cut its quarantines make (the policy's own, else quarantine.isolate).
-                "isolate": (policy.isolate or config.quarantine.isolate).value,
+                "isolate": config.policy_isolation(policy).value,
                 "slack_channel": policy.slack.channel or config.slack.default_channel,
             }
             for policy in config.policies
