@@ -55,11 +55,17 @@ def trial_incident(
     """The first case whose incident's quarantine was only predicted (a policy on trial), with that
     incident; None when no case has one."""
     for name, incident in cases:
-        actions = (incident or {}).get("actions") or []
-        if any(a.get("action") == "quarantine" and a.get("status") == "dry_run" for a in actions):
-            assert incident is not None
+        if incident is not None and _predicted(incident) is not None:
             return name, incident
     return None
+
+
+def _predicted(incident: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The incident's quarantine that was only predicted (its dry-run action), if any."""
+    actions = incident.get("actions") or []
+    return next(
+        (a for a in actions if a.get("action") == "quarantine" and a.get("status") == "dry_run"), None
+    )
 
 
 def command_from(message: SinkMessage, config_path: Path) -> list[str] | None:
@@ -71,13 +77,6 @@ def command_from(message: SinkMessage, config_path: Path) -> list[str] | None:
     argv = shlex.split(html.unescape(found[0]))
     argv[argv.index("--reason") + 1] = DEMO_REASON
     return [*argv, "--by", DEMO_PERSON, "--config", str(config_path)]
-
-
-def _predicted_leaks(incident: Mapping[str, Any]) -> list[str]:
-    for action in incident.get("actions") or []:
-        if action.get("action") == "quarantine" and action.get("status") == "dry_run":
-            return [str(name) for name in action.get("leaky_policies") or []]
-    return []
 
 
 def _told(sink: SlackSink, post: SinkMessage, incident_id: str) -> tuple[str, bool]:
@@ -121,7 +120,7 @@ async def confirm_by_hand(
     )
     printed = (completed.stdout + completed.stderr).strip()
     problems: list[str] = []
-    leaks = _predicted_leaks(incident)
+    leaks = [str(name) for name in (_predicted(incident) or {}).get("leaky_policies") or []]
     if completed.returncode != (1 if leaks else 0):
         problems.append(f"the command exited {completed.returncode}: {printed[-300:]}")
     if wake is not None:
