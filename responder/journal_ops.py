@@ -146,12 +146,8 @@ class RecordActionByHand:
         ).fetchone()
         if post is None:
             return None
-        queued = conn.execute(
-            "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns,"
-            " action_id) VALUES (?, 'by_hand', ?, 'pending', ?, ?, ?)",
-            (self.incident_id, post[0], self.now_ns, self.now_ns, action_id),
-        )
-        return queued.lastrowid
+        notify = ScheduleNotification(self.incident_id, "by_hand", post[0], self.now_ns, self.now_ns)
+        return notify(conn, action_id=action_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +168,8 @@ class ScheduleNotification:
     now_ns: int
     decided_only: bool = False
 
-    def __call__(self, conn: sqlite3.Connection) -> int | None:
+    def __call__(self, conn: sqlite3.Connection, *, action_id: int | None = None) -> int | None:
+        """``action_id``: the action a ``by_hand`` notification tells (RecordActionByHand)."""
         if self.kind == "incident" and self.decided_only:
             decided = conn.execute(
                 "SELECT 1 FROM incidents WHERE incident_id = ? AND decided_ns IS NOT NULL",
@@ -196,9 +193,9 @@ class ScheduleNotification:
             if waiting is not None:
                 return None
         cursor = conn.execute(
-            "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns)"
-            " VALUES (?, ?, ?, 'pending', ?, ?)",
-            (self.incident_id, self.kind, self.channel, self.due_ns, self.now_ns),
+            "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns,"
+            " action_id) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+            (self.incident_id, self.kind, self.channel, self.due_ns, self.now_ns, action_id),
         )
         return cursor.lastrowid
 
