@@ -36,6 +36,7 @@ from responder.journal_ops import (
     RecordAction,
     RecordActionByHand,
     RecordDecision,
+    RecountIncident,
     ResetActions,
     ScheduleNotification,
     used_bytes,
@@ -383,6 +384,10 @@ class Journal:
     @staticmethod
     def op_bump_incident(incident_id: str, count: int, last_seen_ns: int) -> BumpIncident:
         return BumpIncident(incident_id, count, last_seen_ns)
+
+    @staticmethod
+    def op_recount_incident(incident_id: str, count: int) -> RecountIncident:
+        return RecountIncident(incident_id, count)
 
     @staticmethod
     def op_fold_duplicate(

@@ -76,6 +76,19 @@ class BumpIncident:
 
 
 @dataclass(frozen=True, slots=True)
+class RecountIncident:
+    """Set an incident's counter to what the pipeline holds, after a repeat it had counted was
+    refused or found redelivered: writes in flight by then carried a count that included it, and
+    the counter only ever takes the largest count written. Queued after them, so it lands last."""
+
+    incident_id: str
+    count: int
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE incidents SET count = ? WHERE incident_id = ?", (self.count, self.incident_id))
+
+
+@dataclass(frozen=True, slots=True)
 class FoldDuplicate:
     """A repeat folded into its incident: bump the incident and finish the alert in one write."""
 

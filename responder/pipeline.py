@@ -244,11 +244,11 @@ class Pipeline:
     ) -> None:
         self._slots.release()
         if error is not None:
-            state.count -= 1
+            self._uncount(state)
             on_done(error)
             return
         if not new:
-            state.count -= 1  # a redelivery: it was counted when it first came
+            self._uncount(state)  # a redelivery: it was counted when it first came
             self._metrics.redelivered.labels(source.value).inc()
             on_done(Accepted(alert.alert_id, new=False))
             return
@@ -476,7 +476,7 @@ class Pipeline:
                 return
             error = written.exception()
             if error is not None:
-                state.count -= 1  # not journaled (it stays pending): a restart counts it when resumed
+                self._uncount(state)  # not journaled (it stays pending): a restart counts it when resumed
                 self._failed(alert, error)
                 return
             self.stats.processed += 1
@@ -484,6 +484,16 @@ class Pipeline:
             self._maybe_recheck(state)
         finally:
             self._done_one()
+
+    def _uncount(self, state: IncidentState) -> None:
+        """Take back a repeat counted when it came, whose write was refused or was a redelivery.
+        Writes queued meanwhile carried the count with it in; the journal's counter is set back
+        after them (best effort: if that write is refused too, the counter stays one high)."""
+        state.count -= 1
+        self._journal.schedule_call(
+            Journal.op_recount_incident(state.incident_id, state.count),
+            lambda _, error: _log_refused_recount(state.incident_id, error),
+        )
 
     def _maybe_schedule_repeat(self, state: IncidentState) -> None:
         report = state.report
@@ -827,3 +837,11 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _log_refused_recount(incident_id: str, error: BaseException | None) -> None:
+    if error is not None:
+        log.warning(
+            "incident count not set back; it may count a refused repeat once more",
+            extra={"incident_id": incident_id, "error": f"{type(error).__name__}: {error}"},
+        )
