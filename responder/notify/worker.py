@@ -34,7 +34,9 @@ from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, Sl
 log = logging.getLogger("serving_guard.notify")
 
 MAX_BACKOFF_SECONDS = 300.0
-IDLE_POLL_SECONDS = 5.0
+# How often an idle notifier looks at the journal for rows it was not woken for: those queued by
+# another process (`serving-guard quarantine --incident`, run by hand), told within about a second.
+IDLE_POLL_SECONDS = 1.0
 PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
