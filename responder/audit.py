@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
+from responder.actions import block
 from responder.actions.outcome import (
     EXCLUDED_BEYOND,
     ISOLATED,
@@ -246,6 +247,9 @@ class ActionRecord(TypedDict):
     excluded_beyond: NotRequired[list[str]]
     # Why a person took the action (an action by hand: actor is not the responder).
     reason: NotRequired[str]
+    # block_destination: the address blocked (or that could not be) and the pod's block policy.
+    address: NotRequired[str]
+    network_policy: NotRequired[str]
 
 
 class NotificationRecord(TypedDict):
@@ -515,6 +519,10 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     reason = extra.get(REASON)
     if isinstance(reason, str):
         fields["reason"] = reason
+    for key in (block.ADDRESS, block.POLICY):
+        value = extra.get(key)
+        if isinstance(value, str):
+            fields[key] = value
     return fields
 
 
@@ -575,7 +583,9 @@ def _printable(value: object) -> str:
 
 
 # An action's statuses that changed the pod (a quarantine, leaky or not, or an annotation).
-DONE_STATUSES = frozenset({OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY, OutcomeStatus.ANNOTATED})
+DONE_STATUSES = frozenset(
+    {OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY, OutcomeStatus.ANNOTATED, OutcomeStatus.BLOCKED}
+)
 
 
 def incident_outcome_text(incident: Mapping[str, Any]) -> str:
@@ -584,7 +594,9 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
     for action in incident.get("actions") or []:
         status = action.get("status", "?")
         leaky = ", ".join(action.get("leaky_policies") or [])
-        if status == OutcomeStatus.LEAKY:
+        if status == OutcomeStatus.BLOCKED:
+            parts.append(f"blocked {action.get('address', '?')}")
+        elif status == OutcomeStatus.LEAKY:
             parts.append("LEAKY: still allowed by " + (leaky or "?"))
         elif status == OutcomeStatus.WITHHELD:
             parts.append(f"{action.get('action')} withheld")

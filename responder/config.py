@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -310,6 +311,31 @@ class Quarantine(Strict):
         )
 
 
+def _cidr(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an address or network such as 203.0.113.0/24")
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (203.0.113.0/24)") from None
+
+
+class BlockDestination(Strict):
+    """The block_destination action: the pod may no longer reach the alert's remote address, and
+    the rest of its traffic is left as it was. A NetworkPolicy of the pod's own (it selects the
+    pod by ``label``) allows all egress but the blocked addresses."""
+
+    label: str = Field(default="serving-guard.io/block", pattern=LABEL_KEY_PATTERN)
+    # The pod's policy is <network_policy_prefix>-<12 hex digits of its uid's hash>.
+    network_policy_prefix: str = Field(default="serving-guard-block", pattern=r"^[a-z0-9]([-a-z0-9]{0,48})$")
+    # The alert fields read for the remote address, the first present wins (Falco: fd.rip is the
+    # remote end of the connection, fd.sip its server).
+    address_fields: tuple[str, ...] = Field(default=("fd.rip", "fd.sip"), min_length=1)
+    # Addresses never blocked (a model registry, an API the model calls): an alert naming one is
+    # told, not acted on.
+    never_block: tuple[Annotated[str, BeforeValidator(_cidr)], ...] = ()
+
+
 class MaxQuarantines(Strict):
     count: int = Field(default=5, strict=True, ge=1, le=10000)
     window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
@@ -334,6 +360,8 @@ class ActionName(StrEnum):
     NOTIFY = "notify"
     QUARANTINE = "quarantine"
     ANNOTATE = "annotate"
+    # Cut the pod off from the alert's remote address only (anomalous egress): it keeps serving.
+    BLOCK_DESTINATION = "block_destination"
 
 
 class PolicyMatch(Strict):
@@ -481,6 +509,7 @@ class Config(Strict):
     server: Server = Server()
     cluster: Cluster = Cluster()
     quarantine: Quarantine = Quarantine()
+    block_destination: BlockDestination = BlockDestination()
     guardrails: Guardrails = Guardrails()
     dedupe: Dedupe = Dedupe()
     policies: tuple[Policy, ...] = ()

@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification
@@ -116,9 +116,21 @@ class IncidentReport:
             return None
         return WorkloadGroup(self.key.namespace, self.key.rule, workload.kind, workload.name)
 
+    @property
+    def blocked(self) -> bool:
+        """The pod carries a destination block's label (block_destination put it on) and no release
+        followed it."""
+        for outcome in reversed(self.outcomes):
+            if outcome.status is OutcomeStatus.RELEASED:
+                return False
+            if outcome.action == BLOCK_DESTINATION and outcome.extra.get(LABELLED) is True:
+                return True
+        return False
+
     def release_command(self) -> str | None:
-        """The exact command that undoes the quarantine, when there is one to undo."""
-        if not self.labelled:
+        """The exact command that undoes the quarantine or the destination block, when there is one
+        to undo."""
+        if not (self.labelled or self.blocked):
             return None
         return (
             "serving-guard release --namespace "

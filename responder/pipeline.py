@@ -44,7 +44,7 @@ from responder.journal import (
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.policy import Decision, GuardrailState, decide, dry_run_lifted, is_quarantined
+from responder.policy import ISOLATING, Decision, GuardrailState, decide, dry_run_lifted, is_quarantined
 from responder.records import decision_to_json, pod_to_json, verification_to_json
 from responder.slots import Slots
 
@@ -798,14 +798,18 @@ class Pipeline:
                 outcome = await self._in_pool(
                     self._actions.annotate, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
                 )
+            elif action is ActionName.BLOCK_DESTINATION and pod is not None:
+                outcome = await self._in_pool(
+                    self._actions.block_destination, pod, alert, dry_run=decision.dry_run
+                )
+                if outcome.status is OutcomeStatus.BLOCKED:  # its labels may have changed
+                    self._directory.forget(pod.namespace, pod.name)
             else:
                 continue
             outcomes.append(outcome)
         if decision.withheld:
             now = self._clock_ns()
-            isolation = [
-                a.value for a in decision.requested if a in (ActionName.QUARANTINE, ActionName.ANNOTATE)
-            ]
+            isolation = [a.value for a in decision.requested if a in ISOLATING]
             outcomes.append(
                 ActionOutcome(
                     action=isolation[0] if isolation else "quarantine",

@@ -17,7 +17,9 @@ from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, Policy
 
 DEFAULT_POLICY = "default"
-ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE)
+# The actions that change the pod or its traffic: guardrails (verification, protected and
+# not-opted-in namespaces) and dry-run apply to them.
+ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE, ActionName.BLOCK_DESTINATION)
 # What put a decision in dry-run (Decision.dry_run_by): the global guardrail or the matched policy's own.
 DRY_RUN_BY_GUARDRAILS = "guardrails"
 DRY_RUN_BY_POLICY = "policy"

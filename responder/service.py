@@ -84,7 +84,13 @@ class Responder:
         )
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
         self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
-        self.actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway), clock_ns=clock_ns)
+        self.actions = ClusterActions(
+            gateway,
+            config.quarantine,
+            EventRecorder(gateway),
+            blocks=config.block_destination,
+            clock_ns=clock_ns,
+        )
         self.delivery = delivery
         self.notifier: Any | None = None
         self.pipeline: Pipeline | None = None

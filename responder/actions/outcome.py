@@ -22,6 +22,8 @@ class OutcomeStatus(StrEnum):
     POD_GONE = "pod_gone"
     FAILED = "failed"
     RELEASED = "released"
+    # block_destination: the pod can no longer reach the address (its other traffic unchanged).
+    BLOCKED = "blocked"
 
 
 FINAL_STATUSES = frozenset(OutcomeStatus)
@@ -40,6 +42,8 @@ EXCLUDED_BEYOND = "excluded_beyond"
 # ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
 BY_HAND = "by_hand"
 REASON = "reason"
+# The block_destination action's name (its outcomes' ``action``).
+BLOCK_DESTINATION = "block_destination"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
 
@@ -95,7 +99,12 @@ class ActionOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.ANNOTATED, OutcomeStatus.RELEASED)
+        return self.status in (
+            OutcomeStatus.QUARANTINED,
+            OutcomeStatus.ANNOTATED,
+            OutcomeStatus.RELEASED,
+            OutcomeStatus.BLOCKED,
+        )
 
     def describe(self) -> str:
         """One line for Slack, logs and the audit trail."""
@@ -104,6 +113,13 @@ class ActionOutcome:
             if self.patched_policies:
                 text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
             return text + self._excluded_beyond_text()
+        if self.action == BLOCK_DESTINATION and self.status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
+            address = self.extra.get("address", "its destination")
+            if self.status is OutcomeStatus.BLOCKED:
+                return f"blocked egress to {address}"
+            if self.leaky_policies:
+                return f"LEAKY block of {address}: still allowed by " + ", ".join(self.leaky_policies)
+            return f"LEAKY block of {address}: " + (self.detail or "not proven")
         if self.status is OutcomeStatus.LEAKY:
             if self.leaky_policies:
                 text = "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from responder.actions import netpol
+from responder.actions.block import DestinationBlocks
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import (
     EXCLUDED_BEYOND,
@@ -37,7 +38,7 @@ from responder.actions.outcome import (
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.config import Isolation, Quarantine, QuarantineCut, widest
+from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut, widest
 
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
@@ -85,12 +86,22 @@ class ClusterActions:
         settings: Quarantine,
         events: EventRecorder,
         *,
+        blocks: BlockDestination | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._gateway = gateway
         self._settings = settings
+        self._block_settings = blocks or BlockDestination()
+        self._blocks = DestinationBlocks(gateway, self._block_settings, settings, events, clock_ns=clock_ns)
         self._events = events
         self._clock_ns = clock_ns
+
+    # -- block one destination ------------------------------------------------------------------
+
+    def block_destination(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
+        """Cut the pod off from the address the alert names, keeping its other traffic (see
+        responder/actions/block.py)."""
+        return self._blocks.block(pod, alert, dry_run=dry_run)
 
     # -- quarantine ---------------------------------------------------------------------------
 
@@ -474,11 +485,15 @@ class ClusterActions:
             return self._failure("release", exc, started)
         meta = raw.get("metadata") or {}
         annotations = meta.get("annotations") or {}
-        was_labelled = label in (meta.get("labels") or {})
+        labels = meta.get("labels") or {}
+        was_labelled = label in labels
+        # A destination block is lifted too: release gives the pod back all of its traffic.
+        block_label = self._block_settings.label
+        was_blocked = block_label in labels
         patch = {
             "metadata": {
                 "uid": meta.get("uid"),
-                "labels": {label: None},
+                "labels": {label: None, block_label: None},
                 "annotations": {
                     **{key: None for key in QUARANTINE_ANNOTATIONS},
                     A_RELEASED_AT: _now_text(),
@@ -492,7 +507,12 @@ class ClusterActions:
             restored, kept = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
         except KubeError as exc:
             return self._failure("release", exc, started)
-        notes = [f"released by {by}: {reason}" if was_labelled else f"pod was not quarantined; recorded {by}"]
+        if was_labelled or was_blocked:
+            notes = [f"released by {by}: {reason}"]
+        else:
+            notes = [f"pod was not quarantined; recorded {by}"]
+        if was_blocked:
+            notes.append("lifted its destination block")
         if restored:
             notes.append("restored NetworkPolicies " + ", ".join(restored))
         if kept:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from responder.actions import destination
 from responder.alert import Alert, AlertError
 from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
@@ -103,6 +104,17 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
             f"  quarantine cuts {decision.isolate}: label {config.quarantine.label}={cut.label_value} into"
             f" NetworkPolicy {cut.network_policy} (a pod already cut otherwise is widened, never narrowed)"
         )
+    if ActionName.BLOCK_DESTINATION in decision.requested:
+        settings = config.block_destination
+        target = destination.target_of(alert, settings.address_fields, settings.never_block)
+        if isinstance(target, str):
+            lines.append(f"  block_destination: nothing to block: {target}")
+        else:
+            lines.append(
+                f"  block_destination: {target.address} ({target.field}), through the pod's own NetworkPolicy"
+                f" {settings.network_policy_prefix}-<hash of its uid> (made only where no other policy"
+                " restricts the pod's egress)"
+            )
     if decision.dry_run:
         cause = (
             f"policy {decision.policy} is in dry-run"
@@ -110,7 +122,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
             else "guardrails.dry_run is on"
         )
         lines.append(
-            f"  dry-run ({cause}): quarantine and annotate are predicted and reported, nothing is changed"
+            f"  dry-run ({cause}): its actions on the pod are predicted and reported, nothing is changed"
         )
     lines += _slack_lines(
         config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.requested

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         journal = by_hand.open_journal(args, config, stack)
         gateway = KubeGateway.from_config(cluster, names)
         directory = PodDirectory(gateway, ttl_seconds=0)
-        actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
+        actions = ClusterActions(
+            gateway, config.quarantine, EventRecorder(gateway), blocks=config.block_destination
+        )
         for name in pods:
             where = f"{args.namespace}/{name}"
             lookup = directory.lookup(args.namespace, name, fresh=True)

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         journal = open_journal(args, config, stack)
         gateway = KubeGateway.from_config(cluster, names)
-        actions = ClusterActions(gateway, config.quarantine, EventRecorder(gateway))
+        actions = ClusterActions(
+            gateway, config.quarantine, EventRecorder(gateway), blocks=config.block_destination
+        )
         for index, pod in enumerate(pods):
             outcome = actions.release(args.namespace, pod, by=by, reason=reason)
             print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from responder.actions.netpol import uncut
-from responder.actions.outcome import NOT_PATCHED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import BLOCK_DESTINATION, NOT_PATCHED, ActionOutcome, OutcomeStatus
 from responder.alert import (
     FIELD_CMDLINE,
     FIELD_CONTAINER_ID,
@@ -294,6 +294,8 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
+    if outcome.action == BLOCK_DESTINATION and status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
+        return _block_text(outcome, detail)
     if status is OutcomeStatus.QUARANTINED:
         line = _QUARANTINED_LINE[outcome.cut_only]
         if outcome.patched_policies:
@@ -345,6 +347,20 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
     if status is OutcomeStatus.RELEASED:
         return ":unlock: *Released*" + (f": {detail}" if detail else ".")
     return f"*{action}*: {escape(status.value, SHORT_LIMIT)}"  # pragma: no cover - every status is above
+
+
+def _block_text(outcome: ActionOutcome, detail: str) -> str:
+    address = code(str(outcome.extra.get("address", "?")), SHORT_LIMIT)
+    if outcome.status is OutcomeStatus.BLOCKED:
+        return f":no_entry: *Blocked* egress to {address}: the pod keeps the rest of its traffic" + (
+            f" ({detail})." if detail else "."
+        )
+    still = f" still allowed by {_join_codes(outcome.leaky_policies)}" if outcome.leaky_policies else ""
+    return (
+        f":warning: *Block of {address} NOT in force*:{still}"
+        + (f" ({detail})." if detail else ".")
+        + " Check the pod's traffic; quarantining its egress cuts it whatever other policies allow."
+    )
 
 
 def _action_lines(report: IncidentReport) -> list[str]:
@@ -548,6 +564,7 @@ _THREAD_OUTCOMES: dict[str | None, str] = {
     OutcomeStatus.ANNOTATED: "annotated",
     OutcomeStatus.POD_GONE: "gone",
     OutcomeStatus.RELEASED: "released",
+    OutcomeStatus.BLOCKED: "blocked",
     None: "notified only",
 }
 

@@ -671,3 +671,81 @@ def test_an_action_by_hand_is_said_in_the_incidents_message_with_who_and_why() -
         "quarantine", OutcomeStatus.FAILED, "no policy", extra={"labelled": True, **by_carol}
     )
     assert "run the command again" in text_of(render_incident(make_report(outcomes=(failed,))))
+
+
+BLOCK_DECISION = make_decision(
+    policy="block-egress-destination",
+    actions=(ActionName.NOTIFY, ActionName.BLOCK_DESTINATION),
+    requested=(ActionName.NOTIFY, ActionName.BLOCK_DESTINATION),
+)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "fallback", "release"),
+    [
+        (
+            ActionOutcome(
+                "block_destination",
+                OutcomeStatus.BLOCKED,
+                "blocked egress to 203.0.113.7 (fd.sip) with NetworkPolicy serving-guard-block-0a1b2c3d4e5f",
+                extra={
+                    "address": "203.0.113.7",
+                    "network_policy": "serving-guard-block-0a1b2c3d4e5f",
+                    "labelled": True,
+                },
+            ),
+            [":no_entry: *Blocked* egress to `203.0.113.7`: the pod keeps the rest of its traffic"],
+            "blocked egress to 203.0.113.7",
+            True,
+        ),
+        (
+            ActionOutcome(
+                "block_destination",
+                OutcomeStatus.BLOCKED,
+                "203.0.113.7 (fd.sip) is already out of reach: its egress is restricted by egress-dns-only",
+                extra={"address": "203.0.113.7", "network_policy": "serving-guard-block-0a1b2c3d4e5f"},
+            ),
+            [":no_entry: *Blocked* egress to `203.0.113.7`", "already out of reach"],
+            "blocked egress to 203.0.113.7",
+            False,  # nothing was put on the pod: nothing to release
+        ),
+        (
+            ActionOutcome(
+                "block_destination",
+                OutcomeStatus.LEAKY,
+                "203.0.113.7 (fd.sip) is allowed by allow-https-out, which restrict the pod's egress",
+                leaky_policies=("allow-https-out",),
+                extra={"address": "203.0.113.7", "network_policy": "serving-guard-block-0a1b2c3d4e5f"},
+            ),
+            [
+                ":warning: *Block of `203.0.113.7` NOT in force*: still allowed by `allow-https-out`",
+                "quarantining its egress cuts it whatever other policies allow",
+            ],
+            "LEAKY block of 203.0.113.7: still allowed by allow-https-out",
+            False,
+        ),
+        (
+            ActionOutcome(
+                "block_destination",
+                OutcomeStatus.WITHHELD,
+                "nothing to block: fd.sip 10.96.0.10 is not a public address",
+            ),
+            [":pause_button: *block_destination withheld*: nothing to block: fd.sip 10.96.0.10"],
+            "withheld: nothing to block",
+            False,
+        ),
+    ],
+    ids=["blocked", "already-out-of-reach", "leaky", "withheld"],
+)
+def test_a_destination_block_is_said_with_its_address_and_how_to_lift_it(
+    outcome: ActionOutcome, expected: list[str], fallback: str, release: bool
+) -> None:
+    message = render_incident(make_report(decision=BLOCK_DECISION, outcomes=(outcome,)))
+    assert_valid(message)
+    text = text_of(message)
+    for line in expected:
+        assert line in text, line
+    assert fallback in message.text
+    assert ("serving-guard release --namespace ml triton-0" in text) is release
+    # A block is no quarantine: no quarantine command, no "quarantined".
+    assert "serving-guard quarantine" not in text and "Quarantined" not in text

@@ -78,7 +78,7 @@ def test_it_walks_the_policies_in_order_and_names_the_one_that_decides(
         "decision: notify, quarantine",
         "  quarantine cuts both: label serving-guard.io/quarantine=true into NetworkPolicy"
         " serving-guard-quarantine (a pod already cut otherwise is widened, never narrowed)",
-        "  dry-run (policy shells is in dry-run): quarantine and annotate are predicted and reported,"
+        "  dry-run (policy shells is in dry-run): its actions on the pod are predicted and reported,"
         " nothing is changed",
         "  Slack: #sec-oncall",
         "before it acts, the responder checks:",
@@ -123,3 +123,30 @@ def test_bad_input_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 2 and "--pod-label 'tier': must be KEY=VALUE" in err
     code, _, err = explain([config, str(tmp_path)], capsys)
     assert code == 2 and "is a directory, not a file holding an alert" in err
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        (
+            "203.0.113.7",
+            "  block_destination: 203.0.113.7 (fd.sip), through the pod's own NetworkPolicy"
+            " serving-guard-block-<hash of its uid> (made only where no other policy restricts the"
+            " pod's egress)",
+        ),
+        ("10.0.3.4", "  block_destination: nothing to block: fd.sip 10.0.3.4 is not a public address"),
+    ],
+)
+def test_a_destination_block_names_the_address_or_why_there_is_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], address: str, said: str
+) -> None:
+    _, alert = files(
+        tmp_path,
+        rule="Anomalous egress from serving pod",
+        output_fields={"k8s.ns.name": "ml-serving", "k8s.pod.name": "triton-0", "fd.sip": address},
+    )
+    config = tmp_path / "blocking.yaml"
+    policy = {"name": "egress", "match": {"rules": ["Anomalous*"]}, "actions": ["block_destination"]}
+    config.write_text(yaml.safe_dump({"policies": [policy]}))
+    code, lines, _ = explain([str(config), alert], capsys)
+    assert code == 0 and any(line.startswith(said) for line in lines), lines

@@ -1,0 +1,274 @@
+"""Block one destination: the pod may no longer reach the address the alert names, and keeps the
+rest of its traffic (see responder/actions/destination.py for why and when NetworkPolicies can).
+
+The namespace's policies are read first: a pod whose egress other policies restrict gets no block
+policy (it would open the rest), only a word on whether they let the address through. Otherwise
+the pod's own block policy is created or updated (it selects nothing until the pod is labelled),
+then the pod is labelled (a compare-and-set on its uid and version), then the policies are read
+again to prove it: the block is in place and nothing else governs the pod's egress. Every step is
+idempotent; a block never narrows a quarantine (the policy leaves out pods whose egress is cut).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from responder.actions import destination, netpol
+from responder.actions.events import EventRecorder
+from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
+from responder.alert import Alert
+from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.context import PodContext
+from responder.config import BlockDestination, Isolation, Quarantine
+
+ACTION = BLOCK_DESTINATION
+CONFLICT_RETRIES = 3
+_EVENT_REASONS = {
+    OutcomeStatus.BLOCKED: "DestinationBlocked",
+    OutcomeStatus.LEAKY: "DestinationBlockLeaky",
+    OutcomeStatus.DRY_RUN: "DestinationBlockDryRun",
+    OutcomeStatus.WITHHELD: "DestinationBlockWithheld",
+    OutcomeStatus.FAILED: "DestinationBlockFailed",
+}
+# ActionOutcome.extra's keys: the blocked address and the pod's block policy.
+ADDRESS = "address"
+POLICY = "network_policy"
+
+
+class PodReplaced(Exception):
+    """The pod of that name was re-created (another uid) since it was read: not the one alerted on."""
+
+
+class DestinationBlocks:
+    def __init__(
+        self,
+        gateway: KubeGateway,
+        settings: BlockDestination,
+        quarantine: Quarantine,
+        events: EventRecorder,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._gateway = gateway
+        self._settings = settings
+        self._quarantine = quarantine
+        self._events = events
+        self._clock_ns = clock_ns
+
+    def block(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
+        started = self._clock_ns()
+        target = destination.target_of(alert, self._settings.address_fields, self._settings.never_block)
+        if isinstance(target, str):
+            outcome = self._outcome(OutcomeStatus.WITHHELD, f"nothing to block: {target}", started)
+        else:
+            try:
+                outcome = self._block(pod, target, started, dry_run=dry_run)
+            except KubeError as exc:
+                outcome = self._failed(exc, started)
+        if outcome.status is not OutcomeStatus.POD_GONE:
+            reason = _EVENT_REASONS.get(outcome.status, "ServingGuard")
+            self._events.record_for(pod, reason, f"serving-guard {ACTION}: {outcome.detail}")
+        return outcome
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _block(
+        self, pod: PodContext, target: destination.Target, started: int, *, dry_run: bool
+    ) -> ActionOutcome:
+        address = target.address
+        name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
+        extra: dict[str, Any] = {ADDRESS: str(address), POLICY: name}
+        policies = self._gateway.list_network_policies(pod.namespace)
+        governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+        if governance.allowing:
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which restrict"
+                " the pod's egress: a block policy would only add to what they allow, so none was made;"
+                " change them to block it, or quarantine the pod's egress",
+                started,
+                extra,
+                leaky=governance.allowing,
+            )
+        if governance.governing:
+            return self._outcome(
+                OutcomeStatus.BLOCKED,
+                f"{address} ({target.field}) is already out of reach: the pod's egress is restricted by"
+                f" {', '.join(governance.governing)}, none of which allows it; nothing was changed",
+                started,
+                extra,
+            )
+        inert = self._egress_cut(pod.labels)
+        if dry_run:
+            return self._outcome(
+                OutcomeStatus.DRY_RUN,
+                f"would block egress to {address} ({target.field}) with NetworkPolicy {name}, all other"
+                " egress kept" + ("; inert while its egress quarantine holds" if inert else ""),
+                started,
+                extra,
+            )
+        label, value = self._settings.label, destination.pod_key(pod.uid)
+        listed = next((p for p in policies if netpol.name_of(p) == name), None)
+        # A policy left from a block since released names addresses no longer wanted.
+        labelled = pod.labels.get(label) == value
+        earlier = destination.blocked_by((listed or {}).get("spec")) if labelled else set()
+        blocked = earlier | {address}
+        self._ensure_policy(pod.namespace, name, value, listed, blocked)
+        try:
+            patched = self._label(pod, label, value)
+        except PodReplaced as exc:
+            return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
+        extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
+        if (patched.get("spec") or {}).get("hostNetwork"):
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                "the pod uses the host network, which NetworkPolicies do not cover: nothing is blocked",
+                started,
+                extra,
+            )
+        labels = (patched.get("metadata") or {}).get("labels") or {}
+        return self._proven(pod.namespace, name, labels, target, blocked, started, extra, inert=inert)
+
+    def _proven(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str],
+        target: destination.Target,
+        blocked: set[destination.Address],
+        started: int,
+        extra: dict[str, Any],
+        *,
+        inert: bool,
+    ) -> ActionOutcome:
+        """Read the policies again: the block is in place, and no other policy came to govern the
+        pod's egress meanwhile (ours would then open what it restricts)."""
+        address = target.address
+        policies = self._gateway.list_network_policies(namespace)
+        ours = next((p for p in policies if netpol.name_of(p) == name), None)
+        if ours is None or address not in destination.blocked_by(ours.get("spec")):
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                f"NetworkPolicy {name} does not block {address} when read back; check the pod's traffic",
+                started,
+                extra,
+            )
+        governance = destination.egress_governance(policies, labels, address, self._ours(name))
+        if governance.governing:
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                f"blocked {address} with NetworkPolicy {name}, but {', '.join(governance.governing)} now"
+                " restrict the pod's egress too, and the block policy adds to what they allow:"
+                " release the block (serving-guard release)",
+                started,
+                extra,
+                leaky=governance.governing,
+            )
+        others = sorted(str(a) for a in blocked if a != address)
+        detail = f"blocked egress to {address} ({target.field}) with NetworkPolicy {name};"
+        detail += " all other egress kept"
+        if others:
+            detail += "; also blocked: " + ", ".join(others)
+        if inert:
+            detail += "; inert while its egress quarantine holds, in force once it is released"
+        return self._outcome(OutcomeStatus.BLOCKED, detail, started, extra)
+
+    def _ensure_policy(
+        self,
+        namespace: str,
+        name: str,
+        value: str,
+        current: Mapping[str, Any] | None,
+        blocked: set[destination.Address],
+    ) -> None:
+        spec = destination.block_spec(
+            self._settings.label,
+            value,
+            blocked,
+            quarantine_label=self._quarantine.label,
+            egress_cut_values=self._egress_cut_values(),
+        )
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                current = self._gateway.get_network_policy(namespace, name)
+            try:
+                if current is None:
+                    body = destination.block_policy(namespace, name, spec)
+                    self._gateway.create_network_policy(namespace, body)
+                    return
+                if current.get("spec") == spec:
+                    return
+                replaced = dict(current)
+                replaced["spec"] = spec
+                self._gateway.replace_network_policy(namespace, name, replaced)
+                return
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being written")
+
+    def _label(self, pod: PodContext, label: str, value: str) -> dict[str, Any]:
+        """Label the pod into its block policy: a compare-and-set on its uid and version (re-read on
+        a conflict); a pod re-created under the name is never labelled (409 with another uid)."""
+        version = pod.resource_version
+        for _ in range(CONFLICT_RETRIES):
+            metadata: dict[str, Any] = {"uid": pod.uid, "labels": {label: value}}
+            if version is not None:
+                metadata["resourceVersion"] = version
+            try:
+                return self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": metadata})
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+            fresh = self._gateway.get_pod(pod.namespace, pod.name)
+            meta = fresh.get("metadata") or {}
+            if meta.get("uid") != pod.uid:
+                raise PodReplaced("pod was replaced (uid changed)")
+            version = meta.get("resourceVersion")
+        raise KubeError(409, f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _ours(self, name: str) -> set[str]:
+        """The pod's block policy and the quarantine cuts' deny-alls: while a cut stops the pod's
+        egress, the block policy leaves the pod out, so they never add to each other."""
+        return {name, *(self._quarantine.cut(isolation).network_policy for isolation in Isolation)}
+
+    def _egress_cut_values(self) -> list[str]:
+        return [
+            self._quarantine.cut(isolation).label_value
+            for isolation in Isolation
+            if "egress" in isolation.directions
+        ]
+
+    def _egress_cut(self, labels: Mapping[str, str]) -> bool:
+        return labels.get(self._quarantine.label) in self._egress_cut_values()
+
+    def _outcome(
+        self,
+        status: OutcomeStatus,
+        detail: str,
+        started: int,
+        extra: dict[str, Any] | None = None,
+        *,
+        leaky: tuple[str, ...] = (),
+    ) -> ActionOutcome:
+        return ActionOutcome(
+            ACTION,
+            status,
+            detail,
+            leaky_policies=leaky,
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+            extra=dict(extra or {}),
+        )
+
+    def _failed(self, exc: KubeError, started: int) -> ActionOutcome:
+        if exc.not_found:
+            return self._outcome(OutcomeStatus.POD_GONE, f"not found: {exc.reason}", started)
+        if exc.forbidden:
+            detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}"
+            return self._outcome(OutcomeStatus.FAILED, detail[:1000], started)
+        return self._outcome(OutcomeStatus.FAILED, str(exc)[:1000], started)

@@ -1,0 +1,223 @@
+"""Blocking one destination, pure: which address an alert names, the pod's own NetworkPolicy that
+allows all egress but the blocked addresses, and whether NetworkPolicies can block it at all.
+
+NetworkPolicies are a union of allows, so a policy can only ever add to what a pod may reach. A
+pod that no other policy restricts in egress may reach everything; the block policy makes it
+egress-isolated and allows back everything but the blocked addresses. A pod that other policies
+already restrict in egress may reach only what they allow: adding "everything but X" would open
+the rest, so no block policy is made. Either X is already out of reach (none of them allows it),
+or they allow it, and only changing them would block it (LEAKY: said, never patched).
+
+Only public addresses are blocked (not private, shared, loopback, link-local, unique-local,
+multicast or reserved space: MAYBE_IN_CLUSTER). An ipBlock is meant for addresses outside the
+cluster: whether it matches a pod's or a node's address differs by network plugin, so in-cluster
+traffic is allowed back by a peer of its own (every pod of every namespace), and a private address
+could be one of them.
+
+A pod quarantined in a cut that stops its egress must not have egress allowed back by its block:
+the block policy leaves out pods that carry those cuts' label values (``NotIn``), so a quarantine
+needs no change to it, and the block holds again once the quarantine is released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from responder.actions.netpol import MANAGED_BY, name_of, policy_types
+from responder.alert import Alert
+from responder.cluster.selectors import SelectorError, selector_matches
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_ALL = {4: "0.0.0.0/0", 6: "::/0"}
+
+# Where a pod, a Service, a node or the node's own services may live (private, shared, loopback,
+# link-local and unique-local space, multicast and reserved): never blocked by an ipBlock. A
+# cluster that gives pods or Services public ranges (privately used public IPs) names them in
+# block_destination.never_block.
+MAYBE_IN_CLUSTER = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The address an alert names, and the field it came from."""
+
+    address: Address
+    field: str
+
+
+def target_of(alert: Alert, fields: Sequence[str], never_block: Iterable[str]) -> Target | str:
+    """The address to block for ``alert`` (the first of ``fields`` it carries), or why there is
+    none to block, in words."""
+    for name in fields:
+        text = alert.text(name)
+        if text is None or text == "":
+            continue
+        try:
+            address = ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return f"{name} is {text[:64]!r}, not an IP address"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in MAYBE_IN_CLUSTER):
+            return (
+                f"{name} {address} is not a public address: it may be inside the cluster, where"
+                " NetworkPolicies cannot tell it apart (quarantine the pod's egress instead)"
+            )
+        kept = next((n for n in never_block if address in ipaddress.ip_network(n)), None)
+        if kept is not None:
+            return f"{name} {address} is in block_destination.never_block ({kept})"
+        return Target(address, name)
+    return "the alert carries no remote address (" + ", ".join(fields) + ")"
+
+
+def pod_key(uid: str) -> str:
+    """The label value (and policy name suffix) of a pod's block: its uid's hash, so that a pod
+    re-created under the same name is never selected by the old one's policy."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:12]
+
+
+def block_policy_name(prefix: str, uid: str) -> str:
+    return f"{prefix}-{pod_key(uid)}"
+
+
+def _host_network(address: Address) -> str:
+    return f"{address}/{address.max_prefixlen}"
+
+
+def block_spec(
+    label: str,
+    value: str,
+    addresses: Iterable[Address],
+    *,
+    quarantine_label: str,
+    egress_cut_values: Sequence[str],
+) -> dict[str, Any]:
+    """All egress but ``addresses``, for the pod labelled ``label=value`` unless a quarantine cuts
+    its egress (see the module's doc)."""
+    blocked = sorted(set(addresses), key=lambda a: (a.version, a))
+    peers: list[dict[str, Any]] = []
+    for version, cidr in _ALL.items():
+        excepted = [_host_network(a) for a in blocked if a.version == version]
+        peers.append({"ipBlock": {"cidr": cidr, **({"except": excepted} if excepted else {})}})
+    return {
+        "podSelector": {
+            "matchLabels": {label: value},
+            "matchExpressions": [
+                {"key": quarantine_label, "operator": "NotIn", "values": sorted(egress_cut_values)}
+            ],
+        },
+        "policyTypes": ["Egress"],
+        # Every pod of every namespace: in-cluster traffic (DNS first) where ipBlocks do not match it.
+        "egress": [{"to": peers}, {"to": [{"namespaceSelector": {}}]}],
+    }
+
+
+def block_policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "spec": spec,
+    }
+
+
+def blocked_by(spec: Mapping[str, Any] | None) -> set[Address]:
+    """The addresses a block policy's spec (as read back) leaves out; malformed parts are ignored
+    (the policy is then rewritten whole)."""
+    found: set[Address] = set()
+    if not isinstance(spec, Mapping):
+        return found
+    for rule in spec.get("egress") or []:
+        for peer in (rule or {}).get("to") or []:
+            for text in ((peer or {}).get("ipBlock") or {}).get("except") or []:
+                try:
+                    network = ipaddress.ip_network(str(text), strict=False)
+                except ValueError:
+                    continue
+                if network.num_addresses == 1:
+                    found.add(network.network_address)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class EgressGovernance:
+    """What the pod's other policies say of its egress: the policies that restrict it (the pod is
+    egress-isolated by them), and of those the ones that allow ``address``."""
+
+    governing: tuple[str, ...]
+    allowing: tuple[str, ...]
+
+
+def egress_governance(
+    policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, str], address: Address, ours: set[str]
+) -> EgressGovernance:
+    """The policies other than ``ours`` that select the pod and govern its egress, and which of
+    them allow it to reach ``address`` (a rule with no ``to``, or an ipBlock that holds it and
+    does not except it; a pod or namespace peer does not match a public address)."""
+    governing: list[str] = []
+    allowing: list[str] = []
+    for policy in policies:
+        name = name_of(policy)
+        if name in ours:
+            continue
+        spec = policy.get("spec") or {}
+        try:
+            selects = selector_matches(spec.get("podSelector") or {}, pod_labels)
+        except SelectorError:
+            selects = True  # fail safe: it may select the pod
+        if not selects or "Egress" not in policy_types(spec):
+            continue
+        governing.append(name)
+        if any(_rule_allows(rule, address) for rule in spec.get("egress") or []):
+            allowing.append(name)
+    return EgressGovernance(tuple(governing), tuple(allowing))
+
+
+def _rule_allows(rule: Mapping[str, Any] | None, address: Address) -> bool:
+    peers = (rule or {}).get("to")
+    if not peers:
+        return True  # no `to`: every destination (on its ports)
+    return any(_peer_allows(peer, address) for peer in peers)
+
+
+def _peer_allows(peer: Mapping[str, Any] | None, address: Address) -> bool:
+    block = (peer or {}).get("ipBlock")
+    if not isinstance(block, Mapping):
+        return False
+    try:
+        network = ipaddress.ip_network(str(block.get("cidr")), strict=False)
+    except ValueError:
+        return True  # fail safe: a block we cannot read may allow it
+    if address.version != network.version or address not in network:
+        return False
+    for text in block.get("except") or []:
+        try:
+            if address in ipaddress.ip_network(str(text), strict=False):
+                return False
+        except ValueError:
+            continue
+    return True

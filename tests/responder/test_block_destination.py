@@ -1,0 +1,277 @@
+"""The block_destination action against the emulated API server over real HTTP: the pod's own
+policy and label, the proof read back, the cases where NetworkPolicies cannot block (and nothing is
+made), a quarantine over a block, and release."""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.actions import destination
+from responder.actions.outcome import OutcomeStatus
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
+from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
+from responder.cluster.api import KubeGateway
+from responder.config import BlockDestination, Isolation
+from responder.ingest.sink import InputName
+from responder.journal import report_from_record
+from responder.notify.render import render_incident
+from responder.service import Responder
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import SeededPod
+from tests.helpers import responder_config
+from tests.notify.test_slack_render import text_of
+from tests.responder.test_quarantine import NP, Harness, shell_alert
+
+BLOCK_LABEL = "serving-guard.io/block"
+EGRESS_RULE = "Anomalous egress from serving pod"
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+
+
+def egress_alert(pod: SeededPod, address: str, field: str = "fd.sip") -> Alert:
+    return alert_from_mapping(falco_alert(pod, EGRESS_RULE, "Warning", "egress", {field: address}))
+
+
+@pytest.fixture
+def harness(seeded: Seeded) -> Harness:
+    running, _, kubeconfig = seeded
+    return Harness(running, kubeconfig)
+
+
+def block_policy_of(harness: Harness, pod: SeededPod) -> dict[str, Any] | None:
+    uid = harness.pod(pod).uid
+    return harness.stored(NP, pod.namespace, destination.block_policy_name("serving-guard-block", uid))
+
+
+def test_a_block_makes_the_pods_own_policy_labels_the_pod_and_proves_it(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    pod = harness.pod(vllm)
+    calls = harness.record_calls()
+    outcome = harness.actions.block_destination(pod, egress_alert(vllm, "203.0.113.7"), dry_run=False)
+    made = list(calls)
+    assert outcome.status is OutcomeStatus.BLOCKED, outcome
+    name = destination.block_policy_name("serving-guard-block", pod.uid)
+    assert outcome.extra == {"address": "203.0.113.7", "network_policy": name, "labelled": True}
+    assert "all other egress kept" in outcome.detail and outcome.ok
+    assert outcome.describe() == "blocked egress to 203.0.113.7"
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert policy["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "serving-guard"}
+    assert destination.blocked_by(policy["spec"]) == {ipaddress.ip_address("203.0.113.7")}
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][BLOCK_LABEL] == destination.pod_key(pod.uid)
+    # The policies read, the policy made (selecting nothing yet), the label, the proof, the Event.
+    assert [verb for verb, _ in made] == ["GET", "POST", "PATCH", "GET", "POST"]
+    events = [e for e in harness.events(vllm.namespace) if e["reason"] == "DestinationBlocked"]
+    assert len(events) == 1 and "203.0.113.7" in events[0]["message"]
+
+
+def test_a_second_address_is_added_and_a_repeat_changes_nothing(harness: Harness, seeded: Seeded) -> None:
+    vllm = seeded[1]["vllm"]
+    first = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    again = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    second = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "2606:4700::1111", "fd.rip"), dry_run=False
+    )
+    assert (first.status, again.status, second.status) == (OutcomeStatus.BLOCKED,) * 3
+    assert "also blocked: 203.0.113.7" in second.detail
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.7", "2606:4700::1111"}
+
+
+def test_dry_run_predicts_and_changes_nothing(harness: Harness, seeded: Seeded) -> None:
+    vllm = seeded[1]["vllm"]
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=True
+    )
+    assert outcome.status is OutcomeStatus.DRY_RUN
+    assert "would block egress to 203.0.113.7" in outcome.detail
+    assert block_policy_of(harness, vllm) is None
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and BLOCK_LABEL not in stored["metadata"].get("labels", {})
+
+
+def test_an_address_that_cannot_be_blocked_is_withheld_and_nothing_is_made(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "10.96.0.10"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.WITHHELD
+    assert "nothing to block: fd.sip 10.96.0.10 is not a public address" in outcome.detail
+    assert block_policy_of(harness, vllm) is None
+
+
+def test_a_pod_whose_egress_another_policy_allows_gets_no_block_policy(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A block policy would only add to what the other policy allows: LEAKY, named, nothing made."""
+    vllm = seeded[1]["vllm"]
+    harness.put_policy(
+        vllm.namespace,
+        "allow-https-out",
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
+        },
+    )
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.LEAKY
+    assert outcome.leaky_policies == ("allow-https-out",)
+    assert "a block policy would only add to what they allow, so none was made" in outcome.detail
+    assert outcome.describe() == "LEAKY block of 203.0.113.7: still allowed by allow-https-out"
+    assert block_policy_of(harness, vllm) is None
+
+
+def test_a_pod_whose_egress_policies_keep_the_address_out_is_already_blocked(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.put_policy(
+        vllm.namespace,
+        "egress-dns-only",
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {}}]}]},
+    )
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.BLOCKED
+    assert "already out of reach" in outcome.detail and "egress-dns-only" in outcome.detail
+    assert block_policy_of(harness, vllm) is None
+
+
+def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded: Seeded) -> None:
+    """The block policy leaves out pods whose egress a cut stops: the quarantine is not LEAKY through
+    it, and once it is released the block holds again."""
+    vllm = seeded[1]["vllm"]
+    blocked = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert blocked.status is OutcomeStatus.BLOCKED
+    quarantined = harness.actions.quarantine(
+        harness.pod(vllm),
+        shell_alert(vllm),
+        "inc-1",
+        "Critical: shell",
+        dry_run=False,
+        isolate=Isolation.EGRESS,
+    )
+    assert quarantined.status is OutcomeStatus.QUARANTINED, quarantined.detail
+    # Blocking again while the egress cut holds: made, and said to be inert until the release.
+    again = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.8"), dry_run=False
+    )
+    assert again.status is OutcomeStatus.BLOCKED
+    assert "inert while its egress quarantine holds" in again.detail
+
+
+def test_release_lifts_the_block(harness: Harness, seeded: Seeded) -> None:
+    vllm = seeded[1]["vllm"]
+    harness.actions.block_destination(harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False)
+    released = harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="false positive")
+    assert released.status is OutcomeStatus.RELEASED
+    assert "lifted its destination block" in released.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and BLOCK_LABEL not in stored["metadata"].get("labels", {})
+    # Blocked again later: the released address is not brought back.
+    again = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.9"), dry_run=False
+    )
+    policy = block_policy_of(harness, vllm)
+    assert again.status is OutcomeStatus.BLOCKED and policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.9"}
+
+
+def test_never_block_and_other_fields_come_from_the_settings(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    harness.actions = type(harness.actions)(
+        harness.gateway,
+        harness.actions._settings,
+        harness.actions._events,
+        blocks=BlockDestination(address_fields=("dest.ip",), never_block=("203.0.113.0/24",)),
+    )
+    vllm = pods["vllm"]
+    kept = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7", "dest.ip"), dry_run=False
+    )
+    assert kept.status is OutcomeStatus.WITHHELD and "never_block (203.0.113.0/24)" in kept.detail
+    other = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert other.status is OutcomeStatus.WITHHELD and "no remote address (dest.ip)" in other.detail
+
+
+# -- through the responder ------------------------------------------------------------------------
+
+
+async def test_a_policy_that_blocks_the_destination_acts_journals_and_tells(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={
+            "inputs": {},
+            "policies": [
+                {
+                    "name": "block-egress-destination",
+                    "match": {"rules": [EGRESS_RULE]},
+                    "actions": ["notify", "block_destination"],
+                }
+            ],
+        },
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        vllm = pods["vllm"]
+        for _ in range(3):  # a burst: one incident, one block
+            await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
+        assert await responder.pipeline.drain(timeout=20)
+        with closing(sqlite3.connect(config.journal.path)) as conn:
+            actions = conn.execute("SELECT action, status, incident_id FROM actions").fetchall()
+        assert [(a, s) for a, s, _ in actions] == [("block_destination", "blocked")]
+        stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
+        assert BLOCK_LABEL in stored["metadata"]["labels"]
+        assert "serving-guard.io/quarantine" not in stored["metadata"]["labels"]
+        # What on-call reads, from the journal's record: the block, and how to lift it.
+        record = responder.journal.incident_record(actions[0][2])
+        assert record is not None
+        report = report_from_record(record)
+        assert report is not None
+        text = text_of(render_incident(report))
+        assert ":no_entry: *Blocked* egress to `203.0.113.7`: the pod keeps the rest of its traffic" in text
+        assert f"serving-guard release --namespace {vllm.namespace} {vllm.name} --incident" in text
+        # The audit trail names the address and the policy.
+        with responder.journal.reader() as conn:
+            trail = read_answer({"entries": load_trail(conn, AuditQuery(incident=actions[0][2]))})
+        recorded = trail[0]["incident"]["actions"]
+        assert [(a["action"], a["status"], a.get("address")) for a in recorded] == [
+            ("block_destination", "blocked", "203.0.113.7")
+        ]
+        assert recorded[0].get("network_policy", "").startswith("serving-guard-block-")
+        assert incident_outcome_text(trail[0]["incident"]) == "blocked 203.0.113.7"
+    finally:
+        await responder.stop()
