@@ -47,6 +47,9 @@ class Outcome(StrEnum):
     QUARANTINED = "quarantined"  # verified, quarantined, no other policy still lets traffic in or out
     LEAKY = "leaky"  # verified, quarantined, but named policies still allow traffic
     ANNOTATED = "annotated"  # verified, annotated (recorded, not isolated)
+    # verified; the alert's remote address blocked for the pod (block_destination), the rest of
+    # its traffic kept
+    BLOCKED = "blocked"
     NOTIFIED = "notified"  # verified, on-call told, nothing isolated
     # verified; the policy is on trial (dry_run): its quarantine or annotate was predicted and
     # reported, nothing was changed

@@ -186,6 +186,15 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
             raise _Miss(f"quarantine is LEAKY: still allowed by {policies}", settled=True)
         detail = f": {action.get('detail')}" if action.get("detail") else ""
         raise _Miss(f"expected {outcome.value}, quarantine ended {got}{detail}", settled=True)
+    if outcome is Outcome.BLOCKED:
+        action = _action(incident, "block_destination")
+        if action is None or action.get("status") != "blocked":
+            got = action.get("status") if action else "no block_destination action"
+            detail = f": {action.get('detail')}" if action and action.get("detail") else ""
+            raise _Miss(
+                f"expected blocked, got {got}{detail} (decision {_decision_text(decision)})", settled=True
+            )
+        return
     if outcome is Outcome.ANNOTATED:
         action = _action(incident, "annotate")
         if action is None or action.get("status") != "annotated":

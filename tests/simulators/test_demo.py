@@ -43,7 +43,9 @@ def test_demo_passes_and_writes_a_self_contained_report(
     )
     assert re.search(r"benign-serving\s+http\s+\(none\)\s+-\s+-\s+silent\s+-\s+-\s+PASS", table)
     assert re.search(r"reverse-shell-one-liner\s+grpc\s+.*quarantined\s+sent", table)
-    assert re.search(r"anomalous-egress\s+grpc\s+.*notify, annotate\s+annotated\s+sent", table)
+    assert re.search(
+        r"anomalous-egress\s+grpc\s+.*notify, block_destination\s+blocked 203.0.113.10\s+sent", table
+    )
     # A person confirms what the policy on trial predicted, with the command its Slack message gives.
     by_hand = out[out.index("BY HAND  runtime-download") :].splitlines()
     assert by_hand[1].startswith("  $ serving-guard quarantine --namespace ml-serving triton-")

@@ -475,6 +475,8 @@ def test_judge_covers_each_outcome() -> None:
     )
     annotated = judge(expectation(Outcome.ANNOTATED), [_entry(rule)])
     assert "expected annotated, got no annotate action" in annotated.reason
+    blocked = judge(expectation(Outcome.BLOCKED), [_entry(rule)])
+    assert "expected blocked, got no block_destination action" in blocked.reason
     notified = judge(expectation(Outcome.NOTIFIED), [_entry(rule)])
     assert notified.reason == "expected notify only, but the pod was quarantined"
     # A policy on trial: the quarantine was predicted, and only that passes as a dry-run.

@@ -132,6 +132,8 @@ def test_expectations_follow_from_the_reference_policy(name: str) -> None:
             assert ActionName.QUARANTINE in decision.actions and not decision.dry_run
         elif expect.outcome is Outcome.ANNOTATED:
             assert ActionName.ANNOTATE in decision.actions and not decision.dry_run
+        elif expect.outcome is Outcome.BLOCKED:
+            assert ActionName.BLOCK_DESTINATION in decision.actions and not decision.dry_run
         elif expect.outcome is Outcome.DRY_RUN:
             assert decision.dry_run and decision.changes_pod
         else:
