@@ -704,7 +704,7 @@ class Pipeline:
         A quarantine that did happen is checked again now and then while repeats come: if its
         label is gone (released, or removed), the next repeat opens a new incident."""
         now = self._clock_ns()
-        wanted = any(action in (ActionName.QUARANTINE, ActionName.ANNOTATE) for action in decision.requested)
+        wanted = any(action in ISOLATING for action in decision.requested)
         unreachable = verification.status in (
             VerificationStatus.LOOKUP_FAILED,
             VerificationStatus.POD_NOT_FOUND,

@@ -59,6 +59,7 @@ def effective_policy(config: Config) -> dict[str, object]:
             },
         },
         "quarantine": config.quarantine.model_dump(mode="json"),
+        "block_destination": config.block_destination.model_dump(mode="json"),
         "dedupe_window_seconds": config.dedupe.window_seconds,
         "inputs": {
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
@@ -111,6 +112,15 @@ def _text(policy: dict[str, object]) -> str:
         f"{quarantine['network_policy']}, cutting {_CUTS[quarantine['isolate']]}; other policies that let "
         f"traffic through are {others}"
     )
+    if any("block_destination" in item["actions"] for item in policies):
+        block = policy["block_destination"]
+        assert isinstance(block, dict)
+        kept = ", ".join(block["never_block"]) or "(none)"
+        lines.append(
+            f"block_destination: the address in {' or '.join(block['address_fields'])}, through the pod's"
+            f" own NetworkPolicy {block['network_policy_prefix']}-<hash of its uid> and label"
+            f" {block['label']}; never blocked: {kept}"
+        )
     return "\n".join(lines)
 
 

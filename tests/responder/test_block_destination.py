@@ -23,10 +23,10 @@ from responder.ingest.sink import InputName
 from responder.journal import report_from_record
 from responder.notify.render import render_incident
 from responder.service import Responder
-from simulators.cluster_emulator import RunningCluster
+from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
-from tests.helpers import responder_config
+from tests.helpers import FakeClock, responder_config
 from tests.notify.test_slack_render import text_of
 from tests.responder.test_quarantine import NP, Harness, shell_alert
 
@@ -273,5 +273,31 @@ async def test_a_policy_that_blocks_the_destination_acts_journals_and_tells(
         ]
         assert recorded[0].get("network_policy", "").startswith("serving-guard-block-")
         assert incident_outcome_text(trail[0]["incident"]) == "blocked 203.0.113.7"
+    finally:
+        await responder.stop()
+
+
+async def test_a_block_held_back_by_a_passing_api_failure_is_decided_again(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    policy = {"name": "block", "match": {"rules": [EGRESS_RULE]}, "actions": ["notify", "block_destination"]}
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": [policy]})
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        vllm = pods["vllm"]
+        running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100))
+        await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
+        assert await responder.pipeline.drain(timeout=20)
+        running.emulator.faults.clear()
+        clock.advance(11)
+        await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
+        assert await responder.pipeline.drain(timeout=20)
+        with closing(sqlite3.connect(config.journal.path)) as conn:
+            statuses = [r[0] for r in conn.execute("SELECT status FROM actions ORDER BY id")]
+        assert statuses == ["withheld", "blocked"]
     finally:
         await responder.stop()

@@ -62,6 +62,30 @@ def test_config_check_says_what_a_one_way_quarantine_cuts(
     assert "are patched to exclude the pod" in out
 
 
+def test_config_check_says_how_destinations_are_blocked_where_a_policy_blocks_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, "kc")
+    assert main(["config", "check", str(path)]) == 0
+    assert "block_destination:" not in capsys.readouterr().out  # no policy blocks: not said
+    path.write_text(
+        "policies:\n"
+        "  - {name: egress, match: {rules: [Anomalous egress*]}, actions: [notify, block_destination]}\n"
+        "block_destination: {never_block: [203.0.113.0/24, 2001:db8::1]}\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    assert (
+        "block_destination: the address in fd.rip or fd.sip, through the pod's own NetworkPolicy"
+        " serving-guard-block-<hash of its uid> and label serving-guard.io/block; never blocked:"
+        " 203.0.113.0/24, 2001:db8::1/128"
+    ) in capsys.readouterr().out
+    assert main(["config", "check", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["block_destination"]["never_block"] == [
+        "203.0.113.0/24",
+        "2001:db8::1/128",
+    ]
+
+
 def test_config_check_names_the_policies_on_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "trial.yaml"
     path.write_text(

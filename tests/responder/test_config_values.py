@@ -271,3 +271,22 @@ def test_a_policys_cut_is_checked_and_the_names_it_needs_must_fit(
     assert (
         load_config_text("quarantine:\n  label_value: " + "v" * 60 + "\n").quarantine.label_value == "v" * 60
     )
+
+
+def test_block_destination_settings_are_checked_where_they_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "logging: {level: error}\n"
+        "block_destination:\n"
+        "  never_block: [203.0.113.0/24, not-an-ip]\n"
+        "  adress_fields: [fd.sip]\n"
+        "  network_policy_prefix: Block_Me\n"
+    )
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert f"{path}:3: block_destination.never_block[1]: 'not-an-ip' is not an IP address or network" in err
+    assert f"{path}:4: block_destination.adress_fields: unknown key" in err
+    assert f"{path}:5: block_destination.network_policy_prefix:" in err
+    blocking = load_config_text("block_destination: {never_block: ['2001:db8::1', 198.51.100.7/24]}\n")
+    assert blocking.block_destination.never_block == ("2001:db8::1/128", "198.51.100.0/24")
