@@ -13,7 +13,7 @@ import yaml
 
 from responder.actions.netpol import deny_all_spec, spec_is_deny_all
 from responder.cli import COMMANDS
-from responder.config import Config, Isolation, load_config_text
+from responder.config import ActionName, BlockDestination, Config, Isolation, load_config_text
 from responder.policy_review import unreachable_policies
 from tests.deploy.deploy_support import (
     CASE_IDS,
@@ -284,6 +284,33 @@ def test_a_policy_on_trial_reaches_the_config_and_the_notes(chart: helm_python.C
         "guardrails.dryRun is true" in everything.notes() and "Policies in dry-run" not in everything.notes()
     )
     chart.validate_schema(values)
+
+
+def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
+    assert _config(renders["defaults"]).block_destination == BlockDestination()
+    blocking: dict[str, Any] = {
+        "label": "example.com/block",
+        "networkPolicyPrefix": "sg-block",
+        "addressFields": ["fd.sip"],
+        "neverBlock": ["203.0.113.0/24"],
+    }
+    policy = {
+        "name": "egress",
+        "match": {"rules": ["Anomalous egress*"]},
+        "actions": ["notify", "block_destination"],
+    }
+    values = {"policies": [policy], "blockDestination": blocking}
+    chart.validate_schema(values)
+    config = _config(render(chart, Case("block-destination", values)))
+    assert config.policies[0].actions == (ActionName.NOTIFY, ActionName.BLOCK_DESTINATION)
+    assert config.block_destination == BlockDestination(
+        label="example.com/block",
+        network_policy_prefix="sg-block",
+        address_fields=("fd.sip",),
+        never_block=("203.0.113.0/24",),
+    )
+    with pytest.raises(helm_python.HelmValuesError, match="networkPolicyPrefix"):
+        chart.validate_schema({"blockDestination": {**blocking, "networkPolicyPrefix": "Bad_"}})
 
 
 def test_workload_threads_reach_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
