@@ -334,6 +334,9 @@ class BlockDestination(Strict):
     # Addresses never blocked (a model registry, an API the model calls): an alert naming one is
     # told, not acted on.
     never_block: tuple[Annotated[str, BeforeValidator(_cidr)], ...] = ()
+    # At most this many addresses blocked per pod: a pod that reaches out to more (each connection
+    # an alert) is for a quarantine of its egress, and a policy stays a reasonable size.
+    max_per_pod: int = Field(default=32, strict=True, ge=1, le=1000)
 
 
 class MaxQuarantines(Strict):

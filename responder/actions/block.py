@@ -115,6 +115,15 @@ class DestinationBlocks:
         labelled = pod.labels.get(label) == value
         earlier = destination.blocked_by((listed or {}).get("spec")) if labelled else set()
         blocked = earlier | {address}
+        limit = self._settings.max_per_pod
+        if len(blocked) > limit:
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                f"{address} ({target.field}) is not blocked: the pod's block already holds {len(earlier)}"
+                f" addresses (block_destination.max_per_pod is {limit}); quarantine the pod's egress instead",
+                started,
+                extra,
+            )
         self._ensure_policy(pod.namespace, name, value, listed, blocked)
         try:
             patched = self._label(pod, label, value)

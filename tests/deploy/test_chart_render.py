@@ -293,6 +293,7 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
         "networkPolicyPrefix": "sg-block",
         "addressFields": ["fd.sip"],
         "neverBlock": ["203.0.113.0/24"],
+        "maxPerPod": 8,
     }
     policy = {
         "name": "egress",
@@ -308,6 +309,7 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
         network_policy_prefix="sg-block",
         address_fields=("fd.sip",),
         never_block=("203.0.113.0/24",),
+        max_per_pod=8,
     )
     with pytest.raises(helm_python.HelmValuesError, match="networkPolicyPrefix"):
         chart.validate_schema({"blockDestination": {**blocking, "networkPolicyPrefix": "Bad_"}})

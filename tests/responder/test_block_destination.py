@@ -301,3 +301,28 @@ async def test_a_block_held_back_by_a_passing_api_failure_is_decided_again(
         assert statuses == ["withheld", "blocked"]
     finally:
         await responder.stop()
+
+
+def test_past_max_per_pod_a_new_address_is_reported_not_blocked(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    harness.actions = type(harness.actions)(
+        harness.gateway,
+        harness.actions._settings,
+        harness.actions._events,
+        blocks=BlockDestination(max_per_pod=2),
+    )
+    vllm = pods["vllm"]
+    for address in ("203.0.113.1", "203.0.113.2", "203.0.113.2"):  # the repeat of a blocked one still fits
+        outcome = harness.actions.block_destination(
+            harness.pod(vllm), egress_alert(vllm, address), dry_run=False
+        )
+        assert outcome.status is OutcomeStatus.BLOCKED, outcome.detail
+    third = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.3"), dry_run=False
+    )
+    assert third.status is OutcomeStatus.LEAKY
+    assert "203.0.113.3 (fd.sip) is not blocked: the pod's block already holds 2 addresses" in third.detail
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.1", "203.0.113.2"}
