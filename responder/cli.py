@@ -32,6 +32,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         ("quarantine",), "responder.commands.quarantine", "quarantine pods by hand and record who and why"
     ),
+    Command(("block",), "responder.commands.block", "block one destination for pods by hand, recorded"),
     Command(("release",), "responder.commands.release", "lift pods' quarantine and record who and why"),
     Command(("audit",), "responder.commands.audit", "print the trail: alert, decision, actions, notices"),
     Command(("config", "check"), "responder.commands.config_check", "validate a config, print the policy"),

@@ -138,6 +138,28 @@ class IncidentReport:
             f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'"
         )
 
+    def block_command(self) -> str | None:
+        """The exact command to block the destination by hand, when the responder only predicted
+        its block (dry-run) and the alert was verified."""
+        predicted = next(
+            (
+                o
+                for o in self.outcomes
+                if o.action == BLOCK_DESTINATION
+                and o.status is OutcomeStatus.DRY_RUN
+                and "address" in o.extra
+            ),
+            None,
+        )
+        if predicted is None or self.blocked or self.decision.unverified:
+            return None
+        return (
+            "serving-guard block --namespace "
+            f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
+            f" --address {shlex.quote(str(predicted.extra['address']))}"
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
+        )
+
     def quarantine_command(self) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
         quarantine (dry-run) or the circuit breaker held it back, and the alert was verified."""

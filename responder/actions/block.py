@@ -57,9 +57,17 @@ class DestinationBlocks:
         self._events = events
         self._clock_ns = clock_ns
 
-    def block(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
+    def block(
+        self, pod: PodContext, alert: Alert, *, dry_run: bool, address: str | None = None
+    ) -> ActionOutcome:
+        """Block the address the alert names, or ``address`` (a person's --address) when given."""
         started = self._clock_ns()
-        target = destination.target_of(alert, self._settings.address_fields, self._settings.never_block)
+        settings = self._settings
+        target = (
+            destination.target_of(alert, settings.address_fields, settings.never_block)
+            if address is None
+            else destination.target_from_text("--address", address, settings.never_block)
+        )
         if isinstance(target, str):
             outcome = self._outcome(OutcomeStatus.WITHHELD, f"nothing to block: {target}", started)
         else:

@@ -76,22 +76,28 @@ def target_of(alert: Alert, fields: Sequence[str], never_block: Iterable[str]) -
         text = alert.text(name)
         if text is None or text == "":
             continue
-        try:
-            address = ipaddress.ip_address(text.strip("[]"))
-        except ValueError:
-            return f"{name} is {text[:64]!r}, not an IP address"
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in network for network in MAYBE_IN_CLUSTER):
-            return (
-                f"{name} {address} is not a public address: it may be inside the cluster, where"
-                " NetworkPolicies cannot tell it apart (quarantine the pod's egress instead)"
-            )
-        kept = next((n for n in never_block if address in ipaddress.ip_network(n)), None)
-        if kept is not None:
-            return f"{name} {address} is in block_destination.never_block ({kept})"
-        return Target(address, name)
+        return target_from_text(name, text, never_block)
     return "the alert carries no remote address (" + ", ".join(fields) + ")"
+
+
+def target_from_text(name: str, text: str, never_block: Iterable[str]) -> Target | str:
+    """The address ``text`` (from ``name``: an alert field, or a command's option) if it may be
+    blocked, or why not, in words."""
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return f"{name} is {text[:64]!r}, not an IP address"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in MAYBE_IN_CLUSTER):
+        return (
+            f"{name} {address} is not a public address: it may be inside the cluster, where"
+            " NetworkPolicies cannot tell it apart (quarantine the pod's egress instead)"
+        )
+    kept = next((n for n in never_block if address in ipaddress.ip_network(n)), None)
+    if kept is not None:
+        return f"{name} {address} is in block_destination.never_block ({kept})"
+    return Target(address, name)
 
 
 def pod_key(uid: str) -> str:

@@ -98,10 +98,12 @@ class ClusterActions:
 
     # -- block one destination ------------------------------------------------------------------
 
-    def block_destination(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
-        """Cut the pod off from the address the alert names, keeping its other traffic (see
-        responder/actions/block.py)."""
-        return self._blocks.block(pod, alert, dry_run=dry_run)
+    def block_destination(
+        self, pod: PodContext, alert: Alert, *, dry_run: bool, address: str | None = None
+    ) -> ActionOutcome:
+        """Cut the pod off from the address the alert names (or ``address``), keeping its other
+        traffic (see responder/actions/block.py)."""
+        return self._blocks.block(pod, alert, dry_run=dry_run, address=address)
 
     # -- quarantine ---------------------------------------------------------------------------
 

@@ -10,14 +10,22 @@ import getpass
 import os
 import socket
 import sqlite3
+import sys
 import time
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from responder.actions.outcome import BY_HAND, REASON, ActionOutcome
+from responder.actions.events import EventRecorder
+from responder.actions.outcome import BY_HAND, REASON, ActionOutcome, OutcomeStatus
+from responder.actions.quarantine import ClusterActions
+from responder.alert import Alert, Priority
 from responder.audit import AuditQuery
-from responder.cluster.enrich import valid_name
+from responder.cluster.api import KubeGateway
+from responder.cluster.context import PodContext
+from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
-from responder.config import Cluster, Config
+from responder.config import Cluster, Config, load_config
 from responder.errors import UserError
 from responder.journal import Journal
 
@@ -158,3 +166,94 @@ def say_told(told: bool, where: str, incident_id: str | None) -> None:
     """Say that the running responder will tell the incident's Slack thread of the action."""
     if told:
         print(f"{where}: the responder tells incident {incident_id}'s Slack thread", flush=True)
+
+
+@dataclass(frozen=True)
+class PodAction:
+    """An action a person takes on pods by hand (``quarantine``, ``block``)."""
+
+    # What done is called ("quarantined"), and the outcome status that means it.
+    done_word: str
+    done: OutcomeStatus
+    # What the closing tally calls the pods not done ("N of M pods not isolated").
+    tally_word: str
+    # The rule a pod annotation or Event names for an action by hand.
+    rule: str
+    # (actions, pod, the alert standing for the person's request, "by WHO: WHY") -> outcome
+    act: Callable[[ClusterActions, PodContext, Alert, str], ActionOutcome]
+    # What the action's own options need of the config, refused (UserError) before the cluster is touched.
+    check: Callable[[Config], None] | None = None
+
+
+def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
+    """Take ``action`` on each of --namespace's pods in turn, printing and journaling each outcome.
+    Protected namespaces and the opt-in label still hold (the platform's contract); the circuit
+    breaker and dry-run do not (they govern what the responder does on its own). Exit 1 unless
+    every pod ended ``action.done``."""
+    config = load_config(args.config) if args.config else Config()
+    pods = checked_pods(args.namespace, args.pods)
+    checked_incident(args.incident)
+    if args.namespace in config.guardrails.protected_namespaces:
+        raise UserError(
+            f"--namespace {args.namespace}: protected (guardrails.protected_namespaces):"
+            f" never {action.done_word}"
+        )
+    if action.check is not None:
+        action.check(config)
+    reason, by = recorded_text("--reason", args.reason), who_acts(args.by)
+    cluster, names = cluster_settings(args, config.cluster)
+    opt_in = config.guardrails.enforce_namespace_label
+    done = 0
+    with contextlib.ExitStack() as stack:
+        journal = open_journal(args, config, stack)
+        gateway = KubeGateway.from_config(cluster, names)
+        directory = PodDirectory(gateway, ttl_seconds=0)
+        actions = ClusterActions(
+            gateway, config.quarantine, EventRecorder(gateway), blocks=config.block_destination
+        )
+        for index, name in enumerate(pods):
+            where = f"{args.namespace}/{name}"
+            lookup = directory.lookup(args.namespace, name, fresh=True)
+            if lookup.status is LookupStatus.NOT_FOUND or lookup.pod is None:
+                found = (
+                    "not found"
+                    if lookup.status is LookupStatus.NOT_FOUND
+                    else f"lookup failed: {lookup.error}"
+                )
+                print(f"{where}: {found}", flush=True)
+                continue
+            pod = lookup.pod
+            if opt_in and pod.namespace_labels.get(opt_in) != "true":
+                print(
+                    f"{where}: not {action.done_word}: namespace {args.namespace} is not opted in"
+                    f" ({opt_in}=true)",
+                    flush=True,
+                )
+                continue
+            alert = Alert(
+                rule=action.rule,
+                priority=Priority.NOTICE,
+                time_ns=time.time_ns(),
+                source="serving-guard",
+                output=f"{action.rule} by {by}: {reason}",
+                alert_id="",
+            )
+            outcome = action.act(actions, pod, alert, f"by {by}: {reason}")
+            print(
+                f"{where}: {outcome.describe()}" + (f" ({outcome.detail})" if outcome.detail else ""),
+                flush=True,
+            )
+            done += outcome.status is action.done
+            told = record(
+                journal,
+                outcome,
+                (args.namespace, name),
+                by,
+                reason=reason,
+                incident_id=args.incident,
+                not_done=(action.done_word, pods[index + 1 :]),
+            )
+            say_told(told, where, args.incident)
+    if done < len(pods):
+        print(f"{len(pods) - done} of {len(pods)} pods not {action.tally_word}", file=sys.stderr)
+    return 0 if done == len(pods) else 1

@@ -619,15 +619,18 @@ def render_incident(
         undo.add("*To release the pod* once it is safe:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
-    by_hand = report.quarantine_command()
-    if by_hand:
-        act = _Lines()
-        act.add(
-            "*To quarantine it by hand* once you have looked (run with the responder's `--config`,"
-            " it is recorded under this incident and told in this thread):"
-        )
-        act.add(code_block(by_hand, 1000))
-        blocks.append(_section(act))
+    for what, by_hand in (
+        ("quarantine it", report.quarantine_command()),
+        ("block it", report.block_command()),
+    ):
+        if by_hand:
+            act = _Lines()
+            act.add(
+                f"*To {what} by hand* once you have looked (run with the responder's `--config`,"
+                " it is recorded under this incident and told in this thread):"
+            )
+            act.add(code_block(by_hand, 1000))
+            blocks.append(_section(act))
     blocks.append(_context(_context_texts(report)))
     return SlackMessage(
         text=_fallback_text(report),
@@ -657,7 +660,8 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
 
 
 # What a person did, in a by-hand reply's words: the action's verb.
-_BY_HAND_VERBS = {"quarantine": "quarantined", "release": "released"}
+_BY_HAND_VERBS = {"quarantine": "quarantined", "release": "released", BLOCK_DESTINATION: "blocked egress for"}
+_BY_HAND_TRIED = {BLOCK_DESTINATION: "block a destination for"}
 
 
 def render_by_hand(
@@ -674,11 +678,12 @@ def render_by_hand(
         lines.add(f"{icon} *{who}* {verb} {where} by hand: {escape(outcome.describe(), REASON_LIMIT)}.")
     else:
         # The person meant to act; say plainly that it did not come out as meant.
+        tried = _BY_HAND_TRIED.get(outcome.action, outcome.action)
         lines.add(
-            f"{icon} *{who}* tried to {escape(outcome.action, SHORT_LIMIT)} {where} by hand:"
+            f"{icon} *{who}* tried to {escape(tried, SHORT_LIMIT)} {where} by hand:"
             f" *{escape(outcome.describe(), REASON_LIMIT)}*."
         )
-        if outcome.status is OutcomeStatus.LEAKY:
+        if outcome.status is OutcomeStatus.LEAKY and outcome.action == "quarantine":
             lines.add("The pod is labelled, but *not* proven isolated: check its traffic yourself.")
     if outcome.reason:
         lines.add("Reason: " + escape(outcome.reason, REASON_LIMIT))

@@ -749,3 +749,46 @@ def test_a_destination_block_is_said_with_its_address_and_how_to_lift_it(
     assert ("serving-guard release --namespace ml triton-0" in text) is release
     # A block is no quarantine: no quarantine command, no "quarantined".
     assert "serving-guard quarantine" not in text and "Quarantined" not in text
+
+
+def test_a_predicted_block_carries_the_command_to_block_by_hand_until_it_is_done() -> None:
+    predicted = ActionOutcome(
+        "block_destination",
+        OutcomeStatus.DRY_RUN,
+        "would block egress to 203.0.113.7 (fd.sip) with NetworkPolicy serving-guard-block-0a1b2c3d4e5f",
+        extra={"address": "203.0.113.7", "network_policy": "serving-guard-block-0a1b2c3d4e5f"},
+    )
+    decision = dataclasses.replace(BLOCK_DECISION, dry_run=True, dry_run_by=DRY_RUN_BY_POLICY)
+    report = make_report(decision=decision, outcomes=(predicted,))
+    text = text_of(render_incident(report))
+    command = (
+        "serving-guard block --namespace ml triton-0 --address 203.0.113.7"
+        f" --incident {report.incident_id} --reason '&lt;why&gt;'"
+    )
+    assert "*To block it by hand* once you have looked" in text and command in text
+    assert "To quarantine it by hand" not in text and "serving-guard release" not in text
+    # Done by hand: the command gives way to the release.
+    by_hand = ActionOutcome(
+        "block_destination",
+        OutcomeStatus.BLOCKED,
+        "blocked egress to 203.0.113.7 (--address)",
+        extra={"address": "203.0.113.7", "labelled": True, "by_hand": "carol", "reason": "exfil"},
+    )
+    done = text_of(render_incident(make_report(decision=decision, outcomes=(predicted, by_hand))))
+    assert "To block it by hand" not in done and "serving-guard release --namespace ml triton-0" in done
+    assert ":raised_hand: By hand, by *carol*: exfil." in done
+    # The thread's reply.
+    reply = visible_text(
+        render_by_hand(report.incident_id, "carol", "ml", "triton-0", by_hand, 3).blocks_json()
+    )
+    assert (
+        ":raised_hand: *carol* blocked egress for `ml/triton-0` by hand: blocked egress to 203.0.113.7."
+        in reply
+    )
+    leaky = dataclasses.replace(by_hand, status=OutcomeStatus.LEAKY, leaky_policies=("allow-https-out",))
+    reply = visible_text(
+        render_by_hand(report.incident_id, "carol", "ml", "triton-0", leaky, 4).blocks_json()
+    )
+    assert "tried to block a destination for `ml/triton-0` by hand" in reply
+    assert "LEAKY block of 203.0.113.7: still allowed by allow-https-out" in reply
+    assert "proven isolated" not in reply
