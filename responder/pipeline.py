@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.cluster.context import PodContext
@@ -712,10 +712,7 @@ class Pipeline:
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
         if (wanted and unreachable) or decision.breaker_open or failed:
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
-        elif any(
-            o.action == "quarantine" and o.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY)
-            for o in outcomes
-        ):
+        elif any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
 
     def _maybe_recheck(self, state: IncidentState) -> None:
@@ -728,20 +725,34 @@ class Pipeline:
         task.add_done_callback(self._background.discard)
 
     async def _recheck(self, state: IncidentState) -> None:
-        """Is the quarantine this incident made still in place? Reads the pod afresh."""
+        """Is the quarantine (or destination block) this incident made still in place? Reads the
+        pod afresh."""
         key = state.key
         try:
             lookup = await self._in_pool(self._directory.lookup, key.namespace, key.pod, fresh=True)
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
             log.debug("quarantine recheck skipped", extra={"incident": state.incident_id, "error": str(exc)})
             return
-        if lookup.status is LookupStatus.FOUND and not is_quarantined(lookup.pod, self._config):
+        lifted = self._lifted(state, lookup.pod) if lookup.status is LookupStatus.FOUND else None
+        if lifted is not None:
             state.recheck_after_ns = None
             state.reopen_after_ns = self._clock_ns()
             log.warning(
-                "quarantine lifted while the attack goes on; the next alert opens a new incident",
+                f"{lifted} lifted while the attack goes on; the next alert opens a new incident",
                 extra={"incident": state.incident_id, "pod": key.pod_ref},
             )
+
+    def _lifted(self, state: IncidentState, pod: PodContext | None) -> str | None:
+        """What this incident put on the pod that the pod no longer carries, or None."""
+        outcomes = state.report.outcomes if state.report is not None else ()
+        blocked = any(o.action == BLOCK_DESTINATION and _put_on_pod(o) for o in outcomes)
+        quarantined = any(o.action == "quarantine" and _put_on_pod(o) for o in outcomes)
+        # Without a report (its decision's write was refused) the recheck is a quarantine's.
+        if (quarantined or not blocked) and not is_quarantined(pod, self._config):
+            return "quarantine"
+        if blocked and (pod is None or self._config.block_destination.label not in pod.labels):
+            return "destination block"
+        return None
 
     async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
         namespace, name = alert.namespace, alert.pod
@@ -841,6 +852,16 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _put_on_pod(outcome: ActionOutcome) -> bool:
+    """The outcome left the pod quarantined (isolated or LEAKY) or in its destination block."""
+    if outcome.action == BLOCK_DESTINATION:
+        return outcome.extra.get(LABELLED) is True
+    return outcome.action == "quarantine" and outcome.status in (
+        OutcomeStatus.QUARANTINED,
+        OutcomeStatus.LEAKY,
+    )
 
 
 def _log_refused_recount(incident_id: str, error: BaseException | None) -> None:

@@ -4,6 +4,7 @@ made), a quarantine over a block, and release."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import sqlite3
 from contextlib import closing
@@ -326,3 +327,44 @@ def test_past_max_per_pod_a_new_address_is_reported_not_blocked(seeded: Seeded) 
     policy = block_policy_of(harness, vllm)
     assert policy is not None
     assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.1", "203.0.113.2"}
+
+
+async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_repeat(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    policy = {"name": "block", "match": {"rules": [EGRESS_RULE]}, "actions": ["notify", "block_destination"]}
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": [policy]})
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    try:
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        vllm = pods["vllm"]
+
+        async def send() -> None:
+            await pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
+            assert await pipeline.drain(timeout=20)
+
+        def blocked() -> bool:
+            stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
+            return BLOCK_LABEL in stored["metadata"]["labels"]
+
+        await send()
+        assert blocked()
+        responder.actions.release(vllm.namespace, vllm.name, by="test", reason="lifted mid-attack")
+        assert not blocked()
+        clock.advance(16)
+        await send()  # folds, and starts a recheck of the pod
+        for _ in range(100):
+            state = next(iter(pipeline.incidents._open.values()))
+            if state.reopen_after_ns is not None:
+                break
+            await asyncio.sleep(0.02)
+        await send()  # a new incident: blocked again
+        assert blocked()
+        with closing(sqlite3.connect(config.journal.path)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0] == 2
+    finally:
+        await responder.stop()
