@@ -28,7 +28,6 @@ CONFLICT_RETRIES = 3
 _EVENT_REASONS = {
     OutcomeStatus.BLOCKED: "DestinationBlocked",
     OutcomeStatus.LEAKY: "DestinationBlockLeaky",
-    OutcomeStatus.DRY_RUN: "DestinationBlockDryRun",
     OutcomeStatus.WITHHELD: "DestinationBlockWithheld",
     OutcomeStatus.FAILED: "DestinationBlockFailed",
 }
@@ -75,7 +74,8 @@ class DestinationBlocks:
                 outcome = self._block(pod, target, started, dry_run=dry_run)
             except KubeError as exc:
                 outcome = self._failed(exc, started)
-        if outcome.status is not OutcomeStatus.POD_GONE:
+        # Dry-run writes nothing to the cluster, not even an Event.
+        if outcome.status is not OutcomeStatus.POD_GONE and not dry_run:
             reason = _EVENT_REASONS.get(outcome.status, "ServingGuard")
             self._events.record_for(pod, reason, f"serving-guard {ACTION}: {outcome.detail}")
         return outcome
@@ -90,9 +90,10 @@ class DestinationBlocks:
         extra: dict[str, Any] = {ADDRESS: str(address), POLICY: name}
         policies = self._gateway.list_network_policies(pod.namespace)
         governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+        # In dry-run the same findings are the prediction (nothing is changed either way).
         if governance.allowing:
             return self._outcome(
-                OutcomeStatus.LEAKY,
+                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
                 f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which restrict"
                 " the pod's egress: a block policy would only add to what they allow, so none was made;"
                 " change them to block it, or quarantine the pod's egress",
@@ -102,7 +103,7 @@ class DestinationBlocks:
             )
         if governance.governing:
             return self._outcome(
-                OutcomeStatus.BLOCKED,
+                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
                 f"{address} ({target.field}) is already out of reach: the pod's egress is restricted by"
                 f" {', '.join(governance.governing)}, none of which allows it; nothing was changed",
                 started,

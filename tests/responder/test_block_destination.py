@@ -368,3 +368,30 @@ async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_r
             assert conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0] == 2
     finally:
         await responder.stop()
+
+
+def test_a_dry_run_writes_nothing_and_predicts_what_other_policies_would_make_of_it(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    before = len(harness.events(vllm.namespace))
+    predicted = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "10.1.1.1"), dry_run=True
+    )
+    assert predicted.status is OutcomeStatus.WITHHELD  # nothing to block, said, not written
+    harness.put_policy(
+        vllm.namespace,
+        "allow-https-out",
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
+        },
+    )
+    predicted = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=True
+    )
+    assert predicted.status is OutcomeStatus.DRY_RUN
+    assert predicted.leaky_policies == ("allow-https-out",) and "none was made" in predicted.detail
+    assert len(harness.events(vllm.namespace)) == before
+    assert block_policy_of(harness, vllm) is None
