@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from responder.cli import main
-from simulators.falco_json import falco_alert, falco_bytes
+from simulators.falco_json import falco_alert
 from tests.responder.test_block_destination import BLOCK_LABEL, EGRESS_RULE, Seeded
-from tests.responder.test_quarantine_command import stored, write_config
+from tests.responder.test_quarantine_command import journaled_incident, stored, write_config
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -34,13 +34,9 @@ def test_a_destination_blocked_by_hand_is_blocked_and_recorded_under_its_inciden
     config = write_config(tmp_path, kubeconfig)
     vllm = pods["vllm"]
     # The responder journaled an incident on the pod (the default policy only notifies).
-    alert = falco_alert(vllm, EGRESS_RULE, "Warning", "egress", {"fd.sip": "203.0.113.7"})
-    (tmp_path / "alert.jsonl").write_text(falco_bytes(alert).decode() + "\n")
-    assert (
-        main(["ingest", str(tmp_path / "alert.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
+    incident = journaled_incident(
+        tmp_path, config, falco_alert(vllm, EGRESS_RULE, "Warning", "egress", {"fd.sip": "203.0.113.7"})
     )
-    with sqlite3.connect(tmp_path / "journal.db") as conn:
-        (incident,) = conn.execute("SELECT incident_id FROM incidents").fetchone()
     capsys.readouterr()
     argv = ["-n", vllm.namespace, vllm.name, "--address", "203.0.113.7", "--reason", "exfil", "--by", "carol"]
     code, out, err = run([*argv, "--incident", incident, "--config", str(config)], capsys)

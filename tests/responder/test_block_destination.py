@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,32 @@ Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 
 def egress_alert(pod: SeededPod, address: str, field: str = "fd.sip") -> Alert:
     return alert_from_mapping(falco_alert(pod, EGRESS_RULE, "Warning", "egress", {field: address}))
+
+
+def allow_https_out(harness: Harness, namespace: str) -> None:
+    """A policy that restricts every pod's egress to port 443, anywhere: it lets the address through."""
+    harness.put_policy(
+        namespace,
+        "allow-https-out",
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
+        },
+    )
+
+
+async def started_blocking(tmp_path: Path, kubeconfig: str, clock: FakeClock | None = None) -> Responder:
+    """A responder whose one policy blocks the anomalous egress's destination."""
+    policy = {
+        "name": "block-egress-destination",
+        "match": {"rules": [EGRESS_RULE]},
+        "actions": ["notify", "block_destination"],
+    }
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": [policy]})
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock or time.time_ns)
+    await responder.start()
+    return responder
 
 
 @pytest.fixture
@@ -124,15 +151,7 @@ def test_a_pod_whose_egress_another_policy_allows_gets_no_block_policy(
 ) -> None:
     """A block policy would only add to what the other policy allows: LEAKY, named, nothing made."""
     vllm = seeded[1]["vllm"]
-    harness.put_policy(
-        vllm.namespace,
-        "allow-https-out",
-        {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
-        },
-    )
+    allow_https_out(harness, vllm.namespace)
     outcome = harness.actions.block_destination(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
     )
@@ -229,22 +248,8 @@ async def test_a_policy_that_blocks_the_destination_acts_journals_and_tells(
     tmp_path: Path, seeded: Seeded
 ) -> None:
     running, pods, kubeconfig = seeded
-    config = responder_config(
-        tmp_path,
-        kubeconfig,
-        extra={
-            "inputs": {},
-            "policies": [
-                {
-                    "name": "block-egress-destination",
-                    "match": {"rules": [EGRESS_RULE]},
-                    "actions": ["notify", "block_destination"],
-                }
-            ],
-        },
-    )
-    responder = Responder(config, KubeGateway.from_config(config.cluster))
-    await responder.start()
+    responder = await started_blocking(tmp_path, kubeconfig)
+    config = responder.config
     try:
         assert responder.pipeline is not None
         vllm = pods["vllm"]
@@ -283,10 +288,8 @@ async def test_a_block_held_back_by_a_passing_api_failure_is_decided_again(
 ) -> None:
     running, pods, kubeconfig = seeded
     clock = FakeClock()
-    policy = {"name": "block", "match": {"rules": [EGRESS_RULE]}, "actions": ["notify", "block_destination"]}
-    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": [policy]})
-    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
-    await responder.start()
+    responder = await started_blocking(tmp_path, kubeconfig, clock)
+    config = responder.config
     try:
         assert responder.pipeline is not None
         vllm = pods["vllm"]
@@ -334,10 +337,8 @@ async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_r
 ) -> None:
     running, pods, kubeconfig = seeded
     clock = FakeClock()
-    policy = {"name": "block", "match": {"rules": [EGRESS_RULE]}, "actions": ["notify", "block_destination"]}
-    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": [policy]})
-    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
-    await responder.start()
+    responder = await started_blocking(tmp_path, kubeconfig, clock)
+    config = responder.config
     try:
         pipeline = responder.pipeline
         assert pipeline is not None
@@ -379,15 +380,7 @@ def test_a_dry_run_writes_nothing_and_predicts_what_other_policies_would_make_of
         harness.pod(vllm), egress_alert(vllm, "10.1.1.1"), dry_run=True
     )
     assert predicted.status is OutcomeStatus.WITHHELD  # nothing to block, said, not written
-    harness.put_policy(
-        vllm.namespace,
-        "allow-https-out",
-        {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
-        },
-    )
+    allow_https_out(harness, vllm.namespace)
     predicted = harness.actions.block_destination(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=True
     )

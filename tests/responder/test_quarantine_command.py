@@ -37,6 +37,17 @@ def stored(running: RunningCluster, pod: SeededPod) -> dict[str, Any]:
     return found
 
 
+def journaled_incident(tmp_path: Path, config: Path, alert: dict[str, Any]) -> str:
+    """The incident the responder journals for ``alert`` (fed through `serving-guard ingest`)."""
+    (tmp_path / "alert.jsonl").write_text(falco_bytes(alert).decode() + "\n")
+    assert (
+        main(["ingest", str(tmp_path / "alert.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
+    )
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        (incident,) = conn.execute("SELECT incident_id FROM incidents").fetchone()
+    return str(incident)
+
+
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(["quarantine", *argv])
     captured = capsys.readouterr()
@@ -50,13 +61,9 @@ def test_a_pod_quarantined_by_hand_is_isolated_and_recorded(
     config = write_config(tmp_path, kubeconfig)
     vllm = pods["vllm"]
     # The responder journaled an incident on the pod (the default policy only notifies).
-    alert = falco_alert(vllm, SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
-    (tmp_path / "alert.jsonl").write_text(falco_bytes(alert).decode() + "\n")
-    assert (
-        main(["ingest", str(tmp_path / "alert.jsonl"), "--config", str(config), "--settle-seconds", "0"]) == 0
+    incident = journaled_incident(
+        tmp_path, config, falco_alert(vllm, SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
     )
-    with sqlite3.connect(tmp_path / "journal.db") as conn:
-        (incident,) = conn.execute("SELECT incident_id FROM incidents").fetchone()
     capsys.readouterr()
     argv = ["-n", vllm.namespace, vllm.name, "--reason", "trial predicted it", "--by", "carol"]
     # An id the journal does not know (mistyped, or pruned) is refused before the cluster is touched.
