@@ -44,6 +44,12 @@ class IncidentState:
     reopen_after_ns: int | None = None
     # When to look again whether the quarantine this incident made still holds.
     recheck_after_ns: int | None = None
+    # Addresses a repeat named that a follow-up block_destination took on, and from when each may
+    # be tried again (a failed block, after a while; else never within this incident).
+    blocking: dict[str, int] = field(default_factory=dict)
+    # Repeats folded in before the incident was decided, by the address they name (bounded): once
+    # it is decided to block, the ones its own block did not cover are blocked too.
+    blocks_waiting: dict[str, Alert] = field(default_factory=dict)
 
     def folds(self, received_ns: int, window_ns: int) -> bool:
         """Whether an alert received now is a repeat of this incident."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from responder.actions import block, destination
 from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
@@ -56,6 +58,8 @@ Written = Future[Any] | asyncio.Future[Any]
 RETRY_AFTER_SECONDS = 1.0
 # A repeat after this long re-decides an incident whose isolation did not happen for a passing reason.
 REDECIDE_AFTER_SECONDS = 10.0
+# Never again, as a time (a follow-up block taken on, or done).
+_NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
 
@@ -258,6 +262,7 @@ class Pipeline:
         try:
             self._maybe_schedule_repeat(state)
             self._maybe_recheck(state)
+            self._maybe_block_more(state, alert)
         except Exception:  # the repeat is journaled and final; only its follow-up failed
             log.exception("repeat follow-up failed", extra={"alert_id": alert.alert_id})
         on_done(Accepted(alert.alert_id, new=True))
@@ -482,8 +487,76 @@ class Pipeline:
             self.stats.processed += 1
             self._maybe_schedule_repeat(state)
             self._maybe_recheck(state)
+            self._maybe_block_more(state, alert)
         finally:
             self._done_one()
+
+    def _maybe_block_more(self, state: IncidentState, alert: Alert) -> None:
+        """A repeat of an incident that blocks destinations, naming an address it has not blocked:
+        block that one too (in the background), or the attack could switch destinations within the
+        window while its repeats fold in."""
+        report = state.report
+        if report is not None and ActionName.BLOCK_DESTINATION not in report.decision.actions:
+            return
+        settings = self._config.block_destination
+        target = destination.target_of(alert, settings.address_fields, settings.never_block)
+        if isinstance(target, str):
+            return
+        address = str(target.address)
+        if report is None:  # not decided yet: looked at once it is
+            if len(state.blocks_waiting) < settings.max_per_pod:
+                state.blocks_waiting.setdefault(address, alert)
+            return
+        now = self._clock_ns()
+        if state.blocking.get(address, 0) > now or any(
+            o.action == BLOCK_DESTINATION and o.extra.get(block.ADDRESS) == address for o in report.outcomes
+        ):
+            return
+        state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
+        task = asyncio.get_running_loop().create_task(self._block_more(state, alert, address))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _block_more(self, state: IncidentState, alert: Alert, address: str) -> None:
+        key = state.key
+        retry_ns = self._clock_ns() + int(REDECIDE_AFTER_SECONDS * 1e9)
+        try:
+            async with self._pod_lock(key.namespace, key.pod):
+                verification, pod = await self._verify(alert)
+                report = state.report
+                if not verification.verified or pod is None or report is None:
+                    state.blocking[address] = retry_ns
+                    return
+                outcome = await self._in_pool(
+                    self._actions.block_destination, pod, alert, dry_run=report.decision.dry_run
+                )
+                if outcome.extra.get(LABELLED) is True:  # its labels may have changed
+                    self._directory.forget(pod.namespace, pod.name)
+                self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+                await self._journal.run(
+                    Journal.op_record_action(
+                        state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
+                    )
+                )
+        except Exception as exc:  # the pool is shutting down, the API or the journal failed
+            state.blocking[address] = retry_ns
+            log.warning(
+                "follow-up block failed",
+                extra={"incident": state.incident_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        if outcome.status is OutcomeStatus.FAILED:
+            state.blocking[address] = retry_ns
+        if state.report is not None:
+            state.report = dataclasses.replace(state.report, outcomes=(*state.report.outcomes, outcome))
+            if state.report.decision.notify and self._notifications:
+                now = self._clock_ns()
+                channel = state.report.decision.slack_channel
+                self._journal.schedule(
+                    Journal.op_schedule_notification(state.incident_id, "update", channel, now, now)
+                ).add_done_callback(
+                    lambda written: self._notification_written(written, state, None, "update")
+                )
 
     def _uncount(self, state: IncidentState) -> None:
         """Take back a repeat counted when it came, whose write was refused or was a redelivery.
@@ -673,6 +746,9 @@ class Pipeline:
             decision=decision,
             outcomes=tuple(outcomes),
         )
+        waiting, state.blocks_waiting = state.blocks_waiting, {}
+        for waiting_alert in waiting.values():
+            self._maybe_block_more(state, waiting_alert)
         await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
         log.info(
             "incident decided",

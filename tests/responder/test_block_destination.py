@@ -388,3 +388,34 @@ def test_a_dry_run_writes_nothing_and_predicts_what_other_policies_would_make_of
     assert predicted.leaky_policies == ("allow-https-out",) and "none was made" in predicted.detail
     assert len(harness.events(vllm.namespace)) == before
     assert block_policy_of(harness, vllm) is None
+
+
+async def test_a_repeat_naming_another_address_blocks_it_too(tmp_path: Path, seeded: Seeded) -> None:
+    """Folding must not let the attack switch destinations within the window: a repeat that names
+    an address its incident has not blocked is blocked as well, under the same incident."""
+    running, pods, kubeconfig = seeded
+    responder = await started_blocking(tmp_path, kubeconfig)
+    try:
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        vllm = pods["vllm"]
+        for address in ("203.0.113.7", "203.0.113.7", "198.51.100.9", "198.51.100.9", "10.0.0.9"):
+            await pipeline.submit(egress_alert(vllm, address), InputName.JSONL)
+        assert await pipeline.drain(timeout=20)
+        for _ in range(200):  # the follow-up runs in the background
+            if not pipeline._background:
+                break
+            await asyncio.sleep(0.02)
+        with closing(sqlite3.connect(responder.config.journal.path)) as conn:
+            incidents = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+            actions = conn.execute("SELECT action, status FROM actions ORDER BY id").fetchall()
+        assert incidents == 1
+        # The first address, then the second once; the private one is not taken on at all.
+        assert actions == [("block_destination", "blocked"), ("block_destination", "blocked")]
+        policy = block_policy_of(Harness(running, kubeconfig), vllm)
+        assert policy is not None
+        assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.7", "198.51.100.9"}
+        state = next(iter(pipeline.incidents._open.values()))
+        assert state.report is not None and len(state.report.outcomes) == 2
+    finally:
+        await responder.stop()
