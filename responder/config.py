@@ -531,6 +531,14 @@ class Config(Strict):
             seen.add(policy.name)
         if ActionName.QUARANTINE in self.default_actions:
             raise ValueError("default_actions may not quarantine: name the rules in a policy")
+        if ActionName.BLOCK_DESTINATION in self.default_actions:
+            raise ValueError("default_actions may not block_destination: name the rules in a policy")
+        if self.block_destination.label == self.quarantine.label:
+            # Labelling a pod into its block would overwrite its quarantine's value, and lift it.
+            raise ValueError(
+                f"block_destination.label and quarantine.label are both {self.quarantine.label!r}:"
+                " they must differ"
+            )
         return self
 
     def policy_isolation(self, policy: Policy | None) -> Isolation:

@@ -148,6 +148,7 @@ class IncidentReport:
                 if o.action == BLOCK_DESTINATION
                 and o.status is OutcomeStatus.DRY_RUN
                 and "address" in o.extra
+                and o.detail.startswith("would block")  # not one other policies decide either way
             ),
             None,
         )

@@ -563,10 +563,13 @@ class Pipeline:
         Writes queued meanwhile carried the count with it in; the journal's counter is set back
         after them (best effort: if that write is refused too, the counter stays one high)."""
         state.count -= 1
-        self._journal.schedule_call(
-            Journal.op_recount_incident(state.incident_id, state.count),
-            lambda _, error: _log_refused_recount(state.incident_id, error),
-        )
+        try:
+            self._journal.schedule_call(
+                Journal.op_recount_incident(state.incident_id, state.count),
+                lambda _, error: _log_refused_recount(state.incident_id, error),
+            )
+        except RuntimeError as exc:  # the journal is closing: the answer still goes out
+            _log_refused_recount(state.incident_id, exc)
 
     def _maybe_schedule_repeat(self, state: IncidentState) -> None:
         report = state.report
@@ -889,7 +892,7 @@ class Pipeline:
                 outcome = await self._in_pool(
                     self._actions.block_destination, pod, alert, dry_run=decision.dry_run
                 )
-                if outcome.status is OutcomeStatus.BLOCKED:  # its labels may have changed
+                if outcome.extra.get(LABELLED) is True:  # its labels changed
                     self._directory.forget(pod.namespace, pod.name)
             else:
                 continue

@@ -36,6 +36,14 @@ ADDRESS = "address"
 POLICY = "network_policy"
 
 
+class TooMany(Exception):
+    """The pod's block holds block_destination.max_per_pod addresses already."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"{held} addresses blocked already")
+        self.held = held
+
+
 class PodReplaced(Exception):
     """The pod of that name was re-created (another uid) since it was read: not the one alerted on."""
 
@@ -109,31 +117,37 @@ class DestinationBlocks:
                 started,
                 extra,
             )
-        inert = self._egress_cut(pod.labels)
+        if self._egress_cut(pod.labels):
+            # No block policy under an egress quarantine: lifted by hand later, the policies it
+            # had patched could select the pod again, and ours would add to what they allow.
+            return self._outcome(
+                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
+                f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
+                " egress; no block policy was made",
+                started,
+                extra,
+            )
         if dry_run:
             return self._outcome(
                 OutcomeStatus.DRY_RUN,
                 f"would block egress to {address} ({target.field}) with NetworkPolicy {name}, all other"
-                " egress kept" + ("; inert while its egress quarantine holds" if inert else ""),
+                " egress kept",
                 started,
                 extra,
             )
         label, value = self._settings.label, destination.pod_key(pod.uid)
         listed = next((p for p in policies if netpol.name_of(p) == name), None)
-        # A policy left from a block since released names addresses no longer wanted.
-        labelled = pod.labels.get(label) == value
-        earlier = destination.blocked_by((listed or {}).get("spec")) if labelled else set()
-        blocked = earlier | {address}
-        limit = self._settings.max_per_pod
-        if len(blocked) > limit:
+        try:
+            blocked = self._ensure_policy(pod, name, value, listed, address)
+        except TooMany as exc:
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                f"{address} ({target.field}) is not blocked: the pod's block already holds {len(earlier)}"
-                f" addresses (block_destination.max_per_pod is {limit}); quarantine the pod's egress instead",
+                f"{address} ({target.field}) is not blocked: the pod's block already holds {exc.held}"
+                f" addresses (block_destination.max_per_pod is {self._settings.max_per_pod});"
+                " quarantine the pod's egress instead",
                 started,
                 extra,
             )
-        self._ensure_policy(pod.namespace, name, value, listed, blocked)
         try:
             patched = self._label(pod, label, value)
         except PodReplaced as exc:
@@ -147,7 +161,7 @@ class DestinationBlocks:
                 extra,
             )
         labels = (patched.get("metadata") or {}).get("labels") or {}
-        return self._proven(pod.namespace, name, labels, target, blocked, started, extra, inert=inert)
+        return self._proven(pod.namespace, name, labels, target, blocked, started, extra)
 
     def _proven(
         self,
@@ -158,8 +172,6 @@ class DestinationBlocks:
         blocked: set[destination.Address],
         started: int,
         extra: dict[str, Any],
-        *,
-        inert: bool,
     ) -> ActionOutcome:
         """Read the policies again: the block is in place, and no other policy came to govern the
         pod's egress meanwhile (ours would then open what it restricts)."""
@@ -189,43 +201,74 @@ class DestinationBlocks:
         detail += " all other egress kept"
         if others:
             detail += "; also blocked: " + ", ".join(others)
-        if inert:
-            detail += "; inert while its egress quarantine holds, in force once it is released"
         return self._outcome(OutcomeStatus.BLOCKED, detail, started, extra)
 
     def _ensure_policy(
         self,
-        namespace: str,
+        pod: PodContext,
         name: str,
         value: str,
         current: Mapping[str, Any] | None,
-        blocked: set[destination.Address],
-    ) -> None:
-        spec = destination.block_spec(
-            self._settings.label,
-            value,
-            blocked,
-            quarantine_label=self._quarantine.label,
-            egress_cut_values=self._egress_cut_values(),
-        )
+        address: destination.Address,
+    ) -> set[destination.Address]:
+        """Create the pod's block policy, or add ``address`` to what it blocks; on a conflict it is
+        read again and merged afresh, so that an address another writer added is kept. Returns what
+        it blocks. Raises TooMany past block_destination.max_per_pod."""
+        namespace = pod.namespace
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
+            earlier = destination.blocked_by((current or {}).get("spec"))
+            blocked = earlier | {address}
+            if len(blocked) > self._settings.max_per_pod:
+                raise TooMany(len(earlier))
+            spec = destination.block_spec(
+                self._settings.label,
+                value,
+                blocked,
+                quarantine_label=self._quarantine.label,
+                egress_cut_values=self._egress_cut_values(),
+            )
             try:
                 if current is None:
-                    body = destination.block_policy(namespace, name, spec)
+                    body = destination.block_policy(namespace, name, spec, owner=(pod.name, pod.uid))
                     self._gateway.create_network_policy(namespace, body)
-                    return
+                    return blocked
                 if current.get("spec") == spec:
-                    return
+                    return blocked
                 replaced = dict(current)
                 replaced["spec"] = spec
+                self._gateway.replace_network_policy(namespace, name, replaced)
+                return blocked
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being written")
+
+    def clear(self, namespace: str, uid: str) -> None:
+        """After a release: the pod's block policy (which no longer selects it) blocks nothing, so
+        that a later block starts from its own address, not the released ones."""
+        name = destination.block_policy_name(self._settings.network_policy_prefix, uid)
+        spec = destination.block_spec(
+            self._settings.label,
+            destination.pod_key(uid),
+            (),
+            quarantine_label=self._quarantine.label,
+            egress_cut_values=self._egress_cut_values(),
+        )
+        for _ in range(CONFLICT_RETRIES):
+            current = self._gateway.get_network_policy(namespace, name)
+            if current is None or current.get("spec") == spec:
+                return
+            replaced = dict(current)
+            replaced["spec"] = spec
+            try:
                 self._gateway.replace_network_policy(namespace, name, replaced)
                 return
             except KubeError as exc:
                 if not exc.conflict:
                     raise
-        raise KubeError(409, f"NetworkPolicy {name} kept changing while being written")
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being cleared")
 
     def _label(self, pod: PodContext, label: str, value: str) -> dict[str, Any]:
         """Label the pod into its block policy: a compare-and-set on its uid and version (re-read on

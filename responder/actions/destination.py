@@ -16,7 +16,9 @@ could be one of them.
 
 A pod quarantined in a cut that stops its egress must not have egress allowed back by its block:
 the block policy leaves out pods that carry those cuts' label values (``NotIn``), so a quarantine
-needs no change to it, and the block holds again once the quarantine is released.
+needs no change to it. While such a cut holds, no block policy is made or changed: lifted by hand,
+the policies the quarantine had patched could select the pod again, and a block policy made in the
+meantime would add to what they allow. ``serving-guard release`` lifts both.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def target_from_text(name: str, text: str, never_block: Iterable[str]) -> Target
     """The address ``text`` (from ``name``: an alert field, or a command's option) if it may be
     blocked, or why not, in words."""
     try:
+        # A zone ("fe80::1%eth0") is refused with the rest: an ipBlock cannot hold one.
         address = ipaddress.ip_address(text.strip("[]"))
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            raise ValueError(text)
     except ValueError:
         return f"{name} is {text[:64]!r}, not an IP address"
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -142,13 +147,16 @@ def block_spec(
     }
 
 
-def block_policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
-        "spec": spec,
-    }
+def block_policy(
+    namespace: str, name: str, spec: dict[str, Any], *, owner: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The block policy; with ``owner`` (the pod's name and uid) it is the pod's: Kubernetes'
+    garbage collector deletes it with the pod (the responder has no right to delete policies)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+    if owner is not None:
+        pod_name, uid = owner
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": uid}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
 
 
 def blocked_by(spec: Mapping[str, Any] | None) -> set[Address]:

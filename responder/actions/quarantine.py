@@ -506,6 +506,8 @@ class ClusterActions:
         }
         try:
             self._gateway.patch_pod(namespace, name, patch)
+            if was_blocked and meta.get("uid"):
+                self._blocks.clear(namespace, str(meta["uid"]))
             restored, kept = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
         except KubeError as exc:
             return self._failure("release", exc, started)

@@ -33,7 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", help="who blocks (default: USER@host)")
     by_hand.add_incident_option(parser, "block")
     parser.add_argument(
-        "--config", help="the responder's config (block settings, guardrails, cluster, journal)"
+        "--config",
+        required=True,
+        help="the responder's config: its block settings and quarantine labels, which the block"
+        " policy must know (a pod in an egress quarantine is left out of it), guardrails, cluster, journal",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context")

@@ -35,7 +35,8 @@ log = logging.getLogger("serving_guard.notify")
 
 MAX_BACKOFF_SECONDS = 300.0
 # How often an idle notifier looks at the journal for rows it was not woken for: those queued by
-# another process (`serving-guard quarantine --incident`, run by hand), told within about a second.
+# another process (`serving-guard quarantine`, `block` or `release` with --incident, run by hand),
+# told within about a second.
 IDLE_POLL_SECONDS = 1.0
 PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0

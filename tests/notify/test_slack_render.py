@@ -766,6 +766,11 @@ def test_a_predicted_block_carries_the_command_to_block_by_hand_until_it_is_done
         f" --incident {report.incident_id} --reason '&lt;why&gt;'"
     )
     assert "*To block it by hand* once you have looked" in text and command in text
+    # A prediction that other policies decide either way offers no command.
+    decided = dataclasses.replace(
+        predicted, detail="203.0.113.7 (fd.sip) is already out of reach: its egress is restricted by x"
+    )
+    assert make_report(decision=decision, outcomes=(decided,)).block_command() is None
     assert "To quarantine it by hand" not in text and "serving-guard release" not in text
     # Done by hand: the command gives way to the release.
     by_hand = ActionOutcome(

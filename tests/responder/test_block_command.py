@@ -60,21 +60,29 @@ def test_what_cannot_be_blocked_is_refused_before_the_cluster_is_touched(
 ) -> None:
     _, pods, kubeconfig = seeded
     vllm = pods["vllm"]
-    base = ["-n", vllm.namespace, vllm.name, "--reason", "r", "--kubeconfig", kubeconfig]
+    config = str(write_config(tmp_path, kubeconfig))
+    base = ["-n", vllm.namespace, vllm.name, "--reason", "r", "--config", config]
     for address, why in (
         ("10.2.3.4", "--address 10.2.3.4 is not a public address"),
         ("example.com", "--address is 'example.com', not an IP address"),
     ):
         code, out, err = run([*base, "--address", address], capsys)
         assert code == 2 and out == "" and why in err and "nothing was done" in err
-    config = tmp_path / "never.yaml"
-    config.write_text(
+    never = tmp_path / "never.yaml"
+    never.write_text(
         f"cluster: {{kubeconfig: {kubeconfig}}}\nblock_destination: {{never_block: [203.0.113.0/24]}}\n"
     )
-    code, _, err = run([*base, "--address", "203.0.113.7", "--config", str(config)], capsys)
+    code, _, err = run([*base[:-1], str(never), "--address", "203.0.113.7"], capsys)
     assert code == 2 and "is in block_destination.never_block (203.0.113.0/24)" in err
     assert BLOCK_LABEL not in labels(seeded, "vllm")
-    code, _, err = run(["-n", "kube-system", "coredns", "--address", "203.0.113.7", "--reason", "r"], capsys)
+    # The block policy must know the quarantine's labels: the responder's config is required.
+    with pytest.raises(SystemExit) as exited:
+        run(["-n", vllm.namespace, vllm.name, "--reason", "r", "--address", "203.0.113.7"], capsys)
+    assert exited.value.code == 2
+    code, _, err = run(
+        ["-n", "kube-system", "coredns", "--address", "203.0.113.7", "--reason", "r", "--config", config],
+        capsys,
+    )
     assert code == 2 and "protected (guardrails.protected_namespaces): never blocked" in err
     sandbox = pods["sandbox"]
     code, out, err = run(
@@ -86,8 +94,8 @@ def test_what_cannot_be_blocked_is_refused_before_the_cluster_is_touched(
             "203.0.113.7",
             "--reason",
             "r",
-            "--kubeconfig",
-            kubeconfig,
+            "--config",
+            config,
         ],
         capsys,
     )

@@ -181,7 +181,8 @@ def test_a_pod_whose_egress_policies_keep_the_address_out_is_already_blocked(
 
 def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded: Seeded) -> None:
     """The block policy leaves out pods whose egress a cut stops: the quarantine is not LEAKY through
-    it, and once it is released the block holds again."""
+    it. Under the cut no block policy is changed (lifted by hand later, policies the quarantine had
+    patched could select the pod again, and the block policy would add to what they allow)."""
     vllm = seeded[1]["vllm"]
     blocked = harness.actions.block_destination(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
@@ -196,12 +197,58 @@ def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded:
         isolate=Isolation.EGRESS,
     )
     assert quarantined.status is OutcomeStatus.QUARANTINED, quarantined.detail
-    # Blocking again while the egress cut holds: made, and said to be inert until the release.
+    # Blocking again while the egress cut holds: out of reach already, and nothing is changed.
     again = harness.actions.block_destination(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.8"), dry_run=False
     )
     assert again.status is OutcomeStatus.BLOCKED
-    assert "inert while its egress quarantine holds" in again.detail
+    assert (
+        "already out of reach: a quarantine cuts the pod's egress; no block policy was made" in again.detail
+    )
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.7"}
+
+
+def test_the_block_policy_belongs_to_the_pod_and_a_concurrent_addition_is_kept(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """Owned by the pod (garbage-collected with it); a write that meets a conflict reads the policy
+    again and merges, so an address another writer added meanwhile is not lost."""
+    vllm = seeded[1]["vllm"]
+    pod = harness.pod(vllm)
+    first = harness.actions.block_destination(pod, egress_alert(vllm, "203.0.113.7"), dry_run=False)
+    assert first.status is OutcomeStatus.BLOCKED
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert policy["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": vllm.name, "uid": pod.uid}
+    ]
+    # Another writer adds an address between this block's read of the policies and its write.
+    stale = harness.pod(vllm)
+    name = destination.block_policy_name("serving-guard-block", pod.uid)
+    other = destination.block_spec(
+        BLOCK_LABEL,
+        destination.pod_key(pod.uid),
+        [ipaddress.ip_address(a) for a in ("203.0.113.7", "198.51.100.5")],
+        quarantine_label="serving-guard.io/quarantine",
+        egress_cut_values=["true"],
+    )
+    listings = [harness.gateway.list_network_policies(vllm.namespace)]  # the block's first read: stale
+    real = harness.gateway.list_network_policies
+    harness.gateway.list_network_policies = (  # type: ignore[method-assign]
+        lambda namespace: listings.pop() if listings else real(namespace)
+    )
+    harness.put_policy(vllm.namespace, name, other)  # a new resourceVersion: the write conflicts
+    second = harness.actions.block_destination(stale, egress_alert(vllm, "203.0.113.9"), dry_run=False)
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {
+        "203.0.113.7",
+        "198.51.100.5",
+        "203.0.113.9",
+    }
+    assert second.status is OutcomeStatus.BLOCKED, second.detail
 
 
 def test_release_lifts_the_block(harness: Harness, seeded: Seeded) -> None:

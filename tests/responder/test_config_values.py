@@ -290,3 +290,20 @@ def test_block_destination_settings_are_checked_where_they_are_written(
     assert f"{path}:5: block_destination.network_policy_prefix:" in err
     blocking = load_config_text("block_destination: {never_block: ['2001:db8::1', 198.51.100.7/24]}\n")
     assert blocking.block_destination.never_block == ("2001:db8::1/128", "198.51.100.0/24")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "block_destination: {label: serving-guard.io/quarantine}\n",
+            "block_destination.label and quarantine.label are both 'serving-guard.io/quarantine'",
+        ),
+        ("default_actions: [notify, block_destination]\n", "default_actions may not block_destination"),
+    ],
+)
+def test_a_block_that_could_lift_a_quarantine_or_act_on_every_alert_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, reason: str
+) -> None:
+    code, err, _ = check(tmp_path, "logging: {level: error}\n" + text, capsys)
+    assert code == 2 and reason in err

@@ -48,6 +48,7 @@ def test_the_address_is_the_first_field_the_alert_carries() -> None:
     [
         ({}, "carries no remote address (fd.rip, fd.sip)"),
         ({"fd.sip": "example.com"}, "fd.sip is 'example.com', not an IP address"),
+        ({"fd.sip": "2606:4700::1%eth0"}, "fd.sip is '2606:4700::1%eth0', not an IP address"),
         ({"fd.sip": "10.0.4.7"}, "fd.sip 10.0.4.7 is not a public address"),
         ({"fd.sip": "169.254.169.254"}, "not a public address"),
         ({"fd.sip": "100.64.3.2"}, "not a public address"),  # shared space: some clusters' pods
