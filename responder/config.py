@@ -337,6 +337,10 @@ class BlockDestination(Strict):
     # At most this many addresses blocked per pod: a pod that reaches out to more (each connection
     # an alert) is for a quarantine of its egress, and a policy stays a reasonable size.
     max_per_pod: int = Field(default=32, strict=True, ge=1, le=1000)
+    # Where the cluster serves other network-policy APIs (Cilium, Calico, AdminNetworkPolicy),
+    # their policies may restrict a pod's egress, and a block policy would add to what they allow:
+    # no block is made there, unless this is true (once none of them restricts serving pods' egress).
+    ignore_other_policy_apis: StrictBool = False
 
 
 class MaxQuarantines(Strict):

@@ -25,6 +25,7 @@ from responder.config import BlockDestination, Isolation, Quarantine
 
 ACTION = BLOCK_DESTINATION
 CONFLICT_RETRIES = 3
+DISCOVERY_TTL_NS = 300 * 10**9
 _EVENT_REASONS = {
     OutcomeStatus.BLOCKED: "DestinationBlocked",
     OutcomeStatus.LEAKY: "DestinationBlockLeaky",
@@ -63,6 +64,7 @@ class DestinationBlocks:
         self._quarantine = quarantine
         self._events = events
         self._clock_ns = clock_ns
+        self._discovered: tuple[int, list[str]] | None = None
 
     def block(
         self, pod: PodContext, alert: Alert, *, dry_run: bool, address: str | None = None
@@ -96,6 +98,16 @@ class DestinationBlocks:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         extra: dict[str, Any] = {ADDRESS: str(address), POLICY: name}
+        others = [] if self._settings.ignore_other_policy_apis else self._other_policy_apis()
+        if others:
+            return self._outcome(
+                OutcomeStatus.WITHHELD,
+                f"not blocked: the cluster serves {', '.join(others)}, whose policies may restrict the"
+                " pod's egress, and a block policy would add to what they allow; quarantine the pod's"
+                " egress (or set block_destination.ignore_other_policy_apis once none restricts it)",
+                started,
+                extra,
+            )
         policies = self._gateway.list_network_policies(pod.namespace)
         governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
         # In dry-run the same findings are the prediction (nothing is changed either way).
@@ -296,6 +308,14 @@ class DestinationBlocks:
         """The pod's block policy and the quarantine cuts' deny-alls: while a cut stops the pod's
         egress, the block policy leaves the pod out, so they never add to each other."""
         return {name, *(self._quarantine.cut(isolation).network_policy for isolation in Isolation)}
+
+    def _other_policy_apis(self) -> list[str]:
+        """Served network-policy APIs other than NetworkPolicy's, read at most every few minutes
+        (discovery changes only when such a CNI is installed or removed)."""
+        now = self._clock_ns()
+        if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
+            self._discovered = (now, destination.other_policy_apis(self._gateway.api_groups()))
+        return self._discovered[1]
 
     def _egress_cut_values(self) -> list[str]:
         return [

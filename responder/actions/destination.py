@@ -105,6 +105,18 @@ def target_from_text(name: str, text: str, never_block: Iterable[str]) -> Target
     return Target(address, name)
 
 
+# API groups of network policies that Kubernetes NetworkPolicies do not see: unioned with them
+# (Cilium, Calico), or overridden by any NetworkPolicy selecting the pod (a
+# BaselineAdminNetworkPolicy). The block's reasoning reads NetworkPolicies only.
+OTHER_POLICY_GROUPS = ("cilium.io", "crd.projectcalico.org", "projectcalico.org", "policy.networking.k8s.io")
+
+
+def other_policy_apis(groups: Iterable[str]) -> list[str]:
+    """The served API groups whose policies the block's reasoning does not read."""
+    served = set(groups)
+    return [group for group in OTHER_POLICY_GROUPS if group in served]
+
+
 def pod_key(uid: str) -> str:
     """The label value (and policy name suffix) of a pod's block: its uid's hash, so that a pod
     re-created under the same name is never selected by the old one's policy."""

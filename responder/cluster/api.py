@@ -240,6 +240,12 @@ class KubeGateway:
     def server_version(self) -> dict[str, Any]:
         return self.request("GET", "/version")
 
+    def api_groups(self) -> set[str]:
+        """The API groups the server serves (discovery: readable by every authenticated user)."""
+        listing = self.request("GET", "/apis")
+        groups = listing.get("groups") or []
+        return {str(g.get("name")) for g in groups if isinstance(g, dict) and g.get("name")}
+
 
 _NP = "/apis/networking.k8s.io/v1"
 

@@ -294,6 +294,7 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
         "addressFields": ["fd.sip"],
         "neverBlock": ["203.0.113.0/24"],
         "maxPerPod": 8,
+        "ignoreOtherPolicyApis": True,
     }
     policy = {
         "name": "egress",
@@ -310,6 +311,7 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
         address_fields=("fd.sip",),
         never_block=("203.0.113.0/24",),
         max_per_pod=8,
+        ignore_other_policy_apis=True,
     )
     with pytest.raises(helm_python.HelmValuesError, match="networkPolicyPrefix"):
         chart.validate_schema({"blockDestination": {**blocking, "networkPolicyPrefix": "Bad_"}})

@@ -98,8 +98,16 @@ def test_a_block_makes_the_pods_own_policy_labels_the_pod_and_proves_it(
     assert destination.blocked_by(policy["spec"]) == {ipaddress.ip_address("203.0.113.7")}
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and stored["metadata"]["labels"][BLOCK_LABEL] == destination.pod_key(pod.uid)
-    # The policies read, the policy made (selecting nothing yet), the label, the proof, the Event.
-    assert [verb for verb, _ in made] == ["GET", "POST", "PATCH", "GET", "POST"]
+    # Discovery, the policies read, the policy made (selecting nothing yet), the label, the proof,
+    # the Event.
+    assert made == [
+        ("GET", "/apis"),
+        ("GET", f"/apis/networking.k8s.io/v1/namespaces/{vllm.namespace}/networkpolicies"),
+        ("POST", f"/apis/networking.k8s.io/v1/namespaces/{vllm.namespace}/networkpolicies"),
+        ("PATCH", f"/api/v1/namespaces/{vllm.namespace}/pods/{vllm.name}"),
+        ("GET", f"/apis/networking.k8s.io/v1/namespaces/{vllm.namespace}/networkpolicies"),
+        ("POST", f"/api/v1/namespaces/{vllm.namespace}/events"),
+    ]
     events = [e for e in harness.events(vllm.namespace) if e["reason"] == "DestinationBlocked"]
     assert len(events) == 1 and "203.0.113.7" in events[0]["message"]
 
@@ -466,3 +474,34 @@ async def test_a_repeat_naming_another_address_blocks_it_too(tmp_path: Path, see
         assert state.report is not None and len(state.report.outcomes) == 2
     finally:
         await responder.stop()
+
+
+@pytest.mark.parametrize("group", ["cilium.io", "crd.projectcalico.org", "policy.networking.k8s.io"])
+def test_where_other_policy_apis_are_served_no_block_is_made_unless_told_to(
+    seeded: Seeded, group: str
+) -> None:
+    """Their policies may restrict the pod's egress unseen, and a block policy would add to what
+    they allow: withheld, said why, until block_destination.ignore_other_policy_apis."""
+    running, pods, kubeconfig = seeded
+    running.call(running.emulator.resources.__setitem__, f"{group}/v2/somepolicies", {})
+    vllm = pods["vllm"]
+    harness = Harness(running, kubeconfig)
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.WITHHELD
+    assert (
+        f"not blocked: the cluster serves {group}, whose policies may restrict the pod's egress"
+        in outcome.detail
+    )
+    assert block_policy_of(harness, vllm) is None
+    harness.actions = type(harness.actions)(
+        harness.gateway,
+        harness.actions._settings,
+        harness.actions._events,
+        blocks=BlockDestination(ignore_other_policy_apis=True),
+    )
+    told = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert told.status is OutcomeStatus.BLOCKED
