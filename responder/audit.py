@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import parse_qsl
 
-from responder.actions import block
 from responder.actions.outcome import (
+    BLOCK_POLICY,
+    BLOCKED_ADDRESS,
     EXCLUDED_BEYOND,
     ISOLATED,
     NOT_PATCHED,
@@ -519,7 +520,7 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     reason = extra.get(REASON)
     if isinstance(reason, str):
         fields["reason"] = reason
-    for key in (block.ADDRESS, block.POLICY):
+    for key in (BLOCKED_ADDRESS, BLOCK_POLICY):
         value = extra.get(key)
         if isinstance(value, str):
             fields[key] = value

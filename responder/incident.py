@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import BLOCK_DESTINATION, BLOCKED_ADDRESS, ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification
@@ -123,7 +123,7 @@ class IncidentReport:
         for outcome in reversed(self.outcomes):
             if outcome.status is OutcomeStatus.RELEASED:
                 return False
-            if outcome.action == BLOCK_DESTINATION and outcome.extra.get(LABELLED) is True:
+            if outcome.block_labelled:
                 return True
         return False
 
@@ -147,7 +147,7 @@ class IncidentReport:
                 for o in self.outcomes
                 if o.action == BLOCK_DESTINATION
                 and o.status is OutcomeStatus.DRY_RUN
-                and "address" in o.extra
+                and BLOCKED_ADDRESS in o.extra
                 and o.detail.startswith("would block")  # not one other policies decide either way
             ),
             None,
@@ -157,7 +157,7 @@ class IncidentReport:
         return (
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --address {shlex.quote(str(predicted.extra['address']))}"
+            f" --address {shlex.quote(str(predicted.extra[BLOCKED_ADDRESS]))}"
             f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
         )
 

@@ -24,8 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from responder.actions import block, destination
-from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
+from responder.actions import destination
+from responder.actions.outcome import BLOCK_DESTINATION, BLOCKED_ADDRESS, ActionOutcome, OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.cluster.context import PodContext
@@ -509,7 +509,7 @@ class Pipeline:
             return
         now = self._clock_ns()
         if state.blocking.get(address, 0) > now or any(
-            o.action == BLOCK_DESTINATION and o.extra.get(block.ADDRESS) == address for o in report.outcomes
+            o.action == BLOCK_DESTINATION and o.extra.get(BLOCKED_ADDRESS) == address for o in report.outcomes
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -530,7 +530,7 @@ class Pipeline:
                 outcome = await self._in_pool(
                     self._actions.block_destination, pod, alert, dry_run=report.decision.dry_run
                 )
-                if outcome.extra.get(LABELLED) is True:  # its labels may have changed
+                if outcome.block_labelled:  # its labels changed
                     self._directory.forget(pod.namespace, pod.name)
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
                 await self._journal.run(
@@ -824,7 +824,7 @@ class Pipeline:
     def _lifted(self, state: IncidentState, pod: PodContext | None) -> str | None:
         """What this incident put on the pod that the pod no longer carries, or None."""
         outcomes = state.report.outcomes if state.report is not None else ()
-        blocked = any(o.action == BLOCK_DESTINATION and _put_on_pod(o) for o in outcomes)
+        blocked = any(o.block_labelled for o in outcomes)
         quarantined = any(o.action == "quarantine" and _put_on_pod(o) for o in outcomes)
         # Without a report (its decision's write was refused) the recheck is a quarantine's.
         if (quarantined or not blocked) and not is_quarantined(pod, self._config):
@@ -892,7 +892,7 @@ class Pipeline:
                 outcome = await self._in_pool(
                     self._actions.block_destination, pod, alert, dry_run=decision.dry_run
                 )
-                if outcome.extra.get(LABELLED) is True:  # its labels changed
+                if outcome.block_labelled:  # its labels changed
                     self._directory.forget(pod.namespace, pod.name)
             else:
                 continue
@@ -935,8 +935,8 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:
     """The outcome left the pod quarantined (isolated or LEAKY) or in its destination block."""
-    if outcome.action == BLOCK_DESTINATION:
-        return outcome.extra.get(LABELLED) is True
+    if outcome.block_labelled:
+        return True
     return outcome.action == "quarantine" and outcome.status in (
         OutcomeStatus.QUARANTINED,
         OutcomeStatus.LEAKY,

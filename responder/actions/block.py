@@ -17,7 +17,14 @@ from typing import Any
 
 from responder.actions import destination, netpol
 from responder.actions.events import EventRecorder
-from responder.actions.outcome import BLOCK_DESTINATION, LABELLED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import (
+    BLOCK_DESTINATION,
+    BLOCK_POLICY,
+    BLOCKED_ADDRESS,
+    LABELLED,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -32,9 +39,6 @@ _EVENT_REASONS = {
     OutcomeStatus.WITHHELD: "DestinationBlockWithheld",
     OutcomeStatus.FAILED: "DestinationBlockFailed",
 }
-# ActionOutcome.extra's keys: the blocked address and the pod's block policy.
-ADDRESS = "address"
-POLICY = "network_policy"
 
 
 class TooMany(Exception):
@@ -97,7 +101,7 @@ class DestinationBlocks:
     ) -> ActionOutcome:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
-        extra: dict[str, Any] = {ADDRESS: str(address), POLICY: name}
+        extra: dict[str, Any] = {BLOCKED_ADDRESS: str(address), BLOCK_POLICY: name}
         others = [] if self._settings.ignore_other_policy_apis else self._other_policy_apis()
         if others:
             return self._outcome(

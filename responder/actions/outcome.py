@@ -42,8 +42,11 @@ EXCLUDED_BEYOND = "excluded_beyond"
 # ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
 BY_HAND = "by_hand"
 REASON = "reason"
-# The block_destination action's name (its outcomes' ``action``).
+# The block_destination action's name (its outcomes' ``action``), and its outcomes' extra keys:
+# the address blocked (or that could not be) and the pod's block policy.
 BLOCK_DESTINATION = "block_destination"
+BLOCKED_ADDRESS = "address"
+BLOCK_POLICY = "network_policy"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
 
@@ -71,6 +74,11 @@ class ActionOutcome:
         if self.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
             return True
         return self.status is OutcomeStatus.FAILED and self.extra.get(LABELLED) is True
+
+    @property
+    def block_labelled(self) -> bool:
+        """This destination block left the pod labelled into its block policy (LABELLED)."""
+        return self.action == BLOCK_DESTINATION and self.extra.get(LABELLED) is True
 
     @property
     def cut_only(self) -> str | None:
@@ -114,7 +122,7 @@ class ActionOutcome:
                 text += " (patched policies to exclude it: " + ", ".join(self.patched_policies) + ")"
             return text + self._excluded_beyond_text()
         if self.action == BLOCK_DESTINATION and self.status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
-            address = self.extra.get("address", "its destination")
+            address = self.extra.get(BLOCKED_ADDRESS, "its destination")
             if self.status is OutcomeStatus.BLOCKED:
                 return f"blocked egress to {address}"
             if self.leaky_policies:

@@ -16,7 +16,13 @@ from enum import StrEnum
 from typing import Any
 
 from responder.actions.netpol import uncut
-from responder.actions.outcome import BLOCK_DESTINATION, NOT_PATCHED, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import (
+    BLOCK_DESTINATION,
+    BLOCKED_ADDRESS,
+    NOT_PATCHED,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.alert import (
     FIELD_CMDLINE,
     FIELD_CONTAINER_ID,
@@ -350,7 +356,7 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
 
 
 def _block_text(outcome: ActionOutcome, detail: str) -> str:
-    address = code(str(outcome.extra.get("address", "?")), SHORT_LIMIT)
+    address = code(str(outcome.extra.get(BLOCKED_ADDRESS, "?")), SHORT_LIMIT)
     if outcome.status is OutcomeStatus.BLOCKED:
         return f":no_entry: *Blocked* egress to {address}: the pod keeps the rest of its traffic" + (
             f" ({detail})." if detail else "."
