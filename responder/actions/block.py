@@ -24,6 +24,7 @@ from responder.actions.outcome import (
     LABELLED,
     ActionOutcome,
     OutcomeStatus,
+    failure_outcome,
 )
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
@@ -87,7 +88,7 @@ class DestinationBlocks:
             try:
                 outcome = self._block(pod, target, started, dry_run=dry_run)
             except KubeError as exc:
-                outcome = self._failed(exc, started)
+                outcome = failure_outcome(ACTION, exc, started, self._clock_ns())
         # Dry-run writes nothing to the cluster, not even an Event.
         if outcome.status is not OutcomeStatus.POD_GONE and not dry_run:
             reason = _EVENT_REASONS.get(outcome.status, "ServingGuard")
@@ -349,11 +350,3 @@ class DestinationBlocks:
             finished_ns=self._clock_ns(),
             extra=dict(extra or {}),
         )
-
-    def _failed(self, exc: KubeError, started: int) -> ActionOutcome:
-        if exc.not_found:
-            return self._outcome(OutcomeStatus.POD_GONE, f"not found: {exc.reason}", started)
-        if exc.forbidden:
-            detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}"
-            return self._outcome(OutcomeStatus.FAILED, detail[:1000], started)
-        return self._outcome(OutcomeStatus.FAILED, str(exc)[:1000], started)

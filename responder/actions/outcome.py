@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from responder.actions.netpol import BOTH_DIRECTIONS
+from responder.cluster.api import KubeError
 
 
 class OutcomeStatus(StrEnum):
@@ -170,3 +171,20 @@ class ActionOutcome:
             finished_ns=int(data.get("finished_ns", 0)),
             extra=dict(data.get("extra", {})),
         )
+
+
+def failure_outcome(action: str, exc: KubeError, started_ns: int, finished_ns: int) -> ActionOutcome:
+    """What a failed API call made of ``action``: the pod gone (404), forbidden by RBAC (named), or
+    failed with the API's answer."""
+    if exc.not_found:
+        return ActionOutcome(
+            action,
+            OutcomeStatus.POD_GONE,
+            f"not found: {exc.reason}",
+            started_ns=started_ns,
+            finished_ns=finished_ns,
+        )
+    detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}" if exc.forbidden else str(exc)
+    return ActionOutcome(
+        action, OutcomeStatus.FAILED, detail[:1000], started_ns=started_ns, finished_ns=finished_ns
+    )

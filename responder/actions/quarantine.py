@@ -34,6 +34,7 @@ from responder.actions.outcome import (
     NOT_PATCHED,
     ActionOutcome,
     OutcomeStatus,
+    failure_outcome,
 )
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
@@ -568,21 +569,7 @@ class ClusterActions:
     # -- shared -------------------------------------------------------------------------------
 
     def _failure(self, action: str, exc: KubeError, started: int) -> ActionOutcome:
-        if exc.forbidden:
-            detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}"
-        elif exc.not_found:
-            return ActionOutcome(
-                action,
-                OutcomeStatus.POD_GONE,
-                f"not found: {exc.reason}",
-                started_ns=started,
-                finished_ns=self._clock_ns(),
-            )
-        else:
-            detail = str(exc)
-        return ActionOutcome(
-            action, OutcomeStatus.FAILED, detail[:1000], started_ns=started, finished_ns=self._clock_ns()
-        )
+        return failure_outcome(action, exc, started, self._clock_ns())
 
     def _record_event(self, pod: PodContext, outcome: ActionOutcome) -> None:
         if outcome.status is OutcomeStatus.POD_GONE:
