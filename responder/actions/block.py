@@ -26,13 +26,13 @@ from responder.actions.outcome import (
     OutcomeStatus,
     failure_outcome,
 )
+from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.config import BlockDestination, Isolation, Quarantine
 
 ACTION = BLOCK_DESTINATION
-CONFLICT_RETRIES = 3
 DISCOVERY_TTL_NS = 300 * 10**9
 _EVENT_REASONS = {
     OutcomeStatus.BLOCKED: "DestinationBlocked",
@@ -48,10 +48,6 @@ class TooMany(Exception):
     def __init__(self, held: int) -> None:
         super().__init__(f"{held} addresses blocked already")
         self.held = held
-
-
-class PodReplaced(Exception):
-    """The pod of that name was re-created (another uid) since it was read: not the one alerted on."""
 
 
 class DestinationBlocks:
@@ -166,9 +162,12 @@ class DestinationBlocks:
                 extra,
             )
         try:
-            patched = self._label(pod, label, value)
+            # The pod's labels as read are not needed: its block's label is its own.
+            patched = patch_as_read(self._gateway, pod, lambda _meta: {"labels": {label: value}})
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
+        except KeptChanging as exc:
+            return self._outcome(OutcomeStatus.FAILED, str(exc), started)
         extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
         if (patched.get("spec") or {}).get("hostNetwork"):
             return self._outcome(
@@ -286,26 +285,6 @@ class DestinationBlocks:
                 if not exc.conflict:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being cleared")
-
-    def _label(self, pod: PodContext, label: str, value: str) -> dict[str, Any]:
-        """Label the pod into its block policy: a compare-and-set on its uid and version (re-read on
-        a conflict); a pod re-created under the name is never labelled (409 with another uid)."""
-        version = pod.resource_version
-        for _ in range(CONFLICT_RETRIES):
-            metadata: dict[str, Any] = {"uid": pod.uid, "labels": {label: value}}
-            if version is not None:
-                metadata["resourceVersion"] = version
-            try:
-                return self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": metadata})
-            except KubeError as exc:
-                if not exc.conflict:
-                    raise
-            fresh = self._gateway.get_pod(pod.namespace, pod.name)
-            meta = fresh.get("metadata") or {}
-            if meta.get("uid") != pod.uid:
-                raise PodReplaced("pod was replaced (uid changed)")
-            version = meta.get("resourceVersion")
-        raise KubeError(409, f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")
 
     # -- shared ---------------------------------------------------------------------------------
 

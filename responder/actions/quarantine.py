@@ -36,6 +36,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
     failure_outcome,
 )
+from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -54,11 +55,6 @@ A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
 QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
 MAX_ANNOTATION = 1024
-CONFLICT_RETRIES = 3
-
-
-class KeptChanging(Exception):
-    """The pod changed between each read and the label's patch, every time it was tried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,13 +200,20 @@ class ClusterActions:
             return ActionOutcome(
                 "quarantine", OutcomeStatus.FAILED, str(exc), started_ns=started, finished_ns=self._clock_ns()
             )
+        except PodReplaced as exc:
+            return ActionOutcome(
+                "quarantine",
+                OutcomeStatus.POD_GONE,
+                str(exc),
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         except KubeError as exc:
-            if exc.not_found or exc.conflict:
-                gone = "pod no longer exists" if exc.not_found else "pod was replaced (uid changed)"
+            if exc.not_found:
                 return ActionOutcome(
                     "quarantine",
                     OutcomeStatus.POD_GONE,
-                    gone,
+                    "pod no longer exists",
                     started_ns=started,
                     finished_ns=self._clock_ns(),
                 )
@@ -341,42 +344,27 @@ class ClusterActions:
         the pod's version: a pod changed since it was read (another quarantine, by hand or by a
         replica; a release) is read again and its cut worked out afresh, so that a stale read never
         narrows a wider quarantine. Returns the patched pod, the cut and the cut it was in.
-        Raises KubeError: 404 (the pod is gone) or 409 (it was replaced: another uid); KeptChanging."""
+        Raises KubeError (404: the pod is gone), PodReplaced or KeptChanging (see pod_patch)."""
         label = self._settings.label
-        uid, version = pod.uid, pod.resource_version
-        labels, first_seen = pod.labels, A_QUARANTINED_AT in pod.annotations
-        for _ in range(CONFLICT_RETRIES):
-            current = self._settings.cut_of(labels.get(label))
+        chosen: list[tuple[QuarantineCut, Isolation | None]] = []
+
+        def metadata_for(meta: Mapping[str, Any]) -> dict[str, Any]:
+            current = self._settings.cut_of((meta.get("labels") or {}).get(label))
             cut = self._settings.cut(widest(current, requested))
+            chosen.append((cut, current))
             annotations = {
                 A_RULE: _clip(alert.rule),
                 A_ALERT_ID: alert.alert_id,
                 A_INCIDENT: incident_id,
                 A_REASON: _clip(reason),
             }
-            if not first_seen:
+            if A_QUARANTINED_AT not in (meta.get("annotations") or {}):
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
-            # Preconditions: the API server refuses the patch if the pod was re-created (uid) or
-            # changed since it was read (resourceVersion).
-            metadata: dict[str, Any] = {
-                "uid": uid,
-                "labels": {label: cut.label_value},
-                "annotations": annotations,
-            }
-            if version is not None:
-                metadata["resourceVersion"] = version
-            try:
-                return self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": metadata}), cut, current
-            except KubeError as exc:
-                if not exc.conflict:
-                    raise
-            fresh = self._gateway.get_pod(pod.namespace, pod.name)  # a 404 here: gone
-            meta = fresh.get("metadata") or {}
-            if meta.get("uid") != uid:
-                raise KubeError(409, "the pod was replaced (uid changed)")
-            version, labels = meta.get("resourceVersion"), meta.get("labels") or {}
-            first_seen = A_QUARANTINED_AT in (meta.get("annotations") or {})
-        raise KeptChanging(f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")
+            return {"labels": {label: cut.label_value}, "annotations": annotations}
+
+        patched = patch_as_read(self._gateway, pod, metadata_for)
+        cut, current = chosen[-1]
+        return patched, cut, current
 
     def _isolate(
         self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut

@@ -1,0 +1,49 @@
+"""A pod's metadata merge-patched as it was read: the patch carries the pod's uid (a pod re-created
+under the same name is never touched) and its resourceVersion (a pod changed since it was read is
+read again, and the patch worked out afresh from what it carries now), so that a stale read never
+undoes what another writer (a replica, a person, a release) did meanwhile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.context import PodContext
+
+CONFLICT_RETRIES = 3
+
+
+class PodReplaced(Exception):
+    """The pod of that name was re-created (another uid) since it was read: not the one alerted on."""
+
+
+class KeptChanging(Exception):
+    """The pod changed between each read and the patch, every time it was tried."""
+
+
+def patch_as_read(
+    gateway: KubeGateway,
+    pod: PodContext,
+    metadata_for: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Merge-patch the metadata ``metadata_for`` makes of the pod's metadata as last read (its
+    labels and annotations) and return the patched pod. Raises PodReplaced, KeptChanging after
+    CONFLICT_RETRIES attempts, or KubeError (a 404: the pod is gone)."""
+    meta: Mapping[str, Any] = {"labels": pod.labels, "annotations": pod.annotations}
+    version = pod.resource_version
+    for _ in range(CONFLICT_RETRIES):
+        metadata = {**metadata_for(meta), "uid": pod.uid}
+        if version is not None:
+            metadata["resourceVersion"] = version
+        try:
+            return gateway.patch_pod(pod.namespace, pod.name, {"metadata": metadata})
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+        fresh = gateway.get_pod(pod.namespace, pod.name)  # a 404 here: gone
+        meta = fresh.get("metadata") or {}
+        if meta.get("uid") != pod.uid:
+            raise PodReplaced("pod was replaced (uid changed)")
+        version = meta.get("resourceVersion")
+    raise KeptChanging(f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")
