@@ -527,11 +527,7 @@ class Pipeline:
                 if not verification.verified or pod is None or report is None:
                     state.blocking[address] = retry_ns
                     return
-                outcome = await self._in_pool(
-                    self._actions.block_destination, pod, alert, dry_run=report.decision.dry_run
-                )
-                if outcome.block_labelled:  # its labels changed
-                    self._directory.forget(pod.namespace, pod.name)
+                outcome = await self._block_destination(pod, alert, dry_run=report.decision.dry_run)
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
                 await self._journal.run(
                     Journal.op_record_action(
@@ -557,6 +553,12 @@ class Pipeline:
                 ).add_done_callback(
                     lambda written: self._notification_written(written, state, None, "update")
                 )
+
+    async def _block_destination(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
+        outcome = await self._in_pool(self._actions.block_destination, pod, alert, dry_run=dry_run)
+        if outcome.block_labelled:  # its labels changed: the next read must be fresh
+            self._directory.forget(pod.namespace, pod.name)
+        return outcome
 
     def _uncount(self, state: IncidentState) -> None:
         """Take back a repeat counted when it came, whose write was refused or was a redelivery.
@@ -889,11 +891,7 @@ class Pipeline:
                     self._actions.annotate, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
                 )
             elif action is ActionName.BLOCK_DESTINATION and pod is not None:
-                outcome = await self._in_pool(
-                    self._actions.block_destination, pod, alert, dry_run=decision.dry_run
-                )
-                if outcome.block_labelled:  # its labels changed
-                    self._directory.forget(pod.namespace, pod.name)
+                outcome = await self._block_destination(pod, alert, dry_run=decision.dry_run)
             else:
                 continue
             outcomes.append(outcome)

@@ -238,13 +238,7 @@ class DestinationBlocks:
             blocked = earlier | {address}
             if len(blocked) > self._settings.max_per_pod:
                 raise TooMany(len(earlier))
-            spec = destination.block_spec(
-                self._settings.label,
-                value,
-                blocked,
-                quarantine_label=self._quarantine.label,
-                egress_cut_values=self._egress_cut_values(),
-            )
+            spec = self._spec(value, blocked)
             try:
                 if current is None:
                     body = destination.block_policy(namespace, name, spec, owner=(pod.name, pod.uid))
@@ -265,13 +259,7 @@ class DestinationBlocks:
         """After a release: the pod's block policy (which no longer selects it) blocks nothing, so
         that a later block starts from its own address, not the released ones."""
         name = destination.block_policy_name(self._settings.network_policy_prefix, uid)
-        spec = destination.block_spec(
-            self._settings.label,
-            destination.pod_key(uid),
-            (),
-            quarantine_label=self._quarantine.label,
-            egress_cut_values=self._egress_cut_values(),
-        )
+        spec = self._spec(destination.pod_key(uid), set())
         for _ in range(CONFLICT_RETRIES):
             current = self._gateway.get_network_policy(namespace, name)
             if current is None or current.get("spec") == spec:
@@ -300,6 +288,16 @@ class DestinationBlocks:
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
             self._discovered = (now, destination.other_policy_apis(self._gateway.api_groups()))
         return self._discovered[1]
+
+    def _spec(self, value: str, blocked: set[destination.Address]) -> dict[str, Any]:
+        """The block policy's spec for the pod labelled ``value``, blocking ``blocked``."""
+        return destination.block_spec(
+            self._settings.label,
+            value,
+            blocked,
+            quarantine_label=self._quarantine.label,
+            egress_cut_values=self._egress_cut_values(),
+        )
 
     def _egress_cut_values(self) -> list[str]:
         return [
