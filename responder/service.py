@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from responder.actions.events import EventRecorder
 from responder.actions.quarantine import ClusterActions
 from responder.audit import AuditQuery, audit_params, audit_query_from, format_table, load_trail
 from responder.cluster.api import KubeError, KubeGateway
@@ -84,13 +83,7 @@ class Responder:
         )
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
         self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
-        self.actions = ClusterActions(
-            gateway,
-            config.quarantine,
-            EventRecorder(gateway),
-            blocks=config.block_destination,
-            clock_ns=clock_ns,
-        )
+        self.actions = ClusterActions.of_config(gateway, config, clock_ns=clock_ns)
         self.delivery = delivery
         self.notifier: Any | None = None
         self.pipeline: Pipeline | None = None

@@ -40,7 +40,7 @@ from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodRepla
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut, widest
+from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
 
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
@@ -92,6 +92,20 @@ class ClusterActions:
         self._blocks = DestinationBlocks(gateway, self._block_settings, settings, events, clock_ns=clock_ns)
         self._events = events
         self._clock_ns = clock_ns
+
+    @classmethod
+    def of_config(
+        cls, gateway: KubeGateway, config: Config, *, clock_ns: Callable[[], int] = time.time_ns
+    ) -> ClusterActions:
+        """The actions as the responder's config sets them (quarantine and block labels, policies),
+        for the responder and the commands a person acts with alike."""
+        return cls(
+            gateway,
+            config.quarantine,
+            EventRecorder(gateway),
+            blocks=config.block_destination,
+            clock_ns=clock_ns,
+        )
 
     # -- block one destination ------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from responder.actions.events import EventRecorder
 from responder.actions.outcome import BY_HAND, REASON, ActionOutcome, OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, Priority
@@ -208,9 +207,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
         journal = open_journal(args, config, stack)
         gateway = KubeGateway.from_config(cluster, names)
         directory = PodDirectory(gateway, ttl_seconds=0)
-        actions = ClusterActions(
-            gateway, config.quarantine, EventRecorder(gateway), blocks=config.block_destination
-        )
+        actions = ClusterActions.of_config(gateway, config)
         for index, name in enumerate(pods):
             where = f"{args.namespace}/{name}"
             lookup = directory.lookup(args.namespace, name, fresh=True)

@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import sys
 
-from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.cluster.api import KubeGateway
@@ -51,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         journal = open_journal(args, config, stack)
         gateway = KubeGateway.from_config(cluster, names)
-        actions = ClusterActions(
-            gateway, config.quarantine, EventRecorder(gateway), blocks=config.block_destination
-        )
+        actions = ClusterActions.of_config(gateway, config)
         for index, pod in enumerate(pods):
             outcome = actions.release(args.namespace, pod, by=by, reason=reason)
             print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
