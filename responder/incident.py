@@ -8,7 +8,13 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from responder.actions.outcome import BLOCK_DESTINATION, BLOCKED_ADDRESS, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import (
+    BLOCK_DESTINATION,
+    BLOCKED_ADDRESS,
+    WOULD_BLOCK,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification
@@ -148,7 +154,7 @@ class IncidentReport:
                 if o.action == BLOCK_DESTINATION
                 and o.status is OutcomeStatus.DRY_RUN
                 and BLOCKED_ADDRESS in o.extra
-                and o.detail.startswith("would block")  # not one other policies decide either way
+                and o.detail.startswith(WOULD_BLOCK)
             ),
             None,
         )

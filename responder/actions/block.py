@@ -22,6 +22,7 @@ from responder.actions.outcome import (
     BLOCK_POLICY,
     BLOCKED_ADDRESS,
     LABELLED,
+    WOULD_BLOCK,
     ActionOutcome,
     OutcomeStatus,
     failure_outcome,
@@ -143,8 +144,7 @@ class DestinationBlocks:
         if dry_run:
             return self._outcome(
                 OutcomeStatus.DRY_RUN,
-                f"would block egress to {address} ({target.field}) with NetworkPolicy {name}, all other"
-                " egress kept",
+                f"{WOULD_BLOCK} {address} ({target.field}) with NetworkPolicy {name}, all other egress kept",
                 started,
                 extra,
             )

@@ -48,6 +48,9 @@ REASON = "reason"
 BLOCK_DESTINATION = "block_destination"
 BLOCKED_ADDRESS = "address"
 BLOCK_POLICY = "network_policy"
+# How a dry-run block that would make the pod's block policy begins (one that other policies or a
+# quarantine decide either way says so instead): what a person can then do by hand.
+WOULD_BLOCK = "would block egress to"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
 
