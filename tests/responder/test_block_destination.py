@@ -21,7 +21,6 @@ from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
 from responder.cluster.api import KubeGateway
 from responder.config import BlockDestination, Isolation
-from responder.ingest.sink import InputName
 from responder.journal import report_from_record
 from responder.notify.render import render_incident
 from responder.service import Responder
@@ -30,6 +29,7 @@ from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from tests.helpers import FakeClock, responder_config
 from tests.notify.test_slack_render import text_of
+from tests.responder.test_pipeline import submit_all
 from tests.responder.test_quarantine import NP, Harness, shell_alert
 
 BLOCK_LABEL = "serving-guard.io/block"
@@ -308,9 +308,8 @@ async def test_a_policy_that_blocks_the_destination_acts_journals_and_tells(
     try:
         assert responder.pipeline is not None
         vllm = pods["vllm"]
-        for _ in range(3):  # a burst: one incident, one block
-            await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
-        assert await responder.pipeline.drain(timeout=20)
+        # A burst: one incident, one block.
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7") for _ in range(3)])
         with closing(sqlite3.connect(config.journal.path)) as conn:
             actions = conn.execute("SELECT action, status, incident_id FROM actions").fetchall()
         assert [(a, s) for a, s, _ in actions] == [("block_destination", "blocked")]
@@ -349,12 +348,10 @@ async def test_a_block_held_back_by_a_passing_api_failure_is_decided_again(
         assert responder.pipeline is not None
         vllm = pods["vllm"]
         running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100))
-        await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
-        assert await responder.pipeline.drain(timeout=20)
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7")])
         running.emulator.faults.clear()
         clock.advance(11)
-        await responder.pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
-        assert await responder.pipeline.drain(timeout=20)
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7")])
         with closing(sqlite3.connect(config.journal.path)) as conn:
             statuses = [r[0] for r in conn.execute("SELECT status FROM actions ORDER BY id")]
         assert statuses == ["withheld", "blocked"]
@@ -400,8 +397,7 @@ async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_r
         vllm = pods["vllm"]
 
         async def send() -> None:
-            await pipeline.submit(egress_alert(vllm, "203.0.113.7"), InputName.JSONL)
-            assert await pipeline.drain(timeout=20)
+            await submit_all(responder, [egress_alert(vllm, "203.0.113.7")])
 
         def blocked() -> bool:
             stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
@@ -454,9 +450,8 @@ async def test_a_repeat_naming_another_address_blocks_it_too(tmp_path: Path, see
         pipeline = responder.pipeline
         assert pipeline is not None
         vllm = pods["vllm"]
-        for address in ("203.0.113.7", "203.0.113.7", "198.51.100.9", "198.51.100.9", "10.0.0.9"):
-            await pipeline.submit(egress_alert(vllm, address), InputName.JSONL)
-        assert await pipeline.drain(timeout=20)
+        addresses = ("203.0.113.7", "203.0.113.7", "198.51.100.9", "198.51.100.9", "10.0.0.9")
+        await submit_all(responder, [egress_alert(vllm, address) for address in addresses])
         for _ in range(200):  # the follow-up runs in the background
             if not pipeline._background:
                 break
