@@ -139,6 +139,10 @@ def _complete(incident: Mapping[str, Any]) -> bool:
     return wanted <= recorded
 
 
+# The outcomes that one action's status names: the action, whose status must be the outcome.
+_ACTION_OF = {Outcome.ANNOTATED: "annotate", Outcome.BLOCKED: "block_destination"}
+
+
 def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> None:
     verification = incident.get("verification") or {}
     status = verification.get("status", "unknown")
@@ -186,20 +190,16 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
             raise _Miss(f"quarantine is LEAKY: still allowed by {policies}", settled=True)
         detail = f": {action.get('detail')}" if action.get("detail") else ""
         raise _Miss(f"expected {outcome.value}, quarantine ended {got}{detail}", settled=True)
-    if outcome is Outcome.BLOCKED:
-        action = _action(incident, "block_destination")
-        if action is None or action.get("status") != "blocked":
-            got = action.get("status") if action else "no block_destination action"
+    if outcome in _ACTION_OF:
+        name = _ACTION_OF[outcome]
+        action = _action(incident, name)
+        if action is None or action.get("status") != outcome.value:
+            got = action.get("status") if action else f"no {name} action"
             detail = f": {action.get('detail')}" if action and action.get("detail") else ""
             raise _Miss(
-                f"expected blocked, got {got}{detail} (decision {_decision_text(decision)})", settled=True
+                f"expected {outcome.value}, got {got}{detail} (decision {_decision_text(decision)})",
+                settled=True,
             )
-        return
-    if outcome is Outcome.ANNOTATED:
-        action = _action(incident, "annotate")
-        if action is None or action.get("status") != "annotated":
-            got = action.get("status") if action else "no annotate action"
-            raise _Miss(f"expected annotated, got {got} (decision {_decision_text(decision)})", settled=True)
         return
     # NOTIFIED: on-call is told and the pod is left alone.
     isolated = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
