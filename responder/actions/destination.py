@@ -29,9 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from responder.actions.netpol import MANAGED_BY, name_of, policy_types
+from responder.actions.netpol import MANAGED_BY, may_select, name_of, policy_types
 from responder.alert import Alert
-from responder.cluster.selectors import SelectorError, selector_matches
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -211,11 +210,7 @@ def egress_governance(
         if name in ours:
             continue
         spec = policy.get("spec") or {}
-        try:
-            selects = selector_matches(spec.get("podSelector") or {}, pod_labels)
-        except SelectorError:
-            selects = True  # fail safe: it may select the pod
-        if not selects or "Egress" not in policy_types(spec):
+        if not may_select(spec.get("podSelector") or {}, pod_labels) or "Egress" not in policy_types(spec):
             continue
         governing.append(name)
         if any(_rule_allows(rule, address) for rule in spec.get("egress") or []):

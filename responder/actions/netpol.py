@@ -64,6 +64,15 @@ def spec_is_deny_all(
     )
 
 
+def may_select(selector: Mapping[str, Any], pod_labels: Mapping[str, str]) -> bool:
+    """Whether a podSelector selects a pod with ``pod_labels``; fail safe: one that cannot be
+    evaluated may select it."""
+    try:
+        return selector_matches(selector, pod_labels)
+    except SelectorError:
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Leak:
     policy: str
@@ -139,11 +148,7 @@ def excluded_beyond(
     if not beyond:
         return ()
     selector = (without_exclusion(policy, label).get("spec") or {}).get("podSelector") or {}
-    try:
-        selects = selector_matches(selector, pod_labels)
-    except SelectorError:
-        selects = True  # fail safe: it may select the pod
-    return beyond if selects else ()
+    return beyond if may_select(selector, pod_labels) else ()
 
 
 def exclusion_expression(label: str) -> dict[str, Any]:
