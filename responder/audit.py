@@ -225,6 +225,7 @@ class Decision(TypedDict):
     notify: NotRequired[bool]
     unverified: NotRequired[bool]
     breaker_open: NotRequired[bool]
+    block_breaker_open: NotRequired[bool]
     # The cut its quarantine makes (both, egress or ingress), when it requests one.
     isolate: NotRequired[str]
 

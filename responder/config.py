@@ -348,6 +348,13 @@ class MaxQuarantines(Strict):
     window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
 
 
+class MaxBlocks(Strict):
+    # Cheaper than a quarantine (the pod keeps serving), so more are allowed; still bounded: one
+    # address cut from every replica of a workload is an outage of what that address serves.
+    count: int = Field(default=20, strict=True, ge=1, le=10000)
+    window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
+
+
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease", "falco", "serving-guard")
 
 
@@ -356,6 +363,8 @@ class Guardrails(Strict):
     # Namespaces must carry this label (value "true") before anything in them is quarantined; None disables.
     enforce_namespace_label: str | None = Field(default="serving-guard.io/enforce", pattern=LABEL_KEY_PATTERN)
     max_quarantines: MaxQuarantines = MaxQuarantines()
+    # Destinations newly blocked (an address added to a pod's block) per window.
+    max_blocks: MaxBlocks = MaxBlocks()
     dry_run: StrictBool = False
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from responder.actions.outcome import (
+    BLOCK_BREAKER_OPEN,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     WOULD_BLOCK,
@@ -146,24 +147,25 @@ class IncidentReport:
 
     def block_command(self) -> str | None:
         """The exact command to block the destination by hand, when the responder only predicted
-        its block (dry-run) and the alert was verified."""
-        predicted = next(
-            (
-                o
-                for o in self.outcomes
-                if o.action == BLOCK_DESTINATION
-                and o.status is OutcomeStatus.DRY_RUN
-                and BLOCKED_ADDRESS in o.extra
-                and o.detail.startswith(WOULD_BLOCK)
-            ),
-            None,
-        )
-        if predicted is None or self.blocked or self.decision.unverified:
+        its block (dry-run) or the block circuit breaker held it back, the alert was verified, and
+        no block of that address followed."""
+        if self.decision.unverified:
+            return None
+        held: str | None = None
+        for outcome in self.outcomes:
+            address = outcome.extra.get(BLOCKED_ADDRESS)
+            if outcome.action != BLOCK_DESTINATION or address is None:
+                continue
+            if _held_back(outcome):
+                held = str(address)
+            elif outcome.block_labelled and str(address) == held:
+                held = None
+        if held is None:
             return None
         return (
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --address {shlex.quote(str(predicted.extra[BLOCKED_ADDRESS]))}"
+            f" --address {shlex.quote(held)}"
             f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
         )
 
@@ -181,3 +183,11 @@ class IncidentReport:
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'"
         )
+
+
+def _held_back(outcome: ActionOutcome) -> bool:
+    """A destination block only predicted (dry-run, a policy to make) or held back by the block
+    circuit breaker: one a person may take by hand."""
+    if outcome.status is OutcomeStatus.DRY_RUN:
+        return outcome.detail.startswith(WOULD_BLOCK)
+    return outcome.status is OutcomeStatus.WITHHELD and outcome.detail.startswith(BLOCK_BREAKER_OPEN)

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from responder.actions.outcome import RESPONDER_ACTOR, ActionOutcome
+from responder.actions.outcome import BLOCK_DESTINATION, RESPONDER_ACTOR, ActionOutcome
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
     BumpIncident,
@@ -585,6 +585,21 @@ class Journal:
             int(row["finished_ns"])
             for row in rows
             if row["status"] != "failed" or ActionOutcome.from_json(json.loads(row["outcome"])).labelled
+        ]
+
+    def block_times_since(self, since_ns: int) -> list[int]:
+        """When each destination block the responder made that added its address finished
+        (ActionOutcome.newly_blocked): the block circuit breaker's window, rebuilt after a restart."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT finished_ns, outcome FROM actions WHERE action = ? AND finished_ns >= ?"
+                " AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
+                (BLOCK_DESTINATION, since_ns, RESPONDER_ACTOR),
+            ).fetchall()
+        return [
+            int(row["finished_ns"])
+            for row in rows
+            if ActionOutcome.from_json(json.loads(row["outcome"])).newly_blocked
         ]
 
     def due_notifications(self, now_ns: int, limit: int = 100) -> list[NotificationRow]:

@@ -76,6 +76,11 @@ class Metrics:
             "1 while quarantines are suspended by the breaker",
             registry=r,
         )
+        self.block_breaker_open = Gauge(
+            "serving_guard_block_circuit_breaker_open",
+            "1 while destination blocks are suspended by their breaker (guardrails.max_blocks)",
+            registry=r,
+        )
         self.http_connections_refused = Counter(
             "serving_guard_http_connections_refused",
             "HTTP input connections closed unread because inputs.http.max_connections were open",

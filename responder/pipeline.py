@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from responder.actions import destination
-from responder.actions.outcome import BLOCK_DESTINATION, BLOCKED_ADDRESS, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import (
+    BLOCK_BREAKER_OPEN,
+    BLOCK_DESTINATION,
+    BLOCKED_ADDRESS,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.cluster.context import PodContext
@@ -46,7 +52,15 @@ from responder.journal import (
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.policy import ISOLATING, Decision, GuardrailState, decide, dry_run_lifted, is_quarantined
+from responder.policy import (
+    ISOLATING,
+    Decision,
+    GuardrailState,
+    decide,
+    dry_run_lifted,
+    is_blocked,
+    is_quarantined,
+)
 from responder.records import decision_to_json, pod_to_json, verification_to_json
 from responder.slots import Slots
 
@@ -65,8 +79,9 @@ RECHECK_SECONDS = 15.0
 
 
 class CircuitBreaker:
-    """At most ``limit`` quarantines per sliding window; a slot is taken when a quarantine is
-    decided (no await between deciding and taking it) and given back if it did not happen."""
+    """At most ``limit`` actions per sliding window (quarantines; destinations newly blocked); a
+    slot is taken when the action is decided (no await between deciding and taking it) and given
+    back if it did not happen."""
 
     def __init__(self, limit: int, window_seconds: float) -> None:
         self._limit = limit
@@ -132,9 +147,10 @@ class Pipeline:
         self._notifications = notifications_enabled
         self._clock_ns = clock_ns
         self.incidents = IncidentTable(config.dedupe.window_seconds)
-        self._breaker = CircuitBreaker(
-            config.guardrails.max_quarantines.count, config.guardrails.max_quarantines.window_seconds
-        )
+        guardrails = config.guardrails
+        quarantines, blocks = guardrails.max_quarantines, guardrails.max_blocks
+        self._breaker = CircuitBreaker(quarantines.count, quarantines.window_seconds)
+        self._block_breaker = CircuitBreaker(blocks.count, blocks.window_seconds)
         self._slots = Slots(config.journal.max_pending)
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -281,9 +297,13 @@ class Pipeline:
             restored = self._restored_state(row)
             if restored is not None:
                 self.incidents.restore(restored)
-        breaker_window = int(self._config.guardrails.max_quarantines.window_seconds * 1e9)
+        guardrails = self._config.guardrails
+        breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)
         for finished in self._journal.quarantine_times_since(now - breaker_window):
             self._breaker.take(finished)
+        block_window = int(guardrails.max_blocks.window_seconds * 1e9)
+        for finished in self._journal.block_times_since(now - block_window):
+            self._block_breaker.take(finished)
         pending = self._journal.pending_alerts()
         held, repeats = self._journaled_openings(pending)
         for item in pending:
@@ -374,6 +394,9 @@ class Pipeline:
 
     def breaker_open(self) -> bool:
         return self._breaker.is_open(self._clock_ns())
+
+    def block_breaker_open(self) -> bool:
+        return self._block_breaker.is_open(self._clock_ns())
 
     # -- processing -----------------------------------------------------------------------------
 
@@ -509,7 +532,7 @@ class Pipeline:
             return
         now = self._clock_ns()
         if state.blocking.get(address, 0) > now or any(
-            o.action == BLOCK_DESTINATION and o.extra.get(BLOCKED_ADDRESS) == address for o in report.outcomes
+            _names_address(o, address) and o.status is not OutcomeStatus.WITHHELD for o in report.outcomes
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -527,7 +550,19 @@ class Pipeline:
                 if not verification.verified or pod is None or report is None:
                     state.blocking[address] = retry_ns
                     return
-                outcome = await self._block_destination(pod, alert, dry_run=report.decision.dry_run)
+                dry_run = report.decision.dry_run
+                now = self._clock_ns()
+                if not dry_run and self._block_breaker.is_open(now):
+                    state.blocking[address] = retry_ns
+                    if any(_names_address(o, address) for o in report.outcomes):
+                        return  # said once; tried again after REDECIDE_AFTER_SECONDS
+                    outcome = self._block_withheld(address, now)
+                    self._metrics.block_breaker_open.set(1)
+                else:
+                    token = None if dry_run else self._block_breaker.take(now)
+                    outcome = await self._block_destination(pod, alert, dry_run=dry_run)
+                    if token is not None and not outcome.newly_blocked:
+                        self._block_breaker.give_back(token)
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
                 await self._journal.run(
                     Journal.op_record_action(
@@ -553,6 +588,22 @@ class Pipeline:
                 ).add_done_callback(
                     lambda written: self._notification_written(written, state, None, "update")
                 )
+
+    def _block_withheld(self, address: str, now: int) -> ActionOutcome:
+        """A follow-up block the block circuit breaker holds back."""
+        limit = self._config.guardrails.max_blocks
+        return ActionOutcome(
+            action=BLOCK_DESTINATION,
+            status=OutcomeStatus.WITHHELD,
+            detail=(
+                f"{BLOCK_BREAKER_OPEN}: {self._block_breaker.recent(now)} destinations blocked in the"
+                f" last {limit.window_seconds:g}s (limit {limit.count}); {address} is not blocked,"
+                " tried again on a later repeat"
+            ),
+            started_ns=now,
+            finished_ns=now,
+            extra={BLOCKED_ADDRESS: address},
+        )
 
     async def _block_destination(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
         outcome = await self._in_pool(self._actions.block_destination, pod, alert, dry_run=dry_run)
@@ -687,13 +738,15 @@ class Pipeline:
             verification, pod = await self._verify(alert)
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
-            decision = decide(
-                alert, pod, verification, GuardrailState(self._breaker.recent(now)), self._config
-            )
+            guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
+            decision = decide(alert, pod, verification, guardrail_state, self._config)
             self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
-            token = None
+            self._metrics.block_breaker_open.set(1 if decision.block_breaker_open else 0)
+            token = block_token = None
             if decision.isolates and not decision.dry_run and not is_quarantined(pod, self._config):
                 token = self._breaker.take(now)
+            if ActionName.BLOCK_DESTINATION in decision.actions and not decision.dry_run:
+                block_token = self._block_breaker.take(now)
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
             for action in decision.actions or (None,):
@@ -716,6 +769,8 @@ class Pipeline:
             outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
             if token is not None and not any(o.labelled for o in outcomes):
                 self._breaker.give_back(token)
+            if block_token is not None and not any(o.newly_blocked for o in outcomes):
+                self._block_breaker.give_back(block_token)
         self._plan_follow_up(state, verification, decision, outcomes)
         # No notification about, and no "opened" for, an incident the journal does not hold.
         await self._confirm(state, opening)
@@ -791,7 +846,7 @@ class Pipeline:
             VerificationStatus.POD_NOT_FOUND,
         )
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
-        if (wanted and unreachable) or decision.breaker_open or failed:
+        if (wanted and unreachable) or decision.breaker_open or decision.block_breaker_open or failed:
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
         elif any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
@@ -831,7 +886,7 @@ class Pipeline:
         # Without a report (its decision's write was refused) the recheck is a quarantine's.
         if (quarantined or not blocked) and not is_quarantined(pod, self._config):
             return "quarantine"
-        if blocked and (pod is None or self._config.block_destination.label not in pod.labels):
+        if blocked and not is_blocked(pod, self._config):
             return "destination block"
         return None
 
@@ -897,14 +952,24 @@ class Pipeline:
             outcomes.append(outcome)
         if decision.withheld:
             now = self._clock_ns()
-            isolation = [a.value for a in decision.requested if a in ISOLATING]
+            # The first action held back (a block may be, beside a quarantine that goes ahead).
+            isolation = [a for a in decision.requested if a in ISOLATING and a not in decision.actions]
+            held = isolation[0].value if isolation else "quarantine"
+            extra: dict[str, Any] = {}
+            if decision.block_breaker_open and held == BLOCK_DESTINATION:
+                # The address, for the command to block it by hand (IncidentReport.block_command).
+                settings = self._config.block_destination
+                target = destination.target_of(alert, settings.address_fields, settings.never_block)
+                if not isinstance(target, str):
+                    extra[BLOCKED_ADDRESS] = str(target.address)
             outcomes.append(
                 ActionOutcome(
-                    action=isolation[0] if isolation else "quarantine",
+                    action=held,
                     status=OutcomeStatus.WITHHELD,
                     detail="; ".join(decision.withheld),
                     started_ns=now,
                     finished_ns=now,
+                    extra=extra,
                 )
             )
         for outcome in outcomes:
@@ -929,6 +994,10 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _names_address(outcome: ActionOutcome, address: str) -> bool:
+    return outcome.action == BLOCK_DESTINATION and outcome.extra.get(BLOCKED_ADDRESS) == address
 
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:

@@ -3,7 +3,7 @@
 Policies are tried in file order and the first match decides; an alert that no policy
 matches gets ``default_actions`` (notify only). Guardrails can only take actions away:
 an unverified alert, a protected or not-opted-in namespace, or an open circuit breaker
-turn a quarantine into a loud "withheld" note, never into a silent drop.
+turn a quarantine (or a block) into a loud "withheld" note, never into a silent drop.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from responder.actions.outcome import BLOCK_BREAKER_OPEN
 from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
@@ -27,9 +28,10 @@ DRY_RUN_BY_POLICY = "policy"
 
 @dataclass(frozen=True, slots=True)
 class GuardrailState:
-    """Quarantines performed in the breaker's current window (from the journal/metrics)."""
+    """Quarantines, and destinations newly blocked, in their breakers' current windows."""
 
     recent_quarantines: int = 0
+    recent_blocks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class Decision:
     # The alert failed verification: on-call gets a distinct "unverified alert" message.
     unverified: bool = False
     breaker_open: bool = False
+    # The block breaker (guardrails.max_blocks) held back its block_destination.
+    block_breaker_open: bool = False
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
@@ -143,11 +147,11 @@ def decide(
     actions = list(requested)
     wants_isolation = any(a in ISOLATING for a in actions)
 
-    def withhold(reason: str) -> None:
+    def withhold(reason: str, only: tuple[ActionName, ...] = ISOLATING) -> None:
         nonlocal actions
-        if any(a in ISOLATING for a in actions):
+        if any(a in only for a in actions):
             withheld.append(reason)
-        actions = [a for a in actions if a not in ISOLATING]
+        actions = [a for a in actions if a not in only]
 
     unverified = False
     if verification.status is VerificationStatus.UNVERIFIED:
@@ -173,7 +177,23 @@ def decide(
             breaker_open = True
             withhold(
                 f"circuit breaker open: {state.recent_quarantines} quarantines in the last "
-                f"{limit.window_seconds:g}s (limit {limit.count}); alert-only until the window passes"
+                f"{limit.window_seconds:g}s (limit {limit.count}); no pod is quarantined until the"
+                " window passes",
+                only=(ActionName.QUARANTINE,),
+            )
+    block_breaker_open = False
+    # Slots are taken per address newly blocked; one already blocked gives its slot back (pipeline).
+    if ActionName.BLOCK_DESTINATION in actions and not dry_run_by:
+        block_limit = guardrails.max_blocks
+        if state.recent_blocks >= block_limit.count:
+            block_breaker_open = True
+            withhold(
+                f"{BLOCK_BREAKER_OPEN}: {state.recent_blocks} destinations blocked in the last"
+                f" {block_limit.window_seconds:g}s (limit {block_limit.count}); no destination is"
+                " blocked until the window passes"
+                # Whether this address is among them is not known without reading its policy.
+                + ("; the pod's blocks in force stay" if is_blocked(pod, config) else ""),
+                only=(ActionName.BLOCK_DESTINATION,),
             )
 
     if unverified or withheld:
@@ -196,8 +216,14 @@ def decide(
         notify=notify,
         unverified=unverified,
         breaker_open=breaker_open,
+        block_breaker_open=block_breaker_open,
         isolate=cut,
     )
+
+
+def is_blocked(pod: PodContext | None, config: Config) -> bool:
+    """The pod carries a destination block's label (block_destination)."""
+    return pod is not None and config.block_destination.label in pod.labels
 
 
 def dry_run_lifted(decision: Decision, config: Config) -> bool:

@@ -33,6 +33,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
         "owners": [{"kind": o.kind, "name": o.name, "api_version": o.api_version} for o in pod.owners],
         "namespace_labels": dict(pod.namespace_labels),
         "resource_version": pod.resource_version,
+        **({"host_network": True} if pod.host_network else {}),
     }
 
 
@@ -61,6 +62,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
         ),
         namespace_labels=dict(data.get("namespace_labels") or {}),
         resource_version=data.get("resource_version"),
+        host_network=data.get("host_network") is True,
     )
 
 
@@ -92,6 +94,7 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         "notify": decision.notify,
         "unverified": decision.unverified,
         "breaker_open": decision.breaker_open,
+        **({"block_breaker_open": True} if decision.block_breaker_open else {}),
         **({"isolate": decision.isolate} if decision.isolate else {}),
     }
 
@@ -109,5 +112,6 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         notify=bool(data.get("notify", True)),
         unverified=bool(data.get("unverified", False)),
         breaker_open=bool(data.get("breaker_open", False)),
+        block_breaker_open=bool(data.get("block_breaker_open", False)),
         isolate=str(data.get("isolate", "")),
     )

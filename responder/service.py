@@ -338,6 +338,7 @@ class Responder:
             self.metrics.journal_pending.set(self.journal.pending_count())
             self.pipeline.incidents.expire(now)
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
+            self.metrics.block_breaker_open.set(1 if self.pipeline.block_breaker_open() else 0)
         if self.certificates is not None:
             self.certificates.check()
         if self.grpc_input is not None:

@@ -22,6 +22,7 @@ from responder.actions.outcome import (
     BLOCK_POLICY,
     BLOCKED_ADDRESS,
     LABELLED,
+    NEWLY_BLOCKED,
     WOULD_BLOCK,
     ActionOutcome,
     OutcomeStatus,
@@ -100,6 +101,14 @@ class DestinationBlocks:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         extra: dict[str, Any] = {BLOCKED_ADDRESS: str(address), BLOCK_POLICY: name}
+        if pod.host_network:
+            return self._outcome(
+                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
+                f"{address} ({target.field}) cannot be blocked: {netpol.HOST_NETWORK}; nothing was made,"
+                " quarantine cannot isolate it either",
+                started,
+                extra,
+            )
         others = [] if self._settings.ignore_other_policy_apis else self._other_policy_apis()
         if others:
             return self._outcome(
@@ -151,7 +160,7 @@ class DestinationBlocks:
         label, value = self._settings.label, destination.pod_key(pod.uid)
         listed = next((p for p in policies if netpol.name_of(p) == name), None)
         try:
-            blocked = self._ensure_policy(pod, name, value, listed, address)
+            blocked, added = self._ensure_policy(pod, name, value, listed, address)
         except TooMany as exc:
             return self._outcome(
                 OutcomeStatus.LEAKY,
@@ -161,18 +170,22 @@ class DestinationBlocks:
                 started,
                 extra,
             )
+        if added:
+            extra[NEWLY_BLOCKED] = True
         try:
             # The pod's labels as read are not needed: its block's label is its own.
             patched = patch_as_read(self._gateway, pod, lambda _meta: {"labels": {label: value}})
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
         except KeptChanging as exc:
-            return self._outcome(OutcomeStatus.FAILED, str(exc), started)
+            # Without the address: a failed block is tried again (see Pipeline._maybe_block_more).
+            counted = {NEWLY_BLOCKED: True} if added else None
+            return self._outcome(OutcomeStatus.FAILED, str(exc), started, counted)
         extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
         if (patched.get("spec") or {}).get("hostNetwork"):
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                "the pod uses the host network, which NetworkPolicies do not cover: nothing is blocked",
+                f"{netpol.HOST_NETWORK}: nothing is blocked",
                 started,
                 extra,
             )
@@ -226,10 +239,11 @@ class DestinationBlocks:
         value: str,
         current: Mapping[str, Any] | None,
         address: destination.Address,
-    ) -> set[destination.Address]:
+    ) -> tuple[set[destination.Address], bool]:
         """Create the pod's block policy, or add ``address`` to what it blocks; on a conflict it is
         read again and merged afresh, so that an address another writer added is kept. Returns what
-        it blocks. Raises TooMany past block_destination.max_per_pod."""
+        it blocks, and whether ``address`` is new to it. Raises TooMany past
+        block_destination.max_per_pod."""
         namespace = pod.namespace
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
@@ -239,17 +253,18 @@ class DestinationBlocks:
             if len(blocked) > self._settings.max_per_pod:
                 raise TooMany(len(earlier))
             spec = self._spec(value, blocked)
+            added = address not in earlier
             try:
                 if current is None:
                     body = destination.block_policy(namespace, name, spec, owner=(pod.name, pod.uid))
                     self._gateway.create_network_policy(namespace, body)
-                    return blocked
+                    return blocked, added
                 if current.get("spec") == spec:
-                    return blocked
+                    return blocked, added
                 replaced = dict(current)
                 replaced["spec"] = spec
                 self._gateway.replace_network_policy(namespace, name, replaced)
-                return blocked
+                return blocked, added
             except KubeError as exc:
                 if not exc.conflict:
                     raise

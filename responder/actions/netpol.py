@@ -13,6 +13,9 @@ from responder.cluster.selectors import SelectorError, selector_matches
 MANAGED_BY = {"app.kubernetes.io/managed-by": "serving-guard"}
 PATCHED_ANNOTATION = "serving-guard.io/patched-for-quarantine"
 
+# Why a host-network pod is out of any NetworkPolicy's reach (quarantine or block alike).
+HOST_NETWORK = "the pod uses the host network, which NetworkPolicies do not cover"
+
 
 def name_of(policy: Mapping[str, Any]) -> str:
     """The policy's metadata.name, as text ("None" when it has none)."""

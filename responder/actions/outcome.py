@@ -48,9 +48,15 @@ REASON = "reason"
 BLOCK_DESTINATION = "block_destination"
 BLOCKED_ADDRESS = "address"
 BLOCK_POLICY = "network_policy"
+# ...and the key marking a block that added its address to the pod's block policy (not one that
+# found it there): what the block circuit breaker counts (guardrails.max_blocks).
+NEWLY_BLOCKED = "newly_blocked"
 # How a dry-run block that would make the pod's block policy begins (one that other policies or a
 # quarantine decide either way says so instead): what a person can then do by hand.
 WOULD_BLOCK = "would block egress to"
+# How the reason begins when the block circuit breaker (guardrails.max_blocks) held a block back:
+# also one for a person to take by hand.
+BLOCK_BREAKER_OPEN = "block circuit breaker open"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
 
@@ -83,6 +89,12 @@ class ActionOutcome:
     def block_labelled(self) -> bool:
         """This destination block left the pod labelled into its block policy (LABELLED)."""
         return self.action == BLOCK_DESTINATION and self.extra.get(LABELLED) is True
+
+    @property
+    def newly_blocked(self) -> bool:
+        """This destination block added its address to the pod's block policy: it counts against
+        the block circuit breaker, whatever came after (a failed label may still leave it in force)."""
+        return self.action == BLOCK_DESTINATION and self.extra.get(NEWLY_BLOCKED) is True
 
     @property
     def cut_only(self) -> str | None:

@@ -158,6 +158,8 @@ class ClusterActions:
             ]
         else:
             notes = [f"would label the pod into {own}"]
+        if pod.host_network:
+            notes.append(f"it would be LEAKY: {netpol.HOST_NETWORK}")
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
         beyond = self._excluded_beyond(policies, labels, cut)
@@ -237,7 +239,7 @@ class ClusterActions:
         unproven = []
         if (patched_pod.get("spec") or {}).get("hostNetwork"):
             # NetworkPolicies do not apply to host-network pods: the label isolates nothing.
-            unproven.append("the pod uses the host network, which NetworkPolicies do not cover")
+            unproven.append(netpol.HOST_NETWORK)
         # One read of the namespace's policies serves the deny-all check and the leak check.
         policies: list[dict[str, Any]] | None = None
         try:

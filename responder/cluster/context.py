@@ -52,6 +52,8 @@ class PodContext:
     owners: tuple[OwnerRef, ...] = ()
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
     resource_version: str | None = None
+    # spec.hostNetwork, which cannot change on a running pod: NetworkPolicies do not cover it.
+    host_network: bool = False
 
     @property
     def workload(self) -> OwnerRef | None:

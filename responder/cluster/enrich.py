@@ -178,6 +178,7 @@ class PodDirectory:
             owners=self._owner_chain(raw, namespace, labels),
             namespace_labels=self.namespace_labels(namespace),
             resource_version=meta.get("resourceVersion"),
+            host_network=spec.get("hostNetwork") is True,
         )
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:

@@ -53,10 +53,8 @@ def effective_policy(config: Config) -> dict[str, object]:
             "dry_run": guard.dry_run,
             "protected_namespaces": list(guard.protected_namespaces),
             "enforce_namespace_label": guard.enforce_namespace_label,
-            "max_quarantines": {
-                "count": guard.max_quarantines.count,
-                "window_seconds": guard.max_quarantines.window_seconds,
-            },
+            "max_quarantines": guard.max_quarantines.model_dump(mode="json"),
+            "max_blocks": guard.max_blocks.model_dump(mode="json"),
         },
         "quarantine": config.quarantine.model_dump(mode="json"),
         "block_destination": config.block_destination.model_dump(mode="json"),
@@ -103,6 +101,12 @@ def _text(policy: dict[str, object]) -> str:
         f"opt-in label={guard['enforce_namespace_label'] or '(none: every namespace)'}, "
         f"at most {guard['max_quarantines']['count']} quarantines per "
         f"{guard['max_quarantines']['window_seconds']:g}s"
+        + (
+            f" and {guard['max_blocks']['count']} destinations newly blocked per"
+            f" {guard['max_blocks']['window_seconds']:g}s"
+            if any("block_destination" in item["actions"] for item in policies)
+            else ""
+        )
     )
     quarantine = policy["quarantine"]
     assert isinstance(quarantine, dict)

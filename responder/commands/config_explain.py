@@ -128,7 +128,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
         config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.requested
     )
     if any(a in ISOLATING for a in decision.requested):
-        lines += _checks(config, alert)
+        lines += _checks(config, alert, decision.requested)
     return lines
 
 
@@ -142,7 +142,7 @@ def _slack_lines(config: Config, channel: str | None, notify: bool, asked: bool)
     return [f"  Slack: {channel or '(the webhook channel)'}"]
 
 
-def _checks(config: Config, alert: Alert) -> list[str]:
+def _checks(config: Config, alert: Alert, requested: tuple[ActionName, ...]) -> list[str]:
     """What the responder checks on the live pod and its guardrails before it acts."""
     guard = config.guardrails
     namespace = alert.namespace
@@ -151,14 +151,21 @@ def _checks(config: Config, alert: Alert) -> list[str]:
     node = f" on node {alert.hostname}" if config.cluster.verify_node else ""
     lines.append(f"  - the live pod {alert.namespace}/{alert.pod} has container {container}{node}")
     if namespace is not None and namespace in guard.protected_namespaces:
-        lines.append(
-            f"  - namespace {namespace} is protected: quarantine and annotate are ALWAYS withheld there"
-        )
+        lines.append(f"  - namespace {namespace} is protected: actions on the pod are ALWAYS withheld there")
     elif guard.enforce_namespace_label:
         lines.append(f"  - namespace {namespace} carries {guard.enforce_namespace_label}=true (opted in)")
-    limit = guard.max_quarantines
-    window = f"{limit.window_seconds:g}s"
-    lines.append(f"  - fewer than {limit.count} pods were quarantined in the last {window} (circuit breaker)")
+    if ActionName.QUARANTINE in requested:
+        limit = guard.max_quarantines
+        window = f"{limit.window_seconds:g}s"
+        lines.append(
+            f"  - fewer than {limit.count} pods were quarantined in the last {window} (circuit breaker)"
+        )
+    if ActionName.BLOCK_DESTINATION in requested:
+        blocks = guard.max_blocks
+        lines.append(
+            f"  - fewer than {blocks.count} destinations were newly blocked in the last"
+            f" {blocks.window_seconds:g}s (block circuit breaker)"
+        )
     return lines
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from responder.actions.netpol import uncut
+from responder.actions.netpol import HOST_NETWORK, uncut
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
@@ -362,10 +362,13 @@ def _block_text(outcome: ActionOutcome, detail: str) -> str:
             f" ({detail})." if detail else "."
         )
     still = f" still allowed by {_join_codes(outcome.leaky_policies)}" if outcome.leaky_policies else ""
+    advice = (
+        " No NetworkPolicy reaches a host-network pod: only stopping the pod cuts it."
+        if HOST_NETWORK in outcome.detail
+        else " Check the pod's traffic; quarantining its egress cuts it whatever other policies allow."
+    )
     return (
-        f":warning: *Block of {address} NOT in force*:{still}"
-        + (f" ({detail})." if detail else ".")
-        + " Check the pod's traffic; quarantining its egress cuts it whatever other policies allow."
+        f":warning: *Block of {address} NOT in force*:{still}" + (f" ({detail})." if detail else ".") + advice
     )
 
 
@@ -378,7 +381,10 @@ def _action_lines(report: IncidentReport) -> list[str]:
             continue  # said below, with the decision's reasons
         lines.append(_outcome_line(outcome, decision))
     if decision.withheld:
-        asked = [a.value for a in decision.requested if a is not ActionName.NOTIFY]
+        # What was held back (a block may be, beside a quarantine that went ahead).
+        asked = [
+            a.value for a in decision.requested if a is not ActionName.NOTIFY and a not in decision.actions
+        ]
         what = " and ".join(asked) or "action"
         lines.append(f":pause_button: *{escape(what, SHORT_LIMIT)} withheld*, because:")
         lines.extend("• " + escape(reason, REASON_LIMIT) for reason in decision.withheld)

@@ -301,10 +301,15 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
         "match": {"rules": ["Anomalous egress*"]},
         "actions": ["notify", "block_destination"],
     }
-    values = {"policies": [policy], "blockDestination": blocking}
+    breaker = {"maxBlocks": {"count": 3, "windowSeconds": 60}}
+    values = {"policies": [policy], "blockDestination": blocking, "guardrails": breaker}
     chart.validate_schema(values)
     config = _config(render(chart, Case("block-destination", values)))
     assert config.policies[0].actions == (ActionName.NOTIFY, ActionName.BLOCK_DESTINATION)
+    assert (config.guardrails.max_blocks.count, config.guardrails.max_blocks.window_seconds) == (3, 60)
+    assert _config(render(chart, Case("block-breaker-default", {}))).guardrails.max_blocks.count == 20
+    with pytest.raises(helm_python.HelmValuesError, match="maxBlocks"):
+        chart.validate_schema({"guardrails": {"maxBlocks": {"count": 0, "windowSeconds": 60}}})
     assert config.block_destination == BlockDestination(
         label="example.com/block",
         network_policy_prefix="sg-block",

@@ -20,7 +20,7 @@ from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
 from responder.cluster.api import KubeGateway
-from responder.config import BlockDestination, Isolation
+from responder.config import ActionName, BlockDestination, Isolation
 from responder.journal import report_from_record
 from responder.notify.render import render_incident
 from responder.service import Responder
@@ -28,6 +28,7 @@ from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from tests.helpers import FakeClock, responder_config
+from tests.notify.slack_fixtures import make_decision, make_report
 from tests.notify.test_slack_render import text_of
 from tests.responder.test_pipeline import submit_all
 from tests.responder.test_quarantine import NP, Harness, shell_alert
@@ -89,7 +90,12 @@ def test_a_block_makes_the_pods_own_policy_labels_the_pod_and_proves_it(
     made = list(calls)
     assert outcome.status is OutcomeStatus.BLOCKED, outcome
     name = destination.block_policy_name("serving-guard-block", pod.uid)
-    assert outcome.extra == {"address": "203.0.113.7", "network_policy": name, "labelled": True}
+    assert outcome.extra == {
+        "address": "203.0.113.7",
+        "network_policy": name,
+        "newly_blocked": True,
+        "labelled": True,
+    }
     assert "all other egress kept" in outcome.detail and outcome.ok
     assert outcome.describe() == "blocked egress to 203.0.113.7"
     policy = block_policy_of(harness, vllm)
@@ -124,6 +130,8 @@ def test_a_second_address_is_added_and_a_repeat_changes_nothing(harness: Harness
         harness.pod(vllm), egress_alert(vllm, "2606:4700::1111", "fd.rip"), dry_run=False
     )
     assert (first.status, again.status, second.status) == (OutcomeStatus.BLOCKED,) * 3
+    # What the block circuit breaker counts: an address added, not one found there.
+    assert (first.newly_blocked, again.newly_blocked, second.newly_blocked) == (True, False, True)
     assert "also blocked: 203.0.113.7" in second.detail
     policy = block_policy_of(harness, vllm)
     assert policy is not None
@@ -500,3 +508,37 @@ def test_where_other_policy_apis_are_served_no_block_is_made_unless_told_to(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
     )
     assert told.status is OutcomeStatus.BLOCKED
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_host_network_pod_is_told_it_cannot_be_blocked_and_nothing_is_made(
+    harness: Harness, seeded: Seeded, dry_run: bool
+) -> None:
+    vllm = seeded[1]["vllm"]
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["spec"]["hostNetwork"] = True
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    pod = harness.pod(vllm)
+    calls = harness.record_calls()
+    outcome = harness.actions.block_destination(pod, egress_alert(vllm, "203.0.113.7"), dry_run=dry_run)
+    made = [verb for verb, _ in calls]
+    assert outcome.status is (OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY)
+    assert outcome.detail.startswith(
+        "203.0.113.7 (fd.sip) cannot be blocked: the pod uses the host network, which NetworkPolicies"
+        " do not cover; nothing was made"
+    )
+    assert not outcome.block_labelled and not outcome.newly_blocked
+    assert block_policy_of(harness, vllm) is None
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and BLOCK_LABEL not in stored["metadata"]["labels"]
+    # Nothing read or written (but the Event, outside a dry-run).
+    assert made == ([] if dry_run else ["POST"])
+    # What on-call reads: not in force, and why a quarantine is no way out.
+    blocking = (ActionName.NOTIFY, ActionName.BLOCK_DESTINATION)
+    decision = make_decision(actions=blocking, requested=blocking, dry_run=dry_run)
+    text = text_of(render_incident(make_report(decision=decision, outcomes=(outcome,))))
+    if not dry_run:
+        assert "*Block of `203.0.113.7` NOT in force*" in text
+        assert "only stopping the pod cuts it" in text and "quarantining its egress" not in text
+    assert "serving-guard block --namespace" not in text  # nothing to do by hand either

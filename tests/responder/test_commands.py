@@ -67,23 +67,26 @@ def test_config_check_says_how_destinations_are_blocked_where_a_policy_blocks_th
 ) -> None:
     path = write_config(tmp_path, "kc")
     assert main(["config", "check", str(path)]) == 0
-    assert "block_destination:" not in capsys.readouterr().out  # no policy blocks: not said
+    out = capsys.readouterr().out
+    assert "block_destination:" not in out and "newly blocked" not in out  # no policy blocks: not said
     path.write_text(
         "policies:\n"
         "  - {name: egress, match: {rules: [Anomalous egress*]}, actions: [notify, block_destination]}\n"
         "block_destination: {never_block: [203.0.113.0/24, 2001:db8::1]}\n"
+        "guardrails: {max_blocks: {count: 8, window_seconds: 60}}\n"
     )
     assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
     assert (
         "block_destination: the address in fd.rip or fd.sip, through the pod's own NetworkPolicy"
         " serving-guard-block-<hash of its uid> and label serving-guard.io/block; never blocked:"
         " 203.0.113.0/24, 2001:db8::1/128"
-    ) in capsys.readouterr().out
+    ) in out
+    assert "at most 5 quarantines per 300s and 8 destinations newly blocked per 60s" in out
     assert main(["config", "check", str(path), "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["block_destination"]["never_block"] == [
-        "203.0.113.0/24",
-        "2001:db8::1/128",
-    ]
+    effective = json.loads(capsys.readouterr().out)
+    assert effective["block_destination"]["never_block"] == ["203.0.113.0/24", "2001:db8::1/128"]
+    assert effective["guardrails"]["max_blocks"] == {"count": 8, "window_seconds": 60.0}
 
 
 def test_config_check_names_the_policies_on_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,9 +102,7 @@ def test_a_protected_namespace_and_an_unmatched_alert_are_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, lines, _ = explain(list(files(tmp_path, namespace="kube-system")), capsys)
-    assert (
-        "  - namespace kube-system is protected: quarantine and annotate are ALWAYS withheld there" in lines
-    )
+    assert "  - namespace kube-system is protected: actions on the pod are ALWAYS withheld there" in lines
     _, lines, _ = explain(list(files(tmp_path, rule="Other rule", tags=[])), capsys)
     assert "1. quiet: no: rule 'Other rule' is not one of 'Shell in serving pod'" in lines
     assert "3. shells: no: rule 'Other rule' is not one of 'Shell*'" in lines
@@ -150,3 +148,8 @@ def test_a_destination_block_names_the_address_or_why_there_is_none(
     config.write_text(yaml.safe_dump({"policies": [policy]}))
     code, lines, _ = explain([str(config), alert], capsys)
     assert code == 0 and any(line.startswith(said) for line in lines), lines
+    # Its guardrail is the block circuit breaker, not the quarantines'.
+    assert (
+        "  - fewer than 20 destinations were newly blocked in the last 300s (block circuit breaker)" in lines
+    )
+    assert not any("pods were quarantined" in line for line in lines)

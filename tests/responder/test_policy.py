@@ -17,6 +17,7 @@ from responder.records import decision_from_json, decision_to_json
 Q = ActionName.QUARANTINE
 N = ActionName.NOTIFY
 A = ActionName.ANNOTATE
+B = ActionName.BLOCK_DESTINATION
 VERIFIED = Verification(VerificationStatus.VERIFIED, container_name="triton")
 
 
@@ -281,3 +282,34 @@ def test_a_policy_may_cut_one_way_and_the_decision_and_its_command_carry_the_cut
     # A pod in any of our cuts is quarantined (the breaker costs no slot to re-assert it).
     assert is_quarantined(make_pod(labels={"serving-guard.io/quarantine": "true-egress"}), config)
     assert not is_quarantined(make_pod(labels={"serving-guard.io/quarantine": "nope"}), config)
+
+
+def test_the_block_breaker_holds_back_the_block_alone_and_not_a_prediction() -> None:
+    both = {
+        "name": "egress",
+        "match": {"rules": ["Anomalous egress*"]},
+        "actions": ["notify", "quarantine", "block_destination"],
+    }
+    config = make_config(policies=[both], guardrails={"max_blocks": {"count": 3, "window_seconds": 60}})
+    alert = make_alert("Anomalous egress from serving pod")
+    under = decide(alert, make_pod(), VERIFIED, GuardrailState(0, 2), config)
+    assert under.actions == (N, Q, B) and not under.block_breaker_open
+    full = decide(alert, make_pod(), VERIFIED, GuardrailState(0, 3), config)
+    assert full.actions == (N, Q) and full.block_breaker_open and not full.breaker_open
+    assert full.withheld == (
+        "block circuit breaker open: 3 destinations blocked in the last 60s (limit 3);"
+        " no destination is blocked until the window passes",
+    )
+    # A pod blocked before keeps those blocks: said, as this address may be among them.
+    blocked_pod = make_pod(labels={"serving-guard.io/block": "0123456789ab"})
+    held = decide(alert, blocked_pod, VERIFIED, GuardrailState(0, 3), config)
+    assert held.withheld[0].endswith("until the window passes; the pod's blocks in force stay")
+    # The quarantine breaker leaves the block alone, in turn.
+    quarantines_full = decide(alert, make_pod(), VERIFIED, GuardrailState(5, 0), config)
+    assert quarantines_full.actions == (N, B) and quarantines_full.breaker_open
+    # A prediction takes no slot, so the breaker does not stop it.
+    trial = make_config(
+        policies=[{**both, "dry_run": True}], guardrails={"max_blocks": {"count": 3, "window_seconds": 60}}
+    )
+    predicted = decide(alert, make_pod(), VERIFIED, GuardrailState(0, 3), trial)
+    assert predicted.dry_run and B in predicted.actions and not predicted.block_breaker_open

@@ -16,6 +16,7 @@ from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory
 from responder.config import Cluster, Isolation, Quarantine, Retry
+from responder.records import pod_from_json, pod_to_json
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import LEAKY_POLICY, SeededPod
@@ -619,3 +620,21 @@ def test_a_pod_that_changes_under_every_attempt_is_a_failed_quarantine_not_a_gue
     assert outcome.detail == "the pod changed under each of 3 attempts to label it"
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
+
+
+def test_a_dry_run_on_a_host_network_pod_predicts_it_leaky(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """hostNetwork cannot change on a running pod, so the read of the pod is enough to say it."""
+    vllm = seeded[1]["vllm"]
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["spec"]["hostNetwork"] = True
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    pod = harness.pod(vllm)
+    assert pod.host_network
+    predicted = harness.actions.quarantine(pod, shell_alert(vllm), "inc", "r", dry_run=True)
+    assert predicted.status is OutcomeStatus.DRY_RUN
+    assert "it would be LEAKY: the pod uses the host network" in predicted.detail
+    assert pod_from_json(pod_to_json(pod)).host_network  # as the journal keeps it
+    assert not pod_from_json({**pod_to_json(pod), "host_network": None}).host_network

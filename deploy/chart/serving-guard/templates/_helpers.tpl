@@ -223,6 +223,7 @@ journalDir: /var/lib/serving-guard
       "protected_namespaces" (include "serving-guard.protectedNamespaces" . | fromJsonArray)
       "enforce_namespace_label" (default nil $v.guardrails.enforceNamespaceLabel)
       "max_quarantines" (dict "count" $v.guardrails.maxQuarantines.count "window_seconds" $v.guardrails.maxQuarantines.windowSeconds)
+      "max_blocks" (dict "count" $v.guardrails.maxBlocks.count "window_seconds" $v.guardrails.maxBlocks.windowSeconds)
       "dry_run" $v.guardrails.dryRun -}}
 {{- $config := dict
       "inputs" (dict "http" $http "grpc" $grpc)
