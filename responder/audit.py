@@ -24,6 +24,8 @@ from responder.actions.outcome import (
     NOT_PATCHED,
     REASON,
     RESPONDER_ACTOR,
+    UNBLOCKED,
+    WIDENED,
     OutcomeStatus,
 )
 from responder.alert import AlertError, format_time_ns, parse_time_ns
@@ -252,6 +254,10 @@ class ActionRecord(TypedDict):
     # block_destination: the address blocked (or that could not be) and the pod's block policy.
     address: NotRequired[str]
     network_policy: NotRequired[str]
+    # ...the policies it came to widen (in force, but they no longer restrict), and the addresses it
+    # let go because block_destination.never_block holds them now.
+    widened: NotRequired[list[str]]
+    unblocked: NotRequired[list[str]]
 
 
 class NotificationRecord(TypedDict):
@@ -514,7 +520,7 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     isolated = extra.get(ISOLATED)
     if isinstance(isolated, str):
         fields["isolated"] = isolated
-    for key in (NOT_PATCHED, EXCLUDED_BEYOND):
+    for key in (NOT_PATCHED, EXCLUDED_BEYOND, WIDENED, UNBLOCKED):
         names = extra.get(key)
         if isinstance(names, list) and names:
             fields[key] = [str(name) for name in names]

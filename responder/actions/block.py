@@ -23,6 +23,8 @@ from responder.actions.outcome import (
     BLOCKED_ADDRESS,
     LABELLED,
     NEWLY_BLOCKED,
+    UNBLOCKED,
+    WIDENED,
     WOULD_BLOCK,
     ActionOutcome,
     OutcomeStatus,
@@ -160,7 +162,7 @@ class DestinationBlocks:
         label, value = self._settings.label, destination.pod_key(pod.uid)
         listed = next((p for p in policies if netpol.name_of(p) == name), None)
         try:
-            blocked, added = self._ensure_policy(pod, name, value, listed, address)
+            blocked, added, unblocked = self._ensure_policy(pod, name, value, listed, address)
         except TooMany as exc:
             return self._outcome(
                 OutcomeStatus.LEAKY,
@@ -172,6 +174,8 @@ class DestinationBlocks:
             )
         if added:
             extra[NEWLY_BLOCKED] = True
+        if unblocked:
+            extra[UNBLOCKED] = sorted(str(a) for a in unblocked)
         try:
             # The pod's labels as read are not needed: its block's label is its own.
             patched = patch_as_read(self._gateway, pod, lambda _meta: {"labels": {label: value}})
@@ -215,21 +219,36 @@ class DestinationBlocks:
                 extra,
             )
         governance = destination.egress_governance(policies, labels, address, self._ours(name))
+        if governance.allowing:
+            return self._outcome(
+                OutcomeStatus.LEAKY,
+                f"made NetworkPolicy {name} to block {address}, but {', '.join(governance.allowing)} now"
+                " restrict the pod's egress and allow it: it is not blocked, and the block policy adds"
+                " to what they allow; release the block (serving-guard release) and change them",
+                started,
+                extra,
+                leaky=governance.allowing,
+            )
         if governance.governing:
+            # In force (none of them allows the address), but their restriction is not: ours
+            # allows all other egress, and policies are a union of allows.
+            extra[WIDENED] = list(governance.governing)
             return self._outcome(
                 OutcomeStatus.LEAKY,
                 f"blocked {address} with NetworkPolicy {name}, but {', '.join(governance.governing)} now"
-                " restrict the pod's egress too, and the block policy adds to what they allow:"
-                " release the block (serving-guard release)",
+                " restrict the pod's egress too, and the block policy allows what they deny; they keep"
+                f" {address} out themselves: release the block (serving-guard release)",
                 started,
                 extra,
-                leaky=governance.governing,
             )
         others = sorted(str(a) for a in blocked if a != address)
         detail = f"blocked egress to {address} ({target.field}) with NetworkPolicy {name};"
         detail += " all other egress kept"
         if others:
             detail += "; also blocked: " + ", ".join(others)
+        if extra.get(UNBLOCKED):
+            detail += "; no longer blocked (block_destination.never_block holds them now): "
+            detail += ", ".join(extra[UNBLOCKED])
         return self._outcome(OutcomeStatus.BLOCKED, detail, started, extra)
 
     def _ensure_policy(
@@ -239,16 +258,19 @@ class DestinationBlocks:
         value: str,
         current: Mapping[str, Any] | None,
         address: destination.Address,
-    ) -> tuple[set[destination.Address], bool]:
+    ) -> tuple[set[destination.Address], bool, set[destination.Address]]:
         """Create the pod's block policy, or add ``address`` to what it blocks; on a conflict it is
         read again and merged afresh, so that an address another writer added is kept. Returns what
-        it blocks, and whether ``address`` is new to it. Raises TooMany past
-        block_destination.max_per_pod."""
+        it blocks, whether ``address`` is new to it, and the addresses it let go (never_block holds
+        them now). Raises TooMany past block_destination.max_per_pod."""
         namespace = pod.namespace
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
-            earlier = destination.blocked_by((current or {}).get("spec"))
+            held = destination.blocked_by((current or {}).get("spec"))
+            # An address never_block came to hold since it was blocked is let go now.
+            unblocked = {a for a in held if destination.never_blocked(a, self._settings.never_block)}
+            earlier = held - unblocked
             blocked = earlier | {address}
             if len(blocked) > self._settings.max_per_pod:
                 raise TooMany(len(earlier))
@@ -258,13 +280,13 @@ class DestinationBlocks:
                 if current is None:
                     body = destination.block_policy(namespace, name, spec, owner=(pod.name, pod.uid))
                     self._gateway.create_network_policy(namespace, body)
-                    return blocked, added
+                    return blocked, added, unblocked
                 if current.get("spec") == spec:
-                    return blocked, added
+                    return blocked, added, unblocked
                 replaced = dict(current)
                 replaced["spec"] = spec
                 self._gateway.replace_network_policy(namespace, name, replaced)
-                return blocked, added
+                return blocked, added, unblocked
             except KubeError as exc:
                 if not exc.conflict:
                     raise

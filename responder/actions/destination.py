@@ -98,10 +98,15 @@ def target_from_text(name: str, text: str, never_block: Iterable[str]) -> Target
             f"{name} {address} is not a public address: it may be inside the cluster, where"
             " NetworkPolicies cannot tell it apart (quarantine the pod's egress instead)"
         )
-    kept = next((n for n in never_block if address in ipaddress.ip_network(n)), None)
+    kept = never_blocked(address, never_block)
     if kept is not None:
         return f"{name} {address} is in block_destination.never_block ({kept})"
     return Target(address, name)
+
+
+def never_blocked(address: Address, never_block: Iterable[str]) -> str | None:
+    """The block_destination.never_block range that holds ``address``, or None."""
+    return next((n for n in never_block if address in ipaddress.ip_network(n)), None)
 
 
 # API groups of network policies that Kubernetes NetworkPolicies do not see: unioned with them

@@ -51,6 +51,11 @@ BLOCK_POLICY = "network_policy"
 # ...and the key marking a block that added its address to the pod's block policy (not one that
 # found it there): what the block circuit breaker counts (guardrails.max_blocks).
 NEWLY_BLOCKED = "newly_blocked"
+# ...the policies that restrict the pod's egress and keep the address out, which the block policy
+# came to widen (it allows what they deny): the block is in force, their restriction is not.
+WIDENED = "widened"
+# ...and the addresses taken out of the pod's block because block_destination.never_block now holds them.
+UNBLOCKED = "unblocked"
 # How a dry-run block that would make the pod's block policy begins (one that other policies or a
 # quarantine decide either way says so instead): what a person can then do by hand.
 WOULD_BLOCK = "would block egress to"

@@ -20,6 +20,7 @@ from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     NOT_PATCHED,
+    WIDENED,
     ActionOutcome,
     OutcomeStatus,
 )
@@ -360,6 +361,13 @@ def _block_text(outcome: ActionOutcome, detail: str) -> str:
     if outcome.status is OutcomeStatus.BLOCKED:
         return f":no_entry: *Blocked* egress to {address}: the pod keeps the rest of its traffic" + (
             f" ({detail})." if detail else "."
+        )
+    widened = outcome.extra.get(WIDENED)
+    if isinstance(widened, list) and widened:
+        return (
+            f":warning: *Blocked* egress to {address}, but the block policy *widens*"
+            f" {_join_codes(str(name) for name in widened)}: they restrict the pod's egress, and it"
+            " allows what they deny" + (f" ({detail})." if detail else ".")
         )
     still = f" still allowed by {_join_codes(outcome.leaky_policies)}" if outcome.leaky_policies else ""
     advice = (

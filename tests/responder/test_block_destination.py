@@ -19,6 +19,7 @@ from responder.actions.outcome import OutcomeStatus
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
+from responder.audit import _outcome_fields as action_fields
 from responder.cluster.api import KubeGateway
 from responder.config import ActionName, BlockDestination, Isolation
 from responder.journal import report_from_record
@@ -542,3 +543,88 @@ def test_a_host_network_pod_is_told_it_cannot_be_blocked_and_nothing_is_made(
         assert "*Block of `203.0.113.7` NOT in force*" in text
         assert "only stopping the pod cuts it" in text and "quarantining its egress" not in text
     assert "serving-guard block --namespace" not in text  # nothing to do by hand either
+
+
+def _policy_arrives_after_the_label(
+    harness: Harness, namespace: str, name: str, spec: dict[str, Any]
+) -> None:
+    """Another writer's egress policy lands between the block's label and its proof."""
+    send = harness.gateway.request
+
+    def racing(verb: str, path: str, **kwargs: Any) -> Any:
+        answer = send(verb, path, **kwargs)
+        if verb == "PATCH" and "/pods/" in path:
+            harness.put_policy(namespace, name, spec)
+        return answer
+
+    harness.gateway.request = racing  # type: ignore[method-assign]
+
+
+def test_a_policy_that_comes_to_allow_the_address_meanwhile_leaves_it_not_blocked(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    https_anywhere = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 443}]}]}
+    _policy_arrives_after_the_label(harness, vllm.namespace, "allow-https-out", https_anywhere)
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.LEAKY and outcome.leaky_policies == ("allow-https-out",)
+    assert "allow-https-out now restrict the pod's egress and allow it: it is not blocked" in outcome.detail
+    assert "widened" not in outcome.extra
+
+
+def test_a_policy_that_comes_to_restrict_egress_meanwhile_is_said_widened_not_the_block_undone(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """The address stays out of reach (the new policy does not allow it), but the block policy
+    allows all the rest, which the new policy denies: in force, and widening it."""
+    vllm = seeded[1]["vllm"]
+    in_cluster_only = {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+    }
+    _policy_arrives_after_the_label(harness, vllm.namespace, "in-cluster-only", in_cluster_only)
+    outcome = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.LEAKY and outcome.leaky_policies == ()
+    assert outcome.extra["widened"] == ["in-cluster-only"]
+    assert "they keep 203.0.113.7 out themselves: release the block" in outcome.detail
+    blocking = (ActionName.NOTIFY, ActionName.BLOCK_DESTINATION)
+    decision = make_decision(actions=blocking, requested=blocking)
+    text = text_of(render_incident(make_report(decision=decision, outcomes=(outcome,))))
+    assert (
+        ":warning: *Blocked* egress to `203.0.113.7`, but the block policy *widens* `in-cluster-only`" in text
+    )
+    assert "NOT in force" not in text
+    assert "serving-guard release --namespace" in text
+    assert action_fields(outcome.to_json())["widened"] == ["in-cluster-only"]
+
+
+def test_an_address_never_block_came_to_hold_is_let_go_at_the_next_block(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    first = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert first.status is OutcomeStatus.BLOCKED
+    # The operator learns 203.0.113.0/24 is the model registry, and adds it to never_block.
+    harness.actions = type(harness.actions)(
+        harness.gateway,
+        harness.actions._settings,
+        harness.actions._events,
+        blocks=BlockDestination(never_block=("203.0.113.0/24",)),
+    )
+    second = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "198.51.100.9"), dry_run=False
+    )
+    assert second.status is OutcomeStatus.BLOCKED and second.extra["unblocked"] == ["203.0.113.7"]
+    assert "no longer blocked (block_destination.never_block holds them now): 203.0.113.7" in second.detail
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"198.51.100.9"}
+    # The audit trail's action record names what was let go.
+    assert action_fields(second.to_json())["unblocked"] == ["203.0.113.7"]
