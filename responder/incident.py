@@ -134,7 +134,7 @@ class IncidentReport:
                 return True
         return False
 
-    def release_command(self) -> str | None:
+    def release_command(self, config_path: str | None = None) -> str | None:
         """The exact command that undoes the quarantine or the destination block, when there is one
         to undo."""
         if not (self.labelled or self.blocked):
@@ -143,9 +143,10 @@ class IncidentReport:
             "serving-guard release --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'"
+            + _config_option(config_path)
         )
 
-    def block_command(self) -> str | None:
+    def block_command(self, config_path: str | None = None) -> str | None:
         """The exact command to block the destination by hand, when the responder only predicted
         its block (dry-run) or the block circuit breaker held it back, the alert was verified, and
         no block of that address followed."""
@@ -166,10 +167,10 @@ class IncidentReport:
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --address {shlex.quote(held)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'"
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'" + _config_option(config_path)
         )
 
-    def quarantine_command(self) -> str | None:
+    def quarantine_command(self, config_path: str | None = None) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
         quarantine (dry-run) or the circuit breaker held it back, and the alert was verified."""
         decision = self.decision
@@ -181,8 +182,13 @@ class IncidentReport:
         return (
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'"
+            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'" + _config_option(config_path)
         )
+
+
+def _config_option(config_path: str | None) -> str:
+    """The commands by hand act with the responder's config: its labels, its journal."""
+    return f" --config {shlex.quote(config_path)}" if config_path else ""
 
 
 def _held_back(outcome: ActionOutcome) -> bool:

@@ -67,8 +67,11 @@ class Responder:
         *,
         delivery: Any | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        # The config's file, named in the commands Slack gives (the commands need the same config).
+        self.config_path = config_path
         self.gateway = gateway
         self.clock_ns = clock_ns
         exact_rules = [r for r in config.rule_patterns() if not any(c in r for c in "*?[")]
@@ -117,6 +120,7 @@ class Responder:
                 self.metrics,
                 clock_ns=self.clock_ns,
                 thread_window_seconds=self.config.dedupe.window_seconds,
+                config_path=self.config_path,
             )
         self.pipeline = Pipeline(
             self.config,

@@ -62,6 +62,8 @@ WOULD_BLOCK = "would block egress to"
 # How the reason begins when the block circuit breaker (guardrails.max_blocks) held a block back:
 # also one for a person to take by hand.
 BLOCK_BREAKER_OPEN = "block circuit breaker open"
+# How a release that found nothing to lift begins its detail (not said "released").
+NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
 
@@ -158,6 +160,8 @@ class ActionOutcome:
             return f"dry-run: would {self.action}"
         if self.status is OutcomeStatus.FAILED:
             return f"failed: {self.detail}"
+        if self.action == "release" and self.detail.startswith(NOTHING_TO_RELEASE):
+            return self.detail
         if self.detail:
             return f"{self.status.value}: {self.detail}"
         return self.status.value

@@ -32,6 +32,7 @@ from responder.actions.outcome import (
     ISOLATED,
     LABELLED,
     NOT_PATCHED,
+    NOTHING_TO_RELEASE,
     ActionOutcome,
     OutcomeStatus,
     failure_outcome,
@@ -483,7 +484,13 @@ class ClusterActions:
 
     # -- release ------------------------------------------------------------------------------
 
-    def release(self, namespace: str, name: str, *, by: str, reason: str) -> ActionOutcome:
+    def release(
+        self, namespace: str, name: str, *, by: str, reason: str, labels_known: bool = True
+    ) -> ActionOutcome:
+        """Lift the pod's quarantine and destination block. ``labels_known``: the labels are the
+        responder's own (its config was given); else a pod with a quarantine record but without
+        the default label is refused, not released: it was likely quarantined under another
+        label, which this release would leave on while clearing the record."""
         started = self._clock_ns()
         label = self._settings.label
         try:
@@ -497,6 +504,16 @@ class ClusterActions:
         # A destination block is lifted too: release gives the pod back all of its traffic.
         block_label = self._block_settings.label
         was_blocked = block_label in labels
+        if not (was_labelled or was_blocked or labels_known) and A_QUARANTINED_AT in annotations:
+            return ActionOutcome(
+                "release",
+                OutcomeStatus.FAILED,
+                f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}:"
+                " it may have been quarantined under another quarantine.label; nothing was changed:"
+                " run release with the responder's --config",
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         patch = {
             "metadata": {
                 "uid": meta.get("uid"),
@@ -518,8 +535,13 @@ class ClusterActions:
             return self._failure("release", exc, started)
         if was_labelled or was_blocked:
             notes = [f"released by {by}: {reason}"]
+        elif A_QUARANTINED_AT in annotations:
+            notes = [
+                f"{NOTHING_TO_RELEASE}: the label {label} was already gone; its quarantine record"
+                f" cleared by {by}"
+            ]
         else:
-            notes = [f"pod was not quarantined; recorded {by}"]
+            notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
         if was_blocked:
             notes.append("lifted its destination block")
         if restored:

@@ -107,6 +107,17 @@ def open_journal(args: argparse.Namespace, config: Config, stack: contextlib.Exi
     when it cannot record an action, nothing is done. --incident must name one of its incidents, in
     --namespace: a mistyped id would file the action under no incident, and tell no one."""
     if not args.config or not os.path.exists(config.journal.path):
+        if args.incident is not None:
+            # Else the action is done, recorded nowhere and told to no one, as if it were.
+            where = (
+                f"the journal {config.journal.path} is not here (run where the responder runs)"
+                if args.config
+                else "give the responder's --config, where its journal is"
+            )
+            raise UserError(
+                f"--incident {args.incident}: it is recorded in the responder's journal, and {where};"
+                " nothing was done (or leave --incident out: then nothing is journaled or told in Slack)"
+            )
         return None
     journal = stack.enter_context(
         Journal(

@@ -122,7 +122,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     config = config.model_copy(
         update={"inputs": Inputs(), "server": config.server.model_copy(update={"metrics_listen": None})}
     )
-    responder = build_responder(config)
+    responder = build_responder(config, args.config)
     await responder.start()
     pipeline = responder.pipeline
     assert pipeline is not None

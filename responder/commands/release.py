@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         gateway = KubeGateway.from_config(cluster, names)
         actions = ClusterActions.of_config(gateway, config)
         for index, pod in enumerate(pods):
-            outcome = actions.release(args.namespace, pod, by=by, reason=reason)
+            outcome = actions.release(
+                args.namespace, pod, by=by, reason=reason, labels_known=bool(args.config)
+            )
             print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
             released += outcome.status is OutcomeStatus.RELEASED
             told = record(

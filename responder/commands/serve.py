@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -25,20 +26,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the responder's YAML config")
 
 
-def build_responder(config: Config) -> Responder:
+def build_responder(config: Config, config_path: str | None = None) -> Responder:
+    """The responder for ``config``; ``config_path``, the file it came from, goes into the commands
+    Slack gives for acting by hand (they need the same config)."""
     from responder.notify.slack import SlackDelivery
 
     gateway = KubeGateway.from_config(config.cluster)
-    return Responder(config, gateway, delivery=SlackDelivery.from_config(config.slack))
+    return Responder(
+        config,
+        gateway,
+        delivery=SlackDelivery.from_config(config.slack),
+        config_path=os.path.abspath(config_path) if config_path else None,
+    )
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, config_path: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    await build_responder(config).run_until(stop, on_started=tune_collector_after_start)
+    await build_responder(config, config_path).run_until(stop, on_started=tune_collector_after_start)
 
 
 # Container objects allocated (net) between collections of the youngest generation; Python's
@@ -106,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
     warn_of_unreachable_policies(config)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
         log.info("starting", extra={"event_loop": config.server.event_loop})
-        runner.run(serve(config))
+        runner.run(serve(config, args.config))
     return 0

@@ -608,6 +608,7 @@ def render_incident(
     *,
     in_workload_thread: bool = False,
     thread_replies: Sequence[str | None] = (),
+    config_path: str | None = None,
 ) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
     thread of another pod of its workload (slack.thread_by_workload). ``thread_replies``: for the
@@ -633,22 +634,28 @@ def render_incident(
         output.add("*Falco output*")
         output.add(code_block(report.alert.output, OUTPUT_LIMIT))
         blocks.append(_section(output))
-    release = report.release_command()
+    # Where the commands run: beside the responder's config and journal (its pod), so that they
+    # use its labels and are recorded under the incident; without the path, said in words.
+    where = (
+        " (run where the responder runs, e.g. `kubectl exec` into its pod: it is recorded under this"
+        " incident, and a reply here says what it did)"
+        if config_path
+        else " (run with the responder's `--config`, where its journal is: it is recorded under this"
+        " incident, and a reply here says what it did)"
+    )
+    release = report.release_command(config_path)
     if release:
         undo = _Lines()
-        undo.add("*To release the pod* once it is safe:")
+        undo.add(f"*To release the pod* once it is safe{where}:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
     for what, by_hand in (
-        ("quarantine it", report.quarantine_command()),
-        ("block it", report.block_command()),
+        ("quarantine it", report.quarantine_command(config_path)),
+        ("block it", report.block_command(config_path)),
     ):
         if by_hand:
             act = _Lines()
-            act.add(
-                f"*To {what} by hand* once you have looked (run with the responder's `--config`,"
-                " it is recorded under this incident and told in this thread):"
-            )
+            act.add(f"*To {what} by hand* once you have looked{where}:")
             act.add(code_block(by_hand, 1000))
             blocks.append(_section(act))
     blocks.append(_context(_context_texts(report)))

@@ -66,8 +66,10 @@ class NotificationWorker:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         thread_window_seconds: float = 300.0,
+        config_path: str | None = None,
     ) -> None:
         self._journal = journal
+        self._config_path = config_path
         # How far back a workload's thread gathers incidents (the dedupe window).
         self._thread_window_ns = int(thread_window_seconds * 1e9)
         # When each workload thread's root message last got its replies' summary (throttled as repeats are).
@@ -253,7 +255,9 @@ class NotificationWorker:
             if found is not None:
                 return found
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-        return await self._delivery.post(render_incident(report), channel=channel)
+        return await self._delivery.post(
+            render_incident(report, config_path=self._config_path), channel=channel
+        )
 
     async def _earlier_post(
         self, search: Awaitable[SlackRef | None], row: NotificationRow
@@ -289,7 +293,7 @@ class NotificationWorker:
                 row.id, "sending", slack_channel=root.channel, slack_thread_ts=root.ts
             )
         )
-        message = render_incident(report, in_workload_thread=True)
+        message = render_incident(report, in_workload_thread=True, config_path=self._config_path)
         return await self._delivery.post_in_thread(root, message, broadcast=_needs_eyes(report))
 
     def _schedule_thread_summary(self, reply: SlackRef, channel: str | None, now: int) -> None:
@@ -332,10 +336,14 @@ class NotificationWorker:
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         if parent.slack_thread_ts:  # itself a reply in its workload's thread
             own = SlackRef(channel=channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
-            return await self._delivery.update(own, render_incident(report, in_workload_thread=True))
+            return await self._delivery.update(
+                own, render_incident(report, in_workload_thread=True, config_path=self._config_path)
+            )
         replies = self._journal.thread_replies(channel, parent.slack_ts)
         root = SlackRef(channel=channel, ts=parent.slack_ts)
-        return await self._delivery.update(root, render_incident(report, thread_replies=replies))
+        return await self._delivery.update(
+            root, render_incident(report, thread_replies=replies, config_path=self._config_path)
+        )
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
         """Tell the incident's thread what a person did about it (``serving-guard quarantine`` or

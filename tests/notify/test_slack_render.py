@@ -573,9 +573,16 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     predicted = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN, "would label the pod")
     text = text_of(render_incident(make_report(decision=trial, outcomes=(predicted,))))
     assert (
-        "*To quarantine it by hand* once you have looked (run with the responder's `--config`, it is"
-        f" recorded under this incident and told in this thread):\n```{command}```"
+        "*To quarantine it by hand* once you have looked (run with the responder's `--config`, where"
+        " its journal is: it is recorded under this incident, and a reply here says what it did):"
+        f"\n```{command}```"
     ) in text
+    # The running responder names its config file in the command itself.
+    named = text_of(
+        render_incident(make_report(decision=trial, outcomes=(predicted,)), config_path="/etc/sg/config.yaml")
+    )
+    assert f"```{command} --config /etc/sg/config.yaml```" in named
+    assert "run where the responder runs, e.g. `kubectl exec` into its pod" in named
     held = make_decision(actions=(ActionName.NOTIFY,), withheld=("circuit breaker open",), breaker_open=True)
     assert command in text_of(render_incident(make_report(decision=held)))
     # Not where the pod is quarantined already, nor for an alert that failed verification, nor

@@ -15,6 +15,7 @@ import pytest
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
+from responder.commands.serve import build_responder
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import InputName
 from responder.journal import Journal
@@ -341,5 +342,35 @@ async def test_a_refused_follow_up_update_is_logged_and_the_next_repeat_queues_i
                 and "4 times" in str(incident_posts(sink)[0].replies[-1].blocks)
             ),
         )
+    finally:
+        await responder.stop()
+
+
+async def test_the_commands_slack_gives_name_the_responders_config_file(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --config FILE` (a relative path too) puts `--config <absolute FILE>` in the commands
+    to act by hand: without it they would use default labels, or fail (block requires it)."""
+    token = tmp_path / "slack-token"
+    token.write_text(DEFAULT_TOKEN)
+    slack = {
+        "mode": "bot",
+        "token": {"file": str(token)},
+        "default_channel": "#sec-alerts",
+        "base_url": sink.base_url,
+    }
+    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": slack})
+    monkeypatch.chdir(tmp_path)
+    responder = build_responder(config, "config.yaml")
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        vllm = seeded[1]["vllm"]
+        await responder.pipeline.submit(shell(vllm), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        blocks = str(incident_posts(sink)[0].blocks)
+        assert f"--reason '<why it is safe>' --config {tmp_path / 'config.yaml'}" in blocks.replace(
+            "&lt;", "<"
+        ).replace("&gt;", ">")
     finally:
         await responder.stop()

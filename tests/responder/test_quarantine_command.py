@@ -158,3 +158,61 @@ def test_isolate_cuts_one_way_and_never_narrows_a_wider_quarantine(
     with pytest.raises(SystemExit) as exited:
         run([*argv, "--isolate", "sideways"], capsys)
     assert exited.value.code == 2 and "--isolate: invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_a_release_that_does_not_know_the_label_refuses_instead_of_saying_released(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantined under a custom label, released without --config: the default label is not on
+    the pod, and saying "released" (clearing its record) would leave it cut off unseen."""
+    running, pods, kubeconfig = seeded
+    torchserve = pods["torchserve"]
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"kubeconfig": kubeconfig},
+                "journal": {"path": str(tmp_path / "journal.db")},
+                "quarantine": {"label": "acme.io/isolated", "network_policy": "acme-isolate"},
+            }
+        )
+    )
+    where = ["-n", torchserve.namespace, torchserve.name]
+    code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", str(custom)], capsys)
+    assert code == 0, err
+    release = ["release", *where, "--reason", "done", "--by", "carol"]
+    assert main([*release, "--kubeconfig", kubeconfig]) == 1
+    out = capsys.readouterr().out
+    assert "failed: the pod carries a quarantine record (serving-guard.io/quarantined-at) but not the" in out
+    assert "run release with the responder's --config" in out and ": released" not in out
+    metadata = stored(running, torchserve)["metadata"]
+    assert metadata["labels"]["acme.io/isolated"] == "true"
+    assert "serving-guard.io/quarantined-at" in metadata["annotations"]
+    assert "serving-guard.io/released-at" not in metadata["annotations"]
+    # With the config it goes.
+    assert main([*release, "--config", str(custom)]) == 0
+    assert "acme.io/isolated" not in stored(running, torchserve)["metadata"]["labels"]
+    # Again: nothing left to lift, and said so, not "released".
+    assert main([*release, "--config", str(custom)]) == 0
+    again = capsys.readouterr().out
+    assert (
+        f"{torchserve.namespace}/{torchserve.name}: nothing to release: the pod was not quarantined" in again
+    )
+
+
+def test_an_incident_named_without_the_journal_is_refused_before_anything_is_done(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Else the action is done, journaled nowhere and told to no one, while the person believes it is."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    argv = ["-n", vllm.namespace, vllm.name, "--reason", "r", "--by", "carol", "--incident", INCIDENT]
+    code, out, err = run([*argv, "--kubeconfig", kubeconfig], capsys)
+    assert code == 2 and out == ""
+    assert f"--incident {INCIDENT}: it is recorded in the responder's journal" in err
+    assert "give the responder's --config" in err and "nothing was done" in err
+    elsewhere = write_config(tmp_path, kubeconfig)  # its journal.db does not exist here
+    code, out, err = run([*argv, "--config", str(elsewhere)], capsys)
+    assert code == 2 and "is not here (run where the responder runs)" in err
+    assert main(["release", *argv, "--kubeconfig", kubeconfig]) == 2
+    assert LABEL not in stored(running, vllm)["metadata"].get("labels", {})
