@@ -31,6 +31,7 @@ from responder.ingest.http import (
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
+from responder.journal_lock import JournalLock
 from responder.journal_ops import Touch
 from responder.metrics import Metrics
 from responder.pipeline import Pipeline
@@ -84,6 +85,7 @@ class Responder:
             synchronous=config.journal.synchronous.upper(),
             writer=config.journal.writer,
         )
+        self._journal_lock = JournalLock(config.journal.path)
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
         self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
         self.actions = ClusterActions.of_config(gateway, config, clock_ns=clock_ns)
@@ -108,6 +110,7 @@ class Responder:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._journal_lock.acquire()
         self.journal.open()
         notifier = None
         if self.delivery is not None:
@@ -217,6 +220,7 @@ class Responder:
             with contextlib.suppress(Exception):
                 await self.delivery.close()
         self.journal.close()
+        self._journal_lock.release()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.gateway.close()
 

@@ -60,6 +60,7 @@ WORKDIR_FILES = (
     "journal.db-wal",
     "journal.db-shm",
     "journal.db-journal",
+    "journal.db.lock",
 )
 PKI_DIR = "pki"
 PKI_FILES = (
