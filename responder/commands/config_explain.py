@@ -12,7 +12,7 @@ from responder.alert import Alert, AlertError
 from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.config import ActionName, Config, Isolation, SlackMode, load_config
+from responder.config import ActionName, Config, Isolation, Policy, SlackMode, load_config
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
 from responder.yamlsource import FileTooLarge, read_bounded, size_text
@@ -62,6 +62,16 @@ def _read_alert(path: str, limit: int) -> Alert:
         raise UserError(f"{name}: {exc}") from None
 
 
+def _matches_with_its_labels(policy: Policy, alert: Alert) -> bool:
+    """``policy`` matches ``alert`` on a pod that carries the labels it asks for."""
+    if not policy.match.pod_labels:
+        return False
+    carrying = PodContext(
+        alert.namespace or "", alert.pod or "", "", alert.hostname, labels=policy.match.pod_labels
+    )
+    return mismatch(policy, alert, carrying) is None
+
+
 def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[str]:
     """The explanation, line by line."""
     pod = None
@@ -72,6 +82,9 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
     if alert.tags:
         lines.append(f"  tags: {', '.join(alert.tags)}")
     matched = None
+    # The first policy that matches if the live pod carries its labels: the decision below is then
+    # only the one for a pod that does not.
+    depends: tuple[str, str] | None = None
     for index, policy in enumerate(config.policies, 1):
         if matched is not None:
             lines.append(f"{index}. {policy.name}: not tried (the first match decides)")
@@ -80,6 +93,12 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
         if reason is None:
             matched = policy
             lines.append(f"{index}. {policy.name}: MATCHES")
+        elif pod is None and _matches_with_its_labels(policy, alert):
+            # Whether it decides is the live pod's to say, not a "no".
+            lines.append(f"{index}. {policy.name}: DEPENDS on the live pod's labels: {reason}")
+            if depends is None:
+                wanted = " ".join(f"--pod-label {k}={v}" for k, v in policy.match.pod_labels.items())
+                depends = (policy.name, wanted)
         else:
             lines.append(f"{index}. {policy.name}: no: {reason}")
     if matched is None:
@@ -98,6 +117,12 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
     )
     decision = decide(alert, assumed, Verification(VerificationStatus.VERIFIED), GuardrailState(), config)
     lines.append(f"decision: {', '.join(a.value for a in decision.requested) or 'nothing'}")
+    if depends is not None:
+        name, wanted = depends
+        lines.append(
+            f"  ONLY for a pod without the labels policy {name} asks for: on one with them, {name}"
+            f" decides (run again with {wanted} to see it)"
+        )
     if decision.isolate:
         cut = config.quarantine.cut(Isolation(decision.isolate))
         lines.append(

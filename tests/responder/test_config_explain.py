@@ -72,10 +72,13 @@ def test_it_walks_the_policies_in_order_and_names_the_one_that_decides(
         "alert: 'Shell in serving pod', priority Warning, source syscall, pod ml-serving/triton-0",
         "  tags: T1059",
         "1. quiet: no: priority Warning is below Critical",
-        "2. gold-pods: no: it needs pod labels tier=gold, known only from the live pod",
+        "2. gold-pods: DEPENDS on the live pod's labels: it needs pod labels tier=gold, known only from"
+        " the live pod",
         "3. shells: MATCHES",
         "4. later: not tried (the first match decides)",
         "decision: notify, quarantine",
+        "  ONLY for a pod without the labels policy gold-pods asks for: on one with them, gold-pods"
+        " decides (run again with --pod-label tier=gold to see it)",
         "  quarantine cuts both: label serving-guard.io/quarantine=true into NetworkPolicy"
         " serving-guard-quarantine (a pod already cut otherwise is widened, never narrowed)",
         "  dry-run (policy shells is in dry-run): its actions on the pod are predicted and reported,"
@@ -106,7 +109,8 @@ def test_a_protected_namespace_and_an_unmatched_alert_are_said(
     _, lines, _ = explain(list(files(tmp_path, rule="Other rule", tags=[])), capsys)
     assert "1. quiet: no: rule 'Other rule' is not one of 'Shell in serving pod'" in lines
     assert "3. shells: no: rule 'Other rule' is not one of 'Shell*'" in lines
-    assert "4. later: MATCHES" in lines and lines[-2:] == ["decision: notify", "  Slack: #sec"]
+    assert "4. later: MATCHES" in lines and lines[-1] == "  Slack: #sec"
+    assert lines[-3].startswith("decision: notify") and lines[-2].startswith("  ONLY for a pod without")
 
 
 def test_bad_input_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
