@@ -116,6 +116,16 @@ class IncidentReport:
         return False
 
     @property
+    def needs_eyes(self) -> bool:
+        """A person must look: an action LEAKY, failed or held back, or a possible forgery (shown
+        in the channel, not only in a workload's thread; logged as a warning)."""
+        problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD)
+        decision = self.decision
+        return (
+            decision.unverified or bool(decision.withheld) or any(o.status in problems for o in self.outcomes)
+        )
+
+    @property
     def workload_group(self) -> WorkloadGroup | None:
         """The group of this incident, when its pod has a workload (a bare pod has none)."""
         workload = self.pod.workload if self.pod is not None else None

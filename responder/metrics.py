@@ -130,6 +130,15 @@ class Metrics:
     def rule_label(self, rule: str) -> str:
         return rule if rule in self._rules else OTHER
 
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        """Action outcomes counted since start, by (action, status), those seen only."""
+        counts: dict[tuple[str, str], int] = {}
+        for metric in self.outcomes.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    counts[(sample.labels["action"], sample.labels["status"])] = int(sample.value)
+        return counts
+
     def policy_label(self, policy: str) -> str:
         return policy if policy in self._policies else OTHER
 

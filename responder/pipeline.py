@@ -810,7 +810,10 @@ class Pipeline:
         for waiting_alert in waiting.values():
             self._maybe_block_more(state, waiting_alert)
         await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
-        log.info(
+        # What needs a person (a LEAKY or failed action, one held back, a possible forgery) is a
+        # warning, seen where only warnings are logged.
+        log.log(
+            logging.WARNING if state.report.needs_eyes else logging.INFO,
             "incident decided",
             extra={
                 "alert_id": alert.alert_id,

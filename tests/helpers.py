@@ -88,9 +88,11 @@ class Records(logging.Handler):
         super().__init__(level)
         self.logger = logging.getLogger(name)
         self.messages: list[str] = []
+        self.levels: list[int] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+        self.levels.append(record.levelno)
 
     def __enter__(self) -> Records:
         self.saved_level = self.logger.level

@@ -132,12 +132,20 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         await pipeline.drain()
         if responder.notifier is not None:
             await responder.notifier.settle(args.settle_seconds)
+        outcomes = responder.metrics.outcome_counts()
     finally:
         await responder.stop()
     print(
         f"{name}: {tally.accepted} accepted, {tally.again} already in the journal, {tally.rejected} rejected",
         file=sys.stderr,
     )
+    if outcomes:
+        # What was done, so that a LEAKY or failed action is not read as success from the tally.
+        by_action: dict[str, list[str]] = {}
+        for (action, status), count in sorted(outcomes.items()):
+            by_action.setdefault(action, []).append(f"{count} {status}")
+        said = "; ".join(f"{action}: {', '.join(counts)}" for action, counts in by_action.items())
+        print(f"{name}: actions {said} (serving-guard audit tells each)", file=sys.stderr)
     if read_error is not None:
         raise UserError(read_error)
     return 1 if tally.rejected else 0

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import ActionOutcome
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.incident import IncidentReport
@@ -42,12 +42,6 @@ PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
-
-
-def _needs_eyes(report: IncidentReport) -> bool:
-    """An incident whose outcome a person must see in the channel, not only in a thread."""
-    problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD)
-    return bool(report.decision.withheld) or any(o.status in problems for o in report.outcomes)
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -294,7 +288,7 @@ class NotificationWorker:
             )
         )
         message = render_incident(report, in_workload_thread=True, config_path=self._config_path)
-        return await self._delivery.post_in_thread(root, message, broadcast=_needs_eyes(report))
+        return await self._delivery.post_in_thread(root, message, broadcast=report.needs_eyes)
 
     def _schedule_thread_summary(self, reply: SlackRef, channel: str | None, now: int) -> None:
         """A reply went into a workload thread: its root message's summary of the replies is

@@ -203,6 +203,7 @@ def test_ingest_skips_the_bom_and_refuses_an_over_long_line_naming_it_and_the_li
     assert err.splitlines() == [
         f"{source}:3: {TOO_LONG}",
         f"{source}: 2 accepted, 0 already in the journal, 1 rejected",
+        f"{source}: actions quarantine: 2 quarantined (serving-guard audit tells each)",
     ]
     assert quarantined(running, pods["vllm"]) and quarantined(running, pods["torchserve"])
     assert not quarantined(running, pods["triton"])
@@ -226,6 +227,7 @@ def test_ingest_reports_an_integer_python_will_not_convert_and_goes_on(
     assert capsys.readouterr().err.splitlines() == [
         f"{source}:2: field 'body': a whole number of 4301 digits (at most 1000)",
         f"{source}: 2 accepted, 0 already in the journal, 1 rejected",
+        f"{source}: actions quarantine: 2 quarantined (serving-guard audit tells each)",
     ]
     assert [quarantined(running, pods[name]) for name in ("vllm", "triton", "torchserve")] == [
         True,
@@ -256,6 +258,7 @@ def test_ingest_takes_a_line_of_exactly_the_limit_and_reports_a_bom_inside_the_f
         f"{source}:2: {BOM_INSIDE}",
         f"{source}:3: {TOO_LONG}",
         f"{source}: 2 accepted, 0 already in the journal, 2 rejected",
+        f"{source}: actions quarantine: 2 quarantined (serving-guard audit tells each)",
     ]
     assert [quarantined(running, pods[name]) for name in ("vllm", "triton", "torchserve", "kserve")] == [
         True,
@@ -283,6 +286,7 @@ def test_ingest_from_stdin_bounds_its_lines_too(tmp_path: Path, seeded: Seeded) 
     assert err.splitlines() == [
         f"<stdin>:2: {TOO_LONG}",
         "<stdin>: 2 accepted, 0 already in the journal, 1 rejected",
+        "<stdin>: actions quarantine: 1 leaky, 1 quarantined (serving-guard audit tells each)",
     ]
     assert quarantined(running, pods["vllm"]) and quarantined(running, pods["triton"])
 
@@ -298,6 +302,7 @@ def test_a_read_error_mid_file_ends_ingest_with_one_error_after_the_summary(
     assert main(["ingest", "-", "--config", str(config), "--settle-seconds", "0"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "<stdin>: 2 accepted, 0 already in the journal, 0 rejected",
+        "<stdin>: actions quarantine: 1 leaky, 1 quarantined (serving-guard audit tells each)",
         "serving-guard: error: <stdin>: cannot read after line 2: Input/output error",
     ]
     # What was read before the error is ingested.

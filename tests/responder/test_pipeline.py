@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE, FakeClock, responder_config
+from tests.helpers import SHELL_RULE, FakeClock, Records, responder_config
 
 LABEL = "serving-guard.io/quarantine"
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -527,3 +528,17 @@ async def test_each_policy_cuts_its_own_way_and_a_second_widens_the_quarantine(
         assert stored["spec"]["policyTypes"] == ["Egress"]
     finally:
         await responder.stop()
+
+
+async def test_an_incident_that_needs_a_person_is_logged_as_a_warning(started: Any) -> None:
+    """A LEAKY quarantine must be seen where only warnings are logged; a clean one is information."""
+    responder, _, pods = started
+    with Records("serving_guard.pipeline", logging.INFO) as records:
+        await submit_all(responder, [shell(pods["triton"])])  # allow-gateway-to-triton leaks
+        await submit_all(responder, [shell(pods["vllm"])])
+    decided = [
+        level
+        for level, message in zip(records.levels, records.messages, strict=True)
+        if message == "incident decided"
+    ]
+    assert decided == [logging.WARNING, logging.INFO]
