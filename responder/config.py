@@ -423,6 +423,13 @@ class Policy(Strict):
     @field_validator("actions")
     @classmethod
     def _unique(cls, value: tuple[ActionName, ...]) -> tuple[ActionName, ...]:
+        if not value:
+            # It would journal every alert it matches and tell no one, silently.
+            raise ValueError(
+                "actions is empty: a policy that does nothing hides the alerts it matches; give it"
+                " at least notify, or silence a noisy rule in the rules pack (its exceptions and"
+                " lists, rules/README.md)"
+            )
         if len(set(value)) != len(value):
             raise ValueError("actions must not repeat")
         if ActionName.QUARANTINE in value and ActionName.ANNOTATE in value:

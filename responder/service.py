@@ -27,6 +27,7 @@ from responder.ingest.http import (
     audit_token_source,
     build_input_server,
     server_ssl_context,
+    warn_of_plaintext_token,
 )
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
@@ -149,6 +150,7 @@ class Responder:
         http = self.config.inputs.http
         if http.enabled:
             token = TokenSource(http.token) if http.token is not None else None
+            warn_of_plaintext_token(http)
             audit_token = audit_token_source(http, token)
             ssl_context = server_ssl_context(http)
             if ssl_context is not None and http.tls is not None:

@@ -109,6 +109,14 @@ def warn_of_unreachable_policies(config: Config) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    inputs = config.inputs
+    if not (inputs.http.enabled or inputs.grpc.enabled):
+        # Else it would run, healthy, and never receive an alert.
+        raise UserError(
+            f"{args.config}: no input is enabled: configure inputs.http (Falco's http_output, the"
+            " Falcosidekick webhook) or inputs.grpc (Falco <= 0.43); `serving-guard ingest` reads"
+            " alerts from a file without one"
+        )
     setup_logging(config.logging.level, config.logging.format)
     warn_if_tls_connections_exceed_memory(config)
     warn_of_unreachable_policies(config)

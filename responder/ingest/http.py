@@ -192,6 +192,16 @@ class AuditReaders:
         return None if auth.ok else json_error(auth.status, auth.reason)
 
 
+def warn_of_plaintext_token(http: HttpInput) -> None:
+    """A token on an input without TLS crosses the network readable by anyone on the path, who can
+    then send alerts (and have pods quarantined): allowed (a service mesh may encrypt it), said."""
+    if http.token is not None and http.tls is None:
+        log.warning(
+            "inputs.http.token is accepted over plain HTTP: anyone who can read the traffic can"
+            " replay it and send alerts; set inputs.http.tls (or make sure a mesh encrypts it)"
+        )
+
+
 def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> TokenSource | None:
     """The audit readers' token, or None (with a warning: then any alert sender reads the trail)."""
     if http.audit_token is None:

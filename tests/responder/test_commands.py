@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import pytest
 import yaml
 
 from responder.cli import main
+from responder.cluster.api import KubeGateway
 from responder.commands.serve import YOUNG_GENERATION_THRESHOLD
+from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE
+from tests.helpers import SHELL_RULE, Records, responder_config
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
@@ -669,3 +672,24 @@ def test_the_audit_table_never_passes_terminal_control_characters() -> None:
     table = format_table([entry])
     assert "\x1b" not in table and "\r" not in table and "\x07" not in table
     assert "\\x1b" in table
+
+
+def test_serve_refuses_a_config_with_no_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It would run, healthy, and never receive an alert (a file without `inputs:` has HTTP off)."""
+    path = write_config(tmp_path, "kc")
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: no input is enabled: configure inputs.http" in err and "Traceback" not in err
+    assert not (tmp_path / "journal.db").exists()  # refused before anything was opened
+
+
+async def test_a_token_over_plain_http_is_warned_of(tmp_path: Path, seeded: Seeded) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-value")
+    http = {"listen": "127.0.0.1:0", "token": {"file": str(token)}}
+    config = responder_config(tmp_path, seeded[2], http=http, extra={"inputs": {"http": http}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    with Records("serving_guard.http", logging.WARNING) as records:
+        await responder.start()
+        await responder.stop()
+    assert any(m.startswith("inputs.http.token is accepted over plain HTTP") for m in records.messages)

@@ -307,3 +307,14 @@ def test_a_block_that_could_lift_a_quarantine_or_act_on_every_alert_is_refused(
 ) -> None:
     code, err, _ = check(tmp_path, "logging: {level: error}\n" + text, capsys)
     assert code == 2 and reason in err
+
+
+def test_a_policy_without_actions_is_refused_naming_the_line() -> None:
+    """It would journal every alert it matches and tell no one: silencing belongs in the rules pack."""
+    text = "policies:\n  - name: catch-all\n    actions: []\n"
+    with pytest.raises(UserError) as refused:
+        load_config_text(text, "mute.yaml")
+    assert "mute.yaml:3: policies[0].actions: actions is empty" in str(refused.value)
+    assert "silence a noisy rule in the rules pack" in str(refused.value)
+    # default_actions may be empty: alerts no policy matches are then journaled only.
+    assert load_config_text("default_actions: []\n").default_actions == ()
