@@ -43,6 +43,22 @@ LABEL_KEY_PATTERN = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+POLICY_NAME_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$"
+BLOCK_PREFIX_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,48})$"
+# What each pattern asks for, in words: a config error says this, not the regular expression.
+PATTERN_WORDS = {
+    LABEL_KEY_PATTERN: "must be a Kubernetes label key: an optional DNS prefix and '/', then up to 63"
+    " letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    " (e.g. serving-guard.io/quarantine)",
+    DNS_LABEL_PATTERN: "must be a Kubernetes object name: up to 63 lower-case letters, digits or '-',"
+    " starting and ending with a letter or digit",
+    LABEL_VALUE_PATTERN: "must be a Kubernetes label value: up to 63 letters, digits, '-', '_' or '.',"
+    " starting and ending with a letter or digit",
+    POLICY_NAME_PATTERN: "must start with a letter or digit, then letters, digits, spaces, '-', '_' or '.'",
+    BLOCK_PREFIX_PATTERN: "must be up to 49 lower-case letters, digits or '-', starting with a letter"
+    " or digit",
+}
 
 
 class Strict(BaseModel):
@@ -286,7 +302,7 @@ def widest(first: Isolation | None, second: Isolation) -> Isolation:
 
 class Quarantine(Strict):
     label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
-    label_value: str = Field(default="true", pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    label_value: str = Field(default="true", pattern=LABEL_VALUE_PATTERN)
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
     # The cut of label_value and network_policy; a policy's own `isolate`, where it differs, is
     # label_value-<cut> into network_policy-<cut>.
@@ -327,7 +343,7 @@ class BlockDestination(Strict):
 
     label: str = Field(default="serving-guard.io/block", pattern=LABEL_KEY_PATTERN)
     # The pod's policy is <network_policy_prefix>-<12 hex digits of its uid's hash>.
-    network_policy_prefix: str = Field(default="serving-guard-block", pattern=r"^[a-z0-9]([-a-z0-9]{0,48})$")
+    network_policy_prefix: str = Field(default="serving-guard-block", pattern=BLOCK_PREFIX_PATTERN)
     # The alert fields read for the remote address, the first present wins (Falco: fd.rip is the
     # remote end of the connection, fd.sip its server).
     address_fields: tuple[str, ...] = Field(default=("fd.rip", "fd.sip"), min_length=1)
@@ -408,7 +424,7 @@ class PolicySlack(Strict):
 
 
 class Policy(Strict):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_. ]*$")
+    name: str = Field(min_length=1, max_length=128, pattern=POLICY_NAME_PATTERN)
     match: PolicyMatch = PolicyMatch()
     actions: tuple[ActionName, ...] = (ActionName.NOTIFY,)
     slack: PolicySlack = PolicySlack()
@@ -618,19 +634,92 @@ def located(document: YamlDocument, path: tuple[str | int, ...], message: str) -
     return f"{where}: {dotted_path(path)}: {message}"
 
 
+# pydantic's error types, said in the config's terms (its messages speak of Python types).
+_TYPE_WORDS = {
+    "extra_forbidden": "unknown key",
+    "tuple_type": "must be a list (e.g. [a, b])",
+    "list_type": "must be a list (e.g. [a, b])",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "string_type": "must be text",
+    "bool_type": "must be true or false",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "missing": "is required",
+}
+# Bounds, with pydantic's ctx key for the limit.
+_BOUND_WORDS = {
+    "greater_than_equal": ("must be at least", "ge"),
+    "greater_than": ("must be more than", "gt"),
+    "less_than_equal": ("must be at most", "le"),
+    "less_than": ("must be less than", "lt"),
+}
+
+
+def _in_words(error: Any) -> str:
+    """One validation error as the config's reader needs it: what the key must be, and what the
+    file had when that is not plain from the line (a YAML null, a text where a list goes)."""
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "string_pattern_mismatch":
+        pattern = (error.get("ctx") or {}).get("pattern", "")
+        words = PATTERN_WORDS.get(pattern, f"does not have the form this key takes ({pattern})")
+        return f"{given!r}: {words}" if isinstance(given, str) else words
+    if kind in _BOUND_WORDS:
+        words, key = _BOUND_WORDS[kind]
+        limit = (error.get("ctx") or {}).get(key)
+        return f"{words} {limit}, not {given!r}" if limit is not None else str(error["msg"])
+    reason = _TYPE_WORDS.get(kind, str(error["msg"]).removeprefix("Value error, "))
+    if kind in _TYPE_WORDS and kind not in ("extra_forbidden", "missing"):
+        if given is None:
+            reason += (
+                " (it is empty: in YAML a value starting with # is a comment: quote it, e.g. '#sec-alerts')"
+            )
+        elif isinstance(given, str | int | float | bool):
+            reason += f", not {given!r}"
+    return reason
+
+
+_COMMENTED_CHANNEL = (
+    "is empty: in YAML a value starting with # is a comment, so an unquoted `#channel` is nothing;"
+    " quote it, e.g. '#sec-alerts'"
+)
+
+
+def _empty_channels(data: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    """Slack channel keys given with no value: almost always an unquoted `#channel`, which YAML
+    reads as a comment (a policy's would silently fall back to the default channel)."""
+    found: list[tuple[str | int, ...]] = []
+    slack = data.get("slack")
+    # `default_channel: null` is the documented "none" outside bot mode, where it is required.
+    if isinstance(slack, dict) and slack.get("mode") == "bot" and slack.get("default_channel", "") is None:
+        found.append(("slack", "default_channel"))
+    policies = data.get("policies")
+    for index, policy in enumerate(policies if isinstance(policies, list) else []):
+        own = policy.get("slack") if isinstance(policy, dict) else None
+        if isinstance(own, dict) and "channel" in own and own["channel"] is None:
+            found.append(("policies", index, "slack", "channel"))
+    return found
+
+
 def config_from_document(document: YamlDocument) -> Config:
     data: Any = document.data if document.data is not None else {}
     if not isinstance(data, dict):
         raise document.error((), "the config must be a mapping of sections (inputs, cluster, policies, ...)")
+    empty = [located(document, path, _COMMENTED_CHANNEL) for path in _empty_channels(data)]
+    if empty:
+        raise UserError("invalid config:\n  " + "\n  ".join(empty))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         messages = []
         for error in exc.errors(include_url=False):
             path = _error_path(error["loc"])
-            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            reason = reason.removeprefix("Value error, ")
-            messages.append(located(document, path, reason))
+            messages.append(located(document, path, _in_words(error)))
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
     problems = [located(document, path, message) for path, message in config.cut_name_problems()]
     if problems:

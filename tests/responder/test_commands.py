@@ -132,7 +132,7 @@ def test_config_booleans_are_written_as_booleans(
     path = tmp_path / "bools.yaml"
     path.write_text(text)
     assert main(["config", "check", str(path)]) == 2
-    assert f"{path}:{line}: {key}: Input should be a valid boolean" in capsys.readouterr().err
+    assert f"{path}:{line}: {key}: must be true or false" in capsys.readouterr().err
 
 
 def test_config_errors_name_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -599,7 +599,8 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
 
     port = free_port()
     server = {"metrics_listen": f"127.0.0.1:{port}", "event_loop": event_loop}
-    config = write_config(tmp_path, seeded[2], server=server, logging={"level": "info"})
+    inputs = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
+    config = write_config(tmp_path, seeded[2], server=server, inputs=inputs, logging={"level": "info"})
     process = subprocess.Popen(
         [sys.executable, "-m", "responder", "serve", "--config", str(config)], stderr=subprocess.PIPE
     )
@@ -637,7 +638,8 @@ def test_serve_on_uvloop_where_it_is_missing_is_a_clear_error(
     monkeypatch.setitem(
         sys.modules, "uvloop", None
     )  # an import of it now fails, as where it is not installed
-    config = write_config(tmp_path, seeded[2])
+    inputs = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
+    config = write_config(tmp_path, seeded[2], inputs=inputs)
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "server.event_loop: uvloop is not installed" in err and "Traceback" not in err

@@ -110,13 +110,13 @@ def test_a_secret_ref_must_name_a_variable_or_file(
 @pytest.mark.parametrize(
     ("section", "key", "value", "reason"),
     [
-        ("cluster", "workers", "true", "Input should be a valid integer"),
-        ("cluster", "workers", "'8'", "Input should be a valid integer"),
-        ("cluster", "workers", "8.5", "Input should be a valid integer"),
-        ("cluster", "cache_ttl_seconds", "false", "Input should be a valid number"),
-        ("journal", "max_pending", "yes", "Input should be a valid integer"),
-        ("journal", "commit_interval_ms", "true", "Input should be a valid number"),
-        ("dedupe", "window_seconds", "'300'", "Input should be a valid number"),
+        ("cluster", "workers", "true", "must be a whole number"),
+        ("cluster", "workers", "'8'", "must be a whole number"),
+        ("cluster", "workers", "8.5", "must be a whole number"),
+        ("cluster", "cache_ttl_seconds", "false", "must be a number"),
+        ("journal", "max_pending", "yes", "must be a whole number"),
+        ("journal", "commit_interval_ms", "true", "must be a number"),
+        ("dedupe", "window_seconds", "'300'", "must be a number"),
     ],
 )
 def test_numbers_must_be_numbers_not_booleans_or_strings(
@@ -222,11 +222,11 @@ def test_serve_with_a_token_that_is_not_utf8_is_a_clear_error(
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        ("'4096'", "Input should be a valid integer"),
-        ("true", "Input should be a valid integer"),
-        ("4096.5", "Input should be a valid integer"),
-        ("15", "Input should be greater than or equal to 16"),
-        ("100001", "Input should be less than or equal to 100000"),
+        ("'4096'", "must be a whole number"),
+        ("true", "must be a whole number"),
+        ("4096.5", "must be a whole number"),
+        ("15", "must be at least 16, not 15"),
+        ("100001", "must be at most 100000, not 100001"),
     ],
 )
 def test_max_connections_must_be_a_whole_number_in_bounds(
@@ -318,3 +318,48 @@ def test_a_policy_without_actions_is_refused_naming_the_line() -> None:
     assert "silence a noisy rule in the rules pack" in str(refused.value)
     # default_actions may be empty: alerts no policy matches are then journaled only.
     assert load_config_text("default_actions: []\n").default_actions == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "guardrails:\n  protected_namespaces: kube-system\n",
+            "c.yaml:2: guardrails.protected_namespaces: must be a list (e.g. [a, b]), not 'kube-system'",
+        ),
+        (
+            'quarantine:\n  label: "Serving Guard"\n',
+            "c.yaml:2: quarantine.label: 'Serving Guard': must be a Kubernetes label key:",
+        ),
+        (
+            'policies:\n  - name: "a/b"\n',
+            "c.yaml:2: policies[0].name: 'a/b': must start with a letter or digit,",
+        ),
+        (
+            "inputs:\n  http:\n    max_connections: 15\n",
+            "c.yaml:3: inputs.http.max_connections: must be at least 16, not 15",
+        ),
+        (
+            "slack:\n  mode: bot\n  token: {env: X}\n  default_channel: #sec-alerts\n",
+            "c.yaml:4: slack.default_channel: is empty: in YAML a value starting with # is a comment",
+        ),
+        (
+            "policies:\n  - name: a\n    slack:\n      channel: #sec\n",
+            "c.yaml:4: policies[0].slack.channel: is empty: in YAML a value starting with # is a comment",
+        ),
+    ],
+)
+def test_errors_say_what_the_key_must_be_in_the_configs_terms(text: str, said: str) -> None:
+    """Not the validation library's words (a "tuple", a regular expression), and an unquoted
+    `#channel` (a YAML comment) is named at its own line, not as a missing key at the top."""
+    with pytest.raises(UserError) as refused:
+        load_config_text(text, "c.yaml")
+    message = str(refused.value)
+    assert said in message, message
+    assert "tuple" not in message and "should match pattern" not in message
+
+
+def test_an_explicit_null_default_channel_outside_bot_mode_still_loads() -> None:
+    assert (
+        load_config_text("slack:\n  mode: disabled\n  default_channel: null\n").slack.default_channel is None
+    )

@@ -172,6 +172,8 @@ def config_file(tmp_path: Path, kubeconfig: str, context: str | None = None) -> 
         "cluster": cluster,
         "journal": {"path": str(tmp_path / "journal.db")},
         "server": {"metrics_listen": None, "event_loop": "asyncio"},
+        # serve needs an input; it is refused before it would listen.
+        "inputs": {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}},
         "logging": {"level": "error"},
     }
     path = tmp_path / "config.yaml"
