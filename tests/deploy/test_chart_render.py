@@ -29,7 +29,14 @@ from tests.deploy.deploy_support import (
     render,
 )
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace", "ClusterIssuer"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Namespace",
+    "ClusterIssuer",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 def _config(rendered: Rendered) -> Config:
@@ -310,6 +317,9 @@ def test_destination_blocks_reach_the_config(chart: helm_python.Chart, renders: 
     assert _config(render(chart, Case("block-breaker-default", {}))).guardrails.max_blocks.count == 20
     with pytest.raises(helm_python.HelmValuesError, match="maxBlocks"):
         chart.validate_schema({"guardrails": {"maxBlocks": {"count": 0, "windowSeconds": 60}}})
+    # A policy with no actions (the responder refuses it: it would hide what it matches).
+    with pytest.raises(helm_python.HelmValuesError, match="actions"):
+        chart.validate_schema({"policies": [{**policy, "actions": []}]})
     assert config.block_destination == BlockDestination(
         label="example.com/block",
         network_policy_prefix="sg-block",
@@ -463,8 +473,9 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
     "case", [CASES[0], case_named("namespaced"), case_named("production")], ids=lambda case: case.name
 )
 def test_lint_is_clean(case: Case) -> None:
+    # 1.30: the default admission policy's floor (1.29 with it off: test_admission_policy).
     report = helm_python.lint(
-        CHART_DIR, case.values, strict=True, namespace=case.namespace, kube_version="v1.29.0"
+        CHART_DIR, case.values, strict=True, namespace=case.namespace, kube_version="v1.30.0"
     )
     assert report["errors"] == []
     # Severity 1 is informational (Helm recommends an icon); warnings (2) and errors (3) fail.
@@ -534,3 +545,45 @@ def test_a_policy_cutting_otherwise_gets_every_cuts_policy_as_the_responder_buil
         if m["metadata"]["name"].startswith("serving-guard-quarantine")
     ]
     assert {m["metadata"]["name"] for m in quarantine} == {"serving-guard-quarantine"}
+
+
+def test_journal_writer_and_synchronous_reach_the_config(
+    chart: helm_python.Chart, renders: dict[str, Rendered]
+) -> None:
+    # deploy/README.md recommends them: the chart must be able to set them.
+    journal = _config(renders["defaults"]).journal
+    assert (journal.writer, journal.synchronous) == ("process", "full")
+    values = {"journal": {"writer": "thread", "synchronous": "normal"}}
+    chart.validate_schema(values)
+    journal = _config(render(chart, Case("journal-thread", values))).journal
+    assert (journal.writer, journal.synchronous) == ("thread", "normal")
+    for key, wrong in (("writer", "threads"), ("synchronous", "off")):
+        with pytest.raises(helm_python.HelmValuesError, match=f"/journal/{key}"):
+            chart.validate_schema({"journal": {key: wrong}})
+
+
+def test_the_bootstrapped_ca_keeps_its_key_when_it_renews(renders: dict[str, Rendered]) -> None:
+    # A CA renewed with a new key leaves every certificate it signed unverifiable until that one
+    # renews too: Falco's http_output would drop alerts meanwhile.
+    certificates = {
+        c["metadata"]["name"]: c["spec"] for c in renders["grpc-cert-manager"].of_kind("Certificate")
+    }
+    assert certificates.pop(f"{RELEASE}-ca")["privateKey"] == {
+        "algorithm": "ECDSA",
+        "size": 256,
+        "rotationPolicy": "Never",
+    }
+    assert len(certificates) == 4
+    for name, spec in certificates.items():
+        assert spec["privateKey"]["rotationPolicy"] == "Always", name
+
+
+def test_notes_warn_while_the_journal_is_not_persistent(renders: dict[str, Rendered]) -> None:
+    notes = renders["defaults"].notes()
+    assert "WARNING: THE JOURNAL IS NOT PERSISTENT" in notes
+    assert "Set journal.persistence.enabled=true" in notes
+    for lost in ("audit trail", "dedupe state", "circuit breakers' windows"):
+        assert lost in notes
+    # Said first, before the steps, where it cannot be missed.
+    assert notes.index("WARNING") < notes.index("1. Point Falco at it")
+    assert "NOT PERSISTENT" not in renders["production"].notes()

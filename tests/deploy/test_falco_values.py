@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,10 +14,14 @@ import pytest
 import yaml
 
 from responder.config import load_config_text
-from tests.deploy.deploy_support import DEPLOY, NAMESPACE, RELEASE, Case, Rendered, render
+from responder.rulespack.check import check_files
+from tests.deploy.deploy_support import DEPLOY, NAMESPACE, RELEASE, REPO, RULES_PACK, Case, Rendered, render
 
 FALCO_VALUES = yaml.safe_load((DEPLOY / "falco-values.yaml").read_text(encoding="utf-8"))
 README = (DEPLOY / "README.md").read_text(encoding="utf-8")
+RULES_README = (REPO / "rules" / "README.md").read_text(encoding="utf-8")
+# Where the Falco chart mounts customRules.
+CUSTOM_RULES_DIR = "/etc/falco/rules.d"
 # What cert-manager writes into a certificate's Secret.
 CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 # Where the Falco chart mounts certs.existingClientSecret and certs.existingSecret.
@@ -120,3 +124,64 @@ def test_readme_grpc_alternative_matches_the_chart(chart: helm_python.Chart) -> 
 @pytest.mark.parametrize("marker", ["chart-values-example", "chart-values-grpc"])
 def test_readme_values_pass_the_schema(chart: helm_python.Chart, marker: str) -> None:
     chart.validate_schema(chart.merge_values(_snippet(marker)))
+
+
+def _tuning_overrides() -> list[dict[str, Any]]:
+    """Every override rules/README.md's "Tuning" section gives, as one file of a user's overrides."""
+    section = RULES_README.split("## Tuning", 1)[1].split("\n## ", 1)[0]
+    items: list[dict[str, Any]] = []
+    for block in re.findall(r"```yaml\n(.*?)```", section, re.S):
+        items += yaml.safe_load(block)
+    assert len(items) >= 10, "the Tuning section lost its examples"
+    return items
+
+
+def test_the_pack_loads_before_rules_d_where_custom_rules_land() -> None:
+    # Overrides of the pack's lists and macros go in the Falco chart's customRules (/etc/falco/rules.d):
+    # Falco refuses an override that loads before what it overrides.
+    rules_files = FALCO_VALUES["falco"]["rules_files"]
+    (mount,) = [m for m in FALCO_VALUES["mounts"]["volumeMounts"] if m["name"] == "serving-guard-rules"]
+    assert rules_files.index(mount["mountPath"]) < rules_files.index(CUSTOM_RULES_DIR)
+
+
+def test_overrides_in_custom_rules_load_after_the_pack_and_pass_rules_check(tmp_path: Path) -> None:
+    overrides = tmp_path / "zz-serving-guard-overrides.yaml"
+    overrides.write_text(yaml.safe_dump(_tuning_overrides(), sort_keys=False), encoding="utf-8")
+    (mount,) = [m for m in FALCO_VALUES["mounts"]["volumeMounts"] if m["name"] == "serving-guard-rules"]
+    # Falco's load order from falco-values.yaml, with the files that land in each directory (Falco's
+    # own rules files are not part of this repository and are left out).
+    in_directory = {mount["mountPath"]: str(RULES_PACK), CUSTOM_RULES_DIR: str(overrides)}
+    order = [in_directory[entry] for entry in FALCO_VALUES["falco"]["rules_files"] if entry in in_directory]
+    report = check_files(order, None, require_sysdig=False, run_falco=False)
+    assert [problem.format() for problem in report.errors] == []
+    # Guards the guard: the other order is the failure customRules met before.
+    reversed_report = check_files(order[::-1], None, require_sysdig=False, run_falco=False)
+    assert any("not defined earlier" in problem.format() for problem in reversed_report.errors)
+
+
+# What the images of README's "Verify that quarantine works" carry, of the tools it runs in them.
+IMAGE_TOOLS = {"nginx:1.27": {"sh", "curl"}, "busybox:1.36": {"sh", "wget", "sleep"}}
+
+
+def test_readme_verify_commands_run_tools_the_pods_have() -> None:
+    """A check whose tool is missing in the pod fails however the network behaves; one that turns any
+    failure into "blocked" (`|| echo`) then reports a quarantine that is not there."""
+    section = README.split("## Verify that quarantine works", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert found, "the section has no sh block"
+    script = found.group(1)
+    images = dict(re.findall(r"kubectl -n \S+ run (\S+) --image=(\S+)", script))
+    assert set(images.values()) <= set(IMAGE_TOOLS), images
+    # The stand-in pods the script runs (not the responder's Deployment).
+    execs = [
+        (pod, tool)
+        for pod, tool in re.findall(r"kubectl -n \S+ exec (\S+) -- (\S+)", script)
+        if pod in images
+    ]
+    assert len(execs) >= 4
+    for pod, tool in execs:
+        assert tool in IMAGE_TOOLS[images[pod]], f"{tool} is not in {images[pod]} (pod {pod})"
+    assert "|| echo" not in script
+    # Blocked egress is a timeout (curl's exit 28); anything else is said, loudly.
+    assert re.search(r"curl [^\n]*--max-time 3", script)
+    assert '28) echo "egress blocked"' in script and "CHECK FAILED" in script

@@ -35,6 +35,11 @@ app.kubernetes.io/part-of: serving-guard
 {{- default .Release.Namespace .Values.falco.namespace -}}
 {{- end -}}
 
+{{/* Who the responder is to the API server: the username its ServiceAccount's requests carry. */}}
+{{- define "serving-guard.serviceAccountUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "serving-guard.fullname" .) -}}
+{{- end -}}
+
 {{- define "serving-guard.sidekickNamespace" -}}
 {{- default (include "serving-guard.falcoNamespace" .) .Values.falcosidekick.namespace -}}
 {{- end -}}
@@ -181,6 +186,9 @@ journalDir: /var/lib/serving-guard
 {{- if and (eq $v.slack.mode "bot") (not $v.slack.defaultChannel) -}}
 {{- fail "slack.defaultChannel: mode bot needs a default channel (e.g. \"#sec-alerts\")" -}}
 {{- end -}}
+{{- if and $v.rbac.admissionPolicy.enabled (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) -}}
+{{- fail (printf "rbac.admissionPolicy.enabled: the ValidatingAdmissionPolicies that confine the responder's ServiceAccount need Kubernetes >= 1.30 (admissionregistration.k8s.io/v1), this cluster is %s (helm template: the version given by --kube-version, or Helm's own): upgrade it, or set rbac.admissionPolicy.enabled=false knowingly (deploy/README.md)" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if and $v.journal.persistence.enabled $v.journal.persistence.existingClaim $v.journal.persistence.storageClassName -}}
 {{- fail "journal.persistence: existingClaim and storageClassName exclude each other" -}}
 {{- end -}}
@@ -236,7 +244,7 @@ journalDir: /var/lib/serving-guard
       "policies" $v.policies
       "default_actions" $v.defaultActions
       "slack" $slack
-      "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes)
+      "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes "synchronous" $v.journal.synchronous "writer" $v.journal.writer)
       "logging" (dict "level" $v.logging.level "format" $v.logging.format) -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -1,0 +1,436 @@
+"""The admission policies that confine the responder's ServiceAccount (rbac.admissionPolicy): rendered
+by default for that ServiceAccount only, and, with their CEL evaluated, they let through every write the
+real responder makes (quarantine, annotate, block, repair, patching other policies, release) and refuse
+what its RBAC would otherwise allow: a new image, another label or annotation, any other policy."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import pytest
+
+from responder.actions.quarantine import ClusterActions
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
+from responder.cluster.api import KubeGateway
+from responder.cluster.context import PodContext
+from responder.cluster.enrich import LookupStatus, PodDirectory
+from responder.config import Cluster, Config, Isolation, Retry, load_config_text
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import LEAKY_POLICY, SeededPod, seed_serving_cluster
+from tests.deploy.admission import AdmissionPolicy, Request, Verdict
+from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, Rendered, render
+
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+NP_GROUP = "networking.k8s.io"
+RESOURCES = {"pods": "v1/pods", "networkpolicies": "networking.k8s.io/v1/networkpolicies"}
+PATH = re.compile(
+    r"^/apis?/(?:[^/]+/)?v1/namespaces/(?P<ns>[^/]+)/(?P<res>pods|networkpolicies)(?:/(?P<name>[^/?]+))?"
+)
+SOMEONE_ELSE = "kubernetes-admin"
+
+
+def _username(rendered: Rendered) -> str:
+    account = rendered.one("ServiceAccount")["metadata"]
+    return f"system:serviceaccount:{account['namespace']}:{account['name']}"
+
+
+@dataclass(frozen=True)
+class Policies:
+    pods: AdmissionPolicy
+    networkpolicies: AdmissionPolicy
+    username: str
+
+    def decide(self, request: Request) -> Verdict:
+        policy = self.pods if request.resource == "pods" else self.networkpolicies
+        return policy.decide(request)
+
+    def update(
+        self, resource: str, old: dict[str, Any], new: dict[str, Any], *, username: str | None = None
+    ) -> Verdict:
+        group = "" if resource == "pods" else NP_GROUP
+        return self.decide(Request("UPDATE", username or self.username, group, resource, new, old))
+
+    def create_policy(self, new: dict[str, Any]) -> Verdict:
+        return self.decide(Request("CREATE", self.username, NP_GROUP, "networkpolicies", new))
+
+
+def policies_of(rendered: Rendered) -> Policies:
+    found = {p["metadata"]["name"]: p for p in rendered.of_kind("ValidatingAdmissionPolicy")}
+    fullname = rendered.one("ServiceAccount")["metadata"]["name"]
+    return Policies(
+        AdmissionPolicy(found[f"{fullname}-pod-changes"]),
+        AdmissionPolicy(found[f"{fullname}-networkpolicy-changes"]),
+        _username(rendered),
+    )
+
+
+# -- rendered -------------------------------------------------------------------------------------
+
+
+def test_policies_and_bindings_are_rendered_for_the_responder_only(renders: dict[str, Rendered]) -> None:
+    for case in ("defaults", "separate-namespace"):
+        rendered = renders[case]
+        username = _username(rendered)
+        assert username == f"system:serviceaccount:{rendered.case.namespace}:{RELEASE}"
+        policies = rendered.of_kind("ValidatingAdmissionPolicy")
+        assert sorted(p["metadata"]["name"] for p in policies) == [
+            f"{RELEASE}-networkpolicy-changes",
+            f"{RELEASE}-pod-changes",
+        ]
+        bindings = {
+            b["spec"]["policyName"]: b["spec"] for b in rendered.of_kind("ValidatingAdmissionPolicyBinding")
+        }
+        for policy in policies:
+            spec = policy["spec"]
+            assert spec["failurePolicy"] == "Fail"
+            (condition,) = spec["matchConditions"]
+            assert condition["expression"] == f'request.userInfo.username == "{username}"'
+            # Bound cluster-wide and denying: no paramRef, no namespace left out.
+            assert bindings[policy["metadata"]["name"]] == {
+                "policyName": policy["metadata"]["name"],
+                "validationActions": ["Deny"],
+            }
+        pod_rules = next(p for p in policies if p["metadata"]["name"].endswith("pod-changes"))
+        assert pod_rules["spec"]["matchConstraints"]["resourceRules"] == [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["UPDATE"],
+                "resources": ["pods", "pods/*"],
+            }
+        ]
+
+
+def test_the_policies_can_be_turned_off(chart: helm_python.Chart) -> None:
+    rendered = render(chart, Case("no-admission-policy", {"rbac": {"admissionPolicy": {"enabled": False}}}))
+    assert rendered.of_kind(*POLICY_KINDS) == []
+
+
+def test_kubernetes_older_than_1_30_is_refused_with_the_way_out(capfd: pytest.CaptureFixture[str]) -> None:
+    # ValidatingAdmissionPolicy is GA (admissionregistration.k8s.io/v1) from 1.30 on. Only lint takes a
+    # Kubernetes version here, and Helm's lint logs a template's `fail` (to go on linting) rather than
+    # erroring as install does: its log is where the refusal shows.
+    def refusal(values: dict[str, Any], kube_version: str) -> list[str]:
+        capfd.readouterr()
+        helm_python.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version=kube_version)
+        return [
+            line for line in capfd.readouterr().err.splitlines() if "rbac.admissionPolicy.enabled" in line
+        ]
+
+    (line,) = refusal({}, "v1.29.0")
+    assert "need Kubernetes >= 1.30" in line and "this cluster is v1.29.0" in line
+    assert "set rbac.admissionPolicy.enabled=false" in line
+    assert refusal({}, "v1.30.0") == []
+    assert refusal({"rbac": {"admissionPolicy": {"enabled": False}}}, "v1.29.0") == []
+
+
+def test_names_from_values_reach_the_cel_as_literals(chart: helm_python.Chart) -> None:
+    values = {
+        "fullnameOverride": "sg",
+        "quarantine": {"label": "example.com/isolate", "labelValue": "yes", "networkPolicyName": "cut"},
+        "blockDestination": {"label": "example.com/cut-off", "networkPolicyPrefix": "nope"},
+    }
+    rendered = render(chart, Case("custom-names", values, namespace="security"))
+    policies = policies_of(rendered)
+    assert policies.username == "system:serviceaccount:security:sg"
+    pod = _pod()
+    assert policies.update("pods", pod, _relabelled(pod, {"example.com/isolate": "yes"})).allowed
+    assert policies.update("pods", pod, _relabelled(pod, {"example.com/cut-off": "0123456789ab"})).allowed
+    # The default names are nobody's now.
+    assert _refused(policies.update("pods", pod, _relabelled(pod, {"serving-guard.io/quarantine": "true"})))
+    deny_all = {
+        "podSelector": {"matchLabels": {"example.com/isolate": "yes"}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    assert policies.create_policy(_netpol("cut", deny_all)).allowed
+    assert _refused(policies.create_policy(_netpol("serving-guard-quarantine", deny_all)))
+
+
+# -- the responder's own writes pass --------------------------------------------------------------
+
+
+def _pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "model-0",
+            "namespace": "models",
+            "uid": "5f0c7d2e-0000-4000-8000-000000000001",
+            "resourceVersion": "41",
+            "labels": {"app": "model", "serving-guard.io/serving": "true"},
+            "annotations": {"team": "ml"},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "model", "uid": "s-1"}
+            ],
+        },
+        "spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.5.0"}]},
+    }
+
+
+def _relabelled(pod: dict[str, Any], labels: dict[str, str | None]) -> dict[str, Any]:
+    changed = copy.deepcopy(pod)
+    for key, value in labels.items():
+        if value is None:
+            changed["metadata"]["labels"].pop(key, None)
+        else:
+            changed["metadata"]["labels"][key] = value
+    return changed
+
+
+def _netpol(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "models", **metadata},
+        "spec": spec,
+    }
+
+
+@dataclass(frozen=True)
+class Write:
+    verb: str
+    resource: str
+    old: dict[str, Any] | None
+    new: dict[str, Any]
+
+
+class Recorder:
+    """The responder's gateway, every write to a pod or a NetworkPolicy kept as the API server's
+    admission sees it: the object before and after."""
+
+    def __init__(self, running: RunningCluster, gateway: KubeGateway) -> None:
+        self.running = running
+        self.writes: list[Write] = []
+        send = gateway.request
+
+        def recording(verb: str, path: str, **kwargs: Any) -> Any:
+            match = PATH.match(path)
+            if verb not in ("POST", "PUT", "PATCH") or match is None:
+                return send(verb, path, **kwargs)
+            resource, namespace = match["res"], match["ns"]
+            name = match["name"] or kwargs["body"]["metadata"]["name"]
+            old = self.stored(resource, namespace, name) if verb != "POST" else None
+            answer = send(verb, path, **kwargs)  # a refusal (409) raises: nothing was written
+            new = self.stored(resource, namespace, name)
+            assert new is not None
+            self.writes.append(Write(verb, resource, old, new))
+            return answer
+
+        gateway.request = recording  # type: ignore[method-assign]
+
+    def stored(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.running.call(self.running.emulator.get_object, RESOURCES[resource], namespace, name)
+        return found if isinstance(found, dict) else None
+
+
+@pytest.fixture
+def seeded_cluster(tmp_path: Path) -> Iterator[tuple[RunningCluster, dict[str, SeededPod], str]]:
+    with RunningCluster() as running:
+        pods = running.call(seed_serving_cluster, running.emulator)
+        yield running, pods, running.write_kubeconfig(str(tmp_path / "kubeconfig.json"))
+
+
+def _responder_writes(
+    chart: helm_python.Chart,
+    values: dict[str, Any],
+    seeded_cluster: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> tuple[Policies, list[Write]]:
+    """Every write of the real responder, configured by the chart's config for ``values``, through
+    quarantines (two cuts), a repair, other policies patched and restored, an annotation, two
+    destination blocks, and releases."""
+    running, pods, kubeconfig = seeded_cluster
+    rendered = render(chart, Case("responder-writes", values))
+    config: Config = load_config_text(rendered.config_text())
+    gateway = KubeGateway.from_config(
+        Cluster(kubeconfig=kubeconfig, retry=Retry(attempts=3, initial_backoff_seconds=0.01))
+    )
+    recorder = Recorder(running, gateway)
+    actions = ClusterActions.of_config(gateway, config)
+    directory = PodDirectory(gateway, ttl_seconds=0)
+
+    def pod(short: str) -> PodContext:
+        lookup = directory.lookup(pods[short].namespace, pods[short].name)
+        assert lookup.status is LookupStatus.FOUND and lookup.pod is not None
+        return lookup.pod
+
+    def shell(short: str) -> Alert:
+        return alert_from_mapping(
+            falco_alert(pods[short], "Shell in serving pod", "Warning", "x", {"proc.name": "sh"})
+        )
+
+    def egress(short: str, address: str) -> Alert:
+        fields = {"fd.sip": address}
+        return alert_from_mapping(
+            falco_alert(pods[short], "Anomalous egress from serving pod", "Warning", "x", fields)
+        )
+
+    namespace = pods["triton"].namespace
+    actions.quarantine(pod("triton"), shell("triton"), "inc-1", "shell", dry_run=False)
+    actions.annotate(pod("torchserve"), shell("torchserve"), "inc-2", "noted", dry_run=False)
+    actions.block_destination(pod("vllm"), egress("vllm", "203.0.113.7"), dry_run=False)
+    actions.block_destination(pod("vllm"), egress("vllm", "203.0.113.8"), dry_run=False)
+    vllm_egress = egress("vllm", "198.51.100.1")
+    actions.quarantine(pod("vllm"), vllm_egress, "inc-3", "egress", dry_run=False, isolate=Isolation.EGRESS)
+    # Someone opens the quarantine policy; the next quarantine repairs it.
+    tampered = recorder.stored("networkpolicies", namespace, config.quarantine.network_policy)
+    assert tampered is not None
+    tampered["spec"]["egress"] = [{}]
+    running.call(running.emulator.put_object, RESOURCES["networkpolicies"], tampered)
+    actions.quarantine(pod("kserve"), shell("kserve"), "inc-4", "shell", dry_run=False)
+    for short in ("vllm", "kserve", "triton"):
+        actions.release(namespace, pods[short].name, by="alice", reason="investigated")
+    return policies_of(rendered), recorder.writes
+
+
+def test_every_write_the_responder_makes_is_admitted(
+    chart: helm_python.Chart, seeded_cluster: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    # A policy cutting egress only: the chart's config then names every cut's policy.
+    egress_only = {
+        "name": "egress",
+        "match": {"rules": ["Anomalous egress*"]},
+        "actions": ["notify", "quarantine"],
+        "isolate": "egress",
+    }
+    values = {"quarantine": {"patchOtherPolicies": True}, "policies": [egress_only]}
+    policies, writes = _responder_writes(chart, values, seeded_cluster)
+    refused = []
+    for write in writes:
+        operation = "CREATE" if write.verb == "POST" else "UPDATE"
+        group = "" if write.resource == "pods" else NP_GROUP
+        verdict = policies.decide(
+            Request(operation, policies.username, group, write.resource, write.new, write.old)
+        )
+        assert verdict.applies, write
+        if not verdict.allowed:
+            refused.append((write.verb, write.resource, write.new["metadata"]["name"], verdict.denials))
+    assert refused == []
+    # Guards the guard: each kind of write the policies must let through was made.
+    made = {(w.verb, w.resource, _kind_of(w)) for w in writes}
+    assert {
+        ("PATCH", "pods", "pod"),
+        ("POST", "networkpolicies", "quarantine"),
+        ("PUT", "networkpolicies", "quarantine"),  # the repair
+        ("POST", "networkpolicies", "block"),
+        ("PUT", "networkpolicies", "block"),  # a second address, then the release's clear
+        ("PUT", "networkpolicies", "other"),  # the exclusion, then its removal
+    } <= made
+    patched_other = [w for w in writes if _kind_of(w) == "other"]
+    assert {w.new["metadata"]["name"] for w in patched_other} == {LEAKY_POLICY}
+    assert len(patched_other) == 2
+
+
+def _kind_of(write: Write) -> str:
+    name = write.new["metadata"]["name"]
+    if write.resource == "pods":
+        return "pod"
+    if name.startswith("serving-guard-quarantine"):
+        return "quarantine"
+    return "block" if name.startswith("serving-guard-block-") else "other"
+
+
+# -- what RBAC alone would allow is refused ---------------------------------------------------------
+
+
+def _refused(verdict: Verdict) -> bool:
+    """Refused by a rule, not by an expression that failed to evaluate (failurePolicy Fail)."""
+    return verdict.applies and bool(verdict.denials) and not any("(error:" in d for d in verdict.denials)
+
+
+def _changed(pod: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    changed = copy.deepcopy(pod)
+    change(changed)
+    return changed
+
+
+POD_ABUSE: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "new image": (lambda p: p["spec"]["containers"][0].update(image="evil/miner:1"), "spec"),
+    "new container": (lambda p: p["spec"]["containers"].append({"name": "x", "image": "evil"}), "spec"),
+    "another label": (lambda p: p["metadata"]["labels"].update(role="admin"), "pod labels"),
+    "a label changed": (lambda p: p["metadata"]["labels"].update(app="other"), "pod labels"),
+    "a label removed": (lambda p: p["metadata"]["labels"].pop("app"), "pod labels"),
+    "another annotation": (
+        lambda p: p["metadata"]["annotations"].update({"sidecar.istio.io/inject": "false"}),
+        "annotations",
+    ),
+    "an annotation removed": (lambda p: p["metadata"]["annotations"].pop("team"), "annotations"),
+    "owner dropped": (lambda p: p["metadata"].pop("ownerReferences"), "ownerReferences"),
+    "finalizer added": (lambda p: p["metadata"].update(finalizers=["example.com/hold"]), "finalizers"),
+}
+
+
+@pytest.mark.parametrize("abuse", sorted(POD_ABUSE))
+def test_pod_changes_beyond_the_responders_are_refused(renders: dict[str, Rendered], abuse: str) -> None:
+    policies = policies_of(renders["defaults"])
+    change, named = POD_ABUSE[abuse]
+    pod = _pod()
+    # Even alongside a quarantine label, which alone passes.
+    quarantined = _relabelled(pod, {"serving-guard.io/quarantine": "true"})
+    assert policies.update("pods", pod, quarantined).allowed
+    verdict = policies.update("pods", pod, _changed(quarantined, change))
+    assert not verdict.allowed and any(named in denial for denial in verdict.denials), verdict
+    # Anyone else is not this policy's business (RBAC and other admission decide).
+    assert not policies.update("pods", pod, _changed(pod, change), username=SOMEONE_ELSE).applies
+
+
+def test_pod_subresources_are_refused(renders: dict[str, Rendered]) -> None:
+    policies = policies_of(renders["defaults"])
+    pod = _pod()
+    debug = _changed(
+        pod, lambda p: p["spec"].update(ephemeralContainers=[{"name": "dbg", "image": "busybox"}])
+    )
+    verdict = policies.decide(
+        Request("UPDATE", policies.username, "", "pods", debug, pod, "ephemeralcontainers")
+    )
+    assert verdict.applies and any("subresources" in denial for denial in verdict.denials)
+
+
+def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, Rendered]) -> None:
+    policies = policies_of(renders["defaults"])
+    allow_all = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}
+    assert _refused(policies.create_policy(_netpol("allow-everything", allow_all)))
+    # Its own names, but not what it builds under them.
+    quarantine = {"podSelector": {"matchLabels": {"serving-guard.io/quarantine": "true"}}}
+    opened = {**quarantine, "policyTypes": ["Ingress", "Egress"], "egress": [{}]}
+    assert _refused(policies.create_policy(_netpol("serving-guard-quarantine", opened)))
+    elsewhere = {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress", "Egress"]}
+    assert _refused(policies.create_policy(_netpol("serving-guard-quarantine", elsewhere)))
+    wrong_cut = {**quarantine, "policyTypes": ["Egress"]}
+    assert _refused(policies.create_policy(_netpol("serving-guard-quarantine", wrong_cut)))
+    block_selector = {"matchLabels": {"serving-guard.io/block": "0123456789ab"}}
+    ingress_block = {"podSelector": block_selector, "policyTypes": ["Ingress"], "ingress": [{}]}
+    assert _refused(policies.create_policy(_netpol("serving-guard-block-0123456789ab", ingress_block)))
+    any_pod_block = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}
+    assert _refused(policies.create_policy(_netpol("serving-guard-block-0123456789ab", any_pod_block)))
+
+    gateway_only = {"from": [{"podSelector": {"matchLabels": {"app": "gw"}}}]}
+    selector = {"matchLabels": {"app": "model"}}
+    other = _netpol(
+        "allow-gateway", {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": [gateway_only]}
+    )
+    refused: dict[str, Callable[[dict[str, Any]], None]] = {
+        "rules opened": lambda p: p["spec"]["ingress"].append({}),
+        "selector moved": lambda p: p["spec"]["podSelector"]["matchLabels"].update(app="db"),
+        "other expression": lambda p: p["spec"]["podSelector"].update(
+            matchExpressions=[{"key": "app", "operator": "DoesNotExist"}]
+        ),
+        "types changed": lambda p: p["spec"].update(policyTypes=["Egress"]),
+        "labels changed": lambda p: p["metadata"].update(labels={"owner": "me"}),
+        "foreign annotation": lambda p: p["metadata"].update(annotations={"example.com/x": "y"}),
+        "owned by a pod": lambda p: p["metadata"].update(ownerReferences=[{"kind": "Pod", "name": "x"}]),
+    }
+    for what, change in refused.items():
+        assert _refused(policies.update("networkpolicies", other, _changed(other, change))), what
+    exclusion = {"key": "serving-guard.io/quarantine", "operator": "DoesNotExist"}
+    excluded = _changed(other, lambda p: p["spec"]["podSelector"].update(matchExpressions=[exclusion]))
+    assert policies.update("networkpolicies", other, excluded).allowed
+    assert policies.update("networkpolicies", excluded, other).allowed
