@@ -1,8 +1,9 @@
 """A scenario's live actions, performed for real in the current container (`serving-guard simulate`).
 
 Harmless by construction: every shell only runs ``true``; reverse shells wire their streams to a
-socket but run ``true``; connections go only to the explicit --target (or, for reverse shells, to
-a listener of our own on 127.0.0.1) with a short timeout; tools run only with ``--version``; files
+socket but run ``true``, and always connect to a listener of our own on 127.0.0.1 (whatever
+--target says, so ``simulate all --target`` needs no TCP listener at the target); the egress
+connections go only to the explicit --target, with a short timeout; tools run only with ``--version``; files
 are dummies created in the run's own directory, and in the model dir only new files named after
 the run (created with O_EXCL, never an existing file). Everything created is removed afterwards.
 
@@ -145,7 +146,7 @@ class _Fail(Exception):
 
 
 class LoopbackListener:
-    """A TCP listener on 127.0.0.1 that reverse shells connect to when no --target is given.
+    """The TCP listener on 127.0.0.1 that reverse shells connect to (never the --target).
     It never sends anything: it only records what arrives."""
 
     def __init__(self) -> None:
@@ -190,12 +191,6 @@ class LoopbackListener:
         self._stop.set()
         self._server.close()
         self._thread.join(timeout=2)
-
-
-def _shell_quote_free(text: str) -> None:
-    # Values that go into a shell command line: we build them ourselves, but refuse anything odd.
-    if any(char in text for char in "'\"`$\\;&|<>\n"):
-        raise UserError(f"refusing to put {text!r} into a shell command")
 
 
 class ScenarioRunner:
@@ -410,9 +405,10 @@ class ScenarioRunner:
 
     def _reverse_shell(self, action: ReverseShellAction) -> tuple[str, Sequence[str]]:
         self._require("sh")  # every variant's shell is `sh -c true`
-        own = self.settings.target is None
-        target = self.settings.target or Target("127.0.0.1", self._loopback().port)
-        _shell_quote_free(target.host)
+        # Always our own loopback listener: the rule fires on the one-liner and the socket on stdio,
+        # wherever it connects, and --target (anomalous-egress's) may well not accept TCP.
+        listener = self._loopback()
+        target = Target("127.0.0.1", listener.port)
         inner = f"true # {self.marker}"
         if action.variant == "python-pty":
             address = f"({json.dumps(target.host)},{target.port})"
@@ -435,11 +431,11 @@ class ScenarioRunner:
             if not _netcat_has_exec(netcat):
                 raise _Skip(f"{netcat} here has no -e option (OpenBSD netcat): the one-liner cannot run")
             argv = self._child("run", netcat, target.host, str(target.port), "-e", self._require("true"))
-        before = self._listener.connections if self._listener is not None else 0
+        before = listener.connections
         self._expect_success(argv)
-        if own and not self._loopback().wait_for(before + 1, 3.0):
+        if not listener.wait_for(before + 1, 3.0):
             raise _Fail("the loopback listener saw no connection")
-        return f"connected to {target} and ran true", argv
+        return f"connected to our own listener on {target} and ran true", argv
 
     def _connect(self, action: ConnectAction) -> tuple[str, Sequence[str]]:
         target = self.settings.target

@@ -31,8 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         metavar="HOST:PORT",
-        help="where anomalous-egress connects (required for it; never a default) and where reverse "
-        "shells connect (default: a listener of their own on 127.0.0.1)",
+        help="where anomalous-egress connects (required for it; never a default); reverse shells"
+        " always connect to a listener of their own on 127.0.0.1",
     )
     parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
     parser.add_argument(

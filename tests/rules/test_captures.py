@@ -123,13 +123,13 @@ def test_an_alert_on_benign_serving_fails_the_suite(
     sysdig: Sysdig, examples: ExamplesFile, tmp_path: Path
 ) -> None:
     names = {"sg-i-serve.scap"}
-    no_exceptions = tmp_path / "no-exceptions.yaml"
-    no_exceptions.write_text(
-        "- rule: Runtime download or package install in serving pod\n  exceptions: []\n"
-        "  override: {exceptions: replace}\n"
+    no_local_requests = tmp_path / "no-local-requests.yaml"
+    no_local_requests.write_text(
+        "- macro: serving_guard_loopback_http_request\n  condition: (evt.num = 0)\n"
+        "  override: {condition: replace}\n"
     )
     suite = SuiteInput(
-        [str(PACK), str(SCOPE_OVERRIDE), str(no_exceptions)],
+        [str(PACK), str(SCOPE_OVERRIDE), str(no_local_requests)],
         _captures_dir(tmp_path, names),
         _subset(examples, names),
     )

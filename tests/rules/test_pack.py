@@ -27,9 +27,13 @@ TUNING_POINTS = [
     "serving_guard_model_dirs",
     "serving_guard_model_extensions",
     "serving_guard_shell_binaries",
+    "serving_guard_shell_paths",
     "serving_guard_allowed_egress_networks",
     "serving_guard_allowed_egress_ports",
+    "serving_guard_node_dns_networks",
+    "serving_guard_metadata_addresses",
     "serving_guard_download_tools",
+    "serving_guard_credential_dirs",
 ]
 
 
