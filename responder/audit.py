@@ -639,7 +639,7 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
     many alerts it took), then how many incidents ended each way: what a policy on trial would have
     done, or what an alert storm amounted to."""
     incidents, first = _incidents_of(entries)
-    header = ("OPENED", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME")
+    header = ("OPENED (UTC)", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME")
     rows = [header]
     outcomes: dict[str, int] = {}
     pods = set()
@@ -651,7 +651,7 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
         pods.add((entry["namespace"], entry["pod"]))
         rows.append(
             (
-                format_time_ns(opened)[:19] if isinstance(opened, int) else entry["received"][:19],
+                _table_time(format_time_ns(opened) if isinstance(opened, int) else entry["received"])[:19],
                 entry["rule"][:48],
                 f"{entry['namespace'] or '-'}/{entry['pod'] or '-'}",
                 (incident.get("decision") or {}).get("policy", "-"),
@@ -738,8 +738,23 @@ def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(blocks) if blocks else "no incidents"
 
 
+def _table_time(text: str) -> str:
+    """A journaled time (Falco's form, UTC) as a table shows it: 2026-12-04 06:59:53.790..."""
+    return text.replace("T", " ", 1)
+
+
 def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
-    header = ("RECEIVED", "RULE", "POD", "OUTCOME", "VERIFIED", "DECISION", "ACTIONS", "SLACK", "TO ACT")
+    header = (
+        "RECEIVED (UTC)",
+        "RULE",
+        "POD",
+        "OUTCOME",
+        "VERIFIED",
+        "DECISION",
+        "ACTIONS",
+        "SLACK",
+        "TO ACT",
+    )
     rows = [header]
     for entry in entries:
         incident = entry.get("incident") or {}
@@ -763,7 +778,8 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
         timing = (entry.get("timings_ms") or {}).get("to_quarantine")
         rows.append(
             (
-                entry["received"][11:23],
+                # The date too: the trail reaches back days (journal.retention_days).
+                _table_time(entry["received"])[:23],
                 entry["rule"][:48],
                 f"{entry['namespace'] or '-'}/{entry['pod'] or '-'}",
                 entry["outcome"],

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,9 +23,10 @@ from responder.audit import (
 )
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
-from responder.config import load_config
+from responder.config import Config, load_config
 from responder.errors import UserError
 from responder.journal_schema import connect
+from responder.policy import DEFAULT_POLICY
 from simulators.scenario import check_run_id
 
 
@@ -127,14 +129,31 @@ async def _remote(args: argparse.Namespace) -> list[AuditEntry]:
         return await client.audit(**params)
 
 
+def _say_unknown_policy(policy: str | None, config: Config, *, found: bool) -> None:
+    """A --policy the config does not name, with nothing found: most likely a typo, which an empty
+    answer would pass off as "it decided nothing". (A policy renamed since still finds its past.)"""
+    if policy is None or found:
+        return
+    names = [p.name for p in config.policies]
+    if policy not in (*names, DEFAULT_POLICY):
+        known = ", ".join(names) or "(none)"
+        print(
+            f"--policy {policy}: no incidents, and the config names no such policy (its policies: {known})",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     query = _query(args)
     entries: Sequence[Mapping[str, Any]]
     if args.responder is not None:
         entries = asyncio.run(_remote(args))
+    elif args.journal is not None:
+        entries = _local(args.journal, query)
     else:
-        path = args.journal if args.journal is not None else load_config(args.config).journal.path
-        entries = _local(path, query)
+        config = load_config(args.config)
+        entries = _local(config.journal.path, query)
+        _say_unknown_policy(args.policy, config, found=bool(entries))
     if args.format == "json":
         print(json.dumps(entries, indent=2))
     elif args.format == "summary":

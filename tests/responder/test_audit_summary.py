@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.audit import format_incidents, format_summary, incident_outcome_text
+from responder.audit import format_incidents, format_summary, format_table, incident_outcome_text
 
 
 def entry(
@@ -36,7 +36,7 @@ def test_each_incident_once_with_its_count_and_undecided_ones_said() -> None:
         entry(None, "c", None, "rejected"),
     ]
     lines = format_summary(entries).splitlines()
-    assert lines[1].startswith("2023-11-14T22:13:20  Shell in serving pod  ml/a")
+    assert lines[1].startswith("2023-11-14 22:13:20  Shell in serving pod  ml/a")
     assert lines[1].endswith("shells  7       quarantined")
     assert "ml/b\\x1b[2J" in lines[2] and lines[2].endswith("-       1       not decided yet")
     assert lines[4:] == [
@@ -45,7 +45,7 @@ def test_each_incident_once_with_its_count_and_undecided_ones_said() -> None:
         "       1  not decided yet",
     ]
     assert format_summary([]).splitlines() == [
-        "OPENED  RULE  POD  POLICY  ALERTS  OUTCOME",
+        "OPENED (UTC)  RULE  POD  POLICY  ALERTS  OUTCOME",
         "",
         "0 incident(s) on 0 pod(s), 0 alert(s) in all:",
     ]
@@ -121,3 +121,11 @@ def test_each_incidents_story_names_every_action_and_post_and_is_printable() -> 
     undecided = format_incidents([entry("inc-2", "b", {"count": 1, "actions": []})]).splitlines()
     assert undecided[3] == "  decided   not decided yet" and len(undecided) == 4
     assert format_incidents([entry(None, "c", None, "rejected")]) == "no incidents"
+
+
+def test_the_table_shows_the_day_and_says_the_zone() -> None:
+    """The trail reaches back days: a time of day alone would put two days' alerts side by side."""
+    decided = {"count": 1, "decision": {"policy": "shells", "actions": ["notify"]}, "actions": []}
+    lines = format_table([entry("inc-1", "a", decided)]).splitlines()
+    assert lines[0].split()[:3] == ["RECEIVED", "(UTC)", "RULE"]
+    assert lines[1].startswith("2026-12-03 08:00:00.000  Shell in serving pod")

@@ -274,7 +274,7 @@ def test_audit_summarises_what_a_policy_on_trial_would_have_done(
 
     assert main(["audit", "--config", str(config), "--policy", "downloads trial", "--format", "summary"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["OPENED", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME"]
+    assert out[0].split() == ["OPENED", "(UTC)", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME"]
     triton = next(line for line in out[1:3] if pods["triton"].name in line)
     assert "downloads trial  3" in triton
     assert triton.endswith("dry-run: would quarantine, LEAKY through allow-gateway-to-triton")
@@ -287,6 +287,12 @@ def test_audit_summarises_what_a_policy_on_trial_would_have_done(
         "       1  dry-run: would quarantine",
     ]
     assert not quarantined(running, pods["triton"]) and quarantined(running, pods["vllm"])
+
+    # A typo finds nothing: said, not passed off as "it decided nothing".
+    assert main(["audit", "--config", str(config), "--policy", "downloads trail", "--format", "summary"]) == 0
+    err = capsys.readouterr().err
+    assert "--policy downloads trail: no incidents, and the config names no such policy" in err
+    assert "(its policies: isolate-shells, downloads trial)" in err
 
     assert main(["audit", "--config", str(config), "--policy", "isolate-shells", "--format", "json"]) == 0
     entries = json.loads(capsys.readouterr().out)
