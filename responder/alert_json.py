@@ -204,7 +204,7 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
     try:
         payload = _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise AlertError("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise AlertError("body", f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise AlertError("body", "JSON nested too deeply") from None
     if type(payload) is _DuplicateKey:

@@ -386,3 +386,10 @@ def test_a_leap_day_is_a_day_long() -> None:
         assert march - february_28 == (2 if leap else 1) * day
         if leap:
             assert parse_time_ns(f"{year}-02-29T00:00:00Z") == february_28 + day
+
+
+def test_invalid_json_names_the_place_once() -> None:
+    with pytest.raises(AlertError) as refused:
+        parse_falco_json(b'{"rule": "x')
+    said = "field 'body': invalid JSON: Unterminated string starting at (line 1, column 10)"
+    assert str(refused.value) == said
