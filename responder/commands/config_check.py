@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from responder.config import Config, config_from_document, located
+from responder.config import Config, SecretRef, SlackMode, config_from_document, located
+from responder.errors import UserError
 from responder.policy_review import unmatched_rule_patterns, unreachable_policies
 from responder.rulespack.expand import load_paths
 from responder.yamlsource import load_yaml_file
@@ -128,6 +130,49 @@ def _text(policy: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+_ELSEWHERE = "(serve refuses to start on it, unless it is there where the responder runs)"
+
+
+def unreadable_here(config: Config) -> list[str]:
+    """The secrets and certificate files the responder would read at start that cannot be read
+    here: `serve` refuses to start on them. Notes, not findings (the exit status is unchanged): the
+    files may exist only where the responder runs."""
+    secrets: list[tuple[str, SecretRef | None]] = []
+    files: list[tuple[str, str | None]] = []
+    http, grpc, slack = config.inputs.http, config.inputs.grpc, config.slack
+    if http.enabled:
+        secrets += [("inputs.http.token", http.token), ("inputs.http.audit_token", http.audit_token)]
+        if http.tls is not None:
+            tls = http.tls
+            files += [
+                ("inputs.http.tls.cert_file", tls.cert_file),
+                ("inputs.http.tls.key_file", tls.key_file),
+                ("inputs.http.tls.client_ca_file", tls.client_ca_file),
+            ]
+    if grpc.enabled and grpc.tls is not None:
+        files += [
+            ("inputs.grpc.tls.ca_file", grpc.tls.ca_file),
+            ("inputs.grpc.tls.cert_file", grpc.tls.cert_file),
+            ("inputs.grpc.tls.key_file", grpc.tls.key_file),
+        ]
+    if slack.mode is SlackMode.BOT:
+        secrets.append(("slack.token", slack.token))
+    elif slack.mode is SlackMode.WEBHOOK:
+        secrets.append(("slack.webhook_url", slack.webhook_url))
+    notes = []
+    for key, ref in secrets:
+        if ref is None:
+            continue
+        try:
+            ref.read(key)
+        except UserError as exc:
+            notes.append(f"{exc} {_ELSEWHERE}")
+    for key, path in files:
+        if path is not None and not os.access(path, os.R_OK):
+            notes.append(f"{key}: cannot read {path} here {_ELSEWHERE}")
+    return notes
+
+
 _CUTS = {
     "both": "ingress and egress",
     "egress": "egress only (the pod still receives requests)",
@@ -152,4 +197,6 @@ def run(args: argparse.Namespace) -> int:
         print(_text(policy))
     for problem in problems:
         print(problem, file=sys.stderr)
+    for note in unreadable_here(config):
+        print(f"note: {note}", file=sys.stderr)
     return 1 if problems else 0

@@ -701,3 +701,29 @@ async def test_a_token_over_plain_http_is_warned_of(tmp_path: Path, seeded: Seed
         await responder.start()
         await responder.stop()
     assert any(m.startswith("inputs.http.token is accepted over plain HTTP") for m in records.messages)
+
+
+def test_config_check_notes_the_secrets_and_files_it_cannot_read_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ok` would be read as "serve will start"; the files may exist only in the pod, so notes only."""
+    monkeypatch.delenv("SG_UNSET_TOKEN", raising=False)
+    path = tmp_path / "secrets.yaml"
+    path.write_text(
+        "inputs:\n  http:\n    token: {file: /nonexistent/token}\n"
+        "    tls: {cert_file: /nonexistent/tls.crt, key_file: /nonexistent/tls.key}\n"
+        "slack:\n  mode: bot\n  default_channel: '#sec'\n  token: {env: SG_UNSET_TOKEN}\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: ok")
+    notes = [line for line in captured.err.splitlines() if line.startswith("note: ")]
+    assert [note.split(":")[1].strip() for note in notes] == [
+        "inputs.http.token",
+        "slack.token",
+        "inputs.http.tls.cert_file",
+        "inputs.http.tls.key_file",
+    ]
+    assert all(note.endswith("unless it is there where the responder runs)") for note in notes)
+    assert main(["config", "check", str(write_config(tmp_path, "kc"))]) == 0
+    assert "note:" not in capsys.readouterr().err
