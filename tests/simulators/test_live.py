@@ -158,15 +158,48 @@ def test_egress_to_a_closed_port_is_an_attempt_not_a_failure(dirs: Dirs, run_id:
     assert "not accepted" in result.steps[0].detail and "refused" in result.steps[0].detail.lower()
 
 
-def test_reverse_shells_connect_to_the_given_listener(dirs: Dirs, listener: Listener, run_id: str) -> None:
+def test_reverse_shells_connect_only_to_their_own_listener(
+    dirs: Dirs, listener: Listener, run_id: str
+) -> None:
+    # A --target is anomalous-egress's; the reverse shells keep to their own loopback listener.
     scenario = SCENARIOS.by_name["reverse-shell-one-liner"]
     result = ScenarioRunner(scenario, settings(dirs, run_id, Target("127.0.0.1", listener.port))).run()
     done = [s for s in result.steps if s.status is StepStatus.DONE]
-    assert len(done) >= 2  # python pty and bash /dev/tcp; netcat with -e is rarely installed
-    assert _eventually(lambda: len(listener.tcp_data) == len(done))
+    assert len(done) >= 2 and result.ok  # python pty and bash /dev/tcp; netcat with -e is rarely installed
+    assert all(s.detail.startswith("connected to our own listener on 127.0.0.1:") for s in done)
+    assert all(f":{listener.port}" not in " ".join(s.command) + s.detail for s in done)
+    assert not _eventually(lambda: listener.tcp_data != [], timeout=0.5)
     python_pty = result.steps[0]
     assert "pty.spawn" in " ".join(python_pty.command)
     assert f"true # sg-run={run_id}.reverse-shell-one-liner" in " ".join(python_pty.command)
+
+
+def test_reverse_shells_run_when_the_target_refuses_tcp(dirs: Dirs, run_id: str) -> None:
+    scenario = SCENARIOS.by_name["reverse-shell-one-liner"]
+    with refusing_port() as port:
+        result = ScenarioRunner(scenario, settings(dirs, run_id, Target("127.0.0.1", port))).run()
+    assert result.ok, result.steps
+    assert all(s.status is not StepStatus.FAILED for s in result.steps)
+
+
+def test_simulate_all_with_a_target_that_refuses_tcp(
+    capsys: pytest.CaptureFixture[str],
+    dirs: Dirs,
+    tmp_path: Path,
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The download tools are stand-ins (only their start matters here); curl stays real for the control.
+    _fake_tools(tmp_path / "fakebin", ["pip", "wget", "git", "apt-get", "conda"], tmp_path / "calls.log")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'fakebin'}{os.pathsep}{os.environ['PATH']}")
+    with refusing_port() as port:
+        argv = ["simulate", "all", "--target", f"127.0.0.1:{port}", "--run-id", run_id]
+        argv += ["--workdir", str(dirs.work), "--model-dir", str(dirs.models), "--shm-dir", str(dirs.shm)]
+        code, out, _ = _cli(argv, capsys)
+    assert code == 0, out
+    assert "FAILED" not in out
+    assert out.count("connected to our own listener on 127.0.0.1:") >= 2
+    assert f"attempted tcp to 127.0.0.1:{port}; it was not accepted" in out
 
 
 def _fake_tools(directory: Path, names: list[str], log: Path) -> None:
