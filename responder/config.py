@@ -660,6 +660,11 @@ _BOUND_WORDS = {
 }
 
 
+def _clipped(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _in_words(error: Any) -> str:
     """One validation error as the config's reader needs it: what the key must be, and what the
     file had when that is not plain from the line (a YAML null, a text where a list goes)."""
@@ -668,19 +673,17 @@ def _in_words(error: Any) -> str:
     if kind == "string_pattern_mismatch":
         pattern = (error.get("ctx") or {}).get("pattern", "")
         words = PATTERN_WORDS.get(pattern, f"does not have the form this key takes ({pattern})")
-        return f"{given!r}: {words}" if isinstance(given, str) else words
+        return f"{_clipped(given)}: {words}" if isinstance(given, str) else words
     if kind in _BOUND_WORDS:
         words, key = _BOUND_WORDS[kind]
         limit = (error.get("ctx") or {}).get(key)
-        return f"{words} {limit}, not {given!r}" if limit is not None else str(error["msg"])
+        return f"{words} {limit}, not {_clipped(given)}" if limit is not None else str(error["msg"])
     reason = _TYPE_WORDS.get(kind, str(error["msg"]).removeprefix("Value error, "))
     if kind in _TYPE_WORDS and kind not in ("extra_forbidden", "missing"):
         if given is None:
-            reason += (
-                " (it is empty: in YAML a value starting with # is a comment: quote it, e.g. '#sec-alerts')"
-            )
+            reason += " (it is empty)"
         elif isinstance(given, str | int | float | bool):
-            reason += f", not {given!r}"
+            reason += f", not {_clipped(given)}"
     return reason
 
 

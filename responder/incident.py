@@ -162,21 +162,24 @@ class IncidentReport:
         no block of that address followed."""
         if self.decision.unverified:
             return None
-        held: str | None = None
+        # Addresses held back and not blocked since (a dict: the latest held last).
+        held: dict[str, None] = {}
         for outcome in self.outcomes:
             address = outcome.extra.get(BLOCKED_ADDRESS)
             if outcome.action != BLOCK_DESTINATION or address is None:
                 continue
             if _held_back(outcome):
-                held = str(address)
-            elif outcome.block_labelled and str(address) == held:
-                held = None
-        if held is None:
+                held.pop(str(address), None)
+                held[str(address)] = None
+            elif outcome.block_labelled or outcome.status is OutcomeStatus.BLOCKED:
+                held.pop(str(address), None)
+        if not held:
             return None
+        latest = next(reversed(held))
         return (
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --address {shlex.quote(held)}"
+            f" --address {shlex.quote(latest)}"
             f" --incident {shlex.quote(self.incident_id)} --reason '<why>'" + _config_option(config_path)
         )
 

@@ -45,9 +45,10 @@ class JournalLock:
                 " One responder per journal: its incidents and circuit breakers live in it. Stop that"
                 " one, or give this one its own journal.path"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        self._fd = fd  # held from here: release() closes it whatever follows
+        with contextlib.suppress(OSError):  # the pid is for the message only
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
         if self._fd is not None:

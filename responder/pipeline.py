@@ -519,7 +519,10 @@ class Pipeline:
         block that one too (in the background), or the attack could switch destinations within the
         window while its repeats fold in."""
         report = state.report
-        if report is not None and ActionName.BLOCK_DESTINATION not in report.decision.actions:
+        # A block the block breaker held back at the decision is taken on here too, once it closes.
+        if report is not None and not (
+            ActionName.BLOCK_DESTINATION in report.decision.actions or report.decision.block_breaker_open
+        ):
             return
         settings = self._config.block_destination
         target = destination.target_of(alert, settings.address_fields, settings.never_block)
@@ -532,7 +535,7 @@ class Pipeline:
             return
         now = self._clock_ns()
         if state.blocking.get(address, 0) > now or any(
-            _names_address(o, address) and o.status is not OutcomeStatus.WITHHELD for o in report.outcomes
+            _names_address(o, address) and not _breaker_held(o) for o in report.outcomes
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -560,9 +563,13 @@ class Pipeline:
                     self._metrics.block_breaker_open.set(1)
                 else:
                     token = None if dry_run else self._block_breaker.take(now)
-                    outcome = await self._block_destination(pod, alert, dry_run=dry_run)
-                    if token is not None and not outcome.newly_blocked:
-                        self._block_breaker.give_back(token)
+                    counted = False
+                    try:
+                        outcome = await self._block_destination(pod, alert, dry_run=dry_run)
+                        counted = outcome.newly_blocked
+                    finally:
+                        if token is not None and not counted:  # also when it raised
+                            self._block_breaker.give_back(token)
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
                 await self._journal.run(
                     Journal.op_record_action(
@@ -766,11 +773,15 @@ class Pipeline:
                     ),
                 )
             )
-            outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
-            if token is not None and not any(o.labelled for o in outcomes):
-                self._breaker.give_back(token)
-            if block_token is not None and not any(o.newly_blocked for o in outcomes):
-                self._block_breaker.give_back(block_token)
+            outcomes: list[ActionOutcome] = []
+            try:
+                outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
+            finally:
+                # Slots of what did not happen (or raised) go back.
+                if token is not None and not any(o.labelled for o in outcomes):
+                    self._breaker.give_back(token)
+                if block_token is not None and not any(o.newly_blocked for o in outcomes):
+                    self._block_breaker.give_back(block_token)
         self._plan_follow_up(state, verification, decision, outcomes)
         # No notification about, and no "opened" for, an incident the journal does not hold.
         await self._confirm(state, opening)
@@ -849,7 +860,9 @@ class Pipeline:
             VerificationStatus.POD_NOT_FOUND,
         )
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
-        if (wanted and unreachable) or decision.breaker_open or decision.block_breaker_open or failed:
+        # (A block the block breaker held back is not reopened for: repeats take it on, see
+        # _maybe_block_more, without a new incident every REDECIDE_AFTER_SECONDS.)
+        if (wanted and unreachable) or decision.breaker_open or failed:
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
         elif any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
@@ -917,6 +930,46 @@ class Pipeline:
                 return verify_alert(alert, fresh.pod, check_node=check_node), fresh.pod
         return verification, lookup.pod
 
+    def _withheld_outcomes(self, alert: Alert, decision: Decision) -> list[ActionOutcome]:
+        """What the decision held back: the block the block breaker held (with its address, for
+        the command to block it by hand, and its own reason) apart from the rest."""
+        if not decision.withheld:
+            return []
+        now = self._clock_ns()
+        reasons = list(decision.withheld)
+        outcomes = []
+        if decision.block_breaker_open:
+            breaker = next(r for r in reasons if r.startswith(BLOCK_BREAKER_OPEN))
+            reasons.remove(breaker)
+            settings = self._config.block_destination
+            target = destination.target_of(alert, settings.address_fields, settings.never_block)
+            extra = {} if isinstance(target, str) else {BLOCKED_ADDRESS: str(target.address)}
+            outcomes.append(
+                ActionOutcome(
+                    BLOCK_DESTINATION,
+                    OutcomeStatus.WITHHELD,
+                    breaker,
+                    started_ns=now,
+                    finished_ns=now,
+                    extra=extra,
+                )
+            )
+        held = [
+            a
+            for a in decision.requested
+            if a in ISOLATING and a not in decision.actions and a is not ActionName.BLOCK_DESTINATION
+        ]
+        if reasons:
+            # The first other action held back (a block may be beside a quarantine that went ahead).
+            action = held[0].value if held else (BLOCK_DESTINATION if not outcomes else "quarantine")
+            outcomes.insert(
+                0,
+                ActionOutcome(
+                    action, OutcomeStatus.WITHHELD, "; ".join(reasons), started_ns=now, finished_ns=now
+                ),
+            )
+        return outcomes
+
     async def _act(
         self,
         state: IncidentState,
@@ -953,28 +1006,7 @@ class Pipeline:
             else:
                 continue
             outcomes.append(outcome)
-        if decision.withheld:
-            now = self._clock_ns()
-            # The first action held back (a block may be, beside a quarantine that goes ahead).
-            isolation = [a for a in decision.requested if a in ISOLATING and a not in decision.actions]
-            held = isolation[0].value if isolation else "quarantine"
-            extra: dict[str, Any] = {}
-            if decision.block_breaker_open and held == BLOCK_DESTINATION:
-                # The address, for the command to block it by hand (IncidentReport.block_command).
-                settings = self._config.block_destination
-                target = destination.target_of(alert, settings.address_fields, settings.never_block)
-                if not isinstance(target, str):
-                    extra[BLOCKED_ADDRESS] = str(target.address)
-            outcomes.append(
-                ActionOutcome(
-                    action=held,
-                    status=OutcomeStatus.WITHHELD,
-                    detail="; ".join(decision.withheld),
-                    started_ns=now,
-                    finished_ns=now,
-                    extra=extra,
-                )
-            )
+        outcomes.extend(self._withheld_outcomes(alert, decision))
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
             writes.append(
@@ -988,6 +1020,11 @@ class Pipeline:
                 )
             )
         return outcomes
+
+
+def _breaker_held(outcome: ActionOutcome) -> bool:
+    """A block the block circuit breaker held back (tried again once it closes)."""
+    return outcome.status is OutcomeStatus.WITHHELD and outcome.detail.startswith(BLOCK_BREAKER_OPEN)
 
 
 def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:

@@ -221,8 +221,10 @@ class Responder:
         if self.delivery is not None and hasattr(self.delivery, "close"):
             with contextlib.suppress(Exception):
                 await self.delivery.close()
-        self.journal.close()
-        self._journal_lock.release()
+        try:
+            self.journal.close()
+        finally:
+            self._journal_lock.release()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.gateway.close()
 

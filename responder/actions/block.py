@@ -11,6 +11,7 @@ idempotent; a block never narrows a quarantine (the policy leaves out pods whose
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -159,7 +160,7 @@ class DestinationBlocks:
                 started,
                 extra,
             )
-        label, value = self._settings.label, destination.pod_key(pod.uid)
+        value = destination.pod_key(pod.uid)
         listed = next((p for p in policies if netpol.name_of(p) == name), None)
         try:
             blocked, added, unblocked = self._ensure_policy(pod, name, value, listed, address)
@@ -177,13 +178,36 @@ class DestinationBlocks:
         if unblocked:
             extra[UNBLOCKED] = sorted(str(a) for a in unblocked)
         try:
+            return self._label_and_prove(pod, name, value, target, blocked, started, extra)
+        except KubeError as exc:
+            failed = failure_outcome(ACTION, exc, started, self._clock_ns())
+            if failed.status is not OutcomeStatus.FAILED:
+                return failed
+            # The address is in the policy (and the pod may carry its label): it counts against
+            # the block breaker, and release must lift it. Without the address: tried again.
+            kept = {key: extra[key] for key in (NEWLY_BLOCKED, LABELLED) if key in extra}
+            return dataclasses.replace(failed, extra=kept)
+
+    def _label_and_prove(
+        self,
+        pod: PodContext,
+        name: str,
+        value: str,
+        target: destination.Target,
+        blocked: set[destination.Address],
+        started: int,
+        extra: dict[str, Any],
+    ) -> ActionOutcome:
+        """Label the pod into its block policy (made already), then prove the block."""
+        label = self._settings.label
+        try:
             # The pod's labels as read are not needed: its block's label is its own.
             patched = patch_as_read(self._gateway, pod, lambda _meta: {"labels": {label: value}})
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
         except KeptChanging as exc:
             # Without the address: a failed block is tried again (see Pipeline._maybe_block_more).
-            counted = {NEWLY_BLOCKED: True} if added else None
+            counted = {NEWLY_BLOCKED: True} if NEWLY_BLOCKED in extra else None
             return self._outcome(OutcomeStatus.FAILED, str(exc), started, counted)
         extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
         if (patched.get("spec") or {}).get("hostNetwork"):

@@ -504,7 +504,8 @@ class ClusterActions:
         # A destination block is lifted too: release gives the pod back all of its traffic.
         block_label = self._block_settings.label
         was_blocked = block_label in labels
-        if not (was_labelled or was_blocked or labels_known) and A_QUARANTINED_AT in annotations:
+        # (Blocked or not: lifting the block would say "released" while another label still cuts it.)
+        if not (was_labelled or labels_known) and A_QUARANTINED_AT in annotations:
             return ActionOutcome(
                 "release",
                 OutcomeStatus.FAILED,

@@ -123,11 +123,11 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         update={"inputs": Inputs(), "server": config.server.model_copy(update={"metrics_listen": None})}
     )
     responder = build_responder(config, args.config)
-    await responder.start()
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    tally = _Tally(pipeline, name)
     try:
+        await responder.start()  # inside: a start that fails still stops (the journal lock goes)
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        tally = _Tally(pipeline, name)
         read_error = await tally.feed(read_lines(stream, limit), limit)
         await pipeline.drain()
         if responder.notifier is not None:

@@ -628,3 +628,44 @@ def test_an_address_never_block_came_to_hold_is_let_go_at_the_next_block(seeded:
     assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"198.51.100.9"}
     # The audit trail's action record names what was let go.
     assert action_fields(second.to_json())["unblocked"] == ["203.0.113.7"]
+
+
+def test_an_api_failure_after_the_policy_holds_the_address_still_counts_and_is_tried_again(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """The address is in the pod's policy once it is written: a later refusal (the label's patch)
+    must not give the block breaker's slot back, or the retry, finding it there, would count none."""
+    vllm = seeded[1]["vllm"]
+    harness.fail(Fault(status=403, method="PATCH", plural="pods"))
+    failed = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert failed.status is OutcomeStatus.FAILED and "forbidden" in failed.detail
+    assert failed.newly_blocked and not failed.block_labelled
+    assert "address" not in failed.extra  # so a repeat tries it again (Pipeline._maybe_block_more)
+    again = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert again.status is OutcomeStatus.BLOCKED and not again.newly_blocked
+
+
+async def test_a_block_withheld_for_other_policy_apis_is_not_run_again_by_each_repeat(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    running.call(running.emulator.resources.__setitem__, "cilium.io/v2/ciliumnetworkpolicies", {})
+    responder = await started_blocking(tmp_path, kubeconfig)
+    try:
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        vllm = pods["vllm"]
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7") for _ in range(4)])
+        for _ in range(100):
+            if not pipeline._background:
+                break
+            await asyncio.sleep(0.02)
+        with closing(sqlite3.connect(responder.config.journal.path)) as conn:
+            statuses = [row[0] for row in conn.execute("SELECT status FROM actions")]
+        assert statuses == ["withheld"]
+    finally:
+        await responder.stop()

@@ -359,6 +359,15 @@ def test_errors_say_what_the_key_must_be_in_the_configs_terms(text: str, said: s
     assert "tuple" not in message and "should match pattern" not in message
 
 
+def test_an_empty_value_is_said_empty_and_a_long_one_is_clipped() -> None:
+    with pytest.raises(UserError) as refused:
+        load_config_text("guardrails:\n  max_blocks: {count: }\n", "c.yaml")
+    assert str(refused.value).endswith("guardrails.max_blocks.count: must be a whole number (it is empty)")
+    with pytest.raises(UserError) as refused:
+        load_config_text(f"quarantine:\n  label: '{'x' * 5000}!'\n", "c.yaml")
+    assert len(str(refused.value)) < 500 and "...: must be a Kubernetes label key" in str(refused.value)
+
+
 def test_an_explicit_null_default_channel_outside_bot_mode_still_loads() -> None:
     assert (
         load_config_text("slack:\n  mode: disabled\n  default_channel: null\n").slack.default_channel is None

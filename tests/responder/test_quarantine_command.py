@@ -189,6 +189,14 @@ def test_a_release_that_does_not_know_the_label_refuses_instead_of_saying_releas
     assert metadata["labels"]["acme.io/isolated"] == "true"
     assert "serving-guard.io/quarantined-at" in metadata["annotations"]
     assert "serving-guard.io/released-at" not in metadata["annotations"]
+    # Carrying a destination block (the default block label) too: still refused, block and all.
+    pod = stored(running, torchserve)
+    pod["metadata"]["labels"]["serving-guard.io/block"] = "0123456789ab"
+    running.call(running.emulator.put_object, "v1/pods", pod)
+    assert main([*release, "--kubeconfig", kubeconfig]) == 1
+    assert "failed: the pod carries a quarantine record" in capsys.readouterr().out
+    labels = stored(running, torchserve)["metadata"]["labels"]
+    assert labels["acme.io/isolated"] == "true" and "serving-guard.io/block" in labels
     # With the config it goes.
     assert main([*release, "--config", str(custom)]) == 0
     assert "acme.io/isolated" not in stored(running, torchserve)["metadata"]["labels"]
