@@ -558,24 +558,39 @@ class Config(Strict):
     journal: Journal = Journal()
     logging: Logging = Logging()
 
-    @model_validator(mode="after")
-    def _unique_policies(self) -> Self:
-        seen: set[str] = set()
-        for policy in self.policies:
-            if policy.name in seen:
-                raise ValueError(f"policy name {policy.name!r} is used twice")
-            seen.add(policy.name)
-        if ActionName.QUARANTINE in self.default_actions:
-            raise ValueError("default_actions may not quarantine: name the rules in a policy")
-        if ActionName.BLOCK_DESTINATION in self.default_actions:
-            raise ValueError("default_actions may not block_destination: name the rules in a policy")
+    def cross_key_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """What no single key can be refused for, each at the key a person must change: all of
+        them at once (config_from_document reports them with their lines)."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        first: dict[str, int] = {}
+        for index, policy in enumerate(self.policies):
+            if policy.name in first:
+                problems.append(
+                    (
+                        ("policies", index, "name"),
+                        f"policy name {policy.name!r} is used twice"
+                        f" (first at policies[{first[policy.name]}])",
+                    )
+                )
+            first.setdefault(policy.name, index)
+        for position, action in enumerate(self.default_actions):
+            if action in (ActionName.QUARANTINE, ActionName.BLOCK_DESTINATION):
+                problems.append(
+                    (
+                        ("default_actions", position),
+                        f"default_actions may not {action.value}: name the rules in a policy",
+                    )
+                )
         if self.block_destination.label == self.quarantine.label:
             # Labelling a pod into its block would overwrite its quarantine's value, and lift it.
-            raise ValueError(
-                f"block_destination.label and quarantine.label are both {self.quarantine.label!r}:"
-                " they must differ"
+            problems.append(
+                (
+                    ("block_destination", "label"),
+                    f"block_destination.label and quarantine.label are both {self.quarantine.label!r}:"
+                    " they must differ",
+                )
             )
-        return self
+        return problems + self.cut_name_problems()
 
     def policy_isolation(self, policy: Policy | None) -> Isolation:
         """The cut a policy's quarantines make: its own isolate, else quarantine.isolate (also for
@@ -724,7 +739,7 @@ def config_from_document(document: YamlDocument) -> Config:
             path = _error_path(error["loc"])
             messages.append(located(document, path, _in_words(error)))
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
-    problems = [located(document, path, message) for path, message in config.cut_name_problems()]
+    problems = [located(document, path, message) for path, message in config.cross_key_problems()]
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
     return config

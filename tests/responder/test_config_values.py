@@ -372,3 +372,20 @@ def test_an_explicit_null_default_channel_outside_bot_mode_still_loads() -> None
     assert (
         load_config_text("slack:\n  mode: disabled\n  default_channel: null\n").slack.default_channel is None
     )
+
+
+def test_problems_across_keys_are_all_said_each_at_its_own_line() -> None:
+    text = (
+        "policies:\n  - name: a\n  - name: b\n  - name: a\n"
+        "default_actions: [notify, block_destination]\n"
+        "block_destination: {label: serving-guard.io/quarantine}\n"
+    )
+    with pytest.raises(UserError) as refused:
+        load_config_text(text, "c.yaml")
+    assert str(refused.value).splitlines()[1:] == [
+        "  c.yaml:4: policies[2].name: policy name 'a' is used twice (first at policies[0])",
+        "  c.yaml:5: default_actions[1]: default_actions may not block_destination: name the rules in a"
+        " policy",
+        "  c.yaml:6: block_destination.label: block_destination.label and quarantine.label are both"
+        " 'serving-guard.io/quarantine': they must differ",
+    ]
