@@ -516,10 +516,7 @@ def test_a_host_network_pod_is_told_it_cannot_be_blocked_and_nothing_is_made(
     harness: Harness, seeded: Seeded, dry_run: bool
 ) -> None:
     vllm = seeded[1]["vllm"]
-    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
-    assert stored is not None
-    stored["spec"]["hostNetwork"] = True
-    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    harness.on_host_network(vllm)
     pod = harness.pod(vllm)
     calls = harness.record_calls()
     outcome = harness.actions.block_destination(pod, egress_alert(vllm, "203.0.113.7"), dry_run=dry_run)

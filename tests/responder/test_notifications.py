@@ -16,6 +16,7 @@ from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.commands.serve import build_responder
+from responder.config import Config
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import InputName
 from responder.journal import Journal
@@ -54,6 +55,21 @@ async def start(
     extra: dict[str, Any] | None = None,
     **slack: Any,
 ) -> Responder:
+    config = sink_config(tmp_path, seeded, sink, extra, **slack)
+    responder = Responder(
+        config,
+        KubeGateway.from_config(config.cluster),
+        delivery=SlackDelivery.from_config(config.slack),
+        clock_ns=clock or time.time_ns,
+    )
+    await responder.start()
+    return responder
+
+
+def sink_config(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, extra: dict[str, Any] | None = None, **slack: Any
+) -> Config:
+    """A responder config whose Slack is ``sink`` (bot mode, or webhook with mode="webhook")."""
     token = tmp_path / "slack-token"
     token.write_text(DEFAULT_TOKEN)
     settings = {
@@ -68,15 +84,7 @@ async def start(
         hook = tmp_path / "webhook"
         hook.write_text(sink.webhook_url)
         settings = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "update_interval_seconds": 0}
-    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings, **(extra or {})})
-    responder = Responder(
-        config,
-        KubeGateway.from_config(config.cluster),
-        delivery=SlackDelivery.from_config(config.slack),
-        clock_ns=clock or time.time_ns,
-    )
-    await responder.start()
-    return responder
+    return responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings, **(extra or {})})
 
 
 async def settle(responder: Responder, until: Any, timeout: float = 15.0) -> None:
@@ -351,15 +359,7 @@ async def test_the_commands_slack_gives_name_the_responders_config_file(
 ) -> None:
     """`serve --config FILE` (a relative path too) puts `--config <absolute FILE>` in the commands
     to act by hand: without it they would use default labels, or fail (block requires it)."""
-    token = tmp_path / "slack-token"
-    token.write_text(DEFAULT_TOKEN)
-    slack = {
-        "mode": "bot",
-        "token": {"file": str(token)},
-        "default_channel": "#sec-alerts",
-        "base_url": sink.base_url,
-    }
-    config = responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": slack})
+    config = sink_config(tmp_path, seeded, sink)
     monkeypatch.chdir(tmp_path)
     responder = build_responder(config, "config.yaml")
     await responder.start()

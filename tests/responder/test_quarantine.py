@@ -59,6 +59,13 @@ class Harness:
         self.gateway.request = recording  # type: ignore[method-assign]
         return calls
 
+    def on_host_network(self, pod: SeededPod) -> None:
+        """Put ``pod`` on the host network, as stored (NetworkPolicies do not cover it)."""
+        stored = self.stored("v1/pods", pod.namespace, pod.name)
+        assert stored is not None
+        stored["spec"]["hostNetwork"] = True
+        self.running.call(self.running.emulator.put_object, "v1/pods", stored)
+
     def put_policy(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         manifest = {
             "apiVersion": "networking.k8s.io/v1",
@@ -395,10 +402,7 @@ def test_a_host_network_pod_is_never_reported_isolated(
     harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
     vllm = seeded[1]["vllm"]
-    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
-    assert stored is not None
-    stored["spec"]["hostNetwork"] = True
-    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    harness.on_host_network(vllm)
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
     assert outcome.status is OutcomeStatus.LEAKY
     assert "host network" in outcome.detail
@@ -627,10 +631,7 @@ def test_a_dry_run_on_a_host_network_pod_predicts_it_leaky(
 ) -> None:
     """hostNetwork cannot change on a running pod, so the read of the pod is enough to say it."""
     vllm = seeded[1]["vllm"]
-    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
-    assert stored is not None
-    stored["spec"]["hostNetwork"] = True
-    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    harness.on_host_network(vllm)
     pod = harness.pod(vllm)
     assert pod.host_network
     predicted = harness.actions.quarantine(pod, shell_alert(vllm), "inc", "r", dry_run=True)
