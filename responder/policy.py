@@ -41,9 +41,8 @@ class Decision:
     actions: tuple[ActionName, ...]
     # The actions the matched policy asked for.
     requested: tuple[ActionName, ...]
-    # Quarantine and annotate are predicted and reported, not done.
-    dry_run: bool = False
-    # DRY_RUN_BY_GUARDRAILS or DRY_RUN_BY_POLICY when dry_run; guardrails.dry_run wins when both are on.
+    # Its actions on the pod are predicted and reported, not done (Decision.dry_run), because of
+    # DRY_RUN_BY_GUARDRAILS or DRY_RUN_BY_POLICY; guardrails.dry_run wins when both are on. "": acted.
     dry_run_by: str = ""
     # Why requested actions were withheld, in words for Slack and the audit trail.
     withheld: tuple[str, ...] = ()
@@ -58,6 +57,10 @@ class Decision:
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.dry_run_by)
 
     @property
     def isolates(self) -> bool:
@@ -209,7 +212,6 @@ def decide(
         policy=name,
         actions=tuple(actions),
         requested=tuple(requested),
-        dry_run=bool(dry_run_by),
         dry_run_by=dry_run_by,
         withheld=tuple(withheld),
         slack_channel=channel,

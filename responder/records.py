@@ -104,7 +104,6 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         policy=data["policy"],
         actions=tuple(ActionName(a) for a in data.get("actions", ())),
         requested=tuple(ActionName(a) for a in data.get("requested", ())),
-        dry_run=bool(data.get("dry_run", False)),
         # Records from before per-policy dry-run knew only the global one.
         dry_run_by=data.get("dry_run_by", DRY_RUN_BY_GUARDRAILS if data.get("dry_run") else ""),
         withheld=tuple(data.get("withheld", ())),

@@ -11,7 +11,7 @@ from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Slack
 from responder.incident import IncidentKey, IncidentReport
-from responder.policy import Decision
+from responder.policy import DRY_RUN_BY_GUARDRAILS, Decision
 from simulators.slack_sink import DEFAULT_TOKEN, SlackSink
 
 CONTAINER_ID = "0123456789ab"
@@ -101,6 +101,9 @@ def make_decision(**overrides: Any) -> Decision:
         "requested": (ActionName.NOTIFY, ActionName.QUARANTINE),
         "slack_channel": "#sec-oncall",
     }
+    # dry_run=True alone stands for guardrails.dry_run (Decision.dry_run follows dry_run_by).
+    if overrides.pop("dry_run", False) and "dry_run_by" not in overrides:
+        overrides["dry_run_by"] = DRY_RUN_BY_GUARDRAILS
     data.update(overrides)
     return Decision(**data)
 

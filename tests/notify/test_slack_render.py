@@ -765,7 +765,7 @@ def test_a_predicted_block_carries_the_command_to_block_by_hand_until_it_is_done
         "would block egress to 203.0.113.7 (fd.sip) with NetworkPolicy serving-guard-block-0a1b2c3d4e5f",
         extra={"address": "203.0.113.7", "network_policy": "serving-guard-block-0a1b2c3d4e5f"},
     )
-    decision = dataclasses.replace(BLOCK_DECISION, dry_run=True, dry_run_by=DRY_RUN_BY_POLICY)
+    decision = dataclasses.replace(BLOCK_DECISION, dry_run_by=DRY_RUN_BY_POLICY)
     report = make_report(decision=decision, outcomes=(predicted,))
     text = text_of(render_incident(report))
     command = (

@@ -234,7 +234,7 @@ def test_a_dry_run_is_lifted_when_neither_switch_holds_it(
     }
     config = make_config(policies=[shells], guardrails={"dry_run": guardrails})
     decision = decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), make_config())
-    predicted = dataclasses.replace(decision, dry_run=True, dry_run_by=dry_run_by)
+    predicted = dataclasses.replace(decision, dry_run_by=dry_run_by)
     assert dry_run_lifted(predicted, config) is lifted
     assert not dry_run_lifted(decision, config)  # not a dry-run: nothing to lift
     gone = dataclasses.replace(predicted, policy="renamed-since")
