@@ -283,9 +283,13 @@ class Pipeline:
             log.exception("repeat follow-up failed", extra={"alert_id": alert.alert_id})
         on_done(Accepted(alert.alert_id, new=True))
 
-    def reject(self, source: InputName, reason: str, detail: str) -> None:
+    def reject(self, source: InputName, reason: str, detail: str, *, said: bool = False) -> None:
+        """Count a refused alert, and log it unless ``said`` (a command printed it already)."""
         self._metrics.rejected.labels(source.value, reason).inc()
-        log.warning("alert rejected", extra={"input": source.value, "reason": reason, "detail": detail[:500]})
+        if not said:
+            log.warning(
+                "alert rejected", extra={"input": source.value, "reason": reason, "detail": detail[:500]}
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
 

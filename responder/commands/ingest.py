@@ -197,8 +197,9 @@ class _Tally:
 
     def refuse(self, number: int, code: str, problem: str) -> None:
         self.rejected += 1
-        self.pipeline.reject(InputName.JSONL, code, f"{self.name}:{number}: {problem}")
-        print(f"{self.name}:{number}: {problem}", file=sys.stderr)
+        where = f"{self.name}:{number}: {problem}"
+        self.pipeline.reject(InputName.JSONL, code, where, said=True)  # once on stderr, not twice
+        print(where, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -405,3 +405,15 @@ def test_a_pipe_error_that_is_not_our_readers_is_not_hidden(monkeypatch: pytest.
     monkeypatch.setattr(config_command, "run", broken)
     with pytest.raises(BrokenPipeError):
         main(["config", "check", "whatever.yaml"])
+
+
+def test_a_refused_line_is_said_once_where_warnings_are_logged(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig, logging={"level": "warning", "format": "text"})
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(alert_line(pods["vllm"]) + b"\n" + b'{"rule": 5}\n')
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"{source}:2:") == 1, err
