@@ -5,7 +5,9 @@ them here is evaluating what the API server runs.
 
 Kubernetes semantics kept: variables are visible as `variables.<name>` in order; an expression that
 errors counts as failurePolicy says (the chart's: Fail, so denied); `request.subResource` is absent
-when empty (the AdmissionRequest's omitempty); `oldObject` is null on CREATE."""
+when empty (the AdmissionRequest's omitempty); `oldObject` is null on CREATE; `namespaceObject` is the
+Namespace the object is in, as stored (null for a cluster-scoped object), and `request.namespace` its
+name."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class Request:
     object: dict[str, Any]
     old_object: dict[str, Any] | None = None
     sub_resource: str = ""
+    # The Namespace object the API server looks up for a namespaced request; None: cluster-scoped.
+    namespace_object: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,13 @@ class AdmissionPolicy:
         }
         if request.sub_resource:
             cel_request["subResource"] = request.sub_resource
+        if request.namespace_object is not None:
+            cel_request["namespace"] = request.namespace_object["metadata"]["name"]
         activation: dict[str, Any] = {
             "request": _cel(cel_request),
             "object": _cel(request.object),
             "oldObject": _cel(request.old_object),
+            "namespaceObject": _cel(request.namespace_object),
         }
         strict_fail = self.spec.get("failurePolicy", "Fail") == "Fail"
         for condition in self.spec.get("matchConditions", []):

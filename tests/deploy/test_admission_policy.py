@@ -1,11 +1,14 @@
 """The admission policies that confine the responder's ServiceAccount (rbac.admissionPolicy): rendered
 by default for that ServiceAccount only, and, with their CEL evaluated, they let through every write the
 real responder makes (quarantine, annotate, block, repair, patching other policies, release) and refuse
-what its RBAC would otherwise allow: a new image, another label or annotation, any other policy."""
+what its RBAC would otherwise allow: a new image, another label or annotation, any other policy, a label
+value no cut or pod key has, the exclusion on a deny-all, a block policy it would not build, anything
+but a release in a namespace its guardrails keep it out of."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import Any
 import helm_python
 import pytest
 
+from responder.actions import destination
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
@@ -24,7 +28,7 @@ from responder.cluster.enrich import LookupStatus, PodDirectory
 from responder.config import Cluster, Config, Isolation, Retry, load_config_text
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
-from simulators.seed import LEAKY_POLICY, SeededPod, seed_serving_cluster
+from simulators.seed import ENFORCE_LABEL, LEAKY_POLICY, SeededPod, seed_serving_cluster
 from tests.deploy.admission import AdmissionPolicy, Request, Verdict
 from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, Rendered, render
 
@@ -35,6 +39,19 @@ PATH = re.compile(
     r"^/apis?/(?:[^/]+/)?v1/namespaces/(?P<ns>[^/]+)/(?P<res>pods|networkpolicies)(?:/(?P<name>[^/?]+))?"
 )
 SOMEONE_ELSE = "kubernetes-admin"
+
+
+def namespace_object(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Namespace as the API server stores it (and hands to admission as namespaceObject)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
+    }
+
+
+def opted_in(name: str) -> dict[str, Any]:
+    return namespace_object(name, {ENFORCE_LABEL: "true"})
 
 
 def _username(rendered: Rendered) -> str:
@@ -53,13 +70,24 @@ class Policies:
         return policy.decide(request)
 
     def update(
-        self, resource: str, old: dict[str, Any], new: dict[str, Any], *, username: str | None = None
+        self,
+        resource: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        username: str | None = None,
+        namespace: dict[str, Any] | None = None,
     ) -> Verdict:
+        """An update, in ``namespace`` (default: the object's, opted in to enforcement)."""
         group = "" if resource == "pods" else NP_GROUP
-        return self.decide(Request("UPDATE", username or self.username, group, resource, new, old))
+        where = namespace or opted_in(new["metadata"]["namespace"])
+        return self.decide(Request("UPDATE", username or self.username, group, resource, new, old, "", where))
 
-    def create_policy(self, new: dict[str, Any]) -> Verdict:
-        return self.decide(Request("CREATE", self.username, NP_GROUP, "networkpolicies", new))
+    def create_policy(self, new: dict[str, Any], *, namespace: dict[str, Any] | None = None) -> Verdict:
+        where = namespace or opted_in(new["metadata"]["namespace"])
+        return self.decide(
+            Request("CREATE", self.username, NP_GROUP, "networkpolicies", new, None, "", where)
+        )
 
 
 def policies_of(rendered: Rendered) -> Policies:
@@ -201,6 +229,7 @@ class Write:
     resource: str
     old: dict[str, Any] | None
     new: dict[str, Any]
+    namespace: dict[str, Any] | None  # the Namespace object, as admission is given it
 
 
 class Recorder:
@@ -222,7 +251,8 @@ class Recorder:
             answer = send(verb, path, **kwargs)  # a refusal (409) raises: nothing was written
             new = self.stored(resource, namespace, name)
             assert new is not None
-            self.writes.append(Write(verb, resource, old, new))
+            where = copy.deepcopy(self.running.emulator.namespaces.get(namespace))
+            self.writes.append(Write(verb, resource, old, new, where))
             return answer
 
         gateway.request = recording  # type: ignore[method-assign]
@@ -307,8 +337,11 @@ def test_every_write_the_responder_makes_is_admitted(
     for write in writes:
         operation = "CREATE" if write.verb == "POST" else "UPDATE"
         group = "" if write.resource == "pods" else NP_GROUP
+        assert write.namespace is not None, write
         verdict = policies.decide(
-            Request(operation, policies.username, group, write.resource, write.new, write.old)
+            Request(
+                operation, policies.username, group, write.resource, write.new, write.old, "", write.namespace
+            )
         )
         assert verdict.applies, write
         if not verdict.allowed:
@@ -434,3 +467,276 @@ def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, R
     excluded = _changed(other, lambda p: p["spec"]["podSelector"].update(matchExpressions=[exclusion]))
     assert policies.update("networkpolicies", other, excluded).allowed
     assert policies.update("networkpolicies", excluded, other).allowed
+
+
+# -- escapes from isolation with a stolen token ------------------------------------------------------
+
+QUARANTINE = "serving-guard.io/quarantine"
+BLOCK = "serving-guard.io/block"
+EXCLUSION = {"key": QUARANTINE, "operator": "DoesNotExist"}
+MANAGED = {"app.kubernetes.io/managed-by": "serving-guard"}  # netpol.MANAGED_BY
+
+
+def test_owned_labels_take_only_the_values_the_responder_gives(renders: dict[str, Rendered]) -> None:
+    # The escape: a value no cut has takes the pod out of every policy carrying the exclusion, and
+    # puts it into no deny-all.
+    policies = policies_of(renders["defaults"])
+    pod = _pod()
+    for value in ("true", "true-egress", "true-ingress"):  # every cut's value (config.py Quarantine.cut)
+        assert policies.update("pods", pod, _relabelled(pod, {QUARANTINE: value})).allowed, value
+    for value in ("nope", "", "false", "true-both", "TRUE"):
+        assert _refused(policies.update("pods", pod, _relabelled(pod, {QUARANTINE: value}))), value
+    quarantined = _relabelled(pod, {QUARANTINE: "true"})
+    assert _refused(policies.update("pods", quarantined, _relabelled(quarantined, {QUARANTINE: "nope"})))
+    assert policies.update("pods", quarantined, _relabelled(quarantined, {QUARANTINE: "true-egress"})).allowed
+    # A release removes it; a value someone else set may stay while other labels change.
+    assert policies.update("pods", quarantined, pod).allowed
+    odd = _relabelled(pod, {QUARANTINE: "nope"})
+    assert policies.update("pods", odd, _relabelled(odd, {BLOCK: "0123456789ab"})).allowed
+
+    assert policies.update("pods", pod, _relabelled(pod, {BLOCK: destination.pod_key("some-uid")})).allowed
+    for value in ("0123456789AB", "0123456789a", "0123456789abc", "x123456789ab", "ok"):
+        assert _refused(policies.update("pods", pod, _relabelled(pod, {BLOCK: value}))), value
+    blocked = _relabelled(pod, {BLOCK: "0123456789ab"})
+    assert policies.update("pods", blocked, pod).allowed
+
+
+def test_cut_values_follow_the_configured_cut(renders: dict[str, Rendered]) -> None:
+    # quarantine.isolate egress: its value is labelValue, the others labelValue-<cut>.
+    policies = policies_of(renders["cluster-listed"])
+    pod = _pod()
+    for value in ("true", "true-both", "true-ingress"):
+        assert policies.update("pods", pod, _relabelled(pod, {QUARANTINE: value})).allowed, value
+    assert _refused(policies.update("pods", pod, _relabelled(pod, {QUARANTINE: "true-egress"})))
+
+
+def _other(spec: dict[str, Any]) -> dict[str, Any]:
+    return _netpol("namespace-policy", spec)
+
+
+def _with_exclusion(policy: dict[str, Any]) -> dict[str, Any]:
+    return _changed(
+        policy, lambda p: p["spec"]["podSelector"].setdefault("matchExpressions", []).append(EXCLUSION)
+    )
+
+
+def test_the_exclusion_comes_only_to_policies_that_allow_traffic(renders: dict[str, Rendered]) -> None:
+    # The escape: the exclusion on the namespace's default deny takes every quarantined pod out of it.
+    policies = policies_of(renders["defaults"])
+    gateway = [{"from": [{"podSelector": {"matchLabels": {"app": "gw"}}}]}]
+    refused: dict[str, dict[str, Any]] = {
+        "default deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        "default deny, ingress": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        "empty rule lists": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [],
+        },
+        # Rules in a direction it does not govern allow nothing (the API server ignores them).
+        "rules outside its types": {"podSelector": {}, "policyTypes": ["Egress"], "ingress": gateway},
+    }
+    for what, spec in refused.items():
+        policy = _other(spec)
+        excluded = _with_exclusion(policy)
+        assert _refused(policies.update("networkpolicies", policy, excluded)), what
+        # Taking it away again (someone else's, or an older chart's) stays allowed.
+        assert policies.update("networkpolicies", excluded, policy).allowed, what
+    allowed: dict[str, dict[str, Any]] = {
+        "ingress rules": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": gateway},
+        "egress rules": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "egress": [{}]},
+        "no types, ingress rules": {"podSelector": {}, "ingress": gateway},
+    }
+    for what, spec in allowed.items():
+        policy = _other(spec)
+        assert policies.update("networkpolicies", policy, _with_exclusion(policy)).allowed, what
+
+
+GUARDED: dict[str, dict[str, Any]] = {
+    "kube-system": namespace_object("kube-system", {ENFORCE_LABEL: "true"}),
+    "the release's": namespace_object(NAMESPACE, {ENFORCE_LABEL: "true"}),
+    "not opted in": namespace_object("models"),
+    "opted out": namespace_object("models", {ENFORCE_LABEL: "false"}),
+    "no labels": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "models"}},
+}
+
+
+@pytest.mark.parametrize("where", sorted(GUARDED))
+def test_guarded_namespaces_allow_only_a_release(renders: dict[str, Rendered], where: str) -> None:
+    policies = policies_of(renders["defaults"])
+    namespace = GUARDED[where]
+    pod = _pod()
+    owned: tuple[dict[str, str | None], ...] = ({QUARANTINE: "true"}, {BLOCK: "0123456789ab"})
+    for labels in owned:
+        labelled = _relabelled(pod, labels)
+        assert policies.update("pods", pod, labelled).allowed  # opted in: allowed
+        assert _refused(policies.update("pods", pod, labelled, namespace=namespace)), labels
+        assert policies.update("pods", labelled, pod, namespace=namespace).allowed, labels  # the release
+    quarantined = _relabelled(pod, {QUARANTINE: "true"})
+    widened = _relabelled(pod, {QUARANTINE: "true-egress"})
+    assert _refused(policies.update("pods", quarantined, widened, namespace=namespace))
+    annotated = _changed(
+        pod, lambda p: p["metadata"]["annotations"].update({"serving-guard.io/incident": "1"})
+    )
+    assert policies.update("pods", pod, annotated, namespace=namespace).allowed
+
+    deny_all = {"podSelector": {"matchLabels": {QUARANTINE: "true"}}, "policyTypes": ["Ingress", "Egress"]}
+    quarantine_policy = _netpol("serving-guard-quarantine", deny_all, labels=dict(MANAGED))
+    assert policies.create_policy(quarantine_policy).allowed
+    assert _refused(policies.create_policy(quarantine_policy, namespace=namespace))
+    # Existing policies: a repair, the exclusion's removal.
+    opened = _changed(quarantine_policy, lambda p: p["spec"].update(egress=[{}]))
+    assert policies.update("networkpolicies", opened, quarantine_policy, namespace=namespace).allowed
+    other = _other({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]})
+    assert policies.update("networkpolicies", _with_exclusion(other), other, namespace=namespace).allowed
+
+
+def test_falcos_namespace_is_guarded(renders: dict[str, Rendered]) -> None:
+    rendered = renders["separate-namespace"]  # the release in serving-guard, Falco in falco
+    policies = policies_of(rendered)
+    pod = _pod()
+    for name in ("falco", "serving-guard"):
+        where = namespace_object(name, {ENFORCE_LABEL: "true"})
+        assert _refused(policies.update("pods", pod, _relabelled(pod, {QUARANTINE: "true"}), namespace=where))
+
+
+def test_without_the_opt_in_label_only_protected_namespaces_are_guarded(chart: helm_python.Chart) -> None:
+    rendered = render(chart, Case("no-opt-in", {"guardrails": {"enforceNamespaceLabel": ""}}))
+    policies = policies_of(rendered)
+    pod = _pod()
+    quarantined = _relabelled(pod, {QUARANTINE: "true"})
+    assert policies.update("pods", pod, quarantined, namespace=namespace_object("models")).allowed
+    kube_system = namespace_object("kube-system")
+    assert _refused(policies.update("pods", pod, quarantined, namespace=kube_system))
+
+
+def test_a_namespace_admission_cannot_see_is_guarded(renders: dict[str, Rendered]) -> None:
+    # namespaceObject null (the API server's value for a cluster-scoped object): no label is set.
+    policies = policies_of(renders["defaults"])
+    pod = _pod()
+    request = Request("UPDATE", policies.username, "", "pods", _relabelled(pod, {QUARANTINE: "true"}), pod)
+    assert _refused(policies.decide(request))
+    assert policies.decide(Request("UPDATE", policies.username, "", "pods", pod, request.object)).allowed
+
+
+POD_UID = _pod()["metadata"]["uid"]
+KEY = destination.pod_key(POD_UID)
+
+
+def _block(rendered: Rendered, *addresses: str, egress_cut_values: list[str] | None = None) -> dict[str, Any]:
+    """The block policy the responder builds, for the pod model-0 (destination.block_spec, block_policy)."""
+    config = load_config_text(rendered.config_text())
+    if egress_cut_values is None:
+        egress_cut_values = [
+            config.quarantine.cut(i).label_value for i in Isolation if "egress" in i.directions
+        ]
+    spec = destination.block_spec(
+        config.block_destination.label,
+        KEY,
+        [ipaddress.ip_address(a) for a in addresses],
+        quarantine_label=config.quarantine.label,
+        egress_cut_values=egress_cut_values,
+    )
+    name = destination.block_policy_name(config.block_destination.network_policy_prefix, POD_UID)
+    return destination.block_policy("models", name, spec, owner=("model-0", POD_UID))
+
+
+def _egress(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    egress: list[dict[str, Any]] = policy["spec"]["egress"]
+    return egress
+
+
+def _rekeyed(policy: dict[str, Any], key: str) -> None:
+    """The policy named for, and selecting, the block label value ``key``."""
+    policy["metadata"]["name"] = f"serving-guard-block-{key}"
+    policy["spec"]["podSelector"]["matchLabels"][BLOCK] = key
+
+
+BLOCK_ABUSE: dict[str, Callable[[dict[str, Any]], None]] = {
+    "another pod's key": lambda p: p["spec"]["podSelector"]["matchLabels"].update({BLOCK: "0123456789ab"}),
+    "a key that is no hash": lambda p: _rekeyed(p, "evil"),
+    "a key in capitals": lambda p: _rekeyed(p, KEY.upper()),
+    "quarantined pods let in": lambda p: p["spec"]["podSelector"].pop("matchExpressions"),
+    "an egress cut let in": lambda p: p["spec"]["podSelector"]["matchExpressions"][0].update(values=["true"]),
+    "In, not NotIn": lambda p: p["spec"]["podSelector"]["matchExpressions"][0].update(operator="In"),
+    "another expression": lambda p: p["spec"]["podSelector"]["matchExpressions"].append(
+        {"key": "app", "operator": "Exists"}
+    ),
+    "a port": lambda p: _egress(p)[0].update(ports=[{"port": 443}]),
+    "a rule to anywhere": lambda p: _egress(p).append({}),
+    "an empty peer list": lambda p: _egress(p).append({"to": []}),
+    "a narrower block": lambda p: _egress(p)[0]["to"][0]["ipBlock"].update(cidr="203.0.113.0/24"),
+    "a pod peer": lambda p: _egress(p)[1]["to"].append({"podSelector": {}}),
+    "a selected namespace": lambda p: _egress(p)[1]["to"][0].update(
+        namespaceSelector={"matchLabels": {"team": "x"}}
+    ),
+    "ingress": lambda p: p["spec"].update(policyTypes=["Ingress", "Egress"], ingress=[{}]),
+    "no egress rules": lambda p: p["spec"].pop("egress"),
+}
+
+
+@pytest.mark.parametrize("abuse", sorted(BLOCK_ABUSE))
+def test_block_policies_are_only_what_the_responder_builds(renders: dict[str, Rendered], abuse: str) -> None:
+    rendered = renders["defaults"]
+    policies = policies_of(rendered)
+    policy = _block(rendered, "203.0.113.7", "2001:db8::1")
+    empty = _block(rendered)
+    assert policies.create_policy(policy).allowed
+    assert policies.create_policy(empty).allowed
+    assert policies.update("networkpolicies", empty, policy).allowed
+    abused = _changed(policy, BLOCK_ABUSE[abuse])
+    assert _refused(policies.create_policy(abused))
+    assert _refused(policies.update("networkpolicies", policy, abused))
+
+
+def test_block_policies_follow_the_configured_cut(renders: dict[str, Rendered]) -> None:
+    rendered = renders["cluster-listed"]  # isolate egress: "true" and "true-both" cut egress
+    policies = policies_of(rendered)
+    assert policies.create_policy(_block(rendered, "203.0.113.7")).allowed
+    assert _refused(policies.create_policy(_block(rendered, "203.0.113.7", egress_cut_values=["true"])))
+
+
+CREATE_METADATA_ABUSE: dict[str, dict[str, Any]] = {
+    "another label": {"labels": {**MANAGED, "app": "model"}},
+    "managed by someone else": {"labels": {"app.kubernetes.io/managed-by": "Helm"}},
+    "a finalizer": {"finalizers": ["example.com/hold"]},
+    "a foreign annotation": {"annotations": {"example.com/x": "y"}},
+    "owned by a Deployment": {
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "u"}]
+    },
+    "two owners": {
+        "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "model-0", "uid": "u"},
+            {"apiVersion": "v1", "kind": "Pod", "name": "model-1", "uid": "v"},
+        ]
+    },
+    "owner deletion held": {
+        "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "model-0", "uid": "u", "blockOwnerDeletion": True}
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("abuse", sorted(CREATE_METADATA_ABUSE))
+def test_created_policies_carry_only_the_responders_metadata(
+    renders: dict[str, Rendered], abuse: str
+) -> None:
+    rendered = renders["defaults"]
+    policies = policies_of(rendered)
+    block = _block(rendered, "203.0.113.7")
+    deny_all = {"podSelector": {"matchLabels": {QUARANTINE: "true"}}, "policyTypes": ["Ingress", "Egress"]}
+    quarantine = _netpol("serving-guard-quarantine", deny_all, labels=dict(MANAGED))
+    assert policies.create_policy(block).allowed and policies.create_policy(quarantine).allowed
+    change = CREATE_METADATA_ABUSE[abuse]
+    assert _refused(policies.create_policy(_changed(block, lambda p: p["metadata"].update(change))))
+    assert _refused(policies.create_policy(_changed(quarantine, lambda p: p["metadata"].update(change))))
+
+
+def test_a_quarantine_policy_is_owned_by_no_pod(renders: dict[str, Rendered]) -> None:
+    # Owned by a pod, it would go with the pod, releasing every other pod of its cut.
+    policies = policies_of(renders["defaults"])
+    deny_all = {"podSelector": {"matchLabels": {QUARANTINE: "true"}}, "policyTypes": ["Ingress", "Egress"]}
+    owner = [{"apiVersion": "v1", "kind": "Pod", "name": "model-0", "uid": "u"}]
+    quarantine = _netpol("serving-guard-quarantine", deny_all, labels=dict(MANAGED), ownerReferences=owner)
+    assert _refused(policies.create_policy(quarantine))
