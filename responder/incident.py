@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from responder.actions.outcome import (
-    BLOCK_BREAKER_OPEN,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     WOULD_BLOCK,
@@ -108,12 +108,7 @@ class IncidentReport:
         """The pod carries the quarantine label: a quarantine put it on (isolated, LEAKY, or failed
         after labelling: ActionOutcome.labelled) and no release followed it (a quarantine by hand
         after a release labels it again)."""
-        for outcome in reversed(self.outcomes):
-            if outcome.status is OutcomeStatus.RELEASED:
-                return False
-            if outcome.labelled:
-                return True
-        return False
+        return _still_on(self.outcomes, lambda outcome: outcome.labelled)
 
     @property
     def needs_eyes(self) -> bool:
@@ -137,12 +132,7 @@ class IncidentReport:
     def blocked(self) -> bool:
         """The pod carries a destination block's label (block_destination put it on) and no release
         followed it."""
-        for outcome in reversed(self.outcomes):
-            if outcome.status is OutcomeStatus.RELEASED:
-                return False
-            if outcome.block_labelled:
-                return True
-        return False
+        return _still_on(self.outcomes, lambda outcome: outcome.block_labelled)
 
     def release_command(self, config_path: str | None = None) -> str | None:
         """The exact command that undoes the quarantine or the destination block, when there is one
@@ -199,6 +189,16 @@ class IncidentReport:
         )
 
 
+def _still_on(outcomes: tuple[ActionOutcome, ...], put_on: Callable[[ActionOutcome], bool]) -> bool:
+    """The latest of ``outcomes`` that ``put_on`` the pod, or a release, is the former."""
+    for outcome in reversed(outcomes):
+        if outcome.status is OutcomeStatus.RELEASED:
+            return False
+        if put_on(outcome):
+            return True
+    return False
+
+
 def _config_option(config_path: str | None) -> str:
     """The commands by hand act with the responder's config: its labels, its journal."""
     return f" --config {shlex.quote(config_path)}" if config_path else ""
@@ -209,4 +209,4 @@ def _held_back(outcome: ActionOutcome) -> bool:
     circuit breaker: one a person may take by hand."""
     if outcome.status is OutcomeStatus.DRY_RUN:
         return outcome.detail.startswith(WOULD_BLOCK)
-    return outcome.status is OutcomeStatus.WITHHELD and outcome.detail.startswith(BLOCK_BREAKER_OPEN)
+    return outcome.held_by_block_breaker

@@ -56,6 +56,7 @@ from responder.policy import (
     ISOLATING,
     Decision,
     GuardrailState,
+    block_breaker_reason,
     decide,
     dry_run_lifted,
     is_blocked,
@@ -539,7 +540,7 @@ class Pipeline:
             return
         now = self._clock_ns()
         if state.blocking.get(address, 0) > now or any(
-            _names_address(o, address) and not _breaker_held(o) for o in report.outcomes
+            _names_address(o, address) and not o.held_by_block_breaker for o in report.outcomes
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -602,15 +603,11 @@ class Pipeline:
 
     def _block_withheld(self, address: str, now: int) -> ActionOutcome:
         """A follow-up block the block circuit breaker holds back."""
-        limit = self._config.guardrails.max_blocks
+        reason = block_breaker_reason(self._block_breaker.recent(now), self._config)
         return ActionOutcome(
             action=BLOCK_DESTINATION,
             status=OutcomeStatus.WITHHELD,
-            detail=(
-                f"{BLOCK_BREAKER_OPEN}: {self._block_breaker.recent(now)} destinations blocked in the"
-                f" last {limit.window_seconds:g}s (limit {limit.count}); {address} is not blocked,"
-                " tried again on a later repeat"
-            ),
+            detail=f"{reason}; {address} is not blocked, tried again on a later repeat",
             started_ns=now,
             finished_ns=now,
             extra={BLOCKED_ADDRESS: address},
@@ -958,14 +955,16 @@ class Pipeline:
                     extra=extra,
                 )
             )
+        # The first other action held back (a block may be beside a quarantine that went ahead).
         held = [
             a
             for a in decision.requested
-            if a in ISOLATING and a not in decision.actions and a is not ActionName.BLOCK_DESTINATION
+            if a in ISOLATING
+            and a not in decision.actions
+            and not (a is ActionName.BLOCK_DESTINATION and decision.block_breaker_open)
         ]
         if reasons:
-            # The first other action held back (a block may be beside a quarantine that went ahead).
-            action = held[0].value if held else (BLOCK_DESTINATION if not outcomes else "quarantine")
+            action = held[0].value if held else "quarantine"
             outcomes.insert(
                 0,
                 ActionOutcome(
@@ -1024,11 +1023,6 @@ class Pipeline:
                 )
             )
         return outcomes
-
-
-def _breaker_held(outcome: ActionOutcome) -> bool:
-    """A block the block circuit breaker held back (tried again once it closes)."""
-    return outcome.status is OutcomeStatus.WITHHELD and outcome.detail.startswith(BLOCK_BREAKER_OPEN)
 
 
 def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:

@@ -191,9 +191,8 @@ def decide(
         if state.recent_blocks >= block_limit.count:
             block_breaker_open = True
             withhold(
-                f"{BLOCK_BREAKER_OPEN}: {state.recent_blocks} destinations blocked in the last"
-                f" {block_limit.window_seconds:g}s (limit {block_limit.count}); no destination is"
-                " blocked until the window passes"
+                block_breaker_reason(state.recent_blocks, config)
+                + "; no destination is blocked until the window passes"
                 # Whether this address is among them is not known without reading its policy.
                 + ("; the pod's blocks in force stay" if is_blocked(pod, config) else ""),
                 only=(ActionName.BLOCK_DESTINATION,),
@@ -220,6 +219,16 @@ def decide(
         breaker_open=breaker_open,
         block_breaker_open=block_breaker_open,
         isolate=cut,
+    )
+
+
+def block_breaker_reason(recent_blocks: int, config: Config) -> str:
+    """Why the block circuit breaker holds a block back (BLOCK_BREAKER_OPEN begins it, so that the
+    outcome is known for one, see ActionOutcome.held_by_block_breaker)."""
+    limit = config.guardrails.max_blocks
+    return (
+        f"{BLOCK_BREAKER_OPEN}: {recent_blocks} destinations blocked in the last"
+        f" {limit.window_seconds:g}s (limit {limit.count})"
     )
 
 

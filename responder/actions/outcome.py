@@ -104,6 +104,12 @@ class ActionOutcome:
         return self.action == BLOCK_DESTINATION and self.extra.get(NEWLY_BLOCKED) is True
 
     @property
+    def held_by_block_breaker(self) -> bool:
+        """A destination block the block circuit breaker held back (guardrails.max_blocks): taken
+        on again by a later repeat, and one a person may take by hand meanwhile."""
+        return self.status is OutcomeStatus.WITHHELD and self.detail.startswith(BLOCK_BREAKER_OPEN)
+
+    @property
     def cut_only(self) -> str | None:
         """The one direction this quarantine cut ("ingress" or "egress"), or None: both."""
         cut = self.extra.get(ISOLATED)
