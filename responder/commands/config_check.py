@@ -98,6 +98,8 @@ def _text(policy: dict[str, object]) -> str:
     lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")
     guard = policy["guardrails"]
     assert isinstance(guard, dict)
+    # What blocks do is said only where a policy blocks.
+    blocking = any("block_destination" in item["actions"] for item in policies)
     lines.append(
         f"guardrails: dry_run={guard['dry_run']}, protected={', '.join(guard['protected_namespaces'])}, "
         f"opt-in label={guard['enforce_namespace_label'] or '(none: every namespace)'}, "
@@ -106,7 +108,7 @@ def _text(policy: dict[str, object]) -> str:
         + (
             f" and {guard['max_blocks']['count']} destinations newly blocked per"
             f" {guard['max_blocks']['window_seconds']:g}s"
-            if any("block_destination" in item["actions"] for item in policies)
+            if blocking
             else ""
         )
     )
@@ -118,7 +120,7 @@ def _text(policy: dict[str, object]) -> str:
         f"{quarantine['network_policy']}, cutting {_CUTS[quarantine['isolate']]}; other policies that let "
         f"traffic through are {others}"
     )
-    if any("block_destination" in item["actions"] for item in policies):
+    if blocking:
         block = policy["block_destination"]
         assert isinstance(block, dict)
         kept = ", ".join(block["never_block"]) or "(none)"

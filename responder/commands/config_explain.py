@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 
 from responder.actions import destination
 from responder.alert import Alert, AlertError
@@ -66,17 +67,28 @@ def _matches_with_its_labels(policy: Policy, alert: Alert) -> bool:
     """``policy`` matches ``alert`` on a pod that carries the labels it asks for."""
     if not policy.match.pod_labels:
         return False
-    carrying = PodContext(
-        alert.namespace or "", alert.pod or "", "", alert.hostname, labels=policy.match.pod_labels
+    return mismatch(policy, alert, _pod_named_by(alert, policy.match.pod_labels)) is None
+
+
+def _pod_named_by(
+    alert: Alert, labels: Mapping[str, str], namespace_labels: Mapping[str, str] | None = None
+) -> PodContext:
+    """The pod the alert names, as explain assumes it: with ``labels`` (and its namespace's)."""
+    return PodContext(
+        alert.namespace or "",
+        alert.pod or "",
+        "",
+        alert.hostname,
+        labels=labels,
+        namespace_labels=namespace_labels or {},
     )
-    return mismatch(policy, alert, carrying) is None
 
 
 def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[str]:
     """The explanation, line by line."""
     pod = None
     if pod_labels:
-        pod = PodContext(alert.namespace or "", alert.pod or "", "", alert.hostname, labels=pod_labels)
+        pod = _pod_named_by(alert, pod_labels)
     where = f"{alert.namespace}/{alert.pod}" if alert.namespace and alert.pod else "(no pod named)"
     lines = [f"alert: {alert.rule!r}, priority {alert.priority.label}, source {alert.source}, pod {where}"]
     if alert.tags:
@@ -107,14 +119,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
     # The decision as it would be for a verified alert in an opted-in namespace with the breaker
     # closed: what the policy asks for; the checks that can take it away are listed after it.
     namespace_labels = {guard.enforce_namespace_label: "true"} if guard.enforce_namespace_label else {}
-    assumed = PodContext(
-        alert.namespace or "",
-        alert.pod or "",
-        "",
-        alert.hostname,
-        labels=pod_labels,
-        namespace_labels=namespace_labels,
-    )
+    assumed = _pod_named_by(alert, pod_labels, namespace_labels)
     decision = decide(alert, assumed, Verification(VerificationStatus.VERIFIED), GuardrailState(), config)
     lines.append(f"decision: {', '.join(a.value for a in decision.requested) or 'nothing'}")
     if depends is not None:
