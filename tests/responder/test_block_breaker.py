@@ -5,7 +5,6 @@ found already blocked, and is rebuilt from the journal after a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -20,7 +19,13 @@ from responder.service import Responder
 from tests.helpers import FakeClock, responder_config
 from tests.notify.slack_fixtures import make_decision, make_report
 from tests.notify.test_slack_render import text_of
-from tests.responder.test_block_destination import EGRESS_RULE, Seeded, block_policy_of, egress_alert
+from tests.responder.test_block_destination import (
+    EGRESS_RULE,
+    Seeded,
+    block_policy_of,
+    egress_alert,
+    settled,
+)
 from tests.responder.test_pipeline import submit_all
 from tests.responder.test_quarantine import Harness
 
@@ -70,17 +75,6 @@ def actions_of(responder: Responder) -> list[tuple[str, str, str]]:
     with closing(sqlite3.connect(responder.config.journal.path)) as conn:
         rows = conn.execute("SELECT status, outcome, incident_id FROM actions ORDER BY id").fetchall()
     return [(status, outcome, incident) for status, outcome, incident in rows]
-
-
-async def settled(responder: Responder) -> None:
-    """Follow-up blocks run in the background."""
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    for _ in range(250):
-        if not pipeline._background:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("follow-up blocks still running")
 
 
 def gauge(responder: Responder) -> float:

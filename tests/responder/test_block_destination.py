@@ -70,6 +70,17 @@ async def started_blocking(tmp_path: Path, kubeconfig: str, clock: FakeClock | N
     return responder
 
 
+async def settled(responder: Responder) -> None:
+    """Follow-up blocks run in the background."""
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    for _ in range(250):
+        if not pipeline._background:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("follow-up blocks still running")
+
+
 @pytest.fixture
 def harness(seeded: Seeded) -> Harness:
     running, _, kubeconfig = seeded
@@ -461,10 +472,7 @@ async def test_a_repeat_naming_another_address_blocks_it_too(tmp_path: Path, see
         vllm = pods["vllm"]
         addresses = ("203.0.113.7", "203.0.113.7", "198.51.100.9", "198.51.100.9", "10.0.0.9")
         await submit_all(responder, [egress_alert(vllm, address) for address in addresses])
-        for _ in range(200):  # the follow-up runs in the background
-            if not pipeline._background:
-                break
-            await asyncio.sleep(0.02)
+        await settled(responder)
         with closing(sqlite3.connect(responder.config.journal.path)) as conn:
             incidents = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
             actions = conn.execute("SELECT action, status FROM actions ORDER BY id").fetchall()
@@ -653,14 +661,9 @@ async def test_a_block_withheld_for_other_policy_apis_is_not_run_again_by_each_r
     running.call(running.emulator.resources.__setitem__, "cilium.io/v2/ciliumnetworkpolicies", {})
     responder = await started_blocking(tmp_path, kubeconfig)
     try:
-        pipeline = responder.pipeline
-        assert pipeline is not None
         vllm = pods["vllm"]
         await submit_all(responder, [egress_alert(vllm, "203.0.113.7") for _ in range(4)])
-        for _ in range(100):
-            if not pipeline._background:
-                break
-            await asyncio.sleep(0.02)
+        await settled(responder)
         with closing(sqlite3.connect(responder.config.journal.path)) as conn:
             statuses = [row[0] for row in conn.execute("SELECT status FROM actions")]
         assert statuses == ["withheld"]
