@@ -152,6 +152,9 @@ class Pipeline:
         quarantines, blocks = guardrails.max_quarantines, guardrails.max_blocks
         self._breaker = CircuitBreaker(quarantines.count, quarantines.window_seconds)
         self._block_breaker = CircuitBreaker(blocks.count, blocks.window_seconds)
+        # Whether any policy blocks destinations (default_actions may not): else a repeat, folded
+        # on the storm's hot path, has no address to look at.
+        self._blocks_destinations = any(ActionName.BLOCK_DESTINATION in p.actions for p in config.policies)
         self._slots = Slots(config.journal.max_pending)
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -523,6 +526,8 @@ class Pipeline:
         """A repeat of an incident that blocks destinations, naming an address it has not blocked:
         block that one too (in the background), or the attack could switch destinations within the
         window while its repeats fold in."""
+        if not self._blocks_destinations:
+            return
         report = state.report
         # A block the block breaker held back at the decision is taken on here too, once it closes.
         if report is not None and not (
