@@ -37,7 +37,7 @@ from responder.alert import Alert
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
-from responder.config import ActionName, Config, Isolation
+from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
@@ -891,14 +891,28 @@ class Pipeline:
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
             log.debug("quarantine recheck skipped", extra={"incident": state.incident_id, "error": str(exc)})
             return
-        lifted = self._lifted(state, lookup.pod) if lookup.status is LookupStatus.FOUND else None
+        if lookup.status is not LookupStatus.FOUND or lookup.pod is None:
+            return
+        lifted = self._lifted(state, lookup.pod)
         if lifted is not None:
-            state.recheck_after_ns = None
-            state.reopen_after_ns = self._clock_ns()
-            log.warning(
-                f"{lifted} lifted while the attack goes on; the next alert opens a new incident",
-                extra={"incident": state.incident_id, "pod": key.pod_ref},
-            )
+            message = f"{lifted} lifted while the attack goes on"
+        else:
+            # The label alone proves nothing: its deny-all, and every other policy, decide.
+            try:
+                lapse = await self._in_pool(self._lapse, state, lookup.pod)
+            except Exception as exc:  # as above: look again later
+                skipped = {"incident": state.incident_id, "error": str(exc)}
+                log.debug("quarantine recheck skipped", extra=skipped)
+                return
+            if lapse is None:
+                return
+            message = f"what this incident put on the pod no longer holds ({lapse}) while the attack goes on"
+        state.recheck_after_ns = None
+        state.reopen_after_ns = self._clock_ns()
+        log.warning(
+            f"{message}; the next alert opens a new incident",
+            extra={"incident": state.incident_id, "pod": key.pod_ref},
+        )
 
     def _lifted(self, state: IncidentState, pod: PodContext | None) -> str | None:
         """What this incident put on the pod that the pod no longer carries, or None."""
@@ -911,6 +925,23 @@ class Pipeline:
         if blocked and not is_blocked(pod, self._config):
             return "destination block"
         return None
+
+    def _lapse(self, state: IncidentState, pod: PodContext) -> str | None:
+        """What undid, since, the quarantine and blocks this incident made (ClusterActions.lapse),
+        with ``pod`` as read afresh; None: they hold. Blocks count where proven in force; a
+        quarantine is held to the leaks it was reported with, no more."""
+        outcomes = state.report.outcomes if state.report is not None else ()
+        quarantines = [o for o in outcomes if o.action == "quarantine" and _put_on_pod(o)]
+        cut: Isolation | None = None
+        for outcome in quarantines:
+            cut = widest(cut, Isolation(outcome.cut_only) if outcome.cut_only else Isolation.BOTH)
+        known_leaks = {name for outcome in quarantines for name in outcome.leaky_policies}
+        blocked = {
+            str(o.extra[BLOCKED_ADDRESS])
+            for o in outcomes
+            if o.block_labelled and o.status is OutcomeStatus.BLOCKED and BLOCKED_ADDRESS in o.extra
+        }
+        return self._actions.lapse(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
 
     async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
         namespace, name = alert.namespace, alert.pod

@@ -12,8 +12,9 @@ idempotent; a block never narrows a quarantine (the policy leaves out pods whose
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from responder.actions import destination, netpol
@@ -35,7 +36,7 @@ from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodRepla
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.config import BlockDestination, Isolation, Quarantine
+from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut
 
 ACTION = BLOCK_DESTINATION
 DISCOVERY_TTL_NS = 300 * 10**9
@@ -143,13 +144,26 @@ class DestinationBlocks:
                 started,
                 extra,
             )
-        if self._egress_cut(pod.labels):
+        cut = self._egress_cut(pod.labels)
+        if cut is not None:
             # No block policy under an egress quarantine: lifted by hand later, the policies it
-            # had patched could select the pod again, and ours would add to what they allow.
+            # had patched could select the pod again, and ours would add to what they allow. (Nor
+            # would it select the pod: it leaves out pods whose label cuts their egress.) The label
+            # alone proves nothing: the cut is its deny-all.
+            gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
+            if gap is not None:
+                return self._outcome(
+                    OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
+                    f"{address} ({target.field}) is not blocked: the pod's quarantine label cuts its"
+                    f" egress, but {gap}, so nothing cuts it; no block policy was made (it would leave"
+                    " the labelled pod out): quarantine the pod again to repair its cut",
+                    started,
+                    extra,
+                )
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
                 f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
-                " egress; no block policy was made",
+                f" egress (NetworkPolicy {cut.network_policy}); no block policy was made",
                 started,
                 extra,
             )
@@ -367,8 +381,33 @@ class DestinationBlocks:
             if "egress" in isolation.directions
         ]
 
-    def _egress_cut(self, labels: Mapping[str, str]) -> bool:
-        return labels.get(self._quarantine.label) in self._egress_cut_values()
+    def _egress_cut(self, labels: Mapping[str, str]) -> QuarantineCut | None:
+        """The quarantine cut the pod's label puts it in, if that cut stops its egress."""
+        isolation = self._quarantine.cut_of(labels.get(self._quarantine.label))
+        if isolation is None or "egress" not in isolation.directions:
+            return None
+        return self._quarantine.cut(isolation)
+
+    def lapse(self, pod: PodContext, policies: list[dict[str, Any]], blocked: Collection[str]) -> str | None:
+        """What undid the block of ``blocked`` on ``pod`` (as read afresh, with its namespace's
+        ``policies``): its label or policy gone, or the policy no longer blocking one of them (but
+        for those never_block came to hold, let go on purpose). None: as made."""
+        if self._settings.label not in pod.labels:
+            return "its block label is gone"
+        name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
+        ours = next((p for p in policies if netpol.name_of(p) == name), None)
+        if ours is None:
+            return f"NetworkPolicy {name} is gone"
+        held = {str(a) for a in destination.blocked_by(ours.get("spec"))}
+        never_block = self._settings.never_block
+        missing = sorted(
+            a
+            for a in set(blocked) - held
+            if not destination.never_blocked(ipaddress.ip_address(a), never_block)
+        )
+        if missing:
+            return f"NetworkPolicy {name} no longer blocks {', '.join(missing)}"
+        return None
 
     def _outcome(
         self,

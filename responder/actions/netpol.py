@@ -94,6 +94,32 @@ def policy_types(spec: Mapping[str, Any]) -> set[str]:
     return types
 
 
+def deny_all_gap(
+    policies: Iterable[Mapping[str, Any]],
+    name: str,
+    pod_labels: Mapping[str, str],
+    directions: tuple[str, ...],
+) -> str | None:
+    """What keeps our deny-all ``name`` (as listed in ``policies``) from cutting a pod with
+    ``pod_labels`` in ``directions``: gone, no longer selecting the pod, or no longer cutting a
+    direction (its type dropped, a rule added). None: it cuts them (cutting more is still a cut)."""
+    policy = next((p for p in policies if name_of(p) == name), None)
+    if policy is None:
+        return f"NetworkPolicy {name} is gone"
+    spec = policy.get("spec") or {}
+    try:
+        selects = selector_matches(spec.get("podSelector") or {}, pod_labels)
+    except SelectorError:
+        selects = False  # a selector that cannot be evaluated proves no cut
+    if not selects:
+        return f"NetworkPolicy {name} no longer selects the pod"
+    types = policy_types(spec)
+    opened = [d for d in directions if d.capitalize() not in types or spec.get(d)]
+    if opened:
+        return f"NetworkPolicy {name} no longer cuts {'+'.join(opened)}"
+    return None
+
+
 def find_leaks(
     policies: Iterable[Mapping[str, Any]],
     pod_labels: Mapping[str, str],

@@ -20,7 +20,7 @@ Every step is idempotent: running it twice leaves the cluster as running it once
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -443,7 +443,50 @@ class ClusterActions:
     def _remember_patched(self, pod: PodContext, patched: tuple[str, ...]) -> None:
         known = set(filter(None, pod.annotations.get(A_PATCHED, "").split(",")))
         names = ",".join(sorted(known | set(patched)))
-        self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": {"annotations": {A_PATCHED: names}}})
+        # Guarded by the uid like every pod write: never onto a pod re-created under the same name.
+        patch = {"metadata": {"uid": pod.uid, "annotations": {A_PATCHED: names}}}
+        self._gateway.patch_pod(pod.namespace, pod.name, patch)
+
+    # -- re-check -----------------------------------------------------------------------------
+
+    def lapse(
+        self,
+        pod: PodContext,
+        *,
+        cut: Isolation | None,
+        known_leaks: Collection[str] = (),
+        blocked: Collection[str] = (),
+    ) -> str | None:
+        """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
+        a block of the addresses ``blocked``, with ``pod`` as read afresh; None: they hold as made.
+        A quarantine's label narrowed or gone, its deny-all gone or altered, a policy other than
+        ``known_leaks`` (those it was reported LEAKY through) now letting traffic through; a block
+        policy gone or no longer blocking an address. One read of the namespace's policies."""
+        held: QuarantineCut | None = None
+        if cut is not None:
+            current = self._settings.cut_of(pod.labels.get(self._settings.label))
+            if current is None:
+                return "its quarantine label is gone"
+            if widest(current, cut) is not current:
+                return f"its quarantine label now cuts {current.value} only, not {cut.value}"
+            held = self._settings.cut(current)
+        elif not blocked:
+            return None
+        policies = self._gateway.list_network_policies(pod.namespace)
+        if held is not None:
+            gap = netpol.deny_all_gap(policies, held.network_policy, pod.labels, held.directions)
+            if gap is not None:
+                return gap
+            leaks = netpol.find_leaks(
+                policies, pod.labels, own_policy=held.network_policy, directions=held.directions
+            )
+            opened = [leak for leak in leaks if leak.policy not in known_leaks]
+            if opened:
+                return "; ".join(
+                    f"NetworkPolicy {leak.policy} now allows its {'+'.join(leak.directions)}"
+                    for leak in opened
+                )
+        return self._blocks.lapse(pod, policies, blocked) if blocked else None
 
     # -- annotate -----------------------------------------------------------------------------
 
@@ -515,6 +558,21 @@ class ClusterActions:
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )
+        try:
+            foreign = None if (was_blocked or labels_known) else self._blocked_under(namespace, meta)
+        except KubeError as exc:
+            return self._failure("release", exc, started)
+        if foreign is not None:
+            key, policy = foreign
+            return ActionOutcome(
+                "release",
+                OutcomeStatus.FAILED,
+                f"the pod is blocked under the label {key} (NetworkPolicy {policy}), not {block_label}:"
+                " it was blocked under another block_destination.label; nothing was changed:"
+                " run release with the responder's --config",
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         patch = {
             "metadata": {
                 "uid": meta.get("uid"),
@@ -561,6 +619,20 @@ class ClusterActions:
             namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False
         )
         return outcome
+
+    def _blocked_under(self, namespace: str, meta: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The label and policy of a block the pod (``meta``: its metadata as read) is in, found by
+        the policy it owns: for a release that does not know the responder's block label."""
+        uid, labels = meta.get("uid"), meta.get("labels") or {}
+        for policy in self._gateway.list_network_policies(namespace):
+            owners = (policy.get("metadata") or {}).get("ownerReferences") or []
+            if not any(o.get("kind") == "Pod" and o.get("uid") == uid for o in owners):
+                continue
+            selector = ((policy.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
+            key = next((k for k, v in selector.items() if labels.get(k) == v), None)
+            if key is not None:
+                return key, netpol.name_of(policy)
+        return None
 
     def _undo_policy_patches(self, namespace: str, recorded: str) -> tuple[list[str], list[str]]:
         label = self._settings.label

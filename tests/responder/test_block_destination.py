@@ -231,7 +231,8 @@ def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded:
     )
     assert again.status is OutcomeStatus.BLOCKED
     assert (
-        "already out of reach: a quarantine cuts the pod's egress; no block policy was made" in again.detail
+        "already out of reach: a quarantine cuts the pod's egress"
+        " (NetworkPolicy serving-guard-quarantine-egress); no block policy was made" in again.detail
     )
     policy = block_policy_of(harness, vllm)
     assert policy is not None
