@@ -36,13 +36,19 @@ MISSING_TEXT = "<NA>"
 MAX_TIME_NS = 2**63 - 1
 
 
+# AlertError's field for the payload as a whole (not JSON, not an object): the HTTP input's
+# request body, a line of `ingest`, the file of `config explain`.
+WHOLE_PAYLOAD = "body"
+
+
 class AlertError(ValueError):
     """A payload that is not a valid Falco alert; ``field`` names the offending key."""
 
     def __init__(self, field_name: str, reason: str) -> None:
         self.field = field_name
         self.reason = reason
-        super().__init__(f"field {field_name!r}: {reason}")
+        # The whole payload is no field of it: its reason alone, which the caller places.
+        super().__init__(reason if field_name == WHOLE_PAYLOAD else f"field {field_name!r}: {reason}")
 
 
 class Priority(IntEnum):

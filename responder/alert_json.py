@@ -29,6 +29,7 @@ from responder.alert import (
     MAX_TAG_CHARS,
     MAX_TAGS,
     MISSING_TEXT,
+    WHOLE_PAYLOAD,
     Alert,
     AlertError,
     FieldValue,
@@ -183,7 +184,7 @@ MAX_INTEGER_DIGITS = 1000
 def _bounded_int(text: str) -> int:
     digits = len(text) - text.startswith("-")
     if digits > MAX_INTEGER_DIGITS:
-        raise AlertError("body", f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
+        raise AlertError(WHOLE_PAYLOAD, f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
     return int(text)
 
 
@@ -198,15 +199,17 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise AlertError("body", f"not UTF-8 at byte {exc.start}") from None
+            raise AlertError(WHOLE_PAYLOAD, f"not UTF-8 at byte {exc.start}") from None
     else:
         text = body
     try:
         payload = _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise AlertError("body", f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise AlertError(
+            WHOLE_PAYLOAD, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     except RecursionError:
-        raise AlertError("body", "JSON nested too deeply") from None
+        raise AlertError(WHOLE_PAYLOAD, "JSON nested too deeply") from None
     if type(payload) is _DuplicateKey:
         raise AlertError(".".join(payload.path), "duplicate key")
     return alert_from_mapping(payload)
@@ -215,7 +218,7 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
 def alert_from_mapping(payload: object) -> Alert:
     """Build an Alert from decoded Falco JSON."""
     if not isinstance(payload, dict):
-        raise AlertError("body", f"must be a JSON object, got {json_type(payload)}")
+        raise AlertError(WHOLE_PAYLOAD, f"must be a JSON object, got {json_type(payload)}")
     for required in ("rule", "priority", "time"):
         if required not in payload:
             raise AlertError(required, "missing")

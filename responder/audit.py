@@ -21,6 +21,9 @@ from responder.actions.outcome import (
     BLOCKED_ADDRESS,
     EXCLUDED_BEYOND,
     ISOLATED,
+    KEPT_OUT,
+    KEPT_OUT_BY,
+    LABELLED,
     NOT_PATCHED,
     REASON,
     RESPONDER_ACTOR,
@@ -246,8 +249,8 @@ class ActionRecord(TypedDict):
     isolated: NotRequired[str]
     # Leaking policies patch_other_policies left alone (they also restrict the direction left open).
     not_patched: NotRequired[list[str]]
-    # Policies still excluding quarantined pods as patched for a cut of both ways, before
-    # quarantine.isolate changed: their rules no longer apply in the direction left open.
+    # Policies still excluding quarantined pods as an earlier version patched them (every cut), or
+    # since their types changed: their rules no longer apply in the direction left open.
     excluded_beyond: NotRequired[list[str]]
     # Why a person took the action (an action by hand: actor is not the responder).
     reason: NotRequired[str]
@@ -258,6 +261,12 @@ class ActionRecord(TypedDict):
     # let go because block_destination.never_block holds them now.
     widened: NotRequired[list[str]]
     unblocked: NotRequired[list[str]]
+    # ...for a block that made nothing, what kept the address out already ("quarantine" or
+    # "policies") and the NetworkPolicies that do.
+    kept_out: NotRequired[str]
+    kept_out_by: NotRequired[list[str]]
+    # The action left the pod labelled: into its block policy (a block made), or into a quarantine.
+    labelled: NotRequired[bool]
 
 
 class NotificationRecord(TypedDict):
@@ -520,17 +529,19 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     isolated = extra.get(ISOLATED)
     if isinstance(isolated, str):
         fields["isolated"] = isolated
-    for key in (NOT_PATCHED, EXCLUDED_BEYOND, WIDENED, UNBLOCKED):
+    for key in (NOT_PATCHED, EXCLUDED_BEYOND, WIDENED, UNBLOCKED, KEPT_OUT_BY):
         names = extra.get(key)
         if isinstance(names, list) and names:
             fields[key] = [str(name) for name in names]
     reason = extra.get(REASON)
     if isinstance(reason, str):
         fields["reason"] = reason
-    for key in (BLOCKED_ADDRESS, BLOCK_POLICY):
+    for key in (BLOCKED_ADDRESS, BLOCK_POLICY, KEPT_OUT):
         value = extra.get(key)
         if isinstance(value, str):
             fields[key] = value
+    if extra.get(LABELLED) is True:
+        fields["labelled"] = True
     return fields
 
 
@@ -602,7 +613,10 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
     for action in incident.get("actions") or []:
         status = action.get("status", "?")
         leaky = ", ".join(action.get("leaky_policies") or [])
-        if status == OutcomeStatus.BLOCKED:
+        if status == OutcomeStatus.BLOCKED and action.get("kept_out"):
+            address = action.get("address", "?")
+            parts.append(f"no block made: {address} already kept out by {action['kept_out']}")
+        elif status == OutcomeStatus.BLOCKED:
             parts.append(f"blocked {action.get('address', '?')}")
         elif status == OutcomeStatus.LEAKY:
             parts.append("LEAKY: still allowed by " + (leaky or "?"))

@@ -50,12 +50,38 @@ COMMANDS: tuple[Command, ...] = (
 PROG = "serving-guard"
 
 
+def _listing(commands: Sequence[Command]) -> list[str]:
+    width = max(len(" ".join(c.words)) for c in commands)
+    return [f"  {' '.join(c.words):<{width}}  {c.help}" for c in commands]
+
+
 def _overview() -> str:
-    width = max(len(" ".join(c.words)) for c in COMMANDS)
-    lines = [f"usage: {PROG} COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {' '.join(c.words):<{width}}  {c.help}" for c in COMMANDS]
+    lines = [f"usage: {PROG} COMMAND [ARGS...]", "", "commands:", *_listing(COMMANDS)]
     lines += ["", f"Run '{PROG} COMMAND --help' for a command's options."]
     return "\n".join(lines)
+
+
+def _group(word: str) -> list[Command]:
+    """The commands whose first word is ``word`` when it names a group (`config`, `rules`)."""
+    return [c for c in COMMANDS if len(c.words) > 1 and c.words[0] == word]
+
+
+def _group_overview(word: str, members: list[Command]) -> str:
+    lines = [f"usage: {PROG} {word} SUBCOMMAND [ARGS...]", "", f"{word} commands:", *_listing(members)]
+    lines += ["", f"Run '{PROG} {word} SUBCOMMAND --help' for a subcommand's options."]
+    return "\n".join(lines)
+
+
+def _not_a_command(args: list[str]) -> int:
+    """A group's word alone or with --help lists its subcommands (exit 0, as the bare program
+    does); anything else is an unknown command (exit 2)."""
+    members = _group(args[0])
+    if members and args[1:] in ([], ["-h"], ["--help"], ["help"]):
+        print(_group_overview(args[0], members))
+        return 0
+    overview = _group_overview(args[0], members) if members else _overview()
+    print(f"{PROG}: unknown command {' '.join(args[:2])!r}\n\n{overview}", file=sys.stderr)
+    return 2
 
 
 def _find(argv: Sequence[str]) -> tuple[Command, list[str]] | None:
@@ -120,8 +146,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     found = _find(args)
     if found is None:
-        print(f"{PROG}: unknown command {' '.join(args[:2])!r}\n\n{_overview()}", file=sys.stderr)
-        return 2
+        return _not_a_command(args)
     command, rest = found
     module = importlib.import_module(command.module)
     parser = argparse.ArgumentParser(prog=f"{PROG} {' '.join(command.words)}", description=command.help)

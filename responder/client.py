@@ -9,6 +9,7 @@ each command reports it as one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -180,7 +181,7 @@ class ResponderClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
         if response.status != 200:
-            raise UserError(f"audit request failed: HTTP {response.status}: {payload}")
+            raise UserError(f"audit request failed: HTTP {response.status}: {_error_text(payload)}")
         try:
             return read_answer(payload)
         except ValueError as exc:
@@ -190,6 +191,14 @@ class ResponderClient:
 
     def _unreachable(self, exc: BaseException) -> UserError:
         return UserError(f"{self._where}: {describe_failure(exc, self._timeout_seconds)}")
+
+
+def _error_text(payload: object) -> str:
+    """What an error answer says: its ``error`` (the responder's JSON errors are ``{"error": ...}``),
+    else the body as it came."""
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return str(payload["error"])
+    return payload if isinstance(payload, str) else json.dumps(payload)[:200]
 
 
 def describe_failure(exc: BaseException, timeout_seconds: float | None = None) -> str:

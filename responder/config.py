@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -304,26 +304,52 @@ class Quarantine(Strict):
     label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
     label_value: str = Field(default="true", pattern=LABEL_VALUE_PATTERN)
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
-    # The cut of label_value and network_policy; a policy's own `isolate`, where it differs, is
-    # label_value-<cut> into network_policy-<cut>.
+    # The cut a quarantine makes (a policy's own `isolate` may name another). Each cut's label value
+    # and policy are fixed, whatever this says (Quarantine.cut), so changing it never changes what
+    # a quarantine made earlier cuts.
     isolate: Isolation = Isolation.BOTH
-    # Add `label DoesNotExist` to other policies that would still allow traffic (undone on release).
+    # Exclude quarantined pods from other policies that would still allow traffic: `label NotIn`
+    # the values of the cuts that stop every direction the policy governs (undone on release).
     patch_other_policies: StrictBool = False
+    # Where the cluster serves other network-policy APIs (Cilium, Calico, Antrea,
+    # AdminNetworkPolicy), their policies may let a quarantined pod's traffic through unseen: a
+    # quarantine there is LEAKY ("not proven"), unless this is true (once none of them does).
+    ignore_other_policy_apis: StrictBool = False
 
     def cut(self, isolation: Isolation | None = None) -> QuarantineCut:
-        """The label value and deny-all policy of ``isolation`` (None: quarantine.isolate)."""
+        """The label value and deny-all policy of ``isolation`` (None: quarantine.isolate): both is
+        label_value into network_policy, a one-way cut label_value-<cut> into network_policy-<cut>.
+        Fixed, so that a label value means the same cut under any config."""
         wanted = isolation if isolation is not None else self.isolate
-        if wanted is self.isolate:
-            return QuarantineCut(wanted, self.label_value, self.network_policy)
-        return QuarantineCut(
-            wanted, f"{self.label_value}-{wanted.value}", f"{self.network_policy}-{wanted.value}"
-        )
+        suffix = "" if wanted is Isolation.BOTH else f"-{wanted.value}"
+        return QuarantineCut(wanted, self.label_value + suffix, self.network_policy + suffix)
+
+    @property
+    def legacy_both_value(self) -> str:
+        """The both cut's label value that versions before fixed cuts gave while quarantine.isolate
+        named a one-way cut (its policy, network_policy-both, is kept by the chart): still read as
+        both, never written."""
+        return f"{self.label_value}-both"
 
     def cut_of(self, label_value: str | None) -> Isolation | None:
         """The cut a pod whose quarantine label has ``label_value`` is in; None: not quarantined
         (no label, or a value that none of our cuts gives)."""
+        if label_value is not None and label_value == self.legacy_both_value:
+            return Isolation.BOTH
         return next(
             (i for i in Isolation if label_value is not None and self.cut(i).label_value == label_value), None
+        )
+
+    def cut_values(self) -> list[str]:
+        """Every cut's label value (the legacy both value aside), sorted."""
+        return sorted(self.cut(isolation).label_value for isolation in Isolation)
+
+    def covering_values(self, directions: Iterable[str]) -> list[str]:
+        """The label values of the cuts that stop every one of ``directions``, sorted: the pods an
+        exclusion may take out of a policy governing them (no direction of theirs is opened)."""
+        wanted = set(directions)
+        return sorted(
+            self.cut(isolation).label_value for isolation in Isolation if wanted <= set(isolation.directions)
         )
 
 
@@ -353,9 +379,10 @@ class BlockDestination(Strict):
     # At most this many addresses blocked per pod: a pod that reaches out to more (each connection
     # an alert) is for a quarantine of its egress, and a policy stays a reasonable size.
     max_per_pod: int = Field(default=32, strict=True, ge=1, le=1000)
-    # Where the cluster serves other network-policy APIs (Cilium, Calico, AdminNetworkPolicy),
-    # their policies may restrict a pod's egress, and a block policy would add to what they allow:
-    # no block is made there, unless this is true (once none of them restricts serving pods' egress).
+    # Where the cluster serves other network-policy APIs (Cilium, Calico, Antrea,
+    # AdminNetworkPolicy), their policies may restrict a pod's egress, and a block policy would add
+    # to what they allow: no block is made there, unless this is true (once none of them restricts
+    # serving pods' egress).
     ignore_other_policy_apis: StrictBool = False
 
 
@@ -600,9 +627,21 @@ class Config(Strict):
         )
 
     def cut_name_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """Where a policy cuts otherwise than quarantine.isolate, the names every cut needs must be
-        Kubernetes names (at most 63 characters): each problem with the policy's ``isolate`` path."""
+        """The names of the cuts in use must be Kubernetes names (at most 63 characters):
+        quarantine.isolate's cut, and where a policy cuts otherwise, every cut; each problem with
+        the ``isolate`` path that needs them."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
+        own = self.quarantine.cut()
+        too_long_own = [name for name in (own.label_value, own.network_policy) if len(name) > 63]
+        if too_long_own:
+            problems.append(
+                (
+                    ("quarantine", "isolate"),
+                    f"cuts {own.isolation.value}, whose label value and NetworkPolicy are"
+                    f" <name>-{own.isolation.value}, and {too_long_own[0]!r} is longer than 63"
+                    " characters: shorten quarantine.label_value or quarantine.network_policy",
+                )
+            )
         for index, policy in enumerate(self.policies):
             if self.policy_isolation(policy) is self.quarantine.isolate:
                 continue

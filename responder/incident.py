@@ -21,6 +21,11 @@ from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification
 from responder.policy import Decision
 
+# What the by-hand commands Slack gives leave for the person to fill in: who acts (the commands
+# refuse it unfilled: it would be recorded as who) and why.
+BY_PLACEHOLDER = "<you>"
+_BY_OPTION = f" --by {shlex.quote(BY_PLACEHOLDER)}"
+
 
 class IncidentKey(NamedTuple):
     """Alerts fold into one incident only when they agree on everything the decision depends on.
@@ -142,7 +147,7 @@ class IncidentReport:
         return (
             "serving-guard release --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'"
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'{_BY_OPTION}"
             + _config_option(config_path)
         )
 
@@ -170,7 +175,8 @@ class IncidentReport:
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --address {shlex.quote(latest)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'" + _config_option(config_path)
+            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'{_BY_OPTION}"
+            + _config_option(config_path)
         )
 
     def quarantine_command(self, config_path: str | None = None) -> str | None:
@@ -185,7 +191,8 @@ class IncidentReport:
         return (
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'" + _config_option(config_path)
+            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'{_BY_OPTION}"
+            + _config_option(config_path)
         )
 
 

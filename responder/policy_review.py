@@ -7,20 +7,25 @@ place in the config (``serving-guard config check``, and a warning when the resp
 
 The coverage test is sound, not complete: it says "never applies" only when every condition of
 the earlier policy provably holds for every alert the later one matches (a glob is compared by
-the names it spells out, or as identical text).
+the names it spells out, or as identical text). Given the rules files loaded (``--rules``), rule
+names and tags are also compared through the rules themselves: an alert carries its rule's tags,
+so a policy matching a tag every rule of the later one carries takes all its alerts.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from responder.config import Config, PolicyMatch
+from responder.config import Config, Policy, PolicyMatch
 
 _GLOB_CHARS = frozenset("*?[")
 
 ConfigPath = tuple[str | int, ...]
+# The rules that can fire (those of the rules files given, enabled), by name: each rule's tags,
+# which every alert of it carries.
+RuleTags = Mapping[str, frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +51,43 @@ def _patterns_cover(earlier: Sequence[str], later: Sequence[str]) -> bool:
     )
 
 
-def covers(earlier: PolicyMatch, later: PolicyMatch) -> bool:
-    """Every alert ``later`` matches, ``earlier`` matches too (so ``later`` below it never applies)."""
-    if not _patterns_cover(earlier.rules, later.rules) or not _patterns_cover(
-        earlier.namespaces, later.namespaces
-    ):
+def _rules_and_tags_cover(earlier: PolicyMatch, later: PolicyMatch) -> bool:
+    """By the policies' text alone: later's rule patterns and tags are among earlier's."""
+    if not _patterns_cover(earlier.rules, later.rules):
         return False
     # Any of the tags: every alert with one of later's tags must carry one of earlier's.
-    if earlier.tags and not (later.tags and set(later.tags) <= set(earlier.tags)):
+    return not earlier.tags or bool(later.tags and set(later.tags) <= set(earlier.tags))
+
+
+def _rules_taken(match: PolicyMatch, rule_tags: RuleTags) -> set[str]:
+    """The rules whose alerts ``match`` takes, by their names and tags."""
+    return {
+        name
+        for name, tags in rule_tags.items()
+        if match.matches_rule(name) and (not match.tags or not tags.isdisjoint(match.tags))
+    }
+
+
+def covers_through_rules(earlier: PolicyMatch, later: PolicyMatch, rule_tags: RuleTags) -> bool:
+    """Every rule whose alerts ``later`` takes, ``earlier`` takes too (by name or by a tag the
+    rule carries). Only for a later policy that names its rules: one that takes any rule also
+    takes the alerts of rules in files not given (Falco's own, where only the pack is). And one
+    that takes no rule is not said to be shadowed: its pattern that matches nothing is the finding
+    there (unmatched_rule_patterns)."""
+    if not later.rules:
+        return False
+    taken = _rules_taken(later, rule_tags)
+    return bool(taken) and taken <= _rules_taken(earlier, rule_tags)
+
+
+def covers(earlier: PolicyMatch, later: PolicyMatch, rule_tags: RuleTags | None = None) -> bool:
+    """Every alert ``later`` matches, ``earlier`` matches too (so ``later`` below it never applies);
+    with ``rule_tags``, rule names and tags are also compared through the rules."""
+    if not _rules_and_tags_cover(earlier, later) and not (
+        rule_tags is not None and covers_through_rules(earlier, later, rule_tags)
+    ):
+        return False
+    if not _patterns_cover(earlier.namespaces, later.namespaces):
         return False
     if earlier.min_priority is not None and not (
         later.min_priority is not None and later.min_priority.at_least(earlier.min_priority)
@@ -64,22 +98,34 @@ def covers(earlier: PolicyMatch, later: PolicyMatch) -> bool:
     return not earlier.sources or bool(later.sources and set(later.sources) <= set(earlier.sources))
 
 
-def unreachable_policies(config: Config) -> list[PolicyFinding]:
-    """Policies an earlier policy takes every alert from."""
+def unreachable_policies(
+    config: Config, rule_tags: RuleTags | None = None, rules_files: str = ""
+) -> list[PolicyFinding]:
+    """Policies an earlier policy takes every alert from; with ``rule_tags`` (the rules of
+    ``rules_files``), also where only the rules' tags show it."""
     findings = []
     for index, policy in enumerate(config.policies):
         for earlier_index, earlier in enumerate(config.policies[:index]):
-            if covers(earlier.match, policy.match):
-                findings.append(
-                    PolicyFinding(
-                        ("policies", index),
-                        f"policy {policy.name!r} never applies: policy {earlier.name!r} above it"
-                        f" (policies[{earlier_index}]) matches every alert it does, and the first match"
-                        " decides; move it up or narrow the other",
-                    )
+            if not covers(earlier.match, policy.match, rule_tags):
+                continue
+            # Said when only the rules show it: the reader cannot see it in the config alone.
+            through = "" if covers(earlier.match, policy.match) else _through_rules(earlier, rules_files)
+            findings.append(
+                PolicyFinding(
+                    ("policies", index),
+                    f"policy {policy.name!r} never applies: policy {earlier.name!r} above it"
+                    f" (policies[{earlier_index}]) matches every alert it does{through}, and the first"
+                    " match decides; move it up or narrow the other",
                 )
-                break
+            )
+            break
     return findings
+
+
+def _through_rules(earlier: Policy, rules_files: str) -> str:
+    tags = earlier.match.tags
+    by_tags = f", by the tag{'s' if len(tags) > 1 else ''} {', '.join(tags)} they carry" if tags else ""
+    return f" (each rule of {rules_files} it matches, {earlier.name!r} matches too{by_tags})"
 
 
 def unmatched_rule_patterns(config: Config, rule_names: Collection[str], where: str) -> list[PolicyFinding]:

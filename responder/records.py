@@ -27,6 +27,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
                 "image_id": c.image_id,
                 "container_id": c.container_id,
                 "init": c.init,
+                **({"previous_container_id": c.previous_container_id} if c.previous_container_id else {}),
             }
             for c in pod.containers
         ],
@@ -34,6 +35,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
         "namespace_labels": dict(pod.namespace_labels),
         "resource_version": pod.resource_version,
         **({"host_network": True} if pod.host_network else {}),
+        **({"network_escape": pod.network_escape} if pod.network_escape else {}),
     }
 
 
@@ -54,6 +56,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
                 image_id=c.get("image_id"),
                 container_id=c.get("container_id"),
                 init=bool(c.get("init", False)),
+                previous_container_id=c.get("previous_container_id"),
             )
             for c in data.get("containers") or []
         ),
@@ -63,6 +66,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
         namespace_labels=dict(data.get("namespace_labels") or {}),
         resource_version=data.get("resource_version"),
         host_network=data.get("host_network") is True,
+        network_escape=data.get("network_escape") or None,
     )
 
 

@@ -52,13 +52,23 @@ class Fault:
     message: str = "injected fault"
     # kmock's action: "list", "fetch", "create", "update", "delete", "watch" (None: any).
     action: str | None = None
+    # The request's exact URL path, for a request that names no resource (discovery: "/apis").
+    path: str | None = None
 
-    def matches(self, method: str, plural: str | None, name: str | None, action: str | None = None) -> bool:
+    def matches(
+        self,
+        method: str,
+        plural: str | None,
+        name: str | None,
+        action: str | None = None,
+        path: str | None = None,
+    ) -> bool:
         return (
             (self.method is None or self.method.upper() == method.upper())
             and (self.plural is None or self.plural == plural)
             and (self.name is None or self.name == name)
             and (self.action is None or self.action == action)
+            and (self.path is None or self.path == path)
         )
 
 
@@ -145,10 +155,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(next(self._versions))
 
     def _take_fault(
-        self, method: str, plural: str | None, name: str | None, action: str | None = None
+        self,
+        method: str,
+        plural: str | None,
+        name: str | None,
+        action: str | None = None,
+        path: str | None = None,
     ) -> Fault | None:
         for fault in self.faults:
-            if fault.times > 0 and fault.matches(method, plural, name, action):
+            if fault.times > 0 and fault.matches(method, plural, name, action, path):
                 fault.times -= 1
                 return fault
         return None
@@ -168,7 +183,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         else:
             name = request.name
         action = str(request.action.value).lower() if request.action is not None else None
-        fault = self._take_fault(method, plural if isinstance(plural, str) else None, name, action)
+        fault = self._take_fault(
+            method, plural if isinstance(plural, str) else None, name, action, request.url.path
+        )
         if fault is not None:
             return await self._error(fault.status, "Injected", fault.message)
         if ns_match:

@@ -247,7 +247,7 @@ class Expect(Strict):
 class DemoPlan(Strict):
     """How `serving-guard demo` replays this scenario against the seeded cluster."""
 
-    pod: Literal["triton", "torchserve", "vllm", "kserve", "sandbox"]
+    pod: Literal["triton", "torchserve", "vllm", "kserve", "embeddings", "sandbox"]
     input: Literal["http", "grpc"] = "http"
     # Where the seeded cluster makes the outcome differ from `expect` (Triton's leaky policy).
     expect: Expect | None = None

@@ -1,6 +1,7 @@
-"""A realistic model-serving namespace for the cluster emulator: Triton, TorchServe, vLLM and a
-KServe InferenceService, with their owners, running containers with runtime ids and image
-digests, and one pre-existing NetworkPolicy that makes a Triton quarantine leaky.
+"""A realistic model-serving namespace for the cluster emulator: Triton, TorchServe, vLLM, a
+KServe InferenceService and a text-embeddings server, with their owners, running containers with
+runtime ids and image digests, and one pre-existing NetworkPolicy that makes a Triton quarantine
+leaky.
 
 Used by `make demo`, the tests and the benchmark, so that all of them exercise the same
 cluster shapes a real serving namespace has.
@@ -124,7 +125,8 @@ def make_pod(
 def seed_serving_cluster(
     emulator: ClusterEmulator, *, namespace: str = SERVING_NAMESPACE
 ) -> dict[str, SeededPod]:
-    """Fill the emulator; returns the pods by short name (triton, torchserve, vllm, kserve)."""
+    """Fill the emulator; returns the pods by short name (triton, torchserve, vllm, kserve,
+    embeddings; sandbox in a namespace not opted in)."""
     for name in ("kube-system", "falco", "serving-guard"):
         emulator.add_namespace(name)
     emulator.add_namespace(namespace, {ENFORCE_LABEL: "true", "team": "ml-platform"})
@@ -158,6 +160,15 @@ def seed_serving_cluster(
             "kserve-container",
             "kserve/sklearnserver:v0.13.0",
             {"app": "sklearn-iris", "serving.kserve.io/inferenceservice": "sklearn-iris", **serving},
+        ),
+        # No scenario of the demo quarantines it: its destination block is one a pod's own policy makes.
+        "embeddings": make_pod(
+            namespace,
+            "text-embeddings-7d5c9b8f6-m3k8v",
+            "worker-3",
+            "text-embeddings",
+            "ghcr.io/huggingface/text-embeddings-inference:cpu-1.5",
+            {"app": "text-embeddings", **serving},
         ),
         "sandbox": make_pod(
             "ml-sandbox",
@@ -202,6 +213,9 @@ def seed_serving_cluster(
     emulator.put_object(
         "v1/pods",
         pod_manifest(pods["kserve"], deployment_chain(pods["kserve"], "sklearn-iris-predictor", isvc_owner)),
+    )
+    emulator.put_object(
+        "v1/pods", pod_manifest(pods["embeddings"], deployment_chain(pods["embeddings"], "text-embeddings"))
     )
     emulator.put_object("v1/pods", pod_manifest(pods["sandbox"], None))
 

@@ -8,11 +8,17 @@ could perform none of its actions here, or something could not be cleaned up.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import secrets
+import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from responder.commands.common import positive_seconds
+from responder.errors import UserError
+from responder.rulespack.expand import load_paths
+from simulators.alerts import default_rules_file
 from simulators.live import (
     DEFAULT_MODEL_DIR,
     DEFAULT_SHM_DIR,
@@ -23,7 +29,11 @@ from simulators.live import (
     Target,
     run_scenarios,
 )
-from simulators.scenario import check_run_id, load_scenarios
+from simulators.scenario import Scenario, check_run_id, load_scenarios
+
+# The rules pack's lists of destinations a serving pod may reach without an anomalous-egress alert.
+ALLOWED_NETWORKS = "serving_guard_allowed_egress_networks"
+ALLOWED_PORTS = "serving_guard_allowed_egress_ports"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="where anomalous-egress connects (required for it; never a default); reverse shells"
         " always connect to a listener of their own on 127.0.0.1",
+    )
+    parser.add_argument(
+        "--rules",
+        action="append",
+        metavar="FILE",
+        help="rules file(s) in load order that --target is checked against: a destination their allowed"
+        " egress networks or ports hold fires no alert (default: rules/ of this checkout)",
     )
     parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
     parser.add_argument(
@@ -70,6 +87,49 @@ def _print_run(run: ScenarioRun) -> None:
         print("  -> no action could run here: this scenario proves nothing in this container")
 
 
+def allowed_by_pack(target: Target, lists: Mapping[str, Sequence[str]]) -> str | None:
+    """What in the pack's ``lists`` lets an egress to ``target`` pass without an alert: its port
+    allowed everywhere, or its IP address in the allowed networks; None when the rule fires for it
+    (a host name is not resolved here: that would be traffic, and it may resolve elsewhere)."""
+    if str(target.port) in lists.get(ALLOWED_PORTS, ()):
+        return f"port {target.port} is in {ALLOWED_PORTS}"
+    try:
+        address = ipaddress.ip_address(target.host)
+    except ValueError:
+        return None
+    for item in lists.get(ALLOWED_NETWORKS, ()):
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            continue  # not a network this check can read (Falco would refuse it anyway)
+        if address.version == network.version and address in network:
+            return f"{address} is in {ALLOWED_NETWORKS} ({network})"
+    return None
+
+
+def _check_target(target: Target, connecting: Sequence[Scenario], rules: list[str] | None) -> None:
+    """Warn when the rules pack allows the egress ``connecting`` scenarios make: their rule fires
+    no alert for it, so the run proves nothing (the actions still run: the target is the user's)."""
+    if rules is None:
+        pack = default_rules_file()
+        if pack is None:
+            print(
+                "note: no rules pack found (use --rules): --target is not checked against it", file=sys.stderr
+            )
+            return
+        rules = [str(pack)]
+    why = allowed_by_pack(target, load_paths(rules).list_items)
+    if why is None:
+        return
+    names = ", ".join(s.name for s in connecting)
+    fired = ", ".join(repr(s.rule) for s in connecting)
+    print(
+        f"warning: --target {target}: {why} of {', '.join(rules)}: rule {fired} fires no alert for it,"
+        f" so {names} proves nothing here; give a public address you control",
+        file=sys.stderr,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
@@ -83,12 +143,13 @@ def run(args: argparse.Namespace) -> int:
     )
     missing = [s.name for s in scenarios if s.needs_target and settings.target is None]
     if missing:
-        from responder.errors import UserError
-
         raise UserError(
             f"{', '.join(missing)} connect(s) out and need(s) an explicit --target HOST:PORT "
             "(an address you control; nothing connects anywhere by default)"
         )
+    connecting = [s for s in scenarios if s.needs_target]
+    if connecting and settings.target is not None:
+        _check_target(settings.target, connecting, args.rules)
     print(f"run id {run_id}: processes carry {RUN_ENV}={run_id} and sg-run={run_id}.<scenario>")
     runs = run_scenarios(scenarios, settings)
     for scenario_run in runs:

@@ -118,7 +118,8 @@ def _latency_ms(entry: Entry, incident: Mapping[str, Any]) -> float | None:
     done = [
         a.get("finished_ns")
         for a in incident.get("actions") or []
-        if a.get("status") in ISOLATED and a.get("finished_ns")
+        # A block that found its address kept out already did nothing to time.
+        if a.get("status") in ISOLATED and a.get("finished_ns") and not a.get("kept_out")
     ]
     alert_time = (entry.get("alert") or {}).get("time")
     if not done or not isinstance(alert_time, str):
@@ -200,6 +201,8 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
                 f"expected {outcome.value}, got {got}{detail} (decision {_decision_text(decision)})",
                 settled=True,
             )
+        if outcome is Outcome.BLOCKED:
+            _check_block_made(action)
         return
     # NOTIFIED: on-call is told and the pod is left alone.
     isolated = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
@@ -207,6 +210,27 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
         raise _Miss(f"expected notify only, but the pod was {_outcome_text(incident)}", settled=True)
     if "notify" not in (decision.get("actions") or []):
         raise _Miss(f"expected a notification, decision was {_decision_text(decision)}", settled=True)
+
+
+def _check_block_made(action: Mapping[str, Any]) -> None:
+    """A block status says only that the address is out of reach: blocked means the pod's own
+    block policy was made and the pod labelled into it (the status then says it was read back and
+    proven), not that a quarantine or other policies kept the address out already."""
+    address = action.get("address", "?")
+    kept_out = action.get("kept_out")
+    if kept_out:
+        by = ", ".join(action.get("kept_out_by") or []) or "?"
+        raise _Miss(
+            f"expected blocked, but no block was made: {address} was out of reach already, kept out by"
+            f" {kept_out} ({by}); run the scenario on a pod that is neither quarantined nor restricted",
+            settled=True,
+        )
+    if action.get("labelled") is not True or not action.get("network_policy"):
+        raise _Miss(
+            f"expected blocked, but the audit trail shows no block policy the pod was labelled into"
+            f" for {address} (a responder older than this verify?)",
+            settled=True,
+        )
 
 
 def _dry_run_text(decision: Mapping[str, Any]) -> str:

@@ -27,6 +27,13 @@ def serving_guard_logger_restored() -> Iterator[None]:
     logger.propagate = propagate
 
 
+@pytest.fixture(autouse=True)
+def outside_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands by hand refuse to default --by inside a Kubernetes pod: a run of the tests in a
+    pod (a CI runner's) sees what a workstation sees. The tests of that refusal set it themselves."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
 @pytest.fixture
 def cluster() -> Iterator[RunningCluster]:
     with RunningCluster() as running:

@@ -348,10 +348,7 @@ def test_an_integer_past_the_digit_bound_is_refused_not_a_crash(digits: int) -> 
     for sign in ("", "-"):
         with pytest.raises(AlertError) as caught:
             parse_falco_json(_with_number(sign + "1" * digits))
-        assert (
-            str(caught.value)
-            == f"field 'body': a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
-        )
+        assert str(caught.value) == f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
 
 
 def test_an_escaped_backslash_before_ud_is_only_declined_not_refused() -> None:

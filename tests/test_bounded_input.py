@@ -98,7 +98,10 @@ def test_config_check_refuses_an_endless_fifo(endless_fifo: Path, capsys: pytest
 def test_a_config_from_a_pipe_still_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fifo = _fifo_with(tmp_path, b"logging: {level: error}\n")
     assert main(["config", "check", str(fifo)]) == 0
-    assert capsys.readouterr().out.startswith(f"{fifo}: ok\n")
+    # Valid (no input: for `ingest` only, which the first line says).
+    assert capsys.readouterr().out.startswith(
+        f"{fifo}: valid for `serving-guard ingest` only; serve refuses it"
+    )
 
 
 def test_a_regular_file_one_byte_past_the_bound_is_refused_and_one_at_it_is_read(tmp_path: Path) -> None:

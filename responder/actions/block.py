@@ -23,12 +23,15 @@ from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCK_POLICY,
     BLOCKED_ADDRESS,
+    KEPT_OUT,
+    KEPT_OUT_BY,
     LABELLED,
     NEWLY_BLOCKED,
     UNBLOCKED,
     WIDENED,
     WOULD_BLOCK,
     ActionOutcome,
+    KeptOut,
     OutcomeStatus,
     failure_outcome,
 )
@@ -36,6 +39,7 @@ from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodRepla
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
+from responder.cluster.network_escape import network_escape
 from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut
 
 ACTION = BLOCK_DESTINATION
@@ -105,15 +109,17 @@ class DestinationBlocks:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         extra: dict[str, Any] = {BLOCKED_ADDRESS: str(address), BLOCK_POLICY: name}
-        if pod.host_network:
+        # The host network, or a way out of the pod's network namespace: no policy holds the pod.
+        out_of_reach = netpol.HOST_NETWORK if pod.host_network else pod.network_escape
+        if out_of_reach is not None:
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
-                f"{address} ({target.field}) cannot be blocked: {netpol.HOST_NETWORK}; nothing was made,"
+                f"{address} ({target.field}) cannot be blocked: {out_of_reach}; nothing was made,"
                 " quarantine cannot isolate it either",
                 started,
                 extra,
             )
-        others = [] if self._settings.ignore_other_policy_apis else self._other_policy_apis()
+        others = [] if self._settings.ignore_other_policy_apis else self.other_policy_apis()
         if others:
             return self._outcome(
                 OutcomeStatus.WITHHELD,
@@ -142,7 +148,7 @@ class DestinationBlocks:
                 f"{address} ({target.field}) is already out of reach: the pod's egress is restricted by"
                 f" {', '.join(governance.governing)}, none of which allows it; nothing was changed",
                 started,
-                extra,
+                {**extra, KEPT_OUT: KeptOut.POLICIES.value, KEPT_OUT_BY: list(governance.governing)},
             )
         cut = self._egress_cut(pod.labels)
         if cut is not None:
@@ -165,7 +171,7 @@ class DestinationBlocks:
                 f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
                 f" egress (NetworkPolicy {cut.network_policy}); no block policy was made",
                 started,
-                extra,
+                {**extra, KEPT_OUT: KeptOut.QUARANTINE.value, KEPT_OUT_BY: [cut.network_policy]},
             )
         if dry_run:
             return self._outcome(
@@ -224,10 +230,13 @@ class DestinationBlocks:
             counted = {NEWLY_BLOCKED: True} if NEWLY_BLOCKED in extra else None
             return self._outcome(OutcomeStatus.FAILED, str(exc), started, counted)
         extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
-        if (patched.get("spec") or {}).get("hostNetwork"):
+        # As labelled: an ephemeral container added since the pod was read counts.
+        spec = patched.get("spec") or {}
+        out_of_reach = netpol.HOST_NETWORK if spec.get("hostNetwork") else network_escape(spec)
+        if out_of_reach is not None:
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                f"{netpol.HOST_NETWORK}: nothing is blocked",
+                f"{out_of_reach}: nothing is blocked",
                 started,
                 extra,
             )
@@ -356,9 +365,10 @@ class DestinationBlocks:
         egress, the block policy leaves the pod out, so they never add to each other."""
         return {name, *(self._quarantine.cut(isolation).network_policy for isolation in Isolation)}
 
-    def _other_policy_apis(self) -> list[str]:
+    def other_policy_apis(self) -> list[str]:
         """Served network-policy APIs other than NetworkPolicy's, read at most every few minutes
-        (discovery changes only when such a CNI is installed or removed)."""
+        (discovery changes only when such a CNI is installed or removed); the quarantine asks too.
+        Raises KubeError when discovery fails (not cached: asked again next time)."""
         now = self._clock_ns()
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
             self._discovered = (now, destination.other_policy_apis(self._gateway.api_groups()))

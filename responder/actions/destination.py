@@ -19,6 +19,12 @@ the block policy leaves out pods that carry those cuts' label values (``NotIn``)
 needs no change to it. While such a cut holds, no block policy is made or changed: lifted by hand,
 the policies the quarantine had patched could select the pod again, and a block policy made in the
 meantime would add to what they allow. ``serving-guard release`` lifts both.
+
+An IPv4 host has a second address on a cluster with DNS64/NAT64: 64:ff9b::a.b.c.d (RFC 6052's
+well-known prefix), which the gateway translates to a.b.c.d. An address is blocked in both forms,
+whichever the alert names, and known by its IPv4 form (never_block and the public-address check
+hold for both). A network-specific NAT64 prefix is not known here: list it in never_block, or
+quarantine the pod's egress, on such a cluster.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from responder.alert import Alert
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# RFC 6052's well-known prefix: 64:ff9b::a.b.c.d reaches a.b.c.d through a NAT64 gateway.
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 
 _ALL = {4: "0.0.0.0/0", 6: "::/0"}
 
@@ -93,30 +102,71 @@ def target_from_text(name: str, text: str, never_block: Iterable[str]) -> Target
         return f"{name} is {text[:64]!r}, not an IP address"
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    host = host_address(address)  # one host: known by its IPv4 form, blocked in both
+    shown = f"{address} (NAT64 for {host})" if host != address else str(address)
+    address = host
     if any(address in network for network in MAYBE_IN_CLUSTER):
         return (
-            f"{name} {address} is not a public address: it may be inside the cluster, where"
+            f"{name} {shown} is not a public address: it may be inside the cluster, where"
             " NetworkPolicies cannot tell it apart (quarantine the pod's egress instead)"
         )
     kept = never_blocked(address, never_block)
     if kept is not None:
-        return f"{name} {address} is in block_destination.never_block ({kept})"
+        return f"{name} {shown} is in block_destination.never_block ({kept})"
     return Target(address, name)
 
 
 def never_blocked(address: Address, never_block: Iterable[str]) -> str | None:
-    """The block_destination.never_block range that holds ``address``, or None."""
-    return next((n for n in never_block if address in ipaddress.ip_network(n)), None)
+    """The block_destination.never_block range that holds ``address`` in either of its forms
+    (IPv4 and NAT64: one host), or None."""
+    forms = forms_of(address)
+    return next((n for n in never_block if any(f in ipaddress.ip_network(n) for f in forms)), None)
+
+
+def nat64_form(address: ipaddress.IPv4Address) -> ipaddress.IPv6Address:
+    """``address`` under the NAT64 well-known prefix (203.0.113.7: 64:ff9b::cb00:7107)."""
+    return ipaddress.IPv6Address(int(NAT64_PREFIX.network_address) | int(address))
+
+
+def nat64_embedded(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 address (64:ff9b::/96) stands for; None: not one."""
+    if isinstance(address, ipaddress.IPv6Address) and address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def host_address(address: Address) -> Address:
+    """The address its host is known by: a NAT64 address's IPv4 form, else ``address``."""
+    embedded = nat64_embedded(address)
+    return embedded if embedded is not None else address
+
+
+def forms_of(address: Address) -> tuple[Address, ...]:
+    """``address`` and the other address of the same host, if any: an IPv4 address and its NAT64
+    form, either way round."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address, nat64_form(address)
+    embedded = nat64_embedded(address)
+    return (address,) if embedded is None else (address, embedded)
 
 
 # API groups of network policies that Kubernetes NetworkPolicies do not see: unioned with them
-# (Cilium, Calico), or overridden by any NetworkPolicy selecting the pod (a
-# BaselineAdminNetworkPolicy). The block's reasoning reads NetworkPolicies only.
-OTHER_POLICY_GROUPS = ("cilium.io", "crd.projectcalico.org", "projectcalico.org", "policy.networking.k8s.io")
+# (Cilium), enforced before them (an Allow of an AdminNetworkPolicy, of an Antrea or Calico policy
+# ordered first, lets traffic through whatever a NetworkPolicy says), or overridden by any
+# NetworkPolicy selecting the pod (a BaselineAdminNetworkPolicy, Antrea's baseline tier). The
+# block's and the quarantine's reasoning read NetworkPolicies only.
+OTHER_POLICY_GROUPS = (
+    "cilium.io",
+    "crd.projectcalico.org",
+    "projectcalico.org",
+    "policy.networking.k8s.io",
+    "crd.antrea.io",
+    "security.antrea.tanzu.vmware.com",  # Antrea before 1.0
+)
 
 
 def other_policy_apis(groups: Iterable[str]) -> list[str]:
-    """The served API groups whose policies the block's reasoning does not read."""
+    """The served API groups whose policies the block's and the quarantine's reasoning do not read."""
     served = set(groups)
     return [group for group in OTHER_POLICY_GROUPS if group in served]
 
@@ -143,9 +193,10 @@ def block_spec(
     quarantine_label: str,
     egress_cut_values: Sequence[str],
 ) -> dict[str, Any]:
-    """All egress but ``addresses``, for the pod labelled ``label=value`` unless a quarantine cuts
-    its egress (see the module's doc)."""
-    blocked = sorted(set(addresses), key=lambda a: (a.version, a))
+    """All egress but ``addresses`` (each in both its forms, IPv4 and NAT64), for the pod labelled
+    ``label=value`` unless a quarantine cuts its egress (see the module's doc)."""
+    forms = {form for address in addresses for form in forms_of(address)}
+    blocked = sorted(forms, key=lambda a: (a.version, a))
     peers: list[dict[str, Any]] = []
     for version, cidr in _ALL.items():
         excepted = [_host_network(a) for a in blocked if a.version == version]
@@ -176,8 +227,9 @@ def block_policy(
 
 
 def blocked_by(spec: Mapping[str, Any] | None) -> set[Address]:
-    """The addresses a block policy's spec (as read back) leaves out; malformed parts are ignored
-    (the policy is then rewritten whole)."""
+    """The addresses a block policy's spec (as read back) leaves out, by their IPv4 form where
+    they have one (a NAT64 address is its IPv4 host's); malformed parts are ignored (the policy is
+    then rewritten whole)."""
     found: set[Address] = set()
     if not isinstance(spec, Mapping):
         return found
@@ -189,7 +241,7 @@ def blocked_by(spec: Mapping[str, Any] | None) -> set[Address]:
                 except ValueError:
                     continue
                 if network.num_addresses == 1:
-                    found.add(network.network_address)
+                    found.add(host_address(network.network_address))
     return found
 
 
@@ -207,7 +259,9 @@ def egress_governance(
 ) -> EgressGovernance:
     """The policies other than ``ours`` that select the pod and govern its egress, and which of
     them allow it to reach ``address`` (a rule with no ``to``, or an ipBlock that holds it and
-    does not except it; a pod or namespace peer does not match a public address)."""
+    does not except it, in either of its forms: IPv4 or NAT64; a pod or namespace peer does not
+    match a public address)."""
+    forms = forms_of(address)
     governing: list[str] = []
     allowing: list[str] = []
     for policy in policies:
@@ -218,7 +272,7 @@ def egress_governance(
         if not may_select(spec.get("podSelector") or {}, pod_labels) or "Egress" not in policy_types(spec):
             continue
         governing.append(name)
-        if any(_rule_allows(rule, address) for rule in spec.get("egress") or []):
+        if any(_rule_allows(rule, form) for rule in spec.get("egress") or [] for form in forms):
             allowing.append(name)
     return EgressGovernance(tuple(governing), tuple(allowing))
 

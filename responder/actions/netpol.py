@@ -4,7 +4,7 @@ let traffic reach or leave a pod (NetworkPolicies are a union of allows)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,21 @@ def spec_is_deny_all(
         and not spec.get("ingress")
         and not spec.get("egress")
     )
+
+
+def deny_all_beyond(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The directions outside the cut ``directions`` that a deny-all of ours (selecting
+    ``label=value``) also cuts: it governs them and has no rule there. A repair to the cut alone
+    would open them for every pod in it, so they are kept (a quarantine is never narrowed)."""
+    if not isinstance(spec, Mapping):
+        return ()
+    selector = spec.get("podSelector") or {}
+    if selector.get("matchLabels") != {label: value} or selector.get("matchExpressions"):
+        return ()
+    types = policy_types(spec)
+    return tuple(d for d in uncut(directions) if d.capitalize() in types and not spec.get(d))
 
 
 def may_select(selector: Mapping[str, Any], pod_labels: Mapping[str, str]) -> bool:
@@ -154,55 +169,106 @@ def find_leaks(
     return leaks
 
 
+def policy_directions(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The directions a policy governs (its policy types, as defaulted), in BOTH_DIRECTIONS order."""
+    types = policy_types(spec)
+    return tuple(d for d in BOTH_DIRECTIONS if d.capitalize() in types)
+
+
 def governed_beyond(policy: Mapping[str, Any], directions: tuple[str, ...]) -> tuple[str, ...]:
     """The directions outside the cut ``directions`` that the policy governs (its policy types).
-    A quarantine excludes pods from a policy by its label, so every quarantined pod of the
-    namespace, now and later, leaves it; in a direction the cut leaves alone that may lift the
-    pod's isolation (a pod is isolated in a direction while any policy of that type selects it).
-    Such a policy is never patched: its leak is reported instead."""
+    Our exclusion takes out of a policy only the pods whose cut stops every direction it governs
+    (:func:`exclusion_expression`): taking out a pod whose cut leaves one alone could lift its
+    isolation there (a pod is isolated in a direction while any policy of that type selects it).
+    So for such a pod the policy is not patched: its leak is reported instead."""
     types = policy_types(policy.get("spec") or {})
     return tuple(d for d in uncut(directions) if d.capitalize() in types)
 
 
 def excluded_beyond(
-    policy: Mapping[str, Any], label: str, pod_labels: Mapping[str, str], directions: tuple[str, ...]
+    policy: Mapping[str, Any],
+    label: str,
+    cut_values: Collection[str],
+    pod_labels: Mapping[str, str],
+    directions: tuple[str, ...],
 ) -> tuple[str, ...]:
     """The directions outside the cut ``directions`` in which a policy we patched no longer
-    governs the pod: it selects the pod but for our exclusion, and governs those directions. Only
-    a patch made for a quarantine that cut them too (``quarantine.isolate`` changed since; see
-    :func:`governed_beyond`) leaves this: the pod's traffic there may be open to all."""
-    if not is_patched_by_us(policy, label):
+    governs the pod: it selects the pod but for our exclusion, which takes the pod out, and
+    governs those directions. Only an exclusion by an earlier version (`DoesNotExist`: every
+    quarantined pod) or one made before the policy's types changed leaves this: the pod's traffic
+    there may be open to all."""
+    if not excludes(policy, label, cut_values, pod_labels.get(label)):
         return ()
     beyond = governed_beyond(policy, directions)
     if not beyond:
         return ()
-    selector = (without_exclusion(policy, label).get("spec") or {}).get("podSelector") or {}
+    selector = (without_exclusion(policy, label, cut_values).get("spec") or {}).get("podSelector") or {}
     return beyond if may_select(selector, pod_labels) else ()
 
 
-def exclusion_expression(label: str) -> dict[str, Any]:
-    return {"key": label, "operator": "DoesNotExist"}
+def exclusion_expression(label: str, values: Collection[str]) -> dict[str, Any]:
+    """The exclusion that takes the pods quarantined in the cuts labelled ``values`` (those that
+    stop every direction of the policy: Quarantine.covering_values) out of a policy's podSelector."""
+    return {"key": label, "operator": "NotIn", "values": sorted(values)}
 
 
-def with_exclusion(policy: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """The policy with `label DoesNotExist` added to its podSelector, marked as patched by us."""
+def is_exclusion(expression: Any, label: str, cut_values: Collection[str]) -> bool:
+    """A podSelector expression that is an exclusion of ours: `label NotIn` some cuts' values, or
+    `label DoesNotExist` (every quarantined pod, as versions before exclusions by cut made it)."""
+    if not isinstance(expression, Mapping) or expression.get("key") != label:
+        return False
+    if expression.get("operator") == "DoesNotExist":
+        return True
+    values = expression.get("values")
+    return (
+        expression.get("operator") == "NotIn"
+        and isinstance(values, list)
+        and bool(values)
+        and all(value in cut_values for value in values)
+    )
+
+
+def _exclusions(
+    policy: Mapping[str, Any], label: str, cut_values: Collection[str]
+) -> list[Mapping[str, Any]]:
+    selector = (policy.get("spec") or {}).get("podSelector") or {}
+    return [e for e in selector.get("matchExpressions") or [] if is_exclusion(e, label, cut_values)]
+
+
+def excludes(policy: Mapping[str, Any], label: str, cut_values: Collection[str], value: str | None) -> bool:
+    """Whether a policy we patched has an exclusion that takes out a pod labelled ``label=value``
+    (None: not labelled, never taken out)."""
+    if value is None or not is_patched_by_us(policy, label):
+        return False
+    return any(
+        e.get("operator") == "DoesNotExist" or value in (e.get("values") or [])
+        for e in _exclusions(policy, label, cut_values)
+    )
+
+
+def with_exclusion(policy: Mapping[str, Any], label: str, values: Collection[str]) -> dict[str, Any]:
+    """The policy with :func:`exclusion_expression` (``values``) added to its podSelector, marked as
+    patched by us. An exclusion there already is kept: taking it away could put pods back."""
     patched = copy.deepcopy(dict(policy))
     spec = patched.setdefault("spec", {})
     selector = spec.setdefault("podSelector", {})
     expressions = selector.setdefault("matchExpressions", [])
-    if exclusion_expression(label) not in expressions:
-        expressions.append(exclusion_expression(label))
+    if exclusion_expression(label, values) not in expressions:
+        expressions.append(exclusion_expression(label, values))
     annotations = patched.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[PATCHED_ANNOTATION] = label
     return patched
 
 
-def without_exclusion(policy: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """Undo :func:`with_exclusion`, leaving anything else the owner changed since."""
+def without_exclusion(policy: Mapping[str, Any], label: str, cut_values: Collection[str]) -> dict[str, Any]:
+    """Undo :func:`with_exclusion` (and an earlier version's `DoesNotExist`), leaving anything
+    else the owner changed since."""
     restored = copy.deepcopy(dict(policy))
     spec = restored.get("spec") or {}
     selector = spec.get("podSelector") or {}
-    expressions = [e for e in selector.get("matchExpressions") or [] if e != exclusion_expression(label)]
+    expressions = [
+        e for e in selector.get("matchExpressions") or [] if not is_exclusion(e, label, cut_values)
+    ]
     if expressions:
         selector["matchExpressions"] = expressions
     else:

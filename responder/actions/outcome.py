@@ -29,6 +29,16 @@ class OutcomeStatus(StrEnum):
 
 FINAL_STATUSES = frozenset(OutcomeStatus)
 
+
+class KeptOut(StrEnum):
+    """What already kept a block's address out of the pod's reach, so that no block was made."""
+
+    # The deny-all of a quarantine that cuts the pod's egress: the pod reaches nothing.
+    QUARANTINE = "quarantine"
+    # Other NetworkPolicies restrict the pod's egress, and none of them allows the address.
+    POLICIES = "policies"
+
+
 # ActionOutcome.extra's key for a FAILED quarantine that had already labelled the pod.
 LABELLED = "labelled"
 # ActionOutcome.extra's key for the one direction a quarantine cut ("ingress" or "egress") when it
@@ -38,7 +48,8 @@ ISOLATED = "isolated"
 # restrict the direction a one-way cut leaves open (see netpol.governed_beyond).
 NOT_PATCHED = "not_patched"
 # ActionOutcome.extra's key for the policies that exclude quarantined pods in the direction a one-way
-# cut leaves alone: patched for a quarantine that cut both ways, before quarantine.isolate changed.
+# cut leaves alone: patched by an earlier version (`DoesNotExist`: every quarantined pod), or before
+# the policy's types changed (see netpol.excluded_beyond).
 EXCLUDED_BEYOND = "excluded_beyond"
 # ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
 BY_HAND = "by_hand"
@@ -56,6 +67,10 @@ NEWLY_BLOCKED = "newly_blocked"
 WIDENED = "widened"
 # ...and the addresses taken out of the pod's block because block_destination.never_block now holds them.
 UNBLOCKED = "unblocked"
+# ...and, for a block that made no block policy because the address was out of reach already, what
+# kept it out (a KeptOut) and the NetworkPolicies that do: the rest of the pod's traffic is not kept.
+KEPT_OUT = "kept_out"
+KEPT_OUT_BY = "kept_out_by"
 # How a dry-run block that would make the pod's block policy begins (one that other policies or a
 # quarantine decide either way says so instead): what a person can then do by hand.
 WOULD_BLOCK = "would block egress to"
@@ -66,6 +81,18 @@ BLOCK_BREAKER_OPEN = "block circuit breaker open"
 NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
+
+
+def release_note(by: str, reason: str) -> str:
+    """How a release's detail opens: who released the pod, and why (Slack says them once, apart)."""
+    return f"released by {by}: {reason}"
+
+
+# What kept a block's address out, in describe()'s words.
+_KEPT_OUT_WORDS = {
+    KeptOut.QUARANTINE: "a quarantine cuts the pod's egress",
+    KeptOut.POLICIES: "other NetworkPolicies restrict the pod's egress",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +129,19 @@ class ActionOutcome:
         """This destination block added its address to the pod's block policy: it counts against
         the block circuit breaker, whatever came after (a failed label may still leave it in force)."""
         return self.action == BLOCK_DESTINATION and self.extra.get(NEWLY_BLOCKED) is True
+
+    @property
+    def kept_out(self) -> KeptOut | None:
+        """A destination block that made no block policy: what kept its address out already (a
+        quarantine's cut, or other policies); None for a block that was made, and for other actions."""
+        kept = self.extra.get(KEPT_OUT) if self.action == BLOCK_DESTINATION else None
+        return next((why for why in KeptOut if why == kept), None)
+
+    @property
+    def kept_out_by(self) -> tuple[str, ...]:
+        """The NetworkPolicies that kept a block's address out already (see kept_out)."""
+        names = self.extra.get(KEPT_OUT_BY)
+        return tuple(str(name) for name in names) if isinstance(names, list) else ()
 
     @property
     def held_by_block_breaker(self) -> bool:
@@ -152,6 +192,8 @@ class ActionOutcome:
             return text + self._excluded_beyond_text()
         if self.action == BLOCK_DESTINATION and self.status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
             address = self.extra.get(BLOCKED_ADDRESS, "its destination")
+            if self.status is OutcomeStatus.BLOCKED and self.kept_out is not None:
+                return f"no block made: {address} is already out of reach ({_KEPT_OUT_WORDS[self.kept_out]})"
             if self.status is OutcomeStatus.BLOCKED:
                 return f"blocked egress to {address}"
             if self.leaky_policies:
@@ -167,6 +209,10 @@ class ActionOutcome:
         if self.status is OutcomeStatus.FAILED:
             return f"failed: {self.detail}"
         if self.action == "release" and self.detail.startswith(NOTHING_TO_RELEASE):
+            return self.detail
+        if self.status is OutcomeStatus.POD_GONE:
+            return "pod gone" + (f": {self.detail}" if self.detail else "")
+        if self.detail.startswith(self.status.value):  # "released by ...": the word once
             return self.detail
         if self.detail:
             return f"{self.status.value}: {self.detail}"

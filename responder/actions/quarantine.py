@@ -3,12 +3,15 @@
 Quarantine = label the pod into the deny-all NetworkPolicy (merge patch guarded by the pod's
 uid, so a re-created pod of the same name is never hit, and by its version, so a pod changed since
 it was read is read again and its cut is never narrowed), then read the namespace's policies
-once: create the deny-all policy if it is missing, repair it if altered, and prove isolation:
-every other NetworkPolicy that still selects the pod and allows traffic makes the quarantine
-LEAKY, by name. With ``patch_other_policies`` those policies get ``<label> DoesNotExist`` added
-to their podSelector (undone on release). ``quarantine.isolate`` may cut one direction only
-(egress: the pod keeps serving); then only that direction's leaks count, and a policy that also
-governs the other direction is not patched (the exclusion would lift that direction's isolation).
+once: create the deny-all policy if it is missing, repair it if altered (never narrowing it),
+and prove isolation: every other NetworkPolicy that still selects the pod and allows traffic
+makes the quarantine LEAKY, by name. ``quarantine.isolate`` may cut one direction only (egress:
+the pod keeps serving); then only that direction's leaks count. Each cut's label value and policy
+are fixed (config.Quarantine.cut), so a label keeps its meaning whatever the config says. With
+``patch_other_policies`` those policies get ``<label> NotIn`` the values of the cuts that stop
+every direction they govern added to their podSelector (undone on release, once no pod it takes
+out is quarantined): a pod of a cut that leaves one of them alone relies on the policy there, so
+it is never taken out, and such a policy is not patched for it.
 
 The label goes first: where the policy exists (the usual case) the pod is isolated one API round
 trip sooner than if the policy were read first. A policy that cannot be ensured leaves a labelled
@@ -36,11 +39,13 @@ from responder.actions.outcome import (
     ActionOutcome,
     OutcomeStatus,
     failure_outcome,
+    release_note,
 )
 from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
+from responder.cluster.network_escape import network_escape
 from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
 
 ANNOTATION_PREFIX = "serving-guard.io/"
@@ -67,6 +72,76 @@ class IsolationReport:
     # Policies whose exclusion, made for an earlier cut of both directions, also lifts their rules
     # in the direction this cut leaves alone (netpol.excluded_beyond).
     excluded_beyond: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DenyAllCheck:
+    """What ensuring a cut's deny-all policy found and did."""
+
+    cut: QuarantineCut
+    created: bool = False
+    repaired: bool = False
+    # Directions beyond the cut that the policy was found cutting too, and still cuts.
+    kept_beyond: tuple[str, ...] = ()
+
+    def notes(self) -> list[str]:
+        """What the quarantine's detail says of it (nothing when it was as built)."""
+        name, cut = self.cut.network_policy, self.cut.isolation.value
+        kept = "+".join(self.kept_beyond)
+        if self.created:
+            return [f"created NetworkPolicy {name}"]
+        if self.repaired:
+            keeping = f", keeping its cut of {kept} beyond the {cut} cut" if kept else ""
+            return [f"repaired altered NetworkPolicy {name}{keeping}"]
+        if kept:
+            return [
+                f"left NetworkPolicy {name} as it is: it cuts {kept} too, beyond its {cut} cut"
+                " (a repair would narrow the quarantines in it)"
+            ]
+        return []
+
+
+def _out_of_reach(spec: Mapping[str, Any]) -> list[str]:
+    """What puts a pod with ``spec`` beyond any NetworkPolicy: the host network, or a way out of
+    its own network namespace (cluster.network_escape)."""
+    escape = network_escape(spec)
+    return [
+        *([netpol.HOST_NETWORK] if spec.get("hostNetwork") else []),
+        *([escape] if escape is not None else []),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRestore:
+    """What a release did to the other policies quarantines had patched."""
+
+    restored: tuple[str, ...] = ()
+    # Left patched: a pod still quarantined in the namespace is one their exclusion takes out.
+    kept: tuple[str, ...] = ()
+    # Restored, then patched again: a pod their exclusion takes out was quarantined meanwhile.
+    reinstated: tuple[str, ...] = ()
+    # Restored under such a pod, and the exclusion could not be put back.
+    exposed: tuple[str, ...] = ()
+
+    def notes(self) -> list[str]:
+        """What the release's detail says of them."""
+        notes = []
+        if self.restored:
+            notes.append("restored NetworkPolicies " + ", ".join(self.restored))
+        if self.kept:
+            notes.append("kept exclusion on " + ", ".join(self.kept) + " (other pods are still quarantined)")
+        if self.reinstated:
+            notes.append(
+                "put the exclusion back on " + ", ".join(self.reinstated) + " (a pod it takes out was"
+                " quarantined while they were being restored)"
+            )
+        if self.exposed:
+            notes.append(
+                "restored " + ", ".join(self.exposed) + " while a pod their exclusion takes out was"
+                " being quarantined, and could not exclude it again: that pod may be LEAKY through"
+                " them; quarantine it again"
+            )
+        return notes
 
 
 def _now_text() -> str:
@@ -159,8 +234,9 @@ class ClusterActions:
             ]
         else:
             notes = [f"would label the pod into {own}"]
-        if pod.host_network:
-            notes.append(f"it would be LEAKY: {netpol.HOST_NETWORK}")
+        unproven = [netpol.HOST_NETWORK] if pod.host_network else []
+        unproven += [pod.network_escape] if pod.network_escape else []
+        notes += [f"it would be LEAKY: {why}" for why in [*unproven, *self._unread_policy_apis()]]
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
         beyond = self._excluded_beyond(policies, labels, cut)
@@ -180,10 +256,30 @@ class ClusterActions:
         self, policies: list[dict[str, Any]], labels: Mapping[str, str], cut: QuarantineCut
     ) -> tuple[str, ...]:
         """The policies that exclude a pod with ``labels`` beyond the cut (netpol.excluded_beyond)."""
-        label = self._settings.label
+        label, values = self._settings.label, self._settings.cut_values()
         return tuple(
-            netpol.name_of(p) for p in policies if netpol.excluded_beyond(p, label, labels, cut.directions)
+            netpol.name_of(p)
+            for p in policies
+            if netpol.excluded_beyond(p, label, values, labels, cut.directions)
         )
+
+    def _unread_policy_apis(self) -> list[str]:
+        """Why isolation is not proven where the cluster serves network-policy APIs the leak check
+        does not read (their allows may let the pod's traffic through, an Antrea or admin policy's
+        before any NetworkPolicy), unless quarantine.ignore_other_policy_apis says they were
+        reviewed. Discovery is the block's, cached alike; its failure is said, never a failure."""
+        if self._settings.ignore_other_policy_apis:
+            return []
+        try:
+            served = self._blocks.other_policy_apis()
+        except KubeError as exc:
+            return [f"the cluster's network-policy APIs could not be listed ({exc})"]
+        if not served:
+            return []
+        return [
+            f"the cluster serves {', '.join(served)} network policies, which are not read (set"
+            " quarantine.ignore_other_policy_apis once none of them lets a quarantined pod's traffic through)"
+        ]
 
     def _report_extra(self, report: IsolationReport, notes: list[str], cut: QuarantineCut) -> dict[str, Any]:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
@@ -195,8 +291,8 @@ class ClusterActions:
             extra[EXCLUDED_BEYOND] = list(report.excluded_beyond)
             left_alone = "+".join(netpol.uncut(cut.directions))
             notes.append(
-                f"{', '.join(report.excluded_beyond)} still exclude quarantined pods, as patched for"
-                " an earlier quarantine that cut both ways:"
+                f"{', '.join(report.excluded_beyond)} still exclude quarantined pods, as patched by"
+                " an earlier version (every quarantined pod) or before their policy types changed:"
                 f" their {left_alone} rules no longer apply to this pod"
             )
         return extra
@@ -211,7 +307,9 @@ class ClusterActions:
         requested: Isolation,
     ) -> ActionOutcome:
         try:
-            patched_pod, cut, current = self._label_pod(pod, alert, incident_id, reason, requested)
+            patched_pod, cut, current, moved_into = self._label_pod(
+                pod, alert, incident_id, reason, requested
+            )
         except KeptChanging as exc:
             # Not labelled: decided again on a later repeat, like any failed quarantine.
             return ActionOutcome(
@@ -237,10 +335,8 @@ class ClusterActions:
             raise
         labels = (patched_pod.get("metadata") or {}).get("labels") or {}
         own = cut.network_policy
-        unproven = []
-        if (patched_pod.get("spec") or {}).get("hostNetwork"):
-            # NetworkPolicies do not apply to host-network pods: the label isolates nothing.
-            unproven.append(netpol.HOST_NETWORK)
+        # Read from the pod as labelled: an ephemeral container added since the read counts.
+        unproven = _out_of_reach(patched_pod.get("spec") or {})
         # One read of the namespace's policies serves the deny-all check and the leak check.
         policies: list[dict[str, Any]] | None = None
         try:
@@ -251,10 +347,10 @@ class ClusterActions:
             unproven.append(f"other NetworkPolicies could not be checked ({exc})")
         try:
             if policies is None:
-                created, repaired = self.ensure_deny_all(pod.namespace, cut.isolation)  # its own read, then
+                ensured = self.ensure_deny_all(pod.namespace, cut.isolation)  # its own read, then
             else:
                 listed = next((p for p in policies if netpol.name_of(p) == own), None)
-                created, repaired = self._ensure_deny_all(pod.namespace, listed, cut)
+                ensured = self._ensure_deny_all(pod.namespace, listed, cut)
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
             # idempotent), as when nothing could be done at all.
@@ -269,10 +365,7 @@ class ClusterActions:
         notes = []
         if current is not None and current is not cut.isolation:
             notes.append(f"widened its {current.value} cut to {cut.isolation.value}")
-        if created:
-            notes.append(f"created NetworkPolicy {own}")
-        if repaired:
-            notes.append(f"repaired altered NetworkPolicy {own}")
+        notes += [*(moved_into.notes() if moved_into else []), *ensured.notes()]
         report = IsolationReport((), ())
         if policies is not None:
             try:
@@ -281,6 +374,7 @@ class ClusterActions:
                     self._remember_patched(pod, report.patched)
             except KubeError as exc:
                 unproven.append(f"other NetworkPolicies could not be checked ({exc})")
+        unproven += self._unread_policy_apis()  # last: the pod is isolated first
         extra = self._report_extra(report, notes, cut)
         if unproven:
             return ActionOutcome(
@@ -311,44 +405,43 @@ class ClusterActions:
             extra=extra,
         )
 
-    def ensure_deny_all(self, namespace: str, isolation: Isolation | None = None) -> tuple[bool, bool]:
+    def ensure_deny_all(self, namespace: str, isolation: Isolation | None = None) -> DenyAllCheck:
         """Create a cut's deny-all policy (None: quarantine.isolate's) if missing, repair it if
-        altered. Returns (created, repaired)."""
+        altered, never narrowing it."""
         cut = self._settings.cut(isolation)
         current = self._gateway.get_network_policy(namespace, cut.network_policy)
         return self._ensure_deny_all(namespace, current, cut)
 
     def _ensure_deny_all(
         self, namespace: str, current: Mapping[str, Any] | None, cut: QuarantineCut
-    ) -> tuple[bool, bool]:
+    ) -> DenyAllCheck:
         """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
-        just read (None: missing); on a conflict it is read again. Returns (created, repaired)."""
-        name, label, value, directions = (
-            cut.network_policy,
-            self._settings.label,
-            cut.label_value,
-            cut.directions,
-        )
+        just read (None: missing); on a conflict it is read again. A direction beyond the cut that
+        it is found cutting too stays cut: the pods in it may rely on that (a cut made wider by
+        hand), and a repair is never the thing that opens a quarantined pod's traffic."""
+        name, label, value = cut.network_policy, self._settings.label, cut.label_value
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
             if current is None:
                 try:
                     self._gateway.create_network_policy(
-                        namespace, netpol.deny_all_policy(namespace, name, label, value, directions)
+                        namespace, netpol.deny_all_policy(namespace, name, label, value, cut.directions)
                     )
-                    return True, False
+                    return DenyAllCheck(cut, created=True)
                 except KubeError as exc:
                     if exc.conflict:  # created concurrently (another replica, the chart): re-check it
                         continue
                     raise
+            beyond = netpol.deny_all_beyond(current.get("spec"), label, value, cut.directions)
+            directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
             if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
-                return False, False
+                return DenyAllCheck(cut, kept_beyond=beyond)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
                 self._gateway.replace_network_policy(namespace, name, repaired)
-                return False, True
+                return DenyAllCheck(cut, repaired=True, kept_beyond=beyond)
             except KubeError as exc:
                 if not exc.conflict:
                     raise
@@ -356,18 +449,26 @@ class ClusterActions:
 
     def _label_pod(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, requested: Isolation
-    ) -> tuple[dict[str, Any], QuarantineCut, Isolation | None]:
+    ) -> tuple[dict[str, Any], QuarantineCut, Isolation | None, DenyAllCheck | None]:
         """Label the pod into the cut ``requested``, widened to the cut it is in. A compare-and-set on
         the pod's version: a pod changed since it was read (another quarantine, by hand or by a
         replica; a release) is read again and its cut worked out afresh, so that a stale read never
-        narrows a wider quarantine. Returns the patched pod, the cut and the cut it was in.
+        narrows a wider quarantine. A pod moving from one cut's label value to another's (widened,
+        or off an earlier version's value) gets the new cut's deny-all ensured first, so that it is
+        never, even for a moment, in a policy that cuts less than the one it leaves (if that fails
+        it stays where it was). Returns the patched pod, the cut, the cut it was in, and what
+        ensuring the new cut's deny-all first did (None: not moved).
         Raises KubeError (404: the pod is gone), PodReplaced or KeptChanging (see pod_patch)."""
         label = self._settings.label
         chosen: list[tuple[QuarantineCut, Isolation | None]] = []
+        ensured: dict[Isolation, DenyAllCheck] = {}
 
         def metadata_for(meta: Mapping[str, Any]) -> dict[str, Any]:
-            current = self._settings.cut_of((meta.get("labels") or {}).get(label))
+            value = (meta.get("labels") or {}).get(label)
+            current = self._settings.cut_of(value)
             cut = self._settings.cut(widest(current, requested))
+            if current is not None and value != cut.label_value and cut.isolation not in ensured:
+                ensured[cut.isolation] = self.ensure_deny_all(pod.namespace, cut.isolation)
             chosen.append((cut, current))
             annotations = {
                 A_RULE: _clip(alert.rule),
@@ -381,7 +482,7 @@ class ClusterActions:
 
         patched = patch_as_read(self._gateway, pod, metadata_for)
         cut, current = chosen[-1]
-        return patched, cut, current
+        return patched, cut, current, ensured.get(cut.isolation)
 
     def _isolate(
         self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut
@@ -425,14 +526,19 @@ class ClusterActions:
         )
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
+        """Take out of ``policy`` the pods of the cuts that stop every direction it governs (never
+        a pod that relies on it in a direction its cut leaves alone); its types as read each time."""
         label = self._settings.label
         name = netpol.name_of(policy)
         current: Mapping[str, Any] | None = policy
         for _ in range(CONFLICT_RETRIES):
             if current is None:
                 return False
+            values = self._settings.covering_values(netpol.policy_directions(current.get("spec") or {}))
             try:
-                self._gateway.replace_network_policy(namespace, name, netpol.with_exclusion(current, label))
+                self._gateway.replace_network_policy(
+                    namespace, name, netpol.with_exclusion(current, label, values)
+                )
                 return True
             except KubeError as exc:
                 if not exc.conflict:
@@ -589,11 +695,11 @@ class ClusterActions:
             self._gateway.patch_pod(namespace, name, patch)
             if was_blocked and meta.get("uid"):
                 self._blocks.clear(namespace, str(meta["uid"]))
-            restored, kept = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
+            policies = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
         except KubeError as exc:
             return self._failure("release", exc, started)
         if was_labelled or was_blocked:
-            notes = [f"released by {by}: {reason}"]
+            notes = [release_note(by, reason)]
         elif A_QUARANTINED_AT in annotations:
             notes = [
                 f"{NOTHING_TO_RELEASE}: the label {label} was already gone; its quarantine record"
@@ -603,15 +709,12 @@ class ClusterActions:
             notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
         if was_blocked:
             notes.append("lifted its destination block")
-        if restored:
-            notes.append("restored NetworkPolicies " + ", ".join(restored))
-        if kept:
-            notes.append("kept exclusion on " + ", ".join(kept) + " (other pods are still quarantined)")
+        notes += policies.notes()
         outcome = ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
             "; ".join(notes),
-            patched_policies=tuple(restored),
+            patched_policies=policies.restored,
             started_ns=started,
             finished_ns=self._clock_ns(),
         )
@@ -634,10 +737,10 @@ class ClusterActions:
                 return key, netpol.name_of(policy)
         return None
 
-    def _undo_policy_patches(self, namespace: str, recorded: str) -> tuple[list[str], list[str]]:
+    def _undo_policy_patches(self, namespace: str, recorded: str) -> PolicyRestore:
+        """Restore the policies quarantines patched (``recorded`` on the pod, and any marked as
+        ours), each only while no quarantined pod of the namespace is one its exclusion takes out."""
         label = self._settings.label
-        # Any pod with the label, whatever its cut: an exclusion (`label DoesNotExist`) excludes them all.
-        still_quarantined = self._gateway.list_pods(namespace, label_selector=label)
         candidates = {n for n in recorded.split(",") if n}
         candidates |= {
             netpol.name_of(p)
@@ -645,25 +748,64 @@ class ClusterActions:
             if netpol.is_patched_by_us(p, label)
         }
         if not candidates:
-            return [], []
-        if still_quarantined:
-            return [], sorted(candidates)
-        restored = []
+            return PolicyRestore()
+        quarantined = self._quarantined_values(namespace)
+        restored, kept = [], []
         for name in sorted(candidates):
-            for _ in range(CONFLICT_RETRIES):
-                current = self._gateway.get_network_policy(namespace, name)
-                if current is None or not netpol.is_patched_by_us(current, label):
-                    break
-                try:
-                    self._gateway.replace_network_policy(
-                        namespace, name, netpol.without_exclusion(current, label)
-                    )
-                    restored.append(name)
-                    break
-                except KubeError as exc:
-                    if not exc.conflict:
-                        raise
-        return restored, []
+            outcome = self._restore_policy(namespace, name, quarantined)
+            if outcome is True:
+                restored.append(name)
+            elif outcome is False:
+                kept.append(name)
+        if not restored:
+            return PolicyRestore(kept=tuple(kept))
+        # A quarantine labels its pod before it reads the policies: one that found a policy still
+        # patched, before the restore, shows in a listing made after it.
+        return self._recheck_restored(namespace, restored, tuple(kept))
+
+    def _quarantined_values(self, namespace: str) -> set[str]:
+        """The quarantine label's values on the namespace's pods (any value, any cut)."""
+        label = self._settings.label
+        pods = self._gateway.list_pods(namespace, label_selector=label)
+        return {str(((p.get("metadata") or {}).get("labels") or {}).get(label)) for p in pods}
+
+    def _restore_policy(self, namespace: str, name: str, quarantined: set[str]) -> bool | None:
+        """Take our exclusion off the policy, as read now, unless it takes out a pod labelled one
+        of ``quarantined``. True: restored; False: kept; None: gone or no longer patched by us."""
+        label, cut_values = self._settings.label, self._settings.cut_values()
+        for _ in range(CONFLICT_RETRIES):
+            current = self._gateway.get_network_policy(namespace, name)
+            if current is None or not netpol.is_patched_by_us(current, label):
+                return None
+            if any(netpol.excludes(current, label, cut_values, value) for value in quarantined):
+                return False
+            try:
+                self._gateway.replace_network_policy(
+                    namespace, name, netpol.without_exclusion(current, label, cut_values)
+                )
+                return True
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being restored")
+
+    def _recheck_restored(self, namespace: str, restored: list[str], kept: tuple[str, ...]) -> PolicyRestore:
+        """List the quarantined pods again after restoring ``restored``: a policy whose exclusion
+        would take out one that appeared meanwhile gets it back (that pod's quarantine read it still
+        patched and reported it isolated)."""
+        quarantined = self._quarantined_values(namespace)
+        still_restored, reinstated, exposed = [], [], []
+        for name in restored:
+            current = self._gateway.get_network_policy(namespace, name)
+            spec = (current or {}).get("spec") or {}
+            covering = self._settings.covering_values(netpol.policy_directions(spec))
+            if current is None or not quarantined & set(covering):
+                still_restored.append(name)
+            elif self._exclude_from(namespace, current):
+                reinstated.append(name)
+            else:
+                exposed.append(name)
+        return PolicyRestore(tuple(still_restored), kept, tuple(reinstated), tuple(exposed))
 
     # -- shared -------------------------------------------------------------------------------
 

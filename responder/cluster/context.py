@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# Falco prints 12 characters of the id; fewer could match another container of the node.
+MIN_ID_LENGTH = 12
+
+
+def _bare_id(container_id: str) -> str:
+    """The id without the runtime's scheme ("containerd://"), lower-case."""
+    return container_id.split("://", 1)[-1].lower()
+
+
+def _has_id(container_id: str | None, wanted: str) -> bool:
+    full = _bare_id(container_id or "")
+    return bool(full) and full.startswith(wanted)
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerInfo:
@@ -14,6 +27,8 @@ class ContainerInfo:
     image_id: str | None = None
     container_id: str | None = None
     init: bool = False
+    # lastState.terminated.containerID: the run before the last restart (the kubelet keeps one).
+    previous_container_id: str | None = None
 
     @property
     def short_id(self) -> str | None:
@@ -22,6 +37,12 @@ class ContainerInfo:
             return None
         bare = self.container_id.split("://", 1)[-1]
         return bare[:12] if bare else None
+
+    def restarted_since(self, container_id: str) -> bool:
+        """Whether ``container_id`` names this container's run before its last restart, not its
+        current one."""
+        wanted = _bare_id(container_id)
+        return not _has_id(self.container_id, wanted) and _has_id(self.previous_container_id, wanted)
 
     @property
     def digest(self) -> str | None:
@@ -54,6 +75,9 @@ class PodContext:
     resource_version: str | None = None
     # spec.hostNetwork, which cannot change on a running pod: NetworkPolicies do not cover it.
     host_network: bool = False
+    # What lets its processes leave its network namespace for the node's, where no NetworkPolicy
+    # applies (cluster.network_escape, in words); None: nothing found.
+    network_escape: str | None = None
 
     @property
     def workload(self) -> OwnerRef | None:
@@ -61,11 +85,13 @@ class PodContext:
         return self.owners[-1] if self.owners else None
 
     def container_by_id(self, container_id: str) -> ContainerInfo | None:
-        wanted = container_id.split("://", 1)[-1].lower()
-        if len(wanted) < 12:
-            return None  # too short to identify a container safely
-        for container in self.containers:
-            full = (container.container_id or "").split("://", 1)[-1].lower()
-            if full and full.startswith(wanted):
-                return container
-        return None
+        """The container whose id starts with ``container_id``; failing that, the one whose run
+        before its last restart had it (an alert read after a crash, an OOM or a `kill 1`: the same
+        pod, network and volumes). None: neither, or an id too short to tell containers apart."""
+        wanted = _bare_id(container_id)
+        if len(wanted) < MIN_ID_LENGTH:
+            return None
+        running = next((c for c in self.containers if _has_id(c.container_id, wanted)), None)
+        if running is not None:
+            return running
+        return next((c for c in self.containers if _has_id(c.previous_container_id, wanted)), None)

@@ -14,6 +14,7 @@ from typing import Any
 
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
+from responder.cluster.network_escape import network_escape
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 MAX_OWNER_DEPTH = 5
@@ -64,9 +65,20 @@ def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
                     image_id=state.get("imageID") or None,
                     container_id=state.get("containerID") or None,
                     init=init,
+                    previous_container_id=_previous_container_id(state),
                 )
             )
     return tuple(result)
+
+
+def _previous_container_id(status: Mapping[str, Any]) -> str | None:
+    """The id of the container's run before its last restart (lastState.terminated.containerID)."""
+    last = status.get("lastState")
+    terminated = last.get("terminated") if isinstance(last, Mapping) else None
+    if not isinstance(terminated, Mapping):
+        return None
+    container_id = terminated.get("containerID")
+    return container_id if isinstance(container_id, str) and container_id else None
 
 
 def controller_ref(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -179,6 +191,7 @@ class PodDirectory:
             namespace_labels=self.namespace_labels(namespace),
             resource_version=meta.get("resourceVersion"),
             host_network=spec.get("hostNetwork") is True,
+            network_escape=network_escape(spec),
         )
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Is this alert about the pod it names? The check that stops forged alerts from acting.
 
 A forged alert can name any namespace/pod; it cannot easily know the pod's container ids
-(random 64-hex runtime ids) nor make the node match unless it already owns that node.
+(random 64-hex runtime ids) nor make the node match unless it already owns that node. A container
+restarted since the alert (a crash, an OOM, the attacker's `kill 1`) is matched by its previous id.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from enum import StrEnum
 
 from responder.alert import Alert
 from responder.cluster.context import PodContext
+
+# The reason of a verification that matched the container's run before its last restart.
+RESTARTED_SINCE = "container restarted since the alert: the alert's container.id is its previous run"
 
 
 class VerificationStatus(StrEnum):
@@ -36,7 +40,9 @@ class Verification:
 
 
 def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verification:
-    """Compare the alert's container id and hostname with the live pod (pure)."""
+    """Compare the alert's container id and hostname with the live pod (pure). The id may be a
+    container's current one or, restarted since, its previous one (the pod's status keeps it): the
+    same pod (its uid and node), so the same network identity, volumes and token."""
     if alert.namespace != pod.namespace or alert.pod != pod.name:
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
     container_id = alert.container_id
@@ -61,4 +67,7 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
                 VerificationStatus.UNVERIFIED,
                 f"alert came from host {alert.hostname[:253]!r} but the pod runs on {pod.node!r}",
             )
-    return Verification(VerificationStatus.VERIFIED, container_name=container.name)
+    # Verified, and said: the container the alert came from has restarted since (its previous id,
+    # as the kubelet keeps it, in the same pod).
+    restarted = RESTARTED_SINCE if container.restarted_since(container_id) else ""
+    return Verification(VerificationStatus.VERIFIED, restarted, container_name=container.name)

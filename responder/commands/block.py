@@ -23,14 +23,14 @@ MANUAL_RULE = "destination blocked by hand"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pods", nargs="+", metavar="POD", help="the pods' names (blocked in this order)")
-    parser.add_argument("--namespace", "-n", required=True)
+    parser.add_argument("--namespace", "-n", required=True, help="the pods' namespace")
     parser.add_argument(
         "--address",
         required=True,
         help="the public IP address the pods may no longer reach (Slack gives the alert's)",
     )
     parser.add_argument("--reason", required=True, help="why (recorded in the Event and the journal)")
-    parser.add_argument("--by", help="who blocks (default: USER@host)")
+    parser.add_argument("--by", help=by_hand.BY_HELP)
     by_hand.add_incident_option(parser, "block")
     parser.add_argument(
         "--config",

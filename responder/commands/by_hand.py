@@ -26,6 +26,7 @@ from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config, load_config
 from responder.errors import UserError
+from responder.incident import BY_PLACEHOLDER
 from responder.journal import Journal
 
 
@@ -77,10 +78,27 @@ def recorded_text(what: str, value: str) -> str:
     return value
 
 
+# Set in every container of a Kubernetes pod: there USER@host names the pod's account (nonroot@
+# the responder's pod, when run with kubectl exec as Slack says), not the person who acts.
+IN_POD_ENV = "KUBERNETES_SERVICE_HOST"
+BY_HELP = "who acts, recorded as who (required inside a Kubernetes pod; elsewhere default: USER@host)"
+
+
 def who_acts(by: str | None) -> str:
-    """--by as recorded, or USER@host when not given (checked as --by would be)."""
+    """--by as recorded, or USER@host when not given (checked as --by would be). Refused: a --by
+    that still holds Slack's placeholder, and no --by inside a pod (USER@host is no person there)."""
     if by is not None:
+        if BY_PLACEHOLDER in by:
+            raise UserError(
+                f"--by {by!r}: replace {BY_PLACEHOLDER} with your own name (it is recorded as who acted);"
+                " nothing was done"
+            )
         return recorded_text("--by", by)
+    if os.environ.get(IN_POD_ENV):
+        raise UserError(
+            "--by is required inside a Kubernetes pod: USER@host here names the pod's account, not you;"
+            " pass --by 'your name' (with kubectl exec: --by \"$USER\"); nothing was done"
+        )
     return recorded_text(
         "the default --by (USER@host; set --by)", f"{getpass.getuser()}@{socket.gethostname()}"
     )

@@ -1,6 +1,8 @@
 """`serving-guard config check FILE [--rules FILE...]`: validate a config, print the effective
 policy, and report what its policies can never do (a policy an earlier one shadows; with --rules, a
-rule name or glob that matches no rule). Exit 2 for an invalid config, 1 for such findings."""
+rule name or glob that matches no rule, and shadows seen through the rules' tags). Exit 2 for an
+invalid config, 1 for such findings, else 0: also for a config `serve` refuses (no input) but
+`ingest` reads, whose first line says so, and for warnings and notes (on stderr)."""
 
 from __future__ import annotations
 
@@ -11,21 +13,47 @@ import sys
 
 from responder.config import Config, SecretRef, SlackMode, config_from_document, located
 from responder.errors import UserError
-from responder.policy_review import unmatched_rule_patterns, unreachable_policies
+from responder.policy_review import PolicyFinding, RuleTags, unmatched_rule_patterns, unreachable_policies
 from responder.rulespack.expand import load_paths
-from responder.yamlsource import load_yaml_file
+from responder.serve_review import serve_refusal, unannounced_cuts
+from responder.yamlsource import YamlDocument, load_yaml_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="the responder's YAML config")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    # The config is optional to argparse only so that a config swallowed by --rules (which takes
+    # every file after it) gets an error that says so, not "file is required" (see _config_file).
+    parser.usage = "%(prog)s FILE [-h] [--format {text,json}] [--rules FILE [FILE ...]]"
+    parser.add_argument("file", nargs="?", metavar="FILE", help="the responder's YAML config")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: the effective policy in words (default); json: the same as one JSON document,"
+        " with the findings",
+    )
     parser.add_argument(
         "--rules",
         nargs="+",
         metavar="FILE",
         help="the Falco rules files loaded beside it (the pack, Falco's own): every rule name or glob"
-        " in the policies must match a rule of these",
+        " in the policies must match a rule of these, and a policy an earlier one shadows through"
+        " the rules' tags is found too. Give the config file first: --rules takes every file after it",
     )
+    parser.epilog = (
+        "exit status: 0 valid (also when only `ingest` can use it: the first line says why serve"
+        " refuses it); 1 valid, with findings (stderr, file:line); 2 invalid"
+    )
+
+
+def _config_file(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        return str(args.file)
+    if args.rules and len(args.rules) > 1:
+        raise UserError(
+            f"no config file: --rules took every file after it, {args.rules[-1]} too; put the config"
+            " file first: serving-guard config check CONFIG --rules RULES_FILE..."
+        )
+    raise UserError("no config file: serving-guard config check CONFIG [--rules RULES_FILE...]")
 
 
 def effective_policy(config: Config) -> dict[str, object]:
@@ -46,7 +74,10 @@ def effective_policy(config: Config) -> dict[str, object]:
                 "dry_run": policy.dry_run,
                 # The cut its quarantines make (the policy's own, else quarantine.isolate).
                 "isolate": config.policy_isolation(policy).value,
-                "slack_channel": policy.slack.channel or config.slack.default_channel,
+                # Only a bot posts to a channel of ours: a webhook has its own.
+                "slack_channel": (policy.slack.channel or config.slack.default_channel)
+                if config.slack.mode is SlackMode.BOT
+                else None,
             }
             for policy in config.policies
         ],
@@ -65,14 +96,45 @@ def effective_policy(config: Config) -> dict[str, object]:
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
             "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
         },
-        "slack": config.slack.mode.value,
+        "slack": {
+            "mode": config.slack.mode.value,
+            "default_channel": config.slack.default_channel if config.slack.mode is SlackMode.BOT else None,
+            "min_priority": config.slack.min_priority.label,
+        },
     }
+
+
+def _policy_channel(item: dict[str, object], mode: str) -> str:
+    if mode == SlackMode.DISABLED:
+        return "Slack channel: none (slack.mode is disabled)"
+    if mode == SlackMode.WEBHOOK:
+        return "Slack channel: the webhook's own"
+    return f"Slack channel {item['slack_channel']}"
+
+
+def _slack_summary(slack: dict[str, str | None]) -> str:
+    mode = slack["mode"]
+    if mode == SlackMode.DISABLED:
+        return (
+            "slack: disabled: nothing is posted and no channel is used; the journal (serving-guard audit)"
+            " is the only record"
+        )
+    if mode == SlackMode.WEBHOOK:
+        where = (
+            "to the webhook's own channel (slack.default_channel and the policies' slack.channel are"
+            " not used)"
+        )
+    else:
+        where = f"to {slack['default_channel']} unless a policy names its channel"
+    return f"slack: {mode}, posting {where}, from priority {slack['min_priority']}"
 
 
 def _text(policy: dict[str, object]) -> str:
     lines = []
     policies = policy["policies"]
     assert isinstance(policies, list)
+    slack = policy["slack"]
+    assert isinstance(slack, dict)
     for index, item in enumerate(policies, 1):
         match = item["match"]
         conditions = [f"rules {', '.join(match['rules'])}"]
@@ -90,12 +152,12 @@ def _text(policy: dict[str, object]) -> str:
         trial = " (dry-run: predicted and reported, nothing changed)" if item["dry_run"] else ""
         cut = f" cutting {_CUTS[item['isolate']]}" if "quarantine" in item["actions"] else ""
         lines.append(
-            f"   do {', '.join(item['actions'])}{cut}{trial};"
-            f" Slack channel {item['slack_channel'] or '(none)'}"
+            f"   do {', '.join(item['actions'])}{cut}{trial}; {_policy_channel(item, slack['mode'])}"
         )
     default_actions = policy["default_actions"]
     assert isinstance(default_actions, list)
     lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")
+    lines.append(_slack_summary(slack))
     guard = policy["guardrails"]
     assert isinstance(guard, dict)
     # What blocks do is said only where a policy blocks.
@@ -182,23 +244,61 @@ _CUTS = {
 }
 
 
+def unused_channels(config: Config, document: YamlDocument) -> list[str]:
+    """Policies' own Slack channels in webhook mode, where every post goes to the webhook's own
+    channel: set, and without effect."""
+    if config.slack.mode is not SlackMode.WEBHOOK:
+        return []
+    return [
+        located(
+            document,
+            ("policies", index, "slack", "channel"),
+            f"{policy.slack.channel!r} has no effect: slack.mode is webhook, which posts to the"
+            " webhook's own channel",
+        )
+        for index, policy in enumerate(config.policies)
+        if policy.slack.channel
+    ]
+
+
+def _findings(config: Config, rules_files: list[str] | None) -> list[PolicyFinding]:
+    if not rules_files:
+        return unreachable_policies(config)
+    ruleset = load_paths(rules_files)
+    where = ", ".join(rules_files)
+    # A disabled rule raises no alert, so it takes none from a policy.
+    rule_tags: RuleTags = {name: frozenset(rule.tags) for name, rule in ruleset.rules.items() if rule.enabled}
+    return unreachable_policies(config, rule_tags, where) + unmatched_rule_patterns(
+        config, ruleset.rules.keys(), where
+    )
+
+
+def _headline(path: str, problems: int, refusal: str | None) -> str:
+    found = f", with {problems} finding(s)" if problems else ""
+    if refusal is not None:
+        return f"{path}: valid for `serving-guard ingest` only{found}; serve refuses it: {refusal}"
+    return f"{path}: valid{found}" if problems else f"{path}: ok"
+
+
 def run(args: argparse.Namespace) -> int:
-    document = load_yaml_file(args.file, "a config file")
+    path = _config_file(args)
+    document = load_yaml_file(path, "a config file")
     config = config_from_document(document)
-    findings = unreachable_policies(config)
-    if args.rules:
-        ruleset = load_paths(list(args.rules))
-        findings += unmatched_rule_patterns(config, ruleset.rules.keys(), ", ".join(args.rules))
-    findings.sort(key=lambda finding: finding.path)
+    findings = sorted(_findings(config, args.rules), key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
+    refusal = serve_refusal(config)
+    warning = unannounced_cuts(config)
     policy = effective_policy(config)
     if args.format == "json":
-        print(json.dumps({**policy, "findings": problems}, indent=2))
+        extra = {"serve_refuses": refusal, "warnings": [warning] if warning else [], "findings": problems}
+        print(json.dumps({**policy, **extra}, indent=2))
     else:
-        print(f"{args.file}: ok" if not problems else f"{args.file}: valid, with {len(problems)} finding(s)")
+        print(_headline(path, len(problems), refusal))
         print(_text(policy))
     for problem in problems:
         print(problem, file=sys.stderr)
-    for note in unreadable_here(config):
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in unused_channels(config, document) + unreadable_here(config):
         print(f"note: {note}", file=sys.stderr)
     return 1 if problems else 0

@@ -84,12 +84,17 @@ def _pod_named_by(
     )
 
 
+def _names_a_pod(alert: Alert) -> bool:
+    return bool(alert.namespace and alert.pod)
+
+
 def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[str]:
     """The explanation, line by line."""
+    named = _names_a_pod(alert)
     pod = None
-    if pod_labels:
+    if pod_labels and named:
         pod = _pod_named_by(alert, pod_labels)
-    where = f"{alert.namespace}/{alert.pod}" if alert.namespace and alert.pod else "(no pod named)"
+    where = f"{alert.namespace}/{alert.pod}" if named else "(no pod named)"
     lines = [f"alert: {alert.rule!r}, priority {alert.priority.label}, source {alert.source}, pod {where}"]
     if alert.tags:
         lines.append(f"  tags: {', '.join(alert.tags)}")
@@ -105,7 +110,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
         if reason is None:
             matched = policy
             lines.append(f"{index}. {policy.name}: MATCHES")
-        elif pod is None and _matches_with_its_labels(policy, alert):
+        elif pod is None and named and _matches_with_its_labels(policy, alert):
             # Whether it decides is the live pod's to say, not a "no".
             lines.append(f"{index}. {policy.name}: DEPENDS on the live pod's labels: {reason}")
             if depends is None:
@@ -115,6 +120,8 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
             lines.append(f"{index}. {policy.name}: no: {reason}")
     if matched is None:
         lines.append("no policy matches: default_actions apply")
+    if not named:
+        return lines + _decision_without_a_pod(config, alert)
     guard = config.guardrails
     # The decision as it would be for a verified alert in an opted-in namespace with the breaker
     # closed: what the policy asks for; the checks that can take it away are listed after it.
@@ -135,16 +142,7 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
             f" NetworkPolicy {cut.network_policy} (a pod already cut otherwise is widened, never narrowed)"
         )
     if ActionName.BLOCK_DESTINATION in decision.requested:
-        settings = config.block_destination
-        target = destination.target_of(alert, settings.address_fields, settings.never_block)
-        if isinstance(target, str):
-            lines.append(f"  block_destination: nothing to block: {target}")
-        else:
-            lines.append(
-                f"  block_destination: {target.address} ({target.field}), through the pod's own NetworkPolicy"
-                f" {settings.network_policy_prefix}-<hash of its uid> (made only where no other policy"
-                " restricts the pod's egress)"
-            )
+        lines.append(_block_line(config, alert))
     if decision.dry_run:
         cause = (
             f"policy {decision.policy} is in dry-run"
@@ -162,14 +160,45 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
     return lines
 
 
+def _block_line(config: Config, alert: Alert) -> str:
+    settings = config.block_destination
+    target = destination.target_of(alert, settings.address_fields, settings.never_block)
+    if isinstance(target, str):
+        return f"  block_destination: nothing to block: {target}"
+    return (
+        f"  block_destination: {target.address} ({target.field}), through the pod's own NetworkPolicy"
+        f" {settings.network_policy_prefix}-<hash of its uid> (made only where no other policy"
+        " restricts the pod's egress)"
+    )
+
+
+def _decision_without_a_pod(config: Config, alert: Alert) -> list[str]:
+    """The decision as the pipeline makes it for an alert that names no pod (a host event, Falco
+    without Kubernetes metadata): nothing to verify, so no pod is acted on, and Slack is told."""
+    verification = Verification(
+        VerificationStatus.NO_POD_IDENTITY, "alert carries no k8s.ns.name/k8s.pod.name"
+    )
+    decision = decide(alert, None, verification, GuardrailState(), config)
+    lines = [f"decision: {', '.join(a.value for a in decision.requested) or 'nothing'}"]
+    held = ", ".join(a.value for a in decision.requested if a in ISOLATING)
+    lines += [f"  {held} WITHHELD: {reason}" for reason in decision.withheld]
+    return lines + _slack_lines(
+        config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.actions
+    )
+
+
 def _slack_lines(config: Config, channel: str | None, notify: bool, asked: bool) -> list[str]:
     if not asked:
         return ["  Slack: not asked for (only a withheld action or an unverified alert is told)"]
     if config.slack.mode is SlackMode.DISABLED:
-        return ["  Slack: slack.mode is disabled: journaled only"]
+        return ["  Slack: slack.mode is disabled: journaled only, no channel is used"]
     if not notify:
         return ["  Slack: not sent: the priority is below the policy's or slack.min_priority"]
-    return [f"  Slack: {channel or '(the webhook channel)'}"]
+    if config.slack.mode is SlackMode.WEBHOOK:
+        # An incoming webhook posts to the channel it was made for, whatever the config names.
+        unused = f" ({channel} is not used: slack.mode is webhook)" if channel else ""
+        return [f"  Slack: the webhook's own channel{unused}"]
+    return [f"  Slack: {channel}"]
 
 
 def _checks(config: Config, alert: Alert, requested: tuple[ActionName, ...]) -> list[str]:
@@ -179,7 +208,10 @@ def _checks(config: Config, alert: Alert, requested: tuple[ActionName, ...]) -> 
     lines = ["before it acts, the responder checks:"]
     container = alert.container_id or "(none: such an alert is never acted on)"
     node = f" on node {alert.hostname}" if config.cluster.verify_node else ""
-    lines.append(f"  - the live pod {alert.namespace}/{alert.pod} has container {container}{node}")
+    lines.append(
+        f"  - the live pod {alert.namespace}/{alert.pod} has container {container}"
+        f" (running, or restarted since){node}"
+    )
     if namespace is not None and namespace in guard.protected_namespaces:
         lines.append(f"  - namespace {namespace} is protected: actions on the pod are ALWAYS withheld there")
     elif guard.enforce_namespace_label:

@@ -22,11 +22,11 @@ MANUAL_RULE = "quarantined by hand"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pods", nargs="+", metavar="POD", help="the pods' names (quarantined in this order)")
-    parser.add_argument("--namespace", "-n", required=True)
+    parser.add_argument("--namespace", "-n", required=True, help="the pods' namespace")
     parser.add_argument(
         "--reason", required=True, help="why (recorded on the pod, in the Event and the journal)"
     )
-    parser.add_argument("--by", help="who quarantines (default: USER@host)")
+    parser.add_argument("--by", help=by_hand.BY_HELP)
     by_hand.add_incident_option(parser, "quarantine")
     parser.add_argument(
         "--isolate",

@@ -8,10 +8,11 @@ import argparse
 import contextlib
 import sys
 
-from responder.actions.outcome import OutcomeStatus
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.cluster.api import KubeGateway
 from responder.commands.by_hand import (
+    BY_HELP,
     add_incident_option,
     checked_incident,
     checked_pods,
@@ -29,9 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "pods", nargs="+", metavar="POD", help="the quarantined pods' names (released in this order)"
     )
-    parser.add_argument("--namespace", "-n", required=True)
+    parser.add_argument("--namespace", "-n", required=True, help="the pods' namespace")
     parser.add_argument("--reason", required=True, help="why it is safe to release (recorded)")
-    parser.add_argument("--by", help="who releases (default: USER@host)")
+    parser.add_argument("--by", help=BY_HELP)
     add_incident_option(parser, "release")
     parser.add_argument("--config", help="the responder's config (label, policy names, cluster, journal)")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube/config)")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = actions.release(
                 args.namespace, pod, by=by, reason=reason, labels_known=bool(args.config)
             )
-            print(f"{args.namespace}/{pod}: {outcome.describe()}", flush=True)
+            print(f"{args.namespace}/{pod}: {_said(outcome)}", flush=True)
             released += outcome.status is OutcomeStatus.RELEASED
             told = record(
                 journal,
@@ -70,3 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if len(pods) > 1 and released < len(pods):
         print(f"{len(pods) - released} of {len(pods)} pods not released", file=sys.stderr)
     return 0 if released == len(pods) else 1
+
+
+def _said(outcome: ActionOutcome) -> str:
+    """The release's outcome for the terminal: a pod the API does not know is "not found", as the
+    other commands by hand say it (the API's own words would say it twice)."""
+    return "not found" if outcome.status is OutcomeStatus.POD_GONE else outcome.describe()

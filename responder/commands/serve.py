@@ -17,6 +17,7 @@ from responder.errors import UserError
 from responder.logs import setup_logging
 from responder.memory_budget import container_memory_limit, tls_memory_warning
 from responder.policy_review import unreachable_policies
+from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.service import Responder
 
 log = logging.getLogger("serving_guard.serve")
@@ -107,19 +108,24 @@ def warn_of_unreachable_policies(config: Config) -> None:
         )
 
 
+def warn_of_unannounced_cuts(config: Config) -> None:
+    """Pods cut off with Slack disabled: nobody would hear of it but from the journal."""
+    warning = unannounced_cuts(config)
+    if warning is not None:
+        log.warning(warning)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    inputs = config.inputs
-    if not (inputs.http.enabled or inputs.grpc.enabled):
-        # Else it would run, healthy, and never receive an alert.
+    refusal = serve_refusal(config)
+    if refusal is not None:
         raise UserError(
-            f"{args.config}: no input is enabled: configure inputs.http (Falco's http_output, the"
-            " Falcosidekick webhook) or inputs.grpc (Falco <= 0.43); `serving-guard ingest` reads"
-            " alerts from a file without one"
+            f"{args.config}: {refusal}; `serving-guard ingest` reads alerts from a file without one"
         )
     setup_logging(config.logging.level, config.logging.format)
     warn_if_tls_connections_exceed_memory(config)
     warn_of_unreachable_policies(config)
+    warn_of_unannounced_cuts(config)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
         log.info("starting", extra={"event_loop": config.server.event_loop})
         runner.run(serve(config, args.config))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from responder.alert import Alert, AlertError, rejection_code
+from responder.alert import WHOLE_PAYLOAD, Alert, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
@@ -283,7 +283,7 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
         except AlertError as exc:
             sink.reject(InputName.HTTP, rejection_code(exc), str(exc))
             hint = ""
-            if exc.field == "body" and request.content_type == "text/plain":
+            if exc.field == WHOLE_PAYLOAD and request.content_type == "text/plain":
                 hint = "Falco must run with json_output: true"
             return json_error(
                 400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})

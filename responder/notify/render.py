@@ -22,7 +22,9 @@ from responder.actions.outcome import (
     NOT_PATCHED,
     WIDENED,
     ActionOutcome,
+    KeptOut,
     OutcomeStatus,
+    release_note,
 )
 from responder.alert import (
     FIELD_CMDLINE,
@@ -38,6 +40,7 @@ from responder.alert import (
     Priority,
 )
 from responder.cluster.context import ContainerInfo
+from responder.cluster.network_escape import NETWORK_ESCAPE
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
@@ -352,14 +355,41 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
     if status is OutcomeStatus.ANNOTATED:
         return ":memo: *Annotated* the pod (its network is unchanged)."
     if status is OutcomeStatus.RELEASED:
-        return ":unlock: *Released*" + (f": {detail}" if detail else ".")
+        rest = escape(_beyond_who_and_why(outcome, outcome.by_hand), REASON_LIMIT)
+        return ":unlock: *Released*" + (f": {rest}." if rest else ".")
     return f"*{action}*: {escape(status.value, SHORT_LIMIT)}"  # pragma: no cover - every status is above
+
+
+def _beyond_who_and_why(outcome: ActionOutcome, who: str | None) -> str:
+    """A release's detail without the "released by WHO: WHY" it opens with, where the message
+    says who and why apart (an action by hand); any other detail as it is."""
+    reason = outcome.reason
+    if outcome.status is not OutcomeStatus.RELEASED or who is None or reason is None:
+        return outcome.detail
+    note = release_note(who, reason)
+    if not outcome.detail.startswith(note):
+        return outcome.detail
+    return outcome.detail[len(note) :].lstrip("; ")
+
+
+def _kept_out_text(outcome: ActionOutcome, kept_out: KeptOut, address: str) -> str:
+    """A block that made nothing: its address was out of the pod's reach already."""
+    policies = _join_codes(outcome.kept_out_by)
+    if kept_out is KeptOut.QUARANTINE:
+        why = f"a quarantine cuts all of the pod's egress ({policies})"
+    else:
+        why = f"the pod's egress is restricted by {policies}, none of which allows it"
+    return f":no_entry: *No block made*: {address} is already out of the pod's reach: {why}."
 
 
 def _block_text(outcome: ActionOutcome, detail: str) -> str:
     address = code(str(outcome.extra.get(BLOCKED_ADDRESS, "?")), SHORT_LIMIT)
+    kept_out = outcome.kept_out
+    if outcome.status is OutcomeStatus.BLOCKED and kept_out is not None:
+        return _kept_out_text(outcome, kept_out, address)
     if outcome.status is OutcomeStatus.BLOCKED:
-        return f":no_entry: *Blocked* egress to {address}: the pod keeps the rest of its traffic" + (
+        # Made and proven: a block policy of its own, which leaves the pod's other egress alone.
+        return f":no_entry: *Blocked* egress to {address}: the pod's other egress is unchanged" + (
             f" ({detail})." if detail else "."
         )
     widened = outcome.extra.get(WIDENED)
@@ -370,33 +400,98 @@ def _block_text(outcome: ActionOutcome, detail: str) -> str:
             " allows what they deny" + (f" ({detail})." if detail else ".")
         )
     still = f" still allowed by {_join_codes(outcome.leaky_policies)}" if outcome.leaky_policies else ""
-    advice = (
-        " No NetworkPolicy reaches a host-network pod: only stopping the pod cuts it."
-        if HOST_NETWORK in outcome.detail
-        else " Check the pod's traffic; quarantining its egress cuts it whatever other policies allow."
-    )
+    if HOST_NETWORK in outcome.detail:
+        advice = " No NetworkPolicy reaches a host-network pod: only stopping the pod cuts it."
+    elif NETWORK_ESCAPE in outcome.detail:
+        advice = " No NetworkPolicy holds a pod that can leave its network namespace: only stopping it does."
+    else:
+        advice = " Check the pod's traffic; quarantining its egress cuts it whatever other policies allow."
     return (
         f":warning: *Block of {address} NOT in force*:{still}" + (f" ({detail})." if detail else ".") + advice
     )
 
 
+# The actions that set or lift the pod's network state: a later one taken by hand replaces the
+# earlier word on it (an annotation stays true).
+_NETWORK_ACTIONS = frozenset({"quarantine", BLOCK_DESTINATION, "release"})
+
+
+def _changed_the_pod(outcome: ActionOutcome) -> bool:
+    """The action came out as meant, or left its label on: its word on the pod is the latest (a
+    failure that labelled nothing left the pod as it was)."""
+    return outcome.ok or outcome.labelled or outcome.block_labelled
+
+
+def _replaces(by_hand: ActionOutcome, earlier: ActionOutcome) -> bool:
+    """``by_hand`` (a later action a person took) makes ``earlier`` history: a release ends every
+    quarantine and block before it; a quarantine, or a block of the same address, replaces the
+    earlier word on it (a prediction, a hold, a leak) and an earlier release."""
+    if by_hand.action not in _NETWORK_ACTIONS or earlier.action not in _NETWORK_ACTIONS:
+        return False
+    if "release" in (by_hand.action, earlier.action):
+        return True
+    if by_hand.action != earlier.action:
+        return False
+    return by_hand.action != BLOCK_DESTINATION or (
+        by_hand.extra.get(BLOCKED_ADDRESS) == earlier.extra.get(BLOCKED_ADDRESS)
+    )
+
+
+def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
+    """A later outcome made ``outcome`` history: an action by hand, what it replaces; and whatever
+    quarantined or blocked the pod after a release, the release."""
+    for after in later:
+        if not _changed_the_pod(after):
+            continue
+        if after.by_hand is not None and _replaces(after, outcome):
+            return True
+        if outcome.action == "release" and after.action in ("quarantine", BLOCK_DESTINATION):
+            return True
+    return False
+
+
+def _withheld_taken_by_hand(asked: Sequence[str], outcomes: Sequence[ActionOutcome]) -> bool:
+    """Every action the decision held back was taken by hand since, or the pod was released."""
+    done = {o.action for o in outcomes if o.by_hand is not None and _changed_the_pod(o)}
+    return "release" in done or (bool(asked) and set(asked) <= done)
+
+
+def _history_line(outcome: ActionOutcome) -> str:
+    said = "• " + escape(outcome.describe(), REASON_LIMIT)
+    who = outcome.by_hand
+    if who is None or outcome.status is OutcomeStatus.RELEASED:  # a release's words name who
+        return said
+    return f"{said} (by hand, by *{escape(who, SHORT_LIMIT)}*)"
+
+
 def _action_lines(report: IncidentReport) -> list[str]:
+    """What was done about the pod, its latest state first: what a later action by hand replaced
+    (a release, a quarantine or a block taken by hand) follows, under "Before that"."""
     decision = report.decision
+    outcomes = report.outcomes
     lines: list[str] = []
+    before: list[str] = []
     withheld = set(decision.withheld)
-    for outcome in report.outcomes:
+    for index, outcome in enumerate(outcomes):
         if outcome.status is OutcomeStatus.WITHHELD and outcome.detail in withheld:
             continue  # said below, with the decision's reasons
-        lines.append(_outcome_line(outcome, decision))
+        if _replaced(outcome, outcomes[index + 1 :]):
+            before.append(_history_line(outcome))
+        else:
+            lines.append(_outcome_line(outcome, decision))
     if decision.withheld:
         # What was held back (a block may be, beside a quarantine that went ahead).
         asked = [
             a.value for a in decision.requested if a is not ActionName.NOTIFY and a not in decision.actions
         ]
-        what = " and ".join(asked) or "action"
-        lines.append(f":pause_button: *{escape(what, SHORT_LIMIT)} withheld*, because:")
-        lines.extend("• " + escape(reason, REASON_LIMIT) for reason in decision.withheld)
-    acted = {o.action for o in report.outcomes}
+        what = escape(" and ".join(asked) or "action", SHORT_LIMIT)
+        if _withheld_taken_by_hand(asked, outcomes):
+            reasons = escape("; ".join(decision.withheld), REASON_LIMIT)
+            before.append(f"• {what} withheld: {reasons}")
+        else:
+            lines.append(f":pause_button: *{what} withheld*, because:")
+            lines.extend("• " + escape(reason, REASON_LIMIT) for reason in decision.withheld)
+    acted = {o.action for o in outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
         if decision.dry_run and action in ISOLATING:
@@ -407,7 +502,7 @@ def _action_lines(report: IncidentReport) -> list[str]:
         lines.append(
             f":bell: *Notified only*: policy {code(decision.policy, NAME_LIMIT)} takes no action on the pod."
         )
-    return lines
+    return lines + (["_Before that:_", *before] if before else [])
 
 
 def _unverified_lines(report: IncidentReport) -> list[str]:
@@ -428,11 +523,11 @@ def _verification_text(report: IncidentReport) -> str:
     reason = escape(verification.reason, REASON_LIMIT) if verification.reason else ""
     status = verification.status
     if status is VerificationStatus.VERIFIED:
-        return ":white_check_mark: Verified against the live pod" + (
-            f" (container {code(verification.container_name, NAME_LIMIT)})"
-            if verification.container_name
-            else ""
-        )
+        # A reason here says how it matched (the container restarted since the alert).
+        name = verification.container_name
+        said = [f"container {code(name, NAME_LIMIT)}"] if name else []
+        said += [reason] if reason else []
+        return ":white_check_mark: Verified against the live pod" + (f" ({'; '.join(said)})" if said else "")
     if status is VerificationStatus.UNVERIFIED:
         return ":no_entry: UNVERIFIED: " + (reason or "does not match the live pod")
     if status is VerificationStatus.POD_NOT_FOUND:
@@ -689,6 +784,8 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
 # What a person did, in a by-hand reply's words: the action's verb.
 _BY_HAND_VERBS = {"quarantine": "quarantined", "release": "released", BLOCK_DESTINATION: "blocked egress for"}
 _BY_HAND_TRIED = {BLOCK_DESTINATION: "block a destination for"}
+# ...and for a block that found its address out of reach already (nothing was blocked).
+_KEPT_OUT_VERB = "asked to block egress for"
 
 
 def render_by_hand(
@@ -697,12 +794,22 @@ def render_by_hand(
     """The thread reply telling what a person did about the incident by hand (``serving-guard
     quarantine`` or ``release`` with ``--incident``): who, to which pod, with what result, and why."""
     verb = _BY_HAND_VERBS.get(outcome.action, outcome.action)
+    if outcome.kept_out is not None:
+        verb = _KEPT_OUT_VERB  # nothing was blocked: say what was asked, not that it was done
     who = escape(actor, SHORT_LIMIT)
     where = code(f"{namespace}/{pod}", NAME_LIMIT)
     icon = ":raised_hand:" if outcome.ok else ":warning:"
     lines = _Lines()
     if outcome.ok:
-        lines.add(f"{icon} *{who}* {verb} {where} by hand: {escape(outcome.describe(), REASON_LIMIT)}.")
+        # A release's detail opens with who and why, said here apart.
+        done = (
+            outcome.describe()
+            if outcome.status is not OutcomeStatus.RELEASED
+            else _beyond_who_and_why(outcome, actor)
+        )
+        lines.add(
+            f"{icon} *{who}* {verb} {where} by hand" + (f": {escape(done, REASON_LIMIT)}." if done else ".")
+        )
     else:
         # The person meant to act; say plainly that it did not come out as meant.
         tried = _BY_HAND_TRIED.get(outcome.action, outcome.action)

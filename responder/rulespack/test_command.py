@@ -1,10 +1,11 @@
 """`serving-guard rules test`: run the pack on recorded syscall captures and print the detection matrix.
 
 Every rule is evaluated by the real libsinsp of Debian's sysdig reading each capture, with the
-pack's scope retargeted by an override rules file (the captures are host processes). The
-expectations (which rule must fire on which action, which parts are benign) come from the
-examples file. Exit status: 0 all expectations met; 1 a failure; 3 sysdig is not installed
-(an error instead when SERVING_GUARD_REQUIRE_SYSDIG=1).
+pack's scope retargeted by an override rules file (the captures are host processes). Load order:
+the pack, that scope override, then the user's --override files (tuning). The expectations (which
+rule must fire on which action, which parts are benign) come from the examples file. Exit
+status: 0 all expectations met; 1 a failure; 3 sysdig is not installed (an error instead when
+SERVING_GUARD_REQUIRE_SYSDIG=1).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sys
 from pathlib import Path
 
 from responder.rulespack.check import ExitCode
-from responder.rulespack.examples import load_examples
+from responder.rulespack.examples import ExamplesFile, load_examples
 from responder.rulespack.matrix import render_json, render_table
 from responder.rulespack.paths import default_captures, default_examples, default_pack, display_path
-from responder.rulespack.suite import SuiteInput, run_suite
+from responder.rulespack.suite import SuiteInput, capture_files, run_suite
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 
 
@@ -30,7 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory of .scap captures (default: tests/fixtures/captures)",
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: the detection matrix (default); json: the same as one JSON document",
+    )
     parser.add_argument(
         "--rules",
         default=None,
@@ -40,10 +46,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--override",
         action="append",
+        default=[],
+        metavar="FILE",
+        help="a rules file of yours (tuning) loaded after the pack and the scope override, repeatable,"
+        " in load order",
+    )
+    parser.add_argument(
+        "--scope-override",
         default=None,
         metavar="FILE",
-        help="rules file loaded after the pack, repeatable (default: the examples' captures.scope_override, "
-        "looked up in the captures directory)",
+        help="the rules file that retargets the pack's scope at the captures, loaded right after the"
+        " pack (default: the examples' captures.scope_override, looked up in the captures"
+        " directory); replace it for a pack without serving_guard_scope ('' loads none)",
     )
     parser.add_argument(
         "--examples",
@@ -69,15 +83,25 @@ def run(args: argparse.Namespace) -> int:
         )
         return int(ExitCode.SYSDIG_SKIPPED)
     captures = args.captures or default_captures()
+    # Before the scope override is looked up in it: its absence is the error, not the override's.
+    capture_files(captures)
     examples = load_examples(args.examples or default_examples())
-    overrides = args.override
-    if overrides is None:
-        scope = examples.captures.scope_override
-        overrides = [display_path(captures / scope)] if scope else []
-    rules = args.rules or display_path(default_pack())
-    report = run_suite(sysdig, SuiteInput([rules, *overrides], captures, examples))
+    rules_files = _rules_files(args, captures, examples)
+    report = run_suite(sysdig, SuiteInput(rules_files, captures, examples))
     if args.format == "json":
-        print(json.dumps(render_json(report), indent=2))
+        print(json.dumps({**render_json(report), "rules_files": rules_files}, indent=2))
     else:
+        # Said first: a rule that did not fire is read against what was loaded.
+        print(f"rules files, in load order: {', '.join(rules_files)}\n")
         print(render_table(report))
     return int(ExitCode.OK if report.ok else ExitCode.ERRORS)
+
+
+def _rules_files(args: argparse.Namespace, captures: Path, examples: ExamplesFile) -> list[str]:
+    """The pack, the scope override (--scope-override, else the examples'), then the user's
+    --override files: tuning adds to the scope override, as it adds to the pack in Falco."""
+    scope = args.scope_override
+    if scope is None and examples.captures.scope_override:
+        scope = display_path(captures / examples.captures.scope_override)
+    rules = args.rules or display_path(default_pack())
+    return [rules, *([scope] if scope else []), *args.override]

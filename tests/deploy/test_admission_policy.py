@@ -18,14 +18,14 @@ from typing import Any
 import helm_python
 import pytest
 
-from responder.actions import destination
+from responder.actions import destination, netpol
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory
-from responder.config import Cluster, Config, Isolation, Retry, load_config_text
+from responder.config import Cluster, Config, Isolation, Quarantine, Retry, load_config_text
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import ENFORCE_LABEL, LEAKY_POLICY, SeededPod, seed_serving_cluster
@@ -463,7 +463,12 @@ def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, R
     }
     for what, change in refused.items():
         assert _refused(policies.update("networkpolicies", other, _changed(other, change))), what
-    exclusion = {"key": "serving-guard.io/quarantine", "operator": "DoesNotExist"}
+    # An Ingress-only policy: the pods of the cuts that stop ingress leave it.
+    exclusion = {
+        "key": "serving-guard.io/quarantine",
+        "operator": "NotIn",
+        "values": ["true", "true-ingress"],
+    }
     excluded = _changed(other, lambda p: p["spec"]["podSelector"].update(matchExpressions=[exclusion]))
     assert policies.update("networkpolicies", other, excluded).allowed
     assert policies.update("networkpolicies", excluded, other).allowed
@@ -473,7 +478,6 @@ def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, R
 
 QUARANTINE = "serving-guard.io/quarantine"
 BLOCK = "serving-guard.io/block"
-EXCLUSION = {"key": QUARANTINE, "operator": "DoesNotExist"}
 MANAGED = {"app.kubernetes.io/managed-by": "serving-guard"}  # netpol.MANAGED_BY
 
 
@@ -501,13 +505,16 @@ def test_owned_labels_take_only_the_values_the_responder_gives(renders: dict[str
     assert policies.update("pods", blocked, pod).allowed
 
 
-def test_cut_values_follow_the_configured_cut(renders: dict[str, Rendered]) -> None:
-    # quarantine.isolate egress: its value is labelValue, the others labelValue-<cut>.
+def test_cut_values_are_fixed_whatever_the_configured_cut(renders: dict[str, Rendered]) -> None:
+    # quarantine.isolate egress: each cut keeps its own value (both: labelValue), none is renamed.
     policies = policies_of(renders["cluster-listed"])
     pod = _pod()
-    for value in ("true", "true-both", "true-ingress"):
+    for value in ("true", "true-egress", "true-ingress"):
         assert policies.update("pods", pod, _relabelled(pod, {QUARANTINE: value})).allowed, value
-    assert _refused(policies.update("pods", pod, _relabelled(pod, {QUARANTINE: "true-egress"})))
+    # An earlier version's value for both: kept where it is, moved to "true", never set anew.
+    assert _refused(policies.update("pods", pod, _relabelled(pod, {QUARANTINE: "true-both"})))
+    legacy = _relabelled(pod, {QUARANTINE: "true-both"})
+    assert policies.update("pods", legacy, _relabelled(legacy, {QUARANTINE: "true"})).allowed
 
 
 def _other(spec: dict[str, Any]) -> dict[str, Any]:
@@ -515,8 +522,11 @@ def _other(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_exclusion(policy: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` with the exclusion the responder adds for its types (netpol.with_exclusion)."""
+    values = Quarantine().covering_values(netpol.policy_directions(policy["spec"]))
+    exclusion = netpol.exclusion_expression(QUARANTINE, values)
     return _changed(
-        policy, lambda p: p["spec"]["podSelector"].setdefault("matchExpressions", []).append(EXCLUSION)
+        policy, lambda p: p["spec"]["podSelector"].setdefault("matchExpressions", []).append(exclusion)
     )
 
 
@@ -689,8 +699,8 @@ def test_block_policies_are_only_what_the_responder_builds(renders: dict[str, Re
     assert _refused(policies.update("networkpolicies", policy, abused))
 
 
-def test_block_policies_follow_the_configured_cut(renders: dict[str, Rendered]) -> None:
-    rendered = renders["cluster-listed"]  # isolate egress: "true" and "true-both" cut egress
+def test_block_policies_follow_the_fixed_cuts(renders: dict[str, Rendered]) -> None:
+    rendered = renders["cluster-listed"]  # isolate egress: still "true" and "true-egress" cut egress
     policies = policies_of(rendered)
     assert policies.create_policy(_block(rendered, "203.0.113.7")).allowed
     assert _refused(policies.create_policy(_block(rendered, "203.0.113.7", egress_cut_values=["true"])))

@@ -236,17 +236,15 @@ def test_rules_configmap_can_be_left_out(chart: helm_python.Chart) -> None:
 def test_quarantine_policy_is_the_one_the_responder_builds(renders: dict[str, Rendered], case: str) -> None:
     rendered = renders[case]
     config = _config(rendered)
-    label, value = config.quarantine.label, config.quarantine.label_value
-    policies = [
-        m for m in rendered.of_kind("NetworkPolicy") if m["metadata"]["name"] == "serving-guard-quarantine"
-    ]
+    cut = config.quarantine.cut()  # quarantine.isolate's: serving-guard-quarantine[-<cut>]
+    label, value = config.quarantine.label, cut.label_value
+    policies = [m for m in rendered.of_kind("NetworkPolicy") if m["metadata"]["name"] == cut.network_policy]
     enforced = case_named(case).values["enforcement"]["namespaces"]
     assert sorted(p["metadata"]["namespace"] for p in policies) == sorted(enforced)
     for policy in policies:
         # Identical spec: the responder's repair loop never fights what Helm installed.
-        directions = config.quarantine.isolate.directions
-        assert policy["spec"] == deny_all_spec(label, value, directions)
-        assert spec_is_deny_all(policy["spec"], label, value, directions)
+        assert policy["spec"] == deny_all_spec(label, value, cut.directions)
+        assert spec_is_deny_all(policy["spec"], label, value, cut.directions)
         # Uninstalling the chart must not silently release quarantined pods.
         assert policy["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
@@ -262,9 +260,11 @@ def test_quarantine_policy_cuts_what_isolate_names(
     rendered = render(chart, Case(f"isolate-{isolate}", values))
     config = _config(rendered)
     assert config.quarantine.isolate.value == isolate
-    label, value = config.quarantine.label, config.quarantine.label_value
+    label, value = config.quarantine.label, f"true-{isolate}"
     (policy,) = [
-        m for m in rendered.of_kind("NetworkPolicy") if m["metadata"]["name"] == "serving-guard-quarantine"
+        m
+        for m in rendered.of_kind("NetworkPolicy")
+        if m["metadata"]["name"] == f"serving-guard-quarantine-{isolate}"
     ]
     assert policy["spec"]["policyTypes"] == types
     # The responder would build the same: it never "repairs" the chart's policy into another one.
@@ -447,7 +447,7 @@ def test_notes_give_the_by_hand_commands_with_the_config_the_pod_mounts(renders:
     for command in ("quarantine", "release"):
         assert f"kubectl -n {NAMESPACE} exec deploy/{name} -- serving-guard {command} --namespace" in notes
     assert notes.count("--incident <inc-...>") == 2
-    assert notes.count(f"--config {mount}/{item}") == 2
+    assert notes.count(f'--by "$USER" --config {mount}/{item}') == 2
 
 
 def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import ActionOutcome, OutcomeStatus, release_note
 from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, MAX_RULE_CHARS, Priority
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
@@ -75,7 +75,7 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         "created NetworkPolicy serving-guard-quarantine",
         # The exact command, with Slack's escaping that Slack undoes on display.
         "```serving-guard release --namespace ml triton-0 --incident inc-0123456789abcdef0123"
-        " --reason '&lt;why it is safe&gt;'```",
+        " --reason '&lt;why it is safe&gt;' --by '&lt;you&gt;'```",
         ":white_check_mark: Verified against the live pod (container `triton`)",
         "Policy `shell-or-reverse-shell`",
         "Incident `inc-0123456789abcdef0123`",
@@ -206,7 +206,7 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         (
             ActionOutcome("quarantine", OutcomeStatus.POD_GONE, "pod no longer exists"),
             [":ghost: *Pod gone*: nothing left to quarantine (pod no longer exists)."],
-            "pod_gone: pod no longer exists",
+            "pod gone: pod no longer exists",
         ),
         (
             ActionOutcome("quarantine", OutcomeStatus.WITHHELD, "maintenance window"),
@@ -567,7 +567,7 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     that records who and why, under this incident."""
     command = (
         "serving-guard quarantine --namespace ml triton-0 --incident inc-0123456789abcdef0123"
-        " --reason '&lt;why&gt;'"
+        " --reason '&lt;why&gt;' --by '&lt;you&gt;'"
     )
     trial = make_decision(dry_run=True, dry_run_by=DRY_RUN_BY_POLICY)
     predicted = ActionOutcome("quarantine", OutcomeStatus.DRY_RUN, "would label the pod")
@@ -594,7 +594,7 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
     assert "quarantine it by hand" not in text_of(render_incident(make_report(decision=opt_in)))
     # A policy that cuts one way: the command does what was predicted.
     egress = dataclasses.replace(trial, isolate="egress")
-    assert "--incident inc-0123456789abcdef0123 --isolate egress --reason" in text_of(
+    assert "--incident inc-0123456789abcdef0123 --isolate egress --reason '&lt;why&gt;' --by" in text_of(
         render_incident(make_report(decision=egress, outcomes=(predicted,)))
     )
 
@@ -680,6 +680,134 @@ def test_an_action_by_hand_is_said_in_the_incidents_message_with_who_and_why() -
     assert "run the command again" in text_of(render_incident(make_report(outcomes=(failed,))))
 
 
+def headline_of(message: SlackMessage) -> str:
+    """The section under the header: what was done about the pod, latest state first."""
+    return str(message.blocks[1]["text"]["text"])
+
+
+def test_after_a_release_by_hand_the_message_leads_with_the_release_and_says_why_once() -> None:
+    reason = "investigated, image rebuilt"
+    blocked = ActionOutcome(
+        "block_destination",
+        OutcomeStatus.BLOCKED,
+        "blocked egress to 203.0.113.10 (fd.sip) with NetworkPolicy serving-guard-block-0a1b; all other"
+        " egress kept",
+        extra={"address": "203.0.113.10", "network_policy": "serving-guard-block-0a1b", "labelled": True},
+    )
+    released = ActionOutcome(
+        "release",
+        OutcomeStatus.RELEASED,
+        release_note("root@vm", reason) + "; lifted its destination block",
+        extra={"by_hand": "root@vm", "reason": reason},
+    )
+    message = render_incident(make_report(outcomes=(quarantined(), blocked, released)))
+    assert_valid(message)
+    assert headline_of(message) == (
+        ":unlock: *Released*: lifted its destination block. :raised_hand: By hand, by *root@vm*:"
+        f" {reason}.\n_Before that:_\n• quarantined\n• blocked egress to 203.0.113.10"
+    )
+    text = text_of(message)
+    assert text.count(reason) == 1
+    assert "cut off" not in text and "other egress is unchanged" not in text
+    assert "serving-guard release" not in text  # nothing left to release
+    # The thread's reply says who and why once each, and "released" once.
+    reply = visible_text(render_by_hand("inc-1", "root@vm", "ml", "triton-0", released, 3).blocks_json())
+    assert reply.startswith(
+        ":raised_hand: *root@vm* released `ml/triton-0` by hand: lifted its destination block."
+        f"\nReason: {reason}\n"
+    )
+    assert reply.count(reason) == 1 and reply.count("released") == 1
+
+
+def test_a_quarantine_by_hand_past_the_circuit_breaker_leads_and_the_hold_is_history() -> None:
+    breaker = (
+        "circuit breaker open: 2 quarantines in the last 300s; no pod is quarantined until the window passes"
+    )
+    held = make_decision(actions=(ActionName.NOTIFY,), withheld=(breaker,), breaker_open=True)
+    by_alice = quarantined(extra={"by_hand": "alice", "reason": "looked at it"})
+    message = render_incident(make_report(decision=held, outcomes=(by_alice,)))
+    assert_valid(message)
+    headline = headline_of(message)
+    assert headline == (
+        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        " :raised_hand: By hand, by *alice*: looked at it.\n_Before that:_\n• quarantine withheld: " + breaker
+    )
+    assert ":pause_button:" not in text_of(message) and "To quarantine it by hand" not in text_of(message)
+    # Until a person acts, the hold is the news.
+    assert headline_of(render_incident(make_report(decision=held))).startswith(
+        ":pause_button: *quarantine withheld*, because:\n• circuit breaker open"
+    )
+
+
+def test_only_what_an_action_by_hand_replaces_becomes_history() -> None:
+    """A block by hand leaves the quarantine in force (it leads still), a failed quarantine by hand
+    changed nothing (the earlier one stands), and a re-quarantine after a release leads again."""
+    by_carol = {"by_hand": "carol", "reason": "exfil"}
+    block = ActionOutcome(
+        "block_destination",
+        OutcomeStatus.BLOCKED,
+        extra={"address": "203.0.113.7", "labelled": True, **by_carol},
+    )
+    both = headline_of(render_incident(make_report(outcomes=(quarantined(), block))))
+    assert both.startswith(":lock: *Quarantined*") and ":no_entry: *Blocked* egress to `203.0.113.7`" in both
+    assert "_Before that:_" not in both
+    failed = ActionOutcome("quarantine", OutcomeStatus.FAILED, "forbidden by RBAC", extra=by_carol)
+    still = headline_of(render_incident(make_report(outcomes=(quarantined(), failed))))
+    assert still.startswith(":lock: *Quarantined*") and "_Before that:_" not in still
+    released = ActionOutcome(
+        "release", OutcomeStatus.RELEASED, release_note("bob", "ok"), extra={"by_hand": "bob", "reason": "ok"}
+    )
+    again = headline_of(
+        render_incident(make_report(outcomes=(quarantined(), released, quarantined(extra=by_carol))))
+    )
+    assert again == (
+        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        " :raised_hand: By hand, by *carol*: exfil.\n_Before that:_\n• quarantined\n• released by bob: ok"
+    )
+    # Whatever blocks the pod after a release ends the release's word, the responder's own too.
+    later = ActionOutcome(
+        "block_destination", OutcomeStatus.BLOCKED, extra={"address": "203.0.113.8", "labelled": True}
+    )
+    reblocked = headline_of(render_incident(make_report(outcomes=(quarantined(), released, later))))
+    assert reblocked.startswith(":no_entry: *Blocked* egress to `203.0.113.8`")
+    assert reblocked.endswith("_Before that:_\n• quarantined\n• released by bob: ok")
+
+
+def test_a_block_that_found_its_address_kept_out_says_no_block_was_made() -> None:
+    """Under a quarantine no block policy is made: Slack says so and why, and never that the pod
+    keeps the rest of its traffic (it keeps none of it)."""
+    kept_out = ActionOutcome(
+        "block_destination",
+        OutcomeStatus.BLOCKED,
+        "203.0.113.10 (fd.sip) is already out of reach: a quarantine cuts the pod's egress (NetworkPolicy"
+        " serving-guard-quarantine); no block policy was made",
+        extra={
+            "address": "203.0.113.10",
+            "network_policy": "serving-guard-block-0a1b",
+            "kept_out": "quarantine",
+            "kept_out_by": ["serving-guard-quarantine"],
+        },
+    )
+    message = render_incident(make_report(decision=BLOCK_DECISION, outcomes=(quarantined(), kept_out)))
+    assert_valid(message)
+    assert headline_of(message) == (
+        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.\n"
+        ":no_entry: *No block made*: `203.0.113.10` is already out of the pod's reach: a quarantine cuts"
+        " all of the pod's egress (`serving-guard-quarantine`)."
+    )
+    text = text_of(message)
+    assert "*Blocked*" not in text and "keeps the rest" not in text and "egress is unchanged" not in text
+    assert message.text.endswith(
+        ": no block made: 203.0.113.10 is already out of reach (a quarantine cuts the pod's egress)"
+    )
+    by_hand = dataclasses.replace(kept_out, extra={**kept_out.extra, "by_hand": "carol", "reason": "exfil"})
+    reply = visible_text(render_by_hand("inc-1", "carol", "ml", "triton-0", by_hand, 3).blocks_json())
+    assert (
+        ":raised_hand: *carol* asked to block egress for `ml/triton-0` by hand: no block made: 203.0.113.10"
+        " is already out of reach (a quarantine cuts the pod's egress)." in reply
+    )
+
+
 BLOCK_DECISION = make_decision(
     policy="block-egress-destination",
     actions=(ActionName.NOTIFY, ActionName.BLOCK_DESTINATION),
@@ -701,7 +829,7 @@ BLOCK_DECISION = make_decision(
                     "labelled": True,
                 },
             ),
-            [":no_entry: *Blocked* egress to `203.0.113.7`: the pod keeps the rest of its traffic"],
+            [":no_entry: *Blocked* egress to `203.0.113.7`: the pod's other egress is unchanged"],
             "blocked egress to 203.0.113.7",
             True,
         ),
@@ -709,11 +837,21 @@ BLOCK_DECISION = make_decision(
             ActionOutcome(
                 "block_destination",
                 OutcomeStatus.BLOCKED,
-                "203.0.113.7 (fd.sip) is already out of reach: its egress is restricted by egress-dns-only",
-                extra={"address": "203.0.113.7", "network_policy": "serving-guard-block-0a1b2c3d4e5f"},
+                "203.0.113.7 (fd.sip) is already out of reach: the pod's egress is restricted by"
+                " egress-dns-only, none of which allows it; nothing was changed",
+                extra={
+                    "address": "203.0.113.7",
+                    "network_policy": "serving-guard-block-0a1b2c3d4e5f",
+                    "kept_out": "policies",
+                    "kept_out_by": ["egress-dns-only"],
+                },
             ),
-            [":no_entry: *Blocked* egress to `203.0.113.7`", "already out of reach"],
-            "blocked egress to 203.0.113.7",
+            [
+                ":no_entry: *No block made*: `203.0.113.7` is already out of the pod's reach: the pod's"
+                " egress is restricted by `egress-dns-only`, none of which allows it."
+            ],
+            "no block made: 203.0.113.7 is already out of reach (other NetworkPolicies restrict the"
+            " pod's egress)",
             False,  # nothing was put on the pod: nothing to release
         ),
         (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from responder.actions import destination
-from responder.actions.outcome import OutcomeStatus
+from responder.actions.outcome import KeptOut, OutcomeStatus
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
@@ -205,6 +205,12 @@ def test_a_pod_whose_egress_policies_keep_the_address_out_is_already_blocked(
     assert outcome.status is OutcomeStatus.BLOCKED
     assert "already out of reach" in outcome.detail and "egress-dns-only" in outcome.detail
     assert block_policy_of(harness, vllm) is None
+    # Said as a fact of the outcome, not only in its words: no block was made, and what keeps it out.
+    assert outcome.kept_out is KeptOut.POLICIES and outcome.kept_out_by == ("egress-dns-only",)
+    assert not outcome.block_labelled and "newly_blocked" not in outcome.extra
+    assert outcome.describe() == (
+        "no block made: 203.0.113.7 is already out of reach (other NetworkPolicies restrict the pod's egress)"
+    )
 
 
 def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded: Seeded) -> None:
@@ -234,6 +240,9 @@ def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded:
         "already out of reach: a quarantine cuts the pod's egress"
         " (NetworkPolicy serving-guard-quarantine-egress); no block policy was made" in again.detail
     )
+    assert again.kept_out is KeptOut.QUARANTINE
+    assert again.kept_out_by == ("serving-guard-quarantine-egress",) and not again.block_labelled
+    assert blocked.kept_out is None  # the block made before the cut
     policy = block_policy_of(harness, vllm)
     assert policy is not None
     assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.7"}
@@ -343,7 +352,7 @@ async def test_a_policy_that_blocks_the_destination_acts_journals_and_tells(
         report = report_from_record(record)
         assert report is not None
         text = text_of(render_incident(report))
-        assert ":no_entry: *Blocked* egress to `203.0.113.7`: the pod keeps the rest of its traffic" in text
+        assert ":no_entry: *Blocked* egress to `203.0.113.7`: the pod's other egress is unchanged" in text
         assert f"serving-guard release --namespace {vllm.namespace} {vllm.name} --incident" in text
         # The audit trail names the address and the policy.
         with responder.journal.reader() as conn:

@@ -5,6 +5,7 @@ across a lost answer; where the incident has no post to answer, nothing is queue
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import shlex
 import sqlite3
@@ -20,6 +21,7 @@ from responder.service import Responder
 from simulators.seed import SeededPod
 from simulators.slack_sink import Fault, SlackSink
 from tests.helpers import SHELL_RULE
+from tests.notify.slack_fixtures import visible_text
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
 from tests.responder.test_workload_threads import posts, replica, submit, top_level
 
@@ -123,11 +125,14 @@ async def test_a_quarantine_by_hand_is_told_in_the_incidents_thread_and_the_chan
         assert sent.get("reply_broadcast") in (True, "true", "1")
         await settle(responder, lambda: by_hand_rows(responder) == [("sent", payload["action_id"], "carol")])
         assert len(incident_posts(sink)) == 1
-        # The incident's own message is rendered again: it says who quarantined the pod and no
-        # longer offers a command already run; it offers the release instead.
+        # The incident's own message is rendered again: it leads with who quarantined the pod (the
+        # prediction is history) and no longer offers a command already run; it offers the release.
         await settle(responder, lambda: "By hand, by *carol*" in str(incident_posts(sink)[0].blocks))
         updated = str(incident_posts(sink)[0].blocks)
-        assert "To quarantine it by hand" not in updated and "Dry-run" in updated
+        headline = incident_posts(sink)[0].blocks[1]["text"]["text"]
+        assert headline.startswith(":lock: *Quarantined*") and "By hand, by *carol*" in headline
+        assert headline.endswith("_Before that:_\n• dry-run: would quarantine")
+        assert "To quarantine it by hand" not in updated
         assert f"serving-guard release --namespace ml-serving {vllm.name} --incident {incident_id}" in updated
         # Its repeats say where the pod stands now.
         await submit(responder, shell(vllm, 1))
@@ -295,20 +300,34 @@ async def test_a_release_by_hand_is_told_in_the_thread_as_slack_gave_the_command
     responder = await start(tmp_path, seeded, sink)  # the policy quarantines
     try:
         post = await incident_post(responder, sink, vllm)
-        # The command as the incident's message gives it, with the person's reason and config.
+        # The command as the incident's message gives it, with the person's config.
         (command,) = re.findall(r"```(serving-guard release [^`]*)```", str(post.blocks))
-        argv = shlex.split(command.replace("&lt;why it is safe&gt;", "model rebuilt from the signed image"))
-        assert argv[argv.index("--incident") + 1] == incident_of(responder)
-        argv += ["--by", "bob", "--config", str(cli_config(tmp_path, kubeconfig))]
+        reason = "model rebuilt from the signed image"
+        # As Slack shows it (it undoes its escaping on display).
+        as_given = shlex.split(html.unescape(command).replace("<why it is safe>", reason))
+        assert as_given[as_given.index("--incident") + 1] == incident_of(responder)
+        as_given += ["--config", str(cli_config(tmp_path, kubeconfig))]
+        # Run without filling in who acts: refused, the pod left as it is.
+        assert await asyncio.to_thread(main, as_given[1:]) == 2
+        assert "--by '<you>': replace <you> with your own name" in capsys.readouterr().err
+        stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
+        assert stored["metadata"]["labels"][LABEL] == "true"
+        argv = [("bob" if arg == "<you>" else arg) for arg in as_given]
         code = await asyncio.to_thread(main, argv[1:])
         assert code == 0
         assert "Slack thread" in capsys.readouterr().out
         stored = running.call(running.emulator.get_object, "v1/pods", vllm.namespace, vllm.name)
         assert LABEL not in stored["metadata"]["labels"]
         await settle(responder, lambda: bool(sink.replies("#sec-alerts", post.ts)))
-        text = str(sink.replies("#sec-alerts", post.ts)[-1].blocks)
-        assert f"*bob* released `{vllm.namespace}/{vllm.name}` by hand: released" in text
-        assert "Reason: model rebuilt from the signed image" in text
+        text = visible_text(sink.replies("#sec-alerts", post.ts)[-1].blocks)
+        assert f"*bob* released `{vllm.namespace}/{vllm.name}` by hand.\nReason: {reason}" in text
+        assert text.count(reason) == 1
+        # The incident's message, rendered again, leads with the release; the quarantine is history.
+        await settle(responder, lambda: ":unlock:" in str(incident_posts(sink)[0].blocks))
+        headline = incident_posts(sink)[0].blocks[1]["text"]["text"]
+        assert headline.startswith(f":unlock: *Released*. :raised_hand: By hand, by *bob*: {reason}.\n")
+        assert headline.endswith("_Before that:_\n• quarantined")
+        assert visible_text(incident_posts(sink)[0].blocks).count(reason) == 1
     finally:
         await responder.stop()
 

@@ -85,7 +85,8 @@ def test_it_walks_the_policies_in_order_and_names_the_one_that_decides(
         " nothing is changed",
         "  Slack: #sec-oncall",
         "before it acts, the responder checks:",
-        "  - the live pod ml-serving/triton-0 has container abcdef123456 on node worker-1",
+        "  - the live pod ml-serving/triton-0 has container abcdef123456 (running, or restarted since)"
+        " on node worker-1",
         "  - namespace ml-serving carries serving-guard.io/enforce=true (opted in)",
         "  - fewer than 5 pods were quarantined in the last 300s (circuit breaker)",
     ]

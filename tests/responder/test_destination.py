@@ -84,7 +84,17 @@ def test_the_block_policy_allows_all_egress_but_the_addresses_and_leaves_out_egr
             {
                 "to": [
                     {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["198.51.100.1/32", "203.0.113.7/32"]}},
-                    {"ipBlock": {"cidr": "::/0", "except": ["2606:4700::1111/128"]}},
+                    # The IPv4 addresses' NAT64 forms (64:ff9b::/96) too: the same hosts.
+                    {
+                        "ipBlock": {
+                            "cidr": "::/0",
+                            "except": [
+                                "64:ff9b::c633:6401/128",
+                                "64:ff9b::cb00:7107/128",
+                                "2606:4700::1111/128",
+                            ],
+                        }
+                    },
                 ]
             },
             {"to": [{"namespaceSelector": {}}]},

@@ -6,9 +6,11 @@ import pytest
 
 from responder.actions import netpol
 from responder.cluster.selectors import SelectorError, parse_label_selector, selector_matches
+from tests.responder.exclusions import legacy_patched
 
 LABEL = "serving-guard.io/quarantine"
 POD = {"app": "triton", LABEL: "true"}
+CUT_VALUES = ["true", "true-egress", "true-ingress"]  # Quarantine().cut_values()
 
 
 def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -86,12 +88,12 @@ def test_policy_types_default_like_the_api_server() -> None:
 
 def test_exclusion_round_trip_keeps_owner_changes() -> None:
     original = policy("p", {"podSelector": {"matchLabels": {"app": "triton"}}, "ingress": [{}]})
-    patched = netpol.with_exclusion(original, LABEL)
+    patched = netpol.with_exclusion(original, LABEL, ["true", "true-ingress"])
     assert not selector_matches(patched["spec"]["podSelector"], POD)
-    assert netpol.with_exclusion(patched, LABEL) == patched  # idempotent
+    assert netpol.with_exclusion(patched, LABEL, ["true", "true-ingress"]) == patched  # idempotent
     assert netpol.is_patched_by_us(patched, LABEL)
     patched["spec"]["ingress"].append({"from": []})  # the owner edits meanwhile
-    restored = netpol.without_exclusion(patched, LABEL)
+    restored = netpol.without_exclusion(patched, LABEL, CUT_VALUES)
     assert restored["spec"]["podSelector"] == {"matchLabels": {"app": "triton"}}
     assert len(restored["spec"]["ingress"]) == 2
     assert not netpol.is_patched_by_us(restored, LABEL)
@@ -109,7 +111,7 @@ def test_one_way_deny_all_spec_and_detection() -> None:
     egress = netpol.deny_all_spec(LABEL, "true", ("egress",))
     assert egress == {"podSelector": {"matchLabels": {LABEL: "true"}}, "policyTypes": ["Egress"]}
     assert netpol.spec_is_deny_all(egress, LABEL, "true", ("egress",))
-    # A policy cutting the other way, or both ways, is not the one configured: it gets repaired.
+    # A policy cutting the other way, or both ways, is not this cut's own (a repair keeps what it cuts more).
     assert not netpol.spec_is_deny_all(egress, LABEL, "true")
     assert not netpol.spec_is_deny_all(netpol.deny_all_spec(LABEL, "true"), LABEL, "true", ("egress",))
     assert netpol.deny_all_spec(LABEL, "true", ("ingress",))["policyTypes"] == ["Ingress"]
@@ -150,27 +152,27 @@ def test_a_policy_governing_the_direction_left_alone_is_named(
 
 
 def test_an_exclusion_made_for_a_cut_of_both_ways_is_named_under_a_one_way_cut() -> None:
-    """A policy patched while the quarantine cut both ways keeps excluding quarantined pods after
-    quarantine.isolate changes to one way, and so lifts its rules in the direction now left alone."""
-    patched = netpol.with_exclusion(policy("baseline", {**BOTH_WAYS, "ingress": [{}], "egress": [{}]}), LABEL)
-    assert netpol.excluded_beyond(patched, LABEL, POD, ("egress",)) == ("ingress",)
-    assert netpol.excluded_beyond(patched, LABEL, POD, ("ingress",)) == ("egress",)
+    """A policy an earlier version patched (`DoesNotExist`: every quarantined pod) excludes pods of
+    a one-way cut too, and so lifts its rules in the direction that cut leaves alone."""
+    patched = legacy_patched(policy("baseline", {**BOTH_WAYS, "ingress": [{}], "egress": [{}]}), LABEL)
+    assert netpol.excluded_beyond(patched, LABEL, CUT_VALUES, POD, ("egress",)) == ("ingress",)
+    assert netpol.excluded_beyond(patched, LABEL, CUT_VALUES, POD, ("ingress",)) == ("egress",)
     # Under a cut of both ways the exclusion is the point of the patch.
-    assert netpol.excluded_beyond(patched, LABEL, POD, netpol.BOTH_DIRECTIONS) == ()
+    assert netpol.excluded_beyond(patched, LABEL, CUT_VALUES, POD, netpol.BOTH_DIRECTIONS) == ()
     # Not ours, or it would not select the pod anyway, or it governs only the cut direction: nothing.
     unpatched = policy("baseline", {**BOTH_WAYS, "ingress": [{}]})
-    assert netpol.excluded_beyond(unpatched, LABEL, POD, ("egress",)) == ()
-    elsewhere = netpol.with_exclusion(
+    assert netpol.excluded_beyond(unpatched, LABEL, CUT_VALUES, POD, ("egress",)) == ()
+    elsewhere = legacy_patched(
         policy("other", {**BOTH_WAYS, "podSelector": {"matchLabels": {"app": "x"}}}), LABEL
     )
-    assert netpol.excluded_beyond(elsewhere, LABEL, POD, ("egress",)) == ()
-    egress_only = netpol.with_exclusion(policy("out", {"podSelector": {}, "policyTypes": ["Egress"]}), LABEL)
-    assert netpol.excluded_beyond(egress_only, LABEL, POD, ("egress",)) == ()
+    assert netpol.excluded_beyond(elsewhere, LABEL, CUT_VALUES, POD, ("egress",)) == ()
+    egress_only = legacy_patched(policy("out", {"podSelector": {}, "policyTypes": ["Egress"]}), LABEL)
+    assert netpol.excluded_beyond(egress_only, LABEL, CUT_VALUES, POD, ("egress",)) == ()
     # Fail safe: a selector that cannot be evaluated may select the pod.
-    broken = netpol.with_exclusion(
+    broken = legacy_patched(
         policy(
             "odd", {**BOTH_WAYS, "podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}}
         ),
         LABEL,
     )
-    assert netpol.excluded_beyond(broken, LABEL, POD, ("egress",)) == ("ingress",)
+    assert netpol.excluded_beyond(broken, LABEL, CUT_VALUES, POD, ("egress",)) == ("ingress",)

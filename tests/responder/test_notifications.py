@@ -369,8 +369,9 @@ async def test_the_commands_slack_gives_name_the_responders_config_file(
         await responder.pipeline.submit(shell(vllm), InputName.HTTP)
         await settle(responder, lambda: len(incident_posts(sink)) == 1)
         blocks = str(incident_posts(sink)[0].blocks)
-        assert f"--reason '<why it is safe>' --config {tmp_path / 'config.yaml'}" in blocks.replace(
-            "&lt;", "<"
-        ).replace("&gt;", ">")
+        assert (
+            f"--reason '<why it is safe>' --by '<you>' --config {tmp_path / 'config.yaml'}"
+            in blocks.replace("&lt;", "<").replace("&gt;", ">")
+        )
     finally:
         await responder.stop()

@@ -12,7 +12,12 @@ import yaml
 from responder.cli import main
 from responder.commands.serve import warn_of_unreachable_policies
 from responder.config import Config, PolicyMatch, load_config, load_config_text
-from responder.policy_review import covers, unmatched_rule_patterns, unreachable_policies
+from responder.policy_review import (
+    covers,
+    covers_through_rules,
+    unmatched_rule_patterns,
+    unreachable_policies,
+)
 from responder.rulespack.expand import load_paths
 from responder.rulespack.paths import PROJECT_ROOT, default_pack
 from simulators.scenario import load_reference_policy
@@ -126,8 +131,9 @@ def test_config_check_reports_findings_with_file_and_line(
     pack = str(default_pack())
     assert main(["config", "check", str(path), "--rules", pack]) == 1
     captured = capsys.readouterr()
-    assert captured.out.startswith(f"{path}: valid, with 2 finding(s)\n")
-    assert captured.err.splitlines() == [
+    # No input: valid for `ingest` only, as the first line says (exit 1 is for the findings).
+    assert captured.out.startswith(f"{path}: valid for `serving-guard ingest` only, with 2 finding(s);")
+    assert [line for line in captured.err.splitlines() if not line.startswith("warning: ")] == [
         f"{path}:5: policies[1]: policy 'isolate-shells' never applies: policy 'tell-everything' above it"
         " (policies[0]) matches every alert it does, and the first match decides; move it up or narrow"
         " the other",
@@ -152,3 +158,95 @@ def test_serve_warns_of_a_shadowed_policy_at_start(caplog: pytest.LogCaptureFixt
     caplog.clear()
     warn_of_unreachable_policies(config_with({"name": "only", "actions": ["notify"]}))
     assert caplog.records == []
+
+
+# What the pack's rules carry, in short: every rule `serving_guard`; shells and one-liners
+# `mitre_execution` (and Drift); the egress rule `mitre_exfiltration`.
+PACK_TAGS = {name: frozenset(rule.tags) for name, rule in load_paths([str(default_pack())]).rules.items()}
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        ({"tags": ["serving_guard"]}, {"rules": [SHELL]}),  # every rule of the pack carries it
+        ({"tags": ["mitre_execution"]}, {"rules": ["Shell*", "Reverse shell*"]}),
+        ({"tags": ["shell"]}, {"rules": ["Shell*"], "tags": ["T1059.004"]}),  # two tags of one rule
+    ],
+)
+def test_a_tag_every_rule_of_the_later_policy_carries_covers_it_through_the_rules(
+    earlier: dict[str, Any], later: dict[str, Any]
+) -> None:
+    assert not covers(match(**earlier), match(**later))  # the config alone cannot tell
+    assert covers(match(**earlier), match(**later), PACK_TAGS)
+    assert covers_through_rules(match(**earlier), match(**later), PACK_TAGS)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        ({"tags": ["mitre_execution"]}, {"rules": ["Anomalous egress from serving pod"]}),  # lacks the tag
+        ({"tags": ["mitre_execution"]}, {}),  # rules without it too
+        (
+            {"tags": ["serving_guard"], "min_priority": "critical"},
+            {"rules": [SHELL]},
+        ),  # other conditions stay
+        ({"tags": ["serving_guard"]}, {"rules": ["Shell in servng pod"]}),  # a typo takes no rule: no shadow
+        # A later policy naming no rule takes the alerts of rules in files not given too (Falco's own).
+        ({"tags": ["serving_guard"]}, {}),
+        ({"tags": ["shell"]}, {"tags": ["T1059.004"]}),
+    ],
+)
+def test_a_tag_some_rule_of_the_later_policy_lacks_does_not(
+    earlier: dict[str, Any], later: dict[str, Any]
+) -> None:
+    assert not covers(match(**earlier), match(**later), PACK_TAGS)
+
+
+def test_a_disabled_rule_takes_no_alert_from_a_policy() -> None:
+    rule_tags = {"Shell in serving pod": frozenset({"serving_guard"})}  # the other is disabled: absent
+    earlier, later = match(tags=["serving_guard"]), match(rules=[SHELL, "Custom disabled rule"])
+    assert covers(earlier, later, rule_tags)
+    assert not covers(earlier, later, {**rule_tags, "Custom disabled rule": frozenset({"custom"})})
+
+
+def test_config_check_finds_a_policy_shadowed_through_tags_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's case: a notify-only policy on the pack's tag above a quarantine of shells."""
+    path = tmp_path / "shadow.yaml"
+    path.write_text(
+        "inputs:\n  http: {listen: '127.0.0.1:0', allow_unauthenticated: true}\n"
+        "policies:\n"
+        "  - name: tell-everything\n"
+        "    match: {tags: [serving_guard]}\n"
+        "    actions: [notify]\n"
+        "  - name: isolate-shells\n"
+        f"    match: {{rules: [{SHELL}]}}\n"
+        "    actions: [notify, quarantine]\n"
+    )
+    pack = str(default_pack())
+    assert main(["config", "check", str(path)]) == 0  # without the rules, not provable
+    capsys.readouterr()
+    assert main(["config", "check", str(path), "--rules", pack]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: valid, with 1 finding(s)\n")
+    assert [line for line in captured.err.splitlines() if not line.startswith("warning: ")] == [
+        f"{path}:7: policies[1]: policy 'isolate-shells' never applies: policy 'tell-everything' above it"
+        f" (policies[0]) matches every alert it does (each rule of {pack} it matches, 'tell-everything'"
+        " matches too, by the tag serving_guard they carry), and the first match decides; move it up or"
+        " narrow the other"
+    ]
+
+
+def test_the_shipped_policies_are_not_shadowed_through_the_packs_tags() -> None:
+    """The chart's defaults (the pack's tag, critical first, then the rest), the example config and
+    the demo's reference policy."""
+    chart_values = yaml.safe_load(
+        (PROJECT_ROOT / "deploy" / "chart" / "serving-guard" / "values.yaml").read_text()
+    )
+    for config in (
+        Config.model_validate({"policies": chart_values["policies"]}),
+        load_config(str(PROJECT_ROOT / "responder" / "config.example.yaml")),
+        Config.model_validate(load_reference_policy()),
+    ):
+        assert unreachable_policies(config, PACK_TAGS, "the pack") == []

@@ -20,6 +20,7 @@ from responder.records import pod_from_json, pod_to_json
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import LEAKY_POLICY, SeededPod
+from tests.responder.exclusions import legacy_patched
 
 LABEL = "serving-guard.io/quarantine"
 NP = "networking.k8s.io/v1/networkpolicies"
@@ -182,7 +183,9 @@ def test_patching_other_policies_closes_the_leak_and_release_undoes_it(
     assert outcome.patched_policies == (LEAKY_POLICY,)
     leaky = harness.stored(NP, triton.namespace, LEAKY_POLICY)
     assert leaky is not None
-    assert {"key": LABEL, "operator": "DoesNotExist"} in leaky["spec"]["podSelector"]["matchExpressions"]
+    # An Ingress-only policy: it takes out the pods of the cuts that stop ingress, no others.
+    exclusion = {"key": LABEL, "operator": "NotIn", "values": ["true", "true-ingress"]}
+    assert exclusion in leaky["spec"]["podSelector"]["matchExpressions"]
 
     released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="false positive")
     assert released.status is OutcomeStatus.RELEASED
@@ -305,6 +308,7 @@ def test_the_label_goes_first_and_one_policy_listing_serves_both_checks(
     assert calls == [
         ("PATCH", f"/api/v1{namespace}/pods/{vllm.name}"),
         ("GET", f"/apis/networking.k8s.io/v1{namespace}/networkpolicies"),
+        ("GET", "/apis"),  # other policy APIs, last (and cached): the pod is isolated first
         ("POST", f"/api/v1{namespace}/events"),
     ]
 
@@ -418,9 +422,9 @@ def test_an_egress_quarantine_cuts_egress_and_lets_the_pod_serve(
     # The gateway's policy allows ingress only, which an egress cut leaves alone: not a leak.
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
     assert outcome.cut_only == "egress" and outcome.describe() == "quarantined (egress cut)"
-    created = harness.stored(NP, triton.namespace, "serving-guard-quarantine")
+    created = harness.stored(NP, triton.namespace, "serving-guard-quarantine-egress")
     assert created is not None and created["spec"] == {
-        "podSelector": {"matchLabels": {LABEL: "true"}},
+        "podSelector": {"matchLabels": {LABEL: "true-egress"}},
         "policyTypes": ["Egress"],
     }
     # A policy that lets the pod send is a leak, by name and direction.
@@ -432,20 +436,6 @@ def test_an_egress_quarantine_cuts_egress_and_lets_the_pod_serve(
     leaky = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc", "r", dry_run=False)
     assert leaky.status is OutcomeStatus.LEAKY and leaky.leaky_policies == ("egress-anywhere",)
     assert "egress-anywhere allows egress" in leaky.detail
-
-
-def test_switching_isolate_repairs_the_existing_policy_to_the_configured_cut(
-    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
-) -> None:
-    running, pods, kubeconfig = seeded
-    vllm = pods["vllm"]
-    Harness(running, kubeconfig).actions.ensure_deny_all(vllm.namespace)  # both ways, as before
-    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
-    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
-    assert outcome.status is OutcomeStatus.QUARANTINED
-    assert "repaired altered NetworkPolicy serving-guard-quarantine" in outcome.detail
-    repaired = harness.stored(NP, vllm.namespace, "serving-guard-quarantine")
-    assert repaired is not None and repaired["spec"]["policyTypes"] == ["Egress"]
 
 
 def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
@@ -476,18 +466,18 @@ def test_an_egress_quarantine_never_patches_away_the_pods_ingress_isolation(
     assert baseline is not None and baseline["spec"]["podSelector"] == {}
     patched = harness.stored(NP, vllm.namespace, "egress-anywhere")
     assert patched is not None and patched["spec"]["podSelector"]["matchExpressions"] == [
-        {"key": LABEL, "operator": "DoesNotExist"}
+        {"key": LABEL, "operator": "NotIn", "values": ["true", "true-egress"]}
     ]
 
 
 def test_a_one_way_cut_names_exclusions_left_from_a_cut_of_both_ways_until_release_undoes_them(
     seeded: tuple[RunningCluster, dict[str, SeededPod], str],
 ) -> None:
-    """quarantine.isolate changed from both to egress while a pod stays quarantined: the policy
-    patched then still excludes every quarantined pod, so it no longer applies its ingress rules to
-    the next one either, whose ingress may be open to all. The outcome names it (the egress cut
-    itself holds); releasing the namespace's quarantined pods undoes the patch, and from then on the
-    policy is left alone and reported as an egress leak, as on a fresh install."""
+    """A policy an earlier version patched (`DoesNotExist`) for a pod quarantined both ways still
+    excludes every quarantined pod, so it no longer applies its ingress rules to an egress-cut one
+    either, whose ingress may be open to all. The outcome names it (the egress cut itself holds);
+    releasing the namespace's quarantined pods undoes the patch, and from then on the policy is
+    left alone and reported as an egress leak, as on a fresh install."""
     running, pods, kubeconfig = seeded
     triton, vllm = pods["triton"], pods["vllm"]
     both_ways = {
@@ -497,10 +487,13 @@ def test_a_one_way_cut_names_exclusions_left_from_a_cut_of_both_ways_until_relea
         "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}],
     }
     before = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
-    before.put_policy(triton.namespace, "namespace-baseline", both_ways)
+    baseline = {"metadata": {"name": "namespace-baseline", "namespace": triton.namespace}, "spec": both_ways}
+    legacy = legacy_patched(
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **baseline}, LABEL
+    )
+    before.running.call(before.running.emulator.put_object, NP, legacy)
     first = before.actions.quarantine(before.pod(triton), shell_alert(triton), "inc-1", "r", dry_run=False)
-    assert first.status is OutcomeStatus.QUARANTINED and "namespace-baseline" in first.patched_policies
-    assert first.excluded_beyond == ()
+    assert first.status is OutcomeStatus.QUARANTINED and first.excluded_beyond == ()
 
     after = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS, patch_other_policies=True))
     predicted = after.actions.quarantine(after.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=True)
@@ -527,7 +520,7 @@ def test_a_one_way_cut_names_exclusions_left_from_a_cut_of_both_ways_until_relea
 def test_a_policys_own_cut_has_its_own_label_value_and_deny_all_policy(
     seeded: tuple[RunningCluster, dict[str, SeededPod], str],
 ) -> None:
-    """Cuts per policy: the configured cut keeps label_value and network_policy; another cut is
+    """Cuts per policy: both is label_value into network_policy; a one-way cut is
     label_value-<cut> into network_policy-<cut>, a policy of that cut's types alone."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)  # quarantine.isolate: both

@@ -63,3 +63,59 @@ def test_printable_text_beyond_ascii_is_still_recorded() -> None:
 
     assert recorded_text("--by", "zoë@host") == "zoë@host"
     assert recorded_text("--reason", "benign — verified by on-call ✓") == "benign — verified by on-call ✓"
+
+
+def by_hand_argv(command: str, tmp_path: Path) -> list[str]:
+    """``command`` (release, quarantine or block) as Slack gives it, its reason filled in; the
+    kubeconfig does not exist, so reaching the cluster would be another error."""
+    config = tmp_path / "config.yaml"
+    config.write_text("logging: {level: error}\n", encoding="utf-8")
+    argv = [command, "-n", "ml-serving", "vllm-0", "--reason", "looked at it", "--config", str(config)]
+    argv += ["--kubeconfig", str(tmp_path / "missing")]
+    return [*argv, "--address", "203.0.113.7"] if command == "block" else argv
+
+
+@pytest.mark.parametrize("command", ["release", "quarantine", "block"])
+def test_a_by_still_holding_slacks_placeholder_is_refused_before_anything_is_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    for by in ("<you>", "me <you>"):
+        assert main([*by_hand_argv(command, tmp_path), "--by", by]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            f"serving-guard: error: --by {by!r}: replace <you> with your own name (it is recorded as who"
+            " acted); nothing was done\n"
+        )
+
+
+@pytest.mark.parametrize("command", ["release", "quarantine", "block"])
+def test_inside_a_pod_by_must_be_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Run with kubectl exec in the responder's pod, USER@host would record the pod's account."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setattr("getpass.getuser", lambda: "nonroot")
+    assert main(by_hand_argv(command, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "serving-guard: error: --by is required inside a Kubernetes pod: USER@host here names the pod's"
+        " account, not you; pass --by 'your name' (with kubectl exec: --by \"$USER\"); nothing was done\n"
+    )
+    # Given, it is taken: the command goes on to the cluster (here, a kubeconfig that is not there).
+    assert main([*by_hand_argv(command, tmp_path), "--by", "carol"]) == 2
+    assert "--by" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["release", "quarantine", "block"])
+def test_the_by_hand_commands_say_what_namespace_and_by_are(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--namespace NAMESPACE, -n NAMESPACE the pods' namespace" in text
+    assert (
+        "--by BY who acts, recorded as who (required inside a Kubernetes pod; elsewhere default: USER@host)"
+        in text
+    )

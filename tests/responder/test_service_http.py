@@ -6,13 +6,13 @@ from typing import Any
 
 import aiohttp
 
-from responder.actions import netpol
 from responder.cluster.api import KubeGateway
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import LEAKY_POLICY, SeededPod
 from tests.helpers import SHELL_RULE, responder_config
+from tests.responder.exclusions import legacy_patched
 
 
 async def post_and_drain(responder: Responder, alert: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
             running.emulator.get_object,
             "networking.k8s.io/v1/networkpolicies",
             triton.namespace,
-            "serving-guard-quarantine",
+            "serving-guard-quarantine-egress",
         )
         assert policy["spec"]["policyTypes"] == ["Egress"]
         (entry,) = await audit_entries(responder)
@@ -98,9 +98,9 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
 async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way_cut(
     tmp_path: Path, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
-    """A policy patched while quarantines cut both ways, then quarantine.isolate set to egress: the
-    audit trail's action names it (its ingress rules no longer apply to the quarantined pod), beside
-    the leaking policy patch_other_policies left alone."""
+    """A policy an earlier version patched (`DoesNotExist`: every quarantined pod), then an egress
+    quarantine: the audit trail's action names it (its ingress rules no longer apply to the
+    quarantined pod), beside the leaking policy patch_other_policies left alone."""
     running, pods, kubeconfig = seeded
     triton = pods["triton"]
     baseline = {
@@ -109,7 +109,7 @@ async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way
         "metadata": {"name": "namespace-baseline", "namespace": triton.namespace},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]},
     }
-    patched = netpol.with_exclusion(baseline, "serving-guard.io/quarantine")
+    patched = legacy_patched(baseline, "serving-guard.io/quarantine")
     running.call(running.emulator.put_object, "networking.k8s.io/v1/networkpolicies", patched)
     # And one that lets the pod send, never patched: it restricts ingress too.
     dns = {**baseline, "metadata": {"name": "namespace-dns", "namespace": triton.namespace}}

@@ -259,17 +259,13 @@ def test_capture_test_of_a_pack_without_rules_says_so(
     pack.write_text(content)
     override = tmp_path / "override.yaml"
     override.write_text("")
-    assert main(["rules", "test", "--rules", str(pack), "--override", str(override)]) == 2
+    assert main(["rules", "test", "--rules", str(pack), "--scope-override", str(override)]) == 2
     err = capsys.readouterr().err
     assert (
         err == f"serving-guard: error: {pack}: {message} (nor do the overrides {override}): nothing to test\n"
     )
-    assert (
-        main(
-            ["rules", "test", "--rules", str(pack), "--override", str(override), "--override", str(override)]
-        )
-        == 2
-    )
+    both = ["--scope-override", str(override), "--override", str(override)]
+    assert main(["rules", "test", "--rules", str(pack), *both]) == 2
     assert f"(nor do the overrides {override}, {override})" in capsys.readouterr().err
 
 
@@ -302,7 +298,7 @@ def test_capture_test_of_a_rules_path_that_is_no_rules_file_says_what_it_is(
         message = "larger than 16 MiB: too large for a rules file (the limit for YAML input)"
     override = tmp_path / "override.yaml"
     override.write_text("")
-    assert main(["rules", "test", "--rules", str(pack), "--override", str(override)]) == 2
+    assert main(["rules", "test", "--rules", str(pack), "--scope-override", str(override)]) == 2
     assert capsys.readouterr().err == (
         "serving-guard: error: the rules do not load (1 error; see `serving-guard rules check`): "
         f"{pack}: error: {message}\n"

@@ -67,6 +67,12 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert "By hand, by <b>demo-oncall</b>" in html or "By hand, by <strong>demo-oncall</strong>" in html
     for name in SCENARIOS.names():
         assert name in html
+    # The destination block is made on a pod no quarantine cuts (under one, no block would be).
+    assert (
+        "<strong>Blocked</strong> egress to <code>203.0.113.10</code>: the pod's other egress is unchanged"
+        in html
+    )
+    assert "No block made" not in html and "with NetworkPolicy serving-guard-block-" in html
     # Slack messages rendered from their Block Kit, with the alert text escaped.
     assert html.count('<div class="slack">') == 9  # every case but the control
     assert "LEAKY quarantine" in html and "Unverified alert: someone may be forging alerts." in html
@@ -158,7 +164,10 @@ def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing
     done = {"incident_id": "inc-2", "actions": [{"action": "quarantine", "status": "quarantined"}]}
     assert trial_incident([("a", done), ("b", None), ("c", predicted)]) == ("c", predicted)
     assert trial_incident([("a", done)]) is None
-    offered = "```serving-guard quarantine --namespace ml x-0 --incident inc-1 --reason '&lt;why&gt;'```"
+    offered = (
+        "```serving-guard quarantine --namespace ml x-0 --incident inc-1 --reason '&lt;why&gt;'"
+        " --by '&lt;you&gt;'```"
+    )
     post = SinkMessage("C1", "1.1", "t", [{"type": "section", "text": {"text": offered}}], None)
     assert command_from(post, tmp_path / "c.yaml") == [
         *["serving-guard", "quarantine", "--namespace", "ml", "x-0", "--incident", "inc-1", "--reason"],
@@ -168,6 +177,10 @@ def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing
         "--config",
         str(tmp_path / "c.yaml"),
     ]
+    # Only the placeholders the message gives are filled in: one without --by is run without it.
+    bare_by = offered.replace(" --by '&lt;you&gt;'", "")
+    post = SinkMessage("C1", "1.1", "t", [{"type": "section", "text": {"text": bare_by}}], None)
+    assert "--by" not in (command_from(post, tmp_path / "c.yaml") or [])
     bare = SinkMessage("C1", "1.1", "t", [], None)
     step = asyncio.run(confirm_by_hand("c", predicted, bare, tmp_path / "c.yaml", SlackSink(), None, 1.0))
     assert not step.passed and step.problems == ("the incident's Slack message offers no quarantine command",)

@@ -386,3 +386,56 @@ def _eventually(condition: object, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_simulate_warns_when_the_rules_pack_allows_the_target(
+    capsys: pytest.CaptureFixture[str], dirs: Dirs, tmp_path: Path, run_id: str
+) -> None:
+    """Loopback and RFC 1918 are in the pack's allowed egress networks: no alert fires for them, so
+    simulate says so (the run goes on: the target is the user's). Read from the rules, not assumed:
+    a tuning that takes loopback out of the list takes the warning away."""
+    from responder.rulespack.paths import default_pack
+
+    with refusing_port() as port:
+        argv = ["simulate", "anomalous-egress", "--target", f"127.0.0.1:{port}", "--run-id", run_id]
+        argv += ["--workdir", str(dirs.work), "--timeout", "2"]
+        code, out, err = _cli(argv, capsys)
+        assert code == 0, out
+        assert err == (
+            f"warning: --target 127.0.0.1:{port}: 127.0.0.1 is in serving_guard_allowed_egress_networks"
+            f" (127.0.0.0/8) of {default_pack()}: rule 'Anomalous egress from serving pod' fires no alert"
+            " for it, so anomalous-egress proves nothing here; give a public address you control\n"
+        )
+        assert "attempted tcp to 127.0.0.1" in out  # the actions still ran
+        tuning = tmp_path / "tune.yaml"
+        tuning.write_text(
+            "- list: serving_guard_allowed_egress_networks\n  items: [10.0.0.0/8]\n"
+            "  override: {items: replace}\n",
+            encoding="utf-8",
+        )
+        code, out, err = _cli([*argv, "--rules", str(default_pack()), "--rules", str(tuning)], capsys)
+    assert code == 0, out
+    assert err == ""
+
+
+def test_what_the_pack_allows_is_read_from_its_lists() -> None:
+    from simulators.simulate_command import allowed_by_pack
+
+    lists = {
+        "serving_guard_allowed_egress_networks": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8", "::1/128"],
+        "serving_guard_allowed_egress_ports": ["8443"],
+    }
+    assert allowed_by_pack(Target("192.168.1.20", 9), lists) == (
+        "192.168.1.20 is in serving_guard_allowed_egress_networks (192.168.0.0/16)"
+    )
+    assert (
+        allowed_by_pack(Target("::1", 9), lists)
+        == "::1 is in serving_guard_allowed_egress_networks (::1/128)"
+    )
+    assert allowed_by_pack(Target("203.0.113.10", 8443), lists) == (
+        "port 8443 is in serving_guard_allowed_egress_ports"
+    )
+    # Outside them the rule fires: a public address, another non-public one, a name (not resolved).
+    for host in ("203.0.113.10", "100.64.0.1", "egress.example.com"):
+        assert allowed_by_pack(Target(host, 443), lists) is None
+    assert allowed_by_pack(Target("127.0.0.1", 9), {}) is None

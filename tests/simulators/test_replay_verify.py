@@ -117,8 +117,10 @@ async def test_verify_reads_the_trail_with_the_audit_token_where_one_is_set(
         verify += FAST
         code, out = await cli(verify, capsys)
         assert code != 0
-        assert "audit request failed: HTTP 401" in out
+        # The responder's error in its own words, not the JSON body's Python repr.
+        assert "audit request failed: HTTP 401: the audit trail is read with the audit token" in out
         assert "the audit trail is read with the audit token (inputs.http.audit_token)" in out
+        assert "{'error'" not in out
         assert "Traceback" not in out
         code, out = await cli([*verify, "--token-file", str(audit_token)], capsys)
     assert code == 0, out
@@ -197,6 +199,35 @@ async def test_verify_names_a_leaky_quarantine(
             capsys,
         )
         assert code == 0, out
+
+
+async def test_verify_passes_a_block_made_and_fails_one_a_quarantine_made_needless(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``blocked`` is the pod's own block policy, made and proven. Under a quarantine the address is
+    out of reach already and no block is made: verify says so, where it used to pass it."""
+    async with chain() as responder:
+        url = responder.http_url
+
+        async def verify(name: str, run: str) -> tuple[int, str]:
+            return await cli(["verify", name, "--run-id", run, "--responder", url, *FAST], capsys)
+
+        await replay(seeded, capsys, url, run_id, "anomalous-egress", pod="embeddings")
+        code, out = await verify("anomalous-egress", run_id)
+        assert code == 0, out
+        assert "PASS  anomalous-egress  [blocked]  blocked" in out and "outcome: blocked 203.0.113.10" in out
+        await replay(seeded, capsys, url, run_id, "unexpected-model-load", pod="kserve")
+        code, out = await verify("unexpected-model-load", run_id)
+        assert code == 0, out
+        later = "u" + run_id[1:]
+        await replay(seeded, capsys, url, later, "anomalous-egress", pod="kserve")
+        code, out = await verify("anomalous-egress", later)
+    assert code == 1
+    assert (
+        "FAIL  anomalous-egress  [blocked]  expected blocked, but no block was made: 203.0.113.10 was out"
+        " of reach already, kept out by quarantine (serving-guard-quarantine)" in out
+    )
+    assert "outcome: no block made: 203.0.113.10 already kept out by quarantine" in out
 
 
 async def test_verify_fails_when_slack_is_missing(
@@ -477,6 +508,24 @@ def test_judge_covers_each_outcome() -> None:
     assert "expected annotated, got no annotate action" in annotated.reason
     blocked = judge(expectation(Outcome.BLOCKED), [_entry(rule)])
     assert "expected blocked, got no block_destination action" in blocked.reason
+    # Blocked means the pod's own block policy made, the pod labelled into it and proven.
+    block = {"action": "block_destination", "status": "blocked", "address": "203.0.113.10", "finished_ns": 2}
+    blocks = {"policy": "p", "actions": ["notify", "block_destination"], "notify": True}
+    made = {**block, "network_policy": "serving-guard-block-0a1b", "labelled": True}
+    assert judge(expectation(Outcome.BLOCKED), [_entry(rule, actions=[made], decision=blocks)]).passed
+    kept_out = {**block, "kept_out": "quarantine", "kept_out_by": ["serving-guard-quarantine"]}
+    under_quarantine = judge(
+        expectation(Outcome.BLOCKED), [_entry(rule, actions=[kept_out], decision=blocks)]
+    )
+    assert not under_quarantine.passed and under_quarantine.reason == (
+        "expected blocked, but no block was made: 203.0.113.10 was out of reach already, kept out by"
+        " quarantine (serving-guard-quarantine); run the scenario on a pod that is neither quarantined"
+        " nor restricted"
+    )
+    assert under_quarantine.outcome == "no block made: 203.0.113.10 already kept out by quarantine"
+    assert under_quarantine.latency_ms is None  # nothing was done to time
+    unproven = judge(expectation(Outcome.BLOCKED), [_entry(rule, actions=[block], decision=blocks)])
+    assert not unproven.passed and "shows no block policy the pod was labelled into" in unproven.reason
     notified = judge(expectation(Outcome.NOTIFIED), [_entry(rule)])
     assert notified.reason == "expected notify only, but the pod was quarantined"
     # A policy on trial: the quarantine was predicted, and only that passes as a dry-run.

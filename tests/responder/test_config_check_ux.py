@@ -1,0 +1,164 @@
+"""`serving-guard config check` says what the config means where it runs: a config `serve` refuses
+(no input) is said to be one, with the reason serve gives; the Slack mode is shown, and no channel
+is promised where none is used; `--rules` given before the config is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from responder.cli import main
+from responder.rulespack.paths import default_pack
+from tests.helpers import SHELL_RULE
+
+HTTP = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
+NO_INPUT = (
+    "no input is enabled: configure inputs.http (Falco's http_output, the Falcosidekick webhook)"
+    " or inputs.grpc (Falco <= 0.43)"
+)
+
+
+def write(tmp_path: Path, name: str, document: dict[str, Any] | str) -> Path:
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["config", "check", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "text", ["inputs: {}\n", "", "logging: {level: error}\n"], ids=["no-inputs", "empty", "other"]
+)
+def test_a_config_serve_refuses_is_said_to_be_valid_for_ingest_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    path = write(tmp_path, "ingest-only.yaml", text)
+    code, out, _ = check(capsys, str(path))
+    # Valid: `ingest` runs on it, so exit 0; the first line says serve does not, and why.
+    assert code == 0
+    assert (
+        out.splitlines()[0] == f"{path}: valid for `serving-guard ingest` only; serve refuses it: {NO_INPUT}"
+    )
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    assert code == 0 and json.loads(out)["serve_refuses"] == NO_INPUT
+    # serve refuses it with the same reason.
+    assert main(["serve", "--config", str(path)]) == 2
+    assert (
+        f"serving-guard: error: {path}: {NO_INPUT}; `serving-guard ingest` reads" in capsys.readouterr().err
+    )
+
+
+def test_a_config_serve_runs_on_is_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "served.yaml", {"inputs": HTTP})
+    code, out, err = check(capsys, str(path))
+    assert code == 0 and out.splitlines()[0] == f"{path}: ok" and err == ""
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    assert json.loads(out)["serve_refuses"] is None
+
+
+def _policies(**own_slack: str) -> list[dict[str, Any]]:
+    shells: dict[str, Any] = {"name": "shells", "match": {"rules": [SHELL_RULE]}, "actions": ["notify"]}
+    if own_slack:
+        shells["slack"] = own_slack
+    return [shells, {"name": "other", "actions": ["notify"]}]
+
+
+def test_with_slack_disabled_no_channel_is_promised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = {
+        "inputs": HTTP,
+        "policies": _policies(channel="#sec-oncall"),
+        "slack": {"default_channel": "#sec"},
+    }
+    path = write(tmp_path, "disabled.yaml", document)
+    code, out, err = check(capsys, str(path))
+    assert code == 0 and err == ""
+    assert "#sec" not in out
+    assert out.count("; Slack channel: none (slack.mode is disabled)") == 2
+    assert (
+        "slack: disabled: nothing is posted and no channel is used; the journal (serving-guard audit) is the"
+        " only record"
+    ) in out.splitlines()
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    effective = json.loads(out)
+    assert [p["slack_channel"] for p in effective["policies"]] == [None, None]
+    assert effective["slack"] == {"mode": "disabled", "default_channel": None, "min_priority": "Warning"}
+
+
+def test_in_webhook_mode_a_policy_channel_is_said_to_have_no_effect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = write(tmp_path, "hook", "https://hooks.slack.invalid/x")
+    slack = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "default_channel": "#sec"}
+    path = write(
+        tmp_path,
+        "webhook.yaml",
+        {"inputs": HTTP, "policies": _policies(channel="#sec-oncall"), "slack": slack},
+    )
+    code, out, err = check(capsys, str(path))
+    assert code == 0  # a note, not a finding
+    assert "#sec" not in out
+    assert out.count("; Slack channel: the webhook's own") == 2
+    assert (
+        "slack: webhook, posting to the webhook's own channel (slack.default_channel and the policies'"
+        " slack.channel are not used), from priority Warning"
+    ) in out.splitlines()
+    channel_line = path.read_text().splitlines().index("    channel: '#sec-oncall'") + 1
+    assert err.splitlines() == [
+        f"note: {path}:{channel_line}: policies[0].slack.channel: '#sec-oncall' has no effect: slack.mode"
+        " is webhook, which posts to the webhook's own channel"
+    ]
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    assert [p["slack_channel"] for p in json.loads(out)["policies"]] == [None, None]
+
+
+def test_in_bot_mode_each_policy_names_where_it_posts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = write(tmp_path, "token", "xoxb-test")
+    slack = {"mode": "bot", "token": {"file": str(token)}, "default_channel": "#sec", "min_priority": "error"}
+    path = write(
+        tmp_path, "bot.yaml", {"inputs": HTTP, "policies": _policies(channel="#sec-oncall"), "slack": slack}
+    )
+    code, out, err = check(capsys, str(path))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[2].endswith("; Slack channel #sec-oncall") and lines[4].endswith("; Slack channel #sec")
+    assert "slack: bot, posting to #sec unless a policy names its channel, from priority Error" in lines
+
+
+def test_rules_files_before_the_config_are_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, "config.yaml", {"inputs": HTTP})
+    pack = str(default_pack())
+    code, out, err = check(capsys, "--rules", pack, str(config))
+    assert code == 2 and out == ""
+    assert err == (
+        f"serving-guard: error: no config file: --rules took every file after it, {config} too; put the"
+        " config file first: serving-guard config check CONFIG --rules RULES_FILE...\n"
+    )
+    code, _, err = check(capsys)
+    assert code == 2 and "no config file: serving-guard config check CONFIG" in err
+    # Put first, it is read as the config.
+    assert check(capsys, str(config), "--rules", pack)[0] == 0
+
+
+def test_help_describes_format_rules_and_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["config", "check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "usage: serving-guard config check FILE" in text
+    assert "--format {text,json} text: the effective policy in words (default); json:" in text
+    assert "Give the config file first: --rules takes every file after it" in text
+    assert "exit status: 0 valid (also when only `ingest` can use it" in text
+    assert "1 valid, with findings (stderr, file:line); 2 invalid" in text
