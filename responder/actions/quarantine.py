@@ -46,6 +46,7 @@ from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.network_escape import network_escape
+from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
 
 ANNOTATION_PREFIX = "serving-guard.io/"
@@ -72,6 +73,16 @@ class IsolationReport:
     # Policies whose exclusion, made for an earlier cut of both directions, also lifts their rules
     # in the direction this cut leaves alone (netpol.excluded_beyond).
     excluded_beyond: tuple[str, ...] = ()
+
+
+class DenyAllInUse(KubeError):
+    """A deny-all that another quarantine label's pods rely on: not repaired to this config's label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(409, reason)
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +448,7 @@ class ClusterActions:
             directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
             if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
                 return DenyAllCheck(cut, kept_beyond=beyond)
+            self._refuse_to_take_over(namespace, current, label, value)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
@@ -446,6 +458,34 @@ class ClusterActions:
                 if not exc.conflict:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
+
+    def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], label: str, value: str) -> None:
+        """Raise DenyAllInUse when the deny-all about to be repaired still isolates pods quarantined
+        under another label (a config whose quarantine.label or label_value is not the one in force:
+        a stale copy on a workstation, a label changed by an upgrade): the repair would let them go."""
+        selector = (policy.get("spec") or {}).get("podSelector")
+        if not isinstance(selector, Mapping):
+            return
+        stranded = []
+        for pod in self._gateway.list_pods(namespace):
+            meta = pod.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if A_QUARANTINED_AT not in (meta.get("annotations") or {}) or labels.get(label) == value:
+                continue
+            try:
+                selected = selector_matches(selector, labels)
+            except SelectorError:
+                continue
+            if selected:
+                stranded.append(str(meta.get("name")))
+        if stranded:
+            name = netpol.name_of(policy)
+            raise DenyAllInUse(
+                f"NetworkPolicy {name} selects pods by {dict(selector)}, and {len(stranded)} quarantined"
+                f" pods rely on it ({', '.join(sorted(stranded)[:5])}): this config's quarantine label"
+                f" ({label}={value}) is not the one in force, and repairing the policy to it would release"
+                " them; nothing was changed to the policy: use the responder's own config"
+            )
 
     def _label_pod(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, requested: Isolation

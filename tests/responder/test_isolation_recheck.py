@@ -351,3 +351,42 @@ def test_release_without_the_config_refuses_a_pod_blocked_under_another_block_la
         kserve.namespace, kserve.name, by="oncall", reason="test", labels_known=False
     )
     assert nothing.status is OutcomeStatus.RELEASED and "nothing to release" in nothing.detail
+
+
+# -- a config with another quarantine label never takes over the deny-all others rely on ----------
+
+
+def test_a_quarantine_under_another_label_does_not_repair_away_the_pods_quarantined_under_the_first(
+    seeded: Seeded,
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    kserve, vllm = pods["kserve"], pods["vllm"]
+    quarantined(harness, kserve)
+    # A stale copy of the config on a workstation: another quarantine label.
+    stale = ClusterActions(
+        harness.gateway, Quarantine(label="example.com/isolated"), EventRecorder(harness.gateway)
+    )
+    outcome = stale.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-2", "by hand", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "1 quarantined pods rely on it (" + kserve.name + ")" in outcome.detail
+    assert (
+        "this config's quarantine label (example.com/isolated=true) is not the one in force" in outcome.detail
+    )
+    policy = harness.stored(NP, kserve.namespace, DENY_ALL)
+    assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
+    assert harness.actions.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None  # still isolated
+
+
+def test_a_deny_all_widened_to_every_pod_is_still_repaired(harness: Harness, seeded: Seeded) -> None:
+    # Pods quarantined under the responder's own label do not hold a repair back.
+    kserve, vllm = seeded[1]["kserve"], seeded[1]["vllm"]
+    quarantined(harness, kserve)
+    edit_policy(harness, kserve.namespace, DENY_ALL, podSelector={})
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "inc-2", "shell", dry_run=False
+    )
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert f"repaired altered NetworkPolicy {DENY_ALL}" in outcome.detail
+    policy = harness.stored(NP, kserve.namespace, DENY_ALL)
+    assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
