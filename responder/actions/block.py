@@ -97,7 +97,9 @@ class DestinationBlocks:
                 outcome = failure_outcome(ACTION, exc, started, self._clock_ns())
         # Dry-run writes nothing to the cluster, not even an Event.
         if outcome.status is not OutcomeStatus.POD_GONE and not dry_run:
-            reason = _EVENT_REASONS.get(outcome.status, "ServingGuard")
+            # A block that found its address out of reach already made nothing: not "blocked".
+            kept_out = outcome.kept_out is not None
+            reason = "DestinationKeptOut" if kept_out else _EVENT_REASONS.get(outcome.status, "ServingGuard")
             self._events.record_for(pod, reason, f"serving-guard {ACTION}: {outcome.detail}")
         return outcome
 

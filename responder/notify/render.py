@@ -269,18 +269,19 @@ _QUARANTINED_LINE = {
 
 
 def _excluded_beyond_advice(outcome: ActionOutcome) -> str:
-    """For a one-way cut where policies still exclude quarantined pods as patched for a cut of both
-    ways (another pod's, or from before quarantine.isolate changed): what that opens, and how to
-    undo it."""
+    """For a one-way cut where policies exclude this pod beyond its cut: patched by an earlier
+    version (`DoesNotExist` excluded every quarantined pod), or given another direction since they
+    were patched. What that opens, and how to undo it."""
     if not outcome.excluded_beyond or outcome.cut_only is None:
         return ""
     left_alone = "+".join(uncut((outcome.cut_only,)))
     return (
         f" :warning: Its {left_alone} may be open to all: "
         + _join_codes(outcome.excluded_beyond)
-        + " still exclude quarantined pods, as patched for a quarantine that cut both ways. Release the"
-        " pods quarantined both ways (the namespace's last release removes the exclusion), or remove"
-        " it by hand."
+        + f" exclude this pod though its quarantine leaves its {left_alone} alone (an exclusion made by"
+        " an earlier version, which excluded every quarantined pod, or a policy given that direction"
+        " since it was patched). Release the pods quarantined in the namespace (its last release"
+        " removes the exclusion), or remove it by hand."
     )
 
 

@@ -208,6 +208,22 @@ def test_schema_rejects_bad_values_naming_the_path(
         ({"inputs": {"http": {"enabled": False}}}, NAMESPACE, "enable inputs.http or inputs.grpc"),
         ({"slack": {"mode": "webhook"}}, NAMESPACE, "slack.secretName: mode webhook reads its credential"),
         ({"slack": {"mode": "bot", "secretName": "s"}}, NAMESPACE, "slack.defaultChannel: mode bot needs"),
+        # Both crash-loop the responder at start (its config refuses them) after a successful install.
+        (
+            {"blockDestination": {"label": "serving-guard.io/quarantine"}},
+            NAMESPACE,
+            'blockDestination.label: "serving-guard.io/quarantine" is also quarantine.label',
+        ),
+        (
+            {
+                "policies": [
+                    {"name": "shells", "match": {"rules": ["Shell in serving pod"]}, "actions": ["notify"]},
+                    {"name": "shells", "match": {"min_priority": "critical"}, "actions": ["notify"]},
+                ]
+            },
+            NAMESPACE,
+            'policies: two policies are named "shells"',
+        ),
     ],
 )
 def test_chart_refuses_unworkable_combinations(

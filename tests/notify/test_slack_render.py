@@ -153,9 +153,11 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             ),
             [
                 ":lock: *Quarantined (egress)*",
-                ":warning: Its ingress may be open to all: `namespace-baseline` still exclude quarantined"
-                " pods, as patched for a quarantine that cut both ways. Release the pods quarantined both"
-                " ways (the namespace's last release removes the exclusion), or remove it by hand.",
+                ":warning: Its ingress may be open to all: `namespace-baseline` exclude this pod though"
+                " its quarantine leaves its ingress alone (an exclusion made by an earlier version, which"
+                " excluded every quarantined pod, or a policy given that direction since it was patched)."
+                " Release the pods quarantined in the namespace (its last release removes the exclusion),"
+                " or remove it by hand.",
             ],
             "quarantined (egress cut) (excluded beyond the cut by namespace-baseline)",
         ),

@@ -211,6 +211,11 @@ def test_a_pod_whose_egress_policies_keep_the_address_out_is_already_blocked(
     assert outcome.describe() == (
         "no block made: 203.0.113.7 is already out of reach (other NetworkPolicies restrict the pod's egress)"
     )
+    # The pod's Event says so too: nothing was blocked.
+    reasons = [
+        e["reason"] for e in harness.events(vllm.namespace) if e["involvedObject"]["name"] == vllm.name
+    ]
+    assert reasons[-1] == "DestinationKeptOut"
 
 
 def test_a_quarantine_over_a_block_is_not_opened_by_it(harness: Harness, seeded: Seeded) -> None:

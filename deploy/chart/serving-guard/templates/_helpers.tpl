@@ -192,6 +192,16 @@ journalDir: /var/lib/serving-guard
 {{- if and $v.journal.persistence.enabled $v.journal.persistence.existingClaim $v.journal.persistence.storageClassName -}}
 {{- fail "journal.persistence: existingClaim and storageClassName exclude each other" -}}
 {{- end -}}
+{{- if eq $v.blockDestination.label $v.quarantine.label -}}
+{{- fail (printf "blockDestination.label: %q is also quarantine.label; a block and a quarantine need labels of their own" $v.blockDestination.label) -}}
+{{- end -}}
+{{- $policyNames := dict -}}
+{{- range $v.policies -}}
+{{- if hasKey $policyNames .name -}}
+{{- fail (printf "policies: two policies are named %q; a policy's name is how the journal, Slack and config explain tell them apart" .name) -}}
+{{- end -}}
+{{- $_ := set $policyNames .name true -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The responder's config (responder/config.py), rendered from the values. ----------------------- */}}
