@@ -396,6 +396,12 @@ def _normalise_source(raw: object) -> str:
     return "syscall" if source == "syscalls" else source
 
 
+# Output fields that repeat the alert's time (Falco's JSON adds one; its gRPC output has neither):
+# left out of the content id, which has the time already, so that one event has one id whichever
+# input it came through.
+TIME_FIELDS = frozenset({"evt.time", "evt.time.iso8601"})
+
+
 def compute_alert_id(
     rule: str,
     time_ns: int,
@@ -404,14 +410,39 @@ def compute_alert_id(
     output: str,
     priority: Priority | None = None,
     tags: tuple[str, ...] = (),
+    fields: Mapping[str, FieldValue] | None = None,
 ) -> str:
     """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same
-    id; one that differs in anything the policy reads (priority, tags) does not."""
+    id; one that differs in anything the policy reads (priority, tags, fields) does not.
+
+    The fields count since they alone may tell two alerts apart: Falco without
+    ``json_include_output_property`` sends no output, and append_output's extra fields are in
+    output_fields only. Alerts with fields got ids without them before: one redelivered across
+    that upgrade (a replay of a file half ingested before it) is journaled a second time (within
+    the dedupe window, as a repeat of its incident). Alerts without fields (but the time's) keep
+    their ids; journaled alerts keep theirs (journal_rows.decode_journaled)."""
     parts: tuple[str, ...] = (rule, str(time_ns), hostname or "", source, output)
     if priority is not None:
         parts += (str(int(priority)), ",".join(tags))
+    fields_text = _fields_text(fields) if fields else ""
+    if fields_text:
+        parts += (fields_text,)
     joined = "\x1f".join(parts) + "\x1f"
     return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _fields_text(fields: Mapping[str, FieldValue]) -> str:
+    """The fields as the id reads them: by name (Falco's and Falcosidekick's JSON come sorted, so
+    sorting costs one pass; gRPC's map has no order), each value as Falco prints it (gRPC carries
+    ``34816`` and ``true`` as text, JSON as a number and a boolean), the time fields left out."""
+    parts: list[str] = []
+    for name in sorted(fields):
+        if name in TIME_FIELDS:
+            continue
+        value = fields[name]
+        parts.append(name)
+        parts.append(value if type(value) is str else field_text(value))
+    return "\x1e".join(parts)
 
 
 TOP_LEVEL_FIELDS = frozenset(
@@ -486,5 +517,5 @@ def assemble_alert(
         tags=tags,
         hostname=hostname,
         sidekick_uuid=sidekick_uuid,
-        alert_id=compute_alert_id(rule, time_ns, hostname, source, output, priority, tags),
+        alert_id=compute_alert_id(rule, time_ns, hostname, source, output, priority, tags, fields),
     )

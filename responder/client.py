@@ -9,6 +9,7 @@ each command reports it as one line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -190,7 +191,8 @@ class ResponderClient:
             ) from None
 
     def _unreachable(self, exc: BaseException) -> UserError:
-        return UserError(f"{self._where}: {describe_failure(exc, self._timeout_seconds)}")
+        tls = self.base_url.startswith("https:")
+        return UserError(f"{self._where}: {describe_failure(exc, self._timeout_seconds, tls=tls)}")
 
 
 def _error_text(payload: object) -> str:
@@ -201,8 +203,24 @@ def _error_text(payload: object) -> str:
     return payload if isinstance(payload, str) else json.dumps(payload)[:200]
 
 
-def describe_failure(exc: BaseException, timeout_seconds: float | None = None) -> str:
-    """What went wrong talking to a server, in a few words (``cannot connect: Connection refused``)."""
+def _cut_off(exc: BaseException) -> bool:
+    """The server reset or closed the connection without an answer: while connecting, or on the
+    first read (aiohttp's ways of saying so)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return isinstance(exc.os_error, ConnectionResetError)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET
+
+
+def describe_failure(exc: BaseException, timeout_seconds: float | None = None, *, tls: bool = False) -> str:
+    """What went wrong talking to a server, in a few words (``cannot connect: Connection refused``).
+    ``tls``: the URL is https://."""
+    if tls and _cut_off(exc):
+        # A TLS server that refuses the client's certificate (or its lack of one) drops the
+        # connection without a TLS alert: with TLS 1.3 after the client thinks itself connected,
+        # and has sent its request (then a reset or a close, depending on what the server read).
+        return "cannot connect: the server refused the TLS handshake (client certificate?)"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
         reason = getattr(cert_error, "verify_message", None) or str(cert_error)

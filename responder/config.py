@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -164,6 +165,15 @@ class ServerTLS(Strict):
     # When set, clients must present a certificate signed by this CA (mutual TLS).
     client_ca_file: str | None = None
 
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _a_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # "" would only fail at start, as a directory that cannot be read as a certificate.
+        if value is not None and not value.strip():
+            instead = " (or leave the key out: no mutual TLS)" if info.field_name == "client_ca_file" else ""
+            raise ValueError(f"is empty: give the path of a PEM file{instead}")
+        return value
+
 
 class HttpInput(Strict):
     enabled: StrictBool = True
@@ -174,11 +184,17 @@ class HttpInput(Strict):
     # there, and this token cannot send alerts). Unset: whoever may send alerts.
     audit_token: SecretRef | None = None
     allow_unauthenticated: StrictBool = False
-    max_body_bytes: int = Field(default=65536, strict=True, ge=1024, le=16 * 1024 * 1024)
+    # The largest alert taken (413 past it; also `ingest`'s longest line). 320 KiB: the shipped rules'
+    # worst case is 301,312 bytes (Model artifact tampering: six attacker-chosen paths and command
+    # lines at the drivers' 4 KiB caps, each byte a 6-byte \u00XX escape, each field twice), with
+    # room for append_output's extra fields (responder/rulespack/alert_size.py has the arithmetic).
+    max_body_bytes: int = Field(default=320 * 1024, strict=True, ge=1024, le=16 * 1024 * 1024)
     # Open connections at a time; one more is closed unread as soon as it is accepted (each can
-    # hold a 16 KiB head, so this bounds the input's memory). Every Falco (one per node) keeps one
-    # keep-alive connection: raise it well above the number of nodes sending.
+    # hold a 16 KiB head and a body, so this bounds the input's memory). Every Falco (one per node)
+    # keeps one keep-alive connection: raise it well above the number of nodes sending.
     max_connections: int = Field(default=4096, strict=True, ge=16, le=100_000)
+    # Of those, from one client address at a time (httpserver.MAX_CONNECTIONS_PER_PEER says why 512).
+    max_connections_per_peer: int = Field(default=512, strict=True, ge=1, le=100_000)
     # How long a request may wait for room in the pipeline before 503 + Retry-After.
     admission_timeout_seconds: float = Field(default=0.5, strict=True, ge=0, le=30)
 
@@ -191,6 +207,13 @@ class HttpInput(Strict):
             raise ValueError(
                 "the HTTP input has no authentication: set tls.client_ca_file (mutual TLS) or token, "
                 "or set allow_unauthenticated: true to accept forged alerts knowingly"
+            )
+        if self.enabled and mtls and self.allow_unauthenticated:
+            # Refused rather than warned of: the certificate would look required and prove nothing.
+            raise ValueError(
+                "allow_unauthenticated: true with tls.client_ca_file: a request without a client "
+                "certificate would be accepted, so the certificate would prove nothing (only a "
+                "certificate of another CA would be refused); remove one of the two"
             )
         return self
 

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from responder.actions.outcome import BLOCK_DESTINATION, RESPONDER_ACTOR, ActionOutcome
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
+    ROW_BYTES,
     BumpIncident,
     FinishAlert,
     FoldDuplicate,
     NotificationState,
     OpenIncident,
     Prune,
+    PruneToSize,
     RecordAction,
     RecordActionByHand,
     RecordDecision,
@@ -42,7 +44,7 @@ from responder.journal_ops import (
     used_bytes,
 )
 from responder.journal_process import ProcessWriter
-from responder.journal_rows import AlertRow, decode_payload
+from responder.journal_rows import AlertRow, decode_journaled
 from responder.journal_schema import connect
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
@@ -83,6 +85,12 @@ INCIDENTS_WITH_SEEN_SQL = (
     "SELECT i.*, MAX(i.count, (SELECT COUNT(*) FROM alerts a"
     " WHERE a.incident_id = i.incident_id AND a.outcome IS NOT 'duplicate')) AS seen FROM incidents i"
 )
+
+
+def room_check_step(max_bytes: int) -> int:
+    """Bytes of alerts journaled between two checks of the size bound: 1/64 of it, at least
+    64 KiB (two stat calls), at most 16 MiB. A burst overshoots the bound by about that much."""
+    return min(max(max_bytes // 64, 64 * 1024), 16 * 1024 * 1024)
 
 
 class JournalFull(Exception):
@@ -189,6 +197,15 @@ class Journal:
         self._writer: ThreadWriter[Waiter] | ProcessWriter | None = None
         self._read_local = threading.local()
         self._full = False
+        # The size bound, checked as alert rows are handed to the writer (``account_alert``), not
+        # only by the maintenance pass: a burst of large alerts once overshot it 760 times between
+        # two passes. Past ``_prune_above``, the oldest finished alerts are pruned down to
+        # ``_prune_to``: so the inputs are refused only when pending alerts fill the journal.
+        self._check_step = room_check_step(max_bytes)
+        self._prune_above = max_bytes - self._check_step
+        self._prune_to = max_bytes - 2 * self._check_step
+        self._unchecked_bytes = 0
+        self._pruning = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -328,9 +345,50 @@ class Journal:
     def check_size(self) -> int:
         """Remember whether the live records exceed the bound (then inputs get 503); returns the
         size on disk. Pages freed by pruning are reused, so the file need not shrink for this to clear."""
-        with self.reader() as conn:
-            self._full = used_bytes(conn) > self._max_bytes
+        self._measure_room()
         return self.size_bytes()
+
+    def account_alert(self, payload_bytes: int) -> None:
+        """Count an alert row handed to the writer; every ``room_check_step`` bytes, check the
+        size bound. The event loop's hot path: an addition per alert, two stat calls per step."""
+        self._unchecked_bytes += payload_bytes + ROW_BYTES
+        if self._unchecked_bytes >= self._check_step:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        """The live records are at most the files' size: only when that is near the bound are
+        they counted (three PRAGMAs), and then the oldest finished alerts pruned if they are."""
+        self._unchecked_bytes = 0
+        if self.size_bytes() <= self._prune_above:
+            self._full = False
+            return
+        used = self._measure_room()
+        if used > self._prune_above:
+            self._prune_to_size()
+
+    def _measure_room(self) -> int:
+        with self.reader() as conn:
+            used = used_bytes(conn)
+        self._full = used > self._max_bytes
+        return used
+
+    def _prune_to_size(self) -> None:
+        """Prune now, on the writer (one prune at a time); the bound is measured again after it."""
+        if self._pruning or self._writer is None:
+            return
+        self._pruning = True
+        self.schedule_call(PruneToSize(self._prune_to), self._pruned)
+
+    def _pruned(self, removed: int | None, error: BaseException | None) -> None:
+        self._pruning = False
+        if error is not None:
+            log.error(
+                "journal: pruning to its size bound failed",
+                extra={"error": f"{type(error).__name__}: {error}"},
+            )
+        else:
+            log.debug("journal: pruned to its size bound", extra={"batch": removed})
+        self._measure_room()
 
     def size_bytes(self) -> int:
         total = 0
@@ -506,7 +564,7 @@ class Journal:
     def op_prune(self, now_ns: int) -> Prune:
         """Retention: drop finished records older than the retention period; if still over the size
         bound, drop the oldest finished alerts (never pending ones: they are not done yet)."""
-        return Prune(now_ns - self._retention_ns, self._max_bytes)
+        return Prune(now_ns - self._retention_ns, self._max_bytes, self._prune_to)
 
     # -- recovery and queries -----------------------------------------------------------------
 
@@ -520,7 +578,12 @@ class Journal:
         for row in rows:
             try:
                 pending.append(
-                    PendingAlert(decode_payload(row["payload"]), row["input"], row["received_ns"], row["seq"])
+                    PendingAlert(
+                        decode_journaled(row["payload"], row["alert_id"]),
+                        row["input"],
+                        row["received_ns"],
+                        row["seq"],
+                    )
                 )
             except (AlertError, ValueError, zlib.error) as exc:
                 log.error(
@@ -719,7 +782,7 @@ class Journal:
             record["first_alert"] = None
             if first is not None:
                 try:
-                    record["first_alert"] = decode_payload(first["payload"])
+                    record["first_alert"] = decode_journaled(first["payload"], row["first_alert_id"])
                 except (AlertError, ValueError, zlib.error) as exc:
                     # One damaged record must not stop recovery: this incident is skipped, logged.
                     log.error(

@@ -244,11 +244,12 @@ class ResetActions:
 @dataclass(frozen=True, slots=True)
 class Prune:
     """Retention: drop finished records older than ``cutoff_ns``; if still over ``max_bytes``,
-    drop the oldest tenth of finished alerts (never pending ones: they are not done yet).
-    Returns how many alerts were removed."""
+    drop the oldest finished alerts until the live records are at most ``prune_to_bytes``
+    (never pending ones: they are not done yet). Returns how many alerts were removed."""
 
     cutoff_ns: int
     max_bytes: int
+    prune_to_bytes: int
 
     def __call__(self, conn: sqlite3.Connection) -> int:
         cutoff = self.cutoff_ns
@@ -261,13 +262,52 @@ class Prune:
         )
         conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
         if used_bytes(conn) > self.max_bytes:
-            # Pages freed by deletes are reused by SQLite, so deleting bounds growth.
-            total = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'done'").fetchone()[0]
-            drop = max(total // 10, 1) if total else 0
-            if drop:
-                removed += conn.execute(
-                    "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE state = 'done'"
-                    " ORDER BY seq LIMIT ?)",
-                    (drop,),
-                ).rowcount
+            removed += prune_to_size(conn, self.prune_to_bytes)
         return removed
+
+
+@dataclass(frozen=True, slots=True)
+class PruneToSize:
+    """Drop the oldest finished alerts until the live records are at most ``target_bytes`` (the
+    journal asks for it as writes near its bound). Returns how many alerts were removed."""
+
+    target_bytes: int
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        return prune_to_size(conn, self.target_bytes)
+
+
+# Bytes an alert row takes besides its payload: its other columns and its index entries. Only an
+# estimate of how many rows free the excess: each round measures again and deletes more if short.
+ROW_BYTES = 256
+_PRUNE_ROUNDS = 4
+
+
+def prune_to_size(conn: sqlite3.Connection, target_bytes: int) -> int:
+    """Delete the oldest finished alerts until the live records are at most ``target_bytes``, or
+    none is left: in one pass, the rows whose payloads add up to the excess, not a fixed share.
+    Pages freed are reused by SQLite, so deleting bounds growth. Returns how many were removed."""
+    removed = 0
+    for _ in range(_PRUNE_ROUNDS):
+        excess = used_bytes(conn) - target_bytes
+        if excess <= 0:
+            break
+        last = _last_of_oldest_finished(conn, excess)
+        if last is None:
+            break  # only pending alerts are left: they are not done yet
+        removed += conn.execute("DELETE FROM alerts WHERE state = 'done' AND seq <= ?", (last,)).rowcount
+    return removed
+
+
+def _last_of_oldest_finished(conn: sqlite3.Connection, excess_bytes: int) -> int | None:
+    """The seq of the newest of the oldest finished alerts that together take ``excess_bytes``
+    (all of them if they take less), or None when there is none. length() of a blob reads its
+    size from the record, not its pages."""
+    row = conn.execute(
+        "SELECT seq FROM (SELECT seq, SUM(length(payload) + ?) OVER (ORDER BY seq) AS taken"
+        " FROM alerts WHERE state = 'done') WHERE taken >= ? LIMIT 1",
+        (ROW_BYTES, excess_bytes),
+    ).fetchone()
+    if row is None:
+        row = conn.execute("SELECT MAX(seq) FROM alerts WHERE state = 'done'").fetchone()
+    return None if row is None or row[0] is None else int(row[0])

@@ -3,13 +3,14 @@ redelivered. Used by the journal's writer, in whichever process it runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sqlite3
 import zlib
 from typing import Any
 
-from responder.alert import Alert
+from responder.alert import Alert, field_text
 from responder.alert_json import parse_falco_json
 from responder.journal_schema import ALERT_COLUMNS
 
@@ -31,10 +32,28 @@ def encode_payload(alert: Alert, raw: bytes | None = None) -> bytes:
     return _COMPACT_JSON.encode(alert.to_falco_json()).encode()
 
 
+def estimated_payload_bytes(alert: Alert) -> int:
+    """About the bytes :func:`encode_payload` makes of an alert with no body as received (gRPC's):
+    its output and fields as text, and the rest of its JSON (counted, not encoded)."""
+    fields = sum(len(name) + len(field_text(value)) for name, value in alert.fields.items())
+    return _JSON_FRAME_BYTES + len(alert.rule) + len(alert.output) + fields
+
+
+# Falco JSON around the rule, output and fields: keys, time, priority, source, hostname, tags.
+_JSON_FRAME_BYTES = 256
+
+
 def decode_payload(blob: bytes) -> Alert:
     if blob[:1] == bytes((_ZLIB_MAGIC,)):
         blob = zlib.decompress(blob)
     return parse_falco_json(blob)
+
+
+def decode_journaled(blob: bytes, alert_id: str) -> Alert:
+    """A journaled alert under the id it was journaled with: an earlier version computed some ids
+    otherwise (before output fields counted), and that id names its row, incident and actions."""
+    alert = decode_payload(blob)
+    return alert if alert.alert_id == alert_id else dataclasses.replace(alert, alert_id=alert_id)
 
 
 # Two parameters a row: within the 999 bound variables of the oldest SQLite builds.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -37,14 +38,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# What must not reach a text log raw: control characters (a newline would forge a line of its own,
+# a NUL makes grep take the log for binary), DEL, C1 controls and the Unicode line separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every character that could break a log line written as an escape (\\n, \\x00)."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record, whatever the message and fields hold (they may quote an attacker)."""
+
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         alert_id = current_alert_id.get()
         if alert_id is not None:
             fields.setdefault("alert_id", alert_id)
-        extras = " ".join(f"{key}={value}" for key, value in fields.items())
-        line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        extras = " ".join(f"{key}={escape_text(str(value))}" for key, value in fields.items())
+        line = f"{record.levelname.lower():7} {record.name}: {escape_text(record.getMessage())}"
         return f"{line} {extras}" if extras else line
 
 

@@ -44,12 +44,24 @@ class Metrics:
         )
         self.rejected = Counter(
             "serving_guard_alerts_rejected",
-            "Payloads refused, by input and reason",
+            "Payloads, requests and connections refused, by input and reason (HTTP: every refusal)",
             ["input", "reason"],
             registry=r,
         )
         self.overloaded = Counter(
             "serving_guard_alerts_pushed_back", "Alerts refused with 503/backpressure", ["input"], registry=r
+        )
+        self.journal_stalls = Counter(
+            "serving_guard_input_journal_stalls",
+            "Times an input stopped taking alerts because the journal refused a write (once per outage)",
+            ["input"],
+            registry=r,
+        )
+        self.lost = Counter(
+            "serving_guard_alerts_lost",
+            "Alerts taken from a sender that were never journaled (each logged with its id)",
+            ["input"],
+            registry=r,
         )
         self.incidents = Counter("serving_guard_incidents", "Incidents opened, by rule", ["rule"], registry=r)
         self.duplicates = Counter(

@@ -49,6 +49,7 @@ from responder.journal import (
     log_failed_write,
     report_from_record,
 )
+from responder.journal_rows import estimated_payload_bytes
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
@@ -215,6 +216,7 @@ class Pipeline:
     ) -> None:
         """Journal an alert that holds a slot; ``on_done`` hears the outcome."""
         received_ns = self._clock_ns()
+        self._journal.account_alert(len(raw) if raw is not None else estimated_payload_bytes(alert))
         repeat = self.incidents.open_repeat(alert, received_ns)
         if repeat is not None:
             # The storm path: a repeat of a journaled incident is written once, already final.

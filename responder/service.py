@@ -28,6 +28,7 @@ from responder.ingest.http import (
     build_input_server,
     server_ssl_context,
     warn_of_plaintext_token,
+    warn_of_unauthenticated_input,
 )
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.tls_reload import CertificateReloader
@@ -40,6 +41,8 @@ from responder.pipeline import Pipeline
 log = logging.getLogger("serving_guard.service")
 
 MAINTENANCE_SECONDS = 15.0
+# How long the gRPC input may take to stop (grpc.STOP_GRACE_SECONDS + grpc.UNREAD_SECONDS, and room).
+GRPC_STOP_SECONDS = 5.0
 READY_CACHE_SECONDS = 5.0
 
 
@@ -101,6 +104,7 @@ class Responder:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         self.grpc_input: Any | None = None
+        self._grpc_task: asyncio.Task[None] | None = None
         self.certificates: CertificateReloader | None = None
 
     @property
@@ -151,21 +155,25 @@ class Responder:
         if http.enabled:
             token = TokenSource(http.token) if http.token is not None else None
             warn_of_plaintext_token(http)
+            warn_of_unauthenticated_input(http)
             audit_token = audit_token_source(http, token)
             ssl_context = server_ssl_context(http)
-            if ssl_context is not None and http.tls is not None:
-                self.certificates = CertificateReloader(ssl_context, http.tls)
             authenticator = Authenticator(http, token)
             audit = self._audit_route(AuditReaders(authenticator, audit_token, token))
             server = build_input_server(http, self.pipeline, authenticator, [audit], metrics=self.metrics)
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
+            if ssl_context is not None and http.tls is not None:
+                self.certificates = CertificateReloader(http.tls, ssl_context, server.use_ssl_context)
         if self.config.inputs.grpc.enabled:
             from responder.ingest.grpc import GrpcAlertInput, check_client_tls
 
             # Only the local files: an unreachable Falco is retried for as long as it takes.
             check_client_tls(self.config.inputs.grpc)
-            self.grpc_input = GrpcAlertInput(self.config.inputs.grpc, self.pipeline, log.getChild("grpc"))
-            self._tasks.append(asyncio.create_task(self._supervise_grpc(), name="grpc-input"))
+            self.grpc_input = GrpcAlertInput(
+                self.config.inputs.grpc, self.pipeline, log.getChild("grpc"), metrics=self.metrics
+            )
+            self._grpc_task = asyncio.create_task(self._supervise_grpc(), name="grpc-input")
+            self._tasks.append(self._grpc_task)
         log.info(
             "responder started",
             extra={
@@ -191,8 +199,9 @@ class Responder:
             log.info("Slack reachable", extra={"identity": identity})
 
     async def _supervise_grpc(self) -> None:
-        """The gRPC input reconnects by itself; this only outlives an unexpected error in it
-        (e.g. the journal failing under it), so the input never silently disappears."""
+        """The gRPC input reconnects by itself, and waits out a journal that refuses writes (it
+        stops reading until the journal takes them); this only outlives an unexpected error in
+        it, so the input never silently disappears."""
         assert self.grpc_input is not None
         while not self._stop.is_set():
             try:
@@ -210,6 +219,9 @@ class Responder:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self._grpc_task is not None:
+            # Its submits under way finish, and what it read and could not journal is named.
+            await asyncio.wait({self._grpc_task}, timeout=GRPC_STOP_SECONDS)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -357,5 +369,7 @@ class Responder:
             self.metrics.grpc_connected.set(1 if self.grpc_input.state.connected else 0)
         if self.journal.full:
             log.error(
-                "journal is full: new alerts are refused with 503", extra={"bytes": self.journal.size_bytes()}
+                "journal is full of unfinished alerts: new alerts are refused (HTTP 503, gRPC stops"
+                " reading) until they are finished and can be pruned",
+                extra={"bytes": self.journal.size_bytes()},
             )

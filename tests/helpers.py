@@ -89,10 +89,12 @@ class Records(logging.Handler):
         self.logger = logging.getLogger(name)
         self.messages: list[str] = []
         self.levels: list[int] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
         self.levels.append(record.levelno)
+        self.records.append(record)
 
     def __enter__(self) -> Records:
         self.saved_level = self.logger.level

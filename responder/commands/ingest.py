@@ -1,10 +1,13 @@
 """`serving-guard ingest FILE|-`: feed Falco JSON lines (file_output, stdout, a replay) through the
 same pipeline as the live inputs. A bad line is reported with its line number and skipped.
 
-A line may be as long as the HTTP input's largest body (``inputs.http.max_body_bytes``, 64 KiB
+A line may be as long as the HTTP input's largest body (``inputs.http.max_body_bytes``, 320 KiB
 unless the config says otherwise): the same alert is refused whichever way it comes. A longer line
 is reported and read past without being kept, so memory stays bounded (`ingest /dev/zero`). A
-UTF-8 byte-order mark at the very start of the file is skipped, as many editors write one."""
+UTF-8 byte-order mark at the very start of the file is skipped, as many editors write one.
+
+A journal that takes no more (full of unfinished alerts, or failing) stops it at the line it
+reached, named with the tally so far: every line before it is journaled, none after it."""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from responder.alert_json import parse_falco_json
 from responder.commands.common import non_negative_seconds
 from responder.config import Config, Inputs, load_config
 from responder.errors import UserError
-from responder.ingest.sink import InputName
+from responder.ingest.http import JOURNAL_FAILURES
+from responder.ingest.sink import InputName, Overloaded
 from responder.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -128,7 +132,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         pipeline = responder.pipeline
         assert pipeline is not None
         tally = _Tally(pipeline, name)
-        read_error = await tally.feed(read_lines(stream, limit), limit)
+        stopped = await tally.feed(read_lines(stream, limit), limit)
         await pipeline.drain()
         if responder.notifier is not None:
             await responder.notifier.settle(args.settle_seconds)
@@ -146,8 +150,8 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
             by_action.setdefault(action, []).append(f"{count} {status}")
         said = "; ".join(f"{action}: {', '.join(counts)}" for action, counts in by_action.items())
         print(f"{name}: actions {said} (serving-guard audit tells each)", file=sys.stderr)
-    if read_error is not None:
-        raise UserError(read_error)
+    if stopped is not None:
+        raise UserError(stopped)
     return 1 if tally.rejected else 0
 
 
@@ -160,7 +164,8 @@ class _Tally:
     rejected: int = 0
 
     async def feed(self, lines: Iterator[Line], limit: int) -> str | None:
-        """Submit each line's alert, report each bad line; a read error ends it (returned)."""
+        """Submit each line's alert, report each bad line; a read error, or a journal that takes
+        no more, ends it (returned: why, and where)."""
         number = 0
         while True:
             try:
@@ -172,7 +177,10 @@ class _Tally:
                 return None
             number = line.number
             if line.raw is not None and line.raw.strip() and not line.bom:
-                await self.submit(number, line.raw)
+                try:
+                    await self.submit(number, line.raw)
+                except (Overloaded, *JOURNAL_FAILURES) as exc:
+                    return self._journal_stopped(number, exc)
                 continue
             if line.skipping:
                 pass
@@ -194,6 +202,16 @@ class _Tally:
             self.accepted += 1
         else:
             self.again += 1
+
+    def _journal_stopped(self, number: int, error: Exception) -> str:
+        """Why ingesting stops at line ``number``, and where to take it up again: every line
+        before it is journaled, and none from it on (resuming from earlier is harmless too: a
+        line already journaled counts as "already in the journal")."""
+        if isinstance(error, Overloaded):  # ingest waits for room: only a full journal says so
+            what = "the journal is full (journal.max_bytes)"
+        else:
+            what = f"journal write failed ({error})"
+        return f"{self.name}:{number}: {what}: not ingested from this line on; resume from line {number}"
 
     def refuse(self, number: int, code: str, problem: str) -> None:
         self.rejected += 1

@@ -15,7 +15,7 @@ from responder.cluster.api import KubeGateway
 from responder.config import Config, dotted_path, load_config
 from responder.errors import UserError
 from responder.logs import setup_logging
-from responder.memory_budget import container_memory_limit, tls_memory_warning
+from responder.memory_budget import connections_memory_warning, container_memory_limit
 from responder.policy_review import unreachable_policies
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.service import Responder
@@ -86,16 +86,18 @@ def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def warn_if_tls_connections_exceed_memory(config: Config, limit_bytes: int | None = None) -> None:
-    """Say at start-up when the HTTP input's TLS connections, at their cap, may not fit the
+def warn_if_connections_exceed_memory(config: Config, limit_bytes: int | None = None) -> None:
+    """Say at start-up when the HTTP input's connections, at their cap, may not fit the
     container's memory limit (``limit_bytes``; None: read from this process's cgroup)."""
     http = config.inputs.http
-    if not http.enabled or http.tls is None:
+    if not http.enabled:
         return
     limit = limit_bytes if limit_bytes is not None else container_memory_limit()
     if limit is None:
         return
-    warning = tls_memory_warning(config.server.event_loop, http.max_connections, limit)
+    warning = connections_memory_warning(
+        config.server.event_loop, http.tls is not None, http.max_connections, http.max_body_bytes, limit
+    )
     if warning is not None:
         log.warning(warning)
 
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.config}: {refusal}; `serving-guard ingest` reads alerts from a file without one"
         )
     setup_logging(config.logging.level, config.logging.format)
-    warn_if_tls_connections_exceed_memory(config)
+    warn_if_connections_exceed_memory(config)
     warn_of_unreachable_policies(config)
     warn_of_unannounced_cuts(config)
     with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:

@@ -4,6 +4,15 @@ Falco keeps one process-wide queue of alerts. ``/falco.outputs.service/sub`` is 
 stream: after each client message Falco drains the queue into the stream. This client sends an
 empty request every poll interval, but only while the sink is not blocking on an alert, so a full
 pipeline leaves the remaining alerts in Falco's queue instead of in our memory.
+
+What Falco's gRPC allows: a subscription is a stream with no acknowledgement and no redelivery. An
+alert Falco has written into the stream is gone from its queue, read by us or not; one we read is
+ours alone to keep. So when the journal refuses a write the input stops asking and stops reading:
+what Falco has not sent stays in its queue, what was sent but not read waits in the stream (no
+more than HTTP/2 flow control lets Falco write ahead), and what was read is held here and retried,
+oldest first, until the journal takes it; then reading resumes. If the input stops first, what the
+stream still holds is read too, and every alert read and never journaled is logged with its id and
+counted as lost.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from responder.config import GrpcInput
 from responder.errors import UserError
 from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
 from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
+from responder.metrics import Metrics
 
 # Full method paths (Falco's generated stubs use the same ones; a test checks it).
 SUB_METHOD = "/falco.outputs.service/sub"
@@ -42,6 +52,14 @@ GRPC_DEPRECATED_SINCE = (0, 43)
 KEEPALIVE_MS = 330_000
 # Alerts handed to the pipeline at once (each awaits its durable journal commit).
 IN_FLIGHT = 64
+# At stop, how long submits under way may take to finish (the journal is still open then).
+STOP_GRACE_SECONDS = 1.0
+# Ending a session while the journal refuses writes: how long to read what Falco already sent (to
+# hold it, and name it if lost), and how long one read may wait once the stream holds nothing more.
+UNREAD_SECONDS = 2.0
+UNREAD_WAIT_SECONDS = 0.2
+# Alert ids named in one log line about lost alerts; the count is always given in full.
+LOST_IDS_LOGGED = 100
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_EXPONENT = 60  # 2**60 times any positive initial delay is far past any cap
 
@@ -137,6 +155,11 @@ class GrpcInputState:
     rejected: int = 0
     polls: int = 0
     last_error: str | None = None
+    # Set while the journal refuses writes: what failed. Reading stops until it clears.
+    journal_error: str | None = None
+    journal_stalls: int = 0  # outages of the journal this input stopped for
+    held: int = 0  # alerts read that the journal refused, kept to retry
+    lost: int = 0  # alerts read and never journaled (the input stopped first), each logged
 
 
 class _StreamEnded(Exception):
@@ -153,15 +176,34 @@ class GrpcAlertInput:
         logger: logging.Logger,
         *,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._sink = sink
         self._log = logger
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._metrics = metrics if metrics is not None else Metrics()
         self.state = GrpcInputState()
+        # Alerts read from Falco and not yet journaled, by their number in reading order: those
+        # being submitted, and those the journal refused (held, retried before the next read).
+        # Kept across sessions: a reconnect does not give them back to Falco.
+        self._submitting: dict[int, Alert] = {}
+        self._held: dict[int, Alert] = {}
+        # Set while nothing is held: the reader reads and the poller asks only then.
+        self._journal_takes_writes = asyncio.Event()
+        self._journal_takes_writes.set()
+        self._retrying: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stream and reconnect with capped backoff until ``stop`` is set."""
+        try:
+            await self._sessions_until(stop)
+        finally:
+            if self._retrying is not None:
+                self._retrying.cancel()
+            self._report_lost()
+
+    async def _sessions_until(self, stop: asyncio.Event) -> None:
         backoff = self._config.backoff
         attempt = 0
         while not stop.is_set():
@@ -188,7 +230,7 @@ class GrpcAlertInput:
             session.cancel()
             stopper.cancel()
             await asyncio.gather(session, stopper, return_exceptions=True)
-        # An alert being submitted when stop came is abandoned; Falco's gRPC has no redelivery anyway.
+        # An alert read and not journaled when stop came is named in the log (run: _report_lost).
         return False if session.cancelled() else session.result()
 
     def _open_channel(self) -> Any:
@@ -292,15 +334,17 @@ class GrpcAlertInput:
             else:
                 reader.result()
         finally:
-            call.cancel()
             reader.cancel()
             poller.cancel()
             await asyncio.gather(reader, poller, return_exceptions=True)
+            if self.state.journal_error is not None:
+                await self._keep_unread(call)
+            call.cancel()
 
     async def _poll(self, call: Any, idle: asyncio.Event) -> None:
         request = outputs_pb2.request()
         while True:
-            await idle.wait()
+            await self._free_to_ask(idle)
             try:
                 await call.write(request)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -308,55 +352,186 @@ class GrpcAlertInput:
             self.state.polls += 1
             await asyncio.sleep(self._config.poll_interval_seconds)
 
+    async def _free_to_ask(self, idle: asyncio.Event) -> None:
+        """Until no alert waits for the sink and none is held for the journal."""
+        while not (idle.is_set() and self._journal_takes_writes.is_set()):
+            await idle.wait()
+            await self._journal_takes_writes.wait()
+
     async def _read(self, call: Any, idle: asyncio.Event) -> None:
         """Read the stream and hand alerts on with up to IN_FLIGHT submits at once: each waits for
         its journal commit, and commits are grouped, so overlapping them multiplies the rate.
         Submits start in stream order and the journal keeps that order. With every slot busy the
-        reader stops reading and the poller stops asking: the backlog stays in Falco's queue."""
+        reader stops reading and the poller stops asking: the backlog stays in Falco's queue.
+        While alerts are held for a journal that refused them, nothing more is read (a read
+        already under way may bring one more, held with them: see the module)."""
         slots = asyncio.Semaphore(IN_FLIGHT)
         delivering: set[asyncio.Task[None]] = set()
 
         def finished(task: asyncio.Task[None]) -> None:
             delivering.discard(task)
             slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                self._log.error("grpc input: an alert's delivery failed", exc_info=task.exception())
             if not delivering:
                 idle.set()
 
         try:
             while True:
+                await self._journal_takes_writes.wait()
                 response = await call.read()
                 if response is grpc.aio.EOF:
                     raise _StreamEnded
                 self.state.received += 1
                 idle.clear()
                 await slots.acquire()
-                task = asyncio.create_task(self._deliver(response))
+                task = asyncio.create_task(self._deliver(self.state.received, response))
                 delivering.add(task)
                 task.add_done_callback(finished)
         except asyncio.CancelledError:
-            # The input is stopping: abandon what is not journaled yet (as a single submit would).
-            for task in delivering:
-                task.cancel()
-            await asyncio.gather(*delivering, return_exceptions=True)
+            await self._let_deliveries_finish(delivering)
             raise
         except BaseException:
-            # The stream broke: alerts already read are Falco's no more, so their submits finish.
+            # The stream broke: alerts already read are Falco's no more, so their submits finish
+            # (those the journal refuses are held, and retried whatever the stream does).
             await asyncio.gather(*delivering, return_exceptions=True)
             raise
 
-    async def _deliver(self, response: outputs_pb2.response) -> None:
+    async def _deliver(self, number: int, response: outputs_pb2.response) -> None:
         try:
             alert = alert_from_response(response)
         except AlertError as exc:
             self.state.rejected += 1
             self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))
             return
-        while True:
+        self._submitting[number] = alert
+        while self.state.journal_error is None:  # else held at once: the journal is refusing
             try:
                 await self._sink.submit(alert, InputName.GRPC)
             except Overloaded as exc:
                 # Keep the alert and keep not reading: the pressure stays on Falco's queue.
                 await asyncio.sleep(exc.retry_after_seconds)
                 continue
+            except Exception as exc:  # whatever failed, the alert is not journaled: it is kept
+                self._journal_refused(exc, alert)
+                break
+            del self._submitting[number]
             self.state.submitted += 1
             return
+        self._hold(number)
+
+    def _journal_refused(self, error: Exception, alert: Alert) -> None:
+        """The first refusal of an outage stops the reading; said once, with what failed."""
+        if self.state.journal_error is not None:
+            return
+        what = f"{type(error).__name__}: {error}"
+        self.state.journal_error = self.state.last_error = what
+        self.state.journal_stalls += 1
+        self._metrics.journal_stalls.labels(InputName.GRPC.value).inc()
+        self._journal_takes_writes.clear()
+        self._log.error(
+            "grpc input: the journal refused an alert; reading from Falco stops until it takes writes"
+            " again (alerts Falco has not sent stay in its queue; those read are kept and retried)",
+            extra={"error": what, "alert_id": alert.alert_id},
+        )
+
+    def _hold(self, number: int) -> None:
+        """Keep an alert read and not journaled, to be retried (before anything more is read)."""
+        self._held[number] = self._submitting.pop(number)
+        self.state.held = len(self._held)
+        self._journal_takes_writes.clear()
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._journal_held())
+
+    async def _journal_held(self) -> None:
+        """Submit the held alerts, oldest first, until the journal has taken every one (retried
+        on the reconnect backoff's schedule while it refuses them); then reading resumes."""
+        attempt = 0
+        journaled = 0
+        while self._held:
+            number = min(self._held)
+            try:
+                await self._sink.submit(self._held[number], InputName.GRPC)
+            except Overloaded as exc:
+                await asyncio.sleep(exc.retry_after_seconds)
+                continue
+            except Exception as exc:  # still refused (said once an outage): tried again later
+                self._journal_refused(exc, self._held[number])
+                backoff = self._config.backoff
+                await asyncio.sleep(
+                    backoff_delay(attempt, backoff.initial_seconds, backoff.max_seconds, self._rng)
+                )
+                attempt += 1
+                continue
+            del self._held[number]
+            self.state.held = len(self._held)
+            self.state.submitted += 1
+            journaled += 1
+        if self.state.journal_error is not None:
+            self._log.info(
+                "grpc input: the journal takes writes again; the alerts kept meanwhile are journaled"
+                " and reading from Falco resumes",
+                extra={"count": journaled},
+            )
+            self.state.journal_error = None
+        self._journal_takes_writes.set()
+
+    async def _let_deliveries_finish(self, delivering: set[asyncio.Task[None]]) -> None:
+        """The session is ending (the input stops): submits under way may finish (most are one
+        commit away), for STOP_GRACE_SECONDS at most. An alert not confirmed by then is held:
+        journaling it again is harmless (its content id makes it "already accepted"), and if the
+        input stops, it is named as lost (:meth:`_report_lost`)."""
+        try:
+            if delivering:
+                await asyncio.wait(set(delivering), timeout=STOP_GRACE_SECONDS)
+        finally:
+            for task in delivering:
+                task.cancel()
+            for number in list(self._submitting):
+                self._hold(number)
+
+    async def _keep_unread(self, call: Any) -> None:
+        """The session ends while the journal refuses writes (at stop; a broken stream has nothing
+        more to give): what Falco wrote into the stream and this input did not read is gone from
+        its queue. Read it, for UNREAD_SECONDS at most, and hold it with the rest (named as lost
+        if the input stops before the journal takes it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNREAD_SECONDS
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            while (left := deadline - loop.time()) > 0:
+                response = await asyncio.wait_for(call.read(), min(left, UNREAD_WAIT_SECONDS))
+                if response is grpc.aio.EOF:
+                    return
+                self.state.received += 1
+                self._keep_read(self.state.received, response)
+
+    def _keep_read(self, number: int, response: outputs_pb2.response) -> None:
+        try:
+            self._submitting[number] = alert_from_response(response)
+        except AlertError as exc:
+            self.state.rejected += 1
+            self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))
+            return
+        self._hold(number)
+
+    def _report_lost(self) -> None:
+        """The input stops: the alerts it read and never journaled are lost, logged with their ids."""
+        lost = {**self._submitting, **self._held}
+        self._submitting.clear()
+        self._held.clear()
+        self.state.held = 0
+        if lost:
+            self.state.lost += len(lost)
+            self._metrics.lost.labels(InputName.GRPC.value).inc(len(lost))
+            ids = [lost[number].alert_id for number in sorted(lost)]
+            self._log.error(
+                "grpc input: stopped with alerts read from Falco never journaled: they are lost",
+                extra={
+                    "count": len(ids),
+                    "alert_ids": ids[:LOST_IDS_LOGGED],
+                    "error": self.state.journal_error,
+                },
+            )
+        # Nothing is held any more: a run started again reads, and says again if the journal refuses.
+        self.state.journal_error = None
+        self._journal_takes_writes.set()

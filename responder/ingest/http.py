@@ -6,7 +6,12 @@ Authentication (a request needs one of those configured):
   only do this: it cannot send custom headers);
 - a bearer token (Falcosidekick webhook ``customheaders``), compared in constant time.
 With only a client CA the TLS handshake itself refuses certificate-less clients; with a CA
-and a token, either proves the sender. ``allow_unauthenticated: true`` must be explicit.
+and a token, either proves a sender that presents no certificate (one that presents a certificate
+of another CA is refused at the handshake: OpenSSL verifies what is presented). ``allow_unauthenticated:
+true`` must be explicit, and is refused beside a client CA (the config says why).
+
+Refusals (authentication, framing, size, invalid alerts, TLS handshakes) are counted by reason and
+logged rate-limited (``refusals.RefusalLog``), never one line per request.
 
 Reading the audit trail (GET /v1/audit) is not sending alerts: with ``audit_token`` set, only
 that token reads it, and it cannot send alerts. Every Falco node holds a sender's credential, and
@@ -32,13 +37,15 @@ from responder.alert_json import parse_falco_json
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
+from responder.ingest.refusals import RefusalLog
 from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
-from responder.ingest.tls_reload import load_server_certificates
+from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
 
 log = logging.getLogger("serving_guard.http")
 
 ALERTS_PATH = "/v1/alerts"
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 TOKEN_REFRESH_SECONDS = 30.0
 AUDIT_READERS_ONLY = "the audit trail is read with the audit token (inputs.http.audit_token)"
 SAME_TOKENS_SINCE_ROTATION = (
@@ -47,12 +54,19 @@ SAME_TOKENS_SINCE_ROTATION = (
 )
 
 
+def client_certificates(config: HttpInput) -> ssl.VerifyMode:
+    """What the handshake asks of a client: with a token as the alternative proof (a sender's, or
+    the audit readers'), a certificate is optional there and each route asks for what it needs."""
+    if config.tls is None or not config.tls.client_ca_file:
+        return ssl.CERT_NONE
+    token_configured = config.token is not None or config.audit_token is not None
+    return ssl.CERT_OPTIONAL if token_configured else ssl.CERT_REQUIRED
+
+
 def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
     tls = config.tls
     if tls is None:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     for key, path in (
         ("cert_file", tls.cert_file),
         ("key_file", tls.key_file),
@@ -66,15 +80,9 @@ def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
                 f"inputs.http.tls: cannot load certificates: cannot read {key} {path}: {exc.strerror or exc}"
             ) from None
     try:
-        load_server_certificates(context, tls)
-        if tls.client_ca_file:
-            # With a token as the alternative proof (a sender's, or the audit readers'), a
-            # certificate is optional at the handshake; each route then asks for what it needs.
-            token_configured = config.token is not None or config.audit_token is not None
-            context.verify_mode = ssl.CERT_OPTIONAL if token_configured else ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
+        return new_server_context(tls, client_certificates(config))
+    except CertificateFilesError as exc:
         raise UserError(f"inputs.http.tls: cannot load certificates: {exc}") from None
-    return context
 
 
 class TokenSource:
@@ -202,6 +210,20 @@ def warn_of_plaintext_token(http: HttpInput) -> None:
         )
 
 
+def warn_of_unauthenticated_input(http: HttpInput) -> None:
+    """allow_unauthenticated takes alerts from anyone: said at every start, not only in the config."""
+    if not http.allow_unauthenticated:
+        return
+    also = " (a request without a token is accepted; one with a wrong token is refused)" if http.token else ""
+    log.warning(
+        "inputs.http.allow_unauthenticated is true: anyone who can reach %s can send alerts and have "
+        "pods quarantined%s; make sure only Falco can reach the port, or authenticate senders "
+        "(tls.client_ca_file, token)",
+        http.listen,
+        also,
+    )
+
+
 def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> TokenSource | None:
     """The audit readers' token, or None (with a warning: then any alert sender reads the trail)."""
     if http.audit_token is None:
@@ -262,32 +284,42 @@ def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseExce
         answer.set_result(accepted_response(result))
 
 
-def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticator) -> Route:
+def alerts_route(
+    config: HttpInput, sink: AlertSink, authenticator: Authenticator, refusals: RefusalLog
+) -> Route:
+    """POST /v1/alerts. Requests refused from their head (authentication, size) are counted and
+    logged by the server; invalid alerts, here."""
     admission_timeout = config.admission_timeout_seconds
 
     def check(request: Request) -> Response | None:
         auth = authenticator.check(request)
-        if auth.ok:
-            return None
-        sink.reject(InputName.HTTP, "unauthenticated", f"{auth.reason} from {request.remote}")
-        return json_error(auth.status, auth.reason)
+        return None if auth.ok else json_error(auth.status, auth.reason)
 
-    def too_large(limit: int) -> Response:
-        sink.reject(InputName.HTTP, "too_large", f"body over {limit} bytes")
-        return json_error(413, "payload too large", limit_bytes=limit)
+    def too_large(limit: int, size: int) -> Response:
+        # The reason, with the size, is what the server's refusal log says (with the sender).
+        reason = f"a body of {size} bytes or more, over inputs.http.max_body_bytes ({limit})"
+        return json_error(413, "payload too large", limit_bytes=limit, reason=reason)
+
+    def invalid(request: Request, exc: AlertError) -> Response | Awaitable[Response]:
+        body = request.body
+        if body.startswith(BYTE_ORDER_MARK) and not body.startswith(BYTE_ORDER_MARK, len(BYTE_ORDER_MARK)):
+            # Dropped, as `ingest` drops one at the start of its file (some clients write one).
+            request.body = body[len(BYTE_ORDER_MARK) :]
+            return handle(request)
+        refusals.record(rejection_code(exc), request.remote, f"400 invalid alert: {exc}")
+        hint = ""
+        if exc.field == WHOLE_PAYLOAD and request.content_type == "text/plain":
+            hint = "Falco must run with json_output: true"
+        return json_error(
+            400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})
+        )
 
     def handle(request: Request) -> Response | Awaitable[Response]:
         body = request.body
         try:
             alert = parse_falco_json(body)
         except AlertError as exc:
-            sink.reject(InputName.HTTP, rejection_code(exc), str(exc))
-            hint = ""
-            if exc.field == WHOLE_PAYLOAD and request.content_type == "text/plain":
-                hint = "Falco must run with json_output: true"
-            return json_error(
-                400, "invalid alert", field=exc.field, reason=exc.reason, **({"hint": hint} if hint else {})
-            )
+            return invalid(request, exc)
         # The busy path: a free slot is taken at once and the answer is a future, not a task.
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         try:
@@ -317,6 +349,15 @@ def alerts_route(config: HttpInput, sink: AlertSink, authenticator: Authenticato
     )
 
 
+def count_rejected(metrics: Metrics) -> Callable[[str], None]:
+    """Counts an HTTP input refusal in ``serving_guard_alerts_rejected_total{input="http"}``."""
+
+    def count(reason: str) -> None:
+        metrics.rejected.labels(InputName.HTTP.value, reason).inc()
+
+    return count
+
+
 def build_input_server(
     config: HttpInput,
     sink: AlertSink,
@@ -325,10 +366,14 @@ def build_input_server(
     *,
     metrics: Metrics | None = None,
 ) -> HttpServer:
+    refusals = RefusalLog("HTTP input", log, count_rejected(metrics) if metrics is not None else None)
     server = HttpServer(
-        [alerts_route(config, sink, authenticator), *(extra_routes or [])],
-        Limits(max_connections=config.max_connections),
+        [alerts_route(config, sink, authenticator, refusals), *(extra_routes or [])],
+        Limits(
+            max_connections=config.max_connections, max_connections_per_peer=config.max_connections_per_peer
+        ),
         on_refused_connection=metrics.http_connections_refused.inc if metrics is not None else None,
+        refusals=refusals,
     )
     if metrics is not None:
         metrics.http_connections_open.set_function(lambda: len(server.connections))

@@ -29,6 +29,8 @@ from typing import Any, cast
 
 import httptools
 
+from responder.ingest.refusals import REFUSAL_LOG_SECONDS, RefusalLog
+
 log = logging.getLogger("serving_guard.http")
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -45,10 +47,16 @@ WRITE_BUFFER_HIGH = 64 * 1024
 CLOSE_GRACE_SECONDS = 5.0
 # Open connections the input holds by default: each one can hold a head of up to 16 KiB.
 MAX_CONNECTIONS = 4096
+# Open connections from one address by default: Falco keeps one per node, Falcosidekick one per
+# alert in flight, and behind a mesh's sidecar or a NAT every sender shares an address. An eighth
+# of MAX_CONNECTIONS: one address alone cannot take every slot.
+MAX_CONNECTIONS_PER_PEER = 512
 # A TLS handshake past this is cut (or past request_seconds, when shorter).
 TLS_HANDSHAKE_SECONDS = 10.0
-# At most one warning about refused connections per this many seconds, however many arrive.
-REFUSAL_LOG_SECONDS = 10.0
+# A new connection (its TLS handshake done) that has not sent a whole request head by then is
+# closed: a sender sends its request as soon as it connects, and a connection that sends nothing
+# would otherwise hold its slot for the keep-alive time.
+FIRST_REQUEST_SECONDS = 10.0
 # After refusing a request whose bytes may still be arriving: how long to read and drop them, so the
 # close does not turn into a reset that could destroy the answer on its way.
 LINGER_SECONDS = 2.0
@@ -123,7 +131,9 @@ class Route:
     check: HeadCheck | None = None
     # Largest body this route takes; a longer one gets 413 without being kept.
     max_body_bytes: int = 0
-    too_large: Callable[[int], Response] | None = None
+    # The 413 for a body over max_body_bytes: called with the limit and the size known (the
+    # declared length, or the bytes received when it passed the limit).
+    too_large: Callable[[int, int], Response] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +145,21 @@ class Limits:
     # soon as it is accepted, unread (no TLS work), so connections full of unfinished heads or
     # handshakes cannot exhaust memory.
     max_connections: int = MAX_CONNECTIONS
+    # Of those, from one address at a time: more from it are closed as soon as they are accepted.
+    max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER
+    first_request_seconds: float = FIRST_REQUEST_SECONDS  # from connecting to a whole first head
 
     @property
     def handshake_seconds(self) -> float:
         """How long a TLS handshake may take: a sender's takes milliseconds, and a slot held by one
         that stalls is a slot a flood needs fewer new connections a second to keep taken."""
         return min(TLS_HANDSHAKE_SECONDS, self.request_seconds)
+
+    @property
+    def first_head_seconds(self) -> float:
+        """How long a new connection may take to send its first request head: never longer than a
+        request, nor than an idle connection is kept."""
+        return min(self.first_request_seconds, self.request_seconds, self.keepalive_seconds)
 
     @property
     def max_framing_bytes(self) -> int:
@@ -150,6 +169,72 @@ class Limits:
 
 def _error(status: int, reason: str) -> Response:
     return Response.json(status, {"error": REASONS.get(status, "error").lower(), "reason": reason})
+
+
+# A refusal's reason, as counted (a metric label: a fixed set), by the status it is answered with.
+REFUSAL_REASONS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "unauthenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    411: "length_required",
+    413: "too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def refusal_detail(response: Response) -> str:
+    """What a refusal says, for the log: its status and the reason (or error) of its JSON body."""
+    try:
+        said = json.loads(response.body)
+    except ValueError:
+        said = None
+    if isinstance(said, dict):
+        text = said.get("reason") or said.get("error")
+        if isinstance(text, str):
+            return f"{response.status} {text}"
+    return f"{response.status} {REASONS.get(response.status, '')}".rstrip()
+
+
+# OpenSSL's reasons for a failed handshake, in words (the others are shown as OpenSSL's, lower case).
+_TLS_FAILURES = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
+    "HTTP_REQUEST": "plain HTTP sent to the TLS port (http:// where https:// is meant?)",
+    "WRONG_VERSION_NUMBER": "not TLS, or a TLS version this server does not speak",
+    "UNSUPPORTED_PROTOCOL": "a TLS version below 1.2",
+    "NO_SHARED_CIPHER": "no cipher in common",
+    "TLSV1_ALERT_UNKNOWN_CA": "the client does not trust the server's certificate (unknown CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the client refused the server's certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the client refused the server's certificate",
+}
+# X509 verification codes of a client certificate whose issuer is not a configured client CA.
+_UNKNOWN_ISSUER = {2, 18, 19, 20}
+
+
+def _client_certificate_failure(exc: ssl.SSLCertVerificationError) -> str:
+    if exc.verify_code in _UNKNOWN_ISSUER:
+        return f"client certificate from an unknown CA ({exc.verify_message})"
+    return f"client certificate refused ({exc.verify_message})"
+
+
+def describe_handshake_failure(exc: BaseException, seconds: float) -> str:
+    """Why a TLS handshake failed, in a few words ("no client certificate")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _client_certificate_failure(exc)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return _TLS_FAILURES.get(exc.reason, exc.reason.lower().replace("_", " "))
+    if isinstance(exc, (TimeoutError, ConnectionAbortedError, asyncio.CancelledError)):
+        return f"not done within {seconds:g} s"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
+        return "the client closed the connection (does it trust the server's certificate?)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _origin_form(target: str) -> str:
@@ -200,8 +285,9 @@ def encode_response(response: Response, date: bytes, *, close: bool) -> bytes:
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a request that cannot be read further."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, *, counted: bool = False) -> None:
         self.response = response
+        self.counted = counted  # recorded as a refusal already (when its head was read)
 
 
 @dataclass(slots=True)
@@ -239,6 +325,8 @@ class Connection(asyncio.Protocol):
         self._tls = False
         self._remote = ""
         self._peer_verified = False
+        # A whole request head has come: from then on, idle time between requests is keep-alive.
+        self._sent_a_head = False
         self.deadline = 0.0  # loop time after which the server closes this connection
         # Bytes of the current request that were not body: head, chunk framing, trailers.
         self._framing_bytes = 0
@@ -254,8 +342,6 @@ class Connection(asyncio.Protocol):
         if self._handshake is None and not self._admit(stream):
             return
         self._transport = stream
-        peer = transport.get_extra_info("peername")
-        self._remote = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
         ssl_object = transport.get_extra_info("ssl_object")
         self._tls = ssl_object is not None
         # getpeercert() is empty unless the client's chain verified against the configured CAs;
@@ -266,17 +352,34 @@ class Connection(asyncio.Protocol):
         if self._server.stopping or self._closing:
             self.close()
             return
-        self._idle()
+        self.deadline = self._server.loop.time() + self._server.limits.first_head_seconds
+
+    @property
+    def remote(self) -> str:
+        """The client's address."""
+        return self._remote
 
     def _admit(self, transport: asyncio.Transport) -> bool:
-        """A connection just accepted takes a slot, or is cut unread when all are taken."""
+        """A connection just accepted takes a slot, or is cut unread when all are taken (or all
+        that its address may hold)."""
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
         if self._server.full:
             # Full: this new connection is cut unread; the established ones keep being served.
             self._closing = True
             transport.abort()
             self._server.refused_connection()
             return False
-        self._server.connections.add(self)
+        if not self._server.take_slot(self):
+            self._closing = True
+            transport.abort()
+            self._server.refusals.record(
+                "peer_connection_limit",
+                self._remote,
+                f"{self._server.limits.max_connections_per_peer} connections from this address are open "
+                "already (inputs.http.max_connections_per_peer); closed unread",
+            )
+            return False
         return True
 
     def accept_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
@@ -308,15 +411,23 @@ class Connection(asyncio.Protocol):
             await self._server.loop.connect_accepted_socket(
                 lambda: self, sock, ssl=context, ssl_handshake_timeout=self._server.limits.handshake_seconds
             )
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as exc:
             # Failed, timed out or cut by close(), and the loop has closed the socket. The protocol
             # hears nothing of a handshake that never finished (no connection_lost): free its slot.
             # Cancelled once done (connection_made came first; not by close(), see _cancel_handshake):
             # the loop closes the TLS connection, and connection_lost comes once its socket is closed.
             if self._transport is None:
+                self._handshake_failed(exc)
                 self.connection_lost(None)
         finally:
             self._handshake = None
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        # Cancelled by close(): the server stopping (not a refusal), or the sweeper (a timeout).
+        if self._server.stopping:
+            return
+        why = describe_handshake_failure(exc, self._server.limits.handshake_seconds)
+        self._server.refusals.record("tls_handshake", self._remote, f"TLS handshake failed: {why}")
 
     def pause_writing(self) -> None:
         # The client does not read its answers: start nothing more for it, read nothing more
@@ -335,7 +446,7 @@ class Connection(asyncio.Protocol):
         self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
+        self._server.free_slot(self)
         self._closing = True
         self._queue.clear()
 
@@ -368,7 +479,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, _Refused):
-                self._fail(refused.response)
+                self._fail(refused.response, counted=refused.counted)
             else:
                 log.error("HTTP input: parser callback failed", exc_info=refused or exc)
                 self._fail(_error(500, "internal error"))
@@ -380,7 +491,10 @@ class Connection(asyncio.Protocol):
             self._fail(_error(400, f"malformed HTTP request: {exc}"))
             return False
         if self._incoming is not None and self._framing_bytes > self._server.limits.max_framing_bytes:
-            self._fail(_error(431, "request head too large"))
+            in_body = self._incoming.request is not None
+            self._fail(
+                _error(431, "chunk framing or trailer too large" if in_body else "request head too large")
+            )
             return False
         return True
 
@@ -408,7 +522,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._incoming = _Incoming()
-        self.deadline = self._server.loop.time() + self._server.limits.request_seconds
+        if self._sent_a_head:  # a first request's head stays within the new connection's deadline
+            self.deadline = self._server.loop.time() + self._server.limits.request_seconds
 
     def on_url(self, url: bytes) -> None:
         assert self._incoming is not None
@@ -441,6 +556,9 @@ class Connection(asyncio.Protocol):
         http_11 = parser.get_http_version() != "1.0"
         if http_11 and "host" not in incoming.headers:
             raise _Refused(_error(400, "an HTTP/1.1 request needs a Host header"))
+        if not self._sent_a_head:
+            self._sent_a_head = True
+            self.deadline = self._server.loop.time() + self._server.limits.request_seconds
         method = parser.get_method().decode("latin-1")
         path, _, query = _origin_form(incoming.url.decode("latin-1")).partition("?")
         head = Request(method, path, query, incoming.headers, b"", self._remote, self._peer_verified)
@@ -462,7 +580,8 @@ class Connection(asyncio.Protocol):
             refusal = _error(411, "a POST needs a Content-Length or Transfer-Encoding: chunked")
         declared = incoming.headers.get("content-length", "")
         if refusal is None and route is not None and declared.isdigit():
-            refusal = self._too_large(route) if int(declared) > route.max_body_bytes else None
+            size = int(declared)
+            refusal = self._too_large(route, size) if size > route.max_body_bytes else None
         expect = incoming.headers.get("expect") if http_11 else None  # HTTP/1.0 ignores Expect
         if expect is not None and expect.strip().lower() != "100-continue":
             refusal = refusal or _error(417, f"unsupported Expect: {expect[:64]}")
@@ -470,6 +589,8 @@ class Connection(asyncio.Protocol):
             # The sender waits for a go-ahead before its body: the refusal is the answer, now.
             raise _Refused(refusal)
         incoming.refusal = refusal
+        if refusal is not None:
+            self._record_refusal(refusal)
         if expect is not None:
             incoming.expect_continue = True
             self._maybe_continue()
@@ -477,13 +598,17 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         incoming = self._incoming
         assert incoming is not None
-        self._framing_bytes -= len(body)
+        # Only what comes between body bytes is bounded (a trailer line is buffered whole; those parsed
+        # after it in the same FEED_SLICE go uncounted): a body in tiny chunks, far more framing than
+        # body, is fine.
+        self._framing_bytes = 0
         if incoming.refusal is not None:
             return  # refused: read and dropped
         incoming.body_bytes += len(body)
         route = incoming.route
         if route is not None and incoming.body_bytes > route.max_body_bytes:
-            incoming.refusal = self._too_large(route)
+            incoming.refusal = self._too_large(route, incoming.body_bytes)
+            self._record_refusal(incoming.refusal)
             incoming.body.clear()
             return
         incoming.body.append(body)
@@ -496,7 +621,7 @@ class Connection(asyncio.Protocol):
         if incoming.refusal is not None:
             # A refused request's connection closes after the answer (the sender may be hostile):
             # nothing behind it is parsed, checked or counted.
-            raise _Refused(incoming.refusal)
+            raise _Refused(incoming.refusal, counted=True)
         request = incoming.request  # the head the checks saw, now with its body
         request.body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
         self._queue.append((request, keep_alive))
@@ -506,10 +631,15 @@ class Connection(asyncio.Protocol):
 
     # -- handling -----------------------------------------------------------------------------
 
-    def _too_large(self, route: Route) -> Response:
+    def _too_large(self, route: Route, size: int) -> Response:
         if route.too_large is not None:
-            return route.too_large(route.max_body_bytes)
+            return route.too_large(route.max_body_bytes, size)
         return _error(413, f"body larger than {route.max_body_bytes} bytes")
+
+    def _record_refusal(self, response: Response) -> None:
+        """Count and log (rate-limited) a request this server refuses, before any handler saw it."""
+        reason = REFUSAL_REASONS.get(response.status, "other")
+        self._server.refusals.record(reason, self._remote, refusal_detail(response))
 
     def _maybe_continue(self) -> None:
         # The interim answer may only go out when every earlier request has been answered.
@@ -609,8 +739,10 @@ class Connection(asyncio.Protocol):
             self.deadline = self._server.loop.time() + self._server.limits.request_seconds
             self._maybe_continue()
 
-    def _fail(self, response: Response) -> None:
+    def _fail(self, response: Response, *, counted: bool = False) -> None:
         """A request that cannot be parsed further: answer it once the earlier ones are, then close."""
+        if not counted:
+            self._record_refusal(response)
         self._incoming = None
         self._broken = True
         self._backlog = b""
@@ -642,8 +774,16 @@ class Connection(asyncio.Protocol):
             return
         if self._incoming is not None and self._transport is not None:
             # A request already refused from its head keeps that answer (a 408 invites a retry).
-            answer = self._incoming.refusal or _error(408, "request not received in time")
+            answer = self._incoming.refusal
+            if answer is None:
+                answer = _error(408, "request not received in time")
+                self._record_refusal(answer)
             self._transport.write(encode_response(answer, self._server.date.current(), close=True))
+        elif not self._sent_a_head and self._transport is not None:
+            seconds = self._server.limits.first_head_seconds
+            self._server.refusals.record(
+                "no_request", self._remote, f"no request within {seconds:g} s of connecting"
+            )
         self.close()
 
     def close(self) -> None:
@@ -676,12 +816,14 @@ class _TlsAccepted(asyncio.Protocol):
     starts reading once connection_made returns, even if paused in it, so the ClientHello could be
     read here before start_tls took over."""
 
-    def __init__(self, server: HttpServer, context: ssl.SSLContext) -> None:
+    def __init__(self, server: HttpServer) -> None:
         self._server = server
-        self._context = context
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        Connection(self._server).accept_tls(cast(asyncio.Transport, transport), self._context)
+        # The server's context of the moment: a certificate reload swaps it for new handshakes.
+        context = self._server.ssl_context
+        assert context is not None
+        Connection(self._server).accept_tls(cast(asyncio.Transport, transport), context)
 
 
 class _CutAtCap(asyncio.Protocol):
@@ -706,7 +848,10 @@ class HttpServer:
         limits: Limits | None = None,
         *,
         on_refused_connection: Callable[[], None] | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
+        """``refusals``: where refused requests and connections are counted and logged (by
+        default, logged only)."""
         self.exact = {(route.method, route.path): route for route in routes}
         self._allowed: dict[str, list[str]] = {}
         for route in routes:
@@ -714,6 +859,10 @@ class HttpServer:
         self.limits = limits or Limits()
         self.date = _DateHeader()
         self.connections: set[Connection] = set()
+        self._held_by_peer: dict[str, int] = {}  # open connections by client address
+        self.refusals = refusals or RefusalLog("HTTP input", log)
+        # The TLS context new handshakes use (None: plain HTTP); see use_ssl_context.
+        self.ssl_context: ssl.SSLContext | None = None
         # Connections closed because ``limits.max_connections`` were open; the hook counts them too.
         self.refused_connections = 0
         self._on_refused_connection = on_refused_connection
@@ -734,6 +883,28 @@ class HttpServer:
     def full(self) -> bool:
         """Every slot under ``limits.max_connections`` is taken: a new connection is cut unread."""
         return len(self.connections) >= self.limits.max_connections
+
+    def take_slot(self, connection: Connection) -> bool:
+        """A slot for a connection just accepted; False when its address holds as many as
+        ``limits.max_connections_per_peer`` already."""
+        held = self._held_by_peer.get(connection.remote, 0)
+        if held >= self.limits.max_connections_per_peer:
+            return False
+        self._held_by_peer[connection.remote] = held + 1
+        self.connections.add(connection)
+        return True
+
+    def free_slot(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return  # freed already, or never given one
+        self.connections.remove(connection)
+        held = self._held_by_peer.pop(connection.remote) - 1
+        if held:
+            self._held_by_peer[connection.remote] = held
+
+    def use_ssl_context(self, context: ssl.SSLContext) -> None:
+        """New handshakes use ``context`` (renewed certificates); connections made keep theirs."""
+        self.ssl_context = context
 
     def track(self, pending: asyncio.Future[Any]) -> None:
         self._handlers.add(pending)
@@ -780,9 +951,10 @@ class HttpServer:
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, backlog: int = 1024
     ) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
+        self.ssl_context = ssl_context
         admitted: Callable[[], asyncio.Protocol] = functools.partial(Connection, self)
         if ssl_context is not None:
-            admitted = functools.partial(_TlsAccepted, self, ssl_context)  # TLS done per connection
+            admitted = functools.partial(_TlsAccepted, self)  # TLS done per connection
 
         def accepted() -> asyncio.Protocol:
             if self.full:
@@ -831,3 +1003,4 @@ class HttpServer:
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self.refusals.end_window()  # the last refusals' summary, now

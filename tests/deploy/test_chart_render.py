@@ -13,7 +13,8 @@ import yaml
 
 from responder.actions.netpol import deny_all_spec, spec_is_deny_all
 from responder.cli import COMMANDS
-from responder.config import ActionName, BlockDestination, Config, Isolation, load_config_text
+from responder.config import ActionName, BlockDestination, Config, HttpInput, Isolation, load_config_text
+from responder.memory_budget import MIB, connections_memory_warning
 from responder.policy_review import unreachable_policies
 from tests.deploy.deploy_support import (
     CASE_IDS,
@@ -176,9 +177,29 @@ def test_tls_modes_reach_the_config(renders: dict[str, Rendered]) -> None:
 
 
 def test_max_connections_reaches_the_config(chart: helm_python.Chart, renders: dict[str, Rendered]) -> None:
-    assert _config(renders["defaults"]).inputs.http.max_connections == 4096
+    assert _config(renders["defaults"]).inputs.http.max_connections == 1024
     raised = render(chart, Case("many-nodes", {"inputs": {"http": {"maxConnections": 100000}}}))
     assert _config(raised).inputs.http.max_connections == 100000
+
+
+def test_the_default_connections_and_bodies_fit_the_default_memory_limit(
+    renders: dict[str, Rendered],
+) -> None:
+    """What `serve` checks at start (memory_budget) holds for the chart's own defaults: no warning."""
+    config = _config(renders["defaults"])
+    http = config.inputs.http
+    limit = _container(renders["defaults"])["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    warning = connections_memory_warning(
+        config.server.event_loop,
+        http.tls is not None,
+        http.max_connections,
+        http.max_body_bytes,
+        int(limit[:-2]) * MIB,
+    )
+    assert warning is None
+    # The chart's default is the responder's (the rules' worst case: rulespack/alert_size.py).
+    assert http.max_body_bytes == HttpInput.model_fields["max_body_bytes"].default
 
 
 def test_the_audit_token_reaches_the_config_from_its_own_secret(renders: dict[str, Rendered]) -> None:

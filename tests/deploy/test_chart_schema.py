@@ -184,6 +184,12 @@ def test_schema_rejects_bad_values_naming_the_path(
             "inputs.http: no authentication",
         ),
         (
+            {"inputs": {"http": {"allowUnauthenticated": True}}},
+            NAMESPACE,
+            "inputs.http.allowUnauthenticated: with inputs.http.tls.requireClientCert a request without a "
+            "client certificate would be accepted",
+        ),
+        (
             {"inputs": {"http": {"tls": {"mode": "secret"}}}},
             NAMESPACE,
             "inputs.http.tls.secretName: mode secret",

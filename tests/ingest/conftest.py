@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from responder.ingest.httpserver import HttpServer, Limits, Route
+from responder.ingest.refusals import RefusalLog
 from tests.ingest.test_httpserver import Running, Serve
 
 
@@ -29,8 +30,9 @@ async def serve() -> AsyncIterator[Serve]:
         *,
         on_refused_connection: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        refusals: RefusalLog | None = None,
     ) -> Running:
-        server = HttpServer(routes, limits, on_refused_connection=on_refused_connection)
+        server = HttpServer(routes, limits, on_refused_connection=on_refused_connection, refusals=refusals)
         host, port = await server.start("127.0.0.1", 0, ssl_context)
         running = Running(server, host, port)
         started.append(running)

@@ -8,6 +8,7 @@ import logging
 import queue
 import random
 import re
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ from responder.ingest.proto import (
     version_pb2_grpc,
 )
 from responder.ingest.sink import Accepted, InputName, Overloaded
+from responder.journal_process import JournalUnavailable
+from responder.metrics import Metrics
 from simulators.falco_grpc_server import (
     FalcoGrpcServer,
     ServerTLS,
@@ -79,7 +82,8 @@ def make_response(rule: str = "Some rule", time_ns: int = T0_NS, **fields: Any) 
 
 
 class RecordingSink:
-    """An AlertSink that records; with ``gate`` cleared, submit blocks like a full pipeline."""
+    """An AlertSink that records; with ``gate`` cleared, submit blocks like a full pipeline; with
+    ``refusing`` set, submit raises it, as the pipeline does when the journal refuses a write."""
 
     def __init__(self) -> None:
         self.alerts: list[tuple[Alert, InputName]] = []
@@ -88,6 +92,8 @@ class RecordingSink:
         self.gate.set()
         self.waiting: Alert | None = None
         self.overload_first = 0
+        self.refusing: Exception | None = None
+        self.refused = 0
 
     async def submit(
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
@@ -95,6 +101,9 @@ class RecordingSink:
         if self.overload_first > 0:
             self.overload_first -= 1
             raise Overloaded(0.01, "pipeline full")
+        if self.refusing is not None:
+            self.refused += 1
+            raise self.refusing
         self.waiting = alert
         await self.gate.wait()
         self.waiting = None
@@ -526,15 +535,112 @@ async def test_overloaded_sink_keeps_the_alert_and_retries(unix: Falco, logger: 
     assert sink.rejects == []
 
 
-async def test_stop_returns_promptly_while_the_sink_is_blocked(unix: Falco, logger: logging.Logger) -> None:
+async def test_stop_returns_promptly_while_the_sink_is_blocked(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = RecordingSink()
     sink.gate.clear()
-    grpc_input = GrpcAlertInput(unix.config, sink, logger)
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics)
     unix.server.publish(make_response("Never accepted"))
-    async with running(grpc_input):
-        await eventually(lambda: sink.waiting is not None, "sink blocked")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: sink.waiting is not None, "sink blocked")
+            waiting = sink.waiting
     assert not grpc_input.state.connected
     assert sink.alerts == []
+    # Read from Falco, never journaled: named as lost, not dropped without a word.
+    assert waiting is not None and lost_ids(caplog) == [waiting.alert_id]
+    assert grpc_input.state.lost == 1
+    assert metric(metrics, "serving_guard_alerts_lost_total") == 1
+
+
+def lost_ids(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The alert ids the error lines about lost alerts name."""
+    return [
+        alert_id
+        for record in caplog.records
+        if record.levelno == logging.ERROR and "lost" in record.getMessage()
+        for alert_id in record.__dict__["alert_ids"]
+    ]
+
+
+def metric(metrics: Metrics, name: str) -> float:
+    """The gRPC input's sample of a counter."""
+    value = metrics.registry.get_sample_value(name, {"input": "grpc"})
+    return 0.0 if value is None else value
+
+
+async def let_requests_land(server: FalcoGrpcServer) -> None:
+    """A request the poller wrote just before reading stopped may still be on its way to Falco
+    (which answers each with its whole queue): wait until none has come for a while."""
+    while True:
+        landed = server.sub_requests
+        await asyncio.sleep(POLL * 5)
+        if server.sub_requests == landed:
+            return
+
+
+async def test_a_journal_failure_stops_the_reading_keeps_what_was_read_and_resumes(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = RecordingSink()
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics)
+    unix.server.publish_many([make_response(f"Before {n}") for n in range(3)])
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: len(sink.alerts) == 3, "alerts journaled before the failure")
+            sink.refusing = JournalUnavailable("journal writer process exited with code -9")
+            unix.server.publish(make_response("Refused"))
+            await eventually(lambda: grpc_input.state.held == 1, "the refused alert held")
+            await let_requests_land(unix.server)
+            unix.server.publish_many([make_response(f"While refused {n}") for n in range(10)])
+            asked = unix.server.sub_requests
+            await eventually(lambda: sink.refused >= 5, "the held alert retried")
+            # Nothing more asked for or read: Falco keeps its queue while the journal refuses.
+            assert (unix.server.sub_requests, unix.server.pending()) == (asked, 10)
+            assert grpc_input.state.received == 4
+            assert grpc_input.state.journal_error == (
+                "JournalUnavailable: journal writer process exited with code -9"
+            )
+            sink.refusing = None
+            await eventually(lambda: len(sink.alerts) == 14, "every alert once the journal takes writes")
+            assert grpc_input.state.journal_error is None and grpc_input.state.held == 0
+    assert sink.rules == [
+        *(f"Before {n}" for n in range(3)),
+        "Refused",
+        *(f"While refused {n}" for n in range(10)),
+    ]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1  # once for the outage, not once per alert or retry
+    assert "reading from Falco stops" in errors[0].getMessage()
+    assert errors[0].__dict__["error"] == "JournalUnavailable: journal writer process exited with code -9"
+    assert any("takes writes again" in r.getMessage() for r in caplog.records)
+    assert metric(metrics, "serving_guard_input_journal_stalls_total") == 1
+    assert (grpc_input.state.journal_stalls, grpc_input.state.lost) == (1, 0)
+    assert unix.server.pending() == 0
+
+
+async def test_alerts_read_and_never_journaled_are_named_when_the_input_stops(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = RecordingSink()
+    sink.refusing = sqlite3.OperationalError("database or disk is full")
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics)
+    published = [make_response(f"Refused {n}") for n in range(5)]
+    unix.server.publish_many(published)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: grpc_input.state.journal_error is not None, "the journal refusing")
+            await eventually(lambda: sink.refused >= 3, "held alerts retried")
+    # Falco sent all five (one answer to one request); whether read or still in the stream when
+    # the input stopped, each is named.
+    assert unix.server.pending() == 0 and sink.alerts == []
+    assert sorted(lost_ids(caplog)) == sorted(alert_from_response(r).alert_id for r in published)
+    assert grpc_input.state.lost == 5
+    assert metric(metrics, "serving_guard_alerts_lost_total") == 5
 
 
 async def test_stop_interrupts_a_connect_that_hangs(socket_dir: Path, logger: logging.Logger) -> None:

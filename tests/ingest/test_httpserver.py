@@ -34,6 +34,7 @@ from responder.ingest.httpserver import (
     Response,
     Route,
 )
+from responder.ingest.refusals import RefusalLog
 
 # Upper bound for any single wait on the server, so a wrong answer fails instead of hanging.
 WAIT = 3.0
@@ -145,6 +146,7 @@ class Serve(Protocol):
         *,
         on_refused_connection: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        refusals: RefusalLog | None = None,
     ) -> Awaitable[Running]: ...
 
 
@@ -311,9 +313,11 @@ async def test_body_at_the_limit_is_accepted(serve: Serve, recorder: Recorder) -
 
 async def test_declared_length_over_the_limit_gets_the_routes_413(serve: Serve, recorder: Recorder) -> None:
     limits_seen: list[int] = []
+    sizes_seen: list[int] = []
 
-    def too_large(limit: int) -> Response:
+    def too_large(limit: int, size: int) -> Response:
         limits_seen.append(limit)
+        sizes_seen.append(size)
         return Response.json(413, {"error": "payload too large", "limit_bytes": limit})
 
     running = await serve([recorder.route(too_large=too_large)])
@@ -324,6 +328,7 @@ async def test_declared_length_over_the_limit_gets_the_routes_413(serve: Serve, 
     assert reply.header("Connection") == "close"
     await assert_closed(reader)
     assert limits_seen == [BODY_LIMIT]
+    assert sizes_seen == [BODY_LIMIT + 1]  # the declared length
     assert recorder.requests == []
 
 
@@ -1044,8 +1049,9 @@ async def test_trailer_line_that_never_ends_is_cut_off_with_431(serve: Serve, re
     writer.write(prefix)
     await writer.drain()
     piece = b"t" * 512
-    # Every byte but the body's one counts; exactly enough writes to pass the guard (a clean close).
-    for _ in range((limits.max_framing_bytes - len(prefix) + 1) // len(piece) + 1):
+    # The bytes since the body's last one count, but not those parsed with it (up to FEED_SLICE):
+    # enough writes to pass the guard either way; those past it are read and dropped (lingering).
+    for _ in range((limits.max_framing_bytes + httpserver.FEED_SLICE) // len(piece) + 1):
         writer.write(piece)
         await writer.drain()
         await asyncio.sleep(0)

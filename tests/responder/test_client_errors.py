@@ -13,11 +13,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from responder.audit import AuditQuery, audit_query_from, read_answer
 from responder.cli import main as cli_main
+from responder.client import describe_failure
+from responder.config import HttpInput, ServerTLS
+from responder.ingest.http import server_ssl_context
+from responder.ingest.httpserver import HttpServer, Response, Route
 from simulators.pki import TestPKI, make_test_pki
 from tests.helpers import loopback_server, refusing_port
 
@@ -345,6 +350,71 @@ async def test_https_without_ca_is_verified_against_the_system_cas(
         f"serving-guard: error: --responder {url}: cannot connect: its TLS certificate is not trusted "
         "(unable to get local issuer certificate; see --ca)\n"
     )
+
+
+# -- a client certificate the responder refuses -------------------------------------------------------
+
+REFUSED_AT_THE_HANDSHAKE = "cannot connect: the server refused the TLS handshake (client certificate?)"
+
+
+@pytest.fixture
+async def mutual_tls_input(tmp_path: Path) -> AsyncIterator[tuple[str, TestPKI]]:
+    """The responder's own input server and TLS context, a client certificate required, answering
+    an empty trail and accepting alerts."""
+    pki = make_test_pki(tmp_path / "pki")
+    tls = ServerTLS(cert_file=pki.server.cert_file, key_file=pki.server.key_file, client_ca_file=pki.ca_file)
+    context = server_ssl_context(HttpInput(listen="127.0.0.1:0", tls=tls))
+    routes = [
+        Route("GET", "/v1/audit", lambda request: Response.json(200, {"entries": []})),
+        Route(
+            "POST", "/v1/alerts", lambda request: Response.json(202, {"alert_id": "a"}), max_body_bytes=65536
+        ),
+    ]
+    server = HttpServer(routes)
+    _, port = await server.start("127.0.0.1", 0, context)
+    try:
+        yield f"https://localhost:{port}", pki
+    finally:
+        await server.stop(grace_seconds=1.0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("certificate", ["none", "from another CA"])
+async def test_a_client_certificate_refused_at_the_handshake_is_said_so(
+    mutual_tls_input: tuple[str, TestPKI], command: str, certificate: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, pki = mutual_tls_input
+    flags = ["--ca", pki.ca_file]
+    if certificate != "none":
+        flags += ["--cert", pki.rogue_client.cert_file, "--key", pki.rogue_client.key_file]
+    argv, flag = argv_for(command, url, *flags)
+    code = await asyncio.to_thread(cli_main, argv)
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == f"serving-guard: error: {flag} {url}: {REFUSED_AT_THE_HANDSHAKE}\n"
+
+
+async def test_the_good_client_certificate_is_served(
+    mutual_tls_input: tuple[str, TestPKI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, pki = mutual_tls_input
+    flags = ["--ca", pki.ca_file, "--cert", pki.client.cert_file, "--key", pki.client.key_file]
+    code = await asyncio.to_thread(cli_main, ["audit", "--responder", url, *flags])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "" and out.startswith("RECEIVED")
+
+
+async def test_a_refusal_during_a_tls_1_2_handshake_is_said_so_too(
+    mutual_tls_input: tuple[str, TestPKI],
+) -> None:
+    """TLS 1.2 refuses the certificate before the client is done (1.3: after, on its first read)."""
+    url, pki = mutual_tls_input
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError) as refused:
+            await session.get(f"{url}/v1/audit", ssl=context)
+    assert describe_failure(refused.value, tls=True) == REFUSED_AT_THE_HANDSHAKE
 
 
 # -- an answer of the wrong shape --------------------------------------------------------------------

@@ -389,3 +389,60 @@ def test_problems_across_keys_are_all_said_each_at_its_own_line() -> None:
         "  c.yaml:6: block_destination.label: block_destination.label and quarantine.label are both"
         " 'serving-guard.io/quarantine': they must differ",
     ]
+
+
+TLS_FILES = "    tls:\n      cert_file: /tls/tls.crt\n      key_file: /tls/tls.key\n"
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "instead"),
+    [
+        (
+            "client_ca_file",
+            TLS_FILES + '      client_ca_file: ""\n',
+            " (or leave the key out: no mutual TLS)",
+        ),
+        (
+            "client_ca_file",
+            TLS_FILES + '      client_ca_file: "  "\n',
+            " (or leave the key out: no mutual TLS)",
+        ),
+        ("cert_file", TLS_FILES.replace("/tls/tls.crt", "''") + "      client_ca_file: /tls/ca.crt\n", ""),
+    ],
+)
+def test_an_empty_certificate_path_is_refused_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, text: str, instead: str
+) -> None:
+    """It passed, then failed at start with "cannot read client_ca_file : Is a directory"."""
+    code, err, path = check(tmp_path, "inputs:\n  http:\n" + text, capsys)
+    line = 4 if key == "cert_file" else 6
+    assert code == 2
+    assert f"{path}:{line}: inputs.http.tls.{key}: is empty: give the path of a PEM file{instead}" in err
+
+
+def test_allow_unauthenticated_beside_a_client_ca_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The certificate would look required and prove nothing: refused, not warned of."""
+    text = (
+        "inputs:\n  http:\n    allow_unauthenticated: true\n"
+        + TLS_FILES
+        + "      client_ca_file: /tls/ca.crt\n"
+    )
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert (
+        f"{path}:2: inputs.http: allow_unauthenticated: true with tls.client_ca_file: a request without a "
+        "client certificate would be accepted, so the certificate would prove nothing (only a certificate of "
+        "another CA would be refused); remove one of the two"
+    ) in err
+
+
+def test_the_connections_one_address_may_hold_are_bounded_and_512_by_default() -> None:
+    assert load_config_text(OPEN_HTTP).inputs.http.max_connections_per_peer == 512
+    config = load_config_text(OPEN_HTTP + "    max_connections_per_peer: 2048\n")
+    assert config.inputs.http.max_connections_per_peer == 2048
+    with pytest.raises(
+        UserError, match=r"c.yaml:4: inputs.http.max_connections_per_peer: must be at least 1"
+    ):
+        load_config_text(OPEN_HTTP + "    max_connections_per_peer: 0\n", "c.yaml")

@@ -8,9 +8,13 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import tracemalloc
 from itertools import islice
 from pathlib import Path
@@ -21,6 +25,8 @@ import yaml
 
 from responder.cli import EXIT_BROKEN_PIPE, main
 from responder.commands.ingest import BOM, BOM_INSIDE, Line, read_lines
+from responder.journal import Journal
+from responder.journal_rows import AlertRow
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE
@@ -417,3 +423,98 @@ def test_a_refused_line_is_said_once_where_warnings_are_logged(
     assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
     err = capsys.readouterr().err
     assert err.count(f"{source}:2:") == 1, err
+
+
+# --- a journal that takes no more -----------------------------------------------------------------------
+
+
+def fill_with_unfinishable_alerts(journal_path: Path, total_bytes: int) -> None:
+    """Pending alert rows whose payloads are not alerts: recovery cannot resume them (it logs each),
+    so they stay pending and are never pruned: the journal stays full of unfinished alerts."""
+    journal = Journal(str(journal_path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    with journal:
+        for n in range(total_bytes // (60 * 1024) + 1):
+            row = AlertRow(None, "http", n, None)
+            row.alert_id, row.event_ns = f"unreadable-{n}", n
+            row._params = (row.alert_id, n, "http", "r", 4, "ml", "p", n, b"{" + b"x" * 60 * 1024, "pending")
+            row._params += (None, None, None)
+            assert journal.run_sync(row)
+
+
+def test_ingest_into_a_full_journal_stops_at_the_line_it_reached_saying_where_to_resume(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = write_config(
+        tmp_path,
+        kubeconfig,
+        server={"metrics_listen": None, "event_loop": "asyncio"},
+        journal={"path": str(tmp_path / "journal.db"), "max_bytes": 1024 * 1024},
+    )
+    fill_with_unfinishable_alerts(tmp_path / "journal.db", 1024 * 1024)
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(
+        b"\nnot json\n" + alert_line(pods["vllm"]) + b"\n" + alert_line(pods["triton"]) + b"\n"
+    )
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == [
+        f"{source}: 0 accepted, 0 already in the journal, 1 rejected",
+        f"serving-guard: error: {source}:3: the journal is full (journal.max_bytes):"
+        " not ingested from this line on; resume from line 3",
+    ]
+    assert not quarantined(running, pods["vllm"]) and not quarantined(running, pods["triton"])
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def journaled_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+
+def test_ingest_whose_journal_writer_dies_stops_at_the_line_it_reached_without_a_traceback(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The audit's case: the journal's writer process is killed while `ingest -` reads a pipe."""
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig, server={"metrics_listen": None, "event_loop": "asyncio"})
+    names = ["vllm", "triton", "torchserve", "kserve"]
+    ingest = subprocess.Popen(
+        [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert ingest.stdin is not None
+        for name in names[:2]:
+            ingest.stdin.write(alert_line(pods[name]) + b"\n")
+        ingest.stdin.flush()
+        deadline = time.monotonic() + 30  # a bound that only keeps a bug from hanging CI
+        while journaled_count(tmp_path / "journal.db") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (writer,) = child_pids(ingest.pid)
+        os.kill(writer, signal.SIGKILL)
+        for name in names[2:]:
+            ingest.stdin.write(alert_line(pods[name]) + b"\n")
+        ingest.stdin.close()
+        assert ingest.stderr is not None
+        err = ingest.stderr.read().decode()
+        assert ingest.wait(timeout=30) == 2, err
+    finally:
+        ingest.kill()
+    # Logged errors (JSON lines) may carry exceptions; Python's own traceback would start a line.
+    assert not [line for line in err.splitlines() if line.startswith("Traceback")]
+    assert "<stdin>: 2 accepted, 0 already in the journal, 0 rejected" in err.splitlines()
+    # The writer's death is seen as its exit or as a broken pipe, whichever comes first.
+    last = err.splitlines()[-1]
+    assert last.startswith("serving-guard: error: <stdin>:3: journal write failed (journal writer process ")
+    assert last.endswith("): not ingested from this line on; resume from line 3")
+    assert journaled_count(tmp_path / "journal.db") == 2

@@ -162,6 +162,9 @@ journalDir: /var/lib/serving-guard
 {{- if not (or $mtls $v.inputs.http.token.secretName $v.inputs.http.allowUnauthenticated) -}}
 {{- fail "inputs.http: no authentication: keep inputs.http.tls.requireClientCert (mutual TLS, how Falco authenticates), or set inputs.http.token.secretName, or set inputs.http.allowUnauthenticated=true knowingly" -}}
 {{- end -}}
+{{- if and $mtls $v.inputs.http.allowUnauthenticated -}}
+{{- fail "inputs.http.allowUnauthenticated: with inputs.http.tls.requireClientCert a request without a client certificate would be accepted, so the certificate would prove nothing: set one of them to false" -}}
+{{- end -}}
 {{- if and (eq $v.inputs.http.tls.mode "secret") (not $v.inputs.http.tls.secretName) -}}
 {{- fail "inputs.http.tls.secretName: mode secret needs the name of a Secret with tls.crt, tls.key and ca.crt" -}}
 {{- end -}}
