@@ -24,6 +24,10 @@ from responder.policy import Decision
 # What the by-hand commands Slack gives leave for the person to fill in: who acts (the commands
 # refuse it unfilled: it would be recorded as who) and why.
 BY_PLACEHOLDER = "<you>"
+# What Slack's commands ask to be filled in as --reason.
+REASON_PLACEHOLDERS = ("<why>", "<why it is safe>")
+_WHY_OPTION = f" --reason {shlex.quote(REASON_PLACEHOLDERS[0])}"
+_WHY_SAFE_OPTION = f" --reason {shlex.quote(REASON_PLACEHOLDERS[1])}"
 _BY_OPTION = f" --by {shlex.quote(BY_PLACEHOLDER)}"
 
 
@@ -147,7 +151,7 @@ class IncidentReport:
         return (
             "serving-guard release --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why it is safe>'{_BY_OPTION}"
+            f" --incident {shlex.quote(self.incident_id)}{_WHY_SAFE_OPTION}{_BY_OPTION}"
             + _config_option(config_path)
         )
 
@@ -175,7 +179,7 @@ class IncidentReport:
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --address {shlex.quote(latest)}"
-            f" --incident {shlex.quote(self.incident_id)} --reason '<why>'{_BY_OPTION}"
+            f" --incident {shlex.quote(self.incident_id)}{_WHY_OPTION}{_BY_OPTION}"
             + _config_option(config_path)
         )
 
@@ -191,7 +195,7 @@ class IncidentReport:
         return (
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
-            f" --incident {shlex.quote(self.incident_id)}{cut} --reason '<why>'{_BY_OPTION}"
+            f" --incident {shlex.quote(self.incident_id)}{cut}{_WHY_OPTION}{_BY_OPTION}"
             + _config_option(config_path)
         )
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from responder.actions.outcome import BLOCK_DESTINATION, RESPONDER_ACTOR, ActionOutcome
+from responder.actions.outcome import BLOCK_DESTINATION, RESPONDER_ACTOR, THREAD_KEPT_OUT, ActionOutcome
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
     ROW_BYTES,
@@ -712,16 +712,27 @@ class Journal:
 
     def thread_replies(self, channel_id: str, root_ts: str) -> list[str | None]:
         """For each incident posted in the thread at ``root_ts``: the status of its latest
-        quarantine, annotate or release (by hand) action, or None (notified only, or not acted on)."""
+        quarantine, block, annotate or release (by hand) action (THREAD_KEPT_OUT for a block that
+        found its address already out of reach: no block made), or None (notified only, or not
+        acted on)."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT (SELECT a.status FROM actions a WHERE a.incident_id = n.incident_id"
-                " AND a.action IN ('quarantine', 'annotate', 'release') ORDER BY a.id DESC LIMIT 1)"
+                "SELECT (SELECT json_array(a.status, a.action, json_extract(a.outcome, '$.extra.kept_out'))"
+                " FROM actions a WHERE a.incident_id = n.incident_id"
+                " AND a.action IN ('quarantine', 'block_destination', 'annotate', 'release')"
+                " ORDER BY a.id DESC LIMIT 1)"
                 " FROM notifications n WHERE n.kind = 'incident' AND n.state = 'sent'"
                 " AND n.slack_channel = ? AND n.slack_thread_ts = ? ORDER BY n.id",
                 (channel_id, root_ts),
             ).fetchall()
-        return [row[0] for row in rows]
+        statuses: list[str | None] = []
+        for (latest,) in rows:
+            if latest is None:
+                statuses.append(None)
+                continue
+            status, action, kept_out = json.loads(latest)
+            statuses.append(THREAD_KEPT_OUT if action == BLOCK_DESTINATION and kept_out else status)
+        return statuses
 
     def incident_thread(self, incident_id: str) -> tuple[NotificationRow | None, NotificationRow | None]:
         """The sent incident post and the latest sent repeat reply (for threading and updates)."""

@@ -68,23 +68,38 @@ def _rules_taken(match: PolicyMatch, rule_tags: RuleTags) -> set[str]:
     }
 
 
-def covers_through_rules(earlier: PolicyMatch, later: PolicyMatch, rule_tags: RuleTags) -> bool:
+def covers_through_rules(
+    earlier: PolicyMatch, later: PolicyMatch, rule_tags: RuleTags, *, given_rules_only: bool = False
+) -> bool:
     """Every rule whose alerts ``later`` takes, ``earlier`` takes too (by name or by a tag the
-    rule carries). Only for a later policy that names its rules: one that takes any rule also
-    takes the alerts of rules in files not given (Falco's own, where only the pack is). And one
-    that takes no rule is not said to be shadowed: its pattern that matches nothing is the finding
-    there (unmatched_rule_patterns)."""
+    rule carries). Only for a later policy that names its rules, each by its literal name: a glob
+    may also take the alerts of rules in files not given (Falco's own, where only the pack is),
+    whose tags nobody here knows. (A literal name from a file not given is a finding of its own:
+    unmatched_rule_patterns.)
+    ``given_rules_only`` drops that condition: true then says only that among the rules given,
+    ``later`` takes nothing ``earlier`` does not. And a policy that takes no rule is not said to be
+    shadowed: its pattern that matches nothing is the finding there (unmatched_rule_patterns)."""
     if not later.rules:
+        return False
+    if not given_rules_only and any(_is_glob(pattern) for pattern in later.rules):
         return False
     taken = _rules_taken(later, rule_tags)
     return bool(taken) and taken <= _rules_taken(earlier, rule_tags)
 
 
-def covers(earlier: PolicyMatch, later: PolicyMatch, rule_tags: RuleTags | None = None) -> bool:
+def covers(
+    earlier: PolicyMatch,
+    later: PolicyMatch,
+    rule_tags: RuleTags | None = None,
+    *,
+    given_rules_only: bool = False,
+) -> bool:
     """Every alert ``later`` matches, ``earlier`` matches too (so ``later`` below it never applies);
-    with ``rule_tags``, rule names and tags are also compared through the rules."""
+    with ``rule_tags``, rule names and tags are also compared through the rules (``given_rules_only``:
+    as if no other rule could fire, see covers_through_rules)."""
     if not _rules_and_tags_cover(earlier, later) and not (
-        rule_tags is not None and covers_through_rules(earlier, later, rule_tags)
+        rule_tags is not None
+        and covers_through_rules(earlier, later, rule_tags, given_rules_only=given_rules_only)
     ):
         return False
     if not _patterns_cover(earlier.namespaces, later.namespaces):
@@ -120,6 +135,29 @@ def unreachable_policies(
             )
             break
     return findings
+
+
+def shadowed_among_given_rules(config: Config, rule_tags: RuleTags, rules_files: str) -> list[PolicyFinding]:
+    """Policies an earlier policy takes every alert from as far as the rules of ``rules_files``
+    go, whose rule globs may still match rules loaded from other files: notes, not findings (a
+    config may rightly aim a glob at Falco's own rules)."""
+    notes = []
+    for index, policy in enumerate(config.policies):
+        earlier_ones = config.policies[:index]
+        if any(covers(earlier.match, policy.match, rule_tags) for earlier in earlier_ones):
+            continue  # a finding already (unreachable_policies)
+        for earlier_index, earlier in enumerate(earlier_ones):
+            if covers(earlier.match, policy.match, rule_tags, given_rules_only=True):
+                notes.append(
+                    PolicyFinding(
+                        ("policies", index),
+                        f"policy {policy.name!r} takes no alert of the rules of {rules_files} that policy"
+                        f" {earlier.name!r} above it (policies[{earlier_index}]) does not take first: it"
+                        " applies only to rules loaded from other files its globs match (Falco's own?)",
+                    )
+                )
+                break
+    return notes
 
 
 def _through_rules(earlier: Policy, rules_files: str) -> str:

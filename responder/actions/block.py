@@ -2,11 +2,15 @@
 rest of its traffic (see responder/actions/destination.py for why and when NetworkPolicies can).
 
 The namespace's policies are read first: a pod whose egress other policies restrict gets no block
-policy (it would open the rest), only a word on whether they let the address through. Otherwise
+policy (it would open the rest), only a word on whether they let the address through (but where
+its own block policy, made earlier, lets the address through, the address is added there). Otherwise
 the pod's own block policy is created or updated (it selects nothing until the pod is labelled),
 then the pod is labelled (a compare-and-set on its uid and version), then the policies are read
 again to prove it: the block is in place and nothing else governs the pod's egress. Every step is
-idempotent; a block never narrows a quarantine (the policy leaves out pods whose egress is cut).
+idempotent; a block never narrows a quarantine (the policy leaves out pods whose egress is cut; one
+an earlier version made, with the label values of its day, is rewritten as built now when met).
+The block is proven again while the attack goes on (lapse): its label, its policy as built and
+selecting the pod (or the pod's egress cut holding), and no other policy letting an address through.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodRepla
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.cluster.network_escape import network_escape
+from responder.cluster.network_escape import out_of_reach, out_of_reach_as_read
+from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut
 
 ACTION = BLOCK_DESTINATION
@@ -112,11 +117,11 @@ class DestinationBlocks:
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         extra: dict[str, Any] = {BLOCKED_ADDRESS: str(address), BLOCK_POLICY: name}
         # The host network, or a way out of the pod's network namespace: no policy holds the pod.
-        out_of_reach = netpol.HOST_NETWORK if pod.host_network else pod.network_escape
-        if out_of_reach is not None:
+        unreachable = out_of_reach_as_read(pod.host_network, pod.network_escape)
+        if unreachable:
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
-                f"{address} ({target.field}) cannot be blocked: {out_of_reach}; nothing was made,"
+                f"{address} ({target.field}) cannot be blocked: {'; '.join(unreachable)}; nothing was made,"
                 " quarantine cannot isolate it either",
                 started,
                 extra,
@@ -132,49 +137,36 @@ class DestinationBlocks:
                 extra,
             )
         policies = self._gateway.list_network_policies(pod.namespace)
+        value = destination.pod_key(pod.uid)
+        listed = next((p for p in policies if netpol.name_of(p) == name), None)
         governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
         # In dry-run the same findings are the prediction (nothing is changed either way).
         if governance.allowing:
+            said = self._brought_up_to_date(pod, name, value, listed, dry_run)
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
                 f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which restrict"
                 " the pod's egress: a block policy would only add to what they allow, so none was made;"
-                " change them to block it, or quarantine the pod's egress",
+                " change them to block it, or quarantine the pod's egress" + "".join(f"; {n}" for n in said),
                 started,
                 extra,
                 leaky=governance.allowing,
             )
-        if governance.governing:
+        # Kept out by them unless the pod's own block policy, made earlier, selects it and lets the
+        # address through (it allows all egress but what it blocks): then it is added there.
+        if governance.governing and not self._lets_through(listed, pod.labels, address):
+            said = self._brought_up_to_date(pod, name, value, listed, dry_run)
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
                 f"{address} ({target.field}) is already out of reach: the pod's egress is restricted by"
-                f" {', '.join(governance.governing)}, none of which allows it; nothing was changed",
+                f" {', '.join(governance.governing)}, none of which allows it; "
+                + ("; ".join(said) if said else "nothing was changed"),
                 started,
                 {**extra, KEPT_OUT: KeptOut.POLICIES.value, KEPT_OUT_BY: list(governance.governing)},
             )
         cut = self._egress_cut(pod.labels)
         if cut is not None:
-            # No block policy under an egress quarantine: lifted by hand later, the policies it
-            # had patched could select the pod again, and ours would add to what they allow. (Nor
-            # would it select the pod: it leaves out pods whose label cuts their egress.) The label
-            # alone proves nothing: the cut is its deny-all.
-            gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
-            if gap is not None:
-                return self._outcome(
-                    OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
-                    f"{address} ({target.field}) is not blocked: the pod's quarantine label cuts its"
-                    f" egress, but {gap}, so nothing cuts it; no block policy was made (it would leave"
-                    " the labelled pod out): quarantine the pod again to repair its cut",
-                    started,
-                    extra,
-                )
-            return self._outcome(
-                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
-                f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
-                f" egress (NetworkPolicy {cut.network_policy}); no block policy was made",
-                started,
-                {**extra, KEPT_OUT: KeptOut.QUARANTINE.value, KEPT_OUT_BY: [cut.network_policy]},
-            )
+            return self._kept_out_by_cut(pod, target, cut, policies, listed, started, extra, dry_run=dry_run)
         if dry_run:
             return self._outcome(
                 OutcomeStatus.DRY_RUN,
@@ -182,8 +174,6 @@ class DestinationBlocks:
                 started,
                 extra,
             )
-        value = destination.pod_key(pod.uid)
-        listed = next((p for p in policies if netpol.name_of(p) == name), None)
         try:
             blocked, added, unblocked = self._ensure_policy(pod, name, value, listed, address)
         except TooMany as exc:
@@ -210,6 +200,113 @@ class DestinationBlocks:
             kept = {key: extra[key] for key in (NEWLY_BLOCKED, LABELLED) if key in extra}
             return dataclasses.replace(failed, extra=kept)
 
+    def _kept_out_by_cut(
+        self,
+        pod: PodContext,
+        target: destination.Target,
+        cut: QuarantineCut,
+        policies: list[dict[str, Any]],
+        listed: dict[str, Any] | None,
+        started: int,
+        extra: dict[str, Any],
+        *,
+        dry_run: bool,
+    ) -> ActionOutcome:
+        """The pod's quarantine label puts it in ``cut``, which stops its egress: no block policy is
+        made. Lifted by hand later, the policies the quarantine had patched could select the pod
+        again, and a block policy made meanwhile would add to what they allow. The label alone
+        proves nothing: the cut is its deny-all, and the pod's own block policy (``listed``, made
+        earlier) must leave the pod out, or its allow of all other egress opens the cut (an earlier
+        version's policy leaves out the label values of its day: ``true`` and ``true-both`` after
+        ``quarantine.isolate: egress``). Such a policy is rewritten as built now, then proven."""
+        address, name = target.address, str(extra[BLOCK_POLICY])
+
+        def uncut(gap: str) -> ActionOutcome:
+            return self._outcome(
+                OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
+                f"{address} ({target.field}) is not blocked: the pod's quarantine label cuts its"
+                f" egress, but {gap}, so nothing cuts it; no block policy was made (it would leave"
+                " the labelled pod out): quarantine the pod again to repair its cut",
+                started,
+                extra,
+            )
+
+        gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
+        if gap is not None:
+            return uncut(gap)
+        notes = ""
+        if listed is not None and self._may_select(listed, pod.labels):
+            opened = (
+                f"{address} ({target.field}): a quarantine cuts the pod's egress (NetworkPolicy"
+                f" {cut.network_policy}), but the pod's block policy {name} still selects it (made by an"
+                " earlier version, or changed) and allows the rest of its egress"
+            )
+            if dry_run:
+                return self._outcome(
+                    OutcomeStatus.DRY_RUN,
+                    f"{opened}: it would be rewritten to leave the pod out, keeping {address} out of reach",
+                    started,
+                    extra,
+                )
+            refused = self._leave_out(pod, name, destination.pod_key(pod.uid), listed, pod.labels)
+            if refused is None:
+                # Prove it, as read back: our policy leaves the pod out, the cut is in force, and
+                # no other policy lets the address through.
+                policies = self._gateway.list_network_policies(pod.namespace)
+                listed = next((p for p in policies if netpol.name_of(p) == name), None)
+                if listed is not None and self._may_select(listed, pod.labels):
+                    refused = "rewritten, it still selects the pod when read back"
+            if refused is not None:
+                return self._outcome(
+                    OutcomeStatus.LEAKY,
+                    f"{opened}, and it was not rewritten to leave the pod out ({refused}): {address} is"
+                    " not blocked; release the pod (serving-guard release) and quarantine it again",
+                    started,
+                    extra,
+                    leaky=(name,),
+                )
+            gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
+            if gap is not None:
+                return uncut(gap)
+            governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+            if governance.allowing:
+                return self._outcome(
+                    OutcomeStatus.LEAKY,
+                    f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which"
+                    f" came to restrict the pod's egress while its block policy {name} was being"
+                    " rewritten to leave the pod out (a quarantine cuts its egress); change them to block it",
+                    started,
+                    extra,
+                    leaky=governance.allowing,
+                )
+            notes = (
+                f"; rewrote its block policy {name}, which still selected the pod and allowed the rest of"
+                " its egress, to leave the pod out"
+            )
+        return self._outcome(
+            OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
+            f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
+            f" egress (NetworkPolicy {cut.network_policy}); no block policy was made{notes}",
+            started,
+            {**extra, KEPT_OUT: KeptOut.QUARANTINE.value, KEPT_OUT_BY: [cut.network_policy]},
+        )
+
+    @staticmethod
+    def _lets_through(
+        policy: Mapping[str, Any] | None, labels: Mapping[str, str], address: destination.Address
+    ) -> bool:
+        """Whether ``policy`` (the pod's block policy as listed; None: there is none) selects a pod
+        with ``labels`` and allows it egress to ``address``."""
+        return policy is not None and bool(
+            destination.egress_governance([policy], labels, address, set()).allowing
+        )
+
+    @staticmethod
+    def _may_select(policy: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+        """Whether ``policy`` selects a pod with ``labels``; fail safe: one whose selector cannot be
+        evaluated may select it."""
+        return netpol.may_select((policy.get("spec") or {}).get("podSelector") or {}, labels)
+
     def _label_and_prove(
         self,
         pod: PodContext,
@@ -233,12 +330,11 @@ class DestinationBlocks:
             return self._outcome(OutcomeStatus.FAILED, str(exc), started, counted)
         extra[LABELLED] = True  # the pod is in its block policy: `serving-guard release` lifts it
         # As labelled: an ephemeral container added since the pod was read counts.
-        spec = patched.get("spec") or {}
-        out_of_reach = netpol.HOST_NETWORK if spec.get("hostNetwork") else network_escape(spec)
-        if out_of_reach is not None:
+        unreachable = out_of_reach(patched.get("spec") or {})
+        if unreachable:
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                f"{out_of_reach}: nothing is blocked",
+                f"{'; '.join(unreachable)}: nothing is blocked",
                 started,
                 extra,
             )
@@ -360,6 +456,84 @@ class DestinationBlocks:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being cleared")
 
+    def leave_out(self, pod: PodContext, labels: Mapping[str, str]) -> str | None:
+        """For a quarantine that has just labelled ``pod`` (now with ``labels``) into a cut that
+        stops its egress: the pod's block policy, if it still selects the pod (an earlier version's
+        NotIn values), is rewritten as built now, which leaves the pod out; read the policies
+        afterwards to prove it (the leak check does). None: nothing to do, or done; else why it
+        still selects the pod, in words. Raises KubeError when the policy cannot be read."""
+        if self._settings.label not in labels or self._egress_cut(labels) is None:
+            return None
+        name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
+        current = self._gateway.get_network_policy(pod.namespace, name)
+        if current is None or not self._may_select(current, labels):
+            return None
+        refused = self._leave_out(pod, name, destination.pod_key(pod.uid), current, labels)
+        if refused is None:
+            return None
+        return f"its block policy {name} still selects it and was not rewritten to leave it out ({refused})"
+
+    def _leave_out(
+        self,
+        pod: PodContext,
+        name: str,
+        value: str,
+        current: Mapping[str, Any] | None,
+        labels: Mapping[str, str],
+    ) -> str | None:
+        """Rewrite the pod's block policy (``current``, as read) as built now, blocking what it
+        blocks: its NotIn then leaves out every pod whose quarantine cuts its egress. None: done, or
+        nothing to do (gone, or as built already); else why not, in words. Never into a form that
+        selects the pod (with ``labels``) while its quarantine cuts its egress (an earlier version's
+        label value that the block's NotIn does not hold): that would open the cut. On a conflict it
+        is read again."""
+        namespace = pod.namespace
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                current = self._gateway.get_network_policy(namespace, name)
+            if current is None:
+                return None
+            spec = self._spec(value, destination.blocked_by(current.get("spec")))
+            if self._egress_cut(labels) is not None and netpol.may_select(spec["podSelector"], labels):
+                return (
+                    f"as built now it would select the pod too: its label {self._quarantine.label}="
+                    f"{labels.get(self._quarantine.label)} is not among the values the block leaves out"
+                )
+            if current.get("spec") == spec:
+                return None
+            replaced = dict(current)
+            replaced["spec"] = spec
+            try:
+                self._gateway.replace_network_policy(namespace, name, replaced)
+                return None
+            except KubeError as exc:
+                if not exc.conflict:
+                    return str(exc)
+        return f"NetworkPolicy {name} kept changing while being rewritten"
+
+    def _brought_up_to_date(
+        self, pod: PodContext, name: str, value: str, listed: Mapping[str, Any] | None, dry_run: bool
+    ) -> list[str]:
+        """Where no block policy is made or changed (other policies govern the pod's egress): the
+        pod's block policy, if one was made earlier and selects pods otherwise than built now (an
+        earlier version's NotIn values), is rewritten as built now, so that a later quarantine into
+        a cut that stops egress finds the pod left out. What the detail says of it (nothing when
+        there was nothing to do, and in dry-run)."""
+        if dry_run or listed is None:
+            return []
+        built = self._spec(value, set())["podSelector"]
+        if (listed.get("spec") or {}).get("podSelector") == built:
+            return []
+        refused = self._leave_out(pod, name, value, listed, pod.labels)
+        if refused is not None:
+            return [
+                f"its block policy {name} selects pods otherwise than built now, and was left so ({refused})"
+            ]
+        return [
+            f"rewrote its block policy {name}, which selected pods otherwise than built now (an earlier"
+            " version's), to leave out the pods whose quarantine cuts their egress"
+        ]
+
     # -- shared ---------------------------------------------------------------------------------
 
     def _ours(self, name: str) -> set[str]:
@@ -377,21 +551,18 @@ class DestinationBlocks:
         return self._discovered[1]
 
     def _spec(self, value: str, blocked: set[destination.Address]) -> dict[str, Any]:
-        """The block policy's spec for the pod labelled ``value``, blocking ``blocked``."""
+        """The block policy's spec for the pod labelled ``value``, blocking ``blocked``. It leaves
+        out the pods of the cuts that stop egress (Quarantine.covering_values: the values the chart's
+        admission policy admits, egressCutValues). Not the legacy both value (``true-both``): the
+        admission policy would refuse it; a pod still labelled so is never written into a block
+        policy that selects it (_leave_out refuses, and no block policy is made under a cut)."""
         return destination.block_spec(
             self._settings.label,
             value,
             blocked,
             quarantine_label=self._quarantine.label,
-            egress_cut_values=self._egress_cut_values(),
+            egress_cut_values=self._quarantine.covering_values(("egress",)),
         )
-
-    def _egress_cut_values(self) -> list[str]:
-        return [
-            self._quarantine.cut(isolation).label_value
-            for isolation in Isolation
-            if "egress" in isolation.directions
-        ]
 
     def _egress_cut(self, labels: Mapping[str, str]) -> QuarantineCut | None:
         """The quarantine cut the pod's label puts it in, if that cut stops its egress."""
@@ -402,24 +573,65 @@ class DestinationBlocks:
 
     def lapse(self, pod: PodContext, policies: list[dict[str, Any]], blocked: Collection[str]) -> str | None:
         """What undid the block of ``blocked`` on ``pod`` (as read afresh, with its namespace's
-        ``policies``): its label or policy gone, or the policy no longer blocking one of them (but
-        for those never_block came to hold, let go on purpose). None: as made."""
+        ``policies``), in words; None: as made. Its label or policy gone; the policy no longer
+        blocking one of them (but for those never_block came to hold, let go on purpose); the policy
+        no longer selecting the pod (where the pod's quarantine cuts its egress it is meant not to:
+        then that cut's deny-all must hold); its rules or types not the block's (an allow added);
+        another policy that came to govern the pod's egress and let one of them through (as the
+        proof when made reads it: egress_governance)."""
         if self._settings.label not in pod.labels:
             return "its block label is gone"
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         ours = next((p for p in policies if netpol.name_of(p) == name), None)
         if ours is None:
             return f"NetworkPolicy {name} is gone"
-        held = {str(a) for a in destination.blocked_by(ours.get("spec"))}
+        spec = ours.get("spec") or {}
+        held = destination.blocked_by(spec)
         never_block = self._settings.never_block
-        missing = sorted(
-            a
-            for a in set(blocked) - held
-            if not destination.never_blocked(ipaddress.ip_address(a), never_block)
-        )
+        wanted = {ipaddress.ip_address(a) for a in blocked}
+        wanted = {a for a in wanted if not destination.never_blocked(a, never_block)}
+        missing = sorted(str(a) for a in wanted - held)
         if missing:
             return f"NetworkPolicy {name} no longer blocks {', '.join(missing)}"
+        try:
+            selects = selector_matches(spec.get("podSelector") or {}, pod.labels)
+        except SelectorError:
+            selects = False  # a selector that cannot be evaluated proves no block
+        cut = self._egress_cut(pod.labels)
+        if not selects and cut is None:
+            return f"NetworkPolicy {name} no longer selects the pod"
+        if not selects and cut is not None:
+            # Left out on purpose: the cut keeps every address out, while its deny-all holds.
+            gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
+            if gap is not None:
+                return f"{gap} (the block relied on that cut: NetworkPolicy {name} leaves the pod out)"
+        if selects and not self._as_built(spec, destination.pod_key(pod.uid), held):
+            return (
+                f"NetworkPolicy {name} is no longer the block as built: its rules, types or selected"
+                " labels were changed (or made by an earlier version)"
+            )
+        allowing: dict[str, list[str]] = {}
+        for address in sorted(wanted, key=lambda a: (a.version, a)):
+            governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+            for policy in governance.allowing:
+                allowing.setdefault(policy, []).append(str(address))
+        if allowing:
+            return "; ".join(
+                f"NetworkPolicy {policy} now allows egress to {', '.join(addresses)}"
+                for policy, addresses in sorted(allowing.items())
+            )
         return None
+
+    def _as_built(self, spec: Mapping[str, Any], value: str, held: set[destination.Address]) -> bool:
+        """Whether a block policy's ``spec`` (as read) is the block of ``held`` as built for the pod
+        labelled ``value``: the same rules and types, and the same matchLabels. Its matchExpressions
+        (which quarantined pods it leaves out) are judged by whom it selects, not here: an earlier
+        version's NotIn values, or an exclusion a quarantine added, change nothing for the pod."""
+        built = self._spec(value, held)
+        rest = {key: item for key, item in spec.items() if key != "podSelector"}
+        built_rest = {key: item for key, item in built.items() if key != "podSelector"}
+        labels = (spec.get("podSelector") or {}).get("matchLabels")
+        return rest == built_rest and labels == built["podSelector"]["matchLabels"]
 
     def _outcome(
         self,

@@ -16,9 +16,12 @@ could be one of them.
 
 A pod quarantined in a cut that stops its egress must not have egress allowed back by its block:
 the block policy leaves out pods that carry those cuts' label values (``NotIn``), so a quarantine
-needs no change to it. While such a cut holds, no block policy is made or changed: lifted by hand,
-the policies the quarantine had patched could select the pod again, and a block policy made in the
-meantime would add to what they allow. ``serving-guard release`` lifts both.
+needs no change to it. While such a cut holds, no block policy is made and no address is added:
+lifted by hand, the policies the quarantine had patched could select the pod again, and a block
+policy made in the meantime would add to what they allow. ``serving-guard release`` lifts both. A
+block policy that an earlier version made leaves out the label values of its day, so it may still
+select such a pod and open its egress: the block rewrites it as built now (leaving the pod out) and
+proves it before it calls an address out of reach.
 
 An IPv4 host has a second address on a cluster with DNS64/NAT64: 64:ff9b::a.b.c.d (RFC 6052's
 well-known prefix), which the gateway translates to a.b.c.d. An address is blocked in both forms,

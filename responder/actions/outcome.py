@@ -71,6 +71,9 @@ UNBLOCKED = "unblocked"
 # kept it out (a KeptOut) and the NetworkPolicies that do: the rest of the pod's traffic is not kept.
 KEPT_OUT = "kept_out"
 KEPT_OUT_BY = "kept_out_by"
+# A workload thread's word for an incident whose latest action is a block that found its address
+# already out of reach (its status is blocked, yet no block was made).
+THREAD_KEPT_OUT = "kept_out"
 # How a dry-run block that would make the pod's block policy begins (one that other policies or a
 # quarantine decide either way says so instead): what a person can then do by hand.
 WOULD_BLOCK = "would block egress to"

@@ -22,6 +22,7 @@ Every step is idempotent: running it twice leaves the cluster as running it once
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.block import DestinationBlocks
+from responder.actions.destination import pod_key
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import (
     EXCLUDED_BEYOND,
@@ -45,9 +47,10 @@ from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodRepla
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
-from responder.cluster.network_escape import network_escape
+from responder.cluster.network_escape import out_of_reach, out_of_reach_as_read
 from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
+from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
@@ -62,6 +65,14 @@ A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
 QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
 MAX_ANNOTATION = 1024
+# What the chart puts on the deny-all policies it renders (templates/quarantine-networkpolicies.yaml).
+HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")
+HELM_RELEASE_NAME = "meta.helm.sh/release-name"
+HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+# The ipBlocks a block policy allows, less its blocked addresses (destination.block_spec).
+ALL_ADDRESSES = ("0.0.0.0/0", "::/0")
+# Pods named in a message before "and N more" (the detail is clipped at 1000 characters).
+SHOWN_PODS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +87,8 @@ class IsolationReport:
 
 
 class DenyAllInUse(KubeError):
-    """A deny-all that another quarantine label's pods rely on: not repaired to this config's label."""
+    """A deny-all that is another config's (it selects by another quarantine label), or that pods
+    quarantined under another label rely on: not repaired to this config's label."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(409, reason)
@@ -112,14 +124,81 @@ class DenyAllCheck:
         return []
 
 
-def _out_of_reach(spec: Mapping[str, Any]) -> list[str]:
-    """What puts a pod with ``spec`` beyond any NetworkPolicy: the host network, or a way out of
-    its own network namespace (cluster.network_escape)."""
-    escape = network_escape(spec)
-    return [
-        *([netpol.HOST_NETWORK] if spec.get("hostNetwork") else []),
-        *([escape] if escape is not None else []),
-    ]
+def _selected(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """Whether ``selector`` selects ``pod`` (as listed); one that cannot be evaluated does not."""
+    try:
+        return selector_matches(selector, (pod.get("metadata") or {}).get("labels") or {})
+    except SelectorError:
+        return False
+
+
+def _other_config_labels(
+    selector: Mapping[str, Any], label: str, values: Collection[str]
+) -> dict[str, str] | None:
+    """The labels a deny-all's podSelector selects by, when they are another config's: its
+    matchLabels name something, and not ``label`` with one of this config's ``values`` (any of
+    its cuts', the legacy both value included). None: this config's label, or a selector by no
+    label (emptied, or by expressions only: altered by hand, never a config's)."""
+    match = selector.get("matchLabels")
+    if not isinstance(match, Mapping) or not match or match.get(label) in values:
+        return None
+    return {str(k): str(v) for k, v in match.items()}
+
+
+def _provenance(policy: Mapping[str, Any]) -> str:
+    """What the policy's metadata says of which config is in force: where Helm manages it, the
+    chart's values (they make the responder's config too)."""
+    meta = policy.get("metadata") or {}
+    if (meta.get("labels") or {}).get(HELM_MANAGED[0]) != HELM_MANAGED[1]:
+        return ""
+    annotations = meta.get("annotations") or {}
+    release, home = annotations.get(HELM_RELEASE_NAME), annotations.get(HELM_RELEASE_NAMESPACE)
+    command = f"helm get values {release} -n {home}" if release and home else "helm get values RELEASE"
+    return f" (Helm manages the policy: `{command}` shows the label of the responder it deploys)"
+
+
+def _is_block_of(policy: Mapping[str, Any], uid: str) -> str | None:
+    """The block label of ``policy`` when it is the block of the pod with ``uid``, under any
+    block_destination.label and network_policy_prefix, as destination.block_policy makes it: owned
+    by that pod, named <prefix>-<pod key>, egress only, selecting by one label whose value is the
+    pod key (destination.pod_key), and allowing only ipBlocks of all addresses (some excepted) and
+    every pod. None: some other policy (one the pod owns for other reasons included)."""
+    meta, spec = policy.get("metadata") or {}, policy.get("spec") or {}
+    owners = meta.get("ownerReferences") or []
+    if not any(o.get("kind") == "Pod" and o.get("uid") == uid for o in owners):
+        return None
+    key = pod_key(uid)
+    match = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    if (
+        len(match) != 1
+        or list(match.values()) != [key]
+        or not str(meta.get("name")).endswith(f"-{key}")
+        or spec.get("policyTypes") != ["Egress"]
+        or spec.get("ingress")
+    ):
+        return None
+    rules = spec.get("egress")
+    if not isinstance(rules, list) or not rules or not all(_block_rule(rule) for rule in rules):
+        return None
+    return str(next(iter(match)))
+
+
+def _block_rule(rule: Any) -> bool:
+    """An egress rule of a block policy's: to ipBlocks of all addresses (with excepts), or to every
+    pod of every namespace, on any port."""
+    if not isinstance(rule, Mapping) or set(rule) != {"to"} or not isinstance(rule["to"], list):
+        return False
+    return bool(rule["to"]) and all(
+        peer == {"namespaceSelector": {}}
+        or (
+            isinstance(peer, Mapping)
+            and set(peer) == {"ipBlock"}
+            and isinstance(peer["ipBlock"], Mapping)
+            and peer["ipBlock"].get("cidr") in ALL_ADDRESSES
+            and set(peer["ipBlock"]) <= {"cidr", "except"}
+        )
+        for peer in rule["to"]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +324,7 @@ class ClusterActions:
             ]
         else:
             notes = [f"would label the pod into {own}"]
-        unproven = [netpol.HOST_NETWORK] if pod.host_network else []
-        unproven += [pod.network_escape] if pod.network_escape else []
+        unproven = out_of_reach_as_read(pod.host_network, pod.network_escape)
         notes += [f"it would be LEAKY: {why}" for why in [*unproven, *self._unread_policy_apis()]]
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
@@ -308,6 +386,16 @@ class ClusterActions:
             )
         return extra
 
+    def _leave_block_policy(self, pod: PodContext, labels: Mapping[str, str]) -> list[str]:
+        """An earlier version's block policy may still select a pod now in an egress cut (and
+        allow its egress): rewritten to leave it out, before the policies are read for the leak
+        check. Why it could not be, if so."""
+        try:
+            kept_in = self._blocks.leave_out(pod, labels)
+        except KubeError as exc:
+            kept_in = f"its block policy could not be checked ({exc})"
+        return [kept_in] if kept_in is not None else []
+
     def _quarantine(
         self,
         pod: PodContext,
@@ -347,7 +435,7 @@ class ClusterActions:
         labels = (patched_pod.get("metadata") or {}).get("labels") or {}
         own = cut.network_policy
         # Read from the pod as labelled: an ephemeral container added since the read counts.
-        unproven = _out_of_reach(patched_pod.get("spec") or {})
+        unproven = out_of_reach(patched_pod.get("spec") or {}) + self._leave_block_policy(pod, labels)
         # One read of the namespace's policies serves the deny-all check and the leak check.
         policies: list[dict[str, Any]] | None = None
         try:
@@ -448,7 +536,7 @@ class ClusterActions:
             directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
             if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
                 return DenyAllCheck(cut, kept_beyond=beyond)
-            self._refuse_to_take_over(namespace, current, label, value)
+            self._refuse_to_take_over(namespace, current, cut)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
@@ -459,33 +547,95 @@ class ClusterActions:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
 
-    def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], label: str, value: str) -> None:
-        """Raise DenyAllInUse when the deny-all about to be repaired still isolates pods quarantined
-        under another label (a config whose quarantine.label or label_value is not the one in force:
-        a stale copy on a workstation, a label changed by an upgrade): the repair would let them go."""
+    def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> None:
+        """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is
+        another config's: its podSelector selects by labels that are not this config's quarantine
+        label with one of its values (a config whose quarantine.label or label_value differs: a
+        stale copy on a workstation, or the one in force where this copy is the stale one), whether
+        or not any pod is in it: which of the two is in force cannot be told from here, and a
+        repair would make every quarantine of the other fail. A policy altered by hand in other
+        ways (its selector emptied or narrowed, its types or rules changed) is repaired, unless
+        pods quarantined under another label rely on it: the repair would release them (a pod in
+        another of this config's cuts relies on that cut's deny-all)."""
+        label, value = self._settings.label, cut.label_value
         selector = (policy.get("spec") or {}).get("podSelector")
         if not isinstance(selector, Mapping):
             return
+        ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
+        other = _other_config_labels(selector, label, ours)
+        pods = self._gateway.list_pods(namespace)
+        if other is not None:
+            relying = [str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)]
+            raise DenyAllInUse(self._another_configs(namespace, policy, other, cut, sorted(relying)))
         stranded = []
-        for pod in self._gateway.list_pods(namespace):
+        for pod in pods:
             meta = pod.get("metadata") or {}
             labels = meta.get("labels") or {}
-            if A_QUARANTINED_AT not in (meta.get("annotations") or {}) or labels.get(label) == value:
+            # A pod in one of this config's cuts is held by that cut's deny-all, not by this one.
+            if A_QUARANTINED_AT not in (meta.get("annotations") or {}) or labels.get(label) in ours:
                 continue
-            try:
-                selected = selector_matches(selector, labels)
-            except SelectorError:
-                continue
-            if selected:
+            if _selected(selector, pod):
                 stranded.append(str(meta.get("name")))
         if stranded:
             name = netpol.name_of(policy)
-            raise DenyAllInUse(
-                f"NetworkPolicy {name} selects pods by {dict(selector)}, and {len(stranded)} quarantined"
-                f" pods rely on it ({', '.join(sorted(stranded)[:5])}): this config's quarantine label"
-                f" ({label}={value}) is not the one in force, and repairing the policy to it would release"
-                " them; nothing was changed to the policy: use the responder's own config"
+            rely = (
+                "1 pod quarantined under another label relies"
+                if len(stranded) == 1
+                else f"{len(stranded)} pods quarantined under another label rely"
             )
+            them = "it" if len(stranded) == 1 else "them"
+            raise DenyAllInUse(
+                f"NetworkPolicy {name} selects pods by {dict(selector)}, and {rely} on it"
+                f" ({', '.join(sorted(stranded)[:5])}):"
+                f" repairing it to this config's {label}={value} ({cut.isolation.value} cut) would"
+                f" release {them}; nothing was changed to the policy: release {them} with the config"
+                f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under, or put the"
+                f" policy's podSelector back to {label}={value} by hand"
+            )
+
+    def _another_configs(
+        self,
+        namespace: str,
+        policy: Mapping[str, Any],
+        other: Mapping[str, str],
+        cut: QuarantineCut,
+        relying: list[str],
+    ) -> str:
+        """Why the deny-all ``policy``, selecting by ``other``, is not repaired: what it and this
+        config select, who relies on it, and what to do whichever config is the one in force."""
+        name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
+        theirs = ",".join(f"{k}={v}" for k, v in sorted(other.items()))
+        text = (
+            f"NetworkPolicy {name} selects {theirs}, but this config's label for its"
+            f" {cut.isolation.value} cut is {label}={value}: one of the two configs is stale"
+            f"{_provenance(policy)}; the policy was left as it is."
+        )
+        fix = (
+            f"set the policy's podSelector to {label}={value}"
+            f" (kubectl -n {namespace} edit networkpolicy {name})"
+        )
+        if not relying:
+            text += f" No pod is labelled {theirs}. If this config is the one in force, {fix}"
+        else:
+            shown = relying[:SHOWN_PODS]
+            more = len(relying) - len(shown)
+            rely = "1 pod relies" if len(relying) == 1 else f"{len(relying)} pods rely"
+            text += (
+                f" {rely} on it. If this config is the one in force, release"
+                f" {'it' if len(relying) == 1 else 'them'} with the config whose label is {theirs}:"
+                f" serving-guard release --namespace {namespace} {' '.join(map(shlex.quote, shown))}"
+                f" --reason {shlex.quote(REASON_PLACEHOLDERS[1])} --by {shlex.quote(BY_PLACEHOLDER)}"
+                " --config <that config>"
+                + (
+                    f" (and {more} more: kubectl -n {namespace} get pods -l {shlex.quote(theirs)})"
+                    if more
+                    else ""
+                )
+                + f"; then {fix}"
+            )
+        return (
+            text + f". If the config whose label is {theirs} is the one in force, act with it, not this one."
+        )
 
     def _label_pod(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, requested: Isolation
@@ -605,9 +755,11 @@ class ClusterActions:
     ) -> str | None:
         """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
         a block of the addresses ``blocked``, with ``pod`` as read afresh; None: they hold as made.
-        A quarantine's label narrowed or gone, its deny-all gone or altered, a policy other than
-        ``known_leaks`` (those it was reported LEAKY through) now letting traffic through; a block
-        policy gone or no longer blocking an address. One read of the namespace's policies."""
+        A quarantine's label narrowed or gone, the deny-all of the cut the pod is in now gone or
+        altered, a policy other than ``known_leaks`` (those it was reported LEAKY through) now
+        letting traffic through, each in the directions of ``cut`` only (a later quarantine that
+        widened the pod's cut answers for the rest); a block policy gone or no longer blocking an
+        address. One read of the namespace's policies."""
         held: QuarantineCut | None = None
         if cut is not None:
             current = self._settings.cut_of(pod.labels.get(self._settings.label))
@@ -619,12 +771,14 @@ class ClusterActions:
         elif not blocked:
             return None
         policies = self._gateway.list_network_policies(pod.namespace)
-        if held is not None:
-            gap = netpol.deny_all_gap(policies, held.network_policy, pod.labels, held.directions)
+        if held is not None and cut is not None:
+            # The deny-all the pod is in now (its cut may have been widened since), held to this
+            # quarantine's own directions: another's leak beyond them is that one's to report.
+            gap = netpol.deny_all_gap(policies, held.network_policy, pod.labels, cut.directions)
             if gap is not None:
                 return gap
             leaks = netpol.find_leaks(
-                policies, pod.labels, own_policy=held.network_policy, directions=held.directions
+                policies, pod.labels, own_policy=held.network_policy, directions=cut.directions
             )
             opened = [leak for leak in leaks if leak.policy not in known_leaks]
             if opened:
@@ -765,15 +919,14 @@ class ClusterActions:
 
     def _blocked_under(self, namespace: str, meta: Mapping[str, Any]) -> tuple[str, str] | None:
         """The label and policy of a block the pod (``meta``: its metadata as read) is in, found by
-        the policy it owns: for a release that does not know the responder's block label."""
+        the policy it owns in the shape a block policy has (_is_block_of): for a release that does
+        not know the responder's block label. Any other policy the pod owns is not a block."""
         uid, labels = meta.get("uid"), meta.get("labels") or {}
+        if not uid:
+            return None
         for policy in self._gateway.list_network_policies(namespace):
-            owners = (policy.get("metadata") or {}).get("ownerReferences") or []
-            if not any(o.get("kind") == "Pod" and o.get("uid") == uid for o in owners):
-                continue
-            selector = ((policy.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
-            key = next((k for k, v in selector.items() if labels.get(k) == v), None)
-            if key is not None:
+            key = _is_block_of(policy, str(uid))
+            if key is not None and labels.get(key) == pod_key(str(uid)):
                 return key, netpol.name_of(policy)
         return None
 

@@ -25,6 +25,8 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from responder.actions.netpol import HOST_NETWORK
+
 # What every finding is prefixed with: the quarantine's and the block's detail, and Slack's advice.
 NETWORK_ESCAPE = "the pod can leave its network namespace, which NetworkPolicies do not cover"
 
@@ -43,6 +45,19 @@ RUNTIME_SOCKETS = (
     "/var/run/cri-dockerd.sock",
 )
 NSENTER = "it can enter the node's network namespace (nsenter -t 1 -n)"
+
+
+def out_of_reach(spec: Mapping[str, Any]) -> list[str]:
+    """What puts a pod with ``spec`` beyond any NetworkPolicy, in words: the host network
+    (netpol.HOST_NETWORK), a way out of its own network namespace (:func:`network_escape`), or both.
+    Empty: nothing that this module counts. The quarantine and the block alike read it."""
+    return out_of_reach_as_read(bool(spec.get("hostNetwork")), network_escape(spec))
+
+
+def out_of_reach_as_read(host_network: bool, escape: str | None) -> list[str]:
+    """:func:`out_of_reach` from what was read of the pod already (PodContext.host_network and
+    .network_escape, which enrichment took from its spec)."""
+    return [*([HOST_NETWORK] if host_network else []), *([escape] if escape is not None else [])]
 
 
 def network_escape(spec: Mapping[str, Any]) -> str | None:

@@ -26,7 +26,7 @@ from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config, load_config
 from responder.errors import UserError
-from responder.incident import BY_PLACEHOLDER
+from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 from responder.journal import Journal
 
 
@@ -102,6 +102,17 @@ def who_acts(by: str | None) -> str:
     return recorded_text(
         "the default --by (USER@host; set --by)", f"{getpass.getuser()}@{socket.gethostname()}"
     )
+
+
+def stated_reason(reason: str) -> str:
+    """--reason as recorded; refused while it still holds Slack's placeholder."""
+    for placeholder in REASON_PLACEHOLDERS:
+        if placeholder in reason:
+            raise UserError(
+                f"--reason {reason!r}: replace {placeholder} with the reason (it is recorded on the pod,"
+                " in the Event and the journal); nothing was done"
+            )
+    return recorded_text("--reason", reason)
 
 
 def cluster_settings(args: argparse.Namespace, configured: Cluster) -> tuple[Cluster, SettingNames]:
@@ -228,7 +239,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
         )
     if action.check is not None:
         action.check(config)
-    reason, by = recorded_text("--reason", args.reason), who_acts(args.by)
+    reason, by = stated_reason(args.reason), who_acts(args.by)
     cluster, names = cluster_settings(args, config.cluster)
     opt_in = config.guardrails.enforce_namespace_label
     done = 0

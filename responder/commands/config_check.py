@@ -10,10 +10,18 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
-from responder.config import Config, SecretRef, SlackMode, config_from_document, located
+from responder.config import Config, HttpInput, SecretRef, SlackMode, config_from_document, located
 from responder.errors import UserError
-from responder.policy_review import PolicyFinding, RuleTags, unmatched_rule_patterns, unreachable_policies
+from responder.policy_review import (
+    PolicyFinding,
+    RuleTags,
+    shadowed_among_given_rules,
+    unmatched_rule_patterns,
+    unreachable_policies,
+)
+from responder.rulespack.alert_size import rules_past_limit
 from responder.rulespack.expand import load_paths
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.yamlsource import YamlDocument, load_yaml_file
@@ -261,16 +269,41 @@ def unused_channels(config: Config, document: YamlDocument) -> list[str]:
     ]
 
 
-def _findings(config: Config, rules_files: list[str] | None) -> list[PolicyFinding]:
+@dataclass(frozen=True)
+class RulesReview:
+    """What the rules files given (--rules) show about a config: findings fail the check, notes
+    and warnings do not."""
+
+    findings: list[PolicyFinding]
+    notes: list[PolicyFinding]
+    warnings: list[str]
+
+
+def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     if not rules_files:
-        return unreachable_policies(config)
+        return RulesReview(unreachable_policies(config), [], [])
     ruleset = load_paths(rules_files)
     where = ", ".join(rules_files)
+    enabled = [rule for rule in ruleset.rules.values() if rule.enabled]
     # A disabled rule raises no alert, so it takes none from a policy.
-    rule_tags: RuleTags = {name: frozenset(rule.tags) for name, rule in ruleset.rules.items() if rule.enabled}
-    return unreachable_policies(config, rule_tags, where) + unmatched_rule_patterns(
+    rule_tags: RuleTags = {rule.name: frozenset(rule.tags) for rule in enabled}
+    findings = unreachable_policies(config, rule_tags, where) + unmatched_rule_patterns(
         config, ruleset.rules.keys(), where
     )
+    notes = shadowed_among_given_rules(config, rule_tags, where)
+    http = config.inputs.http
+    oversized = rules_past_limit(((r.name, r.output, r.tags) for r in enabled), http.max_body_bytes)
+    warnings = []
+    if http.enabled and oversized:
+        largest = oversized[0]
+        warnings.append(
+            f"inputs.http.max_body_bytes ({http.max_body_bytes}) is below the largest alert"
+            f" {len(oversized)} rule(s) of {where} can make ({largest.rule!r}: {largest.worst_case_bytes}"
+            " bytes at worst): the input answers such an alert 413 and Falco's http_output drops it"
+            f" without a word; set it to at least that, or leave it out for the default"
+            f" ({HttpInput.model_fields['max_body_bytes'].default}, room for append_output too)"
+        )
+    return RulesReview(findings, notes, warnings)
 
 
 def _headline(path: str, problems: int, refusal: str | None) -> str:
@@ -284,21 +317,23 @@ def run(args: argparse.Namespace) -> int:
     path = _config_file(args)
     document = load_yaml_file(path, "a config file")
     config = config_from_document(document)
-    findings = sorted(_findings(config, args.rules), key=lambda finding: finding.path)
+    review = _review(config, args.rules)
+    findings = sorted(review.findings, key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
     refusal = serve_refusal(config)
-    warning = unannounced_cuts(config)
+    warnings = [warning for warning in [unannounced_cuts(config), *review.warnings] if warning]
+    notes = [located(document, note.path, note.message) for note in review.notes]
     policy = effective_policy(config)
     if args.format == "json":
-        extra = {"serve_refuses": refusal, "warnings": [warning] if warning else [], "findings": problems}
+        extra = {"serve_refuses": refusal, "warnings": warnings, "findings": problems, "notes": notes}
         print(json.dumps({**policy, **extra}, indent=2))
     else:
         print(_headline(path, len(problems), refusal))
         print(_text(policy))
     for problem in problems:
         print(problem, file=sys.stderr)
-    if warning is not None:
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for note in unused_channels(config, document) + unreadable_here(config):
+    for note in notes + unused_channels(config, document) + unreadable_here(config):
         print(f"note: {note}", file=sys.stderr)
     return 1 if problems else 0

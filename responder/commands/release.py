@@ -19,8 +19,8 @@ from responder.commands.by_hand import (
     cluster_settings,
     open_journal,
     record,
-    recorded_text,
     say_told,
+    stated_reason,
     who_acts,
 )
 from responder.config import Config, load_config
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Everything that can be refused is checked before the cluster is touched.
     pods = checked_pods(args.namespace, args.pods)
-    reason = recorded_text("--reason", args.reason)
+    reason = stated_reason(args.reason)
     by = who_acts(args.by)
     incident_id = checked_incident(args.incident)
     config = load_config(args.config) if args.config else Config()

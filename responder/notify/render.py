@@ -20,6 +20,7 @@ from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     NOT_PATCHED,
+    THREAD_KEPT_OUT,
     WIDENED,
     ActionOutcome,
     KeptOut,
@@ -681,6 +682,7 @@ _THREAD_OUTCOMES: dict[str | None, str] = {
     OutcomeStatus.POD_GONE: "gone",
     OutcomeStatus.RELEASED: "released",
     OutcomeStatus.BLOCKED: "blocked",
+    THREAD_KEPT_OUT: "no block made",
     None: "notified only",
 }
 

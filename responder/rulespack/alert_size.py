@@ -105,3 +105,25 @@ def worst_case_alert_bytes(rule: str, output: str, tags: Iterable[str]) -> int:
     in_fields = keys + values + EVENT_TIME_FIELD_BYTES
     named = len(rule.encode()) + sum(len(tag.encode()) + TAG_FRAME_BYTES for tag in tags)
     return in_output + in_fields + named + HOSTNAME_BYTES + JSON_FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class OversizedRule:
+    rule: str
+    worst_case_bytes: int
+
+
+def rules_past_limit(
+    rules: Iterable[tuple[str, str, Iterable[str]]], max_body_bytes: int
+) -> list[OversizedRule]:
+    """Of (name, output, tags) rules, those whose worst-case alert is larger than ``max_body_bytes``,
+    largest first. A rule whose output uses a field with no bound here (one of Falco's own rules,
+    say) is passed over: its worst case is not known, and guessing it would be a false alarm."""
+    oversized = []
+    for name, output, tags in rules:
+        if any(field not in FIELD_BOUNDS for field in output_fields(output)):
+            continue
+        worst = worst_case_alert_bytes(name, output, tags)
+        if worst > max_body_bytes:
+            oversized.append(OversizedRule(name, worst))
+    return sorted(oversized, key=lambda rule: (-rule.worst_case_bytes, rule.rule))

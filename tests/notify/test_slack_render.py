@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus, release_note
+from responder.actions.outcome import THREAD_KEPT_OUT, ActionOutcome, OutcomeStatus, release_note
 from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, MAX_RULE_CHARS, Priority
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
@@ -604,11 +604,13 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
 def test_a_workload_threads_root_counts_its_replies_and_a_reply_names_the_workload() -> None:
     report = make_report(outcomes=(quarantined(),))
     replies: list[str | None] = ["quarantined", "withheld", "quarantined", "leaky", None, "dry_run"]
+    replies += ["blocked", THREAD_KEPT_OUT]
     root = render_incident(report, thread_replies=replies)
     assert_valid(root)
     assert (
-        ":busts_in_silhouette: The same rule on *6 more pods* of `Deployment/triton`, in this thread:"
-        " 2 quarantined, 1 withheld, 1 LEAKY, 1 notified only, 1 dry-run." in text_of(root)
+        ":busts_in_silhouette: The same rule on *8 more pods* of `Deployment/triton`, in this thread:"
+        " 2 quarantined, 1 withheld, 1 LEAKY, 1 notified only, 1 dry-run, 1 blocked, 1 no block made."
+        in text_of(root)
     )
     one = text_of(render_incident(report, thread_replies=["failed"]))
     assert "*1 more pod* of `Deployment/triton`, in this thread: 1 FAILED." in one

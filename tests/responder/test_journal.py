@@ -595,3 +595,44 @@ def test_the_breaker_window_rebuilt_after_a_restart_counts_the_responders_quaran
         assert journal.quarantine_times_since(0) == [10]
     finally:
         journal.close()
+
+
+def test_a_workload_threads_replies_count_blocks_and_a_block_kept_out_is_no_block(tmp_path: Path) -> None:
+    """The thread's root counts each reply by its latest action: a block that found its address
+    already out of reach is not counted as blocked."""
+    from responder.actions.outcome import (
+        BLOCK_DESTINATION,
+        KEPT_OUT,
+        THREAD_KEPT_OUT,
+        ActionOutcome,
+        KeptOut,
+        OutcomeStatus,
+    )
+
+    journal = open_journal(tmp_path)
+    try:
+        made = ActionOutcome(BLOCK_DESTINATION, OutcomeStatus.BLOCKED, started_ns=1, finished_ns=2)
+        kept_out = ActionOutcome(
+            BLOCK_DESTINATION,
+            OutcomeStatus.BLOCKED,
+            started_ns=1,
+            finished_ns=2,
+            extra={KEPT_OUT: KeptOut.QUARANTINE.value},
+        )
+        quarantined = ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, started_ns=1, finished_ns=2)
+        actions = {"inc-a": [made], "inc-b": [kept_out], "inc-c": [kept_out, quarantined], "inc-d": []}
+        for incident, outcomes in actions.items():
+            for outcome in outcomes:
+                journal.run_sync(Journal.op_record_action(incident, None, "ml", incident, outcome))
+        conn = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+        for n, incident in enumerate(actions):
+            conn.execute(
+                "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns,"
+                " slack_ts, slack_channel, slack_thread_ts) VALUES (?, 'incident', '#sec', 'sent', 1, 1, ?,"
+                " 'C1', '1.000100')",
+                (incident, f"1.00020{n}"),
+            )
+        conn.close()
+        assert journal.thread_replies("C1", "1.000100") == ["blocked", THREAD_KEPT_OUT, "quarantined", None]
+    finally:
+        journal.close()

@@ -169,8 +169,11 @@ PACK_TAGS = {name: frozenset(rule.tags) for name, rule in load_paths([str(defaul
     ("earlier", "later"),
     [
         ({"tags": ["serving_guard"]}, {"rules": [SHELL]}),  # every rule of the pack carries it
-        ({"tags": ["mitre_execution"]}, {"rules": ["Shell*", "Reverse shell*"]}),
-        ({"tags": ["shell"]}, {"rules": ["Shell*"], "tags": ["T1059.004"]}),  # two tags of one rule
+        (
+            {"tags": ["mitre_execution"]},
+            {"rules": [SHELL, "Reverse shell or interpreter one-liner in serving pod"]},
+        ),
+        ({"tags": ["shell"]}, {"rules": [SHELL], "tags": ["T1059.004"]}),  # two tags of one rule
     ],
 )
 def test_a_tag_every_rule_of_the_later_policy_carries_covers_it_through_the_rules(
@@ -250,3 +253,64 @@ def test_the_shipped_policies_are_not_shadowed_through_the_packs_tags() -> None:
         Config.model_validate(load_reference_policy()),
     ):
         assert unreachable_policies(config, PACK_TAGS, "the pack") == []
+
+
+def test_a_glob_below_a_tag_policy_is_a_note_not_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`*shell*` matches Falco's own "Terminal shell in container" too, which does not carry the
+    pack's tag: the policy applies there, so it is not said to never apply."""
+    earlier, later = match(tags=["serving_guard"]), match(rules=["*shell*"])
+    assert not covers(earlier, later, PACK_TAGS)
+    assert covers(earlier, later, PACK_TAGS, given_rules_only=True)
+    # Once Falco's rule is among those given, its tags are known: the policy takes its alerts.
+    with_falcos = {**PACK_TAGS, "Terminal shell in container": frozenset({"container", "shell"})}
+    assert not covers(earlier, later, with_falcos, given_rules_only=True)
+
+    path = tmp_path / "glob.yaml"
+    path.write_text(
+        "inputs:\n  http: {listen: '127.0.0.1:0', allow_unauthenticated: true}\n"
+        "policies:\n"
+        "  - name: pack-alerts\n"
+        "    match: {tags: [serving_guard]}\n"
+        "    actions: [notify]\n"
+        "  - name: any-shell\n"
+        "    match: {rules: ['*shell*']}\n"
+        "    actions: [notify, quarantine]\n"
+    )
+    pack = str(default_pack())
+    assert main(["config", "check", str(path), "--rules", pack]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: ok\n")
+    assert (
+        f"note: {path}:7: policies[1]: policy 'any-shell' takes no alert of the rules of {pack} that policy"
+        " 'pack-alerts' above it (policies[0]) does not take first: it applies only to rules loaded from"
+        " other files its globs match (Falco's own?)"
+    ) in captured.err.splitlines()
+    assert main(["config", "check", str(path), "--rules", pack, "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["findings"] == [] and len(document["notes"]) == 1
+
+
+def test_config_check_warns_when_the_body_limit_is_below_the_packs_worst_alert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade with --reuse-values keeps an older, smaller limit: Falco would drop the largest
+    alerts answered 413 without a word."""
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        "inputs:\n  http: {listen: '127.0.0.1:0', allow_unauthenticated: true, max_body_bytes: 65536}\n"
+    )
+    pack = str(default_pack())
+    assert main(["config", "check", str(path), "--rules", pack]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "max_body_bytes" in line]
+    assert warnings == [
+        f"warning: inputs.http.max_body_bytes (65536) is below the largest alert 8 rule(s) of {pack} can"
+        " make ('Model artifact tampering in serving pod': 301311 bytes at worst): the input answers such an"
+        " alert 413 and Falco's http_output drops it without a word; set it to at least that, or leave it"
+        " out for the default (327680, room for append_output too)"
+    ]
+    # The default limit holds every rule of the pack: nothing to say.
+    path.write_text("inputs:\n  http: {listen: '127.0.0.1:0', allow_unauthenticated: true}\n")
+    assert main(["config", "check", str(path), "--rules", pack]) == 0
+    assert "max_body_bytes" not in capsys.readouterr().err

@@ -119,3 +119,25 @@ def test_the_by_hand_commands_say_what_namespace_and_by_are(
         "--by BY who acts, recorded as who (required inside a Kubernetes pod; elsewhere default: USER@host)"
         in text
     )
+
+
+@pytest.mark.parametrize("command", ["release", "quarantine", "block"])
+def test_a_reason_still_holding_slacks_placeholder_is_refused_before_anything_is_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Slack's commands say --reason '<why>' (release: '<why it is safe>'): pasted as is, the
+    journal, the Event and the pod would record the placeholder as the reason."""
+    argv = by_hand_argv(command, tmp_path)
+    at = argv.index("--reason") + 1
+    for reason, placeholder in (
+        ("<why>", "<why>"),
+        ("<why it is safe>", "<why it is safe>"),
+        ("x <why>", "<why>"),
+    ):
+        assert main([*argv[:at], reason, *argv[at + 1 :], "--by", "bob"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            f"serving-guard: error: --reason {reason!r}: replace {placeholder} with the reason (it is"
+            " recorded on the pod, in the Event and the journal); nothing was done\n"
+        )

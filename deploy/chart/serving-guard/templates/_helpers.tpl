@@ -250,7 +250,7 @@ journalDir: /var/lib/serving-guard
       "inputs" (dict "http" $http "grpc" $grpc)
       "server" (dict "metrics_listen" "0.0.0.0:9090")
       "cluster" (dict "verify_node" $v.cluster.verifyNode "cache_ttl_seconds" $v.cluster.cacheTtlSeconds "request_timeout_seconds" $v.cluster.requestTimeoutSeconds "workers" $v.cluster.workers)
-      "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" $v.quarantine.isolate "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" $v.quarantine.ignoreOtherPolicyApis)
+      "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" $v.quarantine.isolate "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" (default false $v.quarantine.ignoreOtherPolicyApis))
       "block_destination" (dict "label" $v.blockDestination.label "network_policy_prefix" $v.blockDestination.networkPolicyPrefix "address_fields" $v.blockDestination.addressFields "never_block" $v.blockDestination.neverBlock "max_per_pod" $v.blockDestination.maxPerPod "ignore_other_policy_apis" $v.blockDestination.ignoreOtherPolicyApis)
       "guardrails" $guardrails
       "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds)

@@ -1,0 +1,334 @@
+"""A deny-all that selects by another config's quarantine label is never repaired to this config's
+(review 47, finding 2): a stale copy of the config fails at its first quarantine instead of
+retargeting the namespace's deny-all (after which the responder in force could quarantine nothing
+there), and the responder in force, finding a deny-all already retargeted, fails without calling
+itself stale: it says what each selects, who relies on the policy and how to release them. A deny-all
+altered by hand under this config's own label (selector emptied or narrowed, types narrowed, rules
+added) is still repaired. Against the emulated API server; what the cluster enforces is judged by a
+reading of the NetworkPolicy spec that does not use the responder's code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from responder.actions import netpol
+from responder.actions.events import EventRecorder
+from responder.actions.outcome import OutcomeStatus
+from responder.actions.quarantine import ClusterActions
+from responder.config import Isolation, Quarantine
+from simulators.cluster_emulator import RunningCluster
+from simulators.seed import SeededPod
+from tests.responder.spec_reading import CLOSED, OPEN, direction_state
+from tests.responder.test_quarantine import LABEL, NP, Harness, shell_alert
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+DENY_ALL = "serving-guard-quarantine"
+STALE = "example.com/isolated"
+NAMESPACE = "ml-serving"
+# What the chart puts on the deny-all it renders (templates/quarantine-networkpolicies.yaml).
+CHART_METADATA = {
+    "labels": {
+        "app.kubernetes.io/managed-by": "Helm",
+        "app.kubernetes.io/component": "quarantine",
+        "app.kubernetes.io/part-of": "serving-guard",
+    },
+    "annotations": {
+        "helm.sh/resource-policy": "keep",
+        "meta.helm.sh/release-name": "serving-guard",
+        "meta.helm.sh/release-namespace": "falco",
+    },
+}
+
+
+def _put(harness: Harness, name: str, spec: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+    manifest = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": NAMESPACE, **(metadata or {})},
+        "spec": spec,
+    }
+    harness.running.call(harness.running.emulator.put_object, NP, manifest)
+
+
+def _stored_spec(harness: Harness, name: str = DENY_ALL) -> dict[str, Any]:
+    stored = harness.stored(NP, NAMESPACE, name)
+    assert stored is not None
+    spec: dict[str, Any] = stored["spec"]
+    return spec
+
+
+def _labels(harness: Harness, pod: SeededPod) -> dict[str, str]:
+    stored = harness.stored("v1/pods", pod.namespace, pod.name)
+    assert stored is not None
+    return dict(stored["metadata"].get("labels") or {})
+
+
+def _state(harness: Harness, pod: SeededPod) -> tuple[str, str]:
+    """(ingress, egress) as the cluster enforces them for the pod, as stored now."""
+    policies: list[dict[str, Any]] = harness.running.call(
+        harness.running.emulator.list_objects, NP, pod.namespace
+    )
+    labels = _labels(harness, pod)
+    return direction_state(policies, labels, "ingress"), direction_state(policies, labels, "egress")
+
+
+def _label_by_hand(harness: Harness, pod: SeededPod, key: str, value: str) -> None:
+    """Labelled and recorded as quarantined, as a quarantine under ``key`` leaves a pod."""
+    stored = harness.stored("v1/pods", pod.namespace, pod.name)
+    assert stored is not None
+    stored["metadata"]["labels"][key] = value
+    annotations = stored["metadata"].setdefault("annotations", {})
+    annotations["serving-guard.io/quarantined-at"] = "2026-12-01T10:00:00Z"
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+
+
+def _actions(harness: Harness, settings: Quarantine) -> ClusterActions:
+    return ClusterActions(harness.gateway, settings, EventRecorder(harness.gateway))
+
+
+def _quarantine(
+    actions: ClusterActions, harness: Harness, pod: SeededPod, isolate: Isolation | None = None
+) -> Any:
+    return actions.quarantine(
+        harness.pod(pod), shell_alert(pod), "inc-1", "Notice: shell", dry_run=False, isolate=isolate
+    )
+
+
+# -- a stale copy meets the deny-all of the config in force -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("isolate", "name", "theirs", "ours"),
+    [
+        (Isolation.BOTH, DENY_ALL, f"{LABEL}=true", f"{STALE}=true"),
+        (Isolation.EGRESS, f"{DENY_ALL}-egress", f"{LABEL}=true-egress", f"{STALE}=true-egress"),
+    ],
+)
+def test_a_stale_copy_fails_at_its_first_quarantine_and_leaves_the_deny_all_to_the_config_in_force(
+    seeded: Seeded, isolate: Isolation, name: str, theirs: str, ours: str
+) -> None:
+    """The chart's deny-all, with no pod quarantined: the stale copy used to retarget it (nobody was
+    stranded), after which the responder failed every quarantine in the namespace."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    chart = netpol.deny_all_spec(LABEL, theirs.split("=")[1], isolate.directions)
+    _put(harness, name, chart, CHART_METADATA)
+
+    stale = _quarantine(_actions(harness, Quarantine(label=STALE)), harness, vllm, isolate)
+
+    assert stale.status is OutcomeStatus.FAILED and stale.labelled
+    assert stale.detail == (
+        f"the pod is labelled, but NetworkPolicy {name} is not ensured: NetworkPolicy {name} selects"
+        f" {theirs}, but this config's label for its {isolate.value} cut is {ours}: one of the two"
+        " configs is stale (Helm manages the policy: `helm get values serving-guard -n falco` shows"
+        f" the label of the responder it deploys); the policy was left as it is. No pod is labelled"
+        f" {theirs}. If this config is the one in force, set the policy's podSelector to {ours}"
+        f" (kubectl -n {NAMESPACE} edit networkpolicy {name}). If the config whose label is {theirs}"
+        " is the one in force, act with it, not this one."
+    )
+    assert _stored_spec(harness, name) == chart
+    # The stale quarantine isolated nothing, and says so (FAILED, the pod labelled).
+    assert _state(harness, vllm) == (OPEN, OPEN)
+
+    # The responder in force quarantines in the namespace as before.
+    inforce = _quarantine(harness.actions, harness, torchserve, isolate)
+    assert inforce.status is OutcomeStatus.QUARANTINED, inforce.detail
+    assert inforce.detail == ""  # the policy was as built: nothing created, nothing repaired
+    expected = (CLOSED, CLOSED) if isolate is Isolation.BOTH else (OPEN, CLOSED)
+    assert _state(harness, torchserve) == expected
+    assert harness.actions.lapse(harness.pod(torchserve), cut=isolate) is None
+
+
+def test_a_stale_copy_fails_where_pods_are_quarantined_and_names_them_without_calling_either_stale(
+    seeded: Seeded,
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    kserve, vllm = pods["kserve"], pods["vllm"]
+    first = _quarantine(harness.actions, harness, kserve)
+    assert first.status is OutcomeStatus.QUARANTINED, first.detail
+
+    stale = _quarantine(_actions(harness, Quarantine(label=STALE)), harness, vllm)
+
+    assert stale.status is OutcomeStatus.FAILED
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects {LABEL}=true, but this config's label for its both cut is"
+        f" {STALE}=true: one of the two configs is stale; the policy was left as it is. 1 pod relies on"
+        " it. If this config is the one in force, release it with the config whose label is"
+        f" {LABEL}=true: serving-guard release --namespace {NAMESPACE} {kserve.name} --reason"
+        " '<why it is safe>' --by '<you>' --config <that config>; then set the policy's podSelector"
+        f" to {STALE}=true" in stale.detail
+    )
+    assert "not the one in force" not in stale.detail
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert _state(harness, kserve) == (CLOSED, CLOSED)
+    assert harness.actions.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None
+
+
+# -- the responder in force meets a deny-all already retargeted ---------------------------------------
+
+
+def test_the_config_in_force_meeting_a_retargeted_deny_all_names_who_relies_on_it_and_recovers(
+    seeded: Seeded,
+) -> None:
+    """As an earlier version's guard left it: the deny-all retargeted by a stale copy, vllm
+    quarantined under it. The responder fails the quarantine, keeps vllm isolated, and its advice,
+    followed, lets it quarantine again."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton, torchserve = pods["vllm"], pods["triton"], pods["torchserve"]
+    retargeted = netpol.deny_all_spec(STALE, "true")
+    _put(harness, DENY_ALL, retargeted, CHART_METADATA)
+    _label_by_hand(harness, vllm, STALE, "true")
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED and failed.labelled
+    assert failed.detail == (
+        f"the pod is labelled, but NetworkPolicy {DENY_ALL} is not ensured: NetworkPolicy {DENY_ALL}"
+        f" selects {STALE}=true, but this config's label for its both cut is {LABEL}=true: one of the"
+        " two configs is stale (Helm manages the policy: `helm get values serving-guard -n falco` shows"
+        " the label of the responder it deploys); the policy was left as it is. 1 pod relies on it. If"
+        f" this config is the one in force, release it with the config whose label is {STALE}=true:"
+        f" serving-guard release --namespace {NAMESPACE} vllm-0 --reason '<why it is safe>' --by"
+        f" '<you>' --config <that config>; then set the policy's podSelector to {LABEL}=true (kubectl"
+        f" -n {NAMESPACE} edit networkpolicy {DENY_ALL}). If the config whose label is {STALE}=true is"
+        " the one in force, act with it, not this one."
+    )
+    assert "use the responder's own config" not in failed.detail
+    assert _stored_spec(harness) == retargeted
+    assert _state(harness, vllm) == (CLOSED, CLOSED)  # not released by a repair
+    assert _state(harness, triton) == ("partial via allow-gateway-to-triton", OPEN)
+
+    # The advice: release vllm with the config it was quarantined under, then set the selector back.
+    released = _actions(harness, Quarantine(label=STALE)).release(
+        NAMESPACE, vllm.name, by="oncall", reason="wrong config", labels_known=True
+    )
+    assert released.status is OutcomeStatus.RELEASED, released.detail
+    assert STALE not in _labels(harness, vllm)
+    again = _quarantine(harness.actions, harness, torchserve)
+    assert again.status is OutcomeStatus.FAILED  # no pod relies on it, and still it is not taken over
+    assert f"No pod is labelled {STALE}=true." in again.detail
+    _put(harness, DENY_ALL, netpol.deny_all_spec(LABEL, "true"), CHART_METADATA)
+    recovered = _quarantine(harness.actions, harness, torchserve)
+    assert recovered.status is OutcomeStatus.QUARANTINED, recovered.detail
+    assert _state(harness, torchserve) == (CLOSED, CLOSED)
+    # triton, labelled by the failed quarantine, is cut now too (its ingress is left to the gateway's policy).
+    assert _state(harness, triton) == ("partial via allow-gateway-to-triton", CLOSED)
+
+
+def test_many_pods_relying_on_another_configs_deny_all_are_counted_and_listed_by_a_command(
+    seeded: Seeded,
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    _put(harness, DENY_ALL, netpol.deny_all_spec(LABEL, "isolated"))  # no chart labels: no Helm hint
+    relying = [pods[key] for key in ("vllm", "kserve", "embeddings", "torchserve")]
+    for pod in relying:
+        _label_by_hand(harness, pod, LABEL, "isolated")
+
+    failed = _quarantine(harness.actions, harness, pods["triton"])
+
+    assert failed.status is OutcomeStatus.FAILED
+    first = sorted(pod.name for pod in relying)[:3]
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects {LABEL}=isolated, but this config's label for its both cut"
+        f" is {LABEL}=true: one of the two configs is stale; the policy was left as it is. 4 pods rely"
+        f" on it. If this config is the one in force, release them with the config whose label is"
+        f" {LABEL}=isolated: serving-guard release --namespace {NAMESPACE} {' '.join(first)} --reason"
+        " '<why it is safe>' --by '<you>' --config <that config> (and 1 more: kubectl -n"
+        f" {NAMESPACE} get pods -l {LABEL}=isolated); then set the policy's podSelector to {LABEL}=true"
+        in failed.detail
+    )
+    assert all(_state(harness, pod) == (CLOSED, CLOSED) for pod in relying)
+
+
+# -- altered by hand under this config's own label: still repaired -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "altered",
+    [
+        {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        {
+            "podSelector": {"matchLabels": {LABEL: "true", "app": "sklearn-iris"}},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+        {
+            "podSelector": {"matchExpressions": [{"key": LABEL, "operator": "Exists"}]},
+            "policyTypes": ["Ingress", "Egress"],
+        },
+        {"podSelector": {"matchLabels": {LABEL: "true"}}, "policyTypes": ["Ingress"]},
+        {
+            "podSelector": {"matchLabels": {LABEL: "true"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [{}],
+        },
+    ],
+    ids=["selector emptied", "selector narrowed", "selector by expression", "type dropped", "rule added"],
+)
+def test_a_deny_all_altered_by_hand_under_this_configs_label_is_repaired(
+    seeded: Seeded, altered: dict[str, Any]
+) -> None:
+    """With a pod in another of this config's cuts in the namespace (egress: it relies on its own
+    cut's deny-all, not on this one), which an earlier guard counted as stranded by the repair."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    kserve, torchserve, vllm = pods["kserve"], pods["torchserve"], pods["vllm"]
+    egress = _quarantine(harness.actions, harness, torchserve, Isolation.EGRESS)
+    assert egress.status is OutcomeStatus.QUARANTINED, egress.detail
+    assert _quarantine(harness.actions, harness, kserve).status is OutcomeStatus.QUARANTINED
+    _put(harness, DENY_ALL, altered, CHART_METADATA)
+
+    outcome = _quarantine(harness.actions, harness, vllm)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == f"repaired altered NetworkPolicy {DENY_ALL}"
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert _state(harness, vllm) == _state(harness, kserve) == (CLOSED, CLOSED)
+    assert _state(harness, torchserve) == (OPEN, CLOSED)
+    assert _state(harness, pods["embeddings"]) == (OPEN, OPEN)  # an emptied selector no longer cuts it
+
+
+def test_an_altered_deny_all_that_pods_under_another_label_rely_on_is_not_repaired(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    _put(harness, DENY_ALL, {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    _label_by_hand(harness, vllm, STALE, "true")
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert failed.detail == (
+        f"the pod is labelled, but NetworkPolicy {DENY_ALL} is not ensured: NetworkPolicy {DENY_ALL}"
+        " selects pods by {}, and 1 pod quarantined under another label relies on it (vllm-0):"
+        f" repairing it to this config's {LABEL}=true (both cut) would release it; nothing was"
+        " changed to the policy: release it with the config it was quarantined under, or put the"
+        f" policy's podSelector back to {LABEL}=true by hand"
+    )
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_deny_all_selecting_the_legacy_both_value_is_this_configs_and_repaired(seeded: Seeded) -> None:
+    """`true-both` is this config's (an earlier version's both cut): never another config's label.
+    A pod labelled so stays cut by the earlier version's policy, and its next quarantine moves it."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    kserve, vllm = pods["kserve"], pods["vllm"]
+    _put(harness, f"{DENY_ALL}-both", netpol.deny_all_spec(LABEL, "true-both"))
+    _put(harness, DENY_ALL, netpol.deny_all_spec(LABEL, "true-both"))
+    _label_by_hand(harness, kserve, LABEL, "true-both")
+
+    outcome = _quarantine(harness.actions, harness, vllm)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == f"repaired altered NetworkPolicy {DENY_ALL}"
+    assert _state(harness, vllm) == _state(harness, kserve) == (CLOSED, CLOSED)
+    moved = _quarantine(harness.actions, harness, kserve)
+    assert moved.status is OutcomeStatus.QUARANTINED, moved.detail
+    assert _labels(harness, kserve)[LABEL] == "true" and _state(harness, kserve) == (CLOSED, CLOSED)
