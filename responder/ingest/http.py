@@ -85,8 +85,15 @@ def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
         raise UserError(f"inputs.http.tls: cannot load certificates: {exc}") from None
 
 
+def tokens_in(text: str) -> tuple[bytes, ...]:
+    """The tokens a secret holds: one per line, blank lines skipped. Two during a rotation: the
+    new one is added, the senders move to it, then the old one is taken out (no sender is ever
+    refused, and Falcosidekick does not retry a refused alert)."""
+    return tuple(line.strip().encode() for line in text.splitlines() if line.strip())
+
+
 class TokenSource:
-    """The bearer token, re-read from its file now and then so a rotated Secret takes effect."""
+    """The bearer tokens, re-read from their file now and then so a rotated Secret takes effect."""
 
     def __init__(
         self, ref: SecretRef, clock: Callable[[], float] = time.monotonic, *, what: str = "inputs.http.token"
@@ -94,33 +101,46 @@ class TokenSource:
         self._ref = ref
         self._clock = clock
         self._what = what
-        self._value = ref.read(what).encode()
+        self._values = tokens_in(ref.read(what))  # read() refuses a secret with no text
         self._read_at = clock()
 
-    def current(self) -> bytes:
+    def current(self) -> tuple[bytes, ...]:
+        """The tokens accepted now (one, or a rotation's two)."""
         if self._ref.file is not None and self._clock() - self._read_at > TOKEN_REFRESH_SECONDS:
             self._read_at = self._clock()
-            self._value = self._reread(self._ref.file) or self._value
-        return self._value
+            self._values = self._reread(self._ref.file) or self._values
+        return self._values
 
-    def _reread(self, path: str) -> bytes | None:
-        """The file's token, or None (with a warning naming the file) when it holds none we can use:
-        a Secret caught mid-rotation must not lock every sender out, nor fail their requests."""
+    def matches(self, presented: bytes) -> bool:
+        """Whether ``presented`` is one of the tokens, compared in constant time against each (so
+        the time taken does not tell which one, nor how much of it, matched)."""
+        found = False
+        for token in self.current():
+            found |= hmac.compare_digest(presented, token)
+        return found
+
+    def _reread(self, path: str) -> tuple[bytes, ...] | None:
+        """The file's tokens, or None (with a warning naming the file) when it holds none we can
+        use: a Secret caught mid-rotation must not lock every sender out, nor fail their requests."""
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
             problem = f"cannot read {path}: {exc.strerror or exc}"
         else:
             try:
-                token = raw.decode("utf-8").strip()
+                tokens = tokens_in(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 problem = f"{path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
             else:
-                if token:
-                    return token.encode()
+                if tokens:
+                    return tokens
                 problem = f"{path} is empty"
         log.warning("%s: %s; keeping the previous token", self._what, problem)
         return None
+
+
+def share_a_token(one: TokenSource, other: TokenSource) -> bool:
+    return any(other.matches(token) for token in one.current())
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,7 @@ def bearer_matches(request: Request, token: TokenSource) -> bool | None:
         return None
     # The header was decoded byte for byte (latin-1): encoding it back gives the bytes sent,
     # compared with the token file's (UTF-8) bytes.
-    return hmac.compare_digest(presented.strip().encode("latin-1"), token.current())
+    return token.matches(presented.strip().encode("latin-1"))
 
 
 class Authenticator:
@@ -233,10 +253,10 @@ def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> To
         )
         return None
     token = TokenSource(http.audit_token, what="inputs.http.audit_token")
-    if senders_token is not None and hmac.compare_digest(token.current(), senders_token.current()):
+    if senders_token is not None and share_a_token(token, senders_token):
         raise UserError(
-            "inputs.http.audit_token is the same as inputs.http.token: every alert sender could read "
-            "the audit trail; give its readers a token of their own"
+            "inputs.http.audit_token is the same as inputs.http.token (or holds one of its tokens): every"
+            " alert sender could read the audit trail; give its readers a token of their own"
         )
     return token
 

@@ -28,6 +28,7 @@ from responder.ingest.http import (
     Authenticator,
     AuthResult,
     TokenSource,
+    audit_token_source,
 )
 from responder.ingest.httpserver import Request
 from responder.journal_process import ProcessWriter
@@ -587,14 +588,53 @@ def test_a_token_file_without_a_usable_token_keeps_the_previous_one(
         path.write_bytes(content)
     now[0] += TOKEN_REFRESH_SECONDS + 1
     with Records("serving_guard", logging.WARNING) as records:
-        assert source.current() == TOKEN.encode()
-        assert source.current() == TOKEN.encode()  # read again only after the next interval
+        assert source.current() == (TOKEN.encode(),)
+        assert source.current() == (TOKEN.encode(),)  # read again only after the next interval
     shown = problem.format(path=path) if content is None else f"{path} {problem}"
     assert records.messages == [f"{what}: {shown}; keeping the previous token"]
     # A usable token again: it takes effect at the next read.
     path.write_text("rotated-token\n")
     now[0] += TOKEN_REFRESH_SECONDS + 1
-    assert source.current() == b"rotated-token"
+    assert source.current() == (b"rotated-token",)
+
+
+def test_a_token_file_with_two_tokens_accepts_both_for_a_rotation_without_refusals(tmp_path: Path) -> None:
+    """Rotating the senders' token: the new one is added on a line of its own, the senders move to
+    it, then the old one is taken out. Falcosidekick does not retry a refused alert: no sender may
+    be refused on the way."""
+    now = [0.0]
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    source = TokenSource(SecretRef(file=str(path)), lambda: now[0])
+    http = HttpInput(token=SecretRef(file=str(path)))
+    senders = Authenticator(http, source)
+
+    def sending_with(token: str) -> AuthResult:
+        headers = {"authorization": f"Bearer {token}"}
+        return senders.check(Request("POST", "/v1/alerts", "", headers, b"", "127.0.0.1", False))
+
+    path.write_text(f"{TOKEN}\n\n  rotated-token  \n")
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    assert source.current() == (TOKEN.encode(), b"rotated-token")
+    assert sending_with(TOKEN).ok and sending_with("rotated-token").ok
+    assert not sending_with(f"{TOKEN}\nrotated-token").ok  # the file's text is not a token
+    assert sending_with("another").reason == "invalid bearer token"
+    path.write_text("rotated-token\n")
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    assert sending_with("rotated-token").ok
+    assert sending_with(TOKEN).reason == "invalid bearer token"
+
+
+def test_an_audit_token_sharing_a_line_with_the_senders_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(f"{TOKEN}\nnext-senders-token\n")
+    (tmp_path / "audit-token").write_text(f"{AUDIT_TOKEN}\nnext-senders-token\n")
+    senders = SecretRef(file=str(tmp_path / "token"))
+    http = HttpInput(token=senders, audit_token=SecretRef(file=str(tmp_path / "audit-token")))
+    with pytest.raises(UserError) as refused:
+        audit_token_source(http, TokenSource(senders))
+    assert str(refused.value).startswith(
+        "inputs.http.audit_token is the same as inputs.http.token (or holds one of its tokens)"
+    )
 
 
 async def test_senders_keep_working_while_the_token_file_holds_no_usable_token(
