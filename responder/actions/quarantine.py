@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -449,7 +449,7 @@ class ClusterActions:
                 ensured = self.ensure_deny_all(pod.namespace, cut.isolation)  # its own read, then
             else:
                 listed = next((p for p in policies if netpol.name_of(p) == own), None)
-                ensured = self._ensure_deny_all(pod.namespace, listed, cut)
+                ensured = self._ensure_deny_all(pod.namespace, listed, cut, policies)
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
             # idempotent), as when nothing could be done at all.
@@ -512,17 +512,23 @@ class ClusterActions:
         return self._ensure_deny_all(namespace, current, cut)
 
     def _ensure_deny_all(
-        self, namespace: str, current: Mapping[str, Any] | None, cut: QuarantineCut
+        self,
+        namespace: str,
+        current: Mapping[str, Any] | None,
+        cut: QuarantineCut,
+        policies: Sequence[Mapping[str, Any]] = (),
     ) -> DenyAllCheck:
         """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
-        just read (None: missing); on a conflict it is read again. A direction beyond the cut that
-        it is found cutting too stays cut: the pods in it may rely on that (a cut made wider by
-        hand), and a repair is never the thing that opens a quarantined pod's traffic."""
+        just read (None: missing) and the namespace's ``policies`` as listed with it; on a conflict
+        it is read again. A direction beyond the cut that it is found cutting too stays cut: the
+        pods in it may rely on that (a cut made wider by hand), and a repair is never the thing
+        that opens a quarantined pod's traffic."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
             if current is None:
+                self._refuse_to_create(namespace, cut, policies)
                 try:
                     self._gateway.create_network_policy(
                         namespace, netpol.deny_all_policy(namespace, name, label, value, cut.directions)
@@ -546,6 +552,38 @@ class ClusterActions:
                 if not exc.conflict:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
+
+    def _refuse_to_create(
+        self, namespace: str, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Raise DenyAllInUse rather than create the cut's missing deny-all where another of this
+        config's cuts' deny-alls, as listed, selects by another config's label: this config is not
+        the one the namespace's quarantines are made under, or that one is stale (see
+        _refuse_to_take_over); a policy of its own label here would fail the other's quarantines
+        into this cut later."""
+        ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
+        for isolation in Isolation:
+            sibling = self._settings.cut(isolation)
+            listed = next((p for p in policies if netpol.name_of(p) == sibling.network_policy), None)
+            if sibling == cut or listed is None:
+                continue
+            selector = (listed.get("spec") or {}).get("podSelector")
+            other = (
+                _other_config_labels(selector, self._settings.label, ours)
+                if isinstance(selector, Mapping)
+                else None
+            )
+            if other is None:
+                continue
+            assert isinstance(selector, Mapping)
+            pods = self._gateway.list_pods(namespace)
+            relying = sorted(
+                str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)
+            )
+            raise DenyAllInUse(
+                f"NetworkPolicy {cut.network_policy} was not created: "
+                + self._another_configs(namespace, listed, other, sibling, relying)
+            )
 
     def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> None:
         """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is

@@ -332,3 +332,31 @@ def test_a_deny_all_selecting_the_legacy_both_value_is_this_configs_and_repaired
     moved = _quarantine(harness.actions, harness, kserve)
     assert moved.status is OutcomeStatus.QUARANTINED, moved.detail
     assert _labels(harness, kserve)[LABEL] == "true" and _state(harness, kserve) == (CLOSED, CLOSED)
+
+
+def test_a_stale_copy_does_not_create_a_missing_cuts_deny_all_beside_another_configs(seeded: Seeded) -> None:
+    """Only the chart's both-ways deny-all exists: a stale copy's egress quarantine would create
+    serving-guard-quarantine-egress under its own label, and the responder in force would then fail
+    every egress quarantine there (it never repairs another config's deny-all)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    chart = netpol.deny_all_spec(LABEL, "true", Isolation.BOTH.directions)
+    _put(harness, DENY_ALL, chart, CHART_METADATA)
+
+    stale = _quarantine(_actions(harness, Quarantine(label=STALE)), harness, vllm, Isolation.EGRESS)
+
+    egress = f"{DENY_ALL}-egress"
+    assert stale.status is OutcomeStatus.FAILED and stale.labelled
+    assert stale.detail.startswith(
+        f"the pod is labelled, but NetworkPolicy {egress} is not ensured: NetworkPolicy {egress} was not"
+        f" created: NetworkPolicy {DENY_ALL} selects {LABEL}=true, but this config's label for its both"
+        f" cut is {STALE}=true: one of the two configs is stale"
+    )
+    assert harness.stored(NP, NAMESPACE, egress) is None
+    assert _stored_spec(harness) == chart
+    # The responder in force creates it, under its own label, and isolates.
+    inforce = _quarantine(harness.actions, harness, torchserve, Isolation.EGRESS)
+    assert inforce.status is OutcomeStatus.QUARANTINED, inforce.detail
+    assert _stored_spec(harness, egress) == netpol.deny_all_spec(LABEL, "true-egress", Isolation.EGRESS.directions)
+    assert _state(harness, torchserve) == (OPEN, CLOSED)
