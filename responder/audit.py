@@ -24,8 +24,11 @@ from responder.actions.outcome import (
     KEPT_OUT,
     KEPT_OUT_BY,
     LABELLED,
+    LAPSED_ACTION,
+    LAPSED_WORDS,
     NOT_PATCHED,
     REASON,
+    RECHECK,
     RESPONDER_ACTOR,
     UNBLOCKED,
     WIDENED,
@@ -218,6 +221,16 @@ class Verification(TypedDict):
     container_name: NotRequired[str | None]
 
 
+class Reopens(TypedDict):
+    """The earlier incident an incident reopens: what it put on the pod no longer held."""
+
+    incident_id: str
+    # What no longer held: "quarantine" or "block_destination"; and what undid it, in words.
+    lapsed: str
+    detail: str
+    checked_ns: int
+
+
 class Decision(TypedDict):
     policy: str
     actions: NotRequired[list[str]]
@@ -233,6 +246,8 @@ class Decision(TypedDict):
     block_breaker_open: NotRequired[bool]
     # The cut its quarantine makes (both, egress or ingress), when it requests one.
     isolate: NotRequired[str]
+    # The incident was opened because what an earlier one put on the pod no longer held.
+    reopens: NotRequired[Reopens]
 
 
 class ActionRecord(TypedDict):
@@ -267,6 +282,9 @@ class ActionRecord(TypedDict):
     kept_out_by: NotRequired[list[str]]
     # The action left the pod labelled: into its block policy (a block made), or into a quarantine.
     labelled: NotRequired[bool]
+    # recheck (status lapsed): what the incident put on the pod that no longer holds ("quarantine"
+    # or "block_destination"); the detail says what undid it.
+    lapsed: NotRequired[str]
 
 
 class NotificationRecord(TypedDict):
@@ -281,7 +299,7 @@ class NotificationRecord(TypedDict):
     slack_thread_ts: NotRequired[str | None]
     last_error: str | None
     sent_ns: int | None
-    # A by_hand notification's action (the journal's actions.id).
+    # A by_hand or lapse notification's action (the journal's actions.id).
     action_id: NotRequired[int]
 
 
@@ -536,7 +554,7 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     reason = extra.get(REASON)
     if isinstance(reason, str):
         fields["reason"] = reason
-    for key in (BLOCKED_ADDRESS, BLOCK_POLICY, KEPT_OUT):
+    for key in (BLOCKED_ADDRESS, BLOCK_POLICY, KEPT_OUT, LAPSED_ACTION):
         value = extra.get(key)
         if isinstance(value, str):
             fields[key] = value
@@ -620,6 +638,8 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
             parts.append(f"blocked {action.get('address', '?')}")
         elif status == OutcomeStatus.LEAKY:
             parts.append("LEAKY: still allowed by " + (leaky or "?"))
+        elif status == OutcomeStatus.LAPSED:
+            parts.append(f"{_lapsed_words(action)} no longer held")
         elif status == OutcomeStatus.WITHHELD:
             parts.append(f"{action.get('action')} withheld")
         elif status == OutcomeStatus.DRY_RUN:
@@ -702,11 +722,25 @@ def _decision_text(decision: Mapping[str, Any] | None) -> str:
     withheld = decision.get("withheld") or []
     if withheld:
         text += "; withheld: " + "; ".join(str(reason) for reason in withheld)
+    reopens = decision.get("reopens")
+    if isinstance(reopens, Mapping):
+        text += (
+            f"; reopens {reopens.get('incident_id', '?')}: its {_lapsed_words(reopens)} no longer held"
+            f" ({reopens.get('detail') or '?'}; checked {_utc(reopens.get('checked_ns'))})"
+        )
     return text
+
+
+def _lapsed_words(record: Mapping[str, Any]) -> str:
+    """What a lapse (a recheck's record, or a decision's reopens) says no longer holds."""
+    lapsed = str(record.get("lapsed") or "quarantine")
+    return LAPSED_WORDS.get(lapsed, lapsed)
 
 
 def _action_text(action: Mapping[str, Any]) -> str:
     text = f"{_utc(action.get('finished_ns'))}  {action.get('action')} {action.get('status')}"
+    if action.get("action") == RECHECK and action.get("status") == OutcomeStatus.LAPSED:
+        text += f": the {_lapsed_words(action)} no longer holds"
     if action.get("leaky_policies"):
         text += " (still allowed by " + ", ".join(action["leaky_policies"]) + ")"
     elif action.get("detail"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from responder.alert import Alert
 from responder.incident import IncidentKey, IncidentReport
+from responder.policy import Reopened
 
 DEFAULT_MAX_OPEN = 100_000
 
@@ -44,6 +45,11 @@ class IncidentState:
     reopen_after_ns: int | None = None
     # When to look again whether the quarantine this incident made still holds.
     recheck_after_ns: int | None = None
+    # What the recheck found no longer holding of what this incident put on the pod (then
+    # reopen_after_ns is set): the incident the next alert opens says it reopens this one.
+    lapsed: Reopened | None = None
+    # This incident was opened by the first alert after the lapse of an earlier one's (its lapsed).
+    reopens: Reopened | None = None
     # Addresses a repeat named that a follow-up block_destination took on, and from when each may
     # be tried again (a failed block, after a while; else never within this incident).
     blocking: dict[str, int] = field(default_factory=dict)
@@ -84,6 +90,7 @@ class IncidentTable:
             first_alert=alert,
             opened_ns=received_ns,
             last_seen_ns=received_ns,
+            reopens=state.lapsed if state is not None else None,
         )
         self._put(state)
         return state, True

@@ -121,9 +121,10 @@ class IncidentReport:
 
     @property
     def needs_eyes(self) -> bool:
-        """A person must look: an action LEAKY, failed or held back, or a possible forgery (shown
-        in the channel, not only in a workload's thread; logged as a warning)."""
-        problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD)
+        """A person must look: an action LEAKY, failed or held back, what it put on the pod found no
+        longer holding, or a possible forgery (shown in the channel, not only in a workload's
+        thread; logged as a warning)."""
+        problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD, OutcomeStatus.LAPSED)
         decision = self.decision
         return (
             decision.unverified or bool(decision.withheld) or any(o.status in problems for o in self.outcomes)

@@ -24,7 +24,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from responder.actions.outcome import BLOCK_DESTINATION, RESPONDER_ACTOR, THREAD_KEPT_OUT, ActionOutcome
+from responder.actions.outcome import (
+    BLOCK_DESTINATION,
+    RECHECK,
+    RESPONDER_ACTOR,
+    THREAD_KEPT_OUT,
+    ActionOutcome,
+    OutcomeStatus,
+)
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
     ROW_BYTES,
@@ -38,6 +45,7 @@ from responder.journal_ops import (
     RecordAction,
     RecordActionByHand,
     RecordDecision,
+    RecordLapse,
     RecountIncident,
     ResetActions,
     ScheduleNotification,
@@ -151,7 +159,8 @@ class NotificationRow:
     slack_ts: str | None
     # Set when the post went into a workload's thread (that thread's root ts): then it is a reply.
     slack_thread_ts: str | None = None
-    # A 'by_hand' notification's action (actions.id): what a person did about the incident.
+    # A 'by_hand' notification's action (actions.id): what a person did about the incident; a
+    # 'lapse' notification's: the recheck's record of what no longer holds.
     action_id: int | None = None
 
 
@@ -160,6 +169,15 @@ class ActionByHand:
     """An action a person took, as journaled: what a ``by_hand`` notification tells."""
 
     actor: str
+    namespace: str
+    pod: str
+    outcome: ActionOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class LapseFound:
+    """The recheck's record of a lapse, as journaled: what a ``lapse`` notification tells."""
+
     namespace: str
     pod: str
     outcome: ActionOutcome
@@ -513,6 +531,16 @@ class Journal:
         return RecordActionByHand(action, incident_id, now_ns)
 
     @staticmethod
+    def op_record_lapse(
+        incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, now_ns: int, *, tell: bool
+    ) -> RecordLapse:
+        """Record what the recheck found no longer holding (``outcome``: RECHECK, LAPSED) under the
+        incident and, with ``tell`` and an incident posted to Slack, queue its ``lapse``
+        notification in the same transaction."""
+        action = Journal.op_record_action(incident_id, None, namespace, pod, outcome)
+        return RecordLapse(action, incident_id, now_ns, tell)
+
+    @staticmethod
     def op_schedule_notification(
         incident_id: str,
         kind: str,
@@ -712,14 +740,14 @@ class Journal:
 
     def thread_replies(self, channel_id: str, root_ts: str) -> list[str | None]:
         """For each incident posted in the thread at ``root_ts``: the status of its latest
-        quarantine, block, annotate or release (by hand) action (THREAD_KEPT_OUT for a block that
-        found its address already out of reach: no block made), or None (notified only, or not
-        acted on)."""
+        quarantine, block, annotate or release (by hand) action, or recheck that found it no longer
+        holding (LAPSED) (THREAD_KEPT_OUT for a block that found its address already out of reach:
+        no block made), or None (notified only, or not acted on)."""
         with self.reader() as conn:
             rows = conn.execute(
                 "SELECT (SELECT json_array(a.status, a.action, json_extract(a.outcome, '$.extra.kept_out'))"
                 " FROM actions a WHERE a.incident_id = n.incident_id"
-                " AND a.action IN ('quarantine', 'block_destination', 'annotate', 'release')"
+                " AND a.action IN ('quarantine', 'block_destination', 'annotate', 'release', 'recheck')"
                 " ORDER BY a.id DESC LIMIT 1)"
                 " FROM notifications n WHERE n.kind = 'incident' AND n.state = 'sent'"
                 " AND n.slack_channel = ? AND n.slack_thread_ts = ? ORDER BY n.id",
@@ -762,6 +790,21 @@ class Journal:
             return None
         return ActionByHand(
             actor=row["actor"],
+            namespace=row["namespace"] or "",
+            pod=row["pod"] or "",
+            outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
+        )
+
+    def lapse_found(self, action_id: int) -> LapseFound | None:
+        """The recheck's journaled record of a lapse, or None when there is no such record."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT namespace, pod, outcome FROM actions WHERE id = ? AND action = ? AND status = ?",
+                (action_id, RECHECK, OutcomeStatus.LAPSED.value),
+            ).fetchone()
+        if row is None:
+            return None
+        return LapseFound(
             namespace=row["namespace"] or "",
             pod=row["pod"] or "",
             outcome=ActionOutcome.from_json(json.loads(row["outcome"])),

@@ -152,15 +152,44 @@ class RecordActionByHand:
         action_id = self.action(conn)
         if self.incident_id is None:
             return None
-        post = conn.execute(
-            "SELECT channel FROM notifications WHERE incident_id = ? AND kind = 'incident'"
-            " AND state != 'dropped' ORDER BY id LIMIT 1",
-            (self.incident_id,),
-        ).fetchone()
-        if post is None:
+        return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLapse:
+    """The recheck's finding that what an incident put on its pod no longer holds (an action of the
+    incident: RECHECK, status LAPSED), and, with ``tell`` and when the incident was posted to Slack
+    (or is about to be), a ``lapse`` notification that tells the incident's thread, in the same
+    transaction: a lapse journaled is told once, across restarts.
+    Returns the notification's id, or None: nothing is told."""
+
+    action: RecordAction
+    incident_id: str
+    now_ns: int
+    tell: bool
+
+    def __call__(self, conn: sqlite3.Connection) -> int | None:
+        action_id = self.action(conn)
+        if not self.tell:
             return None
-        notify = ScheduleNotification(self.incident_id, "by_hand", post[0], self.now_ns, self.now_ns)
-        return notify(conn, action_id=action_id)
+        return tell_thread(conn, self.incident_id, "lapse", self.now_ns, action_id)
+
+
+def tell_thread(
+    conn: sqlite3.Connection, incident_id: str, kind: str, now_ns: int, action_id: int
+) -> int | None:
+    """Queue a notification of ``kind`` telling the action ``action_id`` in the thread of the
+    incident's Slack post, to the post's channel; None when the incident has no post to answer
+    (none queued, or it was not routed to Slack)."""
+    post = conn.execute(
+        "SELECT channel FROM notifications WHERE incident_id = ? AND kind = 'incident'"
+        " AND state != 'dropped' ORDER BY id LIMIT 1",
+        (incident_id,),
+    ).fetchone()
+    if post is None:
+        return None
+    notify = ScheduleNotification(incident_id, kind, post[0], now_ns, now_ns)
+    return notify(conn, action_id=action_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +211,7 @@ class ScheduleNotification:
     decided_only: bool = False
 
     def __call__(self, conn: sqlite3.Connection, *, action_id: int | None = None) -> int | None:
-        """``action_id``: the action a ``by_hand`` notification tells (RecordActionByHand)."""
+        """``action_id``: the action a ``by_hand`` or ``lapse`` notification tells (tell_thread)."""
         if self.kind == "incident" and self.decided_only:
             decided = conn.execute(
                 "SELECT 1 FROM incidents WHERE incident_id = ? AND decided_ns IS NOT NULL",

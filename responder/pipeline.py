@@ -29,7 +29,10 @@ from responder.actions.outcome import (
     BLOCK_BREAKER_OPEN,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
+    LAPSED_ACTION,
+    RECHECK,
     ActionOutcome,
+    Lapse,
     OutcomeStatus,
 )
 from responder.actions.quarantine import ClusterActions
@@ -57,6 +60,7 @@ from responder.policy import (
     ISOLATING,
     Decision,
     GuardrailState,
+    Reopened,
     block_breaker_reason,
     decide,
     dry_run_lifted,
@@ -338,6 +342,11 @@ class Pipeline:
                 "a dry-run incident's policy now acts: its next repeat is decided afresh",
                 extra={"incident": row.incident_id, "policy": report.decision.policy},
             )
+        # A lapse the recheck journaled still holds after a restart: the next alert opens a new
+        # incident, which says it reopens this one.
+        lapsed = _lapsed_in(row.incident_id, report) if report is not None else None
+        if lapsed is not None and reopen_after_ns is None:
+            reopen_after_ns = lapsed.checked_ns
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(record["first_alert"]),
@@ -350,6 +359,8 @@ class Pipeline:
             # The thread-counter throttle carries on where it was, not from zero.
             last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
             reopen_after_ns=reopen_after_ns,
+            lapsed=lapsed,
+            reopens=report.decision.reopens if report is not None else None,
         )
 
     def _journaled_openings(
@@ -378,7 +389,10 @@ class Pipeline:
         return held, named
 
     def _journaled_state(self, alert: Alert, row: IncidentRow) -> IncidentState:
-        """The incident ``alert`` opened, as the journal holds it (its decision is made again)."""
+        """The incident ``alert`` opened, as the journal holds it (its decision is made again, and
+        says again which incident it reopens, if its journaled one did)."""
+        record = self._journal.incident_record(row.incident_id) if row.decided else None
+        report = report_from_record(record) if record is not None else None
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(alert),
@@ -388,6 +402,7 @@ class Pipeline:
             count=row.count,
             restored=True,
             last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
+            reopens=report.decision.reopens if report is not None else None,
         )
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -755,6 +770,8 @@ class Pipeline:
             now = self._clock_ns()
             guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
             decision = decide(alert, pod, verification, guardrail_state, self._config)
+            if state.reopens is not None:
+                decision = dataclasses.replace(decision, reopens=state.reopens)
             self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
             self._metrics.block_breaker_open.set(1 if decision.block_breaker_open else 0)
             token = block_token = None
@@ -886,8 +903,10 @@ class Pipeline:
 
     async def _recheck(self, state: IncidentState) -> None:
         """Is the quarantine (or destination block) this incident made still in place? Reads the
-        pod afresh."""
+        pod afresh. When it no longer holds, the next alert opens a new incident (which acts
+        again), and the lapse is journaled under this incident and told in its Slack thread."""
         key = state.key
+        started_ns = self._clock_ns()
         try:
             lookup = await self._in_pool(self._directory.lookup, key.namespace, key.pod, fresh=True)
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
@@ -895,10 +914,8 @@ class Pipeline:
             return
         if lookup.status is not LookupStatus.FOUND or lookup.pod is None:
             return
-        lifted = self._lifted(state, lookup.pod)
-        if lifted is not None:
-            message = f"{lifted} lifted while the attack goes on"
-        else:
+        lapse = self._lifted(state, lookup.pod)
+        if lapse is None:
             # The label alone proves nothing: its deny-all, and every other policy, decide.
             try:
                 lapse = await self._in_pool(self._lapse, state, lookup.pod)
@@ -908,28 +925,72 @@ class Pipeline:
                 return
             if lapse is None:
                 return
-            message = f"what this incident put on the pod no longer holds ({lapse}) while the attack goes on"
+        if state.lapsed is not None:  # a recheck that overlapped this one said it already
+            return
+        self._lapsed(state, lapse, started_ns)
+
+    def _lapsed(self, state: IncidentState, lapse: Lapse, started_ns: int) -> None:
+        """What this incident put on the pod no longer holds (``lapse``): the next alert opens a new
+        incident, which says it reopens this one; journaled under this incident (its audit trail
+        shows it) with, when the incident is told in Slack, a broadcast reply in its thread (the
+        notifier then renders its post again, leading with it)."""
+        now = self._clock_ns()
+        key = state.key
         state.recheck_after_ns = None
-        state.reopen_after_ns = self._clock_ns()
+        state.reopen_after_ns = now
+        state.lapsed = Reopened(state.incident_id, lapse, now)
+        outcome = ActionOutcome(
+            RECHECK,
+            OutcomeStatus.LAPSED,
+            lapse.detail,
+            started_ns=started_ns,
+            finished_ns=now,
+            extra={LAPSED_ACTION: lapse.action},
+        )
+        self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+        report = state.report
+        if report is not None:
+            state.report = report = dataclasses.replace(report, outcomes=(*report.outcomes, outcome))
+        tell = report is not None and report.decision.notify and self._notifications
         log.warning(
-            f"{message}; the next alert opens a new incident",
+            f"the {lapse.what} this incident put on the pod no longer holds ({lapse.detail}) while the"
+            " attack goes on; the next alert opens a new incident",
             extra={"incident": state.incident_id, "pod": key.pod_ref},
         )
+        try:
+            written = self._journal.schedule(
+                Journal.op_record_lapse(state.incident_id, key.namespace, key.pod, outcome, now, tell=tell)
+            )
+        except RuntimeError as exc:  # the journal is closing: the next alert still opens a new incident
+            log_failed_write(log, exc, "record_lapse", state.incident_id, None)
+            return
+        written.add_done_callback(lambda done: self._lapse_written(done, state.incident_id))
 
-    def _lifted(self, state: IncidentState, pod: PodContext | None) -> str | None:
-        """What this incident put on the pod that the pod no longer carries, or None."""
+    def _lapse_written(self, written: asyncio.Future[int | None], incident_id: str) -> None:
+        """Wake the notifier for the lapse's notification, or say (an error) that the lapse was not
+        journaled: then neither the audit trail nor Slack tells it (the log line above does)."""
+        if written.cancelled():
+            return
+        error = written.exception()
+        if error is not None:
+            log_failed_write(log, error, "record_lapse", incident_id, None)
+        elif written.result() is not None:
+            self._wake_notifier()
+
+    def _lifted(self, state: IncidentState, pod: PodContext | None) -> Lapse | None:
+        """What this incident put on the pod that the pod no longer carries (its label), or None."""
         outcomes = state.report.outcomes if state.report is not None else ()
         blocked = any(o.block_labelled for o in outcomes)
         quarantined = any(o.action == "quarantine" and _put_on_pod(o) for o in outcomes)
         # Without a report (its decision's write was refused) the recheck is a quarantine's.
         if (quarantined or not blocked) and not is_quarantined(pod, self._config):
-            return "quarantine"
+            return Lapse("quarantine", "its quarantine label is gone")
         if blocked and not is_blocked(pod, self._config):
-            return "destination block"
+            return Lapse(BLOCK_DESTINATION, "its block label is gone")
         return None
 
-    def _lapse(self, state: IncidentState, pod: PodContext) -> str | None:
-        """What undid, since, the quarantine and blocks this incident made (ClusterActions.lapse),
+    def _lapse(self, state: IncidentState, pod: PodContext) -> Lapse | None:
+        """What undid, since, the quarantine and blocks this incident made (ClusterActions.lapse_of),
         with ``pod`` as read afresh; None: they hold. Blocks count where proven in force; a
         quarantine is held to the leaks it was reported with, no more."""
         outcomes = state.report.outcomes if state.report is not None else ()
@@ -943,7 +1004,7 @@ class Pipeline:
             for o in outcomes
             if o.block_labelled and o.status is OutcomeStatus.BLOCKED and BLOCKED_ADDRESS in o.extra
         }
-        return self._actions.lapse(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
+        return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
 
     async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
         namespace, name = alert.namespace, alert.pod
@@ -1074,6 +1135,15 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
 
 def _names_address(outcome: ActionOutcome, address: str) -> bool:
     return outcome.action == BLOCK_DESTINATION and outcome.extra.get(BLOCKED_ADDRESS) == address
+
+
+def _lapsed_in(incident_id: str, report: IncidentReport) -> Reopened | None:
+    """The lapse the recheck journaled under the incident (its latest), or None."""
+    for outcome in reversed(report.outcomes):
+        lapse = outcome.lapse
+        if lapse is not None:
+            return Reopened(incident_id, lapse, outcome.finished_ns)
+    return None
 
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from responder.actions.outcome import BLOCK_BREAKER_OPEN
+from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
 from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
@@ -32,6 +32,17 @@ class GuardrailState:
 
     recent_quarantines: int = 0
     recent_blocks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """An earlier incident of the same rule on the same pod whose quarantine or destination block was
+    found no longer holding (``lapse``, by the recheck at ``checked_ns``) while its alerts still came:
+    the next alert opened a new incident instead of folding into it (Decision.reopens)."""
+
+    incident_id: str
+    lapse: Lapse
+    checked_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,9 @@ class Decision:
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
+    # The incident was opened because what an earlier one put on the pod no longer held (set by the
+    # pipeline, not by decide): Slack and the audit trail say which, and why.
+    reopens: Reopened | None = None
 
     @property
     def dry_run(self) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from responder.actions.outcome import Lapse
 from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
-from responder.policy import DRY_RUN_BY_GUARDRAILS, Decision
+from responder.policy import DRY_RUN_BY_GUARDRAILS, Decision, Reopened
 
 
 def pod_to_json(pod: PodContext) -> dict[str, Any]:
@@ -100,7 +101,35 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         "breaker_open": decision.breaker_open,
         **({"block_breaker_open": True} if decision.block_breaker_open else {}),
         **({"isolate": decision.isolate} if decision.isolate else {}),
+        **({"reopens": reopened_to_json(decision.reopens)} if decision.reopens is not None else {}),
     }
+
+
+def reopened_to_json(reopened: Reopened) -> dict[str, Any]:
+    return {
+        "incident_id": reopened.incident_id,
+        "lapsed": reopened.lapse.action,
+        "detail": reopened.lapse.detail,
+        "checked_ns": reopened.checked_ns,
+    }
+
+
+def reopened_from_json(data: object) -> Reopened | None:
+    """None for a record without one (or one this version cannot read: the incident is shown
+    without it, never refused)."""
+    if not isinstance(data, dict):
+        return None
+    incident_id, lapsed, detail, checked = (
+        data.get("incident_id"),
+        data.get("lapsed"),
+        data.get("detail"),
+        data.get("checked_ns"),
+    )
+    if not (isinstance(incident_id, str) and isinstance(lapsed, str) and isinstance(detail, str)):
+        return None
+    if not isinstance(checked, int) or isinstance(checked, bool):
+        return None
+    return Reopened(incident_id, Lapse(lapsed, detail), checked)
 
 
 def decision_from_json(data: dict[str, Any]) -> Decision:
@@ -117,4 +146,5 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         breaker_open=bool(data.get("breaker_open", False)),
         block_breaker_open=bool(data.get("block_breaker_open", False)),
         isolate=str(data.get("isolate", "")),
+        reopens=reopened_from_json(data.get("reopens")),
     )

@@ -25,6 +25,9 @@ class OutcomeStatus(StrEnum):
     RELEASED = "released"
     # block_destination: the pod can no longer reach the address (its other traffic unchanged).
     BLOCKED = "blocked"
+    # recheck: what the incident put on the pod (a quarantine, a destination block) no longer holds,
+    # found while its alerts still came; the detail says what undid it.
+    LAPSED = "lapsed"
 
 
 FINAL_STATUSES = frozenset(OutcomeStatus)
@@ -84,6 +87,28 @@ BLOCK_BREAKER_OPEN = "block circuit breaker open"
 NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.
 RESPONDER_ACTOR = "responder"
+# The responder's recheck of what an incident put on its pod, journaled as an action of the incident
+# when it finds that no longer holding (status LAPSED); ActionOutcome.extra's key LAPSED_ACTION names
+# what no longer holds: "quarantine" or BLOCK_DESTINATION.
+RECHECK = "recheck"
+LAPSED_ACTION = "lapsed"
+# What no longer holds, in words: "the quarantine no longer holds".
+LAPSED_WORDS = {"quarantine": "quarantine", BLOCK_DESTINATION: "destination block"}
+
+
+@dataclass(frozen=True, slots=True)
+class Lapse:
+    """What undid, since it was made, a quarantine or destination block an incident put on its pod
+    (ClusterActions.lapse_of): which of the two (``action``: "quarantine" or BLOCK_DESTINATION), and
+    what undid it, in words (``detail``: names from the cluster, such as a policy's)."""
+
+    action: str
+    detail: str
+
+    @property
+    def what(self) -> str:
+        """ "quarantine" or "destination block"."""
+        return LAPSED_WORDS.get(self.action, self.action)
 
 
 def release_note(by: str, reason: str) -> str:
@@ -178,6 +203,15 @@ class ActionOutcome:
         return reason if isinstance(reason, str) else None
 
     @property
+    def lapse(self) -> Lapse | None:
+        """For the recheck's record of a lapse (action RECHECK, status LAPSED): what no longer
+        holds; None for any other outcome."""
+        if self.action != RECHECK or self.status is not OutcomeStatus.LAPSED:
+            return None
+        lapsed = self.extra.get(LAPSED_ACTION)
+        return Lapse(lapsed if isinstance(lapsed, str) else "quarantine", self.detail)
+
+    @property
     def ok(self) -> bool:
         return self.status in (
             OutcomeStatus.QUARANTINED,
@@ -207,6 +241,9 @@ class ActionOutcome:
                 text = "LEAKY quarantine: still allowed by " + ", ".join(self.leaky_policies)
                 return text + self._excluded_beyond_text()
             return "LEAKY quarantine: " + (self.detail or "isolation not proven")
+        lapse = self.lapse
+        if lapse is not None:
+            return f"{lapse.what} no longer holds: {lapse.detail}"
         if self.status is OutcomeStatus.DRY_RUN:
             return f"dry-run: would {self.action}"
         if self.status is OutcomeStatus.FAILED:

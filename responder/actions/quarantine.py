@@ -33,12 +33,14 @@ from responder.actions.block import DestinationBlocks
 from responder.actions.destination import pod_key
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import (
+    BLOCK_DESTINATION,
     EXCLUDED_BEYOND,
     ISOLATED,
     LABELLED,
     NOT_PATCHED,
     NOTHING_TO_RELEASE,
     ActionOutcome,
+    Lapse,
     OutcomeStatus,
     failure_outcome,
     release_note,
@@ -792,7 +794,22 @@ class ClusterActions:
         blocked: Collection[str] = (),
     ) -> str | None:
         """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
-        a block of the addresses ``blocked``, with ``pod`` as read afresh; None: they hold as made.
+        a block of the addresses ``blocked``, with ``pod`` as read afresh, in words (lapse_of's
+        detail); None: they hold as made."""
+        found = self.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
+        return found.detail if found is not None else None
+
+    def lapse_of(
+        self,
+        pod: PodContext,
+        *,
+        cut: Isolation | None,
+        known_leaks: Collection[str] = (),
+        blocked: Collection[str] = (),
+    ) -> Lapse | None:
+        """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
+        a block of the addresses ``blocked``, with ``pod`` as read afresh, and which of the two;
+        None: they hold as made.
         A quarantine's label narrowed or gone, the deny-all of the cut the pod is in now gone or
         altered, a policy other than ``known_leaks`` (those it was reported LEAKY through) now
         letting traffic through, each in the directions of ``cut`` only (a later quarantine that
@@ -802,9 +819,11 @@ class ClusterActions:
         if cut is not None:
             current = self._settings.cut_of(pod.labels.get(self._settings.label))
             if current is None:
-                return "its quarantine label is gone"
+                return Lapse("quarantine", "its quarantine label is gone")
             if widest(current, cut) is not current:
-                return f"its quarantine label now cuts {current.value} only, not {cut.value}"
+                return Lapse(
+                    "quarantine", f"its quarantine label now cuts {current.value} only, not {cut.value}"
+                )
             held = self._settings.cut(current)
         elif not blocked:
             return None
@@ -814,17 +833,21 @@ class ClusterActions:
             # quarantine's own directions: another's leak beyond them is that one's to report.
             gap = netpol.deny_all_gap(policies, held.network_policy, pod.labels, cut.directions)
             if gap is not None:
-                return gap
+                return Lapse("quarantine", gap)
             leaks = netpol.find_leaks(
                 policies, pod.labels, own_policy=held.network_policy, directions=cut.directions
             )
             opened = [leak for leak in leaks if leak.policy not in known_leaks]
             if opened:
-                return "; ".join(
-                    f"NetworkPolicy {leak.policy} now allows its {'+'.join(leak.directions)}"
-                    for leak in opened
+                return Lapse(
+                    "quarantine",
+                    "; ".join(
+                        f"NetworkPolicy {leak.policy} now allows its {'+'.join(leak.directions)}"
+                        for leak in opened
+                    ),
                 )
-        return self._blocks.lapse(pod, policies, blocked) if blocked else None
+        undone = self._blocks.lapse(pod, policies, blocked) if blocked else None
+        return Lapse(BLOCK_DESTINATION, undone) if undone is not None else None
 
     # -- annotate -----------------------------------------------------------------------------
 

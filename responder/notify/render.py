@@ -46,7 +46,7 @@ from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
 from responder.notify.escape import code, code_block, code_block_lines, escape
-from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision
+from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
 EVENT_TYPE = "serving_guard_incident"
@@ -138,6 +138,7 @@ class MessageKind(StrEnum):
     INCIDENT = "incident"  # the top-level message, one per incident
     REPEAT = "repeat"  # a thread reply counting repeats
     BY_HAND = "by_hand"  # a thread reply: what a person did about the incident
+    LAPSE = "lapse"  # a thread reply: what the incident put on the pod no longer holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ class SlackMessage:
     blocks: tuple[Mapping[str, Any], ...]
     incident_id: str
     kind: MessageKind
-    # A BY_HAND message's action (the journal's actions.id): found again by it after a crash.
+    # A BY_HAND or LAPSE message's action (the journal's actions.id): found again by it after a crash.
     action_id: int | None = None
 
     def blocks_json(self) -> list[dict[str, Any]]:
@@ -306,6 +307,12 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
+    lapse = outcome.lapse
+    if lapse is not None:
+        return (
+            f":warning: *The {escape(lapse.what, SHORT_LIMIT)} no longer holds*: {detail or 'undone'}."
+            f" Checked at {format_utc(outcome.finished_ns)}, while the alerts still came; {_NEXT_ALERT}"
+        )
     if outcome.action == BLOCK_DESTINATION and status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
         return _block_text(outcome, detail)
     if status is OutcomeStatus.QUARANTINED:
@@ -416,6 +423,8 @@ def _block_text(outcome: ActionOutcome, detail: str) -> str:
 # The actions that set or lift the pod's network state: a later one taken by hand replaces the
 # earlier word on it (an annotation stays true).
 _NETWORK_ACTIONS = frozenset({"quarantine", BLOCK_DESTINATION, "release"})
+# What follows a lapse, said where it is told.
+_NEXT_ALERT = "the next alert on the pod opens a new incident, which acts again."
 
 
 def _changed_the_pod(outcome: ActionOutcome) -> bool:
@@ -427,7 +436,11 @@ def _changed_the_pod(outcome: ActionOutcome) -> bool:
 def _replaces(by_hand: ActionOutcome, earlier: ActionOutcome) -> bool:
     """``by_hand`` (a later action a person took) makes ``earlier`` history: a release ends every
     quarantine and block before it; a quarantine, or a block of the same address, replaces the
-    earlier word on it (a prediction, a hold, a leak) and an earlier release."""
+    earlier word on it (a prediction, a hold, a leak) and an earlier release; a release, or the
+    action again, replaces a lapse of it (what the recheck found no longer holding)."""
+    lapse = earlier.lapse
+    if lapse is not None:
+        return by_hand.action in ("release", lapse.action)
     if by_hand.action not in _NETWORK_ACTIONS or earlier.action not in _NETWORK_ACTIONS:
         return False
     if "release" in (by_hand.action, earlier.action):
@@ -440,9 +453,15 @@ def _replaces(by_hand: ActionOutcome, earlier: ActionOutcome) -> bool:
 
 
 def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
-    """A later outcome made ``outcome`` history: an action by hand, what it replaces; and whatever
-    quarantined or blocked the pod after a release, the release."""
+    """A later outcome made ``outcome`` history: an action by hand, what it replaces; whatever
+    quarantined or blocked the pod after a release, the release; and a lapse the recheck found, the
+    action whose effect no longer holds."""
     for after in later:
+        lapse = after.lapse
+        if lapse is not None:
+            if outcome.action == lapse.action:
+                return True
+            continue
         if not _changed_the_pod(after):
             continue
         if after.by_hand is not None and _replaces(after, outcome):
@@ -468,9 +487,12 @@ def _history_line(outcome: ActionOutcome) -> str:
 
 def _action_lines(report: IncidentReport) -> list[str]:
     """What was done about the pod, its latest state first: what a later action by hand replaced
-    (a release, a quarantine or a block taken by hand) follows, under "Before that"."""
+    (a release, a quarantine or a block taken by hand), or a lapse the recheck found undid (which
+    leads), follows, under "Before that". An incident opened after an earlier one's lapse says so
+    in one line, before that history."""
     decision = report.decision
     outcomes = report.outcomes
+    leading: list[str] = []
     lines: list[str] = []
     before: list[str] = []
     withheld = set(decision.withheld)
@@ -479,8 +501,11 @@ def _action_lines(report: IncidentReport) -> list[str]:
             continue  # said below, with the decision's reasons
         if _replaced(outcome, outcomes[index + 1 :]):
             before.append(_history_line(outcome))
+        elif outcome.lapse is not None:
+            leading.append(_outcome_line(outcome, decision))
         else:
             lines.append(_outcome_line(outcome, decision))
+    lines = leading + lines
     if decision.withheld:
         # What was held back (a block may be, beside a quarantine that went ahead).
         asked = [
@@ -504,7 +529,20 @@ def _action_lines(report: IncidentReport) -> list[str]:
         lines.append(
             f":bell: *Notified only*: policy {code(decision.policy, NAME_LIMIT)} takes no action on the pod."
         )
+    if decision.reopens is not None:
+        lines.append(reopens_line(decision.reopens))
     return lines + (["_Before that:_", *before] if before else [])
+
+
+def reopens_line(reopened: Reopened) -> str:
+    """One line: this incident was opened because what an earlier one put on the pod no longer held."""
+    lapse = reopened.lapse
+    detail = escape(lapse.detail or "undone", REASON_LIMIT)
+    return (
+        f":arrows_counterclockwise: *Reopens* incident {code(reopened.incident_id, 80)}: its"
+        f" {escape(lapse.what, SHORT_LIMIT)} no longer held ({detail};"
+        f" checked at {format_utc(reopened.checked_ns)})."
+    )
 
 
 def _unverified_lines(report: IncidentReport) -> list[str]:
@@ -655,6 +693,9 @@ def _fallback_text(report: IncidentReport) -> str:
         plain = f"UNVERIFIED alert (someone may be forging alerts): {alert.rule} naming {where}"
     else:
         plain = f"[{alert.priority.label}] {alert.rule} in {where}: {_short_outcome(report)}"
+    reopens = report.decision.reopens
+    if reopens is not None:
+        plain += f" (reopens {reopens.incident_id}: its {reopens.lapse.what} no longer held)"
     return escape(plain, FALLBACK_LIMIT)
 
 
@@ -682,6 +723,7 @@ _THREAD_OUTCOMES: dict[str | None, str] = {
     OutcomeStatus.POD_GONE: "gone",
     OutcomeStatus.RELEASED: "released",
     OutcomeStatus.BLOCKED: "blocked",
+    OutcomeStatus.LAPSED: "no longer held",
     THREAD_KEPT_OUT: "no block made",
     None: "notified only",
 }
@@ -838,6 +880,42 @@ def render_by_hand(
     )
 
 
+def render_lapse(
+    incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int
+) -> SlackMessage:
+    """The thread reply (shown in the channel too) telling that what the incident put on the pod
+    no longer holds, as the recheck found it (``outcome``: RECHECK, LAPSED), when, and that the
+    next alert on the pod opens a new incident. What undid it comes from the cluster (policy
+    names): escaped, and bounded."""
+    lapse = outcome.lapse
+    what = lapse.what if lapse is not None else "isolation"
+    detail = outcome.detail or "undone"
+    where = code(f"{namespace}/{pod}", NAME_LIMIT)
+    checked = format_utc(outcome.finished_ns)
+    lines = _Lines()
+    lines.add(
+        f":warning: *The {escape(what, SHORT_LIMIT)} no longer holds* on {where}:"
+        f" {escape(detail, REASON_LIMIT)}."
+    )
+    lines.add(f"Checked at {checked}, while this incident's alerts still came.")
+    lines.add(_NEXT_ALERT[0].upper() + _NEXT_ALERT[1:])
+    plain = (
+        f"{namespace}/{pod}: the {what} of incident {incident_id} no longer holds ({detail});"
+        " the next alert opens a new incident"
+    )
+    blocks = (
+        _section(lines),
+        _context([f"Incident {code(incident_id, 80)} · {checked}"]),
+    )
+    return SlackMessage(
+        text=escape(plain, FALLBACK_LIMIT),
+        blocks=blocks,
+        incident_id=incident_id,
+        kind=MessageKind.LAPSE,
+        action_id=action_id,
+    )
+
+
 __all__ = [
     "EVENT_TYPE",
     "MessageKind",
@@ -845,5 +923,7 @@ __all__ = [
     "format_utc",
     "render_by_hand",
     "render_incident",
+    "render_lapse",
     "render_repeat",
+    "reopens_line",
 ]

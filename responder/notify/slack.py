@@ -462,7 +462,7 @@ class SlackDelivery:
         max_pages: int = 20,
     ) -> SlackRef | None:
         """The top-level message already posted for ``incident_id`` in ``channel`` (its incident
-        post; with ``action_id``, the post telling that action by hand) at or after ``oldest_ts``
+        post; with ``action_id``, the post telling that action: by hand, or a lapse) at or after ``oldest_ts``
         (epoch seconds or a Slack ts), or None when the whole range was searched and there is
         none. If there are several (a duplicate slipped through), the oldest.
 
@@ -501,7 +501,7 @@ class SlackDelivery:
         max_pages: int = 20,
     ) -> SlackRef | None:
         """The reply already posted for ``incident_id`` in the thread of ``parent`` (its incident
-        post; with ``action_id``, its by-hand reply for that action), or None when the whole thread
+        post; with ``action_id``, its reply telling that action), or None when the whole thread
         was read and there is none (the oldest if several). Raises DeliveryError as ``find_posted``
         does. Bot mode only."""
         if self.mode is SlackMode.WEBHOOK or parent.ts is None:
@@ -607,10 +607,16 @@ class SlackDelivery:
         raise _http_failure(what, response.status_code, response.headers, body)
 
 
+# The replies that tell an action journaled under the incident (the journal's actions.id is in their
+# metadata): one a person took by hand, or the recheck's finding that what the incident put on the
+# pod no longer holds.
+_ACTION_REPLIES = frozenset({MessageKind.BY_HAND.value, MessageKind.LAPSE.value})
+
+
 @dataclass(frozen=True, slots=True)
 class _Ours:
     """Which of our posts a search looks for: an incident's own post, or (``action_id``) its
-    reply telling an action taken by hand."""
+    reply telling an action taken by hand, or a lapse the recheck found."""
 
     incident_id: str
     action_id: int | None = None
@@ -626,7 +632,7 @@ class _Ours:
             return False
         if self.action_id is None:
             return payload.get("kind") == MessageKind.INCIDENT.value
-        return payload.get("kind") == MessageKind.BY_HAND.value and payload.get("action_id") == self.action_id
+        return payload.get("kind") in _ACTION_REPLIES and payload.get("action_id") == self.action_id
 
 
 def _next_cursor(response: AsyncSlackResponse) -> str | None:

@@ -27,7 +27,7 @@ from responder.incident import IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.notify.render import render_by_hand, render_incident, render_repeat
+from responder.notify.render import SlackMessage, render_by_hand, render_incident, render_lapse, render_repeat
 from responder.notify.routing import slack_route
 from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
 
@@ -42,6 +42,9 @@ PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
+# The notifications that are new posts, each found again (by its metadata) rather than posted twice
+# after an ambiguous failure: an incident's post, and a reply telling an action by hand or a lapse.
+_POSTED_ONCE = frozenset({"incident", "by_hand", "lapse"})
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -171,6 +174,8 @@ class NotificationWorker:
                 ref = await self._send_incident_update(row, report)
             elif row.kind == "by_hand":
                 ref = await self._send_by_hand(row, channel)
+            elif row.kind == "lapse":
+                ref = await self._send_lapse(row, channel)
             else:
                 ref = await self._send_repeat(row, report)
             if ref is None:
@@ -182,7 +187,7 @@ class NotificationWorker:
                     pause = error.retry_after_seconds or 1.0
                     self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
                 # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
-                ambiguous = row.kind in ("incident", "by_hand") and error.kind in AMBIGUOUS_FAILURES
+                ambiguous = row.kind in _POSTED_ONCE and error.kind in AMBIGUOUS_FAILURES
                 await self._reschedule(
                     row,
                     error.reason,
@@ -200,7 +205,7 @@ class NotificationWorker:
                 attempts=row.attempts + 1,
                 slack_channel=ref.channel,
                 slack_ts=ref.ts,
-                slack_thread_ts=ref.thread_ts if row.kind in ("incident", "by_hand") else None,
+                slack_thread_ts=ref.thread_ts if row.kind in _POSTED_ONCE else None,
                 sent_ns=now,
                 count_sent=report.count,
             )
@@ -228,6 +233,9 @@ class NotificationWorker:
             or not self._delivery.supports_threads
             or group is None
             or report.decision.unverified  # a possible forgery is never tucked into a thread
+            # Nor is an incident opened because an earlier one's isolation of the same pod no longer
+            # held: it is no other pod of the workload, and the attack goes on past that isolation.
+            or report.decision.reopens is not None
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns
@@ -350,6 +358,27 @@ class NotificationWorker:
         message = render_by_hand(
             row.incident_id, action.actor, action.namespace, action.pod, action.outcome, row.action_id
         )
+        return await self._tell_thread(row, channel, message, action.outcome)
+
+    async def _send_lapse(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
+        """Tell the incident's thread that what it put on the pod no longer holds (the pipeline's
+        recheck journaled it), shown in the channel too, and have the incident's own post rendered
+        again, leading with it."""
+        found = self._journal.lapse_found(row.action_id) if row.action_id is not None else None
+        if found is None or row.action_id is None:
+            await self._fail(row, "the lapse it tells of is missing from the journal")
+            return None
+        message = render_lapse(row.incident_id, found.namespace, found.pod, found.outcome, row.action_id)
+        return await self._tell_thread(row, channel, message, found.outcome)
+
+    async def _tell_thread(
+        self, row: NotificationRow, channel: str | None, message: SlackMessage, outcome: ActionOutcome
+    ) -> SlackRef | None:
+        """Post ``message`` (a reply telling ``outcome``, journaled as the action ``row.action_id``)
+        in the incident's thread, shown in the channel too, and have the incident's post rendered
+        again with it; in the channel when the incident has no thread (webhook mode, or its post
+        failed). Once: a retry after an ambiguous failure looks for it first."""
+        assert row.action_id is not None
         threads = self._delivery.supports_threads
         parent = self._journal.incident_thread(row.incident_id)[0] if threads else None
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
@@ -368,7 +397,7 @@ class NotificationWorker:
             if found is None:
                 await self._journal.run(Journal.op_notification_state(row.id, "sending"))
                 found = await self._delivery.post(message, channel=channel)
-            self._learn_by_hand(row, action.outcome, update_post=False)
+            self._learn_by_hand(row, outcome, update_post=False)
             return found
         # Slack threads are one level deep: an incident that is itself a reply in its workload's
         # thread is answered in that thread.
@@ -381,16 +410,17 @@ class NotificationWorker:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
             found = await self._delivery.post_in_thread(thread, message, broadcast=True)
         # Also when an earlier attempt's reply is found: that attempt may have ended before these.
-        self._learn_by_hand(row, action.outcome, update_post=True)
+        self._learn_by_hand(row, outcome, update_post=True)
         if parent.slack_thread_ts:
             # The workload thread's root counts its replies' outcomes: this one may have changed.
             self._schedule_thread_summary(found, row.channel, self._clock_ns())
         return found
 
     def _learn_by_hand(self, row: NotificationRow, outcome: ActionOutcome, *, update_post: bool) -> None:
-        """What a person did becomes part of the running incident, as it is of one a restart reads
-        back (every action journaled under it); with ``update_post`` the incident's own post is
-        rendered again: it no longer offers a command already run, and says who did what."""
+        """What a person did (or the recheck found) becomes part of the running incident, as it is
+        of one a restart reads back (every action journaled under it); with ``update_post`` the
+        incident's own post is rendered again: it no longer offers a command already run, and says
+        who did what (or leads with what no longer holds)."""
         state = self._incidents.by_id(row.incident_id) if self._incidents is not None else None
         if state is not None and state.report is not None and outcome not in state.report.outcomes:
             state.report = dataclasses.replace(state.report, outcomes=(*state.report.outcomes, outcome))

@@ -273,7 +273,8 @@ async def test_the_recheck_notices_a_policy_that_came_to_allow_the_address_and_t
             actions = conn.execute("SELECT status, detail FROM actions ORDER BY id").fetchall()
             incidents = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
         assert incidents == 2
-        assert [status for status, _ in actions] == ["blocked", "leaky"]
+        # The lapse is journaled under the first incident (its audit trail tells it).
+        assert [status for status, _ in actions] == ["blocked", "lapsed", "leaky"]
         assert f"{ADDRESS} (fd.sip) is allowed by allow-partner" in actions[-1][1]
     finally:
         await responder.stop()

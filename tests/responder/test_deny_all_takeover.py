@@ -358,5 +358,7 @@ def test_a_stale_copy_does_not_create_a_missing_cuts_deny_all_beside_another_con
     # The responder in force creates it, under its own label, and isolates.
     inforce = _quarantine(harness.actions, harness, torchserve, Isolation.EGRESS)
     assert inforce.status is OutcomeStatus.QUARANTINED, inforce.detail
-    assert _stored_spec(harness, egress) == netpol.deny_all_spec(LABEL, "true-egress", Isolation.EGRESS.directions)
+    assert _stored_spec(harness, egress) == netpol.deny_all_spec(
+        LABEL, "true-egress", Isolation.EGRESS.directions
+    )
     assert _state(harness, torchserve) == (OPEN, CLOSED)

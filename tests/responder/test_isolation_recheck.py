@@ -289,7 +289,8 @@ async def test_a_policy_that_opens_a_quarantined_pod_is_noticed_and_said_leaky_o
         )
         await submit_all(responder, [shell(vllm, n=3)])  # a new incident: said LEAKY through it
         actions = rows(responder.config, "SELECT status, detail FROM actions ORDER BY id")
-        assert [a["status"] for a in actions] == ["quarantined", "leaky"]
+        # The lapse is journaled under the first incident (its audit trail tells it).
+        assert [a["status"] for a in actions] == ["quarantined", "lapsed", "leaky"]
         assert "debug-allow-all allows ingress+egress" in actions[-1]["detail"]
         # Said once: the new incident knows the leak, its rechecks do not reopen it again.
         clock.advance(16)
