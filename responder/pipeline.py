@@ -1004,7 +1004,10 @@ class Pipeline:
             for o in outcomes
             if o.block_labelled and o.status is OutcomeStatus.BLOCKED and BLOCKED_ADDRESS in o.extra
         }
-        return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
+        # A way out of the pod's network namespace counts where the quarantine was called isolated:
+        # a LEAKY one was never said to hold.
+        proven = bool(quarantines) and all(o.status is OutcomeStatus.QUARANTINED for o in quarantines)
+        return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
 
     async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
         namespace, name = alert.namespace, alert.pod

@@ -792,11 +792,12 @@ class ClusterActions:
         cut: Isolation | None,
         known_leaks: Collection[str] = (),
         blocked: Collection[str] = (),
+        proven: bool = False,
     ) -> str | None:
         """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
         a block of the addresses ``blocked``, with ``pod`` as read afresh, in words (lapse_of's
         detail); None: they hold as made."""
-        found = self.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked)
+        found = self.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
         return found.detail if found is not None else None
 
     def lapse_of(
@@ -806,6 +807,7 @@ class ClusterActions:
         cut: Isolation | None,
         known_leaks: Collection[str] = (),
         blocked: Collection[str] = (),
+        proven: bool = False,
     ) -> Lapse | None:
         """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
         a block of the addresses ``blocked``, with ``pod`` as read afresh, and which of the two;
@@ -814,7 +816,9 @@ class ClusterActions:
         altered, a policy other than ``known_leaks`` (those it was reported LEAKY through) now
         letting traffic through, each in the directions of ``cut`` only (a later quarantine that
         widened the pod's cut answers for the rest); a block policy gone or no longer blocking an
-        address. One read of the namespace's policies."""
+        address. With ``proven`` (the quarantine was reported isolated, not LEAKY), also a way out
+        of the pod's network namespace found since (an ephemeral debug container added privileged,
+        say), which no NetworkPolicy covers. One read of the namespace's policies."""
         held: QuarantineCut | None = None
         if cut is not None:
             current = self._settings.cut_of(pod.labels.get(self._settings.label))
@@ -825,6 +829,9 @@ class ClusterActions:
                     "quarantine", f"its quarantine label now cuts {current.value} only, not {cut.value}"
                 )
             held = self._settings.cut(current)
+            escapes = out_of_reach_as_read(pod.host_network, pod.network_escape) if proven else []
+            if escapes:
+                return Lapse("quarantine", "; ".join(escapes))
         elif not blocked:
             return None
         policies = self._gateway.list_network_policies(pod.namespace)

@@ -435,3 +435,21 @@ def test_a_deny_all_widened_to_every_pod_is_still_repaired(harness: Harness, see
     assert f"repaired altered NetworkPolicy {DENY_ALL}" in outcome.detail
     policy = harness.stored(NP, kserve.namespace, DENY_ALL)
     assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
+
+
+def test_a_way_out_of_the_network_namespace_found_since_undoes_a_proven_quarantine_only(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A LEAKY quarantine was never said to hold: the recheck holds only a proven one to it."""
+    vllm = seeded[1]["vllm"]
+    quarantined(harness, vllm)
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}
+    ]
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    lapse = harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True)
+    assert lapse is not None and lapse.startswith("the pod can leave its network namespace")
+    assert "ephemeral container debugger" in lapse
+    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None

@@ -358,3 +358,35 @@ async def test_without_slack_the_lapse_is_journaled_and_nothing_is_queued(
         assert '"reopens"' not in decisions[0] and '"reopens"' in decisions[1]
     finally:
         await responder.stop()
+
+
+async def test_a_privileged_debug_container_added_to_a_quarantined_pod_is_a_lapse(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """`kubectl debug --profile=sysadmin` on the quarantined pod: a privileged ephemeral container
+    can leave the pod's network namespace, which no NetworkPolicy covers. Nothing changed in the
+    policies, yet the quarantine no longer holds."""
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await quarantined_and_posted(responder, sink, vllm)
+        stored = Harness(running, seeded[2]).stored("v1/pods", vllm.namespace, vllm.name)
+        assert stored is not None
+        stored["spec"]["ephemeralContainers"] = [
+            {"name": "debugger", "image": "busybox", "securityContext": {"privileged": True}}
+        ]
+        running.call(running.emulator.put_object, "v1/pods", stored)
+        clock.advance(16)
+        await submit(responder, shell(vllm, 2))
+        assert await rechecked(responder)
+        await settle(responder, lambda: [r[0] for r in lapse_rows(responder)] == ["sent"])
+        ((_, _, action, status, detail),) = lapse_rows(responder)
+        assert (action, status) == ("recheck", "lapsed")
+        assert (
+            detail.startswith("the pod can leave its network namespace, which NetworkPolicies do not cover:")
+            and "ephemeral container debugger is privileged" in detail
+        )
+    finally:
+        await responder.stop()
