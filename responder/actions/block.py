@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -46,6 +47,8 @@ from responder.cluster.context import PodContext
 from responder.cluster.network_escape import out_of_reach, out_of_reach_as_read
 from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Isolation, Quarantine, QuarantineCut
+
+log = logging.getLogger("serving_guard.actions")
 
 ACTION = BLOCK_DESTINATION
 DISCOVERY_TTL_NS = 300 * 10**9
@@ -283,6 +286,11 @@ class DestinationBlocks:
                 f"; rewrote its block policy {name}, which still selected the pod and allowed the rest of"
                 " its egress, to leave the pod out"
             )
+        else:
+            # Leaving the pod out now, yet by an earlier version's values: moved to another cut
+            # that stops egress (by hand, as the upgrade notes say), the pod would be selected again.
+            key = destination.pod_key(pod.uid)
+            notes = "".join(f"; {note}" for note in self._brought_up_to_date(pod, name, key, listed, dry_run))
         return self._outcome(
             OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
             f"{address} ({target.field}) is already out of reach: a quarantine cuts the pod's"
@@ -466,9 +474,24 @@ class DestinationBlocks:
             return None
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         current = self._gateway.get_network_policy(pod.namespace, name)
-        if current is None or not self._may_select(current, labels):
+        if current is None:
             return None
-        refused = self._leave_out(pod, name, destination.pod_key(pod.uid), current, labels)
+        key = destination.pod_key(pod.uid)
+        if not self._may_select(current, labels):
+            # Left out now, yet perhaps by an earlier version's values, which another cut that
+            # stops egress (a move by hand) would not be: brought up to date while here.
+            built = self._spec(key, set())["podSelector"]
+            if (current.get("spec") or {}).get("podSelector") != built:
+                refused = self._leave_out(pod, name, key, current, labels)
+                if refused is not None:
+                    log.warning(
+                        "block policy %s selects pods otherwise than built now, and was left so (%s)",
+                        name,
+                        refused,
+                        extra={"pod": f"{pod.namespace}/{pod.name}"},
+                    )
+            return None
+        refused = self._leave_out(pod, name, key, current, labels)
         if refused is None:
             return None
         return f"its block policy {name} still selects it and was not rewritten to leave it out ({refused})"

@@ -88,6 +88,16 @@ class IsolationReport:
     excluded_beyond: tuple[str, ...] = ()
 
 
+class CutNotEnsured(Exception):
+    """The deny-all of the cut a pod was to be labelled into could not be ensured first: the pod
+    was not labelled."""
+
+    def __init__(self, policy: str, error: KubeError) -> None:
+        super().__init__(f"NetworkPolicy {policy} is not ensured: {error}")
+        self.policy = policy
+        self.error = error
+
+
 class DenyAllInUse(KubeError):
     """A deny-all that is another config's (it selects by another quarantine label), or that pods
     quarantined under another label rely on: not repaired to this config's label."""
@@ -140,9 +150,14 @@ def _other_config_labels(
     """The labels a deny-all's podSelector selects by, when they are another config's: its
     matchLabels name something, and not ``label`` with one of this config's ``values`` (any of
     its cuts', the legacy both value included). None: this config's label, or a selector by no
-    label (emptied, or by expressions only: altered by hand, never a config's)."""
+    label (emptied, or by expressions only), or by several labels or labels and expressions
+    without this config's label key: altered by hand, never a config's."""
     match = selector.get("matchLabels")
     if not isinstance(match, Mapping) or not match or match.get(label) in values:
+        return None
+    # A config's deny-all selects by its one label, nothing else; other shapes are hand edits,
+    # unless they name this config's label key with a value of another config's.
+    if label not in match and (len(match) != 1 or selector.get("matchExpressions")):
         return None
     return {str(k): str(v) for k, v in match.items()}
 
@@ -416,6 +431,13 @@ class ClusterActions:
             return ActionOutcome(
                 "quarantine", OutcomeStatus.FAILED, str(exc), started_ns=started, finished_ns=self._clock_ns()
             )
+        except CutNotEnsured as exc:
+            failed = self._failure("quarantine", exc.error, started)
+            return replace(
+                failed,
+                detail=f"the pod was not labelled: NetworkPolicy {exc.policy} is not ensured:"
+                f" {failed.detail}",
+            )
         except PodReplaced as exc:
             return ActionOutcome(
                 "quarantine",
@@ -505,6 +527,13 @@ class ClusterActions:
             finished_ns=self._clock_ns(),
             extra=extra,
         )
+
+    def _ensure_listed(self, namespace: str, cut: QuarantineCut) -> DenyAllCheck:
+        """_ensure_deny_all with the namespace's policies listed: the other cuts' deny-alls count
+        (_refuse_to_create)."""
+        policies = self._gateway.list_network_policies(namespace)
+        listed = next((p for p in policies if netpol.name_of(p) == cut.network_policy), None)
+        return self._ensure_deny_all(namespace, listed, cut, policies)
 
     def ensure_deny_all(self, namespace: str, isolation: Isolation | None = None) -> DenyAllCheck:
         """Create a cut's deny-all policy (None: quarantine.isolate's) if missing, repair it if
@@ -686,9 +715,15 @@ class ClusterActions:
         narrows a wider quarantine. A pod moving from one cut's label value to another's (widened,
         or off an earlier version's value) gets the new cut's deny-all ensured first, so that it is
         never, even for a moment, in a policy that cuts less than the one it leaves (if that fails
-        it stays where it was). Returns the patched pod, the cut, the cut it was in, and what
-        ensuring the new cut's deny-all first did (None: not moved).
-        Raises KubeError (404: the pod is gone), PodReplaced or KeptChanging (see pod_patch)."""
+        it stays where it was). So does a pod in a destination block labelled for the first time:
+        its label takes it out of its block policy (whose NotIn leaves out every pod an egress cut
+        holds), and must never land before the deny-all that cuts its egress. Any other pod is
+        labelled first, its deny-all ensured after: where the deny-all exists (the chart renders
+        it) the label alone isolates it, one API call sooner, and even when the API fails after.
+        Returns the patched pod, the cut, the cut it was in, and what ensuring the cut's deny-all
+        first did (None: nothing was ensured first).
+        Raises KubeError (404: the pod is gone), PodReplaced, KeptChanging (see pod_patch) or
+        CutNotEnsured (the pod not labelled)."""
         label = self._settings.label
         chosen: list[tuple[QuarantineCut, Isolation | None]] = []
         ensured: dict[Isolation, DenyAllCheck] = {}
@@ -697,8 +732,14 @@ class ClusterActions:
             value = (meta.get("labels") or {}).get(label)
             current = self._settings.cut_of(value)
             cut = self._settings.cut(widest(current, requested))
-            if current is not None and value != cut.label_value and cut.isolation not in ensured:
-                ensured[cut.isolation] = self.ensure_deny_all(pod.namespace, cut.isolation)
+            # First, where the label could open something: a move between cuts, or a pod in a
+            # destination block (the label takes it out of its block policy).
+            blocked = self._block_settings.label in (meta.get("labels") or {})
+            if value != cut.label_value and cut.isolation not in ensured and (current is not None or blocked):
+                try:
+                    ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut)
+                except KubeError as exc:
+                    raise CutNotEnsured(cut.network_policy, exc) from exc
             chosen.append((cut, current))
             annotations = {
                 A_RULE: _clip(alert.rule),

@@ -429,3 +429,75 @@ def test_the_rewrites_of_old_block_policies_are_admitted_by_the_chart(chart: Any
         )
         verdict = policies.decide(request)
         assert verdict.applies and verdict.allowed, verdict.denials
+
+
+# -- a quarantine of a blocked pod never lifts its block before the cut is in place ------------------
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["block-as-built", "old-block"])
+def test_a_quarantine_whose_deny_all_cannot_be_made_leaves_a_blocked_pod_blocked(
+    seeded: Seeded, old: bool
+) -> None:
+    """The egress cut's label takes the pod out of its block policy (its NotIn leaves out every pod
+    an egress cut holds): labelled before a deny-all that then cannot be made, the pod would reach
+    the address it was blocked from. The deny-all goes first; failing, the pod is not labelled."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    if old:
+        name = old_block(harness, vllm, OLD_EGRESS_VARIANT)
+    else:
+        block = harness.actions.block_destination(
+            harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+        )
+        assert block.status is OutcomeStatus.BLOCKED, block.detail
+        name = destination.block_policy_name("serving-guard-block", harness.pod(vllm).uid)
+    before = stored_policy(harness, vllm, name)
+    assert egress_of(harness, vllm) == f"partial via {name}"
+    harness.fail(Fault(status=503, method="POST", plural="networkpolicies", times=10))
+
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "inc-1", "Notice: shell", dry_run=False
+    )
+
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled
+    assert outcome.detail.startswith(
+        "the pod was not labelled: NetworkPolicy serving-guard-quarantine-egress is not ensured:"
+    )
+    assert QUARANTINE not in harness.pod(vllm).labels
+    assert stored_policy(harness, vllm, name) == before  # still selecting the pod, still blocking
+    assert egress_of(harness, vllm) == f"partial via {name}"
+    if not old:  # (an earlier version's policy is "not as built" to the recheck, by design)
+        assert harness.actions.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) is None
+
+
+@pytest.mark.parametrize("by", ["block", "quarantine"])
+def test_an_old_block_policy_leaving_the_pod_out_today_is_rewritten_before_a_move_by_hand_selects_it(
+    harness: Harness, seeded: Seeded, by: str
+) -> None:
+    """An earlier version (isolate: egress) blocked and quarantined the pod: labelled `true`, its
+    block policy NotIn [true, true-both] leaves it out, and `true` now cuts both ways. The upgrade
+    notes' move to the egress cut by hand (`true-egress`) would bring it back under that policy,
+    whose allow of all other egress opens the cut: met by a block or a quarantine first, the policy
+    is rewritten as built now."""
+    vllm = seeded[1]["vllm"]
+    name = old_block(harness, vllm, OLD_EGRESS_VARIANT)
+    label(harness, vllm, "true")
+    put_deny_all(harness, vllm.namespace, "serving-guard-quarantine", "true", ["Ingress", "Egress"])
+    assert egress_of(harness, vllm) == CLOSED
+    if by == "block":
+        outcome = harness.actions.block_destination(
+            harness.pod(vllm), egress_alert(vllm, "198.51.100.9"), dry_run=False
+        )
+        assert outcome.status is OutcomeStatus.BLOCKED and outcome.kept_out is KeptOut.QUARANTINE
+        assert f"rewrote its block policy {name}" in outcome.detail
+    else:
+        outcome = harness.actions.quarantine(
+            harness.pod(vllm), shell_alert(vllm), "inc-1", "Notice: shell", dry_run=False
+        )
+        assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert not_in(stored_policy(harness, vllm, name)) == BUILT_NOW
+    # The move by hand, its deny-all in place: the pod's egress stays cut.
+    put_deny_all(harness, vllm.namespace, "serving-guard-quarantine-egress", "true-egress", ["Egress"])
+    label(harness, vllm, "true-egress")
+    assert egress_of(harness, vllm) == CLOSED

@@ -362,3 +362,24 @@ def test_a_stale_copy_does_not_create_a_missing_cuts_deny_all_beside_another_con
         LABEL, "true-egress", Isolation.EGRESS.directions
     )
     assert _state(harness, torchserve) == (OPEN, CLOSED)
+
+
+def test_a_hand_edited_selector_with_this_configs_label_in_an_expression_is_repaired(seeded: Seeded) -> None:
+    """`team: ml` in matchLabels beside this config's label as an `In` expression: no config makes
+    that shape, so it is a hand edit (repaired), not another config's label `team=ml`."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    edited = {
+        "podSelector": {
+            "matchLabels": {"team": "ml"},
+            "matchExpressions": [{"key": LABEL, "operator": "In", "values": ["true"]}],
+        },
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    _put(harness, DENY_ALL, edited)
+    outcome = _quarantine(harness.actions, harness, vllm)
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert f"repaired altered NetworkPolicy {DENY_ALL}" in outcome.detail
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true", Isolation.BOTH.directions)
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
