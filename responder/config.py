@@ -175,6 +175,10 @@ class ServerTLS(Strict):
         return value
 
 
+# inputs.http.max_connections_per_peer, when not set: this share of max_connections.
+PEER_SHARE = 8
+
+
 class HttpInput(Strict):
     enabled: StrictBool = True
     listen: str = "0.0.0.0:8443"
@@ -190,15 +194,29 @@ class HttpInput(Strict):
     # room for append_output's extra fields (responder/rulespack/alert_size.py has the arithmetic).
     max_body_bytes: int = Field(default=320 * 1024, strict=True, ge=1024, le=16 * 1024 * 1024)
     # Open connections at a time; one more is closed unread as soon as it is accepted (each can
-    # hold a 16 KiB head and a body, so this bounds the input's memory). Every Falco (one per node)
-    # keeps one keep-alive connection: raise it well above the number of nodes sending.
+    # hold the request it is handling and a little more, memory_budget.connection_bytes, so this
+    # bounds the input's memory). Every Falco (one per node) keeps one keep-alive connection: raise
+    # it well above the number of nodes sending.
     max_connections: int = Field(default=4096, strict=True, ge=16, le=100_000)
-    # Of those, from one client address at a time (httpserver.MAX_CONNECTIONS_PER_PEER says why 512).
-    max_connections_per_peer: int = Field(default=512, strict=True, ge=1, le=100_000)
+    # Of those, from one client address at a time. Unset (or null): max_connections // 8, at least 1,
+    # so one address alone cannot take every slot (512 by default). Behind a mesh's sidecar (Istio's
+    # inbound comes from 127.0.0.6) or a NAT every sender shares one address: set it to
+    # max_connections there, or only that many senders are served.
+    max_connections_per_peer: int = Field(default=4096 // PEER_SHARE, strict=True, ge=1, le=100_000)
     # How long a request may wait for room in the pipeline before 503 + Retry-After.
     admission_timeout_seconds: float = Field(default=0.5, strict=True, ge=0, le=30)
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen_address(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_peer_from_the_cap(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("max_connections_per_peer") is not None:
+            return data
+        cap = data.get("max_connections", cls.model_fields["max_connections"].default)
+        if type(cap) is not int:  # refused by the field's own check (a bool or text is no count)
+            return data
+        return {**data, "max_connections_per_peer": max(1, cap // PEER_SHARE)}
 
     @model_validator(mode="after")
     def _authenticated(self) -> Self:

@@ -35,7 +35,21 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault("alert_id", alert_id)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return escape_json(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+# What JSON may carry raw but a reader may take for a line break or a control: DEL, the C1 controls
+# (U+0085 is NEL) and the Unicode line and paragraph separators (str.splitlines, JavaScript before
+# ES2019). JSON escapes the C0 controls itself.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def escape_json(text: str) -> str:
+    """JSON text (``ensure_ascii=False``) with those characters written as ``\\uXXXX`` escapes: they
+    only occur inside its strings, where the escape means the same character."""
+    if _JSON_UNSAFE.search(text) is None:
+        return text
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 # What must not reach a text log raw: control characters (a newline would forge a line of its own,

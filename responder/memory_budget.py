@@ -1,17 +1,25 @@
 """Whether the HTTP input's connections fit the container's memory limit, said at start-up.
 
-Each open connection may hold a request body as it arrives, up to ``inputs.http.max_body_bytes``
-(320 KiB by default: a worst-case alert of the shipped rules, responder/rulespack/alert_size.py),
-and each TLS connection the buffers the loop's TLS layer allocates: measured ~60 KiB with uvloop and
-~320 KiB with asyncio (bench/README and config.example.yaml). At the cap of connections that is up
-to ~1.5 GB with uvloop, far past a typical limit: a flood of large bodies from senders that
-authenticated would end in an OOM kill, not in the connections past the cap being cut. The
-responder cannot shrink those buffers; it says so, with the cap that would fit, before it is too late.
+Each open connection may hold, at once (httpserver bounds pipelining by count and by bytes):
+- the request being handled, twice: its body of up to ``inputs.http.max_body_bytes`` (320 KiB by
+  default: a worst-case alert of the shipped rules, responder/rulespack/alert_size.py), kept to be
+  journaled, and the alert parsed from it, about as large;
+- the requests read beyond it, up to httpserver.PIPELINE_BYTES (64 KiB), and one read from the socket
+  not parsed yet (up to 256 KiB: asyncio's and uvloop's read size);
+- answers buffered for a client that does not read them (httpserver.WRITE_BUFFER_HIGH, 64 KiB);
+- with TLS, the buffers the loop's TLS layer allocates: measured ~60 KiB with uvloop and ~320 KiB with
+  asyncio (bench/README and config.example.yaml).
+That is ~1 MiB per connection by default: at the cap of connections far past a typical limit, so a
+flood of large bodies from senders that authenticated would end in an OOM kill, not in the connections
+past the cap being cut. The responder cannot shrink those buffers; it says so, with the cap that
+would fit, before it is too late.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from responder.ingest.httpserver import FEED_SLICE, PIPELINE_BYTES, WRITE_BUFFER_HIGH
 
 # Measured per TLS connection, by event loop (server.event_loop).
 TLS_CONNECTION_BYTES = {"uvloop": 60 * 1024, "asyncio": 320 * 1024}
@@ -21,9 +29,30 @@ RESPONDER_BYTES = 128 * 1024 * 1024
 MIB = 1024 * 1024
 
 
+# The most the event loop hands a connection at once (asyncio reads 256 KiB, uvloop 250 KB): read while
+# the pipeline had room, parsed once it has room again.
+READ_BYTES = 256 * 1024
+# Beside the request being handled: the requests read beyond it (parsed a FEED_SLICE at a time, so up
+# to one slice past PIPELINE_BYTES), one read not parsed yet, and answers its client has not read.
+BUFFERED_BYTES = PIPELINE_BYTES + FEED_SLICE + READ_BYTES + WRITE_BUFFER_HIGH
+
+
 def connection_bytes(event_loop: str, tls: bool, max_body_bytes: int) -> int:
-    """The most one connection may hold: a body as it arrives, and its TLS buffers."""
-    return max_body_bytes + (TLS_CONNECTION_BYTES[event_loop] if tls else 0)
+    """The most one connection may hold: the request being handled (its body, and the alert parsed
+    from it), what is buffered beside it, and its TLS buffers.
+
+    With the default 320 KiB that is 1026 KiB for a plain connection. Measured: 40 plain connections,
+    each pipelining ten alerts of 320 KiB (ASCII text) to a pipeline that is full (each answered 503
+    after admission_timeout_seconds), grew the server's RSS by 985 KiB per connection with asyncio
+    and uvloop alike (633 KiB without pipelining; 3151 KiB before pipelining was bounded by bytes).
+    Not counted: a forged alert of ASCII text with one character past U+FFFF in each string parses
+    to up to four times its bytes (Python's str; measured ~2 MiB per connection). Falco's own alerts
+    stay within the count: the text an attacker chooses is capped by the drivers (4 KiB a field),
+    and max_body_bytes is sized for each of its bytes taking 6 in the body (rulespack/alert_size.py),
+    more than the 4 a character takes once parsed. A forger needs a sender's credential, and one
+    address holds at most ``max_connections_per_peer`` connections.
+    """
+    return 2 * max_body_bytes + BUFFERED_BYTES + (TLS_CONNECTION_BYTES[event_loop] if tls else 0)
 
 
 def connections_memory_warning(
@@ -39,7 +68,10 @@ def connections_memory_warning(
         f"lower inputs.http.max_connections to {fitting} or less, or raise the memory limit"
         " (a lower inputs.http.max_body_bytes may refuse real alerts)"
     )
-    held = f"a body of up to {max_body_bytes // 1024} KiB"
+    held = (
+        f"an alert of up to {max_body_bytes // 1024} KiB as its body and parsed,"
+        f" ~{BUFFERED_BYTES // 1024} KiB of requests and answers buffered beside it"
+    )
     if tls:
         tls_kib = TLS_CONNECTION_BYTES[event_loop] // 1024
         held += f" and ~{tls_kib} KiB of TLS buffers with server.event_loop {event_loop}"

@@ -38,6 +38,13 @@ MAX_HEADERS = 100
 MAX_URL_BYTES = 8 * 1024
 # Complete requests queued behind the one being handled before the connection stops reading.
 MAX_PIPELINED = 8
+# ... and bytes: while a request is being handled, the connection stops parsing and reading once the
+# requests read beyond it (those queued and the one arriving, heads and bodies) hold this many. Room
+# for MAX_PIPELINED small alerts (~2 KiB each), not for a second large body: a connection holds the
+# request being handled, this, and at most one read (256 KiB) not parsed yet, however many large
+# requests its client pipelines (memory_budget counts on that). A request arriving while none is
+# being handled is read whole, up to its route's max_body_bytes.
+PIPELINE_BYTES = 64 * 1024
 # Bytes handed to the parser at a time, so a read full of tiny pipelined requests stops at the
 # pipeline bound instead of queueing everything in it.
 FEED_SLICE = 2048
@@ -49,8 +56,9 @@ CLOSE_GRACE_SECONDS = 5.0
 MAX_CONNECTIONS = 4096
 # Open connections from one address by default: Falco keeps one per node, Falcosidekick one per
 # alert in flight, and behind a mesh's sidecar or a NAT every sender shares an address. An eighth
-# of MAX_CONNECTIONS: one address alone cannot take every slot.
-MAX_CONNECTIONS_PER_PEER = 512
+# of MAX_CONNECTIONS: one address alone cannot take every slot (inputs.http.max_connections_per_peer,
+# when not set, is an eighth of inputs.http.max_connections likewise).
+MAX_CONNECTIONS_PER_PEER = MAX_CONNECTIONS // 8
 # A TLS handshake past this is cut (or past request_seconds, when shorter).
 TLS_HANDSHAKE_SECONDS = 10.0
 # A new connection (its TLS handshake done) that has not sent a whole request head by then is
@@ -312,12 +320,15 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._incoming: _Incoming | None = None
-        # Parsed requests waiting to be handled, in order; each item: (request or refusal, keep-alive).
-        self._queue: collections.deque[tuple[Request | Response, bool]] = collections.deque()
+        # Parsed requests waiting to be handled, in order; each item: (request or refusal, keep-alive,
+        # its bytes: head and body).
+        self._queue: collections.deque[tuple[Request | Response, bool, int]] = collections.deque()
+        self._queued_bytes = 0  # the sum of the queue's bytes
         self._busy = False
         self._paused = False  # reading paused (pipeline full, client not reading, or broken)
         self._write_paused = False  # the client is not reading its answers
-        self._backlog = b""  # received, not yet parsed: the pipeline was full
+        # Received, not yet parsed: the pipeline was full. A view of the bytes read, not a copy.
+        self._backlog: bytes | memoryview = b""
         self._closing = False
         self._closing_after_queue = False
         self._broken = False  # a request could not be parsed: nothing more is read
@@ -449,24 +460,46 @@ class Connection(asyncio.Protocol):
         self._server.free_slot(self)
         self._closing = True
         self._queue.clear()
+        self._queued_bytes = 0
+        self._backlog = b""
+        self._incoming = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of requests held beyond the one being handled: those queued (head and body), the
+        one arriving, and what was received but not parsed yet."""
+        incoming = self._incoming
+        arriving = incoming.header_bytes + incoming.body_bytes if incoming is not None else 0
+        return self._queued_bytes + arriving + len(self._backlog)
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._broken:
             return
-        if self._backlog:
-            self._backlog += data
+        if self._backlog:  # reading was paused, but a TLS layer may still hand over what it had
+            self._backlog = b"".join((self._backlog, data))
             return
         self._feed(data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        for offset in range(0, len(data), FEED_SLICE):
-            if len(self._queue) >= MAX_PIPELINED:
-                self._backlog = bytes(view[offset:])  # parsed once the pipeline drains
+        for offset in range(0, len(view), FEED_SLICE):
+            if (self._busy or self._queue) and self._pipeline_full():
+                self._backlog = view[offset:]  # parsed once the pipeline drains
                 self._update_reading()
                 return
             if not self._feed_slice(view[offset : offset + FEED_SLICE]) or self._closing:
                 return
+
+    def _pipeline_full(self) -> bool:
+        """Whether the requests read beyond the one being handled (queued, and the one arriving) are
+        as many (MAX_PIPELINED) or as large (PIPELINE_BYTES) as a connection may hold."""
+        if len(self._queue) >= MAX_PIPELINED:
+            return True
+        incoming = self._incoming
+        held = self._queued_bytes
+        if incoming is not None:
+            held += incoming.header_bytes + incoming.body_bytes
+        return held >= self._server.pipeline_bytes
 
     def _feed_slice(self, data: memoryview) -> bool:
         """Parse some bytes; False when the connection cannot be read any further."""
@@ -502,7 +535,12 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        stop = self._broken or self._write_paused or bool(self._backlog) or len(self._queue) >= MAX_PIPELINED
+        stop = (
+            self._broken
+            or self._write_paused
+            or bool(self._backlog)
+            or ((self._busy or bool(self._queue)) and self._pipeline_full())
+        )
         if stop and not self._paused:
             transport.pause_reading()
             self._paused = True
@@ -623,11 +661,19 @@ class Connection(asyncio.Protocol):
             # nothing behind it is parsed, checked or counted.
             raise _Refused(incoming.refusal, counted=True)
         request = incoming.request  # the head the checks saw, now with its body
-        request.body = incoming.body[0] if len(incoming.body) == 1 else b"".join(incoming.body)
-        self._queue.append((request, keep_alive))
+        chunks = incoming.body
+        if len(chunks) == 1:
+            request.body = chunks[0]
+        else:
+            request.body = b"".join(chunks)
+            chunks.clear()  # the pieces go before the handler parses the body (not a third copy)
+        size = incoming.header_bytes + len(request.body)
+        self._queue.append((request, keep_alive, size))
+        self._queued_bytes += size
         self.deadline = float("inf")
-        self._update_reading()
         self._next()
+        if len(self._queue) >= MAX_PIPELINED or self._queued_bytes >= self._server.pipeline_bytes:
+            self._update_reading()  # full: read no more for now
 
     # -- handling -----------------------------------------------------------------------------
 
@@ -657,7 +703,8 @@ class Connection(asyncio.Protocol):
     def _next(self) -> None:
         if self._busy or not self._queue or self._closing or self._write_paused:
             return
-        item, keep_alive = self._queue.popleft()
+        item, keep_alive, size = self._queue.popleft()
+        self._queued_bytes -= size
         if isinstance(item, Response):
             self._answer(item, keep_alive=False)
             return
@@ -722,15 +769,24 @@ class Connection(asyncio.Protocol):
         if close:
             self.close()
             return
+        if self._queue:
+            # The next request is handled first: it leaves the queue, making room to parse what was
+            # held back.
+            self._next()
+            if self._closing:
+                return
         if self._backlog and len(self._queue) < MAX_PIPELINED // 2:
             backlog, self._backlog = self._backlog, b""
             self._feed(backlog)
             if self._closing:
                 return
-        self._update_reading()
-        if self._queue:
-            self._next()
-        elif self._closing_after_queue:
+        if self._paused:
+            # Fewer are queued now (what pauses reading pauses it where it happens: the pipeline
+            # filling, a backlog kept, the client not reading its answers).
+            self._update_reading()
+        if self._busy or self._queue:
+            return  # the next one is being handled (or waits for the client to read its answers)
+        if self._closing_after_queue:
             self.close()
         elif self._incoming is None:
             self._idle()
@@ -746,7 +802,7 @@ class Connection(asyncio.Protocol):
         self._incoming = None
         self._broken = True
         self._backlog = b""
-        self._queue.append((response, False))
+        self._queue.append((response, False, 0))
         self._update_reading()
         self._next()
 
@@ -853,6 +909,8 @@ class HttpServer:
         """``refusals``: where refused requests and connections are counted and logged (by
         default, logged only)."""
         self.exact = {(route.method, route.path): route for route in routes}
+        # Bytes of requests a connection reads beyond the one being handled (see PIPELINE_BYTES).
+        self.pipeline_bytes = PIPELINE_BYTES
         self._allowed: dict[str, list[str]] = {}
         for route in routes:
             self._allowed.setdefault(route.path, []).append(route.method)

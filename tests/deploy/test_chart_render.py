@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
+import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -13,7 +15,15 @@ import yaml
 
 from responder.actions.netpol import deny_all_spec, spec_is_deny_all
 from responder.cli import COMMANDS
-from responder.config import ActionName, BlockDestination, Config, HttpInput, Isolation, load_config_text
+from responder.config import (
+    PEER_SHARE,
+    ActionName,
+    BlockDestination,
+    Config,
+    HttpInput,
+    Isolation,
+    load_config_text,
+)
 from responder.memory_budget import MIB, connections_memory_warning
 from responder.policy_review import unreachable_policies
 from tests.deploy.deploy_support import (
@@ -180,6 +190,47 @@ def test_max_connections_reaches_the_config(chart: helm_python.Chart, renders: d
     assert _config(renders["defaults"]).inputs.http.max_connections == 1024
     raised = render(chart, Case("many-nodes", {"inputs": {"http": {"maxConnections": 100000}}}))
     assert _config(raised).inputs.http.max_connections == 100000
+    # The per-peer cap, unset, follows it as the responder derives it: an eighth.
+    assert _config(raised).inputs.http.max_connections_per_peer == 12500
+
+
+def test_max_connections_per_peer_reaches_the_config(
+    chart: helm_python.Chart, renders: dict[str, Rendered]
+) -> None:
+    http = _config(renders["defaults"]).inputs.http
+    assert http.max_connections_per_peer == 128 == max(1, http.max_connections // PEER_SHARE)
+    # What the chart renders is what the responder would derive from max_connections alone.
+    assert "max_connections_per_peer: 128" in renders["defaults"].config_text()
+    derived = HttpInput(enabled=False, max_connections=http.max_connections).max_connections_per_peer
+    assert http.max_connections_per_peer == derived
+    # Behind a mesh's sidecar every sender shares one address: the cap is raised to the whole.
+    mesh = render(chart, Case("mesh", {"inputs": {"http": {"maxConnectionsPerPeer": 1024}}}))
+    assert _config(mesh).inputs.http.max_connections_per_peer == 1024
+    smallest = render(chart, Case("smallest", {"inputs": {"http": {"maxConnections": 16}}}))
+    assert _config(smallest).inputs.http.max_connections_per_peer == 2
+    with pytest.raises(helm_python.HelmValuesError, match="maxConnectionsPerPeer"):
+        chart.render({"inputs": {"http": {"maxConnectionsPerPeer": 0}}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_a_release_without_max_connections_per_peer_still_renders(tmp_path: Path) -> None:
+    """`helm upgrade --reuse-values` from a release installed before the key: it is absent."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    http_schema = schema["properties"]["inputs"]["properties"]["http"]
+    assert "maxConnectionsPerPeer" in http_schema["properties"]
+    assert "maxConnectionsPerPeer" not in http_schema["required"]
+    chart_dir = tmp_path / "serving-guard"
+    shutil.copytree(CHART_DIR, chart_dir)  # follows the rules-pack symlink
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text(encoding="utf-8"))
+    del values["inputs"]["http"]["maxConnectionsPerPeer"]
+    values["inputs"]["http"]["maxConnections"] = 4096  # an earlier release's cap
+    (chart_dir / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    earlier = helm_python.Chart.load(chart_dir)
+    try:
+        rendered = render(earlier, Case("reused", {}))
+    finally:
+        earlier.close()
+    http = _config(rendered).inputs.http
+    assert (http.max_connections, http.max_connections_per_peer) == (4096, 512)
 
 
 def test_the_default_connections_and_bodies_fit_the_default_memory_limit(
@@ -198,6 +249,8 @@ def test_the_default_connections_and_bodies_fit_the_default_memory_limit(
         int(limit[:-2]) * MIB,
     )
     assert warning is None
+    # One Falco per node holds one connection: the default still serves a large cluster.
+    assert http.max_connections >= 1024
     # The chart's default is the responder's (the rules' worst case: rulespack/alert_size.py).
     assert http.max_body_bytes == HttpInput.model_fields["max_body_bytes"].default
 

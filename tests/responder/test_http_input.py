@@ -240,7 +240,12 @@ async def test_health_readiness_and_metrics(open_input: Responder, seeded: Seede
 
 
 async def test_max_connections_caps_the_input_and_is_counted(tmp_path: Path, seeded: Seeded) -> None:
-    responder = await start(tmp_path, seeded[2], {"allow_unauthenticated": True, "max_connections": 16})
+    # Every connection comes from 127.0.0.1: the per-peer cap (unset, an eighth: 2) raised to the whole.
+    responder = await start(
+        tmp_path,
+        seeded[2],
+        {"allow_unauthenticated": True, "max_connections": 16, "max_connections_per_peer": 16},
+    )
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         server = responder.input_server

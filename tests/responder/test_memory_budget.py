@@ -1,5 +1,6 @@
 """The start-up warning when the HTTP input's connections, at their cap, may not fit the container's
-memory limit: each may hold a body of up to max_body_bytes, and a TLS connection its buffers too."""
+memory limit: each may hold the alert it is handling twice (its body of up to max_body_bytes, and
+parsed), what the server buffers beside it, and a TLS connection its buffers too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 
 from responder.commands.serve import warn_if_connections_exceed_memory
 from responder.config import load_config_text
-from responder.memory_budget import connections_memory_warning, container_memory_limit
+from responder.ingest import httpserver
+from responder.memory_budget import (
+    BUFFERED_BYTES,
+    READ_BYTES,
+    connection_bytes,
+    connections_memory_warning,
+    container_memory_limit,
+)
 
 MIB = 1024 * 1024
 BODY = 320 * 1024  # inputs.http.max_body_bytes by default
@@ -24,37 +32,54 @@ inputs:
 """
 
 
-def test_asyncio_at_the_default_cap_does_not_fit_the_charts_limit() -> None:
+def test_a_connection_is_counted_as_the_server_bounds_it() -> None:
+    # The request being handled twice (body, parsed alert); beside it the pipelining bound (plus the
+    # slice that may pass it), one read, and answers the client has not read.
+    assert BUFFERED_BYTES == (
+        httpserver.PIPELINE_BYTES + httpserver.FEED_SLICE + READ_BYTES + httpserver.WRITE_BUFFER_HIGH
+    )
+    assert connection_bytes("uvloop", False, BODY) == 2 * BODY + BUFFERED_BYTES == 1026 * 1024
+    assert connection_bytes("uvloop", True, BODY) == 1086 * 1024
+    assert connection_bytes("asyncio", True, BODY) == 1346 * 1024
+    # Pipelining room beside a large body is far below a second one.
+    assert httpserver.PIPELINE_BYTES < BODY // 4
+
+
+def test_asyncio_at_the_default_cap_does_not_fit_a_512mi_limit() -> None:
     warning = connections_memory_warning("asyncio", True, 4096, BODY, 512 * MIB)
     assert warning is not None
-    # 4096 x (320 + 320) KiB = 2560 MiB; (512 - 128) MiB / 640 KiB = 614 connections would fit.
-    assert "max_connections: 4096 TLS connections may take ~2560 MiB (~640 KiB each" in warning
-    assert "a body of up to 320 KiB and ~320 KiB of TLS buffers with server.event_loop asyncio" in warning
+    # 4096 x 1346 KiB = 5384 MiB; (512 - 128) MiB / 1346 KiB = 292 connections would fit.
+    assert "max_connections: 4096 TLS connections may take ~5384 MiB (~1346 KiB each" in warning
+    assert "an alert of up to 320 KiB as its body and parsed, ~386 KiB of requests and answers" in warning
+    assert "~320 KiB of TLS buffers with server.event_loop asyncio" in warning
     assert "memory limit of 512 MiB" in warning
-    assert "lower inputs.http.max_connections to 614 or less" in warning
+    assert "lower inputs.http.max_connections to 292 or less" in warning
     assert "server.event_loop: uvloop" in warning
 
 
 def test_uvloop_at_the_charts_cap_fits_the_charts_limit() -> None:
-    assert connections_memory_warning("uvloop", True, 1024, BODY, 512 * MIB) is None
-    # 4096 of them do not: 4096 x 380 KiB = 1520 MiB.
-    warning = connections_memory_warning("uvloop", True, 4096, BODY, 512 * MIB)
-    assert warning is not None and "may take ~1520 MiB" in warning and "to 1034 or less" in warning
+    assert connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB) is None
+    # Not the 512Mi that charts set before pipelining was bounded by bytes: 1024 x 1086 KiB = 1086 MiB.
+    warning = connections_memory_warning("uvloop", True, 1024, BODY, 512 * MIB)
+    assert warning is not None and "may take ~1086 MiB" in warning and "to 362 or less" in warning
+    # 4096 of them do not fit 1280Mi either: 4096 x 1086 KiB = 4344 MiB.
+    warning = connections_memory_warning("uvloop", True, 4096, BODY, 1280 * MIB)
+    assert warning is not None and "may take ~4344 MiB" in warning and "to 1086 or less" in warning
 
 
 def test_uvloop_under_a_small_limit_is_told_the_cap_that_fits() -> None:
     warning = connections_memory_warning("uvloop", True, 4096, BODY, 256 * MIB)
     assert warning is not None
-    assert "to 344 or less" in warning  # 128 MiB / 380 KiB
+    assert "to 120 or less" in warning  # 128 MiB / 1086 KiB
     assert "event_loop: uvloop" not in warning  # already on it
 
 
 def test_plain_connections_hold_bodies_too() -> None:
     warning = connections_memory_warning("asyncio", False, 4096, BODY, 512 * MIB)
     assert warning is not None
-    assert "4096 connections may take ~1280 MiB (~320 KiB each: a body of up to 320 KiB)" in warning
-    assert "to 1228 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
-    assert connections_memory_warning("asyncio", False, 1024, BODY, 512 * MIB) is None
+    assert "4096 connections may take ~4104 MiB (~1026 KiB each: an alert of up to 320 KiB" in warning
+    assert "to 383 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
+    assert connections_memory_warning("asyncio", False, 1024, BODY, 1280 * MIB) is None
 
 
 def test_a_limit_below_the_responders_own_needs_advises_no_negative_cap() -> None:
@@ -82,8 +107,8 @@ def test_the_limit_comes_from_the_cgroup(tmp_path: Path, files: dict[str, str], 
 @pytest.mark.parametrize(
     ("text", "taken"),
     [
-        (TLS_INPUT.format(loop="asyncio", cap=4096), "4096 TLS connections may take ~2560 MiB"),
-        ("inputs:\n  http:\n    allow_unauthenticated: true\n", "4096 connections may take ~1280 MiB"),
+        (TLS_INPUT.format(loop="asyncio", cap=4096), "4096 TLS connections may take ~5384 MiB"),
+        ("inputs:\n  http:\n    allow_unauthenticated: true\n", "4096 connections may take ~4104 MiB"),
     ],
 )
 def test_serve_warns_at_start_when_connections_may_not_fit(
@@ -99,9 +124,9 @@ def test_serve_warns_at_start_when_connections_may_not_fit(
 @pytest.mark.parametrize(
     "text",
     [
-        TLS_INPUT.format(loop="uvloop", cap=1024),  # fits: 128 MiB + ~380 MiB
-        TLS_INPUT.format(loop="asyncio", cap=600),  # fits: 128 MiB + ~375 MiB
-        "inputs:\n  http:\n    allow_unauthenticated: true\n    max_connections: 1024\n",  # fits
+        TLS_INPUT.format(loop="uvloop", cap=1024),  # fits: 128 MiB + ~1086 MiB
+        TLS_INPUT.format(loop="asyncio", cap=850),  # fits: 128 MiB + ~1117 MiB
+        "inputs:\n  http:\n    allow_unauthenticated: true\n    max_connections: 1024\n",  # fits: ~1026 MiB
         "inputs:\n  http:\n    enabled: false\n",  # no input
     ],
 )
@@ -110,5 +135,5 @@ def test_serve_says_nothing_when_they_fit_or_there_is_no_input(
 ) -> None:
     config = load_config_text(text)
     with caplog.at_level(logging.WARNING, logger="serving_guard.serve"):
-        warn_if_connections_exceed_memory(config, limit_bytes=512 * MIB)
+        warn_if_connections_exceed_memory(config, limit_bytes=1280 * MIB)  # the chart's
     assert caplog.records == []

@@ -211,7 +211,9 @@ journalDir: /var/lib/serving-guard
 {{- define "serving-guard.config" -}}
 {{- $v := .Values -}}
 {{- $paths := include "serving-guard.paths" . | fromYaml -}}
-{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $v.inputs.http.maxConnections "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
+{{- /* maxConnectionsPerPeer unset (null, or absent from an earlier release's values): an eighth of the cap, as the responder derives it (config.PEER_SHARE). */ -}}
+{{- $perPeer := $v.inputs.http.maxConnectionsPerPeer | default (max 1 (div $v.inputs.http.maxConnections 8)) -}}
+{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $v.inputs.http.maxConnections "max_connections_per_peer" $perPeer "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
 {{- if include "serving-guard.httpTlsEnabled" . -}}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
 {{- if $v.inputs.http.tls.requireClientCert -}}
