@@ -41,7 +41,8 @@ from responder.pipeline import Pipeline
 log = logging.getLogger("serving_guard.service")
 
 MAINTENANCE_SECONDS = 15.0
-# How long the gRPC input may take to stop (grpc.STOP_GRACE_SECONDS + grpc.UNREAD_SECONDS, and room).
+# How long the gRPC input may take to stop (max(grpc.STOP_GRACE_SECONDS, grpc.UNREAD_SECONDS) +
+# grpc.JOURNAL_CHECK_SECONDS, and room).
 GRPC_STOP_SECONDS = 5.0
 READY_CACHE_SECONDS = 5.0
 
@@ -169,8 +170,13 @@ class Responder:
 
             # Only the local files: an unreachable Falco is retried for as long as it takes.
             check_client_tls(self.config.inputs.grpc)
+            # The journal: asked at stop which of the alerts it read it holds (no false "lost").
             self.grpc_input = GrpcAlertInput(
-                self.config.inputs.grpc, self.pipeline, log.getChild("grpc"), metrics=self.metrics
+                self.config.inputs.grpc,
+                self.pipeline,
+                log.getChild("grpc"),
+                metrics=self.metrics,
+                journal=self.journal,
             )
             self._grpc_task = asyncio.create_task(self._supervise_grpc(), name="grpc-input")
             self._tasks.append(self._grpc_task)

@@ -3,16 +3,34 @@
 Falco keeps one process-wide queue of alerts. ``/falco.outputs.service/sub`` is a bidirectional
 stream: after each client message Falco drains the queue into the stream. This client sends an
 empty request every poll interval, but only while the sink is not blocking on an alert, so a full
-pipeline leaves the remaining alerts in Falco's queue instead of in our memory.
+pipeline leaves the remaining alerts in Falco's queue instead of in our memory. An alert is read
+only once it has a place to go (one of IN_FLIGHT submits): with every place taken, nothing more
+is read.
 
 What Falco's gRPC allows: a subscription is a stream with no acknowledgement and no redelivery. An
 alert Falco has written into the stream is gone from its queue, read by us or not; one we read is
 ours alone to keep. So when the journal refuses a write the input stops asking and stops reading:
 what Falco has not sent stays in its queue, what was sent but not read waits in the stream (no
 more than HTTP/2 flow control lets Falco write ahead), and what was read is held here and retried,
-oldest first, until the journal takes it; then reading resumes. If the input stops first, what the
-stream still holds is read too, and every alert read and never journaled is logged with its id and
-counted as lost.
+oldest first, until the journal takes it; then reading resumes.
+
+When the input stops, every alert Falco sent is journaled or named. Submits under way get
+STOP_GRACE_SECONDS to finish, and meanwhile what the stream still holds is read (for at most
+UNREAD_SECONDS). Then the journal is asked which of the alerts read and not seen journaled it
+holds: a submit cut short may have handed its write over already (``Pipeline.submit`` schedules
+the write before it waits), and that write lands; nothing is submitted again while stopping. Each
+alert the journal does not hold is logged with its id and counted as lost; if the journal cannot
+answer in time, all of them are, said to be unconfirmed.
+
+Order: submits start in stream order and overlap (up to IN_FLIGHT, each waiting for its group
+commit), so the journal's order (``seq``) is Falco's except around a refusal: a journal that
+refuses one group and takes the next can take a later alert before an earlier one it refused
+(held, retried oldest first before anything more is read), and alerts pushed back with
+Overloaded are retried each on its own. No alert is lost or journaled twice by it (its content id
+makes a second write "already accepted"); keeping strict order would mean one submit at a time.
+
+Text that is not UTF-8 (Falco sends it; Python's protobuf refuses it) is kept, with the bad bytes
+replaced (``responder/ingest/grpc_payload.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +39,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -33,9 +53,21 @@ import grpc.aio
 from responder.alert import Alert, AlertError, Priority, build_alert, rejection_code
 from responder.config import GrpcInput
 from responder.errors import UserError
+from responder.ingest.grpc_journal import JournaledAmong
+from responder.ingest.grpc_payload import parse_response
 from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
 from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
 from responder.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class JournalRunner(Protocol):
+    """What the input asks of the journal (``responder.journal.Journal``): to run an op after every
+    write handed to it before (see ``grpc_journal``)."""
+
+    def run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
+
 
 # Full method paths (Falco's generated stubs use the same ones; a test checks it).
 SUB_METHOD = "/falco.outputs.service/sub"
@@ -54,10 +86,15 @@ KEEPALIVE_MS = 330_000
 IN_FLIGHT = 64
 # At stop, how long submits under way may take to finish (the journal is still open then).
 STOP_GRACE_SECONDS = 1.0
-# Ending a session while the journal refuses writes: how long to read what Falco already sent (to
-# hold it, and name it if lost), and how long one read may wait once the stream holds nothing more.
+# At stop, beside that grace: how long to read what Falco already wrote into the stream (to name
+# it), and how long one read may wait once the stream holds nothing more.
 UNREAD_SECONDS = 2.0
 UNREAD_WAIT_SECONDS = 0.2
+# Then: how long the journal may take to say which of the alerts not seen journaled it holds. The
+# whole stop takes at most max(STOP_GRACE_SECONDS, UNREAD_SECONDS) + JOURNAL_CHECK_SECONDS.
+JOURNAL_CHECK_SECONDS = 1.5
+# Names of fields whose text was not UTF-8, in the log line that says so.
+REPLACED_NAMES_LOGGED = 20
 # Alert ids named in one log line about lost alerts; the count is always given in full.
 LOST_IDS_LOGGED = 100
 _NANOS_PER_SECOND = 1_000_000_000
@@ -166,6 +203,43 @@ class _StreamEnded(Exception):
     """Falco finished the stream with OK (it is shutting down): reconnect."""
 
 
+def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """The future, its error taken when it ends (whoever waits for it, or no one)."""
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
+
+
+class _Stream:
+    """The ``sub`` call, read and written so that cancelling the reader or the poller does not end
+    it: grpc.aio cancels the whole call when a read or a write is cancelled, and at stop the input
+    goes on reading what Falco already sent. So each read and write runs as a task of its own; a
+    read the cancelled reader was waiting for is the next read's."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def read(self) -> Any:
+        reading = self._reading
+        if reading is None:
+            reading = self._reading = _quiet(asyncio.ensure_future(self.call.read()))
+        try:
+            data = await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            # The reader was cancelled: a read still under way, or done with a message, is kept.
+            if reading.done() and (reading.cancelled() or reading.exception() is not None):
+                self._reading = None
+            raise
+        except BaseException:
+            self._reading = None
+            raise
+        self._reading = None
+        return data
+
+    async def write(self, request: outputs_pb2.request) -> None:
+        await asyncio.shield(_quiet(asyncio.ensure_future(self.call.write(request))))
+
+
 class GrpcAlertInput:
     """Reads alerts from Falco's gRPC outputs service and submits them to the sink, forever."""
 
@@ -177,31 +251,46 @@ class GrpcAlertInput:
         *,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        journal: JournalRunner | None = None,
     ) -> None:
+        """``journal``: the one ``sink`` writes to, asked at stop which alerts it holds (without
+        it, every alert not seen journaled is named, as unconfirmed)."""
         self._config = config
         self._sink = sink
         self._log = logger
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._metrics = metrics if metrics is not None else Metrics()
+        self._journal = journal
         self.state = GrpcInputState()
         # Alerts read from Falco and not yet journaled, by their number in reading order: those
         # being submitted, and those the journal refused (held, retried before the next read).
         # Kept across sessions: a reconnect does not give them back to Falco.
         self._submitting: dict[int, Alert] = {}
         self._held: dict[int, Alert] = {}
+        # While stopping: alerts read and not seen journaled (submits cut short, and what the
+        # stream still held), never submitted again; the journal is asked about them.
+        self._unconfirmed: dict[int, Alert] = {}
+        self._stopping = False
         # Set while nothing is held: the reader reads and the poller asks only then.
         self._journal_takes_writes = asyncio.Event()
         self._journal_takes_writes.set()
         self._retrying: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, stream and reconnect with capped backoff until ``stop`` is set."""
+        """Connect, stream and reconnect with capped backoff until ``stop`` is set; then account
+        for every alert read and not journaled (see the module)."""
+        self._stopping = False
+        cancelled = False
         try:
             await self._sessions_until(stop)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
+            self._stopping = True
             if self._retrying is not None:
-                self._retrying.cancel()
-            self._report_lost()
+                self._retrying.cancel()  # a write it handed over lands; the journal is asked
+            await self._account_at_stop(ask_journal=not cancelled)
 
     async def _sessions_until(self, stop: asyncio.Event) -> None:
         backoff = self._config.backoff
@@ -227,10 +316,12 @@ class GrpcAlertInput:
         try:
             await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if not session.done():
+                self._stopping = True  # from now on nothing read is submitted again
             session.cancel()
             stopper.cancel()
             await asyncio.gather(session, stopper, return_exceptions=True)
-        # An alert read and not journaled when stop came is named in the log (run: _report_lost).
+        # An alert read and not journaled when stop came is named in the log (run: _account_at_stop).
         return False if session.cancelled() else session.result()
 
     def _open_channel(self) -> Any:
@@ -267,13 +358,14 @@ class GrpcAlertInput:
             call = channel.stream_stream(
                 SUB_METHOD,
                 request_serializer=outputs_pb2.request.SerializeToString,
-                response_deserializer=outputs_pb2.response.FromString,
+                # Bytes: parsed by the input (grpc_payload), so that text that is not UTF-8 is kept.
+                response_deserializer=None,
             )()
             connected_at = time.monotonic()
             self.state.connected = True
             self.state.sessions += 1
             self._log.info("grpc input: subscribed to Falco outputs at %s", address)
-            await self._pump(call)
+            await self._pump(_Stream(call))
         except grpc.aio.AioRpcError as exc:
             self._failed(f"{address}: {exc.code().name}: {exc.details()}")
         except _StreamEnded:
@@ -321,32 +413,46 @@ class GrpcAlertInput:
 
     # -- the stream -----------------------------------------------------------------------------
 
-    async def _pump(self, call: Any) -> None:
+    async def _pump(self, stream: _Stream) -> None:
         idle = asyncio.Event()  # set while no alert is waiting for the sink
         idle.set()
-        reader = asyncio.create_task(self._read(call, idle))
-        poller = asyncio.create_task(self._poll(call, idle))
+        delivering: set[asyncio.Task[None]] = set()
+        reader = asyncio.create_task(self._read(stream, idle, delivering))
+        poller = asyncio.create_task(self._poll(stream, idle))
         try:
-            done, _ = await asyncio.wait({reader, poller}, return_when=asyncio.FIRST_COMPLETED)
-            if poller in done:
-                poller.result()  # a failed write returns quietly: the reader reports why the call ended
-                await reader
-            else:
-                reader.result()
+            try:
+                done, _ = await asyncio.wait({reader, poller}, return_when=asyncio.FIRST_COMPLETED)
+                if poller in done:
+                    poller.result()  # a failed write returns quietly: the reader reports why the call ended
+                    await reader
+                else:
+                    reader.result()
+            finally:
+                reader.cancel()
+                poller.cancel()
+                await asyncio.gather(reader, poller, return_exceptions=True)
+        except asyncio.CancelledError:
+            await self._end_at_stop(stream, delivering)
+            raise
+        except BaseException:
+            # The stream ended or broke: alerts already read are Falco's no more, so their submits
+            # finish (those the journal refuses are held, and retried whatever the stream does).
+            try:
+                if delivering:
+                    await asyncio.wait(set(delivering))
+            except asyncio.CancelledError:
+                await self._end_at_stop(stream, delivering)
+                raise
+            raise
         finally:
-            reader.cancel()
-            poller.cancel()
-            await asyncio.gather(reader, poller, return_exceptions=True)
-            if self.state.journal_error is not None:
-                await self._keep_unread(call)
-            call.cancel()
+            stream.call.cancel()
 
-    async def _poll(self, call: Any, idle: asyncio.Event) -> None:
+    async def _poll(self, stream: _Stream, idle: asyncio.Event) -> None:
         request = outputs_pb2.request()
         while True:
             await self._free_to_ask(idle)
             try:
-                await call.write(request)
+                await stream.write(request)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 return  # the call is over; the reader sees its status
             self.state.polls += 1
@@ -358,51 +464,63 @@ class GrpcAlertInput:
             await idle.wait()
             await self._journal_takes_writes.wait()
 
-    async def _read(self, call: Any, idle: asyncio.Event) -> None:
+    async def _read(self, stream: _Stream, idle: asyncio.Event, delivering: set[asyncio.Task[None]]) -> None:
         """Read the stream and hand alerts on with up to IN_FLIGHT submits at once: each waits for
         its journal commit, and commits are grouped, so overlapping them multiplies the rate.
-        Submits start in stream order and the journal keeps that order. With every slot busy the
-        reader stops reading and the poller stops asking: the backlog stays in Falco's queue.
-        While alerts are held for a journal that refused them, nothing more is read (a read
-        already under way may bring one more, held with them: see the module)."""
-        slots = asyncio.Semaphore(IN_FLIGHT)
-        delivering: set[asyncio.Task[None]] = set()
+        Submits start in stream order (the journal keeps it but around a refusal: see the
+        module). A place is taken before each read, so an alert is never read with nowhere to
+        go: with every place taken the reader stops reading and the poller stops asking, and the
+        backlog stays in Falco's queue. While alerts are held for a journal that refused them,
+        nothing more is read."""
+        places = asyncio.Semaphore(IN_FLIGHT)
 
         def finished(task: asyncio.Task[None]) -> None:
             delivering.discard(task)
-            slots.release()
+            places.release()
             if not task.cancelled() and task.exception() is not None:
                 self._log.error("grpc input: an alert's delivery failed", exc_info=task.exception())
             if not delivering:
                 idle.set()
 
-        try:
-            while True:
+        while True:
+            await places.acquire()
+            try:
                 await self._journal_takes_writes.wait()
-                response = await call.read()
-                if response is grpc.aio.EOF:
-                    raise _StreamEnded
-                self.state.received += 1
-                idle.clear()
-                await slots.acquire()
-                task = asyncio.create_task(self._deliver(self.state.received, response))
-                delivering.add(task)
-                task.add_done_callback(finished)
-        except asyncio.CancelledError:
-            await self._let_deliveries_finish(delivering)
-            raise
-        except BaseException:
-            # The stream broke: alerts already read are Falco's no more, so their submits finish
-            # (those the journal refuses are held, and retried whatever the stream does).
-            await asyncio.gather(*delivering, return_exceptions=True)
-            raise
+                data = await stream.read()
+            except BaseException:
+                places.release()
+                raise
+            if data is grpc.aio.EOF:
+                places.release()
+                raise _StreamEnded
+            self.state.received += 1
+            idle.clear()
+            task = asyncio.create_task(self._deliver(self.state.received, data))
+            delivering.add(task)
+            task.add_done_callback(finished)
 
-    async def _deliver(self, number: int, response: outputs_pb2.response) -> None:
+    def _parse(self, data: bytes) -> Alert | None:
+        """The alert in a message from the stream; None when it is refused (counted and logged)."""
         try:
+            response, replaced = parse_response(data)
             alert = alert_from_response(response)
         except AlertError as exc:
             self.state.rejected += 1
             self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))
+            return None
+        if replaced:
+            # Falco sends what the watched process gave it (a command line, a path): an attacker's
+            # bytes. The alert goes on; this says which of its text was changed.
+            self._log.warning(
+                "grpc input: an alert from Falco held text that is not UTF-8; it is kept, those bytes"
+                " replaced by U+FFFD",
+                extra={"alert_id": alert.alert_id, "replaced": list(replaced[:REPLACED_NAMES_LOGGED])},
+            )
+        return alert
+
+    async def _deliver(self, number: int, data: bytes) -> None:
+        alert = self._parse(data)
+        if alert is None:
             return
         self._submitting[number] = alert
         while self.state.journal_error is None:  # else held at once: the journal is refusing
@@ -410,7 +528,10 @@ class GrpcAlertInput:
                 await self._sink.submit(alert, InputName.GRPC)
             except Overloaded as exc:
                 # Keep the alert and keep not reading: the pressure stays on Falco's queue.
-                await asyncio.sleep(exc.retry_after_seconds)
+                if not self._stopping:
+                    await asyncio.sleep(exc.retry_after_seconds)
+                if self._stopping:
+                    return  # not taken: accounted for at stop, never submitted again
                 continue
             except Exception as exc:  # whatever failed, the alert is not journaled: it is kept
                 self._journal_refused(exc, alert)
@@ -436,10 +557,13 @@ class GrpcAlertInput:
         )
 
     def _hold(self, number: int) -> None:
-        """Keep an alert read and not journaled, to be retried (before anything more is read)."""
+        """Keep an alert read and not journaled, to be retried (before anything more is read);
+        while stopping, only kept (accounted for at stop)."""
         self._held[number] = self._submitting.pop(number)
         self.state.held = len(self._held)
         self._journal_takes_writes.clear()
+        if self._stopping:
+            return
         if self._retrying is None or self._retrying.done():
             self._retrying = asyncio.get_running_loop().create_task(self._journal_held())
 
@@ -476,62 +600,127 @@ class GrpcAlertInput:
             self.state.journal_error = None
         self._journal_takes_writes.set()
 
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def _end_at_stop(self, stream: _Stream, delivering: set[asyncio.Task[None]]) -> None:
+        """The input stops: submits under way may finish, while what the stream holds is read.
+        Both run to their end whatever the other does (their errors are theirs: see each)."""
+        await asyncio.gather(
+            self._let_deliveries_finish(delivering), self._keep_unread(stream), return_exceptions=True
+        )
+
     async def _let_deliveries_finish(self, delivering: set[asyncio.Task[None]]) -> None:
-        """The session is ending (the input stops): submits under way may finish (most are one
-        commit away), for STOP_GRACE_SECONDS at most. An alert not confirmed by then is held:
-        journaling it again is harmless (its content id makes it "already accepted"), and if the
-        input stops, it is named as lost (:meth:`_report_lost`)."""
+        """Submits under way may finish (most are one commit away), for STOP_GRACE_SECONDS at
+        most. An alert not confirmed by then is not held and never submitted again: its write
+        may be in the journal's hands already. The journal is asked about it at the end."""
         try:
             if delivering:
                 await asyncio.wait(set(delivering), timeout=STOP_GRACE_SECONDS)
         finally:
             for task in delivering:
                 task.cancel()
-            for number in list(self._submitting):
-                self._hold(number)
+            self._unconfirmed.update(self._submitting)
+            self._submitting.clear()
 
-    async def _keep_unread(self, call: Any) -> None:
-        """The session ends while the journal refuses writes (at stop; a broken stream has nothing
-        more to give): what Falco wrote into the stream and this input did not read is gone from
-        its queue. Read it, for UNREAD_SECONDS at most, and hold it with the rest (named as lost
-        if the input stops before the journal takes it)."""
+    async def _keep_unread(self, stream: _Stream) -> None:
+        """What Falco wrote into the stream and this input did not read is gone from its queue.
+        Read it, for UNREAD_SECONDS at most. While the journal takes writes each is submitted as it
+        is read, without waiting (reading makes room for Falco to send more: those must be kept,
+        not named lost, and a full pipeline must not stop the reading); what is not confirmed by
+        the end is asked about, like any other submit cut short by the stop."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + UNREAD_SECONDS
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
-            while (left := deadline - loop.time()) > 0:
-                response = await asyncio.wait_for(call.read(), min(left, UNREAD_WAIT_SECONDS))
-                if response is grpc.aio.EOF:
-                    return
-                self.state.received += 1
-                self._keep_read(self.state.received, response)
-
-    def _keep_read(self, number: int, response: outputs_pb2.response) -> None:
+        submits: dict[int, asyncio.Task[Any]] = {}
         try:
-            self._submitting[number] = alert_from_response(response)
-        except AlertError as exc:
-            self.state.rejected += 1
-            self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))
-            return
-        self._hold(number)
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+                while (left := deadline - loop.time()) > 0:
+                    data = await asyncio.wait_for(stream.read(), min(left, UNREAD_WAIT_SECONDS))
+                    if data is grpc.aio.EOF:
+                        break
+                    self.state.received += 1
+                    number = self.state.received
+                    alert = self._parse(data)
+                    if alert is None:
+                        continue
+                    self._unconfirmed[number] = alert
+                    if self.state.journal_error is None:
+                        submits[number] = asyncio.create_task(self._sink.submit(alert, InputName.GRPC))
+            left = deadline - loop.time()
+            if submits and left > 0:
+                await asyncio.wait(set(submits.values()), timeout=left)
+        finally:
+            for number, task in submits.items():
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    del self._unconfirmed[number]
+                    self.state.submitted += 1
+                else:
+                    task.cancel()
+                    _quiet(task)
 
-    def _report_lost(self) -> None:
-        """The input stops: the alerts it read and never journaled are lost, logged with their ids."""
-        lost = {**self._submitting, **self._held}
+    async def _account_at_stop(self, *, ask_journal: bool) -> None:
+        """The input stops: of the alerts it read and did not see journaled, each the journal does
+        not hold is lost, logged with its id and counted."""
+        unconfirmed = {**self._unconfirmed, **self._submitting, **self._held}
+        self._unconfirmed.clear()
         self._submitting.clear()
         self._held.clear()
         self.state.held = 0
-        if lost:
-            self.state.lost += len(lost)
-            self._metrics.lost.labels(InputName.GRPC.value).inc(len(lost))
-            ids = [lost[number].alert_id for number in sorted(lost)]
-            self._log.error(
-                "grpc input: stopped with alerts read from Falco never journaled: they are lost",
-                extra={
-                    "count": len(ids),
-                    "alert_ids": ids[:LOST_IDS_LOGGED],
-                    "error": self.state.journal_error,
-                },
+        journaled: set[str] = set()
+        unanswered: str | None = "the input was cancelled before the journal was asked"
+        try:
+            if not unconfirmed:
+                unanswered = None
+            elif self._journal is None:
+                unanswered = "no journal to ask"
+            elif ask_journal:
+                journaled, unanswered = await self._ask_journal(unconfirmed.values())
+        finally:
+            self._name_lost(unconfirmed, journaled, unanswered)
+            # Nothing is held any more: a run started again reads, and says again if the journal refuses.
+            self.state.journal_error = None
+            self._journal_takes_writes.set()
+
+    async def _ask_journal(self, alerts: Iterable[Alert]) -> tuple[set[str], str | None]:
+        """The ids of these alerts the journal holds, and why it did not answer (or None). It
+        answers once every write handed to it before has been committed (grpc_journal)."""
+        assert self._journal is not None
+        question = JournaledAmong(tuple((alert.time_ns, alert.alert_id) for alert in alerts))
+        try:
+            found = await asyncio.wait_for(self._journal.run(question), JOURNAL_CHECK_SECONDS)
+        except TimeoutError:
+            return set(), f"the journal did not answer within {JOURNAL_CHECK_SECONDS:g}s"
+        except Exception as exc:  # its writer is gone, or it is closed: nothing confirmed
+            return set(), f"the journal did not answer: {type(exc).__name__}: {exc}"
+        return set(found), None
+
+    def _name_lost(self, unconfirmed: dict[int, Alert], journaled: set[str], unanswered: str | None) -> None:
+        lost = {number: alert for number, alert in unconfirmed.items() if alert.alert_id not in journaled}
+        landed = len(unconfirmed) - len(lost)
+        if landed:
+            self.state.submitted += landed
+            self._log.info(
+                "grpc input: alerts whose submits were cut short by the stop are journaled",
+                extra={"count": landed},
             )
-        # Nothing is held any more: a run started again reads, and says again if the journal refuses.
-        self.state.journal_error = None
-        self._journal_takes_writes.set()
+        if not lost:
+            return
+        self.state.lost += len(lost)
+        self._metrics.lost.labels(InputName.GRPC.value).inc(len(lost))
+        ids = [lost[number].alert_id for number in sorted(lost)]
+        extra: dict[str, Any] = {
+            "count": len(ids),
+            "alert_ids": ids[:LOST_IDS_LOGGED],
+            "error": self.state.journal_error,
+        }
+        if unanswered is None:
+            message = (
+                "grpc input: stopped with alerts read from Falco that the journal does not hold:"
+                " they are lost"
+            )
+        else:
+            message = (
+                "grpc input: stopped with alerts read from Falco that the journal did not confirm: counted"
+                " as lost (one whose write was handed over before the stop may be journaled all the same)"
+            )
+            extra["unconfirmed"] = unanswered
+        self._log.error(message, extra=extra)

@@ -1,0 +1,348 @@
+"""The gRPC input at stop: every alert Falco sent is journaled or named, and none is named that is
+journaled. Real grpcio on both ends (the Falco-compatible simulator), and a real journal where the
+journal's answer matters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from responder.alert import Alert
+from responder.ingest.grpc import (
+    IN_FLIGHT,
+    JOURNAL_CHECK_SECONDS,
+    STOP_GRACE_SECONDS,
+    GrpcAlertInput,
+    alert_from_response,
+)
+from responder.ingest.sink import Accepted, InputName
+from responder.journal import Journal
+from responder.metrics import Metrics
+from responder.slots import Slots
+from tests.ingest.test_grpc import (
+    Falco,
+    RecordingSink,
+    eventually,
+    let_requests_land,
+    lost_ids,
+    make_response,
+    metric,
+    running,
+    unix_falco,
+)
+from tests.responder.test_walsync import GatedFsync
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def unix() -> Iterator[Falco]:
+    # unix socket paths are limited to ~107 bytes; pytest's tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="sg-grpc-") as directory:
+        made = unix_falco(Path(directory))
+        try:
+            yield made
+        finally:
+            made.server.stop()
+
+
+@pytest.fixture
+def logger() -> logging.Logger:
+    return logging.getLogger("test.grpc_stop")
+
+
+# -- more alerts in the stream than places to put them ---------------------------------------------
+
+
+class Sink(RecordingSink):
+    """RecordingSink that takes the first ``take`` alerts, then blocks (a full pipeline, a slow
+    journal) or, with ``full``, answers Overloaded (a journal at its size bound), and counts calls."""
+
+    def __init__(self, take: int, full: bool) -> None:
+        super().__init__()
+        self.take = take
+        self.full = full
+        self.calls: list[str] = []
+
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
+        self.calls.append(alert.alert_id)
+        if len(self.alerts) < self.take:
+            self.alerts.append((alert, source))
+            return Accepted(alert.alert_id, True)
+        self.overload_first = 1 if self.full else 0
+        self.gate.clear()
+        return await super().submit(alert, source)
+
+
+@pytest.mark.parametrize("sink_state", ["blocked", "full"])
+async def test_more_alerts_than_in_flight_at_stop_are_each_journaled_or_named(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture, sink_state: str
+) -> None:
+    sent = IN_FLIGHT + 40  # the lost ids fit one log line (LOST_IDS_LOGGED)
+    published = [make_response(f"Alert {n}") for n in range(sent)]
+    ids = [alert_from_response(response).alert_id for response in published]
+    sink = Sink(take=10, full=sink_state == "full")
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics)
+    unix.server.publish_many(published)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: len(sink.alerts) == 10, "the first alerts journaled")
+            await eventually(lambda: grpc_input.state.received == 10 + IN_FLIGHT, "every place taken")
+            await let_requests_land(unix.server)
+            # Every place is taken: nothing more is read (none waits, read, with nowhere to go).
+            assert grpc_input.state.received == 10 + IN_FLIGHT
+            assert unix.server.delivered == sent  # Falco put the rest into the stream
+            calls_at_stop = len(sink.calls)
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+    journaled = [alert.alert_id for alert, _ in sink.alerts]
+    lost = lost_ids(caplog)
+    # Every alert Falco sent is journaled or named as lost, once: those read and never taken, and
+    # those still in the stream, read at stop to be named.
+    assert journaled == ids[:10]
+    assert sorted(lost) == sorted(ids[10:])
+    assert len(lost) == len(set(lost)) == sent - 10
+    assert (grpc_input.state.lost, metric(metrics, "serving_guard_alerts_lost_total")) == (
+        sent - 10,
+        sent - 10,
+    )
+    assert grpc_input.state.received == sent and unix.server.pending() == 0
+    # Nothing was submitted again while stopping (what the stream still held was offered once, as
+    # read, and not taken), and the stop stayed bounded.
+    if sink_state == "blocked":
+        assert calls_at_stop == 10 + IN_FLIGHT and len(sink.calls) == len(set(sink.calls))
+    assert all(sink.calls.count(alert_id) == 1 for alert_id in ids[10 + IN_FLIGHT :])
+    assert stopped_in < STOP_GRACE_SECONDS + JOURNAL_CHECK_SECONDS + 2.5
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_what_the_stream_holds_at_stop_is_journaled_when_the_pipeline_frees_up(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading at stop makes room for Falco to send more: while the journal takes writes, what is
+    read then is submitted, not named lost. Here the pipeline was full until the stop began."""
+    sent = IN_FLIGHT + 40
+    published = [make_response(f"Alert {n}") for n in range(sent)]
+    ids = [alert_from_response(response).alert_id for response in published]
+    sink = Sink(take=10, full=False)
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=Metrics())
+    unix.server.publish_many(published)
+
+    async def free_up_at_stop() -> None:
+        while not grpc_input._stopping:
+            await asyncio.sleep(0.005)
+        sink.gate.set()
+
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: grpc_input.state.received == 10 + IN_FLIGHT, "every place taken")
+            await let_requests_land(unix.server)
+            freeing = asyncio.create_task(free_up_at_stop())
+        await freeing
+    assert sorted(alert.alert_id for alert, _ in sink.alerts) == sorted(ids)
+    assert lost_ids(caplog) == [] and grpc_input.state.lost == 0
+    assert grpc_input.state.submitted == sent and unix.server.pending() == 0
+
+
+# -- a slow commit at stop: the journal is asked, not guessed ---------------------------------------
+
+
+class PipelineLike:
+    """What ``Pipeline.submit`` does with the journal: wait for one of ``places`` (Slots, as the
+    pipeline's), hand the write to the journal (``schedule_call``), then wait for the commit. A
+    cancelled wait takes a handed-over write back no more than it does in the pipeline."""
+
+    def __init__(self, journal: Journal, places: int) -> None:
+        self.journal = journal
+        self.places = Slots(places)
+        self.calls: list[str] = []
+        self.handed_over: list[str] = []
+        self.rejects: list[tuple[InputName, str, str]] = []
+
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
+        self.calls.append(alert.alert_id)
+        if not self.places.try_take():
+            await self.places.take()
+        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+
+        def written(new: bool | None, error: BaseException | None) -> None:
+            self.places.release()
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(Accepted(alert.alert_id, bool(new)))
+
+        self.journal.schedule_call(Journal.op_append_alert(alert, source.value, time.time_ns(), raw), written)
+        self.handed_over.append(alert.alert_id)
+        return await answer
+
+    def reject(self, source: InputName, reason: str, detail: str) -> None:
+        self.rejects.append((source, reason, detail))
+
+
+class AskedJournal:
+    """The journal, as the input sees it; says when the input asks it which alerts it holds."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.asked = asyncio.Event()
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        self.asked.set()
+        return await self.journal.run(op)
+
+
+def journaled_ids(journal: Journal) -> list[str]:
+    with contextlib.closing(sqlite3.connect(journal.path)) as reader:
+        return [row[0] for row in reader.execute("SELECT alert_id FROM alerts ORDER BY seq")]
+
+
+@pytest.fixture
+def slow_disk(tmp_path: Path) -> Iterator[tuple[Journal, GatedFsync]]:
+    fsync = GatedFsync()
+    journal = Journal(str(tmp_path / "journal.db"), max_bytes=64 << 20, retention_seconds=3600, fsync=fsync)
+    journal.open()
+    try:
+        yield journal, fsync
+    finally:
+        fsync.gate.set()
+        journal.close()
+
+
+async def test_an_alert_handed_to_a_slow_journal_at_stop_is_not_named_lost(
+    unix: Falco,
+    logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    slow_disk: tuple[Journal, GatedFsync],
+) -> None:
+    """One alert's write is handed over and its commit is slower than the stop's grace (the disk
+    holds the fsync); the next waits for the pipeline's one place and is never handed over. The
+    first is journaled and must not be named; the second is lost and must be."""
+    journal, fsync = slow_disk
+    sink = PipelineLike(journal, places=1)
+    asked = AskedJournal(journal)
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics, journal=asked)
+    slow, waiting = make_response("Slow commit"), make_response("Waits for a place")
+    slow_id, waiting_id = (alert_from_response(response).alert_id for response in (slow, waiting))
+    fsync.gate.clear()
+    unix.server.publish_many([slow, waiting])
+    stop = asyncio.Event()
+    task = asyncio.create_task(grpc_input.run(stop))
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        try:
+            await eventually(lambda: sink.calls == [slow_id, waiting_id], "both submitted")
+            assert sink.handed_over == [slow_id]
+            assert await asyncio.to_thread(fsync.entered.wait, 10)  # its commit waits for the disk
+            stop.set()
+            # The grace passes with the commit still unconfirmed; only once the input asks the
+            # journal does the disk catch up (the write lands after the submit was cut short).
+            await asyncio.wait_for(asked.asked.wait(), STOP_GRACE_SECONDS + 5)
+            assert not task.done()
+            fsync.gate.set()
+            await asyncio.wait_for(task, 5)
+        finally:
+            fsync.gate.set()
+            stop.set()
+            if not task.done():
+                await asyncio.wait_for(task, 5)
+    assert journaled_ids(journal) == [slow_id]
+    assert lost_ids(caplog) == [waiting_id]
+    (named,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "the journal does not hold" in named.getMessage()  # asked and answered: not a guess
+    assert any("cut short by the stop are journaled" in r.getMessage() for r in caplog.records)
+    assert (grpc_input.state.lost, grpc_input.state.submitted) == (1, 1)
+    assert metric(metrics, "serving_guard_alerts_lost_total") == 1
+    # Neither was submitted again while stopping.
+    assert sink.calls == [slow_id, waiting_id]
+
+
+async def test_a_journal_that_does_not_answer_at_stop_leaves_the_alerts_named_as_unconfirmed(
+    unix: Falco,
+    logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    slow_disk: tuple[Journal, GatedFsync],
+) -> None:
+    """A disk that never catches up: the stop is still bounded, and the alert is named, said to be
+    unconfirmed (its write may land later), rather than left unsaid."""
+    journal, fsync = slow_disk
+    sink = PipelineLike(journal, places=1)
+    metrics = Metrics()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics, journal=journal)
+    stuck = make_response("Stuck commit")
+    stuck_id = alert_from_response(stuck).alert_id
+    fsync.gate.clear()
+    unix.server.publish(stuck)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: sink.handed_over == [stuck_id], "the write handed over")
+            assert await asyncio.to_thread(fsync.entered.wait, 10)
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+    assert stopped_in < STOP_GRACE_SECONDS + JOURNAL_CHECK_SECONDS + 1.5
+    assert lost_ids(caplog) == [stuck_id]
+    (named,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "did not confirm" in named.getMessage()
+    assert "did not answer within" in named.__dict__["unconfirmed"]
+    assert metric(metrics, "serving_guard_alerts_lost_total") == 1
+
+
+# -- nothing held is retried while stopping ------------------------------------------------------------
+
+
+class RefusedWhenLetGo(RecordingSink):
+    """Submits wait for ``gate``; let go, the journal refuses them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
+        self.calls.append(alert.alert_id)
+        await self.gate.wait()
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_alerts_the_journal_refuses_during_the_stop_are_named_not_submitted_again(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = RefusedWhenLetGo()
+    sink.gate.clear()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger)
+    published = [make_response(f"Refused at stop {n}") for n in range(3)]
+    ids = [alert_from_response(response).alert_id for response in published]
+    unix.server.publish_many(published)
+    stop = asyncio.Event()
+    task = asyncio.create_task(grpc_input.run(stop))
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        try:
+            await eventually(lambda: len(sink.calls) == 3, "three submits under way")
+            stop.set()
+            await asyncio.sleep(STOP_GRACE_SECONDS / 4)
+            sink.gate.set()  # refused within the stop's grace: kept, and not retried
+            await asyncio.wait_for(task, 5)
+        finally:
+            stop.set()
+            sink.gate.set()
+            await asyncio.wait_for(task, 5)
+    assert sink.calls == ids
+    assert sorted(lost_ids(caplog)) == sorted(ids)
+    assert grpc_input.state.lost == 3 and grpc_input.state.held == 0
