@@ -7,6 +7,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from responder.actions.pod_records import ReleaseRecord
 from responder.alert import Alert
 from responder.incident import IncidentKey, IncidentReport
 from responder.policy import Reopened
@@ -50,6 +51,9 @@ class IncidentState:
     lapsed: Reopened | None = None
     # This incident was opened by the first alert after the lapse of an earlier one's (its lapsed).
     reopens: Reopened | None = None
+    # A person released the pod since this incident acted on it (`serving-guard release`): its
+    # repeats fold in without acting, and the label gone is no lapse.
+    released: ReleaseRecord | None = None
     # Addresses a repeat named that a follow-up block_destination took on, and from when each may
     # be tried again (a failed block, after a while; else never within this incident).
     blocking: dict[str, int] = field(default_factory=dict)

@@ -46,6 +46,7 @@ from responder.journal_ops import (
     RecordActionByHand,
     RecordDecision,
     RecordLapse,
+    RecordReleaseFound,
     RecountIncident,
     ResetActions,
     ScheduleNotification,
@@ -539,6 +540,23 @@ class Journal:
         notification in the same transaction."""
         action = Journal.op_record_action(incident_id, None, namespace, pod, outcome)
         return RecordLapse(action, incident_id, now_ns, tell)
+
+    @staticmethod
+    def op_record_release_found(
+        incident_id: str,
+        namespace: str,
+        pod: str,
+        outcome: ActionOutcome,
+        actor: str,
+        now_ns: int,
+        *,
+        tell: bool,
+    ) -> RecordReleaseFound:
+        """Record a release the recheck found on the incident's pod (``outcome``: release,
+        RELEASED, by ``actor``) and, with ``tell``, queue its ``by_hand`` notification, in one
+        transaction; neither when the journal already holds the release under the incident."""
+        action = Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=actor)
+        return RecordReleaseFound(action, incident_id, now_ns, tell)
 
     @staticmethod
     def op_schedule_notification(

@@ -175,6 +175,34 @@ class RecordLapse:
         return tell_thread(conn, self.incident_id, "lapse", self.now_ns, action_id)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordReleaseFound:
+    """A release the recheck found on an incident's pod (`serving-guard release` run without
+    --incident, or without the journal): recorded under the incident as the person's action, and
+    told in its thread as the command would have (``tell``), unless the journal already holds a
+    release under the incident since its last quarantine or block (the command was run with
+    --incident: it told it). Returns the notification's id, or None: nothing is told."""
+
+    action: RecordAction
+    incident_id: str
+    now_ns: int
+    tell: bool
+
+    def __call__(self, conn: sqlite3.Connection) -> int | None:
+        told = conn.execute(
+            "SELECT 1 FROM actions WHERE incident_id = ?1 AND action = 'release' AND id > COALESCE("
+            "(SELECT MAX(id) FROM actions WHERE incident_id = ?1"
+            " AND action IN ('quarantine', 'block_destination')), 0) LIMIT 1",
+            (self.incident_id,),
+        ).fetchone()
+        if told is not None:
+            return None
+        action_id = self.action(conn)
+        if not self.tell:
+            return None
+        return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
+
+
 def tell_thread(
     conn: sqlite3.Connection, incident_id: str, kind: str, now_ns: int, action_id: int
 ) -> int | None:

@@ -29,14 +29,18 @@ from responder.actions.outcome import (
     BLOCK_BREAKER_OPEN,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
+    BY_HAND,
     LAPSED_ACTION,
+    REASON,
     RECHECK,
     ActionOutcome,
     Lapse,
     OutcomeStatus,
+    release_note,
 )
+from responder.actions.pod_records import ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
-from responder.alert import Alert
+from responder.alert import Alert, format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
@@ -347,6 +351,12 @@ class Pipeline:
         lapsed = _lapsed_in(row.incident_id, report) if report is not None else None
         if lapsed is not None and reopen_after_ns is None:
             reopen_after_ns = lapsed.checked_ns
+        # A release journaled under it still holds: its repeats fold in without acting.
+        released = _released_in(report) if report is not None else None
+        # What it put on the pod is proven again by the first repeat after the restart (the recheck
+        # timer is not journaled; what happened while the responder was down is unknown).
+        outcomes = report.outcomes if report is not None else ()
+        holding = reopen_after_ns is None and released is None and any(_put_on_pod(o) for o in outcomes)
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(record["first_alert"]),
@@ -359,8 +369,10 @@ class Pipeline:
             # The thread-counter throttle carries on where it was, not from zero.
             last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
             reopen_after_ns=reopen_after_ns,
+            recheck_after_ns=self._clock_ns() if holding else None,
             lapsed=lapsed,
             reopens=report.decision.reopens if report is not None else None,
+            released=released,
         )
 
     def _journaled_openings(
@@ -543,7 +555,7 @@ class Pipeline:
         """A repeat of an incident that blocks destinations, naming an address it has not blocked:
         block that one too (in the background), or the attack could switch destinations within the
         window while its repeats fold in."""
-        if not self._blocks_destinations:
+        if not self._blocks_destinations or state.released is not None:
             return
         report = state.report
         # A block the block breaker held back at the decision is taken on here too, once it closes.
@@ -575,10 +587,15 @@ class Pipeline:
         retry_ns = self._clock_ns() + int(REDECIDE_AFTER_SECONDS * 1e9)
         try:
             async with self._pod_lock(key.namespace, key.pod):
-                verification, pod = await self._verify(alert)
+                # Read fresh: a release since the cached read must not be undone by this block.
+                verification, pod = await self._verify(alert, fresh=True)
                 report = state.report
                 if not verification.verified or pod is None or report is None:
                     state.blocking[address] = retry_ns
+                    return
+                released = self._released_since(state, pod)
+                if released is not None:  # a person gave the pod back its traffic: not blocked again
+                    self._found_released(state, released)
                     return
                 dry_run = report.decision.dry_run
                 now = self._clock_ns()
@@ -907,12 +924,19 @@ class Pipeline:
         again), and the lapse is journaled under this incident and told in its Slack thread."""
         key = state.key
         started_ns = self._clock_ns()
+        if state.released is not None:  # found at the recheck before: journaled (and told) now
+            self._record_release(state, state.released)
+            return
         try:
             lookup = await self._in_pool(self._directory.lookup, key.namespace, key.pod, fresh=True)
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
             log.debug("quarantine recheck skipped", extra={"incident": state.incident_id, "error": str(exc)})
             return
         if lookup.status is not LookupStatus.FOUND or lookup.pod is None:
+            return
+        released = self._released_since(state, lookup.pod)
+        if released is not None:
+            self._found_released(state, released)
             return
         lapse = self._lifted(state, lookup.pod)
         if lapse is None:
@@ -964,18 +988,76 @@ class Pipeline:
         except RuntimeError as exc:  # the journal is closing: the next alert still opens a new incident
             log_failed_write(log, exc, "record_lapse", state.incident_id, None)
             return
-        written.add_done_callback(lambda done: self._lapse_written(done, state.incident_id))
+        written.add_done_callback(lambda done: self._reply_written(done, "record_lapse", state.incident_id))
 
-    def _lapse_written(self, written: asyncio.Future[int | None], incident_id: str) -> None:
-        """Wake the notifier for the lapse's notification, or say (an error) that the lapse was not
-        journaled: then neither the audit trail nor Slack tells it (the log line above does)."""
+    def _reply_written(self, written: asyncio.Future[int | None], what: str, incident_id: str) -> None:
+        """Wake the notifier for the thread reply the write ``what`` queued, or say (an error) that
+        it was not journaled: then neither the audit trail nor Slack tells it (the log line does)."""
         if written.cancelled():
             return
         error = written.exception()
         if error is not None:
-            log_failed_write(log, error, "record_lapse", incident_id, None)
+            log_failed_write(log, error, what, incident_id, None)
         elif written.result() is not None:
             self._wake_notifier()
+
+    def _released_since(self, state: IncidentState, pod: PodContext) -> ReleaseRecord | None:
+        """The release a person made of the pod (`serving-guard release`) since this incident put a
+        quarantine or block on it, as the pod records it; None: none. (Its quarantine and blocks
+        clear an earlier release's record, so a record on the pod is a later one.)"""
+        outcomes = state.report.outcomes if state.report is not None else ()
+        if not any(_put_on_pod(o) for o in outcomes):
+            return None
+        return release_record(pod)
+
+    def _found_released(self, state: IncidentState, released: ReleaseRecord) -> None:
+        """A person released the pod: a lift, not a lapse. Its repeats fold in as before and act no
+        more (the person judged the pod safe for now; an alert after the incident's window is
+        decided afresh). Journaled under the incident, and told in its thread, at the next recheck,
+        unless the command did both (run with --incident, it journals right after its patch)."""
+        if state.released is not None:
+            return
+        state.released = released
+        state.recheck_after_ns = self._clock_ns() + int(RECHECK_SECONDS * 1e9)
+        log.info(
+            f"the pod was released by {released.by} ({released.reason}); this incident's repeats are"
+            " counted, not acted on",
+            extra={"incident": state.incident_id, "pod": state.key.pod_ref},
+        )
+
+    def _record_release(self, state: IncidentState, released: ReleaseRecord) -> None:
+        """Journal the release found on the pod under the incident, as the person's action, with
+        its thread reply when the incident is told in Slack (not when it already holds it)."""
+        state.recheck_after_ns = None
+        now = self._clock_ns()
+        key = state.key
+        report = state.report
+        tell = report is not None and report.decision.notify and self._notifications
+        try:
+            at = parse_time_ns(released.at)  # as the pod records it: when the person released it
+        except ValueError:
+            at = now
+        outcome = ActionOutcome(
+            "release",
+            OutcomeStatus.RELEASED,
+            f"{release_note(released.by, released.reason)}; found on the pod by the responder (the"
+            " command was run without --incident)",
+            started_ns=at,
+            finished_ns=at,
+            extra={BY_HAND: released.by, REASON: released.reason},
+        )
+        try:
+            written = self._journal.schedule(
+                Journal.op_record_release_found(
+                    state.incident_id, key.namespace, key.pod, outcome, released.by, now, tell=tell
+                )
+            )
+        except RuntimeError as exc:  # the journal is closing: the pod record and the Event still say it
+            log_failed_write(log, exc, "record_release_found", state.incident_id, None)
+            return
+        written.add_done_callback(
+            lambda done: self._reply_written(done, "record_release_found", state.incident_id)
+        )
 
     def _lifted(self, state: IncidentState, pod: PodContext | None) -> Lapse | None:
         """What this incident put on the pod that the pod no longer carries (its label), or None."""
@@ -1009,7 +1091,8 @@ class Pipeline:
         proven = bool(quarantines) and all(o.status is OutcomeStatus.QUARANTINED for o in quarantines)
         return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
 
-    async def _verify(self, alert: Alert) -> tuple[Verification, PodContext | None]:
+    async def _verify(self, alert: Alert, *, fresh: bool = False) -> tuple[Verification, PodContext | None]:
+        """The alert checked against its pod (as cached, or read ``fresh``), and the pod."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
             return Verification(
@@ -1019,18 +1102,18 @@ class Pipeline:
             return Verification(
                 VerificationStatus.UNVERIFIED, "namespace or pod is not a valid Kubernetes name"
             ), None
-        lookup = await self._in_pool(self._directory.lookup, namespace, name)
+        lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
         if lookup.status is LookupStatus.NOT_FOUND:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
         if lookup.status is LookupStatus.FAILED or lookup.pod is None:
             return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
         check_node = self._config.cluster.verify_node
         verification = verify_alert(alert, lookup.pod, check_node=check_node)
-        if not verification.verified:
+        if not verification.verified and not fresh:
             # The cached pod may predate a container restart: read it fresh once before refusing.
-            fresh = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
-            if fresh.status is LookupStatus.FOUND and fresh.pod is not None:
-                return verify_alert(alert, fresh.pod, check_node=check_node), fresh.pod
+            reread = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
+            if reread.status is LookupStatus.FOUND and reread.pod is not None:
+                return verify_alert(alert, reread.pod, check_node=check_node), reread.pod
         return verification, lookup.pod
 
     def _withheld_outcomes(self, alert: Alert, decision: Decision) -> list[ActionOutcome]:
@@ -1146,6 +1229,18 @@ def _lapsed_in(incident_id: str, report: IncidentReport) -> Reopened | None:
         lapse = outcome.lapse
         if lapse is not None:
             return Reopened(incident_id, lapse, outcome.finished_ns)
+    return None
+
+
+def _released_in(report: IncidentReport) -> ReleaseRecord | None:
+    """The release journaled under the incident after the last quarantine or block it holds (by
+    hand or found on the pod), or None."""
+    for outcome in reversed(report.outcomes):
+        if outcome.action == "release" and outcome.status is OutcomeStatus.RELEASED:
+            by, reason = outcome.extra.get(BY_HAND), outcome.extra.get(REASON)
+            return ReleaseRecord(str(by or "?"), str(reason or "?"), format_time_ns(outcome.finished_ns))
+        if outcome.action in ("quarantine", BLOCK_DESTINATION) and _put_on_pod(outcome):
+            return None
     return None
 
 

@@ -41,6 +41,7 @@ from responder.actions.outcome import (
     failure_outcome,
 )
 from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
+from responder.actions.pod_records import CLEAR_RELEASE_RECORD
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -328,8 +329,13 @@ class DestinationBlocks:
         """Label the pod into its block policy (made already), then prove the block."""
         label = self._settings.label
         try:
-            # The pod's labels as read are not needed: its block's label is its own.
-            patched = patch_as_read(self._gateway, pod, lambda _meta: {"labels": {label: value}})
+            # The pod's labels as read are not needed: its block's label is its own. (An earlier
+            # release's record goes: a release recorded on the pod is then one made since.)
+            patched = patch_as_read(
+                self._gateway,
+                pod,
+                lambda _meta: {"labels": {label: value}, "annotations": CLEAR_RELEASE_RECORD},
+            )
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
         except KeptChanging as exc:

@@ -46,6 +46,20 @@ from responder.actions.outcome import (
     release_note,
 )
 from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
+from responder.actions.pod_records import (
+    A_ALERT_ID,
+    A_FLAGGED_AT,
+    A_INCIDENT,
+    A_PATCHED,
+    A_QUARANTINED_AT,
+    A_REASON,
+    A_RELEASE_REASON,
+    A_RELEASED_AT,
+    A_RELEASED_BY,
+    A_RULE,
+    CLEAR_RELEASE_RECORD,
+    QUARANTINE_ANNOTATIONS,
+)
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -54,18 +68,6 @@ from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 
-ANNOTATION_PREFIX = "serving-guard.io/"
-A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
-A_RULE = ANNOTATION_PREFIX + "rule"
-A_ALERT_ID = ANNOTATION_PREFIX + "alert-id"
-A_INCIDENT = ANNOTATION_PREFIX + "incident"
-A_REASON = ANNOTATION_PREFIX + "reason"
-A_PATCHED = ANNOTATION_PREFIX + "patched-policies"
-A_FLAGGED_AT = ANNOTATION_PREFIX + "flagged-at"
-A_RELEASED_AT = ANNOTATION_PREFIX + "released-at"
-A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
-A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
-QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
 MAX_ANNOTATION = 1024
 # What the chart puts on the deny-all policies it renders (templates/quarantine-networkpolicies.yaml).
 HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")
@@ -746,6 +748,7 @@ class ClusterActions:
                 A_ALERT_ID: alert.alert_id,
                 A_INCIDENT: incident_id,
                 A_REASON: _clip(reason),
+                **CLEAR_RELEASE_RECORD,
             }
             if A_QUARANTINED_AT not in (meta.get("annotations") or {}):
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats

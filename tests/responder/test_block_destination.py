@@ -419,9 +419,11 @@ def test_past_max_per_pod_a_new_address_is_reported_not_blocked(seeded: Seeded) 
     assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.1", "203.0.113.2"}
 
 
-async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_repeat(
+async def test_a_block_label_removed_while_the_attack_goes_on_is_put_back_by_the_next_repeat(
     tmp_path: Path, seeded: Seeded
 ) -> None:
+    """Removed by hand (kubectl label ... -), not by `serving-guard release`: a lapse, and the next
+    alert blocks again (a release is a lift: test_release_is_a_lift.py)."""
     running, pods, kubeconfig = seeded
     clock = FakeClock()
     responder = await started_blocking(tmp_path, kubeconfig, clock)
@@ -440,7 +442,9 @@ async def test_a_block_lifted_while_the_attack_goes_on_is_put_back_by_the_next_r
 
         await send()
         assert blocked()
-        responder.actions.release(vllm.namespace, vllm.name, by="test", reason="lifted mid-attack")
+        Harness(running, kubeconfig).gateway.patch_pod(
+            vllm.namespace, vllm.name, {"metadata": {"labels": {BLOCK_LABEL: None}}}
+        )
         assert not blocked()
         clock.advance(16)
         await send()  # folds, and starts a recheck of the pod

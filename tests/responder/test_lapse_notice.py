@@ -390,3 +390,53 @@ async def test_a_privileged_debug_container_added_to_a_quarantined_pod_is_a_laps
         )
     finally:
         await responder.stop()
+
+
+async def test_after_a_restart_the_first_repeat_proves_the_quarantine_again(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The recheck's timer is not journaled: a restarted responder proves what its open incidents
+    put on their pods at the first repeat, not never (the deny-all went while it was down)."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        post = await quarantined_and_posted(responder, sink, vllm)
+    finally:
+        await responder.stop()
+    delete_policy(Harness(running, kubeconfig), vllm.namespace, DENY_ALL)
+    clock.advance(1)
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await submit(responder, shell(vllm, 2))
+        assert await rechecked(responder)
+        await settle(responder, lambda: len(lapse_replies(sink)) == 1)
+        (reply,) = lapse_replies(sink)
+        assert reply.thread_ts == post.ts
+        assert f"NetworkPolicy {DENY_ALL} is gone" in visible_text(reply.blocks)
+    finally:
+        await responder.stop()
+
+
+async def test_after_a_restart_a_quarantine_that_holds_is_not_said_to_lapse(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await quarantined_and_posted(responder, sink, vllm)
+    finally:
+        await responder.stop()
+    clock.advance(1)
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await submit(responder, shell(vllm, 2))
+        assert not await rechecked(responder)
+        clock.advance(16)
+        await submit(responder, shell(vllm, 3))
+        assert not await rechecked(responder)
+        assert lapse_rows(responder) == [] and len(incident_ids(responder)) == 1
+    finally:
+        await responder.stop()

@@ -376,9 +376,10 @@ async def test_the_breaker_counts_pods_not_rules(tmp_path: Path, seeded: Seeded)
         await responder.stop()
 
 
-async def test_a_lifted_quarantine_is_noticed_and_the_next_repeat_isolates_again(
+async def test_a_quarantine_label_removed_by_hand_is_noticed_and_the_next_repeat_isolates_again(
     tmp_path: Path, seeded: Seeded
 ) -> None:
+    """kubectl label ... - (not `serving-guard release`, a lift: test_release_is_a_lift.py)."""
     running, pods, kubeconfig = seeded
     clock = FakeClock()
     responder = await start_with_clock(tmp_path, kubeconfig, clock)
@@ -386,7 +387,9 @@ async def test_a_lifted_quarantine_is_noticed_and_the_next_repeat_isolates_again
         vllm = pods["vllm"]
         await submit_all(responder, [shell(vllm, n=0)])
         assert labels(running, vllm)[LABEL] == "true"
-        responder.actions.release(vllm.namespace, vllm.name, by="test", reason="lifted mid-attack")
+        KubeGateway.from_config(responder.config.cluster).patch_pod(
+            vllm.namespace, vllm.name, {"metadata": {"labels": {LABEL: None}}}
+        )
         assert LABEL not in labels(running, vllm)
         clock.advance(16)
         await submit_all(responder, [shell(vllm, n=1)])  # folds, and starts a recheck of the pod

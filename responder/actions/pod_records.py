@@ -1,0 +1,50 @@
+"""What the responder and `serving-guard release` record on a pod (its serving-guard.io/
+annotations), and the release record read back: how the responder tells a person's release
+(a lift) from a label removed by hand (a lapse)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from responder.cluster.context import PodContext
+
+ANNOTATION_PREFIX = "serving-guard.io/"
+A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
+A_RULE = ANNOTATION_PREFIX + "rule"
+A_ALERT_ID = ANNOTATION_PREFIX + "alert-id"
+A_INCIDENT = ANNOTATION_PREFIX + "incident"
+A_REASON = ANNOTATION_PREFIX + "reason"
+A_PATCHED = ANNOTATION_PREFIX + "patched-policies"
+A_FLAGGED_AT = ANNOTATION_PREFIX + "flagged-at"
+A_RELEASED_AT = ANNOTATION_PREFIX + "released-at"
+A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
+A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
+QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
+RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON)
+# Merged into the annotations of every quarantine and block patch: the pod's release record is then
+# always later than what the responder last put on it.
+CLEAR_RELEASE_RECORD: dict[str, str | None] = dict.fromkeys(RELEASE_ANNOTATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """A release as `serving-guard release` recorded it on the pod: who, why, when (its words)."""
+
+    by: str
+    reason: str
+    at: str
+
+
+def release_record(pod: PodContext) -> ReleaseRecord | None:
+    """The pod's release record, when it is the last word on the pod: a quarantine or block since
+    clears it (CLEAR_RELEASE_RECORD), and the release clears the quarantine record, which a label
+    removed by hand (kubectl label ... -) leaves in place. None: no release since."""
+    annotations = pod.annotations
+    released_at = annotations.get(A_RELEASED_AT)
+    if released_at is None or A_QUARANTINED_AT in annotations:
+        return None
+    return ReleaseRecord(
+        by=annotations.get(A_RELEASED_BY) or "someone",
+        reason=annotations.get(A_RELEASE_REASON) or "",
+        at=released_at,
+    )
