@@ -567,6 +567,9 @@ class Journal(Strict):
     max_bytes: int = Field(default=1024**3, strict=True, ge=1024 * 1024)
     # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
     max_pending: int = Field(default=20000, strict=True, ge=10, le=10_000_000)
+    # ... and at most this many bytes of them (each its body plus ~2 KiB of objects): a storm of
+    # large alerts holds no more memory than one of small ones. One larger alert goes through alone.
+    max_pending_bytes: int = Field(default=64 * 1024**2, strict=True, ge=1024**2, le=64 * 1024**3)
     # Group commit: the next commit starts once the previous group is synced, or at the latest this
     # long after the previous commit began; with synchronous normal, writes that queued up during a
     # commit wait out the interval, and a write that finds the writer idle commits at once (see

@@ -24,9 +24,11 @@ from responder.ingest.httpserver import FEED_SLICE, PIPELINE_BYTES, WRITE_BUFFER
 # Measured per TLS connection, by event loop (server.event_loop).
 TLS_CONNECTION_BYTES = {"uvloop": 60 * 1024, "asyncio": 320 * 1024}
 # The responder itself, its journal's writer process included, through a 200,000-alert storm
-# (bench/README: peak RSS ~102 MB), with room to spare.
+# (bench/README: peak RSS ~102 MB), with room to spare; the alerts in flight included, up to the
+# default journal.max_pending_bytes (a larger one adds what it is larger by).
 RESPONDER_BYTES = 128 * 1024 * 1024
 MIB = 1024 * 1024
+DEFAULT_PENDING_BYTES = 64 * MIB
 
 
 # The most the event loop hands a connection at once (asyncio reads 256 KiB, uvloop 250 KB): read while
@@ -56,14 +58,20 @@ def connection_bytes(event_loop: str, tls: bool, max_body_bytes: int) -> int:
 
 
 def connections_memory_warning(
-    event_loop: str, tls: bool, max_connections: int, max_body_bytes: int, limit_bytes: int
+    event_loop: str,
+    tls: bool,
+    max_connections: int,
+    max_body_bytes: int,
+    limit_bytes: int,
+    max_pending_bytes: int = DEFAULT_PENDING_BYTES,
 ) -> str | None:
     """Why ``max_connections`` connections may not fit ``limit_bytes``, or None if they fit."""
     per_connection = connection_bytes(event_loop, tls, max_body_bytes)
-    needed = RESPONDER_BYTES + max_connections * per_connection
+    responder = RESPONDER_BYTES + max(0, max_pending_bytes - DEFAULT_PENDING_BYTES)
+    needed = responder + max_connections * per_connection
     if needed <= limit_bytes:
         return None
-    fitting = max(0, (limit_bytes - RESPONDER_BYTES) // per_connection)
+    fitting = max(0, (limit_bytes - responder) // per_connection)
     advice = (
         f"lower inputs.http.max_connections to {fitting} or less, or raise the memory limit"
         " (a lower inputs.http.max_body_bytes may refuse real alerts)"
@@ -81,7 +89,8 @@ def connections_memory_warning(
     return (
         f"inputs.http.max_connections: {max_connections} {kind} may take"
         f" ~{max_connections * per_connection // MIB} MiB (~{per_connection // 1024} KiB each: {held})"
-        f" on top of ~{RESPONDER_BYTES // MIB} MiB for the responder, more than this container's"
+        f" on top of ~{responder // MIB} MiB for the responder and its alerts in flight"
+        f" (journal.max_pending_bytes), more than this container's"
         f" memory limit of {limit_bytes // MIB} MiB: {advice}"
     )
 

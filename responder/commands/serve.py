@@ -96,7 +96,12 @@ def warn_if_connections_exceed_memory(config: Config, limit_bytes: int | None = 
     if limit is None:
         return
     warning = connections_memory_warning(
-        config.server.event_loop, http.tls is not None, http.max_connections, http.max_body_bytes, limit
+        config.server.event_loop,
+        http.tls is not None,
+        http.max_connections,
+        http.max_body_bytes,
+        limit,
+        config.journal.max_pending_bytes,
     )
     if warning is not None:
         log.warning(warning)

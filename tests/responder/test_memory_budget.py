@@ -137,3 +137,15 @@ def test_serve_says_nothing_when_they_fit_or_there_is_no_input(
     with caplog.at_level(logging.WARNING, logger="serving_guard.serve"):
         warn_if_connections_exceed_memory(config, limit_bytes=1280 * MIB)  # the chart's
     assert caplog.records == []
+
+
+def test_alerts_in_flight_past_the_default_bytes_count_against_the_limit() -> None:
+    # 1024 uvloop TLS connections fit 1280Mi with the default 64 MiB of alerts in flight ...
+    assert connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB) is None
+    # ... not with 512 MiB of them: 128 + 448 MiB for the responder, 1086 MiB for the connections.
+    warning = connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB, 512 * MIB)
+    assert warning is not None
+    assert (
+        "on top of ~576 MiB for the responder and its alerts in flight (journal.max_pending_bytes)" in warning
+    )
+    assert "to 663 or less" in warning  # (1280 - 576) MiB / 1086 KiB

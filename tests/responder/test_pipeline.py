@@ -16,6 +16,8 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.config import Config
 from responder.ingest.sink import InputName, Overloaded
+from responder.journal_rows import estimated_payload_bytes
+from responder.pipeline import ALERT_OVERHEAD_BYTES
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
@@ -224,6 +226,55 @@ async def test_full_pipeline_pushes_back(tmp_path: Path, seeded: Seeded) -> None
         await responder.stop()
 
 
+async def test_alerts_in_flight_are_bounded_by_bytes_too(tmp_path: Path, seeded: Seeded) -> None:
+    """journal.max_pending_bytes: large alerts fill it long before max_pending; each slot's bytes
+    come back when its alert is done, whether it opened an incident, folded in or was redelivered."""
+    running, pods, kubeconfig = seeded
+    bound = 1024 * 1024
+    config = responder_config(tmp_path, kubeconfig, extra={"journal": {"max_pending_bytes": bound}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    running.emulator.latency_seconds = 0.3
+    await responder.start()
+    try:
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        large = "x" * 15_000  # Falco's drivers cut a field at 4 KiB; the responder refuses past 16 KiB
+
+        def big(n: int, rule: str) -> Alert:
+            payload = falco_alert(
+                pods["vllm"],
+                rule,
+                "Notice",
+                "shell",
+                {
+                    "proc.name": "sh",
+                    "proc.cmdline": f"sh {n} {large}",
+                    "proc.pcmdline": large,
+                    "fd.name": large,
+                },
+            )
+            return alert_from_mapping(payload)
+
+        accepted = 0
+        with pytest.raises(Overloaded):
+            for i in range(50):
+                await pipeline.submit(big(i, f"Rule {i}"), InputName.HTTP, wait_seconds=0.01)
+                accepted += 1
+        # ~93 KB each (three fields, the output that shows them, ~2 KiB of objects): 11 fit in 1 MiB,
+        # not the 20,000 of max_pending.
+        each = estimated_payload_bytes(big(0, "Rule 0")) + ALERT_OVERHEAD_BYTES
+        assert 90_000 < each < 95_000 and accepted == bound // each == 11
+        running.emulator.latency_seconds = 0
+        assert await pipeline.drain(timeout=30)
+        await pipeline.submit(big(0, "Rule 0"), InputName.HTTP)  # a redelivery
+        await pipeline.submit(big(99, "Rule 0"), InputName.HTTP)  # a repeat
+        assert await pipeline.drain(timeout=30)
+        assert pipeline._slots.free_bytes == bound
+        assert pipeline._slots.free == config.journal.max_pending
+    finally:
+        await responder.stop()
+
+
 async def test_unfinished_alerts_are_resumed_after_a_restart(tmp_path: Path, seeded: Seeded) -> None:
     running, pods, kubeconfig = seeded
     config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}})
@@ -413,7 +464,7 @@ async def test_a_failure_after_journaling_is_answered_not_left_hanging(
     pipeline = responder.pipeline
     assert pipeline is not None
 
-    def broken_dispatch(alert: Alert, received_ns: int) -> None:
+    def broken_dispatch(alert: Alert, received_ns: int, weight: int) -> None:
         raise RuntimeError("dispatch broke")
 
     monkeypatch.setattr(pipeline, "_dispatch", broken_dispatch)
