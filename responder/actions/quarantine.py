@@ -829,21 +829,6 @@ class ClusterActions:
 
     # -- re-check -----------------------------------------------------------------------------
 
-    def lapse(
-        self,
-        pod: PodContext,
-        *,
-        cut: Isolation | None,
-        known_leaks: Collection[str] = (),
-        blocked: Collection[str] = (),
-        proven: bool = False,
-    ) -> str | None:
-        """What undid, since it was made, a quarantine in the cut ``cut`` (None: none was made) or
-        a block of the addresses ``blocked``, with ``pod`` as read afresh, in words (lapse_of's
-        detail); None: they hold as made."""
-        found = self.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
-        return found.detail if found is not None else None
-
     def lapse_of(
         self,
         pod: PodContext,

@@ -44,7 +44,7 @@ def blocked(harness: Harness, pod: SeededPod) -> str:
     """Block ADDRESS for ``pod``, proven; the name of its block policy."""
     outcome = harness.actions.block_destination(harness.pod(pod), egress_alert(pod, ADDRESS), dry_run=False)
     assert outcome.status is OutcomeStatus.BLOCKED and outcome.kept_out is None, outcome.detail
-    assert harness.actions.lapse(harness.pod(pod), cut=None, blocked=BLOCKED) is None
+    assert harness.lapse(harness.pod(pod), cut=None, blocked=BLOCKED) is None
     policy = block_policy_of(harness, pod)
     assert policy is not None
     return str(policy["metadata"]["name"])
@@ -70,7 +70,7 @@ def delete(harness: Harness, namespace: str, name: str) -> None:
 
 
 def lapse(harness: Harness, pod: SeededPod) -> str | None:
-    return harness.actions.lapse(harness.pod(pod), cut=None, blocked=BLOCKED)
+    return harness.lapse(harness.pod(pod), cut=None, blocked=BLOCKED)
 
 
 # -- (a) another policy comes to allow the address ----------------------------------------------

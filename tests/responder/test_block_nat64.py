@@ -75,7 +75,7 @@ def test_the_other_form_of_a_blocked_host_is_not_blocked_twice(harness: Harness,
         "::/0": ["64:ff9b::c633:6409/128", f"{NAT64}/128"],
     }
     pod = harness.pod(vllm)
-    assert harness.actions.lapse(pod, cut=None, blocked={"203.0.113.7", "198.51.100.9"}) is None
+    assert harness.lapse(pod, cut=None, blocked={"203.0.113.7", "198.51.100.9"}) is None
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def test_case_a_an_egress_quarantine_over_an_old_block_rewrites_it_to_leave_the_
     assert block.kept_out is KeptOut.QUARANTINE
     assert egress_of(harness, vllm) == CLOSED
     # The block of the earlier address holds too: the cut keeps it out.
-    assert harness.actions.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) is None
+    assert harness.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) is None
 
 
 def test_case_a_a_quarantine_that_cannot_rewrite_the_old_block_is_leaky(seeded: Seeded) -> None:
@@ -468,7 +468,7 @@ def test_a_quarantine_whose_deny_all_cannot_be_made_leaves_a_blocked_pod_blocked
     assert stored_policy(harness, vllm, name) == before  # still selecting the pod, still blocking
     assert egress_of(harness, vllm) == f"partial via {name}"
     if not old:  # (an earlier version's policy is "not as built" to the recheck, by design)
-        assert harness.actions.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) is None
+        assert harness.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) is None
 
 
 @pytest.mark.parametrize("by", ["block", "quarantine"])

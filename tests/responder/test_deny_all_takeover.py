@@ -139,7 +139,7 @@ def test_a_stale_copy_fails_at_its_first_quarantine_and_leaves_the_deny_all_to_t
     assert inforce.detail == ""  # the policy was as built: nothing created, nothing repaired
     expected = (CLOSED, CLOSED) if isolate is Isolation.BOTH else (OPEN, CLOSED)
     assert _state(harness, torchserve) == expected
-    assert harness.actions.lapse(harness.pod(torchserve), cut=isolate) is None
+    assert harness.lapse(harness.pod(torchserve), cut=isolate) is None
 
 
 def test_a_stale_copy_fails_where_pods_are_quarantined_and_names_them_without_calling_either_stale(
@@ -165,7 +165,7 @@ def test_a_stale_copy_fails_where_pods_are_quarantined_and_names_them_without_ca
     assert "not the one in force" not in stale.detail
     assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
     assert _state(harness, kserve) == (CLOSED, CLOSED)
-    assert harness.actions.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None
+    assert harness.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None
 
 
 # -- the responder in force meets a deny-all already retargeted ---------------------------------------

@@ -70,7 +70,7 @@ def relabel(harness: Harness, pod: SeededPod, value: str) -> None:
 def test_a_quarantine_as_made_holds(harness: Harness, seeded: Seeded) -> None:
     vllm = seeded[1]["vllm"]
     quarantined(harness, vllm)
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None
 
 
 def test_a_policy_that_came_to_let_traffic_through_undoes_it_unless_reported_when_made(
@@ -79,10 +79,10 @@ def test_a_policy_that_came_to_let_traffic_through_undoes_it_unless_reported_whe
     vllm = seeded[1]["vllm"]
     quarantined(harness, vllm)
     harness.put_policy(vllm.namespace, "debug-allow-all", ALLOW_ALL)
-    lapse = harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH)
+    lapse = harness.lapse(harness.pod(vllm), cut=Isolation.BOTH)
     assert lapse == "NetworkPolicy debug-allow-all now allows its ingress+egress"
     # A quarantine reported LEAKY through it when made is held to that, no more.
-    known = harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH, known_leaks={"debug-allow-all"})
+    known = harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, known_leaks={"debug-allow-all"})
     assert known is None
 
 
@@ -94,7 +94,7 @@ def test_a_one_way_cut_widened_by_another_quarantine_is_held_to_its_own_directio
     undone once the egress of the policy the pod is in now is opened."""
     triton = seeded[1]["triton"]
     quarantined(harness, triton, Isolation.EGRESS)
-    assert harness.actions.lapse(harness.pod(triton), cut=Isolation.EGRESS) is None
+    assert harness.lapse(harness.pod(triton), cut=Isolation.EGRESS) is None
     widened = harness.actions.quarantine(
         harness.pod(triton), shell_alert(triton), "inc-2", "Notice: shell", dry_run=False
     )
@@ -106,22 +106,20 @@ def test_a_one_way_cut_widened_by_another_quarantine_is_held_to_its_own_directio
     assert direction_state(policies, pod_labels, "egress") == CLOSED
     assert direction_state(policies, pod_labels, "ingress") == "partial via allow-gateway-to-triton"
 
-    assert harness.actions.lapse(harness.pod(triton), cut=Isolation.EGRESS) is None
+    assert harness.lapse(harness.pod(triton), cut=Isolation.EGRESS) is None
     # The widening incident is held to its own report: the leak it was LEAKY through is known to it.
     assert (
-        harness.actions.lapse(harness.pod(triton), cut=Isolation.BOTH)
+        harness.lapse(harness.pod(triton), cut=Isolation.BOTH)
         == "NetworkPolicy allow-gateway-to-triton now allows its ingress"
     )
     assert (
-        harness.actions.lapse(
-            harness.pod(triton), cut=Isolation.BOTH, known_leaks={"allow-gateway-to-triton"}
-        )
+        harness.lapse(harness.pod(triton), cut=Isolation.BOTH, known_leaks={"allow-gateway-to-triton"})
         is None
     )
     # The egress cut is now the both-ways deny-all's: opened there, the egress incident is undone.
     edit_policy(harness, triton.namespace, DENY_ALL, egress=[{}])
     assert (
-        harness.actions.lapse(harness.pod(triton), cut=Isolation.EGRESS)
+        harness.lapse(harness.pod(triton), cut=Isolation.EGRESS)
         == "NetworkPolicy serving-guard-quarantine no longer cuts egress"
     )
 
@@ -132,7 +130,7 @@ def test_a_policy_allowing_only_the_direction_left_alone_does_not_undo_a_one_way
     vllm = seeded[1]["vllm"]
     quarantined(harness, vllm, Isolation.EGRESS)
     harness.put_policy(vllm.namespace, "ingress-from-anywhere", {"podSelector": {}, "ingress": [{}]})
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.EGRESS) is None
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.EGRESS) is None
 
 
 @pytest.mark.parametrize(
@@ -157,7 +155,7 @@ def test_a_deny_all_deleted_or_edited_undoes_it(
         edit_policy(harness, vllm.namespace, DENY_ALL, policyTypes=["Ingress"])
     else:
         edit_policy(harness, vllm.namespace, DENY_ALL, podSelector={"matchLabels": {LABEL: "no"}})
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH) == said
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH) == said
 
 
 def test_a_label_moved_to_a_narrower_cut_or_removed_undoes_it(harness: Harness, seeded: Seeded) -> None:
@@ -165,14 +163,14 @@ def test_a_label_moved_to_a_narrower_cut_or_removed_undoes_it(harness: Harness, 
     quarantined(harness, vllm)
     relabel(harness, vllm, "true-ingress")
     assert (
-        harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH)
+        harness.lapse(harness.pod(vllm), cut=Isolation.BOTH)
         == "its quarantine label now cuts ingress only, not both"
     )
     # Wider than made is no lapse: an ingress cut widened to both by a later quarantine still cuts ingress.
     relabel(harness, vllm, "true")
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.INGRESS) is None
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.INGRESS) is None
     relabel(harness, vllm, "someone-else")
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH) == "its quarantine label is gone"
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH) == "its quarantine label is gone"
 
 
 def test_a_block_policy_gone_or_no_longer_blocking_the_address_undoes_the_block(
@@ -184,17 +182,17 @@ def test_a_block_policy_gone_or_no_longer_blocking_the_address_undoes_the_block(
     )
     assert outcome.status is OutcomeStatus.BLOCKED, outcome.detail
     pod = harness.pod(vllm)
-    assert harness.actions.lapse(pod, cut=None, blocked={"203.0.113.7"}) is None
+    assert harness.lapse(pod, cut=None, blocked={"203.0.113.7"}) is None
     policy = block_policy_of(harness, vllm)
     assert policy is not None
     name = policy["metadata"]["name"]
     edit_policy(harness, vllm.namespace, name, egress=[{}])
     assert (
-        harness.actions.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"})
+        harness.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"})
         == f"NetworkPolicy {name} no longer blocks 203.0.113.7"
     )
     delete_policy(harness, vllm.namespace, name)
-    assert harness.actions.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) == (
+    assert harness.lapse(harness.pod(vllm), cut=None, blocked={"203.0.113.7"}) == (
         f"NetworkPolicy {name} is gone"
     )
     assert name == destination.block_policy_name("serving-guard-block", pod.uid)
@@ -420,7 +418,7 @@ def test_a_quarantine_under_another_label_does_not_repair_away_the_pods_quaranti
     assert f"serving-guard release --namespace {kserve.namespace} {kserve.name} " in outcome.detail
     policy = harness.stored(NP, kserve.namespace, DENY_ALL)
     assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
-    assert harness.actions.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None  # still isolated
+    assert harness.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None  # still isolated
 
 
 def test_a_deny_all_widened_to_every_pod_is_still_repaired(harness: Harness, seeded: Seeded) -> None:
@@ -449,7 +447,7 @@ def test_a_way_out_of_the_network_namespace_found_since_undoes_a_proven_quaranti
         {"name": "debugger", "image": "busybox", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}
     ]
     harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
-    lapse = harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True)
+    lapse = harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True)
     assert lapse is not None and lapse.startswith("the pod can leave its network namespace")
     assert "ephemeral container debugger" in lapse
-    assert harness.actions.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None

@@ -39,6 +39,11 @@ class Harness:
         assert lookup.status is LookupStatus.FOUND and lookup.pod is not None
         return lookup.pod
 
+    def lapse(self, pod: PodContext, **options: Any) -> str | None:
+        """What undid, since, what was put on ``pod`` (ClusterActions.lapse_of), in words; None: it holds."""
+        found = self.actions.lapse_of(pod, **options)
+        return found.detail if found is not None else None
+
     def stored(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.running.call(self.running.emulator.get_object, resource, namespace, name)  # type: ignore[no-any-return]
 
