@@ -8,7 +8,11 @@ from pathlib import Path
 
 log = logging.getLogger("serving_guard.journal")
 
-SCHEMA_VERSION = 4
+# Bumped with every change an earlier version could not read: tables and columns, and the words
+# stored in them (an outcome status, a notification kind): an earlier version then refuses the
+# journal with a clear message (its writer checks the number) instead of failing on a row mid-run.
+# tests/responder/test_journal_schema_version.py pins the words of each version.
+SCHEMA_VERSION = 5
 MIN_SQLITE = (3, 33, 0)
 ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -145,7 +149,10 @@ MIGRATE_3_TO_4 = (
     "ALTER TABLE notifications ADD COLUMN action_id INTEGER",
     "UPDATE meta SET value = '4' WHERE key = 'schema'",
 )
-MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4}
+# Schema 4 -> 5: outcomes may say "lapsed" (recheck) and notifications be of kind "lapse": no table
+# changes; the number alone makes schema-4 versions refuse the journal, not crash on such a row.
+MIGRATE_4_TO_5 = ("UPDATE meta SET value = '5' WHERE key = 'schema'",)
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4, 4: MIGRATE_4_TO_5}
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -164,6 +171,23 @@ def connect(
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+def check_readable(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse (UserError) a journal written by a newer version: its rows may hold what this one
+    cannot read. (An older journal is brought up to date by the next writer to open it.)"""
+    from responder.errors import UserError
+
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if has_meta is None:
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is not None and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
+        raise UserError(
+            f"journal {path}: schema {row[0]}, written by a newer version of Serving Guard; this version"
+            f" reads schema {SCHEMA_VERSION} and earlier: use the newer version (or, to go back to this"
+            " one, move the journal aside: it starts a new one)"
+        )
 
 
 def migrate(conn: sqlite3.Connection) -> None:

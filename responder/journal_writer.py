@@ -74,7 +74,15 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
         if row is None:
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row["value"]) != SCHEMA_VERSION:
-            raise UserError(f"journal {path}: schema {row['value']}, this version reads {SCHEMA_VERSION}")
+            raise UserError(
+                f"journal {path}: schema {row['value']}, this version reads {SCHEMA_VERSION}"
+                + (
+                    " (written by a newer version of Serving Guard: use it, or move the journal aside to"
+                    " start a new one)"
+                    if int(row["value"]) > SCHEMA_VERSION
+                    else ""
+                )
+            )
         newest = conn.execute("SELECT MAX(event_ns) FROM alerts").fetchone()[0]
         conn.recent = RecentAlerts(newest if newest is not None else -(1 << 63), options.recent_ids)
         _check_writable(conn)

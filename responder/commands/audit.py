@@ -25,7 +25,7 @@ from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import Config, load_config
 from responder.errors import UserError
-from responder.journal_schema import connect
+from responder.journal_schema import check_readable, connect
 from responder.policy import DEFAULT_POLICY
 from simulators.scenario import check_run_id
 
@@ -109,6 +109,7 @@ def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
     try:
         conn = connect(path, readonly=True)
         try:
+            check_readable(conn, path)
             return load_trail(conn, query)
         finally:
             conn.close()

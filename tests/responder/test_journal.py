@@ -18,6 +18,7 @@ from responder.alert_json import alert_from_mapping
 from responder.errors import UserError
 from responder.journal import IncidentRow, Journal, JournaledRepeats
 from responder.journal_rows import decode_payload, encode_payload
+from responder.journal_schema import SCHEMA_VERSION
 from responder.logs import setup_logging
 
 
@@ -418,7 +419,9 @@ def test_a_schema_2_journal_gains_the_workload_thread_column(tmp_path: Path) -> 
     journal = open_journal(tmp_path)
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(
+                SCHEMA_VERSION
+            )
         parent, _ = journal.incident_thread("inc-1")
         assert parent is not None and parent.slack_ts == "1.000100" and parent.slack_thread_ts is None
     finally:
@@ -441,7 +444,9 @@ def test_a_schema_3_journal_gains_the_by_hand_action_column(tmp_path: Path) -> N
     journal = open_journal(tmp_path)
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(
+                SCHEMA_VERSION
+            )
         [row] = journal.due_notifications(10)
         assert (row.kind, row.state, row.action_id) == ("incident", "pending", None)
     finally:
@@ -517,7 +522,9 @@ def test_a_schema_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     journal.open()
     try:
         with journal.reader() as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(
+                SCHEMA_VERSION
+            )
             columns = [r[1] for r in conn.execute("PRAGMA table_info(notifications)")]
             assert {"slack_thread_ts", "action_id"} <= set(columns)
             assert [r[0] for r in conn.execute("SELECT alert_id FROM alerts ORDER BY seq")] == [

@@ -1,0 +1,109 @@
+"""The journal's schema number moves with every word an earlier version could not read, so that
+going back a version is refused with a clear message instead of failing on a row mid-run (the
+release that added the "lapsed" status without a new number crashed the one before it)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from responder.actions.outcome import OutcomeStatus
+from responder.cli import main
+from responder.errors import UserError
+from responder.journal import Journal
+from responder.journal_schema import SCHEMA_VERSION
+from responder.notify.render import MessageKind
+
+# What each schema's rows may say. A new status or kind is a new schema: add it here with the next
+# number, a migration to it (responder/journal_schema.py) and a line in its comment.
+WORDS_BY_SCHEMA = {
+    5: (
+        {
+            "quarantined",
+            "leaky",
+            "annotated",
+            "dry_run",
+            "withheld",
+            "pod_gone",
+            "failed",
+            "released",
+            "blocked",
+            "lapsed",
+        },
+        {"incident", "repeat", "by_hand", "lapse"},
+    ),
+}
+
+
+def test_a_new_status_or_message_kind_comes_with_a_new_schema_number() -> None:
+    assert SCHEMA_VERSION in WORDS_BY_SCHEMA, (
+        f"schema {SCHEMA_VERSION} has no pinned words: add them to WORDS_BY_SCHEMA"
+    )
+    statuses, kinds = WORDS_BY_SCHEMA[SCHEMA_VERSION]
+    assert {s.value for s in OutcomeStatus} == statuses, (
+        "OutcomeStatus changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
+    )
+    assert {k.value for k in MessageKind} == kinds, (
+        "MessageKind changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
+    )
+
+
+def schema_of(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return str(conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def set_schema(path: Path, value: int) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(value),))
+    finally:
+        conn.close()
+
+
+def made(path: Path) -> Path:
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    journal.open()
+    journal.close()
+    return path
+
+
+def test_a_schema_4_journal_is_brought_to_5(tmp_path: Path) -> None:
+    path = made(tmp_path / "j.db")
+    set_schema(path, 4)  # schema 4's tables are 5's: only the number moved
+    made(path)
+    assert schema_of(path) == "5"
+
+
+def test_a_journal_of_a_newer_version_is_refused_by_the_writer_with_both_numbers(tmp_path: Path) -> None:
+    path = made(tmp_path / "j.db")
+    set_schema(path, SCHEMA_VERSION + 1)
+    with pytest.raises(UserError) as refused:
+        made(path)
+    said = str(refused.value)
+    assert str(path) in said
+    assert f"schema {SCHEMA_VERSION + 1}, this version reads {SCHEMA_VERSION}" in said
+    assert "written by a newer version of Serving Guard" in said
+    assert schema_of(path) == str(SCHEMA_VERSION + 1)  # left as it was
+
+
+def test_a_journal_of_a_newer_version_is_refused_by_audit_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = made(tmp_path / "j.db")
+    set_schema(path, SCHEMA_VERSION + 1)
+    assert main(["audit", "--journal", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"journal {path}: schema {SCHEMA_VERSION + 1}, written by a newer version" in err
+    assert f"reads schema {SCHEMA_VERSION} and earlier" in err and "Traceback" not in err
+
+
+def test_audit_reads_a_journal_of_its_own_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = made(tmp_path / "j.db")
+    assert main(["audit", "--journal", str(path), "--format", "json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
