@@ -10,17 +10,26 @@ is read.
 What Falco's gRPC allows: a subscription is a stream with no acknowledgement and no redelivery. An
 alert Falco has written into the stream is gone from its queue, read by us or not; one we read is
 ours alone to keep. So when the journal refuses a write the input stops asking and stops reading:
-what Falco has not sent stays in its queue, what was sent but not read waits in the stream (no
-more than HTTP/2 flow control lets Falco write ahead), and what was read is held here and retried,
-oldest first, until the journal takes it; then reading resumes.
+what Falco has not sent stays in its queue, what was sent but not read waits in the stream, and
+what was read is held here and retried, oldest first, until the journal takes it; then reading
+resumes. How much Falco can write ahead of our reads is bounded by HTTP/2 flow control's window,
+kept at STREAM_WINDOW_BYTES (grpc's BDP probe would grow it to megabytes on a fast stream: tens
+of thousands of alerts taken from Falco's queue and not read).
 
-When the input stops, every alert Falco sent is journaled or named. Submits under way get
+When the input stops, every alert it read is journaled or named. Submits under way get
 STOP_GRACE_SECONDS to finish, and meanwhile what the stream still holds is read (for at most
 UNREAD_SECONDS). Then the journal is asked which of the alerts read and not seen journaled it
 holds: a submit cut short may have handed its write over already (``Pipeline.submit`` schedules
 the write before it waits), and that write lands; nothing is submitted again while stopping. Each
 alert the journal does not hold is logged with its id and counted as lost; if the journal cannot
-answer in time, all of them are, said to be unconfirmed.
+answer in time, all of them are, said to be unconfirmed. Reading makes room for Falco to send
+more, so with a backlog in Falco's queue the stream is never empty: when the read ends on its
+deadline with Falco still sending, what Falco wrote into the window by then is not read. Those
+alerts were never ours (no id, no count: only their bytes are bounded, by the window) and Falco
+does not keep or send again what its client did not take; the stop says so in an error line,
+with the bound (``stops_left_unread`` counts such stops). What Falco had not sent stays in its
+queue. There is no metric for it: the input stops only when the responder does, after its
+metrics endpoint has closed.
 
 Order: submits start in stream order and overlap (up to IN_FLIGHT, each waiting for its group
 commit), so the journal's order (``seq``) is Falco's except around a refusal: a journal that
@@ -84,6 +93,25 @@ GRPC_DEPRECATED_SINCE = (0, 43)
 KEEPALIVE_MS = 330_000
 # Alerts handed to the pipeline at once (each awaits its durable journal commit).
 IN_FLIGHT = 64
+# HTTP/2 flow control: how many bytes Falco may write into the stream ahead of what this input
+# reads, so how much of Falco's queue a stop can leave in the stream unread. grpc announces the
+# lookahead as the stream's window once its BDP probe (which grows the window with the measured
+# rate: to megabytes on a fast stream) is off. An alert larger than the window still passes: the
+# transport widens the window for the message being read. 32 KiB holds IN_FLIGHT alerts of a
+# typical size (~500 bytes), so places freed together by a group commit are filled from what is
+# already here, not after a round trip to Falco (with 16 KiB the benchmark's rate fell ~10%);
+# over a network, 32 KiB per round trip is far more than the pipeline takes.
+STREAM_WINDOW_BYTES = 32 * 1024
+FLOW_CONTROL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
+)
+# What the stream can hold unread: grpc lets up to ~1.5 windows through while a read waits
+# (measured, grpc 1.85); beyond this only the alert Falco was writing, when it is larger. About
+# 110-220 alerts of a typical size (300-600 bytes), ~1,100 of the smallest (~60 bytes).
+UNREAD_BYTES_AT_MOST = 2 * STREAM_WINDOW_BYTES
+# gRPC's length prefix before each message in the stream (counted by flow control).
+_MESSAGE_PREFIX_BYTES = 5
 # At stop, how long submits under way may take to finish (the journal is still open then).
 STOP_GRACE_SECONDS = 1.0
 # At stop, beside that grace: how long to read what Falco already wrote into the stream (to name
@@ -197,6 +225,9 @@ class GrpcInputState:
     journal_stalls: int = 0  # outages of the journal this input stopped for
     held: int = 0  # alerts read that the journal refused, kept to retry
     lost: int = 0  # alerts read and never journaled (the input stopped first), each logged
+    # Stops whose read of the stream ended on its deadline with Falco still sending: alerts Falco
+    # had written into the stream (UNREAD_BYTES_AT_MOST of them) were not read. Each logged.
+    stops_left_unread: int = 0
 
 
 class _StreamEnded(Exception):
@@ -328,7 +359,7 @@ class GrpcAlertInput:
         address = self._config.address
         tls = self._config.tls
         if address.startswith("unix:"):
-            return grpc.aio.insecure_channel(address)
+            return grpc.aio.insecure_channel(address, options=list(FLOW_CONTROL_OPTIONS))
         if tls is None:
             # config validation rejects this when the input is enabled; never fall back to plaintext
             raise ValueError(f"the TCP address {address} needs tls (Falco requires mutual TLS on TCP)")
@@ -337,7 +368,10 @@ class GrpcAlertInput:
             private_key=Path(tls.key_file).read_bytes(),
             certificate_chain=Path(tls.cert_file).read_bytes(),
         )
-        options: list[tuple[str, str | int]] = [("grpc.keepalive_time_ms", KEEPALIVE_MS)]
+        options: list[tuple[str, str | int]] = [
+            *FLOW_CONTROL_OPTIONS,
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ]
         if tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
         return grpc.aio.secure_channel(address, credentials, options=options)
@@ -627,24 +661,43 @@ class GrpcAlertInput:
         Read it, for UNREAD_SECONDS at most. While the journal takes writes each is submitted as it
         is read, without waiting (reading makes room for Falco to send more: those must be kept,
         not named lost, and a full pipeline must not stop the reading); what is not confirmed by
-        the end is asked about, like any other submit cut short by the stop."""
+        the end is asked about, like any other submit cut short by the stop. The read ends when
+        the stream does, when nothing more comes for UNREAD_WAIT_SECONDS, or on the deadline:
+        then Falco was still sending, and what it had written into the window is left unread
+        (said: ``_left_unread``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + UNREAD_SECONDS
         submits: dict[int, asyncio.Task[Any]] = {}
+        read = read_bytes = 0
+        on_deadline = False  # the read ended on its deadline, Falco still sending
         try:
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
-                while (left := deadline - loop.time()) > 0:
-                    data = await asyncio.wait_for(stream.read(), min(left, UNREAD_WAIT_SECONDS))
-                    if data is grpc.aio.EOF:
-                        break
-                    self.state.received += 1
-                    number = self.state.received
-                    alert = self._parse(data)
-                    if alert is None:
-                        continue
-                    self._unconfirmed[number] = alert
-                    if self.state.journal_error is None:
-                        submits[number] = asyncio.create_task(self._sink.submit(alert, InputName.GRPC))
+            while (left := deadline - loop.time()) > 0:
+                wait = min(left, UNREAD_WAIT_SECONDS)
+                try:
+                    data = await asyncio.wait_for(stream.read(), wait)
+                except TimeoutError:
+                    # A whole wait with nothing: the stream holds nothing more. A wait the
+                    # deadline cut short says nothing: Falco may still have been sending.
+                    on_deadline = wait < UNREAD_WAIT_SECONDS
+                    break
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    break  # the call is over, and what it held with it: nothing the stop leaves
+                if data is grpc.aio.EOF:
+                    break
+                read += 1
+                read_bytes += len(data)
+                self.state.received += 1
+                number = self.state.received
+                alert = self._parse(data)
+                if alert is None:
+                    continue
+                self._unconfirmed[number] = alert
+                if self.state.journal_error is None:
+                    submits[number] = asyncio.create_task(self._sink.submit(alert, InputName.GRPC))
+            else:
+                on_deadline = True
+            if on_deadline:
+                self._left_unread(read, read_bytes)
             left = deadline - loop.time()
             if submits and left > 0:
                 await asyncio.wait(set(submits.values()), timeout=left)
@@ -656,6 +709,27 @@ class GrpcAlertInput:
                 else:
                     task.cancel()
                     _quiet(task)
+
+    def _left_unread(self, read: int, read_bytes: int) -> None:
+        """The stop's read ended on its deadline with Falco still sending: what Falco had written
+        into the stream by then is not read. Falco took those alerts from its queue, and its gRPC
+        output does not keep or send again what its client did not take: they are dropped, with
+        no id and no count this input could give; flow control bounds their bytes. Said, not
+        counted as lost (which names each alert that was read)."""
+        self.state.stops_left_unread += 1
+        extra: dict[str, Any] = {"unread_bytes_at_most": UNREAD_BYTES_AT_MOST, "read_at_stop": read}
+        if read:
+            # An estimate: the alerts left are as large, on average, as those read at stop.
+            size = read_bytes // read + _MESSAGE_PREFIX_BYTES
+            extra["unread_alerts_at_most_about"] = UNREAD_BYTES_AT_MOST // size + 1
+        self._log.error(
+            "grpc input: stopped while Falco was still sending: alerts Falco had already written into"
+            " the stream were not read (their bytes: unread_bytes_at_most, bounded by flow control;"
+            " their number: unread_alerts_at_most_about, at the size of those read at stop). Falco's"
+            " gRPC output drops what its client did not take: they are not journaled, and Falco will"
+            " not send them again",
+            extra=extra,
+        )
 
     async def _account_at_stop(self, *, ask_journal: bool) -> None:
         """The input stops: of the alerts it read and did not see journaled, each the journal does

@@ -21,10 +21,13 @@ import grpc.aio
 import pytest
 from google.protobuf import descriptor_pb2
 
-from responder.alert import Alert, Priority, build_alert
+from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, Alert, Priority, build_alert
 from responder.alert_json import alert_from_mapping
 from responder.config import Backoff, ClientTLS, GrpcInput
 from responder.ingest.grpc import (
+    IN_FLIGHT,
+    STREAM_WINDOW_BYTES,
+    UNREAD_BYTES_AT_MOST,
     GrpcAlertInput,
     alert_from_response,
     backoff_delay,
@@ -523,6 +526,47 @@ async def test_blocked_sink_stops_consumption_and_falco_keeps_the_rest(
         await eventually(lambda: len(sink.alerts) == 21, "all alerts once the sink has room")
     assert sink.rules == [f"Alert {n}" for n in range(21)]
     assert unix.server.pending() == 0
+
+
+async def test_falco_writes_no_more_than_the_flow_control_window_ahead_of_a_blocked_reader(
+    falco: Falco, logger: logging.Logger
+) -> None:
+    """What Falco takes from its queue and this input has not read is what a stop can leave in the
+    stream: flow control bounds it (grpc's BDP probe, on by default, would grow the window to
+    megabytes: thousands of alerts). Over a unix socket and over mutual TLS alike."""
+    sent = 5_000
+    published = [make_response(f"Ahead {n:05d}") for n in range(sent)]
+    wire_size = 5 + len(published[0].SerializeToString())  # gRPC's length prefix + the message
+    sink = RecordingSink()
+    sink.gate.clear()  # every submit waits: the reader stops once IN_FLIGHT places are taken
+    grpc_input = GrpcAlertInput(falco.config, sink, logger)
+    falco.server.publish_many(published)
+    async with running(grpc_input):
+        await eventually(lambda: grpc_input.state.received == IN_FLIGHT, "every place taken")
+        await asyncio.sleep(0.5)  # Falco writes until the window is full
+        ahead = falco.server.delivered - grpc_input.state.received
+        assert falco.server.pending() > 0
+        sink.gate.set()
+    assert 0 < ahead <= UNREAD_BYTES_AT_MOST // wire_size + 1
+    assert ahead * wire_size >= STREAM_WINDOW_BYTES // 2  # the window is not so small it starves
+
+
+async def test_an_alert_larger_than_the_flow_control_window_is_read_whole(
+    falco: Falco, logger: logging.Logger
+) -> None:
+    # As large as the alert limits allow, a few times over the window.
+    fields = {f"field.{n}": f"{n % 10}" * MAX_FIELD_VALUE_CHARS for n in range(12)}
+    big = make_response("Big alert", output_fields=fields)
+    big.output = "x" * MAX_OUTPUT_CHARS
+    published = [make_response("Before"), big, make_response("After")]
+    assert len(big.SerializeToString()) > 3 * UNREAD_BYTES_AT_MOST
+    sink = RecordingSink()
+    falco.server.publish_many(published)
+    async with running(GrpcAlertInput(falco.config, sink, logger)):
+        await eventually(lambda: len(sink.alerts) == 3, "three alerts")
+    assert sink.rules == ["Before", "Big alert", "After"]
+    assert sink.alerts[1][0].fields == fields and sink.alerts[1][0].output == big.output
+    assert sink.rejects == []
 
 
 async def test_overloaded_sink_keeps_the_alert_and_retries(unix: Falco, logger: logging.Logger) -> None:

@@ -1,6 +1,8 @@
 """The gRPC input at stop: every alert Falco sent is journaled or named, and none is named that is
-journaled. Real grpcio on both ends (the Falco-compatible simulator), and a real journal where the
-journal's answer matters."""
+journaled; but when the stop's read ends on its deadline with Falco still sending, those Falco
+wrote ahead into the stream are left unread: bounded by flow control, and said. Real grpcio on
+both ends (the Falco-compatible simulator), and a real journal where the journal's answer
+matters."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from responder.ingest.grpc import (
     IN_FLIGHT,
     JOURNAL_CHECK_SECONDS,
     STOP_GRACE_SECONDS,
+    UNREAD_BYTES_AT_MOST,
     GrpcAlertInput,
     alert_from_response,
 )
+from responder.ingest.proto import outputs_pb2
 from responder.ingest.sink import Accepted, InputName
 from responder.journal import Journal
 from responder.metrics import Metrics
@@ -65,13 +69,19 @@ def logger() -> logging.Logger:
 
 class Sink(RecordingSink):
     """RecordingSink that takes the first ``take`` alerts, then blocks (a full pipeline, a slow
-    journal) or, with ``full``, answers Overloaded (a journal at its size bound), and counts calls."""
+    journal) or, with ``full``, answers Overloaded (a journal at its size bound), and counts calls.
+    Once freed (``free_up``) it takes every alert."""
 
     def __init__(self, take: int, full: bool) -> None:
         super().__init__()
         self.take = take
         self.full = full
+        self.freed = False
         self.calls: list[str] = []
+
+    def free_up(self) -> None:
+        self.freed = True
+        self.gate.set()
 
     async def submit(
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
@@ -81,7 +91,8 @@ class Sink(RecordingSink):
             self.alerts.append((alert, source))
             return Accepted(alert.alert_id, True)
         self.overload_first = 1 if self.full else 0
-        self.gate.clear()
+        if not self.freed:
+            self.gate.clear()
         return await super().submit(alert, source)
 
 
@@ -119,6 +130,7 @@ async def test_more_alerts_than_in_flight_at_stop_are_each_journaled_or_named(
         sent - 10,
     )
     assert grpc_input.state.received == sent and unix.server.pending() == 0
+    assert grpc_input.state.stops_left_unread == 0  # the stop read the stream to its end
     # Nothing was submitted again while stopping (what the stream still held was offered once, as
     # read, and not taken), and the stop stayed bounded.
     if sink_state == "blocked":
@@ -143,7 +155,7 @@ async def test_what_the_stream_holds_at_stop_is_journaled_when_the_pipeline_free
     async def free_up_at_stop() -> None:
         while not grpc_input._stopping:
             await asyncio.sleep(0.005)
-        sink.gate.set()
+        sink.free_up()  # alerts read after this are taken too (the stop may still be reading)
 
     with caplog.at_level(logging.INFO, logger=logger.name):
         async with running(grpc_input):
@@ -346,3 +358,72 @@ async def test_alerts_the_journal_refuses_during_the_stop_are_named_not_submitte
     assert sink.calls == ids
     assert sorted(lost_ids(caplog)) == sorted(ids)
     assert grpc_input.state.lost == 3 and grpc_input.state.held == 0
+
+
+# -- a large backlog at stop: what Falco wrote ahead and the stop did not read is bounded and said ---
+
+
+def backlog_alert(number: int) -> outputs_pb2.response:
+    """An alert of a typical size (~420 bytes on the wire): Falco's fields for a shell in a pod."""
+    return make_response(
+        f"Shell in serving pod {number:05d}",
+        hostname="node-1",
+        source="syscall",
+        tags=["serving_guard", "T1059", "container"],
+        output_fields={
+            "container.id": "0123456789ab",
+            "container.image.repository": "registry.example.com/ml/triton-inference-server",
+            "k8s.ns.name": "ml-serving",
+            "k8s.pod.name": "triton-inference-server-7d9f8b6c5-abcde",
+            "proc.cmdline": "sh -c id; uname -a",
+            "proc.name": "sh",
+            "proc.pname": "python3",
+            "user.name": "root",
+        },
+    )
+
+
+async def test_a_stop_mid_stream_leaves_a_bounded_unread_rest_and_says_so(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The review's scenario: Falco streams a large backlog as fast as the responder takes it, and
+    the responder stops mid-stream. The stop's read ends on its deadline while Falco still sends.
+    Every alert Falco took from its queue is then journaled, or named lost (read, not journaled),
+    or one of the few left unread in the stream: no more than its flow-control window holds, and
+    the stop says so."""
+    sent = 20_000
+    published = [backlog_alert(n) for n in range(sent)]
+    ids = {alert_from_response(response).alert_id for response in published}
+    wire_size = 5 + len(published[0].SerializeToString())  # gRPC's length prefix + the message
+    journal = Journal(str(tmp_path / "journal.db"), max_bytes=256 << 20, retention_seconds=3600)
+    journal.open()
+    metrics = Metrics()
+    try:
+        sink = PipelineLike(journal, places=IN_FLIGHT)
+        grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=metrics, journal=journal)
+        unix.server.publish_many(published)
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            async with running(grpc_input):
+                await eventually(lambda: grpc_input.state.submitted >= 3000, "the stream flowing")
+            # Falco notices the cancelled stream: nothing more leaves its queue.
+            await eventually(lambda: unix.server.open_streams == 0, "the stream closed on Falco's side")
+        journaled = journaled_ids(journal)
+    finally:
+        journal.close()
+    taken = unix.server.delivered  # taken from Falco's queue: written into the stream
+    assert unix.server.pending() > 0 and taken + unix.server.pending() == sent  # stopped mid-stream
+    lost = lost_ids(caplog)
+    assert len(journaled) == len(set(journaled)) and len(lost) == len(set(lost))
+    assert set(journaled) <= ids and set(lost) <= ids and set(journaled).isdisjoint(lost)
+    # What was read is journaled or named lost; the metric counts those named.
+    assert grpc_input.state.received == len(journaled) + len(lost)
+    assert metric(metrics, "serving_guard_alerts_lost_total") == grpc_input.state.lost == len(lost)
+    # The rest of what Falco took is what the stream held, unread: bounded by flow control, and
+    # said, with that bound, when the stop ended its read on the deadline with Falco still sending.
+    unread = taken - len(journaled) - len(lost)
+    (said,) = [r for r in caplog.records if "were not read" in r.getMessage()]
+    assert said.levelno == logging.ERROR and grpc_input.state.stops_left_unread == 1
+    assert said.__dict__["unread_bytes_at_most"] == UNREAD_BYTES_AT_MOST
+    at_most = said.__dict__["unread_alerts_at_most_about"]
+    assert at_most == UNREAD_BYTES_AT_MOST // wire_size + 1  # every alert here is of one size
+    assert 0 <= unread <= at_most, (taken, len(journaled), len(lost))
