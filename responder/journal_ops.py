@@ -191,8 +191,8 @@ class RecordReleaseFound:
     def __call__(self, conn: sqlite3.Connection) -> int | None:
         told = conn.execute(
             "SELECT 1 FROM actions WHERE incident_id = ?1 AND action = 'release' AND id > COALESCE("
-            "(SELECT MAX(id) FROM actions WHERE incident_id = ?1"
-            " AND action IN ('quarantine', 'block_destination')), 0) LIMIT 1",
+            "(SELECT MAX(id) FROM actions WHERE incident_id = ?1 AND action IN ('quarantine',"
+            " 'block_destination') AND status IN ('quarantined', 'blocked', 'leaky')), 0) LIMIT 1",
             (self.incident_id,),
         ).fetchone()
         if told is not None:
