@@ -111,6 +111,8 @@ class IncidentReport:
     verification: Verification
     decision: Decision
     outcomes: tuple[ActionOutcome, ...] = ()
+    # The incident the first alert after this one's lapse opened (it reopens this one), once known.
+    reopened_by: str | None = None
 
     @property
     def labelled(self) -> bool:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -866,7 +866,25 @@ class Journal:
                     "SELECT outcome FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,)
                 ).fetchall()
             ]
+            lapses = [o.finished_ns for o in record["outcomes"] if o.lapse is not None]
+            record["reopened_by"] = _reopened_by(conn, record, min(lapses)) if lapses else None
         return record
+
+
+def _reopened_by(conn: sqlite3.Connection, record: Mapping[str, Any], lapsed_ns: int) -> str | None:
+    """The incident that says it reopens ``record``'s (opened on its pod after its lapse), or None."""
+    for row in conn.execute(
+        "SELECT incident_id, decision FROM incidents WHERE namespace = ? AND pod = ? AND opened_ns >= ?"
+        " AND incident_id != ? ORDER BY opened_ns",
+        (record["namespace"], record["pod"], lapsed_ns, record["incident_id"]),
+    ):
+        try:
+            reopens = (json.loads(row["decision"] or "null") or {}).get("reopens") or {}
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(reopens, dict) and reopens.get("incident_id") == record["incident_id"]:
+            return str(row["incident_id"])
+    return None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -912,6 +930,7 @@ def report_from_record(record: dict[str, Any]) -> IncidentReport | None:
         verification=verification_from_json(json.loads(record["verification"])),
         decision=decision_from_json(json.loads(record["decision"])),
         outcomes=tuple(record.get("outcomes") or ()),
+        reopened_by=record.get("reopened_by"),
     )
 
 

@@ -505,6 +505,8 @@ def _action_lines(report: IncidentReport) -> list[str]:
             leading.append(_outcome_line(outcome, decision))
         else:
             lines.append(_outcome_line(outcome, decision))
+    if leading and report.reopened_by is not None:
+        leading.append(f":arrows_counterclockwise: *Reopened* as incident {code(report.reopened_by, 80)}.")
     lines = leading + lines
     if decision.withheld:
         # What was held back (a block may be, beside a quarantine that went ahead).

@@ -218,6 +218,8 @@ class NotificationWorker:
             self._thread_updated_ns[row.incident_id] = now
         elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
+        if row.kind == "incident" and report.decision.reopens is not None:
+            self._update_reopened(report.decision.reopens.incident_id, row.channel, now)
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
@@ -431,6 +433,14 @@ class NotificationWorker:
             Journal.op_schedule_notification(row.incident_id, "update", row.channel, now, now)
         )
         scheduled.add_done_callback(lambda written: self._scheduled(written, row.incident_id, "update"))
+
+    def _update_reopened(self, incident_id: str, channel: str | None, now: int) -> None:
+        """The incident this one reopens: its post, rendered again, names this one (it said only
+        that the next alert would open a new incident)."""
+        scheduled = self._journal.schedule(
+            Journal.op_schedule_notification(incident_id, "update", channel, now, now)
+        )
+        scheduled.add_done_callback(lambda written: self._scheduled(written, incident_id, "update"))
 
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)

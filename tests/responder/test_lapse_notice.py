@@ -149,6 +149,14 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         )
         assert f"(reopens {first}: its quarantine no longer held)" in new_post.text
         assert len(lapse_replies(sink)) == 1
+        # The first incident's post, rendered again, names the incident that reopened it.
+        await settle(responder, lambda: "*Reopened*" in headline(incident_posts(sink)[0]))
+        assert headline(incident_posts(sink)[0]) == (
+            f":warning: *The quarantine no longer holds*: NetworkPolicy {DENY_ALL} is gone. Checked at"
+            f" {format_utc(checked)}, while the alerts still came; the next alert on the pod opens a new"
+            f" incident, which acts again.\n:arrows_counterclockwise: *Reopened* as incident `{second}`.\n"
+            "_Before that:_\n• quarantined"
+        )
 
         # The audit trail tells both: the lapse in the first incident's story, the reopening in the second's.
         with responder.journal.reader() as conn:
