@@ -389,6 +389,24 @@ class ClusterActions:
             " quarantine.ignore_other_policy_apis once none of them lets a quarantined pod's traffic through)"
         ]
 
+    def _unread_policy_apis_since(self) -> str | None:
+        """For a quarantine proven isolated when made: network-policy APIs the cluster serves now,
+        which the leak check does not read (a CNI installed since), in words; None: none, or they
+        were reviewed (quarantine.ignore_other_policy_apis). A failed discovery is no lapse: asked
+        again at the next recheck. Discovery is cached (DISCOVERY_TTL_NS)."""
+        if self._settings.ignore_other_policy_apis:
+            return None
+        try:
+            served = self._blocks.other_policy_apis()
+        except KubeError:
+            return None
+        if not served:
+            return None
+        return (
+            f"the cluster now serves {', '.join(served)} network policies, which are not read: they may let"
+            " its traffic through (set quarantine.ignore_other_policy_apis once none of them does)"
+        )
+
     def _report_extra(self, report: IsolationReport, notes: list[str], cut: QuarantineCut) -> dict[str, Any]:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
         the one direction cut, when the cut is not both ways."""
@@ -847,7 +865,8 @@ class ClusterActions:
         widened the pod's cut answers for the rest); a block policy gone or no longer blocking an
         address. With ``proven`` (the quarantine was reported isolated, not LEAKY), also a way out
         of the pod's network namespace found since (an ephemeral debug container added privileged,
-        say), which no NetworkPolicy covers. One read of the namespace's policies."""
+        say), which no NetworkPolicy covers, and a network-policy API the cluster came to serve
+        (unless quarantine.ignore_other_policy_apis). One read of the namespace's policies."""
         held: QuarantineCut | None = None
         if cut is not None:
             current = self._settings.cut_of(pod.labels.get(self._settings.label))
@@ -861,6 +880,9 @@ class ClusterActions:
             escapes = out_of_reach_as_read(pod.host_network, pod.network_escape) if proven else []
             if escapes:
                 return Lapse("quarantine", "; ".join(escapes))
+            unread = self._unread_policy_apis_since() if proven else None
+            if unread is not None:
+                return Lapse("quarantine", unread)
         elif not blocked:
             return None
         policies = self._gateway.list_network_policies(pod.namespace)

@@ -1,4 +1,4 @@
-"""A block is proven again while the attack goes on (ClusterActions.lapse, as the pipeline's recheck
+"""A block is proven again while the attack goes on (ClusterActions.lapse_of, as the pipeline's recheck
 asks it), not taken on its own policy's except list: (a) another policy that comes to allow the
 blocked address, (b) the block policy no longer selecting the pod (where the pod's quarantine cuts
 its egress the block policy leaves it out on purpose, and then the cut's deny-all must hold), and

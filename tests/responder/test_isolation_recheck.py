@@ -64,7 +64,7 @@ def relabel(harness: Harness, pod: SeededPod, value: str) -> None:
     harness.gateway.patch_pod(pod.namespace, pod.name, {"metadata": {"labels": {LABEL: value}}})
 
 
-# -- ClusterActions.lapse: what the recheck reads ------------------------------------------------
+# -- ClusterActions.lapse_of: what the recheck reads ---------------------------------------------
 
 
 def test_a_quarantine_as_made_holds(harness: Harness, seeded: Seeded) -> None:

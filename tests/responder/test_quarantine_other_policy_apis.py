@@ -14,7 +14,7 @@ from responder.actions.destination import OTHER_POLICY_GROUPS
 from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
-from responder.config import Quarantine, load_config_text
+from responder.config import Isolation, Quarantine, load_config_text
 from responder.errors import UserError
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import SeededPod
@@ -152,3 +152,28 @@ def test_the_key_is_read_from_the_config_and_only_as_a_boolean(tmp_path: Path, s
     assert "bad.yaml:3: quarantine.ignore_other_policy_apis: must be true or false, not 'yes'" in str(
         refused.value
     )
+
+
+def test_a_policy_api_served_since_a_proven_quarantine_undoes_it_at_the_recheck(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A CNI installed after the quarantine was proven: its policies are not read, so the recheck
+    (once discovery is read again: a fresh responder here, DISCOVERY_TTL_NS in a running one) no
+    longer calls it isolated; told they were reviewed, it does; a LEAKY one was never said to hold."""
+    vllm = seeded[1]["vllm"]
+    made = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert made.status is OutcomeStatus.QUARANTINED
+    serve(harness.running, "cilium.io")
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True) is None  # discovery cached
+    harness.actions = ClusterActions(harness.gateway, Quarantine(), EventRecorder(harness.gateway))
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True) == (
+        "the cluster now serves cilium.io network policies, which are not read: they may let its traffic"
+        " through (set quarantine.ignore_other_policy_apis once none of them does)"
+    )
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH) is None  # LEAKY when made: not held to it
+    told_reviewed(harness)
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True) is None
+    # A discovery that fails is no lapse: asked again next time.
+    harness.actions = ClusterActions(harness.gateway, Quarantine(), EventRecorder(harness.gateway))
+    harness.fail(Fault(status=403, method="GET", path="/apis", times=1, message="discovery forbidden"))
+    assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True) is None
