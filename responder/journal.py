@@ -32,6 +32,7 @@ from responder.actions.outcome import (
     ActionOutcome,
     OutcomeStatus,
 )
+from responder.actions.pod_records import RELEASED_AT
 from responder.alert import Alert, AlertError
 from responder.journal_ops import (
     ROW_BYTES,
@@ -529,7 +530,8 @@ class Journal:
         """Record what a person did (``actor``) and, under an incident posted to Slack, queue its
         ``by_hand`` notification in the same transaction: the two are never apart."""
         action = Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=actor)
-        return RecordActionByHand(action, incident_id, now_ns)
+        released_at = outcome.extra.get(RELEASED_AT) if outcome.status is OutcomeStatus.RELEASED else None
+        return RecordActionByHand(action, incident_id, now_ns, str(released_at) if released_at else None)
 
     @staticmethod
     def op_record_lapse(
@@ -551,12 +553,13 @@ class Journal:
         now_ns: int,
         *,
         tell: bool,
+        released_at: str,
     ) -> RecordReleaseFound:
-        """Record a release the recheck found on the incident's pod (``outcome``: release,
-        RELEASED, by ``actor``) and, with ``tell``, queue its ``by_hand`` notification, in one
-        transaction; neither when the journal already holds the release under the incident."""
+        """Record a release the responder found on the incident's pod (``outcome``: release,
+        RELEASED, by ``actor``, as the pod's ``released_at`` record says) and, with ``tell``, queue
+        its ``by_hand`` notification, in one transaction; neither when the journal holds it already."""
         action = Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=actor)
-        return RecordReleaseFound(action, incident_id, now_ns, tell)
+        return RecordReleaseFound(action, incident_id, now_ns, tell, released_at)
 
     @staticmethod
     def op_schedule_notification(

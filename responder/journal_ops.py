@@ -8,6 +8,7 @@ SQL parameters by its constructor in :class:`responder.journal.Journal`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 
@@ -147,10 +148,13 @@ class RecordActionByHand:
     action: RecordAction
     incident_id: str | None
     now_ns: int
+    # A release: the released-at it wrote on the pod; told unless the responder found it first.
+    released_at: str | None = None
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
+        told = self.released_at is not None and release_journaled(conn, self.action, self.released_at)
         action_id = self.action(conn)
-        if self.incident_id is None:
+        if self.incident_id is None or told:
             return None
         return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
 
@@ -177,30 +181,40 @@ class RecordLapse:
 
 @dataclass(frozen=True, slots=True)
 class RecordReleaseFound:
-    """A release the recheck found on an incident's pod (`serving-guard release` run without
-    --incident, or without the journal): recorded under the incident as the person's action, and
-    told in its thread as the command would have (``tell``), unless the journal already holds a
-    release under the incident since its last quarantine or block (the command was run with
-    --incident: it told it). Returns the notification's id, or None: nothing is told."""
+    """A release the responder found on an incident's pod: recorded under the incident as the
+    person's action, and told in its thread as the command would have (``tell``), unless the
+    journal holds it already (the command, run with the journal, recorded the same released-at).
+    Returns the notification's id, or None: nothing is told."""
 
     action: RecordAction
     incident_id: str
     now_ns: int
     tell: bool
+    released_at: str
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
-        told = conn.execute(
-            "SELECT 1 FROM actions WHERE incident_id = ?1 AND action = 'release' AND id > COALESCE("
-            "(SELECT MAX(id) FROM actions WHERE incident_id = ?1 AND action IN ('quarantine',"
-            " 'block_destination') AND status IN ('quarantined', 'blocked', 'leaky')), 0) LIMIT 1",
-            (self.incident_id,),
-        ).fetchone()
-        if told is not None:
+        if release_journaled(conn, self.action, self.released_at):
             return None
         action_id = self.action(conn)
         if not self.tell:
             return None
         return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
+
+
+def release_journaled(conn: sqlite3.Connection, action: RecordAction, released_at: str) -> bool:
+    """Whether the journal holds a release of ``action``'s pod that wrote or found ``released_at``
+    (the pod's record of one release: the command's row and the responder's finding name it alike)."""
+    namespace, pod = action.values[2], action.values[3]
+    rows = conn.execute(
+        "SELECT outcome FROM actions WHERE namespace = ? AND pod = ? AND action = 'release'"
+        " AND status = 'released' AND instr(outcome, ?) > 0",
+        (namespace, pod, released_at),
+    )
+    for (outcome,) in rows:
+        extra = json.loads(outcome).get("extra") or {}
+        if extra.get("released_at") == released_at:
+            return True
+    return False
 
 
 def tell_thread(

@@ -38,7 +38,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
     release_note,
 )
-from responder.actions.pod_records import ReleaseRecord, release_record
+from responder.actions.pod_records import RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
@@ -86,6 +86,8 @@ REDECIDE_AFTER_SECONDS = 10.0
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
+# How far the clock of the machine `serving-guard release` ran on may be behind the responder's.
+CLOCK_SKEW_NS = 120 * 10**9
 # What a parsed alert holds beyond its bytes as text (objects, dict, strings' headers): measured
 # with tracemalloc at ~1.9 KB for Falco's shell alert of 1 KB, 7.8 KB and 28.9 KB alike.
 ALERT_OVERHEAD_BYTES = 2048
@@ -365,7 +367,7 @@ class Pipeline:
         # What it put on the pod is proven again by the first repeat after the restart (the recheck
         # timer is not journaled; what happened while the responder was down is unknown).
         outcomes = report.outcomes if report is not None else ()
-        holding = reopen_after_ns is None and released is None and any(_put_on_pod(o) for o in outcomes)
+        holding = reopen_after_ns is None and any(_put_on_pod(o) for o in outcomes)
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(record["first_alert"]),
@@ -935,9 +937,6 @@ class Pipeline:
         again), and the lapse is journaled under this incident and told in its Slack thread."""
         key = state.key
         started_ns = self._clock_ns()
-        if state.released is not None:  # found at the recheck before: journaled (and told) now
-            self._record_release(state, state.released)
-            return
         try:
             lookup = await self._in_pool(self._directory.lookup, key.namespace, key.pod, fresh=True)
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
@@ -949,6 +948,7 @@ class Pipeline:
         if released is not None:
             self._found_released(state, released)
             return
+        state.released = None  # isolated again since (a quarantine by hand): proven as any
         lapse = self._lifted(state, lookup.pod)
         if lapse is None:
             # The label alone proves nothing: its deny-all, and every other policy, decide.
@@ -1017,29 +1017,32 @@ class Pipeline:
         quarantine or block on it, as the pod records it; None: none. (Its quarantine and blocks
         clear an earlier release's record, so a record on the pod is a later one.)"""
         outcomes = state.report.outcomes if state.report is not None else ()
-        if not any(_put_on_pod(o) for o in outcomes):
+        put_on = [o.finished_ns for o in outcomes if _put_on_pod(o)]
+        if not put_on:
             return None
-        return release_record(pod)
+        # Made after what this incident put on the pod (give or take the clocks of the machines
+        # `release` runs on): an earlier version's block left an older record in place.
+        return release_record(pod, since_ns=max(put_on) - CLOCK_SKEW_NS)
 
     def _found_released(self, state: IncidentState, released: ReleaseRecord) -> None:
         """A person released the pod: a lift, not a lapse. Its repeats fold in as before and act no
         more (the person judged the pod safe for now; an alert after the incident's window is
-        decided afresh). Journaled under the incident, and told in its thread, at the next recheck,
-        unless the command did both (run with --incident, it journals right after its patch)."""
-        if state.released is not None:
+        decided afresh), and the rechecks go on: a quarantine by hand since is proven as any.
+        Journaled under the incident and told in its thread once (not when the command, run with
+        the journal, recorded the same release: both name its released-at)."""
+        if state.released == released:
             return
         state.released = released
-        state.recheck_after_ns = self._clock_ns() + int(RECHECK_SECONDS * 1e9)
         log.info(
             f"the pod was released by {released.by} ({released.reason}); this incident's repeats are"
             " counted, not acted on",
             extra={"incident": state.incident_id, "pod": state.key.pod_ref},
         )
+        self._record_release(state, released)
 
     def _record_release(self, state: IncidentState, released: ReleaseRecord) -> None:
         """Journal the release found on the pod under the incident, as the person's action, with
-        its thread reply when the incident is told in Slack (not when it already holds it)."""
-        state.recheck_after_ns = None
+        its thread reply when the incident is told in Slack (not when the journal holds it)."""
         now = self._clock_ns()
         key = state.key
         report = state.report
@@ -1051,16 +1054,23 @@ class Pipeline:
         outcome = ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
-            f"{release_note(released.by, released.reason)}; found on the pod by the responder (the"
-            " command was run without --incident)",
+            f"{release_note(released.by, released.reason)}; as the pod's annotations record it, found by"
+            " the responder (the command did not journal it)",
             started_ns=at,
             finished_ns=at,
-            extra={BY_HAND: released.by, REASON: released.reason},
+            extra={BY_HAND: released.by, REASON: released.reason, RELEASED_AT: released.at},
         )
         try:
             written = self._journal.schedule(
                 Journal.op_record_release_found(
-                    state.incident_id, key.namespace, key.pod, outcome, released.by, now, tell=tell
+                    state.incident_id,
+                    key.namespace,
+                    key.pod,
+                    outcome,
+                    released.by,
+                    now,
+                    tell=tell,
+                    released_at=released.at,
                 )
             )
         except RuntimeError as exc:  # the journal is closing: the pod record and the Event still say it
@@ -1255,7 +1265,8 @@ def _released_in(report: IncidentReport) -> ReleaseRecord | None:
     for outcome in reversed(report.outcomes):
         if outcome.action == "release" and outcome.status is OutcomeStatus.RELEASED:
             by, reason = outcome.extra.get(BY_HAND), outcome.extra.get(REASON)
-            return ReleaseRecord(str(by or "?"), str(reason or "?"), format_time_ns(outcome.finished_ns))
+            at = outcome.extra.get(RELEASED_AT) or format_time_ns(outcome.finished_ns)
+            return ReleaseRecord(str(by or "?"), str(reason or "?"), str(at))
         if outcome.action in ("quarantine", BLOCK_DESTINATION) and _put_on_pod(outcome):
             return None
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from responder.alert import parse_time_ns
 from responder.cluster.context import PodContext
 
 ANNOTATION_PREFIX = "serving-guard.io/"
@@ -21,6 +22,8 @@ A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
 QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
 RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON)
+# A release outcome's extra: the pod's released-at it wrote, or found (one release, told once).
+RELEASED_AT = "released_at"
 # Merged into the annotations of every quarantine and block patch: the pod's release record is then
 # always later than what the responder last put on it.
 CLEAR_RELEASE_RECORD: dict[str, str | None] = dict.fromkeys(RELEASE_ANNOTATIONS)
@@ -35,13 +38,20 @@ class ReleaseRecord:
     at: str
 
 
-def release_record(pod: PodContext) -> ReleaseRecord | None:
-    """The pod's release record, when it is the last word on the pod: a quarantine or block since
-    clears it (CLEAR_RELEASE_RECORD), and the release clears the quarantine record, which a label
-    removed by hand (kubectl label ... -) leaves in place. None: no release since."""
+def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
+    """The pod's release record, when it is the last word on the pod and made at ``since_ns`` or
+    later: a quarantine or block since clears it (CLEAR_RELEASE_RECORD; an earlier version's block
+    did not: hence the time), and the release clears the quarantine record, which a label removed
+    by hand (kubectl label ... -) leaves in place. None: no release since. (Anyone who may patch the
+    pod may write one: it is as trustworthy as that right; see README, Releasing.)"""
     annotations = pod.annotations
     released_at = annotations.get(A_RELEASED_AT)
     if released_at is None or A_QUARANTINED_AT in annotations:
+        return None
+    try:
+        if parse_time_ns(released_at) < since_ns:
+            return None
+    except ValueError:
         return None
     return ReleaseRecord(
         by=annotations.get(A_RELEASED_BY) or "someone",

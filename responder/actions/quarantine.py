@@ -59,6 +59,7 @@ from responder.actions.pod_records import (
     A_RULE,
     CLEAR_RELEASE_RECORD,
     QUARANTINE_ANNOTATIONS,
+    RELEASED_AT,
 )
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
@@ -992,13 +993,14 @@ class ClusterActions:
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )
+        released_at = _now_text()
         patch = {
             "metadata": {
                 "uid": meta.get("uid"),
                 "labels": {label: None, block_label: None},
                 "annotations": {
                     **{key: None for key in QUARANTINE_ANNOTATIONS},
-                    A_RELEASED_AT: _now_text(),
+                    A_RELEASED_AT: released_at,
                     A_RELEASED_BY: _clip(by),
                     A_RELEASE_REASON: _clip(reason),
                 },
@@ -1030,6 +1032,8 @@ class ClusterActions:
             patched_policies=policies.restored,
             started_ns=started,
             finished_ns=self._clock_ns(),
+            # As the pod records it: the responder, finding the release there, tells it only once.
+            extra={RELEASED_AT: released_at},
         )
         self._events.record(
             namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False

@@ -167,6 +167,15 @@ def open_journal(args: argparse.Namespace, config: Config, stack: contextlib.Exi
                 f"--incident {args.incident}: an incident in namespace {record['namespace']!r}, not"
                 f" {args.namespace!r}; nothing was done"
             )
+        others = sorted({pod for pod in args.pods if pod != record["pod"]})
+        if others:
+            # Recorded under it, the action would pass for one on the incident's own pod (its
+            # story, its Slack post, and what the responder proves again while alerts come).
+            raise UserError(
+                f"--incident {args.incident}: an incident about pod {record['pod']!r}, not"
+                f" {', '.join(repr(pod) for pod in others)}; nothing was done (act on other pods without"
+                " --incident, or under their own incidents)"
+            )
     return journal
 
 

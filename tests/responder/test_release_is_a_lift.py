@@ -12,6 +12,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from responder.cli import main
 from responder.service import Responder
 from simulators.seed import SeededPod
@@ -120,24 +122,23 @@ async def test_a_release_without_incident_is_found_on_the_pod_and_told_in_the_th
         await release(seeded, vllm, "--kubeconfig", seeded[2])
         assert pod_annotations(seeded, vllm)[RELEASED_AT]
 
-        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
-        assert by_hand_posts(sink) == []  # the command may still be journaling it: told at the next look
-        assert not await repeat_after_a_recheck(responder, clock, vllm, 2)
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)  # found, journaled, told
         await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
-        assert not await repeat_after_a_recheck(responder, clock, vllm, 3)  # said once
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 2)  # said once
 
-        (reply,) = [r for r in sink.replies("#sec-alerts", post.ts) if "released" in visible_text(r.blocks)]
-        text = visible_text(reply.blocks)
+        (reply,) = by_hand_posts(sink)
+        assert reply["thread_ts"] == post.ts
+        text = visible_text(reply["blocks"])
         assert (
-            f"*bob* released `{vllm.namespace}/{vllm.name}` by hand: found on the pod by the responder"
-            f" (the command was run without --incident).\nReason: {REASON}\n"
+            f"*bob* released `{vllm.namespace}/{vllm.name}` by hand: as the pod's annotations record it,"
+            f" found by the responder (the command did not journal it).\nReason: {REASON}\n"
         ) in text
         assert len(by_hand_posts(sink)) == 1 and lapse_replies(sink) == []
         await settle(responder, lambda: ":unlock:" in str(incident_posts(sink)[0].blocks))
         headline = incident_posts(sink)[0].blocks[1]["text"]["text"]
         assert headline.startswith(
-            ":unlock: *Released*: found on the pod by the responder (the command was run without"
-            f" --incident). :raised_hand: By hand, by *bob*: {REASON}.\n"
+            ":unlock: *Released*: as the pod's annotations record it, found by the responder (the"
+            f" command did not journal it). :raised_hand: By hand, by *bob*: {REASON}.\n"
         )
         assert LABEL not in labels(seeded[0], vllm) and incident_count(responder) == 1
         found = [a for a in actions(responder) if a[0] == "release"]
@@ -232,5 +233,100 @@ async def test_a_release_journaled_before_a_restart_still_holds_the_incidents_bl
         assert not await rechecked(responder)  # background done, not reopened
         assert BLOCK_LABEL not in labels(running, vllm) and incident_count(responder) == 1
         assert [a[0] for a in actions(responder)] == ["block_destination", "release"]
+    finally:
+        await responder.stop()
+
+
+async def quarantine_by_hand(tmp_path: Path, seeded: Seeded, pod: SeededPod, incident_id: str) -> None:
+    argv = ["quarantine", "-n", pod.namespace, pod.name, "--reason", "not safe after all", "--by", "carol"]
+    argv += ["--incident", incident_id, "--config", str(cli_config(tmp_path, seeded[2]))]
+    assert await asyncio.to_thread(main, argv) == 0
+
+
+async def test_a_quarantine_by_hand_after_a_release_is_proven_again_and_the_release_stays_history(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await submit(responder, shell(vllm, 0))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        incident = incident_of(responder)
+        await release(seeded, vllm, "--kubeconfig", kubeconfig)  # from a workstation
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)  # found and journaled
+        await quarantine_by_hand(tmp_path, seeded, vllm, incident)
+        assert labels(running, vllm)[LABEL] == "true" and RELEASED_AT not in pod_annotations(seeded, vllm)
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 2)  # holds: the release is history
+        assert [a for a in actions(responder) if a[0] != "recheck"] == [
+            ("quarantine", "quarantined", "responder"),
+            ("release", "released", "bob"),
+            ("quarantine", "quarantined", "carol"),
+        ]
+        # Then someone removes the label by hand: a lapse, as of any quarantine.
+        Harness(running, kubeconfig).gateway.patch_pod(
+            vllm.namespace, vllm.name, {"metadata": {"labels": {LABEL: None}}}
+        )
+        assert await repeat_after_a_recheck(responder, clock, vllm, 3)
+        await settle(responder, lambda: len(lapse_replies(sink)) == 1)
+    finally:
+        await responder.stop()
+
+
+async def test_incident_refuses_a_pod_that_is_not_the_incidents(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm, triton = pods["vllm"], pods["triton"]
+    responder = await start(tmp_path, seeded, sink)
+    try:
+        await submit(responder, shell(vllm, 0))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        incident = incident_of(responder)
+        capsys.readouterr()
+        argv = ["release", "-n", triton.namespace, triton.name, "vllm-9", "--reason", "x", "--by", "bob"]
+        argv += ["--incident", incident, "--config", str(cli_config(tmp_path, kubeconfig))]
+        assert await asyncio.to_thread(main, argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"--incident {incident}: an incident about pod '{vllm.name}', not '{triton.name}', 'vllm-9';"
+            in err
+        )
+        assert "nothing was done" in err
+        assert labels(running, vllm)[LABEL] == "true"  # nothing was done
+        assert [a[0] for a in actions(responder)] == ["quarantine"]
+    finally:
+        await responder.stop()
+
+
+async def test_a_release_record_older_than_the_incidents_block_is_not_a_release(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """An earlier version's block left a release record in place: it predates what the incident
+    put on the pod, and is no lift (a restart's first repeat rechecks; follow-up blocks go on)."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    responder = await started_blocking(tmp_path, kubeconfig, clock)
+    try:
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7")])
+        assert BLOCK_LABEL in labels(running, vllm)
+        old = {RELEASED_AT: "2026-11-01T00:00:00Z", "serving-guard.io/released-by": "bob"}
+        Harness(running, kubeconfig).gateway.patch_pod(
+            vllm.namespace, vllm.name, {"metadata": {"annotations": old}}
+        )
+    finally:
+        await responder.stop()
+    clock.advance(5)
+    responder = await started_blocking(tmp_path, kubeconfig, clock)
+    try:
+        clock.advance(16)
+        await submit_all(responder, [egress_alert(vllm, "198.51.100.9")])
+        assert not await rechecked(responder)
+        assert [a[:2] for a in actions(responder)] == [
+            ("block_destination", "blocked"),
+            ("block_destination", "blocked"),
+        ]
     finally:
         await responder.stop()
