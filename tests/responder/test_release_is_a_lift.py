@@ -21,7 +21,7 @@ from simulators.slack_sink import SlackSink
 from tests.helpers import FakeClock
 from tests.notify.slack_fixtures import visible_text
 from tests.responder.test_block_destination import BLOCK_LABEL, egress_alert, started_blocking
-from tests.responder.test_by_hand_in_slack import by_hand_posts, cli_config, incident_of
+from tests.responder.test_by_hand_in_slack import by_hand_posts, cli_config, incident_of, incident_post
 from tests.responder.test_isolation_recheck import rechecked
 from tests.responder.test_lapse_notice import lapse_replies, lapse_rows
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
@@ -75,9 +75,7 @@ async def test_a_release_with_incident_is_told_once_and_the_repeats_do_not_quara
     clock = FakeClock()
     responder = await start(tmp_path, seeded, sink, clock)
     try:
-        await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, vllm)
         await release(
             seeded,
             vllm,
@@ -115,9 +113,7 @@ async def test_a_release_without_incident_is_found_on_the_pod_and_told_in_the_th
     clock = FakeClock()
     responder = await start(tmp_path, seeded, sink, clock)
     try:
-        await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        (post,) = incident_posts(sink)
+        post = await incident_post(responder, sink, vllm)
         # Run from a workstation: no --config, no journal; the pod records who and why.
         await release(seeded, vllm, "--kubeconfig", seeded[2])
         assert pod_annotations(seeded, vllm)[RELEASED_AT]
@@ -158,8 +154,7 @@ async def test_a_label_removed_by_hand_is_a_lapse_even_on_a_pod_released_before(
         # Released once (an earlier incident): the pod keeps the record ...
         await release(seeded, vllm, "--kubeconfig", seeded[2])
         assert RELEASED_AT in pod_annotations(seeded, vllm)
-        await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await incident_post(responder, sink, vllm)
         # ... until the quarantine: a release record on the pod is one made since.
         assert labels(running, vllm)[LABEL] == "true"
         assert RELEASED_AT not in pod_annotations(seeded, vllm)
@@ -251,8 +246,7 @@ async def test_a_quarantine_by_hand_after_a_release_is_proven_again_and_the_rele
     clock = FakeClock()
     responder = await start(tmp_path, seeded, sink, clock)
     try:
-        await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await incident_post(responder, sink, vllm)
         incident = incident_of(responder)
         await release(seeded, vllm, "--kubeconfig", kubeconfig)  # from a workstation
         assert not await repeat_after_a_recheck(responder, clock, vllm, 1)  # found and journaled
@@ -281,8 +275,7 @@ async def test_incident_refuses_a_pod_that_is_not_the_incidents(
     vllm, triton = pods["vllm"], pods["triton"]
     responder = await start(tmp_path, seeded, sink)
     try:
-        await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await incident_post(responder, sink, vllm)
         incident = incident_of(responder)
         capsys.readouterr()
         argv = ["release", "-n", triton.namespace, triton.name, "vllm-9", "--reason", "x", "--by", "bob"]
