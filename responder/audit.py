@@ -563,6 +563,12 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column the journal of an earlier schema has not got yet (a reader reads such a journal as
+    it is, the next writer to open it brings it up to date): None there, as its rows then had."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 (`in` a Row looks at its values)
+
+
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     row = conn.execute(INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?", (incident_id,)).fetchone()
     actions = [
@@ -586,10 +592,10 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
             "channel": n["channel"],
             "slack_channel": n["slack_channel"],
             "slack_ts": n["slack_ts"],
-            "slack_thread_ts": n["slack_thread_ts"],
+            "slack_thread_ts": _column(n, "slack_thread_ts"),
             "last_error": n["last_error"],
             "sent_ns": n["sent_ns"],
-            **({"action_id": n["action_id"]} if n["action_id"] is not None else {}),
+            **({"action_id": n["action_id"]} if _column(n, "action_id") is not None else {}),
         }
         for n in conn.execute("SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]

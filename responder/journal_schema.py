@@ -173,32 +173,52 @@ def connect(
     return conn
 
 
-def check_readable(conn: sqlite3.Connection, path: str) -> None:
-    """Refuse (UserError) a journal written by a newer version: its rows may hold what this one
-    cannot read. (An older journal is brought up to date by the next writer to open it.)"""
+def stored_schema(conn: sqlite3.Connection, path: str) -> int | None:
+    """The journal's schema number; None for a new journal (no meta table, or no number in it yet).
+    UserError, naming the journal, for a number that is not one (a damaged or foreign file)."""
     from responder.errors import UserError
 
     has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if has_meta is None:
-        return
+        return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is not None and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
+    if row is None:
+        return None
+    value = str(row[0])
+    if not (value.isascii() and value.isdigit()):
         raise UserError(
-            f"journal {path}: schema {row[0]}, written by a newer version of Serving Guard; this version"
-            f" reads schema {SCHEMA_VERSION} and earlier: use the newer version (or, to go back to this"
-            " one, move the journal aside: it starts a new one)"
+            f"journal {path}: its schema number is {value[:40]!r}, not a number: not a Serving Guard"
+            f" journal, or a damaged one (this version reads schema {SCHEMA_VERSION} and earlier)"
         )
+    return int(value)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a journal written by an earlier version to this schema, in one transaction."""
-    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-    if has_meta is None:
-        return  # a new journal
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is None or int(row[0]) not in MIGRATIONS:
+def newer_schema_message(path: str, version: int) -> str:
+    """How every reader and the writer refuse a journal a later version wrote."""
+    return (
+        f"journal {path}: schema {version}, this version reads {SCHEMA_VERSION} (written by a newer"
+        " version of Serving Guard: use that version, or move the journal aside to start a new one)"
+    )
+
+
+def check_readable(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse (UserError) a journal written by a newer version: its rows may hold what this one
+    cannot read. (An older journal is brought up to date by the next writer to open it; readers
+    read it as it is.)"""
+    from responder.errors import UserError
+
+    version = stored_schema(conn, path)
+    if version is not None and version > SCHEMA_VERSION:
+        raise UserError(newer_schema_message(path, version))
+
+
+def migrate(conn: sqlite3.Connection, path: str = "journal") -> None:
+    """Bring a journal written by an earlier version to this schema, in one transaction. Leaves
+    alone a new journal, this schema's, and one it has no way up from (a later version's: the
+    caller refuses those, before writing anything)."""
+    version = stored_schema(conn, path)
+    if version is None or version not in MIGRATIONS:
         return
-    version = int(row[0])
     log.info("upgrading the journal's schema", extra={"from": version, "to": SCHEMA_VERSION})
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -22,7 +22,16 @@ from typing import Any, Generic, TypeVar
 
 from responder.errors import UserError
 from responder.journal_rows import AlertRow, RecentAlerts, WriteConnection, append_rows
-from responder.journal_schema import MIN_SQLITE, SCHEMA, SCHEMA_VERSION, WAL_SIZE_LIMIT, connect, migrate
+from responder.journal_schema import (
+    MIN_SQLITE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    WAL_SIZE_LIMIT,
+    connect,
+    migrate,
+    newer_schema_message,
+    stored_schema,
+)
 from responder.walsync import WalSyncer
 
 log = logging.getLogger("serving_guard.journal")
@@ -68,21 +77,18 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
         # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-        migrate(conn)
+        # A later version's journal is refused before anything is written to it: this version's
+        # tables and indexes are not made over its own (it may have moved or dropped them).
+        version = stored_schema(conn, path)
+        if version is not None and version > SCHEMA_VERSION:
+            raise UserError(newer_schema_message(path, version))
+        migrate(conn, path)
+        version = stored_schema(conn, path)
+        if version is not None and version != SCHEMA_VERSION:  # one no migration comes from
+            raise UserError(f"journal {path}: schema {version}, this version reads {SCHEMA_VERSION}")
         conn.executescript(SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
+        if version is None:
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row["value"]) != SCHEMA_VERSION:
-            raise UserError(
-                f"journal {path}: schema {row['value']}, this version reads {SCHEMA_VERSION}"
-                + (
-                    " (written by a newer version of Serving Guard: use it, or move the journal aside to"
-                    " start a new one)"
-                    if int(row["value"]) > SCHEMA_VERSION
-                    else ""
-                )
-            )
         newest = conn.execute("SELECT MAX(event_ns) FROM alerts").fetchone()[0]
         conn.recent = RecentAlerts(newest if newest is not None else -(1 << 63), options.recent_ids)
         _check_writable(conn)

@@ -38,6 +38,7 @@ from responder.actions.outcome import (
     ActionOutcome,
     KeptOut,
     OutcomeStatus,
+    UnknownStatus,
     failure_outcome,
 )
 from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
@@ -53,7 +54,8 @@ log = logging.getLogger("serving_guard.actions")
 
 ACTION = BLOCK_DESTINATION
 DISCOVERY_TTL_NS = 300 * 10**9
-_EVENT_REASONS = {
+# Keyed as outcome.status is typed (an UnknownStatus only ever comes back from the journal).
+_EVENT_REASONS: dict[OutcomeStatus | UnknownStatus, str] = {
     OutcomeStatus.BLOCKED: "DestinationBlocked",
     OutcomeStatus.LEAKY: "DestinationBlockLeaky",
     OutcomeStatus.WITHHELD: "DestinationBlockWithheld",

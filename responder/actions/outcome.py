@@ -33,6 +33,27 @@ class OutcomeStatus(StrEnum):
 FINAL_STATUSES = frozenset(OutcomeStatus)
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownStatus:
+    """A status word this version does not know, read back from the journal (a later version's, or
+    a damaged row's): kept as written, shown as it is (``value``, as an OutcomeStatus's), and equal
+    to none of ours, so nothing is done on it. The journal's schema number keeps a later version's
+    words from an earlier one; this keeps a word that came anyway from stopping a reader mid-run."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def status_of(word: str) -> OutcomeStatus | UnknownStatus:
+    """A stored status word: ours, else kept as an UnknownStatus (never a ValueError)."""
+    try:
+        return OutcomeStatus(word)
+    except ValueError:
+        return UnknownStatus(word)
+
+
 class KeptOut(StrEnum):
     """What already kept a block's address out of the pod's reach, so that no block was made."""
 
@@ -126,7 +147,9 @@ _KEPT_OUT_WORDS = {
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
     action: str
-    status: OutcomeStatus
+    # UnknownStatus only for an outcome read back from the journal (from_json) with a word this
+    # version does not know; the responder's own outcomes always have an OutcomeStatus.
+    status: OutcomeStatus | UnknownStatus
     detail: str = ""
     # NetworkPolicies that still allow traffic to/from the quarantined pod (LEAKY), by name.
     leaky_policies: tuple[str, ...] = ()
@@ -279,7 +302,7 @@ class ActionOutcome:
     def from_json(cls, data: dict[str, Any]) -> ActionOutcome:
         return cls(
             action=str(data["action"]),
-            status=OutcomeStatus(data["status"]),
+            status=status_of(str(data["status"])),
             detail=str(data.get("detail", "")),
             leaky_policies=tuple(data.get("leaky_policies", ())),
             patched_policies=tuple(data.get("patched_policies", ())),

@@ -42,6 +42,7 @@ from responder.actions.outcome import (
     ActionOutcome,
     Lapse,
     OutcomeStatus,
+    UnknownStatus,
     failure_outcome,
     release_note,
 )
@@ -1131,7 +1132,7 @@ class ClusterActions:
     def _record_event(self, pod: PodContext, outcome: ActionOutcome) -> None:
         if outcome.status is OutcomeStatus.POD_GONE:
             return
-        reasons = {
+        reasons: dict[OutcomeStatus | UnknownStatus, str] = {
             OutcomeStatus.QUARANTINED: "Quarantined",
             OutcomeStatus.LEAKY: "QuarantineLeaky",
             OutcomeStatus.DRY_RUN: "QuarantineDryRun",

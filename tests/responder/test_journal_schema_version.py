@@ -99,8 +99,8 @@ def test_a_journal_of_a_newer_version_is_refused_by_audit_without_a_traceback(
     set_schema(path, SCHEMA_VERSION + 1)
     assert main(["audit", "--journal", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"journal {path}: schema {SCHEMA_VERSION + 1}, written by a newer version" in err
-    assert f"reads schema {SCHEMA_VERSION} and earlier" in err and "Traceback" not in err
+    assert f"journal {path}: schema {SCHEMA_VERSION + 1}, this version reads {SCHEMA_VERSION}" in err
+    assert "written by a newer version of Serving Guard" in err and "Traceback" not in err
 
 
 def test_audit_reads_a_journal_of_its_own_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
