@@ -12,6 +12,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from responder.actions.pod_records import RELEASED_AT
+
 
 def used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of live records: the database's pages minus its free list (the file does not shrink
@@ -212,7 +214,7 @@ def release_journaled(conn: sqlite3.Connection, action: RecordAction, released_a
     )
     for (outcome,) in rows:
         extra = json.loads(outcome).get("extra") or {}
-        if extra.get("released_at") == released_at:
+        if extra.get(RELEASED_AT) == released_at:
             return True
     return False
 

@@ -27,9 +27,9 @@ from responder.journal_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     WAL_SIZE_LIMIT,
+    check_readable,
     connect,
     migrate,
-    newer_schema_message,
     stored_schema,
 )
 from responder.walsync import WalSyncer
@@ -79,9 +79,7 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         # A later version's journal is refused before anything is written to it: this version's
         # tables and indexes are not made over its own (it may have moved or dropped them).
-        version = stored_schema(conn, path)
-        if version is not None and version > SCHEMA_VERSION:
-            raise UserError(newer_schema_message(path, version))
+        check_readable(conn, path)
         migrate(conn, path)
         version = stored_schema(conn, path)
         if version is not None and version != SCHEMA_VERSION:  # one no migration comes from

@@ -40,7 +40,7 @@ from responder.actions.outcome import (
 )
 from responder.actions.pod_records import RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
-from responder.alert import Alert, format_time_ns, parse_time_ns
+from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
@@ -169,7 +169,9 @@ class Pipeline:
         # Whether any policy blocks destinations (default_actions may not): else a repeat, folded
         # on the storm's hot path, has no address to look at.
         self._blocks_destinations = any(ActionName.BLOCK_DESTINATION in p.actions for p in config.policies)
-        self._slots = Slots(config.journal.max_pending, config.journal.max_pending_bytes)
+        self._slots = Slots(
+            config.journal.max_pending, config.journal.max_pending_bytes, ALERT_OVERHEAD_BYTES
+        )
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -1047,17 +1049,13 @@ class Pipeline:
         key = state.key
         report = state.report
         tell = report is not None and report.decision.notify and self._notifications
-        try:
-            at = parse_time_ns(released.at)  # as the pod records it: when the person released it
-        except ValueError:
-            at = now
         outcome = ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
             f"{release_note(released.by, released.reason)}; as the pod's annotations record it, found by"
             " the responder (the command did not journal it)",
-            started_ns=at,
-            finished_ns=at,
+            started_ns=released.at_ns,  # as the pod records it: when the person released it
+            finished_ns=released.at_ns,
             extra={BY_HAND: released.by, REASON: released.reason, RELEASED_AT: released.at},
         )
         try:
@@ -1241,9 +1239,9 @@ def _settle(future: asyncio.Future[T], result: T | BaseException) -> None:
 
 
 def _weight(alert: Alert, raw: bytes | None) -> int:
-    """The bytes an alert in flight holds (journal.max_pending_bytes): its body as received, or
-    about what its JSON would be, and what a parsed alert holds beyond it (measured ~2 KB)."""
-    return (len(raw) if raw is not None else estimated_payload_bytes(alert)) + ALERT_OVERHEAD_BYTES
+    """An alert's bytes: its body as received, or about what its JSON would be (the journal counts
+    them; in flight, the slots add ALERT_OVERHEAD_BYTES)."""
+    return len(raw) if raw is not None else estimated_payload_bytes(alert)
 
 
 def _names_address(outcome: ActionOutcome, address: str) -> bool:
@@ -1266,7 +1264,7 @@ def _released_in(report: IncidentReport) -> ReleaseRecord | None:
         if outcome.action == "release" and outcome.status is OutcomeStatus.RELEASED:
             by, reason = outcome.extra.get(BY_HAND), outcome.extra.get(REASON)
             at = outcome.extra.get(RELEASED_AT) or format_time_ns(outcome.finished_ns)
-            return ReleaseRecord(str(by or "?"), str(reason or "?"), str(at))
+            return ReleaseRecord(str(by or "?"), str(reason or "?"), str(at), outcome.finished_ns)
         if outcome.action in ("quarantine", BLOCK_DESTINATION) and _put_on_pod(outcome):
             return None
     return None

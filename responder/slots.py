@@ -5,9 +5,10 @@ request. ``Slots`` also offers ``try_take``: a free slot is taken in the same ca
 the alert, and only an input that has to wait for room awaits ``take``.
 
 A slot is taken with a weight (the alert's bytes) and given back with the same weight: in flight
-are at most ``count`` alerts and ``max_bytes`` of them, so that a storm of large alerts holds no
-more memory than one of small ones. One alert heavier than ``max_bytes`` still goes through when
-nothing else is in flight (else it could never be taken).
+are at most ``count`` alerts and ``max_bytes`` of them, each weighing ``slot_bytes`` more (what any
+alert holds beyond its bytes), so that a storm of large alerts holds no more memory than one of
+small ones. One alert heavier than ``max_bytes`` still goes through when nothing else is in flight
+(else it could never be taken).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from collections import deque
 
 
 class Slots:
-    def __init__(self, count: int, max_bytes: int | None = None) -> None:
+    def __init__(self, count: int, max_bytes: int | None = None, slot_bytes: int = 0) -> None:
         self._free = count
+        self._slot_bytes = slot_bytes
         self._count = count
         self._max_bytes = max_bytes if max_bytes is not None else 1 << 62
         self._free_bytes = self._max_bytes
@@ -37,6 +39,9 @@ class Slots:
         return self._free > 0 and (weight <= self._free_bytes or self._free == self._count)
 
     def try_take(self, weight: int = 0) -> bool:
+        return self._try_take(weight + self._slot_bytes)
+
+    def _try_take(self, weight: int) -> bool:
         # Waiters go first: a burst of fresh arrivals must not starve an input that is waiting.
         if not self._waiters and self._fits(weight):
             self._free -= 1
@@ -45,7 +50,8 @@ class Slots:
         return False
 
     async def take(self, weight: int = 0) -> None:
-        if self.try_take(weight):
+        weight += self._slot_bytes
+        if self._try_take(weight):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (waiter, weight)
@@ -54,13 +60,16 @@ class Slots:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release(weight)  # handed a slot just as the wait was cancelled: pass it on
+                self._release(weight)  # handed a slot just as the wait was cancelled: pass it on
             else:
                 self._remove(entry)
                 self._hand_over()  # a heavy waiter gone may let lighter ones behind it in
             raise
 
     def release(self, weight: int = 0) -> None:
+        self._release(weight + self._slot_bytes)
+
+    def _release(self, weight: int) -> None:
         self._free += 1
         self._free_bytes += weight
         if self._waiters:

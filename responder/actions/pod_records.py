@@ -36,6 +36,7 @@ class ReleaseRecord:
     by: str
     reason: str
     at: str
+    at_ns: int  # ``at`` as a time
 
 
 def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
@@ -49,12 +50,14 @@ def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
     if released_at is None or A_QUARANTINED_AT in annotations:
         return None
     try:
-        if parse_time_ns(released_at) < since_ns:
-            return None
+        at_ns = parse_time_ns(released_at)
     except ValueError:
+        return None
+    if at_ns < since_ns:
         return None
     return ReleaseRecord(
         by=annotations.get(A_RELEASED_BY) or "someone",
         reason=annotations.get(A_RELEASE_REASON) or "",
         at=released_at,
+        at_ns=at_ns,
     )

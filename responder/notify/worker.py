@@ -219,7 +219,7 @@ class NotificationWorker:
         elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
         if row.kind == "incident" and report.decision.reopens is not None:
-            self._update_reopened(report.decision.reopens.incident_id, row.channel, now)
+            self._schedule_update(report.decision.reopens.incident_id, row.channel, now)
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
@@ -428,15 +428,11 @@ class NotificationWorker:
             state.report = dataclasses.replace(state.report, outcomes=(*state.report.outcomes, outcome))
         if not update_post:
             return
-        now = self._clock_ns()
-        scheduled = self._journal.schedule(
-            Journal.op_schedule_notification(row.incident_id, "update", row.channel, now, now)
-        )
-        scheduled.add_done_callback(lambda written: self._scheduled(written, row.incident_id, "update"))
+        self._schedule_update(row.incident_id, row.channel, self._clock_ns())
 
-    def _update_reopened(self, incident_id: str, channel: str | None, now: int) -> None:
-        """The incident this one reopens: its post, rendered again, names this one (it said only
-        that the next alert would open a new incident)."""
+    def _schedule_update(self, incident_id: str, channel: str | None, now: int) -> None:
+        """Render the incident's post again: after a person acted on it, or (the incident this one
+        reopens) to name the incident that reopened it."""
         scheduled = self._journal.schedule(
             Journal.op_schedule_notification(incident_id, "update", channel, now, now)
         )

@@ -78,3 +78,15 @@ async def test_a_cancelled_heavy_waiter_lets_the_lighter_ones_behind_it_in() -> 
     heavy.cancel()
     await asyncio.wait_for(light, 1)
     assert heavy.cancelled() and slots.free_bytes == 0
+
+
+async def test_each_slot_weighs_its_overhead_too() -> None:
+    slots = Slots(10, max_bytes=100, slot_bytes=30)
+    assert slots.try_take(40)  # 70 of 100
+    assert not slots.try_take(1)  # 31 more: over
+    waiter = asyncio.ensure_future(slots.take(1))  # waits for room
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    slots.release(40)  # gives back 70
+    await asyncio.wait_for(waiter, 1)
+    assert slots.free_bytes == 69 and slots.free == 9
