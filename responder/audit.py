@@ -285,6 +285,9 @@ class ActionRecord(TypedDict):
     # recheck (status lapsed): what the incident put on the pod that no longer holds ("quarantine"
     # or "block_destination"); the detail says what undid it.
     lapsed: NotRequired[str]
+    # namespace/pod, when the action was on another pod than the incident's (an earlier version let
+    # `--incident` journal one so); the incident's story leaves it out.
+    other_pod: NotRequired[str]
 
 
 class NotificationRecord(TypedDict):
@@ -569,6 +572,16 @@ def _column(row: sqlite3.Row, name: str) -> Any:
     return row[name] if name in row.keys() else None  # noqa: SIM118 (`in` a Row looks at its values)
 
 
+def _other_pod(action: sqlite3.Row, incident: sqlite3.Row | None) -> dict[str, str]:
+    """{"other_pod": "namespace/pod"} for an action on another pod than its incident's (as
+    Journal.incident_record leaves out), else nothing."""
+    if incident is None or action["namespace"] is None:
+        return {}
+    if (action["namespace"], action["pod"]) == (incident["namespace"], incident["pod"]):
+        return {}
+    return {"other_pod": f"{action['namespace']}/{action['pod']}"}
+
+
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     row = conn.execute(INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?", (incident_id,)).fetchone()
     actions = [
@@ -581,6 +594,7 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
             "duration_ms": _ms(a["started_ns"], a["finished_ns"]),
             "actor": a["actor"],
             **_outcome_fields(json.loads(a["outcome"])),
+            **_other_pod(a, row),
         }
         for a in conn.execute("SELECT * FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]
@@ -752,6 +766,8 @@ def _action_text(action: Mapping[str, Any]) -> str:
     elif action.get("detail"):
         text += f" ({action['detail']})"
     text += f" by {action.get('actor') or RESPONDER_ACTOR}"
+    if action.get("other_pod"):
+        text += f" on {action['other_pod']}, not this incident's pod"
     return text + (f": {action['reason']}" if action.get("reason") else "")
 
 

@@ -863,10 +863,14 @@ class Journal:
                     log.error(
                         "journaled alert unreadable", extra={"incident": incident_id, "error": str(exc)}
                     )
+            # Its own pod's actions only: versions that wrote schema 4 or earlier let `--incident` record an
+            # action on another pod under it (audit still lists that row as journaled).
             record["outcomes"] = [
                 ActionOutcome.from_json(json.loads(r["outcome"]))
                 for r in conn.execute(
-                    "SELECT outcome FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,)
+                    "SELECT outcome FROM actions WHERE incident_id = ?"
+                    " AND (namespace IS NULL OR (namespace = ? AND pod = ?)) ORDER BY id",
+                    (incident_id, row["namespace"], row["pod"]),
                 ).fetchall()
             ]
             lapses = [o.finished_ns for o in record["outcomes"] if o.lapse is not None]

@@ -38,6 +38,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
     release_note,
 )
+from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.actions.pod_records import RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
@@ -624,8 +625,15 @@ class Pipeline:
                     token = None if dry_run else self._block_breaker.take(now)
                     counted = False
                     try:
-                        outcome = await self._block_destination(pod, alert, dry_run=dry_run)
+                        # A release made after the fresh read above stops it too (its patch would
+                        # clear the release's record and label the pod again).
+                        outcome = await self._block_destination(
+                            pod, alert, dry_run=dry_run, yield_to_release=True
+                        )
                         counted = outcome.newly_blocked
+                    except ReleasedMeanwhile as released_meanwhile:
+                        self._found_released(state, released_meanwhile.record)
+                        return
                     finally:
                         if token is not None and not counted:  # also when it raised
                             self._block_breaker.give_back(token)
@@ -667,8 +675,20 @@ class Pipeline:
             extra={BLOCKED_ADDRESS: address},
         )
 
-    async def _block_destination(self, pod: PodContext, alert: Alert, *, dry_run: bool) -> ActionOutcome:
-        outcome = await self._in_pool(self._actions.block_destination, pod, alert, dry_run=dry_run)
+    async def _block_destination(
+        self, pod: PodContext, alert: Alert, *, dry_run: bool, yield_to_release: bool = False
+    ) -> ActionOutcome:
+        try:
+            outcome = await self._in_pool(
+                self._actions.block_destination,
+                pod,
+                alert,
+                dry_run=dry_run,
+                yield_to_release=yield_to_release,
+            )
+        except ReleasedMeanwhile:
+            self._directory.forget(pod.namespace, pod.name)  # released: the next read must be fresh
+            raise
         if outcome.block_labelled:  # its labels changed: the next read must be fresh
             self._directory.forget(pod.namespace, pod.name)
         return outcome

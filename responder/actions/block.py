@@ -89,9 +89,17 @@ class DestinationBlocks:
         self._discovered: tuple[int, list[str]] | None = None
 
     def block(
-        self, pod: PodContext, alert: Alert, *, dry_run: bool, address: str | None = None
+        self,
+        pod: PodContext,
+        alert: Alert,
+        *,
+        dry_run: bool,
+        address: str | None = None,
+        yield_to_release: bool = False,
     ) -> ActionOutcome:
-        """Block the address the alert names, or ``address`` (a person's --address) when given."""
+        """Block the address the alert names, or ``address`` (a person's --address) when given.
+        ``yield_to_release``: an incident's follow-up block, which a release made since ``pod`` was
+        read stops (ReleasedMeanwhile) rather than be undone by it."""
         started = self._clock_ns()
         settings = self._settings
         target = (
@@ -103,7 +111,9 @@ class DestinationBlocks:
             outcome = self._outcome(OutcomeStatus.WITHHELD, f"nothing to block: {target}", started)
         else:
             try:
-                outcome = self._block(pod, target, started, dry_run=dry_run)
+                outcome = self._block(
+                    pod, target, started, dry_run=dry_run, yield_to_release=yield_to_release
+                )
             except KubeError as exc:
                 outcome = failure_outcome(ACTION, exc, started, self._clock_ns())
         # Dry-run writes nothing to the cluster, not even an Event.
@@ -117,7 +127,13 @@ class DestinationBlocks:
     # -- the steps ------------------------------------------------------------------------------
 
     def _block(
-        self, pod: PodContext, target: destination.Target, started: int, *, dry_run: bool
+        self,
+        pod: PodContext,
+        target: destination.Target,
+        started: int,
+        *,
+        dry_run: bool,
+        yield_to_release: bool,
     ) -> ActionOutcome:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
@@ -196,7 +212,7 @@ class DestinationBlocks:
         if unblocked:
             extra[UNBLOCKED] = sorted(str(a) for a in unblocked)
         try:
-            return self._label_and_prove(pod, name, value, target, blocked, started, extra)
+            return self._label_and_prove(pod, name, value, target, blocked, started, extra, yield_to_release)
         except KubeError as exc:
             failed = failure_outcome(ACTION, exc, started, self._clock_ns())
             if failed.status is not OutcomeStatus.FAILED:
@@ -327,6 +343,7 @@ class DestinationBlocks:
         blocked: set[destination.Address],
         started: int,
         extra: dict[str, Any],
+        yield_to_release: bool,
     ) -> ActionOutcome:
         """Label the pod into its block policy (made already), then prove the block."""
         label = self._settings.label
@@ -337,6 +354,7 @@ class DestinationBlocks:
                 self._gateway,
                 pod,
                 lambda _meta: {"labels": {label: value}, "annotations": CLEAR_RELEASE_RECORD},
+                yield_to_release=yield_to_release,
             )
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from responder.actions.pod_records import ReleaseRecord, release_record_in
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 
@@ -22,16 +23,30 @@ class KeptChanging(Exception):
     """The pod changed between each read and the patch, every time it was tried."""
 
 
+class ReleasedMeanwhile(Exception):
+    """A person released the pod between its read and the patch (``record``, as the pod holds it):
+    an incident's follow-up action gives way to it rather than undo it."""
+
+    def __init__(self, record: ReleaseRecord) -> None:
+        super().__init__(f"released by {record.by} at {record.at} since the pod was read")
+        self.record = record
+
+
 def patch_as_read(
     gateway: KubeGateway,
     pod: PodContext,
     metadata_for: Callable[[Mapping[str, Any]], dict[str, Any]],
+    *,
+    yield_to_release: bool = False,
 ) -> dict[str, Any]:
     """Merge-patch the metadata ``metadata_for`` makes of the pod's metadata as last read (its
-    labels and annotations) and return the patched pod. Raises PodReplaced, KeptChanging after
-    CONFLICT_RETRIES attempts, or KubeError (a 404: the pod is gone)."""
+    labels and annotations) and return the patched pod. With ``yield_to_release``, a release
+    recorded on the pod since ``pod`` was read is not overwritten (the patch clears release records):
+    ReleasedMeanwhile. Raises PodReplaced, KeptChanging after CONFLICT_RETRIES attempts, or KubeError
+    (a 404: the pod is gone)."""
     meta: Mapping[str, Any] = {"labels": pod.labels, "annotations": pod.annotations}
     version = pod.resource_version
+    as_read = release_record_in(pod.annotations)
     for _ in range(CONFLICT_RETRIES):
         metadata = {**metadata_for(meta), "uid": pod.uid}
         if version is not None:
@@ -45,5 +60,9 @@ def patch_as_read(
         meta = fresh.get("metadata") or {}
         if meta.get("uid") != pod.uid:
             raise PodReplaced("pod was replaced (uid changed)")
+        # A release changes the pod, so it always meets the patch here as a conflict.
+        released = release_record_in(meta.get("annotations") or {})
+        if yield_to_release and released is not None and released != as_read:
+            raise ReleasedMeanwhile(released)
         version = meta.get("resourceVersion")
     raise KeptChanging(f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")

@@ -4,6 +4,7 @@ annotations), and the release record read back: how the responder tells a person
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from responder.alert import parse_time_ns
@@ -45,7 +46,11 @@ def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
     did not: hence the time), and the release clears the quarantine record, which a label removed
     by hand (kubectl label ... -) leaves in place. None: no release since. (Anyone who may patch the
     pod may write one: it is as trustworthy as that right; see README, Releasing.)"""
-    annotations = pod.annotations
+    return release_record_in(pod.annotations, since_ns)
+
+
+def release_record_in(annotations: Mapping[str, str], since_ns: int = 0) -> ReleaseRecord | None:
+    """release_record of a pod whose annotations are ``annotations`` (as a patch reads them)."""
     released_at = annotations.get(A_RELEASED_AT)
     if released_at is None or A_QUARANTINED_AT in annotations:
         return None

@@ -297,11 +297,19 @@ class ClusterActions:
     # -- block one destination ------------------------------------------------------------------
 
     def block_destination(
-        self, pod: PodContext, alert: Alert, *, dry_run: bool, address: str | None = None
+        self,
+        pod: PodContext,
+        alert: Alert,
+        *,
+        dry_run: bool,
+        address: str | None = None,
+        yield_to_release: bool = False,
     ) -> ActionOutcome:
         """Cut the pod off from the address the alert names (or ``address``), keeping its other
         traffic (see responder/actions/block.py)."""
-        return self._blocks.block(pod, alert, dry_run=dry_run, address=address)
+        return self._blocks.block(
+            pod, alert, dry_run=dry_run, address=address, yield_to_release=yield_to_release
+        )
 
     # -- quarantine ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pytest
 
 from responder.actions import destination
 from responder.actions.outcome import KeptOut, OutcomeStatus
+from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
@@ -309,6 +310,54 @@ def test_release_lifts_the_block(harness: Harness, seeded: Seeded) -> None:
     policy = block_policy_of(harness, vllm)
     assert again.status is OutcomeStatus.BLOCKED and policy is not None
     assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.9"}
+
+
+def test_a_follow_up_block_gives_way_to_a_release_made_since_the_pod_was_read(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A release lands between the block's read of the pod and its label: with yield_to_release
+    (an incident's follow-up block) the pod stays released and its record stays; without it (an
+    incident's first block, on new evidence) the pod is blocked and the record cleared."""
+    vllm = seeded[1]["vllm"]
+    first = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert first.status is OutcomeStatus.BLOCKED
+    read_before_the_release = harness.pod(vllm)
+    harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="false positive")
+    with pytest.raises(ReleasedMeanwhile) as raised:
+        harness.actions.block_destination(
+            read_before_the_release, egress_alert(vllm, "198.51.100.9"), dry_run=False, yield_to_release=True
+        )
+    assert raised.value.record.by == "carol"
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    assert BLOCK_LABEL not in stored["metadata"].get("labels", {})
+    assert stored["metadata"]["annotations"]["serving-guard.io/released-by"] == "carol"
+    # Without it, the same stale read blocks: the patch works from the pod as it is now.
+    again = harness.actions.block_destination(
+        read_before_the_release, egress_alert(vllm, "198.51.100.9"), dry_run=False
+    )
+    assert again.status is OutcomeStatus.BLOCKED, again.detail
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and BLOCK_LABEL in stored["metadata"]["labels"]
+    assert "serving-guard.io/released-by" not in stored["metadata"].get("annotations", {})
+
+
+def test_a_follow_up_block_on_a_pod_released_before_it_was_read_goes_on(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """The release record the block read already is not one made meanwhile: another change to the pod
+    between the read and the label (a conflict) does not stop the block."""
+    vllm = seeded[1]["vllm"]
+    harness.actions.block_destination(harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False)
+    harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="false positive")
+    read = harness.pod(vllm)
+    harness.gateway.patch_pod(vllm.namespace, vllm.name, {"metadata": {"labels": {"team": "serving"}}})
+    outcome = harness.actions.block_destination(
+        read, egress_alert(vllm, "198.51.100.9"), dry_run=False, yield_to_release=True
+    )
+    assert outcome.status is OutcomeStatus.BLOCKED, outcome.detail
 
 
 def test_never_block_and_other_fields_come_from_the_settings(seeded: Seeded) -> None:

@@ -13,8 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
+from responder.audit import _action_text as action_text
+from responder.audit import _incident as audited_incident
 from responder.errors import UserError
 from responder.journal import IncidentRow, Journal, JournaledRepeats
 from responder.journal_rows import decode_payload, encode_payload
@@ -323,6 +326,44 @@ def test_an_incidents_count_covers_its_repeats_without_indexing_them(tmp_path: P
         assert "alerts_incident_kept" in plan
         journal.run_sync(lambda conn: conn.execute("UPDATE incidents SET count = 0"))
         assert [row.count for row in journal.incidents_since(0)] == [1]
+    finally:
+        journal.close()
+
+
+def test_an_incidents_record_holds_its_own_pods_actions_and_audit_every_row(tmp_path: Path) -> None:
+    """An earlier version let `quarantine --incident` journal an action on another pod under an
+    incident: what a restart and the incident's Slack post read of it leaves that row out (its
+    rechecks must not go by it); audit still shows it, as journaled."""
+    journal = open_journal(tmp_path)
+    try:
+        opener = alert(1)
+        journal.run_sync(Journal.op_append_alert(opener, "http", 10))
+        journal.run_sync(
+            Journal.op_open_incident(
+                IncidentRow("inc-1", "k", "r", "ml", "p1", "c", "h", opener.alert_id, 10, 10, 1, False, 1)
+            )
+        )
+        own = ActionOutcome("annotate", OutcomeStatus.ANNOTATED, "annotated", started_ns=11, finished_ns=11)
+        other = ActionOutcome(
+            "quarantine", OutcomeStatus.QUARANTINED, "isolated", started_ns=12, finished_ns=12
+        )
+        legacy = ActionOutcome(
+            "annotate", OutcomeStatus.ANNOTATED, "no pod named", started_ns=13, finished_ns=13
+        )
+        journal.run_sync(Journal.op_record_action("inc-1", opener.alert_id, "ml", "p1", own))
+        journal.run_sync(Journal.op_record_action_by_hand("inc-1", "ml", "p2", other, "bob", 12))
+        journal.run_sync(Journal.op_record_action("inc-1", None, None, None, legacy))
+        record = journal.incident_record("inc-1")
+        assert record is not None
+        assert [o.detail for o in record["outcomes"]] == ["annotated", "no pod named"]
+        with journal.reader() as conn:
+            audited = audited_incident(conn, "inc-1")
+        assert [(a["detail"], a["actor"], a.get("other_pod")) for a in audited["actions"]] == [
+            ("annotated", "responder", None),
+            ("isolated", "bob", "ml/p2"),
+            ("no pod named", "responder", None),
+        ]
+        assert action_text(audited["actions"][1]).endswith("by bob on ml/p2, not this incident's pod")
     finally:
         journal.close()
 

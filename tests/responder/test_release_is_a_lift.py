@@ -11,10 +11,15 @@ import asyncio
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from responder.actions.outcome import ActionOutcome
+from responder.actions.quarantine import ClusterActions
+from responder.alert import Alert
 from responder.cli import main
+from responder.cluster.context import PodContext
 from responder.service import Responder
 from simulators.seed import SeededPod
 from simulators.slack_sink import SlackSink
@@ -199,6 +204,49 @@ async def test_a_release_of_a_blocked_pod_is_not_undone_by_a_repeat_naming_a_new
             ("block_destination", "blocked", "responder"),
             ("release", "released", "bob"),
         ]
+    finally:
+        await responder.stop()
+
+
+async def test_a_release_made_while_a_follow_up_block_is_under_way_is_not_undone(
+    tmp_path: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release lands after the follow-up block read the pod fresh, before it labels it: the
+    block gives way (the pod stays released), and the release is journaled under the incident."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    responder = await started_blocking(tmp_path, kubeconfig, clock)
+    block_destination = ClusterActions.block_destination
+    releases: list[str] = []
+
+    def released_first(self: ClusterActions, pod: PodContext, alert: Alert, **options: Any) -> ActionOutcome:
+        if not releases:  # the follow-up's: its pod was read before this release
+            releases.append(pod.name)
+            argv = ["release", "-n", pod.namespace, pod.name, "--reason", REASON, "--by", "bob"]
+            assert main([*argv, "--kubeconfig", kubeconfig]) == 0
+        return block_destination(self, pod, alert, **options)
+
+    try:
+        await submit_all(responder, [egress_alert(vllm, "203.0.113.7")])
+        assert BLOCK_LABEL in labels(running, vllm)
+        monkeypatch.setattr(ClusterActions, "block_destination", released_first)
+        await submit_all(responder, [egress_alert(vllm, "198.51.100.9")])
+        assert not await rechecked(responder)  # background done, not reopened
+        assert releases == [vllm.name]
+        assert BLOCK_LABEL not in labels(running, vllm)
+        assert pod_annotations(seeded, vllm)["serving-guard.io/released-by"] == "bob"
+        await settle(responder, lambda: len(actions(responder)) == 2)
+        assert actions(responder) == [
+            ("block_destination", "blocked", "responder"),
+            ("release", "released", "bob"),
+        ]
+        # Later repeats fold in without blocking again.
+        clock.advance(16)
+        await submit_all(responder, [egress_alert(vllm, "192.0.2.44")])
+        assert not await rechecked(responder)
+        assert BLOCK_LABEL not in labels(running, vllm) and incident_count(responder) == 1
+        assert len(actions(responder)) == 2
     finally:
         await responder.stop()
 
