@@ -590,6 +590,21 @@ class DestinationBlocks:
         egress, the block policy leaves the pod out, so they never add to each other."""
         return {name, *(self._quarantine.cut(isolation).network_policy for isolation in Isolation)}
 
+    def unread_policy_apis(self, setting: str) -> str | None:
+        """Network-policy APIs the cluster serves now, which the proofs do not read (a CNI installed
+        since what was proven), in words naming ``setting`` (the ignore_other_policy_apis that says
+        they were reviewed); None: none. A failed discovery is none: asked again next time."""
+        try:
+            served = self.other_policy_apis()
+        except KubeError:
+            return None
+        if not served:
+            return None
+        return (
+            f"the cluster now serves {', '.join(served)} network policies, which are not read: they may let"
+            f" its traffic through (set {setting} once none of them does)"
+        )
+
     def other_policy_apis(self) -> list[str]:
         """Served network-policy APIs other than NetworkPolicy's, read at most every few minutes
         (discovery changes only when such a CNI is installed or removed); the quarantine asks too.
@@ -627,9 +642,18 @@ class DestinationBlocks:
         no longer selecting the pod (where the pod's quarantine cuts its egress it is meant not to:
         then that cut's deny-all must hold); its rules or types not the block's (an allow added);
         another policy that came to govern the pod's egress and let one of them through (as the
-        proof when made reads it: egress_governance)."""
+        proof when made reads it: egress_governance); as for a proven quarantine, a way out of the
+        pod's network namespace found since, or a network-policy API the cluster came to serve
+        (unless block_destination.ignore_other_policy_apis): a block is only made without either."""
         if self._settings.label not in pod.labels:
             return "its block label is gone"
+        escapes = out_of_reach_as_read(pod.host_network, pod.network_escape)
+        if escapes:
+            return "; ".join(escapes)
+        if not self._settings.ignore_other_policy_apis:
+            unread = self.unread_policy_apis("block_destination.ignore_other_policy_apis")
+            if unread is not None:
+                return unread
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
         ours = next((p for p in policies if netpol.name_of(p) == name), None)
         if ours is None:

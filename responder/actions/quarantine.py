@@ -406,16 +406,7 @@ class ClusterActions:
         again at the next recheck. Discovery is cached (DISCOVERY_TTL_NS)."""
         if self._settings.ignore_other_policy_apis:
             return None
-        try:
-            served = self._blocks.other_policy_apis()
-        except KubeError:
-            return None
-        if not served:
-            return None
-        return (
-            f"the cluster now serves {', '.join(served)} network policies, which are not read: they may let"
-            " its traffic through (set quarantine.ignore_other_policy_apis once none of them does)"
-        )
+        return self._blocks.unread_policy_apis("quarantine.ignore_other_policy_apis")
 
     def _report_extra(self, report: IsolationReport, notes: list[str], cut: QuarantineCut) -> dict[str, Any]:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):

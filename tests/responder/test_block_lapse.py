@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from responder.actions.events import EventRecorder
 from responder.actions.outcome import OutcomeStatus
-from responder.config import Isolation, Quarantine
+from responder.actions.quarantine import ClusterActions
+from responder.config import BlockDestination, Isolation, Quarantine
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
@@ -27,6 +29,7 @@ from tests.responder.spec_reading import CLOSED, OPEN, direction_state
 from tests.responder.test_block_destination import block_policy_of, egress_alert, started_blocking
 from tests.responder.test_pipeline import submit_all
 from tests.responder.test_quarantine import NP, Harness, shell_alert
+from tests.responder.test_quarantine_other_policy_apis import serve
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 ADDRESS = "203.0.113.7"
@@ -292,3 +295,48 @@ async def reopened(responder: Responder) -> bool:
         raise AssertionError("the recheck is still running")
     [state] = pipeline.incidents._open.values()
     return state.reopen_after_ns is not None
+
+
+# -- (d) what no NetworkPolicy covers, found since ------------------------------------------------
+
+
+def test_a_way_out_of_the_network_namespace_found_since_undoes_a_block(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A block is only made where the pod cannot leave its network namespace: an ephemeral container
+    added since with the capability to does undo it."""
+    vllm = seeded[1]["vllm"]
+    blocked(harness, vllm)
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}
+    ]
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    undone = lapse(harness, vllm)
+    assert undone is not None and undone.startswith("the pod can leave its network namespace")
+    assert "ephemeral container debugger" in undone
+
+
+def test_a_policy_api_served_since_undoes_a_block_unless_told_they_were_reviewed(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A block is withheld where other network-policy APIs are served (their policies may allow what
+    it blocks): one served since (a CNI installed, read once discovery is asked again) undoes it,
+    unless block_destination.ignore_other_policy_apis says they were reviewed."""
+    vllm = seeded[1]["vllm"]
+    blocked(harness, vllm)
+    serve(harness.running, "crd.projectcalico.org")
+    fresh = ClusterActions(harness.gateway, Quarantine(), EventRecorder(harness.gateway))
+    harness.actions = fresh
+    assert lapse(harness, vllm) == (
+        "the cluster now serves crd.projectcalico.org network policies, which are not read: they may let"
+        " its traffic through (set block_destination.ignore_other_policy_apis once none of them does)"
+    )
+    harness.actions = ClusterActions(
+        harness.gateway,
+        Quarantine(),
+        EventRecorder(harness.gateway),
+        blocks=BlockDestination(ignore_other_policy_apis=True),
+    )
+    assert lapse(harness, vllm) is None
