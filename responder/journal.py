@@ -47,7 +47,6 @@ from responder.journal_ops import (
     RecordActionByHand,
     RecordDecision,
     RecordLapse,
-    RecordReleaseFound,
     RecountIncident,
     ResetActions,
     ScheduleNotification,
@@ -554,12 +553,12 @@ class Journal:
         *,
         tell: bool,
         released_at: str,
-    ) -> RecordReleaseFound:
+    ) -> RecordActionByHand:
         """Record a release the responder found on the incident's pod (``outcome``: release,
         RELEASED, by ``actor``, as the pod's ``released_at`` record says) and, with ``tell``, queue
         its ``by_hand`` notification, in one transaction; neither when the journal holds it already."""
         action = Journal.op_record_action(incident_id, None, namespace, pod, outcome, actor=actor)
-        return RecordReleaseFound(action, incident_id, now_ns, tell, released_at)
+        return RecordActionByHand(action, incident_id, now_ns, released_at, found=True, tell=tell)
 
     @staticmethod
     def op_schedule_notification(

@@ -145,18 +145,24 @@ class RecordActionByHand:
     """An action a person took (``serving-guard quarantine --incident``), and, when its incident
     was posted to Slack (or is about to be), a ``by_hand`` notification that tells the incident's
     thread: the running responder's notifier finds it in the journal and sends it.
-    Returns the notification's id, or None: the incident has no Slack post to answer."""
+    A release names the pod's ``released_at`` record of it: told once, whether the command (run
+    with the journal) or the responder (``found`` it on the pod) journals it first; what the
+    responder found is not journaled again either. ``tell`` False: journaled only.
+    Returns the notification's id, or None: nothing is told."""
 
     action: RecordAction
     incident_id: str | None
     now_ns: int
-    # A release: the released-at it wrote on the pod; told unless the responder found it first.
     released_at: str | None = None
+    found: bool = False
+    tell: bool = True
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
-        told = self.released_at is not None and release_journaled(conn, self.action, self.released_at)
+        journaled = self.released_at is not None and release_journaled(conn, self.action, self.released_at)
+        if journaled and self.found:
+            return None
         action_id = self.action(conn)
-        if self.incident_id is None or told:
+        if self.incident_id is None or journaled or not self.tell:
             return None
         return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
 
@@ -179,28 +185,6 @@ class RecordLapse:
         if not self.tell:
             return None
         return tell_thread(conn, self.incident_id, "lapse", self.now_ns, action_id)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordReleaseFound:
-    """A release the responder found on an incident's pod: recorded under the incident as the
-    person's action, and told in its thread as the command would have (``tell``), unless the
-    journal holds it already (the command, run with the journal, recorded the same released-at).
-    Returns the notification's id, or None: nothing is told."""
-
-    action: RecordAction
-    incident_id: str
-    now_ns: int
-    tell: bool
-    released_at: str
-
-    def __call__(self, conn: sqlite3.Connection) -> int | None:
-        if release_journaled(conn, self.action, self.released_at):
-            return None
-        action_id = self.action(conn)
-        if not self.tell:
-            return None
-        return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
 
 
 def release_journaled(conn: sqlite3.Connection, action: RecordAction, released_at: str) -> bool:
