@@ -8,8 +8,10 @@ Each open connection may hold, at once (httpserver bounds pipelining by count an
   not parsed yet (up to 256 KiB: asyncio's and uvloop's read size);
 - answers buffered for a client that does not read them (httpserver.WRITE_BUFFER_HIGH, 64 KiB);
 - with TLS, the buffers the loop's TLS layer allocates: measured ~60 KiB with uvloop and ~320 KiB with
-  asyncio (bench/README and config.example.yaml).
-That is ~1 MiB per connection by default: at the cap of connections far past a typical limit, so a
+  asyncio (bench/README and config.example.yaml);
+- in the kernel, its socket buffers, fixed by the server (httpserver.KERNEL_BUFFER_BYTES, 192 KiB):
+  not in the process's RSS, but charged to the container's memory cgroup all the same.
+That is ~1.2 MiB per connection by default: at the cap of connections far past a typical limit, so a
 flood of large bodies from senders that authenticated would end in an OOM kill, not in the connections
 past the cap being cut. The responder cannot shrink those buffers; it says so, with the cap that
 would fit, before it is too late.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from responder.ingest.httpserver import FEED_SLICE, PIPELINE_BYTES, WRITE_BUFFER_HIGH
+from responder.ingest.httpserver import FEED_SLICE, KERNEL_BUFFER_BYTES, PIPELINE_BYTES, WRITE_BUFFER_HIGH
 
 # Measured per TLS connection, by event loop (server.event_loop).
 TLS_CONNECTION_BYTES = {"uvloop": 60 * 1024, "asyncio": 320 * 1024}
@@ -41,12 +43,13 @@ BUFFERED_BYTES = PIPELINE_BYTES + FEED_SLICE + READ_BYTES + WRITE_BUFFER_HIGH
 
 def connection_bytes(event_loop: str, tls: bool, max_body_bytes: int) -> int:
     """The most one connection may hold: the request being handled (its body, and the alert parsed
-    from it), what is buffered beside it, and its TLS buffers.
+    from it), what is buffered beside it, its TLS buffers, and its kernel socket buffers.
 
-    With the default 320 KiB that is 1026 KiB for a plain connection. Measured: 40 plain connections,
-    each pipelining ten alerts of 320 KiB (ASCII text) to a pipeline that is full (each answered 503
-    after admission_timeout_seconds), grew the server's RSS by 985 KiB per connection with asyncio
-    and uvloop alike (633 KiB without pipelining; 3151 KiB before pipelining was bounded by bytes).
+    With the default 320 KiB that is 1218 KiB for a plain connection (1026 KiB in the process).
+    Measured: 40 plain connections, each pipelining ten alerts of 320 KiB (ASCII text) to a pipeline
+    that is full (each answered 503 after admission_timeout_seconds), grew the server's RSS by 985 KiB
+    per connection with asyncio and uvloop alike (633 KiB without pipelining; 3151 KiB before
+    pipelining was bounded by bytes); the kernel's buffers are not in RSS.
     Not counted: a forged alert of ASCII text with one character past U+FFFF in each string parses
     to up to four times its bytes (Python's str; measured ~2 MiB per connection). Falco's own alerts
     stay within the count: the text an attacker chooses is capped by the drivers (4 KiB a field),
@@ -54,7 +57,8 @@ def connection_bytes(event_loop: str, tls: bool, max_body_bytes: int) -> int:
     more than the 4 a character takes once parsed. A forger needs a sender's credential, and one
     address holds at most ``max_connections_per_peer`` connections.
     """
-    return 2 * max_body_bytes + BUFFERED_BYTES + (TLS_CONNECTION_BYTES[event_loop] if tls else 0)
+    tls_bytes = TLS_CONNECTION_BYTES[event_loop] if tls else 0
+    return 2 * max_body_bytes + BUFFERED_BYTES + tls_bytes + KERNEL_BUFFER_BYTES
 
 
 def connections_memory_warning(
@@ -82,7 +86,8 @@ def connections_memory_warning(
     )
     if tls:
         tls_kib = TLS_CONNECTION_BYTES[event_loop] // 1024
-        held += f" and ~{tls_kib} KiB of TLS buffers with server.event_loop {event_loop}"
+        held += f", ~{tls_kib} KiB of TLS buffers with server.event_loop {event_loop}"
+    held += f" and {KERNEL_BUFFER_BYTES // 1024} KiB of kernel socket buffers"
     if tls and event_loop == "asyncio":
         advice += " (or set server.event_loop: uvloop, ~60 KiB per TLS connection)"
     kind = "TLS connections" if tls else "connections"

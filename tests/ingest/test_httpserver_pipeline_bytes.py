@@ -7,13 +7,20 @@ no assertion on how long anything takes."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import socket
+import termios
 
 from responder import memory_budget
 from responder.ingest.httpserver import (
     FEED_SLICE,
+    KERNEL_BUFFER_BYTES,
     MAX_PIPELINED,
     PIPELINE_BYTES,
+    RECEIVE_BUFFER,
+    SEND_BUFFER,
     WRITE_BUFFER_HIGH,
     Connection,
     Request,
@@ -77,9 +84,12 @@ async def test_a_connection_pipelining_large_bodies_holds_one_beside_the_one_han
     assert not connection._queue
     bound = PIPELINE_BYTES + FEED_SLICE + memory_budget.READ_BYTES
     assert max(held) <= bound, f"held {max(held)} bytes beyond the request being handled (bound {bound})"
-    # What memory_budget counts per connection covers it: the request handled twice, then this.
+    # What memory_budget counts per connection covers it: the request handled twice, then this (and
+    # the kernel's buffers: the next test).
     assert bound + WRITE_BUFFER_HIGH == memory_budget.BUFFERED_BYTES
-    assert memory_budget.connection_bytes("asyncio", False, LIMIT) == 2 * LIMIT + bound + WRITE_BUFFER_HIGH
+    assert memory_budget.connection_bytes("asyncio", False, LIMIT) == (
+        2 * LIMIT + bound + WRITE_BUFFER_HIGH + KERNEL_BUFFER_BYTES
+    )
 
     route.release.set()
     answers = [(await read_reply(reader)).body for _ in range(COUNT)]
@@ -162,3 +172,30 @@ async def test_no_read_hands_a_connection_more_than_memory_budget_counts() -> No
     finally:
         server.close()
     assert max(sizes) <= memory_budget.READ_BYTES
+
+
+async def test_the_kernel_holds_no_more_of_a_stopped_connection_than_memory_budget_counts(
+    serve: Serve,
+) -> None:
+    """Once the server stops reading a connection, what its client sends on queues in the kernel,
+    charged to the container's memory: bounded by the socket buffers the server fixes
+    (httpserver.RECEIVE_BUFFER, doubled by the kernel). Autotuned, one loopback connection held 17 MB."""
+    route = FirstHeld()
+    running = await serve([route.route()])
+    reader, writer = await running.connect()
+    count = 40  # ~12 MiB pipelined: far more than the kernel may hold for the connection
+    writer.write(b"".join(post(b"q" * BODY, target="/alerts") for _ in range(count)))
+    (connection,) = running.server.connections
+    await stopped_reading(connection)
+    assert connection._transport is not None
+    server_side = connection._transport.get_extra_info("socket")
+    assert server_side.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * RECEIVE_BUFFER
+    assert server_side.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * SEND_BUFFER
+    queued = array.array("i", [0])
+    for _ in range(20):  # the client's kernel sends on until the window closes
+        await asyncio.sleep(0.01)
+        fcntl.ioctl(server_side.fileno(), termios.FIONREAD, queued)
+    assert 0 < queued[0] <= KERNEL_BUFFER_BYTES, f"{queued[0]} bytes queued in the kernel"
+    route.release.set()
+    answers = [(await read_reply(reader)).body for _ in range(count)]
+    assert answers == [b"%d" % BODY] * count

@@ -1,6 +1,7 @@
 """The start-up warning when the HTTP input's connections, at their cap, may not fit the container's
 memory limit: each may hold the alert it is handling twice (its body of up to max_body_bytes, and
-parsed), what the server buffers beside it, and a TLS connection its buffers too."""
+parsed), what the server buffers beside it, its kernel socket buffers, and a TLS connection its TLS
+buffers too."""
 
 from __future__ import annotations
 
@@ -38,9 +39,15 @@ def test_a_connection_is_counted_as_the_server_bounds_it() -> None:
     assert BUFFERED_BYTES == (
         httpserver.PIPELINE_BYTES + httpserver.FEED_SLICE + READ_BYTES + httpserver.WRITE_BUFFER_HIGH
     )
-    assert connection_bytes("uvloop", False, BODY) == 2 * BODY + BUFFERED_BYTES == 1026 * 1024
-    assert connection_bytes("uvloop", True, BODY) == 1086 * 1024
-    assert connection_bytes("asyncio", True, BODY) == 1346 * 1024
+    # And the kernel's socket buffers, as the server fixes them (doubled by the kernel).
+    assert (
+        httpserver.KERNEL_BUFFER_BYTES
+        == 2 * (httpserver.RECEIVE_BUFFER + httpserver.SEND_BUFFER)
+        == 192 * 1024
+    )
+    assert connection_bytes("uvloop", False, BODY) == 2 * BODY + BUFFERED_BYTES + 192 * 1024 == 1218 * 1024
+    assert connection_bytes("uvloop", True, BODY) == 1278 * 1024
+    assert connection_bytes("asyncio", True, BODY) == 1538 * 1024
     # Pipelining room beside a large body is far below a second one.
     assert httpserver.PIPELINE_BYTES < BODY // 4
 
@@ -48,38 +55,41 @@ def test_a_connection_is_counted_as_the_server_bounds_it() -> None:
 def test_asyncio_at_the_default_cap_does_not_fit_a_512mi_limit() -> None:
     warning = connections_memory_warning("asyncio", True, 4096, BODY, 512 * MIB)
     assert warning is not None
-    # 4096 x 1346 KiB = 5384 MiB; (512 - 128) MiB / 1346 KiB = 292 connections would fit.
-    assert "max_connections: 4096 TLS connections may take ~5384 MiB (~1346 KiB each" in warning
+    # 4096 x 1538 KiB = 6152 MiB; (512 - 128) MiB / 1538 KiB = 255 connections would fit.
+    assert "max_connections: 4096 TLS connections may take ~6152 MiB (~1538 KiB each" in warning
     assert "an alert of up to 320 KiB as its body and parsed, ~386 KiB of requests and answers" in warning
-    assert "~320 KiB of TLS buffers with server.event_loop asyncio" in warning
+    assert (
+        "~320 KiB of TLS buffers with server.event_loop asyncio and 192 KiB of kernel socket buffers"
+        in warning
+    )
     assert "memory limit of 512 MiB" in warning
-    assert "lower inputs.http.max_connections to 292 or less" in warning
+    assert "lower inputs.http.max_connections to 255 or less" in warning
     assert "server.event_loop: uvloop" in warning
 
 
 def test_uvloop_at_the_charts_cap_fits_the_charts_limit() -> None:
-    assert connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB) is None
-    # Not the 512Mi that charts set before pipelining was bounded by bytes: 1024 x 1086 KiB = 1086 MiB.
-    warning = connections_memory_warning("uvloop", True, 1024, BODY, 512 * MIB)
-    assert warning is not None and "may take ~1086 MiB" in warning and "to 362 or less" in warning
-    # 4096 of them do not fit 1280Mi either: 4096 x 1086 KiB = 4344 MiB.
-    warning = connections_memory_warning("uvloop", True, 4096, BODY, 1280 * MIB)
-    assert warning is not None and "may take ~4344 MiB" in warning and "to 1086 or less" in warning
+    assert connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB) is None
+    # Not the 1280Mi the chart set before the kernel's buffers were counted: 1024 x 1278 KiB = 1278 MiB.
+    warning = connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB)
+    assert warning is not None and "may take ~1278 MiB" in warning and "to 923 or less" in warning
+    # 4096 of them do not fit 1536Mi either: 4096 x 1278 KiB = 5112 MiB.
+    warning = connections_memory_warning("uvloop", True, 4096, BODY, 1536 * MIB)
+    assert warning is not None and "may take ~5112 MiB" in warning and "to 1128 or less" in warning
 
 
 def test_uvloop_under_a_small_limit_is_told_the_cap_that_fits() -> None:
     warning = connections_memory_warning("uvloop", True, 4096, BODY, 256 * MIB)
     assert warning is not None
-    assert "to 120 or less" in warning  # 128 MiB / 1086 KiB
+    assert "to 102 or less" in warning  # 128 MiB / 1278 KiB
     assert "event_loop: uvloop" not in warning  # already on it
 
 
 def test_plain_connections_hold_bodies_too() -> None:
     warning = connections_memory_warning("asyncio", False, 4096, BODY, 512 * MIB)
     assert warning is not None
-    assert "4096 connections may take ~4104 MiB (~1026 KiB each: an alert of up to 320 KiB" in warning
-    assert "to 383 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
-    assert connections_memory_warning("asyncio", False, 1024, BODY, 1280 * MIB) is None
+    assert "4096 connections may take ~4872 MiB (~1218 KiB each: an alert of up to 320 KiB" in warning
+    assert "to 322 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
+    assert connections_memory_warning("asyncio", False, 1024, BODY, 1536 * MIB) is None
 
 
 def test_a_limit_below_the_responders_own_needs_advises_no_negative_cap() -> None:
@@ -107,8 +117,8 @@ def test_the_limit_comes_from_the_cgroup(tmp_path: Path, files: dict[str, str], 
 @pytest.mark.parametrize(
     ("text", "taken"),
     [
-        (TLS_INPUT.format(loop="asyncio", cap=4096), "4096 TLS connections may take ~5384 MiB"),
-        ("inputs:\n  http:\n    allow_unauthenticated: true\n", "4096 connections may take ~4104 MiB"),
+        (TLS_INPUT.format(loop="asyncio", cap=4096), "4096 TLS connections may take ~6152 MiB"),
+        ("inputs:\n  http:\n    allow_unauthenticated: true\n", "4096 connections may take ~4872 MiB"),
     ],
 )
 def test_serve_warns_at_start_when_connections_may_not_fit(
@@ -124,9 +134,9 @@ def test_serve_warns_at_start_when_connections_may_not_fit(
 @pytest.mark.parametrize(
     "text",
     [
-        TLS_INPUT.format(loop="uvloop", cap=1024),  # fits: 128 MiB + ~1086 MiB
-        TLS_INPUT.format(loop="asyncio", cap=850),  # fits: 128 MiB + ~1117 MiB
-        "inputs:\n  http:\n    allow_unauthenticated: true\n    max_connections: 1024\n",  # fits: ~1026 MiB
+        TLS_INPUT.format(loop="uvloop", cap=1024),  # fits: 128 MiB + ~1278 MiB
+        TLS_INPUT.format(loop="asyncio", cap=850),  # fits: 128 MiB + ~1277 MiB
+        "inputs:\n  http:\n    allow_unauthenticated: true\n    max_connections: 1024\n",  # fits: ~1218 MiB
         "inputs:\n  http:\n    enabled: false\n",  # no input
     ],
 )
@@ -135,17 +145,17 @@ def test_serve_says_nothing_when_they_fit_or_there_is_no_input(
 ) -> None:
     config = load_config_text(text)
     with caplog.at_level(logging.WARNING, logger="serving_guard.serve"):
-        warn_if_connections_exceed_memory(config, limit_bytes=1280 * MIB)  # the chart's
+        warn_if_connections_exceed_memory(config, limit_bytes=1536 * MIB)  # the chart's
     assert caplog.records == []
 
 
 def test_alerts_in_flight_past_the_default_bytes_count_against_the_limit() -> None:
-    # 1024 uvloop TLS connections fit 1280Mi with the default 64 MiB of alerts in flight ...
-    assert connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB) is None
-    # ... not with 512 MiB of them: 128 + 448 MiB for the responder, 1086 MiB for the connections.
-    warning = connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB, 512 * MIB)
+    # 1024 uvloop TLS connections fit 1536Mi with the default 64 MiB of alerts in flight ...
+    assert connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB) is None
+    # ... not with 512 MiB of them: 128 + 448 MiB for the responder, 1278 MiB for the connections.
+    warning = connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB, 512 * MIB)
     assert warning is not None
     assert (
         "on top of ~576 MiB for the responder and its alerts in flight (journal.max_pending_bytes)" in warning
     )
-    assert "to 663 or less" in warning  # (1280 - 576) MiB / 1086 KiB
+    assert "to 769 or less" in warning  # (1536 - 576) MiB / 1278 KiB
