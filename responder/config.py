@@ -164,6 +164,11 @@ class ServerTLS(Strict):
     key_file: str
     # When set, clients must present a certificate signed by this CA (mutual TLS).
     client_ca_file: str | None = None
+    # ...and, when set, one whose subject common name or a DNS name is one of these: a CA that also
+    # signs others' certificates (a cluster-wide issuer) then admits only the senders'. Unset: any.
+    allowed_client_names: tuple[Annotated[str, Field(min_length=1, max_length=253)], ...] | None = Field(
+        default=None, min_length=1, max_length=256
+    )
 
     @field_validator("cert_file", "key_file", "client_ca_file")
     @classmethod
@@ -173,6 +178,15 @@ class ServerTLS(Strict):
             instead = " (or leave the key out: no mutual TLS)" if info.field_name == "client_ca_file" else ""
             raise ValueError(f"is empty: give the path of a PEM file{instead}")
         return value
+
+    @model_validator(mode="after")
+    def _names_need_client_certificates(self) -> Self:
+        if self.allowed_client_names is not None and self.client_ca_file is None:
+            raise ValueError(
+                "allowed_client_names is set without client_ca_file: there are no client certificates"
+                " to name (set client_ca_file, or leave allowed_client_names out)"
+            )
+        return self
 
 
 # inputs.http.max_connections_per_peer, when not set: this share of max_connections.

@@ -29,6 +29,9 @@ class TestPKI:
     # Signed by a different CA: must be refused wherever mutual TLS is required.
     rogue_client: KeyPair
     rogue_ca_file: str
+    # Signed by the same CA for another workload (a cluster-wide issuer's): allowed_client_names
+    # keeps it out.
+    other_client: KeyPair
 
 
 def _name(common_name: str) -> x509.Name:
@@ -134,6 +137,7 @@ def make_test_pki(directory: str | Path) -> TestPKI:
     (root / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     server = _write_pair(root, "server", *_issue(ca_key, ca_cert, "localhost", server=True))
     client = _write_pair(root, "client", *_issue(ca_key, ca_cert, "falco", server=False))
+    other = _write_pair(root, "other-client", *_issue(ca_key, ca_cert, "model-registry", server=False))
     rogue_ca_key, rogue_ca_cert = _make_ca("rogue CA")
     (root / "rogue-ca.crt").write_bytes(rogue_ca_cert.public_bytes(serialization.Encoding.PEM))
     rogue = _write_pair(root, "rogue-client", *_issue(rogue_ca_key, rogue_ca_cert, "falco", server=False))
@@ -143,4 +147,5 @@ def make_test_pki(directory: str | Path) -> TestPKI:
         client=client,
         rogue_client=rogue,
         rogue_ca_file=str(root / "rogue-ca.crt"),
+        other_client=other,
     )

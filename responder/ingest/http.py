@@ -168,21 +168,34 @@ def bearer_matches(request: Request, token: TokenSource) -> bool | None:
 class Authenticator:
     def __init__(self, config: HttpInput, token: TokenSource | None) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
+        names = config.tls.allowed_client_names if config.tls is not None else None
+        self._allowed_names = frozenset(names) if names is not None else None
         self._token = token
         self._open = config.allow_unauthenticated
 
     def check(self, request: Request) -> AuthResult:
+        unnamed: AuthResult | None = None  # a certificate that verified, of no allowed name
         if self._mtls and request.peer_verified:
-            return AUTHENTICATED
+            if self._allowed_names is None or not self._allowed_names.isdisjoint(request.peer_names):
+                return AUTHENTICATED
+            unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
         if self._token is not None and request.headers.get("authorization"):
             if bearer_matches(request, self._token):
                 return AUTHENTICATED
             return AuthResult(False, 401, "invalid bearer token")
+        if unnamed is not None:
+            return unnamed
         if self._open:
             return AUTHENTICATED
         if self._token is not None:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
+
+
+def _not_allowed(names: tuple[str, ...]) -> str:
+    """Why a verified client certificate is refused, naming it (its names are the CA's to give)."""
+    shown = ", ".join(repr(name[:64]) for name in names[:3]) or "no common name or DNS name"
+    return f"client certificate {shown} is not one of inputs.http.tls.allowed_client_names"
 
 
 class AuditReaders:

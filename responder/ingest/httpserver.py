@@ -111,10 +111,22 @@ class Request:
     remote: str
     # TLS with a client certificate that verified against the context's CAs.
     peer_verified: bool
+    # That certificate's subject common name and DNS names (certificate_names).
+    peer_names: tuple[str, ...] = ()
 
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def certificate_names(certificate: Mapping[str, Any]) -> tuple[str, ...]:
+    """A verified peer certificate's names (ssl.SSLSocket.getpeercert()'s dict): its subject's
+    common names, then its subjectAltName DNS names, each once."""
+    names: list[str] = []
+    for rdn in certificate.get("subject") or ():
+        names.extend(str(value) for key, value in rdn if key == "commonName")
+    names.extend(str(value) for kind, value in certificate.get("subjectAltName") or () if kind == "DNS")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +356,7 @@ class Connection(asyncio.Protocol):
         self._tls = False
         self._remote = ""
         self._peer_verified = False
+        self._peer_names: tuple[str, ...] = ()
         # A whole request head has come: from then on, idle time between requests is keep-alive.
         self._sent_a_head = False
         self.deadline = 0.0  # loop time after which the server closes this connection
@@ -365,7 +378,9 @@ class Connection(asyncio.Protocol):
         self._tls = ssl_object is not None
         # getpeercert() is empty unless the client's chain verified against the configured CAs;
         # the loop calls connection_made only after the TLS handshake.
-        self._peer_verified = bool(ssl_object is not None and ssl_object.getpeercert())
+        certificate = ssl_object.getpeercert() if ssl_object is not None else None
+        self._peer_verified = bool(certificate)
+        self._peer_names = certificate_names(certificate) if certificate else ()
         self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         # Accepted (or its TLS handshake done) while the server stops, or closed during the handshake.
         if self._server.stopping or self._closing:
@@ -607,7 +622,9 @@ class Connection(asyncio.Protocol):
             self.deadline = self._server.loop.time() + self._server.limits.request_seconds
         method = parser.get_method().decode("latin-1")
         path, _, query = _origin_form(incoming.url.decode("latin-1")).partition("?")
-        head = Request(method, path, query, incoming.headers, b"", self._remote, self._peer_verified)
+        head = Request(
+            method, path, query, incoming.headers, b"", self._remote, self._peer_verified, self._peer_names
+        )
         incoming.request = head
         route, refusal = self._server.route(head)
         incoming.route = route

@@ -162,6 +162,64 @@ async def test_client_ca_and_token_each_suffice(tmp_path: Path, seeded: Seeded, 
         await responder.stop()
 
 
+async def test_allowed_client_names_keep_out_other_certificates_of_the_same_ca(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    """A CA that signs others' certificates too (a cluster-wide issuer): with allowed_client_names,
+    only a certificate of one of those names sends alerts or reads the audit trail; a sender's token
+    still counts as its own credential."""
+    os_token = tmp_path / "token"
+    os_token.write_text(TOKEN)
+    tls = {
+        "cert_file": pki.server.cert_file,
+        "key_file": pki.server.key_file,
+        "client_ca_file": pki.ca_file,
+        "allowed_client_names": ["falco", "falcosidekick"],
+    }
+    responder = await start(tmp_path, seeded[2], {"tls": tls, "token": {"file": str(os_token)}})
+    try:
+        url = responder.http_url or ""
+        other = ssl.create_default_context(cafile=pki.ca_file)
+        other.load_cert_chain(pki.other_client.cert_file, pki.other_client.key_file)
+        assert (await post(url, body_for(seeded[1], n=1), ssl_context=client_context(pki)))[0] == 202
+        status, payload, _ = await post(url, body_for(seeded[1], n=2), ssl_context=other)
+        assert status == 403
+        assert payload["error"] == (
+            "client certificate 'model-registry' is not one of inputs.http.tls.allowed_client_names"
+        )
+        assert (await get_audit(url, ssl_context=other))[0] == 403
+        assert (await get_audit(url, ssl_context=client_context(pki)))[0] == 200
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await post(url, body_for(seeded[1], n=3), ssl_context=other, headers=bearer))[0] == 202
+    finally:
+        await responder.stop()
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        (
+            {"cert_file": "c", "key_file": "k", "allowed_client_names": ["falco"]},
+            "allowed_client_names is set without client_ca_file",
+        ),
+        (
+            {"cert_file": "c", "key_file": "k", "client_ca_file": "ca", "allowed_client_names": []},
+            "at least 1",
+        ),
+        (
+            {"cert_file": "c", "key_file": "k", "client_ca_file": "ca", "allowed_client_names": [""]},
+            "at least 1",
+        ),
+    ],
+)
+def test_allowed_client_names_are_checked_in_the_config(
+    tmp_path: Path, tls: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UserError, match=message) as raised:
+        responder_config(tmp_path, "kc", http={"listen": "127.0.0.1:0", "tls": tls})
+    assert "inputs.http.tls" in str(raised.value)
+
+
 def test_an_input_without_authentication_is_refused_at_startup(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no authentication"):
         responder_config(tmp_path, "kc", http={"listen": "127.0.0.1:0"})
