@@ -180,3 +180,32 @@ def unmatched_rule_patterns(config: Config, rule_names: Collection[str], where: 
                     )
                 )
     return findings
+
+
+def unmatched_tags_and_sources(
+    config: Config, rule_tags: RuleTags, rule_sources: Collection[str], where: str
+) -> list[PolicyFinding]:
+    """Tags in ``match.tags`` that no rule of ``rule_tags`` carries, and sources in
+    ``match.sources`` that no rule is of (``rule_sources``; the rules files ``where`` names): a
+    typo matches no alert, and the policy never applies through it."""
+    carried = {tag for tags in rule_tags.values() for tag in tags}
+    findings = []
+    for index, policy in enumerate(config.policies):
+        for position, tag in enumerate(policy.match.tags):
+            if tag not in carried:
+                findings.append(
+                    PolicyFinding(
+                        ("policies", index, "match", "tags", position),
+                        f"no rule in {where} carries the tag {tag!r}",
+                    )
+                )
+        for position, source in enumerate(policy.match.sources):
+            if source not in rule_sources:
+                known = ", ".join(sorted(rule_sources)) or "none"
+                findings.append(
+                    PolicyFinding(
+                        ("policies", index, "match", "sources", position),
+                        f"no rule in {where} is of the source {source!r} (theirs: {known})",
+                    )
+                )
+    return findings

@@ -1,6 +1,7 @@
 """`serving-guard config check FILE [--rules FILE...]`: validate a config, print the effective
 policy, and report what its policies can never do (a policy an earlier one shadows; with --rules, a
-rule name or glob that matches no rule, and shadows seen through the rules' tags). Exit 2 for an
+rule name or glob that matches no rule, a tag no rule carries, a source no rule is of, and shadows
+seen through the rules' tags). Exit 2 for an
 invalid config, 1 for such findings, else 0: also for a config `serve` refuses (no input) but
 `ingest` reads, whose first line says so, and for warnings and notes (on stderr)."""
 
@@ -19,6 +20,7 @@ from responder.policy_review import (
     RuleTags,
     shadowed_among_given_rules,
     unmatched_rule_patterns,
+    unmatched_tags_and_sources,
     unreachable_policies,
 )
 from responder.rulespack.alert_size import rules_past_limit
@@ -287,9 +289,12 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     enabled = [rule for rule in ruleset.rules.values() if rule.enabled]
     # A disabled rule raises no alert, so it takes none from a policy.
     rule_tags: RuleTags = {rule.name: frozenset(rule.tags) for rule in enabled}
-    findings = unreachable_policies(config, rule_tags, where) + unmatched_rule_patterns(
-        config, ruleset.rules.keys(), where
-    )
+    sources = {rule.source for rule in enabled}
+    findings = [
+        *unreachable_policies(config, rule_tags, where),
+        *unmatched_rule_patterns(config, ruleset.rules.keys(), where),
+        *unmatched_tags_and_sources(config, rule_tags, sources, where),
+    ]
     notes = shadowed_among_given_rules(config, rule_tags, where)
     http = config.inputs.http
     oversized = rules_past_limit(((r.name, r.output, r.tags) for r in enabled), http.max_body_bytes)

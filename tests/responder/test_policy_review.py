@@ -16,6 +16,7 @@ from responder.policy_review import (
     covers,
     covers_through_rules,
     unmatched_rule_patterns,
+    unmatched_tags_and_sources,
     unreachable_policies,
 )
 from responder.rulespack.expand import load_paths
@@ -101,15 +102,37 @@ def test_rule_names_that_match_no_rule_are_named() -> None:
     ]
 
 
+def test_tags_no_rule_carries_and_sources_no_rule_is_of_are_named() -> None:
+    config = config_with(
+        {
+            "name": "p",
+            "match": {"tags": ["serving_guard", "serving_gaurd"], "sources": ["syscall", "k8saudit"]},
+        }
+    )
+    rules = [rule for rule in load_paths([str(default_pack())]).rules.values() if rule.enabled]
+    rule_tags = {rule.name: frozenset(rule.tags) for rule in rules}
+    findings = unmatched_tags_and_sources(config, rule_tags, {rule.source for rule in rules}, "the pack")
+    assert [(f.path, f.message) for f in findings] == [
+        (("policies", 0, "match", "tags", 1), "no rule in the pack carries the tag 'serving_gaurd'"),
+        (
+            ("policies", 0, "match", "sources", 1),
+            "no rule in the pack is of the source 'k8saudit' (theirs: syscall)",
+        ),
+    ]
+
+
 def test_the_shipped_configs_have_no_findings() -> None:
     """The example config and the demo's reference policy, against the pack they ship with."""
-    names = load_paths([str(default_pack())]).rules.keys()
+    rules = load_paths([str(default_pack())]).rules
+    names = rules.keys()
+    rule_tags = {rule.name: frozenset(rule.tags) for rule in rules.values() if rule.enabled}
     for config in (
         load_config(str(PROJECT_ROOT / "responder" / "config.example.yaml")),
         Config.model_validate(load_reference_policy()),
     ):
         assert unreachable_policies(config) == []
         assert unmatched_rule_patterns(config, names, "the pack") == []
+        assert unmatched_tags_and_sources(config, rule_tags, {"syscall"}, "the pack") == []
 
 
 def test_config_check_reports_findings_with_file_and_line(
@@ -126,18 +149,20 @@ def test_config_check_reports_findings_with_file_and_line(
         "      rules:\n"
         f"        - {SHELL}\n"
         "        - Shell in servng pod\n"
+        "      tags: [serving_gaurd]\n"
         "    actions: [notify, quarantine]\n"
     )
     pack = str(default_pack())
     assert main(["config", "check", str(path), "--rules", pack]) == 1
     captured = capsys.readouterr()
     # No input: valid for `ingest` only, as the first line says (exit 1 is for the findings).
-    assert captured.out.startswith(f"{path}: valid for `serving-guard ingest` only, with 2 finding(s);")
+    assert captured.out.startswith(f"{path}: valid for `serving-guard ingest` only, with 3 finding(s);")
     assert [line for line in captured.err.splitlines() if not line.startswith("warning: ")] == [
         f"{path}:5: policies[1]: policy 'isolate-shells' never applies: policy 'tell-everything' above it"
         " (policies[0]) matches every alert it does, and the first match decides; move it up or narrow"
         " the other",
         f"{path}:9: policies[1].match.rules[1]: 'Shell in servng pod' matches no rule in {pack}",
+        f"{path}:10: policies[1].match.tags[0]: no rule in {pack} carries the tag 'serving_gaurd'",
     ]
     assert main(["config", "check", str(path), "--format", "json"]) == 1
     # Without --rules, only the shadowing is looked for.
