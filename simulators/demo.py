@@ -72,6 +72,8 @@ PKI_FILES = (
     "rogue-ca.crt",
     "rogue-client.crt",
     "rogue-client.key",
+    "other-client.crt",
+    "other-client.key",
 )
 _MARKER_TEXT = (
     "This directory is a `serving-guard demo --workdir`. Each demo run here first removes the files\n"
