@@ -353,8 +353,12 @@ def _unusual_field(key: str, value: object) -> FieldValue:
             raise AlertError(where, "must be a finite number")
         return value
     if isinstance(value, list) and all(isinstance(item, str | int | float | bool) for item in value):
+        if any(isinstance(item, float) and not math.isfinite(item) for item in value):
+            raise AlertError(where, "must hold finite numbers only")
         # List-valued fields (e.g. fd.types) printed the way Falco's text output does.
         text = "(" + ",".join(field_text(item) for item in value) + ")"
+        if len(text) > MAX_FIELD_VALUE_CHARS:
+            raise AlertError(where, f"longer than {MAX_FIELD_VALUE_CHARS} characters as text")
         _require_unicode(text, where)
         return text
     raise AlertError(where, f"must be a string, number or boolean, got {json_type(value)}")

@@ -17,7 +17,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
 )
 from responder.alert import Alert
-from responder.cluster.context import PodContext
+from responder.cluster.context import PodContext, container_key
 from responder.cluster.verify import Verification
 from responder.policy import Decision
 
@@ -56,7 +56,7 @@ class IncidentKey(NamedTuple):
             alert.rule,
             alert.namespace or "",
             alert.pod or "",
-            alert.container_id or "",
+            container_key(alert.container_id or ""),
             alert.hostname or "",
             int(alert.priority),
             alert.source,

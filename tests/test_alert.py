@@ -396,3 +396,18 @@ def test_invalid_json_names_the_place_once() -> None:
     # The message speaks of no field (a line or a file has none called body); the HTTP input's
     # answer still names the request body as the field at fault.
     assert refused.value.field == "body"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["x" * 100] * 200, "field 'output_fields.fd.types': longer than 16384 characters as text"),
+        ([1.5, float("nan")], "field 'output_fields.fd.types': must hold finite numbers only"),
+        ([float("inf")], "field 'output_fields.fd.types': must hold finite numbers only"),
+    ],
+)
+def test_a_list_field_is_held_to_the_bounds_of_a_text_field(values: list[object], message: str) -> None:
+    """A list is shown as text: its text is bounded as a text field's, and its numbers finite."""
+    with pytest.raises(AlertError) as caught:
+        alert_from_mapping({**json.loads(with_()), "output_fields": {"fd.types": values}})
+    assert str(caught.value) == message

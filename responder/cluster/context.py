@@ -14,6 +14,12 @@ def _bare_id(container_id: str) -> str:
     return container_id.split("://", 1)[-1].lower()
 
 
+def container_key(container_id: str) -> str:
+    """The id as Falco prints it (12 lower-case characters, no scheme): the spellings the pod check
+    takes as one container key one incident, not one each."""
+    return _bare_id(container_id)[:MIN_ID_LENGTH]
+
+
 def _has_id(container_id: str | None, wanted: str) -> bool:
     full = _bare_id(container_id or "")
     return bool(full) and full.startswith(wanted)

@@ -35,7 +35,7 @@ class PodLookup:
 
 
 def valid_name(value: str) -> bool:
-    return bool(DNS_SUBDOMAIN.match(value))
+    return bool(DNS_SUBDOMAIN.fullmatch(value))  # `$` alone would let a trailing newline through
 
 
 def _str_map(value: object) -> dict[str, str]:

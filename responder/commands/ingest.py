@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import stat
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from responder.alert import AlertError, rejection_code
+from responder.alert import WHOLE_PAYLOAD, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
 from responder.commands.common import non_negative_seconds
 from responder.config import Config, Inputs, load_config
@@ -47,6 +51,8 @@ BOM = b"\xef\xbb\xbf"
 # Where the longest line comes from, named in the message about a longer one.
 LIMIT_KEY = "inputs.http.max_body_bytes"
 BOM_INSIDE = "starts with a UTF-8 byte-order mark (one is skipped only at the start of the file)"
+# A line that is no JSON object: most often Falco's text output.
+NOT_JSON_OUTPUT = "not a JSON object: Falco must run with json_output: true"
 # How much of an over-long line is read at a time while skipping it.
 _SKIP_CHUNK = 64 * 1024
 
@@ -92,6 +98,62 @@ def read_lines(stream: BinaryIO, limit: int) -> Iterator[Line]:
         yield Line(number, body.rstrip(b"\r\n"), bom=body.startswith(BOM))
 
 
+class LineSource:
+    """The lines of a regular file, read on the event loop: its reads never wait for a writer."""
+
+    def __init__(self, lines: Iterator[Line]) -> None:
+        self._lines = lines
+
+    async def next(self) -> Line | None:
+        """The next line; None at the end. Raises OSError when the stream cannot be read."""
+        return next(self._lines, None)
+
+
+class PipedLineSource(LineSource):
+    """The lines of a pipe, a terminal or a socket (`falco | serving-guard ingest -`), read on a
+    thread of their own: a read there waits for the writer's next line, and on the event loop it
+    would hold back the work on the alerts read so far (an attack's quarantine until some other
+    alert came). At most ``ahead`` lines are read before they are taken. The thread is a daemon: a
+    read still waiting when the command ends does not keep the process."""
+
+    def __init__(self, lines: Iterator[Line], ahead: int = 64) -> None:
+        super().__init__(lines)
+        self._loop = asyncio.get_running_loop()
+        self._read: asyncio.Queue[Line | OSError | None] = asyncio.Queue()
+        self._room = threading.Semaphore(ahead)
+        threading.Thread(target=self._reader, name="ingest-lines", daemon=True).start()
+
+    def _reader(self) -> None:
+        end: OSError | None = None  # None: the end of the stream
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody reads any more
+            try:
+                for line in self._lines:
+                    self._room.acquire()
+                    self._loop.call_soon_threadsafe(self._read.put_nowait, line)
+            except OSError as exc:
+                end = exc
+            self._loop.call_soon_threadsafe(self._read.put_nowait, end)
+
+    async def next(self) -> Line | None:
+        item = await self._read.get()
+        if isinstance(item, OSError):
+            raise item
+        if item is not None:
+            self._room.release()
+        return item
+
+
+def line_source(stream: BinaryIO, limit: int) -> LineSource:
+    """Where `ingest` takes its lines from: on the event loop for a regular file, on a thread of
+    their own for anything whose read may wait (stdin from a pipe, a FIFO, a terminal)."""
+    lines = read_lines(stream, limit)
+    try:
+        regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no file descriptor: an in-memory stream
+        regular = True
+    return LineSource(lines) if regular else PipedLineSource(lines)
+
+
 def _open_source(source: str, name: str) -> BinaryIO:
     if source == "-":
         # fd 0 closed when the command started (`<&-`): Python then has no sys.stdin at all.
@@ -132,7 +194,11 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         pipeline = responder.pipeline
         assert pipeline is not None
         tally = _Tally(pipeline, name)
-        stopped = await tally.feed(read_lines(stream, limit), limit)
+        try:
+            stopped = await tally.feed(line_source(stream, limit), limit)
+        except asyncio.CancelledError:  # Ctrl-C: say where to take it up again
+            print(tally.interrupted(), file=sys.stderr)
+            raise
         await pipeline.drain()
         if responder.notifier is not None:
             await responder.notifier.settle(args.settle_seconds)
@@ -162,20 +228,28 @@ class _Tally:
     accepted: int = 0
     again: int = 0
     rejected: int = 0
+    line: int = 0  # the line being read or submitted
 
-    async def feed(self, lines: Iterator[Line], limit: int) -> str | None:
+    def interrupted(self) -> str:
+        return (
+            f"{self.name}: interrupted at line {self.line} ({self.accepted} accepted, {self.again} already in"
+            f" the journal, {self.rejected} rejected): every line before it is journaled; resume from line"
+            f" {max(self.line, 1)} (a line journaled already counts as already in the journal)"
+        )
+
+    async def feed(self, lines: LineSource, limit: int) -> str | None:
         """Submit each line's alert, report each bad line; a read error, or a journal that takes
         no more, ends it (returned: why, and where)."""
         number = 0
         while True:
             try:
-                line = next(lines, None)
+                line = await lines.next()
             except OSError as exc:
                 # What was read stays ingested; the rest cannot be read.
                 return f"{self.name}: cannot read after line {number}: {exc.strerror or exc}"
             if line is None:
                 return None
-            number = line.number
+            number = self.line = line.number
             if line.raw is not None and line.raw.strip() and not line.bom:
                 try:
                     await self.submit(number, line.raw)
@@ -195,7 +269,10 @@ class _Tally:
         try:
             alert = parse_falco_json(raw)
         except AlertError as exc:
-            self.refuse(number, rejection_code(exc), str(exc))
+            problem = str(exc)
+            if exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{"):
+                problem += f"; {NOT_JSON_OUTPUT}"
+            self.refuse(number, rejection_code(exc), problem)
             return
         result = await self.pipeline.submit(alert, InputName.JSONL, raw=raw)
         if result.new:

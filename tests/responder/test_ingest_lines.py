@@ -297,6 +297,53 @@ def test_ingest_from_stdin_bounds_its_lines_too(tmp_path: Path, seeded: Seeded) 
     assert quarantined(running, pods["vllm"]) and quarantined(running, pods["triton"])
 
 
+def test_an_alert_from_a_pipe_is_acted_on_while_the_pipe_stays_open(tmp_path: Path, seeded: Seeded) -> None:
+    """`falco | serving-guard ingest -`: the read that waits for Falco's next line does not hold back
+    the work on the alerts read so far (it did, on the event loop, until another line came)."""
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    command = [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as ingest:
+        assert ingest.stdin is not None
+        try:
+            ingest.stdin.write(alert_line(pods["vllm"]) + b"\n")
+            ingest.stdin.flush()
+            deadline = time.monotonic() + 30  # a bound on a hang, not a timing assertion
+            while not quarantined(running, pods["vllm"]):
+                assert ingest.poll() is None, "ingest ended with its stdin still open"
+                assert time.monotonic() < deadline, "not quarantined while the pipe stayed open"
+                time.sleep(0.05)
+        finally:
+            ingest.stdin.close()
+        assert ingest.wait(timeout=30) == 0
+        assert ingest.stderr is not None
+        assert b"<stdin>: 1 accepted" in ingest.stderr.read()
+
+
+def test_ctrl_c_says_where_to_take_ingest_up_again(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    command = [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as ingest:
+        assert ingest.stdin is not None and ingest.stderr is not None
+        ingest.stdin.write(b"10:00:00.123456789: Notice Shell spawned\n" + alert_line(pods["vllm"]) + b"\n")
+        ingest.stdin.flush()
+        deadline = time.monotonic() + 30  # a bound on a hang, not a timing assertion
+        while not quarantined(running, pods["vllm"]):
+            assert time.monotonic() < deadline, "not quarantined"
+            time.sleep(0.05)
+        ingest.send_signal(signal.SIGINT)
+        assert ingest.wait(timeout=30) != 0
+        err = ingest.stderr.read().decode()
+        ingest.stdin.close()
+    assert err.splitlines()[:2] == [
+        "<stdin>:1: invalid JSON: Extra data (line 1, column 3); not a JSON object: Falco must run with"
+        " json_output: true",
+        "<stdin>: interrupted at line 2 (1 accepted, 0 already in the journal, 1 rejected): every line before"
+        " it is journaled; resume from line 2 (a line journaled already counts as already in the journal)",
+    ]
+
+
 def test_a_read_error_mid_file_ends_ingest_with_one_error_after_the_summary(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
