@@ -97,7 +97,19 @@ CASES: tuple[Case, ...] = (
         },
         namespace="serving-guard",
     ),
-    Case("terminate", {"enforcement": {"allowPodDeletion": True}}),
+    Case(
+        "egress-policy",
+        {
+            "image": {"digest": DIGEST, "tag": "0.1.0"},
+            "egressPolicy": {
+                "enabled": True,
+                "apiServer": {"cidrs": ["172.18.0.2/32", "fd00:10::2/128"], "ports": [6443]},
+                "dns": {"cidrs": ["169.254.20.10/32"]},
+            },
+            "slack": {"mode": "webhook", "secretName": "slack-hook"},
+            "inputs": {"grpc": {"enabled": True, "address": "falco-grpc.falco.svc:5060"}},
+        },
+    ),
     Case(
         "cut-per-policy",
         {

@@ -1,9 +1,10 @@
 """The admission policies that confine the responder's ServiceAccount (rbac.admissionPolicy): rendered
 by default for that ServiceAccount only, and, with their CEL evaluated, they let through every write the
-real responder makes (quarantine, annotate, block, repair, patching other policies, release) and refuse
-what its RBAC would otherwise allow: a new image, another label or annotation, any other policy, a label
-value no cut or pod key has, the exclusion on a deny-all, a block policy it would not build, anything
-but a release in a namespace its guardrails keep it out of."""
+real responder makes (quarantine, annotate, block, repair, patching other policies, release, and the
+Events telling each) and refuse what its RBAC would otherwise allow: a new image, another label or
+annotation, any other policy, a label value no cut or pod key has, the exclusion on a deny-all, a block
+policy it would not build, an Event about anything but a pod of its namespace or in another's name,
+anything but a release (and its Event) in a namespace its guardrails keep it out of."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import helm_python
 import pytest
 
 from responder.actions import destination, netpol
+from responder.actions.events import EventRecorder
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
@@ -34,9 +36,15 @@ from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, Ren
 
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 NP_GROUP = "networking.k8s.io"
-RESOURCES = {"pods": "v1/pods", "networkpolicies": "networking.k8s.io/v1/networkpolicies"}
+RESOURCES = {
+    "pods": "v1/pods",
+    "networkpolicies": "networking.k8s.io/v1/networkpolicies",
+    "events": "v1/events",
+}
+# The API group of each resource the responder writes (the admission request's).
+GROUPS = {"pods": "", "events": "", "networkpolicies": NP_GROUP}
 PATH = re.compile(
-    r"^/apis?/(?:[^/]+/)?v1/namespaces/(?P<ns>[^/]+)/(?P<res>pods|networkpolicies)(?:/(?P<name>[^/?]+))?"
+    r"^/apis?/(?:[^/]+/)?v1/namespaces/(?P<ns>[^/]+)/(?P<res>pods|networkpolicies|events)(?:/(?P<name>[^/?]+))?"
 )
 SOMEONE_ELSE = "kubernetes-admin"
 
@@ -63,10 +71,11 @@ def _username(rendered: Rendered) -> str:
 class Policies:
     pods: AdmissionPolicy
     networkpolicies: AdmissionPolicy
+    events: AdmissionPolicy
     username: str
 
     def decide(self, request: Request) -> Verdict:
-        policy = self.pods if request.resource == "pods" else self.networkpolicies
+        policy = {"pods": self.pods, "events": self.events}.get(request.resource, self.networkpolicies)
         return policy.decide(request)
 
     def update(
@@ -89,6 +98,10 @@ class Policies:
             Request("CREATE", self.username, NP_GROUP, "networkpolicies", new, None, "", where)
         )
 
+    def create_event(self, new: dict[str, Any], *, namespace: dict[str, Any] | None = None) -> Verdict:
+        where = namespace or opted_in(new["metadata"]["namespace"])
+        return self.decide(Request("CREATE", self.username, "", "events", new, None, "", where))
+
 
 def policies_of(rendered: Rendered) -> Policies:
     found = {p["metadata"]["name"]: p for p in rendered.of_kind("ValidatingAdmissionPolicy")}
@@ -96,6 +109,7 @@ def policies_of(rendered: Rendered) -> Policies:
     return Policies(
         AdmissionPolicy(found[f"{fullname}-pod-changes"]),
         AdmissionPolicy(found[f"{fullname}-networkpolicy-changes"]),
+        AdmissionPolicy(found[f"{fullname}-events"]),
         _username(rendered),
     )
 
@@ -110,6 +124,7 @@ def test_policies_and_bindings_are_rendered_for_the_responder_only(renders: dict
         assert username == f"system:serviceaccount:{rendered.case.namespace}:{RELEASE}"
         policies = rendered.of_kind("ValidatingAdmissionPolicy")
         assert sorted(p["metadata"]["name"] for p in policies) == [
+            f"{RELEASE}-events",
             f"{RELEASE}-networkpolicy-changes",
             f"{RELEASE}-pod-changes",
         ]
@@ -134,6 +149,10 @@ def test_policies_and_bindings_are_rendered_for_the_responder_only(renders: dict
                 "operations": ["UPDATE"],
                 "resources": ["pods", "pods/*"],
             }
+        ]
+        event_rules = next(p for p in policies if p["metadata"]["name"].endswith("-events"))
+        assert event_rules["spec"]["matchConstraints"]["resourceRules"] == [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["events"]}
         ]
 
 
@@ -233,8 +252,8 @@ class Write:
 
 
 class Recorder:
-    """The responder's gateway, every write to a pod or a NetworkPolicy kept as the API server's
-    admission sees it: the object before and after."""
+    """The responder's gateway, every write to a pod, a NetworkPolicy or an Event kept as the API
+    server's admission sees it: the object before and after."""
 
     def __init__(self, running: RunningCluster, gateway: KubeGateway) -> None:
         self.running = running
@@ -246,6 +265,18 @@ class Recorder:
             if verb not in ("POST", "PUT", "PATCH") or match is None:
                 return send(verb, path, **kwargs)
             resource, namespace = match["res"], match["ns"]
+            if resource == "events":  # named by generateName: the created object is the answer
+                answer = send(verb, path, **kwargs)
+                self.writes.append(
+                    Write(
+                        verb,
+                        resource,
+                        None,
+                        answer,
+                        copy.deepcopy(self.running.emulator.namespaces.get(namespace)),
+                    )
+                )
+                return answer
             name = match["name"] or kwargs["body"]["metadata"]["name"]
             old = self.stored(resource, namespace, name) if verb != "POST" else None
             answer = send(verb, path, **kwargs)  # a refusal (409) raises: nothing was written
@@ -336,11 +367,17 @@ def test_every_write_the_responder_makes_is_admitted(
     refused = []
     for write in writes:
         operation = "CREATE" if write.verb == "POST" else "UPDATE"
-        group = "" if write.resource == "pods" else NP_GROUP
         assert write.namespace is not None, write
         verdict = policies.decide(
             Request(
-                operation, policies.username, group, write.resource, write.new, write.old, "", write.namespace
+                operation,
+                policies.username,
+                GROUPS[write.resource],
+                write.resource,
+                write.new,
+                write.old,
+                "",
+                write.namespace,
             )
         )
         assert verdict.applies, write
@@ -356,7 +393,10 @@ def test_every_write_the_responder_makes_is_admitted(
         ("POST", "networkpolicies", "block"),
         ("PUT", "networkpolicies", "block"),  # a second address, then the release's clear
         ("PUT", "networkpolicies", "other"),  # the exclusion, then its removal
+        ("POST", "events", "event"),
     } <= made
+    reasons = {w.new["reason"] for w in writes if w.resource == "events"}
+    assert {"Quarantined", "SecurityFinding", "DestinationBlocked", "QuarantineReleased"} <= reasons
     patched_other = [w for w in writes if _kind_of(w) == "other"]
     assert {w.new["metadata"]["name"] for w in patched_other} == {LEAKY_POLICY}
     assert len(patched_other) == 2
@@ -364,8 +404,8 @@ def test_every_write_the_responder_makes_is_admitted(
 
 def _kind_of(write: Write) -> str:
     name = write.new["metadata"]["name"]
-    if write.resource == "pods":
-        return "pod"
+    if write.resource in ("pods", "events"):
+        return write.resource[:-1]
     if name.startswith("serving-guard-quarantine"):
         return "quarantine"
     return "block" if name.startswith("serving-guard-block-") else "other"
@@ -750,3 +790,128 @@ def test_a_quarantine_policy_is_owned_by_no_pod(renders: dict[str, Rendered]) ->
     owner = [{"apiVersion": "v1", "kind": "Pod", "name": "model-0", "uid": "u"}]
     quarantine = _netpol("serving-guard-quarantine", deny_all, labels=dict(MANAGED), ownerReferences=owner)
     assert _refused(policies.create_policy(quarantine))
+
+
+# -- Events ----------------------------------------------------------------------------------------
+
+
+def _event(namespace: str, reason: str, *, warning: bool = True) -> dict[str, Any]:
+    """The Event the responder writes (events.EventRecorder.record), as its gateway sends it."""
+    sent: list[dict[str, Any]] = []
+
+    class Gateway:
+        def create_event(self, where: str, body: dict[str, Any]) -> dict[str, Any]:
+            assert where == body["metadata"]["namespace"]
+            sent.append(body)
+            return body
+
+    recorder = EventRecorder(Gateway(), instance="serving-guard-7d4b9-x2x4q")  # type: ignore[arg-type]
+    assert recorder.record(
+        namespace, "model-0", POD_UID, reason, "serving-guard quarantine: ...", warning=warning
+    )
+    (body,) = sent
+    # What the API server stores (and admission sees): the name generated from generateName.
+    return {**body, "metadata": {**body["metadata"], "name": f"model-0.{KEY}"}}
+
+
+EVENT_ABUSE: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "about a node": (lambda e: e["involvedObject"].update(kind="Node", namespace=""), "about a Pod"),
+    "about a secret": (lambda e: e["involvedObject"].update(kind="Secret"), "about a Pod"),
+    "about another api": (lambda e: e["involvedObject"].update(apiVersion="apps/v1"), "about a Pod"),
+    "about another namespace's pod": (
+        lambda e: e["involvedObject"].update(namespace="payments"),
+        "about a Pod of the Event's namespace",
+    ),
+    "about nothing": (lambda e: e.pop("involvedObject"), "about a Pod"),
+    "as the kubelet": (lambda e: e["source"].update(component="kubelet"), "only as serving-guard"),
+    "as another controller": (
+        lambda e: e.update(reportingComponent="kube-scheduler"),
+        "only as serving-guard",
+    ),
+}
+
+
+@pytest.mark.parametrize("abuse", sorted(EVENT_ABUSE))
+def test_events_beyond_the_responders_are_refused(renders: dict[str, Rendered], abuse: str) -> None:
+    policies = policies_of(renders["defaults"])
+    event = _event("models", "Quarantined")
+    assert policies.create_event(event).allowed
+    change, named = EVENT_ABUSE[abuse]
+    verdict = policies.create_event(_changed(event, change))
+    assert _refused(verdict) and any(named in denial for denial in verdict.denials), verdict
+    # Anyone else's Events are not this policy's business.
+    other = Request(
+        "CREATE", SOMEONE_ELSE, "", "events", _changed(event, change), None, "", opted_in("models")
+    )
+    assert not policies.decide(other).applies
+
+
+@pytest.mark.parametrize("where", ["kube-system", "falco", "not-opted-in"])
+def test_where_the_responder_may_not_act_only_a_releases_event_is_admitted(
+    renders: dict[str, Rendered], where: str
+) -> None:
+    policies = policies_of(renders["defaults"])
+    namespace = namespace_object(where)
+    for reason in (
+        "Quarantined",
+        "QuarantineLeaky",
+        "SecurityFinding",
+        "DestinationBlocked",
+        "QuarantineFailed",
+    ):
+        verdict = policies.create_event(_event(where, reason), namespace=namespace)
+        assert _refused(verdict), reason
+        assert any("only a release's Event, QuarantineReleased" in d for d in verdict.denials), verdict
+    assert policies.create_event(
+        _event(where, "QuarantineReleased", warning=False), namespace=namespace
+    ).allowed
+    # A release is Normal: a Warning of that reason is no release of the responder's.
+    assert _refused(policies.create_event(_event(where, "QuarantineReleased"), namespace=namespace))
+
+
+def test_a_release_in_a_namespace_opted_out_since_tells_its_event(
+    chart: helm_python.Chart, seeded_cluster: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """The real responder: a quarantine where the namespace is opted in, then the namespace opted out,
+    then the release. Every write, the release's Event included, is admitted."""
+    running, pods, kubeconfig = seeded_cluster
+    rendered = render(chart, Case("opted-out-release", {}))
+    config = load_config_text(rendered.config_text())
+    gateway = KubeGateway.from_config(
+        Cluster(kubeconfig=kubeconfig, retry=Retry(attempts=3, initial_backoff_seconds=0.01))
+    )
+    recorder = Recorder(running, gateway)
+    actions = ClusterActions.of_config(gateway, config)
+    triton = pods["triton"]
+    lookup = PodDirectory(gateway, ttl_seconds=0).lookup(triton.namespace, triton.name)
+    assert lookup.pod is not None
+    alert = alert_from_mapping(
+        falco_alert(triton, "Shell in serving pod", "Warning", "x", {"proc.name": "sh"})
+    )
+    # LEAKY in the seeded namespace (its gateway policy lets traffic in): labelled all the same.
+    quarantined = actions.quarantine(lookup.pod, alert, "inc-1", "shell", dry_run=False)
+    assert quarantined.status.value in ("quarantined", "leaky"), quarantined.detail
+    running.emulator.namespaces[triton.namespace]["metadata"]["labels"].pop(ENFORCE_LABEL)
+    assert actions.release(triton.namespace, triton.name, by="alice", reason="investigated").ok
+    policies = policies_of(rendered)
+    verdicts = [
+        (
+            write.new.get("reason"),
+            policies.decide(
+                Request(
+                    "CREATE" if write.verb == "POST" else "UPDATE",
+                    policies.username,
+                    GROUPS[write.resource],
+                    write.resource,
+                    write.new,
+                    write.old,
+                    "",
+                    write.namespace,
+                )
+            ),
+        )
+        for write in recorder.writes
+    ]
+    reasons = [reason for reason, _ in verdicts if reason]
+    assert reasons in (["Quarantined", "QuarantineReleased"], ["QuarantineLeaky", "QuarantineReleased"])
+    assert all(verdict.applies and verdict.allowed for _, verdict in verdicts), verdicts

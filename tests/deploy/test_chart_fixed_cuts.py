@@ -31,7 +31,7 @@ from simulators.seed import LEAKY_POLICY, SeededPod, seed_serving_cluster
 from tests.deploy.admission import Request
 from tests.deploy.deploy_support import Case, Rendered, render
 from tests.deploy.test_admission_policy import (
-    NP_GROUP,
+    GROUPS,
     RESOURCES,
     Recorder,
     _kind_of,
@@ -267,7 +267,7 @@ def test_the_responders_writes_with_fixed_cuts_and_exclusions_by_cut_are_admitte
         request = Request(
             "CREATE" if write.verb == "POST" else "UPDATE",
             policies.username,
-            "" if write.resource == "pods" else NP_GROUP,
+            GROUPS[write.resource],
             write.resource,
             write.new,
             write.old,

@@ -19,6 +19,8 @@ VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
 HELM_KEYS = {"global"}
 # Keys the schema allows that are optional by nature, so values.yaml shows no default for them.
 OPTIONAL = {
+    # Removed; still taken as false so that `helm upgrade --reuse-values` from an earlier release renders.
+    "/enforcement/allowPodDeletion",
     "/resources/requests/ephemeral-storage",
     "/resources/limits/ephemeral-storage",
     "/affinity/nodeAffinity",
@@ -148,6 +150,27 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
         ),
         ({"journal": {"persistence": {"size": "2 GB"}}}, "at '/journal/persistence/size'", "pattern"),
         ({"quarantine": {"isolate": "outbound"}}, "at '/quarantine/isolate'", "must be one of"),
+        # What the responder refuses: no names at all, or an empty one (null is "any").
+        (
+            {"inputs": {"http": {"tls": {"allowedClientNames": []}}}},
+            "at '/inputs/http/tls/allowedClientNames'",
+            "minItems",
+        ),
+        (
+            {"inputs": {"http": {"tls": {"allowedClientNames": ["falco", " "]}}}},
+            "at '/inputs/http/tls/allowedClientNames/1'",
+            "does not match pattern",
+        ),
+        (
+            {"inputs": {"http": {"tls": {"allowedClientNames": "falco"}}}},
+            "at '/inputs/http/tls/allowedClientNames'",
+            "got string, want null or array",
+        ),
+        (
+            {"egressPolicy": {"enabled": True, "apiServer": {"cidrs": ["172.18.0.2"]}}},
+            "at '/egressPolicy/apiServer/cidrs/0'",
+            "does not match pattern",
+        ),
         (
             {"policies": [{"name": "p", "match": {"namespaces": ["ML Models"]}}]},
             "at '/policies/0/match/namespaces/0'",
@@ -230,6 +253,68 @@ def test_schema_rejects_bad_values_naming_the_path(
             NAMESPACE,
             'policies: two policies are named "shells"',
         ),
+        # Neither mutual TLS (mode disabled) nor a token nor allowUnauthenticated.
+        ({"inputs": {"http": {"tls": {"mode": "disabled"}}}}, NAMESPACE, "inputs.http: no authentication"),
+        # Removed values: said, not silently ignored (false, the old default, is taken: --reuse-values).
+        (
+            {"enforcement": {"allowPodDeletion": True}},
+            NAMESPACE,
+            "enforcement.allowPodDeletion: removed from the chart: no action of the responder deletes pods",
+        ),
+        # The chart's own labels and annotation: a selector that no longer selects, a roll that never comes.
+        (
+            {"podLabels": {"app.kubernetes.io/instance": "other"}},
+            NAMESPACE,
+            'podLabels: "app.kubernetes.io/instance" is one of the chart\'s own pod labels',
+        ),
+        (
+            {"podLabels": {"app.kubernetes.io/name": "x"}},
+            NAMESPACE,
+            'podLabels: "app.kubernetes.io/name" is one of the chart\'s own pod labels',
+        ),
+        (
+            {"podAnnotations": {"checksum/config": "pinned"}},
+            NAMESPACE,
+            'podAnnotations: "checksum/config" is the chart\'s own annotation',
+        ),
+        (
+            {"serviceMonitor": {"enabled": True, "labels": {"app.kubernetes.io/part-of": "x"}}},
+            NAMESPACE,
+            'serviceMonitor.labels: "app.kubernetes.io/part-of" is one of the chart\'s own labels',
+        ),
+        # Values the chart would ignore, or objects that cannot work together.
+        (
+            {
+                "inputs": {
+                    "http": {"tls": {"mode": "secret", "secretName": "s", "extraDnsNames": ["a.example"]}}
+                }
+            },
+            NAMESPACE,
+            "inputs.http.tls.extraDnsNames: only the server certificate the chart requests",
+        ),
+        (
+            {
+                "inputs": {
+                    "http": {
+                        "tls": {"mode": "disabled", "extraDnsNames": ["a.example"]},
+                        "token": {"secretName": "t"},
+                    }
+                }
+            },
+            NAMESPACE,
+            "inputs.http.tls.extraDnsNames: only the server certificate the chart requests",
+        ),
+        (
+            {"serviceMonitor": {"enabled": True}, "metrics": {"allowFrom": {"namespace": ""}}},
+            NAMESPACE,
+            "serviceMonitor.enabled: the responder's NetworkPolicy lets scrapers reach the metrics port only"
+            " from metrics.allowFrom.namespace, which is empty",
+        ),
+        (
+            {"egressPolicy": {"enabled": True}},
+            NAMESPACE,
+            "egressPolicy.apiServer.cidrs: with egressPolicy.enabled",
+        ),
     ],
 )
 def test_chart_refuses_unworkable_combinations(
@@ -238,6 +323,22 @@ def test_chart_refuses_unworkable_combinations(
     with pytest.raises(helm_python.HelmRenderError) as caught:
         chart.render(values, name=RELEASE, namespace=namespace)
     assert message in str(caught.value), str(caught.value)
+
+
+def test_values_that_add_to_the_charts_own_labels_still_render(chart: helm_python.Chart) -> None:
+    values = {
+        "podLabels": {"team": "security"},
+        "podAnnotations": {"example.com/owner": "sec"},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    }
+    rendered = render(chart, Case("extra-labels", values))
+    template = rendered.one("Deployment", RELEASE)["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "security"
+    assert template["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert set(template["annotations"]) == {"checksum/config", "example.com/owner"}
+    # The tls names the chart would ignore render where they are used.
+    names = render(chart, Case("extra-dns", {"inputs": {"http": {"tls": {"extraDnsNames": ["sg.example"]}}}}))
+    assert "sg.example" in names.one("Certificate", f"{RELEASE}-server")["spec"]["dnsNames"]
 
 
 def test_policy_namespaces_take_the_globs_the_responder_matches(chart: helm_python.Chart) -> None:

@@ -4,10 +4,14 @@ used, resources set, and NetworkPolicies that leave no pod unselected."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
 from typing import Any
 
 import pytest
 
+from responder.cluster import api
 from responder.cluster.api import OWNER_KINDS
 from tests.deploy.deploy_support import (
     CASE_IDS,
@@ -82,8 +86,10 @@ def test_only_journal_and_tmp_are_writable(renders: dict[str, Rendered]) -> None
 
 # -- RBAC --------------------------------------------------------------------------------------------
 
+# What responder/cluster/api.py calls (test_rbac_grants_exactly_the_calls_the_gateway_makes): no watch,
+# no delete (enforcement.allowPodDeletion is gone: no action deletes pods).
 NAMESPACED_RULES = {
-    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "pods"): {"get", "list", "patch"},
     ("apps", "replicasets"): {"get"},
     ("apps", "deployments"): {"get"},
     ("apps", "statefulsets"): {"get"},
@@ -97,7 +103,7 @@ NAMESPACED_RULES = {
 FORBIDDEN_RESOURCES = {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/ephemeralcontainers",
                        "serviceaccounts/token", "nodes/proxy", "clusterroles", "roles", "rolebindings",
                        "clusterrolebindings"}  # fmt: skip
-FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "delete", "deletecollection", "watch"}
 
 
 def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -119,8 +125,6 @@ def test_rbac_never_grants_wildcards_secrets_exec_or_escalation(
             assert "*" not in rule["apiGroups"] and "*" not in rule["resources"], rule
             assert not set(rule["verbs"]) & FORBIDDEN_VERBS, rule
             assert not set(rule["resources"]) & FORBIDDEN_RESOURCES, rule
-        delete = any("delete" in verbs for verbs in _grants(role).values())
-        assert delete == (case.name == "terminate"), "delete only when enforcement.allowPodDeletion"
 
 
 def _bindings_to(rendered: Rendered, kind: str, name: str) -> list[dict[str, Any]]:
@@ -158,13 +162,11 @@ def test_namespaced_scope_uses_roles_in_the_listed_namespaces_only(renders: dict
 def test_cluster_scope_is_one_cluster_role_with_exactly_the_needed_verbs(
     renders: dict[str, Rendered],
 ) -> None:
-    for case in ("defaults", "cluster-listed", "terminate"):
+    for case in ("defaults", "cluster-listed"):
         rendered = renders[case]
         assert rendered.of_kind("Role", "RoleBinding") == []
         (cluster_role,) = rendered.of_kind("ClusterRole")
         expected = {**NAMESPACED_RULES, ("", "namespaces"): {"get"}}
-        if case == "terminate":
-            expected[("", "pods")] = expected[("", "pods")] | {"delete"}
         assert _grants(cluster_role) == expected
         (binding,) = _bindings_to(rendered, "ClusterRole", RELEASE)
         _bound_to_responder(rendered, binding)
@@ -181,6 +183,73 @@ def test_rbac_covers_every_owner_kind_the_responder_reads(renders: dict[str, Ren
         ("", "namespaces")
     }
     assert owner_grants == wanted
+
+
+# The verb RBAC checks for each HTTP method of KubeGateway.request: on one object, or on a collection.
+VERB_OF = {
+    ("GET", True): "get",
+    ("GET", False): "list",
+    ("PATCH", True): "patch",
+    ("PUT", True): "update",
+    ("POST", False): "create",
+    ("DELETE", True): "delete",
+    ("DELETE", False): "deletecollection",
+}
+# KubeGateway's path prefixes, as api.py names them.
+PREFIXES = {"/api/v1": "", "{_NP}": "networking.k8s.io"}
+
+
+def _gateway_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every self.request(...) in KubeGateway: read from its source, so that a
+    call added there without its grant (or a grant no call uses) fails here. get_owner's kinds come
+    from OWNER_KINDS (test_rbac_covers_every_owner_kind_the_responder_reads); discovery (/version,
+    /apis) is no resource."""
+    calls = set()
+    tree = ast.parse(inspect.getsource(api.KubeGateway))
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "request"
+            and len(node.args) >= 2
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            continue
+        method, path = str(node.args[0].value), ast.unparse(node.args[1])
+        if "{prefix}" in path or path.strip("'\"") in ("/version", "/apis"):
+            continue
+        match = re.fullmatch(
+            r"f?['\"](?P<prefix>/api/v1|\{_NP\})/namespaces(?:/\{_seg\(namespace\)\})?"
+            r"(?:/(?P<resource>[a-z]+))?(?P<item>/\{_seg\(name\)\})?['\"]",
+            path,
+        )
+        assert match is not None, f"a KubeGateway call this test cannot read: {method} {path}"
+        resource = match["resource"] or "namespaces"
+        one = match["item"] is not None
+        calls.add((PREFIXES[match["prefix"]], resource, VERB_OF[(method, one)]))
+    return calls
+
+
+def test_rbac_grants_exactly_the_calls_the_gateway_makes(renders: dict[str, Rendered]) -> None:
+    calls = _gateway_calls()
+    # Guards the guard: the reading found the calls it is about.
+    assert {
+        ("", "pods", "patch"),
+        ("", "events", "create"),
+        ("networking.k8s.io", "networkpolicies", "update"),
+    } <= calls
+    (cluster_role,) = renders["defaults"].of_kind("ClusterRole")
+    owners = {
+        ("" if prefix == "/api/v1" else prefix.split("/")[2], plural)
+        for prefix, plural in OWNER_KINDS.values()
+    }
+    granted = {
+        (group, resource, verb)
+        for (group, resource), verbs in _grants(cluster_role).items()
+        if (group, resource) not in owners
+        for verb in verbs
+    }
+    assert granted == calls
 
 
 # -- NetworkPolicies ---------------------------------------------------------------------------------

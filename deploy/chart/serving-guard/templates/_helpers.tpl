@@ -78,6 +78,12 @@ journalDir: /var/lib/serving-guard
 {{- if and .Values.inputs.http.enabled (ne .Values.inputs.http.tls.mode "disabled") }}true{{ end -}}
 {{- end -}}
 
+{{/* Mutual TLS on the alert input: how Falco's http_output authenticates (it can send no header, so
+     no token). Without it, only senders that set headers (Falcosidekick's webhook) carry the token. */}}
+{{- define "serving-guard.httpMtls" -}}
+{{- if and (include "serving-guard.httpTlsEnabled" .) .Values.inputs.http.tls.requireClientCert }}true{{ end -}}
+{{- end -}}
+
 {{- define "serving-guard.httpTlsSecretName" -}}
 {{- if eq .Values.inputs.http.tls.mode "certManager" -}}
 {{- printf "%s-tls" (include "serving-guard.fullname" .) -}}
@@ -101,9 +107,11 @@ journalDir: /var/lib/serving-guard
 {{- $cm := eq $v.inputs.http.tls.mode "certManager" -}}
 {{- $server := and $cm $v.inputs.http.enabled -}}
 {{- $grpcClient := and $cm $v.inputs.grpc.enabled (not $v.inputs.grpc.tls.secretName) -}}
+{{- /* Falco's client certificate only where the responder asks for one: without mutual TLS nothing
+     verifies it, and Falco's http_output cannot authenticate otherwise (no header, so no token). */ -}}
 {{- toJson (dict
       "server" $server
-      "falcoClient" (and $server $v.inputs.http.tls.falcoClientCertificate.enabled)
+      "falcoClient" (and $server $v.inputs.http.tls.requireClientCert $v.inputs.http.tls.falcoClientCertificate.enabled)
       "grpcClient" $grpcClient
       "falcoGrpcServer" (and $grpcClient $v.inputs.grpc.falcoServerCertificate.enabled)) -}}
 {{- end -}}
@@ -141,10 +149,39 @@ journalDir: /var/lib/serving-guard
 {{- toJson ($protected | uniq) -}}
 {{- end -}}
 
+{{/* The quarantine cuts in use, whose deny-all policies the chart renders in each enforced namespace
+(responder/config.py Config.cut_name_problems checks the same set): the cut of both, quarantine.isolate's
+cut, and, once a policy cuts otherwise (policies[].isolate), every cut, since two such policies on one pod
+widen it to both. */}}
+{{- define "serving-guard.quarantineCuts" -}}
+{{- $global := .Values.quarantine.isolate | default "both" -}}
+{{- $cuts := list "both" -}}
+{{- if ne $global "both" }}{{ $cuts = append $cuts $global }}{{ end -}}
+{{- range .Values.policies -}}
+{{- if and .isolate (ne .isolate $global) }}{{ $cuts = list "both" "egress" "ingress" }}{{ end -}}
+{{- end -}}
+{{- toJson $cuts -}}
+{{- end -}}
+
+{{/* A Kubernetes quantity (2Gi, 500M, 1.5G, 1073741824) in bytes, as a float; empty when it is not one
+this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
+{{- define "serving-guard.quantityBytes" -}}
+{{- $q := toString . -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$" $q -}}
+{{- $units := dict "" 1 "m" 0.001 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "E" 1000000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $number $q -}}
+{{- mulf (float64 $number) (get $units $unit) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Checks that a schema cannot express, with messages that say what to change. ------------------ */}}
 {{- define "serving-guard.validate" -}}
 {{- $v := .Values -}}
 {{- $certs := include "serving-guard.certificates" . | fromJson -}}
+{{- if $v.enforcement.allowPodDeletion -}}
+{{- fail "enforcement.allowPodDeletion: removed from the chart: no action of the responder deletes pods (responder/cluster/api.py makes no DELETE), and the grant reached every pod of every namespace in scope cluster, beyond the admission policies. Delete the key from your values (deploy/README.md \"Upgrade\")" -}}
+{{- end -}}
 {{- if and (eq $v.enforcement.scope "namespaced") (not $v.enforcement.namespaces) -}}
 {{- fail "enforcement.namespaces: scope namespaced needs at least one namespace to act in (or set enforcement.scope=cluster)" -}}
 {{- end -}}
@@ -167,6 +204,9 @@ journalDir: /var/lib/serving-guard
 {{- end -}}
 {{- if and (eq $v.inputs.http.tls.mode "secret") (not $v.inputs.http.tls.secretName) -}}
 {{- fail "inputs.http.tls.secretName: mode secret needs the name of a Secret with tls.crt, tls.key and ca.crt" -}}
+{{- end -}}
+{{- if and $v.inputs.http.tls.extraDnsNames (not $certs.server) -}}
+{{- fail (printf "inputs.http.tls.extraDnsNames: only the server certificate the chart requests (inputs.http.enabled with tls.mode certManager) takes them, and here it requests none (tls.mode %s): leave extraDnsNames empty, and with mode secret put the names in your own certificate" $v.inputs.http.tls.mode) -}}
 {{- end -}}
 {{- if and $certs.falcoClient (not (include "serving-guard.canIssueForFalco" .)) -}}
 {{- fail (printf "inputs.http.tls.falcoClientCertificate: a namespaced Issuer in %q cannot sign Falco's client certificate in namespace %q: install this chart into Falco's namespace, set certManager.issuerRef to a ClusterIssuer, or set inputs.http.tls.falcoClientCertificate.enabled=false and create the Secret yourself (deploy/README.md)" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
@@ -195,6 +235,60 @@ journalDir: /var/lib/serving-guard
 {{- if and $v.journal.persistence.enabled $v.journal.persistence.existingClaim $v.journal.persistence.storageClassName -}}
 {{- fail "journal.persistence: existingClaim and storageClassName exclude each other" -}}
 {{- end -}}
+{{- /* The journal grows to maxBytes, and its write-ahead log and lock file sit beside it: an emptyDir past
+its sizeLimit gets the pod evicted, a full PVC fails every write. An existing claim's size is not known. */ -}}
+{{- $volume := "" -}}
+{{- $volumeKey := "" -}}
+{{- if not $v.journal.persistence.enabled -}}
+{{- $volume = $v.journal.emptyDir.sizeLimit -}}
+{{- $volumeKey = "journal.emptyDir.sizeLimit" -}}
+{{- else if not $v.journal.persistence.existingClaim -}}
+{{- $volume = $v.journal.persistence.size -}}
+{{- $volumeKey = "journal.persistence.size" -}}
+{{- end -}}
+{{- $volumeBytes := include "serving-guard.quantityBytes" $volume -}}
+{{- if and $volume $volumeBytes -}}
+{{- $room := mulf 0.8 (float64 $volumeBytes) -}}
+{{- if gt (float64 $v.journal.maxBytes) $room -}}
+{{- fail (printf "journal.maxBytes: %.0f bytes leave too little of the journal's volume (%s %s = %.0f bytes) for its write-ahead log and lock file beside it: keep maxBytes at most 80%% of the volume (%.0f), or make %s larger. Past an emptyDir's sizeLimit the kubelet evicts the pod; a full claim fails every write" (float64 $v.journal.maxBytes) $volumeKey (toString $volume) (float64 $volumeBytes) (floor $room) $volumeKey) -}}
+{{- end -}}
+{{- end -}}
+{{- range $cut := include "serving-guard.quarantineCuts" . | fromJsonArray -}}
+{{- if ne $cut "both" -}}
+{{- $why := ternary (printf "quarantine.isolate is %s" $cut) "a policy cuts otherwise than quarantine.isolate (policies[].isolate), so every cut is" (eq $cut ($v.quarantine.isolate | default "both")) -}}
+{{- range $name := list (printf "%s-%s" $v.quarantine.networkPolicyName $cut) (printf "%s-%s" $v.quarantine.labelValue $cut) -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "quarantine: the %s cut is in use (%s), whose NetworkPolicy and label value are <networkPolicyName>-%s and <labelValue>-%s, and %q is longer than 63 characters: shorten quarantine.networkPolicyName and quarantine.labelValue to at most %d characters" $cut $why $cut $cut $name (sub 63 (add1 (len $cut)))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* The chart's own labels and its config checksum: a value may add to them, never replace one (Helm
+would render the key twice, and the last would win: a selector that no longer selects the pod, a config
+change that no longer rolls it). */ -}}
+{{- $chartLabels := include "serving-guard.labels" . | fromYaml -}}
+{{- $chartLabelNames := keys $chartLabels | sortAlpha | join ", " -}}
+{{- range $key, $_ := $v.podLabels -}}
+{{- if hasKey $chartLabels $key -}}
+{{- fail (printf "podLabels: %q is one of the chart's own pod labels (%s): the pod would carry it twice, the last one winning, and the chart's Service, NetworkPolicies and PodDisruptionBudget select the pod by its name and instance labels. Leave it out of podLabels" $key $chartLabelNames) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey $v.podAnnotations "checksum/config" -}}
+{{- fail "podAnnotations: \"checksum/config\" is the chart's own annotation, the hash of the responder's config that rolls the pod when the config changes: leave it out of podAnnotations" -}}
+{{- end -}}
+{{- range $key, $_ := $v.serviceMonitor.labels -}}
+{{- if hasKey $chartLabels $key -}}
+{{- fail (printf "serviceMonitor.labels: %q is one of the chart's own labels (%s): leave it out (add the labels your Prometheus' serviceMonitorSelector matches)" $key $chartLabelNames) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.serviceMonitor.enabled (not $v.metrics.allowFrom.namespace) -}}
+{{- fail "serviceMonitor.enabled: the responder's NetworkPolicy lets scrapers reach the metrics port only from metrics.allowFrom.namespace, which is empty: Prometheus would scrape nothing. Set metrics.allowFrom.namespace to Prometheus' namespace (and metrics.allowFrom.podSelector to its pods)" -}}
+{{- end -}}
+{{- /* Absent from an earlier release's values (helm upgrade --reuse-values): off. */ -}}
+{{- $egress := $v.egressPolicy | default dict -}}
+{{- if and $egress.enabled (not $egress.apiServer.cidrs) -}}
+{{- fail "egressPolicy.apiServer.cidrs: with egressPolicy.enabled the responder reaches only what is listed, and the API server's addresses differ per cluster: list them, as pods reach them (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes: each address /32 or /128), with egressPolicy.apiServer.ports" -}}
+{{- end -}}
 {{- if eq $v.blockDestination.label $v.quarantine.label -}}
 {{- fail (printf "blockDestination.label: %q is also quarantine.label; a block and a quarantine need labels of their own" $v.blockDestination.label) -}}
 {{- end -}}
@@ -218,6 +312,11 @@ journalDir: /var/lib/serving-guard
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
 {{- if $v.inputs.http.tls.requireClientCert -}}
 {{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" $paths.tls) -}}
+{{- /* null (or absent: a release installed before the value, upgraded with --reuse-values): any
+     certificate the CA signed, as before. */ -}}
+{{- with $v.inputs.http.tls.allowedClientNames -}}
+{{- $_ := set $tls "allowed_client_names" . -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $http "tls" $tls -}}
 {{- end -}}
