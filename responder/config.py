@@ -217,7 +217,7 @@ class HttpInput(Strict):
     # inbound comes from 127.0.0.6) or a NAT every sender shares one address: set it to
     # max_connections there, or only that many senders are served.
     max_connections_per_peer: int = Field(default=4096 // PEER_SHARE, strict=True, ge=1, le=100_000)
-    # How long a request may wait for room in the pipeline before 503 + Retry-After.
+    # How long a request may wait for room in the pipeline before its alert is journaled deferred.
     admission_timeout_seconds: float = Field(default=0.5, strict=True, ge=0, le=30)
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen_address(v)))
@@ -579,7 +579,8 @@ class Journal(Strict):
     path: str = "/var/lib/serving-guard/journal.db"
     retention_days: float = Field(default=30.0, strict=True, gt=0, le=3650)
     max_bytes: int = Field(default=1024**3, strict=True, ge=1024 * 1024)
-    # Accepted alerts not yet at a final outcome; past it inputs push back (503 / stop reading).
+    # Accepted alerts not yet at a final outcome, in memory; past it an HTTP alert is journaled deferred
+    # (processed once there is room), and the gRPC input stops reading.
     max_pending: int = Field(default=20000, strict=True, ge=10, le=10_000_000)
     # ... and at most this many bytes of them (each its body plus ~2 KiB of objects): a storm of
     # large alerts holds no more memory than one of small ones. One larger alert goes through alone.

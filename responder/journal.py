@@ -50,6 +50,7 @@ from responder.journal_ops import (
     RecountIncident,
     ResetActions,
     ScheduleNotification,
+    Undefer,
     used_bytes,
 )
 from responder.journal_process import ProcessWriter
@@ -423,6 +424,21 @@ class Journal:
         return AlertRow(alert, input_name, received_ns, raw)
 
     @staticmethod
+    def op_append_deferred(
+        alert: Alert, input_name: str, received_ns: int, raw: bytes | None = None
+    ) -> AlertRow:
+        """An alert taken while the pipeline had no room: journaled "deferred", and processed when
+        it has (Pipeline.run_deferred; after a restart too), so that a sender that does not retry
+        (Falco, Falcosidekick) loses nothing to a busy responder."""
+        return AlertRow(alert, input_name, received_ns, raw, deferred=True)
+
+    @staticmethod
+    def op_undefer(seq: int) -> Undefer:
+        """A deferred alert taken up: pending from now on, as if it had just come (a crash while it is
+        processed resumes it as any pending alert)."""
+        return Undefer(seq)
+
+    @staticmethod
     def op_append_duplicate(
         alert: Alert,
         input_name: str,
@@ -639,9 +655,34 @@ class Journal:
                 )
         return pending
 
-    def pending_count(self) -> int:
+    def deferred_alerts(self, after_seq: int, limit: int) -> list[PendingAlert]:
+        """The oldest ``limit`` deferred alerts journaled after row ``after_seq`` (op_append_deferred)."""
         with self.reader() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'pending'").fetchone()[0])
+            rows = conn.execute(
+                "SELECT seq, alert_id, input, received_ns, payload FROM alerts INDEXED BY alerts_deferred"
+                " WHERE state = 'deferred' AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        deferred = []
+        for row in rows:
+            try:
+                alert = decode_journaled(row["payload"], row["alert_id"])
+            except (AlertError, ValueError, zlib.error) as exc:
+                log.error(
+                    "journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)}
+                )
+                continue
+            deferred.append(PendingAlert(alert, row["input"], row["received_ns"], row["seq"]))
+        return deferred
+
+    def pending_count(self) -> int:
+        """Alerts not at a final outcome yet: in flight, resumed, or deferred."""
+        with self.reader() as conn:
+            return int(
+                conn.execute("SELECT COUNT(*) FROM alerts WHERE state IN ('pending', 'deferred')").fetchone()[
+                    0
+                ]
+            )
 
     def incidents_since(self, since_ns: int) -> list[IncidentRow]:
         with self.reader() as conn:

@@ -49,6 +49,20 @@ class FinishAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class Undefer:
+    """A deferred alert (row ``seq``) taken up: pending from now on. Returns whether it still was
+    deferred (False: taken up already)."""
+
+    seq: int
+
+    def __call__(self, conn: sqlite3.Connection) -> bool:
+        cursor = conn.execute(
+            "UPDATE alerts SET state = 'pending' WHERE seq = ? AND state = 'deferred'", (self.seq,)
+        )
+        return cursor.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
 class OpenIncident:
     # incident_id, key_digest, rule, namespace, pod, container_id, hostname, first_alert_id,
     # first_event_ns, opened_ns, last_seen_ns, count

@@ -120,6 +120,7 @@ class AlertRow:
         "alert",
         "alert_id",
         "count",
+        "deferred",
         "event_ns",
         "incident_id",
         "input",
@@ -135,8 +136,11 @@ class AlertRow:
         raw: bytes | None,
         incident_id: str | None = None,
         count: int = 0,
+        *,
+        deferred: bool = False,
     ) -> None:
         self.alert = alert
+        self.deferred = deferred  # taken while the pipeline was full: processed once it has room
         self.input = input_name
         self.received_ns = received_ns
         self.raw = raw
@@ -163,7 +167,7 @@ class AlertRow:
             alert.pod,
             alert.time_ns,
             encode_payload(alert, self.raw),
-            "done" if repeat else "pending",
+            "done" if repeat else "deferred" if self.deferred else "pending",
             self.incident_id,
             "duplicate" if repeat else None,
             self.received_ns if repeat else None,

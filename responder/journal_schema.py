@@ -12,7 +12,7 @@ log = logging.getLogger("serving_guard.journal")
 # stored in them (an outcome status, a notification kind): an earlier version then refuses the
 # journal with a clear message (its writer checks the number) instead of failing on a row mid-run.
 # tests/responder/test_journal_schema_version.py pins the words of each version.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIN_SQLITE = (3, 33, 0)
 ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     + ALERTS_TABLE
     + """;
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS alerts_deferred ON alerts(seq) WHERE state = 'deferred';
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
 -- An incident's alerts other than its repeats: the repeats of a storm are counted by
 -- incidents.count, bumped in the same transaction that stores them. Indexing them too put each
@@ -152,7 +153,11 @@ MIGRATE_3_TO_4 = (
 # Schema 4 -> 5: outcomes may say "lapsed" (recheck) and notifications be of kind "lapse": no table
 # changes; the number alone makes schema-4 versions refuse the journal, not crash on such a row.
 MIGRATE_4_TO_5 = ("UPDATE meta SET value = '5' WHERE key = 'schema'",)
-MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4, 4: MIGRATE_4_TO_5}
+# Schema 5 -> 6: an alert may be "deferred" (taken while the pipeline was full, processed once it has
+# room): schema-5 versions would leave such rows unprocessed for good; the number makes them refuse.
+# (Its index is made with the tables, as every index is.)
+MIGRATE_5_TO_6 = ("UPDATE meta SET value = '6' WHERE key = 'schema'",)
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4, 4: MIGRATE_4_TO_5, 5: MIGRATE_5_TO_6}
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024

@@ -51,6 +51,12 @@ class Metrics:
         self.overloaded = Counter(
             "serving_guard_alerts_pushed_back", "Alerts refused with 503/backpressure", ["input"], registry=r
         )
+        self.deferred = Counter(
+            "serving_guard_alerts_deferred",
+            "Alerts journaled while the pipeline was full, processed once it had room (instead of a 503)",
+            ["input"],
+            registry=r,
+        )
         self.journal_stalls = Counter(
             "serving_guard_input_journal_stalls",
             "Times an input stopped taking alerts because the journal refused a write (once per outage)",

@@ -83,6 +83,8 @@ Written = Future[Any] | asyncio.Future[Any]
 RETRY_AFTER_SECONDS = 1.0
 # A repeat after this long re-decides an incident whose isolation did not happen for a passing reason.
 REDECIDE_AFTER_SECONDS = 10.0
+# Deferred alerts read from the journal at a time (each then waits for its own slot).
+DEFERRED_BATCH = 64
 # Never again, as a time (a follow-up block taken on, or done).
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
@@ -178,6 +180,8 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set when an alert is deferred (journaled while there was no room): run_deferred reads them.
+        self._deferred_waiting = asyncio.Event()
         self.stats = PipelineStats()
 
     # -- the AlertSink --------------------------------------------------------------------------
@@ -214,11 +218,82 @@ class Pipeline:
                 try:
                     await asyncio.wait_for(self._slots.take(weight), timeout=wait_seconds)
                 except TimeoutError:
-                    self._metrics.overloaded.labels(source.value).inc()
-                    raise Overloaded(RETRY_AFTER_SECONDS, "too many alerts in flight") from None
+                    return await self._defer(alert, source, raw, weight)
         answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._take(alert, source, raw, lambda result: _settle(answer, result), weight)
         return await answer
+
+    async def _defer(self, alert: Alert, source: InputName, raw: bytes | None, weight: int) -> Accepted:
+        """No room came in time: journal the alert, to be processed once there is (run_deferred),
+        rather than refuse it (Falco's http_output and Falcosidekick drop a refused alert: no retry).
+        Its memory goes with the answer; the journal's size bounds how many wait. A repeat of an
+        open incident needs no room: it is written final at once, as on the storm path."""
+        self._check_journal_room(source)
+        received_ns = self._clock_ns()
+        self._journal.account_alert(weight)
+        repeat = self.incidents.open_repeat(alert, received_ns)
+        if repeat is not None:
+            answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+            self._journal.schedule_call(
+                Journal.op_append_duplicate(
+                    alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
+                ),
+                lambda new, error: self._repeat_written(
+                    new, error, repeat, alert, source, lambda result: _settle(answer, result), None
+                ),
+            )
+            return await answer
+        new = await self._journal.run(Journal.op_append_deferred(alert, source.value, received_ns, raw))
+        if not new:
+            self._metrics.redelivered.labels(source.value).inc()
+            return Accepted(alert.alert_id, new=False)
+        self._metrics.count_received(source.value, alert.source)
+        self._metrics.deferred.labels(source.value).inc()
+        self._deferred_waiting.set()
+        return Accepted(alert.alert_id, new=True, deferred=True)
+
+    async def run_deferred(self) -> None:
+        """Process the deferred alerts (see _defer), oldest first, each as room frees, as if it had
+        just come: it takes a slot and is journaled pending before it is dispatched (a crash then
+        resumes it as any pending alert). Those an earlier run left are taken up at start."""
+        after = 0  # the last deferred row taken up
+        self._deferred_waiting.set()
+        while True:
+            await self._deferred_waiting.wait()
+            self._deferred_waiting.clear()
+            after = await self._take_up_deferred(after)
+
+    async def _take_up_deferred(self, after: int) -> int:
+        """Take up the deferred alerts journaled after row ``after``; returns the last one taken up."""
+        while batch := await asyncio.to_thread(self._journal.deferred_alerts, after, DEFERRED_BATCH):
+            for item in batch:
+                if not await self._take_up(item):  # the journal refused: again in a while
+                    asyncio.get_running_loop().call_later(REDECIDE_AFTER_SECONDS, self._deferred_waiting.set)
+                    return after
+                after = item.seq
+        return after
+
+    async def _take_up(self, item: PendingAlert) -> bool:
+        """Dispatch one deferred alert once it holds a slot; False: the journal refused to mark it."""
+        weight = _weight(item.alert, None)
+        await self._slots.take(weight)
+        try:
+            taken = await self._journal.run(Journal.op_undefer(item.seq))
+        except Exception as exc:
+            self._slots.release(weight)
+            log.warning(
+                "a deferred alert could not be taken up; tried again later",
+                extra={"alert_id": item.alert.alert_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return False
+        if not taken:  # no longer deferred: taken up already
+            self._slots.release(weight)
+            return True
+        try:
+            self._dispatch(item.alert, item.received_ns, weight)
+        except Exception as exc:  # journaled pending: a restart resumes it
+            self._failed(item.alert, exc)
+        return True
 
     def _check_journal_room(self, source: InputName) -> None:
         if self._journal.full:
@@ -287,9 +362,10 @@ class Pipeline:
         alert: Alert,
         source: InputName,
         on_done: Callable[[Accepted | BaseException], None],
-        weight: int,
+        weight: int | None,
     ) -> None:
-        self._slots.release(weight)
+        if weight is not None:  # None: written without a slot (a deferred repeat)
+            self._slots.release(weight)
         if error is not None:
             self._uncount(state)
             on_done(error)

@@ -148,6 +148,7 @@ class Responder:
             self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
             self._tasks.append(asyncio.create_task(self._check_slack(), name="slack-check"))
         await self.pipeline.recover()
+        self._tasks.append(asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts"))
         await self._maintain_once()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         if self.config.server.metrics_listen:

@@ -303,7 +303,11 @@ def journal_failed(exc: BaseException) -> Response:
 def accepted_response(accepted: Accepted) -> Response:
     # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
     status = "accepted" if accepted.new else "already accepted"
-    return Response(202, f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"}}'.encode())
+    # Deferred: the pipeline was full; journaled all the same, and processed once it has room.
+    deferred = ', "deferred": true' if accepted.deferred else ""
+    return Response(
+        202, f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"{deferred}}}'.encode()
+    )
 
 
 def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseException) -> None:

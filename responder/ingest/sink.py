@@ -30,6 +30,8 @@ class Accepted:
     alert_id: str
     # False when this exact alert (same content id) was already accepted: a retry, not new work.
     new: bool
+    # Journaled while the pipeline had no room: processed once it has (Pipeline.run_deferred).
+    deferred: bool = False
 
 
 class AlertSubmitter(Protocol):
@@ -39,8 +41,9 @@ class AlertSubmitter(Protocol):
         self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
     ) -> Accepted:
         """Return once the alert is durably journaled. Wait up to ``wait_seconds`` for room
-        (None: as long as it takes), then raise Overloaded. ``raw``: the JSON body the alert was
-        parsed from, journaled as received."""
+        (None: as long as it takes), then journal it deferred, processed once there is room.
+        Overloaded: the journal is at its size bound. ``raw``: the JSON body the alert was parsed
+        from, journaled as received."""
         ...
 
     def reject(self, source: InputName, reason: str, detail: str) -> None:

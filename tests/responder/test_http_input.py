@@ -38,6 +38,7 @@ from simulators.falco_json import falco_alert, falco_bytes
 from simulators.pki import TestPKI, make_test_pki
 from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE, Records, responder_config
+from tests.responder.test_pipeline import all_done
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 TOKEN = "s3cret-token-value"
@@ -532,7 +533,12 @@ async def test_fuzzed_payloads_over_http_only_get_4xx_or_202(
     assert status in (202, 400), answer
 
 
-async def test_a_full_pipeline_answers_503_with_retry_after(tmp_path: Path, seeded: Seeded) -> None:
+async def test_a_full_pipeline_defers_alerts_and_a_full_journal_answers_503(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Falco's http_output and Falcosidekick drop an alert refused 503 (no retry): past
+    journal.max_pending it is journaled deferred (202, "deferred": true) and processed once there is
+    room; only a journal at its size bound answers 503 with Retry-After."""
     running, pods, kubeconfig = seeded
     running.emulator.latency_seconds = 0.5  # pod reads are slow, so opened incidents pile up
     responder = await start(
@@ -542,14 +548,20 @@ async def test_a_full_pipeline_answers_503_with_retry_after(tmp_path: Path, seed
         journal={"max_pending": 10},
     )
     try:
-        statuses = []
+        answers = []
         for n in range(20):
             alert = falco_alert(pods["vllm"], f"Rule {n}", "Notice", "x", {"proc.name": "sh"})
-            statuses.append(await post(responder.http_url or "", falco_bytes(alert)))
-        codes = [status for status, _, _ in statuses]
-        assert codes.count(202) == 10 and codes.count(503) == 10
-        refused = next(s for s in statuses if s[0] == 503)
-        assert refused[1]["error"] == "overloaded" and int(refused[2]["Retry-After"]) >= 1
+            answers.append(await post(responder.http_url or "", falco_bytes(alert)))
+        assert [status for status, _, _ in answers] == [202] * 20
+        assert [payload.get("deferred", False) for _, payload, _ in answers[:10]] == [False] * 10
+        assert [payload.get("deferred", False) for _, payload, _ in answers[10:]] == [True] * 10
+        running.emulator.latency_seconds = 0
+        await all_done(responder)
+        journal = responder.journal
+        journal._full = True  # as check_size finds a journal at journal.max_bytes
+        alert = falco_alert(pods["vllm"], "Rule 99", "Notice", "x", {"proc.name": "sh"})
+        status, payload, headers = await post(responder.http_url or "", falco_bytes(alert))
+        assert status == 503 and payload["error"] == "overloaded" and int(headers["Retry-After"]) >= 1
     finally:
         running.emulator.latency_seconds = 0
         await responder.stop()

@@ -146,10 +146,12 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
     with Records("serving_guard.journal", logging.INFO) as records:
         journal = open_journal(tmp_path, writer=writer)
     try:
-        assert schema_of(path) == "5"
+        assert schema_of(path) == "6"
         assert "upgrading the journal's schema" in records.messages
-        # No table or index changed: only the number moved.
-        assert query(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == tables_before
+        # No table changed: the number moved (5: lapses; 6: deferred alerts, with their index).
+        tables_after = query(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        assert [row[1] for row in tables_after if row not in tables_before] == ["alerts_deferred"]
+        assert all(row in tables_after for row in tables_before)
         record = journal.incident_record(INCIDENT)
         assert record is not None and record["outcomes"] == [QUARANTINED]
         assert report_from_record(record) is not None
@@ -171,8 +173,8 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
         assert record is not None and record["outcomes"] == [QUARANTINED, lapse]
     finally:
         journal.close()
-    open_journal(tmp_path, writer=writer).close()  # opened again at 5: nothing to do
-    assert schema_of(path) == "5"
+    open_journal(tmp_path, writer=writer).close()  # opened again at 6: nothing to do
+    assert schema_of(path) == "6"
 
 
 # -- a later version's journal ----------------------------------------------------------------

@@ -4,6 +4,7 @@ release that added the "lapsed" status without a new number crashed the one befo
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -18,7 +19,25 @@ from responder.notify.render import MessageKind
 
 # What each schema's rows may say. A new status or kind is a new schema: add it here with the next
 # number, a migration to it (responder/journal_schema.py) and a line in its comment.
+_STATUSES_5 = frozenset(
+    {
+        "quarantined",
+        "leaky",
+        "annotated",
+        "dry_run",
+        "withheld",
+        "pod_gone",
+        "failed",
+        "released",
+        "blocked",
+        "lapsed",
+    }
+)
+_KINDS_5 = frozenset({"incident", "repeat", "by_hand", "lapse"})
+# An alert row's states, from schema 6 on ("deferred": taken while the pipeline was full).
+ALERT_STATES_BY_SCHEMA = {6: {"pending", "deferred", "done"}}
 WORDS_BY_SCHEMA = {
+    6: (set(_STATUSES_5), set(_KINDS_5)),
     5: (
         {
             "quarantined",
@@ -73,11 +92,25 @@ def made(path: Path) -> Path:
     return path
 
 
-def test_a_schema_4_journal_is_brought_to_5(tmp_path: Path) -> None:
-    path = made(tmp_path / "j.db")
-    set_schema(path, 4)  # schema 4's tables are 5's: only the number moved
-    made(path)
-    assert schema_of(path) == "5"
+def test_an_alert_state_comes_with_a_new_schema_number() -> None:
+    """The states an alert row may be in, as the code writes them (journal_rows, journal_ops)."""
+    written: set[str] = set()
+    for module in ("journal_rows.py", "journal_ops.py", "journal_schema.py"):
+        text = (Path(__file__).parents[2] / "responder" / module).read_text()
+        written.update(re.findall(r"state = '([a-z_]+)'", text))
+        written.update(re.findall(r'"(pending|deferred|done)" if', text))
+    alert_states = written - {"sending", "dropped"}  # notifications' states, in the same modules
+    assert alert_states == ALERT_STATES_BY_SCHEMA[SCHEMA_VERSION], (
+        "an alert state changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
+    )
+
+
+def test_a_schema_4_or_5_journal_is_brought_to_6(tmp_path: Path) -> None:
+    for earlier in (4, 5):
+        path = made(tmp_path / f"j{earlier}.db")
+        set_schema(path, earlier)  # schema 4's and 5's tables are 6's (its index is made on open)
+        made(path)
+        assert schema_of(path) == "6"
 
 
 def test_a_journal_of_a_newer_version_is_refused_by_the_writer_with_both_numbers(tmp_path: Path) -> None:
