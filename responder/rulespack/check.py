@@ -25,7 +25,6 @@ _TOKEN_IN_MESSAGE = (
     re.compile(r"unknown event type (\S+)"),
     re.compile(r"unrecognized IPv[46] address (\S+)"),
     re.compile(r"unrecognized IP (?:network|address) (\S+)"),
-    re.compile(r"invalid netmask (\S+)"),
     re.compile(r"unrecognized boolean value (\S+)"),
     re.compile(r"unrecognized protocol (\S+)"),
 )
@@ -85,7 +84,7 @@ def _sysdig_token(result: CompileResult, text: str) -> str:
     start = max(0, min(result.position, len(text)) - 1)
     while start > 0 and not text[start - 1].isspace() and text[start - 1] not in "()":
         start -= 1
-    return token_at(text, start)
+    return token_at(text, start).rstrip(",")
 
 
 def _compile_rule(sysdig: Sysdig, rule: ExpandedRule) -> tuple[CompileResult, CompileResult]:
@@ -103,7 +102,7 @@ def _sysdig_problems(
     if not condition_result.ok:
         text = to_sysdig(rule.ast).text
         token = _sysdig_token(condition_result, text)
-        file, line = ruleset.locate(token, rule.condition_origins, rule.origin)
+        file, line = rule.locate(token)
         problems.append(
             Problem(
                 Severity.ERROR,

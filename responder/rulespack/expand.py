@@ -53,16 +53,21 @@ RESERVED_LIST_PREFIX = "serving_guard_"
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a piece of text came from: the file and the line of its key."""
+    """Where a piece of text came from: the file and the line of its key, and the position of its item
+    in the load order (``seq``: later items override earlier ones; -1 when not known)."""
 
     file: RulesFile
     line: int | None
+    seq: int = -1
 
 
-def locate(origins: Iterable[Origin], token: str, fallback: Origin) -> tuple[str, int | None]:
-    """File and line of the first origin whose text holds ``token``; else the fallback's."""
+def locate(
+    origins: Iterable[Origin], token: str, fallback: Origin, *, whole: bool = False
+) -> tuple[str, int | None]:
+    """File and line of the first origin whose text holds ``token`` (with ``whole``, as a token of its
+    own); else the fallback's."""
     for origin in origins:
-        line = origin.file.find(token, origin.line)
+        line = origin.file.find(token, origin.line, whole=whole)
         if line is not None:
             return origin.file.path, line
     return fallback.file.path, fallback.line
@@ -76,6 +81,9 @@ class ListState:
     visibility: int
     origin: Origin
     used: bool = False
+    # Where its items were written: the definition (or replace), then every append, in load order.
+    origins: list[Origin] = field(default_factory=list)
+    lists: set[str] = field(default_factory=set)  # the earlier lists spliced into it
 
 
 @dataclass
@@ -88,6 +96,8 @@ class MacroState:
     condition_origins: list[Origin]
     used: bool = False
     ast: Node | None = None
+    macros: set[str] = field(default_factory=set)  # the macros its condition names
+    lists: set[str] = field(default_factory=set)  # the lists substituted into its condition
 
 
 @dataclass
@@ -107,6 +117,8 @@ class RuleState:
     skip_if_unknown_filter: bool = False
     condition_origins: list[Origin] = field(default_factory=list)
     output_origin: Origin | None = None
+    # Where each exception was written: its definition and every append of values, by name.
+    exception_origins: dict[str, list[Origin]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,13 +138,19 @@ class ExpandedRule:
     ast: Node  # macros resolved
     condition_origins: tuple[Origin, ...]
     output_origin: Origin | None
+    # Every text the expanded condition is made of: the rule's condition and exceptions, and the
+    # macros and lists it expands (transitively), each definition, append and override; latest first.
+    token_origins: tuple[Origin, ...] = ()
 
     @property
     def expanded(self) -> str:
         return render(self.ast)
 
     def locate(self, token: str) -> tuple[str, int | None]:
-        return locate(self.condition_origins, token, self.origin)
+        """Where a token of the expanded condition (one sysdig rejected) is written: the latest text
+        that holds it as a token of its own (a user's override or append before the pack it
+        extends), else the rule itself."""
+        return locate(self.token_origins, token, self.origin, whole=True)
 
 
 @dataclass
@@ -150,14 +168,6 @@ class RuleSet:
     problems: list[Problem] = field(default_factory=list)
     defined_in: dict[tuple[str, str], list[Origin]] = field(default_factory=dict)  # (kind, name) -> defs
 
-    def locate(self, token: str, first: Iterable[Origin], fallback: Origin) -> tuple[str, int | None]:
-        """Where ``token`` is written: in ``first`` (a rule's condition), else in any macro or list."""
-        origins = list(first)
-        for macro in sorted(self.macros.values(), key=lambda m: m.index):
-            origins += macro.condition_origins
-        origins += [state.origin for state in sorted(self.lists.values(), key=lambda s: s.index)]
-        return locate(origins, token, fallback)
-
     def error(self, origin: Origin, message: str, item: str | None, token: str | None = None) -> None:
         self.problems.append(Problem(Severity.ERROR, origin.file.path, origin.line, message, item, token))
 
@@ -171,7 +181,7 @@ def collect(files: list[RulesFile]) -> RuleSet:
     counter = 0
     for rules_file in files:
         for item in rules_file.items:
-            origin = Origin(rules_file, item.line)
+            origin = Origin(rules_file, item.line, counter)
             if isinstance(item, EngineVersion):
                 ruleset.engine_versions.append((item, rules_file))
             elif isinstance(item, PluginRequirement):
@@ -197,8 +207,26 @@ def _note_definition(ruleset: RuleSet, kind: str, name: str, origin: Origin) -> 
     else:
         if earlier:
             where = f"{earlier[-1].file.path}:{earlier[-1].line}"
-            ruleset.warn(origin, f"redefines the {kind} from {where}; prefer an 'override' item", label, name)
+            key = _OVERRIDE_KEYS.get(kind)
+            if key is not None and name.startswith(RESERVED_LIST_PREFIX):
+                # Falco replaces it without a word: every item or clause of the pack's is dropped.
+                ruleset.error(
+                    origin,
+                    f"redefines the {kind} from {where}, which drops everything the pack put in it: "
+                    f"add 'override: {{{key}: append}}' to extend it, or 'override: {{{key}: replace}}' "
+                    "to replace it on purpose",
+                    label,
+                    name,
+                )
+            else:
+                ruleset.warn(
+                    origin, f"redefines the {kind} from {where}; prefer an 'override' item", label, name
+                )
     earlier.append(origin)
+
+
+# The key an override of a list or a macro names.
+_OVERRIDE_KEYS = {"list": "items", "macro": "condition"}
 
 
 def _collect_list(ruleset: RuleSet, item: ListItem, origin: Origin, counter: int) -> None:
@@ -211,17 +239,20 @@ def _collect_list(ruleset: RuleSet, item: ListItem, origin: Origin, counter: int
             return
         previous.items.extend(item.items)
         previous.visibility = counter
+        previous.origins.append(origin)
         return
     if item.mode is Mode.DEFINE:
         _note_definition(ruleset, "list", item.name, origin)
     # Falco: replacing a list is the same as defining it again (in place, if it exists).
     index = previous.index if previous else counter
-    ruleset.lists[item.name] = ListState(item.name, list(item.items), index, counter, origin)
+    ruleset.lists[item.name] = ListState(
+        item.name, list(item.items), index, counter, origin, origins=[origin]
+    )
 
 
 def _collect_macro(ruleset: RuleSet, item: MacroItem, origin: Origin, counter: int) -> None:
     previous = ruleset.macros.get(item.name)
-    condition_origin = Origin(origin.file, item.condition_line)
+    condition_origin = Origin(origin.file, item.condition_line, counter)
     if item.mode is Mode.APPEND:
         if previous is None:
             ruleset.error(
@@ -243,7 +274,7 @@ def _collect_macro(ruleset: RuleSet, item: MacroItem, origin: Origin, counter: i
 def _collect_rule(ruleset: RuleSet, item: RuleItem, origin: Origin, counter: int) -> None:
     label = item_label("rule", item.name)
     previous = ruleset.rules.get(item.name)
-    condition_origin = Origin(origin.file, item.key_lines.get("condition"))
+    condition_origin = Origin(origin.file, item.key_lines.get("condition"), counter)
     if item.mode is Mode.DEFINE:
         source = item.get("source") or "syscall"
         if previous is not None and previous.source != source:
@@ -266,6 +297,7 @@ def _collect_rule(ruleset: RuleSet, item: RuleItem, origin: Origin, counter: int
             skip_if_unknown_filter=item.values.get("skip-if-unknown-filter", False),
             condition_origins=[condition_origin],
             output_origin=Origin(origin.file, item.key_lines.get("output")),
+            exception_origins=_exception_origins(item, origin),
         )
         return
     if previous is None:
@@ -309,6 +341,7 @@ def _append_rule(
                 )
                 continue
             rule.exceptions.append(exception)
+            rule.exception_origins[exception.name] = [Origin(origin.file, exception.line, origin.seq)]
             continue
         if exception.fields is not None or exception.comps is not None:
             ruleset.error(
@@ -326,6 +359,17 @@ def _append_rule(
         rule.exceptions[rule.exceptions.index(existing)] = ExceptionSpec(
             existing.name, existing.fields, existing.comps, merged, existing.line
         )
+        rule.exception_origins.setdefault(exception.name, []).append(
+            Origin(origin.file, exception.line, origin.seq)
+        )
+
+
+def _exception_origins(item: RuleItem, origin: Origin) -> dict[str, list[Origin]]:
+    """Where each exception of a rule item is written (in the item's own file)."""
+    return {
+        exception.name: [Origin(origin.file, exception.line, origin.seq)]
+        for exception in item.get("exceptions") or ()
+    }
 
 
 def _values_shape_error(
@@ -357,6 +401,7 @@ def _replace_rule(
         rule.tags = sorted(set(item.get("tags") or ()))
     if "exceptions" in keys:
         rule.exceptions = list(item.get("exceptions") or ())
+        rule.exception_origins = _exception_origins(item, origin)
     if "enabled" in keys:
         rule.enabled = bool(item.get("enabled"))
     if "warn_evttypes" in keys:
@@ -445,6 +490,7 @@ def _compile_lists(ruleset: RuleSet) -> dict[str, list[str]]:
             referenced = ruleset.lists.get(item)
             if referenced is not None and referenced.index < state.visibility:
                 referenced.used = True
+                state.lists.add(referenced.name)
                 items.extend(referenced.items)
             else:
                 items.append(item)
@@ -452,11 +498,45 @@ def _compile_lists(ruleset: RuleSet) -> dict[str, list[str]]:
     return compiled
 
 
-def _substitute_lists(ruleset: RuleSet, compiled: dict[str, list[str]], condition: str) -> str:
+def _substitute_lists(
+    ruleset: RuleSet, compiled: dict[str, list[str]], condition: str, used_names: set[str] | None = None
+) -> str:
     for state in sorted(ruleset.lists.values(), key=lambda s: s.index):
         condition, used = substitute_list(condition, state.name, compiled[state.name])
         state.used = state.used or used
+        if used and used_names is not None:
+            used_names.add(state.name)
     return condition
+
+
+def _token_origins(
+    ruleset: RuleSet, origins: list[Origin], macros: set[str], lists: set[str]
+) -> tuple[Origin, ...]:
+    """Every text a rule's expanded condition is made of: its own (``origins``), and every definition,
+    append and override of the macros and lists it expands, transitively; the latest loaded first."""
+    collected = list(origins)
+    pending = [("macro", name) for name in sorted(macros)] + [("list", name) for name in sorted(lists)]
+    seen: set[tuple[str, str]] = set()
+    while pending:
+        kind, name = pending.pop()
+        if (kind, name) in seen:
+            continue
+        seen.add((kind, name))
+        if kind == "macro" and name in ruleset.macros:
+            macro = ruleset.macros[name]
+            collected += macro.condition_origins
+            pending += [("macro", n) for n in sorted(macro.macros)] + [
+                ("list", n) for n in sorted(macro.lists)
+            ]
+        elif kind == "list" and name in ruleset.lists:
+            state = ruleset.lists[name]
+            collected += state.origins
+            pending += [("list", n) for n in sorted(state.lists)]
+    ordered: list[Origin] = []
+    for origin in sorted(collected, key=lambda o: o.seq, reverse=True):
+        if origin not in ordered:
+            ordered.append(origin)
+    return tuple(ordered)
 
 
 def _check_list_references(ruleset: RuleSet, tree: Node, where: Origin, label: str) -> None:
@@ -566,7 +646,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
     resolved_macros: dict[str, tuple[int, Node]] = {}
     for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
         label = item_label("macro", macro.name)
-        substituted = _substitute_lists(ruleset, compiled_lists, macro.condition)
+        substituted = _substitute_lists(ruleset, compiled_lists, macro.condition, macro.lists)
         tree = _parse(
             ruleset,
             macro.condition,
@@ -577,6 +657,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         )
         if tree is None:
             continue
+        macro.macros = {ref.name for ref in _macro_refs(tree)}
         if _refers_to_failed_macro(ruleset, tree, resolved_macros, macro.visibility):
             continue  # that macro failed to compile; its own problem names the cause
         visible = {name: ast for name, (index, ast) in resolved_macros.items() if index < macro.visibility}
@@ -592,12 +673,14 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         written = (
             f"({rule.condition}){exception_condition(rule.exceptions)}" if rule.exceptions else rule.condition
         )
-        substituted = _substitute_lists(ruleset, compiled_lists, written)
+        rule_lists: set[str] = set()
+        substituted = _substitute_lists(ruleset, compiled_lists, written, rule_lists)
         origins = list(rule.condition_origins)
-        origins += [Origin(rule.origin.file, e.line) for e in rule.exceptions]
+        origins += [o for e in rule.exceptions for o in rule.exception_origins.get(e.name, ())]
         tree = _parse(ruleset, written, substituted, origins=origins, fallback=rule.origin, label=label)
         if tree is None:
             continue
+        rule_macros = {ref.name for ref in _macro_refs(tree)}
         if _refers_to_failed_macro(ruleset, tree, resolved_macros, None):
             continue  # the macro itself failed to compile; its own problem names the cause
         resolved = _resolve_macros(
@@ -619,6 +702,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
             ast=resolved,
             condition_origins=tuple(origins),
             output_origin=rule.output_origin,
+            token_origins=_token_origins(ruleset, origins, rule_macros, rule_lists),
         )
     for macro in ruleset.macros.values():
         if not macro.used:

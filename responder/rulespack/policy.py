@@ -8,10 +8,11 @@ and a maturity, names stay in our namespace, and the file must load on Falco 0.4
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from responder.rulespack.condition import Check, Value, checks, first_conjunct
 from responder.rulespack.evttypes import event_types
-from responder.rulespack.expand import Origin, RuleSet
+from responder.rulespack.expand import Origin, RuleSet, locate
 from responder.rulespack.problems import Problem, Severity, item_label
 from responder.rulespack.rulesfile import SCHEMA_PRIORITIES, ListItem, MacroItem, Mode, RuleItem, RulesFile
 
@@ -39,8 +40,54 @@ ENGINE_RELEASES = {
     (0, 58, 0): "0.43",
     (0, 62, 0): "0.44",
 }
-# Macros that spell out a list because Falco < 0.44 cannot apply the operator to a list.
-MIRRORED_LISTS = (("serving_guard_model_file", "serving_guard_model_extensions", "fd.name", "endswith"),)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A macro that spells out every item of a list as ``field operator template(item)``, because Falco
+    cannot apply that operator (or that form of the item) to a list."""
+
+    macro: str
+    list: str
+    field: str
+    operator: str
+    template: str  # "{}" is the item
+    why: str
+
+    def value(self, item: str) -> str:
+        return self.template.format(item)
+
+    def clause(self, value: str) -> str:
+        shown = f'"{value}"' if any(c in value for c in ' *?[]"') else value
+        return f"{self.field} {self.operator} {shown}"
+
+
+MIRRORED_LISTS = (
+    Mirror(
+        "serving_guard_model_file",
+        "serving_guard_model_extensions",
+        "fd.name",
+        "endswith",
+        "{}",
+        "Falco before 0.44 cannot apply endswith to a list",
+    ),
+    Mirror(
+        "serving_guard_model_file",
+        "serving_guard_model_extensions",
+        "fd.filename",
+        "iglob",
+        "*{}",
+        "Falco before 0.44 cannot apply iglob to a list (the case-insensitive test)",
+    ),
+    Mirror(
+        "serving_guard_model_dir_through_proc",
+        "serving_guard_model_dirs",
+        "evt.args",
+        "glob",
+        "*/proc/*/root{}*",
+        "Falco cannot strip /proc/<pid>/root from a path to apply pmatch",
+    ),
+)
 OUTPUT_FIELD = re.compile(r"%([a-zA-Z][a-zA-Z0-9_]*(?:\.[a-zA-Z0-9_]+)*(?:\[[^\]]*\])?)")
 
 
@@ -222,36 +269,45 @@ def _check_rule_item(rules_file: RulesFile, item: RuleItem) -> list[Problem]:
 
 def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
     problems = []
-    for macro_name, list_name, field_name, operator in MIRRORED_LISTS:
-        macro = ruleset.macros.get(macro_name)
-        if macro is None or macro.ast is None or list_name not in ruleset.list_items:
+    for mirror in MIRRORED_LISTS:
+        macro = ruleset.macros.get(mirror.macro)
+        if macro is None or macro.ast is None or mirror.list not in ruleset.list_items:
             continue
         tested = {
             check.value.text
             for check in checks(macro.ast)
             if isinstance(check, Check)
-            and check.field.name == field_name
-            and check.op == operator
+            and check.field.name == mirror.field
+            and check.op == mirror.operator
             and isinstance(check.value, Value)
         }
-        listed = set(ruleset.list_items[list_name])
-        label = item_label("macro", macro_name)
-        for missing in sorted(listed - tested):
+        expected = {mirror.value(item): item for item in ruleset.list_items[mirror.list]}
+        label = item_label("macro", mirror.macro)
+        # Reported where the item (or the clause) was written: a user's append, not the pack.
+        list_origins = list(reversed(ruleset.lists[mirror.list].origins))
+        for value in sorted(set(expected) - tested):
+            item = expected[value]
+            file, line = locate(list_origins, item, macro.origin, whole=True)
             problems.append(
-                _problem(
-                    macro.origin,
-                    f"list {list_name} has {missing!r} but this macro does not test '{field_name} {operator} "
-                    f"{missing}': Falco before 0.44 cannot apply {operator} to a list, so append to both",
+                Problem(
+                    Severity.ERROR,
+                    file,
+                    line,
+                    f"list {mirror.list} has {item!r} but macro {mirror.macro} does not test "
+                    f"'{mirror.clause(value)}': {mirror.why}, so append to both",
                     label,
-                    missing,
+                    item,
                 )
             )
-        for extra in sorted(tested - listed):
+        for extra in sorted(tested - set(expected)):
+            file, line = locate(list(reversed(macro.condition_origins)), extra, macro.origin, whole=True)
             problems.append(
-                _problem(
-                    macro.origin,
-                    f"this macro tests '{field_name} {operator} {extra}' but list {list_name} does not have "
-                    f"{extra!r}: keep them the same",
+                Problem(
+                    Severity.ERROR,
+                    file,
+                    line,
+                    f"this macro tests '{mirror.clause(extra)}' but list {mirror.list} has no item for it: "
+                    "keep them the same",
                     label,
                     extra,
                 )

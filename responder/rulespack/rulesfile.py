@@ -136,17 +136,28 @@ class RulesFile:
     problems: list[Problem] = field(default_factory=list)
     item_lines: list[int] = field(default_factory=list)  # start line of every top-level item
 
-    def find(self, token: str, from_line: int | None) -> int | None:
-        """The first line at or after ``from_line``, within the same item, that contains ``token``."""
+    def find(self, token: str, from_line: int | None, *, whole: bool = False) -> int | None:
+        """The first line at or after ``from_line``, within the same item, that contains ``token``
+        (with ``whole``, as a token of its own: not inside a longer word, k8s.ns.nam in k8s.ns.name)."""
         if from_line is None or not token:
             return None
+        pattern = _whole_token(token) if whole else None
         lines = self.text.splitlines()
         later = [start for start in self.item_lines if start > from_line]
         end = min(later) - 1 if later else len(lines)
         for number in range(from_line, min(end, len(lines)) + 1):
-            if token in lines[number - 1]:
+            line = lines[number - 1]
+            if (pattern.search(line) is not None) if pattern is not None else token in line:
                 return number
         return None
+
+
+# What separates the tokens of a condition or of a YAML flow list on a line of a rules file.
+_WORD_DELIMITERS = r"\s()\[\]{},'\"="
+
+
+def _whole_token(token: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![^{_WORD_DELIMITERS}]){re.escape(token)}(?![^{_WORD_DELIMITERS}])")
 
 
 class _Reader:

