@@ -63,7 +63,8 @@ class AuditQuery:
     since_ns: int = 0
     namespace: str | None = None
     pod: str | None = None
-    # Only alerts whose output or fields mention this run id (simulator runs tag their processes).
+    # Only alerts whose output or fields carry this run's marker, sg-run=<run_id> as a whole
+    # (simulator runs tag their processes): see _mentions.
     run_id: str | None = None
     # Only alerts of incidents this response policy decided (e.g. one on trial, to see what it did).
     policy: str | None = None
@@ -447,10 +448,29 @@ def _ms(start: int | None, end: int | None) -> float | None:
     return round((end - start) / 1e6, 3)
 
 
+# What a simulator run's marker is made of (simulators/scenario.py): sg-run=<run id>.<scenario>.<step>,
+# where a run id and a scenario name hold letters, digits, '_' and '-', and never a '.'.
+_MARKER_PREFIX = "sg-run="
+_ID_CHARS = "A-Za-z0-9_-"
+
+
+@functools.lru_cache(maxsize=64)
+def _run_filter(needle: str) -> re.Pattern[str]:
+    """A run id (``<id>``, ``<id>.<scenario>`` or ``<id>.<scenario>.<step>``) is found only as the
+    whole marker ``sg-run=<needle>``: not after a character that could be part of it, nor before one
+    that could continue a run id or a scenario name (a '.' may follow: the scenario, or the step).
+    So run a-run1 is not team-a-run1, and a scenario shell is not shell-in-serving-pod. A value that
+    starts with sg-run= itself is looked for as written (a text search: a prefix of many runs)."""
+    if needle.startswith(_MARKER_PREFIX):
+        return re.compile(re.escape(needle))
+    return re.compile(f"(?<![{_ID_CHARS}]){re.escape(_MARKER_PREFIX + needle)}(?![{_ID_CHARS}])")
+
+
 def _mentions(alert_json: dict[str, Any], needle: str) -> bool:
-    if needle in str(alert_json.get("output", "")):
+    pattern = _run_filter(needle)
+    if pattern.search(str(alert_json.get("output", ""))):
         return True
-    return any(needle in str(value) for value in (alert_json.get("output_fields") or {}).values())
+    return any(pattern.search(str(value)) for value in (alert_json.get("output_fields") or {}).values())
 
 
 def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:

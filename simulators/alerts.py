@@ -26,7 +26,15 @@ from responder.alert import Priority, format_time_ns
 from responder.errors import UserError
 from simulators.falco_json import falco_bytes
 from simulators.identity import PodIdentity
-from simulators.scenario import FieldValue, Scenario, marker, substitute
+from simulators.scenario import (
+    FieldValue,
+    Scenario,
+    alert_mentions,
+    marker,
+    marker_pattern,
+    step_marker,
+    substitute,
+)
 
 # A field reference in a Falco output format: %proc.name, %proc.aname[2], %k8s.pod.label[app].
 _FIELD_REF = re.compile(r"%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+(?:\[[^\]]*\])?)")
@@ -183,12 +191,19 @@ def render_alert(
 @dataclass(frozen=True)
 class ScenarioAlert:
     scenario: str
-    marker: str
+    marker: str  # the step's: sg-run=<run id>.<scenario>.<step>
     alert: dict[str, Any]
+    step: int = 1  # the alert's place among the scenario's alerts, from 1 (every alert is a step)
 
     @property
     def rule(self) -> str:
         return str(self.alert["rule"])
+
+    @property
+    def carries_step(self) -> bool:
+        """Whether the step's marker made it into the alert: in a field the rule outputs (a
+        scenario file's {marker} in a field the rule does not print is dropped, as Falco would)."""
+        return alert_mentions(self.alert, marker_pattern(self.marker))
 
     def body(self) -> bytes:
         return falco_bytes(self.alert)
@@ -206,22 +221,24 @@ def scenario_alerts(
     """The scenario's alerts for this pod and run, with fresh times (one nanosecond apart at least).
     A rule ``specs`` lacks: a UserError if the user chose that file, else the generic output.
 
-    ``tag`` replaces the scenario name in the marker (the demo's forged alert uses its own)."""
+    ``tag`` replaces the scenario name in the marker (the demo's forged alert uses its own). Each
+    alert is a step: ``{marker}`` is ``sg-run=<run id>.<scenario>.<n>`` in the n-th (from 1)."""
     check_rules_defined([scenario], specs)
-    run_marker = marker(run_id, tag or scenario.name)
-    rundir = f"{REPLAY_WORKDIR}/{run_marker}"
-    values = {
-        "marker": run_marker,
-        "run_id": run_id,
-        "rundir": rundir,
-        "home": f"{rundir}/home",
-        "model_dir": REPLAY_MODEL_DIR,
-    }
+    name = tag or scenario.name
+    rundir = f"{REPLAY_WORKDIR}/{marker(run_id, name)}"
     alerts = []
     last = 0
-    for template in scenario.alerts:
+    for step, template in enumerate(scenario.alerts, start=1):
         rule = template.rule or scenario.rule
         assert rule is not None  # a scenario with alerts has a rule
+        tag_text = step_marker(run_id, name, step)
+        values = {
+            "marker": tag_text,
+            "run_id": run_id,
+            "rundir": rundir,
+            "home": f"{rundir}/home",
+            "model_dir": REPLAY_MODEL_DIR,
+        }
         fields = {
             name: substitute(value, values) if isinstance(value, str) else value
             for name, value in template.fields.items()
@@ -229,5 +246,5 @@ def scenario_alerts(
         spec = specs.get(rule) or fallback_spec(scenario, rule, [*PodIdentity.FIELD_NAMES, *fields])
         now = max(int(clock_ns()), last + 1)
         last = now
-        alerts.append(ScenarioAlert(scenario.name, run_marker, render_alert(spec, identity, fields, now)))
+        alerts.append(ScenarioAlert(scenario.name, tag_text, render_alert(spec, identity, fields, now), step))
     return alerts

@@ -426,7 +426,19 @@ async def _run_cases(
                     case.deliveries = [Delivery(item, drained, detail) for item in case.alerts]
             assert responder.pipeline is not None  # started
             await responder.pipeline.drain(timeout=timeout)
-            expectations = [Expectation.of(c.scenario, run_id, c.expect, name=c.name) for c in cases]
+            # Every alert sent is a step the trail must show; only the case's pod counts (the
+            # control's silence, too, counts only there).
+            expectations = [
+                Expectation.of(
+                    c.scenario,
+                    run_id,
+                    c.expect,
+                    name=c.name,
+                    steps=[item.step for item in c.alerts if item.carries_step] if c.alerts else None,
+                    pod=f"{c.pod.namespace}/{c.pod.name}",
+                )
+                for c in cases
+            ]
             verdicts = await poll(audit_reader, expectations, timeout=timeout, interval=0.05, settle=0.2)
         # A person confirms what the policy on trial predicted, with the command Slack gives.
         trial = trial_incident([(c.name, v.incident) for c, v in zip(cases, verdicts, strict=True)])

@@ -7,10 +7,19 @@ connections go only to the explicit --target, with a short timeout; tools run on
 are dummies created in the run's own directory, and in the model dir only new files named after
 the run (created with O_EXCL, never an existing file). Everything created is removed afterwards.
 
-Each action runs as a separate process tagged with the run: ``SG_RUN_ID`` in its environment and
-the marker ``sg-run=<run id>.<scenario>`` in its command line or its parent's, so the alerts it
-causes can be told apart. An action that cannot run here (a tool that is absent, a read-only
-model dir, a noexec /dev/shm) is reported as skipped with the reason, never silently.
+Each action (a step, numbered from 1) runs as a separate process tagged with the run: ``SG_RUN_ID``
+in its environment and the step's marker ``sg-run=<run id>.<scenario>.<n>`` in its command line or
+its parent's, so the alerts it causes can be told apart, step by step. Each step's processes form a
+process group of their own: a step that times out is killed with everything it started, and none
+outlives it. An action that cannot run here (a tool that is absent, a read-only model dir, a
+noexec /dev/shm) is reported as skipped with the reason, never silently; one that ran and timed
+out or errored is reported as failed.
+
+What a run creates is named after its marker (``sg-run=...``) and removed when the scenario ends,
+also when simulate is stopped by SIGTERM, SIGHUP or ^C (:class:`ExitOnSignals`); the files made in
+the model dir are removed as soon as the scenario's last model-dir step is done. What a run killed
+outright (SIGKILL) leaves is found by :func:`find_leftovers` and removed by :func:`remove_leftovers`
+(``simulate --cleanup``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,13 +37,16 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType, TracebackType
 
 from responder.errors import UserError
 from simulators.child import EXIT_CANNOT_EXECUTE, EXIT_NOT_ACCEPTED
 from simulators.scenario import (
+    DOWNLOAD_TOOLS,
+    MARKER_PREFIX,
     ConnectAction,
     DriftExecAction,
     LiveAction,
@@ -44,6 +58,7 @@ from simulators.scenario import (
     ServeModelAction,
     ShellAction,
     marker,
+    step_marker,
     substitute,
 )
 
@@ -71,6 +86,11 @@ MODEL_EXTENSIONS = (
 )
 RUN_ENV = "SG_RUN_ID"
 SCENARIO_ENV = "SG_SCENARIO"
+# In the run's own directory: the pid of the simulate that made it (a leftover whose simulate still
+# runs is in use, not left over).
+PID_FILE = ".sg-pid"
+# How long a step's processes may take to go once its first process ended (they were exiting).
+_LINGER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,8 @@ class StepResult:
     status: StepStatus
     detail: str = ""
     command: tuple[str, ...] = ()
+    number: int = 0  # the step's place in the scenario's live actions, from 1 (its marker's .<n>)
+    fires: bool = True  # the scenario's rule is expected to fire for it
 
 
 @dataclass
@@ -131,10 +153,18 @@ class ScenarioRun:
         return sum(1 for step in self.steps if step.status is StepStatus.DONE)
 
     @property
+    def failed(self) -> int:
+        return sum(1 for step in self.steps if step.status is StepStatus.FAILED)
+
+    @property
     def ok(self) -> bool:
         """No action failed, everything was cleaned up, and at least one action really ran."""
-        failed = any(step.status is StepStatus.FAILED for step in self.steps)
-        return not failed and not self.cleanup_problems and self.performed > 0
+        return not self.failed and not self.cleanup_problems and self.performed > 0
+
+    @property
+    def steps_to_verify(self) -> tuple[int, ...]:
+        """The steps that ran and that the scenario's rule must fire for: verify --steps."""
+        return tuple(s.number for s in self.steps if s.status is StepStatus.DONE and s.fires and s.number)
 
 
 class _Skip(Exception):
@@ -193,13 +223,74 @@ class LoopbackListener:
         self._thread.join(timeout=2)
 
 
+class ExitOnSignals:
+    """While active (in the main thread): SIGTERM and SIGHUP raise SystemExit(128 + signal), as ^C
+    raises KeyboardInterrupt, so that ``finally`` blocks (the run's cleanup) run; Python's default
+    for them is to die on the spot. Inside :meth:`shield` (the cleanup itself) a signal waits until
+    the block is done. The previous handlers are put back at the end."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._raised = False
+        self._shielded = 0
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> ExitOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]  # as signal.signal returned it
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self._shielded:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._raised or self.received is None:
+            return  # once: a second signal while the first one unwinds would cut the cleanup short
+        self._raised = True
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + self.received)
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self._shielded += 1
+        try:
+            yield
+        finally:
+            self._shielded -= 1
+        if not self._shielded:
+            self._raise()
+
+
 class ScenarioRunner:
     """Runs one scenario's actions, then removes everything it created."""
 
-    def __init__(self, scenario: Scenario, settings: LiveSettings) -> None:
+    def __init__(
+        self, scenario: Scenario, settings: LiveSettings, signals: ExitOnSignals | None = None
+    ) -> None:
         self.scenario = scenario
         self.settings = settings
+        self.signals = signals
         self.marker = marker(settings.run_id, scenario.name)
+        # What this step's processes are tagged with (the step's marker while a step runs).
+        self._tag = self.marker
         self.rundir = settings.workdir / self.marker
         self.home = self.rundir / "home"
         self.values = {
@@ -212,6 +303,8 @@ class ScenarioRunner:
         self._model_files: list[Path] = []  # created by us in the model dir, in creation order
         self._extra_dirs: list[Path] = []  # created by us outside the run dir (/dev/shm/<marker>)
         self._listener: LoopbackListener | None = None
+        # What the run did so far: complete once run() returns, partial if it was interrupted.
+        self.result = ScenarioRun(scenario, self.marker)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -229,26 +322,43 @@ class ScenarioRunner:
             raise UserError(f"{self.rundir} already exists: use another --run-id") from None
         except OSError as exc:
             raise UserError(f"cannot create {self.rundir}: {exc.strerror}") from None
-        result = ScenarioRun(self.scenario, self.marker)
+        result = self.result
+        # The model dir holds files of ours only until the last step that works there is done.
+        last_model_step = max(
+            (n for n, action in enumerate(self.scenario.live, 1) if isinstance(action, ModelFileAction)),
+            default=0,
+        )
         try:
-            for action in self.scenario.live:
-                result.steps.append(self._step(action))
+            (self.rundir / PID_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
+            for number, action in enumerate(self.scenario.live, 1):
+                result.steps.append(self._step(number, action))
+                if number == last_model_step:
+                    with self._shielded():
+                        result.cleanup_problems.extend(self._remove_model_files())
         finally:
-            result.cleanup_problems.extend(self._cleanup())
+            with self._shielded():
+                result.cleanup_problems.extend(self._cleanup())
         return result
 
-    def _step(self, action: LiveAction) -> StepResult:
+    def _shielded(self) -> contextlib.AbstractContextManager[None]:
+        return self.signals.shield() if self.signals is not None else contextlib.nullcontext()
+
+    def _step(self, number: int, action: LiveAction) -> StepResult:
         what = _describe(action)
+        self._tag = step_marker(self.settings.run_id, self.scenario.name, number)
+        step = StepResult(what, StepStatus.DONE, number=number, fires=action.fires)
         try:
             detail, command = self._perform(action)
         except _Skip as exc:
-            return StepResult(what, StepStatus.SKIPPED, str(exc))
+            return replace(step, status=StepStatus.SKIPPED, detail=str(exc))
         except _Fail as exc:
-            return StepResult(what, StepStatus.FAILED, str(exc))
+            return replace(step, status=StepStatus.FAILED, detail=str(exc))
         except OSError as exc:  # preparing files (disk full, permissions): this action failed, go on
             where = f" ({exc.filename})" if exc.filename else ""
-            return StepResult(what, StepStatus.FAILED, f"{exc.strerror or exc}{where}")
-        return StepResult(what, StepStatus.DONE, detail, tuple(command))
+            return replace(step, status=StepStatus.FAILED, detail=f"{exc.strerror or exc}{where}")
+        finally:
+            self._tag = self.marker
+        return replace(step, detail=detail, command=tuple(command))
 
     def _perform(self, action: LiveAction) -> tuple[str, Sequence[str]]:
         if isinstance(action, ShellAction):
@@ -276,25 +386,44 @@ class ScenarioRunner:
         return env
 
     def _child(self, operation: str, *args: str) -> list[str]:
-        return [self.settings.python, "-m", "simulators.child", operation, *args, self.marker]
+        return [self.settings.python, "-m", "simulators.child", operation, *args, self._tag]
 
     def _exec(self, argv: Sequence[str], *, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[str]:
+        """Run one process of a step in a process group (a session) of its own, so that nothing
+        it starts outlives the step: on a timeout, an error or an interruption (a signal, ^C) the
+        whole group is killed, and so is what is left of it once the process ended."""
         try:
-            return subprocess.run(
+            process = subprocess.Popen(
                 list(argv),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=self.settings.timeout_seconds,
-                check=False,
                 pass_fds=tuple(pass_fds),
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise _Fail(f"timed out after {self.settings.timeout_seconds:g}s: {' '.join(argv)}") from None
         except OSError as exc:
             raise _Fail(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=self.settings.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _end_group(process)
+            raise _Fail(
+                f"timed out after {self.settings.timeout_seconds:g}s, killed with every process it started:"
+                f" {' '.join(argv)}"
+            ) from None
+        except BaseException:
+            _end_group(process)
+            raise
+        left = _group_members(process.pid, wait=_LINGER_SECONDS)
+        if left:
+            # The group outlives its first process while these are in it: its id is not reused.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise _Fail(f"left {len(left)} process(es) running when it ended (killed): {' '.join(argv)}")
+        return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
     def _expect_success(self, argv: Sequence[str], *, pass_fds: Sequence[int] = ()) -> str:
         """Run; fail on a non-zero exit status; return the first line of output."""
@@ -314,7 +443,7 @@ class ScenarioRunner:
     # -- actions -------------------------------------------------------------------------------
 
     def _shell(self, action: ShellAction) -> tuple[str, Sequence[str]]:
-        script = f"true # {self.marker}"
+        script = f"true # {self._tag}"
         if action.shell == "busybox":
             self._require("busybox")
             argv = ["busybox", "sh", "-c", script]
@@ -336,7 +465,8 @@ class ScenarioRunner:
         path.write_text(substitute(action.content, self.values), encoding="utf-8")
         note = ""
         if action.reader == "cat" and shutil.which("cat") is not None:
-            argv = ["cat", str(path)]
+            # Started by the tagged child: cat's parent command line carries the step's marker.
+            argv = self._child("run", "cat", str(path))
         else:
             if action.reader == "cat":
                 note = " (cat is not installed: read by python instead)"
@@ -409,7 +539,7 @@ class ScenarioRunner:
         # wherever it connects, and --target (anomalous-egress's) may well not accept TCP.
         listener = self._loopback()
         target = Target("127.0.0.1", listener.port)
-        inner = f"true # {self.marker}"
+        inner = f"true # {self._tag}"
         if action.variant == "python-pty":
             address = f"({json.dumps(target.host)},{target.port})"
             code = (
@@ -451,8 +581,14 @@ class ScenarioRunner:
         return f"{sent} to {target}", argv
 
     def _run_tool(self, action: RunToolAction) -> tuple[str, Sequence[str]]:
+        # The scenario file was validated so; checked again where it counts (a download tool, its
+        # version, nothing else), whatever built the action.
+        if action.tool not in DOWNLOAD_TOOLS or tuple(action.args) != ("--version",):
+            raise _Fail(
+                f"refusing {action.tool} {' '.join(action.args)}: only a download tool's --version runs"
+            )
         self._require(action.tool)
-        args = [substitute(arg, self.values) for arg in action.args]
+        args = list(action.args)
         argv = self._child("run", action.tool, *args)
         version = self._expect_success(argv)
         return f"{action.tool} {' '.join(args)}: {version or 'ok'}", argv
@@ -477,7 +613,7 @@ class ScenarioRunner:
         binary = directory / "sg-drift"
         shutil.copyfile(source, binary)
         binary.chmod(0o755)
-        argv = self._child("run", str(binary), self.marker)
+        argv = self._child("run", str(binary), self._tag)
         completed = self._exec(argv)
         if completed.returncode == EXIT_CANNOT_EXECUTE:
             raise _Skip(
@@ -490,10 +626,10 @@ class ScenarioRunner:
     def _memfd_exec(self, source: Path) -> tuple[str, Sequence[str]]:
         if not hasattr(os, "memfd_create") or not Path("/proc/self/fd").is_dir():
             raise _Skip("memfd_create or /proc is not available here")
-        fd = os.memfd_create(self.marker)
+        fd = os.memfd_create(self._tag)
         try:
             os.write(fd, source.read_bytes())
-            argv = self._child("run", f"/proc/self/fd/{fd}", self.marker)
+            argv = self._child("run", f"/proc/self/fd/{fd}", self._tag)
             completed = self._exec(argv, pass_fds=(fd,))
         finally:
             os.close(fd)
@@ -514,6 +650,7 @@ class ScenarioRunner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                start_new_session=True,
             )
         except OSError as exc:
             raise _Fail(f"cannot start the model server: {exc.strerror}") from None
@@ -521,7 +658,7 @@ class ScenarioRunner:
             port = _read_port(server, self.settings.timeout_seconds)
             curl = shutil.which("curl")
             for number in range(1, action.requests + 1):
-                url = f"http://127.0.0.1:{port}/predict?{self.marker}-{number}"
+                url = f"http://127.0.0.1:{port}/predict?{self._tag}-{number}"
                 if curl is not None:
                     self._expect_success(["curl", "-s", "-f", "--max-time", "5", url])
                 else:
@@ -534,7 +671,7 @@ class ScenarioRunner:
 
     # -- cleaning up ---------------------------------------------------------------------------
 
-    def _cleanup(self) -> list[str]:
+    def _remove_model_files(self) -> list[str]:
         problems = []
         for path in reversed(self._model_files):
             # Removed by a tagged process too: the unlink is part of the run and Falco sees it so.
@@ -545,6 +682,10 @@ class ScenarioRunner:
                 except OSError as exc:
                     problems.append(f"could not remove {path}: {exc.strerror}")
         self._model_files.clear()
+        return problems
+
+    def _cleanup(self) -> list[str]:
+        problems = self._remove_model_files()
         for directory in (*self._extra_dirs, self.rundir):
             shutil.rmtree(directory, ignore_errors=True)
             if directory.exists():
@@ -578,6 +719,56 @@ def _describe(action: LiveAction) -> str:
     if isinstance(action, DriftExecAction):
         return f"drift exec from {action.where}"
     return "serve a model"
+
+
+def _group_members(pgid: int, *, wait: float = 0.0) -> list[int]:
+    """The live processes (zombies do not count) of process group ``pgid``, once those that were
+    exiting had ``wait`` seconds to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        members = _live_group_members(pgid)
+        if not members or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.01)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: ask the kernel whether the group has any member at all
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so from the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def _end_group(process: subprocess.Popen[str]) -> None:
+    """Kill the step's process group (the process and everything it started) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # Something that left the group (its own session) still holds the pipes: stop reading.
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        process.wait(timeout=5)
 
 
 def _last_line(text: str) -> str:
@@ -638,13 +829,116 @@ def _stop_server(server: subprocess.Popen[str]) -> None:
     try:
         server.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        server.kill()
+        # Its whole group: nothing the server started stays.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=5)
     for stream in (server.stdout, server.stderr):
         if stream is not None:
             stream.close()
 
 
-def run_scenarios(scenarios: Sequence[Scenario], settings: LiveSettings) -> list[ScenarioRun]:
+def run_scenarios(
+    scenarios: Sequence[Scenario], settings: LiveSettings, signals: ExitOnSignals | None = None
+) -> list[ScenarioRun]:
     """Every scenario in turn (each cleans up after itself, also when one fails)."""
-    return [ScenarioRunner(scenario, settings).run() for scenario in scenarios]
+    return [ScenarioRunner(scenario, settings, signals).run() for scenario in scenarios]
+
+
+# -- what earlier runs left ------------------------------------------------------------------------
+
+# The run id in a name a run made (sg-run=<id>.<scenario>...): ids hold no '.', so it ends there.
+_LEFTOVER = re.compile(r"^" + re.escape(MARKER_PREFIX) + r"([A-Za-z0-9][A-Za-z0-9_-]{3,63})\.[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    path: Path
+    run_id: str
+    # The pid of a simulate still running that made it (then it is in use, not left over).
+    in_use_by: int | None = None
+
+
+def find_leftovers(directories: Sequence[Path]) -> list[Leftover]:
+    """What runs made in these directories (the work dir, the shm dir, the model dir: only names
+    ``sg-run=<id>.<scenario>...`` directly inside them) and did not remove: a simulate killed
+    outright (SIGKILL, a node's end). A name of a run whose simulate still runs (the pid its run
+    directory records is alive) is in use, and said so."""
+    found: list[Path] = []
+    for directory in dict.fromkeys(directories):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        found += [directory / name for name in names if _LEFTOVER.match(name)]
+    running = {}  # run dir names of simulates still running -> pid
+    for path in found:
+        pid = _pid_of(path / PID_FILE)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            running[path.name] = pid
+    leftovers = []
+    for path in found:
+        match = _LEFTOVER.match(path.name)
+        assert match is not None
+        owner = next(
+            (pid for name, pid in running.items() if path.name == name or path.name.startswith(name + "-")),
+            None,
+        )
+        leftovers.append(Leftover(path, match.group(1), owner))
+    return leftovers
+
+
+def _pid_of(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(
+    leftovers: Sequence[Leftover], model_dir: Path, python: str = sys.executable
+) -> tuple[list[Path], list[str]]:
+    """Remove what earlier runs left (never what a running simulate uses): a file or a link in the
+    model dir by a process tagged ``sg-run=<id>`` (Falco sees the change, and whose it is), a
+    directory with what it holds (links are removed, never followed). The paths removed, and the
+    problems."""
+    removed: list[Path] = []
+    problems: list[str] = []
+    for item in leftovers:
+        path = item.path
+        if item.in_use_by is not None:
+            problems.append(f"{path}: in use by a simulate still running (pid {item.in_use_by}), kept")
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.parent == model_dir:
+                tag = f"{MARKER_PREFIX}{item.run_id}"
+                subprocess.run(
+                    [python, "-m", "simulators.child", "unlink", str(path), tag],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+                if os.path.lexists(path):
+                    path.unlink()
+            else:
+                path.unlink()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(f"could not remove {path}: {reason}")
+            continue
+        removed.append(path)
+    return removed, problems

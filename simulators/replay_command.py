@@ -204,14 +204,38 @@ def run(args: argparse.Namespace) -> int:
     for scenario in scenarios:
         if not scenario.alerts:
             print(f"  {scenario.name}: control, nothing to send", file=out)
+    for item in alerts:
+        if not item.carries_step:
+            print(
+                f"  note: {item.scenario} alert {item.step} ({item.rule}) carries {{marker}} in no field"
+                " its rule outputs: it cannot be told from the scenario's other alerts, so verify does not"
+                " require it",
+                file=out,
+            )
     deliveries = _deliver(args, alerts, auth) if alerts else []
     for delivery in deliveries:
         state = "sent  " if delivery.ok else "FAILED"
         alert_id = f" alert_id={delivery.alert_id}" if delivery.alert_id else ""
         print(
-            f"  {state} {delivery.alert.scenario}: {delivery.alert.rule}: {delivery.detail}{alert_id}",
+            f"  {state} {delivery.alert.scenario} [{delivery.alert.step}]: {delivery.alert.rule}:"
+            f" {delivery.detail}{alert_id}",
             file=out,
         )
-    names = " ".join(s.name for s in scenarios)
-    print(f"check the responder: serving-guard verify {names} --run-id {run_id} --responder URL", file=out)
+    print(f"check the responder: {verify_command(scenarios, run_id, deliveries)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
+
+
+def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Delivery]) -> str:
+    """The verify command for a replay: every alert delivered (and carrying its step's marker) is a
+    step verify must find."""
+    names = " ".join(s.name for s in scenarios)
+    steps = ""
+    for scenario in scenarios:
+        numbers = [
+            d.alert.step
+            for d in deliveries
+            if d.ok and d.alert.scenario == scenario.name and d.alert.carries_step
+        ]
+        if numbers:
+            steps += f" --steps {scenario.name}={','.join(map(str, numbers))}"
+    return f"serving-guard verify {names} --run-id {run_id}{steps} --responder URL"

@@ -4,15 +4,18 @@ A scenario says which rule it must trigger, the live actions ``simulate`` perfor
 alerts ``replay`` sends (field templates), the responder outcome ``verify`` expects, and how the
 demo replays it. Errors name the file, the line and the key, like the responder's config.
 
-Templates in strings: ``{marker}`` (``sg-run=<run id>.<scenario>``, the tag every process of a
-run carries), ``{run_id}``, ``{rundir}`` (the run's own work directory), ``{home}`` (a dummy
-home inside it), ``{model_dir}``. Any other brace is left as it is.
+Templates in strings: ``{marker}``, ``{run_id}``, ``{rundir}`` (the run's own work directory),
+``{home}`` (a dummy home inside it), ``{model_dir}``. Any other brace is left as it is. In live
+actions ``{marker}`` is the scenario's marker ``sg-run=<run id>.<scenario>`` (file names made by one
+step and used by the next); every process a step starts is tagged with the step's own marker
+``sg-run=<run id>.<scenario>.<n>``. In alerts ``{marker}`` is the alert's step marker (replay: every
+alert is a step), so ``verify`` can require an alert for every step.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +36,54 @@ TEMPLATE_NAMES = ("marker", "run_id", "rundir", "home", "model_dir")
 _TEMPLATE = re.compile(r"\{(" + "|".join(TEMPLATE_NAMES) + r")\}")
 # A file name created in the model dir: plain name, and it must carry the run's marker.
 _MODEL_FILE_NAME = re.compile(r"^[^/\x00]+$")
+# What can continue a run id or a scenario name: a marker ends where none of these follows.
+_ID_CHARS = "A-Za-z0-9_-"
+# ``{marker}`` standing on its own in an alert field (not the start of a file name like {marker}-x.pt).
+_STANDALONE_MARKER = re.compile(r"\{marker\}(?![" + _ID_CHARS + "])")
+# The rule the run_tool action exercises, and the tools it may run: the download tools that rule's
+# list (serving_guard_download_tools) names, and only those (never a shell or an interpreter, which
+# would run whatever their arguments say).
+RUNTIME_DOWNLOAD_RULE = "Runtime download or package install in serving pod"
+DOWNLOAD_TOOLS_LIST = "serving_guard_download_tools"
+DOWNLOAD_TOOLS = (
+    "pip",
+    "pip3",
+    "pipx",
+    "uv",
+    "conda",
+    "mamba",
+    "micromamba",
+    "apt",
+    "apt-get",
+    "aptitude",
+    "dpkg",
+    "yum",
+    "dnf",
+    "microdnf",
+    "rpm",
+    "apk",
+    "zypper",
+    "npm",
+    "curl",
+    "wget",
+    "git",
+    "huggingface-cli",
+    "hf",
+    "aria2c",
+    "aws",
+    "gsutil",
+    "gcloud",
+    "azcopy",
+    "rclone",
+    "s5cmd",
+    "scp",
+    "rsync",
+    "ftp",
+    "tftp",
+)
+# Falco fields whose text carries what a step's processes are tagged with (see LiveStep.marker_fields).
+CMDLINE = "proc.cmdline"
+PCMDLINE = "proc.pcmdline"
 
 FieldValue = str | int | bool | None
 
@@ -72,7 +123,7 @@ def _no_unknown_template(text: str) -> str:
 
 
 def _carries_marker(value: FieldValue) -> bool:
-    return isinstance(value, str) and any(t in value for t in ("{marker}", "{rundir}", "{home}"))
+    return isinstance(value, str) and _STANDALONE_MARKER.search(value) is not None
 
 
 # -- live actions (what `simulate` does) -----------------------------------------------------------
@@ -81,6 +132,19 @@ def _carries_marker(value: FieldValue) -> bool:
 class LiveStep(Strict):
     # The positive example in rules/examples.yaml this action reproduces (harmlessly), if any.
     example: str | None = None
+
+    @property
+    def fires(self) -> bool:
+        """Whether the scenario's rule is expected to fire for this step (verify requires an alert
+        for every step that ran and fires)."""
+        return True
+
+    def marker_fields(self) -> frozenset[str]:
+        """The Falco fields whose text carries the step's marker when this step's process is the
+        one the rule fires on: its own command line, or its parent's (a program started through
+        ``python -m simulators.child run PROGRAM ... MARKER``). The rule's output must name one of
+        them for its alert to be told apart per step."""
+        return frozenset({CMDLINE})
 
 
 class ShellAction(LiveStep):
@@ -98,6 +162,10 @@ class ReadFileAction(LiveStep):
     content: str = "serving-guard dummy content {marker}\n"
     # cat: an attacker's tool; python: the interpreter a model server runs.
     reader: Literal["cat", "python"] = "python"
+
+    def marker_fields(self) -> frozenset[str]:
+        # cat is started by the tagged child: the marker is in its parent's command line.
+        return frozenset({PCMDLINE}) if self.reader == "cat" else frozenset({CMDLINE})
 
     @field_validator("path")
     @classmethod
@@ -119,6 +187,13 @@ class ModelFileAction(LiveStep):
     to: str | None = None  # rename: the new name
     mode: str | None = None  # chmod: octal, e.g. "0666"
     target: str | None = None  # symlink: a dummy file under {rundir} the link points to
+
+    @property
+    def fires(self) -> bool:
+        # Reading a file in the model dir (through the link planted there) changes nothing: the
+        # tampering rule fired when the link was made, and the model-load rule reads model dirs as
+        # expected. This step shows the evasion; it has no alert of its own.
+        return self.op != "read"
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -144,6 +219,10 @@ class ReverseShellAction(LiveStep):
     action: Literal["reverse_shell"]
     variant: Literal["python-pty", "bash-dev-tcp", "nc-exec"]
 
+    def marker_fields(self) -> frozenset[str]:
+        # netcat is started by the tagged child; the one-liners carry the marker in their code.
+        return frozenset({PCMDLINE}) if self.variant == "nc-exec" else frozenset({CMDLINE})
+
 
 class ConnectAction(LiveStep):
     """One outbound TCP connection (short timeout) or UDP datagram to the explicit --target."""
@@ -156,21 +235,35 @@ class RunToolAction(LiveStep):
     """Run a download/install tool that is already installed, only to print its version."""
 
     action: Literal["run_tool"]
-    tool: str = Field(pattern=r"^[a-z][-a-z0-9.]*$")
+    tool: str
     args: tuple[str, ...]
+
+    # The one safety property of this action: a download tool asks for its version and nothing
+    # else runs. A shell or an interpreter (sh -c ..., python3 -c ...) runs what its arguments say,
+    # with or without a --version among them, so the tool is one of a fixed list and the arguments
+    # are exactly [--version].
+    @field_validator("tool")
+    @classmethod
+    def _download_tool(cls, value: str) -> str:
+        if value not in DOWNLOAD_TOOLS:
+            raise ValueError(
+                f"{value!r} is not a download tool of the rule {RUNTIME_DOWNLOAD_RULE!r}"
+                f" ({DOWNLOAD_TOOLS_LIST}); run_tool runs only one of: {', '.join(DOWNLOAD_TOOLS)}"
+                " (never a shell or an interpreter)"
+            )
+        return value
 
     @field_validator("args")
     @classmethod
     def _version_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # The one safety property of this action: it asks for a version and nothing else runs.
-        if "--version" not in value:
-            raise ValueError("a tool is only ever run with --version")
-        forbidden = {"install", "download", "clone", "fetch", "pull", "update", "upgrade", "get"}
-        for arg in value:
-            _no_unknown_template(arg)
-            if arg.lower() in forbidden or "://" in arg:
-                raise ValueError(f"argument {arg!r} could fetch or install something")
+        if value != ("--version",):
+            raise ValueError(
+                f"args must be exactly [--version], got {list(value)}: a tool is only ever run with --version"
+            )
         return value
+
+    def marker_fields(self) -> frozenset[str]:
+        return frozenset({PCMDLINE})  # started by the tagged child
 
 
 class DriftExecAction(LiveStep):
@@ -179,6 +272,10 @@ class DriftExecAction(LiveStep):
     action: Literal["drift_exec"]
     where: Literal["shm", "workdir", "memfd"]
 
+    def marker_fields(self) -> frozenset[str]:
+        # The copy gets the marker as its argument, and the tagged child starts it.
+        return frozenset({CMDLINE, PCMDLINE})
+
 
 class ServeModelAction(LiveStep):
     """Normal serving: load a model file that is already in the model dir and answer requests on
@@ -186,6 +283,10 @@ class ServeModelAction(LiveStep):
 
     action: Literal["serve_model"]
     requests: int = Field(default=3, ge=1, le=20)
+
+    @property
+    def fires(self) -> bool:
+        return False  # normal serving: nothing may fire
 
 
 LiveAction = Annotated[
@@ -217,6 +318,11 @@ class AlertTemplate(Strict):
         for text in value.values():
             if isinstance(text, str):
                 _no_unknown_template(text)
+        if not any(_carries_marker(text) for text in value.values()):
+            raise ValueError(
+                "every alert carries {marker} on its own (not only inside a file name or"
+                " {rundir}/{home}) in a field the rule outputs, so runs and their steps can be told apart"
+            )
         return value
 
 
@@ -286,12 +392,6 @@ class Scenario(Strict):
                 raise ValueError("alerts: a scenario with a rule lists the alert(s) Falco sends")
             if self.priority is None:
                 raise ValueError("priority: required for a scenario with a rule")
-            for alert in self.alerts:
-                if not any(_carries_marker(value) for value in alert.fields.values()):
-                    raise ValueError(
-                        "every alert carries {marker} (or {rundir}/{home}, which contain it) in a field, "
-                        "so runs can be told apart"
-                    )
         listed = {example for ref in self.examples for example in ref.positive}
         for step in self.live:
             if step.example is not None and step.example not in listed:
@@ -308,14 +408,58 @@ class Scenario(Strict):
         return self.demo.expect or self.expect
 
 
+MARKER_PREFIX = "sg-run="
+
+
 def marker(run_id: str, scenario: str) -> str:
     """The token every process (and so every alert) of one scenario run carries."""
-    return f"sg-run={run_id}.{scenario}"
+    return f"{MARKER_PREFIX}{run_id}.{scenario}"
+
+
+def step_marker(run_id: str, scenario: str, step: int) -> str:
+    """The token the processes of one step (numbered from 1) of a scenario run carry."""
+    return f"{marker(run_id, scenario)}.{step}"
 
 
 def marker_id(run_id: str, scenario: str) -> str:
     """What the audit trail's run_id filter looks for to find one scenario of a run."""
     return f"{run_id}.{scenario}"
+
+
+def marker_pattern(needle: str) -> re.Pattern[str]:
+    """Where ``sg-run=<needle>`` stands as a whole: after the start or a character that cannot be
+    part of it, and before the end or a character that cannot continue a run id or a scenario name
+    ('.' can: it starts the scenario, or the step). ``<id>`` finds the whole run, ``<id>.<scenario>``
+    one scenario with all its steps, ``<id>.<scenario>.<n>`` one step; ``a-run1`` is not
+    ``team-a-run1``, and a scenario ``shell`` is not ``shell-in-serving-pod``."""
+    body = re.escape(MARKER_PREFIX + needle.removeprefix(MARKER_PREFIX))
+    return re.compile(f"(?<![{_ID_CHARS}]){body}(?![{_ID_CHARS}])")
+
+
+def step_pattern(run_id: str, scenario: str) -> re.Pattern[str]:
+    """The step markers of one scenario run; group 1 is the step number."""
+    body = re.escape(marker(run_id, scenario))
+    return re.compile(f"(?<![{_ID_CHARS}]){body}\\.([0-9]+)(?![{_ID_CHARS}])")
+
+
+def alert_texts(alert: Mapping[str, Any]) -> Iterator[str]:
+    """The texts of a Falco alert (JSON form) a marker is looked for in, as the audit trail's run
+    filter looks: its output line and its output fields' values."""
+    yield str(alert.get("output", ""))
+    fields = alert.get("output_fields")
+    if isinstance(fields, Mapping):
+        for value in fields.values():
+            yield str(value)
+
+
+def alert_mentions(alert: Mapping[str, Any], pattern: re.Pattern[str]) -> bool:
+    return any(pattern.search(text) for text in alert_texts(alert))
+
+
+def alert_steps(alert: Mapping[str, Any], run_id: str, scenario: str) -> set[int]:
+    """The step numbers of one scenario run whose markers the alert carries."""
+    pattern = step_pattern(run_id, scenario)
+    return {int(found) for text in alert_texts(alert) for found in pattern.findall(text)}
 
 
 def check_run_id(run_id: str) -> str:
@@ -362,8 +506,16 @@ def scenario_from_document(document: YamlDocument) -> Scenario:
         scenario = Scenario.model_validate(document.data)
     except ValidationError as exc:
         messages = []
-        for error in exc.errors(include_url=False):
-            path = _error_path(error["loc"])
+        errors = [(_error_path(error["loc"]), error) for error in exc.errors(include_url=False)]
+        failed = [path for path, _ in errors]
+        for path, error in errors:
+            # A list whose item failed is also "too short" (pydantic counts the items that passed):
+            # the item's own error says what is wrong.
+            if error["type"] == "too_short" and any(
+                len(other) > len(path) and other[: len(path)] == path and isinstance(other[len(path)], int)
+                for other in failed
+            ):
+                continue
             reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
             line = document.line_of(path)
             where = f"{document.file}:{line}" if line is not None else document.file

@@ -1,7 +1,10 @@
 """Did the responder do what a scenario expects? Judged from its audit trail (``GET /v1/audit``):
-the alert for each expected rule reached it carrying the run's marker, it was verified against the
-live pod (or refused, for a forgery), the decision and action outcome are the expected ones, and
-on-call got a Slack message. The control expects nothing at all for its marker.
+the alert for each expected rule reached it carrying the run's marker (one for every step that ran,
+when the steps are known), the incident is this run's (opened by one of its alerts, or acted on for
+them: never an earlier run's that they folded into), it was verified against the live pod (or
+refused, for a forgery), the decision and action outcome are the expected ones, and on-call got a
+Slack message. The control expects nothing at all for its marker, and its silence counts only when
+a positive scenario of the same run passed on the same pod (else Falco may simply be down).
 
 :func:`judge` is pure (entries in, verdict out); :func:`poll` asks a running responder until every
 expectation holds or the time is up.
@@ -12,15 +15,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from responder.alert import parse_time_ns
+from responder.alert import format_time_ns, parse_time_ns
 from responder.audit import DONE_STATUSES as ISOLATED
 from responder.audit import AuditEntry
 from responder.audit import incident_outcome_text as _outcome_text
 from responder.client import ResponderClient
-from simulators.scenario import Expect, Outcome, Scenario, marker_id
+from simulators.scenario import (
+    Expect,
+    Outcome,
+    Scenario,
+    alert_mentions,
+    alert_steps,
+    marker_id,
+    marker_pattern,
+)
 
 Entry = Mapping[str, Any]
 
@@ -28,14 +39,30 @@ Entry = Mapping[str, Any]
 @dataclass(frozen=True)
 class Expectation:
     name: str  # the scenario (or the demo's forged case)
-    run_marker: str  # what the audit trail's run_id filter looks for
+    run_marker: str  # what the audit trail's run_id filter looks for: <run id>.<name>
     rules: tuple[str, ...]
     outcome: Outcome
     slack: bool
     leaky_policies: tuple[str, ...] = ()
+    run_id: str = ""
+    # The steps (numbered from 1, as their markers sg-run=<run id>.<name>.<n>) that each need an
+    # alert of the rule: those simulate ran, or the alerts replay sent. None: not known, any alert
+    # of the rule will do.
+    steps: tuple[int, ...] | None = None
+    # NAMESPACE/NAME of the pod the run happened in, when known: only its alerts count.
+    pod: str | None = None
 
     @classmethod
-    def of(cls, scenario: Scenario, run_id: str, expect: Expect, *, name: str | None = None) -> Expectation:
+    def of(
+        cls,
+        scenario: Scenario,
+        run_id: str,
+        expect: Expect,
+        *,
+        name: str | None = None,
+        steps: Sequence[int] | None = None,
+        pod: str | None = None,
+    ) -> Expectation:
         label = name or scenario.name
         return cls(
             label,
@@ -44,11 +71,25 @@ class Expectation:
             expect.outcome,
             expect.slack,
             expect.leaky_policies,
+            run_id=run_id,
+            steps=tuple(sorted(set(steps))) if steps is not None else None,
+            pod=pod,
         )
 
     @property
     def silent(self) -> bool:
         return self.outcome is Outcome.SILENT
+
+    def ours(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries whose alert carries this run's marker as a whole (``sg-run=<run id>.<name>``,
+        nothing more before it nor another name after it: a responder that matches the run filter
+        as a substring also answers run team-a-run1 for a-run1, or scenario shell-in-serving-pod
+        for shell), and are of the pod, when it is known."""
+        pattern = marker_pattern(self.run_marker)
+        found = [e for e in entries if alert_mentions(e.get("alert") or {}, pattern)]
+        if self.pod is not None:
+            found = [e for e in found if _pod_of(e) == self.pod]
+        return found
 
 
 @dataclass(frozen=True)
@@ -66,10 +107,23 @@ class Verdict:
     latency_ms: float | None = None
     also_fired: tuple[str, ...] = ()
     entries: tuple[Entry, ...] = field(default=(), repr=False)
+    # The incident judged: this run's (for a folded one, only what was done for this run's alerts).
+    judged: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def incident(self) -> Mapping[str, Any] | None:
+        if self.judged is not None:
+            return self.judged
         return _main_entry(self.entries, self.rule).get("incident") if self.entries else None
+
+    @property
+    def pods(self) -> set[str]:
+        """The pods (NAMESPACE/NAME) this run's alerts of the expected rules came from."""
+        return {_pod_of(e) for e in self.entries if e.get("rule") in self.expectation.rules}
+
+
+def _pod_of(entry: Entry) -> str:
+    return f"{entry.get('namespace') or '-'}/{entry.get('pod') or '-'}"
 
 
 class _Miss(Exception):
@@ -112,6 +166,60 @@ def _slack_text(incident: Mapping[str, Any]) -> str:
     if note.get("state") == "sent":
         return f"sent to {note.get('slack_channel') or note.get('channel') or '?'}"
     return f"{note.get('state')}" + (f" ({note.get('last_error')})" if note.get("last_error") else "")
+
+
+# Actions of an incident that were not done for its alerts: a person's release, and a recheck's
+# finding that what the incident put on the pod no longer holds.
+_NOT_FOR_ALERTS = ("released", "lapsed")
+
+
+def _run_incident(rule: str, of_rule: Sequence[Entry]) -> tuple[Entry, Mapping[str, Any] | None]:
+    """The entry and incident that are this run's for ``rule``: the incident one of its alerts
+    opened; else the one they folded into (the same rule, pod, container and node within the
+    dedupe window), with only what the responder did once this run's first alert was received
+    (what it did before was for another run's). A folded incident in which nothing was done for
+    them is no verdict on this run: a settled _Miss saying so."""
+    for entry in of_rule:
+        if entry.get("outcome") == "opened" and entry.get("incident"):
+            return entry, entry["incident"]
+    folded = [e for e in of_rule if e.get("incident")]
+    if not folded:
+        return of_rule[0], None
+    entry = min(folded, key=lambda e: int(e.get("received_ns") or 0))
+    incident: Mapping[str, Any] = entry["incident"]
+    if not _complete(incident):
+        return entry, incident  # still being decided: what it does may yet be for this run's alerts
+    first_received = min(int(e.get("received_ns") or 0) for e in of_rule)
+    for_us = [
+        a
+        for a in incident.get("actions") or []
+        if a.get("actor") in (None, "responder")
+        and a.get("status") not in _NOT_FOR_ALERTS
+        and isinstance(a.get("finished_ns"), int)
+        and a["finished_ns"] >= first_received
+    ]
+    if for_us:
+        return entry, {**incident, "actions": for_us}
+    opened = incident.get("opened_ns")
+    when = f" at {format_time_ns(opened)}" if isinstance(opened, int) else ""
+    released = [a for a in incident.get("actions") or [] if a.get("status") == "released"]
+    since = ""
+    if released:
+        last = released[-1]
+        at = last.get("finished_ns")
+        by = f" by {last['actor']}" if last.get("actor") not in (None, "responder") else ""
+        since = (
+            f"; the pod was released since{' at ' + format_time_ns(at) if isinstance(at, int) else ''}{by},"
+            " and an incident's repeats put nothing back"
+        )
+    raise _Miss(
+        f"this run's alerts for {rule!r} folded into incident {incident.get('incident_id', '?')},"
+        f" opened{when} by an alert of another run (same rule, pod, container and node within the"
+        " dedupe window):"
+        f" nothing was done for this run's alerts{since}; wait out the dedupe window"
+        " (dedupe.window_seconds) or run the scenario on another pod",
+        settled=True,
+    )
 
 
 def _latency_ms(entry: Entry, incident: Mapping[str, Any]) -> float | None:
@@ -270,8 +378,19 @@ def _check_slack(incident: Mapping[str, Any]) -> None:
     )
 
 
+def _missing_steps(expectation: Expectation, of_rule: Sequence[Entry]) -> list[int]:
+    if expectation.steps is None:
+        return []
+    label = expectation.name
+    seen: set[int] = set()
+    for entry in of_rule:
+        seen |= alert_steps(entry.get("alert") or {}, expectation.run_id, label)
+    return [n for n in expectation.steps if n not in seen]
+
+
 def judge(expectation: Expectation, entries: Sequence[Entry]) -> Verdict:
     """The verdict for one expectation from the audit entries that mention its marker."""
+    entries = expectation.ours(entries)
     if expectation.silent:
         if entries:
             rules = ", ".join(sorted({str(e.get("rule")) for e in entries}))
@@ -288,26 +407,87 @@ def judge(expectation: Expectation, entries: Sequence[Entry]) -> Verdict:
             if not of_rule:
                 instead = f"; fired instead: {', '.join(also)}" if also else ""
                 raise _Miss(f"no alert for rule {rule!r} with this run's marker{instead}", settled=False)
-            entry = _main_entry(of_rule, rule)
-            incident = entry.get("incident")
             in_flight = any(e.get("outcome") in (None, "pending") for e in of_rule)
-            if in_flight or not incident or not _complete(incident):
+            if in_flight:
                 raise _Miss(f"alert for {rule!r} received, not decided yet", settled=False)
+            entry, incident = _run_incident(rule, of_rule)
+            if not incident or not _complete(incident):
+                raise _Miss(f"alert for {rule!r} received, not decided yet", settled=False)
+            latency = _latency_ms(entry, incident)
             if rule == first:
                 summary.update(
                     verified=(incident.get("verification") or {}).get("status", "-"),
                     decision=_decision_text(incident.get("decision") or {}),
                     outcome=_outcome_text(incident),
                     slack=_slack_text(incident),
-                    latency_ms=_latency_ms(entry, incident),
+                    latency_ms=latency,
+                    judged=incident,
+                )
+            if latency is not None and latency < 0:
+                raise _Miss(
+                    f"alert->action {latency:.1f} ms: the action on incident"
+                    f" {incident.get('incident_id', '?')} finished before this run's alert was made, so it"
+                    " was not done for it",
+                    settled=True,
                 )
             _check_outcome(expectation, incident)
             if expectation.slack:
                 _check_slack(incident)
+            missing = _missing_steps(expectation, of_rule)
+            if missing:
+                raise _Miss(
+                    f"no alert for step(s) {', '.join(map(str, missing))} of {len(expectation.steps or ())}"
+                    f" that ran (rule {rule!r}, markers sg-run={expectation.run_marker}.<step>):"
+                    " not detected, or not yet in",
+                    settled=False,
+                )
     except _Miss as miss:
         return Verdict(expectation, False, miss.reason, settled=miss.settled, **summary)
     reason = f"{expectation.outcome.value}" + (f" (also fired: {', '.join(also)})" if also else "")
+    if expectation.steps:
+        reason += f", every step alerted ({len(expectation.steps)})"
     return Verdict(expectation, True, reason, **summary)
+
+
+def confirm_controls(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """A control's silence proves something only if Falco was watching: a positive scenario of the
+    same run passed on the same pod (the control's, when known; else the one pod the run's passing
+    scenarios alerted from). Otherwise the silent control fails, saying so."""
+    confirmed = []
+    for verdict in verdicts:
+        expectation = verdict.expectation
+        if not (expectation.silent and verdict.passed):
+            confirmed.append(verdict)
+            continue
+        witnesses = [
+            v
+            for v in verdicts
+            if not v.expectation.silent and v.passed and v.expectation.run_id == expectation.run_id
+        ]
+        pods = {pod for v in witnesses for pod in v.pods}
+        if expectation.pod is not None:
+            witnesses = [v for v in witnesses if expectation.pod in v.pods]
+            pods = {expectation.pod} if witnesses else set()
+        if len(pods) == 1 and witnesses:
+            names = ", ".join(v.expectation.name for v in witnesses)
+            reason = f"nothing fired, while {names} of the same run alerted from {next(iter(pods))}"
+            confirmed.append(replace(verdict, reason=reason))
+            continue
+        if len(pods) > 1:
+            why = (
+                f"the positive scenarios that passed alerted from several pods ({', '.join(sorted(pods))}):"
+                " name the control's with --pod"
+            )
+        else:
+            where = f" on {expectation.pod}" if expectation.pod is not None else ""
+            why = (
+                f"no positive scenario of run {expectation.run_id} passed{where} in this verify, so Falco may"
+                " not be watching (or not running): verify the control together with a positive scenario"
+                " of the same run, such as shell-in-serving-pod"
+            )
+        reason = f"nothing fired, but silence alone proves nothing: {why}"
+        confirmed.append(replace(verdict, passed=False, reason=reason, outcome="-"))
+    return confirmed
 
 
 async def poll(
@@ -333,7 +513,7 @@ async def poll(
             previous = verdicts.get(expectation.name)
             if previous is not None and not expectation.silent and (previous.passed or previous.settled):
                 continue
-            entries = await _audit(client, expectation.run_marker, since, limit)
+            entries = await _audit(client, expectation.run_marker, since, limit, expectation.pod)
             verdicts[expectation.name] = judge(expectation, entries)
         waiting = [
             v for v in verdicts.values() if not v.expectation.silent and not v.passed and not v.settled
@@ -343,13 +523,15 @@ async def poll(
         if (not waiting and not silence_pending) or now >= deadline:
             break
         await asyncio.sleep(min(interval, deadline - now))
-    return [verdicts[e.name] for e in expectations]
+    return confirm_controls([verdicts[e.name] for e in expectations])
 
 
-async def _audit(client: ResponderClient, run_marker: str, since: str | None, limit: int) -> list[AuditEntry]:
+async def _audit(
+    client: ResponderClient, run_marker: str, since: str | None, limit: int, pod: str | None = None
+) -> list[AuditEntry]:
     # The client reports a responder it cannot reach, or whose answer is not an audit trail of the
     # shape this version reads, as a UserError: entries here have that shape.
-    return await client.audit(run_id=run_marker, since=since or "", limit=str(limit))
+    return await client.audit(run_id=run_marker, since=since or "", limit=str(limit), pod=pod or "")
 
 
 def format_verdicts(verdicts: Sequence[Verdict]) -> str:

@@ -93,7 +93,7 @@ DURATIONS = [
     (["ingest", "-", "--config", "unused.yaml"], "--settle-seconds", "0 or more"),
     (VERIFY, "--timeout", "more than 0"),
     (VERIFY, "--interval", "more than 0"),
-    (VERIFY, "--settle", "0 or more"),
+    (VERIFY, "--settle", "more than 0"),
     (
         ["replay", "shell-in-serving-pod", "--pod", "ns/p", "--to", "http://127.0.0.1:1"],
         "--timeout",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ import yaml
 from bench.procs import free_port
 from responder.alert_json import parse_falco_json
 from responder.cli import main as cli_main
+from responder.client import ResponderClient
 from simulators.pki import make_test_pki
 from simulators.scenario import Expect, Outcome, load_scenarios
 from simulators.slack_sink import SlackSink
 from simulators.verify import Expectation, judge
 from tests.helpers import refusing_port
-from tests.simulators.conftest import ChainFactory, Seeded, chain_config_data
+from tests.simulators.conftest import ChainFactory, Seeded, chain_config_data, running_responder
 
 SCENARIOS = load_scenarios()
 FAST = ["--timeout", "2", "--interval", "0.05", "--settle", "0.2"]
@@ -464,7 +466,8 @@ async def test_replay_errors_are_clear(
     assert "Traceback" not in out
 
 
-def _entry(rule: str, **incident: Any) -> dict[str, Any]:
+def _entry(rule: str, name: str = "shell-in-serving-pod", step: int = 1, **incident: Any) -> dict[str, Any]:
+    """An audit entry of run r1's scenario ``name`` (step ``step``) that opened its incident."""
     base: dict[str, Any] = {
         "verification": {"status": "verified"},
         "decision": {"policy": "p", "actions": ["notify", "quarantine"], "notify": True},
@@ -472,8 +475,20 @@ def _entry(rule: str, **incident: Any) -> dict[str, Any]:
         "notifications": [{"kind": "incident", "state": "sent", "slack_channel": "C1"}],
     }
     base.update(incident)
-    alert = {"time": "1970-01-01T00:00:00.001000000Z"}
-    return {"rule": rule, "outcome": "opened", "state": "done", "incident": base, "alert": alert}
+    alert = {
+        "time": "1970-01-01T00:00:00.001000000Z",
+        "output": f"Warning {rule} (cmdline=sh -c true # sg-run=r1.{name}.{step})",
+    }
+    return {
+        "rule": rule,
+        "outcome": "opened",
+        "state": "done",
+        "incident": base,
+        "alert": alert,
+        "received_ns": 1_500_000,
+        "namespace": "ml-serving",
+        "pod": "pod-0",
+    }
 
 
 def test_judge_covers_each_outcome() -> None:
@@ -509,7 +524,12 @@ def test_judge_covers_each_outcome() -> None:
     blocked = judge(expectation(Outcome.BLOCKED), [_entry(rule)])
     assert "expected blocked, got no block_destination action" in blocked.reason
     # Blocked means the pod's own block policy made, the pod labelled into it and proven.
-    block = {"action": "block_destination", "status": "blocked", "address": "203.0.113.10", "finished_ns": 2}
+    block = {
+        "action": "block_destination",
+        "status": "blocked",
+        "address": "203.0.113.10",
+        "finished_ns": 2_000_000,
+    }
     blocks = {"policy": "p", "actions": ["notify", "block_destination"], "notify": True}
     made = {**block, "network_policy": "serving-guard-block-0a1b", "labelled": True}
     assert judge(expectation(Outcome.BLOCKED), [_entry(rule, actions=[made], decision=blocks)]).passed
@@ -551,7 +571,7 @@ def test_judge_covers_each_outcome() -> None:
         SCENARIOS.by_name["benign-serving"], "r1", Expect(outcome=Outcome.SILENT, slack=False)
     )
     assert judge(control, []).passed
-    noisy = judge(control, [_entry("Shell in serving pod")])
+    noisy = judge(control, [_entry("Shell in serving pod", "benign-serving")])
     assert (
         not noisy.passed
         and noisy.reason == "expected silence, but 1 alert(s) mention this run: Shell in serving pod"
@@ -560,3 +580,248 @@ def test_judge_covers_each_outcome() -> None:
         expectation(Outcome.QUARANTINED), [_entry(rule), _entry("Drift: new executable in serving pod")]
     )
     assert also.passed and also.reason == "quarantined (also fired: Drift: new executable in serving pod)"
+
+
+# -- a run's verdict is about that run: never an earlier run's incident, nor another run's alerts ------
+
+
+async def test_verify_fails_when_the_alerts_folded_into_an_earlier_runs_incident(
+    seeded: Seeded, sink: SlackSink, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second run within the dedupe window folds into the first run's incident (same rule, pod,
+    container and node). After a release its alerts act on nothing: verify used to report the first
+    run's quarantine as this run's, with a negative alert->action time."""
+    data = chain_config_data(tmp_path, seeded.kubeconfig, sink)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    pod = seeded.pods["torchserve"]
+    async with running_responder(data, tmp_path) as responder:
+        url = responder.http_url
+        assert url is not None
+
+        async def verify(run: str) -> tuple[int, str]:
+            return await cli(
+                ["verify", "shell-in-serving-pod", "--run-id", run, "--responder", url, *FAST], capsys
+            )
+
+        await replay(seeded, capsys, url, "runAAAA", "shell-in-serving-pod")
+        code, out = await verify("runAAAA")
+        assert code == 0, out
+        code, out = await cli(
+            ["audit", "--run-id", "runAAAA", "--responder", url, "--format", "json"], capsys
+        )
+        incident = json.loads(out)[0]["incident_id"]
+        release = ["release", "--namespace", pod.namespace, pod.name, "--reason", "test done", "--by", "me"]
+        code, out = await cli([*release, "--config", str(config), "--incident", incident], capsys)
+        assert code == 0, out
+        await replay(seeded, capsys, url, "runBBBB", "shell-in-serving-pod")
+        code, out = await verify("runBBBB")
+    assert code == 1, out
+    assert (
+        "FAIL  shell-in-serving-pod  [quarantined]  this run's alerts for 'Shell in serving pod' folded into"
+        f" incident {incident}, opened at " in out
+    )
+    assert "by an alert of another run (same rule, pod, container and node within the dedupe window)" in out
+    assert "nothing was done for this run's alerts; the pod was released since at " in out
+    assert " by me, and an incident's repeats put nothing back; wait out the dedupe window" in out
+    assert "alert->action: -\n" in out and not re.search(r"alert->action: -\d", out)
+
+
+def test_judge_counts_a_folded_incident_only_for_what_was_done_for_this_runs_alerts() -> None:
+    scenario = SCENARIOS.by_name["shell-in-serving-pod"]
+    expectation = Expectation.of(scenario, "r1", scenario.expect)
+    rule = "Shell in serving pod"
+    # Folded into another run's incident, quarantined (at 2 ms) before this run's alert came (5 ms).
+    folded = {**_entry(rule), "outcome": "duplicate", "received_ns": 5_000_000, "incident_id": "inc-1"}
+    folded["incident"] = {**folded["incident"], "incident_id": "inc-1", "opened_ns": 1_000_000}
+    verdict = judge(expectation, [folded])
+    assert not verdict.passed and verdict.settled
+    assert verdict.reason.startswith(
+        "this run's alerts for 'Shell in serving pod' folded into incident inc-1, opened at"
+        " 1970-01-01T00:00:00.001000000Z by an alert of another run"
+    )
+    assert verdict.latency_ms is None
+    # Acted on for this run's alerts (the quarantine finished after they came): this run's.
+    later = {"action": "quarantine", "status": "quarantined", "finished_ns": 6_000_000, "actor": "responder"}
+    acted = {**folded, "incident": {**folded["incident"], "actions": [later]}}
+    verdict = judge(expectation, [acted])
+    assert verdict.passed and verdict.latency_ms == 5.0
+    # Only the responder's doing counts: not a person's quarantine by hand, nor a release.
+    by_hand = {**later, "actor": "someone"}
+    released = {"action": "release", "status": "released", "finished_ns": 4_000_000, "actor": "me"}
+    stale = {
+        **folded,
+        "incident": {**folded["incident"], "actions": [*folded["incident"]["actions"], released, by_hand]},
+    }
+    verdict = judge(expectation, [stale])
+    assert not verdict.passed
+    assert "the pod was released since at 1970-01-01T00:00:00.004000000Z by me" in verdict.reason
+    # A negative alert->action time is never a pass: the action came before the alert was made.
+    early = _entry(rule, actions=[{"action": "quarantine", "status": "quarantined", "finished_ns": 500_000}])
+    verdict = judge(expectation, [early])
+    assert not verdict.passed and verdict.settled and verdict.latency_ms == -0.5
+    assert verdict.reason.startswith("alert->action -0.5 ms: the action on incident")
+
+
+async def test_run_ids_and_scenario_names_are_matched_whole(
+    chain: ChainFactory, seeded: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run a-run1 is not run team-a-run1, and a scenario named shell is not shell-in-serving-pod: the
+    run filter used to match the marker as a substring, in the responder and so in verify."""
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    text = (SCENARIOS.directory / "shell-in-serving-pod.yaml").read_text(encoding="utf-8")
+    (custom / "shell.yaml").write_text(
+        text.replace("name: shell-in-serving-pod", "name: shell"), encoding="utf-8"
+    )
+    async with chain() as responder:
+        url = responder.http_url
+        await replay(seeded, capsys, url, "team-a-run1", "shell-in-serving-pod")
+
+        async def verify(*argv: str) -> tuple[int, str]:
+            return await cli(["verify", *argv, "--responder", url, *FAST], capsys)
+
+        code, out = await verify("shell-in-serving-pod", "--run-id", "a-run1")
+        assert code == 1
+        assert "FAIL  shell-in-serving-pod  [quarantined]  no alert for rule 'Shell in serving pod'" in out
+        code, out = await verify("shell", "--run-id", "team-a-run1", "--scenarios-dir", str(custom))
+        assert code == 1
+        assert "FAIL  shell  [quarantined]  no alert for rule 'Shell in serving pod'" in out
+        # The responder's own filter (GET /v1/audit?run_id=...) takes the marker whole too: a run,
+        # one scenario of it, or one step.
+        found = {}
+        async with ResponderClient(url) as client:
+            for needle in (
+                "a-run1",
+                "team-a-run",
+                "team-a-run1.shell",
+                "team-a-run1",
+                "team-a-run1.shell-in-serving-pod",
+                "team-a-run1.shell-in-serving-pod.2",
+                "team-a-run1.shell-in-serving-pod.20",
+            ):
+                found[needle] = len(await client.audit(run_id=needle))
+        assert found == {
+            "a-run1": 0,
+            "team-a-run": 0,
+            "team-a-run1.shell": 0,
+            "team-a-run1": 2,
+            "team-a-run1.shell-in-serving-pod": 2,
+            "team-a-run1.shell-in-serving-pod.2": 1,
+            "team-a-run1.shell-in-serving-pod.20": 0,
+        }
+        code, out = await verify("shell-in-serving-pod", "--run-id", "team-a-run1")
+    assert code == 0, out
+
+
+async def test_verify_requires_an_alert_for_every_step_that_ran(
+    chain: ChainFactory, seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each step carries its own marker (sg-run=<run id>.<scenario>.<n>); replay and simulate print
+    the steps, and verify given them fails a scenario one of whose steps has no alert (a variant the
+    rules missed), where any one alert used to pass it."""
+    altered = tmp_path / "altered"
+    shutil.copytree(SCENARIOS.directory, altered)
+    path = altered / "shell-in-serving-pod.yaml"
+    text = path.read_text(encoding="utf-8")
+    second = text.index("  - fields:\n      proc.name: bash")
+    path.write_text(text[:second] + text[text.index("expect:\n") :], encoding="utf-8")
+    async with chain() as responder:
+        url = responder.http_url
+        out = await replay(seeded, capsys, url, run_id, "shell-in-serving-pod", "benign-serving")
+        assert (
+            f"verify shell-in-serving-pod benign-serving --run-id {run_id} --steps shell-in-serving-pod=1,2 "
+            in out
+        )
+        code, out = await cli(
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "--run-id",
+                run_id,
+                "--steps",
+                "shell-in-serving-pod=1,2",
+                "--responder",
+                url,
+                *FAST,
+            ],
+            capsys,
+        )
+        assert code == 0, out
+        assert "PASS  shell-in-serving-pod  [quarantined]  quarantined, every step alerted (2)" in out
+        assert "note: without --steps" not in out
+        # A run whose second step drew no alert.
+        other = "o" + run_id[1:]
+        out = await replay(
+            seeded,
+            capsys,
+            url,
+            other,
+            "shell-in-serving-pod",
+            pod="kserve",
+            extra=("--scenarios-dir", str(altered)),
+        )
+        assert "--steps shell-in-serving-pod=1 " in out
+        verify = ["verify", "shell-in-serving-pod", "--run-id", other, "--responder", url, *FAST]
+        code, out = await cli([*verify, "--steps", "shell-in-serving-pod=1,2"], capsys)
+        assert code == 1
+        assert (
+            "FAIL  shell-in-serving-pod  [quarantined]  no alert for step(s) 2 of 2 that ran (rule 'Shell in"
+            f" serving pod', markers sg-run={other}.shell-in-serving-pod.<step>): not detected, or not yet in"
+        ) in out
+        # Without the steps, one alert of the rule is enough, and verify says so.
+        code, out = await cli(verify, capsys)
+    assert code == 0, out
+    assert "note: without --steps, one alert of its rule is enough for shell-in-serving-pod" in out
+
+
+async def test_the_controls_silence_counts_only_beside_a_positive_scenario_on_its_pod(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify benign-serving alone passed with Falco down (nothing fired, because nothing ran). The
+    control's silence now counts only when a positive scenario of the same run passed on the same
+    pod: Falco was watching it."""
+    async with chain() as responder:
+        url = responder.http_url
+        await replay(seeded, capsys, url, run_id, "shell-in-serving-pod", "benign-serving")
+
+        async def verify(*argv: str) -> tuple[int, str]:
+            return await cli(["verify", *argv, "--run-id", run_id, "--responder", url, *FAST], capsys)
+
+        code, out = await verify("benign-serving")
+        assert code == 1
+        assert (
+            "FAIL  benign-serving  [silent]  nothing fired, but silence alone proves nothing: no positive"
+            f" scenario of run {run_id} passed in this verify, so Falco may not be watching (or not running)"
+        ) in out
+        torchserve, kserve = pod_ref(seeded, "torchserve"), pod_ref(seeded, "kserve")
+        code, out = await verify("shell-in-serving-pod", "benign-serving", "--pod", kserve)
+        assert code == 1
+        assert "FAIL  shell-in-serving-pod  [quarantined]  no alert for rule 'Shell in serving pod'" in out
+        assert f"no positive scenario of run {run_id} passed on {kserve} in this verify" in out
+        code, out = await verify("shell-in-serving-pod", "benign-serving", "--pod", torchserve)
+        assert code == 0, out
+        assert (
+            "PASS  benign-serving  [silent]  nothing fired, while shell-in-serving-pod of the same run"
+            f" alerted from {torchserve}"
+        ) in out
+        code, out = await verify("shell-in-serving-pod", "benign-serving")
+    assert code == 0, out
+
+
+def test_a_control_beside_positive_scenarios_of_several_pods_needs_its_pod_named() -> None:
+    from simulators.verify import confirm_controls
+
+    shell = SCENARIOS.by_name["shell-in-serving-pod"]
+    control = SCENARIOS.by_name["benign-serving"]
+    positive = Expectation.of(shell, "r1", shell.expect)
+    here, there = _entry("Shell in serving pod"), {**_entry("Shell in serving pod", step=2), "pod": "pod-1"}
+    verdicts = [judge(positive, [here, there]), judge(Expectation.of(control, "r1", control.expect), [])]
+    assert verdicts[0].passed and verdicts[0].pods == {"ml-serving/pod-0", "ml-serving/pod-1"}
+    _, silent = confirm_controls(verdicts)
+    assert not silent.passed and silent.reason.endswith(
+        "alerted from several pods (ml-serving/pod-0, ml-serving/pod-1): name the control's with --pod"
+    )
+    named = judge(Expectation.of(control, "r1", control.expect, pod="ml-serving/pod-1"), [])
+    _, silent = confirm_controls([verdicts[0], named])
+    assert silent.passed and silent.reason.endswith("alerted from ml-serving/pod-1")

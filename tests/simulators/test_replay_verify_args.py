@@ -1,7 +1,8 @@
 """Bad values for `replay` and `verify` are refused before anything is sent, each in one line naming
-the flag: durations (finite, positive; --settle may be 0), --since, options that do not apply
-to the way `replay` delivers (--to, --grpc, --file) or to --forge, and a --rules file that does
-not define a rule the scenarios send. `verify` waits between polls no longer than --timeout leaves."""
+the flag: durations (finite, above 0; --settle too: a control silent for no time proves nothing),
+--since, --steps, options that do not apply to the way `replay` delivers (--to, --grpc, --file) or
+to --forge, and a --rules file that does not define a rule the scenarios send. `verify` waits
+between polls no longer than --timeout leaves."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ REPLAY = ["replay", "drift-exec", "--pod", "ml-serving/x", "--forge"]
         ("--timeout", "0", "more than 0"),
         ("--interval", "nan", "more than 0"),
         ("--interval", "0", "more than 0"),
-        ("--settle", "nan", "0 or more"),
-        ("--settle", "-1", "0 or more"),
+        ("--settle", "nan", "more than 0"),
+        ("--settle", "-1", "more than 0"),
+        ("--settle", "0", "more than 0"),
     ],
 )
 def test_verify_durations_must_be_finite_seconds(
@@ -52,6 +54,30 @@ def test_verify_durations_must_be_finite_seconds(
     line = usage_error([*VERIFY, f"{flag}={value}"], capsys)
     assert (
         line == f"serving-guard verify: error: argument {flag}: {value!r}: seconds must be finite and {bound}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        ("drift-exec", "use SCENARIO=N,N... with a scenario named on the command line"),
+        ("shell-in-serving-pod=1", "use SCENARIO=N,N... with a scenario named on the command line"),
+        ("drift-exec=0", "'0' is not a step of drift-exec (1 to 3)"),
+        ("drift-exec=4", "'4' is not a step of drift-exec (1 to 3)"),
+        ("drift-exec=1,x", "'x' is not a step of drift-exec (1 to 3)"),
+        ("drift-exec=", "'' is not a step of drift-exec (1 to 3)"),
+        ("benign-serving=1", "benign-serving is the control: it has no steps to find alerts for"),
+    ],
+)
+def test_verify_steps_are_steps_of_the_scenarios_named(
+    steps: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*VERIFY[:2], "benign-serving", *VERIFY[2:], "--steps", steps]
+    assert user_error(argv, capsys) == f"serving-guard: error: --steps {steps!r}: {problem}"
+    twice = [*VERIFY, "--steps", "drift-exec=1", "--steps", "drift-exec=2"]
+    assert (
+        user_error(twice, capsys)
+        == "serving-guard: error: --steps 'drift-exec=2': drift-exec given more than once"
     )
 
 

@@ -254,3 +254,130 @@ def test_the_k8s_readme_says_what_the_charts_default_policies_expect() -> None:
     readme = " ".join((root / "simulators/k8s/README.md").read_text(encoding="utf-8").split())
     listed = dict(re.findall(r"--expect ([a-z-]+)=([a-z_]+)", readme))
     assert listed == differing
+
+
+# -- run_tool runs a download tool's --version, and nothing else ------------------------------------
+
+SNEAKY = """\
+name: sneaky
+summary: runs whatever it likes despite the version-only check
+rule: Runtime download or package install in serving pod
+priority: Warning
+live:
+  - {action: run_tool, tool: sh, args: [-c, "echo PWNED > /tmp/pwned.txt", --version]}
+  - {action: run_tool, tool: python3, args: [-c, "print('fetch')", --version]}
+  - {action: run_tool, tool: pip, args: [--version, --index-url, x]}
+  - {action: run_tool, tool: curl, args: [--version]}
+alerts:
+  - fields: {proc.cmdline: "x {marker}"}
+expect: {outcome: quarantined}
+demo: {pod: triton}
+"""
+
+
+def test_run_tool_runs_only_a_download_tools_version(tmp_path: Path) -> None:
+    """The tool used to be any word and --version had only to appear among the arguments, so a
+    scenario file ran `sh -c ANYTHING --version`. Now: a download tool of the runtime-download
+    rule, and exactly [--version]; each refusal names the file, the line and the rule."""
+    (tmp_path / "sneaky.yaml").write_text(SNEAKY, encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        load_scenarios(tmp_path)
+    lines = str(refused.value).splitlines()
+    rule = "'Runtime download or package install in serving pod' (serving_guard_download_tools)"
+    assert lines[0] == "invalid scenario:"
+    assert lines[1].startswith(
+        f"  {tmp_path}/sneaky.yaml:6: live[0].tool: 'sh' is not a download tool of the rule {rule}"
+    )
+    assert lines[1].endswith("(never a shell or an interpreter)")
+    assert lines[2] == (
+        f"  {tmp_path}/sneaky.yaml:6: live[0].args: args must be exactly [--version], got"
+        " ['-c', 'echo PWNED > /tmp/pwned.txt', '--version']: a tool is only ever run with --version"
+    )
+    assert lines[3].startswith(f"  {tmp_path}/sneaky.yaml:7: live[1].tool: 'python3' is not a download tool")
+    assert lines[5].startswith(f"  {tmp_path}/sneaky.yaml:8: live[2].args: args must be exactly [--version]")
+    assert len(lines) == 6  # live[3] (curl --version) is fine; no "too short" about live either
+
+
+def test_the_tools_run_tool_may_run_are_the_packs_download_tools() -> None:
+    from responder.rulespack.expand import load_paths
+    from simulators.scenario import DOWNLOAD_TOOLS
+
+    listed = load_paths([str(default_pack())]).list_items["serving_guard_download_tools"]
+    assert set(DOWNLOAD_TOOLS) <= set(listed)
+    shells_and_interpreters = {
+        "sh",
+        "bash",
+        "dash",
+        "busybox",
+        "python",
+        "python3",
+        "perl",
+        "node",
+        "env",
+        "xargs",
+    }
+    assert not shells_and_interpreters & set(DOWNLOAD_TOOLS)
+
+
+def test_a_bad_item_is_not_also_reported_as_a_list_too_short(tmp_path: Path) -> None:
+    (tmp_path / "badtmpl.yaml").write_text(
+        "name: badtmpl\nsummary: a summary here\nrule: null\nlive:\n"
+        '  - {action: read_file, path: "{rundir}/{oops}/x"}\nexpect: {outcome: silent, slack: false}\n'
+        "demo: {pod: triton}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError) as refused:
+        load_scenarios(tmp_path)
+    assert str(refused.value) == (
+        "invalid scenario:\n"
+        f"  {tmp_path}/badtmpl.yaml:5: live[0].path: unknown template {{oops}} (known: marker, run_id,"
+        " rundir, home, model_dir)"
+    )
+    # An empty list is still too short.
+    (tmp_path / "badtmpl.yaml").write_text(
+        "name: badtmpl\nsummary: a summary here\nrule: null\nlive: []\n"
+        "expect: {outcome: silent, slack: false}\ndemo: {pod: triton}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError, match=r"badtmpl.yaml:4: live: Tuple should have at least 1 item"):
+        load_scenarios(tmp_path)
+
+
+# -- every step can be told apart: its marker is in a field its rule outputs ---------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"benign-serving"}))
+def test_every_step_carries_its_marker_in_a_field_the_rule_outputs(name: str) -> None:
+    """simulate tags each step's processes with sg-run=<run id>.<scenario>.<n> (their command line,
+    or their parent's); replay puts it where the scenario file says {marker}. Either way it must be
+    in a field the rule prints, or verify cannot find the step's alert."""
+    from simulators.alerts import field_refs, scenario_alerts
+    from simulators.identity import forged_identity
+
+    scenario = SCENARIOS.by_name[name]
+    specs = load_rule_specs(default_pack())
+    assert scenario.rule is not None
+    printed = set(field_refs(specs[scenario.rule].output))
+    firing = [action for action in scenario.live if action.fires]
+    assert firing
+    for action in firing:
+        assert action.marker_fields() & printed, (name, action)
+    alerts = scenario_alerts(scenario, forged_identity("ml-serving", "p-0"), "run1234", specs)
+    assert [item.step for item in alerts] == list(range(1, len(scenario.alerts) + 1))
+    for item in alerts:
+        assert item.carries_step, (name, item.step)
+        assert item.marker == f"sg-run=run1234.{name}.{item.step}"
+
+
+def test_an_alert_must_carry_marker_on_its_own(tmp_path: Path) -> None:
+    directory = _broken(
+        tmp_path,
+        "credential-read",
+        '      proc.pcmdline: "python3 -m simulators.child run cat {home}/.aws/credentials {marker}"\n',
+        '      proc.pcmdline: "python3 -m simulators.child run cat {home}/.aws/credentials"\n',
+    )
+    with pytest.raises(
+        UserError,
+        match=r"credential-read.yaml:\d+: alerts\[0\].fields: every alert carries \{marker\} on its own",
+    ):
+        load_scenarios(directory)
