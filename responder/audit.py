@@ -528,7 +528,8 @@ def _entry(
         "namespace": row["namespace"],
         "pod": row["pod"],
         "state": row["state"],
-        "outcome": row["outcome"] or "pending",
+        # Not final yet: "deferred" (taken while the pipeline was full, waiting for room) or "pending".
+        "outcome": row["outcome"] or ("deferred" if row["state"] == "deferred" else "pending"),
         "incident_id": incident_id,
         "alert": alert_json,
     }

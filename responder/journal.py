@@ -655,25 +655,45 @@ class Journal:
                 )
         return pending
 
-    def deferred_alerts(self, after_seq: int, limit: int) -> list[PendingAlert]:
-        """The oldest ``limit`` deferred alerts journaled after row ``after_seq`` (op_append_deferred)."""
+    def deferred_rows(self, after_seq: int, limit: int) -> list[tuple[int, int]]:
+        """The oldest ``limit`` deferred alerts journaled after row ``after_seq`` (op_append_deferred),
+        as (row, bytes of its body): each is read whole only once it holds a slot (deferred_alert)."""
         with self.reader() as conn:
-            rows = conn.execute(
-                "SELECT seq, alert_id, input, received_ns, payload FROM alerts INDEXED BY alerts_deferred"
-                " WHERE state = 'deferred' AND seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        deferred = []
-        for row in rows:
-            try:
-                alert = decode_journaled(row["payload"], row["alert_id"])
-            except (AlertError, ValueError, zlib.error) as exc:
-                log.error(
-                    "journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)}
+            return [
+                (int(seq), int(size))
+                for seq, size in conn.execute(
+                    "SELECT seq, length(payload) FROM alerts INDEXED BY alerts_deferred"
+                    " WHERE state = 'deferred' AND seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
                 )
-                continue
-            deferred.append(PendingAlert(alert, row["input"], row["received_ns"], row["seq"]))
-        return deferred
+            ]
+
+    def deferred_alert(self, seq: int) -> PendingAlert | None:
+        """Deferred alert row ``seq``; None when it is no longer deferred, or cannot be read (logged:
+        it stays deferred, as an unreadable pending alert stays pending, for a person to look at)."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT seq, alert_id, input, received_ns, payload FROM alerts"
+                " WHERE seq = ? AND state = 'deferred'",
+                (seq,),
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            alert = decode_journaled(row["payload"], row["alert_id"])
+        except (AlertError, ValueError, zlib.error) as exc:
+            log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
+            return None
+        return PendingAlert(alert, row["input"], row["received_ns"], row["seq"])
+
+    def deferred_backlog(self) -> tuple[int, int | None]:
+        """How many alerts are deferred, and when the oldest of them was received (None: none)."""
+        with self.reader() as conn:
+            count, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(received_ns) FROM alerts INDEXED BY alerts_deferred"
+                " WHERE state = 'deferred'"
+            ).fetchone()
+        return int(count), None if oldest is None else int(oldest)
 
     def pending_count(self) -> int:
         """Alerts not at a final outcome yet: in flight, resumed, or deferred."""

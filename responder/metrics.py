@@ -85,6 +85,16 @@ class Metrics:
         self.notifications = Counter(
             "serving_guard_notifications", "Notification delivery results", ["kind", "result"], registry=r
         )
+        self.journal_deferred = Gauge(
+            "serving_guard_journal_deferred",
+            "Alerts journaled while the pipeline was full, not taken up yet (part of journal_pending)",
+            registry=r,
+        )
+        self.journal_deferred_age = Gauge(
+            "serving_guard_journal_deferred_oldest_seconds",
+            "How long the oldest deferred alert has waited (0: none): a backlog that does not move grows it",
+            registry=r,
+        )
         self.journal_pending = Gauge(
             "serving_guard_journal_pending", "Accepted alerts without a final outcome", registry=r
         )

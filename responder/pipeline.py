@@ -215,6 +215,10 @@ class Pipeline:
             if wait_seconds is None:
                 await self._slots.take(weight)
             else:
+                # A repeat of an open incident needs no room: it does not wait for it either.
+                folded = self._fold_without_slot(alert, source, raw, weight)
+                if folded is not None:
+                    return await folded
                 try:
                     await asyncio.wait_for(self._slots.take(weight), timeout=wait_seconds)
                 except TimeoutError:
@@ -223,26 +227,38 @@ class Pipeline:
         self._take(alert, source, raw, lambda result: _settle(answer, result), weight)
         return await answer
 
+    def _fold_without_slot(
+        self, alert: Alert, source: InputName, raw: bytes | None, weight: int
+    ) -> asyncio.Future[Accepted] | None:
+        """A repeat of an open incident, written final at once as on the storm path, without a slot:
+        it holds nothing after its write. None: not such a repeat (nothing was done)."""
+        received_ns = self._clock_ns()
+        repeat = self.incidents.open_repeat(alert, received_ns)
+        if repeat is None:
+            return None
+        self._journal.account_alert(weight)
+        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._journal.schedule_call(
+            Journal.op_append_duplicate(
+                alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
+            ),
+            lambda new, error: self._repeat_written(
+                new, error, repeat, alert, source, lambda result: _settle(answer, result), None
+            ),
+        )
+        return answer
+
     async def _defer(self, alert: Alert, source: InputName, raw: bytes | None, weight: int) -> Accepted:
         """No room came in time: journal the alert, to be processed once there is (run_deferred),
         rather than refuse it (Falco's http_output and Falcosidekick drop a refused alert: no retry).
         Its memory goes with the answer; the journal's size bounds how many wait. A repeat of an
-        open incident needs no room: it is written final at once, as on the storm path."""
+        incident opened meanwhile is folded at once."""
         self._check_journal_room(source)
+        folded = self._fold_without_slot(alert, source, raw, weight)
+        if folded is not None:
+            return await folded
         received_ns = self._clock_ns()
         self._journal.account_alert(weight)
-        repeat = self.incidents.open_repeat(alert, received_ns)
-        if repeat is not None:
-            answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-            self._journal.schedule_call(
-                Journal.op_append_duplicate(
-                    alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
-                ),
-                lambda new, error: self._repeat_written(
-                    new, error, repeat, alert, source, lambda result: _settle(answer, result), None
-                ),
-            )
-            return await answer
         new = await self._journal.run(Journal.op_append_deferred(alert, source.value, received_ns, raw))
         if not new:
             self._metrics.redelivered.labels(source.value).inc()
@@ -255,38 +271,50 @@ class Pipeline:
     async def run_deferred(self) -> None:
         """Process the deferred alerts (see _defer), oldest first, each as room frees, as if it had
         just come: it takes a slot and is journaled pending before it is dispatched (a crash then
-        resumes it as any pending alert). Those an earlier run left are taken up at start."""
+        resumes it as any pending alert). Those an earlier run left are taken up at start. An error
+        is logged and the backlog read again later: this never stops while the responder runs."""
         after = 0  # the last deferred row taken up
         self._deferred_waiting.set()
         while True:
             await self._deferred_waiting.wait()
             self._deferred_waiting.clear()
-            after = await self._take_up_deferred(after)
+            try:
+                after = await self._take_up_deferred(after)
+            except Exception:
+                # A row taken up already is not taken up again (Undefer is conditional).
+                log.exception("taking up deferred alerts failed; trying again")
+                self._take_up_later()
+
+    def _take_up_later(self) -> None:
+        asyncio.get_running_loop().call_later(REDECIDE_AFTER_SECONDS, self._deferred_waiting.set)
 
     async def _take_up_deferred(self, after: int) -> int:
-        """Take up the deferred alerts journaled after row ``after``; returns the last one taken up."""
-        while batch := await asyncio.to_thread(self._journal.deferred_alerts, after, DEFERRED_BATCH):
-            for item in batch:
-                if not await self._take_up(item):  # the journal refused: again in a while
-                    asyncio.get_running_loop().call_later(REDECIDE_AFTER_SECONDS, self._deferred_waiting.set)
+        """Take up the deferred alerts journaled after row ``after``; returns the last row read."""
+        while rows := await asyncio.to_thread(self._journal.deferred_rows, after, DEFERRED_BATCH):
+            for seq, size in rows:
+                if not await self._take_up(seq, size):  # the journal refused: again in a while
+                    self._take_up_later()
                     return after
-                after = item.seq
+                after = seq
         return after
 
-    async def _take_up(self, item: PendingAlert) -> bool:
-        """Dispatch one deferred alert once it holds a slot; False: the journal refused to mark it."""
-        weight = _weight(item.alert, None)
+    async def _take_up(self, seq: int, size: int) -> bool:
+        """Dispatch deferred row ``seq`` (a body of ``size`` bytes) once it holds a slot: read whole
+        only then, so that what waits for room is a row number. False: the journal refused to mark
+        it taken up."""
+        weight = size
         await self._slots.take(weight)
         try:
-            taken = await self._journal.run(Journal.op_undefer(item.seq))
+            item = await asyncio.to_thread(self._journal.deferred_alert, seq)
+            taken = item is not None and await self._journal.run(Journal.op_undefer(seq))
         except Exception as exc:
             self._slots.release(weight)
             log.warning(
                 "a deferred alert could not be taken up; tried again later",
-                extra={"alert_id": item.alert.alert_id, "error": f"{type(exc).__name__}: {exc}"},
+                extra={"seq": seq, "error": f"{type(exc).__name__}: {exc}"},
             )
             return False
-        if not taken:  # no longer deferred: taken up already
+        if item is None or not taken:  # unreadable (logged), or no longer deferred: taken up already
             self._slots.release(weight)
             return True
         try:
@@ -708,6 +736,7 @@ class Pipeline:
                         )
                         counted = outcome.newly_blocked
                     except ReleasedMeanwhile as released_meanwhile:
+                        state.blocking.pop(address, None)  # not taken on: a person released the pod
                         self._found_released(state, released_meanwhile.record)
                         return
                     finally:

@@ -106,6 +106,7 @@ class Responder:
         self._stop = asyncio.Event()
         self.grpc_input: Any | None = None
         self._grpc_task: asyncio.Task[None] | None = None
+        self._deferred_task: asyncio.Task[None] | None = None
         self.certificates: CertificateReloader | None = None
 
     @property
@@ -148,7 +149,8 @@ class Responder:
             self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
             self._tasks.append(asyncio.create_task(self._check_slack(), name="slack-check"))
         await self.pipeline.recover()
-        self._tasks.append(asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts"))
+        self._deferred_task = asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts")
+        self._tasks.append(self._deferred_task)
         await self._maintain_once()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         if self.config.server.metrics_listen:
@@ -296,6 +298,10 @@ class Responder:
         failure = self.journal.failure
         if failure is not None:
             return web.json_response({"status": "failing", "journal": failure}, status=503)
+        task = self._deferred_task
+        if task is not None and task.done() and not self._stop.is_set():
+            # It logs and goes on after any error; ended, alerts deferred from now on would wait for good.
+            return web.json_response({"status": "failing", "deferred_alerts": "not taken up"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -367,6 +373,9 @@ class Responder:
         self.metrics.journal_bytes.set(self.journal.check_size())
         if self.pipeline is not None:
             self.metrics.journal_pending.set(self.journal.pending_count())
+            deferred, oldest_ns = self.journal.deferred_backlog()
+            self.metrics.journal_deferred.set(deferred)
+            self.metrics.journal_deferred_age.set(0 if oldest_ns is None else max(0, now - oldest_ns) / 1e9)
             self.pipeline.incidents.expire(now)
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
             self.metrics.block_breaker_open.set(1 if self.pipeline.block_breaker_open() else 0)

@@ -407,9 +407,15 @@ def judge(expectation: Expectation, entries: Sequence[Entry]) -> Verdict:
             if not of_rule:
                 instead = f"; fired instead: {', '.join(also)}" if also else ""
                 raise _Miss(f"no alert for rule {rule!r} with this run's marker{instead}", settled=False)
-            in_flight = any(e.get("outcome") in (None, "pending") for e in of_rule)
+            in_flight = [e for e in of_rule if e.get("outcome") in (None, "pending", "deferred")]
             if in_flight:
-                raise _Miss(f"alert for {rule!r} received, not decided yet", settled=False)
+                waiting = any(e.get("outcome") == "deferred" for e in in_flight)
+                why = (
+                    "deferred: the responder's pipeline was full, it waits for room"
+                    if waiting
+                    else "not decided yet"
+                )
+                raise _Miss(f"alert for {rule!r} received, {why}", settled=False)
             entry, incident = _run_incident(rule, of_rule)
             if not incident or not _complete(incident):
                 raise _Miss(f"alert for {rule!r} received, not decided yet", settled=False)

@@ -41,7 +41,13 @@ from responder.actions.outcome import (
     UnknownStatus,
     failure_outcome,
 )
-from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
+from responder.actions.pod_patch import (
+    CONFLICT_RETRIES,
+    KeptChanging,
+    PodReplaced,
+    ReleasedMeanwhile,
+    patch_as_read,
+)
 from responder.actions.pod_records import CLEAR_RELEASE_RECORD
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
@@ -358,6 +364,17 @@ class DestinationBlocks:
             )
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)
+        except ReleasedMeanwhile:
+            # The release emptied the block policy before this block wrote its address there: empty
+            # it again, or a later block of the pod would bring the released address back.
+            try:
+                self.clear(pod.namespace, pod.uid)
+            except KubeError as exc:
+                log.warning(
+                    "a block that gave way to a release could not take its address out again",
+                    extra={"pod": f"{pod.namespace}/{pod.name}", "policy": name, "error": str(exc)},
+                )
+            raise
         except KeptChanging as exc:
             # Without the address: a failed block is tried again (see Pipeline._maybe_block_more).
             counted = {NEWLY_BLOCKED: True} if NEWLY_BLOCKED in extra else None

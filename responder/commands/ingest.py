@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import stat
 import sys
@@ -160,7 +161,13 @@ def _open_source(source: str, name: str) -> BinaryIO:
         stdin: TextIO | None = sys.stdin
         if stdin is None:
             raise UserError("ingest: stdin is closed")
-        return stdin.buffer
+        try:
+            # A reader of its own over fd 0: a read still waiting on the reading thread when the
+            # command ends holds this object's lock, not sys.stdin's, which the interpreter takes as
+            # it exits (a daemon thread holding that one aborts the process).
+            return os.fdopen(os.dup(stdin.fileno()), "rb")
+        except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor: a stdin replaced in-process
+            return stdin.buffer
     try:
         return open(source, "rb")
     except OSError as exc:

@@ -169,14 +169,16 @@ class Authenticator:
     def __init__(self, config: HttpInput, token: TokenSource | None) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
         names = config.tls.allowed_client_names if config.tls is not None else None
-        self._allowed_names = frozenset(names) if names is not None else None
+        self._allowed_names = frozenset(map(_dns_form, names)) if names is not None else None
         self._token = token
         self._open = config.allow_unauthenticated
 
     def check(self, request: Request) -> AuthResult:
         unnamed: AuthResult | None = None  # a certificate that verified, of no allowed name
         if self._mtls and request.peer_verified:
-            if self._allowed_names is None or not self._allowed_names.isdisjoint(request.peer_names):
+            if self._allowed_names is None or not self._allowed_names.isdisjoint(
+                map(_dns_form, request.peer_names)
+            ):
                 return AUTHENTICATED
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
         if self._token is not None and request.headers.get("authorization"):
@@ -190,6 +192,12 @@ class Authenticator:
         if self._token is not None:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
+
+
+def _dns_form(name: str) -> str:
+    """A name as DNS compares it: case aside, and without the root's trailing dot. (A wildcard
+    certificate's "*.example" is compared as written: it names no sender.)"""
+    return name.lower().removesuffix(".")
 
 
 def _not_allowed(names: tuple[str, ...]) -> str:

@@ -334,6 +334,9 @@ def test_a_follow_up_block_gives_way_to_a_release_made_since_the_pod_was_read(
     assert stored is not None
     assert BLOCK_LABEL not in stored["metadata"].get("labels", {})
     assert stored["metadata"]["annotations"]["serving-guard.io/released-by"] == "carol"
+    # The address it wrote before it found the release is taken out again, as the release left it.
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None and destination.blocked_by(policy["spec"]) == set()
     # Without it, the same stale read blocks: the patch works from the pod as it is now.
     again = harness.actions.block_destination(
         read_before_the_release, egress_alert(vllm, "198.51.100.9"), dry_run=False

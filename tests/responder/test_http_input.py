@@ -175,7 +175,7 @@ async def test_allowed_client_names_keep_out_other_certificates_of_the_same_ca(
         "cert_file": pki.server.cert_file,
         "key_file": pki.server.key_file,
         "client_ca_file": pki.ca_file,
-        "allowed_client_names": ["falco", "falcosidekick"],
+        "allowed_client_names": ["Falco.", "falcosidekick"],  # compared as DNS does: case and root dot aside
     }
     responder = await start(tmp_path, seeded[2], {"tls": tls, "token": {"file": str(os_token)}})
     try:

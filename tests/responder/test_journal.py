@@ -684,3 +684,22 @@ def test_a_workload_threads_replies_count_blocks_and_a_block_kept_out_is_no_bloc
         assert journal.thread_replies("C1", "1.000100") == ["blocked", THREAD_KEPT_OUT, "quarantined", None]
     finally:
         journal.close()
+
+
+def test_audit_tells_a_deferred_alert_from_a_pending_one(tmp_path: Path) -> None:
+    from responder.audit import AuditQuery, load_trail
+
+    journal = open_journal(tmp_path)
+    try:
+        journal.run_sync(Journal.op_append_alert(alert(1), "http", 10))
+        journal.run_sync(Journal.op_append_deferred(alert(2), "http", 11))
+        with journal.reader() as conn:
+            trail = load_trail(conn, AuditQuery())
+        assert [(e["state"], e["outcome"]) for e in trail] == [
+            ("pending", "pending"),
+            ("deferred", "deferred"),
+        ]
+        assert journal.deferred_backlog() == (1, 11)
+        assert journal.pending_count() == 2
+    finally:
+        journal.close()

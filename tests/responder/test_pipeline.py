@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,80 @@ async def test_deferred_alerts_left_by_a_stopped_responder_are_processed_at_star
             ("opened", 3)
         ]
     finally:
+        await responder.stop()
+
+
+async def test_the_deferred_alerts_are_taken_up_after_a_failed_read_and_past_unreadable_rows(
+    tmp_path: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What takes up deferred alerts never stops while the responder runs: a journal read that
+    fails is logged and tried again; a batch of rows it cannot read (a later version's parser may
+    refuse an older body) does not hold back the rows after it."""
+    from responder import pipeline as pipeline_module
+    from responder.journal import Journal
+
+    monkeypatch.setattr(pipeline_module, "REDECIDE_AFTER_SECONDS", 0.05)
+    _, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig)
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        deferred_rows = responder.journal.deferred_rows
+        failures = iter([sqlite3.OperationalError("disk I/O error")])
+
+        def failing_once(after: int, limit: int) -> list[tuple[int, int]]:
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return deferred_rows(after, limit)
+
+        monkeypatch.setattr(responder.journal, "deferred_rows", failing_once)
+        unreadable = pipeline_module.DEFERRED_BATCH + 1
+        for i in range(unreadable + 1):
+            alert = shell(pods["vllm"], n=i, rule=f"Rule {i}")
+            await responder.journal.run(Journal.op_append_deferred(alert, "http", 1))
+        with closing(sqlite3.connect(config.journal.path, timeout=30)) as conn, conn:
+            conn.execute("UPDATE alerts SET payload = X'00' WHERE seq <= ?", (unreadable,))
+        assert responder.pipeline is not None
+        responder.pipeline._deferred_waiting.set()  # as _defer does
+        deadline = time.monotonic() + 30  # a bound on a hang, not a timing assertion
+        while rows(config, "SELECT COUNT(*) FROM alerts WHERE state = 'done'")[0][0] < 1:
+            assert time.monotonic() < deadline, "the readable row after the unreadable ones waits"
+            await asyncio.sleep(0.05)
+        assert [tuple(r) for r in rows(config, "SELECT state, COUNT(*) FROM alerts GROUP BY state")] == [
+            ("deferred", unreadable),
+            ("done", 1),
+        ]
+        assert responder._deferred_task is not None and not responder._deferred_task.done()
+    finally:
+        await responder.stop()
+
+
+async def test_a_repeat_does_not_wait_for_room_in_a_full_pipeline(tmp_path: Path, seeded: Seeded) -> None:
+    """A repeat of an open incident is written final at once, without a slot: with the pipeline full
+    it is neither deferred nor made to wait out the admission time (one Falco sends one alert at a
+    time: each such wait would hold back every alert behind it)."""
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"journal": {"max_pending": 10}})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        pipeline = responder.pipeline
+        assert pipeline is not None
+        await pipeline.submit(shell(pods["vllm"], n=0, rule="Rule 0"), InputName.HTTP)
+        assert await pipeline.drain(timeout=30)
+        running.emulator.latency_seconds = 0.5  # the next ten hold every slot
+        for i in range(1, 11):
+            await pipeline.submit(shell(pods["triton"], n=i, rule=f"Rule {i}"), InputName.HTTP)
+        repeat = pipeline.submit(shell(pods["vllm"], n=99, rule="Rule 0"), InputName.HTTP, wait_seconds=60)
+        answer = await asyncio.wait_for(repeat, timeout=20)  # a bound on a hang: it waited 60 s before
+        assert answer.new and not answer.deferred
+        assert (
+            rows(config, "SELECT outcome FROM alerts WHERE alert_id = ?", answer.alert_id)[0][0]
+            == "duplicate"
+        )
+    finally:
+        running.emulator.latency_seconds = 0
         await responder.stop()
 
 
