@@ -39,7 +39,7 @@ from responder.actions.outcome import (
     release_note,
 )
 from responder.actions.pod_patch import ReleasedMeanwhile
-from responder.actions.pod_records import RELEASED_AT, ReleaseRecord, release_record
+from responder.actions.pod_records import CLOCK_SKEW_NS, RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
@@ -89,8 +89,6 @@ DEFERRED_BATCH = 64
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
-# How far the clock of the machine `serving-guard release` ran on may be behind the responder's.
-CLOCK_SKEW_NS = 120 * 10**9
 # What a parsed alert holds beyond its bytes as text (objects, dict, strings' headers): measured
 # with tracemalloc at ~1.9 KB for Falco's shell alert of 1 KB, 7.8 KB and 28.9 KB alike.
 ALERT_OVERHEAD_BYTES = 2048

@@ -12,7 +12,8 @@ import fnmatch
 from dataclasses import dataclass
 
 from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
-from responder.alert import Alert, Priority
+from responder.actions.pod_records import CLOCK_SKEW_NS, release_record
+from responder.alert import Alert, Priority, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, Policy
@@ -185,6 +186,20 @@ def decide(
             label = guardrails.enforce_namespace_label
             if pod.namespace_labels.get(label) != "true":
                 withhold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
+
+    # A person released the pod after this alert's event (an alert taken up late: deferred while
+    # the pipeline was full, a slow API, a replayed file): their judgement is newer than the alert.
+    released = (
+        release_record(pod, since_ns=alert.time_ns + CLOCK_SKEW_NS)
+        if wants_isolation and pod is not None
+        else None
+    )
+    if released is not None:
+        withhold(
+            f"the pod was released by {released.by} at {released.at}, after this alert's event"
+            f" ({format_time_ns(alert.time_ns)}): not isolated again on it; quarantine it by hand if it"
+            " should be"
+        )
 
     breaker_open = False
     # The breaker counts pods newly isolated: re-asserting an existing quarantine costs no slot.

@@ -23,6 +23,9 @@ A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
 QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
 RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON)
+# How far apart the clocks of the machines that write and compare these times may be (the one
+# `serving-guard release` ran on, Falco's nodes, the responder's).
+CLOCK_SKEW_NS = 120 * 10**9
 # A release outcome's extra: the pod's released-at it wrote, or found (one release, told once).
 RELEASED_AT = "released_at"
 # Merged into the annotations of every quarantine and block patch: the pod's release record is then

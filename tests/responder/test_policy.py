@@ -159,6 +159,34 @@ def test_protected_namespace_is_never_quarantined() -> None:
     assert "protected" in decision.withheld[0]
 
 
+@pytest.mark.parametrize(
+    ("released_at", "withheld"),
+    [
+        ("2026-01-01T00:10:00Z", True),  # released ten minutes after the alert's event
+        ("2026-01-01T00:01:00Z", False),  # within the clocks' skew: the alert may be the newer
+        ("2025-12-31T23:50:00Z", False),  # released before it: a new attack
+    ],
+)
+def test_an_alert_older_than_a_persons_release_of_the_pod_does_not_isolate_it_again(
+    released_at: str, withheld: bool
+) -> None:
+    """An alert taken up late (deferred while the pipeline was full, a slow API, a replayed file)
+    whose event came before a person released the pod: their judgement is the newer one."""
+    pod = dataclasses.replace(
+        make_pod(),
+        annotations={"serving-guard.io/released-at": released_at, "serving-guard.io/released-by": "bob"},
+    )
+    decision = decide(make_alert(), pod, VERIFIED, GuardrailState(), make_config())
+    assert (Q not in decision.actions) is withheld
+    if withheld:
+        assert decision.withheld == (
+            f"the pod was released by bob at {released_at}, after this alert's event"
+            " (2026-01-01T00:00:00.000000001Z): not isolated again on it; quarantine it by hand if it"
+            " should be",
+        )
+        assert decision.notify
+
+
 def test_namespace_must_opt_in_unless_the_label_is_disabled() -> None:
     pod = make_pod(opted_in=False)
     decision = decide(make_alert(), pod, VERIFIED, GuardrailState(), make_config())
