@@ -153,25 +153,43 @@ def decode_common_alert(body: bytes) -> Alert | None:
 # -- the strict path -----------------------------------------------------------------------------
 
 
-class _DuplicateKey(dict[str, Any]):
-    """Stands, while decoding, for an object that repeats a key: the objects around it add their
-    keys to ``path``, so the refusal names the field in full (``output_fields.k8s.ns.name``). An
-    (empty) object to every other check, e.g. inside a list, where objects are refused anyway."""
+class _Refused(dict[str, Any]):
+    """Stands, while decoding, for an object that holds what the alert is refused for (a repeated
+    key, a number of too many digits): the objects around it add their keys to ``path``, so the
+    refusal names the field in full (``output_fields.k8s.ns.name``). An (empty) object to every
+    other check, e.g. inside a list, where objects are refused anyway."""
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "reason")
 
-    def __init__(self, path: tuple[str, ...]) -> None:
+    def __init__(self, path: tuple[str, ...], reason: str) -> None:
         super().__init__()
         self.path = path
+        self.reason = reason
 
 
-def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any] | _DuplicateKey:
+class _TooManyDigits:
+    """Stands, while decoding, for an integer past MAX_INTEGER_DIGITS: its object names its key."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, digits: int) -> None:
+        self.reason = f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
+
+
+def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any] | _Refused:
     result: dict[str, Any] = {}
     for key, value in pairs:
-        if type(value) is _DuplicateKey:
-            return _DuplicateKey((key, *value.path))
+        kind = type(value)
+        if kind is _Refused:
+            return _Refused((key, *value.path), value.reason)
+        if kind is _TooManyDigits:
+            return _Refused((key,), value.reason)
+        if kind is list:
+            for index, item in enumerate(value):
+                if type(item) is _TooManyDigits:
+                    return _Refused((f"{key}[{index}]",), item.reason)
         if key in result:
-            return _DuplicateKey((key,))
+            return _Refused((key,), "duplicate key")
         result[key] = value
     return result
 
@@ -181,10 +199,10 @@ def _reject_duplicate_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any] |
 MAX_INTEGER_DIGITS = 1000
 
 
-def _bounded_int(text: str) -> int:
+def _bounded_int(text: str) -> int | _TooManyDigits:
     digits = len(text) - text.startswith("-")
     if digits > MAX_INTEGER_DIGITS:
-        raise AlertError(WHOLE_PAYLOAD, f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
+        return _TooManyDigits(digits)  # refused by the object that holds it, naming its key
     return int(text)
 
 
@@ -210,8 +228,10 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
         ) from None
     except RecursionError:
         raise AlertError(WHOLE_PAYLOAD, "JSON nested too deeply") from None
-    if type(payload) is _DuplicateKey:
-        raise AlertError(".".join(payload.path), "duplicate key")
+    if type(payload) is _Refused:
+        raise AlertError(".".join(payload.path), payload.reason)
+    if type(payload) is _TooManyDigits:
+        raise AlertError(WHOLE_PAYLOAD, payload.reason)
     return alert_from_mapping(payload)
 
 

@@ -348,7 +348,22 @@ def test_an_integer_past_the_digit_bound_is_refused_not_a_crash(digits: int) -> 
     for sign in ("", "-"):
         with pytest.raises(AlertError) as caught:
             parse_falco_json(_with_number(sign + "1" * digits))
-        assert str(caught.value) == f"a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
+        assert caught.value.field == "output_fields.evt.num"  # the field named, not the body
+        assert str(caught.value) == (
+            f"field 'output_fields.evt.num': a whole number of {digits} digits (at most {MAX_INTEGER_DIGITS})"
+        )
+
+
+def test_a_too_long_integer_in_a_list_or_at_the_top_is_named_too() -> None:
+    in_list = json.dumps(dict(FALCO_ALERT, output_fields={"fd.ports": [1, 2]})).replace(
+        "[1, 2]", "[1, " + "2" * 1001 + "]"
+    )
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(in_list.encode())
+    assert caught.value.field == "output_fields.fd.ports[1]"
+    with pytest.raises(AlertError) as caught:
+        parse_falco_json(b"1" * 1001)
+    assert str(caught.value) == f"a whole number of 1001 digits (at most {MAX_INTEGER_DIGITS})"
 
 
 def test_an_escaped_backslash_before_ud_is_only_declined_not_refused() -> None:

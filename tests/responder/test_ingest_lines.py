@@ -231,7 +231,7 @@ def test_ingest_reports_an_integer_python_will_not_convert_and_goes_on(
     )
     assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"{source}:2: a whole number of 4301 digits (at most 1000)",
+        f"{source}:2: field 'output_fields.evt.num': a whole number of 4301 digits (at most 1000)",
         f"{source}: 2 accepted, 0 already in the journal, 1 rejected",
         f"{source}: actions quarantine: 2 quarantined (serving-guard audit tells each)",
     ]
