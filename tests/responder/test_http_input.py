@@ -243,7 +243,7 @@ async def open_input(tmp_path: Path, seeded: Seeded) -> AsyncIterator[Responder]
         # Past the digit bound (1,000; Python's int() stops at 4,300 with a ValueError that was a 500).
         (
             b'{"rule": "r", "priority": "Notice", "time": "2026-01-01T00:00:00Z", "n": ' + b"1" * 1001 + b"}",
-            "body",
+            "n",  # the field that holds it
         ),
     ],
 )
