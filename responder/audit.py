@@ -448,22 +448,30 @@ def _ms(start: int | None, end: int | None) -> float | None:
     return round((end - start) / 1e6, 3)
 
 
-# What a simulator run's marker is made of (simulators/scenario.py): sg-run=<run id>.<scenario>.<step>,
-# where a run id and a scenario name hold letters, digits, '_' and '-', and never a '.'.
-_MARKER_PREFIX = "sg-run="
-_ID_CHARS = "A-Za-z0-9_-"
+# What a simulator run's marker is made of (simulators/scenario.py uses these):
+# sg-run=<run id>.<scenario>.<step>, where a run id and a scenario name hold letters, digits, '_'
+# and '-', and never a '.'.
+RUN_MARKER_PREFIX = "sg-run="
+RUN_ID_CHARS = "A-Za-z0-9_-"
+
+
+def run_marker_pattern(needle: str) -> re.Pattern[str]:
+    """Where the marker ``sg-run=<needle>`` (``<id>``, ``<id>.<scenario>`` or
+    ``<id>.<scenario>.<step>``) stands as a whole: not after a character that could be part of it,
+    nor before one that could continue a run id or a scenario name (a '.' may follow: the scenario,
+    or the step). So run a-run1 is not team-a-run1, and a scenario shell is not
+    shell-in-serving-pod."""
+    body = re.escape(RUN_MARKER_PREFIX + needle)
+    return re.compile(f"(?<![{RUN_ID_CHARS}]){body}(?![{RUN_ID_CHARS}])")
 
 
 @functools.lru_cache(maxsize=64)
 def _run_filter(needle: str) -> re.Pattern[str]:
-    """A run id (``<id>``, ``<id>.<scenario>`` or ``<id>.<scenario>.<step>``) is found only as the
-    whole marker ``sg-run=<needle>``: not after a character that could be part of it, nor before one
-    that could continue a run id or a scenario name (a '.' may follow: the scenario, or the step).
-    So run a-run1 is not team-a-run1, and a scenario shell is not shell-in-serving-pod. A value that
-    starts with sg-run= itself is looked for as written (a text search: a prefix of many runs)."""
-    if needle.startswith(_MARKER_PREFIX):
+    """The audit trail's run_id filter: the whole marker (run_marker_pattern); a value that starts
+    with sg-run= itself is looked for as written (a text search: a prefix of many runs)."""
+    if needle.startswith(RUN_MARKER_PREFIX):
         return re.compile(re.escape(needle))
-    return re.compile(f"(?<![{_ID_CHARS}]){re.escape(_MARKER_PREFIX + needle)}(?![{_ID_CHARS}])")
+    return run_marker_pattern(needle)
 
 
 def _mentions(alert_json: dict[str, Any], needle: str) -> bool:

@@ -638,22 +638,7 @@ class Journal:
                 "SELECT seq, alert_id, input, received_ns, payload FROM alerts"
                 " WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
-        pending = []
-        for row in rows:
-            try:
-                pending.append(
-                    PendingAlert(
-                        decode_journaled(row["payload"], row["alert_id"]),
-                        row["input"],
-                        row["received_ns"],
-                        row["seq"],
-                    )
-                )
-            except (AlertError, ValueError, zlib.error) as exc:
-                log.error(
-                    "journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)}
-                )
-        return pending
+        return [pending for row in rows if (pending := _pending_alert(row)) is not None]
 
     def deferred_rows(self, after_seq: int, limit: int) -> list[tuple[int, int]]:
         """The oldest ``limit`` deferred alerts journaled after row ``after_seq`` (op_append_deferred),
@@ -677,14 +662,7 @@ class Journal:
                 " WHERE seq = ? AND state = 'deferred'",
                 (seq,),
             ).fetchone()
-        if row is None:
-            return None
-        try:
-            alert = decode_journaled(row["payload"], row["alert_id"])
-        except (AlertError, ValueError, zlib.error) as exc:
-            log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
-            return None
-        return PendingAlert(alert, row["input"], row["received_ns"], row["seq"])
+        return None if row is None else _pending_alert(row)
 
     def deferred_backlog(self) -> tuple[int, int | None]:
         """How many alerts are deferred, and when the oldest of them was received (None: none)."""
@@ -698,11 +676,10 @@ class Journal:
     def pending_count(self) -> int:
         """Alerts not at a final outcome yet: in flight, resumed, or deferred."""
         with self.reader() as conn:
-            return int(
-                conn.execute("SELECT COUNT(*) FROM alerts WHERE state IN ('pending', 'deferred')").fetchone()[
-                    0
-                ]
-            )
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM alerts WHERE state IN ('pending', 'deferred')"
+            ).fetchone()
+        return int(count)
 
     def incidents_since(self, since_ns: int) -> list[IncidentRow]:
         with self.reader() as conn:
@@ -975,6 +952,17 @@ def _resolve_all(settled: list[tuple[asyncio.Future[Any] | LoopCallback, Any, Ba
             future.set_exception(error)
         else:
             future.set_result(value)
+
+
+def _pending_alert(row: sqlite3.Row) -> PendingAlert | None:
+    """An unfinished alert row (seq, alert_id, input, received_ns, payload); None when its body
+    cannot be read (logged: the row stays as it is, for a person to look at)."""
+    try:
+        alert = decode_journaled(row["payload"], row["alert_id"])
+    except (AlertError, ValueError, zlib.error) as exc:
+        log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
+        return None
+    return PendingAlert(alert, row["input"], row["received_ns"], row["seq"])
 
 
 def report_from_record(record: dict[str, Any]) -> IncidentReport | None:

@@ -236,15 +236,29 @@ class Pipeline:
             return None
         self._journal.account_alert(weight)
         answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._write_repeat(
+            repeat, alert, source, raw, received_ns, lambda result: _settle(answer, result), None
+        )
+        return answer
+
+    def _write_repeat(
+        self,
+        repeat: IncidentState,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        received_ns: int,
+        on_done: Callable[[Accepted | BaseException], None],
+        weight: int | None,
+    ) -> None:
+        """The storm path: a repeat of a journaled incident is written once, already final; the slot
+        of ``weight`` it holds (None: none) is given back once written."""
         self._journal.schedule_call(
             Journal.op_append_duplicate(
                 alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
             ),
-            lambda new, error: self._repeat_written(
-                new, error, repeat, alert, source, lambda result: _settle(answer, result), None
-            ),
+            lambda new, error: self._repeat_written(new, error, repeat, alert, source, on_done, weight),
         )
-        return answer
 
     async def _defer(self, alert: Alert, source: InputName, raw: bytes | None, weight: int) -> Accepted:
         """No room came in time: journal the alert, to be processed once there is (run_deferred),
@@ -339,13 +353,7 @@ class Pipeline:
         self._journal.account_alert(weight)
         repeat = self.incidents.open_repeat(alert, received_ns)
         if repeat is not None:
-            # The storm path: a repeat of a journaled incident is written once, already final.
-            self._journal.schedule_call(
-                Journal.op_append_duplicate(
-                    alert, source.value, received_ns, raw, repeat.incident_id, repeat.count
-                ),
-                lambda new, error: self._repeat_written(new, error, repeat, alert, source, on_done, weight),
-            )
+            self._write_repeat(repeat, alert, source, raw, received_ns, on_done, weight)
             return
         self._journal.schedule_call(
             Journal.op_append_alert(alert, source.value, received_ns, raw),

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from responder.alert import Priority
+from responder.audit import RUN_ID_CHARS, RUN_MARKER_PREFIX, run_marker_pattern
 from responder.errors import SourceError, UserError
 from responder.yamlsource import YamlDocument, load_yaml_file
 
@@ -37,7 +38,7 @@ _TEMPLATE = re.compile(r"\{(" + "|".join(TEMPLATE_NAMES) + r")\}")
 # A file name created in the model dir: plain name, and it must carry the run's marker.
 _MODEL_FILE_NAME = re.compile(r"^[^/\x00]+$")
 # What can continue a run id or a scenario name: a marker ends where none of these follows.
-_ID_CHARS = "A-Za-z0-9_-"
+_ID_CHARS = RUN_ID_CHARS
 # ``{marker}`` standing on its own in an alert field (not the start of a file name like {marker}-x.pt).
 _STANDALONE_MARKER = re.compile(r"\{marker\}(?![" + _ID_CHARS + "])")
 # The rule the run_tool action exercises, and the tools it may run: the download tools that rule's
@@ -408,7 +409,7 @@ class Scenario(Strict):
         return self.demo.expect or self.expect
 
 
-MARKER_PREFIX = "sg-run="
+MARKER_PREFIX = RUN_MARKER_PREFIX
 
 
 def marker(run_id: str, scenario: str) -> str:
@@ -427,13 +428,10 @@ def marker_id(run_id: str, scenario: str) -> str:
 
 
 def marker_pattern(needle: str) -> re.Pattern[str]:
-    """Where ``sg-run=<needle>`` stands as a whole: after the start or a character that cannot be
-    part of it, and before the end or a character that cannot continue a run id or a scenario name
-    ('.' can: it starts the scenario, or the step). ``<id>`` finds the whole run, ``<id>.<scenario>``
-    one scenario with all its steps, ``<id>.<scenario>.<n>`` one step; ``a-run1`` is not
-    ``team-a-run1``, and a scenario ``shell`` is not ``shell-in-serving-pod``."""
-    body = re.escape(MARKER_PREFIX + needle.removeprefix(MARKER_PREFIX))
-    return re.compile(f"(?<![{_ID_CHARS}]){body}(?![{_ID_CHARS}])")
+    """Where ``sg-run=<needle>`` stands as a whole (the audit trail's own match, run_marker_pattern):
+    ``<id>`` finds the whole run, ``<id>.<scenario>`` one scenario with all its steps,
+    ``<id>.<scenario>.<n>`` one step. ``needle`` may carry the prefix."""
+    return run_marker_pattern(needle.removeprefix(MARKER_PREFIX))
 
 
 def step_pattern(run_id: str, scenario: str) -> re.Pattern[str]:
