@@ -60,10 +60,13 @@ def incident_count(responder: Responder) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0])
 
 
+def release_argv(pod: SeededPod | PodContext, *options: str) -> list[str]:
+    """`serving-guard release` of ``pod`` by bob, as a person runs it, with ``options``."""
+    return ["release", "-n", pod.namespace, pod.name, "--reason", REASON, "--by", "bob", *options]
+
+
 async def release(seeded: Seeded, pod: SeededPod, *options: str) -> None:
-    """`serving-guard release` by bob, as a person runs it, with ``options``."""
-    argv = ["release", "-n", pod.namespace, pod.name, "--reason", REASON, "--by", "bob", *options]
-    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(main, release_argv(pod, *options)) == 0
 
 
 async def repeat_after_a_recheck(responder: Responder, clock: FakeClock, pod: SeededPod, n: int) -> bool:
@@ -223,8 +226,7 @@ async def test_a_release_made_while_a_follow_up_block_is_under_way_is_not_undone
     def released_first(self: ClusterActions, pod: PodContext, alert: Alert, **options: Any) -> ActionOutcome:
         if not releases:  # the follow-up's: its pod was read before this release
             releases.append(pod.name)
-            argv = ["release", "-n", pod.namespace, pod.name, "--reason", REASON, "--by", "bob"]
-            assert main([*argv, "--kubeconfig", kubeconfig]) == 0
+            assert main(release_argv(pod, "--kubeconfig", kubeconfig)) == 0
         return block_destination(self, pod, alert, **options)
 
     try:
