@@ -37,6 +37,8 @@ class IncidentState:
     # A repeat notification is queued and not yet sent.
     repeat_pending: bool = False
     last_repeat_ns: int = 0
+    # Repeat counts sent to Slack (an incoming webhook waits longer after each: routing).
+    repeats_sent: int = 0
     # Read back from the journal, or opened again by its opening alert resumed after a restart:
     # opening it resets the action records an interrupted run may have left.
     restored: bool = field(default=False)

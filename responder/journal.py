@@ -39,6 +39,7 @@ from responder.journal_ops import (
     BumpIncident,
     FinishAlert,
     FoldDuplicate,
+    ForgetThread,
     NotificationState,
     OpenIncident,
     Prune,
@@ -620,6 +621,12 @@ class Journal:
         )
 
     @staticmethod
+    def op_forget_thread(notification_id: int, due_ns: int, error: str | None = None) -> ForgetThread:
+        """Drop a notification's chosen thread and channel (the thread was deleted, or the channel
+        refused the bot, ``error``): it is sent afresh at ``due_ns``."""
+        return ForgetThread(notification_id, due_ns, error)
+
+    @staticmethod
     def op_reset_actions(incident_id: str) -> ResetActions:
         """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
         and its records are the incident's one final set."""
@@ -768,12 +775,18 @@ class Journal:
         return None if row is None or row[0] is None else int(row[0])
 
     def workload_thread(
-        self, incident_id: str, channel: str | None, group: WorkloadGroup, since_ns: int
+        self,
+        incident_id: str,
+        channel: str | None,
+        group: WorkloadGroup,
+        since_ns: int,
+        gone: Collection[tuple[str, str]] = (),
     ) -> tuple[str, str] | None:
         """(channel id, ts) of the newest top-level post, to ``channel``, of another incident in
-        ``group`` opened since ``since_ns``: the thread that gathers the group's incidents."""
+        ``group`` opened since ``since_ns``: the thread that gathers the group's incidents. Posts in
+        ``gone`` (deleted in Slack) are passed over."""
         with self.reader() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 "SELECT n.slack_channel, n.slack_ts FROM notifications n"
                 " JOIN incidents i ON i.incident_id = n.incident_id"
                 " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
@@ -781,10 +794,19 @@ class Journal:
                 " AND i.namespace = ? AND i.rule = ? AND i.opened_ns >= ? AND i.incident_id != ?"
                 " AND json_extract(i.pod_context, '$.owners[#-1].kind') = ?"
                 " AND json_extract(i.pod_context, '$.owners[#-1].name') = ?"
-                " ORDER BY i.opened_ns DESC LIMIT 1",
-                (channel, group.namespace, group.rule, since_ns, incident_id, group.kind, group.name),
-            ).fetchone()
-        return None if row is None else (row[0], row[1])
+                " ORDER BY i.opened_ns DESC LIMIT ?",
+                (
+                    channel,
+                    group.namespace,
+                    group.rule,
+                    since_ns,
+                    incident_id,
+                    group.kind,
+                    group.name,
+                    len(gone) + 1,
+                ),
+            ).fetchall()
+        return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
 
     def thread_root_incident(self, channel_id: str, ts: str) -> str | None:
         """The incident whose top-level post is at ``ts`` in ``channel_id``."""
@@ -868,14 +890,16 @@ class Journal:
             outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
         )
 
-    def last_repeat_sent_ns(self, incident_id: str) -> int | None:
+    def repeats_sent(self, incident_id: str) -> tuple[int, int]:
+        """How many repeat counts of the incident were sent to Slack, and when the last one was
+        (0 when none): the repeat throttle carries on after a restart where it was."""
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT MAX(sent_ns) FROM notifications"
+                "SELECT COUNT(*), MAX(sent_ns) FROM notifications"
                 " WHERE incident_id = ? AND kind = 'repeat' AND state = 'sent'",
                 (incident_id,),
             ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        return (0, 0) if row is None else (int(row[0]), int(row[1] or 0))
 
     def incident_record(self, incident_id: str) -> dict[str, Any] | None:
         with self.reader() as conn:

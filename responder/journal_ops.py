@@ -302,6 +302,23 @@ class NotificationState:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetThread:
+    """A notification's choice of thread (and channel) is dropped, and it is due at ``due_ns``: the
+    thread it was to go into was deleted, or its channel refused the bot."""
+
+    notification_id: int
+    due_ns: int
+    error: str | None = None
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE notifications SET state = 'pending', slack_channel = NULL, slack_thread_ts = NULL,"
+            " next_attempt_ns = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
+            (self.due_ns, self.error, self.notification_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ResetActions:
     """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
     and its records are the incident's one final set."""

@@ -61,6 +61,7 @@ from responder.journal_rows import estimated_payload_bytes
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
+from responder.notify.routing import repeat_interval_ns
 from responder.policy import (
     ISOLATING,
     Decision,
@@ -461,6 +462,7 @@ class Pipeline:
         if record is None or record.get("first_alert") is None:
             return None
         report = report_from_record(record)
+        repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
         reopen_after_ns = None
         if report is not None and dry_run_lifted(report.decision, self._config):
             # Dry-run was turned off for it (the usual way from trial to enforcement): an attack
@@ -491,7 +493,8 @@ class Pipeline:
             report=report,
             restored=True,
             # The thread-counter throttle carries on where it was, not from zero.
-            last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
+            last_repeat_ns=last_repeat_ns,
+            repeats_sent=repeats_sent,
             reopen_after_ns=reopen_after_ns,
             recheck_after_ns=self._clock_ns() if holding else None,
             lapsed=lapsed,
@@ -529,6 +532,7 @@ class Pipeline:
         says again which incident it reopens, if its journaled one did)."""
         record = self._journal.incident_record(row.incident_id) if row.decided else None
         report = report_from_record(record) if record is not None else None
+        repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
         return IncidentState(
             incident_id=row.incident_id,
             key=IncidentKey.of(alert),
@@ -537,7 +541,8 @@ class Pipeline:
             last_seen_ns=row.last_seen_ns,
             count=row.count,
             restored=True,
-            last_repeat_ns=self._journal.last_repeat_sent_ns(row.incident_id) or 0,
+            last_repeat_ns=last_repeat_ns,
+            repeats_sent=repeats_sent,
             reopens=report.decision.reopens if report is not None else None,
         )
 
@@ -824,8 +829,7 @@ class Pipeline:
         if state.count <= 1:
             return
         now = self._clock_ns()
-        interval = int(self._config.slack.update_interval_seconds * 1e9)
-        due = max(now, state.last_repeat_ns + interval)
+        due = max(now, state.last_repeat_ns + repeat_interval_ns(self._config.slack, state.repeats_sent))
         state.repeat_pending = True
         # schedule(): settled on this loop, so waking the notifier happens on its own loop.
         self._journal.schedule(

@@ -201,11 +201,41 @@ class Responder:
             identity = await self.delivery.check()
         except DeliveryError as exc:
             log.error(
-                "Slack is not usable; notifications will be retried and recorded as failed",
+                "Slack is not usable; notifications wait in the journal and are retried",
                 extra={"reason": exc.reason, "retryable": exc.retryable},
             )
-        else:
-            log.info("Slack reachable", extra={"identity": identity})
+            return
+        log.info("Slack reachable", extra={"identity": identity})
+        if self.delivery.supports_threads:
+            await self._check_slack_channels()
+
+    async def _check_slack_channels(self) -> None:
+        """Say at start-up which configured channels cannot take the bot's posts (not found,
+        archived, the bot not invited): a policy's go to the default channel meanwhile, the
+        default channel's wait."""
+        from responder.notify.slack import DeliveryError
+
+        assert self.delivery is not None
+        default = self.config.slack.default_channel
+        users: dict[str, list[str]] = {}
+        for policy in self.config.policies:
+            if policy.slack.channel:
+                users.setdefault(policy.slack.channel, []).append(policy.name)
+        for channel in [c for c in dict.fromkeys((default, *users)) if c]:
+            try:
+                problem = await self.delivery.channel_problem(channel)
+            except DeliveryError as exc:
+                log.warning("cannot check a Slack channel", extra={"channel": channel, "reason": exc.reason})
+                continue
+            if problem is None:
+                continue
+            waits = channel == default
+            log.error(
+                "a Slack channel cannot take the bot's posts; incidents for it wait in the journal"
+                if waits
+                else "a Slack channel cannot take the bot's posts; its incidents go to the default channel",
+                extra={"channel": channel, "reason": problem, "policies": users.get(channel, [])},
+            )
 
     async def _supervise_grpc(self) -> None:
         """The gRPC input reconnects by itself, and waits out a journal that refuses writes (it

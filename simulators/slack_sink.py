@@ -44,6 +44,9 @@ from simulators.background import BackgroundLoop
 DEFAULT_TOKEN = "xoxb-serving-guard-sink"  # noqa: S105 - a test token for a loopback fake
 DEFAULT_WEBHOOK_PATH = "/services/T0SINK/B0SINK/sink-webhook-secret"
 DEFAULT_WEBHOOK_CHANNEL = "#sink-webhook"
+# The channel the demo and the tests post to by default: it exists from the start (channels are
+# otherwise made by the first post to them), so the responder's start-up check finds it.
+DEFAULT_CHANNEL = "#sec-alerts"
 TEAM_ID = "T0SINK"
 BOT_USER_ID = "U0SINK"
 BOT_ID = "B0SINK"
@@ -276,7 +279,9 @@ class SlackSink:
         self._messages: dict[str, list[SinkMessage]] = {}  # id -> top-level, oldest first
         self._last_ts_us = 0
         self._runner: aiohttp.web.AppRunner | None = None
-        for name in channels or ():
+        # Channel ids the bot is not a member of: posts there answer "not_in_channel".
+        self._not_member: set[str] = set()
+        for name in channels if channels is not None else (DEFAULT_CHANNEL,):
             self._create_channel(name)
         self.webhook_channel_id = self._create_channel(webhook_channel)
 
@@ -352,11 +357,32 @@ class SlackSink:
     def webhook_error(self, status: int, body: str, times: int = 1) -> None:
         self.inject(Fault(status=status, body=body, times=times, method="webhook"))
 
+    def leave(self, channel: str) -> str:
+        """The bot is no longer a member of ``channel`` (created if need be): posts there answer
+        ``not_in_channel``, and conversations.info says ``is_member: false``. Returns its id."""
+        with self._lock:
+            channel_id = self._resolve(channel) or self._create_channel(channel)
+            self._not_member.add(channel_id)
+            return channel_id
+
+    def join(self, channel: str) -> str:
+        """The bot is invited (back) into ``channel`` (created if need be). Returns its id."""
+        with self._lock:
+            channel_id = self._resolve(channel) or self._create_channel(channel)
+            self._not_member.discard(channel_id)
+            return channel_id
+
+    def delete(self, channel: str, ts: str) -> bool:
+        """Delete a message (as a person would in Slack): a top-level one takes its thread along."""
+        with self._lock:
+            return self._remove(self._resolve(channel) or "", ts)
+
     def clear(self) -> None:
-        """Forget requests, messages and pending faults (channels stay)."""
+        """Forget requests, messages, pending faults and left channels (channels stay)."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._not_member.clear()
             for messages in self._messages.values():
                 messages.clear()
 
@@ -507,6 +533,8 @@ class SlackSink:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "chat.delete": self._delete,
+            "conversations.info": self._info,
             "conversations.history": self._history,
             "conversations.list": self._list,
             "conversations.replies": self._replies,
@@ -563,6 +591,8 @@ class SlackSink:
         channel_id = self._resolve(str(params.get("channel", "")), create=True)
         if channel_id is None:
             raise SlackError("channel_not_found")
+        if channel_id in self._not_member:
+            raise SlackError("not_in_channel")
         text, blocks, metadata = self._content(params)
         thread_ts = params.get("thread_ts")
         message = SinkMessage(channel_id, self._next_ts(), text, blocks, metadata)
@@ -576,6 +606,44 @@ class SlackSink:
             self._messages[channel_id].append(message)
         self._echo(f"post {channel_id} {message.ts}" + (f" (thread {thread_ts})" if thread_ts else ""), text)
         return {"channel": channel_id, "ts": message.ts, "message": message.to_slack(with_metadata=True)}
+
+    def _delete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        channel_id = self._resolve(str(params.get("channel", "")), ids_only=True)
+        if channel_id is None:
+            raise SlackError("channel_not_found")
+        ts = str(params.get("ts", ""))
+        if not self._remove(channel_id, ts):
+            raise SlackError("message_not_found")
+        return {"channel": channel_id, "ts": ts}
+
+    def _remove(self, channel_id: str, ts: str) -> bool:
+        """Take a message (with its replies, as Slack hides them) or a reply out of ``channel_id``."""
+        messages = self._messages.get(channel_id, [])
+        for message in messages:
+            if message.ts == ts:
+                messages.remove(message)
+                return True
+            for reply in message.replies:
+                if reply.ts == ts:
+                    message.replies.remove(reply)
+                    return True
+        return False
+
+    def _info(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        channel_id = self._resolve(str(params.get("channel", "")))
+        if channel_id is None:
+            raise SlackError("channel_not_found")
+        name = next((n for n, cid in self._names.items() if cid == channel_id), channel_id)
+        return {
+            "channel": {
+                "id": channel_id,
+                "name": name,
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": channel_id not in self._not_member,
+            }
+        }
 
     def _update(self, params: Mapping[str, Any]) -> dict[str, Any]:
         # Real Slack wants the id here; a name is "channel_not_found".

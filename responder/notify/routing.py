@@ -32,4 +32,19 @@ def slack_route(decision: Decision, settings: Slack) -> SlackRoute | None:
     return SlackRoute(channel=channel)
 
 
-__all__ = ["SlackRoute", "slack_route"]
+# An incoming webhook cannot update a message: each repeat count is a new post in the channel, so
+# the wait between them doubles with each one sent, up to this (the first waits the interval).
+WEBHOOK_REPEAT_LONGEST_SECONDS = 3600.0
+
+
+def repeat_interval_ns(settings: Slack, repeats_sent: int) -> int:
+    """How long after the last repeat count sent the next may go, with ``repeats_sent`` already
+    sent: slack.update_interval_seconds, and for an incoming webhook doubling with each one (a
+    storm's incidents would post a new message each interval, for as long as it lasts)."""
+    interval = settings.update_interval_seconds
+    if settings.mode is SlackMode.WEBHOOK and repeats_sent > 0:
+        interval = min(interval * 2.0 ** min(repeats_sent, 32), max(interval, WEBHOOK_REPEAT_LONGEST_SECONDS))
+    return int(interval * 1e9)
+
+
+__all__ = ["WEBHOOK_REPEAT_LONGEST_SECONDS", "SlackRoute", "repeat_interval_ns", "slack_route"]

@@ -58,6 +58,55 @@ RETRYABLE_ERROR_CODES = frozenset(
         "team_added_to_org",
     }
 )
+# Slack error codes that refuse the credentials themselves: every call fails the same way until the
+# token is replaced (or a scope granted), wherever it posts. Waiting, not giving up, is the answer.
+CREDENTIAL_REFUSALS = frozenset(
+    {
+        "not_authed",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "ekm_access_denied",
+        "org_login_required",
+        "team_access_not_granted",
+        "access_denied",
+    }
+)
+# What an incoming webhook answers when the webhook itself is gone or disabled (its URL must be
+# replaced): it has no other channel to fall back on.
+WEBHOOK_REFUSALS = frozenset(
+    {
+        "invalid_token",
+        "no_service",
+        "no_service_id",
+        "no_team",
+        "team_disabled",
+        "channel_not_found",
+        "channel_is_archived",
+        "action_prohibited",
+        "posting_to_general_channel_denied",
+    }
+)
+# Error codes by which one channel refuses the bot (gone, archived, the bot not in it, posting
+# restricted there): another channel can still take the message.
+CHANNEL_REFUSALS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "channel_is_archived",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+    }
+)
+# The message a reply or an update names is gone (deleted by a person).
+MESSAGE_GONE = frozenset({"thread_not_found", "message_not_found", "cant_update_message"})
 # Slack channel, group and DM ids; anything else is a channel name.
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
 _LIST_PAGE = 1000
@@ -102,6 +151,30 @@ class DeliveryError(Exception):
             f"DeliveryError(retryable={self.retryable}, kind={self.kind.value}, "
             f"retry_after_seconds={self.retry_after_seconds}, reason={self.reason!r})"
         )
+
+
+class Refusal(StrEnum):
+    """Why Slack refused a call for good, where the worker can do better than give up."""
+
+    CREDENTIALS = "credentials"  # the token or webhook is refused: nothing goes out until replaced
+    CHANNEL = "channel"  # this channel refuses the bot: another channel can take the message
+    MESSAGE_GONE = "message_gone"  # the message replied to or updated was deleted
+
+
+def refusal_of(error: DeliveryError, mode: SlackMode) -> Refusal | None:
+    """The kind of permanent refusal ``error`` is, or None (retryable, or refused for other reasons:
+    a bad payload, say)."""
+    if error.retryable or error.code is None:
+        return None
+    if mode is SlackMode.WEBHOOK:
+        return Refusal.CREDENTIALS if error.code in WEBHOOK_REFUSALS else None
+    if error.code in CREDENTIAL_REFUSALS:
+        return Refusal.CREDENTIALS
+    if error.code in CHANNEL_REFUSALS:
+        return Refusal.CHANNEL
+    if error.code in MESSAGE_GONE:
+        return Refusal.MESSAGE_GONE
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +357,8 @@ class SlackDelivery:
         self._hook: AsyncWebhookClient | None = None
         # Channel name -> id, learnt from post answers and conversations.list.
         self._channel_ids: dict[str, str] = {}
+        # The token's scopes, as auth.test answered them (x-oauth-scopes).
+        self._scopes: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, settings: Slack) -> SlackDelivery | None:
@@ -303,6 +378,32 @@ class SlackDelivery:
     @property
     def mode(self) -> SlackMode:
         return self._settings.mode
+
+    @property
+    def default_channel(self) -> str | None:
+        return self._settings.default_channel if self.mode is SlackMode.BOT else None
+
+    def reload_secret(self) -> bool:
+        """Read the token (or webhook URL) again from its file or variable, as after Slack refused
+        it: a replaced Secret is used without a restart. True when it changed. Raises UserError
+        (naming the config key and the file or variable) when it cannot be read."""
+        if self.mode is SlackMode.BOT:
+            assert self._settings.token is not None
+            token = self._settings.token.read("slack.token")
+            if not token or token == self._token:
+                return False
+            self._token = token
+            self._web = None
+            return True
+        assert self._settings.webhook_url is not None
+        url = self._settings.webhook_url.read("slack.webhook_url")
+        if not url or url == self._webhook_url:
+            return False
+        if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
+            raise UserError("slack.webhook_url: the secret is not an http(s) URL")
+        self._webhook_url = url
+        self._hook = None
+        return True
 
     @property
     def supports_threads(self) -> bool:
@@ -587,7 +688,44 @@ class SlackDelivery:
         if self.mode is SlackMode.WEBHOOK:
             return "incoming webhook"
         response = await self._api("auth.test", self._web_client().auth_test())
+        scopes = _header(response.headers, "x-oauth-scopes") or ""
+        self._scopes = frozenset(scope.strip() for scope in scopes.split(",") if scope.strip())
         return f"{response.get('user', '?')} in {response.get('team', '?')}"
+
+    async def channel_problem(self, channel: str) -> str | None:
+        """Why the bot cannot post to ``channel`` (not found, archived, not a member), or None when
+        it can. Raises DeliveryError when Slack cannot tell (a missing ``channels:read`` or
+        ``groups:read`` scope, an outage). Bot mode only."""
+        if self.mode is SlackMode.WEBHOOK:
+            raise _unsupported("channel check")
+        try:
+            channel_id = await self._channel_id(channel)
+        except DeliveryError as error:
+            if error.code == "channel_not_found":
+                return "channel_not_found: no such channel visible to the bot"
+            raise
+        try:
+            response = await self._api(
+                "conversations.info", self._web_client().conversations_info(channel=channel_id)
+            )
+        except DeliveryError as error:
+            if error.code == "channel_not_found":
+                return "channel_not_found: no such channel visible to the bot"
+            raise
+        info = response.get("channel")
+        if not isinstance(info, Mapping):
+            raise DeliveryError(
+                retryable=False,
+                reason="conversations.info: Slack answered without the channel",
+                kind=FailureKind.PROTOCOL,
+            )
+        if info.get("is_archived") is True:
+            return "is_archived: the channel is archived"
+        # A channel the bot is not in takes no posts ("not_in_channel"); DMs have no is_member.
+        public = info.get("is_private") is False
+        if info.get("is_member") is False and not (public and "chat:write.public" in self._scopes):
+            return "not_in_channel: the bot is not a member (invite it: /invite @bot)"
+        return None
 
     async def _send_webhook(self, message: SlackMessage) -> None:
         what = "incoming webhook"
@@ -642,10 +780,14 @@ def _next_cursor(response: AsyncSlackResponse) -> str | None:
 
 
 __all__ = [
+    "CHANNEL_REFUSALS",
+    "CREDENTIAL_REFUSALS",
     "RETRYABLE_ERROR_CODES",
     "DeliveryError",
     "FailureKind",
+    "Refusal",
     "SlackDelivery",
     "SlackRef",
     "parse_retry_after",
+    "refusal_of",
 ]

@@ -20,16 +20,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from responder.actions.outcome import ActionOutcome
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
+from responder.errors import UserError
 from responder.incident import IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
+from responder.notify.redirect import out_of_thread, redirected
 from responder.notify.render import SlackMessage, render_by_hand, render_incident, render_lapse, render_repeat
-from responder.notify.routing import slack_route
-from responder.notify.slack import DeliveryError, FailureKind, SlackDelivery, SlackRef
+from responder.notify.routing import repeat_interval_ns, slack_route
+from responder.notify.slack import DeliveryError, FailureKind, Refusal, SlackDelivery, SlackRef, refusal_of
 
 log = logging.getLogger("serving_guard.notify")
 
@@ -45,6 +47,39 @@ AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, 
 # The notifications that are new posts, each found again (by its metadata) rather than posted twice
 # after an ambiguous failure: an incident's post, and a reply telling an action by hand or a lapse.
 _POSTED_ONCE = frozenset({"incident", "by_hand", "lapse"})
+# After Slack refuses the credentials, or a channel with nowhere else to post, sending waits this
+# long before trying again, doubling up to the longest: the rows wait in the journal, never dropped.
+REFUSED_FIRST_WAIT_SECONDS = 30.0
+REFUSED_LONGEST_WAIT_SECONDS = 600.0
+# How many workload threads remember which problems their replies already showed in the channel.
+_BROADCAST_MEMORY = 1024
+
+
+_PROBLEMS = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD, OutcomeStatus.LAPSED)
+
+
+def _problems(report: IncidentReport) -> frozenset[str]:
+    """Why the incident needs eyes (its ``needs_eyes``), one word each: what it withheld, and the
+    statuses of its actions that went wrong."""
+    if not report.needs_eyes:
+        return frozenset()
+    decision = report.decision
+    reasons = {f"{o.action}:{o.status.value}" for o in report.outcomes if o.status in _PROBLEMS}
+    # A breaker's words carry its count, the same reason for every replica it holds back.
+    if decision.breaker_open:
+        reasons.add("withheld:breaker")
+    if decision.block_breaker_open:
+        reasons.add("withheld:block breaker")
+    if decision.unverified:
+        reasons.add("unverified")
+    elif not decision.breaker_open and not decision.block_breaker_open:
+        reasons.update(f"withheld:{reason}" for reason in decision.withheld)
+    return frozenset(reasons)
+
+
+def _longer_wait(previous: float) -> float:
+    """The next wait after a refusal: the first, then doubling up to the longest."""
+    return min(max(previous * 2, REFUSED_FIRST_WAIT_SECONDS), REFUSED_LONGEST_WAIT_SECONDS)
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -78,6 +113,17 @@ class NotificationWorker:
         self._incidents: IncidentTable | None = None
         self._wake = asyncio.Event()
         self._paused_until_ns = 0
+        # Slack refused the token (or webhook): how long the current wait is, and that the secret is
+        # read again before the next try (a replaced Secret is used without a restart).
+        self._credentials_wait_seconds = 0.0
+        self._reload_secret = False
+        # Channels (as configured) that refused the bot: until when, how long the wait was, why.
+        self._refused_channels: dict[str, tuple[int, float, str]] = {}
+        # Posts deleted in Slack ((channel id, ts)): no reply goes into their threads any more.
+        self._gone_posts: set[tuple[str, str]] = set()
+        # For each workload thread, the problems (LEAKY, withheld...) a reply already showed in the
+        # channel: in a storm the channel gets the first of each, the thread's root counts the rest.
+        self._broadcast: dict[tuple[str, str], set[str]] = {}
         self.sent = 0
         self.failed = 0
 
@@ -91,8 +137,11 @@ class NotificationWorker:
         while not stop.is_set():
             now = self._clock_ns()
             if self._paused_until_ns > now:
-                await self._sleep(stop, (self._paused_until_ns - now) / 1e9)
+                # In steps: the clock may be stepped, and a long wait must not outlive it.
+                await self._sleep(stop, min((self._paused_until_ns - now) / 1e9, IDLE_POLL_SECONDS))
                 continue
+            if self._reload_secret:
+                self._read_secret_again()
             rows = self._journal.due_notifications(now, limit=50)
             if not rows:
                 upcoming = self._journal.next_notification_due()
@@ -167,6 +216,13 @@ class NotificationWorker:
             )
             return
         channel = row.channel or route.channel
+        blocked_until = self._refused_until(channel)
+        if blocked_until is not None and row.kind in _POSTED_ONCE:
+            # Its channel refuses the bot and so does the default one: no call until its wait ends.
+            await self._journal.run(
+                Journal.op_notification_state(row.id, row.state, next_attempt_ns=blocked_until)
+            )
+            return
         try:
             if row.kind == "incident":
                 ref: SlackRef | None = await self._send_incident(row, report, channel)
@@ -182,10 +238,16 @@ class NotificationWorker:
                 return  # rescheduled or dropped inside
         except DeliveryError as error:
             self._metrics.notifications.labels(row.kind, error.kind.value).inc()
+            if await self._refused(row, channel, error):
+                return
+            if error.kind is FailureKind.RATE_LIMITED:
+                # Slack asks to slow down: all sending pauses; this try does not count against
+                # max_attempts (a long rate limit must not use them up and drop the incident).
+                pause = error.retry_after_seconds or 1.0
+                self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
+                await self._reschedule(row, error.reason, retry_after=pause, counted=False)
+                return
             if error.retryable and row.attempts + 1 < self._settings.max_attempts:
-                if error.kind is FailureKind.RATE_LIMITED:
-                    pause = error.retry_after_seconds or 1.0
-                    self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
                 # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
                 ambiguous = row.kind in _POSTED_ONCE and error.kind in AMBIGUOUS_FAILURES
                 await self._reschedule(
@@ -198,6 +260,7 @@ class NotificationWorker:
                 await self._fail(row, error.reason)
             return
         now = self._clock_ns()
+        self._credentials_wait_seconds = 0.0
         await self._journal.run(
             Journal.op_notification_state(
                 row.id,
@@ -228,7 +291,9 @@ class NotificationWorker:
         """The thread this incident's post goes into (slack.thread_by_workload), or None: top level.
         An earlier attempt's choice stands, so that a retry looks for the post where it was sent."""
         if row.slack_thread_ts and row.slack_channel:
-            return SlackRef(channel=row.slack_channel, ts=row.slack_thread_ts)
+            if (row.slack_channel, row.slack_thread_ts) not in self._gone_posts:
+                return SlackRef(channel=row.slack_channel, ts=row.slack_thread_ts)
+            return None
         group = report.workload_group
         if (
             not self._settings.thread_by_workload
@@ -238,30 +303,140 @@ class NotificationWorker:
             # Nor is an incident opened because an earlier one's isolation of the same pod no longer
             # held: it is no other pod of the workload, and the attack goes on past that isolation.
             or report.decision.reopens is not None
+            # Nor into a thread in a channel that refuses the bot: the incident goes elsewhere.
+            or self._redirect_reason(row.channel) is not None
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns
-        found = self._journal.workload_thread(row.incident_id, row.channel, group, since)
+        found = self._journal.workload_thread(row.incident_id, row.channel, group, since, self._gone_posts)
         return None if found is None else SlackRef(channel=found[0], ts=found[1])
 
     async def _send_incident(
         self, row: NotificationRow, report: IncidentReport, channel: str | None
     ) -> SlackRef:
         root = self._workload_root(row, report)
+        thread_gone = False
         if root is not None:
-            return await self._send_in_workload_thread(row, report, root)
-        if row.state == "sending" and self._delivery.supports_threads and channel:
+            try:
+                return await self._send_in_workload_thread(row, report, root)
+            except DeliveryError as error:
+                if not self._message_gone(error, root):
+                    raise
+            # The workload's thread was deleted: this incident starts the group's next one.
+            log.warning(
+                "workload thread deleted in Slack; the incident is posted at the top level",
+                extra={"incident": row.incident_id, "slack_ts": root.ts},
+            )
+            await self._journal.run(Journal.op_forget_thread(row.id, self._clock_ns()))
+            row = dataclasses.replace(row, state="pending", slack_channel=None, slack_thread_ts=None)
+            thread_gone = True
+        message = render_incident(report, config_path=self._config_path)
+        return await self._post_top_level(row, out_of_thread(message) if thread_gone else message, channel)
+
+    async def _post_top_level(
+        self, row: NotificationRow, message: SlackMessage, channel: str | None
+    ) -> SlackRef:
+        """Post ``message`` (an incident, or what was done about one) at the top level of ``channel``,
+        or of the default channel while ``channel`` refuses the bot (saying so). Once: a retry after
+        an ambiguous failure looks for the earlier post first."""
+        refused = self._redirect_reason(channel)
+        target = self._delivery.default_channel if refused is not None else channel
+        if row.state == "sending" and self._delivery.supports_threads and target:
             # In flight when the process died, or its answer was lost: did it land?
             oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
-            found = await self._earlier_post(
-                self._delivery.find_posted(channel, row.incident_id, oldest), row
-            )
+            search = self._delivery.find_posted(target, row.incident_id, oldest, action_id=message.action_id)
+            found = await self._earlier_post(search, row)
             if found is not None:
                 return found
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-        return await self._delivery.post(
-            render_incident(report, config_path=self._config_path), channel=channel
+        if refused is not None and channel is not None:
+            message = redirected(message, channel, refused)
+        ref = await self._delivery.post(message, channel=target)
+        if target is not None:
+            self._refused_channels.pop(target, None)  # it takes posts (again)
+        return ref
+
+    def _redirect_reason(self, channel: str | None) -> str | None:
+        """Why ``channel`` is not posted to now (it refused the bot, and the default channel can take
+        its posts instead), or None: post there. Once its wait is over it is tried again."""
+        if channel is None:
+            return None
+        now = self._clock_ns()
+        refused = self._refused_channels.get(channel)
+        if refused is None or refused[0] <= now:
+            return None
+        default = self._delivery.default_channel
+        if default is None or default == channel:
+            return None
+        default_refused = self._refused_channels.get(default)
+        if default_refused is not None and default_refused[0] > now:
+            return None  # it refuses too: the post waits
+        return refused[2]
+
+    def _refused_until(self, channel: str | None) -> int | None:
+        """Until when ``channel`` refuses the bot, when no other channel can take its posts (the
+        default one refuses too, or it is the default one); None: post (or redirect) now."""
+        now = self._clock_ns()
+        refused = self._refused_channels.get(channel) if channel is not None else None
+        if refused is None or refused[0] <= now or self._redirect_reason(channel) is not None:
+            return None
+        return refused[0]
+
+    def _message_gone(self, error: DeliveryError, post: SlackRef) -> bool:
+        """Slack says ``post`` (replied to, or updated) was deleted: remembered, so nothing more
+        goes into its thread. False for any other error."""
+        if refusal_of(error, self._delivery.mode) is not Refusal.MESSAGE_GONE or post.ts is None:
+            return False
+        self._gone_posts.add((post.channel, post.ts))
+        return True
+
+    async def _refused(self, row: NotificationRow, channel: str | None, error: DeliveryError) -> bool:
+        """Handle a refusal that waiting or another channel can get past (True), rather than give the
+        notification up: refused credentials pause all sending until they work again (read afresh
+        before each try); a channel refusing the bot sends its new posts to the default channel
+        (or, with none to go to, has them wait)."""
+        refusal = refusal_of(error, self._delivery.mode)
+        now = self._clock_ns()
+        if refusal is Refusal.CREDENTIALS:
+            wait = _longer_wait(self._credentials_wait_seconds)
+            self._credentials_wait_seconds = wait
+            self._paused_until_ns = now + int(wait * 1e9)
+            self._reload_secret = True
+            log.error(
+                "Slack refuses the responder's credentials; notifications wait in the journal and"
+                " are sent once it accepts them (the secret is read again before each try)",
+                extra={"reason": error.reason, "wait_seconds": wait},
+            )
+            await self._reschedule(row, error.reason, retry_after=wait, counted=False)
+            return True
+        if refusal is not Refusal.CHANNEL or channel is None or row.kind not in _POSTED_ONCE:
+            return False
+        # The channel that refused: the default one when this post was sent there instead.
+        refusing = self._delivery.default_channel if self._redirect_reason(channel) is not None else channel
+        assert refusing is not None
+        earlier = self._refused_channels.get(refusing)
+        wait = _longer_wait(0.0 if earlier is None else earlier[1])
+        self._refused_channels[refusing] = (now + int(wait * 1e9), wait, error.code or error.reason)
+        fallback = self._redirect_reason(channel) is not None
+        log.error(
+            "Slack channel refuses the bot; its posts go to the default channel meanwhile"
+            if fallback
+            else "Slack channel refuses the bot and there is no other channel; its posts wait",
+            extra={"channel": refusing, "reason": error.reason, "wait_seconds": wait},
         )
+        due = now if fallback else now + int(wait * 1e9)
+        await self._journal.run(Journal.op_forget_thread(row.id, due, error.reason))
+        return True
+
+    def _read_secret_again(self) -> None:
+        self._reload_secret = False
+        try:
+            changed = self._delivery.reload_secret()
+        except UserError as exc:
+            log.error("cannot read the Slack secret again", extra={"reason": str(exc)})
+            return
+        if changed:
+            log.info("Slack secret changed; sending with the new one")
 
     async def _earlier_post(
         self, search: Awaitable[SlackRef | None], row: NotificationRow
@@ -298,7 +473,21 @@ class NotificationWorker:
             )
         )
         message = render_incident(report, in_workload_thread=True, config_path=self._config_path)
-        return await self._delivery.post_in_thread(root, message, broadcast=report.needs_eyes)
+        shown = self._broadcast.get((root.channel, root.ts or ""), set())
+        problems = _problems(report)
+        # Shown in the channel too when it needs eyes for a reason no earlier reply in this thread
+        # showed there: in a storm the channel gets the first replica withheld, not all of them.
+        ref = await self._delivery.post_in_thread(root, message, broadcast=bool(problems - shown))
+        self._remember_broadcast(root, problems)
+        return ref
+
+    def _remember_broadcast(self, root: SlackRef, problems: frozenset[str]) -> None:
+        if not problems:
+            return
+        key = (root.channel, root.ts or "")
+        if key not in self._broadcast and len(self._broadcast) >= _BROADCAST_MEMORY:
+            del self._broadcast[next(iter(self._broadcast))]  # the oldest thread
+        self._broadcast.setdefault(key, set()).update(problems)
 
     def _schedule_thread_summary(self, reply: SlackRef, channel: str | None, now: int) -> None:
         """A reply went into a workload thread: its root message's summary of the replies is
@@ -345,9 +534,18 @@ class NotificationWorker:
             )
         replies = self._journal.thread_replies(channel, parent.slack_ts)
         root = SlackRef(channel=channel, ts=parent.slack_ts)
-        return await self._delivery.update(
+        ref = await self._delivery.update(
             root, render_incident(report, thread_replies=replies, config_path=self._config_path)
         )
+        if row.kind == "update":
+            # A person acted (or a lapse was found): the repeat reply's "Now:" line says it too.
+            _, counted = self._journal.incident_thread(row.incident_id)
+            if counted is not None and counted.slack_ts is not None:
+                reply = SlackRef(
+                    channel=counted.slack_channel or channel, ts=counted.slack_ts, thread_ts=root.ts
+                )
+                await self._delivery.update(reply, render_repeat(report))
+        return ref
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
         """Tell the incident's thread what a person did about it (``serving-guard quarantine`` or
@@ -383,39 +581,44 @@ class NotificationWorker:
         assert row.action_id is not None
         threads = self._delivery.supports_threads
         parent = self._journal.incident_thread(row.incident_id)[0] if threads else None
-        if parent is None or parent.slack_ts is None or parent.slack_channel is None:
-            if threads and not self._incident_post_failed(row.incident_id):
-                # The incident's own post is still on its way: its thread is not there yet.
-                due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
-                await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
-                return None
-            # No thread to answer in (webhook mode, or the incident never reached Slack): what was
-            # done is told in the channel instead.
+        thread = None
+        if parent is not None and parent.slack_ts is not None and parent.slack_channel is not None:
+            # Slack threads are one level deep: an incident that is itself a reply in its workload's
+            # thread is answered in that thread.
+            thread = SlackRef(channel=parent.slack_channel, ts=parent.slack_thread_ts or parent.slack_ts)
+        elif threads and not self._incident_post_failed(row.incident_id):
+            # The incident's own post is still on its way: its thread is not there yet.
+            due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
+            await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
+            return None
+        gone = thread is not None and (thread.channel, thread.ts) in self._gone_posts
+        if thread is not None and not gone and self._redirect_reason(channel) is None:
             found = None
-            if threads and row.state == "sending" and channel:
-                oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
-                search = self._delivery.find_posted(channel, row.incident_id, oldest, action_id=row.action_id)
+            if row.state == "sending":
+                search = self._delivery.find_posted_reply(thread, row.incident_id, action_id=row.action_id)
                 found = await self._earlier_post(search, row)
-            if found is None:
-                await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-                found = await self._delivery.post(message, channel=channel)
-            self._learn_by_hand(row, outcome, update_post=False)
-            return found
-        # Slack threads are one level deep: an incident that is itself a reply in its workload's
-        # thread is answered in that thread.
-        thread = SlackRef(channel=parent.slack_channel, ts=parent.slack_thread_ts or parent.slack_ts)
-        found = None
-        if row.state == "sending":
-            search = self._delivery.find_posted_reply(thread, row.incident_id, action_id=row.action_id)
-            found = await self._earlier_post(search, row)
-        if found is None:
-            await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            found = await self._delivery.post_in_thread(thread, message, broadcast=True)
-        # Also when an earlier attempt's reply is found: that attempt may have ended before these.
-        self._learn_by_hand(row, outcome, update_post=True)
-        if parent.slack_thread_ts:
-            # The workload thread's root counts its replies' outcomes: this one may have changed.
-            self._schedule_thread_summary(found, row.channel, self._clock_ns())
+            try:
+                if found is None:
+                    await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+                    found = await self._delivery.post_in_thread(thread, message, broadcast=True)
+            except DeliveryError as error:
+                if not self._message_gone(error, thread):
+                    raise
+                gone = True
+            else:
+                # Also when an earlier attempt's reply is found: that attempt may have ended before these.
+                self._learn_by_hand(row, outcome, update_post=True)
+                if parent is not None and parent.slack_thread_ts:
+                    # The workload thread's root counts its replies' outcomes: this one may have changed.
+                    self._schedule_thread_summary(found, row.channel, self._clock_ns())
+                return found
+        # No thread to answer in (webhook mode, the incident never reached Slack, its thread was
+        # deleted, or its channel refuses the bot): what was done is told in the channel instead.
+        if gone:
+            row = dataclasses.replace(row, state="pending")  # no earlier try went to the top level
+            message = out_of_thread(message)
+        found = await self._post_top_level(row, message, channel)
+        self._learn_by_hand(row, outcome, update_post=False)
         return found
 
     def _learn_by_hand(self, row: NotificationRow, outcome: ActionOutcome, *, update_post: bool) -> None:
@@ -461,6 +664,9 @@ class NotificationWorker:
                 await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
             return None
         parent_ref = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_ts)
+        if (parent_ref.channel, parent.slack_ts) in self._gone_posts:
+            await self._fail(row, "the incident's post was deleted in Slack; no thread to update")
+            return None
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         if reply is not None and reply.slack_ts is not None:
             existing = SlackRef(
@@ -484,12 +690,14 @@ class NotificationWorker:
             return
         state.repeat_pending = False
         state.last_repeat_ns = now_ns
+        if shown is not None:
+            state.repeats_sent += 1
         report = state.report
         if shown is not None and state.count > shown and report is not None:
             # Repeats arrived while this update was on its way: the thread must end on the real
             # count, so one more update follows (no later repeat may come to trigger it).
             state.repeat_pending = True
-            due = now_ns + int(self._settings.update_interval_seconds * 1e9)
+            due = now_ns + repeat_interval_ns(self._settings, state.repeats_sent)
             channel = report.decision.slack_channel
             scheduled = self._journal.schedule(
                 Journal.op_schedule_notification(incident_id, "repeat", channel, due, now_ns)
@@ -509,10 +717,18 @@ class NotificationWorker:
         log_failed_write(log, error, "schedule_notification(repeat)", incident_id, None)
 
     async def _reschedule(
-        self, row: NotificationRow, reason: str, *, retry_after: float | None, state: str = "pending"
+        self,
+        row: NotificationRow,
+        reason: str,
+        *,
+        retry_after: float | None,
+        state: str = "pending",
+        counted: bool = True,
     ) -> None:
-        attempts = row.attempts + 1
-        due = self._clock_ns() + int(retry_delay(attempts, retry_after) * 1e9)
+        """Try ``row`` again later; ``counted``: this try uses up one of its max_attempts (not for a
+        rate limit or refused credentials: waiting those out is not failing)."""
+        attempts = row.attempts + 1 if counted else row.attempts
+        due = self._clock_ns() + int(retry_delay(max(attempts, 1), retry_after) * 1e9)
         await self._journal.run(
             Journal.op_notification_state(row.id, state, attempts=attempts, next_attempt_ns=due, error=reason)
         )

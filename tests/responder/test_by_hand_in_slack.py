@@ -355,3 +355,43 @@ async def test_an_incident_of_another_namespace_is_refused_before_the_cluster_is
         assert by_hand_rows(responder) == []
     finally:
         await responder.stop()
+
+
+async def test_a_quarantine_by_hand_brings_the_repeat_replys_now_line_up_to_date(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        post = await incident_post(responder, sink, vllm)
+        await submit(responder, shell(vllm, 1))
+        await settle(responder, lambda: len(sink.replies("#sec-alerts", post.ts)) == 1)
+        assert "Now: dry-run" in str(sink.replies("#sec-alerts", post.ts)[0].blocks)
+        code, _ = await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        assert code == 0
+
+        def counted() -> str:
+            return str(sink.replies("#sec-alerts", post.ts)[0].blocks)
+
+        await settle(responder, lambda: "Now: dry-run" not in counted())
+        assert "Now: quarantine" in counted()
+    finally:
+        await responder.stop()
+
+
+async def test_a_quarantine_by_hand_in_a_deleted_thread_is_told_in_the_channel(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vllm = seeded[1]["vllm"]
+    responder = await start(tmp_path, seeded, sink, extra=ON_TRIAL)
+    try:
+        post = await incident_post(responder, sink, vllm)
+        assert sink.delete("#sec-alerts", post.ts)  # someone deletes the incident's post
+        code, _ = await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        assert code == 0
+        await settle(responder, lambda: [row[0] for row in by_hand_rows(responder)] == ["sent"])
+        (told,) = sink.messages("#sec-alerts")
+        assert told.thread_ts is None and "*carol* quarantined" in str(told.blocks)
+        assert "the thread it belonged in was deleted" in str(told.blocks)
+    finally:
+        await responder.stop()

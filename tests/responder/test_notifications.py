@@ -83,7 +83,12 @@ def sink_config(
     if slack.get("mode") == "webhook":
         hook = tmp_path / "webhook"
         hook.write_text(sink.webhook_url)
-        settings = {"mode": "webhook", "webhook_url": {"file": str(hook)}, "update_interval_seconds": 0}
+        interval = slack.get("update_interval_seconds", 0)
+        settings = {
+            "mode": "webhook",
+            "webhook_url": {"file": str(hook)},
+            "update_interval_seconds": interval,
+        }
     return responder_config(tmp_path, seeded[2], extra={"inputs": {}, "slack": settings, **(extra or {})})
 
 
@@ -179,7 +184,8 @@ async def test_slack_down_is_retried_from_the_journal(
 async def test_a_permanent_slack_error_is_recorded_not_retried_forever(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:
-    sink.api_error("channel_not_found", times=5, method="chat.postMessage")
+    """A refusal no wait and no other channel can get past (the message itself refused)."""
+    sink.api_error("invalid_blocks", times=5, method="chat.postMessage")
     responder = await start(tmp_path, seeded, sink)
     try:
         assert responder.pipeline is not None
@@ -188,7 +194,7 @@ async def test_a_permanent_slack_error_is_recorded_not_retried_forever(
         def failed() -> bool:
             with responder.journal.reader() as conn:
                 row = conn.execute("SELECT state, last_error FROM notifications").fetchone()
-            return row is not None and row["state"] == "failed" and "channel_not_found" in row["last_error"]
+            return row is not None and row["state"] == "failed" and "invalid_blocks" in row["last_error"]
 
         await settle(responder, failed)
         assert len(sink.requests("chat.postMessage")) == 1

@@ -261,7 +261,7 @@ async def test_verify_fails_when_slack_is_missing(
 async def test_verify_reports_a_failed_slack_delivery(
     chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sink.api_error("channel_not_found", times=50, method="chat.postMessage")
+    sink.api_error("invalid_blocks", times=50, method="chat.postMessage")
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
         code, out = await cli(
@@ -270,6 +270,23 @@ async def test_verify_reports_a_failed_slack_delivery(
         )
     assert code == 1
     assert "FAIL  credential-read  [quarantined]  Slack message failed after 1 attempt(s)" in out
+    assert "invalid_blocks" in out
+
+
+async def test_verify_reports_a_slack_message_waiting_for_its_channel(
+    chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every channel refuses the bot: the message waits in the journal (not failed for good), and
+    verify says it is not sent, and why."""
+    sink.api_error("channel_not_found", times=50, method="chat.postMessage")
+    async with chain() as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
+        code, out = await cli(
+            ["verify", "credential-read", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            capsys,
+        )
+    assert code == 1
+    assert "FAIL  credential-read  [quarantined]  Slack message not sent yet (pending, 0 attempt(s)" in out
     assert "channel_not_found" in out
 
 
