@@ -808,6 +808,26 @@ class Journal:
             ).fetchall()
         return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
 
+    def forgery_thread(
+        self, incident_id: str, channel: str | None, since_ns: int, gone: Collection[tuple[str, str]] = ()
+    ) -> tuple[str, str] | None:
+        """(channel id, ts) of the newest top-level post, to ``channel``, of another unverified
+        incident (a possible forgery) opened since ``since_ns``: the thread that gathers them, so
+        forged alerts with made-up ids, each its own incident, do not each post in the channel.
+        Posts in ``gone`` (deleted in Slack) are passed over."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
+                " JOIN incidents i ON i.incident_id = n.incident_id"
+                " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
+                " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
+                " AND i.opened_ns >= ? AND i.incident_id != ?"
+                " AND json_extract(i.decision, '$.unverified') = 1"
+                " ORDER BY i.opened_ns DESC LIMIT ?",
+                (channel, since_ns, incident_id, len(gone) + 1),
+            ).fetchall()
+        return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
+
     def thread_root_incident(self, channel_id: str, ts: str) -> str | None:
         """The incident whose top-level post is at ``ts`` in ``channel_id``."""
         with self.reader() as conn:

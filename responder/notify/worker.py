@@ -281,6 +281,9 @@ class NotificationWorker:
             self._thread_updated_ns[row.incident_id] = now
         elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
+        elif row.kind == "incident":
+            # What it shows in the channel, its thread's replies need not show there again.
+            self._remember_broadcast(ref, _problems(report))
         if row.kind == "incident" and report.decision.reopens is not None:
             self._schedule_update(report.decision.reopens.incident_id, row.channel, now)
         log.info(
@@ -298,17 +301,24 @@ class NotificationWorker:
         if (
             not self._settings.thread_by_workload
             or not self._delivery.supports_threads
-            or group is None
-            or report.decision.unverified  # a possible forgery is never tucked into a thread
-            # Nor is an incident opened because an earlier one's isolation of the same pod no longer
-            # held: it is no other pod of the workload, and the attack goes on past that isolation.
+            # An incident opened because an earlier one's isolation of the same pod no longer held
+            # is no other pod of the workload, and the attack goes on past that isolation.
             or report.decision.reopens is not None
             # Nor into a thread in a channel that refuses the bot: the incident goes elsewhere.
             or self._redirect_reason(row.channel) is not None
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns
-        found = self._journal.workload_thread(row.incident_id, row.channel, group, since, self._gone_posts)
+        if report.decision.unverified:
+            # A possible forgery is never tucked into a workload's thread, but forgeries share one:
+            # made-up container ids open an incident each, and must not each post in the channel.
+            found = self._journal.forgery_thread(row.incident_id, row.channel, since, self._gone_posts)
+        elif group is None:
+            return None
+        else:
+            found = self._journal.workload_thread(
+                row.incident_id, row.channel, group, since, self._gone_posts
+            )
         return None if found is None else SlackRef(channel=found[0], ts=found[1])
 
     async def _send_incident(
@@ -461,8 +471,9 @@ class NotificationWorker:
     async def _send_in_workload_thread(
         self, row: NotificationRow, report: IncidentReport, root: SlackRef
     ) -> SlackRef:
-        """Post the incident as a reply in its workload's thread; shown in the channel too when it
-        needs eyes there (LEAKY, failed, withheld), so a thread never hides a problem."""
+        """Post the incident as a reply in its workload's thread (or the possible forgeries'); shown
+        in the channel too when it needs eyes for a reason the thread has not shown there yet
+        (LEAKY, failed, withheld), so a thread never hides a problem."""
         if row.state == "sending" and row.slack_thread_ts:
             found = await self._earlier_post(self._delivery.find_posted_reply(root, row.incident_id), row)
             if found is not None:

@@ -267,3 +267,32 @@ async def test_at_start_the_responder_names_the_channels_that_cannot_take_its_po
     info = [str(r.params.get("channel")) for r in sink.requests("conversations.info")]
     assert sorted(info) == sorted([str(sink.channel_id("#sec-alerts")), str(sink.channel_id(ML_ALERTS))])
     assert sink.requests("chat.postMessage") == []
+
+
+async def test_forged_alerts_with_made_up_ids_share_one_thread(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """Each forged alert with another made-up container id is an incident of its own: the first is
+    posted in the channel, the rest gather in its thread (not shown in the channel again), and none
+    goes into a workload's thread."""
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    sibling = replica(running, vllm, "vllm-1")
+    responder = await start(tmp_path, seeded, sink, thread_by_workload=True)
+    try:
+        await submit(responder, shell(sibling))  # a genuine incident: a workload thread's root
+        await settle(responder, lambda: len(top_level(sink)) == 1)
+        forged = [shell(vllm, n, **{"container.id": f"c0ffee00000{n}"}) for n in range(4)]
+        await submit(responder, forged[0])
+        await settle(responder, lambda: len(top_level(sink)) == 2)
+        await submit(responder, *forged[1:])
+        root = top_level(sink)[1]
+        await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 3)
+        assert "forg" in str(root.blocks).lower()
+        assert len(top_level(sink)) == 2
+        assert sink.replies("#sec-alerts", top_level(sink)[0].ts) == []  # not in the workload's thread
+        replies = sink.replies("#sec-alerts", root.ts)
+        assert sorted(n for n in range(1, 4) for r in replies if f"c0ffee00000{n}" in str(r.blocks)) == [1, 2, 3]
+        assert not any(p.get("reply_broadcast") for p in posts(sink) if p.get("thread_ts"))
+    finally:
+        await responder.stop()
