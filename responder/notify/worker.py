@@ -51,6 +51,12 @@ _POSTED_ONCE = frozenset({"incident", "by_hand", "lapse"})
 # long before trying again, doubling up to the longest: the rows wait in the journal, never dropped.
 REFUSED_FIRST_WAIT_SECONDS = 30.0
 REFUSED_LONGEST_WAIT_SECONDS = 600.0
+# Failures for want of Slack (5xx, timeouts, connections) in a row, with no call going through,
+# after which Slack is taken to be down: all sending waits (5 s, doubling to 5 min) and the
+# notifications' tries are not counted against max_attempts until a call goes through again.
+OUTAGE_AFTER_FAILURES = 3
+OUTAGE_FIRST_WAIT_SECONDS = 5.0
+_OUTAGE_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE})
 # How many workload threads remember which problems their replies already showed in the channel.
 _BROADCAST_MEMORY = 1024
 
@@ -117,6 +123,10 @@ class NotificationWorker:
         # read again before the next try (a replaced Secret is used without a restart).
         self._credentials_wait_seconds = 0.0
         self._reload_secret = False
+        # Calls that failed for want of Slack (5xx, timeouts, refused connections) since the last
+        # that went through; past OUTAGE_AFTER_FAILURES, Slack is down and all sending waits.
+        self._failures_in_a_row = 0
+        self._outage_wait_seconds = 0.0
         # Channels (as configured) that refused the bot: until when, how long the wait was, why.
         self._refused_channels: dict[str, tuple[int, float, str]] = {}
         # Posts deleted in Slack ((channel id, ts)): no reply goes into their threads any more.
@@ -237,30 +247,14 @@ class NotificationWorker:
             if ref is None:
                 return  # rescheduled or dropped inside
         except DeliveryError as error:
-            self._metrics.notifications.labels(row.kind, error.kind.value).inc()
-            if await self._refused(row, channel, error):
-                return
-            if error.kind is FailureKind.RATE_LIMITED:
-                # Slack asks to slow down: all sending pauses; this try does not count against
-                # max_attempts (a long rate limit must not use them up and drop the incident).
-                pause = error.retry_after_seconds or 1.0
-                self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
-                await self._reschedule(row, error.reason, retry_after=pause, counted=False)
-                return
-            if error.retryable and row.attempts + 1 < self._settings.max_attempts:
-                # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
-                ambiguous = row.kind in _POSTED_ONCE and error.kind in AMBIGUOUS_FAILURES
-                await self._reschedule(
-                    row,
-                    error.reason,
-                    retry_after=error.retry_after_seconds,
-                    state="sending" if ambiguous else "pending",
-                )
-            else:
-                await self._fail(row, error.reason)
+            await self._failed(row, channel, error)
             return
         now = self._clock_ns()
         self._credentials_wait_seconds = 0.0
+        if self._outage_wait_seconds:
+            log.info("Slack answers again; sending resumes")
+        self._failures_in_a_row = 0
+        self._outage_wait_seconds = 0.0
         await self._journal.run(
             Journal.op_notification_state(
                 row.id,
@@ -289,6 +283,31 @@ class NotificationWorker:
         log.info(
             "notification sent", extra={"incident": row.incident_id, "kind": row.kind, "slack_ts": ref.ts}
         )
+
+    async def _failed(self, row: NotificationRow, channel: str | None, error: DeliveryError) -> None:
+        """One try of ``row`` failed: wait it out, post elsewhere, try again later, or give it up."""
+        self._metrics.notifications.labels(row.kind, error.kind.value).inc()
+        if await self._refused(row, channel, error):
+            return
+        if error.kind is FailureKind.RATE_LIMITED:
+            # Slack asks to slow down: all sending pauses; this try does not count against
+            # max_attempts (a long rate limit must not use them up and drop the incident).
+            pause = error.retry_after_seconds or 1.0
+            self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
+            await self._reschedule(row, error.reason, retry_after=pause, counted=False)
+            return
+        # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
+        ambiguous = row.kind in _POSTED_ONCE and error.kind in AMBIGUOUS_FAILURES
+        state = "sending" if ambiguous else "pending"
+        if error.kind in _OUTAGE_FAILURES and self._slack_down(error):
+            # Slack is down for every call, not refusing this one: waiting it out uses up none
+            # of max_attempts (an outage longer than their backoff would drop every post).
+            wait = self._outage_wait_seconds
+            await self._reschedule(row, error.reason, retry_after=wait, state=state, counted=False)
+        elif error.retryable and row.attempts + 1 < self._settings.max_attempts:
+            await self._reschedule(row, error.reason, retry_after=error.retry_after_seconds, state=state)
+        else:
+            await self._fail(row, error.reason)
 
     def _workload_root(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         """The thread this incident's post goes into (slack.thread_by_workload), or None: top level.
@@ -436,6 +455,24 @@ class NotificationWorker:
         )
         due = now if fallback else now + int(wait * 1e9)
         await self._journal.run(Journal.op_forget_thread(row.id, due, error.reason))
+        return True
+
+    def _slack_down(self, error: DeliveryError) -> bool:
+        """Count a failure for want of Slack; True once they come in a row (no call going through
+        between them): then all sending pauses, for a wait that doubles while it lasts."""
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row < OUTAGE_AFTER_FAILURES:
+            return False
+        first = not self._outage_wait_seconds
+        self._outage_wait_seconds = min(
+            max(self._outage_wait_seconds * 2, OUTAGE_FIRST_WAIT_SECONDS), MAX_BACKOFF_SECONDS
+        )
+        self._paused_until_ns = self._clock_ns() + int(self._outage_wait_seconds * 1e9)
+        if first:
+            log.warning(
+                "Slack looks down; sending pauses and notifications wait in the journal until it answers",
+                extra={"reason": error.reason, "failures": self._failures_in_a_row},
+            )
         return True
 
     def _read_secret_again(self) -> None:

@@ -296,3 +296,27 @@ async def test_forged_alerts_with_made_up_ids_share_one_thread(
         assert not any(p.get("reply_broadcast") for p in posts(sink) if p.get("thread_ts"))
     finally:
         await responder.stop()
+
+
+async def test_a_slack_outage_longer_than_the_retries_loses_no_post(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """Slack answers 503 to every call for a while: after a few failures in a row sending pauses
+    (the tries not counted against max_attempts), and the post goes out once Slack is back."""
+    sink.server_error(times=6, status=503, method="chat.postMessage")
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock, max_attempts=3)
+    try:
+        await submit(responder, shell(seeded[1]["vllm"]))
+        for _ in range(40):
+            if [r["state"] for r in incident_rows(responder)] == ["sent"]:
+                break
+            await asyncio.sleep(0.3)
+            clock.advance(310)  # past any backoff or outage wait
+        assert [r["state"] for r in incident_rows(responder)] == ["sent"]
+        assert [r.status for r in sink.requests("chat.postMessage")] == [503] * 6 + [200]
+        assert len(incident_posts(sink)) == 1
+        # The first two failures counted; the ones while Slack was down did not.
+        assert incident_rows(responder)[0]["attempts"] == 3
+    finally:
+        await responder.stop()
