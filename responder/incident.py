@@ -186,12 +186,26 @@ class IncidentReport:
             + _config_option(config_path)
         )
 
+    def _quarantine_failed(self) -> bool:
+        """The latest quarantine of the pod failed (labelled or not), and no release followed it:
+        the pod is not isolated, and a person may want to quarantine it now."""
+        for outcome in reversed(self.outcomes):
+            if outcome.status is OutcomeStatus.RELEASED:
+                return False
+            if outcome.action == "quarantine":
+                return outcome.status is OutcomeStatus.FAILED
+        return False
+
     def quarantine_command(self, config_path: str | None = None) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
-        quarantine (dry-run) or the circuit breaker held it back, and the alert was verified."""
+        quarantine (dry-run), the circuit breaker held it back, or it failed, and the alert was
+        verified."""
         decision = self.decision
         predicted = any(o.action == "quarantine" and o.status is OutcomeStatus.DRY_RUN for o in self.outcomes)
-        if self.labelled or decision.unverified or not (predicted or decision.breaker_open):
+        failed = self._quarantine_failed()
+        if decision.unverified or not (predicted or decision.breaker_open or failed):
+            return None
+        if self.labelled and not failed:
             return None
         # The policy's cut, so that the command does what was predicted.
         cut = f" --isolate {shlex.quote(decision.isolate)}" if decision.isolate else ""

@@ -391,7 +391,7 @@ async def _run_cases(
     timeout: float,
 ) -> tuple[list[DemoCheck], ByHandStep | None]:
     cases = plan_cases(scenarios, pods, overrides)
-    responder = build_responder(config)
+    responder = build_responder(config, str(config_path))
     await responder.start()
     try:
         assert responder.http_url is not None  # the demo config enables the HTTP input

@@ -87,18 +87,19 @@ def code_block(text: str, limit: int) -> str:
     return "```" + escape(text or " ", max(1, limit - 6)) + "```"
 
 
-def code_block_lines(lines: list[str], limit: int) -> str:
+def code_block_lines(lines: list[str], limit: int, *, line_limit: int | None = None) -> str:
     """A preformatted block with one literal line per item (a newline inside an item is shown
-    as ``\\n``, so an item can never fake extra lines); whole lines are dropped to fit ``limit``."""
+    as ``\\n``, so an item can never fake extra lines), each cut to ``line_limit``; whole lines are
+    dropped to fit ``limit``, the last line saying how many."""
     budget = max(1, limit - 6)
     kept: list[str] = []
     used = 0
     for index, line in enumerate(lines):
-        piece = escape(line or " ", budget)
+        piece = escape(line or " ", min(budget, line_limit) if line_limit else budget)
         cost = len(piece) + (1 if kept else 0)
-        more = index < len(lines) - 1
-        if used + cost + (len(ELLIPSIS) + 1 if more else 0) > budget:
-            kept.append(ELLIPSIS)
+        left = len(lines) - index - 1
+        if used + cost + (len(f"{ELLIPSIS} {left} more") + 1 if left else 0) > budget:
+            kept.append(f"{ELLIPSIS} {len(lines) - index} more")
             break
         kept.append(piece)
         used += cost

@@ -69,6 +69,8 @@ CMDLINE_LIMIT = 1200
 REASON_LIMIT = 500
 OUTPUT_LIMIT = 1200
 OTHER_FIELDS_LIMIT = 1200
+# The least an "Other fields" line is cut to (its name and the start of its value).
+OTHER_FIELD_LINE_MIN = 60
 
 _MORE = "_… (truncated; the full record is in `serving-guard audit`)_"
 
@@ -355,10 +357,21 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
         return f":ghost: *Pod gone*: nothing left to {action}" + (f" ({detail})." if detail else ".")
     if status is OutcomeStatus.FAILED and outcome.labelled:
         # The label went on, the deny-all policy did not: the label isolates nothing yet.
-        again = "run the command again" if outcome.by_hand else "the next repeat of this alert tries again"
+        again = (
+            "run the command again"
+            if outcome.by_hand
+            else "the next repeat of this alert tries again, or run the quarantine command below"
+        )
         return (
             f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; {again}."
         )
+    if status is OutcomeStatus.FAILED and outcome.action == ActionName.QUARANTINE.value:
+        again = (
+            "run the command again"
+            if outcome.by_hand
+            else "the next repeat of this alert tries again, or quarantine it by hand with the command below"
+        )
+        return f":x: *{action} FAILED*: {detail or 'no reason given'}. The pod is *not* isolated; {again}."
     if status is OutcomeStatus.FAILED:
         return f":x: *{action} FAILED*: " + (detail or "no reason given") + "."
     if status is OutcomeStatus.ANNOTATED:
@@ -552,8 +565,10 @@ def _unverified_lines(report: IncidentReport) -> list[str]:
     reason = report.verification.reason or "the alert does not match the live pod"
     return [
         ":no_entry: *Unverified alert: someone may be forging alerts.*",
+        # The reason quotes the alert's own ids and host name: a code span, so that made-up ones
+        # cannot format the warning (Slack's *, _ and ~ have no escape outside code).
         f"This alert names pod {code(report.key.pod_ref, NAME_LIMIT)}, but it does not match the live pod: "
-        + escape(reason, REASON_LIMIT)
+        + code(reason, REASON_LIMIT)
         + ".",
         "Nothing was done to the pod. Check who can reach the responder's alert input, and the Falco on "
         f"node {_value(alert.hostname)}.",
@@ -571,7 +586,10 @@ def _verification_text(report: IncidentReport) -> str:
         said += [reason] if reason else []
         return ":white_check_mark: Verified against the live pod" + (f" ({'; '.join(said)})" if said else "")
     if status is VerificationStatus.UNVERIFIED:
-        return ":no_entry: UNVERIFIED: " + (reason or "does not match the live pod")
+        quoted = (
+            code(verification.reason, REASON_LIMIT) if verification.reason else "does not match the live pod"
+        )
+        return ":no_entry: UNVERIFIED: " + quoted
     if status is VerificationStatus.POD_NOT_FOUND:
         return ":grey_question: Not verified: pod not found (already gone?)"
     if status is VerificationStatus.NO_POD_IDENTITY:
@@ -663,7 +681,10 @@ def _other_fields(alert: Alert) -> _Lines:
     rest = sorted((name, alert.text(name) or "") for name in alert.fields if name not in _SHOWN_FIELDS)
     if rest:
         lines.add("*Other fields*")
-        lines.add(code_block_lines([f"{name}={value}" for name, value in rest], OTHER_FIELDS_LIMIT))
+        # Each line gets its share of the block: one long value must not push the others out.
+        share = max(OTHER_FIELD_LINE_MIN, (OTHER_FIELDS_LIMIT - 6) // len(rest) - 1)
+        shown = [f"{name}={value}" for name, value in rest]
+        lines.add(code_block_lines(shown, OTHER_FIELDS_LIMIT, line_limit=share))
     return lines
 
 
@@ -675,12 +696,20 @@ def _context_texts(report: IncidentReport) -> list[str]:
         f"Incident {code(report.incident_id, 80)} · alert {code(alert.alert_id[:16] or '?', 40)}",
     ]
     if report.count > 1:
-        texts.append(
+        seen = (
             f"Seen {report.count} times · first {format_utc(report.first_seen_ns)}"
             f" · last {format_utc(report.last_seen_ns)}"
         )
     else:
-        texts.append(f"At {format_utc(report.first_seen_ns)}")
+        seen = f"At {format_utc(report.first_seen_ns)}"
+    # When it happened, if that is not when it arrived (a late alert: deferred, replayed, a node's
+    # Falco catching up), and when the responder last acted on the pod.
+    if abs(alert.time_ns - report.first_seen_ns) >= 1_000_000_000:
+        seen += f" · event at {format_utc(alert.time_ns)}"
+    acted = [o.finished_ns for o in report.outcomes if o.finished_ns and o.action != ActionName.NOTIFY.value]
+    if acted:
+        seen += f" · acted at {format_utc(max(acted))}"
+    texts.append(seen)
     source = f"Falco on {_value(alert.hostname)} · source {code(alert.source, 80)}"
     if alert.tags:
         source += " · tags " + code(", ".join(alert.tags), 400)
@@ -753,14 +782,26 @@ def render_incident(
     config_path: str | None = None,
 ) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
-    thread of another pod of its workload (slack.thread_by_workload). ``thread_replies``: for the
-    root of such a thread, its replies' outcomes, counted. Re-rendered for updates."""
+    thread of another pod of its workload (slack.thread_by_workload), or for a possible forgery in
+    the thread of the first. ``thread_replies``: for the root of such a thread, its replies'
+    outcomes, counted. Re-rendered for updates."""
     blocks: list[dict[str, Any]] = [_header(_header_text(report))]
     headline = _Lines()
     group = report.workload_group
-    if in_workload_thread and group is not None:
+    forgery = report.decision.unverified
+    if in_workload_thread and forgery:
+        headline.add(
+            ":link: Another alert that does not match its live pod, in this thread of possible forgeries."
+        )
+    elif in_workload_thread and group is not None:
         headline.add(f":link: The same rule on another pod of {code(group.workload, NAME_LIMIT)}.")
-    if thread_replies and group is not None:
+    if thread_replies and forgery:
+        more = f"{len(thread_replies)} more alert" + ("s" if len(thread_replies) > 1 else "")
+        headline.add(
+            f":no_entry: *{more}* that do not match their live pods, in this thread: the same"
+            " forger, or the same broken Falco, is likely."
+        )
+    elif thread_replies and group is not None:
         headline.add(_thread_summary(group.workload, thread_replies))
     if report.decision.unverified:
         headline.extend(_unverified_lines(report))

@@ -187,7 +187,10 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         ),
         (
             ActionOutcome("quarantine", OutcomeStatus.FAILED, 'HTTP 403: pods "triton-0" is forbidden'),
-            [':x: *quarantine FAILED*: HTTP 403: pods "triton-0" is forbidden.'],
+            [
+                ':x: *quarantine FAILED*: HTTP 403: pods "triton-0" is forbidden. The pod is *not* isolated;'
+                " the next repeat of this alert tries again, or quarantine it by hand with the command below."
+            ],
             'failed: HTTP 403: pods "triton-0" is forbidden',
         ),
         (
@@ -200,7 +203,7 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             [
                 ":x: *quarantine FAILED*: the pod is labelled, but NetworkPolicy serving-guard-quarantine"
                 " is not ensured: HTTP 500. The pod is *not* isolated until that policy exists; the next"
-                " repeat of this alert tries again."
+                " repeat of this alert tries again, or run the quarantine command below."
             ],
             "failed: the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured:"
             " HTTP 500",
@@ -292,10 +295,10 @@ def test_unverified_alert_is_a_distinct_loud_security_message() -> None:
     assert header_of(message) == ":no_entry: UNVERIFIED Critical alert: Shell in serving pod"
     text = text_of(message)
     assert ":no_entry: *Unverified alert: someone may be forging alerts.*" in text
-    assert f"This alert names pod `ml/triton-0`, but it does not match the live pod: {reason}." in text
+    assert f"This alert names pod `ml/triton-0`, but it does not match the live pod: `{reason}`." in text
     assert "Nothing was done to the pod." in text and "node `attacker-box`" in text
     assert "*Pod (as the alert claims)*" in text
-    assert f":no_entry: UNVERIFIED: {reason}" in text
+    assert f":no_entry: UNVERIFIED: `{reason}`" in text
     assert "serving-guard release" not in text
     assert message.text == (
         "UNVERIFIED alert (someone may be forging alerts): Shell in serving pod naming ml/triton-0"
@@ -549,8 +552,8 @@ def test_hostile_alert_text_never_becomes_markup(
     # Code spans and blocks are exactly ours: hostile text adds no backtick anywhere.
     assert visible_text(hostile.blocks_json()).count("`") == visible_text(benign.blocks_json()).count("`")
     assert hostile.text.count("`") == 0
-    # And every alert backtick is still visible as its look-alike.
-    if "`" in rule:
+    # And every alert backtick is still visible as its look-alike (unless the header's length cut it).
+    if "`" in rule and not header_of(hostile).endswith("…"):
         assert BACKTICK_LOOKALIKE in header_of(hostile)
 
 

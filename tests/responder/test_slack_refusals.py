@@ -292,8 +292,13 @@ async def test_forged_alerts_with_made_up_ids_share_one_thread(
         assert len(top_level(sink)) == 2
         assert sink.replies("#sec-alerts", top_level(sink)[0].ts) == []  # not in the workload's thread
         replies = sink.replies("#sec-alerts", root.ts)
-        assert sorted(n for n in range(1, 4) for r in replies if f"c0ffee00000{n}" in str(r.blocks)) == [1, 2, 3]
+        named = sorted(n for n in range(1, 4) for r in replies if f"c0ffee00000{n}" in str(r.blocks))
+        assert named == [1, 2, 3]
         assert not any(p.get("reply_broadcast") for p in posts(sink) if p.get("thread_ts"))
+        assert all("in this thread of possible forgeries" in str(r.blocks) for r in replies)
+        assert not any("another pod of" in str(r.blocks) for r in replies)
+        summary = "*3 more alerts* that do not match their live pods, in this thread"
+        await settle(responder, lambda: summary in str(top_level(sink)[1].blocks))
     finally:
         await responder.stop()
 
