@@ -70,8 +70,9 @@ def _predicted(incident: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def command_from(message: SinkMessage, config_path: Path) -> list[str] | None:
     """The quarantine command the incident's message offers, its placeholders filled in with the
-    demo person's reason and name, and the responder's config: as a person would copy and complete
-    it (a placeholder the message lacks stays missing, so that the check sees what it would do)."""
+    demo person's reason and name (and the responder's config, if it lacks it): as a person would
+    copy and complete it (a placeholder the message lacks stays missing, so that the check sees
+    what it would do)."""
     found = _COMMAND.findall(str(message.blocks))
     if not found:
         return None
@@ -79,7 +80,8 @@ def command_from(message: SinkMessage, config_path: Path) -> list[str] | None:
     for option, value in (("--reason", DEMO_REASON), ("--by", DEMO_PERSON)):
         if option in argv:
             argv[argv.index(option) + 1] = value
-    return [*argv, "--config", str(config_path)]
+    # The message names the responder's config (it runs with one); a person adds it only if not.
+    return argv if "--config" in argv else [*argv, "--config", str(config_path)]
 
 
 def _told(sink: SlackSink, post: SinkMessage, incident_id: str) -> tuple[str, bool]:

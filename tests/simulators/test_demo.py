@@ -177,6 +177,11 @@ def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing
         "--config",
         str(tmp_path / "c.yaml"),
     ]
+    # A command that names its config (the demo's responder runs with one) is run as it is.
+    named = offered.replace(" --by '&lt;you&gt;'```", " --by '&lt;you&gt;' --config /etc/sg/config.yaml```")
+    post = SinkMessage("C1", "1.1", "t", [{"type": "section", "text": {"text": named}}], None)
+    argv = command_from(post, tmp_path / "c.yaml") or []
+    assert argv.count("--config") == 1 and argv[-1] == "/etc/sg/config.yaml"
     # Only the placeholders the message gives are filled in: one without --by is run without it.
     bare_by = offered.replace(" --by '&lt;you&gt;'", "")
     post = SinkMessage("C1", "1.1", "t", [{"type": "section", "text": {"text": bare_by}}], None)
