@@ -785,28 +785,16 @@ class Journal:
         """(channel id, ts) of the newest top-level post, to ``channel``, of another incident in
         ``group`` opened since ``since_ns``: the thread that gathers the group's incidents. Posts in
         ``gone`` (deleted in Slack) are passed over."""
-        with self.reader() as conn:
-            rows = conn.execute(
-                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
-                " JOIN incidents i ON i.incident_id = n.incident_id"
-                " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
-                " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
-                " AND i.namespace = ? AND i.rule = ? AND i.opened_ns >= ? AND i.incident_id != ?"
-                " AND json_extract(i.pod_context, '$.owners[#-1].kind') = ?"
-                " AND json_extract(i.pod_context, '$.owners[#-1].name') = ?"
-                " ORDER BY i.opened_ns DESC LIMIT ?",
-                (
-                    channel,
-                    group.namespace,
-                    group.rule,
-                    since_ns,
-                    incident_id,
-                    group.kind,
-                    group.name,
-                    len(gone) + 1,
-                ),
-            ).fetchall()
-        return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
+        return self._thread_root(
+            incident_id,
+            channel,
+            since_ns,
+            gone,
+            " AND i.namespace = ? AND i.rule = ?"
+            " AND json_extract(i.pod_context, '$.owners[#-1].kind') = ?"
+            " AND json_extract(i.pod_context, '$.owners[#-1].name') = ?",
+            (group.namespace, group.rule, group.kind, group.name),
+        )
 
     def forgery_thread(
         self, incident_id: str, channel: str | None, since_ns: int, gone: Collection[tuple[str, str]] = ()
@@ -815,16 +803,30 @@ class Journal:
         incident (a possible forgery) opened since ``since_ns``: the thread that gathers them, so
         forged alerts with made-up ids, each its own incident, do not each post in the channel.
         Posts in ``gone`` (deleted in Slack) are passed over."""
+        return self._thread_root(
+            incident_id, channel, since_ns, gone, " AND json_extract(i.decision, '$.unverified') = 1", ()
+        )
+
+    def _thread_root(
+        self,
+        incident_id: str,
+        channel: str | None,
+        since_ns: int,
+        gone: Collection[tuple[str, str]],
+        also: str,
+        also_params: tuple[object, ...],
+    ) -> tuple[str, str] | None:
+        """The newest top-level incident post to ``channel`` of another incident opened since
+        ``since_ns`` that ``also`` (SQL on incidents ``i``) holds for, not in ``gone``."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT n.slack_channel, n.slack_ts FROM notifications n"
+                # ``also`` is one of this module's constant conditions, its values placeholders.
+                "SELECT n.slack_channel, n.slack_ts FROM notifications n"  # noqa: S608
                 " JOIN incidents i ON i.incident_id = n.incident_id"
                 " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
                 " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
-                " AND i.opened_ns >= ? AND i.incident_id != ?"
-                " AND json_extract(i.decision, '$.unverified') = 1"
-                " ORDER BY i.opened_ns DESC LIMIT ?",
-                (channel, since_ns, incident_id, len(gone) + 1),
+                " AND i.opened_ns >= ? AND i.incident_id != ?" + also + " ORDER BY i.opened_ns DESC LIMIT ?",
+                (channel, since_ns, incident_id, *also_params, len(gone) + 1),
             ).fetchall()
         return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
 

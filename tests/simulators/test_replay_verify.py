@@ -258,10 +258,25 @@ async def test_verify_fails_when_slack_is_missing(
         assert code == 0, out
 
 
-async def test_verify_reports_a_failed_slack_delivery(
-    chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # Refused for good: recorded as failed.
+        ("invalid_blocks", "Slack message failed after 1 attempt(s)"),
+        # Every channel refuses the bot: the message waits in the journal, not failed for good.
+        ("channel_not_found", "Slack message not sent yet (pending, 0 attempt(s)"),
+    ],
+)
+async def test_verify_reports_a_slack_message_not_delivered_and_why(
+    chain: ChainFactory,
+    seeded: Seeded,
+    sink: SlackSink,
+    run_id: str,
+    capsys: pytest.CaptureFixture[str],
+    error: str,
+    said: str,
 ) -> None:
-    sink.api_error("invalid_blocks", times=50, method="chat.postMessage")
+    sink.api_error(error, times=50, method="chat.postMessage")
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
         code, out = await cli(
@@ -269,25 +284,8 @@ async def test_verify_reports_a_failed_slack_delivery(
             capsys,
         )
     assert code == 1
-    assert "FAIL  credential-read  [quarantined]  Slack message failed after 1 attempt(s)" in out
-    assert "invalid_blocks" in out
-
-
-async def test_verify_reports_a_slack_message_waiting_for_its_channel(
-    chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Every channel refuses the bot: the message waits in the journal (not failed for good), and
-    verify says it is not sent, and why."""
-    sink.api_error("channel_not_found", times=50, method="chat.postMessage")
-    async with chain() as responder:
-        await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
-        code, out = await cli(
-            ["verify", "credential-read", "--run-id", run_id, "--responder", responder.http_url, *FAST],
-            capsys,
-        )
-    assert code == 1
-    assert "FAIL  credential-read  [quarantined]  Slack message not sent yet (pending, 0 attempt(s)" in out
-    assert "channel_not_found" in out
+    assert f"FAIL  credential-read  [quarantined]  {said}" in out
+    assert error in out
 
 
 async def test_forged_alerts_are_refused_and_verify_says_so(
