@@ -287,18 +287,19 @@ class NotificationWorker:
     async def _failed(self, row: NotificationRow, channel: str | None, error: DeliveryError) -> None:
         """One try of ``row`` failed: wait it out, post elsewhere, try again later, or give it up."""
         self._metrics.notifications.labels(row.kind, error.kind.value).inc()
-        if await self._refused(row, channel, error):
+        # A timeout or a 5xx may hide a post that landed: the retry looks for it first. So does the
+        # retry of a row an earlier such failure left to look (whatever failed this time).
+        ambiguous = row.kind in _POSTED_ONCE and (error.kind in AMBIGUOUS_FAILURES or row.state == "sending")
+        state = "sending" if ambiguous else "pending"
+        if await self._refused(row, channel, error, state):
             return
         if error.kind is FailureKind.RATE_LIMITED:
             # Slack asks to slow down: all sending pauses; this try does not count against
             # max_attempts (a long rate limit must not use them up and drop the incident).
             pause = error.retry_after_seconds or 1.0
             self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
-            await self._reschedule(row, error.reason, retry_after=pause, counted=False)
+            await self._reschedule(row, error.reason, retry_after=pause, state=state, counted=False)
             return
-        # A timeout or a 5xx may hide a post that landed: the retry looks for it first.
-        ambiguous = row.kind in _POSTED_ONCE and error.kind in AMBIGUOUS_FAILURES
-        state = "sending" if ambiguous else "pending"
         if error.kind in _OUTAGE_FAILURES and self._slack_down(error):
             # Slack is down for every call, not refusing this one: waiting it out uses up none
             # of max_attempts (an outage longer than their backoff would drop every post).
@@ -419,7 +420,9 @@ class NotificationWorker:
         self._gone_posts.add((post.channel, post.ts))
         return True
 
-    async def _refused(self, row: NotificationRow, channel: str | None, error: DeliveryError) -> bool:
+    async def _refused(
+        self, row: NotificationRow, channel: str | None, error: DeliveryError, state: str
+    ) -> bool:
         """Handle a refusal that waiting or another channel can get past (True), rather than give the
         notification up: refused credentials pause all sending until they work again (read afresh
         before each try); a channel refusing the bot sends its new posts to the default channel
@@ -436,7 +439,7 @@ class NotificationWorker:
                 " are sent once it accepts them (the secret is read again before each try)",
                 extra={"reason": error.reason, "wait_seconds": wait},
             )
-            await self._reschedule(row, error.reason, retry_after=wait, counted=False)
+            await self._reschedule(row, error.reason, retry_after=wait, state=state, counted=False)
             return True
         if refusal is not Refusal.CHANNEL or channel is None or row.kind not in _POSTED_ONCE:
             return False

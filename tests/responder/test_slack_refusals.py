@@ -15,7 +15,7 @@ from responder.config import Slack, SlackMode
 from responder.ingest.sink import InputName
 from responder.notify.routing import WEBHOOK_REPEAT_LONGEST_SECONDS, repeat_interval_ns
 from responder.service import Responder
-from simulators.slack_sink import SlackSink
+from simulators.slack_sink import Fault, SlackSink
 from tests.helpers import SHELL_RULE, FakeClock, Records
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
 from tests.responder.test_workload_threads import posts, replica, top_level
@@ -323,5 +323,28 @@ async def test_a_slack_outage_longer_than_the_retries_loses_no_post(
         assert len(incident_posts(sink)) == 1
         # The first two failures counted; the ones while Slack was down did not.
         assert incident_rows(responder)[0]["attempts"] == 3
+    finally:
+        await responder.stop()
+
+
+async def test_a_rate_limit_after_a_lost_answer_still_looks_before_posting_again(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The post landed but its answer was lost (503): the retry must look for it first; a rate
+    limit on that look must not turn the next retry into a blind post (a duplicate)."""
+    sink.inject(Fault(status=503, apply=True, method="chat.postMessage"))
+    sink.rate_limit(times=1, retry_after=0.1, method="conversations.history")
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await submit(responder, shell(seeded[1]["vllm"]))
+        for _ in range(40):
+            if [r["state"] for r in incident_rows(responder)] == ["sent"]:
+                break
+            await asyncio.sleep(0.2)
+            clock.advance(5)
+        assert [r["state"] for r in incident_rows(responder)] == ["sent"]
+        assert len(incident_posts(sink)) == 1
+        assert [r.status for r in sink.requests("chat.postMessage")] == [503]
     finally:
         await responder.stop()
