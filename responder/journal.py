@@ -621,10 +621,13 @@ class Journal:
         )
 
     @staticmethod
-    def op_forget_thread(notification_id: int, due_ns: int, error: str | None = None) -> ForgetThread:
+    def op_forget_thread(
+        notification_id: int, due_ns: int, error: str | None = None, state: str = "pending"
+    ) -> ForgetThread:
         """Drop a notification's chosen thread and channel (the thread was deleted, or the channel
-        refused the bot, ``error``): it is sent afresh at ``due_ns``."""
-        return ForgetThread(notification_id, due_ns, error)
+        refused the bot, ``error``): it is sent afresh at ``due_ns``, in ``state`` ('sending' when
+        an earlier try may have landed)."""
+        return ForgetThread(notification_id, due_ns, error, state)
 
     @staticmethod
     def op_reset_actions(incident_id: str) -> ResetActions:

@@ -309,12 +309,14 @@ class ForgetThread:
     notification_id: int
     due_ns: int
     error: str | None = None
+    # 'sending' when an earlier try may have landed: the retry looks for it first.
+    state: str = "pending"
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         conn.execute(
-            "UPDATE notifications SET state = 'pending', slack_channel = NULL, slack_thread_ts = NULL,"
+            "UPDATE notifications SET state = ?, slack_channel = NULL, slack_thread_ts = NULL,"
             " next_attempt_ns = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
-            (self.due_ns, self.error, self.notification_id),
+            (self.state, self.due_ns, self.error, self.notification_id),
         )
 
 

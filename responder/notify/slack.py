@@ -67,13 +67,9 @@ CREDENTIAL_REFUSALS = frozenset(
         "account_inactive",
         "token_revoked",
         "token_expired",
-        "no_permission",
         "missing_scope",
         "not_allowed_token_type",
-        "ekm_access_denied",
         "org_login_required",
-        "team_access_not_granted",
-        "access_denied",
     }
 )
 # What an incoming webhook answers when the webhook itself is gone or disabled (its URL must be
@@ -103,6 +99,11 @@ CHANNEL_REFUSALS = frozenset(
         "restricted_action_read_only_channel",
         "restricted_action_thread_only_channel",
         "restricted_action_non_threadable_channel",
+        # Per resource, not per token (Slack answers them for one channel the bot may not use).
+        "access_denied",
+        "no_permission",
+        "ekm_access_denied",
+        "team_access_not_granted",
     }
 )
 # The message a reply or an update names is gone (deleted by a person).
@@ -382,6 +383,13 @@ class SlackDelivery:
     @property
     def default_channel(self) -> str | None:
         return self._settings.default_channel if self.mode is SlackMode.BOT else None
+
+    def known_channel_id(self, channel: str) -> str | None:
+        """The id of ``channel`` (a name or an id) as far as this process has learnt it (from post
+        answers and conversations.list), or None when it has not."""
+        if _CHANNEL_ID.match(channel):
+            return channel
+        return self._channel_ids.get(channel.lstrip("#"))
 
     def reload_secret(self) -> bool:
         """Read the token (or webhook URL) again from its file or variable, as after Slack refused

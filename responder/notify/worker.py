@@ -57,6 +57,8 @@ REFUSED_LONGEST_WAIT_SECONDS = 600.0
 OUTAGE_AFTER_FAILURES = 3
 OUTAGE_FIRST_WAIT_SECONDS = 5.0
 _OUTAGE_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE})
+# How many incidents remember when their post was last rendered again (its throttle).
+_THREAD_MEMORY = 4096
 # How many workload threads remember which problems their replies already showed in the channel.
 _BROADCAST_MEMORY = 1024
 
@@ -272,6 +274,8 @@ class NotificationWorker:
         if row.kind == "repeat":
             self._repeat_done(row.incident_id, now, shown=report.count)
         elif row.kind in ("thread", "update"):
+            if len(self._thread_updated_ns) >= _THREAD_MEMORY:
+                del self._thread_updated_ns[next(iter(self._thread_updated_ns))]  # the oldest
             self._thread_updated_ns[row.incident_id] = now
         elif row.kind == "incident" and ref.thread_ts is not None:
             self._schedule_thread_summary(ref, row.channel, now)
@@ -317,6 +321,8 @@ class NotificationWorker:
             if (row.slack_channel, row.slack_thread_ts) not in self._gone_posts:
                 return SlackRef(channel=row.slack_channel, ts=row.slack_thread_ts)
             return None
+        if row.slack_channel and row.state == "sending":
+            return None  # an earlier try went to the top level: its retry looks for it there
         group = report.workload_group
         if (
             not self._settings.thread_by_workload
@@ -324,8 +330,6 @@ class NotificationWorker:
             # An incident opened because an earlier one's isolation of the same pod no longer held
             # is no other pod of the workload, and the attack goes on past that isolation.
             or report.decision.reopens is not None
-            # Nor into a thread in a channel that refuses the bot: the incident goes elsewhere.
-            or self._redirect_reason(row.channel) is not None
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns
@@ -339,7 +343,15 @@ class NotificationWorker:
             found = self._journal.workload_thread(
                 row.incident_id, row.channel, group, since, self._gone_posts
             )
-        return None if found is None else SlackRef(channel=found[0], ts=found[1])
+        if found is None:
+            return None
+        # Only a thread in the channel posted to now (the default one while the policy's refuses
+        # the bot, or the policy's once it takes posts again): else this post starts the next.
+        target = self._delivery.default_channel if self._redirect_reason(row.channel) else row.channel
+        wanted = self._delivery.known_channel_id(target) if target else None
+        if wanted is not None and found[0] != wanted:
+            return None
+        return SlackRef(channel=found[0], ts=found[1])
 
     async def _send_incident(
         self, row: NotificationRow, report: IncidentReport, channel: str | None
@@ -371,14 +383,18 @@ class NotificationWorker:
         an ambiguous failure looks for the earlier post first."""
         refused = self._redirect_reason(channel)
         target = self._delivery.default_channel if refused is not None else channel
-        if row.state == "sending" and self._delivery.supports_threads and target:
+        # Where the earlier try went (saved when it was made): the redirect may have ended since,
+        # or the process restarted without knowing of it.
+        earlier = row.slack_channel if row.slack_channel and not row.slack_thread_ts else target
+        if row.state == "sending" and self._delivery.supports_threads and earlier:
             # In flight when the process died, or its answer was lost: did it land?
             oldest = row.created_ns / 1e9 - CRASH_LOOKBACK_SECONDS
-            search = self._delivery.find_posted(target, row.incident_id, oldest, action_id=message.action_id)
+            search = self._delivery.find_posted(earlier, row.incident_id, oldest, action_id=message.action_id)
             found = await self._earlier_post(search, row)
             if found is not None:
                 return found
-        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        # The channel is saved with the try: a retry looks there, and takes no workload thread.
+        await self._journal.run(Journal.op_notification_state(row.id, "sending", slack_channel=target))
         if refused is not None and channel is not None:
             message = redirected(message, channel, refused)
         ref = await self._delivery.post(message, channel=target)
@@ -457,7 +473,7 @@ class NotificationWorker:
             extra={"channel": refusing, "reason": error.reason, "wait_seconds": wait},
         )
         due = now if fallback else now + int(wait * 1e9)
-        await self._journal.run(Journal.op_forget_thread(row.id, due, error.reason))
+        await self._journal.run(Journal.op_forget_thread(row.id, due, error.reason, state))
         return True
 
     def _slack_down(self, error: DeliveryError) -> bool:
@@ -497,7 +513,10 @@ class NotificationWorker:
         try:
             found = await search
         except DeliveryError as error:
-            if error.retryable:
+            # Tried again later: Slack busy or down, or the token refused (it would refuse the post
+            # too). A missing history scope is no such thing: then nobody can ever look.
+            token_refused = refusal_of(error, self._delivery.mode) is Refusal.CREDENTIALS
+            if error.retryable or (token_refused and error.code != "missing_scope"):
                 raise
             log.warning(
                 "cannot look for an earlier post; posting again (it may be a duplicate)",
@@ -666,7 +685,6 @@ class NotificationWorker:
         # No thread to answer in (webhook mode, the incident never reached Slack, its thread was
         # deleted, or its channel refuses the bot): what was done is told in the channel instead.
         if gone:
-            row = dataclasses.replace(row, state="pending")  # no earlier try went to the top level
             message = out_of_thread(message)
         found = await self._post_top_level(row, message, channel)
         self._learn_by_hand(row, outcome, update_post=False)

@@ -30,6 +30,10 @@ def refused(code: str, *, retryable: bool = False) -> DeliveryError:
         ("channel_not_found", SlackMode.BOT, Refusal.CHANNEL),
         ("not_in_channel", SlackMode.BOT, Refusal.CHANNEL),
         ("is_archived", SlackMode.BOT, Refusal.CHANNEL),
+        # Per resource, not per token: one channel's refusal must not pause all sending.
+        ("access_denied", SlackMode.BOT, Refusal.CHANNEL),
+        ("no_permission", SlackMode.BOT, Refusal.CHANNEL),
+        ("team_access_not_granted", SlackMode.BOT, Refusal.CHANNEL),
         ("thread_not_found", SlackMode.BOT, Refusal.MESSAGE_GONE),
         ("message_not_found", SlackMode.BOT, Refusal.MESSAGE_GONE),
         ("invalid_blocks", SlackMode.BOT, None),
