@@ -3,6 +3,9 @@
 Every value that comes from an alert goes through :mod:`responder.notify.escape`; the markup
 we add ourselves is only ``*bold*``, code spans/blocks, emoji codes and bullets, never
 ``<...>`` (no links, no mentions), so a rendered message contains no raw ``<`` or ``>`` at all.
+Alert values are shown in code spans, or, inside our sentences (reasons that quote them, the
+fallback text), with mrkdwn's ``*``, ``_`` and ``~`` as look-alikes (``defuse``): an alert
+cannot format the message. The header is ``plain_text``, shown as it is: no entities (``plain``).
 All text objects are sized to Slack's limits (header 150, section 3000, field 2000,
 context element 3000, 50 blocks), so Slack never rejects a message for its size.
 """
@@ -20,6 +23,7 @@ from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     NOT_PATCHED,
+    RECHECK,
     THREAD_KEPT_OUT,
     WIDENED,
     ActionOutcome,
@@ -45,7 +49,7 @@ from responder.cluster.network_escape import NETWORK_ESCAPE
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
-from responder.notify.escape import code, code_block, code_block_lines, escape
+from responder.notify.escape import code, code_block, code_block_lines, defuse, escape, plain
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
@@ -71,6 +75,8 @@ OUTPUT_LIMIT = 1200
 OTHER_FIELDS_LIMIT = 1200
 # The least an "Other fields" line is cut to (its name and the start of its value).
 OTHER_FIELD_LINE_MIN = 60
+# The most actions the context line says the finishing time of (the latest; the rest counted).
+FINISHED_SHOWN = 5
 
 _MORE = "_… (truncated; the full record is in `serving-guard audit`)_"
 
@@ -255,7 +261,8 @@ def _header_text(report: IncidentReport) -> str:
         prefix = f":no_entry: UNVERIFIED {alert.priority.label} alert: "
     else:
         prefix = f"{_PRIORITY_ICON[alert.priority]} {alert.priority.label}: "
-    return prefix + escape(alert.rule, HEADER_LIMIT - len(prefix))
+    # plain_text: Slack shows it as it is (an entity would show as typed), on one line.
+    return prefix + plain(alert.rule, HEADER_LIMIT - len(prefix))
 
 
 def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
@@ -528,11 +535,12 @@ def _action_lines(report: IncidentReport) -> list[str]:
         ]
         what = escape(" and ".join(asked) or "action", SHORT_LIMIT)
         if _withheld_taken_by_hand(asked, outcomes):
-            reasons = escape("; ".join(decision.withheld), REASON_LIMIT)
+            reasons = escape(defuse("; ".join(decision.withheld)), REASON_LIMIT)
             before.append(f"• {what} withheld: {reasons}")
         else:
             lines.append(f":pause_button: *{what} withheld*, because:")
-            lines.extend("• " + escape(reason, REASON_LIMIT) for reason in decision.withheld)
+            # A reason may quote the alert (the host name or container id that did not match).
+            lines.extend("• " + escape(defuse(reason), REASON_LIMIT) for reason in decision.withheld)
     acted = {o.action for o in outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
@@ -577,7 +585,8 @@ def _unverified_lines(report: IncidentReport) -> list[str]:
 
 def _verification_text(report: IncidentReport) -> str:
     verification = report.verification
-    reason = escape(verification.reason, REASON_LIMIT) if verification.reason else ""
+    # A lookup's error may quote the alert's namespace and pod.
+    reason = escape(defuse(verification.reason), REASON_LIMIT) if verification.reason else ""
     status = verification.status
     if status is VerificationStatus.VERIFIED:
         # A reason here says how it matched (the container restarted since the alert).
@@ -681,34 +690,77 @@ def _other_fields(alert: Alert) -> _Lines:
     rest = sorted((name, alert.text(name) or "") for name in alert.fields if name not in _SHOWN_FIELDS)
     if rest:
         lines.add("*Other fields*")
-        # Each line gets its share of the block: one long value must not push the others out.
-        share = max(OTHER_FIELD_LINE_MIN, (OTHER_FIELDS_LIMIT - 6) // len(rest) - 1)
         shown = [f"{name}={value}" for name, value in rest]
-        lines.add(code_block_lines(shown, OTHER_FIELDS_LIMIT, line_limit=share))
+        lines.add(code_block_lines(shown, OTHER_FIELDS_LIMIT, line_limit=_line_share(shown)))
     return lines
 
 
-def _context_texts(report: IncidentReport) -> list[str]:
+def _line_share(shown: Sequence[str]) -> int | None:
+    """What each "Other fields" line may use of the block, so that one long value does not push
+    the lines after it out: an equal share, and what shorter lines leave of theirs goes to the
+    longer (None: all fit whole). Never below OTHER_FIELD_LINE_MIN: then whole lines are left out,
+    and the block says how many."""
+    # The block's fences, the newlines, and room for its "… N more" line.
+    left = OTHER_FIELDS_LIMIT - 6 - len(shown) - len(f"{len(shown)} more") - 2
+    # Escaped (what the block holds), no further than the block: a longer line is cut anyway.
+    lengths = sorted(len(escape(line or " ", OTHER_FIELDS_LIMIT)) for line in shown)
+    for index, length in enumerate(lengths):
+        fair = left // (len(lengths) - index)
+        if length > fair:
+            return max(OTHER_FIELD_LINE_MIN, fair)
+        left -= length
+    return None
+
+
+def _finished_text(report: IncidentReport) -> str:
+    """When each action on the pod finished, the latest few ("quarantine 10:00:02 UTC"; the date
+    too when it is not the alert's day). Predictions and holds did nothing: not named."""
+    done = [
+        o
+        for o in report.outcomes
+        if o.finished_ns
+        and o.action not in (ActionName.NOTIFY.value, RECHECK)
+        and o.status not in (OutcomeStatus.DRY_RUN, OutcomeStatus.WITHHELD)
+    ]
+    if not done:
+        return ""
+    day = format_utc(report.first_seen_ns)[:10]
+    said = []
+    for outcome in done[-FINISHED_SHOWN:]:
+        when = format_utc(outcome.finished_ns)
+        said.append(f"{escape(outcome.action, SHORT_LIMIT)} {when[11:] if when[:10] == day else when}")
+    earlier = len(done) - len(said)
+    return " · actions finished: " + ", ".join(([f"{earlier} earlier"] if earlier else []) + said)
+
+
+def _context_texts(report: IncidentReport, *, count_kept: bool, repeats_in_thread: bool) -> list[str]:
     alert = report.alert
     texts = [
         _verification_text(report),
         f"Policy {code(report.decision.policy, NAME_LIMIT)}",
         f"Incident {code(report.incident_id, 80)} · alert {code(alert.alert_id[:16] or '?', 40)}",
     ]
-    if report.count > 1:
-        seen = (
-            f"Seen {report.count} times · first {format_utc(report.first_seen_ns)}"
-            f" · last {format_utc(report.last_seen_ns)}"
-        )
+    first = format_utc(report.first_seen_ns)
+    if report.count > 1 and count_kept:
+        seen = f"Seen {report.count} times · first {first} · last {format_utc(report.last_seen_ns)}"
+    elif report.count > 1:
+        # Not rendered again on every repeat: the count says when it was true.
+        seen = f"Seen {report.count} times as of {format_utc(report.last_seen_ns)} (first {first})"
     else:
-        seen = f"At {format_utc(report.first_seen_ns)}"
+        seen = f"At {first}"
     # When it happened, if that is not when it arrived (a late alert: deferred, replayed, a node's
-    # Falco catching up), and when the responder last acted on the pod.
+    # Falco catching up), and when the responder's (or a person's) actions on the pod finished.
     if abs(alert.time_ns - report.first_seen_ns) >= 1_000_000_000:
         seen += f" · event at {format_utc(alert.time_ns)}"
-    acted = [o.finished_ns for o in report.outcomes if o.finished_ns and o.action != ActionName.NOTIFY.value]
-    if acted:
-        seen += f" · acted at {format_utc(max(acted))}"
+    seen += _finished_text(report)
+    if not count_kept:
+        # Where the count goes on: the repeat reply in its thread (updated, not this post), or
+        # without threads (an incoming webhook) a message for each.
+        seen += (
+            " · later repeats are counted in the thread"
+            if repeats_in_thread
+            else " · later repeats are posted on their own"
+        )
     texts.append(seen)
     source = f"Falco on {_value(alert.hostname)} · source {code(alert.source, 80)}"
     if alert.tags:
@@ -719,15 +771,16 @@ def _context_texts(report: IncidentReport) -> list[str]:
 
 def _fallback_text(report: IncidentReport) -> str:
     alert = report.alert
-    where = report.key.pod_ref
+    # mrkdwn, and no code spans in it: the alert's words as look-alikes.
+    rule, where = defuse(alert.rule), defuse(report.key.pod_ref)
     if report.decision.unverified:
-        plain = f"UNVERIFIED alert (someone may be forging alerts): {alert.rule} naming {where}"
+        said = f"UNVERIFIED alert (someone may be forging alerts): {rule} naming {where}"
     else:
-        plain = f"[{alert.priority.label}] {alert.rule} in {where}: {_short_outcome(report)}"
+        said = f"[{alert.priority.label}] {rule} in {where}: {_short_outcome(report)}"
     reopens = report.decision.reopens
     if reopens is not None:
-        plain += f" (reopens {reopens.incident_id}: its {reopens.lapse.what} no longer held)"
-    return escape(plain, FALLBACK_LIMIT)
+        said += f" (reopens {reopens.incident_id}: its {reopens.lapse.what} no longer held)"
+    return escape(said, FALLBACK_LIMIT)
 
 
 def _short_outcome(report: IncidentReport) -> str:
@@ -780,11 +833,17 @@ def render_incident(
     in_workload_thread: bool = False,
     thread_replies: Sequence[str | None] = (),
     config_path: str | None = None,
+    repeats_in_thread: bool = True,
 ) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
     thread of another pod of its workload (slack.thread_by_workload), or for a possible forgery in
     the thread of the first. ``thread_replies``: for the root of such a thread, its replies'
-    outcomes, counted. Re-rendered for updates."""
+    outcomes, counted. Re-rendered for updates.
+
+    Such a reply is updated in place on every repeat: its count is current. A top-level post is
+    rendered when the incident opens and when it is updated, its repeats counted in its thread's
+    repeat reply (``repeats_in_thread``; without threads, a message each): it says its count as of
+    the last repeat it knows, and where the later ones are."""
     blocks: list[dict[str, Any]] = [_header(_header_text(report))]
     headline = _Lines()
     group = report.workload_group
@@ -841,7 +900,9 @@ def render_incident(
             act.add(f"*To {what} by hand* once you have looked{where}:")
             act.add(code_block(by_hand, 1000))
             blocks.append(_section(act))
-    blocks.append(_context(_context_texts(report)))
+    blocks.append(
+        _context(_context_texts(report, count_kept=in_workload_thread, repeats_in_thread=repeats_in_thread))
+    )
     return SlackMessage(
         text=_fallback_text(report),
         blocks=tuple(blocks[:MAX_BLOCKS]),
@@ -860,7 +921,7 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
     )
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)
-    summary = f"{report.alert.rule} in {report.key.pod_ref}: seen {times}, last at {last}"
+    summary = f"{defuse(report.alert.rule)} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
     text = escape(summary, FALLBACK_LIMIT)
     blocks = (
         _section(lines),

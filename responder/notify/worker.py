@@ -372,7 +372,9 @@ class NotificationWorker:
             await self._journal.run(Journal.op_forget_thread(row.id, self._clock_ns()))
             row = dataclasses.replace(row, state="pending", slack_channel=None, slack_thread_ts=None)
             thread_gone = True
-        message = render_incident(report, config_path=self._config_path)
+        # Webhook mode has no thread: each repeat count is a message of its own.
+        threads = self._delivery.supports_threads
+        message = render_incident(report, repeats_in_thread=threads, config_path=self._config_path)
         return await self._post_top_level(row, out_of_thread(message) if thread_gone else message, channel)
 
     async def _post_top_level(

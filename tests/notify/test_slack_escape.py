@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.notify.escape import BACKTICK_LOOKALIKE, ELLIPSIS, WORD_JOINER, code, code_block, escape
+from responder.notify.escape import (
+    BACKTICK_LOOKALIKE,
+    ELLIPSIS,
+    WORD_JOINER,
+    code,
+    code_block,
+    defuse,
+    escape,
+    plain,
+)
 
 # Anything Slack could read as markup, plus the characters that hide or reorder text.
 HOSTILE = st.lists(
@@ -92,3 +101,34 @@ def test_code_spans_hold_exactly_our_backticks(text: str) -> None:
     assert block.startswith("```") and block.endswith("```") and block.count("`") == 6
     assert_literal(span[1:-1])
     assert_literal(block[3:-3])
+
+
+def test_formatting_marks_outside_code_become_look_alikes() -> None:
+    assert (
+        escape(defuse("*bold* _it_ ~gone~ <!here>"))
+        == "\u2217bold\u2217 \u02cdit\u02cd \u223cgone\u223c &lt;!here&gt;"
+    )
+    # Inside code Slack shows them as they are, and a command must paste as it is.
+    assert code("serving_guard *", 40) == "`serving_guard *`"
+
+
+def test_plain_text_has_no_entities_and_one_line() -> None:
+    assert plain("a & b <c> `d`\nnext\tcol \x1b \u202e @here") == (
+        f"a & b \uff1cc\uff1e {BACKTICK_LOOKALIKE}d{BACKTICK_LOOKALIKE} next col"
+        f" \\x1b \\u202e @{WORD_JOINER}here"
+    )
+    assert plain("&" * 10, 6) == "&&&&&" + ELLIPSIS
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=HOSTILE, limit=st.one_of(st.none(), st.integers(min_value=1, max_value=80)))
+def test_defused_and_plain_text_keep_their_invariants(text: str, limit: int | None) -> None:
+    defused = escape(defuse(text), limit)
+    assert_literal(defused)
+    assert not any(mark in defused for mark in "*_~")
+    shown = plain(text, limit)
+    assert "<" not in shown and ">" not in shown and "`" not in shown
+    assert not any(char in shown for char in "\n\r\t\x00\x1b\u202e\u200b")
+    assert not any(word in shown.lower() for word in ("@channel", "@here", "@everyone"))
+    if limit is not None:
+        assert len(defused) <= limit and len(shown) <= limit
