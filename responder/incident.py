@@ -97,6 +97,12 @@ class WorkloadGroup:
         return f"{self.kind}/{self.name}"
 
 
+# Outcomes a person must look at: an action LEAKY, failed or held back, or found no longer holding.
+NEEDS_EYES_STATUSES = frozenset(
+    {OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD, OutcomeStatus.LAPSED}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentReport:
     """Everything on-call needs about one incident, as of now."""
@@ -126,10 +132,11 @@ class IncidentReport:
         """A person must look: an action LEAKY, failed or held back, what it put on the pod found no
         longer holding, or a possible forgery (shown in the channel, not only in a workload's
         thread; logged as a warning)."""
-        problems = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD, OutcomeStatus.LAPSED)
         decision = self.decision
         return (
-            decision.unverified or bool(decision.withheld) or any(o.status in problems for o in self.outcomes)
+            decision.unverified
+            or bool(decision.withheld)
+            or any(o.status in NEEDS_EYES_STATUSES for o in self.outcomes)
         )
 
     @property

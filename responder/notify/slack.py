@@ -708,11 +708,6 @@ class SlackDelivery:
             raise _unsupported("channel check")
         try:
             channel_id = await self._channel_id(channel)
-        except DeliveryError as error:
-            if error.code == "channel_not_found":
-                return "channel_not_found: no such channel visible to the bot"
-            raise
-        try:
             response = await self._api(
                 "conversations.info", self._web_client().conversations_info(channel=channel_id)
             )

@@ -20,11 +20,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from responder.actions.outcome import ActionOutcome, OutcomeStatus
+from responder.actions.outcome import ActionOutcome
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.errors import UserError
-from responder.incident import IncidentReport
+from responder.incident import NEEDS_EYES_STATUSES, IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
@@ -63,16 +63,13 @@ _THREAD_MEMORY = 4096
 _BROADCAST_MEMORY = 1024
 
 
-_PROBLEMS = (OutcomeStatus.LEAKY, OutcomeStatus.FAILED, OutcomeStatus.WITHHELD, OutcomeStatus.LAPSED)
-
-
 def _problems(report: IncidentReport) -> frozenset[str]:
     """Why the incident needs eyes (its ``needs_eyes``), one word each: what it withheld, and the
     statuses of its actions that went wrong."""
     if not report.needs_eyes:
         return frozenset()
     decision = report.decision
-    reasons = {f"{o.action}:{o.status.value}" for o in report.outcomes if o.status in _PROBLEMS}
+    reasons = {f"{o.action}:{o.status.value}" for o in report.outcomes if o.status in NEEDS_EYES_STATUSES}
     # A breaker's words carry its count, the same reason for every replica it holds back.
     if decision.breaker_open:
         reasons.add("withheld:breaker")
@@ -85,9 +82,11 @@ def _problems(report: IncidentReport) -> frozenset[str]:
     return frozenset(reasons)
 
 
-def _longer_wait(previous: float) -> float:
-    """The next wait after a refusal: the first, then doubling up to the longest."""
-    return min(max(previous * 2, REFUSED_FIRST_WAIT_SECONDS), REFUSED_LONGEST_WAIT_SECONDS)
+def _longer_wait(
+    previous: float, first: float = REFUSED_FIRST_WAIT_SECONDS, longest: float = REFUSED_LONGEST_WAIT_SECONDS
+) -> float:
+    """The next wait after a refusal (or in an outage): the first, then doubling up to the longest."""
+    return min(max(previous * 2, first), longest)
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -485,8 +484,8 @@ class NotificationWorker:
         if self._failures_in_a_row < OUTAGE_AFTER_FAILURES:
             return False
         first = not self._outage_wait_seconds
-        self._outage_wait_seconds = min(
-            max(self._outage_wait_seconds * 2, OUTAGE_FIRST_WAIT_SECONDS), MAX_BACKOFF_SECONDS
+        self._outage_wait_seconds = _longer_wait(
+            self._outage_wait_seconds, OUTAGE_FIRST_WAIT_SECONDS, MAX_BACKOFF_SECONDS
         )
         self._paused_until_ns = self._clock_ns() + int(self._outage_wait_seconds * 1e9)
         if first:
