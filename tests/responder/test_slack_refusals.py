@@ -171,7 +171,8 @@ async def test_a_deleted_workload_thread_starts_the_next_one(
         await submit(responder, shell(siblings[1]))
         await settle(responder, lambda: len(sink.replies("#sec-alerts", root.ts)) == 1)
         assert "vllm-2" in sink.replies("#sec-alerts", root.ts)[0].text
-        assert [r["state"] for r in incident_rows(responder)] == ["sent"] * 3
+        # The journal marks a row sent after Slack's answer arrives: wait for it, not just the reply.
+        await settle(responder, lambda: [r["state"] for r in incident_rows(responder)] == ["sent"] * 3)
     finally:
         await responder.stop()
 
