@@ -38,7 +38,9 @@ def test_matching_container_and_node_verifies() -> None:
 def test_forged_container_id_is_refused() -> None:
     result = verify_alert(alert("deadbeef0000"), POD, check_node=True)
     assert result.status is VerificationStatus.UNVERIFIED
-    assert "not a container of the pod" in result.reason and FULL_ID[:12] in result.reason
+    assert "not a container of the pod" in result.reason and "deadbeef0000" in result.reason
+    # The reason reaches the audit trail: it must not hand a forger the pod's real id.
+    assert FULL_ID[:12] not in result.reason
 
 
 def test_short_or_missing_or_host_ids_are_refused() -> None:
@@ -50,6 +52,7 @@ def test_short_or_missing_or_host_ids_are_refused() -> None:
 def test_node_mismatch_is_refused_when_checked() -> None:
     result = verify_alert(alert(hostname="attacker-box"), POD, check_node=True)
     assert result.status is VerificationStatus.UNVERIFIED and "attacker-box" in result.reason
+    assert "worker-1" not in result.reason  # nor the pod's node
     assert verify_alert(alert(hostname="attacker-box"), POD, check_node=False).verified
     assert not verify_alert(alert(hostname=None), POD, check_node=True).verified
 
