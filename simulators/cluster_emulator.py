@@ -367,7 +367,7 @@ class RunningCluster:
     """A ClusterEmulator served on 127.0.0.1 from a background thread; use as a context manager."""
 
     def __init__(self, emulator: ClusterEmulator | None = None) -> None:
-        self.emulator = emulator or ClusterEmulator()
+        self.emulator = emulator if emulator is not None else ClusterEmulator()
         self.url = ""
         self._background = BackgroundLoop("cluster-emulator", self._serving)
 

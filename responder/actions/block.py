@@ -455,10 +455,11 @@ class DestinationBlocks:
         current: Mapping[str, Any] | None,
         address: destination.Address,
     ) -> tuple[set[destination.Address], bool, set[destination.Address]]:
-        """Create the pod's block policy, or add ``address`` to what it blocks; on a conflict it is
-        read again and merged afresh, so that an address another writer added is kept. Returns what
-        it blocks, whether ``address`` is new to it, and the addresses it let go (never_block holds
-        them now). Raises TooMany past block_destination.max_per_pod."""
+        """Create the pod's block policy, or add ``address`` to what it blocks; changed, created or
+        deleted meanwhile (a 409, or a 404 to the rewrite), it is read again and merged afresh, so
+        that an address another writer added is kept. Returns what it blocks, whether ``address``
+        is new to it, and the addresses it let go (never_block holds them now). Raises TooMany past
+        block_destination.max_per_pod."""
         namespace = pod.namespace
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
@@ -484,7 +485,9 @@ class DestinationBlocks:
                 self._gateway.replace_network_policy(namespace, name, replaced)
                 return blocked, added, unblocked
             except KubeError as exc:
-                if not exc.conflict:
+                # Created meanwhile (409 to the create), or changed or deleted since read (409 or
+                # 404 to the rewrite): read again. A 404 to the create is not of this policy.
+                if not (exc.conflict if current is None else netpol.changed_since_read(exc)):
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being written")
 
@@ -503,7 +506,7 @@ class DestinationBlocks:
                 self._gateway.replace_network_policy(namespace, name, replaced)
                 return
             except KubeError as exc:
-                if not exc.conflict:
+                if not netpol.changed_since_read(exc):
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being cleared")
 
@@ -573,7 +576,7 @@ class DestinationBlocks:
                 self._gateway.replace_network_policy(namespace, name, replaced)
                 return None
             except KubeError as exc:
-                if not exc.conflict:
+                if not netpol.changed_since_read(exc):
                     return str(exc)
         return f"NetworkPolicy {name} kept changing while being rewritten"
 
@@ -628,8 +631,28 @@ class DestinationBlocks:
         Raises KubeError when discovery fails (not cached: asked again next time)."""
         now = self._clock_ns()
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
-            self._discovered = (now, destination.other_policy_apis(self._gateway.api_groups()))
+            groups = self._gateway.api_groups()
+            served = destination.other_policy_apis(groups)
+            for group, resource in destination.shared_policy_groups(groups).items():
+                if self._serves(group, resource):
+                    served.append(group)
+            self._discovered = (now, served)
         return self._discovered[1]
+
+    def _serves(self, group: str, resource: str) -> bool:
+        """Whether the cluster serves ``resource`` of API ``group`` in any version (discovery: one
+        read of the group, one of each of its versions)."""
+        versions = self._gateway.request("GET", f"/apis/{group}").get("versions")
+        for version in versions if isinstance(versions, list) else []:
+            served = version.get("groupVersion") if isinstance(version, dict) else None
+            if not isinstance(served, str):
+                continue
+            resources = self._gateway.request("GET", f"/apis/{served}").get("resources")
+            if isinstance(resources, list) and any(
+                isinstance(r, dict) and r.get("name") == resource for r in resources
+            ):
+                return True
+        return False
 
     def _spec(self, value: str, blocked: set[destination.Address]) -> dict[str, Any]:
         """The block policy's spec for the pod labelled ``value``, blocking ``blocked``. It leaves

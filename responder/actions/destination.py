@@ -168,10 +168,24 @@ OTHER_POLICY_GROUPS = (
 )
 
 
+# API groups that serve such policies among other kinds, by the resource of their policies: counted
+# only where discovery finds it served. GKE serves networking.gke.io on every cluster (ManagedCertificate,
+# FrontendConfig); its FQDNNetworkPolicy (egress to domain names, which selects pods and allows beside
+# their NetworkPolicies) only where FQDN network policies are enabled.
+OTHER_POLICY_RESOURCES = {"networking.gke.io": "fqdnnetworkpolicies"}
+
+
 def other_policy_apis(groups: Iterable[str]) -> list[str]:
-    """The served API groups whose policies the block's and the quarantine's reasoning do not read."""
+    """The served API groups whose policies the block's and the quarantine's reasoning do not read
+    (those of OTHER_POLICY_RESOURCES aside: their policies' resource is to be looked for)."""
     served = set(groups)
     return [group for group in OTHER_POLICY_GROUPS if group in served]
+
+
+def shared_policy_groups(groups: Iterable[str]) -> dict[str, str]:
+    """Of the served API groups, those of OTHER_POLICY_RESOURCES, with their policies' resource."""
+    served = set(groups)
+    return {group: resource for group, resource in OTHER_POLICY_RESOURCES.items() if group in served}
 
 
 def pod_key(uid: str) -> str:

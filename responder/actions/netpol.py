@@ -6,15 +6,25 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from responder.cluster.selectors import SelectorError, selector_matches
+
+if TYPE_CHECKING:  # at run time api imports config, which imports this module
+    from responder.cluster.api import KubeError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "serving-guard"}
 PATCHED_ANNOTATION = "serving-guard.io/patched-for-quarantine"
 
 # Why a host-network pod is out of any NetworkPolicy's reach (quarantine or block alike).
 HOST_NETWORK = "the pod uses the host network, which NetworkPolicies do not cover"
+
+
+def changed_since_read(exc: KubeError) -> bool:
+    """A write to a NetworkPolicy as read met it changed (409) or deleted (404) since: read it again
+    and work the write out afresh (a policy gone is then created, or left gone, as the caller does
+    with a missing one). A 404 is never the pod gone: the pod may carry its label already."""
+    return exc.conflict or exc.not_found
 
 
 def name_of(policy: Mapping[str, Any]) -> str:

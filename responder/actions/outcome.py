@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -19,7 +20,8 @@ class OutcomeStatus(StrEnum):
     DRY_RUN = "dry_run"
     # Not attempted by policy/guardrail decision (the reason says which).
     WITHHELD = "withheld"
-    # The pod is gone (404) or was replaced (uid changed): nothing left to isolate.
+    # The pod is gone (a 404 to its own read or patch) or was replaced (uid changed): nothing left
+    # to isolate.
     POD_GONE = "pod_gone"
     FAILED = "failed"
     RELEASED = "released"
@@ -312,10 +314,21 @@ class ActionOutcome:
         )
 
 
+# The path of one pod's reads and writes (KubeGateway.get_pod, patch_pod): names are one segment each.
+_POD_PATH = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+$")
+
+
+def pod_gone(exc: KubeError) -> bool:
+    """A 404 to reading or patching the pod itself: the pod is gone. A 404 to any other call (a
+    NetworkPolicy deleted between a read and a write) says nothing of the pod, which may carry the
+    action's label already."""
+    return exc.not_found and _POD_PATH.match(exc.path) is not None
+
+
 def failure_outcome(action: str, exc: KubeError, started_ns: int, finished_ns: int) -> ActionOutcome:
-    """What a failed API call made of ``action``: the pod gone (404), forbidden by RBAC (named), or
-    failed with the API's answer."""
-    if exc.not_found:
+    """What a failed API call made of ``action``: the pod gone (a 404 to the pod's own read or
+    patch: pod_gone), forbidden by RBAC (named), or failed with the API's answer."""
+    if pod_gone(exc):
         return ActionOutcome(
             action,
             OutcomeStatus.POD_GONE,

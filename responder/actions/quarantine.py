@@ -44,6 +44,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
     UnknownStatus,
     failure_outcome,
+    pod_gone,
     release_note,
 )
 from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
@@ -90,6 +91,8 @@ class IsolationReport:
     # Policies whose exclusion, made for an earlier cut of both directions, also lifts their rules
     # in the direction this cut leaves alone (netpol.excluded_beyond).
     excluded_beyond: tuple[str, ...] = ()
+    # Why isolation is not proven though the policies were read (the patched ones not read back).
+    unproven: tuple[str, ...] = ()
 
 
 class CutNotEnsured(Exception):
@@ -233,6 +236,8 @@ class PolicyRestore:
     reinstated: tuple[str, ...] = ()
     # Restored under such a pod, and the exclusion could not be put back.
     exposed: tuple[str, ...] = ()
+    # Why the restore stopped (an API failure): the policies not restored keep their exclusion.
+    failed: str | None = None
 
     def notes(self) -> list[str]:
         """What the release's detail says of them."""
@@ -251,6 +256,12 @@ class PolicyRestore:
                 "restored " + ", ".join(self.exposed) + " while a pod their exclusion takes out was"
                 " being quarantined, and could not exclude it again: that pod may be LEAKY through"
                 " them; quarantine it again"
+            )
+        if self.failed is not None:
+            notes.append(
+                f"the NetworkPolicies quarantines patched could not all be restored ({self.failed}):"
+                " those left keep their exclusion, which no longer takes this pod out; release it again"
+                " to restore them"
             )
         return notes
 
@@ -468,7 +479,7 @@ class ClusterActions:
                 finished_ns=self._clock_ns(),
             )
         except KubeError as exc:
-            if exc.not_found:
+            if pod_gone(exc):
                 return ActionOutcome(
                     "quarantine",
                     OutcomeStatus.POD_GONE,
@@ -512,12 +523,11 @@ class ClusterActions:
         notes += [*(moved_into.notes() if moved_into else []), *ensured.notes()]
         report = IsolationReport((), ())
         if policies is not None:
-            try:
-                report = self._isolate(pod, labels, policies, cut)
-                if report.patched:
-                    self._remember_patched(pod, report.patched)
-            except KubeError as exc:
-                unproven.append(f"other NetworkPolicies could not be checked ({exc})")
+            report = self._isolate(pod, labels, policies, cut)
+            unproven += report.unproven
+            unrecorded, replaced = self._record_patched(pod, report.patched)
+            notes += unrecorded
+            unproven += replaced
         unproven += self._unread_policy_apis()  # last: the pod is isolated first
         extra = self._report_extra(report, notes, cut)
         if unproven:
@@ -561,20 +571,21 @@ class ClusterActions:
         altered, never narrowing it."""
         cut = self._settings.cut(isolation)
         current = self._gateway.get_network_policy(namespace, cut.network_policy)
-        return self._ensure_deny_all(namespace, current, cut)
+        return self._ensure_deny_all(namespace, current, cut, policies=None)
 
     def _ensure_deny_all(
         self,
         namespace: str,
         current: Mapping[str, Any] | None,
         cut: QuarantineCut,
-        policies: Sequence[Mapping[str, Any]] = (),
+        policies: Sequence[Mapping[str, Any]] | None,
     ) -> DenyAllCheck:
         """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
-        just read (None: missing) and the namespace's ``policies`` as listed with it; on a conflict
-        it is read again. A direction beyond the cut that it is found cutting too stays cut: the
-        pods in it may rely on that (a cut made wider by hand), and a repair is never the thing
-        that opens a quarantined pod's traffic."""
+        just read (None: missing) and the namespace's ``policies`` as listed with it (None: not
+        listed); changed or deleted since (a 409 or 404 to the repair), it is read again. A
+        direction beyond the cut that it is found cutting too stays cut: the pods in it may rely on
+        that (a cut made wider by hand), and a repair is never the thing that opens a quarantined
+        pod's traffic."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
@@ -601,23 +612,25 @@ class ClusterActions:
                 self._gateway.replace_network_policy(namespace, name, repaired)
                 return DenyAllCheck(cut, repaired=True, kept_beyond=beyond)
             except KubeError as exc:
-                if not exc.conflict:
+                if not netpol.changed_since_read(exc):
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
 
     def _refuse_to_create(
-        self, namespace: str, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]]
+        self, namespace: str, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]] | None
     ) -> None:
         """Raise DenyAllInUse rather than create the cut's missing deny-all where another of this
-        config's cuts' deny-alls, as listed, selects by another config's label: this config is not
-        the one the namespace's quarantines are made under, or that one is stale (see
-        _refuse_to_take_over); a policy of its own label here would fail the other's quarantines
-        into this cut later."""
+        config's cuts' deny-alls, as listed (``policies``; None: not listed, each is read),
+        selects by another config's label: this config is not the one the namespace's quarantines
+        are made under, or that one is stale (see _refuse_to_take_over); a policy of its own label
+        here would fail the other's quarantines into this cut later."""
         ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
         for isolation in Isolation:
             sibling = self._settings.cut(isolation)
-            listed = next((p for p in policies if netpol.name_of(p) == sibling.network_policy), None)
-            if sibling == cut or listed is None:
+            if sibling == cut:
+                continue
+            listed = self._listed_or_read(namespace, sibling.network_policy, policies)
+            if listed is None:
                 continue
             selector = (listed.get("spec") or {}).get("podSelector")
             other = (
@@ -636,6 +649,14 @@ class ClusterActions:
                 f"NetworkPolicy {cut.network_policy} was not created: "
                 + self._another_configs(namespace, listed, other, sibling, relying)
             )
+
+    def _listed_or_read(
+        self, namespace: str, name: str, policies: Sequence[Mapping[str, Any]] | None
+    ) -> Mapping[str, Any] | None:
+        """The policy ``name`` as listed in ``policies``, or read now where they were not listed."""
+        if policies is None:
+            return self._gateway.get_network_policy(namespace, name)
+        return next((p for p in policies if netpol.name_of(p) == name), None)
 
     def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> None:
         """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is
@@ -781,12 +802,14 @@ class ClusterActions:
         self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut
     ) -> IsolationReport:
         """The other policies (``policies``: the namespace's, read after the label) that still let
-        traffic through, after patching them if configured to."""
+        traffic through, after patching them if configured to. API failures are said in the
+        report (a patch refused leaves its policy leaking; a read-back that fails, unproven)."""
         own, directions = cut.network_policy, cut.directions
         leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
         patched: list[str] = []
         held: dict[str, tuple[str, ...]] = {}  # not patched: the directions it governs beyond the cut
         current = policies
+        unproven: tuple[str, ...] = ()
         if leaks and self._settings.patch_other_policies:
             by_name = {netpol.name_of(p): p for p in policies}
             for leak in leaks:
@@ -795,14 +818,15 @@ class ClusterActions:
                     held[leak.policy] = beyond
                 elif self._exclude_from(pod.namespace, by_name[leak.policy]):
                     patched.append(leak.policy)
-            # Prove it rather than assume it: read the policies again and re-evaluate.
-            current = self._gateway.list_network_policies(pod.namespace)
-            leaks = netpol.find_leaks(
-                current,
-                labels,
-                own_policy=own,
-                directions=directions,
-            )
+            try:
+                # Prove it rather than assume it: read the policies again and re-evaluate.
+                current = self._gateway.list_network_policies(pod.namespace)
+                leaks = netpol.find_leaks(current, labels, own_policy=own, directions=directions)
+            except KubeError as exc:
+                # Patched all the same (the release undoes them), but not proven: the leaks found
+                # before, less those patched, are named still.
+                leaks = [leak for leak in leaks if leak.policy not in patched]
+                unproven = (f"the NetworkPolicies patched to exclude it could not be read back ({exc})",)
             leaks = [
                 replace(
                     leak,
@@ -815,7 +839,7 @@ class ClusterActions:
             ]
         not_patched = tuple(leak.policy for leak in leaks if leak.policy in held)
         return IsolationReport(
-            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels, cut)
+            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels, cut), unproven
         )
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
@@ -834,10 +858,32 @@ class ClusterActions:
                 )
                 return True
             except KubeError as exc:
-                if not exc.conflict:
+                if not netpol.changed_since_read(exc):
                     return False  # e.g. 403: the policy stays leaky and the outcome says so
+            try:
                 current = self._gateway.get_network_policy(namespace, name)
+            except KubeError:
+                return False  # not patched: the read-back of the leak check names it, if it leaks
         return False
+
+    def _record_patched(self, pod: PodContext, patched: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """Record on the pod the policies its quarantine patched, for its release. What the detail
+        says if that failed: a note, where the isolation proven stands (a release also finds each
+        patched policy by the mark the patch put on it: netpol.is_patched_by_us); or why it is not
+        proven, where the pod was deleted or replaced since its label (a 404, or a 409: the write
+        is guarded by its uid alone), so that the pod of its name is not the one labelled."""
+        if not patched:
+            return [], []
+        try:
+            self._remember_patched(pod, patched)
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return [], [f"the pod was deleted or replaced since it was labelled ({exc})"]
+            return [
+                f"the NetworkPolicies it patched could not be recorded on the pod ({exc}); a release"
+                " still restores them, found by the mark the patch put on each"
+            ], []
+        return [], []
 
     def _remember_patched(self, pod: PodContext, patched: tuple[str, ...]) -> None:
         known = set(filter(None, pod.annotations.get(A_PATCHED, "").split(",")))
@@ -1008,11 +1054,12 @@ class ClusterActions:
         }
         try:
             self._gateway.patch_pod(namespace, name, patch)
-            if was_blocked and meta.get("uid"):
-                self._blocks.clear(namespace, str(meta["uid"]))
-            policies = self._undo_policy_patches(namespace, annotations.get(A_PATCHED, ""))
         except KubeError as exc:
             return self._failure("release", exc, started)
+        # Released from here on (the labels are off the pod): what fails of the rest is said in the
+        # detail, never a failed release, which a rerun would call nothing to release.
+        left = self._clear_block(namespace, meta) if was_blocked else []
+        policies = self._restore_policies(namespace, annotations.get(A_PATCHED, ""))
         if was_labelled or was_blocked:
             notes = [release_note(by, reason)]
         elif A_QUARANTINED_AT in annotations:
@@ -1024,7 +1071,7 @@ class ClusterActions:
             notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
         if was_blocked:
             notes.append("lifted its destination block")
-        notes += policies.notes()
+        notes += [*left, *policies.notes()]
         outcome = ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
@@ -1039,6 +1086,28 @@ class ClusterActions:
             namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False
         )
         return outcome
+
+    def _clear_block(self, namespace: str, meta: Mapping[str, Any]) -> list[str]:
+        """Empty the block policy of the pod released (``meta``: its metadata as read), which no
+        longer selects it; what the detail says if that failed."""
+        uid = meta.get("uid")
+        if not uid:
+            return []
+        try:
+            self._blocks.clear(namespace, str(uid))
+        except KubeError as exc:
+            return [
+                f"its block policy could not be emptied ({exc}): it no longer selects the pod, but a"
+                " later block of the pod would block the released addresses again"
+            ]
+        return []
+
+    def _restore_policies(self, namespace: str, recorded: str) -> PolicyRestore:
+        """_undo_policy_patches, a failure said in what it returns."""
+        try:
+            return self._undo_policy_patches(namespace, recorded)
+        except KubeError as exc:
+            return PolicyRestore(failed=str(exc))
 
     def _blocked_under(self, namespace: str, meta: Mapping[str, Any]) -> tuple[str, str] | None:
         """The label and policy of a block the pod (``meta``: its metadata as read) is in, found by
@@ -1101,7 +1170,7 @@ class ClusterActions:
                 )
                 return True
             except KubeError as exc:
-                if not exc.conflict:
+                if not netpol.changed_since_read(exc):
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being restored")
 

@@ -34,15 +34,23 @@ CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 # Capabilities that reach the node whatever the pod shares with it, and those that need hostPID.
 ESCAPING_CAPABILITIES = ("ALL", "SYS_ADMIN", "SYS_MODULE")
 HOST_PID_CAPABILITIES = ("SYS_PTRACE",)
+# Each under /run and /var/run (a link to /run on most nodes, mounted by either name).
 RUNTIME_SOCKETS = (
     "/run/containerd/containerd.sock",
     "/var/run/containerd/containerd.sock",
+    # k3s's and RKE2's embedded containerd.
+    "/run/k3s/containerd/containerd.sock",
+    "/var/run/k3s/containerd/containerd.sock",
     "/run/crio/crio.sock",
     "/var/run/crio/crio.sock",
     "/run/docker.sock",
     "/var/run/docker.sock",
     "/run/cri-dockerd.sock",
     "/var/run/cri-dockerd.sock",
+    "/run/podman/podman.sock",
+    "/var/run/podman/podman.sock",
+    # MicroK8s's containerd (a snap).
+    "/var/snap/microk8s/common/run/containerd.sock",
 )
 NSENTER = "it can enter the node's network namespace (nsenter -t 1 -n)"
 

@@ -8,6 +8,7 @@ import asyncio
 import ipaddress
 import sqlite3
 import time
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,34 @@ def test_the_block_policy_belongs_to_the_pod_and_a_concurrent_addition_is_kept(
         "203.0.113.9",
     }
     assert second.status is OutcomeStatus.BLOCKED, second.detail
+
+
+def test_a_block_policy_deleted_between_its_read_and_its_write_is_made_again(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """Deleted meanwhile (GitOps prune, kubectl delete), the rewrite meets a 404: about the policy,
+    never the pod gone. It is read again, found gone, and made anew."""
+    vllm = seeded[1]["vllm"]
+    first = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
+    )
+    assert first.status is OutcomeStatus.BLOCKED
+    put = harness.gateway.replace_network_policy
+
+    def deleting_first(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        harness.gateway.request(
+            "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
+        )
+        return put(namespace, name, body)
+
+    harness.gateway.replace_network_policy = deleting_first  # type: ignore[method-assign]
+    second = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.9"), dry_run=False
+    )
+    assert second.status is OutcomeStatus.BLOCKED, second.detail
+    policy = block_policy_of(harness, vllm)
+    assert policy is not None
+    assert {str(a) for a in destination.blocked_by(policy["spec"])} == {"203.0.113.9"}
 
 
 def test_release_lifts_the_block(harness: Harness, seeded: Seeded) -> None:

@@ -352,8 +352,10 @@ def test_the_patched_policies_record_never_lands_on_a_pod_recreated_meanwhile(se
     recreated = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert recreated is not None
     assert "serving-guard.io/patched-policies" not in (recreated["metadata"].get("annotations") or {})
-    # The quarantine that could not record its patch does not claim the pod isolated.
+    # The quarantine that could not record its patch does not claim the pod isolated, and says why.
     assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
+    assert "isolation not proven: the pod was deleted or replaced since it was labelled (" in outcome.detail
+    assert "could not be checked" not in outcome.detail
 
 
 # -- release without the responder's config ------------------------------------------------------

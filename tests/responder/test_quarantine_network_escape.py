@@ -95,6 +95,19 @@ CASES: list[tuple[str, Change, str | None]] = [
         "container runtime socket /run/containerd/containerd.sock",
     ),
     ("docker socket", host_path("/var/run/docker.sock"), "runtime socket /var/run/docker.sock"),
+    # k3s and RKE2 run their own containerd; MicroK8s's is a snap's; podman's API socket.
+    (
+        "k3s socket",
+        host_path("/run/k3s/containerd/containerd.sock"),
+        "runtime socket /run/k3s/containerd/containerd.sock",
+    ),
+    ("k3s dir", host_path("/var/run/k3s"), "runtime socket /var/run/k3s/containerd/containerd.sock"),
+    (
+        "microk8s dir",
+        host_path("/var/snap/microk8s/common/run"),
+        "runtime socket /var/snap/microk8s/common/run/containerd.sock",
+    ),
+    ("podman socket", host_path("/run/podman/podman.sock"), "runtime socket /run/podman/podman.sock"),
     ("SYS_PTRACE alone", adds("SYS_PTRACE"), None),
     ("NET_ADMIN with hostPID", host_pid(adds("NET_ADMIN", "NET_RAW")), None),
     ("not privileged", host_pid(security(privileged=False, allowPrivilegeEscalation=False)), None),

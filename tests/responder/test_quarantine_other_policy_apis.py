@@ -6,6 +6,7 @@ All against the emulated API server over real HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from responder.actions.quarantine import ClusterActions
 from responder.config import Isolation, Quarantine, load_config_text
 from responder.errors import UserError
 from simulators.cluster_emulator import Fault, RunningCluster
-from simulators.seed import SeededPod
+from simulators.seed import SeededPod, seed_serving_cluster
+from tests.deploy.test_chart_label_change import DiscoveringEmulator
 from tests.responder.test_block_destination import block_policy_of, egress_alert
 from tests.responder.test_quarantine import LABEL, NP, Harness, shell_alert
 
@@ -177,3 +179,35 @@ def test_a_policy_api_served_since_a_proven_quarantine_undoes_it_at_the_recheck(
     harness.actions = ClusterActions(harness.gateway, Quarantine(), EventRecorder(harness.gateway))
     harness.fail(Fault(status=403, method="GET", path="/apis", times=1, message="discovery forbidden"))
     assert harness.lapse(harness.pod(vllm), cut=Isolation.BOTH, proven=True) is None
+
+
+@pytest.fixture
+def discovering(tmp_path: Path) -> Iterator[Seeded]:
+    """The seeded cluster, serving the discovery of each API group's versions (the resources served)."""
+    running = RunningCluster()
+    running.emulator = DiscoveringEmulator()  # set, not passed: see tests/deploy/test_chart_label_change
+    with running:
+        pods = running.call(seed_serving_cluster, running.emulator)
+        yield running, pods, running.write_kubeconfig(str(tmp_path / "kubeconfig.json"))
+
+
+def test_gke_fqdn_network_policies_are_counted_where_served_not_for_their_api_group_alone(
+    discovering: Seeded,
+) -> None:
+    """GKE serves networking.gke.io on every cluster (ManagedCertificate): only its
+    FQDNNetworkPolicy, which allows egress beside NetworkPolicies, leaves a quarantine unproven."""
+    running, pods, kubeconfig = discovering
+    vllm = pods["vllm"]
+    running.call(running.emulator.resources.__setitem__, "networking.gke.io/v1/managedcertificates", {})
+    harness = Harness(running, kubeconfig)
+    proven = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert proven.status is OutcomeStatus.QUARANTINED, proven.detail
+    running.call(running.emulator.resources.__setitem__, "networking.gke.io/v1alpha1/fqdnnetworkpolicies", {})
+    harness = Harness(running, kubeconfig)  # discovery is cached per responder
+    unproven = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert unproven.status is OutcomeStatus.LEAKY and not unproven.leaky_policies
+    assert unproven.detail == (
+        "isolation not proven: the cluster serves networking.gke.io network policies, which are not read"
+        " (set quarantine.ignore_other_policy_apis once none of them lets a quarantined pod's traffic"
+        " through)"
+    )
