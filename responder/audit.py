@@ -326,6 +326,18 @@ class Timings(TypedDict):
     to_notification: float | None
 
 
+class SenderRecord(TypedDict):
+    """Who sent an alert, as its input authenticated it (ingest.sink.Sender)."""
+
+    address: str
+    # certificate, token or none (inputs.http.allow_unauthenticated).
+    proof: str
+    # The verified client certificate's common name and DNS names, when one was presented.
+    certificate: NotRequired[list[str]]
+    # Which token of inputs.http.token matched (1: its file's first line), never the token.
+    token: NotRequired[int]
+
+
 class AuditEntry(TypedDict):
     # What every reader needs first: a missing key is reported in this order.
     outcome: str
@@ -340,6 +352,8 @@ class AuditEntry(TypedDict):
     input: str
     priority: str
     alert: dict[str, Any]  # the alert as Falco's JSON
+    # None: an input that names no sender (gRPC, files), or an alert journaled before schema 7.
+    sender: NotRequired[SenderRecord | None]
     incident: NotRequired[IncidentRecord]
     timings_ms: NotRequired[Timings]
 
@@ -531,6 +545,7 @@ def _entry(
         "received": format_time_ns(row["received_ns"]),
         "received_ns": row["received_ns"],
         "input": row["input"],
+        "sender": _sender(row),
         "rule": row["rule"],
         "priority": alert.priority.label,
         "namespace": row["namespace"],
@@ -599,6 +614,32 @@ def _column(row: sqlite3.Row, name: str) -> Any:
     """A column the journal of an earlier schema has not got yet (a reader reads such a journal as
     it is, the next writer to open it brings it up to date): None there, as its rows then had."""
     return row[name] if name in row.keys() else None  # noqa: SIM118 (`in` a Row looks at its values)
+
+
+def _sender(row: sqlite3.Row) -> dict[str, Any] | None:
+    """The alert's sender as journaled (ingest.sink.Sender.record), or None."""
+    record = _column(row, "sender")
+    try:
+        sender = json.loads(record) if record else None
+    except ValueError:  # not ours to fail the whole trail on
+        return None
+    return sender if isinstance(sender, dict) else None
+
+
+def sender_text(sender: Mapping[str, Any] | None) -> str:
+    """Who sent an alert, in a few words: "certificate falco from 10.0.0.7", "token 2 from ...",
+    "unauthenticated from ..."; "-" when its input names none."""
+    if not sender:
+        return "-"
+    names = ",".join(str(name) for name in sender.get("certificate") or [])
+    proof = sender.get("proof")
+    if proof == "token":
+        said = f"token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
+    elif proof == "certificate":
+        said = f"certificate {names or '?'}"
+    else:
+        said = "unauthenticated"
+    return f"{said} from {sender.get('address') or '?'}"
 
 
 def _other_pod(action: sqlite3.Row, incident: sqlite3.Row | None) -> dict[str, str]:
@@ -831,6 +872,8 @@ def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
             f"  verified  {verification}",
             f"  decided   {_decision_text(incident.get('decision'))}",
         ]
+        if entry.get("sender"):  # the alert that opened it, when its input names senders
+            lines.insert(2, f"  sent by   {sender_text(entry['sender'])}")
         lines += [f"  action    {_action_text(action)}" for action in incident.get("actions") or []]
         lines += [f"  slack     {_notification_text(n)}" for n in incident.get("notifications") or []]
         blocks.append("\n".join(_printable(line) for line in lines))
@@ -853,6 +896,7 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
         "ACTIONS",
         "SLACK",
         "TO ACT",
+        "SENDER",
     )
     rows = [header]
     for entry in entries:
@@ -887,6 +931,7 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
                 actions,
                 slack,
                 f"{timing:.1f} ms" if timing is not None else "-",
+                sender_text(entry.get("sender")),
             )
         )
     shown = [[_printable(value) for value in row] for row in rows]

@@ -199,9 +199,15 @@ class HttpInput(Strict):
     tls: ServerTLS | None = None
     token: SecretRef | None = None
     # Who may read GET /v1/audit: this token's holders alone (senders' credentials are refused
-    # there, and this token cannot send alerts). Unset: whoever may send alerts.
+    # there, and this token cannot send alerts). Unset: nobody (403): every Falco node holds a
+    # sender's credential, and the trail is not theirs to read.
     audit_token: SecretRef | None = None
     allow_unauthenticated: StrictBool = False
+    # Bind each alert to its node: only a client certificate naming (common name or DNS name) the
+    # node the alert claims (its hostname, which verification checks the pod against) sends it, else
+    # 403. Needs a certificate per node: with one shared by every Falco (the chart's `falco`), any
+    # node could still claim any other. Token senders are refused (Falcosidekick relays every node's).
+    require_sender_matches_hostname: StrictBool = False
     # The largest alert taken (413 past it; also `ingest`'s longest line). 320 KiB: the shipped rules'
     # worst case is 301,312 bytes (Model artifact tampering: six attacker-chosen paths and command
     # lines at the drivers' 4 KiB caps, each byte a 6-byte \u00XX escape, each field twice), with
@@ -239,6 +245,11 @@ class HttpInput(Strict):
             raise ValueError(
                 "the HTTP input has no authentication: set tls.client_ca_file (mutual TLS) or token, "
                 "or set allow_unauthenticated: true to accept forged alerts knowingly"
+            )
+        if self.enabled and self.require_sender_matches_hostname and not mtls:
+            raise ValueError(
+                "require_sender_matches_hostname needs tls.client_ca_file: only a client certificate"
+                " can name the node an alert comes from"
             )
         if self.enabled and mtls and self.allow_unauthenticated:
             # Refused rather than warned of: the certificate would look required and prove nothing.

@@ -12,6 +12,7 @@ from typing import Any
 
 from responder.alert import Alert, field_text
 from responder.alert_json import parse_falco_json
+from responder.ingest.sink import sender_of
 from responder.journal_schema import ALERT_COLUMNS
 
 # One compact encoder for every payload: json.dumps with non-default separators builds a new
@@ -58,7 +59,7 @@ def decode_journaled(blob: bytes, alert_id: str) -> Alert:
 
 # Two parameters a row: within the 999 bound variables of the oldest SQLite builds.
 _EXISTING_CHUNK = 400
-# Rows per multi-row statement: 13 parameters a row stays within the 999 bound variables of the
+# Rows per multi-row statement: 14 parameters a row stays within the 999 bound variables of the
 # oldest SQLite builds. One statement per chunk, not one step per row: the writer thread gives the
 # GIL up around every SQLite step, and getting it back while the event loop is busy is what cost
 # the most under a storm.
@@ -80,7 +81,7 @@ def _existing_sql(rows: int) -> str:
 
 @functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
 def _insert_alerts_sql(rows: int) -> str:
-    marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
     return f"INSERT INTO alerts({ALERT_COLUMNS}) VALUES {marks}"  # noqa: S608 (placeholders only)
 
 
@@ -171,6 +172,8 @@ class AlertRow:
             self.incident_id,
             "duplicate" if repeat else None,
             self.received_ns if repeat else None,
+            # Who sent it: the input hands it on with the body (sink.Received).
+            sender_of(self.raw),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

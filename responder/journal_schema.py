@@ -12,9 +12,9 @@ log = logging.getLogger("serving_guard.journal")
 # stored in them (an outcome status, a notification kind): an earlier version then refuses the
 # journal with a clear message (its writer checks the number) instead of failing on a row mid-run.
 # tests/responder/test_journal_schema_version.py pins the words of each version.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIN_SQLITE = (3, 33, 0)
-ALERTS_TABLE = """
+_ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     -- Unique, kept so by the single writer (append_rows), found through alerts_event: a content
@@ -31,9 +31,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     state TEXT NOT NULL DEFAULT 'pending',
     incident_id TEXT,
     outcome TEXT,
-    finished_ns INTEGER
+    finished_ns INTEGER{later_columns}
 )
 """
+# As schemas 2 to 6 had it: what the migration from schema 1 makes (later migrations add to it).
+ALERTS_TABLE_V2 = _ALERTS_TABLE.format(later_columns="")
+# Schema 7: who sent each alert (sink.Sender's record, JSON; NULL: an input that names none).
+ALERTS_TABLE = _ALERTS_TABLE.format(later_columns=",\n    sender TEXT")
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,10 +115,13 @@ CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 """
 )
 
-ALERT_COLUMNS = (
+# The columns schema 1 had, copied by its migration.
+ALERT_COLUMNS_V1 = (
     "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
     " outcome, finished_ns"
 )
+# The columns an alert row is written with (journal_rows.AlertRow.params, in this order).
+ALERT_COLUMNS = ALERT_COLUMNS_V1 + ", sender"
 
 # Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and
 # incidents remember their first alert's event time. The alerts table is rebuilt: SQLite cannot
@@ -127,8 +134,8 @@ MIGRATE_1_TO_2 = (
     "DROP INDEX IF EXISTS alerts_pending",
     "DROP INDEX IF EXISTS alerts_received",
     "DROP INDEX IF EXISTS alerts_incident",
-    ALERTS_TABLE,
-    f"INSERT INTO alerts(seq, {ALERT_COLUMNS}) SELECT seq, {ALERT_COLUMNS} FROM alerts_v1",  # noqa: S608
+    ALERTS_TABLE_V2,
+    f"INSERT INTO alerts(seq, {ALERT_COLUMNS_V1}) SELECT seq, {ALERT_COLUMNS_V1} FROM alerts_v1",  # noqa: S608
     # Keep the AUTOINCREMENT high-water mark: sequence numbers of deleted rows are never reused
     # (the audit trail pages by them).
     "UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'alerts_v1'))"
@@ -157,7 +164,19 @@ MIGRATE_4_TO_5 = ("UPDATE meta SET value = '5' WHERE key = 'schema'",)
 # room): schema-5 versions would leave such rows unprocessed for good; the number makes them refuse.
 # (Its index is made with the tables, as every index is.)
 MIGRATE_5_TO_6 = ("UPDATE meta SET value = '6' WHERE key = 'schema'",)
-MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4, 4: MIGRATE_4_TO_5, 5: MIGRATE_5_TO_6}
+# Schema 6 -> 7: each alert records who sent it (the HTTP input's sender); earlier rows have none.
+MIGRATE_6_TO_7 = (
+    "ALTER TABLE alerts ADD COLUMN sender TEXT",
+    "UPDATE meta SET value = '7' WHERE key = 'schema'",
+)
+MIGRATIONS = {
+    1: MIGRATE_1_TO_2,
+    2: MIGRATE_2_TO_3,
+    3: MIGRATE_3_TO_4,
+    4: MIGRATE_4_TO_5,
+    5: MIGRATE_5_TO_6,
+    6: MIGRATE_6_TO_7,
+}
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024

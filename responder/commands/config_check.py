@@ -105,6 +105,8 @@ def effective_policy(config: Config) -> dict[str, object]:
         "inputs": {
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
             "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
+            # GET /v1/audit is served to the audit token alone: without one, not at all.
+            "audit_over_http": config.inputs.http.enabled and config.inputs.http.audit_token is not None,
         },
         "slack": {
             "mode": config.slack.mode.value,
@@ -139,6 +141,15 @@ def _slack_summary(slack: dict[str, str | None]) -> str:
     return f"slack: {mode}, posting {where}, from priority {slack['min_priority']}"
 
 
+def _audit_summary(over_http: bool) -> str:
+    if over_http:
+        return "audit trail: GET /v1/audit, read with inputs.http.audit_token (never a sender's credential)"
+    return (
+        "audit trail: not served over HTTP (GET /v1/audit answers 403: inputs.http.audit_token is not set,"
+        " and an alert sender's credential never reads it); serving-guard audit --config reads the journal"
+    )
+
+
 def _text(policy: dict[str, object]) -> str:
     lines = []
     policies = policy["policies"]
@@ -168,6 +179,10 @@ def _text(policy: dict[str, object]) -> str:
     assert isinstance(default_actions, list)
     lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")
     lines.append(_slack_summary(slack))
+    inputs = policy["inputs"]
+    assert isinstance(inputs, dict)
+    if inputs["http"] is not None:
+        lines.append(_audit_summary(bool(inputs["audit_over_http"])))
     guard = policy["guardrails"]
     assert isinstance(guard, dict)
     # What blocks do is said only where a policy blocks.

@@ -206,6 +206,14 @@ def _checks(config: Config, alert: Alert, requested: tuple[ActionName, ...]) -> 
     guard = config.guardrails
     namespace = alert.namespace
     lines = ["before it acts, the responder checks:"]
+    http = config.inputs.http
+    if http.enabled and http.require_sender_matches_hostname:
+        # Refused at the HTTP input otherwise (403): one node's certificate cannot speak for another's.
+        claimed = alert.hostname or "(none)"
+        lines.append(
+            f"  - over HTTP, the alert came with a client certificate naming node {claimed}"
+            " (inputs.http.require_sender_matches_hostname)"
+        )
     container = alert.container_id or "(none: such an alert is never acted on)"
     node = f" on node {alert.hostname}" if config.cluster.verify_node else ""
     lines.append(

@@ -13,9 +13,12 @@ true`` must be explicit, and is refused beside a client CA (the config says why)
 Refusals (authentication, framing, size, invalid alerts, TLS handshakes) are counted by reason and
 logged rate-limited (``refusals.RefusalLog``), never one line per request.
 
-Reading the audit trail (GET /v1/audit) is not sending alerts: with ``audit_token`` set, only
-that token reads it, and it cannot send alerts. Every Falco node holds a sender's credential, and
-a node under attack is where a stolen one comes from.
+Reading the audit trail (GET /v1/audit) is not sending alerts: only ``audit_token`` reads it, and
+it cannot send alerts; without one the trail is not served (403). Every Falco node holds a sender's
+credential, and a node under attack is where a stolen one comes from.
+
+Each alert is journaled with who sent it (``sink.Sender``): the address, the client certificate's
+names, which token matched (never the token).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
 from responder.ingest.refusals import RefusalLog
-from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
+from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded, Proof, Received, Sender
 from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
 
@@ -48,6 +51,11 @@ ALERTS_PATH = "/v1/alerts"
 BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 TOKEN_REFRESH_SECONDS = 30.0
 AUDIT_READERS_ONLY = "the audit trail is read with the audit token (inputs.http.audit_token)"
+AUDIT_TRAIL_OFF = (
+    "the audit trail is not served: inputs.http.audit_token is not set (an alert sender's credential"
+    " never reads it); set it to give the trail's readers a token of their own, or read the journal"
+    " where the responder runs (serving-guard audit --config)"
+)
 SAME_TOKENS_SINCE_ROTATION = (
     "inputs.http.audit_token has become the same as inputs.http.token (a rotated Secret): "
     "the audit trail is not served until they differ again"
@@ -112,12 +120,16 @@ class TokenSource:
         return self._values
 
     def matches(self, presented: bytes) -> bool:
-        """Whether ``presented`` is one of the tokens, compared in constant time against each (so
-        the time taken does not tell which one, nor how much of it, matched)."""
-        found = False
-        for token in self.current():
-            found |= hmac.compare_digest(presented, token)
-        return found
+        return self.number_of(presented) is not None
+
+    def number_of(self, presented: bytes) -> int | None:
+        """Which of the tokens ``presented`` is (1: the file's first), or None; compared in constant
+        time against each (so the time taken does not tell which one, nor how much of it, matched)."""
+        found = 0
+        for number, token in enumerate(self.current(), 1):
+            if hmac.compare_digest(presented, token):
+                found = number
+        return found or None
 
     def _reread(self, path: str) -> tuple[bytes, ...] | None:
         """The file's tokens, or None (with a warning naming the file) when it holds none we can
@@ -148,21 +160,29 @@ class AuthResult:
     ok: bool
     status: int = 200
     reason: str = ""
+    # Who was admitted (an alert sender; None for the audit trail's readers).
+    sender: Sender | None = None
 
 
 AUTHENTICATED = AuthResult(True)
 
 
-def bearer_matches(request: Request, token: TokenSource) -> bool | None:
-    """Whether the request's bearer token is ``token`` (compared in constant time); None when it
-    presents no bearer token."""
+def presented_bearer(request: Request) -> bytes | None:
+    """The request's bearer token as sent, or None when it presents none."""
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         return None
     # The header was decoded byte for byte (latin-1): encoding it back gives the bytes sent,
     # compared with the token file's (UTF-8) bytes.
-    return token.matches(presented.strip().encode("latin-1"))
+    return presented.strip().encode("latin-1")
+
+
+def bearer_matches(request: Request, token: TokenSource) -> bool | None:
+    """Whether the request's bearer token is ``token`` (compared in constant time); None when it
+    presents no bearer token."""
+    presented = presented_bearer(request)
+    return None if presented is None else token.matches(presented)
 
 
 class Authenticator:
@@ -179,25 +199,53 @@ class Authenticator:
             if self._allowed_names is None or not self._allowed_names.isdisjoint(
                 map(_dns_form, request.peer_names)
             ):
-                return AUTHENTICATED
+                return _admitted(request, Proof.CERTIFICATE)
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
         if self._token is not None and request.headers.get("authorization"):
-            if bearer_matches(request, self._token):
-                return AUTHENTICATED
+            presented = presented_bearer(request)
+            number = self._token.number_of(presented) if presented is not None else None
+            if number is not None:
+                return _admitted(request, Proof.TOKEN, number)
             return AuthResult(False, 401, "invalid bearer token")
         if unnamed is not None:
             return unnamed
         if self._open:
-            return AUTHENTICATED
+            return _admitted(request, Proof.NONE)
         if self._token is not None:
             return AuthResult(False, 401, "missing bearer token")
         return AuthResult(False, 403, "a client certificate is required")
+
+
+def _admitted(request: Request, proof: Proof, token: int | None = None) -> AuthResult:
+    """A sender let in, named by what it showed: its address, its verified certificate's names
+    (whatever the proof: a certificate of no allowed name beside a good token says who holds it)."""
+    names = request.peer_names if request.peer_verified else ()
+    return AuthResult(True, sender=Sender(request.remote, proof, names, token))
 
 
 def _dns_form(name: str) -> str:
     """A name as DNS compares it: case aside, and without the root's trailing dot. (A wildcard
     certificate's "*.example" is compared as written: it names no sender.)"""
     return name.lower().removesuffix(".")
+
+
+def sender_not_the_node(sender: Sender | None, hostname: str | None) -> str | None:
+    """Why ``sender`` may not send an alert claiming node ``hostname``
+    (inputs.http.require_sender_matches_hostname), or None: it must be a client certificate that
+    names that node (its common name or a DNS name, compared as DNS does)."""
+    if sender is None or sender.proof is not Proof.CERTIFICATE:
+        return (
+            "an alert must come with a client certificate naming its node"
+            " (inputs.http.require_sender_matches_hostname)"
+        )
+    if hostname and _dns_form(hostname) in map(_dns_form, sender.names):
+        return None
+    shown = ", ".join(repr(name[:64]) for name in sender.names[:3])
+    claimed = repr(hostname[:64]) if hostname else "no hostname"
+    return (
+        f"client certificate {shown} does not name the alert's node ({claimed}):"
+        " inputs.http.require_sender_matches_hostname"
+    )
 
 
 def _not_allowed(names: tuple[str, ...]) -> str:
@@ -207,22 +255,17 @@ def _not_allowed(names: tuple[str, ...]) -> str:
 
 
 class AuditReaders:
-    """Who may read the audit trail: the holders of ``audit_token`` alone when it is set (a
-    sender's certificate or token is refused); otherwise whoever may send alerts."""
+    """Who may read the audit trail: the holders of ``audit_token`` alone (a sender's certificate
+    or token is refused). Without one, nobody: every Falco node holds a sender's credential, and the
+    trail (other pods' alerts, what was verified and done) is not for a node under attack to read."""
 
-    def __init__(
-        self,
-        senders: Authenticator,
-        audit_token: TokenSource | None,
-        senders_token: TokenSource | None = None,
-    ) -> None:
-        self._senders = senders
+    def __init__(self, audit_token: TokenSource | None, senders_token: TokenSource | None = None) -> None:
         self._token = audit_token
         self._senders_token = senders_token
 
     def check(self, request: Request) -> AuthResult:
         if self._token is None:
-            return self._senders.check(request)
+            return AuthResult(False, 403, AUDIT_TRAIL_OFF)
         matches = bearer_matches(request, self._token)
         if matches:
             # Both files are re-read as their Secrets rotate: the start-up check that they differ
@@ -266,11 +309,11 @@ def warn_of_unauthenticated_input(http: HttpInput) -> None:
 
 
 def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> TokenSource | None:
-    """The audit readers' token, or None (with a warning: then any alert sender reads the trail)."""
+    """The audit readers' token, or None (said at start: then GET /v1/audit answers 403)."""
     if http.audit_token is None:
-        log.warning(
-            "GET /v1/audit accepts the alert senders' credentials; set inputs.http.audit_token "
-            "to give the trail's readers a token of their own"
+        log.info(
+            "GET /v1/audit is not served (403): inputs.http.audit_token is not set, and an alert"
+            " sender's credential never reads the trail; `serving-guard audit --config` reads the journal"
         )
         return None
     token = TokenSource(http.audit_token, what="inputs.http.audit_token")
@@ -335,10 +378,14 @@ def alerts_route(
     """POST /v1/alerts. Requests refused from their head (authentication, size) are counted and
     logged by the server; invalid alerts, here."""
     admission_timeout = config.admission_timeout_seconds
+    bound_to_node = config.require_sender_matches_hostname
 
     def check(request: Request) -> Response | None:
         auth = authenticator.check(request)
-        return None if auth.ok else json_error(auth.status, auth.reason)
+        if not auth.ok:
+            return json_error(auth.status, auth.reason)
+        request.sender = auth.sender  # for the handler, once the body is in
+        return None
 
     def too_large(limit: int, size: int) -> Response:
         # The reason, with the size, is what the server's refusal log says (with the sender).
@@ -365,6 +412,12 @@ def alerts_route(
             alert = parse_falco_json(body)
         except AlertError as exc:
             return invalid(request, exc)
+        if bound_to_node and (mismatch := sender_not_the_node(request.sender, alert.hostname)):
+            refusals.record("unauthenticated", request.remote, f"403 {mismatch}")
+            return json_error(403, mismatch)
+        if request.sender is not None:
+            # The sender goes with the body to the alert's journal row; the request keeps this copy.
+            body = request.body = Received(body, request.sender.record())
         # The busy path: a free slot is taken at once and the answer is a future, not a task.
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         try:

@@ -30,6 +30,7 @@ from typing import Any, cast
 import httptools
 
 from responder.ingest.refusals import REFUSAL_LOG_SECONDS, RefusalLog
+from responder.ingest.sink import Sender
 
 log = logging.getLogger("serving_guard.http")
 
@@ -113,6 +114,8 @@ class Request:
     peer_verified: bool
     # That certificate's subject common name and DNS names (certificate_names).
     peer_names: tuple[str, ...] = ()
+    # Who the route's head check admitted (an alert sender), for its handler.
+    sender: Sender | None = None
 
     @property
     def content_type(self) -> str:

@@ -12,6 +12,7 @@ context element 3000, 50 blocks), so Slack never rejects a message for its size.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -695,6 +696,66 @@ def _other_fields(alert: Alert) -> _Lines:
     return lines
 
 
+# How an output text labels the alert's pod, namespace and container: the pack's rules, Falco's
+# own rules and its Kubernetes append_output (-pk), and field names as written. The value may be
+# any of the fields named (Falco's -pc writes the container's name as container=).
+_CONTAINER_NAME = "container.name"
+_OUTPUT_LABELS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("pod", "k8s.pod", "k8s.pod.name", "k8s_pod", "k8s_pod_name"), (FIELD_POD,)),
+    **dict.fromkeys(
+        ("ns", "namespace", "k8s.ns", "k8s.ns.name", "k8s_ns", "k8s_ns_name"), (FIELD_NAMESPACE,)
+    ),
+    "container": (FIELD_CONTAINER_ID, _CONTAINER_NAME),
+    **dict.fromkeys(("container.id", "container_id"), (FIELD_CONTAINER_ID,)),
+}
+# label=value, the label a word of its own (not proc.pod=, nor a command line's --namespace=).
+_LABELLED_VALUE = re.compile(r"(?<![^\s(,])([\w.]+)=(\S*)")
+# What Falco writes in its output for a field with no value (the field itself is then missing).
+_NO_VALUE = "<NA>"
+
+
+def output_disagreements(alert: Alert) -> list[tuple[str, str, str, str | None]]:
+    """Where the alert's output text names its pod, namespace or container otherwise than its
+    fields (what was verified and acted on): (label, the text's value, the field, its value or
+    None). Falco writes both from one event: a difference is the sender's doing (a decoy)."""
+    found: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for match in _LABELLED_VALUE.finditer(_without_other_values(alert)):
+        label, said = match.group(1), match.group(2).rstrip(",;)")
+        fields = _OUTPUT_LABELS.get(label, ())
+        values = [alert.text(field) for field in fields]
+        if fields and said not in [_NO_VALUE if value is None else value for value in values]:
+            found.setdefault((label, said), (fields[0], values[0]))
+    return [(label, said, field, value) for (label, said), (field, value) in found.items()]
+
+
+def _without_other_values(alert: Alert) -> str:
+    """The output text with the values of the alert's other fields blanked out: a command line's
+    own ``ns=...`` is the process's argument, not the output's label (those fields are shown
+    for what they are above)."""
+    text = alert.output
+    identity = {field for fields in _OUTPUT_LABELS.values() for field in fields}
+    for name in alert.fields:
+        value = alert.text(name) or ""
+        if name not in identity and "=" in value:
+            text = text.replace(value, " " * len(value))
+    return text
+
+
+def _output_lines(alert: Alert) -> _Lines:
+    """The alert's output text, said to be the sender's words (free text, checked against
+    nothing); where it names the pod, namespace or container otherwise than the fields, said first."""
+    lines = _Lines()
+    lines.add("*Falco output*, as the sender wrote it (free text, not checked against the fields)")
+    for label, said, field, value in output_disagreements(alert)[:3]:
+        lines.add(
+            f":warning: *The output text disagrees with the alert's fields:* it says"
+            f" {code(f'{label}={said}', 120)}, but {code(field, 40)} (what was verified and acted on)"
+            f" is {code(value, 100) if value is not None else '_missing_'}."
+        )
+    lines.add(code_block(alert.output, OUTPUT_LIMIT))
+    return lines
+
+
 def _line_share(shown: Sequence[str]) -> int | None:
     """What each "Other fields" line may use of the block, so that one long value does not push
     the lines after it out: an equal share, and what shorter lines leave of theirs goes to the
@@ -872,10 +933,7 @@ def render_incident(
         if lines:
             blocks.append(_section(lines))
     if report.alert.output:
-        output = _Lines()
-        output.add("*Falco output*")
-        output.add(code_block(report.alert.output, OUTPUT_LIMIT))
-        blocks.append(_section(output))
+        blocks.append(_section(_output_lines(report.alert)))
     # Where the commands run: beside the responder's config and journal (its pod), so that they
     # use its labels and are recorded under the incident; without the path, said in words.
     where = (
@@ -1025,6 +1083,7 @@ __all__ = [
     "MessageKind",
     "SlackMessage",
     "format_utc",
+    "output_disagreements",
     "render_by_hand",
     "render_incident",
     "render_lapse",

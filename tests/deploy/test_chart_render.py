@@ -532,7 +532,9 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
     assert "serving-guard.io/enforce=true" in notes
     grpc_notes = renders["grpc-only"].notes()
     assert "http_output.url" not in grpc_notes and "ONE node" in grpc_notes
-    # Who reads the audit trail: said while senders can, silent once readers have their own token.
+    # Who reads the audit trail: nobody over HTTP until its readers have a token of their own (a
+    # sender's credential never reads it), said; silent once they have.
+    assert "GET /v1/audit answers 403 until its readers have a" in notes
     assert "inputs.http.auditToken.secretName" in notes
     assert "auditToken" not in renders["production"].notes()
     # A one-way quarantine is said; the default is not.

@@ -162,3 +162,28 @@ def test_help_describes_format_rules_and_the_exit_status(capsys: pytest.CaptureF
     assert "Give the config file first: --rules takes every file after it" in text
     assert "exit status: 0 valid (also when only `ingest` can use it" in text
     assert "1 valid, with findings (stderr, file:line); 2 invalid" in text
+
+
+def test_it_says_whether_the_audit_trail_is_served_and_to_whom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without inputs.http.audit_token GET /v1/audit answers 403 (a sender's credential never reads
+    the trail): said where the config is checked, not first met as a refusal."""
+    path = write(tmp_path, "no-readers.yaml", {"inputs": HTTP})
+    code, out, _ = check(capsys, str(path))
+    assert code == 0
+    assert (
+        "audit trail: not served over HTTP (GET /v1/audit answers 403: inputs.http.audit_token is not set,"
+        " and an alert sender's credential never reads it); serving-guard audit --config reads the journal"
+    ) in out.splitlines()
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    assert json.loads(out)["inputs"]["audit_over_http"] is False
+    token = write(tmp_path, "audit-token", "readers")
+    http = {"http": {**HTTP["http"], "audit_token": {"file": str(token)}}}
+    path = write(tmp_path, "readers.yaml", {"inputs": http})
+    code, out, _ = check(capsys, str(path))
+    assert (
+        "audit trail: GET /v1/audit, read with inputs.http.audit_token (never a sender's credential)"
+    ) in out.splitlines()
+    code, out, _ = check(capsys, str(path), "--format", "json")
+    assert json.loads(out)["inputs"]["audit_over_http"] is True

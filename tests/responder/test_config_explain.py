@@ -158,3 +158,20 @@ def test_a_destination_block_names_the_address_or_why_there_is_none(
         "  - fewer than 20 destinations were newly blocked in the last 300s (block circuit breaker)" in lines
     )
     assert not any("pods were quarantined" in line for line in lines)
+
+
+def test_an_input_binding_alerts_to_nodes_says_which_certificate_the_alert_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, alert = files(tmp_path)
+    document = yaml.safe_load(Path(config).read_text())
+    tls = {"cert_file": "tls.crt", "key_file": "tls.key", "client_ca_file": "ca.crt"}
+    document["inputs"] = {"http": {"tls": tls, "require_sender_matches_hostname": True}}
+    Path(config).write_text(yaml.safe_dump(document))
+    code, lines, _ = explain([config, alert], capsys)
+    assert code == 0
+    checks = lines[lines.index("before it acts, the responder checks:") + 1 :]
+    assert checks[0] == (
+        "  - over HTTP, the alert came with a client certificate naming node worker-1"
+        " (inputs.http.require_sender_matches_hostname)"
+    )

@@ -22,6 +22,7 @@ from responder.cluster.api import KubeGateway
 from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.http import (
+    AUDIT_TRAIL_OFF,
     SAME_TOKENS_SINCE_ROTATION,
     TOKEN_REFRESH_SECONDS,
     AuditReaders,
@@ -167,8 +168,8 @@ async def test_allowed_client_names_keep_out_other_certificates_of_the_same_ca(
     tmp_path: Path, seeded: Seeded, pki: TestPKI
 ) -> None:
     """A CA that signs others' certificates too (a cluster-wide issuer): with allowed_client_names,
-    only a certificate of one of those names sends alerts or reads the audit trail; a sender's token
-    still counts as its own credential."""
+    only a certificate of one of those names sends alerts; a sender's token still counts as its own
+    credential."""
     os_token = tmp_path / "token"
     os_token.write_text(TOKEN)
     tls = {
@@ -188,8 +189,6 @@ async def test_allowed_client_names_keep_out_other_certificates_of_the_same_ca(
         assert payload["error"] == (
             "client certificate 'model-registry' is not one of inputs.http.tls.allowed_client_names"
         )
-        assert (await get_audit(url, ssl_context=other))[0] == 403
-        assert (await get_audit(url, ssl_context=client_context(pki)))[0] == 200
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         assert (await post(url, body_for(seeded[1], n=3), ssl_context=other, headers=bearer))[0] == 202
     finally:
@@ -388,26 +387,6 @@ async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path
         await responder.stop()
 
 
-async def test_audit_endpoint_is_authenticated_like_the_input(
-    mtls: Responder, seeded: Seeded, pki: TestPKI
-) -> None:
-    await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
-    assert mtls.pipeline is not None
-    await mtls.pipeline.drain(timeout=10)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{mtls.http_url}/v1/audit?pod=ml-serving/vllm-0", ssl=client_context(pki)) as response,
-    ):
-        entries = (await response.json())["entries"]
-    assert len(entries) == 1 and entries[0]["incident"]["actions"][0]["status"] == "quarantined"
-    with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{mtls.http_url}/v1/audit", ssl=client_context(pki, cert=False)) as response,
-        ):
-            await response.read()
-
-
 AUDIT_TOKEN = "audit-readers-token"
 
 
@@ -484,16 +463,69 @@ async def test_with_mutual_tls_and_an_audit_token_readers_need_no_certificate_an
         await responder.stop()
 
 
-async def test_without_an_audit_token_senders_read_the_trail_and_the_responder_says_so(
-    tmp_path: Path, seeded: Seeded
+async def test_without_an_audit_token_no_sender_credential_reads_the_trail(
+    mtls: Responder, seeded: Seeded, pki: TestPKI
+) -> None:
+    """Every Falco node holds a sender's certificate: one under attack must not read the trail
+    (other pods' alerts, what was checked and done). Without an audit token it is not served at all,
+    and the refusal says what to set."""
+    status, _, _ = await post(mtls.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
+    assert status == 202
+    assert mtls.pipeline is not None and await mtls.pipeline.drain(timeout=10)
+    status, payload = await get_audit(mtls.http_url or "", ssl_context=client_context(pki))
+    assert (status, payload["error"]) == (403, AUDIT_TRAIL_OFF)
+    assert "inputs.http.audit_token is not set" in AUDIT_TRAIL_OFF
+    with pytest.raises(
+        (aiohttp.ClientError, ssl.SSLError)
+    ):  # a sender's handshake still needs its certificate
+        await get_audit(mtls.http_url or "", ssl_context=client_context(pki, cert=False))
+
+
+@pytest.mark.parametrize("http", [{"token": {"file": "token"}}, {"allow_unauthenticated": True}])
+async def test_without_an_audit_token_neither_a_senders_token_nor_an_open_input_reads_the_trail(
+    tmp_path: Path, seeded: Seeded, http: dict[str, Any]
 ) -> None:
     (tmp_path / "token").write_text(TOKEN)
-    with Records("serving_guard", logging.WARNING) as records:
-        responder = await start(tmp_path, seeded[2], {"token": {"file": str(tmp_path / "token")}})
+    http = {
+        key: {"file": str(tmp_path / "token")} if key == "token" else value for key, value in http.items()
+    }
+    with Records("serving_guard", logging.INFO) as records:
+        responder = await start(tmp_path, seeded[2], http)
     try:
-        assert any("GET /v1/audit accepts the alert senders' credentials" in m for m in records.messages)
+        said = [m for m in records.messages if m.startswith("GET /v1/audit is not served (403)")]
+        assert said and "inputs.http.audit_token is not set" in said[0]
         status, payload = await get_audit(responder.http_url or "", token=TOKEN)
-        assert status == 200 and payload == {"entries": []}
+        assert (status, payload["error"]) == (403, AUDIT_TRAIL_OFF)
+        assert responder.pipeline is not None
+        status, _, _ = await post(
+            responder.http_url or "", body_for(seeded[1]), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert status == 202  # the senders still send
+    finally:
+        await responder.stop()
+
+
+async def test_the_audit_token_reads_the_trail_filtered_by_pod(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    (tmp_path / "audit-token").write_text(AUDIT_TOKEN)
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    responder = await start(
+        tmp_path, seeded[2], {"tls": tls, "audit_token": {"file": str(tmp_path / "audit-token")}}
+    )
+    try:
+        await post(responder.http_url or "", body_for(seeded[1]), ssl_context=client_context(pki))
+        assert responder.pipeline is not None and await responder.pipeline.drain(timeout=10)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{responder.http_url}/v1/audit?pod=ml-serving/vllm-0",
+                ssl=client_context(pki, cert=False),
+                headers={"Authorization": f"Bearer {AUDIT_TOKEN}"},
+            ) as response,
+        ):
+            entries = (await response.json())["entries"]
+        assert len(entries) == 1 and entries[0]["incident"]["actions"][0]["status"] == "quarantined"
     finally:
         await responder.stop()
 
@@ -611,10 +643,7 @@ def test_an_audit_token_rotated_into_the_senders_token_stops_serving_the_trail(t
     audit = TokenSource(
         SecretRef(file=str(tmp_path / "audit-token")), lambda: now[0], what="inputs.http.audit_token"
     )
-    http = HttpInput(
-        token=SecretRef(file=str(tmp_path / "token")), audit_token=SecretRef(file=str(tmp_path / "x"))
-    )
-    readers = AuditReaders(Authenticator(http, senders), audit, senders)
+    readers = AuditReaders(audit, senders)
 
     def reading_with(token: str) -> AuthResult:
         headers = {"authorization": f"Bearer {token}"}

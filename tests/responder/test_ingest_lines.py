@@ -486,7 +486,7 @@ def fill_with_unfinishable_alerts(journal_path: Path, total_bytes: int) -> None:
             row = AlertRow(None, "http", n, None)
             row.alert_id, row.event_ns = f"unreadable-{n}", n
             row._params = (row.alert_id, n, "http", "r", 4, "ml", "p", n, b"{" + b"x" * 60 * 1024, "pending")
-            row._params += (None, None, None)
+            row._params += (None, None, None, None)  # incident_id, outcome, finished_ns, sender
             assert journal.run_sync(row)
 
 

@@ -451,6 +451,7 @@ def test_a_schema_2_journal_gains_the_workload_thread_column(tmp_path: Path) -> 
     legacy = sqlite3.connect(path, isolation_level=None)
     legacy.execute("ALTER TABLE notifications DROP COLUMN slack_thread_ts")
     legacy.execute("ALTER TABLE notifications DROP COLUMN action_id")
+    legacy.execute("ALTER TABLE alerts DROP COLUMN sender")  # schema 7's
     legacy.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     legacy.execute(
         "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns, slack_ts)"
@@ -476,6 +477,7 @@ def test_a_schema_3_journal_gains_the_by_hand_action_column(tmp_path: Path) -> N
     open_journal(tmp_path).close()
     legacy = sqlite3.connect(path, isolation_level=None)
     legacy.execute("ALTER TABLE notifications DROP COLUMN action_id")
+    legacy.execute("ALTER TABLE alerts DROP COLUMN sender")  # schema 7's
     legacy.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
     legacy.execute(
         "INSERT INTO notifications(incident_id, kind, channel, state, next_attempt_ns, created_ns, slack_ts)"

@@ -146,12 +146,13 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
     with Records("serving_guard.journal", logging.INFO) as records:
         journal = open_journal(tmp_path, writer=writer)
     try:
-        assert schema_of(path) == "6"
+        assert schema_of(path) == "7"
         assert "upgrading the journal's schema" in records.messages
-        # No table changed: the number moved (5: lapses; 6: deferred alerts, with their index).
+        # Only the alerts table changed (7: its sender column); else the number moved (5: lapses;
+        # 6: deferred alerts, with their index).
         tables_after = query(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
-        assert [row[1] for row in tables_after if row not in tables_before] == ["alerts_deferred"]
-        assert all(row in tables_after for row in tables_before)
+        assert [row[1] for row in tables_after if row not in tables_before] == ["alerts", "alerts_deferred"]
+        assert all(row in tables_after for row in tables_before if row[1] != "alerts")
         record = journal.incident_record(INCIDENT)
         assert record is not None and record["outcomes"] == [QUARANTINED]
         assert report_from_record(record) is not None
@@ -173,8 +174,8 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
         assert record is not None and record["outcomes"] == [QUARANTINED, lapse]
     finally:
         journal.close()
-    open_journal(tmp_path, writer=writer).close()  # opened again at 6: nothing to do
-    assert schema_of(path) == "6"
+    open_journal(tmp_path, writer=writer).close()  # opened again at 7: nothing to do
+    assert schema_of(path) == "7"
 
 
 # -- a later version's journal ----------------------------------------------------------------

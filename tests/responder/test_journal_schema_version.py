@@ -4,6 +4,7 @@ release that added the "lapsed" status without a new number crashed the one befo
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -13,9 +14,12 @@ import pytest
 from responder.actions.outcome import OutcomeStatus
 from responder.cli import main
 from responder.errors import UserError
+from responder.ingest.sink import Proof, Received, Sender
 from responder.journal import Journal
+from responder.journal_rows import encode_payload
 from responder.journal_schema import SCHEMA_VERSION
 from responder.notify.render import MessageKind
+from tests.responder.test_journal import alert
 
 # What each schema's rows may say. A new status or kind is a new schema: add it here with the next
 # number, a migration to it (responder/journal_schema.py) and a line in its comment.
@@ -35,11 +39,12 @@ _STATUSES_5 = frozenset(
 )
 _KINDS_5 = frozenset({"incident", "repeat", "by_hand", "lapse"})
 # An alert row's states, from schema 6 on ("deferred": taken while the pipeline was full).
-ALERT_STATES_BY_SCHEMA = {6: {"pending", "deferred", "done"}}
-# Schema 6 added no status and no kind (an alert state, above).
+ALERT_STATES_BY_SCHEMA = {6: {"pending", "deferred", "done"}, 7: {"pending", "deferred", "done"}}
+# Schema 6 added no status and no kind (an alert state, above); schema 7 a column (alerts.sender).
 WORDS_BY_SCHEMA = {
     5: (set(_STATUSES_5), set(_KINDS_5)),
     6: (set(_STATUSES_5), set(_KINDS_5)),
+    7: (set(_STATUSES_5), set(_KINDS_5)),
 }
 
 
@@ -92,12 +97,58 @@ def test_an_alert_state_comes_with_a_new_schema_number() -> None:
     )
 
 
-def test_a_schema_4_or_5_journal_is_brought_to_6(tmp_path: Path) -> None:
-    for earlier in (4, 5):
-        path = made(tmp_path / f"j{earlier}.db")
+def as_schema_6(path: Path) -> Path:
+    """A journal as schema 6 left it: no alerts.sender column."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("ALTER TABLE alerts DROP COLUMN sender")
+    finally:
+        conn.close()
+    set_schema(path, 6)
+    return path
+
+
+def test_a_schema_4_5_or_6_journal_is_brought_to_7(tmp_path: Path) -> None:
+    for earlier in (4, 5, 6):
+        path = as_schema_6(made(tmp_path / f"j{earlier}.db"))
         set_schema(path, earlier)  # schema 4's and 5's tables are 6's (its index is made on open)
         made(path)
-        assert schema_of(path) == "6"
+        assert schema_of(path) == "7"
+
+
+def test_a_schema_6_journal_keeps_its_alerts_which_name_no_sender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alerts journaled before senders were recorded: read as they are by `audit` (before and after
+    the next writer brings the journal to schema 7), with no sender; new ones name theirs."""
+    path = made(tmp_path / "j.db")
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    journal.open()
+    try:
+        journal.run_sync(Journal.op_append_alert(alert(1), "http", 10))
+    finally:
+        journal.close()
+    as_schema_6(path)
+    for _ in range(2):  # as it is, then brought to 7 by a writer
+        assert main(["audit", "--journal", str(path), "--format", "json"]) == 0
+        [entry] = json.loads(capsys.readouterr().out)
+        assert entry["alert_id"] == alert(1).alert_id and entry["sender"] is None
+        made(path)
+    assert schema_of(path) == "7"
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
+    journal.open()
+    try:
+        sender = Sender("10.0.0.7", Proof.CERTIFICATE, ("falco-node-a",))
+        body = Received(encode_payload(alert(2)), sender.record())
+        assert journal.run_sync(Journal.op_append_alert(alert(2), "http", 20, body)) is True
+    finally:
+        journal.close()
+    assert main(["audit", "--journal", str(path), "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [entry["sender"] for entry in entries] == [
+        None,
+        {"address": "10.0.0.7", "proof": "certificate", "certificate": ["falco-node-a"]},
+    ]
 
 
 def test_a_journal_of_a_newer_version_is_refused_by_the_writer_with_both_numbers(tmp_path: Path) -> None:

@@ -26,8 +26,25 @@ async def post_and_drain(responder: Responder, alert: Mapping[str, Any]) -> dict
     return body
 
 
+# The audit trail is read with a token of its own (no sender's credential reads it).
+READER = {"Authorization": "Bearer service-audit-readers"}
+
+
+def readers(tmp_path: Path) -> dict[str, Any]:
+    """An open input whose audit trail READER reads."""
+    (tmp_path / "audit-token").write_text(READER["Authorization"].removeprefix("Bearer "))
+    return {
+        "listen": "127.0.0.1:0",
+        "allow_unauthenticated": True,
+        "audit_token": {"file": str(tmp_path / "audit-token")},
+    }
+
+
 async def audit_entries(responder: Responder) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.get(f"{responder.http_url}/v1/audit") as response:
+    async with (
+        aiohttp.ClientSession(headers=READER) as session,
+        session.get(f"{responder.http_url}/v1/audit") as response,
+    ):
         entries: list[dict[str, Any]] = (await response.json())["entries"]
     return entries
 
@@ -36,7 +53,7 @@ async def test_shell_alert_quarantines_the_pod_and_reports_the_leak(
     tmp_path: Path, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
     running, pods, kubeconfig = seeded
-    config = responder_config(tmp_path, kubeconfig)
+    config = responder_config(tmp_path, kubeconfig, http=readers(tmp_path))
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     try:
@@ -69,7 +86,9 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
     """quarantine.isolate from the config to the cluster and the audit trail: the policy cuts egress
     only, so the gateway's ingress policy is no leak and the pod counts as quarantined."""
     running, pods, kubeconfig = seeded
-    config = responder_config(tmp_path, kubeconfig, extra={"quarantine": {"isolate": "egress"}})
+    config = responder_config(
+        tmp_path, kubeconfig, http=readers(tmp_path), extra={"quarantine": {"isolate": "egress"}}
+    )
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     try:
@@ -87,7 +106,7 @@ async def test_an_egress_quarantine_through_the_service_cuts_egress_alone(
         (action,) = entry["incident"]["actions"]
         assert action["status"] == "quarantined" and action["isolated"] == "egress"
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(headers=READER) as session,
             session.get(f"{responder.http_url}/v1/audit?format=table") as response,
         ):
             assert "quarantine=quarantined(egress cut)" in await response.text()
@@ -115,7 +134,7 @@ async def test_the_audit_trail_names_policies_excluding_the_pod_beyond_a_one_way
     dns = {**baseline, "metadata": {"name": "namespace-dns", "namespace": triton.namespace}}
     running.call(running.emulator.put_object, "networking.k8s.io/v1/networkpolicies", dns)
     quarantine = {"isolate": "egress", "patch_other_policies": True}
-    config = responder_config(tmp_path, kubeconfig, extra={"quarantine": quarantine})
+    config = responder_config(tmp_path, kubeconfig, http=readers(tmp_path), extra={"quarantine": quarantine})
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     try:
@@ -154,7 +173,7 @@ async def test_a_policy_on_trial_predicts_while_the_others_act(
         },
     ]
     extra = {"policies": policies, "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 300}}}
-    config = responder_config(tmp_path, kubeconfig, extra=extra)
+    config = responder_config(tmp_path, kubeconfig, http=readers(tmp_path), extra=extra)
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     try:
@@ -197,7 +216,7 @@ async def test_a_policy_on_trial_predicts_while_the_others_act(
         assert enforced["actions"][0]["status"] in ("quarantined", "leaky")
         # The trial's review reads only its own incidents.
         url = f"{responder.http_url}/v1/audit?policy=egress-trial"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
+        async with aiohttp.ClientSession(headers=READER) as session, session.get(url) as response:
             entries = (await response.json())["entries"]
         assert [e["pod"] for e in entries] == [triton.name]
     finally:

@@ -77,7 +77,27 @@ def chain_config_data(
         "slack": slack,
     }
     data.update(overrides)
+    http = data["inputs"].get("http")
+    if http is not None and "audit_token" not in http:
+        # verify and audit read the trail with a token of its own: no sender's credential reads it.
+        readers = tmp_path / "trail-readers-token"
+        readers.write_text(secrets.token_hex(16), encoding="utf-8")
+        data["inputs"] = {**data["inputs"], "http": {**http, "audit_token": {"file": str(readers)}}}
     return data
+
+
+def trail_token(responder: Responder) -> str:
+    """The token that reads the responder's audit trail (chain_config_data gives it one)."""
+    token = responder.config.inputs.http.audit_token
+    assert token is not None
+    return token.read("inputs.http.audit_token")
+
+
+def reads_trail(responder: Responder) -> list[str]:
+    """verify's and audit's flags to read the responder's audit trail."""
+    token = responder.config.inputs.http.audit_token
+    assert token is not None and token.file is not None
+    return ["--token-file", token.file]
 
 
 @asynccontextmanager

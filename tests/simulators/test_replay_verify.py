@@ -17,13 +17,20 @@ import yaml
 from bench.procs import free_port
 from responder.alert_json import parse_falco_json
 from responder.cli import main as cli_main
-from responder.client import ResponderClient
+from responder.client import ClientAuth, ResponderClient
 from simulators.pki import make_test_pki
 from simulators.scenario import Expect, Outcome, load_scenarios
 from simulators.slack_sink import SlackSink
 from simulators.verify import Expectation, judge
 from tests.helpers import refusing_port
-from tests.simulators.conftest import ChainFactory, Seeded, chain_config_data, running_responder
+from tests.simulators.conftest import (
+    ChainFactory,
+    Seeded,
+    chain_config_data,
+    reads_trail,
+    running_responder,
+    trail_token,
+)
 
 SCENARIOS = load_scenarios()
 FAST = ["--timeout", "2", "--interval", "0.05", "--settle", "0.2"]
@@ -93,6 +100,7 @@ async def test_verify_passes_on_a_healthy_chain(
                 run_id,
                 "--responder",
                 responder.http_url,
+                *reads_trail(responder),
                 *FAST,
             ],
             capsys,
@@ -150,7 +158,16 @@ async def test_verify_fails_on_the_wrong_rule(
             extra=("--scenarios-dir", str(altered)),
         )
         code, out = await cli(
-            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+                *reads_trail(responder),
+            ],
             capsys,
         )
     assert code == 1
@@ -168,7 +185,16 @@ async def test_verify_fails_when_nothing_is_quarantined(
     async with chain(policies=notify_only) as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod")
         code, out = await cli(
-            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+                *reads_trail(responder),
+            ],
             capsys,
         )
     assert code == 1
@@ -181,7 +207,16 @@ async def test_verify_names_a_leaky_quarantine(
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod", pod="triton")
         code, out = await cli(
-            ["verify", "shell-in-serving-pod", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            [
+                "verify",
+                "shell-in-serving-pod",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+                *reads_trail(responder),
+            ],
             capsys,
         )
         assert code == 1
@@ -194,6 +229,7 @@ async def test_verify_names_a_leaky_quarantine(
                 run_id,
                 "--responder",
                 responder.http_url,
+                *reads_trail(responder),
                 "--expect",
                 "shell-in-serving-pod=leaky",
                 *FAST,
@@ -212,7 +248,9 @@ async def test_verify_passes_a_block_made_and_fails_one_a_quarantine_made_needle
         url = responder.http_url
 
         async def verify(name: str, run: str) -> tuple[int, str]:
-            return await cli(["verify", name, "--run-id", run, "--responder", url, *FAST], capsys)
+            return await cli(
+                ["verify", name, "--run-id", run, "--responder", url, *FAST, *reads_trail(responder)], capsys
+            )
 
         await replay(seeded, capsys, url, run_id, "anomalous-egress", pod="embeddings")
         code, out = await verify("anomalous-egress", run_id)
@@ -238,7 +276,17 @@ async def test_verify_fails_when_slack_is_missing(
     async with chain(slack=False) as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "drift-exec")
         code, out = await cli(
-            ["verify", "drift-exec", "--run-id", run_id, "--responder", responder.http_url, *FAST], capsys
+            [
+                "verify",
+                "drift-exec",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+                *reads_trail(responder),
+            ],
+            capsys,
         )
         assert code == 1
         assert "FAIL  drift-exec  [quarantined]  no Slack message recorded (is Slack configured" in out
@@ -250,6 +298,7 @@ async def test_verify_fails_when_slack_is_missing(
                 run_id,
                 "--responder",
                 responder.http_url,
+                *reads_trail(responder),
                 "--no-slack",
                 *FAST,
             ],
@@ -280,7 +329,16 @@ async def test_verify_reports_a_slack_message_not_delivered_and_why(
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
         code, out = await cli(
-            ["verify", "credential-read", "--run-id", run_id, "--responder", responder.http_url, *FAST],
+            [
+                "verify",
+                "credential-read",
+                "--run-id",
+                run_id,
+                "--responder",
+                responder.http_url,
+                *FAST,
+                *reads_trail(responder),
+            ],
             capsys,
         )
     assert code == 1
@@ -310,6 +368,7 @@ async def test_forged_alerts_are_refused_and_verify_says_so(
                 run_id,
                 "--responder",
                 responder.http_url,
+                *reads_trail(responder),
                 "--expect",
                 "reverse-shell-one-liner=unverified",
                 *FAST,
@@ -325,6 +384,7 @@ async def test_forged_alerts_are_refused_and_verify_says_so(
                 run_id,
                 "--responder",
                 responder.http_url,
+                *reads_trail(responder),
                 *FAST,
             ],
             capsys,
@@ -368,7 +428,17 @@ async def test_replay_through_the_falco_grpc_outputs_service(
         assert code == 0, out
         assert out.count("collected from unix://") == 3
         code, out = await cli(
-            ["verify", "model-tampering", "--run-id", run_id, "--responder", r.http_url, *FAST], capsys
+            [
+                "verify",
+                "model-tampering",
+                "--run-id",
+                run_id,
+                "--responder",
+                r.http_url,
+                *FAST,
+                *reads_trail(r),
+            ],
+            capsys,
         )
     assert code == 0, out
 
@@ -419,7 +489,17 @@ async def test_replay_grpc_over_mutual_tls(
         assert code == 0, out
         assert out.count(f"collected from {address}") == 2
         code, out = await cli(
-            ["verify", "credential-read", "--run-id", run_id, "--responder", r.http_url, *FAST], capsys
+            [
+                "verify",
+                "credential-read",
+                "--run-id",
+                run_id,
+                "--responder",
+                r.http_url,
+                *FAST,
+                *reads_trail(r),
+            ],
+            capsys,
         )
     assert code == 0, out
 
@@ -616,14 +696,25 @@ async def test_verify_fails_when_the_alerts_folded_into_an_earlier_runs_incident
 
         async def verify(run: str) -> tuple[int, str]:
             return await cli(
-                ["verify", "shell-in-serving-pod", "--run-id", run, "--responder", url, *FAST], capsys
+                [
+                    "verify",
+                    "shell-in-serving-pod",
+                    "--run-id",
+                    run,
+                    "--responder",
+                    url,
+                    *FAST,
+                    *reads_trail(responder),
+                ],
+                capsys,
             )
 
         await replay(seeded, capsys, url, "runAAAA", "shell-in-serving-pod")
         code, out = await verify("runAAAA")
         assert code == 0, out
         code, out = await cli(
-            ["audit", "--run-id", "runAAAA", "--responder", url, "--format", "json"], capsys
+            ["audit", "--run-id", "runAAAA", "--responder", url, "--format", "json", *reads_trail(responder)],
+            capsys,
         )
         incident = json.loads(out)[0]["incident_id"]
         release = ["release", "--namespace", pod.namespace, pod.name, "--reason", "test done", "--by", "me"]
@@ -694,7 +785,7 @@ async def test_run_ids_and_scenario_names_are_matched_whole(
         await replay(seeded, capsys, url, "team-a-run1", "shell-in-serving-pod")
 
         async def verify(*argv: str) -> tuple[int, str]:
-            return await cli(["verify", *argv, "--responder", url, *FAST], capsys)
+            return await cli(["verify", *argv, "--responder", url, *FAST, *reads_trail(responder)], capsys)
 
         code, out = await verify("shell-in-serving-pod", "--run-id", "a-run1")
         assert code == 1
@@ -705,7 +796,7 @@ async def test_run_ids_and_scenario_names_are_matched_whole(
         # The responder's own filter (GET /v1/audit?run_id=...) takes the marker whole too: a run,
         # one scenario of it, or one step.
         found = {}
-        async with ResponderClient(url) as client:
+        async with ResponderClient(url, ClientAuth(token=trail_token(responder))) as client:
             for needle in (
                 "a-run1",
                 "team-a-run",
@@ -758,6 +849,7 @@ async def test_verify_requires_an_alert_for_every_step_that_ran(
                 "shell-in-serving-pod=1,2",
                 "--responder",
                 url,
+                *reads_trail(responder),
                 *FAST,
             ],
             capsys,
@@ -777,7 +869,16 @@ async def test_verify_requires_an_alert_for_every_step_that_ran(
             extra=("--scenarios-dir", str(altered)),
         )
         assert "--steps shell-in-serving-pod=1 " in out
-        verify = ["verify", "shell-in-serving-pod", "--run-id", other, "--responder", url, *FAST]
+        verify = [
+            "verify",
+            "shell-in-serving-pod",
+            "--run-id",
+            other,
+            "--responder",
+            url,
+            *FAST,
+            *reads_trail(responder),
+        ]
         code, out = await cli([*verify, "--steps", "shell-in-serving-pod=1,2"], capsys)
         assert code == 1
         assert (
@@ -801,7 +902,10 @@ async def test_the_controls_silence_counts_only_beside_a_positive_scenario_on_it
         await replay(seeded, capsys, url, run_id, "shell-in-serving-pod", "benign-serving")
 
         async def verify(*argv: str) -> tuple[int, str]:
-            return await cli(["verify", *argv, "--run-id", run_id, "--responder", url, *FAST], capsys)
+            return await cli(
+                ["verify", *argv, "--run-id", run_id, "--responder", url, *FAST, *reads_trail(responder)],
+                capsys,
+            )
 
         code, out = await verify("benign-serving")
         assert code == 1
