@@ -741,7 +741,20 @@ def incident_outcome_text(incident: Mapping[str, Any]) -> str:
         actor = action.get("actor")
         if actor and actor != RESPONDER_ACTOR:
             parts[-1] += f" by {actor}"
-    return "; ".join(parts) or "notified only"
+    return "; ".join(parts) or _told_only_text(incident)
+
+
+def _told_only_text(incident: Mapping[str, Any]) -> str:
+    """What became of an incident nothing was done about: whether anyone was told, as its Slack
+    notifications say (none at all: Slack disabled, or the decision told no one)."""
+    states = {n.get("state") for n in incident.get("notifications") or []}
+    if "sent" in states:
+        return "notified only"
+    if not states:
+        return "recorded only (no one notified)"
+    if states & {"pending", "sending"}:
+        return "notification pending (no one notified yet)"
+    return "notification failed (no one notified)"  # failed, or dropped
 
 
 def _incidents_of(
@@ -885,7 +898,33 @@ def _table_time(text: str) -> str:
     return text.replace("T", " ", 1)
 
 
+def _repeat_numbers(entries: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """Each repeat row's place among its incident's alerts (the opening alert is #1), by the row's
+    index in ``entries`` (oldest first). Counted on from the incident's opening row when it is
+    among them; else back from the incident's count, the last of its rows being its newest alert
+    (the trail is the newest alerts: older ones may be past --limit or --since). A place that
+    cannot be known (no count, or a count short of the rows) is left out."""
+    rows: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        if entry.get("incident_id") and entry["outcome"] in ("opened", "duplicate"):
+            rows.setdefault(entry["incident_id"], []).append(index)
+    numbers: dict[int, int] = {}
+    for indexes in rows.values():
+        opened = next((i for i in indexes if entries[i]["outcome"] == "opened"), None)
+        if opened is not None:
+            after = [i for i in indexes if i > opened]
+            numbers.update({index: place for place, index in enumerate(after, start=2)})
+            continue
+        count = (entries[indexes[-1]].get("incident") or {}).get("count")
+        if isinstance(count, int) and count >= len(indexes) + 1:
+            first = count - len(indexes) + 1
+            numbers.update({index: place for place, index in enumerate(indexes, start=first)})
+    return numbers
+
+
 def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
+    listed = list(entries)
+    repeats = _repeat_numbers(listed)
     header = (
         "RECEIVED (UTC)",
         "RULE",
@@ -899,12 +938,12 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
         "SENDER",
     )
     rows = [header]
-    for entry in entries:
+    for index, entry in enumerate(listed):
         incident = entry.get("incident") or {}
         decision = incident.get("decision") or {}
         verification = (incident.get("verification") or {}).get("status", "-")
         if entry["outcome"] == "duplicate":
-            actions = f"(repeat #{incident.get('count', '?')} of {entry['incident_id']})"
+            actions = f"(repeat #{repeats.get(index, '?')} of {entry['incident_id']})"
             decided = slack = verification = "-"
         else:
             actions = (

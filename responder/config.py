@@ -10,12 +10,14 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -209,7 +211,7 @@ class HttpInput(Strict):
     # node could still claim any other. Token senders are refused (Falcosidekick relays every node's).
     require_sender_matches_hostname: StrictBool = False
     # The largest alert taken (413 past it; also `ingest`'s longest line). 320 KiB: the shipped rules'
-    # worst case is 301,312 bytes (Model artifact tampering: six attacker-chosen paths and command
+    # worst case is 301,311 bytes (Model artifact tampering: six attacker-chosen paths and command
     # lines at the drivers' 4 KiB caps, each byte a 6-byte \u00XX escape, each field twice), with
     # room for append_output's extra fields (responder/rulespack/alert_size.py has the arithmetic).
     max_body_bytes: int = Field(default=320 * 1024, strict=True, ge=1024, le=16 * 1024 * 1024)
@@ -466,9 +468,50 @@ class MaxBlocks(Strict):
 
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease", "falco", "serving-guard")
 
+# A namespace's name is a DNS label (RFC 1123), as Kubernetes takes it: a name of another form
+# (Kube-System) is never an alert's namespace, so a key holding one would silently match nothing.
+_NAMESPACE_NAME = re.compile(DNS_LABEL_PATTERN)
+# policies[].match.namespaces takes shell-style globs too (ml-*, team-?, [ab]-models): what
+# values.schema.json lets through for them (the characters of a name, and * ? [ ] !).
+_NAMESPACE_GLOB = re.compile(r"[-a-z0-9*?\[\]!]{1,253}")
+_GLOB_CHARACTERS = frozenset("*?[")
+NAMESPACE_WORDS = (
+    "must be a Kubernetes namespace name: up to 63 lower-case letters, digits or '-', starting and"
+    " ending with a letter or digit"
+)
+
+
+def _lower_case_hint(value: str, fits: re.Pattern[str]) -> str:
+    """What to say when lower case is all that is wrong with ``value`` (Kube-System), else nothing."""
+    lower = value.lower()
+    return f" (namespace names are lower-case: {lower!r})" if lower != value and fits.fullmatch(lower) else ""
+
+
+def _namespace_name(value: str) -> str:
+    if not _NAMESPACE_NAME.fullmatch(value):
+        raise ValueError(f"{_clipped(value)}: {NAMESPACE_WORDS}{_lower_case_hint(value, _NAMESPACE_NAME)}")
+    return value
+
+
+def _namespace_pattern(value: str) -> str:
+    """A namespace name, or a shell-style glob of them (one with * ? or [)."""
+    if not _GLOB_CHARACTERS.intersection(value):
+        return _namespace_name(value)
+    if not _NAMESPACE_GLOB.fullmatch(value):
+        raise ValueError(
+            f"{_clipped(value)}: must be a Kubernetes namespace name or a shell-style glob of them"
+            " (ml-*, team-?, [ab]-models): lower-case letters, digits, '-' and the glob's * ? [ ] !"
+            + _lower_case_hint(value, _NAMESPACE_GLOB)
+        )
+    return value
+
+
+NamespaceName = Annotated[str, AfterValidator(_namespace_name)]
+NamespacePattern = Annotated[str, AfterValidator(_namespace_pattern)]
+
 
 class Guardrails(Strict):
-    protected_namespaces: tuple[str, ...] = DEFAULT_PROTECTED
+    protected_namespaces: tuple[NamespaceName, ...] = DEFAULT_PROTECTED
     # Namespaces must carry this label (value "true") before anything in them is quarantined; None disables.
     enforce_namespace_label: str | None = Field(default="serving-guard.io/enforce", pattern=LABEL_KEY_PATTERN)
     max_quarantines: MaxQuarantines = MaxQuarantines()
@@ -495,7 +538,8 @@ class PolicyMatch(Strict):
     # Any of these tags.
     tags: tuple[str, ...] = ()
     min_priority: PriorityName | None = None
-    namespaces: tuple[str, ...] = ()
+    # Names or shell-style globs ("ml-*").
+    namespaces: tuple[NamespacePattern, ...] = ()
     pod_labels: dict[str, str] = Field(default_factory=dict)
     sources: tuple[str, ...] = ()
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -34,6 +35,7 @@ from responder.actions.outcome import (
 )
 from responder.actions.pod_records import RELEASED_AT
 from responder.alert import Alert, AlertError
+from responder.errors import UserError
 from responder.journal_ops import (
     ROW_BYTES,
     BumpIncident,
@@ -88,6 +90,37 @@ class LoopCallback:
 Waiter = Future[Any] | asyncio.Future[Any] | LoopCallback
 
 FINAL_ALERT_OUTCOMES = ("opened", "duplicate", "rejected")
+
+
+def journal_path_problem(path: str, *, parent_must_exist: bool = True) -> str | None:
+    """What makes ``path`` no place for a journal, in words, or None. SQLite and the lock's open()
+    say it in their own terms, naming neither cause nor place ("disk I/O error", "unable to open
+    database file", "No such file or directory" of the lock): a directory given for the file, and
+    (``parent_must_exist``; the writer makes a missing one otherwise) a parent directory that does
+    not exist or is no directory. Problems this does not find (permissions) are said where the
+    file is opened."""
+    if os.path.isdir(path):
+        return f"is a directory: give the journal's file (e.g. {os.path.join(path, 'journal.db')})"
+    if not parent_must_exist:
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        is_directory = stat.S_ISDIR(os.stat(parent).st_mode)
+    except FileNotFoundError:
+        return f"parent directory {parent} does not exist"
+    except NotADirectoryError:
+        return f"parent directory {parent} does not exist (a file stands on its path)"
+    except OSError:  # permission denied on the way: said by the open itself
+        return None
+    return None if is_directory else f"its parent {parent} is not a directory"
+
+
+def check_journal_path(path: str, *, parent_must_exist: bool = True) -> None:
+    """UserError naming the journal and :func:`journal_path_problem`, if there is one."""
+    problem = journal_path_problem(path, parent_must_exist=parent_must_exist)
+    if problem is not None:
+        raise UserError(f"journal {path}: {problem}")
+
 
 # Incidents with ``seen``, how many alerts each has seen: the larger of its counter (which counts
 # every repeat) and its journaled alerts that are not repeats (found through alerts_incident_kept).
@@ -233,6 +266,8 @@ class Journal:
     def open(self) -> None:
         """Open the journal (creating or upgrading it) and start its writer. UserError names the
         journal and what is wrong with it."""
+        # A missing parent directory the writer makes (one that cannot be made it says so).
+        check_journal_path(self.path, parent_must_exist=False)
         writer: ThreadWriter[Waiter] | ProcessWriter
         if self._writer_kind == "process":
             writer = ProcessWriter(self._options, self._settle)

@@ -15,6 +15,7 @@ import fcntl
 import os
 
 from responder.errors import UserError
+from responder.journal import check_journal_path
 
 SUFFIX = ".lock"
 
@@ -29,6 +30,10 @@ class JournalLock:
         """Take the lock, or raise UserError naming the process that holds it."""
         if self._fd is not None:
             return
+        # The lock is the journal's first file opened: a journal path that cannot be one is said
+        # here, as what it is (its lock's open would say "No such file or directory", or make
+        # DIR.lock beside a directory given for the journal).
+        check_journal_path(self._journal)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

@@ -7,7 +7,9 @@ of the prefix, ``tags`` is the rule's sorted tag set, keys are serialised in sor
 the rule's output format, priority and tags are read from the rules pack when it is at hand;
 without it (a custom install) the scenario's own priority and tags are used with a generic
 output that names every field. A rules file the user names (``--rules``) is what the alerts must
-follow: a scenario rule it does not define is an error, never the generic output.
+follow: a scenario rule it does not define is an error, never the generic output; so is one
+this checkout's pack does not define when no file is named (a misspelt rule name in a scenario of
+one's own would otherwise be sent with a made-up output, and verified against a rule that never fires).
 
 The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 ``container.image.repository``) and ``hostname`` come from the live pod (:mod:`simulators.identity`).
@@ -15,15 +17,18 @@ The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from responder.alert import Priority, format_time_ns
 from responder.errors import UserError
+from responder.rulespack.paths import display_path
 from simulators.falco_json import falco_bytes
 from simulators.identity import PodIdentity
 from simulators.scenario import (
@@ -56,14 +61,16 @@ class RuleSpec:
 
 
 class RuleSpecs(dict[str, RuleSpec]):
-    """Rules by name from one rules file. ``origin`` names a file the user chose (``--rules
-    FILE``): every rule a scenario sends must be in it (:func:`check_rules_defined`). Without an
-    origin (this checkout's own pack, used when no file is named) a rule it lacks falls back to
-    :func:`fallback_spec`, as when there is no pack at all."""
+    """Rules by name from one rules file, ``path``. ``origin`` names a file the user chose
+    (``--rules FILE``); without one it is this checkout's own pack, used when no file is named.
+    Either way every rule a scenario sends must be in it (:func:`check_rules_defined`): only
+    without any pack (a plain dict, an install without rules/) does a rule fall back to
+    :func:`fallback_spec`."""
 
-    def __init__(self, specs: Mapping[str, RuleSpec], origin: str | None = None) -> None:
+    def __init__(self, specs: Mapping[str, RuleSpec], origin: str | None = None, path: str = "") -> None:
         super().__init__(specs)
         self.origin = origin
+        self.path = path
 
 
 def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, RuleSpec]:
@@ -79,8 +86,9 @@ def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, R
     from responder.rulespack.expand import load_paths
     from responder.rulespack.paths import default_pack
 
-    if not Path(path).is_file():
-        raise UserError(f"rules file {path} does not exist")
+    problem = not_a_rules_file(path)
+    if problem is not None:
+        raise UserError(f"{flag} {path}: {problem}" if flag is not None else f"rules file {path}: {problem}")
     ruleset = load_paths([str(path)])
     origin = None
     if flag is not None:
@@ -97,7 +105,34 @@ def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, R
             " ".join(state.output.split()),
             state.source,
         )
-    return RuleSpecs(specs, origin)
+    return RuleSpecs(specs, origin, str(path))
+
+
+def not_a_rules_file(path: Path | str) -> str | None:
+    """What keeps ``path`` from being read as a rules file, in words (it does not exist, it is a
+    directory, a device or a FIFO), or None for a regular file (its reading may still fail)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a rules file"
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            return f"is {kind}, not a rules file"
+    return "is not a regular file"
+
+
+_FILE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _same_file(one: Path, other: Path) -> bool:
@@ -113,12 +148,53 @@ def _rules_needed(scenario: Scenario) -> list[str]:
     return list(dict.fromkeys(rule for rule in rules if rule is not None))
 
 
-def check_rules_defined(scenarios: Sequence[Scenario], specs: Mapping[str, RuleSpec]) -> None:
-    """When ``specs`` came from a file the user chose, a UserError naming it and each rule the
-    scenarios send that it does not define (``--rules r.yaml: no rule 'Shell in serving pod'
-    (scenario shell-in-serving-pod)``); nothing otherwise (those rules fall back)."""
-    origin = specs.origin if isinstance(specs, RuleSpecs) else None
-    if origin is None:
+def scenario_rules(scenario: Scenario) -> list[str]:
+    """The rules a scenario expects to fire (its own, and those its alerts follow), without repeats."""
+    return list(dict.fromkeys(rule for rule in (scenario.rule, *_rules_needed(scenario)) if rule is not None))
+
+
+def scenario_file(scenario: Scenario, directory: Path | None) -> str:
+    """The scenario's file (its name is the file's), or its name when the directory is not known."""
+    if directory is None:
+        return scenario.name
+    return display_path(directory / f"{scenario.name}.yaml")
+
+
+def not_in_pack(
+    scenarios: Sequence[Scenario], rules: Collection[str], pack: Path | str, directory: Path | None
+) -> str | None:
+    """When this checkout's pack (``rules``: its rule names) lacks a rule the scenarios expect,
+    what to say: each scenario file and rule (``scenario s/x.yaml: rule 'Shel in serving pod' is
+    not in the rules pack (rules/serving_guard_rules.yaml)``), and what to do; None when it has them."""
+    problems = [
+        f"scenario {scenario_file(scenario, directory)}: rule {rule!r} is not in the rules pack"
+        f" ({display_path(Path(pack))})"
+        for scenario in scenarios
+        for rule in scenario_rules(scenario)
+        if rule not in rules
+    ]
+    if not problems:
+        return None
+    return (
+        "; ".join(problems)
+        + ": misspelt? A rule of your own goes with its rules file (--rules FILE), which must define it"
+    )
+
+
+def check_rules_defined(
+    scenarios: Sequence[Scenario], specs: Mapping[str, RuleSpec], directory: Path | None = None
+) -> None:
+    """When ``specs`` came from a rules file, a UserError naming each rule the scenarios send that
+    it does not define: for a file the user chose, naming it (``--rules r.yaml: no rule 'Shell in
+    serving pod' (scenario shell-in-serving-pod)``); for this checkout's pack, naming each
+    scenario's file (in ``directory``, :func:`not_in_pack`). Nothing without a pack (an install
+    without rules/: those rules fall back to the generic output)."""
+    if not isinstance(specs, RuleSpecs):
+        return
+    if specs.origin is None:
+        problem = not_in_pack(scenarios, specs.keys(), specs.path, directory)
+        if problem is not None:
+            raise UserError(problem)
         return
     missing: dict[str, list[str]] = {}
     for scenario in scenarios:
@@ -130,7 +206,7 @@ def check_rules_defined(scenarios: Sequence[Scenario], specs: Mapping[str, RuleS
             f"no rule {rule!r} (scenario{'s' if len(names) > 1 else ''} {', '.join(names)})"
             for rule, names in missing.items()
         )
-        raise UserError(f"{origin}: {problems}")
+        raise UserError(f"{specs.origin}: {problems}")
 
 
 def default_rules_file() -> Path | None:
@@ -219,7 +295,7 @@ def scenario_alerts(
     tag: str | None = None,
 ) -> list[ScenarioAlert]:
     """The scenario's alerts for this pod and run, with fresh times (one nanosecond apart at least).
-    A rule ``specs`` lacks: a UserError if the user chose that file, else the generic output.
+    A rule ``specs`` lacks: a UserError if they came from a rules file, else the generic output.
 
     ``tag`` replaces the scenario name in the marker (the demo's forged alert uses its own). Each
     alert is a step: ``{marker}`` is ``sg-run=<run id>.<scenario>.<n>`` in the n-th (from 1)."""

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TextIO
 
 from responder.client import ClientAuth, ResponderClient
@@ -128,20 +129,24 @@ def _identity(args: argparse.Namespace) -> PodIdentity:
         gateway.close()
 
 
-def _specs(args: argparse.Namespace, scenarios: list[Scenario], out: TextIO) -> Mapping[str, RuleSpec]:
-    """The rules the alerts follow: --rules, which must define every rule the scenarios send;
-    else this checkout's pack; else (an installed wheel has none) a generic output line."""
+def _specs(
+    args: argparse.Namespace, scenarios: list[Scenario], out: TextIO, directory: Path | None = None
+) -> Mapping[str, RuleSpec]:
+    """The rules the alerts follow: --rules, else this checkout's pack, either of which must define
+    every rule the scenarios send (a misspelt one in a scenario of ``directory`` is named with its
+    file); else (an installed wheel has no pack) a generic output line."""
     if args.rules is not None:
         if not args.rules:
             raise UserError("--rules: the path is empty")
         specs = load_rule_specs(args.rules, flag="--rules")
-        check_rules_defined(scenarios, specs)
-        return specs
-    pack = default_rules_file()
-    if pack is None:
-        print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
-        return {}
-    return load_rule_specs(pack)
+    else:
+        pack = default_rules_file()
+        if pack is None:
+            print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
+            return {}
+        specs = load_rule_specs(pack)
+    check_rules_defined(scenarios, specs, directory)
+    return specs
 
 
 def _grpc_server(args: argparse.Namespace) -> FalcoGrpcServer:
@@ -192,9 +197,11 @@ def run(args: argparse.Namespace) -> int:
     check_forge_options(args)
     # The responder's credentials are read (and checked) before the pod is.
     auth = client_auth(args) if args.to is not None else None
-    scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
+    scenario_set = load_scenarios(args.scenarios_dir)
+    scenarios = scenario_set.select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
-    specs = _specs(args, scenarios, out)  # before the pod is read: a --rules problem is found first
+    # Before the pod is read: a --rules problem, or a rule no pack defines, is found first.
+    specs = _specs(args, scenarios, out, scenario_set.directory)
     identity = _identity(args)
     alerts = build_alerts(scenarios, identity, run_id, specs)
     forged = " (FORGED: random container id)" if identity.forged else ""

@@ -22,7 +22,7 @@ from pathlib import Path
 from responder.commands.common import positive_seconds
 from responder.errors import UserError
 from responder.rulespack.expand import load_paths
-from simulators.alerts import default_rules_file, field_refs
+from simulators.alerts import default_rules_file, field_refs, not_a_rules_file, not_in_pack, scenario_rules
 from simulators.live import (
     DEFAULT_MODEL_DIR,
     DEFAULT_SHM_DIR,
@@ -298,8 +298,15 @@ def untold_steps(
     return untold, notes
 
 
-def pack_checks(scenarios: Sequence[Scenario], settings: LiveSettings, rules: list[str] | None) -> PackChecks:
-    """Read the rules pack (--rules, else this checkout's) and check the run against it."""
+def pack_checks(
+    scenarios: Sequence[Scenario],
+    settings: LiveSettings,
+    rules: list[str] | None,
+    directory: Path | None = None,
+) -> PackChecks:
+    """Read the rules pack (--rules, else this checkout's) and check the run against it. A rule a
+    scenario (of ``directory``) expects to fire that the pack does not define is a UserError: the
+    run could prove nothing, and verify would wait for an alert no rule makes."""
     checks = PackChecks()
     unchecked = "--target, --model-dir, --workdir and --shm-dir are not checked against it"
     if rules is None:
@@ -312,9 +319,30 @@ def pack_checks(scenarios: Sequence[Scenario], settings: LiveSettings, rules: li
         except UserError as exc:  # this checkout's pack, not one the user named: the run goes on
             checks.warnings.append(f"note: {exc}: {unchecked}")
             return checks
+        problem = not_in_pack(scenarios, ruleset.rules.keys(), pack, directory)
+        if problem is not None:
+            raise UserError(problem)
         rules = [str(pack)]
     else:
+        for path in rules:
+            not_a_file = not_a_rules_file(path) if path else "the path is empty"
+            if not_a_file is not None:
+                raise UserError(f"--rules {path}: {not_a_file}" if path else f"--rules: {not_a_file}")
         ruleset = load_paths(rules)
+        missing: dict[str, list[str]] = {}
+        for scenario in scenarios:
+            for rule in scenario_rules(scenario):
+                if rule not in ruleset.rules:
+                    missing.setdefault(rule, []).append(scenario.name)
+        if missing:
+            # As replay --rules says it (alerts.check_rules_defined).
+            raise UserError(
+                f"--rules {', '.join(rules)}: "
+                + "; ".join(
+                    f"no rule {rule!r} (scenario{'s' if len(names) > 1 else ''} {', '.join(names)})"
+                    for rule, names in missing.items()
+                )
+            )
     where = ", ".join(rules)
     checks.warnings += check_settings(scenarios, settings, ruleset.list_items, where)
     outputs = {state.name: state.output for state in ruleset.rules.values()}
@@ -349,6 +377,11 @@ def _run_dirs(settings: LiveSettings) -> list[Path]:
 
 def _dir_flags(settings: LiveSettings) -> str:
     return f"--workdir {settings.workdir} --model-dir {settings.model_dir} --shm-dir {settings.shm_dir}"
+
+
+def _check_workdir(settings: LiveSettings) -> None:
+    if not settings.workdir.is_dir():
+        raise UserError(f"--workdir {settings.workdir} is not a directory")
 
 
 def _cleanup(settings: LiveSettings) -> int:
@@ -390,10 +423,13 @@ def run(args: argparse.Namespace) -> int:
     if args.cleanup:
         if args.scenarios:
             raise UserError("--cleanup runs no scenario: leave the scenario names out")
+        # As a run checks it: "nothing left" in a directory that is not there would be no answer.
+        _check_workdir(settings)
         return _cleanup(settings)
     if not args.scenarios:
         raise UserError("name at least one scenario (or all), or --cleanup")
-    scenarios = load_scenarios(args.scenarios_dir).select(args.scenarios)
+    scenario_set = load_scenarios(args.scenarios_dir)
+    scenarios = scenario_set.select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
     settings = LiveSettings(
         run_id=run_id,
@@ -409,9 +445,8 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(missing)} connect(s) out and need(s) an explicit --target HOST:PORT "
             "(an address you control; nothing connects anywhere by default)"
         )
-    if not settings.workdir.is_dir():
-        raise UserError(f"--workdir {settings.workdir} is not a directory")
-    checks = pack_checks(scenarios, settings, args.rules)
+    _check_workdir(settings)
+    checks = pack_checks(scenarios, settings, args.rules, scenario_set.directory)
     for warning in checks.warnings:
         print(warning, file=sys.stderr)
     _report_leftovers(settings)

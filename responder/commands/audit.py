@@ -25,6 +25,7 @@ from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import Config, load_config
 from responder.errors import UserError
+from responder.journal import check_journal_path
 from responder.journal_schema import check_readable, connect
 from responder.policy import DEFAULT_POLICY
 from simulators.scenario import check_run_id
@@ -106,6 +107,7 @@ def _query(args: argparse.Namespace) -> AuditQuery:
 def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         raise UserError(f"journal {path} does not exist")
+    check_journal_path(path)  # a directory: SQLite would say "disk I/O error"
     try:
         conn = connect(path, readonly=True)
         try:

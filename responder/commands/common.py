@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from responder import audit
 from responder.client import ClientAuth, check_base_url
+from responder.config import MAX_SECRET_BYTES
 from responder.errors import UserError
+from responder.yamlsource import FileTooLarge, read_bounded, size_text
 
 
 def add_responder_options(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +37,19 @@ def client_auth(args: argparse.Namespace) -> ClientAuth:
 
 
 def _read_token(path: str) -> str:
+    # Bounded as the config's secret files are (SecretRef.read): /dev/zero or a FIFO that never
+    # ends is refused after MAX_SECRET_BYTES, never read into memory whole.
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(path, MAX_SECRET_BYTES)
+    except FileTooLarge:
+        raise UserError(
+            f"--token-file {path}: larger than {size_text(MAX_SECRET_BYTES)}, far more than a token"
+            " (is that the token's file?)"
+        ) from None
+    except IsADirectoryError:
+        raise UserError(f"--token-file {path}: is a directory, not a file") from None
     except OSError as exc:
-        raise UserError(f"--token-file: cannot read {path}: {exc.strerror}") from None
+        raise UserError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
     try:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:

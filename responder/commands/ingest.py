@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import os
 import stat
 import sys
@@ -238,6 +239,7 @@ class _Tally:
     line: int = 0  # the line being read or submitted
 
     def interrupted(self) -> str:
+        # self.line is the line being read or submitted: once one is done, the next one.
         return (
             f"{self.name}: interrupted at line {self.line} ({self.accepted} accepted, {self.again} already in"
             f" the journal, {self.rejected} rejected): every line before it is journaled; resume from line"
@@ -262,6 +264,9 @@ class _Tally:
                     await self.submit(number, line.raw)
                 except (Overloaded, *JOURNAL_FAILURES) as exc:
                     return self._journal_stopped(number, exc)
+                # Done with it: interrupted from here on (waiting for the next line of a pipe),
+                # it is the next line that is to be taken up.
+                self.line = number + 1
                 continue
             if line.skipping:
                 pass
@@ -269,6 +274,7 @@ class _Tally:
                 self.refuse(number, "too_large", f"line longer than {limit} bytes ({LIMIT_KEY})")
             elif line.bom:
                 self.refuse(number, "bad_body", BOM_INSIDE)
+            self.line = number + 1
             # No alert submitted (nothing awaited): let the loop run, e.g. to be cancelled.
             await asyncio.sleep(0)
 
@@ -277,7 +283,7 @@ class _Tally:
             alert = parse_falco_json(raw)
         except AlertError as exc:
             problem = str(exc)
-            if exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{"):
+            if exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{") and not _is_json(raw):
                 problem += f"; {NOT_JSON_OUTPUT}"
             self.refuse(number, rejection_code(exc), problem)
             return
@@ -302,6 +308,18 @@ class _Tally:
         where = f"{self.name}:{number}: {problem}"
         self.pipeline.reject(InputName.JSONL, code, where, said=True)  # once on stderr, not twice
         print(where, file=sys.stderr)
+
+
+def _is_json(raw: bytes) -> bool:
+    """Whether the line is JSON at all (an array, a number: JSON, if no alert), as opposed to
+    Falco's text output, for which the refusal says how to make Falco write JSON."""
+    try:
+        json.loads(raw, parse_int=str)  # numbers kept as text: Python's int() refuses 4301 digits
+    except RecursionError:  # nested too deeply to read: JSON, of a kind
+        return True
+    except ValueError:  # not UTF-8, or not JSON
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:

@@ -346,7 +346,10 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
                 " (excluding quarantined pods from them could open it to all)."
             )
         else:
-            advice = ". Fix them, or set `quarantine.patch_other_policies: true`."
+            advice = (
+                ". Fix them, or set `quarantine.patch_other_policies: true`"
+                " (Helm: `quarantine.patchOtherPolicies`)."
+            )
         return (
             ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, "
             "but these NetworkPolicies still allow its traffic: "

@@ -155,3 +155,50 @@ def test_what_the_schema_refused_the_responder_refuses_too() -> None:
         load_config_text("policies:\n  - name: p\n    slack: {channel: }\n", "config.yaml")
     with pytest.raises(UserError, match="mode bot needs default_channel"):
         load_config_text("slack: {mode: bot, token: {env: T}, default_channel: '  '}\n", "config.yaml")
+
+
+# -- namespace names: the responder refuses any other form (it would match no namespace) ------------
+
+POLICY_NAMESPACES = SCHEMA["properties"]["policies"]["items"]["properties"]["match"]["properties"][
+    "namespaces"
+]
+PROTECTED = SCHEMA["properties"]["guardrails"]["properties"]["protectedNamespaces"]
+
+
+def _schema_takes(node: dict[str, Any], text: str) -> bool:
+    items = node["items"]
+    return bool(re.search(items["pattern"], text)) and len(text) <= items["maxLength"]
+
+
+def responder_takes_namespaces(protected: list[str], matched: list[str]) -> bool:
+    policy = {**POLICY, "match": {"namespaces": matched}}
+    text = json.dumps({"guardrails": {"protected_namespaces": protected}, "policies": [policy]})
+    try:
+        load_config_text(text, "config.yaml")
+    except UserError:
+        return False
+    return True
+
+
+def test_namespace_patterns_take_nothing_the_responder_refuses() -> None:
+    rng = random.Random(20260101)
+    alphabet = "abz09-*?[]!.A _"
+    for _ in range(20000):
+        text = "".join(
+            rng.choice(alphabet) for _ in range(rng.choice([rng.randint(1, 8), rng.randint(60, 66)]))
+        )
+        if _schema_takes(POLICY_NAMESPACES, text):
+            assert responder_takes_namespaces([], [text]), text
+        if _schema_takes(PROTECTED, text):
+            assert responder_takes_namespaces([text], []), text
+
+
+@pytest.mark.parametrize("entry", ["-models", "models-", "a" * 64, "Models", "ML-*", "ml.serving"])
+def test_a_policy_namespace_the_responder_refuses_fails_the_render(
+    chart: helm_python.Chart, entry: str
+) -> None:
+    assert not responder_takes_namespaces([], [entry])
+    values = {"policies": [{**POLICY, "match": {"namespaces": ["ml-*", entry]}}]}
+    with pytest.raises(helm_python.HelmValuesError) as caught:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert "at '/policies/0/match/namespaces/1'" in str(caught.value), str(caught.value)

@@ -105,7 +105,8 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
                 ":warning: *LEAKY quarantine*",
                 "still allow its traffic: `allow-metrics`, `allow-grpc`",
                 "allow-metrics allows ingress (port 8002 from any pod)",
-                "`quarantine.patch_other_policies: true`",
+                "Fix them, or set `quarantine.patch_other_policies: true`"
+                " (Helm: `quarantine.patchOtherPolicies`).",
             ],
             "LEAKY quarantine: still allowed by allow-metrics, allow-grpc",
         ),

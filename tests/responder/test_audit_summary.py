@@ -61,7 +61,42 @@ def test_outcome_text_names_withheld_leaks_and_predictions() -> None:
     assert incident_outcome_text({"actions": actions}) == (
         "LEAKY: still allowed by allow-gw; dry-run: would annotate; quarantine withheld; quarantine failed"
     )
-    assert incident_outcome_text({"actions": []}) == "notified only"
+    sent = [{"kind": "incident", "state": "sent"}]
+    assert incident_outcome_text({"actions": [], "notifications": sent}) == "notified only"
+
+
+def test_an_incident_nothing_was_done_about_says_whether_anyone_was_told() -> None:
+    """Slack disabled (no notification recorded), or a notification not sent: not "notified"."""
+    assert incident_outcome_text({"actions": []}) == "recorded only (no one notified)"
+    assert incident_outcome_text({"actions": [], "notifications": []}) == "recorded only (no one notified)"
+
+    def told(*states: str) -> str:
+        notifications = [{"kind": "incident", "state": state} for state in states]
+        return incident_outcome_text({"actions": [], "notifications": notifications})
+
+    assert told("pending") == told("sending") == "notification pending (no one notified yet)"
+    assert told("failed") == told("dropped") == "notification failed (no one notified)"
+    assert told("failed", "sent") == "notified only"
+    assert told("failed", "pending") == "notification pending (no one notified yet)"
+    # The summary counts them apart.
+    decided = {"policy": "default", "actions": ["notify"]}
+    entries = [
+        entry("inc-1", "a", {"count": 1, "decision": decided, "actions": [], "notifications": []}),
+        entry(
+            "inc-2",
+            "b",
+            {
+                "count": 1,
+                "decision": decided,
+                "actions": [],
+                "notifications": [{"kind": "incident", "state": "sent"}],
+            },
+        ),
+    ]
+    assert format_summary(entries).splitlines()[-2:] == [
+        "       1  recorded only (no one notified)",
+        "       1  notified only",
+    ]
 
 
 def test_each_incidents_story_names_every_action_and_post_and_is_printable() -> None:
@@ -129,3 +164,34 @@ def test_the_table_shows_the_day_and_says_the_zone() -> None:
     lines = format_table([entry("inc-1", "a", decided)]).splitlines()
     assert lines[0].split()[:3] == ["RECEIVED", "(UTC)", "RULE"]
     assert lines[1].startswith("2026-12-03 08:00:00.000  Shell in serving pod")
+
+
+def test_each_repeat_row_says_its_own_place_among_its_incidents_alerts() -> None:
+    """#2, #3, ... by the row's place, not the incident's total count on every row."""
+    incident = {"count": 4, "decision": {"policy": "shells", "actions": ["notify"]}, "actions": []}
+    other = {"count": 2, "decision": {"policy": "shells", "actions": ["notify"]}, "actions": []}
+    entries = [
+        entry("inc-1", "a", incident),
+        entry("inc-1", "a", incident, "duplicate"),
+        entry("inc-2", "b", other),
+        entry("inc-1", "a", incident, "duplicate"),
+        entry("inc-2", "b", other, "duplicate"),
+        entry("inc-1", "a", incident, "duplicate"),
+    ]
+    said = [
+        line.split("(repeat ")[1].split(")")[0]
+        for line in format_table(entries).splitlines()
+        if "(repeat" in line
+    ]
+    assert said == ["#2 of inc-1", "#3 of inc-1", "#2 of inc-2", "#4 of inc-1"]
+
+
+def test_repeats_whose_opening_alert_is_past_the_limit_count_back_from_the_newest() -> None:
+    """The trail is the newest alerts: without the opening row, the last row is the count-th alert."""
+    incident = {"count": 40, "decision": {"policy": "shells", "actions": ["notify"]}, "actions": []}
+    entries = [entry("inc-1", "a", incident, "duplicate") for _ in range(3)]
+    said = [line.split("(repeat ")[1].split(")")[0] for line in format_table(entries).splitlines()[1:]]
+    assert said == ["#38 of inc-1", "#39 of inc-1", "#40 of inc-1"]
+    # A count that cannot be right for the rows shown (or none): the place is not made up.
+    short = [entry("inc-1", "a", {"count": 2, "actions": []}, "duplicate") for _ in range(2)]
+    assert all("(repeat #? of inc-1)" in line for line in format_table(short).splitlines()[1:])

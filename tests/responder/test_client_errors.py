@@ -5,6 +5,7 @@ reads. Also `audit`'s own flags: --since, --limit, --pod, --run-id."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import json
@@ -20,7 +21,8 @@ from aiohttp import web
 from responder.audit import AuditQuery, audit_query_from, read_answer
 from responder.cli import main as cli_main
 from responder.client import describe_failure
-from responder.config import HttpInput, ServerTLS
+from responder.commands.common import client_auth
+from responder.config import MAX_SECRET_BYTES, HttpInput, ServerTLS
 from responder.ingest.http import server_ssl_context
 from responder.ingest.httpserver import HttpServer, Response, Route
 from simulators.pki import TestPKI, make_test_pki
@@ -154,6 +156,44 @@ def test_a_token_file_that_holds_no_usable_token_is_refused(
     token_file.write_bytes(content)
     argv, _ = argv_for(command, refusing_url, "--token-file", str(token_file))
     assert user_error(argv, capsys) == f"serving-guard: error: --token-file {token_file}: {problem}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_token_file_is_read_bounded_and_must_be_a_file(
+    command: str, refusing_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the config's secret files (MAX_SECRET_BYTES): /dev/zero is refused, not read into memory
+    until it fails with a MemoryError; a directory is said to be one."""
+    for endless in ("/dev/zero", str(_oversized(tmp_path))):
+        argv, _ = argv_for(command, refusing_url, "--token-file", endless)
+        assert user_error(argv, capsys) == (
+            f"serving-guard: error: --token-file {endless}: larger than 64 KiB, far more than a token"
+            " (is that the token's file?)"
+        )
+    argv, _ = argv_for(command, refusing_url, "--token-file", str(tmp_path))
+    assert (
+        user_error(argv, capsys)
+        == f"serving-guard: error: --token-file {tmp_path}: is a directory, not a file"
+    )
+    missing = tmp_path / "nope"
+    argv, _ = argv_for(command, refusing_url, "--token-file", str(missing))
+    assert user_error(argv, capsys) == (
+        f"serving-guard: error: --token-file: cannot read {missing}: No such file or directory"
+    )
+
+
+def _oversized(tmp_path: Path) -> Path:
+    """A token file one byte past the bound (a token of 64 KiB exactly is still taken)."""
+    path = tmp_path / "huge-token"
+    path.write_bytes(b"t" * (MAX_SECRET_BYTES + 1))
+    return path
+
+
+def test_a_token_of_the_bound_exactly_is_taken(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"t" * MAX_SECRET_BYTES)
+    args = argparse.Namespace(token_file=str(path), ca_file=None, cert_file=None, key_file=None)
+    assert client_auth(args).token == "t" * MAX_SECRET_BYTES
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from responder.cli import main
-from responder.config import Isolation, SecretRef, load_config_text
+from responder.config import DEFAULT_PROTECTED, Isolation, SecretRef, load_config_text
 from responder.errors import UserError
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
@@ -446,3 +446,92 @@ def test_the_connections_one_address_may_hold_are_bounded_and_512_by_default() -
         UserError, match=r"c.yaml:4: inputs.http.max_connections_per_peer: must be at least 1"
     ):
         load_config_text(OPEN_HTTP + "    max_connections_per_peer: 0\n", "c.yaml")
+
+
+# --- namespace names: a name Kubernetes would not give a namespace matches nothing, silently -------
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "guardrails:\n  protected_namespaces:\n    - kube-system\n    - Kube-System\n",
+            "c.yaml:4: guardrails.protected_namespaces[1]: 'Kube-System': must be a Kubernetes namespace"
+            " name: up to 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+            " (namespace names are lower-case: 'kube-system')",
+        ),
+        (
+            "guardrails:\n  protected_namespaces: [kube.system]\n",
+            "c.yaml:2: guardrails.protected_namespaces[0]: 'kube.system': must be a Kubernetes"
+            " namespace name",
+        ),
+        (
+            f"guardrails:\n  protected_namespaces: [{'a' * 64}]\n",
+            "c.yaml:2: guardrails.protected_namespaces[0]: 'aaaa",
+        ),
+        (
+            "guardrails:\n  protected_namespaces: ['-models']\n",
+            "c.yaml:2: guardrails.protected_namespaces[0]: '-models': must be a Kubernetes namespace name",
+        ),
+        (
+            "policies:\n  - name: p\n    match:\n      namespaces: [ml-serving, Models]\n",
+            "c.yaml:4: policies[0].match.namespaces[1]: 'Models': must be a Kubernetes namespace name:"
+            " up to 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+            " (namespace names are lower-case: 'models')",
+        ),
+        (
+            "policies:\n  - name: p\n    match:\n      namespaces:\n        - ML-*\n",
+            "c.yaml:5: policies[0].match.namespaces[0]: 'ML-*': must be a Kubernetes namespace name or a"
+            " shell-style glob of them (ml-*, team-?, [ab]-models): lower-case letters, digits, '-' and the"
+            " glob's * ? [ ] ! (namespace names are lower-case: 'ml-*')",
+        ),
+        (
+            "policies:\n  - name: p\n    match:\n      namespaces: ['ml serving*']\n",
+            "c.yaml:4: policies[0].match.namespaces[0]: 'ml serving*': must be a Kubernetes namespace name"
+            " or a shell-style glob of them",
+        ),
+    ],
+    ids=[
+        "upper-case",
+        "dotted",
+        "too-long",
+        "leading-dash",
+        "policy-upper-case",
+        "glob-upper-case",
+        "glob-space",
+    ],
+)
+def test_a_namespace_that_is_no_kubernetes_namespace_name_is_refused_at_its_line(
+    text: str, said: str
+) -> None:
+    with pytest.raises(UserError) as refused:
+        load_config_text(text, "c.yaml")
+    message = str(refused.value)
+    assert said in message, message
+    assert "Traceback" not in message and "should match pattern" not in message
+
+
+def test_namespace_names_and_the_globs_policies_match_with_are_taken() -> None:
+    names = ["kube-system", "a", "0", "ml-serving", "a" * 63]
+    globs = ["ml-*", "team-?", "[ab]-models", "[!x]-serving", "*", "*-prod"]
+    text = yaml.safe_dump(
+        {
+            "guardrails": {"protected_namespaces": names},
+            "policies": [{"name": "p", "match": {"namespaces": names + globs}, "actions": ["notify"]}],
+        }
+    )
+    config = load_config_text(text, "c.yaml")
+    assert list(config.guardrails.protected_namespaces) == names
+    assert list(config.policies[0].match.namespaces) == names + globs
+    # A glob is for policies only: a protected namespace is compared as it is.
+    with pytest.raises(
+        UserError, match=r"protected_namespaces\[0\]: 'ml-\*': must be a Kubernetes namespace"
+    ):
+        load_config_text("guardrails:\n  protected_namespaces: [ml-*]\n", "c.yaml")
+
+
+def test_the_example_config_and_the_defaults_hold_namespace_names() -> None:
+    example = Path(__file__).parents[2] / "responder" / "config.example.yaml"
+    config = load_config_text(example.read_text(encoding="utf-8"), str(example))
+    assert "kube-system" in config.guardrails.protected_namespaces
+    assert load_config_text("{}").guardrails.protected_namespaces == DEFAULT_PROTECTED

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from responder.cli import EXIT_BROKEN_PIPE, main
-from responder.commands.ingest import BOM, BOM_INSIDE, Line, read_lines
+from responder.commands.ingest import BOM, BOM_INSIDE, Line, _is_json, read_lines
 from responder.journal import Journal
 from responder.journal_rows import AlertRow
 from simulators.falco_json import falco_alert, falco_bytes
@@ -242,6 +242,42 @@ def test_ingest_reports_an_integer_python_will_not_convert_and_goes_on(
     ]
 
 
+def test_the_json_output_hint_is_for_lines_that_are_not_json_at_all(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Falco's text output gets the hint; JSON that is no alert (an array, a number, a broken
+    object) is refused for what it is, without it."""
+    _, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    written = [
+        b"10:00:00.123456789: Notice Shell spawned",
+        b"[{}]",
+        b"12",
+        b'{"rule": ',
+        alert_line(pods["vllm"]),
+    ]
+    source.write_bytes(b"\n".join(written) + b"\n")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:5] == [
+        f"{source}:1: invalid JSON: Extra data (line 1, column 3); not a JSON object: Falco must run with"
+        " json_output: true",
+        f"{source}:2: must be a JSON object, got array",
+        f"{source}:3: must be a JSON object, got number",
+        f"{source}:4: invalid JSON: Expecting value (line 1, column 10)",
+        f"{source}: 1 accepted, 0 already in the journal, 4 rejected",
+    ]
+
+
+def test_what_counts_as_json_for_the_hint() -> None:
+    assert not _is_json(b"10:00:00.123456789: Notice Shell spawned")
+    assert not _is_json(b"caf\xe9")
+    assert _is_json(b"[{}]") and _is_json(b"12") and _is_json(b"null")
+    assert _is_json(b"[" + b"1" * 4301 + b"]")  # JSON, whatever Python's int() makes of it
+    assert _is_json(b"[" * 100_000)  # nested too deeply to read, but no text output either
+
+
 def test_ingest_takes_a_line_of_exactly_the_limit_and_reports_a_bom_inside_the_file(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -341,8 +377,9 @@ def test_ctrl_c_says_where_to_take_ingest_up_again(tmp_path: Path, seeded: Seede
     assert err.splitlines()[:2] == [
         "<stdin>:1: invalid JSON: Extra data (line 1, column 3); not a JSON object: Falco must run with"
         " json_output: true",
-        "<stdin>: interrupted at line 2 (1 accepted, 0 already in the journal, 1 rejected): every line before"
-        " it is journaled; resume from line 2 (a line journaled already counts as already in the journal)",
+        # Lines 1 and 2 are done (the pipe waits for line 3): line 3 is where to take it up.
+        "<stdin>: interrupted at line 3 (1 accepted, 0 already in the journal, 1 rejected): every line before"
+        " it is journaled; resume from line 3 (a line journaled already counts as already in the journal)",
     ]
 
 

@@ -4,6 +4,7 @@ the rules pack, and running only scenarios that exist, with options `simulate` a
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,30 @@ def test_job_runs_every_scenario_but_egress_with_valid_options() -> None:
     assert ran == known - {"anomalous-egress"}
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["SG_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+
+
+def _kind_image() -> str:
+    """The image deploy/README.md "On kind" builds and loads into the cluster."""
+    readme = (K8S.parents[1] / "deploy" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### On kind", 1)[1].split("\n#", 1)[0]
+    built = re.search(r"docker build -f deploy/Dockerfile -t (\S+) ", section)
+    loaded = re.search(r"kind load docker-image (\S+) ", section)
+    assert built and loaded and built.group(1) == loaded.group(1)
+    return built.group(1)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_the_serving_guard_image_is_the_one_the_kind_steps_build(path: Path) -> None:
+    """Applied after deploy/README.md "On kind", the init container finds its image (it named a
+    tag nothing built); the README says to change it for a registry's image."""
+    images = [
+        container["image"]
+        for doc in _documents(path)
+        if (spec := _pod_spec(doc)) is not None
+        for container in [*spec.get("initContainers", []), *spec["containers"]]
+        if "serving-guard" in container["image"]
+    ]
+    assert images == [_kind_image()]
+    readme = " ".join((K8S / "README.md").read_text(encoding="utf-8").split())
+    assert f'That image is `{_kind_image()}`, as deploy/README.md "On kind" builds and loads it' in readme
+    assert "change the `copy-serving-guard` init container's `image:`" in readme
