@@ -1054,7 +1054,7 @@ class Pipeline:
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
         # (A block the block breaker held back is not reopened for: repeats take it on, see
         # _maybe_block_more, without a new incident every REDECIDE_AFTER_SECONDS.)
-        if (wanted and unreachable) or decision.breaker_open or failed:
+        if (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed:
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
         elif any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
@@ -1257,18 +1257,16 @@ class Pipeline:
                 VerificationStatus.UNVERIFIED, "namespace or pod is not a valid Kubernetes name"
             ), None
         lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
+        if lookup.status is LookupStatus.FOUND and lookup.pod is not None:
+            verification = verify_alert(alert, lookup.pod, check_node=self._config.cluster.verify_node)
+            if verification.verified or fresh:
+                return verification, lookup.pod
+            # The cached pod may predate a container restart: read it fresh once before refusing,
+            # and refuse on the fresh read alone (a failed one leaves us not knowing, not a forgery).
+            return await self._verify(alert, fresh=True)
         if lookup.status is LookupStatus.NOT_FOUND:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
-        if lookup.status is LookupStatus.FAILED or lookup.pod is None:
-            return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
-        check_node = self._config.cluster.verify_node
-        verification = verify_alert(alert, lookup.pod, check_node=check_node)
-        if not verification.verified and not fresh:
-            # The cached pod may predate a container restart: read it fresh once before refusing.
-            reread = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
-            if reread.status is LookupStatus.FOUND and reread.pod is not None:
-                return verify_alert(alert, reread.pod, check_node=check_node), reread.pod
-        return verification, lookup.pod
+        return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
 
     def _withheld_outcomes(self, alert: Alert, decision: Decision) -> list[ActionOutcome]:
         """What the decision held back: the block the block breaker held (with its address, for

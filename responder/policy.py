@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
 from responder.actions.pod_records import CLOCK_SKEW_NS, release_record
 from responder.alert import Alert, Priority, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.config import ActionName, Config, Policy
+from responder.config import ActionName, Config, Guardrails, Policy
 
 DEFAULT_POLICY = "default"
 # The actions that change the pod or its traffic: guardrails (verification, protected and
@@ -66,6 +67,9 @@ class Decision:
     breaker_open: bool = False
     # The block breaker (guardrails.max_blocks) held back its block_destination.
     block_breaker_open: bool = False
+    # Isolation was withheld because the namespace's labels could not be read, so whether it opted
+    # in is unknown: decided again like a failed lookup, never taken as "not opted in".
+    opt_in_unknown: bool = False
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
@@ -141,6 +145,35 @@ def _slack_routing(policy: Policy | None, alert: Alert, config: Config) -> tuple
     return channel, alert.priority.at_least(minimum)
 
 
+class _NamespaceHold(NamedTuple):
+    reason: str
+    # The namespace's labels could not be read: whether it opted in is not known.
+    unknown: bool = False
+
+
+def _namespace_guardrail(
+    namespace: str | None, pod: PodContext | None, guardrails: Guardrails
+) -> _NamespaceHold | None:
+    """Why the namespace guardrails withhold isolation (protected, not opted in, or its opt-in
+    unknown because its labels could not be read); None: they allow it."""
+    if namespace is None:
+        return None
+    if namespace in guardrails.protected_namespaces:
+        return _NamespaceHold(f"namespace {namespace} is protected")
+    label = guardrails.enforce_namespace_label
+    if not label or pod is None:
+        return None
+    if pod.namespace_labels_error is not None:
+        return _NamespaceHold(
+            f"whether namespace {namespace} opted in ({label}=true) is unknown:"
+            f" {pod.namespace_labels_error}; decided again on the next alert",
+            unknown=True,
+        )
+    if pod.namespace_labels.get(label) != "true":
+        return _NamespaceHold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
+    return None
+
+
 def decide(
     alert: Alert,
     pod: PodContext | None,
@@ -178,14 +211,10 @@ def decide(
     elif not verification.verified:
         withhold(_unverifiable_reason(verification))
 
-    namespace = alert.namespace
-    if wants_isolation and namespace is not None:
-        if namespace in guardrails.protected_namespaces:
-            withhold(f"namespace {namespace} is protected")
-        elif guardrails.enforce_namespace_label and pod is not None:
-            label = guardrails.enforce_namespace_label
-            if pod.namespace_labels.get(label) != "true":
-                withhold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
+    namespace_hold = _namespace_guardrail(alert.namespace, pod, guardrails) if wants_isolation else None
+    if namespace_hold is not None:
+        withhold(namespace_hold.reason)
+    opt_in_unknown = namespace_hold is not None and namespace_hold.unknown
 
     # A person released the pod after this alert's event (an alert taken up late: deferred while
     # the pipeline was full, a slow API, a replayed file): their judgement is newer than the alert.
@@ -247,6 +276,7 @@ def decide(
         unverified=unverified,
         breaker_open=breaker_open,
         block_breaker_open=block_breaker_open,
+        opt_in_unknown=opt_in_unknown,
         isolate=cut,
     )
 

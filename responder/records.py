@@ -34,6 +34,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
         ],
         "owners": [{"kind": o.kind, "name": o.name, "api_version": o.api_version} for o in pod.owners],
         "namespace_labels": dict(pod.namespace_labels),
+        **({"namespace_labels_error": pod.namespace_labels_error} if pod.namespace_labels_error else {}),
         "resource_version": pod.resource_version,
         **({"host_network": True} if pod.host_network else {}),
         **({"network_escape": pod.network_escape} if pod.network_escape else {}),
@@ -65,6 +66,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
             OwnerRef(o["kind"], o["name"], o.get("api_version", "")) for o in data.get("owners") or []
         ),
         namespace_labels=dict(data.get("namespace_labels") or {}),
+        namespace_labels_error=data.get("namespace_labels_error") or None,
         resource_version=data.get("resource_version"),
         host_network=data.get("host_network") is True,
         network_escape=data.get("network_escape") or None,
@@ -100,6 +102,7 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         "unverified": decision.unverified,
         "breaker_open": decision.breaker_open,
         **({"block_breaker_open": True} if decision.block_breaker_open else {}),
+        **({"opt_in_unknown": True} if decision.opt_in_unknown else {}),
         **({"isolate": decision.isolate} if decision.isolate else {}),
         **({"reopens": reopened_to_json(decision.reopens)} if decision.reopens is not None else {}),
     }
@@ -145,6 +148,7 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         unverified=bool(data.get("unverified", False)),
         breaker_open=bool(data.get("breaker_open", False)),
         block_breaker_open=bool(data.get("block_breaker_open", False)),
+        opt_in_unknown=data.get("opt_in_unknown") is True,
         isolate=str(data.get("isolate", "")),
         reopens=reopened_from_json(data.get("reopens")),
     )

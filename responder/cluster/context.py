@@ -15,9 +15,18 @@ def _bare_id(container_id: str) -> str:
 
 
 def container_key(container_id: str) -> str:
-    """The id as Falco prints it (12 lower-case characters, no scheme): the spellings the pod check
-    takes as one container key one incident, not one each."""
-    return _bare_id(container_id)[:MIN_ID_LENGTH]
+    """The id as the pod check reads it (lower-case, no scheme): spellings that differ only there
+    are one container, one incident. Never cut shorter than the check compares: a forged id of a
+    real id's 12 characters plus more would key the genuine alert's incident, fail the check, and
+    hold the genuine alert in its unverified incident."""
+    return _bare_id(container_id)
+
+
+def is_runtime_id(container_id: str) -> bool:
+    """Whether the id reads as a runtime's container id: 12 (Falco's form) to 64 hex characters,
+    after an optional scheme."""
+    bare = _bare_id(container_id)
+    return MIN_ID_LENGTH <= len(bare) <= 64 and all(c in "0123456789abcdef" for c in bare)
 
 
 def _has_id(container_id: str | None, wanted: str) -> bool:
@@ -78,6 +87,9 @@ class PodContext:
     # From the pod up: ReplicaSet, then Deployment (or StatefulSet, Job, ..., InferenceService).
     owners: tuple[OwnerRef, ...] = ()
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    # Why the namespace's labels could not be read (then namespace_labels is empty, not known to be
+    # empty: whether the namespace opted in is unknown). None: they were read.
+    namespace_labels_error: str | None = None
     resource_version: str | None = None
     # spec.hostNetwork, which cannot change on a running pod: NetworkPolicies do not cover it.
     host_network: bool = False

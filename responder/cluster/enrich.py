@@ -157,7 +157,9 @@ class PodDirectory:
                 if cached is not None:
                     return cached  # type: ignore[no-any-return]
             result = self._read(namespace, name)
-            if result.status is not LookupStatus.FAILED:
+            # Only a pod read whole is kept: a 404 may be a pod about to start (and a forged alert
+            # must not make the genuine one wait out the TTL), a namespace left unread is retried.
+            if result.pod is not None and result.pod.namespace_labels_error is None:
                 self._cache.put(key, result)
             return result
 
@@ -177,6 +179,7 @@ class PodDirectory:
         meta = raw.get("metadata") or {}
         spec = raw.get("spec") or {}
         labels = _str_map(meta.get("labels"))
+        namespace_labels, namespace_labels_error = self._namespace_labels(namespace)
         return PodContext(
             namespace=namespace,
             name=str(meta.get("name", "")),
@@ -188,23 +191,29 @@ class PodDirectory:
             service_account=spec.get("serviceAccountName") or None,
             containers=containers_of(raw),
             owners=self._owner_chain(raw, namespace, labels),
-            namespace_labels=self.namespace_labels(namespace),
+            namespace_labels=namespace_labels,
+            namespace_labels_error=namespace_labels_error,
             resource_version=meta.get("resourceVersion"),
             host_network=spec.get("hostNetwork") is True,
             network_escape=network_escape(spec),
         )
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
+    def _namespace_labels(self, namespace: str) -> tuple[dict[str, str], str | None]:
+        """The namespace's labels, and why they are unknown (None: read). A namespace not found
+        has no labels; a read that failed (403, an outage) is not "no labels": the opt-in check
+        withholds on it as unknown and the incident is decided again, never "not opted in"."""
         key = ("ns", namespace)
         cached = self._cache.get(key)
         if cached is not None:
-            return dict(cached)
+            return dict(cached), None
         try:
             labels = _str_map((self._gateway.get_namespace(namespace).get("metadata") or {}).get("labels"))
-        except KubeError:
-            return {}  # unknown labels read as "not opted in": enforcement fails closed
+        except KubeError as exc:
+            if exc.not_found:
+                return {}, None
+            return {}, f"namespace {namespace} could not be read: {exc}"
         self._cache.put(key, labels)
-        return labels
+        return labels, None
 
     def _owner_chain(
         self, raw: Mapping[str, Any], namespace: str, labels: Mapping[str, str]

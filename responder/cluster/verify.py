@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from responder.alert import Alert
-from responder.cluster.context import PodContext
+from responder.cluster.context import PodContext, is_runtime_id
 
 # The reason of a verification that matched the container's run before its last restart.
 RESTARTED_SINCE = "container restarted since the alert: the alert's container.id is its previous run"
@@ -49,6 +49,11 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
     if not container_id or container_id == "host":
         return Verification(
             VerificationStatus.UNVERIFIED, "alert has no container.id to match against the pod"
+        )
+    if not is_runtime_id(container_id):
+        return Verification(
+            VerificationStatus.UNVERIFIED,
+            "container.id is not a runtime container id (12 to 64 hex characters)",
         )
     container = pod.container_by_id(container_id)
     # Reasons quote the alert, never the live pod: they reach the audit trail, and a sender who

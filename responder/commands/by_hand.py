@@ -269,6 +269,13 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
                 print(f"{where}: {found}", flush=True)
                 continue
             pod = lookup.pod
+            if opt_in and pod.namespace_labels_error is not None:
+                print(
+                    f"{where}: not {action.done_word}: whether namespace {args.namespace} opted in"
+                    f" ({opt_in}=true) is unknown: {pod.namespace_labels_error}",
+                    flush=True,
+                )
+                continue
             if opt_in and pod.namespace_labels.get(opt_in) != "true":
                 print(
                     f"{where}: not {action.done_word}: namespace {args.namespace} is not opted in"

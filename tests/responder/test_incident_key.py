@@ -1,5 +1,5 @@
-"""An incident's key takes a container id as the pod check does (scheme, case and length aside),
-and a pod or namespace name with a trailing newline is no valid name."""
+"""An incident's key takes a container id as the pod check does (scheme and case aside, never cut
+shorter), and a pod or namespace name with a trailing newline is no valid name."""
 
 from __future__ import annotations
 
@@ -32,14 +32,21 @@ def key_with_container(container_id: str) -> IncidentKey:
     "spelling",
     [
         "0123456789AB",
-        "containerd://0123456789ab" + "c" * 52,
-        "0123456789ab" + "c" * 52,
-        "CRI-O://0123456789ab",
+        "containerd://0123456789ab",
+        "CRI-O://0123456789AB",
     ],
 )
 def test_the_spellings_of_one_container_id_key_one_incident(spelling: str) -> None:
     assert key_with_container(spelling) == key_with_container("0123456789ab")
     assert key_with_container(spelling).digest() == key_with_container("0123456789ab").digest()
+
+
+@pytest.mark.parametrize("longer", ["0123456789ab0", "0123456789ab" + "c" * 52, "0123456789abzz"])
+def test_an_id_longer_than_twelve_keys_its_own_incident(longer: str) -> None:
+    # The pod check compares every character given: a forged id of the real 12 plus more must not
+    # key the incident the genuine 12-character alert folds into.
+    assert key_with_container(longer) != key_with_container("0123456789ab")
+    assert key_with_container("containerd://" + longer.upper()) == key_with_container(longer)
 
 
 def test_another_container_keys_another_incident() -> None:

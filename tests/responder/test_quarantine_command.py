@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from responder.cli import main
-from simulators.cluster_emulator import RunningCluster
+from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import LEAKY_POLICY, SeededPod
 from tests.helpers import SHELL_RULE
@@ -128,6 +128,21 @@ def test_the_platforms_guardrails_still_hold(
     assert code == 2 and "--incident: 'inc-zz' is not an incident id" in err
     code, _, err = run(["-n", "ml-serving", "Bad_Name", "--reason", "r"], capsys)
     assert code == 2 and "pod: 'Bad_Name' is not a Kubernetes object name" in err
+
+
+def test_a_namespace_whose_labels_cannot_be_read_is_not_taken_as_opted_in_or_out(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    running.call(running.emulator.inject, Fault(status=403, method="GET", plural="namespaces", times=10))
+    code, out, _ = run(["-n", vllm.namespace, vllm.name, "--reason", "r", "--kubeconfig", kubeconfig], capsys)
+    assert code == 1
+    assert out.startswith(
+        f"{vllm.namespace}/{vllm.name}: not quarantined: whether namespace {vllm.namespace} opted in"
+        " (serving-guard.io/enforce=true) is unknown: namespace ml-serving could not be read:"
+    )
+    assert LABEL not in (stored(running, vllm)["metadata"].get("labels") or {})
 
 
 def test_isolate_cuts_one_way_and_never_narrows_a_wider_quarantine(

@@ -59,3 +59,12 @@ def test_node_mismatch_is_refused_when_checked() -> None:
 
 def test_name_mismatch_is_refused() -> None:
     assert not verify_alert(alert(pod="other"), POD, check_node=True).verified
+
+
+def test_an_id_that_is_no_runtime_id_is_refused_as_such() -> None:
+    # Prefix matching alone would take these: the id is held to the runtime's form first.
+    for odd in (FULL_ID[:12] + "zz", FULL_ID + "0", FULL_ID[:12] + " ", FULL_ID[:12] + "\n"):
+        result = verify_alert(alert(odd), POD, check_node=True)
+        assert result.status is VerificationStatus.UNVERIFIED, odd
+        assert "not a runtime container id" in result.reason
+    assert verify_alert(alert("containerd://" + FULL_ID.upper()), POD, check_node=True).verified
