@@ -7,6 +7,7 @@ Kubernetes Secret) or an environment variable named here.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import ipaddress
 import os
@@ -14,7 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     AfterValidator,
@@ -783,11 +784,6 @@ class Config(Strict):
         return [pattern for policy in self.policies for pattern in policy.match.rules]
 
 
-def _error_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
-    # pydantic adds the model-validator step names and enum tags to loc; keep the data keys only.
-    return tuple(part for part in loc if isinstance(part, int) or not part.startswith(("function-", "[")))
-
-
 def dotted_path(path: tuple[str | int, ...]) -> str:
     text = ""
     for part in path:
@@ -795,9 +791,12 @@ def dotted_path(path: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-def located(document: YamlDocument, path: tuple[str | int, ...], message: str) -> str:
-    """``file:line: key: message``, as every problem in a config is reported."""
-    line = document.line_of(path)
+def located(
+    document: YamlDocument, path: tuple[str | int, ...], message: str, at: tuple[str | int, ...] | None = None
+) -> str:
+    """``file:line: key: message``, as every problem in a config is reported; the line is that of
+    ``at`` when given (a bad key's own line, where ``path`` names the mapping holding it)."""
+    line = document.line_of(path if at is None else at)
     where = f"{document.file}:{line}" if line is not None else document.file
     return f"{where}: {dotted_path(path)}: {message}"
 
@@ -807,17 +806,37 @@ _TYPE_WORDS = {
     "extra_forbidden": "unknown key",
     "tuple_type": "must be a list (e.g. [a, b])",
     "list_type": "must be a list (e.g. [a, b])",
+    "set_type": "must be a list (e.g. [a, b])",
+    "frozen_set_type": "must be a list (e.g. [a, b])",
     "dict_type": "must be a mapping of keys to values",
     "model_type": "must be a mapping of keys to values",
     "model_attributes_type": "must be a mapping of keys to values",
     "string_type": "must be text",
     "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
     "int_type": "must be a whole number",
     "int_from_float": "must be a whole number",
     "int_parsing": "must be a whole number",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
-    "missing": "is required",
+    "none_required": "must be empty (null)",
+    "missing": "required, missing",
+}
+# The same, as one of several a value may be (a union: each member refuses it on its own).
+_TYPE_NOUNS = {
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "string_type": "text",
+    "bool_type": "a boolean (true or false)",
+    "bool_parsing": "a boolean (true or false)",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "none_required": "empty (null)",
 }
 # Bounds, with pydantic's ctx key for the limit.
 _BOUND_WORDS = {
@@ -826,6 +845,14 @@ _BOUND_WORDS = {
     "less_than_equal": ("must be at most", "le"),
     "less_than": ("must be less than", "lt"),
 }
+# Lengths, with pydantic's ctx key for the limit and what is counted.
+_LENGTH_WORDS = {
+    "too_short": ("must have at least", "min_length", "item"),
+    "too_long": ("must have at most", "max_length", "item"),
+    "string_too_short": ("must be at least", "min_length", "character"),
+    "string_too_long": ("must be at most", "max_length", "character"),
+}
+_PLAIN_CHOICE = re.compile(r"[\w./:-]+")
 
 
 def _clipped(value: object) -> str:
@@ -833,26 +860,164 @@ def _clipped(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _choices(expected: object) -> list[str] | None:
+    """The values pydantic lists in an enum's or a literal's error ("'a', 'b' or 'c'", "1"), or
+    None when they are not plain values."""
+    if not isinstance(expected, str):
+        return None
+    try:
+        tree = ast.parse(expected, mode="eval").body  # "'a', 'b' or 'c'" is a tuple ending in an `or`
+    except SyntaxError:
+        return None
+    values: list[str] = []
+    for item in tree.elts if isinstance(tree, ast.Tuple) else [tree]:
+        for value in item.values if isinstance(item, ast.BoolOp) else [item]:
+            if not isinstance(value, ast.Constant):
+                return None
+            text = str(value.value)
+            values.append(text if _PLAIN_CHOICE.fullmatch(text) else repr(value.value))
+    return values or None
+
+
+def _given(reason: str, error: Any, separator: str = ",") -> str:
+    """The reason with the value the file had: "(it is empty)" for a YAML null, else the value
+    (clipped, escaped as Python does)."""
+    given = error.get("input")
+    return f"{reason} (it is empty)" if given is None else f"{reason}{separator} not {_clipped(given)}"
+
+
 def _in_words(error: Any) -> str:
-    """One validation error as the config's reader needs it: what the key must be, and what the
+    """One validation error as the file's reader needs it: what the key must be, and what the
     file had when that is not plain from the line (a YAML null, a text where a list goes)."""
     kind = error["type"]
     given = error.get("input")
+    ctx = error.get("ctx") or {}
     if kind == "string_pattern_mismatch":
-        pattern = (error.get("ctx") or {}).get("pattern", "")
+        pattern = ctx.get("pattern", "")
         words = PATTERN_WORDS.get(pattern, f"does not have the form this key takes ({pattern})")
         return f"{_clipped(given)}: {words}" if isinstance(given, str) else words
+    if kind in ("enum", "literal_error", "union_tag_invalid"):
+        choices = _choices(ctx.get("expected_tags" if kind == "union_tag_invalid" else "expected"))
+        if kind == "union_tag_invalid":
+            given = ctx.get("tag")
+        if choices is not None and len(choices) == 1:
+            return _given(f"must be {choices[0]}", {"input": given})
+        if choices is not None:
+            return _given(f"must be one of {', '.join(choices)}", {"input": given}, ";")
+    if kind == "union_tag_not_found":
+        return _TYPE_WORDS["missing"]
     if kind in _BOUND_WORDS:
         words, key = _BOUND_WORDS[kind]
-        limit = (error.get("ctx") or {}).get(key)
+        limit = ctx.get(key)
         return f"{words} {limit}, not {_clipped(given)}" if limit is not None else str(error["msg"])
-    reason = _TYPE_WORDS.get(kind, str(error["msg"]).removeprefix("Value error, "))
-    if kind in _TYPE_WORDS and kind not in ("extra_forbidden", "missing"):
-        if given is None:
-            reason += " (it is empty)"
-        elif isinstance(given, str | int | float | bool):
-            reason += f", not {_clipped(given)}"
-    return reason
+    if kind in _LENGTH_WORDS and ctx.get(_LENGTH_WORDS[kind][1]) is not None:
+        words, key, unit = _LENGTH_WORDS[kind]
+        limit = ctx[key]
+        counted = f"{words} {limit} {unit}{'' if limit == 1 else 's'}"
+        if unit == "item":
+            actual = ctx.get("actual_length")
+            return f"{counted}, not {actual}" if actual is not None else counted
+        return f"{counted} long, not {_clipped(given)}"
+    if kind == "invalid_key":
+        return f"keys must be text, not {_clipped(given)} (quote a key that is meant as text)"
+    if kind in _TYPE_WORDS:
+        reason = _TYPE_WORDS[kind]
+        return reason if kind in ("extra_forbidden", "missing") else _given(reason, error)
+    message = str(error["msg"])
+    if message.startswith("Input should be "):  # a type not named above, in the same words
+        return _given("must be " + message.removeprefix("Input should be "), error)
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _data_path(error: Any, data: Any) -> tuple[str | int, ...]:
+    """The keys of the document an error is about. pydantic's loc also holds the names of validator
+    steps ("function-after[...]"), of a union's members ("str", "int") and a tagged union's tag (the
+    value of its discriminator key, e.g. "shell" for {action: shell}): following the data, keep only
+    the keys it has, and the key a "missing" error names."""
+    loc = [part for part in error["loc"] if isinstance(part, int) or not part.startswith(("function-", "["))]
+    path: list[str | int] = []
+    node = data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if node is _UNKNOWN:
+            path.append(part)
+        elif isinstance(node, list):
+            if isinstance(part, int) and 0 <= part < len(node):
+                path.append(part)
+                node = node[part]
+            # else: a union member's name (the value is a list, "str" refused it)
+        elif isinstance(node, dict):
+            if last and error["type"] != "missing" and error.get("input") == node:
+                continue  # the mapping's own error, under its union tag or member's name
+            following = loc[index + 1] if not last else None
+            tag = _holds_value(node, part) and (
+                part not in node or following in node or (following == loc[-1] and error["type"] == "missing")
+            )
+            if not last and tag:
+                continue  # a tagged union's tag: the keys after it are the mapping's own
+            path.append(part)
+            # Not in the file: the key a "missing" error names, or one a validator added.
+            node = node.get(part, _UNKNOWN)
+        # else: a scalar has no keys; the part names a union member or a validator step
+    return tuple(path)
+
+
+_UNKNOWN = object()
+
+
+def _holds_value(mapping: dict[Any, Any], value: object) -> bool:
+    return any(isinstance(item, str | int) and item == value for item in mapping.values())
+
+
+class Problem(NamedTuple):
+    """One thing wrong in a YAML file, at the key it is about."""
+
+    path: tuple[str | int, ...]  # the key, as dotted_path says it
+    message: str
+    at: tuple[str | int, ...] | None = None  # where to look its line up, when not at path
+
+
+def validation_problems(exc: ValidationError, data: Any) -> list[Problem]:
+    """pydantic's refusal of ``data`` (a YAML document's) in the house's words, each at its key:
+    what the key must be and the value the file had ("slack.mode: must be one of disabled, bot,
+    webhook; not 'Bot'"), never the validation library's terms. Every loader of a strict model
+    reports its errors through this (the config, scenarios, the rules' examples file)."""
+    errors = [(_data_path(error, data), error) for error in exc.errors(include_url=False)]
+    problems: list[Problem] = []
+    index = 0
+    while index < len(errors):
+        path, error = errors[index]
+        kind = error["type"]
+        # A list whose item failed is also "too short" (pydantic counts the items that passed):
+        # the item's own error says what is wrong.
+        if kind == "too_short" and any(
+            len(other) > len(path) and other[: len(path)] == path and isinstance(other[len(path)], int)
+            for other, _ in errors
+        ):
+            index += 1
+            continue
+        # A union's members each refuse the value: one problem, naming every type it may be.
+        members = [error]
+        while (
+            index + len(members) < len(errors)
+            and errors[index + len(members)][0] == path
+            and kind in _TYPE_NOUNS
+            and errors[index + len(members)][1]["type"] in _TYPE_NOUNS
+        ):
+            members.append(errors[index + len(members)][1])
+        index += len(members)
+        if len(members) > 1:
+            nouns = list(dict.fromkeys(_TYPE_NOUNS[member["type"]] for member in members))
+            listed = f"{', '.join(nouns[:-1])} or {nouns[-1]}" if len(nouns) > 1 else nouns[0]
+            problems.append(Problem(path, _given(f"must be {listed}", error)))
+        elif kind == "invalid_key":
+            problems.append(Problem(path[:-1], _in_words(error), path))
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            key = _choices((error.get("ctx") or {}).get("discriminator"))
+            problems.append(Problem((*path, key[0]) if key and len(key) == 1 else path, _in_words(error)))
+        else:
+            problems.append(Problem(path, _in_words(error)))
+    return problems
 
 
 _COMMENTED_CHANNEL = (
@@ -887,10 +1052,7 @@ def config_from_document(document: YamlDocument) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        messages = []
-        for error in exc.errors(include_url=False):
-            path = _error_path(error["loc"])
-            messages.append(located(document, path, _in_words(error)))
+        messages = [located(document, *problem) for problem in validation_problems(exc, data)]
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
     problems = [located(document, path, message) for path, message in config.cross_key_problems()]
     if problems:

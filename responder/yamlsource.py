@@ -37,6 +37,11 @@ MAX_ALIAS_VALUES = 100_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _STR_TAG = "tag:yaml.org,2002:str"
+# What a plain mapping or list resolves to (also `!`, YAML's non-specific tag); any other tag on one
+# (!!set, !!omap, !!python/object:..., a custom !tag) would be silently dropped: it is refused, as an
+# unknown tag on a scalar is.
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML's line breaks, as PyYAML counts them
 
 
@@ -138,6 +143,18 @@ class _Builder:
     def error(self, node: yaml.Node, message: str) -> SourceError:
         return SourceError(self.file, _mark_line(node.start_mark), message)
 
+    def check_tag(self, node: yaml.Node) -> None:
+        """A mapping or a list must be a plain one: PyYAML's safe constructors would make a set of
+        `!!set`, and a tag they do not know (`!!python/object:...`, `!custom`) would be dropped."""
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            plain, kind = (_MAP_TAG, "mapping") if isinstance(node, yaml.MappingNode) else (_SEQ_TAG, "list")
+            if node.tag != plain:
+                raise self.error(
+                    node,
+                    f"invalid YAML: tag {node.tag!r} on a {kind}: only plain {kind}s are read"
+                    " (remove the tag)",
+                )
+
     def mapping_pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
         """The mapping's key/value nodes with merge keys (``<<``) applied, as YAML defines them: the
         mapping's own keys win over merged ones, and an earlier merged mapping over a later one.
@@ -151,8 +168,10 @@ class _Builder:
             if key_node.tag != _MERGE_TAG:
                 own.append((key_node, value_node))
                 continue
+            self.check_tag(value_node)
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for source in sources:
+                self.check_tag(source)
                 if not isinstance(source, yaml.MappingNode):
                     raise self.error(source, "a merge key (<<) takes an alias of a mapping or a list of them")
                 merged += self.mapping_pairs(source)
@@ -182,6 +201,7 @@ class _Builder:
         line = _mark_line(node.start_mark)
         if line is not None:
             self.lines.setdefault(path, line)
+        self.check_tag(node)
         if isinstance(node, yaml.MappingNode):
             own: set[Any] = set()
             for key_node, _ in node.value:

@@ -6,10 +6,11 @@ fields named in the rule's output (JSON types kept, missing ones ``null``) plus 
 of the prefix, ``tags`` is the rule's sorted tag set, keys are serialised in sorted order. So
 the rule's output format, priority and tags are read from the rules pack when it is at hand;
 without it (a custom install) the scenario's own priority and tags are used with a generic
-output that names every field. A rules file the user names (``--rules``) is what the alerts must
-follow: a scenario rule it does not define is an error, never the generic output; so is one
-this checkout's pack does not define when no file is named (a misspelt rule name in a scenario of
-one's own would otherwise be sent with a made-up output, and verified against a rule that never fires).
+output that names every field. The rules files the user names (``--rules``, in load order) are
+what the alerts must follow: a scenario rule they do not define is an error, never the generic
+output; so is one this checkout's pack does not define when no file is named (a misspelt rule name
+in a scenario of one's own would otherwise be sent with a made-up output, and verified against a
+rule that never fires).
 
 The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 ``container.image.repository``) and ``hostname`` come from the live pod (:mod:`simulators.identity`).
@@ -61,8 +62,9 @@ class RuleSpec:
 
 
 class RuleSpecs(dict[str, RuleSpec]):
-    """Rules by name from one rules file, ``path``. ``origin`` names a file the user chose
-    (``--rules FILE``); without one it is this checkout's own pack, used when no file is named.
+    """Rules by name from rules files (``path``: them, comma-separated, in load order). ``origin``
+    names the files the user chose (``--rules FILE...``); without one it is this checkout's own
+    pack, used when no file is named.
     Either way every rule a scenario sends must be in it (:func:`check_rules_defined`): only
     without any pack (a plain dict, an install without rules/) does a rule fall back to
     :func:`fallback_spec`."""
@@ -73,28 +75,36 @@ class RuleSpecs(dict[str, RuleSpec]):
         self.path = path
 
 
-def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, RuleSpec]:
-    """Rules by name from a rules file, after Falco's define/append/override semantics: a
-    :class:`RuleSpecs` (typed as the dict it is, so that ``rule in specs`` narrows ``str | None``).
+def load_rule_specs(
+    paths: Path | str | Sequence[Path | str], *, flag: str | None = None
+) -> dict[str, RuleSpec]:
+    """Rules by name from one rules file or several in load order, after Falco's
+    define/append/override semantics: a :class:`RuleSpecs` (typed as the dict it is, so that
+    ``rule in specs`` narrows ``str | None``).
 
-    ``flag`` is the option the path was given with (``--rules``): that file must then define
-    every rule the scenarios need. So must any file other than this checkout's own pack (named
-    ``rules file PATH`` in the error when no flag says where it came from).
+    ``flag`` is the option the paths were given with (``--rules``): those files must then define
+    every rule the scenarios need, and a path that is no rules file is named with the flag
+    (``--rules DIR: is a directory, not a rules file``). So must any file other than this
+    checkout's own pack (named ``rules file PATH`` when no flag says where it came from).
 
     A rules file that does not load (unreadable, bad YAML, not a rules file, an invalid item or
     condition) is a UserError naming file and line, as `serving-guard rules check` reports it."""
     from responder.rulespack.expand import load_paths
     from responder.rulespack.paths import default_pack
 
-    problem = not_a_rules_file(path)
-    if problem is not None:
-        raise UserError(f"{flag} {path}: {problem}" if flag is not None else f"rules file {path}: {problem}")
-    ruleset = load_paths([str(path)])
+    files = [str(paths)] if isinstance(paths, Path | str) else [str(path) for path in paths]
+    for path in files:
+        if not path:
+            raise UserError(f"{flag or 'rules file'}: the path is empty")
+        problem = not_a_rules_file(path)
+        if problem is not None:
+            raise UserError(f"{flag or 'rules file'} {path}: {problem}")
+    ruleset = load_paths(files)
     origin = None
     if flag is not None:
-        origin = f"{flag} {path}"
-    elif not _same_file(Path(path), default_pack()):
-        origin = f"rules file {path}"
+        origin = f"{flag} {', '.join(files)}"
+    elif len(files) != 1 or not _same_file(Path(files[0]), default_pack()):
+        origin = f"rules file{'s' if len(files) != 1 else ''} {', '.join(files)}"
     specs = {}
     for state in ruleset.rules.values():
         # The reader accepted only Falco's priority names, and Priority knows every one of them.
@@ -105,7 +115,18 @@ def load_rule_specs(path: Path | str, *, flag: str | None = None) -> dict[str, R
             " ".join(state.output.split()),
             state.source,
         )
-    return RuleSpecs(specs, origin, str(path))
+    return RuleSpecs(specs, origin, ", ".join(files))
+
+
+def rules_took_the_scenarios(command: str, rules: Sequence[str] | None) -> str | None:
+    """When no scenario is named and ``--rules`` (which takes every word after it) took them,
+    ``replay --rules r.yaml all`` say so: its last word is no file. None otherwise."""
+    if not rules or not_a_rules_file(rules[-1]) is None:
+        return None
+    return (
+        f"no scenario named: --rules took every word after it, {rules[-1]!r} too; name the scenarios"
+        f" first (serving-guard {command} SCENARIO... --rules FILE...) or end the files with --"
+    )
 
 
 def not_a_rules_file(path: Path | str) -> str | None:

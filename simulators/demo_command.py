@@ -31,8 +31,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SCENARIO=OUTCOME",
         help="override what a scenario (or forged-alert) must end as: " + ", ".join(o.value for o in Outcome),
     )
-    parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
-    parser.add_argument("--rules", help="rules file the alerts follow (default: rules/ of this checkout)")
+    parser.add_argument(
+        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
+    )
+    parser.add_argument(
+        "--rules",
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="rules files in load order the alerts follow (their output format, priority and tags), as"
+        " Falco loads them; they must define every rule the scenarios send (default: rules/ of this"
+        " checkout)",
+    )
     parser.add_argument(
         "--workdir",
         metavar="DIR",
@@ -93,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
     scenario_set = load_scenarios(args.scenarios_dir)
     scenarios = list(scenario_set.by_name.values())
     overrides = _overrides(args.expect, [*scenario_set.names(), FORGED_CASE])
-    pack = Path(args.rules) if args.rules else default_rules_file()
-    specs = load_rule_specs(pack) if pack is not None else {}
+    if args.rules is not None:
+        specs = load_rule_specs(args.rules, flag="--rules")
+    else:
+        pack = default_rules_file()
+        specs = load_rule_specs(pack) if pack is not None else {}
     if args.workdir == "":
         raise UserError("--workdir: the path is empty")
     if args.report == "":

@@ -28,6 +28,7 @@ from simulators.alerts import (
     check_rules_defined,
     default_rules_file,
     load_rule_specs,
+    rules_took_the_scenarios,
     scenario_alerts,
 )
 from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
@@ -52,7 +53,16 @@ POD_READ_OPTIONS = (("kubeconfig", "--kubeconfig"), ("context", "--context"), ("
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
+    # SCENARIO is optional to argparse only so that scenarios swallowed by --rules (which takes every
+    # word after it) get an error that says so (see alerts.rules_took_the_scenarios).
+    parser.usage = (
+        "%(prog)s SCENARIO... (--to URL | --grpc ADDRESS | --file PATH) --pod NAMESPACE/NAME\n"
+        "       [--container NAME] [--forge] [--kubeconfig FILE] [--context NAME] [--run-id ID]\n"
+        "       [--rules FILE [FILE ...]] [--scenarios-dir DIR] [--timeout SECONDS]\n"
+        "       [--grpc-cert FILE --grpc-key FILE --grpc-client-ca FILE]\n"
+        "       [--ca CA_FILE] [--cert CERT_FILE --key KEY_FILE] [--token-file TOKEN_FILE]"
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names, or all")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument(
         "--to", metavar="URL", type=responder_url, help="the responder's HTTP input (POST URL/v1/alerts)"
@@ -65,26 +75,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--file", metavar="PATH", help="write Falco JSON lines ('-': stdout)")
     parser.add_argument("--pod", required=True, metavar="NAMESPACE/NAME", help="the pod the alerts are about")
-    parser.add_argument("--container", help="the container in the pod (default: the first running one)")
+    parser.add_argument(
+        "--container", metavar="NAME", help="the container in the pod (default: the first running one)"
+    )
     parser.add_argument(
         "--forge", action="store_true", help="do not read the pod: send a random container id"
     )
     parser.add_argument(
-        "--kubeconfig", help="kubeconfig to read the pod with (default: in-cluster or ~/.kube)"
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to read the pod with (default: in-cluster or ~/.kube)",
     )
-    parser.add_argument("--context", help="kubeconfig context")
-    parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
-    parser.add_argument("--rules", help="rules file the alerts follow (default: rules/ of this checkout)")
-    parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
+    parser.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    parser.add_argument("--run-id", metavar="ID", help="tag for this run (default: a new random id)")
+    parser.add_argument(
+        "--rules",
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="rules files in load order the alerts follow (their output format, priority and tags), as"
+        " Falco loads them; they must define every rule the scenarios send (default: rules/ of this"
+        " checkout). Name the scenarios first: --rules takes every word after it",
+    )
+    parser.add_argument(
+        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
+    )
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
+        metavar="SECONDS",
         help=f"seconds to wait for delivery, with --to or --grpc (default: {DEFAULT_TIMEOUT:g})",
     )
     grpc_tls = parser.add_argument_group("--grpc on TCP (Falco serves TCP only with mutual TLS)")
-    grpc_tls.add_argument("--grpc-cert", help="server certificate")
-    grpc_tls.add_argument("--grpc-key", help="server key")
-    grpc_tls.add_argument("--grpc-client-ca", help="CA the responder's client certificate must chain to")
+    grpc_tls.add_argument("--grpc-cert", metavar="FILE", help="server certificate")
+    grpc_tls.add_argument("--grpc-key", metavar="FILE", help="server key")
+    grpc_tls.add_argument(
+        "--grpc-client-ca", metavar="FILE", help="CA the responder's client certificate must chain to"
+    )
     add_responder_options(parser)
 
 
@@ -132,12 +159,10 @@ def _identity(args: argparse.Namespace) -> PodIdentity:
 def _specs(
     args: argparse.Namespace, scenarios: list[Scenario], out: TextIO, directory: Path | None = None
 ) -> Mapping[str, RuleSpec]:
-    """The rules the alerts follow: --rules, else this checkout's pack, either of which must define
+    """The rules the alerts follow: --rules (in load order), else this checkout's pack, which must define
     every rule the scenarios send (a misspelt one in a scenario of ``directory`` is named with its
     file); else (an installed wheel has no pack) a generic output line."""
     if args.rules is not None:
-        if not args.rules:
-            raise UserError("--rules: the path is empty")
         specs = load_rule_specs(args.rules, flag="--rules")
     else:
         pack = default_rules_file()
@@ -193,6 +218,10 @@ def build_alerts(
 
 def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.file == "-" else sys.stdout
+    if not args.scenarios:
+        raise UserError(
+            rules_took_the_scenarios("replay", args.rules) or "name at least one scenario (or all)"
+        )
     check_target_options(args)
     check_forge_options(args)
     # The responder's credentials are read (and checked) before the pod is.

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from responder.alert import Priority
 from responder.audit import RUN_ID_CHARS, RUN_MARKER_PREFIX, run_marker_pattern
+from responder.config import located, validation_problems
 from responder.errors import SourceError, UserError
 from responder.yamlsource import YamlDocument, load_yaml_file
 
@@ -471,53 +472,13 @@ def check_run_id(run_id: str) -> str:
 # -- loading ---------------------------------------------------------------------------------------
 
 
-def _error_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
-    # pydantic adds union tags and validator names to loc; keep the data keys only.
-    known_tags = {
-        "shell",
-        "read_file",
-        "model_file",
-        "reverse_shell",
-        "connect",
-        "run_tool",
-        "drift_exec",
-        "serve_model",
-    }
-    return tuple(
-        part
-        for part in loc
-        if isinstance(part, int) or not (part.startswith(("function-", "[")) or part in known_tags)
-    )
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def scenario_from_document(document: YamlDocument) -> Scenario:
     if not isinstance(document.data, dict):
         raise document.error((), "a scenario file is a mapping (name, rule, live, alerts, expect, demo)")
     try:
         scenario = Scenario.model_validate(document.data)
     except ValidationError as exc:
-        messages = []
-        errors = [(_error_path(error["loc"]), error) for error in exc.errors(include_url=False)]
-        failed = [path for path, _ in errors]
-        for path, error in errors:
-            # A list whose item failed is also "too short" (pydantic counts the items that passed):
-            # the item's own error says what is wrong.
-            if error["type"] == "too_short" and any(
-                len(other) > len(path) and other[: len(path)] == path and isinstance(other[len(path)], int)
-                for other in failed
-            ):
-                continue
-            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            line = document.line_of(path)
-            where = f"{document.file}:{line}" if line is not None else document.file
-            messages.append(f"{where}: {_dotted(path)}: {reason.removeprefix('Value error, ')}")
+        messages = [located(document, *problem) for problem in validation_problems(exc, document.data)]
         raise UserError("invalid scenario:\n  " + "\n  ".join(messages)) from None
     expected = Path(document.file).stem
     if scenario.name != expected:

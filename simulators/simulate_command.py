@@ -22,7 +22,14 @@ from pathlib import Path
 from responder.commands.common import positive_seconds
 from responder.errors import UserError
 from responder.rulespack.expand import load_paths
-from simulators.alerts import default_rules_file, field_refs, not_a_rules_file, not_in_pack, scenario_rules
+from simulators.alerts import (
+    default_rules_file,
+    field_refs,
+    not_a_rules_file,
+    not_in_pack,
+    rules_took_the_scenarios,
+    scenario_rules,
+)
 from simulators.live import (
     DEFAULT_MODEL_DIR,
     DEFAULT_SHM_DIR,
@@ -60,6 +67,13 @@ DRIFT_RULE = "Drift: new executable in serving pod"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    # Written out: argparse would put SCENARIO last, after --rules, which takes every word after it.
+    parser.usage = (
+        "%(prog)s SCENARIO... [--target HOST:PORT] [--rules FILE [FILE ...]] [--run-id ID]\n"
+        "       [--workdir DIR] [--model-dir DIR] [--shm-dir DIR] [--scenarios-dir DIR]\n"
+        "       [--timeout SECONDS]\n"
+        "       %(prog)s --cleanup [--workdir DIR] [--model-dir DIR] [--shm-dir DIR]"
+    )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names, or all")
     parser.add_argument(
         "--target",
@@ -69,29 +83,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rules",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="FILE",
-        help="rules file(s) in load order that --target, --model-dir, --workdir and --shm-dir are checked"
+        help="rules files in load order that --target, --model-dir, --workdir and --shm-dir are checked"
         " against: a destination their allowed egress networks or ports hold fires no alert, nor does"
-        " tampering outside their model dirs (default: rules/ of this checkout)",
+        " tampering outside their model dirs; they must define every rule the scenarios expect to fire"
+        " (default: rules/ of this checkout). Name the scenarios first: --rules takes every word after it",
     )
-    parser.add_argument("--run-id", help="tag for this run (default: a new random id)")
+    parser.add_argument("--run-id", metavar="ID", help="tag for this run (default: a new random id)")
     parser.add_argument(
         "--workdir",
         default=tempfile.gettempdir(),
+        metavar="DIR",
         help="directory under which the run creates (and removes) its own directory (default: %(default)s)",
     )
     parser.add_argument(
         "--model-dir",
         default=DEFAULT_MODEL_DIR,
+        metavar="DIR",
         help="the serving pod's model directory (default: %(default)s)",
     )
     parser.add_argument(
         "--shm-dir",
         default=DEFAULT_SHM_DIR,
+        metavar="DIR",
         help="shared-memory directory for drift-exec (default: %(default)s)",
     )
-    parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
+    parser.add_argument(
+        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
+    )
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -427,7 +448,10 @@ def run(args: argparse.Namespace) -> int:
         _check_workdir(settings)
         return _cleanup(settings)
     if not args.scenarios:
-        raise UserError("name at least one scenario (or all), or --cleanup")
+        raise UserError(
+            rules_took_the_scenarios("simulate", args.rules)
+            or "name at least one scenario (or all), or --cleanup"
+        )
     scenario_set = load_scenarios(args.scenarios_dir)
     scenarios = scenario_set.select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)

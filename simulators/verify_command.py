@@ -31,7 +31,7 @@ from simulators.verify import Expectation, format_verdicts, poll
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
-    parser.add_argument("--run-id", required=True, help="the run id simulate or replay printed")
+    parser.add_argument("--run-id", required=True, metavar="ID", help="the run id simulate or replay printed")
     parser.add_argument(
         "--responder",
         required=True,
@@ -40,14 +40,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the responder (GET URL/v1/audit)",
     )
     parser.add_argument(
-        "--timeout", type=positive_seconds, default=60.0, help="seconds to wait (default: %(default)s)"
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds to wait (default: %(default)s)",
     )
     parser.add_argument(
-        "--interval", type=positive_seconds, default=1.0, help="seconds between polls (default: %(default)s)"
+        "--interval",
+        type=positive_seconds,
+        metavar="SECONDS",
+        default=1.0,
+        help="seconds between polls (default: %(default)s)",
     )
     parser.add_argument(
         "--settle",
         type=positive_seconds,
+        metavar="SECONDS",
         default=10.0,
         help="how long the control must stay silent, in seconds (default: %(default)s)",
     )
@@ -78,7 +87,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="override a scenario's expected outcome: " + ", ".join(o.value for o in Outcome),
     )
     parser.add_argument("--no-slack", action="store_true", help="do not require a Slack message")
-    parser.add_argument("--scenarios-dir", help="read scenario definitions from this directory")
+    parser.add_argument(
+        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
+    )
     add_responder_options(parser)
 
 

@@ -28,6 +28,10 @@ LAUGHS = (
 )
 
 
+def _tagged(tag: str, kind: str = "mapping") -> str:
+    return f"invalid YAML: tag {tag!r} on a {kind}: only plain {kind}s are read (remove the tag)"
+
+
 def _billion_laughs() -> str:
     """Nine lines, about 300 bytes, that stand for 9**9 (387 million) values."""
     names = "abcdefghi"
@@ -89,6 +93,20 @@ def _config_check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
             "a merge key (<<) takes an alias of a mapping or a list of them",
         ),
         ("journal:\n  ? [a]\n  : 1\n", 2, "mapping keys must be scalars"),
+        # A tag on a mapping or a list is refused as one on a scalar is, not dropped.
+        ("dedupe: !!python/object:os.system {}\n", 1, _tagged("tag:yaml.org,2002:python/object:os.system")),
+        ("journal:\n  path: x\nslack: !!set {a, b}\n", 3, _tagged("tag:yaml.org,2002:set")),
+        ("guardrails:\n  protected_namespaces: !custom\n    - a\n", 2, _tagged("!custom", "list")),
+        (
+            "base: &b {level: info}\nlogging: {<<: !!omap [*b]}\n",
+            2,
+            _tagged("tag:yaml.org,2002:omap", "list"),
+        ),
+        (
+            "journal: !!python/object:os.system\n  path: x\n",
+            1,
+            _tagged("tag:yaml.org,2002:python/object:os.system"),
+        ),
     ],
     ids=[
         "nul",
@@ -105,6 +123,11 @@ def _config_check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
         "duplicate-key",
         "merge-of-a-scalar",
         "sequence-key",
+        "python-object-mapping",
+        "set",
+        "custom-tag-list",
+        "omap-merge",
+        "python-object-block",
     ],
 )
 def test_config_check_names_file_line_and_problem(
@@ -146,6 +169,15 @@ def test_the_limits_leave_room_for_real_files() -> None:
     shared = load_yaml(f"a: &a [{items}]\nb: [{', '.join(['*a'] * 900)}]\n", "shared.yaml")
     assert len(shared.data["b"]) == 900 and shared.data["b"][0] == shared.data["a"]
     assert shared.data["b"][0] is not shared.data["b"][1]
+
+
+def test_plain_and_default_tags_on_mappings_and_lists_still_load() -> None:
+    doc = load_yaml("a: !!map {b: 1}\nc: !!seq [1]\nd: ! {e: [2]}\nf: ! [3]\n", "t.yaml")
+    assert doc.data == {"a": {"b": 1}, "c": [1], "d": {"e": [2]}, "f": [3]}
+    assert load_yaml("--- !!map\nb: 1\n", "t.yaml").data == {"b": 1}
+    # Unknown tags on scalars were refused already; these are refused alike.
+    with pytest.raises(SourceError, match="could not determine a constructor for the tag '!foo'"):
+        load_yaml("a: !foo x\n", "t.yaml")
 
 
 def test_merge_keys_follow_yaml(tmp_path: Path) -> None:
@@ -200,7 +232,7 @@ def _commands(path: Path, tmp_path: Path) -> dict[str, list[str]]:
     replay = ["replay", "--file", str(tmp_path / "out.jsonl"), "--forge", "--pod", "ml-serving/x-0"]
     return {
         "ingest --config": ["ingest", "--config", str(path), "-"],
-        "replay --rules": [*replay, "--rules", str(path), "all"],
+        "replay --rules": [*replay, "all", "--rules", str(path)],
         "demo --rules": ["demo", "--rules", str(path)],
         "replay --scenarios-dir": [*replay, "--scenarios-dir", str(scenarios), "all"],
     }

@@ -43,11 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rules",
+        action="extend",
         nargs="+",
         metavar="FILE",
-        help="the Falco rules files loaded beside it (the pack, Falco's own): every rule name or glob"
-        " in the policies must match a rule of these, and a policy an earlier one shadows through"
-        " the rules' tags is found too. Give the config file first: --rules takes every file after it",
+        help="the Falco rules files loaded beside it (the pack, Falco's own), in load order (--rules A B"
+        " and --rules A --rules B alike): every rule name or glob in the policies must match a rule of"
+        " these, and a policy an earlier one shadows through the rules' tags is found too. Give the"
+        " config file first: --rules takes every file after it",
     )
     parser.epilog = (
         "exit status: 0 valid (also when only `ingest` can use it: the first line says why serve"

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from responder.config import dotted_path, validation_problems
 from responder.errors import SourceError
 from responder.yamlsource import YamlDocument, load_yaml_file
 
@@ -179,18 +180,13 @@ class ExamplesFile(_Strict):
         return names
 
 
-def _error_path(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    return tuple(part for part in loc if isinstance(part, str | int))
-
-
 def parse_examples(doc: YamlDocument) -> ExamplesFile:
     try:
         return ExamplesFile.model_validate(doc.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        path = _error_path(first["loc"])
-        where = ".".join(str(p) for p in path) or "(top level)"
-        raise doc.error(path, f"{where}: {first['msg']}") from None
+        first = validation_problems(exc, doc.data)[0]
+        at = first.path if first.at is None else first.at
+        raise doc.error(at, f"{dotted_path(first.path)}: {first.message}") from None
 
 
 def load_examples(path: Path) -> ExamplesFile:

@@ -2,10 +2,10 @@
 
 Every rule is evaluated by the real libsinsp of Debian's sysdig reading each capture, with the
 pack's scope retargeted by an override rules file (the captures are host processes). Load order:
-the pack, that scope override, then the user's --override files (tuning). The expectations (which
-rule must fire on which action, which parts are benign) come from the examples file. Exit
-status: 0 all expectations met; 1 a failure; 3 sysdig is not installed (an error instead when
-SERVING_GUARD_REQUIRE_SYSDIG=1).
+the pack (one file, or several in load order), that scope override, then the user's --override
+files (tuning). The expectations (which rule must fire on which action, which parts are benign)
+come from the examples file. Exit status: 0 all expectations met; 1 a failure; 3 sysdig is not
+installed (an error instead when SERVING_GUARD_REQUIRE_SYSDIG=1).
 """
 
 from __future__ import annotations
@@ -39,17 +39,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rules",
+        action="extend",
+        nargs="+",
         default=None,
         metavar="FILE",
-        help="the rules pack (default: rules/serving_guard_rules.yaml)",
+        help="the rules pack, in load order if it is several files (default:"
+        " rules/serving_guard_rules.yaml); the scope override loads after them",
     )
     parser.add_argument(
         "--override",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="FILE",
-        help="a rules file of yours (tuning) loaded after the pack and the scope override, repeatable,"
-        " in load order",
+        help="rules files of yours (tuning) loaded after the pack and the scope override, in load order",
     )
     parser.add_argument(
         "--scope-override",
@@ -103,5 +106,5 @@ def _rules_files(args: argparse.Namespace, captures: Path, examples: ExamplesFil
     scope = args.scope_override
     if scope is None and examples.captures.scope_override:
         scope = display_path(captures / examples.captures.scope_override)
-    rules = args.rules or display_path(default_pack())
-    return [rules, *([scope] if scope else []), *args.override]
+    rules = args.rules or [display_path(default_pack())]
+    return [*rules, *([scope] if scope else []), *args.override]

@@ -199,7 +199,7 @@ def test_a_rules_file_that_does_not_load_is_an_error(tmp_path: Path, content: by
 @pytest.mark.parametrize(
     "command",
     [
-        ["replay", "--file", "{out}", "--forge", "--pod", "ml-serving/x-0", "--rules", "{rules}", "all"],
+        ["replay", "all", "--file", "{out}", "--forge", "--pod", "ml-serving/x-0", "--rules", "{rules}"],
         ["demo", "--rules", "{rules}", "--workdir", "{work}"],
     ],
     ids=["replay", "demo"],

@@ -279,7 +279,7 @@ def test_replay_rules_without_the_scenarios_rule_is_refused(
     empty.write_text("", encoding="utf-8")
     out_file = tmp_path / "alerts.jsonl"
     for rules in (empty, unrelated_rules):
-        argv = [*FORGED_FILE, str(out_file), "--rules", str(rules), "shell-in-serving-pod"]
+        argv = [*FORGED_FILE, str(out_file), "shell-in-serving-pod", "--rules", str(rules)]
         assert user_error(argv, capsys) == (
             f"serving-guard: error: --rules {rules}: no rule 'Shell in serving pod' "
             "(scenario shell-in-serving-pod)"
@@ -287,11 +287,11 @@ def test_replay_rules_without_the_scenarios_rule_is_refused(
     argv = [
         *FORGED_FILE,
         "-",
-        "--rules",
-        str(unrelated_rules),
         "shell-in-serving-pod",
         "drift-exec",
         "benign-serving",
+        "--rules",
+        str(unrelated_rules),
     ]
     assert user_error(argv, capsys) == (
         f"serving-guard: error: --rules {unrelated_rules}: no rule 'Shell in serving pod' "
@@ -302,7 +302,7 @@ def test_replay_rules_without_the_scenarios_rule_is_refused(
 
 
 def test_replay_rules_given_as_an_empty_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [*FORGED_FILE, "-", "--rules", "", "shell-in-serving-pod"]
+    argv = [*FORGED_FILE, "-", "shell-in-serving-pod", "--rules", ""]
     assert user_error(argv, capsys) == "serving-guard: error: --rules: the path is empty"
 
 
@@ -359,9 +359,9 @@ def test_replay_without_rules_follows_the_checkouts_pack(
         str(explicit),
         "--run-id",
         "run-1234",
+        "shell-in-serving-pod",
         "--rules",
         str(default_pack()),
-        "shell-in-serving-pod",
     ]
     assert cli_main(argv) == 0
     out, _ = capsys.readouterr()

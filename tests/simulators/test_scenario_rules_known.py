@@ -1,8 +1,8 @@
 """A scenario's rule must be one the rules make, whichever way they are given: with no --rules, the
 checkout's own pack (a misspelt rule in a scenario of one's own was replayed with a made-up output,
 exit 0, and simulated for a verify that would wait for an alert no rule makes). A --rules path that
-is no file is said to be what it is, naming the flag. And `simulate --cleanup` checks --workdir as a
-run does."""
+is no file is said to be what it is, naming the flag (replay, simulate and demo alike). And
+`simulate --cleanup` checks --workdir as a run does."""
 
 from __future__ import annotations
 
@@ -120,10 +120,14 @@ def test_a_rules_path_that_is_no_file_is_said_what_it_is_naming_the_flag(
 ) -> None:
     rules = path.format(tmp=tmp_path)
     out_file = tmp_path / "alerts.jsonl"
-    argv = [*REPLAY, "--file", str(out_file), "--rules", rules, "drift-exec"]
+    argv = [*REPLAY, "--file", str(out_file), "drift-exec", "--rules", rules]
     assert user_error(argv, capsys) == f"serving-guard: error: --rules {rules}: {what}"
     argv = ["simulate", "drift-exec", "--workdir", str(tmp_path), "--rules", rules]
     assert user_error(argv, capsys) == f"serving-guard: error: --rules {rules}: {what}"
+    # The demo names its flag too (it said "rules file DIR: ..."), before anything runs.
+    argv = ["demo", "--no-report", "--workdir", str(tmp_path / "work"), "--rules", rules]
+    assert user_error(argv, capsys) == f"serving-guard: error: --rules {rules}: {what}"
+    assert not (tmp_path / "work").exists()
     # Without a flag (a caller's own path), the file is named as a rules file.
     with pytest.raises(UserError, match=f"^{re.escape(f'rules file {rules}: {what}')}$"):
         load_rule_specs(rules)
@@ -137,3 +141,13 @@ def test_simulate_cleanup_refuses_a_workdir_that_is_not_there(
     assert user_error(["simulate", "--cleanup", "--workdir", str(missing)], capsys) == said
     # As a run says it.
     assert user_error(["simulate", "drift-exec", "--workdir", str(missing)], capsys) == said
+
+
+def test_the_readme_says_the_checkouts_pack_must_define_the_rules_too() -> None:
+    readme = SCENARIO_DIR.parent / "README.md"
+    text = " ".join(readme.read_text(encoding="utf-8").split())
+    assert (
+        "Without `--rules` the checkout's pack (`rules/serving_guard_rules.yaml`) must: a scenario rule it"
+        " does not define (a misspelt rule in a scenario of your own) is an error naming the scenario file,"
+        " for `simulate` and `demo` too" in text
+    )

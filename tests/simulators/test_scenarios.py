@@ -197,7 +197,47 @@ def _broken(tmp_path: Path, name: str, old: str, new: str) -> Path:
             r"credential-read.yaml:\d+: live\[0\].path: .*never a system path",
         ),
         ("benign-serving", "rule: null", "rule: Shell in serving pod", r"benign-serving.yaml:\d+: .*control"),
-        ("drift-exec", "where: shm", "where: nowhere", r"drift-exec.yaml:\d+: live\[0\].where"),
+        (
+            "drift-exec",
+            "where: shm",
+            "where: nowhere",
+            r"drift-exec.yaml:\d+: live\[0\].where: must be one of shm, workdir, memfd; not 'nowhere'",
+        ),
+        # A tagged action's own keys are named, even where the tag is a key's name too (shell).
+        (
+            "shell-in-serving-pod",
+            "{action: shell, shell: sh, example: shell-sh-c}",
+            "{action: shell, shell: zsh, example: shell-sh-c}",
+            r"shell-in-serving-pod.yaml:12: live\[0\].shell: must be one of sh, dash, bash, busybox;"
+            r" not 'zsh'",
+        ),
+        (
+            "shell-in-serving-pod",
+            "{action: shell, shell: sh, example: shell-sh-c}",
+            "{action: shell, example: shell-sh-c}",
+            r"shell-in-serving-pod.yaml:12: live\[0\].shell: required, missing",
+        ),
+        (
+            "shell-in-serving-pod",
+            "{action: shell, shell: sh, example: shell-sh-c}",
+            "{action: shel, shell: sh, example: shell-sh-c}",
+            r"shell-in-serving-pod.yaml:12: live\[0\].action: must be one of shell, read_file, .*;"
+            r" not 'shel'",
+        ),
+        (
+            "shell-in-serving-pod",
+            "  outcome: quarantined",
+            "  outcome: Quarantined",
+            r"shell-in-serving-pod.yaml:\d+: expect.outcome: must be one of quarantined, leaky, .*;"
+            r" not 'Quarantined'",
+        ),
+        (
+            "shell-in-serving-pod",
+            "      proc.tty: 0\n",
+            "      proc.tty: [0]\n",
+            r"shell-in-serving-pod.yaml:\d+: alerts\[0\].fields.proc.tty: must be text, a whole number or a"
+            r" boolean \(true or false\), not \[0\]$",
+        ),
         (
             "shell-in-serving-pod",
             "{action: shell, shell: sh, example: shell-sh-c}",
@@ -339,7 +379,7 @@ def test_a_bad_item_is_not_also_reported_as_a_list_too_short(tmp_path: Path) -> 
         "expect: {outcome: silent, slack: false}\ndemo: {pod: triton}\n",
         encoding="utf-8",
     )
-    with pytest.raises(UserError, match=r"badtmpl.yaml:4: live: Tuple should have at least 1 item"):
+    with pytest.raises(UserError, match=r"badtmpl.yaml:4: live: must have at least 1 item, not 0"):
         load_scenarios(tmp_path)
 
 

@@ -1,0 +1,202 @@
+"""`--rules` and `--override` take several rules files the same way in every command: `--rules A B`
+and `--rules A --rules B` both give [A, B], in load order. Before, replay, demo and rules test took
+one (a second --rules silently replaced the first), config check kept only its last --rules, and
+`rules test --override A B` was refused though the README showed it. Where --rules takes every word
+after it, scenario names it took are said to be; the metavars agree (--timeout SECONDS, --workdir
+DIR, --rules FILE)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from responder.cli import COMMANDS, main
+from responder.rulespack.examples import load_examples
+from responder.rulespack.paths import default_examples
+
+# (command, the arguments it needs besides the flag, the flag, where argparse keeps it)
+FLAGS = [
+    (("config", "check"), ["c.yaml"], "--rules", "rules"),
+    (("rules", "test"), [], "--rules", "rules"),
+    (("rules", "test"), [], "--override", "override"),
+    (("simulate",), ["all"], "--rules", "rules"),
+    (("replay",), ["all", "--file", "-", "--pod", "ml-serving/x-0"], "--rules", "rules"),
+    (("demo",), [], "--rules", "rules"),
+]
+
+
+def _parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    command = next(command for command in COMMANDS if command.words == words)
+    parser = argparse.ArgumentParser(prog=f"serving-guard {' '.join(words)}")
+    importlib.import_module(command.module).configure(parser)
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("words", "needed", "flag", "dest"), FLAGS, ids=[f"{' '.join(w)} {f}" for w, _, f, _ in FLAGS]
+)
+def test_both_forms_give_every_file_in_load_order(
+    words: tuple[str, ...], needed: list[str], flag: str, dest: str
+) -> None:
+    parser = _parser(words)
+    for form in (
+        [flag, "a.yaml", "b.yaml"],
+        [flag, "a.yaml", flag, "b.yaml"],
+    ):
+        assert getattr(parser.parse_args([*needed, *form]), dest) == ["a.yaml", "b.yaml"], form
+    mixed = [flag, "a.yaml", "b.yaml", flag, "c.yaml"]
+    assert getattr(parser.parse_args([*needed, *mixed]), dest) == ["a.yaml", "b.yaml", "c.yaml"]
+    assert getattr(parser.parse_args(needed), dest) in (None, [])
+
+
+@pytest.mark.parametrize(
+    ("words", "shown"),
+    [
+        (("simulate",), ["--rules FILE [FILE ...]", "--workdir DIR", "--timeout SECONDS"]),
+        (("replay",), ["--rules FILE [FILE ...]", "--timeout SECONDS"]),
+        (("demo",), ["--rules FILE [FILE ...]", "--workdir DIR", "--timeout SECONDS"]),
+        (("verify",), ["--timeout SECONDS"]),
+        (("rules", "test"), ["--rules FILE [FILE ...]", "--override FILE [FILE ...]"]),
+        (("config", "check"), ["--rules FILE [FILE ...]"]),
+    ],
+)
+def test_the_metavars_agree(words: tuple[str, ...], shown: list[str]) -> None:
+    text = _parser(words).format_help()
+    for option in shown:
+        assert option in text, option
+    assert not re.search(
+        r"--(rules|override|workdir|timeout|scenarios-dir) [A-Z_]*(RULES|OVERRIDE|WORKDIR|TIMEOUT)", text
+    )
+
+
+SHELL = "Shell in serving pod"
+FORGED = ["--pod", "ml-serving/x-0", "--forge", "--run-id", "run-1234"]
+
+
+@pytest.fixture
+def pack_and_tuning(tmp_path: Path) -> tuple[Path, Path]:
+    """A rule, and a tuning file that replaces its output (it defines no rule of its own)."""
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        f"- rule: {SHELL}\n  desc: d\n  condition: proc.name = sh\n  output: first %proc.cmdline\n"
+        "  priority: CRITICAL\n  tags: [mine]\n",
+        encoding="utf-8",
+    )
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(
+        f"- rule: {SHELL}\n  output: tuned %proc.cmdline\n  override:\n    output: replace\n",
+        encoding="utf-8",
+    )
+    return pack, tuning
+
+
+@pytest.mark.parametrize("form", ["one flag", "repeated"])
+def test_replay_follows_every_rules_file_in_load_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pack_and_tuning: tuple[Path, Path], form: str
+) -> None:
+    """`replay --rules pack.yaml --rules my.yaml` used my.yaml alone (a tuning file, no rule)."""
+    pack, tuning = pack_and_tuning
+    rules = ["--rules", str(pack), str(tuning)]
+    if form == "repeated":
+        rules = ["--rules", str(pack), "--rules", str(tuning)]
+    out_file = tmp_path / "alerts.jsonl"
+    assert main(["replay", "shell-in-serving-pod", "--file", str(out_file), *FORGED, *rules]) == 0
+    capsys.readouterr()
+    for line in out_file.read_text(encoding="utf-8").splitlines():
+        alert = json.loads(line)
+        assert alert["priority"] == "Critical" and alert["tags"] == ["mine"]
+        assert alert["output"].split(": ", 1)[1].startswith("Critical tuned ")
+
+
+def test_replay_says_when_rules_took_the_scenarios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pack_and_tuning: tuple[Path, Path]
+) -> None:
+    pack, _ = pack_and_tuning
+    out_file = tmp_path / "alerts.jsonl"
+    argv = ["replay", "--file", str(out_file), *FORGED, "--rules", str(pack), "shell-in-serving-pod"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "serving-guard: error: no scenario named: --rules took every word after it,"
+        " 'shell-in-serving-pod' too; name the scenarios first (serving-guard replay SCENARIO..."
+        " --rules FILE...) or end the files with --\n"
+    )
+    assert not out_file.exists()
+    # `--` ends the files.
+    assert main([*argv[:-1], "--", "shell-in-serving-pod"]) == 0
+    capsys.readouterr()
+    assert out_file.exists()
+
+
+def test_simulate_says_when_rules_took_the_scenarios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from responder.rulespack.paths import default_pack
+
+    argv = ["simulate", "--workdir", str(tmp_path), "--rules", str(default_pack()), "all"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "serving-guard: error: no scenario named: --rules took every word after it, 'all' too; name the"
+        " scenarios first (serving-guard simulate SCENARIO... --rules FILE...) or end the files with --\n"
+    )
+    # Without scenarios and without a word taken, as before.
+    assert main(["simulate", "--workdir", str(tmp_path), "--rules", str(default_pack())]) == 2
+    assert capsys.readouterr().err == (
+        "serving-guard: error: name at least one scenario (or all), or --cleanup\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_check_reads_every_rules_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`config check c.yaml --rules a.yaml --rules b.yaml` read b.yaml alone: R1 'matched no rule'."""
+    for name, rule in (("a.yaml", "R1"), ("b.yaml", "R2")):
+        (tmp_path / name).write_text(
+            f"- rule: {rule}\n  desc: d\n  condition: proc.name = x\n  output: o %proc.name\n"
+            "  priority: WARNING\n",
+            encoding="utf-8",
+        )
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "inputs:\n  http:\n    allow_unauthenticated: true\n"
+        "policies:\n  - name: p\n    match: {rules: [R1, R2]}\n    actions: [notify]\n",
+        encoding="utf-8",
+    )
+    a, b = str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")
+    for rules in (["--rules", a, b], ["--rules", a, "--rules", b]):
+        assert main(["config", "check", str(config), *rules]) == 0, rules
+        assert "matches no rule" not in capsys.readouterr().err
+    assert main(["config", "check", str(config), "--rules", b]) == 1
+    assert f"'R1' matches no rule in {b}" in capsys.readouterr().err
+
+
+def test_rules_test_loads_the_packs_the_scope_override_then_the_overrides() -> None:
+    from responder.rulespack.test_command import _rules_files
+
+    argv = ["--rules", "p.yaml", "q.yaml", "--override", "t1.yaml", "t2.yaml", "--override", "t3.yaml"]
+    args = _parser(("rules", "test")).parse_args([*argv, "--scope-override", "s.yaml"])
+    examples = load_examples(default_examples())
+    assert _rules_files(args, Path("captures"), examples) == [
+        "p.yaml",
+        "q.yaml",
+        "s.yaml",
+        "t1.yaml",
+        "t2.yaml",
+        "t3.yaml",
+    ]
+
+
+def test_the_readmes_show_the_same_usage() -> None:
+    root = Path(__file__).resolve().parents[1]
+    simulators = (root / "simulators" / "README.md").read_text(encoding="utf-8")
+    usage = simulators.split("## Commands", 1)[1].split("```")[1]
+    for command in ("simulate SCENARIO", "replay SCENARIO", "demo "):
+        lines = usage.split("serving-guard " + command, 1)[1].split("serving-guard ", 1)[0]
+        assert "[--rules FILE...]" in lines and "[--timeout SECONDS]" in lines, command
+    assert "[--rules FILE]" not in usage and "--timeout S]" not in usage
+    assert "`--rules A B` and `--rules A --rules B` are the same" in " ".join(simulators.split())
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "`serving-guard rules test [--captures DIR] [--rules FILE...] [--override FILE...]`" in readme
