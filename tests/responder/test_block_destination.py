@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import sqlite3
 import time
-from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from simulators.seed import SeededPod
 from tests.helpers import FakeClock, responder_config
 from tests.notify.slack_fixtures import make_decision, make_report
 from tests.notify.test_slack_render import text_of
+from tests.responder.kmock_cluster import delete_policy_before_each_put
 from tests.responder.test_pipeline import submit_all
 from tests.responder.test_quarantine import NP, Harness, shell_alert
 
@@ -306,15 +306,7 @@ def test_a_block_policy_deleted_between_its_read_and_its_write_is_made_again(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False
     )
     assert first.status is OutcomeStatus.BLOCKED
-    put = harness.gateway.replace_network_policy
-
-    def deleting_first(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        harness.gateway.request(
-            "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
-        )
-        return put(namespace, name, body)
-
-    harness.gateway.replace_network_policy = deleting_first  # type: ignore[method-assign]
+    delete_policy_before_each_put(harness.gateway)
     second = harness.actions.block_destination(
         harness.pod(vllm), egress_alert(vllm, "203.0.113.9"), dry_run=False
     )

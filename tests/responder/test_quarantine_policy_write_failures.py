@@ -16,6 +16,7 @@ from responder.cluster.api import KubeError
 from responder.config import Isolation, Quarantine
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import LEAKY_POLICY, SeededPod
+from tests.responder.kmock_cluster import delete_policy_before_each_put
 from tests.responder.test_deny_all_takeover import STALE
 from tests.responder.test_quarantine import LABEL, NP, Harness, shell_alert
 
@@ -30,20 +31,6 @@ def _tamper(harness: Harness, namespace: str) -> None:
     assert opened is not None
     opened["spec"]["ingress"] = [{}]
     harness.gateway.replace_network_policy(namespace, DENY_ALL, opened)
-
-
-def _deleted_before_each_put(harness: Harness) -> None:
-    """From now on, the policy each PUT names is deleted just before it (GitOps prune, kubectl
-    delete): the PUT meets it gone."""
-    put = harness.gateway.replace_network_policy
-
-    def deleting_first(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        harness.gateway.request(
-            "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
-        )
-        return put(namespace, name, body)
-
-    harness.gateway.replace_network_policy = deleting_first  # type: ignore[method-assign]
 
 
 def _labels(harness: Harness, pod: SeededPod) -> dict[str, str]:
@@ -87,7 +74,7 @@ def test_a_deny_all_deleted_between_its_read_and_its_repair_is_created_again(see
     harness = Harness(running, kubeconfig)
     vllm = pods["vllm"]
     _tamper(harness, vllm.namespace)
-    _deleted_before_each_put(harness)
+    delete_policy_before_each_put(harness.gateway)
     outcome = _quarantine(harness, vllm)
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
     assert "created NetworkPolicy serving-guard-quarantine" in outcome.detail
@@ -104,7 +91,7 @@ def test_a_deny_all_deleted_and_not_created_again_leaves_a_failure_that_says_the
     harness = Harness(running, kubeconfig)
     vllm = pods["vllm"]
     _tamper(harness, vllm.namespace)
-    _deleted_before_each_put(harness)
+    delete_policy_before_each_put(harness.gateway)
     harness.fail(Fault(status=403, method="POST", plural="networkpolicies", message="forbidden"))
     outcome = _quarantine(harness, vllm)
     assert outcome.status is OutcomeStatus.FAILED

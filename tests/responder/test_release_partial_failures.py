@@ -5,7 +5,6 @@ emulated API server over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from responder.actions import destination
@@ -13,6 +12,7 @@ from responder.actions.outcome import OutcomeStatus
 from responder.config import Quarantine
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import LEAKY_POLICY, SeededPod
+from tests.responder.kmock_cluster import delete_policy_before_each_put
 from tests.responder.test_block_destination import BLOCK_LABEL, egress_alert
 from tests.responder.test_quarantine import LABEL, NP, Harness, shell_alert
 
@@ -63,15 +63,7 @@ def test_policies_not_restored_after_the_label_came_off_are_said_and_the_release
 
 def test_a_policy_deleted_before_its_restore_is_not_the_pod_gone(seeded: Seeded) -> None:
     harness, triton = _quarantined_with_a_patch(seeded)
-    put = harness.gateway.replace_network_policy
-
-    def deleting_first(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        harness.gateway.request(
-            "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
-        )
-        return put(namespace, name, body)
-
-    harness.gateway.replace_network_policy = deleting_first  # type: ignore[method-assign]
+    delete_policy_before_each_put(harness.gateway)
     released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="fp")
     assert released.status is OutcomeStatus.RELEASED, released.detail
     assert "could not" not in released.detail and released.patched_policies == ()

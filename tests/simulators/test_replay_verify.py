@@ -18,6 +18,7 @@ from bench.procs import free_port
 from responder.alert_json import parse_falco_json
 from responder.cli import main as cli_main
 from responder.client import ClientAuth, ResponderClient
+from responder.service import Responder
 from simulators.pki import make_test_pki
 from simulators.scenario import Expect, Outcome, load_scenarios
 from simulators.slack_sink import SlackSink
@@ -75,6 +76,21 @@ async def replay(
     return out
 
 
+async def run_verify(
+    responder: Responder,
+    capsys: pytest.CaptureFixture[str],
+    run_id: str,
+    *names: str,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, str]:
+    """``verify`` of ``names`` for ``run_id`` against the responder, reading its trail (``extra``: more
+    flags)."""
+    url = responder.http_url
+    assert url is not None
+    argv = ["verify", *names, "--run-id", run_id, "--responder", url, *FAST, *reads_trail(responder), *extra]
+    return await cli(argv, capsys)
+
+
 async def test_verify_passes_on_a_healthy_chain(
     chain: ChainFactory, seeded: Seeded, sink: SlackSink, run_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,20 +106,8 @@ async def test_verify_passes_on_a_healthy_chain(
         )
         assert "benign-serving: control, nothing to send" in out
         assert out.count("sent   ") == 4 and "HTTP 202" in out
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "runtime-download",
-                "benign-serving",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *reads_trail(responder),
-                *FAST,
-            ],
-            capsys,
+        code, out = await run_verify(
+            responder, capsys, run_id, "shell-in-serving-pod", "runtime-download", "benign-serving"
         )
     assert code == 0, out
     assert "PASS  shell-in-serving-pod  [quarantined]  quarantined" in out
@@ -157,19 +161,7 @@ async def test_verify_fails_on_the_wrong_rule(
             "shell-in-serving-pod",
             extra=("--scenarios-dir", str(altered)),
         )
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *FAST,
-                *reads_trail(responder),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "shell-in-serving-pod")
     assert code == 1
     assert (
         "FAIL  shell-in-serving-pod  [quarantined]  no alert for rule 'Shell in serving pod' with this run's "
@@ -184,19 +176,7 @@ async def test_verify_fails_when_nothing_is_quarantined(
     notify_only = [{"name": "tell-only", "match": {"rules": ["Shell in serving pod"]}, "actions": ["notify"]}]
     async with chain(policies=notify_only) as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod")
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *FAST,
-                *reads_trail(responder),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "shell-in-serving-pod")
     assert code == 1
     assert "FAIL  shell-in-serving-pod  [quarantined]  no quarantine: decision was tell-only: notify" in out
 
@@ -206,35 +186,15 @@ async def test_verify_names_a_leaky_quarantine(
 ) -> None:
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod", pod="triton")
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *FAST,
-                *reads_trail(responder),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "shell-in-serving-pod")
         assert code == 1
         assert "quarantine is LEAKY: still allowed by allow-gateway-to-triton" in out
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *reads_trail(responder),
-                "--expect",
-                "shell-in-serving-pod=leaky",
-                *FAST,
-            ],
+        code, out = await run_verify(
+            responder,
             capsys,
+            run_id,
+            "shell-in-serving-pod",
+            extra=("--expect", "shell-in-serving-pod=leaky"),
         )
         assert code == 0, out
 
@@ -248,9 +208,7 @@ async def test_verify_passes_a_block_made_and_fails_one_a_quarantine_made_needle
         url = responder.http_url
 
         async def verify(name: str, run: str) -> tuple[int, str]:
-            return await cli(
-                ["verify", name, "--run-id", run, "--responder", url, *FAST, *reads_trail(responder)], capsys
-            )
+            return await run_verify(responder, capsys, run, name)
 
         await replay(seeded, capsys, url, run_id, "anomalous-egress", pod="embeddings")
         code, out = await verify("anomalous-egress", run_id)
@@ -275,35 +233,10 @@ async def test_verify_fails_when_slack_is_missing(
 ) -> None:
     async with chain(slack=False) as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "drift-exec")
-        code, out = await cli(
-            [
-                "verify",
-                "drift-exec",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *FAST,
-                *reads_trail(responder),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "drift-exec")
         assert code == 1
         assert "FAIL  drift-exec  [quarantined]  no Slack message recorded (is Slack configured" in out
-        code, out = await cli(
-            [
-                "verify",
-                "drift-exec",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *reads_trail(responder),
-                "--no-slack",
-                *FAST,
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "drift-exec", extra=("--no-slack",))
         assert code == 0, out
 
 
@@ -328,19 +261,7 @@ async def test_verify_reports_a_slack_message_not_delivered_and_why(
     sink.api_error(error, times=50, method="chat.postMessage")
     async with chain() as responder:
         await replay(seeded, capsys, responder.http_url, run_id, "credential-read", pod="vllm")
-        code, out = await cli(
-            [
-                "verify",
-                "credential-read",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *FAST,
-                *reads_trail(responder),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "credential-read")
     assert code == 1
     assert f"FAIL  credential-read  [quarantined]  {said}" in out
     assert error in out
@@ -360,35 +281,15 @@ async def test_forged_alerts_are_refused_and_verify_says_so(
             extra=("--forge",),
         )
         assert "FORGED: random container id" in out
-        code, out = await cli(
-            [
-                "verify",
-                "reverse-shell-one-liner",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *reads_trail(responder),
-                "--expect",
-                "reverse-shell-one-liner=unverified",
-                *FAST,
-            ],
+        code, out = await run_verify(
+            responder,
             capsys,
+            run_id,
+            "reverse-shell-one-liner",
+            extra=("--expect", "reverse-shell-one-liner=unverified"),
         )
         assert code == 0, out
-        code, out = await cli(
-            [
-                "verify",
-                "reverse-shell-one-liner",
-                "--run-id",
-                run_id,
-                "--responder",
-                responder.http_url,
-                *reads_trail(responder),
-                *FAST,
-            ],
-            capsys,
-        )
+        code, out = await run_verify(responder, capsys, run_id, "reverse-shell-one-liner")
     assert code == 1
     assert "alert not verified against the live pod (unverified: container.id" in out
     pod = seeded.cluster.call(seeded.cluster.emulator.get_object, "v1/pods", "ml-serving", "vllm-0")
@@ -427,19 +328,7 @@ async def test_replay_through_the_falco_grpc_outputs_service(
         )
         assert code == 0, out
         assert out.count("collected from unix://") == 3
-        code, out = await cli(
-            [
-                "verify",
-                "model-tampering",
-                "--run-id",
-                run_id,
-                "--responder",
-                r.http_url,
-                *FAST,
-                *reads_trail(r),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(r, capsys, run_id, "model-tampering")
     assert code == 0, out
 
 
@@ -488,19 +377,7 @@ async def test_replay_grpc_over_mutual_tls(
         )
         assert code == 0, out
         assert out.count(f"collected from {address}") == 2
-        code, out = await cli(
-            [
-                "verify",
-                "credential-read",
-                "--run-id",
-                run_id,
-                "--responder",
-                r.http_url,
-                *FAST,
-                *reads_trail(r),
-            ],
-            capsys,
-        )
+        code, out = await run_verify(r, capsys, run_id, "credential-read")
     assert code == 0, out
 
 
@@ -695,19 +572,7 @@ async def test_verify_fails_when_the_alerts_folded_into_an_earlier_runs_incident
         assert url is not None
 
         async def verify(run: str) -> tuple[int, str]:
-            return await cli(
-                [
-                    "verify",
-                    "shell-in-serving-pod",
-                    "--run-id",
-                    run,
-                    "--responder",
-                    url,
-                    *FAST,
-                    *reads_trail(responder),
-                ],
-                capsys,
-            )
+            return await run_verify(responder, capsys, run, "shell-in-serving-pod")
 
         await replay(seeded, capsys, url, "runAAAA", "shell-in-serving-pod")
         code, out = await verify("runAAAA")
@@ -839,21 +704,8 @@ async def test_verify_requires_an_alert_for_every_step_that_ran(
             f"verify shell-in-serving-pod benign-serving --run-id {run_id} --steps shell-in-serving-pod=1,2 "
             in out
         )
-        code, out = await cli(
-            [
-                "verify",
-                "shell-in-serving-pod",
-                "--run-id",
-                run_id,
-                "--steps",
-                "shell-in-serving-pod=1,2",
-                "--responder",
-                url,
-                *reads_trail(responder),
-                *FAST,
-            ],
-            capsys,
-        )
+        steps = ("--steps", "shell-in-serving-pod=1,2")
+        code, out = await run_verify(responder, capsys, run_id, "shell-in-serving-pod", extra=steps)
         assert code == 0, out
         assert "PASS  shell-in-serving-pod  [quarantined]  quarantined, every step alerted (2)" in out
         assert "note: without --steps" not in out
@@ -869,24 +721,14 @@ async def test_verify_requires_an_alert_for_every_step_that_ran(
             extra=("--scenarios-dir", str(altered)),
         )
         assert "--steps shell-in-serving-pod=1 " in out
-        verify = [
-            "verify",
-            "shell-in-serving-pod",
-            "--run-id",
-            other,
-            "--responder",
-            url,
-            *FAST,
-            *reads_trail(responder),
-        ]
-        code, out = await cli([*verify, "--steps", "shell-in-serving-pod=1,2"], capsys)
+        code, out = await run_verify(responder, capsys, other, "shell-in-serving-pod", extra=steps)
         assert code == 1
         assert (
             "FAIL  shell-in-serving-pod  [quarantined]  no alert for step(s) 2 of 2 that ran (rule 'Shell in"
             f" serving pod', markers sg-run={other}.shell-in-serving-pod.<step>): not detected, or not yet in"
         ) in out
         # Without the steps, one alert of the rule is enough, and verify says so.
-        code, out = await cli(verify, capsys)
+        code, out = await run_verify(responder, capsys, other, "shell-in-serving-pod")
     assert code == 0, out
     assert "note: without --steps, one alert of its rule is enough for shell-in-serving-pod" in out
 
@@ -902,10 +744,7 @@ async def test_the_controls_silence_counts_only_beside_a_positive_scenario_on_it
         await replay(seeded, capsys, url, run_id, "shell-in-serving-pod", "benign-serving")
 
         async def verify(*argv: str) -> tuple[int, str]:
-            return await cli(
-                ["verify", *argv, "--run-id", run_id, "--responder", url, *FAST, *reads_trail(responder)],
-                capsys,
-            )
+            return await run_verify(responder, capsys, run_id, *argv)
 
         code, out = await verify("benign-serving")
         assert code == 1
