@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from responder.sender import Sender
+
 FieldValue = str | int | float | bool
 
 # Bounds that keep one hostile alert from costing much memory or log space.
@@ -110,6 +112,9 @@ class Alert:
     hostname: str | None = None
     sidekick_uuid: str | None = None
     alert_id: str = ""
+    # Who delivered it, as its input authenticated it (the HTTP input; None for gRPC and files):
+    # not part of what Falco said, so not part of alert_id. Journaled with it.
+    sender: Sender | None = None
 
     def text(self, name: str) -> str | None:
         """The field as Falco would print it, or None when missing."""
@@ -471,6 +476,7 @@ def build_alert(
     tags: object,
     hostname: object,
     sidekick_uuid: object = None,
+    sender: Sender | None = None,
 ) -> Alert:
     """Validate and normalise already-decoded parts (shared by the JSON and gRPC inputs)."""
     if not 0 <= time_ns <= MAX_TIME_NS:  # parse_time_ns holds it for the JSON inputs; gRPC's may not
@@ -495,7 +501,7 @@ def build_alert(
     alert_fields = _normalise_fields(fields)
     alert_tags = _normalise_tags(tags)
     return assemble_alert(
-        rule_text, prio, time_ns, source_text, output_text, alert_fields, alert_tags, host, uuid
+        rule_text, prio, time_ns, source_text, output_text, alert_fields, alert_tags, host, uuid, sender
     )
 
 
@@ -509,6 +515,7 @@ def assemble_alert(
     tags: tuple[str, ...],
     hostname: str | None,
     sidekick_uuid: str | None,
+    sender: Sender | None = None,
 ) -> Alert:
     """The Alert of parts already validated and normalised (by build_alert or the JSON decoder)."""
     return Alert(
@@ -522,4 +529,5 @@ def assemble_alert(
         hostname=hostname,
         sidekick_uuid=sidekick_uuid,
         alert_id=compute_alert_id(rule, time_ns, hostname, source, output, priority, tags, fields),
+        sender=sender,
     )

@@ -39,15 +39,17 @@ from responder.alert import (
     json_type,
     parse_time_ns,
 )
+from responder.sender import Sender
 
 
-def parse_falco_json(body: bytes | str) -> Alert:
-    """Parse one Falco or Falcosidekick JSON alert; AlertError names what is wrong."""
+def parse_falco_json(body: bytes | str, sender: Sender | None = None) -> Alert:
+    """Parse one Falco or Falcosidekick JSON alert, delivered by ``sender`` (as its input
+    authenticated it); AlertError names what is wrong."""
     if isinstance(body, bytes):
-        alert = decode_common_alert(body)
+        alert = decode_common_alert(body, sender)
         if alert is not None:
             return alert
-    return parse_falco_json_strict(body)
+    return parse_falco_json_strict(body, sender)
 
 
 # -- the common path -----------------------------------------------------------------------------
@@ -98,7 +100,7 @@ _PRIORITY_SPELLINGS = [
 _PRIORITIES = {spelling: Priority.parse(spelling) for spelling in _PRIORITY_SPELLINGS}
 
 
-def decode_common_alert(body: bytes) -> Alert | None:
+def decode_common_alert(body: bytes, sender: Sender | None = None) -> Alert | None:
     """The Alert of a body the common path can vouch for, or None (then the strict path decides).
     Never raises for any input; when it returns an Alert, the strict path returns an equal one."""
     try:
@@ -147,7 +149,7 @@ def decode_common_alert(body: bytes) -> Alert | None:
         if any(tag.isspace() for tag in payload.tags):
             return None
         tags = tuple(sorted(set(payload.tags)))
-    return assemble_alert(rule, priority, time_ns, source, output, alert_fields, tags, hostname, uuid)
+    return assemble_alert(rule, priority, time_ns, source, output, alert_fields, tags, hostname, uuid, sender)
 
 
 # -- the strict path -----------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def _bounded_int(text: str) -> int | _TooManyDigits:
 _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys, parse_int=_bounded_int)
 
 
-def parse_falco_json_strict(body: bytes | str) -> Alert:
+def parse_falco_json_strict(body: bytes | str, sender: Sender | None = None) -> Alert:
     """The strict path alone: every check of build_alert, duplicate keys refused."""
     if isinstance(body, bytes):
         try:
@@ -232,10 +234,10 @@ def parse_falco_json_strict(body: bytes | str) -> Alert:
         raise AlertError(".".join(payload.path), payload.reason)
     if type(payload) is _TooManyDigits:
         raise AlertError(WHOLE_PAYLOAD, payload.reason)
-    return alert_from_mapping(payload)
+    return alert_from_mapping(payload, sender)
 
 
-def alert_from_mapping(payload: object) -> Alert:
+def alert_from_mapping(payload: object, sender: Sender | None = None) -> Alert:
     """Build an Alert from decoded Falco JSON."""
     if not isinstance(payload, dict):
         raise AlertError(WHOLE_PAYLOAD, f"must be a JSON object, got {json_type(payload)}")
@@ -262,4 +264,5 @@ def alert_from_mapping(payload: object) -> Alert:
         tags=payload.get("tags"),
         hostname=payload.get("hostname"),
         sidekick_uuid=payload.get("uuid"),
+        sender=sender,
     )

@@ -38,6 +38,7 @@ from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.dedupe import INCIDENT_ID
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
+from responder.sender import sender_text
 
 MAX_LIMIT = 5000
 PAGE = 1000
@@ -327,7 +328,7 @@ class Timings(TypedDict):
 
 
 class SenderRecord(TypedDict):
-    """Who sent an alert, as its input authenticated it (ingest.sink.Sender)."""
+    """Who sent an alert, as its input authenticated it (responder.sender.Sender)."""
 
     address: str
     # certificate, token or none (inputs.http.allow_unauthenticated).
@@ -617,29 +618,13 @@ def _column(row: sqlite3.Row, name: str) -> Any:
 
 
 def _sender(row: sqlite3.Row) -> dict[str, Any] | None:
-    """The alert's sender as journaled (ingest.sink.Sender.record), or None."""
+    """The alert's sender as journaled (responder.sender.Sender.record), or None."""
     record = _column(row, "sender")
     try:
         sender = json.loads(record) if record else None
     except ValueError:  # not ours to fail the whole trail on
         return None
     return sender if isinstance(sender, dict) else None
-
-
-def sender_text(sender: Mapping[str, Any] | None) -> str:
-    """Who sent an alert, in a few words: "certificate falco from 10.0.0.7", "token 2 from ...",
-    "unauthenticated from ..."; "-" when its input names none."""
-    if not sender:
-        return "-"
-    names = ",".join(str(name) for name in sender.get("certificate") or [])
-    proof = sender.get("proof")
-    if proof == "token":
-        said = f"token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
-    elif proof == "certificate":
-        said = f"certificate {names or '?'}"
-    else:
-        said = "unauthenticated"
-    return f"{said} from {sender.get('address') or '?'}"
 
 
 def _other_pod(action: sqlite3.Row, incident: sqlite3.Row | None) -> dict[str, str]:

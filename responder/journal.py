@@ -680,7 +680,7 @@ class Journal:
     def pending_alerts(self) -> list[PendingAlert]:
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT seq, alert_id, input, received_ns, payload FROM alerts"
+                "SELECT seq, alert_id, input, received_ns, payload, sender FROM alerts"
                 " WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
         return [pending for row in rows if (pending := _pending_alert(row)) is not None]
@@ -703,7 +703,7 @@ class Journal:
         it stays deferred, as an unreadable pending alert stays pending, for a person to look at)."""
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT seq, alert_id, input, received_ns, payload FROM alerts"
+                "SELECT seq, alert_id, input, received_ns, payload, sender FROM alerts"
                 " WHERE seq = ? AND state = 'deferred'",
                 (seq,),
             ).fetchone()
@@ -972,13 +972,15 @@ class Journal:
             record = dict(row)
             record["count"] = record.pop("seen")
             first = conn.execute(
-                "SELECT payload FROM alerts WHERE event_ns = ? AND alert_id = ?",
+                "SELECT payload, sender FROM alerts WHERE event_ns = ? AND alert_id = ?",
                 (row["first_event_ns"], row["first_alert_id"]),
             ).fetchone()
             record["first_alert"] = None
             if first is not None:
                 try:
-                    record["first_alert"] = decode_journaled(first["payload"], row["first_alert_id"])
+                    record["first_alert"] = decode_journaled(
+                        first["payload"], row["first_alert_id"], first["sender"]
+                    )
                 except (AlertError, ValueError, zlib.error) as exc:
                     # One damaged record must not stop recovery: this incident is skipped, logged.
                     log.error(
@@ -1039,10 +1041,10 @@ def _resolve_all(settled: list[tuple[asyncio.Future[Any] | LoopCallback, Any, Ba
 
 
 def _pending_alert(row: sqlite3.Row) -> PendingAlert | None:
-    """An unfinished alert row (seq, alert_id, input, received_ns, payload); None when its body
-    cannot be read (logged: the row stays as it is, for a person to look at)."""
+    """An unfinished alert row (seq, alert_id, input, received_ns, payload, sender); None when its
+    body cannot be read (logged: the row stays as it is, for a person to look at)."""
     try:
-        alert = decode_journaled(row["payload"], row["alert_id"])
+        alert = decode_journaled(row["payload"], row["alert_id"], row["sender"])
     except (AlertError, ValueError, zlib.error) as exc:
         log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
         return None

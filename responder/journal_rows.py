@@ -12,8 +12,8 @@ from typing import Any
 
 from responder.alert import Alert, field_text
 from responder.alert_json import parse_falco_json
-from responder.ingest.sink import sender_of
 from responder.journal_schema import ALERT_COLUMNS
+from responder.sender import Sender
 
 # One compact encoder for every payload: json.dumps with non-default separators builds a new
 # encoder per call, which cost as much as the encoding itself.
@@ -44,16 +44,17 @@ def estimated_payload_bytes(alert: Alert) -> int:
 _JSON_FRAME_BYTES = 256
 
 
-def decode_payload(blob: bytes) -> Alert:
+def decode_payload(blob: bytes, sender: Sender | None = None) -> Alert:
     if blob[:1] == bytes((_ZLIB_MAGIC,)):
         blob = zlib.decompress(blob)
-    return parse_falco_json(blob)
+    return parse_falco_json(blob, sender)
 
 
-def decode_journaled(blob: bytes, alert_id: str) -> Alert:
+def decode_journaled(blob: bytes, alert_id: str, sender: str | None = None) -> Alert:
     """A journaled alert under the id it was journaled with: an earlier version computed some ids
-    otherwise (before output fields counted), and that id names its row, incident and actions."""
-    alert = decode_payload(blob)
+    otherwise (before output fields counted), and that id names its row, incident and actions.
+    ``sender``: its row's sender column (Sender.record)."""
+    alert = decode_payload(blob, Sender.from_record(sender))
     return alert if alert.alert_id == alert_id else dataclasses.replace(alert, alert_id=alert_id)
 
 
@@ -172,8 +173,8 @@ class AlertRow:
             self.incident_id,
             "duplicate" if repeat else None,
             self.received_ns if repeat else None,
-            # Who sent it: the input hands it on with the body (sink.Received).
-            sender_of(self.raw),
+            # Who sent it, as its input authenticated it.
+            alert.sender.record() if alert.sender is not None else None,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 # As schemas 2 to 6 had it: what the migration from schema 1 makes (later migrations add to it).
 ALERTS_TABLE_V2 = _ALERTS_TABLE.format(later_columns="")
-# Schema 7: who sent each alert (sink.Sender's record, JSON; NULL: an input that names none).
+# Schema 7: who sent each alert (responder.sender.Sender's record, JSON; NULL: an input that names none).
 ALERTS_TABLE = _ALERTS_TABLE.format(later_columns=",\n    sender TEXT")
 SCHEMA = (
     """

@@ -1026,6 +1026,8 @@ class Pipeline:
                 "verification": verification.status.value,
                 "decision": decision.summary(),
                 "outcomes": [o.describe() for o in outcomes],
+                # Who delivered the opening alert (the HTTP input names its senders).
+                **({"sender": alert.sender.text()} if alert.sender is not None else {}),
             },
         )
         # Repeats that arrived while we were deciding get their thread update now.

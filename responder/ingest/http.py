@@ -17,7 +17,7 @@ Reading the audit trail (GET /v1/audit) is not sending alerts: only ``audit_toke
 it cannot send alerts; without one the trail is not served (403). Every Falco node holds a sender's
 credential, and a node under attack is where a stolen one comes from.
 
-Each alert is journaled with who sent it (``sink.Sender``): the address, the client certificate's
+Each alert is journaled with who sent it (``Alert.sender``): the address, the client certificate's
 names, which token matched (never the token).
 """
 
@@ -41,9 +41,10 @@ from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
 from responder.ingest.refusals import RefusalLog
-from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded, Proof, Received, Sender
+from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
 from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
+from responder.sender import Proof, Sender
 
 log = logging.getLogger("serving_guard.http")
 
@@ -409,15 +410,12 @@ def alerts_route(
     def handle(request: Request) -> Response | Awaitable[Response]:
         body = request.body
         try:
-            alert = parse_falco_json(body)
+            alert = parse_falco_json(body, request.sender)
         except AlertError as exc:
             return invalid(request, exc)
         if bound_to_node and (mismatch := sender_not_the_node(request.sender, alert.hostname)):
             refusals.record("unauthenticated", request.remote, f"403 {mismatch}")
             return json_error(403, mismatch)
-        if request.sender is not None:
-            # The sender goes with the body to the alert's journal row; the request keeps this copy.
-            body = request.body = Received(body, request.sender.record())
         # The busy path: a free slot is taken at once and the answer is a future, not a task.
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         try:

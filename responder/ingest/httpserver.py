@@ -30,7 +30,7 @@ from typing import Any, cast
 import httptools
 
 from responder.ingest.refusals import REFUSAL_LOG_SECONDS, RefusalLog
-from responder.ingest.sink import Sender
+from responder.sender import Sender
 
 log = logging.getLogger("serving_guard.http")
 

@@ -52,6 +52,7 @@ from responder.config import ActionName
 from responder.incident import IncidentReport
 from responder.notify.escape import code, code_block, code_block_lines, defuse, escape, plain
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
+from responder.sender import Proof, Sender
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
 EVENT_TYPE = "serving_guard_incident"
@@ -582,9 +583,24 @@ def _unverified_lines(report: IncidentReport) -> list[str]:
         f"This alert names pod {code(report.key.pod_ref, NAME_LIMIT)}, but it does not match the live pod: "
         + code(reason, REASON_LIMIT)
         + ".",
-        "Nothing was done to the pod. Check who can reach the responder's alert input, and the Falco on "
-        f"node {_value(alert.hostname)}.",
+        "Nothing was done to the pod. " + _forger_hint(alert.sender) + f", and the Falco on node"
+        f" {_value(alert.hostname)}.",
     ]
+
+
+def _forger_hint(sender: Sender | None) -> str:
+    """Where to look first for whoever sent an alert that does not match its pod."""
+    if sender is None:  # gRPC or a file: the input names no sender
+        return "Check who can reach the responder's alert input"
+    said = f"It was sent by {code(sender.text(), REASON_LIMIT)}: "
+    if sender.proof is Proof.CERTIFICATE:
+        return said + "check who holds that client certificate"
+    if sender.proof is Proof.TOKEN:
+        return said + "check who holds that token (its line in the token file)"
+    return (
+        said + "the alert input takes alerts from anyone (inputs.http.allow_unauthenticated);"
+        " check who can reach it"
+    )
 
 
 def _verification_text(report: IncidentReport) -> str:

@@ -24,6 +24,7 @@ from responder.notify.render import (
     render_repeat,
 )
 from responder.policy import DRY_RUN_BY_GUARDRAILS, DRY_RUN_BY_POLICY
+from responder.sender import Proof, Sender
 from simulators.slack_sink import block_problems
 from tests.notify.slack_fixtures import (
     BASE_FIELDS,
@@ -306,6 +307,37 @@ def test_unverified_alert_is_a_distinct_loud_security_message() -> None:
     )
     # The normal header is not used: the unverified one cannot be mistaken for a routine alert.
     assert "Critical: Shell" not in header_of(message)
+
+
+@pytest.mark.parametrize(
+    ("sender", "hint"),
+    [
+        (None, "Check who can reach the responder's alert input"),
+        (
+            Sender("10.0.0.7", Proof.CERTIFICATE, ("falco-node-b",)),
+            "It was sent by `certificate falco-node-b from 10.0.0.7`:"
+            " check who holds that client certificate",
+        ),
+        (
+            Sender("10.0.0.8", Proof.TOKEN, token=2),
+            "It was sent by `token 2 from 10.0.0.8`: check who holds that token (its line in the token file)",
+        ),
+        (
+            Sender("10.0.0.9", Proof.NONE),
+            "It was sent by `unauthenticated from 10.0.0.9`: the alert input takes alerts from anyone"
+            " (inputs.http.allow_unauthenticated); check who can reach it",
+        ),
+    ],
+)
+def test_an_unverified_alert_says_who_sent_it(sender: Sender | None, hint: str) -> None:
+    """Whose credential sent a possible forgery is where on-call looks first."""
+    forged = dataclasses.replace(make_alert({**BASE_FIELDS, "container.id": "fffffffffff0"}), sender=sender)
+    decision = make_decision(actions=(ActionName.NOTIFY,), unverified=True)
+    unverified = Verification(VerificationStatus.UNVERIFIED, "no such container")
+    report = make_report(alert=forged, verification=unverified, decision=decision)
+    message = render_incident(report)
+    assert_valid(message)
+    assert f"Nothing was done to the pod. {hint}, and the Falco on node `node-1`." in text_of(message)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ token, the address; never the token itself), and the audit trail shows it (revie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import ssl
@@ -12,13 +13,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responder.audit import format_incidents, format_table, sender_text
+from responder.audit import format_incidents, format_table
 from responder.errors import UserError
+from responder.journal import WRITERS, Journal, report_from_record
+from responder.journal_rows import encode_payload
+from responder.notify.render import render_incident
+from responder.sender import Proof, Sender, sender_text
 from responder.service import Responder
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.pki import TestPKI
 from tests.helpers import SHELL_RULE, responder_config
+from tests.notify.test_slack_render import text_of
 from tests.responder.test_http_input import AUDIT_TOKEN, TOKEN, Seeded, client_context, pki, post, start
+from tests.responder.test_journal import alert as journal_alert
 from tests.responder.test_pipeline import all_done
 
 __all__ = ["pki"]  # the fixture, used by name
@@ -120,6 +127,40 @@ async def test_an_open_input_names_the_address_alone(tmp_path: Path, seeded: See
         await responder.stop()
 
 
+async def test_slack_names_the_sender_of_an_alert_that_does_not_match_its_pod(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    """On-call's first question about a possible forgery is whose credential sent it: the warning
+    names the certificate (from the journal's record, as after a restart), not only "check who can
+    reach the input"."""
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": pki.ca_file}
+    responder = await start(tmp_path, seeded[2], {"tls": tls})
+    other = ssl.create_default_context(cafile=pki.ca_file)
+    other.load_cert_chain(pki.other_client.cert_file, pki.other_client.key_file)  # CN=model-registry
+    vllm = seeded[1]["vllm"]
+    not_its_container = {"proc.name": "sh", "container.id": "fffffffffff0"}
+    forged = falco_alert(vllm, SHELL_RULE, "Notice", "shell", not_its_container)
+    try:
+        assert (await post(responder.http_url or "", falco_bytes(forged), ssl_context=other))[0] == 202
+        await all_done(responder)
+        conn = sqlite3.connect(responder.config.journal.path)
+        [(incident_id,)] = conn.execute("SELECT incident_id FROM incidents").fetchall()
+        conn.close()
+        record = responder.journal.incident_record(incident_id)
+        assert record is not None
+        report = report_from_record(record)
+        assert report is not None and report.decision.unverified
+        assert report.alert.sender == Sender("127.0.0.1", Proof.CERTIFICATE, ("model-registry",))
+        text = text_of(render_incident(report))
+        assert (
+            "Nothing was done to the pod. It was sent by `certificate model-registry from 127.0.0.1`:"
+            " check who holds that client certificate, and the Falco on node"
+        ) in text
+        assert "Check who can reach" not in text
+    finally:
+        await responder.stop()
+
+
 def test_an_input_that_names_no_sender_shows_none() -> None:
     assert sender_text(None) == "-"
     assert sender_text({"address": "10.0.0.9", "proof": "token", "token": 1, "certificate": ["other"]}) == (
@@ -175,3 +216,64 @@ def test_binding_alerts_to_nodes_needs_client_certificates(tmp_path: Path) -> No
         responder_config(tmp_path, "kc", http=http)
     said = str(refused.value)
     assert "inputs.http" in said and "require_sender_matches_hostname needs tls.client_ca_file" in said
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_the_sender_comes_back_with_a_pending_deferred_or_repeat_alert(tmp_path: Path, writer: str) -> None:
+    """The sender travels on the alert itself, so every row kind keeps it, through the writer
+    process too, and an alert taken up after a restart (pending or deferred) still names it: its
+    Slack warning then says who sent it."""
+    path = tmp_path / "j.db"
+    sender = Sender("10.0.0.7", Proof.TOKEN, ("falco-node-a",), token=2)
+    pending, deferred, repeat = (dataclasses.replace(journal_alert(n), sender=sender) for n in (1, 2, 3))
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0, writer=writer)
+    journal.open()
+    try:
+        assert journal.run_sync(Journal.op_append_alert(pending, "http", 10, encode_payload(pending)))
+        assert journal.run_sync(Journal.op_append_deferred(deferred, "http", 20, encode_payload(deferred)))
+        assert journal.run_sync(
+            Journal.op_append_duplicate(repeat, "http", 30, encode_payload(repeat), "incident-1", 2)
+        )
+    finally:
+        journal.close()
+    conn = sqlite3.connect(path)
+    try:
+        stored = [json.loads(s) for (s,) in conn.execute("SELECT sender FROM alerts ORDER BY seq")]
+    finally:
+        conn.close()
+    as_recorded = {"address": "10.0.0.7", "proof": "token", "certificate": ["falco-node-a"], "token": 2}
+    assert stored == [as_recorded] * 3
+
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0, writer=writer)
+    journal.open()
+    try:
+        [taken_up] = journal.pending_alerts()
+        assert taken_up.alert == pending and taken_up.alert.sender == sender
+        [(seq, _)] = journal.deferred_rows(0, 10)
+        waiting = journal.deferred_alert(seq)
+        assert waiting is not None and waiting.alert == deferred
+    finally:
+        journal.close()
+
+
+def test_a_sender_record_this_version_cannot_read_leaves_the_alert_readable(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0, writer="thread")
+    journal.open()
+    try:
+        journal.run_sync(Journal.op_append_alert(journal_alert(1), "http", 10))
+    finally:
+        journal.close()
+    conn = sqlite3.connect(path)
+    conn.execute("""UPDATE alerts SET sender = '{"address": "10.0.0.7", "proof": "telepathy"}'""")
+    conn.commit()
+    conn.close()
+    journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0, writer="thread")
+    journal.open()
+    try:
+        [taken_up] = journal.pending_alerts()
+        assert taken_up.alert == journal_alert(1) and taken_up.alert.sender is None
+    finally:
+        journal.close()
+    assert Sender.from_record("not json") is None
+    assert Sender.from_record('{"address": "a", "proof": "token", "token": true}') == Sender("a", Proof.TOKEN)

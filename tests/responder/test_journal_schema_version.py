@@ -4,6 +4,7 @@ release that added the "lapsed" status without a new number crashed the one befo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -14,11 +15,11 @@ import pytest
 from responder.actions.outcome import OutcomeStatus
 from responder.cli import main
 from responder.errors import UserError
-from responder.ingest.sink import Proof, Received, Sender
 from responder.journal import Journal
 from responder.journal_rows import encode_payload
 from responder.journal_schema import SCHEMA_VERSION
 from responder.notify.render import MessageKind
+from responder.sender import Proof, Sender
 from tests.responder.test_journal import alert
 
 # What each schema's rows may say. A new status or kind is a new schema: add it here with the next
@@ -139,8 +140,8 @@ def test_a_schema_6_journal_keeps_its_alerts_which_name_no_sender(
     journal.open()
     try:
         sender = Sender("10.0.0.7", Proof.CERTIFICATE, ("falco-node-a",))
-        body = Received(encode_payload(alert(2)), sender.record())
-        assert journal.run_sync(Journal.op_append_alert(alert(2), "http", 20, body)) is True
+        sent = dataclasses.replace(alert(2), sender=sender)
+        assert journal.run_sync(Journal.op_append_alert(sent, "http", 20, encode_payload(sent))) is True
     finally:
         journal.close()
     assert main(["audit", "--journal", str(path), "--format", "json"]) == 0
