@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -929,14 +930,16 @@ def _in_words(error: Any) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
-def _data_path(error: Any, data: Any) -> tuple[str | int, ...]:
+def _data_path(error: Any, data: Any, tag_keys: frozenset[str]) -> tuple[str | int, ...]:
     """The keys of the document an error is about. pydantic's loc also holds the names of validator
     steps ("function-after[...]"), of a union's members ("str", "int") and a tagged union's tag (the
-    value of its discriminator key, e.g. "shell" for {action: shell}): following the data, keep only
-    the keys it has, and the key a "missing" error names."""
+    value of its discriminator key, e.g. "shell" for {action: shell}). Following the data, keep only
+    the keys it has, and the key a "missing" error names. ``tag_keys``: the models' discriminator
+    keys; a tag is the first part under a mapping whose discriminator key holds that very value."""
     loc = [part for part in error["loc"] if isinstance(part, int) or not part.startswith(("function-", "["))]
     path: list[str | int] = []
     node = data
+    entered = True  # node was just reached: a tagged union's tag, if any, comes first
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
         if node is _UNKNOWN:
@@ -945,19 +948,18 @@ def _data_path(error: Any, data: Any) -> tuple[str | int, ...]:
             if isinstance(part, int) and 0 <= part < len(node):
                 path.append(part)
                 node = node[part]
+                entered = True
             # else: a union member's name (the value is a list, "str" refused it)
         elif isinstance(node, dict):
             if last and error["type"] != "missing" and error.get("input") == node:
                 continue  # the mapping's own error, under its union tag or member's name
-            following = loc[index + 1] if not last else None
-            tag = _holds_value(node, part) and (
-                part not in node or following in node or (following == loc[-1] and error["type"] == "missing")
-            )
-            if not last and tag:
+            if entered and any(node.get(key) == part for key in tag_keys):
+                entered = False
                 continue  # a tagged union's tag: the keys after it are the mapping's own
             path.append(part)
             # Not in the file: the key a "missing" error names, or one a validator added.
             node = node.get(part, _UNKNOWN)
+            entered = True
         # else: a scalar has no keys; the part names a union member or a validator step
     return tuple(path)
 
@@ -965,8 +967,20 @@ def _data_path(error: Any, data: Any) -> tuple[str | int, ...]:
 _UNKNOWN = object()
 
 
-def _holds_value(mapping: dict[Any, Any], value: object) -> bool:
-    return any(isinstance(item, str | int) and item == value for item in mapping.values())
+@functools.cache
+def discriminator_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The keys the model's tagged unions are told apart by (Field(discriminator=...)), at any depth."""
+    keys: set[str] = set()
+    pending: list[object] = [model.__pydantic_core_schema__]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "tagged-union" and isinstance(node.get("discriminator"), str):
+                keys.add(node["discriminator"])
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend(node)
+    return frozenset(keys)
 
 
 class Problem(NamedTuple):
@@ -977,12 +991,13 @@ class Problem(NamedTuple):
     at: tuple[str | int, ...] | None = None  # where to look its line up, when not at path
 
 
-def validation_problems(exc: ValidationError, data: Any) -> list[Problem]:
+def validation_problems(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[Problem]:
     """pydantic's refusal of ``data`` (a YAML document's) in the house's words, each at its key:
     what the key must be and the value the file had ("slack.mode: must be one of disabled, bot,
     webhook; not 'Bot'"), never the validation library's terms. Every loader of a strict model
     reports its errors through this (the config, scenarios, the rules' examples file)."""
-    errors = [(_data_path(error, data), error) for error in exc.errors(include_url=False)]
+    tag_keys = discriminator_keys(model)
+    errors = [(_data_path(error, data, tag_keys), error) for error in exc.errors(include_url=False)]
     problems: list[Problem] = []
     index = 0
     while index < len(errors):
@@ -1052,7 +1067,7 @@ def config_from_document(document: YamlDocument) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        messages = [located(document, *problem) for problem in validation_problems(exc, data)]
+        messages = [located(document, *problem) for problem in validation_problems(exc, data, Config)]
         raise UserError("invalid config:\n  " + "\n  ".join(messages)) from None
     problems = [located(document, path, message) for path, message in config.cross_key_problems()]
     if problems:

@@ -18,6 +18,7 @@ The pod identity fields (``k8s.ns.name``, ``k8s.pod.name``, ``container.id``,
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -116,6 +117,26 @@ def load_rule_specs(
             state.source,
         )
     return RuleSpecs(specs, origin, ", ".join(files))
+
+
+ALERTS_FOLLOW_RULES = (
+    "rules files in load order the alerts follow (their output format, priority and tags), as Falco"
+    " loads them; they must define every rule the scenarios send"
+)
+
+
+def add_rules_option(parser: argparse.ArgumentParser, purpose: str, *, after_scenarios: bool) -> None:
+    """``--rules FILE...`` as every scenario command takes it (several files after one flag, or the
+    flag again). ``purpose``: what the files are for; ``after_scenarios``: the command takes
+    scenario names too, which must come first since the flag takes every word after it."""
+    note = ". Name the scenarios first: --rules takes every word after it" if after_scenarios else ""
+    parser.add_argument(
+        "--rules",
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help=f"{purpose} (default: rules/ of this checkout){note}",
+    )
 
 
 def rules_took_the_scenarios(command: str, rules: Sequence[str] | None) -> str | None:

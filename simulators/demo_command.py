@@ -12,10 +12,10 @@ from pathlib import Path
 
 from responder.commands.common import positive_seconds
 from responder.errors import UserError
-from simulators.alerts import default_rules_file, load_rule_specs
+from simulators.alerts import ALERTS_FOLLOW_RULES, add_rules_option, default_rules_file, load_rule_specs
 from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
 from simulators.report import format_by_hand, format_table, row_of, write_report
-from simulators.scenario import Outcome, load_scenarios
+from simulators.scenario import Outcome, add_scenarios_dir_option, load_scenarios
 
 DEFAULT_REPORT = "demo-report.html"
 
@@ -31,18 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SCENARIO=OUTCOME",
         help="override what a scenario (or forged-alert) must end as: " + ", ".join(o.value for o in Outcome),
     )
-    parser.add_argument(
-        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
-    )
-    parser.add_argument(
-        "--rules",
-        action="extend",
-        nargs="+",
-        metavar="FILE",
-        help="rules files in load order the alerts follow (their output format, priority and tags), as"
-        " Falco loads them; they must define every rule the scenarios send (default: rules/ of this"
-        " checkout)",
-    )
+    add_scenarios_dir_option(parser)
+    add_rules_option(parser, ALERTS_FOLLOW_RULES, after_scenarios=False)
     parser.add_argument(
         "--workdir",
         metavar="DIR",

@@ -23,8 +23,10 @@ from responder.commands.common import add_responder_options, client_auth, positi
 from responder.config import Cluster
 from responder.errors import UserError
 from simulators.alerts import (
+    ALERTS_FOLLOW_RULES,
     RuleSpec,
     ScenarioAlert,
+    add_rules_option,
     check_rules_defined,
     default_rules_file,
     load_rule_specs,
@@ -34,7 +36,7 @@ from simulators.alerts import (
 from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, read_identity
 from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
-from simulators.scenario import Scenario, check_run_id, load_scenarios
+from simulators.scenario import Scenario, add_scenarios_dir_option, check_run_id, load_scenarios
 
 DEFAULT_TIMEOUT = 30.0
 # The options that apply to one way out only: (dest, flag, the targets they apply to).
@@ -88,18 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context")
     parser.add_argument("--run-id", metavar="ID", help="tag for this run (default: a new random id)")
-    parser.add_argument(
-        "--rules",
-        action="extend",
-        nargs="+",
-        metavar="FILE",
-        help="rules files in load order the alerts follow (their output format, priority and tags), as"
-        " Falco loads them; they must define every rule the scenarios send (default: rules/ of this"
-        " checkout). Name the scenarios first: --rules takes every word after it",
-    )
-    parser.add_argument(
-        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
-    )
+    add_rules_option(parser, ALERTS_FOLLOW_RULES, after_scenarios=True)
+    add_scenarios_dir_option(parser)
     parser.add_argument(
         "--timeout",
         type=positive_seconds,

@@ -14,6 +14,7 @@ alert is a step), so ``verify`` can require an alert for every step.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -478,7 +479,9 @@ def scenario_from_document(document: YamlDocument) -> Scenario:
     try:
         scenario = Scenario.model_validate(document.data)
     except ValidationError as exc:
-        messages = [located(document, *problem) for problem in validation_problems(exc, document.data)]
+        messages = [
+            located(document, *problem) for problem in validation_problems(exc, document.data, Scenario)
+        ]
         raise UserError("invalid scenario:\n  " + "\n  ".join(messages)) from None
     expected = Path(document.file).stem
     if scenario.name != expected:
@@ -511,6 +514,12 @@ class ScenarioSet:
         if not chosen:
             raise UserError("name at least one scenario (or all)")
         return chosen
+
+
+def add_scenarios_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
+    )
 
 
 def load_scenarios(directory: str | Path | None = None) -> ScenarioSet:

@@ -23,6 +23,7 @@ from responder.commands.common import positive_seconds
 from responder.errors import UserError
 from responder.rulespack.expand import load_paths
 from simulators.alerts import (
+    add_rules_option,
     default_rules_file,
     field_refs,
     not_a_rules_file,
@@ -50,6 +51,7 @@ from simulators.scenario import (
     ReadFileAction,
     Scenario,
     ServeModelAction,
+    add_scenarios_dir_option,
     check_run_id,
     load_scenarios,
 )
@@ -81,15 +83,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where anomalous-egress connects (required for it; never a default); reverse shells"
         " always connect to a listener of their own on 127.0.0.1",
     )
-    parser.add_argument(
-        "--rules",
-        action="extend",
-        nargs="+",
-        metavar="FILE",
-        help="rules files in load order that --target, --model-dir, --workdir and --shm-dir are checked"
+    add_rules_option(
+        parser,
+        "rules files in load order that --target, --model-dir, --workdir and --shm-dir are checked"
         " against: a destination their allowed egress networks or ports hold fires no alert, nor does"
-        " tampering outside their model dirs; they must define every rule the scenarios expect to fire"
-        " (default: rules/ of this checkout). Name the scenarios first: --rules takes every word after it",
+        " tampering outside their model dirs; they must define every rule the scenarios expect to fire",
+        after_scenarios=True,
     )
     parser.add_argument("--run-id", metavar="ID", help="tag for this run (default: a new random id)")
     parser.add_argument(
@@ -110,9 +109,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="shared-memory directory for drift-exec (default: %(default)s)",
     )
-    parser.add_argument(
-        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
-    )
+    add_scenarios_dir_option(parser)
     parser.add_argument(
         "--timeout",
         type=positive_seconds,

@@ -25,7 +25,14 @@ from responder.commands.common import (
     since_ns,
 )
 from responder.errors import UserError
-from simulators.scenario import Expect, Outcome, Scenario, check_run_id, load_scenarios
+from simulators.scenario import (
+    Expect,
+    Outcome,
+    Scenario,
+    add_scenarios_dir_option,
+    check_run_id,
+    load_scenarios,
+)
 from simulators.verify import Expectation, format_verdicts, poll
 
 
@@ -87,9 +94,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="override a scenario's expected outcome: " + ", ".join(o.value for o in Outcome),
     )
     parser.add_argument("--no-slack", action="store_true", help="do not require a Slack message")
-    parser.add_argument(
-        "--scenarios-dir", metavar="DIR", help="read scenario definitions from this directory"
-    )
+    add_scenarios_dir_option(parser)
     add_responder_options(parser)
 
 

@@ -184,7 +184,7 @@ def parse_examples(doc: YamlDocument) -> ExamplesFile:
     try:
         return ExamplesFile.model_validate(doc.data)
     except ValidationError as exc:
-        first = validation_problems(exc, doc.data)[0]
+        first = validation_problems(exc, doc.data, ExamplesFile)[0]
         at = first.path if first.at is None else first.at
         raise doc.error(at, f"{dotted_path(first.path)}: {first.message}") from None
 

@@ -363,6 +363,11 @@ def test_a_policy_without_actions_is_refused_naming_the_line() -> None:
         ("journal:\n  path: x\n1: x\n", "c.yaml:3: (top level): keys must be text, not 1"),
         ("policies:\n  - actions: [notify]\n", "c.yaml:2: policies[0].name: required, missing"),
         ("slack: [bot]\n", "c.yaml:1: slack: must be a mapping of keys to values, not ['bot']"),
+        # A value that names a sibling key is no tagged union's tag: the missing key stays under tls.
+        (
+            "inputs:\n  http:\n    listen: tls\n    tls: {key_file: /k}\n",
+            "c.yaml:4: inputs.http.tls.cert_file: required, missing",
+        ),
         ("policies:\n  - name: [a]\n", "c.yaml:2: policies[0].name: must be text, not ['a']"),
     ],
 )
