@@ -608,7 +608,9 @@ class Slack(Strict):
     # Slack API root; only for an Enterprise Grid proxy or a local test sink. Must end with '/'.
     base_url: str = "https://slack.com/api/"
     timeout_seconds: float = Field(default=10.0, strict=True, gt=0, le=120)
-    # Repeats of an incident update its thread counter at most this often.
+    # Repeats of an incident update its thread counter at most this often (0: at once). An incoming
+    # webhook cannot update a post, so each repeat count is a new one: the wait doubles with each,
+    # from at least 1 s, up to an hour.
     update_interval_seconds: float = Field(default=30.0, strict=True, ge=0, le=3600)
     max_attempts: int = Field(default=8, strict=True, ge=1, le=100)
     # Bot mode: incidents of one rule on pods of one workload (Deployment, StatefulSet, ...) within

@@ -35,6 +35,9 @@ def slack_route(decision: Decision, settings: Slack) -> SlackRoute | None:
 # An incoming webhook cannot update a message: each repeat count is a new post in the channel, so
 # the wait between them doubles with each one sent, up to this (the first waits the interval).
 WEBHOOK_REPEAT_LONGEST_SECONDS = 3600.0
+# ...doubling from at least this: with update_interval_seconds 0 (no wait), a storm would otherwise
+# post a new message for every repeat.
+WEBHOOK_REPEAT_SHORTEST_SECONDS = 1.0
 
 
 def repeat_interval_ns(settings: Slack, repeats_sent: int) -> int:
@@ -43,8 +46,15 @@ def repeat_interval_ns(settings: Slack, repeats_sent: int) -> int:
     storm's incidents would post a new message each interval, for as long as it lasts)."""
     interval = settings.update_interval_seconds
     if settings.mode is SlackMode.WEBHOOK and repeats_sent > 0:
-        interval = min(interval * 2.0 ** min(repeats_sent, 32), max(interval, WEBHOOK_REPEAT_LONGEST_SECONDS))
+        base = max(interval, WEBHOOK_REPEAT_SHORTEST_SECONDS)
+        interval = min(base * 2.0 ** min(repeats_sent, 32), max(base, WEBHOOK_REPEAT_LONGEST_SECONDS))
     return int(interval * 1e9)
 
 
-__all__ = ["WEBHOOK_REPEAT_LONGEST_SECONDS", "SlackRoute", "repeat_interval_ns", "slack_route"]
+__all__ = [
+    "WEBHOOK_REPEAT_LONGEST_SECONDS",
+    "WEBHOOK_REPEAT_SHORTEST_SECONDS",
+    "SlackRoute",
+    "repeat_interval_ns",
+    "slack_route",
+]

@@ -218,6 +218,10 @@ def test_an_incoming_webhooks_repeat_posts_space_out() -> None:
     # An interval set longer than the cap is never shortened.
     long = hook.model_copy(update={"update_interval_seconds": 3600.0})
     assert repeat_interval_ns(long, 3) // 10**9 == 3600
+    # With no wait set (0), a webhook's repeat posts still space out: a storm is not a post per repeat.
+    eager = hook.model_copy(update={"update_interval_seconds": 0.0})
+    assert [repeat_interval_ns(eager, n) / 10**9 for n in (0, 1, 2, 3, 12)] == [0, 2, 4, 8, 3600]
+    assert repeat_interval_ns(bot.model_copy(update={"update_interval_seconds": 0.0}), 5) == 0
 
 
 async def test_in_webhook_mode_each_repeat_post_waits_twice_as_long_as_the_last(
