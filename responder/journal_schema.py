@@ -9,10 +9,11 @@ from pathlib import Path
 log = logging.getLogger("serving_guard.journal")
 
 # Bumped with every change an earlier version could not read: tables and columns, and the words
-# stored in them (an outcome status, a notification kind): an earlier version then refuses the
-# journal with a clear message (its writer checks the number) instead of failing on a row mid-run.
+# stored in them (an outcome status, a notification kind, a verification status): an earlier
+# version then refuses the journal with a clear message (its writer checks the number) instead of
+# failing on a row mid-run.
 # tests/responder/test_journal_schema_version.py pins the words of each version.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MIN_SQLITE = (3, 33, 0)
 _ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -169,6 +170,9 @@ MIGRATE_6_TO_7 = (
     "ALTER TABLE alerts ADD COLUMN sender TEXT",
     "UPDATE meta SET value = '7' WHERE key = 'schema'",
 )
+# Schema 7 -> 8: an incident's verification may say "not_listed_yet" (its container was starting or
+# restarting): no table changes; the number makes schema-7 versions refuse the journal.
+MIGRATE_7_TO_8 = ("UPDATE meta SET value = '8' WHERE key = 'schema'",)
 MIGRATIONS = {
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
@@ -176,6 +180,7 @@ MIGRATIONS = {
     4: MIGRATE_4_TO_5,
     5: MIGRATE_5_TO_6,
     6: MIGRATE_6_TO_7,
+    7: MIGRATE_7_TO_8,
 }
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.

@@ -43,7 +43,7 @@ from responder.actions.pod_records import CLOCK_SKEW_NS, RELEASED_AT, ReleaseRec
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
-from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
+from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
 from responder.cluster.verify import Verification, VerificationStatus, verify_alert
 from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
@@ -90,6 +90,12 @@ DEFERRED_BATCH = 64
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
+# An alert about a container the pod's status does not list yet (the kubelet reports a run about a
+# second after it starts; Falco is faster) waits for it: the pod is read again this many times, this
+# far apart. Only an alert this young waits: the kubelet's lag explains no older one.
+LISTING_READS = 3
+LISTING_PAUSE_SECONDS = 1.0
+LISTING_LAG_SECONDS = 30.0
 # What a parsed alert holds beyond its bytes as text (objects, dict, strings' headers): measured
 # with tracemalloc at ~1.9 KB for Falco's shell alert of 1 KB, 7.8 KB and 28.9 KB alike.
 ALERT_OVERHEAD_BYTES = 2048
@@ -175,6 +181,8 @@ class Pipeline:
             config.journal.max_pending, config.journal.max_pending_bytes, ALERT_OVERHEAD_BYTES
         )
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The pod reads alerts waiting for their container to be listed share (_next_read).
+        self._listing_reads: dict[tuple[str, str], asyncio.Task[PodLookup]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -931,8 +939,10 @@ class Pipeline:
                 )
             )
         deciding: list[tuple[str, Written]] = []
+        # Before the pod's lock: its other incidents go on meanwhile.
+        failed_read = await self._wait_until_listed(alert)
         async with self._pod_lock(key.namespace, key.pod):
-            verification, pod = await self._verify(alert)
+            verification, pod = await self._verify(alert, read=failed_read)
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
             guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
@@ -1052,6 +1062,7 @@ class Pipeline:
         unreachable = verification.status in (
             VerificationStatus.LOOKUP_FAILED,
             VerificationStatus.POD_NOT_FOUND,
+            VerificationStatus.NOT_LISTED_YET,
         )
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
         # (A block the block breaker held back is not reopened for: repeats take it on, see
@@ -1247,8 +1258,11 @@ class Pipeline:
         proven = bool(quarantines) and all(o.status is OutcomeStatus.QUARANTINED for o in quarantines)
         return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
 
-    async def _verify(self, alert: Alert, *, fresh: bool = False) -> tuple[Verification, PodContext | None]:
-        """The alert checked against its pod (as cached, or read ``fresh``), and the pod."""
+    async def _verify(
+        self, alert: Alert, *, fresh: bool = False, read: PodLookup | None = None
+    ) -> tuple[Verification, PodContext | None]:
+        """The alert checked against its pod (as cached, or read ``fresh``; ``read``: a read of it
+        made just now, which failed), and the pod."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
             return Verification(
@@ -1258,7 +1272,10 @@ class Pipeline:
             return Verification(
                 VerificationStatus.UNVERIFIED, "namespace or pod is not a valid Kubernetes name"
             ), None
-        lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
+        if read is None:
+            lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
+        else:
+            lookup = read
         if lookup.status is LookupStatus.FOUND and lookup.pod is not None:
             verification = verify_alert(alert, lookup.pod, check_node=self._config.cluster.verify_node)
             if verification.verified or fresh:
@@ -1269,6 +1286,52 @@ class Pipeline:
         if lookup.status is LookupStatus.NOT_FOUND:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
         return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
+
+    async def _wait_until_listed(self, alert: Alert) -> PodLookup | None:
+        """A young alert whose container the pod's status does not list yet (NOT_LISTED_YET: one of
+        its containers is starting or restarting) waits until it is, or LISTING_READS reads later,
+        so that an attack in a container's first second is decided on, not left undecided. The
+        pod's waiting alerts share each read: a storm of them costs the API one read a second.
+
+        Returns the first read when it failed (a failure is not cached): the check under the pod's
+        lock decides on it rather than ask the API twice for each alert during an outage."""
+        namespace, name = alert.namespace, alert.pod
+        if not namespace or not name or not valid_name(namespace) or not valid_name(name):
+            return None
+        if self._clock_ns() - alert.time_ns > int(LISTING_LAG_SECONDS * 1e9):
+            return None
+        # As read or cached: only a pod with a container starting or restarting can make it wait (a
+        # stale cache that shows none leaves the alert to be decided again by a repeat).
+        lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)
+        if lookup.pod is None:
+            return lookup
+        for _ in range(LISTING_READS):
+            if lookup.pod is None or not lookup.pod.awaiting_runs:
+                return None
+            verification = verify_alert(alert, lookup.pod, check_node=self._config.cluster.verify_node)
+            if verification.status is not VerificationStatus.NOT_LISTED_YET:
+                return None
+            try:
+                lookup = await self._next_read(namespace, name)
+            except Exception:  # the check under the pod's lock reads it again, and says what failed
+                return None
+        return None
+
+    def _next_read(self, namespace: str, name: str) -> asyncio.Future[PodLookup]:
+        """The pod read afresh after LISTING_PAUSE_SECONDS, by one read for all who ask meanwhile."""
+        key = (namespace, name)
+        read = self._listing_reads.get(key)
+        if read is None:
+            read = asyncio.get_running_loop().create_task(self._read_after_pause(namespace, name))
+            self._listing_reads[key] = read
+            read.add_done_callback(lambda _: self._listing_reads.pop(key, None))
+        # One waiter cancelled (a shutdown) does not cancel the others' read.
+        return asyncio.shield(read)
+
+    async def _read_after_pause(self, namespace: str, name: str) -> PodLookup:
+        await asyncio.sleep(LISTING_PAUSE_SECONDS)
+        lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
+        return lookup
 
     def _withheld_outcomes(self, alert: Alert, decision: Decision) -> list[ActionOutcome]:
         """What the decision held back: the block the block breaker held (with its address, for

@@ -315,4 +315,6 @@ def _unverifiable_reason(verification: Verification) -> str:
         return "pod not found (already gone?)"
     if verification.status is VerificationStatus.NO_POD_IDENTITY:
         return "alert names no pod (no k8s.ns.name/k8s.pod.name)"
+    if verification.status is VerificationStatus.NOT_LISTED_YET:
+        return f"not verified yet: {verification.reason}"
     return f"pod lookup failed: {verification.reason}"

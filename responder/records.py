@@ -29,6 +29,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
                 "container_id": c.container_id,
                 "init": c.init,
                 **({"previous_container_id": c.previous_container_id} if c.previous_container_id else {}),
+                **({"awaiting_run": True} if c.awaiting_run else {}),
             }
             for c in pod.containers
         ],
@@ -59,6 +60,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
                 container_id=c.get("container_id"),
                 init=bool(c.get("init", False)),
                 previous_container_id=c.get("previous_container_id"),
+                awaiting_run=bool(c.get("awaiting_run", False)),
             )
             for c in data.get("containers") or []
         ),

@@ -19,6 +19,7 @@ official ``kubernetes`` client is synchronous.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -101,6 +102,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     latency_seconds: float = 0.0
     faults: list[Fault] = attrs.field(factory=list)
     namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    # Reads of one object, by (plural, name), answered or not: what a test counts API calls by.
+    fetches: collections.Counter[tuple[str | None, str | None]] = attrs.field(factory=collections.Counter)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
 
     # -- seeding and inspection (used by tests and the demo) ---------------------------------
@@ -183,6 +186,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         else:
             name = request.name
         action = str(request.action.value).lower() if request.action is not None else None
+        if action == "fetch":
+            self.fetches[(plural if isinstance(plural, str) else None, name)] += 1
         fault = self._take_fault(
             method, plural if isinstance(plural, str) else None, name, action, request.url.path
         )

@@ -44,6 +44,10 @@ class ContainerInfo:
     init: bool = False
     # lastState.terminated.containerID: the run before the last restart (the kubelet keeps one).
     previous_container_id: str | None = None
+    # The pod's status may not show this container's current run yet: it has no id yet, is waiting
+    # (being created, backing off) or stopped with a restart to come. The kubelet reports a run a
+    # second or so after it starts; Falco's alerts about it can come sooner.
+    awaiting_run: bool = False
 
     @property
     def short_id(self) -> str | None:
@@ -96,6 +100,11 @@ class PodContext:
     # What lets its processes leave its network namespace for the node's, where no NetworkPolicy
     # applies (cluster.network_escape, in words); None: nothing found.
     network_escape: str | None = None
+
+    @property
+    def awaiting_runs(self) -> tuple[str, ...]:
+        """The containers whose current run the status may not show yet (ContainerInfo.awaiting_run)."""
+        return tuple(c.name for c in self.containers if c.awaiting_run)
 
     @property
     def workload(self) -> OwnerRef | None:

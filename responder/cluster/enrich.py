@@ -47,6 +47,9 @@ def _str_map(value: object) -> dict[str, str]:
 def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
+    # A pod that has finished runs nothing again; otherwise its restart policy says what stops for good.
+    finished = status.get("phase") in ("Succeeded", "Failed")
+    restart_policy = spec.get("restartPolicy") or "Always"
     statuses: dict[str, Mapping[str, Any]] = {}
     for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
         for item in status.get(key) or []:
@@ -58,6 +61,7 @@ def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
             if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
                 continue
             state = statuses.get(item["name"], {})
+            policy = _restart_policy(key, item, restart_policy)
             result.append(
                 ContainerInfo(
                     name=item["name"],
@@ -66,9 +70,41 @@ def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
                     container_id=state.get("containerID") or None,
                     init=init,
                     previous_container_id=_previous_container_id(state),
+                    awaiting_run=not finished and _awaiting_run(state, policy),
                 )
             )
     return tuple(result)
+
+
+def _restart_policy(key: str, container: Mapping[str, Any], pod_policy: str) -> str:
+    """When the kubelet starts this container again once it stops: an ephemeral container never; a
+    sidecar (an init container with restartPolicy Always) always; an init step until it succeeds
+    (unless the pod never restarts anything); a container as its pod says."""
+    if key == "ephemeralContainers":
+        return "Never"
+    if key == "initContainers":
+        if container.get("restartPolicy") == "Always":
+            return "Always"
+        return "Never" if pod_policy == "Never" else "OnFailure"
+    return pod_policy
+
+
+def _awaiting_run(status: Mapping[str, Any], restart_policy: str) -> bool:
+    """Whether the container's status may not show its current run yet (ContainerInfo.awaiting_run):
+    no id yet, waiting, or stopped where ``restart_policy`` starts it again. A status with an id and
+    no state (the kubelet always writes one) is taken as current."""
+    if not status.get("containerID"):
+        return True
+    state = status.get("state")
+    if not isinstance(state, Mapping):
+        return False
+    if "waiting" in state:
+        return True
+    terminated = state.get("terminated")
+    if isinstance(terminated, Mapping):
+        succeeded = terminated.get("exitCode") == 0
+        return restart_policy == "Always" or (restart_policy == "OnFailure" and not succeeded)
+    return False
 
 
 def _previous_container_id(status: Mapping[str, Any]) -> str | None:

@@ -26,6 +26,9 @@ class VerificationStatus(StrEnum):
     NO_POD_IDENTITY = "no_pod_identity"
     # The API could not be asked (outage, RBAC): we do not know, so we do not act.
     LOOKUP_FAILED = "lookup_failed"
+    # No container of the pod has the alert's id, but the pod's status does not show every
+    # container's current run yet (one is starting or restarting): not known yet, not a forgery.
+    NOT_LISTED_YET = "not_listed_yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +61,30 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
     container = pod.container_by_id(container_id)
     # Reasons quote the alert, never the live pod: they reach the audit trail, and a sender who
     # could read the pod's real ids or node there could forge an alert that passes this check.
+    node_problem = _node_problem(alert, pod) if check_node else None
     if container is None:
+        if pod.awaiting_runs and node_problem is None:
+            # Container names, not ids: they are in the pod's spec, no secret to a forger.
+            return Verification(
+                VerificationStatus.NOT_LISTED_YET,
+                f"container.id {container_id[:64]} is not listed in the pod's status yet: the status does"
+                f" not show the current run of {', '.join(pod.awaiting_runs)} yet (starting or restarting)",
+            )
         return Verification(
             VerificationStatus.UNVERIFIED, f"container.id {container_id[:64]} is not a container of the pod"
         )
-    if check_node:
-        if not alert.hostname:
-            return Verification(
-                VerificationStatus.UNVERIFIED, "alert has no hostname to match the pod's node"
-            )
-        if pod.node is None or alert.hostname != pod.node:
-            return Verification(
-                VerificationStatus.UNVERIFIED,
-                f"alert came from host {alert.hostname[:253]!r}, not the pod's node",
-            )
+    if node_problem is not None:
+        return Verification(VerificationStatus.UNVERIFIED, node_problem)
     # Verified, and said: the container the alert came from has restarted since (its previous id,
     # as the kubelet keeps it, in the same pod).
     restarted = RESTARTED_SINCE if container.restarted_since(container_id) else ""
     return Verification(VerificationStatus.VERIFIED, restarted, container_name=container.name)
+
+
+def _node_problem(alert: Alert, pod: PodContext) -> str | None:
+    """Why the alert's hostname is not the pod's node, or None."""
+    if not alert.hostname:
+        return "alert has no hostname to match the pod's node"
+    if pod.node is None or alert.hostname != pod.node:
+        return f"alert came from host {alert.hostname[:253]!r}, not the pod's node"
+    return None

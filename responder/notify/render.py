@@ -623,6 +623,8 @@ def _verification_text(report: IncidentReport) -> str:
         return ":grey_question: Not verified: pod not found (already gone?)"
     if status is VerificationStatus.NO_POD_IDENTITY:
         return ":grey_question: Not verified: the alert names no pod"
+    if status is VerificationStatus.NOT_LISTED_YET:
+        return ":hourglass: Not verified yet" + (f": {reason}" if reason else "")
     return ":grey_question: Not verified: pod lookup failed" + (f": {reason}" if reason else "")
 
 

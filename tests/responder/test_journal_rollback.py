@@ -146,7 +146,7 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
     with Records("serving_guard.journal", logging.INFO) as records:
         journal = open_journal(tmp_path, writer=writer)
     try:
-        assert schema_of(path) == "7"
+        assert schema_of(path) == str(SCHEMA_VERSION)
         assert "upgrading the journal's schema" in records.messages
         # Only the alerts table changed (7: its sender column); else the number moved (5: lapses;
         # 6: deferred alerts, with their index).
@@ -174,8 +174,8 @@ def test_a_schema_4_journal_of_the_release_before_is_brought_to_5_with_every_rec
         assert record is not None and record["outcomes"] == [QUARANTINED, lapse]
     finally:
         journal.close()
-    open_journal(tmp_path, writer=writer).close()  # opened again at 7: nothing to do
-    assert schema_of(path) == "7"
+    open_journal(tmp_path, writer=writer).close()  # opened again, up to date: nothing to do
+    assert schema_of(path) == str(SCHEMA_VERSION)
 
 
 # -- a later version's journal ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from responder.actions.outcome import OutcomeStatus
 from responder.cli import main
+from responder.cluster.verify import VerificationStatus
 from responder.errors import UserError
 from responder.journal import Journal
 from responder.journal_rows import encode_payload
@@ -40,12 +41,19 @@ _STATUSES_5 = frozenset(
 )
 _KINDS_5 = frozenset({"incident", "repeat", "by_hand", "lapse"})
 # An alert row's states, from schema 6 on ("deferred": taken while the pipeline was full).
-ALERT_STATES_BY_SCHEMA = {6: {"pending", "deferred", "done"}, 7: {"pending", "deferred", "done"}}
-# Schema 6 added no status and no kind (an alert state, above); schema 7 a column (alerts.sender).
+ALERT_STATES_BY_SCHEMA = {
+    6: {"pending", "deferred", "done"},
+    7: {"pending", "deferred", "done"},
+    8: {"pending", "deferred", "done"},
+}
+_VERIFICATIONS_7 = frozenset({"verified", "unverified", "pod_not_found", "no_pod_identity", "lookup_failed"})
+# Schema 6 added no status and no kind (an alert state, above); schema 7 a column (alerts.sender);
+# schema 8 a verification status.
 WORDS_BY_SCHEMA = {
-    5: (set(_STATUSES_5), set(_KINDS_5)),
-    6: (set(_STATUSES_5), set(_KINDS_5)),
-    7: (set(_STATUSES_5), set(_KINDS_5)),
+    5: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
+    6: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
+    7: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
+    8: (set(_STATUSES_5), set(_KINDS_5), _VERIFICATIONS_7 | {"not_listed_yet"}),
 }
 
 
@@ -53,12 +61,15 @@ def test_a_new_status_or_message_kind_comes_with_a_new_schema_number() -> None:
     assert SCHEMA_VERSION in WORDS_BY_SCHEMA, (
         f"schema {SCHEMA_VERSION} has no pinned words: add them to WORDS_BY_SCHEMA"
     )
-    statuses, kinds = WORDS_BY_SCHEMA[SCHEMA_VERSION]
+    statuses, kinds, verifications = WORDS_BY_SCHEMA[SCHEMA_VERSION]
     assert {s.value for s in OutcomeStatus} == statuses, (
         "OutcomeStatus changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
     )
     assert {k.value for k in MessageKind} == kinds, (
         "MessageKind changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
+    )
+    assert {v.value for v in VerificationStatus} == verifications, (
+        "VerificationStatus changed: an earlier version cannot read the new word; bump SCHEMA_VERSION"
     )
 
 
@@ -109,12 +120,14 @@ def as_schema_6(path: Path) -> Path:
     return path
 
 
-def test_a_schema_4_5_or_6_journal_is_brought_to_7(tmp_path: Path) -> None:
-    for earlier in (4, 5, 6):
-        path = as_schema_6(made(tmp_path / f"j{earlier}.db"))
+def test_a_schema_4_5_6_or_7_journal_is_brought_to_8(tmp_path: Path) -> None:
+    for earlier in (4, 5, 6, 7):
+        path = made(tmp_path / f"j{earlier}.db")
+        if earlier < 7:
+            as_schema_6(path)
         set_schema(path, earlier)  # schema 4's and 5's tables are 6's (its index is made on open)
         made(path)
-        assert schema_of(path) == "7"
+        assert schema_of(path) == "8"
 
 
 def test_a_schema_6_journal_keeps_its_alerts_which_name_no_sender(
@@ -130,12 +143,12 @@ def test_a_schema_6_journal_keeps_its_alerts_which_name_no_sender(
     finally:
         journal.close()
     as_schema_6(path)
-    for _ in range(2):  # as it is, then brought to 7 by a writer
+    for _ in range(2):  # as it is, then brought up to date by a writer
         assert main(["audit", "--journal", str(path), "--format", "json"]) == 0
         [entry] = json.loads(capsys.readouterr().out)
         assert entry["alert_id"] == alert(1).alert_id and entry["sender"] is None
         made(path)
-    assert schema_of(path) == "7"
+    assert schema_of(path) == str(SCHEMA_VERSION)
     journal = Journal(str(path), max_bytes=64 * 1024 * 1024, retention_seconds=3600.0)
     journal.open()
     try:

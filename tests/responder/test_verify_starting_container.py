@@ -1,0 +1,280 @@
+"""An alert from a container the pod's status does not list yet. Falco names a container from its
+first syscall; the kubelet reports the run in the pod's status a second or so later. An attack in
+a container's first second (a malicious model run at load, an entrypoint) must be decided on once
+the status catches up, not called a forgery and left alone for the dedupe window."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.cluster.context import ContainerInfo, PodContext
+from responder.cluster.enrich import containers_of
+from responder.cluster.verify import VerificationStatus, verify_alert
+from responder.journal import report_from_record
+from responder.notify.render import render_incident
+from responder.pipeline import LISTING_READS
+from responder.records import pod_from_json, pod_to_json
+from simulators.cluster_emulator import RunningCluster
+from simulators.seed import SeededPod
+from tests.helpers import FakeClock
+from tests.notify.test_slack_render import text_of
+from tests.responder.test_pipeline import LABEL, Seeded, labels, start_with_clock, submit_all
+from tests.responder.test_pipeline_lookup_states import incidents
+from tests.responder.test_quarantine import Harness
+from tests.responder.test_verify_restarted_container import alert_from
+
+STARTED_ID = hashlib.sha256(b"the container that just started").hexdigest()
+OTHER_ID = hashlib.sha256(b"another made-up id").hexdigest()
+
+
+def status_of(name: str, state: dict[str, Any], container_id: str | None = None) -> dict[str, Any]:
+    return {"name": name, "state": state, **({"containerID": container_id} if container_id else {})}
+
+
+RUNNING = {"running": {"startedAt": "2026-12-05T10:00:00Z"}}
+CREATING = {"waiting": {"reason": "ContainerCreating"}}
+
+
+def pod_of(
+    statuses: list[dict[str, Any]],
+    *,
+    containers: tuple[str, ...] = ("main",),
+    init: list[dict[str, Any]] | None = None,
+    init_statuses: list[dict[str, Any]] | None = None,
+    restart_policy: str | None = None,
+    phase: str = "Running",
+) -> tuple[ContainerInfo, ...]:
+    spec: dict[str, Any] = {"containers": [{"name": name, "image": "img"} for name in containers]}
+    if init is not None:
+        spec["initContainers"] = init
+    if restart_policy is not None:
+        spec["restartPolicy"] = restart_policy
+    status: dict[str, Any] = {"phase": phase, "containerStatuses": statuses}
+    if init_statuses is not None:
+        status["initContainerStatuses"] = init_statuses
+    return containers_of({"spec": spec, "status": status})
+
+
+@pytest.mark.parametrize(
+    ("case", "containers", "awaiting"),
+    [
+        ("running, with its id", pod_of([status_of("main", RUNNING, "containerd://" + "a" * 64)]), False),
+        (
+            "an id and no state (the kubelet always writes one)",
+            pod_of([{"name": "main", "containerID": "x://1"}]),
+            False,
+        ),
+        ("no status yet", pod_of([]), True),
+        ("being created: no id", pod_of([status_of("main", CREATING)]), True),
+        (
+            "backing off before a restart",
+            pod_of([status_of("main", {"waiting": {"reason": "CrashLoopBackOff"}}, "x://1")]),
+            True,
+        ),
+        (
+            "stopped, restarted Always",
+            pod_of([status_of("main", {"terminated": {"exitCode": 0}}, "x://1")]),
+            True,
+        ),
+        (
+            "stopped for good (restartPolicy Never)",
+            pod_of([status_of("main", {"terminated": {"exitCode": 1}}, "x://1")], restart_policy="Never"),
+            False,
+        ),
+        (
+            "succeeded (OnFailure)",
+            pod_of([status_of("main", {"terminated": {"exitCode": 0}}, "x://1")], restart_policy="OnFailure"),
+            False,
+        ),
+        (
+            "failed, restarted (OnFailure)",
+            pod_of([status_of("main", {"terminated": {"exitCode": 2}}, "x://1")], restart_policy="OnFailure"),
+            True,
+        ),
+        (
+            "a pod that has finished",
+            pod_of([status_of("main", {"terminated": {"exitCode": 0}}, "x://1")], phase="Succeeded"),
+            False,
+        ),
+    ],
+)
+def test_a_container_awaits_a_run_while_its_status_may_lag(
+    case: str, containers: tuple[ContainerInfo, ...], awaiting: bool
+) -> None:
+    [main] = containers
+    assert main.awaiting_run is awaiting, case
+
+
+def test_an_init_step_that_succeeded_runs_no_more_but_a_sidecar_restarts() -> None:
+    done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    main, setup, proxy = pod_of(
+        [status_of("main", RUNNING, "x://1")],
+        init=[{"name": "setup", "image": "i"}, {"name": "proxy", "image": "i", "restartPolicy": "Always"}],
+        init_statuses=[status_of("setup", done, "x://2"), status_of("proxy", done, "x://3")],
+    )
+    assert (main.awaiting_run, setup.awaiting_run, proxy.awaiting_run) == (False, False, True)
+    failed_setup = pod_of(
+        [status_of("main", CREATING)],
+        init=[{"name": "setup", "image": "i"}],
+        init_statuses=[status_of("setup", {"terminated": {"exitCode": 1}}, "x://2")],
+    )[1]
+    assert failed_setup.awaiting_run  # tried again
+
+
+def test_the_check_says_not_listed_yet_only_for_a_pod_with_a_container_awaiting_its_run(
+    harness: Harness, seeded: Seeded
+) -> None:
+    vllm = seeded[1]["vllm"]
+    settled = harness.pod(vllm)
+    alert = alert_from(vllm, STARTED_ID)
+    assert verify_alert(alert, settled, check_node=True).status is VerificationStatus.UNVERIFIED
+    starting = _with_sidecar_starting(settled)
+    said = verify_alert(alert, starting, check_node=True)
+    assert said.status is VerificationStatus.NOT_LISTED_YET
+    assert said.reason == (
+        f"container.id {STARTED_ID[:12]} is not listed in the pod's status yet: the status does not show"
+        " the current run of proxy yet (starting or restarting)"
+    )
+    # The node is checked all the same: a starting container is no cover for another node's alert.
+    elsewhere = dataclasses.replace(alert, hostname="some-other-node")
+    assert verify_alert(elsewhere, starting, check_node=True).status is VerificationStatus.UNVERIFIED
+    # Journaled and read back as it was.
+    assert pod_from_json(pod_to_json(starting)) == starting
+
+
+def _with_sidecar_starting(pod: PodContext) -> PodContext:
+    sidecar = ContainerInfo(name="proxy", image="envoy", init=True, awaiting_run=True)
+    return dataclasses.replace(pod, containers=(*pod.containers, sidecar))
+
+
+@pytest.fixture
+def harness(seeded: Seeded) -> Harness:
+    running, _, kubeconfig = seeded
+    return Harness(running, kubeconfig)
+
+
+def set_status(
+    running: RunningCluster, pod: SeededPod, container_id: str | None, state: dict[str, Any]
+) -> None:
+    """The pod's container as the kubelet reports it: ``state``, with ``container_id`` if any."""
+    stored = running.call(running.emulator.get_object, "v1/pods", pod.namespace, pod.name)
+    assert stored is not None
+    status = stored["status"]["containerStatuses"][0]
+    status["state"] = state
+    if container_id is None:
+        status.pop("containerID", None)
+    else:
+        status["containerID"] = "containerd://" + container_id
+    running.call(running.emulator.put_object, "v1/pods", stored)
+
+
+def pod_reads(running: RunningCluster, pod: SeededPod) -> int:
+    return running.emulator.fetches[("pods", pod.name)]
+
+
+async def later(seconds: float, do: Any, *args: Any) -> None:
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(do, *args)
+
+
+async def test_an_attack_in_a_containers_first_second_is_quarantined_once_the_kubelet_lists_it(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, None, CREATING)  # the runtime started it; the kubelet has not said so
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    try:
+        listed = asyncio.create_task(later(0.5, set_status, running, vllm, STARTED_ID, RUNNING))
+        await submit_all(responder, [alert_from(vllm, STARTED_ID)])
+        await listed
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "verified"
+        assert not opened["decision"]["unverified"]
+        assert labels(running, vllm)[LABEL] == "true"
+    finally:
+        await responder.stop()
+
+
+async def test_a_container_still_not_listed_is_decided_again_not_called_a_forgery(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, None, CREATING)
+    clock = FakeClock()
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": "sh -c 0"})])
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "not_listed_yet"
+        assert not opened["decision"]["unverified"]
+        [withheld] = opened["decision"]["withheld"]
+        assert withheld.startswith(f"not verified yet: container.id {STARTED_ID[:12]} is not listed")
+        assert LABEL not in labels(running, vllm)
+        record = responder.journal.incident_record(opened["id"])
+        assert record is not None
+        report = report_from_record(record)
+        assert report is not None
+        text = text_of(render_incident(report))
+        assert ":hourglass: Not verified yet: container.id" in text and "forging" not in text
+
+        set_status(running, vllm, STARTED_ID, RUNNING)
+        clock.advance(11)
+        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": "sh -c 1"})])
+        assert [i["verification"]["status"] for i in incidents(responder)] == ["not_listed_yet", "verified"]
+        assert labels(running, vllm)[LABEL] == "true"
+    finally:
+        await responder.stop()
+
+
+async def test_alerts_waiting_on_one_pod_share_its_reads(tmp_path: Path, seeded: Seeded) -> None:
+    """Two made-up ids for a starting pod (a forger's storm, or two genuine processes): each read
+    while they wait serves both, so waiting costs the API one read a second, not one per alert."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, None, CREATING)
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    try:
+        before = pod_reads(running, vllm)
+        await submit_all(responder, [alert_from(vllm, STARTED_ID), alert_from(vllm, OTHER_ID)])
+        statuses = [i["verification"]["status"] for i in incidents(responder)]
+        assert statuses == ["not_listed_yet", "not_listed_yet"]
+        reads = pod_reads(running, vllm) - before
+        # The first read (then cached), LISTING_READS shared reads, and under the pod's lock one
+        # fresh read per incident (its cached pod fails the check). Alone, each would read 1 + 3 + 1.
+        assert reads == 1 + LISTING_READS + 2, reads
+    finally:
+        await responder.stop()
+
+
+async def test_an_old_alert_does_not_wait(tmp_path: Path, seeded: Seeded) -> None:
+    """The kubelet's lag explains no alert older than a few seconds: one replayed from an hour ago,
+    or held up on its way, is decided at once."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, None, CREATING)
+    clock = FakeClock()
+    clock.advance(3600)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        before = pod_reads(running, vllm)
+        await submit_all(responder, [alert_from(vllm, STARTED_ID)])
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "not_listed_yet"
+        assert pod_reads(running, vllm) - before == 2  # read, then read afresh: no waiting reads
+    finally:
+        await responder.stop()
+
+
+def test_a_pod_whose_containers_all_run_is_checked_as_before(harness: Harness, seeded: Seeded) -> None:
+    vllm = seeded[1]["vllm"]
+    pod = harness.pod(vllm)
+    assert pod.awaiting_runs == ()
+    assert verify_alert(alert_from(vllm, vllm.container_id), pod, check_node=True).verified
