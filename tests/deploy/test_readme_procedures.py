@@ -16,6 +16,7 @@ import helm_python
 import pytest
 import yaml
 
+from responder.journal_schema import SCHEMA_VERSION, newer_schema_message
 from tests.deploy.deploy_support import DEPLOY, RELEASE, Case, Values, deep_merge, render
 from tests.pss import restricted_violations
 
@@ -154,3 +155,14 @@ def test_rolling_back_puts_the_earlier_version_on_a_claim_of_its_own(chart: helm
     # The file the responder writes there (journal.path in the chart's config, on the journal volume).
     config = yaml.safe_load(before.config_text())
     assert config["journal"]["path"].rsplit("/", 1)[1] == "journal.db"
+
+
+def test_the_rollback_section_names_this_versions_journal_schema() -> None:
+    """The number an operator reads in the refusal is the one this section prepares them for, in
+    the words the refusal uses (this version's, about a journal one schema newer, are the same)."""
+    prose = " ".join(ROLLBACK.split())
+    assert f"(this one: {SCHEMA_VERSION}," in prose
+    assert f"journal PATH: schema {SCHEMA_VERSION}, this version reads {SCHEMA_VERSION - 1}`" in prose
+    assert newer_schema_message("PATH", SCHEMA_VERSION + 1).startswith(
+        f"journal PATH: schema {SCHEMA_VERSION + 1}, this version reads {SCHEMA_VERSION} "
+    )
