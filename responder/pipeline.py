@@ -44,7 +44,7 @@ from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
-from responder.cluster.verify import Verification, VerificationStatus, verify_alert
+from responder.cluster.verify import LISTING_LAG_SECONDS, Verification, VerificationStatus, verify_alert
 from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
@@ -92,10 +92,9 @@ _NEVER = 2**63 - 1
 RECHECK_SECONDS = 15.0
 # An alert about a container the pod's status does not list yet (the kubelet reports a run about a
 # second after it starts; Falco is faster) waits for it: the pod is read again this many times, this
-# far apart. Only an alert this young waits: the kubelet's lag explains no older one.
+# far apart. (Only a young alert: verify.LISTING_LAG_SECONDS.)
 LISTING_READS = 3
 LISTING_PAUSE_SECONDS = 1.0
-LISTING_LAG_SECONDS = 30.0
 # What a parsed alert holds beyond its bytes as text (objects, dict, strings' headers): measured
 # with tracemalloc at ~1.9 KB for Falco's shell alert of 1 KB, 7.8 KB and 28.9 KB alike.
 ALERT_OVERHEAD_BYTES = 2048
@@ -134,6 +133,16 @@ class JournalWriteFailed(RuntimeError):
 
     def __init__(self, failed: list[str]) -> None:
         super().__init__("journal refused " + "; ".join(failed))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBeforeLock:
+    """What Pipeline._wait_until_listed read before the pod's lock, for the check under it."""
+
+    # The read failed (not found, the API): decided on as it is, not asked for again.
+    failed: PodLookup | None = None
+    # The cache holds a read made since the alert came: a failed check is not read again.
+    fresh: bool = False
 
 
 @dataclass
@@ -940,9 +949,9 @@ class Pipeline:
             )
         deciding: list[tuple[str, Written]] = []
         # Before the pod's lock: its other incidents go on meanwhile.
-        failed_read = await self._wait_until_listed(alert)
+        before = await self._wait_until_listed(alert)
         async with self._pod_lock(key.namespace, key.pod):
-            verification, pod = await self._verify(alert, read=failed_read)
+            verification, pod = await self._verify(alert, read=before.failed, recheck=not before.fresh)
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
             guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
@@ -1259,10 +1268,11 @@ class Pipeline:
         return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
 
     async def _verify(
-        self, alert: Alert, *, fresh: bool = False, read: PodLookup | None = None
+        self, alert: Alert, *, fresh: bool = False, read: PodLookup | None = None, recheck: bool = True
     ) -> tuple[Verification, PodContext | None]:
         """The alert checked against its pod (as cached, or read ``fresh``; ``read``: a read of it
-        made just now, which failed), and the pod."""
+        made just now, which failed), and the pod. ``recheck``: a cached pod that fails the check
+        is read afresh (False: the cache holds a read made since the alert came)."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
             return Verification(
@@ -1277,8 +1287,8 @@ class Pipeline:
         else:
             lookup = read
         if lookup.status is LookupStatus.FOUND and lookup.pod is not None:
-            verification = verify_alert(alert, lookup.pod, check_node=self._config.cluster.verify_node)
-            if verification.verified or fresh:
+            verification = self._check(alert, lookup.pod)
+            if verification.verified or fresh or not recheck:
                 return verification, lookup.pod
             # The cached pod may predate a container restart: read it fresh once before refusing,
             # and refuse on the fresh read alone (a failed one leaves us not knowing, not a forgery).
@@ -1287,46 +1297,58 @@ class Pipeline:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
         return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
 
-    async def _wait_until_listed(self, alert: Alert) -> PodLookup | None:
+    def _check(self, alert: Alert, pod: PodContext) -> Verification:
+        return verify_alert(alert, pod, check_node=self._config.cluster.verify_node, now_ns=self._clock_ns())
+
+    async def _wait_until_listed(self, alert: Alert) -> ReadBeforeLock:
         """A young alert whose container the pod's status does not list yet (NOT_LISTED_YET: one of
         its containers is starting or restarting) waits until it is, or LISTING_READS reads later,
         so that an attack in a container's first second is decided on, not left undecided. The
         pod's waiting alerts share each read: a storm of them costs the API one read a second.
 
-        Returns the first read when it failed (a failure is not cached): the check under the pod's
-        lock decides on it rather than ask the API twice for each alert during an outage."""
+        A cached pod that fails the check is read afresh here, not under the lock again; a failed
+        first read is handed on (a failure is not cached) rather than asked for twice."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name or not valid_name(namespace) or not valid_name(name):
-            return None
+            return ReadBeforeLock()
         if self._clock_ns() - alert.time_ns > int(LISTING_LAG_SECONDS * 1e9):
-            return None
-        # As read or cached: only a pod with a container starting or restarting can make it wait (a
-        # stale cache that shows none leaves the alert to be decided again by a repeat).
+            return ReadBeforeLock()  # not explained by the kubelet's lag: checked as any alert
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)
         if lookup.pod is None:
-            return lookup
+            return ReadBeforeLock(failed=lookup)
+        verification = self._check(alert, lookup.pod)
+        if verification.verified:
+            return ReadBeforeLock()
+        # The cached pod may predate a container's start or restart.
+        lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
         for _ in range(LISTING_READS):
-            if lookup.pod is None or not lookup.pod.awaiting_runs:
-                return None
-            verification = verify_alert(alert, lookup.pod, check_node=self._config.cluster.verify_node)
-            if verification.status is not VerificationStatus.NOT_LISTED_YET:
-                return None
+            if lookup.pod is None:
+                return ReadBeforeLock(failed=lookup)
+            if self._check(alert, lookup.pod).status is not VerificationStatus.NOT_LISTED_YET:
+                break
             try:
                 lookup = await self._next_read(namespace, name)
             except Exception:  # the check under the pod's lock reads it again, and says what failed
-                return None
-        return None
+                return ReadBeforeLock()
+        if lookup.pod is None:
+            return ReadBeforeLock(failed=lookup)
+        # Cached unless its namespace could not be read (then read again under the lock).
+        return ReadBeforeLock(fresh=lookup.pod.namespace_labels_error is None)
 
     def _next_read(self, namespace: str, name: str) -> asyncio.Future[PodLookup]:
         """The pod read afresh after LISTING_PAUSE_SECONDS, by one read for all who ask meanwhile."""
         key = (namespace, name)
         read = self._listing_reads.get(key)
-        if read is None:
+        if read is None or read.done():  # done: its result is older than the pause
             read = asyncio.get_running_loop().create_task(self._read_after_pause(namespace, name))
             self._listing_reads[key] = read
-            read.add_done_callback(lambda _: self._listing_reads.pop(key, None))
+            read.add_done_callback(lambda done: self._forget_read(key, done))
         # One waiter cancelled (a shutdown) does not cancel the others' read.
         return asyncio.shield(read)
+
+    def _forget_read(self, key: tuple[str, str], read: asyncio.Task[PodLookup]) -> None:
+        if self._listing_reads.get(key) is read:  # not a newer read taken since
+            del self._listing_reads[key]
 
     async def _read_after_pause(self, namespace: str, name: str) -> PodLookup:
         await asyncio.sleep(LISTING_PAUSE_SECONDS)

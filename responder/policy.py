@@ -316,5 +316,9 @@ def _unverifiable_reason(verification: Verification) -> str:
     if verification.status is VerificationStatus.NO_POD_IDENTITY:
         return "alert names no pod (no k8s.ns.name/k8s.pod.name)"
     if verification.status is VerificationStatus.NOT_LISTED_YET:
-        return f"not verified yet: {verification.reason}"
+        # Without the alert's id (the verification says it): the same words for every id on the
+        # pod, so that Slack tells the channel once, not once for each made-up id.
+        return (
+            "not verified yet: a container of the pod is starting or restarting and its id is not listed yet"
+        )
     return f"pod lookup failed: {verification.reason}"

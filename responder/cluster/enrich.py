@@ -47,8 +47,10 @@ def _str_map(value: object) -> dict[str, str]:
 def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
-    # A pod that has finished runs nothing again; otherwise its restart policy says what stops for good.
-    finished = status.get("phase") in ("Succeeded", "Failed")
+    # A pod that has finished, or is being deleted, runs nothing again; otherwise its restart policy
+    # says what stops for good.
+    metadata = pod.get("metadata") or {}
+    finished = status.get("phase") in ("Succeeded", "Failed") or bool(metadata.get("deletionTimestamp"))
     restart_policy = spec.get("restartPolicy") or "Always"
     statuses: dict[str, Mapping[str, Any]] = {}
     for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
@@ -76,6 +78,20 @@ def containers_of(pod: Mapping[str, Any]) -> tuple[ContainerInfo, ...]:
     return tuple(result)
 
 
+# Waiting reasons of a container the kubelet cannot start.
+_CANNOT_START = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
 def _restart_policy(key: str, container: Mapping[str, Any], pod_policy: str) -> str:
     """When the kubelet starts this container again once it stops: an ephemeral container never; a
     sidecar (an init container with restartPolicy Always) always; an init step until it succeeds
@@ -86,19 +102,23 @@ def _restart_policy(key: str, container: Mapping[str, Any], pod_policy: str) -> 
         if container.get("restartPolicy") == "Always":
             return "Always"
         return "Never" if pod_policy == "Never" else "OnFailure"
-    return pod_policy
+    # A container's own restartPolicy (Kubernetes 1.34's container restart rules) over the pod's.
+    own = container.get("restartPolicy")
+    return own if own in ("Always", "OnFailure", "Never") else pod_policy
 
 
 def _awaiting_run(status: Mapping[str, Any], restart_policy: str) -> bool:
     """Whether the container's status may not show its current run yet (ContainerInfo.awaiting_run):
-    no id yet, waiting, or stopped where ``restart_policy`` starts it again. A status with an id and
-    no state (the kubelet always writes one) is taken as current."""
-    if not status.get("containerID"):
-        return True
+    no id yet, waiting (unless it cannot be started), or stopped where ``restart_policy`` starts it
+    again. A status with an id and no state (the kubelet always writes one) is taken as current."""
     state = status.get("state")
-    if not isinstance(state, Mapping):
+    state = state if isinstance(state, Mapping) else {}
+    waiting = state.get("waiting")
+    if isinstance(waiting, Mapping) and waiting.get("reason") in _CANNOT_START:
+        # Its image or its config is wrong: it runs nothing until someone mends it, so no alert
+        # comes from it (a made-up id naming its pod stays a possible forgery).
         return False
-    if "waiting" in state:
+    if not status.get("containerID") or "waiting" in state:
         return True
     terminated = state.get("terminated")
     if isinstance(terminated, Mapping):

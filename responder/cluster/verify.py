@@ -15,6 +15,9 @@ from responder.cluster.context import PodContext, is_runtime_id
 
 # The reason of a verification that matched the container's run before its last restart.
 RESTARTED_SINCE = "container restarted since the alert: the alert's container.id is its previous run"
+# The kubelet lists a container's run in the pod's status about a second after it starts: an alert
+# older than this whose id is not listed is not explained by that lag.
+LISTING_LAG_SECONDS = 30.0
 
 
 class VerificationStatus(StrEnum):
@@ -42,10 +45,14 @@ class Verification:
         return self.status is VerificationStatus.VERIFIED
 
 
-def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verification:
+def verify_alert(
+    alert: Alert, pod: PodContext, *, check_node: bool, now_ns: int | None = None
+) -> Verification:
     """Compare the alert's container id and hostname with the live pod (pure). The id may be a
     container's current one or, restarted since, its previous one (the pod's status keeps it): the
-    same pod (its uid and node), so the same network identity, volumes and token."""
+    same pod (its uid and node), so the same network identity, volumes and token. An id the pod
+    does not list is NOT_LISTED_YET while one of its containers awaits its run and the alert is
+    younger than LISTING_LAG_SECONDS at ``now_ns`` (None: its age is not looked at)."""
     if alert.namespace != pod.namespace or alert.pod != pod.name:
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
     container_id = alert.container_id
@@ -63,7 +70,8 @@ def verify_alert(alert: Alert, pod: PodContext, *, check_node: bool) -> Verifica
     # could read the pod's real ids or node there could forge an alert that passes this check.
     node_problem = _node_problem(alert, pod) if check_node else None
     if container is None:
-        if pod.awaiting_runs and node_problem is None:
+        young = now_ns is None or now_ns - alert.time_ns <= int(LISTING_LAG_SECONDS * 1e9)
+        if pod.awaiting_runs and node_problem is None and young:
             # Container names, not ids: they are in the pod's spec, no secret to a forger.
             return Verification(
                 VerificationStatus.NOT_LISTED_YET,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.enrich import containers_of
 from responder.cluster.verify import VerificationStatus, verify_alert
@@ -21,6 +22,7 @@ from responder.notify.render import render_incident
 from responder.pipeline import LISTING_READS
 from responder.records import pod_from_json, pod_to_json
 from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from tests.helpers import FakeClock
 from tests.notify.test_slack_render import text_of
@@ -30,6 +32,10 @@ from tests.responder.test_quarantine import Harness
 from tests.responder.test_verify_restarted_container import alert_from
 
 STARTED_ID = hashlib.sha256(b"the container that just started").hexdigest()
+# The same words for every id on the pod: Slack tells the channel once, not once per made-up id.
+NOT_VERIFIED_YET = (
+    "not verified yet: a container of the pod is starting or restarting and its id is not listed yet"
+)
 OTHER_ID = hashlib.sha256(b"another made-up id").hexdigest()
 
 
@@ -49,8 +55,11 @@ def pod_of(
     init_statuses: list[dict[str, Any]] | None = None,
     restart_policy: str | None = None,
     phase: str = "Running",
+    deleting: bool = False,
+    own_policy: str | None = None,
 ) -> tuple[ContainerInfo, ...]:
-    spec: dict[str, Any] = {"containers": [{"name": name, "image": "img"} for name in containers]}
+    own = {"restartPolicy": own_policy} if own_policy else {}
+    spec: dict[str, Any] = {"containers": [{"name": name, "image": "img", **own} for name in containers]}
     if init is not None:
         spec["initContainers"] = init
     if restart_policy is not None:
@@ -58,7 +67,8 @@ def pod_of(
     status: dict[str, Any] = {"phase": phase, "containerStatuses": statuses}
     if init_statuses is not None:
         status["initContainerStatuses"] = init_statuses
-    return containers_of({"spec": spec, "status": status})
+    metadata = {"deletionTimestamp": "2026-12-05T10:00:00Z"} if deleting else {}
+    return containers_of({"metadata": metadata, "spec": spec, "status": status})
 
 
 @pytest.mark.parametrize(
@@ -96,6 +106,29 @@ def pod_of(
             "failed, restarted (OnFailure)",
             pod_of([status_of("main", {"terminated": {"exitCode": 2}}, "x://1")], restart_policy="OnFailure"),
             True,
+        ),
+        (
+            "cannot be started: its image is not there",
+            pod_of([status_of("main", {"waiting": {"reason": "ImagePullBackOff"}})]),
+            False,
+        ),
+        (
+            "its config is wrong",
+            pod_of([status_of("main", {"waiting": {"reason": "CreateContainerConfigError"}})]),
+            False,
+        ),
+        (
+            "being deleted: nothing starts again",
+            pod_of([status_of("main", {"terminated": {"exitCode": 0}}, "x://1")], deleting=True),
+            False,
+        ),
+        (
+            "its own restartPolicy (container restart rules) over the pod's",
+            pod_of(
+                [status_of("main", {"terminated": {"exitCode": 1}}, "x://1")],
+                own_policy="Never",
+            ),
+            False,
         ),
         (
             "a pod that has finished",
@@ -202,6 +235,27 @@ async def test_an_attack_in_a_containers_first_second_is_quarantined_once_the_ku
         await responder.stop()
 
 
+async def test_a_restart_just_after_the_pod_was_read_waits_too(tmp_path: Path, seeded: Seeded) -> None:
+    """The pod was read (and cached) a moment before its container restarted: the cached pod shows
+    nothing starting, so it is read afresh before anything is decided, and the alert waits."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    try:
+        # An alert of a rule no policy isolates reads the pod into the cache.
+        warm = falco_alert(vllm, "Some other rule", "Notice", "x", {"proc.name": "ls"})
+        await submit_all(responder, [alert_from_mapping(warm)])
+        set_status(running, vllm, vllm.container_id, {"waiting": {"reason": "CrashLoopBackOff"}})
+        listed = asyncio.create_task(later(0.5, set_status, running, vllm, STARTED_ID, RUNNING))
+        await submit_all(responder, [alert_from(vllm, STARTED_ID)])
+        await listed
+        shells = incidents(responder)
+        assert [i["verification"]["status"] for i in shells] == ["verified"]
+        assert labels(running, vllm)[LABEL] == "true"
+    finally:
+        await responder.stop()
+
+
 async def test_a_container_still_not_listed_is_decided_again_not_called_a_forgery(
     tmp_path: Path, seeded: Seeded
 ) -> None:
@@ -216,7 +270,8 @@ async def test_a_container_still_not_listed_is_decided_again_not_called_a_forger
         assert opened["verification"]["status"] == "not_listed_yet"
         assert not opened["decision"]["unverified"]
         [withheld] = opened["decision"]["withheld"]
-        assert withheld.startswith(f"not verified yet: container.id {STARTED_ID[:12]} is not listed")
+        assert withheld == NOT_VERIFIED_YET
+        assert opened["verification"]["reason"].startswith(f"container.id {STARTED_ID[:12]} is not listed")
         assert LABEL not in labels(running, vllm)
         record = responder.journal.incident_record(opened["id"])
         assert record is not None
@@ -244,19 +299,21 @@ async def test_alerts_waiting_on_one_pod_share_its_reads(tmp_path: Path, seeded:
     try:
         before = pod_reads(running, vllm)
         await submit_all(responder, [alert_from(vllm, STARTED_ID), alert_from(vllm, OTHER_ID)])
-        statuses = [i["verification"]["status"] for i in incidents(responder)]
-        assert statuses == ["not_listed_yet", "not_listed_yet"]
+        opened = incidents(responder)
+        assert [i["verification"]["status"] for i in opened] == ["not_listed_yet", "not_listed_yet"]
+        assert [i["decision"]["withheld"] for i in opened] == [[NOT_VERIFIED_YET]] * 2
         reads = pod_reads(running, vllm) - before
-        # The first read (then cached), LISTING_READS shared reads, and under the pod's lock one
-        # fresh read per incident (its cached pod fails the check). Alone, each would read 1 + 3 + 1.
-        assert reads == 1 + LISTING_READS + 2, reads
+        # The first read (then cached), one fresh read per alert (its cached pod fails the check),
+        # then LISTING_READS shared reads; under the pod's lock none (the cache holds the last).
+        # Alone, each alert would read 1 + 1 + 3.
+        assert reads == 1 + 2 + LISTING_READS, reads
     finally:
         await responder.stop()
 
 
-async def test_an_old_alert_does_not_wait(tmp_path: Path, seeded: Seeded) -> None:
-    """The kubelet's lag explains no alert older than a few seconds: one replayed from an hour ago,
-    or held up on its way, is decided at once."""
+async def test_an_old_alert_does_not_wait_and_is_a_possible_forgery(tmp_path: Path, seeded: Seeded) -> None:
+    """The kubelet's lag explains no alert older than LISTING_LAG_SECONDS: one replayed from an hour
+    ago, or held up on its way, is decided at once, as any id the pod does not have."""
     running, pods, kubeconfig = seeded
     vllm = pods["vllm"]
     set_status(running, vllm, None, CREATING)
@@ -267,7 +324,7 @@ async def test_an_old_alert_does_not_wait(tmp_path: Path, seeded: Seeded) -> Non
         before = pod_reads(running, vllm)
         await submit_all(responder, [alert_from(vllm, STARTED_ID)])
         [opened] = incidents(responder)
-        assert opened["verification"]["status"] == "not_listed_yet"
+        assert opened["verification"]["status"] == "unverified"
         assert pod_reads(running, vllm) - before == 2  # read, then read afresh: no waiting reads
     finally:
         await responder.stop()
@@ -278,3 +335,23 @@ def test_a_pod_whose_containers_all_run_is_checked_as_before(harness: Harness, s
     pod = harness.pod(vllm)
     assert pod.awaiting_runs == ()
     assert verify_alert(alert_from(vllm, vllm.container_id), pod, check_node=True).verified
+
+
+async def test_a_read_that_has_finished_is_not_shared_again(tmp_path: Path, seeded: Seeded) -> None:
+    """A waiter that finds the pod's last read done (its done-callback not run yet) takes a new
+    one: reusing it would spend its reads in no time, without waiting for the kubelet."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        first = await pipeline._next_read(vllm.namespace, vllm.name)
+        finished = asyncio.get_running_loop().create_future()
+        finished.set_result(first)
+        pipeline._listing_reads[(vllm.namespace, vllm.name)] = finished  # type: ignore[assignment]
+        before = pod_reads(running, vllm)
+        again = await pipeline._next_read(vllm.namespace, vllm.name)
+        assert again is not first and pod_reads(running, vllm) == before + 1
+    finally:
+        await responder.stop()
