@@ -190,8 +190,8 @@ class Pipeline:
             config.journal.max_pending, config.journal.max_pending_bytes, ALERT_OVERHEAD_BYTES
         )
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        # The pod reads alerts waiting for their container to be listed share (_next_read).
-        self._listing_reads: dict[tuple[str, str], asyncio.Task[PodLookup]] = {}
+        # The pod reads alerts waiting for their container to be listed share (_shared_read).
+        self._listing_reads: dict[tuple[str, str, float], asyncio.Task[PodLookup]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -949,9 +949,11 @@ class Pipeline:
             )
         deciding: list[tuple[str, Written]] = []
         # Before the pod's lock: its other incidents go on meanwhile.
-        before = await self._wait_until_listed(alert)
+        before = await self._wait_until_listed(alert, received_ns)
         async with self._pod_lock(key.namespace, key.pod):
-            verification, pod = await self._verify(alert, read=before.failed, recheck=not before.fresh)
+            verification, pod = await self._verify(
+                alert, read=before.failed, recheck=not before.fresh, received_ns=received_ns
+            )
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
             guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
@@ -1268,11 +1270,18 @@ class Pipeline:
         return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
 
     async def _verify(
-        self, alert: Alert, *, fresh: bool = False, read: PodLookup | None = None, recheck: bool = True
+        self,
+        alert: Alert,
+        *,
+        fresh: bool = False,
+        read: PodLookup | None = None,
+        recheck: bool = True,
+        received_ns: int | None = None,
     ) -> tuple[Verification, PodContext | None]:
         """The alert checked against its pod (as cached, or read ``fresh``; ``read``: a read of it
         made just now, which failed), and the pod. ``recheck``: a cached pod that fails the check
-        is read afresh (False: the cache holds a read made since the alert came)."""
+        is read afresh (False: the cache holds a read made since the alert came). ``received_ns``:
+        when the alert came, which says whether the kubelet's lag may explain it (see _check)."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
             return Verification(
@@ -1287,71 +1296,80 @@ class Pipeline:
         else:
             lookup = read
         if lookup.status is LookupStatus.FOUND and lookup.pod is not None:
-            verification = self._check(alert, lookup.pod)
+            verification = self._check(alert, lookup.pod, received_ns)
             if verification.verified or fresh or not recheck:
                 return verification, lookup.pod
             # The cached pod may predate a container restart: read it fresh once before refusing,
             # and refuse on the fresh read alone (a failed one leaves us not knowing, not a forgery).
-            return await self._verify(alert, fresh=True)
+            return await self._verify(alert, fresh=True, received_ns=received_ns)
         if lookup.status is LookupStatus.NOT_FOUND:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
         return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
 
-    def _check(self, alert: Alert, pod: PodContext) -> Verification:
-        return verify_alert(alert, pod, check_node=self._config.cluster.verify_node, now_ns=self._clock_ns())
+    def _check(self, alert: Alert, pod: PodContext, received_ns: int | None) -> Verification:
+        """verify_alert, the alert's age taken once, as it came (None: not looked at: only a
+        VERIFIED answer counts there)."""
+        return verify_alert(alert, pod, check_node=self._config.cluster.verify_node, now_ns=received_ns)
 
-    async def _wait_until_listed(self, alert: Alert) -> ReadBeforeLock:
+    async def _wait_until_listed(self, alert: Alert, received_ns: int) -> ReadBeforeLock:
         """A young alert whose container the pod's status does not list yet (NOT_LISTED_YET: one of
         its containers is starting or restarting) waits until it is, or LISTING_READS reads later,
         so that an attack in a container's first second is decided on, not left undecided. The
         pod's waiting alerts share each read: a storm of them costs the API one read a second.
 
-        A cached pod that fails the check is read afresh here, not under the lock again; a failed
-        first read is handed on (a failure is not cached) rather than asked for twice."""
+        A cached pod that fails the check is read afresh here (one read shared by the pod's alerts
+        that ask meanwhile, as the API reads under the pod's lock used to be one at a time), not
+        under the lock again; a failed first read is handed on (a failure is not cached) rather
+        than asked for twice. A read made here is kept for the check under the lock only if no
+        action changed the pod meanwhile (PodDirectory drops such a read)."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name or not valid_name(namespace) or not valid_name(name):
             return ReadBeforeLock()
-        if self._clock_ns() - alert.time_ns > int(LISTING_LAG_SECONDS * 1e9):
+        if received_ns - alert.time_ns > int(LISTING_LAG_SECONDS * 1e9):
             return ReadBeforeLock()  # not explained by the kubelet's lag: checked as any alert
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)
         if lookup.pod is None:
             return ReadBeforeLock(failed=lookup)
-        verification = self._check(alert, lookup.pod)
-        if verification.verified:
+        if self._check(alert, lookup.pod, received_ns).verified:
             return ReadBeforeLock()
-        # The cached pod may predate a container's start or restart.
-        lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
-        for _ in range(LISTING_READS):
-            if lookup.pod is None:
-                return ReadBeforeLock(failed=lookup)
-            if self._check(alert, lookup.pod).status is not VerificationStatus.NOT_LISTED_YET:
-                break
-            try:
-                lookup = await self._next_read(namespace, name)
-            except Exception:  # the check under the pod's lock reads it again, and says what failed
-                return ReadBeforeLock()
+        try:
+            # The cached pod may predate a container's start or restart.
+            lookup = await self._shared_read(namespace, name, pause=0.0)
+            for _ in range(LISTING_READS):
+                if lookup.pod is None:
+                    return ReadBeforeLock(failed=lookup)
+                if (
+                    self._check(alert, lookup.pod, received_ns).status
+                    is not VerificationStatus.NOT_LISTED_YET
+                ):
+                    break
+                lookup = await self._shared_read(namespace, name, pause=LISTING_PAUSE_SECONDS)
+        except Exception:  # the check under the pod's lock reads it again, and says what failed
+            return ReadBeforeLock()
         if lookup.pod is None:
             return ReadBeforeLock(failed=lookup)
         # Cached unless its namespace could not be read (then read again under the lock).
         return ReadBeforeLock(fresh=lookup.pod.namespace_labels_error is None)
 
-    def _next_read(self, namespace: str, name: str) -> asyncio.Future[PodLookup]:
-        """The pod read afresh after LISTING_PAUSE_SECONDS, by one read for all who ask meanwhile."""
-        key = (namespace, name)
+    def _shared_read(self, namespace: str, name: str, *, pause: float) -> asyncio.Future[PodLookup]:
+        """The pod read afresh after ``pause`` seconds, by one read for all who ask meanwhile (a
+        read already done is not shared: its result is older than asked for)."""
+        key = (namespace, name, pause)
         read = self._listing_reads.get(key)
-        if read is None or read.done():  # done: its result is older than the pause
-            read = asyncio.get_running_loop().create_task(self._read_after_pause(namespace, name))
+        if read is None or read.done():
+            read = asyncio.get_running_loop().create_task(self._read_after_pause(namespace, name, pause))
             self._listing_reads[key] = read
             read.add_done_callback(lambda done: self._forget_read(key, done))
         # One waiter cancelled (a shutdown) does not cancel the others' read.
         return asyncio.shield(read)
 
-    def _forget_read(self, key: tuple[str, str], read: asyncio.Task[PodLookup]) -> None:
+    def _forget_read(self, key: tuple[str, str, float], read: asyncio.Task[PodLookup]) -> None:
         if self._listing_reads.get(key) is read:  # not a newer read taken since
             del self._listing_reads[key]
 
-    async def _read_after_pause(self, namespace: str, name: str) -> PodLookup:
-        await asyncio.sleep(LISTING_PAUSE_SECONDS)
+    async def _read_after_pause(self, namespace: str, name: str, pause: float) -> PodLookup:
+        if pause > 0:
+            await asyncio.sleep(pause)
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=True)
         return lookup
 

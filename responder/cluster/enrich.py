@@ -154,6 +154,8 @@ class _TTLCache:
         self._clock = clock
         self._data: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        # Moved by every drop: a read that began before a drop is not stored (see put).
+        self.epoch = 0
 
     def get(self, key: tuple[str, ...]) -> Any | None:
         with self._lock:
@@ -166,10 +168,15 @@ class _TTLCache:
             self._data.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple[str, ...], value: Any) -> None:
+    def put(self, key: tuple[str, ...], value: Any, *, read_in_epoch: int | None = None) -> None:
+        """Keep ``value``; with ``read_in_epoch``, only if nothing was dropped since then: an
+        action forgets the pod it changed, and a read in flight meanwhile may predate the change
+        (it is returned to its caller, not kept for the next)."""
         if self._ttl <= 0:
             return
         with self._lock:
+            if read_in_epoch is not None and read_in_epoch != self.epoch:
+                return
             self._data[key] = (self._clock() + self._ttl, value)
             self._data.move_to_end(key)
             while len(self._data) > self._max:
@@ -178,6 +185,7 @@ class _TTLCache:
     def drop(self, key: tuple[str, ...]) -> None:
         with self._lock:
             self._data.pop(key, None)
+            self.epoch += 1
 
 
 class PodDirectory:
@@ -212,11 +220,12 @@ class PodDirectory:
                 cached = self._cache.get(key)
                 if cached is not None:
                     return cached  # type: ignore[no-any-return]
+            epoch = self._cache.epoch
             result = self._read(namespace, name)
             # Only a pod read whole is kept: a 404 may be a pod about to start (and a forged alert
             # must not make the genuine one wait out the TTL), a namespace left unread is retried.
             if result.pod is not None and result.pod.namespace_labels_error is None:
-                self._cache.put(key, result)
+                self._cache.put(key, result, read_in_epoch=epoch)
             return result
 
     def forget(self, namespace: str, name: str) -> None:
