@@ -185,9 +185,10 @@ class ThreadWriter(Generic[W]):
         interval = self._options.commit_interval_seconds
         stopping = False
         last_commit = 0.0
+        # Writes queued up during the previous commit (the writer is busy), as seen before that
+        # commit's writers were answered: a sender's next write, sent on its answer, is not one.
+        busy = False
         while not stopping:
-            # Writes already queued: they came in during the previous commit (the writer is busy).
-            busy = not self._queue.empty()
             item = self._queue.get()
             if item is None:
                 break
@@ -220,9 +221,11 @@ class ThreadWriter(Generic[W]):
                     break
                 batch.extend(more)
             last_commit = time.monotonic()
-            self._commit_batch(conn, batch)
+            busy = self._commit_batch(conn, batch)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, W]]) -> None:
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, W]]) -> bool:
+        """Commit the group and answer its writers; returns whether more writes queued up
+        meanwhile (looked at before the answers go out)."""
         # Fast path: the whole group in one transaction, no per-op savepoints. Only when an op
         # fails is the group rolled back and redone op by op under savepoints (below), so the
         # outcome is the same either way: one bad write fails alone, the rest commit together.
@@ -240,14 +243,17 @@ class ThreadWriter(Generic[W]):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             log.error("journal commit failed", extra={"error": str(exc), "batch": len(batch)})
+            queued = not self._queue.empty()
             self._settle([(waiter, None, exc) for _, waiter in batch])
-            return
+            return queued
         self.commits += 1
         self.ops_committed += len(batch)
+        queued = not self._queue.empty()
         if self._syncer is not None:
             self._syncer.committed(results)  # acknowledged once the fsync that follows is done
         else:
             self._settle(results)
+        return queued
 
     def _release_synced(self, results: list[Result[W]], error: BaseException | None) -> None:
         if error is not None:  # committed, but maybe not on disk: not acknowledged as written

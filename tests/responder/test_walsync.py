@@ -8,7 +8,9 @@ import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,6 +169,30 @@ def test_synchronous_normal_commits_a_write_that_finds_the_writer_idle_at_once(
         for n in range(3):
             written = journal.submit(Journal.op_append_alert(alert(n), "http", 1))
             assert written.result(timeout=10) is True  # waiting out the interval would take 60 s
+        assert journal.commits == 3
+    finally:
+        journal.close()
+
+
+def test_a_write_sent_on_the_previous_answer_is_not_taken_for_one_that_queued_up(tmp_path: Path) -> None:
+    """The sender's next write may reach the queue before the writer looks at it again (its answer
+    went out first): it came after the commit, not during it, and commits at once. (Under load
+    the thread that sends it can beat the writer's loop; here it is sent from the answer itself.)"""
+    journal = open_journal(tmp_path, synchronous="NORMAL", writer="thread", commit_interval_seconds=60.0)
+    try:
+        last: list[Future[Any]] = []
+
+        def send_next(n: int) -> None:
+            written = journal.submit(Journal.op_append_alert(alert(n), "http", 1))
+            last.append(written)
+            if n < 2:
+                written.add_done_callback(lambda _: send_next(n + 1))  # runs as the answer goes out
+
+        send_next(0)
+        deadline = time.monotonic() + 10
+        while len(last) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(last) == 3 and last[2].result(timeout=10) is True  # not after the 60 s interval
         assert journal.commits == 3
     finally:
         journal.close()
