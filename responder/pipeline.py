@@ -44,7 +44,7 @@ from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
-from responder.cluster.verify import LISTING_LAG_SECONDS, Verification, VerificationStatus, verify_alert
+from responder.cluster.verify import Verification, VerificationStatus, listing_lag_may_explain, verify_alert
 from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.incident import IncidentKey, IncidentReport
@@ -1325,8 +1325,8 @@ class Pipeline:
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name or not valid_name(namespace) or not valid_name(name):
             return ReadBeforeLock()
-        if received_ns - alert.time_ns > int(LISTING_LAG_SECONDS * 1e9):
-            return ReadBeforeLock()  # not explained by the kubelet's lag: checked as any alert
+        if not listing_lag_may_explain(alert, received_ns):
+            return ReadBeforeLock()  # checked as any alert
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)
         if lookup.pod is None:
             return ReadBeforeLock(failed=lookup)
@@ -1335,15 +1335,14 @@ class Pipeline:
         try:
             # The cached pod may predate a container's start or restart.
             lookup = await self._shared_read(namespace, name, pause=0.0)
-            for _ in range(LISTING_READS):
-                if lookup.pod is None:
-                    return ReadBeforeLock(failed=lookup)
-                if (
-                    self._check(alert, lookup.pod, received_ns).status
-                    is not VerificationStatus.NOT_LISTED_YET
-                ):
-                    break
+            reads = 0
+            while (
+                reads < LISTING_READS
+                and lookup.pod is not None
+                and self._check(alert, lookup.pod, received_ns).status is VerificationStatus.NOT_LISTED_YET
+            ):
                 lookup = await self._shared_read(namespace, name, pause=LISTING_PAUSE_SECONDS)
+                reads += 1
         except Exception:  # the check under the pod's lock reads it again, and says what failed
             return ReadBeforeLock()
         if lookup.pod is None:

@@ -36,7 +36,7 @@ class Sender:
 
     def text(self) -> str:
         """In a few words, as the audit trail and Slack say it (see sender_text)."""
-        return sender_text(json.loads(self.record()))
+        return sender_text(_fields(self))
 
     @classmethod
     def from_record(cls, record: str | None) -> Sender | None:
@@ -62,12 +62,17 @@ class Sender:
 # ~4 µs of the event loop's time).
 @functools.lru_cache(maxsize=4096)
 def _record(sender: Sender) -> str:
-    fields: dict[str, object] = {"address": sender.address, "proof": sender.proof.value}
+    return json.dumps(_fields(sender), separators=(",", ":"))
+
+
+def _fields(sender: Sender) -> dict[str, Any]:
+    """The sender as its record holds it (and as the audit trail reads it back)."""
+    fields: dict[str, Any] = {"address": sender.address, "proof": sender.proof.value}
     if sender.names:
         fields["certificate"] = list(sender.names)
     if sender.token is not None:
         fields["token"] = sender.token
-    return json.dumps(fields, separators=(",", ":"))
+    return fields
 
 
 def sender_text(sender: Mapping[str, Any] | None) -> str:

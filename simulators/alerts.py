@@ -119,6 +119,15 @@ def load_rule_specs(
     return RuleSpecs(specs, origin, ", ".join(files))
 
 
+def chosen_rule_specs(rules: Sequence[str] | None) -> dict[str, RuleSpec] | None:
+    """The rules the alerts follow: the ``--rules`` files in load order, else this checkout's pack;
+    None when there is neither (an installed wheel has no pack: alerts get a generic output)."""
+    if rules is not None:
+        return load_rule_specs(rules, flag="--rules")
+    pack = default_rules_file()
+    return load_rule_specs(pack) if pack is not None else None
+
+
 ALERTS_FOLLOW_RULES = (
     "rules files in load order the alerts follow (their output format, priority and tags), as Falco"
     " loads them; they must define every rule the scenarios send"

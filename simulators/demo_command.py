@@ -12,7 +12,7 @@ from pathlib import Path
 
 from responder.commands.common import positive_seconds
 from responder.errors import UserError
-from simulators.alerts import ALERTS_FOLLOW_RULES, add_rules_option, default_rules_file, load_rule_specs
+from simulators.alerts import ALERTS_FOLLOW_RULES, add_rules_option, chosen_rule_specs
 from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
 from simulators.report import format_by_hand, format_table, row_of, write_report
 from simulators.scenario import Outcome, add_scenarios_dir_option, load_scenarios
@@ -93,11 +93,8 @@ def run(args: argparse.Namespace) -> int:
     scenario_set = load_scenarios(args.scenarios_dir)
     scenarios = list(scenario_set.by_name.values())
     overrides = _overrides(args.expect, [*scenario_set.names(), FORGED_CASE])
-    if args.rules is not None:
-        specs = load_rule_specs(args.rules, flag="--rules")
-    else:
-        pack = default_rules_file()
-        specs = load_rule_specs(pack) if pack is not None else {}
+    chosen = chosen_rule_specs(args.rules)
+    specs = chosen if chosen is not None else {}
     if args.workdir == "":
         raise UserError("--workdir: the path is empty")
     if args.report == "":

@@ -28,8 +28,7 @@ from simulators.alerts import (
     ScenarioAlert,
     add_rules_option,
     check_rules_defined,
-    default_rules_file,
-    load_rule_specs,
+    chosen_rule_specs,
     rules_took_the_scenarios,
     scenario_alerts,
 )
@@ -154,14 +153,10 @@ def _specs(
     """The rules the alerts follow: --rules (in load order), else this checkout's pack, which must define
     every rule the scenarios send (a misspelt one in a scenario of ``directory`` is named with its
     file); else (an installed wheel has no pack) a generic output line."""
-    if args.rules is not None:
-        specs = load_rule_specs(args.rules, flag="--rules")
-    else:
-        pack = default_rules_file()
-        if pack is None:
-            print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
-            return {}
-        specs = load_rule_specs(pack)
+    specs = chosen_rule_specs(args.rules)
+    if specs is None:
+        print("note: no rules pack found (use --rules): alerts carry a generic output line", file=out)
+        return {}
     check_rules_defined(scenarios, specs, directory)
     return specs
 

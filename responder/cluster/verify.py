@@ -70,7 +70,7 @@ def verify_alert(
     # could read the pod's real ids or node there could forge an alert that passes this check.
     node_problem = _node_problem(alert, pod) if check_node else None
     if container is None:
-        young = now_ns is None or now_ns - alert.time_ns <= int(LISTING_LAG_SECONDS * 1e9)
+        young = now_ns is None or listing_lag_may_explain(alert, now_ns)
         if pod.awaiting_runs and node_problem is None and young:
             # Container names, not ids: they are in the pod's spec, no secret to a forger.
             return Verification(
@@ -87,6 +87,12 @@ def verify_alert(
     # as the kubelet keeps it, in the same pod).
     restarted = RESTARTED_SINCE if container.restarted_since(container_id) else ""
     return Verification(VerificationStatus.VERIFIED, restarted, container_name=container.name)
+
+
+def listing_lag_may_explain(alert: Alert, received_ns: int) -> bool:
+    """Whether the alert was young enough when it came (LISTING_LAG_SECONDS) for the kubelet's lag
+    to explain an id its pod does not list yet."""
+    return received_ns - alert.time_ns <= int(LISTING_LAG_SECONDS * 1e9)
 
 
 def _node_problem(alert: Alert, pod: PodContext) -> str | None:

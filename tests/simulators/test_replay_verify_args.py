@@ -21,7 +21,7 @@ from responder.audit import AuditEntry
 from responder.cli import main as cli_main
 from responder.client import ResponderClient
 from responder.rulespack.paths import default_pack
-from simulators import replay_command
+from simulators import alerts
 from simulators.alerts import load_rule_specs
 from simulators.falco_grpc_server import FalcoGrpcServer
 from simulators.replay import publish_alerts
@@ -337,7 +337,7 @@ def test_replay_without_rules_and_without_a_pack_falls_back_to_a_generic_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The fallback is for an install without the rules pack (a wheel has no rules/): kept."""
-    monkeypatch.setattr(replay_command, "default_rules_file", lambda: None)
+    monkeypatch.setattr(alerts, "default_rules_file", lambda: None)
     out_file = tmp_path / "alerts.jsonl"
     argv = [*FORGED_FILE, str(out_file), "--run-id", "run-1234", "shell-in-serving-pod"]
     assert cli_main(argv) == 0

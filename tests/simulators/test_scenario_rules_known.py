@@ -14,7 +14,7 @@ import pytest
 from responder.cli import main as cli_main
 from responder.errors import UserError
 from responder.rulespack.paths import default_pack, display_path
-from simulators import replay_command
+from simulators import alerts
 from simulators.alerts import load_rule_specs
 from simulators.scenario import SCENARIO_DIR
 
@@ -67,7 +67,7 @@ def test_replay_without_a_pack_still_falls_back(
     misspelt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An install without rules/ has nothing to check against: the generic output, said so."""
-    monkeypatch.setattr(replay_command, "default_rules_file", lambda: None)
+    monkeypatch.setattr(alerts, "default_rules_file", lambda: None)
     out_file = tmp_path / "alerts.jsonl"
     argv = [*REPLAY, "--file", str(out_file), "--scenarios-dir", str(misspelt), "drift-exec"]
     assert cli_main(argv) == 0
