@@ -112,8 +112,8 @@ class Alert:
     hostname: str | None = None
     sidekick_uuid: str | None = None
     alert_id: str = ""
-    # Who delivered it, as its input authenticated it (the HTTP input; None for gRPC and files):
-    # not part of what Falco said, so not part of alert_id. Journaled with it.
+    # Who delivered it, as its input knows it (a peer, a Falco, a file): not part of what Falco
+    # said, so not part of alert_id. Journaled with it.
     sender: Sender | None = None
 
     def text(self, name: str) -> str | None:

@@ -353,7 +353,7 @@ class AuditEntry(TypedDict):
     input: str
     priority: str
     alert: dict[str, Any]  # the alert as Falco's JSON
-    # None: an input that names no sender (gRPC, files), or an alert journaled before schema 7.
+    # None: an alert journaled before its input named its sender (schema 7 for HTTP; gRPC and files later).
     sender: NotRequired[SenderRecord | None]
     incident: NotRequired[IncidentRecord]
     timings_ms: NotRequired[Timings]

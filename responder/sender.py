@@ -1,6 +1,6 @@
-"""Who sent an alert, as its input authenticated it: journaled with the alert, shown in the audit
-trail and in Slack's warning about an alert that does not match its live pod. Never a secret: a
-token is named by its line in the token file."""
+"""Who sent an alert, as its input knows it: journaled with the alert, shown in the audit trail and
+in Slack's warning about an alert that does not match its live pod (where to look first for a
+forger). Never a secret: a token is named by its line in the token file."""
 
 from __future__ import annotations
 
@@ -13,19 +13,27 @@ from typing import Any
 
 
 class Proof(StrEnum):
-    """What admitted a sender: its client certificate, its bearer token, or nothing
-    (inputs.http.allow_unauthenticated)."""
+    """What vouches for a sender. The HTTP input's: the client's certificate, its bearer token, or
+    nothing (inputs.http.allow_unauthenticated). The gRPC input's: Falco's server certificate (TCP,
+    mutual TLS) or the unix socket's path (whoever could create it). The ingest command's: the file
+    it read (or standard input)."""
 
     CERTIFICATE = "certificate"
     TOKEN = "token"  # noqa: S105 (a kind of proof, not a secret)
     NONE = "none"
+    SERVER_CERTIFICATE = "server-certificate"
+    SOCKET = "socket"
+    FILE = "file"
 
 
 @dataclass(frozen=True, slots=True)
 class Sender:
+    # HTTP: the peer's address. gRPC: Falco's address as configured (inputs.grpc.address).
+    # A file: its path, or "-" for standard input.
     address: str
     proof: Proof
-    # The verified client certificate's common name and DNS names (presented, whatever the proof).
+    # HTTP: the verified client certificate's common name and DNS names (presented, whatever the
+    # proof). gRPC over TLS: the name Falco's server certificate was verified against.
     names: tuple[str, ...] = ()
     # Which token of inputs.http.token matched (1: its file's first), when one did.
     token: int | None = None
@@ -77,15 +85,25 @@ def _fields(sender: Sender) -> dict[str, Any]:
 
 def sender_text(sender: Mapping[str, Any] | None) -> str:
     """Who sent an alert (a Sender's record, decoded), in a few words: "certificate falco from
-    10.0.0.7", "token 2 from ...", "unauthenticated from ..."; "-" when its input names none."""
+    10.0.0.7", "token 2 from ...", "unauthenticated from ...", "Falco gRPC at unix:///...",
+    "file /var/log/falco.jsonl"; "-" when it names none (an alert journaled before senders were)."""
     if not sender:
         return "-"
     names = ",".join(str(name) for name in sender.get("certificate") or [])
     proof = sender.get("proof")
+    address = sender.get("address") or "?"
+    if proof == "server-certificate":
+        return f"Falco gRPC at {address} (server certificate" + (f" {names})" if names else ")")
+    if proof == "socket":
+        return f"Falco gRPC at {address}"
+    if proof == "file":
+        return "standard input" if address == "-" else f"file {address}"
     if proof == "token":
         said = f"token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
     elif proof == "certificate":
         said = f"certificate {names or '?'}"
-    else:
+    elif proof == "none":
         said = "unauthenticated"
-    return f"{said} from {sender.get('address') or '?'}"
+    else:  # a proof of a later version's
+        said = str(proof)
+    return f"{said} from {address}"

@@ -32,6 +32,7 @@ from responder.errors import UserError
 from responder.ingest.http import JOURNAL_FAILURES
 from responder.ingest.sink import InputName, Overloaded
 from responder.logs import setup_logging
+from responder.sender import Proof, Sender
 
 if TYPE_CHECKING:
     from responder.pipeline import Pipeline
@@ -201,7 +202,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         await responder.start()  # inside: a start that fails still stops (the journal lock goes)
         pipeline = responder.pipeline
         assert pipeline is not None
-        tally = _Tally(pipeline, name)
+        tally = _Tally(pipeline, name, _file_sender(args.source))
         try:
             stopped = await tally.feed(line_source(stream, limit), limit)
         except asyncio.CancelledError:  # Ctrl-C: say where to take it up again
@@ -229,10 +230,17 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     return 1 if tally.rejected else 0
 
 
+def _file_sender(source: str) -> Sender:
+    """The alerts' sender: the file, by its absolute path (the journal outlives the directory the
+    command ran in), or standard input."""
+    return Sender("-" if source == "-" else os.path.abspath(source), Proof.FILE)
+
+
 @dataclass
 class _Tally:
     pipeline: Pipeline
     name: str
+    sender: Sender
     accepted: int = 0
     again: int = 0
     rejected: int = 0
@@ -280,7 +288,7 @@ class _Tally:
 
     async def submit(self, number: int, raw: bytes) -> None:
         try:
-            alert = parse_falco_json(raw)
+            alert = parse_falco_json(raw, self.sender)
         except AlertError as exc:
             problem = str(exc)
             if exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{") and not _is_json(raw):

@@ -67,6 +67,7 @@ from responder.ingest.grpc_payload import parse_response
 from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
 from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
 from responder.metrics import Metrics
+from responder.sender import Proof, Sender
 
 T = TypeVar("T")
 
@@ -139,7 +140,16 @@ def backoff_delay(attempt: int, initial_seconds: float, max_seconds: float, rng:
     return rng.uniform(ceiling / 2, ceiling)
 
 
-def alert_from_response(response: outputs_pb2.response) -> Alert:
+def grpc_sender(config: GrpcInput) -> Sender:
+    """Who sends this input's alerts: the Falco it connects to, vouched for by the server
+    certificate it verifies (TCP) or by the socket's path alone (whoever could create it)."""
+    if config.address.startswith("unix:") or config.tls is None:
+        return Sender(config.address, Proof.SOCKET)
+    names = (config.tls.server_name,) if config.tls.server_name else ()
+    return Sender(config.address, Proof.SERVER_CERTIFICATE, names)
+
+
+def alert_from_response(response: outputs_pb2.response, sender: Sender | None = None) -> Alert:
     """Convert one ``falco.outputs.response`` into an Alert; raise AlertError naming the bad field."""
     if not response.HasField("time"):
         raise AlertError("time", "missing")
@@ -168,6 +178,7 @@ def alert_from_response(response: outputs_pb2.response) -> Alert:
         fields=dict(response.output_fields),
         tags=list(response.tags),
         hostname=response.hostname,
+        sender=sender,
     )
 
 
@@ -287,6 +298,7 @@ class GrpcAlertInput:
         """``journal``: the one ``sink`` writes to, asked at stop which alerts it holds (without
         it, every alert not seen journaled is named, as unconfirmed)."""
         self._config = config
+        self._sender = grpc_sender(config)
         self._sink = sink
         self._log = logger
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -537,7 +549,7 @@ class GrpcAlertInput:
         """The alert in a message from the stream; None when it is refused (counted and logged)."""
         try:
             response, replaced = parse_response(data)
-            alert = alert_from_response(response)
+            alert = alert_from_response(response, self._sender)
         except AlertError as exc:
             self.state.rejected += 1
             self._sink.reject(InputName.GRPC, rejection_code(exc), str(exc))

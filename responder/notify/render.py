@@ -590,17 +590,25 @@ def _unverified_lines(report: IncidentReport) -> list[str]:
 
 def _forger_hint(sender: Sender | None) -> str:
     """Where to look first for whoever sent an alert that does not match its pod."""
-    if sender is None:  # gRPC or a file: the input names no sender
-        return "Check who can reach the responder's alert input"
+    if sender is None:  # journaled before alerts named their sender
+        return "Check who can reach the responder's alert inputs"
     said = f"It was sent by {code(sender.text(), REASON_LIMIT)}: "
-    if sender.proof is Proof.CERTIFICATE:
-        return said + "check who holds that client certificate"
-    if sender.proof is Proof.TOKEN:
-        return said + "check who holds that token (its line in the token file)"
-    return (
-        said + "the alert input takes alerts from anyone (inputs.http.allow_unauthenticated);"
-        " check who can reach it"
-    )
+    match sender.proof:
+        case Proof.CERTIFICATE:
+            return said + "check who holds that client certificate"
+        case Proof.TOKEN:
+            return said + "check who holds that token (its line in the token file)"
+        case Proof.SERVER_CERTIFICATE:
+            return said + "check who holds a server certificate for that name from inputs.grpc.tls.ca_file"
+        case Proof.SOCKET:
+            return said + "check who can create that socket (its directory's owner and mode)"
+        case Proof.FILE:
+            return said + "check who wrote what `serving-guard ingest` read"
+        case Proof.NONE:
+            return (
+                said + "the alert input takes alerts from anyone (inputs.http.allow_unauthenticated);"
+                " check who can reach it"
+            )
 
 
 def _verification_text(report: IncidentReport) -> str:

@@ -44,6 +44,7 @@ from responder.ingest.proto import (
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.journal_process import JournalUnavailable
 from responder.metrics import Metrics
+from responder.sender import Proof, Sender
 from simulators.falco_grpc_server import (
     FalcoGrpcServer,
     ServerTLS,
@@ -254,6 +255,12 @@ async def test_alerts_flow_with_falco_fields(falco: Falco, logger: logging.Logge
     assert legacy_alert.hostname == "node-2"
     assert direct_alert.source == "k8saudit"  # a plugin source name passes through
     assert direct_alert.alert_id == direct.alert_id
+    # Each names the Falco it came from (what Slack's warning about a possible forgery points at).
+    if falco.config.tls is None:
+        sender = Sender(falco.config.address, Proof.SOCKET)
+    else:
+        sender = Sender(falco.config.address, Proof.SERVER_CERTIFICATE)
+    assert [alert.sender for alert, _ in sink.alerts] == [sender] * 3
     assert sink.rejects == []
     assert falco.server.pending() == 0
 
@@ -476,6 +483,10 @@ async def test_mtls_with_server_name_override(pki: PKI, logger: logging.Logger) 
             await eventually(lambda: sink.rules == ["Over mTLS"], "alert over mTLS")
     finally:
         falco.server.stop()
+    # The name the server's certificate was verified against is the sender's.
+    (alert, _), *_ = sink.alerts
+    assert alert.sender == Sender(config.address, Proof.SERVER_CERTIFICATE, ("localhost",))
+    assert alert.sender.text() == f"Falco gRPC at {config.address} (server certificate localhost)"
 
 
 async def test_unreadable_tls_file_is_a_logged_failure_not_a_crash(

@@ -312,7 +312,7 @@ def test_unverified_alert_is_a_distinct_loud_security_message() -> None:
 @pytest.mark.parametrize(
     ("sender", "hint"),
     [
-        (None, "Check who can reach the responder's alert input"),
+        (None, "Check who can reach the responder's alert inputs"),
         (
             Sender("10.0.0.7", Proof.CERTIFICATE, ("falco-node-b",)),
             "It was sent by `certificate falco-node-b from 10.0.0.7`:"
@@ -326,6 +326,25 @@ def test_unverified_alert_is_a_distinct_loud_security_message() -> None:
             Sender("10.0.0.9", Proof.NONE),
             "It was sent by `unauthenticated from 10.0.0.9`: the alert input takes alerts from anyone"
             " (inputs.http.allow_unauthenticated); check who can reach it",
+        ),
+        (
+            Sender("falco.falco:5060", Proof.SERVER_CERTIFICATE, ("falco-grpc",)),
+            "It was sent by `Falco gRPC at falco.falco:5060 (server certificate falco-grpc)`:"
+            " check who holds a server certificate for that name from inputs.grpc.tls.ca_file",
+        ),
+        (
+            Sender("unix:///run/falco/falco.sock", Proof.SOCKET),
+            "It was sent by `Falco gRPC at unix:///run/falco/falco.sock`:"
+            " check who can create that socket (its directory's owner and mode)",
+        ),
+        (
+            Sender("/var/log/falco/events.jsonl", Proof.FILE),
+            "It was sent by `file /var/log/falco/events.jsonl`:"
+            " check who wrote what `serving-guard ingest` read",
+        ),
+        (
+            Sender("-", Proof.FILE),
+            "It was sent by `standard input`: check who wrote what `serving-guard ingest` read",
         ),
     ],
 )

@@ -26,6 +26,7 @@ from simulators.falco_json import falco_alert
 from simulators.pki import TestPKI, make_test_pki
 from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE, Records, responder_config
+from tests.responder.test_http_input_sender import journaled_senders
 from tests.responder.test_journal_process import writer_pid
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -69,6 +70,9 @@ async def test_alerts_streamed_by_falco_over_grpc_are_acted_on(tmp_path: Path, s
             assert responder.grpc_input is not None and responder.grpc_input.state.falco_version == "0.42.0"
             text = responder.metrics.render().decode()
             assert 'serving_guard_alerts_received_total{input="grpc",source="syscall"} 2.0' in text
+            # Journaled with the Falco that sent them, as the audit trail and Slack name it.
+            socket_sender = {"address": f"unix://{socket_path}", "proof": "socket"}
+            assert journaled_senders(responder) == [socket_sender, socket_sender]
         finally:
             await responder.stop()
     finally:

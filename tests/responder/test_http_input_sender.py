@@ -166,6 +166,23 @@ def test_an_input_that_names_no_sender_shows_none() -> None:
     assert sender_text({"address": "10.0.0.9", "proof": "token", "token": 1, "certificate": ["other"]}) == (
         "token 1 (certificate other) from 10.0.0.9"
     )
+    # A proof of a later version's is named as it is, never taken for an open input.
+    assert sender_text({"address": "10.0.0.9", "proof": "telepathy"}) == "telepathy from 10.0.0.9"
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        Sender("unix:///run/falco/falco.sock", Proof.SOCKET),
+        Sender("falco.falco:5060", Proof.SERVER_CERTIFICATE, ("falco-grpc",)),
+        Sender("falco.falco:5060", Proof.SERVER_CERTIFICATE),
+        Sender("/var/log/falco/events.jsonl", Proof.FILE),
+        Sender("-", Proof.FILE),
+    ],
+)
+def test_the_grpc_input_and_ingest_senders_come_back_from_their_records(sender: Sender) -> None:
+    assert Sender.from_record(sender.record()) == sender
+    assert sender_text(json.loads(sender.record())) == sender.text()
 
 
 async def test_bound_to_its_node_an_alert_comes_only_from_a_certificate_naming_that_node(

@@ -333,6 +333,39 @@ def test_ingest_from_stdin_bounds_its_lines_too(tmp_path: Path, seeded: Seeded) 
     assert quarantined(running, pods["vllm"]) and quarantined(running, pods["triton"])
 
 
+def test_ingested_alerts_name_the_file_or_stdin_they_were_read_from(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their sender is the file (by its absolute path: the journal outlives the directory the
+    command ran in) or standard input: what the audit trail and Slack's forgery warning name."""
+    _running, pods, kubeconfig = seeded
+    config = small_limit_config(tmp_path, kubeconfig)
+    (tmp_path / "falco").mkdir()
+    (tmp_path / "falco" / "events.jsonl").write_bytes(alert_line(pods["vllm"]) + b"\n")
+    monkeypatch.chdir(tmp_path / "falco")
+    assert main(["ingest", "events.jsonl", "--config", str(config), "--settle-seconds", "0"]) == 0
+    from_stdin = subprocess.run(
+        [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"],
+        input=alert_line(pods["triton"]),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert from_stdin.returncode == 0, from_stdin.stderr.decode()
+    capsys.readouterr()
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    senders = {entry["pod"]: entry["sender"] for entry in json.loads(capsys.readouterr().out)}
+    assert senders == {
+        pods["vllm"].name: {"address": str(tmp_path / "falco" / "events.jsonl"), "proof": "file"},
+        pods["triton"].name: {"address": "-", "proof": "file"},
+    }
+    assert main(["audit", "--config", str(config), "--format", "incidents"]) == 0
+    said = [line.strip() for line in capsys.readouterr().out.splitlines() if "sent by" in line]
+    assert sorted(said) == sorted(
+        [f"sent by   file {tmp_path / 'falco' / 'events.jsonl'}", "sent by   standard input"]
+    )
+
+
 def test_an_alert_from_a_pipe_is_acted_on_while_the_pipe_stays_open(tmp_path: Path, seeded: Seeded) -> None:
     """`falco | serving-guard ingest -`: the read that waits for Falco's next line does not hold back
     the work on the alerts read so far (it did, on the event loop, until another line came)."""
