@@ -173,15 +173,29 @@ def _slack_text(incident: Mapping[str, Any]) -> str:
 _NOT_FOR_ALERTS = ("released", "lapsed")
 
 
+# Verifications the responder decides again on a repeat (REDECIDE_AFTER_SECONDS later, in a new
+# incident): the pod could not be read, or did not list the alert's container yet.
+_DECIDED_AGAIN = ("lookup_failed", "not_listed_yet")
+
+
+def _decided_again(incident: Mapping[str, Any]) -> bool:
+    return (incident.get("verification") or {}).get("status") in _DECIDED_AGAIN
+
+
 def _run_incident(rule: str, of_rule: Sequence[Entry]) -> tuple[Entry, Mapping[str, Any] | None]:
-    """The entry and incident that are this run's for ``rule``: the incident one of its alerts
-    opened; else the one they folded into (the same rule, pod, container and node within the
+    """The entry and incident that are this run's for ``rule``: the first incident one of its
+    alerts opened (past one the responder decides again on a repeat, when a repeat opened a later
+    one); else the one they folded into (the same rule, pod, container and node within the
     dedupe window), with only what the responder did once this run's first alert was received
     (what it did before was for another run's). A folded incident in which nothing was done for
     them is no verdict on this run: a settled _Miss saying so."""
-    for entry in of_rule:
-        if entry.get("outcome") == "opened" and entry.get("incident"):
-            return entry, entry["incident"]
+    openers = sorted(
+        (e for e in of_rule if e.get("outcome") == "opened" and e.get("incident")),
+        key=lambda e: int(e.get("received_ns") or 0),
+    )
+    if openers:
+        entry = next((e for e in openers if not _decided_again(e["incident"])), openers[-1])
+        return entry, entry["incident"]
     folded = [e for e in of_rule if e.get("incident")]
     if not folded:
         return of_rule[0], None
@@ -271,10 +285,11 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
         return
     if status != "verified":
         reason = verification.get("reason") or ""
-        raise _Miss(
-            f"alert not verified against the live pod ({status}{': ' + reason if reason else ''})",
-            settled=True,
-        )
+        said = f"alert not verified against the live pod ({status}{': ' + reason if reason else ''})"
+        if status in _DECIDED_AGAIN:
+            # Not a verdict yet: the scenario's next alert, 10 s on or later, is decided afresh.
+            raise _Miss(said + "; the responder decides it again on the rule's next alert", settled=False)
+        raise _Miss(said, settled=True)
     if outcome is Outcome.DRY_RUN:
         _check_dry_run(incident, decision)
         return

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from responder.alert_json import alert_from_mapping
+from responder.audit import AuditQuery, load_trail
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.enrich import PodDirectory, containers_of
 from responder.cluster.verify import VerificationStatus, verify_alert
@@ -21,9 +22,12 @@ from responder.journal import report_from_record
 from responder.notify.render import render_incident
 from responder.pipeline import LISTING_READS
 from responder.records import pod_from_json, pod_to_json
+from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
+from simulators.scenario import Expect, Outcome, load_scenarios
 from simulators.seed import SeededPod
+from simulators.verify import Expectation, judge
 from tests.helpers import FakeClock
 from tests.notify.test_slack_render import text_of
 from tests.responder.test_pipeline import LABEL, Seeded, labels, start_with_clock, submit_all
@@ -256,6 +260,19 @@ async def test_a_restart_just_after_the_pod_was_read_waits_too(tmp_path: Path, s
         await responder.stop()
 
 
+# A simulator run's marker (as `serving-guard simulate` tags its processes), and what `serving-guard
+# verify` expects of that scenario.
+MARKER = "# sg-run=r1.shell-in-serving-pod.1"
+SHELL_EXPECTATION = Expectation.of(
+    load_scenarios().by_name["shell-in-serving-pod"], "r1", Expect(outcome=Outcome.QUARANTINED, slack=False)
+)
+
+
+def trail(responder: Responder) -> list[dict[str, Any]]:
+    with responder.journal.reader() as conn:
+        return load_trail(conn, AuditQuery(run_id="r1"))
+
+
 async def test_a_container_still_not_listed_is_decided_again_not_called_a_forgery(
     tmp_path: Path, seeded: Seeded
 ) -> None:
@@ -265,7 +282,12 @@ async def test_a_container_still_not_listed_is_decided_again_not_called_a_forger
     clock = FakeClock()
     responder = await start_with_clock(tmp_path, kubeconfig, clock)
     try:
-        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": "sh -c 0"})])
+        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": f"sh -c 0 {MARKER}"})])
+        # serving-guard verify waits for the decision to come, rather than calling it a miss.
+        verdict = judge(SHELL_EXPECTATION, trail(responder))
+        assert not verdict.passed and not verdict.settled
+        assert "(not_listed_yet: container.id" in verdict.reason
+        assert verdict.reason.endswith("; the responder decides it again on the rule's next alert")
         [opened] = incidents(responder)
         assert opened["verification"]["status"] == "not_listed_yet"
         assert not opened["decision"]["unverified"]
@@ -282,9 +304,12 @@ async def test_a_container_still_not_listed_is_decided_again_not_called_a_forger
 
         set_status(running, vllm, STARTED_ID, RUNNING)
         clock.advance(11)
-        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": "sh -c 1"})])
+        await submit_all(responder, [alert_from(vllm, STARTED_ID, **{"proc.cmdline": f"sh -c 1 {MARKER}"})])
         assert [i["verification"]["status"] for i in incidents(responder)] == ["not_listed_yet", "verified"]
         assert labels(running, vllm)[LABEL] == "true"
+        # ... and judges the incident the repeat opened, not the one it replaced.
+        verdict = judge(SHELL_EXPECTATION, trail(responder))
+        assert verdict.passed and verdict.verified == "verified" and verdict.outcome == "quarantined"
     finally:
         await responder.stop()
 
