@@ -1439,7 +1439,8 @@ class Pipeline:
                 )
                 if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
-                if outcome.labelled:  # its labels changed: the next read must be fresh
+                # Its labels changed, or a release the read missed withheld it: the next read must be fresh.
+                if outcome.labelled or outcome.status is OutcomeStatus.WITHHELD:
                     self._directory.forget(pod.namespace, pod.name)
             elif action is ActionName.ANNOTATE and pod is not None:
                 outcome = await self._in_pool(

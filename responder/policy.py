@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
-from responder.actions.pod_records import CLOCK_SKEW_NS, release_record
-from responder.alert import Alert, Priority, format_time_ns
+from responder.actions.pod_records import CLOCK_SKEW_NS, release_record, released_after_alert
+from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName, Config, Guardrails, Policy
@@ -224,11 +224,7 @@ def decide(
         else None
     )
     if released is not None:
-        withhold(
-            f"the pod was released by {released.by} at {released.at}, after this alert's event"
-            f" ({format_time_ns(alert.time_ns)}): not isolated again on it; quarantine it by hand if it"
-            " should be"
-        )
+        withhold(released_after_alert(released, alert.time_ns))
 
     breaker_open = False
     # The breaker counts pods newly isolated: re-asserting an existing quarantine costs no slot.

@@ -681,8 +681,9 @@ class DestinationBlocks:
         blocking one of them (but for those never_block came to hold, let go on purpose); the policy
         no longer selecting the pod (where the pod's quarantine cuts its egress it is meant not to:
         then that cut's deny-all must hold); its rules or types not the block's (an allow added);
-        another policy that came to govern the pod's egress and let one of them through (as the
-        proof when made reads it: egress_governance); as for a proven quarantine, a way out of the
+        another policy that came to govern the pod's egress and let one of them through, or that
+        restricts it while the block policy selects the pod (which then undoes that restriction),
+        as the proof when made reads them (egress_governance); as for a proven quarantine, a way out of the
         pod's network namespace found since, or a network-policy API the cluster came to serve
         (unless block_destination.ignore_other_policy_apis): a block is only made without either."""
         if self._settings.label not in pod.labels:
@@ -724,14 +725,26 @@ class DestinationBlocks:
                 " labels were changed (or made by an earlier version)"
             )
         allowing: dict[str, list[str]] = {}
+        governing: set[str] = set()
         for address in sorted(wanted, key=lambda a: (a.version, a)):
             governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
             for policy in governance.allowing:
                 allowing.setdefault(policy, []).append(str(address))
+            governing.update(governance.governing)
         if allowing:
             return "; ".join(
                 f"NetworkPolicy {policy} now allows egress to {', '.join(addresses)}"
                 for policy, addresses in sorted(allowing.items())
+            )
+        if governing and selects:
+            # As when made (_proven): policies are a union of allows, so the block policy's "all but
+            # these" undoes a restriction that came since.
+            one = len(governing) == 1
+            return (
+                f"{'NetworkPolicy' if one else 'NetworkPolicies'} {', '.join(sorted(governing))} now"
+                f" restrict{'s' if one else ''} the pod's egress, and the block policy {name} allows what"
+                f" {'it denies' if one else 'they deny'} ({'it keeps' if one else 'they keep'}"
+                f" {', '.join(sorted(str(a) for a in wanted))} out: release the block)"
             )
         return None
 

@@ -38,12 +38,14 @@ def patch_as_read(
     metadata_for: Callable[[Mapping[str, Any]], dict[str, Any]],
     *,
     yield_to_release: bool = False,
+    release_since_ns: int | None = None,
 ) -> dict[str, Any]:
     """Merge-patch the metadata ``metadata_for`` makes of the pod's metadata as last read (its
     labels and annotations) and return the patched pod. With ``yield_to_release``, a release
     recorded on the pod since ``pod`` was read is not overwritten (the patch clears release records):
-    ReleasedMeanwhile. Raises PodReplaced, KeptChanging after CONFLICT_RETRIES attempts, or KubeError
-    (a 404: the pod is gone)."""
+    ReleasedMeanwhile; with ``release_since_ns``, such a release made at that time or later (an
+    alert's isolation gives way to a release after its event). Raises PodReplaced, KeptChanging
+    after CONFLICT_RETRIES attempts, or KubeError (a 404: the pod is gone)."""
     meta: Mapping[str, Any] = {"labels": pod.labels, "annotations": pod.annotations}
     version = pod.resource_version
     as_read = release_record_in(pod.annotations)
@@ -62,7 +64,10 @@ def patch_as_read(
             raise PodReplaced("pod was replaced (uid changed)")
         # A release changes the pod, so it always meets the patch here as a conflict.
         released = release_record_in(meta.get("annotations") or {})
-        if yield_to_release and released is not None and released != as_read:
+        gives_way = yield_to_release or (
+            release_since_ns is not None and released is not None and released.at_ns >= release_since_ns
+        )
+        if gives_way and released is not None and released != as_read:
             raise ReleasedMeanwhile(released)
         version = meta.get("resourceVersion")
     raise KeptChanging(f"the pod changed under each of {CONFLICT_RETRIES} attempts to label it")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from responder.alert import parse_time_ns
+from responder.alert import format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
 
 ANNOTATION_PREFIX = "serving-guard.io/"
@@ -50,6 +50,16 @@ def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
     by hand (kubectl label ... -) leaves in place. None: no release since. (Anyone who may patch the
     pod may write one: it is as trustworthy as that right; see README, Releasing.)"""
     return release_record_in(pod.annotations, since_ns)
+
+
+def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:
+    """Why an alert's isolation is withheld when a person released the pod after its event (an
+    alert taken up late: deferred while the pipeline was full, a slow API, a replayed file)."""
+    return (
+        f"the pod was released by {released.by} at {released.at}, after this alert's event"
+        f" ({format_time_ns(alert_time_ns)}): not isolated again on it; quarantine it by hand if it"
+        " should be"
+    )
 
 
 def release_record_in(annotations: Mapping[str, str], since_ns: int = 0) -> ReleaseRecord | None:

@@ -47,7 +47,13 @@ from responder.actions.outcome import (
     pod_gone,
     release_note,
 )
-from responder.actions.pod_patch import CONFLICT_RETRIES, KeptChanging, PodReplaced, patch_as_read
+from responder.actions.pod_patch import (
+    CONFLICT_RETRIES,
+    KeptChanging,
+    PodReplaced,
+    ReleasedMeanwhile,
+    patch_as_read,
+)
 from responder.actions.pod_records import (
     A_ALERT_ID,
     A_FLAGGED_AT,
@@ -60,8 +66,10 @@ from responder.actions.pod_records import (
     A_RELEASED_BY,
     A_RULE,
     CLEAR_RELEASE_RECORD,
+    CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    released_after_alert,
 )
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
@@ -463,6 +471,16 @@ class ClusterActions:
             return ActionOutcome(
                 "quarantine", OutcomeStatus.FAILED, str(exc), started_ns=started, finished_ns=self._clock_ns()
             )
+        except ReleasedMeanwhile as exc:
+            # As the decision withholds it when its read shows the release: the person's judgement
+            # is newer than the alert.
+            return ActionOutcome(
+                "quarantine",
+                OutcomeStatus.WITHHELD,
+                released_after_alert(exc.record, alert.time_ns),
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+            )
         except CutNotEnsured as exc:
             failed = self._failure("quarantine", exc.error, started)
             return replace(
@@ -759,9 +777,12 @@ class ClusterActions:
         never, even for a moment, in a policy that cuts less than the one it leaves (if that fails
         it stays where it was). So does a pod in a destination block labelled for the first time:
         its label takes it out of its block policy (whose NotIn leaves out every pod an egress cut
-        holds), and must never land before the deny-all that cuts its egress. Any other pod is
-        labelled first, its deny-all ensured after: where the deny-all exists (the chart renders
-        it) the label alone isolates it, one API call sooner, and even when the API fails after.
+        holds), and must never land before the deny-all that cuts its egress. So does any pod with
+        quarantine.patch_other_policies: a policy that restricts it may leave quarantined pods out
+        (patched for another pod's quarantine), and the label must not take it out of that
+        restriction before the deny-all holds. Any other pod is labelled first, its deny-all ensured
+        after: where the deny-all exists (the chart renders it) the label alone isolates it, one API
+        call sooner, and even when the API fails after.
         Returns the patched pod, the cut, the cut it was in, and what ensuring the cut's deny-all
         first did (None: nothing was ensured first).
         Raises KubeError (404: the pod is gone), PodReplaced, KeptChanging (see pod_patch) or
@@ -774,10 +795,12 @@ class ClusterActions:
             value = (meta.get("labels") or {}).get(label)
             current = self._settings.cut_of(value)
             cut = self._settings.cut(widest(current, requested))
-            # First, where the label could open something: a move between cuts, or a pod in a
-            # destination block (the label takes it out of its block policy).
+            # First, where the label could open something: a move between cuts, a pod in a
+            # destination block (the label takes it out of its block policy), or policies patched to
+            # leave quarantined pods out (the label takes the pod out of what they restrict).
             blocked = self._block_settings.label in (meta.get("labels") or {})
-            if value != cut.label_value and cut.isolation not in ensured and (current is not None or blocked):
+            opens = current is not None or blocked or self._settings.patch_other_policies
+            if value != cut.label_value and cut.isolation not in ensured and opens:
                 try:
                     ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut)
                 except KubeError as exc:
@@ -794,7 +817,11 @@ class ClusterActions:
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
             return {"labels": {label: cut.label_value}, "annotations": annotations}
 
-        patched = patch_as_read(self._gateway, pod, metadata_for)
+        # A release since the read, after the alert's event, is the person's word over the alert's
+        # (the decision withholds on a release its read shows; a cached read may not show it).
+        patched = patch_as_read(
+            self._gateway, pod, metadata_for, release_since_ns=alert.time_ns + CLOCK_SKEW_NS
+        )
         cut, current = chosen[-1]
         return patched, cut, current, ensured.get(cut.isolation)
 

@@ -102,11 +102,15 @@ def test_a_policy_that_came_to_allow_the_blocked_address_undoes_the_block(
     assert lapse(harness, vllm) == f"NetworkPolicy allow-partner now allows egress to {ADDRESS}"
 
 
-def test_a_policy_that_restricts_the_pods_egress_without_allowing_the_address_leaves_the_block_holding(
+def test_a_policy_that_came_to_restrict_the_pods_egress_is_undone_by_the_block_and_said(
     harness: Harness, seeded: Seeded
 ) -> None:
+    """A restriction added since the block (a person locking the pod down to DNS, say) keeps the
+    address out itself, but the block policy's "all but the address" is unioned with it: the pod's
+    other egress stays open, the lockdown without effect. The block as made no longer holds what it
+    claimed (all other egress kept, nothing more), as the proof when made would say (LEAKY)."""
     vllm = seeded[1]["vllm"]
-    blocked(harness, vllm)
+    name = blocked(harness, vllm)
     harness.put_policy(
         vllm.namespace,
         "egress-dns-only",
@@ -116,8 +120,17 @@ def test_a_policy_that_restricts_the_pods_egress_without_allowing_the_address_le
             "egress": [{"ports": [{"protocol": "UDP", "port": 53}], "to": [{"namespaceSelector": {}}]}],
         },
     )
+    assert egress_of(harness, vllm) == f"partial via egress-dns-only,{name}"
+    assert lapse(harness, vllm) == (
+        f"NetworkPolicy egress-dns-only now restricts the pod's egress, and the block policy {name} allows"
+        f" what it denies (it keeps {ADDRESS} out: release the block)"
+    )
+    # Gone again, the block holds as made.
+    harness.gateway.request(
+        "DELETE", f"/apis/networking.k8s.io/v1/namespaces/{vllm.namespace}/networkpolicies/egress-dns-only"
+    )
     assert lapse(harness, vllm) is None
-    # A policy allowing the address to other pods only changes nothing for this one either.
+    # A policy allowing the address to other pods only changes nothing for this one.
     harness.put_policy(
         vllm.namespace,
         "triton-partner",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,40 @@ def test_patching_other_policies_closes_the_leak_and_release_undoes_it(
     restored = harness.stored(NP, triton.namespace, LEAKY_POLICY)
     assert restored is not None and restored["spec"]["podSelector"] == {"matchLabels": {"app": "triton"}}
     assert "QuarantineReleased" in [e["reason"] for e in harness.events(triton.namespace)]
+
+
+def test_where_policies_may_exclude_quarantined_pods_the_deny_all_comes_before_the_label(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    """With quarantine.patch_other_policies, a policy that restricts a pod may leave out quarantined
+    pods (an exclusion made for another pod's quarantine): labelling the pod takes it out of that
+    restriction at once. Where the deny-all is missing and cannot be made, the label must not go
+    on, or the pod would be left with more traffic than before (here: all egress, not one address)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
+    triton, vllm = pods["triton"], pods["vllm"]
+    db_only = {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}]}],
+    }
+    harness.put_policy(triton.namespace, "egress-db-only", db_only)
+    first = harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-1", "r", dry_run=False)
+    assert first.status is OutcomeStatus.QUARANTINED and "egress-db-only" in first.patched_policies
+    # The deny-all deleted by hand, and the responder may not create it again.
+    harness.gateway.request(
+        "DELETE",
+        f"/apis/networking.k8s.io/v1/namespaces/{vllm.namespace}/networkpolicies/serving-guard-quarantine",
+    )
+    assert harness.stored(NP, vllm.namespace, "serving-guard-quarantine") is None
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="forbidden"))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled
+    assert outcome.detail.startswith(
+        "the pod was not labelled: NetworkPolicy serving-guard-quarantine is not ensured"
+    )
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and LABEL not in stored["metadata"]["labels"]  # still under egress-db-only
 
 
 def test_release_keeps_exclusions_while_other_pods_stay_quarantined(
@@ -589,6 +624,40 @@ def test_a_quarantine_is_widened_never_narrowed(
     harness.actions.release(vllm.namespace, vllm.name, by="carol", reason="done")
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and LABEL not in stored["metadata"]["labels"]
+
+
+def test_a_release_the_read_missed_holds_against_an_alert_from_before_it(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """The decision withholds an alert whose event came before a release its read of the pod shows;
+    a cached read (taken before the release) does not show it. The label's compare-and-set then
+    meets the release as a conflict, and the pod read afresh holds it: an alert from before the
+    release gives way to it (as the decision would have), one from after it quarantines again."""
+    vllm = seeded[1]["vllm"]
+
+    def label() -> str | None:
+        stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+        assert stored is not None
+        return stored["metadata"]["labels"].get(LABEL)  # type: ignore[no-any-return]
+
+    now = shell_alert(vllm)
+    assert harness.actions.quarantine(harness.pod(vllm), now, "inc-1", "r", dry_run=False).labelled
+    cached = harness.pod(vllm)  # read before the release
+    released = harness.actions.release(vllm.namespace, vllm.name, by="alice", reason="false positive")
+    assert released.status is OutcomeStatus.RELEASED and label() is None
+    # An alert taken up late: its event 10 minutes before the release (past the clocks' allowed skew).
+    late = dataclasses.replace(now, time_ns=now.time_ns - 600 * 10**9)
+    withheld = harness.actions.quarantine(cached, late, "inc-2", "r", dry_run=False)
+    assert withheld.status is OutcomeStatus.WITHHELD and not withheld.labelled
+    assert withheld.detail.startswith("the pod was released by alice at ")
+    assert withheld.detail.endswith(": not isolated again on it; quarantine it by hand if it should be")
+    assert label() is None
+    still = harness.pod(vllm)
+    assert still.annotations.get("serving-guard.io/released-by") == "alice"
+    # An alert from within the clocks' allowed skew of the release (or after it) is newer word on
+    # the pod than the release: it is quarantined again.
+    again = harness.actions.quarantine(cached, now, "inc-3", "r", dry_run=False)
+    assert again.status is OutcomeStatus.QUARANTINED and label() == "true"
 
 
 def test_a_stale_read_never_narrows_a_quarantine_made_meanwhile(
