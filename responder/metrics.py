@@ -121,6 +121,11 @@ class Metrics:
         self.grpc_connected = Gauge(
             "serving_guard_grpc_connected", "1 while the Falco gRPC stream is up", registry=r
         )
+        self.kubernetes_reachable = Gauge(
+            "serving_guard_kubernetes_reachable",
+            "1 when the API server answered the last readiness check (alerts are taken either way)",
+            registry=r,
+        )
         self.alert_to_decision = Histogram(
             "serving_guard_alert_to_decision_seconds",
             "From receipt to decision",

@@ -346,6 +346,10 @@ class Responder:
         return web.json_response(body, status=200 if ready else 503)
 
     async def check_ready(self) -> bool:
+        """Ready while alerts can be taken: the journal writes. The API server's state is reported
+        (in /readyz's body and serving_guard_kubernetes_reachable), never held against readiness:
+        Falco drops an alert its connection is refused for, and while the API is away the
+        responder still journals alerts, tells Slack, and decides them again on their repeats."""
         now = time.monotonic()
         if now - self.readiness.checked_at > READY_CACHE_SECONDS:
             details = []
@@ -363,7 +367,8 @@ class Responder:
                 cluster_ok = False
                 details.append(f"kubernetes: {exc}")
             self.readiness = Readiness(journal_ok, cluster_ok, now, "; ".join(details))
-        return self.readiness.journal_ok and self.readiness.cluster_ok
+            self.metrics.kubernetes_reachable.set(1 if cluster_ok else 0)
+        return self.readiness.journal_ok
 
     def _audit_route(self, readers: AuditReaders) -> Route:
         async def audit(request: Request) -> Response:

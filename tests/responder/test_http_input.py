@@ -356,7 +356,11 @@ async def test_liveness_fails_once_the_journal_writer_is_gone(open_input: Respon
     assert status == 503 and "journal writer process" in json.dumps(payload)
 
 
-async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path) -> None:
+async def test_readiness_holds_and_alerts_are_taken_while_the_api_server_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    """The only endpoint of the responder's Service must not leave it when the API server is away:
+    Falco drops an alert whose connection is refused. Its state is reported instead."""
     kubeconfig = tmp_path / "kc.json"
     kubeconfig.write_text(
         json.dumps(
@@ -382,7 +386,13 @@ async def test_readiness_fails_when_the_api_server_is_unreachable(tmp_path: Path
             session.get(f"{responder.metrics_url}/readyz") as response,
         ):
             payload = await response.json()
-        assert response.status == 503 and payload["kubernetes"] == "unreachable"
+        assert response.status == 200 and payload["ready"] is True
+        assert payload["journal"] == "ok" and payload["kubernetes"] == "unreachable"
+        assert payload["detail"].startswith("kubernetes: ")
+        assert "serving_guard_kubernetes_reachable 0.0" in responder.metrics.render().decode()
+        pod = SeededPod("ml-serving", "vllm-0", "node-1", "vllm", "vllm/vllm-openai:v0.6", "ab" * 32, {})
+        status, _, _ = await post(responder.http_url or "", body_for({"vllm": pod}))
+        assert status == 202
     finally:
         await responder.stop()
 
