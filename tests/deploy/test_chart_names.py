@@ -120,3 +120,42 @@ def test_every_name_an_object_gives_points_at_an_object_of_the_release(
         assert condition["expression"] == f'request.userInfo.username == "{user}"'
     for binding in (m for m in manifests if m["kind"] == "ValidatingAdmissionPolicyBinding"):
         assert (None, binding["spec"]["policyName"]) in _named(manifests, "ValidatingAdmissionPolicy")
+
+
+# Names a long release or namespace makes: X.509 caps a common name at 64 characters, and cert-manager
+# refuses a Certificate past it (so TLS never comes up).
+LONG_NAMINGS: tuple[tuple[str, str, Values], ...] = (
+    ("sg-prod-europe-west1-security-responder-a", "falco", {}),
+    (
+        "serving-guard",
+        "security-falco-runtime",
+        {"fullnameOverride": "serving-guard-responder-production-eu-west1-a"},
+    ),
+    ("sg-responder-with-a-name-of-sixty-characters-for-the-ca-cert", "falco", {}),
+)
+GRPC_LONG = {
+    "inputs": {
+        "grpc": {
+            "enabled": True,
+            "address": "falco-grpc-outputs-service.falco-runtime-security.svc.cluster.local:5060",
+        }
+    }
+}
+
+
+@pytest.mark.parametrize(("release", "namespace", "values"), LONG_NAMINGS, ids=lambda v: str(v) if v else "-")
+def test_no_certificate_asks_for_a_common_name_longer_than_x509_allows(
+    chart: helm_python.Chart, release: str, namespace: str, values: Values
+) -> None:
+    manifests = _render(chart, release, namespace, {**values, **GRPC_LONG})
+    certificates = _named(manifests, "Certificate")
+    assert {name.rsplit("-", 1)[-1] for _, name in certificates} >= {"ca", "server", "client"}
+    for (_, name), certificate in certificates.items():
+        spec = certificate["spec"]
+        assert len(spec.get("commonName", "")) <= 64, (name, spec.get("commonName"))
+        # What TLS clients check is still there: the DNS names, whole.
+        if name.endswith("-server"):
+            assert spec["dnsNames"] and all(len(dns) <= 253 for dns in spec["dnsNames"])
+    server = next(c for (_, n), c in certificates.items() if n.endswith("-server") and "grpc" not in n)
+    fullname = server["metadata"]["name"].removesuffix("-server")
+    assert f"{fullname}.{namespace}.svc" in server["spec"]["dnsNames"]

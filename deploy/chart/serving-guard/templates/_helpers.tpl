@@ -362,3 +362,10 @@ change that no longer rolls it). */ -}}
       "logging" (dict "level" $v.logging.level "format" $v.logging.format) -}}
 {{- toYaml $config -}}
 {{- end -}}
+
+{{- /* A certificate's common name: the first of (list NAME FALLBACK), or FALLBACK where NAME is past
+     X.509's 64 characters (cert-manager refuses such a certificate). For names nobody checks. */}}
+{{- define "serving-guard.commonName" -}}
+{{- $name := index . 0 -}}
+{{- if le (len $name) 64 }}{{ $name }}{{ else }}{{ index . 1 }}{{ end -}}
+{{- end -}}
