@@ -781,6 +781,27 @@ class Config(Strict):
                         " quarantine.network_policy",
                     )
                 )
+        # Blocks and patched policies leave quarantined pods out by every cut's label value (a
+        # block's NotIn names the cuts that stop egress; an exclusion, the cuts of its directions),
+        # whatever cut is in use: the API server refuses a selector value past 63 characters.
+        blocks = any(ActionName.BLOCK_DESTINATION in policy.actions for policy in self.policies)
+        if (blocks or self.quarantine.patch_other_policies) and not problems:
+            values = [self.quarantine.cut(isolation).label_value for isolation in Isolation]
+            too_long_value = next((value for value in values if len(value) > 63), None)
+            if too_long_value is not None:
+                needed = (
+                    "quarantine.patch_other_policies"
+                    if self.quarantine.patch_other_policies
+                    else "block_destination"
+                )
+                problems.append(
+                    (
+                        ("quarantine", "label_value"),
+                        f"{needed} leaves quarantined pods out by every cut's label value"
+                        f" (<label_value>-<cut>), and {too_long_value!r} is longer than 63 characters:"
+                        " shorten quarantine.label_value",
+                    )
+                )
         return problems
 
     def rule_patterns(self) -> Sequence[str]:

@@ -25,21 +25,33 @@ EGRESS_POLICY = {
 }
 # Around the edges: 55 = 63 - len("-ingress"), 56 = 63 - len("-egress"), 63 the schema's own cap.
 POLICY_NAME_LENGTHS = (55, 56, 57, 63)
-LABEL_VALUE_LENGTHS = (4, 56, 57)
+LABEL_VALUE_LENGTHS = (4, 55, 56, 57)
+BLOCK_POLICY = {
+    "name": "block",
+    "match": {"rules": ["Runtime download*"]},
+    "actions": ["notify", "block_destination"],
+}
+# What leaves quarantined pods out by every cut's label value, whatever cut is in use: nothing, the
+# policies the quarantine patches, or block policies (their NotIn).
+LEAVES_OUT = ("nothing", "patched policies", "blocks")
 
 
-def _values(name_length: int, value_length: int, isolate: str, otherwise: bool) -> dict[str, Any]:
+def _values(
+    name_length: int, value_length: int, isolate: str, otherwise: bool, leaves_out: str = "nothing"
+) -> dict[str, Any]:
+    # A policy cutting otherwise than quarantine.isolate puts every cut in use.
+    policies = (
+        [{**EGRESS_POLICY, "isolate": "ingress" if isolate == "egress" else "egress"}] if otherwise else []
+    )
     return {
         "enforcement": {"scope": "namespaced", "namespaces": ["models"]},
         "quarantine": {
             "networkPolicyName": "q" * name_length,
             "labelValue": "v" * value_length,
             "isolate": isolate,
+            "patchOtherPolicies": leaves_out == "patched policies",
         },
-        # A policy cutting otherwise than quarantine.isolate puts every cut in use.
-        "policies": [{**EGRESS_POLICY, "isolate": "ingress" if isolate == "egress" else "egress"}]
-        if otherwise
-        else [],
+        "policies": [*policies, BLOCK_POLICY] if leaves_out == "blocks" else policies,
     }
 
 
@@ -54,16 +66,18 @@ def _responder_takes(rendered_config: str) -> bool:
 def test_the_chart_refuses_exactly_the_cut_names_the_responder_refuses(chart: helm_python.Chart) -> None:
     base = yaml.safe_load(render(chart, Case("cut-names-base", _values(20, 4, "both", False))).config_text())
     refused = 0
-    for name_length, value_length, isolate, otherwise in itertools.product(
-        POLICY_NAME_LENGTHS, LABEL_VALUE_LENGTHS, ("both", "egress", "ingress"), (False, True)
+    refused_for_values_left_out = 0
+    for name_length, value_length, isolate, otherwise, leaves_out in itertools.product(
+        POLICY_NAME_LENGTHS, LABEL_VALUE_LENGTHS, ("both", "egress", "ingress"), (False, True), LEAVES_OUT
     ):
-        values = _values(name_length, value_length, isolate, otherwise)
+        values = _values(name_length, value_length, isolate, otherwise, leaves_out)
         # The responder's verdict on the config these values mean, whatever the chart says of them.
         meant = copy.deepcopy(base)
         meant["quarantine"].update(
             network_policy=values["quarantine"]["networkPolicyName"],
             label_value=values["quarantine"]["labelValue"],
             isolate=isolate,
+            patch_other_policies=leaves_out == "patched policies",
         )
         meant["policies"] = values["policies"]
         takes = _responder_takes(yaml.safe_dump(meant))
@@ -71,14 +85,18 @@ def test_the_chart_refuses_exactly_the_cut_names_the_responder_refuses(chart: he
             rendered = render(chart, Case("cut-names", values))
         except helm_python.HelmRenderError as exc:
             refused += 1
-            assert not takes, (values["quarantine"], otherwise, str(exc))
-            assert "longer than 63 characters: shorten quarantine.networkPolicyName and" in str(exc)
+            assert not takes, (values["quarantine"], otherwise, leaves_out, str(exc))
+            if "leaves quarantined pods out by every cut's label value" in str(exc):
+                refused_for_values_left_out += 1
+                assert "longer than 63 characters: shorten quarantine.labelValue to at most 55" in str(exc)
+            else:
+                assert "longer than 63 characters: shorten quarantine.networkPolicyName and" in str(exc)
             continue
-        assert takes, (values["quarantine"], otherwise)
+        assert takes, (values["quarantine"], otherwise, leaves_out)
         assert yaml.safe_load(rendered.config_text()) == meant
         for policy in rendered.of_kind("NetworkPolicy"):
             assert len(policy["metadata"]["name"]) <= 63
-    assert refused > 0  # guards the guard: the edges were reached
+    assert refused > 0 and refused_for_values_left_out > 0  # guards the guard: the edges were reached
 
 
 @pytest.mark.parametrize(

@@ -273,6 +273,30 @@ def test_a_policys_cut_is_checked_and_the_names_it_needs_must_fit(
     )
 
 
+@pytest.mark.parametrize(
+    ("leaves_out", "needed"),
+    [
+        ("  patch_other_policies: true\n", "quarantine.patch_other_policies"),
+        ("policies:\n  - name: block\n    actions: [notify, block_destination]\n", "block_destination"),
+    ],
+)
+def test_blocks_and_patched_policies_need_every_cuts_label_value_to_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], leaves_out: str, needed: str
+) -> None:
+    """They leave quarantined pods out by every cut's label value (a NotIn), whatever cut is in use:
+    a value the API server refuses would fail every block and every patch, each time."""
+    fits = "quarantine:\n  label_value: " + "v" * 55 + "\n"
+    assert load_config_text(fits + leaves_out).quarantine.label_value == "v" * 55
+    too_long = fits.replace("v" * 55, "v" * 56)
+    code, err, path = check(tmp_path, too_long + leaves_out, capsys)
+    assert code == 2
+    assert (
+        f"{path}:2: quarantine.label_value: {needed} leaves quarantined pods out by every cut's label value"
+        in err
+    )
+    assert f"{'v' * 56 + '-ingress'!r} is longer than 63 characters: shorten quarantine.label_value" in err
+
+
 def test_block_destination_settings_are_checked_where_they_are_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

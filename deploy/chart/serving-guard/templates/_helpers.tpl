@@ -263,6 +263,21 @@ its sizeLimit gets the pod evicted, a full PVC fails every write. An existing cl
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* Blocks and patched policies leave quarantined pods out by every cut's label value, whatever cut
+is in use (the responder refuses the config otherwise: Config.cut_name_problems). */ -}}
+{{- $blocks := false -}}
+{{- range $policy := $v.policies | default list -}}
+{{- if has "block_destination" ($policy.actions | default list) -}}{{- $blocks = true -}}{{- end -}}
+{{- end -}}
+{{- if or $blocks $v.quarantine.patchOtherPolicies -}}
+{{- $needed := ternary "quarantine.patchOtherPolicies" "a policy's block_destination action" (eq $v.quarantine.patchOtherPolicies true) -}}
+{{- range $cut := list "egress" "ingress" -}}
+{{- $value := printf "%s-%s" $v.quarantine.labelValue $cut -}}
+{{- if gt (len $value) 63 -}}
+{{- fail (printf "quarantine: %s leaves quarantined pods out by every cut's label value (<labelValue>-<cut>), and %q is longer than 63 characters: shorten quarantine.labelValue to at most 55 characters" $needed $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- /* The chart's own labels and its config checksum: a value may add to them, never replace one (Helm
 would render the key twice, and the last would win: a selector that no longer selects the pod, a config
 change that no longer rolls it). */ -}}
