@@ -244,8 +244,10 @@ class PolicyRestore:
     reinstated: tuple[str, ...] = ()
     # Restored under such a pod, and the exclusion could not be put back.
     exposed: tuple[str, ...] = ()
-    # Why the restore stopped (an API failure): the policies not restored keep their exclusion.
+    # Why some could not be restored (API failures, by policy): they keep their exclusion.
     failed: str | None = None
+    # Why the restored ones could not be checked against pods quarantined meanwhile (the recheck).
+    unchecked: str | None = None
 
     def notes(self) -> list[str]:
         """What the release's detail says of them."""
@@ -264,6 +266,11 @@ class PolicyRestore:
                 "restored " + ", ".join(self.exposed) + " while a pod their exclusion takes out was"
                 " being quarantined, and could not exclude it again: that pod may be LEAKY through"
                 " them; quarantine it again"
+            )
+        if self.unchecked is not None:
+            notes.append(
+                f"the quarantined pods could not be listed again after restoring them ({self.unchecked}):"
+                " a pod quarantined meanwhile may be LEAKY through them; quarantine it again"
             )
         if self.failed is not None:
             notes.append(
@@ -1162,18 +1169,30 @@ class ClusterActions:
         if not candidates:
             return PolicyRestore()
         quarantined = self._quarantined_values(namespace)
-        restored, kept = [], []
+        restored, kept, failed = [], [], []
         for name in sorted(candidates):
-            outcome = self._restore_policy(namespace, name, quarantined)
+            # One policy the API refuses does not stop the others: each restored one is named, and
+            # rechecked below, whatever came after it.
+            try:
+                outcome = self._restore_policy(namespace, name, quarantined)
+            except KubeError as exc:
+                failed.append(f"{name}: {exc}")
+                continue
             if outcome is True:
                 restored.append(name)
             elif outcome is False:
                 kept.append(name)
+        failure = "; ".join(failed) or None
         if not restored:
-            return PolicyRestore(kept=tuple(kept))
+            return PolicyRestore(kept=tuple(kept), failed=failure)
         # A quarantine labels its pod before it reads the policies: one that found a policy still
         # patched, before the restore, shows in a listing made after it.
-        return self._recheck_restored(namespace, restored, tuple(kept))
+        try:
+            rechecked = self._recheck_restored(namespace, restored, tuple(kept))
+        except KubeError as exc:
+            # Restored all the same: said, with why a pod quarantined meanwhile may not be excluded.
+            return PolicyRestore(tuple(restored), tuple(kept), failed=failure, unchecked=str(exc))
+        return replace(rechecked, failed=failure)
 
     def _quarantined_values(self, namespace: str) -> set[str]:
         """The quarantine label's values on the namespace's pods (any value, any cut)."""
@@ -1185,10 +1204,12 @@ class ClusterActions:
         """Take our exclusion off the policy, as read now, unless it takes out a pod labelled one
         of ``quarantined``. True: restored; False: kept; None: gone or no longer patched by us."""
         label, cut_values = self._settings.label, self._settings.cut_values()
-        for _ in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             current = self._gateway.get_network_policy(namespace, name)
             if current is None or not netpol.is_patched_by_us(current, label):
-                return None
+                # Gone, or restored already: by a write of ours whose answer was lost (the client
+                # retried it into a conflict) as much as by another release.
+                return True if attempt and current is not None else None
             if any(netpol.excludes(current, label, cut_values, value) for value in quarantined):
                 return False
             try:

@@ -5,10 +5,12 @@ emulated API server over real HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from responder.actions import destination
 from responder.actions.outcome import OutcomeStatus
+from responder.cluster.api import KubeError
 from responder.config import Quarantine
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import LEAKY_POLICY, SeededPod
@@ -86,3 +88,58 @@ def test_a_block_policy_not_emptied_after_the_label_came_off_is_said(seeded: See
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and BLOCK_LABEL not in stored["metadata"]["labels"]
     assert len(_released_events(harness, vllm)) == 1
+
+
+def _quarantined_with_two_patches(seeded: Seeded) -> tuple[Harness, SeededPod]:
+    """Triton quarantined with two other policies patched to leave it out: LEAKY_POLICY and a second."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(patch_other_policies=True))
+    triton = pods["triton"]
+    harness.put_policy(
+        triton.namespace,
+        "allow-metrics",
+        {"podSelector": {"matchLabels": {"app": "triton"}}, "policyTypes": ["Ingress"], "ingress": [{}]},
+    )
+    outcome = harness.actions.quarantine(
+        harness.pod(triton), shell_alert(triton), "inc-1", "r", dry_run=False
+    )
+    assert sorted(outcome.patched_policies) == sorted(("allow-metrics", LEAKY_POLICY))
+    return harness, triton
+
+
+def test_a_policy_the_api_refuses_to_restore_does_not_hide_the_ones_restored(seeded: Seeded) -> None:
+    """Each policy is restored on its own: one refused (a 403 on its PUT) is said by name, those
+    restored before and after it are named (and checked against pods quarantined meanwhile)."""
+    harness, triton = _quarantined_with_two_patches(seeded)
+    harness.fail(Fault(status=403, method="PUT", plural="networkpolicies", name="allow-metrics", times=3))
+    calls = harness.record_calls()
+    released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="fp")
+    assert released.status is OutcomeStatus.RELEASED, released.detail
+    assert released.patched_policies == (LEAKY_POLICY,)
+    assert f"restored NetworkPolicies {LEAKY_POLICY}" in released.detail
+    assert "could not all be restored (allow-metrics: " in released.detail
+    assert not _excluding(harness, triton)
+    # The recheck ran for what was restored: the quarantined pods were listed after the restore too.
+    listings = [path for verb, path in calls if verb == "GET" and path.endswith("/pods")]
+    assert len(listings) == 2
+
+
+def test_a_restore_whose_answer_was_lost_counts_as_restored(seeded: Seeded) -> None:
+    """The PUT went through and its answer was lost: the client's retry meets a conflict, and the
+    policy read again carries no exclusion of ours. It was this release's restore, and is named."""
+    harness, triton = _quarantined_with_two_patches(seeded)
+    replace_policy = harness.gateway.replace_network_policy
+    lost: list[str] = []
+
+    def answer_lost(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        written = replace_policy(namespace, name, body)
+        if not lost:
+            lost.append(name)
+            raise KubeError(409, "the object has been modified", verb="PUT", path=f"/{name}")
+        return written
+
+    harness.gateway.replace_network_policy = answer_lost  # type: ignore[method-assign]
+    released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="fp")
+    assert lost and released.status is OutcomeStatus.RELEASED, released.detail
+    assert sorted(released.patched_policies) == sorted(("allow-metrics", LEAKY_POLICY))
+    assert "could not all be restored" not in released.detail
