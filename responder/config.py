@@ -644,6 +644,10 @@ class Journal(Strict):
     # ... and at most this many bytes of them (each its body plus ~2 KiB of objects): a storm of
     # large alerts holds no more memory than one of small ones. One larger alert goes through alone.
     max_pending_bytes: int = Field(default=64 * 1024**2, strict=True, ge=1024**2, le=64 * 1024**3)
+    # One sender's deferred alerts take at most this share of max_bytes; past it, its alerts that
+    # find no room are refused (503) rather than deferred, so that no one sender fills the journal
+    # and buries the others' alerts behind its backlog (responder/deferred_shares.py).
+    max_deferred_share: float = Field(default=0.25, strict=True, gt=0, le=1)
     # Group commit: the next commit starts once the previous group is synced, or at the latest this
     # long after the previous commit began; with synchronous normal, writes that queued up during a
     # commit wait out the interval, and a write that finds the writer idle commits at once (see

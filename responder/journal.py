@@ -685,18 +685,30 @@ class Journal:
             ).fetchall()
         return [pending for row in rows if (pending := _pending_alert(row)) is not None]
 
-    def deferred_rows(self, after_seq: int, limit: int) -> list[tuple[int, int]]:
+    def deferred_rows(self, after_seq: int, limit: int) -> list[tuple[int, int, str]]:
         """The oldest ``limit`` deferred alerts journaled after row ``after_seq`` (op_append_deferred),
-        as (row, bytes of its body): each is read whole only once it holds a slot (deferred_alert)."""
+        as (row, bytes of its body, its sender's record or ""): each is read whole only once it
+        holds a slot (deferred_alert)."""
         with self.reader() as conn:
             return [
-                (int(seq), int(size))
-                for seq, size in conn.execute(
-                    "SELECT seq, length(payload) FROM alerts INDEXED BY alerts_deferred"
+                (int(seq), int(size), str(sender or ""))
+                for seq, size, sender in conn.execute(
+                    "SELECT seq, length(payload), sender FROM alerts INDEXED BY alerts_deferred"
                     " WHERE state = 'deferred' AND seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, limit),
                 )
             ]
+
+    def deferred_bytes_by_sender(self) -> dict[str, int]:
+        """The bytes of the deferred alerts' bodies, by sender record ("" for none)."""
+        with self.reader() as conn:
+            return {
+                str(sender or ""): int(size)
+                for sender, size in conn.execute(
+                    "SELECT sender, SUM(length(payload)) FROM alerts INDEXED BY alerts_deferred"
+                    " WHERE state = 'deferred' GROUP BY sender"
+                )
+            }
 
     def deferred_alert(self, seq: int) -> PendingAlert | None:
         """Deferred alert row ``seq``; None when it is no longer deferred, or cannot be read (logged:

@@ -47,6 +47,7 @@ from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, vali
 from responder.cluster.verify import Verification, VerificationStatus, listing_lag_may_explain, verify_alert
 from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
+from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.journal import (
@@ -57,7 +58,7 @@ from responder.journal import (
     log_failed_write,
     report_from_record,
 )
-from responder.journal_rows import estimated_payload_bytes
+from responder.journal_rows import encode_payload, estimated_payload_bytes
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
@@ -198,6 +199,10 @@ class Pipeline:
         self._idle.set()
         # Set when an alert is deferred (journaled while there was no room): run_deferred reads them.
         self._deferred_waiting = asyncio.Event()
+        journal_settings = config.journal
+        self._deferred_shares = DeferredShares(
+            int(journal_settings.max_bytes * journal_settings.max_deferred_share)
+        )
         self.stats = PipelineStats()
 
     # -- the AlertSink --------------------------------------------------------------------------
@@ -287,10 +292,21 @@ class Pipeline:
         folded = self._fold_without_slot(alert, source, raw, weight)
         if folded is not None:
             return await folded
+        key, size = sender_key(alert.sender), len(encode_payload(alert, raw))
+        refused = self._deferred_shares.refusal(key, size)
+        if refused is not None:
+            self._metrics.overloaded.labels(source.value).inc()
+            raise Overloaded(RETRY_AFTER_SECONDS * 5, refused)
         received_ns = self._clock_ns()
         self._journal.account_alert(weight)
-        new = await self._journal.run(Journal.op_append_deferred(alert, source.value, received_ns, raw))
+        self._deferred_shares.add(key, size)  # before the write: a sender's concurrent deferrals count
+        try:
+            new = await self._journal.run(Journal.op_append_deferred(alert, source.value, received_ns, raw))
+        except BaseException:
+            self._deferred_shares.remove(key, size)
+            raise
         if not new:
+            self._deferred_shares.remove(key, size)
             self._metrics.redelivered.labels(source.value).inc()
             return Accepted(alert.alert_id, new=False)
         self._metrics.count_received(source.value, alert.source)
@@ -321,10 +337,11 @@ class Pipeline:
     async def _take_up_deferred(self, after: int) -> int:
         """Take up the deferred alerts journaled after row ``after``; returns the last row read."""
         while rows := await asyncio.to_thread(self._journal.deferred_rows, after, DEFERRED_BATCH):
-            for seq, size in rows:
+            for seq, size, sender in rows:
                 if not await self._take_up(seq, size):  # the journal refused: again in a while
                     self._take_up_later()
                     return after
+                self._deferred_shares.remove(sender, size)
                 after = seq
         return after
 
@@ -463,6 +480,8 @@ class Pipeline:
         block_window = int(guardrails.max_blocks.window_seconds * 1e9)
         for finished in self._journal.block_times_since(now - block_window):
             self._block_breaker.take(finished)
+        # A backlog deferred by the last run counts against its senders' shares until taken up.
+        self._deferred_shares.load(self._journal.deferred_bytes_by_sender())
         pending = self._journal.pending_alerts()
         held, repeats = self._journaled_openings(pending)
         for item in pending:

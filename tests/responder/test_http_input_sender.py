@@ -266,7 +266,7 @@ def test_the_sender_comes_back_with_a_pending_deferred_or_repeat_alert(tmp_path:
     try:
         [taken_up] = journal.pending_alerts()
         assert taken_up.alert == pending and taken_up.alert.sender == sender
-        [(seq, _)] = journal.deferred_rows(0, 10)
+        [(seq, _, _)] = journal.deferred_rows(0, 10)
         waiting = journal.deferred_alert(seq)
         assert waiting is not None and waiting.alert == deferred
     finally:

@@ -292,7 +292,7 @@ async def test_the_deferred_alerts_are_taken_up_after_a_failed_read_and_past_unr
         deferred_rows = responder.journal.deferred_rows
         failures = iter([sqlite3.OperationalError("disk I/O error")])
 
-        def failing_once(after: int, limit: int) -> list[tuple[int, int]]:
+        def failing_once(after: int, limit: int) -> list[tuple[int, int, str]]:
             failure = next(failures, None)
             if failure is not None:
                 raise failure
