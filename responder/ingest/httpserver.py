@@ -7,8 +7,11 @@ bound, keep-alive, pipelining in order, ``Expect: 100-continue``, TLS from an ``
 deadlines against slow senders. The metrics/health listener, a few requests a minute, stays on
 aiohttp.
 
-A route may check a request as soon as its headers are in (authentication): a refused request's
-body is read and dropped, never buffered, and the connection closes after the answer.
+A route may check a request as soon as its headers are in (authentication). A request refused from
+its head (or from a body growing past its route's bound) is answered at once, after the answers to the
+requests before it, and its connection is closed: nothing more of it is parsed or buffered, and what
+its client still sends is only read and dropped for a moment (LINGER_SECONDS), so that the answer is
+not destroyed by a reset.
 """
 
 from __future__ import annotations
@@ -74,9 +77,16 @@ TLS_HANDSHAKE_SECONDS = 10.0
 # closed: a sender sends its request as soon as it connects, and a connection that sends nothing
 # would otherwise hold its slot for the keep-alive time.
 FIRST_REQUEST_SECONDS = 10.0
-# After refusing a request whose bytes may still be arriving: how long to read and drop them, so the
-# close does not turn into a reset that could destroy the answer on its way.
+# After refusing a request whose bytes may still be arriving: how long to read and drop them (raw, not
+# parsed), so the close does not turn into a reset that could destroy the answer on its way.
 LINGER_SECONDS = 2.0
+# A body comes in pieces, one per llhttp on_body call: one per chunk of a chunked body, one per
+# FEED_SLICE or read otherwise. Pieces are kept as they come while they are few (a body in one piece,
+# the usual, is used as it is; a few are joined once, the one copy) or at least this large; smaller ones
+# past those are gathered into pieces this large, so that a body in tiny chunks holds about its size
+# (a bytes object per 2-byte chunk held 22 times it), as max_body_bytes and memory_budget count it.
+BODY_PIECE_BYTES = 1024
+LOOSE_BODY_PIECES = 4
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -314,11 +324,11 @@ def encode_response(response: Response, date: bytes, *, close: bool) -> bytes:
 
 
 class _Refused(Exception):
-    """Raised inside a parser callback to stop parsing a request that cannot be read further."""
+    """Raised inside a parser callback to stop parsing a request refused or that cannot be read
+    further: its answer is ``response``."""
 
-    def __init__(self, response: Response, *, counted: bool = False) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
-        self.counted = counted  # recorded as a refusal already (when its head was read)
 
 
 @dataclass(slots=True)
@@ -328,10 +338,13 @@ class _Incoming:
     url: bytearray = field(default_factory=bytearray)
     header_bytes: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # The body's pieces (see BODY_PIECE_BYTES), and small pieces being gathered into the next one.
     body: list[bytes] = field(default_factory=list)
+    small: bytearray | None = None
     body_bytes: int = 0
     route: Route | None = None
-    # Set when the request is refused from its head: the body is dropped, this is the answer.
+    # Set when the request is refused from its head: the answer, given as soon as llhttp has framed the
+    # request (one it cannot frame is a 400 first), before any of its body is kept.
     refusal: Response | None = None
     request: Request | None = None
     expect_continue: bool = False
@@ -515,6 +528,11 @@ class Connection(asyncio.Protocol):
                 return
             if not self._feed_slice(view[offset : offset + FEED_SLICE]) or self._closing:
                 return
+        incoming = self._incoming
+        if incoming is not None and incoming.refusal is not None:
+            # Refused from a head that ended what was received (had more come, on_body or
+            # on_message_complete would have stopped there): answered without waiting for more.
+            self._fail(incoming.refusal)
 
     def _pipeline_full(self) -> bool:
         """Whether the requests read beyond the one being handled (queued, and the one arriving) are
@@ -538,7 +556,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, _Refused):
-                self._fail(refused.response, counted=refused.counted)
+                self._fail(refused.response)
             else:
                 log.error("HTTP input: parser callback failed", exc_info=refused or exc)
                 self._fail(_error(500, "internal error"))
@@ -651,12 +669,13 @@ class Connection(asyncio.Protocol):
         expect = incoming.headers.get("expect") if http_11 else None  # HTTP/1.0 ignores Expect
         if expect is not None and expect.strip().lower() != "100-continue":
             refusal = refusal or _error(417, f"unsupported Expect: {expect[:64]}")
-        if refusal is not None and expect is not None:
-            # The sender waits for a go-ahead before its body: the refusal is the answer, now.
-            raise _Refused(refusal)
-        incoming.refusal = refusal
         if refusal is not None:
-            self._record_refusal(refusal)
+            # Answered now (once the earlier requests are), whether or not the sender waits for a
+            # go-ahead before its body: parsing stops at the first body byte or the end of what was
+            # received (_feed), and the body, if it still comes, is read and dropped for a moment
+            # only (see _answer). Not raised here: llhttp checks the framing after this callback.
+            incoming.refusal = refusal
+            return
         if expect is not None:
             incoming.expect_continue = True
             self._maybe_continue()
@@ -669,15 +688,29 @@ class Connection(asyncio.Protocol):
         # body, is fine.
         self._framing_bytes = 0
         if incoming.refusal is not None:
-            return  # refused: read and dropped
-        incoming.body_bytes += len(body)
+            raise _Refused(incoming.refusal)  # refused from its head: not a byte of its body is kept
+        size = len(body)
+        incoming.body_bytes += size
         route = incoming.route
         if route is not None and incoming.body_bytes > route.max_body_bytes:
-            incoming.refusal = self._too_large(route, incoming.body_bytes)
-            self._record_refusal(incoming.refusal)
-            incoming.body.clear()
-            return
-        incoming.body.append(body)
+            # Answered now, like a refusal from the head: the rest is not parsed.
+            raise _Refused(self._too_large(route, incoming.body_bytes))
+        if incoming.small is None and (size >= BODY_PIECE_BYTES or len(incoming.body) < LOOSE_BODY_PIECES):
+            incoming.body.append(body)  # kept as it is (see BODY_PIECE_BYTES)
+        else:
+            self._gather(incoming, body)
+
+    @staticmethod
+    def _gather(incoming: _Incoming, body: bytes) -> None:
+        """A small piece of a body that has a few already: into the piece being gathered, which joins
+        the others once it is BODY_PIECE_BYTES long."""
+        small = incoming.small
+        if small is None:
+            small = incoming.small = bytearray()
+        small += body
+        if len(small) >= BODY_PIECE_BYTES:
+            incoming.body.append(bytes(small))
+            incoming.small = None  # a large piece next is kept as it is again
 
     def on_message_complete(self) -> None:
         incoming, self._incoming = self._incoming, None
@@ -687,9 +720,12 @@ class Connection(asyncio.Protocol):
         if incoming.refusal is not None:
             # A refused request's connection closes after the answer (the sender may be hostile):
             # nothing behind it is parsed, checked or counted.
-            raise _Refused(incoming.refusal, counted=True)
+            raise _Refused(incoming.refusal)
         request = incoming.request  # the head the checks saw, now with its body
         chunks = incoming.body
+        if incoming.small is not None:
+            chunks.append(bytes(incoming.small))
+            incoming.small = None
         if len(chunks) == 1:
             request.body = chunks[0]
         else:
@@ -823,10 +859,10 @@ class Connection(asyncio.Protocol):
             self.deadline = self._server.loop.time() + self._server.limits.request_seconds
             self._maybe_continue()
 
-    def _fail(self, response: Response, *, counted: bool = False) -> None:
-        """A request that cannot be parsed further: answer it once the earlier ones are, then close."""
-        if not counted:
-            self._record_refusal(response)
+    def _fail(self, response: Response) -> None:
+        """A request refused, or that cannot be parsed further: counted, answered once the earlier ones
+        are, then the connection is closed (see _answer). Nothing more is parsed from it."""
+        self._record_refusal(response)
         self._incoming = None
         self._broken = True
         self._backlog = b""
@@ -857,11 +893,8 @@ class Connection(asyncio.Protocol):
             self.deadline = self._server.loop.time() + self._server.limits.request_seconds
             return
         if self._incoming is not None and self._transport is not None:
-            # A request already refused from its head keeps that answer (a 408 invites a retry).
-            answer = self._incoming.refusal
-            if answer is None:
-                answer = _error(408, "request not received in time")
-                self._record_refusal(answer)
+            answer = _error(408, "request not received in time")
+            self._record_refusal(answer)
             self._transport.write(encode_response(answer, self._server.date.current(), close=True))
         elif not self._sent_a_head and self._transport is not None:
             seconds = self._server.limits.first_head_seconds
