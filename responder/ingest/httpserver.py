@@ -370,6 +370,9 @@ class Connection(asyncio.Protocol):
         self._broken = False  # a request could not be parsed: nothing more is read
         self._lingering = False  # answered and half-closed: reading only to drop what still comes
         self._tls = False
+        # The TLS context its handshake used: once the server's is replaced (renewed certificates, a
+        # client CA dropped), the connection closes after its answers (see HttpServer.use_ssl_context).
+        self._context: ssl.SSLContext | None = None
         self._remote = ""
         self._peer_verified = False
         self._peer_names: tuple[str, ...] = ()
@@ -437,6 +440,7 @@ class Connection(asyncio.Protocol):
         have the loop do the handshake on the socket."""
         if not self._admit(transport):
             return
+        self._context = context
         try:
             # The loop gets a dup of the socket, so aborting the plain transport leaves the connection
             # open. Nothing has been read from it: asyncio and uvloop start reading only once
@@ -818,7 +822,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        close = not keep_alive or self._server.stopping
+        close = not keep_alive or self._server.stopping or self.outdated
         transport.write(encode_response(response, self._server.date.current(), close=close))
         if close and self._broken and transport.can_write_eof():
             # Unread bytes at close make the kernel send a reset, which can destroy the answer:
@@ -876,6 +880,12 @@ class Connection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return not self._busy and not self._queue and self._incoming is None
+
+    @property
+    def outdated(self) -> bool:
+        """Its handshake used a TLS context the server no longer serves: the client it verified may
+        no longer be trusted (a client CA dropped), so it is heard no more than its requests under way."""
+        return self._context is not None and self._context is not self._server.ssl_context
 
     def expire(self) -> None:
         """The deadline passed: a request that was too slow gets 408; an idle connection just closes.
@@ -1022,8 +1032,14 @@ class HttpServer:
             self._held_by_peer[connection.remote] = held
 
     def use_ssl_context(self, context: ssl.SSLContext) -> None:
-        """New handshakes use ``context`` (renewed certificates); connections made keep theirs."""
+        """New handshakes use ``context`` (renewed certificates, a client CA file changed). Connections
+        made under the one before close: the idle ones now, the others after the answers to what they
+        sent (Connection: close), so that a client whose CA was dropped keeps no keep-alive connection
+        it was verified on. Falco's http_output (libcurl) reconnects on its next alert."""
         self.ssl_context = context
+        for connection in list(self.connections):
+            if connection.idle and connection.outdated:
+                connection.close()
 
     def track(self, pending: asyncio.Future[Any]) -> None:
         self._handlers.add(pending)

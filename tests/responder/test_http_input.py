@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -639,6 +640,45 @@ async def test_renewed_server_certificates_are_picked_up_without_a_restart(
         (served / "tls.key").write_text("garbage")
         (served / "tls.crt").write_text("garbage")
         assert not responder.certificates.check()  # a broken renewal keeps the working chain
+    finally:
+        await responder.stop()
+
+
+async def test_a_client_ca_dropped_by_a_reload_closes_the_connections_it_verified(
+    tmp_path: Path, seeded: Seeded, pki: TestPKI
+) -> None:
+    """A reload reaches connections already open, not only new handshakes: a sender whose CA was
+    dropped (revoked) keeps no keep-alive connection it was verified on, and cannot make another."""
+    import shutil
+
+    served = tmp_path / "served-ca.crt"
+    shutil.copy(pki.ca_file, served)
+    tls = {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file, "client_ca_file": str(served)}
+    responder = await start(tmp_path, seeded[2], {"tls": tls})
+    try:
+        assert responder.certificates is not None
+        url = urllib.parse.urlsplit(responder.http_url or "")
+        body = body_for(seeded[1])
+        request = (
+            f"POST /v1/alerts HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        reader, writer = await asyncio.open_connection(url.hostname, url.port, ssl=client_context(pki))
+        try:
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 202 ") and b"connection: close" not in head.lower()
+            await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+            shutil.copy(pki.rogue_ca_file, served)  # the sender's CA dropped, another trusted
+            assert responder.certificates.check()
+            # The idle connection it was verified on is closed by the server.
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+        status = None
+        with contextlib.suppress(aiohttp.ClientError, ssl.SSLError, ConnectionError):
+            status, _, _ = await post(responder.http_url or "", body, ssl_context=client_context(pki))
+        assert status is None  # no new handshake either
     finally:
         await responder.stop()
 
