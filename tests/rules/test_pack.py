@@ -39,6 +39,13 @@ TUNING_POINTS = [
     "serving_guard_torchserve_unpack_dirs",
     "serving_guard_download_tool_paths",
     "serving_guard_writable_exec_dirs",
+    "serving_guard_allowed_script_dirs",
+    "serving_guard_script_runners",
+    "serving_guard_script_runner_paths",
+    "serving_guard_system_script_shells",
+    "serving_guard_modelcar_commands",
+    "serving_guard_credential_dir_in_path",
+    "serving_guard_model_path_with_dot_segments",
 ]
 
 
