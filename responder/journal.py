@@ -700,13 +700,15 @@ class Journal:
             ]
 
     def deferred_bytes_by_sender(self) -> dict[str, int]:
-        """The bytes of the deferred alerts' bodies, by sender record ("" for none)."""
+        """The bytes of the deferred alerts, by sender record ("" for none), as the size accounting
+        counts a row (account_alert: its body and ROW_BYTES)."""
         with self.reader() as conn:
             return {
                 str(sender or ""): int(size)
                 for sender, size in conn.execute(
-                    "SELECT sender, SUM(length(payload)) FROM alerts INDEXED BY alerts_deferred"
-                    " WHERE state = 'deferred' GROUP BY sender"
+                    "SELECT sender, SUM(length(payload)) + COUNT(*) * ?"
+                    " FROM alerts INDEXED BY alerts_deferred WHERE state = 'deferred' GROUP BY sender",
+                    (ROW_BYTES,),
                 )
             }
 

@@ -49,7 +49,7 @@ from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import IncidentKey, IncidentReport
-from responder.ingest.sink import Accepted, InputName, Overloaded
+from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
 from responder.journal import (
     IncidentRow,
     Journal,
@@ -58,6 +58,7 @@ from responder.journal import (
     log_failed_write,
     report_from_record,
 )
+from responder.journal_ops import ROW_BYTES
 from responder.journal_rows import encode_payload, estimated_payload_bytes
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
@@ -292,11 +293,12 @@ class Pipeline:
         folded = self._fold_without_slot(alert, source, raw, weight)
         if folded is not None:
             return await folded
-        key, size = sender_key(alert.sender), len(encode_payload(alert, raw))
+        # As the journal's size accounting counts a row: its body and the rest of the row.
+        key, size = sender_key(alert.sender), len(encode_payload(alert, raw)) + ROW_BYTES
         refused = self._deferred_shares.refusal(key, size)
         if refused is not None:
             self._metrics.overloaded.labels(source.value).inc()
-            raise Overloaded(RETRY_AFTER_SECONDS * 5, refused)
+            raise OverShare(RETRY_AFTER_SECONDS * 5, refused)
         received_ns = self._clock_ns()
         self._journal.account_alert(weight)
         self._deferred_shares.add(key, size)  # before the write: a sender's concurrent deferrals count
@@ -341,7 +343,7 @@ class Pipeline:
                 if not await self._take_up(seq, size):  # the journal refused: again in a while
                     self._take_up_later()
                     return after
-                self._deferred_shares.remove(sender, size)
+                self._deferred_shares.remove(sender, size + ROW_BYTES)
                 after = seq
         return after
 
@@ -830,6 +832,9 @@ class Pipeline:
     async def _block_destination(
         self, pod: PodContext, alert: Alert, *, dry_run: bool, yield_to_release: bool = False
     ) -> ActionOutcome:
+        """An incident's block: its opening one gives way (WITHHELD) to a release after the alert's
+        event that the pod's read missed, as the quarantine does; a follow-up (``yield_to_release``)
+        to any release since the read (ReleasedMeanwhile)."""
         try:
             outcome = await self._in_pool(
                 self._actions.block_destination,
@@ -837,11 +842,13 @@ class Pipeline:
                 alert,
                 dry_run=dry_run,
                 yield_to_release=yield_to_release,
+                release_since_ns=None if yield_to_release else alert.time_ns + CLOCK_SKEW_NS,
             )
         except ReleasedMeanwhile:
             self._directory.forget(pod.namespace, pod.name)  # released: the next read must be fresh
             raise
-        if outcome.block_labelled:  # its labels changed: the next read must be fresh
+        # Its labels changed, or a release the read missed withheld it: the next read must be fresh.
+        if outcome.block_labelled or outcome.status is OutcomeStatus.WITHHELD:
             self._directory.forget(pod.namespace, pod.name)
         return outcome
 

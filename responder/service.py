@@ -153,6 +153,8 @@ class Responder:
         self._tasks.append(self._deferred_task)
         await self._maintain_once()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        # serving_guard_kubernetes_reachable says something from the start, not from the first probe.
+        self._tasks.append(asyncio.create_task(self.check_ready(), name="first-readiness-check"))
         if self.config.server.metrics_listen:
             self.metrics_url = await self._serve(self._health_app(), self.config.server.metrics_listen, None)
         http = self.config.inputs.http

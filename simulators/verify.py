@@ -174,12 +174,19 @@ _NOT_FOR_ALERTS = ("released", "lapsed")
 
 
 # Verifications the responder decides again on a repeat (REDECIDE_AFTER_SECONDS later, in a new
-# incident): the pod could not be read, or did not list the alert's container yet.
-_DECIDED_AGAIN = ("lookup_failed", "not_listed_yet")
+# incident) where its decision asked for an isolating action (Pipeline._plan_follow_up): the pod
+# could not be read, was not found, or did not list the alert's container yet.
+_DECIDED_AGAIN = ("lookup_failed", "pod_not_found", "not_listed_yet")
+_ISOLATING = ("quarantine", "annotate", "block_destination")
 
 
 def _decided_again(incident: Mapping[str, Any]) -> bool:
-    return (incident.get("verification") or {}).get("status") in _DECIDED_AGAIN
+    if (incident.get("verification") or {}).get("status") not in _DECIDED_AGAIN:
+        return False
+    decision = incident.get("decision") or {}
+    # "requested" since the decision said what was asked before the guardrails; "actions" before.
+    asked = decision.get("requested", decision.get("actions")) or []
+    return any(action in _ISOLATING for action in asked)
 
 
 def _run_incident(rule: str, of_rule: Sequence[Entry]) -> tuple[Entry, Mapping[str, Any] | None]:
@@ -286,7 +293,7 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
     if status != "verified":
         reason = verification.get("reason") or ""
         said = f"alert not verified against the live pod ({status}{': ' + reason if reason else ''})"
-        if status in _DECIDED_AGAIN:
+        if _decided_again(incident):
             # Not a verdict yet: the scenario's next alert, 10 s on or later, is decided afresh.
             raise _Miss(said + "; the responder decides it again on the rule's next alert", settled=False)
         raise _Miss(said, settled=True)

@@ -48,7 +48,7 @@ from responder.actions.pod_patch import (
     ReleasedMeanwhile,
     patch_as_read,
 )
-from responder.actions.pod_records import CLEAR_RELEASE_RECORD
+from responder.actions.pod_records import CLEAR_RELEASE_RECORD, released_after_alert
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -102,10 +102,13 @@ class DestinationBlocks:
         dry_run: bool,
         address: str | None = None,
         yield_to_release: bool = False,
+        release_since_ns: int | None = None,
     ) -> ActionOutcome:
         """Block the address the alert names, or ``address`` (a person's --address) when given.
         ``yield_to_release``: an incident's follow-up block, which a release made since ``pod`` was
-        read stops (ReleasedMeanwhile) rather than be undone by it."""
+        read stops (ReleasedMeanwhile) rather than be undone by it. ``release_since_ns``: an
+        incident's opening block, which gives way (WITHHELD) to such a release made at that time or
+        later (after the alert's event, as the decision withholds on a release its read shows)."""
         started = self._clock_ns()
         settings = self._settings
         target = (
@@ -118,10 +121,21 @@ class DestinationBlocks:
         else:
             try:
                 outcome = self._block(
-                    pod, target, started, dry_run=dry_run, yield_to_release=yield_to_release
+                    pod,
+                    target,
+                    started,
+                    dry_run=dry_run,
+                    yield_to_release=yield_to_release,
+                    release_since_ns=release_since_ns,
                 )
             except KubeError as exc:
                 outcome = failure_outcome(ACTION, exc, started, self._clock_ns())
+            except ReleasedMeanwhile as exc:
+                if yield_to_release:
+                    raise
+                outcome = self._outcome(
+                    OutcomeStatus.WITHHELD, released_after_alert(exc.record, alert.time_ns), started
+                )
         # Dry-run writes nothing to the cluster, not even an Event.
         if outcome.status is not OutcomeStatus.POD_GONE and not dry_run:
             # A block that found its address out of reach already made nothing: not "blocked".
@@ -140,6 +154,7 @@ class DestinationBlocks:
         *,
         dry_run: bool,
         yield_to_release: bool,
+        release_since_ns: int | None,
     ) -> ActionOutcome:
         address = target.address
         name = destination.block_policy_name(self._settings.network_policy_prefix, pod.uid)
@@ -218,7 +233,9 @@ class DestinationBlocks:
         if unblocked:
             extra[UNBLOCKED] = sorted(str(a) for a in unblocked)
         try:
-            return self._label_and_prove(pod, name, value, target, blocked, started, extra, yield_to_release)
+            return self._label_and_prove(
+                pod, name, value, target, blocked, started, extra, yield_to_release, release_since_ns
+            )
         except KubeError as exc:
             failed = failure_outcome(ACTION, exc, started, self._clock_ns())
             if failed.status is not OutcomeStatus.FAILED:
@@ -350,6 +367,7 @@ class DestinationBlocks:
         started: int,
         extra: dict[str, Any],
         yield_to_release: bool,
+        release_since_ns: int | None,
     ) -> ActionOutcome:
         """Label the pod into its block policy (made already), then prove the block."""
         label = self._settings.label
@@ -361,6 +379,7 @@ class DestinationBlocks:
                 pod,
                 lambda _meta: {"labels": {label: value}, "annotations": CLEAR_RELEASE_RECORD},
                 yield_to_release=yield_to_release,
+                release_since_ns=release_since_ns,
             )
         except PodReplaced as exc:
             return self._outcome(OutcomeStatus.POD_GONE, str(exc), started)

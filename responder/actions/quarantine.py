@@ -330,11 +330,17 @@ class ClusterActions:
         dry_run: bool,
         address: str | None = None,
         yield_to_release: bool = False,
+        release_since_ns: int | None = None,
     ) -> ActionOutcome:
         """Cut the pod off from the address the alert names (or ``address``), keeping its other
         traffic (see responder/actions/block.py)."""
         return self._blocks.block(
-            pod, alert, dry_run=dry_run, address=address, yield_to_release=yield_to_release
+            pod,
+            alert,
+            dry_run=dry_run,
+            address=address,
+            yield_to_release=yield_to_release,
+            release_since_ns=release_since_ns,
         )
 
     # -- quarantine ---------------------------------------------------------------------------
@@ -1204,18 +1210,20 @@ class ClusterActions:
         """Take our exclusion off the policy, as read now, unless it takes out a pod labelled one
         of ``quarantined``. True: restored; False: kept; None: gone or no longer patched by us."""
         label, cut_values = self._settings.label, self._settings.cut_values()
-        for attempt in range(CONFLICT_RETRIES):
+        written: dict[str, Any] | None = None  # what the last attempt wrote
+        for _ in range(CONFLICT_RETRIES):
             current = self._gateway.get_network_policy(namespace, name)
             if current is None or not netpol.is_patched_by_us(current, label):
-                # Gone, or restored already: by a write of ours whose answer was lost (the client
-                # retried it into a conflict) as much as by another release.
-                return True if attempt and current is not None else None
+                # Gone, or no longer patched: restored by our last write, whose answer was lost (the
+                # client retried it into a conflict) when it reads as that write; else by another.
+                if written is None or current is None:
+                    return None
+                return True if current.get("spec") == written.get("spec") else None
             if any(netpol.excludes(current, label, cut_values, value) for value in quarantined):
                 return False
+            written = netpol.without_exclusion(current, label, cut_values)
             try:
-                self._gateway.replace_network_policy(
-                    namespace, name, netpol.without_exclusion(current, label, cut_values)
-                )
+                self._gateway.replace_network_policy(namespace, name, written)
                 return True
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
@@ -1227,9 +1235,14 @@ class ClusterActions:
         would take out one that appeared meanwhile gets it back (that pod's quarantine read it still
         patched and reported it isolated)."""
         quarantined = self._quarantined_values(namespace)
-        still_restored, reinstated, exposed = [], [], []
+        still_restored, reinstated, exposed, unchecked = [], [], [], []
         for name in restored:
-            current = self._gateway.get_network_policy(namespace, name)
+            try:  # each on its own: a failure leaves the others' findings standing
+                current = self._gateway.get_network_policy(namespace, name)
+            except KubeError as exc:
+                still_restored.append(name)
+                unchecked.append(f"{name}: {exc}")
+                continue
             spec = (current or {}).get("spec") or {}
             covering = self._settings.covering_values(netpol.policy_directions(spec))
             if current is None or not quarantined & set(covering):
@@ -1238,7 +1251,8 @@ class ClusterActions:
                 reinstated.append(name)
             else:
                 exposed.append(name)
-        return PolicyRestore(tuple(still_restored), kept, tuple(reinstated), tuple(exposed))
+        said = "; ".join(unchecked) or None
+        return PolicyRestore(tuple(still_restored), kept, tuple(reinstated), tuple(exposed), unchecked=said)
 
     # -- shared -------------------------------------------------------------------------------
 

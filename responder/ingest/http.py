@@ -41,7 +41,7 @@ from responder.config import HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
 from responder.ingest.refusals import RefusalLog
-from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded
+from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded, OverShare
 from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
 from responder.sender import Proof, Sender
@@ -429,6 +429,15 @@ def alerts_route(
     async def after_waiting(alert: Alert, body: bytes) -> Response:
         try:
             accepted = await sink.submit(alert, InputName.HTTP, wait_seconds=admission_timeout, raw=body)
+        except OverShare as exc:
+            # Who fills the journal's deferred room is a security signal: said with the sender.
+            sender = alert.sender
+            refusals.record(
+                "deferred_share",
+                sender.address if sender is not None else "-",
+                f"503 {exc.reason} (sender: {sender.text() if sender is not None else '-'})",
+            )
+            return overloaded(exc)
         except Overloaded as exc:
             return overloaded(exc)
         except JOURNAL_FAILURES as exc:

@@ -368,7 +368,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._closing_after_queue = False
         self._broken = False  # a request could not be parsed: nothing more is read
-        self._lingering = False  # answered and half-closed: reading only to drop what still comes
+        self._lingering = False  # answered (half-closed, but over TLS): only dropping what still comes
         self._tls = False
         # The TLS context its handshake used: once the server's is replaced (renewed certificates, a
         # client CA dropped), the connection closes after its answers (see HttpServer.use_ssl_context).
@@ -824,10 +824,14 @@ class Connection(asyncio.Protocol):
             return
         close = not keep_alive or self._server.stopping or self.outdated
         transport.write(encode_response(response, self._server.date.current(), close=close))
-        if close and self._broken and transport.can_write_eof():
+        if close and self._broken:
             # Unread bytes at close make the kernel send a reset, which can destroy the answer:
-            # half-close after it, then read and drop whatever still comes, for a while.
-            transport.write_eof()
+            # half-close after it, then read and drop whatever still comes, for a while (until the
+            # client closes, or LINGER_SECONDS). TLS has no half-close, and its close_notify, once
+            # sent, makes the client's body still on its way an error that resets the connection:
+            # it lingers without, and closes after.
+            if transport.can_write_eof():
+                transport.write_eof()
             self._lingering = self._closing = True
             self._backlog = b""
             self.deadline = self._server.loop.time() + LINGER_SECONDS

@@ -25,6 +25,11 @@ class Overloaded(Exception):
         super().__init__(reason)
 
 
+class OverShare(Overloaded):
+    """The sender's deferred alerts take its whole share of the journal (journal.max_deferred_share):
+    refused for that sender alone, and logged with it (responder/deferred_shares.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     alert_id: str

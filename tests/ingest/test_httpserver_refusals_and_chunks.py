@@ -284,9 +284,13 @@ async def test_a_pipelined_request_before_a_refused_one_is_answered_first_and_no
 
 @pytest.mark.parametrize("size", [1024, 256 * 1024, 2 * 1024 * 1024])
 async def test_a_tls_client_refused_with_its_body_in_flight_still_gets_the_answer(
-    serve: Serve, tmp_path: Path, size: int
+    serve: Serve, tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """TLS has no half-close: the answer goes out, then the TLS close, with the body still arriving."""
+    """TLS has no half-close: the answer goes out, what still arrives of the body is read and dropped
+    for the linger (a close_notify sent before it would make that body an error that resets the
+    connection, the answer with it), then the TLS close. This client keeps its side open after the
+    answer, so the linger's end is what closes it (the sweeper looks every second)."""
+    monkeypatch.setattr(httpserver, "LINGER_SECONDS", 0.2)
     pki = make_test_pki(tmp_path / "pki")
     tls = ServerTLS(cert_file=pki.server.cert_file, key_file=pki.server.key_file, client_ca_file=pki.ca_file)
     context = server_ssl_context(HttpInput(listen="127.0.0.1:0", tls=tls))

@@ -5,6 +5,7 @@ made), a quarantine over a block, and release."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import sqlite3
 import time
@@ -17,6 +18,7 @@ import pytest
 from responder.actions import destination
 from responder.actions.outcome import KeptOut, OutcomeStatus
 from responder.actions.pod_patch import ReleasedMeanwhile
+from responder.actions.pod_records import CLOCK_SKEW_NS
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
@@ -761,3 +763,36 @@ async def test_a_block_withheld_for_other_policy_apis_is_not_run_again_by_each_r
         assert statuses == ["withheld"]
     finally:
         await responder.stop()
+
+
+def test_an_opening_block_gives_way_to_a_release_its_read_missed(harness: Harness, seeded: Seeded) -> None:
+    """As the quarantine does: the block's label meets a release made since the pod was read (a
+    cached read) as a conflict, and an alert from before the release is withheld, not acted on:
+    the release record stays, the pod carries no block label, its block policy blocks nothing."""
+    vllm = seeded[1]["vllm"]
+    first = harness.actions.block_destination(
+        harness.pod(vllm), egress_alert(vllm, "203.0.113.8"), dry_run=False
+    )
+    assert first.status is OutcomeStatus.BLOCKED
+    cached = harness.pod(vllm)  # read before the release
+    assert (
+        harness.actions.release(vllm.namespace, vllm.name, by="alice", reason="fp").status
+        is OutcomeStatus.RELEASED
+    )
+    now = egress_alert(vllm, "203.0.113.9")
+    late = dataclasses.replace(now, time_ns=now.time_ns - 600 * 10**9)
+    withheld = harness.actions.block_destination(
+        cached, late, dry_run=False, release_since_ns=late.time_ns + CLOCK_SKEW_NS
+    )
+    assert withheld.status is OutcomeStatus.WITHHELD and not withheld.block_labelled
+    assert withheld.detail.startswith("the pod was released by alice at ")
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and BLOCK_LABEL not in stored["metadata"]["labels"]
+    assert stored["metadata"]["annotations"]["serving-guard.io/released-by"] == "alice"
+    policy = block_policy_of(harness, vllm)
+    assert policy is None or not destination.blocked_by(policy["spec"])
+    # An alert from within the clocks' allowed skew of the release (or after it) is blocked.
+    blocked = harness.actions.block_destination(
+        cached, now, dry_run=False, release_since_ns=now.time_ns + CLOCK_SKEW_NS
+    )
+    assert blocked.status is OutcomeStatus.BLOCKED and blocked.block_labelled

@@ -6,6 +6,7 @@ what is refused) and bury the others' alerts behind its backlog. Against the emu
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,14 @@ from responder.deferred_shares import DeferredShares, sender_key
 from responder.errors import UserError
 from responder.ingest.sink import InputName, Overloaded
 from responder.journal import Journal
+from responder.journal_ops import ROW_BYTES
 from responder.journal_rows import encode_payload
 from responder.sender import Proof, Sender
 from responder.service import Responder
+from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
 from tests.helpers import responder_config
+from tests.responder.test_http_input import post, start
 from tests.responder.test_pipeline import Seeded, all_done, rows, shell
 
 FLOODER = Sender("10.0.0.66", Proof.TOKEN, token=1)
@@ -61,7 +65,7 @@ async def test_one_sender_past_its_share_is_refused_and_the_others_are_still_def
     try:
         pipeline = responder.pipeline
         assert pipeline is not None
-        size = len(encode_payload(sent_by(FLOODER, pods["vllm"], 0)))
+        size = len(encode_payload(sent_by(FLOODER, pods["vllm"], 0))) + ROW_BYTES
         fits = int(MIB * share) // size
         deferred, refused = 0, []
         for n in range(10 + fits + 5):
@@ -110,10 +114,11 @@ def test_the_journal_tells_a_backlog_left_by_the_last_run_by_sender(tmp_path: Pa
         for alert in [*alerts, shell(pods["kserve"], n=3, rule="Rule 3")]:
             journal.run_sync(Journal.op_append_deferred(alert, "http", 1))
         by_sender = journal.deferred_bytes_by_sender()
+        # Each row as the journal's size accounting counts it: its body and ROW_BYTES.
         assert by_sender == {
-            sender_key(FLOODER): sum(len(encode_payload(a)) for a in alerts[:2]),
-            sender_key(NODE): len(encode_payload(alerts[2])),
-            "": len(encode_payload(shell(pods["kserve"], n=3, rule="Rule 3"))),
+            sender_key(FLOODER): sum(len(encode_payload(a)) + ROW_BYTES for a in alerts[:2]),
+            sender_key(NODE): len(encode_payload(alerts[2])) + ROW_BYTES,
+            "": len(encode_payload(shell(pods["kserve"], n=3, rule="Rule 3"))) + ROW_BYTES,
         }
         assert [sender for _, _, sender in journal.deferred_rows(0, 10)] == [
             sender_key(FLOODER),
@@ -129,3 +134,33 @@ def test_the_journal_tells_a_backlog_left_by_the_last_run_by_sender(tmp_path: Pa
 def test_the_share_is_a_fraction_of_the_journal(share: float) -> None:
     with pytest.raises(UserError, match=r"journal\.max_deferred_share"):
         load_config_text(f"journal:\n  max_deferred_share: {share}\n")
+
+
+async def test_over_http_a_sender_past_its_share_gets_503_and_the_log_names_it(
+    tmp_path: Path, seeded: Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    running, pods, kubeconfig = seeded
+    running.emulator.latency_seconds = 0.5  # pod reads are slow, so opened incidents pile up
+    responder = await start(
+        tmp_path,
+        kubeconfig,
+        {"allow_unauthenticated": True, "admission_timeout_seconds": 0},
+        journal={"max_pending": 10, "max_bytes": MIB, "max_deferred_share": 0.003},
+    )
+    try:
+        answers = []
+        with caplog.at_level(logging.WARNING, logger="serving_guard"):
+            for n in range(20):
+                alert = falco_alert(pods["vllm"], f"Rule {n}", "Notice", "x", {"proc.name": "sh"})
+                answers.append(await post(responder.http_url or "", falco_bytes(alert)))
+        statuses = [status for status, _, _ in answers]
+        assert statuses[:10] == [202] * 10 and 202 in statuses[10:] and 503 in statuses[10:]
+        refused = next(payload for status, payload, _ in answers if status == 503)
+        assert refused["reason"].startswith("this sender's deferred alerts take ")
+        said = [r.getMessage() for r in caplog.records if "deferred alerts take" in r.getMessage()]
+        assert said and "(sender: unauthenticated from 127.0.0.1)" in said[0]
+        counted = 'serving_guard_alerts_rejected_total{input="http",reason="deferred_share"}'
+        assert f"{counted} {statuses.count(503)}.0" in responder.metrics.render().decode()
+    finally:
+        running.emulator.latency_seconds = 0
+        await responder.stop()

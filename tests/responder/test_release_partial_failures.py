@@ -143,3 +143,27 @@ def test_a_restore_whose_answer_was_lost_counts_as_restored(seeded: Seeded) -> N
     assert lost and released.status is OutcomeStatus.RELEASED, released.detail
     assert sorted(released.patched_policies) == sorted(("allow-metrics", LEAKY_POLICY))
     assert "could not all be restored" not in released.detail
+
+
+def test_a_policy_another_writer_rewrote_meanwhile_is_not_claimed_as_restored(seeded: Seeded) -> None:
+    """A conflict that is another writer's (a GitOps sync rewriting the policy without our mark), not
+    our own write coming back: the policy is not this release's restore, and not named as one."""
+    harness, triton = _quarantined_with_two_patches(seeded)
+    replace_policy = harness.gateway.replace_network_policy
+    synced: list[str] = []
+
+    def synced_meanwhile(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if name == "allow-metrics" and not synced:
+            synced.append(name)
+            spec = {
+                "podSelector": {"matchLabels": {"app": "triton", "synced": "yes"}},
+                "policyTypes": ["Ingress"],
+            }
+            harness.put_policy(namespace, name, {**spec, "ingress": [{}]})
+            raise KubeError(409, "the object has been modified", verb="PUT", path=f"/{name}")
+        return replace_policy(namespace, name, body)
+
+    harness.gateway.replace_network_policy = synced_meanwhile  # type: ignore[method-assign]
+    released = harness.actions.release(triton.namespace, triton.name, by="alice", reason="fp")
+    assert synced and released.status is OutcomeStatus.RELEASED, released.detail
+    assert released.patched_policies == (LEAKY_POLICY,)

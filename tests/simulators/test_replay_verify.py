@@ -783,3 +783,37 @@ def test_a_control_beside_positive_scenarios_of_several_pods_needs_its_pod_named
     named = judge(Expectation.of(control, "r1", control.expect, pod="ml-serving/pod-1"), [])
     _, silent = confirm_controls([verdicts[0], named])
     assert silent.passed and silent.reason.endswith("alerted from ml-serving/pod-1")
+
+
+def test_verify_waits_for_a_decision_made_again_only_where_the_responder_makes_one() -> None:
+    """The responder decides an alert again on a repeat when the pod could not be read, was not
+    found or did not list its container yet, and its decision asked for an isolating action: verify
+    judges the incident the repeat opens then, and waits for it, never elsewhere."""
+    scenario = SCENARIOS.by_name["shell-in-serving-pod"]
+    rule = "Shell in serving pod"
+    quarantines = Expectation.of(scenario, "r1", Expect(outcome=Outcome.QUARANTINED, slack=False))
+    not_found = {"status": "pod_not_found"}
+    # As the responder records it: the quarantine asked for, withheld (not among the actions taken).
+    withheld = {
+        "policy": "p",
+        "actions": ["notify"],
+        "requested": ["notify", "quarantine"],
+        "notify": True,
+        "withheld": ["pod not found"],
+    }
+    first = _entry(rule, verification=not_found, decision=withheld, actions=[], notifications=[])
+    waiting = judge(quarantines, [first])
+    assert not waiting.passed and not waiting.settled
+    assert waiting.reason == (
+        "alert not verified against the live pod (pod_not_found); the responder decides it again on the"
+        " rule's next alert"
+    )
+    again = {**_entry(rule), "received_ns": 12_000_000_000}
+    assert judge(quarantines, [first, again]).passed
+    # Told only (no isolating action asked): nothing is decided again, and the miss is settled.
+    notify = {"policy": "p", "actions": ["notify"], "requested": ["notify"], "notify": True}
+    notified = Expectation.of(scenario, "r1", Expect(outcome=Outcome.NOTIFIED, slack=False))
+    lookup_failed = _entry(rule, verification={"status": "lookup_failed"}, decision=notify, actions=[])
+    settled = judge(notified, [lookup_failed])
+    assert not settled.passed and settled.settled
+    assert settled.reason == "alert not verified against the live pod (lookup_failed)"
