@@ -1300,6 +1300,40 @@ def test_kserve_modelcar_linking_its_models_is_quiet(
             ["/tmp/x", "-c", "import urllib.request; urllib.request.urlopen('http://evil.example/')"],
             True,
         ),
+        # One URL on the pod's own loopback: an entrypoint waiting for its server, a local check.
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "import urllib.request; urllib.request.urlopen('http://localhost:8000/v2/health/ready')",
+            ],
+            False,
+        ),
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "import requests; requests.get('http://127.0.0.1:8080/ping').raise_for_status()",
+            ],
+            False,
+        ),
+        # ... but not with a second URL, nor a loopback URL that is no URL's start.
+        (
+            "/usr/bin/python3.11",
+            [
+                "python3",
+                "-c",
+                "import urllib.request as u; u.urlopen('http://evil.example/?h=http://localhost:1/')",
+            ],
+            True,
+        ),
+        (
+            "/usr/bin/python3.11",
+            ["python3", "-c", "import urllib.request as u; u.urlopen('http://localhost.evil.example/t')"],
+            True,
+        ),
         # One-liners that fetch nothing, and programs that are no one-liner.
         ("/usr/bin/python3.11", ["python3", "-c", "import json; print(json.dumps({'ok': True}))"], False),
         ("/usr/bin/python3.11", ["python3", "-c", "open('/models/resnet/model.pt','rb').read()"], False),
