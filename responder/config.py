@@ -790,8 +790,7 @@ class Config(Strict):
         # whatever cut is in use: the API server refuses a selector value past 63 characters.
         blocks = any(ActionName.BLOCK_DESTINATION in policy.actions for policy in self.policies)
         if (blocks or self.quarantine.patch_other_policies) and not problems:
-            values = [self.quarantine.cut(isolation).label_value for isolation in Isolation]
-            too_long_value = next((value for value in values if len(value) > 63), None)
+            too_long_value = self.cut_value_too_long()
             if too_long_value is not None:
                 needed = (
                     "quarantine.patch_other_policies"
@@ -807,6 +806,12 @@ class Config(Strict):
                     )
                 )
         return problems
+
+    def cut_value_too_long(self) -> str | None:
+        """The first cut's label value past the 63 characters of a selector value, if any: blocks and
+        patched policies name every one of them (cut_name_problems)."""
+        values = [self.quarantine.cut(isolation).label_value for isolation in Isolation]
+        return next((value for value in values if len(value) > 63), None)
 
     def rule_patterns(self) -> Sequence[str]:
         return [pattern for policy in self.policies for pattern in policy.match.rules]

@@ -49,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
         target = destination.target_from_text("--address", address, config.block_destination.never_block)
         if isinstance(target, str):
             raise UserError(f"{target}; nothing was done")
+        # As the config check says it where a policy blocks: the API server would refuse the block.
+        too_long = config.cut_value_too_long()
+        if too_long is not None:
+            raise UserError(
+                "quarantine.label_value: a block leaves quarantined pods out by every cut's label value"
+                f" (<label_value>-<cut>), and {too_long!r} is longer than 63 characters: shorten"
+                " quarantine.label_value; nothing was done"
+            )
 
     return by_hand.act_on_pods(
         args,

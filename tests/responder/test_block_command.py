@@ -75,6 +75,13 @@ def test_what_cannot_be_blocked_is_refused_before_the_cluster_is_touched(
     code, _, err = run([*base[:-1], str(never), "--address", "203.0.113.7"], capsys)
     assert code == 2 and "is in block_destination.never_block (203.0.113.0/24)" in err
     assert BLOCK_LABEL not in labels(seeded, "vllm")
+    # A quarantine label value whose cut forms no selector value can take (the API would refuse it).
+    long_value = tmp_path / "long-value.yaml"
+    long_value.write_text(f"cluster: {{kubeconfig: {kubeconfig}}}\nquarantine: {{label_value: {'v' * 56}}}\n")
+    code, _, err = run([*base[:-1], str(long_value), "--address", "203.0.113.7"], capsys)
+    assert code == 2 and f"{'v' * 56 + '-ingress'!r} is longer than 63 characters" in err
+    assert "shorten quarantine.label_value; nothing was done" in err
+    assert BLOCK_LABEL not in labels(seeded, "vllm")
     # The block policy must know the quarantine's labels: the responder's config is required.
     with pytest.raises(SystemExit) as exited:
         run(["-n", vllm.namespace, vllm.name, "--reason", "r", "--address", "203.0.113.7"], capsys)
