@@ -854,6 +854,7 @@ SH_D4 = Recorded("sg-d-tamper.scap", "sgcap-d4")  # sh -c 'ln -s ...; : sgcap-d4
         ["wget", "-qO-", "bad.org/q://[::1]:1/"],
         ["busybox", "wget", "-qO-", "bad.org/q://127.0.0.1:1/"],
         ["curl", "-s", "http://127.0.0.1.evil.com/"],  # a host that only starts like loopback
+        ["curl", "-s", "http://0.0.0.0.evil.com/"],
     ],
     ids=" ".join,
 )
@@ -872,6 +873,7 @@ def test_a_loopback_url_without_its_scheme_first_is_a_download(derive: Derive, a
         ["wget", "-qO-", "https://localhost/health"],
         ["busybox", "wget", "-qO-", "http://[::1]:8080/health"],
         ["curl", "-sf", "https://[::1]/v2/health/ready"],
+        ["curl", "-sf", "http://0.0.0.0:8000/health"],  # 0.0.0.0: this host, to connect
     ],
     ids=" ".join,
 )
@@ -1086,6 +1088,45 @@ def test_icmp_and_raw_sends_are_egress(derive: Derive, sock_type: int, protocol:
     sent = f"evt.type = sendto and evt.dir = < and {PYTHON_E2.thread}"
     [event] = derived.sysdig.read_capture(str(derived.path), sent, [*FIELDS, "fd.l4proto"])
     assert (event["fd.l4proto"], event["fd.sip"]) == (l4proto, "100.64.10.2")
+    assert [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E2.thread)] == ["sendto"]
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "fires"),
+    [
+        ("8.8.8.8", 80, False),  # vLLM's get_ip at every start
+        ("8.8.8.8", 53, False),  # Ray's node address without --node-ip-address
+        ("8.8.4.4", 80, True),
+        ("8.8.8.8", 443, True),
+    ],
+)
+def test_a_udp_connect_that_looks_up_the_pods_own_address_is_not_egress(
+    derive: Derive, address: str, port: int, fires: bool
+) -> None:
+    """A UDP socket connected to a public address sends nothing: vLLM and Ray name their own
+    address that way. The recorded TCP connect (e1) made on a UDP socket to those addresses."""
+    _, python = PYTHON_E1.exec_events()
+    socket = [
+        e
+        for e in _events(PYTHON_E1.capture)
+        if e.tid == python.tid and e.type == se.SOCKET_ENTER and e.params[0][:1] == b"\x02"
+    ][-1]
+    changes = {se.SOCKET_ENTER_TYPE: struct.pack("<I", 2), se.SOCKET_ENTER_PROTO: struct.pack("<I", 0)}
+    derived = derive(
+        PYTHON_E1.capture, {socket.index: se.replaced(socket, changes), **_tcp_to(address, port)}
+    )
+    connected = f"evt.type = connect and evt.dir = < and {PYTHON_E1.thread} and fd.type = ipv4"
+    [event] = derived.sysdig.read_capture(str(derived.path), connected, [*FIELDS, "fd.l4proto", "fd.sport"])
+    assert (event["fd.l4proto"], event["fd.sip"], event["fd.sport"]) == ("udp", address, port)
+    fired = [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E1.thread)]
+    assert ("connect" in fired) is fires
+    # What the recorded thread sent after its connect is a datagram now: tested as any, and alerted.
+    assert "sendto" in fired
+
+
+def test_a_datagram_sent_to_the_own_address_lookups_destination_is_egress(derive: Derive) -> None:
+    """Only the connect is excepted: DNS sent to 8.8.8.8 is tested as any datagram."""
+    derived = derive(PYTHON_E2.capture, _udp_to("8.8.8.8", 53))
     assert [e["evt.type"] for e in derived.fired(EGRESS, PYTHON_E2.thread)] == ["sendto"]
 
 
@@ -1317,6 +1358,11 @@ def test_kserve_modelcar_linking_its_models_is_quiet(
                 "-c",
                 "import requests; requests.get('http://127.0.0.1:8080/ping').raise_for_status()",
             ],
+            False,
+        ),
+        (
+            "/usr/bin/python3.11",
+            ["python3", "-c", "import urllib.request as u; u.urlopen('http://0.0.0.0:8000/health')"],
             False,
         ),
         # ... but not with a second URL, nor a loopback URL that is no URL's start.
