@@ -790,28 +790,24 @@ class Config(Strict):
         # whatever cut is in use: the API server refuses a selector value past 63 characters.
         blocks = any(ActionName.BLOCK_DESTINATION in policy.actions for policy in self.policies)
         if (blocks or self.quarantine.patch_other_policies) and not problems:
-            too_long_value = self.cut_value_too_long()
-            if too_long_value is not None:
-                needed = (
-                    "quarantine.patch_other_policies"
-                    if self.quarantine.patch_other_policies
-                    else "block_destination"
-                )
-                problems.append(
-                    (
-                        ("quarantine", "label_value"),
-                        f"{needed} leaves quarantined pods out by every cut's label value"
-                        f" (<label_value>-<cut>), and {too_long_value!r} is longer than 63 characters:"
-                        " shorten quarantine.label_value",
-                    )
-                )
+            needed = "quarantine.patch_other_policies" if self.quarantine.patch_other_policies else None
+            said = self.cut_values_problem(needed or "block_destination")
+            if said is not None:
+                problems.append((("quarantine", "label_value"), said))
         return problems
 
-    def cut_value_too_long(self) -> str | None:
-        """The first cut's label value past the 63 characters of a selector value, if any: blocks and
-        patched policies name every one of them (cut_name_problems)."""
+    def cut_values_problem(self, needed: str) -> str | None:
+        """Why ``needed`` (what leaves quarantined pods out by every cut's label value: blocks,
+        patched policies) cannot work with quarantine.label_value, or None: a cut's value past the
+        63 characters of a selector value. (Said by cut_name_problems, and by `serving-guard block`.)"""
         values = [self.quarantine.cut(isolation).label_value for isolation in Isolation]
-        return next((value for value in values if len(value) > 63), None)
+        too_long = next((value for value in values if len(value) > 63), None)
+        if too_long is None:
+            return None
+        return (
+            f"{needed} leaves quarantined pods out by every cut's label value (<label_value>-<cut>), and"
+            f" {too_long!r} is longer than 63 characters: shorten quarantine.label_value"
+        )
 
     def rule_patterns(self) -> Sequence[str]:
         return [pattern for policy in self.policies for pattern in policy.match.rules]

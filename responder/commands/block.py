@@ -50,13 +50,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(target, str):
             raise UserError(f"{target}; nothing was done")
         # As the config check says it where a policy blocks: the API server would refuse the block.
-        too_long = config.cut_value_too_long()
+        too_long = config.cut_values_problem("a block")
         if too_long is not None:
-            raise UserError(
-                "quarantine.label_value: a block leaves quarantined pods out by every cut's label value"
-                f" (<label_value>-<cut>), and {too_long!r} is longer than 63 characters: shorten"
-                " quarantine.label_value; nothing was done"
-            )
+            raise UserError(f"quarantine.label_value: {too_long}; nothing was done")
 
     return by_hand.act_on_pods(
         args,
