@@ -44,7 +44,13 @@ from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
-from responder.cluster.verify import Verification, VerificationStatus, listing_lag_may_explain, verify_alert
+from responder.cluster.verify import (
+    UNREACHED,
+    Verification,
+    VerificationStatus,
+    listing_lag_may_explain,
+    verify_alert,
+)
 from responder.config import ActionName, Config, Isolation, widest
 from responder.dedupe import IncidentState, IncidentTable, incident_id_for
 from responder.deferred_shares import DeferredShares, sender_key
@@ -1096,11 +1102,7 @@ class Pipeline:
         label is gone (released, or removed), the next repeat opens a new incident."""
         now = self._clock_ns()
         wanted = any(action in ISOLATING for action in decision.requested)
-        unreachable = verification.status in (
-            VerificationStatus.LOOKUP_FAILED,
-            VerificationStatus.POD_NOT_FOUND,
-            VerificationStatus.NOT_LISTED_YET,
-        )
+        unreachable = verification.status in UNREACHED
         failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
         # (A block the block breaker held back is not reopened for: repeats take it on, see
         # _maybe_block_more, without a new incident every REDECIDE_AFTER_SECONDS.)

@@ -23,6 +23,8 @@ from responder.audit import DONE_STATUSES as ISOLATED
 from responder.audit import AuditEntry
 from responder.audit import incident_outcome_text as _outcome_text
 from responder.client import ResponderClient
+from responder.cluster.verify import UNREACHED
+from responder.policy import ISOLATING
 from simulators.scenario import (
     Expect,
     Outcome,
@@ -173,11 +175,11 @@ def _slack_text(incident: Mapping[str, Any]) -> str:
 _NOT_FOR_ALERTS = ("released", "lapsed")
 
 
-# Verifications the responder decides again on a repeat (REDECIDE_AFTER_SECONDS later, in a new
-# incident) where its decision asked for an isolating action (Pipeline._plan_follow_up): the pod
-# could not be read, was not found, or did not list the alert's container yet.
-_DECIDED_AGAIN = ("lookup_failed", "pod_not_found", "not_listed_yet")
-_ISOLATING = ("quarantine", "annotate", "block_destination")
+# The responder decides an incident again on a repeat (REDECIDE_AFTER_SECONDS later, in a new
+# incident) where its pod was not reached (UNREACHED) and its decision asked for an isolating action
+# (Pipeline._plan_follow_up): the same sets, as words.
+_DECIDED_AGAIN = frozenset(status.value for status in UNREACHED)
+_ISOLATING = frozenset(action.value for action in ISOLATING)
 
 
 def _decided_again(incident: Mapping[str, Any]) -> bool:

@@ -34,6 +34,13 @@ class VerificationStatus(StrEnum):
     NOT_LISTED_YET = "not_listed_yet"
 
 
+# The pod could not be read, was not found, or did not list the alert's container yet: an isolation
+# asked for on such an alert is decided again by a repeat (Pipeline._plan_follow_up).
+UNREACHED = frozenset(
+    {VerificationStatus.LOOKUP_FAILED, VerificationStatus.POD_NOT_FOUND, VerificationStatus.NOT_LISTED_YET}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Verification:
     status: VerificationStatus
