@@ -49,6 +49,7 @@ from responder.cluster.verify import (
     Verification,
     VerificationStatus,
     listing_lag_may_explain,
+    unlisted_on_its_node,
     verify_alert,
 )
 from responder.config import ActionName, Config, Isolation, widest
@@ -988,7 +989,7 @@ class Pipeline:
             )
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
-            guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now))
+            guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now), now)
             decision = decide(alert, pod, verification, guardrail_state, self._config)
             if state.reopens is not None:
                 decision = dataclasses.replace(decision, reopens=state.reopens)
@@ -1341,9 +1342,10 @@ class Pipeline:
 
     async def _wait_until_listed(self, alert: Alert, received_ns: int) -> ReadBeforeLock:
         """A young alert whose container the pod's status does not list yet (NOT_LISTED_YET: one of
-        its containers is starting or restarting) waits until it is, or LISTING_READS reads later,
-        so that an attack in a container's first second is decided on, not left undecided. The
-        pod's waiting alerts share each read: a storm of them costs the API one read a second.
+        its containers is starting or restarting; or a restart the status still shows as the old
+        run) waits until it is, or LISTING_READS reads later, so that an attack in a container's
+        first second is decided on, not left undecided or called a forgery. The pod's waiting
+        alerts share each read: a storm of them costs the API one read a second.
 
         A cached pod that fails the check is read afresh here (one read shared by the pod's alerts
         that ask meanwhile, as the API reads under the pod's lock used to be one at a time), not
@@ -1367,7 +1369,7 @@ class Pipeline:
             while (
                 reads < LISTING_READS
                 and lookup.pod is not None
-                and self._check(alert, lookup.pod, received_ns).status is VerificationStatus.NOT_LISTED_YET
+                and unlisted_on_its_node(alert, lookup.pod, check_node=self._config.cluster.verify_node)
             ):
                 lookup = await self._shared_read(namespace, name, pause=LISTING_PAUSE_SECONDS)
                 reads += 1

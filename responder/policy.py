@@ -16,13 +16,15 @@ from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
 from responder.actions.pod_records import CLOCK_SKEW_NS, release_record, released_after_alert
 from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
-from responder.cluster.verify import Verification, VerificationStatus
+from responder.cluster.verify import UNREACHED, Verification, VerificationStatus
 from responder.config import ActionName, Config, Guardrails, Policy
 
 DEFAULT_POLICY = "default"
 # The actions that change the pod or its traffic: guardrails (verification, protected and
 # not-opted-in namespaces) and dry-run apply to them.
 ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE, ActionName.BLOCK_DESTINATION)
+# The actions that cut a pod's traffic (annotate only records).
+CUTTING = (ActionName.QUARANTINE, ActionName.BLOCK_DESTINATION)
 # What put a decision in dry-run (Decision.dry_run_by): the global guardrail or the matched policy's own.
 DRY_RUN_BY_GUARDRAILS = "guardrails"
 DRY_RUN_BY_POLICY = "policy"
@@ -34,6 +36,8 @@ class GuardrailState:
 
     recent_quarantines: int = 0
     recent_blocks: int = 0
+    # The responder's clock when deciding (None: not known, nothing is dated against it).
+    now_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,21 @@ def policy_matches(policy: Policy, alert: Alert, pod: PodContext | None) -> bool
 def mismatch(policy: Policy, alert: Alert, pod: PodContext | None) -> str | None:
     """Why ``policy`` does not match the alert, in words (the first condition that fails), or None
     when it matches. `config explain` shows it; policy_matches is it."""
+    not_of_alert = _alert_mismatch(policy, alert)
+    if not_of_alert is not None:
+        return not_of_alert
+    match = policy.match
+    if match.pod_labels:
+        wanted = ", ".join(f"{key}={value}" for key, value in match.pod_labels.items())
+        if pod is None:
+            return f"it needs pod labels {wanted}, known only from the live pod"
+        if any(pod.labels.get(key) != value for key, value in match.pod_labels.items()):
+            return f"the pod does not carry {wanted}"
+    return None
+
+
+def _alert_mismatch(policy: Policy, alert: Alert) -> str | None:
+    """Why ``policy`` does not match the alert by what the alert itself says (all but pod labels)."""
     match = policy.match
     if not match.matches_rule(alert.rule):
         return f"rule {alert.rule!r} is not one of {', '.join(map(repr, match.rules))}"
@@ -126,13 +145,44 @@ def mismatch(policy: Policy, alert: Alert, pod: PodContext | None) -> str | None
         namespace = alert.namespace
         if namespace is None or not any(fnmatch.fnmatchcase(namespace, ns) for ns in match.namespaces):
             return f"namespace {namespace or '(none)'} is not one of {', '.join(match.namespaces)}"
-    if match.pod_labels:
-        wanted = ", ".join(f"{key}={value}" for key, value in match.pod_labels.items())
-        if pod is None:
-            return f"it needs pod labels {wanted}, known only from the live pod"
-        if any(pod.labels.get(key) != value for key, value in match.pod_labels.items()):
-            return f"the pod does not carry {wanted}"
     return None
+
+
+def isolating_policy_unknown(
+    alert: Alert, pod: PodContext | None, verification: Verification, config: Config
+) -> Policy | None:
+    """With the pod unread (its API read failed, or it is not found yet): a policy that would isolate,
+    ahead of the one selected, that matches all the alert says and needs only pod labels to apply.
+    The pod may carry them: it must not fall to a later policy (or the default's notify) unnoticed,
+    but be withheld in words and decided again once the pod can be read."""
+    if pod is not None or verification.status not in UNREACHED:
+        return None
+    for policy in config.policies:
+        if policy_matches(policy, alert, pod):
+            return None  # selected: policies after it never apply
+        if (
+            policy.match.pod_labels
+            and _alert_mismatch(policy, alert) is None
+            and any(a in ISOLATING for a in policy.actions)
+        ):
+            return policy
+    return None
+
+
+def _latest_credible(now_ns: int | None) -> int | None:
+    """The latest time a record written on the pod can bear (its writer's clock ahead of ours)."""
+    return None if now_ns is None else now_ns + CLOCK_SKEW_NS
+
+
+def _with_isolation_of(policy: Policy | None, requested: tuple[ActionName, ...]) -> tuple[ActionName, ...]:
+    if policy is None:
+        return requested
+    return tuple(dict.fromkeys((*requested, *(a for a in policy.actions if a in ISOLATING))))
+
+
+def _labels_unknown(policy: Policy) -> str:
+    wanted = ", ".join(f"{key}={value}" for key, value in policy.match.pod_labels.items())
+    return f"policy {policy.name} applies if the pod carries {wanted}, unknown until it is read"
 
 
 def _slack_routing(policy: Policy | None, alert: Alert, config: Config) -> tuple[str | None, bool]:
@@ -194,7 +244,10 @@ def decide(
         else ""
     )
 
-    withheld: list[str] = []
+    undecided = isolating_policy_unknown(alert, pod, verification, config)
+    # Its isolation asked for, so that it is withheld below for the pod's read and decided again.
+    requested = _with_isolation_of(undecided, requested)
+    withheld: list[str] = [_labels_unknown(undecided)] if undecided is not None else []
     actions = list(requested)
     wants_isolation = any(a in ISOLATING for a in actions)
 
@@ -219,7 +272,7 @@ def decide(
     # A person released the pod after this alert's event (an alert taken up late: deferred while
     # the pipeline was full, a slow API, a replayed file): their judgement is newer than the alert.
     released = (
-        release_record(pod, since_ns=alert.time_ns + CLOCK_SKEW_NS)
+        release_record(pod, since_ns=alert.time_ns + CLOCK_SKEW_NS, until_ns=_latest_credible(state.now_ns))
         if wants_isolation and pod is not None
         else None
     )
@@ -252,15 +305,20 @@ def decide(
                 only=(ActionName.BLOCK_DESTINATION,),
             )
 
-    if unverified or withheld:
-        # A withheld action or a possible forgery is always worth a human's look.
+    if unverified or withheld or (not dry_run_by and any(a in CUTTING for a in actions)):
+        # A withheld action or a possible forgery is always worth a human's look, and so is a pod cut
+        # off (whatever the alert's priority or the policy's actions say): whether it held, a lapse,
+        # a way out left open need a person, and they are told in the incident's messages.
         notify = True
         if ActionName.NOTIFY not in actions:
             actions.insert(0, ActionName.NOTIFY)
     if ActionName.NOTIFY not in actions:
         notify = False
 
-    cut = config.policy_isolation(policy).value if ActionName.QUARANTINE in requested else ""
+    quarantining = (
+        undecided if undecided is not None and ActionName.QUARANTINE in undecided.actions else policy
+    )
+    cut = config.policy_isolation(quarantining).value if ActionName.QUARANTINE in requested else ""
     return Decision(
         policy=name,
         actions=tuple(actions),

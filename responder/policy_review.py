@@ -102,7 +102,9 @@ def covers(
         and covers_through_rules(earlier, later, rule_tags, given_rules_only=given_rules_only)
     ):
         return False
-    if not _patterns_cover(earlier.namespaces, later.namespaces):
+    # Even "*" takes no alert without a namespace (a host's), which a later policy without any takes.
+    namespaces = earlier.namespaces
+    if namespaces and not (later.namespaces and _patterns_cover(namespaces, later.namespaces)):
         return False
     if earlier.min_priority is not None and not (
         later.min_priority is not None and later.min_priority.at_least(earlier.min_priority)

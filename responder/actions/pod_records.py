@@ -43,13 +43,18 @@ class ReleaseRecord:
     at_ns: int  # ``at`` as a time
 
 
-def release_record(pod: PodContext, since_ns: int = 0) -> ReleaseRecord | None:
+def release_record(pod: PodContext, since_ns: int = 0, until_ns: int | None = None) -> ReleaseRecord | None:
     """The pod's release record, when it is the last word on the pod and made at ``since_ns`` or
     later: a quarantine or block since clears it (CLEAR_RELEASE_RECORD; an earlier version's block
     did not: hence the time), and the release clears the quarantine record, which a label removed
     by hand (kubectl label ... -) leaves in place. None: no release since. (Anyone who may patch the
-    pod may write one: it is as trustworthy as that right; see README, Releasing.)"""
-    return release_record_in(pod.annotations, since_ns)
+    pod may write one: it is as trustworthy as that right; see README, Releasing.) With ``until_ns``,
+    a record dated later than that is not taken: a clock ahead by more than CLOCK_SKEW_NS, or a
+    record made up to hold back every alert to come (released-at: 2099-...)."""
+    record = release_record_in(pod.annotations, since_ns)
+    if record is not None and until_ns is not None and record.at_ns > until_ns:
+        return None
+    return record
 
 
 def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:

@@ -171,11 +171,13 @@ class _TTLCache:
     def put(self, key: tuple[str, ...], value: Any, *, read_in_epoch: int | None = None) -> None:
         """Keep ``value``; with ``read_in_epoch``, only if nothing was dropped since then: an
         action forgets the pod it changed, and a read in flight meanwhile may predate the change
-        (it is returned to its caller, not kept for the next)."""
+        (it is returned to its caller, not kept for the next), and the entry it would have
+        replaced, older still, is dropped too: the next lookup reads the pod anew."""
         if self._ttl <= 0:
             return
         with self._lock:
             if read_in_epoch is not None and read_in_epoch != self.epoch:
+                self._data.pop(key, None)
                 return
             self._data[key] = (self._clock() + self._ttl, value)
             self._data.move_to_end(key)

@@ -102,6 +102,20 @@ def listing_lag_may_explain(alert: Alert, received_ns: int) -> bool:
     return received_ns - alert.time_ns <= int(LISTING_LAG_SECONDS * 1e9)
 
 
+def unlisted_on_its_node(alert: Alert, pod: PodContext, *, check_node: bool) -> bool:
+    """The alert's container id (a runtime id) is none of the pod's, and it came from the pod's
+    node: a run the pod's status may not show yet. That lag is not only a container awaiting its
+    run: after a restart (kill 1) the status keeps showing the old run as running until the
+    kubelet reports the new one."""
+    container_id = alert.container_id
+    return (
+        bool(container_id)
+        and is_runtime_id(container_id or "")
+        and pod.container_by_id(container_id or "") is None
+        and (not check_node or _node_problem(alert, pod) is None)
+    )
+
+
 def _node_problem(alert: Alert, pod: PodContext) -> str | None:
     """Why the alert's hostname is not the pod's node, or None."""
     if not alert.hostname:

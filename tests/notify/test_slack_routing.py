@@ -36,9 +36,38 @@ def test_policy_channel_else_default_and_priority_from_the_decision() -> None:
     assert slack_route(decide(model, make_pod(), verified, GuardrailState(), config), config.slack) == (
         SlackRoute("#sec-alerts")
     )
-    # Below the policy's own minimum: not sent.
-    quiet = make_alert(priority=Priority.ERROR)
+    # Below the minimum: not sent (journaled).
+    quiet = make_alert(rule="Unexpected model load", priority=Priority.NOTICE)
     assert slack_route(decide(quiet, make_pod(), verified, GuardrailState(), config), config.slack) is None
+    # ... unless the pod is cut off: a quarantine is always told, below the policy's own minimum too.
+    quiet_shell = decide(make_alert(priority=Priority.ERROR), make_pod(), verified, GuardrailState(), config)
+    assert slack_route(quiet_shell, config.slack) == SlackRoute("#sec-oncall")
+
+
+def test_a_cut_is_told_even_when_the_policy_asks_for_no_message() -> None:
+    """A policy listing quarantine or block_destination without notify still tells on-call: a pod
+    cut off (and whether the cut held, or failed) is never left for someone to discover; a dry-run
+    prediction and a record on the pod (annotate) follow the policy's actions."""
+    config = load_config_text(
+        CONFIG.replace("actions: [notify, quarantine]", "actions: [quarantine]").replace(
+            "actions: [notify]", "actions: [annotate]"
+        )
+    )
+    verified = Verification(VerificationStatus.VERIFIED, container_name="triton")
+    cut = decide(make_alert(), make_pod(), verified, GuardrailState(), config)
+    assert cut.notify and slack_route(cut, config.slack) == SlackRoute("#sec-oncall")
+    annotated = decide(
+        make_alert(rule="Unexpected model load", priority=Priority.WARNING),
+        make_pod(),
+        verified,
+        GuardrailState(),
+        config,
+    )
+    assert not annotated.notify
+    trial = load_config_text(
+        CONFIG.replace("actions: [notify, quarantine]", "actions: [quarantine]\n    dry_run: true")
+    )
+    assert not decide(make_alert(), make_pod(), verified, GuardrailState(), trial).notify
 
 
 def test_a_possible_forgery_is_always_sent_whatever_the_priority() -> None:

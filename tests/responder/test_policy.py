@@ -119,6 +119,41 @@ def test_tags_namespaces_sources_and_pod_labels_match() -> None:
     assert decide(sandbox, make_pod("ml-sandbox"), VERIFIED, GuardrailState(), config).policy == "sandbox"
 
 
+@pytest.mark.parametrize(
+    "unread",
+    [
+        Verification(VerificationStatus.LOOKUP_FAILED, "503 Service Unavailable"),
+        Verification(VerificationStatus.POD_NOT_FOUND, 'pods "p" not found'),
+    ],
+)
+def test_a_label_policy_that_may_apply_to_an_unread_pod_is_withheld_and_decided_again(
+    unread: Verification,
+) -> None:
+    """The API blinks: the pod's labels are unknown. A policy that would quarantine the pod if it
+    carries tier=gold must not silently fall to the default's notify (nothing withheld, so no
+    second decision for the whole dedupe window): its quarantine is asked for and withheld."""
+    decision = decide(make_alert(rule="Other"), None, unread, GuardrailState(), make_config())
+    assert decision.policy == "default"
+    assert Q in decision.requested and Q not in decision.actions
+    assert (
+        decision.withheld[0]
+        == "policy labelled applies if the pod carries tier=gold, unknown until it is read"
+    )
+    assert decision.notify is True
+    # Read, the pod decides it either way; and an alert that names no pod has no labels to wait for.
+    gold = decide(
+        make_alert(rule="Other"), make_pod(labels={"tier": "gold"}), VERIFIED, GuardrailState(), make_config()
+    )
+    assert gold.policy == "labelled" and not gold.withheld
+    plain = decide(make_alert(rule="Other"), make_pod(), VERIFIED, GuardrailState(), make_config())
+    assert plain.requested == (N,) and not plain.withheld
+    no_pod = Verification(VerificationStatus.NO_POD_IDENTITY)
+    assert not decide(make_alert(rule="Other"), None, no_pod, GuardrailState(), make_config()).withheld
+    # A policy selected ahead of it by what the alert says settles it: nothing is unknown.
+    shells = decide(make_alert(), None, unread, GuardrailState(), make_config())
+    assert shells.policy == "shells" and not any("labelled" in reason for reason in shells.withheld)
+
+
 def test_unverified_alert_never_isolates_and_always_notifies() -> None:
     forged = Verification(VerificationStatus.UNVERIFIED, "container.id abc is not a container of the pod")
     decision = decide(make_alert(priority="Debug"), make_pod(), forged, GuardrailState(), make_config())
@@ -185,6 +220,31 @@ def test_an_alert_older_than_a_persons_release_of_the_pod_does_not_isolate_it_ag
             " should be",
         )
         assert decision.notify
+
+
+@pytest.mark.parametrize(
+    ("released_at", "withheld"),
+    [
+        ("2099-01-01T00:00:00Z", False),  # made up to hold back every alert to come
+        ("2026-01-01T00:14:00Z", False),  # a workstation's clock ten minutes ahead
+        ("2026-01-01T00:03:00Z", True),  # after the alert's event, before now
+        ("2026-01-01T00:05:00Z", True),  # ahead of the responder's clock, within the skew
+    ],
+)
+def test_a_release_record_dated_past_the_responders_clock_does_not_hold_back_an_alert(
+    released_at: str, withheld: bool
+) -> None:
+    """A release is a person's judgement made after the alert's event, and before now: one dated
+    later than the responder's clock (past the skew clocks may have) is a wrong clock or a forged
+    record, and a new attack isolates the pod."""
+    pod = dataclasses.replace(
+        make_pod(),
+        annotations={"serving-guard.io/released-at": released_at, "serving-guard.io/released-by": "bob"},
+    )
+    alert = make_alert()  # 2026-01-01T00:00:00, decided four minutes later
+    now_ns = alert.time_ns + 4 * 60 * 10**9
+    decision = decide(alert, pod, VERIFIED, GuardrailState(now_ns=now_ns), make_config())
+    assert (Q not in decision.actions) is withheld
 
 
 def test_namespace_must_opt_in_unless_the_label_is_disabled() -> None:

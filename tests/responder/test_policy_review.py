@@ -62,6 +62,7 @@ def test_an_earlier_policy_that_takes_every_alert_covers_the_later(
         ({"min_priority": "error"}, {"min_priority": "warning"}),
         ({"min_priority": "error"}, {}),
         ({"namespaces": ["ml-serving"]}, {"namespaces": ["ml-*"]}),
+        ({"namespaces": ["*"]}, {}),  # an alert with no namespace (a host's) matches only the later one
         ({"pod_labels": {"tier": "gold"}}, {"pod_labels": {"tier": "silver"}}),
         ({"sources": ["syscall"]}, {}),
     ],

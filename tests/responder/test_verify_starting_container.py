@@ -260,6 +260,51 @@ async def test_a_restart_just_after_the_pod_was_read_waits_too(tmp_path: Path, s
         await responder.stop()
 
 
+async def test_a_restart_the_status_still_shows_as_the_old_run_waits_too(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """After `kill 1` the status keeps showing the old run as running until the kubelet reports the
+    new one: nothing is starting as far as the API says, yet the alert's id is the new run's. It
+    waits for the listing as a starting container's does, rather than being called a possible
+    forgery and folding the attack's repeats for the whole window."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    try:
+        assert vllm.container_id != STARTED_ID
+        listed = asyncio.create_task(
+            later(1.5, set_status, running, vllm, STARTED_ID, RUNNING)  # past the first re-read
+        )
+        await submit_all(responder, [alert_from(vllm, STARTED_ID)])
+        await listed
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "verified"
+        assert labels(running, vllm)[LABEL] == "true"
+    finally:
+        await responder.stop()
+
+
+async def test_a_made_up_id_on_a_running_pod_is_still_a_possible_forgery(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The same wait for an id the pod never lists ends in the forgery verdict, after the reads."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    responder = await start_with_clock(tmp_path, kubeconfig, FakeClock())
+    try:
+        before = pod_reads(running, vllm)
+        await submit_all(responder, [alert_from(vllm, OTHER_ID)])
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "unverified"
+        assert opened["decision"]["unverified"]
+        assert LABEL not in labels(running, vllm)
+        assert (
+            pod_reads(running, vllm) - before <= 2 + LISTING_READS
+        )  # bounded: the cache, a fresh read, the waits
+    finally:
+        await responder.stop()
+
+
 # A simulator run's marker (as `serving-guard simulate` tags its processes), and what `serving-guard
 # verify` expects of that scenario.
 MARKER = "# sg-run=r1.shell-in-serving-pod.1"
@@ -419,3 +464,36 @@ def test_a_read_that_an_action_overtook_is_not_kept(harness: Harness, seeded: Se
     plain.lookup(vllm.namespace, vllm.name)
     plain.lookup(vllm.namespace, vllm.name)
     assert pod_reads(running, vllm) - before == 1  # kept, as any read nothing overtook
+
+
+class OtherPodChangedDuringRead(ChangedDuringRead):
+    """Another incident's action on a different pod lands while this read is on its way back."""
+
+    def get_pod(self, namespace: str, name: str) -> Any:
+        raw = self._gateway.get_pod(namespace, name)
+        assert self.directory is not None
+        self.directory.forget(namespace, "another-pod")
+        return raw
+
+
+def test_a_fresh_read_that_an_action_overtook_leaves_no_older_copy_behind(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """The pod cached by an earlier alert, then read afresh (a container restarted) while an action
+    on another pod lands: the fresh read is not kept, and neither is the older copy it would have
+    replaced, so the check under the lock reads the pod anew rather than judging the alert
+    against the run from before the restart (a possible forgery, decided for the whole window)."""
+    vllm = seeded[1]["vllm"]
+    gateway = OtherPodChangedDuringRead(harness.gateway)
+    directory = PodDirectory(gateway, ttl_seconds=60)  # type: ignore[arg-type]
+    older = PodDirectory(harness.gateway, ttl_seconds=60).lookup(vllm.namespace, vllm.name)
+    assert older.pod is not None
+    directory._cache.put(("pod", vllm.namespace, vllm.name), older)  # what an earlier alert cached
+    gateway.directory = directory
+    running = seeded[0]
+    before = pod_reads(running, vllm)
+    assert directory.lookup(vllm.namespace, vllm.name, fresh=True).pod is not None
+    gateway.directory = None  # nothing lands during the next read
+    gateway.get_pod = harness.gateway.get_pod  # type: ignore[method-assign]
+    assert directory.lookup(vllm.namespace, vllm.name).pod is not None
+    assert pod_reads(running, vllm) - before == 2  # the older copy was not handed out
