@@ -19,6 +19,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future
@@ -58,7 +59,7 @@ from responder.journal_ops import (
 )
 from responder.journal_process import ProcessWriter
 from responder.journal_rows import AlertRow, decode_journaled
-from responder.journal_schema import connect
+from responder.journal_schema import connect, unreadable_journal
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
@@ -135,6 +136,11 @@ def room_check_step(max_bytes: int) -> int:
     """Bytes of alerts journaled between two checks of the size bound: 1/64 of it, at least
     64 KiB (two stat calls), at most 16 MiB. A burst overshoots the bound by about that much."""
     return min(max(max_bytes // 64, 64 * 1024), 16 * 1024 * 1024)
+
+
+# What reading back a damaged (or foreign) JSON record raises: json.loads, and the from_json
+# functions of responder/records.py and ActionOutcome given a value of the wrong shape.
+UNREADABLE_RECORD = (ValueError, KeyError, TypeError, AttributeError)
 
 
 class JournalFull(Exception):
@@ -220,6 +226,8 @@ class LapseFound:
 
 
 WRITERS = ("process", "thread")
+# The longest dedupe window responder/config.py allows.
+MAX_DEDUPE_WINDOW_SECONDS = 86400.0
 
 
 class Journal:
@@ -260,6 +268,9 @@ class Journal:
         self._prune_to = max_bytes - 2 * self._check_step
         self._unchecked_bytes = 0
         self._pruning = False
+        # Until the pipeline says (keep_incidents_open_for), the longest dedupe window the config
+        # allows: kept too long rather than pruned while open.
+        self._open_incident_ns = int(MAX_DEDUPE_WINDOW_SECONDS * 1e9)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -392,6 +403,15 @@ class Journal:
             self._read_local.conn = conn
         yield conn
 
+    @contextlib.contextmanager
+    def unreadable_as_user_error(self) -> Iterator[None]:
+        """Around reads at start (recovery reads every open incident and pending alert): a journal
+        SQLite cannot read (a damaged page) is said as a UserError naming it, not a traceback."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise unreadable_journal(self.path, exc, "cannot be read") from None
+
     # -- operations (each runs inside the writer's transaction) --------------------------------
 
     @property
@@ -433,7 +453,7 @@ class Journal:
         if self._pruning or self._writer is None:
             return
         self._pruning = True
-        self.schedule_call(PruneToSize(self._prune_to), self._pruned)
+        self.schedule_call(PruneToSize(self._prune_to, self._open_since_ns(time.time_ns())), self._pruned)
 
     def _pruned(self, removed: int | None, error: BaseException | None) -> None:
         self._pruning = False
@@ -672,8 +692,17 @@ class Journal:
 
     def op_prune(self, now_ns: int) -> Prune:
         """Retention: drop finished records older than the retention period; if still over the size
-        bound, drop the oldest finished alerts (never pending ones: they are not done yet)."""
-        return Prune(now_ns - self._retention_ns, self._max_bytes, self._prune_to)
+        bound, prune to it (journal_ops.prune_to_size: never pending alerts, nor open incidents)."""
+        cutoff_ns = now_ns - self._retention_ns
+        return Prune(cutoff_ns, self._max_bytes, self._prune_to, self._open_since_ns(now_ns))
+
+    def keep_incidents_open_for(self, seconds: float) -> None:
+        """Incidents last seen within ``seconds`` are open (the pipeline's dedupe window: what its
+        recovery restores); pruning to the size bound keeps them and their opening alerts."""
+        self._open_incident_ns = int(seconds * 1e9)
+
+    def _open_since_ns(self, now_ns: int) -> int:
+        return now_ns - self._open_incident_ns
 
     # -- recovery and queries -----------------------------------------------------------------
 
@@ -784,37 +813,40 @@ class Journal:
         quarantines by hand are not the breaker's to count, as they are not while it runs."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT finished_ns, status, outcome FROM actions"
+                "SELECT id, finished_ns, status, outcome FROM actions"
                 " WHERE action = 'quarantine' AND status IN ('quarantined', 'leaky', 'failed')"
                 " AND finished_ns >= ? AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
                 (since_ns, RESPONDER_ACTOR),
             ).fetchall()
-        return [
-            int(row["finished_ns"])
-            for row in rows
-            if row["status"] != "failed" or ActionOutcome.from_json(json.loads(row["outcome"])).labelled
-        ]
+        return [int(row["finished_ns"]) for row in rows if row["status"] != "failed" or _labelled(row)]
 
     def block_times_since(self, since_ns: int) -> list[int]:
         """When each destination block the responder made that added its address finished
         (ActionOutcome.newly_blocked): the block circuit breaker's window, rebuilt after a restart."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT finished_ns, outcome FROM actions WHERE action = ? AND finished_ns >= ?"
+                "SELECT id, finished_ns, outcome FROM actions WHERE action = ? AND finished_ns >= ?"
                 " AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
                 (BLOCK_DESTINATION, since_ns, RESPONDER_ACTOR),
             ).fetchall()
-        return [
-            int(row["finished_ns"])
-            for row in rows
-            if ActionOutcome.from_json(json.loads(row["outcome"])).newly_blocked
-        ]
+        return [int(row["finished_ns"]) for row in rows if _newly_blocked(row)]
 
     def due_notifications(self, now_ns: int, limit: int = 100) -> list[NotificationRow]:
+        """The notifications due at ``now_ns``, those on-call needs first: verified incidents' posts
+        and replies telling what a person did or what no longer holds, then the posts of possible
+        forgeries (an alert that does not match its pod, or names one the cluster does not have:
+        a storm of them must not hold back a genuine post), then repeat counts and updates; in
+        each, the longest due first."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT * FROM notifications WHERE state IN ('pending', 'sending') AND next_attempt_ns <= ?"
-                " ORDER BY next_attempt_ns, id LIMIT ?",
+                "SELECT n.* FROM notifications n LEFT JOIN incidents i ON i.incident_id = n.incident_id"
+                " WHERE n.state IN ('pending', 'sending') AND n.next_attempt_ns <= ?"
+                " ORDER BY CASE"
+                " WHEN n.kind IN ('by_hand', 'lapse') THEN 0"
+                " WHEN n.kind != 'incident' THEN 2"
+                " WHEN json_extract(i.decision, '$.unverified') = 1"
+                " OR json_extract(i.verification, '$.status') = 'pod_not_found' THEN 1"
+                " ELSE 0 END, n.next_attempt_ns, n.id LIMIT ?",
                 (now_ns, limit),
             ).fetchall()
         return [_notification(row) for row in rows]
@@ -852,12 +884,15 @@ class Journal:
         self, incident_id: str, channel: str | None, since_ns: int, gone: Collection[tuple[str, str]] = ()
     ) -> tuple[str, str] | None:
         """(channel id, ts) of the newest top-level post, to ``channel``, of another unverified
-        incident (a possible forgery) opened since ``since_ns``: the thread that gathers them, so
-        forged alerts with made-up ids, each its own incident, do not each post in the channel.
-        Posts in ``gone`` (deleted in Slack) are passed over."""
-        return self._thread_root(
-            incident_id, channel, since_ns, gone, " AND json_extract(i.decision, '$.unverified') = 1", ()
+        incident (a possible forgery: a pod named that does not exist counts) opened since
+        ``since_ns``: the thread that gathers them, so forged alerts with made-up ids or pods, each
+        its own incident, do not each post in the channel. Posts in ``gone`` (deleted in Slack) are
+        passed over."""
+        unverified = (
+            " AND (json_extract(i.decision, '$.unverified') = 1"
+            " OR json_extract(i.verification, '$.status') = 'pod_not_found')"
         )
+        return self._thread_root(incident_id, channel, since_ns, gone, unverified, ())
 
     def _thread_root(
         self,
@@ -1052,6 +1087,28 @@ def _resolve_all(settled: list[tuple[asyncio.Future[Any] | LoopCallback, Any, Ba
             future.set_exception(error)
         else:
             future.set_result(value)
+
+
+def _journaled_outcome(row: sqlite3.Row) -> ActionOutcome | None:
+    """An action row's outcome (id, outcome); None when it cannot be read (logged by its id)."""
+    try:
+        return ActionOutcome.from_json(json.loads(row["outcome"]))
+    except UNREADABLE_RECORD as exc:
+        log.error("journaled action unreadable", extra={"action_id": row["id"], "error": str(exc)})
+        return None
+
+
+def _labelled(row: sqlite3.Row) -> bool:
+    """Whether a failed quarantine labelled its pod. One whose record cannot be read counts: the
+    breaker errs towards holding quarantines back, never towards more."""
+    outcome = _journaled_outcome(row)
+    return outcome is None or outcome.labelled
+
+
+def _newly_blocked(row: sqlite3.Row) -> bool:
+    """Whether a block added its address; one whose record cannot be read counts (as _labelled)."""
+    outcome = _journaled_outcome(row)
+    return outcome is None or outcome.newly_blocked
 
 
 def _pending_alert(row: sqlite3.Row) -> PendingAlert | None:

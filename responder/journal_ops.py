@@ -334,12 +334,14 @@ class ResetActions:
 @dataclass(frozen=True, slots=True)
 class Prune:
     """Retention: drop finished records older than ``cutoff_ns``; if still over ``max_bytes``,
-    drop the oldest finished alerts until the live records are at most ``prune_to_bytes``
-    (never pending ones: they are not done yet). Returns how many alerts were removed."""
+    prune to ``prune_to_bytes`` (prune_to_size: never pending alerts, nor what an incident open
+    since ``open_since_ns`` or with posts still to go out needs). Returns how many alerts were
+    removed."""
 
     cutoff_ns: int
     max_bytes: int
     prune_to_bytes: int
+    open_since_ns: int
 
     def __call__(self, conn: sqlite3.Connection) -> int:
         cutoff = self.cutoff_ns
@@ -347,57 +349,131 @@ class Prune:
             "DELETE FROM alerts WHERE state = 'done' AND received_ns < ?", (cutoff,)
         ).rowcount
         conn.execute("DELETE FROM actions WHERE finished_ns < ?", (cutoff,))
+        # 'dropped': never to be sent (not routed to Slack), kept no longer than a sent one.
         conn.execute(
-            "DELETE FROM notifications WHERE state IN ('sent', 'failed') AND created_ns < ?", (cutoff,)
+            "DELETE FROM notifications WHERE state IN ('sent', 'failed', 'dropped') AND created_ns < ?",
+            (cutoff,),
         )
         conn.execute("DELETE FROM incidents WHERE last_seen_ns < ?", (cutoff,))
         if used_bytes(conn) > self.max_bytes:
-            removed += prune_to_size(conn, self.prune_to_bytes)
+            removed += prune_to_size(conn, self.prune_to_bytes, self.open_since_ns)
         return removed
 
 
 @dataclass(frozen=True, slots=True)
 class PruneToSize:
-    """Drop the oldest finished alerts until the live records are at most ``target_bytes`` (the
-    journal asks for it as writes near its bound). Returns how many alerts were removed."""
+    """Prune until the live records are at most ``target_bytes`` (the journal asks for it as
+    writes near its bound): see prune_to_size. Returns how many alerts were removed."""
 
     target_bytes: int
+    open_since_ns: int
 
     def __call__(self, conn: sqlite3.Connection) -> int:
-        return prune_to_size(conn, self.target_bytes)
+        return prune_to_size(conn, self.target_bytes, self.open_since_ns)
 
 
 # Bytes an alert row takes besides its payload: its other columns and its index entries. Only an
 # estimate of how many rows free the excess: each round measures again and deletes more if short.
 ROW_BYTES = 256
+# Likewise for an incident besides its JSON columns and its actions' records: its row, its
+# indexes, its posts.
+INCIDENT_BYTES = 1024
 _PRUNE_ROUNDS = 4
 
+# The opening alerts that pruning keeps: an incident's post renders from its opening alert, and
+# recovery restores an incident (so that its repeats fold into it, not open a second one with a
+# second post) only with it. Kept while the incident is open (last seen since the first
+# parameter: the dedupe window) or has posts still to go out.
+_KEPT_OPENERS = (
+    "SELECT a.seq FROM incidents i JOIN alerts a"
+    " ON a.event_ns = i.first_event_ns AND a.alert_id = i.first_alert_id WHERE i.last_seen_ns >= ?"
+    " UNION SELECT a.seq FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id"
+    " JOIN alerts a ON a.event_ns = i.first_event_ns AND a.alert_id = i.first_alert_id"
+    " WHERE n.state IN ('pending', 'sending')"
+)
 
-def prune_to_size(conn: sqlite3.Connection, target_bytes: int) -> int:
+
+def prune_to_size(conn: sqlite3.Connection, target_bytes: int, open_since_ns: int) -> int:
     """Delete the oldest finished alerts until the live records are at most ``target_bytes``, or
     none is left: in one pass, the rows whose payloads add up to the excess, not a fixed share.
-    Pages freed are reused by SQLite, so deleting bounds growth. Returns how many were removed."""
+    Then, still over, the oldest finished incidents with their actions and posts: a stream that
+    opens an incident per alert (forged alerts, each with a container id of its own) grows those
+    too, and the journal would refuse every input until retention (days) removed them.
+    Never pending alerts (not done yet), nor an open incident (last seen since ``open_since_ns``)
+    or one with posts still to go out, nor their opening alerts. Pages freed are reused by SQLite,
+    so deleting bounds growth. Returns how many alerts were removed."""
     removed = 0
     for _ in range(_PRUNE_ROUNDS):
         excess = used_bytes(conn) - target_bytes
         if excess <= 0:
-            break
-        last = _last_of_oldest_finished(conn, excess)
+            return removed
+        last = _last_of_oldest_finished(conn, excess, open_since_ns)
         if last is None:
-            break  # only pending alerts are left: they are not done yet
-        removed += conn.execute("DELETE FROM alerts WHERE state = 'done' AND seq <= ?", (last,)).rowcount
+            break  # only pending alerts and kept openers are left
+        removed += conn.execute(
+            f"DELETE FROM alerts WHERE state = 'done' AND seq <= ? AND seq NOT IN ({_KEPT_OPENERS})",  # noqa: S608
+            (last, open_since_ns),
+        ).rowcount
+    for _ in range(_PRUNE_ROUNDS):
+        excess = used_bytes(conn) - target_bytes
+        if excess <= 0 or not _prune_oldest_incidents(conn, excess, open_since_ns):
+            break
     return removed
 
 
-def _last_of_oldest_finished(conn: sqlite3.Connection, excess_bytes: int) -> int | None:
-    """The seq of the newest of the oldest finished alerts that together take ``excess_bytes``
-    (all of them if they take less), or None when there is none. length() of a blob reads its
-    size from the record, not its pages."""
+def _last_of_oldest_finished(conn: sqlite3.Connection, excess_bytes: int, open_since_ns: int) -> int | None:
+    """The seq of the newest of the oldest finished alerts, kept openers aside, that together take
+    ``excess_bytes`` (all of them if they take less), or None when there is none. length() of a
+    blob reads its size from the record, not its pages."""
+    prunable = f"FROM alerts WHERE state = 'done' AND seq NOT IN ({_KEPT_OPENERS})"
     row = conn.execute(
-        "SELECT seq FROM (SELECT seq, SUM(length(payload) + ?) OVER (ORDER BY seq) AS taken"
-        " FROM alerts WHERE state = 'done') WHERE taken >= ? LIMIT 1",
-        (ROW_BYTES, excess_bytes),
+        f"SELECT seq FROM (SELECT seq, SUM(length(payload) + ?) OVER (ORDER BY seq) AS taken {prunable})"  # noqa: S608
+        " WHERE taken >= ? LIMIT 1",
+        (ROW_BYTES, open_since_ns, excess_bytes),
     ).fetchone()
     if row is None:
-        row = conn.execute("SELECT MAX(seq) FROM alerts WHERE state = 'done'").fetchone()
+        row = conn.execute(f"SELECT MAX(seq) {prunable}", (open_since_ns,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+# Incidents pruning may remove: not open (last seen before the parameter), no post still to go out,
+# and not opened by an alert still pending (its resumption reads the incident).
+_FINISHED_INCIDENTS = (
+    "FROM incidents i WHERE i.last_seen_ns < ?"
+    " AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = i.incident_id"
+    " AND n.state IN ('pending', 'sending'))"
+    " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.event_ns = i.first_event_ns"
+    " AND a.alert_id = i.first_alert_id AND a.state != 'done')"
+)
+
+
+def _prune_oldest_incidents(conn: sqlite3.Connection, excess_bytes: int, open_since_ns: int) -> bool:
+    """Delete the oldest finished incidents (by when last seen) that take about ``excess_bytes``,
+    with their actions and notifications; False when there is none to delete."""
+    sized = (  # constants only: the values are bound parameters
+        "SELECT i.incident_id, i.last_seen_ns, i.rowid AS r, length(COALESCE(i.verification, ''))"  # noqa: S608
+        " + length(COALESCE(i.decision, '')) + length(COALESCE(i.pod_context, ''))"
+        " + (SELECT COALESCE(SUM(length(a.outcome) + length(a.detail)), 0) FROM actions a"
+        " WHERE a.incident_id = i.incident_id) + ? AS size " + _FINISHED_INCIDENTS
+    )
+    ids = [
+        row[0]
+        for row in conn.execute(
+            # Each incident whose elders take less than the excess: together, about the excess.
+            "SELECT incident_id FROM (SELECT incident_id, last_seen_ns, r,"  # noqa: S608 (constants only)
+            f" SUM(size) OVER (ORDER BY last_seen_ns, r) - size AS before FROM ({sized}))"
+            " WHERE before < ? ORDER BY last_seen_ns, r",
+            (INCIDENT_BYTES, open_since_ns, excess_bytes),
+        )
+    ]
+    for start in range(0, len(ids), _INCIDENTS_PER_STATEMENT):
+        chunk = ids[start : start + _INCIDENTS_PER_STATEMENT]
+        marks = ",".join("?" * len(chunk))
+        for table in ("actions", "notifications", "incidents"):
+            # Only placeholders are formatted in; the ids are bound parameters.
+            conn.execute(f"DELETE FROM {table} WHERE incident_id IN ({marks})", chunk)  # noqa: S608
+    return bool(ids)
+
+
+# Incident ids to a statement (within the 999 bound variables of the oldest SQLite builds).
+_INCIDENTS_PER_STATEMENT = 500

@@ -41,6 +41,7 @@ from typing import Any
 
 from responder.errors import UserError
 from responder.journal_writer import Op, Result, ThreadWriter, WriterOptions
+from responder.walsync import SyncFailed
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -69,23 +70,35 @@ class ProcessWriter:
         self._waiting: dict[int, Any] = {}
         self._ids = itertools.count()
         self._loadable: set[type] = set()  # op classes the writer process can import
-        self._failure: JournalUnavailable | None = None
+        # Set for good when the writer process is gone or its fsync failed (walsync.SyncFailed).
+        self._failure: OSError | None = None
         self._stopping = False
         self.commits = 0
         self.ops_committed = 0
 
     @property
     def failure(self) -> str | None:
-        """Why writes fail now (the writer process is gone), or None."""
-        return None if self._failure is None else str(self._failure)
+        """Why writes fail now and until a restart (the writer process is gone, or its fsync
+        failed), or None."""
+        if self._failure is None:
+            return None
+        if isinstance(self._failure, SyncFailed):
+            return f"{self._failure.strerror}: writes are refused until the responder restarts"
+        return str(self._failure)
 
     def start(self) -> None:
+        from responder.journal_lock import held_lock_fd  # it imports responder.journal, which imports this
+
         ours, theirs = socket.socketpair()
+        # The journal's lock (responder/journal_lock.py), if this process holds it: inherited, it
+        # is held until the writer exits too, so that a responder killed (SIGKILL) while its writer
+        # still commits what it had does not let another start on the journal meanwhile.
+        lock_fd = held_lock_fd(self._options.path)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "responder.journal_process", str(theirs.fileno())],
                 stdin=subprocess.PIPE,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(),) if lock_fd is None else (theirs.fileno(), lock_fd),
             )
             assert self._process.stdin is not None
             # The options go on stdin, not argv: paths may hold anything.
@@ -180,8 +193,9 @@ class ProcessWriter:
             return
         with self._lock:
             self._stopping = True
-            if self._failure is None:
-                # Already gone: the receiver fails what was waiting.
+            if not isinstance(self._failure, JournalUnavailable):
+                # (Gone already otherwise: the receiver fails what was waiting.) After a failed
+                # fsync it is still there, refusing writes: it is told to stop as ever.
                 with contextlib.suppress(OSError):
                     self._link.send_bytes(pickle.dumps(None))  # no op ids: stop
         if self._receiver is not None:
@@ -225,6 +239,11 @@ class ProcessWriter:
                     results = [
                         (self._waiting.pop(op_id, None), value, error) for op_id, value, error in settled
                     ]
+                    synced = next((e for _, _, e in settled if isinstance(e, SyncFailed)), None)
+                    if synced is not None and self._failure is None:
+                        # Fatal to the writer (walsync.WalSyncer.failure): refused here from now on
+                        # too, and /healthz fails so that a restart resumes what reached the disk.
+                        self._failure = synced
                 self._settle([result for result in results if result[0] is not None])
             elif kind == "log":
                 self._log(message)

@@ -6,6 +6,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from responder.errors import UserError
+
 log = logging.getLogger("serving_guard.journal")
 
 # Bumped with every change an earlier version could not read: tables and columns, and the words
@@ -200,6 +202,20 @@ def connect(
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+def unreadable_journal(path: str, exc: sqlite3.DatabaseError, failed: str) -> UserError:
+    """The UserError for a journal SQLite fails to open or read (``failed``: which), naming it and
+    the error; for a damaged file (or one that is no database), what to do about it."""
+    message = f"journal {path}: {failed}: {exc}"
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        message += (
+            " (a damaged journal, or not one: move it aside with its -wal and -shm files, and a new one"
+            f" is made at start; `sqlite3 {path} .recover | sqlite3 {path}.recovered` saves what it still"
+            " holds)"
+        )
+    return UserError(message)
 
 
 def stored_schema(conn: sqlite3.Connection, path: str) -> int | None:

@@ -31,6 +31,7 @@ from responder.journal_schema import (
     connect,
     migrate,
     stored_schema,
+    unreadable_journal,
 )
 from responder.walsync import WalSyncer
 
@@ -99,7 +100,7 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
                 f"journal {path}: not writable: {exc} (the file, its -wal and -shm files, its directory or"
                 " its filesystem is read-only for this user)"
             ) from None
-        raise UserError(f"journal {path}: cannot open: {exc}") from None
+        raise unreadable_journal(path, exc, "cannot open") from None
     except OSError as exc:
         raise UserError(f"journal {path}: cannot create {directory}: {exc.strerror}") from None
     except BaseException:
@@ -148,10 +149,12 @@ class ThreadWriter(Generic[W]):
 
     @property
     def failure(self) -> str | None:
-        """Why writes fail now, or None. (The writer's loop catches every op's error; its thread
-        ends only when stopped.)"""
+        """Why writes fail now and until a restart, or None. (The writer's loop catches every op's
+        error; its thread ends only when stopped.)"""
         if self._thread is not None and not self._thread.is_alive():
             return "journal writer thread stopped"
+        if self._syncer is not None and self._syncer.failure is not None:
+            return f"{self._syncer.failure.strerror}: writes are refused until the responder restarts"
         return None
 
     def start(self) -> None:
@@ -229,6 +232,12 @@ class ThreadWriter(Generic[W]):
         # Fast path: the whole group in one transaction, no per-op savepoints. Only when an op
         # fails is the group rolled back and redone op by op under savepoints (below), so the
         # outcome is the same either way: one bad write fails alone, the rest commit together.
+        if self._syncer is not None and self._syncer.failure is not None:
+            # Nothing more is committed once an fsync failed (WalSyncer.failure): a row committed
+            # and never acknowledged would be taken for a redelivery when its sender retries.
+            queued = not self._queue.empty()
+            self._settle([(waiter, None, self._syncer.failure.again()) for _, waiter in batch])
+            return queued
         try:
             conn.execute("BEGIN IMMEDIATE")
             results: list[Result[W]] = []

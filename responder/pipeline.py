@@ -58,6 +58,7 @@ from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
 from responder.journal import (
+    UNREADABLE_RECORD,
     IncidentRow,
     Journal,
     JournaledRepeats,
@@ -107,6 +108,9 @@ LISTING_PAUSE_SECONDS = 1.0
 # What a parsed alert holds beyond its bytes as text (objects, dict, strings' headers): measured
 # with tracemalloc at ~1.9 KB for Falco's shell alert of 1 KB, 7.8 KB and 28.9 KB alike.
 ALERT_OVERHEAD_BYTES = 2048
+# Alert ids remembered as maybe journaled but never dispatched (Pipeline._alert_written): 10,000
+# ids take about 1 MB.
+MAX_UNDISPATCHED = 10_000
 
 
 class CircuitBreaker:
@@ -120,6 +124,10 @@ class CircuitBreaker:
         self._times: deque[int] = deque()
 
     def recent(self, now_ns: int) -> int:
+        if self._times and self._times[-1] > now_ns:
+            # The clock was set back (an NTP step): what was taken "later than now" was taken at
+            # most now, and ages out a window from now, not a window after the clock catches up.
+            self._times = deque(min(taken, now_ns) for taken in self._times)
         while self._times and now_ns - self._times[0] > self._window_ns:
             self._times.popleft()
         return len(self._times)
@@ -212,6 +220,8 @@ class Pipeline:
             int(journal_settings.max_bytes * journal_settings.max_deferred_share)
         )
         self.stats = PipelineStats()
+        # Alerts maybe journaled (pending) but never dispatched: see _alert_written.
+        self._undispatched: dict[str, None] = {}
 
     # -- the AlertSink --------------------------------------------------------------------------
 
@@ -415,22 +425,39 @@ class Pipeline:
         weight: int,
     ) -> None:
         if error is not None:
+            # Refused, yet maybe committed (an fsync that failed after its commit, a writer
+            # process gone mid-answer): its sender's retry then finds it journaled, and must
+            # still have it processed.
+            self._remember_undispatched(alert.alert_id)
             self._slots.release(weight)
             on_done(error)
             return
+        if not new and alert.alert_id in self._undispatched:
+            # Journaled, pending, and never dispatched (nothing else takes it up before a restart):
+            # this retry is the one that gets it processed, not a redelivery.
+            new = True
         if not new:
             self._slots.release(weight)
             self._metrics.redelivered.labels(source.value).inc()
             on_done(Accepted(alert.alert_id, new=False))
             return
+        self._undispatched.pop(alert.alert_id, None)
         self._metrics.count_received(source.value, alert.source)
         try:
             self._dispatch(alert, received_ns, weight)  # the slot is now the dispatched work's
         except Exception as exc:  # journaled: it stays pending and is resumed after a restart
+            self._remember_undispatched(alert.alert_id)
             self._failed(alert, exc)
             on_done(exc)
             return
         on_done(Accepted(alert.alert_id, new=True))
+
+    def _remember_undispatched(self, alert_id: str) -> None:
+        """Keep the newest MAX_UNDISPATCHED such ids: one forgotten is resumed by the next restart
+        (after a failed fsync or a lost writer, /healthz asks for one)."""
+        self._undispatched[alert_id] = None
+        if len(self._undispatched) > MAX_UNDISPATCHED:
+            del self._undispatched[next(iter(self._undispatched))]
 
     def _repeat_written(
         self,
@@ -475,9 +502,17 @@ class Pipeline:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Rebuild in-memory state from the journal and resume unfinished alerts. Returns how many."""
+        """Rebuild in-memory state from the journal and resume unfinished alerts. Returns how many.
+        UserError, naming the journal, when SQLite cannot read it (a damaged page)."""
+        with self._journal.unreadable_as_user_error():
+            return await self._recover()
+
+    async def _recover(self) -> int:
         now = self._clock_ns()
-        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        window_seconds = self._config.dedupe.window_seconds
+        # What this restores, pruning keeps: an open incident and its opening alert.
+        self._journal.keep_incidents_open_for(window_seconds)
+        window_ns = int(window_seconds * 1e9)
         for row in self._journal.incidents_since(now - window_ns):
             restored = self._restored_state(row)
             if restored is not None:
@@ -493,6 +528,7 @@ class Pipeline:
         self._deferred_shares.load(self._journal.deferred_bytes_by_sender())
         pending = self._journal.pending_alerts()
         held, repeats = self._journaled_openings(pending)
+        held = {incident_id: self._decision_readable(row) for incident_id, row in held.items()}
         for item in pending:
             weight = _weight(item.alert, None)
             await self._slots.take(weight)
@@ -501,12 +537,39 @@ class Pipeline:
             log.info("resuming unfinished alerts", extra={"count": len(pending)})
         return len(pending)
 
+    def _decision_readable(self, row: IncidentRow) -> IncidentRow:
+        """A held incident whose journaled decision cannot be read is resumed as an undecided one:
+        its opener is decided again either way, and only that record's reading would fail."""
+        if not row.decided:
+            return row
+        try:
+            record = self._journal.incident_record(row.incident_id)
+            if record is not None:
+                report_from_record(record)
+        except UNREADABLE_RECORD as exc:
+            log.error(
+                "journaled incident unreadable; its alert is decided again",
+                extra={"incident": row.incident_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return dataclasses.replace(row, decided=False)
+        return row
+
     def _restored_state(self, row: IncidentRow) -> IncidentState | None:
-        """An open incident from the journal, with its report when it was decided."""
-        record = self._journal.incident_record(row.incident_id)
-        if record is None or record.get("first_alert") is None:
+        """An open incident from the journal, with its report when it was decided; None when the
+        journal lacks its opening alert, or its record cannot be read (logged by its id)."""
+        try:
+            record = self._journal.incident_record(row.incident_id)
+            if record is None or record.get("first_alert") is None:
+                return None
+            report = report_from_record(record)
+        except UNREADABLE_RECORD as exc:
+            # One damaged record must not stop recovery: the incident is not restored (a repeat
+            # opens a new one), as an incident whose opening alert is unreadable.
+            log.error(
+                "journaled incident unreadable; not restored",
+                extra={"incident": row.incident_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
             return None
-        report = report_from_record(record)
         repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
         reopen_after_ns = None
         if report is not None and dry_run_lifted(report.decision, self._config):

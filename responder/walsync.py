@@ -31,7 +31,13 @@ DURABLE_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
 class SyncFailed(OSError):
-    """The journal's fsync failed: writes of this group may not be on disk."""
+    """The journal's fsync failed: writes of this group, and of every group committed after it,
+    may not be on disk. Fatal to the writer: see WalSyncer.failure."""
+
+    def again(self) -> SyncFailed:
+        """The same failure, for another write: one exception raised in many places would gather
+        all their tracebacks."""
+        return SyncFailed(self.errno, self.strerror)
 
 
 class WalSyncer(Generic[G]):
@@ -53,6 +59,12 @@ class WalSyncer(Generic[G]):
         # Groups handed over and groups released: equal when the disk has caught up with the writer.
         self._handed_over = 0
         self._released = 0
+        # Set by the first failed fsync, for good. After a failed fsync the kernel may have dropped
+        # the dirty pages it could not write (and a later fsync then succeeds without them), and
+        # SQLite's WAL recovery stops at the first frame missing: no later write can be made
+        # durable, so every group from then on is released as failed, and the writer refuses
+        # writes until a restart (its recovery resumes whatever rows did reach the disk).
+        self.failure: SyncFailed | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -96,6 +108,8 @@ class WalSyncer(Generic[G]):
                 self._ready.notify_all()  # the writer, if it waits in wait_caught_up
 
     def _sync(self) -> BaseException | None:
+        if self.failure is not None:
+            return self.failure.again()
         try:
             self._sync_file(self._wal)
             if not self._directory_synced:
@@ -123,5 +137,10 @@ class WalSyncer(Generic[G]):
             os.close(descriptor)
 
     def _failed(self, exc: OSError) -> SyncFailed:
-        log.error("journal: fsync failed; the writes waiting on it are reported as failed", exc_info=exc)
-        return SyncFailed(exc.errno or 0, f"journal fsync failed: {exc.strerror or exc}")
+        log.critical(
+            "journal: fsync failed; the writes waiting on it and every later one fail until the"
+            " responder restarts",
+            exc_info=exc,
+        )
+        self.failure = SyncFailed(exc.errno or 0, f"journal fsync failed: {exc.strerror or exc}")
+        return self.failure

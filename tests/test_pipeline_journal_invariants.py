@@ -259,6 +259,9 @@ class FakeSlack:
 
     supports_threads = False
 
+    def use_clock(self, clock_ns: Any) -> None:
+        """No rate limits to time here."""
+
     async def check(self) -> str:
         return "fake webhook"
 
