@@ -47,4 +47,24 @@ def out_of_thread(message: SlackMessage) -> SlackMessage:
     )
 
 
-__all__ = ["out_of_thread", "redirected"]
+def posted_again(message: SlackMessage) -> SlackMessage:
+    """``message`` (an incident) posted again because its first post was deleted in Slack while
+    its alerts still come: the next repeats are counted in this one's thread."""
+    return _with_note(
+        message,
+        ":leftwards_arrow_with_hook: Posted again: this incident's message was deleted in Slack while"
+        " its alerts still come. Later repeats are counted in this message's thread.",
+    )
+
+
+def followed_up(message: SlackMessage) -> SlackMessage:
+    """``message`` (an incident as it is now) posted anew where the first cannot be edited (an
+    incoming webhook): what was done since is in it."""
+    return _with_note(
+        message,
+        ":arrows_counterclockwise: Follow-up: this incident's message as it is now (what was done"
+        " since its first message is in it).",
+    )
+
+
+__all__ = ["followed_up", "out_of_thread", "posted_again", "redirected"]

@@ -12,6 +12,7 @@ context element 3000, 50 blocks), so Slack never rejects a message for its size.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -161,9 +162,15 @@ class SlackMessage:
     kind: MessageKind
     # A BY_HAND or LAPSE message's action (the journal's actions.id): found again by it after a crash.
     action_id: int | None = None
+    # The message as text alone (mrkdwn), for when Slack refuses its blocks; empty: ``text`` is it.
+    text_alone: str = ""
 
     def blocks_json(self) -> list[dict[str, Any]]:
         return [dict(block) for block in self.blocks]
+
+    def without_blocks(self) -> SlackMessage:
+        """The message as text alone: what still goes out when Slack refuses its blocks."""
+        return dataclasses.replace(self, text=self.text_alone or self.text, blocks=(), text_alone="")
 
     def metadata(self) -> dict[str, Any]:
         """Slack message metadata naming the incident (no alert content: metadata is readable
@@ -180,25 +187,16 @@ def format_utc(time_ns: int) -> str:
 
 
 class _Lines:
-    """mrkdwn lines that never exceed ``limit``: a line that does not fit ends the text with
-    a truncation note instead of being cut in the middle of an entity or a code span."""
+    """mrkdwn lines that never exceed ``limit``. Over it, the longest lines are cut at a space
+    outside code (never inside an entity or a code span), each keeping its start (its status
+    word), then lines are left out from the end only if cutting is not enough; a note says so."""
 
     def __init__(self, limit: int = SECTION_LIMIT) -> None:
         self._limit = limit
         self._lines: list[str] = []
-        self._used = 0
-        self._full = False
 
     def add(self, line: str) -> None:
-        if self._full:
-            return
-        cost = len(line) + (1 if self._lines else 0)
-        if self._used + cost + 1 + len(_MORE) > self._limit:
-            self._full = True
-            self._lines.append(_MORE)
-            return
         self._lines.append(line)
-        self._used += cost
 
     def extend(self, lines: Iterable[str]) -> None:
         for line in lines:
@@ -208,7 +206,42 @@ class _Lines:
         return bool(self._lines)
 
     def text(self) -> str:
-        return "\n".join(self._lines)
+        whole = "\n".join(self._lines)
+        if len(whole) <= self._limit:
+            return whole
+        lines = list(self._lines)
+        # What the lines may use: the limit less the note and every newline.
+        room = self._limit - len(_MORE) - len(lines)
+        while sum(map(len, lines)) > room:
+            longest = max(range(len(lines)), key=lambda index: len(lines[index]))
+            excess = sum(map(len, lines)) - room
+            cut = _cut_line(lines[longest], len(lines[longest]) - excess)
+            if len(cut) >= len(lines[longest]):
+                break  # nothing left to cut safely
+            lines[longest] = cut
+        while lines and sum(map(len, lines)) > room:
+            room += 1  # the newline of the line left out
+            lines.pop()
+        return "\n".join([*lines, _MORE])
+
+
+# The least a cut line keeps (its status word and the start of what it says).
+_CUT_LINE_MIN = 80
+_CUT_MARK = " …"
+
+
+def _cut_line(line: str, length: int) -> str:
+    """``line`` cut to at most ``length`` (not below _CUT_LINE_MIN) at a space outside any code
+    span or block, marked with an ellipsis; ``line`` itself when it cannot be cut there."""
+    end = max(length, _CUT_LINE_MIN) - len(_CUT_MARK)
+    if end >= len(line) or end <= 0:
+        return line
+    at = line.rfind(" ", 0, end + 1)
+    while at > 0 and line.count("`", 0, at) % 2:
+        at = line.rfind(" ", 0, at)
+    if at <= 0:
+        return line
+    return line[:at].rstrip(",;:") + _CUT_MARK
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -257,9 +290,15 @@ def _container(report: IncidentReport) -> ContainerInfo | None:
     return next((c for c in pod.containers if name and c.name == name), None)
 
 
+def _claimed_only(report: IncidentReport) -> bool:
+    """The alert could not be checked against its pod: it does not match the live pod, or names a
+    pod that does not exist (or no longer does). Either may be a forgery: said so, sender named."""
+    return report.decision.unverified or report.verification.status is VerificationStatus.POD_NOT_FOUND
+
+
 def _header_text(report: IncidentReport) -> str:
     alert = report.alert
-    if report.decision.unverified:
+    if _claimed_only(report):
         prefix = f":no_entry: UNVERIFIED {alert.priority.label} alert: "
     else:
         prefix = f"{_PRIORITY_ICON[alert.priority]} {alert.priority.label}: "
@@ -267,8 +306,16 @@ def _header_text(report: IncidentReport) -> str:
     return prefix + plain(alert.rule, HEADER_LIMIT - len(prefix))
 
 
+# The most names a list in a line shows (the rest counted): one over-long line must not crowd out
+# the lines after it.
+NAMES_SHOWN = 10
+
+
 def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
-    return ", ".join(code(name, limit) for name in names) or "_none named_"
+    listed = list(names)
+    shown = ", ".join(code(name, limit) for name in listed[:NAMES_SHOWN]) or "_none named_"
+    more = len(listed) - NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 # By the direction cut alone (quarantine.isolate, or the policy's isolate), None: both.
@@ -575,6 +622,14 @@ def reopens_line(reopened: Reopened) -> str:
 
 def _unverified_lines(report: IncidentReport) -> list[str]:
     alert = report.alert
+    if report.verification.status is VerificationStatus.POD_NOT_FOUND:
+        return [
+            ":no_entry: *Unverified alert: the pod it names was not found, so it cannot be verified;"
+            " it may be forged.*",
+            f"This alert names pod {code(report.key.pod_ref, NAME_LIMIT)}, which the cluster does not"
+            " have (never did, or no longer does): nothing it says could be checked.",
+            _forger_hint(alert.sender) + f", and the Falco on node {_value(alert.hostname)}.",
+        ]
     reason = report.verification.reason or "the alert does not match the live pod"
     return [
         ":no_entry: *Unverified alert: someone may be forging alerts.*",
@@ -649,7 +704,7 @@ def _pod_fields(report: IncidentReport) -> dict[str, Any]:
     container_text = _value(container.name if container is not None else None)
     if alert.container_id:
         container_text += " " + code(alert.container_id, 80)
-    pod_label = "Pod (as the alert claims)" if report.decision.unverified else "Pod"
+    pod_label = "Pod (as the alert claims)" if _claimed_only(report) else "Pod"
     fields = [
         _field(pod_label, _value(_pod_ref(report))),
         _field("Workload", _value(f"{workload.kind}/{workload.name}" if workload else None)),
@@ -865,6 +920,8 @@ def _fallback_text(report: IncidentReport) -> str:
     rule, where = defuse(alert.rule), defuse(report.key.pod_ref)
     if report.decision.unverified:
         said = f"UNVERIFIED alert (someone may be forging alerts): {rule} naming {where}"
+    elif _claimed_only(report):
+        said = f"UNVERIFIED alert (pod not found; it may be forged): {rule} naming {where}"
     else:
         said = f"[{alert.priority.label}] {rule} in {where}: {_short_outcome(report)}"
     reopens = report.decision.reopens
@@ -937,7 +994,7 @@ def render_incident(
     blocks: list[dict[str, Any]] = [_header(_header_text(report))]
     headline = _Lines()
     group = report.workload_group
-    forgery = report.decision.unverified
+    forgery = _claimed_only(report)
     if in_workload_thread and forgery:
         headline.add(
             ":link: Another alert that does not match its live pod, in this thread of possible forgeries."
@@ -952,7 +1009,7 @@ def render_incident(
         )
     elif thread_replies and group is not None:
         headline.add(_thread_summary(group.workload, thread_replies))
-    if report.decision.unverified:
+    if forgery:
         headline.extend(_unverified_lines(report))
     headline.extend(_action_lines(report))
     blocks.append(_section(headline))
@@ -995,7 +1052,34 @@ def render_incident(
         blocks=tuple(blocks[:MAX_BLOCKS]),
         incident_id=report.incident_id,
         kind=MessageKind.INCIDENT,
+        text_alone=_text_alone(report, config_path),
     )
+
+
+def _text_alone(report: IncidentReport, config_path: str | None) -> str:
+    """The incident in a few lines of text, no blocks: what on-call needs to act on it (rule, pod,
+    namespace, what was done, the release command), for when Slack refuses the blocks."""
+    alert = report.alert
+    if _claimed_only(report):
+        head = f":no_entry: *UNVERIFIED {alert.priority.label} alert* (it may be forged)"
+    else:
+        head = f"{_PRIORITY_ICON[alert.priority]} *{alert.priority.label}*"
+    lines = _Lines()
+    lines.add(f"{head}: {code(alert.rule, NAME_LIMIT)}")
+    lines.add(
+        f"*Pod* {_value(report.key.pod or None)} in namespace {_value(report.key.namespace or None)}"
+        + (" (as the alert claims)" if _claimed_only(report) else "")
+    )
+    lines.add("*Outcome*: " + escape(_short_outcome(report), REASON_LIMIT))
+    release = report.release_command(config_path)
+    if release:
+        lines.add("*To release the pod* once it is safe:")
+        lines.add(code_block(release, 1000))
+    lines.add(
+        f"Incident {code(report.incident_id, 80)}: Slack refused this message's layout;"
+        " `serving-guard audit --incident` with this id has all of it."
+    )
+    return lines.text()
 
 
 def render_repeat(report: IncidentReport) -> SlackMessage:

@@ -3,14 +3,18 @@
 The contract with the caller (the journal's notification worker):
 
 - Every method makes ONE attempt and either returns or raises :class:`DeliveryError`; no
-  slack-sdk exception escapes. There are no retry loops or sleeps in here (slack-sdk's own
-  retry handlers are switched off): the worker schedules retries from the journal, honouring
-  ``DeliveryError.retry_after_seconds``, so a slow or absent Slack never holds up a quarantine
-  and a restart resumes where it stopped.
+  slack-sdk exception escapes (one exception: a message whose blocks Slack refuses, and so did
+  not post, is sent once more as text alone). There are no retry loops or sleeps in here
+  (slack-sdk's own retry handlers are switched off): the worker schedules retries from the
+  journal, honouring ``DeliveryError.retry_after_seconds``, so a slow or absent Slack never
+  holds up a quarantine and a restart resumes where it stopped. A method Slack rate-limited is
+  not called again until its Retry-After has passed (a rate-limit DeliveryError at once):
+  Slack's limits are per method.
 - ``retryable`` says whether trying the same call again later can succeed: HTTP 429 (with its
-  Retry-After), 5xx, timeouts, connection errors and Slack's transient error codes are
-  retryable; ``invalid_auth``, ``channel_not_found``, ``not_in_channel``, bad payloads and the
-  like are not.
+  Retry-After), 5xx, timeouts, connection errors, Slack's transient error codes, and answers
+  that are not Slack's (unreadable, or an HTTP error without a Slack error code: a proxy or
+  gateway) are retryable; ``invalid_auth``, ``channel_not_found``, ``not_in_channel``, bad
+  payloads and the like are not.
 - In bot mode each top-level post carries message metadata (event type
   ``serving_guard_incident``, payload ``incident_id``), and :meth:`SlackDelivery.find_posted`
   looks for it in the channel history, so a post that was in flight when the process died can
@@ -26,15 +30,16 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import logging
 import math
 import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -108,10 +113,21 @@ CHANNEL_REFUSALS = frozenset(
 )
 # The message a reply or an update names is gone (deleted by a person).
 MESSAGE_GONE = frozenset({"thread_not_found", "message_not_found", "cant_update_message"})
+# Slack refuses the message's blocks (their shape or size), not the post: the same message as text
+# alone still goes out.
+BLOCKS_REFUSALS = frozenset(
+    {"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "too_many_blocks"}
+)
+# What a Slack error code looks like ("channel_not_found"); a webhook answers with it as its body,
+# and a proxy or gateway in the way answers with anything else (an HTML page).
+_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Slack channel, group and DM ids; anything else is a channel name.
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
 _LIST_PAGE = 1000
 _REASON_LIMIT = 300
+
+log = logging.getLogger("serving_guard.notify")
+_Sent = TypeVar("_Sent")
 
 
 class FailureKind(StrEnum):
@@ -160,6 +176,7 @@ class Refusal(StrEnum):
     CREDENTIALS = "credentials"  # the token or webhook is refused: nothing goes out until replaced
     CHANNEL = "channel"  # this channel refuses the bot: another channel can take the message
     MESSAGE_GONE = "message_gone"  # the message replied to or updated was deleted
+    BLOCKS = "blocks"  # the message's blocks are refused: the text alone can go out
 
 
 def refusal_of(error: DeliveryError, mode: SlackMode) -> Refusal | None:
@@ -167,6 +184,8 @@ def refusal_of(error: DeliveryError, mode: SlackMode) -> Refusal | None:
     a bad payload, say)."""
     if error.retryable or error.code is None:
         return None
+    if error.code in BLOCKS_REFUSALS:
+        return Refusal.BLOCKS
     if mode is SlackMode.WEBHOOK:
         return Refusal.CREDENTIALS if error.code in WEBHOOK_REFUSALS else None
     if error.code in CREDENTIAL_REFUSALS:
@@ -244,6 +263,16 @@ def _http_failure(what: str, status: int, headers: object, code: str | None) -> 
             retry_after_seconds=retry_after,
             status=status,
             code=code,
+        )
+    if code is None:
+        # No Slack error code: a proxy or gateway answered, not Slack (whose refusals name one).
+        # What stands in the way may go (a proxy's maintenance, a fixed allow-list): waited out.
+        return DeliveryError(
+            retryable=True,
+            reason=f"{what}: HTTP {status} without a Slack error (a proxy or gateway in the way?)",
+            kind=FailureKind.UNAVAILABLE,
+            retry_after_seconds=retry_after,
+            status=status,
         )
     return DeliveryError(
         retryable=False,
@@ -360,6 +389,10 @@ class SlackDelivery:
         self._channel_ids: dict[str, str] = {}
         # The token's scopes, as auth.test answered them (x-oauth-scopes).
         self._scopes: frozenset[str] = frozenset()
+        # Until when (self._clock_ns) each method Slack rate-limited is not called, and for how long
+        # it was told to wait: its limits are per method, so a 429 on chat.update holds back no post.
+        self._paused_until: dict[str, tuple[int, int]] = {}
+        self._clock_ns: Callable[[], int] = time.monotonic_ns
 
     @classmethod
     def from_config(cls, settings: Slack) -> SlackDelivery | None:
@@ -461,11 +494,40 @@ class SlackDelivery:
             self._hook = client
         return self._hook
 
+    def use_clock(self, clock_ns: Callable[[], int]) -> None:
+        """Time Slack's Retry-After waits by ``clock_ns`` (the journal worker's, which schedules the
+        retries by it) rather than the monotonic clock."""
+        self._clock_ns = clock_ns
+
+    def _check_pace(self, what: str) -> None:
+        """Raise a rate-limit DeliveryError while Slack's Retry-After for ``what`` lasts."""
+        until, waited = self._paused_until.get(what, (0, 0))
+        left = until - self._clock_ns()
+        if 0 < left <= waited:  # a clock stepped back never holds a method longer than Slack asked
+            raise DeliveryError(
+                retryable=True,
+                reason=f"{what}: rate limited by Slack, not called for {left / 1e9:.1f}s more",
+                kind=FailureKind.RATE_LIMITED,
+                retry_after_seconds=left / 1e9,
+            )
+
+    def _paced(self, what: str, error: DeliveryError) -> DeliveryError:
+        if error.kind is FailureKind.RATE_LIMITED:
+            wait = int((error.retry_after_seconds or 1.0) * 1e9)
+            self._paused_until[what] = (self._clock_ns() + wait, wait)
+        return error
+
     async def _api(self, what: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+        try:
+            self._check_pace(what)
+        except DeliveryError:
+            if isinstance(call, Coroutine):
+                call.close()  # never sent
+            raise
         try:
             return await call
         except SlackApiError as exc:
-            raise _api_failure(what, exc) from exc
+            raise self._paced(what, _api_failure(what, exc)) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _transport_failure(what, exc) from exc
         except SlackClientError as exc:
@@ -482,22 +544,40 @@ class SlackDelivery:
 
     def _message_args(self, message: SlackMessage) -> dict[str, Any]:
         # parse=none and link_names=False: Slack must not turn any text into links or mentions.
-        return {
+        args: dict[str, Any] = {
             "text": message.text,
-            "blocks": message.blocks_json(),
             "metadata": message.metadata(),
             "parse": "none",
             "link_names": False,
         }
+        if message.blocks:
+            args["blocks"] = message.blocks_json()
+        return args
+
+    async def _blocks_or_text(
+        self, message: SlackMessage, send: Callable[[SlackMessage], Awaitable[_Sent]]
+    ) -> _Sent:
+        """``send(message)``; when Slack refuses its blocks (nothing was posted), once more as text
+        alone: a message whose blocks Slack will not take must still reach on-call."""
+        try:
+            return await send(message)
+        except DeliveryError as error:
+            if refusal_of(error, self.mode) is not Refusal.BLOCKS or not message.blocks:
+                raise
+            log.warning(
+                "Slack refused the message's blocks; sending it as text alone",
+                extra={"incident": message.incident_id, "reason": error.reason},
+            )
+        return await send(message.without_blocks())
 
     @staticmethod
     def _ref(what: str, response: AsyncSlackResponse, thread_ts: str | None) -> SlackRef:
         channel = response.get("channel")
         ts = response.get("ts")
         if not isinstance(channel, str) or not isinstance(ts, str):
-            # The post may have landed: not retryable blindly; find_posted can tell.
+            # The post may have landed: tried again, and the worker looks for it first (find_posted).
             raise DeliveryError(
-                retryable=False,
+                retryable=True,
                 reason=f"{what}: Slack answered ok without channel and ts",
                 kind=FailureKind.PROTOCOL,
                 status=response.status_code,
@@ -512,18 +592,22 @@ class SlackDelivery:
         """
         target = channel or self._settings.default_channel or ""
         if self.mode is SlackMode.WEBHOOK:
-            await self._send_webhook(message)
+            await self._blocks_or_text(message, self._send_webhook)
             return SlackRef(channel=target, ts=None)
         if not target:
             raise DeliveryError(
                 retryable=False, reason="chat.postMessage: no channel to post to", kind=FailureKind.REJECTED
             )
-        response = await self._api(
-            "chat.postMessage",
-            self._web_client().chat_postMessage(
-                channel=target, unfurl_links=False, unfurl_media=False, **self._message_args(message)
-            ),
-        )
+
+        def send(shaped: SlackMessage) -> Awaitable[AsyncSlackResponse]:
+            return self._api(
+                "chat.postMessage",
+                self._web_client().chat_postMessage(
+                    channel=target, unfurl_links=False, unfurl_media=False, **self._message_args(shaped)
+                ),
+            )
+
+        response = await self._blocks_or_text(message, send)
         ref = self._ref("chat.postMessage", response, None)
         if not _CHANNEL_ID.match(target):
             self._channel_ids[target.lstrip("#")] = ref.channel
@@ -537,27 +621,37 @@ class SlackDelivery:
         if self.mode is SlackMode.WEBHOOK or parent.ts is None:
             raise _unsupported("thread reply")
         extra: dict[str, Any] = {"reply_broadcast": True} if broadcast else {}
-        response = await self._api(
-            "chat.postMessage",
-            self._web_client().chat_postMessage(
-                channel=parent.channel,
-                thread_ts=parent.ts,
-                unfurl_links=False,
-                unfurl_media=False,
-                **extra,
-                **self._message_args(message),
-            ),
-        )
+        assert parent.ts is not None
+
+        def send(shaped: SlackMessage) -> Awaitable[AsyncSlackResponse]:
+            return self._api(
+                "chat.postMessage",
+                self._web_client().chat_postMessage(
+                    channel=parent.channel,
+                    thread_ts=parent.ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    **extra,
+                    **self._message_args(shaped),
+                ),
+            )
+
+        response = await self._blocks_or_text(message, send)
         return self._ref("chat.postMessage", response, parent.ts)
 
     async def update(self, ref: SlackRef, message: SlackMessage) -> SlackRef:
         """Replace the message at ``ref`` (a top-level post or a thread reply). Bot mode only."""
         if self.mode is SlackMode.WEBHOOK or ref.ts is None:
             raise _unsupported("message update")
-        response = await self._api(
-            "chat.update",
-            self._web_client().chat_update(channel=ref.channel, ts=ref.ts, **self._message_args(message)),
-        )
+        ts = ref.ts
+
+        def send(shaped: SlackMessage) -> Awaitable[AsyncSlackResponse]:
+            return self._api(
+                "chat.update",
+                self._web_client().chat_update(channel=ref.channel, ts=ts, **self._message_args(shaped)),
+            )
+
+        response = await self._blocks_or_text(message, send)
         return self._ref("chat.update", response, ref.thread_ts)
 
     async def find_posted(
@@ -606,13 +700,14 @@ class SlackDelivery:
         incident_id: str,
         *,
         action_id: int | None = None,
+        kind: MessageKind = MessageKind.INCIDENT,
         page_size: int = 200,
         max_pages: int = 20,
     ) -> SlackRef | None:
         """The reply already posted for ``incident_id`` in the thread of ``parent`` (its incident
-        post; with ``action_id``, its reply telling that action), or None when the whole thread
-        was read and there is none (the oldest if several). Raises DeliveryError as ``find_posted``
-        does. Bot mode only."""
+        post, or its repeat counter with ``kind`` REPEAT; with ``action_id``, its reply telling that
+        action), or None when the whole thread was read and there is none (the oldest if several).
+        Raises DeliveryError as ``find_posted`` does. Bot mode only."""
         if self.mode is SlackMode.WEBHOOK or parent.ts is None:
             raise _unsupported("thread search")
         channel_id = await self._channel_id(parent.channel)
@@ -625,7 +720,11 @@ class SlackDelivery:
             )
 
         ts = await self._oldest_post(
-            "conversations.replies", page, _Ours(incident_id, action_id), max_pages, f"in thread {thread}"
+            "conversations.replies",
+            page,
+            _Ours(incident_id, action_id, kind),
+            max_pages,
+            f"in thread {thread}",
         )
         return None if ts is None else SlackRef(channel=channel_id, ts=ts, thread_ts=thread)
 
@@ -732,10 +831,11 @@ class SlackDelivery:
 
     async def _send_webhook(self, message: SlackMessage) -> None:
         what = "incoming webhook"
+        self._check_pace(what)
         try:
             response = await self._hook_client().send(
                 text=message.text,
-                blocks=message.blocks_json(),
+                blocks=message.blocks_json() or None,
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -744,8 +844,13 @@ class SlackDelivery:
         # WebhookClient never raises on HTTP errors: the status is the answer.
         if 200 <= response.status_code < 300:
             return
-        body = _short(response.body) if response.body else None
-        raise _http_failure(what, response.status_code, response.headers, body)
+        body = _short(response.body) if response.body else ""
+        error = _http_failure(
+            what, response.status_code, response.headers, body if _ERROR_CODE.match(body) else None
+        )
+        if error.code is None and body:
+            error.reason += f": {body}"
+        raise self._paced(what, error)
 
 
 # The replies that tell an action journaled under the incident (the journal's actions.id is in their
@@ -761,6 +866,8 @@ class _Ours:
 
     incident_id: str
     action_id: int | None = None
+    # Without action_id: the incident's own post, or its repeat counter (REPEAT).
+    kind: MessageKind = MessageKind.INCIDENT
 
     def posted(self, message: object) -> bool:
         if not isinstance(message, Mapping) or not isinstance(message.get("ts"), str):
@@ -772,7 +879,7 @@ class _Ours:
         if not isinstance(payload, Mapping) or payload.get("incident_id") != self.incident_id:
             return False
         if self.action_id is None:
-            return payload.get("kind") == MessageKind.INCIDENT.value
+            return payload.get("kind") == self.kind.value
         return payload.get("kind") in _ACTION_REPLIES and payload.get("action_id") == self.action_id
 
 

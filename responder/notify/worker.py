@@ -1,8 +1,11 @@
 """Delivers the notifications the pipeline queued in the journal, and retries them from there.
 
 Slack being slow, rate-limited or down never delays an action: the pipeline only writes a
-row; this worker sends it later. A 429 pauses all sending for its Retry-After; other
-retryable failures back off per notification; permanent failures are recorded, never hidden.
+row; this worker sends it later. A 429 holds back the calls of its API method for its
+Retry-After (the delivery's pacing); other retryable failures back off per notification; an
+incident's post is never given up for a failure that may pass; permanent failures are
+recorded, never hidden. Verified incidents' posts go before possible forgeries' and before
+repeats and updates (the journal's order of due rows).
 
 Exactly one post per incident across crashes: a row is marked ``sending`` (committed) before
 the call. A row found in ``sending`` at start was in flight when the process died: in bot
@@ -21,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from responder.actions.outcome import ActionOutcome
+from responder.cluster.verify import VerificationStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.errors import UserError
@@ -28,8 +32,15 @@ from responder.incident import NEEDS_EYES_STATUSES, IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
-from responder.notify.redirect import out_of_thread, redirected
-from responder.notify.render import SlackMessage, render_by_hand, render_incident, render_lapse, render_repeat
+from responder.notify.redirect import followed_up, out_of_thread, posted_again, redirected
+from responder.notify.render import (
+    MessageKind,
+    SlackMessage,
+    render_by_hand,
+    render_incident,
+    render_lapse,
+    render_repeat,
+)
 from responder.notify.routing import repeat_interval_ns, slack_route
 from responder.notify.slack import DeliveryError, FailureKind, Refusal, SlackDelivery, SlackRef, refusal_of
 
@@ -47,6 +58,9 @@ AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, 
 # The notifications that are new posts, each found again (by its metadata) rather than posted twice
 # after an ambiguous failure: an incident's post, and a reply telling an action by hand or a lapse.
 _POSTED_ONCE = frozenset({"incident", "by_hand", "lapse"})
+# ...and the repeat counter's first reply: each is looked for (by its metadata) before it is posted
+# again after an ambiguous failure, and the thread it went into is saved with it.
+_FOUND_AGAIN = _POSTED_ONCE | {"repeat"}
 # After Slack refuses the credentials, or a channel with nowhere else to post, sending waits this
 # long before trying again, doubling up to the longest: the rows wait in the journal, never dropped.
 REFUSED_FIRST_WAIT_SECONDS = 30.0
@@ -56,7 +70,9 @@ REFUSED_LONGEST_WAIT_SECONDS = 600.0
 # notifications' tries are not counted against max_attempts until a call goes through again.
 OUTAGE_AFTER_FAILURES = 3
 OUTAGE_FIRST_WAIT_SECONDS = 5.0
-_OUTAGE_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE})
+# Answers that are not Slack's (unreadable, or an HTTP error without a Slack error code: a proxy or
+# gateway) count as Slack down too: they pass when what stands in the way does.
+_OUTAGE_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
 # How many incidents remember when their post was last rendered again (its throttle).
 _THREAD_MEMORY = 4096
 # How many workload threads remember which problems their replies already showed in the channel.
@@ -75,11 +91,17 @@ def _problems(report: IncidentReport) -> frozenset[str]:
         reasons.add("withheld:breaker")
     if decision.block_breaker_open:
         reasons.add("withheld:block breaker")
-    if decision.unverified:
+    if _claimed_only(report):
         reasons.add("unverified")
     elif not decision.breaker_open and not decision.block_breaker_open:
         reasons.update(f"withheld:{reason}" for reason in decision.withheld)
     return frozenset(reasons)
+
+
+def _claimed_only(report: IncidentReport) -> bool:
+    """The alert could not be checked against its pod (it does not match it, or names a pod the
+    cluster does not have): a possible forgery, threaded with the others."""
+    return report.decision.unverified or report.verification.status is VerificationStatus.POD_NOT_FOUND
 
 
 def _longer_wait(
@@ -114,6 +136,8 @@ class NotificationWorker:
         # When each workload thread's root message last got its replies' summary (throttled as repeats are).
         self._thread_updated_ns: dict[str, int] = {}
         self._delivery = delivery
+        # Its rate-limit waits end by the clock this worker schedules retries by.
+        delivery.use_clock(clock_ns)
         self._settings = settings
         self._metrics = metrics
         self._clock_ns = clock_ns
@@ -153,6 +177,8 @@ class NotificationWorker:
                 continue
             if self._reload_secret:
                 self._read_secret_again()
+            # Cleared before the read: set again, a row was queued since (it may go first).
+            self._wake.clear()
             rows = self._journal.due_notifications(now, limit=50)
             if not rows:
                 upcoming = self._journal.next_notification_due()
@@ -173,6 +199,10 @@ class NotificationWorker:
                         await self._reschedule(row, f"internal error: {type(exc).__name__}", retry_after=None)
                     else:
                         await self._fail(row, f"internal error: {type(exc).__name__}: {exc}")
+                if self._wake.is_set():
+                    # A row was queued since this batch was read, and may go first (a verified
+                    # incident's post before a storm's forgeries): read the due rows again.
+                    break
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if self._wake.is_set():  # woken while busy: a new row may be due, look again at once
@@ -263,7 +293,7 @@ class NotificationWorker:
                 attempts=row.attempts + 1,
                 slack_channel=ref.channel,
                 slack_ts=ref.ts,
-                slack_thread_ts=ref.thread_ts if row.kind in _POSTED_ONCE else None,
+                slack_thread_ts=ref.thread_ts if row.kind in _FOUND_AGAIN else None,
                 sent_ns=now,
                 count_sent=report.count,
             )
@@ -292,23 +322,24 @@ class NotificationWorker:
         self._metrics.notifications.labels(row.kind, error.kind.value).inc()
         # A timeout or a 5xx may hide a post that landed: the retry looks for it first. So does the
         # retry of a row an earlier such failure left to look (whatever failed this time).
-        ambiguous = row.kind in _POSTED_ONCE and (error.kind in AMBIGUOUS_FAILURES or row.state == "sending")
+        ambiguous = row.kind in _FOUND_AGAIN and (error.kind in AMBIGUOUS_FAILURES or row.state == "sending")
         state = "sending" if ambiguous else "pending"
         if await self._refused(row, channel, error, state):
             return
         if error.kind is FailureKind.RATE_LIMITED:
-            # Slack asks to slow down: all sending pauses; this try does not count against
+            # Slack asks to slow down this method (the delivery holds its calls back; other methods,
+            # a new post while chat.update is limited, go on); this try does not count against
             # max_attempts (a long rate limit must not use them up and drop the incident).
             pause = error.retry_after_seconds or 1.0
-            self._paused_until_ns = self._clock_ns() + int(pause * 1e9)
             await self._reschedule(row, error.reason, retry_after=pause, state=state, counted=False)
             return
-        if error.kind in _OUTAGE_FAILURES and self._slack_down(error):
+        if error.retryable and error.kind in _OUTAGE_FAILURES and self._slack_down(error):
             # Slack is down for every call, not refusing this one: waiting it out uses up none
             # of max_attempts (an outage longer than their backoff would drop every post).
             wait = self._outage_wait_seconds
             await self._reschedule(row, error.reason, retry_after=wait, state=state, counted=False)
-        elif error.retryable and row.attempts + 1 < self._settings.max_attempts:
+        elif error.retryable and (row.kind == "incident" or row.attempts + 1 < self._settings.max_attempts):
+            # An incident's post is never given up for what may pass: on-call must hear of it.
             await self._reschedule(row, error.reason, retry_after=error.retry_after_seconds, state=state)
         else:
             await self._fail(row, error.reason)
@@ -332,7 +363,7 @@ class NotificationWorker:
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns
-        if report.decision.unverified:
+        if _claimed_only(report):
             # A possible forgery is never tucked into a workload's thread, but forgeries share one:
             # made-up container ids open an incident each, and must not each post in the channel.
             found = self._journal.forgery_thread(row.incident_id, row.channel, since, self._gone_posts)
@@ -583,7 +614,11 @@ class NotificationWorker:
 
     async def _send_incident_update(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         """Render the incident's post again, as it is now: a workload thread's root with its replies'
-        outcomes (kind ``thread``), or any post after a person acted on the incident (``update``)."""
+        outcomes (kind ``thread``), or any post after a person acted on the incident (``update``).
+        An incoming webhook cannot edit its posts: there the incident as it is now is a new one."""
+        if not self._delivery.supports_threads:
+            message = render_incident(report, repeats_in_thread=False, config_path=self._config_path)
+            return await self._post_top_level(row, followed_up(message), row.channel)
         parent, _ = self._journal.incident_thread(row.incident_id)
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
             await self._fail(row, "the incident's post is not there to update")
@@ -611,7 +646,12 @@ class NotificationWorker:
         if row.kind == "update":
             # A person acted (or a lapse was found): the repeat reply's "Now:" line says it too.
             _, counted = self._journal.incident_thread(row.incident_id)
-            if counted is not None and counted.slack_ts is not None:
+            # Not the incident posted again (after its first post was deleted): it is no counter.
+            if (
+                counted is not None
+                and counted.slack_ts is not None
+                and counted.slack_ts != counted.slack_thread_ts
+            ):
                 reply = SlackRef(
                     channel=counted.slack_channel or channel, ts=counted.slack_ts, thread_ts=root.ts
                 )
@@ -721,31 +761,100 @@ class NotificationWorker:
         ):
             # The incident is a reply in its workload's thread: its count is updated in place.
             return await self._update_post(row, report, parent)
-        message = render_repeat(report)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            return await self._delivery.post(message, channel=row.channel)
+            return await self._delivery.post(render_repeat(report), channel=row.channel)
         if parent is None or parent.slack_ts is None:
-            if self._incident_post_failed(row.incident_id):
-                await self._fail(row, "the incident post itself failed; no thread to update")
-                self._repeat_done(row.incident_id, self._clock_ns())
-            else:
+            if not self._incident_post_failed(row.incident_id):
                 due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
                 await self._journal.run(Journal.op_notification_state(row.id, "pending", next_attempt_ns=due))
+            elif row.attempts == 0 and await self._post_incident_again(row.incident_id):
+                # The repeat waits for it once (its first try), then counts in its thread.
+                due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
+                await self._journal.run(
+                    Journal.op_notification_state(row.id, "pending", attempts=1, next_attempt_ns=due)
+                )
+            else:
+                await self._fail(row, "the incident post itself failed; no thread to update")
             return None
-        parent_ref = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_ts)
-        if (parent_ref.channel, parent.slack_ts) in self._gone_posts:
-            await self._fail(row, "the incident's post was deleted in Slack; no thread to update")
-            return None
-        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        root, counter = self._repeat_thread(parent, reply)
+        if root is not None:
+            try:
+                return await self._count_in_thread(row, report, root, counter)
+            except DeliveryError as error:
+                if not self._message_gone(error, root):
+                    raise
+        # The incident's post (its thread) was deleted in Slack while its alerts still come: it is
+        # posted again, and the next repeats are counted in the new post's thread.
+        log.warning(
+            "incident post deleted in Slack; posting it again for its repeats",
+            extra={"incident": row.incident_id},
+        )
+        message = render_incident(report, config_path=self._config_path)
+        ref = await self._post_top_level(row, posted_again(message), row.channel)
+        # Its own ts as its thread: the repeat row names the thread later repeats are counted in.
+        return SlackRef(channel=ref.channel, ts=ref.ts, thread_ts=ref.ts)
+
+    def _repeat_thread(
+        self, parent: NotificationRow, reply: NotificationRow | None
+    ) -> tuple[SlackRef | None, SlackRef | None]:
+        """Where the incident's repeats are counted: the thread's root and the reply counting them
+        there (None: none yet). The incident post's thread or, once that was deleted, the thread of
+        the post a repeat made again (its row's thread is its own ts). (None, None): deleted."""
+        channel = parent.slack_channel or ""
+        root = SlackRef(channel=channel, ts=parent.slack_ts)
+        counter = None
         if reply is not None and reply.slack_ts is not None:
-            existing = SlackRef(
-                channel=reply.slack_channel or parent_ref.channel,
-                ts=reply.slack_ts,
-                thread_ts=parent.slack_ts,
-            )
-            return await self._delivery.update(existing, message)
-        return await self._delivery.post_in_thread(parent_ref, message)
+            at = reply.slack_channel or channel
+            if reply.slack_thread_ts == reply.slack_ts:
+                root = SlackRef(channel=at, ts=reply.slack_ts)
+            else:
+                # Replies sent before their thread was saved with them are in the incident post's.
+                thread = reply.slack_thread_ts or parent.slack_ts
+                root = SlackRef(channel=at, ts=thread)
+                counter = SlackRef(channel=at, ts=reply.slack_ts, thread_ts=thread)
+        if (root.channel, root.ts) in self._gone_posts:
+            return None, None
+        return root, counter
+
+    async def _count_in_thread(
+        self, row: NotificationRow, report: IncidentReport, root: SlackRef, counter: SlackRef | None
+    ) -> SlackRef:
+        """Update the thread's repeat counter, or post it: once (a retry after an ambiguous failure
+        looks for the earlier try's reply first). A counter deleted on its own is posted anew."""
+        message = render_repeat(report)
+        earlier_try = row.state == "sending"
+        await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        if counter is not None:
+            try:
+                return await self._delivery.update(counter, message)
+            except DeliveryError as error:
+                if refusal_of(error, self._delivery.mode) is not Refusal.MESSAGE_GONE:
+                    raise
+            # Its thread may be gone with it: then posting in it says so (thread_not_found).
+        elif earlier_try:
+            search = self._delivery.find_posted_reply(root, row.incident_id, kind=MessageKind.REPEAT)
+            found = await self._earlier_post(search, row)
+            if found is not None:
+                return await self._delivery.update(found, message)
+        return await self._delivery.post_in_thread(root, message)
+
+    async def _post_incident_again(self, incident_id: str) -> bool:
+        """Queue the incident's failed post again (a repeat came: its alerts still come, and
+        on-call has not been told); False when there is none to queue (not routed to Slack)."""
+        with self._journal.reader() as conn:
+            found = conn.execute(
+                "SELECT id FROM notifications WHERE incident_id = ? AND kind = 'incident'"
+                " AND state = 'failed'",
+                (incident_id,),
+            ).fetchone()
+        if found is None:
+            return False
+        now = self._clock_ns()
+        await self._journal.run(Journal.op_notification_state(int(found[0]), "pending", next_attempt_ns=now))
+        log.warning("incident post failed earlier; a repeat queues it again", extra={"incident": incident_id})
+        self.wake()
+        return True
 
     def _incident_post_failed(self, incident_id: str) -> bool:
         with self._journal.reader() as conn:
@@ -812,10 +921,13 @@ class NotificationWorker:
             Journal.op_notification_state(row.id, "failed", attempts=row.attempts + 1, error=reason)
         )
         self.failed += 1
+        # serving_guard_notifications_total{kind="incident",result="failed"}: on-call was not told.
         self._metrics.notifications.labels(row.kind, "failed").inc()
         if row.kind == "repeat":
             self._repeat_done(row.incident_id, self._clock_ns())
         log.error(
-            "notification failed for good",
+            "incident post failed; on-call was not told (its next repeat tries again)"
+            if row.kind == "incident"
+            else "notification failed for good",
             extra={"incident": row.incident_id, "kind": row.kind, "reason": reason},
         )

@@ -36,7 +36,10 @@ def refused(code: str, *, retryable: bool = False) -> DeliveryError:
         ("team_access_not_granted", SlackMode.BOT, Refusal.CHANNEL),
         ("thread_not_found", SlackMode.BOT, Refusal.MESSAGE_GONE),
         ("message_not_found", SlackMode.BOT, Refusal.MESSAGE_GONE),
-        ("invalid_blocks", SlackMode.BOT, None),
+        # The blocks refused, not the post: the same message goes out as text alone.
+        ("invalid_blocks", SlackMode.BOT, Refusal.BLOCKS),
+        ("msg_blocks_too_long", SlackMode.BOT, Refusal.BLOCKS),
+        ("invalid_blocks", SlackMode.WEBHOOK, Refusal.BLOCKS),
         ("msg_too_long", SlackMode.BOT, None),
         # An incoming webhook has one channel: its channel gone is the webhook gone.
         ("channel_not_found", SlackMode.WEBHOOK, Refusal.CREDENTIALS),

@@ -184,8 +184,9 @@ async def test_slack_down_is_retried_from_the_journal(
 async def test_a_permanent_slack_error_is_recorded_not_retried_forever(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:
-    """A refusal no wait and no other channel can get past (the message itself refused)."""
-    sink.api_error("invalid_blocks", times=5, method="chat.postMessage")
+    """A refusal no wait, no other channel and no text-only message can get past (the call's
+    arguments refused)."""
+    sink.api_error("invalid_arguments", times=5, method="chat.postMessage")
     responder = await start(tmp_path, seeded, sink)
     try:
         assert responder.pipeline is not None
@@ -194,7 +195,7 @@ async def test_a_permanent_slack_error_is_recorded_not_retried_forever(
         def failed() -> bool:
             with responder.journal.reader() as conn:
                 row = conn.execute("SELECT state, last_error FROM notifications").fetchone()
-            return row is not None and row["state"] == "failed" and "invalid_blocks" in row["last_error"]
+            return row is not None and row["state"] == "failed" and "invalid_arguments" in row["last_error"]
 
         await settle(responder, failed)
         assert len(sink.requests("chat.postMessage")) == 1
