@@ -219,12 +219,25 @@ def parse_falco_json_strict(body: bytes | str, sender: Sender | None = None) -> 
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise AlertError(WHOLE_PAYLOAD, f"not UTF-8 at byte {exc.start}") from None
+            # The bytes before the first bad one are UTF-8: the field it falls in can be found.
+            field = _field_at(body[: exc.start].decode("utf-8"))
+            if field is None:
+                raise AlertError(WHOLE_PAYLOAD, f"not UTF-8 at byte {exc.start}") from None
+            raise AlertError(
+                field, f"not UTF-8 (byte {exc.start} of the alert is 0x{body[exc.start]:02x})"
+            ) from None
     else:
         text = body
     try:
         payload = _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
+        field = _field_at(text[: exc.pos]) if exc.msg.startswith("Invalid control character") else None
+        if field is not None:
+            raise AlertError(
+                field,
+                f"holds a raw control character (U+{ord(text[exc.pos]):04X}, line {exc.lineno}, column"
+                f" {exc.colno}): JSON text must escape it",
+            ) from None
         raise AlertError(
             WHOLE_PAYLOAD, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
@@ -235,6 +248,56 @@ def parse_falco_json_strict(body: bytes | str, sender: Sender | None = None) -> 
     if type(payload) is _TooManyDigits:
         raise AlertError(WHOLE_PAYLOAD, payload.reason)
     return alert_from_mapping(payload, sender)
+
+
+# What _field_at follows: a string (to its end, or the text's), or a character of JSON's structure.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\]:,]', re.DOTALL)
+# A field named in an error is clipped to this: an attacker's key may be as long as the alert.
+_FIELD_NAME_CHARS = 200
+
+
+def _field_at(prefix: str) -> str | None:
+    """The field (``output_fields.proc.cmdline``, ``tags[2]``) whose key or value is being read at
+    the end of ``prefix``, the JSON text before a bad byte or character; None outside any field."""
+    # Each open container: an object's current key (None: none read yet) or an array's index.
+    path: list[str | int | None] = []
+    reading_key = False  # the string being read is an object's key
+    for token in _JSON_TOKEN.finditer(prefix):
+        char = token.group()[0]
+        if char == '"':
+            if reading_key:
+                path[-1] = _unescaped(token.group()[1:].removesuffix('"'))
+        elif char == "{":
+            path.append(None)
+            reading_key = True
+        elif char == "[":
+            path.append(0)
+            reading_key = False
+        elif char in "}]" and path:
+            path.pop()
+            reading_key = False  # a value ended: a comma or the end of its container is next
+        elif char == ":":
+            reading_key = False
+        elif char == "," and path:
+            top = path[-1]
+            if isinstance(top, int):
+                path[-1] = top + 1
+            else:
+                reading_key = True
+    if not path or path[-1] is None:
+        return None
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text if len(text) <= _FIELD_NAME_CHARS else text[: _FIELD_NAME_CHARS - 3] + "..."
+
+
+def _unescaped(key: str) -> str:
+    """A key as JSON text writes it, read (an escape in it undone); as written when it is cut off."""
+    try:
+        return str(json.loads(f'"{key}"'))
+    except ValueError:
+        return key
 
 
 def alert_from_mapping(payload: object, sender: Sender | None = None) -> Alert:

@@ -8,12 +8,15 @@ Kubernetes client and `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import select
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TextIO, cast
 
 from responder import __version__
 from responder.errors import UserError
@@ -95,23 +98,94 @@ def _find(argv: Sequence[str]) -> tuple[Command, list[str]] | None:
 # The exit status when the reader of our output went away (`| head`): a process killed by
 # SIGPIPE has it in the shell's eyes (128 + 13), so pipelines see what they would of any tool.
 EXIT_BROKEN_PIPE = 141
+# The exit status when our output could not be written for another reason (a full disk, a closed
+# stdout): sysexits' EX_IOERR, distinct from every status a command gives of its own work.
+EXIT_OUTPUT_LOST = 74
+
+
+class OutputLost(OSError):
+    """stdout or stderr could not be written, other than by its reader going away (that stays
+    BrokenPipeError: exit 141); main says it in one line and exits EXIT_OUTPUT_LOST. An OSError
+    still, so what already copes with a failed write does so as before (logging drops the record,
+    and never stops the responder)."""
+
+
+class _WatchedStream:
+    """sys.stdout or sys.stderr while a command runs: a write or flush that fails becomes
+    OutputLost naming the stream (and the stream is noted, to be silenced before the exit)."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._lost(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, error: OSError) -> OutputLost:
+        self.failed = True
+        return OutputLost(f"{self.name}: {error.strerror or error}")
+
+    def __getattr__(self, name: str) -> Any:  # the rest (fileno, isatty, buffer) is the stream's
+        return getattr(self.stream, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout, stderr = sys.stdout, sys.stderr
+    watched = [
+        _WatchedStream(stream, name) for stream, name in ((stdout, "stdout"), (stderr, "stderr")) if stream
+    ]
+    for stream in watched:
+        setattr(sys, stream.name, cast(TextIO, stream))
+    try:
+        return _main_written(argv, watched)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main_written(argv: Sequence[str] | None, watched: list[_WatchedStream]) -> int:
+    """_main, its output written before it returns; output that cannot be written is a status of
+    its own (141 or EXIT_OUTPUT_LOST), unless the command's own status already says it failed."""
+    code: int | None = None
     try:
         try:
             code = _main(argv)
         finally:
             # Written now (also before argparse's exit), so a reader that went away is noticed
             # here, not by the interpreter's flush at exit, which would print a traceback.
-            for stream in (sys.stdout, sys.stderr):
-                if stream is not None:
-                    stream.flush()
+            for stream in watched:
+                stream.flush()
     except BrokenPipeError:
         if not _readers_gone():
             raise  # another pipe or socket: not the reader of our output
-        return EXIT_BROKEN_PIPE
+        return code or EXIT_BROKEN_PIPE
+    except OutputLost as exc:
+        for stream in watched:
+            if stream.failed:
+                # What is still buffered for it would fail again at exit (a traceback, status 120).
+                _discard_output(stream.stream)
+        with contextlib.suppress(OSError):  # stderr may be the one that failed: nothing to tell
+            print(f"{PROG}: cannot write output: {exc}", file=sys.stderr, flush=True)
+        return code or EXIT_OUTPUT_LOST
     return code
+
+
+def _discard_output(stream: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):  # no descriptor: in-memory
+        _point_at_devnull(stream.fileno())
 
 
 def _readers_gone() -> bool:
@@ -122,10 +196,14 @@ def _readers_gone() -> bool:
         if stream is None or not _reader_gone(fd):
             continue
         gone = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
+        _point_at_devnull(fd)
     return gone
+
+
+def _point_at_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _reader_gone(fd: int) -> bool:

@@ -8,11 +8,14 @@ Kubernetes Secret) or an environment variable named here.
 from __future__ import annotations
 
 import ast
+import base64
+import datetime
 import fnmatch
 import functools
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,8 +101,61 @@ def _listen_address(value: str) -> str:
     return value
 
 
+# A DNS name as gRPC resolves it: labels of letters, digits and hyphens, dot-separated.
+_HOSTNAME = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+GRPC_ADDRESS_FORMS = "unix:///PATH or HOST:PORT (a port of 1-65535)"
+
+
+def _grpc_address(value: str) -> str:
+    """Falco's gRPC outputs address: a unix socket's path, or HOST:PORT (an IP address, [IPv6] or a
+    DNS name). Checked here because gRPC takes a port past 65535 modulo 65536 (99999 connects to
+    34463) and retries an empty target for ever."""
+    if value.startswith("unix:"):
+        if not value.removeprefix("unix:").lstrip("/"):
+            raise ValueError(f"names no socket: must be {GRPC_ADDRESS_FORMS}, got {value!r}")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be {GRPC_ADDRESS_FORMS}, got {value!r}")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be {GRPC_ADDRESS_FORMS}, got a port of {port!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid = _is_ip(host) and ":" in host
+    elif ":" in host:
+        raise ValueError(f"must be {GRPC_ADDRESS_FORMS}: an IPv6 address goes in brackets, [{host}]:{port}")
+    else:
+        valid = _is_ip(host) or _HOSTNAME.fullmatch(host) is not None
+    if not valid:
+        raise ValueError(f"must be {GRPC_ADDRESS_FORMS}: {host!r} is no IP address or host name")
+    return value
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_socket(one: str, other: str) -> bool:
+    """Whether two listen addresses (HOST:PORT, checked) would bind the same port: the same port
+    (0, any free one, never clashes) on the same host, or with either on every address."""
+    one_host, _, one_port = one.rpartition(":")
+    other_host, _, other_port = other.rpartition(":")
+    if one_port != other_port or int(one_port) == 0:
+        return False
+    hosts = {one_host.strip("[]"), other_host.strip("[]")}
+    return len(hosts) == 1 or bool(hosts & {"", "0.0.0.0", "::"})  # noqa: S104 (names the wildcard)
+
+
 # A token or webhook URL is well under 1 KiB; a secret file past this is the wrong file.
 MAX_SECRET_BYTES = 64 * 1024
+# A certificate, key or CA bundle (the system's, ~200 KiB, fits many times over); past this it is
+# the wrong file (/dev/zero), refused before ssl or gRPC read it whole.
+MAX_CERTIFICATE_BYTES = 4 * 1024 * 1024
+CERTIFICATE_FILE = "a certificate, key or CA bundle holds"
 
 
 class SecretRef(Strict):
@@ -160,6 +216,21 @@ class SecretRef(Strict):
             ) from None
         if not value:
             raise UserError(f"{what}: {source} is empty")
+        return value
+
+
+class OneLineSecretRef(SecretRef):
+    """A secret sent whole as one header or URL (Slack's bot token, its webhook URL): one line
+    without control characters. A second line (a file of two, a variable with an embedded newline)
+    would be sent as part of it, and fail only at Slack, whose answer would take the blame."""
+
+    def read(self, what: str) -> str:
+        value = super().read(what)
+        if any(not char.isprintable() for char in value):
+            source = self.file if self.file is not None else f"${self.env}"
+            raise UserError(
+                f"{what}: {source} must hold one line without control characters (the token or URL alone)"
+            )
         return value
 
 
@@ -291,6 +362,8 @@ class GrpcInput(Strict):
     tls: ClientTLS | None = None
     poll_interval_seconds: float = Field(default=1.0, strict=True, gt=0, le=60)
     backoff: Backoff = Backoff()
+
+    _check_address = field_validator("address")(classmethod(lambda cls, v: _grpc_address(v)))
 
     @model_validator(mode="after")
     def _tls_for_tcp(self) -> Self:
@@ -601,11 +674,12 @@ class SlackMode(StrEnum):
 class Slack(Strict):
     mode: SlackMode = SlackMode.DISABLED
     # Bot token (xoxb-...) for mode bot; incoming-webhook URL for mode webhook.
-    token: SecretRef | None = None
-    webhook_url: SecretRef | None = None
+    token: OneLineSecretRef | None = None
+    webhook_url: OneLineSecretRef | None = None
     default_channel: str | None = None
     min_priority: PriorityName = Priority.WARNING
-    # Slack API root; only for an Enterprise Grid proxy or a local test sink. Must end with '/'.
+    # Slack API root; only for an Enterprise Grid proxy or a local test sink. https (http only to a
+    # loopback host: the bot token goes with every request), ending with '/'.
     base_url: str = "https://slack.com/api/"
     timeout_seconds: float = Field(default=10.0, strict=True, gt=0, le=120)
     # Repeats of an incident update its thread counter at most this often (0: at once). An incoming
@@ -619,6 +693,7 @@ class Slack(Strict):
     thread_by_workload: StrictBool = True
 
     _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
+    _api_root = field_validator("base_url")(classmethod(lambda cls, v: _slack_base_url(v)))
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:
@@ -629,15 +704,43 @@ class Slack(Strict):
                 raise ValueError("mode bot needs default_channel")
         if self.mode is SlackMode.WEBHOOK and self.webhook_url is None:
             raise ValueError("mode webhook needs webhook_url (file or env)")
-        if not self.base_url.endswith("/"):
-            raise ValueError("base_url must end with '/'")
         return self
+
+
+def _slack_base_url(value: str) -> str:
+    """Slack's API root: https, as the bot token goes with every request; plain http only to this
+    machine (a local test sink), where the token never crosses a network."""
+    try:
+        url = urllib.parse.urlsplit(value)
+        host = url.hostname if url.port != 0 else None  # .port raises for one past 65535
+    except ValueError:  # an unbalanced [, or a port that is no number or past 65535
+        url, host = None, None
+    if url is None or not host or url.scheme not in ("https", "http"):
+        raise ValueError(f"must be an https:// URL such as https://slack.com/api/, got {value!r}")
+    if url.scheme == "http" and not _loopback(host):
+        raise ValueError(
+            f"must be https:// (the bot token would cross the network unencrypted), got {value!r};"
+            " plain http:// only to this machine (127.0.0.1, ::1, localhost)"
+        )
+    if not value.endswith("/"):
+        raise ValueError(f"must end with '/', got {value!r}")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Journal(Strict):
     path: str = "/var/lib/serving-guard/journal.db"
     retention_days: float = Field(default=30.0, strict=True, gt=0, le=3650)
-    max_bytes: int = Field(default=1024**3, strict=True, ge=1024 * 1024)
+    # At most 1 TiB: far past any journal's need, and a 1e32 typed for it is said, not taken as "no limit".
+    max_bytes: int = Field(default=1024**3, strict=True, ge=1024 * 1024, le=1024**4)
     # Accepted alerts not yet at a final outcome, in memory; past it an HTTP alert is journaled deferred
     # (processed once there is room), and the gRPC input stops reading.
     max_pending: int = Field(default=20000, strict=True, ge=10, le=10_000_000)
@@ -730,6 +833,15 @@ class Config(Strict):
                         f"default_actions may not {action.value}: name the rules in a policy",
                     )
                 )
+        metrics, http = self.server.metrics_listen, self.inputs.http
+        if metrics is not None and http.enabled and _same_socket(metrics, http.listen):
+            problems.append(
+                (
+                    ("server", "metrics_listen"),
+                    f"{metrics!r} takes the port of inputs.http.listen {http.listen!r}: the second to bind"
+                    " would fail at start; give each its own port",
+                )
+            )
         if self.block_destination.label == self.quarantine.label:
             # Labelling a pod into its block would overwrite its quarantine's value, and lift it.
             problems.append(
@@ -816,8 +928,20 @@ class Config(Strict):
 def dotted_path(path: tuple[str | int, ...]) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        shown = _visible(str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{shown}" if text else shown)
     return text or "(top level)"
+
+
+def _visible(key: str) -> str:
+    """A key with the characters a terminal shows as nothing named (a second byte-order mark
+    at the start of a file reads as part of the first key)."""
+    return "".join(
+        char if char.isprintable() else _INVISIBLE_NAMES.get(char, f"<U+{ord(char):04X}>") for char in key
+    )
+
+
+_INVISIBLE_NAMES = {"\ufeff": "<U+FEFF byte-order mark>"}
 
 
 def located(
@@ -841,6 +965,7 @@ _TYPE_WORDS = {
     "model_type": "must be a mapping of keys to values",
     "model_attributes_type": "must be a mapping of keys to values",
     "string_type": "must be text",
+    "string_unicode": "must be text",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "int_type": "must be a whole number",
@@ -885,8 +1010,26 @@ _PLAIN_CHOICE = re.compile(r"[\w./:-]+")
 
 
 def _clipped(value: object) -> str:
-    text = repr(value)
+    text = _yaml_text(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _yaml_text(value: object) -> str:
+    """A value as the YAML file has it (true, 2024-01-01, ['a', no]), not as Python prints it
+    (True, datetime.date(2024, 1, 1)); text stays quoted, so its spaces and escapes show."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, bytes):
+        return f"!!binary {base64.b64encode(value).decode()}"
+    if isinstance(value, datetime.date):  # a datetime too
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_yaml_text(key)}: {_yaml_text(item)}" for key, item in value.items()) + "}"
+    return repr(value)
 
 
 def _choices(expected: object) -> list[str] | None:

@@ -10,7 +10,9 @@ that stand for billions of values).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,7 +196,11 @@ class _Builder:
             key_node = yaml.ScalarNode(_STR_TAG, key_node.value, key_node.start_mark, key_node.end_mark)
         key = self.loader.construct_object(key_node, deep=True)
         if not isinstance(key, str | int | bool | float) and key is not None:
-            raise self.error(key_node, "mapping keys must be scalars")
+            # A scalar of another type (!!binary, a date): named as the file writes it.
+            shown = f"!!binary {key_node.value.strip()}" if isinstance(key, bytes) else key_node.value
+            raise self.error(
+                key_node, f"mapping keys must be text, not {shown} (quote a key that is meant as text)"
+            )
         return key
 
     def build(self, node: yaml.Node, path: Path) -> Any:
@@ -295,6 +301,35 @@ def read_bounded(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(path, limit)
     return data
+
+
+class FileRefused(Exception):
+    """A file :func:`read_regular_file` does not read: the text says why (not naming the file)."""
+
+
+def read_regular_file(path: str, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, a file that other code (ssl, gRPC, the Kubernetes client) reads again
+    by its path, whole and without a bound: so it must be a regular file of at most ``limit``
+    bytes, which stat tells before a byte is read (a device or FIFO is refused, never read or
+    waited on). FileRefused says what is wrong; ``what`` is what such a file holds ("a
+    kubeconfig holds"). Other failures raise their OSError (a directory: IsADirectoryError)."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FileRefused(f"is {_file_kind(mode)}, not a regular file")
+    try:
+        return read_bounded(path, limit)
+    except FileTooLarge:
+        raise FileRefused(f"is larger than {size_text(limit)}, far more than {what}") from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
 def read_text(path: str, what: str = "a YAML file") -> str:

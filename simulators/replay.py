@@ -4,11 +4,13 @@ JSON lines in a file (file_output / stdout) for `serving-guard ingest`."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from responder.cli import OutputLost
 from responder.client import ResponderClient
 from responder.errors import UserError
 from simulators.alerts import ScenarioAlert
@@ -56,13 +58,25 @@ def write_alerts(path: str, alerts: Sequence[ScenarioAlert]) -> list[Delivery]:
     """Falco JSON lines (one alert per line) to a file, or to stdout for '-'."""
     lines = b"".join(item.body() + b"\n" for item in alerts)
     if path == "-":
-        import sys
-
-        sys.stdout.buffer.write(lines)
-        sys.stdout.flush()
+        _write_stdout(lines)
     else:
         try:
             Path(path).write_bytes(lines)
         except OSError as exc:
             raise UserError(f"--file {path}: {exc.strerror or exc}") from None
     return [Delivery(item, True, f"written to {path}") for item in alerts]
+
+
+def _write_stdout(data: bytes) -> None:
+    """``data`` as is on stdout; OutputLost when it cannot be written (main says so in one line). A
+    reader that went away stays a BrokenPipeError: exit 141, as for any command."""
+    stdout = sys.stdout
+    if stdout is None:  # closed when the command started (`>&-`)
+        raise OutputLost("stdout is closed")
+    try:
+        stdout.buffer.write(data)
+        stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputLost(f"stdout: {exc.strerror or exc}") from exc

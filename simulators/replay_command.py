@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     auth = client_auth(args) if args.to is not None else None
     scenario_set = load_scenarios(args.scenarios_dir)
     scenarios = scenario_set.select(args.scenarios)
-    run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
+    run_id = check_run_id(args.run_id) if args.run_id is not None else secrets.token_hex(6)
     # Before the pod is read: a --rules problem, or a rule no pack defines, is found first.
     specs = _specs(args, scenarios, out, scenario_set.directory)
     identity = _identity(args)

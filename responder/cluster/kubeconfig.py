@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from responder.errors import SourceError, UserError
-from responder.yamlsource import YamlDocument, load_yaml
+from responder.yamlsource import MAX_FILE_BYTES, FileRefused, YamlDocument, load_yaml, read_regular_file
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 # What each list holds its entries' settings under: clusters[].cluster, contexts[].context, ...
@@ -79,7 +78,10 @@ def check_kubeconfig(
 
 def _read(where: str, path: str) -> YamlDocument:
     try:
-        raw = Path(path).read_bytes()
+        # Bounded, and a regular file only: the Kubernetes client reads it again by its path.
+        raw = read_regular_file(path, MAX_FILE_BYTES, "a kubeconfig holds")
+    except FileRefused as exc:
+        raise UserError(f"{where} {path} {exc}") from None
     except OSError as exc:
         raise UserError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
     try:

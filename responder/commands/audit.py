@@ -116,6 +116,16 @@ def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
+        directory = os.path.dirname(os.path.abspath(path))
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY") and not os.access(
+            directory, os.W_OK
+        ):
+            # Reading a journal in WAL mode makes SQLite create its side files (-wal, -shm) beside it.
+            raise UserError(
+                f"journal {path}: cannot be read from here: its directory {directory} is not writable,"
+                " and SQLite creates the journal's -wal and -shm files there even to read it (run as the"
+                " journal's owner, or copy the journal with its -wal file to a writable directory)"
+            ) from None
         raise UserError(f"journal {path}: not a readable Serving Guard journal ({exc})") from None
 
 

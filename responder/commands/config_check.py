@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 
-from responder.config import Config, HttpInput, SecretRef, SlackMode, config_from_document, located
+from responder.config import (
+    CERTIFICATE_FILE,
+    MAX_CERTIFICATE_BYTES,
+    Config,
+    HttpInput,
+    SecretRef,
+    SlackMode,
+    config_from_document,
+    located,
+)
 from responder.errors import UserError
 from responder.policy_review import (
     PolicyFinding,
@@ -26,7 +34,7 @@ from responder.policy_review import (
 from responder.rulespack.alert_size import rules_past_limit
 from responder.rulespack.expand import load_paths
 from responder.serve_review import serve_refusal, unannounced_cuts
-from responder.yamlsource import YamlDocument, load_yaml_file
+from responder.yamlsource import FileRefused, YamlDocument, load_yaml_file, read_regular_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -259,7 +267,13 @@ def unreadable_here(config: Config) -> list[str]:
         except UserError as exc:
             notes.append(f"{exc} {_ELSEWHERE}")
     for key, path in files:
-        if path is not None and not os.access(path, os.R_OK):
+        if path is None:
+            continue
+        try:
+            read_regular_file(path, MAX_CERTIFICATE_BYTES, CERTIFICATE_FILE)
+        except FileRefused as exc:
+            notes.append(f"{key}: {path} {exc} {_ELSEWHERE}")
+        except OSError:
             notes.append(f"{key}: cannot read {path} here {_ELSEWHERE}")
     return notes
 

@@ -5,6 +5,8 @@ live pod before it acts. Offline: no cluster is read (a pod's labels come from -
 from __future__ import annotations
 
 import argparse
+import codecs
+import re
 import sys
 from collections.abc import Mapping
 
@@ -13,7 +15,17 @@ from responder.alert import Alert, AlertError
 from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.config import ActionName, Config, Isolation, Policy, SlackMode, load_config
+from responder.config import (
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    PATTERN_WORDS,
+    ActionName,
+    Config,
+    Isolation,
+    Policy,
+    SlackMode,
+    load_config,
+)
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
 from responder.yamlsource import FileTooLarge, read_bounded, size_text
@@ -39,12 +51,20 @@ def _labels(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--pod-label {item!r}: must be KEY=VALUE")
+        # As Kubernetes takes them: a label no pod can carry would explain a match that never happens.
+        if not re.fullmatch(LABEL_KEY_PATTERN, key):
+            raise UserError(f"--pod-label {item!r}: the key {PATTERN_WORDS[LABEL_KEY_PATTERN]}")
+        if value and not re.fullmatch(LABEL_VALUE_PATTERN, value):
+            raise UserError(f"--pod-label {item!r}: the value {PATTERN_WORDS[LABEL_VALUE_PATTERN]}, or empty")
         labels[key] = value
     return labels
 
 
 def _read_alert(path: str, limit: int) -> Alert:
     name = "stdin" if path == "-" else path
+    # fd 0 closed when the command started (`<&-`): Python then has no sys.stdin at all.
+    if path == "-" and sys.stdin is None:
+        raise UserError("config explain: stdin is closed")
     try:
         raw = sys.stdin.buffer.read(limit + 1) if path == "-" else read_bounded(path, limit)
     except FileTooLarge:
@@ -58,7 +78,8 @@ def _read_alert(path: str, limit: int) -> Alert:
             f"{name}: larger than {size_text(limit)} (inputs.http.max_body_bytes): no alert is that large"
         )
     try:
-        return parse_falco_json(raw.strip())
+        # A byte-order mark opening the file is skipped, as `ingest` skips one (editors write it).
+        return parse_falco_json(raw.removeprefix(codecs.BOM_UTF8).strip())
     except AlertError as exc:
         raise UserError(f"{name}: {exc}") from None
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from responder.alert import WHOLE_PAYLOAD, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
+from responder.cli import EXIT_OUTPUT_LOST, OutputLost
 from responder.commands.common import non_negative_seconds
 from responder.config import Config, Inputs, load_config
 from responder.errors import UserError
@@ -47,6 +48,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         default=30.0,
         help="how long to wait for notifications to go out at the end; 0: do not wait (default: %(default)g)",
+    )
+    parser.epilog = (
+        "exit status: 0 every line ingested; 1 some lines rejected (each reported on stderr); 2 a bad"
+        " config or source, or ingesting stopped (the line to resume from is said); 74 reports or the"
+        " tally could not be written to stderr (a full disk, its reader gone): ingesting went on, so the"
+        " good lines are journaled all the same"
     )
 
 
@@ -206,7 +213,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         try:
             stopped = await tally.feed(line_source(stream, limit), limit)
         except asyncio.CancelledError:  # Ctrl-C: say where to take it up again
-            print(tally.interrupted(), file=sys.stderr)
+            tally.report(tally.interrupted())
             raise
         await pipeline.drain()
         if responder.notifier is not None:
@@ -214,9 +221,8 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         outcomes = responder.metrics.outcome_counts()
     finally:
         await responder.stop()
-    print(
-        f"{name}: {tally.accepted} accepted, {tally.again} already in the journal, {tally.rejected} rejected",
-        file=sys.stderr,
+    tally.report(
+        f"{name}: {tally.accepted} accepted, {tally.again} already in the journal, {tally.rejected} rejected"
     )
     if outcomes:
         # What was done, so that a LEAKY or failed action is not read as success from the tally.
@@ -224,9 +230,11 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         for (action, status), count in sorted(outcomes.items()):
             by_action.setdefault(action, []).append(f"{count} {status}")
         said = "; ".join(f"{action}: {', '.join(counts)}" for action, counts in by_action.items())
-        print(f"{name}: actions {said} (serving-guard audit tells each)", file=sys.stderr)
+        tally.report(f"{name}: actions {said} (serving-guard audit tells each)")
     if stopped is not None:
         raise UserError(stopped)
+    if tally.unreported:
+        return EXIT_OUTPUT_LOST
     return 1 if tally.rejected else 0
 
 
@@ -245,6 +253,7 @@ class _Tally:
     again: int = 0
     rejected: int = 0
     line: int = 0  # the line being read or submitted
+    unreported: int = 0  # lines for stderr that could not be written there
 
     def interrupted(self) -> str:
         # self.line is the line being read or submitted: once one is done, the next one.
@@ -315,7 +324,18 @@ class _Tally:
         self.rejected += 1
         where = f"{self.name}:{number}: {problem}"
         self.pipeline.reject(InputName.JSONL, code, where, said=True)  # once on stderr, not twice
-        print(where, file=sys.stderr)
+        self.report(where)
+
+    def report(self, text: str) -> None:
+        """``text`` on stderr. One that cannot be written (a full disk, its reader gone) is counted,
+        not raised: ingesting goes on, as the lines still to come are worth journaling, and the exit
+        status says reports were lost."""
+        try:
+            if sys.stderr is None:  # closed when the command started (`2>&-`)
+                raise OutputLost("stderr is closed")
+            print(text, file=sys.stderr)
+        except OSError:  # OutputLost too
+            self.unreported += 1
 
 
 def _is_json(raw: bytes) -> bool:

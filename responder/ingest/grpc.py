@@ -53,14 +53,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
 
 from responder.alert import Alert, AlertError, Priority, build_alert, rejection_code
-from responder.config import GrpcInput
+from responder.config import CERTIFICATE_FILE, MAX_CERTIFICATE_BYTES, GrpcInput
 from responder.errors import UserError
 from responder.ingest.grpc_journal import JournaledAmong
 from responder.ingest.grpc_payload import parse_response
@@ -68,6 +67,7 @@ from responder.ingest.proto import outputs_pb2, schema_pb2, version_pb2
 from responder.ingest.sink import AlertSubmitter, InputName, Overloaded
 from responder.metrics import Metrics
 from responder.sender import Proof, Sender
+from responder.yamlsource import FileRefused, read_regular_file
 
 T = TypeVar("T")
 
@@ -191,7 +191,9 @@ def check_client_tls(config: GrpcInput, where: str = "inputs.grpc.tls") -> None:
         return  # a unix socket has no TLS: the files are not used
     for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
         try:
-            Path(path).read_bytes()
+            read_regular_file(path, MAX_CERTIFICATE_BYTES, CERTIFICATE_FILE)
+        except FileRefused as exc:
+            raise UserError(f"{where}.{key}: {path} {exc}") from None
         except OSError as exc:
             raise UserError(f"{where}.{key}: cannot read {path}: {exc.strerror or exc}") from None
     for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file)):
@@ -208,6 +210,15 @@ def check_client_tls(config: GrpcInput, where: str = "inputs.grpc.tls") -> None:
                 f"{where}.key_file: {tls.key_file} is not the private key of {tls.cert_file} (cert_file)"
             ) from None
         raise UserError(f"{where}.key_file: {tls.key_file} holds no unencrypted PEM private key") from None
+
+
+def _certificate_bytes(path: str) -> bytes:
+    """A certificate file read again at a connect (a rotated one is picked up): bounded as at start
+    (check_client_tls); ValueError naming the file, as the channel's other setup problems are."""
+    try:
+        return read_regular_file(path, MAX_CERTIFICATE_BYTES, CERTIFICATE_FILE)
+    except FileRefused as exc:
+        raise ValueError(f"{path} {exc}") from None
 
 
 def parse_version(version: str) -> tuple[int, int] | None:
@@ -376,9 +387,9 @@ class GrpcAlertInput:
             # config validation rejects this when the input is enabled; never fall back to plaintext
             raise ValueError(f"the TCP address {address} needs tls (Falco requires mutual TLS on TCP)")
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=Path(tls.ca_file).read_bytes(),
-            private_key=Path(tls.key_file).read_bytes(),
-            certificate_chain=Path(tls.cert_file).read_bytes(),
+            root_certificates=_certificate_bytes(tls.ca_file),
+            private_key=_certificate_bytes(tls.key_file),
+            certificate_chain=_certificate_bytes(tls.cert_file),
         )
         options: list[tuple[str, str | int]] = [
             *FLOW_CONTROL_OPTIONS,

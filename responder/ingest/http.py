@@ -32,12 +32,11 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from responder.alert import WHOLE_PAYLOAD, Alert, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
-from responder.config import HttpInput, SecretRef
+from responder.config import CERTIFICATE_FILE, MAX_CERTIFICATE_BYTES, MAX_SECRET_BYTES, HttpInput, SecretRef
 from responder.errors import UserError
 from responder.ingest.httpserver import HttpServer, Limits, Request, Response, Route
 from responder.ingest.refusals import RefusalLog
@@ -45,6 +44,7 @@ from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded, Ov
 from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
 from responder.sender import Proof, Sender
+from responder.yamlsource import FileRefused, FileTooLarge, read_bounded, read_regular_file, size_text
 
 log = logging.getLogger("serving_guard.http")
 
@@ -83,7 +83,9 @@ def server_ssl_context(config: HttpInput) -> ssl.SSLContext | None:
     ):
         try:
             if path is not None:
-                Path(path).read_bytes()
+                read_regular_file(path, MAX_CERTIFICATE_BYTES, CERTIFICATE_FILE)
+        except FileRefused as exc:
+            raise UserError(f"inputs.http.tls: cannot load certificates: {key} {path} {exc}") from None
         except OSError as exc:  # ssl's own error would not say which file
             raise UserError(
                 f"inputs.http.tls: cannot load certificates: cannot read {key} {path}: {exc.strerror or exc}"
@@ -136,7 +138,9 @@ class TokenSource:
         """The file's tokens, or None (with a warning naming the file) when it holds none we can
         use: a Secret caught mid-rotation must not lock every sender out, nor fail their requests."""
         try:
-            raw = Path(path).read_bytes()
+            raw = read_bounded(path, MAX_SECRET_BYTES)  # as at start (SecretRef.read)
+        except FileTooLarge:
+            problem = f"{path} is larger than {size_text(MAX_SECRET_BYTES)}, far more than a token"
         except OSError as exc:
             problem = f"cannot read {path}: {exc.strerror or exc}"
         else:

@@ -29,8 +29,23 @@ class SysdigError(UserError):
     """sysdig could not be run, or it crashed, or it answered something we do not understand."""
 
 
+_REQUIRED = ("1", "true", "yes")
+_NOT_REQUIRED = ("", "0", "false", "no")
+
+
 def sysdig_required() -> bool:
-    return os.environ.get(REQUIRE_ENV, "") == "1"
+    """Whether $SERVING_GUARD_REQUIRE_SYSDIG makes a missing sysdig an error: 1, true or yes (any
+    case) do; unset, 0, false or no do not; anything else is a UserError, not a silent "no" (CI
+    setting it to `true` would otherwise skip the compile checks it means to require)."""
+    value = os.environ.get(REQUIRE_ENV, "")
+    if value.strip().lower() in _REQUIRED:
+        return True
+    if value.strip().lower() in _NOT_REQUIRED:
+        return False
+    raise UserError(
+        f"{REQUIRE_ENV}={value!r}: set it to 1, true or yes to require sysdig"
+        " (0, false, no or unset: not required)"
+    )
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,14 @@ def test_default_values_pass_the_schema(chart: helm_python.Chart) -> None:
             "at '/inputs/grpc/address'",
             "does not match pattern",
         ),
+        # What the responder refuses: a port past 65535 (gRPC would wrap it), a journal past 1 TiB.
+        (
+            {"inputs": {"grpc": {"address": "falco:99999"}}},
+            "at '/inputs/grpc/address'",
+            "does not match pattern",
+        ),
+        ({"inputs": {"grpc": {"address": "falco:0"}}}, "at '/inputs/grpc/address'", "does not match pattern"),
+        ({"journal": {"maxBytes": 2**40 + 1}}, "at '/journal/maxBytes'", "maximum"),
         (
             {"policies": [{"name": "p", "match": {"min_priorty": "warning"}}]},
             "at '/policies/0/match'",
