@@ -274,14 +274,15 @@ class Journal:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, lock_fd: int | None = None) -> None:
         """Open the journal (creating or upgrading it) and start its writer. UserError names the
-        journal and what is wrong with it."""
+        journal and what is wrong with it. ``lock_fd``: the journal's lock (JournalLock.fileno),
+        which a writer process holds on until it exits."""
         # A missing parent directory the writer makes (one that cannot be made it says so).
         check_journal_path(self.path, parent_must_exist=False)
         writer: ThreadWriter[Waiter] | ProcessWriter
         if self._writer_kind == "process":
-            writer = ProcessWriter(self._options, self._settle)
+            writer = ProcessWriter(self._options, self._settle, lock_fd)
         else:
             writer = ThreadWriter(self._options, self._settle, self._fsync)
         writer.start()

@@ -18,14 +18,6 @@ from responder.errors import UserError
 from responder.journal import check_journal_path
 
 SUFFIX = ".lock"
-# The locks this process holds, by their file: a writer process started for the journal inherits
-# its lock's descriptor (held_lock_fd), so that the lock lasts as long as anything may still write.
-_HELD: dict[str, int] = {}
-
-
-def held_lock_fd(journal_path: str) -> int | None:
-    """The descriptor of the lock this process holds on ``journal_path``, or None."""
-    return _HELD.get(os.path.realpath(journal_path) + SUFFIX)
 
 
 class JournalLock:
@@ -61,16 +53,20 @@ class JournalLock:
                 " one, or give this one its own journal.path"
             ) from None
         self._fd = fd  # held from here: release() closes it whatever follows
-        _HELD[self.path] = fd
         with contextlib.suppress(OSError):  # the pid is for the message only
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+
+    @property
+    def fileno(self) -> int | None:
+        """The lock's descriptor while held: a writer process started for the journal inherits it
+        (Journal.open), so that the lock lasts as long as anything may still write."""
+        return self._fd
 
     def release(self) -> None:
         """Close this process's hold on the lock (a writer process that inherited it holds it on
         until it exits)."""
         if self._fd is not None:
-            _HELD.pop(self.path, None)
             with contextlib.suppress(OSError):
                 os.close(self._fd)  # closing drops the lock
             self._fd = None

@@ -58,8 +58,14 @@ class ProcessWriter:
     :class:`~responder.journal_writer.ThreadWriter`; each waiter is settled on the thread that
     receives the writer's frames, as the thread writer settles on its own threads."""
 
-    def __init__(self, options: WriterOptions, settle: Callable[[list[Result[Any]]], None]) -> None:
+    def __init__(
+        self, options: WriterOptions, settle: Callable[[list[Result[Any]]], None], lock_fd: int | None = None
+    ) -> None:
         self._options = options
+        # The journal's lock (responder/journal_lock.py), if held: inherited, it is held until the
+        # writer exits too, so that a responder killed (SIGKILL) while its writer still commits
+        # what it had does not let another start on the journal meanwhile.
+        self._lock_fd = lock_fd
         self._settle = settle
         self._process: subprocess.Popen[bytes] | None = None
         self._link: Connection | None = None
@@ -83,22 +89,16 @@ class ProcessWriter:
         if self._failure is None:
             return None
         if isinstance(self._failure, SyncFailed):
-            return f"{self._failure.strerror}: writes are refused until the responder restarts"
+            return self._failure.refusal
         return str(self._failure)
 
     def start(self) -> None:
-        from responder.journal_lock import held_lock_fd  # it imports responder.journal, which imports this
-
         ours, theirs = socket.socketpair()
-        # The journal's lock (responder/journal_lock.py), if this process holds it: inherited, it
-        # is held until the writer exits too, so that a responder killed (SIGKILL) while its writer
-        # still commits what it had does not let another start on the journal meanwhile.
-        lock_fd = held_lock_fd(self._options.path)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "responder.journal_process", str(theirs.fileno())],
                 stdin=subprocess.PIPE,
-                pass_fds=(theirs.fileno(),) if lock_fd is None else (theirs.fileno(), lock_fd),
+                pass_fds=(theirs.fileno(),) if self._lock_fd is None else (theirs.fileno(), self._lock_fd),
             )
             assert self._process.stdin is not None
             # The options go on stdin, not argv: paths may hold anything.

@@ -154,7 +154,7 @@ class ThreadWriter(Generic[W]):
         if self._thread is not None and not self._thread.is_alive():
             return "journal writer thread stopped"
         if self._syncer is not None and self._syncer.failure is not None:
-            return f"{self._syncer.failure.strerror}: writes are refused until the responder restarts"
+            return self._syncer.failure.refusal
         return None
 
     def start(self) -> None:

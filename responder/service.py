@@ -118,7 +118,7 @@ class Responder:
 
     async def start(self) -> None:
         self._journal_lock.acquire()
-        self.journal.open()
+        self.journal.open(lock_fd=self._journal_lock.fileno)
         notifier = None
         if self.delivery is not None:
             from responder.notify.worker import NotificationWorker

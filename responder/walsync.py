@@ -34,6 +34,11 @@ class SyncFailed(OSError):
     """The journal's fsync failed: writes of this group, and of every group committed after it,
     may not be on disk. Fatal to the writer: see WalSyncer.failure."""
 
+    @property
+    def refusal(self) -> str:
+        """Why the writer refuses writes from now on (its ``failure``)."""
+        return f"{self.strerror}: writes are refused until the responder restarts"
+
     def again(self) -> SyncFailed:
         """The same failure, for another write: one exception raised in many places would gather
         all their tracebacks."""

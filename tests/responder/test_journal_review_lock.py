@@ -31,7 +31,7 @@ def test_the_writer_process_holds_the_lock_until_it_exits(tmp_path: Path) -> Non
     lock = JournalLock(path)
     lock.acquire()
     journal = Journal(path, max_bytes=64 << 20, retention_seconds=3600, writer="process")
-    journal.open()
+    journal.open(lock_fd=lock.fileno)
     try:
         assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
         # The responder's hold gone (as when it is killed), its writer may still commit: the
