@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 
 from responder.actions.pod_records import ReleaseRecord
 from responder.alert import Alert
+from responder.clock import deadline_passed, within_window
 from responder.incident import IncidentKey, IncidentReport
 from responder.policy import Reopened
 
 DEFAULT_MAX_OPEN = 100_000
+# A repeat after this long re-decides an incident whose isolation did not happen for a passing
+# reason (the longest an incident's reopen_after_ns is set ahead).
+REDECIDE_AFTER_SECONDS = 10.0
 
 
 # An incident's id, as incident_id_for makes it (and Slack and the audit trail show it).
@@ -65,9 +69,11 @@ class IncidentState:
 
     def folds(self, received_ns: int, window_ns: int) -> bool:
         """Whether an alert received now is a repeat of this incident."""
-        if self.reopen_after_ns is not None and received_ns >= self.reopen_after_ns:
+        if self.reopen_after_ns is not None and deadline_passed(
+            self.reopen_after_ns, received_ns, int(REDECIDE_AFTER_SECONDS * 1e9)
+        ):
             return False
-        return received_ns - self.opened_ns <= window_ns
+        return within_window(received_ns, self.opened_ns, window_ns)
 
 
 class IncidentTable:
@@ -154,7 +160,11 @@ class IncidentTable:
 
     def expire(self, now_ns: int) -> int:
         """Forget incidents whose window has passed (memory stays bounded by traffic, not time)."""
-        stale = [key for key, state in self._open.items() if now_ns - state.opened_ns > self._window_ns]
+        stale = [
+            key
+            for key, state in self._open.items()
+            if not within_window(now_ns, state.opened_ns, self._window_ns)
+        ]
         for key in stale:
             self._by_id.pop(self._open.pop(key).incident_id, None)
         return len(stale)

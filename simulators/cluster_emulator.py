@@ -23,14 +23,17 @@ import collections
 import contextlib
 import copy
 import datetime
+import functools
 import itertools
 import json
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
@@ -104,6 +107,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     # Reads of one object, by (plural, name), answered or not: what a test counts API calls by.
     fetches: collections.Counter[tuple[str | None, str | None]] = attrs.field(factory=collections.Counter)
+    # The bearer tokens the API server accepts, as a real one does (None: any request, as kmock
+    # alone); a request without one of them is answered 401. What each request carried is counted.
+    bearer_tokens: set[str] | None = None
+    tokens_seen: collections.Counter[str] = attrs.field(factory=collections.Counter)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
 
     # -- seeding and inspection (used by tests and the demo) ---------------------------------
@@ -177,6 +184,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if self.latency_seconds:
             await asyncio.sleep(self.latency_seconds)
+        scheme, _, token = str(request.headers.get("Authorization", "")).partition(" ")
+        self.tokens_seen[token if scheme.lower() == "bearer" else ""] += 1
+        if self.bearer_tokens is not None and (scheme.lower() != "bearer" or token not in self.bearer_tokens):
+            return await self._error(401, "Unauthorized", "Unauthorized")
         method = str(request.method.value if request.method else "GET")
         plural = request.resource.plural if request.resource is not None else None
         ns_match = _NAMESPACE_PATH.match(request.url.path)
@@ -368,18 +379,36 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(data)
 
 
+class _TLSRawServer(aiohttp.test_utils.RawTestServer):
+    """kmock's server over TLS (aiohttp's test server takes its context only when started)."""
+
+    def __init__(self, handler: Any, *, tls: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._tls = tls
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        await super().start_server(loop, ssl=self._tls, **kwargs)
+
+
 class RunningCluster:
     """A ClusterEmulator served on 127.0.0.1 from a background thread; use as a context manager."""
 
-    def __init__(self, emulator: ClusterEmulator | None = None) -> None:
+    def __init__(self, emulator: ClusterEmulator | None = None, *, tls: ssl.SSLContext | None = None) -> None:
         self.emulator = emulator if emulator is not None else ClusterEmulator()
         self.url = ""
+        self.port = 0
+        # Served over TLS with this server context (a real API server's https), else plain HTTP.
+        self._tls = tls
         self._background = BackgroundLoop("cluster-emulator", self._serving)
 
     @contextlib.asynccontextmanager
     async def _serving(self) -> AsyncIterator[None]:
-        async with self.emulator, kmock.Server(self.emulator) as server:
+        server_cls: Any = aiohttp.test_utils.RawTestServer
+        if self._tls is not None:
+            server_cls = functools.partial(_TLSRawServer, tls=self._tls)
+        async with self.emulator, kmock.Server(self.emulator, server_cls=server_cls) as server:
             self.url = str(server.url).rstrip("/")
+            self.port = server.port
             yield
 
     def start(self) -> RunningCluster:

@@ -13,11 +13,13 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from responder.cluster.kubeconfig import CONFIG_KEYS, SettingNames, check_kubeconfig, kubeconfig_spec
 from responder.config import Cluster, Retry
@@ -37,6 +39,18 @@ OWNER_KINDS: Mapping[str, tuple[str, str]] = {
     "CronJob": ("/apis/batch/v1", "cronjobs"),
     "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices"),
 }
+
+
+@dataclass(frozen=True)
+class ServiceAccountFiles:
+    """Where the kubelet mounts a pod's service account: its token (re-written as it rotates; the
+    client reads it again at most a minute after) and the API server's CA."""
+
+    token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 (a path)
+    ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+
+SERVICE_ACCOUNT = ServiceAccountFiles()
 
 
 class KubeError(Exception):
@@ -103,13 +117,25 @@ class KubeGateway:
         self._sleep = sleep
 
     @classmethod
-    def from_config(cls, cluster: Cluster, names: SettingNames = CONFIG_KEYS) -> KubeGateway:
+    def from_config(
+        cls,
+        cluster: Cluster,
+        names: SettingNames = CONFIG_KEYS,
+        *,
+        service_account: ServiceAccountFiles = SERVICE_ACCOUNT,
+        environ: Mapping[str, str] = os.environ,
+    ) -> KubeGateway:
         """In-cluster service account when no kubeconfig is named and we run in a pod; else kubeconfig.
         ``names``: what a message calls the kubeconfig and context settings (config keys, or flags)."""
         configuration = k8s_client.Configuration()
-        if cluster.kubeconfig is None and _in_cluster():
+        if cluster.kubeconfig is None and _in_cluster(service_account, environ):
+            loader = InClusterConfigLoader(
+                token_filename=service_account.token_file,
+                cert_filename=service_account.ca_file,
+                environ=environ,
+            )
             try:
-                k8s_config.load_incluster_config(client_configuration=configuration)
+                loader.load_and_set(configuration)
             except (k8s_config.ConfigException, OSError, ValueError) as exc:
                 raise UserError(f"cluster: cannot load the in-cluster service account: {exc}") from None
         else:
@@ -283,7 +309,5 @@ def _load_kubeconfig(cluster: Cluster, configuration: k8s_client.Configuration, 
         raise UserError(f"{where} {shown}: not a kubeconfig: a value of the wrong type ({exc})") from None
 
 
-def _in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    )
+def _in_cluster(service_account: ServiceAccountFiles, environ: Mapping[str, str]) -> bool:
+    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(service_account.token_file)

@@ -28,8 +28,9 @@ deadline with Falco still sending, what Falco wrote into the window by then is n
 alerts were never ours (no id, no count: only their bytes are bounded, by the window) and Falco
 does not keep or send again what its client did not take; the stop says so in an error line,
 with the bound (``stops_left_unread`` counts such stops). What Falco had not sent stays in its
-queue. There is no metric for it: the input stops only when the responder does, after its
-metrics endpoint has closed.
+queue, for the next run: so the stop's read keeps no more submits under way than a run does
+(IN_FLIGHT), and never runs ahead of a journal that is slow or refusing. There is no metric for
+it: the input stops only when the responder does, after its metrics endpoint has closed.
 
 Order: submits start in stream order and overlap (up to IN_FLIGHT, each waiting for its group
 commit), so the journal's order (``seq``) is Falco's except around a refusal: a journal that
@@ -682,19 +683,31 @@ class GrpcAlertInput:
     async def _keep_unread(self, stream: _Stream) -> None:
         """What Falco wrote into the stream and this input did not read is gone from its queue.
         Read it, for UNREAD_SECONDS at most. While the journal takes writes each is submitted as it
-        is read, without waiting (reading makes room for Falco to send more: those must be kept,
-        not named lost, and a full pipeline must not stop the reading); what is not confirmed by
+        is read, up to IN_FLIGHT submits under way (as when running); what is not confirmed by
         the end is asked about, like any other submit cut short by the stop. The read ends when
         the stream does, when nothing more comes for UNREAD_WAIT_SECONDS, or on the deadline:
         then Falco was still sending, and what it had written into the window is left unread
-        (said: ``_left_unread``)."""
+        (said: ``_left_unread``).
+
+        Reading makes room for Falco to write more (its ``sub`` drains its whole queue into the
+        stream): an alert read that the journal cannot take before the deadline is lost, while
+        one Falco never wrote stays in its queue for the next run. So the read waits for the
+        journal rather than run ahead of it, and with the journal refusing writes reads no more
+        than the stream can hold (naming those; the rest stay with Falco)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + UNREAD_SECONDS
         submits: dict[int, asyncio.Task[Any]] = {}
+        under_way: set[asyncio.Task[Any]] = set()
         read = read_bytes = 0
         on_deadline = False  # the read ended on its deadline, Falco still sending
         try:
             while (left := deadline - loop.time()) > 0:
+                if len(under_way) >= IN_FLIGHT:
+                    await asyncio.wait(under_way, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if self.state.journal_error is not None and read_bytes >= UNREAD_BYTES_AT_MOST:
+                    on_deadline = True  # Falco may still be sending: what it wrote is left unread
+                    break
                 wait = min(left, UNREAD_WAIT_SECONDS)
                 try:
                     data = await asyncio.wait_for(stream.read(), wait)
@@ -716,7 +729,10 @@ class GrpcAlertInput:
                     continue
                 self._unconfirmed[number] = alert
                 if self.state.journal_error is None:
-                    submits[number] = asyncio.create_task(self._sink.submit(alert, InputName.GRPC))
+                    task = asyncio.create_task(self._sink.submit(alert, InputName.GRPC))
+                    submits[number] = task
+                    under_way.add(task)
+                    task.add_done_callback(under_way.discard)
             else:
                 on_deadline = True
             if on_deadline:
@@ -725,13 +741,18 @@ class GrpcAlertInput:
             if submits and left > 0:
                 await asyncio.wait(set(submits.values()), timeout=left)
         finally:
-            for number, task in submits.items():
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    del self._unconfirmed[number]
-                    self.state.submitted += 1
-                else:
-                    task.cancel()
-                    _quiet(task)
+            self._settle_stop_submits(submits)
+
+    def _settle_stop_submits(self, submits: dict[int, asyncio.Task[Any]]) -> None:
+        """The stop's submits: each confirmed is submitted; the others are cancelled, left to the
+        journal's answer (``_account_at_stop``)."""
+        for number, task in submits.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                del self._unconfirmed[number]
+                self.state.submitted += 1
+            else:
+                task.cancel()
+                _quiet(task)
 
     def _left_unread(self, read: int, read_bytes: int) -> None:
         """The stop's read ended on its deadline with Falco still sending: what Falco had written

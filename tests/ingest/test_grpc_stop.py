@@ -22,6 +22,7 @@ from responder.alert import Alert
 from responder.ingest.grpc import (
     IN_FLIGHT,
     JOURNAL_CHECK_SECONDS,
+    LOST_IDS_LOGGED,
     STOP_GRACE_SECONDS,
     UNREAD_BYTES_AT_MOST,
     GrpcAlertInput,
@@ -415,15 +416,59 @@ async def test_a_stop_mid_stream_leaves_a_bounded_unread_rest_and_says_so(
     lost = lost_ids(caplog)
     assert len(journaled) == len(set(journaled)) and len(lost) == len(set(lost))
     assert set(journaled) <= ids and set(lost) <= ids and set(journaled).isdisjoint(lost)
-    # What was read is journaled or named lost; the metric counts those named.
-    assert grpc_input.state.received == len(journaled) + len(lost)
-    assert metric(metrics, "serving_guard_alerts_lost_total") == grpc_input.state.lost == len(lost)
+    # What was read is journaled or named lost (the log names up to LOST_IDS_LOGGED of them, the
+    # count is whole); the metric counts them. The stop reads no further ahead of the journal than
+    # a run does: what it loses is at most the submits under way and IN_FLIGHT more.
+    assert grpc_input.state.received == len(journaled) + grpc_input.state.lost
+    assert metric(metrics, "serving_guard_alerts_lost_total") == grpc_input.state.lost
+    assert len(lost) == min(grpc_input.state.lost, LOST_IDS_LOGGED)
+    assert grpc_input.state.lost <= 2 * IN_FLIGHT
     # The rest of what Falco took is what the stream held, unread: bounded by flow control, and
     # said, with that bound, when the stop ended its read on the deadline with Falco still sending.
-    unread = taken - len(journaled) - len(lost)
+    unread = taken - len(journaled) - grpc_input.state.lost
     (said,) = [r for r in caplog.records if "were not read" in r.getMessage()]
     assert said.levelno == logging.ERROR and grpc_input.state.stops_left_unread == 1
     assert said.__dict__["unread_bytes_at_most"] == UNREAD_BYTES_AT_MOST
     at_most = said.__dict__["unread_alerts_at_most_about"]
     assert at_most == UNREAD_BYTES_AT_MOST // wire_size + 1  # every alert here is of one size
     assert 0 <= unread <= at_most, (taken, len(journaled), len(lost))
+
+
+class StuckSink:
+    """A pipeline whose journal never confirms a write (a disk that hangs): every submit waits."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("never confirmed")
+
+    def reject(self, source: InputName, reason: str, detail: str) -> None:
+        raise AssertionError(f"nothing here is refused: {reason} {detail}")
+
+
+async def test_a_stop_does_not_take_from_falco_what_the_journal_cannot_take(
+    unix: Falco, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Falco's ``sub`` writes its whole queue into the stream as fast as it is read: an alert it
+    never wrote stays in its queue for the next run, one the stop reads and cannot journal is lost.
+    With the journal confirming nothing, the stop reads IN_FLIGHT more than the run had under way
+    and leaves the rest of the backlog with Falco (it read thousands, all lost)."""
+    sent = 20_000
+    unix.server.publish_many([backlog_alert(n) for n in range(sent)])
+    sink = StuckSink()
+    grpc_input = GrpcAlertInput(unix.config, sink, logger, metrics=Metrics())
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: sink.calls >= IN_FLIGHT, "the run's submits under way")
+        await eventually(lambda: unix.server.open_streams == 0, "the stream closed on Falco's side")
+    state = grpc_input.state
+    assert state.submitted == 0 and state.received == state.lost  # none confirmed: each named lost
+    assert state.lost <= 2 * IN_FLIGHT, state
+    # What Falco took from its queue beyond those is only what the stream held unread.
+    assert unix.server.delivered - state.received <= sent // 10
+    assert unix.server.pending() >= sent - state.received - sent // 10
