@@ -522,6 +522,11 @@ class BlockDestination(Strict):
     # At most this many addresses blocked per pod: a pod that reaches out to more (each connection
     # an alert) is for a quarantine of its egress, and a policy stays a reasonable size.
     max_per_pod: int = Field(default=32, strict=True, ge=1, le=1000)
+    # A pod past its share of the block breaker (guardrails.max_blocks.per_pod in its window), or
+    # whose block holds max_per_pod addresses, reaches out to too many places to block one by one
+    # (or spends the cluster's blocks on decoys): its egress is quarantined instead, taking a
+    # quarantine slot (guardrails.max_quarantines). False: such a block is withheld, and said.
+    escalate_to_quarantine: StrictBool = True
     # Where the cluster serves other network-policy APIs (Cilium, Calico, Antrea,
     # AdminNetworkPolicy), their policies may restrict a pod's egress, and a block policy would add
     # to what they allow: no block is made there, unless this is true (once none of them restricts
@@ -539,6 +544,9 @@ class MaxBlocks(Strict):
     # address cut from every replica of a workload is an outage of what that address serves.
     count: int = Field(default=20, strict=True, ge=1, le=10000)
     window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
+    # Of those, at most this many on one pod: one pod cannot spend the window's blocks for every
+    # other pod (an attacker's decoy destinations); past it, block_destination.escalate_to_quarantine.
+    per_pod: int = Field(default=5, strict=True, ge=1, le=10000)
 
 
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease", "falco", "serving-guard")

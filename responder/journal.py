@@ -824,20 +824,32 @@ class Journal:
     def block_times_since(self, since_ns: int) -> list[int]:
         """When each destination block the responder made that added its address finished
         (ActionOutcome.newly_blocked): the block circuit breaker's window, rebuilt after a restart."""
+        return [finished for finished, _ in self.blocks_since(since_ns)]
+
+    def blocks_since(self, since_ns: int) -> list[tuple[int, tuple[str, str]]]:
+        """block_times_since, each with the pod it blocked on (namespace, name): the pods' shares
+        of the block breaker (guardrails.max_blocks.per_pod), rebuilt after a restart too."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT id, finished_ns, outcome FROM actions WHERE action = ? AND finished_ns >= ?"
-                " AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
+                "SELECT id, finished_ns, outcome, namespace, pod FROM actions WHERE action = ?"
+                " AND finished_ns >= ? AND (actor IS NULL OR actor = ?) ORDER BY finished_ns",
                 (BLOCK_DESTINATION, since_ns, RESPONDER_ACTOR),
             ).fetchall()
-        return [int(row["finished_ns"]) for row in rows if _newly_blocked(row)]
+        return [
+            (int(row["finished_ns"]), (str(row["namespace"]), str(row["pod"])))
+            for row in rows
+            if _newly_blocked(row)
+        ]
 
     def due_notifications(self, now_ns: int, limit: int = 100) -> list[NotificationRow]:
         """The notifications due at ``now_ns``, those on-call needs first: verified incidents' posts
-        and replies telling what a person did or what no longer holds, then the posts of possible
-        forgeries (an alert that does not match its pod, or names one the cluster does not have:
-        a storm of them must not hold back a genuine post), then repeat counts and updates; in
-        each, the longest due first."""
+        and replies telling what a person did or what no longer holds, then every other incident's
+        post, then repeat counts and updates; in each, the longest due first.
+
+        Only a verified incident's post goes first (a whitelist): anyone holding a sender's
+        credential can make the others in any number (alerts that do not match their pod, name a
+        pod the cluster does not have, name no pod, or name one the responder may not read), and a
+        storm of them must not hold back a genuine post."""
         with self.reader() as conn:
             rows = conn.execute(
                 "SELECT n.* FROM notifications n LEFT JOIN incidents i ON i.incident_id = n.incident_id"
@@ -845,9 +857,8 @@ class Journal:
                 " ORDER BY CASE"
                 " WHEN n.kind IN ('by_hand', 'lapse') THEN 0"
                 " WHEN n.kind != 'incident' THEN 2"
-                " WHEN json_extract(i.decision, '$.unverified') = 1"
-                " OR json_extract(i.verification, '$.status') = 'pod_not_found' THEN 1"
-                " ELSE 0 END, n.next_attempt_ns, n.id LIMIT ?",
+                " WHEN json_extract(i.verification, '$.status') = 'verified' THEN 0"
+                " ELSE 1 END, n.next_attempt_ns, n.id LIMIT ?",
                 (now_ns, limit),
             ).fetchall()
         return [_notification(row) for row in rows]

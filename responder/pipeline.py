@@ -31,6 +31,7 @@ from responder.actions.outcome import (
     BLOCKED_ADDRESS,
     BY_HAND,
     LAPSED_ACTION,
+    POLICY_FULL,
     REASON,
     RECHECK,
     ActionOutcome,
@@ -42,6 +43,7 @@ from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.actions.pod_records import CLOCK_SKEW_NS, RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
+from responder.clock import deadline_passed
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
 from responder.cluster.verify import (
@@ -53,7 +55,7 @@ from responder.cluster.verify import (
     verify_alert,
 )
 from responder.config import ActionName, Config, Isolation, widest
-from responder.dedupe import IncidentState, IncidentTable, incident_id_for
+from responder.dedupe import REDECIDE_AFTER_SECONDS, IncidentState, IncidentTable, incident_id_for
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
@@ -82,6 +84,8 @@ from responder.policy import (
     dry_run_lifted,
     is_blocked,
     is_quarantined,
+    pod_past_block_share,
+    quarantine_breaker_reason,
 )
 from responder.records import decision_to_json, pod_to_json, verification_to_json
 from responder.slots import Slots
@@ -92,8 +96,6 @@ T = TypeVar("T")
 # A write handed to the journal: by a thread's future (``Journal.submit``) or the loop's (``schedule``).
 Written = Future[Any] | asyncio.Future[Any]
 RETRY_AFTER_SECONDS = 1.0
-# A repeat after this long re-decides an incident whose isolation did not happen for a passing reason.
-REDECIDE_AFTER_SECONDS = 10.0
 # Deferred alerts read from the journal at a time (each then waits for its own slot).
 DEFERRED_BATCH = 64
 # Never again, as a time (a follow-up block taken on, or done).
@@ -113,6 +115,15 @@ ALERT_OVERHEAD_BYTES = 2048
 MAX_UNDISPATCHED = 10_000
 
 
+@dataclass(eq=False, slots=True)
+class BreakerSlot:
+    """A slot taken in a circuit breaker's window (given back by itself, not by an equal one)."""
+
+    taken_ns: int
+    # Whose it is (a pod's namespace and name), for a share per pod; None: no one's in particular.
+    owner: tuple[str, str] | None = None
+
+
 class CircuitBreaker:
     """At most ``limit`` actions per sliding window (quarantines; destinations newly blocked); a
     slot is taken when the action is decided (no await between deciding and taking it) and given
@@ -121,24 +132,31 @@ class CircuitBreaker:
     def __init__(self, limit: int, window_seconds: float) -> None:
         self._limit = limit
         self._window_ns = int(window_seconds * 1e9)
-        self._times: deque[int] = deque()
+        self._slots: deque[BreakerSlot] = deque()
 
     def recent(self, now_ns: int) -> int:
-        if self._times and self._times[-1] > now_ns:
+        if self._slots and self._slots[-1].taken_ns > now_ns:
             # The clock was set back (an NTP step): what was taken "later than now" was taken at
             # most now, and ages out a window from now, not a window after the clock catches up.
-            self._times = deque(min(taken, now_ns) for taken in self._times)
-        while self._times and now_ns - self._times[0] > self._window_ns:
-            self._times.popleft()
-        return len(self._times)
+            for slot in self._slots:
+                slot.taken_ns = min(slot.taken_ns, now_ns)
+        while self._slots and now_ns - self._slots[0].taken_ns > self._window_ns:
+            self._slots.popleft()
+        return len(self._slots)
 
-    def take(self, now_ns: int) -> int:
-        self._times.append(now_ns)
-        return now_ns
+    def recent_of(self, owner: tuple[str, str], now_ns: int) -> int:
+        """The slots in the window that ``owner`` took."""
+        self.recent(now_ns)
+        return sum(1 for slot in self._slots if slot.owner == owner)
 
-    def give_back(self, token: int) -> None:
+    def take(self, now_ns: int, owner: tuple[str, str] | None = None) -> BreakerSlot:
+        slot = BreakerSlot(now_ns, owner)
+        self._slots.append(slot)
+        return slot
+
+    def give_back(self, slot: BreakerSlot) -> None:
         with contextlib.suppress(ValueError):  # already aged out of the window
-            self._times.remove(token)
+            self._slots.remove(slot)
 
     def is_open(self, now_ns: int) -> bool:
         return self.recent(now_ns) >= self._limit
@@ -522,8 +540,8 @@ class Pipeline:
         for finished in self._journal.quarantine_times_since(now - breaker_window):
             self._breaker.take(finished)
         block_window = int(guardrails.max_blocks.window_seconds * 1e9)
-        for finished in self._journal.block_times_since(now - block_window):
-            self._block_breaker.take(finished)
+        for finished, owner in self._journal.blocks_since(now - block_window):
+            self._block_breaker.take(finished, owner)
         # A backlog deferred by the last run counts against its senders' shares until taken up.
         self._deferred_shares.load(self._journal.deferred_bytes_by_sender())
         pending = self._journal.pending_alerts()
@@ -812,8 +830,11 @@ class Pipeline:
                 state.blocks_waiting.setdefault(address, alert)
             return
         now = self._clock_ns()
-        if state.blocking.get(address, 0) > now or any(
-            _names_address(o, address) and not o.held_by_block_breaker for o in report.outcomes
+        retry_ns = state.blocking.get(address, 0)
+        if (
+            retry_ns == _NEVER
+            or not deadline_passed(retry_ns, now, int(REDECIDE_AFTER_SECONDS * 1e9))
+            or any(_names_address(o, address) and not o.held_by_block_breaker for o in report.outcomes)
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -838,20 +859,30 @@ class Pipeline:
                     return
                 dry_run = report.decision.dry_run
                 now = self._clock_ns()
-                if not dry_run and self._block_breaker.is_open(now):
+                owner = (key.namespace, key.pod)
+                past_share = (
+                    ""
+                    if dry_run
+                    else pod_past_block_share(self._block_breaker.recent_of(owner, now), pod, self._config)
+                )
+                if past_share:
+                    outcome = await self._quarantine_egress_instead(state.incident_id, pod, alert, past_share)
+                    if outcome.status is OutcomeStatus.WITHHELD:
+                        state.blocking[address] = retry_ns
+                elif not dry_run and self._block_breaker.is_open(now):
                     state.blocking[address] = retry_ns
                     if any(_names_address(o, address) for o in report.outcomes):
                         return  # said once; tried again after REDECIDE_AFTER_SECONDS
                     outcome = self._block_withheld(address, now)
                     self._metrics.block_breaker_open.set(1)
                 else:
-                    token = None if dry_run else self._block_breaker.take(now)
+                    token = None if dry_run else self._block_breaker.take(now, owner)
                     counted = False
                     try:
                         # A release made after the fresh read above stops it too (its patch would
                         # clear the release's record and label the pod again).
                         outcome = await self._block_destination(
-                            pod, alert, dry_run=dry_run, yield_to_release=True
+                            state.incident_id, pod, alert, dry_run=dry_run, yield_to_release=True
                         )
                         counted = outcome.newly_blocked
                     except ReleasedMeanwhile as released_meanwhile:
@@ -899,12 +930,88 @@ class Pipeline:
             extra={BLOCKED_ADDRESS: address},
         )
 
+    async def _quarantine_egress_instead(
+        self, incident_id: str, pod: PodContext, alert: Alert, why: str
+    ) -> ActionOutcome:
+        """A block one too many for the pod (``why``: past its share of the block breaker, or its
+        block policy full): the pod reaches too many places to block one by one, or spends the
+        cluster's blocks on decoys, so its egress is quarantined instead
+        (block_destination.escalate_to_quarantine), taking a slot of the quarantine breaker.
+        Withheld, and said, when escalation is off or that breaker is open."""
+        now = self._clock_ns()
+        address = self._address_of(alert)
+        extra: dict[str, Any] = {BLOCKED_ADDRESS: address} if address else {}
+        if not self._config.block_destination.escalate_to_quarantine:
+            detail = f"{why}; block_destination.escalate_to_quarantine is off"
+            return ActionOutcome(
+                BLOCK_DESTINATION,
+                OutcomeStatus.WITHHELD,
+                detail,
+                started_ns=now,
+                finished_ns=now,
+                extra=extra,
+            )
+        quarantined = is_quarantined(pod, self._config)
+        if not quarantined and self._breaker.is_open(now):
+            held = quarantine_breaker_reason(self._breaker.recent(now), self._config)
+            return ActionOutcome(
+                ActionName.QUARANTINE.value,
+                OutcomeStatus.WITHHELD,
+                f"{why}; its egress is not quarantined instead: {held}",
+                started_ns=now,
+                finished_ns=now,
+                extra=extra,
+            )
+        token = None if quarantined else self._breaker.take(now)
+        outcome: ActionOutcome | None = None
+        try:
+            outcome = await self._in_pool(
+                self._actions.quarantine,
+                pod,
+                alert,
+                incident_id,
+                f"{alert.priority.label}: {alert.rule}",
+                dry_run=False,
+                isolate=Isolation.EGRESS,
+            )
+        finally:
+            if token is not None and (outcome is None or not outcome.labelled):
+                self._breaker.give_back(token)
+        if outcome.labelled or outcome.status is OutcomeStatus.WITHHELD:
+            self._directory.forget(pod.namespace, pod.name)
+        return dataclasses.replace(
+            outcome, detail=f"{why}: its egress is quarantined instead; {outcome.detail}"
+        )
+
+    def _address_of(self, alert: Alert) -> str:
+        """The remote address a block of ``alert`` is about, or "" when it names none to block."""
+        settings = self._config.block_destination
+        target = destination.target_of(alert, settings.address_fields, settings.never_block)
+        return "" if isinstance(target, str) else str(target.address)
+
     async def _block_destination(
-        self, pod: PodContext, alert: Alert, *, dry_run: bool, yield_to_release: bool = False
+        self,
+        incident_id: str,
+        pod: PodContext,
+        alert: Alert,
+        *,
+        dry_run: bool,
+        yield_to_release: bool = False,
     ) -> ActionOutcome:
         """An incident's block: its opening one gives way (WITHHELD) to a release after the alert's
         event that the pod's read missed, as the quarantine does; a follow-up (``yield_to_release``)
-        to any release since the read (ReleasedMeanwhile)."""
+        to any release since the read (ReleasedMeanwhile). A pod whose block policy is full has its
+        egress quarantined instead (_quarantine_egress_instead)."""
+        outcome = await self._block_destination_once(
+            pod, alert, dry_run=dry_run, yield_to_release=yield_to_release
+        )
+        if outcome.status is OutcomeStatus.LEAKY and outcome.extra.get(POLICY_FULL):
+            return await self._quarantine_egress_instead(incident_id, pod, alert, outcome.detail)
+        return outcome
+
+    async def _block_destination_once(
+        self, pod: PodContext, alert: Alert, *, dry_run: bool, yield_to_release: bool
+    ) -> ActionOutcome:
         try:
             outcome = await self._in_pool(
                 self._actions.block_destination,
@@ -942,7 +1049,9 @@ class Pipeline:
         if state.count <= 1:
             return
         now = self._clock_ns()
-        due = max(now, state.last_repeat_ns + repeat_interval_ns(self._config.slack, state.repeats_sent))
+        # A repeat sent "later than now" was sent at most now (the clock was set back since).
+        last_sent = min(state.last_repeat_ns, now)
+        due = max(now, last_sent + repeat_interval_ns(self._config.slack, state.repeats_sent))
         state.repeat_pending = True
         # schedule(): settled on this loop, so waking the notifier happens on its own loop.
         self._journal.schedule(
@@ -1052,7 +1161,12 @@ class Pipeline:
             )
             self._metrics.verifications.labels(verification.status.value).inc()
             now = self._clock_ns()
-            guardrail_state = GuardrailState(self._breaker.recent(now), self._block_breaker.recent(now), now)
+            guardrail_state = GuardrailState(
+                self._breaker.recent(now),
+                self._block_breaker.recent(now),
+                self._block_breaker.recent_of((key.namespace, key.pod), now),
+                now,
+            )
             decision = decide(alert, pod, verification, guardrail_state, self._config)
             if state.reopens is not None:
                 decision = dataclasses.replace(decision, reopens=state.reopens)
@@ -1062,7 +1176,7 @@ class Pipeline:
             if decision.isolates and not decision.dry_run and not is_quarantined(pod, self._config):
                 token = self._breaker.take(now)
             if ActionName.BLOCK_DESTINATION in decision.actions and not decision.dry_run:
-                block_token = self._block_breaker.take(now)
+                block_token = self._block_breaker.take(now, (key.namespace, key.pod))
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
             for action in decision.actions or (None,):
@@ -1177,7 +1291,9 @@ class Pipeline:
 
     def _maybe_recheck(self, state: IncidentState) -> None:
         now = self._clock_ns()
-        if state.recheck_after_ns is None or now < state.recheck_after_ns:
+        if state.recheck_after_ns is None or not deadline_passed(
+            state.recheck_after_ns, now, int(RECHECK_SECONDS * 1e9)
+        ):
             return
         state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
         task = asyncio.get_running_loop().create_task(self._recheck(state))
@@ -1530,6 +1646,9 @@ class Pipeline:
                     dry_run=decision.dry_run,
                     isolate=Isolation(decision.isolate) if decision.isolate else None,
                 )
+                if decision.escalated:  # it stands for the block the pod was past its share for
+                    detail = f"{decision.escalated}: its egress is quarantined instead; {outcome.detail}"
+                    outcome = dataclasses.replace(outcome, detail=detail)
                 if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
                 # Its labels changed, or a release the read missed withheld it: the next read must be fresh.
@@ -1540,7 +1659,9 @@ class Pipeline:
                     self._actions.annotate, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
                 )
             elif action is ActionName.BLOCK_DESTINATION and pod is not None:
-                outcome = await self._block_destination(pod, alert, dry_run=decision.dry_run)
+                outcome = await self._block_destination(
+                    state.incident_id, pod, alert, dry_run=decision.dry_run
+                )
             else:
                 continue
             outcomes.append(outcome)

@@ -12,12 +12,12 @@ import fnmatch
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from responder.actions.outcome import BLOCK_BREAKER_OPEN, Lapse
+from responder.actions.outcome import BLOCK_BREAKER_OPEN, BLOCK_SHARE_USED, Lapse
 from responder.actions.pod_records import CLOCK_SKEW_NS, release_record, released_after_alert
 from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
 from responder.cluster.verify import UNREACHED, Verification, VerificationStatus
-from responder.config import ActionName, Config, Guardrails, Policy
+from responder.config import ActionName, Config, Guardrails, Isolation, Policy, widest
 
 DEFAULT_POLICY = "default"
 # The actions that change the pod or its traffic: guardrails (verification, protected and
@@ -36,6 +36,8 @@ class GuardrailState:
 
     recent_quarantines: int = 0
     recent_blocks: int = 0
+    # Of those, the alert's pod's (its share: guardrails.max_blocks.per_pod).
+    recent_blocks_of_pod: int = 0
     # The responder's clock when deciding (None: not known, nothing is dated against it).
     now_ns: int | None = None
 
@@ -77,6 +79,9 @@ class Decision:
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
+    # Why its block_destination became a quarantine of the pod's egress (the pod past its share of
+    # the block breaker), in words; "" when it did not.
+    escalated: str = ""
     # The incident was opened because what an earlier one put on the pod no longer held (set by the
     # pipeline, not by decide): Slack and the audit trail say which, and why.
     reopens: Reopened | None = None
@@ -279,31 +284,32 @@ def decide(
     if released is not None:
         withhold(released_after_alert(released, alert.time_ns))
 
-    breaker_open = False
+    # Past its share, the pod's egress is quarantined instead (the quarantine breaker below applies).
+    actions, escalated, past_share = _share_of_blocks(actions, state, pod, config, dry_run_by)
+    if past_share:
+        withhold(
+            f"{past_share}; block_destination.escalate_to_quarantine is off", (ActionName.BLOCK_DESTINATION,)
+        )
+
     # The breaker counts pods newly isolated: re-asserting an existing quarantine costs no slot.
-    if ActionName.QUARANTINE in actions and not dry_run_by and not is_quarantined(pod, config):
-        limit = guardrails.max_quarantines
-        if state.recent_quarantines >= limit.count:
-            breaker_open = True
-            withhold(
-                f"circuit breaker open: {state.recent_quarantines} quarantines in the last "
-                f"{limit.window_seconds:g}s (limit {limit.count}); no pod is quarantined until the"
-                " window passes",
-                only=(ActionName.QUARANTINE,),
-            )
-    block_breaker_open = False
+    breaker_reason = _quarantine_breaker_reason(actions, state, pod, config, dry_run_by)
+    breaker_open = bool(breaker_reason)
+    if breaker_open:
+        withhold(breaker_reason, only=(ActionName.QUARANTINE,))
     # Slots are taken per address newly blocked; one already blocked gives its slot back (pipeline).
-    if ActionName.BLOCK_DESTINATION in actions and not dry_run_by:
-        block_limit = guardrails.max_blocks
-        if state.recent_blocks >= block_limit.count:
-            block_breaker_open = True
-            withhold(
-                block_breaker_reason(state.recent_blocks, config)
-                + "; no destination is blocked until the window passes"
-                # Whether this address is among them is not known without reading its policy.
-                + ("; the pod's blocks in force stay" if is_blocked(pod, config) else ""),
-                only=(ActionName.BLOCK_DESTINATION,),
-            )
+    block_breaker_open = (
+        ActionName.BLOCK_DESTINATION in actions
+        and not dry_run_by
+        and state.recent_blocks >= guardrails.max_blocks.count
+    )
+    if block_breaker_open:
+        withhold(
+            block_breaker_reason(state.recent_blocks, config)
+            + "; no destination is blocked until the window passes"
+            # Whether this address is among them is not known without reading its policy.
+            + ("; the pod's blocks in force stay" if is_blocked(pod, config) else ""),
+            only=(ActionName.BLOCK_DESTINATION,),
+        )
 
     if unverified or withheld or (not dry_run_by and any(a in CUTTING for a in actions)):
         # A withheld action or a possible forgery is always worth a human's look, and so is a pod cut
@@ -319,6 +325,8 @@ def decide(
         undecided if undecided is not None and ActionName.QUARANTINE in undecided.actions else policy
     )
     cut = config.policy_isolation(quarantining).value if ActionName.QUARANTINE in requested else ""
+    if escalated:
+        cut = widest(Isolation(cut) if cut else None, Isolation.EGRESS).value
     return Decision(
         policy=name,
         actions=tuple(actions),
@@ -332,6 +340,49 @@ def decide(
         block_breaker_open=block_breaker_open,
         opt_in_unknown=opt_in_unknown,
         isolate=cut,
+        escalated=escalated,
+    )
+
+
+def _share_of_blocks(
+    actions: list[ActionName], state: GuardrailState, pod: PodContext | None, config: Config, dry_run_by: str
+) -> tuple[list[ActionName], str, str]:
+    """The actions once the block among them is checked against the pod's share of the block
+    breaker (pod_past_block_share), why it became a quarantine (escalated) and why it is to be
+    withheld instead (escalation off); the words are "" when neither. A dry-run takes no slots,
+    so it is never past its share."""
+    if ActionName.BLOCK_DESTINATION not in actions or dry_run_by:
+        return actions, "", ""
+    past_share = pod_past_block_share(state.recent_blocks_of_pod, pod, config)
+    if not past_share:
+        return actions, "", ""
+    if not config.block_destination.escalate_to_quarantine:
+        return actions, "", past_share
+    escalated: list[ActionName] = [a for a in actions if a is not ActionName.BLOCK_DESTINATION]
+    return escalated + ([] if ActionName.QUARANTINE in escalated else [ActionName.QUARANTINE]), past_share, ""
+
+
+def _quarantine_breaker_reason(
+    actions: list[ActionName], state: GuardrailState, pod: PodContext | None, config: Config, dry_run_by: str
+) -> str:
+    """Why the quarantine breaker (guardrails.max_quarantines) holds back the quarantine among
+    ``actions``, or "" (a pod already quarantined takes no slot)."""
+    if (
+        ActionName.QUARANTINE not in actions
+        or dry_run_by
+        or is_quarantined(pod, config)
+        or state.recent_quarantines < config.guardrails.max_quarantines.count
+    ):
+        return ""
+    return quarantine_breaker_reason(state.recent_quarantines, config)
+
+
+def quarantine_breaker_reason(recent_quarantines: int, config: Config) -> str:
+    """Why the quarantine circuit breaker holds a quarantine back."""
+    limit = config.guardrails.max_quarantines
+    return (
+        f"circuit breaker open: {recent_quarantines} quarantines in the last "
+        f"{limit.window_seconds:g}s (limit {limit.count}); no pod is quarantined until the window passes"
     )
 
 
@@ -343,6 +394,28 @@ def block_breaker_reason(recent_blocks: int, config: Config) -> str:
         f"{BLOCK_BREAKER_OPEN}: {recent_blocks} destinations blocked in the last"
         f" {limit.window_seconds:g}s (limit {limit.count})"
     )
+
+
+def pod_past_block_share(recent_of_pod: int, pod: PodContext | None, config: Config) -> str:
+    """Why a block on ``pod``, which took ``recent_of_pod`` of the block breaker's window, is one
+    too many (its share: guardrails.max_blocks.per_pod), in words; "" when it is not. A pod whose
+    egress a quarantine already cuts is not past it: a block there costs no slot."""
+    limit = config.guardrails.max_blocks
+    if recent_of_pod < limit.per_pod or egress_cut(pod, config):
+        return ""
+    return (
+        f"{BLOCK_SHARE_USED}: {recent_of_pod} destinations blocked on this pod in the last"
+        f" {limit.window_seconds:g}s (guardrails.max_blocks.per_pod {limit.per_pod}): it reaches too"
+        " many places to block one by one"
+    )
+
+
+def egress_cut(pod: PodContext | None, config: Config) -> bool:
+    """The pod is in a quarantine whose cut includes its egress."""
+    if pod is None:
+        return False
+    cut = config.quarantine.cut_of(pod.labels.get(config.quarantine.label))
+    return cut is not None and "egress" in cut.directions
 
 
 def is_blocked(pod: PodContext | None, config: Config) -> bool:

@@ -106,6 +106,7 @@ def decision_to_json(decision: Decision) -> dict[str, Any]:
         **({"block_breaker_open": True} if decision.block_breaker_open else {}),
         **({"opt_in_unknown": True} if decision.opt_in_unknown else {}),
         **({"isolate": decision.isolate} if decision.isolate else {}),
+        **({"escalated": decision.escalated} if decision.escalated else {}),
         **({"reopens": reopened_to_json(decision.reopens)} if decision.reopens is not None else {}),
     }
 
@@ -152,5 +153,6 @@ def decision_from_json(data: dict[str, Any]) -> Decision:
         block_breaker_open=bool(data.get("block_breaker_open", False)),
         opt_in_unknown=data.get("opt_in_unknown") is True,
         isolate=str(data.get("isolate", "")),
+        escalated=str(data.get("escalated", "")),
         reopens=reopened_from_json(data.get("reopens")),
     )

@@ -32,6 +32,7 @@ from responder.actions.outcome import (
     KEPT_OUT_BY,
     LABELLED,
     NEWLY_BLOCKED,
+    POLICY_FULL,
     UNBLOCKED,
     WIDENED,
     WOULD_BLOCK,
@@ -226,7 +227,7 @@ class DestinationBlocks:
                 f" addresses (block_destination.max_per_pod is {self._settings.max_per_pod});"
                 " quarantine the pod's egress instead",
                 started,
-                extra,
+                {**extra, POLICY_FULL: True},
             )
         if added:
             extra[NEWLY_BLOCKED] = True

@@ -106,6 +106,11 @@ WOULD_BLOCK = "would block egress to"
 # How the reason begins when the block circuit breaker (guardrails.max_blocks) held a block back:
 # also one for a person to take by hand.
 BLOCK_BREAKER_OPEN = "block circuit breaker open"
+# How the reason begins when a pod has had its share of the block breaker's window
+# (guardrails.max_blocks.per_pod): its block became a quarantine of its egress, or was withheld.
+BLOCK_SHARE_USED = "the pod's share of blocks is used"
+# The extra key of a block that found the pod's block policy full (block_destination.max_per_pod).
+POLICY_FULL = "policy_full"
 # How a release that found nothing to lift begins its detail (not said "released").
 NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.

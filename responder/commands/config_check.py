@@ -197,6 +197,8 @@ def _text(policy: dict[str, object]) -> str:
     assert isinstance(guard, dict)
     # What blocks do is said only where a policy blocks.
     blocking = any("block_destination" in item["actions"] for item in policies)
+    block = policy["block_destination"]
+    assert isinstance(block, dict)
     lines.append(
         f"guardrails: dry_run={guard['dry_run']}, protected={', '.join(guard['protected_namespaces'])}, "
         f"opt-in label={guard['enforce_namespace_label'] or '(none: every namespace)'}, "
@@ -204,7 +206,12 @@ def _text(policy: dict[str, object]) -> str:
         f"{guard['max_quarantines']['window_seconds']:g}s"
         + (
             f" and {guard['max_blocks']['count']} destinations newly blocked per"
-            f" {guard['max_blocks']['window_seconds']:g}s"
+            f" {guard['max_blocks']['window_seconds']:g}s, {guard['max_blocks']['per_pod']} of them per pod"
+            + (
+                " (past it, the pod's egress is quarantined instead)"
+                if block["escalate_to_quarantine"]
+                else " (past it, withheld)"
+            )
             if blocking
             else ""
         )
@@ -218,8 +225,6 @@ def _text(policy: dict[str, object]) -> str:
         f"traffic through are {others}"
     )
     if blocking:
-        block = policy["block_destination"]
-        assert isinstance(block, dict)
         kept = ", ".join(block["never_block"]) or "(none)"
         lines.append(
             f"block_destination: the address in {' or '.join(block['address_fields'])}, through the pod's"

@@ -403,7 +403,7 @@ def alerts_route(
             # Dropped, as `ingest` drops one at the start of its file (some clients write one).
             request.body = body[len(BYTE_ORDER_MARK) :]
             return handle(request)
-        refusals.record(rejection_code(exc), request.remote, f"400 invalid alert: {exc}")
+        refusals.record(rejection_code(exc), request.remote, f"400 invalid alert: {exc}", request.sender)
         hint = ""
         if exc.field == WHOLE_PAYLOAD and request.content_type == "text/plain":
             hint = "Falco must run with json_output: true"
@@ -418,7 +418,7 @@ def alerts_route(
         except AlertError as exc:
             return invalid(request, exc)
         if bound_to_node and (mismatch := sender_not_the_node(request.sender, alert.hostname)):
-            refusals.record("unauthenticated", request.remote, f"403 {mismatch}")
+            refusals.record("unauthenticated", request.remote, f"403 {mismatch}", request.sender)
             return json_error(403, mismatch)
         # The busy path: a free slot is taken at once and the answer is a future, not a task.
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
@@ -440,6 +440,7 @@ def alerts_route(
                 "deferred_share",
                 sender.address if sender is not None else "-",
                 f"503 {exc.reason} (sender: {sender.text() if sender is not None else '-'})",
+                sender,
             )
             return overloaded(exc)
         except Overloaded as exc:

@@ -4,8 +4,8 @@ Slack being slow, rate-limited or down never delays an action: the pipeline only
 row; this worker sends it later. A 429 holds back the calls of its API method for its
 Retry-After (the delivery's pacing); other retryable failures back off per notification; an
 incident's post is never given up for a failure that may pass; permanent failures are
-recorded, never hidden. Verified incidents' posts go before possible forgeries' and before
-repeats and updates (the journal's order of due rows).
+recorded, never hidden. Verified incidents' posts go before every other incident's post, and
+those before repeats and updates (the journal's order of due rows).
 
 Exactly one post per incident across crashes: a row is marked ``sending`` (committed) before
 the call. A row found in ``sending`` at start was in flight when the process died: in bot

@@ -85,11 +85,14 @@ def test_config_check_says_how_destinations_are_blocked_where_a_policy_blocks_th
         " serving-guard-block-<hash of its uid> and label serving-guard.io/block; never blocked:"
         " 203.0.113.0/24, 2001:db8::1/128"
     ) in out
-    assert "at most 5 quarantines per 300s and 8 destinations newly blocked per 60s" in out
+    assert (
+        "at most 5 quarantines per 300s and 8 destinations newly blocked per 60s, 5 of them per pod"
+        " (past it, the pod's egress is quarantined instead)"
+    ) in out
     assert main(["config", "check", str(path), "--format", "json"]) == 0
     effective = json.loads(capsys.readouterr().out)
     assert effective["block_destination"]["never_block"] == ["203.0.113.0/24", "2001:db8::1/128"]
-    assert effective["guardrails"]["max_blocks"] == {"count": 8, "window_seconds": 60.0}
+    assert effective["guardrails"]["max_blocks"] == {"count": 8, "window_seconds": 60.0, "per_pod": 5}
 
 
 def test_config_check_names_the_policies_on_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,8 +54,8 @@ async def test_a_flood_of_unauthenticated_requests_is_counted_whole_and_logged_i
         assert rejected(responder) == {"unauthenticated": 40.0}
         assert refusals_logged(records) == [
             "HTTP input refused 127.0.0.1: 401 missing bearer token",
-            "HTTP input refused 39 more in the last 10 s, not logged one by one (the first of each reason "
-            "from each address was)",
+            "HTTP input refused 39 more in the last 10 s, not logged one by one (the first few of each "
+            "address and sender were); most from 127.0.0.1 (39)",
         ]
         assert records.records[-1].__dict__["by_reason"] == {"unauthenticated": 39}
         assert not any("alert rejected" in m for m in records.messages)  # no line per request

@@ -360,14 +360,14 @@ change that no longer rolls it). */ -}}
       "protected_namespaces" (include "serving-guard.protectedNamespaces" . | fromJsonArray)
       "enforce_namespace_label" (default nil $v.guardrails.enforceNamespaceLabel)
       "max_quarantines" (dict "count" $v.guardrails.maxQuarantines.count "window_seconds" $v.guardrails.maxQuarantines.windowSeconds)
-      "max_blocks" (dict "count" $v.guardrails.maxBlocks.count "window_seconds" $v.guardrails.maxBlocks.windowSeconds)
+      "max_blocks" (dict "count" $v.guardrails.maxBlocks.count "window_seconds" $v.guardrails.maxBlocks.windowSeconds "per_pod" (default 5 $v.guardrails.maxBlocks.perPod))
       "dry_run" $v.guardrails.dryRun -}}
 {{- $config := dict
       "inputs" (dict "http" $http "grpc" $grpc)
       "server" (dict "metrics_listen" "0.0.0.0:9090")
       "cluster" (dict "verify_node" $v.cluster.verifyNode "cache_ttl_seconds" $v.cluster.cacheTtlSeconds "request_timeout_seconds" $v.cluster.requestTimeoutSeconds "workers" $v.cluster.workers)
       "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" $v.quarantine.isolate "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" (default false $v.quarantine.ignoreOtherPolicyApis))
-      "block_destination" (dict "label" $v.blockDestination.label "network_policy_prefix" $v.blockDestination.networkPolicyPrefix "address_fields" $v.blockDestination.addressFields "never_block" $v.blockDestination.neverBlock "max_per_pod" $v.blockDestination.maxPerPod "ignore_other_policy_apis" $v.blockDestination.ignoreOtherPolicyApis)
+      "block_destination" (dict "label" $v.blockDestination.label "network_policy_prefix" $v.blockDestination.networkPolicyPrefix "address_fields" $v.blockDestination.addressFields "never_block" $v.blockDestination.neverBlock "max_per_pod" $v.blockDestination.maxPerPod "escalate_to_quarantine" (ternary $v.blockDestination.escalateToQuarantine true (hasKey $v.blockDestination "escalateToQuarantine")) "ignore_other_policy_apis" $v.blockDestination.ignoreOtherPolicyApis)
       "guardrails" $guardrails
       "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds)
       "policies" $v.policies
