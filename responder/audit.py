@@ -39,6 +39,7 @@ from responder.dedupe import INCIDENT_ID
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
 from responder.sender import sender_text
+from responder.terminal import printable
 
 MAX_LIMIT = 5000
 PAGE = 1000
@@ -685,15 +686,6 @@ def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     }
 
 
-def _printable(value: object) -> str:
-    """Alert text on an operator's terminal: control characters (escape sequences, carriage
-    returns that would overwrite the line) shown as escapes, never interpreted."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
 # An action's statuses that changed the pod (a quarantine, leaky or not, or an annotation).
 DONE_STATUSES = frozenset(
     {OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY, OutcomeStatus.ANNOTATED, OutcomeStatus.BLOCKED}
@@ -781,13 +773,13 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
                 outcome,
             )
         )
-    shown = [[_printable(value) for value in row] for row in rows]
+    shown = [[printable(value) for value in row] for row in rows]
     widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown]
     alerts = sum(int(i.get("count") or 0) for i in incidents.values())
     lines += ["", f"{len(incidents)} incident(s) on {len(pods)} pod(s), {alerts} alert(s) in all:"]
     lines += [
-        f"  {count:>6}  {_printable(text)}" for text, count in sorted(outcomes.items(), key=lambda o: -o[1])
+        f"  {count:>6}  {printable(text)}" for text, count in sorted(outcomes.items(), key=lambda o: -o[1])
     ]
     if limit is not None and len(entries) >= limit:
         lines.append(f"(read from the newest {limit} alerts only: raise --limit to take in older ones)")
@@ -874,7 +866,7 @@ def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
             lines.insert(2, f"  sent by   {sender_text(entry['sender'])}")
         lines += [f"  action    {_action_text(action)}" for action in incident.get("actions") or []]
         lines += [f"  slack     {_notification_text(n)}" for n in incident.get("notifications") or []]
-        blocks.append("\n".join(_printable(line) for line in lines))
+        blocks.append("\n".join(printable(line) for line in lines))
     return "\n\n".join(blocks) if blocks else "no incidents"
 
 
@@ -958,6 +950,6 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
                 sender_text(entry.get("sender")),
             )
         )
-    shown = [[_printable(value) for value in row] for row in rows]
+    shown = [[printable(value) for value in row] for row in rows]
     widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown)

@@ -28,6 +28,7 @@ from responder.config import (
 )
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
+from responder.terminal import printable
 from responder.yamlsource import FileTooLarge, read_bounded, size_text
 
 
@@ -264,5 +265,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     labels = _labels(args.pod_label)
     alert = _read_alert(args.alert, config.inputs.http.max_body_bytes)
-    print("\n".join(explain(config, alert, labels)))
+    # Line by line: the alert's words (pod, tags, reasons quoting them) can hold escape sequences.
+    print("\n".join(printable(line) for line in explain(config, alert, labels)))
     return 0

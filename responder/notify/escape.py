@@ -9,13 +9,21 @@ into text that Slack displays literally:
 - ``&``, ``<``, ``>`` become ``&amp;``, ``&lt;``, ``&gt;`` (Slack's mrkdwn escaping; Slack decodes
   them for display), so no ``<...>`` markup (links, mentions, dates) can form;
 - a backtick becomes U+02CB (looks alike) so code spans and blocks cannot be closed or opened;
-- control, format (bidi, zero-width) and surrogate characters are shown as ``\\xNN``/``\\uNNNN``;
+- control, format (bidi, zero-width) and surrogate characters, and the letters that show as
+  nothing (U+3164 HANGUL FILLER and its kin, U+2800, U+034F, variation selectors), are shown as
+  ``\\xNN``/``\\uNNNN``;
 - ``@channel``, ``@here``, ``@everyone`` get a WORD JOINER after the ``@`` so they never ping,
   even where Slack auto-parses plain mentions.
 
 The output of :func:`escape` never contains ``<``, ``>`` or a backtick, and every ``&`` in it
 starts one of the three entities. Its length is bounded (``limit``), and truncation never
 splits an entity: Slack rejects over-long blocks, and a cut entity would show as garbage.
+
+A value shown in a block (a command line, Falco's output) must not hide its end: padded with
+blanks past the limit, a command would show its harmless start only. :func:`escape_ends` (and so
+:func:`code_block`) shows a long run of blank characters as its count (``[1200 blanks: ␣]``)
+and, when the value is still too long, keeps its head and its tail with how many characters are
+left out between.
 
 Inside a code span or block that is all: Slack shows ``*``, ``_`` and ``~`` there as they are
 (and a command shown there must paste as it is). Outside one, Slack reads them as bold, italic
@@ -31,9 +39,10 @@ either (``&amp;`` would show as typed). :func:`plain` makes text for one.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 ELLIPSIS = "…"
 BACKTICK_LOOKALIKE = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT
@@ -51,24 +60,59 @@ _BREAKS = frozenset({"\n", "\r", "\t", "\v", "\f", "\x85", "\u2028", "\u2029"})
 # Without a word boundary: "@channel0" is harmless, but a joiner costs nothing.
 _BROADCAST = re.compile(r"@(?=channel|here|everyone)", re.IGNORECASE)
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Letters and marks that show as nothing, though their categories (Lo, Mn, So) are those of text:
+# padding that looks like no padding at all. The default-ignorable ones outside Cf, and BRAILLE
+# PATTERN BLANK.
+_BLANK_LETTERS = frozenset(
+    chr(point)
+    for first, last in (
+        (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+        (0x115F, 0x1160),  # HANGUL CHOSEONG and JUNGSEONG FILLER
+        (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ, AA
+        (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS (and vowel separator, Cf)
+        (0x2800, 0x2800),  # BRAILLE PATTERN BLANK
+        (0x3164, 0x3164),  # HANGUL FILLER
+        (0xFE00, 0xFE0F),  # VARIATION SELECTORS 1-16
+        (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
+        (0xE0100, 0xE01EF),  # VARIATION SELECTORS 17-256
+    )
+    for point in range(first, last + 1)
+)
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+# A run of more blank characters than this is shown as its count: padding cannot push what follows
+# it out of a cut value's view.
+_BLANK_RUN_KEPT = 8
+# The most kinds of blank a run's count names (the rest: an ellipsis).
+_BLANK_KINDS_NAMED = 4
+_VISIBLE_SPACE = "\u2423"  # OPEN BOX, a space in a run's count
+
+
+def _hidden(char: str) -> bool:
+    """``char`` shows as nothing (or moves or hides other text): shown by its code instead."""
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES or char in _BLANK_LETTERS
+
+
+def _blank(char: str) -> bool:
+    """``char`` shows as white space or as nothing: what padding is made of."""
+    return char.isspace() or _hidden(char)
+
+
+def _char_code(char: str) -> str:
+    """``\\n``, ``\\x1b``, ``\\u3164``, ``\\U000e0041``: a character by its code."""
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    point = ord(char)
+    if point < 0x100:
+        return f"\\x{point:02x}"
+    return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
 
 
 def _visible(char: str) -> str:
     mapped = _ENTITIES.get(char)
     if mapped is not None:
         return mapped
-    if char == " " or unicodedata.category(char) not in _HIDDEN_CATEGORIES:
-        return char
-    if char == "\n":
-        return "\\n"
-    if char == "\t":
-        return "\\t"
-    if char == "\r":
-        return "\\r"
-    point = ord(char)
-    if point < 0x100:
-        return f"\\x{point:02x}"
-    return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
+    return _char_code(char) if _hidden(char) else char
 
 
 def _plain_visible(char: str) -> str:
@@ -105,14 +149,25 @@ def plain(text: str, limit: int | None = None) -> str:
     return _bounded(text, limit, _plain_visible)
 
 
+def _shown_at(text: str, index: int, visible: Callable[[str], str]) -> str:
+    """The character of ``text`` at ``index``, shown (a broadcast mention's ``@`` joined)."""
+    char = text[index]
+    broadcast = char == "@" and _BROADCAST.match(text, index) is not None
+    return "@" + WORD_JOINER if broadcast else visible(char)
+
+
+def _escaped(text: str, visible: Callable[[str], str]) -> Iterator[str]:
+    """``text`` shown character by character."""
+    for index in range(len(text)):
+        yield _shown_at(text, index, visible)
+
+
 def _bounded(text: str, limit: int | None, visible: Callable[[str], str]) -> str:
     if limit is not None and limit < len(ELLIPSIS):
         raise ValueError("limit must be at least 1")
     pieces: list[str] = []
     used = 0
-    for index, char in enumerate(text):
-        broadcast = char == "@" and _BROADCAST.match(text, index) is not None
-        piece = "@" + WORD_JOINER if broadcast else visible(char)
+    for piece in _escaped(text, visible):
         pieces.append(piece)
         used += len(piece)
         if limit is not None and used > limit:
@@ -126,14 +181,89 @@ def _bounded(text: str, limit: int | None, visible: Callable[[str], str]) -> str
     return "".join(pieces) + ELLIPSIS
 
 
+# A piece of escaped text, and how many characters of the text it shows.
+_Piece = tuple[str, int]
+
+
+def _blank_run(run: str) -> str:
+    """A run of blank characters as its count, naming what it is made of: ``[1200 blanks: ␣]``,
+    ``[1200 blanks: ␣\\u3164]``."""
+    kinds = list(dict.fromkeys(run))
+    named = "".join(
+        _VISIBLE_SPACE if char == " " else _char_code(char) for char in kinds[:_BLANK_KINDS_NAMED]
+    )
+    more = ELLIPSIS if len(kinds) > _BLANK_KINDS_NAMED else ""
+    return f"[{len(run)} blanks: {named}{more}]"
+
+
+def _pieces(text: str, indices: Iterable[int]) -> Iterator[_Piece]:
+    """The characters of ``text`` at ``indices`` (onwards or backwards) escaped, a piece each, but
+    a run of more than _BLANK_RUN_KEPT blanks one piece: its count. Lazy: a cut value is read only
+    as far as its head and its tail reach."""
+    for blank, group in itertools.groupby(indices, key=lambda index: _blank(text[index])):
+        if not blank:
+            yield from ((_shown_at(text, index, _visible), 1) for index in group)
+            continue
+        at = list(group)
+        run = text[min(at) : max(at) + 1]
+        if len(run) > _BLANK_RUN_KEPT:
+            yield _blank_run(run), len(run)
+        else:
+            yield from ((_visible(char), 1) for char in run)
+
+
+def _leading(pieces: Iterator[_Piece], limit: int) -> list[_Piece]:
+    """The first of ``pieces`` that fit in ``limit`` characters together."""
+    taken: list[_Piece] = []
+    used = 0
+    for piece in pieces:
+        used += len(piece[0])
+        if used > limit:
+            break
+        taken.append(piece)
+    return taken
+
+
+def _left_out(count: int) -> str:
+    return f" {ELLIPSIS} {count} character{'' if count == 1 else 's'} left out {ELLIPSIS} "
+
+
+def escape_ends(text: str, limit: int) -> tuple[str, int]:
+    """``text`` made literal as :func:`escape` makes it, a run of more than _BLANK_RUN_KEPT blank
+    characters shown as its count (``[1200 blanks: ␣]``), at most ``limit`` characters long: when
+    longer, its head and its tail (about half each) with how many characters of ``text`` are left
+    out between. Returns that, and how many were left out (0: none)."""
+    head = _leading(_pieces(text, range(len(text))), limit)
+    if sum(count for _, count in head) == len(text):
+        return "".join(piece for piece, _ in head), 0
+    # The mark at its longest: what is left out is never more than the whole.
+    room = limit - len(_left_out(len(text)))
+    if room < 0:
+        raise ValueError(f"limit {limit} cannot hold the mark saying what is left out")
+    head = _leading(iter(head), room - room // 2)
+    tail = _leading(_pieces(text, reversed(range(len(text)))), room // 2)[::-1]
+    left_out = len(text) - sum(count for _, count in head) - sum(count for _, count in tail)
+    shown = "".join(piece for piece, _ in head) + _left_out(left_out) + "".join(piece for piece, _ in tail)
+    return shown, left_out
+
+
 def code(text: str, limit: int) -> str:
     """An inline code span holding ``text`` literally; at most ``limit`` characters in all."""
     return "`" + escape(text or " ", max(1, limit - 2)) + "`"
 
 
 def code_block(text: str, limit: int) -> str:
-    """A preformatted block holding ``text`` literally; at most ``limit`` characters in all."""
-    return "```" + escape(text or " ", max(1, limit - 6)) + "```"
+    """A preformatted block holding ``text`` literally; at most ``limit`` characters in all
+    (:func:`code_block_ends`)."""
+    return code_block_ends(text, limit)[0]
+
+
+def code_block_ends(text: str, limit: int) -> tuple[str, int]:
+    """A preformatted block holding ``text`` literally, at most ``limit`` characters in all: long
+    runs of blanks counted, and when still too long its head and tail (:func:`escape_ends`); and
+    how many characters of ``text`` it leaves out (0: none)."""
+    shown, left_out = escape_ends(text or " ", max(1, limit - 6))
+    return "```" + shown + "```", left_out
 
 
 def code_block_lines(lines: list[str], limit: int, *, line_limit: int | None = None) -> str:
@@ -162,8 +292,10 @@ __all__ = [
     "WORD_JOINER",
     "code",
     "code_block",
+    "code_block_ends",
     "code_block_lines",
     "defuse",
     "escape",
+    "escape_ends",
     "plain",
 ]

@@ -51,7 +51,15 @@ from responder.cluster.network_escape import NETWORK_ESCAPE
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.incident import IncidentReport
-from responder.notify.escape import code, code_block, code_block_lines, defuse, escape, plain
+from responder.notify.escape import (
+    code,
+    code_block,
+    code_block_ends,
+    code_block_lines,
+    defuse,
+    escape,
+    plain,
+)
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
 from responder.sender import Proof, Sender
 
@@ -81,7 +89,9 @@ OTHER_FIELD_LINE_MIN = 60
 # The most actions the context line says the finishing time of (the latest; the rest counted).
 FINISHED_SHOWN = 5
 
-_MORE = "_… (truncated; the full record is in `serving-guard audit`)_"
+# What a message that leaves something out says: where the whole of it is.
+_TRUNCATED = "truncated; the full record is in `serving-guard audit`"
+_MORE = f"_… ({_TRUNCATED})_"
 
 FIELD_EXEPATH = "proc.exepath"
 FIELD_PCMDLINE = "proc.pcmdline"
@@ -728,12 +738,22 @@ def _process_lines(alert: Alert) -> _Lines:
     lines.add(" · ".join(parts))
     if alert.text(FIELD_EXEPATH):
         lines.add(f"*Executable* {_value(alert.text(FIELD_EXEPATH), 600)}")
-    lines.add("*Command line*")
-    lines.add(code_block(alert.text(FIELD_CMDLINE) or "(not in the alert)", CMDLINE_LIMIT))
+    lines.extend(
+        _long_value("*Command line*", alert.text(FIELD_CMDLINE) or "(not in the alert)", CMDLINE_LIMIT)
+    )
     if alert.text(FIELD_PCMDLINE):
-        lines.add("*Parent command line*")
-        lines.add(code_block(alert.text(FIELD_PCMDLINE) or "", CMDLINE_LIMIT // 2))
+        lines.extend(
+            _long_value("*Parent command line*", alert.text(FIELD_PCMDLINE) or "", CMDLINE_LIMIT // 2)
+        )
     return lines
+
+
+def _long_value(label: str, text: str, limit: int) -> tuple[str, str]:
+    """``label``, then a block holding ``text``: when it is too long, its head and its tail (what a
+    padded command line ends with stays in view), and the label says it is cut and where the
+    whole is."""
+    block, left_out = code_block_ends(text, limit)
+    return (f"{label} _({_TRUNCATED})_" if left_out else label), block
 
 
 def _endpoint(alert: Alert, ip_field: str, port_field: str) -> str | None:
@@ -829,14 +849,19 @@ def _output_lines(alert: Alert) -> _Lines:
     """The alert's output text, said to be the sender's words (free text, checked against
     nothing); where it names the pod, namespace or container otherwise than the fields, said first."""
     lines = _Lines()
-    lines.add("*Falco output*, as the sender wrote it (free text, not checked against the fields)")
+    title, block = _long_value(
+        "*Falco output*, as the sender wrote it (free text, not checked against the fields)",
+        alert.output,
+        OUTPUT_LIMIT,
+    )
+    lines.add(title)
     for label, said, field, value in output_disagreements(alert)[:3]:
         lines.add(
             f":warning: *The output text disagrees with the alert's fields:* it says"
             f" {code(f'{label}={said}', 120)}, but {code(field, 40)} (what was verified and acted on)"
             f" is {code(value, 100) if value is not None else '_missing_'}."
         )
-    lines.add(code_block(alert.output, OUTPUT_LIMIT))
+    lines.add(block)
     return lines
 
 
