@@ -11,9 +11,14 @@ from responder.actions.pod_records import ReleaseRecord
 from responder.alert import Alert
 from responder.clock import deadline_passed, within_window
 from responder.incident import IncidentKey, IncidentReport
+from responder.journal_rows import estimated_payload_bytes
 from responder.policy import Reopened
 
 DEFAULT_MAX_OPEN = 100_000
+DEFAULT_MAX_OPEN_BYTES = 64 * 1024**2
+# What an open incident holds beside its opening alert's bytes (its state, its report, the pod as
+# read): measured ~10.6 KB for an incident of a 1 KB alert.
+INCIDENT_OVERHEAD_BYTES = 10 * 1024
 # A repeat after this long re-decides an incident whose isolation did not happen for a passing
 # reason (the longest an incident's reopen_after_ns is set ahead).
 REDECIDE_AFTER_SECONDS = 10.0
@@ -66,6 +71,8 @@ class IncidentState:
     # Repeats folded in before the incident was decided, by the address they name (bounded): once
     # it is decided to block, the ones its own block did not cover are blocked too.
     blocks_waiting: dict[str, Alert] = field(default_factory=dict)
+    # About the memory it holds (incident_bytes), counted against the table's bound.
+    weight: int = 0
 
     def folds(self, received_ns: int, window_ns: int) -> bool:
         """Whether an alert received now is a repeat of this incident."""
@@ -76,12 +83,30 @@ class IncidentState:
         return within_window(received_ns, self.opened_ns, window_ns)
 
 
+def incident_bytes(first_alert: Alert) -> int:
+    """About the memory an open incident holds: its opening alert, and what it keeps beside it."""
+    return estimated_payload_bytes(first_alert) + INCIDENT_OVERHEAD_BYTES
+
+
 class IncidentTable:
-    def __init__(self, window_seconds: float, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    """The open incidents, bounded by count and by bytes: past either the oldest is forgotten
+    (``evicted`` counts them), so a flood of large alerts, each its own incident (a forger's made-up
+    ids), holds no more memory than the bound, also when a restart restores them."""
+
+    def __init__(
+        self, window_seconds: float, max_open: int = DEFAULT_MAX_OPEN, max_bytes: int = DEFAULT_MAX_OPEN_BYTES
+    ) -> None:
         self._window_ns = int(window_seconds * 1e9)
         self._max_open = max_open
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self.evicted = 0
         self._open: OrderedDict[IncidentKey, IncidentState] = OrderedDict()
         self._by_id: dict[str, IncidentState] = {}
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._open)
@@ -108,16 +133,24 @@ class IncidentTable:
         return state, True
 
     def _put(self, state: IncidentState) -> None:
-        previous = self._open.get(state.key)
+        previous = self._open.pop(state.key, None)
         if previous is not None:
-            self._by_id.pop(previous.incident_id, None)
+            self._forget(previous)
+        state.weight = incident_bytes(state.first_alert)
         self._open[state.key] = state
-        self._open.move_to_end(state.key)
         self._by_id[state.incident_id] = state
-        while len(self._open) > self._max_open:
+        self._bytes += state.weight
+        while len(self._open) > 1 and (len(self._open) > self._max_open or self._bytes > self._max_bytes):
             # The oldest incident goes; a later repeat of it simply opens a new one.
             _, evicted = self._open.popitem(last=False)
-            self._by_id.pop(evicted.incident_id, None)
+            self._forget(evicted)
+            self.evicted += 1
+
+    def _forget(self, state: IncidentState) -> None:
+        """Take out of the id index and the bytes an incident already taken out of ``_open``."""
+        if self._by_id.get(state.incident_id) is state:
+            del self._by_id[state.incident_id]
+        self._bytes -= state.weight
 
     def open_repeat(self, alert: Alert, received_ns: int) -> IncidentState | None:
         """The open incident this alert repeats, counted in; None when the alert opens one.
@@ -166,5 +199,5 @@ class IncidentTable:
             if not within_window(now_ns, state.opened_ns, self._window_ns)
         ]
         for key in stale:
-            self._by_id.pop(self._open.pop(key).incident_id, None)
+            self._forget(self._open.pop(key))
         return len(stale)

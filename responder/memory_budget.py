@@ -27,10 +27,12 @@ from responder.ingest.httpserver import FEED_SLICE, KERNEL_BUFFER_BYTES, PIPELIN
 TLS_CONNECTION_BYTES = {"uvloop": 60 * 1024, "asyncio": 320 * 1024}
 # The responder itself, its journal's writer process included, through a 200,000-alert storm
 # (bench/README: peak RSS ~102 MB), with room to spare; the alerts in flight included, up to the
-# default journal.max_pending_bytes (a larger one adds what it is larger by).
-RESPONDER_BYTES = 128 * 1024 * 1024
+# default journal.max_pending_bytes, and the open incidents, up to the default
+# dedupe.max_open_bytes (a larger one of either adds what it is larger by).
+RESPONDER_BYTES = 192 * 1024 * 1024
 MIB = 1024 * 1024
 DEFAULT_PENDING_BYTES = 64 * MIB
+DEFAULT_OPEN_INCIDENT_BYTES = 64 * MIB
 
 
 # The most the event loop hands a connection at once (asyncio reads 256 KiB, uvloop 250 KB): read while
@@ -68,10 +70,15 @@ def connections_memory_warning(
     max_body_bytes: int,
     limit_bytes: int,
     max_pending_bytes: int = DEFAULT_PENDING_BYTES,
+    max_open_incident_bytes: int = DEFAULT_OPEN_INCIDENT_BYTES,
 ) -> str | None:
     """Why ``max_connections`` connections may not fit ``limit_bytes``, or None if they fit."""
     per_connection = connection_bytes(event_loop, tls, max_body_bytes)
-    responder = RESPONDER_BYTES + max(0, max_pending_bytes - DEFAULT_PENDING_BYTES)
+    responder = (
+        RESPONDER_BYTES
+        + max(0, max_pending_bytes - DEFAULT_PENDING_BYTES)
+        + max(0, max_open_incident_bytes - DEFAULT_OPEN_INCIDENT_BYTES)
+    )
     needed = responder + max_connections * per_connection
     if needed <= limit_bytes:
         return None
@@ -94,9 +101,9 @@ def connections_memory_warning(
     return (
         f"inputs.http.max_connections: {max_connections} {kind} may take"
         f" ~{max_connections * per_connection // MIB} MiB (~{per_connection // 1024} KiB each: {held})"
-        f" on top of ~{responder // MIB} MiB for the responder and its alerts in flight"
-        f" (journal.max_pending_bytes), more than this container's"
-        f" memory limit of {limit_bytes // MIB} MiB: {advice}"
+        f" on top of ~{responder // MIB} MiB for the responder, its alerts in flight"
+        f" (journal.max_pending_bytes) and its open incidents (dedupe.max_open_bytes), more than this"
+        f" container's memory limit of {limit_bytes // MIB} MiB: {advice}"
     )
 
 

@@ -213,7 +213,7 @@ class Pipeline:
         self._wake_notifier = notify or (lambda: None)
         self._notifications = notifications_enabled
         self._clock_ns = clock_ns
-        self.incidents = IncidentTable(config.dedupe.window_seconds)
+        self.incidents = IncidentTable(config.dedupe.window_seconds, max_bytes=config.dedupe.max_open_bytes)
         guardrails = config.guardrails
         quarantines, blocks = guardrails.max_quarantines, guardrails.max_blocks
         self._breaker = CircuitBreaker(quarantines.count, quarantines.window_seconds)
@@ -750,10 +750,21 @@ class Pipeline:
         self._open(state, alert, received_ns, weight)
 
     def _open(self, state: IncidentState, alert: Alert, received_ns: int, weight: int) -> None:
-        coroutine = self._open_incident(state, alert, received_ns)
+        coroutine = self._opening(state, alert, received_ns)
         task = asyncio.get_running_loop().create_task(self._guarded(coroutine, alert, weight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _opening(self, state: IncidentState, alert: Alert, received_ns: int) -> None:
+        """Open the incident; one that fails before it is decided (an error no step expected) is
+        decided afresh by a repeat after REDECIDE_AFTER_SECONDS, not left undecided while every
+        repeat of its window folds into it, with no action and no one told."""
+        try:
+            await self._open_incident(state, alert, received_ns)
+        except Exception:
+            if state.report is None and state.reopen_after_ns is None:
+                state.reopen_after_ns = self._clock_ns() + int(REDECIDE_AFTER_SECONDS * 1e9)
+            raise
 
     async def _guarded(self, work: Any, alert: Alert, weight: int) -> None:
         # This task's own context: every log line written while processing the alert names it.

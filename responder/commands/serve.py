@@ -102,6 +102,7 @@ def warn_if_connections_exceed_memory(config: Config, limit_bytes: int | None = 
         http.max_body_bytes,
         limit,
         config.journal.max_pending_bytes,
+        config.dedupe.max_open_bytes,
     )
     if warning is not None:
         log.warning(warning)

@@ -55,7 +55,7 @@ def test_a_connection_is_counted_as_the_server_bounds_it() -> None:
 def test_asyncio_at_the_default_cap_does_not_fit_a_512mi_limit() -> None:
     warning = connections_memory_warning("asyncio", True, 4096, BODY, 512 * MIB)
     assert warning is not None
-    # 4096 x 1538 KiB = 6152 MiB; (512 - 128) MiB / 1538 KiB = 255 connections would fit.
+    # 4096 x 1538 KiB = 6152 MiB; (512 - 192) MiB / 1538 KiB = 213 connections would fit.
     assert "max_connections: 4096 TLS connections may take ~6152 MiB (~1538 KiB each" in warning
     assert "an alert of up to 320 KiB as its body and parsed, ~386 KiB of requests and answers" in warning
     assert (
@@ -63,7 +63,7 @@ def test_asyncio_at_the_default_cap_does_not_fit_a_512mi_limit() -> None:
         in warning
     )
     assert "memory limit of 512 MiB" in warning
-    assert "lower inputs.http.max_connections to 255 or less" in warning
+    assert "lower inputs.http.max_connections to 213 or less" in warning
     assert "server.event_loop: uvloop" in warning
 
 
@@ -71,16 +71,16 @@ def test_uvloop_at_the_charts_cap_fits_the_charts_limit() -> None:
     assert connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB) is None
     # Not the 1280Mi the chart set before the kernel's buffers were counted: 1024 x 1278 KiB = 1278 MiB.
     warning = connections_memory_warning("uvloop", True, 1024, BODY, 1280 * MIB)
-    assert warning is not None and "may take ~1278 MiB" in warning and "to 923 or less" in warning
+    assert warning is not None and "may take ~1278 MiB" in warning and "to 871 or less" in warning
     # 4096 of them do not fit 1536Mi either: 4096 x 1278 KiB = 5112 MiB.
     warning = connections_memory_warning("uvloop", True, 4096, BODY, 1536 * MIB)
-    assert warning is not None and "may take ~5112 MiB" in warning and "to 1128 or less" in warning
+    assert warning is not None and "may take ~5112 MiB" in warning and "to 1076 or less" in warning
 
 
 def test_uvloop_under_a_small_limit_is_told_the_cap_that_fits() -> None:
     warning = connections_memory_warning("uvloop", True, 4096, BODY, 256 * MIB)
     assert warning is not None
-    assert "to 102 or less" in warning  # 128 MiB / 1278 KiB
+    assert "to 51 or less" in warning  # (256 - 192) MiB / 1278 KiB
     assert "event_loop: uvloop" not in warning  # already on it
 
 
@@ -88,7 +88,7 @@ def test_plain_connections_hold_bodies_too() -> None:
     warning = connections_memory_warning("asyncio", False, 4096, BODY, 512 * MIB)
     assert warning is not None
     assert "4096 connections may take ~4872 MiB (~1218 KiB each: an alert of up to 320 KiB" in warning
-    assert "to 322 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
+    assert "to 269 or less" in warning and "uvloop" not in warning  # no TLS buffers to shrink
     assert connections_memory_warning("asyncio", False, 1024, BODY, 1536 * MIB) is None
 
 
@@ -152,10 +152,19 @@ def test_serve_says_nothing_when_they_fit_or_there_is_no_input(
 def test_alerts_in_flight_past_the_default_bytes_count_against_the_limit() -> None:
     # 1024 uvloop TLS connections fit 1536Mi with the default 64 MiB of alerts in flight ...
     assert connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB) is None
-    # ... not with 512 MiB of them: 128 + 448 MiB for the responder, 1278 MiB for the connections.
+    # ... not with 512 MiB of them: 192 + 448 MiB for the responder, 1278 MiB for the connections.
     warning = connections_memory_warning("uvloop", True, 1024, BODY, 1536 * MIB, 512 * MIB)
     assert warning is not None
     assert (
-        "on top of ~576 MiB for the responder and its alerts in flight (journal.max_pending_bytes)" in warning
+        "on top of ~640 MiB for the responder, its alerts in flight (journal.max_pending_bytes) and its open"
+        " incidents (dedupe.max_open_bytes)" in warning
     )
-    assert "to 769 or less" in warning  # (1536 - 576) MiB / 1278 KiB
+    assert "to 717 or less" in warning  # (1536 - 640) MiB / 1278 KiB
+
+
+def test_open_incidents_past_the_default_bytes_count_against_the_limit() -> None:
+    # 192 + 448 MiB for the responder with 512 MiB of open incidents, as with alerts in flight.
+    warning = connections_memory_warning(
+        "uvloop", True, 1024, BODY, 1536 * MIB, max_open_incident_bytes=512 * MIB
+    )
+    assert warning is not None and "on top of ~640 MiB" in warning and "to 717 or less" in warning

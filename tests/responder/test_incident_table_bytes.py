@@ -1,0 +1,84 @@
+"""The open incidents are bounded by bytes as well as by count (dedupe.max_open_bytes): each holds its
+opening alert for its window, so a flood of large alerts, each its own incident (a forger's made-up
+container ids), would otherwise grow the process past its memory limit, and a restart that restores
+them would do it again. Past the bound the oldest is forgotten; a repeat of it opens a new one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from responder.alert import Alert
+from responder.alert_json import alert_from_mapping
+from responder.cluster.api import KubeGateway
+from responder.dedupe import INCIDENT_OVERHEAD_BYTES, IncidentTable, incident_bytes
+from responder.service import Responder
+from simulators.cluster_emulator import RunningCluster
+from simulators.falco_json import falco_alert
+from simulators.seed import SeededPod
+from tests.helpers import responder_config
+from tests.responder.test_pipeline import SHELL_RULE, submit_all
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+MIB = 1024 * 1024
+
+
+def large_forgery(pod: SeededPod, n: int, size: int) -> Alert:
+    """An alert naming ``pod`` with a made-up container id (its own incident) and a long output."""
+    payload = falco_alert(pod, SHELL_RULE, "Notice", "x" * size, {"proc.name": "sh"})
+    payload["output_fields"]["container.id"] = f"{n:012x}"
+    return alert_from_mapping(payload)
+
+
+def test_the_oldest_incidents_go_once_their_bytes_pass_the_bound(seeded: Seeded) -> None:
+    pod = seeded[1]["vllm"]
+    alerts = [large_forgery(pod, n, 60_000) for n in range(40)]
+    weight = incident_bytes(alerts[0])
+    assert weight >= 60_000 + INCIDENT_OVERHEAD_BYTES
+    table = IncidentTable(300, max_bytes=10 * weight)
+    now = time.time_ns()
+    for alert in alerts:
+        table.observe(alert, now)
+    assert len(table) == 10 and table.evicted == 30
+    assert table.held_bytes == 10 * weight <= 10 * weight
+    # The newest stay; a repeat of a forgotten one opens a new incident.
+    assert table.open_repeat(large_forgery(pod, 39, 10), now) is not None
+    assert table.open_repeat(large_forgery(pod, 0, 10), now) is None
+    # Expired ones give their bytes back.
+    assert table.expire(now + 301 * 10**9) == 10 and table.held_bytes == 0
+
+
+def test_one_incident_past_the_bound_alone_is_kept(seeded: Seeded) -> None:
+    pod = seeded[1]["vllm"]
+    table = IncidentTable(300, max_bytes=MIB // 64)
+    state, opened = table.observe(large_forgery(pod, 1, 60_000), time.time_ns())
+    assert opened and len(table) == 1 and table.by_id(state.incident_id) is state
+
+
+async def test_a_flood_of_large_forgeries_holds_no_more_than_the_bound_also_after_a_restart(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    _, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"max_open_bytes": 2 * MIB}}
+    )
+    alerts = [large_forgery(pods["vllm"], n, 60_000) for n in range(80)]  # ~5.6 MB of incidents
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        await submit_all(responder, alerts)
+        assert responder.pipeline is not None
+        table = responder.pipeline.incidents
+        assert table.held_bytes <= 2 * MIB and table.evicted > 0
+    finally:
+        await responder.stop()
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        assert restarted.pipeline is not None
+        table = restarted.pipeline.incidents
+        assert len(table) > 0 and table.held_bytes <= 2 * MIB
+        # The newest are the ones kept.
+        assert table.open_repeat(large_forgery(pods["vllm"], 79, 10), time.time_ns()) is not None
+    finally:
+        await restarted.stop()
