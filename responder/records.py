@@ -39,6 +39,7 @@ def pod_to_json(pod: PodContext) -> dict[str, Any]:
         "resource_version": pod.resource_version,
         **({"host_network": True} if pod.host_network else {}),
         **({"network_escape": pod.network_escape} if pod.network_escape else {}),
+        **({"created_ns": pod.created_ns} if pod.created_ns is not None else {}),
     }
 
 
@@ -72,6 +73,7 @@ def pod_from_json(data: dict[str, Any]) -> PodContext:
         resource_version=data.get("resource_version"),
         host_network=data.get("host_network") is True,
         network_escape=data.get("network_escape") or None,
+        created_ns=created if isinstance(created := data.get("created_ns"), int) else None,
     )
 
 

@@ -100,6 +100,9 @@ class PodContext:
     # What lets its processes leave its network namespace for the node's, where no NetworkPolicy
     # applies (cluster.network_escape, in words); None: nothing found.
     network_escape: str | None = None
+    # metadata.creationTimestamp (None: not given, or not a time): an alert older than the pod is
+    # about an earlier pod of its name, or forged.
+    created_ns: int | None = None
 
     @property
     def awaiting_runs(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from responder.alert import parse_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
 from responder.cluster.network_escape import network_escape
@@ -263,6 +264,7 @@ class PodDirectory:
             resource_version=meta.get("resourceVersion"),
             host_network=spec.get("hostNetwork") is True,
             network_escape=network_escape(spec),
+            created_ns=_time_ns_or_none(meta.get("creationTimestamp")),
         )
 
     def _namespace_labels(self, namespace: str) -> tuple[dict[str, str], str | None]:
@@ -314,3 +316,13 @@ class PodDirectory:
         if obj is not None:
             self._cache.put(key, obj)
         return obj
+
+
+def _time_ns_or_none(value: object) -> int | None:
+    """An RFC 3339 time of the API's as nanoseconds, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time_ns(value)
+    except ValueError:
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from responder.actions.pod_records import CLOCK_SKEW_NS
 from responder.alert import Alert
 from responder.cluster.context import PodContext, is_runtime_id
 
@@ -85,9 +86,15 @@ def verify_alert(
                 f"container.id {container_id[:64]} is not listed in the pod's status yet: the status does"
                 f" not show the current run of {', '.join(pod.awaiting_runs)} yet (starting or restarting)",
             )
-        return Verification(
-            VerificationStatus.UNVERIFIED, f"container.id {container_id[:64]} is not a container of the pod"
-        )
+        not_of_pod = f"container.id {container_id[:64]} is not a container of the pod"
+        if pod.created_ns is not None and alert.time_ns < pod.created_ns - CLOCK_SKEW_NS:
+            # A StatefulSet's replica re-created under its name: the alert (taken up late, or
+            # replayed) is about the pod before it. Said as the alert's age, not the pod's time.
+            not_of_pod += (
+                ": the alert's event is older than the pod of this name now running, so it may be about"
+                " an earlier pod of this name, gone since, or be forged"
+            )
+        return Verification(VerificationStatus.UNVERIFIED, not_of_pod)
     if node_problem is not None:
         return Verification(VerificationStatus.UNVERIFIED, node_problem)
     # Verified, and said: the container the alert came from has restarted since (its previous id,
