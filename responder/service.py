@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,10 @@ MAINTENANCE_SECONDS = 15.0
 # grpc.JOURNAL_CHECK_SECONDS, and room).
 GRPC_STOP_SECONDS = 5.0
 READY_CACHE_SECONDS = 5.0
+# The readiness check's API call: how long a probe waits for its answer (alongside the journal's
+# write, 2 s at most: the chart's probe gives up after 3 s), and how long the call may take in all.
+READY_API_WAIT_SECONDS = 2.0
+READY_API_BUDGET_SECONDS = 4.0
 
 
 @dataclass
@@ -53,6 +58,41 @@ class Readiness:
     cluster_ok: bool = False
     checked_at: float = 0.0
     detail: str = ""
+
+
+class ClusterCheck:
+    """The readiness check's call to the API server, on a thread of its own and at most one in
+    flight: while the API hangs, each probe waits on the call already made rather than make
+    another, and the pipeline's pool is left to the pipeline."""
+
+    def __init__(self, gateway: KubeGateway) -> None:
+        self._gateway = gateway
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kube-ready")
+        self._call: asyncio.Future[Any] | None = None
+
+    async def problem(self) -> str | None:
+        """What keeps the API server from answering (None: it answered)."""
+        call = self._call
+        if call is None or call.done():
+            call = self._call = self._start()
+        try:
+            # Shielded: a probe that stops waiting leaves the call to the next probe.
+            await asyncio.wait_for(asyncio.shield(call), READY_API_WAIT_SECONDS)
+        except KubeError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"no answer within {READY_API_WAIT_SECONDS:g} s"
+        return None
+
+    def _start(self) -> asyncio.Future[Any]:
+        version = functools.partial(self._gateway.server_version, budget_seconds=READY_API_BUDGET_SECONDS)
+        call = asyncio.get_running_loop().run_in_executor(self._thread, version)
+        # Its error is read here when no probe waits for it any more (else asyncio logs it as lost).
+        call.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return call
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
 
 def _host_port(listen: str) -> tuple[str, int]:
@@ -98,6 +138,7 @@ class Responder:
         self.notifier: Any | None = None
         self.pipeline: Pipeline | None = None
         self.readiness = Readiness()
+        self._cluster_check = ClusterCheck(gateway)
         self.http_url: str | None = None
         self.metrics_url: str | None = None
         self._runners: list[web.AppRunner] = []
@@ -279,6 +320,7 @@ class Responder:
         finally:
             self._journal_lock.release()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._cluster_check.close()
         self.gateway.close()
 
     async def run_until(self, stop: asyncio.Event, on_started: Callable[[], None] | None = None) -> None:
@@ -354,23 +396,25 @@ class Responder:
         responder still journals alerts, tells Slack, and decides them again on their repeats."""
         now = time.monotonic()
         if now - self.readiness.checked_at > READY_CACHE_SECONDS:
-            details = []
-            try:
-                await asyncio.wait_for(self.journal.run(Touch()), timeout=2.0)
-                journal_ok = True
-            except Exception as exc:  # any failure to write means not ready
-                journal_ok = False
-                details.append(f"journal: {exc}")
-            loop = asyncio.get_running_loop()
-            try:
-                await asyncio.wait_for(loop.run_in_executor(self.executor, self.gateway.server_version), 5.0)
-                cluster_ok = True
-            except (KubeError, TimeoutError) as exc:
-                cluster_ok = False
-                details.append(f"kubernetes: {exc}")
-            self.readiness = Readiness(journal_ok, cluster_ok, now, "; ".join(details))
-            self.metrics.kubernetes_reachable.set(1 if cluster_ok else 0)
+            journal_problem, cluster_problem = await asyncio.gather(
+                self._journal_problem(), self._cluster_check.problem()
+            )
+            details = [f"journal: {journal_problem}"] if journal_problem is not None else []
+            if cluster_problem is not None:
+                details.append(f"kubernetes: {cluster_problem}")
+            self.readiness = Readiness(
+                journal_problem is None, cluster_problem is None, now, "; ".join(details)
+            )
+            self.metrics.kubernetes_reachable.set(1 if cluster_problem is None else 0)
         return self.readiness.journal_ok
+
+    async def _journal_problem(self) -> str | None:
+        """Why the journal cannot be written (None: it can)."""
+        try:
+            await asyncio.wait_for(self.journal.run(Touch()), timeout=2.0)
+        except Exception as exc:  # any failure to write means not ready
+            return str(exc)
+        return None
 
     def _audit_route(self, readers: AuditReaders) -> Route:
         async def audit(request: Request) -> Response:

@@ -87,12 +87,15 @@ class DestinationBlocks:
         events: EventRecorder,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._gateway = gateway
         self._settings = settings
         self._quarantine = quarantine
         self._events = events
         self._clock_ns = clock_ns
+        # Times the discovery cache: a wall clock stepped back would keep it for the step too.
+        self._monotonic_ns = monotonic_ns
         self._discovered: tuple[int, list[str]] | None = None
 
     def block(
@@ -649,7 +652,7 @@ class DestinationBlocks:
         """Served network-policy APIs other than NetworkPolicy's, read at most every few minutes
         (discovery changes only when such a CNI is installed or removed); the quarantine asks too.
         Raises KubeError when discovery fails (not cached: asked again next time)."""
-        now = self._clock_ns()
+        now = self._monotonic_ns()
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
             groups = self._gateway.api_groups()
             served = destination.other_policy_apis(groups)

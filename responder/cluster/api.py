@@ -1,22 +1,27 @@
 """A thin, retried door to the Kubernetes API (official client), speaking plain dicts.
 
 Every call is synchronous (the official client is) and runs on the pipeline's thread pool.
-5xx, 429 and transport errors are retried with capped backoff; 404, 403, 409 and other 4xx
-end the call at once with a typed error the actions turn into a recorded outcome.
+5xx, 429 and transport errors are retried with capped backoff (a Retry-After waited for, up to
+RETRY_AFTER_CAP_SECONDS); 404, 403, 409 and other 4xx end the call at once with a typed error the
+actions turn into a recorded outcome. This is the only retry loop (urllib3 retries nothing), and no
+call is given more than its budget (call_budget_seconds).
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config.incluster_config import InClusterConfigLoader
@@ -28,6 +33,17 @@ from responder.errors import UserError
 log = logging.getLogger("serving_guard.cluster")
 
 MERGE_PATCH = "application/merge-patch+json"
+# The longest wait a Retry-After gets: an API server sends 1 s (priority and fairness); a proxy or a
+# shutting-down server may ask for minutes, which an alert's decision cannot wait for.
+RETRY_AFTER_CAP_SECONDS = 5.0
+# The least time an attempt is given: one that could not get this much of its budget is not made.
+MIN_ATTEMPT_SECONDS = 0.1
+# A backoff is drawn up to this fraction longer than its step (jitter).
+BACKOFF_JITTER = 0.2
+# What urllib3 retries inside one attempt: nothing. Its default (3) retried connect and read errors
+# and slept through a 413/429/503's Retry-After, up to 6 h. Each error is raised as it came (not
+# wrapped in MaxRetryError) and each answer, a 3xx included, returned: KubeGateway.request retries.
+NO_URLLIB3_RETRIES = urllib3.Retry(total=False)
 
 # Owner kinds we know how to read, by kind: (api path prefix, plural). Anything else stops the chain.
 OWNER_KINDS: Mapping[str, tuple[str, str]] = {
@@ -44,7 +60,8 @@ OWNER_KINDS: Mapping[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class ServiceAccountFiles:
     """Where the kubelet mounts a pod's service account: its token (re-written as it rotates; the
-    client reads it again at most a minute after) and the API server's CA."""
+    client reads it again at most a minute after, a minute of the wall clock: a clock stepped back
+    keeps the token read before for as long as the step) and the API server's CA."""
 
     token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 (a path)
     ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -54,13 +71,24 @@ SERVICE_ACCOUNT = ServiceAccountFiles()
 
 
 class KubeError(Exception):
-    """An API call that did not succeed; ``status`` is the HTTP status (None: transport error)."""
+    """An API call that did not succeed; ``status`` is the HTTP status (None: transport error, or
+    the request could not be made: its credentials unreadable); ``retry_after``: the seconds a
+    retryable answer's Retry-After asked for."""
 
-    def __init__(self, status: int | None, reason: str, *, verb: str = "", path: str = "") -> None:
+    def __init__(
+        self,
+        status: int | None,
+        reason: str,
+        *,
+        verb: str = "",
+        path: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         self.status = status
         self.reason = reason
         self.verb = verb
         self.path = path
+        self.retry_after = retry_after
         where = f"{verb} {path}: " if verb else ""
         code = f"HTTP {status}" if status is not None else "no response"
         super().__init__(f"{where}{code}: {reason}")
@@ -82,14 +110,42 @@ class KubeError(Exception):
         return self.status is None or self.status == 429 or self.status >= 500
 
 
+def _backoff_steps(retry: Retry) -> list[float]:
+    """The backoff between attempts before jitter: exponential, capped."""
+    steps = []
+    step = retry.initial_backoff_seconds
+    for _ in range(retry.attempts - 1):
+        steps.append(min(step, retry.max_backoff_seconds))
+        step *= 2
+    return steps
+
+
 def backoff_delays(retry: Retry) -> list[float]:
     """Sleeps between attempts: exponential, capped, with up to 20% jitter."""
-    delays = []
-    delay = retry.initial_backoff_seconds
-    for _ in range(retry.attempts - 1):
-        delays.append(min(delay, retry.max_backoff_seconds) * (1 + random.random() * 0.2))  # noqa: S311
-        delay *= 2
-    return delays
+    return [step * (1 + random.random() * BACKOFF_JITTER) for step in _backoff_steps(retry)]  # noqa: S311
+
+
+def call_budget_seconds(retry: Retry, timeout_seconds: float) -> float:
+    """The longest one call takes, retries included: every attempt's timeout and every backoff at
+    its longest. A Retry-After's wait comes out of it, never on top."""
+    longest_backoffs = sum(step * (1 + BACKOFF_JITTER) for step in _backoff_steps(retry))
+    return retry.attempts * timeout_seconds + longest_backoffs
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """The wait a Retry-After header asks for, in seconds or as an HTTP date (None: none readable)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": a date with no zone is no moment
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _status_reason(status: int, body: bytes) -> str:
@@ -102,7 +158,29 @@ def _status_reason(status: int, body: bytes) -> str:
     return body[:200].decode("utf-8", "replace") or f"HTTP {status}"
 
 
+def api_client_of(configuration: k8s_client.Configuration) -> k8s_client.ApiClient:
+    """The client a KubeGateway sends through: urllib3 retries nothing (its pools take
+    ``configuration.retries`` when the client is made), the gateway's loop does."""
+    configuration.retries = NO_URLLIB3_RETRIES
+    # client-go's GET retries (off by default) would be a second loop, sleeping through Retry-After.
+    configuration.client_go_retries = False
+    api = k8s_client.ApiClient(configuration)
+    api.user_agent = "serving-guard-responder"
+    return api
+
+
+def _status_error(status: int, headers: Mapping[str, str], body: bytes, *, verb: str, path: str) -> KubeError:
+    """The error for an answer that is not 2xx; a retryable one carries its Retry-After."""
+    error = KubeError(status, _status_reason(status, body), verb=verb, path=path)
+    if error.retryable:
+        error.retry_after = retry_after_seconds(headers.get("Retry-After"))
+    return error
+
+
 class KubeGateway:
+    """Plain-dict calls to the API server through ``api_client`` (made by api_client_of), each
+    retried within its budget."""
+
     def __init__(
         self,
         api_client: k8s_client.ApiClient,
@@ -110,11 +188,14 @@ class KubeGateway:
         retry: Retry | None = None,
         timeout_seconds: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api_client
         self._retry = retry or Retry()
         self._timeout = timeout_seconds
+        self._budget = call_budget_seconds(self._retry, timeout_seconds)
         self._sleep = sleep
+        self._clock = clock
 
     @classmethod
     def from_config(
@@ -140,9 +221,9 @@ class KubeGateway:
                 raise UserError(f"cluster: cannot load the in-cluster service account: {exc}") from None
         else:
             _load_kubeconfig(cluster, configuration, names)
-        api = k8s_client.ApiClient(configuration)
-        api.user_agent = "serving-guard-responder"
-        return cls(api, retry=cluster.retry, timeout_seconds=cluster.request_timeout_seconds)
+        return cls(
+            api_client_of(configuration), retry=cluster.retry, timeout_seconds=cluster.request_timeout_seconds
+        )
 
     def close(self) -> None:
         self._api.close()
@@ -157,20 +238,54 @@ class KubeGateway:
         body: Mapping[str, Any] | None = None,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        budget_seconds: float | None = None,
     ) -> dict[str, Any]:
-        delays = backoff_delays(self._retry)
-        attempt = 0
+        """One call, retried while its answer is retryable, attempts are left and its budget
+        (call_budget_seconds, or ``budget_seconds`` when shorter) has room for the wait and another
+        attempt; the last error is raised."""
+        budget = self._budget if budget_seconds is None else min(self._budget, budget_seconds)
+        deadline = self._clock() + budget
+        delays = iter(backoff_delays(self._retry))
+        attempt = 1
         while True:
             try:
-                return self._once(verb, path, body=body, query=query, content_type=content_type)
+                return self._once(
+                    verb,
+                    path,
+                    body=body,
+                    query=query,
+                    content_type=content_type,
+                    timeout=self._attempt_timeout(deadline),
+                )
             except KubeError as exc:
-                if not exc.retryable or attempt >= len(delays):
+                wait = self._wait_before_retry(exc, delays, deadline)
+                if wait is None:
                     raise
                 log.warning(
-                    "kubernetes call failed, retrying", extra={"error": str(exc), "attempt": attempt + 1}
+                    "kubernetes call failed, retrying",
+                    extra={"error": str(exc), "attempt": attempt, "wait_seconds": round(wait, 3)},
                 )
-                self._sleep(delays[attempt])
+                self._sleep(wait)
                 attempt += 1
+
+    def _attempt_timeout(self, deadline: float) -> float:
+        """The request timeout, or what is left of the budget when a Retry-After took some (never
+        0: the client reads 0 as no timeout at all)."""
+        least = min(MIN_ATTEMPT_SECONDS, self._timeout)
+        return max(least, min(self._timeout, deadline - self._clock()))
+
+    def _wait_before_retry(self, exc: KubeError, delays: Iterator[float], deadline: float) -> float | None:
+        """How long to wait before the next attempt: the backoff, or longer when the answer's
+        Retry-After asks (capped); None: no next attempt (not retryable, none left, or no time)."""
+        if not exc.retryable:
+            return None
+        backoff = next(delays, None)
+        if backoff is None:
+            return None
+        wait = max(backoff, min(exc.retry_after or 0.0, RETRY_AFTER_CAP_SECONDS))
+        if self._clock() + wait + MIN_ATTEMPT_SECONDS > deadline:
+            return None
+        return wait
 
     def _once(
         self,
@@ -180,27 +295,31 @@ class KubeGateway:
         body: Mapping[str, Any] | None,
         query: Mapping[str, str] | None,
         content_type: str,
+        timeout: float,
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        request = self._api.param_serialize(
-            verb,
-            path,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=dict(body) if body is not None else None,
-            auth_settings=["BearerToken"],
-        )
         try:
-            response = self._api.call_api(*request, _request_timeout=self._timeout)
+            # Runs the client's token hook, which may read the service account's token file again.
+            request = self._api.param_serialize(
+                verb,
+                path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=dict(body) if body is not None else None,
+                auth_settings=["BearerToken"],
+            )
+        except Exception as exc:  # an unreadable or empty token file, a failing exec plugin: retryable
+            reason = f"cannot make the request (reading its credentials): {type(exc).__name__}: {exc}"
+            raise KubeError(None, reason[:300], verb=verb, path=path) from None
+        try:
+            response = self._api.call_api(*request, _request_timeout=timeout)
             data = response.read()
         except Exception as exc:  # urllib3/SSL/socket errors: no HTTP status, retryable
             raise KubeError(None, f"{type(exc).__name__}: {exc}"[:300], verb=verb, path=path) from None
         if not 200 <= response.status <= 299:
-            raise KubeError(
-                response.status, _status_reason(response.status, data or b""), verb=verb, path=path
-            )
+            raise _status_error(response.status, response.headers, data or b"", verb=verb, path=path)
         try:
             parsed = json.loads(data) if data else {}
         except ValueError:
@@ -263,8 +382,8 @@ class KubeGateway:
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.request("POST", f"/api/v1/namespaces/{_seg(namespace)}/events", body=body)
 
-    def server_version(self) -> dict[str, Any]:
-        return self.request("GET", "/version")
+    def server_version(self, *, budget_seconds: float | None = None) -> dict[str, Any]:
+        return self.request("GET", "/version", budget_seconds=budget_seconds)
 
     def api_groups(self) -> set[str]:
         """The API groups the server serves (discovery: readable by every authenticated user)."""
