@@ -101,12 +101,18 @@ class IncidentTable:
         self._max_bytes = max_bytes
         self._bytes = 0
         self.evicted = 0
+        self._evicted_untold = 0
         self._open: OrderedDict[IncidentKey, IncidentState] = OrderedDict()
         self._by_id: dict[str, IncidentState] = {}
 
     @property
     def held_bytes(self) -> int:
         return self._bytes
+
+    def take_evicted(self) -> int:
+        """The incidents forgotten at the bound since the last call (for a counter)."""
+        evicted, self._evicted_untold = self._evicted_untold, 0
+        return evicted
 
     def __len__(self) -> int:
         return len(self._open)
@@ -145,6 +151,7 @@ class IncidentTable:
             _, evicted = self._open.popitem(last=False)
             self._forget(evicted)
             self.evicted += 1
+            self._evicted_untold += 1
 
     def _forget(self, state: IncidentState) -> None:
         """Take out of the id index and the bytes an incident already taken out of ``_open``."""

@@ -99,6 +99,17 @@ class Metrics:
             "serving_guard_journal_pending", "Accepted alerts without a final outcome", registry=r
         )
         self.journal_bytes = Gauge("serving_guard_journal_bytes", "Journal size on disk", registry=r)
+        self.incidents_open_bytes = Gauge(
+            "serving_guard_incidents_open_bytes",
+            "About the memory the open incidents hold (bounded by dedupe.max_open_bytes)",
+            registry=r,
+        )
+        self.incidents_forgotten = Counter(
+            "serving_guard_incidents_forgotten",
+            "Open incidents forgotten before their window ended, the table being at its bound"
+            " (dedupe.max_open_bytes): a repeat of one opens a new incident",
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "serving_guard_circuit_breaker_open",
             "1 while quarantines are suspended by the breaker",

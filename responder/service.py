@@ -457,7 +457,10 @@ class Responder:
             deferred, oldest_ns = self.journal.deferred_backlog()
             self.metrics.journal_deferred.set(deferred)
             self.metrics.journal_deferred_age.set(0 if oldest_ns is None else max(0, now - oldest_ns) / 1e9)
-            self.pipeline.incidents.expire(now)
+            incidents = self.pipeline.incidents
+            incidents.expire(now)
+            self.metrics.incidents_open_bytes.set(incidents.held_bytes)
+            self.metrics.incidents_forgotten.inc(incidents.take_evicted())
             self.metrics.breaker_open.set(1 if self.pipeline.breaker_open() else 0)
             self.metrics.block_breaker_open.set(1 if self.pipeline.block_breaker_open() else 0)
         if self.certificates is not None:

@@ -70,6 +70,10 @@ async def test_a_flood_of_large_forgeries_holds_no_more_than_the_bound_also_afte
         assert responder.pipeline is not None
         table = responder.pipeline.incidents
         assert table.held_bytes <= 2 * MIB and table.evicted > 0
+        await responder._maintain_once()  # what the service does every minute
+        registry = responder.metrics.registry
+        assert registry.get_sample_value("serving_guard_incidents_open_bytes") == table.held_bytes
+        assert registry.get_sample_value("serving_guard_incidents_forgotten_total") == table.evicted
     finally:
         await responder.stop()
     restarted = Responder(config, KubeGateway.from_config(config.cluster))
