@@ -606,8 +606,9 @@ class Guardrails(Strict):
 class Dedupe(Strict):
     window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
     # The open incidents' memory (each holds its opening alert and report for its window, ~10 KiB
-    # beside the alert's bytes): past it the oldest is forgotten, and a repeat of it opens a new
-    # one. A flood of large forged alerts, each its own incident, cannot grow the process past it.
+    # beside the alert's bytes): past it the one longest without a repeat is forgotten, and a repeat
+    # of it opens a new one. A flood of large forged alerts, each its own incident, cannot grow the
+    # process past it.
     max_open_bytes: int = Field(default=64 * 1024**2, strict=True, ge=1024**2, le=64 * 1024**3)
 
 

@@ -4,6 +4,7 @@ window is one incident with a count, so a burst costs one lookup, one action, on
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -11,7 +12,6 @@ from responder.actions.pod_records import ReleaseRecord
 from responder.alert import Alert
 from responder.clock import deadline_passed, within_window
 from responder.incident import IncidentKey, IncidentReport
-from responder.journal_rows import estimated_payload_bytes
 from responder.policy import Reopened
 
 DEFAULT_MAX_OPEN = 100_000
@@ -85,13 +85,22 @@ class IncidentState:
 
 def incident_bytes(first_alert: Alert) -> int:
     """About the memory an open incident holds: its opening alert, and what it keeps beside it."""
-    return estimated_payload_bytes(first_alert) + INCIDENT_OVERHEAD_BYTES
+    return alert_bytes(first_alert) + INCIDENT_OVERHEAD_BYTES
+
+
+def alert_bytes(alert: Alert) -> int:
+    """About the memory an alert's text holds: Python keeps a string at 1, 2 or 4 bytes a character,
+    by its widest (one emoji makes a long output four times its length), so each value is counted
+    as sys.getsizeof counts it, not by its length."""
+    fields = sum(sys.getsizeof(name) + sys.getsizeof(value) for name, value in alert.fields.items())
+    return sys.getsizeof(alert.rule) + sys.getsizeof(alert.output) + fields
 
 
 class IncidentTable:
-    """The open incidents, bounded by count and by bytes: past either the oldest is forgotten
-    (``evicted`` counts them), so a flood of large alerts, each its own incident (a forger's made-up
-    ids), holds no more memory than the bound, also when a restart restores them."""
+    """The open incidents, bounded by count and by bytes: past either, the one longest without a
+    repeat is forgotten (``evicted`` counts them), so a flood of large alerts, each its own incident
+    (a forger's made-up ids), holds no more memory than the bound, also when a restart restores
+    them, and an attack still repeating keeps its incident."""
 
     def __init__(
         self, window_seconds: float, max_open: int = DEFAULT_MAX_OPEN, max_bytes: int = DEFAULT_MAX_OPEN_BYTES
@@ -108,6 +117,13 @@ class IncidentTable:
     @property
     def held_bytes(self) -> int:
         return self._bytes
+
+    def reweigh(self, state: IncidentState, more_bytes: int) -> None:
+        """``state`` holds ``more_bytes`` more (less, when negative): alerts it keeps for later
+        (blocks_waiting). Counted while it is in the table, and given back with it."""
+        state.weight += more_bytes
+        if self._by_id.get(state.incident_id) is state and self._open.get(state.key) is state:
+            self._bytes += more_bytes
 
     def take_evicted(self) -> int:
         """The incidents forgotten at the bound since the last call (for a counter)."""
@@ -126,6 +142,7 @@ class IncidentTable:
         if state is not None and state.folds(received_ns, self._window_ns):
             state.count += 1
             state.last_seen_ns = max(state.last_seen_ns, received_ns)
+            self._open.move_to_end(key)  # in use: a flood of new ones forgets it last
             return state, False
         state = IncidentState(
             incident_id=incident_id_for(alert),
@@ -142,7 +159,9 @@ class IncidentTable:
         previous = self._open.pop(state.key, None)
         if previous is not None:
             self._forget(previous)
-        state.weight = incident_bytes(state.first_alert)
+        state.weight = incident_bytes(state.first_alert) + sum(
+            map(alert_bytes, state.blocks_waiting.values())
+        )
         self._open[state.key] = state
         self._by_id[state.incident_id] = state
         self._bytes += state.weight
@@ -174,6 +193,7 @@ class IncidentTable:
             return None
         state.count += 1
         state.last_seen_ns = max(state.last_seen_ns, received_ns)
+        self._open.move_to_end(state.key)  # in use: a flood of new ones forgets it last
         return state
 
     def resume(self, journaled: IncidentState) -> IncidentState:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
+    HELD_ESCALATION,
     WOULD_BLOCK,
     ActionOutcome,
     OutcomeStatus,
@@ -203,6 +204,14 @@ class IncidentReport:
                 return outcome.status is OutcomeStatus.FAILED
         return False
 
+    def _escalation_held(self) -> bool:
+        """The latest quarantine outcome is an escalation of a block that the quarantine breaker
+        held back (a repeat's: the decision itself was made with the breaker closed)."""
+        for outcome in reversed(self.outcomes):
+            if outcome.action == "quarantine":
+                return outcome.status is OutcomeStatus.WITHHELD and bool(outcome.extra.get(HELD_ESCALATION))
+        return False
+
     def quarantine_command(self, config_path: str | None = None) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
         quarantine (dry-run), the circuit breaker held it back, or it failed, and the alert was
@@ -210,12 +219,14 @@ class IncidentReport:
         decision = self.decision
         predicted = any(o.action == "quarantine" and o.status is OutcomeStatus.DRY_RUN for o in self.outcomes)
         failed = self._quarantine_failed()
-        if decision.unverified or not (predicted or decision.breaker_open or failed):
+        held_escalation = self._escalation_held()
+        if decision.unverified or not (predicted or decision.breaker_open or failed or held_escalation):
             return None
         if self.labelled and not failed:
             return None
-        # The policy's cut, so that the command does what was predicted.
-        cut = f" --isolate {shlex.quote(decision.isolate)}" if decision.isolate else ""
+        # The policy's cut, so that the command does what was predicted (an escalation cuts egress).
+        isolate = decision.isolate or ("egress" if held_escalation else "")
+        cut = f" --isolate {shlex.quote(isolate)}" if isolate else ""
         return (
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"

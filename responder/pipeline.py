@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from responder.actions import destination
+from responder.actions.block import QUARANTINE_EGRESS_ADVICE
 from responder.actions.outcome import (
     BLOCK_BREAKER_OPEN,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     BY_HAND,
+    HELD_ESCALATION,
     LAPSED_ACTION,
     POLICY_FULL,
     REASON,
@@ -55,7 +57,13 @@ from responder.cluster.verify import (
     verify_alert,
 )
 from responder.config import ActionName, Config, Isolation, widest
-from responder.dedupe import REDECIDE_AFTER_SECONDS, IncidentState, IncidentTable, incident_id_for
+from responder.dedupe import (
+    REDECIDE_AFTER_SECONDS,
+    IncidentState,
+    IncidentTable,
+    alert_bytes,
+    incident_id_for,
+)
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
@@ -837,8 +845,9 @@ class Pipeline:
             return
         address = str(target.address)
         if report is None:  # not decided yet: looked at once it is
-            if len(state.blocks_waiting) < settings.max_per_pod:
-                state.blocks_waiting.setdefault(address, alert)
+            if len(state.blocks_waiting) < settings.max_per_pod and address not in state.blocks_waiting:
+                state.blocks_waiting[address] = alert
+                self.incidents.reweigh(state, alert_bytes(alert))  # kept until the decision
             return
         now = self._clock_ns()
         retry_ns = state.blocking.get(address, 0)
@@ -878,8 +887,6 @@ class Pipeline:
                 )
                 if past_share:
                     outcome = await self._quarantine_egress_instead(state.incident_id, pod, alert, past_share)
-                    if outcome.status is OutcomeStatus.WITHHELD:
-                        state.blocking[address] = retry_ns
                 elif not dry_run and self._block_breaker.is_open(now):
                     state.blocking[address] = retry_ns
                     if any(_names_address(o, address) for o in report.outcomes):
@@ -903,6 +910,9 @@ class Pipeline:
                     finally:
                         if token is not None and not counted:  # also when it raised
                             self._block_breaker.give_back(token)
+                if outcome.status is OutcomeStatus.WITHHELD and _said_held(report, outcome):
+                    state.blocking[address] = retry_ns
+                    return  # held back as before (the quarantine breaker): said once, tried again later
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
                 await self._journal.run(
                     Journal.op_record_action(
@@ -916,8 +926,8 @@ class Pipeline:
                 extra={"incident": state.incident_id, "error": f"{type(exc).__name__}: {exc}"},
             )
             return
-        if outcome.status is OutcomeStatus.FAILED:
-            state.blocking[address] = retry_ns
+        if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.WITHHELD):
+            state.blocking[address] = retry_ns  # tried again by a repeat after REDECIDE_AFTER_SECONDS
         if state.report is not None:
             state.report = dataclasses.replace(state.report, outcomes=(*state.report.outcomes, outcome))
             if state.report.decision.notify and self._notifications:
@@ -971,7 +981,7 @@ class Pipeline:
                 f"{why}; its egress is not quarantined instead: {held}",
                 started_ns=now,
                 finished_ns=now,
-                extra=extra,
+                extra={**extra, HELD_ESCALATION: True},
             )
         token = None if quarantined else self._breaker.take(now)
         outcome: ActionOutcome | None = None
@@ -1017,7 +1027,8 @@ class Pipeline:
             pod, alert, dry_run=dry_run, yield_to_release=yield_to_release
         )
         if outcome.status is OutcomeStatus.LEAKY and outcome.extra.get(POLICY_FULL):
-            return await self._quarantine_egress_instead(incident_id, pod, alert, outcome.detail)
+            why = outcome.detail.removesuffix(f"; {QUARANTINE_EGRESS_ADVICE}")
+            return await self._quarantine_egress_instead(incident_id, pod, alert, why)
         return outcome
 
     async def _block_destination_once(
@@ -1251,8 +1262,7 @@ class Pipeline:
             decision=decision,
             outcomes=tuple(outcomes),
         )
-        waiting, state.blocks_waiting = state.blocks_waiting, {}
-        for waiting_alert in waiting.values():
+        for waiting_alert in self._take_blocks_waiting(state):
             self._maybe_block_more(state, waiting_alert)
         await self._journal.run(Journal.op_finish_alert(alert, state.incident_id, "opened", now))
         # What needs a person (a LEAKY or failed action, one held back, a possible forgery) is a
@@ -1274,6 +1284,12 @@ class Pipeline:
         )
         # Repeats that arrived while we were deciding get their thread update now.
         self._maybe_schedule_repeat(state)
+
+    def _take_blocks_waiting(self, state: IncidentState) -> list[Alert]:
+        """The repeats kept for their addresses until the incident was decided, no longer kept."""
+        waiting, state.blocks_waiting = list(state.blocks_waiting.values()), {}
+        self.incidents.reweigh(state, -sum(map(alert_bytes, waiting)))
+        return waiting
 
     def _plan_follow_up(
         self,
@@ -1705,6 +1721,17 @@ def _weight(alert: Alert, raw: bytes | None) -> int:
     """An alert's bytes: its body as received, or about what its JSON would be (the journal counts
     them; in flight, the slots add ALERT_OVERHEAD_BYTES)."""
     return len(raw) if raw is not None else estimated_payload_bytes(alert)
+
+
+def _said_held(report: IncidentReport | None, outcome: ActionOutcome) -> bool:
+    """An outcome held back for the same address, by the same action, is among the incident's."""
+    address = outcome.extra.get(BLOCKED_ADDRESS)
+    return report is not None and any(
+        o.status is OutcomeStatus.WITHHELD
+        and o.action == outcome.action
+        and o.extra.get(BLOCKED_ADDRESS) == address
+        for o in report.outcomes
+    )
 
 
 def _names_address(outcome: ActionOutcome, address: str) -> bool:

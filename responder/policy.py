@@ -295,7 +295,13 @@ def decide(
     breaker_reason = _quarantine_breaker_reason(actions, state, pod, config, dry_run_by)
     breaker_open = bool(breaker_reason)
     if breaker_open:
-        withhold(breaker_reason, only=(ActionName.QUARANTINE,))
+        # An escalation held back says what it stood for: the block the pod was past its share for.
+        held = (
+            f"{escalated}; its egress is not quarantined instead: {breaker_reason}"
+            if escalated
+            else breaker_reason
+        )
+        withhold(held, only=(ActionName.QUARANTINE,))
     # Slots are taken per address newly blocked; one already blocked gives its slot back (pipeline).
     block_breaker_open = (
         ActionName.BLOCK_DESTINATION in actions

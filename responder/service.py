@@ -69,19 +69,25 @@ class ClusterCheck:
         self._gateway = gateway
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kube-ready")
         self._call: asyncio.Future[Any] | None = None
+        # Whether a probe has said how the call ended: one that ended after its probe stopped
+        # waiting is said by the next probe (an API answering in 3 s is slow, not unreachable).
+        self._said = False
 
     async def problem(self) -> str | None:
         """What keeps the API server from answering (None: it answered)."""
         call = self._call
-        if call is None or call.done():
+        if call is None or (call.done() and self._said):
             call = self._call = self._start()
+            self._said = False
         try:
             # Shielded: a probe that stops waiting leaves the call to the next probe.
             await asyncio.wait_for(asyncio.shield(call), READY_API_WAIT_SECONDS)
-        except KubeError as exc:
-            return str(exc)
         except TimeoutError:
             return f"no answer within {READY_API_WAIT_SECONDS:g} s"
+        except KubeError as exc:
+            self._said = True
+            return str(exc)
+        self._said = True
         return None
 
     def _start(self) -> asyncio.Future[Any]:

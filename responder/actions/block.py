@@ -70,6 +70,10 @@ _EVENT_REASONS: dict[OutcomeStatus | UnknownStatus, str] = {
 }
 
 
+# What a full block policy's LEAKY outcome advises (the pipeline does it, when it may: escalation).
+QUARANTINE_EGRESS_ADVICE = "quarantine the pod's egress instead"
+
+
 class TooMany(Exception):
     """The pod's block holds block_destination.max_per_pod addresses already."""
 
@@ -228,7 +232,7 @@ class DestinationBlocks:
                 OutcomeStatus.LEAKY,
                 f"{address} ({target.field}) is not blocked: the pod's block already holds {exc.held}"
                 f" addresses (block_destination.max_per_pod is {self._settings.max_per_pod});"
-                " quarantine the pod's egress instead",
+                f" {QUARANTINE_EGRESS_ADVICE}",
                 started,
                 {**extra, POLICY_FULL: True},
             )

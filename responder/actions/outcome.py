@@ -111,6 +111,9 @@ BLOCK_BREAKER_OPEN = "block circuit breaker open"
 BLOCK_SHARE_USED = "the pod's share of blocks is used"
 # The extra key of a block that found the pod's block policy full (block_destination.max_per_pod).
 POLICY_FULL = "policy_full"
+# The extra key of a quarantine of the pod's egress that stood for a block (escalation) and that the
+# quarantine breaker held back: it is offered by hand, with its cut.
+HELD_ESCALATION = "held_escalation"
 # How a release that found nothing to lift begins its detail (not said "released").
 NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.

@@ -137,7 +137,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", which isdigit() takes and float() refuses
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

@@ -177,3 +177,75 @@ async def test_a_pods_share_is_rebuilt_from_the_journal_after_a_restart(
         assert labels(running, pods["vllm"])[LABEL] == "true-egress"
     finally:
         await restarted.stop()
+
+
+async def test_an_escalation_held_back_in_a_repeat_is_offered_by_hand_said_once_and_tried_again(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    _, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await started(tmp_path, kubeconfig, clock, per_pod=1, quarantines=1)
+    try:
+        await reach(responder, pods["triton"], decoys(2))  # its escalation takes the one quarantine
+        await reach(responder, pods["vllm"], decoys(2, start=10))  # blocked, then held back
+        status, _, incident = actions_of(responder)[-1]
+        assert status == "withheld"
+        assert responder.pipeline is not None
+        state = responder.pipeline.incidents.by_id(incident)
+        assert state is not None and state.report is not None
+        command = state.report.quarantine_command()
+        assert command is not None and "--isolate egress" in command
+        for _ in range(3):  # the same address, past the re-decide wait each time: said once
+            clock.advance(11)
+            await reach(responder, pods["vllm"], ["203.0.113.11"])
+        assert [s for s, _, _ in actions_of(responder)].count("withheld") == 1
+        clock.advance(301)  # both windows pass, same incident: the address is taken on again
+        await reach(responder, pods["vllm"], ["203.0.113.11"])
+        status, outcome, _ = actions_of(responder)[-1]
+        assert status == "blocked" and "203.0.113.11" in outcome  # the pod's share is free again
+    finally:
+        await responder.stop()
+
+
+async def test_a_full_policys_escalation_held_back_is_tried_again_once_the_breaker_closes(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await started(
+        tmp_path, kubeconfig, clock, per_pod=100, max_per_pod=2, quarantines=1, incident_seconds=900
+    )
+    try:
+        await reach(responder, pods["triton"], decoys(3, start=100))  # its full policy takes the slot
+        await reach(responder, pods["vllm"], decoys(3))  # 2 blocked, the 3rd: full, breaker open
+        status, outcome, _ = actions_of(responder)[-1]
+        assert status == "withheld" and "circuit breaker open" in outcome
+        assert outcome.count("quarantine the pod's egress instead") == 0  # its words, not the block's advice
+        clock.advance(301)
+        await reach(responder, pods["vllm"], [decoys(3)[-1]])
+        assert labels(running, pods["vllm"]).get(LABEL) == "true-egress"
+    finally:
+        await responder.stop()
+
+
+async def test_an_escalation_held_back_at_an_incidents_opening_says_what_it_stood_for(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    _, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await started(tmp_path, kubeconfig, clock, per_pod=1, quarantines=1, incident_seconds=60)
+    try:
+        await reach(responder, pods["triton"], decoys(2))  # its escalation takes the one quarantine
+        await reach(responder, pods["vllm"], decoys(1, start=10))  # one block: its share used
+        clock.advance(61)  # a new incident, within both breakers' windows
+        await reach(responder, pods["vllm"], decoys(1, start=11))
+        status, outcome, incident = actions_of(responder)[-1]
+        assert status == "withheld"
+        assert BLOCK_SHARE_USED in outcome and "its egress is not quarantined instead" in outcome
+        assert responder.pipeline is not None
+        state = responder.pipeline.incidents.by_id(incident)
+        assert state is not None and state.report is not None
+        command = state.report.quarantine_command()
+        assert command is not None and "--isolate egress" in command
+    finally:
+        await responder.stop()

@@ -23,9 +23,9 @@ Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 MIB = 1024 * 1024
 
 
-def large_forgery(pod: SeededPod, n: int, size: int) -> Alert:
+def large_forgery(pod: SeededPod, n: int, size: int, letter: str = "x") -> Alert:
     """An alert naming ``pod`` with a made-up container id (its own incident) and a long output."""
-    payload = falco_alert(pod, SHELL_RULE, "Notice", "x" * size, {"proc.name": "sh"})
+    payload = falco_alert(pod, SHELL_RULE, "Notice", letter * size, {"proc.name": "sh"})
     payload["output_fields"]["container.id"] = f"{n:012x}"
     return alert_from_mapping(payload)
 
@@ -40,7 +40,7 @@ def test_the_oldest_incidents_go_once_their_bytes_pass_the_bound(seeded: Seeded)
     for alert in alerts:
         table.observe(alert, now)
     assert len(table) == 10 and table.evicted == 30
-    assert table.held_bytes == 10 * weight <= 10 * weight
+    assert table.held_bytes == 10 * weight
     # The newest stay; a repeat of a forgotten one opens a new incident.
     assert table.open_repeat(large_forgery(pod, 39, 10), now) is not None
     assert table.open_repeat(large_forgery(pod, 0, 10), now) is None
@@ -86,3 +86,26 @@ async def test_a_flood_of_large_forgeries_holds_no_more_than_the_bound_also_afte
         assert table.open_repeat(large_forgery(pods["vllm"], 79, 10), time.time_ns()) is not None
     finally:
         await restarted.stop()
+
+
+def test_an_alert_of_wide_characters_is_counted_at_what_it_holds(seeded: Seeded) -> None:
+    """Python keeps a string at 4 bytes a character once one is past U+FFFF: 60,000 of them hold
+    ~240 KB, which the bound must count (by length it held ~3.5 times the bound)."""
+    pod = seeded[1]["vllm"]
+    ascii_weight = incident_bytes(large_forgery(pod, 1, 60_000))
+    astral_weight = incident_bytes(large_forgery(pod, 2, 60_000, letter="\U0001f600"))
+    assert astral_weight >= 4 * 60_000 > 3 * ascii_weight - 3 * INCIDENT_OVERHEAD_BYTES
+
+
+def test_an_incident_still_repeating_is_forgotten_last(seeded: Seeded) -> None:
+    """A flood of new incidents (forgeries) forgets the ones not in use first: the genuine attack,
+    still repeating, keeps its one incident (and its one Slack post)."""
+    pod = seeded[1]["vllm"]
+    genuine = large_forgery(pod, 999, 100)
+    table = IncidentTable(300, max_bytes=10 * incident_bytes(large_forgery(pod, 0, 60_000)))
+    now = time.time_ns()
+    table.observe(genuine, now)
+    for n in range(40):
+        table.observe(large_forgery(pod, n, 60_000), now)
+        assert table.open_repeat(large_forgery(pod, 999, 10), now) is not None, n  # it repeats
+    assert table.evicted > 0

@@ -354,3 +354,10 @@ def test_the_budget_is_every_attempts_timeout_and_every_backoff() -> None:
         == pytest.approx(budget_of(Retry(), 5.0))
         == pytest.approx(21.68)
     )
+
+
+@pytest.mark.parametrize("header", ["\u00b2", "\u0663", "1\u00b2"])
+def test_a_retry_after_of_digits_that_are_not_ascii_is_no_wait(header: str) -> None:
+    """A proxy's byte 0xB2, read as latin-1, is "²": isdigit() takes it, float() refuses it; it must
+    read as no Retry-After, not escape the gateway as a ValueError."""
+    assert api.retry_after_seconds(header) is None

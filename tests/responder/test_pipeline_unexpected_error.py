@@ -1,7 +1,7 @@
 """An incident whose opening fails before it is decided, on an error no step expected (here: the
-service account's token file unreadable for a moment when the client re-reads it), is decided
-afresh by a repeat after the re-decide wait: not left undecided while every repeat of its window
-folds into it, with no action and no one told. Against the emulator over real HTTP."""
+decision itself raising, as a bug on an unusual API object would), is decided afresh by a repeat
+after the re-decide wait: not left undecided while every repeat of its window folds into it, with
+no action and no one told. Against the emulator over real HTTP."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.config.config_exception import ConfigException
 
-from responder.cluster.enrich import PodDirectory
+from responder import pipeline as pipeline_module
+from responder.policy import decide
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
 from tests.helpers import FakeClock
@@ -27,16 +27,15 @@ async def test_an_incident_that_failed_to_open_is_decided_by_the_next_repeat_aft
     running, pods, kubeconfig = seeded
     clock = FakeClock()
     responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    lookup = PodDirectory.lookup
-    failures = iter([ConfigException("Token file exists but empty.")])
+    failures = iter([RuntimeError("a bug no step expected")])
 
-    def failing_once(self: PodDirectory, *args: Any, **kwargs: Any) -> Any:
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
         failure = next(failures, None)
         if failure is not None:
             raise failure
-        return lookup(self, *args, **kwargs)
+        return decide(*args, **kwargs)
 
-    monkeypatch.setattr(PodDirectory, "lookup", failing_once)
+    monkeypatch.setattr(pipeline_module, "decide", failing_once)
     try:
         vllm = pods["vllm"]
         await submit_all(responder, [shell(vllm, n=0)])
