@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -39,13 +41,18 @@ from responder.alert import Alert, AlertError
 from responder.errors import UserError
 from responder.journal_ops import (
     ROW_BYTES,
+    THROTTLED_DUE_AFTER,
+    UNTHROTTLED_DUE_AFTER,
     BumpIncident,
+    DueAgain,
     FinishAlert,
     FoldDuplicate,
     ForgetThread,
     NotificationState,
     OpenIncident,
+    PostsGivenUp,
     Prune,
+    Pruned,
     PruneToSize,
     RecordAction,
     RecordActionByHand,
@@ -59,7 +66,7 @@ from responder.journal_ops import (
 )
 from responder.journal_process import ProcessWriter
 from responder.journal_rows import AlertRow, decode_journaled
-from responder.journal_schema import connect, unreadable_journal
+from responder.journal_schema import NOTIFICATION_QUEUE, VERIFIED_INCIDENT, connect, unreadable_journal
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
@@ -228,6 +235,12 @@ class LapseFound:
 WRITERS = ("process", "thread")
 # The longest dedupe window responder/config.py allows.
 MAX_DEDUPE_WINDOW_SECONDS = 86400.0
+# Posts waiting for Slack (an outage, a refused token) keep their incidents and opening alerts from
+# pruning. Past this share of the bound held by those incidents, when pruning to size cannot get
+# under it otherwise, the oldest posts give way (journal_ops.give_way): alerts win over old posts
+# (a full journal refuses every alert, and Falco does not send one again), and a short outage,
+# which holds less, loses none.
+WAITING_POSTS_SHARE = 0.5
 
 
 class Journal:
@@ -268,6 +281,9 @@ class Journal:
         self._prune_to = max_bytes - 2 * self._check_step
         self._unchecked_bytes = 0
         self._pruning = False
+        self._waiting_posts_bytes = int(max_bytes * WAITING_POSTS_SHARE)
+        # Told of the posts pruning gave up (the notifier counts them).
+        self._given_up_listeners: list[Callable[[PostsGivenUp], None]] = []
         # Until the pipeline says (keep_incidents_open_for), the longest dedupe window the config
         # allows: kept too long rather than pruned while open.
         self._open_incident_ns = int(MAX_DEDUPE_WINDOW_SECONDS * 1e9)
@@ -421,9 +437,23 @@ class Journal:
 
     def check_size(self) -> int:
         """Remember whether the live records exceed the bound (then inputs get 503); returns the
-        size on disk. Pages freed by pruning are reused, so the file need not shrink for this to clear."""
-        self._measure_room()
+        size on disk. Pages freed by pruning are reused, so the file need not shrink for this to clear.
+
+        Called on the event loop (the maintenance pass, after op_prune), a journal still near its
+        bound is pruned to size as writes do, and measured once that is done: incidents, actions
+        and posts are not counted as they are written, and only that prune lets posts waiting for
+        Slack give way (a journal held full by them would refuse every alert, and with it every
+        write that would prune it). What the prune removes refuses no alert meanwhile."""
+        with self.reader() as conn:
+            used = used_bytes(conn)
+        pruning = used > self._prune_above and _running_loop() is not None and self._prune_to_size()
+        if not pruning:  # else measured once pruned (_pruned)
+            self._full = used > self._max_bytes
         return self.size_bytes()
+
+    def on_posts_given_up(self, listener: Callable[[PostsGivenUp], None]) -> None:
+        """Call ``listener`` on the event loop with the posts each prune to size gives up."""
+        self._given_up_listeners.append(listener)
 
     def account_alert(self, payload_bytes: int) -> None:
         """Count an alert row handed to the writer; every ``room_check_step`` bytes, check the
@@ -449,23 +479,49 @@ class Journal:
         self._full = used > self._max_bytes
         return used
 
-    def _prune_to_size(self) -> None:
-        """Prune now, on the writer (one prune at a time); the bound is measured again after it."""
-        if self._pruning or self._writer is None:
-            return
-        self._pruning = True
-        self.schedule_call(PruneToSize(self._prune_to, self._open_since_ns(time.time_ns())), self._pruned)
+    def _prune_to_size(self) -> bool:
+        """Prune now, on the writer (one prune at a time); the bound is measured again after it.
+        Whether a prune is on its way (False: the journal is closed)."""
+        if self._writer is None:
+            return False
+        if not self._pruning:
+            self._pruning = True
+            prune = PruneToSize(
+                self._prune_to, self._open_since_ns(time.time_ns()), self._waiting_posts_bytes
+            )
+            self.schedule_call(prune, self._pruned)
+        return True
 
-    def _pruned(self, removed: int | None, error: BaseException | None) -> None:
+    def _pruned(self, pruned: Pruned | None, error: BaseException | None) -> None:
         self._pruning = False
         if error is not None:
             log.error(
                 "journal: pruning to its size bound failed",
                 extra={"error": f"{type(error).__name__}: {error}"},
             )
-        else:
-            log.debug("journal: pruned to its size bound", extra={"batch": removed})
         self._measure_room()
+        if pruned is not None:
+            log.debug("journal: pruned to its size bound", extra={"batch": pruned.alerts})
+            if pruned.given_up is not None:
+                self._report_given_up(pruned.given_up)
+
+    def _report_given_up(self, given_up: PostsGivenUp) -> None:
+        """Say loudly that posts were given up, how many and since when the oldest waited, and
+        tell the listeners (the notifier's metric)."""
+        log.error(
+            "journal at its size bound, held by Slack posts still waiting: the oldest are given up"
+            " (on-call is not told of their incidents) so that alerts are still taken",
+            extra={
+                "posts": given_up.posts,
+                "incidents": given_up.incidents,
+                "kinds": dict(given_up.by_kind),
+                "waiting_since": time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(given_up.waiting_since_ns / 1e9)
+                ),
+            },
+        )
+        for listener in self._given_up_listeners:
+            listener(given_up)
 
     def size_bytes(self) -> int:
         total = 0
@@ -686,6 +742,11 @@ class Journal:
         return ForgetThread(notification_id, due_ns, error, state)
 
     @staticmethod
+    def op_due_again(now_ns: int, longest_ns: int, throttled_longest_ns: int) -> DueAgain:
+        """The waiting notifications notifications_set_beyond finds: due at ``now_ns``."""
+        return DueAgain(now_ns, longest_ns, throttled_longest_ns)
+
+    @staticmethod
     def op_reset_actions(incident_id: str) -> ResetActions:
         """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
         and its records are the incident's one final set."""
@@ -849,19 +910,37 @@ class Journal:
         Only a verified incident's post goes first (a whitelist): anyone holding a sender's
         credential can make the others in any number (alerts that do not match their pod, name a
         pod the cluster does not have, name no pod, or name one the responder may not read), and a
-        storm of them must not hold back a genuine post."""
+        storm of them must not hold back a genuine post.
+
+        Each queue is read in its index's order (journal_schema.QUEUE_INDEXES), at most ``limit``
+        rows of it: a batch costs about as much with a backlog of 200,000 posts as with none (sorting
+        the backlog for each batch made draining it quadratic, on the event loop)."""
         with self.reader() as conn:
-            rows = conn.execute(
-                "SELECT n.* FROM notifications n LEFT JOIN incidents i ON i.incident_id = n.incident_id"
-                " WHERE n.state IN ('pending', 'sending') AND n.next_attempt_ns <= ?"
-                " ORDER BY CASE"
-                " WHEN n.kind IN ('by_hand', 'lapse') THEN 0"
-                " WHEN n.kind != 'incident' THEN 2"
-                " WHEN json_extract(i.verification, '$.status') = 'verified' THEN 0"
-                " ELSE 1 END, n.next_attempt_ns, n.id LIMIT ?",
-                (now_ns, limit),
-            ).fetchall()
+            rows = _first(
+                limit, _due_in_queue(conn, _TELLS, now_ns, limit), _verified_posts_due(conn, now_ns, limit)
+            )
+            if len(rows) < limit:
+                rows += _unverified_posts_due(conn, now_ns, limit - len(rows))
+            if len(rows) < limit:
+                left = limit - len(rows)
+                rows += _first(
+                    left,
+                    _due_in_queue(conn, _THROTTLED_UPDATES, now_ns, left),
+                    _due_in_queue(conn, _OTHER_UPDATES, now_ns, left),
+                )
         return [_notification(row) for row in rows]
+
+    def notifications_set_beyond(self, now_ns: int, longest_ns: int, throttled_longest_ns: int) -> bool:
+        """Whether a waiting notification is due further ahead of ``now_ns`` than any is ever set
+        (``longest_ns``; ``throttled_longest_ns`` for a repeat count or a workload thread's summary):
+        set before the clock was stepped back (op_due_again). An index seek per queue."""
+        with self.reader() as conn:
+            row = conn.execute(
+                f"SELECT EXISTS (SELECT 1 {THROTTLED_DUE_AFTER})"
+                f" OR EXISTS (SELECT 1 {UNTHROTTLED_DUE_AFTER})",
+                (now_ns + throttled_longest_ns, now_ns + longest_ns),
+            ).fetchone()
+        return bool(row[0])
 
     def next_notification_due(self) -> int | None:
         with self.reader() as conn:
@@ -1076,6 +1155,73 @@ def _reopened_by(conn: sqlite3.Connection, record: Mapping[str, Any], lapsed_ns:
         if isinstance(reopens, dict) and reopens.get("incident_id") == record["incident_id"]:
             return str(row["incident_id"])
     return None
+
+
+# The queues of journal_schema.NOTIFICATION_QUEUE.
+_TELLS, _POSTS, _THROTTLED_UPDATES, _OTHER_UPDATES = 0, 1, 2, 3
+_WAITING_IN_QUEUE = (
+    f"{NOTIFICATION_QUEUE.format(n='n.')} = ?"
+    " AND n.state IN ('pending', 'sending') AND n.next_attempt_ns <= ?"
+)
+_DUE_ORDER = " ORDER BY n.next_attempt_ns, n.id"
+_VERIFIED = VERIFIED_INCIDENT.format(i="i.")
+# How many of the incident posts due first are looked through for verified ones before the verified
+# incidents are (incidents_verified): in a storm of genuine incidents they come early, in a storm
+# of forged ones the verified incidents are few. A few batches: each batch reads all of them.
+_VERIFIED_LOOKAHEAD = 250
+
+
+def _due_in_queue(conn: sqlite3.Connection, queue: int, now_ns: int, limit: int) -> list[sqlite3.Row]:
+    """The first ``limit`` rows due at ``now_ns`` of ``queue``, in its index's order."""
+    return conn.execute(
+        f"SELECT n.* FROM notifications n WHERE {_WAITING_IN_QUEUE}{_DUE_ORDER} LIMIT ?",  # noqa: S608
+        (queue, now_ns, limit),
+    ).fetchall()
+
+
+def _verified_posts_due(conn: sqlite3.Connection, now_ns: int, limit: int) -> list[sqlite3.Row]:
+    """The first ``limit`` posts due of verified incidents: among the first _VERIFIED_LOOKAHEAD
+    posts due, or when they hold fewer and there are more, from the verified incidents."""
+    ahead = conn.execute(
+        f"SELECT n.* FROM (SELECT n.* FROM notifications n WHERE {_WAITING_IN_QUEUE}{_DUE_ORDER} LIMIT ?) n"  # noqa: S608
+        f" JOIN incidents i ON i.incident_id = n.incident_id WHERE {_VERIFIED}{_DUE_ORDER} LIMIT ?",
+        (_POSTS, now_ns, _VERIFIED_LOOKAHEAD, limit),
+    ).fetchall()
+    if len(ahead) == limit:
+        return ahead
+    beyond = conn.execute(
+        f"SELECT 1 FROM notifications n WHERE {_WAITING_IN_QUEUE}{_DUE_ORDER} LIMIT 1 OFFSET ?",  # noqa: S608
+        (_POSTS, now_ns, _VERIFIED_LOOKAHEAD),
+    ).fetchone()
+    if beyond is None:  # those were all the posts due
+        return ahead
+    return conn.execute(
+        # From each verified incident (CROSS JOIN: through incidents_verified) to its waiting post,
+        # then those due sorted: not the due posts' index for each incident.
+        "SELECT n.* FROM incidents i CROSS JOIN notifications n INDEXED BY notifications_waiting_post"  # noqa: S608
+        f" WHERE {_VERIFIED} AND n.incident_id = i.incident_id AND n.kind = 'incident'"
+        f" AND n.state IN ('pending', 'sending') AND n.next_attempt_ns <= ?{_DUE_ORDER} LIMIT ?",
+        (now_ns, limit),
+    ).fetchall()
+
+
+def _unverified_posts_due(conn: sqlite3.Connection, now_ns: int, limit: int) -> list[sqlite3.Row]:
+    """The first ``limit`` posts due of every other incident (its record gone too), in order. The
+    verified ones it passes over are fewer than a batch: asked only when they did not fill it."""
+    return conn.execute(
+        "SELECT n.* FROM notifications n LEFT JOIN incidents i ON i.incident_id = n.incident_id"  # noqa: S608
+        f" WHERE {_WAITING_IN_QUEUE} AND NOT COALESCE({_VERIFIED}, 0){_DUE_ORDER} LIMIT ?",
+        (_POSTS, now_ns, limit),
+    ).fetchall()
+
+
+def _first(limit: int, *queues: list[sqlite3.Row]) -> list[sqlite3.Row]:
+    """The first ``limit`` rows of ``queues`` (each in due order) together, in due order."""
+    return list(itertools.islice(heapq.merge(*queues, key=_due_order), limit))
+
+
+def _due_order(row: sqlite3.Row) -> tuple[int, int]:
+    return (row["next_attempt_ns"], row["id"])
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

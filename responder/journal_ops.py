@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from responder.actions.pod_records import RELEASED_AT
+from responder.journal_schema import NOTIFICATION_QUEUE
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -320,6 +321,41 @@ class ForgetThread:
         )
 
 
+# Waiting notifications of queue 2 (throttled updates), and of every other queue, due after the
+# parameter (see journal_schema.NOTIFICATION_QUEUE): each read through notifications_queue.
+THROTTLED_DUE_AFTER = (
+    f"FROM notifications WHERE {NOTIFICATION_QUEUE.format(n='')} = 2"
+    " AND state IN ('pending', 'sending') AND next_attempt_ns > ?"
+)
+UNTHROTTLED_DUE_AFTER = (
+    f"FROM notifications WHERE {NOTIFICATION_QUEUE.format(n='')} IN (0, 1, 3)"
+    " AND state IN ('pending', 'sending') AND next_attempt_ns > ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DueAgain:
+    """Waiting notifications due further ahead of ``now_ns`` than any is ever set (``longest_ns``,
+    ``throttled_longest_ns`` for a throttled update's) were set before the clock was stepped back:
+    due at ``now_ns`` (rescheduled, each is again at most that far ahead). Returns how many."""
+
+    now_ns: int
+    longest_ns: int
+    throttled_longest_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        moved = 0
+        for rows, longest in (
+            (THROTTLED_DUE_AFTER, self.throttled_longest_ns),
+            (UNTHROTTLED_DUE_AFTER, self.longest_ns),
+        ):
+            moved += conn.execute(
+                f"UPDATE notifications SET next_attempt_ns = ? WHERE id IN (SELECT id {rows})",  # noqa: S608
+                (self.now_ns, self.now_ns + longest),
+            ).rowcount
+        return moved
+
+
 @dataclass(frozen=True, slots=True)
 class ResetActions:
     """Forget the actions of an interrupted run: the resumed run redoes them (idempotently)
@@ -336,7 +372,7 @@ class Prune:
     """Retention: drop finished records older than ``cutoff_ns``; if still over ``max_bytes``,
     prune to ``prune_to_bytes`` (prune_to_size: never pending alerts, nor what an incident open
     since ``open_since_ns`` or with posts still to go out needs). Returns how many alerts were
-    removed."""
+    removed. Gives no post up: PruneToSize does, which the journal runs and reports itself."""
 
     cutoff_ns: int
     max_bytes: int
@@ -361,15 +397,58 @@ class Prune:
 
 
 @dataclass(frozen=True, slots=True)
+class PostsGivenUp:
+    """Posts still waiting for Slack that pruning to size gave up (state 'dropped') so that their
+    incidents could go: how many of each kind, of how many incidents, and when the oldest of them
+    was queued."""
+
+    by_kind: tuple[tuple[str, int], ...]
+    incidents: int
+    waiting_since_ns: int
+
+    @property
+    def posts(self) -> int:
+        return sum(count for _, count in self.by_kind)
+
+    def __add__(self, more: PostsGivenUp) -> PostsGivenUp:
+        by_kind = dict(self.by_kind)
+        for kind, count in more.by_kind:
+            by_kind[kind] = by_kind.get(kind, 0) + count
+        since = min(self.waiting_since_ns, more.waiting_since_ns)
+        return PostsGivenUp(tuple(sorted(by_kind.items())), self.incidents + more.incidents, since)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune to size removed: how many alerts, and the posts it gave up (None: none)."""
+
+    alerts: int
+    given_up: PostsGivenUp | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PruneToSize:
     """Prune until the live records are at most ``target_bytes`` (the journal asks for it as
-    writes near its bound): see prune_to_size. Returns how many alerts were removed."""
+    writes near its bound): see prune_to_size. Still over it, posts waiting for Slack give way past
+    ``waiting_bytes`` (give_way), and what they kept is pruned too."""
 
     target_bytes: int
     open_since_ns: int
+    waiting_bytes: int
 
-    def __call__(self, conn: sqlite3.Connection) -> int:
-        return prune_to_size(conn, self.target_bytes, self.open_since_ns)
+    def __call__(self, conn: sqlite3.Connection) -> Pruned:
+        alerts = prune_to_size(conn, self.target_bytes, self.open_since_ns)
+        given_up: PostsGivenUp | None = None
+        for _ in range(_PRUNE_ROUNDS):  # each round measures again: sizes are estimates
+            excess = used_bytes(conn) - self.target_bytes
+            if excess <= 0:
+                break
+            more = give_way(conn, excess, self.open_since_ns, self.waiting_bytes)
+            if more is None:
+                break
+            given_up = more if given_up is None else given_up + more
+            alerts += prune_to_size(conn, self.target_bytes, self.open_since_ns)
+        return Pruned(alerts, given_up)
 
 
 # Bytes an alert row takes besides its payload: its other columns and its index entries. Only an
@@ -436,6 +515,13 @@ def _last_of_oldest_finished(conn: sqlite3.Connection, excess_bytes: int, open_s
     return None if row is None or row[0] is None else int(row[0])
 
 
+# The bytes an incident's record takes (``i``), its actions' included: INCIDENT_BYTES is its parameter.
+_INCIDENT_SIZE = (
+    "length(COALESCE(i.verification, '')) + length(COALESCE(i.decision, ''))"
+    " + length(COALESCE(i.pod_context, '')) + (SELECT COALESCE(SUM(length(a.outcome) + length(a.detail)), 0)"
+    " FROM actions a WHERE a.incident_id = i.incident_id) + ?"
+)
+
 # Incidents pruning may remove: not open (last seen before the parameter), no post still to go out,
 # and not opened by an alert still pending (its resumption reads the incident).
 _FINISHED_INCIDENTS = (
@@ -451,10 +537,10 @@ def _prune_oldest_incidents(conn: sqlite3.Connection, excess_bytes: int, open_si
     """Delete the oldest finished incidents (by when last seen) that take about ``excess_bytes``,
     with their actions and notifications; False when there is none to delete."""
     sized = (  # constants only: the values are bound parameters
-        "SELECT i.incident_id, i.last_seen_ns, i.rowid AS r, length(COALESCE(i.verification, ''))"  # noqa: S608
-        " + length(COALESCE(i.decision, '')) + length(COALESCE(i.pod_context, ''))"
-        " + (SELECT COALESCE(SUM(length(a.outcome) + length(a.detail)), 0) FROM actions a"
-        " WHERE a.incident_id = i.incident_id) + ? AS size " + _FINISHED_INCIDENTS
+        "SELECT i.incident_id, i.last_seen_ns, i.rowid AS r, "
+        + _INCIDENT_SIZE
+        + " AS size "
+        + _FINISHED_INCIDENTS
     )
     ids = [
         row[0]
@@ -477,3 +563,58 @@ def _prune_oldest_incidents(conn: sqlite3.Connection, excess_bytes: int, open_si
 
 # Incident ids to a statement (within the 999 bound variables of the oldest SQLite builds).
 _INCIDENTS_PER_STATEMENT = 500
+
+
+# Why pruning gave a post up (its last_error, shown by the audit trail).
+GIVEN_UP_FOR_ROOM = "given up: the journal was at its size bound while this post waited for Slack"
+
+# The incidents that only posts still waiting for Slack keep from pruning (closed, their opening
+# alert done): each with when its oldest waiting post was queued, and the bytes it and its opening
+# alert take (parameters: INCIDENT_BYTES, ROW_BYTES, open_since_ns), its oldest waiting post first.
+_HELD_BY_WAITING_POSTS = (
+    "SELECT w.incident_id, w.since, "  # noqa: S608 (constants only)
+    + _INCIDENT_SIZE
+    + " + (SELECT COALESCE(SUM(length(a.payload)), 0) + COUNT(*) * ? FROM alerts a"
+    " WHERE a.event_ns = i.first_event_ns AND a.alert_id = i.first_alert_id)"
+    " FROM (SELECT incident_id, MIN(id) AS oldest, MIN(created_ns) AS since FROM notifications"
+    " WHERE state IN ('pending', 'sending') GROUP BY incident_id) w"
+    " JOIN incidents i ON i.incident_id = w.incident_id WHERE i.last_seen_ns < ?"
+    " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.event_ns = i.first_event_ns"
+    " AND a.alert_id = i.first_alert_id AND a.state != 'done') ORDER BY w.oldest"
+)
+
+
+def give_way(
+    conn: sqlite3.Connection, excess_bytes: int, open_since_ns: int, waiting_bytes: int
+) -> PostsGivenUp | None:
+    """Give up the oldest posts still waiting for Slack (a long outage, a refused token), so that
+    the incidents only they keep (and their opening alerts) can be pruned: alerts win over old
+    posts. Only past ``waiting_bytes`` held by those incidents, and only as much as the
+    ``excess_bytes`` pruning could not free: a short outage loses nothing, and an open incident
+    (last seen since ``open_since_ns``) keeps its post. None when nothing was given up."""
+    held = conn.execute(_HELD_BY_WAITING_POSTS, (INCIDENT_BYTES, ROW_BYTES, open_since_ns)).fetchall()
+    room = min(excess_bytes, sum(size for _, _, size in held) - waiting_bytes)
+    chosen: list[str] = []
+    since: list[int] = []
+    for incident_id, queued_ns, size in held:
+        if room <= 0:
+            break
+        chosen.append(incident_id)
+        since.append(queued_ns)
+        room -= size
+    if not chosen:
+        return None
+    by_kind: dict[str, int] = {}
+    for start in range(0, len(chosen), _INCIDENTS_PER_STATEMENT):
+        chunk = chosen[start : start + _INCIDENTS_PER_STATEMENT]
+        # Only placeholders are formatted in; the ids are bound parameters.
+        marks = ",".join("?" * len(chunk))
+        waiting = f"WHERE state IN ('pending', 'sending') AND incident_id IN ({marks})"
+        counted = conn.execute(f"SELECT kind, COUNT(*) FROM notifications {waiting} GROUP BY kind", chunk)  # noqa: S608
+        for kind, count in counted:
+            by_kind[kind] = by_kind.get(kind, 0) + count
+        conn.execute(
+            f"UPDATE notifications SET state = 'dropped', last_error = ? {waiting}",  # noqa: S608
+            (GIVEN_UP_FOR_ROOM, *chunk),
+        )
+    return PostsGivenUp(tuple(sorted(by_kind.items())), len(chosen), min(since))

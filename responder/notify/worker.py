@@ -24,12 +24,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from responder.actions.outcome import ActionOutcome
+from responder.clock import deadline_passed
 from responder.cluster.verify import VerificationStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.errors import UserError
 from responder.incident import NEEDS_EYES_STATUSES, IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
+from responder.journal_ops import PostsGivenUp
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.redirect import followed_up, out_of_thread, posted_again, redirected
@@ -47,12 +49,22 @@ from responder.notify.slack import DeliveryError, FailureKind, Refusal, SlackDel
 log = logging.getLogger("serving_guard.notify")
 
 MAX_BACKOFF_SECONDS = 300.0
+# A retry's backoff is spread by up to this share either way, so that a burst's retries do not
+# come back together.
+BACKOFF_JITTER = 0.2
+# A try waits for at most this much of Slack's Retry-After (the delivery holds the method back for
+# all of it, and says so again when the try comes early), so that a retry is never set further
+# ahead than LONGEST_WAIT_SECONDS.
+MAX_RETRY_AFTER_SECONDS = 600.0
 # How often an idle notifier looks at the journal for rows it was not woken for: those queued by
 # another process (`serving-guard quarantine`, `block` or `release` with --incident, run by hand),
 # told within about a second.
 IDLE_POLL_SECONDS = 1.0
 PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
+# The result serving_guard_notifications_total counts a post the journal gave up for room under
+# (journal_ops.give_way: Slack refused or down for long while alerts kept coming).
+JOURNAL_FULL_RESULT = "journal_full"
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
 # The notifications that are new posts, each found again (by its metadata) rather than posted twice
@@ -73,6 +85,19 @@ OUTAGE_FIRST_WAIT_SECONDS = 5.0
 # Answers that are not Slack's (unreadable, or an HTTP error without a Slack error code: a proxy or
 # gateway) count as Slack down too: they pass when what stands in the way does.
 _OUTAGE_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
+# The longest the worker sets any wait ahead on the wall clock: a row's retry (its backoff with
+# jitter, Retry-After as capped, a refused credential's or channel's wait, Slack down's), the pause
+# of all sending, a channel's refusal, the wait for a post's thread. A wait further ahead than that
+# was set before the clock was stepped back: it counts as come (responder/clock.py), or a step of
+# an hour would hold every post the hour. Repeat counts and thread summaries wait their interval too.
+LONGEST_WAIT_SECONDS = max(
+    MAX_BACKOFF_SECONDS * (1 + BACKOFF_JITTER),
+    MAX_RETRY_AFTER_SECONDS,
+    REFUSED_LONGEST_WAIT_SECONDS,
+    PARENT_WAIT_SECONDS,
+)
+# Repeat counts sent past which an incoming webhook's interval doubles no more (routing.repeat_interval_ns).
+_REPEATS_PAST_DOUBLING = 64
 # How many incidents remember when their post was last rendered again (its throttle).
 _THREAD_MEMORY = 4096
 # How many workload threads remember which problems their replies already showed in the channel.
@@ -112,9 +137,18 @@ def _longer_wait(
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
-    """Capped exponential backoff with jitter, never sooner than Slack's Retry-After."""
-    backoff = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS) * (0.8 + random.random() * 0.4)  # noqa: S311
-    return max(backoff, retry_after or 0.0)
+    """Capped exponential backoff with jitter, never sooner than Slack's Retry-After (up to
+    MAX_RETRY_AFTER_SECONDS): at most LONGEST_WAIT_SECONDS."""
+    spread = 1 - BACKOFF_JITTER + random.random() * 2 * BACKOFF_JITTER  # noqa: S311
+    backoff = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS) * spread
+    return max(backoff, min(retry_after or 0.0, MAX_RETRY_AFTER_SECONDS))
+
+
+def longest_repeat_wait_ns(settings: Slack) -> int:
+    """The longest a repeat count or a workload thread's summary is set ahead for its interval
+    (slack.update_interval_seconds; an incoming webhook's doubles, up to an hour), or any wait."""
+    interval = repeat_interval_ns(settings, _REPEATS_PAST_DOUBLING)
+    return max(interval, int(settings.update_interval_seconds * 1e9), int(LONGEST_WAIT_SECONDS * 1e9))
 
 
 class NotificationWorker:
@@ -141,6 +175,10 @@ class NotificationWorker:
         self._settings = settings
         self._metrics = metrics
         self._clock_ns = clock_ns
+        # How far ahead a wait is ever set (a throttled update's may be further): past it, come.
+        self._longest_wait_ns = int(LONGEST_WAIT_SECONDS * 1e9)
+        self._longest_repeat_wait_ns = longest_repeat_wait_ns(settings)
+        journal.on_posts_given_up(self._given_up)
         self._incidents: IncidentTable | None = None
         self._wake = asyncio.Event()
         self._paused_until_ns = 0
@@ -171,7 +209,7 @@ class NotificationWorker:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             now = self._clock_ns()
-            if self._paused_until_ns > now:
+            if self._paused(now):
                 # In steps: the clock may be stepped, and a long wait must not outlive it.
                 await self._sleep(stop, min((self._paused_until_ns - now) / 1e9, IDLE_POLL_SECONDS))
                 continue
@@ -179,6 +217,7 @@ class NotificationWorker:
                 self._read_secret_again()
             # Cleared before the read: set again, a row was queued since (it may go first).
             self._wake.clear()
+            await self._due_again_after_step(now)
             rows = self._journal.due_notifications(now, limit=50)
             if not rows:
                 upcoming = self._journal.next_notification_due()
@@ -188,7 +227,7 @@ class NotificationWorker:
                 await self._sleep(stop, max(delay, 0.01))
                 continue
             for row in rows:
-                if stop.is_set() or self._paused_until_ns > self._clock_ns():
+                if stop.is_set() or self._paused(self._clock_ns()):
                     break
                 try:
                     await self._deliver(row)
@@ -203,6 +242,29 @@ class NotificationWorker:
                     # A row was queued since this batch was read, and may go first (a verified
                     # incident's post before a storm's forgeries): read the due rows again.
                     break
+
+    def _paused(self, now: int) -> bool:
+        """Whether all sending waits (refused credentials, Slack down); not past its longest wait."""
+        return not deadline_passed(self._paused_until_ns, now, self._longest_wait_ns)
+
+    async def _due_again_after_step(self, now: int) -> None:
+        """Rows due further ahead than the worker ever sets one were set before the clock was
+        stepped back: due now, not after the step (each is set at most that far ahead again once
+        tried, so none comes round and round)."""
+        longest, repeats = self._longest_wait_ns, self._longest_repeat_wait_ns
+        if not self._journal.notifications_set_beyond(now, longest, repeats):
+            return
+        moved = await self._journal.run(Journal.op_due_again(now, longest, repeats))
+        log.warning(
+            "notifications were set further ahead than any wait (the clock was stepped back): due now",
+            extra={"batch": moved},
+        )
+
+    def _given_up(self, given_up: PostsGivenUp) -> None:
+        """Count the posts the journal gave up for room (it logs them):
+        serving_guard_notifications_total{result="journal_full"}."""
+        for kind, count in given_up.by_kind:
+            self._metrics.notifications.labels(kind, JOURNAL_FULL_RESULT).inc(count)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if self._wake.is_set():  # woken while busy: a new row may be due, look again at once
@@ -223,7 +285,11 @@ class NotificationWorker:
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             upcoming = self._journal.next_notification_due()
-            if upcoming is None or upcoming > self._clock_ns() + 1_000_000_000:
+            now = self._clock_ns()
+            later = upcoming is None or upcoming > now + 1_000_000_000
+            if later and not self._journal.notifications_set_beyond(
+                now, self._longest_wait_ns, self._longest_repeat_wait_ns
+            ):
                 return True
             self.wake()
             await asyncio.sleep(0.05)
@@ -439,26 +505,28 @@ class NotificationWorker:
         its posts instead), or None: post there. Once its wait is over it is tried again."""
         if channel is None:
             return None
-        now = self._clock_ns()
         refused = self._refused_channels.get(channel)
-        if refused is None or refused[0] <= now:
+        if refused is None or self._wait_over(refused[0]):
             return None
         default = self._delivery.default_channel
         if default is None or default == channel:
             return None
         default_refused = self._refused_channels.get(default)
-        if default_refused is not None and default_refused[0] > now:
+        if default_refused is not None and not self._wait_over(default_refused[0]):
             return None  # it refuses too: the post waits
         return refused[2]
 
     def _refused_until(self, channel: str | None) -> int | None:
         """Until when ``channel`` refuses the bot, when no other channel can take its posts (the
         default one refuses too, or it is the default one); None: post (or redirect) now."""
-        now = self._clock_ns()
         refused = self._refused_channels.get(channel) if channel is not None else None
-        if refused is None or refused[0] <= now or self._redirect_reason(channel) is not None:
+        if refused is None or self._wait_over(refused[0]) or self._redirect_reason(channel) is not None:
             return None
         return refused[0]
+
+    def _wait_over(self, until_ns: int) -> bool:
+        """Whether a wait the worker set until ``until_ns`` has come (or the clock went back past it)."""
+        return deadline_passed(until_ns, self._clock_ns(), self._longest_wait_ns)
 
     def _message_gone(self, error: DeliveryError, post: SlackRef) -> bool:
         """Slack says ``post`` (replied to, or updated) was deleted: remembered, so nothing more
@@ -599,7 +667,8 @@ class NotificationWorker:
         if root is None:
             return
         interval = int(self._settings.update_interval_seconds * 1e9)
-        due = max(now, self._thread_updated_ns.get(root, 0) + interval)
+        # At most an interval ahead: an update "later than now" was made before the clock went back.
+        due = min(max(now, self._thread_updated_ns.get(root, 0) + interval), now + interval)
         scheduled = self._journal.schedule(
             Journal.op_schedule_notification(root, "thread", channel, due, now)
         )

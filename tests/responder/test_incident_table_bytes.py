@@ -16,8 +16,8 @@ from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
-from tests.helpers import responder_config
-from tests.responder.test_pipeline import SHELL_RULE, submit_all
+from tests.helpers import SHELL_RULE, responder_config
+from tests.responder.test_pipeline import submit_all
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 MIB = 1024 * 1024
