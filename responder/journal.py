@@ -832,9 +832,11 @@ class Journal:
         return int(count)
 
     def incidents_since(self, since_ns: int) -> list[IncidentRow]:
+        """The incidents seen since ``since_ns``, the one seen last last: restored in this order into
+        a table bounded by bytes, the ones still repeating are those it keeps."""
         with self.reader() as conn:
             rows = conn.execute(
-                INCIDENTS_WITH_SEEN_SQL + " WHERE i.last_seen_ns >= ?",
+                INCIDENTS_WITH_SEEN_SQL + " WHERE i.last_seen_ns >= ? ORDER BY i.last_seen_ns, i.incident_id",
                 (since_ns,),
             ).fetchall()
         return [_incident_row(row) for row in rows]
