@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from responder.sender import Proof, Sender
 
@@ -70,10 +71,10 @@ class RefusalLog:
         self._window: asyncio.TimerHandle | None = None
         # Logged one by one this window: (reason, address) of unauthenticated clients, and how many
         # each address had; (reason, sender) of senders with a credential, and how many each had.
-        self._said: set[tuple[str, str]] = set()
-        self._said_by_address: collections.Counter[str] = collections.Counter()
-        self._said_of_senders: set[tuple[str, Sender]] = set()
-        self._said_by_sender: collections.Counter[Sender] = collections.Counter()
+        self._said_of_addresses: _SaidBudget[str] = _SaidBudget(MAX_SAID_PER_WINDOW, MAX_SAID_PER_ADDRESS)
+        self._said_of_senders: _SaidBudget[Sender] = _SaidBudget(
+            MAX_SAID_FROM_SENDERS_PER_WINDOW, MAX_SAID_PER_SENDER
+        )
         # Only counted this window: by reason, and by address (up to MAX_ADDRESSES_COUNTED of them).
         self._unsaid: collections.Counter[str] = collections.Counter()
         self._unsaid_from: collections.Counter[str] = collections.Counter()
@@ -89,9 +90,9 @@ class RefusalLog:
             self._window = asyncio.get_running_loop().call_later(self._window_seconds, self.end_window)
         credential = proved_credential(sender)
         if credential is not None:
-            said = self._take_sender_slot(reason, credential)
+            said = self._said_of_senders.take(reason, credential)
         else:
-            said = self._take_address_slot(reason, peer)
+            said = self._said_of_addresses.take(reason, peer)
         if said:
             extra: dict[str, object] = {"reason": reason, "peer": peer}
             if credential is not None:
@@ -103,34 +104,6 @@ class RefusalLog:
         self._unsaid[reason] += 1
         if peer in self._unsaid_from or len(self._unsaid_from) < MAX_ADDRESSES_COUNTED:
             self._unsaid_from[peer] += 1
-
-    def _take_address_slot(self, reason: str, peer: str) -> bool:
-        """Whether a client that proved no credential may have this refusal logged whole (and if so,
-        the slot is taken)."""
-        key = (reason, peer)
-        if (
-            key in self._said
-            or len(self._said) >= MAX_SAID_PER_WINDOW
-            or self._said_by_address[peer] >= MAX_SAID_PER_ADDRESS
-        ):
-            return False
-        self._said.add(key)
-        self._said_by_address[peer] += 1
-        return True
-
-    def _take_sender_slot(self, reason: str, sender: Sender) -> bool:
-        """Whether a sender that proved a credential may have this refusal logged whole (and if so,
-        the slot is taken)."""
-        key = (reason, sender)
-        if (
-            key in self._said_of_senders
-            or len(self._said_of_senders) >= MAX_SAID_FROM_SENDERS_PER_WINDOW
-            or self._said_by_sender[sender] >= MAX_SAID_PER_SENDER
-        ):
-            return False
-        self._said_of_senders.add(key)
-        self._said_by_sender[sender] += 1
-        return True
 
     def end_window(self) -> None:
         """Log the summary of the refusals not logged one by one, and start afresh (also at stop)."""
@@ -152,9 +125,40 @@ class RefusalLog:
                     "most_from": dict(most),
                 },
             )
-        self._said.clear()
-        self._said_by_address.clear()
+        self._said_of_addresses.clear()
         self._said_of_senders.clear()
-        self._said_by_sender.clear()
         self._unsaid.clear()
         self._unsaid_from.clear()
+
+
+# Who a budget's slots are counted by: an address, or a sender.
+Who = TypeVar("Who", bound=Hashable)
+
+
+class _SaidBudget(Generic[Who]):
+    """The refusals logged whole in a window, of one kind of client (addresses, or senders with a
+    credential): the first of each reason from each, at most ``per_client`` from one and
+    ``per_window`` from all."""
+
+    def __init__(self, per_window: int, per_client: int) -> None:
+        self._per_window = per_window
+        self._per_client = per_client
+        self._said: set[tuple[str, Who]] = set()
+        self._by_client: collections.Counter[Who] = collections.Counter()
+
+    def take(self, reason: str, client: Who) -> bool:
+        """Whether this refusal may be logged whole (and if so, its slot is taken)."""
+        key = (reason, client)
+        if (
+            key in self._said
+            or len(self._said) >= self._per_window
+            or self._by_client[client] >= self._per_client
+        ):
+            return False
+        self._said.add(key)
+        self._by_client[client] += 1
+        return True
+
+    def clear(self) -> None:
+        self._said.clear()
+        self._by_client.clear()
