@@ -451,6 +451,12 @@ class Journal:
             self._full = used > self._max_bytes
         return self.size_bytes()
 
+    async def measured(self) -> None:
+        """Wait until a prune to size under way has reported and the bound is measured again (at
+        start: inputs open on a journal known full or not, not on one a prune is still judging)."""
+        while self._pruning:
+            await asyncio.sleep(0.01)
+
     def on_posts_given_up(self, listener: Callable[[PostsGivenUp], None]) -> None:
         """Call ``listener`` on the event loop with the posts each prune to size gives up."""
         self._given_up_listeners.append(listener)

@@ -199,6 +199,7 @@ class Responder:
         self._deferred_task = asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts")
         self._tasks.append(self._deferred_task)
         await self._maintain_once()
+        await self.journal.measured()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         # serving_guard_kubernetes_reachable says something from the start, not from the first probe.
         self._tasks.append(asyncio.create_task(self.check_ready(), name="first-readiness-check"))
