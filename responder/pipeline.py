@@ -840,10 +840,9 @@ class Pipeline:
         ):
             return
         settings = self._config.block_destination
-        target = destination.target_of(alert, settings.address_fields, settings.never_block)
-        if isinstance(target, str):
+        address = self._address_of(alert)
+        if not address:
             return
-        address = str(target.address)
         if report is None:  # not decided yet: looked at once it is
             if len(state.blocks_waiting) < settings.max_per_pod and address not in state.blocks_waiting:
                 state.blocks_waiting[address] = alert
@@ -986,23 +985,29 @@ class Pipeline:
         token = None if quarantined else self._breaker.take(now)
         outcome: ActionOutcome | None = None
         try:
-            outcome = await self._in_pool(
-                self._actions.quarantine,
-                pod,
-                alert,
-                incident_id,
-                f"{alert.priority.label}: {alert.rule}",
-                dry_run=False,
-                isolate=Isolation.EGRESS,
-            )
+            outcome = await self._quarantine(pod, alert, incident_id, dry_run=False, isolate=Isolation.EGRESS)
         finally:
             if token is not None and (outcome is None or not outcome.labelled):
                 self._breaker.give_back(token)
+        return _instead_of_block(why, outcome)
+
+    async def _quarantine(
+        self, pod: PodContext, alert: Alert, incident_id: str, *, dry_run: bool, isolate: Isolation | None
+    ) -> ActionOutcome:
+        """Quarantine ``pod`` for ``alert`` (the actions' quarantine, on the pool)."""
+        outcome = await self._in_pool(
+            self._actions.quarantine,
+            pod,
+            alert,
+            incident_id,
+            f"{alert.priority.label}: {alert.rule}",
+            dry_run=dry_run,
+            isolate=isolate,
+        )
+        # Its labels changed, or a release the read missed withheld it: the next read must be fresh.
         if outcome.labelled or outcome.status is OutcomeStatus.WITHHELD:
             self._directory.forget(pod.namespace, pod.name)
-        return dataclasses.replace(
-            outcome, detail=f"{why}: its egress is quarantined instead; {outcome.detail}"
-        )
+        return outcome
 
     def _address_of(self, alert: Alert) -> str:
         """The remote address a block of ``alert`` is about, or "" when it names none to block."""
@@ -1619,9 +1624,8 @@ class Pipeline:
         if decision.block_breaker_open:
             breaker = next(r for r in reasons if r.startswith(BLOCK_BREAKER_OPEN))
             reasons.remove(breaker)
-            settings = self._config.block_destination
-            target = destination.target_of(alert, settings.address_fields, settings.never_block)
-            extra = {} if isinstance(target, str) else {BLOCKED_ADDRESS: str(target.address)}
+            address = self._address_of(alert)
+            extra = {BLOCKED_ADDRESS: address} if address else {}
             outcomes.append(
                 ActionOutcome(
                     BLOCK_DESTINATION,
@@ -1664,23 +1668,17 @@ class Pipeline:
         reason = f"{alert.priority.label}: {alert.rule}"
         for action in decision.actions:
             if action is ActionName.QUARANTINE and pod is not None:
-                outcome = await self._in_pool(
-                    self._actions.quarantine,
+                outcome = await self._quarantine(
                     pod,
                     alert,
                     state.incident_id,
-                    reason,
                     dry_run=decision.dry_run,
                     isolate=Isolation(decision.isolate) if decision.isolate else None,
                 )
                 if decision.escalated:  # it stands for the block the pod was past its share for
-                    detail = f"{decision.escalated}: its egress is quarantined instead; {outcome.detail}"
-                    outcome = dataclasses.replace(outcome, detail=detail)
+                    outcome = _instead_of_block(decision.escalated, outcome)
                 if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
-                # Its labels changed, or a release the read missed withheld it: the next read must be fresh.
-                if outcome.labelled or outcome.status is OutcomeStatus.WITHHELD:
-                    self._directory.forget(pod.namespace, pod.name)
             elif action is ActionName.ANNOTATE and pod is not None:
                 outcome = await self._in_pool(
                     self._actions.annotate, pod, alert, state.incident_id, reason, dry_run=decision.dry_run
@@ -1721,6 +1719,11 @@ def _weight(alert: Alert, raw: bytes | None) -> int:
     """An alert's bytes: its body as received, or about what its JSON would be (the journal counts
     them; in flight, the slots add ALERT_OVERHEAD_BYTES)."""
     return len(raw) if raw is not None else estimated_payload_bytes(alert)
+
+
+def _instead_of_block(why: str, outcome: ActionOutcome) -> ActionOutcome:
+    """A quarantine of the pod's egress made for a block one too many (``why``), saying so."""
+    return dataclasses.replace(outcome, detail=f"{why}: its egress is quarantined instead; {outcome.detail}")
 
 
 def _said_held(report: IncidentReport | None, outcome: ActionOutcome) -> bool:
