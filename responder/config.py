@@ -603,6 +603,9 @@ class Guardrails(Strict):
     dry_run: StrictBool = False
 
 
+RetryWait = Annotated[float, Field(strict=True, gt=0, le=86400)]
+
+
 class Dedupe(Strict):
     window_seconds: float = Field(default=300.0, strict=True, gt=0, le=86400)
     # The open incidents' memory (each holds its opening alert and report for its window, ~10 KiB
@@ -610,6 +613,13 @@ class Dedupe(Strict):
     # of it opens a new one. A flood of large forged alerts, each its own incident, cannot grow the
     # process past it.
     max_open_bytes: int = Field(default=64 * 1024**2, strict=True, ge=1024**2, le=64 * 1024**3)
+    # An isolation withheld for a passing reason (the API could not be read, the container was not
+    # listed yet, the breaker was open, the action failed) is tried again after each of these waits
+    # in turn, within the window, whether or not the alert repeats: a one-off attack during an API
+    # outage is still isolated once the API answers. Empty: only a repeat tries again.
+    retry_withheld_seconds: tuple[RetryWait, ...] = Field(
+        default=(10.0, 20.0, 40.0, 80.0, 160.0), max_length=10
+    )
 
 
 class ActionName(StrEnum):

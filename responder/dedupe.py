@@ -218,6 +218,10 @@ class IncidentTable:
     def by_id(self, incident_id: str) -> IncidentState | None:
         return self._by_id.get(incident_id)
 
+    def holds(self, state: IncidentState) -> bool:
+        """Whether ``state`` is still its key's open incident (not forgotten, nor followed by a new one)."""
+        return self._open.get(state.key) is state
+
     def expire(self, now_ns: int) -> int:
         """Forget incidents whose window has passed (memory stays bounded by traffic, not time)."""
         stale = [

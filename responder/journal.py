@@ -57,7 +57,7 @@ from responder.journal_ops import (
     RecordAction,
     RecordActionByHand,
     RecordDecision,
-    RecordLapse,
+    RecordTold,
     RecountIncident,
     ResetActions,
     ScheduleNotification,
@@ -209,7 +209,8 @@ class NotificationRow:
     # Set when the post went into a workload's thread (that thread's root ts): then it is a reply.
     slack_thread_ts: str | None = None
     # A 'by_hand' notification's action (actions.id): what a person did about the incident; a
-    # 'lapse' notification's: the recheck's record of what no longer holds.
+    # 'lapse' notification's: the recheck's record of what no longer holds; a 'retry' one's: what
+    # a withheld isolation did when tried again.
     action_id: int | None = None
 
 
@@ -224,8 +225,9 @@ class ActionByHand:
 
 
 @dataclass(frozen=True, slots=True)
-class LapseFound:
-    """The recheck's record of a lapse, as journaled: what a ``lapse`` notification tells."""
+class ActionTold:
+    """An action the responder took after its decision, as journaled: the recheck's record of a
+    lapse (what a ``lapse`` notification tells), or what a retry did (a ``retry`` notification)."""
 
     namespace: str
     pod: str
@@ -670,12 +672,29 @@ class Journal:
     @staticmethod
     def op_record_lapse(
         incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, now_ns: int, *, tell: bool
-    ) -> RecordLapse:
+    ) -> RecordTold:
         """Record what the recheck found no longer holding (``outcome``: RECHECK, LAPSED) under the
         incident and, with ``tell`` and an incident posted to Slack, queue its ``lapse``
         notification in the same transaction."""
         action = Journal.op_record_action(incident_id, None, namespace, pod, outcome)
-        return RecordLapse(action, incident_id, now_ns, tell)
+        return RecordTold(action, incident_id, now_ns, tell, "lapse")
+
+    @staticmethod
+    def op_record_retry(
+        incident_id: str,
+        alert_id: str,
+        namespace: str,
+        pod: str,
+        outcome: ActionOutcome,
+        now_ns: int,
+        *,
+        tell: bool,
+    ) -> RecordTold:
+        """Record an action the incident's withheld isolation took when tried again (``outcome``)
+        under the incident and, with ``tell`` and an incident posted to Slack, queue its ``retry``
+        notification in the same transaction."""
+        action = Journal.op_record_action(incident_id, alert_id, namespace, pod, outcome)
+        return RecordTold(action, incident_id, now_ns, tell, "retry")
 
     @staticmethod
     def op_record_release_found(
@@ -1083,20 +1102,24 @@ class Journal:
             outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
         )
 
-    def lapse_found(self, action_id: int) -> LapseFound | None:
+    def lapse_found(self, action_id: int) -> ActionTold | None:
         """The recheck's journaled record of a lapse, or None when there is no such record."""
         with self.reader() as conn:
             row = conn.execute(
                 "SELECT namespace, pod, outcome FROM actions WHERE id = ? AND action = ? AND status = ?",
                 (action_id, RECHECK, OutcomeStatus.LAPSED.value),
             ).fetchone()
-        if row is None:
-            return None
-        return LapseFound(
-            namespace=row["namespace"] or "",
-            pod=row["pod"] or "",
-            outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
-        )
+        return _found(row)
+
+    def retry_done(self, action_id: int) -> ActionTold | None:
+        """The journaled record of what a withheld isolation did when tried again (the responder's
+        own action, not a person's), or None when there is no such record."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT namespace, pod, outcome FROM actions WHERE id = ? AND actor = ?",
+                (action_id, RESPONDER_ACTOR),
+            ).fetchone()
+        return _found(row)
 
     def repeats_sent(self, incident_id: str) -> tuple[int, int]:
         """How many repeat counts of the incident were sent to Slack, and when the last one was
@@ -1147,6 +1170,16 @@ class Journal:
             lapses = [o.finished_ns for o in record["outcomes"] if o.lapse is not None]
             record["reopened_by"] = _reopened_by(conn, record, min(lapses)) if lapses else None
         return record
+
+
+def _found(row: sqlite3.Row | None) -> ActionTold | None:
+    if row is None:
+        return None
+    return ActionTold(
+        namespace=row["namespace"] or "",
+        pod=row["pod"] or "",
+        outcome=ActionOutcome.from_json(json.loads(row["outcome"])),
+    )
 
 
 def _reopened_by(conn: sqlite3.Connection, record: Mapping[str, Any], lapsed_ns: int) -> str | None:

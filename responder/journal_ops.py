@@ -183,23 +183,25 @@ class RecordActionByHand:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordLapse:
-    """The recheck's finding that what an incident put on its pod no longer holds (an action of the
-    incident: RECHECK, status LAPSED), and, with ``tell`` and when the incident was posted to Slack
-    (or is about to be), a ``lapse`` notification that tells the incident's thread, in the same
-    transaction: a lapse journaled is told once, across restarts.
+class RecordTold:
+    """An action of the incident the responder took after its decision, and, with ``tell`` and when
+    the incident was posted to Slack (or is about to be), a notification of ``kind`` that tells the
+    incident's thread, in the same transaction: journaled, it is told once, across restarts.
+    ``lapse``: the recheck's finding that what the incident put on its pod no longer holds (RECHECK,
+    status LAPSED); ``retry``: what an isolation withheld for a passing reason did when tried again.
     Returns the notification's id, or None: nothing is told."""
 
     action: RecordAction
     incident_id: str
     now_ns: int
     tell: bool
+    kind: str
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
         action_id = self.action(conn)
         if not self.tell:
             return None
-        return tell_thread(conn, self.incident_id, "lapse", self.now_ns, action_id)
+        return tell_thread(conn, self.incident_id, self.kind, self.now_ns, action_id)
 
 
 def release_journaled(conn: sqlite3.Connection, action: RecordAction, released_at: str) -> bool:

@@ -15,7 +15,7 @@ log = logging.getLogger("serving_guard.journal")
 # version then refuses the journal with a clear message (its writer checks the number) instead of
 # failing on a row mid-run.
 # tests/responder/test_journal_schema_version.py pins the words of each version.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MIN_SQLITE = (3, 33, 0)
 _ALERTS_TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -37,12 +37,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     finished_ns INTEGER{later_columns}
 )
 """
-# The queue a notification waits in, by its kind: 0 a reply telling what a person did or what no
-# longer holds, 1 an incident's post, 2 a throttled update (a repeat count, a workload thread's
-# summary: set up to the repeat interval ahead), 3 any other update. ``{n}``: the table's alias and
-# a dot, or nothing. A query that names a queue must spell it so, to be read through its index.
+# The queue a notification waits in, by its kind: 0 a reply telling what a person did, what no
+# longer holds or what a retry did, 1 an incident's post, 2 a throttled update (a repeat count, a
+# workload thread's summary: set up to the repeat interval ahead), 3 any other update. ``{n}``: the
+# table's alias and a dot, or nothing. A query that names a queue must spell it so, to be read
+# through its index.
 NOTIFICATION_QUEUE = (
-    "CASE WHEN {n}kind IN ('by_hand', 'lapse') THEN 0 WHEN {n}kind = 'incident' THEN 1"
+    "CASE WHEN {n}kind IN ('by_hand', 'lapse', 'retry') THEN 0 WHEN {n}kind = 'incident' THEN 1"
     " WHEN {n}kind IN ('repeat', 'thread') THEN 2 ELSE 3 END"
 )
 # An incident checked against its live pod and found to match it (its post goes first in Slack);
@@ -203,6 +204,13 @@ MIGRATE_6_TO_7 = (
 # Schema 7 -> 8: an incident's verification may say "not_listed_yet" (its container was starting or
 # restarting): no table changes; the number makes schema-7 versions refuse the journal.
 MIGRATE_7_TO_8 = ("UPDATE meta SET value = '8' WHERE key = 'schema'",)
+# Schema 8 -> 9: notifications may be of kind "retry" (what an isolation withheld for a passing
+# reason did when tried again, dedupe.retry_withheld_seconds), in the first queue: the queue's index
+# is made again with it (at the open, as every index).
+MIGRATE_8_TO_9 = (
+    "DROP INDEX IF EXISTS notifications_queue",
+    "UPDATE meta SET value = '9' WHERE key = 'schema'",
+)
 MIGRATIONS = {
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
@@ -211,6 +219,7 @@ MIGRATIONS = {
     5: MIGRATE_5_TO_6,
     6: MIGRATE_6_TO_7,
     7: MIGRATE_7_TO_8,
+    8: MIGRATE_8_TO_9,
 }
 
 # The write-ahead log is reset at each checkpoint; this caps the file it leaves behind.

@@ -85,6 +85,15 @@ class Metrics:
         self.notifications = Counter(
             "serving_guard_notifications", "Notification delivery results", ["kind", "result"], registry=r
         )
+        self.retries = Counter(
+            "serving_guard_withheld_retries",
+            "Isolations withheld for a passing reason, tried again without a repeat"
+            " (dedupe.retry_withheld_seconds), by result: acted, withheld (still: tried again later),"
+            " nothing_to_do (the pod or decision no longer asks for it), failed, not_scheduled (too"
+            " many waiting: a repeat tries it again)",
+            ["result"],
+            registry=r,
+        )
         self.journal_deferred = Gauge(
             "serving_guard_journal_deferred",
             "Alerts journaled while the pipeline was full, not taken up yet (part of journal_pending)",

@@ -45,7 +45,7 @@ from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.actions.pod_records import CLOCK_SKEW_NS, RELEASED_AT, ReleaseRecord, release_record
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
-from responder.clock import deadline_passed
+from responder.clock import deadline_passed, within_window
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
 from responder.cluster.verify import (
@@ -83,6 +83,7 @@ from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.routing import repeat_interval_ns
 from responder.policy import (
+    CUTTING,
     ISOLATING,
     Decision,
     GuardrailState,
@@ -121,6 +122,10 @@ ALERT_OVERHEAD_BYTES = 2048
 # Alert ids remembered as maybe journaled but never dispatched (Pipeline._alert_written): 10,000
 # ids take about 1 MB.
 MAX_UNDISPATCHED = 10_000
+# Withheld isolations waiting to be tried again (dedupe.retry_withheld_seconds): a flood of alerts
+# withheld at once (an API outage during a storm of forged ones) schedules no more; those are tried
+# again by a repeat, as before.
+MAX_RETRIES_WAITING = 1_000
 
 
 @dataclass(eq=False, slots=True)
@@ -246,6 +251,8 @@ class Pipeline:
             int(journal_settings.max_bytes * journal_settings.max_deferred_share)
         )
         self.stats = PipelineStats()
+        # Incidents whose withheld isolation is tried again later, by id: the timer of each.
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         # Alerts maybe journaled (pending) but never dispatched: see _alert_written.
         self._undispatched: dict[str, None] = {}
 
@@ -543,6 +550,12 @@ class Pipeline:
             restored = self._restored_state(row)
             if restored is not None:
                 self.incidents.restore(restored)
+                report = restored.report
+                if report is not None and _still_withheld(report):
+                    # As when it was decided: a repeat decides it again, and so does a retry.
+                    restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
+                    if report.verification.status is not VerificationStatus.POD_NOT_FOUND:
+                        self._schedule_retry(restored, 0)
         guardrails = self._config.guardrails
         breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)
         for finished in self._journal.quarantine_times_since(now - breaker_window):
@@ -679,6 +692,12 @@ class Pipeline:
             repeats_sent=repeats_sent,
             reopens=report.decision.reopens if report is not None else None,
         )
+
+    def close(self) -> None:
+        """No more retries of withheld isolations (the service stops): each timer is cancelled."""
+        for timer in self._retries.values():
+            timer.cancel()
+        self._retries.clear()
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until no alert is in flight (tests, ingest, shutdown)."""
@@ -1187,23 +1206,7 @@ class Pipeline:
                 alert, read=before.failed, recheck=not before.fresh, received_ns=received_ns
             )
             self._metrics.verifications.labels(verification.status.value).inc()
-            now = self._clock_ns()
-            guardrail_state = GuardrailState(
-                self._breaker.recent(now),
-                self._block_breaker.recent(now),
-                self._block_breaker.recent_of((key.namespace, key.pod), now),
-                now,
-            )
-            decision = decide(alert, pod, verification, guardrail_state, self._config)
-            if state.reopens is not None:
-                decision = dataclasses.replace(decision, reopens=state.reopens)
-            self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
-            self._metrics.block_breaker_open.set(1 if decision.block_breaker_open else 0)
-            token = block_token = None
-            if decision.isolates and not decision.dry_run and not is_quarantined(pod, self._config):
-                token = self._breaker.take(now)
-            if ActionName.BLOCK_DESTINATION in decision.actions and not decision.dry_run:
-                block_token = self._block_breaker.take(now, (key.namespace, key.pod))
+            decision = self._decide(alert, pod, verification, state.reopens)
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
             for action in decision.actions or (None,):
@@ -1223,15 +1226,7 @@ class Pipeline:
                     ),
                 )
             )
-            outcomes: list[ActionOutcome] = []
-            try:
-                outcomes = await self._act(state, alert, pod, decision, received_ns, deciding)
-            finally:
-                # Slots of what did not happen (or raised) go back.
-                if token is not None and not any(o.labelled for o in outcomes):
-                    self._breaker.give_back(token)
-                if block_token is not None and not any(o.newly_blocked for o in outcomes):
-                    self._block_breaker.give_back(block_token)
+            outcomes = await self._act_within_breakers(state, alert, pod, decision, received_ns, deciding)
         self._plan_follow_up(state, verification, decision, outcomes)
         # No notification about, and no "opened" for, an incident the journal does not hold.
         await self._confirm(state, opening)
@@ -1296,30 +1291,193 @@ class Pipeline:
         self.incidents.reweigh(state, -sum(map(alert_bytes, waiting)))
         return waiting
 
+    def _decide(
+        self, alert: Alert, pod: PodContext | None, verification: Verification, reopens: Reopened | None
+    ) -> Decision:
+        """The decision on ``alert`` as checked against ``pod``, with the breakers as they are now."""
+        key = IncidentKey.of(alert)
+        now = self._clock_ns()
+        guardrail_state = GuardrailState(
+            self._breaker.recent(now),
+            self._block_breaker.recent(now),
+            self._block_breaker.recent_of((key.namespace, key.pod), now),
+            now,
+        )
+        decision = decide(alert, pod, verification, guardrail_state, self._config)
+        if reopens is not None:
+            decision = dataclasses.replace(decision, reopens=reopens)
+        self._metrics.breaker_open.set(1 if decision.breaker_open else 0)
+        self._metrics.block_breaker_open.set(1 if decision.block_breaker_open else 0)
+        return decision
+
+    async def _act_within_breakers(
+        self,
+        state: IncidentState,
+        alert: Alert,
+        pod: PodContext | None,
+        decision: Decision,
+        received_ns: int,
+        writes: list[tuple[str, Written]],
+        *,
+        retry_tell: bool | None = None,
+    ) -> list[ActionOutcome]:
+        """:meth:`_act`, a breaker's slot taken for the quarantine and for the block it may make,
+        given back when it did not make them."""
+        key = state.key
+        now = self._clock_ns()
+        token = block_token = None
+        if decision.isolates and not decision.dry_run and not is_quarantined(pod, self._config):
+            token = self._breaker.take(now)
+        if ActionName.BLOCK_DESTINATION in decision.actions and not decision.dry_run:
+            block_token = self._block_breaker.take(now, (key.namespace, key.pod))
+        outcomes: list[ActionOutcome] = []
+        try:
+            outcomes = await self._act(
+                state, alert, pod, decision, received_ns, writes, retry_tell=retry_tell
+            )
+        finally:
+            # Slots of what did not happen (or raised) go back.
+            if token is not None and not any(o.labelled for o in outcomes):
+                self._breaker.give_back(token)
+            if block_token is not None and not any(o.newly_blocked for o in outcomes):
+                self._block_breaker.give_back(block_token)
+        return outcomes
+
     def _plan_follow_up(
         self,
         state: IncidentState,
         verification: Verification,
         decision: Decision,
         outcomes: list[ActionOutcome],
+        *,
+        tried: int = 0,
     ) -> None:
         """Decide when repeats stop folding into this incident.
 
         An isolation that did not happen for a passing reason (the API was down, the pod was not
         found yet, the breaker was open, the action failed) is decided again by the first repeat
         after REDECIDE_AFTER_SECONDS: a blip must not leave an attack alone for the whole window.
+        Without a repeat it is tried again after each of dedupe.retry_withheld_seconds in turn
+        (``tried``: how many tries were made already), so a one-off alert is too.
         A quarantine that did happen is checked again now and then while repeats come: if its
         label is gone (released, or removed), the next repeat opens a new incident."""
         now = self._clock_ns()
-        wanted = any(action in ISOLATING for action in decision.requested)
-        unreachable = verification.status in UNREACHED
-        failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
         # (A block the block breaker held back is not reopened for: repeats take it on, see
         # _maybe_block_more, without a new incident every REDECIDE_AFTER_SECONDS.)
-        if (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed:
+        if _withheld_for_passing_reason(verification, decision, outcomes):
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
+            # Not a pod that is not there (a forger names made-up pods; a deleted one needs nothing),
+            # nor a prediction: a repeat still decides those again.
+            if not decision.dry_run and verification.status is not VerificationStatus.POD_NOT_FOUND:
+                self._schedule_retry(state, tried)
         elif any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
+
+    def _schedule_retry(self, state: IncidentState, tried: int) -> None:
+        """Try the incident's withheld isolation again after the next wait of
+        dedupe.retry_withheld_seconds (none left after ``tried`` tries: a repeat still may)."""
+        waits = self._config.dedupe.retry_withheld_seconds
+        if tried >= len(waits) or state.incident_id in self._retries:
+            return
+        if len(self._retries) >= MAX_RETRIES_WAITING:
+            self._metrics.retries.labels("not_scheduled").inc()
+            log.warning(
+                "too many withheld isolations wait to be tried again; this one is tried again by a repeat",
+                extra={"incident": state.incident_id, "waiting": len(self._retries)},
+            )
+            return
+        self._retries[state.incident_id] = asyncio.get_running_loop().call_later(
+            waits[tried], self._retry_due, state, tried
+        )
+
+    def _retry_due(self, state: IncidentState, tried: int) -> None:
+        self._retries.pop(state.incident_id, None)
+        report = state.report
+        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        if (
+            report is None  # its opening failed: a repeat decides it again
+            or not self.incidents.holds(state)  # a repeat opened a new incident, or it was forgotten
+            or state.reopen_after_ns is None  # decided again meanwhile, and no longer withheld
+            or state.released is not None
+            or state.lapsed is not None
+            or not within_window(self._clock_ns(), state.opened_ns, window_ns)
+        ):
+            return
+        task = asyncio.get_running_loop().create_task(self._guarded_retry(state, report, tried + 1))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _guarded_retry(self, state: IncidentState, report: IncidentReport, tried: int) -> None:
+        current_alert_id.set(state.first_alert.alert_id)
+        try:
+            await self._retry(state, report, tried)
+        except Exception as exc:  # as an opening that failed: a repeat decides it again
+            if state.reopen_after_ns is None:
+                state.reopen_after_ns = self._clock_ns()
+            self._metrics.retries.labels("failed").inc()
+            log.error(
+                "retry of a withheld isolation failed", exc_info=exc, extra={"incident": state.incident_id}
+            )
+
+    async def _retry(self, state: IncidentState, report: IncidentReport, tried: int) -> None:
+        """Decide the incident's opening alert again, on its pod read afresh, and take what is to be
+        taken now (what it did already is not done again): journaled under the incident with its
+        decision as now made, and told in its Slack thread. Still withheld for a passing reason:
+        tried again later (_plan_follow_up)."""
+        key, alert = state.key, state.first_alert
+        # Repeats meanwhile fold in: this decides for them.
+        state.reopen_after_ns = None
+        writes: list[tuple[str, Written]] = []
+        outcomes: list[ActionOutcome] = []
+        async with self._pod_lock(key.namespace, key.pod):
+            verification, pod = await self._verify(alert, fresh=True, received_ns=state.opened_ns)
+            self._metrics.verifications.labels(verification.status.value).inc()
+            decision = self._decide(alert, pod, verification, report.decision.reopens)
+            done = {o.action for o in report.outcomes if o.ok and o.status is not OutcomeStatus.DRY_RUN}
+            to_take = tuple(action for action in decision.actions if action.value not in done)
+            taking = dataclasses.replace(decision, actions=to_take)
+            if taking.isolates and not taking.dry_run:
+                tell = decision.notify and self._notifications
+                outcomes = await self._act_within_breakers(
+                    state, alert, pod, taking, state.opened_ns, writes, retry_tell=tell
+                )
+        passing = _withheld_for_passing_reason(verification, decision, outcomes)
+        self._metrics.retries.labels(
+            "acted" if outcomes else "withheld" if passing else "nothing_to_do"
+        ).inc()
+        if outcomes:
+            # After its actions: a crash between them leaves the decision that withheld them, which
+            # a restart tries again.
+            decided = Journal.op_record_decision(
+                state.incident_id,
+                self._clock_ns(),
+                verification_to_json(verification),
+                decision_to_json(decision),
+                pod_to_json(pod) if pod is not None else None,
+            )
+            writes.append(self._write("record_decision", state.incident_id, alert, decided))
+            await self._confirm(state, writes)
+            state.report = dataclasses.replace(
+                report,
+                pod=pod,
+                verification=verification,
+                decision=decision,
+                outcomes=(*report.outcomes, *outcomes),
+            )
+            self._wake_notifier()
+        log.log(
+            logging.WARNING if passing or not all(o.ok for o in outcomes) else logging.INFO,
+            "withheld isolation tried again",
+            extra={
+                "incident": state.incident_id,
+                "pod": key.pod_ref,
+                "tried": tried,
+                "verification": verification.status.value,
+                "decision": decision.summary(),
+                "outcomes": [o.describe() for o in outcomes],
+            },
+        )
+        self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
 
     def _maybe_recheck(self, state: IncidentState) -> None:
         now = self._clock_ns()
@@ -1662,8 +1820,12 @@ class Pipeline:
         decision: Decision,
         received_ns: int,
         writes: list[tuple[str, Written]],
+        *,
+        retry_tell: bool | None = None,
     ) -> list[ActionOutcome]:
-        """Take the decision's actions; each outcome's write is added to ``writes``."""
+        """Take the decision's actions; each outcome's write is added to ``writes``. ``retry_tell``
+        not None: the decision tries a withheld isolation again; each outcome is journaled as the
+        retry's, and with True one is told in the incident's thread."""
         outcomes: list[ActionOutcome] = []
         reason = f"{alert.priority.label}: {alert.rule}"
         for action in decision.actions:
@@ -1691,18 +1853,27 @@ class Pipeline:
                 continue
             outcomes.append(outcome)
         outcomes.extend(self._withheld_outcomes(alert, decision))
+        # What a retry tells: what it did to the pod's traffic, else what it did, else what it held.
+        done = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
+        told = next((o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or outcomes), None))
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-            writes.append(
-                self._write(
-                    f"record_action({outcome.action})",
-                    state.incident_id,
-                    alert,
-                    Journal.op_record_action(
-                        state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
-                    ),
+            op: Op
+            if retry_tell is None:
+                op = Journal.op_record_action(
+                    state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
                 )
-            )
+            else:
+                op = Journal.op_record_retry(
+                    state.incident_id,
+                    alert.alert_id,
+                    state.key.namespace,
+                    state.key.pod,
+                    outcome,
+                    self._clock_ns(),
+                    tell=retry_tell and outcome is told,
+                )
+            writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
         return outcomes
 
 
@@ -1761,6 +1932,31 @@ def _released_in(report: IncidentReport) -> ReleaseRecord | None:
         if outcome.action in ("quarantine", BLOCK_DESTINATION) and _put_on_pod(outcome):
             return None
     return None
+
+
+_CUTTING_ACTIONS = frozenset(action.value for action in CUTTING)
+
+
+def _withheld_for_passing_reason(
+    verification: Verification, decision: Decision, outcomes: Sequence[ActionOutcome]
+) -> bool:
+    """Whether an isolation the decision asked for did not happen for a reason that passes: the
+    pod could not be read, was not found or did not list the alert's container yet, its namespace's
+    opt-in could not be read, the breaker was open, or an action failed."""
+    wanted = any(action in ISOLATING for action in decision.requested)
+    unreachable = verification.status in UNREACHED
+    failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
+    return (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed
+
+
+def _still_withheld(report: IncidentReport) -> bool:
+    """A journaled incident whose isolation was withheld for a passing reason, and was not put on
+    the pod since (by a retry or a repeat's new decision)."""
+    return (
+        _withheld_for_passing_reason(report.verification, report.decision, report.outcomes)
+        and not report.decision.dry_run
+        and not any(_put_on_pod(o) for o in report.outcomes)
+    )
 
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:

@@ -112,6 +112,7 @@ def effective_policy(config: Config) -> dict[str, object]:
         "quarantine": config.quarantine.model_dump(mode="json"),
         "block_destination": config.block_destination.model_dump(mode="json"),
         "dedupe_window_seconds": config.dedupe.window_seconds,
+        "retry_withheld_seconds": list(config.dedupe.retry_withheld_seconds),
         "inputs": {
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
             "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
@@ -214,6 +215,16 @@ def _text(policy: dict[str, object]) -> str:
             )
             if blocking
             else ""
+        )
+    )
+    waits = policy["retry_withheld_seconds"]
+    assert isinstance(waits, list)
+    lines.append(
+        "an isolation withheld for a passing reason (API outage, breaker, failed call) is tried again "
+        + (
+            f"after {', '.join(f'{wait:g}' for wait in waits)} s in turn, and by a repeat"
+            if waits
+            else "by a repeat only (dedupe.retry_withheld_seconds: [])"
         )
     )
     quarantine = policy["quarantine"]

@@ -160,6 +160,7 @@ class MessageKind(StrEnum):
     REPEAT = "repeat"  # a thread reply counting repeats
     BY_HAND = "by_hand"  # a thread reply: what a person did about the incident
     LAPSE = "lapse"  # a thread reply: what the incident put on the pod no longer holds
+    RETRY = "retry"  # a thread reply: what an isolation withheld for a passing reason did when tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,7 @@ class SlackMessage:
     blocks: tuple[Mapping[str, Any], ...]
     incident_id: str
     kind: MessageKind
-    # A BY_HAND or LAPSE message's action (the journal's actions.id): found again by it after a crash.
+    # A BY_HAND, LAPSE or RETRY message's action (the journal's actions.id): found again by it after a crash.
     action_id: int | None = None
     # The message as text alone (mrkdwn), for when Slack refuses its blocks; empty: ``text`` is it.
     text_alone: str = ""
@@ -362,8 +363,9 @@ def _dry_run_cause(decision: Decision) -> str:
     return "guardrails.dry_run is on"
 
 
-def _outcome_line(outcome: ActionOutcome, decision: Decision) -> str:
-    line = _outcome_text(outcome, decision)
+def _outcome_line(outcome: ActionOutcome, decision: Decision, *, command: str = "below") -> str:
+    """``command``: where the message that shows this line has the command to act by hand."""
+    line = _outcome_text(outcome, decision, command)
     who = outcome.by_hand
     if who is None:
         return line
@@ -371,7 +373,7 @@ def _outcome_line(outcome: ActionOutcome, decision: Decision) -> str:
     return f"{line} :raised_hand: By hand, by *{escape(who, SHORT_LIMIT)}*{why}."
 
 
-def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
+def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "below") -> str:
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
@@ -429,7 +431,7 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
         again = (
             "run the command again"
             if outcome.by_hand
-            else "the next repeat of this alert tries again, or run the quarantine command below"
+            else f"the next repeat of this alert tries again, or run the quarantine command {command}"
         )
         return (
             f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; {again}."
@@ -438,7 +440,8 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision) -> str:
         again = (
             "run the command again"
             if outcome.by_hand
-            else "the next repeat of this alert tries again, or quarantine it by hand with the command below"
+            else "the next repeat of this alert tries again, or quarantine it by hand with the command"
+            f" {command}"
         )
         return f":x: *{action} FAILED*: {detail or 'no reason given'}. The pod is *not* isolated; {again}."
     if status is OutcomeStatus.FAILED:
@@ -536,8 +539,9 @@ def _replaces(by_hand: ActionOutcome, earlier: ActionOutcome) -> bool:
 
 def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
     """A later outcome made ``outcome`` history: an action by hand, what it replaces; whatever
-    quarantined or blocked the pod after a release, the release; and a lapse the recheck found, the
-    action whose effect no longer holds."""
+    quarantined or blocked the pod after a release, the release; the same action done since (tried
+    again), one withheld or failed; and a lapse the recheck found, the action whose effect no longer
+    holds."""
     for after in later:
         lapse = after.lapse
         if lapse is not None:
@@ -550,7 +554,18 @@ def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
             return True
         if outcome.action == "release" and after.action in ("quarantine", BLOCK_DESTINATION):
             return True
+        if outcome.status in (OutcomeStatus.WITHHELD, OutcomeStatus.FAILED) and _same_action(after, outcome):
+            return True
     return False
+
+
+def _same_action(one: ActionOutcome, other: ActionOutcome) -> bool:
+    """The same action on the pod (a block: of the same address)."""
+    if one.action != other.action:
+        return False
+    return one.action != BLOCK_DESTINATION or one.extra.get(BLOCKED_ADDRESS) == other.extra.get(
+        BLOCKED_ADDRESS
+    )
 
 
 def _withheld_taken_by_hand(asked: Sequence[str], outcomes: Sequence[ActionOutcome]) -> bool:
@@ -560,7 +575,10 @@ def _withheld_taken_by_hand(asked: Sequence[str], outcomes: Sequence[ActionOutco
 
 
 def _history_line(outcome: ActionOutcome) -> str:
-    said = "• " + escape(outcome.describe(), REASON_LIMIT)
+    described = outcome.describe()
+    if outcome.status in (OutcomeStatus.WITHHELD, OutcomeStatus.FAILED):
+        described = f"{outcome.action} {described}"  # "withheld: ..." alone does not say of what
+    said = "• " + escape(described, REASON_LIMIT)
     who = outcome.by_hand
     if who is None or outcome.status is OutcomeStatus.RELEASED:  # a release's words name who
         return said
@@ -1216,6 +1234,32 @@ def render_lapse(
     )
 
 
+def render_retry(
+    incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int, decision: Decision
+) -> SlackMessage:
+    """The thread reply (shown in the channel too) telling what an isolation the incident withheld
+    for a passing reason (the API could not be read, the container was not listed yet, the breaker
+    was open, the action failed) did when the responder tried it again by itself: its outcome
+    line, as the incident's post shows it, and when. ``decision``: the decision it was tried on."""
+    where = code(f"{namespace}/{pod}", NAME_LIMIT)
+    tried = format_utc(outcome.finished_ns)
+    lines = _Lines()
+    lines.add(f":arrows_counterclockwise: *Tried again* on {where}, after it was withheld:")
+    lines.add(_outcome_line(outcome, decision, command="in the incident's message"))
+    plain = f"{namespace}/{pod}: incident {incident_id} tried again: {outcome.describe()}"
+    blocks = (
+        _section(lines),
+        _context([f"Incident {code(incident_id, 80)} · {tried}"]),
+    )
+    return SlackMessage(
+        text=escape(plain, FALLBACK_LIMIT),
+        blocks=blocks,
+        incident_id=incident_id,
+        kind=MessageKind.RETRY,
+        action_id=action_id,
+    )
+
+
 __all__ = [
     "EVENT_TYPE",
     "MessageKind",
@@ -1226,5 +1270,6 @@ __all__ = [
     "render_incident",
     "render_lapse",
     "render_repeat",
+    "render_retry",
     "reopens_line",
 ]

@@ -665,9 +665,9 @@ class SlackDelivery:
         max_pages: int = 20,
     ) -> SlackRef | None:
         """The top-level message already posted for ``incident_id`` in ``channel`` (its incident
-        post; with ``action_id``, the post telling that action: by hand, or a lapse) at or after ``oldest_ts``
-        (epoch seconds or a Slack ts), or None when the whole range was searched and there is
-        none. If there are several (a duplicate slipped through), the oldest.
+        post; with ``action_id``, the post telling that action: by hand, a lapse or a retry) at or
+        after ``oldest_ts`` (epoch seconds or a Slack ts), or None when the whole range was
+        searched and there is none. If there are several (a duplicate slipped through), the oldest.
 
         Raises DeliveryError (retryable or not) when Slack cannot answer, and a permanent one
         (kind PROTOCOL, code ``history_too_long``) when more than ``max_pages`` pages would have
@@ -854,15 +854,15 @@ class SlackDelivery:
 
 
 # The replies that tell an action journaled under the incident (the journal's actions.id is in their
-# metadata): one a person took by hand, or the recheck's finding that what the incident put on the
-# pod no longer holds.
-_ACTION_REPLIES = frozenset({MessageKind.BY_HAND.value, MessageKind.LAPSE.value})
+# metadata): one a person took by hand, the recheck's finding that what the incident put on the
+# pod no longer holds, or what a withheld isolation did when tried again.
+_ACTION_REPLIES = frozenset({MessageKind.BY_HAND.value, MessageKind.LAPSE.value, MessageKind.RETRY.value})
 
 
 @dataclass(frozen=True, slots=True)
 class _Ours:
     """Which of our posts a search looks for: an incident's own post, or (``action_id``) its
-    reply telling an action taken by hand, or a lapse the recheck found."""
+    reply telling an action taken by hand, a lapse the recheck found, or what a retry did."""
 
     incident_id: str
     action_id: int | None = None

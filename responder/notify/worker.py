@@ -42,6 +42,7 @@ from responder.notify.render import (
     render_incident,
     render_lapse,
     render_repeat,
+    render_retry,
 )
 from responder.notify.routing import repeat_interval_ns, slack_route
 from responder.notify.slack import DeliveryError, FailureKind, Refusal, SlackDelivery, SlackRef, refusal_of
@@ -68,8 +69,8 @@ JOURNAL_FULL_RESULT = "journal_full"
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
 # The notifications that are new posts, each found again (by its metadata) rather than posted twice
-# after an ambiguous failure: an incident's post, and a reply telling an action by hand or a lapse.
-_POSTED_ONCE = frozenset({"incident", "by_hand", "lapse"})
+# after an ambiguous failure: an incident's post, and a reply telling an action by hand, a lapse or a retry.
+_POSTED_ONCE = frozenset({"incident", "by_hand", "lapse", "retry"})
 # ...and the repeat counter's first reply: each is looked for (by its metadata) before it is posted
 # again after an ambiguous failure, and the thread it went into is saved with it.
 _FOUND_AGAIN = _POSTED_ONCE | {"repeat"}
@@ -339,6 +340,8 @@ class NotificationWorker:
                 ref = await self._send_by_hand(row, channel)
             elif row.kind == "lapse":
                 ref = await self._send_lapse(row, channel)
+            elif row.kind == "retry":
+                ref = await self._send_retry(row, channel, report)
             else:
                 ref = await self._send_repeat(row, report)
             if ref is None:
@@ -750,6 +753,21 @@ class NotificationWorker:
             return None
         message = render_lapse(row.incident_id, found.namespace, found.pod, found.outcome, row.action_id)
         return await self._tell_thread(row, channel, message, found.outcome)
+
+    async def _send_retry(
+        self, row: NotificationRow, channel: str | None, report: IncidentReport
+    ) -> SlackRef | None:
+        """Tell the incident's thread what its isolation, withheld for a passing reason, did when the
+        pipeline tried it again (journaled by it), shown in the channel too, and have the incident's
+        own post rendered again with it."""
+        done = self._journal.retry_done(row.action_id) if row.action_id is not None else None
+        if done is None or row.action_id is None:
+            await self._fail(row, "the retry it tells of is missing from the journal")
+            return None
+        message = render_retry(
+            row.incident_id, done.namespace, done.pod, done.outcome, row.action_id, report.decision
+        )
+        return await self._tell_thread(row, channel, message, done.outcome)
 
     async def _tell_thread(
         self, row: NotificationRow, channel: str | None, message: SlackMessage, outcome: ActionOutcome

@@ -735,3 +735,23 @@ def test_config_check_notes_the_secrets_and_files_it_cannot_read_here(
     assert all(note.endswith("unless it is there where the responder runs)") for note in notes)
     assert main(["config", "check", str(write_config(tmp_path, "kc"))]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_config_check_says_when_a_withheld_isolation_is_tried_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, "kc")
+    assert main(["config", "check", str(path)]) == 0
+    assert (
+        "an isolation withheld for a passing reason (API outage, breaker, failed call) is tried again"
+        " after 10, 20, 40, 80, 160 s in turn, and by a repeat"
+    ) in capsys.readouterr().out
+    for waits, said in (("[2.5, 30]", "after 2.5, 30 s in turn"), ("[]", "by a repeat only")):
+        path.write_text(f"dedupe: {{retry_withheld_seconds: {waits}}}\n")
+        assert main(["config", "check", str(path)]) == 0
+        assert f"is tried again {said}" in capsys.readouterr().out
+    path.write_text("dedupe: {retry_withheld_seconds: [10, 0]}\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert (
+        f"{path}:1: dedupe.retry_withheld_seconds[1]: must be more than 0.0, not 0" in capsys.readouterr().err
+    )

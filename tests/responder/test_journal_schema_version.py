@@ -45,15 +45,17 @@ ALERT_STATES_BY_SCHEMA = {
     6: {"pending", "deferred", "done"},
     7: {"pending", "deferred", "done"},
     8: {"pending", "deferred", "done"},
+    9: {"pending", "deferred", "done"},
 }
 _VERIFICATIONS_7 = frozenset({"verified", "unverified", "pod_not_found", "no_pod_identity", "lookup_failed"})
 # Schema 6 added no status and no kind (an alert state, above); schema 7 a column (alerts.sender);
-# schema 8 a verification status.
+# schema 8 a verification status; schema 9 a message kind ("retry").
 WORDS_BY_SCHEMA = {
     5: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
     6: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
     7: (set(_STATUSES_5), set(_KINDS_5), set(_VERIFICATIONS_7)),
     8: (set(_STATUSES_5), set(_KINDS_5), _VERIFICATIONS_7 | {"not_listed_yet"}),
+    9: (set(_STATUSES_5), _KINDS_5 | {"retry"}, _VERIFICATIONS_7 | {"not_listed_yet"}),
 }
 
 
@@ -120,14 +122,44 @@ def as_schema_6(path: Path) -> Path:
     return path
 
 
-def test_a_schema_4_5_6_or_7_journal_is_brought_to_8(tmp_path: Path) -> None:
-    for earlier in (4, 5, 6, 7):
+def test_a_schema_4_to_8_journal_is_brought_to_9(tmp_path: Path) -> None:
+    for earlier in (4, 5, 6, 7, 8):
         path = made(tmp_path / f"j{earlier}.db")
         if earlier < 7:
             as_schema_6(path)
         set_schema(path, earlier)  # schema 4's and 5's tables are 6's (its index is made on open)
         made(path)
-        assert schema_of(path) == "8"
+        assert schema_of(path) == "9"
+
+
+def queue_index_sql(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'notifications_queue'").fetchone()
+        return str(row[0])
+    finally:
+        conn.close()
+
+
+def test_a_schema_8_journals_queue_index_is_made_again_with_retry_replies_first(tmp_path: Path) -> None:
+    """Schema 8's index of the notifications' queues put a "retry" reply in the last queue; the
+    queries spell schema 9's, so its index would not be read: the migration makes it again."""
+    path = made(tmp_path / "j8.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("DROP INDEX notifications_queue")
+        conn.execute(
+            "CREATE INDEX notifications_queue ON notifications((CASE WHEN kind IN ('by_hand', 'lapse') THEN 0"
+            " WHEN kind = 'incident' THEN 1 WHEN kind IN ('repeat', 'thread') THEN 2 ELSE 3 END),"
+            " next_attempt_ns) WHERE state IN ('pending', 'sending')"
+        )
+    finally:
+        conn.close()
+    set_schema(path, 8)
+    assert "'retry'" not in queue_index_sql(path)
+    made(path)
+    assert schema_of(path) == "9"
+    assert "('by_hand', 'lapse', 'retry') THEN 0" in queue_index_sql(path)
 
 
 def test_a_schema_6_journal_keeps_its_alerts_which_name_no_sender(

@@ -1,0 +1,265 @@
+"""An isolation withheld for a passing reason (the API could not be read, the breaker was open) is
+tried again by itself after each of dedupe.retry_withheld_seconds, whether or not the alert repeats:
+a one-off shell during an API outage is quarantined once the API answers, journaled under its
+incident and told in its Slack thread. Not a pod that is not there, not after a repeat opened a new
+incident, not past the waits; restored after a restart. Against the Kubernetes emulator and the
+Slack sink, over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from responder.cluster.api import KubeGateway
+from responder.notify.render import format_utc
+from responder.service import Responder
+from simulators.cluster_emulator import Fault, RunningCluster
+from simulators.slack_sink import SlackSink
+from tests.helpers import FakeClock, responder_config
+from tests.notify.slack_fixtures import visible_text
+from tests.responder.test_lapse_notice import headline
+from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
+from tests.responder.test_pipeline import labels, rows, submit_all
+from tests.responder.test_pipeline import shell as alert_on
+from tests.responder.test_workload_threads import submit
+
+__all__ = ["sink"]  # the fixture, used by name
+
+LABEL = "serving-guard.io/quarantine"
+QUICK = {"dedupe": {"retry_withheld_seconds": [0.3, 0.3, 0.3]}}
+
+
+def api_down(running: RunningCluster) -> None:
+    running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100_000))
+
+
+def api_back(running: RunningCluster) -> None:
+    running.call(running.emulator.faults.clear)
+
+
+def retries(responder: Responder, result: str) -> float:
+    """serving_guard_withheld_retries_total{result}, as /metrics shows it."""
+    text = generate_latest(responder.metrics.registry).decode()
+    for line in text.splitlines():
+        if line.startswith(f'serving_guard_withheld_retries_total{{result="{result}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def retry_replies(sink: SlackSink) -> list[Any]:
+    return [
+        reply
+        for m in sink.all_messages()
+        for reply in [m, *m.replies]
+        if ((reply.metadata or {}).get("event_payload") or {}).get("kind") == "retry"
+    ]
+
+
+async def wait_for(condition: Any, timeout: float = 15.0) -> None:
+    """Until ``condition()`` holds (a bound on a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_one_off_shell_during_an_api_outage_is_quarantined_once_the_api_answers(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    api_down(running)
+    responder = await start(tmp_path, seeded, sink, extra=QUICK)
+    try:
+        await submit(responder, shell(vllm, 0))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        assert LABEL not in labels(running, vllm)
+        (incident,) = rows(responder.config, "SELECT incident_id FROM incidents")
+        api_back(running)
+
+        # No other alert comes: the retry alone isolates the pod.
+        await wait_for(lambda: labels(running, vllm).get(LABEL) == "true")
+        await settle(responder, lambda: len(retry_replies(sink)) == 1)
+        assert rows(responder.config, "SELECT COUNT(*) FROM alerts")[0][0] == 1
+        actions = rows(responder.config, "SELECT action, status, incident_id FROM actions ORDER BY id")
+        assert [(a["action"], a["status"]) for a in actions] == [
+            ("quarantine", "withheld"),
+            ("quarantine", "quarantined"),
+        ]
+        assert {a["incident_id"] for a in actions} == {incident["incident_id"]}
+        # The incident's decision is the one it acted on: its pod was read and verified.
+        verification = rows(responder.config, "SELECT verification FROM incidents")[0][0]
+        assert json.loads(verification)["status"] == "verified"
+        assert retries(responder, "acted") == 1
+
+        # Told once, in the incident's thread and the channel; the post is rendered again with it.
+        (reply,) = retry_replies(sink)
+        (post,) = incident_posts(sink)
+        assert reply.thread_ts == post.ts
+        finished = rows(responder.config, "SELECT finished_ns FROM actions ORDER BY id DESC LIMIT 1")[0][0]
+        text = visible_text(reply.blocks)
+        assert text.startswith(
+            f":arrows_counterclockwise: *Tried again* on `{vllm.namespace}/{vllm.name}`,"
+            " after it was withheld:\n:lock: *Quarantined*"
+        ), text
+        assert text.endswith(f"Incident `{incident['incident_id']}` · {format_utc(finished)}")
+        # It leads with the quarantine; what withheld it is history.
+        await settle(responder, lambda: headline(incident_posts(sink)[0]).startswith(":lock:"))
+        assert headline(incident_posts(sink)[0]).endswith(
+            "\n_Before that:_\n• quarantine withheld: pod lookup failed: GET"
+            f" /api/v1/namespaces/{vllm.namespace}/pods/{vllm.name}: HTTP 503: injected fault"
+        )
+        assert len(incident_posts(sink)) == 1  # an update, not a new post
+        told = rows(responder.config, "SELECT kind, state FROM notifications WHERE kind = 'retry'")
+        assert [tuple(r) for r in told] == [("retry", "sent")]
+    finally:
+        await responder.stop()
+
+
+async def test_while_the_api_stays_down_each_wait_is_tried_once_then_it_is_left_to_a_repeat(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    config = responder_config(
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": [0.1, 0.1, 0.1]}}
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    try:
+        api_down(running)
+        await submit_all(responder, [alert_on(vllm, n=0)])
+        await wait_for(lambda: retries(responder, "withheld") == 3)
+        await asyncio.sleep(0.5)  # past another wait: no fourth try
+        assert retries(responder, "withheld") == 3 and retries(responder, "acted") == 0
+        assert [r[0] for r in rows(config, "SELECT status FROM actions")] == ["withheld"]
+        assert LABEL not in labels(running, vllm)
+        # A repeat still decides it again once the API answers.
+        api_back(running)
+        clock.advance(11)
+        await submit_all(responder, [alert_on(vllm, n=1)])
+        assert labels(running, vllm)[LABEL] == "true"
+        assert rows(config, "SELECT COUNT(*) FROM incidents")[0][0] == 2
+    finally:
+        await responder.stop()
+
+
+async def test_a_repeat_that_opened_a_new_incident_first_leaves_the_retry_nothing_to_do(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    clock = FakeClock()
+    config = responder_config(
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": [1.0]}}
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    try:
+        api_down(running)
+        await submit_all(responder, [alert_on(vllm, n=0)])
+        api_back(running)
+        clock.advance(11)
+        await submit_all(responder, [alert_on(vllm, n=1)])  # a new incident, which quarantines
+        assert labels(running, vllm)[LABEL] == "true"
+        await asyncio.sleep(1.5)  # past the first incident's wait
+        assert retries(responder, "acted") + retries(responder, "nothing_to_do") == 0
+        per_incident = rows(
+            config, "SELECT incident_id, group_concat(status) AS statuses FROM actions GROUP BY incident_id"
+        )
+        assert sorted(r["statuses"] for r in per_incident) == ["quarantined", "withheld"]
+    finally:
+        await responder.stop()
+
+
+async def test_a_pod_that_is_not_there_is_not_read_again_by_a_retry(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **QUICK})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        ghost = alert_on(
+            pods["vllm"], n=0, output_fields={**alert_on(pods["vllm"]).fields, "k8s.pod.name": "ghost-0"}
+        )
+        await submit_all(responder, [ghost])
+        assert (
+            json.loads(rows(config, "SELECT verification FROM incidents")[0][0])["status"] == "pod_not_found"
+        )
+        reads = len([r for r in running.emulator["get"] if r.url.path.endswith("/pods/ghost-0")])
+        await asyncio.sleep(1.2)  # past every wait
+        assert len([r for r in running.emulator["get"] if r.url.path.endswith("/pods/ghost-0")]) == reads
+        assert retries(responder, "withheld") + retries(responder, "acted") == 0
+    finally:
+        await responder.stop()
+
+
+async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_closes(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={
+            "inputs": {},
+            "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 60}},
+            "dedupe": {"retry_withheld_seconds": [0.5, 0.5]},
+        },
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    try:
+        await submit_all(responder, [alert_on(pods["vllm"]), alert_on(pods["torchserve"])])
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        assert LABEL not in labels(running, pods["torchserve"])
+        clock.advance(61)  # the breaker's window passes
+        await wait_for(lambda: labels(running, pods["torchserve"]).get(LABEL) == "true")
+        statuses = rows(
+            config, "SELECT status FROM actions WHERE pod = ? ORDER BY id", pods["torchserve"].name
+        )
+        assert [r[0] for r in statuses] == ["withheld", "quarantined"]
+    finally:
+        await responder.stop()
+
+
+async def test_after_a_restart_a_withheld_isolation_is_tried_again_and_a_repeat_decides_afresh(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    off = responder_config(
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": []}}
+    )
+    first = Responder(off, KubeGateway.from_config(off.cluster))
+    await first.start()
+    try:
+        api_down(running)
+        await submit_all(first, [alert_on(pods["vllm"], n=0), alert_on(pods["triton"], n=0)])
+        await asyncio.sleep(0.5)
+        assert retries(first, "withheld") + retries(first, "acted") == 0  # off: no retry
+    finally:
+        await first.stop()
+    api_back(running)
+
+    later = {"dedupe": {"retry_withheld_seconds": [2.0]}}
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **later})
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        # triton: its repeat, at once, decides afresh instead of folding into the withheld incident.
+        await submit_all(restarted, [alert_on(pods["triton"], n=1)])
+        assert labels(running, pods["triton"]).get(LABEL) == "true"
+        triton_incidents = rows(config, "SELECT COUNT(*) FROM incidents WHERE pod = ?", pods["triton"].name)
+        assert triton_incidents[0][0] == 2
+        # vllm: no alert comes; the restored incident is tried again by itself.
+        await wait_for(lambda: labels(running, pods["vllm"]).get(LABEL) == "true")
+        by_pod = rows(config, "SELECT pod, status FROM actions ORDER BY id")
+        assert [r["status"] for r in by_pod if r["pod"] == pods["vllm"].name] == ["withheld", "quarantined"]
+    finally:
+        await restarted.stop()
