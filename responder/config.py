@@ -618,7 +618,7 @@ class Dedupe(Strict):
     # in turn, within the window, whether or not the alert repeats: a one-off attack during an API
     # outage is still isolated once the API answers. Empty: only a repeat tries again.
     retry_withheld_seconds: tuple[RetryWait, ...] = Field(
-        default=(10.0, 20.0, 40.0, 80.0, 160.0), max_length=10
+        default=(10.0, 20.0, 40.0, 80.0, 120.0), max_length=10
     )
 
 

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -126,6 +127,8 @@ MAX_UNDISPATCHED = 10_000
 # withheld at once (an API outage during a storm of forged ones) schedules no more; those are tried
 # again by a repeat, as before.
 MAX_RETRIES_WAITING = 1_000
+# Tries under way at once: each reads the pod on the pool the new alerts' lookups share.
+RETRIES_AT_ONCE = 2
 
 
 @dataclass(eq=False, slots=True)
@@ -251,8 +254,12 @@ class Pipeline:
             int(journal_settings.max_bytes * journal_settings.max_deferred_share)
         )
         self.stats = PipelineStats()
-        # Incidents whose withheld isolation is tried again later, by id: the timer of each.
+        # Incidents whose withheld isolation is tried again later, by id: the timer of each; the
+        # tries under way; how many may be under way at once.
         self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._retrying: set[asyncio.Task[None]] = set()
+        self._retry_turns = asyncio.Semaphore(RETRIES_AT_ONCE)
+        self._closed = False
         # Alerts maybe journaled (pending) but never dispatched: see _alert_written.
         self._undispatched: dict[str, None] = {}
 
@@ -555,7 +562,7 @@ class Pipeline:
                     # As when it was decided: a repeat decides it again, and so does a retry.
                     restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
                     if report.verification.status is not VerificationStatus.POD_NOT_FOUND:
-                        self._schedule_retry(restored, 0)
+                        self._schedule_retry(restored, 0, spread=True)
         guardrails = self._config.guardrails
         breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)
         for finished in self._journal.quarantine_times_since(now - breaker_window):
@@ -693,11 +700,19 @@ class Pipeline:
             reopens=report.decision.reopens if report is not None else None,
         )
 
-    def close(self) -> None:
-        """No more retries of withheld isolations (the service stops): each timer is cancelled."""
+    async def close(self) -> None:
+        """No more retries of withheld isolations (the service stops): none is scheduled from now
+        on (alerts still finishing), each timer is cancelled, and so is each try under way (what it
+        had not journaled, the next start tries again)."""
+        self._closed = True
         for timer in self._retries.values():
             timer.cancel()
         self._retries.clear()
+        for task in list(self._retrying):
+            task.cancel()
+        for task in list(self._retrying):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until no alert is in flight (tests, ingest, shutdown)."""
@@ -1209,9 +1224,7 @@ class Pipeline:
             decision = self._decide(alert, pod, verification, state.reopens)
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
-            for action in decision.actions or (None,):
-                label = action.value if action is not None else "none"
-                self._metrics.decisions.labels(self._metrics.policy_label(decision.policy), label).inc()
+            self._count_decision(decision)
             deciding.append(
                 self._write(
                     "record_decision",
@@ -1310,6 +1323,11 @@ class Pipeline:
         self._metrics.block_breaker_open.set(1 if decision.block_breaker_open else 0)
         return decision
 
+    def _count_decision(self, decision: Decision) -> None:
+        for action in decision.actions or (None,):
+            label = action.value if action is not None else "none"
+            self._metrics.decisions.labels(self._metrics.policy_label(decision.policy), label).inc()
+
     async def _act_within_breakers(
         self,
         state: IncidentState,
@@ -1319,7 +1337,7 @@ class Pipeline:
         received_ns: int,
         writes: list[tuple[str, Written]],
         *,
-        retry_tell: bool | None = None,
+        retry: RetryTell | None = None,
     ) -> list[ActionOutcome]:
         """:meth:`_act`, a breaker's slot taken for the quarantine and for the block it may make,
         given back when it did not make them."""
@@ -1332,9 +1350,7 @@ class Pipeline:
             block_token = self._block_breaker.take(now, (key.namespace, key.pod))
         outcomes: list[ActionOutcome] = []
         try:
-            outcomes = await self._act(
-                state, alert, pod, decision, received_ns, writes, retry_tell=retry_tell
-            )
+            outcomes = await self._act(state, alert, pod, decision, received_ns, writes, retry=retry)
         finally:
             # Slots of what did not happen (or raised) go back.
             if token is not None and not any(o.labelled for o in outcomes):
@@ -1370,14 +1386,20 @@ class Pipeline:
             # nor a prediction: a repeat still decides those again.
             if not decision.dry_run and verification.status is not VerificationStatus.POD_NOT_FOUND:
                 self._schedule_retry(state, tried)
-        elif any(_put_on_pod(o) for o in outcomes):
+            return
+        if state.lapsed is None:
+            # Decided afresh (a resumed opener restored as withheld, or one whose dry-run was
+            # lifted): its repeats fold in again.
+            state.reopen_after_ns = None
+        if any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
 
-    def _schedule_retry(self, state: IncidentState, tried: int) -> None:
+    def _schedule_retry(self, state: IncidentState, tried: int, *, spread: bool = False) -> None:
         """Try the incident's withheld isolation again after the next wait of
-        dedupe.retry_withheld_seconds (none left after ``tried`` tries: a repeat still may)."""
+        dedupe.retry_withheld_seconds (none left after ``tried`` tries: a repeat still may).
+        ``spread``: restored incidents, all due at once after a restart, each wait up to twice as long."""
         waits = self._config.dedupe.retry_withheld_seconds
-        if tried >= len(waits) or state.incident_id in self._retries:
+        if self._closed or tried >= len(waits) or state.incident_id in self._retries:
             return
         if len(self._retries) >= MAX_RETRIES_WAITING:
             self._metrics.retries.labels("not_scheduled").inc()
@@ -1386,31 +1408,38 @@ class Pipeline:
                 extra={"incident": state.incident_id, "waiting": len(self._retries)},
             )
             return
+        wait = waits[tried] * (1.0 + random.random() if spread else 1.0)  # noqa: S311
+        # By its id, not the incident: one forgotten meanwhile (the table's bound) is not kept.
         self._retries[state.incident_id] = asyncio.get_running_loop().call_later(
-            waits[tried], self._retry_due, state, tried
+            wait, self._retry_due, state.incident_id, tried
         )
 
-    def _retry_due(self, state: IncidentState, tried: int) -> None:
-        self._retries.pop(state.incident_id, None)
-        report = state.report
-        window_ns = int(self._config.dedupe.window_seconds * 1e9)
-        if (
-            report is None  # its opening failed: a repeat decides it again
-            or not self.incidents.holds(state)  # a repeat opened a new incident, or it was forgotten
-            or state.reopen_after_ns is None  # decided again meanwhile, and no longer withheld
-            or state.released is not None
-            or state.lapsed is not None
-            or not within_window(self._clock_ns(), state.opened_ns, window_ns)
-        ):
+    def _retry_due(self, incident_id: str, tried: int) -> None:
+        self._retries.pop(incident_id, None)
+        state = self.incidents.by_id(incident_id)
+        if state is None or not self._retry_wanted(state):
             return
-        task = asyncio.get_running_loop().create_task(self._guarded_retry(state, report, tried + 1))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = asyncio.get_running_loop().create_task(self._guarded_retry(state, tried + 1))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
 
-    async def _guarded_retry(self, state: IncidentState, report: IncidentReport, tried: int) -> None:
+    def _retry_wanted(self, state: IncidentState) -> bool:
+        """Whether the incident still waits for its withheld isolation to be tried again."""
+        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        return (
+            not self._closed
+            and state.report is not None  # else its opening failed: a repeat decides it again
+            and self.incidents.holds(state)  # not forgotten, nor followed by a new incident
+            and state.reopen_after_ns is not None  # still withheld
+            and state.released is None
+            and state.lapsed is None
+            and within_window(self._clock_ns(), state.opened_ns, window_ns)
+        )
+
+    async def _guarded_retry(self, state: IncidentState, tried: int) -> None:
         current_alert_id.set(state.first_alert.alert_id)
         try:
-            await self._retry(state, report, tried)
+            await self._retry(state, tried)
         except Exception as exc:  # as an opening that failed: a repeat decides it again
             if state.reopen_after_ns is None:
                 state.reopen_after_ns = self._clock_ns()
@@ -1419,35 +1448,47 @@ class Pipeline:
                 "retry of a withheld isolation failed", exc_info=exc, extra={"incident": state.incident_id}
             )
 
-    async def _retry(self, state: IncidentState, report: IncidentReport, tried: int) -> None:
+    async def _retry(self, state: IncidentState, tried: int) -> None:
         """Decide the incident's opening alert again, on its pod read afresh, and take what is to be
         taken now (what it did already is not done again): journaled under the incident with its
-        decision as now made, and told in its Slack thread. Still withheld for a passing reason:
-        tried again later (_plan_follow_up)."""
+        decision as now made, and told in its Slack thread when it changed the pod (or on the last
+        try). Still withheld for a passing reason: tried again later (_plan_follow_up). Nothing to
+        do now: left to a repeat, as before."""
         key, alert = state.key, state.first_alert
-        # Repeats meanwhile fold in: this decides for them.
-        state.reopen_after_ns = None
+        last = tried >= len(self._config.dedupe.retry_withheld_seconds)
         writes: list[tuple[str, Written]] = []
         outcomes: list[ActionOutcome] = []
-        async with self._pod_lock(key.namespace, key.pod):
-            verification, pod = await self._verify(alert, fresh=True, received_ns=state.opened_ns)
+        # A few at a time: the pool's threads are the new alerts' too (an API outage ends with
+        # every withheld incident due).
+        async with self._retry_turns, self._pod_lock(key.namespace, key.pod):
+            report = state.report  # as it is now: a follow-up block or a person may have acted
+            if report is None or not self._retry_wanted(state):
+                return
+            withheld_since = state.reopen_after_ns
+            state.reopen_after_ns = None  # repeats meanwhile fold in: this decides for them
+            try:
+                verification, pod = await self._verify(alert, fresh=True, received_ns=state.opened_ns)
+            except BaseException:
+                state.reopen_after_ns = withheld_since
+                raise
             self._metrics.verifications.labels(verification.status.value).inc()
             decision = self._decide(alert, pod, verification, report.decision.reopens)
             done = {o.action for o in report.outcomes if o.ok and o.status is not OutcomeStatus.DRY_RUN}
             to_take = tuple(action for action in decision.actions if action.value not in done)
-            taking = dataclasses.replace(decision, actions=to_take)
-            if taking.isolates and not taking.dry_run:
-                tell = decision.notify and self._notifications
+            if not decision.dry_run and any(action in ISOLATING for action in to_take):
                 outcomes = await self._act_within_breakers(
-                    state, alert, pod, taking, state.opened_ns, writes, retry_tell=tell
+                    state,
+                    alert,
+                    pod,
+                    dataclasses.replace(decision, actions=to_take),
+                    state.opened_ns,
+                    writes,
+                    retry=RetryTell(decision.notify and self._notifications, last=last),
                 )
         passing = _withheld_for_passing_reason(verification, decision, outcomes)
-        self._metrics.retries.labels(
-            "acted" if outcomes else "withheld" if passing else "nothing_to_do"
-        ).inc()
         if outcomes:
-            # After its actions: a crash between them leaves the decision that withheld them, which
-            # a restart tries again.
+            # After its actions: a crash between them leaves the decision that withheld them, and a
+            # restart tries again what they did not put on the pod.
             decided = Journal.op_record_decision(
                 state.incident_id,
                 self._clock_ns(),
@@ -1457,16 +1498,25 @@ class Pipeline:
             )
             writes.append(self._write("record_decision", state.incident_id, alert, decided))
             await self._confirm(state, writes)
+            self._count_decision(decision)
+            current = state.report or report
             state.report = dataclasses.replace(
-                report,
+                current,
                 pod=pod,
                 verification=verification,
                 decision=decision,
-                outcomes=(*report.outcomes, *outcomes),
+                outcomes=(*current.outcomes, *outcomes),
             )
             self._wake_notifier()
+        if any(o.ok or _put_on_pod(o) for o in outcomes):
+            result = "acted"
+        elif outcomes:
+            result = "failed"
+        else:
+            result = "withheld" if passing else "nothing_to_do"
+        self._metrics.retries.labels(result).inc()
         log.log(
-            logging.WARNING if passing or not all(o.ok for o in outcomes) else logging.INFO,
+            logging.INFO if result == "acted" else logging.WARNING,
             "withheld isolation tried again",
             extra={
                 "incident": state.incident_id,
@@ -1477,7 +1527,10 @@ class Pipeline:
                 "outcomes": [o.describe() for o in outcomes],
             },
         )
-        self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
+        if outcomes or passing:
+            self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
+        else:
+            state.reopen_after_ns = withheld_since  # nothing to do now: a repeat decides, as before
 
     def _maybe_recheck(self, state: IncidentState) -> None:
         now = self._clock_ns()
@@ -1821,11 +1874,11 @@ class Pipeline:
         received_ns: int,
         writes: list[tuple[str, Written]],
         *,
-        retry_tell: bool | None = None,
+        retry: RetryTell | None = None,
     ) -> list[ActionOutcome]:
-        """Take the decision's actions; each outcome's write is added to ``writes``. ``retry_tell``
-        not None: the decision tries a withheld isolation again; each outcome is journaled as the
-        retry's, and with True one is told in the incident's thread."""
+        """Take the decision's actions; each outcome's write is added to ``writes``. ``retry``: the
+        decision tries a withheld isolation again; each outcome is journaled as the retry's, and
+        one may be told in the incident's thread (see RetryTell)."""
         outcomes: list[ActionOutcome] = []
         reason = f"{alert.priority.label}: {alert.rule}"
         for action in decision.actions:
@@ -1839,7 +1892,8 @@ class Pipeline:
                 )
                 if decision.escalated:  # it stands for the block the pod was past its share for
                     outcome = _instead_of_block(decision.escalated, outcome)
-                if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY):
+                # (A retry's quarantine comes its waits later: not the responder's speed.)
+                if outcome.status in (OutcomeStatus.QUARANTINED, OutcomeStatus.LEAKY) and retry is None:
                     self._metrics.alert_to_quarantine.observe((outcome.finished_ns - received_ns) / 1e9)
             elif action is ActionName.ANNOTATE and pod is not None:
                 outcome = await self._in_pool(
@@ -1859,7 +1913,7 @@ class Pipeline:
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
             op: Op
-            if retry_tell is None:
+            if retry is None:
                 op = Journal.op_record_action(
                     state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
                 )
@@ -1871,7 +1925,7 @@ class Pipeline:
                     state.key.pod,
                     outcome,
                     self._clock_ns(),
-                    tell=retry_tell and outcome is told,
+                    tell=outcome is told and retry.tells(outcome),
                 )
             writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
         return outcomes
@@ -1935,6 +1989,19 @@ def _released_in(report: IncidentReport) -> ReleaseRecord | None:
 
 
 _CUTTING_ACTIONS = frozenset(action.value for action in CUTTING)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTell:
+    """What a retry of a withheld isolation tells in the incident's thread: what it put on the pod
+    or did (an annotation), and on its last try whatever came of it; not a failure again and again
+    (each is journaled, and the incident's post already says it is not isolated)."""
+
+    notify: bool
+    last: bool
+
+    def tells(self, outcome: ActionOutcome) -> bool:
+        return self.notify and (self.last or outcome.ok or _put_on_pod(outcome))
 
 
 def _withheld_for_passing_reason(

@@ -318,7 +318,7 @@ class Responder:
                 await task
         self._tasks.clear()
         if self.pipeline is not None:
-            self.pipeline.close()
+            await self.pipeline.close()
             await self.pipeline.drain(timeout=10)
         if self.delivery is not None and hasattr(self.delivery, "close"):
             with contextlib.suppress(Exception):

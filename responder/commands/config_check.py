@@ -8,6 +8,7 @@ invalid config, 1 for such findings, else 0: also for a config `serve` refuses (
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -358,6 +359,20 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     return RulesReview(findings, notes, warnings)
 
 
+def retries_past_window(config: Config) -> str | None:
+    """The tries of dedupe.retry_withheld_seconds that come after the incident's window, which never
+    run (its repeats open a new incident by then)."""
+    dedupe = config.dedupe
+    late = [at for at in itertools.accumulate(dedupe.retry_withheld_seconds) if at > dedupe.window_seconds]
+    if not late:
+        return None
+    return (
+        f"dedupe.retry_withheld_seconds: {len(late)} of its tries would come after dedupe.window_seconds"
+        f" ({dedupe.window_seconds:g} s), at {', '.join(f'{at:g}' for at in late)} s, and never run;"
+        " shorten the waits or lengthen the window"
+    )
+
+
 def _headline(path: str, problems: int, refusal: str | None) -> str:
     found = f", with {problems} finding(s)" if problems else ""
     if refusal is not None:
@@ -373,7 +388,11 @@ def run(args: argparse.Namespace) -> int:
     findings = sorted(review.findings, key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
     refusal = serve_refusal(config)
-    warnings = [warning for warning in [unannounced_cuts(config), *review.warnings] if warning]
+    warnings = [
+        warning
+        for warning in [unannounced_cuts(config), retries_past_window(config), *review.warnings]
+        if warning
+    ]
     notes = [located(document, note.path, note.message) for note in review.notes]
     policy = effective_policy(config)
     if args.format == "json":

@@ -42,7 +42,7 @@ def test_an_upgrade_reusing_an_earlier_releases_values_renders(tmp_path: Path) -
     assert config.quarantine.ignore_other_policy_apis is False  # the new key's default
     assert config.block_destination.escalate_to_quarantine is True  # and the keys added since
     assert config.guardrails.max_blocks.per_pod == 5
-    assert config.dedupe.retry_withheld_seconds == (10.0, 20.0, 40.0, 80.0, 160.0)
+    assert config.dedupe.retry_withheld_seconds == (10.0, 20.0, 40.0, 80.0, 120.0)
     assert config.inputs.http.audit_token is not None
     # The old body limit is kept as the release set it; `config check --rules` warns it is small.
     assert config.inputs.http.max_body_bytes == earlier["inputs"]["http"]["maxBodyBytes"]

@@ -744,12 +744,18 @@ def test_config_check_says_when_a_withheld_isolation_is_tried_again(
     assert main(["config", "check", str(path)]) == 0
     assert (
         "an isolation withheld for a passing reason (API outage, breaker, failed call) is tried again"
-        " after 10, 20, 40, 80, 160 s in turn, and by a repeat"
+        " after 10, 20, 40, 80, 120 s in turn, and by a repeat"
     ) in capsys.readouterr().out
     for waits, said in (("[2.5, 30]", "after 2.5, 30 s in turn"), ("[]", "by a repeat only")):
         path.write_text(f"dedupe: {{retry_withheld_seconds: {waits}}}\n")
         assert main(["config", "check", str(path)]) == 0
         assert f"is tried again {said}" in capsys.readouterr().out
+    path.write_text("dedupe: {window_seconds: 60}\n")
+    assert main(["config", "check", str(path)]) == 0
+    assert (
+        "warning: dedupe.retry_withheld_seconds: 3 of its tries would come after dedupe.window_seconds"
+        " (60 s), at 70, 150, 270 s, and never run; shorten the waits or lengthen the window"
+    ) in capsys.readouterr().err
     path.write_text("dedupe: {retry_withheld_seconds: [10, 0]}\n")
     assert main(["config", "check", str(path)]) == 2
     assert (

@@ -13,15 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
+import responder.pipeline as pipeline_module
 from responder.cluster.api import KubeGateway
+from responder.ingest.sink import InputName
 from responder.notify.render import format_utc
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.slack_sink import SlackSink
 from tests.helpers import FakeClock, responder_config
 from tests.notify.slack_fixtures import visible_text
+from tests.responder.test_block_destination import EGRESS_RULE, egress_alert
 from tests.responder.test_lapse_notice import headline
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
 from tests.responder.test_pipeline import labels, rows, submit_all
@@ -31,7 +35,8 @@ from tests.responder.test_workload_threads import submit
 __all__ = ["sink"]  # the fixture, used by name
 
 LABEL = "serving-guard.io/quarantine"
-QUICK = {"dedupe": {"retry_withheld_seconds": [0.3, 0.3, 0.3]}}
+# Ten tries half a second apart: 5 s for the test to bring the API back.
+QUICK = {"dedupe": {"retry_withheld_seconds": [0.5] * 10}}
 
 
 def api_down(running: RunningCluster) -> None:
@@ -157,7 +162,7 @@ async def test_a_repeat_that_opened_a_new_incident_first_leaves_the_retry_nothin
     vllm = pods["vllm"]
     clock = FakeClock()
     config = responder_config(
-        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": [1.0]}}
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": [3.0]}}
     )
     responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
     await responder.start()
@@ -168,7 +173,7 @@ async def test_a_repeat_that_opened_a_new_incident_first_leaves_the_retry_nothin
         clock.advance(11)
         await submit_all(responder, [alert_on(vllm, n=1)])  # a new incident, which quarantines
         assert labels(running, vllm)[LABEL] == "true"
-        await asyncio.sleep(1.5)  # past the first incident's wait
+        await asyncio.sleep(3.5)  # past the first incident's wait
         assert retries(responder, "acted") + retries(responder, "nothing_to_do") == 0
         per_incident = rows(
             config, "SELECT incident_id, group_concat(status) AS statuses FROM actions GROUP BY incident_id"
@@ -192,7 +197,7 @@ async def test_a_pod_that_is_not_there_is_not_read_again_by_a_retry(tmp_path: Pa
             json.loads(rows(config, "SELECT verification FROM incidents")[0][0])["status"] == "pod_not_found"
         )
         reads = len([r for r in running.emulator["get"] if r.url.path.endswith("/pods/ghost-0")])
-        await asyncio.sleep(1.2)  # past every wait
+        await asyncio.sleep(1.2)  # past the first two waits
         assert len([r for r in running.emulator["get"] if r.url.path.endswith("/pods/ghost-0")]) == reads
         assert retries(responder, "withheld") + retries(responder, "acted") == 0
     finally:
@@ -210,7 +215,7 @@ async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_cl
         extra={
             "inputs": {},
             "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 60}},
-            "dedupe": {"retry_withheld_seconds": [0.5, 0.5]},
+            "dedupe": {"retry_withheld_seconds": [0.5] * 10},
         },
     )
     responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
@@ -247,7 +252,7 @@ async def test_after_a_restart_a_withheld_isolation_is_tried_again_and_a_repeat_
         await first.stop()
     api_back(running)
 
-    later = {"dedupe": {"retry_withheld_seconds": [2.0]}}
+    later = {"dedupe": {"retry_withheld_seconds": [3.0]}}  # spread after a restart: 3 to 6 s
     config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **later})
     restarted = Responder(config, KubeGateway.from_config(config.cluster))
     await restarted.start()
@@ -263,3 +268,152 @@ async def test_after_a_restart_a_withheld_isolation_is_tried_again_and_a_repeat_
         assert [r["status"] for r in by_pod if r["pod"] == pods["vllm"].name] == ["withheld", "quarantined"]
     finally:
         await restarted.stop()
+
+
+async def test_a_withheld_block_or_annotation_is_taken_too(tmp_path: Path, seeded: Seeded) -> None:
+    """Policies that cut one address, or only annotate: the retry takes their action as it would a
+    quarantine (the shipped example config has both)."""
+    running, pods, kubeconfig = seeded
+    policies = [
+        {"name": "block", "match": {"rules": [EGRESS_RULE]}, "actions": ["notify", "block_destination"]},
+        {"name": "flag", "match": {"rules": ["Runtime download*"]}, "actions": ["notify", "annotate"]},
+    ]
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, "policies": policies, **QUICK})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        api_down(running)
+        download = alert_on(pods["triton"], n=0, rule="Runtime download or package install in serving pod")
+        await submit_all(responder, [egress_alert(pods["vllm"], "203.0.113.7"), download])
+        assert sorted(r[0] for r in rows(config, "SELECT status FROM actions")) == ["withheld", "withheld"]
+        api_back(running)
+        await wait_for(lambda: retries(responder, "acted") == 2)
+        by_action = rows(config, "SELECT action, status FROM actions ORDER BY id")
+        assert sorted(tuple(r) for r in by_action if r["status"] != "withheld") == [
+            ("annotate", "annotated"),
+            ("block_destination", "blocked"),
+        ]
+        assert rows(config, "SELECT COUNT(*) FROM alerts")[0][0] == 2  # no other alert came
+    finally:
+        await responder.stop()
+
+
+async def test_an_action_that_keeps_failing_is_journaled_each_time_and_told_once_on_the_last_try(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    for method in ("POST", "PUT"):
+        running.call(
+            running.emulator.inject,
+            Fault(status=500, plural="networkpolicies", method=method, times=100_000),
+        )
+    responder = await start(tmp_path, seeded, sink, extra={"dedupe": {"retry_withheld_seconds": [0.3] * 3}})
+    try:
+        await submit(responder, shell(vllm, 0))
+        await wait_for(lambda: retries(responder, "failed") == 3)
+        await settle(responder, lambda: len(retry_replies(sink)) == 1)
+        await asyncio.sleep(0.5)
+        statuses = [r[0] for r in rows(responder.config, "SELECT status FROM actions ORDER BY id")]
+        assert statuses == ["failed"] * 4  # the opening's and each try's
+        assert retries(responder, "acted") == 0
+        (reply,) = retry_replies(sink)  # the last try's, not one per failure
+        assert "*quarantine FAILED*" in visible_text(reply.blocks)
+        assert "run the quarantine command in the incident's message." in visible_text(reply.blocks)
+    finally:
+        await responder.stop()
+
+
+async def test_what_a_follow_up_block_added_meanwhile_is_kept_when_the_retry_acts(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The retry waits for the pod's lock, which a follow-up block of a repeat holds: the block it
+    made stays in the incident's report (the recheck proves blocks from it, Slack renders it)."""
+    _, pods, kubeconfig = seeded
+    clock = FakeClock()
+    policy = {
+        "name": "both",
+        "match": {"rules": [EGRESS_RULE]},
+        "actions": ["notify", "quarantine", "block_destination"],
+    }
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={
+            "inputs": {},
+            "policies": [policy],
+            "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 60}},
+            "dedupe": {"retry_withheld_seconds": [1.0]},
+        },
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
+    await responder.start()
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        await submit_all(responder, [egress_alert(pods["vllm"], "203.0.113.1")])  # takes the breaker
+        torchserve = pods["torchserve"]
+        await submit_all(responder, [egress_alert(torchserve, "203.0.113.7")])  # quarantine withheld
+        real = pipeline._actions.block_destination
+
+        def slow_block(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(1.5)  # on a pool thread: the follow-up block holds the pod's lock meanwhile
+            return real(*args, **kwargs)
+
+        pipeline._actions.block_destination = slow_block  # type: ignore[method-assign]
+        await submit_all(responder, [egress_alert(torchserve, "198.51.100.9")])  # folds: a follow-up block
+        clock.advance(61)  # the quarantine breaker's window passes before the retry
+        await wait_for(lambda: retries(responder, "acted") == 1)
+        (incident,) = rows(config, "SELECT incident_id FROM incidents WHERE pod = ?", torchserve.name)
+        state = pipeline.incidents.by_id(incident[0])
+        assert state is not None and state.report is not None
+        kept = [(o.action, o.status.value, o.extra.get("address")) for o in state.report.outcomes]
+        assert ("block_destination", "blocked", "198.51.100.9") in kept, kept
+        assert ("quarantine", "quarantined", None) in kept, kept
+    finally:
+        await responder.stop()
+
+
+async def test_a_stopped_responder_leaves_no_retry_behind(tmp_path: Path, seeded: Seeded) -> None:
+    """Alerts still finishing while it stops schedule none; a try under way is cancelled (a restart
+    tries it again)."""
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": [0.3]}}
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    real = pipeline._directory.lookup
+
+    def slow_lookup(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    pipeline._directory.lookup = slow_lookup  # type: ignore[method-assign]
+    api_down(running)
+    await pipeline.submit(alert_on(pods["vllm"], n=0), InputName.HTTP)
+    await asyncio.sleep(0.1)  # its opening is under way: it ends, withheld, while the responder stops
+    await responder.stop()
+    assert not pipeline._retries and not pipeline._retrying
+    await asyncio.sleep(0.6)
+    assert retries(responder, "failed") + retries(responder, "withheld") == 0
+
+
+async def test_past_the_cap_a_withheld_isolation_waits_for_a_repeat_and_says_so(
+    tmp_path: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, pods, kubeconfig = seeded
+    monkeypatch.setattr(pipeline_module, "MAX_RETRIES_WAITING", 2)
+    later = {"dedupe": {"retry_withheld_seconds": [30]}}
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **later})
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        api_down(running)
+        await submit_all(responder, [alert_on(pods[name]) for name in ("vllm", "triton", "torchserve")])
+        assert retries(responder, "not_scheduled") == 1
+        assert responder.pipeline is not None and len(responder.pipeline._retries) == 2
+    finally:
+        await responder.stop()
