@@ -369,7 +369,7 @@ change that no longer rolls it). */ -}}
       "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" $v.quarantine.isolate "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" (default false $v.quarantine.ignoreOtherPolicyApis))
       "block_destination" (dict "label" $v.blockDestination.label "network_policy_prefix" $v.blockDestination.networkPolicyPrefix "address_fields" $v.blockDestination.addressFields "never_block" $v.blockDestination.neverBlock "max_per_pod" $v.blockDestination.maxPerPod "escalate_to_quarantine" (ternary $v.blockDestination.escalateToQuarantine true (hasKey $v.blockDestination "escalateToQuarantine")) "ignore_other_policy_apis" $v.blockDestination.ignoreOtherPolicyApis)
       "guardrails" $guardrails
-      "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds "max_open_bytes" (int64 (default 67108864 $v.dedupe.maxOpenBytes)) "retry_withheld_seconds" (ternary $v.dedupe.retryWithheldSeconds (list 10 20 40 80 160) (hasKey $v.dedupe "retryWithheldSeconds")))
+      "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds "max_open_bytes" (int64 (default 67108864 $v.dedupe.maxOpenBytes)) "retry_withheld_seconds" (ternary $v.dedupe.retryWithheldSeconds (list 10 20 40 80 120) (hasKey $v.dedupe "retryWithheldSeconds")))
       "policies" $v.policies
       "default_actions" $v.defaultActions
       "slack" $slack
