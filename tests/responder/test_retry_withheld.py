@@ -221,7 +221,8 @@ async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_cl
     responder = Responder(config, KubeGateway.from_config(config.cluster), clock_ns=clock)
     await responder.start()
     try:
-        await submit_all(responder, [alert_on(pods["vllm"]), alert_on(pods["torchserve"])])
+        await submit_all(responder, [alert_on(pods["vllm"])])  # takes the breaker's one slot
+        await submit_all(responder, [alert_on(pods["torchserve"])])
         assert labels(running, pods["vllm"])[LABEL] == "true"
         assert LABEL not in labels(running, pods["torchserve"])
         clock.advance(61)  # the breaker's window passes
