@@ -58,6 +58,8 @@ class Fault:
     action: str | None = None
     # The request's exact URL path, for a request that names no resource (discovery: "/apis").
     path: str | None = None
+    # Answer only after this long: an API server that hangs (the client's timeout comes first).
+    delay_seconds: float = 0.0
 
     def matches(
         self,
@@ -203,6 +205,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             method, plural if isinstance(plural, str) else None, name, action, request.url.path
         )
         if fault is not None:
+            if fault.delay_seconds:
+                await asyncio.sleep(fault.delay_seconds)
             return await self._error(fault.status, "Injected", fault.message)
         if ns_match:
             return await self._serve_namespace(method, name)

@@ -228,6 +228,11 @@ class KubeGateway:
     def close(self) -> None:
         self._api.close()
 
+    @property
+    def call_budget_seconds(self) -> float:
+        """The longest one call takes, its retries included."""
+        return self._budget
+
     # -- transport ------------------------------------------------------------------------------
 
     def request(
@@ -345,16 +350,19 @@ class KubeGateway:
             content_type=MERGE_PATCH,
         )
 
-    def get_namespace(self, name: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/namespaces/{_seg(name)}")
+    def get_namespace(self, name: str, *, budget_seconds: float | None = None) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/namespaces/{_seg(name)}", budget_seconds=budget_seconds)
 
-    def get_owner(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    def get_owner(
+        self, namespace: str, kind: str, name: str, *, budget_seconds: float | None = None
+    ) -> dict[str, Any] | None:
         """The owner object, or None for a kind we do not follow."""
         known = OWNER_KINDS.get(kind)
         if known is None:
             return None
         prefix, plural = known
-        return self.request("GET", f"{prefix}/namespaces/{_seg(namespace)}/{plural}/{_seg(name)}")
+        path = f"{prefix}/namespaces/{_seg(namespace)}/{plural}/{_seg(name)}"
+        return self.request("GET", path, budget_seconds=budget_seconds)
 
     def get_network_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -13,12 +13,15 @@ from enum import StrEnum
 from typing import Any
 
 from responder.alert import parse_time_ns
-from responder.cluster.api import KubeError, KubeGateway
+from responder.cluster.api import MIN_ATTEMPT_SECONDS, KubeError, KubeGateway
 from responder.cluster.context import ContainerInfo, OwnerRef, PodContext
 from responder.cluster.network_escape import network_escape
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 MAX_OWNER_DEPTH = 5
+# A pod's lookup (the pod, its namespace, up to MAX_OWNER_DEPTH owners) takes at most this many calls'
+# budgets (KubeGateway.call_budget_seconds: 21.7 s by default), whatever number of calls it makes.
+LOOKUP_BUDGET_CALLS = 1.5
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
 
@@ -202,6 +205,8 @@ class PodDirectory:
     ) -> None:
         self._gateway = gateway
         self._cache = _TTLCache(ttl_seconds, max_entries, clock)
+        self._clock = clock
+        self._lookup_budget = gateway.call_budget_seconds * LOOKUP_BUDGET_CALLS
         # One API read per key at a time: a burst for one pod waits for the first read.
         self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -235,19 +240,32 @@ class PodDirectory:
         self._cache.drop(("pod", namespace, name))
 
     def _read(self, namespace: str, name: str) -> PodLookup:
+        # The pod, its namespace and its owners are several calls: the lookup as a whole gets
+        # LOOKUP_BUDGET_CALLS calls' budgets, so a hung API holds the pod's lock (and a decision)
+        # that long, not each call's budget over.
+        deadline = self._clock() + self._lookup_budget
         try:
             raw = self._gateway.get_pod(namespace, name)
         except KubeError as exc:
             if exc.not_found:
                 return PodLookup(LookupStatus.NOT_FOUND, error=str(exc))
             return PodLookup(LookupStatus.FAILED, error=str(exc))
-        return PodLookup(LookupStatus.FOUND, pod=self.context_of(raw, namespace))
+        return PodLookup(LookupStatus.FOUND, pod=self.context_of(raw, namespace, deadline=deadline))
 
-    def context_of(self, raw: Mapping[str, Any], namespace: str) -> PodContext:
+    def _time_left(self, deadline: float | None) -> float | None:
+        """What is left of the lookup's budget (None: unbounded); 0 when too little for a call."""
+        if deadline is None:
+            return None
+        left = deadline - self._clock()
+        return left if left >= MIN_ATTEMPT_SECONDS else 0.0
+
+    def context_of(
+        self, raw: Mapping[str, Any], namespace: str, *, deadline: float | None = None
+    ) -> PodContext:
         meta = raw.get("metadata") or {}
         spec = raw.get("spec") or {}
         labels = _str_map(meta.get("labels"))
-        namespace_labels, namespace_labels_error = self._namespace_labels(namespace)
+        namespace_labels, namespace_labels_error = self._namespace_labels(namespace, deadline)
         return PodContext(
             namespace=namespace,
             name=str(meta.get("name", "")),
@@ -258,7 +276,7 @@ class PodDirectory:
             annotations=_str_map(meta.get("annotations")),
             service_account=spec.get("serviceAccountName") or None,
             containers=containers_of(raw),
-            owners=self._owner_chain(raw, namespace, labels),
+            owners=self._owner_chain(raw, namespace, labels, deadline),
             namespace_labels=namespace_labels,
             namespace_labels_error=namespace_labels_error,
             resource_version=meta.get("resourceVersion"),
@@ -267,16 +285,21 @@ class PodDirectory:
             created_ns=_time_ns_or_none(meta.get("creationTimestamp")),
         )
 
-    def _namespace_labels(self, namespace: str) -> tuple[dict[str, str], str | None]:
+    def _namespace_labels(self, namespace: str, deadline: float | None) -> tuple[dict[str, str], str | None]:
         """The namespace's labels, and why they are unknown (None: read). A namespace not found
-        has no labels; a read that failed (403, an outage) is not "no labels": the opt-in check
-        withholds on it as unknown and the incident is decided again, never "not opted in"."""
+        has no labels; a read that failed (403, an outage, no time left of the lookup's budget) is
+        not "no labels": the opt-in check withholds on it as unknown and the incident is decided
+        again, never "not opted in"."""
         key = ("ns", namespace)
         cached = self._cache.get(key)
         if cached is not None:
             return dict(cached), None
+        left = self._time_left(deadline)
+        if left == 0.0:
+            return {}, f"namespace {namespace} could not be read: the pod's lookup ran out of time"
         try:
-            labels = _str_map((self._gateway.get_namespace(namespace).get("metadata") or {}).get("labels"))
+            read = self._gateway.get_namespace(namespace, budget_seconds=left)
+            labels = _str_map((read.get("metadata") or {}).get("labels"))
         except KubeError as exc:
             if exc.not_found:
                 return {}, None
@@ -285,7 +308,7 @@ class PodDirectory:
         return labels, None
 
     def _owner_chain(
-        self, raw: Mapping[str, Any], namespace: str, labels: Mapping[str, str]
+        self, raw: Mapping[str, Any], namespace: str, labels: Mapping[str, str], deadline: float | None
     ) -> tuple[OwnerRef, ...]:
         chain: list[OwnerRef] = []
         current: Mapping[str, Any] | None = raw
@@ -295,7 +318,7 @@ class PodDirectory:
                 break
             owner = OwnerRef(kind=ref["kind"], name=ref["name"], api_version=str(ref.get("apiVersion", "")))
             chain.append(owner)
-            current = self._read_owner(namespace, owner)
+            current = self._read_owner(namespace, owner, deadline)
         isvc = labels.get(KSERVE_ISVC_LABEL)
         if isvc and not any(o.kind == "InferenceService" for o in chain):
             # KServe serverless pods sit under Knative objects we do not read; the label names the service.
@@ -304,13 +327,18 @@ class PodDirectory:
             )
         return tuple(chain)
 
-    def _read_owner(self, namespace: str, owner: OwnerRef) -> Mapping[str, Any] | None:
+    def _read_owner(
+        self, namespace: str, owner: OwnerRef, deadline: float | None
+    ) -> Mapping[str, Any] | None:
         key = ("owner", namespace, owner.kind, owner.name)
         cached = self._cache.get(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
+        left = self._time_left(deadline)
+        if left == 0.0:
+            return None  # the chain stops where the lookup's time ran out, as where it cannot read
         try:
-            obj = self._gateway.get_owner(namespace, owner.kind, owner.name)
+            obj = self._gateway.get_owner(namespace, owner.kind, owner.name, budget_seconds=left)
         except KubeError:
             return None  # the chain stops at what we may not or cannot read
         if obj is not None:
