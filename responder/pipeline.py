@@ -37,6 +37,7 @@ from responder.actions.outcome import (
     POLICY_FULL,
     REASON,
     RECHECK,
+    RETRIED,
     ActionOutcome,
     Lapse,
     OutcomeStatus,
@@ -558,9 +559,11 @@ class Pipeline:
             if restored is not None:
                 self.incidents.restore(restored)
                 report = restored.report
-                if report is not None and _still_withheld(report):
-                    # As when it was decided: a repeat decides it again, and so does a retry.
-                    restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
+                if report is not None and _still_withheld(report, self._address_of(restored.first_alert)):
+                    # As when it was decided: a repeat decides it again (a block the block breaker
+                    # held: a repeat takes it on), and so does a retry.
+                    if _withheld_for_passing_reason(report.verification, report.decision, report.outcomes):
+                        restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
                     if report.verification.status is not VerificationStatus.POD_NOT_FOUND:
                         self._schedule_retry(restored, 0, spread=True)
         guardrails = self._config.guardrails
@@ -1387,6 +1390,8 @@ class Pipeline:
             if not decision.dry_run and verification.status is not VerificationStatus.POD_NOT_FOUND:
                 self._schedule_retry(state, tried)
             return
+        if decision.block_breaker_open and not decision.dry_run:
+            self._schedule_retry(state, tried)  # its repeats fold in and take the block on too
         if state.lapsed is None:
             # Decided afresh (a resumed opener restored as withheld, or one whose dry-run was
             # lifted): its repeats fold in again.
@@ -1417,20 +1422,30 @@ class Pipeline:
     def _retry_due(self, incident_id: str, tried: int) -> None:
         self._retries.pop(incident_id, None)
         state = self.incidents.by_id(incident_id)
-        if state is None or not self._retry_wanted(state):
+        if state is None:
+            return
+        if state.report is None and self._retry_wanted(state, deciding=True):
+            self._schedule_retry(state, tried)  # still being decided (a slow journal): not a try
+            return
+        if not self._retry_wanted(state):
             return
         task = asyncio.get_running_loop().create_task(self._guarded_retry(state, tried + 1))
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
-    def _retry_wanted(self, state: IncidentState) -> bool:
-        """Whether the incident still waits for its withheld isolation to be tried again."""
+    def _retry_wanted(self, state: IncidentState, *, deciding: bool = False) -> bool:
+        """Whether the incident still waits for its withheld isolation to be tried again
+        (``deciding``: or for its opening's decision to be told, before it can be)."""
         window_ns = int(self._config.dedupe.window_seconds * 1e9)
         return (
             not self._closed
-            and state.report is not None  # else its opening failed: a repeat decides it again
+            and (state.report is not None or deciding)
             and self.incidents.holds(state)  # not forgotten, nor followed by a new incident
-            and state.reopen_after_ns is not None  # still withheld
+            and (
+                state.reopen_after_ns is not None  # being decided, or withheld: a repeat decides again
+                if state.report is None
+                else _still_withheld(state.report, self._address_of(state.first_alert))
+            )
             and state.released is None
             and state.lapsed is None
             and within_window(self._clock_ns(), state.opened_ns, window_ns)
@@ -1440,13 +1455,14 @@ class Pipeline:
         current_alert_id.set(state.first_alert.alert_id)
         try:
             await self._retry(state, tried)
-        except Exception as exc:  # as an opening that failed: a repeat decides it again
+        except Exception as exc:  # as an opening that failed: a repeat decides it again, as the next try
             if state.reopen_after_ns is None:
                 state.reopen_after_ns = self._clock_ns()
             self._metrics.retries.labels("failed").inc()
             log.error(
                 "retry of a withheld isolation failed", exc_info=exc, extra={"incident": state.incident_id}
             )
+            self._schedule_retry(state, tried)
 
     async def _retry(self, state: IncidentState, tried: int) -> None:
         """Decide the incident's opening alert again, on its pod read afresh, and take what is to be
@@ -1473,19 +1489,38 @@ class Pipeline:
                 raise
             self._metrics.verifications.labels(verification.status.value).inc()
             decision = self._decide(alert, pod, verification, report.decision.reopens)
-            done = {o.action for o in report.outcomes if o.ok and o.status is not OutcomeStatus.DRY_RUN}
-            to_take = tuple(action for action in decision.actions if action.value not in done)
-            if not decision.dry_run and any(action in ISOLATING for action in to_take):
+            if report.decision.notify and not decision.notify:
+                # Told at its opening (a withheld action needs eyes): what the retry does is told
+                # there too, and the incident stays routed to its channel.
+                decision = dataclasses.replace(
+                    decision, notify=True, slack_channel=report.decision.slack_channel
+                )
+            done = _done_actions(report.outcomes, self._address_of(alert))
+            if decision.escalated and ActionName.BLOCK_DESTINATION.value in done:
+                # Its own block is made: the quarantine standing for it (the pod past its share
+                # counting that block) is not taken, unless the policy asks for one.
+                kept = decision.requested if ActionName.QUARANTINE in decision.requested else ()
+                actions = tuple(a for a in decision.actions if a is not ActionName.QUARANTINE or a in kept)
+                decision = dataclasses.replace(decision, actions=actions, escalated="")
+            # What it did already is neither taken again nor said to be held back again.
+            taking = dataclasses.replace(
+                decision,
+                actions=tuple(a for a in decision.actions if a.value not in done),
+                requested=tuple(a for a in decision.requested if a.value not in done),
+            )
+            if not decision.dry_run and any(action in ISOLATING for action in taking.actions):
                 outcomes = await self._act_within_breakers(
                     state,
                     alert,
                     pod,
-                    dataclasses.replace(decision, actions=to_take),
+                    taking,
                     state.opened_ns,
                     writes,
                     retry=RetryTell(decision.notify and self._notifications, last=last),
                 )
-        passing = _withheld_for_passing_reason(verification, decision, outcomes)
+        passing = (
+            _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
+        )
         if outcomes:
             # After its actions: a crash between them leaves the decision that withheld them, and a
             # restart tries again what they did not put on the pod.
@@ -1907,9 +1942,14 @@ class Pipeline:
                 continue
             outcomes.append(outcome)
         outcomes.extend(self._withheld_outcomes(alert, decision))
-        # What a retry tells: what it did to the pod's traffic, else what it did, else what it held.
-        done = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
-        told = next((o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or outcomes), None))
+        if retry is not None:  # it stands for the incident's own action (Slack's post says so)
+            outcomes = [dataclasses.replace(o, extra={**o.extra, RETRIED: True}) for o in outcomes]
+        # What a retry tells: what it put on the pod's traffic, else what it did, else what failed.
+        done = [o for o in outcomes if o.ok or _put_on_pod(o)]
+        tried = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
+        told = next(
+            (o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or tried or outcomes), None)
+        )
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
             op: Op
@@ -2016,14 +2056,31 @@ def _withheld_for_passing_reason(
     return (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed
 
 
-def _still_withheld(report: IncidentReport) -> bool:
-    """A journaled incident whose isolation was withheld for a passing reason, and was not put on
-    the pod since (by a retry or a repeat's new decision)."""
-    return (
-        _withheld_for_passing_reason(report.verification, report.decision, report.outcomes)
-        and not report.decision.dry_run
-        and not any(_put_on_pod(o) for o in report.outcomes)
-    )
+def _still_withheld(report: IncidentReport, address: str) -> bool:
+    """An incident whose isolation was withheld for a passing reason (or its block by the block
+    breaker), with an action it asked for that is not done since (by a retry, or by hand).
+    ``address``: its alert's (a block's)."""
+    decision = report.decision
+    if decision.dry_run or not (
+        _withheld_for_passing_reason(report.verification, decision, report.outcomes)
+        or decision.block_breaker_open
+    ):
+        return False
+    done = _done_actions(report.outcomes, address)
+    return any(a in ISOLATING and a.value not in done for a in report.decision.requested)
+
+
+def _done_actions(outcomes: Sequence[ActionOutcome], address: str) -> set[str]:
+    """The actions the outcomes did (as asked, or left on the pod: a LEAKY quarantine is on it, and
+    the recheck proves it); a block only as the block of ``address``, the alert's (a follow-up
+    block of another address is not the alert's own)."""
+    return {
+        o.action
+        for o in outcomes
+        if (o.ok or _put_on_pod(o))
+        and o.status is not OutcomeStatus.DRY_RUN
+        and (o.action != BLOCK_DESTINATION or not address or _names_address(o, address))
+    }
 
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:

@@ -80,6 +80,9 @@ EXCLUDED_BEYOND = "excluded_beyond"
 # ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
 BY_HAND = "by_hand"
 REASON = "reason"
+# ...and the key marking what the responder did when it tried an isolation it had withheld again
+# (dedupe.retry_withheld_seconds): it stands for the incident's own action, withheld or failed before.
+RETRIED = "retried"
 # The block_destination action's name (its outcomes' ``action``), and its outcomes' extra keys:
 # the address blocked (or that could not be) and the pod's block policy.
 BLOCK_DESTINATION = "block_destination"
@@ -228,6 +231,11 @@ class ActionOutcome:
         """Who took this action by hand, or None: the responder's own."""
         who = self.extra.get(BY_HAND)
         return who if isinstance(who, str) else None
+
+    @property
+    def retried(self) -> bool:
+        """Whether this is what a retry of the incident's withheld isolation did."""
+        return self.extra.get(RETRIED) is True
 
     @property
     def reason(self) -> str | None:

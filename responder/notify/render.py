@@ -554,18 +554,19 @@ def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
             return True
         if outcome.action == "release" and after.action in ("quarantine", BLOCK_DESTINATION):
             return True
-        if outcome.status in (OutcomeStatus.WITHHELD, OutcomeStatus.FAILED) and _same_action(after, outcome):
+        if outcome.status in (OutcomeStatus.WITHHELD, OutcomeStatus.FAILED) and _done_since(after, outcome):
             return True
     return False
 
 
-def _same_action(one: ActionOutcome, other: ActionOutcome) -> bool:
-    """The same action on the pod (a block: of the same address)."""
-    if one.action != other.action:
+def _done_since(later: ActionOutcome, earlier: ActionOutcome) -> bool:
+    """``later`` did what ``earlier`` (withheld, or failed) did not: the same action, a retry of the
+    incident's own (a block held or failed before its address was known names none), or a block
+    of the same address."""
+    if later.action != earlier.action:
         return False
-    return one.action != BLOCK_DESTINATION or one.extra.get(BLOCKED_ADDRESS) == other.extra.get(
-        BLOCKED_ADDRESS
-    )
+    address = earlier.extra.get(BLOCKED_ADDRESS)
+    return later.action != BLOCK_DESTINATION or later.retried or address == later.extra.get(BLOCKED_ADDRESS)
 
 
 def _withheld_taken_by_hand(asked: Sequence[str], outcomes: Sequence[ActionOutcome]) -> bool:

@@ -798,7 +798,11 @@ class NotificationWorker:
             try:
                 if found is None:
                     await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-                    found = await self._delivery.post_in_thread(thread, message, broadcast=True)
+                    # A retry's reply on a replica in its workload's thread stays there: after an
+                    # outage a storm's replicas are tried again together, and the thread's root
+                    # counts what they did (a person's action, or a lapse, is shown in the channel).
+                    quiet = row.kind == "retry" and parent is not None and bool(parent.slack_thread_ts)
+                    found = await self._delivery.post_in_thread(thread, message, broadcast=not quiet)
             except DeliveryError as error:
                 if not self._message_gone(error, thread):
                     raise

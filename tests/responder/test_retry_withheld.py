@@ -22,6 +22,7 @@ from responder.ingest.sink import InputName
 from responder.notify.render import format_utc
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
+from simulators.seed import SeededPod
 from simulators.slack_sink import SlackSink
 from tests.helpers import FakeClock, responder_config
 from tests.notify.slack_fixtures import visible_text
@@ -82,10 +83,11 @@ async def test_a_one_off_shell_during_an_api_outage_is_quarantined_once_the_api_
     responder = await start(tmp_path, seeded, sink, extra=QUICK)
     try:
         await submit(responder, shell(vllm, 0))
-        await settle(responder, lambda: len(incident_posts(sink)) == 1)
-        assert LABEL not in labels(running, vllm)
-        (incident,) = rows(responder.config, "SELECT incident_id FROM incidents")
+        assert responder.pipeline is not None and await responder.pipeline.drain(timeout=15)
+        assert LABEL not in labels(running, vllm)  # decided, withheld: the API is back from now on
         api_back(running)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        (incident,) = rows(responder.config, "SELECT incident_id FROM incidents")
 
         # No other alert comes: the retry alone isolates the pod.
         await wait_for(lambda: labels(running, vllm).get(LABEL) == "true")
@@ -235,38 +237,57 @@ async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_cl
         await responder.stop()
 
 
-async def test_after_a_restart_a_withheld_isolation_is_tried_again_and_a_repeat_decides_afresh(
-    tmp_path: Path, seeded: Seeded
-) -> None:
-    running, pods, kubeconfig = seeded
-    off = responder_config(
-        tmp_path, kubeconfig, extra={"inputs": {}, "dedupe": {"retry_withheld_seconds": []}}
-    )
+async def withheld_before_a_restart(tmp_path: Path, seeded: Seeded, *pods: SeededPod) -> None:
+    """A responder that does not retry withholds a quarantine of each pod (the API down), and stops;
+    the API is back for the next one."""
+    running, _, kubeconfig = seeded
+    never: dict[str, Any] = {"dedupe": {"retry_withheld_seconds": []}}
+    off = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **never})
     first = Responder(off, KubeGateway.from_config(off.cluster))
     await first.start()
     try:
         api_down(running)
-        await submit_all(first, [alert_on(pods["vllm"], n=0), alert_on(pods["triton"], n=0)])
+        await submit_all(first, [alert_on(pod, n=0) for pod in pods])
         await asyncio.sleep(0.5)
         assert retries(first, "withheld") + retries(first, "acted") == 0  # off: no retry
     finally:
         await first.stop()
     api_back(running)
 
-    later = {"dedupe": {"retry_withheld_seconds": [3.0]}}  # spread after a restart: 3 to 6 s
-    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **later})
+
+async def test_after_a_restart_a_withheld_isolation_is_tried_again_without_an_alert(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    await withheld_before_a_restart(tmp_path, seeded, pods["vllm"])
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **QUICK})
     restarted = Responder(config, KubeGateway.from_config(config.cluster))
     await restarted.start()
     try:
-        # triton: its repeat, at once, decides afresh instead of folding into the withheld incident.
-        await submit_all(restarted, [alert_on(pods["triton"], n=1)])
-        assert labels(running, pods["triton"]).get(LABEL) == "true"
-        triton_incidents = rows(config, "SELECT COUNT(*) FROM incidents WHERE pod = ?", pods["triton"].name)
-        assert triton_incidents[0][0] == 2
-        # vllm: no alert comes; the restored incident is tried again by itself.
         await wait_for(lambda: labels(running, pods["vllm"]).get(LABEL) == "true")
-        by_pod = rows(config, "SELECT pod, status FROM actions ORDER BY id")
-        assert [r["status"] for r in by_pod if r["pod"] == pods["vllm"].name] == ["withheld", "quarantined"]
+        statuses = [r[0] for r in rows(config, "SELECT status FROM actions ORDER BY id")]
+        assert statuses == ["withheld", "quarantined"]
+        assert rows(config, "SELECT COUNT(*) FROM alerts")[0][0] == 1
+    finally:
+        await restarted.stop()
+
+
+async def test_after_a_restart_the_first_repeat_of_a_withheld_incident_decides_afresh(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """It folded into the withheld incident for the rest of the window (no retry here: only the
+    repeat can act)."""
+    running, pods, kubeconfig = seeded
+    triton = pods["triton"]
+    await withheld_before_a_restart(tmp_path, seeded, triton)
+    never: dict[str, Any] = {"dedupe": {"retry_withheld_seconds": []}}
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **never})
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        await submit_all(restarted, [alert_on(triton, n=1)])
+        assert labels(running, triton).get(LABEL) == "true"
+        assert rows(config, "SELECT COUNT(*) FROM incidents WHERE pod = ?", triton.name)[0][0] == 2
     finally:
         await restarted.stop()
 
