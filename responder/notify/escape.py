@@ -224,6 +224,11 @@ def _leading(pieces: Iterator[_Piece], limit: int) -> list[_Piece]:
     return taken
 
 
+# The least limit at which a cut keeps both ends: the mark saying what is left out, at its longest
+# (_left_out), and as much again for the head and the tail.
+ENDS_MIN_LIMIT = 2 * len(" … 1000000 characters left out … ")
+
+
 def _left_out(count: int) -> str:
     return f" {ELLIPSIS} {count} character{'' if count == 1 else 's'} left out {ELLIPSIS} "
 
@@ -247,9 +252,19 @@ def escape_ends(text: str, limit: int) -> tuple[str, int]:
     return shown, left_out
 
 
+def _cut_both_ends(text: str, limit: int) -> str:
+    """``text`` escaped within ``limit``: its head and tail (:func:`escape_ends`) where the limit
+    leaves room for both beside the mark, else its head (:func:`escape`)."""
+    if limit >= ENDS_MIN_LIMIT:
+        return escape_ends(text, limit)[0]
+    return escape(text, limit)
+
+
 def code(text: str, limit: int) -> str:
-    """An inline code span holding ``text`` literally; at most ``limit`` characters in all."""
-    return "`" + escape(text or " ", max(1, limit - 2)) + "`"
+    """An inline code span holding ``text`` literally; at most ``limit`` characters in all. Too
+    long, it keeps its head and its tail where the limit has room for both (an executable's or a
+    file's path padded to push its end out of view stays readable), else its head."""
+    return "`" + _cut_both_ends(text or " ", max(1, limit - 2)) + "`"
 
 
 def code_block(text: str, limit: int) -> str:
@@ -274,7 +289,7 @@ def code_block_lines(lines: list[str], limit: int, *, line_limit: int | None = N
     kept: list[str] = []
     used = 0
     for index, line in enumerate(lines):
-        piece = escape(line or " ", min(budget, line_limit) if line_limit else budget)
+        piece = _cut_both_ends(line or " ", min(budget, line_limit) if line_limit else budget)
         cost = len(piece) + (1 if kept else 0)
         left = len(lines) - index - 1
         if used + cost + (len(f"{ELLIPSIS} {left} more") + 1 if left else 0) > budget:

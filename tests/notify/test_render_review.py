@@ -77,7 +77,9 @@ def test_one_long_field_does_not_hide_the_others() -> None:
     fields = {**BASE_FIELDS, "custom.a": "x" * 3000, **extra}
     text = visible_text(render_incident(make_report(alert=make_alert(fields))).blocks)
     assert all(f"custom.f{n}=value-{n}" in text for n in range(6))
-    assert "custom.a=xxx" in text and "x" * 1200 not in text and "x…\n" in text
+    assert "custom.a=xxx" in text and "x" * 1200 not in text
+    # Cut in its middle: its head and its tail, and how much is left out between.
+    assert re.search(r"custom\.a=x+ … \d+ characters left out … x+\n", text), text
 
 
 def test_too_many_fields_say_how_many_are_left_out() -> None:
@@ -301,5 +303,23 @@ def test_what_short_fields_leave_goes_to_the_long_one() -> None:
     fields = {**BASE_FIELDS, "custom.a": "x" * 3000, "custom.b": "short"}
     message = render_incident(make_report(alert=make_alert(fields)))
     text = visible_text(message.blocks)
-    assert "custom.b=short" in text and "x" * 1000 in text and "x" * 1200 not in text
-    assert "custom.a=" + "x" * 1000 in text and "…" in text
+    assert "custom.b=short" in text and "x" * 1200 not in text
+    # Its head and its tail together take what the short one left: about 1,000 of its characters.
+    cut = re.search(r"custom\.a=(x+) … (\d+) characters left out … (x+)\n", text)
+    assert cut is not None, text
+    assert len(cut.group(1)) + len(cut.group(3)) >= 1000 and int(cut.group(2)) <= 2000
+
+
+def test_a_padded_path_keeps_its_end_in_view() -> None:
+    """An executable or file path padded past its span's room (a long run of directories, then the
+    payload's name) shows its head and its tail, as a padded command line does."""
+    padded = "/tmp/" + "a/" * 1500 + "evil-miner"
+    fields = {**BASE_FIELDS, "proc.exepath": padded, "fd.name": padded + ".conf"}
+    text = visible_text(render_incident(make_report(alert=make_alert(fields))).blocks)
+    executable = re.search(
+        r"\*Executable\* `/tmp/a/a/[a/]+ … \d+ characters left out … [a/]+/evil-miner`", text
+    )
+    assert executable is not None, text
+    assert re.search(r"\*File\* `/tmp/a/[a/]+ … \d+ characters left out … [a/]+/evil-miner\.conf`", text), (
+        text
+    )
