@@ -1186,16 +1186,8 @@ def render_by_hand(
     if outcome.reason:
         lines.add("Reason: " + escape(outcome.reason, REASON_LIMIT))
     plain = f"{actor} {verb} {namespace}/{pod} by hand: {outcome.describe()}"
-    blocks = (
-        _section(lines),
-        _context([f"Incident {code(incident_id, 80)} · {format_utc(outcome.finished_ns)}"]),
-    )
-    return SlackMessage(
-        text=escape(plain, FALLBACK_LIMIT),
-        blocks=blocks,
-        incident_id=incident_id,
-        kind=MessageKind.BY_HAND,
-        action_id=action_id,
+    return _action_reply(
+        lines, plain, incident_id, format_utc(outcome.finished_ns), MessageKind.BY_HAND, action_id
     )
 
 
@@ -1222,17 +1214,7 @@ def render_lapse(
         f"{namespace}/{pod}: the {what} of incident {incident_id} no longer holds ({detail});"
         " the next alert opens a new incident"
     )
-    blocks = (
-        _section(lines),
-        _context([f"Incident {code(incident_id, 80)} · {checked}"]),
-    )
-    return SlackMessage(
-        text=escape(plain, FALLBACK_LIMIT),
-        blocks=blocks,
-        incident_id=incident_id,
-        kind=MessageKind.LAPSE,
-        action_id=action_id,
-    )
+    return _action_reply(lines, plain, incident_id, checked, MessageKind.LAPSE, action_id)
 
 
 def render_retry(
@@ -1248,15 +1230,20 @@ def render_retry(
     lines.add(f":arrows_counterclockwise: *Tried again* on {where}, after it was withheld:")
     lines.add(_outcome_line(outcome, decision, command="in the incident's message"))
     plain = f"{namespace}/{pod}: incident {incident_id} tried again: {outcome.describe()}"
-    blocks = (
-        _section(lines),
-        _context([f"Incident {code(incident_id, 80)} · {tried}"]),
-    )
+    return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
+
+
+def _action_reply(
+    lines: _Lines, plain: str, incident_id: str, when: str, kind: MessageKind, action_id: int
+) -> SlackMessage:
+    """A thread reply telling an action journaled under the incident (``action_id``: found again
+    by it): ``lines``, then the incident and when; ``plain`` its fallback text."""
+    blocks = (_section(lines), _context([f"Incident {code(incident_id, 80)} · {when}"]))
     return SlackMessage(
         text=escape(plain, FALLBACK_LIMIT),
         blocks=blocks,
         incident_id=incident_id,
-        kind=MessageKind.RETRY,
+        kind=kind,
         action_id=action_id,
     )
 
