@@ -361,8 +361,11 @@ class KubeGateway:
         if known is None:
             return None
         prefix, plural = known
-        path = f"{prefix}/namespaces/{_seg(namespace)}/{plural}/{_seg(name)}"
-        return self.request("GET", path, budget_seconds=budget_seconds)
+        return self.request(
+            "GET",
+            f"{prefix}/namespaces/{_seg(namespace)}/{plural}/{_seg(name)}",
+            budget_seconds=budget_seconds,
+        )
 
     def get_network_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
