@@ -1422,24 +1422,21 @@ class Pipeline:
     def _retry_due(self, incident_id: str, tried: int) -> None:
         self._retries.pop(incident_id, None)
         state = self.incidents.by_id(incident_id)
-        if state is None:
+        if state is None or not self._retry_wanted(state):
             return
-        if state.report is None and self._retry_wanted(state, deciding=True):
+        if state.report is None:
             self._schedule_retry(state, tried)  # still being decided (a slow journal): not a try
-            return
-        if not self._retry_wanted(state):
             return
         task = asyncio.get_running_loop().create_task(self._guarded_retry(state, tried + 1))
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
-    def _retry_wanted(self, state: IncidentState, *, deciding: bool = False) -> bool:
-        """Whether the incident still waits for its withheld isolation to be tried again
-        (``deciding``: or for its opening's decision to be told, before it can be)."""
+    def _retry_wanted(self, state: IncidentState) -> bool:
+        """Whether the incident still waits for its withheld isolation to be tried again (one still
+        being decided: once its decision is there)."""
         window_ns = int(self._config.dedupe.window_seconds * 1e9)
         return (
             not self._closed
-            and (state.report is not None or deciding)
             and self.incidents.holds(state)  # not forgotten, nor followed by a new incident
             and (
                 state.reopen_after_ns is not None  # being decided, or withheld: a repeat decides again
@@ -1942,14 +1939,15 @@ class Pipeline:
                 continue
             outcomes.append(outcome)
         outcomes.extend(self._withheld_outcomes(alert, decision))
+        told = None
         if retry is not None:  # it stands for the incident's own action (Slack's post says so)
             outcomes = [dataclasses.replace(o, extra={**o.extra, RETRIED: True}) for o in outcomes]
-        # What a retry tells: what it put on the pod's traffic, else what it did, else what failed.
-        done = [o for o in outcomes if o.ok or _put_on_pod(o)]
-        tried = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
-        told = next(
-            (o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or tried or outcomes), None)
-        )
+            # What it tells: what it put on the pod's traffic, else what it did, else what failed.
+            done = [o for o in outcomes if o.ok or _put_on_pod(o)]
+            tried = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
+            told = next(
+                (o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or tried or outcomes), None)
+            )
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
             op: Op
