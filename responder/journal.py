@@ -620,13 +620,17 @@ class Journal:
         verification: dict[str, Any],
         decision: dict[str, Any],
         pod_context: dict[str, Any] | None,
+        *,
+        again: bool = False,
     ) -> RecordDecision:
+        """``again``: a decision made again, which keeps the incident's first decision time."""
         return RecordDecision(
             incident_id,
             decided_ns,
             json.dumps(verification),
             json.dumps(decision),
             json.dumps(pod_context) if pod_context is not None else None,
+            again,
         )
 
     @staticmethod

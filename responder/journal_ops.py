@@ -125,11 +125,15 @@ class RecordDecision:
     verification_json: str
     decision_json: str
     pod_context_json: str | None
+    # A decision made again (a retry of a withheld isolation) keeps the first one's time: the
+    # audit's time to decision is the opening's, its actions' own times say when the retry acted.
+    again: bool = False
 
     def __call__(self, conn: sqlite3.Connection) -> None:
+        decided = "COALESCE(decided_ns, ?)" if self.again else "?"
         conn.execute(
-            "UPDATE incidents SET decided_ns = ?, verification = ?, decision = ?, pod_context = ?"
-            " WHERE incident_id = ?",
+            f"UPDATE incidents SET decided_ns = {decided}, verification = ?, decision = ?,"  # noqa: S608
+            " pod_context = ? WHERE incident_id = ?",
             (
                 self.decided_ns,
                 self.verification_json,

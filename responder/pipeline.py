@@ -1527,6 +1527,7 @@ class Pipeline:
                 verification_to_json(verification),
                 decision_to_json(decision),
                 pod_to_json(pod) if pod is not None else None,
+                again=True,
             )
             writes.append(self._write("record_decision", state.incident_id, alert, decided))
             await self._confirm(state, writes)

@@ -102,6 +102,11 @@ async def test_a_one_off_shell_during_an_api_outage_is_quarantined_once_the_api_
         # The incident's decision is the one it acted on: its pod was read and verified.
         verification = rows(responder.config, "SELECT verification FROM incidents")[0][0]
         assert json.loads(verification)["status"] == "verified"
+        # ...made at the opening's time: the audit's time to decision is the opening's, the
+        # retry's quarantine has its own times.
+        decided = rows(responder.config, "SELECT decided_ns FROM incidents")[0][0]
+        started = [r[0] for r in rows(responder.config, "SELECT started_ns FROM actions ORDER BY id")]
+        assert decided <= started[0] < started[1], (decided, started)
         assert retries(responder, "acted") == 1
 
         # Told once, in the incident's thread and the channel; the post is rendered again with it.
