@@ -234,6 +234,8 @@ async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_cl
         assert LABEL not in labels(running, pods["torchserve"])
         clock.advance(61)  # the breaker's window passes
         await wait_for(lambda: labels(running, pods["torchserve"]).get(LABEL) == "true")
+        # The label goes on before its outcome is journaled.
+        await wait_for(lambda: len(rows(config, "SELECT id FROM actions")) == 3)
         statuses = rows(
             config, "SELECT status FROM actions WHERE pod = ? ORDER BY id", pods["torchserve"].name
         )
@@ -270,6 +272,8 @@ async def test_after_a_restart_a_withheld_isolation_is_tried_again_without_an_al
     await restarted.start()
     try:
         await wait_for(lambda: labels(running, pods["vllm"]).get(LABEL) == "true")
+        # The label goes on before its outcome is journaled.
+        await wait_for(lambda: len(rows(config, "SELECT id FROM actions")) == 2)
         statuses = [r[0] for r in rows(config, "SELECT status FROM actions ORDER BY id")]
         assert statuses == ["withheld", "quarantined"]
         assert rows(config, "SELECT COUNT(*) FROM alerts")[0][0] == 1
