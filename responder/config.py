@@ -326,6 +326,11 @@ class HttpInput(Strict):
                 "require_sender_matches_hostname needs tls.client_ca_file: only a client certificate"
                 " can name the node an alert comes from"
             )
+        if self.enabled and self.audit_token is not None and self.audit_token == self.token:
+            raise ValueError(
+                "audit_token names the same secret as token: every alert sender could read the audit"
+                " trail; give its readers a token of their own"
+            )
         if self.enabled and mtls and self.allow_unauthenticated:
             # Refused rather than warned of: the certificate would look required and prove nothing.
             raise ValueError(

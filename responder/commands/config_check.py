@@ -24,6 +24,7 @@ from responder.config import (
     located,
 )
 from responder.errors import UserError
+from responder.ingest.http import SHARED_WITH_SENDERS, TokenSource, share_a_token
 from responder.policy_review import (
     PolicyFinding,
     RuleTags,
@@ -359,6 +360,23 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     return RulesReview(findings, notes, warnings)
 
 
+def shared_audit_token(config: Config) -> PolicyFinding | None:
+    """serve's refusal of an audit token that holds a sender's token, found where both secrets can
+    be read here (the chart mounts one Secret's key twice under two paths; one that cannot be read
+    is a note of unreadable_here)."""
+    http = config.inputs.http
+    if not http.enabled or http.token is None or http.audit_token is None:
+        return None
+    try:
+        senders = TokenSource(http.token)
+        readers = TokenSource(http.audit_token, what="inputs.http.audit_token")
+    except UserError:
+        return None
+    if not share_a_token(readers, senders):
+        return None
+    return PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS)
+
+
 def retries_past_window(config: Config) -> str | None:
     """The tries of dedupe.retry_withheld_seconds that come after the incident's window, which never
     run (its repeats open a new incident by then)."""
@@ -385,7 +403,8 @@ def run(args: argparse.Namespace) -> int:
     document = load_yaml_file(path, "a config file")
     config = config_from_document(document)
     review = _review(config, args.rules)
-    findings = sorted(review.findings, key=lambda finding: finding.path)
+    shared = shared_audit_token(config)
+    findings = sorted([*review.findings, *([shared] if shared else [])], key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
     refusal = serve_refusal(config)
     warnings = [

@@ -323,11 +323,15 @@ def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> To
         return None
     token = TokenSource(http.audit_token, what="inputs.http.audit_token")
     if senders_token is not None and share_a_token(token, senders_token):
-        raise UserError(
-            "inputs.http.audit_token is the same as inputs.http.token (or holds one of its tokens): every"
-            " alert sender could read the audit trail; give its readers a token of their own"
-        )
+        raise UserError(f"inputs.http.audit_token {SHARED_WITH_SENDERS}")
     return token
+
+
+# Why serve refuses an audit token that is also a sender's (said by `config check` too).
+SHARED_WITH_SENDERS = (
+    "is the same as inputs.http.token (or holds one of its tokens): every alert sender could read"
+    " the audit trail; give its readers a token of their own"
+)
 
 
 def json_error(status: int, error: str, **extra: Any) -> Response:

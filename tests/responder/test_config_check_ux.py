@@ -187,3 +187,44 @@ def test_it_says_whether_the_audit_trail_is_served_and_to_whom(
     ) in out.splitlines()
     code, out, _ = check(capsys, str(path), "--format", "json")
     assert json.loads(out)["inputs"]["audit_over_http"] is True
+
+
+def test_an_audit_token_that_is_a_senders_token_is_refused_as_serve_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chart can mount one Secret's key as both tokens, under two paths: `config check` said ok
+    and `serve` refused to start. Where both files can be read, check says what serve would."""
+    senders = write(tmp_path, "token", "rotating-new\nshared-one\n")
+    readers = write(tmp_path, "audit-token", "shared-one\n")
+    http = {
+        "http": {
+            "listen": "127.0.0.1:0",
+            "token": {"file": str(senders)},
+            "audit_token": {"file": str(readers)},
+        }
+    }
+    path = write(tmp_path, "shared.yaml", {"inputs": http})
+    code, _, err = check(capsys, str(path))
+    assert code == 1
+    assert (
+        f"{path}:6: inputs.http.audit_token: is the same as inputs.http.token (or holds one of its"
+        " tokens): every alert sender could read the audit trail; give its readers a token of their own"
+    ) in err.splitlines()
+    readers.write_text("readers-own\n")
+    code, out, err = check(capsys, str(path))
+    assert (code, out.splitlines()[0], err) == (0, f"{path}: ok", "")
+    # Unreadable here: a note, as any secret (it may exist only where the responder runs).
+    readers.unlink()
+    code, _, err = check(capsys, str(path))
+    assert code == 0 and "note: inputs.http.audit_token" in err
+
+
+def test_an_audit_token_naming_the_senders_secret_is_an_error_in_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for source in ({"file": "/run/secrets/token"}, {"env": "SG_TOKEN"}):
+        http = {"http": {"listen": "127.0.0.1:0", "token": source, "audit_token": dict(source)}}
+        path = write(tmp_path, "same.yaml", {"inputs": http})
+        code, _, err = check(capsys, str(path))
+        assert code == 2
+        assert f"{path}:2: inputs.http: audit_token names the same secret as token" in err, err
