@@ -184,7 +184,15 @@ def parse_since(text: str, now_ns: int | None = None, *, name: str = "since") ->
         digits = text.lstrip("0") or "0"
         if len(digits) > len(str(MAX_SINCE_NS)) or int(digits) > MAX_SINCE_NS:
             raise ValueError(since_out_of_range(name, text))
-        return int(digits)
+        value = int(digits)
+        if 0 < value < _EPOCH_NS_FROM:
+            unit, scale = _EPOCH_UNIT_BY_DIGITS[min(len(digits), 16)]
+            # `date +%s` (or milliseconds) read as nanoseconds is 1970: the whole trail, unsaid.
+            raise ValueError(
+                f"{name} {text[:64]!r}: epoch {unit}, not nanoseconds (that would be 1970): give"
+                f" {value * scale} for that time, or like 15m, 2h, 3d or an RFC 3339 time"
+            )
+        return value
     try:
         return parse_time_ns(text)
     except ValueError as exc:
@@ -210,6 +218,16 @@ def _time_out_of_range(text: str) -> bool:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Epoch nanoseconds below this (1973-03-03) are taken for seconds or milliseconds someone meant
+# (epoch seconds stay below it until the year 5138); 0 still means everything.
+_EPOCH_NS_FROM = 10**17
+# What a shorter number most likely is, by its digits (seconds reach 11 digits in 2286), and its
+# nanoseconds' factor.
+_EPOCH_UNIT_BY_DIGITS = {
+    **dict.fromkeys(range(1, 12), ("seconds", 10**9)),
+    **dict.fromkeys(range(12, 15), ("milliseconds", 10**6)),
+    **dict.fromkeys(range(15, 17), ("microseconds", 10**3)),
+}
 _LOOKS_LIKE_A_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 
 
@@ -358,6 +376,9 @@ class AuditEntry(TypedDict):
     sender: NotRequired[SenderRecord | None]
     incident: NotRequired[IncidentRecord]
     timings_ms: NotRequired[Timings]
+    # An action a person took by hand outside any incident (outcome and input "by_hand"; no alert:
+    # rule and priority empty, alert {}).
+    action: NotRequired[ActionRecord]
 
 
 class AuditAnswer(TypedDict):
@@ -498,8 +519,61 @@ def _mentions(alert_json: dict[str, Any], needle: str) -> bool:
 
 
 def load_trail(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
-    """The newest ``limit`` matching alerts, oldest first. Scans newest-first in pages, so a run id
+    """The newest ``limit`` matching entries, oldest first: the alerts, and the actions people took
+    by hand outside any incident (see _by_hand_entries). Scans newest-first in pages, so a run id
     from a moment ago is found on a busy responder however much older traffic there is."""
+    alerts = _alert_entries(conn, query)
+    by_hand = _by_hand_entries(conn, query)
+    if not by_hand:
+        return alerts
+    merged = sorted([*alerts, *by_hand], key=lambda entry: entry["received_ns"])
+    return merged[-query.limit :]
+
+
+# An entry's outcome (and input) for an action a person took by hand outside any incident.
+BY_HAND = "by_hand"
+
+
+def _by_hand_entries(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
+    """The newest ``limit`` actions taken by hand (serving-guard quarantine, block, release) without
+    --incident, as entries of the trail beside the alerts: a release from a workstation is in
+    the trail a security engineer reads, not only in the journal. Not under a filter that selects
+    alerts or incidents (a run, a policy, an incident): such an action has none of them."""
+    if query.run_id is not None or query.policy is not None or query.incident is not None:
+        return []
+    sql = "SELECT * FROM actions WHERE incident_id IS NULL AND started_ns >= ?"
+    params: list[Any] = [query.since_ns]
+    if query.namespace is not None:
+        sql += " AND namespace = ?"
+        params.append(query.namespace)
+    if query.pod is not None:
+        sql += " AND pod = ?"
+        params.append(query.pod)
+    sql += " ORDER BY id DESC LIMIT ?"
+    rows = conn.execute(sql, [*params, min(query.limit, MAX_LIMIT)]).fetchall()
+    return [
+        {
+            "alert_id": "",
+            "received": format_time_ns(row["started_ns"]),
+            "received_ns": row["started_ns"],
+            "input": BY_HAND,
+            "sender": None,
+            "rule": "",
+            "priority": "",
+            "namespace": row["namespace"],
+            "pod": row["pod"],
+            "state": "done",
+            "outcome": BY_HAND,
+            "incident_id": None,
+            "alert": {},
+            "action": _action_record(row, None),
+        }
+        for row in reversed(rows)
+    ]
+
+
+def _alert_entries(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
+    """The newest ``limit`` matching alerts, oldest first."""
     limit = min(query.limit, MAX_LIMIT)
     sql = "SELECT * FROM alerts WHERE received_ns >= ? AND seq < ?"
     params: list[Any] = [query.since_ns]
@@ -638,20 +712,25 @@ def _other_pod(action: sqlite3.Row, incident: sqlite3.Row | None) -> dict[str, s
     return {"other_pod": f"{action['namespace']}/{action['pod']}"}
 
 
+def _action_record(action: sqlite3.Row, incident: sqlite3.Row | None) -> dict[str, Any]:
+    """An actions row as the trail gives it (ActionRecord); ``incident``: its incident's row."""
+    return {
+        "action": action["action"],
+        "status": action["status"],
+        "detail": action["detail"],
+        "started_ns": action["started_ns"],
+        "finished_ns": action["finished_ns"],
+        "duration_ms": _ms(action["started_ns"], action["finished_ns"]),
+        "actor": action["actor"],
+        **_outcome_fields(json.loads(action["outcome"])),
+        **_other_pod(action, incident),
+    }
+
+
 def _incident(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     row = conn.execute(INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id = ?", (incident_id,)).fetchone()
     actions = [
-        {
-            "action": a["action"],
-            "status": a["status"],
-            "detail": a["detail"],
-            "started_ns": a["started_ns"],
-            "finished_ns": a["finished_ns"],
-            "duration_ms": _ms(a["started_ns"], a["finished_ns"]),
-            "actor": a["actor"],
-            **_outcome_fields(json.loads(a["outcome"])),
-            **_other_pod(a, row),
-        }
+        _action_record(a, row)
         for a in conn.execute("SELECT * FROM actions WHERE incident_id = ? ORDER BY id", (incident_id,))
     ]
     notifications = [
@@ -781,9 +860,21 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
     lines += [
         f"  {count:>6}  {printable(text)}" for text, count in sorted(outcomes.items(), key=lambda o: -o[1])
     ]
+    by_hand = [entry for entry in entries if entry["outcome"] == BY_HAND]
+    if by_hand:
+        lines += ["", f"{len(by_hand)} action(s) by hand outside any incident:"]
+        lines += [
+            printable(f"  {entry['namespace']}/{entry['pod']}: {_action_text(entry.get('action') or {})}")
+            for entry in by_hand
+        ]
     if limit is not None and len(entries) >= limit:
-        lines.append(f"(read from the newest {limit} alerts only: raise --limit to take in older ones)")
+        lines.append(truncated_note(limit))
     return "\n".join(lines)
+
+
+def truncated_note(limit: int) -> str:
+    """Said when the trail read is ``limit`` entries long: older ones may be left out."""
+    return f"(read from the newest {limit} entries only: raise --limit to take in older ones)"
 
 
 def _utc(time_ns: object) -> str:
@@ -821,10 +912,15 @@ def _action_text(action: Mapping[str, Any]) -> str:
     text = f"{_utc(action.get('finished_ns'))}  {action.get('action')} {action.get('status')}"
     if action.get("action") == RECHECK and action.get("status") == OutcomeStatus.LAPSED:
         text += f": the {_lapsed_words(action)} no longer holds"
+    # A release's detail starts with who and why, said at the end as for every action by hand.
+    said = f"{action.get('status')} by {action.get('actor')}: {action.get('reason')}"
+    detail = str(action.get("detail") or "")
+    if action.get("reason") and detail.startswith(said):
+        detail = detail[len(said) :].lstrip("; ")
     if action.get("leaky_policies"):
         text += " (still allowed by " + ", ".join(action["leaky_policies"]) + ")"
-    elif action.get("detail"):
-        text += f" ({action['detail']})"
+    elif detail:
+        text += f" ({detail})"
     text += f" by {action.get('actor') or RESPONDER_ACTOR}"
     if action.get("other_pod"):
         text += f" on {action['other_pod']}, not this incident's pod"
@@ -852,8 +948,14 @@ def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
     (where it went). With --incident, the whole of one incident."""
     incidents, first = _incidents_of(entries)
     blocks = []
-    for incident_id, incident in incidents.items():
-        entry = first[incident_id]
+    for entry in entries:
+        if entry["outcome"] == BY_HAND:
+            blocks.append("\n".join(printable(line) for line in _by_hand_lines(entry)))
+            continue
+        incident_id = entry.get("incident_id")
+        if not incident_id or first.get(incident_id) is not entry:
+            continue  # told at its incident's first entry
+        incident = incidents[incident_id]
         verification = (incident.get("verification") or {}).get("status", "-")
         lines = [
             f"{incident_id}  {entry['rule']}  {entry['namespace'] or '-'}/{entry['pod'] or '-'}",
@@ -868,6 +970,14 @@ def format_incidents(entries: Sequence[Mapping[str, Any]]) -> str:
         lines += [f"  slack     {_notification_text(n)}" for n in incident.get("notifications") or []]
         blocks.append("\n".join(printable(line) for line in lines))
     return "\n\n".join(blocks) if blocks else "no incidents"
+
+
+def _by_hand_lines(entry: Mapping[str, Any]) -> list[str]:
+    """An action by hand outside any incident, as the incidents' stories tell it."""
+    return [
+        f"by hand  {entry['namespace'] or '-'}/{entry['pod'] or '-'}, outside any incident",
+        f"  action    {_action_text(entry.get('action') or {})}",
+    ]
 
 
 def _table_time(text: str) -> str:
@@ -922,6 +1032,12 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
         if entry["outcome"] == "duplicate":
             actions = f"(repeat #{repeats.get(index, '?')} of {entry['incident_id']})"
             decided = slack = verification = "-"
+        elif entry["outcome"] == BY_HAND:
+            action = entry.get("action") or {}
+            actions = f"{action.get('action')}={action.get('status')}(by {action.get('actor')})"
+            reason = action.get("reason")
+            decided = f"by hand: {reason}" if reason else "by hand"
+            slack = verification = "-"
         else:
             actions = (
                 ", ".join(
@@ -939,7 +1055,7 @@ def format_table(entries: Iterable[Mapping[str, Any]]) -> str:
             (
                 # The date too: the trail reaches back days (journal.retention_days).
                 _table_time(entry["received"])[:23],
-                entry["rule"][:48],
+                entry["rule"][:48] or "-",
                 f"{entry['namespace'] or '-'}/{entry['pod'] or '-'}",
                 entry["outcome"],
                 verification,

@@ -20,13 +20,14 @@ from responder.audit import (
     format_summary,
     format_table,
     load_trail,
+    truncated_note,
 )
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import Config, load_config
 from responder.errors import UserError
 from responder.journal import check_journal_path
-from responder.journal_schema import check_readable, connect
+from responder.journal_schema import check_readable, connect, unreadable_journal
 from responder.policy import DEFAULT_POLICY
 from simulators.scenario import check_run_id
 
@@ -126,6 +127,8 @@ def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
                 " and SQLite creates the journal's -wal and -shm files there even to read it (run as the"
                 " journal's owner, or copy the journal with its -wal file to a writable directory)"
             ) from None
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_CORRUPT:
+            raise unreadable_journal(path, exc, "damaged where the trail asked for was read") from None
         raise UserError(f"journal {path}: not a readable Serving Guard journal ({exc})") from None
 
 
@@ -170,9 +173,18 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(entries, indent=2))
     elif args.format == "summary":
-        print(format_summary(entries, limit=args.limit))
+        print(format_summary(entries, limit=args.limit))  # says so itself
     elif args.format == "incidents":
         print(format_incidents(entries))
     else:
         print(format_table(entries))
+    if args.format != "summary" and len(entries) >= args.limit:
+        print(truncated_note(args.limit), file=sys.stderr)  # beside the output: json stays JSON
+    if args.incident is not None and not entries:
+        print(
+            f"--incident {args.incident}: nothing in the trail (mistyped, or pruned since"
+            + (", or all before --since)" if args.since is not None else ")"),
+            file=sys.stderr,
+        )
+        return 1
     return 0

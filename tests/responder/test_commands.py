@@ -317,7 +317,7 @@ def test_audit_summarises_what_a_policy_on_trial_would_have_done(
         == 0
     )
     assert capsys.readouterr().out.endswith(
-        "(read from the newest 1 alerts only: raise --limit to take in older ones)\n"
+        "(read from the newest 1 entries only: raise --limit to take in older ones)\n"
     )
     assert main(["audit", "--config", str(config), "--policy", "no/such"]) == 2
     assert (
@@ -354,8 +354,10 @@ def test_audit_tells_one_incidents_whole_story(
         (pods["vllm"].name, "duplicate"),
     ]
     assert {e["incident_id"] for e in entries} == {vllm_incident}
-    assert main(["audit", "--config", str(config), "--incident", "inc-" + "0" * 20]) == 0
-    assert capsys.readouterr().out.splitlines()[1:] == []  # the header alone: no such incident
+    assert main(["audit", "--config", str(config), "--incident", "inc-" + "0" * 20]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1:] == []  # the header alone: no such incident, and it says so
+    assert "nothing in the trail (mistyped, or pruned since)" in captured.err
     assert main(["audit", "--config", str(config), "--incident", "INC-1"]) == 2
     assert "--incident: 'INC-1' is not an incident id (inc- and 20 hex digits)" in capsys.readouterr().err
 
