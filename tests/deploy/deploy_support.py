@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,8 @@ RELEASE = "serving-guard"
 # The recommended install: the release beside Falco, in Falco's namespace.
 NAMESPACE = "falco"
 DIGEST = "sha256:" + "3" * 64
+# Every values.yaml the chart has been released with (the README there says how they were kept).
+VALUES_BY_CHART_VERSION = Path(__file__).parent / "fixtures" / "values-by-chart-version"
 
 Values = dict[str, Any]
 
@@ -223,3 +228,44 @@ def deep_merge(base: Values, override: Mapping[str, Any]) -> Values:
         else:
             merged[key] = value
     return merged
+
+
+def render_reusing(release_values: Values, values: Values, workdir: Path, name: str = "reused") -> Rendered:
+    """`helm upgrade --reuse-values` with the current templates: Helm renders them with the installed
+    release's chart values (release_values, an earlier values.yaml) in place of the new chart's
+    values.yaml, the given values over them, and validates the schema on that (helm/helm#9000)."""
+    chart_dir = workdir / "serving-guard"
+    shutil.copytree(CHART_DIR, chart_dir)  # follows the rules-pack symlink
+    (chart_dir / "values.yaml").write_text(yaml.safe_dump(release_values), encoding="utf-8")
+    earlier = helm_python.Chart.load(chart_dir)
+    try:
+        return render(earlier, Case(name, values))
+    finally:
+        earlier.close()
+
+
+@dataclass(frozen=True)
+class ReleasedValues:
+    """The values.yaml of one chart version, or of one commit of a version released many times over."""
+
+    chart_version: str
+    commit: str | None
+    values: Values
+
+    @property
+    def name(self) -> str:
+        return f"{self.chart_version}@{self.commit}" if self.commit else self.chart_version
+
+
+def released_values() -> list[ReleasedValues]:
+    """<version>.yaml files as they are; a <version>.json.gz history, one per distinct values.yaml."""
+    released = []
+    for path in sorted(VALUES_BY_CHART_VERSION.iterdir()):
+        if path.name.endswith(".json.gz"):
+            history = json.loads(gzip.decompress(path.read_bytes()))
+            for snapshot in history["snapshots"]:
+                last_commit = snapshot["commits"][-1]
+                released.append(ReleasedValues(history["chartVersion"], last_commit, snapshot["values"]))
+        elif path.suffix == ".yaml":
+            released.append(ReleasedValues(path.stem, None, yaml.safe_load(path.read_text(encoding="utf-8"))))
+    return released

@@ -663,3 +663,10 @@ def test_notes_warn_while_the_journal_is_not_persistent(renders: dict[str, Rende
     # Said first, before the steps, where it cannot be missed.
     assert notes.index("WARNING") < notes.index("1. Point Falco at it")
     assert "NOT PERSISTENT" not in renders["production"].notes()
+
+
+def test_notes_warn_while_the_image_is_not_pinned(renders: dict[str, Rendered]) -> None:
+    notes = " ".join(renders["defaults"].notes().split())
+    assert "WARNING: THE IMAGE IS NOT PINNED (image.digest is empty)" in notes
+    assert "ghcr.io/serving-guard/serving-guard:0.1.0 is a tag" in notes
+    assert "NOT PINNED" not in renders["production"].notes()  # pinned by digest

@@ -323,6 +323,25 @@ def test_schema_rejects_bad_values_naming_the_path(
             NAMESPACE,
             "egressPolicy.apiServer.cidrs: with egressPolicy.enabled",
         ),
+        # The responder refuses each at start (config.Policy, ingest.http.audit_token_source).
+        (
+            {"policies": [{"name": "shells", "actions": ["notify", "annotate", "quarantine"]}]},
+            NAMESPACE,
+            "policies[0] (shells).actions: quarantine already annotates the pod; use one of quarantine or"
+            " annotate",
+        ),
+        (
+            {
+                "inputs": {
+                    "http": {
+                        "token": {"secretName": "sg-tokens", "key": "token"},
+                        "auditToken": {"secretName": "sg-tokens", "key": "token"},
+                    }
+                }
+            },
+            NAMESPACE,
+            'inputs.http.auditToken: Secret "sg-tokens" key "token" is also inputs.http.token\'s',
+        ),
     ],
 )
 def test_chart_refuses_unworkable_combinations(
@@ -373,3 +392,10 @@ def test_separate_namespace_works_without_falco_certificates(chart: helm_python.
         if isinstance(doc, dict) and doc.get("kind") == "Certificate"
     ]
     assert sorted(certificates) == [f"{RELEASE}-ca", f"{RELEASE}-server"]
+
+
+def test_the_two_tokens_may_share_a_secret_under_keys_of_their_own(chart: helm_python.Chart) -> None:
+    tokens = {"token": {"secretName": "sg-tokens", "key": "send"}, "auditToken": {"secretName": "sg-tokens"}}
+    rendered = render(chart, Case("two-keys", {"inputs": {"http": tokens}}))
+    config = load_config_text(rendered.config_text(), "config.yaml")
+    assert config.inputs.http.token is not None and config.inputs.http.audit_token is not None

@@ -304,7 +304,10 @@ def test_falcosidekick_and_scrapers_only_when_configured(renders: dict[str, Rend
     sources = _ingress_rules(renders["tls-disabled-token"])[0]["from"]
     assert sources[1] == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "sidekick"}},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "falcosidekick"}},
+        # Falcosidekick's own pods, not its UI or Redis (the same name label, component ui or redis).
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "falcosidekick", "app.kubernetes.io/component": "core"}
+        },
     }
     metrics = _ingress_rules(renders["production"])[1]["from"]
     assert metrics == [

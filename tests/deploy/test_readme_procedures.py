@@ -10,6 +10,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -18,6 +20,7 @@ import yaml
 
 from responder.journal_schema import SCHEMA_VERSION, newer_schema_message
 from tests.deploy.deploy_support import DEPLOY, RELEASE, Case, Values, deep_merge, render
+from tests.deploy.test_falco_values import _snippet
 from tests.pss import restricted_violations
 
 README = (DEPLOY / "README.md").read_text(encoding="utf-8")
@@ -166,3 +169,96 @@ def test_the_rollback_section_names_this_versions_journal_schema() -> None:
     assert newer_schema_message("PATH", SCHEMA_VERSION + 1).startswith(
         f"journal PATH: schema {SCHEMA_VERSION + 1}, this version reads {SCHEMA_VERSION} "
     )
+
+
+# -- Certificates: the CA recipe for your own Secrets --------------------------------------------------
+
+
+def _own_secrets_recipe() -> str:
+    section = README.split("- **Your own Secrets.**", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "no sh block under **Your own Secrets.**"
+    # The openssl part; the kubectl lines that follow need a cluster.
+    lines = textwrap.dedent(block.group(1)).splitlines()
+    return "\n".join(lines[: next(i for i, line in enumerate(lines) if line.startswith("kubectl"))])
+
+
+def test_the_own_ca_recipe_verifies_strictly(tmp_path: Path) -> None:
+    """Python 3.13+ verifies with VERIFY_X509_STRICT (serving-guard audit --responder, verify): a CA
+    without keyUsage is refused there, as by openssl's -x509_strict."""
+    assert shutil.which("openssl") and shutil.which("bash")
+    recipe = _own_secrets_recipe()
+    assert '-addext "keyUsage=critical,keyCertSign,cRLSign"' in recipe
+    subprocess.run(["bash", "-euc", recipe], cwd=tmp_path, check=True, capture_output=True, text=True)
+    verified = subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-CAfile", "ca.crt", "tls.crt", "falco.crt"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.split() == ["tls.crt:", "OK", "falco.crt:", "OK"]
+
+
+# -- a first install as written --------------------------------------------------------------------------
+
+
+def _install_steps() -> str:
+    return README.split("## Install", 1)[1].split("### On kind", 1)[0]
+
+
+def test_the_install_creates_the_enforced_namespaces_before_the_chart(chart: helm_python.Chart) -> None:
+    example = _snippet("chart-values-example")
+    steps = _install_steps()
+    install = steps.index("helm install serving-guard")
+    for namespace in example["enforcement"]["namespaces"]:
+        created = steps.index(f"kubectl create namespace {namespace}")
+        assert created < install, namespace
+    # The chart puts objects there, which a missing namespace fails.
+    rendered = render(chart, Case("readme-example", example))
+    assert {m["metadata"].get("namespace") for m in rendered.manifests} >= set(
+        example["enforcement"]["namespaces"]
+    )
+    # The example's PriorityClass is created before the install too.
+    assert steps.index(f"kubectl create priorityclass {example['priorityClassName']} ") < install
+
+
+def test_every_helm_template_command_names_a_kube_version() -> None:
+    commands = re.findall(r"helm template [^\n]*(?:\\\n[^\n]*)*", README)
+    assert len(commands) >= 2
+    for command in commands:
+        assert "--kube-version 1.30" in command, command
+
+
+def test_the_kind_section_adds_the_falco_repository_before_installing_from_it() -> None:
+    section = README.split("### On kind", 1)[1].split("\n## ", 1)[0]
+    assert section.index("helm repo add falcosecurity ") < section.index(
+        "helm install falco falcosecurity/falco"
+    )
+
+
+def test_the_audit_section_says_how_to_get_the_ca(chart: helm_python.Chart) -> None:
+    section = README.split("### Who reads the audit trail", 1)[1].split("\n## ", 1)[0]
+    fetch = re.search(
+        r"kubectl -n falco get secret (\S+) -o jsonpath='\{\.data\.ca\\\.crt\}' \| base64 -d > ca\.crt",
+        section,
+    )
+    assert fetch, section
+    assert section.index(fetch.group(0)) < section.index("--ca ca.crt")
+    # The responder's TLS Secret as the chart names it.
+    tls = render(chart, Case("audit", {})).one("Certificate", f"{RELEASE}-server")["spec"]["secretName"]
+    assert fetch.group(1) == tls
+
+
+def test_the_node_failure_recovery_is_documented() -> None:
+    section = README.split("## When the responder's node fails", 1)[1].split("\n## ", 1)[0]
+    assert "kubectl -n falco delete pod POD --force --grace-period=0" in section
+    assert "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute" in section
+    prose = " ".join(section.split())
+    assert "`Recreate` starts no new pod while the old one exists" in prose
+
+
+def test_operators_are_told_where_the_chart_version_shows() -> None:
+    prose = " ".join(README.split())
+    assert "`helm history serving-guard -n falco` shows in its CHART column" in prose

@@ -139,6 +139,48 @@ journalDir: /var/lib/serving-guard
 {{- end -}}
 {{- end -}}
 
+{{/* The name Falco's gRPC server certificate carries and the responder verifies: inputs.grpc.serverName,
+     else the address's host. */}}
+{{- define "serving-guard.grpcServerName" -}}
+{{- default (include "serving-guard.grpcHost" .) .Values.inputs.grpc.serverName -}}
+{{- end -}}
+
+{{/* "true" when the name is an IP address: the schema lets only an IPv6 address hold a colon, and an IPv4
+     address is a dotted quad (what Python's ipaddress takes: no leading zeros). A certificate names an IP
+     address in ipAddresses, which TLS clients check against it, not in dnsNames. */}}
+{{- define "serving-guard.isIpAddress" -}}
+{{- $octet := "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])" -}}
+{{- if or (contains ":" .) (regexMatch (printf "^(%s\\.){3}%s$" $octet $octet) .) }}true{{ end -}}
+{{- end -}}
+
+{{/* blockDestination as JSON, with values.yaml's defaults for what an earlier release's values lack (helm
+     upgrade --reuse-values): the whole object before blocks existed, keys added since. Key by key, not
+     with merge, which would replace a false with the default's true. */}}
+{{- define "serving-guard.blockDestination" -}}
+{{- $block := deepCopy (.Values.blockDestination | default dict) -}}
+{{- $defaults := dict "label" "serving-guard.io/block" "networkPolicyPrefix" "serving-guard-block" "addressFields" (list "fd.rip" "fd.sip") "neverBlock" list "maxPerPod" 32 "escalateToQuarantine" true "ignoreOtherPolicyApis" false -}}
+{{- range $key, $default := $defaults -}}
+{{- if not (hasKey $block $key) }}{{ $_ := set $block $key $default }}{{ end -}}
+{{- end -}}
+{{- toJson $block -}}
+{{- end -}}
+
+{{/* "true" when the admission policies are rendered. rbac is absent from the values of a release
+     installed before them: on, as values.yaml has it. */}}
+{{- define "serving-guard.admissionPolicyEnabled" -}}
+{{- $enabled := dig "admissionPolicy" "enabled" true (.Values.rbac | default dict) -}}
+{{- if $enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* The audit token's Secret as JSON ({secretName, key}), or nothing when there is none. auditToken is
+     absent from the values of a release installed before it (helm upgrade --reuse-values). */}}
+{{- define "serving-guard.auditTokenSecret" -}}
+{{- $audit := .Values.inputs.http.auditToken | default dict -}}
+{{- if and .Values.inputs.http.enabled $audit.secretName -}}
+{{- toJson (dict "secretName" $audit.secretName "key" ($audit.key | default "token")) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Namespaces ---------------------------------------------------------------------------------- */}}
 
 {{- define "serving-guard.protectedNamespaces" -}}
@@ -208,6 +250,13 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- if and $v.inputs.http.tls.extraDnsNames (not $certs.server) -}}
 {{- fail (printf "inputs.http.tls.extraDnsNames: only the server certificate the chart requests (inputs.http.enabled with tls.mode certManager) takes them, and here it requests none (tls.mode %s): leave extraDnsNames empty, and with mode secret put the names in your own certificate" $v.inputs.http.tls.mode) -}}
 {{- end -}}
+{{- $auditToken := include "serving-guard.auditTokenSecret" . -}}
+{{- if and $v.inputs.http.token.secretName $auditToken -}}
+{{- $audit := $auditToken | fromJson -}}
+{{- if and (eq $v.inputs.http.token.secretName $audit.secretName) (eq $v.inputs.http.token.key $audit.key) -}}
+{{- fail (printf "inputs.http.auditToken: Secret %q key %q is also inputs.http.token's: the audit trail's readers would hold the senders' token, and the senders the readers' (the responder refuses to start). Give the audit token a Secret or key of its own" $audit.secretName $audit.key) -}}
+{{- end -}}
+{{- end -}}
 {{- if and $certs.falcoClient (not (include "serving-guard.canIssueForFalco" .)) -}}
 {{- fail (printf "inputs.http.tls.falcoClientCertificate: a namespaced Issuer in %q cannot sign Falco's client certificate in namespace %q: install this chart into Falco's namespace, set certManager.issuerRef to a ClusterIssuer, or set inputs.http.tls.falcoClientCertificate.enabled=false and create the Secret yourself (deploy/README.md)" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
 {{- end -}}
@@ -215,6 +264,9 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- if $v.inputs.grpc.enabled -}}
 {{- if not $v.inputs.grpc.address -}}
 {{- fail "inputs.grpc.address: set host:port of Falco's gRPC Service (e.g. falco-grpc.falco.svc:5060)" -}}
+{{- end -}}
+{{- if gt (len (include "serving-guard.grpcHost" .)) 253 -}}
+{{- fail "inputs.grpc.address: the host is longer than a DNS name's 253 characters" -}}
 {{- end -}}
 {{- if and (not $v.inputs.grpc.tls.secretName) (ne $v.inputs.http.tls.mode "certManager") -}}
 {{- fail "inputs.grpc.tls.secretName: Falco's gRPC over TCP requires mutual TLS: name a Secret with ca.crt, tls.crt and tls.key (or use inputs.http.tls.mode=certManager to have it issued)" -}}
@@ -229,7 +281,7 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- if and (eq $v.slack.mode "bot") (not $v.slack.defaultChannel) -}}
 {{- fail "slack.defaultChannel: mode bot needs a default channel (e.g. \"#sec-alerts\")" -}}
 {{- end -}}
-{{- if and $v.rbac.admissionPolicy.enabled (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) -}}
+{{- if and (include "serving-guard.admissionPolicyEnabled" .) (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) -}}
 {{- fail (printf "rbac.admissionPolicy.enabled: the ValidatingAdmissionPolicies that confine the responder's ServiceAccount need Kubernetes >= 1.30 (admissionregistration.k8s.io/v1), this cluster is %s (helm template: the version given by --kube-version, or Helm's own): upgrade it, or set rbac.admissionPolicy.enabled=false knowingly (deploy/README.md)" .Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- if and $v.journal.persistence.enabled $v.journal.persistence.existingClaim $v.journal.persistence.storageClassName -}}
@@ -301,13 +353,24 @@ change that no longer rolls it). */ -}}
 {{- end -}}
 {{- /* Absent from an earlier release's values (helm upgrade --reuse-values): off. */ -}}
 {{- $egress := $v.egressPolicy | default dict -}}
+{{- $proxy := $v.slack.proxy | default dict -}}
+{{- if and $egress.enabled $proxy.httpsProxy (ne $v.slack.mode "disabled") (not $egress.extraEgress) -}}
+{{- fail (printf "egressPolicy.extraEgress: slack.proxy.httpsProxy (%s) carries Slack's posts, and egressPolicy lets the responder reach only what it lists: admit the proxy's address and port in egressPolicy.extraEgress ([{to: [{ipBlock: {cidr: ADDRESS/32}}], ports: [{port: PORT, protocol: TCP}]}])" $proxy.httpsProxy) -}}
+{{- end -}}
 {{- if and $egress.enabled (not $egress.apiServer.cidrs) -}}
 {{- fail "egressPolicy.apiServer.cidrs: with egressPolicy.enabled the responder reaches only what is listed, and the API server's addresses differ per cluster: list them, as pods reach them (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes: each address /32 or /128), with egressPolicy.apiServer.ports" -}}
 {{- end -}}
-{{- if eq $v.blockDestination.label $v.quarantine.label -}}
-{{- fail (printf "blockDestination.label: %q is also quarantine.label; a block and a quarantine need labels of their own" $v.blockDestination.label) -}}
+{{- $block := include "serving-guard.blockDestination" . | fromJson -}}
+{{- if eq $block.label $v.quarantine.label -}}
+{{- fail (printf "blockDestination.label: %q is also quarantine.label; a block and a quarantine need labels of their own" $block.label) -}}
 {{- end -}}
 {{- $policyNames := dict -}}
+{{- range $index, $policy := $v.policies -}}
+{{- $actions := $policy.actions | default list -}}
+{{- if and (has "quarantine" $actions) (has "annotate" $actions) -}}
+{{- fail (printf "policies[%d] (%s).actions: quarantine already annotates the pod; use one of quarantine or annotate (the responder refuses the pair)" $index $policy.name) -}}
+{{- end -}}
+{{- end -}}
 {{- range $v.policies -}}
 {{- if hasKey $policyNames .name -}}
 {{- fail (printf "policies: two policies are named %q; a policy's name is how the journal, Slack and config explain tell them apart" .name) -}}
@@ -320,9 +383,13 @@ change that no longer rolls it). */ -}}
 {{- define "serving-guard.config" -}}
 {{- $v := .Values -}}
 {{- $paths := include "serving-guard.paths" . | fromYaml -}}
+{{- /* A key added since the chart's first release is absent from an earlier release's values (helm upgrade
+     --reuse-values), and any key is absent once a value of null deletes it: each such key is defaulted
+     here to what values.yaml sets, which the schema cannot do (Helm validates before any default). */ -}}
+{{- $maxConnections := $v.inputs.http.maxConnections | default 1024 -}}
 {{- /* maxConnectionsPerPeer unset (null, or absent from an earlier release's values): an eighth of the cap, as the responder derives it (config.PEER_SHARE). */ -}}
-{{- $perPeer := $v.inputs.http.maxConnectionsPerPeer | default (max 1 (div $v.inputs.http.maxConnections 8)) -}}
-{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $v.inputs.http.maxConnections "max_connections_per_peer" $perPeer "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
+{{- $perPeer := $v.inputs.http.maxConnectionsPerPeer | default (max 1 (div $maxConnections 8)) -}}
+{{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $maxConnections "max_connections_per_peer" $perPeer "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
 {{- if include "serving-guard.httpTlsEnabled" . -}}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
 {{- if $v.inputs.http.tls.requireClientCert -}}
@@ -338,16 +405,16 @@ change that no longer rolls it). */ -}}
 {{- if and $v.inputs.http.enabled $v.inputs.http.token.secretName -}}
 {{- $_ := set $http "token" (dict "file" (printf "%s/token" $paths.httpToken)) -}}
 {{- end -}}
-{{- if and $v.inputs.http.enabled $v.inputs.http.auditToken.secretName -}}
+{{- if include "serving-guard.auditTokenSecret" . -}}
 {{- $_ := set $http "audit_token" (dict "file" (printf "%s/token" $paths.auditToken)) -}}
 {{- end -}}
 {{- $grpc := dict "enabled" $v.inputs.grpc.enabled -}}
 {{- if $v.inputs.grpc.enabled -}}
 {{- $_ := set $grpc "address" $v.inputs.grpc.address -}}
 {{- $_ := set $grpc "poll_interval_seconds" $v.inputs.grpc.pollIntervalSeconds -}}
-{{- $_ := set $grpc "tls" (dict "ca_file" (printf "%s/ca.crt" $paths.grpcTls) "cert_file" (printf "%s/tls.crt" $paths.grpcTls) "key_file" (printf "%s/tls.key" $paths.grpcTls) "server_name" (default (include "serving-guard.grpcHost" .) $v.inputs.grpc.serverName)) -}}
+{{- $_ := set $grpc "tls" (dict "ca_file" (printf "%s/ca.crt" $paths.grpcTls) "cert_file" (printf "%s/tls.crt" $paths.grpcTls) "key_file" (printf "%s/tls.key" $paths.grpcTls) "server_name" (include "serving-guard.grpcServerName" .)) -}}
 {{- end -}}
-{{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority "thread_by_workload" $v.slack.threadByWorkload -}}
+{{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority "thread_by_workload" (ternary $v.slack.threadByWorkload true (kindIs "bool" $v.slack.threadByWorkload)) -}}
 {{- if $v.slack.defaultChannel -}}
 {{- $_ := set $slack "default_channel" $v.slack.defaultChannel -}}
 {{- end -}}
@@ -356,24 +423,28 @@ change that no longer rolls it). */ -}}
 {{- else if eq $v.slack.mode "webhook" -}}
 {{- $_ := set $slack "webhook_url" (dict "file" (printf "%s/webhook-url" $paths.slack)) -}}
 {{- end -}}
+{{- $maxBlocks := $v.guardrails.maxBlocks | default dict -}}
+{{- $block := include "serving-guard.blockDestination" . | fromJson -}}
+{{- /* null (Helm's way to drop a default) or absent: what the responder takes for an absent key. */ -}}
+{{- $defaultActions := ternary (list "notify") $v.defaultActions (kindIs "invalid" $v.defaultActions) -}}
 {{- $guardrails := dict
       "protected_namespaces" (include "serving-guard.protectedNamespaces" . | fromJsonArray)
       "enforce_namespace_label" (default nil $v.guardrails.enforceNamespaceLabel)
       "max_quarantines" (dict "count" $v.guardrails.maxQuarantines.count "window_seconds" $v.guardrails.maxQuarantines.windowSeconds)
-      "max_blocks" (dict "count" $v.guardrails.maxBlocks.count "window_seconds" $v.guardrails.maxBlocks.windowSeconds "per_pod" (default 5 $v.guardrails.maxBlocks.perPod))
+      "max_blocks" (dict "count" ($maxBlocks.count | default 20) "window_seconds" ($maxBlocks.windowSeconds | default 300) "per_pod" ($maxBlocks.perPod | default 5))
       "dry_run" $v.guardrails.dryRun -}}
 {{- $config := dict
       "inputs" (dict "http" $http "grpc" $grpc)
       "server" (dict "metrics_listen" "0.0.0.0:9090")
       "cluster" (dict "verify_node" $v.cluster.verifyNode "cache_ttl_seconds" $v.cluster.cacheTtlSeconds "request_timeout_seconds" $v.cluster.requestTimeoutSeconds "workers" $v.cluster.workers)
-      "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" $v.quarantine.isolate "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" (default false $v.quarantine.ignoreOtherPolicyApis))
-      "block_destination" (dict "label" $v.blockDestination.label "network_policy_prefix" $v.blockDestination.networkPolicyPrefix "address_fields" $v.blockDestination.addressFields "never_block" $v.blockDestination.neverBlock "max_per_pod" $v.blockDestination.maxPerPod "escalate_to_quarantine" (ternary $v.blockDestination.escalateToQuarantine true (hasKey $v.blockDestination "escalateToQuarantine")) "ignore_other_policy_apis" $v.blockDestination.ignoreOtherPolicyApis)
+      "quarantine" (dict "label" $v.quarantine.label "label_value" $v.quarantine.labelValue "network_policy" $v.quarantine.networkPolicyName "isolate" ($v.quarantine.isolate | default "both") "patch_other_policies" $v.quarantine.patchOtherPolicies "ignore_other_policy_apis" (default false $v.quarantine.ignoreOtherPolicyApis))
+      "block_destination" (dict "label" $block.label "network_policy_prefix" $block.networkPolicyPrefix "address_fields" $block.addressFields "never_block" $block.neverBlock "max_per_pod" (int $block.maxPerPod) "escalate_to_quarantine" $block.escalateToQuarantine "ignore_other_policy_apis" $block.ignoreOtherPolicyApis)
       "guardrails" $guardrails
       "dedupe" (dict "window_seconds" $v.dedupe.windowSeconds "max_open_bytes" (int64 (default 67108864 $v.dedupe.maxOpenBytes)) "retry_withheld_seconds" (ternary $v.dedupe.retryWithheldSeconds (list 10 20 40 80 120) (hasKey $v.dedupe "retryWithheldSeconds")))
-      "policies" $v.policies
-      "default_actions" $v.defaultActions
+      "policies" ($v.policies | default list)
+      "default_actions" $defaultActions
       "slack" $slack
-      "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes "synchronous" $v.journal.synchronous "writer" $v.journal.writer)
+      "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes "synchronous" ($v.journal.synchronous | default "full") "writer" ($v.journal.writer | default "process"))
       "logging" (dict "level" $v.logging.level "format" $v.logging.format) -}}
 {{- toYaml $config -}}
 {{- end -}}
