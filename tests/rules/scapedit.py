@@ -31,12 +31,14 @@ SOCKET_ENTER = 18
 SYMLINKAT_EXIT = 181
 FCHMODAT_EXIT = 313
 RENAMEAT2_EXIT = 319
+CHDIR_EXIT = 95  # res, path
 CLONE_EXITS = (223, 227)  # clone (the two event versions of the capture's libs)
 
 # Parameter positions.
 EXECVE_FILENAME = 0  # enter event: the path given to execve (sysdig 0.29 builds proc.exepath from it)
 EXECVE_EXE, EXECVE_ARGS, EXECVE_COMM = 1, 2, 13  # exit event: argv[0], argv[1:], the process name
 OPENAT_ENTER_NAME, OPENAT_EXIT_NAME = 1, 2
+OPENAT_ENTER_FLAGS, OPENAT_EXIT_FLAGS = 2, 3  # the open flags, in the driver's PPM_O_* bits
 CONNECT_ENTER_ADDR, CONNECT_EXIT_TUPLE = 1, 1
 SENDTO_ENTER_TUPLE = 2
 SOCKET_ENTER_TYPE, SOCKET_ENTER_PROTO = 1, 2  # domain, type, proto
@@ -102,8 +104,18 @@ def read_events(path: Path) -> list[Event]:
     return [_event(index, block) for index, block in enumerate(blocks)]
 
 
-def _event_block(original: bytes, params: Sequence[bytes]) -> bytes:
+@dataclass(frozen=True)
+class Retyped:
+    """An event replaced by one of another type (same CPU, time and thread), with these parameters."""
+
+    type: int
+    params: Sequence[bytes]
+
+
+def _event_block(original: bytes, params: Sequence[bytes] | Retyped) -> bytes:
     cpuid, ts, tid, _, event_type, _ = _EVENT_HEADER.unpack_from(original, 8)
+    if isinstance(params, Retyped):
+        event_type, params = params.type, params.params
     event_length = _EVENT_HEADER_LEN + 2 * len(params) + sum(len(p) for p in params)
     body = _EVENT_HEADER.pack(cpuid, ts, tid, event_length, event_type, len(params))
     body += struct.pack(f"<{len(params)}H", *(len(p) for p in params)) + b"".join(params)
@@ -112,8 +124,9 @@ def _event_block(original: bytes, params: Sequence[bytes]) -> bytes:
     return _BLOCK_HEADER.pack(EVENT_BLOCK, length) + body + struct.pack("<I", length)
 
 
-def rewrite(source: Path, target: Path, replacements: Mapping[int, Sequence[bytes]]) -> None:
-    """Copy ``source`` to ``target`` with the parameters of the events at the given indexes replaced."""
+def rewrite(source: Path, target: Path, replacements: Mapping[int, Sequence[bytes] | Retyped]) -> None:
+    """Copy ``source`` to ``target`` with the parameters of the events at the given indexes replaced
+    (or, for a ``Retyped``, the events replaced by events of another type)."""
     out = bytearray()
     index = 0
     used = set()

