@@ -61,6 +61,8 @@ def render_report(report: CheckReport, expanded: bool) -> str:
             rule = ruleset.expanded[verdict.name]
             lines.append(f"               falco:  {rule.expanded}")
             lines.append(f"               sysdig: {verdict.condition.text}")
+            # Exact rewrites (label fields' dot form, an emptied list), not gaps: shown with the text.
+            lines += [f"               translated for sysdig: {t}" for t in verdict.condition.translations]
     if report.falco is None:
         lines.append("falco: not on PATH, `falco -V` not run")
     else:

@@ -75,6 +75,11 @@ LABEL_FIELDS = (
 )
 
 NEVER_TRUE = Check(FieldRef("evt.num"), "=", Value("0"))
+# Operators over a list, which an empty list (a tuning list emptied) never satisfies in Falco: its
+# parser reads `()` as no values, so `fd.sip in ()` compiles and is false, and so is `pmatch ()`.
+# 2022 libsinsp reads one empty value instead: it refuses it for an address field ("unrecognized
+# IPv6 address") and `pmatch ()` matches every path. Translated to the never-true stand-in: exact.
+LIST_OPERATORS = ("in", "pmatch", "intersects")
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,9 @@ class _Translator:
             gap = _field_gap(node.value)
         if gap is not None:
             return self.stand_in(node, gap, field.name)
+        if node.op in LIST_OPERATORS and isinstance(node.value, ListValue) and not node.value.items:
+            self.translations.append(f"{render(node)} -> {render(NEVER_TRUE)} (an empty list: never true)")
+            return NEVER_TRUE
         if node.op in UNSUPPORTED_OPERATORS:
             return self.stand_in(node, UNSUPPORTED_OPERATORS[node.op], node.op)
         if node.op == "iglob":
@@ -195,6 +203,8 @@ class _Translator:
         for item in node.value.items:
             if ":" in item.text:
                 self.dropped(node, item.text, IPV6_NET_REASON)
+        if not kept:
+            return NEVER_TRUE  # as an empty list (what is left of it) would be
         return Check(node.field, node.op, ListValue(kept, None, node.value.pos), node.pos)
 
 

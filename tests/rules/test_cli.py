@@ -38,6 +38,8 @@ def test_check_expanded_prints_both_conditions(sysdig: Sysdig, capsys: pytest.Ca
     assert "falco:  (evt.type in (execve, execveat) and evt.rawres = 0)" in out
     assert 'k8s.pod.label[serving-guard.io/serving] = "true"' in out  # as Falco compiles it
     assert 'k8s.pod.label.serving-guard.io/serving = "true"' in out  # as sysdig needs it
+    # The exact rewrites are listed too: an empty list (none allowed by default) is never true.
+    assert "translated for sysdig: proc.args pmatch () -> evt.num = 0 (an empty list: never true)" in out
 
 
 def test_check_errors_exit_1_with_file_line_rule_and_token(

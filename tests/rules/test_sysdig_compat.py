@@ -77,3 +77,35 @@ def test_iglob_is_translated_exactly_into_glob(sysdig: Sysdig) -> None:
     assert [s.clause for s in converted.stand_ins] == ['fd.name iglob "/a[bc]/*"']
     assert sysdig.compile_filter(converted.text).ok
     assert not sysdig.compile_filter('evt.type = openat and fd.filename iglob "*.pt"').ok
+
+
+def test_an_emptied_list_is_never_true_as_in_falco(sysdig: Sysdig, tmp_path: Path) -> None:
+    """A tuning list emptied (`items: []`): Falco reads `in ()` as no values, so the check is false.
+    The 2022 engine read one empty value: `fd.sip in ()` did not compile ("unrecognized IPv6
+    address": `rules check` refused a valid tuning) and `pmatch ()` matched every path (so `not
+    proc.args pmatch (an empty list)` was never true on the captures)."""
+    converted = to_sysdig(parse("evt.type = connect and not fd.sip in () and not proc.args pmatch ()"))
+    assert converted.text == "evt.type = connect and not evt.num = 0 and not evt.num = 0"
+    assert converted.translations == (
+        "fd.sip in () -> evt.num = 0 (an empty list: never true)",
+        "proc.args pmatch () -> evt.num = 0 (an empty list: never true)",
+    )
+    assert converted.stand_ins == ()
+    assert sysdig.compile_filter(converted.text).ok
+    assert not sysdig.compile_filter("evt.type = connect and fd.sip in ()").ok  # why it is needed
+    # What is left of a list of IPv6 networks only: never true too, not an empty list.
+    only_ipv6 = to_sysdig(parse('evt.type = connect and fd.snet in ("fd00::/8")'))
+    assert only_ipv6.text == "evt.type = connect and evt.num = 0"
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "- list: allowed_addresses\n"
+        "  items: []\n"
+        "- rule: Emptied list\n"
+        "  desc: a tuning list emptied by its user\n"
+        "  condition: evt.type = connect and not fd.sip in (allowed_addresses)\n"
+        '  output: "%fd.sip"\n'
+        "  priority: WARNING\n"
+    )
+    report = check_files([str(rules)], sysdig, require_sysdig=True, run_falco=False)
+    assert report.exit_code is ExitCode.OK, report
