@@ -397,12 +397,16 @@ def _checked_tags(raw: list[object]) -> tuple[str, ...]:
     return tuple(sorted(set(tags)))
 
 
+def canonical_source(source: str) -> str:
+    """Falco's name for an event source: Falcosidekick fills a missing source with "syscalls",
+    which is Falco's "syscall" (alerts and the policies matching them say it alike)."""
+    return "syscall" if source == "syscalls" else source
+
+
 def _normalise_source(raw: object) -> str:
     if raw is None or raw == "":
         return "syscall"
-    source = _require_text(raw, "source", 128)
-    # Falcosidekick fills a missing source with "syscalls"; it is Falco's "syscall".
-    return "syscall" if source == "syscalls" else source
+    return canonical_source(_require_text(raw, "source", 128))
 
 
 # Output fields that repeat the alert's time (Falco's JSON adds one; its gRPC output has neither):

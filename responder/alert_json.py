@@ -36,6 +36,7 @@ from responder.alert import (
     Priority,
     assemble_alert,
     build_alert,
+    canonical_source,
     json_type,
     parse_time_ns,
 )
@@ -130,9 +131,7 @@ def decode_common_alert(body: bytes, sender: Sender | None = None) -> Alert | No
     rule = payload.rule
     hostname = payload.hostname or None
     uuid = payload.uuid or None
-    source = payload.source or "syscall"
-    if source == "syscalls":  # Falcosidekick's word for Falco's "syscall"
-        source = "syscall"
+    source = canonical_source(payload.source or "syscall")
     if rule.isspace() or (hostname and hostname.isspace()) or (uuid and uuid.isspace()) or source.isspace():
         return None
     alert_fields: dict[str, FieldValue]

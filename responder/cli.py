@@ -124,6 +124,9 @@ class _WatchedStream:
             return self.stream.write(text)
         except BrokenPipeError:
             raise
+        except OutputLost:
+            self.failed = True
+            raise
         except OSError as exc:
             raise self._lost(exc) from exc
 
@@ -143,10 +146,45 @@ class _WatchedStream:
         return getattr(self.stream, name)
 
 
+class _ClosedStdout(io.TextIOBase):
+    """sys.stdout when fd 1 was closed as the command started (`>&-`): Python then has none, and
+    print() would write nowhere, the command reporting success. What is written here is OutputLost."""
+
+    @property
+    def buffer(self) -> _ClosedStdout:  # for bytes (replay --file -) as for text
+        return self
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: Any) -> int:
+        if text:
+            raise OutputLost("stdout is closed")
+        return 0
+
+
+def _hold_closed_stdout() -> None:
+    """fd 1, if closed, is given /dev/null: a file opened later (the journal, an alert file) would
+    get it, and a child process would take that file for its stdout and write into it."""
+    try:
+        os.fstat(1)
+    except OSError:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != 1:  # 1 is the lowest free descriptor unless 0 is closed too
+                os.dup2(devnull, 1)
+                os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
+    if stdout is None:
+        _hold_closed_stdout()
+        sys.stdout = cast(TextIO, _ClosedStdout())
     watched = [
-        _WatchedStream(stream, name) for stream, name in ((stdout, "stdout"), (stderr, "stderr")) if stream
+        _WatchedStream(stream, name)
+        for stream, name in ((sys.stdout, "stdout"), (stderr, "stderr"))
+        if stream
     ]
     for stream in watched:
         setattr(sys, stream.name, cast(TextIO, stream))

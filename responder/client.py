@@ -23,6 +23,9 @@ import yarl
 from responder.audit import AuditEntry, read_answer
 from responder.errors import UserError
 
+# The API's paths (under a responder's base URL), which commands add to it.
+API_PATHS = ("/v1/alerts", "/v1/audit")
+
 
 def check_base_url(text: str) -> str:
     """``text`` if it is a responder's base URL (``http(s)://HOST[:PORT][/PATH]``), else a
@@ -39,6 +42,15 @@ def check_base_url(text: str) -> str:
         raise ValueError(f"{text!r} is not a valid URL: port 0")
     if url.query_string or url.fragment or text.rstrip().endswith(("?", "#")):
         raise ValueError(f"{text!r}: a responder's URL has no query or fragment")
+    path = url.path.rstrip("/")
+    named = next((api for api in API_PATHS if path.endswith(api)), None)
+    if named is not None:
+        # Never guessed away: the command adds its own path, and this one would be asked for twice.
+        base = str(url.with_path(path.removesuffix(named) or "/")).rstrip("/")
+        raise ValueError(
+            f"{text!r} names the API path {named}: give the responder's base URL ({base}); the command"
+            " adds the path"
+        )
     return text
 
 

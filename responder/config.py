@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from responder.actions.netpol import BOTH_DIRECTIONS
-from responder.alert import Priority
+from responder.alert import Priority, canonical_source
 from responder.errors import SourceError, UserError
 from responder.yamlsource import (
     FileTooLarge,
@@ -284,7 +284,7 @@ class HttpInput(Strict):
     # node could still claim any other. Token senders are refused (Falcosidekick relays every node's).
     require_sender_matches_hostname: StrictBool = False
     # The largest alert taken (413 past it; also `ingest`'s longest line). 320 KiB: the shipped rules'
-    # worst case is 301,311 bytes (Model artifact tampering: six attacker-chosen paths and command
+    # worst case is 301,951 bytes (Model artifact tampering: six attacker-chosen paths and command
     # lines at the drivers' 4 KiB caps, each byte a 6-byte \u00XX escape, each field twice), with
     # room for append_output's extra fields (responder/rulespack/alert_size.py has the arithmetic).
     max_body_bytes: int = Field(default=320 * 1024, strict=True, ge=1024, le=16 * 1024 * 1024)
@@ -648,6 +648,10 @@ class PolicyMatch(Strict):
 
     _priority = field_validator("min_priority", mode="before")(
         classmethod(lambda cls, v: None if v is None else _parse_priority(v))
+    )
+    # As alerts' sources are read: "syscalls" (Falcosidekick's word) would otherwise never match.
+    _sources = field_validator("sources")(
+        classmethod(lambda cls, v: tuple(canonical_source(source) for source in v))
     )
 
     def matches_rule(self, rule: str) -> bool:
@@ -1275,7 +1279,17 @@ def config_from_document(document: YamlDocument) -> Config:
 
 
 def load_config(path: str) -> Config:
-    return config_from_document(load_yaml_file(path, "a config file"))
+    return journal_beside_file(config_from_document(load_yaml_file(path, "a config file")), path)
+
+
+def journal_beside_file(config: Config, path: str) -> Config:
+    """``config`` from the file ``path``, a relative journal.path read from that file's directory:
+    from the directory a command runs in, `audit --config` run elsewhere would find no journal,
+    and `ingest` would start a second one."""
+    if os.path.isabs(config.journal.path):
+        return config
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), config.journal.path)
+    return config.model_copy(update={"journal": config.journal.model_copy(update={"path": beside})})
 
 
 def load_config_text(text: str, name: str = "<config>") -> Config:

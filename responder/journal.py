@@ -66,7 +66,14 @@ from responder.journal_ops import (
 )
 from responder.journal_process import ProcessWriter
 from responder.journal_rows import AlertRow, decode_journaled
-from responder.journal_schema import NOTIFICATION_QUEUE, VERIFIED_INCIDENT, connect, unreadable_journal
+from responder.journal_schema import (
+    NOTIFICATION_QUEUE,
+    VERIFIED_INCIDENT,
+    JournalDamaged,
+    connect,
+    is_damage,
+    unreadable_journal,
+)
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
@@ -273,6 +280,10 @@ class Journal:
         self._scheduling_loop: asyncio.AbstractEventLoop | None = None
         self._writer: ThreadWriter[Waiter] | ProcessWriter | None = None
         self._read_local = threading.local()
+        # Set, for good, when a read met a damaged page (is_damage): reported as ``failure``.
+        self._damaged: JournalDamaged | None = None
+        # Reads at start (unreadable_as_user_error): one that meets damage is said by the UserError.
+        self._reads_said_by_start = False
         self._full = False
         # The size bound, checked as alert rows are handed to the writer (``account_alert``), not
         # only by the maintenance pass: a burst of large alerts once overshot it 760 times between
@@ -323,6 +334,8 @@ class Journal:
     def failure(self) -> str | None:
         """Why no write can succeed until the responder restarts (its writer is gone), or None.
         The responder's liveness check reports it, so that Kubernetes restarts it."""
+        if self._damaged is not None:
+            return self._damaged.refusal
         return self._writer.failure if self._writer is not None else None
 
     @property
@@ -420,16 +433,32 @@ class Journal:
         if conn is None:
             conn = connect(self.path)
             self._read_local.conn = conn
-        yield conn
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc) and not self._reads_said_by_start:
+                self._read_damaged(exc)
+            raise
+
+    def _read_damaged(self, exc: sqlite3.DatabaseError) -> None:
+        """A read met a damaged page: logged once, with how to recover the file, and reported as
+        ``failure`` (so that /healthz fails) rather than left to fail reads one by one."""
+        if self._damaged is not None:
+            return
+        self._damaged = JournalDamaged.found(self.path, exc)
+        log.critical("journal: damaged; the responder must be restarted", extra={"error": str(self._damaged)})
 
     @contextlib.contextmanager
     def unreadable_as_user_error(self) -> Iterator[None]:
         """Around reads at start (recovery reads every open incident and pending alert): a journal
         SQLite cannot read (a damaged page) is said as a UserError naming it, not a traceback."""
+        self._reads_said_by_start = True
         try:
             yield
         except sqlite3.DatabaseError as exc:
             raise unreadable_journal(self.path, exc, "cannot be read") from None
+        finally:
+            self._reads_said_by_start = False
 
     # -- operations (each runs inside the writer's transaction) --------------------------------
 

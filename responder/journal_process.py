@@ -41,7 +41,7 @@ from typing import Any
 
 from responder.errors import UserError
 from responder.journal_writer import Op, Result, ThreadWriter, WriterOptions
-from responder.walsync import SyncFailed
+from responder.walsync import WriterFailed
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -76,7 +76,8 @@ class ProcessWriter:
         self._waiting: dict[int, Any] = {}
         self._ids = itertools.count()
         self._loadable: set[type] = set()  # op classes the writer process can import
-        # Set for good when the writer process is gone or its fsync failed (walsync.SyncFailed).
+        # Set for good when the writer process is gone or reports a failure fatal to it (its fsync
+        # failed, the journal is damaged: walsync.WriterFailed).
         self._failure: OSError | None = None
         self._stopping = False
         self.commits = 0
@@ -85,10 +86,10 @@ class ProcessWriter:
     @property
     def failure(self) -> str | None:
         """Why writes fail now and until a restart (the writer process is gone, or its fsync
-        failed), or None."""
+        failed, or the journal is damaged), or None."""
         if self._failure is None:
             return None
-        if isinstance(self._failure, SyncFailed):
+        if isinstance(self._failure, WriterFailed):
             return self._failure.refusal
         return str(self._failure)
 
@@ -239,11 +240,11 @@ class ProcessWriter:
                     results = [
                         (self._waiting.pop(op_id, None), value, error) for op_id, value, error in settled
                     ]
-                    synced = next((e for _, _, e in settled if isinstance(e, SyncFailed)), None)
-                    if synced is not None and self._failure is None:
-                        # Fatal to the writer (walsync.WalSyncer.failure): refused here from now on
-                        # too, and /healthz fails so that a restart resumes what reached the disk.
-                        self._failure = synced
+                    final = next((e for _, _, e in settled if isinstance(e, WriterFailed)), None)
+                    if final is not None and self._failure is None:
+                        # Fatal to the writer (a failed fsync, a damaged journal): refused here from
+                        # now on too, and /healthz fails so that a restart resumes what reached the disk.
+                        self._failure = final
                 self._settle([result for result in results if result[0] is not None])
             elif kind == "log":
                 self._log(message)

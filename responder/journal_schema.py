@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from responder.errors import UserError
+from responder.walsync import WriterFailed
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -245,14 +246,29 @@ def unreadable_journal(path: str, exc: sqlite3.DatabaseError, failed: str) -> Us
     """The UserError for a journal SQLite fails to open or read (``failed``: which), naming it and
     the error; for a damaged file (or one that is no database), what to do about it."""
     message = f"journal {path}: {failed}: {exc}"
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+    if is_damage(exc):
         message += (
             " (a damaged journal, or not one: move it aside with its -wal and -shm files, and a new one"
             f" is made at start; `sqlite3 {path} .recover | sqlite3 {path}.recovered` saves what it still"
             " holds)"
         )
     return UserError(message)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether SQLite says the journal's file is damaged (or is no database at all)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return isinstance(exc, sqlite3.DatabaseError) and code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+class JournalDamaged(WriterFailed):
+    """SQLite found the journal damaged while the responder ran (a read or a write met a page it
+    cannot read). Final, as a failed fsync is: a restart takes it up, and the message says how to
+    recover what the file holds."""
+
+    @classmethod
+    def found(cls, path: str, exc: sqlite3.DatabaseError) -> JournalDamaged:
+        return cls(str(unreadable_journal(path, exc, "damaged")))
 
 
 def stored_schema(conn: sqlite3.Connection, path: str) -> int | None:

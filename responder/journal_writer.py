@@ -27,8 +27,10 @@ from responder.journal_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     WAL_SIZE_LIMIT,
+    JournalDamaged,
     check_readable,
     connect,
+    is_damage,
     migrate,
     stored_schema,
     unreadable_journal,
@@ -144,6 +146,8 @@ class ThreadWriter(Generic[W]):
         # synchronous FULL: commits are made durable by this thread's fsync, off the writer's path.
         self._syncer: WalSyncer[list[Result[W]]] | None = None
         self._write: WriteConnection | None = None
+        # Set, for good, when a write met a damaged page (is_damage): every later write is refused.
+        self._damaged: JournalDamaged | None = None
         self.commits = 0
         self.ops_committed = 0
 
@@ -153,6 +157,8 @@ class ThreadWriter(Generic[W]):
         error; its thread ends only when stopped.)"""
         if self._thread is not None and not self._thread.is_alive():
             return "journal writer thread stopped"
+        if self._damaged is not None:
+            return self._damaged.refusal
         if self._syncer is not None and self._syncer.failure is not None:
             return self._syncer.failure.refusal
         return None
@@ -232,11 +238,13 @@ class ThreadWriter(Generic[W]):
         # Fast path: the whole group in one transaction, no per-op savepoints. Only when an op
         # fails is the group rolled back and redone op by op under savepoints (below), so the
         # outcome is the same either way: one bad write fails alone, the rest commit together.
-        if self._syncer is not None and self._syncer.failure is not None:
+        final = self._damaged or (self._syncer.failure if self._syncer is not None else None)
+        if final is not None:
             # Nothing more is committed once an fsync failed (WalSyncer.failure): a row committed
-            # and never acknowledged would be taken for a redelivery when its sender retries.
+            # and never acknowledged would be taken for a redelivery when its sender retries. Nor
+            # into a damaged file: writing on would bury what the journal's recovery could save.
             queued = not self._queue.empty()
-            self._settle([(waiter, None, self._syncer.failure.again()) for _, waiter in batch])
+            self._settle([(waiter, None, final.again()) for _, waiter in batch])
             return queued
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -253,16 +261,36 @@ class ThreadWriter(Generic[W]):
                 conn.execute("ROLLBACK")
             log.error("journal commit failed", extra={"error": str(exc), "batch": len(batch)})
             queued = not self._queue.empty()
-            self._settle([(waiter, None, exc) for _, waiter in batch])
+            self._settle(self._damage_said([(waiter, None, exc) for _, waiter in batch]))
             return queued
         self.commits += 1
         self.ops_committed += len(batch)
         queued = not self._queue.empty()
+        results = self._damage_said(results)
         if self._syncer is not None:
             self._syncer.committed(results)  # acknowledged once the fsync that follows is done
         else:
             self._settle(results)
         return queued
+
+    def _damage_said(self, results: list[Result[W]]) -> list[Result[W]]:
+        """``results``, each write that met a damaged page failed as JournalDamaged; the first such
+        write makes the writer refuse every later one, logged with how to recover the file."""
+        if not any(error is not None and is_damage(error) for _, _, error in results):
+            return results
+        if self._damaged is None:
+            damage = next(error for _, _, error in results if error is not None and is_damage(error))
+            assert isinstance(damage, sqlite3.DatabaseError)
+            self._damaged = JournalDamaged.found(self._options.path, damage)
+            log.critical(
+                "journal: damaged; every later write fails until the responder restarts",
+                extra={"error": str(self._damaged)},
+            )
+        damaged = self._damaged
+        return [
+            (waiter, value, damaged.again() if error is not None and is_damage(error) else error)
+            for waiter, value, error in results
+        ]
 
     def _release_synced(self, results: list[Result[W]], error: BaseException | None) -> None:
         if error is not None:  # committed, but maybe not on disk: not acknowledged as written

@@ -30,19 +30,24 @@ G = TypeVar("G")
 DURABLE_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-class SyncFailed(OSError):
-    """The journal's fsync failed: writes of this group, and of every group committed after it,
-    may not be on disk. Fatal to the writer: see WalSyncer.failure."""
+class WriterFailed(OSError):
+    """A failure fatal to the journal's writer: every later write is refused until the responder
+    restarts, and /healthz fails so that it does."""
 
     @property
     def refusal(self) -> str:
         """Why the writer refuses writes from now on (its ``failure``)."""
-        return f"{self.strerror}: writes are refused until the responder restarts"
+        return f"{self.strerror or self}: writes are refused until the responder restarts"
 
-    def again(self) -> SyncFailed:
+    def again(self) -> WriterFailed:
         """The same failure, for another write: one exception raised in many places would gather
         all their tracebacks."""
-        return SyncFailed(self.errno, self.strerror)
+        return type(self)(*self.args)
+
+
+class SyncFailed(WriterFailed):
+    """The journal's fsync failed: writes of this group, and of every group committed after it,
+    may not be on disk. Fatal to the writer: see WalSyncer.failure."""
 
 
 class WalSyncer(Generic[G]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 from pathlib import Path
 
@@ -110,11 +111,16 @@ def run(args: argparse.Namespace) -> int:
             )
         )
 
-    if workdir is not None:
-        result = demo(workdir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="serving-guard-demo-") as tmp:
-            result = demo(Path(tmp))
+    try:
+        if workdir is not None:
+            result = demo(workdir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="serving-guard-demo-") as tmp:
+                result = demo(Path(tmp))
+    except KeyboardInterrupt:
+        # Said, not a silent exit 130: the run's cleanup is done, and no report is written.
+        print("demo: interrupted; no report written", file=sys.stderr)
+        raise
     report = None if args.no_report else (args.report if args.report is not None else DEFAULT_REPORT)
     if report:
         write_report(result, report)

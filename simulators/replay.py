@@ -71,12 +71,12 @@ def _write_stdout(data: bytes) -> None:
     """``data`` as is on stdout; OutputLost when it cannot be written (main says so in one line). A
     reader that went away stays a BrokenPipeError: exit 141, as for any command."""
     stdout = sys.stdout
-    if stdout is None:  # closed when the command started (`>&-`)
+    if stdout is None:  # closed when the command started (`>&-`), outside main
         raise OutputLost("stdout is closed")
     try:
         stdout.buffer.write(data)
         stdout.flush()
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputLost):  # OutputLost: main's stand-in for a closed stdout
         raise
     except OSError as exc:
         raise OutputLost(f"stdout: {exc.strerror or exc}") from exc

@@ -126,3 +126,24 @@ def test_replay_to_a_stdout_it_cannot_write_is_one_line(redirect: str, said: byt
     result = shell(f"{SERVING_GUARD} replay all --file - --pod ml/p --forge {redirect}")
     assert result.returncode == EXIT_OUTPUT_LOST
     assert result.stderr.endswith(said) and b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["config check {config}", "audit --config {config}", "--version"])
+def test_a_closed_stdout_is_one_line_and_status_74(config: Path, alternating: Path, command: str) -> None:
+    """fd 1 closed as the command starts: Python has no sys.stdout, and print() would write nowhere."""
+    shell(f"{ingest(config, alternating)} 2>/dev/null")  # a journal for audit to read
+    module = f"{shlex.quote(sys.executable)} -m responder"
+    result = shell(f"{module} {command.format(config=config)} >&-")
+    assert (result.returncode, result.stderr) == (
+        EXIT_OUTPUT_LOST,
+        b"serving-guard: cannot write output: stdout is closed\n",
+    )
+
+
+def test_ingest_with_a_closed_stdout_journals_as_ever(
+    config: Path, alternating: Path, tmp_path: Path
+) -> None:
+    """ingest writes nothing to stdout: a closed one is no failure of it."""
+    result = shell(f"{ingest(config, alternating)} 2>/dev/null >&-")
+    assert result.returncode == 1  # the bad lines, each reported
+    assert journaled(tmp_path) == GOOD_LINES

@@ -21,8 +21,10 @@ from responder.config import (
     SecretRef,
     SlackMode,
     config_from_document,
+    journal_beside_file,
     located,
 )
+from responder.config import Journal as JournalSettings
 from responder.errors import UserError
 from responder.ingest.http import SHARED_WITH_SENDERS, TokenSource, share_a_token
 from responder.policy_review import (
@@ -115,6 +117,7 @@ def effective_policy(config: Config) -> dict[str, object]:
         "block_destination": config.block_destination.model_dump(mode="json"),
         "dedupe_window_seconds": config.dedupe.window_seconds,
         "retry_withheld_seconds": list(config.dedupe.retry_withheld_seconds),
+        "journal": config.journal.path,
         "inputs": {
             "http": config.inputs.http.listen if config.inputs.http.enabled else None,
             "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
@@ -192,6 +195,7 @@ def _text(policy: dict[str, object]) -> str:
     assert isinstance(default_actions, list)
     lines.append(f"otherwise: {', '.join(default_actions) or 'nothing'}")
     lines.append(_slack_summary(slack))
+    lines.append(f"journal: {policy['journal']}")
     inputs = policy["inputs"]
     assert isinstance(inputs, dict)
     if inputs["http"] is not None:
@@ -398,10 +402,22 @@ def _headline(path: str, problems: int, refusal: str | None) -> str:
     return f"{path}: valid{found}" if problems else f"{path}: ok"
 
 
+def _empty_document(document: YamlDocument) -> str | None:
+    """A config file that sets nothing (empty, comments only, ``null``, ``{}``): valid, every setting
+    its default, and most often a ConfigMap key mounted wrong. A warning, not a finding: serve
+    refuses it already (no input), and defaults alone are a config `ingest` can run with."""
+    if document.data:
+        return None
+    return (
+        f"{document.file} sets nothing: every setting is its default (no policy, the journal at"
+        f" {JournalSettings().path}); is it the file meant (a ConfigMap key mounted wrong)?"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     path = _config_file(args)
     document = load_yaml_file(path, "a config file")
-    config = config_from_document(document)
+    config = journal_beside_file(config_from_document(document), path)
     review = _review(config, args.rules)
     shared = shared_audit_token(config)
     findings = sorted([*review.findings, *([shared] if shared else [])], key=lambda finding: finding.path)
@@ -409,7 +425,12 @@ def run(args: argparse.Namespace) -> int:
     refusal = serve_refusal(config)
     warnings = [
         warning
-        for warning in [unannounced_cuts(config), retries_past_window(config), *review.warnings]
+        for warning in [
+            _empty_document(document),
+            unannounced_cuts(config),
+            retries_past_window(config),
+            *review.warnings,
+        ]
         if warning
     ]
     notes = [located(document, note.path, note.message) for note in review.notes]

@@ -174,8 +174,9 @@ def explain(config: Config, alert: Alert, pod_labels: dict[str, str]) -> list[st
         lines.append(
             f"  dry-run ({cause}): its actions on the pod are predicted and reported, nothing is changed"
         )
+    # What the pipeline does, not what the policy asked for: a pod cut off is always told.
     lines += _slack_lines(
-        config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.requested
+        config, decision.slack_channel, decision.notify, ActionName.NOTIFY in decision.actions
     )
     if any(a in ISOLATING for a in decision.requested):
         lines += _checks(config, alert, decision.requested)
@@ -211,7 +212,9 @@ def _decision_without_a_pod(config: Config, alert: Alert) -> list[str]:
 
 def _slack_lines(config: Config, channel: str | None, notify: bool, asked: bool) -> list[str]:
     if not asked:
-        return ["  Slack: not asked for (only a withheld action or an unverified alert is told)"]
+        return [
+            "  Slack: not asked for (only a withheld action, an unverified alert or a pod cut off is told)"
+        ]
     if config.slack.mode is SlackMode.DISABLED:
         return ["  Slack: slack.mode is disabled: journaled only, no channel is used"]
     if not notify:

@@ -17,6 +17,8 @@ import contextlib
 import io
 import json
 import os
+import shlex
+import signal
 import stat
 import sys
 import threading
@@ -31,9 +33,10 @@ from responder.commands.common import non_negative_seconds
 from responder.config import Config, Inputs, load_config
 from responder.errors import UserError
 from responder.ingest.http import JOURNAL_FAILURES
-from responder.ingest.sink import InputName, Overloaded
+from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.logs import setup_logging
 from responder.sender import Proof, Sender
+from responder.walsync import WriterFailed
 
 if TYPE_CHECKING:
     from responder.pipeline import Pipeline
@@ -58,11 +61,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 BOM = b"\xef\xbb\xbf"
+# How standard input is named in reports.
+STDIN_NAME = "<stdin>"
 # Where the longest line comes from, named in the message about a longer one.
 LIMIT_KEY = "inputs.http.max_body_bytes"
 BOM_INSIDE = "starts with a UTF-8 byte-order mark (one is skipped only at the start of the file)"
 # A line that is no JSON object: most often Falco's text output.
 NOT_JSON_OUTPUT = "not a JSON object: Falco must run with json_output: true"
+# A file whose line 1 is "{" alone: an alert pretty-printed (config explain takes one so).
+PRETTY_PRINTED = (
+    "ingest reads one JSON object per line, and this file looks pretty-printed (line 1 is '{{' alone):"
+    " `jq -c . {name}` puts each alert on one line"
+)
 # How much of an over-long line is read at a time while skipping it.
 _SKIP_CHUNK = 64 * 1024
 
@@ -183,13 +193,37 @@ def _open_source(source: str, name: str) -> BinaryIO:
         raise UserError(f"{name}: cannot read: {exc.strerror}") from None
 
 
+# Signals that stop `ingest` as Ctrl-C does (`timeout`, `kill`, systemd; a closed terminal or
+# `kubectl exec` session): what was read is journaled, and the line to resume from is said.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 async def ingest(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    name = "<stdin>" if args.source == "-" else args.source
+    name = STDIN_NAME if args.source == "-" else args.source
     stream = _open_source(args.source, name)  # before the responder starts: nothing to undo
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in STOP_SIGNALS:
+        # Not on the main thread (ingest called by another program's thread): its signals are not ours.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop, signum)
     try:
         return await _ingest(args, config, stream, name)
+    except asyncio.CancelledError:
+        if not received:  # Ctrl-C: asyncio.run says so (KeyboardInterrupt, exit 130)
+            raise
+        return 128 + received[0]  # as the shell gives for a process the signal ended
     finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         if args.source != "-":  # stdin is not ours to close
             stream.close()
 
@@ -206,13 +240,16 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     )
     responder = build_responder(config, args.config)
     try:
-        await responder.start()  # inside: a start that fails still stops (the journal lock goes)
+        try:
+            await responder.start()  # inside: a start that fails still stops (the journal lock goes)
+        except WriterFailed as exc:  # start's own writes (its first prune) found the journal damaged
+            raise UserError(str(exc)) from None
         pipeline = responder.pipeline
         assert pipeline is not None
         tally = _Tally(pipeline, name, _file_sender(args.source))
         try:
             stopped = await tally.feed(line_source(stream, limit), limit)
-        except asyncio.CancelledError:  # Ctrl-C: say where to take it up again
+        except asyncio.CancelledError:  # Ctrl-C, SIGTERM, SIGHUP: say where to take it up again
             tally.report(tally.interrupted())
             raise
         await pipeline.drain()
@@ -254,6 +291,7 @@ class _Tally:
     rejected: int = 0
     line: int = 0  # the line being read or submitted
     unreported: int = 0  # lines for stderr that could not be written there
+    pretty_printed: bool = False  # line 1 is "{" alone: each line's refusal says so
 
     def interrupted(self) -> str:
         # self.line is the line being read or submitted: once one is done, the next one.
@@ -300,11 +338,27 @@ class _Tally:
             alert = parse_falco_json(raw, self.sender)
         except AlertError as exc:
             problem = str(exc)
-            if exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{") and not _is_json(raw):
+            self.pretty_printed = self.pretty_printed or (number == 1 and raw.strip() == b"{")
+            if exc.field == WHOLE_PAYLOAD and self.pretty_printed:
+                file = "FILE" if self.name == STDIN_NAME else shlex.quote(self.name)
+                problem += "; " + PRETTY_PRINTED.format(name=file)
+            elif exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{") and not _is_json(raw):
                 problem += f"; {NOT_JSON_OUTPUT}"
             self.refuse(number, rejection_code(exc), problem)
             return
-        result = await self.pipeline.submit(alert, InputName.JSONL, raw=raw)
+        submitting = asyncio.ensure_future(self.pipeline.submit(alert, InputName.JSONL, raw=raw))
+        try:
+            result = await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            # Stopped (Ctrl-C) while the alert was handed over: once taken, it is journaled all the
+            # same. Its answer is awaited, so that the tally and the line to resume from count it.
+            with contextlib.suppress(Exception):
+                self._count(await submitting)
+                self.line = number + 1
+            raise
+        self._count(result)
+
+    def _count(self, result: Accepted) -> None:
         if result.new:
             self.accepted += 1
         else:

@@ -19,6 +19,7 @@ from responder.memory_budget import connections_memory_warning, container_memory
 from responder.policy_review import unreachable_policies
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.service import Responder
+from responder.walsync import WriterFailed
 
 log = logging.getLogger("serving_guard.serve")
 
@@ -44,10 +45,20 @@ def build_responder(config: Config, config_path: str | None = None) -> Responder
 async def serve(config: Config, config_path: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(signum: int) -> None:
+        # Logged, as the stop that follows: a clean stop is not to be taken for a SIGKILL.
+        log.info("responder stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    await build_responder(config, config_path).run_until(stop, on_started=tune_collector_after_start)
+            loop.add_signal_handler(signum, stopping, signum)
+    try:
+        await build_responder(config, config_path).run_until(stop, on_started=tune_collector_after_start)
+    except WriterFailed as exc:  # start's own writes (its first prune) found the journal damaged
+        raise UserError(str(exc)) from None
+    log.info("responder stopped")
 
 
 # Container objects allocated (net) between collections of the youngest generation; Python's

@@ -51,6 +51,8 @@ FIELD_BOUNDS: dict[str, FieldBound] = {
     "proc.name": FieldBound(COMM_BYTES, True),
     "proc.pname": FieldBound(COMM_BYTES, True),
     "proc.tty": FieldBound(10, False),  # a uint32
+    "proc.pid": FieldBound(20, False),  # an int64
+    "user.uid": FieldBound(10, False),  # a uint32
     "proc.is_exe_upper_layer": FieldBound(5, False),  # true or false
     "proc.is_exe_from_memfd": FieldBound(5, False),
     "user.name": FieldBound(CREDENTIAL_BYTES, True),  # read from the container's /etc/passwd
@@ -66,6 +68,7 @@ FIELD_BOUNDS: dict[str, FieldBound] = {
     "k8s.ns.name": FieldBound(63, False),  # a DNS label
     "k8s.pod.name": FieldBound(253, False),  # a DNS subdomain
     "container.id": FieldBound(64, False),  # hex
+    "container.name": FieldBound(253, False),  # the pod spec's container name (a DNS label), or the runtime's
     "container.image.repository": FieldBound(255, False),  # the image reference grammar's bound
 }
 # The output's prefix ("2025-01-28T10:00:00.123456789+0000: Informational ", ISO 8601 the longest).

@@ -78,6 +78,17 @@ def argv_for(command: str, url: str, *extra: str) -> tuple[list[str], str]:
         ("http://[::1:18443", "'http://[::1:18443' is not a valid URL: Invalid IPv6 URL"),
         ("http://127.0.0.1:0", "'http://127.0.0.1:0' is not a valid URL: port 0"),
         ("http://127.0.0.1:1/?x=1", "'http://127.0.0.1:1/?x=1': a responder's URL has no query or fragment"),
+        # An API path is never stripped silently: the command would ask for it twice (a bare 404).
+        (
+            "http://127.0.0.1:18443/v1/audit",
+            "'http://127.0.0.1:18443/v1/audit' names the API path /v1/audit: give the responder's base URL"
+            " (http://127.0.0.1:18443); the command adds the path",
+        ),
+        (
+            "https://h:8443/guard/v1/alerts/",
+            "'https://h:8443/guard/v1/alerts/' names the API path /v1/alerts: give the responder's base URL"
+            " (https://h:8443/guard); the command adds the path",
+        ),
     ],
 )
 def test_a_url_the_client_cannot_use_is_refused_at_its_flag(

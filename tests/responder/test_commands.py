@@ -639,6 +639,10 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
         tuned = [json.loads(line) for line in lines if "garbage collector tuned" in line]
         assert tuned and tuned[0]["frozen_objects"] > 10_000, tuned
         assert tuned[0]["thresholds"][0] == YOUNG_GENERATION_THRESHOLD
+        # A clean stop is logged, from the signal to its end: not to be taken for a SIGKILL.
+        stopping = [json.loads(line) for line in lines if "responder stopping" in line]
+        assert [entry["signal"] for entry in stopping] == ["SIGTERM"]
+        assert json.loads(lines[-1])["msg"] == "responder stopped"
     finally:
         if process.poll() is None:
             process.kill()

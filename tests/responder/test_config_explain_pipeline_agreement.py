@@ -1,6 +1,7 @@
 """`config explain` predicts what the pipeline does: an alert that names no pod gets no quarantine
 (the pipeline withholds it: verification no_pod_identity), and no pod "ns/None" is described; the
-Slack line names the channel only where one is used."""
+Slack line names the channel only where one is used, and a pod cut off is told in Slack whatever
+the policy's actions and priority say."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import yaml
 
 from responder.cli import main
 from simulators.cluster_emulator import RunningCluster
-from simulators.falco_json import falco_bytes
+from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
+from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink
 from tests.helpers import SHELL_RULE
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -113,3 +115,44 @@ def test_the_slack_line_names_a_channel_only_where_one_is_used(
     lines = explain(tmp_path, capsys, {"policies": POLICIES[1:], "slack": slack}, alert)
     assert said in lines
     assert sum("Slack:" in line for line in lines) == 1
+
+
+def test_a_quarantine_without_notify_is_told_in_slack_as_explain_says(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The policy asks for quarantine alone, and Slack only from Critical: the pipeline posts the
+    Warning's cut all the same (a pod cut off is always told), and explain says so."""
+    token = tmp_path / "token"
+    token.write_text(DEFAULT_TOKEN)
+    torchserve = seeded[1]["torchserve"]
+    alert = falco_alert(torchserve, SHELL_RULE, "Warning", "shell", {"proc.name": "sh"})
+    with RunningSlackSink() as sink:
+        config = {
+            "cluster": {"kubeconfig": seeded[2]},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "policies": [
+                {
+                    "name": "q-only",
+                    "match": {"rules": [SHELL_RULE]},
+                    "actions": ["quarantine"],
+                    "slack": {"channel": "#sec", "min_priority": "critical"},
+                }
+            ],
+            "slack": {
+                "mode": "bot",
+                "token": {"file": str(token)},
+                "default_channel": "#sec-alerts",
+                "base_url": sink.base_url,
+            },
+            "logging": {"level": "error"},
+        }
+        lines = explain(tmp_path, capsys, config, alert)
+        assert "decision: quarantine" in lines
+        assert "  Slack: #sec" in lines
+
+        source = tmp_path / "alerts.jsonl"
+        source.write_bytes(falco_bytes(alert) + b"\n")
+        ingest = ["ingest", str(source), "--config", str(tmp_path / "config.yaml"), "--settle-seconds", "30"]
+        assert main(ingest) == 0
+        (post,) = sink.messages("#sec")
+        assert f"{torchserve.namespace}/{torchserve.name}" in str(post.blocks)

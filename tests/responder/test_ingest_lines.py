@@ -5,6 +5,7 @@ traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import json
@@ -24,9 +25,12 @@ import pytest
 import yaml
 
 from responder.cli import EXIT_BROKEN_PIPE, main
-from responder.commands.ingest import BOM, BOM_INSIDE, Line, _is_json, read_lines
+from responder.commands.ingest import BOM, BOM_INSIDE, Line, LineSource, _is_json, _Tally, read_lines
+from responder.commands.serve import build_responder
+from responder.config import Inputs, load_config
 from responder.journal import Journal
 from responder.journal_rows import AlertRow
+from responder.sender import Proof, Sender
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE
@@ -389,7 +393,15 @@ def test_an_alert_from_a_pipe_is_acted_on_while_the_pipe_stays_open(tmp_path: Pa
         assert b"<stdin>: 1 accepted" in ingest.stderr.read()
 
 
-def test_ctrl_c_says_where_to_take_ingest_up_again(tmp_path: Path, seeded: Seeded) -> None:
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGHUP, 128 + signal.SIGHUP)],
+    ids=["ctrl-c", "sigterm", "sighup"],
+)
+def test_ctrl_c_says_where_to_take_ingest_up_again(
+    tmp_path: Path, seeded: Seeded, signum: signal.Signals, status: int
+) -> None:
+    """Ctrl-C, and the signals `timeout`, `kill`, systemd and a closed session send, alike."""
     running, pods, kubeconfig = seeded
     config = small_limit_config(tmp_path, kubeconfig)
     command = [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"]
@@ -401,12 +413,12 @@ def test_ctrl_c_says_where_to_take_ingest_up_again(tmp_path: Path, seeded: Seede
         while not quarantined(running, pods["vllm"]):
             assert time.monotonic() < deadline, "not quarantined"
             time.sleep(0.05)
-        ingest.send_signal(signal.SIGINT)
+        ingest.send_signal(signum)
         returncode = ingest.wait(timeout=30)
         err = ingest.stderr.read().decode()
         ingest.stdin.close()
     # The reading thread, still waiting on the open pipe, must not abort the interpreter's exit.
-    assert returncode == 130 and "Fatal Python error" not in err, err
+    assert returncode == status and "Fatal Python error" not in err, err
     assert err.splitlines()[:2] == [
         "<stdin>:1: invalid JSON: Extra data (line 1, column 3); not a JSON object: Falco must run with"
         " json_output: true",
@@ -414,6 +426,33 @@ def test_ctrl_c_says_where_to_take_ingest_up_again(tmp_path: Path, seeded: Seede
         "<stdin>: interrupted at line 3 (1 accepted, 0 already in the journal, 1 rejected): every line before"
         " it is journaled; resume from line 3 (a line journaled already counts as already in the journal)",
     ]
+
+
+async def test_a_line_handed_over_when_ingest_is_interrupted_is_counted_and_not_resumed_from(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Stopped while line 1's alert is on its way into the journal: it is journaled all the same,
+    so the tally counts it and the line to resume from is line 2."""
+    _, pods, kubeconfig = seeded
+    config = load_config(str(small_limit_config(tmp_path, kubeconfig)))
+    responder = build_responder(config.model_copy(update={"inputs": Inputs()}))
+    await responder.start()
+    try:
+        assert responder.pipeline is not None
+        tally = _Tally(responder.pipeline, "<stdin>", Sender("-", Proof.FILE))
+        data = alert_line(pods["vllm"]) + b"\n" + alert_line(pods["triton"]) + b"\n"
+        feeding = asyncio.create_task(tally.feed(LineSource(read_lines(io.BytesIO(data), LIMIT)), LIMIT))
+        await asyncio.sleep(0)  # line 1 read and its alert handed over
+        feeding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await feeding
+        assert (tally.accepted, tally.line) == (1, 2)
+        assert tally.interrupted().startswith("<stdin>: interrupted at line 2 (1 accepted, ")
+        assert "resume from line 2 " in tally.interrupted()
+    finally:
+        await responder.stop()
+    with sqlite3.connect(config.journal.path) as journal:
+        assert journal.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
 
 
 def test_a_read_error_mid_file_ends_ingest_with_one_error_after_the_summary(

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +193,19 @@ def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing
     bare = SinkMessage("C1", "1.1", "t", [], None)
     step = asyncio.run(confirm_by_hand("c", predicted, bare, tmp_path / "c.yaml", SlackSink(), None, 1.0))
     assert not step.passed and step.problems == ("the incident's Slack message offers no quarantine command",)
+
+
+def test_ctrl_c_during_the_demo_is_said_in_one_line(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    command = [sys.executable, "-m", "responder", "demo", "--no-report", "--workdir", str(work)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as demo:
+        deadline = time.monotonic() + 60  # a bound on a hang, not a timing assertion
+        while not (work / "config.yaml").exists():  # the run under way: its cluster and PKI made
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo never got under way"
+            time.sleep(0.05)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 130
+        assert demo.stderr is not None
+        err = demo.stderr.read().decode()
+    assert err.splitlines().count("demo: interrupted; no report written") == 1, err
+    assert "Traceback" not in err
