@@ -541,16 +541,10 @@ def _by_hand_entries(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[s
     alerts or incidents (a run, a policy, an incident): such an action has none of them."""
     if query.run_id is not None or query.policy is not None or query.incident is not None:
         return []
-    sql = "SELECT * FROM actions WHERE incident_id IS NULL AND started_ns >= ?"
-    params: list[Any] = [query.since_ns]
-    if query.namespace is not None:
-        sql += " AND namespace = ?"
-        params.append(query.namespace)
-    if query.pod is not None:
-        sql += " AND pod = ?"
-        params.append(query.pod)
+    where, params = _pod_filter(query)
+    sql = f"SELECT * FROM actions WHERE incident_id IS NULL AND started_ns >= ?{where}"  # noqa: S608
     sql += " ORDER BY id DESC LIMIT ?"
-    rows = conn.execute(sql, [*params, min(query.limit, MAX_LIMIT)]).fetchall()
+    rows = conn.execute(sql, [query.since_ns, *params, min(query.limit, MAX_LIMIT)]).fetchall()
     return [
         {
             "alert_id": "",
@@ -572,17 +566,24 @@ def _by_hand_entries(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[s
     ]
 
 
+def _pod_filter(query: AuditQuery) -> tuple[str, list[Any]]:
+    """The SQL condition (`` AND ...``, or nothing) and parameters of the query's --pod."""
+    where, params = "", []
+    if query.namespace is not None:
+        where += " AND namespace = ?"
+        params.append(query.namespace)
+    if query.pod is not None:
+        where += " AND pod = ?"
+        params.append(query.pod)
+    return where, params
+
+
 def _alert_entries(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
     """The newest ``limit`` matching alerts, oldest first."""
     limit = min(query.limit, MAX_LIMIT)
-    sql = "SELECT * FROM alerts WHERE received_ns >= ? AND seq < ?"
-    params: list[Any] = [query.since_ns]
-    if query.namespace is not None:
-        sql += " AND namespace = ?"
-        params.append(query.namespace)
-    if query.pod is not None:
-        sql += " AND pod = ?"
-        params.append(query.pod)
+    where, pod_params = _pod_filter(query)
+    sql = f"SELECT * FROM alerts WHERE received_ns >= ? AND seq < ?{where}"  # noqa: S608
+    params: list[Any] = [query.since_ns, *pod_params]
     if query.incident is not None:
         sql += " AND incident_id = ?"
         params.append(query.incident)

@@ -13,6 +13,7 @@ import pytest
 
 from responder.cli import main
 from simulators.falco_json import falco_alert
+from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE
 from tests.responder.test_quarantine_command import Seeded, journaled_incident, write_config
 
@@ -23,17 +24,21 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
+def journal_with_an_incident(tmp_path: Path, seeded: Seeded) -> tuple[Path, dict[str, SeededPod], str]:
+    """A config, the cluster's pods, and the incident a shell on the vLLM pod opened in its journal."""
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
+    return config, pods, journaled_incident(tmp_path, config, alert)
+
+
 def test_a_quarantine_and_a_release_by_hand_outside_incidents_are_in_the_trail(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The release undid what the alert's incident did: without --incident it was journaled and no
     format of audit showed it, so a mistaken (or hostile) release left nothing a reader could see."""
-    _, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    vllm, served = pods["vllm"], pods["torchserve"]
-    journaled_incident(
-        tmp_path, config, falco_alert(vllm, SHELL_RULE, "Notice", "shell", {"proc.name": "sh"})
-    )
+    config, pods, _ = journal_with_an_incident(tmp_path, seeded)
+    served = pods["torchserve"]
     where = ["--config", str(config)]
     by = ["--reason", "looked odd", "--by", "alice"]
     assert cli(["quarantine", "-n", served.namespace, served.name, *by, *where], capsys)[0] == 0
@@ -77,11 +82,7 @@ def test_a_quarantine_and_a_release_by_hand_outside_incidents_are_in_the_trail(
 def test_a_trail_cut_by_limit_says_so_in_every_format(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    journaled_incident(
-        tmp_path, config, falco_alert(pods["vllm"], SHELL_RULE, "Notice", "s", {"proc.name": "sh"})
-    )
+    config, pods, _ = journal_with_an_incident(tmp_path, seeded)
     by = ["--reason", "r", "--by", "alice", "--config", str(config)]
     assert (
         cli(["quarantine", "-n", pods["torchserve"].namespace, pods["torchserve"].name, *by], capsys)[0] == 0
@@ -113,11 +114,7 @@ def test_epoch_seconds_are_refused_with_the_nanoseconds_they_stand_for(
 def test_an_incident_not_in_the_journal_is_said_to_be_so(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    incident = journaled_incident(
-        tmp_path, config, falco_alert(pods["vllm"], SHELL_RULE, "Notice", "s", {"proc.name": "sh"})
-    )
+    config, _, incident = journal_with_an_incident(tmp_path, seeded)
     where = ["audit", "--config", str(config)]
     assert cli([*where, "--incident", incident], capsys)[0] == 0
     code, _, err = cli([*where, "--incident", "inc-00000000000000000000"], capsys)
@@ -128,11 +125,7 @@ def test_an_incident_not_in_the_journal_is_said_to_be_so(
 def test_a_damaged_journal_is_called_damaged_with_how_to_save_what_it_holds(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    journaled_incident(
-        tmp_path, config, falco_alert(pods["vllm"], SHELL_RULE, "Notice", "s", {"proc.name": "sh"})
-    )
+    journal_with_an_incident(tmp_path, seeded)
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
