@@ -38,6 +38,7 @@ from responder.alert import AlertError, format_time_ns, parse_time_ns
 from responder.dedupe import INCIDENT_ID
 from responder.journal import INCIDENTS_WITH_SEEN_SQL
 from responder.journal_rows import decode_payload
+from responder.records import DECIDED_AGAIN
 from responder.sender import sender_text
 from responder.terminal import printable
 
@@ -186,8 +187,13 @@ def parse_since(text: str, now_ns: int | None = None, *, name: str = "since") ->
             raise ValueError(since_out_of_range(name, text))
         value = int(digits)
         if 0 < value < _EPOCH_NS_FROM:
-            unit, scale = _EPOCH_UNIT_BY_DIGITS[min(len(digits), 16)]
             # `date +%s` (or milliseconds) read as nanoseconds is 1970: the whole trail, unsaid.
+            if len(digits) not in _EPOCH_UNIT_BY_DIGITS:  # 17 digits: no other unit makes it a time
+                raise ValueError(
+                    f"{name} {text[:64]!r}: epoch nanoseconds before 1973, taken for a mistake: give"
+                    " an RFC 3339 time, or like 15m, 2h, 3d"
+                )
+            unit, scale = _EPOCH_UNIT_BY_DIGITS[len(digits)]
             raise ValueError(
                 f"{name} {text[:64]!r}: epoch {unit}, not nanoseconds (that would be 1970): give"
                 f" {value * scale} for that time, or like 15m, 2h, 3d or an RFC 3339 time"
@@ -269,6 +275,9 @@ class Decision(TypedDict):
     isolate: NotRequired[str]
     # The incident was opened because what an earlier one put on the pod no longer held.
     reopens: NotRequired[Reopens]
+    # When this decision was made again (a withheld isolation tried again): the incident's
+    # decided_ns is its first decision's time.
+    decided_again_ns: NotRequired[int]
 
 
 class ActionRecord(TypedDict):
@@ -894,6 +903,9 @@ def _decision_text(decision: Mapping[str, Any] | None) -> str:
     withheld = decision.get("withheld") or []
     if withheld:
         text += "; withheld: " + "; ".join(str(reason) for reason in withheld)
+    again = decision.get(DECIDED_AGAIN)
+    if isinstance(again, int):
+        text += f"; decided again {_utc(again)}, tried again after it was withheld"
     reopens = decision.get("reopens")
     if isinstance(reopens, Mapping):
         text += (

@@ -177,11 +177,22 @@ class RecordActionByHand:
     tell: bool = True
 
     def __call__(self, conn: sqlite3.Connection) -> int | None:
-        journaled = self.released_at is not None and release_journaled(conn, self.action, self.released_at)
-        if journaled and self.found:
-            return None
+        journaled = (
+            None if self.released_at is None else release_journaled(conn, self.action, self.released_at)
+        )
+        if journaled is not None:
+            row_id, under = journaled
+            if self.found and under is None and self.incident_id is not None:
+                # The command journaled it without --incident: it is this incident's release, one
+                # row, in the incident's story and told in its thread (once: now attached).
+                conn.execute("UPDATE actions SET incident_id = ? WHERE id = ?", (self.incident_id, row_id))
+                return (
+                    tell_thread(conn, self.incident_id, "by_hand", self.now_ns, row_id) if self.tell else None
+                )
+            if self.found or self.incident_id is None or under == self.incident_id:
+                return None  # in the trail already, under its incident (or the command's own row)
         action_id = self.action(conn)
-        if self.incident_id is None or journaled or not self.tell:
+        if self.incident_id is None or journaled is not None or not self.tell:
             return None
         return tell_thread(conn, self.incident_id, "by_hand", self.now_ns, action_id)
 
@@ -208,20 +219,23 @@ class RecordTold:
         return tell_thread(conn, self.incident_id, self.kind, self.now_ns, action_id)
 
 
-def release_journaled(conn: sqlite3.Connection, action: RecordAction, released_at: str) -> bool:
-    """Whether the journal holds a release of ``action``'s pod that wrote or found ``released_at``
-    (the pod's record of one release: the command's row and the responder's finding name it alike)."""
+def release_journaled(
+    conn: sqlite3.Connection, action: RecordAction, released_at: str
+) -> tuple[int, str | None] | None:
+    """The journal's row (its id and incident) of a release of ``action``'s pod that wrote or found
+    ``released_at`` (the pod's record of one release: the command's row and the responder's finding
+    name it alike), or None."""
     namespace, pod = action.values[2], action.values[3]
     rows = conn.execute(
-        "SELECT outcome FROM actions WHERE namespace = ? AND pod = ? AND action = 'release'"
-        " AND status = 'released' AND instr(outcome, ?) > 0",
+        "SELECT id, incident_id, outcome FROM actions WHERE namespace = ? AND pod = ? AND action = 'release'"
+        " AND status = 'released' AND instr(outcome, ?) > 0 ORDER BY id",
         (namespace, pod, released_at),
     )
-    for (outcome,) in rows:
+    for row_id, incident_id, outcome in rows:
         extra = json.loads(outcome).get("extra") or {}
         if extra.get(RELEASED_AT) == released_at:
-            return True
-    return False
+            return int(row_id), incident_id
+    return None
 
 
 def tell_thread(

@@ -368,10 +368,10 @@ def serve(link: Connection, options: WriterOptions) -> int:
 
 
 def main(argv: list[str]) -> int:
-    # Ctrl-C reaches the whole process group; the writer stops when the responder tells it to (or
-    # goes away), so that what it has is committed first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C and a hang-up (a closed terminal or session) reach the whole process group; the writer
+    # stops when the responder tells it to (or goes away), so that what it has is committed first.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     usage = "usage: python -m responder.journal_process FD < OPTIONS.json  (started by the responder)"
     if len(argv) != 2 or not (argv[1].isascii() and argv[1].isdigit()):
         print(usage, file=sys.stderr)

@@ -98,7 +98,7 @@ from responder.policy import (
     pod_past_block_share,
     quarantine_breaker_reason,
 )
-from responder.records import decision_to_json, pod_to_json, verification_to_json
+from responder.records import DECIDED_AGAIN, decision_to_json, pod_to_json, verification_to_json
 from responder.slots import Slots
 
 log = logging.getLogger("serving_guard.pipeline")
@@ -1486,6 +1486,7 @@ class Pipeline:
                 raise
             self._metrics.verifications.labels(verification.status.value).inc()
             decision = self._decide(alert, pod, verification, report.decision.reopens)
+            decided_ns = self._clock_ns()
             if report.decision.notify and not decision.notify:
                 # Told at its opening (a withheld action needs eyes): what the retry does is told
                 # there too, and the incident stays routed to its channel.
@@ -1523,9 +1524,10 @@ class Pipeline:
             # restart tries again what they did not put on the pod.
             decided = Journal.op_record_decision(
                 state.incident_id,
-                self._clock_ns(),
+                decided_ns,
                 verification_to_json(verification),
-                decision_to_json(decision),
+                # The incident keeps its first decision's time; this one's is said with it.
+                {**decision_to_json(decision), DECIDED_AGAIN: decided_ns},
                 pod_to_json(pod) if pod is not None else None,
                 again=True,
             )

@@ -93,6 +93,11 @@ def verification_from_json(data: dict[str, Any]) -> Verification:
     )
 
 
+# A decision's record key: when it was made again (a retry of a withheld isolation), the
+# incident's decided_ns staying its first decision's time.
+DECIDED_AGAIN = "decided_again_ns"
+
+
 def decision_to_json(decision: Decision) -> dict[str, Any]:
     return {
         "policy": decision.policy,

@@ -198,8 +198,11 @@ class Responder:
         await self.pipeline.recover()
         self._deferred_task = asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts")
         self._tasks.append(self._deferred_task)
-        await self._maintain_once()
-        await self.journal.measured()
+        # Start's first reads of the whole journal: a damaged page they meet stops the start with
+        # one line naming the file and how to recover it (its writes say so as WriterFailed).
+        with self.journal.unreadable_as_user_error():
+            await self._maintain_once()
+            await self.journal.measured()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         # serving_guard_kubernetes_reachable says something from the start, not from the first probe.
         self._tasks.append(asyncio.create_task(self.check_ready(), name="first-readiness-check"))
@@ -454,7 +457,8 @@ class Responder:
             try:
                 await self._maintain_once()
             except Exception:  # keep maintaining; the log says what failed
-                log.exception("maintenance failed")
+                if self.journal.failure is None:  # else said once, and /healthz fails on it
+                    log.exception("maintenance failed")
 
     async def _maintain_once(self) -> None:
         now = self.clock_ns()

@@ -13,6 +13,7 @@ from typing import Any
 
 from responder.alert import parse_time_ns
 from responder.errors import UserError
+from responder.records import DECIDED_AGAIN
 from simulators.demo import DemoCheck, DemoResult
 from simulators.demo_by_hand import ByHandStep
 from simulators.slack_html import message_to_html
@@ -220,8 +221,14 @@ def _events(check: DemoCheck) -> list[_Event]:
                 _Event(int(entry["received_ns"]), "received", f"received: {entry.get('outcome', '?')}")
             )
     if incident.get("decided_ns"):
-        summary = ", ".join((incident.get("decision") or {}).get("actions") or []) or "nothing"
-        events.append(_Event(int(incident["decided_ns"]), "decided", f"decided: {summary}"))
+        decision = incident.get("decision") or {}
+        summary = ", ".join(decision.get("actions") or []) or "nothing"
+        again = decision.get(DECIDED_AGAIN)
+        if isinstance(again, int):  # the first decision withheld it: its actions say what it was
+            events.append(_Event(int(incident["decided_ns"]), "decided", "decided: withheld"))
+            events.append(_Event(again, "decided", f"decided again: {summary}"))
+        else:
+            events.append(_Event(int(incident["decided_ns"]), "decided", f"decided: {summary}"))
     for action in incident.get("actions") or []:
         if action.get("finished_ns"):
             events.append(

@@ -252,9 +252,13 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         except asyncio.CancelledError:  # Ctrl-C, SIGTERM, SIGHUP: say where to take it up again
             tally.report(tally.interrupted())
             raise
-        await pipeline.drain()
-        if responder.notifier is not None:
-            await responder.notifier.settle(args.settle_seconds)
+        try:
+            await pipeline.drain()
+            if responder.notifier is not None:
+                await responder.notifier.settle(args.settle_seconds)
+        except asyncio.CancelledError:  # stopped after the last line: every line is journaled
+            tally.report(tally.stopped_after_the_end())
+            raise
         outcomes = responder.metrics.outcome_counts()
     finally:
         await responder.stop()
@@ -292,6 +296,15 @@ class _Tally:
     line: int = 0  # the line being read or submitted
     unreported: int = 0  # lines for stderr that could not be written there
     pretty_printed: bool = False  # line 1 is "{" alone: each line's refusal says so
+
+    def stopped_after_the_end(self) -> str:
+        """Said when a stop comes once every line was read, while their alerts are acted on or
+        their Slack posts go out: nothing to resume, what is left is the journal's to finish."""
+        return (
+            f"{self.name}: stopped after its last line ({self.accepted} accepted, {self.again} already in the"
+            f" journal, {self.rejected} rejected): every line is journaled; what was not yet acted on or"
+            " posted to Slack is taken up by the next start on this journal (serve, or ingest)"
+        )
 
     def interrupted(self) -> str:
         # self.line is the line being read or submitted: once one is done, the next one.

@@ -109,6 +109,10 @@ def test_epoch_seconds_are_refused_with_the_nanoseconds_they_stand_for(
     ) in err
     code, _, err = cli(["audit", "--journal", str(tmp_path / "j.db"), "--since", "1796544980123"], capsys)
     assert "epoch milliseconds" in err and "1796544980123000000" in err
+    # 17 digits: no unit makes it a time the journal holds (x1000 is past 2262): none offered.
+    code, _, err = cli(["audit", "--journal", str(tmp_path / "j.db"), "--since", "12345678901234567"], capsys)
+    assert code == 2
+    assert "--since '12345678901234567': epoch nanoseconds before 1973, taken for a mistake" in err
 
 
 def test_an_incident_not_in_the_journal_is_said_to_be_so(

@@ -6,6 +6,7 @@ traceback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import json
@@ -401,11 +402,14 @@ def test_an_alert_from_a_pipe_is_acted_on_while_the_pipe_stays_open(tmp_path: Pa
 def test_ctrl_c_says_where_to_take_ingest_up_again(
     tmp_path: Path, seeded: Seeded, signum: signal.Signals, status: int
 ) -> None:
-    """Ctrl-C, and the signals `timeout`, `kill`, systemd and a closed session send, alike."""
+    """Ctrl-C, and the signals `timeout`, `kill`, systemd and a closed session send, alike; sent
+    to the whole process group, as a terminal sends them (the journal's writer process is in it)."""
     running, pods, kubeconfig = seeded
     config = small_limit_config(tmp_path, kubeconfig)
     command = [str(SERVING_GUARD), "ingest", "-", "--config", str(config), "--settle-seconds", "0"]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as ingest:
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    ) as ingest:
         assert ingest.stdin is not None and ingest.stderr is not None
         ingest.stdin.write(b"10:00:00.123456789: Notice Shell spawned\n" + alert_line(pods["vllm"]) + b"\n")
         ingest.stdin.flush()
@@ -413,7 +417,7 @@ def test_ctrl_c_says_where_to_take_ingest_up_again(
         while not quarantined(running, pods["vllm"]):
             assert time.monotonic() < deadline, "not quarantined"
             time.sleep(0.05)
-        ingest.send_signal(signum)
+        os.killpg(ingest.pid, signum)
         returncode = ingest.wait(timeout=30)
         err = ingest.stderr.read().decode()
         ingest.stdin.close()
@@ -426,6 +430,10 @@ def test_ctrl_c_says_where_to_take_ingest_up_again(
         "<stdin>: interrupted at line 3 (1 accepted, 0 already in the journal, 1 rejected): every line before"
         " it is journaled; resume from line 3 (a line journaled already counts as already in the journal)",
     ]
+    # ...and so is what was done: the writer process outlived the signal (a hang-up killed it).
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        actions = conn.execute("SELECT action, status FROM actions").fetchall()
+    assert actions == [("quarantine", "quarantined")], err
 
 
 async def test_a_line_handed_over_when_ingest_is_interrupted_is_counted_and_not_resumed_from(
@@ -680,3 +688,43 @@ def test_ingest_whose_journal_writer_dies_stops_at_the_line_it_reached_without_a
     assert last.startswith("serving-guard: error: <stdin>:3: journal write failed (journal writer process ")
     assert last.endswith("): not ingested from this line on; resume from line 3")
     assert journaled_count(tmp_path / "journal.db") == 2
+
+
+def test_a_stop_while_slack_posts_wait_says_every_line_is_journaled(tmp_path: Path, seeded: Seeded) -> None:
+    """SIGTERM once the file is read, while its Slack post waits (`timeout N serving-guard ingest`):
+    it said nothing at all."""
+    _, pods, kubeconfig = seeded
+    webhook = tmp_path / "webhook"
+    webhook.write_text("http://127.0.0.1:1/hooks/nobody-listens\n")  # refused at once: retried
+    slack = {"mode": "webhook", "webhook_url": {"file": str(webhook)}, "timeout_seconds": 1}
+    config = write_config(tmp_path, kubeconfig, slack=slack)
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_bytes(alert_line(pods["vllm"]) + b"\n")
+    command = [str(SERVING_GUARD), "ingest", str(alerts), "--config", str(config), "--settle-seconds", "60"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE) as ingest:
+        assert ingest.stderr is not None
+        deadline = time.monotonic() + 30  # a bound on a hang, not a timing assertion
+        while not posts_tried(tmp_path / "journal.db"):
+            assert time.monotonic() < deadline, "no post tried"
+            time.sleep(0.05)
+        ingest.send_signal(signal.SIGTERM)
+        returncode = ingest.wait(timeout=30)
+        err = ingest.stderr.read().decode()
+    assert returncode == 128 + signal.SIGTERM
+    assert (
+        f"{alerts}: stopped after its last line (1 accepted, 0 already in the journal, 0 rejected): every"
+        " line is journaled; what was not yet acted on or posted to Slack is taken up by the next start on"
+        " this journal (serve, or ingest)"
+    ) in err.splitlines(), err
+
+
+def posts_tried(journal: Path) -> bool:
+    """A Slack post was tried (and failed) at least once."""
+    if not journal.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(journal)) as conn:
+            row = conn.execute("SELECT MAX(attempts) FROM notifications").fetchone()
+    except sqlite3.OperationalError:  # not made yet
+        return False
+    return bool(row and row[0])

@@ -41,9 +41,10 @@ def alert_line(n: int, second: int) -> str:
     )
 
 
-def damage_first_leaf(path: str, name: str) -> None:
-    """Overwrite the first leaf page of table or index ``name`` (its lowest keys), as a bad
-    sector would; the pages a start reads (the newest keys, the schema) stay whole."""
+def damage_first_leaf(path: str, name: str, *, middle: bool = False) -> None:
+    """Overwrite the first leaf page of table or index ``name`` (its lowest keys; ``middle``: its
+    middle one), as a bad sector would; the pages a start reads (the newest keys, the schema) stay
+    whole."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size = int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -52,7 +53,7 @@ def damage_first_leaf(path: str, name: str) -> None:
         ).fetchall()
     assert len(leaves) > 2, f"{name} fits a page or two: nothing to damage apart from what a start reads"
     with open(path, "r+b") as damaged:
-        damaged.seek((leaves[0][0] - 1) * size)
+        damaged.seek((leaves[len(leaves) // 2 if middle else 0][0] - 1) * size)
         damaged.write(b"\xa5" * size)
 
 
@@ -144,3 +145,19 @@ def test_a_read_of_a_damaged_page_is_logged_once_and_reported_as_the_journals_fa
         assert journal.path in records.records[0].__dict__["error"]
     finally:
         journal.close()
+
+
+def test_a_damaged_page_the_start_reads_stops_it_with_one_line_not_a_traceback(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The start's first pass over the journal (its size, the pending alerts) reads every page of
+    the alerts: a damaged one there is said as the reads before it are, naming the file and how to
+    save what it holds."""
+    config = journal_with_a_damaged_page(tmp_path, seeded[2], capsys)
+    damage_first_leaf(str(tmp_path / "journal.db"), "alerts", middle=True)  # no alert recovery reads
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["ingest", str(empty), "--config", str(config), "--settle-seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert f"journal {tmp_path / 'journal.db'}: cannot be read: " in err and RECOVERY in err

@@ -277,8 +277,11 @@ def test_the_writer_ignores_ctrl_c_and_stops_when_told(tmp_path: Path) -> None:
     journal = open_journal(tmp_path, writer="process")
     pid = writer_pid(journal)
     try:
-        os.kill(pid, signal.SIGINT)  # what a terminal sends the whole process group
+        # What a terminal sends the whole process group (Ctrl-C, a hang-up: a closed session), and
+        # `timeout` or systemd: the responder stops on each, its last writes still to commit.
+        os.kill(pid, signal.SIGINT)
         os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGHUP)
         assert journal.run_sync(Journal.op_append_alert(alert(1), "http", 1)) is True
     finally:
         journal.close()

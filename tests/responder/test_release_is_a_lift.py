@@ -151,6 +151,42 @@ async def test_a_release_without_incident_is_found_on_the_pod_and_told_in_the_th
         await responder.stop()
 
 
+async def test_a_release_journaled_without_incident_becomes_the_incidents_once_found(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run with the journal but without --incident: the command's row had no incident, the
+    responder's finding was then skipped as journaled, so the incident's story (audit --incident,
+    its thread) never told the release; found the other way round, it was in the trail twice."""
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        post = await incident_post(responder, sink, vllm)
+        incident = incident_of(responder)
+        await release(seeded, vllm, "--config", str(cli_config(tmp_path, seeded[2])))
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)  # found: the command's row
+        await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 2)  # said once
+
+        with closing(sqlite3.connect(responder.config.journal.path)) as conn:
+            rows = conn.execute("SELECT incident_id, actor FROM actions WHERE action = 'release'").fetchall()
+        assert rows == [(incident, "bob")]
+        (reply,) = by_hand_posts(sink)
+        assert reply["thread_ts"] == post.ts
+        assert f"*bob* released `{vllm.namespace}/{vllm.name}` by hand" in visible_text(reply["blocks"])
+        capsys.readouterr()
+        assert (
+            await asyncio.to_thread(
+                main, ["audit", "--journal", responder.config.journal.path, "--format", "incidents"]
+            )
+            == 0
+        )
+        story = capsys.readouterr().out
+        assert f"release released by bob: {REASON}" in story and "outside any incident" not in story
+    finally:
+        await responder.stop()
+
+
 async def test_a_label_removed_by_hand_is_a_lapse_even_on_a_pod_released_before(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 import responder.pipeline as pipeline_module
+from responder.audit import AuditQuery, _utc, format_incidents, load_trail
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
 from responder.notify.render import format_utc
@@ -46,6 +47,11 @@ def api_down(running: RunningCluster) -> None:
 
 def api_back(running: RunningCluster) -> None:
     running.call(running.emulator.faults.clear)
+
+
+def load_trail_of(responder: Responder) -> list[dict[str, Any]]:
+    with responder.journal.reader() as conn:
+        return load_trail(conn, AuditQuery())
 
 
 def retries(responder: Responder, result: str) -> float:
@@ -107,6 +113,12 @@ async def test_a_one_off_shell_during_an_api_outage_is_quarantined_once_the_api_
         decided = rows(responder.config, "SELECT decided_ns FROM incidents")[0][0]
         started = [r[0] for r in rows(responder.config, "SELECT started_ns FROM actions ORDER BY id")]
         assert decided <= started[0] < started[1], (decided, started)
+        # ...and says when it was made again (the audit and the demo's report say both).
+        decision = json.loads(rows(responder.config, "SELECT decision FROM incidents")[0][0])
+        assert started[0] < decision["decided_again_ns"] <= started[1]
+        assert f"decided again {_utc(decision['decided_again_ns'])}, tried again after it was withheld" in (
+            format_incidents(load_trail_of(responder))
+        )
         assert retries(responder, "acted") == 1
 
         # Told once, in the incident's thread and the channel; the post is rendered again with it.
