@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NamedTuple, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -1279,17 +1279,57 @@ def config_from_document(document: YamlDocument) -> Config:
 
 
 def load_config(path: str) -> Config:
-    return journal_beside_file(config_from_document(load_yaml_file(path, "a config file")), path)
+    return files_beside_config(config_from_document(load_yaml_file(path, "a config file")), path)
 
 
-def journal_beside_file(config: Config, path: str) -> Config:
-    """``config`` from the file ``path``, a relative journal.path read from that file's directory:
-    from the directory a command runs in, `audit --config` run elsewhere would find no journal,
-    and `ingest` would start a second one."""
-    if os.path.isabs(config.journal.path):
-        return config
-    beside = os.path.join(os.path.dirname(os.path.abspath(path)), config.journal.path)
-    return config.model_copy(update={"journal": config.journal.model_copy(update={"path": beside})})
+_M = TypeVar("_M", bound=BaseModel)
+_S = TypeVar("_S", bound=SecretRef)
+
+
+def files_beside_config(config: Config, path: str) -> Config:
+    """``config`` from the file ``path``, its relative file paths (the journal, the kubeconfig,
+    certificates, secrets' files) read from that file's directory, as a config file's own
+    references are: from the directory a command runs in, `audit --config` run elsewhere would
+    find no journal, `ingest` would start a second one, and the kubeconfig beside it would be
+    missing. (`~` is the user's home, as kubectl reads it.)"""
+    base = os.path.dirname(os.path.abspath(path))
+
+    def beside(name: str) -> str:
+        return name if os.path.isabs(name) or name.startswith("~") else os.path.join(base, name)
+
+    def secret(ref: _S | None) -> _S | None:
+        if ref is None or ref.file is None:
+            return ref
+        return ref.model_copy(update={"file": beside(ref.file)})
+
+    def files(model: _M, *names: str) -> _M:
+        update = {name: beside(value) for name in names if isinstance(value := getattr(model, name), str)}
+        return model.model_copy(update=update)
+
+    http, grpc, slack, cluster = config.inputs.http, config.inputs.grpc, config.slack, config.cluster
+    kubeconfig = cluster.kubeconfig
+    if kubeconfig is not None:  # a path, or a list of them as $KUBECONFIG takes
+        kubeconfig = os.pathsep.join(beside(part) if part else part for part in kubeconfig.split(os.pathsep))
+    http = http.model_copy(
+        update={
+            "tls": files(http.tls, "cert_file", "key_file", "client_ca_file") if http.tls else None,
+            "token": secret(http.token),
+            "audit_token": secret(http.audit_token),
+        }
+    )
+    grpc = grpc.model_copy(
+        update={"tls": files(grpc.tls, "ca_file", "cert_file", "key_file") if grpc.tls else None}
+    )
+    return config.model_copy(
+        update={
+            "journal": files(config.journal, "path"),
+            "cluster": cluster.model_copy(update={"kubeconfig": kubeconfig}),
+            "inputs": config.inputs.model_copy(update={"http": http, "grpc": grpc}),
+            "slack": slack.model_copy(
+                update={"token": secret(slack.token), "webhook_url": secret(slack.webhook_url)}
+            ),
+        }
+    )
 
 
 def load_config_text(text: str, name: str = "<config>") -> Config:

@@ -21,7 +21,7 @@ from responder.config import (
     SecretRef,
     SlackMode,
     config_from_document,
-    journal_beside_file,
+    files_beside_config,
     located,
 )
 from responder.config import Journal as JournalSettings
@@ -417,7 +417,7 @@ def _empty_document(document: YamlDocument) -> str | None:
 def run(args: argparse.Namespace) -> int:
     path = _config_file(args)
     document = load_yaml_file(path, "a config file")
-    config = journal_beside_file(config_from_document(document), path)
+    config = files_beside_config(config_from_document(document), path)
     review = _review(config, args.rules)
     shared = shared_audit_token(config)
     findings = sorted([*review.findings, *([shared] if shared else [])], key=lambda finding: finding.path)

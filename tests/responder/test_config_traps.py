@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from responder.cli import main
+from responder.config import load_config
 from simulators.falco_json import falco_alert, falco_bytes
 from tests.helpers import SHELL_RULE
 from tests.responder.test_pipeline import Seeded
@@ -53,6 +54,57 @@ def test_a_relative_journal_path_is_beside_the_config_file_wherever_a_command_ru
     assert len(json.loads(capsys.readouterr().out)) == 1
     assert main(["config", "check", "etc/config.yaml"]) == 0
     assert f"journal: {here / 'relative.db'}" in capsys.readouterr().out.splitlines()
+
+
+def test_every_relative_file_of_a_config_is_beside_it(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the journal alone: a kubeconfig, token or certificate named beside the config was read
+    from wherever the command ran (`ingest` failed on the kubeconfig, `config check` on the token)."""
+    here, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    (here / "kubeconfig.json").write_text(Path(seeded[2]).read_text())
+    (here / "token").write_text("senders-token\n")
+    (here / "audit-token").write_text("readers-token\n")
+    http = {
+        "listen": "127.0.0.1:0",
+        "token": {"file": "token"},
+        "audit_token": {"file": "audit-token"},
+        "tls": {"cert_file": "tls/server.crt", "key_file": "tls/server.key", "client_ca_file": "tls/ca.crt"},
+    }
+    document = {
+        "cluster": {"kubeconfig": "kubeconfig.json"},
+        "journal": {"path": "journal.db"},
+        "inputs": {"http": http},
+        "slack": {"mode": "webhook", "webhook_url": {"file": "webhook"}},
+    }
+    config = here / "config.yaml"
+    config.write_text(yaml.safe_dump(document))
+    loaded = load_config(str(config))
+    assert loaded.cluster.kubeconfig == str(here / "kubeconfig.json")
+    assert loaded.inputs.http.token is not None and loaded.inputs.http.token.file == str(here / "token")
+    assert loaded.inputs.http.tls is not None and loaded.inputs.http.tls.client_ca_file == str(
+        here / "tls/ca.crt"
+    )
+    assert loaded.slack.webhook_url is not None and loaded.slack.webhook_url.file == str(here / "webhook")
+    # Absolute paths, secrets from the environment and the home directory are as written.
+    document["cluster"] = {"kubeconfig": "~/.kube/config"}
+    document["inputs"] = {"http": {**http, "token": {"env": "SG_TOKEN"}, "audit_token": {"file": "/run/a"}}}
+    config.write_text(yaml.safe_dump(document))
+    loaded = load_config(str(config))
+    assert loaded.cluster.kubeconfig == "~/.kube/config"
+    assert loaded.inputs.http.token is not None and loaded.inputs.http.token.env == "SG_TOKEN"
+    assert loaded.inputs.http.audit_token is not None and loaded.inputs.http.audit_token.file == "/run/a"
+
+    # From another directory, the commands read the files beside the config.
+    document = {"cluster": {"kubeconfig": "kubeconfig.json"}, "journal": {"path": "journal.db"}}
+    config.write_text(yaml.safe_dump(document))
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_bytes(falco_bytes(falco_alert(seeded[1]["vllm"], "r", "Notice", "m", {})) + b"\n")
+    monkeypatch.chdir(elsewhere)
+    assert main(["ingest", str(alerts), "--config", str(config), "--settle-seconds", "0"]) == 0
+    assert (here / "journal.db").is_file()
 
 
 def test_a_pretty_printed_alert_file_is_said_to_be_one(
