@@ -53,15 +53,27 @@ class Mirror:
     operator: str
     template: str  # "{}" is the item
     why: str
+    # When set, only the macro's values that match it (fullmatch) are the mirror's, its group 1 the
+    # item; other values of the same field and operator are not compared. Otherwise every value is.
+    pattern: str | None = None
+    fix: str = "so append to both"
 
     def value(self, item: str) -> str:
         return self.template.format(item)
+
+    def item_of(self, value: str) -> str | None:
+        """The list item a tested value spells out, or None if the value is not the mirror's."""
+        if self.pattern is None:
+            return value
+        match = re.fullmatch(self.pattern, value)
+        return match.group(1) if match else None
 
     def clause(self, value: str) -> str:
         shown = f'"{value}"' if any(c in value for c in ' *?[]"') else value
         return f"{self.field} {self.operator} {shown}"
 
 
+TRITON_STUB = "/opt/tritonserver/backends/python/triton_python_backend_stub"
 MIRRORED_LISTS = (
     Mirror(
         "serving_guard_model_file",
@@ -86,6 +98,19 @@ MIRRORED_LISTS = (
         "glob",
         "*/proc/*/root{}*",
         "Falco cannot strip /proc/<pid>/root from a path to apply pmatch",
+    ),
+    Mirror(
+        "serving_guard_triton_python_stub_launch",
+        "serving_guard_model_dirs",
+        "proc.args",
+        "glob",
+        "-c  exec " + TRITON_STUB + " {}/*",
+        "the stub's model argument is pinned to each model dir (pmatch cannot test an argument), and "
+        "without it every Python-backend model instance started from that dir alerts as a shell",
+        # Any stub path (the macro may be replaced to except another stub): the item is the model dir.
+        pattern=r"-c  exec /[^ ]+ (/[^ *]*)/\*",
+        fix="so add the glob inside the macro (define it again with override condition: replace; an "
+        "appended `or` clause would hold without the macro's other tests)",
     ),
 )
 OUTPUT_FIELD = re.compile(r"%([a-zA-Z][a-zA-Z0-9_]*(?:\.[a-zA-Z0-9_]+)*(?:\[[^\]]*\])?)")
@@ -273,7 +298,7 @@ def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
         macro = ruleset.macros.get(mirror.macro)
         if macro is None or macro.ast is None or mirror.list not in ruleset.list_items:
             continue
-        tested = {
+        values = {
             check.value.text
             for check in checks(macro.ast)
             if isinstance(check, Check)
@@ -281,11 +306,18 @@ def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
             and check.op == mirror.operator
             and isinstance(check.value, Value)
         }
+        # Tested values, keyed by what the list item would make of them (the stub macro's values with
+        # another stub path count for the item they pin).
+        tested = {
+            mirror.value(item) if mirror.pattern is not None else value: value
+            for value in values
+            if (item := mirror.item_of(value)) is not None
+        }
         expected = {mirror.value(item): item for item in ruleset.list_items[mirror.list]}
         label = item_label("macro", mirror.macro)
         # Reported where the item (or the clause) was written: a user's append, not the pack.
         list_origins = list(reversed(ruleset.lists[mirror.list].origins))
-        for value in sorted(set(expected) - tested):
+        for value in sorted(set(expected) - set(tested)):
             item = expected[value]
             file, line = locate(list_origins, item, macro.origin, whole=True)
             problems.append(
@@ -294,12 +326,12 @@ def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
                     file,
                     line,
                     f"list {mirror.list} has {item!r} but macro {mirror.macro} does not test "
-                    f"'{mirror.clause(value)}': {mirror.why}, so append to both",
+                    f"'{mirror.clause(value)}': {mirror.why}, {mirror.fix}",
                     label,
                     item,
                 )
             )
-        for extra in sorted(tested - set(expected)):
+        for extra in sorted(tested[key] for key in set(tested) - set(expected)):
             file, line = locate(list(reversed(macro.condition_origins)), extra, macro.origin, whole=True)
             problems.append(
                 Problem(

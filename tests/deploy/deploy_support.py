@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,22 @@ NAMESPACE = "falco"
 DIGEST = "sha256:" + "3" * 64
 # Every values.yaml the chart has been released with (the README there says how they were kept).
 VALUES_BY_CHART_VERSION = Path(__file__).parent / "fixtures" / "values-by-chart-version"
+CHART_DIGESTS = VALUES_BY_CHART_VERSION / "chart-digests.json"
+
+
+def chart_digest(chart_dir: Path = CHART_DIR) -> str:
+    """sha256 of everything the chart packages: every file's path and content (links followed: the
+    embedded rules pack is a link to rules/), sorted by path."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in chart_dir.rglob("*") if p.is_file()):
+        relative = path.relative_to(chart_dir).as_posix()
+        if "__pycache__" in relative.split("/"):
+            continue
+        content = path.read_bytes()
+        digest.update(f"{relative}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
 
 Values = dict[str, Any]
 

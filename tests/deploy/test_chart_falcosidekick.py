@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import pytest
 
 from tests.deploy.deploy_support import (
     DEPLOY,
@@ -57,11 +58,15 @@ def test_only_falco_may_post_to_falcosidekick(chart: helm_python.Chart) -> None:
     }
 
 
+SCRAPER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+METRICS_ONLY = {"from": [SCRAPER], "ports": [{"port": 2810, "protocol": "TCP"}]}
+
+
 def test_falcosidekick_apart_from_falco_gets_the_policy_in_its_namespace(chart: helm_python.Chart) -> None:
-    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    values = _with(
-        TOKEN_MODE, namespace="sidekick", inputPolicy={"ports": [2801, 2810], "extraFrom": [scraper]}
-    )
+    values = _with(TOKEN_MODE, namespace="sidekick", inputPolicy={"ports": [2801, 2811]})
     policy = render(chart, Case("sidekick-apart", values)).one("NetworkPolicy", INPUT_POLICY)
     assert policy["metadata"]["namespace"] == "sidekick"
     (rule,) = policy["spec"]["ingress"]
@@ -69,8 +74,43 @@ def test_falcosidekick_apart_from_falco_gets_the_policy_in_its_namespace(chart: 
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
         "podSelector": FALCO_PODS,
     }
-    assert rule["from"] == [falco_in_its_namespace, scraper]
-    assert rule["ports"] == [{"port": 2801, "protocol": "TCP"}, {"port": 2810, "protocol": "TCP"}]
+    assert rule["from"] == [falco_in_its_namespace]
+    assert rule["ports"] == [{"port": 2801, "protocol": "TCP"}, {"port": 2811, "protocol": "TCP"}]
+
+
+def test_extra_peers_reach_only_their_own_ports_never_the_alert_input(chart: helm_python.Chart) -> None:
+    """Review of the fixes, finding 4: a metrics scraper listed for Falcosidekick is admitted to the port
+    its rule names (tlsserver.notlsport, 2810), not to the alert input (2801) that Falco's rule admits."""
+    values = _with(TOKEN_MODE, inputPolicy={"extraIngress": [METRICS_ONLY]})
+    rendered = render(chart, Case("sidekick-scraper", values))
+    policy = rendered.one("NetworkPolicy", INPUT_POLICY)
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": FALCO_PODS}], "ports": [{"port": 2801, "protocol": "TCP"}]},
+        METRICS_ONLY,
+    ]
+    notes = " ".join(rendered.notes().split())
+    assert (
+        "falcosidekick.inputPolicy.extraIngress to their ports: any of them admitted to the input port"
+        in notes
+    )
+
+
+@pytest.mark.parametrize(
+    "input_policy",
+    [
+        {"extraFrom": [SCRAPER]},  # the peers-only form: every input port
+        {"extraIngress": [{"from": [SCRAPER]}]},  # a rule without ports admits every port
+        {"extraIngress": [{"from": [SCRAPER], "ports": []}]},
+        {"extraIngress": [{"ports": [{"port": 2810, "protocol": "TCP"}]}]},  # without from: every source
+        {"extraIngress": [{"from": [], "ports": [{"port": 2810, "protocol": "TCP"}]}]},
+    ],
+    ids=["extraFrom", "no-ports", "empty-ports", "no-from", "empty-from"],
+)
+def test_extra_ingress_rules_must_name_their_peers_and_ports(
+    chart: helm_python.Chart, input_policy: Values
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError):
+        render(chart, Case("sidekick-open", _with(TOKEN_MODE, inputPolicy=input_policy)))
 
 
 def test_no_policy_without_the_falcosidekick_path_or_when_turned_off(
@@ -99,5 +139,6 @@ def test_notes_and_readme_say_to_restrict_falcosidekicks_input(chart: helm_pytho
     section = README.split("### Falcosidekick in between", 1)[1].split("\n## ", 1)[0]
     prose = " ".join(section.split())
     assert "**Restrict Falcosidekick's input.**" in prose
-    assert "`<fullname>-falcosidekick-input`" in prose and "`falcosidekick.inputPolicy.extraFrom`" in prose
+    assert "`<fullname>-falcosidekick-input`" in prose and "`falcosidekick.inputPolicy.extraIngress`" in prose
+    assert "can also post alerts" in prose and "`notlsport`" in prose
     assert "`falcosidekick.config.tlsserver.deploy: true` with `mutualtls: true`" in prose

@@ -149,7 +149,8 @@ def test_a_model_dir_appended_without_its_proc_form_is_reported_at_the_users_lin
         tmp_path,
         "- list: serving_guard_model_dirs\n  items: [/var/lib/models]\n  override:\n    items: append\n",
     )
-    [error] = errors
+    # (The Triton stub macro's glob is missing too: tested below.)
+    [error] = [e for e in errors if e.item == "macro 'serving_guard_model_dir_through_proc'"]
     assert (error.file, error.line, error.token) == (str(user), 2, "/var/lib/models")
     assert "'evt.args glob \"*/proc/*/root/var/lib/models*\"'" in error.message
 
@@ -163,4 +164,66 @@ def test_a_model_dir_appended_with_its_proc_form_passes(tmp_path: Path) -> None:
         "  override:\n    condition: append\n"
     )
     report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    assert [e.item for e in report.errors] == ["macro 'serving_guard_triton_python_stub_launch'"]
+
+
+STUB_GLOB = '"-c  exec /opt/tritonserver/backends/python/triton_python_backend_stub {}/*"'
+# The pack's stub macro with /workspace/model_repository added (a replacement, as rules/README.md says).
+STUB_MACRO = PACK.read_text().split("- macro: serving_guard_triton_python_stub_launch\n")[1].split("\n\n")[0]
+PROC_MIRROR = (
+    "- macro: serving_guard_model_dir_through_proc\n"
+    '  condition: or evt.args glob "*/proc/*/root/workspace/model_repository*"\n'
+    "  override:\n    condition: append\n"
+)
+APPENDED_DIR = (
+    "- list: serving_guard_model_dirs\n  items: [/workspace/model_repository]\n"
+    "  override:\n    items: append\n"
+)
+
+
+def test_a_model_dir_appended_without_its_triton_stub_glob_is_reported_at_the_users_line(
+    tmp_path: Path,
+) -> None:
+    """Review of the fixes, finding 5: serving_guard_triton_python_stub_launch pins the stub's model
+    argument to each model dir. A dir appended to the list (and to the /proc mirror) but not to the
+    stub macro is an error at the user's item: every Python-backend model from it would alert."""
+    user, errors = _check(None, tmp_path, APPENDED_DIR + PROC_MIRROR)
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 2, "/workspace/model_repository")
+    assert error.item == "macro 'serving_guard_triton_python_stub_launch'"
+    assert f"'proc.args glob {STUB_GLOB.format('/workspace/model_repository')}'" in error.message
+    assert "override condition: replace" in error.message
+
+
+def test_a_model_dir_with_its_triton_stub_glob_passes_and_a_glob_without_a_dir_is_reported(
+    tmp_path: Path,
+) -> None:
+    glob = STUB_GLOB.format("/workspace/model_repository")
+    replaced = STUB_MACRO.replace(
+        "\n              and not proc.args contains",
+        f"\n                   or proc.args glob {glob})\n              and not proc.args contains",
+        1,
+    ).replace('/home/bentoml/bento/models/*")\n', '/home/bentoml/bento/models/*"\n', 1)
+    assert replaced != STUB_MACRO
+    macro = (
+        "- macro: serving_guard_triton_python_stub_launch\n"
+        + replaced
+        + "\n  override:\n    condition: replace\n"
+    )
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(APPENDED_DIR + PROC_MIRROR + macro)
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
     assert report.errors == []
+    # The same macro without the list item: the glob pins a dir the list does not have.
+    user.write_text(macro)
+    user, errors = _check(None, tmp_path, macro)
+    [error] = errors
+    assert (
+        error.file == str(user)
+        and error.line
+        == macro.splitlines().index(
+            next(line for line in macro.splitlines() if "/workspace/model_repository" in line)
+        )
+        + 1
+    )
+    assert "list serving_guard_model_dirs has no item for it" in error.message

@@ -841,9 +841,9 @@ def test_the_entrypoint_exception_holds_only_while_the_container_starts() -> Non
     rule = ruleset.rules[SHELL]
     [entrypoint] = [e for e in rule.exceptions if e.name == "container_entrypoint"]
     assert (entrypoint.fields, entrypoint.comps, entrypoint.values) == (
-        ("proc.vpid", "container.duration"),
-        ("=", "<"),
-        (("1", "30000000000"),),
+        ("proc.vpid", "container.duration", "proc.tty"),
+        ("=", "<", "="),
+        (("1", "30000000000", "0"),),
     )
 
 
@@ -1562,6 +1562,7 @@ def test_triton_opening_a_file_of_its_localization_dir_is_a_model_load(
 # O_RDONLY|O_TRUNC; evt.is_open_write is false for it).
 
 PPM_O_RDONLY, PPM_O_WRONLY, PPM_O_CREAT, PPM_O_APPEND, PPM_O_TRUNC, PPM_O_CLOEXEC = 1, 2, 4, 8, 256, 4096
+PPM_O_EXCL = 32
 
 
 def _open_flags(recorded: Recorded, path: str, flags: int) -> Replacements:
@@ -1607,6 +1608,35 @@ def test_an_open_that_truncates_or_creates_a_model_file_is_tampering(
     assert bool(derived.fired(TAMPER, condition)) is fires
 
 
+# Review of the fixes, finding 1: Triton's Python backend stub importing model.py writes its bytecode
+# beside it (importlib: __pycache__/model.cpython-3X.pyc.<id>, O_WRONLY|O_CREAT|O_EXCL, then a
+# rename) when the repository is writable. That is tampering, on purpose: a .pyc planted there runs at
+# the next import. rules/README.md tells Python-backend users to mount the repository read-only (a
+# failed open does not alert) or set PYTHONDONTWRITEBYTECODE=1.
+PYC = "/models/ensemble_pre/1/__pycache__/model.cpython-312.pyc.140234567"
+
+
+def test_the_triton_stub_writing_bytecode_into_a_model_dir_is_tampering(derive: Derive) -> None:
+    model = "/models/resnet/model.pt"
+    _, exit_ = PYTHON_D1.exec_events()
+    argv = [exit_.text(se.EXECVE_EXE), *exit_.params[se.EXECVE_ARGS].rstrip(b"\0").decode().split("\0")]
+    replacements = dict(PYTHON_D1.exec(path=TRITON_STUB, argv=argv, name="triton_python_b"))
+    flags = struct.pack("<I", PPM_O_WRONLY | PPM_O_CREAT | PPM_O_EXCL | PPM_O_CLOEXEC)
+    for index in _open_instead(PYTHON_D1, model, PYC):
+        opened = next(e for e in _events(PYTHON_D1.capture) if e.index == index)
+        position = se.OPENAT_ENTER_FLAGS if opened.type == se.OPENAT_ENTER else se.OPENAT_EXIT_FLAGS
+        name = se.OPENAT_ENTER_NAME if opened.type == se.OPENAT_ENTER else se.OPENAT_EXIT_NAME
+        replacements[index] = se.replaced(opened, {name: se.strings(PYC), position: flags})
+    derived = derive(PYTHON_D1.capture, replacements)
+    condition = f'evt.type = openat and evt.dir = < and {PYTHON_D1.thread} and fd.name = "{PYC}"'
+    [event] = derived.sysdig.read_capture(str(derived.path), condition, ["evt.arg.flags", "proc.name"])
+    assert (event["proc.name"], event["evt.arg.flags"]) == (
+        "triton_python_b",
+        "O_EXCL|O_CREAT|O_WRONLY|O_CLOEXEC",
+    )
+    assert derived.rules_fired(condition) == {TAMPER}
+
+
 # Finding 3: a dropped script run by a relative path from a writable working directory, or by a path
 # spelled with '.', '..', '//' or /proc segments.
 
@@ -1623,6 +1653,11 @@ def test_an_open_that_truncates_or_creates_a_model_file_is_tampering(
         (["python3", "//tmp/x.py"], "python3", "/", True),
         (["python3", "/proc/self/cwd/x.py"], "python3", "/tmp", True),
         (["python3", "../tmp/x.py"], "python3", "/usr", True),
+        # A working directory entered through /proc (review of the fixes, finding 2): its directory
+        # cannot be read from it. (libsinsp normalizes '..', '.' and '//' in the path of chdir.)
+        (["python3", "x.py"], "python3", "/proc/self/root/tmp", True),
+        (["python3", "x.py"], "python3", "/proc/1/cwd", True),  # PID 1's cwd is /tmp
+        (["sh", "x.sh"], "sh", "/proc/self/cwd", True),
         # A relative script elsewhere, options first, no script, the recordings' script directory.
         (["python3", "serve.py", "--port", "8000"], "python3", "/app", False),
         (["python3", "-u", "-m", "vllm.entrypoints.openai.api_server"], "python3", "/tmp", False),
@@ -1678,6 +1713,45 @@ def test_a_program_on_a_terminal_is_a_shell_session(
     assert len(fired) == (1 if fires else 0)  # one alert for the exec, or none
     # No other rule reports it a second time.
     assert derived.rules_fired(f"{EXECVE} and {recorded.thread}") == ({SHELL} if fires else set())
+
+
+def _as_pid_1(recorded: Recorded) -> dict[int, list[bytes] | se.Retyped]:
+    """The recorded program as the PID 1 of its namespace (its clone's child side says so)."""
+    replacements = dict(recorded.exec())
+    _, exit_ = recorded.exec_events()
+    [clone] = [
+        e
+        for e in _events(recorded.capture)
+        if e.tid == exit_.tid
+        and e.type in se.CLONE_EXITS
+        and struct.unpack("<q", e.params[se.CLONE_EXIT_RES])[0] == 0
+    ]
+    pid_1 = struct.pack("<q", 1)
+    replacements[clone.index] = se.replaced(clone, {se.CLONE_EXIT_VTID: pid_1, se.CLONE_EXIT_VPID: pid_1})
+    return replacements
+
+
+@pytest.mark.parametrize(("recorded", "fires"), [(SH_A4_PTY, True), (SH_A1, False)], ids=["tty", "no-tty"])
+def test_a_young_pid_1_shell_on_a_terminal_is_a_shell(
+    sysdig: Sysdig, conditions: dict[str, str], tmp_path: Path, recorded: Recorded, fires: bool
+) -> None:
+    """Review of the fixes, finding 3: `kubectl debug -it POD --image=busybox -- sh` runs the shell as
+    PID 1 of an ephemeral container seconds old, on a terminal. 2022 libsinsp has no
+    container.duration (its stand-in is never true), so here the stand-in is made always true: every
+    container is young. The entrypoint exception then holds for a PID-1 shell without a terminal
+    only."""
+    young = conditions[SHELL].replace(
+        "(proc.vpid = 1 and evt.num = 0 and", "(proc.vpid = 1 and evt.num > 0 and"
+    )
+    assert young != conditions[SHELL]
+    path = tmp_path / recorded.capture
+    se.rewrite(CAPTURES / recorded.capture, path, _as_pid_1(recorded))
+    derived = Derived(sysdig, {**conditions, SHELL: young}, path)
+    [event] = derived.sysdig.read_capture(
+        str(derived.path), f"{EXECVE} and {recorded.thread}", ["proc.vpid", "proc.tty", "proc.name"]
+    )
+    assert (event["proc.vpid"], event["proc.name"], event["proc.tty"] != 0) == (1, "sh", fires)
+    assert bool(derived.fired(SHELL, f"{EXECVE} and {recorded.thread}")) is fires
 
 
 def test_programs_without_a_terminal_are_not_shell_sessions(derive: Derive) -> None:
