@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from responder.rulespack.condition import Check, Value, checks, first_conjunct
 from responder.rulespack.evttypes import event_types
@@ -209,6 +210,44 @@ def check_pack(ruleset: RuleSet) -> list[Problem]:
                 )
             )
     problems += _check_mirrors(ruleset)
+    problems += _check_model_dir_ancestors(ruleset)
+    return problems
+
+
+MODEL_DIRS = "serving_guard_model_dirs"
+MODEL_DIR_ANCESTORS = "serving_guard_model_dir_ancestors"
+
+
+def _check_model_dir_ancestors(ruleset: RuleSet) -> list[Problem]:
+    """Every directory above a model dir (but /) is in the ancestors list, which the tampering rule
+    watches for a rename or a link put in its place: a model dir appended without its parents
+    could be swapped whole by renaming one. Reported at the model dir's item."""
+    if MODEL_DIRS not in ruleset.list_items or MODEL_DIR_ANCESTORS not in ruleset.list_items:
+        return []
+    have = set(ruleset.list_items[MODEL_DIR_ANCESTORS])
+    model_dirs = ruleset.lists[MODEL_DIRS]
+    origins = list(reversed(model_dirs.origins))
+    problems = []
+    for model_dir in ruleset.list_items[MODEL_DIRS]:
+        parents = [
+            str(parent) for parent in PurePosixPath(model_dir).parents if str(parent) not in ("/", ".")
+        ]
+        missing = [parent for parent in parents if parent not in have]
+        if not missing:
+            continue
+        file, line = locate(origins, model_dir, model_dirs.origin, whole=True)
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                file,
+                line,
+                f"list {MODEL_DIRS} has {model_dir!r} but list {MODEL_DIR_ANCESTORS} lacks"
+                f" {', '.join(repr(m) for m in missing)}: renaming one away, or a link put in its place,"
+                " would swap the model dir unseen; append to both",
+                item_label("list", MODEL_DIRS),
+                model_dir,
+            )
+        )
     return problems
 
 

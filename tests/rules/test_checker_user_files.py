@@ -159,6 +159,8 @@ def test_a_model_dir_appended_with_its_proc_form_passes(tmp_path: Path) -> None:
     user = tmp_path / "zz-overrides.yaml"
     user.write_text(
         "- list: serving_guard_model_dirs\n  items: [/var/lib/models]\n  override:\n    items: append\n"
+        "- list: serving_guard_model_dir_ancestors\n  items: [/var, /var/lib]\n"
+        "  override:\n    items: append\n"
         "- macro: serving_guard_model_dir_through_proc\n"
         '  condition: or evt.args glob "*/proc/*/root/var/lib/models*"\n'
         "  override:\n    condition: append\n"
@@ -178,7 +180,22 @@ PROC_MIRROR = (
 APPENDED_DIR = (
     "- list: serving_guard_model_dirs\n  items: [/workspace/model_repository]\n"
     "  override:\n    items: append\n"
+    "- list: serving_guard_model_dir_ancestors\n  items: [/workspace]\n  override:\n    items: append\n"
 )
+
+
+def test_a_model_dir_appended_without_its_parents_is_reported_at_the_users_line(tmp_path: Path) -> None:
+    """The tampering rule watches every directory above a model dir for a rename or a link put in
+    its place (the model dir swapped whole): a model dir appended without its parents in that list
+    is an error at the user's item, naming the parents missing."""
+    user, errors = _check(
+        None,
+        tmp_path,
+        "- list: serving_guard_model_dirs\n  items: [/srv/ml/models]\n  override:\n    items: append\n",
+    )
+    [error] = [e for e in errors if e.item == "list 'serving_guard_model_dirs'"]
+    assert (error.file, error.line, error.token) == (str(user), 2, "/srv/ml/models")
+    assert "list serving_guard_model_dir_ancestors lacks '/srv/ml', '/srv'" in error.message
 
 
 def test_a_model_dir_appended_without_its_triton_stub_glob_is_reported_at_the_users_line(

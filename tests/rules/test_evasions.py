@@ -15,7 +15,7 @@ import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -1863,3 +1863,59 @@ def test_the_readme_gke_cloud_dns_recipe_allows_dns_to_the_metadata_server(
     se.rewrite(CAPTURES / recorded.capture, path, replacements("169.254.169.254", port))
     fired = sysdig.read_capture(str(path), f"({recorded.thread}) and ({egress})", FIELDS)
     assert bool(fired) is alerts, fired
+
+
+# Review of the pack, finding 8: a model dir swapped whole by renaming one of the directories above
+# it, or by putting a directory or a link in its place: nothing below the model dir changes.
+
+
+@pytest.mark.parametrize(
+    ("oldpath", "newpath", "fires"),
+    [
+        ("/root/.cache", "/root/.cache.orig", True),  # the HF cache's parent moved away
+        ("/tmp/fake-cache", "/root/.cache", True),  # another tree put in its place
+        ("/opt/ml", "/opt/ml.orig", True),
+        ("/home/model-server", "/home/ms", True),
+        ("/root/.cache/pip", "/root/.cache/pip.old", False),  # inside, the model dirs left alone
+        ("/opt/app", "/opt/app.old", False),
+    ],
+)
+def test_renaming_a_directory_above_a_model_dir_is_tampering(
+    derive: Derive, oldpath: str, newpath: str, fires: bool
+) -> None:
+    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
+    changes = {se.RENAMEAT2_EXIT_OLDPATH: se.strings(oldpath), se.RENAMEAT2_EXIT_NEWPATH: se.strings(newpath)}
+    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
+    renamed = f"evt.type = renameat2 and evt.dir = < and {MV_D2.thread}"
+    assert derived.events(renamed)
+    assert bool(derived.fired(TAMPER, renamed)) is fires
+
+
+@pytest.mark.parametrize(
+    ("target", "link", "fires"),
+    [
+        ("/tmp/fake-ml", "/opt/ml", True),
+        ("/tmp/fake-home", "/home/bentoml/bento", True),
+        ("/tmp/fake", "/root/.cache", True),
+        ("/tmp/x", "/opt/other", False),
+    ],
+)
+def test_a_link_put_in_place_of_a_directory_above_a_model_dir_is_tampering(
+    derive: Derive, target: str, link: str, fires: bool
+) -> None:
+    derived = derive(LN_D4.capture, _symlink(target, link))
+    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
+    assert derived.events(made)
+    assert bool(derived.fired(TAMPER, made)) is fires
+
+
+def test_every_default_model_dirs_parent_is_watched() -> None:
+    ruleset = load_paths([str(PACK)])
+    ancestors = set(ruleset.list_items["serving_guard_model_dir_ancestors"])
+    parents = {
+        str(parent)
+        for model_dir in ruleset.list_items["serving_guard_model_dirs"]
+        for parent in PurePosixPath(model_dir).parents
+        if str(parent) != "/"
+    }
+    assert parents == ancestors
