@@ -542,6 +542,24 @@ def _symlink(target: str, link: str) -> Replacements:
     }
 
 
+def _symlink_fires(derive: Derive, target: str, link: str) -> bool:
+    """Whether the tampering rule fires on the recorded symlinkat, made to link ``link`` to ``target``."""
+    derived = derive(LN_D4.capture, _symlink(target, link))
+    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
+    assert derived.events(made)
+    return bool(derived.fired(TAMPER, made))
+
+
+def _rename_fires(derive: Derive, oldpath: str, newpath: str) -> bool:
+    """Whether the tampering rule fires on the recorded renameat2, made to move ``oldpath`` to ``newpath``."""
+    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
+    changes = {se.RENAMEAT2_EXIT_OLDPATH: se.strings(oldpath), se.RENAMEAT2_EXIT_NEWPATH: se.strings(newpath)}
+    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
+    renamed = f"evt.type = renameat2 and evt.dir = < and {MV_D2.thread}"
+    assert derived.events(renamed)
+    return bool(derived.fired(TAMPER, renamed))
+
+
 @pytest.mark.parametrize(
     ("target", "link", "fires"),
     [
@@ -983,16 +1001,7 @@ def test_a_write_through_dot_dot_into_a_model_dir_is_tampering(
 def test_a_rename_through_dot_dot_into_a_model_dir_is_tampering(
     derive: Derive, newpath: str, fires: bool
 ) -> None:
-    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
-    changes = {
-        se.RENAMEAT2_EXIT_OLDPATH: se.strings("/tmp/evil.bin"),
-        se.RENAMEAT2_EXIT_NEWPATH: se.strings(newpath),
-    }
-    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
-    renamed = f"evt.type = renameat2 and evt.dir = < and {MV_D2.thread}"
-    [event] = derived.events(renamed)
-    assert event["evt.type"] == "renameat2"
-    assert bool(derived.fired(TAMPER, renamed)) is fires
+    assert _rename_fires(derive, "/tmp/evil.bin", newpath) is fires
 
 
 @pytest.mark.parametrize(
@@ -1011,10 +1020,7 @@ def test_a_rename_through_dot_dot_into_a_model_dir_is_tampering(
 def test_a_link_to_a_model_dir_written_with_dot_segments_is_tampering(
     derive: Derive, target: str, link: str, fires: bool
 ) -> None:
-    derived = derive(LN_D4.capture, _symlink(target, link))
-    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
-    assert derived.events(made)
-    assert bool(derived.fired(TAMPER, made)) is fires
+    assert _symlink_fires(derive, target, link) is fires
 
 
 # Finding 3: Triton's Python backend starts its stub through a shell, per model instance: the check
@@ -1883,12 +1889,7 @@ def test_the_readme_gke_cloud_dns_recipe_allows_dns_to_the_metadata_server(
 def test_renaming_a_directory_above_a_model_dir_is_tampering(
     derive: Derive, oldpath: str, newpath: str, fires: bool
 ) -> None:
-    rename = _one(MV_D2, se.RENAMEAT2_EXIT)
-    changes = {se.RENAMEAT2_EXIT_OLDPATH: se.strings(oldpath), se.RENAMEAT2_EXIT_NEWPATH: se.strings(newpath)}
-    derived = derive(MV_D2.capture, {rename.index: se.replaced(rename, changes)})
-    renamed = f"evt.type = renameat2 and evt.dir = < and {MV_D2.thread}"
-    assert derived.events(renamed)
-    assert bool(derived.fired(TAMPER, renamed)) is fires
+    assert _rename_fires(derive, oldpath, newpath) is fires
 
 
 @pytest.mark.parametrize(
@@ -1903,10 +1904,7 @@ def test_renaming_a_directory_above_a_model_dir_is_tampering(
 def test_a_link_put_in_place_of_a_directory_above_a_model_dir_is_tampering(
     derive: Derive, target: str, link: str, fires: bool
 ) -> None:
-    derived = derive(LN_D4.capture, _symlink(target, link))
-    made = f"evt.type = symlinkat and evt.dir = < and {LN_D4.thread}"
-    assert derived.events(made)
-    assert bool(derived.fired(TAMPER, made)) is fires
+    assert _symlink_fires(derive, target, link) is fires
 
 
 def test_every_default_model_dirs_parent_is_watched() -> None:
