@@ -75,6 +75,7 @@ from responder.journal_schema import (
     unreadable_journal,
 )
 from responder.journal_writer import Op, ThreadWriter, WriterOptions
+from responder.walsync import WriterFailed
 
 if TYPE_CHECKING:
     from responder.incident import IncidentReport, WorkloadGroup
@@ -450,13 +451,17 @@ class Journal:
 
     @contextlib.contextmanager
     def unreadable_as_user_error(self) -> Iterator[None]:
-        """Around reads at start (recovery reads every open incident and pending alert): a journal
-        SQLite cannot read (a damaged page) is said as a UserError naming it, not a traceback."""
+        """Around the start's work on the journal (recovery reads every open incident and pending
+        alert, the first prune writes): a journal SQLite cannot read (a damaged page), or a write
+        fatal to the writer (a damaged page, a failed fsync), is said as a UserError naming it, not a
+        traceback."""
         self._reads_said_by_start = True
         try:
             yield
         except sqlite3.DatabaseError as exc:
             raise unreadable_journal(self.path, exc, "cannot be read") from None
+        except WriterFailed as exc:
+            raise UserError(str(exc)) from None
         finally:
             self._reads_said_by_start = False
 

@@ -36,7 +36,6 @@ from responder.ingest.http import JOURNAL_FAILURES
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.logs import setup_logging
 from responder.sender import Proof, Sender
-from responder.walsync import WriterFailed
 
 if TYPE_CHECKING:
     from responder.pipeline import Pipeline
@@ -240,10 +239,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     )
     responder = build_responder(config, args.config)
     try:
-        try:
-            await responder.start()  # inside: a start that fails still stops (the journal lock goes)
-        except WriterFailed as exc:  # start's own writes (its first prune) found the journal damaged
-            raise UserError(str(exc)) from None
+        await responder.start()  # inside: a start that fails still stops (the journal lock goes)
         pipeline = responder.pipeline
         assert pipeline is not None
         tally = _Tally(pipeline, name, _file_sender(args.source))

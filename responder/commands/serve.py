@@ -19,7 +19,6 @@ from responder.memory_budget import connections_memory_warning, container_memory
 from responder.policy_review import unreachable_policies
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.service import Responder
-from responder.walsync import WriterFailed
 
 log = logging.getLogger("serving_guard.serve")
 
@@ -54,10 +53,7 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stopping, signum)
-    try:
-        await build_responder(config, config_path).run_until(stop, on_started=tune_collector_after_start)
-    except WriterFailed as exc:  # start's own writes (its first prune) found the journal damaged
-        raise UserError(str(exc)) from None
+    await build_responder(config, config_path).run_until(stop, on_started=tune_collector_after_start)
     log.info("responder stopped")
 
 
