@@ -283,7 +283,7 @@ class Journal:
         self._read_local = threading.local()
         # Set, for good, when a read met a damaged page (is_damage): reported as ``failure``.
         self._damaged: JournalDamaged | None = None
-        # Reads at start (unreadable_as_user_error): one that meets damage is said by the UserError.
+        # Reads at start (start_failures_as_user_error): one that meets damage is said by the UserError.
         self._reads_said_by_start = False
         self._full = False
         # The size bound, checked as alert rows are handed to the writer (``account_alert``), not
@@ -450,7 +450,7 @@ class Journal:
         log.critical("journal: damaged; the responder must be restarted", extra={"error": str(self._damaged)})
 
     @contextlib.contextmanager
-    def unreadable_as_user_error(self) -> Iterator[None]:
+    def start_failures_as_user_error(self) -> Iterator[None]:
         """Around the start's work on the journal (recovery reads every open incident and pending
         alert, the first prune writes): a journal SQLite cannot read (a damaged page), or a write
         fatal to the writer (a damaged page, a failed fsync), is said as a UserError naming it, not a

@@ -545,7 +545,7 @@ class Pipeline:
     async def recover(self) -> int:
         """Rebuild in-memory state from the journal and resume unfinished alerts. Returns how many.
         UserError, naming the journal, when SQLite cannot read it (a damaged page)."""
-        with self._journal.unreadable_as_user_error():
+        with self._journal.start_failures_as_user_error():
             return await self._recover()
 
     async def _recover(self) -> int:

@@ -200,7 +200,7 @@ class Responder:
         self._tasks.append(self._deferred_task)
         # Start's first reads of the whole journal: a damaged page they meet stops the start with
         # one line naming the file and how to recover it (its writes say so as WriterFailed).
-        with self.journal.unreadable_as_user_error():
+        with self.journal.start_failures_as_user_error():
             await self._maintain_once()
             await self.journal.measured()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
