@@ -837,10 +837,10 @@ def _incidents_of(
     return incidents, first
 
 
-def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = None) -> str:
+def format_summary(entries: Sequence[Mapping[str, Any]], *, cut_at: int | None = None) -> str:
     """The entries' incidents, one line each (what was done to which pod, or predicted, and how
     many alerts it took), then how many incidents ended each way: what a policy on trial would have
-    done, or what an alert storm amounted to."""
+    done, or what an alert storm amounted to. ``cut_at``: the --limit that left older entries out."""
     incidents, first = _incidents_of(entries)
     header = ("OPENED (UTC)", "RULE", "POD", "POLICY", "ALERTS", "OUTCOME")
     rows = [header]
@@ -877,13 +877,13 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, limit: int | None = 
             printable(f"  {entry['namespace']}/{entry['pod']}: {_action_text(entry.get('action') or {})}")
             for entry in by_hand
         ]
-    if limit is not None and len(entries) >= limit:
-        lines.append(truncated_note(limit))
+    if cut_at is not None:
+        lines.append(truncated_note(cut_at))
     return "\n".join(lines)
 
 
 def truncated_note(limit: int) -> str:
-    """Said when the trail read is ``limit`` entries long: older ones may be left out."""
+    """Said when --limit left older entries out (or, at MAX_LIMIT, may have)."""
     return f"(read from the newest {limit} entries only: raise --limit to take in older ones)"
 
 

@@ -80,7 +80,7 @@ def limit(text: str) -> int:
     return value
 
 
-def _query(args: argparse.Namespace) -> AuditQuery:
+def _query(args: argparse.Namespace, limit: int) -> AuditQuery:
     """The query the flags ask for, each checked (a UserError naming the flag): also before a
     remote query, so a responder is only asked what it can answer."""
     since = since_ns(args.since) if args.since is not None else 0
@@ -99,7 +99,7 @@ def _query(args: argparse.Namespace) -> AuditQuery:
             run_id=args.run_id,
             policy=args.policy,
             incident=args.incident,
-            limit=args.limit,
+            limit=limit,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -132,14 +132,14 @@ def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
         raise UserError(f"journal {path}: not a readable Serving Guard journal ({exc})") from None
 
 
-async def _remote(args: argparse.Namespace) -> list[AuditEntry]:
+async def _remote(args: argparse.Namespace, limit: int) -> list[AuditEntry]:
     params = {
         "since": args.since or "",
         "pod": args.pod or "",
         "run_id": args.run_id or "",
         "policy": args.policy or "",
         "incident": args.incident or "",
-        "limit": str(args.limit),
+        "limit": str(limit),
     }
     async with ResponderClient(args.responder, client_auth(args), flag="--responder") as client:
         return await client.audit(**params)
@@ -160,26 +160,31 @@ def _say_unknown_policy(policy: str | None, config: Config, *, found: bool) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    query = _query(args)
+    # One entry more than asked for tells a trail cut by --limit from one exactly that long (at
+    # MAX_LIMIT, which a responder will not exceed, a full page may have been cut).
+    asked = args.limit
+    query = _query(args, min(asked + 1, MAX_LIMIT))
     entries: Sequence[Mapping[str, Any]]
     if args.responder is not None:
-        entries = asyncio.run(_remote(args))
+        entries = asyncio.run(_remote(args, query.limit))
     elif args.journal is not None:
         entries = _local(args.journal, query)
     else:
         config = load_config(args.config)
         entries = _local(config.journal.path, query)
         _say_unknown_policy(args.policy, config, found=bool(entries))
+    cut = len(entries) > asked or len(entries) >= MAX_LIMIT
+    entries = entries[len(entries) - asked :] if len(entries) > asked else entries  # oldest first
     if args.format == "json":
         print(json.dumps(entries, indent=2))
     elif args.format == "summary":
-        print(format_summary(entries, limit=args.limit))  # says so itself
+        print(format_summary(entries, cut_at=asked if cut else None))  # says so itself
     elif args.format == "incidents":
         print(format_incidents(entries))
     else:
         print(format_table(entries))
-    if args.format != "summary" and len(entries) >= args.limit:
-        print(truncated_note(args.limit), file=sys.stderr)  # beside the output: json stays JSON
+    if args.format != "summary" and cut:
+        print(truncated_note(asked), file=sys.stderr)  # beside the output: json stays JSON
     if args.incident is not None and not entries:
         print(
             f"--incident {args.incident}: nothing in the trail (mistyped, or pruned since"

@@ -93,8 +93,19 @@ def test_a_trail_cut_by_limit_says_so_in_every_format(
         assert code == 0 and err.splitlines() == [note], form
         if form == "json":
             assert [e["outcome"] for e in json.loads(out)] == ["by_hand"]  # the newest, still JSON
-    code, out, err = cli(["audit", "--config", str(config), "--limit", "3"], capsys)
-    assert err == ""
+    code, out, _ = cli(["audit", "--config", str(config), "--format", "json"], capsys)
+    whole = len(json.loads(out))
+    for form in ("table", "json", "incidents", "summary"):
+        # Exactly --limit entries: nothing was left out, so nothing is said.
+        exactly = str(whole)
+        code, out, err = cli(["audit", "--config", str(config), "--limit", exactly, "--format", form], capsys)
+        assert code == 0 and "raise --limit" not in err + out, form
+        # One fewer: the oldest is left out, and that is said.
+        limit = str(whole - 1)
+        code, out, err = cli(["audit", "--config", str(config), "--limit", limit, "--format", form], capsys)
+        assert code == 0 and f"newest {limit} entries only" in err + out, form
+        if form == "json":
+            assert len(json.loads(out)) == whole - 1
 
 
 def test_epoch_seconds_are_refused_with_the_nanoseconds_they_stand_for(
