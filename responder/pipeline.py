@@ -559,7 +559,9 @@ class Pipeline:
             if restored is not None:
                 self.incidents.restore(restored)
                 report = restored.report
-                if report is not None and _still_withheld(report, self._address_of(restored.first_alert)):
+                if report is not None and _still_withheld(
+                    report, self._address_of(restored.first_alert), self._cut_asked(report.decision)
+                ):
                     # As when it was decided: a repeat decides it again (a block the block breaker
                     # held: a repeat takes it on), and so does a retry.
                     if _withheld_for_passing_reason(report.verification, report.decision, report.outcomes):
@@ -1046,6 +1048,10 @@ class Pipeline:
             self._directory.forget(pod.namespace, pod.name)
         return outcome
 
+    def _cut_asked(self, decision: Decision) -> Isolation:
+        """The cut ``decision``'s quarantine asks for: its policy's, else quarantine.isolate."""
+        return Isolation(decision.isolate) if decision.isolate else self._config.quarantine.isolate
+
     def _address_of(self, alert: Alert) -> str:
         """The remote address a block of ``alert`` is about, or "" when it names none to block."""
         settings = self._config.block_destination
@@ -1441,7 +1447,9 @@ class Pipeline:
             and (
                 state.reopen_after_ns is not None  # being decided, or withheld: a repeat decides again
                 if state.report is None
-                else _still_withheld(state.report, self._address_of(state.first_alert))
+                else _still_withheld(
+                    state.report, self._address_of(state.first_alert), self._cut_asked(state.report.decision)
+                )
             )
             and state.released is None
             and state.lapsed is None
@@ -1493,7 +1501,7 @@ class Pipeline:
                 decision = dataclasses.replace(
                     decision, notify=True, slack_channel=report.decision.slack_channel
                 )
-            done = _done_actions(report.outcomes, self._address_of(alert))
+            done = _done_actions(report.outcomes, self._address_of(alert), self._cut_asked(decision))
             if decision.escalated and ActionName.BLOCK_DESTINATION.value in done:
                 # Its own block is made: the quarantine standing for it (the pod past its share
                 # counting that block) is not taken, unless the policy asks for one.
@@ -2057,31 +2065,38 @@ def _withheld_for_passing_reason(
     return (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed
 
 
-def _still_withheld(report: IncidentReport, address: str) -> bool:
+def _still_withheld(report: IncidentReport, address: str, cut: Isolation) -> bool:
     """An incident whose isolation was withheld for a passing reason (or its block by the block
     breaker), with an action it asked for that is not done since (by a retry, or by hand).
-    ``address``: its alert's (a block's)."""
+    ``address``: its alert's (a block's); ``cut``: its quarantine's (_cut_asked)."""
     decision = report.decision
     if decision.dry_run or not (
         _withheld_for_passing_reason(report.verification, decision, report.outcomes)
         or decision.block_breaker_open
     ):
         return False
-    done = _done_actions(report.outcomes, address)
+    done = _done_actions(report.outcomes, address, cut)
     return any(a in ISOLATING and a.value not in done for a in report.decision.requested)
 
 
-def _done_actions(outcomes: Sequence[ActionOutcome], address: str) -> set[str]:
+def _done_actions(outcomes: Sequence[ActionOutcome], address: str, cut: Isolation) -> set[str]:
     """The actions the outcomes did (as asked, or left on the pod: a LEAKY quarantine is on it, and
-    the recheck proves it); a block only as the block of ``address``, the alert's (a follow-up
-    block of another address is not the alert's own)."""
+    the recheck proves it); a quarantine only when its cut covers ``cut`` (one cut egress only by
+    hand leaves a both-ways quarantine to do); a block only as the block of ``address``, the
+    alert's (a follow-up block of another address is not the alert's own)."""
     return {
         o.action
         for o in outcomes
         if (o.ok or _put_on_pod(o))
         and o.status is not OutcomeStatus.DRY_RUN
         and (o.action != BLOCK_DESTINATION or not address or _names_address(o, address))
+        and (o.action != ActionName.QUARANTINE.value or widest(_cut_made(o), cut) is _cut_made(o))
     }
+
+
+def _cut_made(outcome: ActionOutcome) -> Isolation:
+    """The cut a quarantine's outcome made (both ways unless it says one direction)."""
+    return Isolation(outcome.cut_only) if outcome.cut_only else Isolation.BOTH
 
 
 def _put_on_pod(outcome: ActionOutcome) -> bool:

@@ -3,7 +3,8 @@ pod (not taken, nor told, again while another action keeps failing); a block wit
 address was known is history once the retry blocks; an annotation told at its opening only because
 it was withheld is told when the retry makes it; a block the block breaker held is taken once the
 breaker's window passes; the block an incident made is not turned into an egress quarantine by a
-retry of something else. Against the Kubernetes emulator and the Slack sink, over loopback HTTP."""
+retry of something else; a one-way quarantine by hand leaves a both-ways retry to do. Against the
+Kubernetes emulator and the Slack sink, over loopback HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from responder.actions.outcome import BLOCK_DESTINATION, ActionOutcome, OutcomeStatus
+from responder.cli import main
 from responder.cluster.api import KubeGateway
 from responder.service import Responder
 from simulators.slack_sink import SlackSink
@@ -22,7 +24,16 @@ from tests.responder.test_lapse_notice import headline
 from tests.responder.test_notifications import Seeded, incident_posts, settle, sink, start
 from tests.responder.test_pipeline import labels, rows, submit_all
 from tests.responder.test_pipeline import shell as alert_on
-from tests.responder.test_retry_withheld import QUICK, api_back, api_down, retries, retry_replies, wait_for
+from tests.responder.test_quarantine_command import write_config
+from tests.responder.test_retry_withheld import (
+    QUICK,
+    api_back,
+    api_down,
+    retries,
+    retry_replies,
+    wait_for,
+    withheld_before_a_restart,
+)
 from tests.responder.test_workload_threads import submit
 
 __all__ = ["sink"]  # the fixture, used by name
@@ -175,3 +186,35 @@ async def test_a_retry_of_a_failed_annotation_leaves_the_block_made_as_it_is(
         assert LABEL not in labels(running, pods["vllm"])
     finally:
         await responder.stop()
+
+
+async def test_a_one_way_quarantine_by_hand_leaves_a_both_ways_retry_to_do(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """A person cut the pod's egress by hand under the incident while its both-ways quarantine was
+    withheld: the retry still widens it to both ways (the quarantine by name was taken as done)."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    await withheld_before_a_restart(tmp_path, seeded, vllm)
+    (incident,) = rows(responder_config(tmp_path, kubeconfig), "SELECT incident_id FROM incidents")
+    by_hand_config = write_config(tmp_path, kubeconfig)
+    egress = ["--isolate", "egress", "--incident", incident["incident_id"], "--reason", "r", "--by", "alice"]
+    assert (
+        main(["quarantine", "-n", vllm.namespace, vllm.name, *egress, "--config", str(by_hand_config)]) == 0
+    )
+    assert labels(running, vllm).get(LABEL) == "true-egress"
+
+    config = responder_config(tmp_path, kubeconfig, extra={"inputs": {}, **QUICK})
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        await wait_for(lambda: labels(running, vllm).get(LABEL) == "true")  # both ways
+        await wait_for(lambda: len(rows(config, "SELECT id FROM actions")) == 3)
+        done = rows(config, "SELECT actor, status FROM actions ORDER BY id")
+        assert [tuple(a) for a in done] == [
+            ("responder", "withheld"),
+            ("alice", "quarantined"),
+            ("responder", "quarantined"),
+        ]
+    finally:
+        await restarted.stop()
