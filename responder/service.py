@@ -234,6 +234,9 @@ class Responder:
                 metrics=self.metrics,
                 journal=self.journal,
             )
+            state = self.grpc_input.state
+            # Read at scrape time: a maintenance pass every 15 s left it behind the stream.
+            self.metrics.grpc_connected.set_function(lambda: 1 if state.connected else 0)
             self._grpc_task = asyncio.create_task(self._supervise_grpc(), name="grpc-input")
             self._tasks.append(self._grpc_task)
         log.info(
@@ -396,7 +399,7 @@ class Responder:
             "journal": "ok" if self.readiness.journal_ok else "failing",
             "kubernetes": "ok" if self.readiness.cluster_ok else "unreachable",
             "config": "loaded",
-            "detail": self.readiness.detail,
+            "detail": self.readiness_detail(),
         }
         return web.json_response(body, status=200 if ready else 503)
 
@@ -418,6 +421,18 @@ class Responder:
             )
             self.metrics.kubernetes_reachable.set(1 if cluster_problem is None else 0)
         return self.readiness.journal_ok
+
+    def readiness_detail(self) -> str:
+        """/readyz's detail: the last check's problems, and the gRPC input's lack of a stream as it
+        is now (said, not held against readiness: the HTTP input may take alerts, and a restart
+        does not bring Falco's gRPC output back)."""
+        details = [self.readiness.detail] if self.readiness.detail else []
+        state = self.grpc_input.state if self.grpc_input is not None else None
+        if state is not None and not state.connected and state.no_stream_since is not None:
+            since = max(0.0, time.monotonic() - state.no_stream_since)
+            last = f" (last: {state.last_error})" if state.last_error else ""
+            details.append(f"grpc: no Falco stream for {since:.0f} s{last}")
+        return "; ".join(details)
 
     async def _journal_problem(self) -> str | None:
         """Why the journal cannot be written (None: it can)."""
@@ -477,8 +492,6 @@ class Responder:
             self.metrics.block_breaker_open.set(1 if self.pipeline.block_breaker_open() else 0)
         if self.certificates is not None:
             self.certificates.check()
-        if self.grpc_input is not None:
-            self.metrics.grpc_connected.set(1 if self.grpc_input.state.connected else 0)
         if self.journal.full:
             log.error(
                 "journal is full of unfinished alerts: new alerts are refused (HTTP 503, gRPC stops"

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sqlite3
 import ssl
@@ -55,6 +56,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+# gRPC's C core writes its own lines to stderr (a failed handshake at info level), which breaks the
+# responder's JSON logs; what fails is logged by the input. Set before grpc first loads; an
+# operator's own GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 import grpc.aio
@@ -88,6 +94,10 @@ VERSION_METHOD = "/falco.version.service/version"
 VERSION_TIMEOUT_SECONDS = 10.0
 # A stream that delivered an alert or stayed up this long was healthy: the backoff starts over.
 STABLE_STREAM_SECONDS = 10.0
+# Failed sessions in a row after which the input says, as an error, that it gets no alerts (about
+# ten seconds with the default backoff), and how often it says so again while that lasts.
+SILENT_FAILURES_SAID = 5
+SILENT_SAID_AGAIN_SECONDS = 3600.0
 # Falco 0.43 deprecates the gRPC output and 0.44 removes it.
 GRPC_DEPRECATED_SINCE = (0, 43)
 # HTTP/2 keepalive pings find a silently dead TCP peer. gRPC servers (Falco's included) answer
@@ -230,6 +240,10 @@ def parse_version(version: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
+class _NotFalco(Exception):
+    """The gRPC server at the address is not Falco's."""
+
+
 @dataclass
 class GrpcInputState:
     """What readiness checks and metrics read; owned and updated by one GrpcAlertInput."""
@@ -251,6 +265,12 @@ class GrpcInputState:
     # Stops whose read of the stream ended on its deadline with Falco still sending: alerts Falco
     # had written into the stream (UNREAD_BYTES_AT_MOST of them) were not read. Each logged.
     stops_left_unread: int = 0
+    # Sessions in a row that got no healthy stream (reset by one that did): past
+    # SILENT_FAILURES_SAID, the input says in an error line that it gets no alerts, and why.
+    failures_in_a_row: int = 0
+    # When (monotonic seconds) the input last had a stream, or started: /readyz says since when
+    # it has none.
+    no_stream_since: float | None = None
 
 
 class _StreamEnded(Exception):
@@ -350,12 +370,24 @@ class GrpcAlertInput:
     async def _sessions_until(self, stop: asyncio.Event) -> None:
         backoff = self._config.backoff
         attempt = 0
+        self.state.no_stream_since = time.monotonic()
+        said_at: float | None = None
         while not stop.is_set():
             healthy = await self._session_until(stop)
             if stop.is_set():
                 break
             if healthy:
                 attempt = 0
+                self.state.failures_in_a_row = 0
+                said_at = None
+            else:
+                self.state.failures_in_a_row += 1
+                now = time.monotonic()
+                if self.state.failures_in_a_row >= SILENT_FAILURES_SAID and (
+                    said_at is None or now - said_at >= SILENT_SAID_AGAIN_SECONDS
+                ):
+                    said_at = now
+                    self._say_no_alerts()
             delay = backoff_delay(attempt, backoff.initial_seconds, backoff.max_seconds, self._rng)
             attempt += 1
             self._log.info("grpc input: reconnecting to %s in %.2fs", self._config.address, delay)
@@ -421,14 +453,19 @@ class GrpcAlertInput:
             )()
             connected_at = time.monotonic()
             self.state.connected = True
+            self.state.no_stream_since = None
             self.state.sessions += 1
             self._log.info("grpc input: subscribed to Falco outputs at %s", address)
             await self._pump(_Stream(call))
         except grpc.aio.AioRpcError as exc:
             self._failed(f"{address}: {exc.code().name}: {exc.details()}")
+        except _NotFalco as exc:
+            self._failed(str(exc))
         except _StreamEnded:
             self._failed(f"{address}: Falco ended the stream")
         finally:
+            if self.state.connected or self.state.no_stream_since is None:
+                self.state.no_stream_since = time.monotonic()
             self.state.connected = False
             await channel.close()
         if connected_at is None:
@@ -441,6 +478,21 @@ class GrpcAlertInput:
         self.state.last_error = message
         self._log.warning("grpc input: %s", message)
 
+    def _say_no_alerts(self) -> None:
+        """One error line when the input has had no stream for several tries (and again each
+        SILENT_SAID_AGAIN_SECONDS): a responder whose only input is gRPC gets no alerts at all, and
+        the likeliest reason is a Falco without its gRPC output (0.44 removed it)."""
+        self._log.error(
+            "grpc input: no alerts: no Falco gRPC output answered at %s in %d tries (last: %s). Falco 0.44"
+            " removed the gRPC output: on Falco 0.44 and later take alerts with inputs.http and Falco's"
+            " http_output (deploy/README.md); on Falco 0.43 and earlier check falco.yaml's grpc.enabled"
+            " and grpc_output.enabled, and that %s is Falco's gRPC address",
+            self._config.address,
+            self.state.failures_in_a_row,
+            self.state.last_error or "no answer",
+            self._config.address,
+        )
+
     async def _ask_version(self, channel: Any) -> None:
         ask = channel.unary_unary(
             VERSION_METHOD,
@@ -452,10 +504,12 @@ class GrpcAlertInput:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
-            # Falco < 0.20 has no version service; the outputs service may still work.
-            self.state.falco_version = None
-            self._log.warning("grpc input: Falco at %s does not report its version", self._config.address)
-            return
+            # Every Falco with the outputs service this input reads (0.20 on) has the version
+            # service: what answers without it is another gRPC server.
+            raise _NotFalco(
+                f"{self._config.address} answers gRPC but is not Falco (it has no falco.version.service):"
+                " another service's address or port?"
+            ) from None
         self.state.falco_version = reply.version
         engine = f" (engine {reply.engine_version})" if reply.engine_version else ""
         self._log.info(

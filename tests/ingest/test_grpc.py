@@ -26,6 +26,7 @@ from responder.alert_json import alert_from_mapping
 from responder.config import Backoff, ClientTLS, GrpcInput
 from responder.ingest.grpc import (
     IN_FLIGHT,
+    SILENT_FAILURES_SAID,
     STREAM_WINDOW_BYTES,
     UNREAD_BYTES_AT_MOST,
     GrpcAlertInput,
@@ -284,19 +285,50 @@ async def test_logs_falco_version_and_warns_on_deprecated_grpc(
     assert any("removed in 0.44" in message for message in warnings) is deprecated
 
 
-async def test_falco_without_version_service_still_streams(
+async def test_a_grpc_server_that_is_not_falco_is_not_taken_for_an_old_falco(
     socket_dir: Path, logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Every Falco with the outputs service has the version service: without it, another service
+    answers at the address (a wrong port), and the input says so instead of "subscribed"."""
     server = FalcoGrpcServer(f"unix://{socket_dir}/falco.sock", falco_version=None)
-    config = GrpcInput(enabled=True, address=server.address, poll_interval_seconds=POLL)
+    quick = Backoff(initial_seconds=0.01)
+    config = GrpcInput(enabled=True, address=server.address, poll_interval_seconds=POLL, backoff=quick)
     sink = RecordingSink()
-    server.publish(make_response("Old Falco"))
+    server.publish(make_response("Stays queued"))
     grpc_input = GrpcAlertInput(config, sink, logger)
-    with server, caplog.at_level(logging.WARNING, logger=logger.name):
+    with server, caplog.at_level(logging.INFO, logger=logger.name):
         async with running(grpc_input):
-            await eventually(lambda: sink.rules == ["Old Falco"], "alert from a Falco without versions")
-    assert grpc_input.state.falco_version is None
-    assert "does not report its version" in caplog.text
+            await eventually(lambda: grpc_input.state.failures >= 2, "sessions refused")
+    assert grpc_input.state.sessions == 0 and sink.alerts == [] and server.pending() == 1
+    assert f"{server.address} answers gRPC but is not Falco (it has no falco.version.service)" in (
+        grpc_input.state.last_error or ""
+    )
+    assert "subscribed" not in caplog.text
+
+
+async def test_no_falco_at_the_address_is_said_as_an_error_once_with_what_to_check(
+    socket_dir: Path, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Falco 0.44 has no gRPC output: a responder reading only gRPC would get no alert, logging a
+    warning per try. After a few tries in a row it says, once, that it gets no alerts and why."""
+    address = f"unix://{socket_dir}/falco.sock"
+    config = GrpcInput(
+        enabled=True,
+        address=address,
+        poll_interval_seconds=POLL,
+        backoff=Backoff(initial_seconds=0.001, max_seconds=0.004),
+    )
+    grpc_input = GrpcAlertInput(config, RecordingSink(), logger)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        async with running(grpc_input):
+            await eventually(lambda: grpc_input.state.failures >= 3 * SILENT_FAILURES_SAID, "failed tries")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors  # said again only after SILENT_SAID_AGAIN_SECONDS
+    tries = SILENT_FAILURES_SAID
+    said = f"grpc input: no alerts: no Falco gRPC output answered at {address} in {tries} tries"
+    assert errors[0].startswith(said), errors[0]
+    assert "Falco 0.44 removed the gRPC output" in errors[0] and "grpc_output.enabled" in errors[0]
+    assert grpc_input.state.no_stream_since is not None
 
 
 async def test_malformed_response_is_rejected_and_stream_continues(

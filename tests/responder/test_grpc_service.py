@@ -70,6 +70,7 @@ async def test_alerts_streamed_by_falco_over_grpc_are_acted_on(tmp_path: Path, s
             assert responder.grpc_input is not None and responder.grpc_input.state.falco_version == "0.42.0"
             text = responder.metrics.render().decode()
             assert 'serving_guard_alerts_received_total{input="grpc",source="syscall"} 2.0' in text
+            assert "serving_guard_grpc_connected 1.0" in text  # as the stream is, not as of the last pass
             # Journaled with the Falco that sent them, as the audit trail and Slack name it.
             socket_sender = {"address": f"unix://{socket_path}", "proof": "socket"}
             assert journaled_senders(responder) == [socket_sender, socket_sender]
@@ -296,5 +297,11 @@ async def test_usable_grpc_tls_files_start_and_an_unreachable_falco_is_retried(
             await asyncio.sleep(0.05)
         assert responder.grpc_input.state.failures >= 2
         assert "127.0.0.1:9" in (responder.grpc_input.state.last_error or "")
+        # Said in /readyz's detail (and the metric), not held against readiness: the HTTP input
+        # may take alerts, and a restart brings no Falco gRPC back.
+        assert await responder.check_ready()
+        assert "grpc: no Falco stream for " in responder.readiness_detail()
+        assert "127.0.0.1:9" in responder.readiness_detail().split("grpc: ")[1]
+        assert "serving_guard_grpc_connected 0.0" in responder.metrics.render().decode()
     finally:
         await responder.stop()
