@@ -447,7 +447,10 @@ def _unverifiable_reason(verification: Verification) -> str:
     if verification.status is VerificationStatus.POD_NOT_FOUND:
         return "pod not found (already gone?)"
     if verification.status is VerificationStatus.NO_POD_IDENTITY:
-        return "alert names no pod (no k8s.ns.name/k8s.pod.name)"
+        # The likely causes, output_fields off in Falco (json_include_output_fields_property) too.
+        return (
+            "alert names no pod (no k8s.ns.name/k8s.pod.name: a host event, or Falco sends no output_fields)"
+        )
     if verification.status is VerificationStatus.NOT_LISTED_YET:
         # Without the alert's id (the verification says it): the same words for every id on the
         # pod, so that Slack tells the channel once, not once for each made-up id.
