@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shlex
 import signal
 import stat
@@ -67,6 +68,13 @@ LIMIT_KEY = "inputs.http.max_body_bytes"
 BOM_INSIDE = "starts with a UTF-8 byte-order mark (one is skipped only at the start of the file)"
 # A line that is no JSON object: most often Falco's text output.
 NOT_JSON_OUTPUT = "not a JSON object: Falco must run with json_output: true"
+# A line of Falco's own log ("Sat Dec  6 11:00:00 2026: Falco version: ..."), which `kubectl logs`
+# mixes in with the alerts: not an alert at all, and no sign that json_output is off.
+FALCO_LOG_LINE = re.compile(rb"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}: ")
+NOT_AN_ALERT = (
+    "not an alert: a line of Falco's own log (`kubectl logs` mixes it in with the alerts); ingest reads"
+    " alert lines only: keep those starting with '{' (grep '^{')"
+)
 # A file whose line 1 is "{" alone: an alert pretty-printed (config explain takes one so).
 PRETTY_PRINTED = (
     "ingest reads one JSON object per line, and this file looks pretty-printed (line 1 is '{{' alone):"
@@ -351,6 +359,8 @@ class _Tally:
             if exc.field == WHOLE_PAYLOAD and self.pretty_printed:
                 file = "FILE" if self.name == STDIN_NAME else shlex.quote(self.name)
                 problem += "; " + PRETTY_PRINTED.format(name=file)
+            elif exc.field == WHOLE_PAYLOAD and FALCO_LOG_LINE.match(raw.lstrip(BOM)):
+                problem = NOT_AN_ALERT
             elif exc.field == WHOLE_PAYLOAD and not raw.lstrip().startswith(b"{") and not _is_json(raw):
                 problem += f"; {NOT_JSON_OUTPUT}"
             self.refuse(number, rejection_code(exc), problem)

@@ -260,18 +260,22 @@ def test_the_json_output_hint_is_for_lines_that_are_not_json_at_all(
         b"[{}]",
         b"12",
         b'{"rule": ',
+        # Falco's own log, as `kubectl logs` mixes it in: not an alert, and no sign of text output.
+        b"Sat Dec  6 11:00:00 2026: Falco version: 0.44.1 (x86_64)",
         alert_line(pods["vllm"]),
     ]
     source.write_bytes(b"\n".join(written) + b"\n")
     assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 1
     lines = capsys.readouterr().err.splitlines()
-    assert lines[:5] == [
+    assert lines[:6] == [
         f"{source}:1: invalid JSON: Extra data (line 1, column 3); not a JSON object: Falco must run with"
         " json_output: true",
         f"{source}:2: must be a JSON object, got array",
         f"{source}:3: must be a JSON object, got number",
         f"{source}:4: invalid JSON: Expecting value (line 1, column 10)",
-        f"{source}: 1 accepted, 0 already in the journal, 4 rejected",
+        f"{source}:5: not an alert: a line of Falco's own log (`kubectl logs` mixes it in with the alerts);"
+        " ingest reads alert lines only: keep those starting with '{' (grep '^{')",
+        f"{source}: 1 accepted, 0 already in the journal, 5 rejected",
     ]
 
 
