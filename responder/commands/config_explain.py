@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import json
 import re
 import sys
 from collections.abc import Mapping
@@ -78,11 +79,28 @@ def _read_alert(path: str, limit: int) -> Alert:
         raise UserError(
             f"{name}: larger than {size_text(limit)} (inputs.http.max_body_bytes): no alert is that large"
         )
+    text = raw.removeprefix(codecs.BOM_UTF8).strip()
     try:
         # A byte-order mark opening the file is skipped, as `ingest` skips one (editors write it).
-        return parse_falco_json(raw.removeprefix(codecs.BOM_UTF8).strip())
+        return parse_falco_json(text)
     except AlertError as exc:
+        if _several_json_lines(text):
+            raise UserError(
+                f"{name}: {exc}: config explain takes one alert; for JSON lines (one alert each), run"
+                " `serving-guard ingest FILE` with a config whose guardrails.dry_run is true"
+            ) from None
         raise UserError(f"{name}: {exc}") from None
+
+
+def _several_json_lines(text: bytes) -> bool:
+    """Two lines or more, each a JSON object of its own: JSON lines, not one alert."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in lines[:2])
+    except ValueError:
+        return False
 
 
 def _matches_with_its_labels(policy: Policy, alert: Alert) -> bool:
@@ -240,7 +258,12 @@ def _checks(config: Config, alert: Alert, requested: tuple[ActionName, ...]) -> 
             " (inputs.http.require_sender_matches_hostname)"
         )
     container = alert.container_id or "(none: such an alert is never acted on)"
-    node = f" on node {alert.hostname}" if config.cluster.verify_node else ""
+    if not config.cluster.verify_node:
+        node = ""
+    elif alert.hostname:
+        node = f" on node {alert.hostname}"
+    else:  # as the pipeline: an alert without a node to match is never verified (cluster.verify_node)
+        node = " on the alert's node (it names none: such an alert is never acted on)"
     lines.append(
         f"  - the live pod {alert.namespace}/{alert.pod} has container {container}"
         f" (running, or restarted since){node}"

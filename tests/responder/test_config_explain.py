@@ -175,3 +175,30 @@ def test_an_input_binding_alerts_to_nodes_says_which_certificate_the_alert_needs
         "  - over HTTP, the alert came with a client certificate naming node worker-1"
         " (inputs.http.require_sender_matches_hostname)"
     )
+
+
+def test_json_lines_are_pointed_to_ingest_in_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`head -3 alerts.jsonl | serving-guard config explain CONFIG -` said only the parser's words."""
+    config, alert = files(tmp_path)
+    one = Path(alert).read_text()
+    Path(alert).write_text(f"{one}\n{one}\n")
+    code, _, err = explain([config, alert], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"serving-guard: error: {alert}: invalid JSON: Extra data (line 2, column 1)")
+    assert "config explain takes one alert; for JSON lines (one alert each), run `serving-guard ingest" in err
+    assert "guardrails.dry_run is true" in err
+
+
+def test_an_alert_without_a_hostname_is_said_never_to_be_acted_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "on node None", while the pipeline withholds such an alert as unverified."""
+    config, alert = files(tmp_path, hostname=None)
+    code, lines, _ = explain([config, alert], capsys)
+    assert code == 0 and not any("None" in line for line in lines), lines
+    assert (
+        "  - the live pod ml-serving/triton-0 has container abcdef123456 (running, or restarted since) on the"
+        " alert's node (it names none: such an alert is never acted on)"
+    ) in lines
