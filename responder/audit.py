@@ -846,12 +846,16 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, cut_at: int | None =
     rows = [header]
     outcomes: dict[str, int] = {}
     pods = set()
+    podless = 0
     for incident_id, incident in incidents.items():
         entry = first[incident_id]
         opened = incident.get("opened_ns")
         outcome = incident_outcome_text(incident) if incident.get("decision") else "not decided yet"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        pods.add((entry["namespace"], entry["pod"]))
+        if entry["namespace"] and entry["pod"]:  # a host event or Falco's own names none
+            pods.add((entry["namespace"], entry["pod"]))
+        else:
+            podless += 1
         rows.append(
             (
                 _table_time(format_time_ns(opened) if isinstance(opened, int) else entry["received"])[:19],
@@ -866,7 +870,8 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, cut_at: int | None =
     widths = [max(len(r[i]) for r in shown) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in shown]
     alerts = sum(int(i.get("count") or 0) for i in incidents.values())
-    lines += ["", f"{len(incidents)} incident(s) on {len(pods)} pod(s), {alerts} alert(s) in all:"]
+    without = f" ({podless} naming no pod)" if podless else ""
+    lines += ["", f"{len(incidents)} incident(s) on {len(pods)} pod(s){without}, {alerts} alert(s) in all:"]
     lines += [
         f"  {count:>6}  {printable(text)}" for text, count in sorted(outcomes.items(), key=lambda o: -o[1])
     ]

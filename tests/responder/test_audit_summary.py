@@ -51,6 +51,17 @@ def test_each_incident_once_with_its_count_and_undecided_ones_said() -> None:
     ]
 
 
+def test_incidents_naming_no_pod_are_not_counted_as_a_pod() -> None:
+    """Falco's own events (a syscall drop) and host events name no pod: they were counted as one."""
+    undecided = {"count": 1, "actions": []}
+    drop = "Falco internal: syscall event drop"
+    internal = {**entry("inc-3", "", undecided), "namespace": "", "rule": drop}
+    entries = [entry("inc-1", "a", undecided), internal, {**internal, "incident_id": "inc-4"}]
+    lines = format_summary(entries).splitlines()
+    assert "ml/a" in lines[1] and " -/- " in lines[2]
+    assert lines[5] == "3 incident(s) on 1 pod(s) (2 naming no pod), 3 alert(s) in all:"
+
+
 def test_outcome_text_names_withheld_leaks_and_predictions() -> None:
     actions = [
         {"action": "quarantine", "status": "leaky", "leaky_policies": ["allow-gw"]},
