@@ -75,7 +75,8 @@ def test_an_alert_naming_no_pod_gets_the_decision_the_pipeline_makes(
     assert lines[3] == "2. isolate-shells: MATCHES"
     assert lines[4:] == [
         "decision: notify, quarantine",
-        "  quarantine WITHHELD: alert names no pod (no k8s.ns.name/k8s.pod.name: a host event, or Falco sends no output_fields)",
+        "  quarantine WITHHELD: alert names no pod (no k8s.ns.name/k8s.pod.name: a host event, or Falco sends"
+        " no output_fields)",
         "  Slack: slack.mode is disabled: journaled only, no channel is used",
     ]
 
@@ -89,7 +90,9 @@ def test_an_alert_naming_no_pod_gets_the_decision_the_pipeline_makes(
     (entry,) = json.loads(capsys.readouterr().out)
     decision = entry["incident"]["decision"]
     assert decision["policy"] == "isolate-shells"
-    assert decision["withheld"] == ["alert names no pod (no k8s.ns.name/k8s.pod.name: a host event, or Falco sends no output_fields)"]
+    assert decision["withheld"] == [
+        "alert names no pod (no k8s.ns.name/k8s.pod.name: a host event, or Falco sends no output_fields)"
+    ]
     assert "quarantine" not in decision["actions"]
 
 
