@@ -158,6 +158,7 @@ CASES: tuple[Case, ...] = (
             "enforcement": {"scope": "namespaced", "namespaces": ["models"]},
             "journal": {"persistence": {"enabled": True, "storageClassName": "fast"}},
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
             "metrics": {"allowFrom": {"namespace": "monitoring", "podSelector": {"app": "prometheus"}}},
             "podDisruptionBudget": {"minAvailable": 1},
             "slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"},

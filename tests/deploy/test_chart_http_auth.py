@@ -162,10 +162,13 @@ def test_token_only_notes_send_alerts_through_falcosidekick(chart: helm_python.C
     rendered = render(chart, Case(case, TOKEN_ONLY[case]))
     notes = rendered.notes()
     assert SIDEKICK_STEP in notes
-    # Not Falco's http_output: it cannot send the token, and its alerts would be refused (401).
-    assert "falco.http_output" not in notes and "certs.existingClientSecret" not in notes
+    # Not Falco's http_output to here: it cannot send the token, and its alerts would be refused
+    # (401). Its URL emptied, which alone makes the Falco chart send to Falcosidekick instead.
     scheme = "http" if case == "plain-http" else "https"
     url = f"{scheme}://{RELEASE}.{NAMESPACE}.svc:8443/v1/alerts"
+    assert f'falco.http_output.url: "{url}"' not in notes
+    assert 'falco.http_output.url: "" (empty: only then does the Falco chart send to Falcosidekick' in notes
+    assert 'falco.http_output.mtls: false, certs.existingClientSecret: ""' in notes
     assert f'falcosidekick.config.webhook.address: "{url}"' in notes
     assert "WEBHOOK_CUSTOMHEADERS" in notes and '"Authorization:Bearer <token>"' in notes
     assert "the token of Secret sg-http-token" in notes

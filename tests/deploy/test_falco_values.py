@@ -41,6 +41,30 @@ def test_falco_uses_modern_ebpf_and_json() -> None:
     assert FALCO_VALUES["driver"]["kind"] == "modern_ebpf"
     assert FALCO_VALUES["falco"]["json_output"] is True
     assert FALCO_VALUES["falco"]["json_include_output_property"] is True
+    # Without output_fields an alert names no pod: every alert would be withheld.
+    assert FALCO_VALUES["falco"]["json_include_output_fields_property"] is True
+
+
+def _layered(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of two -f values files: maps merge key by key, the later file's values win."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _layered(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def test_the_falcosidekick_snippet_layered_over_falco_values_sends_through_falcosidekick() -> None:
+    """The Falco chart points http_output at Falcosidekick only while http_output.url is empty: a
+    snippet that left falco-values.yaml's URL in place kept Falco posting straight to the responder,
+    which refuses it without a token (401), unseen."""
+    values = _layered(FALCO_VALUES, _snippet("falco-values-sidekick"))
+    assert values["falcosidekick"]["enabled"] is True
+    assert values["falco"]["http_output"]["url"] == ""
+    assert values["falco"]["http_output"]["mtls"] is False and values["certs"]["existingClientSecret"] == ""
+    # One line of the token Secret: during a rotation it holds two, and a header with a newline is
+    # refused by Go's HTTP client (every alert then fails in Falcosidekick).
+    assert "base64 -d | tail -n 1)" in README
 
 
 def test_http_output_points_at_the_responder_with_mutual_tls(renders: dict[str, Rendered]) -> None:

@@ -66,7 +66,19 @@ CRD_FIELDS: dict[tuple[str, str], set[str]] = {
         "targetLabels",
         "targetLimit",
     },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {"groups"},
 }
+# A PrometheusRule's groups and rules, as its CRD defines them.
+RULE_GROUP_FIELDS = {
+    "name",
+    "interval",
+    "labels",
+    "limit",
+    "partial_response_strategy",
+    "query_offset",
+    "rules",
+}
+RULE_FIELDS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
 KEY_USAGES = {"server auth", "client auth", "digital signature", "key encipherment", "cert sign"}
 
 
@@ -84,6 +96,15 @@ def _check_custom_resource(manifest: dict[str, Any]) -> None:
     if manifest["kind"] == "ServiceMonitor":
         for endpoint in spec["endpoints"]:
             assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "tlsConfig"}
+    if manifest["kind"] == "PrometheusRule":
+        for group in spec["groups"]:
+            assert set(group) <= RULE_GROUP_FIELDS and group["name"] and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= RULE_FIELDS and rule["expr"] and ("alert" in rule) != ("record" in rule)
+                assert all(
+                    isinstance(v, str)
+                    for v in {**rule.get("labels", {}), **rule.get("annotations", {})}.values()
+                )
 
 
 @functools.lru_cache(maxsize=1024)

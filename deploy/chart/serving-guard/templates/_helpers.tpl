@@ -351,6 +351,16 @@ change that no longer rolls it). */ -}}
 {{- if and $v.serviceMonitor.enabled (not $v.metrics.allowFrom.namespace) -}}
 {{- fail "serviceMonitor.enabled: the responder's NetworkPolicy lets scrapers reach the metrics port only from metrics.allowFrom.namespace, which is empty: Prometheus would scrape nothing. Set metrics.allowFrom.namespace to Prometheus' namespace (and metrics.allowFrom.podSelector to its pods)" -}}
 {{- end -}}
+{{- /* Absent from an earlier release's values (helm upgrade --reuse-values), or null: off. */ -}}
+{{- $prometheusRule := $v.prometheusRule | default dict -}}
+{{- range $key, $_ := $prometheusRule.labels -}}
+{{- if hasKey $chartLabels $key -}}
+{{- fail (printf "prometheusRule.labels: %q is one of the chart's own labels (%s): leave it out (add the labels your Prometheus' ruleSelector matches)" $key $chartLabelNames) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $prometheusRule.enabled (not $v.serviceMonitor.enabled) -}}
+{{- fail "prometheusRule.enabled: its alerts select the series of the ServiceMonitor's job (the responder's Service), and serviceMonitor.enabled is false: Prometheus would scrape no such job, and ServingGuardResponderDown would fire for good. Set serviceMonitor.enabled=true" -}}
+{{- end -}}
 {{- /* Absent from an earlier release's values (helm upgrade --reuse-values): off. */ -}}
 {{- $egress := $v.egressPolicy | default dict -}}
 {{- $proxy := $v.slack.proxy | default dict -}}
@@ -447,6 +457,18 @@ change that no longer rolls it). */ -}}
       "journal" (dict "path" (printf "%s/journal.db" $paths.journalDir) "retention_days" $v.journal.retentionDays "max_bytes" $v.journal.maxBytes "synchronous" ($v.journal.synchronous | default "full") "writer" ($v.journal.writer | default "process"))
       "logging" (dict "level" $v.logging.level "format" $v.logging.format) -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* PromQL for "the counter <metric>_total of the series `selector` picks grew within the last
+`minutes`", summed by `by`. increase() needs two samples of a series, and the responder's labelled
+counters appear only when first counted, with that count: such a series is caught by its
+<metric>_created (prometheus_client's time of the series' creation) being that recent. */}}
+{{- define "serving-guard.promIncreased" -}}
+{{- $total := printf "%s_total{%s}" .metric .selector -}}
+{{- $created := printf "%s_created{%s}" .metric .selector -}}
+sum by ({{ .by }}) (increase({{ $total }}[{{ .minutes }}m])) > 0
+or
+sum by ({{ .by }}) ({{ $total }} > 0 and time() - {{ $created }} < {{ mul .minutes 60 }})
 {{- end -}}
 
 {{- /* A certificate's common name: the first of (list NAME FALLBACK), or FALLBACK where NAME is past
