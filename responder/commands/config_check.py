@@ -381,6 +381,26 @@ def shared_audit_token(config: Config) -> PolicyFinding | None:
     return PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS)
 
 
+def token_falcosidekick_drops(config: Config) -> str | None:
+    """A senders' token holding ',' or ':': Falcosidekick splits its custom headers on both, and
+    drops a header that does not split in two, so its posts carry no token (401) and nothing says
+    why. Falco's own http_output sends none either way; only the token's content is looked at."""
+    http = config.inputs.http
+    if not http.enabled or http.token is None:
+        return None
+    try:
+        tokens = TokenSource(http.token).current()
+    except UserError:
+        return None
+    if not any(b"," in token or b":" in token for token in tokens):
+        return None
+    return (
+        "inputs.http.token: a token holds ',' or ':', which Falcosidekick's webhook customheaders"
+        " cannot carry (it splits headers on both and drops the Authorization header): its posts would be"
+        " refused (401); use a token without them (`openssl rand -hex 32`)"
+    )
+
+
 def retries_past_window(config: Config) -> str | None:
     """The tries of dedupe.retry_withheld_seconds that come after the incident's window, which never
     run (its repeats open a new incident by then)."""
@@ -429,6 +449,7 @@ def run(args: argparse.Namespace) -> int:
             _empty_document(document),
             unannounced_cuts(config),
             retries_past_window(config),
+            token_falcosidekick_drops(config),
             *review.warnings,
         ]
         if warning

@@ -228,3 +228,23 @@ def test_an_audit_token_naming_the_senders_secret_is_an_error_in_the_config(
         code, _, err = check(capsys, str(path))
         assert code == 2
         assert f"{path}:2: inputs.http: audit_token names the same secret as token" in err, err
+
+
+def test_a_senders_token_falcosidekick_cannot_carry_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Falcosidekick splits its custom headers on ',' and ':' and drops one that does not split in
+    two: with such a token its posts carry none, and the responder refuses them (401) unseen."""
+    senders = write(tmp_path, "token", "old-token\nnew:token\n")  # a rotation's second line
+    http = {"http": {"listen": "127.0.0.1:0", "token": {"file": str(senders)}}}
+    path = write(tmp_path, "colon.yaml", {"inputs": http})
+    code, _, err = check(capsys, str(path))
+    assert code == 0
+    assert (
+        "warning: inputs.http.token: a token holds ',' or ':', which Falcosidekick's webhook customheaders"
+        " cannot carry (it splits headers on both and drops the Authorization header): its posts would be"
+        " refused (401); use a token without them (`openssl rand -hex 32`)"
+    ) in err.splitlines()
+    senders.write_text("0123456789abcdef\n")
+    code, _, err = check(capsys, str(path))
+    assert (code, err) == (0, "")
