@@ -60,6 +60,7 @@ class RuleSpec:
     tags: tuple[str, ...]
     output: str
     source: str = "syscall"
+    disabled_at: str | None = None  # FILE:LINE of the `enabled: false` that switched the rule off
 
 
 class RuleSpecs(dict[str, RuleSpec]):
@@ -115,6 +116,7 @@ def load_rule_specs(
             tuple(sorted(set(state.tags))),
             " ".join(state.output.split()),
             state.source,
+            state.disabled_at,
         )
     return RuleSpecs(specs, origin, ", ".join(files))
 
@@ -246,6 +248,7 @@ def check_rules_defined(
         problem = not_in_pack(scenarios, specs.keys(), specs.path, directory)
         if problem is not None:
             raise UserError(problem)
+        check_rules_enabled(scenarios, _disabled(specs), f"rules pack {specs.path}")
         return
     missing: dict[str, list[str]] = {}
     for scenario in scenarios:
@@ -258,6 +261,31 @@ def check_rules_defined(
             for rule, names in missing.items()
         )
         raise UserError(f"{specs.origin}: {problems}")
+    check_rules_enabled(scenarios, _disabled(specs), specs.origin)
+
+
+def _disabled(specs: Mapping[str, RuleSpec]) -> dict[str, str]:
+    return {name: spec.disabled_at for name, spec in specs.items() if spec.disabled_at is not None}
+
+
+def check_rules_enabled(scenarios: Sequence[Scenario], disabled: Mapping[str, str], where: str) -> None:
+    """A UserError naming each scenario whose rule the rules files (``where``) switch off, with the
+    FILE:LINE of its ``enabled: false`` (``disabled``: rule -> FILE:LINE). Falco sends no alert for a
+    disabled rule: an alert sent for it anyway would pass the responder's checks and verify while
+    the real deployment detects nothing."""
+    problems = [
+        f"scenario {scenario.name}: rule {rule!r} is disabled (enabled: false at {disabled[rule]})"
+        for scenario in scenarios
+        for rule in scenario_rules(scenario)
+        if rule in disabled
+    ]
+    if problems:
+        raise UserError(
+            f"{where}: "
+            + "; ".join(problems)
+            + ": Falco sends no alert for a disabled rule, so the scenario would prove nothing;"
+            " enable the rule or leave the scenario out"
+        )
 
 
 def default_rules_file() -> Path | None:

@@ -1,6 +1,8 @@
 """`serving-guard demo [--report demo-report.html]`: every scenario through the real responder on
 one machine (no cluster, no network), a table of what happened, and an HTML report. Exit status
 0 only if every expectation held, including the control's silence and the forged alert's refusal.
+The alerts are scenario alert templates, so the capture suite (`rules test`) runs first and a
+failed expectation there stops the demo (see :mod:`simulators.demo_captures`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,21 @@ from pathlib import Path
 
 from responder.commands.common import positive_seconds
 from responder.errors import UserError
-from simulators.alerts import ALERTS_FOLLOW_RULES, add_rules_option, chosen_rule_specs
+from responder.rulespack.paths import display_path
+from simulators.alerts import (
+    ALERTS_FOLLOW_RULES,
+    add_rules_option,
+    check_rules_defined,
+    chosen_rule_specs,
+    default_rules_file,
+)
 from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
+from simulators.demo_captures import NOT_EVALUATED, CaptureStage, capture_stage, print_stage
 from simulators.report import format_by_hand, format_table, row_of, write_report
 from simulators.scenario import Outcome, add_scenarios_dir_option, load_scenarios
 
 DEFAULT_REPORT = "demo-report.html"
+NO_PACK = NOT_EVALUATED.format(why="no rules pack found")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args.expect, [*scenario_set.names(), FORGED_CASE])
     chosen = chosen_rule_specs(args.rules)
     specs = chosen if chosen is not None else {}
+    # Before anything runs: a rule the files lack or switch off is refused with the scenario's file.
+    check_rules_defined(scenarios, specs, scenario_set.directory)
     if args.workdir == "":
         raise UserError("--workdir: the path is empty")
     if args.report == "":
@@ -103,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir is not None else None
     if workdir is not None:
         prepare_workdir(workdir)
+    # Detection first: the alerts below are templates, so only the captures show the rules still fire.
+    rules_files = args.rules or ([display_path(pack)] if (pack := default_rules_file()) is not None else [])
+    stage = capture_stage(rules_files) if rules_files else CaptureStage(True, [NO_PACK])
+    print_stage(stage, sys.stdout)
+    if not stage.passed:
+        return 1
 
     def demo(workdir: Path) -> DemoResult:
         return asyncio.run(

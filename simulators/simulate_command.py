@@ -24,6 +24,7 @@ from responder.errors import UserError
 from responder.rulespack.expand import load_paths
 from simulators.alerts import (
     add_rules_option,
+    check_rules_enabled,
     default_rules_file,
     field_refs,
     not_a_rules_file,
@@ -341,6 +342,7 @@ def pack_checks(
         if problem is not None:
             raise UserError(problem)
         rules = [str(pack)]
+        where = f"rules pack {pack}"
     else:
         for path in rules:
             not_a_file = not_a_rules_file(path) if path else "the path is empty"
@@ -361,6 +363,10 @@ def pack_checks(
                     for rule, names in missing.items()
                 )
             )
+        where = f"--rules {', '.join(rules)}"
+    # Falco sends nothing for a disabled rule: the run would wait for alerts that never come.
+    disabled = {name: at for name, state in ruleset.rules.items() if (at := state.disabled_at) is not None}
+    check_rules_enabled(scenarios, disabled, where)
     where = ", ".join(rules)
     checks.warnings += check_settings(scenarios, settings, ruleset.list_items, where)
     outputs = {state.name: state.output for state in ruleset.rules.values()}

@@ -128,6 +128,27 @@ def _sysdig_problems(
     return problems
 
 
+def _disabled_pack_rules(ruleset: RuleSet) -> list[Problem]:
+    """A warning for each rule of the Serving Guard pack (tagged serving_guard) that the files switch
+    off, at its `enabled: false`: a tuning that silences a whole class of attack is worth a look."""
+    problems = []
+    for rule in ruleset.rules.values():
+        if rule.enabled or policy.PACK_TAG not in rule.tags:
+            continue
+        origin = rule.enabled_origin or rule.origin
+        problems.append(
+            Problem(
+                Severity.WARNING,
+                origin.file.path,
+                origin.line,
+                "a Serving Guard rule is disabled: Falco will not detect what it covers"
+                " (`serving-guard rules test` lists the attacks that go unseen)",
+                item_label("rule", rule.name),
+            )
+        )
+    return problems
+
+
 def check_files(
     paths: list[str], sysdig: Sysdig | None, *, require_sysdig: bool, run_falco: bool = True
 ) -> CheckReport:
@@ -140,6 +161,7 @@ def check_files(
     report.problems += policy.check_engine_versions(ruleset)
     report.problems += policy.check_evttype_restriction(ruleset)
     report.problems += policy.check_pack(ruleset)
+    report.problems += _disabled_pack_rules(ruleset)
     if sysdig is None and require_sysdig:
         report.problems.append(
             Problem(

@@ -49,6 +49,10 @@ def render_report(report: CheckReport, expanded: bool) -> str:
         )
     for verdict in report.verdicts:
         status = {True: "ok", False: "FAILED", None: "not compiled"}[verdict.compiled]
+        disabled_at = ruleset.rules[verdict.name].disabled_at
+        if disabled_at is not None and verdict.compiled is not False:
+            # It compiles, but Falco never evaluates it: "ok" read as "detects" after a tuning.
+            status = f"disabled ({disabled_at})"
         lines.append(f"  {status:<12} {verdict.name}")
         for stand_in in verdict.condition.stand_ins:
             lines.append(
@@ -72,13 +76,17 @@ def render_report(report: CheckReport, expanded: bool) -> str:
         lines.append(problem.format())
     for problem in report.errors:
         lines.append(problem.format())
+    disabled = sum(1 for rule in ruleset.rules.values() if not rule.enabled)
+    counts = f"rules: {len(ruleset.rules) - disabled} enabled, {disabled} disabled"
     code = report.exit_code
     if code is ExitCode.OK:
-        lines.append(f"result: ok ({len(report.warnings)} warnings)")
+        lines.append(f"result: ok ({len(report.warnings)} warnings); {counts}")
     elif code is ExitCode.SYSDIG_SKIPPED:
-        lines.append("result: skipped: sysdig not installed (rules format and expansion passed)")
+        lines.append(f"result: skipped: sysdig not installed (rules format and expansion passed); {counts}")
     else:
-        lines.append(f"result: FAILED ({len(report.errors)} errors, {len(report.warnings)} warnings)")
+        lines.append(
+            f"result: FAILED ({len(report.errors)} errors, {len(report.warnings)} warnings); {counts}"
+        )
     return "\n".join(lines)
 
 

@@ -113,12 +113,19 @@ class RuleState:
     tags: list[str]
     exceptions: list[ExceptionSpec]
     enabled: bool = True
+    # Where `enabled` was last set (the key's line): a disabled rule is reported there.
+    enabled_origin: Origin | None = None
     warn_evttypes: bool = True
     skip_if_unknown_filter: bool = False
     condition_origins: list[Origin] = field(default_factory=list)
     output_origin: Origin | None = None
     # Where each exception was written: its definition and every append of values, by name.
     exception_origins: dict[str, list[Origin]] = field(default_factory=dict)
+
+    @property
+    def disabled_at(self) -> str | None:
+        """FILE:LINE of the `enabled: false` that switched the rule off; None when it is enabled."""
+        return disabled_at(self.enabled, self.enabled_origin, self.origin)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,15 @@ class ExpandedRule:
         that holds it as a token of its own (a user's override or append before the pack it
         extends), else the rule itself."""
         return locate(self.token_origins, token, self.origin, whole=True)
+
+
+def disabled_at(enabled: bool, enabled_origin: Origin | None, rule_origin: Origin) -> str | None:
+    """FILE:LINE of the `enabled: false` of a disabled rule (the rule's own line when the key's is
+    not known); None for an enabled rule."""
+    if enabled:
+        return None
+    origin = enabled_origin or rule_origin
+    return f"{origin.file.path}:{origin.line}" if origin.line is not None else origin.file.path
 
 
 @dataclass
@@ -293,6 +309,7 @@ def _collect_rule(ruleset: RuleSet, item: RuleItem, origin: Origin, counter: int
             tags=sorted(set(item.get("tags") or ())),
             exceptions=list(item.get("exceptions") or ()),
             enabled=item.values.get("enabled", True),
+            enabled_origin=_enabled_origin(item, origin),
             warn_evttypes=item.values.get("warn_evttypes", True),
             skip_if_unknown_filter=item.values.get("skip-if-unknown-filter", False),
             condition_origins=[condition_origin],
@@ -305,6 +322,7 @@ def _collect_rule(ruleset: RuleSet, item: RuleItem, origin: Origin, counter: int
         return
     if item.mode is Mode.ENABLE:
         previous.enabled = bool(item.get("enabled"))
+        previous.enabled_origin = _enabled_origin(item, origin)
         return
     appends = set(item.append_keys) if item.mode is Mode.OVERRIDE else {"condition", "exceptions"}
     replaces = set(item.replace_keys) if item.mode is Mode.OVERRIDE else set()
@@ -364,6 +382,13 @@ def _append_rule(
         )
 
 
+def _enabled_origin(item: RuleItem, origin: Origin) -> Origin | None:
+    """Where the item writes `enabled` (its key's line, else the item's); None when it does not."""
+    if "enabled" not in item.values:
+        return None
+    return Origin(origin.file, item.key_lines.get("enabled") or origin.line, origin.seq)
+
+
 def _exception_origins(item: RuleItem, origin: Origin) -> dict[str, list[Origin]]:
     """Where each exception of a rule item is written (in the item's own file)."""
     return {
@@ -404,6 +429,7 @@ def _replace_rule(
         rule.exception_origins = _exception_origins(item, origin)
     if "enabled" in keys:
         rule.enabled = bool(item.get("enabled"))
+        rule.enabled_origin = _enabled_origin(item, origin)
     if "warn_evttypes" in keys:
         rule.warn_evttypes = bool(item.get("warn_evttypes"))
     if "skip-if-unknown-filter" in keys:

@@ -29,7 +29,7 @@ def test_check_prints_a_verdict_per_rule(sysdig: Sysdig, capsys: pytest.CaptureF
     assert "8/8 rule conditions and outputs compiled" in out
     assert "ok           Shell in serving pod" in out
     assert "clause `proc.is_exe_upper_layer = true` -> evt.num = 0 for sysdig" in out
-    assert out.rstrip().endswith("result: ok (0 warnings)")
+    assert out.rstrip().endswith("result: ok (0 warnings); rules: 8 enabled, 0 disabled")
 
 
 def test_check_expanded_prints_both_conditions(sysdig: Sysdig, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,7 +161,7 @@ def test_check_refuses_a_condition_nested_too_deeply(
     assert main(["rules", "check", "--no-falco", str(path)]) == 1
     out = capsys.readouterr().out
     assert f"\n{path}:3: error: rule 'x': {TOO_DEEP}\n" in out
-    assert out.endswith("result: FAILED (1 errors, 0 warnings)\n")
+    assert out.endswith("result: FAILED (1 errors, 0 warnings); rules: 1 enabled, 0 disabled\n")
 
 
 def test_check_refuses_macros_that_expand_too_deeply(
@@ -183,7 +183,7 @@ def test_check_refuses_macros_that_expand_too_deeply(
         f"\n{path}:202: error: macro 'm100': condition nested too deeply once its macros are expanded "
         "(201 levels of and/or/not, at most 200): flatten the macros it uses\n"
     ) in out
-    assert out.endswith("result: FAILED (1 errors, 0 warnings)\n")
+    assert out.endswith("result: FAILED (1 errors, 0 warnings); rules: 1 enabled, 0 disabled\n")
 
 
 def test_check_reports_null_items_like_other_non_mappings(
@@ -201,7 +201,7 @@ def test_check_reports_null_items_like_other_non_mappings(
         f"{path}:4: error: each item must be a mapping, got an integer\n"
         f"{path}:5: error: each item must be a mapping, got a sequence\n"
         f"{path}:6: error: each item must be a mapping, got a string\n"
-        "result: FAILED (6 errors, 0 warnings)\n"
+        "result: FAILED (6 errors, 0 warnings); rules: 0 enabled, 0 disabled\n"
     ) in out
 
 
@@ -228,7 +228,10 @@ def test_check_warns_of_an_empty_rules_file_among_others(
     assert main(["rules", "check", "--no-falco", str(PACK), str(empty)]) == 3  # sysdig skipped, no error
     out = capsys.readouterr().out
     assert f"\n{warning}\n" in out
-    assert out.rstrip().endswith("result: skipped: sysdig not installed (rules format and expansion passed)")
+    assert out.rstrip().endswith(
+        "result: skipped: sysdig not installed (rules format and expansion passed);"
+        " rules: 8 enabled, 0 disabled"
+    )
     assert main(["rules", "check", "--no-falco", str(empty)]) == 3
     assert f"\n{warning}\n" in capsys.readouterr().out
 
@@ -241,7 +244,7 @@ def test_check_passes_an_empty_rules_file_as_ok_with_its_warning(
     assert main(["rules", "check", "--no-falco", str(PACK), str(empty)]) == 0
     out = capsys.readouterr().out
     assert f"\n{empty}: {EMPTY_FILE}\n" in out
-    assert out.rstrip().endswith("result: ok (1 warnings)")
+    assert out.rstrip().endswith("result: ok (1 warnings); rules: 8 enabled, 0 disabled")
 
 
 @pytest.mark.parametrize(

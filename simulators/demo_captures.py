@@ -1,0 +1,84 @@
+"""The demo's first stage: the capture suite (`serving-guard rules test`) with the demo's own rules.
+
+The demo's alerts are scenario alert templates: they prove the responder (verification, policy,
+actions, Slack), never that a rule's condition still matches the attack. A tuning or an edit that
+breaks a rule left the demo passing, so the demo first evaluates the rules with the real libsinsp
+(Debian's sysdig) on the recorded syscall captures and stops when an expectation fails. Without
+sysdig (a fresh clone with nothing but Python) it says so in one line and the demo goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from responder.rulespack.examples import load_examples
+from responder.rulespack.expand import load_paths
+from responder.rulespack.paths import default_captures, default_examples, display_path
+from responder.rulespack.suite import SuiteInput, run_suite
+from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
+
+# The macro the captures' scope override retargets (the captures are host processes, not pods).
+SCOPE_MACRO = "serving_guard_scope"
+NOT_EVALUATED = "rule conditions: not evaluated ({why}): the rows below prove the responder only"
+
+
+@dataclass
+class CaptureStage:
+    passed: bool
+    lines: list[str] = field(default_factory=list)
+
+
+def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
+    """Run the capture suite on ``rules_files`` (the demo's --rules, else the pack, in load order):
+    passed, or not, with what to print. The captures' scope override loads right after the file
+    that defines the scope macro, and the files after it (tuning) load after the override, as
+    `rules test --rules PACK --override TUNING` loads them."""
+    sysdig = Sysdig.find()
+    if sysdig is None:
+        if sysdig_required():
+            return CaptureStage(False, [f"rule conditions: sysdig is not installed but {REQUIRE_ENV}=1"])
+        return CaptureStage(True, [NOT_EVALUATED.format(why="sysdig not installed")])
+    captures = default_captures()
+    examples_path = default_examples()
+    if not captures.is_dir() or not examples_path.is_file():
+        # An install without this checkout's tests/ and rules/: nothing to evaluate against.
+        return CaptureStage(True, [NOT_EVALUATED.format(why=f"no captures in {display_path(captures)}")])
+    examples = load_examples(examples_path)
+    files = list(rules_files)
+    scope = examples.captures.scope_override
+    if scope:
+        definitions = load_paths(files).defined_in.get(("macro", SCOPE_MACRO), [])
+        if not definitions:
+            why = f"the rules define no {SCOPE_MACRO} macro for the captures' scope override"
+            return CaptureStage(True, [NOT_EVALUATED.format(why=why)])
+        after = files.index(definitions[-1].file.path) + 1
+        files[after:after] = [display_path(captures / scope)]
+    report = run_suite(sysdig, SuiteInput(files, captures, examples))
+    actions = sum(len(verdict.actions) for verdict in report.captures)
+    if report.ok:
+        return CaptureStage(
+            True,
+            [
+                f"rule conditions: ok: {actions} recorded actions in {len(report.captures)} captures"
+                f" judged by sysdig {sysdig.version} (`serving-guard rules test`), every expectation held"
+            ],
+        )
+    failures = report.all_failures
+    return CaptureStage(
+        False,
+        [
+            f"rule conditions: FAILED ({len(failures)}) on the captures (`serving-guard rules test`,"
+            f" rules files in load order: {', '.join(files)}):",
+            *(f"  {failure}" for failure in failures),
+            "the demo's alerts are scenario alert templates: with these rules Falco would not send them,"
+            " so the demo stops here",
+        ],
+    )
+
+
+def print_stage(stage: CaptureStage, out: TextIO) -> None:
+    for line in stage.lines:
+        print(line, file=out)
+    print(file=out)
