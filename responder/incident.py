@@ -19,7 +19,8 @@ from responder.actions.outcome import (
 )
 from responder.alert import Alert
 from responder.cluster.context import PodContext, container_key
-from responder.cluster.verify import Verification
+from responder.cluster.verify import Verification, VerificationStatus
+from responder.config import ActionName
 from responder.policy import Decision
 
 # What the by-hand commands Slack gives leave for the person to fill in: who acts (the commands
@@ -30,6 +31,12 @@ REASON_PLACEHOLDERS = ("<why>", "<why it is safe>")
 _WHY_OPTION = f" --reason {shlex.quote(REASON_PLACEHOLDERS[0])}"
 _WHY_SAFE_OPTION = f" --reason {shlex.quote(REASON_PLACEHOLDERS[1])}"
 _BY_OPTION = f" --by {shlex.quote(BY_PLACEHOLDER)}"
+# In a withheld outcome's extra: the last automatic try of the withheld isolation came out withheld
+# too, after this many tries; only a repeat of the alert (or a person) tries it again.
+TRIES_OVER = "tries_over"
+# What withholds an isolation for now, of a pod that is there: the API will answer again (a pod
+# not found is not tried again, it may be made up).
+_PASSING_STATUSES = frozenset({VerificationStatus.LOOKUP_FAILED, VerificationStatus.NOT_LISTED_YET})
 
 
 class IncidentKey(NamedTuple):
@@ -105,6 +112,19 @@ NEEDS_EYES_STATUSES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class AlertingAfterRelease:
+    """The first repeat of an incident after a person released its pod: the release may have been
+    a mistake, so its repeat counter is posted anew, shown in the channel, with what it ran (the
+    later ones are counted in that reply, as any repeat)."""
+
+    released_at_ns: int  # the release it follows (ReleaseRecord.at_ns): told once per release
+    released_by: str
+    alert: Alert
+    seen_ns: int  # when it came
+    told: bool = False  # its reply is posted: the later repeats update it
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentReport:
     """Everything on-call needs about one incident, as of now."""
 
@@ -120,6 +140,8 @@ class IncidentReport:
     outcomes: tuple[ActionOutcome, ...] = ()
     # The incident the first alert after this one's lapse opened (it reopens this one), once known.
     reopened_by: str | None = None
+    # The first repeat after a release of the pod, once one came (not kept across a restart).
+    after_release: AlertingAfterRelease | None = None
 
     @property
     def labelled(self) -> bool:
@@ -139,6 +161,14 @@ class IncidentReport:
             or bool(decision.withheld)
             or any(o.status in NEEDS_EYES_STATUSES for o in self.outcomes)
         )
+
+    @property
+    def alerting_after_release(self) -> AlertingAfterRelease | None:
+        """The first repeat after a release of the pod, while the pod stays released (a quarantine
+        or block since, by hand, ends it: the repeat reply then counts as any)."""
+        if self.after_release is None or self.labelled or self.blocked:
+            return None
+        return self.after_release
 
     @property
     def workload_group(self) -> WorkloadGroup | None:
@@ -204,6 +234,30 @@ class IncidentReport:
                 return outcome.status is OutcomeStatus.FAILED
         return False
 
+    @property
+    def withheld_for_now(self) -> bool:
+        """The quarantine the decision asked for is withheld for a passing reason (the pod or its
+        namespace could not be read, the container was not listed yet) and not taken since: the
+        responder tries it again by itself, and a person may quarantine the pod by hand meanwhile."""
+        decision = self.decision
+        if decision.dry_run or decision.unverified or not decision.withheld:
+            return False
+        asked = ActionName.QUARANTINE in decision.requested and ActionName.QUARANTINE not in decision.actions
+        passing = self.verification.status in _PASSING_STATUSES or decision.opt_in_unknown
+        return asked and passing and not self.labelled
+
+    @property
+    def tries_over(self) -> int | None:
+        """How many automatic tries the withheld isolation had, once the last of them came out
+        withheld too (the latest such outcome); None: tries may remain, or it is no longer withheld."""
+        if not self.withheld_for_now:
+            return None
+        for outcome in reversed(self.outcomes):
+            tries = outcome.extra.get(TRIES_OVER)
+            if isinstance(tries, int):
+                return tries
+        return None
+
     def _escalation_held(self) -> bool:
         """The latest quarantine outcome is an escalation of a block that the quarantine breaker
         held back (a repeat's: the decision itself was made with the breaker closed)."""
@@ -214,18 +268,30 @@ class IncidentReport:
 
     def quarantine_command(self, config_path: str | None = None) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
-        quarantine (dry-run), the circuit breaker held it back, or it failed, and the alert was
-        verified."""
+        quarantine (dry-run), the circuit breaker held it back, it failed, or it is withheld for a
+        passing reason (the command reads the live pod itself), and the alert was verified."""
         decision = self.decision
         predicted = any(o.action == "quarantine" and o.status is OutcomeStatus.DRY_RUN for o in self.outcomes)
         failed = self._quarantine_failed()
         held_escalation = self._escalation_held()
-        if decision.unverified or not (predicted or decision.breaker_open or failed or held_escalation):
+        offered = predicted or decision.breaker_open or failed or held_escalation or self.withheld_for_now
+        if decision.unverified or not offered:
             return None
         if self.labelled and not failed:
             return None
         # The policy's cut, so that the command does what was predicted (an escalation cuts egress).
-        isolate = decision.isolate or ("egress" if held_escalation else "")
+        return self._quarantine_command(
+            decision.isolate or ("egress" if held_escalation else ""), config_path
+        )
+
+    def requarantine_command(self, config_path: str | None = None) -> str | None:
+        """The exact command to quarantine the pod by hand again (it was released, and still
+        alerts), when the alert was verified and the pod is not labelled."""
+        if self.decision.unverified or self.labelled:
+            return None
+        return self._quarantine_command(self.decision.isolate, config_path)
+
+    def _quarantine_command(self, isolate: str, config_path: str | None) -> str:
         cut = f" --isolate {shlex.quote(isolate)}" if isolate else ""
         return (
             "serving-guard quarantine --namespace "

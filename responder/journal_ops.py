@@ -198,6 +198,22 @@ class RecordActionByHand:
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatDueNow:
+    """The incident's waiting repeat update goes now, not after the repeat interval: what it says
+    needs eyes at once (the pod still alerts after its release)."""
+
+    incident_id: str
+    now_ns: int
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE notifications SET next_attempt_ns = MIN(next_attempt_ns, ?)"
+            " WHERE incident_id = ? AND kind = 'repeat' AND state = 'pending'",
+            (self.now_ns, self.incident_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RecordTold:
     """An action of the incident the responder took after its decision, and, with ``tell`` and when
     the incident was posted to Slack (or is about to be), a notification of ``kind`` that tells the

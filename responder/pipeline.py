@@ -67,7 +67,7 @@ from responder.dedupe import (
     incident_id_for,
 )
 from responder.deferred_shares import DeferredShares, sender_key
-from responder.incident import IncidentKey, IncidentReport
+from responder.incident import TRIES_OVER, AlertingAfterRelease, IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
 from responder.journal import (
     UNREADABLE_RECORD,
@@ -78,7 +78,7 @@ from responder.journal import (
     log_failed_write,
     report_from_record,
 )
-from responder.journal_ops import ROW_BYTES
+from responder.journal_ops import ROW_BYTES, RepeatDueNow
 from responder.journal_rows import encode_payload, estimated_payload_bytes
 from responder.journal_writer import Op
 from responder.logs import current_alert_id
@@ -525,6 +525,7 @@ class Pipeline:
         self._metrics.count_duplicate(alert.rule)
         self.stats.processed += 1
         try:
+            self._maybe_tell_after_release(state, alert)
             self._maybe_schedule_repeat(state)
             self._maybe_recheck(state)
             self._maybe_block_more(state, alert)
@@ -860,6 +861,7 @@ class Pipeline:
                 self._failed(alert, error)
                 return
             self.stats.processed += 1
+            self._maybe_tell_after_release(state, alert)
             self._maybe_schedule_repeat(state)
             self._maybe_recheck(state)
             self._maybe_block_more(state, alert)
@@ -1122,6 +1124,8 @@ class Pipeline:
         # A repeat sent "later than now" was sent at most now (the clock was set back since).
         last_sent = min(state.last_repeat_ns, now)
         due = max(now, last_sent + repeat_interval_ns(self._config.slack, state.repeats_sent))
+        if report.after_release is not None and not report.after_release.told:
+            due = now  # the pod still alerts after its release: told at once (_maybe_tell_after_release)
         state.repeat_pending = True
         # schedule(): settled on this loop, so waking the notifier happens on its own loop.
         self._journal.schedule(
@@ -1129,6 +1133,27 @@ class Pipeline:
                 state.incident_id, "repeat", report.decision.slack_channel, due, now
             )
         ).add_done_callback(lambda written: self._notification_written(written, state, None, "repeat"))
+
+    def _maybe_tell_after_release(self, state: IncidentState, alert: Alert) -> None:
+        """The first repeat after a person released the pod: the release may have been a mistake.
+        Its repeat reply is posted anew, at once and shown in the channel, with what it ran and
+        the command to quarantine the pod again (not quarantined again by itself: the person
+        judged it safe). Later repeats are counted in that reply; a later release is told again
+        on its first repeat."""
+        report = state.report
+        if report is None or not report.decision.notify or not self._notifications:
+            return
+        released = _released_in(report) or state.released
+        told = report.after_release
+        if released is None or (told is not None and told.released_at_ns == released.at_ns):
+            return
+        state.report = dataclasses.replace(
+            report, after_release=AlertingAfterRelease(released.at_ns, released.by, alert, state.last_seen_ns)
+        )
+        if state.repeat_pending:  # its update waits for the repeat interval: it goes now
+            self._journal.schedule(RepeatDueNow(state.incident_id, self._clock_ns())).add_done_callback(
+                lambda written: self._notification_written(written, state, alert.alert_id, "repeat, due now")
+            )
 
     def _notification_written(
         self, written: asyncio.Future[Any], state: IncidentState, alert_id: str | None, kind: str
@@ -1527,7 +1552,12 @@ class Pipeline:
         passing = (
             _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
         )
-        if outcomes:
+        given_up = (
+            self._tries_over(state, alert, decision, tried, writes)
+            if last and not outcomes and not decision.dry_run and passing
+            else []
+        )
+        if outcomes or given_up:
             # After its actions: a crash between them leaves the decision that withheld them, and a
             # restart tries again what they did not put on the pod.
             decided = Journal.op_record_decision(
@@ -1548,7 +1578,7 @@ class Pipeline:
                 pod=pod,
                 verification=verification,
                 decision=decision,
-                outcomes=(*current.outcomes, *outcomes),
+                outcomes=(*current.outcomes, *outcomes, *given_up),
             )
             self._wake_notifier()
         if any(o.ok or _put_on_pod(o) for o in outcomes):
@@ -1574,6 +1604,39 @@ class Pipeline:
             self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
         else:
             state.reopen_after_ns = withheld_since  # nothing to do now: a repeat decides, as before
+
+    def _tries_over(
+        self,
+        state: IncidentState,
+        alert: Alert,
+        decision: Decision,
+        tried: int,
+        writes: list[tuple[str, Written]],
+    ) -> list[ActionOutcome]:
+        """The last automatic try found the isolation still withheld (the API still down): what
+        it withheld, journaled as the retry's and told in the incident's thread, so that Slack
+        says the tries are over (with the command to quarantine by hand) rather than reading as
+        if something may still happen. Nothing when nothing but a block was withheld (the block
+        breaker's hold: its repeats take it on)."""
+        withheld = [
+            dataclasses.replace(o, extra={**o.extra, RETRIED: True, TRIES_OVER: tried})
+            for o in self._withheld_outcomes(alert, decision)
+            if o.action != BLOCK_DESTINATION
+        ]
+        tell = decision.notify and self._notifications
+        for outcome in withheld:
+            self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+            op = Journal.op_record_retry(
+                state.incident_id,
+                alert.alert_id,
+                state.key.namespace,
+                state.key.pod,
+                outcome,
+                self._clock_ns(),
+                tell=tell,
+            )
+            writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
+        return withheld
 
     def _maybe_recheck(self, state: IncidentState) -> None:
         now = self._clock_ns()

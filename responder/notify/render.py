@@ -50,7 +50,7 @@ from responder.cluster.context import ContainerInfo
 from responder.cluster.network_escape import NETWORK_ESCAPE
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
-from responder.incident import IncidentReport
+from responder.incident import TRIES_OVER, IncidentReport
 from responder.notify.escape import (
     code,
     code_block,
@@ -363,9 +363,12 @@ def _dry_run_cause(decision: Decision) -> str:
     return "guardrails.dry_run is on"
 
 
-def _outcome_line(outcome: ActionOutcome, decision: Decision, *, command: str = "below") -> str:
-    """``command``: where the message that shows this line has the command to act by hand."""
-    line = _outcome_text(outcome, decision, command)
+def _outcome_line(
+    outcome: ActionOutcome, decision: Decision, *, command: str = "below", failed: _Failures | None = None
+) -> str:
+    """``command``: where the message that shows this line has the command to act by hand;
+    ``failed``: the failures in a row this one (the latest) stands for."""
+    line = _outcome_text(outcome, decision, command, failed.said() if failed is not None else "")
     who = outcome.by_hand
     if who is None:
         return line
@@ -373,7 +376,8 @@ def _outcome_line(outcome: ActionOutcome, decision: Decision, *, command: str = 
     return f"{line} :raised_hand: By hand, by *{escape(who, SHORT_LIMIT)}*{why}."
 
 
-def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "below") -> str:
+def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "below", times: str = "") -> str:
+    """``times``: how often a failure came in a row ("" once), said after its FAILED."""
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
     status = outcome.status
@@ -434,7 +438,8 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "be
             else f"the next repeat of this alert tries again, or run the quarantine command {command}"
         )
         return (
-            f":x: *{action} FAILED*: {detail}. The pod is *not* isolated until that policy exists; {again}."
+            f":x: *{action} FAILED*{times}: {detail}. The pod is *not* isolated until that policy exists;"
+            f" {again}."
         )
     if status is OutcomeStatus.FAILED and outcome.action == ActionName.QUARANTINE.value:
         again = (
@@ -443,9 +448,10 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "be
             else "the next repeat of this alert tries again, or quarantine it by hand with the command"
             f" {command}"
         )
-        return f":x: *{action} FAILED*: {detail or 'no reason given'}. The pod is *not* isolated; {again}."
+        reason = detail or "no reason given"
+        return f":x: *{action} FAILED*{times}: {reason}. The pod is *not* isolated; {again}."
     if status is OutcomeStatus.FAILED:
-        return f":x: *{action} FAILED*: " + (detail or "no reason given") + "."
+        return f":x: *{action} FAILED*{times}: " + (detail or "no reason given") + "."
     if status is OutcomeStatus.ANNOTATED:
         return ":memo: *Annotated* the pod (its network is unchanged)."
     if status is OutcomeStatus.RELEASED:
@@ -575,10 +581,51 @@ def _withheld_taken_by_hand(asked: Sequence[str], outcomes: Sequence[ActionOutco
     return "release" in done or (bool(asked) and set(asked) <= done)
 
 
-def _history_line(outcome: ActionOutcome) -> str:
+@dataclass(frozen=True, slots=True)
+class _Failures:
+    """An action's failures one after another (no other outcome of that action between them),
+    said once: how many, since when."""
+
+    count: int = 1
+    first_ns: int = 0
+
+    def said(self) -> str:
+        if self.count == 1:
+            return ""
+        return f" {self.count} times in a row (first at {format_utc(self.first_ns)}); the last"
+
+
+def _failures_in_a_row(outcomes: Sequence[ActionOutcome]) -> dict[int, _Failures]:
+    """Which outcomes (by index) get a line of their own: all but a responder's failure that the
+    next outcome of its action, failed too, says again (the last of a run stands for it, with the
+    run's count and first time)."""
+    shown: dict[int, _Failures] = {}
+    running: dict[str, _Failures] = {}  # by action: the failures in a row so far
+    for index, outcome in enumerate(outcomes):
+        if outcome.status is not OutcomeStatus.FAILED or outcome.by_hand is not None:
+            running.pop(outcome.action, None)
+            shown[index] = _Failures()
+            continue
+        earlier = running.get(outcome.action)
+        run = (
+            _Failures(earlier.count + 1, earlier.first_ns)
+            if earlier is not None
+            else _Failures(1, outcome.finished_ns)
+        )
+        if earlier is not None:
+            # The earlier failure is said by this one.
+            del shown[next(i for i in reversed(shown) if outcomes[i].action == outcome.action)]
+        running[outcome.action] = run
+        shown[index] = run
+    return shown
+
+
+def _history_line(outcome: ActionOutcome, failures: _Failures | None = None) -> str:
     described = outcome.describe()
     if outcome.status in (OutcomeStatus.WITHHELD, OutcomeStatus.FAILED):
         described = f"{outcome.action} {described}"  # "withheld: ..." alone does not say of what
+    if failures is not None and failures.count > 1:
+        described += f" ({failures.count} times)"
     said = "• " + escape(described, REASON_LIMIT)
     who = outcome.by_hand
     if who is None or outcome.status is OutcomeStatus.RELEASED:  # a release's words name who
@@ -597,15 +644,19 @@ def _action_lines(report: IncidentReport) -> list[str]:
     lines: list[str] = []
     before: list[str] = []
     withheld = set(decision.withheld)
+    failures = _failures_in_a_row(outcomes)
     for index, outcome in enumerate(outcomes):
         if outcome.status is OutcomeStatus.WITHHELD and outcome.detail in withheld:
             continue  # said below, with the decision's reasons
+        run = failures.get(index)
+        if run is None:
+            continue  # a failure the next one of its action says, counted
         if _replaced(outcome, outcomes[index + 1 :]):
-            before.append(_history_line(outcome))
+            before.append(_history_line(outcome, run))
         elif outcome.lapse is not None:
             leading.append(_outcome_line(outcome, decision))
         else:
-            lines.append(_outcome_line(outcome, decision))
+            lines.append(_outcome_line(outcome, decision, failed=run))
     if leading and report.reopened_by is not None:
         leading.append(f":arrows_counterclockwise: *Reopened* as incident {code(report.reopened_by, 80)}.")
     lines = leading + lines
@@ -622,6 +673,8 @@ def _action_lines(report: IncidentReport) -> list[str]:
             lines.append(f":pause_button: *{what} withheld*, because:")
             # A reason may quote the alert (the host name or container id that did not match).
             lines.extend("• " + escape(defuse(reason), REASON_LIMIT) for reason in decision.withheld)
+            if report.withheld_for_now:
+                lines.append(_tried_again_line(report.tries_over))
     acted = {o.action for o in outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
@@ -636,6 +689,22 @@ def _action_lines(report: IncidentReport) -> list[str]:
     if decision.reopens is not None:
         lines.append(reopens_line(decision.reopens))
     return lines + (["_Before that:_", *before] if before else [])
+
+
+def _tried_again_line(tries_over: int | None) -> str:
+    """What comes of a quarantine withheld for a passing reason: the responder's own tries (or
+    that they are over), a repeat, or a person's command."""
+    if tries_over is None:
+        return (
+            ":arrows_counterclockwise: The responder tries it again by itself over the next minutes"
+            " (`dedupe.retry_withheld_seconds`), and a repeat of this alert does too; or quarantine it by"
+            " hand with the command below."
+        )
+    times = "once" if tries_over == 1 else f"{tries_over} times"
+    return (
+        f":arrows_counterclockwise: The responder tried it again by itself {times}, still withheld:"
+        " *nothing more is tried* unless this alert repeats. Quarantine it by hand with the command below."
+    )
 
 
 def reopens_line(reopened: Reopened) -> str:
@@ -1064,15 +1133,7 @@ def render_incident(
             blocks.append(_section(lines))
     if report.alert.output:
         blocks.append(_section(_output_lines(report.alert)))
-    # Where the commands run: beside the responder's config and journal (its pod), so that they
-    # use its labels and are recorded under the incident; without the path, said in words.
-    where = (
-        " (run where the responder runs, e.g. `kubectl exec` into its pod: it is recorded under this"
-        " incident, and a reply here says what it did)"
-        if config_path
-        else " (run with the responder's `--config`, where its journal is: it is recorded under this"
-        " incident, and a reply here says what it did)"
-    )
+    where = _where_run(config_path)
     release = report.release_command(config_path)
     if release:
         undo = _Lines()
@@ -1097,6 +1158,20 @@ def render_incident(
         incident_id=report.incident_id,
         kind=MessageKind.INCIDENT,
         text_alone=_text_alone(report, config_path),
+    )
+
+
+def _where_run(config_path: str | None) -> str:
+    """Where the commands run: beside the responder's config and journal (its pod), so that they
+    use its labels and are recorded under the incident; without the path, said in words."""
+    if config_path:
+        return (
+            " (run where the responder runs, e.g. `kubectl exec` into its pod: it is recorded under this"
+            " incident, and a reply here says what it did)"
+        )
+    return (
+        " (run with the responder's `--config`, where its journal is: it is recorded under this"
+        " incident, and a reply here says what it did)"
     )
 
 
@@ -1126,14 +1201,18 @@ def _text_alone(report: IncidentReport, config_path: str | None) -> str:
     return lines.text()
 
 
-def render_repeat(report: IncidentReport) -> SlackMessage:
-    """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it)."""
+def render_repeat(report: IncidentReport, config_path: str | None = None) -> SlackMessage:
+    """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it).
+    After a release, the first repeat's (posted anew, shown in the channel) leads with that."""
     times = "once" if report.count == 1 else f"{report.count} times"
     lines = _Lines()
-    lines.add(
+    seen = (
         f":repeat: Seen *{times}*, last at {format_utc(report.last_seen_ns)}"
         f" (first at {format_utc(report.first_seen_ns)})."
     )
+    if report.alerting_after_release is not None:
+        return _after_release_reply(report, seen, config_path)
+    lines.add(seen)
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)
     summary = f"{defuse(report.alert.rule)} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
@@ -1143,6 +1222,44 @@ def render_repeat(report: IncidentReport) -> SlackMessage:
         _context([f"Incident {code(report.incident_id, 80)}"]),
     )
     return SlackMessage(text=text, blocks=blocks, incident_id=report.incident_id, kind=MessageKind.REPEAT)
+
+
+def _after_release_reply(report: IncidentReport, seen: str, config_path: str | None) -> SlackMessage:
+    """The repeat reply once the pod still alerts after a person released it: when, what the first
+    repeat since ran (its process and command lines, escaped and bounded as the post's are), the
+    command to quarantine it again, and the count. Not quarantined again by itself: the person
+    judged it safe, and is told so they can judge again."""
+    after = report.alerting_after_release
+    assert after is not None, "rendered for a repeat after a release"
+    where = code(report.key.pod_ref, NAME_LIMIT)
+    lines = _Lines()
+    lines.add(
+        f":rotating_light: *Still alerting after its release*: {where} was released by"
+        f" *{escape(after.released_by, SHORT_LIMIT)}* at {format_utc(after.released_at_ns)}, and"
+        f" {code(after.alert.rule, NAME_LIMIT)} fired again at {format_utc(after.seen_ns)}. It is *not*"
+        " quarantined again by itself: later repeats are counted here."
+    )
+    command = report.requarantine_command(config_path)
+    if command:
+        lines.add(f"*To quarantine it again by hand*{_where_run(config_path)}:")
+        lines.add(code_block(command, 1000))
+    lines.add(seen)
+    alert_id = code(after.alert.alert_id[:16] or "?", 40)
+    blocks = (
+        _section(lines),
+        _section(_process_lines(after.alert)),
+        _context([f"Incident {code(report.incident_id, 80)} · first alert since the release {alert_id}"]),
+    )
+    plain = (
+        f"{defuse(report.key.pod_ref)}: still alerting after its release by {defuse(after.released_by)}:"
+        f" {defuse(after.alert.rule)}"
+    )
+    return SlackMessage(
+        text=escape(plain, FALLBACK_LIMIT),
+        blocks=blocks,
+        incident_id=report.incident_id,
+        kind=MessageKind.REPEAT,
+    )
 
 
 # What a person did, in a by-hand reply's words: the action's verb.
@@ -1218,19 +1335,64 @@ def render_lapse(
 
 
 def render_retry(
-    incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int, decision: Decision
+    incident_id: str,
+    namespace: str,
+    pod: str,
+    outcome: ActionOutcome,
+    action_id: int,
+    decision: Decision,
+    *,
+    before: Sequence[ActionOutcome] = (),
+    command: str | None = None,
+    config_path: str | None = None,
 ) -> SlackMessage:
     """The thread reply (shown in the channel too) telling what an isolation the incident withheld
     for a passing reason (the API could not be read, the container was not listed yet, the breaker
     was open, the action failed) did when the responder tried it again by itself: its outcome
-    line, as the incident's post shows it, and when. ``decision``: the decision it was tried on."""
+    line, as the incident's post shows it, and when. ``decision``: the decision it was tried on;
+    ``before``: the incident's outcomes before this one (whether it had failed or was withheld);
+    ``command``: the command to quarantine the pod by hand, given when the last try found it
+    still withheld (the tries are over)."""
     where = code(f"{namespace}/{pod}", NAME_LIMIT)
     tried = format_utc(outcome.finished_ns)
     lines = _Lines()
-    lines.add(f":arrows_counterclockwise: *Tried again* on {where}, after it was withheld:")
+    tries = outcome.extra.get(TRIES_OVER)
+    if outcome.status is OutcomeStatus.WITHHELD and isinstance(tries, int):
+        detail = escape(defuse(outcome.detail), REASON_LIMIT) if outcome.detail else "no reason given"
+        times = "once" if tries == 1 else f"{tries} times"
+        lines.add(
+            f":pause_button: *Still withheld* on {where} after it was tried again automatically {times}:"
+            f" {detail}."
+        )
+        lines.add("*Nothing more is tried* unless the alert repeats: the pod is *not* isolated.")
+        if command:
+            lines.add(f"*To quarantine it by hand* once you have looked{_where_run(config_path)}:")
+            lines.add(code_block(command, 1000))
+        plain = (
+            f"{namespace}/{pod}: incident {incident_id} still withheld, tried again automatically {times};"
+            " nothing more is tried"
+        )
+        return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
+    after = "after it failed" if _failed_before(outcome, before) else "after it was withheld"
+    lines.add(f":arrows_counterclockwise: *Tried again* on {where}, {after}:")
     lines.add(_outcome_line(outcome, decision, command="in the incident's message"))
     plain = f"{namespace}/{pod}: incident {incident_id} tried again: {outcome.describe()}"
     return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
+
+
+def _failed_before(outcome: ActionOutcome, outcomes: Sequence[ActionOutcome]) -> bool:
+    """The latest outcome of ``outcome``'s action before it (``outcomes``: the incident's, up to it
+    or with it) was a failure, not a hold."""
+    earlier = list(outcomes)
+    if outcome in earlier:
+        earlier = earlier[: earlier.index(outcome)]
+    for previous in reversed(earlier):
+        if previous.action == outcome.action and previous.status in (
+            OutcomeStatus.FAILED,
+            OutcomeStatus.WITHHELD,
+        ):
+            return previous.status is OutcomeStatus.FAILED
+    return False
 
 
 def _action_reply(

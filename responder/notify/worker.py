@@ -124,6 +124,12 @@ def _problems(report: IncidentReport) -> frozenset[str]:
     return frozenset(reasons)
 
 
+def _after_release_untold(report: IncidentReport) -> bool:
+    """The pod still alerts after its release, and its repeat reply saying so is not posted yet."""
+    after = report.alerting_after_release
+    return after is not None and not after.told
+
+
 def _claimed_only(report: IncidentReport) -> bool:
     """The alert could not be checked against its pod (it does not match it, or names a pod the
     cluster does not have): a possible forgery, threaded with the others."""
@@ -727,7 +733,7 @@ class NotificationWorker:
                 reply = SlackRef(
                     channel=counted.slack_channel or channel, ts=counted.slack_ts, thread_ts=root.ts
                 )
-                await self._delivery.update(reply, render_repeat(report))
+                await self._delivery.update(reply, render_repeat(report, self._config_path))
         return ref
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
@@ -765,7 +771,15 @@ class NotificationWorker:
             await self._fail(row, "the retry it tells of is missing from the journal")
             return None
         message = render_retry(
-            row.incident_id, done.namespace, done.pod, done.outcome, row.action_id, report.decision
+            row.incident_id,
+            done.namespace,
+            done.pod,
+            done.outcome,
+            row.action_id,
+            report.decision,
+            before=report.outcomes,
+            command=report.quarantine_command(self._config_path),
+            config_path=self._config_path,
         )
         return await self._tell_thread(row, channel, message, done.outcome)
 
@@ -844,17 +858,29 @@ class NotificationWorker:
 
     async def _send_repeat(self, row: NotificationRow, report: IncidentReport) -> SlackRef | None:
         parent, reply = self._journal.incident_thread(row.incident_id)
+        after_release = _after_release_untold(report)
         if (
             parent is not None
             and parent.slack_thread_ts
             and parent.slack_ts
             and self._delivery.supports_threads
         ):
+            if after_release:
+                # Not only the reply in its workload's thread updated in place: the channel is told.
+                thread = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_thread_ts)
+                await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+                message = render_repeat(report, self._config_path)
+                ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
+                self._told_after_release(row.incident_id)
+                return ref
             # The incident is a reply in its workload's thread: its count is updated in place.
             return await self._update_post(row, report, parent)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            return await self._delivery.post(render_repeat(report), channel=row.channel)
+            ref = await self._delivery.post(render_repeat(report, self._config_path), channel=row.channel)
+            if after_release:
+                self._told_after_release(row.incident_id)
+            return ref
         if parent is None or parent.slack_ts is None:
             if not self._incident_post_failed(row.incident_id):
                 due = self._clock_ns() + int(PARENT_WAIT_SECONDS * 1e9)
@@ -912,10 +938,16 @@ class NotificationWorker:
         self, row: NotificationRow, report: IncidentReport, root: SlackRef, counter: SlackRef | None
     ) -> SlackRef:
         """Update the thread's repeat counter, or post it: once (a retry after an ambiguous failure
-        looks for the earlier try's reply first). A counter deleted on its own is posted anew."""
-        message = render_repeat(report)
+        looks for the earlier try's reply first). A counter deleted on its own is posted anew. The
+        first repeat after a release is a new counter, shown in the channel (an edit tells no one)."""
+        message = render_repeat(report, self._config_path)
         earlier_try = row.state == "sending"
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
+        if _after_release_untold(report):
+            # (An earlier try whose answer was lost may have posted it: told twice, not never.)
+            ref = await self._delivery.post_in_thread(root, message, broadcast=True)
+            self._told_after_release(row.incident_id)
+            return ref
         if counter is not None:
             try:
                 return await self._delivery.update(counter, message)
@@ -929,6 +961,15 @@ class NotificationWorker:
             if found is not None:
                 return await self._delivery.update(found, message)
         return await self._delivery.post_in_thread(root, message)
+
+    def _told_after_release(self, incident_id: str) -> None:
+        """The repeat after a release is told: the later ones update its reply, as any counter."""
+        state = self._incidents.by_id(incident_id) if self._incidents is not None else None
+        after = state.report.after_release if state is not None and state.report is not None else None
+        if state is not None and state.report is not None and after is not None:
+            state.report = dataclasses.replace(
+                state.report, after_release=dataclasses.replace(after, told=True)
+            )
 
     async def _post_incident_again(self, incident_id: str) -> bool:
         """Queue the incident's failed post again (a repeat came: its alerts still come, and

@@ -162,7 +162,8 @@ async def test_while_the_api_stays_down_each_wait_is_tried_once_then_it_is_left_
         await wait_for(lambda: retries(responder, "withheld") == 3)
         await asyncio.sleep(0.5)  # past another wait: no fourth try
         assert retries(responder, "withheld") == 3 and retries(responder, "acted") == 0
-        assert [r[0] for r in rows(config, "SELECT status FROM actions")] == ["withheld"]
+        # The opening's, and the last try's: still withheld, the tries are over (the audit says so).
+        assert [r[0] for r in rows(config, "SELECT status FROM actions")] == ["withheld", "withheld"]
         assert LABEL not in labels(running, vllm)
         # A repeat still decides it again once the API answers.
         api_back(running)
