@@ -723,9 +723,22 @@ class Slack(Strict):
     # the dedupe window share a thread: the first is posted in the channel, the others as replies
     # (also sent to the channel when LEAKY, failed or withheld; the first counts them).
     thread_by_workload: StrictBool = True
+    # Put before every by-hand command Slack gives, so that it runs in the responder's pod from a
+    # workstation: `kubectl -n falco exec deploy/serving-guard --` (the chart sets it). One line,
+    # no backquote (the command is shown in a code block).
+    command_prefix: str = Field(default="", max_length=200)
 
     _priority = field_validator("min_priority", mode="before")(classmethod(lambda cls, v: _parse_priority(v)))
     _api_root = field_validator("base_url")(classmethod(lambda cls, v: _slack_base_url(v)))
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _one_shown_line(cls, value: str) -> str:
+        if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+            raise ValueError("must be one line of printable text (it is shown before each command)")
+        if "`" in value:
+            raise ValueError("must hold no backquote (the command is shown in a code block: it would end it)")
+        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:

@@ -39,6 +39,26 @@ TRIES_OVER = "tries_over"
 _PASSING_STATUSES = frozenset({VerificationStatus.LOOKUP_FAILED, VerificationStatus.NOT_LISTED_YET})
 
 
+@dataclass(frozen=True, slots=True)
+class CommandForm:
+    """How the by-hand commands Slack gives are written: with the responder's config
+    (``config_path``: its labels and journal, so the command is recorded under the incident), after
+    ``prefix``, which runs them in the responder's pod from a workstation (slack.command_prefix,
+    e.g. `kubectl -n falco exec deploy/serving-guard --`)."""
+
+    config_path: str | None = None
+    prefix: str = ""
+
+    def written(self, command: str) -> str:
+        head = f"{self.prefix} " if self.prefix else ""
+        tail = f" --config {shlex.quote(self.config_path)}" if self.config_path else ""
+        return head + command + tail
+
+
+# Commands as they are, with no config and no prefix.
+PLAIN_COMMANDS = CommandForm()
+
+
 class IncidentKey(NamedTuple):
     """Alerts fold into one incident only when they agree on everything the decision depends on.
 
@@ -184,19 +204,18 @@ class IncidentReport:
         followed it."""
         return _still_on(self.outcomes, lambda outcome: outcome.block_labelled)
 
-    def release_command(self, config_path: str | None = None) -> str | None:
+    def release_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command that undoes the quarantine or the destination block, when there is one
         to undo."""
         if not (self.labelled or self.blocked):
             return None
-        return (
+        return form.written(
             "serving-guard release --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --incident {shlex.quote(self.incident_id)}{_WHY_SAFE_OPTION}{_BY_OPTION}"
-            + _config_option(config_path)
         )
 
-    def block_command(self, config_path: str | None = None) -> str | None:
+    def block_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command to block the destination by hand, when the responder only predicted
         its block (dry-run) or the block circuit breaker held it back, the alert was verified, and
         no block of that address followed."""
@@ -216,12 +235,11 @@ class IncidentReport:
         if not held:
             return None
         latest = next(reversed(held))
-        return (
+        return form.written(
             "serving-guard block --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --address {shlex.quote(latest)}"
             f" --incident {shlex.quote(self.incident_id)}{_WHY_OPTION}{_BY_OPTION}"
-            + _config_option(config_path)
         )
 
     def _quarantine_failed(self) -> bool:
@@ -266,7 +284,7 @@ class IncidentReport:
                 return outcome.status is OutcomeStatus.WITHHELD and bool(outcome.extra.get(HELD_ESCALATION))
         return False
 
-    def quarantine_command(self, config_path: str | None = None) -> str | None:
+    def quarantine_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command to quarantine the pod by hand, when the responder only predicted its
         quarantine (dry-run), the circuit breaker held it back, it failed, or it is withheld for a
         passing reason (the command reads the live pod itself), and the alert was verified."""
@@ -280,24 +298,21 @@ class IncidentReport:
         if self.labelled and not failed:
             return None
         # The policy's cut, so that the command does what was predicted (an escalation cuts egress).
-        return self._quarantine_command(
-            decision.isolate or ("egress" if held_escalation else ""), config_path
-        )
+        return self._quarantine_command(decision.isolate or ("egress" if held_escalation else ""), form)
 
-    def requarantine_command(self, config_path: str | None = None) -> str | None:
+    def requarantine_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command to quarantine the pod by hand again (it was released, and still
         alerts), when the alert was verified and the pod is not labelled."""
         if self.decision.unverified or self.labelled:
             return None
-        return self._quarantine_command(self.decision.isolate, config_path)
+        return self._quarantine_command(self.decision.isolate, form)
 
-    def _quarantine_command(self, isolate: str, config_path: str | None) -> str:
+    def _quarantine_command(self, isolate: str, form: CommandForm) -> str:
         cut = f" --isolate {shlex.quote(isolate)}" if isolate else ""
-        return (
+        return form.written(
             "serving-guard quarantine --namespace "
             f"{shlex.quote(self.key.namespace)} {shlex.quote(self.key.pod)}"
             f" --incident {shlex.quote(self.incident_id)}{cut}{_WHY_OPTION}{_BY_OPTION}"
-            + _config_option(config_path)
         )
 
 
@@ -309,11 +324,6 @@ def _still_on(outcomes: tuple[ActionOutcome, ...], put_on: Callable[[ActionOutco
         if put_on(outcome):
             return True
     return False
-
-
-def _config_option(config_path: str | None) -> str:
-    """The commands by hand act with the responder's config: its labels, its journal."""
-    return f" --config {shlex.quote(config_path)}" if config_path else ""
 
 
 def _held_back(outcome: ActionOutcome) -> bool:

@@ -21,6 +21,7 @@ from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config
 from responder.errors import UserError
+from responder.incident import CommandForm
 from responder.ingest.http import (
     AuditReaders,
     Authenticator,
@@ -177,7 +178,7 @@ class Responder:
                 self.metrics,
                 clock_ns=self.clock_ns,
                 thread_window_seconds=self.config.dedupe.window_seconds,
-                config_path=self.config_path,
+                commands=CommandForm(self.config_path, self.config.slack.command_prefix),
             )
         self.pipeline = Pipeline(
             self.config,

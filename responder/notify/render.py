@@ -50,7 +50,7 @@ from responder.cluster.context import ContainerInfo
 from responder.cluster.network_escape import NETWORK_ESCAPE
 from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
-from responder.incident import TRIES_OVER, IncidentReport
+from responder.incident import PLAIN_COMMANDS, TRIES_OVER, CommandForm, IncidentReport
 from responder.notify.escape import (
     code,
     code_block,
@@ -1092,7 +1092,7 @@ def render_incident(
     *,
     in_workload_thread: bool = False,
     thread_replies: Sequence[str | None] = (),
-    config_path: str | None = None,
+    form: CommandForm = PLAIN_COMMANDS,
     repeats_in_thread: bool = True,
 ) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
@@ -1133,16 +1133,16 @@ def render_incident(
             blocks.append(_section(lines))
     if report.alert.output:
         blocks.append(_section(_output_lines(report.alert)))
-    where = _where_run(config_path)
-    release = report.release_command(config_path)
+    where = _where_run(form)
+    release = report.release_command(form)
     if release:
         undo = _Lines()
         undo.add(f"*To release the pod* once it is safe{where}:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
     for what, by_hand in (
-        ("quarantine it", report.quarantine_command(config_path)),
-        ("block it", report.block_command(config_path)),
+        ("quarantine it", report.quarantine_command(form)),
+        ("block it", report.block_command(form)),
     ):
         if by_hand:
             act = _Lines()
@@ -1157,14 +1157,20 @@ def render_incident(
         blocks=tuple(blocks[:MAX_BLOCKS]),
         incident_id=report.incident_id,
         kind=MessageKind.INCIDENT,
-        text_alone=_text_alone(report, config_path),
+        text_alone=_text_alone(report, form),
     )
 
 
-def _where_run(config_path: str | None) -> str:
+def _where_run(form: CommandForm) -> str:
     """Where the commands run: beside the responder's config and journal (its pod), so that they
-    use its labels and are recorded under the incident; without the path, said in words."""
-    if config_path:
+    use its labels and are recorded under the incident: through the prefix that reaches its pod
+    (slack.command_prefix), else said in words."""
+    if form.prefix:
+        return (
+            " (paste it where kubectl reaches the cluster: it runs in the responder's pod, is recorded"
+            " under this incident, and a reply here says what it did)"
+        )
+    if form.config_path:
         return (
             " (run where the responder runs, e.g. `kubectl exec` into its pod: it is recorded under this"
             " incident, and a reply here says what it did)"
@@ -1175,7 +1181,7 @@ def _where_run(config_path: str | None) -> str:
     )
 
 
-def _text_alone(report: IncidentReport, config_path: str | None) -> str:
+def _text_alone(report: IncidentReport, form: CommandForm) -> str:
     """The incident in a few lines of text, no blocks: what on-call needs to act on it (rule, pod,
     namespace, what was done, the release command), for when Slack refuses the blocks."""
     alert = report.alert
@@ -1190,7 +1196,7 @@ def _text_alone(report: IncidentReport, config_path: str | None) -> str:
         + (" (as the alert claims)" if _claimed_only(report) else "")
     )
     lines.add("*Outcome*: " + escape(_short_outcome(report), REASON_LIMIT))
-    release = report.release_command(config_path)
+    release = report.release_command(form)
     if release:
         lines.add("*To release the pod* once it is safe:")
         lines.add(code_block(release, 1000))
@@ -1201,7 +1207,7 @@ def _text_alone(report: IncidentReport, config_path: str | None) -> str:
     return lines.text()
 
 
-def render_repeat(report: IncidentReport, config_path: str | None = None) -> SlackMessage:
+def render_repeat(report: IncidentReport, form: CommandForm = PLAIN_COMMANDS) -> SlackMessage:
     """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it).
     After a release, the first repeat's (posted anew, shown in the channel) leads with that."""
     times = "once" if report.count == 1 else f"{report.count} times"
@@ -1211,7 +1217,7 @@ def render_repeat(report: IncidentReport, config_path: str | None = None) -> Sla
         f" (first at {format_utc(report.first_seen_ns)})."
     )
     if report.alerting_after_release is not None:
-        return _after_release_reply(report, seen, config_path)
+        return _after_release_reply(report, seen, form)
     lines.add(seen)
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)
@@ -1224,7 +1230,7 @@ def render_repeat(report: IncidentReport, config_path: str | None = None) -> Sla
     return SlackMessage(text=text, blocks=blocks, incident_id=report.incident_id, kind=MessageKind.REPEAT)
 
 
-def _after_release_reply(report: IncidentReport, seen: str, config_path: str | None) -> SlackMessage:
+def _after_release_reply(report: IncidentReport, seen: str, form: CommandForm) -> SlackMessage:
     """The repeat reply once the pod still alerts after a person released it: when, what the first
     repeat since ran (its process and command lines, escaped and bounded as the post's are), the
     command to quarantine it again, and the count. Not quarantined again by itself: the person
@@ -1239,9 +1245,9 @@ def _after_release_reply(report: IncidentReport, seen: str, config_path: str | N
         f" {code(after.alert.rule, NAME_LIMIT)} fired again at {format_utc(after.seen_ns)}. It is *not*"
         " quarantined again by itself: later repeats are counted here."
     )
-    command = report.requarantine_command(config_path)
+    command = report.requarantine_command(form)
     if command:
-        lines.add(f"*To quarantine it again by hand*{_where_run(config_path)}:")
+        lines.add(f"*To quarantine it again by hand*{_where_run(form)}:")
         lines.add(code_block(command, 1000))
     lines.add(seen)
     alert_id = code(after.alert.alert_id[:16] or "?", 40)
@@ -1344,7 +1350,7 @@ def render_retry(
     *,
     before: Sequence[ActionOutcome] = (),
     command: str | None = None,
-    config_path: str | None = None,
+    form: CommandForm = PLAIN_COMMANDS,
 ) -> SlackMessage:
     """The thread reply (shown in the channel too) telling what an isolation the incident withheld
     for a passing reason (the API could not be read, the container was not listed yet, the breaker
@@ -1366,7 +1372,7 @@ def render_retry(
         )
         lines.add("*Nothing more is tried* unless the alert repeats: the pod is *not* isolated.")
         if command:
-            lines.add(f"*To quarantine it by hand* once you have looked{_where_run(config_path)}:")
+            lines.add(f"*To quarantine it by hand* once you have looked{_where_run(form)}:")
             lines.add(code_block(command, 1000))
         plain = (
             f"{namespace}/{pod}: incident {incident_id} still withheld, tried again automatically {times};"

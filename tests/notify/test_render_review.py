@@ -20,7 +20,7 @@ from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.cli import main as cli_main
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
-from responder.incident import IncidentReport
+from responder.incident import CommandForm, IncidentReport
 from responder.notify.render import HEADER_LIMIT, SlackMessage, render_incident, render_repeat
 from tests.notify.slack_fixtures import BASE_FIELDS, make_alert, make_decision, make_report, visible_text
 
@@ -33,9 +33,9 @@ def failed_quarantine(**extra: object) -> ActionOutcome:
 
 def test_a_failed_quarantine_says_the_pod_is_not_isolated_and_gives_the_command() -> None:
     report = make_report(outcomes=(failed_quarantine(),))
-    text = visible_text(render_incident(report, config_path="/etc/sg/config.yaml").blocks)
+    text = visible_text(render_incident(report, form=CommandForm("/etc/sg/config.yaml")).blocks)
     assert "The pod is *not* isolated" in text
-    command = report.quarantine_command("/etc/sg/config.yaml")
+    command = report.quarantine_command(CommandForm("/etc/sg/config.yaml"))
     assert command is not None and command.startswith("serving-guard quarantine --namespace ml triton-0")
     assert "*To quarantine it by hand* once you have looked" in text
     assert command.replace("<", "&lt;").replace(">", "&gt;") in text

@@ -12,6 +12,7 @@ from responder.actions.outcome import THREAD_KEPT_OUT, ActionOutcome, OutcomeSta
 from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, MAX_RULE_CHARS, Priority
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
+from responder.incident import CommandForm
 from responder.notify.escape import BACKTICK_LOOKALIKE
 from responder.notify.render import (
     EVENT_TYPE,
@@ -641,9 +642,8 @@ def test_a_predicted_or_held_back_quarantine_carries_the_command_to_do_it_by_han
         f"\n```{command}```"
     ) in text
     # The running responder names its config file in the command itself.
-    named = text_of(
-        render_incident(make_report(decision=trial, outcomes=(predicted,)), config_path="/etc/sg/config.yaml")
-    )
+    report = make_report(decision=trial, outcomes=(predicted,))
+    named = text_of(render_incident(report, form=CommandForm("/etc/sg/config.yaml")))
     assert f"```{command} --config /etc/sg/config.yaml```" in named
     assert "run where the responder runs, e.g. `kubectl exec` into its pod" in named
     held = make_decision(actions=(ActionName.NOTIFY,), withheld=("circuit breaker open",), breaker_open=True)

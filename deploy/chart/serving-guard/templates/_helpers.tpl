@@ -425,6 +425,8 @@ change that no longer rolls it). */ -}}
 {{- $_ := set $grpc "tls" (dict "ca_file" (printf "%s/ca.crt" $paths.grpcTls) "cert_file" (printf "%s/tls.crt" $paths.grpcTls) "key_file" (printf "%s/tls.key" $paths.grpcTls) "server_name" (include "serving-guard.grpcServerName" .)) -}}
 {{- end -}}
 {{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority "thread_by_workload" (ternary $v.slack.threadByWorkload true (kindIs "bool" $v.slack.threadByWorkload)) -}}
+{{- /* Slack's by-hand commands run in the responder's pod: pasted on a workstation, this reaches it. */ -}}
+{{- $_ := set $slack "command_prefix" (printf "kubectl -n %s exec deploy/%s --" .Release.Namespace (include "serving-guard.fullname" .)) -}}
 {{- if $v.slack.defaultChannel -}}
 {{- $_ := set $slack "default_channel" $v.slack.defaultChannel -}}
 {{- end -}}
