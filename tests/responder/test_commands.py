@@ -317,8 +317,8 @@ def test_audit_summarises_what_a_policy_on_trial_would_have_done(
         == 0
     )
     # The one entry there is, and nothing older: no note of a cut (--limit cut nothing).
-    out = capsys.readouterr().out
-    assert "1 incident(s) on 1 pod(s)" in out and "raise --limit" not in out
+    summary = capsys.readouterr().out
+    assert "1 incident(s) on 1 pod(s)" in summary and "raise --limit" not in summary
     assert main(["audit", "--config", str(config), "--policy", "no/such"]) == 2
     assert (
         "--policy 'no/such' is not a policy name (as the config's policies[].name)" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import pytest
 from responder.cli import main as cli_main
 from responder.rulespack.paths import default_pack, display_path
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
-from simulators import demo_captures
 from simulators.demo_captures import capture_stage
 
 # A tuning that breaks two rules (as an edit in a copy of the pack would): the demo's templates
@@ -72,7 +71,7 @@ def test_the_pack_passes_the_stage_in_one_line(sysdig: Sysdig) -> None:
 def test_without_sysdig_the_demo_says_so_in_one_line_and_passes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(demo_captures.Sysdig, "find", staticmethod(lambda: None))
+    monkeypatch.setattr(Sysdig, "find", staticmethod(lambda: None))
     monkeypatch.delenv(REQUIRE_ENV, raising=False)
     assert cli_main(["demo", "--no-report", "--workdir", str(tmp_path / "work")]) == 0
     out, err = capsys.readouterr()
@@ -84,7 +83,7 @@ def test_without_sysdig_the_demo_says_so_in_one_line_and_passes(
 
 
 def test_without_sysdig_but_required_the_stage_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo_captures.Sysdig, "find", staticmethod(lambda: None))
+    monkeypatch.setattr(Sysdig, "find", staticmethod(lambda: None))
     monkeypatch.setenv(REQUIRE_ENV, "1")
     stage = capture_stage([display_path(default_pack())])
     assert not stage.passed
