@@ -70,6 +70,9 @@ LABELLED = "labelled"
 # ActionOutcome.extra's key for the one direction a quarantine cut ("ingress" or "egress") when it
 # did not cut both (quarantine.isolate); absent: both.
 ISOLATED = "isolated"
+# ActionOutcome.extra's key for the directions ("ingress", "egress") other policies still leave open
+# on a LEAKY quarantine, as the leak check found them; absent: not known (a record from before).
+LEAKING_DIRECTIONS = "leaking_directions"
 # ActionOutcome.extra's key for the leaking policies patch_other_policies left alone: they also
 # restrict the direction a one-way cut leaves open (see netpol.governed_beyond).
 NOT_PATCHED = "not_patched"
@@ -212,6 +215,15 @@ class ActionOutcome:
         """A destination block the block circuit breaker held back (guardrails.max_blocks): taken
         on again by a later repeat, and one a person may take by hand meanwhile."""
         return self.status is OutcomeStatus.WITHHELD and self.detail.startswith(BLOCK_BREAKER_OPEN)
+
+    @property
+    def leaking_directions(self) -> tuple[str, ...] | None:
+        """The directions other policies still leave open on this LEAKY quarantine, or None: not
+        known (its isolation was not proven, or a record from before they were kept)."""
+        found = self.extra.get(LEAKING_DIRECTIONS)
+        if not isinstance(found, list) or not found:
+            return None
+        return tuple(d for d in BOTH_DIRECTIONS if d in found)
 
     @property
     def cut_only(self) -> str | None:

@@ -37,6 +37,7 @@ from responder.actions.outcome import (
     EXCLUDED_BEYOND,
     ISOLATED,
     LABELLED,
+    LEAKING_DIRECTIONS,
     NOT_PATCHED,
     NOTHING_TO_RELEASE,
     ActionOutcome,
@@ -444,6 +445,8 @@ class ClusterActions:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
         the one direction cut, when the cut is not both ways."""
         extra: dict[str, Any] = {} if cut.isolation is Isolation.BOTH else {ISOLATED: cut.isolation.value}
+        if report.leaks:
+            extra[LEAKING_DIRECTIONS] = sorted({d for leak in report.leaks for d in leak.directions})
         if report.not_patched:
             extra[NOT_PATCHED] = list(report.not_patched)
         if report.excluded_beyond:

@@ -313,8 +313,10 @@ def _header_text(report: IncidentReport) -> str:
         prefix = f":no_entry: UNVERIFIED {alert.priority.label} alert: "
     else:
         prefix = f"{_PRIORITY_ICON[alert.priority]} {alert.priority.label}: "
-    # plain_text: Slack shows it as it is (an entity would show as typed), on one line.
-    return prefix + plain(alert.rule, HEADER_LIMIT - len(prefix))
+    # plain_text: Slack shows it as it is (an entity would show as typed), on one line. Its emoji
+    # are ours: a colon of the rule (a forged one's `:white_check_mark: resolved`) is shown as a
+    # look-alike, so that no shortcode in it becomes an emoji.
+    return prefix + plain(alert.rule.replace(":", "\ua789"), HEADER_LIMIT - len(prefix))
 
 
 # The most names a list in a line shows (the rest counted): one over-long line must not crowd out
@@ -327,6 +329,24 @@ def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
     shown = ", ".join(code(name, limit) for name in listed[:NAMES_SHOWN]) or "_none named_"
     more = len(listed) - NAMES_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _leak_words(outcome: ActionOutcome) -> str:
+    """What a LEAKY quarantine still leaves open and what it did cut, in plain words, before the
+    names of the policies that leave it open: "still allow its traffic" read as nothing cut."""
+    leaking = outcome.leaking_directions
+    if leaking is None:
+        return "these NetworkPolicies still allow its traffic: "
+    cut = {outcome.cut_only} if outcome.cut_only else {"ingress", "egress"}
+    held = [d for d in ("egress", "ingress") if d in cut and d not in leaking]
+    said = {
+        "egress": "its egress (exfiltration, a reverse shell, downloads)",
+        "ingress": "its ingress (requests to it)",
+    }
+    still = " and ".join(said[d] for d in ("egress", "ingress") if d in leaking)
+    if not held:
+        return f"{still} {'are' if len(leaking) > 1 else 'is'} still open through: "
+    return f"only {' and '.join(held)} is cut; {still} is still open through: "
 
 
 # By the direction cut alone (quarantine.isolate, or the policy's isolate), None: both.
@@ -415,8 +435,8 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "be
                 " (Helm: `quarantine.patchOtherPolicies`)."
             )
         return (
-            ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, "
-            "but these NetworkPolicies still allow its traffic: "
+            ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place, but "
+            + _leak_words(outcome)
             + _join_codes(outcome.leaky_policies)
             + (f" ({detail})" if detail else "")
             + advice
@@ -1115,9 +1135,11 @@ def render_incident(
     elif in_workload_thread and group is not None:
         headline.add(f":link: The same rule on another pod of {code(group.workload, NAME_LIMIT)}.")
     if thread_replies and forgery:
-        more = f"{len(thread_replies)} more alert" + ("s" if len(thread_replies) > 1 else "")
+        several = len(thread_replies) > 1
+        more = f"{len(thread_replies)} more alert" + ("s" if several else "")
+        match = "do not match their live pods" if several else "does not match its live pod"
         headline.add(
-            f":no_entry: *{more}* that do not match their live pods, in this thread: the same"
+            f":no_entry: *{more}* that {match}, in this thread: the same"
             " forger, or the same broken Falco, is likely."
         )
     elif thread_replies and group is not None:
@@ -1200,18 +1222,23 @@ def _text_alone(report: IncidentReport, form: CommandForm) -> str:
     if release:
         lines.add("*To release the pod* once it is safe:")
         lines.add(code_block(release, 1000))
-    lines.add(
-        f"Incident {code(report.incident_id, 80)}: Slack refused this message's layout;"
-        " `serving-guard audit --incident` with this id has all of it."
-    )
+    audit = form.written(f"serving-guard audit --incident {report.incident_id} --format incidents")
+    lines.add(f"Incident {code(report.incident_id, 80)}: Slack refused this message's layout; all of it:")
+    lines.add(code_block(audit, 1000))
     return lines.text()
 
 
-def render_repeat(report: IncidentReport, form: CommandForm = PLAIN_COMMANDS) -> SlackMessage:
+def render_repeat(
+    report: IncidentReport, form: CommandForm = PLAIN_COMMANDS, *, top_level: bool = False
+) -> SlackMessage:
     """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it).
-    After a release, the first repeat's (posted anew, shown in the channel) leads with that."""
+    After a release, the first repeat's (posted anew, shown in the channel) leads with that.
+    ``top_level``: posted in the channel, not under the incident's post (an incoming webhook has no
+    threads), so it names the rule and the pod itself."""
     times = "once" if report.count == 1 else f"{report.count} times"
     lines = _Lines()
+    if top_level:
+        lines.add(f"{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
     seen = (
         f":repeat: Seen *{times}*, last at {format_utc(report.last_seen_ns)}"
         f" (first at {format_utc(report.first_seen_ns)})."

@@ -878,7 +878,8 @@ class NotificationWorker:
             return await self._update_post(row, report, parent)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            ref = await self._delivery.post(render_repeat(report, self._commands), channel=row.channel)
+            message = render_repeat(report, self._commands, top_level=True)
+            ref = await self._delivery.post(message, channel=row.channel)
             if after_release:
                 self._told_after_release(row.incident_id)
             return ref

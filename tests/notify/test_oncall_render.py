@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from responder.actions.outcome import ActionOutcome, OutcomeStatus
@@ -180,3 +181,43 @@ def test_a_quarantine_by_hand_after_the_release_brings_back_the_plain_counter() 
     text = visible_text(render_repeat(report).blocks_json())
     assert text.startswith(":repeat: Seen *once*"), text
     assert "Still alerting" not in text
+
+
+@pytest.mark.parametrize(
+    ("cut", "leaking", "said"),
+    [
+        (None, ["ingress"], "but only egress is cut; its ingress (requests to it) is still open through:"),
+        (
+            None,
+            ["egress"],
+            "but only ingress is cut; its egress (exfiltration, a reverse shell, downloads) is still open"
+            " through: `gw`",
+        ),
+        (
+            None,
+            ["egress", "ingress"],
+            "but its egress (exfiltration, a reverse shell, downloads) and its ingress (requests to it) are"
+            " still open through: `gw`",
+        ),
+        ("egress", ["egress"], "but its egress (exfiltration, a reverse shell, downloads) is still open"),
+    ],
+)
+def test_a_leaky_quarantine_says_what_is_cut_and_what_is_still_open(
+    cut: str | None, leaking: list[str], said: str
+) -> None:
+    """ "These NetworkPolicies still allow its traffic" read as nothing cut, when the one policy
+    admitting the gateway's requests left its egress cut (no exfiltration, no reverse shell)."""
+    extra: dict[str, object] = {"leaking_directions": leaking, **({"isolated": cut} if cut else {})}
+    leaky = ActionOutcome("quarantine", OutcomeStatus.LEAKY, "gw allows ingress", ("gw",), extra=extra)
+    message = render_incident(make_report(outcomes=(leaky,)))
+    assert_valid(message)
+    lead = ":warning: *LEAKY quarantine*: the pod is labelled and the deny-all policy is in place"
+    assert f"{lead}, {said}" in visible_text(message.blocks_json())
+
+
+def test_a_forged_rule_name_brings_no_emoji_into_the_header() -> None:
+    """The header is plain_text with emoji on (ours): a shortcode in the rule showed as an emoji."""
+    report = make_report(alert=make_alert(rule="Shell in serving pod :white_check_mark: resolved"))
+    header = render_incident(report).blocks[0]["text"]["text"]
+    assert header.endswith("Shell in serving pod \ua789white_check_mark\ua789 resolved"), header
+    assert header.startswith(":rotating_light: Critical: ")  # the icon stays ours

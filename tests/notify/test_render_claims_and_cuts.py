@@ -81,6 +81,11 @@ def test_the_text_alone_says_what_on_call_needs() -> None:
     assert "quarantined" in text.lower()
     assert "serving-guard release --namespace ml triton-0" in text and "--config /etc/sg/config.yaml" in text
     assert alone.metadata() == render_incident(report).metadata()  # found again after a crash
+    # The whole record: a command that runs as given (`audit --incident` alone is refused: no config).
+    assert (
+        f"```serving-guard audit --incident {report.incident_id} --format incidents"
+        " --config /etc/sg/config.yaml```"
+    ) in text
 
 
 def test_the_text_alone_of_a_possible_forgery_says_so() -> None:

@@ -99,6 +99,8 @@ def test_a_one_way_cut_widened_by_another_quarantine_is_held_to_its_own_directio
         harness.pod(triton), shell_alert(triton), "inc-2", "Notice: shell", dry_run=False
     )
     assert widened.status is OutcomeStatus.LEAKY and widened.leaky_policies == ("allow-gateway-to-triton",)
+    # The gateway's policy admits requests only: its egress is cut, and the outcome says so (Slack).
+    assert widened.leaking_directions == ("ingress",)
     policies = harness.running.call(harness.running.emulator.list_objects, NP, triton.namespace)
     stored = harness.stored("v1/pods", triton.namespace, triton.name)
     assert stored is not None and stored["metadata"]["labels"][LABEL] == "true"

@@ -27,6 +27,7 @@ from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod
 from simulators.slack_sink import DEFAULT_TOKEN, RunningSlackSink, SlackSink
 from tests.helpers import SHELL_RULE, FakeClock, responder_config
+from tests.notify.slack_fixtures import visible_text
 from tests.test_pipeline_journal_failure import Refused
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -234,6 +235,9 @@ async def test_webhook_mode_posts_incidents_and_counts_repeats(
         await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 2)
         bodies = [str(r.json) for r in sink.requests() if r.kind == "webhook"]
         assert "Seen" in bodies[1] and "2 times" in bodies[1]
+        # A channel message, not a reply under its post: it names the rule and the pod itself.
+        repeat = next(r.json for r in sink.requests() if r.kind == "webhook" and "Seen" in str(r.json))
+        assert visible_text(repeat["blocks"]).startswith(f"`{SHELL_RULE}` on `ml-serving/{vllm.name}`:\n")
     finally:
         await responder.stop()
 
