@@ -992,13 +992,14 @@ def _line_share(shown: Sequence[str]) -> int | None:
 
 def _finished_text(report: IncidentReport) -> str:
     """When each action on the pod finished, the latest few ("quarantine 10:00:02 UTC"; the date
-    too when it is not the alert's day). Predictions and holds did nothing: not named."""
+    too when it is not the alert's day). Predictions, holds and failures did nothing: not named
+    (a failure's time is in its own line)."""
     done = [
         o
         for o in report.outcomes
         if o.finished_ns
         and o.action not in (ActionName.NOTIFY.value, RECHECK)
-        and o.status not in (OutcomeStatus.DRY_RUN, OutcomeStatus.WITHHELD)
+        and o.status not in (OutcomeStatus.DRY_RUN, OutcomeStatus.WITHHELD, OutcomeStatus.FAILED)
     ]
     if not done:
         return ""

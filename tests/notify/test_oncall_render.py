@@ -221,3 +221,10 @@ def test_a_forged_rule_name_brings_no_emoji_into_the_header() -> None:
     header = render_incident(report).blocks[0]["text"]["text"]
     assert header.endswith("Shell in serving pod \ua789white_check_mark\ua789 resolved"), header
     assert header.startswith(":rotating_light: Critical: ")  # the icon stays ours
+
+
+def test_failures_are_not_listed_as_actions_finished() -> None:
+    """ "actions finished: quarantine 11:16:39 UTC" read as done, for a quarantine that failed."""
+    report = make_report(outcomes=(failed(T0), failed(T0 + 1_000_000_000)))
+    context = visible_text(render_incident(report).blocks_json()).splitlines()[-2:]
+    assert not any("actions finished" in line for line in context), context
