@@ -1626,17 +1626,23 @@ class Pipeline:
         tell = decision.notify and self._notifications
         for outcome in withheld:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-            op = Journal.op_record_retry(
-                state.incident_id,
-                alert.alert_id,
-                state.key.namespace,
-                state.key.pod,
-                outcome,
-                self._clock_ns(),
-                tell=tell,
-            )
-            writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
+            writes.append(self._record_retry(state, alert, outcome, tell=tell))
         return withheld
+
+    def _record_retry(
+        self, state: IncidentState, alert: Alert, outcome: ActionOutcome, *, tell: bool
+    ) -> tuple[str, Written]:
+        """Journal ``outcome`` as a retry's, under the incident (told in its thread with ``tell``)."""
+        op = Journal.op_record_retry(
+            state.incident_id,
+            alert.alert_id,
+            state.key.namespace,
+            state.key.pod,
+            outcome,
+            self._clock_ns(),
+            tell=tell,
+        )
+        return self._write(f"record_action({outcome.action})", state.incident_id, alert, op)
 
     def _maybe_recheck(self, state: IncidentState) -> None:
         now = self._clock_ns()
@@ -2024,22 +2030,14 @@ class Pipeline:
             )
         for outcome in outcomes:
             self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-            op: Op
             if retry is None:
                 op = Journal.op_record_action(
                     state.incident_id, alert.alert_id, alert.namespace, alert.pod, outcome
                 )
+                writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
             else:
-                op = Journal.op_record_retry(
-                    state.incident_id,
-                    alert.alert_id,
-                    state.key.namespace,
-                    state.key.pod,
-                    outcome,
-                    self._clock_ns(),
-                    tell=outcome is told and retry.tells(outcome),
-                )
-            writes.append(self._write(f"record_action({outcome.action})", state.incident_id, alert, op))
+                tell = outcome is told and retry.tells(outcome)
+                writes.append(self._record_retry(state, alert, outcome, tell=tell))
         return outcomes
 
 

@@ -34,16 +34,21 @@ _NOT_REQUIRED = ("", "0", "false", "no")
 
 
 def sysdig_required() -> bool:
-    """Whether $SERVING_GUARD_REQUIRE_SYSDIG makes a missing sysdig an error: 1, true or yes (any
+    """Whether $SERVING_GUARD_REQUIRE_SYSDIG makes a missing sysdig an error (tool_required)."""
+    return tool_required(REQUIRE_ENV, "sysdig")
+
+
+def tool_required(variable: str, tool: str) -> bool:
+    """Whether the environment ``variable`` makes a missing ``tool`` an error: 1, true or yes (any
     case) do; unset, 0, false or no do not; anything else is a UserError, not a silent "no" (CI
-    setting it to `true` would otherwise skip the compile checks it means to require)."""
-    value = os.environ.get(REQUIRE_ENV, "")
+    setting it to `on` would otherwise skip the checks it means to require)."""
+    value = os.environ.get(variable, "")
     if value.strip().lower() in _REQUIRED:
         return True
     if value.strip().lower() in _NOT_REQUIRED:
         return False
     raise UserError(
-        f"{REQUIRE_ENV}={value!r}: set it to 1, true or yes to require sysdig"
+        f"{variable}={value!r}: set it to 1, true or yes to require {tool}"
         " (0, false, no or unset: not required)"
     )
 

@@ -5,7 +5,6 @@ says it is required (as in CI), where its absence fails them: the pattern of the
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -13,25 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from responder.rulespack.sysdig import tool_required
+
 REQUIRE_ENV = "SERVING_GUARD_REQUIRE_PROMTOOL"
-_REQUIRED = ("1", "true", "yes")
-_NOT_REQUIRED = ("", "0", "false", "no")
 _TIMEOUT_SECONDS = 60.0
 
 
 def promtool_required() -> bool:
-    """Whether $SERVING_GUARD_REQUIRE_PROMTOOL makes a missing promtool a failure: 1, true or yes (any
-    case) do; unset, 0, false or no do not. Anything else is an error, not a silent "no" (CI setting it
-    to `on` would otherwise skip the checks it means to require)."""
-    value = os.environ.get(REQUIRE_ENV, "")
-    if value.strip().lower() in _REQUIRED:
-        return True
-    if value.strip().lower() in _NOT_REQUIRED:
-        return False
-    raise ValueError(
-        f"{REQUIRE_ENV}={value!r}: set it to 1, true or yes to require promtool"
-        " (0, false, no or unset: not required)"
-    )
+    """Whether $SERVING_GUARD_REQUIRE_PROMTOOL makes a missing promtool a failure (as sysdig's)."""
+    return tool_required(REQUIRE_ENV, "promtool")
 
 
 @dataclass(frozen=True)
