@@ -734,7 +734,7 @@ class Slack(Strict):
     @field_validator("command_prefix")
     @classmethod
     def _one_shown_line(cls, value: str) -> str:
-        if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        if not value.isprintable():  # also line and paragraph separators, bidi and C1 controls
             raise ValueError("must be one line of printable text (it is shown before each command)")
         if "`" in value:
             raise ValueError("must hold no backquote (the command is shown in a code block: it would end it)")

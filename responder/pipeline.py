@@ -1462,6 +1462,15 @@ class Pipeline:
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
+    def _last_try(self, state: IncidentState, tried: int) -> bool:
+        """Try ``tried`` is the last: no wait is left, or the next would end past the incident's
+        window (a slow API's lookups add up), when the try would be dropped unsaid."""
+        dedupe = self._config.dedupe
+        if tried >= len(dedupe.retry_withheld_seconds):
+            return True
+        next_try_ns = self._clock_ns() + int(dedupe.retry_withheld_seconds[tried] * 1e9)
+        return not within_window(next_try_ns, state.opened_ns, int(dedupe.window_seconds * 1e9))
+
     def _retry_wanted(self, state: IncidentState) -> bool:
         """Whether the incident still waits for its withheld isolation to be tried again (one still
         being decided: once its decision is there)."""
@@ -1501,7 +1510,6 @@ class Pipeline:
         try). Still withheld for a passing reason: tried again later (_plan_follow_up). Nothing to
         do now: left to a repeat, as before."""
         key, alert = state.key, state.first_alert
-        last = tried >= len(self._config.dedupe.retry_withheld_seconds)
         writes: list[tuple[str, Written]] = []
         outcomes: list[ActionOutcome] = []
         # A few at a time: the pool's threads are the new alerts' too (an API outage ends with
@@ -1518,6 +1526,7 @@ class Pipeline:
                 state.reopen_after_ns = withheld_since
                 raise
             self._metrics.verifications.labels(verification.status.value).inc()
+            last = self._last_try(state, tried)  # after the lookup: a slow API's time counts
             decision = self._decide(alert, pod, verification, report.decision.reopens)
             decided_ns = self._clock_ns()
             if report.decision.notify and not decision.notify:

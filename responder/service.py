@@ -179,6 +179,7 @@ class Responder:
                 clock_ns=self.clock_ns,
                 thread_window_seconds=self.config.dedupe.window_seconds,
                 commands=CommandForm(self.config_path, self.config.slack.command_prefix),
+                tries_by_itself=bool(self.config.dedupe.retry_withheld_seconds),
             )
         self.pipeline = Pipeline(
             self.config,

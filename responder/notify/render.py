@@ -316,7 +316,13 @@ def _header_text(report: IncidentReport) -> str:
     # plain_text: Slack shows it as it is (an entity would show as typed), on one line. Its emoji
     # are ours: a colon of the rule (a forged one's `:white_check_mark: resolved`) is shown as a
     # look-alike, so that no shortcode in it becomes an emoji.
-    return prefix + plain(alert.rule.replace(":", "\ua789"), HEADER_LIMIT - len(prefix))
+    return prefix + plain(without_shortcodes(alert.rule), HEADER_LIMIT - len(prefix))
+
+
+def without_shortcodes(text: str) -> str:
+    """``text`` (the alert's rule) with each colon as a look-alike: where Slack turns `:name:` into
+    an emoji (a header, a notification's text) a forged rule's shortcodes stay words."""
+    return text.replace(":", "\ua789")
 
 
 # The most names a list in a line shows (the rest counted): one over-long line must not crowd out
@@ -653,7 +659,7 @@ def _history_line(outcome: ActionOutcome, failures: _Failures | None = None) -> 
     return f"{said} (by hand, by *{escape(who, SHORT_LIMIT)}*)"
 
 
-def _action_lines(report: IncidentReport) -> list[str]:
+def _action_lines(report: IncidentReport, tries_by_itself: bool) -> list[str]:
     """What was done about the pod, its latest state first: what a later action by hand replaced
     (a release, a quarantine or a block taken by hand), or a lapse the recheck found undid (which
     leads), follows, under "Before that". An incident opened after an earlier one's lapse says so
@@ -694,7 +700,7 @@ def _action_lines(report: IncidentReport) -> list[str]:
             # A reason may quote the alert (the host name or container id that did not match).
             lines.extend("• " + escape(defuse(reason), REASON_LIMIT) for reason in decision.withheld)
             if report.withheld_for_now:
-                lines.append(_tried_again_line(report.tries_over))
+                lines.append(_tried_again_line(report.tries_over, tries_by_itself))
     acted = {o.action for o in outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
@@ -711,9 +717,16 @@ def _action_lines(report: IncidentReport) -> list[str]:
     return lines + (["_Before that:_", *before] if before else [])
 
 
-def _tried_again_line(tries_over: int | None) -> str:
+def _tried_again_line(tries_over: int | None, tries_by_itself: bool) -> str:
     """What comes of a quarantine withheld for a passing reason: the responder's own tries (or
-    that they are over), a repeat, or a person's command."""
+    that they are over, or that there are none: ``tries_by_itself`` False), a repeat, or a
+    person's command."""
+    if tries_over is None and not tries_by_itself:
+        return (
+            ":arrows_counterclockwise: A repeat of this alert decides it again (the responder does not try"
+            " it by itself: `dedupe.retry_withheld_seconds` is empty); or quarantine it by hand with the"
+            " command below."
+        )
     if tries_over is None:
         return (
             ":arrows_counterclockwise: The responder tries it again by itself over the next minutes"
@@ -1051,7 +1064,7 @@ def _context_texts(report: IncidentReport, *, count_kept: bool, repeats_in_threa
 def _fallback_text(report: IncidentReport) -> str:
     alert = report.alert
     # mrkdwn, and no code spans in it: the alert's words as look-alikes.
-    rule, where = defuse(alert.rule), defuse(report.key.pod_ref)
+    rule, where = defuse(without_shortcodes(alert.rule)), defuse(report.key.pod_ref)
     if report.decision.unverified:
         said = f"UNVERIFIED alert (someone may be forging alerts): {rule} naming {where}"
     elif _claimed_only(report):
@@ -1115,6 +1128,7 @@ def render_incident(
     thread_replies: Sequence[str | None] = (),
     form: CommandForm = PLAIN_COMMANDS,
     repeats_in_thread: bool = True,
+    tries_by_itself: bool = True,
 ) -> SlackMessage:
     """The one message for an incident: top level, or with ``in_workload_thread`` a reply in the
     thread of another pod of its workload (slack.thread_by_workload), or for a possible forgery in
@@ -1147,7 +1161,7 @@ def render_incident(
         headline.add(_thread_summary(group.workload, thread_replies))
     if forgery:
         headline.extend(_unverified_lines(report))
-    headline.extend(_action_lines(report))
+    headline.extend(_action_lines(report, tries_by_itself))
     blocks.append(_section(headline))
     blocks.append(_pod_fields(report))
     blocks.append(_section(_process_lines(report.alert)))
@@ -1230,12 +1244,18 @@ def _text_alone(report: IncidentReport, form: CommandForm) -> str:
 
 
 def render_repeat(
-    report: IncidentReport, form: CommandForm = PLAIN_COMMANDS, *, top_level: bool = False
+    report: IncidentReport,
+    form: CommandForm = PLAIN_COMMANDS,
+    *,
+    top_level: bool = False,
+    counted_here: bool = True,
 ) -> SlackMessage:
     """The thread reply for repeats: "seen N times, last at T" (post once, then ``update`` it).
     After a release, the first repeat's (posted anew, shown in the channel) leads with that.
     ``top_level``: posted in the channel, not under the incident's post (an incoming webhook has no
-    threads), so it names the rule and the pod itself."""
+    threads), so it names the rule and the pod itself. ``counted_here``: the later repeats update
+    this message (not so in a workload's thread, where the incident's own reply counts them, nor
+    from a webhook)."""
     times = "once" if report.count == 1 else f"{report.count} times"
     lines = _Lines()
     if top_level:
@@ -1245,11 +1265,12 @@ def render_repeat(
         f" (first at {format_utc(report.first_seen_ns)})."
     )
     if report.alerting_after_release is not None:
-        return _after_release_reply(report, seen, form)
+        return _after_release_reply(report, seen, form, counted_here=counted_here)
     lines.add(seen)
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)
-    summary = f"{defuse(report.alert.rule)} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
+    rule = defuse(without_shortcodes(report.alert.rule))
+    summary = f"{rule} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
     text = escape(summary, FALLBACK_LIMIT)
     blocks = (
         _section(lines),
@@ -1258,7 +1279,9 @@ def render_repeat(
     return SlackMessage(text=text, blocks=blocks, incident_id=report.incident_id, kind=MessageKind.REPEAT)
 
 
-def _after_release_reply(report: IncidentReport, seen: str, form: CommandForm) -> SlackMessage:
+def _after_release_reply(
+    report: IncidentReport, seen: str, form: CommandForm, *, counted_here: bool
+) -> SlackMessage:
     """The repeat reply once the pod still alerts after a person released it: when, what the first
     repeat since ran (its process and command lines, escaped and bounded as the post's are), the
     command to quarantine it again, and the count. Not quarantined again by itself: the person
@@ -1271,7 +1294,7 @@ def _after_release_reply(report: IncidentReport, seen: str, form: CommandForm) -
         f":rotating_light: *Still alerting after its release*: {where} was released by"
         f" *{escape(after.released_by, SHORT_LIMIT)}* at {format_utc(after.released_at_ns)}, and"
         f" {code(after.alert.rule, NAME_LIMIT)} fired again at {format_utc(after.seen_ns)}. It is *not*"
-        " quarantined again by itself: later repeats are counted here."
+        " quarantined again by itself" + (": later repeats are counted here." if counted_here else ".")
     )
     command = report.requarantine_command(form)
     if command:
@@ -1286,7 +1309,7 @@ def _after_release_reply(report: IncidentReport, seen: str, form: CommandForm) -
     )
     plain = (
         f"{defuse(report.key.pod_ref)}: still alerting after its release by {defuse(after.released_by)}:"
-        f" {defuse(after.alert.rule)}"
+        f" {defuse(without_shortcodes(after.alert.rule))}"
     )
     return SlackMessage(
         text=escape(plain, FALLBACK_LIMIT),

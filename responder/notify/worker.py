@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from responder.actions.outcome import ActionOutcome
 from responder.clock import deadline_passed
@@ -29,7 +29,13 @@ from responder.cluster.verify import VerificationStatus
 from responder.config import Slack
 from responder.dedupe import IncidentTable
 from responder.errors import UserError
-from responder.incident import NEEDS_EYES_STATUSES, PLAIN_COMMANDS, CommandForm, IncidentReport
+from responder.incident import (
+    NEEDS_EYES_STATUSES,
+    PLAIN_COMMANDS,
+    AlertingAfterRelease,
+    CommandForm,
+    IncidentReport,
+)
 from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.journal_ops import PostsGivenUp
 from responder.logs import current_alert_id
@@ -169,8 +175,12 @@ class NotificationWorker:
         clock_ns: Callable[[], int] = time.time_ns,
         thread_window_seconds: float = 300.0,
         commands: CommandForm = PLAIN_COMMANDS,
+        tries_by_itself: bool = True,
     ) -> None:
         self._journal = journal
+        # Withheld isolations are tried again on their own (dedupe.retry_withheld_seconds not
+        # empty): the incident's post says so only then.
+        self._tries_by_itself = tries_by_itself
         # How the by-hand commands its messages give are written (the config, the pod's prefix).
         self._commands = commands
         # How far back a workload's thread gathers incidents (the dedupe window).
@@ -480,7 +490,7 @@ class NotificationWorker:
             thread_gone = True
         # Webhook mode has no thread: each repeat count is a message of its own.
         threads = self._delivery.supports_threads
-        message = render_incident(report, repeats_in_thread=threads, form=self._commands)
+        message = self._incident_message(report, repeats_in_thread=threads)
         return await self._post_top_level(row, out_of_thread(message) if thread_gone else message, channel)
 
     async def _post_top_level(
@@ -652,7 +662,7 @@ class NotificationWorker:
                 row.id, "sending", slack_channel=root.channel, slack_thread_ts=root.ts
             )
         )
-        message = render_incident(report, in_workload_thread=True, form=self._commands)
+        message = self._incident_message(report, in_workload_thread=True)
         shown = self._broadcast.get((root.channel, root.ts or ""), set())
         problems = _problems(report)
         # Shown in the channel too when it needs eyes for a reason no earlier reply in this thread
@@ -696,7 +706,7 @@ class NotificationWorker:
         outcomes (kind ``thread``), or any post after a person acted on the incident (``update``).
         An incoming webhook cannot edit its posts: there the incident as it is now is a new one."""
         if not self._delivery.supports_threads:
-            message = render_incident(report, repeats_in_thread=False, form=self._commands)
+            message = self._incident_message(report, repeats_in_thread=False)
             return await self._post_top_level(row, followed_up(message), row.channel)
         parent, _ = self._journal.incident_thread(row.incident_id)
         if parent is None or parent.slack_ts is None or parent.slack_channel is None:
@@ -714,14 +724,10 @@ class NotificationWorker:
         await self._journal.run(Journal.op_notification_state(row.id, "sending"))
         if parent.slack_thread_ts:  # itself a reply in its workload's thread
             own = SlackRef(channel=channel, ts=parent.slack_ts, thread_ts=parent.slack_thread_ts)
-            return await self._delivery.update(
-                own, render_incident(report, in_workload_thread=True, form=self._commands)
-            )
+            return await self._delivery.update(own, self._incident_message(report, in_workload_thread=True))
         replies = self._journal.thread_replies(channel, parent.slack_ts)
         root = SlackRef(channel=channel, ts=parent.slack_ts)
-        ref = await self._delivery.update(
-            root, render_incident(report, thread_replies=replies, form=self._commands)
-        )
+        ref = await self._delivery.update(root, self._incident_message(report, thread_replies=replies))
         if row.kind == "update":
             # A person acted (or a lapse was found): the repeat reply's "Now:" line says it too.
             _, counted = self._journal.incident_thread(row.incident_id)
@@ -870,18 +876,18 @@ class NotificationWorker:
                 # Not only the reply in its workload's thread updated in place: the channel is told.
                 thread = SlackRef(channel=parent.slack_channel or "", ts=parent.slack_thread_ts)
                 await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-                message = render_repeat(report, self._commands)
+                message = render_repeat(report, self._commands, counted_here=False)
                 ref = await self._delivery.post_in_thread(thread, message, broadcast=True)
-                self._told_after_release(row.incident_id)
+                self._told_after_release(row.incident_id, report.after_release)
                 return ref
             # The incident is a reply in its workload's thread: its count is updated in place.
             return await self._update_post(row, report, parent)
         if not self._delivery.supports_threads:
             await self._journal.run(Journal.op_notification_state(row.id, "sending"))
-            message = render_repeat(report, self._commands, top_level=True)
+            message = render_repeat(report, self._commands, top_level=True, counted_here=False)
             ref = await self._delivery.post(message, channel=row.channel)
             if after_release:
-                self._told_after_release(row.incident_id)
+                self._told_after_release(row.incident_id, report.after_release)
             return ref
         if parent is None or parent.slack_ts is None:
             if not self._incident_post_failed(row.incident_id):
@@ -909,7 +915,7 @@ class NotificationWorker:
             "incident post deleted in Slack; posting it again for its repeats",
             extra={"incident": row.incident_id},
         )
-        message = render_incident(report, form=self._commands)
+        message = self._incident_message(report)
         ref = await self._post_top_level(row, posted_again(message), row.channel)
         # Its own ts as its thread: the repeat row names the thread later repeats are counted in.
         return SlackRef(channel=ref.channel, ts=ref.ts, thread_ts=ref.ts)
@@ -948,7 +954,7 @@ class NotificationWorker:
         if _after_release_untold(report):
             # (An earlier try whose answer was lost may have posted it: told twice, not never.)
             ref = await self._delivery.post_in_thread(root, message, broadcast=True)
-            self._told_after_release(row.incident_id)
+            self._told_after_release(row.incident_id, report.after_release)
             return ref
         if counter is not None:
             try:
@@ -964,14 +970,35 @@ class NotificationWorker:
                 return await self._delivery.update(found, message)
         return await self._delivery.post_in_thread(root, message)
 
-    def _told_after_release(self, incident_id: str) -> None:
-        """The repeat after a release is told: the later ones update its reply, as any counter."""
+    def _incident_message(
+        self,
+        report: IncidentReport,
+        *,
+        in_workload_thread: bool = False,
+        thread_replies: Sequence[str | None] = (),
+        repeats_in_thread: bool = True,
+    ) -> SlackMessage:
+        """The incident's post, with this responder's commands and retry schedule."""
+        return render_incident(
+            report,
+            in_workload_thread=in_workload_thread,
+            thread_replies=thread_replies,
+            repeats_in_thread=repeats_in_thread,
+            form=self._commands,
+            tries_by_itself=self._tries_by_itself,
+        )
+
+    def _told_after_release(self, incident_id: str, told: AlertingAfterRelease | None) -> None:
+        """The repeat after the release ``told`` (as rendered) is told: the later ones update its
+        reply, as any counter. Not a later release's, come while it was being posted: that one is
+        told on its own."""
         state = self._incidents.by_id(incident_id) if self._incidents is not None else None
         after = state.report.after_release if state is not None and state.report is not None else None
-        if state is not None and state.report is not None and after is not None:
-            state.report = dataclasses.replace(
-                state.report, after_release=dataclasses.replace(after, told=True)
-            )
+        if state is None or state.report is None or after is None or told is None:
+            return
+        if after.released_at_ns == told.released_at_ns:
+            told_now = dataclasses.replace(after, told=True)
+            state.report = dataclasses.replace(state.report, after_release=told_now)
 
     async def _post_incident_again(self, incident_id: str) -> bool:
         """Queue the incident's failed post again (a repeat came: its alerts still come, and

@@ -47,6 +47,9 @@ async def test_every_command_slack_gives_starts_with_the_prefix(
     [
         ("kubectl exec `id` --", "a backquote would end the code block it is shown in"),
         ("kubectl -n falco\nexec deploy/x --", "one line"),
+        ("kubectl -n falco\u2028exec deploy/x --", "a line separator"),
+        ("kubectl -n \u202efalco exec deploy/x --", "a bidi override"),
+        ("kubectl -n falco\x85exec deploy/x --", "a C1 control"),
         ("x" * 201, "at most 200 characters"),
     ],
 )

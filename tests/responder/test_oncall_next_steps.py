@@ -20,7 +20,7 @@ from tests.responder.test_lapse_notice import headline
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start
 from tests.responder.test_pipeline import labels, rows
 from tests.responder.test_retry_withheld import LABEL, api_down, retries, retry_replies, wait_for
-from tests.responder.test_workload_threads import posts, submit
+from tests.responder.test_workload_threads import posts, replica, submit, top_level
 
 __all__ = ["sink"]  # the fixture, used by name
 
@@ -193,5 +193,91 @@ async def test_the_first_repeat_after_a_release_is_told_in_the_channel_with_its_
         await asyncio.sleep(0.3)
         assert len(after_release_posts(sink)) == 1
         assert LABEL not in labels(running, vllm)
+    finally:
+        await responder.stop()
+
+
+async def test_with_no_automatic_tries_the_post_promises_none(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """dedupe.retry_withheld_seconds: [] is accepted: nothing is tried by itself, and the post said
+    it would be."""
+    running, pods, _ = seeded
+    api_down(running)
+    responder = await start(tmp_path, seeded, sink, extra={"dedupe": {"retry_withheld_seconds": []}})
+    try:
+        await submit(responder, shell(pods["vllm"], 0))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        assert headline(incident_posts(sink)[0]).endswith(
+            ":arrows_counterclockwise: A repeat of this alert decides it again (the responder does not try"
+            " it by itself: `dedupe.retry_withheld_seconds` is empty); or quarantine it by hand with the"
+            " command below."
+        )
+    finally:
+        await responder.stop()
+
+
+async def test_a_try_whose_next_would_end_past_the_window_is_the_last(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waits that fit the window (0.3 s x 3 < 1.2 s), lookups that take time (an API that times
+    out): the third try came past the window and was dropped, so "nothing more is tried" never
+    came and the post kept saying the tries went on."""
+    running, pods, _ = seeded
+    api_down(running)
+    extra = {"dedupe": {"window_seconds": 1.2, "retry_withheld_seconds": [0.3, 0.3, 0.3]}}
+    responder = await start(tmp_path, seeded, sink, extra=extra)
+    assert responder.pipeline is not None
+    verify = responder.pipeline._verify
+
+    async def slow_verify(*args: Any, **kwargs: Any) -> Any:  # each lookup as slow as a timeout
+        await asyncio.sleep(0.15)
+        return await verify(*args, **kwargs)
+
+    monkeypatch.setattr(responder.pipeline, "_verify", slow_verify)
+    try:
+        await submit(responder, shell(pods["vllm"], 0))
+        await settle(responder, lambda: len(retry_replies(sink)) == 1, timeout=10)
+        told = visible_text(retry_replies(sink)[0].blocks)
+        assert "*Nothing more is tried* unless the alert repeats" in told
+        await settle(responder, lambda: "*nothing more is tried*" in headline(incident_posts(sink)[0]))
+    finally:
+        await responder.stop()
+
+
+async def test_in_a_workload_thread_the_reply_after_a_release_promises_no_count_it_does_not_keep(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """There the incident's own reply counts the repeats: the reply after the release said "later
+    repeats are counted here" and stayed at its first count."""
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    sibling = replica(running, vllm, "vllm-1")
+    responder = await start(tmp_path, seeded, sink, thread_by_workload=True)
+    try:
+        await submit(responder, shell(vllm))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await submit(responder, shell(sibling))  # its incident: a reply in vllm-0's thread
+        await settle(responder, lambda: len(sink.replies("#sec-alerts", top_level(sink)[0].ts)) == 1)
+        root = top_level(sink)[0]
+        incident = rows(responder.config, f"SELECT incident_id FROM incidents WHERE pod = '{sibling.name}'")
+        release = ["release", "-n", sibling.namespace, sibling.name, "--reason", "mine", "--by", "bob"]
+        where = ["--incident", incident[0]["incident_id"], "--config", str(cli_config(tmp_path, kubeconfig))]
+        assert await asyncio.to_thread(main, [*release, *where]) == 0
+        # The responder learns of the release from its journal (told in the thread) first.
+        await settle(
+            responder,
+            lambda: any("released" in visible_text(r.blocks) for r in sink.replies("#sec-alerts", root.ts)),
+        )
+        await submit(responder, shell(sibling, 1))
+
+        def after_release() -> list[str]:
+            texts = [visible_text(r.blocks) for r in sink.replies("#sec-alerts", root.ts)]
+            return [t for t in texts if t.startswith(":rotating_light: *Still alerting after its release*")]
+
+        await settle(responder, lambda: len(after_release()) == 1)
+        (told,) = after_release()
+        assert "It is *not* quarantined again by itself." in told
+        assert "later repeats are counted here" not in told
     finally:
         await responder.stop()

@@ -62,6 +62,12 @@ app.kubernetes.io/part-of: serving-guard
 {{- end -}}
 
 {{/* Paths inside the container. */}}
+{{/* What runs a command in the responder's pod from a workstation: Slack's by-hand commands
+(slack.command_prefix) and the alerting rules' annotations give it. */}}
+{{- define "serving-guard.execPrefix" -}}
+{{- printf "kubectl -n %s exec deploy/%s --" .Release.Namespace (include "serving-guard.fullname" .) -}}
+{{- end -}}
+
 {{- define "serving-guard.paths" -}}
 config: /etc/serving-guard/config.yaml
 tls: /var/run/secrets/serving-guard/tls
@@ -426,7 +432,7 @@ change that no longer rolls it). */ -}}
 {{- end -}}
 {{- $slack := dict "mode" $v.slack.mode "min_priority" $v.slack.minPriority "thread_by_workload" (ternary $v.slack.threadByWorkload true (kindIs "bool" $v.slack.threadByWorkload)) -}}
 {{- /* Slack's by-hand commands run in the responder's pod: pasted on a workstation, this reaches it. */ -}}
-{{- $_ := set $slack "command_prefix" (printf "kubectl -n %s exec deploy/%s --" .Release.Namespace (include "serving-guard.fullname" .)) -}}
+{{- $_ := set $slack "command_prefix" (include "serving-guard.execPrefix" .) -}}
 {{- if $v.slack.defaultChannel -}}
 {{- $_ := set $slack "default_channel" $v.slack.defaultChannel -}}
 {{- end -}}
