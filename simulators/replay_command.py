@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -244,13 +245,26 @@ def run(args: argparse.Namespace) -> int:
             f" {delivery.detail}{alert_id}",
             file=out,
         )
-    print(f"check the responder: {verify_command(scenarios, run_id, deliveries)}", file=out)
+    trail = verify_trail_flags(args)
+    print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
 
 
-def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Delivery]) -> str:
+def verify_trail_flags(args: argparse.Namespace) -> str:
+    """Where the printed verify reads the trail: the responder replayed to (``--to``, its TLS CA too;
+    the trail is read with the audit token, which no sender's token is), else the journal of the
+    responder that collects (``--grpc``) or ingests (``--file``) the alerts: it has no HTTP input to
+    ask, or none these alerts went through."""
+    pod = f" --pod {args.pod}"
+    if args.to is None:
+        return pod + " --config CONFIG"
+    ca = f" --ca {shlex.quote(args.ca_file)}" if args.ca_file is not None else ""
+    return f"{pod} --responder {args.to}{ca} --token-file AUDIT_TOKEN_FILE"
+
+
+def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Delivery], trail: str) -> str:
     """The verify command for a replay: every alert delivered (and carrying its step's marker) is a
-    step verify must find."""
+    step verify must find; ``trail`` is where verify reads the trail (verify_trail_flags)."""
     names = " ".join(s.name for s in scenarios)
     steps = ""
     for scenario in scenarios:
@@ -261,4 +275,4 @@ def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Deli
         ]
         if numbers:
             steps += f" --steps {scenario.name}={','.join(map(str, numbers))}"
-    return f"serving-guard verify {names} --run-id {run_id}{steps} --responder URL"
+    return f"serving-guard verify {names} --run-id {run_id}{steps}{trail}"

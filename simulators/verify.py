@@ -6,8 +6,8 @@ refused, for a forgery), the decision and action outcome are the expected ones, 
 Slack message. The control expects nothing at all for its marker, and its silence counts only when
 a positive scenario of the same run passed on the same pod (else Falco may simply be down).
 
-:func:`judge` is pure (entries in, verdict out); :func:`poll` asks a running responder until every
-expectation holds or the time is up.
+:func:`judge` is pure (entries in, verdict out); :func:`poll` asks a running responder (or reads its
+journal file: :class:`JournalTrail`) until every expectation holds or the time is up.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from responder.alert import format_time_ns, parse_time_ns
 from responder.audit import DONE_STATUSES as ISOLATED
-from responder.audit import AuditEntry
+from responder.audit import audit_query_from
 from responder.audit import incident_outcome_text as _outcome_text
-from responder.client import ResponderClient
 from responder.cluster.verify import UNREACHED
+from responder.commands.audit import read_journal_trail
+from responder.errors import UserError
 from responder.policy import ISOLATING
 from simulators.scenario import (
     Expect,
@@ -302,15 +303,12 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
     if outcome is Outcome.DRY_RUN:
         _check_dry_run(incident, decision)
         return
+    _check_not_only_predicted(outcome, incident, decision)
     if outcome in (Outcome.QUARANTINED, Outcome.LEAKY):
         action = _action(incident, "quarantine")
         if action is None:
             raise _Miss(f"no quarantine: decision was {_decision_text(decision)}", settled=True)
         got = action.get("status")
-        if got == "dry_run":
-            raise _Miss(
-                f"expected {outcome.value}, but {_dry_run_text(decision)}: nothing was changed", settled=True
-            )
         if got == outcome.value:
             missing = set(expectation.leaky_policies) - set(action.get("leaky_policies") or [])
             if missing:
@@ -369,6 +367,31 @@ def _dry_run_text(decision: Mapping[str, Any]) -> str:
     if decision.get("dry_run_by") == "policy":
         return f"policy {decision.get('policy', '?')} is in dry-run"
     return "guardrails.dry_run is on"
+
+
+# The action whose status each outcome that changes the pod is.
+_ACTION_FOR = {
+    Outcome.QUARANTINED: "quarantine",
+    Outcome.LEAKY: "quarantine",
+    Outcome.ANNOTATED: "annotate",
+    Outcome.BLOCKED: "block_destination",
+}
+
+
+def _check_not_only_predicted(
+    expectation_outcome: Outcome, incident: Mapping[str, Any], decision: Mapping[str, Any]
+) -> None:
+    """A real action expected, only predicted (dry-run). With the global guardrail on, every
+    scenario's action is only predicted: one flag says so for them all (a policy on trial is one
+    scenario's matter, and the scenario files expect it)."""
+    name = _ACTION_FOR.get(expectation_outcome)
+    action = _action(incident, name) if name is not None else None
+    if action is None or action.get("status") != "dry_run":
+        return
+    reason = f"expected {expectation_outcome.value}, but {_dry_run_text(decision)}: nothing was changed"
+    if decision.get("dry_run_by") != "policy":
+        reason += "; to verify a responder in dry-run, expect it: --expect all=dry_run"
+    raise _Miss(reason, settled=True)
 
 
 def _check_dry_run(incident: Mapping[str, Any], decision: Mapping[str, Any]) -> None:
@@ -520,8 +543,31 @@ def confirm_controls(verdicts: Sequence[Verdict]) -> list[Verdict]:
     return confirmed
 
 
+class TrailSource(Protocol):
+    """Where verify reads the audit trail: a running responder (ResponderClient, GET /v1/audit) or
+    its journal file (JournalTrail); ``params`` are the HTTP API's query parameters."""
+
+    async def audit(self, **params: str) -> Sequence[Entry]: ...
+
+
+class JournalTrail:
+    """The audit trail read from a journal file, answering what GET /v1/audit would (the same query,
+    built the same way): for a responder without the HTTP input (gRPC only, or `ingest`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def audit(self, **params: str) -> list[dict[str, Any]]:
+        try:
+            query = audit_query_from({key: value for key, value in params.items() if value})
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        # SQLite reads block: off the event loop, as the responder reads it for GET /v1/audit.
+        return await asyncio.to_thread(read_journal_trail, self.path, query)
+
+
 async def poll(
-    client: ResponderClient,
+    client: TrailSource,
     expectations: Sequence[Expectation],
     *,
     timeout: float,
@@ -557,10 +603,10 @@ async def poll(
 
 
 async def _audit(
-    client: ResponderClient, run_marker: str, since: str | None, limit: int, pod: str | None = None
-) -> list[AuditEntry]:
+    client: TrailSource, run_marker: str, since: str | None, limit: int, pod: str | None = None
+) -> Sequence[Entry]:
     # The client reports a responder it cannot reach, or whose answer is not an audit trail of the
-    # shape this version reads, as a UserError: entries here have that shape.
+    # shape this version reads (the journal reader: a journal it cannot read), as a UserError.
     return await client.audit(run_id=run_marker, since=since or "", limit=str(limit), pod=pod or "")
 
 

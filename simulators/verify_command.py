@@ -1,18 +1,21 @@
-"""`serving-guard verify SCENARIO... --run-id ID [--steps SCENARIO=N,...] --responder URL`: poll the
-responder's audit trail until each scenario's expected rule and outcome appear for that run, with an
-alert for every step that ran (the steps simulate and replay print), or --timeout passes. The
-control passes when nothing has appeared for --settle seconds and a positive scenario of the same
-run passed on the same pod. Prints PASS/FAIL per scenario with the reason; exit status 1 on any
-failure.
+"""`serving-guard verify SCENARIO... --run-id ID [--steps SCENARIO=N,...] (--responder URL | --config
+FILE | --journal FILE)`: poll the responder's audit trail (over HTTP, or from its journal file: for a
+responder without the HTTP input, or alerts fed to `ingest`) until each scenario's expected rule and
+outcome appear for that run, with an alert for every step that ran (the steps simulate and replay
+print), or --timeout passes. The control passes when nothing has appeared for --settle seconds and a
+positive scenario of the same run passed on the same pod. Prints PASS/FAIL per scenario with the
+reason; exit status 1 on any failure.
 
 Expectations come from the scenario files (they assume simulators/reference_policy.yaml); with
-another policy say what it does: ``--expect runtime-download=annotated``.
+another policy say what it does: ``--expect runtime-download=annotated``, or for every scenario
+named, ``--expect all=dry_run`` (a responder with guardrails.dry_run on).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 from responder.audit import AuditQuery
 from responder.client import ResponderClient
@@ -24,6 +27,7 @@ from responder.commands.common import (
     responder_url,
     since_ns,
 )
+from responder.config import load_config
 from responder.errors import UserError
 from simulators.scenario import (
     Expect,
@@ -33,19 +37,29 @@ from simulators.scenario import (
     check_run_id,
     load_scenarios,
 )
-from simulators.verify import Expectation, format_verdicts, poll
+from simulators.verify import Expectation, JournalTrail, TrailSource, format_verdicts, poll
+
+# `--expect all=OUTCOME`: the outcome of every scenario named (but the control), unless one is given
+# for the scenario itself. "all" names no scenario (SCENARIO... takes it for every one).
+ALL = "all"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario names, or all")
     parser.add_argument("--run-id", required=True, metavar="ID", help="the run id simulate or replay printed")
-    parser.add_argument(
+    trail = parser.add_mutually_exclusive_group(required=True)
+    trail.add_argument(
         "--responder",
-        required=True,
         metavar="URL",
         type=responder_url,
-        help="the responder (GET URL/v1/audit)",
+        help="ask a running responder (GET URL/v1/audit)",
     )
+    trail.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read the journal named in this responder config (no HTTP input needed: gRPC, ingest)",
+    )
+    trail.add_argument("--journal", metavar="FILE", help="read this journal file")
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -91,7 +105,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SCENARIO=OUTCOME",
-        help="override a scenario's expected outcome: " + ", ".join(o.value for o in Outcome),
+        help="override a scenario's expected outcome (all=OUTCOME: every scenario named but the control,"
+        " a scenario's own --expect winning): " + ", ".join(o.value for o in Outcome),
     )
     parser.add_argument("--no-slack", action="store_true", help="do not require a Slack message")
     add_scenarios_dir_option(parser)
@@ -99,19 +114,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items: list[str], known: list[str]) -> dict[str, Outcome]:
+    """``--expect SCENARIO=OUTCOME`` per scenario named; ``all=OUTCOME`` is kept under ALL (see
+    expected_outcome)."""
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in known:
+        if not sep or (name not in known and name != ALL):
             raise UserError(
-                f"--expect {item!r}: use SCENARIO=OUTCOME with a scenario named on the command line"
+                f"--expect {item!r}: use SCENARIO=OUTCOME with a scenario named on the command line,"
+                f" or {ALL}=OUTCOME"
             )
         try:
             overrides[name] = Outcome(value)
         except ValueError:
             choices = ", ".join(o.value for o in Outcome)
             raise UserError(f"--expect {item!r}: outcome must be one of {choices}") from None
+    if overrides.get(ALL) is Outcome.SILENT:
+        raise UserError(
+            f"--expect {ALL}=silent: {ALL}= sets the outcome of the scenarios other than the control,"
+            " and only the control can expect silence"
+        )
     return overrides
+
+
+def expected_outcome(scenario: Scenario, overrides: dict[str, Outcome]) -> Outcome | None:
+    """The override for ``scenario``: its own ``--expect``, else ``all=`` for a positive scenario (the
+    control expects silence whatever the others do); None: the scenario file's."""
+    own = overrides.get(scenario.name)
+    if own is not None or scenario.rule is None:
+        return own
+    return overrides.get(ALL)
 
 
 def parse_steps(items: list[str], scenarios: list[Scenario]) -> dict[str, tuple[int, ...]]:
@@ -173,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     expectations = []
     for scenario in scenarios:
-        override = overrides.get(scenario.name)
+        override = expected_outcome(scenario, overrides)
         if override is not None and (override is Outcome.SILENT) != (scenario.rule is None):
             raise UserError(f"--expect {scenario.name}={override.value}: only the control can expect silence")
         expectations.append(
@@ -189,10 +221,10 @@ def run(args: argparse.Namespace) -> int:
         )
     unchecked = [s.name for s in scenarios if s.rule is not None and s.name not in steps]
 
-    auth = client_auth(args)
+    source = trail_source(args)
 
     async def check() -> int:
-        async with ResponderClient(args.responder, auth, flag="--responder") as client:
+        async with source as client:
             verdicts = await poll(
                 client,
                 expectations,
@@ -212,3 +244,25 @@ def run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return asyncio.run(check())
+
+
+# The options that reach a running responder: (dest, flag). Reading a journal file uses none of them.
+RESPONDER_OPTIONS = (
+    ("ca_file", "--ca"),
+    ("cert_file", "--cert"),
+    ("key_file", "--key"),
+    ("token_file", "--token-file"),
+)
+
+
+def trail_source(args: argparse.Namespace) -> AbstractAsyncContextManager[TrailSource]:
+    """Where the trail is read: the responder over HTTP (its credentials checked now), or the journal
+    file, --journal or the one --config names (the config checked now, the file when read)."""
+    if args.responder is not None:
+        return ResponderClient(args.responder, client_auth(args), flag="--responder")
+    flag = "--journal" if args.journal is not None else "--config"
+    for dest, option in RESPONDER_OPTIONS:
+        if getattr(args, dest) is not None:
+            raise UserError(f"{option} applies to --responder only, not to {flag}")
+    path = args.journal if args.journal is not None else load_config(args.config).journal.path
+    return nullcontext(JournalTrail(path))

@@ -105,7 +105,10 @@ def _query(args: argparse.Namespace, limit: int) -> AuditQuery:
         raise UserError(str(exc)) from None
 
 
-def _local(path: str, query: AuditQuery) -> list[dict[str, Any]]:
+def read_journal_trail(path: str, query: AuditQuery) -> list[dict[str, Any]]:
+    """The trail ``query`` asks for, read from the journal file at ``path`` (read-only: a running
+    responder may hold it); a UserError naming the journal if it cannot be read. `verify --config`
+    and `--journal` read it this way too."""
     if not os.path.exists(path):
         raise UserError(f"journal {path} does not exist")
     check_journal_path(path)  # a directory: SQLite would say "disk I/O error"
@@ -168,10 +171,10 @@ def run(args: argparse.Namespace) -> int:
     if args.responder is not None:
         entries = asyncio.run(_remote(args, query.limit))
     elif args.journal is not None:
-        entries = _local(args.journal, query)
+        entries = read_journal_trail(args.journal, query)
     else:
         config = load_config(args.config)
-        entries = _local(config.journal.path, query)
+        entries = read_journal_trail(config.journal.path, query)
         _say_unknown_policy(args.policy, config, found=bool(entries))
     cut = len(entries) > asked or len(entries) >= MAX_LIMIT
     entries = entries[len(entries) - asked :] if len(entries) > asked else entries  # oldest first
