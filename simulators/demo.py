@@ -207,11 +207,27 @@ def _story_order(scenario: Scenario) -> tuple[int, str]:
     return (STORY.index(scenario.name) if scenario.name in STORY else len(STORY), scenario.name)
 
 
+def left_out(scenarios: Sequence[Scenario]) -> list[Scenario]:
+    """The scenarios without a demo part (no seeded pod or input to send them with): the demo
+    leaves them out; replay and verify still use them."""
+    return [scenario for scenario in scenarios if scenario.demo is None]
+
+
+def left_out_line(scenario: Scenario) -> str:
+    """What the demo says of a scenario it leaves out (one line)."""
+    return (
+        f"demo: {scenario.name} has no demo part (the seeded pod and input to send it with): left out;"
+        f" send its alerts with serving-guard replay {scenario.name}"
+    )
+
+
 def plan_cases(
     scenarios: Sequence[Scenario], pods: Mapping[str, SeededPod], overrides: Mapping[str, Outcome]
 ) -> list[DemoCase]:
     cases = []
     for scenario in sorted(scenarios, key=_story_order):
+        if scenario.demo is None:
+            continue  # no demo part: left out (demo_command says so, see left_out)
         expect = scenario.demo_expect()
         override = overrides.get(scenario.name)
         if override is not None:

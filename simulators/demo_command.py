@@ -23,7 +23,15 @@ from simulators.alerts import (
     chosen_rule_specs,
     default_rules_file,
 )
-from simulators.demo import FORGED_CASE, WORKDIR_MARKER, DemoResult, prepare_workdir, run_demo
+from simulators.demo import (
+    FORGED_CASE,
+    WORKDIR_MARKER,
+    DemoResult,
+    left_out,
+    left_out_line,
+    prepare_workdir,
+    run_demo,
+)
 from simulators.demo_captures import NOT_EVALUATED, CaptureStage, capture_stage, print_stage
 from simulators.report import format_by_hand, format_table, row_of, write_report
 from simulators.scenario import Outcome, add_scenarios_dir_option, load_scenarios
@@ -103,8 +111,18 @@ def _print(result: DemoResult, report: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario_set = load_scenarios(args.scenarios_dir)
-    scenarios = list(scenario_set.by_name.values())
-    overrides = _overrides(args.expect, [*scenario_set.names(), FORGED_CASE])
+    # A scenario without a demo part is left out (said below); replay still sends it.
+    omitted = left_out(list(scenario_set.by_name.values()))
+    scenarios = [s for s in scenario_set.by_name.values() if s not in omitted]
+    if not scenarios:
+        raise UserError(
+            f"no scenario in {scenario_set.directory} has a demo part: the demo has nothing to send"
+        )
+    for item in args.expect:
+        name = item.partition("=")[0]
+        if any(s.name == name for s in omitted):
+            raise UserError(f"--expect {item!r}: {name} has no demo part, so the demo leaves it out")
+    overrides = _overrides(args.expect, [*(s.name for s in scenarios), FORGED_CASE])
     chosen = chosen_rule_specs(args.rules)
     specs = chosen if chosen is not None else {}
     # Before anything runs: a rule the files lack or switch off is refused with the scenario's file.
@@ -122,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     print_stage(stage, sys.stdout)
     if not stage.passed:
         return 1
+    for scenario in omitted:
+        print(left_out_line(scenario))
 
     def demo(workdir: Path) -> DemoResult:
         return asyncio.run(

@@ -1,8 +1,10 @@
 """Scenario definitions: one YAML file per scenario in ``simulators/scenarios/``, strictly validated.
 
-A scenario says which rule it must trigger, the live actions ``simulate`` performs, the Falco
-alerts ``replay`` sends (field templates), the responder outcome ``verify`` expects, and how the
-demo replays it. Errors name the file, the line and the key, like the responder's config.
+A scenario says which rule it must trigger, the live actions ``simulate`` performs (none: a
+replay-only scenario, which ``simulate`` skips), the Falco alerts ``replay`` sends (field
+templates), the responder outcome ``verify`` expects, and how the demo replays it (optional: the
+demo leaves out a scenario without it). Errors name the file, the line and the key, like the
+responder's config.
 
 Templates in strings: ``{marker}``, ``{run_id}``, ``{rundir}`` (the run's own work directory),
 ``{home}`` (a dummy home inside it), ``{model_dir}``. Any other brace is left as it is. In live
@@ -371,10 +373,15 @@ class Scenario(Strict):
     priority: Annotated[Priority, Field(json_schema_extra={"type": "string"})] | None = None
     tags: tuple[str, ...] = ()
     examples: tuple[ExampleRef, ...] = ()
-    live: tuple[LiveAction, ...] = Field(min_length=1)
+    # What simulate performs; absent or empty: a replay-only scenario (an alert shape, for replay
+    # and the demo: what has no harmless live action, such as a real token read), which simulate
+    # skips, saying so.
+    live: tuple[LiveAction, ...] = ()
     alerts: tuple[AlertTemplate, ...] = ()
     expect: Expect
-    demo: DemoPlan
+    # How the demo sends it; absent: the demo leaves the scenario out, saying so (replay and verify
+    # do not need it).
+    demo: DemoPlan | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -390,6 +397,11 @@ class Scenario(Strict):
             )
         if control and self.alerts:
             raise ValueError("a control scenario produces no alerts")
+        if control and not self.live:
+            raise ValueError(
+                "a control scenario needs live actions, the normal serving it performs (a control with"
+                " neither live actions nor alerts proves nothing)"
+            )
         if not control:
             if not self.alerts:
                 raise ValueError("alerts: a scenario with a rule lists the alert(s) Falco sends")
@@ -407,8 +419,13 @@ class Scenario(Strict):
     def needs_target(self) -> bool:
         return any(isinstance(action, ConnectAction) for action in self.live)
 
+    @property
+    def replay_only(self) -> bool:
+        """No live actions: ``simulate`` skips it; ``replay`` and the demo send its alerts."""
+        return not self.live
+
     def demo_expect(self) -> Expect:
-        return self.demo.expect or self.expect
+        return (self.demo.expect if self.demo is not None else None) or self.expect
 
 
 MARKER_PREFIX = RUN_MARKER_PREFIX

@@ -4,7 +4,8 @@ Run it in a serving pod (kubectl exec, or the Job in simulators/k8s/), then chec
 with the `serving-guard verify ... --run-id ID --steps ...` command it prints. Exit status 1 when an
 action failed, a scenario could perform none of its actions here, or something could not be
 cleaned up. Stopped by SIGTERM, SIGHUP or ^C, it removes what the run created before it exits;
-`simulate --cleanup` removes what a run killed outright left.
+`simulate --cleanup` removes what a run killed outright left. A replay-only scenario (no live
+actions) is skipped with one line; naming only such scenarios is an error.
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run nothing: remove what earlier runs left (sg-run=* in --workdir, --shm-dir and --model-dir)"
         " when they were killed before they could clean up",
+    )
+
+
+def skipped_line(scenario: Scenario) -> str:
+    """What simulate says of a replay-only scenario it skips (one line)."""
+    return (
+        f"SKIPPED {scenario.name}: replay-only (no live actions: an alert shape with no harmless action"
+        f" to perform here); send its alerts with serving-guard replay {scenario.name}"
     )
 
 
@@ -456,8 +465,19 @@ def run(args: argparse.Namespace) -> int:
             or "name at least one scenario (or all), or --cleanup"
         )
     scenario_set = load_scenarios(args.scenarios_dir)
-    scenarios = scenario_set.select(args.scenarios)
+    chosen = scenario_set.select(args.scenarios)
     run_id = check_run_id(args.run_id) if args.run_id else secrets.token_hex(6)
+    # A replay-only scenario (no live actions) has nothing to perform: one line each, and the others run.
+    for scenario in chosen:
+        if scenario.replay_only:
+            print(skipped_line(scenario))
+    scenarios = [s for s in chosen if not s.replay_only]
+    if not scenarios:
+        raise UserError(
+            f"nothing to simulate: {_names(chosen)} {'is' if len(chosen) == 1 else 'are'} replay-only"
+            f" (no live actions); send {'its' if len(chosen) == 1 else 'their'} alerts with"
+            f" serving-guard replay {' '.join(s.name for s in chosen)} --pod NAMESPACE/NAME ..."
+        )
     settings = LiveSettings(
         run_id=run_id,
         workdir=Path(args.workdir),

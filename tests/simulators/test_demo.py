@@ -18,6 +18,9 @@ from simulators.demo import PKI_DIR, PKI_FILES, WORKDIR_FILES, WORKDIR_MARKER
 from simulators.scenario import load_scenarios
 
 SCENARIOS = load_scenarios()
+# The shipped scenarios the demo sends (a scenario without a demo part is left out, saying so).
+DEMOED = [s.name for s in SCENARIOS.by_name.values() if s.demo is not None]
+LEFT_OUT = [s.name for s in SCENARIOS.by_name.values() if s.demo is None]
 
 
 def run_demo(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -34,7 +37,12 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert code == 0, out + err
     assert err == ""  # quiet: only the table on stdout
     rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL")) and not line.startswith(" ")]
-    assert len(rows) == len(SCENARIOS.names()) + 1  # every scenario plus the forged alert
+    assert len(rows) == len(DEMOED) + 1  # every scenario with a demo part plus the forged alert
+    assert len(rows) + 1 == 15  # and the by-hand step: 15 expectations
+    assert LEFT_OUT == ["shell-from-model-server"]
+    for name in LEFT_OUT:
+        assert f"demo: {name} has no demo part (the seeded pod and input to send it with): left out;" in out
+        assert not any(row.startswith(f"{name} ") for row in rows)
     assert all(row.endswith("PASS") for row in rows)
     table = "\n".join(rows)
     assert re.search(
@@ -66,10 +74,10 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert not re.search(
         r"<(link|script|img|iframe|object|embed)\b|@import|url\(|<[a-z]+\s[^>]*\b(src|href)=", html
     )
-    assert "All 11 expectations held." in html
+    assert "All 15 expectations held." in html
     assert '<section id="by-hand"><h2>By hand</h2>' in html and "By hand, by *demo-oncall*" not in html
     assert "By hand, by <b>demo-oncall</b>" in html or "By hand, by <strong>demo-oncall</strong>" in html
-    for name in SCENARIOS.names():
+    for name in DEMOED:
         assert name in html
     # The destination block is made on a pod no quarantine cuts (under one, no block would be).
     assert (
@@ -78,7 +86,7 @@ def test_demo_passes_and_writes_a_self_contained_report(
     )
     assert "No block made" not in html and "with NetworkPolicy serving-guard-block-" in html
     # Slack messages rendered from their Block Kit, with the alert text escaped.
-    assert html.count('<div class="slack">') == 9  # every case but the control
+    assert html.count('<div class="slack">') == 13  # every case but the control
     assert "LEAKY quarantine" in html and "Unverified alert: someone may be forging alerts." in html
     assert "serving-guard release --namespace ml-serving" in html
     assert "<script" not in html.lower()
@@ -104,7 +112,7 @@ def test_a_second_run_in_the_same_workdir_starts_clean(
     code, out, err = run_demo(["--no-report", "--workdir", str(work)], capsys)
     assert code == 0, out + err
     assert err == ""
-    assert "all 11 expectations held" in out
+    assert "all 15 expectations held" in out
     assert not re.search(r"-\d+ ms", out)
     assert (work / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert (work / PKI_DIR / "mine.pem").read_text(encoding="utf-8") == "mine"
@@ -133,8 +141,8 @@ def test_an_altered_expectation_fails_the_demo(tmp_path: Path, capsys: pytest.Ca
         in out
     )
     assert "FAIL forged-alert (expected quarantined + Slack): alert not verified against the live pod" in out
-    assert "2 of 11 expectations FAILED" in out
-    assert "2 of 11 expectations FAILED." in report.read_text(encoding="utf-8")
+    assert "2 of 15 expectations FAILED" in out
+    assert "2 of 15 expectations FAILED." in report.read_text(encoding="utf-8")
 
 
 def test_an_altered_scenario_file_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
