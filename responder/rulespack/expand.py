@@ -259,10 +259,39 @@ def _collect_list(ruleset: RuleSet, item: ListItem, origin: Origin, counter: int
         return
     if item.mode is Mode.DEFINE:
         _note_definition(ruleset, "list", item.name, origin)
+    elif previous is not None:
+        _note_dropped_items(ruleset, previous, item, origin)
     # Falco: replacing a list is the same as defining it again (in place, if it exists).
     index = previous.index if previous else counter
     ruleset.lists[item.name] = ListState(
         item.name, list(item.items), index, counter, origin, origins=[origin]
+    )
+
+
+# The dropped items a warning names (the rest counted).
+DROPPED_SHOWN = 8
+
+
+def _note_dropped_items(ruleset: RuleSet, previous: ListState, item: ListItem, origin: Origin) -> None:
+    """An `override: {items: replace}` of one of the pack's lists, in another file, that leaves out
+    items the pack put in it: a warning naming them. Each is matched no more (replacing the
+    download tools with four of them silenced the rest, and `rules test` had no capture of them)."""
+    if not item.name.startswith(RESERVED_LIST_PREFIX) or previous.origin.file is origin.file:
+        return
+    kept = set(item.items)
+    dropped = [entry for entry in previous.items if entry not in kept]
+    if not dropped:
+        return
+    shown = ", ".join(dropped[:DROPPED_SHOWN]) + (
+        f" and {len(dropped) - DROPPED_SHOWN} more" if len(dropped) > DROPPED_SHOWN else ""
+    )
+    where = f"{previous.origin.file.path}:{previous.origin.line}"
+    ruleset.warn(
+        origin,
+        f"replaces the list from {where} without {len(dropped)} of its {len(previous.items)} items ({shown}):"
+        " those are matched no more; 'override: {items: append}' adds items and keeps the pack's",
+        item_label("list", item.name),
+        item.name,
     )
 
 

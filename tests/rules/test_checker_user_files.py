@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from responder.rulespack.check import ExitCode, check_files
+from responder.rulespack.expand import load_paths
 from responder.rulespack.problems import Problem
 from responder.rulespack.sysdig import Sysdig
 
@@ -139,6 +140,26 @@ def test_replacing_a_pack_list_with_override_is_not_an_error(tmp_path: Path) -> 
     )
     report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
     assert report.errors == []
+    # ... but what it leaves out is said at the user's line: those tools are matched no more (a
+    # tuning that silenced most downloads passed `rules check` and `rules test` without a word).
+    [dropped] = [w for w in report.warnings if "without" in w.message]
+    assert (dropped.file, dropped.line, dropped.item) == (str(user), 1, "list 'serving_guard_download_tools'")
+    assert dropped.message.startswith("replaces the list from ")
+    assert (
+        "items (pip, pip3, pipx, uv, conda, mamba, micromamba, apt and 32 more): those are matched no more"
+        in (dropped.message)
+    )
+    # Keeping every item the pack put in it (and adding some) drops nothing: no warning.
+    pack_items = next(
+        i for i in load_paths([str(PACK)]).lists.values() if i.name == "serving_guard_download_tools"
+    )
+    user.write_text(
+        "- list: serving_guard_download_tools\n  items: ["
+        + ", ".join([*pack_items.items, "mytool"])
+        + "]\n  override:\n    items: replace\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    assert not [w for w in report.warnings if "without" in w.message]
 
 
 def test_a_model_dir_appended_without_its_proc_form_is_reported_at_the_users_line(tmp_path: Path) -> None:
