@@ -267,14 +267,13 @@ class IncidentReport:
     @property
     def tries_over(self) -> int | None:
         """How many automatic tries the withheld isolation had, once the last of them came out
-        withheld too (the latest such outcome); None: tries may remain, or it is no longer withheld."""
+        withheld too (the latest quarantine outcome says so); None: tries may remain (a repeat
+        decided afresh since starts them again), or it is no longer withheld."""
         if not self.withheld_for_now:
             return None
-        for outcome in reversed(self.outcomes):
-            tries = outcome.extra.get(TRIES_OVER)
-            if isinstance(tries, int):
-                return tries
-        return None
+        latest = next((o for o in reversed(self.outcomes) if o.action == ActionName.QUARANTINE.value), None)
+        tries = latest.extra.get(TRIES_OVER) if latest is not None else None
+        return tries if isinstance(tries, int) else None
 
     def _escalation_held(self) -> bool:
         """The latest quarantine outcome is an escalation of a block that the quarantine breaker

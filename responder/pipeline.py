@@ -567,7 +567,9 @@ class Pipeline:
                     # held: a repeat takes it on), and so does a retry.
                     if _withheld_for_passing_reason(report.verification, report.decision, report.outcomes):
                         restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
-                    if report.verification.status is not VerificationStatus.POD_NOT_FOUND:
+                    # Not once its tries were over (told so in its thread): a repeat decides it.
+                    found = report.verification.status is not VerificationStatus.POD_NOT_FOUND
+                    if found and report.tries_over is None:
                         self._schedule_retry(restored, 0, spread=True)
         guardrails = self._config.guardrails
         breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)

@@ -281,3 +281,26 @@ async def test_in_a_workload_thread_the_reply_after_a_release_promises_no_count_
         assert "later repeats are counted here" not in told
     finally:
         await responder.stop()
+
+
+async def test_after_a_restart_tries_that_were_over_are_not_begun_again(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The try count lived in memory: a restart began a new round under a post saying "nothing more
+    is tried", whose last reply then counted only that round."""
+    running, pods, _ = seeded
+    api_down(running)
+    quick = {"dedupe": {"retry_withheld_seconds": [0.2]}}
+    first = await start(tmp_path, seeded, sink, extra=quick)
+    try:
+        await submit(first, shell(pods["vllm"], 0))
+        await settle(first, lambda: len(retry_replies(sink)) == 1)
+    finally:
+        await first.stop()
+    again = await start(tmp_path, seeded, sink, extra=quick)
+    try:
+        assert again.pipeline is not None and not again.pipeline._retries  # none scheduled
+        await asyncio.sleep(0.6)  # past any restored wait (0.2 s, spread up to twice)
+        assert retries(again, "withheld") == 0 and len(retry_replies(sink)) == 1
+    finally:
+        await again.stop()
