@@ -76,6 +76,9 @@ class Decision:
     # Isolation was withheld because the namespace's labels could not be read, so whether it opted
     # in is unknown: decided again like a failed lookup, never taken as "not opted in".
     opt_in_unknown: bool = False
+    # Isolation was withheld because the namespace lacks this opt-in label (=true): no by-hand
+    # command helps either (serving-guard quarantine refuses such a namespace too). "": not so.
+    opt_in_missing: str = ""
     # The cut its quarantine makes (the policy's isolate, else quarantine.isolate); "" when it
     # requests no quarantine, or in records from before cuts per policy (quarantine.isolate).
     isolate: str = ""
@@ -204,6 +207,8 @@ class _NamespaceHold(NamedTuple):
     reason: str
     # The namespace's labels could not be read: whether it opted in is not known.
     unknown: bool = False
+    # The opt-in label the namespace lacks (guardrails.enforce_namespace_label); "" for another hold.
+    missing_label: str = ""
 
 
 def _namespace_guardrail(
@@ -225,7 +230,9 @@ def _namespace_guardrail(
             unknown=True,
         )
     if pod.namespace_labels.get(label) != "true":
-        return _NamespaceHold(f"namespace {namespace} is not opted in (label {label}=true is missing)")
+        return _NamespaceHold(
+            f"namespace {namespace} is not opted in (label {label}=true is missing)", missing_label=label
+        )
     return None
 
 
@@ -345,6 +352,7 @@ def decide(
         breaker_open=breaker_open,
         block_breaker_open=block_breaker_open,
         opt_in_unknown=opt_in_unknown,
+        opt_in_missing=namespace_hold.missing_label if namespace_hold is not None else "",
         isolate=cut,
         escalated=escalated,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -701,6 +702,8 @@ def _action_lines(report: IncidentReport, tries_by_itself: bool) -> list[str]:
             lines.extend("• " + escape(defuse(reason), REASON_LIMIT) for reason in decision.withheld)
             if report.withheld_for_now:
                 lines.append(_tried_again_line(report.tries_over, tries_by_itself))
+            elif decision.opt_in_missing:
+                lines.append(_not_opted_in_line(report.key.namespace, decision.opt_in_missing))
     acted = {o.action for o in outcomes}
     pending = [a for a in decision.actions if a is not ActionName.NOTIFY and a.value not in acted]
     for action in pending:
@@ -737,6 +740,18 @@ def _tried_again_line(tries_over: int | None, tries_by_itself: bool) -> str:
     return (
         f":arrows_counterclockwise: The responder tried it again by itself {times}, still withheld:"
         " *nothing more is tried* unless this alert repeats. Quarantine it by hand with the command below."
+    )
+
+
+def _not_opted_in_line(namespace: str, label: str) -> str:
+    """What on-call can do about a pod in a namespace that has not opted in: the responder (and
+    its quarantine command) acts only where the namespace carries the label."""
+    command = f"kubectl label namespace {shlex.quote(namespace)} {shlex.quote(label)}=true"
+    return (
+        ":information_source: The responder acts only in namespaces labelled"
+        f" {code(label + '=true', NAME_LIMIT)}, and `serving-guard quarantine` refuses this one too:"
+        " isolate the pod by your own means, or, if the namespace should be guarded, opt it in with"
+        f" {code(command, 300)}"
     )
 
 

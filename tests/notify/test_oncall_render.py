@@ -228,3 +228,23 @@ def test_failures_are_not_listed_as_actions_finished() -> None:
     report = make_report(outcomes=(failed(T0), failed(T0 + 1_000_000_000)))
     context = visible_text(render_incident(report).blocks_json()).splitlines()[-2:]
     assert not any("actions finished" in line for line in context), context
+
+
+def test_a_namespace_not_opted_in_says_what_on_call_can_do() -> None:
+    """Withheld because the namespace lacks the opt-in label: no next step was given, and the
+    by-hand quarantine refuses that namespace too."""
+    label = "serving-guard.io/enforce"
+    decision = make_decision(
+        actions=(ActionName.NOTIFY,),
+        withheld=(f"namespace ml is not opted in (label {label}=true is missing)",),
+        opt_in_missing=label,
+    )
+    text = headline_of(render_incident(make_report(decision=decision)))
+    assert text.endswith(
+        f":information_source: The responder acts only in namespaces labelled `{label}=true`, and"
+        " `serving-guard quarantine` refuses this one too: isolate the pod by your own means, or, if the"
+        f" namespace should be guarded, opt it in with `kubectl label namespace ml {label}=true`"
+    ), text
+    assert "serving-guard quarantine --namespace" not in visible_text(
+        render_incident(make_report(decision=decision)).blocks_json()
+    )

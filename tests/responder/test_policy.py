@@ -251,6 +251,10 @@ def test_namespace_must_opt_in_unless_the_label_is_disabled() -> None:
     pod = make_pod(opted_in=False)
     decision = decide(make_alert(), pod, VERIFIED, GuardrailState(), make_config())
     assert Q not in decision.actions and "not opted in" in decision.withheld[0]
+    # The label it lacks, for Slack's next step (kept in the journal's record of the decision).
+    assert decision.opt_in_missing == "serving-guard.io/enforce"
+    assert decision_from_json(decision_to_json(decision)).opt_in_missing == "serving-guard.io/enforce"
+    assert decide(make_alert(), make_pod(), VERIFIED, GuardrailState(), make_config()).opt_in_missing == ""
     open_config = make_config(guardrails={"enforce_namespace_label": None})
     assert Q in decide(make_alert(), pod, VERIFIED, GuardrailState(), open_config).actions
 
