@@ -19,7 +19,7 @@ from responder.actions.outcome import (
 )
 from responder.alert import Alert
 from responder.cluster.context import PodContext, container_key
-from responder.cluster.verify import Verification, VerificationStatus
+from responder.cluster.verify import UNREACHED, Verification, VerificationStatus
 from responder.config import ActionName
 from responder.policy import Decision
 
@@ -36,7 +36,7 @@ _BY_OPTION = f" --by {shlex.quote(BY_PLACEHOLDER)}"
 TRIES_OVER = "tries_over"
 # What withholds an isolation for now, of a pod that is there: the API will answer again (a pod
 # not found is not tried again, it may be made up).
-_PASSING_STATUSES = frozenset({VerificationStatus.LOOKUP_FAILED, VerificationStatus.NOT_LISTED_YET})
+_PASSING_STATUSES = UNREACHED - {VerificationStatus.POD_NOT_FOUND}
 
 
 @dataclass(frozen=True, slots=True)

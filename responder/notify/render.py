@@ -1272,15 +1272,15 @@ def render_repeat(
     this message (not so in a workload's thread, where the incident's own reply counts them, nor
     from a webhook)."""
     times = "once" if report.count == 1 else f"{report.count} times"
-    lines = _Lines()
-    if top_level:
-        lines.add(f"{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
     seen = (
         f":repeat: Seen *{times}*, last at {format_utc(report.last_seen_ns)}"
         f" (first at {format_utc(report.first_seen_ns)})."
     )
-    if report.alerting_after_release is not None:
+    if report.alerting_after_release is not None:  # names the rule and the pod itself
         return _after_release_reply(report, seen, form, counted_here=counted_here)
+    lines = _Lines()
+    if top_level:
+        lines.add(f"{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
     lines.add(seen)
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)

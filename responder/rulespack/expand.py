@@ -124,8 +124,12 @@ class RuleState:
 
     @property
     def disabled_at(self) -> str | None:
-        """FILE:LINE of the `enabled: false` that switched the rule off; None when it is enabled."""
-        return disabled_at(self.enabled, self.enabled_origin, self.origin)
+        """FILE:LINE of the `enabled: false` that switched the rule off (the rule's own line when
+        the key's is not known); None when it is enabled."""
+        if self.enabled:
+            return None
+        origin = self.enabled_origin or self.origin
+        return f"{origin.file.path}:{origin.line}" if origin.line is not None else origin.file.path
 
 
 @dataclass(frozen=True)
@@ -158,15 +162,6 @@ class ExpandedRule:
         that holds it as a token of its own (a user's override or append before the pack it
         extends), else the rule itself."""
         return locate(self.token_origins, token, self.origin, whole=True)
-
-
-def disabled_at(enabled: bool, enabled_origin: Origin | None, rule_origin: Origin) -> str | None:
-    """FILE:LINE of the `enabled: false` of a disabled rule (the rule's own line when the key's is
-    not known); None for an enabled rule."""
-    if enabled:
-        return None
-    origin = enabled_origin or rule_origin
-    return f"{origin.file.path}:{origin.line}" if origin.line is not None else origin.file.path
 
 
 @dataclass
