@@ -306,18 +306,23 @@ async def test_a_grpc_server_that_is_not_falco_is_not_taken_for_an_old_falco(
     assert "subscribed" not in caplog.text
 
 
+def reconnecting_at_once(address: str) -> GrpcInput:
+    """An input whose reconnects come milliseconds apart (the backoff capped at 4 ms)."""
+    return GrpcInput(
+        enabled=True,
+        address=address,
+        poll_interval_seconds=POLL,
+        backoff=Backoff(initial_seconds=0.001, max_seconds=0.004),
+    )
+
+
 async def test_no_falco_at_the_address_is_said_as_an_error_once_with_what_to_check(
     socket_dir: Path, logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Falco 0.44 has no gRPC output: a responder reading only gRPC would get no alert, logging a
     warning per try. After a few tries in a row it says, once, that it gets no alerts and why."""
     address = f"unix://{socket_dir}/falco.sock"
-    config = GrpcInput(
-        enabled=True,
-        address=address,
-        poll_interval_seconds=POLL,
-        backoff=Backoff(initial_seconds=0.001, max_seconds=0.004),
-    )
+    config = reconnecting_at_once(address)
     grpc_input = GrpcAlertInput(config, RecordingSink(), logger)
     with caplog.at_level(logging.WARNING, logger=logger.name):
         async with running(grpc_input):
@@ -422,12 +427,7 @@ async def test_backoff_grows_while_down_and_resets_after_a_healthy_stream(
     socket_dir: Path, logger: logging.Logger
 ) -> None:
     address = f"unix://{socket_dir}/falco.sock"
-    config = GrpcInput(
-        enabled=True,
-        address=address,
-        poll_interval_seconds=POLL,
-        backoff=Backoff(initial_seconds=0.001, max_seconds=0.004),
-    )
+    config = reconnecting_at_once(address)
     top = RecordingRandom()
     sink = RecordingSink()
     grpc_input = GrpcAlertInput(config, sink, logger, rng=top)
