@@ -25,6 +25,7 @@ from responder.actions.outcome import (
     KEPT_OUT_BY,
     LABELLED,
     LAPSED_ACTION,
+    LAPSED_LABEL_GONE,
     LAPSED_WORDS,
     NOT_PATCHED,
     REASON,
@@ -693,6 +694,8 @@ def _outcome_fields(outcome: Mapping[str, Any]) -> dict[str, Any]:
             fields[key] = value
     if extra.get(LABELLED) is True:
         fields["labelled"] = True
+    if extra.get(LAPSED_LABEL_GONE) is True:
+        fields[LAPSED_LABEL_GONE] = True
     return fields
 
 

@@ -13,6 +13,7 @@ from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     HELD_ESCALATION,
+    RECHECK,
     WOULD_BLOCK,
     ActionOutcome,
     OutcomeStatus,
@@ -167,8 +168,8 @@ class IncidentReport:
     def labelled(self) -> bool:
         """The pod carries the quarantine label: a quarantine put it on (isolated, LEAKY, or failed
         after labelling: ActionOutcome.labelled) and no release followed it (a quarantine by hand
-        after a release labels it again)."""
-        return _still_on(self.outcomes, lambda outcome: outcome.labelled)
+        after a release labels it again), nor a recheck that found the label gone."""
+        return _still_on(self.outcomes, lambda outcome: outcome.labelled, "quarantine")
 
     @property
     def needs_eyes(self) -> bool:
@@ -201,8 +202,8 @@ class IncidentReport:
     @property
     def blocked(self) -> bool:
         """The pod carries a destination block's label (block_destination put it on) and no release
-        followed it."""
-        return _still_on(self.outcomes, lambda outcome: outcome.block_labelled)
+        followed it, nor a recheck that found the label gone."""
+        return _still_on(self.outcomes, lambda outcome: outcome.block_labelled, BLOCK_DESTINATION)
 
     def release_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command that undoes the quarantine or the destination block, when there is one
@@ -315,10 +316,18 @@ class IncidentReport:
         )
 
 
-def _still_on(outcomes: tuple[ActionOutcome, ...], put_on: Callable[[ActionOutcome], bool]) -> bool:
-    """The latest of ``outcomes`` that ``put_on`` the pod, or a release, is the former."""
+def _still_on(
+    outcomes: tuple[ActionOutcome, ...], put_on: Callable[[ActionOutcome], bool], lapsing: str
+) -> bool:
+    """The latest of ``outcomes`` that ``put_on`` the pod, or that took its label off (a release, or
+    the recheck's lapse of the action ``lapsing`` with its label gone, or the pod gone), is the former."""
     for outcome in reversed(outcomes):
         if outcome.status is OutcomeStatus.RELEASED:
+            return False
+        if outcome.action == RECHECK and outcome.status is OutcomeStatus.POD_GONE:
+            return False  # the pod it was on is gone
+        lapse = outcome.lapse
+        if lapse is not None and lapse.label_gone and lapse.action == lapsing:
             return False
         if put_on(outcome):
             return True

@@ -34,6 +34,7 @@ from responder.actions.outcome import (
     BY_HAND,
     HELD_ESCALATION,
     LAPSED_ACTION,
+    LAPSED_LABEL_GONE,
     POLICY_FULL,
     REASON,
     RECHECK,
@@ -1558,7 +1559,7 @@ class Pipeline:
                     taking,
                     state.opened_ns,
                     writes,
-                    retry=RetryTell(decision.notify and self._notifications, last=last),
+                    retry=RetryTell(decision.notify and self._notifications, last=last, tries=tried),
                 )
         passing = (
             _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
@@ -1677,7 +1678,16 @@ class Pipeline:
         except Exception as exc:  # the pool is shutting down, or the API failed: look again later
             log.debug("quarantine recheck skipped", extra={"incident": state.incident_id, "error": str(exc)})
             return
+        if lookup.status is LookupStatus.NOT_FOUND:
+            self._pod_gone(state, "deleted since", started_ns)
+            return
         if lookup.status is not LookupStatus.FOUND or lookup.pod is None:
+            return
+        acted_on = state.report.pod if state.report is not None else None
+        if acted_on is not None and acted_on.uid and lookup.pod.uid and acted_on.uid != lookup.pod.uid:
+            self._pod_gone(
+                state, f"replaced since by a new pod of its name (uid {lookup.pod.uid})", started_ns
+            )
             return
         released = self._released_since(state, lookup.pod)
         if released is not None:
@@ -1699,6 +1709,36 @@ class Pipeline:
             return
         self._lapsed(state, lapse, started_ns)
 
+    def _pod_gone(self, state: IncidentState, how: str, started_ns: int) -> None:
+        """The incident's pod is gone (``how``: deleted, or replaced under its name): what the
+        incident put on it went with it, so the rechecks stop and its post offers no release.
+        Not a lapse: nothing undid the isolation while the pod ran, and a pod made again under its
+        name (a StatefulSet's) runs new containers, whose alerts open incidents of their own.
+        Journaled under the incident; the repeat counter's "Now:" line says it."""
+        state.recheck_after_ns = None
+        now = self._clock_ns()
+        outcome = ActionOutcome(
+            RECHECK,
+            OutcomeStatus.POD_GONE,
+            f"the pod was {how}: what this incident put on it went with it",
+            started_ns=started_ns,
+            finished_ns=now,
+        )
+        self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+        report = state.report
+        if report is not None:
+            state.report = dataclasses.replace(report, outcomes=(*report.outcomes, outcome))
+        log.info(
+            f"the incident's pod was {how}; its rechecks stop",
+            extra={"incident": state.incident_id, "pod": state.key.pod_ref},
+        )
+        key = state.key
+        op = Journal.op_record_action(state.incident_id, None, key.namespace, key.pod, outcome)
+        try:
+            self._write("record_action(recheck)", state.incident_id, state.first_alert, op)
+        except RuntimeError as exc:  # the journal is closing: the log line says it
+            log_failed_write(log, exc, "record_action(recheck)", state.incident_id, None)
+
     def _lapsed(self, state: IncidentState, lapse: Lapse, started_ns: int) -> None:
         """What this incident put on the pod no longer holds (``lapse``): the next alert opens a new
         incident, which says it reopens this one; journaled under this incident (its audit trail
@@ -1715,7 +1755,7 @@ class Pipeline:
             lapse.detail,
             started_ns=started_ns,
             finished_ns=now,
-            extra={LAPSED_ACTION: lapse.action},
+            extra={LAPSED_ACTION: lapse.action, **({LAPSED_LABEL_GONE: True} if lapse.label_gone else {})},
         )
         self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
         report = state.report
@@ -1818,9 +1858,9 @@ class Pipeline:
         quarantined = any(o.action == "quarantine" and _put_on_pod(o) for o in outcomes)
         # Without a report (its decision's write was refused) the recheck is a quarantine's.
         if (quarantined or not blocked) and not is_quarantined(pod, self._config):
-            return Lapse("quarantine", "its quarantine label is gone")
+            return Lapse("quarantine", "its quarantine label is gone", label_gone=True)
         if blocked and not is_blocked(pod, self._config):
-            return Lapse(BLOCK_DESTINATION, "its block label is gone")
+            return Lapse(BLOCK_DESTINATION, "its block label is gone", label_gone=True)
         return None
 
     def _lapse(self, state: IncidentState, pod: PodContext) -> Lapse | None:
@@ -2033,6 +2073,13 @@ class Pipeline:
         told = None
         if retry is not None:  # it stands for the incident's own action (Slack's post says so)
             outcomes = [dataclasses.replace(o, extra={**o.extra, RETRIED: True}) for o in outcomes]
+            if retry.last:  # a failure now is the last word of the automatic tries
+                outcomes = [
+                    dataclasses.replace(o, extra={**o.extra, TRIES_OVER: retry.tries})
+                    if o.status is OutcomeStatus.FAILED
+                    else o
+                    for o in outcomes
+                ]
             # What it tells: what it put on the pod's traffic, else what it did, else what failed.
             done = [o for o in outcomes if o.ok or _put_on_pod(o)]
             tried = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
@@ -2120,6 +2167,7 @@ class RetryTell:
 
     notify: bool
     last: bool
+    tries: int = 0  # this try's number: on the last, a failure says the tries are over after it
 
     def tells(self, outcome: ActionOutcome) -> bool:
         return self.notify and (self.last or outcome.ok or _put_on_pod(outcome))

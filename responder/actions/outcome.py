@@ -129,6 +129,9 @@ RESPONDER_ACTOR = "responder"
 # what no longer holds: "quarantine" or BLOCK_DESTINATION.
 RECHECK = "recheck"
 LAPSED_ACTION = "lapsed"
+# ActionOutcome.extra's key of a lapse whose label is gone from the pod (True): nothing is left to
+# release, so the incident offers no release command for it.
+LAPSED_LABEL_GONE = "label_gone"
 # What no longer holds, in words: "the quarantine no longer holds".
 LAPSED_WORDS = {"quarantine": "quarantine", BLOCK_DESTINATION: "destination block"}
 
@@ -141,6 +144,7 @@ class Lapse:
 
     action: str
     detail: str
+    label_gone: bool = False  # its label is off the pod: nothing of it is left to release
 
     @property
     def what(self) -> str:
@@ -262,7 +266,8 @@ class ActionOutcome:
         if self.action != RECHECK or self.status is not OutcomeStatus.LAPSED:
             return None
         lapsed = self.extra.get(LAPSED_ACTION)
-        return Lapse(lapsed if isinstance(lapsed, str) else "quarantine", self.detail)
+        gone = self.extra.get(LAPSED_LABEL_GONE) is True
+        return Lapse(lapsed if isinstance(lapsed, str) else "quarantine", self.detail, gone)
 
     @property
     def ok(self) -> bool:

@@ -961,7 +961,7 @@ class ClusterActions:
         if cut is not None:
             current = self._settings.cut_of(pod.labels.get(self._settings.label))
             if current is None:
-                return Lapse("quarantine", "its quarantine label is gone")
+                return Lapse("quarantine", "its quarantine label is gone", label_gone=True)
             if widest(current, cut) is not current:
                 return Lapse(
                     "quarantine", f"its quarantine label now cuts {current.value} only, not {cut.value}"

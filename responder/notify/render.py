@@ -206,9 +206,15 @@ class _Lines:
     def __init__(self, limit: int = SECTION_LIMIT) -> None:
         self._limit = limit
         self._lines: list[str] = []
+        self._labels: set[int] = set()  # the lines that name the line after them (a block's label)
 
     def add(self, line: str) -> None:
         self._lines.append(line)
+
+    def add_labelled(self, label: str, block: str) -> None:
+        """``label``, then ``block`` (a code block it names): never left without it."""
+        self._labels.add(len(self._lines))
+        self._lines.extend((label, block))
 
     def extend(self, lines: Iterable[str]) -> None:
         for line in lines:
@@ -234,6 +240,9 @@ class _Lines:
         while lines and sum(map(len, lines)) > room:
             room += 1  # the newline of the line left out
             lines.pop()
+            if len(lines) - 1 in self._labels:  # its block is out: so is the label naming it
+                room += 1
+                lines.pop()
         return "\n".join([*lines, _MORE])
 
 
@@ -357,12 +366,16 @@ def _leak_words(outcome: ActionOutcome) -> str:
 
 
 # By the direction cut alone (quarantine.isolate, or the policy's isolate), None: both.
+# NetworkPolicy leaves it to the network plugin whether a connection open before the policy (a
+# reverse shell's) is cut: the lines say what the policy refuses, and that.
+_OPEN_ONES = "connections already open end only where the network plugin cuts them"
 _QUARANTINED_LINE = {
-    None: ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.",
-    "egress": ":lock: *Quarantined (egress)*: the pod can no longer send traffic (an egress-only "
-    "deny-all NetworkPolicy); it still receives requests.",
-    "ingress": ":lock: *Quarantined (ingress)*: the pod can no longer receive traffic (an ingress-only "
-    "deny-all NetworkPolicy); it can still send.",
+    None: ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+    f" ({_OPEN_ONES}).",
+    "egress": ":lock: *Quarantined (egress)*: the pod can no longer open connections out (an egress-only"
+    f" deny-all NetworkPolicy; {_OPEN_ONES}); it still receives requests.",
+    "ingress": ":lock: *Quarantined (ingress)*: the pod can no longer be reached (an ingress-only deny-all"
+    f" NetworkPolicy; {_OPEN_ONES}); it can still send.",
 }
 
 
@@ -391,11 +404,18 @@ def _dry_run_cause(decision: Decision) -> str:
 
 
 def _outcome_line(
-    outcome: ActionOutcome, decision: Decision, *, command: str = "below", failed: _Failures | None = None
+    outcome: ActionOutcome,
+    decision: Decision,
+    *,
+    command: str = "below",
+    failed: _Failures | None = None,
+    tries_by_itself: bool = True,
 ) -> str:
     """``command``: where the message that shows this line has the command to act by hand;
-    ``failed``: the failures in a row this one (the latest) stands for."""
-    line = _outcome_text(outcome, decision, command, failed.said() if failed is not None else "")
+    ``failed``: the failures in a row this one (the latest) stands for; ``tries_by_itself``: the
+    responder tries a failed quarantine again on its own (dedupe.retry_withheld_seconds)."""
+    said = failed.said() if failed is not None else ""
+    line = _outcome_text(outcome, decision, command, said, tries_by_itself=tries_by_itself)
     who = outcome.by_hand
     if who is None:
         return line
@@ -403,7 +423,14 @@ def _outcome_line(
     return f"{line} :raised_hand: By hand, by *{escape(who, SHORT_LIMIT)}*{why}."
 
 
-def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "below", times: str = "") -> str:
+def _outcome_text(
+    outcome: ActionOutcome,
+    decision: Decision,
+    command: str = "below",
+    times: str = "",
+    *,
+    tries_by_itself: bool = True,
+) -> str:
     """``times``: how often a failure came in a row ("" once), said after its FAILED."""
     action = escape(outcome.action, SHORT_LIMIT)
     detail = escape(outcome.detail, REASON_LIMIT) if outcome.detail else ""
@@ -455,26 +482,19 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "be
         )
     if status is OutcomeStatus.WITHHELD:
         return f":pause_button: *{action} withheld*" + (f": {detail}" if detail else ".")
+    if status is OutcomeStatus.POD_GONE and outcome.action == RECHECK:
+        return f":ghost: *Pod gone*: {detail or 'the pod was deleted since'}."
     if status is OutcomeStatus.POD_GONE:
         return f":ghost: *Pod gone*: nothing left to {action}" + (f" ({detail})." if detail else ".")
     if status is OutcomeStatus.FAILED and outcome.labelled:
         # The label went on, the deny-all policy did not: the label isolates nothing yet.
-        again = (
-            "run the command again"
-            if outcome.by_hand
-            else f"the next repeat of this alert tries again, or run the quarantine command {command}"
-        )
+        again = _after_failure(outcome, f"run the quarantine command {command}", tries_by_itself)
         return (
             f":x: *{action} FAILED*{times}: {detail}. The pod is *not* isolated until that policy exists;"
             f" {again}."
         )
     if status is OutcomeStatus.FAILED and outcome.action == ActionName.QUARANTINE.value:
-        again = (
-            "run the command again"
-            if outcome.by_hand
-            else "the next repeat of this alert tries again, or quarantine it by hand with the command"
-            f" {command}"
-        )
+        again = _after_failure(outcome, f"quarantine it by hand with the command {command}", tries_by_itself)
         reason = detail or "no reason given"
         return f":x: *{action} FAILED*{times}: {reason}. The pod is *not* isolated; {again}."
     if status is OutcomeStatus.FAILED:
@@ -485,6 +505,27 @@ def _outcome_text(outcome: ActionOutcome, decision: Decision, command: str = "be
         rest = escape(_beyond_who_and_why(outcome, outcome.by_hand), REASON_LIMIT)
         return ":unlock: *Released*" + (f": {rest}." if rest else ".")
     return f"*{action}*: {escape(status.value, SHORT_LIMIT)}"  # pragma: no cover - every status is above
+
+
+def _after_failure(outcome: ActionOutcome, by_hand: str, tries_by_itself: bool) -> str:
+    """What comes after a failed quarantine: a person runs their command again; the responder's
+    own tries (``tries_by_itself``: dedupe.retry_withheld_seconds has waits), until the last of
+    them failed too; a repeat of the alert; or ``by_hand``, the command offered."""
+    if outcome.by_hand:
+        return "run the command again"
+    tries = outcome.extra.get(TRIES_OVER)
+    if isinstance(tries, int) and not isinstance(tries, bool):
+        times = "once" if tries == 1 else f"{tries} times"
+        return (
+            f"the responder tried it again by itself {times}: *nothing more is tried* unless this alert"
+            f" repeats; {by_hand}"
+        )
+    if tries_by_itself:
+        return (
+            "the responder tries it again by itself over the next minutes, and a repeat of this alert"
+            f" does too; or {by_hand}"
+        )
+    return f"the next repeat of this alert tries again, or {by_hand}"
 
 
 def _beyond_who_and_why(outcome: ActionOutcome, who: str | None) -> str:
@@ -574,8 +615,12 @@ def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
     """A later outcome made ``outcome`` history: an action by hand, what it replaces; whatever
     quarantined or blocked the pod after a release, the release; the same action done since (tried
     again), one withheld or failed; and a lapse the recheck found, the action whose effect no longer
-    holds."""
+    holds; the pod gone, all that was on it."""
     for after in later:
+        if after.action == RECHECK and after.status is OutcomeStatus.POD_GONE:
+            if outcome.action in _NETWORK_ACTIONS or outcome.lapse is not None:
+                return True
+            continue
         lapse = after.lapse
         if lapse is not None:
             if outcome.action == lapse.action:
@@ -683,7 +728,7 @@ def _action_lines(report: IncidentReport, tries_by_itself: bool) -> list[str]:
         elif outcome.lapse is not None:
             leading.append(_outcome_line(outcome, decision))
         else:
-            lines.append(_outcome_line(outcome, decision, failed=run))
+            lines.append(_outcome_line(outcome, decision, failed=run, tries_by_itself=tries_by_itself))
     if leading and report.reopened_by is not None:
         leading.append(f":arrows_counterclockwise: *Reopened* as incident {code(report.reopened_by, 80)}.")
     lines = leading + lines
@@ -871,17 +916,28 @@ def _process_lines(alert: Alert) -> _Lines:
     uid = alert.text(FIELD_UID)
     if user or uid:
         parts.append(f"user {_value(user or uid)}" + (f" (uid {code(uid, 40)})" if user and uid else ""))
-    lines.add(" · ".join(parts))
+    head = [" · ".join(parts)]
     if alert.text(FIELD_EXEPATH):
-        lines.add(f"*Executable* {_value(alert.text(FIELD_EXEPATH), 600)}")
-    lines.extend(
-        _long_value("*Command line*", alert.text(FIELD_CMDLINE) or "(not in the alert)", CMDLINE_LIMIT)
+        head.append(f"*Executable* {_value(alert.text(FIELD_EXEPATH), 600)}")
+    lines.extend(head)
+    parent = alert.text(FIELD_PCMDLINE)
+    # The blocks share what the lines above leave of the section (with their labels, cut or not,
+    # and the newlines), so that neither is left out whole: the command line two thirds of it.
+    labels = len("*Command line*") + len("*Parent command line*") + 2 * len(f" _({_TRUNCATED})_") + 4
+    room = SECTION_LIMIT - sum(map(len, head)) - len(head) - labels
+    command_limit = max(_BLOCK_MIN, min(CMDLINE_LIMIT, room * 2 // 3 if parent else room))
+    label, block = _long_value(
+        "*Command line*", alert.text(FIELD_CMDLINE) or "(not in the alert)", command_limit
     )
-    if alert.text(FIELD_PCMDLINE):
-        lines.extend(
-            _long_value("*Parent command line*", alert.text(FIELD_PCMDLINE) or "", CMDLINE_LIMIT // 2)
-        )
+    lines.add_labelled(label, block)
+    if parent:
+        parent_limit = max(_BLOCK_MIN, min(CMDLINE_LIMIT // 2, room - len(block)))
+        lines.add_labelled(*_long_value("*Parent command line*", parent, parent_limit))
     return lines
+
+
+# The least a command line's block keeps: its head and tail still say what ran.
+_BLOCK_MIN = 200
 
 
 def _long_value(label: str, text: str, limit: int) -> tuple[str, str]:
@@ -1417,6 +1473,7 @@ def render_retry(
     before: Sequence[ActionOutcome] = (),
     command: str | None = None,
     form: CommandForm = PLAIN_COMMANDS,
+    tries_by_itself: bool = True,
 ) -> SlackMessage:
     """The thread reply (shown in the channel too) telling what an isolation the incident withheld
     for a passing reason (the API could not be read, the container was not listed yet, the breaker
@@ -1424,7 +1481,7 @@ def render_retry(
     line, as the incident's post shows it, and when. ``decision``: the decision it was tried on;
     ``before``: the incident's outcomes before this one (whether it had failed or was withheld);
     ``command``: the command to quarantine the pod by hand, given when the last try found it
-    still withheld (the tries are over)."""
+    still withheld (the tries are over); ``tries_by_itself``: as render_incident's."""
     where = code(f"{namespace}/{pod}", NAME_LIMIT)
     tried = format_utc(outcome.finished_ns)
     lines = _Lines()
@@ -1447,7 +1504,9 @@ def render_retry(
         return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
     after = "after it failed" if _failed_before(outcome, before) else "after it was withheld"
     lines.add(f":arrows_counterclockwise: *Tried again* on {where}, {after}:")
-    lines.add(_outcome_line(outcome, decision, command="in the incident's message"))
+    lines.add(
+        _outcome_line(outcome, decision, command="in the incident's message", tries_by_itself=tries_by_itself)
+    )
     plain = f"{namespace}/{pod}: incident {incident_id} tried again: {outcome.describe()}"
     return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
 

@@ -787,6 +787,7 @@ class NotificationWorker:
             before=report.outcomes,
             command=report.quarantine_command(self._commands),
             form=self._commands,
+            tries_by_itself=self._tries_by_itself,
         )
         return await self._tell_thread(row, channel, message, done.outcome)
 

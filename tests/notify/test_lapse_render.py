@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     LAPSED_ACTION,
+    LAPSED_LABEL_GONE,
     RECHECK,
     ActionOutcome,
     Lapse,
@@ -44,7 +45,7 @@ CHECKED_NS = 1_738_058_415_000_000_000  # 2025-01-28 10:00:15 UTC
 GONE = "NetworkPolicy serving-guard-quarantine is gone"
 
 
-def lapsed(detail: str = GONE, action: str = "quarantine") -> ActionOutcome:
+def lapsed(detail: str = GONE, action: str = "quarantine", *, label_gone: bool = False) -> ActionOutcome:
     """The recheck's record, as the pipeline journals it."""
     return ActionOutcome(
         RECHECK,
@@ -52,7 +53,7 @@ def lapsed(detail: str = GONE, action: str = "quarantine") -> ActionOutcome:
         detail,
         started_ns=CHECKED_NS - 2_000_000,
         finished_ns=CHECKED_NS,
-        extra={LAPSED_ACTION: action},
+        extra={LAPSED_ACTION: action, **({LAPSED_LABEL_GONE: True} if label_gone else {})},
     )
 
 
@@ -166,6 +167,26 @@ def test_the_incidents_post_leads_with_the_lapse_and_what_it_undid_is_history() 
     assert make_report(outcomes=(quarantined(), lapsed())).needs_eyes
 
 
+def test_a_lapse_whose_label_is_gone_offers_no_release_of_it() -> None:
+    """Nothing of the quarantine is left on the pod to release: a release command beside the
+    lapse would be a second one for the same pod once the next alert's incident quarantines it."""
+    label_gone = lapsed("its quarantine label is gone", label_gone=True)
+    report = make_report(outcomes=(quarantined(), label_gone))
+    assert not report.labelled and report.release_command() is None
+    text = text_of(render_incident(report))
+    assert "its quarantine label is gone" in text
+    assert "serving-guard release" not in text and "To release" not in text
+    # A block still on the pod is still offered for release: only the quarantine's label went.
+    with_block = make_report(outcomes=(quarantined(), blocked(), label_gone))
+    assert with_block.blocked and with_block.release_command() is not None
+    # A block's label gone leaves the quarantine's release.
+    block_gone = lapsed("its block label is gone", BLOCK_DESTINATION, label_gone=True)
+    only_quarantine = make_report(outcomes=(quarantined(), blocked(), block_gone))
+    assert only_quarantine.labelled and not only_quarantine.blocked
+    # Read back from the journal's extra, as the outcome is stored.
+    assert label_gone.lapse is not None and label_gone.lapse.label_gone
+
+
 def test_a_lapsed_block_leads_and_leaves_the_quarantine_in_force() -> None:
     detail = "NetworkPolicy serving-guard-block-0a1b is gone"
     headline = headline_of(
@@ -181,7 +202,8 @@ def test_a_quarantine_by_hand_after_the_lapse_leads_and_the_lapse_is_history() -
     by_carol = quarantined(extra={"by_hand": "carol", "reason": "put it back"})
     headline = headline_of(render_incident(make_report(outcomes=(quarantined(), lapsed(), by_carol))))
     assert headline == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them)."
         " :raised_hand: By hand, by *carol*: put it back.\n"
         f"_Before that:_\n• quarantined\n• quarantine no longer holds: {GONE}"
     )
@@ -215,7 +237,8 @@ def test_the_incident_opened_after_a_lapse_says_in_one_line_which_it_reopens_and
     message = render_incident(make_report(decision=decision, outcomes=(quarantined(),)))
     assert_valid(message)
     assert headline_of(message) == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.\n"
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them).\n"
         f":arrows_counterclockwise: *Reopens* incident `{EARLIER}`: its quarantine no longer held ({GONE};"
         " checked at 2025-01-28 10:00:15 UTC)."
     )
@@ -232,3 +255,22 @@ def test_a_workload_threads_root_counts_a_lapse() -> None:
     root = make_report(outcomes=(quarantined(),))
     text = text_of(render_incident(root, thread_replies=(OutcomeStatus.QUARANTINED, OutcomeStatus.LAPSED)))
     assert "in this thread: 1 quarantined, 1 no longer held." in text
+
+
+def test_a_pod_gone_since_leads_the_post_and_offers_no_release() -> None:
+    gone = ActionOutcome(
+        RECHECK,
+        OutcomeStatus.POD_GONE,
+        "the pod was deleted since: what this incident put on it went with it",
+        started_ns=CHECKED_NS - 2_000_000,
+        finished_ns=CHECKED_NS,
+    )
+    report = make_report(outcomes=(quarantined(), gone))
+    assert not report.labelled and report.release_command() is None
+    message = render_incident(report)
+    assert_valid(message)
+    assert headline_of(message) == (
+        ":ghost: *Pod gone*: the pod was deleted since: what this incident put on it went with it.\n"
+        "_Before that:_\n• quarantined"
+    )
+    assert "serving-guard release" not in text_of(message)

@@ -140,3 +140,26 @@ def test_the_largest_padded_alert_stays_within_slack_limits() -> None:
     assert CUT_NOTE in _section(message, "*Process*") and CUT_NOTE in _section(message, "*Falco output*")
     alone = message.without_blocks()
     assert alone.blocks == () and 0 < len(alone.text) <= SECTION_LIMIT
+
+
+def test_every_command_line_label_keeps_its_block_however_long_the_process_lines() -> None:
+    """The blocks share what the process, parent, user and executable lines leave of the section:
+    a label is never shown without the block it names (a long parent command line used to leave
+    its label over nothing)."""
+    long = "x" * 590 + " " + "y" * 400
+    for head in (20, 300, 600):
+        fields = {
+            **BASE_FIELDS,
+            "proc.name": "n" * head,
+            "proc.pname": "p" * head,
+            "user.name": "u" * head,
+            "proc.exepath": "/opt/" + "e" * 700,
+            "proc.cmdline": long * 3,
+            "proc.pcmdline": long * 2,
+        }
+        section = _section(render_incident(make_report(alert=make_alert(fields))), "*Process*")
+        assert len(section) <= SECTION_LIMIT
+        lines = section.split("\n")
+        for label in ("*Command line*", "*Parent command line*"):
+            (at,) = [index for index, line in enumerate(lines) if line.startswith(label)]
+            assert lines[at + 1].startswith("```"), (head, label, lines[at + 1][:80])

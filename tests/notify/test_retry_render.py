@@ -40,7 +40,8 @@ def test_the_reply_says_it_was_tried_again_what_came_of_it_and_when() -> None:
     assert message.metadata()["event_payload"]["action_id"] == 7  # found again by it
     assert visible_text(message.blocks_json()) == (
         ":arrows_counterclockwise: *Tried again* on `ml/triton-0`, after it was withheld:\n"
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.\n"
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them).\n"
         f"Incident `{INCIDENT}` · {format_utc(TRIED_NS)}"
     )
     assert message.text == f"ml/triton-0: incident {INCIDENT} tried again: quarantined"
@@ -57,6 +58,34 @@ def test_a_retry_that_failed_again_points_to_the_incidents_message_for_the_comma
     assert "with the command below." in headline_of(post)
 
 
+def test_a_failure_says_whether_the_responder_still_tries_it_by_itself() -> None:
+    failed = tried(ActionOutcome("quarantine", OutcomeStatus.FAILED, "HTTP 500 creating the policy"))
+    by_itself = headline_of(render_incident(make_report(outcomes=(failed,))))
+    assert (
+        "the responder tries it again by itself over the next minutes, and a repeat of this alert"
+        in by_itself
+    )
+    # dedupe.retry_withheld_seconds: [] : only a repeat tries again.
+    repeats_only = headline_of(render_incident(make_report(outcomes=(failed,)), tries_by_itself=False))
+    assert "the next repeat of this alert tries again, or quarantine it by hand" in repeats_only
+    assert "by itself" not in repeats_only
+    # The last automatic try failed too: the tries are over, and both the post and the reply say so.
+    last = tried(
+        ActionOutcome(
+            "quarantine",
+            OutcomeStatus.FAILED,
+            "HTTP 500 creating the policy",
+            extra={"retried": True, "tries_over": 3},
+        )
+    )
+    over = "the responder tried it again by itself 3 times: *nothing more is tried* unless this alert repeats"
+    assert over in headline_of(render_incident(make_report(outcomes=(failed, last))))
+    reply = visible_text(
+        render_retry(INCIDENT, "ml", "triton-0", last, 9, make_decision(), before=(failed,)).blocks_json()
+    )
+    assert over in reply and "after it failed" in reply
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(detail=HOSTILE_TEXT)
 def test_hostile_text_in_the_outcome_reaches_slack_as_text(detail: str) -> None:
@@ -70,7 +99,8 @@ def test_hostile_text_in_the_outcome_reaches_slack_as_text(detail: str) -> None:
 def test_the_incidents_post_leads_with_the_retry_and_what_withheld_it_is_history() -> None:
     headline = headline_of(render_incident(make_report(outcomes=(withheld(), tried(quarantined())))))
     assert headline == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.\n"
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them).\n"
         f"_Before that:_\n• quarantine withheld: {API_DOWN}"
     )
 

@@ -141,8 +141,9 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
         (
             ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, extra={"isolated": "egress"}),
             [
-                ":lock: *Quarantined (egress)*: the pod can no longer send traffic (an egress-only "
-                "deny-all NetworkPolicy); it still receives requests."
+                ":lock: *Quarantined (egress)*: the pod can no longer open connections out (an egress-only"
+                " deny-all NetworkPolicy; connections already open end only where the network plugin cuts"
+                " them); it still receives requests."
             ],
             "quarantined (egress cut)",
         ),
@@ -192,7 +193,8 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             ActionOutcome("quarantine", OutcomeStatus.FAILED, 'HTTP 403: pods "triton-0" is forbidden'),
             [
                 ':x: *quarantine FAILED*: HTTP 403: pods "triton-0" is forbidden. The pod is *not* isolated;'
-                " the next repeat of this alert tries again, or quarantine it by hand with the command below."
+                " the responder tries it again by itself over the next minutes, and a repeat of this alert"
+                " does too; or quarantine it by hand with the command below."
             ],
             'failed: HTTP 403: pods "triton-0" is forbidden',
         ),
@@ -205,8 +207,9 @@ def test_quarantined_incident_names_pod_process_file_and_release_command() -> No
             ),
             [
                 ":x: *quarantine FAILED*: the pod is labelled, but NetworkPolicy serving-guard-quarantine"
-                " is not ensured: HTTP 500. The pod is *not* isolated until that policy exists; the next"
-                " repeat of this alert tries again, or run the quarantine command below."
+                " is not ensured: HTTP 500. The pod is *not* isolated until that policy exists; the"
+                " responder tries it again by itself over the next minutes, and a repeat of this alert does"
+                " too; or run the quarantine command below."
             ],
             "failed: the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured:"
             " HTTP 500",
@@ -794,7 +797,8 @@ def test_a_quarantine_by_hand_past_the_circuit_breaker_leads_and_the_hold_is_his
     assert_valid(message)
     headline = headline_of(message)
     assert headline == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them)."
         " :raised_hand: By hand, by *alice*: looked at it.\n_Before that:_\n• quarantine withheld: " + breaker
     )
     assert ":pause_button:" not in text_of(message) and "To quarantine it by hand" not in text_of(message)
@@ -826,7 +830,8 @@ def test_only_what_an_action_by_hand_replaces_becomes_history() -> None:
         render_incident(make_report(outcomes=(quarantined(), released, quarantined(extra=by_carol))))
     )
     assert again == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them)."
         " :raised_hand: By hand, by *carol*: exfil.\n_Before that:_\n• quarantined\n• released by bob: ok"
     )
     # Whatever blocks the pod after a release ends the release's word, the responder's own too.
@@ -856,7 +861,8 @@ def test_a_block_that_found_its_address_kept_out_says_no_block_was_made() -> Non
     message = render_incident(make_report(decision=BLOCK_DECISION, outcomes=(quarantined(), kept_out)))
     assert_valid(message)
     assert headline_of(message) == (
-        ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy.\n"
+        ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+        " (connections already open end only where the network plugin cuts them).\n"
         ":no_entry: *No block made*: `203.0.113.10` is already out of the pod's reach: a quarantine cuts"
         " all of the pod's egress (`serving-guard-quarantine`)."
     )

@@ -323,6 +323,73 @@ async def test_a_deleted_deny_all_is_noticed_and_made_again_by_the_next_repeat(
         await responder.stop()
 
 
+async def test_a_pod_deleted_or_replaced_since_ends_the_rechecks_without_a_lapse(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Deleting a quarantined pod is the usual remedy, and its StatefulSet makes it again under its
+    name: neither is a lapse ("no longer holds ... while the attack goes on"), and the incident no
+    longer offers a release of a quarantine that went with its pod."""
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        vllm = pods["vllm"]
+        await submit_all(responder, [shell(vllm, n=0)])
+        stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+        assert stored is not None and stored["metadata"]["labels"][LABEL] == "true"
+        # Replaced: the same name, a new uid, without the label.
+        stored["metadata"] = {
+            "name": vllm.name,
+            "namespace": vllm.namespace,
+            "uid": "0f1e2d3c-aaaa-bbbb-cccc-000000000002",
+            "labels": {k: v for k, v in stored["metadata"]["labels"].items() if k != LABEL},
+        }
+        running.call(running.emulator.put_object, "v1/pods", stored)
+        clock.advance(16)
+        await submit_all(responder, [shell(vllm, n=1)])
+        assert not await rechecked(responder)
+        [state] = pipeline.incidents._open.values()
+        assert state.report is not None and not state.report.labelled
+        assert state.report.release_command() is None
+        # The rechecks stop: a later repeat reads nothing more.
+        clock.advance(16)
+        await submit_all(responder, [shell(vllm, n=2)])
+        assert not await rechecked(responder)
+        actions = rows(responder.config, "SELECT action, status, detail FROM actions ORDER BY id")
+        assert [(a["action"], a["status"]) for a in actions] == [
+            ("quarantine", "quarantined"),
+            ("recheck", "pod_gone"),
+        ]
+        assert (
+            "replaced since by a new pod of its name (uid 0f1e2d3c-aaaa-bbbb-cccc-000000000002)"
+            in actions[-1]["detail"]
+        )
+    finally:
+        await responder.stop()
+
+
+async def test_a_pod_deleted_since_is_told_gone(tmp_path: Path, seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        vllm = pods["vllm"]
+        await submit_all(responder, [shell(vllm, n=0)])
+        harness.gateway.request("DELETE", f"/api/v1/namespaces/{vllm.namespace}/pods/{vllm.name}")
+        clock.advance(16)
+        await submit_all(responder, [shell(vllm, n=1)])
+        assert not await rechecked(responder)
+        latest = rows(responder.config, "SELECT action, status, detail FROM actions ORDER BY id DESC")[0]
+        assert (latest["action"], latest["status"]) == ("recheck", "pod_gone")
+        assert latest["detail"].startswith("the pod was deleted since")
+    finally:
+        await responder.stop()
+
+
 # -- the record of patched policies goes only onto the pod that was quarantined --------------------
 
 

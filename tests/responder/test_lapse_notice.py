@@ -148,7 +148,8 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         new_post = incident_posts(sink)[1]
         assert new_post.thread_ts is None
         assert headline(new_post) == (
-            ":lock: *Quarantined*: the pod is cut off from the network by the deny-all NetworkPolicy."
+            ":lock: *Quarantined*: the deny-all NetworkPolicy refuses the pod's traffic both ways"
+            " (connections already open end only where the network plugin cuts them)."
             f" Details: created NetworkPolicy {DENY_ALL}.\n"
             f":arrows_counterclockwise: *Reopens* incident `{first}`: its quarantine no longer held"
             f" (NetworkPolicy {DENY_ALL} is gone; checked at {format_utc(checked)})."

@@ -209,6 +209,13 @@ async def test_a_label_removed_by_hand_is_a_lapse_even_on_a_pod_released_before(
         await settle(responder, lambda: len(lapse_replies(sink)) == 1)
         assert "its quarantine label is gone" in visible_text(lapse_replies(sink)[0].blocks)
         assert by_hand_posts(sink) == []
+        # Journaled as a label gone: the incident offers no release of a quarantine no longer on the pod.
+        with responder.journal.reader() as conn:
+            (outcome,) = conn.execute("SELECT outcome FROM actions WHERE action = 'recheck'").fetchone()
+        assert '"label_gone": true' in outcome
+        await settle(
+            responder, lambda: "serving-guard release" not in visible_text(incident_posts(sink)[0].blocks)
+        )
     finally:
         await responder.stop()
 

@@ -364,6 +364,10 @@ async def test_an_action_that_keeps_failing_is_journaled_each_time_and_told_once
         (reply,) = retry_replies(sink)  # the last try's, not one per failure
         assert "*quarantine FAILED*" in visible_text(reply.blocks)
         assert "run the quarantine command in the incident's message." in visible_text(reply.blocks)
+        # The last try's failure says the tries are over (journaled on it: the post says it too).
+        assert "tried it again by itself 3 times: *nothing more is tried*" in visible_text(reply.blocks)
+        outcomes = [r[0] for r in rows(responder.config, "SELECT outcome FROM actions ORDER BY id")]
+        assert ['"tries_over": 3' in outcome for outcome in outcomes] == [False, False, False, True]
     finally:
         await responder.stop()
 
