@@ -286,6 +286,9 @@ class Journal:
         # Reads at start (start_failures_as_user_error): one that meets damage is said by the UserError.
         self._reads_said_by_start = False
         self._full = False
+        # The live records' bytes as last measured (check_size, _measure_room): read by the metrics
+        # at no cost, and fresh after each prune to size.
+        self._used_bytes = 0
         # The size bound, checked as alert rows are handed to the writer (``account_alert``), not
         # only by the maintenance pass: a burst of large alerts once overshot it 760 times between
         # two passes. Past ``_prune_above``, the oldest finished alerts are pruned down to
@@ -481,7 +484,7 @@ class Journal:
         Slack give way (a journal held full by them would refuse every alert, and with it every
         write that would prune it). What the prune removes refuses no alert meanwhile."""
         with self.reader() as conn:
-            used = used_bytes(conn)
+            used = self._used_bytes = used_bytes(conn)
         pruning = used > self._prune_above and _running_loop() is not None and self._prune_to_size()
         if not pruning:  # else measured once pruned (_pruned)
             self._full = used > self._max_bytes
@@ -515,9 +518,14 @@ class Journal:
         if used > self._prune_above:
             self._prune_to_size()
 
+    @property
+    def measured_used_bytes(self) -> int:
+        """The live records' bytes, what ``max_bytes`` bounds, as last measured (no query)."""
+        return self._used_bytes
+
     def _measure_room(self) -> int:
         with self.reader() as conn:
-            used = used_bytes(conn)
+            used = self._used_bytes = used_bytes(conn)
         self._full = used > self._max_bytes
         return used
 

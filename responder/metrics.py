@@ -65,7 +65,8 @@ class Metrics:
         )
         self.lost = Counter(
             "serving_guard_alerts_lost",
-            "Alerts taken from a sender that were never journaled (each logged with its id)",
+            "Alerts taken from a sender that were never journaled (each logged with its id); those lost"
+            " as the responder stopped are counted by its next start",
             ["input"],
             registry=r,
         )
@@ -108,7 +109,23 @@ class Metrics:
         self.journal_pending = Gauge(
             "serving_guard_journal_pending", "Accepted alerts without a final outcome", registry=r
         )
-        self.journal_bytes = Gauge("serving_guard_journal_bytes", "Journal size on disk", registry=r)
+        # The file never shrinks (SQLite reuses pruned pages): for sizing the volume, not the bound.
+        self.journal_bytes = Gauge(
+            "serving_guard_journal_bytes",
+            "The journal's files on disk (database and write-ahead log): they do not shrink when pruned",
+            registry=r,
+        )
+        self.journal_used_bytes = Gauge(
+            "serving_guard_journal_used_bytes",
+            "Bytes the journal's live records take, as last measured: what journal.max_bytes bounds"
+            " (falls when pruned)",
+            registry=r,
+        )
+        self.journal_max_bytes = Gauge(
+            "serving_guard_journal_max_bytes",
+            "journal.max_bytes: the bound on serving_guard_journal_used_bytes",
+            registry=r,
+        )
         self.incidents_open_bytes = Gauge(
             "serving_guard_incidents_open_bytes",
             "About the memory the open incidents hold (bounded by dedupe.max_open_bytes)",

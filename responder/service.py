@@ -33,6 +33,8 @@ from responder.ingest.http import (
     warn_of_unauthenticated_input,
 )
 from responder.ingest.httpserver import HttpServer, Request, Response, Route
+from responder.ingest.lost_record import LostRecord
+from responder.ingest.sink import InputName
 from responder.ingest.tls_reload import CertificateReloader
 from responder.journal import Journal
 from responder.journal_lock import JournalLock
@@ -112,6 +114,37 @@ def _url(host: str, port: int, *, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
+def count_lost_at_last_stop(record: LostRecord, metrics: Metrics) -> None:
+    """Alerts the last runs lost as they stopped (LostRecord): counted now, where a scrape sees
+    them (the series is new: ServingGuardAlertsLost fires on its _created), said, and forgotten."""
+    try:
+        lost = record.read()
+    except (OSError, ValueError) as exc:
+        lost = None
+        log.error(
+            "the record of alerts lost at the last stop cannot be read; the last run's log names"
+            " them (kubectl logs --previous)",
+            extra={"path": record.path, "error": str(exc)},
+        )
+    if lost is not None:
+        for input_name, count in lost.counts.items():
+            metrics.lost.labels(input_name).inc(count)
+        log.error(
+            "the last run lost alerts as it stopped: read from a sender, never journaled, so never"
+            " verified, acted on or posted to Slack (counted now in serving_guard_alerts_lost_total)",
+            extra={
+                "counts": lost.counts,
+                "alert_ids": list(lost.alert_ids),
+                "stops": lost.stops,
+                "last_stop": lost.last_stop,
+            },
+        )
+    try:
+        record.clear()  # counted by this start: the next does not count it again
+    except OSError as exc:
+        log.error("cannot remove the record of lost alerts", extra={"path": record.path, "error": str(exc)})
+
+
 class Responder:
     def __init__(
         self,
@@ -137,7 +170,12 @@ class Responder:
             synchronous=config.journal.synchronous.upper(),
             writer=config.journal.writer,
         )
+        # What the journal's bound is judged on, read at scrape time (measured by the maintenance
+        # pass and after each prune to size: no query of its own).
+        self.metrics.journal_max_bytes.set(config.journal.max_bytes)
+        self.metrics.journal_used_bytes.set_function(lambda: self.journal.measured_used_bytes)
         self._journal_lock = JournalLock(config.journal.path)
+        self._lost_record = LostRecord(config.journal.path)
         self.executor = ThreadPoolExecutor(config.cluster.workers, thread_name_prefix="kube")
         self.directory = PodDirectory(gateway, ttl_seconds=config.cluster.cache_ttl_seconds)
         self.actions = ClusterActions.of_config(gateway, config, clock_ns=clock_ns)
@@ -235,12 +273,14 @@ class Responder:
                 log.getChild("grpc"),
                 metrics=self.metrics,
                 journal=self.journal,
+                on_lost=functools.partial(self._record_lost, InputName.GRPC),
             )
             state = self.grpc_input.state
             # Read at scrape time: a maintenance pass every 15 s left it behind the stream.
             self.metrics.grpc_connected.set_function(lambda: 1 if state.connected else 0)
             self._grpc_task = asyncio.create_task(self._supervise_grpc(), name="grpc-input")
             self._tasks.append(self._grpc_task)
+        count_lost_at_last_stop(self._lost_record, self.metrics)
         log.info(
             "responder started",
             extra={
@@ -249,6 +289,19 @@ class Responder:
                 "grpc": self.config.inputs.grpc.enabled,
             },
         )
+
+    def _record_lost(self, input_name: InputName, alert_ids: list[str]) -> None:
+        """An input lost alerts (counted and logged by it). Running, a scrape sees the count; as
+        the responder stops, its metrics endpoint is closed already: kept for the next start."""
+        if not self._stop.is_set():
+            return
+        try:
+            self._lost_record.add(input_name, alert_ids)
+        except OSError as exc:
+            log.error(
+                "cannot record the alerts lost at this stop for the next start: only this log names them",
+                extra={"path": self._lost_record.path, "error": str(exc), "count": len(alert_ids)},
+            )
 
     async def _check_slack(self) -> None:
         """Say at start-up, loudly, if Slack credentials are wrong; never block the responder on it."""

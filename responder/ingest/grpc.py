@@ -22,15 +22,19 @@ UNREAD_SECONDS). Then the journal is asked which of the alerts read and not seen
 holds: a submit cut short may have handed its write over already (``Pipeline.submit`` schedules
 the write before it waits), and that write lands; nothing is submitted again while stopping. Each
 alert the journal does not hold is logged with its id and counted as lost; if the journal cannot
-answer in time, all of them are, said to be unconfirmed. Reading makes room for Falco to send
-more, so with a backlog in Falco's queue the stream is never empty: when the read ends on its
-deadline with Falco still sending, what Falco wrote into the window by then is not read. Those
-alerts were never ours (no id, no count: only their bytes are bounded, by the window) and Falco
-does not keep or send again what its client did not take; the stop says so in an error line,
-with the bound (``stops_left_unread`` counts such stops). What Falco had not sent stays in its
-queue, for the next run: so the stop's read keeps no more submits under way than a run does
-(IN_FLIGHT), and never runs ahead of a journal that is slow or refusing. There is no metric for
-it: the input stops only when the responder does, after its metrics endpoint has closed.
+answer in time, all of them are, said to be unconfirmed. (While the input runs, nothing it read is
+lost: what the journal refuses is held and retried. At stop the responder's metrics endpoint has
+closed, so it records the count beside the journal, told by ``on_lost``, and its next start counts
+it: responder/ingest/lost_record.py.) Reading makes room for Falco to send more, so with a
+backlog in Falco's queue the stream is never empty: when the read ends on its deadline with Falco
+still sending, what Falco wrote into the window by then is not read. Those alerts were never ours
+(no id, no count: only their bytes are bounded, by the window) and Falco does not keep or send
+again what its client did not take; the stop says so in an error line, with the bound
+(``stops_left_unread`` counts such stops). What Falco had not sent stays in its queue, for the
+next run: so the stop's read keeps no more submits under way than a run does (IN_FLIGHT), and
+never runs ahead of a journal that is slow or refusing. There is no metric for it: the input
+stops only when the responder does, after its metrics endpoint has closed, and there is no
+count to carry over.
 
 Order: submits start in stream order and overlap (up to IN_FLIGHT, each waiting for its group
 commit), so the journal's order (``seq``) is Falco's except around a refusal: a journal that
@@ -326,9 +330,12 @@ class GrpcAlertInput:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         journal: JournalRunner | None = None,
+        on_lost: Callable[[list[str]], None] | None = None,
     ) -> None:
         """``journal``: the one ``sink`` writes to, asked at stop which alerts it holds (without
-        it, every alert not seen journaled is named, as unconfirmed)."""
+        it, every alert not seen journaled is named, as unconfirmed). ``on_lost``: told the ids
+        of the alerts each stop lost, after they are counted and logged (the responder keeps
+        them for its next start: by then its metrics endpoint is closed)."""
         self._config = config
         self._sender = grpc_sender(config)
         self._sink = sink
@@ -336,6 +343,7 @@ class GrpcAlertInput:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._metrics = metrics if metrics is not None else Metrics()
         self._journal = journal
+        self._on_lost = on_lost
         self.state = GrpcInputState()
         # Alerts read from Falco and not yet journaled, by their number in reading order: those
         # being submitted, and those the journal refused (held, retried before the next read).
@@ -896,3 +904,5 @@ class GrpcAlertInput:
             )
             extra["unconfirmed"] = unanswered
         self._log.error(message, extra=extra)
+        if self._on_lost is not None:
+            self._on_lost(ids)

@@ -12,6 +12,7 @@ import importlib
 import logging
 import re
 import shlex
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,13 @@ from responder.cluster.verify import VerificationStatus
 from responder.config import ActionName
 from responder.ingest.http import count_rejected
 from responder.ingest.httpserver import REFUSAL_REASONS
+from responder.ingest.lost_record import LostRecord
 from responder.ingest.refusals import RefusalLog
 from responder.ingest.sink import InputName
 from responder.metrics import Metrics
 from responder.notify.slack import FailureKind
 from responder.notify.worker import JOURNAL_FULL_RESULT
+from responder.service import count_lost_at_last_stop
 from tests.deploy.deploy_support import (
     DEPLOY,
     NAMESPACE,
@@ -271,21 +274,28 @@ def test_every_selector_picks_the_service_monitors_job(chart: helm_python.Chart)
             )
 
 
-def test_the_journal_threshold_is_90_percent_of_max_bytes(chart: helm_python.Chart) -> None:
+def test_the_journal_alert_is_on_the_live_records_against_the_responders_bound(
+    chart: helm_python.Chart,
+) -> None:
+    """Records over 90% of the bound the responder runs with, not the file (which never shrinks when
+    pruned): the same expression whatever journal.maxBytes, named in the description."""
+    exprs = set()
     for max_bytes in (DEFAULT_MAX_BYTES, 536870912):
         values = deep_merge(RULE_ON, {"journal": {"maxBytes": max_bytes}})
-        rules = _alert_rules(render(chart, Case("journal", values)))
-        expr = promql_parser.parse(_alert(rules, "ServingGuardJournalNearlyFull")["expr"])
+        rule = _alert(_alert_rules(render(chart, Case("journal", values))), "ServingGuardJournalNearlyFull")
+        assert f"({max_bytes} bytes)" in rule["annotations"]["description"]
+        exprs.add(rule["expr"])
+        expr = promql_parser.parse(rule["expr"])
         assert isinstance(expr, promql_parser.BinaryExpr) and str(expr.op) == ">"
-        journal_bytes, threshold = expr.lhs, expr.rhs
-        assert isinstance(journal_bytes, promql_parser.VectorSelector)
-        assert journal_bytes.name == "serving_guard_journal_bytes"
+        used, threshold = expr.lhs, expr.rhs
+        assert isinstance(used, promql_parser.VectorSelector)
+        assert used.name == "serving_guard_journal_used_bytes"
         assert isinstance(threshold, promql_parser.BinaryExpr) and str(threshold.op) == "*"
         share, bound = threshold.lhs, threshold.rhs
-        assert isinstance(share, promql_parser.NumberLiteral) and isinstance(
-            bound, promql_parser.NumberLiteral
-        )
-        assert (share.val, bound.val) == (0.9, max_bytes)
+        assert isinstance(share, promql_parser.NumberLiteral) and share.val == 0.9
+        assert isinstance(bound, promql_parser.VectorSelector)
+        assert bound.name == "serving_guard_journal_max_bytes"
+    assert len(exprs) == 1
 
 
 # -- what the responder produces --------------------------------------------------------------------
@@ -673,6 +683,18 @@ def _posts(result: str, values: str) -> Series:
 
 
 NEARLY_FULL, HALF_FULL = int(DEFAULT_MAX_BYTES * 0.95), DEFAULT_MAX_BYTES // 2
+
+
+def _journal(used: str, max_bytes: float = DEFAULT_MAX_BYTES) -> tuple[Series, ...]:
+    """The journal's gauges: its live records (``used``), its bound, and its file, full all along
+    (the file does not shrink when pruned)."""
+    return (
+        *_gauge("serving_guard_journal_used_bytes", used),
+        *_gauge("serving_guard_journal_max_bytes", f"{int(max_bytes)}+0x40"),
+        *_gauge("serving_guard_journal_bytes", f"{DEFAULT_MAX_BYTES}+0x40"),
+    )
+
+
 SCENARIOS: dict[str, tuple[Scenario, ...]] = {
     "ServingGuardResponderDown": (
         Scenario("scrapes fail", (Series("up", TARGET, "1+0x5 0+0x10"),), 15, (TARGET,)),
@@ -736,8 +758,11 @@ SCENARIOS: dict[str, tuple[Scenario, ...]] = {
         Scenario("rate limited", (_posts("rate_limited", "0+1x60"), _posts("sent", "5+0x60")), 40),
         Scenario("failing for 8 minutes", (_posts("transport", "0+1x60"),), 9),
     ),
-    "ServingGuardAlertsPushedBack": _counting(
-        "serving_guard_alerts_pushed_back", {"input": "http"}, input="http"
+    "ServingGuardAlertsPushedBack": (
+        *_counting("serving_guard_alerts_pushed_back", {"input": "http"}, input="http"),
+        # The gRPC input offers a refused alert again (each offer counted) and Falco keeps what it
+        # did not take: none is lost, so none is alerted on.
+        _others_grow("serving_guard_alerts_pushed_back", {"input": "grpc"}),
     ),
     "ServingGuardJournalBacklog": (
         Scenario(
@@ -754,12 +779,14 @@ SCENARIOS: dict[str, tuple[Scenario, ...]] = {
         ),
     ),
     "ServingGuardJournalNearlyFull": (
-        Scenario("95%", _gauge("serving_guard_journal_bytes", f"{NEARLY_FULL}+0x20"), 20, (TARGET,)),
-        Scenario("half", _gauge("serving_guard_journal_bytes", f"{HALF_FULL}+0x20"), 20),
+        Scenario("95%", _journal(f"{NEARLY_FULL}+0x40"), 20, (TARGET,)),
+        Scenario("half", _journal(f"{HALF_FULL}+0x40"), 20),
+        Scenario("95% for 9 minutes", _journal(f"{HALF_FULL}+0x5 {NEARLY_FULL}+0x40"), 15),
+        # The file stays at its size (pages are reused); the records fell: the alert clears.
+        Scenario("95%, before the prune", _journal(f"{NEARLY_FULL}+0x20 {HALF_FULL}+0x20"), 20, (TARGET,)),
+        Scenario("95%, then pruned", _journal(f"{NEARLY_FULL}+0x20 {HALF_FULL}+0x20"), 22),
         Scenario(
-            "95% for 9 minutes",
-            _gauge("serving_guard_journal_bytes", f"{HALF_FULL}+0x5 {NEARLY_FULL}+0x20"),
-            15,
+            "a smaller bound, 95% of it", _journal(f"{HALF_FULL}+0x40", HALF_FULL * 1.05), 20, (TARGET,)
         ),
     ),
     GRPC_ALERT: _down_for_a_while("serving_guard_grpc_connected", "1", "0", brief=4),
@@ -793,9 +820,15 @@ def _promtool_test(rule: Rule, scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def _run_unit_tests(promtool: Promtool, rules: list[Rule], alert: str, directory: Path) -> tuple[int, str]:
+def _run_unit_tests(
+    promtool: Promtool,
+    rules: list[Rule],
+    alert: str,
+    directory: Path,
+    scenarios: tuple[Scenario, ...] | None = None,
+) -> tuple[int, str]:
     rules_file = _rules_file(rules, directory)
-    tests = [_promtool_test(_alert(rules, alert), scenario) for scenario in SCENARIOS[alert]]
+    tests = [_promtool_test(_alert(rules, alert), scenario) for scenario in scenarios or SCENARIOS[alert]]
     tests_file = directory / f"{alert}.test.yaml"
     tests_file.write_text(
         yaml.safe_dump({"rule_files": [rules_file.name], "evaluation_interval": "1m", "tests": tests}),
@@ -831,3 +864,40 @@ def test_the_unit_tests_catch_a_rule_that_selects_the_wrong_series(
     assert broken != with_grpc
     status, output = _run_unit_tests(promtool, broken, "ServingGuardQuarantineLeaky", tmp_path)
     assert status != 0 and "ServingGuardQuarantineLeaky" in output, output
+
+
+def _sample_values(metrics: Metrics, name: str) -> list[float]:
+    text = metrics.render().decode()
+    return [
+        s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name
+    ]
+
+
+def test_a_stops_losses_are_counted_by_the_next_start_and_fire_the_alert(
+    promtool: Promtool, with_grpc: list[Rule], tmp_path: Path
+) -> None:
+    """The gRPC input knows its lost alerts only as it stops, its metrics endpoint closed: no scrape
+    sees that count. The stop records it beside the journal; the next start exposes it, a new series
+    whose _created fires ServingGuardAlertsLost from that start, for 15 minutes."""
+    journal = str(tmp_path / "journal.db")
+    LostRecord(journal).add(InputName.GRPC, ["a1", "a2", "a3"])  # as the stopping responder does
+    started = time.time()
+    metrics = Metrics()  # the next start's
+    count_lost_at_last_stop(LostRecord(journal), metrics)
+    [total] = _sample_values(metrics, "serving_guard_alerts_lost_total")
+    [created] = _sample_values(metrics, "serving_guard_alerts_lost_created")
+    assert total == 3 and created >= started
+    again = Metrics()  # a later start: counted once
+    count_lost_at_last_stop(LostRecord(journal), again)
+    assert _sample_values(again, "serving_guard_alerts_lost_total") == []
+    # Those series in Prometheus: none from the run that stopped, then the next start's from minute 20.
+    series = _counter(
+        "serving_guard_alerts_lost", {"input": "grpc"}, f"_x20 {int(total)}+0x30", "_x20 1200+0x30"
+    )
+    fires = ({**JOB, "input": "grpc"},)
+    scenarios = (
+        Scenario("the next start counts the stop's losses", series, 25, fires),
+        Scenario("15 minutes after that start", series, 40),
+    )
+    status, output = _run_unit_tests(promtool, with_grpc, "ServingGuardAlertsLost", tmp_path, scenarios)
+    assert status == 0, output

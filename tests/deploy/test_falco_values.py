@@ -183,8 +183,9 @@ def test_overrides_in_custom_rules_load_after_the_pack_and_pass_rules_check(tmp_
     assert any("not defined earlier" in problem.format() for problem in reversed_report.errors)
 
 
-# What the images of README's "Verify that quarantine works" carry, of the tools it runs in them.
-IMAGE_TOOLS = {"nginx:1.27": {"sh", "curl"}, "busybox:1.36": {"sh", "wget", "sleep"}}
+# What the images of README's "Verify that quarantine works" carry, of the tools it runs in them
+# (nginx:1.27 is Debian's bookworm-slim, whose bash is essential; busybox's applets include nc and wc).
+IMAGE_TOOLS = {"nginx:1.27": {"sh", "bash", "curl"}, "busybox:1.36": {"sh", "wget", "sleep", "nc", "wc"}}
 
 
 def test_readme_verify_commands_run_tools_the_pods_have() -> None:
