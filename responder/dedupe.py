@@ -218,6 +218,17 @@ class IncidentTable:
     def by_id(self, incident_id: str) -> IncidentState | None:
         return self._by_id.get(incident_id)
 
+    def rechecks_due(self, now_ns: int, limit: int, longest_wait_ns: int) -> list[IncidentState]:
+        """Up to ``limit`` open incidents whose quarantine or block is due to be checked again
+        (recheck_after_ns, set at most ``longest_wait_ns`` ahead, passed), the longest due first."""
+        due = [
+            state
+            for state in self._open.values()
+            if state.recheck_after_ns is not None
+            and deadline_passed(state.recheck_after_ns, now_ns, longest_wait_ns)
+        ]
+        return sorted(due, key=lambda state: state.recheck_after_ns or 0)[:limit]
+
     def holds(self, state: IncidentState) -> bool:
         """Whether ``state`` is still its key's open incident (not forgotten, nor followed by a new one)."""
         return self._open.get(state.key) is state

@@ -114,6 +114,11 @@ DEFERRED_BATCH = 64
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
+# While none comes (a reverse shell alerts once), it is checked this often, while its incident is
+# open (dedupe.window_seconds), at most this many incidents a pass: each check reads the pod and the
+# namespace's policies on the pool the new alerts' lookups share.
+IDLE_RECHECK_SECONDS = 60.0
+IDLE_RECHECKS_PER_PASS = 50
 # An alert about a container the pod's status does not list yet (the kubelet reports a run about a
 # second after it starts; Falco is faster) waits for it: the pod is read again this many times, this
 # far apart. (Only a young alert: verify.LISTING_LAG_SECONDS.)
@@ -391,6 +396,27 @@ class Pipeline:
                 # A row taken up already is not taken up again (Undefer is conditional).
                 log.exception("taking up deferred alerts failed; trying again")
                 self._take_up_later()
+
+    async def run_idle_rechecks(self) -> None:
+        """Check again, every IDLE_RECHECK_SECONDS, the quarantines and blocks of open incidents
+        whose alerts stopped coming (a repeat checks its own incident's): proven when made is not
+        proven for good. Runs until the pipeline closes."""
+        while not self._closed:
+            await asyncio.sleep(IDLE_RECHECK_SECONDS)
+            try:
+                self.recheck_idle()
+            except Exception:  # never ends while the responder runs: the next pass tries again
+                log.exception("checking quarantines again failed")
+
+    def recheck_idle(self) -> int:
+        """One pass of run_idle_rechecks: the rechecks started (the longest due first, a bounded
+        number: the others are due next pass)."""
+        due = self.incidents.rechecks_due(
+            self._clock_ns(), IDLE_RECHECKS_PER_PASS, int(RECHECK_SECONDS * 1e9)
+        )
+        for state in due:
+            self._maybe_recheck(state)
+        return len(due)
 
     def _take_up_later(self) -> None:
         asyncio.get_running_loop().call_later(REDECIDE_AFTER_SECONDS, self._deferred_waiting.set)

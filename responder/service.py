@@ -238,6 +238,7 @@ class Responder:
         await self.pipeline.recover()
         self._deferred_task = asyncio.create_task(self.pipeline.run_deferred(), name="deferred-alerts")
         self._tasks.append(self._deferred_task)
+        self._tasks.append(asyncio.create_task(self.pipeline.run_idle_rechecks(), name="idle-rechecks"))
         # Start's first reads of the whole journal: a damaged page they meet stops the start with
         # one line naming the file and how to recover it (its writes say so as WriterFailed).
         with self.journal.start_failures_as_user_error():
