@@ -918,6 +918,38 @@ class Journal:
             rows = _rows_by_incident_id(conn, INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id", incident_ids)
             return {row["incident_id"]: _incident_row(row) for row in rows}
 
+    def incidents_isolating(self) -> list[IncidentRow]:
+        """The incidents whose quarantine or destination block may still be on their pod: of each
+        pod, the latest incident that put one on (isolated, LEAKY or blocked) and whose recheck has
+        not found it lapsed or the pod gone since. (A release is told by its report.) Read by the
+        check of incidents no longer open; one pass over the action records of those kinds."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT a.incident_id, a.namespace, a.pod, MAX(a.id) AS last FROM actions a"
+                " WHERE a.incident_id IS NOT NULL AND a.action IN ('quarantine', 'block_destination')"
+                " AND a.status IN ('quarantined', 'leaky', 'blocked')"
+                " AND NOT EXISTS (SELECT 1 FROM actions r WHERE r.incident_id = a.incident_id"
+                " AND r.action = 'recheck' AND r.status IN ('lapsed', 'pod_gone'))"
+                " GROUP BY a.incident_id"
+            ).fetchall()
+            # A release journaled under an incident after what it put on the pod: nothing left of it.
+            released: dict[str, int] = {
+                row["incident_id"]: row["last"]
+                for row in conn.execute(
+                    "SELECT incident_id, MAX(id) AS last FROM actions WHERE incident_id IS NOT NULL"
+                    " AND action = 'release' AND status = 'released' GROUP BY incident_id"
+                )
+            }
+        latest: dict[tuple[str, str], tuple[int, str]] = {}
+        for row in rows:
+            if released.get(row["incident_id"], 0) > row["last"]:
+                continue
+            pod = (row["namespace"], row["pod"])
+            if pod not in latest or latest[pod][0] < row["last"]:
+                latest[pod] = (row["last"], row["incident_id"])
+        found = self.incidents_by_id([incident_id for _, incident_id in latest.values()])
+        return [found[incident_id] for _, incident_id in sorted(latest.values()) if incident_id in found]
+
     def incidents_acted_on(self, incident_ids: Collection[str]) -> set[str]:
         """Those of ``incident_ids`` that action records name (index lookups)."""
         with self.reader() as conn:

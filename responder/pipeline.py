@@ -266,6 +266,9 @@ class Pipeline:
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self._retrying: set[asyncio.Task[None]] = set()
         self._retry_turns = asyncio.Semaphore(RETRIES_AT_ONCE)
+        # Incidents no longer open whose quarantine or block was checked again (recheck_closed):
+        # when each was, so that the longest unchecked goes first.
+        self._closed_checked: dict[str, int] = {}
         self._closed = False
         # Alerts maybe journaled (pending) but never dispatched: see _alert_written.
         self._undispatched: dict[str, None] = {}
@@ -404,7 +407,8 @@ class Pipeline:
         while not self._closed:
             await asyncio.sleep(IDLE_RECHECK_SECONDS)
             try:
-                self.recheck_idle()
+                started = self.recheck_idle()
+                await self.recheck_closed(IDLE_RECHECKS_PER_PASS - started)
             except Exception:  # never ends while the responder runs: the next pass tries again
                 log.exception("checking quarantines again failed")
 
@@ -417,6 +421,34 @@ class Pipeline:
         for state in due:
             self._maybe_recheck(state)
         return len(due)
+
+    async def recheck_closed(self, budget: int) -> int:
+        """Check again, one after another, up to ``budget`` quarantines and blocks whose incidents
+        are no longer open (their window passed, or the responder restarted): the latest of each
+        pod the journal holds, the longest unchecked first. Each is rebuilt from the journal and
+        rechecked as an open one is (a lapse journaled and told in its thread, a release found, the
+        pod gone); the journal then no longer lists it. Returns how many were checked."""
+        if budget <= 0 or self._closed:
+            return 0
+        isolating = await asyncio.to_thread(self._journal.incidents_isolating)
+        listed = {row.incident_id for row in isolating}
+        # Forget the incidents no longer listed: the memory stays bounded by those that are.
+        for gone in self._closed_checked.keys() - listed:
+            del self._closed_checked[gone]
+        closed = [row for row in isolating if self.incidents.by_id(row.incident_id) is None]
+        closed.sort(key=lambda row: self._closed_checked.get(row.incident_id, 0))
+        checked = 0
+        for row in closed[:budget]:
+            self._closed_checked[row.incident_id] = self._clock_ns()
+            state = await asyncio.to_thread(self._restored_state, row)
+            report = state.report if state is not None else None
+            if state is None or report is None or not (report.labelled or report.blocked):
+                continue  # unreadable (logged), or released since: nothing of it is on the pod
+            if self._closed:
+                break
+            await self._recheck(state)
+            checked += 1
+        return checked
 
     def _take_up_later(self) -> None:
         asyncio.get_running_loop().call_later(REDECIDE_AFTER_SECONDS, self._deferred_waiting.set)
@@ -1790,7 +1822,7 @@ class Pipeline:
         tell = report is not None and report.decision.notify and self._notifications
         log.warning(
             f"the {lapse.what} this incident put on the pod no longer holds ({lapse.detail}) while the"
-            " attack goes on; the next alert opens a new incident",
+            " pod runs; the next alert opens a new incident",
             extra={"incident": state.incident_id, "pod": key.pod_ref},
         )
         try:

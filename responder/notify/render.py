@@ -439,7 +439,7 @@ def _outcome_text(
     if lapse is not None:
         return (
             f":warning: *The {escape(lapse.what, SHORT_LIMIT)} no longer holds*: {detail or 'undone'}."
-            f" Checked at {format_utc(outcome.finished_ns)}, while the alerts still came; {_NEXT_ALERT}"
+            f" Checked at {format_utc(outcome.finished_ns)}; {_NEXT_ALERT}"
         )
     if outcome.action == BLOCK_DESTINATION and status in (OutcomeStatus.BLOCKED, OutcomeStatus.LEAKY):
         return _block_text(outcome, detail)
@@ -1453,7 +1453,7 @@ def render_lapse(
         f":warning: *The {escape(what, SHORT_LIMIT)} no longer holds* on {where}:"
         f" {escape(detail, REASON_LIMIT)}."
     )
-    lines.add(f"Checked at {checked}, while this incident's alerts still came.")
+    lines.add(f"Checked at {checked}.")
     lines.add(_NEXT_ALERT[0].upper() + _NEXT_ALERT[1:])
     plain = (
         f"{namespace}/{pod}: the {what} of incident {incident_id} no longer holds ({detail});"

@@ -85,7 +85,7 @@ def test_the_reply_says_what_no_longer_holds_when_it_was_checked_and_what_comes_
     assert text_of(message) == (
         ":warning: *The quarantine no longer holds* on `ml-serving/vllm-0`: NetworkPolicy"
         " serving-guard-quarantine is gone.\n"
-        "Checked at 2025-01-28 10:00:15 UTC, while this incident's alerts still came.\n"
+        "Checked at 2025-01-28 10:00:15 UTC.\n"
         "The next alert on the pod opens a new incident, which acts again.\n"
         f"Incident `{INCIDENT}` · 2025-01-28 10:00:15 UTC"
     )
@@ -157,8 +157,8 @@ def test_the_incidents_post_leads_with_the_lapse_and_what_it_undid_is_history() 
     message = render_incident(make_report(outcomes=(quarantined(), lapsed())))
     assert_valid(message)
     assert headline_of(message) == (
-        f":warning: *The quarantine no longer holds*: {GONE}. Checked at 2025-01-28 10:00:15 UTC, while the"
-        " alerts still came; the next alert on the pod opens a new incident, which acts again.\n"
+        f":warning: *The quarantine no longer holds*: {GONE}. Checked at 2025-01-28 10:00:15 UTC; the next"
+        " alert on the pod opens a new incident, which acts again.\n"
         "_Before that:_\n• quarantined"
     )
     assert message.text.endswith(f": quarantine no longer holds: {GONE}")

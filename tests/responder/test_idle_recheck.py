@@ -4,11 +4,14 @@ comes (a reverse shell alerts once): Pipeline.run_idle_rechecks. Against the emu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from responder.service import Responder
 from tests.helpers import FakeClock
 from tests.responder.test_isolation_recheck import ALLOW_ALL, Seeded, rechecked
 from tests.responder.test_pipeline import rows, shell, start_with_clock, submit_all
 from tests.responder.test_quarantine import Harness
+from tests.responder.test_retry_withheld import wait_for
 
 
 async def test_a_one_off_alerts_quarantine_is_checked_again_though_no_repeat_comes(
@@ -39,5 +42,77 @@ async def test_a_one_off_alerts_quarantine_is_checked_again_though_no_repeat_com
         clock.advance(16)
         assert pipeline.recheck_idle() == 0  # said once: the rechecks of this incident are over
         assert any(task.get_name() == "idle-rechecks" and not task.done() for task in responder._tasks)
+    finally:
+        await responder.stop()
+
+
+async def closed(responder: Responder, clock: FakeClock) -> None:
+    """The incident's window passes and it is forgotten, as the maintenance pass does."""
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    clock.advance(400)
+    pipeline.incidents.expire(clock())
+    assert len(pipeline.incidents) == 0
+
+
+async def test_a_quarantine_whose_incident_closed_is_still_checked_and_its_lapse_told_once(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """After its incident's window the quarantine is still on the pod: the journal lists it, and
+    the pass proves it again, reporting under that incident what undid it."""
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        vllm, triton = pods["vllm"], pods["triton"]
+        await submit_all(responder, [shell(vllm, n=0), shell(triton, n=0)])
+        await closed(responder, clock)
+        assert await pipeline.recheck_closed(50) == 2  # both hold as reported: nothing journaled
+        statuses = [r["status"] for r in rows(responder.config, "SELECT status FROM actions ORDER BY id")]
+        assert sorted(statuses) == ["leaky", "quarantined"]  # triton's known leak: not said again
+        harness.put_policy(vllm.namespace, "debug-allow-all", ALLOW_ALL)
+        assert await pipeline.recheck_closed(50) == 2
+
+        def lapses() -> list[Any]:
+            return rows(
+                responder.config, "SELECT pod, detail FROM actions WHERE status = 'lapsed' ORDER BY pod"
+            )
+
+        # vllm and triton share the namespace: the policy opens both, each told under its own incident.
+        await wait_for(lambda: [r["pod"] for r in lapses()] == sorted([vllm.name, triton.name]))
+        assert all("debug-allow-all now allows" in r["detail"] for r in lapses())
+        assert await pipeline.recheck_closed(50) == 0  # told once: no longer listed
+    finally:
+        await responder.stop()
+
+
+async def test_a_closed_incidents_pod_released_or_deleted_is_not_checked_again(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        vllm, triton = pods["vllm"], pods["triton"]
+        await submit_all(responder, [shell(vllm, n=0), shell(triton, n=0)])
+        await closed(responder, clock)
+        harness.gateway.request("DELETE", f"/api/v1/namespaces/{triton.namespace}/pods/{triton.name}")
+        assert await pipeline.recheck_closed(50) == 2
+
+        def gone() -> list[str]:
+            return [
+                r["pod"] for r in rows(responder.config, "SELECT pod FROM actions WHERE status = 'pod_gone'")
+            ]
+
+        await wait_for(lambda: gone() == [triton.name])
+        assert await pipeline.recheck_closed(50) == 1  # the deleted pod's incident is over
+        # The budget bounds a pass; the longest unchecked goes first.
+        assert await pipeline.recheck_closed(0) == 0
     finally:
         await responder.stop()

@@ -118,7 +118,7 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         assert visible_text(reply.blocks) == (
             f":warning: *The quarantine no longer holds* on `{vllm.namespace}/{vllm.name}`: NetworkPolicy"
             f" {DENY_ALL} is gone.\n"
-            f"Checked at {format_utc(checked)}, while this incident's alerts still came.\n"
+            f"Checked at {format_utc(checked)}.\n"
             "The next alert on the pod opens a new incident, which acts again.\n"
             f"Incident `{first}` · {format_utc(checked)}"
         )
@@ -133,7 +133,7 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         await settle(responder, lambda: headline(incident_posts(sink)[0]).startswith(":warning:"))
         assert headline(incident_posts(sink)[0]) == (
             f":warning: *The quarantine no longer holds*: NetworkPolicy {DENY_ALL} is gone. Checked at"
-            f" {format_utc(checked)}, while the alerts still came; the next alert on the pod opens a new"
+            f" {format_utc(checked)}; the next alert on the pod opens a new"
             " incident, which acts again.\n_Before that:_\n• quarantined"
         )
         assert len(incident_posts(sink)) == 1  # an update, not a new post
@@ -160,7 +160,7 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         await settle(responder, lambda: "*Reopened*" in headline(incident_posts(sink)[0]))
         assert headline(incident_posts(sink)[0]) == (
             f":warning: *The quarantine no longer holds*: NetworkPolicy {DENY_ALL} is gone. Checked at"
-            f" {format_utc(checked)}, while the alerts still came; the next alert on the pod opens a new"
+            f" {format_utc(checked)}; the next alert on the pod opens a new"
             f" incident, which acts again.\n:arrows_counterclockwise: *Reopened* as incident `{second}`.\n"
             "_Before that:_\n• quarantined"
         )
