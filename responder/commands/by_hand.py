@@ -24,7 +24,7 @@ from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
-from responder.config import Cluster, Config, load_config
+from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 from responder.journal import Journal
@@ -210,10 +210,16 @@ def record(
     return queued is not None
 
 
-def say_told(told: bool, where: str, incident_id: str | None) -> None:
-    """Say that the running responder will tell the incident's Slack thread of the action."""
-    if told:
-        print(f"{where}: the responder tells incident {incident_id}'s Slack thread", flush=True)
+def say_told(told: bool, where: str, incident_id: str | None, slack: SlackMode) -> None:
+    """Say that the running responder will tell Slack of the action: in the incident's thread, or
+    (an incoming webhook has no threads, nor edits its post) in the channel."""
+    if not told:
+        return
+    if slack is SlackMode.WEBHOOK:
+        said = f"tells the channel of incident {incident_id} (an incoming webhook has no threads)"
+    else:
+        said = f"tells incident {incident_id}'s Slack thread"
+    print(f"{where}: the responder {said}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -306,7 +312,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
                 incident_id=args.incident,
                 not_done=(action.done_word, pods[index + 1 :]),
             )
-            say_told(told, where, args.incident)
+            say_told(told, where, args.incident, config.slack.mode)
     if done < len(pods):
         print(f"{len(pods) - done} of {len(pods)} pods not {action.tally_word}", file=sys.stderr)
     return 0 if done == len(pods) else 1

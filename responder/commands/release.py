@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 incident_id=incident_id,
                 not_done=("released", pods[index + 1 :]),
             )
-            say_told(told, f"{args.namespace}/{pod}", incident_id)
+            say_told(told, f"{args.namespace}/{pod}", incident_id, config.slack.mode)
     if released < len(pods):  # one pod too, as quarantine and block close
         print(f"{len(pods) - released} of {len(pods)} pods not released", file=sys.stderr)
     return 0 if released == len(pods) else 1

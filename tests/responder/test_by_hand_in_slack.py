@@ -32,13 +32,15 @@ LABEL = "serving-guard.io/quarantine"
 ON_TRIAL = {"guardrails": {"dry_run": True}}
 
 
-def cli_config(tmp_path: Path, kubeconfig: str) -> Path:
-    """The config a person passes the command: the responder's journal and cluster."""
+def cli_config(tmp_path: Path, kubeconfig: str, slack: dict[str, Any] | None = None) -> Path:
+    """The config a person passes the command: the responder's journal and cluster (and its Slack
+    settings, where the test says)."""
     path = tmp_path / "cli.yaml"
     data = {
         "cluster": {"kubeconfig": kubeconfig},
         "journal": {"path": str(tmp_path / "journal.db")},
         "logging": {"level": "error"},
+        **({"slack": slack} if slack is not None else {}),
     }
     path.write_text(yaml.safe_dump(data))
     return path
@@ -51,7 +53,12 @@ def incident_of(responder: Responder) -> str:
 
 
 async def quarantine_by_hand(
-    tmp_path: Path, seeded: Seeded, pod: SeededPod, incident_id: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    seeded: Seeded,
+    pod: SeededPod,
+    incident_id: str,
+    capsys: pytest.CaptureFixture[str],
+    slack: dict[str, Any] | None = None,
 ) -> tuple[int, str]:
     argv = [
         "quarantine",
@@ -65,7 +72,7 @@ async def quarantine_by_hand(
         "--incident",
         incident_id,
         "--config",
-        str(cli_config(tmp_path, seeded[2])),
+        str(cli_config(tmp_path, seeded[2], slack)),
     ]
     code = await asyncio.to_thread(main, argv)
     return code, capsys.readouterr().out
@@ -220,7 +227,17 @@ async def test_webhook_mode_tells_the_channel(
     try:
         await submit(responder, shell(vllm))
         await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 1)
-        await quarantine_by_hand(tmp_path, seeded, vllm, incident_of(responder), capsys)
+        hook = tmp_path / "hook"
+        hook.write_text(sink.webhook_url)
+        webhook = {"mode": "webhook", "webhook_url": {"file": str(hook)}}
+        incident_id = incident_of(responder)
+        code, out = await quarantine_by_hand(tmp_path, seeded, vllm, incident_id, capsys, webhook)
+        assert code == 0
+        # No thread to tell, nor a post edited: the command says where it is told.
+        assert (
+            f"the responder tells the channel of incident {incident_id} (an incoming webhook has no threads)"
+            in out
+        )
         await settle(responder, lambda: sum(r.kind == "webhook" for r in sink.requests()) == 2)
         told = [str(r.json) for r in sink.requests() if r.kind == "webhook"][1]
         assert "*carol* quarantined" in told
