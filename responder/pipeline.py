@@ -42,6 +42,7 @@ from responder.actions.outcome import (
     ActionOutcome,
     Lapse,
     OutcomeStatus,
+    known_leaks,
     release_note,
 )
 from responder.actions.pod_patch import ReleasedMeanwhile
@@ -1930,7 +1931,7 @@ class Pipeline:
         cut: Isolation | None = None
         for outcome in quarantines:
             cut = widest(cut, Isolation(outcome.cut_only) if outcome.cut_only else Isolation.BOTH)
-        known_leaks = {name for outcome in quarantines for name in outcome.leaky_policies}
+        known = known_leaks(quarantines)  # by policy and direction: a known leak opening more is said
         blocked = {
             str(o.extra[BLOCKED_ADDRESS])
             for o in outcomes
@@ -1939,7 +1940,7 @@ class Pipeline:
         # A way out of the pod's network namespace counts where the quarantine was called isolated:
         # a LEAKY one was never said to hold.
         proven = bool(quarantines) and all(o.status is OutcomeStatus.QUARANTINED for o in quarantines)
-        return self._actions.lapse_of(pod, cut=cut, known_leaks=known_leaks, blocked=blocked, proven=proven)
+        return self._actions.lapse_of(pod, cut=cut, known_leaks=known, blocked=blocked, proven=proven)
 
     async def _verify(
         self,

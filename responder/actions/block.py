@@ -190,13 +190,14 @@ class DestinationBlocks:
         policies = self._gateway.list_network_policies(pod.namespace)
         value = destination.pod_key(pod.uid)
         listed = next((p for p in policies if netpol.name_of(p) == name), None)
-        governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+        governance = destination.egress_governance(policies, pod.labels, address, self._ours(name, policies))
         # In dry-run the same findings are the prediction (nothing is changed either way).
         if governance.allowing:
             said = self._brought_up_to_date(pod, name, value, listed, dry_run)
+            allowing = self._names(governance.allowing, policies, pod.labels)
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.LEAKY,
-                f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which restrict"
+                f"{address} ({target.field}) is allowed by {allowing}, which restrict"
                 " the pod's egress: a block policy would only add to what they allow, so none was made;"
                 " change them to block it, or quarantine the pod's egress" + "".join(f"; {n}" for n in said),
                 started,
@@ -210,7 +211,7 @@ class DestinationBlocks:
             return self._outcome(
                 OutcomeStatus.DRY_RUN if dry_run else OutcomeStatus.BLOCKED,
                 f"{address} ({target.field}) is already out of reach: the pod's egress is restricted by"
-                f" {', '.join(governance.governing)}, none of which allows it; "
+                f" {self._names(governance.governing, policies, pod.labels)}, none of which allows it; "
                 + ("; ".join(said) if said else "nothing was changed"),
                 started,
                 {**extra, KEPT_OUT: KeptOut.POLICIES.value, KEPT_OUT_BY: list(governance.governing)},
@@ -321,11 +322,14 @@ class DestinationBlocks:
             gap = netpol.deny_all_gap(policies, cut.network_policy, pod.labels, ("egress",))
             if gap is not None:
                 return uncut(gap)
-            governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+            governance = destination.egress_governance(
+                policies, pod.labels, address, self._ours(name, policies)
+            )
             if governance.allowing:
+                allowing = self._names(governance.allowing, policies, pod.labels)
                 return self._outcome(
                     OutcomeStatus.LEAKY,
-                    f"{address} ({target.field}) is allowed by {', '.join(governance.allowing)}, which"
+                    f"{address} ({target.field}) is allowed by {allowing}, which"
                     f" came to restrict the pod's egress while its block policy {name} was being"
                     " rewritten to leave the pod out (a quarantine cuts its egress); change them to block it",
                     started,
@@ -441,11 +445,12 @@ class DestinationBlocks:
                 started,
                 extra,
             )
-        governance = destination.egress_governance(policies, labels, address, self._ours(name))
+        governance = destination.egress_governance(policies, labels, address, self._ours(name, policies))
         if governance.allowing:
+            allowing = self._names(governance.allowing, policies, labels)
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                f"made NetworkPolicy {name} to block {address}, but {', '.join(governance.allowing)} now"
+                f"made NetworkPolicy {name} to block {address}, but {allowing} now"
                 " restrict the pod's egress and allow it: it is not blocked, and the block policy adds"
                 " to what they allow; release the block (serving-guard release) and change them",
                 started,
@@ -456,9 +461,10 @@ class DestinationBlocks:
             # In force (none of them allows the address), but their restriction is not: ours
             # allows all other egress, and policies are a union of allows.
             extra[WIDENED] = list(governance.governing)
+            governing = self._names(governance.governing, policies, labels)
             return self._outcome(
                 OutcomeStatus.LEAKY,
-                f"blocked {address} with NetworkPolicy {name}, but {', '.join(governance.governing)} now"
+                f"blocked {address} with NetworkPolicy {name}, but {governing} now"
                 " restrict the pod's egress too, and the block policy allows what they deny; they keep"
                 f" {address} out themselves: release the block (serving-guard release)",
                 started,
@@ -472,6 +478,11 @@ class DestinationBlocks:
         if extra.get(UNBLOCKED):
             detail += "; no longer blocked (block_destination.never_block holds them now): "
             detail += ", ".join(extra[UNBLOCKED])
+        if self._settings.ignore_other_policy_apis:
+            detail += (
+                "; other network-policy APIs (Cilium, Calico, Antrea, AdminNetworkPolicy, EKS, GKE FQDN)"
+                " were not read: block_destination.ignore_other_policy_apis says none of them restricts it"
+            )
         return self._outcome(OutcomeStatus.BLOCKED, detail, started, extra)
 
     def _ensure_policy(
@@ -632,10 +643,34 @@ class DestinationBlocks:
 
     # -- shared ---------------------------------------------------------------------------------
 
-    def _ours(self, name: str) -> set[str]:
-        """The pod's block policy and the quarantine cuts' deny-alls: while a cut stops the pod's
-        egress, the block policy leaves the pod out, so they never add to each other."""
-        return {name, *(self._quarantine.cut(isolation).network_policy for isolation in Isolation)}
+    def _ours(self, name: str, policies: list[dict[str, Any]]) -> set[str]:
+        """The pod's block policy and the quarantine cuts' deny-alls as built (of ``policies``, as
+        listed): while a cut stops the pod's egress, the block policy leaves the pod out, so they
+        never add to each other. A deny-all is known by its spec, not its name: one edited by hand
+        (its selector widened, a rule added) is a policy like any other, whose allows count."""
+        label = self._quarantine.label
+        cuts = {cut.network_policy: cut for cut in map(self._quarantine.cut, Isolation)}
+        deny_alls = set()
+        for policy in policies:
+            cut = cuts.get(netpol.name_of(policy))
+            spec = policy.get("spec")
+            if cut is not None and netpol.is_deny_all_as_built(spec, label, cut.label_value, cut.directions):
+                deny_alls.add(cut.network_policy)
+        return {name, *deny_alls}
+
+    def _names(
+        self, names: tuple[str, ...], policies: list[dict[str, Any]], labels: Mapping[str, str]
+    ) -> str:
+        """``names`` (of ``policies``, as listed) joined, a cut's deny-all among them said to be
+        altered, and how (one as built is never among them: _ours)."""
+        cuts = {cut.network_policy: cut for cut in map(self._quarantine.cut, Isolation)}
+        said = []
+        for name in names:
+            cut = cuts.get(name)
+            gap = netpol.deny_all_gap(policies, name, labels, cut.directions) if cut else None
+            altered = f" (a quarantine deny-all altered by hand{': ' + gap if gap else ''})" if cut else ""
+            said.append(name + altered)
+        return ", ".join(said)
 
     def unread_policy_apis(self, setting: str) -> str | None:
         """Network-policy APIs the cluster serves now, which the proofs do not read (a CNI installed
@@ -660,15 +695,15 @@ class DestinationBlocks:
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL_NS:
             groups = self._gateway.api_groups()
             served = destination.other_policy_apis(groups)
-            for group, resource in destination.shared_policy_groups(groups).items():
-                if self._serves(group, resource):
+            for group, resources in destination.shared_policy_groups(groups).items():
+                if self._serves(group, resources):
                     served.append(group)
             self._discovered = (now, served)
         return self._discovered[1]
 
-    def _serves(self, group: str, resource: str) -> bool:
-        """Whether the cluster serves ``resource`` of API ``group`` in any version (discovery: one
-        read of the group, one of each of its versions)."""
+    def _serves(self, group: str, wanted: tuple[str, ...]) -> bool:
+        """Whether the cluster serves one of the resources ``wanted`` of API ``group`` in any
+        version (discovery: one read of the group, one of each of its versions)."""
         versions = self._gateway.request("GET", f"/apis/{group}").get("versions")
         for version in versions if isinstance(versions, list) else []:
             served = version.get("groupVersion") if isinstance(version, dict) else None
@@ -676,7 +711,7 @@ class DestinationBlocks:
                 continue
             resources = self._gateway.request("GET", f"/apis/{served}").get("resources")
             if isinstance(resources, list) and any(
-                isinstance(r, dict) and r.get("name") == resource for r in resources
+                isinstance(r, dict) and r.get("name") in wanted for r in resources
             ):
                 return True
         return False
@@ -754,13 +789,16 @@ class DestinationBlocks:
         allowing: dict[str, list[str]] = {}
         governing: set[str] = set()
         for address in sorted(wanted, key=lambda a: (a.version, a)):
-            governance = destination.egress_governance(policies, pod.labels, address, self._ours(name))
+            governance = destination.egress_governance(
+                policies, pod.labels, address, self._ours(name, policies)
+            )
             for policy in governance.allowing:
                 allowing.setdefault(policy, []).append(str(address))
             governing.update(governance.governing)
         if allowing:
             return "; ".join(
-                f"NetworkPolicy {policy} now allows egress to {', '.join(addresses)}"
+                f"NetworkPolicy {self._names((policy,), policies, pod.labels)} now allows egress to"
+                f" {', '.join(addresses)}"
                 for policy, addresses in sorted(allowing.items())
             )
         if governing and selects:

@@ -168,11 +168,19 @@ OTHER_POLICY_GROUPS = (
 )
 
 
-# API groups that serve such policies among other kinds, by the resource of their policies: counted
-# only where discovery finds it served. GKE serves networking.gke.io on every cluster (ManagedCertificate,
-# FrontendConfig); its FQDNNetworkPolicy (egress to domain names, which selects pods and allows beside
-# their NetworkPolicies) only where FQDN network policies are enabled.
-OTHER_POLICY_RESOURCES = {"networking.gke.io": "fqdnnetworkpolicies"}
+# API groups that serve such policies among other kinds, by the resources of their policies: counted
+# only where discovery finds one of them served. GKE serves networking.gke.io on every cluster
+# (ManagedCertificate, FrontendConfig); its FQDNNetworkPolicy (egress to domain names, which selects
+# pods and allows beside their NetworkPolicies) only where FQDN network policies are enabled. EKS (the
+# VPC CNI's network policy agent, Auto Mode) serves networking.k8s.aws/v1alpha1 with
+# ClusterNetworkPolicy (cluster-wide; its Admin tier's Allow is evaluated before any NetworkPolicy) and
+# ApplicationNetworkPolicy (namespaced, FQDN egress allows added to the NetworkPolicies'); its
+# policyendpoints and clusterpolicyendpoints are derived from policies and allow nothing of their own,
+# so they are not counted (every EKS cluster with network policies on serves them).
+OTHER_POLICY_RESOURCES: dict[str, tuple[str, ...]] = {
+    "networking.gke.io": ("fqdnnetworkpolicies",),
+    "networking.k8s.aws": ("clusternetworkpolicies", "applicationnetworkpolicies"),
+}
 
 
 def other_policy_apis(groups: Iterable[str]) -> list[str]:
@@ -182,10 +190,10 @@ def other_policy_apis(groups: Iterable[str]) -> list[str]:
     return [group for group in OTHER_POLICY_GROUPS if group in served]
 
 
-def shared_policy_groups(groups: Iterable[str]) -> dict[str, str]:
-    """Of the served API groups, those of OTHER_POLICY_RESOURCES, with their policies' resource."""
+def shared_policy_groups(groups: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Of the served API groups, those of OTHER_POLICY_RESOURCES, with their policies' resources."""
     served = set(groups)
-    return {group: resource for group, resource in OTHER_POLICY_RESOURCES.items() if group in served}
+    return {group: resources for group, resources in OTHER_POLICY_RESOURCES.items() if group in served}
 
 
 def pod_key(uid: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from responder.cluster.selectors import SelectorError, selector_matches
+from responder.cluster.selectors import SelectorError, expression_matches, selector_matches
 
 if TYPE_CHECKING:  # at run time api imports config, which imports this module
     from responder.cluster.api import KubeError
@@ -90,6 +90,50 @@ def deny_all_beyond(
         return ()
     types = policy_types(spec)
     return tuple(d for d in uncut(directions) if d.capitalize() in types and not spec.get(d))
+
+
+def is_deny_all_as_built(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
+) -> bool:
+    """Whether ``spec`` is a cut's deny-all as the responder builds it (selecting ``label=value``
+    alone, no rules), cutting ``directions`` and maybe more (deny_all_beyond): a hand edit that
+    widens its selector or adds a rule makes it a policy like any other."""
+    beyond = deny_all_beyond(spec, label, value, directions)
+    cut = tuple(d for d in BOTH_DIRECTIONS if d in directions or d in beyond)
+    return spec_is_deny_all(spec, label, value, cut)
+
+
+def selects_beyond(selector: Any, label: str, value: str) -> bool:
+    """Whether a podSelector selects every pod labelled ``label=value`` and is not that label
+    alone: wider than a deny-all's (emptied to every pod of the namespace, or by the label's key
+    with other values too). Narrowing it to the label would let go the other pods it holds."""
+    if not isinstance(selector, Mapping) or selector == {"matchLabels": {label: value}}:
+        return False
+    match = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(match, Mapping) or not isinstance(expressions, list):
+        return False
+    if any(key != label or wanted != value for key, wanted in match.items()):
+        return False
+    return all(
+        isinstance(e, Mapping) and e.get("key") == label and _holds(e, {label: value}) for e in expressions
+    )
+
+
+def _holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    try:
+        return expression_matches(expression, labels)
+    except SelectorError:
+        return False
+
+
+def cuts(spec: Mapping[str, Any] | None, directions: tuple[str, ...]) -> bool:
+    """Whether a policy ``spec`` cuts ``directions`` for the pods it selects: it governs each and
+    has no rule there (allows nothing)."""
+    if not isinstance(spec, Mapping):
+        return False
+    types = policy_types(spec)
+    return all(d.capitalize() in types and not spec.get(d) for d in directions)
 
 
 def may_select(selector: Mapping[str, Any], pod_labels: Mapping[str, str]) -> bool:
@@ -214,6 +258,61 @@ def excluded_beyond(
         return ()
     selector = (without_exclusion(policy, label, cut_values).get("spec") or {}).get("podSelector") or {}
     return beyond if may_select(selector, pod_labels) else ()
+
+
+def _strictly_selects(policy: Mapping[str, Any], pod_labels: Mapping[str, str]) -> bool:
+    """Whether ``policy`` selects a pod with ``pod_labels``; one whose selector cannot be evaluated
+    does not (a restriction it may have had is not claimed)."""
+    try:
+        return selector_matches((policy.get("spec") or {}).get("podSelector") or {}, pod_labels)
+    except SelectorError:
+        return False
+
+
+def taken_out(
+    policy: Mapping[str, Any], before: Mapping[str, str], after: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The directions ``policy`` governs (restricts) for a pod with labels ``before`` and no
+    longer for the same pod with labels ``after``: its podSelector leaves out the label change
+    (a `DoesNotExist` or `NotIn` on the quarantine label, written by hand or by an exclusion left
+    from an earlier quarantine). Its restriction there no longer applies to the pod."""
+    if not _strictly_selects(policy, before) or may_select(
+        (policy.get("spec") or {}).get("podSelector") or {}, after
+    ):
+        return ()
+    return policy_directions(policy.get("spec") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A policy a label change took the pod out of, and the directions that left with nothing
+    restricting the pod: open to every peer there."""
+
+    policy: str
+    directions: tuple[str, ...]
+
+
+def opened_by_label(
+    policies: Iterable[Mapping[str, Any]],
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    held: tuple[str, ...],
+) -> list[Opened]:
+    """The policies a label change (``before`` to ``after``) takes the pod out of, with the
+    directions outside ``held`` (those a deny-all holds) that no policy of ``policies`` governs
+    for the pod once labelled: a pod is isolated in a direction while any policy of that type
+    selects it, so losing the last one opens the direction to all. A selector that cannot be
+    evaluated is taken not to govern: an opening is said rather than missed."""
+    listed = list(policies)
+    governed_after = {
+        d for p in listed if _strictly_selects(p, after) for d in policy_directions(p.get("spec") or {})
+    }
+    found = []
+    for policy in listed:
+        gone = [d for d in taken_out(policy, before, after) if d not in held and d not in governed_after]
+        if gone:
+            found.append(Opened(name_of(policy), tuple(gone)))
+    return found
 
 
 def exclusion_expression(label: str, values: Collection[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -73,6 +74,17 @@ ISOLATED = "isolated"
 # ActionOutcome.extra's key for the directions ("ingress", "egress") other policies still leave open
 # on a LEAKY quarantine, as the leak check found them; absent: not known (a record from before).
 LEAKING_DIRECTIONS = "leaking_directions"
+# ActionOutcome.extra's key for the directions each leaking policy of a LEAKY quarantine leaves
+# open ({policy: ["ingress", ...]}), so that a recheck tells a known leak from the same policy
+# opening another direction since; absent (a record from before): each named one counts as open
+# both ways, as then (known_leaks).
+LEAKS = "leaks"
+# ActionOutcome.extra's key of a quarantine that no NetworkPolicy can hold at all, and why
+# ("host_network"): LEAKY (the status Slack and the metrics know), yet certainly not isolated, which
+# the detail says first (HOST_NETWORK_NOT_ISOLATED), with what to do instead.
+NOT_ISOLATED = "not_isolated"
+ON_HOST_NETWORK = "host_network"  # NOT_ISOLATED's value for a host-network pod
+HOST_NETWORK_NOT_ISOLATED = "NOT isolated: NetworkPolicies cannot hold a host-network pod"
 # ActionOutcome.extra's key for the leaking policies patch_other_policies left alone: they also
 # restrict the direction a one-way cut leaves open (see netpol.governed_beyond).
 NOT_PATCHED = "not_patched"
@@ -152,6 +164,16 @@ class Lapse:
         return LAPSED_WORDS.get(self.action, self.action)
 
 
+def known_leaks(outcomes: Iterable[ActionOutcome]) -> dict[str, tuple[str, ...]]:
+    """The leaks ``outcomes`` (an incident's quarantines) were reported with, by policy and
+    direction (ActionOutcome.leaks), for the recheck (ClusterActions.lapse_of's known_leaks)."""
+    known: dict[str, set[str]] = {}
+    for outcome in outcomes:
+        for policy, directions in outcome.leaks.items():
+            known.setdefault(policy, set()).update(directions)
+    return {policy: tuple(d for d in BOTH_DIRECTIONS if d in dirs) for policy, dirs in known.items()}
+
+
 def release_note(by: str, reason: str) -> str:
     """How a release's detail opens: who released the pod, and why (Slack says them once, apart)."""
     return f"released by {by}: {reason}"
@@ -228,6 +250,24 @@ class ActionOutcome:
         if not isinstance(found, list) or not found:
             return None
         return tuple(d for d in BOTH_DIRECTIONS if d in found)
+
+    @property
+    def leaks(self) -> dict[str, tuple[str, ...]]:
+        """This LEAKY quarantine's leaking policies with the directions each leaves open; a record
+        from before they were kept: each named policy open both ways (all a recheck could tell)."""
+        found = self.extra.get(LEAKS)
+        if isinstance(found, dict):
+            return {
+                str(name): tuple(d for d in BOTH_DIRECTIONS if isinstance(dirs, list) and d in dirs)
+                for name, dirs in found.items()
+            }
+        return dict.fromkeys(self.leaky_policies, BOTH_DIRECTIONS)
+
+    @property
+    def not_isolated(self) -> str | None:
+        """Why no NetworkPolicy can hold this quarantine's pod ("host_network"), or None."""
+        why = self.extra.get(NOT_ISOLATED)
+        return why if isinstance(why, str) else None
 
     @property
     def cut_only(self) -> str | None:

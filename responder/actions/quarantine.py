@@ -35,11 +35,15 @@ from responder.actions.events import EventRecorder
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     EXCLUDED_BEYOND,
+    HOST_NETWORK_NOT_ISOLATED,
     ISOLATED,
     LABELLED,
     LEAKING_DIRECTIONS,
+    LEAKS,
+    NOT_ISOLATED,
     NOT_PATCHED,
     NOTHING_TO_RELEASE,
+    ON_HOST_NETWORK,
     ActionOutcome,
     Lapse,
     OutcomeStatus,
@@ -70,6 +74,7 @@ from responder.actions.pod_records import (
     CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    release_record_in,
     released_after_alert,
 )
 from responder.alert import Alert, format_time_ns
@@ -87,6 +92,8 @@ HELM_RELEASE_NAME = "meta.helm.sh/release-name"
 HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 # The ipBlocks a block policy allows, less its blocked addresses (destination.block_spec).
 ALL_ADDRESSES = ("0.0.0.0/0", "::/0")
+# Why a quarantine is not proven when the pod of its name is not the one it labelled.
+REPLACED_SINCE_LABEL = "the pod was deleted or replaced since it was labelled"
 # Pods named in a message before "and N more" (the detail is clipped at 1000 characters).
 SHOWN_PODS = 3
 
@@ -102,6 +109,22 @@ class IsolationReport:
     excluded_beyond: tuple[str, ...] = ()
     # Why isolation is not proven though the policies were read (the patched ones not read back).
     unproven: tuple[str, ...] = ()
+    # Policies the label took the pod out of (a podSelector that leaves quarantined pods out, not
+    # ours: excluded_beyond names those) that were the only ones restricting it in a direction the
+    # cut leaves alone: open to all there since.
+    opened: tuple[netpol.Opened, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """What labelling the pod did (ClusterActions._label_pod)."""
+
+    pod: dict[str, Any]  # the pod as the label patch returned it
+    cut: QuarantineCut
+    current: Isolation | None  # the cut it was in
+    ensured: DenyAllCheck | None  # what ensuring the cut's deny-all first did (None: nothing)
+    before: dict[str, str]  # its labels as the patch found them
+    undo: dict[str, Any]  # the metadata that puts back what the patch changed
 
 
 class CutNotEnsured(Exception):
@@ -134,6 +157,8 @@ class DenyAllCheck:
     repaired: bool = False
     # Directions beyond the cut that the policy was found cutting too, and still cuts.
     kept_beyond: tuple[str, ...] = ()
+    # The podSelector it was found with, selecting more pods than the cut's label: left as it is.
+    wider: str | None = None
 
     def notes(self) -> list[str]:
         """What the quarantine's detail says of it (nothing when it was as built)."""
@@ -141,6 +166,12 @@ class DenyAllCheck:
         kept = "+".join(self.kept_beyond)
         if self.created:
             return [f"created NetworkPolicy {name}"]
+        if self.wider is not None:
+            return [
+                f"left NetworkPolicy {name} as it is: its podSelector {self.wider} selects more pods than"
+                f" the {cut} cut's label (widened by hand: a lockdown?), and narrowing it would give them"
+                " their traffic back"
+            ]
         if self.repaired:
             keeping = f", keeping its cut of {kept} beyond the {cut} cut" if kept else ""
             return [f"repaired altered NetworkPolicy {name}{keeping}"]
@@ -282,6 +313,26 @@ class PolicyRestore:
         return notes
 
 
+def _beyond_known(
+    leaks: list[netpol.Leak], known: Collection[str] | Mapping[str, Collection[str]]
+) -> list[netpol.Leak]:
+    """Of ``leaks``, those not among the ``known`` ones, each with its directions not known: by
+    policy and direction where ``known`` says directions, else by name alone (any direction)."""
+    if not isinstance(known, Mapping):
+        return [leak for leak in leaks if leak.policy not in known]
+    found = []
+    for leak in leaks:
+        new = tuple(d for d in leak.directions if d not in known.get(leak.policy, ()))
+        if new:
+            found.append(replace(leak, directions=new))
+    return found
+
+
+def _said_already(why: str, said: list[str]) -> bool:
+    """Whether ``said`` tells that the pod was replaced already, as ``why`` does."""
+    return why.startswith(REPLACED_SINCE_LABEL) and any(s.startswith(REPLACED_SINCE_LABEL) for s in said)
+
+
 def _now_text() -> str:
     return format_time_ns(time.time_ns())
 
@@ -388,16 +439,20 @@ class ClusterActions:
             notes = [f"would label the pod into {own}"]
         unproven = out_of_reach_as_read(pod.host_network, pod.network_escape)
         notes += [f"it would be LEAKY: {why}" for why in [*unproven, *self._unread_policy_apis()]]
+        if pod.host_network:
+            notes.append(HOST_NETWORK_NOT_ISOLATED)
         if leaks:
             notes.append("it would be LEAKY through " + ", ".join(leak.policy for leak in leaks))
         beyond = self._excluded_beyond(policies, labels, cut)
-        report = IsolationReport(tuple(leaks), (), excluded_beyond=beyond)
+        opened = self._opened_beyond(policies, pod.labels, labels, cut, beyond)
+        notes += [f"it would be LEAKY: {self._opened_words(o, cut, policies)}" for o in opened]
+        report = IsolationReport(tuple(leaks), (), excluded_beyond=beyond, opened=opened)
         extra = self._report_extra(report, notes, cut)
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,
             detail="; ".join(notes),
-            leaky_policies=tuple(leak.policy for leak in leaks),
+            leaky_policies=(*(leak.policy for leak in leaks), *(o.policy for o in opened)),
             started_ns=started,
             finished_ns=self._clock_ns(),
             extra=extra,
@@ -413,6 +468,20 @@ class ClusterActions:
             for p in policies
             if netpol.excluded_beyond(p, label, values, labels, cut.directions)
         )
+
+    @staticmethod
+    def _opened_beyond(
+        policies: Sequence[Mapping[str, Any]],
+        before: Mapping[str, str],
+        labels: Mapping[str, str],
+        cut: QuarantineCut,
+        excluded: tuple[str, ...],
+    ) -> tuple[netpol.Opened, ...]:
+        """Directions beyond the cut that the label (``before`` to ``labels``) opened to all, by the
+        policy that restricted them (netpol.opened_by_label), but for the exclusions of ours
+        (``excluded``: excluded_beyond says those)."""
+        opened = netpol.opened_by_label(policies, before, labels, held=cut.directions)
+        return tuple(o for o in opened if o.policy not in excluded)
 
     def _unread_policy_apis(self) -> list[str]:
         """Why isolation is not proven where the cluster serves network-policy APIs the leak check
@@ -445,8 +514,11 @@ class ClusterActions:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
         the one direction cut, when the cut is not both ways."""
         extra: dict[str, Any] = {} if cut.isolation is Isolation.BOTH else {ISOLATED: cut.isolation.value}
-        if report.leaks:
-            extra[LEAKING_DIRECTIONS] = sorted({d for leak in report.leaks for d in leak.directions})
+        leaks = {leak.policy: leak.directions for leak in report.leaks}
+        leaks.update({opened.policy: opened.directions for opened in report.opened})
+        if leaks:
+            extra[LEAKING_DIRECTIONS] = sorted({d for directions in leaks.values() for d in directions})
+            extra[LEAKS] = {name: list(directions) for name, directions in sorted(leaks.items())}
         if report.not_patched:
             extra[NOT_PATCHED] = list(report.not_patched)
         if report.excluded_beyond:
@@ -479,9 +551,7 @@ class ClusterActions:
         requested: Isolation,
     ) -> ActionOutcome:
         try:
-            patched_pod, cut, current, moved_into = self._label_pod(
-                pod, alert, incident_id, reason, requested
-            )
+            labelled = self._label_pod(pod, alert, incident_id, reason, requested)
         except KeptChanging as exc:
             # Not labelled: decided again on a later repeat, like any failed quarantine.
             return ActionOutcome(
@@ -522,10 +592,13 @@ class ClusterActions:
                     finished_ns=self._clock_ns(),
                 )
             raise
-        labels = (patched_pod.get("metadata") or {}).get("labels") or {}
-        own = cut.network_policy
-        # Read from the pod as labelled: an ephemeral container added since the read counts.
-        unproven = out_of_reach(patched_pod.get("spec") or {}) + self._leave_block_policy(pod, labels)
+        labels = (labelled.pod.get("metadata") or {}).get("labels") or {}
+        cut, current = labelled.cut, labelled.current
+        spec = labelled.pod.get("spec") or {}
+        # Read from the pod as labelled: an ephemeral container added since the read counts. The host
+        # network is said apart (_on_host_network): no NetworkPolicy holds such a pod at all.
+        unproven = [why for why in out_of_reach(spec) if why != netpol.HOST_NETWORK]
+        unproven += self._leave_block_policy(pod, labels)
         # One read of the namespace's policies serves the deny-all check and the leak check.
         policies: list[dict[str, Any]] | None = None
         try:
@@ -535,50 +608,52 @@ class ClusterActions:
             # checked. Say so; never call it isolated.
             unproven.append(f"other NetworkPolicies could not be checked ({exc})")
         try:
-            if policies is None:
-                ensured = self.ensure_deny_all(pod.namespace, cut.isolation)  # its own read, then
-            else:
-                listed = next((p for p in policies if netpol.name_of(p) == own), None)
-                ensured = self._ensure_deny_all(pod.namespace, listed, cut, policies)
+            ensured = self._ensure_after_label(pod.namespace, cut, policies)
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
             # idempotent), as when nothing could be done at all.
-            failed = self._failure("quarantine", exc, started)
-            if failed.status is OutcomeStatus.FAILED:
-                failed = replace(
-                    failed,
-                    detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}",
-                    extra={LABELLED: True},  # counts against the circuit breaker: see ActionOutcome.labelled
-                )
-            return failed
+            return self._not_ensured(
+                pod, labelled, labels, policies, self._failure("quarantine", exc, started)
+            )
         notes = []
         if current is not None and current is not cut.isolation:
             notes.append(f"widened its {current.value} cut to {cut.isolation.value}")
-        notes += [*(moved_into.notes() if moved_into else []), *ensured.notes()]
+        notes += [*(labelled.ensured.notes() if labelled.ensured else []), *ensured.notes()]
         report = IsolationReport((), ())
         if policies is not None:
-            report = self._isolate(pod, labels, policies, cut)
+            report = self._isolate(pod, labelled.before, labels, policies, cut)
             unproven += report.unproven
             unrecorded, replaced = self._record_patched(pod, report.patched)
             notes += unrecorded
             unproven += replaced
+        # Read once more after the leak check: a release (or the label taken off by hand) that
+        # landed between the label and the listing leaves the pod out of the deny-all.
+        confirmed = self._confirm_label(pod, alert, cut, labels, policies, started)
+        if isinstance(confirmed, ActionOutcome):
+            return replace(confirmed, patched_policies=report.patched)
+        unproven += [why for why in confirmed if not _said_already(why, unproven)]
         unproven += self._unread_policy_apis()  # last: the pod is isolated first
+        notes += self._unread_by_setting()
         extra = self._report_extra(report, notes, cut)
+        leaky = (*(leak.policy for leak in report.leaks), *(o.policy for o in report.opened))
+        if spec.get("hostNetwork"):
+            return self._on_host_network(pod, notes, unproven, report, extra, started)
         if unproven:
             return ActionOutcome(
                 action="quarantine",
                 status=OutcomeStatus.LEAKY,
                 detail="; ".join([*notes, "isolation not proven: " + "; ".join(unproven)]),
-                leaky_policies=tuple(leak.policy for leak in report.leaks),
+                leaky_policies=leaky,
                 patched_policies=report.patched,
                 started_ns=started,
                 finished_ns=self._clock_ns(),
                 extra=extra,
             )
-        if report.leaks:
+        if leaky:
             notes += [
                 f"{leak.policy} allows {'+'.join(leak.directions)} ({leak.reason})" for leak in report.leaks
             ]
+            notes += [self._opened_words(o, cut, policies or []) for o in report.opened]
             status = OutcomeStatus.LEAKY
         else:
             status = OutcomeStatus.QUARANTINED
@@ -586,11 +661,225 @@ class ClusterActions:
             action="quarantine",
             status=status,
             detail="; ".join(notes),
-            leaky_policies=tuple(leak.policy for leak in report.leaks),
+            leaky_policies=leaky,
             patched_policies=report.patched,
             started_ns=started,
             finished_ns=self._clock_ns(),
             extra=extra,
+        )
+
+    def _ensure_after_label(
+        self, namespace: str, cut: QuarantineCut, policies: list[dict[str, Any]] | None
+    ) -> DenyAllCheck:
+        """Ensure the cut's deny-all with the policies as listed after the label (None: not
+        listed, then read on its own)."""
+        if policies is None:
+            return self.ensure_deny_all(namespace, cut.isolation)
+        listed = next((p for p in policies if netpol.name_of(p) == cut.network_policy), None)
+        return self._ensure_deny_all(namespace, listed, cut, policies)
+
+    def _not_ensured(
+        self,
+        pod: PodContext,
+        labelled: Labelled,
+        labels: Mapping[str, str],
+        policies: list[dict[str, Any]] | None,
+        failed: ActionOutcome,
+    ) -> ActionOutcome:
+        """The FAILED outcome of a labelled pod whose deny-all could not be ensured. Where the label
+        took the pod out of the only policies restricting it in some direction (a podSelector that
+        leaves quarantined pods out), the label alone opened that direction to all: it is taken off
+        again (the pod back as it was, restricted as before), since a label that isolates nothing
+        yet and opens something is worse than no label; said either way. Otherwise the label stays
+        (it isolates the pod the moment the policy exists, made by a repeat or the chart)."""
+        if failed.status is not OutcomeStatus.FAILED:
+            return failed
+        own = labelled.cut.network_policy
+        opened = netpol.opened_by_label(policies or [], labelled.before, labels, held=())
+        if not opened:
+            return replace(
+                failed,
+                detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}",
+                extra={LABELLED: True},  # counts against the circuit breaker: see ActionOutcome.labelled
+            )
+        said = "; ".join(self._only_restriction(o) for o in opened)
+        names = ", ".join(o.policy for o in opened)
+        refused = self._take_label_off(pod, labelled)
+        if refused is None:
+            return replace(
+                failed,
+                detail=f"the pod was not left labelled: NetworkPolicy {own} is not ensured: {failed.detail};"
+                f" {said}, and the label took the pod out of it: the label was taken off again, so that"
+                f" {names} restrict{'s' if len(opened) == 1 else ''} the pod as before",
+            )
+        return replace(
+            failed,
+            detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}; {said},"
+            " and the label took the pod out of it, which opened that traffic to all until the policy"
+            f" exists or the pod is released (the label could not be taken off again: {refused})",
+            extra={LABELLED: True},
+        )
+
+    @staticmethod
+    def _only_restriction(opened: netpol.Opened) -> str:
+        """In words: ``opened`` was the only policy restricting the pod in its directions."""
+        dirs = "+".join(opened.directions)
+        return (
+            f"NetworkPolicy {opened.policy} (its podSelector leaves out quarantined pods) was the only"
+            f" policy restricting the pod's {dirs}"
+        )
+
+    def _opened_words(
+        self, opened: netpol.Opened, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]]
+    ) -> str:
+        """What a LEAKY outcome says of a direction beyond the cut that the label opened, and how
+        the policy keeps applying to pods of such a cut (never `DoesNotExist`: every quarantined pod)."""
+        dirs = "+".join(opened.directions)
+        policy = next((p for p in policies if netpol.name_of(p) == opened.policy), {})
+        values = self._settings.covering_values(netpol.policy_directions(policy.get("spec") or {}))
+        return (
+            f"{self._only_restriction(opened)}, and the label took the pod out of it: its {dirs}, which"
+            f" the {cut.isolation.value} cut leaves alone, is open to all; to keep {opened.policy} applying"
+            f" to such pods, leave out `{self._settings.label} NotIn [{', '.join(sorted(values))}]`"
+            " (the cuts that stop what it governs), never `DoesNotExist`"
+        )
+
+    def _take_label_off(self, pod: PodContext, labelled: Labelled) -> str | None:
+        """Put back what labelling the pod changed (its label and the quarantine's annotations as
+        found), guarded by the version the label patch returned: a pod changed since (a release,
+        another quarantine) is left as it is. Why it was not, if so."""
+        meta = labelled.pod.get("metadata") or {}
+        undo = {**labelled.undo, "uid": pod.uid, "resourceVersion": meta.get("resourceVersion")}
+        try:
+            self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": undo})
+        except KubeError as exc:
+            return str(exc)
+        return None
+
+    def _confirm_label(
+        self,
+        pod: PodContext,
+        alert: Alert,
+        cut: QuarantineCut,
+        labels: Mapping[str, str],
+        policies: list[dict[str, Any]] | None,
+        started: int,
+    ) -> ActionOutcome | list[str]:
+        """Read the pod again after the leak check. The outcome where it no longer carries a label
+        that holds the cut (released meanwhile, its label taken off or narrowed by hand) or is gone;
+        else why isolation is not proven (the read failed; its labels changed so that other
+        policies now select it and allow its traffic), maybe nothing."""
+        try:
+            raw = self._gateway.get_pod(pod.namespace, pod.name)
+        except KubeError as exc:
+            if pod_gone(exc):
+                return self._ended(OutcomeStatus.POD_GONE, "pod no longer exists", started)
+            return [f"the pod could not be read again to confirm its label ({exc})"]
+        meta = raw.get("metadata") or {}
+        if meta.get("uid") != pod.uid:
+            # Said as _record_patched says it: what the quarantine did (patched policies) stands.
+            return [f"{REPLACED_SINCE_LABEL} (its uid changed)"]
+        now = meta.get("labels") or {}
+        held = self._settings.cut_of(now.get(self._settings.label))
+        if held is None or widest(held, cut.isolation) is not held:
+            return self._lifted_meanwhile(meta, alert, cut, held, started)
+        if now == labels or policies is None:
+            return []
+        own = self._settings.cut(held).network_policy
+        found = {
+            leak.policy
+            for leak in netpol.find_leaks(policies, labels, own_policy=own, directions=cut.directions)
+        }
+        later = [
+            leak.policy
+            for leak in netpol.find_leaks(policies, now, own_policy=own, directions=cut.directions)
+            if leak.policy not in found
+        ]
+        if not later:
+            return []
+        return [f"its labels changed while it was being quarantined, and {', '.join(later)} now select it"]
+
+    def _lifted_meanwhile(
+        self,
+        meta: Mapping[str, Any],
+        alert: Alert,
+        cut: QuarantineCut,
+        held: Isolation | None,
+        started: int,
+    ) -> ActionOutcome:
+        """The outcome of a quarantine whose label was lifted or narrowed between the label patch
+        and the read after the leak check: never QUARANTINED. A release recorded on the pod is the
+        person's word, as when it lands before the label (ReleasedMeanwhile): WITHHELD. A label
+        taken off by hand (no release recorded): FAILED, decided again on a later repeat. A label
+        narrowed to a cut that leaves part of this one open: LEAKY in those directions."""
+        released = release_record_in(meta.get("annotations") or {})
+        if held is None and released is not None:
+            return self._ended(OutcomeStatus.WITHHELD, released_after_alert(released, alert.time_ns), started)
+        own = cut.network_policy
+        if held is None:
+            return self._ended(
+                OutcomeStatus.FAILED,
+                "NOT isolated: the quarantine label was taken off the pod while it was being quarantined,"
+                f" with no release recorded (by hand, or by another tool), so NetworkPolicy {own} does not"
+                " select it",
+                started,
+            )
+        left = [d for d in cut.directions if d not in held.directions]
+        return ActionOutcome(
+            action="quarantine",
+            status=OutcomeStatus.LEAKY,
+            detail=f"its quarantine label was changed while it was being quarantined: it now cuts"
+            f" {held.value} only, so its {'+'.join(left)} is not cut",
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+            extra={LEAKING_DIRECTIONS: left, **({} if held is Isolation.BOTH else {ISOLATED: held.value})},
+        )
+
+    def _ended(self, status: OutcomeStatus, detail: str, started: int) -> ActionOutcome:
+        return ActionOutcome("quarantine", status, detail, started_ns=started, finished_ns=self._clock_ns())
+
+    def _unread_by_setting(self) -> list[str]:
+        """What an outcome says where quarantine.ignore_other_policy_apis holds: the other
+        network-policy APIs were not read (the proof covers NetworkPolicies only)."""
+        if not self._settings.ignore_other_policy_apis:
+            return []
+        return [
+            "other network-policy APIs (Cilium, Calico, Antrea, AdminNetworkPolicy, EKS, GKE FQDN) were"
+            " not read: quarantine.ignore_other_policy_apis says none of them lets a quarantined pod's"
+            " traffic through"
+        ]
+
+    def _on_host_network(
+        self,
+        pod: PodContext,
+        notes: list[str],
+        unproven: list[str],
+        report: IsolationReport,
+        extra: dict[str, Any],
+        started: int,
+    ) -> ActionOutcome:
+        """A host-network pod: labelled like any (the label records the quarantine, and release
+        lifts it), but no NetworkPolicy holds it, so it is NOT isolated, whatever the policies say.
+        LEAKY (the status Slack and the metrics know), with what to do instead."""
+        ns, name = shlex.quote(pod.namespace), shlex.quote(pod.name)
+        node = shlex.quote(pod.node) if pod.node else "<its node>"
+        said = [
+            HOST_NETWORK_NOT_ISOLATED,
+            f"next: cordon its node (kubectl cordon {node}), then delete or evict the pod"
+            f" (kubectl -n {ns} delete pod {name}); its controller may start it again on the host"
+            " network: scale its workload down, or drop hostNetwork from its spec",
+            *notes,
+            *(["also: " + "; ".join(unproven)] if unproven else []),
+        ]
+        return ActionOutcome(
+            action="quarantine",
+            status=OutcomeStatus.LEAKY,
+            detail="; ".join(said),
+            leaky_policies=(*(leak.policy for leak in report.leaks), *(o.policy for o in report.opened)),
+            patched_policies=report.patched,
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+            extra={**extra, NOT_ISOLATED: ON_HOST_NETWORK},
         )
 
     def _ensure_listed(self, namespace: str, cut: QuarantineCut) -> DenyAllCheck:
@@ -639,6 +928,8 @@ class ClusterActions:
             directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
             if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
                 return DenyAllCheck(cut, kept_beyond=beyond)
+            if netpol.selects_beyond((current.get("spec") or {}).get("podSelector"), label, value):
+                return self._left_wider(namespace, current, cut)
             self._refuse_to_take_over(namespace, current, cut)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
@@ -649,6 +940,24 @@ class ClusterActions:
                 if not netpol.changed_since_read(exc):
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
+
+    def _left_wider(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> DenyAllCheck:
+        """A cut's deny-all whose podSelector was widened by hand to select more pods than the cut's
+        label (emptied: a namespace lockdown) is never narrowed back: that would give every other
+        pod it holds its traffic back. Left as it is while it still cuts the cut's directions;
+        otherwise neither repair is safe (narrowing frees the others, dropping its rules cuts them
+        all): DenyAllInUse, for a person to decide."""
+        name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
+        spec = policy.get("spec") or {}
+        selector = spec.get("podSelector")
+        if netpol.cuts(spec, cut.directions):
+            return DenyAllCheck(cut, wider=str(selector))
+        raise DenyAllInUse(
+            f"NetworkPolicy {name} selects more pods than {label}={value} (its podSelector is"
+            f" {selector}: widened by hand?) and no longer cuts {'+'.join(cut.directions)}: it was left"
+            " as it is (narrowing it to the label would free the other pods it selects, and dropping its"
+            f" rules would cut them all); fix it by hand (kubectl -n {namespace} edit networkpolicy {name})"
+        )
 
     def _refuse_to_create(
         self, namespace: str, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]] | None
@@ -784,7 +1093,7 @@ class ClusterActions:
 
     def _label_pod(
         self, pod: PodContext, alert: Alert, incident_id: str, reason: str, requested: Isolation
-    ) -> tuple[dict[str, Any], QuarantineCut, Isolation | None, DenyAllCheck | None]:
+    ) -> Labelled:
         """Label the pod into the cut ``requested``, widened to the cut it is in. A compare-and-set on
         the pod's version: a pod changed since it was read (another quarantine, by hand or by a
         replica; a release) is read again and its cut worked out afresh, so that a stale read never
@@ -799,12 +1108,12 @@ class ClusterActions:
         restriction before the deny-all holds. Any other pod is labelled first, its deny-all ensured
         after: where the deny-all exists (the chart renders it) the label alone isolates it, one API
         call sooner, and even when the API fails after.
-        Returns the patched pod, the cut, the cut it was in, and what ensuring the cut's deny-all
-        first did (None: nothing was ensured first).
+        Returns what it did (Labelled): the patched pod, the cut, the cut it was in, what ensuring
+        the cut's deny-all first did, and the labels and quarantine annotations it found.
         Raises KubeError (404: the pod is gone), PodReplaced, KeptChanging (see pod_patch) or
         CutNotEnsured (the pod not labelled)."""
         label = self._settings.label
-        chosen: list[tuple[QuarantineCut, Isolation | None]] = []
+        chosen: list[tuple[QuarantineCut, Isolation | None, dict[str, str], dict[str, Any]]] = []
         ensured: dict[Isolation, DenyAllCheck] = {}
 
         def metadata_for(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -821,7 +1130,6 @@ class ClusterActions:
                     ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut)
                 except KubeError as exc:
                     raise CutNotEnsured(cut.network_policy, exc) from exc
-            chosen.append((cut, current))
             annotations = {
                 A_RULE: _clip(alert.rule),
                 A_ALERT_ID: alert.alert_id,
@@ -831,6 +1139,9 @@ class ClusterActions:
             }
             if A_QUARANTINED_AT not in (meta.get("annotations") or {}):
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
+            found = meta.get("annotations") or {}
+            undo = {"labels": {label: value}, "annotations": {key: found.get(key) for key in annotations}}
+            chosen.append((cut, current, dict(meta.get("labels") or {}), undo))
             return {"labels": {label: cut.label_value}, "annotations": annotations}
 
         # A release since the read, after the alert's event, is the person's word over the alert's
@@ -838,15 +1149,22 @@ class ClusterActions:
         patched = patch_as_read(
             self._gateway, pod, metadata_for, release_since_ns=alert.time_ns + CLOCK_SKEW_NS
         )
-        cut, current = chosen[-1]
-        return patched, cut, current, ensured.get(cut.isolation)
+        cut, current, before, undo = chosen[-1]
+        return Labelled(patched, cut, current, ensured.get(cut.isolation), before, undo)
 
     def _isolate(
-        self, pod: PodContext, labels: Mapping[str, str], policies: list[dict[str, Any]], cut: QuarantineCut
+        self,
+        pod: PodContext,
+        before: Mapping[str, str],
+        labels: Mapping[str, str],
+        policies: list[dict[str, Any]],
+        cut: QuarantineCut,
     ) -> IsolationReport:
         """The other policies (``policies``: the namespace's, read after the label) that still let
-        traffic through, after patching them if configured to. API failures are said in the
-        report (a patch refused leaves its policy leaking; a read-back that fails, unproven)."""
+        traffic through, after patching them if configured to, and those the label (``before`` to
+        ``labels``) took the pod out of, opening a direction the cut leaves alone. API failures are
+        said in the report (a patch refused leaves its policy leaking; a read-back that fails,
+        unproven)."""
         own, directions = cut.network_policy, cut.directions
         leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=directions)
         patched: list[str] = []
@@ -881,9 +1199,9 @@ class ClusterActions:
                 for leak in leaks
             ]
         not_patched = tuple(leak.policy for leak in leaks if leak.policy in held)
-        return IsolationReport(
-            tuple(leaks), tuple(patched), not_patched, self._excluded_beyond(current, labels, cut), unproven
-        )
+        excluded = self._excluded_beyond(current, labels, cut)
+        opened = self._opened_beyond(current, before, labels, cut, excluded)
+        return IsolationReport(tuple(leaks), tuple(patched), not_patched, excluded, unproven, opened)
 
     def _exclude_from(self, namespace: str, policy: Mapping[str, Any]) -> bool:
         """Take out of ``policy`` the pods of the cuts that stop every direction it governs (never
@@ -921,7 +1239,7 @@ class ClusterActions:
             self._remember_patched(pod, patched)
         except KubeError as exc:
             if exc.not_found or exc.conflict:
-                return [], [f"the pod was deleted or replaced since it was labelled ({exc})"]
+                return [], [f"{REPLACED_SINCE_LABEL} ({exc})"]
             return [
                 f"the NetworkPolicies it patched could not be recorded on the pod ({exc}); a release"
                 " still restores them, found by the mark the patch put on each"
@@ -942,7 +1260,7 @@ class ClusterActions:
         pod: PodContext,
         *,
         cut: Isolation | None,
-        known_leaks: Collection[str] = (),
+        known_leaks: Collection[str] | Mapping[str, Collection[str]] = (),
         blocked: Collection[str] = (),
         proven: bool = False,
     ) -> Lapse | None:
@@ -950,8 +1268,9 @@ class ClusterActions:
         a block of the addresses ``blocked``, with ``pod`` as read afresh, and which of the two;
         None: they hold as made.
         A quarantine's label narrowed or gone, the deny-all of the cut the pod is in now gone or
-        altered, a policy other than ``known_leaks`` (those it was reported LEAKY through) now
-        letting traffic through, each in the directions of ``cut`` only (a later quarantine that
+        altered, a policy now letting traffic through other than as ``known_leaks`` (those it was
+        reported LEAKY through: by policy and direction, outcome.known_leaks; or by name alone, as
+        before directions were recorded), each in the directions of ``cut`` only (a later quarantine that
         widened the pod's cut answers for the rest); a block policy gone or no longer blocking an
         address. With ``proven`` (the quarantine was reported isolated, not LEAKY), also a way out
         of the pod's network namespace found since (an ephemeral debug container added privileged,
@@ -985,12 +1304,13 @@ class ClusterActions:
             leaks = netpol.find_leaks(
                 policies, pod.labels, own_policy=held.network_policy, directions=cut.directions
             )
-            opened = [leak for leak in leaks if leak.policy not in known_leaks]
+            opened = _beyond_known(leaks, known_leaks)
             if opened:
                 return Lapse(
                     "quarantine",
                     "; ".join(
                         f"NetworkPolicy {leak.policy} now allows its {'+'.join(leak.directions)}"
+                        + (" too" if leak.policy in known_leaks else "")
                         for leak in opened
                     ),
                 )

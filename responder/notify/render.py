@@ -25,7 +25,9 @@ from responder.actions.netpol import HOST_NETWORK, uncut
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
+    HOST_NETWORK_NOT_ISOLATED,
     NOT_PATCHED,
+    ON_HOST_NETWORK,
     RECHECK,
     THREAD_KEPT_OUT,
     WIDENED,
@@ -449,6 +451,15 @@ def _outcome_text(
             patched = _join_codes(outcome.patched_policies)
             line += f" Other policies were patched to exclude it: {patched}."
         return line + (f" Details: {detail}." if detail else "") + _excluded_beyond_advice(outcome)
+    if status is OutcomeStatus.LEAKY and outcome.not_isolated == ON_HOST_NETWORK:
+        # No NetworkPolicy holds it: not "not proven" but certainly not isolated, and what to do.
+        rest = outcome.detail.removeprefix(HOST_NETWORK_NOT_ISOLATED).lstrip("; ")
+        return (
+            ":rotating_light: *NOT isolated*: NetworkPolicies cannot hold a host-network pod (it shares its"
+            " node's network), so the deny-all does nothing for it"
+            + (f". {_capitalized(escape(rest, REASON_LIMIT))}" if rest else "")
+            + ". The quarantine label stays on as the record; `serving-guard release` lifts it."
+        )
     if status is OutcomeStatus.LEAKY and not outcome.leaky_policies:
         return (
             ":warning: *LEAKY quarantine*: the pod is labelled into the deny-all policy, but its isolation "
@@ -505,6 +516,10 @@ def _outcome_text(
         rest = escape(_beyond_who_and_why(outcome, outcome.by_hand), REASON_LIMIT)
         return ":unlock: *Released*" + (f": {rest}." if rest else ".")
     return f"*{action}*: {escape(status.value, SHORT_LIMIT)}"  # pragma: no cover - every status is above
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _after_failure(outcome: ActionOutcome, by_hand: str, tries_by_itself: bool) -> str:

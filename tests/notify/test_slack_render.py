@@ -1013,3 +1013,22 @@ def test_a_predicted_block_carries_the_command_to_block_by_hand_until_it_is_done
     assert "tried to block a destination for `ml/triton-0` by hand" in reply
     assert "LEAKY block of 203.0.113.7: still allowed by allow-https-out" in reply
     assert "proven isolated" not in reply
+
+
+def test_a_host_network_pod_is_said_not_isolated_with_what_to_do() -> None:
+    """No NetworkPolicy holds a host-network pod: "not proven" would understate it."""
+    outcome = ActionOutcome(
+        "quarantine",
+        OutcomeStatus.LEAKY,
+        "NOT isolated: NetworkPolicies cannot hold a host-network pod; next: cordon its node (kubectl"
+        " cordon node-1), then delete or evict the pod (kubectl -n ml delete pod triton-0)",
+        extra={"not_isolated": "host_network", "labelled": True},
+    )
+    headline = headline_of(render_incident(make_report(outcomes=(outcome,))))
+    assert headline.startswith(
+        ":rotating_light: *NOT isolated*: NetworkPolicies cannot hold a host-network pod (it shares its"
+        " node's network), so the deny-all does nothing for it. Next: cordon its node (kubectl cordon"
+        " node-1), then delete or evict the pod (kubectl -n ml delete pod triton-0). The quarantine label"
+        " stays on as the record; `serving-guard release` lifts it."
+    )
+    assert "not proven" not in headline

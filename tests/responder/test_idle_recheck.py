@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from responder.service import Responder
+from simulators.seed import LEAKY_POLICY
 from tests.helpers import FakeClock
 from tests.responder.test_isolation_recheck import ALLOW_ALL, Seeded, rechecked
 from tests.responder.test_pipeline import rows, shell, start_with_clock, submit_all
 from tests.responder.test_quarantine import Harness
+from tests.responder.test_recheck_leak_directions import allow_egress_too
 from tests.responder.test_retry_withheld import wait_for
 
 
@@ -114,5 +116,33 @@ async def test_a_closed_incidents_pod_released_or_deleted_is_not_checked_again(
         assert await pipeline.recheck_closed(50) == 1  # the deleted pod's incident is over
         # The budget bounds a pass; the longest unchecked goes first.
         assert await pipeline.recheck_closed(0) == 0
+    finally:
+        await responder.stop()
+
+
+async def test_a_known_leak_that_opens_another_direction_is_told_by_the_pipelines_recheck(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The incident was reported LEAKY through a policy's ingress; the policy later lets egress out
+    too: the recheck (held to the leaks by policy and direction) says so."""
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        triton = pods["triton"]
+        await submit_all(responder, [shell(triton, n=0)])
+        assert [r["status"] for r in rows(responder.config, "SELECT status FROM actions")] == ["leaky"]
+        clock.advance(16)
+        assert pipeline.recheck_idle() == 1
+        assert not await rechecked(responder)  # the known leak, as reported
+        allow_egress_too(harness, triton)
+        clock.advance(16)
+        assert pipeline.recheck_idle() == 1
+        assert await rechecked(responder)
+        lapse = rows(responder.config, "SELECT detail FROM actions WHERE status = 'lapsed'")
+        assert [r["detail"] for r in lapse] == [f"NetworkPolicy {LEAKY_POLICY} now allows its egress too"]
     finally:
         await responder.stop()

@@ -492,8 +492,9 @@ def test_a_quarantine_under_another_label_does_not_repair_away_the_pods_quaranti
     assert harness.lapse(harness.pod(kserve), cut=Isolation.BOTH) is None  # still isolated
 
 
-def test_a_deny_all_widened_to_every_pod_is_still_repaired(harness: Harness, seeded: Seeded) -> None:
-    # Pods quarantined under the responder's own label do not hold a repair back.
+def test_a_deny_all_widened_to_every_pod_is_left_as_it_is(harness: Harness, seeded: Seeded) -> None:
+    # Widened by hand to every pod (a namespace lockdown), it still cuts the quarantined pods: a
+    # "repair" back to the label would give every other pod of the namespace its traffic back.
     kserve, vllm = seeded[1]["kserve"], seeded[1]["vllm"]
     quarantined(harness, kserve)
     edit_policy(harness, kserve.namespace, DENY_ALL, podSelector={})
@@ -501,9 +502,9 @@ def test_a_deny_all_widened_to_every_pod_is_still_repaired(harness: Harness, see
         harness.pod(vllm), shell_alert(vllm), "inc-2", "shell", dry_run=False
     )
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
-    assert f"repaired altered NetworkPolicy {DENY_ALL}" in outcome.detail
+    assert f"left NetworkPolicy {DENY_ALL} as it is: its podSelector {{}} selects more pods" in outcome.detail
     policy = harness.stored(NP, kserve.namespace, DENY_ALL)
-    assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {LABEL: "true"}}
+    assert policy is not None and policy["spec"]["podSelector"] == {}
 
 
 def test_a_way_out_of_the_network_namespace_found_since_undoes_a_proven_quarantine_only(

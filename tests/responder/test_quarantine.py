@@ -348,6 +348,7 @@ def test_the_label_goes_first_and_one_policy_listing_serves_both_checks(
     assert calls == [
         ("PATCH", f"/api/v1{namespace}/pods/{vllm.name}"),
         ("GET", f"/apis/networking.k8s.io/v1{namespace}/networkpolicies"),
+        ("GET", f"/api/v1{namespace}/pods/{vllm.name}"),  # its label still on after the leak check
         ("GET", "/apis"),  # other policy APIs, last (and cached): the pod is isolated first
         ("POST", f"/api/v1{namespace}/events"),
     ]

@@ -1,0 +1,187 @@
+"""The quarantine label is a selector change: a policy that restricts the pod and selects it by the
+label's absence (`DoesNotExist`, `NotIn`: written by hand, or an exclusion left from an earlier
+patch_other_policies) stops restricting it once it is labelled. Where that opens a direction the cut
+leaves alone, the outcome is LEAKY and names the policy and the direction; where the deny-all cannot
+be ensured after the label, the label that opened something is taken off again, or the failure says
+what it opened. Against the emulated API server over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from responder.actions import netpol
+from responder.actions.outcome import OutcomeStatus
+from responder.config import Isolation, Quarantine
+from simulators.cluster_emulator import Fault, RunningCluster
+from simulators.seed import SeededPod
+from tests.responder.test_quarantine import LABEL, NP, Harness, shell_alert
+
+Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
+NOT_QUARANTINED = {"matchExpressions": [{"key": LABEL, "operator": "DoesNotExist"}]}
+GATEWAY_ONLY = {
+    "podSelector": {"matchLabels": {"app": "vllm"}, **NOT_QUARANTINED},
+    "policyTypes": ["Ingress"],
+    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"name": "gateway"}}}]}],
+}
+DNS_ONLY = {"policyTypes": ["Egress"], "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}]}
+LEFT_OUT = {
+    "by hand, DoesNotExist": NOT_QUARANTINED,
+    "an earlier exclusion, NotIn": {
+        "matchLabels": {"app": "vllm"},
+        "matchExpressions": [{"key": LABEL, "operator": "NotIn", "values": ["true", "true-egress"]}],
+    },
+}
+
+
+def _labels(harness: Harness, pod: SeededPod) -> dict[str, str]:
+    stored = harness.stored("v1/pods", pod.namespace, pod.name)
+    assert stored is not None
+    return dict(stored["metadata"].get("labels") or {})
+
+
+def _policies(harness: Harness, namespace: str) -> list[dict[str, Any]]:
+    return harness.running.call(harness.running.emulator.list_objects, NP, namespace)  # type: ignore[no-any-return]
+
+
+def _governing(harness: Harness, pod: SeededPod, direction: str) -> list[str]:
+    labels = _labels(harness, pod)
+    return [
+        netpol.name_of(p)
+        for p in _policies(harness, pod.namespace)
+        if netpol.may_select(p["spec"].get("podSelector") or {}, labels)
+        and direction in netpol.policy_directions(p["spec"])
+    ]
+
+
+def test_an_egress_cut_that_takes_the_pod_out_of_its_only_ingress_restriction_is_leaky(
+    seeded: Seeded,
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "gateway-to-vllm", GATEWAY_ONLY)
+    assert _governing(harness, vllm, "ingress") == ["gateway-to-vllm"]
+
+    predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=True)
+    assert predicted.status is OutcomeStatus.DRY_RUN
+    assert predicted.leaky_policies == ("gateway-to-vllm",)
+    assert "it would be LEAKY: NetworkPolicy gateway-to-vllm" in predicted.detail
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
+    assert outcome.leaky_policies == ("gateway-to-vllm",)
+    assert outcome.leaking_directions == ("ingress",) and outcome.cut_only == "egress"
+    assert outcome.leaks == {"gateway-to-vllm": ("ingress",)}
+    assert (
+        "NetworkPolicy gateway-to-vllm (its podSelector leaves out quarantined pods) was the only policy"
+        " restricting the pod's ingress, and the label took the pod out of it: its ingress, which the"
+        " egress cut leaves alone, is open to all" in outcome.detail
+    )
+    # What to write instead: leave out the cuts that stop what it governs, never every quarantined pod.
+    assert (
+        f"`{LABEL} NotIn [true, true-ingress]`" in outcome.detail and "never `DoesNotExist`" in outcome.detail
+    )
+    assert _governing(harness, vllm, "ingress") == []  # as said: nothing restricts it there now
+
+
+def test_a_policy_that_still_restricts_the_direction_is_no_opening(seeded: Seeded) -> None:
+    """Taken out of one policy while another still governs the direction only narrows it."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "gateway-to-vllm", GATEWAY_ONLY)
+    harness.put_policy(vllm.namespace, "no-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+
+
+@pytest.mark.parametrize("selector", LEFT_OUT.values(), ids=LEFT_OUT.keys())
+def test_a_label_that_opened_the_pod_is_taken_off_again_when_the_deny_all_cannot_be_made(
+    seeded: Seeded, selector: dict[str, Any]
+) -> None:
+    """The deny-all is missing and its create refused: labelled, the pod would have egress to
+    everything where it had DNS only. It is put back as it was, and the failure says why."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": selector, **DNS_ONLY})
+    before = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert before is not None
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    assert outcome.detail.startswith(
+        "the pod was not left labelled: NetworkPolicy serving-guard-quarantine is not ensured:"
+    )
+    assert (
+        "NetworkPolicy egress-dns-only (its podSelector leaves out quarantined pods) was the only policy"
+        " restricting the pod's egress, and the label took the pod out of it: the label was taken off"
+        " again" in outcome.detail
+    )
+    after = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert after is not None and LABEL not in after["metadata"]["labels"]
+    # The quarantine's record goes too: the pod is as it was found.
+    assert (after["metadata"].get("annotations") or {}) == (before["metadata"].get("annotations") or {})
+    assert _governing(harness, vllm, "egress") == ["egress-dns-only"]
+
+
+def test_a_label_that_cannot_be_taken_off_again_says_what_it_opened(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": NOT_QUARANTINED, **DNS_ONLY})
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+    send = harness.gateway.patch_pod
+    patches: list[Any] = []
+
+    def refuse_the_second(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        patches.append(patch)
+        if len(patches) > 1:
+            harness.fail(Fault(status=403, method="PATCH", plural="pods", times=10, message="no"))
+        return send(namespace, name, patch)
+
+    harness.gateway.patch_pod = refuse_the_second  # type: ignore[method-assign]
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
+    assert outcome.detail.startswith(
+        "the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured:"
+    )
+    assert "the label took the pod out of it, which opened that traffic to all" in outcome.detail
+    assert "(the label could not be taken off again:" in outcome.detail
+    assert _labels(harness, vllm)[LABEL] == "true"
+
+
+def test_a_failure_that_opened_nothing_keeps_the_label_as_before(seeded: Seeded) -> None:
+    """No policy leaves quarantined pods out: the label alone opens nothing and isolates the pod the
+    moment the policy exists, so it stays, as it always did."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
+    assert _labels(harness, vllm)[LABEL] == "true"
+
+
+def test_opened_by_label_counts_only_directions_left_with_no_policy() -> None:
+    left_out = {"metadata": {"name": "dns-only"}, "spec": {"podSelector": NOT_QUARANTINED, **DNS_ONLY}}
+    no_ingress = {"metadata": {"name": "no-ingress"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    before, after = {"app": "vllm"}, {"app": "vllm", LABEL: "true"}
+    assert netpol.opened_by_label([left_out], before, after, held=()) == [
+        netpol.Opened("dns-only", ("egress",))
+    ]
+    assert netpol.opened_by_label([left_out], before, after, held=("egress",)) == []
+    both = {
+        "metadata": {"name": "both"},
+        "spec": {"podSelector": NOT_QUARANTINED, "policyTypes": ["Ingress", "Egress"]},
+    }
+    assert netpol.opened_by_label([both, no_ingress], before, after, held=()) == [
+        netpol.Opened("both", ("egress",))
+    ]
+    assert netpol.opened_by_label([left_out], after, after, held=()) == []  # not a change
