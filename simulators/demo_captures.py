@@ -1,9 +1,12 @@
-"""The demo's first stage: the capture suite (`serving-guard rules test`) with the demo's own rules.
+"""The demo's first stage: `serving-guard rules test` (the captures, the rule examples and the evasion
+cases) with the demo's own rules.
 
 The demo's alerts are scenario alert templates: they prove the responder (verification, policy,
 actions, Slack), never that a rule's condition still matches the attack. A tuning or an edit that
 breaks a rule left the demo passing, so the demo first evaluates the rules with the real libsinsp
-(Debian's sysdig) on the recorded syscall captures and stops when an expectation fails. Without
+(Debian's sysdig) on the recorded syscall captures, and on the rule examples and evasion cases derived
+from them (about 10 s: a tuning that silences attacks no recording holds fails here too), and stops
+when an expectation fails. Without
 sysdig (a fresh clone with nothing but Python) it says so in one line and the demo goes on.
 """
 
@@ -13,15 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from responder.rulespack.derived_report import NOT_EVALUATED as EXAMPLE_NOT_EVALUATED
+from responder.rulespack.derived_suite import run_examples_and_evasions
 from responder.rulespack.examples import load_examples
 from responder.rulespack.expand import load_paths
 from responder.rulespack.paths import default_captures, default_examples, display_path
-from responder.rulespack.suite import SuiteInput, run_suite
+from responder.rulespack.suite import SuiteInput, load_rules, run_suite
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 
 # The macro the captures' scope override retargets (the captures are host processes, not pods).
 SCOPE_MACRO = "serving_guard_scope"
 NOT_EVALUATED = "rule conditions: not evaluated ({why}): the rows below prove the responder only"
+# The failures of examples and evasion cases the demo lists (a rule broken fails dozens of cases).
+DERIVED_SHOWN = 10
 
 
 @dataclass
@@ -48,6 +55,7 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
     examples = load_examples(examples_path)
     files = list(rules_files)
     scope = examples.captures.scope_override
+    after = 0
     if scope:
         definitions = load_paths(files).defined_in.get(("macro", SCOPE_MACRO), [])
         if not definitions:
@@ -55,23 +63,35 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
             return CaptureStage(True, [NOT_EVALUATED.format(why=why)])
         after = files.index(definitions[-1].file.path) + 1
         files[after:after] = [display_path(captures / scope)]
-    report = run_suite(sysdig, SuiteInput(files, captures, examples))
+    ruleset = load_rules(files)
+    report = run_suite(sysdig, SuiteInput(files, captures, examples), ruleset)
+    # The rule examples and evasion cases too, as `rules test` runs them: a tuning that silences an
+    # attack no recording holds (a download tool list cut short, an exception too broad) fails here.
+    tuning = files[after + 1 :] if scope else files[1:]
+    derived = run_examples_and_evasions(sysdig, ruleset, tuning, examples, report)
     actions = sum(len(verdict.actions) for verdict in report.captures)
-    if report.ok:
+    judged = sum(verdict.status != EXAMPLE_NOT_EVALUATED for verdict in derived.examples)
+    if report.ok and derived.ok:
         return CaptureStage(
             True,
             [
-                f"rule conditions: ok: {actions} recorded actions in {len(report.captures)} captures"
-                f" judged by sysdig {sysdig.version} (`serving-guard rules test`), every expectation held"
+                f"rule conditions: ok: {actions} recorded actions in {len(report.captures)} captures,"
+                f" {judged} rule examples and {len(derived.evasions)} evasion cases judged by sysdig"
+                f" {sysdig.version} (`serving-guard rules test`), every expectation held"
             ],
         )
     failures = report.all_failures
+    shown = derived.failures[:DERIVED_SHOWN]
+    more = len(derived.failures) - len(shown)
     return CaptureStage(
         False,
         [
-            f"rule conditions: FAILED ({len(failures)}) on the captures (`serving-guard rules test`,"
-            f" rules files in load order: {', '.join(files)}):",
+            f"rule conditions: FAILED ({len(failures) + len(derived.failures)}) on the captures, rule"
+            " examples and evasion cases (`serving-guard rules test`, rules files in load order:"
+            f" {', '.join(files)}):",
             *(f"  {failure}" for failure in failures),
+            *(f"  {failure}" for failure in shown),
+            *([f"  ... and {more} more (`serving-guard rules test` lists every one)"] if more else []),
             "the demo's alerts are scenario alert templates: with these rules Falco would not send them,"
             " so the demo stops here",
         ],

@@ -13,4 +13,12 @@ Modules, each with one job:
   examples      the schema of rules/examples.yaml (examples per rule, expectations per capture)
   captures      evaluate the rules on recorded captures, attribute alerts to scenario actions
   matrix        judge alerts against the expectations and render the detection matrix
+  scapedit      rewrite chosen events of a recorded capture (a derived capture)
+  recorded      the recorded actions derived captures start from, and their rewrites
+  derived       a derived case (rewrite + which rules must or must not fire), judged by sysdig
+  evasions_*    the evasion cases, by rule family (evasion_cases gathers them)
+  example_cases the examples file's rule examples as derived cases (or why one cannot be)
+  derived_suite run derived cases on loaded rules, in parallel
+  derived_report, derived_matrix  their verdicts and failures; the second section of `rules test`
+  tuning_changes  which lines of the user's tuning files change a rule
 """

@@ -186,10 +186,10 @@ def render_table(report: CaptureReport) -> str:
     lines.append("")
     if report.ok:
         lines.append(
-            "result: ok: every attack action detected by its intended rule, no alert on benign parts"
+            "captures: ok: every attack action detected by its intended rule, no alert on benign parts"
         )
     else:
-        lines.append(f"result: FAILED ({len(report.all_failures)})")
+        lines.append(f"captures: FAILED ({len(report.all_failures)})")
         lines += [f"  {failure}" for failure in report.all_failures]
     return "\n".join(lines)
 

@@ -48,8 +48,9 @@ def capture_files(directory: Path) -> list[Path]:
     return files
 
 
-def run_suite(sysdig: Sysdig, suite: SuiteInput) -> CaptureReport:
-    ruleset = load_rules(suite.rules_files)
+def run_suite(sysdig: Sysdig, suite: SuiteInput, ruleset: RuleSet | None = None) -> CaptureReport:
+    """``ruleset``: the suite's rules files, already loaded (load_rules)."""
+    ruleset = ruleset or load_rules(suite.rules_files)
     rules = [rule for rule in ruleset.expanded.values() if rule.enabled and rule.source == "syscall"]
     translated = {rule.name: to_sysdig(rule.ast) for rule in rules}
     prepared = [

@@ -4,8 +4,10 @@ Every rule is evaluated by the real libsinsp of Debian's sysdig reading each cap
 pack's scope retargeted by an override rules file (the captures are host processes). Load order:
 the pack (one file, or several in load order), that scope override, then the user's --override
 files (tuning). The expectations (which rule must fire on which action, which parts are benign)
-come from the examples file. Exit status: 0 all expectations met; 1 a failure; 3 sysdig is not
-installed (an error instead when SERVING_GUARD_REQUIRE_SYSDIG=1).
+come from the examples file. Then, on the same rules, every rule example of the examples file and
+every evasion case, on captures derived from the recordings (a second section; tuning that silences
+attacks no recording holds fails there). Exit status: 0 all expectations met; 1 a failure; 3 sysdig
+is not installed (an error instead when SERVING_GUARD_REQUIRE_SYSDIG=1).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import sys
 from pathlib import Path
 
 from responder.rulespack.check import ExitCode
+from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
+from responder.rulespack.derived_report import DerivedReport
+from responder.rulespack.derived_suite import run_examples_and_evasions
 from responder.rulespack.examples import ExamplesFile, load_examples
 from responder.rulespack.matrix import render_json, render_table
 from responder.rulespack.paths import default_captures, default_examples, default_pack, display_path
-from responder.rulespack.suite import SuiteInput, capture_files, run_suite
+from responder.rulespack.suite import SuiteInput, capture_files, load_rules, run_suite
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 
 
@@ -90,14 +95,37 @@ def run(args: argparse.Namespace) -> int:
     capture_files(captures)
     examples = load_examples(args.examples or default_examples())
     rules_files = _rules_files(args, captures, examples)
-    report = run_suite(sysdig, SuiteInput(rules_files, captures, examples))
+    ruleset = load_rules(rules_files)
+    report = run_suite(sysdig, SuiteInput(rules_files, captures, examples), ruleset)
+    derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
+    ok = report.ok and derived.ok
     if args.format == "json":
-        print(json.dumps({**render_json(report), "rules_files": rules_files}, indent=2))
+        document = render_json(report)
+        document["ok"] = ok
+        document["captures_ok"] = report.ok
+        document["examples_and_evasions"] = render_derived_json(derived)
+        document["failures"] = report.all_failures + derived.failures
+        print(json.dumps({**document, "rules_files": rules_files}, indent=2))
     else:
         # Said first: a rule that did not fire is read against what was loaded.
         print(f"rules files, in load order: {', '.join(rules_files)}\n")
         print(render_table(report))
-    return int(ExitCode.OK if report.ok else ExitCode.ERRORS)
+        print()
+        ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
+        print(render_derived_table(derived, ids, sysdig.version))
+        print()
+        print(_result(report.all_failures, derived))
+    return int(ExitCode.OK if ok else ExitCode.ERRORS)
+
+
+def _result(capture_failures: list[str], derived: DerivedReport) -> str:
+    counts = (
+        f"captures {len(capture_failures)}, examples {len(derived.example_failures)},"
+        f" evasion cases {len(derived.evasion_failures)}"
+    )
+    if not capture_failures and derived.ok:
+        return "result: ok: every capture expectation, rule example and evasion case held"
+    return f"result: FAILED ({len(capture_failures) + len(derived.failures)}: {counts})"
 
 
 def _rules_files(args: argparse.Namespace, captures: Path, examples: ExamplesFile) -> list[str]:

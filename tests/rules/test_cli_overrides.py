@@ -37,9 +37,8 @@ def test_a_tuning_override_loads_after_the_scope_override(
     loaded = [display_path(PACK), display_path(SCOPE_OVERRIDE), str(tune)]
     assert out.startswith(f"rules files, in load order: {', '.join(loaded)}\n\nDetection matrix:")
     assert "expected rule did not fire" not in out
-    assert out.rstrip().endswith(
-        "result: ok: every attack action detected by its intended rule, no alert on benign parts"
-    )
+    assert "captures: ok: every attack action detected by its intended rule, no alert on benign parts" in out
+    assert out.rstrip().endswith("result: ok: every capture expectation, rule example and evasion case held")
     assert main(["rules", "test", "--override", str(tune), "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is True and document["rules_files"] == loaded

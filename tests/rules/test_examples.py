@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 
 from responder.errors import SourceError
+from responder.rulespack.derived_suite import conditions_of, run_cases
+from responder.rulespack.evasion_cases import evasion_cases
+from responder.rulespack.example_cases import NOT_EVALUABLE, SHOWN_BY_EVASION, STARTED_AS, example_cases
 from responder.rulespack.examples import ExamplesFile, load_examples
-from responder.rulespack.expand import load
+from responder.rulespack.expand import load, load_paths
+from responder.rulespack.recorded import CaptureLibrary
 from responder.rulespack.rulesfile import read_rules_file
+from responder.rulespack.sysdig import Sysdig
 
-from .conftest import CAPTURES, EXAMPLES, PACK
+from .conftest import CAPTURES, EXAMPLES, PACK, SCOPE_OVERRIDE
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +103,37 @@ def test_schema_errors_name_the_line(tmp_path: Path, text: str, message: str, li
         load_examples(path)
     assert message in caught.value.message
     assert caught.value.line == line
+
+
+# --- the examples as `rules test` judges them (responder/rulespack/example_cases.py) ---------------
+
+
+def test_every_example_is_judged_or_says_why_not(examples: ExamplesFile) -> None:
+    cases = example_cases(examples)
+    assert len(cases) == sum(len(e.positive) + len(e.negative) for e in examples.rules)
+    for case in cases:
+        ways = [case.derived, case.proven_by, case.shown_by, case.not_evaluated]
+        assert sum(way is not None for way in ways) == 1, case.id
+    assert sum(case.not_evaluated is not None for case in cases) <= 7
+
+
+def test_the_example_tables_name_examples_that_exist(examples: ExamplesFile) -> None:
+    ids = {ex.id for entry in examples.rules for ex in (*entry.positive, *entry.negative)}
+    assert set(STARTED_AS) | set(SHOWN_BY_EVASION) | set(NOT_EVALUABLE) <= ids
+
+
+def test_an_example_shown_by_an_evasion_case_is_that_rule_and_polarity(examples: ExamplesFile) -> None:
+    evasions = {case.id: case for case in evasion_cases()}
+    for case in example_cases(examples):
+        if case.shown_by is None:
+            continue
+        [expectation] = evasions[case.shown_by].expect
+        assert (expectation.rule, expectation.fires) == (case.rule, case.positive), case.id
+
+
+def test_every_derived_example_holds_on_the_pack(sysdig: Sysdig, examples: ExamplesFile) -> None:
+    derived = [case.derived for case in example_cases(examples) if case.derived is not None]
+    conditions = conditions_of(load_paths([str(PACK), str(SCOPE_OVERRIDE)]))
+    verdicts = run_cases(sysdig, CaptureLibrary(CAPTURES), derived, conditions)
+    assert [(v.case.id, v.problems) for v in verdicts if not v.ok] == []
+    assert len(verdicts) >= 50

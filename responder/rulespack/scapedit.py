@@ -1,5 +1,6 @@
-"""Derive a capture from a recorded one by rewriting parameters of chosen events (tests only).
+"""Derive a capture from a recorded one by rewriting parameters of chosen events.
 
+Used by `rules test` (the evasion cases and the rule examples, on the user's rules) and the tests.
 An evasion the captures do not hold (a shell started under another name, a token read through
 another path) is tested on the nearest recorded action with the parameters the attacker changes
 rewritten: every other event and parameter stays as recorded, and the real libsinsp reads the
@@ -17,12 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from responder.errors import UserError
+
 EVENT_BLOCK = 0x216
 _BLOCK_HEADER = struct.Struct("<II")
 _EVENT_HEADER = struct.Struct("<HQQIHI")  # cpuid, ts, tid, len, type, nparams
 _EVENT_HEADER_LEN = 26  # the scap event header, without the block's cpuid
 
-# Event type numbers (the driver's event table) of the events the tests rewrite.
+# Event type numbers (the driver's event table) of the events the derivations rewrite.
 EXECVE_ENTER, EXECVE_EXIT = 292, 293
 OPENAT_ENTER, OPENAT_EXIT = 306, 307
 CONNECT_ENTER, CONNECT_EXIT = 22, 23
@@ -78,19 +81,34 @@ def ipv4_tuple(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
     return ipv4_sockaddr(*source) + _ipv4(destination[0]) + struct.pack("<H", destination[1])
 
 
-def _blocks(data: bytes) -> list[tuple[int, bytes]]:
+class CaptureFormatError(UserError):
+    """A file that is not a scap capture this module can rewrite (truncated, or another layout)."""
+
+
+def _blocks(data: bytes, path: Path) -> list[tuple[int, bytes]]:
     blocks = []
     offset = 0
     while offset < len(data):
+        if offset + _BLOCK_HEADER.size > len(data):
+            raise CaptureFormatError(f"{path}: truncated block header at byte {offset}: not a scap capture")
         block_type, block_length = _BLOCK_HEADER.unpack_from(data, offset)
+        if block_length < _BLOCK_HEADER.size + 4 or offset + block_length > len(data):
+            raise CaptureFormatError(
+                f"{path}: block at byte {offset} claims {block_length} bytes: a truncated or damaged capture"
+            )
         blocks.append((block_type, data[offset : offset + block_length]))
         offset += block_length
     return blocks
 
 
-def _event(index: int, block: bytes) -> Event:
-    _, _, tid, _, event_type, nparams = _EVENT_HEADER.unpack_from(block, 8)
-    lengths = struct.unpack_from(f"<{nparams}H", block, 8 + 2 + _EVENT_HEADER_LEN)
+def _event(index: int, block: bytes, path: Path) -> Event:
+    try:
+        _, _, tid, _, event_type, nparams = _EVENT_HEADER.unpack_from(block, 8)
+        lengths = struct.unpack_from(f"<{nparams}H", block, 8 + 2 + _EVENT_HEADER_LEN)
+    except struct.error:
+        raise CaptureFormatError(
+            f"{path}: event {index} is shorter than its header: a damaged capture"
+        ) from None
     position = 8 + 2 + _EVENT_HEADER_LEN + 2 * nparams
     params = []
     for length in lengths:
@@ -100,8 +118,15 @@ def _event(index: int, block: bytes) -> Event:
 
 
 def read_events(path: Path) -> list[Event]:
-    blocks = [block for block_type, block in _blocks(path.read_bytes()) if block_type == EVENT_BLOCK]
-    return [_event(index, block) for index, block in enumerate(blocks)]
+    blocks = [block for block_type, block in read_blocks(path) if block_type == EVENT_BLOCK]
+    return [_event(index, block, path) for index, block in enumerate(blocks)]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CaptureFormatError(f"{path}: cannot read the capture: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -124,13 +149,25 @@ def _event_block(original: bytes, params: Sequence[bytes] | Retyped) -> bytes:
     return _BLOCK_HEADER.pack(EVENT_BLOCK, length) + body + struct.pack("<I", length)
 
 
-def rewrite(source: Path, target: Path, replacements: Mapping[int, Sequence[bytes] | Retyped]) -> None:
+def read_blocks(path: Path) -> list[tuple[int, bytes]]:
+    """The capture's blocks (type, bytes), for rewriting it many times over."""
+    return _blocks(_read(path), path)
+
+
+def rewrite(
+    source: Path,
+    target: Path,
+    replacements: Mapping[int, Sequence[bytes] | Retyped],
+    *,
+    blocks: Sequence[tuple[int, bytes]] | None = None,
+) -> None:
     """Copy ``source`` to ``target`` with the parameters of the events at the given indexes replaced
-    (or, for a ``Retyped``, the events replaced by events of another type)."""
+    (or, for a ``Retyped``, the events replaced by events of another type). ``blocks``: the source's,
+    already read (read_blocks)."""
     out = bytearray()
     index = 0
     used = set()
-    for block_type, block in _blocks(source.read_bytes()):
+    for block_type, block in blocks if blocks is not None else read_blocks(source):
         if block_type != EVENT_BLOCK:
             out += block
             continue

@@ -1,0 +1,138 @@
+"""Render the second section of `rules test`: the rule examples and the evasion cases, per rule and per
+evasion group, what was not evaluated and why, and every failure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from responder.rulespack.derived import CaseVerdict
+from responder.rulespack.derived_report import FAIL, NOT_EVALUATED, OK, DerivedReport, ExampleVerdict
+
+
+def _tally(passed: int, total: int) -> str:
+    return f"{passed}/{total}" if total else "-"
+
+
+def _rule_rows(report: DerivedReport, ids: dict[str, str]) -> list[str]:
+    rows = []
+    width = max([len(rule) for rule in report.rules] + [4])
+    rows.append(f"  {'':4}  {'rule':<{width}}  {'positive':>8}  {'negative':>8}  {'evasions':>8}  result")
+    for rule in report.rules:
+        examples = [v for v in report.examples if v.case.rule == rule and v.status != NOT_EVALUATED]
+        positive = [v for v in examples if v.case.positive]
+        negative = [v for v in examples if not v.case.positive]
+        evasions = [v for v in report.evasions if rule in v.case.rules]
+        evasion_ok = [v for v in evasions if not any(p.startswith(rule) for p in v.problems)]
+        failed = any(v.status == FAIL for v in examples) or len(evasion_ok) < len(evasions)
+        rows.append(
+            f"  {ids[rule]:<4}  {rule:<{width}}  "
+            f"{_tally(sum(v.status == OK for v in positive), len(positive)):>8}  "
+            f"{_tally(sum(v.status == OK for v in negative), len(negative)):>8}  "
+            f"{_tally(len(evasion_ok), len(evasions)):>8}  {'FAIL' if failed else 'ok'}"
+        )
+    return rows
+
+
+def _group_rows(report: DerivedReport, ids: dict[str, str]) -> list[str]:
+    groups: dict[str, list[CaseVerdict]] = {}
+    for verdict in report.evasions:
+        groups.setdefault(verdict.case.group, []).append(verdict)
+    width = max([len(group) for group in groups] + [5])
+    rows = [f"  {'group':<{width}}  {'rules':<7}  {'cases':>5}  result"]
+    for group, verdicts in groups.items():
+        rules = ",".join(dict.fromkeys(ids[r] for v in verdicts for r in v.case.rules))
+        passed = sum(v.ok for v in verdicts)
+        result = "ok" if passed == len(verdicts) else f"FAIL ({len(verdicts) - passed})"
+        rows.append(f"  {group:<{width}}  {rules:<7}  {_tally(passed, len(verdicts)):>5}  {result}")
+    return rows
+
+
+def _judged_by(verdicts: list[ExampleVerdict]) -> str:
+    counts = Counter(
+        "derived"
+        if v.judged_by == "derived capture"
+        else "capture"
+        if v.judged_by.startswith("capture ")
+        else "evasion"
+        if v.judged_by.startswith("evasion case")
+        else "not"
+        for v in verdicts
+    )
+    return (
+        f"{counts['derived']} on derived captures, {counts['capture']} by the recorded captures above,"
+        f" {counts['evasion']} by an evasion case, {counts['not']} not evaluated"
+    )
+
+
+def render_derived_table(report: DerivedReport, ids: dict[str, str], sysdig_version: str) -> str:
+    """``ids``: the capture matrix's rule numbers (R1 ...), extended for rules it did not list."""
+    ids = {**{rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}, **ids}
+    lines = [
+        f"Rule examples and evasion cases: {len(report.examples)} examples of rules/examples.yaml"
+        f" ({_judged_by(report.examples)}), {len(report.evasions)} evasion cases"
+        f" (sysdig {sysdig_version}, {report.sysdig_runs} sysdig passes on derived captures)",
+        "",
+        "  a derived capture is a recorded action rewritten into the example's or the evasion's action;",
+        "  cell: passed/judged",
+        "",
+        *_rule_rows(report, ids),
+        "",
+        "Evasion cases, by what they show:",
+        *_group_rows(report, ids),
+    ]
+    skipped = [v for v in report.examples if v.status == NOT_EVALUATED]
+    if skipped:
+        lines += ["", "Examples not evaluated (the reason; a live cluster with Falco proves them):"]
+        lines += [f"  {ids[v.case.rule]} {v.case.id}: {v.judged_by}" for v in skipped]
+    lines.append("")
+    failures = report.failures
+    if failures:
+        lines.append(f"examples and evasions: FAILED ({len(failures)})")
+        lines += [f"  {failure}" for failure in failures]
+    else:
+        judged = sum(v.status != NOT_EVALUATED for v in report.examples)
+        lines.append(
+            f"examples and evasions: ok: {judged} examples and {len(report.evasions)} evasion cases held"
+        )
+    return "\n".join(lines)
+
+
+def render_derived_json(report: DerivedReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "sysdig_passes": report.sysdig_runs,
+        "examples": [
+            {
+                "rule": v.case.rule,
+                "id": v.case.id,
+                "positive": v.case.positive,
+                "expected": v.case.expected,
+                "status": v.status,
+                "judged_by": v.judged_by,
+                "failure": v.problem,
+            }
+            for v in report.examples
+        ],
+        "evasions": [
+            {
+                "id": v.case.id,
+                "group": v.case.group,
+                "capture": v.case.recorded.capture,
+                "expect": [
+                    {
+                        "rule": o.expectation.rule,
+                        "expected": o.expectation.describe(),
+                        "fired": o.alerts,
+                        "ok": o.ok,
+                    }
+                    for o in v.outcomes
+                ],
+                "status": OK if v.ok else FAIL,
+                "failures": list(v.problems),
+            }
+            for v in report.evasions
+        ],
+        "changed_by_override": {rule: items for rule, items in report.changes.items() if items},
+        "failures": report.failures,
+    }

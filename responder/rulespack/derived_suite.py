@@ -1,0 +1,100 @@
+"""Run derived cases on loaded rules: write each derived capture, judge it with sysdig, in parallel.
+
+The captures are written to a temporary directory removed afterwards; each is read by one sysdig
+per expectation (about 25 ms each), so the cases run on every CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
+from responder.rulespack.derived_report import DerivedReport, build_report
+from responder.rulespack.evasion_cases import evasion_cases
+from responder.rulespack.example_cases import example_cases
+from responder.rulespack.examples import ExamplesFile
+from responder.rulespack.expand import RuleSet
+from responder.rulespack.matrix import CaptureReport
+from responder.rulespack.paths import default_captures
+from responder.rulespack.recorded import CaptureLibrary, Recorded
+from responder.rulespack.sysdig import Sysdig
+from responder.rulespack.sysdig_compat import to_sysdig
+
+
+def conditions_of(ruleset: RuleSet) -> Conditions:
+    """The enabled syscall rules as sysdig evaluates them, and why each other rule is absent."""
+    enabled = {
+        name: to_sysdig(rule.ast).text
+        for name, rule in ruleset.expanded.items()
+        if rule.enabled and rule.source == "syscall"
+    }
+    absent = {}
+    for name, state in ruleset.rules.items():
+        if name in enabled:
+            continue
+        if state.disabled_at is not None:
+            absent[name] = f"disabled at {state.disabled_at}"
+        elif state.source != "syscall":
+            absent[name] = f"a {state.source} rule"
+    return Conditions(enabled, absent)
+
+
+def _recorded_programs(cases: Sequence[DerivedCase]) -> list[Recorded]:
+    """Every recorded program the cases name (their own, and those their expectations judge)."""
+    programs = [case.recorded for case in cases]
+    programs += [e.thread_of for case in cases for e in case.expect if e.thread_of is not None]
+    return list(dict.fromkeys(programs))
+
+
+def _workers() -> int:
+    # sysdig is single-threaded and short-lived: one per CPU, and a few more to overlap its start.
+    return max(2, (os.cpu_count() or 1) + 2)
+
+
+def run_cases(
+    sysdig: Sysdig,
+    library: CaptureLibrary,
+    cases: Sequence[DerivedCase],
+    conditions: Conditions,
+    *,
+    check_witness: bool = False,
+) -> list[CaseVerdict]:
+    # The recordings are parsed before the threads start: the library's cache is filled once.
+    library.load(_recorded_programs(cases))
+    with tempfile.TemporaryDirectory(prefix="sg-derived-") as workdir:
+
+        def one(indexed: tuple[int, DerivedCase]) -> CaseVerdict:
+            index, case = indexed
+            capture = write_derived(library, case, Path(workdir) / f"{index}-{case.recorded.capture}")
+            try:
+                return judge(sysdig, library, case, conditions, capture, check_witness=check_witness)
+            finally:
+                capture.unlink(missing_ok=True)
+
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            return list(pool.map(one, enumerate(cases)))
+
+
+def run_examples_and_evasions(
+    sysdig: Sysdig,
+    ruleset: RuleSet,
+    user_files: Sequence[str],
+    examples: ExamplesFile,
+    captures: CaptureReport,
+) -> DerivedReport:
+    """The examples file's rule examples and every evasion case, on the loaded rules. The derived
+    captures start from this checkout's recordings, whatever --captures names: the cases were
+    written for them."""
+    library = CaptureLibrary(default_captures())
+    conditions = conditions_of(ruleset)
+    cases = example_cases(examples)
+    derived = [case.derived for case in cases if case.derived is not None]
+    evasions = evasion_cases()
+    verdicts = run_cases(sysdig, library, [*derived, *evasions], conditions)
+    return build_report(
+        ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :]
+    )

@@ -1,0 +1,20 @@
+"""Every evasion case `rules test` evaluates on the user's rules (and tests/rules/test_evasions.py on
+the shipped pack): the audits' and reviews' evasions and false positives, each on the nearest recorded
+action rewritten the way the attacker (or the cluster) changes it."""
+
+from __future__ import annotations
+
+from responder.rulespack.derived import DerivedCase
+from responder.rulespack.evasions_exec import exec_cases
+from responder.rulespack.evasions_files import file_cases
+from responder.rulespack.evasions_net import net_cases
+
+
+def evasion_cases() -> tuple[DerivedCase, ...]:
+    """Built per call (the tables are code, the cases immutable): ids are unique."""
+    cases = (*exec_cases(), *file_cases(), *net_cases())
+    ids = [c.id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate evasion case ids: {', '.join(duplicates)}")
+    return cases
