@@ -229,6 +229,10 @@ class IncidentTable:
         ]
         return sorted(due, key=lambda state: state.recheck_after_ns or 0)[:limit]
 
+    def open_pods(self) -> set[tuple[str, str]]:
+        """The pods (namespace, name) the open incidents are about."""
+        return {(state.key.namespace, state.key.pod) for state in self._open.values()}
+
     def holds(self, state: IncidentState) -> bool:
         """Whether ``state`` is still its key's open incident (not forgotten, nor followed by a new one)."""
         return self._open.get(state.key) is state

@@ -267,14 +267,14 @@ class IncidentReport:
 
     @property
     def tries_over(self) -> int | None:
-        """How many automatic tries the withheld isolation had, once the last of them came out
-        withheld too (the latest quarantine outcome says so); None: tries may remain (a repeat
-        decided afresh since starts them again), or it is no longer withheld."""
-        if not self.withheld_for_now:
-            return None
+        """How many automatic tries the withheld (or failed) isolation had, once the last of them
+        came out withheld or failed too (the latest quarantine outcome says so); None: tries may
+        remain (a repeat decided afresh since starts them again), or it is no longer withheld."""
         latest = next((o for o in reversed(self.outcomes) if o.action == ActionName.QUARANTINE.value), None)
         tries = latest.extra.get(TRIES_OVER) if latest is not None else None
-        return tries if isinstance(tries, int) else None
+        if latest is None or not isinstance(tries, int) or isinstance(tries, bool):
+            return None
+        return tries if latest.status is OutcomeStatus.FAILED or self.withheld_for_now else None
 
     def _escalation_held(self) -> bool:
         """The latest quarantine outcome is an escalation of a block that the quarantine breaker
@@ -304,6 +304,14 @@ class IncidentReport:
         """The exact command to quarantine the pod by hand again (it was released, and still
         alerts), when the alert was verified and the pod is not labelled."""
         if self.decision.unverified or self.labelled:
+            return None
+        return self._quarantine_command(self.decision.isolate, form)
+
+    def quarantine_again_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
+        """The exact command to quarantine the pod by hand again after what the incident put on it
+        lapsed (it labels the pod, makes its deny-all again, and says LEAKY through any policy that
+        lets its traffic through), when the alert was verified."""
+        if self.decision.unverified:
             return None
         return self._quarantine_command(self.decision.isolate, form)
 

@@ -39,6 +39,7 @@ from responder.actions.outcome import (
 from responder.actions.pod_records import RELEASED_AT
 from responder.alert import Alert, AlertError
 from responder.errors import UserError
+from responder.isolated_pods import IsolationRecord
 from responder.journal_ops import (
     ROW_BYTES,
     THROTTLED_DUE_AFTER,
@@ -918,37 +919,32 @@ class Journal:
             rows = _rows_by_incident_id(conn, INCIDENTS_WITH_SEEN_SQL + " WHERE i.incident_id", incident_ids)
             return {row["incident_id"]: _incident_row(row) for row in rows}
 
-    def incidents_isolating(self) -> list[IncidentRow]:
-        """The incidents whose quarantine or destination block may still be on their pod: of each
-        pod, the latest incident that put one on (isolated, LEAKY or blocked) and whose recheck has
-        not found it lapsed or the pod gone since. (A release is told by its report.) Read by the
-        check of incidents no longer open; one pass over the action records of those kinds."""
+    def isolation_records(self, after_id: int) -> list[IsolationRecord]:
+        """The action records after row ``after_id`` that put a quarantine or block on a pod, or
+        end one (a release, a lapse the recheck found, the pod gone), in order: what IsolatedPods
+        reads. By the primary key: after the first read, a few rows a minute."""
         with self.reader() as conn:
             rows = conn.execute(
-                "SELECT a.incident_id, a.namespace, a.pod, MAX(a.id) AS last FROM actions a"
-                " WHERE a.incident_id IS NOT NULL AND a.action IN ('quarantine', 'block_destination')"
-                " AND a.status IN ('quarantined', 'leaky', 'blocked')"
-                " AND NOT EXISTS (SELECT 1 FROM actions r WHERE r.incident_id = a.incident_id"
-                " AND r.action = 'recheck' AND r.status IN ('lapsed', 'pod_gone'))"
-                " GROUP BY a.incident_id"
+                "SELECT id, incident_id, namespace, pod, action, status, outcome FROM actions"
+                " WHERE id > ? AND namespace IS NOT NULL AND pod IS NOT NULL AND ("
+                "(action = 'quarantine' AND status IN ('quarantined', 'leaky'))"
+                " OR (action = 'block_destination' AND status IN ('blocked', 'leaky'))"
+                " OR (action = 'release' AND status = 'released')"
+                " OR (action = 'recheck' AND status IN ('lapsed', 'pod_gone'))) ORDER BY id",
+                (after_id,),
             ).fetchall()
-            # A release journaled under an incident after what it put on the pod: nothing left of it.
-            released: dict[str, int] = {
-                row["incident_id"]: row["last"]
-                for row in conn.execute(
-                    "SELECT incident_id, MAX(id) AS last FROM actions WHERE incident_id IS NOT NULL"
-                    " AND action = 'release' AND status = 'released' GROUP BY incident_id"
-                )
-            }
-        latest: dict[tuple[str, str], tuple[int, str]] = {}
+        records = []
         for row in rows:
-            if released.get(row["incident_id"], 0) > row["last"]:
+            action = row["action"]
+            # A block puts something on the pod only where it labelled it (not when its address
+            # was out of reach already); one whose record cannot be read counts, as _labelled.
+            puts_on = action == "quarantine" or (action == "block_destination" and _block_labelled(row))
+            if action == "block_destination" and not puts_on:
                 continue
-            pod = (row["namespace"], row["pod"])
-            if pod not in latest or latest[pod][0] < row["last"]:
-                latest[pod] = (row["last"], row["incident_id"])
-        found = self.incidents_by_id([incident_id for _, incident_id in latest.values()])
-        return [found[incident_id] for _, incident_id in sorted(latest.values()) if incident_id in found]
+            records.append(
+                IsolationRecord(row["id"], row["incident_id"], row["namespace"], row["pod"], puts_on)
+            )
+        return records
 
     def incidents_acted_on(self, incident_ids: Collection[str]) -> set[str]:
         """Those of ``incident_ids`` that action records name (index lookups)."""
@@ -1181,11 +1177,13 @@ class Journal:
         )
 
     def lapse_found(self, action_id: int) -> ActionTold | None:
-        """The recheck's journaled record of a lapse, or None when there is no such record."""
+        """The recheck's journaled record of a lapse (or of the pod found gone), or None when there
+        is no such record."""
         with self.reader() as conn:
             row = conn.execute(
-                "SELECT namespace, pod, outcome FROM actions WHERE id = ? AND action = ? AND status = ?",
-                (action_id, RECHECK, OutcomeStatus.LAPSED.value),
+                "SELECT namespace, pod, outcome FROM actions"
+                " WHERE id = ? AND action = ? AND status IN (?, ?)",
+                (action_id, RECHECK, OutcomeStatus.LAPSED.value, OutcomeStatus.POD_GONE.value),
             ).fetchone()
         return _found(row)
 
@@ -1380,6 +1378,12 @@ def _labelled(row: sqlite3.Row) -> bool:
     breaker errs towards holding quarantines back, never towards more."""
     outcome = _journaled_outcome(row)
     return outcome is None or outcome.labelled
+
+
+def _block_labelled(row: sqlite3.Row) -> bool:
+    """Whether a block put its label on the pod; one whose record cannot be read counts."""
+    outcome = _journaled_outcome(row)
+    return outcome is None or outcome.block_labelled
 
 
 def _newly_blocked(row: sqlite3.Row) -> bool:

@@ -71,6 +71,7 @@ from responder.dedupe import (
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import TRIES_OVER, AlertingAfterRelease, IncidentKey, IncidentReport
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
+from responder.isolated_pods import IsolatedPods
 from responder.journal import (
     UNREADABLE_RECORD,
     IncidentRow,
@@ -270,6 +271,7 @@ class Pipeline:
         # Incidents no longer open whose quarantine or block was checked again (recheck_closed):
         # when each was, so that the longest unchecked goes first.
         self._closed_checked: dict[str, int] = {}
+        self._isolated = IsolatedPods()
         self._closed = False
         # Alerts maybe journaled (pending) but never dispatched: see _alert_written.
         self._undispatched: dict[str, None] = {}
@@ -425,28 +427,34 @@ class Pipeline:
 
     async def recheck_closed(self, budget: int) -> int:
         """Check again, one after another, up to ``budget`` quarantines and blocks whose incidents
-        are no longer open (their window passed, or the responder restarted): the latest of each
-        pod the journal holds, the longest unchecked first. Each is rebuilt from the journal and
-        rechecked as an open one is (a lapse journaled and told in its thread, a release found, the
-        pod gone); the journal then no longer lists it. Returns how many were checked."""
+        are no longer open (their window passed, or the responder restarted): of each pod, the
+        latest incident that put one on, until a release, a lapse or the pod gone is journaled
+        (IsolatedPods, read from the journal a few records at a time), the longest unchecked first.
+        Each is rebuilt from the journal and rechecked as an open one is (a lapse journaled and told
+        in its thread, a release found, the pod gone). Returns how many were checked."""
         if budget <= 0 or self._closed:
             return 0
-        isolating = await asyncio.to_thread(self._journal.incidents_isolating)
-        listed = {row.incident_id for row in isolating}
+        records = await asyncio.to_thread(self._journal.isolation_records, self._isolated.after)
+        self._isolated.read(records)
+        listed = self._isolated.incidents()
         # Forget the incidents no longer listed: the memory stays bounded by those that are.
-        for gone in self._closed_checked.keys() - listed:
+        for gone in self._closed_checked.keys() - set(listed.values()):
             del self._closed_checked[gone]
-        closed = [row for row in isolating if self.incidents.by_id(row.incident_id) is None]
-        closed.sort(key=lambda row: self._closed_checked.get(row.incident_id, 0))
+        # An open incident of the pod (the latest, or a newer one) is its own rechecks' to prove.
+        open_pods = self.incidents.open_pods()
+        closed = [(pod, incident_id) for pod, incident_id in listed.items() if pod not in open_pods]
+        closed.sort(key=lambda item: self._closed_checked.get(item[1], 0))
         checked = 0
-        for row in closed[:budget]:
-            self._closed_checked[row.incident_id] = self._clock_ns()
-            state = await asyncio.to_thread(self._restored_state, row)
-            report = state.report if state is not None else None
-            if state is None or report is None or not (report.labelled or report.blocked):
-                continue  # unreadable (logged), or released since: nothing of it is on the pod
+        for pod, incident_id in closed[:budget]:
             if self._closed:
                 break
+            self._closed_checked[incident_id] = self._clock_ns()
+            rows = await asyncio.to_thread(self._journal.incidents_by_id, [incident_id])
+            state = await asyncio.to_thread(self._restored_state, rows[incident_id]) if rows else None
+            report = state.report if state is not None else None
+            if state is None or report is None or not (report.labelled or report.blocked):
+                self._isolated.forget(pod)  # pruned or unreadable (logged), or nothing of it on the pod
+                continue
             await self._recheck(state)
             checked += 1
         return checked
@@ -1773,7 +1781,8 @@ class Pipeline:
         incident put on it went with it, so the rechecks stop and its post offers no release.
         Not a lapse: nothing undid the isolation while the pod ran, and a pod made again under its
         name (a StatefulSet's) runs new containers, whose alerts open incidents of their own.
-        Journaled under the incident; the repeat counter's "Now:" line says it."""
+        Journaled under the incident and told in its thread (its post, rendered again, leads with
+        it and offers no release), as a lapse is."""
         state.recheck_after_ns = None
         now = self._clock_ns()
         outcome = ActionOutcome(
@@ -1792,11 +1801,16 @@ class Pipeline:
             extra={"incident": state.incident_id, "pod": state.key.pod_ref},
         )
         key = state.key
-        op = Journal.op_record_action(state.incident_id, None, key.namespace, key.pod, outcome)
+        tell = report is not None and report.decision.notify and self._notifications
+        op = Journal.op_record_lapse(state.incident_id, key.namespace, key.pod, outcome, now, tell=tell)
         try:
-            self._write("record_action(recheck)", state.incident_id, state.first_alert, op)
+            written = self._journal.schedule(op)
         except RuntimeError as exc:  # the journal is closing: the log line says it
-            log_failed_write(log, exc, "record_action(recheck)", state.incident_id, None)
+            log_failed_write(log, exc, "record_lapse(pod gone)", state.incident_id, None)
+            return
+        written.add_done_callback(
+            lambda done: self._reply_written(done, "record_lapse(pod gone)", state.incident_id)
+        )
 
     def _lapsed(self, state: IncidentState, lapse: Lapse, started_ns: int) -> None:
         """What this incident put on the pod no longer holds (``lapse``): the next alert opens a new

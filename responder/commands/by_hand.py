@@ -20,14 +20,14 @@ from responder.actions.outcome import BY_HAND, REASON, ActionOutcome, OutcomeSta
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, Priority
 from responder.audit import AuditQuery
-from responder.cluster.api import KubeGateway
+from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
-from responder.journal import Journal
+from responder.journal import UNREADABLE_RECORD, Journal, report_from_record
 
 
 def checked_pods(namespace: str, pods: list[str]) -> list[str]:
@@ -210,6 +210,37 @@ def record(
     return queued is not None
 
 
+def refuse_a_pod_made_again(
+    journal: Journal | None, incident_id: str | None, where: str, live_uid: str | None
+) -> None:
+    """Refuse (UserError, before anything is done) to act under ``incident_id`` on a pod made again
+    under its name since the incident (a StatefulSet's: another uid): what the incident put on
+    its pod went with that pod, and recorded under it, the action would pass for one on it."""
+    if journal is None or incident_id is None or not live_uid:
+        return
+    try:
+        record = journal.incident_record(incident_id)
+        report = report_from_record(record) if record is not None else None
+    except UNREADABLE_RECORD:
+        return  # its pod unknown: the name check above is all there is
+    uid = report.pod.uid if report is not None and report.pod is not None else ""
+    if uid and uid != live_uid:
+        raise UserError(
+            f"--incident {incident_id}: {where} was made again since the incident (its pod had uid"
+            f" {uid}, this one has {live_uid}): what the incident put on its pod went with that pod;"
+            " nothing was done (act on this pod without --incident, or under its own incident)"
+        )
+
+
+def live_uid(gateway: KubeGateway, namespace: str, name: str) -> str | None:
+    """The uid of the pod of that name now; None when it cannot be read (the action says why)."""
+    try:
+        uid = (gateway.get_pod(namespace, name).get("metadata") or {}).get("uid")
+    except KubeError:
+        return None
+    return uid if isinstance(uid, str) else None
+
+
 def say_told(told: bool, where: str, incident_id: str | None, slack: SlackMode) -> None:
     """Say that the running responder will tell Slack of the action: in the incident's thread, or
     (an incoming webhook has no threads, nor edits its post) in the channel."""
@@ -275,6 +306,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
                 print(f"{where}: {found}", flush=True)
                 continue
             pod = lookup.pod
+            refuse_a_pod_made_again(journal, args.incident, where, pod.uid)
             if opt_in and pod.namespace_labels_error is not None:
                 print(
                     f"{where}: not {action.done_word}: whether namespace {args.namespace} opted in"

@@ -17,8 +17,10 @@ from responder.commands.by_hand import (
     checked_incident,
     checked_pods,
     cluster_settings,
+    live_uid,
     open_journal,
     record,
+    refuse_a_pod_made_again,
     say_told,
     stated_reason,
     who_acts,
@@ -53,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         gateway = KubeGateway.from_config(cluster, names)
         actions = ClusterActions.of_config(gateway, config)
         for index, pod in enumerate(pods):
+            if journal is not None and incident_id is not None:
+                refuse_a_pod_made_again(
+                    journal, incident_id, f"{args.namespace}/{pod}", live_uid(gateway, args.namespace, pod)
+                )
             outcome = actions.release(
                 args.namespace, pod, by=by, reason=reason, labels_known=bool(args.config)
             )

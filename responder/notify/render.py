@@ -1452,24 +1452,47 @@ def render_by_hand(
 
 
 def render_lapse(
-    incident_id: str, namespace: str, pod: str, outcome: ActionOutcome, action_id: int
+    incident_id: str,
+    namespace: str,
+    pod: str,
+    outcome: ActionOutcome,
+    action_id: int,
+    *,
+    command: str | None = None,
+    form: CommandForm = PLAIN_COMMANDS,
 ) -> SlackMessage:
     """The thread reply (shown in the channel too) telling that what the incident put on the pod
-    no longer holds, as the recheck found it (``outcome``: RECHECK, LAPSED), when, and that the
-    next alert on the pod opens a new incident. What undid it comes from the cluster (policy
-    names): escaped, and bounded."""
+    no longer holds, as the recheck found it (``outcome``: RECHECK, LAPSED), when, what comes next
+    (the next alert on the pod opens a new incident, but a one-off attack sends none), and
+    ``command``, the quarantine to run by hand now. What undid it comes from the cluster (policy
+    names): escaped, and bounded. The recheck's record of the pod gone (POD_GONE) is told here too."""
+    where = code(f"{namespace}/{pod}", NAME_LIMIT)
+    checked = format_utc(outcome.finished_ns)
+    if outcome.status is OutcomeStatus.POD_GONE:
+        gone = _Lines()
+        gone.add(f":ghost: *Pod gone*: {where}: {escape(outcome.detail or 'deleted since', REASON_LIMIT)}.")
+        gone.add(
+            f"Checked at {checked}. Nothing of this incident is left to release; a pod made again under"
+            " its name runs new containers, whose alerts open incidents of their own."
+        )
+        plain = f"{namespace}/{pod}: the pod of incident {incident_id} is gone ({outcome.detail})"
+        return _action_reply(gone, plain, incident_id, checked, MessageKind.LAPSE, action_id)
     lapse = outcome.lapse
     what = lapse.what if lapse is not None else "isolation"
     detail = outcome.detail or "undone"
-    where = code(f"{namespace}/{pod}", NAME_LIMIT)
-    checked = format_utc(outcome.finished_ns)
     lines = _Lines()
     lines.add(
         f":warning: *The {escape(what, SHORT_LIMIT)} no longer holds* on {where}:"
         f" {escape(detail, REASON_LIMIT)}."
     )
     lines.add(f"Checked at {checked}.")
-    lines.add(_NEXT_ALERT[0].upper() + _NEXT_ALERT[1:])
+    lines.add(
+        "If the attack goes on, its next alert on the pod opens a new incident, which acts again; a"
+        " one-off attack (a reverse shell alerts once) sends none, so do not wait for it."
+    )
+    if command:
+        lines.add(f"*To quarantine it again now*{_where_run(form)}:")
+        lines.add(code_block(command, 1000))
     plain = (
         f"{namespace}/{pod}: the {what} of incident {incident_id} no longer holds ({detail});"
         " the next alert opens a new incident"

@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from responder.actions.outcome import ActionOutcome
+from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.clock import deadline_passed
 from responder.cluster.verify import VerificationStatus
 from responder.config import Slack
@@ -356,7 +356,7 @@ class NotificationWorker:
             elif row.kind == "by_hand":
                 ref = await self._send_by_hand(row, channel)
             elif row.kind == "lapse":
-                ref = await self._send_lapse(row, channel)
+                ref = await self._send_lapse(row, channel, report)
             elif row.kind == "retry":
                 ref = await self._send_retry(row, channel, report)
             else:
@@ -756,7 +756,9 @@ class NotificationWorker:
         )
         return await self._tell_thread(row, channel, message, action.outcome)
 
-    async def _send_lapse(self, row: NotificationRow, channel: str | None) -> SlackRef | None:
+    async def _send_lapse(
+        self, row: NotificationRow, channel: str | None, report: IncidentReport
+    ) -> SlackRef | None:
         """Tell the incident's thread that what it put on the pod no longer holds (the pipeline's
         recheck journaled it), shown in the channel too, and have the incident's own post rendered
         again, leading with it."""
@@ -764,7 +766,16 @@ class NotificationWorker:
         if found is None or row.action_id is None:
             await self._fail(row, "the lapse it tells of is missing from the journal")
             return None
-        message = render_lapse(row.incident_id, found.namespace, found.pod, found.outcome, row.action_id)
+        gone = found.outcome.status is OutcomeStatus.POD_GONE
+        message = render_lapse(
+            row.incident_id,
+            found.namespace,
+            found.pod,
+            found.outcome,
+            row.action_id,
+            command=None if gone else report.quarantine_again_command(self._commands),
+            form=self._commands,
+        )
         return await self._tell_thread(row, channel, message, found.outcome)
 
     async def _send_retry(

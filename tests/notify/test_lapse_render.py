@@ -86,9 +86,14 @@ def test_the_reply_says_what_no_longer_holds_when_it_was_checked_and_what_comes_
         ":warning: *The quarantine no longer holds* on `ml-serving/vllm-0`: NetworkPolicy"
         " serving-guard-quarantine is gone.\n"
         "Checked at 2025-01-28 10:00:15 UTC.\n"
-        "The next alert on the pod opens a new incident, which acts again.\n"
+        "If the attack goes on, its next alert on the pod opens a new incident, which acts again; a"
+        " one-off attack (a reverse shell alerts once) sends none, so do not wait for it.\n"
         f"Incident `{INCIDENT}` · 2025-01-28 10:00:15 UTC"
     )
+    # With the command to quarantine the pod again by hand (the worker gives the incident's).
+    command = "serving-guard quarantine --namespace ml-serving vllm-0 --incident inc-1"
+    again = text_of(render_lapse(INCIDENT, "ml-serving", "vllm-0", lapsed(), 42, command=command))
+    assert "*To quarantine it again now*" in again and f"```{command}```" in again
     assert message.text == (
         f"ml-serving/vllm-0: the quarantine of incident {INCIDENT} no longer holds"
         f" ({GONE}); the next alert opens a new incident"

@@ -3,12 +3,16 @@ comes (a reverse shell alerts once): Pipeline.run_idle_rechecks. Against the emu
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from responder.cli import main
+from responder.isolated_pods import IsolatedPods, IsolationRecord
 from responder.service import Responder
 from simulators.seed import LEAKY_POLICY
 from tests.helpers import FakeClock
+from tests.responder.test_by_hand_in_slack import cli_config
 from tests.responder.test_isolation_recheck import ALLOW_ALL, Seeded, rechecked
 from tests.responder.test_pipeline import rows, shell, start_with_clock, submit_all
 from tests.responder.test_quarantine import Harness
@@ -146,3 +150,84 @@ async def test_a_known_leak_that_opens_another_direction_is_told_by_the_pipeline
         assert [r["detail"] for r in lapse] == [f"NetworkPolicy {LEAKY_POLICY} now allows its egress too"]
     finally:
         await responder.stop()
+
+
+async def test_a_pod_quarantined_by_two_closed_incidents_is_checked_and_told_once(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Of each pod, the latest incident that put something on it is checked: its lapse ends the
+    pod's listing, so an older incident of the pod never tells the same lapse again."""
+    running, pods, kubeconfig = seeded
+    clock = FakeClock()
+    harness = Harness(running, kubeconfig)
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        vllm = pods["vllm"]
+        await submit_all(responder, [shell(vllm, n=0)])
+        await closed(responder, clock)
+        await submit_all(responder, [shell(vllm, n=1)])  # a new incident quarantines it again
+        await closed(responder, clock)
+        incidents = [
+            r["incident_id"] for r in rows(responder.config, "SELECT incident_id FROM actions ORDER BY id")
+        ]
+        assert len(set(incidents)) == 2
+        assert await pipeline.recheck_closed(50) == 1  # the latest only
+        harness.put_policy(vllm.namespace, "debug-allow-all", ALLOW_ALL)
+        assert await pipeline.recheck_closed(50) == 1
+
+        def lapsed_under() -> list[str]:
+            return [
+                r["incident_id"]
+                for r in rows(responder.config, "SELECT incident_id FROM actions WHERE status = 'lapsed'")
+            ]
+
+        await wait_for(lambda: lapsed_under() == [incidents[-1]])
+        for _ in range(3):  # the older incident does not take its turn to say it again
+            assert await pipeline.recheck_closed(50) == 0
+        assert lapsed_under() == [incidents[-1]]
+    finally:
+        await responder.stop()
+
+
+async def test_a_release_under_the_newer_incident_ends_the_pods_checks(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    _, pods, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    pipeline = responder.pipeline
+    assert pipeline is not None
+    try:
+        vllm = pods["vllm"]
+        await submit_all(responder, [shell(vllm, n=0)])
+        await closed(responder, clock)
+        await submit_all(responder, [shell(vllm, n=1)])
+        await closed(responder, clock)
+        newer = rows(responder.config, "SELECT incident_id FROM actions ORDER BY id DESC")[0]["incident_id"]
+        argv = ["release", "-n", vllm.namespace, vllm.name, "--reason", "rebuilt", "--by", "bob"]
+        argv += ["--incident", newer, "--config", str(cli_config(tmp_path, kubeconfig))]
+        assert await asyncio.to_thread(main, argv) == 0
+        assert await pipeline.recheck_closed(50) == 0  # released: nothing of either is on the pod
+    finally:
+        await responder.stop()
+
+
+def test_the_latest_incident_that_put_something_on_each_pod_is_listed_until_ended() -> None:
+    pods = IsolatedPods()
+    pods.read(
+        [
+            IsolationRecord(1, "inc-a", "ml", "vllm-0", puts_on=True),
+            IsolationRecord(2, "inc-b", "ml", "vllm-0", puts_on=True),
+            IsolationRecord(3, "inc-c", "ml", "triton-0", puts_on=True),
+        ]
+    )
+    assert pods.incidents() == {("ml", "vllm-0"): "inc-b", ("ml", "triton-0"): "inc-c"} and pods.after == 3
+    # A release journaled without an incident ends it too; a later quarantine lists the pod again.
+    pods.read([IsolationRecord(4, None, "ml", "vllm-0", puts_on=False)])
+    assert pods.incidents() == {("ml", "triton-0"): "inc-c"}
+    pods.read([IsolationRecord(6, "inc-d", "ml", "vllm-0", puts_on=True)])
+    assert pods.incidents()[("ml", "vllm-0")] == "inc-d" and pods.after == 6
+    pods.forget(("ml", "triton-0"))
+    assert pods.incidents() == {("ml", "vllm-0"): "inc-d"}

@@ -115,13 +115,18 @@ async def test_a_deleted_deny_all_is_told_in_the_thread_and_the_channel_and_the_
         # One reply in the incident's thread, shown in the channel too.
         (reply,) = lapse_replies(sink)
         assert reply.thread_ts == post.ts
-        assert visible_text(reply.blocks) == (
+        said = visible_text(reply.blocks)
+        assert said.startswith(
             f":warning: *The quarantine no longer holds* on `{vllm.namespace}/{vllm.name}`: NetworkPolicy"
             f" {DENY_ALL} is gone.\n"
             f"Checked at {format_utc(checked)}.\n"
-            "The next alert on the pod opens a new incident, which acts again.\n"
-            f"Incident `{first}` · {format_utc(checked)}"
+            "If the attack goes on, its next alert on the pod opens a new incident, which acts again; a"
+            " one-off attack (a reverse shell alerts once) sends none, so do not wait for it.\n"
+            "*To quarantine it again now*"
         )
+        # The incident's own command, to run now rather than wait for an alert that may not come.
+        assert f"serving-guard quarantine --namespace {vllm.namespace} {vllm.name} --incident {first}" in said
+        assert said.endswith(f"Incident `{first}` · {format_utc(checked)}")
         (sent,) = [p for p in posts(sink) if "lapse" in str(p.get("metadata"))]
         assert sent.get("reply_broadcast") in (True, "true", "1")
         assert sent["thread_ts"] == post.ts

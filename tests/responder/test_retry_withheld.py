@@ -370,6 +370,14 @@ async def test_an_action_that_keeps_failing_is_journaled_each_time_and_told_once
         assert ['"tries_over": 3' in outcome for outcome in outcomes] == [False, False, False, True]
     finally:
         await responder.stop()
+    # A restart within the incident's window does not try again what it said it would not.
+    again = await start(tmp_path, seeded, sink, extra={"dedupe": {"retry_withheld_seconds": [0.3] * 3}})
+    try:
+        assert again.pipeline is not None and again.pipeline._retries == {}
+        await asyncio.sleep(0.5)
+        assert retries(again, "failed") == 0
+    finally:
+        await again.stop()
 
 
 async def test_what_a_follow_up_block_added_meanwhile_is_kept_when_the_retry_acts(
