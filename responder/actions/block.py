@@ -647,14 +647,20 @@ class DestinationBlocks:
         """The pod's block policy and the quarantine cuts' deny-alls as built (of ``policies``, as
         listed): while a cut stops the pod's egress, the block policy leaves the pod out, so they
         never add to each other. A deny-all is known by its spec, not its name: one edited by hand
-        (its selector widened, a rule added) is a policy like any other, whose allows count."""
+        (its selector widened, a rule added) is a policy like any other, whose allows count. So is
+        a cut's deny-all kept cutting egress beyond a cut that does not stop it (the ingress cut's):
+        the block policy selects its pods, and skipped, the pod's egress cut whole would pass for
+        open, and the block's allow-all-but-the-address would open it."""
         label = self._quarantine.label
         cuts = {cut.network_policy: cut for cut in map(self._quarantine.cut, Isolation)}
         deny_alls = set()
         for policy in policies:
             cut = cuts.get(netpol.name_of(policy))
             spec = policy.get("spec")
-            if cut is not None and netpol.is_deny_all_as_built(spec, label, cut.label_value, cut.directions):
+            if cut is None or not netpol.is_deny_all_as_built(spec, label, cut.label_value, cut.directions):
+                continue
+            beyond = netpol.deny_all_beyond(spec, label, cut.label_value, cut.directions)
+            if "egress" in cut.directions or "egress" not in beyond:
                 deny_alls.add(cut.network_policy)
         return {name, *deny_alls}
 

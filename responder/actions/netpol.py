@@ -115,9 +115,21 @@ def selects_beyond(selector: Any, label: str, value: str) -> bool:
         return False
     if any(key != label or wanted != value for key, wanted in match.items()):
         return False
-    return all(
-        isinstance(e, Mapping) and e.get("key") == label and _holds(e, {label: value}) for e in expressions
-    )
+    if not all(isinstance(e, Mapping) and e.get("key") == label for e in expressions):
+        return False
+
+    def selects(labels: Mapping[str, str]) -> bool:
+        return all(match.get(key) == labels.get(key) for key in match) and all(
+            _holds(e, labels) for e in expressions
+        )
+
+    # It holds every pod of the label, and some other: one without the label, or with another
+    # value, named by an expression or not (`In [true]`, or `Exists` beside the label's
+    # matchLabels, select the label's pods alone).
+    listed = [e["values"] for e in expressions if isinstance(e.get("values"), list)]
+    named = {str(v) for values in listed for v in values if v != value}
+    others = [{}, {label: value + "-other"}, *({label: v} for v in sorted(named))]
+    return selects({label: value}) and any(selects(other) for other in others)
 
 
 def _holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

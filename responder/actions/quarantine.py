@@ -94,6 +94,8 @@ HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 ALL_ADDRESSES = ("0.0.0.0/0", "::/0")
 # Why a quarantine is not proven when the pod of its name is not the one it labelled.
 REPLACED_SINCE_LABEL = "the pod was deleted or replaced since it was labelled"
+# Tries to take the label off again where another write to the pod moved its version meanwhile.
+TAKE_OFF_TRIES = 3
 # Pods named in a message before "and N more" (the detail is clipped at 1000 characters).
 SHOWN_PODS = 3
 
@@ -749,12 +751,30 @@ class ClusterActions:
         found), guarded by the version the label patch returned: a pod changed since (a release,
         another quarantine) is left as it is. Why it was not, if so."""
         meta = labelled.pod.get("metadata") or {}
-        undo = {**labelled.undo, "uid": pod.uid, "resourceVersion": meta.get("resourceVersion")}
-        try:
-            self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": undo})
-        except KubeError as exc:
-            return str(exc)
-        return None
+        ours = {key: (meta.get("annotations") or {}).get(key) for key in labelled.undo["annotations"]}
+        label, value = self._settings.label, labelled.cut.label_value
+        for _ in range(TAKE_OFF_TRIES):
+            undo = {**labelled.undo, "uid": pod.uid, "resourceVersion": meta.get("resourceVersion")}
+            try:
+                self._gateway.patch_pod(pod.namespace, pod.name, {"metadata": undo})
+            except KubeError as exc:
+                if exc.status != 409:
+                    return str(exc)
+                # Another write to the pod (the kubelet's status, say) moved its version: read it
+                # again, and go on only while the label and annotations are still this patch's.
+                try:
+                    meta = self._gateway.get_pod(pod.namespace, pod.name).get("metadata") or {}
+                except KubeError as again:
+                    return str(again)
+                found = meta.get("annotations") or {}
+                still = (meta.get("labels") or {}).get(label) == value and all(
+                    found.get(key) == written for key, written in ours.items()
+                )
+                if meta.get("uid") != pod.uid or not still:
+                    return "the pod changed since it was labelled (a release, or another quarantine)"
+                continue
+            return None
+        return f"the pod kept changing ({TAKE_OFF_TRIES} tries)"
 
     def _confirm_label(
         self,

@@ -9,10 +9,11 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.outcome import OutcomeStatus
+from responder.config import Isolation, Quarantine
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
 from tests.responder.test_block_destination import block_policy_of, egress_alert
-from tests.responder.test_quarantine import Harness
+from tests.responder.test_quarantine import Harness, shell_alert
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 EGRESS_DENY_ALL = "serving-guard-quarantine-egress"
@@ -68,3 +69,24 @@ def test_a_deny_all_as_built_is_still_ours(seeded: Seeded) -> None:
         harness.pod(embeddings), egress_alert(embeddings, "203.0.113.7"), dry_run=False
     )
     assert outcome.status is OutcomeStatus.BLOCKED, outcome.detail
+
+
+def test_the_ingress_cuts_deny_all_kept_cutting_egress_counts_and_no_block_opens_it(seeded: Seeded) -> None:
+    """A pod in the ingress cut whose deny-all was kept cutting egress too (deny_all_beyond): its
+    egress is cut whole. The block policy selects pods of that cut, so a block would add
+    allow-all-but-the-address to it and reopen its egress: the deny-all counts, the address is out
+    of reach already, and no block policy is made."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.INGRESS))
+    embeddings = pods["embeddings"]
+    quarantined = harness.actions.quarantine(
+        harness.pod(embeddings), shell_alert(embeddings), "inc", "r", dry_run=False
+    )
+    assert quarantined.status is OutcomeStatus.QUARANTINED, quarantined.detail
+    both = netpol.deny_all_spec("serving-guard.io/quarantine", "true-ingress", ("ingress", "egress"))
+    harness.put_policy(embeddings.namespace, "serving-guard-quarantine-ingress", both)
+    outcome = harness.actions.block_destination(
+        harness.pod(embeddings), egress_alert(embeddings, "203.0.113.7"), dry_run=False
+    )
+    assert outcome.status is not OutcomeStatus.BLOCKED or "all other egress kept" not in outcome.detail
+    assert block_policy_of(harness, embeddings) is None, outcome.detail

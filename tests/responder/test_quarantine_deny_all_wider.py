@@ -93,3 +93,14 @@ def test_selects_beyond_is_exact() -> None:
     assert not netpol.selects_beyond(
         {"matchExpressions": [{"key": LABEL, "operator": "NotIn", "values": ["true"]}]}, LABEL, "true"
     )
+    # Selectors that merely look wider select the label's pods alone: repaired as before.
+    assert not netpol.selects_beyond(
+        {"matchExpressions": [{"key": LABEL, "operator": "In", "values": ["true"]}]}, LABEL, "true"
+    )
+    assert not netpol.selects_beyond(
+        {"matchLabels": {LABEL: "true"}, "matchExpressions": [{"key": LABEL, "operator": "Exists"}]},
+        LABEL,
+        "true",
+    )
+    # Wider: the key with any value, or not the one value.
+    assert netpol.selects_beyond({"matchExpressions": [{"key": LABEL, "operator": "Exists"}]}, LABEL, "true")

@@ -185,3 +185,28 @@ def test_opened_by_label_counts_only_directions_left_with_no_policy() -> None:
         netpol.Opened("both", ("egress",))
     ]
     assert netpol.opened_by_label([left_out], after, after, held=()) == []  # not a change
+
+
+def test_the_label_is_taken_off_again_though_another_write_moved_the_pods_version(seeded: Seeded) -> None:
+    """The kubelet (or another controller) writes the pod between the label and the take-off: the
+    guarded take-off is read again and tried anew while the label is still this quarantine's."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": NOT_QUARANTINED, **DNS_ONLY})
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+    listing = harness.gateway.list_network_policies
+
+    def status_written_meanwhile(namespace: str) -> list[dict[str, Any]]:
+        stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+        assert stored is not None
+        stored.setdefault("status", {})["phase"] = "Running"
+        stored["metadata"].pop("resourceVersion", None)
+        running.call(running.emulator.put_object, "v1/pods", stored)
+        return listing(namespace)
+
+    harness.gateway.list_network_policies = status_written_meanwhile  # type: ignore[method-assign]
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    assert LABEL not in _labels(harness, vllm)
+    assert _governing(harness, vllm, "egress") == ["egress-dns-only"]  # restricted as before
