@@ -92,9 +92,21 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
             *(f"  {failure}" for failure in failures),
             *(f"  {failure}" for failure in shown),
             *([f"  ... and {more} more (`serving-guard rules test` lists every one)"] if more else []),
-            "the demo's alerts are scenario alert templates: with these rules Falco would not send them,"
-            " so the demo stops here",
+            _stop_reason(failures, len(derived.failures)),
         ],
+    )
+
+
+def _stop_reason(capture_failures: list[str], derived_failures: int) -> str:
+    if capture_failures:
+        return (
+            "the demo's alerts are scenario alert templates: with these rules Falco would not send them,"
+            " so the demo stops here"
+        )
+    # Only examples and evasion cases failed: the recorded scenarios still alert.
+    return (
+        f"the rules fail {derived_failures} rule examples and evasion cases that `serving-guard rules"
+        " test` lists (the recorded scenarios still alert); the demo stops here"
     )
 
 

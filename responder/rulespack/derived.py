@@ -52,6 +52,9 @@ class DerivedCase:
     expect: tuple[Expectation, ...]
     witness: tuple[Witness, ...] = ()
     only: bool = False  # no rule but the expected ones fires on the first expectation's events
+    # Tuning points (lists, macros) whose pack default the case checks, not a property every tuning
+    # must keep: when the user's files change one, a failure of the case is "not judged", and said.
+    pins: tuple[str, ...] = ()
 
     @property
     def rules(self) -> tuple[str, ...]:

@@ -4,17 +4,20 @@ evasion group, what was not evaluated and why, and every failure."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from responder.rulespack.derived import CaseVerdict
 from responder.rulespack.derived_report import FAIL, NOT_EVALUATED, OK, DerivedReport, ExampleVerdict
+
+NOT_JUDGED = "not judged"
 
 
 def _tally(passed: int, total: int) -> str:
     return f"{passed}/{total}" if total else "-"
 
 
-def _rule_rows(report: DerivedReport, ids: dict[str, str]) -> list[str]:
+def _rule_rows(report: DerivedReport, ids: dict[str, str], accepted: Collection[str]) -> list[str]:
     rows = []
     width = max([len(rule) for rule in report.rules] + [4])
     rows.append(f"  {'':4}  {'rule':<{width}}  {'positive':>8}  {'negative':>8}  {'evasions':>8}  result")
@@ -22,28 +25,37 @@ def _rule_rows(report: DerivedReport, ids: dict[str, str]) -> list[str]:
         examples = [v for v in report.examples if v.case.rule == rule and v.status != NOT_EVALUATED]
         positive = [v for v in examples if v.case.positive]
         negative = [v for v in examples if not v.case.positive]
-        evasions = [v for v in report.evasions if rule in v.case.rules]
-        evasion_ok = [v for v in evasions if not any(p.startswith(rule) for p in v.problems)]
+        evasions = [v for v in report.evasions if rule in v.case.rules and report.judged(v)]
+        evasion_ok = [v for v in evasions if report.held(v, rule)]
         failed = any(v.status == FAIL for v in examples) or len(evasion_ok) < len(evasions)
+        failures = [f for f in report.failures if f": {rule} " in f]
+        result = "FAIL" if failed else "ok"
+        if failed and failures and all(f in accepted for f in failures):
+            result = "accepted"
         rows.append(
             f"  {ids[rule]:<4}  {rule:<{width}}  "
             f"{_tally(sum(v.status == OK for v in positive), len(positive)):>8}  "
             f"{_tally(sum(v.status == OK for v in negative), len(negative)):>8}  "
-            f"{_tally(len(evasion_ok), len(evasions)):>8}  {'FAIL' if failed else 'ok'}"
+            f"{_tally(len(evasion_ok), len(evasions)):>8}  {result}"
         )
     return rows
 
 
-def _group_rows(report: DerivedReport, ids: dict[str, str]) -> list[str]:
+def _group_rows(report: DerivedReport, ids: dict[str, str], accepted: Collection[str]) -> list[str]:
     groups: dict[str, list[CaseVerdict]] = {}
     for verdict in report.evasions:
-        groups.setdefault(verdict.case.group, []).append(verdict)
+        if report.judged(verdict):
+            groups.setdefault(verdict.case.group, []).append(verdict)
+    mine = {f: keys for f, keys in report.keyed_evasion_failures()}
     width = max([len(group) for group in groups] + [5])
     rows = [f"  {'group':<{width}}  {'rules':<7}  {'cases':>5}  result"]
     for group, verdicts in groups.items():
         rules = ",".join(dict.fromkeys(ids[r] for v in verdicts for r in v.case.rules))
         passed = sum(v.ok for v in verdicts)
         result = "ok" if passed == len(verdicts) else f"FAIL ({len(verdicts) - passed})"
+        failures = [f for f, keys in mine.items() if group in keys]
+        if failures and all(f in accepted for f in failures):
+            result = f"accepted ({len(verdicts) - passed})"
         rows.append(f"  {group:<{width}}  {rules:<7}  {_tally(passed, len(verdicts)):>5}  {result}")
     return rows
 
@@ -65,8 +77,11 @@ def _judged_by(verdicts: list[ExampleVerdict]) -> str:
     )
 
 
-def render_derived_table(report: DerivedReport, ids: dict[str, str], sysdig_version: str) -> str:
-    """``ids``: the capture matrix's rule numbers (R1 ...), extended for rules it did not list."""
+def render_derived_table(
+    report: DerivedReport, ids: dict[str, str], sysdig_version: str, accepted: Collection[str] = frozenset()
+) -> str:
+    """``ids``: the capture matrix's rule numbers (R1 ...), extended for rules it did not list;
+    ``accepted``: failure lines the user accepted (`rules test --accept`), said as such."""
     ids = {**{rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}, **ids}
     lines = [
         f"Rule examples and evasion cases: {len(report.examples)} examples of rules/examples.yaml"
@@ -76,25 +91,29 @@ def render_derived_table(report: DerivedReport, ids: dict[str, str], sysdig_vers
         "  a derived capture is a recorded action rewritten into the example's or the evasion's action;",
         "  cell: passed/judged",
         "",
-        *_rule_rows(report, ids),
+        *_rule_rows(report, ids, accepted),
         "",
         "Evasion cases, by what they show:",
-        *_group_rows(report, ids),
+        *_group_rows(report, ids, accepted),
     ]
+    if report.not_judged:
+        lines += ["", "Evasion cases not judged (they check a default of the pack that your files change):"]
+        lines += [f"  {case}: {why}" for case, why in report.not_judged.items()]
     skipped = [v for v in report.examples if v.status == NOT_EVALUATED]
     if skipped:
         lines += ["", "Examples not evaluated (the reason; a live cluster with Falco proves them):"]
         lines += [f"  {ids[v.case.rule]} {v.case.id}: {v.judged_by}" for v in skipped]
     lines.append("")
-    failures = report.failures
+    failures = [failure for failure in report.failures if failure not in accepted]
     if failures:
         lines.append(f"examples and evasions: FAILED ({len(failures)})")
         lines += [f"  {failure}" for failure in failures]
     else:
         judged = sum(v.status != NOT_EVALUATED for v in report.examples)
-        lines.append(
-            f"examples and evasions: ok: {judged} examples and {len(report.evasions)} evasion cases held"
-        )
+        cases = sum(report.judged(v) for v in report.evasions)
+        held = "held, or failed as you accepted" if report.failures else "held"
+        lines.append(f"examples and evasions: ok: {judged} examples and {cases} evasion cases {held}")
+    lines += [f"  accepted: {failure}" for failure in report.failures if failure in accepted]
     return "\n".join(lines)
 
 
@@ -128,7 +147,8 @@ def render_derived_json(report: DerivedReport) -> dict[str, Any]:
                     }
                     for o in v.outcomes
                 ],
-                "status": OK if v.ok else FAIL,
+                "status": OK if v.ok else FAIL if report.judged(v) else NOT_JUDGED,
+                "not_judged": report.not_judged.get(v.case.id),
                 "failures": list(v.problems),
             }
             for v in report.evasions

@@ -5,14 +5,14 @@ user's tuning files change that rule."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from responder.rulespack.derived import CaseVerdict
 from responder.rulespack.example_cases import ExampleCase
 from responder.rulespack.examples import Action
 from responder.rulespack.expand import RuleSet
 from responder.rulespack.matrix import CaptureReport
-from responder.rulespack.tuning_changes import changed_by
+from responder.rulespack.tuning_changes import changed_by, tuning_points
 
 OK, FAIL, NOT_EVALUATED = "ok", "FAIL", "not evaluated"
 
@@ -33,22 +33,50 @@ class DerivedReport:
     sysdig_runs: int
     changes: Mapping[str, list[str]]  # rule -> FILE:LINE (item) of the user's files that change it
     user_files: tuple[str, ...]
+    # Evasion case id -> why its failure is not judged (it checks a default the user's files change).
+    not_judged: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def example_failures(self) -> list[str]:
+    def judged(self, verdict: CaseVerdict) -> bool:
+        return verdict.case.id not in self.not_judged
+
+    def held(self, verdict: CaseVerdict, rule: str | None = None) -> bool:
+        """The case held (for ``rule``), or it is not judged."""
+        if not self.judged(verdict):
+            return True
+        return not any(rule is None or p.startswith(rule) for p in verdict.problems)
+
+    def keyed_example_failures(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each failure, with the names `--accept` takes for it: the example's id, and what judged
+        it (a capture action, or an evasion case and its group)."""
+        groups = {verdict.case.id: verdict.case.group for verdict in self.evasions}
         return [
-            self._failure(f"example {v.case.id}", v.case.rule, v.problem or "")
+            (
+                self._failure(f"example {v.case.id}", v.case.rule, v.problem or ""),
+                (v.case.id, v.case.rule, *_judged_by_names(v.case, groups)),
+            )
             for v in self.examples
             if v.status == FAIL
         ]
 
-    @property
-    def evasion_failures(self) -> list[str]:
+    def keyed_evasion_failures(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each failure, with the names `--accept` takes for it: the case's id, its group, the rule."""
         return [
-            self._failure(f"evasion {verdict.case.id}", _rule_of(problem, verdict), problem)
+            (
+                self._failure(f"evasion {verdict.case.id}", _rule_of(problem, verdict), problem),
+                (verdict.case.id, verdict.case.group, _rule_of(problem, verdict)),
+            )
             for verdict in self.evasions
+            if self.judged(verdict)
             for problem in verdict.problems
         ]
+
+    @property
+    def example_failures(self) -> list[str]:
+        return [text for text, _ in self.keyed_example_failures()]
+
+    @property
+    def evasion_failures(self) -> list[str]:
+        return [text for text, _ in self.keyed_evasion_failures()]
 
     @property
     def failures(self) -> list[str]:
@@ -67,6 +95,14 @@ class DerivedReport:
         else:
             cause = ""
         return f"{what}: {problem}{cause}"
+
+
+def _judged_by_names(case: ExampleCase, groups: Mapping[str, str]) -> tuple[str, ...]:
+    if case.proven_by is not None:
+        return (case.proven_by,)
+    if case.shown_by is not None:
+        return (case.shown_by, *([groups[case.shown_by]] if case.shown_by in groups else []))
+    return ()
 
 
 def _rule_of(problem: str, verdict: CaseVerdict) -> str:
@@ -98,6 +134,7 @@ def _judge_example(
     derived: Mapping[str, CaseVerdict],
     evasions: Mapping[str, CaseVerdict],
     captures: CaptureReport,
+    not_judged: Mapping[str, str],
 ) -> ExampleVerdict:
     kind = "positive" if case.positive else "negative"
     what = f"{case.rule} {case.expected} on `{describe_action(case.example.action)}` ({kind})"
@@ -113,6 +150,8 @@ def _judge_example(
         shown = evasions.get(case.shown_by)
         if shown is None:
             return ExampleVerdict(case, NOT_EVALUATED, f"evasion case {case.shown_by} was not run")
+        if case.shown_by in not_judged:
+            return ExampleVerdict(case, NOT_EVALUATED, not_judged[case.shown_by])
         status = OK if shown.ok else FAIL
         return ExampleVerdict(
             case, status, f"evasion case {case.shown_by}", None if shown.ok else f"{what}: see that case"
@@ -141,7 +180,8 @@ def build_report(
 ) -> DerivedReport:
     derived = {verdict.case.id: verdict for verdict in example_verdicts}
     evasions = {verdict.case.id: verdict for verdict in evasion_verdicts}
-    judged = [_judge_example(case, derived, evasions, captures) for case in examples]
+    not_judged = _not_judged(evasion_verdicts, tuning_points(ruleset, user_files))
+    judged = [_judge_example(case, derived, evasions, captures, not_judged) for case in examples]
     names = list(dict.fromkeys([*captures.rules, *(c.rule for c in examples)]))
     names += [rule for v in evasion_verdicts for rule in v.case.rules if rule not in names]
     return DerivedReport(
@@ -151,4 +191,18 @@ def build_report(
         sysdig_runs=sum(v.sysdig_runs for v in (*example_verdicts, *evasion_verdicts)),
         changes={rule: changed_by(ruleset, rule, list(user_files)) for rule in names},
         user_files=tuple(user_files),
+        not_judged=not_judged,
     )
+
+
+def _not_judged(verdicts: Sequence[CaseVerdict], points: Mapping[str, list[str]]) -> dict[str, str]:
+    """The failed cases that check a default the user's files change: not judged, and why."""
+    found = {}
+    for verdict in verdicts:
+        changed = [name for name in verdict.case.pins if name in points]
+        if verdict.problems and changed:
+            where = "; ".join(f"{name} at {', '.join(points[name])}" for name in changed)
+            found[verdict.case.id] = (
+                f"it checks the pack's default, which your files change ({where}): a deliberate tuning"
+            )
+    return found

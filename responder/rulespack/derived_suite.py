@@ -1,16 +1,21 @@
 """Run derived cases on loaded rules: write each derived capture, judge it with sysdig, in parallel.
 
-The captures are written to a temporary directory removed afterwards; each is read by one sysdig
-per expectation (about 25 ms each), so the cases run on every CPU.
+The captures are written to a temporary directory removed afterwards, also when the run is stopped
+(Ctrl-C, or SIGTERM from a CI timeout or timeout(1)); each is read by one sysdig per expectation
+(about 25 ms each), so the cases run on every CPU.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
 from responder.rulespack.derived_report import DerivedReport, build_report
@@ -55,6 +60,24 @@ def _workers() -> int:
     return max(2, (os.cpu_count() or 1) + 2)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit while the cases run, so their temporary directory is removed (the
+    default action kills the process, leaving it). Only the main thread can set a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def run_cases(
     sysdig: Sysdig,
     library: CaptureLibrary,
@@ -65,7 +88,7 @@ def run_cases(
 ) -> list[CaseVerdict]:
     # The recordings are parsed before the threads start: the library's cache is filled once.
     library.load(_recorded_programs(cases))
-    with tempfile.TemporaryDirectory(prefix="sg-derived-") as workdir:
+    with _sigterm_exits(), tempfile.TemporaryDirectory(prefix="sg-derived-") as workdir:
 
         def one(indexed: tuple[int, DerivedCase]) -> CaseVerdict:
             index, case = indexed
@@ -75,8 +98,12 @@ def run_cases(
             finally:
                 capture.unlink(missing_ok=True)
 
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        pool = ThreadPoolExecutor(max_workers=_workers())
+        try:
             return list(pool.map(one, enumerate(cases)))
+        finally:
+            # Stopped: the cases not started are dropped, the running ones end (a sysdig each).
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_examples_and_evasions(

@@ -9,7 +9,7 @@ from typing import Any
 
 from responder.rulespack import scapedit as se
 from responder.rulespack.derived import Derivation, DerivedCase, Expectation, Witness
-from responder.rulespack.recorded import EXECVE, CaptureLibrary, Recorded
+from responder.rulespack.recorded import EXECVE, CaptureLibrary, Recorded, Replacements, open_instead
 
 SHELL = "Shell in serving pod"
 REVERSE_SHELL = "Reverse shell or interpreter one-liner in serving pod"
@@ -45,6 +45,15 @@ def exec_as(
     return derive
 
 
+def opens_instead(recorded: Recorded, recorded_path: str, path: str) -> Derivation:
+    """The recorded program opens ``path`` where it opened ``recorded_path``."""
+
+    def derive(library: CaptureLibrary) -> Replacements:
+        return open_instead(library, recorded, recorded_path, path)
+
+    return derive
+
+
 def merged(*derivations: Derivation) -> Derivation:
     """The rewrites of several derivations; a later one wins for an event both change."""
 
@@ -55,11 +64,6 @@ def merged(*derivations: Derivation) -> Derivation:
         return replacements
 
     return derive
-
-
-def as_recorded(library: CaptureLibrary) -> dict[int, list[bytes] | se.Retyped]:
-    """No rewrite: the recording itself."""
-    return {}
 
 
 def label(*parts: Any) -> str:
@@ -77,8 +81,9 @@ def case(
     *expect: Expectation,
     witness: tuple[Witness, ...] = (),
     only: bool = False,
+    pins: tuple[str, ...] = (),
 ) -> DerivedCase:
-    return DerivedCase(f"{group}[{case_label}]", group, recorded, derive, tuple(expect), witness, only)
+    return DerivedCase(f"{group}[{case_label}]", group, recorded, derive, tuple(expect), witness, only, pins)
 
 
 def fires(

@@ -177,9 +177,10 @@ def _shells() -> list[DerivedCase]:
     for path, argv, name, yes in [
         ("/usr/bin/dash", ["/bin/sh", "/sbin/ldconfig", "-p"], "ldconfig", False),  # the real script
         ("/bin/dash", ["/bin/sh", "/usr/bin/which", "python3"], "which", False),
-        # ln -s /bin/bash /tmp/ldconfig; BASH_ENV=/tmp/x.sh /tmp/ldconfig /sbin/ldconfig -p
-        ("/usr/bin/bash", ["/tmp/ldconfig", "/sbin/ldconfig", "-p"], "ldconfig", True),
-        ("/usr/bin/bash", ["/bin/bash", "/usr/bin/which", "python3"], "which", True),
+        # Shells no image has as its /bin/sh (bash and busybox are, on UBI and Alpine: the README's recipe).
+        # ln -s /bin/zsh /tmp/ldconfig; ZDOTDIR=/tmp/z /tmp/ldconfig /sbin/ldconfig -p (zsh reads .zshenv)
+        ("/usr/bin/zsh", ["/tmp/ldconfig", "/sbin/ldconfig", "-p"], "ldconfig", True),
+        ("/usr/bin/mksh", ["/bin/mksh", "/usr/bin/which", "python3"], "which", True),
         ("/usr/bin/zsh", ["/tmp/which", "/bin/which", "x"], "which", True),
     ]:
         cases.append(
@@ -248,7 +249,8 @@ def _triton() -> list[DerivedCase]:
         ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START], False),
         # Not the server, or not the image's /bin/sh, or more than the stub.
         ("python3", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK], True),
-        ("tritonserver", "/usr/bin/bash", ["sh", "-c", TRITON_CHECK], True),  # bash under the name sh
+        # zsh under the name sh (not bash: an image whose /bin/sh is bash runs the check with it)
+        ("tritonserver", "/usr/bin/zsh", ["sh", "-c", TRITON_CHECK], True),
         ("tritonserver", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK + "; id"], True),
         ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + "; id"], True),
         ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START + " && id"], True),

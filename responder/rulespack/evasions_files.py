@@ -22,6 +22,7 @@ from responder.rulespack.evasions_common import (
     label,
     merged,
     opened,
+    opens_instead,
     shows,
 )
 from responder.rulespack.evasions_exec import TRITON_STUB
@@ -38,7 +39,6 @@ from responder.rulespack.recorded import (
     Replacements,
     chmod,
     open_flags,
-    open_instead,
     rename,
     symlink,
     token_read_as,
@@ -59,13 +59,6 @@ PYC = "/models/ensemble_pre/1/__pycache__/model.cpython-312.pyc.140234567"
 def _token(path: str) -> Derivation:
     def derive(library: CaptureLibrary) -> Replacements:
         return token_read_as(library, path)
-
-    return derive
-
-
-def _open(recorded: Recorded, recorded_path: str, path: str) -> Derivation:
-    def derive(library: CaptureLibrary) -> Replacements:
-        return open_instead(library, recorded, recorded_path, path)
 
     return derive
 
@@ -92,7 +85,7 @@ def _opened_case(
         group,
         label(path),
         recorded,
-        _open(recorded, recorded_path, path),
+        opens_instead(recorded, recorded_path, path),
         fires(rule, yes, opened(shown)),
         witness=(shows(opened(shown), count=None),),  # python may open it at its start too
     )
@@ -416,7 +409,8 @@ def _model_loads() -> list[DerivedCase]:
         ("sh", "python", TORCHSERVE_MODEL, True),  # a python started by a shell
         ("java", "cat", TORCHSERVE_MODEL, True),  # not the worker
         ("java", "python", "/home/model-server/tmp/evil.pt", True),  # beside the unpack dir
-        ("java", "python", "/tmp/models/3f2a/resnet18.pt", True),
+        # Outside every unpack dir (not /tmp/models: the README's recipe for another java.io.tmpdir).
+        ("java", "python", "/tmp/evil/3f2a/resnet18.pt", True),
     ]:
         # `sh -c mv ...` becomes the frontend (parent), its child mv the worker, and the worker reads
         # the model where mv read /usr/share/locale/locale.alias.
@@ -433,7 +427,7 @@ def _model_loads() -> list[DerivedCase]:
                 argv=[worker, "/home/venv/lib/python3.9/site-packages/ts/model_service_worker.py"],
                 name=worker,
             ),
-            _open(MV_D2, "/usr/share/locale/locale.alias", path),
+            opens_instead(MV_D2, "/usr/share/locale/locale.alias", path),
         )
         cases.append(
             case(
@@ -520,7 +514,7 @@ def _model_loads() -> list[DerivedCase]:
                 group,
                 label(name, path),
                 recorded,
-                merged(_as_program(recorded, exe, name), _open(recorded, recorded_path, path)),
+                merged(_as_program(recorded, exe, name), opens_instead(recorded, recorded_path, path)),
                 fires(MODEL_LOAD, yes, opened(path)),
                 witness=(shows(opened(path), {"proc.name": name}),),
             )

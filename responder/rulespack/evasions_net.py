@@ -7,7 +7,7 @@ addresses, or on sockets of another kind (TCP Fast Open, ICMP, raw, a connected 
 from __future__ import annotations
 
 from responder.rulespack.derived import Derivation, DerivedCase
-from responder.rulespack.evasions_common import EGRESS, THREAD, as_recorded, case, fires, label, merged, shows
+from responder.rulespack.evasions_common import EGRESS, THREAD, case, fires, label, merged, shows
 from responder.rulespack.recorded import (
     PYTHON_E1,
     PYTHON_E2,
@@ -24,6 +24,9 @@ CONNECTED = f"evt.type = connect and evt.dir = < and {THREAD} and fd.type = ipv4
 SOCK_DGRAM, SOCK_RAW = 2, 3
 IPPROTO_ICMP, IPPROTO_RAW = 1, 255
 SOCK_STREAM_CLOEXEC = 0o2000000 | 1
+# Where the cases send: TEST-NET-3, a public address no tuning allows. The recordings (e1, e2) went to
+# 100.64.10.2, inside CGNAT 100.64.0.0/10, which clusters allow as a pod range (the README's recipe).
+OUTSIDE = "203.0.113.10"
 
 
 def _to(proto: str, address: str, port: int) -> Derivation:
@@ -41,6 +44,11 @@ def _socket(recorded_is_e1: bool, sock_type: int, protocol: int | None) -> Deriv
     return derive
 
 
+# DNS to the metadata address alerts by default; GKE with Cloud DNS resolves through it, and the
+# README's recipe allows it there (as DNS to a node cache is): a default, not a property of every tuning.
+METADATA_DNS_DEFAULTS = ("serving_guard_node_dns", "serving_guard_metadata_addresses")
+
+
 def net_cases() -> list[DerivedCase]:
     cases = []
     group = "egress allows link-local addresses only for DNS"
@@ -55,7 +63,7 @@ def net_cases() -> list[DerivedCase]:
         ("tcp", "169.254.20.10", 443, True),
         ("tcp", "0.0.0.0", 8080, False),  # this host
         ("udp", "0.0.0.0", 53, False),
-        ("udp", "100.64.10.2", 53, True),  # as recorded (e2)
+        ("udp", OUTSIDE, 53, True),  # e2, to a public address
     ]:
         recorded = PYTHON_E2 if proto == "udp" else PYTHON_E1
         cases.append(
@@ -66,6 +74,7 @@ def net_cases() -> list[DerivedCase]:
                 _to(proto, address, port),
                 fires(EGRESS, yes, THREAD),
                 witness=(shows(SENT, {"fd.sip": address}, count=1 if proto == "udp" else 2),),
+                pins=METADATA_DNS_DEFAULTS if (address, port) == ("169.254.169.254", 53) else (),
             )
         )
     # TCP Fast Open connects with sendto(MSG_FASTOPEN) and no connect: the recorded datagram (e2) sent
@@ -75,23 +84,23 @@ def net_cases() -> list[DerivedCase]:
             "TCP Fast Open is egress",
             "sendto on a TCP socket",
             PYTHON_E2,
-            _socket(False, SOCK_STREAM_CLOEXEC, None),
+            merged(_socket(False, SOCK_STREAM_CLOEXEC, None), _to("udp", OUTSIDE, 53)),
             fires(EGRESS, True, THREAD, count=1),
             fires(EGRESS, True, SENDTO, count=1),
-            witness=(shows(SENDTO, {"fd.sip": "100.64.10.2", "fd.sport": 53, "fd.cport": 0}),),
+            witness=(shows(SENDTO, {"fd.sip": OUTSIDE, "fd.sport": 53, "fd.cport": 0}),),
         )
     )
-    # e1 connects to 100.64.10.2:443 and sends: the connect alerts, its send (a real client port)
-    # does not alert a second time.
+    # e1 connects (here to a public address) and sends: the connect alerts, its send (a real client
+    # port) does not alert a second time.
     cases.append(
         case(
             "sends on a connected TCP socket are not tested again",
-            "e1 as recorded",
+            "e1 to a public address",
             PYTHON_E1,
-            as_recorded,
+            _to("tcp", OUTSIDE, 443),
             fires(EGRESS, True, THREAD, count=1),
             fires(EGRESS, True, CONNECTED, count=1),
-            witness=(shows(SENT, {"fd.sip": "100.64.10.2"}, count=2),),
+            witness=(shows(SENT, {"fd.sip": OUTSIDE}, count=2),),
         )
     )
     group = "ICMP and raw sends are egress"
@@ -105,10 +114,10 @@ def net_cases() -> list[DerivedCase]:
                 group,
                 label(f"type {sock_type} protocol {protocol}"),
                 PYTHON_E2,
-                _socket(False, sock_type, protocol),
+                merged(_socket(False, sock_type, protocol), _to("udp", OUTSIDE, 0)),
                 fires(EGRESS, True, THREAD, count=1),
                 fires(EGRESS, True, SENDTO, count=1),
-                witness=(shows(SENDTO, {"fd.l4proto": l4proto, "fd.sip": "100.64.10.2"}),),
+                witness=(shows(SENDTO, {"fd.l4proto": l4proto, "fd.sip": OUTSIDE}),),
             )
         )
     # A UDP socket connected to a public address sends nothing: vLLM and Ray name their own address

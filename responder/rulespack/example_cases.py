@@ -30,6 +30,7 @@ from responder.rulespack.evasions_common import (
     THREAD,
     exec_as,
     merged,
+    opens_instead,
 )
 from responder.rulespack.evasions_net import CONNECTED, SENDTO
 from responder.rulespack.examples import Action, Example, ExamplesFile
@@ -52,7 +53,6 @@ from responder.rulespack.recorded import (
     Replacements,
     as_pid_1,
     chmod,
-    open_instead,
     rename,
     symlink,
     tcp_to,
@@ -93,6 +93,8 @@ STARTED_AS: dict[str, tuple[str, list[str], str]] = {
 SHOWN_BY_EVASION = {
     "torchserve-unpacked-model": "TorchServe's worker loading its unpacked model is quiet"
     "[java python /home/model-server/tmp/models/3f2a9c1e5b7d/resnet18.pt]",
+    # It checks a default (the README's GKE recipe changes it): judged as that case, pins included.
+    "cloud-metadata-dns": "egress allows link-local addresses only for DNS[udp 169.254.169.254:53]",
 }
 NOT_EVALUABLE = {
     "shell-as-entrypoint": "the exception holds while the container is younger than 30 s"
@@ -188,7 +190,7 @@ def _action(rule: str, example_id: str, action: Action) -> tuple[Recorded, Deriv
         if action.open_read is not None and rule == TAMPER:
             recorded, recorded_path = READ_TEMPLATE
         on = f'evt.type = openat and evt.dir = < and {THREAD} and evt.rawarg.name = "{path}"'
-        return recorded, _open(recorded, recorded_path, path), on
+        return recorded, opens_instead(recorded, recorded_path, path), on
     if action.rename is not None:
         source, target = action.rename.source, action.rename.to
         return MV_D2, lambda library: rename(library, source, target), RENAMED
@@ -212,13 +214,6 @@ def _action(rule: str, example_id: str, action: Action) -> tuple[Recorded, Deriv
     return "no recorded action of this kind to rewrite"
 
 
-def _open(recorded: Recorded, recorded_path: str, path: str) -> Derivation:
-    def derive(library: CaptureLibrary) -> Replacements:
-        return open_instead(library, recorded, recorded_path, path)
-
-    return derive
-
-
 def _exec(rule: str, example_id: str, argv: list[str]) -> tuple[Recorded, Derivation, str] | str:
     recorded = EXEC_TEMPLATES.get(rule, SH_A1)
     if example_id in STARTED_AS:
@@ -229,6 +224,6 @@ def _exec(rule: str, example_id: str, argv: list[str]) -> tuple[Recorded, Deriva
     derive = exec_as(recorded, path=path, argv=argv, name=name)
     if rule == CREDENTIALS:
         # The rule fires on the open, not the exec: cat opens its argument where h1's opened the token.
-        derive = merged(derive, _open(CAT_H1, SERVICE_ACCOUNT_TOKEN, argv[-1]))
+        derive = merged(derive, opens_instead(CAT_H1, SERVICE_ACCOUNT_TOKEN, argv[-1]))
         return recorded, derive, f"evt.type = openat and evt.dir = < and {THREAD}"
     return recorded, derive, EXEC

@@ -8,6 +8,7 @@ alert that belongs to no listed action fails; an undetectable action passes only
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,8 @@ def _cell(action: CaptureAction, rule: str, count: int) -> str:
     return f"!{count}"
 
 
-def render_table(report: CaptureReport) -> str:
+def render_table(report: CaptureReport, accepted: Collection[str] = frozenset()) -> str:
+    """``accepted``: failure lines the user accepted (`rules test --accept`), said as such."""
     ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
     lines = [
         f"Detection matrix: {len(report.rules)} rules x {len(report.captures)} captures "
@@ -153,9 +155,12 @@ def render_table(report: CaptureReport) -> str:
             cells = " ".join(
                 f"{_cell(verdict.action, rule, verdict.fired.get(rule, 0)):>4}" for rule in report.rules
             )
+            status = verdict.status
+            if verdict.failures and all(f in accepted for f in verdict.failures):
+                status = "accepted"
             lines.append(
                 f"  {capture.capture:<{capture_width}}  {verdict.action.id:<{action_width}}  {cells}  "
-                f"{verdict.status:<19}  {verdict.action.what}"
+                f"{status:<19}  {verdict.action.what}"
             )
     lines += ["", "Alerts on benign parts (benign actions; every part of a benign capture):"]
     benign = [(c.capture, a) for c in report.captures for a in c.benign_alerts]
@@ -184,13 +189,16 @@ def render_table(report: CaptureReport) -> str:
             if action.undetectable
         ]
     lines.append("")
-    if report.ok:
+    failed = [failure for failure in report.all_failures if failure not in accepted]
+    if not failed:
         lines.append(
             "captures: ok: every attack action detected by its intended rule, no alert on benign parts"
+            + (", but what you accepted" if report.all_failures else "")
         )
     else:
-        lines.append(f"captures: FAILED ({len(report.all_failures)})")
-        lines += [f"  {failure}" for failure in report.all_failures]
+        lines.append(f"captures: FAILED ({len(failed)})")
+        lines += [f"  {failure}" for failure in failed]
+    lines += [f"  accepted: {failure}" for failure in report.all_failures if failure in accepted]
     return "\n".join(lines)
 
 

@@ -6,8 +6,12 @@ the pack (one file, or several in load order), that scope override, then the use
 files (tuning). The expectations (which rule must fire on which action, which parts are benign)
 come from the examples file. Then, on the same rules, every rule example of the examples file and
 every evasion case, on captures derived from the recordings (a second section; tuning that silences
-attacks no recording holds fails there). Exit status: 0 all expectations met; 1 a failure; 3 sysdig
-is not installed (an error instead when SERVING_GUARD_REQUIRE_SYSDIG=1).
+attacks no recording holds fails there). --accept NAME (repeatable) accepts the failures of an
+evasion group, evasion case, example, capture action or rule as a deliberate trade-off of the tuning: they
+are printed as "accepted: ..." and fail nothing. Exit status: 0 all expectations met (or accepted);
+1 a failure; 2 an error in what was given (a rules file at FILE:LINE, a missing captures directory,
+an unknown --accept name); 3 sysdig is not installed (an error instead when
+SERVING_GUARD_REQUIRE_SYSDIG=1).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import json
 import sys
 from pathlib import Path
 
+from responder.rulespack.accept import Acceptance, accept, check_names, known_names
 from responder.rulespack.check import ExitCode
 from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
 from responder.rulespack.derived_report import DerivedReport
 from responder.rulespack.derived_suite import run_examples_and_evasions
+from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.examples import ExamplesFile, load_examples
 from responder.rulespack.matrix import render_json, render_table
 from responder.rulespack.paths import default_captures, default_examples, default_pack, display_path
@@ -74,6 +80,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="expectations (default: rules/examples.yaml)",
     )
+    parser.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept the failures of an evasion group, an evasion case, a rule example id, a capture"
+        " action (capture.scap#action) or a rule, as printed, as a deliberate trade-off of your"
+        " tuning: printed as 'accepted: ...', exit 0 (repeatable; an unknown name is an error)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,38 +109,54 @@ def run(args: argparse.Namespace) -> int:
     # Before the scope override is looked up in it: its absence is the error, not the override's.
     capture_files(captures)
     examples = load_examples(args.examples or default_examples())
+    check_names(args.accept, known_names(examples, evasion_cases()))
     rules_files = _rules_files(args, captures, examples)
     ruleset = load_rules(rules_files)
     report = run_suite(sysdig, SuiteInput(rules_files, captures, examples), ruleset)
     derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
-    ok = report.ok and derived.ok
+    acceptance = accept(args.accept, report, derived)
+    failures = [f for f in report.all_failures + derived.failures if not acceptance.covers(f)]
+    ok = not failures
     if args.format == "json":
         document = render_json(report)
         document["ok"] = ok
         document["captures_ok"] = report.ok
         document["examples_and_evasions"] = render_derived_json(derived)
-        document["failures"] = report.all_failures + derived.failures
+        document["failures"] = failures
+        document["accepted"] = sorted(acceptance.accepted)
+        document["accepted_but_held"] = list(acceptance.unused)
         print(json.dumps({**document, "rules_files": rules_files}, indent=2))
     else:
         # Said first: a rule that did not fire is read against what was loaded.
         print(f"rules files, in load order: {', '.join(rules_files)}\n")
-        print(render_table(report))
+        print(render_table(report, acceptance.accepted))
         print()
         ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
-        print(render_derived_table(derived, ids, sysdig.version))
+        print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
         print()
-        print(_result(report.all_failures, derived))
+        print("\n".join(_result(report.all_failures, derived, acceptance)))
     return int(ExitCode.OK if ok else ExitCode.ERRORS)
 
 
-def _result(capture_failures: list[str], derived: DerivedReport) -> str:
-    counts = (
-        f"captures {len(capture_failures)}, examples {len(derived.example_failures)},"
-        f" evasion cases {len(derived.evasion_failures)}"
-    )
-    if not capture_failures and derived.ok:
-        return "result: ok: every capture expectation, rule example and evasion case held"
-    return f"result: FAILED ({len(capture_failures) + len(derived.failures)}: {counts})"
+def _result(capture_failures: list[str], derived: DerivedReport, acceptance: Acceptance) -> list[str]:
+    def left(failures: list[str]) -> int:
+        return sum(not acceptance.covers(failure) for failure in failures)
+
+    counts = [left(capture_failures), left(derived.example_failures), left(derived.evasion_failures)]
+    taken = len(capture_failures) + len(derived.failures) - sum(counts)
+    notes = [
+        f"--accept {name}: nothing it names failed (the acceptance can go)" for name in acceptance.unused
+    ]
+    if derived.not_judged:
+        notes.append(f"not judged: {len(derived.not_judged)} evasion cases (listed above, with why)")
+    if not any(counts):
+        but = f", but {taken} failures you accepted (--accept {', '.join(acceptance.names)})" if taken else ""
+        return [*notes, f"result: ok: every capture expectation, rule example and evasion case held{but}"]
+    return [
+        *notes,
+        f"result: FAILED ({sum(counts)}: captures {counts[0]}, examples {counts[1]},"
+        f" evasion cases {counts[2]})" + (f"; {taken} accepted" if taken else ""),
+    ]
 
 
 def _rules_files(args: argparse.Namespace, captures: Path, examples: ExamplesFile) -> list[str]:

@@ -45,6 +45,18 @@ def _origins(ruleset: RuleSet, rule: str) -> Iterable[tuple[Origin, str | None]]
         yield from ((origin, None) for origin in (*expanded.condition_origins, *expanded.token_origins))
 
 
+def tuning_points(ruleset: RuleSet, user_files: Collection[str]) -> dict[str, list[str]]:
+    """Every list and macro the user's files define, append to or replace: name -> [FILE:LINE]."""
+    found: dict[str, list[str]] = {}
+    for rules_file in ruleset.files:
+        if rules_file.path not in user_files:
+            continue
+        for item in rules_file.items:
+            if isinstance(item, (ListItem, MacroItem)):
+                found.setdefault(item.name, []).append(f"{rules_file.path}:{item.line or 0}")
+    return found
+
+
 def changed_by(ruleset: RuleSet, rule: str, user_files: Collection[str]) -> list[str]:
     """FILE:LINE (what) of every item of ``user_files`` that changes ``rule``, in load order."""
     found: dict[tuple[str, int], str] = {}
