@@ -15,7 +15,7 @@ from responder.rulespack.condition import token_at
 from responder.rulespack.expand import ExpandedRule, RuleSet, load
 from responder.rulespack.falco import FalcoVerdict, find_falco, validate
 from responder.rulespack.problems import Problem, Severity, has_errors, item_label
-from responder.rulespack.rulesfile import read_rules_file
+from responder.rulespack.rulesfile import RuleItem, read_rules_file
 from responder.rulespack.sysdig import CompileResult, Sysdig
 from responder.rulespack.sysdig_compat import StandIn, SysdigCondition, output_to_sysdig, to_sysdig
 
@@ -149,6 +149,62 @@ def _disabled_pack_rules(ruleset: RuleSet) -> list[Problem]:
     return problems
 
 
+# Fields that hold for every process of a container, pod, image or namespace: an exception or
+# condition on them switches a rule off for all of them, and the recorded captures (host
+# processes) cannot show it.
+_WORKLOAD_FIELDS = re.compile(
+    r"\b(container\.(?:image(?:\.repository|\.tag|\.digest)?|name|id)|k8s\.[a-z]+\.[a-z.]+)"
+)
+
+
+def _workload_wide_tuning(ruleset: RuleSet) -> list[Problem]:
+    """A warning at each exception value or condition the user's files (not the pack's) add to a
+    rule on a field that holds for a whole container, pod, image or namespace: it switches the rule
+    off for every process there (a serving image named by mistake silences the rule for every
+    serving pod of it), and `rules test` cannot evaluate it on host captures."""
+    packs = {id(rules_file) for rules_file in policy.pack_files(ruleset)}
+    problems = []
+    for rules_file in ruleset.files:
+        if id(rules_file) in packs:
+            continue
+        for item in rules_file.items:
+            if not isinstance(item, RuleItem):
+                continue
+            rule = ruleset.rules.get(item.name)
+            for exception in item.get("exceptions") or ():
+                defined = (
+                    next((e for e in rule.exceptions if e.name == exception.name), None) if rule else None
+                )
+                fields = exception.fields or (defined.fields if defined is not None else None)
+                named = [fields] if isinstance(fields, str) else list(fields or ())
+                wide = [f for f in named if _WORKLOAD_FIELDS.fullmatch(f)]
+                if wide and exception.values:
+                    problems.append(
+                        _workload_problem(
+                            rules_file.path, exception.line or item.line, item.name, wide, "exception"
+                        )
+                    )
+            condition = item.get("condition")
+            wide = sorted(set(_WORKLOAD_FIELDS.findall(condition))) if isinstance(condition, str) else []
+            if wide:
+                line = item.key_lines.get("condition") or item.line
+                problems.append(_workload_problem(rules_file.path, line, item.name, wide, "condition"))
+    return problems
+
+
+def _workload_problem(path: str, line: int | None, rule: str, fields: list[str], what: str) -> Problem:
+    return Problem(
+        Severity.WARNING,
+        path,
+        line,
+        f"this {what} tests {', '.join(fields)}, which holds for every process of a container, pod, image"
+        " or namespace: it switches the rule off for all of them (name only helper images, such as model"
+        " pullers, never a serving image or namespace); the recorded captures are host processes, so"
+        " `serving-guard rules test` cannot evaluate it",
+        item_label("rule", rule),
+    )
+
+
 def check_files(
     paths: list[str], sysdig: Sysdig | None, *, require_sysdig: bool, run_falco: bool = True
 ) -> CheckReport:
@@ -162,6 +218,7 @@ def check_files(
     report.problems += policy.check_evttype_restriction(ruleset)
     report.problems += policy.check_pack(ruleset)
     report.problems += _disabled_pack_rules(ruleset)
+    report.problems += _workload_wide_tuning(ruleset)
     if sysdig is None and require_sysdig:
         report.problems.append(
             Problem(

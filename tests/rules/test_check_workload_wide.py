@@ -1,0 +1,78 @@
+"""`rules check` warns of a tuning that switches a rule off for a whole image, pod or namespace: an
+exception or condition on container.image.repository or k8s.ns.name (Triton's image named in a shell
+exception silences the rule for every Triton pod). The recorded captures are host processes, so
+`rules test` cannot show it: the warning is all there is, at the user's file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from responder.cli import main
+
+from .conftest import PACK
+
+IMAGE_EXCEPTION = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: triton_image
+      fields: container.image.repository
+      comps: in
+      values: [nvcr.io/nvidia/tritonserver]
+  override:
+    exceptions: append
+"""
+NAMESPACE_CONDITION = """\
+- rule: Credential access in serving pod
+  condition: and not k8s.ns.name = ml-serving
+  override:
+    condition: append
+"""
+HARMLESS = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: nightly_job
+      fields: [proc.name, proc.pname]
+      comps: ["=", "="]
+      values: [[bash, nightly-reindex]]
+  override:
+    exceptions: append
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "rule", "fields", "what"),
+    [
+        (IMAGE_EXCEPTION, 3, "Shell in serving pod", "container.image.repository", "exception"),
+        (NAMESPACE_CONDITION, 2, "Credential access in serving pod", "k8s.ns.name", "condition"),
+    ],
+)
+def test_a_tuning_on_a_whole_image_or_namespace_is_a_warning_at_its_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    line: int,
+    rule: str,
+    fields: str,
+    what: str,
+) -> None:
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(text, encoding="utf-8")
+    assert main(["rules", "check", "--no-falco", str(PACK), str(tuning)]) in (0, 3)  # a warning, no error
+    out = capsys.readouterr().out
+    assert (
+        f"{tuning}:{line}: warning: rule '{rule}': this {what} tests {fields}, which holds for every" in out
+    )
+    assert "cannot evaluate it" in out
+
+
+def test_a_tuning_on_process_fields_and_the_pack_itself_are_not_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(HARMLESS, encoding="utf-8")
+    main(["rules", "check", "--no-falco", str(PACK), str(tuning)])
+    # The pack's own model-puller exception (on container.image.repository, values left to the user)
+    # is not the user's tuning.
+    assert "holds for every process" not in capsys.readouterr().out
