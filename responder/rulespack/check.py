@@ -205,6 +205,19 @@ def _workload_problem(path: str, line: int | None, rule: str, fields: list[str],
     )
 
 
+def compile_problems(ruleset: RuleSet, sysdig: Sysdig) -> list[Problem]:
+    """What the real libsinsp refuses of the enabled syscall rules' conditions and outputs, each at
+    the file and line its text came from (a misspelt field in a tuning's exception, say)."""
+    rules = [rule for rule in ruleset.expanded.values() if rule.source == "syscall"]
+    with ThreadPoolExecutor(max_workers=_PARALLEL_SYSDIG_RUNS) as pool:
+        results = list(pool.map(lambda rule: _compile_rule(sysdig, rule), rules))
+    return [
+        problem
+        for rule, result in zip(rules, results, strict=True)
+        for problem in _sysdig_problems(ruleset, rule, result)
+    ]
+
+
 def check_files(
     paths: list[str], sysdig: Sysdig | None, *, require_sysdig: bool, run_falco: bool = True
 ) -> CheckReport:

@@ -21,8 +21,9 @@ import json
 import sys
 from pathlib import Path
 
+from responder.errors import UserError
 from responder.rulespack.accept import Acceptance, accept, check_names, known_names
-from responder.rulespack.check import ExitCode
+from responder.rulespack.check import ExitCode, compile_problems
 from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
 from responder.rulespack.derived_report import DerivedReport
 from responder.rulespack.derived_suite import run_examples_and_evasions
@@ -112,6 +113,15 @@ def run(args: argparse.Namespace) -> int:
     check_names(args.accept, known_names(examples, evasion_cases()))
     rules_files = _rules_files(args, captures, examples)
     ruleset = load_rules(rules_files)
+    refused = compile_problems(ruleset, sysdig)
+    if refused:
+        # Said where the text came from, before any capture is read (sysdig's own words name an
+        # offset in the expanded condition, not a line of yours).
+        for problem in refused:
+            print(problem.format(), file=sys.stderr)
+        raise UserError(
+            f"{len(refused)} rule condition(s) or output(s) do not compile (above); nothing was tested"
+        )
     report = run_suite(sysdig, SuiteInput(rules_files, captures, examples), ruleset)
     derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
     acceptance = accept(args.accept, report, derived)

@@ -1,7 +1,8 @@
 """`rules check` warns of a tuning that switches a rule off for a whole image, pod or namespace: an
 exception or condition on container.image.repository or k8s.ns.name (Triton's image named in a shell
 exception silences the rule for every Triton pod). The recorded captures are host processes, so
-`rules test` cannot show it: the warning is all there is, at the user's file and line."""
+`rules test` cannot show it: the warning is all there is, at the user's file and line. And `rules test`
+names the line of a misspelt field in a tuning (sysdig names an offset in the expanded condition)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from responder.cli import main
+from responder.rulespack.sysdig import Sysdig
 
 from .conftest import PACK
 
@@ -76,3 +78,29 @@ def test_a_tuning_on_process_fields_and_the_pack_itself_are_not_warned(
     # The pack's own model-puller exception (on container.image.repository, values left to the user)
     # is not the user's tuning.
     assert "holds for every process" not in capsys.readouterr().out
+
+
+MISSPELT = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: nightly_job
+      fields: [proc.pnmae]
+      values: [[nightly-reindex]]
+  override:
+    exceptions: append
+"""
+
+
+def test_rules_test_names_the_line_of_a_misspelt_field_and_tests_nothing(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sysdig's own words name an offset in the expanded condition: rules test says the line."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(MISSPELT, encoding="utf-8")
+    assert main(["rules", "test", "--override", str(tuning)]) == 2
+    captured = capsys.readouterr()
+    assert (
+        f"{tuning}:4: error: rule 'Shell in serving pod': sysdig filter error: unrecognized field"
+        in captured.err
+    )
+    assert "nothing was tested" in captured.err and "Traceback" not in captured.err
