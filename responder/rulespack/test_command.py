@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from responder.errors import UserError
@@ -29,10 +30,12 @@ from responder.rulespack.derived_report import DerivedReport
 from responder.rulespack.derived_suite import run_examples_and_evasions
 from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.examples import ExamplesFile, load_examples
+from responder.rulespack.expand import RuleSet
 from responder.rulespack.matrix import render_json, render_table
 from responder.rulespack.paths import default_captures, default_examples, default_pack, display_path
 from responder.rulespack.suite import SuiteInput, capture_files, load_rules, run_suite
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
+from responder.rulespack.sysdig_compat import StandIn
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_suite(sysdig, SuiteInput(rules_files, captures, examples), ruleset)
     derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
     acceptance = accept(args.accept, report, derived)
+    unevaluated = _unevaluated_tuning(ruleset, report.stand_ins, args.override)
     failures = [f for f in report.all_failures + derived.failures if not acceptance.covers(f)]
     ok = not failures
     if args.format == "json":
@@ -135,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         document["failures"] = failures
         document["accepted"] = sorted(acceptance.accepted)
         document["accepted_but_held"] = list(acceptance.unused)
+        document["tuning_not_evaluated"] = unevaluated
         print(json.dumps({**document, "rules_files": rules_files}, indent=2))
     else:
         # Said first: a rule that did not fire is read against what was loaded.
@@ -144,8 +149,29 @@ def run(args: argparse.Namespace) -> int:
         ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
         print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
         print()
-        print("\n".join(_result(report.all_failures, derived, acceptance)))
+        print("\n".join([*unevaluated, *_result(report.all_failures, derived, acceptance)]))
     return int(ExitCode.OK if ok else ExitCode.ERRORS)
+
+
+def _unevaluated_tuning(
+    ruleset: RuleSet, stand_ins: Mapping[str, tuple[StandIn, ...]], overrides: list[str]
+) -> list[str]:
+    """What of the user's --override files 2022 libsinsp cannot evaluate (an IPv6 network added to
+    the egress allow-list, say): the results above were reached without it, so an "ok" there may
+    be an alert Falco would not send. Said at the user's file and line."""
+    said = []
+    for rule, replaced in stand_ins.items():
+        expanded = ruleset.expanded.get(rule)
+        if expanded is None:
+            continue
+        for stand_in in replaced:
+            file, line = expanded.locate(stand_in.token)
+            if file in overrides:
+                said.append(
+                    f"not evaluated: {file}:{line}: {stand_in.clause} ({stand_in.reason}): rule '{rule}' was"
+                    " run without it, so where it would keep Falco quiet the results above still alert"
+                )
+    return said
 
 
 def _result(capture_failures: list[str], derived: DerivedReport, acceptance: Acceptance) -> list[str]:

@@ -6,6 +6,7 @@ names the line of a misspelt field in a tuning (sysdig names an offset in the ex
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,27 @@ def test_rules_test_names_the_line_of_a_misspelt_field_and_tests_nothing(
         in captured.err
     )
     assert "nothing was tested" in captured.err and "Traceback" not in captured.err
+
+
+IPV6_ALLOWED = """\
+- list: serving_guard_allowed_egress_networks
+  items: ["fd00::/8"]
+  override:
+    items: append
+"""
+
+
+def test_rules_test_says_what_of_the_tuning_libsinsp_could_not_evaluate(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IPv6 network 2022 libsinsp cannot parse is left out for it: "ok" could be an alert Falco
+    would not send, so the line of the tuning is named, in the text and the JSON."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(IPV6_ALLOWED, encoding="utf-8")
+    main(["rules", "test", "--override", str(tuning)])
+    out = capsys.readouterr().out
+    assert f"not evaluated: {tuning}:2: fd00::/8 in fd.snet in (" in out
+    assert "rule 'Anomalous egress from serving pod' was run without it" in out
+    main(["rules", "test", "--format", "json", "--override", str(tuning)])
+    document = json.loads(capsys.readouterr().out)
+    assert [line.split(": ")[1] for line in document["tuning_not_evaluated"]] == [f"{tuning}:2"]
