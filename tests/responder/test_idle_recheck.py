@@ -4,11 +4,14 @@ comes (a reverse shell alerts once): Pipeline.run_idle_rechecks. Against the emu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from responder.cli import main
 from responder.isolated_pods import IsolatedPods, IsolationRecord
+from responder.pipeline import Pipeline
 from responder.service import Responder
 from simulators.seed import LEAKY_POLICY
 from tests.helpers import FakeClock
@@ -20,18 +23,28 @@ from tests.responder.test_recheck_leak_directions import allow_egress_too
 from tests.responder.test_retry_withheld import wait_for
 
 
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, seeded: Seeded
+) -> AsyncIterator[tuple[Responder, Pipeline, FakeClock, Harness]]:
+    """A responder on a clock the test moves, its pipeline, and a harness on the emulated cluster."""
+    cluster, _, kubeconfig = seeded
+    clock = FakeClock()
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        assert responder.pipeline is not None
+        yield responder, responder.pipeline, clock, Harness(cluster, kubeconfig)
+    finally:
+        await responder.stop()
+
+
 async def test_a_one_off_alerts_quarantine_is_checked_again_though_no_repeat_comes(
     tmp_path: Path, seeded: Seeded
 ) -> None:
     """A reverse shell alerts once: its quarantine is proven again by the idle pass
     (Pipeline.run_idle_rechecks), not only by repeats."""
-    running, pods, kubeconfig = seeded
-    clock = FakeClock()
-    harness = Harness(running, kubeconfig)
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, harness):
+        pods = seeded[1]
         vllm = pods["vllm"]
         await submit_all(responder, [shell(vllm, n=0)])
         assert pipeline.recheck_idle() == 0  # just made: not due yet
@@ -48,8 +61,6 @@ async def test_a_one_off_alerts_quarantine_is_checked_again_though_no_repeat_com
         clock.advance(16)
         assert pipeline.recheck_idle() == 0  # said once: the rechecks of this incident are over
         assert any(task.get_name() == "idle-rechecks" and not task.done() for task in responder._tasks)
-    finally:
-        await responder.stop()
 
 
 async def closed(responder: Responder, clock: FakeClock) -> None:
@@ -66,13 +77,8 @@ async def test_a_quarantine_whose_incident_closed_is_still_checked_and_its_lapse
 ) -> None:
     """After its incident's window the quarantine is still on the pod: the journal lists it, and
     the pass proves it again, reporting under that incident what undid it."""
-    running, pods, kubeconfig = seeded
-    clock = FakeClock()
-    harness = Harness(running, kubeconfig)
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, harness):
+        pods = seeded[1]
         vllm, triton = pods["vllm"], pods["triton"]
         await submit_all(responder, [shell(vllm, n=0), shell(triton, n=0)])
         await closed(responder, clock)
@@ -91,20 +97,13 @@ async def test_a_quarantine_whose_incident_closed_is_still_checked_and_its_lapse
         await wait_for(lambda: [r["pod"] for r in lapses()] == sorted([vllm.name, triton.name]))
         assert all("debug-allow-all now allows" in r["detail"] for r in lapses())
         assert await pipeline.recheck_closed(50) == 0  # told once: no longer listed
-    finally:
-        await responder.stop()
 
 
 async def test_a_closed_incidents_pod_released_or_deleted_is_not_checked_again(
     tmp_path: Path, seeded: Seeded
 ) -> None:
-    running, pods, kubeconfig = seeded
-    clock = FakeClock()
-    harness = Harness(running, kubeconfig)
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, harness):
+        pods = seeded[1]
         vllm, triton = pods["vllm"], pods["triton"]
         await submit_all(responder, [shell(vllm, n=0), shell(triton, n=0)])
         await closed(responder, clock)
@@ -120,8 +119,6 @@ async def test_a_closed_incidents_pod_released_or_deleted_is_not_checked_again(
         assert await pipeline.recheck_closed(50) == 1  # the deleted pod's incident is over
         # The budget bounds a pass; the longest unchecked goes first.
         assert await pipeline.recheck_closed(0) == 0
-    finally:
-        await responder.stop()
 
 
 async def test_a_known_leak_that_opens_another_direction_is_told_by_the_pipelines_recheck(
@@ -129,13 +126,8 @@ async def test_a_known_leak_that_opens_another_direction_is_told_by_the_pipeline
 ) -> None:
     """The incident was reported LEAKY through a policy's ingress; the policy later lets egress out
     too: the recheck (held to the leaks by policy and direction) says so."""
-    running, pods, kubeconfig = seeded
-    clock = FakeClock()
-    harness = Harness(running, kubeconfig)
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, harness):
+        pods = seeded[1]
         triton = pods["triton"]
         await submit_all(responder, [shell(triton, n=0)])
         assert [r["status"] for r in rows(responder.config, "SELECT status FROM actions")] == ["leaky"]
@@ -148,8 +140,6 @@ async def test_a_known_leak_that_opens_another_direction_is_told_by_the_pipeline
         assert await rechecked(responder)
         lapse = rows(responder.config, "SELECT detail FROM actions WHERE status = 'lapsed'")
         assert [r["detail"] for r in lapse] == [f"NetworkPolicy {LEAKY_POLICY} now allows its egress too"]
-    finally:
-        await responder.stop()
 
 
 async def test_a_pod_quarantined_by_two_closed_incidents_is_checked_and_told_once(
@@ -157,13 +147,8 @@ async def test_a_pod_quarantined_by_two_closed_incidents_is_checked_and_told_onc
 ) -> None:
     """Of each pod, the latest incident that put something on it is checked: its lapse ends the
     pod's listing, so an older incident of the pod never tells the same lapse again."""
-    running, pods, kubeconfig = seeded
-    clock = FakeClock()
-    harness = Harness(running, kubeconfig)
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, harness):
+        pods = seeded[1]
         vllm = pods["vllm"]
         await submit_all(responder, [shell(vllm, n=0)])
         await closed(responder, clock)
@@ -187,19 +172,13 @@ async def test_a_pod_quarantined_by_two_closed_incidents_is_checked_and_told_onc
         for _ in range(3):  # the older incident does not take its turn to say it again
             assert await pipeline.recheck_closed(50) == 0
         assert lapsed_under() == [incidents[-1]]
-    finally:
-        await responder.stop()
 
 
 async def test_a_release_under_the_newer_incident_ends_the_pods_checks(
     tmp_path: Path, seeded: Seeded
 ) -> None:
-    _, pods, kubeconfig = seeded
-    clock = FakeClock()
-    responder = await start_with_clock(tmp_path, kubeconfig, clock)
-    pipeline = responder.pipeline
-    assert pipeline is not None
-    try:
+    async with running(tmp_path, seeded) as (responder, pipeline, clock, _harness):
+        pods = seeded[1]
         vllm = pods["vllm"]
         await submit_all(responder, [shell(vllm, n=0)])
         await closed(responder, clock)
@@ -207,11 +186,9 @@ async def test_a_release_under_the_newer_incident_ends_the_pods_checks(
         await closed(responder, clock)
         newer = rows(responder.config, "SELECT incident_id FROM actions ORDER BY id DESC")[0]["incident_id"]
         argv = ["release", "-n", vllm.namespace, vllm.name, "--reason", "rebuilt", "--by", "bob"]
-        argv += ["--incident", newer, "--config", str(cli_config(tmp_path, kubeconfig))]
+        argv += ["--incident", newer, "--config", str(cli_config(tmp_path, seeded[2]))]
         assert await asyncio.to_thread(main, argv) == 0
         assert await pipeline.recheck_closed(50) == 0  # released: nothing of either is on the pod
-    finally:
-        await responder.stop()
 
 
 def test_the_latest_incident_that_put_something_on_each_pod_is_listed_until_ended() -> None:
