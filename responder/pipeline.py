@@ -1792,25 +1792,11 @@ class Pipeline:
             started_ns=started_ns,
             finished_ns=now,
         )
-        self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-        report = state.report
-        if report is not None:
-            state.report = dataclasses.replace(report, outcomes=(*report.outcomes, outcome))
         log.info(
             f"the incident's pod was {how}; its rechecks stop",
             extra={"incident": state.incident_id, "pod": state.key.pod_ref},
         )
-        key = state.key
-        tell = report is not None and report.decision.notify and self._notifications
-        op = Journal.op_record_lapse(state.incident_id, key.namespace, key.pod, outcome, now, tell=tell)
-        try:
-            written = self._journal.schedule(op)
-        except RuntimeError as exc:  # the journal is closing: the log line says it
-            log_failed_write(log, exc, "record_lapse(pod gone)", state.incident_id, None)
-            return
-        written.add_done_callback(
-            lambda done: self._reply_written(done, "record_lapse(pod gone)", state.incident_id)
-        )
+        self._record_recheck(state, outcome, "record_lapse(pod gone)")
 
     def _lapsed(self, state: IncidentState, lapse: Lapse, started_ns: int) -> None:
         """What this incident put on the pod no longer holds (``lapse``): the next alert opens a new
@@ -1830,24 +1816,32 @@ class Pipeline:
             finished_ns=now,
             extra={LAPSED_ACTION: lapse.action, **({LAPSED_LABEL_GONE: True} if lapse.label_gone else {})},
         )
-        self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
-        report = state.report
-        if report is not None:
-            state.report = report = dataclasses.replace(report, outcomes=(*report.outcomes, outcome))
-        tell = report is not None and report.decision.notify and self._notifications
         log.warning(
             f"the {lapse.what} this incident put on the pod no longer holds ({lapse.detail}) while the"
             " pod runs; the next alert opens a new incident",
             extra={"incident": state.incident_id, "pod": key.pod_ref},
         )
+        self._record_recheck(state, outcome, "record_lapse")
+
+    def _record_recheck(self, state: IncidentState, outcome: ActionOutcome, what: str) -> None:
+        """What the recheck found (a lapse, the pod gone: ``outcome``) added to the incident's report
+        and journaled under it, with its thread reply when the incident is told in Slack (the write
+        ``what``, named in the error line if the journal is closing: the log line above says it)."""
+        self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
+        report = state.report
+        if report is not None:
+            state.report = dataclasses.replace(report, outcomes=(*report.outcomes, outcome))
+        tell = report is not None and report.decision.notify and self._notifications
+        key = state.key
+        op = Journal.op_record_lapse(
+            state.incident_id, key.namespace, key.pod, outcome, outcome.finished_ns, tell=tell
+        )
         try:
-            written = self._journal.schedule(
-                Journal.op_record_lapse(state.incident_id, key.namespace, key.pod, outcome, now, tell=tell)
-            )
-        except RuntimeError as exc:  # the journal is closing: the next alert still opens a new incident
-            log_failed_write(log, exc, "record_lapse", state.incident_id, None)
+            written = self._journal.schedule(op)
+        except RuntimeError as exc:  # the journal is closing
+            log_failed_write(log, exc, what, state.incident_id, None)
             return
-        written.add_done_callback(lambda done: self._reply_written(done, "record_lapse", state.incident_id))
+        written.add_done_callback(lambda done: self._reply_written(done, what, state.incident_id))
 
     def _reply_written(self, written: asyncio.Future[int | None], what: str, incident_id: str) -> None:
         """Wake the notifier for the thread reply the write ``what`` queued, or say (an error) that
