@@ -938,9 +938,9 @@ class Journal:
             action = row["action"]
             # A block puts something on the pod only where it labelled it (not when its address
             # was out of reach already); one whose record cannot be read counts, as _labelled.
-            puts_on = action == "quarantine" or (action == "block_destination" and _block_labelled(row))
-            if action == "block_destination" and not puts_on:
+            if action == "block_destination" and not _block_labelled(row):
                 continue
+            puts_on = action in ("quarantine", "block_destination")
             records.append(
                 IsolationRecord(row["id"], row["incident_id"], row["namespace"], row["pod"], puts_on)
             )
