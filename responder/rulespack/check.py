@@ -205,6 +205,13 @@ def _workload_problem(path: str, line: int | None, rule: str, fields: list[str],
     )
 
 
+def tuning_warnings(ruleset: RuleSet) -> list[Problem]:
+    """The warnings about what the files switch off that the captures cannot show: a pack rule
+    disabled, an exception or condition on a workload-wide field. `rules check` and `rules test`
+    both say them (an "ok" from the captures says nothing of a Triton image excepted)."""
+    return [*_disabled_pack_rules(ruleset), *_workload_wide_tuning(ruleset)]
+
+
 def compile_problems(ruleset: RuleSet, sysdig: Sysdig) -> list[Problem]:
     """What the real libsinsp refuses of the enabled syscall rules' conditions and outputs, each at
     the file and line its text came from (a misspelt field in a tuning's exception, say)."""
@@ -230,8 +237,7 @@ def check_files(
     report.problems += policy.check_engine_versions(ruleset)
     report.problems += policy.check_evttype_restriction(ruleset)
     report.problems += policy.check_pack(ruleset)
-    report.problems += _disabled_pack_rules(ruleset)
-    report.problems += _workload_wide_tuning(ruleset)
+    report.problems += tuning_warnings(ruleset)
     if sysdig is None and require_sysdig:
         report.problems.append(
             Problem(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from responder.errors import UserError
 from responder.rulespack.accept import Acceptance, accept, check_names, known_names
-from responder.rulespack.check import ExitCode, compile_problems
+from responder.rulespack.check import ExitCode, compile_problems, tuning_warnings
 from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
 from responder.rulespack.derived_report import DerivedReport
 from responder.rulespack.derived_suite import run_examples_and_evasions
@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
     acceptance = accept(args.accept, report, derived)
     unevaluated = _unevaluated_tuning(ruleset, report.stand_ins, args.override)
+    # rules check's warnings on the user's files: what no capture can show (Triton's image in an
+    # exception silences every Triton pod, and the captures still pass).
+    warnings = [problem.format() for problem in tuning_warnings(ruleset) if problem.file in args.override]
     failures = [f for f in report.all_failures + derived.failures if not acceptance.covers(f)]
     ok = not failures
     if args.format == "json":
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         document["accepted"] = sorted(acceptance.accepted)
         document["accepted_but_held"] = list(acceptance.unused)
         document["tuning_not_evaluated"] = unevaluated
+        document["warnings"] = warnings
         print(json.dumps({**document, "rules_files": rules_files}, indent=2))
     else:
         # Said first: a rule that did not fire is read against what was loaded.
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
         print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
         print()
-        print("\n".join([*unevaluated, *_result(report.all_failures, derived, acceptance)]))
+        print("\n".join([*unevaluated, *warnings, *_result(report.all_failures, derived, acceptance)]))
     return int(ExitCode.OK if ok else ExitCode.ERRORS)
 
 

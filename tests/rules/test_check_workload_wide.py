@@ -129,3 +129,22 @@ def test_rules_test_says_what_of_the_tuning_libsinsp_could_not_evaluate(
     main(["rules", "test", "--format", "json", "--override", str(tuning)])
     document = json.loads(capsys.readouterr().out)
     assert [line.split(": ")[1] for line in document["tuning_not_evaluated"]] == [f"{tuning}:2"]
+
+
+def test_rules_test_says_rules_checks_warnings_on_the_users_files(
+    sysdig: Sysdig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Triton's image in a shell exception passes every capture (host processes have no image): the
+    result alone reads "ok", so rules test says the warning too, at the line, in text and JSON."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(IMAGE_EXCEPTION, encoding="utf-8")
+    assert main(["rules", "test", "--override", str(tuning)]) == 0
+    out = capsys.readouterr().out
+    warning = f"{tuning}:3: warning: rule 'Shell in serving pod': this exception tests container.image"
+    said = [line for line in out.splitlines() if line.startswith(warning)]
+    assert len(said) == 1, out
+    assert out.index(said[0]) < out.index("result: ok")
+    main(["rules", "test", "--format", "json", "--override", str(tuning)])
+    document = json.loads(capsys.readouterr().out)
+    assert [w.split(": warning")[0] for w in document["warnings"]] == [f"{tuning}:3"]
+    assert document["ok"] is True
