@@ -284,10 +284,10 @@ def _strictly_selects(policy: Mapping[str, Any], pod_labels: Mapping[str, str]) 
 def taken_out(
     policy: Mapping[str, Any], before: Mapping[str, str], after: Mapping[str, str]
 ) -> tuple[str, ...]:
-    """The directions ``policy`` governs (restricts) for a pod with labels ``before`` and no
-    longer for the same pod with labels ``after``: its podSelector leaves out the label change
-    (a `DoesNotExist` or `NotIn` on the quarantine label, written by hand or by an exclusion left
-    from an earlier quarantine). Its restriction there no longer applies to the pod."""
+    """The directions ``policy`` governs for a pod with labels ``before`` and no longer for the
+    same pod with labels ``after``: its podSelector leaves out the label change (a `DoesNotExist`
+    or `NotIn` on the quarantine label, written by hand or by an exclusion left from an earlier
+    quarantine). Whatever it restricted there no longer applies to the pod."""
     if not _strictly_selects(policy, before) or may_select(
         (policy.get("spec") or {}).get("podSelector") or {}, after
     ):
@@ -304,6 +304,42 @@ class Opened:
     directions: tuple[str, ...]
 
 
+# A rule's peers, by the direction it allows.
+_PEERS = {"ingress": "from", "egress": "to"}
+
+
+def allows_all(spec: Mapping[str, Any], direction: str) -> bool:
+    """Whether a policy's rules in ``direction`` allow every peer on every port: one of them has
+    no peers (its from/to absent or empty) and no ports (absent or empty), as `egress: [{}]`. Kept
+    exact: a rule naming any peer or port, however wide (every namespace, 0.0.0.0/0), counts as a
+    restriction."""
+    rules = spec.get(direction)
+    if not isinstance(rules, list):
+        return False
+    return any(
+        isinstance(rule, Mapping) and not rule.get(_PEERS[direction]) and not rule.get("ports")
+        for rule in rules
+    )
+
+
+def open_to_all(policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, str]) -> set[str]:
+    """The directions in which a pod with ``pod_labels`` is open to every peer: no policy selecting
+    it governs them (a pod is isolated in a direction while one does), or one that does allows all
+    there (allows_all: the pod's allows are the union of its policies'). A selector that cannot be
+    evaluated is taken not to select."""
+    governed: set[str] = set()
+    allowed: set[str] = set()
+    for policy in policies:
+        if not _strictly_selects(policy, pod_labels):
+            continue
+        spec = policy.get("spec") or {}
+        for direction in policy_directions(spec):
+            governed.add(direction)
+            if allows_all(spec, direction):
+                allowed.add(direction)
+    return {d for d in BOTH_DIRECTIONS if d not in governed or d in allowed}
+
+
 def opened_by_label(
     policies: Iterable[Mapping[str, Any]],
     before: Mapping[str, str],
@@ -311,17 +347,17 @@ def opened_by_label(
     held: tuple[str, ...],
 ) -> list[Opened]:
     """The policies a label change (``before`` to ``after``) takes the pod out of, with the
-    directions outside ``held`` (those a deny-all holds) that no policy of ``policies`` governs
-    for the pod once labelled: a pod is isolated in a direction while any policy of that type
-    selects it, so losing the last one opens the direction to all. A selector that cannot be
-    evaluated is taken not to govern: an opening is said rather than missed."""
+    directions outside ``held`` (those a deny-all holds) that the change left open to all
+    (open_to_all with the policies of ``policies``) and that were not before: losing the last
+    policy that restricts a direction opens it, whether no policy governs it any more or only
+    policies whose rules there allow everything (`egress: [{}]`: our deny-all altered by hand, or a
+    policy selecting quarantined pods). A selector that cannot be evaluated is taken not to
+    select: an opening is said rather than missed."""
     listed = list(policies)
-    governed_after = {
-        d for p in listed if _strictly_selects(p, after) for d in policy_directions(p.get("spec") or {})
-    }
+    opened = open_to_all(listed, after) - open_to_all(listed, before)
     found = []
     for policy in listed:
-        gone = [d for d in taken_out(policy, before, after) if d not in held and d not in governed_after]
+        gone = [d for d in taken_out(policy, before, after) if d not in held and d in opened]
         if gone:
             found.append(Opened(name_of(policy), tuple(gone)))
     return found

@@ -161,6 +161,8 @@ class DenyAllCheck:
     kept_beyond: tuple[str, ...] = ()
     # The podSelector it was found with, selecting more pods than the cut's label: left as it is.
     wider: str | None = None
+    # Helm manages that policy: an upgrade renders its podSelector back to the label.
+    helm: bool = False
 
     def notes(self) -> list[str]:
         """What the quarantine's detail says of it (nothing when it was as built)."""
@@ -169,10 +171,16 @@ class DenyAllCheck:
         if self.created:
             return [f"created NetworkPolicy {name}"]
         if self.wider is not None:
+            upgrade = (
+                " (Helm manages the policy: the next `helm upgrade` renders its podSelector back to the"
+                " label, which does the same)"
+                if self.helm
+                else ""
+            )
             return [
                 f"left NetworkPolicy {name} as it is: its podSelector {self.wider} selects more pods than"
                 f" the {cut} cut's label (widened by hand: a lockdown?), and narrowing it would give them"
-                " their traffic back"
+                f" their traffic back{upgrade}"
             ]
         if self.repaired:
             keeping = f", keeping its cut of {kept} beyond the {cut} cut" if kept else ""
@@ -191,6 +199,65 @@ def _selected(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
         return selector_matches(selector, (pod.get("metadata") or {}).get("labels") or {})
     except SelectorError:
         return False
+
+
+def _pod_names(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted(str((p.get("metadata") or {}).get("name")) for p in pods)
+
+
+def _as_labelled(pods: list[dict[str, Any]], labelling: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The namespace's pods as listed, the one being labelled (``labelling``: its metadata as the
+    label will leave it, uid and labels; None: none is) as the label will leave it."""
+    if labelling is None:
+        return pods
+    uid = labelling.get("uid")
+    others = [p for p in pods if (p.get("metadata") or {}).get("uid") != uid]
+    return [*others, {"metadata": dict(labelling)}]
+
+
+def _label_of(pod: Mapping[str, Any], label: str) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(label)
+
+
+@dataclass(frozen=True, slots=True)
+class Lockdown:
+    """Whom a deny-all whose podSelector was changed by hand selects, by the pods listed: pods
+    outside the config's cuts it holds (a lockdown: narrowing the selector to the label frees
+    them), and pods of the cut it no longer selects."""
+
+    holding: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls,
+        selector: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]],
+        label: str,
+        value: str,
+        ours: Collection[str],
+    ) -> Lockdown | None:
+        """None: it holds no pod without one of the config's label values ``ours`` (``value``'s
+        among them): it only looks wider, or is narrower. A pod in another of the config's cuts is
+        held by that cut's deny-all, not by this one."""
+        selected = [p for p in pods if _selected(selector, p)]
+        holding = [p for p in selected if _label_of(p, label) not in ours]
+        if not holding:
+            return None
+        missing = [p for p in pods if _label_of(p, label) == value and not _selected(selector, p)]
+        return cls(tuple(_pod_names(holding)), tuple(_pod_names(missing)))
+
+
+def _shown(names: Sequence[str]) -> str:
+    """Pod names for a message: the first few, and how many more."""
+    more = len(names) - SHOWN_PODS
+    return ", ".join(names[:SHOWN_PODS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _helm_managed(policy: Mapping[str, Any]) -> bool:
+    """Whether the policy's metadata says Helm manages it (the chart renders it)."""
+    labels = (policy.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(HELM_MANAGED[0]) == HELM_MANAGED[1])
 
 
 def _other_config_labels(
@@ -214,10 +281,9 @@ def _other_config_labels(
 def _provenance(policy: Mapping[str, Any]) -> str:
     """What the policy's metadata says of which config is in force: where Helm manages it, the
     chart's values (they make the responder's config too)."""
-    meta = policy.get("metadata") or {}
-    if (meta.get("labels") or {}).get(HELM_MANAGED[0]) != HELM_MANAGED[1]:
+    if not _helm_managed(policy):
         return ""
-    annotations = meta.get("annotations") or {}
+    annotations = (policy.get("metadata") or {}).get("annotations") or {}
     release, home = annotations.get(HELM_RELEASE_NAME), annotations.get(HELM_RELEASE_NAMESPACE)
     command = f"helm get values {release} -n {home}" if release and home else "helm get values RELEASE"
     return f" (Helm manages the policy: `{command}` shows the label of the responder it deploys)"
@@ -313,6 +379,16 @@ class PolicyRestore:
                 " to restore them"
             )
         return notes
+
+
+def _cut_notes(labelled: Labelled, ensured: DenyAllCheck) -> list[str]:
+    """What a quarantine's detail says of its cut: widened, and what ensuring its deny-all did
+    before the label and after it (a deny-all left as it is before is found so again: said once)."""
+    notes = []
+    if labelled.current is not None and labelled.current is not labelled.cut.isolation:
+        notes.append(f"widened its {labelled.current.value} cut to {labelled.cut.isolation.value}")
+    before_label = labelled.ensured.notes() if labelled.ensured else []
+    return [*notes, *before_label, *(note for note in ensured.notes() if note not in before_label)]
 
 
 def _beyond_known(
@@ -595,7 +671,7 @@ class ClusterActions:
                 )
             raise
         labels = (labelled.pod.get("metadata") or {}).get("labels") or {}
-        cut, current = labelled.cut, labelled.current
+        cut = labelled.cut
         spec = labelled.pod.get("spec") or {}
         # Read from the pod as labelled: an ephemeral container added since the read counts. The host
         # network is said apart (_on_host_network): no NetworkPolicy holds such a pod at all.
@@ -617,10 +693,7 @@ class ClusterActions:
             return self._not_ensured(
                 pod, labelled, labels, policies, self._failure("quarantine", exc, started)
             )
-        notes = []
-        if current is not None and current is not cut.isolation:
-            notes.append(f"widened its {current.value} cut to {cut.isolation.value}")
-        notes += [*(labelled.ensured.notes() if labelled.ensured else []), *ensured.notes()]
+        notes = _cut_notes(labelled, ensured)
         report = IsolationReport((), ())
         if policies is not None:
             report = self._isolate(pod, labelled.before, labels, policies, cut)
@@ -787,8 +860,9 @@ class ClusterActions:
     ) -> ActionOutcome | list[str]:
         """Read the pod again after the leak check. The outcome where it no longer carries a label
         that holds the cut (released meanwhile, its label taken off or narrowed by hand) or is gone;
-        else why isolation is not proven (the read failed; its labels changed so that other
-        policies now select it and allow its traffic), maybe nothing."""
+        else why isolation is not proven (the read failed; its label widened to a cut whose deny-all
+        does not cut it, as listed; its labels changed so that other policies now select it and
+        allow its traffic), maybe nothing."""
         try:
             raw = self._gateway.get_pod(pod.namespace, pod.name)
         except KubeError as exc:
@@ -802,9 +876,15 @@ class ClusterActions:
         now = meta.get("labels") or {}
         held = self._settings.cut_of(now.get(self._settings.label))
         if held is None or widest(held, cut.isolation) is not held:
-            return self._lifted_meanwhile(meta, alert, cut, held, started)
+            return self._lifted_meanwhile(meta, alert, cut, held, policies, started)
+        # Widened meanwhile (by hand, or another quarantine): the wider cut's deny-all holds the pod
+        # now, not the one ensured, and may not be there.
+        gap = self._held_gap(held, now, policies, cut.directions) if held is not cut.isolation else None
+        said = (
+            [f"its quarantine label was changed to the {held.value} cut meanwhile, and {gap}"] if gap else []
+        )
         if now == labels or policies is None:
-            return []
+            return said
         own = self._settings.cut(held).network_policy
         found = {
             leak.policy
@@ -816,8 +896,26 @@ class ClusterActions:
             if leak.policy not in found
         ]
         if not later:
-            return []
-        return [f"its labels changed while it was being quarantined, and {', '.join(later)} now select it"]
+            return said
+        return [
+            *said,
+            f"its labels changed while it was being quarantined, and {', '.join(later)} now select it",
+        ]
+
+    def _held_gap(
+        self,
+        held: Isolation,
+        labels: Mapping[str, str],
+        policies: Sequence[Mapping[str, Any]] | None,
+        directions: tuple[str, ...],
+    ) -> str | None:
+        """What keeps the deny-all of the cut ``held`` (the pod's label as read again, not the cut
+        ensured) from cutting ``directions`` for a pod with ``labels``, in the recheck's words
+        (netpol.deny_all_gap, on the policies as listed); None: it cuts them, or the policies were
+        not listed (said already)."""
+        if policies is None:
+            return None
+        return netpol.deny_all_gap(policies, self._settings.cut(held).network_policy, labels, directions)
 
     def _lifted_meanwhile(
         self,
@@ -825,13 +923,15 @@ class ClusterActions:
         alert: Alert,
         cut: QuarantineCut,
         held: Isolation | None,
+        policies: Sequence[Mapping[str, Any]] | None,
         started: int,
     ) -> ActionOutcome:
         """The outcome of a quarantine whose label was lifted or narrowed between the label patch
         and the read after the leak check: never QUARANTINED. A release recorded on the pod is the
         person's word, as when it lands before the label (ReleasedMeanwhile): WITHHELD. A label
         taken off by hand (no release recorded): FAILED, decided again on a later repeat. A label
-        narrowed to a cut that leaves part of this one open: LEAKY in those directions."""
+        narrowed to a cut that leaves part of this one open: LEAKY in those directions, and where
+        that cut's own deny-all does not cut it (as listed), not even the narrower cut is proven."""
         released = release_record_in(meta.get("annotations") or {})
         if held is None and released is not None:
             return self._ended(OutcomeStatus.WITHHELD, released_after_alert(released, alert.time_ns), started)
@@ -845,11 +945,13 @@ class ClusterActions:
                 started,
             )
         left = [d for d in cut.directions if d not in held.directions]
+        gap = self._held_gap(held, meta.get("labels") or {}, policies, held.directions)
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.LEAKY,
             detail=f"its quarantine label was changed while it was being quarantined: it now cuts"
-            f" {held.value} only, so its {'+'.join(left)} is not cut",
+            f" {held.value} only, so its {'+'.join(left)} is not cut"
+            + (f"; isolation not proven for its {held.value} cut either: {gap}" if gap else ""),
             started_ns=started,
             finished_ns=self._clock_ns(),
             extra={LEAKING_DIRECTIONS: left, **({} if held is Isolation.BOTH else {ISOLATED: held.value})},
@@ -902,12 +1004,15 @@ class ClusterActions:
             extra={**extra, NOT_ISOLATED: ON_HOST_NETWORK},
         )
 
-    def _ensure_listed(self, namespace: str, cut: QuarantineCut) -> DenyAllCheck:
-        """_ensure_deny_all with the namespace's policies listed: the other cuts' deny-alls count
-        (_refuse_to_create)."""
+    def _ensure_listed(
+        self, namespace: str, cut: QuarantineCut, labelling: Mapping[str, Any]
+    ) -> DenyAllCheck:
+        """_ensure_deny_all with the namespace's policies listed (the other cuts' deny-alls count:
+        _refuse_to_create), before the pod ``labelling`` (its metadata as the label will leave it)
+        is labelled into the cut."""
         policies = self._gateway.list_network_policies(namespace)
         listed = next((p for p in policies if netpol.name_of(p) == cut.network_policy), None)
-        return self._ensure_deny_all(namespace, listed, cut, policies)
+        return self._ensure_deny_all(namespace, listed, cut, policies, labelling)
 
     def ensure_deny_all(self, namespace: str, isolation: Isolation | None = None) -> DenyAllCheck:
         """Create a cut's deny-all policy (None: quarantine.isolate's) if missing, repair it if
@@ -922,13 +1027,17 @@ class ClusterActions:
         current: Mapping[str, Any] | None,
         cut: QuarantineCut,
         policies: Sequence[Mapping[str, Any]] | None,
+        labelling: Mapping[str, Any] | None = None,
     ) -> DenyAllCheck:
         """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
         just read (None: missing) and the namespace's ``policies`` as listed with it (None: not
         listed); changed or deleted since (a 409 or 404 to the repair), it is read again. A
         direction beyond the cut that it is found cutting too stays cut: the pods in it may rely on
         that (a cut made wider by hand), and a repair is never the thing that opens a quarantined
-        pod's traffic."""
+        pod's traffic. Nor is a podSelector that holds other pods than the cut's narrowed back
+        (_left_wider): a superset of the label, or any that selects a listed pod outside the
+        config's cuts (``labelling``: the pod about to be labelled into the cut, counted as the label
+        leaves it)."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
@@ -948,9 +1057,16 @@ class ClusterActions:
             directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
             if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
                 return DenyAllCheck(cut, kept_beyond=beyond)
-            if netpol.selects_beyond((current.get("spec") or {}).get("podSelector"), label, value):
+            selector = (current.get("spec") or {}).get("podSelector")
+            if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
-            self._refuse_to_take_over(namespace, current, cut)
+            pods = _as_labelled(self._refuse_to_take_over(namespace, current, cut), labelling)
+            ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
+            lockdown = (
+                Lockdown.of(selector, pods, label, value, ours) if isinstance(selector, Mapping) else None
+            )
+            if lockdown is not None:
+                return self._left_wider(namespace, current, cut, lockdown)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
@@ -961,22 +1077,39 @@ class ClusterActions:
                     raise
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
 
-    def _left_wider(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> DenyAllCheck:
+    def _left_wider(
+        self,
+        namespace: str,
+        policy: Mapping[str, Any],
+        cut: QuarantineCut,
+        lockdown: Lockdown | None = None,
+    ) -> DenyAllCheck:
         """A cut's deny-all whose podSelector was widened by hand to select more pods than the cut's
-        label (emptied: a namespace lockdown) is never narrowed back: that would give every other
-        pod it holds its traffic back. Left as it is while it still cuts the cut's directions;
-        otherwise neither repair is safe (narrowing frees the others, dropping its rules cuts them
-        all): DenyAllInUse, for a person to decide."""
+        label (emptied: a namespace lockdown), or changed to one that holds pods not quarantined
+        (``lockdown``, by the pods listed: `app Exists`, say), is never narrowed back: that would
+        give every other pod it holds its traffic back. Left as it is while it still cuts the cut's
+        directions for every pod of the cut; otherwise neither repair is safe (narrowing frees the
+        others, dropping its rules cuts them all, and a pod of the cut it leaves out stays out):
+        DenyAllInUse, for a person to decide. Helm renders it back on an upgrade: said."""
         name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
         spec = policy.get("spec") or {}
         selector = spec.get("podSelector")
+        edit = f"kubectl -n {namespace} edit networkpolicy {name}"
+        if lockdown is not None and lockdown.missing:
+            raise DenyAllInUse(
+                f"NetworkPolicy {name} selects pods not quarantined ({_shown(lockdown.holding)};"
+                f" its podSelector is {selector}: changed by hand, a lockdown?) but not"
+                f" {_shown(lockdown.missing)} of the {cut.isolation.value} cut: it was left as it is"
+                " (narrowing it to the label would free the other pods it selects); fix it by hand"
+                f" ({edit})"
+            )
         if netpol.cuts(spec, cut.directions):
-            return DenyAllCheck(cut, wider=str(selector))
+            return DenyAllCheck(cut, wider=str(selector), helm=_helm_managed(policy))
         raise DenyAllInUse(
             f"NetworkPolicy {name} selects more pods than {label}={value} (its podSelector is"
             f" {selector}: widened by hand?) and no longer cuts {'+'.join(cut.directions)}: it was left"
             " as it is (narrowing it to the label would free the other pods it selects, and dropping its"
-            f" rules would cut them all); fix it by hand (kubectl -n {namespace} edit networkpolicy {name})"
+            f" rules would cut them all); fix it by hand ({edit})"
         )
 
     def _refuse_to_create(
@@ -1021,7 +1154,9 @@ class ClusterActions:
             return self._gateway.get_network_policy(namespace, name)
         return next((p for p in policies if netpol.name_of(p) == name), None)
 
-    def _refuse_to_take_over(self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut) -> None:
+    def _refuse_to_take_over(
+        self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut
+    ) -> list[dict[str, Any]]:
         """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is
         another config's: its podSelector selects by labels that are not this config's quarantine
         label with one of its values (a config whose quarantine.label or label_value differs: a
@@ -1030,11 +1165,12 @@ class ClusterActions:
         repair would make every quarantine of the other fail. A policy altered by hand in other
         ways (its selector emptied or narrowed, its types or rules changed) is repaired, unless
         pods quarantined under another label rely on it: the repair would release them (a pod in
-        another of this config's cuts relies on that cut's deny-all)."""
+        another of this config's cuts relies on that cut's deny-all). Returns the namespace's pods as
+        listed for it (none where the podSelector is no selector at all)."""
         label, value = self._settings.label, cut.label_value
         selector = (policy.get("spec") or {}).get("podSelector")
         if not isinstance(selector, Mapping):
-            return
+            return []
         ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
         other = _other_config_labels(selector, label, ours)
         pods = self._gateway.list_pods(namespace)
@@ -1066,6 +1202,7 @@ class ClusterActions:
                 f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under, or put the"
                 f" policy's podSelector back to {label}={value} by hand"
             )
+        return pods
 
     def _another_configs(
         self,
@@ -1146,8 +1283,9 @@ class ClusterActions:
             blocked = self._block_settings.label in (meta.get("labels") or {})
             opens = current is not None or blocked or self._settings.patch_other_policies
             if value != cut.label_value and cut.isolation not in ensured and opens:
+                labelling = {"uid": pod.uid, "labels": {**(meta.get("labels") or {}), label: cut.label_value}}
                 try:
-                    ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut)
+                    ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut, labelling)
                 except KubeError as exc:
                     raise CutNotEnsured(cut.network_policy, exc) from exc
             annotations = {

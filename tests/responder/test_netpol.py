@@ -176,3 +176,21 @@ def test_an_exclusion_made_for_a_cut_of_both_ways_is_named_under_a_one_way_cut()
         LABEL,
     )
     assert netpol.excluded_beyond(broken, LABEL, CUT_VALUES, POD, ("egress",)) == ("ingress",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "direction", "expected"),
+    [
+        ({"egress": [{}]}, "egress", True),
+        ({"egress": [{"to": [], "ports": []}]}, "egress", True),
+        ({"ingress": [{"from": [{"podSelector": {}}]}, {}]}, "ingress", True),
+        ({"ingress": [{}]}, "egress", False),  # its rules are in the other direction
+        ({"egress": []}, "egress", False),  # no rule: allows nothing
+        ({"egress": [{"ports": [{"port": 53}]}]}, "egress", False),
+        ({"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}, "egress", False),  # kept exact
+    ],
+)
+def test_allows_all_is_a_rule_with_no_peers_and_no_ports(
+    spec: dict[str, Any], direction: str, expected: bool
+) -> None:
+    assert netpol.allows_all(spec, direction) is expected

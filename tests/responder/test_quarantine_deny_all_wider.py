@@ -1,7 +1,9 @@
 """A cut's deny-all widened by hand beyond the cut's label (emptied: a namespace lockdown; or by the
-label's key alone) is never narrowed back to the label, which would give every other pod it holds
-its traffic back: left as it is while it still cuts, and said; refused (FAILED, said why) when it no
-longer cuts, since neither repair is safe. Against the emulated API server over real HTTP."""
+label's key alone; or changed to another key that selects pods not quarantined, as listed) is
+never narrowed back to the label, which would give every other pod it holds its traffic back: left as
+it is while it still cuts every pod of the cut, and said; refused (FAILED, said why) when it no
+longer cuts or leaves a pod of the cut out, since neither repair is safe. A selector that selects no
+other pod is repaired as before. Against the emulated API server over real HTTP."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from responder.actions import netpol
 from responder.actions.outcome import OutcomeStatus
+from responder.config import Isolation, Quarantine
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
 from tests.responder.spec_reading import CLOSED, direction_state
@@ -22,6 +25,14 @@ WIDER = {
     "emptied": {},
     "by the label's key": {"matchExpressions": [{"key": LABEL, "operator": "Exists"}]},
 }
+# Lockdowns by another key: no superset of the label, but they hold every serving pod of the namespace.
+LOCKDOWNS = {
+    "app Exists": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+    "serving Exists": {"matchExpressions": [{"key": "serving-guard.io/serving", "operator": "Exists"}]},
+}
+# A lockdown of one pod, not the one quarantined (by an expression: a matchLabels of one other label
+# alone reads as another config's deny-all).
+TRITON_ONLY = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["triton"]}]}
 
 
 def _state(harness: Harness, pod: SeededPod) -> tuple[str, str]:
@@ -32,10 +43,13 @@ def _state(harness: Harness, pod: SeededPod) -> tuple[str, str]:
     return direction_state(policies, labels, "ingress"), direction_state(policies, labels, "egress")
 
 
-def _widen(harness: Harness, namespace: str, spec: dict[str, Any]) -> None:
-    stored = harness.stored(NP, namespace, DENY_ALL)
+def _widen(
+    harness: Harness, namespace: str, spec: dict[str, Any], name: str = DENY_ALL, **labels: str
+) -> None:
+    stored = harness.stored(NP, namespace, name)
     assert stored is not None
     stored["spec"] = spec
+    stored["metadata"]["labels"] = {**stored["metadata"].get("labels", {}), **labels}
     harness.running.call(harness.running.emulator.put_object, NP, stored)
 
 
@@ -104,3 +118,134 @@ def test_selects_beyond_is_exact() -> None:
     )
     # Wider: the key with any value, or not the one value.
     assert netpol.selects_beyond({"matchExpressions": [{"key": LABEL, "operator": "Exists"}]}, LABEL, "true")
+
+
+@pytest.mark.parametrize("selector", LOCKDOWNS.values(), ids=LOCKDOWNS.keys())
+def test_a_lockdown_by_another_key_is_left_as_it_is(seeded: Seeded, selector: dict[str, Any]) -> None:
+    """Not a superset of the label, but it selects pods not quarantined (triton and the others):
+    narrowing it to the label would give every one of them its traffic back."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    harness.actions.ensure_deny_all(vllm.namespace)
+    _widen(harness, vllm.namespace, {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]})
+    before = _state(harness, triton)
+    assert before[1] == CLOSED
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail.startswith(
+        f"left NetworkPolicy {DENY_ALL} as it is: its podSelector {selector} selects more pods than the"
+        " both cut's label (widened by hand: a lockdown?)"
+    )
+    assert "helm upgrade" not in outcome.detail  # the responder made it, not the chart
+    stored = harness.stored(NP, vllm.namespace, DENY_ALL)
+    assert stored is not None and stored["spec"]["podSelector"] == selector
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+    assert _state(harness, triton) == before  # still locked down
+
+
+def test_a_lockdown_the_chart_renders_says_an_upgrade_ends_it(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.actions.ensure_deny_all(vllm.namespace)
+    lockdown = {"podSelector": LOCKDOWNS["app Exists"], "policyTypes": ["Ingress", "Egress"]}
+    _widen(harness, vllm.namespace, lockdown, **{"app.kubernetes.io/managed-by": "Helm"})
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert (
+        "narrowing it would give them their traffic back (Helm manages the policy: the next `helm upgrade`"
+        " renders its podSelector back to the label, which does the same)" in outcome.detail
+    )
+
+
+def test_a_selector_that_holds_no_other_pod_is_repaired(seeded: Seeded) -> None:
+    """`app: vllm` looks like a lockdown, but no pod of the namespace without the label has it."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.actions.ensure_deny_all(vllm.namespace)
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["vllm"]}]}
+    _widen(harness, vllm.namespace, {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]})
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == f"repaired altered NetworkPolicy {DENY_ALL}"
+    stored = harness.stored(NP, vllm.namespace, DENY_ALL)
+    assert stored is not None and stored["spec"] == netpol.deny_all_spec(LABEL, "true")
+
+
+def test_a_lockdown_that_leaves_out_the_pod_is_not_repaired_either(seeded: Seeded) -> None:
+    """It holds triton, not the pod labelled: leaving it leaves the pod uncut, narrowing it frees
+    triton. Refused, for a person to decide."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    harness.actions.ensure_deny_all(vllm.namespace)
+    lockdown = {"podSelector": TRITON_ONLY, "policyTypes": ["Ingress", "Egress"]}
+    _widen(harness, vllm.namespace, lockdown)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({triton.name}; its podSelector is"
+        f" {lockdown['podSelector']}: changed by hand, a lockdown?) but not {vllm.name} of the both cut: it"
+        " was left as it is" in outcome.detail
+    )
+    stored = harness.stored(NP, vllm.namespace, DENY_ALL)
+    assert stored is not None and stored["spec"] == lockdown
+    assert _state(harness, triton)[1] == CLOSED
+
+
+def test_a_lockdown_that_leaves_out_the_pod_stops_a_widening_before_the_label(seeded: Seeded) -> None:
+    """Widening an egress cut to both ensures the both cut's deny-all first: a lockdown there that
+    would not hold the pod once labelled is refused before the label, so the pod stays in its egress
+    cut rather than leave it for a policy that does not select it."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    first = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert first.status is OutcomeStatus.QUARANTINED, first.detail
+    harness.actions.ensure_deny_all(vllm.namespace, Isolation.BOTH)
+    lockdown = {"podSelector": TRITON_ONLY, "policyTypes": ["Ingress", "Egress"]}
+    _widen(harness, vllm.namespace, lockdown)
+
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False, isolate=Isolation.BOTH
+    )
+
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    assert outcome.detail.startswith(f"the pod was not labelled: NetworkPolicy {DENY_ALL} is not ensured:")
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None and stored["metadata"]["labels"][LABEL] == "true-egress"
+    assert _state(harness, vllm)[1] == CLOSED  # its egress cut holds
+
+
+def test_a_lockdown_met_before_and_after_the_label_is_said_once(seeded: Seeded) -> None:
+    """A widening from the egress cut ensures the both cut's deny-all before the label and again
+    after it: a lockdown that holds the pod is found both times, and said once."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    first = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert first.status is OutcomeStatus.QUARANTINED, first.detail
+    harness.actions.ensure_deny_all(vllm.namespace, Isolation.BOTH)
+    _widen(
+        harness,
+        vllm.namespace,
+        {"podSelector": LOCKDOWNS["app Exists"], "policyTypes": ["Ingress", "Egress"]},
+    )
+
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False, isolate=Isolation.BOTH
+    )
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail.count(f"left NetworkPolicy {DENY_ALL} as it is") == 1, outcome.detail
+    assert _state(harness, vllm) == (CLOSED, CLOSED)

@@ -3,7 +3,9 @@ label's absence (`DoesNotExist`, `NotIn`: written by hand, or an exclusion left 
 patch_other_policies) stops restricting it once it is labelled. Where that opens a direction the cut
 leaves alone, the outcome is LEAKY and names the policy and the direction; where the deny-all cannot
 be ensured after the label, the label that opened something is taken off again, or the failure says
-what it opened. Against the emulated API server over real HTTP."""
+what it opened. A policy whose rules in a direction allow everything (`egress: [{}]`) does not
+restrict it: a label that moves the pod out of a restricting policy into only such ones opens it.
+Against the emulated API server over real HTTP."""
 
 from __future__ import annotations
 
@@ -210,3 +212,73 @@ def test_the_label_is_taken_off_again_though_another_write_moved_the_pods_versio
     assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
     assert LABEL not in _labels(harness, vllm)
     assert _governing(harness, vllm, "egress") == ["egress-dns-only"]  # restricted as before
+
+
+def test_a_label_into_a_deny_all_altered_to_allow_all_egress_is_taken_off_again(seeded: Seeded) -> None:
+    """Our deny-all, a rule added by hand that allows all egress, and its repair refused: labelled,
+    the pod leaves its DNS-only policy for one that governs its egress and allows all of it."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": NOT_QUARANTINED, **DNS_ONLY})
+    altered = {"podSelector": {"matchLabels": {LABEL: "true"}}, "policyTypes": ["Ingress", "Egress"]}
+    harness.put_policy(vllm.namespace, "serving-guard-quarantine", {**altered, "egress": [{}]})
+    harness.fail(Fault(status=403, method="PUT", plural="networkpolicies", times=10, message="admission"))
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    assert (
+        "NetworkPolicy egress-dns-only (its podSelector leaves out quarantined pods) was the only policy"
+        " restricting the pod's egress, and the label took the pod out of it: the label was taken off"
+        " again" in outcome.detail
+    )
+    assert LABEL not in _labels(harness, vllm)
+    assert _governing(harness, vllm, "egress") == ["egress-dns-only"]  # restricted as before
+
+
+def test_a_policy_that_allows_all_of_the_direction_the_cut_leaves_alone_is_no_restriction(
+    seeded: Seeded,
+) -> None:
+    """A policy for quarantined pods of the egress cut that allows all ingress (say, for forensics)
+    governs their ingress but restricts nothing there: the label that took the pod out of its
+    gateway-only ingress opened it to all."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "gateway-to-vllm", GATEWAY_ONLY)
+    in_egress_cut = {"matchExpressions": [{"key": LABEL, "operator": "In", "values": ["true-egress"]}]}
+    forensics = {"podSelector": in_egress_cut, "policyTypes": ["Ingress"], "ingress": [{}]}
+    harness.put_policy(vllm.namespace, "forensics-in", forensics)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
+    assert outcome.leaks == {"gateway-to-vllm": ("ingress",)}
+    assert "its ingress, which the egress cut leaves alone, is open to all" in outcome.detail
+
+
+def test_opened_by_label_counts_a_direction_left_to_allow_all_rules_as_open() -> None:
+    left_out = {"metadata": {"name": "dns-only"}, "spec": {"podSelector": NOT_QUARANTINED, **DNS_ONLY}}
+    labelled = {"matchLabels": {LABEL: "true"}}
+    before, after = {"app": "vllm"}, {"app": "vllm", LABEL: "true"}
+
+    def into(*rules: dict[str, Any], selector: dict[str, Any] = labelled) -> dict[str, Any]:
+        spec = {"podSelector": selector, "policyTypes": ["Egress"], "egress": list(rules)}
+        return {"metadata": {"name": "into"}, "spec": spec}
+
+    opened = [netpol.Opened("dns-only", ("egress",))]
+    # No peers and no ports, absent or empty: every peer on every port.
+    assert netpol.opened_by_label([left_out, into({})], before, after, held=()) == opened
+    assert netpol.opened_by_label([left_out, into({"to": [], "ports": []})], before, after, held=()) == opened
+    assert (
+        netpol.opened_by_label([left_out, into({"ports": [{"port": 53}]}, {})], before, after, held=())
+        == opened
+    )
+    # Kept exact: a rule naming peers or ports, however wide, restricts.
+    assert netpol.opened_by_label([left_out, into({"ports": [{"port": 53}]})], before, after, held=()) == []
+    wide: dict[str, Any] = {"to": [{"namespaceSelector": {}}]}
+    assert netpol.opened_by_label([left_out, into(wide)], before, after, held=()) == []
+    # Open to all before the label already (a policy selecting the pod either way allows all): not
+    # the label's doing.
+    assert netpol.opened_by_label([left_out, into({}, selector={})], before, after, held=()) == []
