@@ -131,9 +131,11 @@ _MESSAGE_PREFIX_BYTES = 5
 # At stop, how long submits under way may take to finish (the journal is still open then).
 STOP_GRACE_SECONDS = 1.0
 # At stop, beside that grace: how long to read what Falco already wrote into the stream (to name
-# it), and how long one read may wait once the stream holds nothing more.
+# it), and how long one read may wait once the stream holds nothing more (longer than a busy
+# node's pause in Falco's sending: 0.2 s was taken for an empty stream on a loaded machine, and
+# the alerts it sent after went unsaid).
 UNREAD_SECONDS = 2.0
-UNREAD_WAIT_SECONDS = 0.2
+UNREAD_WAIT_SECONDS = 0.5
 # Then: how long the journal may take to say which of the alerts not seen journaled it holds. The
 # whole stop takes at most max(STOP_GRACE_SECONDS, UNREAD_SECONDS) + JOURNAL_CHECK_SECONDS.
 JOURNAL_CHECK_SECONDS = 1.5
