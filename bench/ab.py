@@ -181,7 +181,11 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("variants", nargs="+", metavar="NAME=SPEC", help="two or more variants (see above)")
     parser.add_argument(
         "--senders", type=int, default=16, help="keep-alive connections, one request in flight each"

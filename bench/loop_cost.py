@@ -181,7 +181,11 @@ async def measure(workdir: Path, kubeconfig: Path, payloads: list[bytes], option
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loop_cost", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loop_cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--alerts", type=int, default=30_000, help="alerts to send (default 30,000)")
     parser.add_argument("--connections", type=int, default=256, help="connections (default 256)")
     parser.add_argument("--collector", choices=["default", "tuned", "off"], default="tuned")

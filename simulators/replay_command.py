@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig",
         metavar="FILE",
-        help="kubeconfig to read the pod with (default: in-cluster or ~/.kube)",
+        help="kubeconfig to read the pod with (default: in-cluster or ~/.kube/config)",
     )
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context")
     parser.add_argument("--run-id", metavar="ID", help="tag for this run (default: a new random id)")

@@ -199,5 +199,5 @@ def test_the_readmes_show_the_same_usage() -> None:
     assert "[--rules FILE]" not in usage and "--timeout S]" not in usage
     assert "`--rules A B` and `--rules A --rules B` are the same" in " ".join(simulators.split())
     readme = (root / "README.md").read_text(encoding="utf-8")
-    rules_test_usage = "[--captures DIR] [--rules FILE...] [--override FILE...] [--accept NAME...]"
+    rules_test_usage = "[--captures DIR] [--rules FILE...] [--override FILE...] [--accept NAME]..."
     assert f"`serving-guard rules test {rules_test_usage}`" in readme
