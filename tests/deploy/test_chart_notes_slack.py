@@ -34,6 +34,7 @@ def test_the_default_install_warns_and_names_the_policies(renders: dict[str, Ren
     # Step 4 sends on-call to the journal, with the config the pod mounts.
     assert "4. Slack is disabled, so nothing reports to you" in notes and AUDIT in notes
     assert "4. Act by hand on what Slack reports" not in notes
+    assert "Slack thread" not in " ".join(notes.split())  # no thread to tell
 
 
 @pytest.mark.parametrize("case", ["slack-bot", "slack-webhook"])
@@ -43,6 +44,7 @@ def test_with_slack_on_there_is_no_warning_and_slack_is_acted_on(
     notes = renders[case].notes()
     assert "SLACK IS DISABLED" not in notes and AUDIT not in notes
     assert "4. Act by hand on what Slack reports" in notes
+    assert "the responder tells the incident's Slack thread" in " ".join(notes.split())
 
 
 @pytest.mark.parametrize(
