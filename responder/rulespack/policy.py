@@ -370,17 +370,50 @@ def _check_mirrors(ruleset: RuleSet) -> list[Problem]:
                     item,
                 )
             )
-        for extra in sorted(tested[key] for key in set(tested) - set(expected)):
-            file, line = locate(list(reversed(macro.condition_origins)), extra, macro.origin, whole=True)
-            problems.append(
-                Problem(
-                    Severity.ERROR,
-                    file,
-                    line,
-                    f"this macro tests '{mirror.clause(extra)}' but list {mirror.list} has no item for it: "
-                    "keep them the same",
-                    label,
-                    extra,
-                )
+        extras = sorted(tested[key] for key in set(tested) - set(expected))
+        problems += _untested_items(mirror, macro.condition_origins, macro.origin, extras, list_origins[0])
+    return problems
+
+
+# The clauses one mirror problem names before "and N more".
+MIRROR_CLAUSES_SHOWN = 3
+
+
+def _untested_items(
+    mirror: Mirror,
+    condition_origins: list[Origin],
+    fallback: Origin,
+    extras: list[str],
+    list_origin: Origin,
+) -> list[Problem]:
+    """One error per file and line where the macro tests values its list has no item for (each value
+    located where the macro's text holds it): a list replaced by a user's file without some of the
+    pack's items leaves the pack's macro testing every one, said once, not once a value."""
+    by_place: dict[tuple[str, int | None], list[str]] = {}
+    for extra in extras:
+        place = locate(list(reversed(condition_origins)), extra, fallback, whole=True)
+        first = next((key for key in by_place if key[0] == place[0]), place)
+        by_place.setdefault(first, []).append(extra)
+    label = item_label("macro", mirror.macro)
+    problems = []
+    for (file, line), values in by_place.items():
+        clauses = [f"'{mirror.clause(value)}'" for value in values[:MIRROR_CLAUSES_SHOWN]]
+        more = len(values) - len(clauses)
+        tests = ", ".join(clauses) + (f" and {more} more" if more else "")
+        items = "item for it" if len(values) == 1 else "items for them"
+        loaded = (
+            f" (the list as loaded ends at {list_origin.file.path}:{list_origin.line})"
+            if list_origin.file.path != file
+            else ""
+        )
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                file,
+                line,
+                f"this macro tests {tests} but list {mirror.list} has no {items}{loaded}: keep them the same",
+                label,
+                values[0],
             )
+        )
     return problems

@@ -265,3 +265,24 @@ def test_a_model_dir_with_its_triton_stub_glob_passes_and_a_glob_without_a_dir_i
         + 1
     )
     assert "list serving_guard_model_dirs has no item for it" in error.message
+
+
+def test_a_model_dir_list_replaced_short_is_one_error_per_mirroring_macro(tmp_path: Path) -> None:
+    """A list replaced (or redefined) without the pack's model dirs leaves each of the pack's macros
+    that mirror it testing every dir dropped: one error per macro naming a few and the count, and
+    where the list was loaded (the user's line), not one error per dir (13 errors for one mistake)."""
+    user, errors = _check(
+        None,
+        tmp_path,
+        "- list: serving_guard_model_dirs\n  items: [/models, /mnt/models]\n"
+        "  override:\n    items: replace\n",
+    )
+    mirrors = [e for e in errors if "has no item" in e.message]
+    assert sorted(e.item or "" for e in mirrors) == [
+        "macro 'serving_guard_model_dir_through_proc'",
+        "macro 'serving_guard_triton_python_stub_launch'",
+    ]
+    for error in mirrors:
+        assert error.file == str(PACK)
+        assert "and 3 more but list serving_guard_model_dirs has no items for them" in error.message
+        assert f"(the list as loaded ends at {user}:1): keep them the same" in error.message
