@@ -254,14 +254,16 @@ class ActionOutcome:
     @property
     def leaks(self) -> dict[str, tuple[str, ...]]:
         """This LEAKY quarantine's leaking policies with the directions each leaves open; a record
-        from before they were kept: each named policy open both ways (all a recheck could tell)."""
+        from before they were kept: each named policy open in the directions the record says leak
+        (both ways where it says none: all a recheck could tell), so that a later opening of the
+        other direction through the same policy is still news."""
         found = self.extra.get(LEAKS)
         if isinstance(found, dict):
             return {
                 str(name): tuple(d for d in BOTH_DIRECTIONS if isinstance(dirs, list) and d in dirs)
                 for name, dirs in found.items()
             }
-        return dict.fromkeys(self.leaky_policies, BOTH_DIRECTIONS)
+        return dict.fromkeys(self.leaky_policies, self.leaking_directions or BOTH_DIRECTIONS)
 
     @property
     def not_isolated(self) -> str | None:

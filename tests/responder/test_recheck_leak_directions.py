@@ -1,7 +1,8 @@
 """A quarantine reported LEAKY through a policy in one direction is rechecked by policy and
 direction: the same policy opening the other direction since (exfiltration through a policy accepted
-for its ingress) is a lapse. A journal record from before directions were kept reads as before: its
-named policies count in every direction. Against the emulated API server over real HTTP."""
+for its ingress) is a lapse. A journal record from before leaks were kept by policy counts its named
+policies in the directions it says leak; one from before those were kept, in every direction.
+Against the emulated API server over real HTTP."""
 
 from __future__ import annotations
 
@@ -45,12 +46,32 @@ def test_a_known_leak_that_opens_another_direction_is_a_lapse(seeded: Seeded) ->
     )
 
 
+def test_a_record_from_before_leaks_by_policy_were_kept_is_bounded_by_its_leaking_directions(
+    seeded: Seeded,
+) -> None:
+    """An earlier version journaled the directions that leak, not which policy leaks which: its
+    named policies count in those directions, so the same policy opening the other one is a lapse."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    triton = pods["triton"]
+    written = _leaky_for_its_ingress(harness, triton).to_json()
+    written["extra"] = {"leaking_directions": ["ingress"]}  # as that version journaled it
+    known = known_leaks([ActionOutcome.from_json(written)])
+    assert known == {LEAKY_POLICY: ("ingress",)}
+    assert harness.lapse(harness.pod(triton), cut=Isolation.BOTH, known_leaks=known) is None
+    allow_egress_too(harness, triton)
+    assert (
+        harness.lapse(harness.pod(triton), cut=Isolation.BOTH, known_leaks=known)
+        == f"NetworkPolicy {LEAKY_POLICY} now allows its egress too"
+    )
+
+
 def test_a_record_from_before_directions_were_kept_reads_as_before(seeded: Seeded) -> None:
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
     triton = pods["triton"]
     written = _leaky_for_its_ingress(harness, triton).to_json()
-    written["extra"] = {"leaking_directions": ["ingress"]}  # as an earlier version journaled it
+    written["extra"] = {}  # as the earliest versions journaled it: policy names alone
     known = known_leaks([ActionOutcome.from_json(written)])
     assert known == {LEAKY_POLICY: ("ingress", "egress")}
     allow_egress_too(harness, triton)
