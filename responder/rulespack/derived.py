@@ -93,9 +93,21 @@ class Conditions:
 
     enabled: Mapping[str, str]  # rule -> sysdig condition
     absent: Mapping[str, str] = field(default_factory=dict)  # rule -> "disabled at FILE:LINE", ...
+    # Rules the user's tuning files define (not the pack's): a case's `only` is about the pack's
+    # rules, so one of these firing beside the expected rule fails nothing.
+    added: frozenset[str] = frozenset()
 
     def why_absent(self, rule: str) -> str:
         return self.absent.get(rule, "not defined by the loaded rules")
+
+
+def judged_events(on: str) -> str:
+    """The events an expectation judges, in a few words (its filter, the thread left out)."""
+    if on == "{thread}":
+        return "on every event of its thread"
+    if on.startswith("evt.type = execve and evt.dir = <"):
+        return "on its execve"
+    return "on `" + on.replace(" and {thread}", "").replace(" and evt.dir = <", "") + "`"
 
 
 def _filter(expectation_on: str, thread: str) -> str:
@@ -150,7 +162,10 @@ def judge(
         outcome = Outcome(expectation, len(alerts))
         outcomes.append(outcome)
         if not outcome.ok:
-            problems.append(f"{expectation.rule} {expectation.describe()}, fired {len(alerts)}x")
+            # A case judging one rule on several sets of events says which one failed.
+            several = sum(e.rule == expectation.rule for e in case.expect) > 1
+            on_what = f" {judged_events(expectation.on)}" if several else ""
+            problems.append(f"{expectation.rule} {expectation.describe()}{on_what}, fired {len(alerts)}x")
     if case.only and case.expect:
         problems += _others_silent(sysdig, library, case, conditions, capture)
         runs += 1
@@ -163,7 +178,11 @@ def _others_silent(
     """One pass for every other rule at once; only when something fired, which one (rare)."""
     first = case.expect[0]
     on = _filter(first.on, (first.thread_of or case.recorded).thread(library))
-    others = {rule: text for rule, text in conditions.enabled.items() if rule not in case.rules}
+    others = {
+        rule: text
+        for rule, text in conditions.enabled.items()
+        if rule not in case.rules and rule not in conditions.added
+    }
     if not others:
         return []
     joined = " or ".join(f"({text})" for text in others.values())

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
-from responder.rulespack.derived import CaseVerdict
+from responder.rulespack.derived import CaseVerdict, judged_events
 from responder.rulespack.derived_report import FAIL, NOT_EVALUATED, OK, DerivedReport, ExampleVerdict
 
 NOT_JUDGED = "not judged"
@@ -106,7 +106,12 @@ def render_derived_table(
     lines.append("")
     failures = [failure for failure in report.failures if failure not in accepted]
     if failures:
-        lines.append(f"examples and evasions: FAILED ({len(failures)})")
+        failed = {keys[0] for text, keys in report.keyed_evasion_failures() if text not in accepted}
+        examples = sum(text not in accepted for text in report.example_failures)
+        lines.append(
+            f"examples and evasions: FAILED ({len(failures)} lines: {examples} examples,"
+            f" {len(failed)} evasion cases)"
+        )
         lines += [f"  {failure}" for failure in failures]
     else:
         judged = sum(v.status != NOT_EVALUATED for v in report.examples)
@@ -142,6 +147,7 @@ def render_derived_json(report: DerivedReport) -> dict[str, Any]:
                     {
                         "rule": o.expectation.rule,
                         "expected": o.expectation.describe(),
+                        "on": judged_events(o.expectation.on),
                         "fired": o.alerts,
                         "ok": o.ok,
                     }

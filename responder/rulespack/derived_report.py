@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from responder.rulespack.derived import CaseVerdict
+from responder.rulespack.derived_blame import Blame, blamed_text, rule_of
 from responder.rulespack.example_cases import ExampleCase
 from responder.rulespack.examples import Action
 from responder.rulespack.expand import RuleSet
@@ -35,6 +36,8 @@ class DerivedReport:
     user_files: tuple[str, ...]
     # Evasion case id -> why its failure is not judged (it checks a default the user's files change).
     not_judged: Mapping[str, str] = field(default_factory=dict)
+    # (case id, rule) -> which of the user's items make the case fail (derived_blame).
+    blame: Mapping[tuple[str, str], Blame] = field(default_factory=dict)
 
     def judged(self, verdict: CaseVerdict) -> bool:
         return verdict.case.id not in self.not_judged
@@ -51,7 +54,12 @@ class DerivedReport:
         groups = {verdict.case.id: verdict.case.group for verdict in self.evasions}
         return [
             (
-                self._failure(f"example {v.case.id}", v.case.rule, v.problem or ""),
+                self._failure(
+                    f"example {v.case.id}",
+                    v.case.rule,
+                    v.problem or "",
+                    v.case.derived.id if v.case.derived is not None else v.case.shown_by,
+                ),
                 (v.case.id, v.case.rule, *_judged_by_names(v.case, groups)),
             )
             for v in self.examples
@@ -62,13 +70,18 @@ class DerivedReport:
         """Each failure, with the names `--accept` takes for it: the case's id, its group, the rule."""
         return [
             (
-                self._failure(f"evasion {verdict.case.id}", _rule_of(problem, verdict), problem),
-                (verdict.case.id, verdict.case.group, _rule_of(problem, verdict)),
+                self._failure(
+                    f"evasion {verdict.case.id}", self._rule_of(problem, verdict), problem, verdict.case.id
+                ),
+                (verdict.case.id, verdict.case.group, self._rule_of(problem, verdict)),
             )
             for verdict in self.evasions
             if self.judged(verdict)
             for problem in verdict.problems
         ]
+
+    def _rule_of(self, problem: str, verdict: CaseVerdict) -> str:
+        return rule_of(problem, self.changes, verdict.case.rules)
 
     @property
     def example_failures(self) -> list[str]:
@@ -86,15 +99,11 @@ class DerivedReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def _failure(self, what: str, rule: str, problem: str) -> str:
-        items = self.changes.get(rule, [])
-        if items:
-            cause = f"; your files change {rule} at {', '.join(items)}"
-        elif self.user_files:
-            cause = f"; no --override file changes {rule}: the rules files before them do this"
-        else:
-            cause = ""
-        return f"{what}: {problem}{cause}"
+    def _failure(self, what: str, rule: str, problem: str, case_id: str | None) -> str:
+        if ", but it is disabled at " in problem:
+            return f"{what}: {problem}"  # the problem names the line that disables the rule
+        blame = self.blame.get((case_id, rule)) if case_id is not None else None
+        return f"{what}: {problem}{blamed_text(rule, blame, self.changes, bool(self.user_files))}"
 
 
 def _judged_by_names(case: ExampleCase, groups: Mapping[str, str]) -> tuple[str, ...]:
@@ -103,11 +112,6 @@ def _judged_by_names(case: ExampleCase, groups: Mapping[str, str]) -> tuple[str,
     if case.shown_by is not None:
         return (case.shown_by, *([groups[case.shown_by]] if case.shown_by in groups else []))
     return ()
-
-
-def _rule_of(problem: str, verdict: CaseVerdict) -> str:
-    """The rule a case's problem is about (each problem starts with the rule's name)."""
-    return next((rule for rule in verdict.case.rules if problem.startswith(rule)), verdict.case.rules[0])
 
 
 def describe_action(action: Action) -> str:
@@ -135,11 +139,22 @@ def _judge_example(
     evasions: Mapping[str, CaseVerdict],
     captures: CaptureReport,
     not_judged: Mapping[str, str],
+    disabled: Mapping[str, str],
 ) -> ExampleVerdict:
     kind = "positive" if case.positive else "negative"
     what = f"{case.rule} {case.expected} on `{describe_action(case.example.action)}` ({kind})"
     if case.not_evaluated is not None:
         return ExampleVerdict(case, NOT_EVALUATED, case.not_evaluated)
+    if case.positive and case.rule in disabled:
+        # Said as the evasion cases say it, whatever judges the example.
+        judged_by = (
+            "derived capture"
+            if case.derived is not None
+            else (
+                f"capture {case.proven_by}" if case.proven_by is not None else f"evasion case {case.shown_by}"
+            )
+        )
+        return ExampleVerdict(case, FAIL, judged_by, f"{what}, but it is {disabled[case.rule]}")
     if case.derived is not None:
         verdict = derived[case.derived.id]
         fired = sum(outcome.alerts for outcome in verdict.outcomes)
@@ -177,11 +192,15 @@ def build_report(
     examples: Sequence[ExampleCase],
     example_verdicts: Sequence[CaseVerdict],
     evasion_verdicts: Sequence[CaseVerdict],
+    blame: Mapping[tuple[str, str], Blame] | None = None,
 ) -> DerivedReport:
     derived = {verdict.case.id: verdict for verdict in example_verdicts}
     evasions = {verdict.case.id: verdict for verdict in evasion_verdicts}
     not_judged = _not_judged(evasion_verdicts, tuning_points(ruleset, user_files))
-    judged = [_judge_example(case, derived, evasions, captures, not_judged) for case in examples]
+    disabled = {
+        name: f"disabled at {state.disabled_at}" for name, state in ruleset.rules.items() if state.disabled_at
+    }
+    judged = [_judge_example(case, derived, evasions, captures, not_judged, disabled) for case in examples]
     names = list(dict.fromkeys([*captures.rules, *(c.rule for c in examples)]))
     names += [rule for v in evasion_verdicts for rule in v.case.rules if rule not in names]
     return DerivedReport(
@@ -189,9 +208,10 @@ def build_report(
         examples=judged,
         evasions=list(evasion_verdicts),
         sysdig_runs=sum(v.sysdig_runs for v in (*example_verdicts, *evasion_verdicts)),
-        changes={rule: changed_by(ruleset, rule, list(user_files)) for rule in names},
+        changes={rule: changed_by(ruleset, rule, list(user_files)) for rule in [*names, *ruleset.rules]},
         user_files=tuple(user_files),
         not_judged=not_judged,
+        blame=dict(blame or {}),
     )
 
 

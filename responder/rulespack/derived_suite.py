@@ -11,13 +11,14 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
 from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
+from responder.rulespack.derived_blame import blame_failures
 from responder.rulespack.derived_report import DerivedReport, build_report
 from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.example_cases import example_cases
@@ -30,8 +31,9 @@ from responder.rulespack.sysdig import Sysdig
 from responder.rulespack.sysdig_compat import to_sysdig
 
 
-def conditions_of(ruleset: RuleSet) -> Conditions:
-    """The enabled syscall rules as sysdig evaluates them, and why each other rule is absent."""
+def conditions_of(ruleset: RuleSet, user_files: Collection[str] = ()) -> Conditions:
+    """The enabled syscall rules as sysdig evaluates them, why each other rule is absent, and which
+    rules ``user_files`` (the user's tuning) add to the pack."""
     enabled = {
         name: to_sysdig(rule.ast).text
         for name, rule in ruleset.expanded.items()
@@ -45,7 +47,8 @@ def conditions_of(ruleset: RuleSet) -> Conditions:
             absent[name] = f"disabled at {state.disabled_at}"
         elif state.source != "syscall":
             absent[name] = f"a {state.source} rule"
-    return Conditions(enabled, absent)
+    added = frozenset(name for name, state in ruleset.rules.items() if state.origin.file.path in user_files)
+    return Conditions(enabled, absent, added)
 
 
 def _recorded_programs(cases: Sequence[DerivedCase]) -> list[Recorded]:
@@ -117,11 +120,16 @@ def run_examples_and_evasions(
     captures start from this checkout's recordings, whatever --captures names: the cases were
     written for them."""
     library = CaptureLibrary(default_captures())
-    conditions = conditions_of(ruleset)
+    conditions = conditions_of(ruleset, user_files)
     cases = example_cases(examples)
     derived = [case.derived for case in cases if case.derived is not None]
     evasions = evasion_cases()
     verdicts = run_cases(sysdig, library, [*derived, *evasions], conditions)
+
+    def rejudge(other: RuleSet, again: Sequence[DerivedCase]) -> list[CaseVerdict]:
+        return run_cases(sysdig, library, again, conditions_of(other, user_files))
+
+    blame = blame_failures(ruleset, user_files, [v for v in verdicts if not v.ok], rejudge)
     return build_report(
-        ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :]
+        ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :], blame
     )

@@ -7,12 +7,15 @@ from __future__ import annotations
 from responder.rulespack.derived import DerivedCase
 from responder.rulespack.evasions_exec import exec_cases
 from responder.rulespack.evasions_files import file_cases
+from responder.rulespack.evasions_lists import list_cases
 from responder.rulespack.evasions_net import net_cases
+from responder.rulespack.paths import default_pack
 
 
 def evasion_cases() -> tuple[DerivedCase, ...]:
-    """Built per call (the tables are code, the cases immutable): ids are unique."""
-    cases = (*exec_cases(), *file_cases(), *net_cases())
+    """Built per call (the tables are code, the cases immutable): ids are unique. Last, one case per
+    item of the shipped pack's detection lists (evasions_lists)."""
+    cases = (*exec_cases(), *file_cases(), *net_cases(), *list_cases(default_pack()))
     ids = [c.id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

@@ -70,7 +70,7 @@ def label(*parts: Any) -> str:
     """A case's label from its parameters: short, one line."""
     text = " ".join(" ".join(p) if isinstance(p, list) else str(p) for p in parts)
     text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= 70 else text[:67] + "..."
+    return text if len(text) <= 110 else text[:107] + "..."
 
 
 def case(

@@ -42,6 +42,7 @@ from responder.rulespack.recorded import (
     SH_D2,
     SH_D4,
     CaptureLibrary,
+    Recorded,
     Replacements,
     as_pid_1,
     symlink,
@@ -243,7 +244,7 @@ def triton(*, parent: str, path: str, argv: list[str]) -> list[Derivation]:
 
 def _triton() -> list[DerivedCase]:
     cases = []
-    group = "Triton starting its Python backend stub is not a shell"
+    group = "only Triton's own Python backend stub start is not a shell"
     for parent, path, argv, yes in [
         ("tritonserver", "/usr/bin/dash", ["sh", "-c", TRITON_CHECK], False),
         ("tritonserver", "/usr/bin/bash", ["bash", "-c", TRITON_START], False),
@@ -323,7 +324,7 @@ MODELCAR_OLD = "ln -sf /proc/$$/root/models /mnt/ && sleep infinity"
 
 def _modelcar() -> list[DerivedCase]:
     cases = []
-    group = "KServe's modelcar linking its models is quiet"
+    group = "only KServe's own modelcar link is quiet"
     for command, ln_args, target, yes in [
         (MODELCAR, ["-sf", "/proc/57/root/models", "/mnt/models"], "/proc/57/root/models", False),
         (MODELCAR_OLD, ["-sf", "/proc/57/root/models", "/mnt/"], "/proc/57/root/models", False),
@@ -442,6 +443,52 @@ def _reverse_shells() -> list[DerivedCase]:
             witness=(shows(EXEC, {"proc.name": "x"}),),
         )
     )
+    return [*cases, *_reverse_shell_branches()]
+
+
+# The recorded reverse shells (b1-b4): python3's pty one-liner, bash's /dev/tcp redirection, `bash -i`
+# on /dev/tcp, nc -e.
+BASH_B2 = Recorded("sg-b-revshell.scap", "sgcap-b2", "bash")
+BASH_B3 = Recorded("sg-b-revshell.scap", "sgcap-b3", "bash")  # bash -c "bash -i >& /dev/tcp/..."
+NC_B4 = Recorded("sg-b-revshell.scap", "-e", "nc")
+DUPS = f"evt.type in (dup, dup2, dup3) and evt.dir = < and {THREAD}"
+
+
+def _reverse_shell_branches() -> list[DerivedCase]:
+    """Each branch of the reverse-shell rule on its own: the recorded actions fire on several at once
+    (the command line and the sockets it duplicates), so a tuning that switches one branch off would
+    still alert on every recording."""
+    cases = []
+    group = "a socket duplicated onto stdio by a program whose command line shows nothing is a reverse shell"
+    # b2 also dups a file onto stdout: quiet.
+    for recorded, what, dups in [(PYTHON_B1, "b1 python3", 3), (BASH_B2, "b2 bash", 1)]:
+        cases.append(
+            case(
+                group,
+                f"{what} started as /usr/bin/x",
+                recorded,
+                exec_as(recorded, path="/usr/bin/x", argv=["x"], name="x"),
+                fires(REVERSE_SHELL, True, DUPS, count=dups),
+                fires(REVERSE_SHELL, False, EXEC),
+                witness=(shows(EXEC, {"proc.name": "x", "proc.args": ""}),),
+            )
+        )
+    group = "a reverse-shell command line is a reverse shell at its start"
+    for recorded, what, argv in [
+        (BASH_B2, "/dev/tcp redirection as recorded", None),
+        (BASH_B3, "bash -i", ["bash", "-i"]),  # b3's child, started from b3's own thread
+        (NC_B4, "nc -e as recorded", None),
+    ]:
+        cases.append(
+            case(
+                group,
+                what,
+                recorded,
+                exec_as(recorded, argv=argv),
+                fires(REVERSE_SHELL, True, EXEC, count=1),
+                witness=(shows(EXEC, {"proc.args": " ".join(argv[1:])}),) if argv else (),
+            )
+        )
     return cases
 
 

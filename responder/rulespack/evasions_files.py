@@ -402,7 +402,7 @@ def _model_loads() -> list[DerivedCase]:
     cases = []
     # TorchServe's worker loads the model the frontend unpacked into its temporary directory: quiet
     # when it is that worker (python started by java), not for anyone else.
-    group = "TorchServe's worker loading its unpacked model is quiet"
+    group = "only TorchServe's worker loading its unpacked model is quiet"
     for parent, worker, path, yes in [
         ("java", "python", TORCHSERVE_MODEL, False),  # TorchServe loading its model
         ("java", "python3", "/home/model-server/tmp/models/0a1b/model.safetensors", False),

@@ -94,7 +94,7 @@ def net_cases() -> list[DerivedCase]:
     # port) does not alert a second time.
     cases.append(
         case(
-            "sends on a connected TCP socket are not tested again",
+            "a connected TCP socket alerts once, on its connect",
             "e1 to a public address",
             PYTHON_E1,
             _to("tcp", OUTSIDE, 443),
@@ -123,7 +123,7 @@ def net_cases() -> list[DerivedCase]:
     # A UDP socket connected to a public address sends nothing: vLLM and Ray name their own address
     # that way. The recorded TCP connect (e1) made on a UDP socket to those addresses; what the thread
     # sent after its connect is a datagram now, tested as any, and alerted.
-    group = "a UDP connect that looks up the pod's own address is not egress"
+    group = "only a UDP connect to port 80 that looks up the pod's own address is not egress"
     for address, port, yes in [
         ("8.8.8.8", 80, False),  # vLLM's get_ip at every start
         # Ray's node address without --node-ip-address: not excepted, a write(2) on the connected

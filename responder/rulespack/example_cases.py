@@ -91,7 +91,7 @@ STARTED_AS: dict[str, tuple[str, list[str], str]] = {
 }
 # Examples an evasion case shows (they need a parent a recording has only there).
 SHOWN_BY_EVASION = {
-    "torchserve-unpacked-model": "TorchServe's worker loading its unpacked model is quiet"
+    "torchserve-unpacked-model": "only TorchServe's worker loading its unpacked model is quiet"
     "[java python /home/model-server/tmp/models/3f2a9c1e5b7d/resnet18.pt]",
     # It checks a default (the README's GKE recipe changes it): judged as that case, pins included.
     "cloud-metadata-dns": "egress allows link-local addresses only for DNS[udp 169.254.169.254:53]",

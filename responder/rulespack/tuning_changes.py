@@ -6,15 +6,16 @@ items silenced (or woke) the rule."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from responder.rulespack.expand import Origin, RuleSet
 from responder.rulespack.rulesfile import ListItem, MacroItem, RuleItem, RulesFile
 
 
-def _item_at(rules_file: RulesFile, line: int | None) -> str:
-    """The kind and name of the top-level item that holds ``line``."""
+def _holder(rules_file: RulesFile, line: int | None) -> ListItem | MacroItem | RuleItem | None:
+    """The top-level item that holds ``line``."""
     if line is None:
-        return ""
+        return None
     holder = None
     for item in rules_file.items:
         if (
@@ -23,6 +24,11 @@ def _item_at(rules_file: RulesFile, line: int | None) -> str:
             and (holder is None or item.line >= (holder.line or 0))
         ):
             holder = item
+    return holder if isinstance(holder, (ListItem, MacroItem, RuleItem)) else None
+
+
+def _item_at(holder: ListItem | MacroItem | RuleItem | None) -> str:
+    """The kind and name of a top-level item."""
     if isinstance(holder, ListItem):
         return f"list {holder.name}"
     if isinstance(holder, MacroItem):
@@ -30,6 +36,15 @@ def _item_at(rules_file: RulesFile, line: int | None) -> str:
     if isinstance(holder, RuleItem):
         return f"rule {holder.name!r}"
     return ""
+
+
+@dataclass(frozen=True)
+class Change:
+    """An item of the user's files that changes a rule: FILE:LINE (what), and the top-level item
+    holding it as (FILE, its line), which can be left out to see what the rule is without it."""
+
+    text: str
+    item: tuple[str, int]
 
 
 def _origins(ruleset: RuleSet, rule: str) -> Iterable[tuple[Origin, str | None]]:
@@ -57,16 +72,24 @@ def tuning_points(ruleset: RuleSet, user_files: Collection[str]) -> dict[str, li
     return found
 
 
-def changed_by(ruleset: RuleSet, rule: str, user_files: Collection[str]) -> list[str]:
-    """FILE:LINE (what) of every item of ``user_files`` that changes ``rule``, in load order."""
-    found: dict[tuple[str, int], str] = {}
+def changes_of(ruleset: RuleSet, rule: str, user_files: Collection[str]) -> list[Change]:
+    """Every item of ``user_files`` that changes ``rule``, in load order."""
+    found: dict[tuple[str, int], Change] = {}
     for origin, what in _origins(ruleset, rule):
         if origin.file.path not in user_files:
             continue
         line = origin.line or 0
         if (origin.file.path, line) in found:
             continue  # the first says it best: an exception's name before its rule's
-        said = what or _item_at(origin.file, origin.line)
-        found[(origin.file.path, line)] = f"{origin.file.path}:{line}" + (f" ({said})" if said else "")
+        holder = _holder(origin.file, origin.line)
+        said = what or _item_at(holder)
+        text = f"{origin.file.path}:{line}" + (f" ({said})" if said else "")
+        held_at = holder.line if holder is not None and holder.line is not None else line
+        found[(origin.file.path, line)] = Change(text, (origin.file.path, held_at))
     order = {path: index for index, path in enumerate(user_files)}
     return [found[key] for key in sorted(found, key=lambda key: (order.get(key[0], 0), key[1]))]
+
+
+def changed_by(ruleset: RuleSet, rule: str, user_files: Collection[str]) -> list[str]:
+    """FILE:LINE (what) of every item of ``user_files`` that changes ``rule``, in load order."""
+    return [change.text for change in changes_of(ruleset, rule, user_files)]

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from responder.rulespack.derived_suite import conditions_of, run_cases
+from responder.rulespack.evasion_cases import evasion_cases
+from responder.rulespack.expand import load_paths
 from responder.rulespack.paths import PROJECT_ROOT
+from responder.rulespack.recorded import CaptureLibrary
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 
 RULES_TESTS = Path(__file__).resolve().parent
@@ -28,3 +32,16 @@ def sysdig() -> Sysdig:
             "sysdig not installed (apt-get install sysdig): cannot compile or evaluate Falco conditions"
         )
     return found
+
+
+def failing_cases(sysdig: Sysdig, tmp_path: Path, tuning: str, group: str) -> list[str]:
+    """The ids of the evasion cases of the groups starting with ``group`` that fail on the pack with
+    ``tuning`` loaded after it (through the derived-case runner `rules test` uses)."""
+    path = tmp_path / "tuning.yaml"
+    path.write_text(tuning)
+    conditions = conditions_of(load_paths([str(PACK), str(SCOPE_OVERRIDE), str(path)]))
+    cases = [case for case in evasion_cases() if case.group.startswith(group)]
+    assert cases, group
+    return sorted(
+        v.case.id for v in run_cases(sysdig, CaptureLibrary(CAPTURES), cases, conditions) if not v.ok
+    )

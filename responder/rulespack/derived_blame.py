@@ -1,0 +1,149 @@
+"""Which items of the user's tuning files make a failed derived case fail, found by ablation: the
+case is judged again on the rules loaded without one of the user's items that change the failing
+rule (each item alone, in parallel over the cases), then without all of them, and last without the
+user's files. An item whose text is in the rule but that silenced nothing (an append to
+serving_guard_scope) is not named, and only a case that fails without the user's files too is said to
+fail on the rules files before them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from responder.rulespack.derived import CaseVerdict, DerivedCase
+from responder.rulespack.expand import RuleSet, load
+from responder.rulespack.problems import Severity
+from responder.rulespack.tuning_changes import Change, changes_of
+
+ALONE, TOGETHER, YOUR_FILES, NOT_YOURS = "alone", "together", "your files", "not yours"
+
+
+@dataclass(frozen=True)
+class Blame:
+    """Why a case fails on a rule: ALONE (the case holds without any one of ``items``), TOGETHER (it
+    holds only without all of them), YOUR_FILES (it holds without the user's files, but leaving out
+    ``items`` did not show it: they do not load without them, or another of the user's items does it),
+    NOT_YOURS (it fails without the user's files too)."""
+
+    how: str
+    items: tuple[Change, ...]
+
+
+def rule_of(problem: str, rules: Collection[str], first: Sequence[str]) -> str:
+    """The rule a problem is about: each problem starts with the rule's name (the case's own rules
+    first, then any loaded rule: a rule that must stay silent need not be the case's)."""
+    for rule in (*first, *sorted(rules, key=len, reverse=True)):
+        if problem.startswith(f"{rule} "):
+            return rule
+    return first[0]
+
+
+def _without(ruleset: RuleSet, items: Collection[tuple[str, int]]) -> RuleSet | None:
+    """The rules loaded again without the user's top-level items at (FILE, LINE); None when they
+    do not load without them (a later item of the user's builds on it)."""
+    files = [
+        replace(f, items=[i for i in f.items if (f.path, getattr(i, "line", None)) not in items])
+        for f in ruleset.files
+    ]
+    loaded = load(files)
+    if any(p.severity is Severity.ERROR for p in loaded.problems):
+        return None
+    return loaded
+
+
+def _without_files(ruleset: RuleSet, paths: Collection[str]) -> RuleSet | None:
+    """The rules loaded again without the files at ``paths`` (the user's tuning files)."""
+    loaded = load([f for f in ruleset.files if f.path not in paths])
+    if any(p.severity is Severity.ERROR for p in loaded.problems):
+        return None
+    return loaded
+
+
+def _disabled(ruleset: RuleSet, rule: str) -> bool:
+    state = ruleset.rules.get(rule)
+    return state is not None and bool(state.disabled_at)
+
+
+def _holds(verdict: CaseVerdict, rule: str) -> bool:
+    return not any(p.startswith(f"{rule} ") for p in verdict.problems)
+
+
+Rejudge = Callable[[RuleSet, Sequence[DerivedCase]], Sequence[CaseVerdict]]
+
+
+def blame_failures(
+    ruleset: RuleSet, user_files: Sequence[str], verdicts: Sequence[CaseVerdict], rejudge: Rejudge
+) -> dict[tuple[str, str], Blame]:
+    """(case id, rule) -> Blame, for every failed case whose failing rule the user's files change;
+    ``rejudge`` judges cases on other loaded rules (derived_suite's runner)."""
+    failing: dict[tuple[str, str], CaseVerdict] = {}
+    for verdict in verdicts:
+        for problem in verdict.problems:
+            rule = rule_of(problem, ruleset.rules, verdict.case.rules)
+            failing[(verdict.case.id, rule)] = verdict
+    # A disabled rule's failures name the line that disables it: nothing to find by ablation.
+    candidates = {
+        key: changes_of(ruleset, key[1], user_files) for key in failing if not _disabled(ruleset, key[1])
+    }
+    candidates = {key: items for key, items in candidates.items() if items}
+    if not candidates:
+        return {}
+
+    def rerun(without: RuleSet | None, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The keys that hold on the rules ``without`` (None: they did not load)."""
+        if without is None:
+            return set()
+        cases = list({failing[key].case.id: failing[key].case for key in keys}.values())
+        held = {v.case.id: v for v in rejudge(without, cases)}
+        return {key for key in keys if _holds(held[key[0]], key[1])}
+
+    by_item: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for key, changes in candidates.items():
+        for change in changes:
+            by_item.setdefault(change.item, []).append(key)
+    culprits: dict[tuple[str, str], list[Change]] = {}
+    for held_at, keys in by_item.items():
+        for key in rerun(_without(ruleset, frozenset([held_at])), keys):
+            culprits.setdefault(key, []).extend(c for c in candidates[key] if c.item == held_at)
+    blamed = {key: Blame(ALONE, tuple(changes)) for key, changes in culprits.items()}
+    rest = [key for key in candidates if key not in blamed]
+    if rest:
+        every = frozenset(item.item for key in rest for item in candidates[key])
+        together = rerun(_without(ruleset, every), rest)
+        # "Not your tuning" is said only of a case that fails without the user's files too: leaving out
+        # the items that change the rule may not load (a later item of the user's builds on one), or
+        # leave in another of the user's items that silences it.
+        undecided = [key for key in rest if key not in together]
+        yours = rerun(_without_files(ruleset, user_files), undecided) if undecided else set()
+        for key in rest:
+            how = TOGETHER if key in together else YOUR_FILES if key in yours else NOT_YOURS
+            blamed[key] = Blame(how, tuple(candidates[key]))
+    return blamed
+
+
+def blamed_text(rule: str, blame: Blame | None, static: Mapping[str, list[str]], has_user_files: bool) -> str:
+    """The cause said after a failure: the user's items that make it fail, or that none do."""
+    if blame is None:
+        items = static.get(rule, [])
+        if items:
+            return f"; your files change {rule} at {', '.join(items)}"
+        if has_user_files:
+            return f"; no --override file changes {rule}: the rules files before them do this"
+        return ""
+    where = ", ".join(change.text for change in blame.items)
+    if blame.how == ALONE:
+        return f"; your files change {rule} at {where}"
+    if blame.how == TOGETHER:
+        return (
+            f"; your files change {rule} at {where} (together: it holds without all of them, not without one)"
+        )
+    if blame.how == YOUR_FILES:
+        return (
+            f"; your files make it fail: it holds without your --override files (your items that change"
+            f" {rule}, at {where}, could not be left out to tell which: a later item of yours may build"
+            " on them)"
+        )
+    return (
+        f"; not your tuning: it fails without your --override files too, on the rules files before them"
+        f" (your items that change {rule}, at {where}, are not the cause)"
+    )
