@@ -693,30 +693,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
     """Fill ``ruleset.expanded`` and record every problem Falco would report while compiling."""
     compiled_lists = _compile_lists(ruleset)
     ruleset.list_items = compiled_lists
-    resolved_macros: dict[str, tuple[int, Node]] = {}
-    for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
-        label = item_label("macro", macro.name)
-        substituted = _substitute_lists(ruleset, compiled_lists, macro.condition, macro.lists)
-        tree = _parse(
-            ruleset,
-            macro.condition,
-            substituted,
-            origins=macro.condition_origins,
-            fallback=macro.origin,
-            label=label,
-        )
-        if tree is None:
-            continue
-        macro.macros = {ref.name for ref in _macro_refs(tree)}
-        if _refers_to_failed_macro(ruleset, tree, resolved_macros, macro.visibility):
-            continue  # that macro failed to compile; its own problem names the cause
-        visible = {name: ast for name, (index, ast) in resolved_macros.items() if index < macro.visibility}
-        resolved = _resolve_macros(
-            ruleset, tree, visible, origins=macro.condition_origins, fallback=macro.origin, label=label
-        )
-        if resolved is not None:
-            macro.ast = resolved
-            resolved_macros[macro.name] = (macro.index, resolved)
+    resolved_macros = _compile_macros(ruleset, compiled_lists)
     every_macro = {name: ast for name, (_, ast) in resolved_macros.items()}
     for rule in sorted(ruleset.rules.values(), key=lambda r: r.index):
         label = item_label("rule", rule.name)
@@ -762,6 +739,66 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         if not state.used:
             message = "list not used by any rule, macro or list (Falco warns LOAD_UNUSED_LIST)"
             ruleset.warn(state.origin, message, item_label("list", state.name))
+
+
+def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> dict[str, tuple[int, Node]]:
+    """Each macro's condition with the macros it names expanded: name -> (index, tree). As Falco
+    does, a macro sees the macros whose place (index) comes before its own last definition
+    (visibility), whatever order they compile in: a pack macro replaced by a user's file keeps its
+    place and sees the user's macros defined before the replace. So the macros it names are
+    compiled first (a loop between them is an error)."""
+    parsed: dict[str, Node] = {}
+    for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
+        substituted = _substitute_lists(ruleset, compiled_lists, macro.condition, macro.lists)
+        tree = _parse(
+            ruleset,
+            macro.condition,
+            substituted,
+            origins=macro.condition_origins,
+            fallback=macro.origin,
+            label=item_label("macro", macro.name),
+        )
+        if tree is not None:
+            parsed[macro.name] = tree
+            macro.macros = {ref.name for ref in _macro_refs(tree)}
+    resolved: dict[str, tuple[int, Node]] = {}
+    done: set[str] = set()
+    under_way: list[str] = []
+
+    def compile_macro(macro: MacroState) -> None:
+        if macro.name in done or macro.name not in parsed:
+            return
+        under_way.append(macro.name)
+        tree = parsed[macro.name]
+        label = item_label("macro", macro.name)
+        for name in sorted(macro.macros):
+            named = ruleset.macros.get(name)
+            if named is None or named.index >= macro.visibility or named.name in done:
+                continue
+            if named.name in under_way:
+                loop = [*under_way[under_way.index(named.name) :], named.name]
+                file, line = locate(macro.condition_origins, name, macro.origin)
+                message = (
+                    f"macros refer to each other in a loop ({' -> '.join(loop)}): Falco cannot expand them"
+                )
+                ruleset.problems.append(Problem(Severity.ERROR, file, line, message, label, name))
+                continue
+            compile_macro(named)
+        under_way.pop()
+        done.add(macro.name)
+        if _refers_to_failed_macro(ruleset, tree, resolved, macro.visibility):
+            return  # that macro failed to compile (or is in a loop); its own problem names the cause
+        visible = {name: ast for name, (index, ast) in resolved.items() if index < macro.visibility}
+        expanded = _resolve_macros(
+            ruleset, tree, visible, origins=macro.condition_origins, fallback=macro.origin, label=label
+        )
+        if expanded is not None:
+            macro.ast = expanded
+            resolved[macro.name] = (macro.index, expanded)
+
+    for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
+        compile_macro(macro)
+    return resolved
 
 
 def _macro_refs(tree: Node) -> list[MacroRef]:

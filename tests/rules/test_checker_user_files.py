@@ -286,3 +286,21 @@ def test_a_model_dir_list_replaced_short_is_one_error_per_mirroring_macro(tmp_pa
         assert error.file == str(PACK)
         assert "and 3 more but list serving_guard_model_dirs has no items for them" in error.message
         assert f"(the list as loaded ends at {user}:1): keep them the same" in error.message
+
+
+def test_a_pack_macro_replaced_with_a_users_earlier_macro_compiles(tmp_path: Path) -> None:
+    """The replaced macro keeps the pack's place but sees the user's macro defined before the replace
+    (Falco resolves by visibility, not compile order): the rule using it is there, not silently gone
+    (rules check said ok with 7 of 8 rules compiled, and rules test said the rule was not defined)."""
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- macro: my_download_command\n  condition: proc.name = my-fetch\n"
+        "- macro: serving_guard_download_command\n  condition: my_download_command\n"
+        "  override:\n    condition: replace\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    assert report.errors == []
+    expanded = report.ruleset.expanded
+    assert "Runtime download or package install in serving pod" in expanded
+    assert len(expanded) == len(report.ruleset.rules)
+    assert "my-fetch" in repr(expanded["Runtime download or package install in serving pod"].ast)
