@@ -93,8 +93,8 @@ class Conditions:
 
     enabled: Mapping[str, str]  # rule -> sysdig condition
     absent: Mapping[str, str] = field(default_factory=dict)  # rule -> "disabled at FILE:LINE", ...
-    # Rules the user's tuning files define (not the pack's): a case's `only` is about the pack's
-    # rules, so one of these firing beside the expected rule fails nothing.
+    # Rules the user's tuning files define (suite.user_rules, as in the capture matrix): a case's
+    # `only` is about the pack's rules, so one of these firing beside the expected rule fails nothing.
     added: frozenset[str] = frozenset()
 
     def why_absent(self, rule: str) -> str:

@@ -1,7 +1,7 @@
 """Which items of the user's tuning files make a failed derived case fail, found by ablation: the
 case is judged again on the rules loaded without one of the user's items that change the failing
-rule (each item alone, in parallel over the cases), then without all of them, and last without the
-user's files. An item whose text is in the rule but that silenced nothing (an append to
+rule (each item alone; every item's cases in one parallel run), then without all of them, and last
+without the user's files. An item whose text is in the rule but that silenced nothing (an append to
 serving_guard_scope) is not named, and only a case that fails without the user's files too is said to
 fail on the rules files before them."""
 
@@ -68,15 +68,39 @@ def _holds(verdict: CaseVerdict, rule: str) -> bool:
     return not any(p.startswith(f"{rule} ") for p in verdict.problems)
 
 
-Rejudge = Callable[[RuleSet, Sequence[DerivedCase]], Sequence[CaseVerdict]]
+Key = tuple[str, str]  # (case id, rule)
+Batch = tuple[RuleSet, Sequence[DerivedCase]]
+# Judges each batch of cases on its rules, all batches in one run (derived_suite's runner); a list
+# of verdicts per batch, in order.
+Rejudge = Callable[[Sequence[Batch]], Sequence[Sequence[CaseVerdict]]]
+
+
+def _holding(
+    rejudge: Rejudge, failing: Mapping[Key, CaseVerdict], passes: Sequence[tuple[RuleSet | None, list[Key]]]
+) -> list[set[Key]]:
+    """For each (rules, keys) of an ablation pass: the keys that hold on those rules (none when they
+    did not load). One rejudge call for the whole pass, so the runner's pool stays full."""
+    loaded = [(rules, keys) for rules, keys in passes if rules is not None]
+    batches = [
+        (rules, list({failing[k].case.id: failing[k].case for k in keys}.values())) for rules, keys in loaded
+    ]
+    judged = iter(rejudge(batches) if batches else [])
+    holding: list[set[Key]] = []
+    for rules, keys in passes:
+        if rules is None:
+            holding.append(set())
+            continue
+        verdicts = {v.case.id: v for v in next(judged)}
+        holding.append({key for key in keys if _holds(verdicts[key[0]], key[1])})
+    return holding
 
 
 def blame_failures(
     ruleset: RuleSet, user_files: Sequence[str], verdicts: Sequence[CaseVerdict], rejudge: Rejudge
-) -> dict[tuple[str, str], Blame]:
-    """(case id, rule) -> Blame, for every failed case whose failing rule the user's files change;
-    ``rejudge`` judges cases on other loaded rules (derived_suite's runner)."""
-    failing: dict[tuple[str, str], CaseVerdict] = {}
+) -> dict[Key, Blame]:
+    """(case id, rule) -> Blame, for every failed case whose failing rule the user's files change
+    (``verdicts``: the failures to blame, accepted and not-judged ones left out by the caller)."""
+    failing: dict[Key, CaseVerdict] = {}
     for verdict in verdicts:
         for problem in verdict.problems:
             rule = rule_of(problem, ruleset.rules, verdict.case.rules)
@@ -89,32 +113,31 @@ def blame_failures(
     if not candidates:
         return {}
 
-    def rerun(without: RuleSet | None, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The keys that hold on the rules ``without`` (None: they did not load)."""
-        if without is None:
-            return set()
-        cases = list({failing[key].case.id: failing[key].case for key in keys}.values())
-        held = {v.case.id: v for v in rejudge(without, cases)}
-        return {key for key in keys if _holds(held[key[0]], key[1])}
-
-    by_item: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    by_item: dict[tuple[str, int], list[Key]] = {}
     for key, changes in candidates.items():
         for change in changes:
             by_item.setdefault(change.item, []).append(key)
-    culprits: dict[tuple[str, str], list[Change]] = {}
-    for held_at, keys in by_item.items():
-        for key in rerun(_without(ruleset, frozenset([held_at])), keys):
+    alone = _holding(
+        rejudge, failing, [(_without(ruleset, frozenset([item])), keys) for item, keys in by_item.items()]
+    )
+    culprits: dict[Key, list[Change]] = {}
+    for held_at, held in zip(by_item, alone, strict=True):
+        for key in held:
             culprits.setdefault(key, []).extend(c for c in candidates[key] if c.item == held_at)
     blamed = {key: Blame(ALONE, tuple(changes)) for key, changes in culprits.items()}
     rest = [key for key in candidates if key not in blamed]
     if rest:
         every = frozenset(item.item for key in rest for item in candidates[key])
-        together = rerun(_without(ruleset, every), rest)
+        [together] = _holding(rejudge, failing, [(_without(ruleset, every), rest)])
         # "Not your tuning" is said only of a case that fails without the user's files too: leaving out
         # the items that change the rule may not load (a later item of the user's builds on one), or
         # leave in another of the user's items that silences it.
         undecided = [key for key in rest if key not in together]
-        yours = rerun(_without_files(ruleset, user_files), undecided) if undecided else set()
+        yours = (
+            _holding(rejudge, failing, [(_without_files(ruleset, user_files), undecided)])[0]
+            if undecided
+            else set()
+        )
         for key in rest:
             how = TOGETHER if key in together else YOUR_FILES if key in yours else NOT_YOURS
             blamed[key] = Blame(how, tuple(candidates[key]))

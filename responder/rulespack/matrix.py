@@ -3,6 +3,8 @@
 An attack action passes when every expected rule fired on it and no rule outside `expect` and
 `also` did; a benign action, or any part of a benign capture, passes only with zero alerts; an
 alert that belongs to no listed action fails; an undetectable action passes only if nothing fired.
+A rule of the user's own (defined by an --override file) is judged by none of these: where it fires
+is said as information ("your rule X also fires here"), since the expectations are the pack's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class ActionVerdict:
     action: CaptureAction
     fired: dict[str, int]
     failures: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # where a rule of the user's own fired on it (information)
 
     @property
     def status(self) -> str:
@@ -40,18 +43,21 @@ class CaptureVerdict:
     expectations: CaptureExpectations | None
     run: CaptureRun
     actions: tuple[ActionVerdict, ...]
-    unattributed: tuple[Alert, ...]
+    unattributed: tuple[Alert, ...]  # of the pack's rules
     failures: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # where rules of the user's own fired (information, not failures)
+    yours: frozenset[str] = frozenset()  # the rules of the user's own
 
     @property
     def benign_alerts(self) -> list[Alert]:
-        """Alerts on benign parts: benign actions, or anywhere in a benign capture."""
+        """The pack's alerts on benign parts: benign actions, or anywhere in a benign capture."""
         if self.expectations is None:
             return []
+        alerts = [alert for alert in self.run.alerts if alert.rule not in self.yours]
         if self.expectations.benign:
-            return list(self.run.alerts)
+            return alerts
         benign_ids = {a.id for a in self.expectations.actions if a.benign}
-        return [alert for alert in self.run.alerts if alert.action in benign_ids]
+        return [alert for alert in alerts if alert.action in benign_ids]
 
 
 @dataclass
@@ -61,6 +67,7 @@ class CaptureReport:
     stand_ins: dict[str, tuple[StandIn, ...]]
     captures: list[CaptureVerdict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # not tied to one capture
+    yours: frozenset[str] = frozenset()  # rules the user's --override files define (not judged)
 
     @property
     def all_failures(self) -> list[str]:
@@ -74,35 +81,33 @@ class CaptureReport:
     def sysdig_runs(self) -> int:
         return sum(capture.run.sysdig_runs for capture in self.captures)
 
+    @property
+    def notes(self) -> list[str]:
+        return [note for capture in self.captures for note in capture.notes]
 
-def judge(expectations: CaptureExpectations | None, run: CaptureRun) -> CaptureVerdict:
+
+def judge(
+    expectations: CaptureExpectations | None, run: CaptureRun, yours: Collection[str] = frozenset()
+) -> CaptureVerdict:
+    """``yours``: the rules of the user's own, said where they fire and judged by no expectation."""
+    yours = frozenset(yours)
     if expectations is None:
-        return CaptureVerdict(run.capture, None, run, (), (), ())
+        return CaptureVerdict(run.capture, None, run, (), (), (), yours=yours)
     failures: list[str] = []
     verdicts = []
     for action in expectations.actions:
         fired = Counter(alert.rule for alert in run.alerts if alert.action == action.id)
-        problems = []
-        if action.expect:
-            allowed = set(action.expect) | set(action.also)
-            problems += [
-                f"{action.id}: expected rule did not fire: {rule}"
-                for rule in action.expect
-                if not fired[rule]
-            ]
-            problems += [
-                f"{action.id}: unexpected rule fired {count}x: {rule}"
-                for rule, count in sorted(fired.items())
-                if rule not in allowed
-            ]
-        elif fired:
-            kind = "benign action" if action.benign else "undetectable action"
-            problems += [
-                f"{action.id}: {kind}, but {rule} fired {count}x" for rule, count in sorted(fired.items())
-            ]
-        verdicts.append(ActionVerdict(action, dict(fired), tuple(f"{run.capture} {p}" for p in problems)))
-        failures += [f"{run.capture} {p}" for p in problems]
-    unattributed = tuple(alert for alert in run.alerts if alert.action is None)
+        pack_fired = Counter({rule: count for rule, count in fired.items() if rule not in yours})
+        problems = [f"{run.capture} {p}" for p in _action_problems(action, pack_fired)]
+        notes = [
+            f"{run.capture} {action.id}: your rule {rule} also fires here {count}x"
+            for rule, count in sorted(fired.items())
+            if rule in yours
+        ]
+        verdicts.append(ActionVerdict(action, dict(fired), tuple(problems), tuple(notes)))
+        failures += problems
+    outside = [alert for alert in run.alerts if alert.action is None]
+    unattributed = tuple(alert for alert in outside if alert.rule not in yours)
     if expectations.benign:
         failures += [
             f"{run.capture}: benign capture, but {a.rule} fired: {a.describe()}" for a in unattributed
@@ -112,11 +117,37 @@ def judge(expectations: CaptureExpectations | None, run: CaptureRun) -> CaptureV
             f"{run.capture}: alert outside every listed action: {a.rule}: {a.describe()}"
             for a in unattributed
         ]
-    return CaptureVerdict(run.capture, expectations, run, tuple(verdicts), unattributed, tuple(failures))
+    notes = [note for verdict in verdicts for note in verdict.notes]
+    notes += [
+        f"{run.capture}: your rule {a.rule} also fires outside the listed actions: {a.describe()}"
+        for a in outside
+        if a.rule in yours
+    ]
+    return CaptureVerdict(
+        run.capture, expectations, run, tuple(verdicts), unattributed, tuple(failures), tuple(notes), yours
+    )
+
+
+def _action_problems(action: CaptureAction, fired: Counter[str]) -> list[str]:
+    """What is wrong with the pack's rules that fired on an action (``fired``: rule -> alerts)."""
+    if action.expect:
+        allowed = set(action.expect) | set(action.also)
+        missed = [
+            f"{action.id}: expected rule did not fire: {rule}" for rule in action.expect if not fired[rule]
+        ]
+        return missed + [
+            f"{action.id}: unexpected rule fired {count}x: {rule}"
+            for rule, count in sorted(fired.items())
+            if rule not in allowed
+        ]
+    kind = "benign action" if action.benign else "undetectable action"
+    return [f"{action.id}: {kind}, but {rule} fired {count}x" for rule, count in sorted(fired.items())]
 
 
 # --- rendering -------------------------------------------------------------------------------------
-def _cell(action: CaptureAction, rule: str, count: int) -> str:
+def _cell(action: CaptureAction, rule: str, count: int, yours: Collection[str]) -> str:
+    if rule in yours:
+        return f"+{count}" if count else "."
     if rule in action.expect:
         return f"[{count}]"
     if not count:
@@ -138,6 +169,11 @@ def render_table(report: CaptureReport, accepted: Collection[str] = frozenset())
     lines += [
         "",
         "  cell: [n] expected rule fired n times ([0]: missed), (n) allowed overlap, !n unexpected, . none",
+        *(
+            ["        +n your rule (--override) fired n times: information, not judged"]
+            if report.yours
+            else []
+        ),
         "",
     ]
     capture_width = max([len(c.capture) for c in report.captures] + [7])
@@ -153,7 +189,8 @@ def render_table(report: CaptureReport, accepted: Collection[str] = frozenset())
             continue
         for verdict in capture.actions:
             cells = " ".join(
-                f"{_cell(verdict.action, rule, verdict.fired.get(rule, 0)):>4}" for rule in report.rules
+                f"{_cell(verdict.action, rule, verdict.fired.get(rule, 0), report.yours):>4}"
+                for rule in report.rules
             )
             status = verdict.status
             if verdict.failures and all(f in accepted for f in verdict.failures):
@@ -168,6 +205,9 @@ def render_table(report: CaptureReport, accepted: Collection[str] = frozenset())
     lines += ["", "Alerts outside every listed action:"]
     outside = [(c.capture, a) for c in report.captures if c.expectations for a in c.unattributed]
     lines += [f"  {capture}: {alert.rule}: {alert.describe()}" for capture, alert in outside] or ["  none"]
+    if report.notes:
+        lines += ["", "Your rules (from --override files; information: the expectations are the pack's):"]
+        lines += [f"  {note}" for note in report.notes]
     unjudged = [(c.capture, a) for c in report.captures if c.expectations is None for a in c.run.alerts]
     if unjudged:
         lines += ["", "Alerts in captures without expectations (not judged):"]
@@ -245,6 +285,7 @@ def render_json(report: CaptureReport) -> dict[str, Any]:
                         "fired": verdict.fired,
                         "status": verdict.status,
                         "failures": list(verdict.failures),
+                        "notes": list(verdict.notes),
                     }
                     for verdict in capture.actions
                 ],
@@ -252,8 +293,11 @@ def render_json(report: CaptureReport) -> dict[str, Any]:
                 "benign_alerts": [_alert_json(alert) for alert in capture.benign_alerts],
                 "unattributed": [_alert_json(alert) for alert in capture.unattributed],
                 "failures": list(capture.failures),
+                "notes": list(capture.notes),
             }
             for capture in report.captures
         ],
         "failures": report.all_failures,
+        "your_rules": sorted(report.yours),
+        "notes": report.notes,
     }

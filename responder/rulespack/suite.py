@@ -4,6 +4,7 @@ directory, and judge the alerts against the expectations in the examples file.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ class SuiteInput:
     rules_files: list[str]  # the pack first, then overrides, in load order
     captures_dir: Path
     examples: ExamplesFile
+    user_files: tuple[str, ...] = ()  # the user's tuning files (--override), the last of rules_files
+
+
+def user_rules(ruleset: RuleSet, user_files: Collection[str]) -> frozenset[str]:
+    """The rules ``user_files`` (the user's tuning) define, not the pack's: the examples file's
+    expectations are about the pack's rules, so where one of these fires beside them is information,
+    never a failure."""
+    return frozenset(name for name, state in ruleset.rules.items() if state.origin.file.path in user_files)
 
 
 def load_rules(paths: list[str]) -> RuleSet:
@@ -57,10 +66,12 @@ def run_suite(sysdig: Sysdig, suite: SuiteInput, ruleset: RuleSet | None = None)
         PreparedRule.from_tree(rule.name, translated[rule.name].text, translated[rule.name].tree)
         for rule in rules
     ]
+    yours = user_rules(ruleset, suite.user_files)
     report = CaptureReport(
         sysdig_version=sysdig.version,
         rules=[rule.name for rule in rules],
         stand_ins={name: condition.stand_ins for name, condition in translated.items()},
+        yours=yours,
     )
     unknown = sorted(suite.examples.rule_names() - set(ruleset.expanded))
     report.failures += [f"examples name a rule the pack does not define: {name}" for name in unknown]
@@ -80,5 +91,5 @@ def run_suite(sysdig: Sysdig, suite: SuiteInput, ruleset: RuleSet | None = None)
     with ThreadPoolExecutor(max_workers=_PARALLEL_CAPTURES) as pool:
         runs = list(pool.map(evaluate, files))
     for path, run in runs:
-        report.captures.append(judge(suite.examples.captures.get(path.name), run))
+        report.captures.append(judge(suite.examples.captures.get(path.name), run, yours))
     return report

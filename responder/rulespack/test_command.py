@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"{len(refused)} rule condition(s) or output(s) do not compile (above); nothing was tested"
         )
-    report = run_suite(sysdig, SuiteInput(rules_files, captures, examples), ruleset)
-    derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report)
+    report = run_suite(sysdig, SuiteInput(rules_files, captures, examples, tuple(args.override)), ruleset)
+    derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report, args.accept)
     acceptance = accept(args.accept, report, derived)
     unevaluated = _unevaluated_tuning(ruleset, report.stand_ins, args.override)
     # rules check's warnings on the user's files: what no capture can show (Triton's image in an

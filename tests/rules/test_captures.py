@@ -141,3 +141,56 @@ def test_an_alert_on_benign_serving_fails_the_suite(
         "i1: benign action, but Runtime download or package install in serving pod fired 1x" in f
         for f in result.all_failures
     )
+
+
+OWN_RULE = """\
+- rule: Any process spawned in serving pod (audit)
+  desc: audit trail of every exec in a serving pod
+  condition: serving_guard_spawned_process and serving_guard_scope
+  output: exec in serving pod (proc=%proc.name cmdline=%proc.cmdline)
+  priority: INFORMATIONAL
+"""
+AUDIT = "Any process spawned in serving pod (audit)"
+
+
+def test_a_rule_of_the_users_own_is_said_where_it_fires_and_fails_nothing(
+    sysdig: Sysdig, examples: ExamplesFile, tmp_path: Path
+) -> None:
+    # review-wip-lists M-E: the expectations are the pack's; an audit rule of the user's firing on
+    # every exec was 35 "unexpected rule fired" failures.
+    names = {"sg-a-shell.scap", "sg-i-serve.scap"}
+    own = tmp_path / "own.yaml"
+    own.write_text(OWN_RULE)
+    suite = SuiteInput(
+        [str(PACK), str(SCOPE_OVERRIDE), str(own)],
+        _captures_dir(tmp_path, names),
+        _subset(examples, names),
+        (str(own),),
+    )
+    result = run_suite(sysdig, suite)
+    assert result.all_failures == []
+    assert result.yours == {AUDIT}
+    assert f"sg-a-shell.scap a1: your rule {AUDIT} also fires here 1x" in result.notes
+    assert any(n.startswith(f"sg-i-serve.scap: your rule {AUDIT} also fires outside") for n in result.notes)
+    table = render_table(result)
+    assert re.search(r"\n  sg-a-shell\.scap +a1 .* \[1\] .* \+1  ok ", table)
+    assert "Your rules (from --override files" in table
+
+
+def test_the_pack_is_still_held_to_its_expectations_beside_a_rule_of_the_users(
+    sysdig: Sysdig, examples: ExamplesFile, tmp_path: Path
+) -> None:
+    names = {"sg-a-shell.scap"}
+    tuning = tmp_path / "own-and-off.yaml"
+    tuning.write_text(
+        OWN_RULE + "- rule: Shell in serving pod\n  enabled: false\n  override: {enabled: replace}\n"
+    )
+    suite = SuiteInput(
+        [str(PACK), str(SCOPE_OVERRIDE), str(tuning)],
+        _captures_dir(tmp_path, names),
+        _subset(examples, names),
+        (str(tuning),),
+    )
+    result = run_suite(sysdig, suite)
+    assert "sg-a-shell.scap a1: expected rule did not fire: Shell in serving pod" in result.all_failures
+    assert not any(AUDIT in failure for failure in result.all_failures)
