@@ -674,7 +674,7 @@ def _resolve_macros(
                 f" (it is defined later, at {known.origin.file.path}:{known.origin.line}; a macro sees only "
             )
             message += "the macros defined before it)"
-        ruleset.problems.append(Problem(Severity.ERROR, file, line, message, label, ref.name))
+        _add_problem(ruleset, Problem(Severity.ERROR, file, line, message, label, ref.name))
     if failed:
         return None
     depth = tree_depth(resolved)
@@ -743,10 +743,10 @@ def compile_ruleset(ruleset: RuleSet) -> None:
 
 def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> dict[str, tuple[int, Node]]:
     """Each macro's condition with the macros it names expanded: name -> (index, tree). As Falco
-    does, a macro sees the macros whose place (index) comes before its own last definition
-    (visibility), whatever order they compile in: a pack macro replaced by a user's file keeps its
-    place and sees the user's macros defined before the replace. So the macros it names are
-    compiled first (a loop between them is an error)."""
+    does: the macros are taken in the order of their place (index); each sees the macros placed
+    before its last definition (visibility), those not taken yet as written (a pack macro replaced by
+    a user's file keeps its place and sees the user's macros defined before the replace), expanded
+    with that same visibility. A loop between macros is an error."""
     parsed: dict[str, Node] = {}
     for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
         substituted = _substitute_lists(ruleset, compiled_lists, macro.condition, macro.lists)
@@ -762,43 +762,74 @@ def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> d
             parsed[macro.name] = tree
             macro.macros = {ref.name for ref in _macro_refs(tree)}
     resolved: dict[str, tuple[int, Node]] = {}
-    done: set[str] = set()
-    under_way: list[str] = []
+    failed: set[str] = set()
 
-    def compile_macro(macro: MacroState) -> None:
-        if macro.name in done or macro.name not in parsed:
-            return
-        under_way.append(macro.name)
-        tree = parsed[macro.name]
-        label = item_label("macro", macro.name)
+    def expand(macro: MacroState, visibility: int, chain: list[str]) -> Node | None:
+        """``macro``'s tree with the macros placed below ``visibility`` expanded (None: it cannot
+        be; its problem said, or that of a macro it names)."""
+        tree = parsed.get(macro.name)
+        if tree is None:
+            return None
+        found: dict[str, Node] = {}
         for name in sorted(macro.macros):
             named = ruleset.macros.get(name)
-            if named is None or named.index >= macro.visibility or named.name in done:
+            if named is None or named.index >= visibility:
+                continue  # undefined for it: said by _resolve_macros
+            named.used = True
+            if name in resolved:
+                found[name] = resolved[name][1]
                 continue
-            if named.name in under_way:
-                loop = [*under_way[under_way.index(named.name) :], named.name]
+            if name in failed or name not in parsed:
+                return None  # that macro's own problem names the cause
+            if name in chain:
+                loop = " -> ".join([*chain[chain.index(name) :], name])
                 file, line = locate(macro.condition_origins, name, macro.origin)
-                message = (
-                    f"macros refer to each other in a loop ({' -> '.join(loop)}): Falco cannot expand them"
+                message = f"macros refer to each other in a loop ({loop}): Falco cannot expand them"
+                _add_problem(
+                    ruleset,
+                    Problem(Severity.ERROR, file, line, message, item_label("macro", macro.name), name),
                 )
-                ruleset.problems.append(Problem(Severity.ERROR, file, line, message, label, name))
-                continue
-            compile_macro(named)
-        under_way.pop()
-        done.add(macro.name)
-        if _refers_to_failed_macro(ruleset, tree, resolved, macro.visibility):
-            return  # that macro failed to compile (or is in a loop); its own problem names the cause
-        visible = {name: ast for name, (index, ast) in resolved.items() if index < macro.visibility}
-        expanded = _resolve_macros(
-            ruleset, tree, visible, origins=macro.condition_origins, fallback=macro.origin, label=label
+                return None
+            expanded = expand(named, visibility, [*chain, name])  # as written, with this visibility
+            if expanded is None:
+                return None
+            found[name] = expanded
+        label = item_label("macro", macro.name)
+        if len(chain) > 1:  # expanded as written inside the first: it sees what that one sees
+            label += (
+                f" (expanded inside macro '{chain[0]}', which sees only the macros before its last"
+                " definition)"
+            )
+        return _resolve_macros(
+            ruleset, tree, found, origins=macro.condition_origins, fallback=macro.origin, label=label
         )
-        if expanded is not None:
-            macro.ast = expanded
-            resolved[macro.name] = (macro.index, expanded)
 
+    too_deep = False  # said once: each later macro of the same chain meets it again
     for macro in sorted(ruleset.macros.values(), key=lambda m: m.index):
-        compile_macro(macro)
+        try:
+            tree = expand(macro, macro.visibility, [macro.name])
+        except RecursionError:
+            if not too_deep:
+                message = (
+                    "macros nested too deeply to expand (a chain of hundreds of macros, each naming one"
+                    " defined after it): flatten them"
+                )
+                label = item_label("macro", macro.name)
+                where = macro.origin
+                _add_problem(ruleset, Problem(Severity.ERROR, where.file.path, where.line, message, label))
+            too_deep, tree = True, None
+        if tree is None:
+            failed.add(macro.name)
+        else:
+            macro.ast = tree
+            resolved[macro.name] = (macro.index, tree)
     return resolved
+
+
+def _add_problem(ruleset: RuleSet, problem: Problem) -> None:
+    """A problem said once (a macro expanded inside several others meets the same one each time)."""
+    if problem not in ruleset.problems:
+        ruleset.problems.append(problem)
 
 
 def _macro_refs(tree: Node) -> list[MacroRef]:

@@ -304,3 +304,18 @@ def test_a_pack_macro_replaced_with_a_users_earlier_macro_compiles(tmp_path: Pat
     assert "Runtime download or package install in serving pod" in expanded
     assert len(expanded) == len(report.ruleset.rules)
     assert "my-fetch" in repr(expanded["Runtime download or package install in serving pod"].ast)
+
+
+def test_a_chain_of_a_thousand_forward_macros_is_one_error_not_a_traceback(tmp_path: Path) -> None:
+    """Each macro replaced to name the one defined after it: expanding the first goes a thousand
+    deep. Said once, at the first macro; nothing is dropped unsaid."""
+    chain = 1000
+    text = "".join(f"- macro: m{n}\n  condition: proc.name = a{n}\n" for n in range(chain + 1))
+    text += "".join(
+        f"- macro: m{n}\n  condition: m{n + 1}\n  override:\n    condition: replace\n" for n in range(chain)
+    )
+    user = tmp_path / "chain.yaml"
+    user.write_text(text)
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    deep = [e for e in report.errors if "nested too deeply" in e.message]
+    assert len(deep) == 1 and deep[0].file == str(user) and deep[0].item == "macro 'm0'"
