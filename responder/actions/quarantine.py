@@ -1283,7 +1283,11 @@ class ClusterActions:
             blocked = self._block_settings.label in (meta.get("labels") or {})
             opens = current is not None or blocked or self._settings.patch_other_policies
             if value != cut.label_value and cut.isolation not in ensured and opens:
-                labelling = {"uid": pod.uid, "labels": {**(meta.get("labels") or {}), label: cut.label_value}}
+                labelling = {
+                    "uid": pod.uid,
+                    "name": pod.name,
+                    "labels": {**(meta.get("labels") or {}), label: cut.label_value},
+                }
                 try:
                     ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut, labelling)
                 except KubeError as exc:

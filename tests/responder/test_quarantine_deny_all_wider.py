@@ -222,6 +222,7 @@ def test_a_lockdown_that_leaves_out_the_pod_stops_a_widening_before_the_label(se
 
     assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
     assert outcome.detail.startswith(f"the pod was not labelled: NetworkPolicy {DENY_ALL} is not ensured:")
+    assert f"but not {vllm.name} of the both cut" in outcome.detail  # the pod named, as listed
     stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
     assert stored is not None and stored["metadata"]["labels"][LABEL] == "true-egress"
     assert _state(harness, vllm)[1] == CLOSED  # its egress cut holds
