@@ -51,7 +51,6 @@ class DerivedReport:
     def keyed_example_failures(self) -> list[tuple[str, tuple[str, ...]]]:
         """Each failure, with the names `--accept` takes for it: the example's id, and what judged
         it (a capture action, or an evasion case and its group)."""
-        groups = {verdict.case.id: verdict.case.group for verdict in self.evasions}
         return [
             (
                 self._failure(
@@ -60,11 +59,20 @@ class DerivedReport:
                     v.problem or "",
                     v.case.derived.id if v.case.derived is not None else v.case.shown_by,
                 ),
-                (v.case.id, v.case.rule, *_judged_by_names(v.case, groups)),
+                self.example_names(v.case),
             )
             for v in self.examples
             if v.status == FAIL
         ]
+
+    def example_names(self, case: ExampleCase) -> tuple[str, ...]:
+        """The names `--accept` takes for an example's failure."""
+        groups = {verdict.case.id: verdict.case.group for verdict in self.evasions}
+        return (case.id, case.rule, *_judged_by_names(case, groups))
+
+    def evasion_names(self, verdict: CaseVerdict, problem: str) -> tuple[str, ...]:
+        """The names `--accept` takes for one of an evasion case's failures."""
+        return (verdict.case.id, verdict.case.group, self._rule_of(problem, verdict))
 
     def keyed_evasion_failures(self) -> list[tuple[str, tuple[str, ...]]]:
         """Each failure, with the names `--accept` takes for it: the case's id, its group, the rule."""
@@ -73,7 +81,7 @@ class DerivedReport:
                 self._failure(
                     f"evasion {verdict.case.id}", self._rule_of(problem, verdict), problem, verdict.case.id
                 ),
-                (verdict.case.id, verdict.case.group, self._rule_of(problem, verdict)),
+                self.evasion_names(verdict, problem),
             )
             for verdict in self.evasions
             if self.judged(verdict)

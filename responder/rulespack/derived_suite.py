@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
-from responder.rulespack.derived_blame import Batch, Rejudge, blame_failures, rule_of
+from responder.rulespack.derived_blame import Batch, Rejudge, blame_failures
 from responder.rulespack.derived_report import DerivedReport, build_report
 from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.example_cases import example_cases
@@ -156,30 +156,33 @@ def run_examples_and_evasions(
         ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :]
     )
     # Blamed after what is accepted or not judged is known: those failures are not ablated.
-    unsettled = _unsettled(report, ruleset, verdicts[: len(derived)], accepted)
+    unsettled = _unsettled(report, verdicts[: len(derived)], accepted)
     blame = blame_failures(ruleset, user_files, unsettled, rejudge_on(sysdig, library, user_files))
     return replace(report, blame=blame)
 
 
 def _unsettled(
     report: DerivedReport,
-    ruleset: RuleSet,
     example_verdicts: Sequence[CaseVerdict],
     accepted: Collection[str],
 ) -> list[CaseVerdict]:
     """The failed derived cases, each with only the problems that are judged and not accepted (by
-    --accept names: the case, its group or example id, or the rule)."""
+    the --accept names the report gives their failures)."""
     examples = {v.case.derived.id: v.case for v in report.examples if v.case.derived is not None}
+    wanted = set(accepted)
     unsettled = []
     for verdict in [*example_verdicts, *report.evasions]:
         if verdict.ok or not report.judged(verdict):
             continue
         example = examples.get(verdict.case.id)
-        names = {verdict.case.id, verdict.case.group} if example is None else {example.id}
         problems = tuple(
             problem
             for problem in verdict.problems
-            if not {*names, rule_of(problem, ruleset.rules, verdict.case.rules)} & set(accepted)
+            if not wanted.intersection(
+                report.example_names(example)
+                if example is not None
+                else report.evasion_names(verdict, problem)
+            )
         )
         if problems:
             unsettled.append(replace(verdict, problems=problems))
