@@ -20,6 +20,14 @@ EXAMPLES = PROJECT_ROOT / "rules" / "examples.yaml"
 README = PROJECT_ROOT / "rules" / "README.md"
 CAPTURES = PROJECT_ROOT / "tests" / "fixtures" / "captures"
 SCOPE_OVERRIDE = CAPTURES / "scope-override.yaml"
+# A rule of the user's own beside the pack's (an audit trail): held to none of the pack's expectations.
+OWN_RULE = """\
+- rule: Any process spawned in serving pod (audit)
+  desc: audit trail of every exec in a serving pod
+  condition: serving_guard_spawned_process and serving_guard_scope
+  output: exec in serving pod (proc=%proc.name cmdline=%proc.cmdline)
+  priority: INFORMATIONAL
+"""
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from responder.rulespack.matrix import CaptureReport, render_table
 from responder.rulespack.suite import SuiteInput, run_suite
 from responder.rulespack.sysdig import Sysdig
 
-from .conftest import CAPTURES, EXAMPLES, PACK, README, SCOPE_OVERRIDE
+from .conftest import CAPTURES, EXAMPLES, OWN_RULE, PACK, README, SCOPE_OVERRIDE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,13 +143,6 @@ def test_an_alert_on_benign_serving_fails_the_suite(
     )
 
 
-OWN_RULE = """\
-- rule: Any process spawned in serving pod (audit)
-  desc: audit trail of every exec in a serving pod
-  condition: serving_guard_spawned_process and serving_guard_scope
-  output: exec in serving pod (proc=%proc.name cmdline=%proc.cmdline)
-  priority: INFORMATIONAL
-"""
 AUDIT = "Any process spawned in serving pod (audit)"
 
 

@@ -34,7 +34,7 @@ from responder.rulespack.recorded import CaptureLibrary
 from responder.rulespack.suite import SuiteInput, run_suite
 from responder.rulespack.sysdig import Sysdig
 
-from .conftest import CAPTURES, EXAMPLES, PACK, SCOPE_OVERRIDE
+from .conftest import CAPTURES, EXAMPLES, OWN_RULE, PACK, SCOPE_OVERRIDE
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,13 +51,6 @@ LOADER_NEVER = """\
   condition: (evt.num = 0)
   override:
     condition: replace
-"""
-OWN_RULE = """\
-- rule: Any process spawned in serving pod (audit)
-  desc: audit trail of every exec in a serving pod
-  condition: serving_guard_spawned_process and serving_guard_scope
-  output: exec in serving pod (proc=%proc.name cmdline=%proc.cmdline)
-  priority: INFORMATIONAL
 """
 DISABLE_DRIFT = f"""\
 - rule: "{DRIFT}"
@@ -227,32 +220,9 @@ def test_a_disabled_rule_is_said_one_way_beside_other_tuning(
     assert failures and all(f.endswith(f"but it is disabled at {tuning}:6") for f in failures)
 
 
-def test_a_disabled_rule_is_not_ablated(sysdig: Sysdig, tmp_path: Path) -> None:
-    # Its failures name the disabling line already: no case is judged again to find it.
-    tuning = tmp_path / "off.yaml"
-    tuning.write_text(SCOPE_APPEND + DISABLE_DRIFT)
-    user = [str(tuning)]
-    ruleset = load_paths([str(PACK), str(SCOPE_OVERRIDE), *user])
-    library = CaptureLibrary(CAPTURES)
-    loader = [c for c in evasion_cases() if c.group == LOADER_GROUP]
-    verdicts = run_cases(sysdig, library, loader, conditions_of(ruleset, user))
-    assert verdicts and not any(v.ok for v in verdicts)
-    rejudged: list[int] = []
-    runner = rejudge_on(sysdig, library, user)
-
-    def rejudge(batches: Sequence[Batch]) -> Sequence[Sequence[CaseVerdict]]:
-        rejudged.append(sum(len(cases) for _, cases in batches))
-        return runner(batches)
-
-    assert blame_failures(ruleset, user, verdicts, rejudge) == {}
-    assert rejudged == []
-
-
-def test_each_ablation_pass_is_one_run_of_its_cases(sysdig: Sysdig, tmp_path: Path) -> None:
-    # review-wip-lists M-D: one run per left-out item kept the pool a few cases deep (13 items, 13
-    # runs of 45 cases); every item's cases now go in one run.
-    tuning = tmp_path / "tuning.yaml"
-    tuning.write_text(SCOPE_APPEND + LOADER_NEVER)
+def _blame_loader_group(sysdig: Sysdig, tuning: Path) -> tuple[dict[Key, Blame], list[list[int]], int]:
+    """The dynamic loader's cases judged with ``tuning`` loaded (all fail), then blamed: the blame,
+    the cases of each batch of every re-judge run (one list a run), and how many cases the group has."""
     user = [str(tuning)]
     ruleset = load_paths([str(PACK), str(SCOPE_OVERRIDE), *user])
     library = CaptureLibrary(CAPTURES)
@@ -266,8 +236,25 @@ def test_each_ablation_pass_is_one_run_of_its_cases(sysdig: Sysdig, tmp_path: Pa
         runs.append([len(cases) for _, cases in batches])
         return runner(batches)
 
-    blame = blame_failures(ruleset, user, verdicts, rejudge)
-    assert runs == [[len(loader), len(loader)]]  # the scope append and the loader macro, in one run
+    return blame_failures(ruleset, user, verdicts, rejudge), runs, len(loader)
+
+
+def test_a_disabled_rule_is_not_ablated(sysdig: Sysdig, tmp_path: Path) -> None:
+    # Its failures name the disabling line already: no case is judged again to find it.
+    tuning = tmp_path / "off.yaml"
+    tuning.write_text(SCOPE_APPEND + DISABLE_DRIFT)
+    blame, runs, _ = _blame_loader_group(sysdig, tuning)
+    assert blame == {}
+    assert runs == []
+
+
+def test_each_ablation_pass_is_one_run_of_its_cases(sysdig: Sysdig, tmp_path: Path) -> None:
+    # review-wip-lists M-D: one run per left-out item kept the pool a few cases deep (13 items, 13
+    # runs of 45 cases); every item's cases now go in one run.
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(SCOPE_APPEND + LOADER_NEVER)
+    blame, runs, cases = _blame_loader_group(sysdig, tuning)
+    assert runs == [[cases, cases]]  # the scope append and the loader macro, in one run
     assert {change.text for found in blame.values() for change in found.items} == {
         f"{tuning}:6 (macro serving_guard_dynamic_loader)"
     }
