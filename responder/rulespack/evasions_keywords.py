@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from responder.rulespack.condition import And, Check, ListValue, Node, Not, Or, Value, parse, render
 from responder.rulespack.derived import DerivedCase
@@ -29,7 +28,7 @@ from responder.rulespack.evasions_common import (
     fires,
     shows,
 )
-from responder.rulespack.expand import RuleSet, load_paths
+from responder.rulespack.expand import RuleSet
 from responder.rulespack.recorded import CURL_F2, PYTHON_B1, Recorded
 
 PYTHON = "/usr/bin/python3.11"
@@ -206,10 +205,10 @@ def _loaders(macros: PackMacros, macro: str) -> list[DerivedCase]:
     ]
 
 
-def keyword_cases(pack: Path) -> list[DerivedCase]:
-    """The keyword cases of the pack at ``pack`` (the shipped one: its keywords are the ones no tuning
-    may lose)."""
-    macros = PackMacros(load_paths([str(pack)]))
+def keyword_cases(pack: RuleSet) -> list[DerivedCase]:
+    """The keyword cases of the pack ``pack``, as loaded (the shipped one: its keywords are the ones no
+    tuning may lose)."""
+    macros = PackMacros(pack)
     return [
         *_one_liners(macros, "serving_guard_download_code", DOWNLOAD, CURL_F2, "is a download"),
         *_one_liners(

@@ -194,10 +194,10 @@ def _exec_dirs(lists: PackLists) -> list[DerivedCase]:
     ]
 
 
-def list_cases(pack: Path) -> list[DerivedCase]:
-    """The list-completeness cases of the pack at ``pack`` (the shipped one: its items are the ones
-    no tuning may lose)."""
-    lists = read_pack_lists(pack)
+def list_cases(pack: RuleSet) -> list[DerivedCase]:
+    """The list-completeness cases of the pack ``pack``, as loaded (the shipped one: its items are
+    the ones no tuning may lose)."""
+    lists = PackLists(pack)
     url = ["evil.example/x"]
     cases = [
         *_by_name(lists, "serving_guard_download_tools", DOWNLOADS, "by name is a download", url),

@@ -64,7 +64,7 @@ def test_the_cases_come_from_the_pack_given(tmp_path: Path) -> None:
         PACK.read_text().replace("items: [sh, bash, dash,", "items: [sh, bash, dash, yash,"), encoding="utf-8"
     )
     assert "serving_guard_shell_binaries: each item by name is a shell[yash]" in {
-        c.id for c in list_cases(pack)
+        c.id for c in list_cases(load_paths([str(pack)]))
     }
 
 
@@ -150,7 +150,7 @@ def test_the_keyword_cases_come_from_the_pack_given(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert "serving_guard_download_code: each keyword in a python3 -c one-liner is a download[pycurl]" in {
-        c.id for c in keyword_cases(pack)
+        c.id for c in keyword_cases(load_paths([str(pack)]))
     }
 
 
@@ -191,6 +191,6 @@ def test_every_macro_of_substring_keywords_is_enumerated_or_said_why_not() -> No
         )
         >= 3
     }
-    enumerated = {case.group.split(":")[0] for case in keyword_cases(PACK)}
+    enumerated = {case.group.split(":")[0] for case in keyword_cases(load_paths([str(PACK)]))}
     assert several - set(NOT_ENUMERATED) <= enumerated
     assert set(NOT_ENUMERATED) <= several
