@@ -297,11 +297,13 @@ def taken_out(
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A policy a label change took the pod out of, and the directions that left with nothing
-    restricting the pod: open to every peer there."""
+    """A policy a label change took the pod out of (or, ``brought_in``, into), and the directions
+    that left the pod open to every peer: nothing restricts it there any more, or a policy it
+    now joins allows all there (allows are a union: one allow-all outweighs every restriction)."""
 
     policy: str
     directions: tuple[str, ...]
+    brought_in: bool = False
 
 
 # A rule's peers, by the direction it allows.
@@ -340,19 +342,31 @@ def open_to_all(policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, 
     return {d for d in BOTH_DIRECTIONS if d not in governed or d in allowed}
 
 
+def brought_in(
+    policy: Mapping[str, Any], before: Mapping[str, str], after: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The directions in which ``policy`` allows all (allows_all) to a pod with labels ``after``
+    and did not select the same pod with labels ``before``: its podSelector selects the label
+    (a policy for quarantined pods, our deny-all altered by hand)."""
+    if _strictly_selects(policy, before) or not _strictly_selects(policy, after):
+        return ()
+    spec = policy.get("spec") or {}
+    return tuple(d for d in policy_directions(spec) if allows_all(spec, d))
+
+
 def opened_by_label(
     policies: Iterable[Mapping[str, Any]],
     before: Mapping[str, str],
     after: Mapping[str, str],
     held: tuple[str, ...],
 ) -> list[Opened]:
-    """The policies a label change (``before`` to ``after``) takes the pod out of, with the
-    directions outside ``held`` (those a deny-all holds) that the change left open to all
-    (open_to_all with the policies of ``policies``) and that were not before: losing the last
-    policy that restricts a direction opens it, whether no policy governs it any more or only
-    policies whose rules there allow everything (`egress: [{}]`: our deny-all altered by hand, or a
-    policy selecting quarantined pods). A selector that cannot be evaluated is taken not to
-    select: an opening is said rather than missed."""
+    """The policies by which a label change (``before`` to ``after``) left the pod open to all in
+    directions outside ``held`` (those a deny-all holds) that were not open before (open_to_all
+    with the policies of ``policies``): those it takes the pod out of (losing the last policy that
+    restricts a direction opens it) and those it brings the pod into whose rules there allow
+    everything (`egress: [{}]`: a policy selecting quarantined pods, our deny-all altered by hand).
+    A selector that cannot be evaluated is taken not to select: an opening is said rather than
+    missed."""
     listed = list(policies)
     opened = open_to_all(listed, after) - open_to_all(listed, before)
     found = []
@@ -360,6 +374,9 @@ def opened_by_label(
         gone = [d for d in taken_out(policy, before, after) if d not in held and d in opened]
         if gone:
             found.append(Opened(name_of(policy), tuple(gone)))
+        joined = [d for d in brought_in(policy, before, after) if d not in held and d in opened]
+        if joined:
+            found.append(Opened(name_of(policy), tuple(joined), brought_in=True))
     return found
 
 

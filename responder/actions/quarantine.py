@@ -111,10 +111,26 @@ class IsolationReport:
     excluded_beyond: tuple[str, ...] = ()
     # Why isolation is not proven though the policies were read (the patched ones not read back).
     unproven: tuple[str, ...] = ()
-    # Policies the label took the pod out of (a podSelector that leaves quarantined pods out, not
-    # ours: excluded_beyond names those) that were the only ones restricting it in a direction the
-    # cut leaves alone: open to all there since.
+    # Policies by which the label opened a direction the cut leaves alone to all: those it took
+    # the pod out of (a podSelector that leaves quarantined pods out, not ours: excluded_beyond
+    # names those) that were the only ones restricting it there, and those it brought the pod
+    # into that allow all there.
     opened: tuple[netpol.Opened, ...] = ()
+
+    def leaking(self) -> dict[str, tuple[str, ...]]:
+        """The directions each policy lets through, in the cut (leaks) or beyond it (opened); one
+        the label brought the pod into may do both."""
+        found: dict[str, set[str]] = {}
+        for name, directions in [
+            *((k.policy, k.directions) for k in self.leaks),
+            *((o.policy, o.directions) for o in self.opened),
+        ]:
+            found.setdefault(name, set()).update(directions)
+        return {name: tuple(d for d in netpol.BOTH_DIRECTIONS if d in dirs) for name, dirs in found.items()}
+
+    def leaky_policies(self) -> tuple[str, ...]:
+        """The policies of ``leaking``, once each, leaks first."""
+        return tuple(self.leaking())
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,8 +608,7 @@ class ClusterActions:
         """Outcome.extra for an isolation report (adding to ``notes`` what the detail says of it):
         the one direction cut, when the cut is not both ways."""
         extra: dict[str, Any] = {} if cut.isolation is Isolation.BOTH else {ISOLATED: cut.isolation.value}
-        leaks = {leak.policy: leak.directions for leak in report.leaks}
-        leaks.update({opened.policy: opened.directions for opened in report.opened})
+        leaks = report.leaking()
         if leaks:
             extra[LEAKING_DIRECTIONS] = sorted({d for directions in leaks.values() for d in directions})
             extra[LEAKS] = {name: list(directions) for name, directions in sorted(leaks.items())}
@@ -710,7 +725,7 @@ class ClusterActions:
         unproven += self._unread_policy_apis()  # last: the pod is isolated first
         notes += self._unread_by_setting()
         extra = self._report_extra(report, notes, cut)
-        leaky = (*(leak.policy for leak in report.leaks), *(o.policy for o in report.opened))
+        leaky = report.leaky_policies()
         if spec.get("hostNetwork"):
             return self._on_host_network(pod, notes, unproven, report, extra, started)
         if unproven:
@@ -763,9 +778,10 @@ class ClusterActions:
     ) -> ActionOutcome:
         """The FAILED outcome of a labelled pod whose deny-all could not be ensured. Where the label
         took the pod out of the only policies restricting it in some direction (a podSelector that
-        leaves quarantined pods out), the label alone opened that direction to all: it is taken off
-        again (the pod back as it was, restricted as before), since a label that isolates nothing
-        yet and opens something is worse than no label; said either way. Otherwise the label stays
+        leaves quarantined pods out), or brought it into one allowing all there, the label alone
+        opened that direction to all: it is taken off again (the pod back as it was, restricted as
+        before), since a label that isolates nothing yet and opens something is worse than no
+        label; said either way. Otherwise the label stays
         (it isolates the pod the moment the policy exists, made by a repeat or the chart)."""
         if failed.status is not OutcomeStatus.FAILED:
             return failed
@@ -777,31 +793,35 @@ class ClusterActions:
                 detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}",
                 extra={LABELLED: True},  # counts against the circuit breaker: see ActionOutcome.labelled
             )
-        said = "; ".join(self._only_restriction(o) for o in opened)
-        names = ", ".join(o.policy for o in opened)
+        said = "; ".join(self._label_effect(o) for o in opened)
         refused = self._take_label_off(pod, labelled)
         if refused is None:
             return replace(
                 failed,
                 detail=f"the pod was not left labelled: NetworkPolicy {own} is not ensured: {failed.detail};"
-                f" {said}, and the label took the pod out of it: the label was taken off again, so that"
-                f" {names} restrict{'s' if len(opened) == 1 else ''} the pod as before",
+                f" {said}: the label was taken off again, so that the pod is restricted as before",
             )
         return replace(
             failed,
             detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}; {said},"
-            " and the label took the pod out of it, which opened that traffic to all until the policy"
-            f" exists or the pod is released (the label could not be taken off again: {refused})",
+            " which opened that traffic to all until the policy exists or the pod is released (the label"
+            f" could not be taken off again: {refused})",
             extra={LABELLED: True},
         )
 
     @staticmethod
-    def _only_restriction(opened: netpol.Opened) -> str:
-        """In words: ``opened`` was the only policy restricting the pod in its directions."""
+    def _label_effect(opened: netpol.Opened) -> str:
+        """In words: how the label opened ``opened``'s directions, by taking the pod out of the only
+        policy restricting it there or by bringing it into one that allows all there."""
         dirs = "+".join(opened.directions)
+        if opened.brought_in:
+            return (
+                f"NetworkPolicy {opened.policy} (its podSelector selects quarantined pods) allows all of"
+                f" the pod's {dirs}, and the label brought the pod into it"
+            )
         return (
             f"NetworkPolicy {opened.policy} (its podSelector leaves out quarantined pods) was the only"
-            f" policy restricting the pod's {dirs}"
+            f" policy restricting the pod's {dirs}, and the label took the pod out of it"
         )
 
     def _opened_words(
@@ -810,11 +830,17 @@ class ClusterActions:
         """What a LEAKY outcome says of a direction beyond the cut that the label opened, and how
         the policy keeps applying to pods of such a cut (never `DoesNotExist`: every quarantined pod)."""
         dirs = "+".join(opened.directions)
+        said = f"{self._label_effect(opened)}: its {dirs}, which the {cut.isolation.value} cut leaves alone,"
+        if opened.brought_in:
+            # A rule with no peers and no ports allows everyone: name whom it is for.
+            return (
+                f"{said} is open to all; name in {opened.policy}'s {dirs} rules the peers it is for"
+                " (a rule with neither peers nor ports allows every peer)"
+            )
         policy = next((p for p in policies if netpol.name_of(p) == opened.policy), {})
         values = self._settings.covering_values(netpol.policy_directions(policy.get("spec") or {}))
         return (
-            f"{self._only_restriction(opened)}, and the label took the pod out of it: its {dirs}, which"
-            f" the {cut.isolation.value} cut leaves alone, is open to all; to keep {opened.policy} applying"
+            f"{said} is open to all; to keep {opened.policy} applying"
             f" to such pods, leave out `{self._settings.label} NotIn [{', '.join(sorted(values))}]`"
             " (the cuts that stop what it governs), never `DoesNotExist`"
         )
@@ -997,7 +1023,7 @@ class ClusterActions:
             action="quarantine",
             status=OutcomeStatus.LEAKY,
             detail="; ".join(said),
-            leaky_policies=(*(leak.policy for leak in report.leaks), *(o.policy for o in report.opened)),
+            leaky_policies=report.leaky_policies(),
             patched_policies=report.patched,
             started_ns=started,
             finished_ns=self._clock_ns(),

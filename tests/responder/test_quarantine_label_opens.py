@@ -4,7 +4,8 @@ patch_other_policies) stops restricting it once it is labelled. Where that opens
 leaves alone, the outcome is LEAKY and names the policy and the direction; where the deny-all cannot
 be ensured after the label, the label that opened something is taken off again, or the failure says
 what it opened. A policy whose rules in a direction allow everything (`egress: [{}]`) does not
-restrict it: a label that moves the pod out of a restricting policy into only such ones opens it.
+restrict it: a label that moves the pod out of a restricting policy into only such ones opens it,
+and so does one that brings the pod into such a policy (allows add up), whatever else restricts it.
 Against the emulated API server over real HTTP."""
 
 from __future__ import annotations
@@ -228,10 +229,13 @@ def test_a_label_into_a_deny_all_altered_to_allow_all_egress_is_taken_off_again(
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    # Both halves of the opening: out of the only restriction, into an allow-all.
     assert (
         "NetworkPolicy egress-dns-only (its podSelector leaves out quarantined pods) was the only policy"
-        " restricting the pod's egress, and the label took the pod out of it: the label was taken off"
-        " again" in outcome.detail
+        " restricting the pod's egress, and the label took the pod out of it; NetworkPolicy"
+        " serving-guard-quarantine (its podSelector selects quarantined pods) allows all of the pod's"
+        " egress, and the label brought the pod into it: the label was taken off again, so that the pod"
+        " is restricted as before" in outcome.detail
     )
     assert LABEL not in _labels(harness, vllm)
     assert _governing(harness, vllm, "egress") == ["egress-dns-only"]  # restricted as before
@@ -254,8 +258,14 @@ def test_a_policy_that_allows_all_of_the_direction_the_cut_leaves_alone_is_no_re
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
-    assert outcome.leaks == {"gateway-to-vllm": ("ingress",)}
+    # Either alone would open it: the gateway policy lost, the forensics policy joined.
+    assert outcome.leaks == {"gateway-to-vllm": ("ingress",), "forensics-in": ("ingress",)}
     assert "its ingress, which the egress cut leaves alone, is open to all" in outcome.detail
+    assert (
+        "NetworkPolicy forensics-in (its podSelector selects quarantined pods) allows all of the pod's"
+        " ingress, and the label brought the pod into it: its ingress, which the egress cut leaves"
+        " alone, is open to all; name in forensics-in's ingress rules the peers it is for" in outcome.detail
+    )
 
 
 def test_opened_by_label_counts_a_direction_left_to_allow_all_rules_as_open() -> None:
@@ -267,7 +277,7 @@ def test_opened_by_label_counts_a_direction_left_to_allow_all_rules_as_open() ->
         spec = {"podSelector": selector, "policyTypes": ["Egress"], "egress": list(rules)}
         return {"metadata": {"name": "into"}, "spec": spec}
 
-    opened = [netpol.Opened("dns-only", ("egress",))]
+    opened = [netpol.Opened("dns-only", ("egress",)), netpol.Opened("into", ("egress",), brought_in=True)]
     # No peers and no ports, absent or empty: every peer on every port.
     assert netpol.opened_by_label([left_out, into({})], before, after, held=()) == opened
     assert netpol.opened_by_label([left_out, into({"to": [], "ports": []})], before, after, held=()) == opened
@@ -282,3 +292,111 @@ def test_opened_by_label_counts_a_direction_left_to_allow_all_rules_as_open() ->
     # Open to all before the label already (a policy selecting the pod either way allows all): not
     # the label's doing.
     assert netpol.opened_by_label([left_out, into({}, selector={})], before, after, held=()) == []
+
+
+STILL_DNS_ONLY = {"podSelector": {"matchLabels": {"app": "vllm"}}, **DNS_ONLY}
+# A policy for the pods of the ingress cut that lets them reach anything (say, to upload evidence).
+FORENSICS_OUT = {
+    "podSelector": {"matchExpressions": [{"key": LABEL, "operator": "In", "values": ["true-ingress"]}]},
+    "policyTypes": ["Egress"],
+    "egress": [{}],
+}
+
+
+def test_opened_by_label_counts_a_policy_the_label_brings_the_pod_into_that_allows_all() -> None:
+    """Allows are a union: joining a policy that allows all egress opens it, though the pod's
+    DNS-only policy still selects it."""
+    dns_only = {"metadata": {"name": "dns-only"}, "spec": STILL_DNS_ONLY}
+    forensics = {"metadata": {"name": "forensics-out"}, "spec": FORENSICS_OUT}
+    before, after = {"app": "vllm"}, {"app": "vllm", LABEL: "true-ingress"}
+    joined = [netpol.Opened("forensics-out", ("egress",), brought_in=True)]
+    assert netpol.opened_by_label([dns_only, forensics], before, after, held=("ingress",)) == joined
+    assert netpol.opened_by_label([dns_only, forensics], before, after, held=("ingress", "egress")) == []
+    # Selected before the label too: not the label's doing.
+    assert netpol.opened_by_label([dns_only, forensics], after, after, held=()) == []
+    # Joined, but naming its peers: a restriction, no opening.
+    narrow = {**FORENSICS_OUT, "egress": [{"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}]}]}
+    named = {"metadata": {"name": "forensics-out"}, "spec": narrow}
+    assert netpol.opened_by_label([dns_only, named], before, after, held=()) == []
+
+
+def test_a_label_into_a_policy_allowing_all_of_the_direction_the_cut_leaves_alone_is_leaky(
+    seeded: Seeded,
+) -> None:
+    """An ingress cut, and a policy for such pods that allows all egress: the pod's DNS-only egress
+    policy still selects it, but the union of its allows is everything. Predicted by the dry run,
+    LEAKY when done, naming the policy the label brought the pod into."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.INGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", STILL_DNS_ONLY)
+    harness.put_policy(vllm.namespace, "forensics-out", FORENSICS_OUT)
+
+    predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=True)
+    assert predicted.status is OutcomeStatus.DRY_RUN
+    assert (
+        "it would be LEAKY: NetworkPolicy forensics-out (its podSelector selects quarantined"
+        in predicted.detail
+    )
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
+    assert outcome.leaky_policies == ("forensics-out",)
+    assert outcome.leaks == {"forensics-out": ("egress",)}
+    assert outcome.leaking_directions == ("egress",) and outcome.cut_only == "ingress"
+    assert (
+        "NetworkPolicy forensics-out (its podSelector selects quarantined pods) allows all of the pod's"
+        " egress, and the label brought the pod into it: its egress, which the ingress cut leaves alone,"
+        " is open to all" in outcome.detail
+    )
+    assert sorted(_governing(harness, vllm, "egress")) == ["egress-dns-only", "forensics-out"]
+
+
+def test_a_policy_the_label_brings_the_pod_into_leaking_both_ways_is_named_once(seeded: Seeded) -> None:
+    """Allowing all ingress and egress to the pods of the egress cut: a leak in the cut (ingress
+    is left alone, egress is cut: its egress allow lets traffic through the deny-all) and an
+    opening beyond it, one policy with both directions."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(
+        vllm.namespace, "gateway-to-vllm", {**GATEWAY_ONLY, "podSelector": {"matchLabels": {"app": "vllm"}}}
+    )
+    in_egress_cut = {"matchExpressions": [{"key": LABEL, "operator": "In", "values": ["true-egress"]}]}
+    everything = {
+        "podSelector": in_egress_cut,
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{}],
+        "egress": [{}],
+    }
+    harness.put_policy(vllm.namespace, "anything-goes", everything)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
+    assert outcome.leaky_policies == ("anything-goes",)
+    assert outcome.leaks == {"anything-goes": ("ingress", "egress")}
+    assert outcome.leaking_directions == ("ingress", "egress")
+
+
+def test_a_label_that_brought_the_pod_into_an_allow_all_is_taken_off_again_when_the_deny_all_cannot_be_made(
+    seeded: Seeded,
+) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", STILL_DNS_ONLY)
+    for_quarantined = {**FORENSICS_OUT, "podSelector": {"matchLabels": {LABEL: "true"}}}
+    harness.put_policy(vllm.namespace, "forensics-out", for_quarantined)
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and not outcome.labelled, outcome.detail
+    assert (
+        "NetworkPolicy forensics-out (its podSelector selects quarantined pods) allows all of the pod's"
+        " egress, and the label brought the pod into it: the label was taken off again, so that the pod"
+        " is restricted as before" in outcome.detail
+    )
+    assert LABEL not in _labels(harness, vllm)
+    assert _governing(harness, vllm, "egress") == ["egress-dns-only"]
