@@ -144,6 +144,16 @@ class Labelled:
     before: dict[str, str]  # its labels as the patch found them
     undo: dict[str, Any]  # the metadata that puts back what the patch changed
 
+    def as_found(self) -> dict[str, Any]:
+        """The pod's uid, labels and quarantine record as the label patch found them (a key the
+        patch set is in ``undo`` with its value found, None where it had none)."""
+        meta = self.pod.get("metadata") or {}
+        found = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k not in self.undo["annotations"]
+        }
+        found.update({k: v for k, v in self.undo["annotations"].items() if v is not None})
+        return {"uid": meta.get("uid"), "labels": dict(self.before), "annotations": found}
+
 
 class CutNotEnsured(Exception):
     """The deny-all of the cut a pod was to be labelled into could not be ensured first: the pod
@@ -221,14 +231,14 @@ def _pod_names(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(str((p.get("metadata") or {}).get("name")) for p in pods)
 
 
-def _as_labelled(pods: list[dict[str, Any]], labelling: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The namespace's pods as listed, the one being labelled (``labelling``: its metadata as the
-    label will leave it, uid and labels; None: none is) as the label will leave it."""
-    if labelling is None:
+def _with_pod(pods: list[dict[str, Any]], metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The namespace's pods as listed, the one of ``metadata``'s uid as ``metadata`` says (the pod
+    being labelled as the label will leave it, or as it was found before; None: as listed)."""
+    if metadata is None:
         return pods
-    uid = labelling.get("uid")
+    uid = metadata.get("uid")
     others = [p for p in pods if (p.get("metadata") or {}).get("uid") != uid]
-    return [*others, {"metadata": dict(labelling)}]
+    return [*others, {"metadata": dict(metadata)}]
 
 
 def _label_of(pod: Mapping[str, Any], label: str) -> str | None:
@@ -262,6 +272,21 @@ class Lockdown:
             return None
         missing = [p for p in pods if _label_of(p, label) == value and not _selected(selector, p)]
         return cls(tuple(_pod_names(holding)), tuple(_pod_names(missing)))
+
+
+def _holds_unquarantined(
+    selector: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], label: str, ours: Collection[str]
+) -> bool:
+    """Whether ``selector`` selects a pod nobody quarantined: neither recorded as quarantined (under
+    any label) nor labelled into one of this config's cuts (``ours``). A deny-all that holds one
+    is a lockdown, however it selects (one `matchLabels` of another label reads like another
+    config's), not a config's deny-all."""
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        recorded = A_QUARANTINED_AT in (meta.get("annotations") or {})
+        if not recorded and _label_of(pod, label) not in ours and _selected(selector, pod):
+            return True
+    return False
 
 
 def _shown(names: Sequence[str]) -> str:
@@ -701,7 +726,7 @@ class ClusterActions:
             # checked. Say so; never call it isolated.
             unproven.append(f"other NetworkPolicies could not be checked ({exc})")
         try:
-            ensured = self._ensure_after_label(pod.namespace, cut, policies)
+            ensured = self._ensure_after_label(pod.namespace, cut, policies, labelled.as_found())
         except KubeError as exc:
             # FAILED, not LEAKY: the incident is decided again on a later repeat (every step is
             # idempotent), as when nothing could be done at all.
@@ -759,14 +784,20 @@ class ClusterActions:
         )
 
     def _ensure_after_label(
-        self, namespace: str, cut: QuarantineCut, policies: list[dict[str, Any]] | None
+        self,
+        namespace: str,
+        cut: QuarantineCut,
+        policies: list[dict[str, Any]] | None,
+        found: Mapping[str, Any],
     ) -> DenyAllCheck:
         """Ensure the cut's deny-all with the policies as listed after the label (None: not
-        listed, then read on its own)."""
+        listed, then read on its own), the pod just labelled judged as ``found`` before the label
+        where its selector holds it (_refuse_to_take_over)."""
         if policies is None:
-            return self.ensure_deny_all(namespace, cut.isolation)
+            current = self._gateway.get_network_policy(namespace, cut.network_policy)
+            return self._ensure_deny_all(namespace, current, cut, None, found=found)
         listed = next((p for p in policies if netpol.name_of(p) == cut.network_policy), None)
-        return self._ensure_deny_all(namespace, listed, cut, policies)
+        return self._ensure_deny_all(namespace, listed, cut, policies, found=found)
 
     def _not_ensured(
         self,
@@ -1054,6 +1085,7 @@ class ClusterActions:
         cut: QuarantineCut,
         policies: Sequence[Mapping[str, Any]] | None,
         labelling: Mapping[str, Any] | None = None,
+        found: Mapping[str, Any] | None = None,
     ) -> DenyAllCheck:
         """Create the cut's deny-all policy if missing, repair it if altered, given the policy as
         just read (None: missing) and the namespace's ``policies`` as listed with it (None: not
@@ -1063,7 +1095,8 @@ class ClusterActions:
         pod's traffic. Nor is a podSelector that holds other pods than the cut's narrowed back
         (_left_wider): a superset of the label, or any that selects a listed pod outside the
         config's cuts (``labelling``: the pod about to be labelled into the cut, counted as the label
-        leaves it)."""
+        leaves it; ``found``: the pod just labelled, as found before the label, for whether the
+        selector locked it down before)."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
@@ -1086,7 +1119,7 @@ class ClusterActions:
             selector = (current.get("spec") or {}).get("podSelector")
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
-            pods = _as_labelled(self._refuse_to_take_over(namespace, current, cut), labelling)
+            pods = self._refuse_to_take_over(namespace, current, cut, labelling, found)
             ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
             lockdown = (
                 Lockdown.of(selector, pods, label, value, ours) if isinstance(selector, Mapping) else None
@@ -1164,6 +1197,8 @@ class ClusterActions:
                 continue
             assert isinstance(selector, Mapping)
             pods = self._gateway.list_pods(namespace)
+            if _holds_unquarantined(selector, pods, self._settings.label, ours):
+                continue  # a lockdown of the sibling's, by another label: no config's deny-all
             relying = sorted(
                 str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)
             )
@@ -1181,7 +1216,12 @@ class ClusterActions:
         return next((p for p in policies if netpol.name_of(p) == name), None)
 
     def _refuse_to_take_over(
-        self, namespace: str, policy: Mapping[str, Any], cut: QuarantineCut
+        self,
+        namespace: str,
+        policy: Mapping[str, Any],
+        cut: QuarantineCut,
+        labelling: Mapping[str, Any] | None = None,
+        found: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is
         another config's: its podSelector selects by labels that are not this config's quarantine
@@ -1191,15 +1231,22 @@ class ClusterActions:
         repair would make every quarantine of the other fail. A policy altered by hand in other
         ways (its selector emptied or narrowed, its types or rules changed) is repaired, unless
         pods quarantined under another label rely on it: the repair would release them (a pod in
-        another of this config's cuts relies on that cut's deny-all). Returns the namespace's pods as
-        listed for it (none where the podSelector is no selector at all)."""
+        another of this config's cuts relies on that cut's deny-all). Neither is said of one that
+        holds pods nobody quarantined (a lockdown by another label, `app: vllm`, or shape): left to
+        Lockdown, which never narrows it (the pod being quarantined counts as it was before the
+        label, ``found`` once labelled: held then, it was locked down). Returns the namespace's pods
+        as listed for it, the one being labelled (``labelling``) as the label leaves it (none where
+        the podSelector is no selector at all)."""
         label, value = self._settings.label, cut.label_value
         selector = (policy.get("spec") or {}).get("podSelector")
         if not isinstance(selector, Mapping):
             return []
         ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
         other = _other_config_labels(selector, label, ours)
-        pods = self._gateway.list_pods(namespace)
+        listed = self._gateway.list_pods(namespace)
+        pods = _with_pod(listed, labelling)
+        if _holds_unquarantined(selector, _with_pod(listed, found), label, ours):
+            return pods
         if other is not None:
             relying = [str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)]
             raise DenyAllInUse(self._another_configs(namespace, policy, other, cut, sorted(relying)))

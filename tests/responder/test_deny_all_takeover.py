@@ -295,9 +295,10 @@ def test_an_altered_deny_all_that_pods_under_another_label_rely_on_is_not_repair
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
     vllm, triton = pods["vllm"], pods["triton"]
-    # Altered by hand, not widened beyond the label (that is left as it is anyway).
-    by_app = {"matchExpressions": [{"key": "app", "operator": "Exists"}]}
-    _put(harness, DENY_ALL, {"podSelector": by_app, "policyTypes": ["Ingress", "Egress"]})
+    # Altered by hand to hold only pods quarantined under another label (one holding pods nobody
+    # quarantined is a lockdown, left as it is: below).
+    by_stale = {"matchExpressions": [{"key": STALE, "operator": "Exists"}]}
+    _put(harness, DENY_ALL, {"podSelector": by_stale, "policyTypes": ["Ingress", "Egress"]})
     _label_by_hand(harness, vllm, STALE, "true")
 
     failed = _quarantine(harness.actions, harness, triton)
@@ -305,12 +306,106 @@ def test_an_altered_deny_all_that_pods_under_another_label_rely_on_is_not_repair
     assert failed.status is OutcomeStatus.FAILED
     assert failed.detail == (
         f"the pod is labelled, but NetworkPolicy {DENY_ALL} is not ensured: NetworkPolicy {DENY_ALL}"
-        f" selects pods by {by_app}, and 1 pod quarantined under another label relies on it (vllm-0):"
+        f" selects pods by {by_stale}, and 1 pod quarantined under another label relies on it (vllm-0):"
         f" repairing it to this config's {LABEL}=true (both cut) would release it; nothing was"
         " changed to the policy: release it with the config it was quarantined under, or put the"
         f" policy's podSelector back to {LABEL}=true by hand"
     )
     assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_lockdown_holding_pods_quarantined_under_another_label_and_others_is_left_as_it_is(
+    seeded: Seeded,
+) -> None:
+    """`app Exists` holds every serving pod: putting its podSelector back to the label (the advice
+    for a deny-all only quarantined pods rely on) would free them all. Left as it is: it still cuts
+    the pod being quarantined, and every pod it held stays cut."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    by_app = {"matchExpressions": [{"key": "app", "operator": "Exists"}]}
+    _put(harness, DENY_ALL, {"podSelector": by_app, "policyTypes": ["Ingress", "Egress"]})
+    _label_by_hand(harness, vllm, STALE, "true")
+
+    outcome = _quarantine(harness.actions, harness, triton)
+
+    assert outcome.status is not OutcomeStatus.FAILED, outcome.detail
+    assert (
+        f"left NetworkPolicy {DENY_ALL} as it is: its podSelector {by_app} selects more pods"
+        in outcome.detail
+    )
+    assert "put the policy's podSelector back" not in outcome.detail
+    assert _stored_spec(harness)["podSelector"] == by_app
+    held = {key: pod for key, pod in pods.items() if pod.namespace == NAMESPACE and key != "triton"}
+    assert len(held) >= 4
+    assert {key: _state(harness, pod) for key, pod in held.items()} == {key: (CLOSED, CLOSED) for key in held}
+    assert _state(harness, triton)[1] == CLOSED  # its ingress: the gateway's policy (LEAKY, said)
+
+
+# -- a lockdown by one matchLabels of another label reads like another config's deny-all (review 43 L3)
+
+BY_APP_VLLM = {"matchLabels": {"app": "vllm"}}
+
+
+def test_a_lockdown_by_another_label_that_holds_the_pod_is_this_configs_to_repair(seeded: Seeded) -> None:
+    """`app: vllm` and only vllm-0 has it: narrowing to the label frees nobody but keeps vllm-0 cut."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    _put(harness, DENY_ALL, {"podSelector": BY_APP_VLLM, "policyTypes": ["Ingress", "Egress"]})
+
+    outcome = _quarantine(harness.actions, harness, vllm)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert "one of the two configs is stale" not in outcome.detail
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_lockdown_by_another_label_that_leaves_out_the_pod_fails_without_advice_that_frees_it(
+    seeded: Seeded,
+) -> None:
+    """Quarantining triton-0: the lockdown holds vllm-0, whom nobody quarantined. Read as another
+    config's deny-all, the failure told to release vllm-0 "with the config whose label is
+    app=vllm" and then set the podSelector to the label, which would give vllm-0 its traffic
+    back. It is a lockdown: left as it is, for a person to fix, vllm-0 still cut."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    _put(harness, DENY_ALL, {"podSelector": BY_APP_VLLM, "policyTypes": ["Ingress", "Egress"]})
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({vllm.name}; its podSelector is"
+        f" {BY_APP_VLLM}: changed by hand, a lockdown?) but not {triton.name} of the both cut: it was"
+        " left as it is (narrowing it to the label would free the other pods it selects); fix it by"
+        " hand" in failed.detail
+    )
+    assert "one of the two configs is stale" not in failed.detail and "release" not in failed.detail
+    assert _stored_spec(harness)["podSelector"] == BY_APP_VLLM
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_sibling_cuts_lockdown_by_another_label_does_not_stop_a_missing_deny_all_being_made(
+    seeded: Seeded,
+) -> None:
+    """The egress cut's deny-all edited into a lockdown of vllm-0 by `app: vllm`: no config's deny-all,
+    so the both cut's missing one is created as usual, and the lockdown is left as it is."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    lockdown = {"podSelector": BY_APP_VLLM, "policyTypes": ["Egress"]}
+    _put(harness, f"{DENY_ALL}-egress", lockdown)
+
+    outcome = _quarantine(harness.actions, harness, torchserve)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert _stored_spec(harness, f"{DENY_ALL}-egress") == lockdown
+    assert _state(harness, torchserve) == (CLOSED, CLOSED)
+    assert _state(harness, vllm)[1] == CLOSED
 
 
 def test_a_deny_all_selecting_the_legacy_both_value_is_this_configs_and_repaired(seeded: Seeded) -> None:
