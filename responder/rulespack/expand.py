@@ -782,13 +782,7 @@ def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> d
             if name in failed or name not in parsed:
                 return None  # that macro's own problem names the cause
             if name in chain:
-                loop = " -> ".join([*chain[chain.index(name) :], name])
-                file, line = locate(macro.condition_origins, name, macro.origin)
-                message = f"macros refer to each other in a loop ({loop}): Falco cannot expand them"
-                _add_problem(
-                    ruleset,
-                    Problem(Severity.ERROR, file, line, message, item_label("macro", macro.name), name),
-                )
+                _say_loop(ruleset, chain[chain.index(name) :])
                 return None
             expanded = expand(named, visibility, [*chain, name])  # as written, with this visibility
             if expanded is None:
@@ -824,6 +818,23 @@ def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> d
             macro.ast = tree
             resolved[macro.name] = (macro.index, tree)
     return resolved
+
+
+def _say_loop(ruleset: RuleSet, loop: list[str]) -> None:
+    """A loop between macros (each names the next, the last the first), said at the macro whose
+    condition was written last (its last definition or append: the edit that closed the loop,
+    a user's replace rather than the pack's macro it meets), where it names the next."""
+    last = max(range(len(loop)), key=lambda i: ruleset.macros[loop[i]].visibility)
+    turned = [*loop[last:], *loop[:last]]
+    culprit, named = ruleset.macros[turned[0]], turned[1 % len(turned)]
+    file, line = locate(culprit.condition_origins, named, culprit.origin)
+    message = (
+        f"macros refer to each other in a loop ({' -> '.join([*turned, turned[0]])}): Falco cannot"
+        " expand them"
+    )
+    _add_problem(
+        ruleset, Problem(Severity.ERROR, file, line, message, item_label("macro", culprit.name), named)
+    )
 
 
 def _add_problem(ruleset: RuleSet, problem: Problem) -> None:

@@ -325,3 +325,21 @@ def test_a_chain_of_a_thousand_forward_macros_is_one_error_not_a_traceback(tmp_p
         sys.setrecursionlimit(limit)
     deep = [e for e in report.errors if "nested too deeply" in e.message]
     assert len(deep) == 1 and deep[0].file == str(user) and deep[0].item == "macro 'm0'"
+
+
+def test_a_loop_closed_by_a_users_replace_is_said_at_the_users_line(tmp_path: Path) -> None:
+    """The pack's serving_guard_inline_code names serving_guard_python; a user's replace makes
+    serving_guard_python name serving_guard_inline_code back. The loop was said where it was met
+    (the pack's line naming serving_guard_python), which the user cannot change: it is said at the
+    replace that closed it."""
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- macro: serving_guard_python\n  condition: serving_guard_inline_code\n"
+        "  override:\n    condition: replace\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    loops = [e for e in report.errors if "in a loop" in e.message]
+    assert [(e.file, e.line, e.item, e.token) for e in loops] == [
+        (str(user), 2, "macro 'serving_guard_python'", "serving_guard_inline_code")
+    ]
+    assert "(serving_guard_python -> serving_guard_inline_code -> serving_guard_python)" in loops[0].message
