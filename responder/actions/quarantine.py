@@ -249,29 +249,51 @@ def _label_of(pod: Mapping[str, Any], label: str) -> str | None:
 class Lockdown:
     """Whom a deny-all whose podSelector was changed by hand selects, by the pods listed: pods
     outside the config's cuts it holds (a lockdown: narrowing the selector to the label frees
-    them), and pods of the cut it no longer selects."""
+    them), pods of the config's other cuts it cuts in a direction their own cut leaves alone
+    (narrowing frees them there), and pods of the cut it no longer selects."""
 
     holding: tuple[str, ...]
     missing: tuple[str, ...]
+    beyond: tuple[str, ...] = ()
 
     @classmethod
     def of(
         cls,
-        selector: Mapping[str, Any],
+        spec: Mapping[str, Any],
         pods: Sequence[Mapping[str, Any]],
         label: str,
         value: str,
-        ours: Collection[str],
+        ours: Mapping[str, tuple[str, ...]],
     ) -> Lockdown | None:
-        """None: it holds no pod without one of the config's label values ``ours`` (``value``'s
-        among them): it only looks wider, or is narrower. A pod in another of the config's cuts is
-        held by that cut's deny-all, not by this one."""
+        """None: it holds no pod without one of the config's label values ``ours`` (each with the
+        directions its cut stops; ``value``'s among them), nor cuts a pod of another cut where
+        that cut does not (its own deny-all holds it in the rest): it only looks wider, or is
+        narrower."""
+        selector = spec.get("podSelector") or {}
         selected = [p for p in pods if _selected(selector, p)]
         holding = [p for p in selected if _label_of(p, label) not in ours]
-        if not holding:
+        beyond = [
+            p
+            for p in selected
+            if _label_of(p, label) != value  # the repair keeps the cut's own pods cut as they were
+            and (cut := ours.get(_label_of(p, label) or "")) is not None
+            and any(netpol.cuts(spec, (d,)) for d in netpol.uncut(cut))
+        ]
+        if not holding and not beyond:
             return None
         missing = [p for p in pods if _label_of(p, label) == value and not _selected(selector, p)]
-        return cls(tuple(_pod_names(holding)), tuple(_pod_names(missing)))
+        return cls(tuple(_pod_names(holding)), tuple(_pod_names(missing)), tuple(_pod_names(beyond)))
+
+    def held(self) -> str:
+        """In words: whom it holds that narrowing it would free."""
+        said = []
+        if self.holding:
+            said.append(f"pods not quarantined ({_shown(self.holding)})")
+        if self.beyond:
+            said.append(
+                f"pods of this config's other cuts beyond what their cut stops ({_shown(self.beyond)})"
+            )
+        return " and ".join(said)
 
 
 def _holds_unquarantined(
@@ -1120,10 +1142,12 @@ class ClusterActions:
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
             pods = self._refuse_to_take_over(namespace, current, cut, labelling, found)
-            ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
-            lockdown = (
-                Lockdown.of(selector, pods, label, value, ours) if isinstance(selector, Mapping) else None
-            )
+            ours = {
+                v: self._settings.cut(self._settings.cut_of(v)).directions
+                for v in (*self._settings.cut_values(), self._settings.legacy_both_value)
+            }
+            spec = current.get("spec") or {}
+            lockdown = Lockdown.of(spec, pods, label, value, ours) if isinstance(selector, Mapping) else None
             if lockdown is not None:
                 return self._left_wider(namespace, current, cut, lockdown)
             repaired = dict(current)
@@ -1156,8 +1180,8 @@ class ClusterActions:
         edit = f"kubectl -n {namespace} edit networkpolicy {name}"
         if lockdown is not None and lockdown.missing:
             raise DenyAllInUse(
-                f"NetworkPolicy {name} selects pods not quarantined ({_shown(lockdown.holding)};"
-                f" its podSelector is {selector}: changed by hand, a lockdown?) but not"
+                f"NetworkPolicy {name} selects {lockdown.held()} by its podSelector {selector}"
+                " (changed by hand, a lockdown?) but not"
                 f" {_shown(lockdown.missing)} of the {cut.isolation.value} cut: it was left as it is"
                 " (narrowing it to the label would free the other pods it selects); fix it by hand"
                 f" ({edit})"

@@ -378,8 +378,8 @@ def test_a_lockdown_by_another_label_that_leaves_out_the_pod_fails_without_advic
 
     assert failed.status is OutcomeStatus.FAILED
     assert (
-        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({vllm.name}; its podSelector is"
-        f" {BY_APP_VLLM}: changed by hand, a lockdown?) but not {triton.name} of the both cut: it was"
+        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({vllm.name}) by its podSelector"
+        f" {BY_APP_VLLM} (changed by hand, a lockdown?) but not {triton.name} of the both cut: it was"
         " left as it is (narrowing it to the label would free the other pods it selects); fix it by"
         " hand" in failed.detail
     )

@@ -3,7 +3,9 @@ label's key alone; or changed to another key that selects pods not quarantined, 
 never narrowed back to the label, which would give every other pod it holds its traffic back: left as
 it is while it still cuts every pod of the cut, and said; refused (FAILED, said why) when it no
 longer cuts or leaves a pod of the cut out, since neither repair is safe. A selector that selects no
-other pod is repaired as before. Against the emulated API server over real HTTP."""
+other pod is repaired as before. Nor is one narrowed that cuts a pod of another of the config's
+cuts in a direction its own cut leaves alone: its own deny-all would not hold it there. Against the
+emulated API server over real HTTP."""
 
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ LOCKDOWNS = {
     "app Exists": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
     "serving Exists": {"matchExpressions": [{"key": "serving-guard.io/serving", "operator": "Exists"}]},
 }
-# A lockdown of one pod, not the one quarantined (by an expression: a matchLabels of one other label
-# alone reads as another config's deny-all).
+# A lockdown of one pod, not the one quarantined.
 TRITON_ONLY = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["triton"]}]}
 
 
@@ -194,8 +195,8 @@ def test_a_lockdown_that_leaves_out_the_pod_is_not_repaired_either(seeded: Seede
 
     assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
     assert (
-        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({triton.name}; its podSelector is"
-        f" {lockdown['podSelector']}: changed by hand, a lockdown?) but not {vllm.name} of the both cut: it"
+        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({triton.name}) by its podSelector"
+        f" {lockdown['podSelector']} (changed by hand, a lockdown?) but not {vllm.name} of the both cut: it"
         " was left as it is" in outcome.detail
     )
     stored = harness.stored(NP, vllm.namespace, DENY_ALL)
@@ -249,4 +250,89 @@ def test_a_lockdown_met_before_and_after_the_label_is_said_once(seeded: Seeded) 
 
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
     assert outcome.detail.count(f"left NetworkPolicy {DENY_ALL} as it is") == 1, outcome.detail
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+# Quarantined pods only: vllm (being quarantined) and torchserve (in the egress cut).
+VLLM_AND_TORCHSERVE = {
+    "matchExpressions": [{"key": "app", "operator": "In", "values": ["vllm", "torchserve"]}]
+}
+
+
+def _torchserve_in_the_egress_cut(harness: Harness, torchserve: SeededPod) -> None:
+    first = harness.actions.quarantine(
+        harness.pod(torchserve),
+        shell_alert(torchserve),
+        "inc-0",
+        "r",
+        dry_run=False,
+        isolate=Isolation.EGRESS,
+    )
+    assert first.status is OutcomeStatus.QUARANTINED, first.detail
+    assert _state(harness, torchserve)[1] == CLOSED
+
+
+def test_a_deny_all_cutting_another_cuts_pod_beyond_its_cut_is_left_as_it_is(seeded: Seeded) -> None:
+    """The both cut's deny-all changed by hand to hold torchserve (egress cut) too, both ways: its
+    ingress is cut by this policy alone. Narrowing it to the label would open torchserve's ingress:
+    left as it is, and said; both pods stay cut where they were."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    _torchserve_in_the_egress_cut(harness, torchserve)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    _widen(
+        harness, vllm.namespace, {"podSelector": VLLM_AND_TORCHSERVE, "policyTypes": ["Ingress", "Egress"]}
+    )
+    assert _state(harness, torchserve) == (CLOSED, CLOSED)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert f"left NetworkPolicy {DENY_ALL} as it is" in outcome.detail
+    stored = harness.stored(NP, vllm.namespace, DENY_ALL)
+    assert stored is not None and stored["spec"]["podSelector"] == VLLM_AND_TORCHSERVE
+    assert _state(harness, torchserve) == (CLOSED, CLOSED)
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_deny_all_cutting_another_cuts_pod_beyond_its_cut_but_not_the_pod_is_refused(
+    seeded: Seeded,
+) -> None:
+    """Holding torchserve both ways but not vllm: narrowing frees torchserve's ingress, leaving it
+    leaves vllm uncut. For a person to decide, naming torchserve and why."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    _torchserve_in_the_egress_cut(harness, torchserve)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    only_torchserve = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["torchserve"]}]}
+    _widen(harness, vllm.namespace, {"podSelector": only_torchserve, "policyTypes": ["Ingress", "Egress"]})
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED, outcome.detail
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects pods of this config's other cuts beyond what their cut stops"
+        f" ({torchserve.name}) by its podSelector {only_torchserve} (changed by hand, a lockdown?) but not"
+        f" {vllm.name} of the both cut: it was left as it is" in outcome.detail
+    )
+    assert _state(harness, torchserve) == (CLOSED, CLOSED)
+
+
+def test_a_deny_all_cutting_another_cuts_pod_only_where_its_cut_does_is_repaired(seeded: Seeded) -> None:
+    """Holding torchserve (egress cut) in egress only: its own deny-all holds it there, so the
+    repair frees nothing."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    _torchserve_in_the_egress_cut(harness, torchserve)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    _widen(harness, vllm.namespace, {"podSelector": VLLM_AND_TORCHSERVE, "policyTypes": ["Egress"]})
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == f"repaired altered NetworkPolicy {DENY_ALL}"
+    assert _state(harness, torchserve)[1] == CLOSED
     assert _state(harness, vllm) == (CLOSED, CLOSED)
