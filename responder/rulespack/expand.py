@@ -821,20 +821,28 @@ def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> d
 
 
 def _say_loop(ruleset: RuleSet, loop: list[str]) -> None:
-    """A loop between macros (each names the next, the last the first), said at the macro whose
-    condition was written last (its last definition or append: the edit that closed the loop,
-    a user's replace rather than the pack's macro it meets), where it names the next."""
-    last = max(range(len(loop)), key=lambda i: ruleset.macros[loop[i]].visibility)
+    """A loop between macros (each names the next, the last the first), said where the edit that
+    closed it stands: of the places where a macro of the loop names the next (its definition or an
+    append, the name as a token of its own), the one loaded last (a user's replace or append
+    rather than the pack's macro it meets, whatever else the user appended meanwhile)."""
+    places = []
+    for position, name in enumerate(loop):
+        macro, named = ruleset.macros[name], loop[(position + 1) % len(loop)]
+        naming = [
+            (origin.seq, origin.file.path, line)
+            for origin in macro.condition_origins
+            if (line := origin.file.find(named, origin.line, whole=True)) is not None
+        ]
+        seq, file, line = max(naming, default=(-1, macro.origin.file.path, macro.origin.line))
+        places.append((seq, position, file, line))
+    _, last, file, line = max(places)
     turned = [*loop[last:], *loop[:last]]
-    culprit, named = ruleset.macros[turned[0]], turned[1 % len(turned)]
-    file, line = locate(culprit.condition_origins, named, culprit.origin)
+    named = turned[1 % len(turned)]
     message = (
         f"macros refer to each other in a loop ({' -> '.join([*turned, turned[0]])}): Falco cannot"
         " expand them"
     )
-    _add_problem(
-        ruleset, Problem(Severity.ERROR, file, line, message, item_label("macro", culprit.name), named)
-    )
+    _add_problem(ruleset, Problem(Severity.ERROR, file, line, message, item_label("macro", turned[0]), named))
 
 
 def _add_problem(ruleset: RuleSet, problem: Problem) -> None:

@@ -343,3 +343,57 @@ def test_a_loop_closed_by_a_users_replace_is_said_at_the_users_line(tmp_path: Pa
         (str(user), 2, "macro 'serving_guard_python'", "serving_guard_inline_code")
     ]
     assert "(serving_guard_python -> serving_guard_inline_code -> serving_guard_python)" in loops[0].message
+
+
+def test_a_loop_is_said_at_the_edit_that_closed_it_whatever_else_was_appended_later(tmp_path: Path) -> None:
+    """The replace closes the loop; an append to the pack's macro after it names nothing of the loop
+    and does not move the error back to the pack's line."""
+    user = tmp_path / "zz-overrides.yaml"
+    user.write_text(
+        "- macro: serving_guard_python\n  condition: serving_guard_inline_code\n"
+        "  override:\n    condition: replace\n"
+        "- macro: serving_guard_inline_code\n  condition: or proc.name = zz\n"
+        "  override:\n    condition: append\n"
+    )
+    report = check_files([str(PACK), str(user)], None, require_sysdig=False, run_falco=False)
+    loops = [(e.file, e.line, e.token) for e in report.errors if "in a loop" in e.message]
+    assert loops == [(str(user), 2, "serving_guard_inline_code")]
+
+
+RULE_OF_LOOP = (
+    '- rule: R\n  desc: d\n  condition: evt.type = execve and sg_a\n  output: "x %proc.name"\n'
+    "  priority: WARNING\n"
+)
+LOOPS_CLOSED_BY_APPENDS = {
+    # A macro appended to name itself: said at the append (line 8), not at its definition, whose
+    # list name holds its name as text.
+    "self, by an append": (
+        "- list: sg_a_names\n  items: [sh]\n"
+        "- macro: sg_a\n  condition: proc.name in (sg_a_names)\n- macro: sg_x\n  condition: proc.name = x\n"
+        "- macro: sg_a\n  condition: or (sg_a and sg_x)\n  override:\n    condition: append\n",
+        8,
+        "sg_a",
+    ),
+    # Two appends; sg_a_extra holds sg_a as text, not as a token: the closing append is line 12.
+    "two appends, a longer name": (
+        "- macro: sg_a\n  condition: proc.name = sh\n- macro: sg_a_extra\n  condition: proc.name = zsh\n"
+        "- macro: sg_b\n  condition: sg_a_extra\n- macro: sg_a\n  condition: or sg_b\n"
+        "  override:\n    condition: append\n- macro: sg_b\n  condition: or sg_a\n"
+        "  override:\n    condition: append\n",
+        12,
+        "sg_a",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "token"), LOOPS_CLOSED_BY_APPENDS.values(), ids=LOOPS_CLOSED_BY_APPENDS
+)
+def test_a_loop_closed_by_an_append_is_said_at_that_append(
+    tmp_path: Path, text: str, line: int, token: str
+) -> None:
+    user = tmp_path / "loops.yaml"
+    user.write_text(text + RULE_OF_LOOP)
+    report = check_files([str(user)], None, require_sysdig=False, run_falco=False)
+    loops = [(e.line, e.token) for e in report.errors if "in a loop" in e.message]
+    assert loops == [(line, token)]
