@@ -32,6 +32,15 @@ from responder.actions import netpol
 from responder.actions.block import DestinationBlocks
 from responder.actions.destination import pod_key
 from responder.actions.events import EventRecorder
+from responder.actions.lockdown import (
+    SHOWN_PODS,
+    HeldPods,
+    Lockdown,
+    other_config_labels,
+    selected,
+    shown,
+    with_pod,
+)
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
     EXCLUDED_BEYOND,
@@ -81,7 +90,6 @@ from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.network_escape import out_of_reach, out_of_reach_as_read
-from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import BlockDestination, Config, Isolation, Quarantine, QuarantineCut, widest
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 
@@ -96,8 +104,6 @@ ALL_ADDRESSES = ("0.0.0.0/0", "::/0")
 REPLACED_SINCE_LABEL = "the pod was deleted or replaced since it was labelled"
 # Tries to take the label off again where another write to the pod moved its version meanwhile.
 TAKE_OFF_TRIES = 3
-# Pods named in a message before "and N more" (the detail is clipped at 1000 characters).
-SHOWN_PODS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +195,12 @@ class DenyAllCheck:
     wider: str | None = None
     # Helm manages that policy: an upgrade renders its podSelector back to the label.
     helm: bool = False
+    # Left as it is, its podSelector shaped like another config's deny-all: the labels it selects,
+    # and what its metadata says of which config is in force (_provenance).
+    foreign: str | None = None
+    provenance: str = ""
+    # The spec written where it was created or repaired (the policies as listed before hold the old).
+    spec: Mapping[str, Any] | None = None
 
     def notes(self) -> list[str]:
         """What the quarantine's detail says of it (nothing when it was as built)."""
@@ -196,6 +208,12 @@ class DenyAllCheck:
         kept = "+".join(self.kept_beyond)
         if self.created:
             return [f"created NetworkPolicy {name}"]
+        if self.foreign is not None:
+            return [
+                f"left NetworkPolicy {name} as it is: it selects {self.foreign}, not the {cut} cut's label:"
+                f" another config's deny-all (one of the two configs is stale{self.provenance}) or a"
+                " lockdown made by hand; it cuts this pod all the same"
+            ]
         if self.wider is not None:
             upgrade = (
                 " (Helm manages the policy: the next `helm upgrade` renders its podSelector back to the"
@@ -219,126 +237,24 @@ class DenyAllCheck:
         return []
 
 
-def _selected(selector: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
-    """Whether ``selector`` selects ``pod`` (as listed); one that cannot be evaluated does not."""
-    try:
-        return selector_matches(selector, (pod.get("metadata") or {}).get("labels") or {})
-    except SelectorError:
-        return False
-
-
-def _pod_names(pods: Sequence[Mapping[str, Any]]) -> list[str]:
-    return sorted(str((p.get("metadata") or {}).get("name")) for p in pods)
-
-
-def _with_pod(pods: list[dict[str, Any]], metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The namespace's pods as listed, the one of ``metadata``'s uid as ``metadata`` says (the pod
-    being labelled as the label will leave it, or as it was found before; None: as listed)."""
-    if metadata is None:
-        return pods
-    uid = metadata.get("uid")
-    others = [p for p in pods if (p.get("metadata") or {}).get("uid") != uid]
-    return [*others, {"metadata": dict(metadata)}]
-
-
-def _label_of(pod: Mapping[str, Any], label: str) -> str | None:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get(label)
-
-
-@dataclass(frozen=True, slots=True)
-class Lockdown:
-    """Whom a deny-all whose podSelector was changed by hand selects, by the pods listed: pods
-    outside the config's cuts it holds (a lockdown: narrowing the selector to the label frees
-    them), pods of the config's other cuts it cuts in a direction their own cut leaves alone
-    (narrowing frees them there), and pods of the cut it no longer selects."""
-
-    holding: tuple[str, ...]
-    missing: tuple[str, ...]
-    beyond: tuple[str, ...] = ()
-
-    @classmethod
-    def of(
-        cls,
-        spec: Mapping[str, Any],
-        pods: Sequence[Mapping[str, Any]],
-        label: str,
-        value: str,
-        ours: Mapping[str, tuple[str, ...]],
-    ) -> Lockdown | None:
-        """None: it holds no pod without one of the config's label values ``ours`` (each with the
-        directions its cut stops; ``value``'s among them), nor cuts a pod of another cut where
-        that cut does not (its own deny-all holds it in the rest): it only looks wider, or is
-        narrower."""
-        selector = spec.get("podSelector") or {}
-        selected = [p for p in pods if _selected(selector, p)]
-        holding = [p for p in selected if _label_of(p, label) not in ours]
-        beyond = [
-            p
-            for p in selected
-            if _label_of(p, label) != value  # the repair keeps the cut's own pods cut as they were
-            and (cut := ours.get(_label_of(p, label) or "")) is not None
-            and any(netpol.cuts(spec, (d,)) for d in netpol.uncut(cut))
-        ]
-        if not holding and not beyond:
-            return None
-        missing = [p for p in pods if _label_of(p, label) == value and not _selected(selector, p)]
-        return cls(tuple(_pod_names(holding)), tuple(_pod_names(missing)), tuple(_pod_names(beyond)))
-
-    def held(self) -> str:
-        """In words: whom it holds that narrowing it would free."""
-        said = []
-        if self.holding:
-            said.append(f"pods not quarantined ({_shown(self.holding)})")
-        if self.beyond:
-            said.append(
-                f"pods of this config's other cuts beyond what their cut stops ({_shown(self.beyond)})"
-            )
-        return " and ".join(said)
-
-
-def _holds_unquarantined(
-    selector: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], label: str, ours: Collection[str]
-) -> bool:
-    """Whether ``selector`` selects a pod nobody quarantined: neither recorded as quarantined (under
-    any label) nor labelled into one of this config's cuts (``ours``). A deny-all that holds one
-    is a lockdown, however it selects (one `matchLabels` of another label reads like another
-    config's), not a config's deny-all."""
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        recorded = A_QUARANTINED_AT in (meta.get("annotations") or {})
-        if not recorded and _label_of(pod, label) not in ours and _selected(selector, pod):
-            return True
-    return False
-
-
-def _shown(names: Sequence[str]) -> str:
-    """Pod names for a message: the first few, and how many more."""
-    more = len(names) - SHOWN_PODS
-    return ", ".join(names[:SHOWN_PODS]) + (f" and {more} more" if more > 0 else "")
-
-
 def _helm_managed(policy: Mapping[str, Any]) -> bool:
     """Whether the policy's metadata says Helm manages it (the chart renders it)."""
     labels = (policy.get("metadata") or {}).get("labels") or {}
     return bool(labels.get(HELM_MANAGED[0]) == HELM_MANAGED[1])
 
 
-def _other_config_labels(
-    selector: Mapping[str, Any], label: str, values: Collection[str]
-) -> dict[str, str] | None:
-    """The labels a deny-all's podSelector selects by, when they are another config's: its
-    matchLabels name something, and not ``label`` with one of this config's ``values`` (any of
-    its cuts', the legacy both value included). None: this config's label, or a selector by no
-    label (emptied, or by expressions only), or by several labels or labels and expressions
-    without this config's label key: altered by hand, never a config's."""
-    match = selector.get("matchLabels")
-    if not isinstance(match, Mapping) or not match or match.get(label) in values:
-        return None
-    # A config's deny-all selects by its one label, nothing else; other shapes are hand edits,
-    # unless they name this config's label key with a value of another config's.
-    if label not in match and (len(match) != 1 or selector.get("matchExpressions")):
-        return None
-    return {str(k): str(v) for k, v in match.items()}
+def _as_ensured(policies: list[dict[str, Any]], name: str, ensured: DenyAllCheck) -> list[dict[str, Any]]:
+    """The namespace's policies as listed, the deny-all ``name`` as ensuring it left it (created or
+    repaired since the listing): the leak check must not judge the pod by the spec it replaced."""
+    if ensured.spec is None:
+        return policies
+    others = [p for p in policies if netpol.name_of(p) != name]
+    old = next((p for p in policies if netpol.name_of(p) == name), {"metadata": {"name": name}})
+    return [*others, {**old, "spec": dict(ensured.spec)}]
+
+
+def _selector_text(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _provenance(policy: Mapping[str, Any]) -> str:
@@ -593,7 +509,7 @@ class ClusterActions:
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,
             detail="; ".join(notes),
-            leaky_policies=(*(leak.policy for leak in leaks), *(o.policy for o in opened)),
+            leaky_policies=report.leaky_policies(),
             started_ns=started,
             finished_ns=self._clock_ns(),
             extra=extra,
@@ -758,6 +674,7 @@ class ClusterActions:
         notes = _cut_notes(labelled, ensured)
         report = IsolationReport((), ())
         if policies is not None:
+            policies = _as_ensured(policies, cut.network_policy, ensured)
             report = self._isolate(pod, labelled.before, labels, policies, cut)
             unproven += report.unproven
             unrecorded, replaced = self._record_patched(pod, report.patched)
@@ -854,11 +771,17 @@ class ClusterActions:
                 detail=f"the pod was not left labelled: NetworkPolicy {own} is not ensured: {failed.detail};"
                 f" {said}: the label was taken off again, so that the pod is restricted as before",
             )
+        # The deny-all, once it exists, holds only the cut's directions.
+        beyond = [d for d in netpol.uncut(labelled.cut.directions) if any(d in o.directions for o in opened)]
+        until = (
+            f"until the pod is released (NetworkPolicy {own} does not hold its {'+'.join(beyond)})"
+            if beyond
+            else "until the policy exists or the pod is released"
+        )
         return replace(
             failed,
             detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}; {said},"
-            " which opened that traffic to all until the policy exists or the pod is released (the label"
-            f" could not be taken off again: {refused})",
+            f" which opened that traffic to all {until} (the label could not be taken off again: {refused})",
             extra={LABELLED: True},
         )
 
@@ -1124,12 +1047,11 @@ class ClusterActions:
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
             if current is None:
-                self._refuse_to_create(namespace, cut, policies)
+                self._refuse_to_create(namespace, cut, policies, found)
                 try:
-                    self._gateway.create_network_policy(
-                        namespace, netpol.deny_all_policy(namespace, name, label, value, cut.directions)
-                    )
-                    return DenyAllCheck(cut, created=True)
+                    made = netpol.deny_all_policy(namespace, name, label, value, cut.directions)
+                    self._gateway.create_network_policy(namespace, made)
+                    return DenyAllCheck(cut, created=True, spec=made["spec"])
                 except KubeError as exc:
                     if exc.conflict:  # created concurrently (another replica, the chart): re-check it
                         continue
@@ -1141,20 +1063,21 @@ class ClusterActions:
             selector = (current.get("spec") or {}).get("podSelector")
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
-            pods = self._refuse_to_take_over(namespace, current, cut, labelling, found)
-            ours = {
-                v: self._settings.cut(self._settings.cut_of(v)).directions
-                for v in (*self._settings.cut_values(), self._settings.legacy_both_value)
-            }
+            pods, foreign = self._refuse_to_take_over(namespace, current, cut, labelling, found)
+            ours = {v: self._settings.cut(self._settings.cut_of(v)).directions for v in self._our_values()}
             spec = current.get("spec") or {}
-            lockdown = Lockdown.of(spec, pods, label, value, ours) if isinstance(selector, Mapping) else None
+            lockdown = (
+                Lockdown.of(spec, pods, label, value, ours, foreign)
+                if isinstance(selector, Mapping)
+                else None
+            )
             if lockdown is not None:
                 return self._left_wider(namespace, current, cut, lockdown)
             repaired = dict(current)
             repaired["spec"] = netpol.deny_all_spec(label, value, directions)
             try:
                 self._gateway.replace_network_policy(namespace, name, repaired)
-                return DenyAllCheck(cut, repaired=True, kept_beyond=beyond)
+                return DenyAllCheck(cut, repaired=True, kept_beyond=beyond, spec=repaired["spec"])
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
                     raise
@@ -1168,42 +1091,76 @@ class ClusterActions:
         lockdown: Lockdown | None = None,
     ) -> DenyAllCheck:
         """A cut's deny-all whose podSelector was widened by hand to select more pods than the cut's
-        label (emptied: a namespace lockdown), or changed to one that holds pods not quarantined
-        (``lockdown``, by the pods listed: `app Exists`, say), is never narrowed back: that would
-        give every other pod it holds its traffic back. Left as it is while it still cuts the cut's
+        label (emptied: a namespace lockdown), or changed to one that holds pods a narrowing would
+        free (``lockdown``, by the pods listed: `app Exists`, say), or shaped like another config's
+        (lockdown.foreign), is never narrowed back: that would give every other pod it holds its
+        traffic back, or retarget the config in force. Left as it is while it still cuts the cut's
         directions for every pod of the cut; otherwise neither repair is safe (narrowing frees the
         others, dropping its rules cuts them all, and a pod of the cut it leaves out stays out):
         DenyAllInUse, for a person to decide. Helm renders it back on an upgrade: said."""
-        name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
+        name = netpol.name_of(policy)
         spec = policy.get("spec") or {}
-        selector = spec.get("podSelector")
         edit = f"kubectl -n {namespace} edit networkpolicy {name}"
+        what = self._selects_what(policy, cut, lockdown)
         if lockdown is not None and lockdown.missing:
             raise DenyAllInUse(
-                f"NetworkPolicy {name} selects {lockdown.held()} by its podSelector {selector}"
-                " (changed by hand, a lockdown?) but not"
-                f" {_shown(lockdown.missing)} of the {cut.isolation.value} cut: it was left as it is"
-                " (narrowing it to the label would free the other pods it selects); fix it by hand"
-                f" ({edit})"
+                f"{what} but not {shown(lockdown.missing)} of the {cut.isolation.value} cut: it was left"
+                " as it is (narrowing it to the label would free the other pods it selects); fix it by"
+                f" hand ({edit})"
             )
         if netpol.cuts(spec, cut.directions):
-            return DenyAllCheck(cut, wider=str(selector), helm=_helm_managed(policy))
+            foreign = lockdown.foreign if lockdown is not None else None
+            return DenyAllCheck(
+                cut,
+                wider=str(spec.get("podSelector")),
+                helm=_helm_managed(policy),
+                foreign=_selector_text(foreign) if foreign is not None else None,
+                provenance=_provenance(policy),
+            )
         raise DenyAllInUse(
-            f"NetworkPolicy {name} selects more pods than {label}={value} (its podSelector is"
-            f" {selector}: widened by hand?) and no longer cuts {'+'.join(cut.directions)}: it was left"
-            " as it is (narrowing it to the label would free the other pods it selects, and dropping its"
-            f" rules would cut them all); fix it by hand ({edit})"
+            f"{what} and no longer cuts {'+'.join(cut.directions)}: it was left as it is (narrowing it to"
+            f" the label would free the other pods it selects, and dropping its rules would cut them all);"
+            f" fix it by hand ({edit})"
+        )
+
+    def _selects_what(self, policy: Mapping[str, Any], cut: QuarantineCut, lockdown: Lockdown | None) -> str:
+        """What a deny-all left as it is selects, in words: another config's label (one of the two
+        configs stale, or a lockdown), whom a narrowing would free, or merely more than the label."""
+        name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
+        selector = (policy.get("spec") or {}).get("podSelector")
+        whom = lockdown.whom() if lockdown is not None else ""
+        if lockdown is not None and lockdown.foreign is not None:
+            holding = f"; it holds {whom}" if whom else ""
+            return (
+                f"NetworkPolicy {name} selects {_selector_text(lockdown.foreign)}, not this config's"
+                f" {label}={value} ({cut.isolation.value} cut): another config's deny-all (one of the two"
+                f" configs is stale{_provenance(policy)}) or a lockdown made by hand{holding}"
+            )
+        if whom:
+            return (
+                f"NetworkPolicy {name} selects {whom} by its podSelector {selector} (changed by hand,"
+                " a lockdown?)"
+            )
+        return (
+            f"NetworkPolicy {name} selects more pods than {label}={value} (its podSelector is {selector}:"
+            " widened by hand?)"
         )
 
     def _refuse_to_create(
-        self, namespace: str, cut: QuarantineCut, policies: Sequence[Mapping[str, Any]] | None
+        self,
+        namespace: str,
+        cut: QuarantineCut,
+        policies: Sequence[Mapping[str, Any]] | None,
+        found: Mapping[str, Any] | None = None,
     ) -> None:
         """Raise DenyAllInUse rather than create the cut's missing deny-all where another of this
         config's cuts' deny-alls, as listed (``policies``; None: not listed, each is read),
-        selects by another config's label: this config is not the one the namespace's quarantines
-        are made under, or that one is stale (see _refuse_to_take_over); a policy of its own label
-        here would fail the other's quarantines into this cut later."""
-        ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
+        selects by a label shaped like another config's for that cut (other_config_labels): this
+        config is not the one the namespace's quarantines are made under, or that one is stale (see
+        _refuse_to_take_over); a policy of its own label here would fail the other's quarantines
+        into this cut later. Where it also holds pods nobody quarantined (``found``: the pod being
+        quarantined, as before its label), it may be a lockdown instead: said."""
+        ours = self._our_values()
         for isolation in Isolation:
             sibling = self._settings.cut(isolation)
             if sibling == cut:
@@ -1212,24 +1169,35 @@ class ClusterActions:
             if listed is None:
                 continue
             selector = (listed.get("spec") or {}).get("podSelector")
-            other = (
-                _other_config_labels(selector, self._settings.label, ours)
-                if isinstance(selector, Mapping)
-                else None
-            )
+            if not isinstance(selector, Mapping):
+                continue
+            other = other_config_labels(selector, self._settings.label, ours, isolation)
             if other is None:
                 continue
-            assert isinstance(selector, Mapping)
-            pods = self._gateway.list_pods(namespace)
-            if _holds_unquarantined(selector, pods, self._settings.label, ours):
-                continue  # a lockdown of the sibling's, by another label: no config's deny-all
+            pods = with_pod(self._gateway.list_pods(namespace), found)
+            held = HeldPods.of(selector, pods, self._settings.label, ours)
+            if held.unquarantined:
+                words = " and ".join(held.said())
+                raise DenyAllInUse(
+                    f"NetworkPolicy {cut.network_policy} was not created: NetworkPolicy"
+                    f" {sibling.network_policy} selects {_selector_text(other)}, not this config's"
+                    f" {self._settings.label}={sibling.label_value}: another config's deny-all (one of"
+                    f" the two configs is stale{_provenance(listed)}) or a lockdown made by hand (it holds"
+                    f" {words}); if it is a lockdown, put this config's"
+                    f" {self._settings.label}={cut.label_value} deny-all beside it"
+                    f" ({cut.isolation.value} cut), or quarantine again with the config in force"
+                )
             relying = sorted(
-                str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)
+                str((p.get("metadata") or {}).get("name")) for p in pods if selected(selector, p)
             )
             raise DenyAllInUse(
                 f"NetworkPolicy {cut.network_policy} was not created: "
                 + self._another_configs(namespace, listed, other, sibling, relying)
             )
+
+    def _our_values(self) -> set[str]:
+        """This config's label values: every cut's, and the legacy both value."""
+        return {*self._settings.cut_values(), self._settings.legacy_both_value}
 
     def _listed_or_read(
         self, namespace: str, name: str, policies: Sequence[Mapping[str, Any]] | None
@@ -1246,33 +1214,35 @@ class ClusterActions:
         cut: QuarantineCut,
         labelling: Mapping[str, Any] | None = None,
         found: Mapping[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """Raise DenyAllInUse rather than repair the cut's deny-all ``policy`` (as read) when it is
-        another config's: its podSelector selects by labels that are not this config's quarantine
-        label with one of its values (a config whose quarantine.label or label_value differs: a
+        another config's: its podSelector selects by labels shaped like another config's deny-all
+        for the cut (other_config_labels: a config whose quarantine.label or label_value differs, a
         stale copy on a workstation, or the one in force where this copy is the stale one), whether
         or not any pod is in it: which of the two is in force cannot be told from here, and a
         repair would make every quarantine of the other fail. A policy altered by hand in other
         ways (its selector emptied or narrowed, its types or rules changed) is repaired, unless
         pods quarantined under another label rely on it: the repair would release them (a pod in
-        another of this config's cuts relies on that cut's deny-all). Neither is said of one that
-        holds pods nobody quarantined (a lockdown by another label, `app: vllm`, or shape): left to
-        Lockdown, which never narrows it (the pod being quarantined counts as it was before the
-        label, ``found`` once labelled: held then, it was locked down). Returns the namespace's pods
-        as listed for it, the one being labelled (``labelling``) as the label leaves it (none where
-        the podSelector is no selector at all)."""
+        another of this config's cuts relies on that cut's deny-all). Where the policy holds pods
+        nobody quarantined (a lockdown), neither is said here: Lockdown judges it and never narrows
+        it; one shaped like another config's is returned as ``foreign`` (a lockdown or another
+        config's: never repaired). The pod being quarantined counts as it was before the label
+        (``found`` once labelled): held then, it was locked down. Returns the namespace's pods as
+        listed for it, the one being labelled (``labelling``) as the label leaves it (none where the
+        podSelector is no selector at all), and ``foreign``."""
         label, value = self._settings.label, cut.label_value
         selector = (policy.get("spec") or {}).get("podSelector")
         if not isinstance(selector, Mapping):
-            return []
-        ours = {*self._settings.cut_values(), self._settings.legacy_both_value}
-        other = _other_config_labels(selector, label, ours)
+            return [], None
+        ours = self._our_values()
+        other = other_config_labels(selector, label, ours, cut.isolation)
         listed = self._gateway.list_pods(namespace)
-        pods = _with_pod(listed, labelling)
-        if _holds_unquarantined(selector, _with_pod(listed, found), label, ours):
-            return pods
+        pods = with_pod(listed, labelling)
+        held = HeldPods.of(selector, with_pod(listed, found), label, ours)
+        if held.unquarantined:
+            return pods, other
         if other is not None:
-            relying = [str((p.get("metadata") or {}).get("name")) for p in pods if _selected(selector, p)]
+            relying = [str((p.get("metadata") or {}).get("name")) for p in pods if selected(selector, p)]
             raise DenyAllInUse(self._another_configs(namespace, policy, other, cut, sorted(relying)))
         stranded = []
         for pod in pods:
@@ -1281,7 +1251,7 @@ class ClusterActions:
             # A pod in one of this config's cuts is held by that cut's deny-all, not by this one.
             if A_QUARANTINED_AT not in (meta.get("annotations") or {}) or labels.get(label) in ours:
                 continue
-            if _selected(selector, pod):
+            if selected(selector, pod):
                 stranded.append(str(meta.get("name")))
         if stranded:
             name = netpol.name_of(policy)
@@ -1299,7 +1269,7 @@ class ClusterActions:
                 f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under, or put the"
                 f" policy's podSelector back to {label}={value} by hand"
             )
-        return pods
+        return pods, None
 
     def _another_configs(
         self,
@@ -1312,7 +1282,7 @@ class ClusterActions:
         """Why the deny-all ``policy``, selecting by ``other``, is not repaired: what it and this
         config select, who relies on it, and what to do whichever config is the one in force."""
         name, label, value = netpol.name_of(policy), self._settings.label, cut.label_value
-        theirs = ",".join(f"{k}={v}" for k, v in sorted(other.items()))
+        theirs = _selector_text(other)
         text = (
             f"NetworkPolicy {name} selects {theirs}, but this config's label for its"
             f" {cut.isolation.value} cut is {label}={value}: one of the two configs is stale"

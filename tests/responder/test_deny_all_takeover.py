@@ -347,8 +347,11 @@ def test_a_lockdown_holding_pods_quarantined_under_another_label_and_others_is_l
 BY_APP_VLLM = {"matchLabels": {"app": "vllm"}}
 
 
-def test_a_lockdown_by_another_label_that_holds_the_pod_is_this_configs_to_repair(seeded: Seeded) -> None:
-    """`app: vllm` and only vllm-0 has it: narrowing to the label frees nobody but keeps vllm-0 cut."""
+def test_a_deny_all_by_another_label_that_holds_the_pod_is_left_as_it_is(seeded: Seeded) -> None:
+    """`app: vllm`, and vllm-0, whom nobody quarantined, is being quarantined: a lockdown of it, or
+    another config's deny-all whose label someone put on it by hand. Either way it cuts the pod and
+    is never narrowed (a narrowing would retarget the other config's): left as it is, both readings
+    said."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
     vllm = pods["vllm"]
@@ -357,18 +360,22 @@ def test_a_lockdown_by_another_label_that_holds_the_pod_is_this_configs_to_repai
     outcome = _quarantine(harness.actions, harness, vllm)
 
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
-    assert "one of the two configs is stale" not in outcome.detail
-    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert outcome.detail == (
+        f"left NetworkPolicy {DENY_ALL} as it is: it selects app=vllm, not the both cut's label: another"
+        " config's deny-all (one of the two configs is stale) or a lockdown made by hand; it cuts this"
+        " pod all the same"
+    )
+    assert _stored_spec(harness)["podSelector"] == BY_APP_VLLM
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
 
-def test_a_lockdown_by_another_label_that_leaves_out_the_pod_fails_without_advice_that_frees_it(
+def test_a_deny_all_by_another_label_that_leaves_out_the_pod_fails_without_advice_that_frees_it(
     seeded: Seeded,
 ) -> None:
-    """Quarantining triton-0: the lockdown holds vllm-0, whom nobody quarantined. Read as another
-    config's deny-all, the failure told to release vllm-0 "with the config whose label is
-    app=vllm" and then set the podSelector to the label, which would give vllm-0 its traffic
-    back. It is a lockdown: left as it is, for a person to fix, vllm-0 still cut."""
+    """Quarantining triton-0: the policy holds vllm-0, whom nobody quarantined. Read only as another
+    config's deny-all, the failure told to release vllm-0 "with the config whose label is app=vllm"
+    and then set the podSelector to the label, which would give vllm-0 its traffic back. Both
+    readings are said, no such advice: left as it is, for a person to fix, vllm-0 still cut."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
     vllm, triton = pods["vllm"], pods["triton"]
@@ -378,13 +385,124 @@ def test_a_lockdown_by_another_label_that_leaves_out_the_pod_fails_without_advic
 
     assert failed.status is OutcomeStatus.FAILED
     assert (
-        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({vllm.name}) by its podSelector"
-        f" {BY_APP_VLLM} (changed by hand, a lockdown?) but not {triton.name} of the both cut: it was"
-        " left as it is (narrowing it to the label would free the other pods it selects); fix it by"
-        " hand" in failed.detail
+        f"NetworkPolicy {DENY_ALL} selects app=vllm, not this config's {LABEL}=true (both cut): another"
+        " config's deny-all (one of the two configs is stale) or a lockdown made by hand; it holds pods"
+        f" nobody quarantined ({vllm.name}) but not {triton.name} of the both cut: it was left as it is"
+        " (narrowing it to the label would free the other pods it selects); fix it by hand" in failed.detail
     )
-    assert "one of the two configs is stale" not in failed.detail and "release" not in failed.detail
+    assert "release" not in failed.detail and "set the policy's podSelector" not in failed.detail
     assert _stored_spec(harness)["podSelector"] == BY_APP_VLLM
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def _by_hand(harness: Harness, pod: SeededPod, key: str, value: str, *, recorded: bool) -> None:
+    """``key=value`` put on the pod by hand; ``recorded``: with a quarantine record, as a
+    quarantine leaves it."""
+    stored = harness.stored("v1/pods", pod.namespace, pod.name)
+    assert stored is not None
+    stored["metadata"]["labels"][key] = value
+    if recorded:
+        stored["metadata"].setdefault("annotations", {})["serving-guard.io/quarantined-at"] = (
+            "2026-12-01T10:00:00Z"
+        )
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+
+
+@pytest.mark.parametrize("metadata", [None, CHART_METADATA], ids=["made by the responder", "chart"])
+def test_a_stale_copy_never_retargets_the_deny_all_in_force_held_by_a_pod_labelled_by_hand(
+    seeded: Seeded, metadata: dict[str, Any] | None
+) -> None:
+    """The config in force labels STALE; on-call put STALE=true on triton by hand (no record). A
+    stale copy quarantines triton: the deny-all in force holds it, so it is left as it is, never
+    repaired to the stale copy's label (after which the config in force would fail every
+    quarantine there; review-session-44 H2)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    triton = pods["triton"]
+    theirs = netpol.deny_all_spec(STALE, "true")
+    _put(harness, DENY_ALL, theirs, metadata)
+    _by_hand(harness, triton, STALE, "true", recorded=False)
+
+    outcome = _quarantine(
+        _actions(harness, Quarantine(label=STALE.replace("isolated", "other"))), harness, triton
+    )
+
+    assert outcome.status is not OutcomeStatus.FAILED, outcome.detail
+    assert "one of the two configs is stale" in outcome.detail
+    assert _stored_spec(harness) == theirs
+
+
+def test_another_configs_deny_all_holding_its_pods_and_one_labelled_by_hand_says_both_readings(
+    seeded: Seeded,
+) -> None:
+    """The config in force (STALE) holds vllm (quarantined by it) and torchserve (labelled by hand).
+    This config quarantines triton: neither narrowed nor retargeted; the words name whom it holds,
+    each as what it is (review-session-44 M2)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton, torchserve = pods["vllm"], pods["triton"], pods["torchserve"]
+    theirs = netpol.deny_all_spec(STALE, "true")
+    _put(harness, DENY_ALL, theirs)
+    _by_hand(harness, vllm, STALE, "true", recorded=True)
+    _by_hand(harness, torchserve, STALE, "true", recorded=False)
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects {STALE}=true, not this config's {LABEL}=true (both cut): another"
+        " config's deny-all (one of the two configs is stale) or a lockdown made by hand; it holds pods"
+        f" nobody quarantined ({torchserve.name}) and pods quarantined under another label ({vllm.name})"
+        f" but not {triton.name} of the both cut" in failed.detail
+    )
+    assert _stored_spec(harness) == theirs
+    assert _state(harness, vllm) == (CLOSED, CLOSED) and _state(harness, torchserve) == (CLOSED, CLOSED)
+
+
+def test_another_configs_sibling_deny_all_with_a_pod_labelled_by_hand_still_stops_creation(
+    seeded: Seeded,
+) -> None:
+    """The config in force's egress deny-all (STALE=true-egress, chart) with torchserve labelled into
+    it by hand: a lockdown or the config in force; this config does not create its both deny-all
+    beside it (review-session-44 M3), and says both readings."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    _put(
+        harness, f"{DENY_ALL}-egress", netpol.deny_all_spec(STALE, "true-egress", ("egress",)), CHART_METADATA
+    )
+    _by_hand(harness, torchserve, STALE, "true-egress", recorded=False)
+
+    failed = _quarantine(harness.actions, harness, vllm)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert harness.stored(NP, NAMESPACE, DENY_ALL) is None
+    assert (
+        f"NetworkPolicy {DENY_ALL} was not created: NetworkPolicy {DENY_ALL}-egress selects"
+        f" {STALE}=true-egress, not this config's {LABEL}=true-egress: another config's deny-all (one of"
+        " the two configs is stale (Helm manages the policy:" in failed.detail
+    )
+    assert (
+        f"or a lockdown made by hand (it holds pods nobody quarantined ({torchserve.name}))" in failed.detail
+    )
+
+
+def test_a_sibling_lockdown_of_the_pod_being_quarantined_does_not_stop_its_deny_all(seeded: Seeded) -> None:
+    """The egress deny-all changed by hand to lock vllm-0 down by `app: vllm` (no value an egress cut
+    has: no config's), then vllm-0 quarantined: the both deny-all is made and cuts it
+    (review-session-44 H1: read as another config's once vllm-0 was labelled, the failure advised
+    releasing it)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    lockdown = {"podSelector": BY_APP_VLLM, "policyTypes": ["Egress"]}
+    _put(harness, f"{DENY_ALL}-egress", lockdown)
+
+    outcome = _quarantine(harness.actions, harness, vllm)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true")
+    assert _stored_spec(harness, f"{DENY_ALL}-egress") == lockdown
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
 

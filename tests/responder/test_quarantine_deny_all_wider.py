@@ -123,7 +123,7 @@ def test_selects_beyond_is_exact() -> None:
 
 @pytest.mark.parametrize("selector", LOCKDOWNS.values(), ids=LOCKDOWNS.keys())
 def test_a_lockdown_by_another_key_is_left_as_it_is(seeded: Seeded, selector: dict[str, Any]) -> None:
-    """Not a superset of the label, but it selects pods not quarantined (triton and the others):
+    """Not a superset of the label, but it selects pods nobody quarantined (triton and the others):
     narrowing it to the label would give every one of them its traffic back."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
@@ -195,7 +195,7 @@ def test_a_lockdown_that_leaves_out_the_pod_is_not_repaired_either(seeded: Seede
 
     assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
     assert (
-        f"NetworkPolicy {DENY_ALL} selects pods not quarantined ({triton.name}) by its podSelector"
+        f"NetworkPolicy {DENY_ALL} selects pods nobody quarantined ({triton.name}) by its podSelector"
         f" {lockdown['podSelector']} (changed by hand, a lockdown?) but not {vllm.name} of the both cut: it"
         " was left as it is" in outcome.detail
     )
@@ -336,3 +336,35 @@ def test_a_deny_all_cutting_another_cuts_pod_only_where_its_cut_does_is_repaired
     assert outcome.detail == f"repaired altered NetworkPolicy {DENY_ALL}"
     assert _state(harness, torchserve)[1] == CLOSED
     assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_deny_all_restricting_another_cuts_pod_beyond_its_cut_is_left_as_it_is(seeded: Seeded) -> None:
+    """Not cut but restricted: the both cut's deny-all changed by hand to hold torchserve (egress
+    cut) and to let only the monitoring pods reach it. Narrowing it to the label left torchserve's
+    ingress open to all (review-session-44 M1): left as it is."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    _torchserve_in_the_egress_cut(harness, torchserve)
+    harness.actions.ensure_deny_all(vllm.namespace)
+    monitoring_only = [{"from": [{"podSelector": {"matchLabels": {"app": "monitoring"}}}]}]
+    spec = {
+        "podSelector": VLLM_AND_TORCHSERVE,
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": monitoring_only,
+    }
+    _widen(harness, vllm.namespace, spec)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    stored = harness.stored(NP, vllm.namespace, DENY_ALL)
+    assert stored is not None and stored["spec"] == spec
+    assert outcome.status is OutcomeStatus.FAILED, outcome.detail  # it no longer cuts vllm's ingress
+    assert (
+        f"NetworkPolicy {DENY_ALL} selects pods of this config's other cuts beyond what their cut stops"
+        f" ({torchserve.name})" in outcome.detail
+    )
+    policies = harness.running.call(harness.running.emulator.list_objects, NP, torchserve.namespace)
+    stored_torchserve = harness.stored("v1/pods", torchserve.namespace, torchserve.name)
+    assert stored_torchserve is not None
+    assert netpol.open_to_all(policies, stored_torchserve["metadata"]["labels"]) == set()

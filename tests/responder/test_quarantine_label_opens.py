@@ -371,6 +371,8 @@ def test_a_policy_the_label_brings_the_pod_into_leaking_both_ways_is_named_once(
     }
     harness.put_policy(vllm.namespace, "anything-goes", everything)
 
+    predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=True)
+    assert predicted.leaky_policies == ("anything-goes",)
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.LEAKY, outcome.detail
@@ -400,3 +402,58 @@ def test_a_label_that_brought_the_pod_into_an_allow_all_is_taken_off_again_when_
     )
     assert LABEL not in _labels(harness, vllm)
     assert _governing(harness, vllm, "egress") == ["egress-dns-only"]
+
+
+def test_a_label_left_on_says_the_deny_all_never_holds_a_direction_beyond_its_cut(seeded: Seeded) -> None:
+    """An ingress cut, the label brought the pod into an allow-all of its egress, and neither the
+    deny-all nor the take-off could be made: the egress stays open until the pod is released, not
+    "until the policy exists" (the ingress cut's policy never holds egress)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.INGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", STILL_DNS_ONLY)
+    harness.put_policy(vllm.namespace, "forensics-out", FORENSICS_OUT)
+    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
+    send = harness.gateway.patch_pod
+    patches: list[Any] = []
+
+    def refuse_the_second(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        patches.append(patch)
+        if len(patches) > 1:
+            harness.fail(Fault(status=403, method="PATCH", plural="pods", times=10, message="no"))
+        return send(namespace, name, patch)
+
+    harness.gateway.patch_pod = refuse_the_second  # type: ignore[method-assign]
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
+    assert (
+        "which opened that traffic to all until the pod is released (NetworkPolicy"
+        " serving-guard-quarantine-ingress does not hold its egress)" in outcome.detail
+    )
+    assert "until the policy exists" not in outcome.detail
+
+
+def test_the_deny_all_repaired_is_judged_as_repaired_not_as_found(seeded: Seeded) -> None:
+    """The egress cut's deny-all had an allow-all ingress rule added by hand: the repair drops it,
+    and the leak check judges the policy as repaired. Judged as listed before the repair, the
+    outcome was LEAKY, telling on-call to edit the responder's own, already repaired policy
+    (review-session-44 M4)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    restricted = {**GATEWAY_ONLY, "podSelector": {"matchLabels": {"app": "vllm"}}}
+    harness.put_policy(vllm.namespace, "gateway-to-vllm", restricted)
+    own = "serving-guard-quarantine-egress"
+    altered = {
+        "podSelector": {"matchLabels": {LABEL: "true-egress"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{}],
+    }
+    harness.put_policy(vllm.namespace, own, altered)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == f"repaired altered NetworkPolicy {own}"
+    assert netpol.open_to_all(_policies(harness, vllm.namespace), _labels(harness, vllm)) == set()
