@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from responder.errors import UserError
 from responder.rulespack.derived import DerivedCase
 from responder.rulespack.derived_report import DerivedReport
+from responder.rulespack.evasions_common import visible_edges
 from responder.rulespack.examples import ExamplesFile
 from responder.rulespack.matrix import CaptureReport
 
@@ -56,6 +57,21 @@ def known_names(examples: ExamplesFile, evasions: Sequence[DerivedCase]) -> set[
         names.add(capture.file)
         names |= {f"{capture.file}#{action.id}" for action in capture.actions}
     return names
+
+
+def renamed(names: Sequence[str], evasions: Sequence[DerivedCase]) -> list[str]:
+    """``names``, each evasion case id written with the spaces at its label's ends (`[-e ]`, its name
+    before they were spelled out) as the case's id (`[-e<space>]`): an --accept written then still holds."""
+    return [_renamed(name, evasions) for name in names]
+
+
+def _renamed(name: str, evasions: Sequence[DerivedCase]) -> str:
+    for case in evasions:
+        opening = f"{case.group}["
+        label = name[len(opening) : -1] if name.startswith(opening) and name.endswith("]") else None
+        if label is not None and f"{opening}{visible_edges(label)}]" == case.id:
+            return case.id
+    return name
 
 
 def check_names(names: Sequence[str], known: set[str]) -> None:

@@ -8,7 +8,14 @@ from collections.abc import Collection
 from typing import Any
 
 from responder.rulespack.derived import CaseVerdict, judged_events
-from responder.rulespack.derived_report import FAIL, NOT_EVALUATED, OK, DerivedReport, ExampleVerdict
+from responder.rulespack.derived_report import (
+    FAIL,
+    NOT_EVALUATED,
+    OK,
+    BlamedFailure,
+    DerivedReport,
+    ExampleVerdict,
+)
 
 NOT_JUDGED = "not judged"
 
@@ -167,4 +174,20 @@ def render_derived_json(report: DerivedReport) -> dict[str, Any]:
         ],
         "changed_by_override": {rule: items for rule, items in report.changes.items() if items},
         "failures": report.failures,
+        "blame": [_blamed_json(found) for found in report.blamed()],
+    }
+
+
+def _blamed_json(found: BlamedFailure) -> dict[str, Any]:
+    """A failure's cause as its line says it (`your files change RULE at ...`), in fields: a CI job
+    reads which of the user's items (file, line) break which case without parsing the line."""
+    return {
+        "kind": found.kind,
+        "id": found.id,
+        "rule": found.rule,
+        "how": found.blame.how,
+        "items": [
+            {"text": item.text, "file": item.item[0], "line": item.line, "item_line": item.item[1]}
+            for item in found.blame.items
+        ],
     }

@@ -16,6 +16,8 @@ from responder.rulespack.matrix import CaptureReport
 from responder.rulespack.tuning_changes import changed_by, tuning_points
 
 OK, FAIL, NOT_EVALUATED = "ok", "FAIL", "not evaluated"
+EXAMPLE, EVASION = "example", "evasion"
+DISABLED = ", but it is disabled at "
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,16 @@ class ExampleVerdict:
     status: str  # OK, FAIL or NOT_EVALUATED
     judged_by: str  # "derived capture", "capture X.scap#a1", "evasion case ...", or why not evaluated
     problem: str | None = None  # what went wrong (FAIL)
+
+
+@dataclass(frozen=True)
+class BlamedFailure:
+    """Which of the user's items make a failure (of an example or an evasion case) fail, on a rule."""
+
+    kind: str  # EXAMPLE or EVASION
+    id: str  # the example's id, or the evasion case's
+    rule: str
+    blame: Blame
 
 
 @dataclass(frozen=True)
@@ -53,12 +65,7 @@ class DerivedReport:
         it (a capture action, or an evasion case and its group)."""
         return [
             (
-                self._failure(
-                    f"example {v.case.id}",
-                    v.case.rule,
-                    v.problem or "",
-                    v.case.derived.id if v.case.derived is not None else v.case.shown_by,
-                ),
+                self._failure(f"example {v.case.id}", v.case.rule, v.problem or "", _judging_case(v.case)),
                 self.example_names(v.case),
             )
             for v in self.examples
@@ -91,6 +98,22 @@ class DerivedReport:
     def _rule_of(self, problem: str, verdict: CaseVerdict) -> str:
         return rule_of(problem, self.changes, verdict.case.rules)
 
+    def blamed(self) -> list[BlamedFailure]:
+        """The cause of each failure the ablation found, once per case and rule (a case judging two
+        sets of events fails twice on one rule): what the failure lines say, for a CI job to read."""
+        found: dict[tuple[str, str, str], Blame] = {}
+        for v in self.examples:
+            blame = self._blame_of(v.case.rule, v.problem or "", _judging_case(v.case))
+            if v.status == FAIL and blame is not None:
+                found[(EXAMPLE, v.case.id, v.case.rule)] = blame
+        for verdict in self.evasions:
+            for problem in verdict.problems if self.judged(verdict) else ():
+                rule = self._rule_of(problem, verdict)
+                blame = self._blame_of(rule, problem, verdict.case.id)
+                if blame is not None:
+                    found[(EVASION, verdict.case.id, rule)] = blame
+        return [BlamedFailure(*key, blame) for key, blame in found.items()]
+
     @property
     def example_failures(self) -> list[str]:
         return [text for text, _ in self.keyed_example_failures()]
@@ -107,11 +130,22 @@ class DerivedReport:
     def ok(self) -> bool:
         return not self.failures
 
+    def _blame_of(self, rule: str, problem: str, case_id: str | None) -> Blame | None:
+        """What the ablation found for a failure; nothing for a disabled rule's (it names the line)."""
+        if case_id is None or DISABLED in problem:
+            return None
+        return self.blame.get((case_id, rule))
+
     def _failure(self, what: str, rule: str, problem: str, case_id: str | None) -> str:
-        if ", but it is disabled at " in problem:
+        if DISABLED in problem:
             return f"{what}: {problem}"  # the problem names the line that disables the rule
-        blame = self.blame.get((case_id, rule)) if case_id is not None else None
+        blame = self._blame_of(rule, problem, case_id)
         return f"{what}: {problem}{blamed_text(rule, blame, self.changes, bool(self.user_files))}"
+
+
+def _judging_case(case: ExampleCase) -> str | None:
+    """The derived case an example's verdict comes from (its own, or the evasion case showing it)."""
+    return case.derived.id if case.derived is not None else case.shown_by
 
 
 def _judged_by_names(case: ExampleCase, groups: Mapping[str, str]) -> tuple[str, ...]:

@@ -73,6 +73,19 @@ def label(*parts: Any) -> str:
     return text if len(text) <= 110 else text[:107] + "..."
 
 
+def _spelled(char: str) -> str:
+    return "<space>" if char == " " else f"<U+{ord(char):04X}>"
+
+
+def visible_edges(text: str) -> str:
+    """``text`` with each whitespace character at its start or end spelled out (`-e ` as `-e<space>`):
+    a case id ending in a space is lost when copied or typed in a shell (`--accept NAME`)."""
+    core = text.strip()
+    lead = text[: len(text) - len(text.lstrip())]
+    trail = text[len(lead) + len(core) :]
+    return "".join(map(_spelled, lead)) + core + "".join(map(_spelled, trail))
+
+
 def case(
     group: str,
     case_label: str,

@@ -1,7 +1,8 @@
 """Keyword cases: one derived case per keyword of each pack macro that is a list written as a
 condition (`proc.args contains urllib or proc.args contains httpx ...`), built from the **pack's**
 macros, as evasions_lists does for its lists. A tuning that replaces such a macro without a keyword
-fails on the case named after that keyword.
+fails on the case named after that keyword (a space at its ends spelled out: netcat's `-e ` is
+`[-e<space>]`, which a shell or a copy cannot lose).
 
 Each case starts a program whose command line holds only that keyword, and what else the keyword's
 branch needs: the substrings it is and-ed with (`://` for `copy(`, `socket` for `/bin/sh`) and the
@@ -27,6 +28,7 @@ from responder.rulespack.evasions_common import (
     exec_as,
     fires,
     shows,
+    visible_edges,
 )
 from responder.rulespack.expand import RuleSet
 from responder.rulespack.recorded import CURL_F2, PYTHON_B1, Recorded
@@ -141,7 +143,7 @@ def _started(
     name, path = program
     return case(
         group,
-        keyword.value,
+        visible_edges(keyword.value),
         recorded,
         exec_as(recorded, path=path, argv=[name, *args], name=name),
         fires(rule, True, EXEC, count=1),

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from responder.errors import UserError
-from responder.rulespack.accept import Acceptance, accept, check_names, known_names
+from responder.rulespack.accept import Acceptance, accept, check_names, known_names, renamed
 from responder.rulespack.check import ExitCode, compile_problems, tuning_warnings
 from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
 from responder.rulespack.derived_report import DerivedReport
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     # Before the scope override is looked up in it: its absence is the error, not the override's.
     capture_files(captures)
     examples = load_examples(args.examples or default_examples())
-    check_names(args.accept, known_names(examples, evasion_cases()))
+    evasions = evasion_cases()
+    names = renamed(args.accept, evasions)  # an evasion case's old id, its label's end spaces unspelled
+    check_names(names, known_names(examples, evasions))
     rules_files = _rules_files(args, captures, examples)
     ruleset = load_rules(rules_files)
     refused = compile_problems(ruleset, sysdig)
@@ -126,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
             f"{len(refused)} rule condition(s) or output(s) do not compile (above); nothing was tested"
         )
     report = run_suite(sysdig, SuiteInput(rules_files, captures, examples, tuple(args.override)), ruleset)
-    derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report, args.accept)
-    acceptance = accept(args.accept, report, derived)
+    derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report, names)
+    acceptance = accept(names, report, derived)
     unevaluated = _unevaluated_tuning(ruleset, report.stand_ins, args.override)
     # rules check's warnings on the user's files: what no capture can show (Triton's image in an
     # exception silences every Triton pod, and the captures still pass).

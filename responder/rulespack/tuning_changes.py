@@ -40,11 +40,13 @@ def _item_at(holder: ListItem | MacroItem | RuleItem | None) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    """An item of the user's files that changes a rule: FILE:LINE (what), and the top-level item
-    holding it as (FILE, its line), which can be left out to see what the rule is without it."""
+    """An item of the user's files that changes a rule: FILE:LINE (what), the LINE it names, and the
+    top-level item holding it as (FILE, its line), which can be left out to see what the rule is
+    without it."""
 
     text: str
     item: tuple[str, int]
+    line: int
 
 
 def _origins(ruleset: RuleSet, rule: str) -> Iterable[tuple[Origin, str | None]]:
@@ -85,7 +87,7 @@ def changes_of(ruleset: RuleSet, rule: str, user_files: Collection[str]) -> list
         said = what or _item_at(holder)
         text = f"{origin.file.path}:{line}" + (f" ({said})" if said else "")
         held_at = holder.line if holder is not None and holder.line is not None else line
-        found[(origin.file.path, line)] = Change(text, (origin.file.path, held_at))
+        found[(origin.file.path, line)] = Change(text, (origin.file.path, held_at), line)
     order = {path: index for index, path in enumerate(user_files)}
     return [found[key] for key in sorted(found, key=lambda key: (order.get(key[0], 0), key[1]))]
 
