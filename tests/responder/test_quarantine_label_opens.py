@@ -133,11 +133,8 @@ def test_a_label_that_opened_the_pod_is_taken_off_again_when_the_deny_all_cannot
     assert _governing(harness, vllm, "egress") == ["egress-dns-only"]
 
 
-def test_a_label_that_cannot_be_taken_off_again_says_what_it_opened(seeded: Seeded) -> None:
-    running, pods, kubeconfig = seeded
-    harness = Harness(running, kubeconfig)
-    vllm = pods["vllm"]
-    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": NOT_QUARANTINED, **DNS_ONLY})
+def _refuse_the_deny_all_and_the_take_off(harness: Harness) -> None:
+    """The deny-all's create refused, and every pod patch after the label (the take-off) too."""
     harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
     send = harness.gateway.patch_pod
     patches: list[Any] = []
@@ -149,6 +146,14 @@ def test_a_label_that_cannot_be_taken_off_again_says_what_it_opened(seeded: Seed
         return send(namespace, name, patch)
 
     harness.gateway.patch_pod = refuse_the_second  # type: ignore[method-assign]
+
+
+def test_a_label_that_cannot_be_taken_off_again_says_what_it_opened(seeded: Seeded) -> None:
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "egress-dns-only", {"podSelector": NOT_QUARANTINED, **DNS_ONLY})
+    _refuse_the_deny_all_and_the_take_off(harness)
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
@@ -413,17 +418,7 @@ def test_a_label_left_on_says_the_deny_all_never_holds_a_direction_beyond_its_cu
     vllm = pods["vllm"]
     harness.put_policy(vllm.namespace, "egress-dns-only", STILL_DNS_ONLY)
     harness.put_policy(vllm.namespace, "forensics-out", FORENSICS_OUT)
-    harness.fail(Fault(status=403, plural="networkpolicies", action="create", times=10, message="admission"))
-    send = harness.gateway.patch_pod
-    patches: list[Any] = []
-
-    def refuse_the_second(namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        patches.append(patch)
-        if len(patches) > 1:
-            harness.fail(Fault(status=403, method="PATCH", plural="pods", times=10, message="no"))
-        return send(namespace, name, patch)
-
-    harness.gateway.patch_pod = refuse_the_second  # type: ignore[method-assign]
+    _refuse_the_deny_all_and_the_take_off(harness)
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
