@@ -92,6 +92,49 @@ def deny_all_beyond(
     return tuple(d for d in uncut(directions) if d.capitalize() in types and not spec.get(d))
 
 
+def restricted_beyond(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
+) -> dict[str, list[Any]]:
+    """The directions outside the cut ``directions`` that a deny-all of ours (selecting
+    ``label=value``) restricts by rules naming peers or ports (added by hand: only the monitoring
+    pods may reach them), with those rules. A repair keeps them: dropping them would open that
+    direction for every pod in the cut, and a repair never opens a quarantined pod's traffic.
+    Rules that allow everything there are no restriction, and are dropped."""
+    if not isinstance(spec, Mapping):
+        return {}
+    selector = spec.get("podSelector") or {}
+    if selector.get("matchLabels") != {label: value} or selector.get("matchExpressions"):
+        return {}
+    types = policy_types(spec)
+    return {
+        d: list(spec.get(d) or [])
+        for d in uncut(directions)
+        if d.capitalize() in types and spec.get(d) and not allows_all(spec, d)
+    }
+
+
+def repaired_deny_all(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
+) -> dict[str, Any]:
+    """The spec a repair gives a deny-all of ours found as ``spec``: the cut ``directions`` governed
+    with no rule, and beyond them what it cut (deny_all_beyond) or restricted (restricted_beyond)
+    kept as it was."""
+    cut = deny_all_beyond(spec, label, value, directions)
+    rules = restricted_beyond(spec, label, value, directions)
+    governed = tuple(d for d in BOTH_DIRECTIONS if d in directions or d in cut or d in rules)
+    return {**deny_all_spec(label, value, governed), **rules}
+
+
+def same_spec(spec: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    """Whether a policy ``spec`` as read is ``wanted`` (a deny-all as repaired_deny_all builds it),
+    empty and absent rules alike and policy types in any order."""
+    if not isinstance(spec, Mapping) or spec.get("podSelector") != wanted["podSelector"]:
+        return False
+    if sorted(spec.get("policyTypes") or []) != sorted(wanted["policyTypes"]):
+        return False
+    return all((spec.get(d) or []) == (wanted.get(d) or []) for d in BOTH_DIRECTIONS)
+
+
 def is_deny_all_as_built(
     spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
 ) -> bool:

@@ -191,6 +191,8 @@ class DenyAllCheck:
     repaired: bool = False
     # Directions beyond the cut that the policy was found cutting too, and still cuts.
     kept_beyond: tuple[str, ...] = ()
+    # Directions beyond the cut that it was found restricting by rules (added by hand), kept so.
+    kept_rules: tuple[str, ...] = ()
     # The podSelector it was found with, selecting more pods than the cut's label: left as it is.
     wider: str | None = None
     # Helm manages that policy: an upgrade renders its podSelector back to the label.
@@ -226,13 +228,21 @@ class DenyAllCheck:
                 f" the {cut} cut's label (widened by hand: a lockdown?), and narrowing it would give them"
                 f" their traffic back{upgrade}"
             ]
+        ruled = "+".join(self.kept_rules)
         if self.repaired:
-            keeping = f", keeping its cut of {kept} beyond the {cut} cut" if kept else ""
-            return [f"repaired altered NetworkPolicy {name}{keeping}"]
+            keeping = [f"its cut of {kept}"] if kept else []
+            keeping += [f"its {ruled} rules"] if ruled else []
+            said = f", keeping {' and '.join(keeping)} beyond the {cut} cut" if keeping else ""
+            return [f"repaired altered NetworkPolicy {name}{said}"]
         if kept:
             return [
                 f"left NetworkPolicy {name} as it is: it cuts {kept} too, beyond its {cut} cut"
                 " (a repair would narrow the quarantines in it)"
+            ]
+        if ruled:
+            return [
+                f"left NetworkPolicy {name} as it is: it restricts {ruled} too by rules added beyond its"
+                f" {cut} cut (a repair would open that for the quarantines in it)"
             ]
         return []
 
@@ -1057,9 +1067,10 @@ class ClusterActions:
                         continue
                     raise
             beyond = netpol.deny_all_beyond(current.get("spec"), label, value, cut.directions)
-            directions = tuple(d for d in netpol.BOTH_DIRECTIONS if d in cut.directions or d in beyond)
-            if netpol.spec_is_deny_all(current.get("spec"), label, value, directions):
-                return DenyAllCheck(cut, kept_beyond=beyond)
+            kept_rules = tuple(netpol.restricted_beyond(current.get("spec"), label, value, cut.directions))
+            wanted = netpol.repaired_deny_all(current.get("spec"), label, value, cut.directions)
+            if netpol.same_spec(current.get("spec"), wanted):
+                return DenyAllCheck(cut, kept_beyond=beyond, kept_rules=kept_rules)
             selector = (current.get("spec") or {}).get("podSelector")
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
@@ -1074,10 +1085,12 @@ class ClusterActions:
             if lockdown is not None:
                 return self._left_wider(namespace, current, cut, lockdown)
             repaired = dict(current)
-            repaired["spec"] = netpol.deny_all_spec(label, value, directions)
+            repaired["spec"] = wanted
             try:
                 self._gateway.replace_network_policy(namespace, name, repaired)
-                return DenyAllCheck(cut, repaired=True, kept_beyond=beyond, spec=repaired["spec"])
+                return DenyAllCheck(
+                    cut, repaired=True, kept_beyond=beyond, kept_rules=kept_rules, spec=wanted
+                )
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
                     raise

@@ -178,6 +178,57 @@ def test_a_repair_keeps_what_the_policy_cut_beyond_its_cut(seeded: Seeded) -> No
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
 
+MONITORING_ONLY = [{"from": [{"podSelector": {"matchLabels": {"app": "monitoring"}}}]}]
+
+
+def test_a_repair_keeps_what_the_policy_restricted_beyond_its_cut(seeded: Seeded) -> None:
+    """The egress cut's deny-all altered by hand: an allow-all egress rule added (a hole in the cut)
+    and its pods' ingress restricted to the monitoring pods. The repair closes the egress and keeps
+    the ingress rules: dropping them would open the quarantined pods' ingress to all. Repaired once:
+    the next quarantine finds it as repaired and writes nothing."""
+    running, pods, kubeconfig = seeded
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    harness = Harness(running, kubeconfig)
+    spec = {
+        "podSelector": {"matchLabels": {LABEL: "true-egress"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": MONITORING_ONLY,
+        "egress": [{}],
+    }
+    harness.put_policy(vllm.namespace, f"{BASE}-egress", spec)
+
+    outcome = harness.actions.quarantine(
+        harness.pod(vllm), shell_alert(vllm), "i", "r", dry_run=False, isolate=Isolation.EGRESS
+    )
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail == (
+        f"repaired altered NetworkPolicy {BASE}-egress, keeping its ingress rules beyond the egress cut"
+    )
+    repaired = harness.stored(NP, vllm.namespace, f"{BASE}-egress")
+    assert repaired is not None and repaired["spec"] == {
+        "podSelector": {"matchLabels": {LABEL: "true-egress"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": MONITORING_ONLY,
+    }
+    assert _state(harness, vllm)[1] == CLOSED
+    assert _state(harness, vllm)[0] != OPEN  # restricted to the monitoring pods, as before
+
+    again = harness.actions.quarantine(
+        harness.pod(torchserve), shell_alert(torchserve), "j", "r", dry_run=False, isolate=Isolation.EGRESS
+    )
+    assert again.status is OutcomeStatus.QUARANTINED, again.detail
+    assert again.detail == (
+        f"left NetworkPolicy {BASE}-egress as it is: it restricts ingress too by rules added beyond its"
+        " egress cut (a repair would open that for the quarantines in it)"
+    )
+    stored = harness.stored(NP, vllm.namespace, f"{BASE}-egress")
+    assert (
+        stored is not None
+        and stored["metadata"]["resourceVersion"] == repaired["metadata"]["resourceVersion"]
+    )
+
+
 def test_a_deny_all_cutting_less_than_its_cut_is_widened(seeded: Seeded) -> None:
     running, pods, kubeconfig = seeded
     vllm = pods["vllm"]
