@@ -92,6 +92,11 @@ def deny_all_beyond(
     return tuple(d for d in uncut(directions) if d.capitalize() in types and not spec.get(d))
 
 
+def spec_selects_only(selector: Mapping[str, Any], label: str, value: str) -> bool:
+    """Whether a podSelector is a deny-all's as built: ``label=value`` alone."""
+    return selector.get("matchLabels") == {label: value} and not selector.get("matchExpressions")
+
+
 def restricted_beyond(
     spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
 ) -> dict[str, list[Any]]:
@@ -100,10 +105,7 @@ def restricted_beyond(
     pods may reach them), with those rules. A repair keeps them: dropping them would open that
     direction for every pod in the cut, and a repair never opens a quarantined pod's traffic.
     Rules that allow everything there are no restriction, and are dropped."""
-    if not isinstance(spec, Mapping):
-        return {}
-    selector = spec.get("podSelector") or {}
-    if selector.get("matchLabels") != {label: value} or selector.get("matchExpressions"):
+    if not isinstance(spec, Mapping) or not spec_selects_only(spec.get("podSelector") or {}, label, value):
         return {}
     types = policy_types(spec)
     return {

@@ -493,7 +493,7 @@ class ClusterActions:
     ) -> ActionOutcome:
         label, own = self._settings.label, cut.network_policy
         labels = {**pod.labels, label: cut.label_value}
-        policies = self._gateway.list_network_policies(pod.namespace)
+        policies, repair = self._as_repair_leaves(self._gateway.list_network_policies(pod.namespace), cut)
         leaks = netpol.find_leaks(policies, labels, own_policy=own, directions=cut.directions)
         # A pod another policy already quarantined: the prediction must not read as if it were free.
         if current is cut.isolation:
@@ -504,6 +504,7 @@ class ClusterActions:
             ]
         else:
             notes = [f"would label the pod into {own}"]
+        notes += repair
         unproven = out_of_reach_as_read(pod.host_network, pod.network_escape)
         notes += [f"it would be LEAKY: {why}" for why in [*unproven, *self._unread_policy_apis()]]
         if pod.host_network:
@@ -524,6 +525,29 @@ class ClusterActions:
             finished_ns=self._clock_ns(),
             extra=extra,
         )
+
+    def _as_repair_leaves(
+        self, policies: list[dict[str, Any]], cut: QuarantineCut
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """For a prediction: the policies as listed, the cut's deny-all as a repair would leave it
+        where it still selects by the cut's label alone (a rule added by hand, its types changed:
+        the repair takes what opens and keeps what restricts), and the note that it would repair it.
+        A selector changed by hand is judged as found (a repair may leave it as it is)."""
+        label, value, name = self._settings.label, cut.label_value, cut.network_policy
+        listed = next((p for p in policies if netpol.name_of(p) == name), None)
+        spec = (listed or {}).get("spec")
+        selector = (spec or {}).get("podSelector") if isinstance(spec, Mapping) else None
+        if (
+            listed is None
+            or not isinstance(selector, Mapping)
+            or not netpol.spec_selects_only(selector, label, value)
+        ):
+            return policies, []
+        wanted = netpol.repaired_deny_all(spec, label, value, cut.directions)
+        if netpol.same_spec(spec, wanted):
+            return policies, []
+        repaired = DenyAllCheck(cut, spec=wanted)
+        return _as_ensured(policies, name, repaired), [f"would repair altered NetworkPolicy {name}"]
 
     def _excluded_beyond(
         self, policies: list[dict[str, Any]], labels: Mapping[str, str], cut: QuarantineCut

@@ -447,6 +447,12 @@ def test_the_deny_all_repaired_is_judged_as_repaired_not_as_found(seeded: Seeded
     }
     harness.put_policy(vllm.namespace, own, altered)
 
+    # The dry run predicts on the policy as the repair would leave it, and says the repair.
+    predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=True)
+    assert predicted.detail == (
+        f"would label the pod into {own}; would repair altered NetworkPolicy {own}"
+    ), predicted.detail
+    assert predicted.leaky_policies == ()
     outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
 
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
