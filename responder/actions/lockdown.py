@@ -144,11 +144,11 @@ class Lockdown:
 
 
 def _fits_cut(value: str, isolation: Isolation) -> bool:
-    """Whether a label value could be another config's for the cut ``isolation``: each cut's value
-    is a config's label_value with the cut's fixed suffix (config.Quarantine.cut)."""
-    one_way = tuple(f"-{i.value}" for i in Isolation if i is not Isolation.BOTH)
+    """Whether a label value could be another config's for the cut ``isolation``: a one-way cut's
+    value is a config's label_value with the cut's fixed suffix (config.Quarantine.cut); the both
+    cut's is label_value itself, which may be anything."""
     if isolation is Isolation.BOTH:
-        return not value.endswith(one_way)
+        return True  # a config's both value may end in anything (label_value is free)
     return value.endswith(f"-{isolation.value}")
 
 

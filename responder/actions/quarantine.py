@@ -201,15 +201,18 @@ class DenyAllCheck:
     # and what its metadata says of which config is in force (_provenance).
     foreign: str | None = None
     provenance: str = ""
-    # The spec written where it was created or repaired (the policies as listed before hold the old).
+    # The spec last read or written (created, repaired, or re-read after a conflict): the policies as
+    # listed before may hold another.
     spec: Mapping[str, Any] | None = None
+    # Created beside another cut's deny-all read as a lockdown: what the quarantine says of it.
+    beside: str | None = None
 
     def notes(self) -> list[str]:
         """What the quarantine's detail says of it (nothing when it was as built)."""
         name, cut = self.cut.network_policy, self.cut.isolation.value
         kept = "+".join(self.kept_beyond)
         if self.created:
-            return [f"created NetworkPolicy {name}"]
+            return [f"created NetworkPolicy {name}" + (f" ({self.beside})" if self.beside else "")]
         if self.foreign is not None:
             return [
                 f"left NetworkPolicy {name} as it is: it selects {self.foreign}, not the {cut} cut's label:"
@@ -253,9 +256,20 @@ def _helm_managed(policy: Mapping[str, Any]) -> bool:
     return bool(labels.get(HELM_MANAGED[0]) == HELM_MANAGED[1])
 
 
+def _open_until(opened: netpol.Opened, cut: QuarantineCut) -> str:
+    """Until when a direction the label opened stays open: the cut's deny-all, once it exists,
+    holds only the cut's directions."""
+    beyond = [d for d in opened.directions if d not in cut.directions]
+    if beyond:
+        held = f"NetworkPolicy {cut.network_policy} does not hold its {'+'.join(beyond)}"
+        return f"until the pod is released ({held})"
+    return "until the policy exists or the pod is released"
+
+
 def _as_ensured(policies: list[dict[str, Any]], name: str, ensured: DenyAllCheck) -> list[dict[str, Any]]:
-    """The namespace's policies as listed, the deny-all ``name`` as ensuring it left it (created or
-    repaired since the listing): the leak check must not judge the pod by the spec it replaced."""
+    """The namespace's policies as listed, the deny-all ``name`` as ensuring it last read or wrote
+    it (created, repaired, or read again after a conflict): the leak check must not judge the pod by
+    a spec it replaced."""
     if ensured.spec is None:
         return policies
     others = [p for p in policies if netpol.name_of(p) != name]
@@ -805,17 +819,15 @@ class ClusterActions:
                 detail=f"the pod was not left labelled: NetworkPolicy {own} is not ensured: {failed.detail};"
                 f" {said}: the label was taken off again, so that the pod is restricted as before",
             )
-        # The deny-all, once it exists, holds only the cut's directions.
-        beyond = [d for d in netpol.uncut(labelled.cut.directions) if any(d in o.directions for o in opened)]
-        until = (
-            f"until the pod is released (NetworkPolicy {own} does not hold its {'+'.join(beyond)})"
-            if beyond
-            else "until the policy exists or the pod is released"
+        opening = "; ".join(
+            f"{self._label_effect(o)}, which opened its {'+'.join(o.directions)} to all"
+            f" {_open_until(o, labelled.cut)}"
+            for o in opened
         )
         return replace(
             failed,
-            detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}; {said},"
-            f" which opened that traffic to all {until} (the label could not be taken off again: {refused})",
+            detail=f"the pod is labelled, but NetworkPolicy {own} is not ensured: {failed.detail}; {opening}"
+            f" (the label could not be taken off again: {refused})",
             extra={LABELLED: True},
         )
 
@@ -1081,11 +1093,11 @@ class ClusterActions:
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
             if current is None:
-                self._refuse_to_create(namespace, cut, policies, found)
+                beside = self._refuse_to_create(namespace, cut, policies, found)
                 try:
                     made = netpol.deny_all_policy(namespace, name, label, value, cut.directions)
                     self._gateway.create_network_policy(namespace, made)
-                    return DenyAllCheck(cut, created=True, spec=made["spec"])
+                    return DenyAllCheck(cut, created=True, spec=made["spec"], beside=beside)
                 except KubeError as exc:
                     if exc.conflict:  # created concurrently (another replica, the chart): re-check it
                         continue
@@ -1094,7 +1106,8 @@ class ClusterActions:
             kept_rules = tuple(netpol.restricted_beyond(current.get("spec"), label, value, cut.directions))
             wanted = netpol.repaired_deny_all(current.get("spec"), label, value, cut.directions)
             if netpol.same_spec(current.get("spec"), wanted):
-                return DenyAllCheck(cut, kept_beyond=beyond, kept_rules=kept_rules)
+                # As read (after a conflict, maybe not as listed): the leak check judges it so.
+                return DenyAllCheck(cut, kept_beyond=beyond, kept_rules=kept_rules, spec=current.get("spec"))
             selector = (current.get("spec") or {}).get("podSelector")
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
@@ -1153,6 +1166,7 @@ class ClusterActions:
                 helm=_helm_managed(policy),
                 foreign=_selector_text(foreign) if foreign is not None else None,
                 provenance=_provenance(policy),
+                spec=spec,
             )
         raise DenyAllInUse(
             f"{what} and no longer cuts {'+'.join(cut.directions)}: it was left as it is (narrowing it to"
@@ -1189,15 +1203,18 @@ class ClusterActions:
         cut: QuarantineCut,
         policies: Sequence[Mapping[str, Any]] | None,
         found: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> str | None:
         """Raise DenyAllInUse rather than create the cut's missing deny-all where another of this
         config's cuts' deny-alls, as listed (``policies``; None: not listed, each is read),
         selects by a label shaped like another config's for that cut (other_config_labels): this
         config is not the one the namespace's quarantines are made under, or that one is stale (see
         _refuse_to_take_over); a policy of its own label here would fail the other's quarantines
-        into this cut later. Where it also holds pods nobody quarantined (``found``: the pod being
-        quarantined, as before its label), it may be a lockdown instead: said."""
+        into this cut later. One that holds only pods nobody quarantined (``found``: the pod being
+        quarantined, as before its label) is read as a lockdown: a config's deny-all holds the pods
+        it quarantined, recorded so. Isolating the pod now outweighs the risk: the deny-all is made,
+        and the returned note says beside what."""
         ours = self._our_values()
+        notes = []
         for isolation in Isolation:
             sibling = self._settings.cut(isolation)
             if sibling == cut:
@@ -1213,16 +1230,21 @@ class ClusterActions:
                 continue
             pods = with_pod(self._gateway.list_pods(namespace), found)
             held = HeldPods.of(selector, pods, self._settings.label, ours)
+            both = (
+                f"NetworkPolicy {sibling.network_policy} selects {_selector_text(other)}, not this config's"
+                f" {self._settings.label}={sibling.label_value}: a lockdown made by hand, or another"
+                f" config's deny-all (one of the two configs is stale{_provenance(listed)})"
+            )
+            if held.unquarantined and not held.elsewhere:
+                notes.append(
+                    f"beside it: {both}; it holds only {held.said()[0]}, so it was read as a lockdown"
+                )
+                continue
             if held.unquarantined:
-                words = " and ".join(held.said())
+                edit = f"kubectl -n {namespace} edit networkpolicy {sibling.network_policy}"
                 raise DenyAllInUse(
-                    f"NetworkPolicy {cut.network_policy} was not created: NetworkPolicy"
-                    f" {sibling.network_policy} selects {_selector_text(other)}, not this config's"
-                    f" {self._settings.label}={sibling.label_value}: another config's deny-all (one of"
-                    f" the two configs is stale{_provenance(listed)}) or a lockdown made by hand (it holds"
-                    f" {words}); if it is a lockdown, put this config's"
-                    f" {self._settings.label}={cut.label_value} deny-all beside it"
-                    f" ({cut.isolation.value} cut), or quarantine again with the config in force"
+                    f"NetworkPolicy {cut.network_policy} was not created: {both}; it holds"
+                    f" {' and '.join(held.said())}: a person must tell which ({edit})"
                 )
             relying = sorted(
                 str((p.get("metadata") or {}).get("name")) for p in pods if selected(selector, p)
@@ -1231,6 +1253,7 @@ class ClusterActions:
                 f"NetworkPolicy {cut.network_policy} was not created: "
                 + self._another_configs(namespace, listed, other, sibling, relying)
             )
+        return "; ".join(notes) or None
 
     def _our_values(self) -> set[str]:
         """This config's label values: every cut's, and the legacy both value."""

@@ -459,19 +459,44 @@ def test_another_configs_deny_all_holding_its_pods_and_one_labelled_by_hand_says
     assert _state(harness, vllm) == (CLOSED, CLOSED) and _state(harness, torchserve) == (CLOSED, CLOSED)
 
 
-def test_another_configs_sibling_deny_all_with_a_pod_labelled_by_hand_still_stops_creation(
+def test_a_sibling_deny_all_holding_only_pods_nobody_quarantined_is_read_as_a_lockdown(
     seeded: Seeded,
 ) -> None:
-    """The config in force's egress deny-all (STALE=true-egress, chart) with torchserve labelled into
-    it by hand: a lockdown or the config in force; this config does not create its both deny-all
-    beside it (review-session-44 M3), and says both readings."""
+    """The egress deny-all selects STALE=true-egress and holds only torchserve, labelled so by hand:
+    another config's deny-all holds the pods it quarantined, recorded so; this reads as a lockdown.
+    Isolating vllm now outweighs the risk: the both deny-all is made, both readings said
+    (review-session-44b M2; a stale copy's risk, documented)."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
     vllm, torchserve = pods["vllm"], pods["torchserve"]
-    _put(
-        harness, f"{DENY_ALL}-egress", netpol.deny_all_spec(STALE, "true-egress", ("egress",)), CHART_METADATA
-    )
+    theirs = netpol.deny_all_spec(STALE, "true-egress", ("egress",))
+    _put(harness, f"{DENY_ALL}-egress", theirs, CHART_METADATA)
     _by_hand(harness, torchserve, STALE, "true-egress", recorded=False)
+
+    outcome = _quarantine(harness.actions, harness, vllm)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail.startswith(
+        f"created NetworkPolicy {DENY_ALL} (beside it: NetworkPolicy {DENY_ALL}-egress selects"
+        f" {STALE}=true-egress, not this config's {LABEL}=true-egress: a lockdown made by hand, or another"
+        " config's deny-all (one of the two configs is stale (Helm manages the policy:"
+    )
+    assert f"it holds only pods nobody quarantined ({torchserve.name}), so it was read as a lockdown)" in (
+        outcome.detail
+    )
+    assert _stored_spec(harness, f"{DENY_ALL}-egress") == theirs
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_sibling_deny_all_holding_recorded_pods_and_others_is_for_a_person(seeded: Seeded) -> None:
+    """The same, but it also holds kserve, quarantined under STALE (recorded): another config's
+    deny-all as likely as a lockdown. Not created beside it; both readings and whom it holds said."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve, kserve = pods["vllm"], pods["torchserve"], pods["kserve"]
+    _put(harness, f"{DENY_ALL}-egress", netpol.deny_all_spec(STALE, "true-egress", ("egress",)))
+    _by_hand(harness, torchserve, STALE, "true-egress", recorded=False)
+    _by_hand(harness, kserve, STALE, "true-egress", recorded=True)
 
     failed = _quarantine(harness.actions, harness, vllm)
 
@@ -479,12 +504,48 @@ def test_another_configs_sibling_deny_all_with_a_pod_labelled_by_hand_still_stop
     assert harness.stored(NP, NAMESPACE, DENY_ALL) is None
     assert (
         f"NetworkPolicy {DENY_ALL} was not created: NetworkPolicy {DENY_ALL}-egress selects"
-        f" {STALE}=true-egress, not this config's {LABEL}=true-egress: another config's deny-all (one of"
-        " the two configs is stale (Helm manages the policy:" in failed.detail
+        f" {STALE}=true-egress, not this config's {LABEL}=true-egress: a lockdown made by hand, or another"
+        " config's deny-all (one of the two configs is stale); it holds pods nobody quarantined"
+        f" ({torchserve.name}) and pods quarantined under another label ({kserve.name}): a person must"
+        " tell which" in failed.detail
     )
-    assert (
-        f"or a lockdown made by hand (it holds pods nobody quarantined ({torchserve.name}))" in failed.detail
-    )
+
+
+def test_a_lockdown_on_the_both_deny_all_does_not_stop_a_one_way_quarantine(seeded: Seeded) -> None:
+    """The both deny-all edited into a lockdown of vllm-0 by `app: vllm` (shaped like another config's:
+    a both value may be anything), then an egress quarantine of torchserve: the egress deny-all is
+    made (review-session-44b M2: it was refused, leaving torchserve open both ways)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    lockdown = {"podSelector": BY_APP_VLLM, "policyTypes": ["Ingress", "Egress"]}
+    _put(harness, DENY_ALL, lockdown)
+
+    outcome = _quarantine(harness.actions, harness, torchserve, Isolation.EGRESS)
+
+    assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
+    assert outcome.detail.startswith(f"created NetworkPolicy {DENY_ALL}-egress (beside it:")
+    assert _stored_spec(harness) == lockdown
+    assert _state(harness, torchserve)[1] == CLOSED
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_both_deny_all_of_a_config_whose_value_ends_in_a_cuts_suffix_is_never_retargeted(
+    seeded: Seeded,
+) -> None:
+    """The config in force's label_value is `no-egress`: its both deny-all selects LABEL=no-egress.
+    A copy with the default value meets it: another config's (a both value may end in anything),
+    never repaired to this copy's label (review-session-44b M1)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    theirs = netpol.deny_all_spec(LABEL, "no-egress")
+    _put(harness, DENY_ALL, theirs, CHART_METADATA)
+
+    failed = _quarantine(harness.actions, harness, pods["triton"])
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert "one of the two configs is stale" in failed.detail
+    assert _stored_spec(harness) == theirs
 
 
 @pytest.mark.parametrize("quarantined", ["vllm", "torchserve"], ids=["the pod it locks down", "another pod"])

@@ -17,6 +17,7 @@ import pytest
 
 from responder.actions import netpol
 from responder.actions.outcome import OutcomeStatus
+from responder.cluster.api import KubeError
 from responder.config import Isolation, Quarantine
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import SeededPod
@@ -160,7 +161,10 @@ def test_a_label_that_cannot_be_taken_off_again_says_what_it_opened(seeded: Seed
     assert outcome.detail.startswith(
         "the pod is labelled, but NetworkPolicy serving-guard-quarantine is not ensured:"
     )
-    assert "the label took the pod out of it, which opened that traffic to all" in outcome.detail
+    assert (
+        "the label took the pod out of it, which opened its egress to all until the policy exists or the"
+        " pod is released" in outcome.detail
+    )
     assert "(the label could not be taken off again:" in outcome.detail
     assert _labels(harness, vllm)[LABEL] == "true"
 
@@ -423,7 +427,7 @@ def test_a_label_left_on_says_the_deny_all_never_holds_a_direction_beyond_its_cu
 
     assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
     assert (
-        "which opened that traffic to all until the pod is released (NetworkPolicy"
+        "which opened its egress to all until the pod is released (NetworkPolicy"
         " serving-guard-quarantine-ingress does not hold its egress)" in outcome.detail
     )
     assert "until the policy exists" not in outcome.detail
@@ -458,3 +462,64 @@ def test_the_deny_all_repaired_is_judged_as_repaired_not_as_found(seeded: Seeded
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
     assert outcome.detail == f"repaired altered NetworkPolicy {own}"
     assert netpol.open_to_all(_policies(harness, vllm.namespace), _labels(harness, vllm)) == set()
+
+
+def _rendered_back_meanwhile(harness: Harness, policy: str, spec: dict[str, Any]) -> None:
+    """The first replace of ``policy`` meets a conflict: it was rendered back to ``spec`` meanwhile
+    (a `helm upgrade`, another replica's repair)."""
+    send = harness.gateway.replace_network_policy
+    raced: list[str] = []
+
+    def racing(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if name == policy and not raced:
+            raced.append(name)
+            stored = harness.stored(NP, namespace, name)
+            assert stored is not None
+            stored["spec"] = spec
+            harness.running.call(harness.running.emulator.put_object, NP, stored)
+            raise KubeError(409, "the object has been modified")
+        return send(namespace, name, body)
+
+    harness.gateway.replace_network_policy = racing  # type: ignore[method-assign]
+
+
+OWN_EGRESS = "serving-guard-quarantine-egress"
+ALTERED_BY_HAND = {
+    # An allow-all ingress added: judged as listed, a false LEAKY.
+    "an allow-all added": (
+        {"policyTypes": ["Ingress", "Egress"], "ingress": [{}]},
+        {**GATEWAY_ONLY, "podSelector": {"matchLabels": {"app": "vllm"}}},
+        OutcomeStatus.QUARANTINED,
+    ),
+    # Its egress type dropped and an ingress restriction added, while the label takes the pod out of
+    # its only ingress restriction: judged as listed (restricting ingress), a false QUARANTINED.
+    "a restriction added": (
+        {"policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "m"}}}]}]},
+        GATEWAY_ONLY,
+        OutcomeStatus.LEAKY,
+    ),
+}
+
+
+@pytest.mark.parametrize(("altered", "gateway", "status"), ALTERED_BY_HAND.values(), ids=ALTERED_BY_HAND)
+def test_a_deny_all_read_again_after_a_conflict_is_judged_as_read(
+    seeded: Seeded, altered: dict[str, Any], gateway: dict[str, Any], status: OutcomeStatus
+) -> None:
+    """The repair meets a conflict: the policy was rendered back meanwhile, and read again as built.
+    The leak check judged it as listed before (review-session-44b M3)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    harness.put_policy(vllm.namespace, "gateway-to-vllm", gateway)
+    harness.put_policy(
+        vllm.namespace, OWN_EGRESS, {"podSelector": {"matchLabels": {LABEL: "true-egress"}}, **altered}
+    )
+    _rendered_back_meanwhile(harness, OWN_EGRESS, netpol.deny_all_spec(LABEL, "true-egress", ("egress",)))
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is status, outcome.detail
+    opened = netpol.open_to_all(_policies(harness, vllm.namespace), _labels(harness, vllm))
+    assert opened == ({"ingress"} if status is OutcomeStatus.LEAKY else set())
+    if status is OutcomeStatus.LEAKY:
+        assert outcome.leaks == {"gateway-to-vllm": ("ingress",)}
