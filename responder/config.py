@@ -448,10 +448,30 @@ def widest(first: Isolation | None, second: Isolation) -> Isolation:
     return Isolation.BOTH
 
 
+# What each one-way cut (and the legacy both cut) adds to quarantine.label_value.
+CUT_SUFFIXES = ("-egress", "-ingress", "-both")
+
+
 class Quarantine(Strict):
     label: str = Field(default="serving-guard.io/quarantine", pattern=LABEL_KEY_PATTERN)
     label_value: str = Field(default="true", pattern=LABEL_VALUE_PATTERN)
     network_policy: str = Field(default="serving-guard-quarantine", pattern=DNS_LABEL_PATTERN)
+
+    @field_validator("label_value")
+    @classmethod
+    def _not_a_cut_value(cls, value: str) -> str:
+        # <label_value>-egress is the egress cut's value: a value ending so would be another
+        # config's one-way cut (label_value `no` gives `no-egress`), and the two would take over
+        # each other's deny-all.
+        suffix = next((s for s in CUT_SUFFIXES if value.endswith(s)), None)
+        if suffix is not None:
+            raise ValueError(
+                f"must not end in {suffix}: the other cuts' values are <label_value>-egress and"
+                " <label_value>-ingress (and -both from earlier versions), so another config's cut"
+                " could have this one"
+            )
+        return value
+
     # The cut a quarantine makes (a policy's own `isolate` may name another). Each cut's label value
     # and policy are fixed, whatever this says (Quarantine.cut), so changing it never changes what
     # a quarantine made earlier cuts.

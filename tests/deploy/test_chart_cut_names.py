@@ -137,3 +137,20 @@ def test_a_63_character_name_still_renders_where_no_one_way_cut_is_in_use(chart:
     config = load_config_text(rendered.config_text())
     assert config.quarantine.network_policy == "q" * 63
     assert [p["metadata"]["name"] for p in rendered.of_kind("NetworkPolicy")] == [RELEASE, "q" * 63]
+
+
+@pytest.mark.parametrize("suffix", ["-egress", "-ingress", "-both"])
+def test_a_label_value_ending_in_a_cuts_suffix_is_refused_by_chart_and_responder(
+    chart: helm_python.Chart, suffix: str
+) -> None:
+    """`no-egress` is the egress cut's value of a config whose label_value is `no`: two such configs
+    would each take the other's deny-all for their own (review-session-44c M1). The chart refuses
+    it, as the responder does."""
+    values = {"quarantine": {"labelValue": f"no{suffix}"}}
+    with pytest.raises(helm_python.HelmRenderError) as refused:
+        render(chart, Case("cut-suffix", values))
+    assert f'quarantine.labelValue: "no{suffix}" must not end in {suffix}:' in str(refused.value)
+    with pytest.raises(UserError) as said:
+        load_config_text(f"quarantine:\n  label_value: no{suffix}\n", "config.yaml")
+    assert f"config.yaml:2: quarantine.label_value: must not end in {suffix}:" in str(said.value)
+    render(chart, Case("cut-suffix-inside", {"quarantine": {"labelValue": "egress-cut"}}))  # only at its end

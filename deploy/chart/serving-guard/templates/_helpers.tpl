@@ -311,6 +311,11 @@ its sizeLimit gets the pod evicted, a full PVC fails every write. An existing cl
 {{- fail (printf "journal.maxBytes: %.0f bytes leave too little of the journal's volume (%s %s = %.0f bytes) for its write-ahead log and lock file beside it: keep maxBytes at most 80%% of the volume (%.0f), or make %s larger. Past an emptyDir's sizeLimit the kubelet evicts the pod; a full claim fails every write" (float64 $v.journal.maxBytes) $volumeKey (toString $volume) (float64 $volumeBytes) (floor $room) $volumeKey) -}}
 {{- end -}}
 {{- end -}}
+{{- range $suffix := list "-egress" "-ingress" "-both" -}}
+{{- if hasSuffix $suffix (toString $v.quarantine.labelValue) -}}
+{{- fail (printf "quarantine.labelValue: %q must not end in %s: the other cuts' values are <labelValue>-egress and <labelValue>-ingress (and -both from earlier versions), so another config's cut could have this one" (toString $v.quarantine.labelValue) $suffix) -}}
+{{- end -}}
+{{- end -}}
 {{- range $cut := include "serving-guard.quarantineCuts" . | fromJsonArray -}}
 {{- if ne $cut "both" -}}
 {{- $why := ternary (printf "quarantine.isolate is %s" $cut) "a policy cuts otherwise than quarantine.isolate (policies[].isolate), so every cut is" (eq $cut ($v.quarantine.isolate | default "both")) -}}
