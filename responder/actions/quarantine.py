@@ -257,13 +257,17 @@ def _helm_managed(policy: Mapping[str, Any]) -> bool:
 
 
 def _open_until(opened: netpol.Opened, cut: QuarantineCut) -> str:
-    """Until when a direction the label opened stays open: the cut's deny-all, once it exists,
-    holds only the cut's directions."""
+    """Which of a policy's directions the label opened, each with until when it stays open: the
+    cut's deny-all, once it exists, holds only the cut's directions."""
+    inside = [d for d in opened.directions if d in cut.directions]
     beyond = [d for d in opened.directions if d not in cut.directions]
+    said = []
+    if inside:
+        said.append(f"its {'+'.join(inside)} to all until the policy exists or the pod is released")
     if beyond:
         held = f"NetworkPolicy {cut.network_policy} does not hold its {'+'.join(beyond)}"
-        return f"until the pod is released ({held})"
-    return "until the policy exists or the pod is released"
+        said.append(f"its {'+'.join(beyond)} to all until the pod is released ({held})")
+    return ", and ".join(said)
 
 
 def _as_ensured(policies: list[dict[str, Any]], name: str, ensured: DenyAllCheck) -> list[dict[str, Any]]:
@@ -820,9 +824,7 @@ class ClusterActions:
                 f" {said}: the label was taken off again, so that the pod is restricted as before",
             )
         opening = "; ".join(
-            f"{self._label_effect(o)}, which opened its {'+'.join(o.directions)} to all"
-            f" {_open_until(o, labelled.cut)}"
-            for o in opened
+            f"{self._label_effect(o)}, which opened {_open_until(o, labelled.cut)}" for o in opened
         )
         return replace(
             failed,
@@ -1237,7 +1239,9 @@ class ClusterActions:
             )
             if held.unquarantined and not held.elsewhere:
                 notes.append(
-                    f"beside it: {both}; it holds only {held.said()[0]}, so it was read as a lockdown"
+                    f"beside it: {both}; it holds only {held.said()[0]}, so it was read as a lockdown (if"
+                    f" it is the config in force's, its quarantines into the {cut.isolation.value} cut"
+                    f" fail, saying so, until NetworkPolicy {cut.network_policy} is deleted)"
                 )
                 continue
             if held.unquarantined:

@@ -481,8 +481,10 @@ def test_a_sibling_deny_all_holding_only_pods_nobody_quarantined_is_read_as_a_lo
         f" {STALE}=true-egress, not this config's {LABEL}=true-egress: a lockdown made by hand, or another"
         " config's deny-all (one of the two configs is stale (Helm manages the policy:"
     )
-    assert f"it holds only pods nobody quarantined ({torchserve.name}), so it was read as a lockdown)" in (
-        outcome.detail
+    assert (
+        f"it holds only pods nobody quarantined ({torchserve.name}), so it was read as a lockdown (if it is"
+        " the config in force's, its quarantines into the both cut fail, saying so, until NetworkPolicy"
+        f" {DENY_ALL} is deleted))" in outcome.detail
     )
     assert _stored_spec(harness, f"{DENY_ALL}-egress") == theirs
     assert _state(harness, vllm) == (CLOSED, CLOSED)

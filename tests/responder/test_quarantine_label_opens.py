@@ -523,3 +523,29 @@ def test_a_deny_all_read_again_after_a_conflict_is_judged_as_read(
     assert opened == ({"ingress"} if status is OutcomeStatus.LEAKY else set())
     if status is OutcomeStatus.LEAKY:
         assert outcome.leaks == {"gateway-to-vllm": ("ingress",)}
+
+
+def test_a_label_left_on_says_until_when_each_direction_it_opened_stays_open(seeded: Seeded) -> None:
+    """An egress cut; the label took the pod out of one policy restricting both its directions, and
+    neither the deny-all nor the take-off could be made: its egress stays open until the policy
+    exists, its ingress until the pod is released (the egress cut's policy never holds it)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig, Quarantine(isolate=Isolation.EGRESS))
+    vllm = pods["vllm"]
+    both_ways = {
+        "podSelector": NOT_QUARANTINED,
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": GATEWAY_ONLY["ingress"],
+        "egress": DNS_ONLY["egress"],
+    }
+    harness.put_policy(vllm.namespace, "both-ways", both_ways)
+    _refuse_the_deny_all_and_the_take_off(harness)
+
+    outcome = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+
+    assert outcome.status is OutcomeStatus.FAILED and outcome.labelled, outcome.detail
+    assert (
+        "the label took the pod out of it, which opened its egress to all until the policy exists or the"
+        " pod is released, and its ingress to all until the pod is released (NetworkPolicy"
+        " serving-guard-quarantine-egress does not hold its ingress)" in outcome.detail
+    )
