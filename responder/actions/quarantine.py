@@ -151,14 +151,19 @@ class Labelled:
     undo: dict[str, Any]  # the metadata that puts back what the patch changed
 
     def as_found(self) -> dict[str, Any]:
-        """The pod's uid, labels and quarantine record as the label patch found them (a key the
-        patch set is in ``undo`` with its value found, None where it had none)."""
+        """The pod's uid, name, labels and quarantine record as the label patch found them (a key
+        the patch set is in ``undo`` with its value found, None where it had none)."""
         meta = self.pod.get("metadata") or {}
         found = {
             k: v for k, v in (meta.get("annotations") or {}).items() if k not in self.undo["annotations"]
         }
         found.update({k: v for k, v in self.undo["annotations"].items() if v is not None})
-        return {"uid": meta.get("uid"), "labels": dict(self.before), "annotations": found}
+        return {
+            "uid": meta.get("uid"),
+            "name": meta.get("name"),
+            "labels": dict(self.before),
+            "annotations": found,
+        }
 
 
 class CutNotEnsured(Exception):

@@ -513,22 +513,29 @@ def test_a_sibling_deny_all_holding_recorded_pods_and_others_is_for_a_person(see
     )
 
 
-def test_a_lockdown_on_the_both_deny_all_does_not_stop_a_one_way_quarantine(seeded: Seeded) -> None:
+@pytest.mark.parametrize("quarantined", ["torchserve", "vllm"], ids=["another pod", "the pod it locks down"])
+def test_a_lockdown_on_the_both_deny_all_does_not_stop_a_one_way_quarantine(
+    seeded: Seeded, quarantined: str
+) -> None:
     """The both deny-all edited into a lockdown of vllm-0 by `app: vllm` (shaped like another config's:
-    a both value may be anything), then an egress quarantine of torchserve: the egress deny-all is
-    made (review-session-44b M2: it was refused, leaving torchserve open both ways)."""
+    a both value may be anything), then an egress quarantine: the egress deny-all is made
+    (review-session-44b M2: it was refused, leaving the pod open both ways), the note naming whom
+    the lockdown holds (vllm-0, also when it is the pod quarantined, as it was before its label)."""
     running, pods, kubeconfig = seeded
     harness = Harness(running, kubeconfig)
-    vllm, torchserve = pods["vllm"], pods["torchserve"]
+    vllm, pod = pods["vllm"], pods[quarantined]
     lockdown = {"podSelector": BY_APP_VLLM, "policyTypes": ["Ingress", "Egress"]}
     _put(harness, DENY_ALL, lockdown)
 
-    outcome = _quarantine(harness.actions, harness, torchserve, Isolation.EGRESS)
+    outcome = _quarantine(harness.actions, harness, pod, Isolation.EGRESS)
 
     assert outcome.status is OutcomeStatus.QUARANTINED, outcome.detail
     assert outcome.detail.startswith(f"created NetworkPolicy {DENY_ALL}-egress (beside it:")
+    assert (
+        f"it holds only pods nobody quarantined ({vllm.name}), so it was read as a lockdown" in outcome.detail
+    )
     assert _stored_spec(harness) == lockdown
-    assert _state(harness, torchserve)[1] == CLOSED
+    assert _state(harness, pod)[1] == CLOSED
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
 
