@@ -67,10 +67,8 @@ def spec_is_deny_all(
 ) -> bool:
     if not isinstance(spec, Mapping):
         return False
-    selector = spec.get("podSelector") or {}
     return (
-        selector.get("matchLabels") == {label: value}
-        and not selector.get("matchExpressions")
+        spec_selects_only(spec.get("podSelector") or {}, label, value)
         and sorted(spec.get("policyTypes") or []) == sorted(_policy_types(directions))
         and not spec.get("ingress")
         and not spec.get("egress")
@@ -83,10 +81,7 @@ def deny_all_beyond(
     """The directions outside the cut ``directions`` that a deny-all of ours (selecting
     ``label=value``) also cuts: it governs them and has no rule there. A repair to the cut alone
     would open them for every pod in it, so they are kept (a quarantine is never narrowed)."""
-    if not isinstance(spec, Mapping):
-        return ()
-    selector = spec.get("podSelector") or {}
-    if selector.get("matchLabels") != {label: value} or selector.get("matchExpressions"):
+    if not isinstance(spec, Mapping) or not spec_selects_only(spec.get("podSelector") or {}, label, value):
         return ()
     types = policy_types(spec)
     return tuple(d for d in uncut(directions) if d.capitalize() in types and not spec.get(d))
