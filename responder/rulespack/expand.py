@@ -708,7 +708,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         if tree is None:
             continue
         rule_macros = {ref.name for ref in _macro_refs(tree)}
-        if _refers_to_failed_macro(ruleset, tree, resolved_macros, None):
+        if _refers_to_failed_macro(ruleset, tree, resolved_macros):
             continue  # the macro itself failed to compile; its own problem names the cause
         resolved = _resolve_macros(
             ruleset, tree, every_macro, origins=origins, fallback=rule.origin, label=label
@@ -855,15 +855,13 @@ def _macro_refs(tree: Node) -> list[MacroRef]:
     return [node for node in walk(tree) if isinstance(node, MacroRef)]
 
 
-def _refers_to_failed_macro(
-    ruleset: RuleSet, tree: Node, resolved: dict[str, tuple[int, Node]], visibility: int | None
-) -> bool:
-    """Whether the condition names a macro it can see (all, for a rule: ``visibility`` None) that did
-    not compile; its own problem names the cause. The macros it can see count as used either way."""
+def _refers_to_failed_macro(ruleset: RuleSet, tree: Node, resolved: dict[str, tuple[int, Node]]) -> bool:
+    """Whether the rule's condition names a macro that did not compile; its own problem names the
+    cause. The macros it names count as used either way."""
     failed = False
     for ref in _macro_refs(tree):
         macro = ruleset.macros.get(ref.name)
-        if macro is None or (visibility is not None and macro.index >= visibility):
+        if macro is None:
             continue
         if ref.name not in resolved:
             failed = True
