@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.actions import netpol
-from responder.actions.pod_records import A_QUARANTINED_AT
+from responder.actions.pod_records import quarantine_record_holds
 from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import Isolation
 
@@ -56,8 +56,9 @@ def with_pod(pods: list[dict[str, Any]], metadata: Mapping[str, Any] | None) -> 
 @dataclass(frozen=True, slots=True)
 class HeldPods:
     """The pods a podSelector selects outside this config's cuts: nobody quarantined them (no
-    quarantine record: a lockdown holds them), or they are recorded as quarantined under another
-    label (another config's, or one taken off by hand: the record stays)."""
+    quarantine record, or one whose labels were all taken off by hand: a lockdown holds them), or
+    they are recorded as quarantined under another label they still carry (another config's; a
+    record of an earlier version names no label, and holds while it stands)."""
 
     unquarantined: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()
@@ -72,8 +73,7 @@ class HeldPods:
         for pod in pods:
             if label_of(pod, label) in ours or not selected(selector, pod):
                 continue
-            recorded = A_QUARANTINED_AT in ((pod.get("metadata") or {}).get("annotations") or {})
-            (elsewhere if recorded else unquarantined).append(pod)
+            (elsewhere if quarantine_record_holds(pod.get("metadata") or {}) else unquarantined).append(pod)
         return cls(tuple(pod_names(unquarantined)), tuple(pod_names(elsewhere)))
 
     def said(self) -> list[str]:

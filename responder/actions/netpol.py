@@ -110,16 +110,33 @@ def restricted_beyond(
     }
 
 
-def repaired_deny_all(
+@dataclass(frozen=True)
+class DenyAllRepair:
+    """What a repair makes of a deny-all of ours found altered: ``spec``, and what it keeps beyond
+    the cut, the directions it cut (``kept_beyond``) and those it restricted (``kept_rules``)."""
+
+    spec: dict[str, Any]
+    kept_beyond: tuple[str, ...]
+    kept_rules: tuple[str, ...]
+
+
+def plan_repair(
     spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
-) -> dict[str, Any]:
-    """The spec a repair gives a deny-all of ours found as ``spec``: the cut ``directions`` governed
-    with no rule, and beyond them what it cut (deny_all_beyond) or restricted (restricted_beyond)
-    kept as it was."""
+) -> DenyAllRepair:
+    """The repair of a deny-all of ours found as ``spec``: the cut ``directions`` governed with no
+    rule, and beyond them what it cut (deny_all_beyond) or restricted (restricted_beyond) kept as
+    it was."""
     cut = deny_all_beyond(spec, label, value, directions)
     rules = restricted_beyond(spec, label, value, directions)
     governed = tuple(d for d in BOTH_DIRECTIONS if d in directions or d in cut or d in rules)
-    return {**deny_all_spec(label, value, governed), **rules}
+    return DenyAllRepair({**deny_all_spec(label, value, governed), **rules}, cut, tuple(rules))
+
+
+def repaired_deny_all(
+    spec: Mapping[str, Any] | None, label: str, value: str, directions: tuple[str, ...]
+) -> dict[str, Any]:
+    """The spec a repair gives a deny-all of ours found as ``spec`` (plan_repair)."""
+    return plan_repair(spec, label, value, directions).spec
 
 
 def same_spec(spec: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:

@@ -17,11 +17,22 @@ A_ALERT_ID = ANNOTATION_PREFIX + "alert-id"
 A_INCIDENT = ANNOTATION_PREFIX + "incident"
 A_REASON = ANNOTATION_PREFIX + "reason"
 A_PATCHED = ANNOTATION_PREFIX + "patched-policies"
+# The labels the pod was quarantined under, `key=value` by commas, one per label key (a config's
+# last cut): a record whose labels are all gone from the pod was lapsed by hand (kubectl label -).
+A_QUARANTINE_LABELS = ANNOTATION_PREFIX + "quarantine-labels"
 A_FLAGGED_AT = ANNOTATION_PREFIX + "flagged-at"
 A_RELEASED_AT = ANNOTATION_PREFIX + "released-at"
 A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
-QUARANTINE_ANNOTATIONS = (A_QUARANTINED_AT, A_RULE, A_ALERT_ID, A_INCIDENT, A_REASON, A_PATCHED)
+QUARANTINE_ANNOTATIONS = (
+    A_QUARANTINED_AT,
+    A_QUARANTINE_LABELS,
+    A_RULE,
+    A_ALERT_ID,
+    A_INCIDENT,
+    A_REASON,
+    A_PATCHED,
+)
 RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON)
 # How far apart the clocks of the machines that write and compare these times may be (the one
 # `serving-guard release` ran on, Falco's nodes, the responder's).
@@ -84,3 +95,35 @@ def release_record_in(annotations: Mapping[str, str], since_ns: int = 0) -> Rele
         at=released_at,
         at_ns=at_ns,
     )
+
+
+def recorded_labels(annotations: Mapping[str, str]) -> dict[str, str] | None:
+    """The labels a quarantine record names (A_QUARANTINE_LABELS). None: the record names none (an
+    earlier version's record, or no record); entries that are not `key=value` are skipped."""
+    text = annotations.get(A_QUARANTINE_LABELS)
+    if text is None:
+        return None
+    pairs = (entry.partition("=") for entry in text.split(","))
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep and key.strip()}
+
+
+def with_recorded_label(annotations: Mapping[str, str], label: str, value: str) -> str:
+    """A_QUARANTINE_LABELS once a quarantine under ``label=value`` is recorded: the labels of other
+    keys kept (other configs' quarantines of the pod), this key's value replaced (a pod carries one)."""
+    labels = {**(recorded_labels(annotations) or {}), label: value}
+    return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+
+
+def quarantine_record_holds(metadata: Mapping[str, object]) -> bool:
+    """Whether the pod (``metadata`` as listed) is recorded as quarantined and still carries a label
+    it was quarantined under: a record whose labels were all taken off by hand is a lapse, and the
+    pod is held by no config's deny-all any more. A record naming no labels (an earlier version's)
+    holds while it stands."""
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    if not isinstance(annotations, Mapping) or A_QUARANTINED_AT not in annotations:
+        return False
+    recorded = recorded_labels(annotations)
+    if recorded is None:
+        return True
+    return isinstance(labels, Mapping) and any(labels.get(k) == v for k, v in recorded.items())

@@ -73,6 +73,7 @@ from responder.actions.pod_records import (
     A_FLAGGED_AT,
     A_INCIDENT,
     A_PATCHED,
+    A_QUARANTINE_LABELS,
     A_QUARANTINED_AT,
     A_REASON,
     A_RELEASE_REASON,
@@ -83,8 +84,11 @@ from responder.actions.pod_records import (
     CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    quarantine_record_holds,
+    recorded_labels,
     release_record_in,
     released_after_alert,
+    with_recorded_label,
 )
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
@@ -1109,12 +1113,15 @@ class ClusterActions:
                     if exc.conflict:  # created concurrently (another replica, the chart): re-check it
                         continue
                     raise
-            beyond = netpol.deny_all_beyond(current.get("spec"), label, value, cut.directions)
-            kept_rules = tuple(netpol.restricted_beyond(current.get("spec"), label, value, cut.directions))
-            wanted = netpol.repaired_deny_all(current.get("spec"), label, value, cut.directions)
-            if netpol.same_spec(current.get("spec"), wanted):
+            repair = netpol.plan_repair(current.get("spec"), label, value, cut.directions)
+            if netpol.same_spec(current.get("spec"), repair.spec):
                 # As read (after a conflict, maybe not as listed): the leak check judges it so.
-                return DenyAllCheck(cut, kept_beyond=beyond, kept_rules=kept_rules, spec=current.get("spec"))
+                return DenyAllCheck(
+                    cut,
+                    kept_beyond=repair.kept_beyond,
+                    kept_rules=repair.kept_rules,
+                    spec=current.get("spec"),
+                )
             selector = (current.get("spec") or {}).get("podSelector")
             if netpol.selects_beyond(selector, label, value):
                 return self._left_wider(namespace, current, cut)
@@ -1129,11 +1136,15 @@ class ClusterActions:
             if lockdown is not None:
                 return self._left_wider(namespace, current, cut, lockdown)
             repaired = dict(current)
-            repaired["spec"] = wanted
+            repaired["spec"] = repair.spec
             try:
                 self._gateway.replace_network_policy(namespace, name, repaired)
                 return DenyAllCheck(
-                    cut, repaired=True, kept_beyond=beyond, kept_rules=kept_rules, spec=wanted
+                    cut,
+                    repaired=True,
+                    kept_beyond=repair.kept_beyond,
+                    kept_rules=repair.kept_rules,
+                    spec=repair.spec,
                 )
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
@@ -1318,7 +1329,7 @@ class ClusterActions:
             meta = pod.get("metadata") or {}
             labels = meta.get("labels") or {}
             # A pod in one of this config's cuts is held by that cut's deny-all, not by this one.
-            if A_QUARANTINED_AT not in (meta.get("annotations") or {}) or labels.get(label) in ours:
+            if not quarantine_record_holds(meta) or labels.get(label) in ours:
                 continue
             if selected(selector, pod):
                 stranded.append(str(meta.get("name")))
@@ -1428,16 +1439,17 @@ class ClusterActions:
                     ensured[cut.isolation] = self._ensure_listed(pod.namespace, cut, labelling)
                 except KubeError as exc:
                     raise CutNotEnsured(cut.network_policy, exc) from exc
+            found = meta.get("annotations") or {}
             annotations = {
                 A_RULE: _clip(alert.rule),
                 A_ALERT_ID: alert.alert_id,
                 A_INCIDENT: incident_id,
                 A_REASON: _clip(reason),
+                A_QUARANTINE_LABELS: with_recorded_label(found, label, cut.label_value),
                 **CLEAR_RELEASE_RECORD,
             }
-            if A_QUARANTINED_AT not in (meta.get("annotations") or {}):
+            if A_QUARANTINED_AT not in found:
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
-            found = meta.get("annotations") or {}
             undo = {"labels": {label: value}, "annotations": {key: found.get(key) for key in annotations}}
             chosen.append((cut, current, dict(meta.get("labels") or {}), undo))
             return {"labels": {label: cut.label_value}, "annotations": annotations}
@@ -1675,13 +1687,21 @@ class ClusterActions:
         block_label = self._block_settings.label
         was_blocked = block_label in labels
         # (Blocked or not: lifting the block would say "released" while another label still cuts it.)
-        if not (was_labelled or labels_known) and A_QUARANTINED_AT in annotations:
+        recorded = recorded_labels(annotations)
+        # Recorded labels it still carries: quarantined under them (by another config). A record
+        # whose labels are all gone was lapsed by hand, and is cleared below.
+        carried = [f"{k}={v}" for k, v in sorted((recorded or {}).items()) if labels.get(k) == v]
+        if not was_labelled and (carried or (not labels_known and quarantine_record_holds(meta))):
+            under = (
+                f"it was quarantined under {', '.join(carried)}"
+                if carried
+                else "it may have been quarantined under another quarantine.label"
+            )
             return ActionOutcome(
                 "release",
                 OutcomeStatus.FAILED,
                 f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}:"
-                " it may have been quarantined under another quarantine.label; nothing was changed:"
-                " run release with the responder's --config",
+                f" {under}; nothing was changed: run release with the responder's --config",
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )
@@ -1724,10 +1744,14 @@ class ClusterActions:
         if was_labelled or was_blocked:
             notes = [release_note(by, reason)]
         elif A_QUARANTINED_AT in annotations:
-            notes = [
-                f"{NOTHING_TO_RELEASE}: the label {label} was already gone; its quarantine record"
-                f" cleared by {by}"
-            ]
+            gone = (
+                f"the label {label}"
+                if not recorded
+                else "the label it was quarantined under ("
+                + ", ".join(f"{k}={v}" for k, v in sorted(recorded.items()))
+                + ")"
+            )
+            notes = [f"{NOTHING_TO_RELEASE}: {gone} was already gone; its quarantine record cleared by {by}"]
         else:
             notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
         if was_blocked:

@@ -395,6 +395,59 @@ def test_a_deny_all_by_another_label_that_leaves_out_the_pod_fails_without_advic
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
 
+def test_a_lockdown_of_a_pod_whose_quarantine_label_was_taken_off_by_hand_is_never_advised_away(
+    seeded: Seeded,
+) -> None:
+    """vllm-0 was quarantined by this config; on-call took the label off by hand and locked it down by
+    `app: vllm` on the deny-all instead. Its record stays, but names the label it no longer carries:
+    nobody's quarantine holds it but the lockdown. Read as quarantined under another label, the
+    failure told to release it with another config and put the podSelector back, which frees it
+    (review-session-44 L4); read as what it is, the lockdown is left as it is, without that advice."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    assert _quarantine(harness.actions, harness, vllm).status is OutcomeStatus.QUARANTINED
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["serving-guard.io/quarantine-labels"] == f"{LABEL}=true"
+    del stored["metadata"]["labels"][LABEL]
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+    _put(harness, DENY_ALL, {"podSelector": BY_APP_VLLM, "policyTypes": ["Ingress", "Egress"]})
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert (
+        f"it holds pods nobody quarantined ({vllm.name}) but not {triton.name} of the both cut: it was left"
+        " as it is (narrowing it to the label would free the other pods it selects); fix it by hand"
+    ) in failed.detail
+    assert "release" not in failed.detail and "set the policy's podSelector" not in failed.detail
+    assert _stored_spec(harness)["podSelector"] == BY_APP_VLLM
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_a_pod_still_carrying_the_label_its_record_names_is_quarantined_under_it(seeded: Seeded) -> None:
+    """The record of another config's quarantine names that config's label, which the pod carries:
+    it relies on the altered deny-all, which is not repaired (as a record naming no label)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm, triton = pods["vllm"], pods["triton"]
+    by_stale = {"matchExpressions": [{"key": STALE, "operator": "Exists"}]}
+    _put(harness, DENY_ALL, {"podSelector": by_stale, "policyTypes": ["Ingress", "Egress"]})
+    _label_by_hand(harness, vllm, STALE, "true")
+    stored = harness.stored("v1/pods", vllm.namespace, vllm.name)
+    assert stored is not None
+    stored["metadata"]["annotations"]["serving-guard.io/quarantine-labels"] = f"{STALE}=true"
+    harness.running.call(harness.running.emulator.put_object, "v1/pods", stored)
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    assert "1 pod quarantined under another label relies on it (vllm-0)" in failed.detail
+    assert _stored_spec(harness)["podSelector"] == by_stale
+    assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
 def _by_hand(harness: Harness, pod: SeededPod, key: str, value: str, *, recorded: bool) -> None:
     """``key=value`` put on the pod by hand; ``recorded``: with a quarantine record, as a
     quarantine leaves it."""

@@ -199,6 +199,8 @@ def test_a_release_that_does_not_know_the_label_refuses_instead_of_saying_releas
     assert main([*release, "--kubeconfig", kubeconfig]) == 1
     out = capsys.readouterr().out
     assert "failed: the pod carries a quarantine record (serving-guard.io/quarantined-at) but not the" in out
+    # The record names the label it was quarantined under.
+    assert "it was quarantined under acme.io/isolated=true; nothing was changed" in out
     assert "run release with the responder's --config" in out and ": released" not in out
     metadata = stored(running, torchserve)["metadata"]
     assert metadata["labels"]["acme.io/isolated"] == "true"
@@ -239,3 +241,42 @@ def test_an_incident_named_without_the_journal_is_refused_before_anything_is_don
     assert code == 2 and "is not here (run where the responder runs)" in err
     assert main(["release", *argv, "--kubeconfig", kubeconfig]) == 2
     assert LABEL not in stored(running, vllm)["metadata"].get("labels", {})
+
+
+def test_a_release_clears_a_record_whose_label_was_taken_off_by_hand_naming_that_label(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantined under a custom label that on-call then took off by hand (kubectl label ... -): the
+    record names the label, so a release without --config sees the pod is held under no label any
+    more and clears the record, naming the label that was gone, instead of refusing (review-session-44
+    L4: a record told apart from another config's quarantine)."""
+    running, pods, kubeconfig = seeded
+    torchserve = pods["torchserve"]
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"kubeconfig": kubeconfig},
+                "journal": {"path": str(tmp_path / "journal.db")},
+                "quarantine": {"label": "acme.io/isolated", "network_policy": "acme-isolate"},
+            }
+        )
+    )
+    where = ["-n", torchserve.namespace, torchserve.name]
+    code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", str(custom)], capsys)
+    assert code == 0, err
+    pod = stored(running, torchserve)
+    assert pod["metadata"]["annotations"]["serving-guard.io/quarantine-labels"] == "acme.io/isolated=true"
+    del pod["metadata"]["labels"]["acme.io/isolated"]
+    running.call(running.emulator.put_object, "v1/pods", pod)
+
+    release = ["release", *where, "--reason", "done", "--by", "carol", "--kubeconfig", kubeconfig]
+    assert main(release) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{torchserve.namespace}/{torchserve.name}: nothing to release: the label it was quarantined under"
+        " (acme.io/isolated=true) was already gone; its quarantine record cleared by carol"
+    ) in out
+    annotations = stored(running, torchserve)["metadata"]["annotations"]
+    assert "serving-guard.io/quarantined-at" not in annotations
+    assert "serving-guard.io/quarantine-labels" not in annotations

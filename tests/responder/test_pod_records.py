@@ -1,0 +1,77 @@
+"""The quarantine record's labels (serving-guard.io/quarantine-labels): what a quarantine writes, and
+whether a record still holds the pod (a record whose labels were all taken off by hand is a lapse)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from responder.actions.pod_records import (
+    A_QUARANTINE_LABELS,
+    A_QUARANTINED_AT,
+    quarantine_record_holds,
+    recorded_labels,
+    with_recorded_label,
+)
+
+AT = "2026-12-01T10:00:00Z"
+
+
+def _record(labels: str) -> dict[str, str]:
+    return {A_QUARANTINED_AT: AT, A_QUARANTINE_LABELS: labels}
+
+
+def test_a_quarantine_records_its_label_beside_other_keys_and_replaces_its_own_keys_value() -> None:
+    assert with_recorded_label({}, "serving-guard.io/quarantine", "true-egress") == (
+        "serving-guard.io/quarantine=true-egress"
+    )
+    widened = {A_QUARANTINE_LABELS: "acme.io/isolated=true,serving-guard.io/quarantine=true-egress"}
+    assert with_recorded_label(widened, "serving-guard.io/quarantine", "true") == (
+        "acme.io/isolated=true,serving-guard.io/quarantine=true"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        ("a=1", {"a": "1"}),
+        ("a=1, b.io/c=x-egress", {"a": "1", "b.io/c": "x-egress"}),
+        ("", {}),
+        ("garbage,=v,a=1", {"a": "1"}),  # edited by hand: what is not key=value is skipped
+    ],
+)
+def test_recorded_labels_are_read_back(text: str, labels: dict[str, str]) -> None:
+    assert recorded_labels({A_QUARANTINE_LABELS: text}) == labels
+
+
+def test_a_record_naming_no_labels_is_told_from_one_naming_none() -> None:
+    assert recorded_labels({A_QUARANTINED_AT: AT}) is None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "holds"),
+    [
+        ({"labels": {"q": "true"}}, False),  # no record: labelled by hand
+        ({"annotations": {A_QUARANTINED_AT: AT}}, True),  # an earlier version's record names no label
+        (
+            {"labels": {"q": "true"}, "annotations": _record("q=true")},
+            True,
+        ),
+        ({"labels": {}, "annotations": _record("q=true")}, False),
+        # The value changed by hand: no longer the quarantine's label.
+        ({"labels": {"q": "x"}, "annotations": _record("q=true")}, False),
+        # Two configs' quarantines; one label taken off: the other still holds it.
+        (
+            {
+                "labels": {"b": "true"},
+                "annotations": _record("a=true,b=true"),
+            },
+            True,
+        ),
+        # Labels without a record (released, or never quarantined): no record holds it.
+        ({"labels": {"q": "true"}, "annotations": {A_QUARANTINE_LABELS: "q=true"}}, False),
+    ],
+)
+def test_a_record_holds_while_the_pod_carries_a_label_it_names(metadata: dict[str, Any], holds: bool) -> None:
+    assert quarantine_record_holds(metadata) is holds
