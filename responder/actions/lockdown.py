@@ -57,8 +57,8 @@ def with_pod(pods: list[dict[str, Any]], metadata: Mapping[str, Any] | None) -> 
 class HeldPods:
     """The pods a podSelector selects outside this config's cuts: nobody quarantined them (no
     quarantine record, or one whose labels were all taken off by hand: a lockdown holds them), or
-    they are recorded as quarantined under another label they still carry (another config's; a
-    record of an earlier version names no label, and holds while it stands)."""
+    they are recorded as quarantined under another label whose key they still carry, any value
+    (another config's; a record of an earlier version names no label, and holds while it stands)."""
 
     unquarantined: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from responder.alert import format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
@@ -98,32 +99,40 @@ def release_record_in(annotations: Mapping[str, str], since_ns: int = 0) -> Rele
 
 
 def recorded_labels(annotations: Mapping[str, str]) -> dict[str, str] | None:
-    """The labels a quarantine record names (A_QUARANTINE_LABELS). None: the record names none (an
-    earlier version's record, or no record); entries that are not `key=value` are skipped."""
+    """The labels a quarantine record names (A_QUARANTINE_LABELS), by key. None: the record names
+    none it can be read for (an earlier version's record, no record, or one edited into something
+    with no `key=value` in it: read as naming none, never as a lapse)."""
     text = annotations.get(A_QUARANTINE_LABELS)
     if text is None:
         return None
     pairs = (entry.partition("=") for entry in text.split(","))
-    return {key.strip(): value.strip() for key, sep, value in pairs if sep and key.strip()}
+    labels = {key.strip(): value.strip() for key, sep, value in pairs if sep and key.strip()}
+    return labels or None
 
 
-def with_recorded_label(annotations: Mapping[str, str], label: str, value: str) -> str:
-    """A_QUARANTINE_LABELS once a quarantine under ``label=value`` is recorded: the labels of other
-    keys kept (other configs' quarantines of the pod), this key's value replaced (a pod carries one)."""
-    labels = {**(recorded_labels(annotations) or {}), label: value}
+def held_under(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The recorded labels (recorded_labels) the pod still carries, by key with the value it
+    carries now: a cut widened or narrowed by hand, or by an earlier version, keeps the key."""
+    labels = metadata.get("labels") or {}
+    recorded = recorded_labels(metadata.get("annotations") or {}) or {}
+    return {key: str(labels[key]) for key in sorted(recorded) if key in labels}
+
+
+def with_recorded_label(metadata: Mapping[str, Any], label: str, value: str) -> str:
+    """A_QUARANTINE_LABELS once a quarantine of the pod (``metadata`` as read) under ``label=value``
+    is recorded: the labels of other keys the pod still carries under a standing record kept (other
+    configs' quarantines), this key's value replaced (a pod carries one)."""
+    standing = A_QUARANTINED_AT in (metadata.get("annotations") or {})
+    labels = {**(held_under(metadata) if standing else {}), label: value}
     return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
 
 
-def quarantine_record_holds(metadata: Mapping[str, object]) -> bool:
+def quarantine_record_holds(metadata: Mapping[str, Any]) -> bool:
     """Whether the pod (``metadata`` as listed) is recorded as quarantined and still carries a label
-    it was quarantined under: a record whose labels were all taken off by hand is a lapse, and the
-    pod is held by no config's deny-all any more. A record naming no labels (an earlier version's)
-    holds while it stands."""
+    it was quarantined under (by key): a record whose labels were all taken off by hand is a lapse,
+    and the pod is held by no config's deny-all any more. A record naming no labels (an earlier
+    version's) holds while it stands."""
     annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    if not isinstance(annotations, Mapping) or A_QUARANTINED_AT not in annotations:
+    if A_QUARANTINED_AT not in annotations:
         return False
-    recorded = recorded_labels(annotations)
-    if recorded is None:
-        return True
-    return isinstance(labels, Mapping) and any(labels.get(k) == v for k, v in recorded.items())
+    return recorded_labels(annotations) is None or bool(held_under(metadata))

@@ -84,6 +84,7 @@ from responder.actions.pod_records import (
     CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    held_under,
     quarantine_record_holds,
     recorded_labels,
     release_record_in,
@@ -429,6 +430,11 @@ def _said_already(why: str, said: list[str]) -> bool:
 
 def _now_text() -> str:
     return format_time_ns(time.time_ns())
+
+
+def _pairs(labels: Mapping[str, str]) -> str:
+    """Labels for a message: `key=value`, by commas."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _clip(text: str) -> str:
@@ -1325,6 +1331,7 @@ class ClusterActions:
             relying = [str((p.get("metadata") or {}).get("name")) for p in pods if selected(selector, p)]
             raise DenyAllInUse(self._another_configs(namespace, policy, other, cut, sorted(relying)))
         stranded = []
+        under: set[str] = set()  # the labels their records name (none: an earlier version's)
         for pod in pods:
             meta = pod.get("metadata") or {}
             labels = meta.get("labels") or {}
@@ -1333,6 +1340,7 @@ class ClusterActions:
                 continue
             if selected(selector, pod):
                 stranded.append(str(meta.get("name")))
+                under.update(held_under(meta))
         if stranded:
             name = netpol.name_of(policy)
             rely = (
@@ -1346,8 +1354,9 @@ class ClusterActions:
                 f" ({', '.join(sorted(stranded)[:5])}):"
                 f" repairing it to this config's {label}={value} ({cut.isolation.value} cut) would"
                 f" release {them}; nothing was changed to the policy: release {them} with the config"
-                f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under, or put the"
-                f" policy's podSelector back to {label}={value} by hand"
+                f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under"
+                + (f" (quarantine.label {', '.join(sorted(under))})" if under else "")
+                + f", or put the policy's podSelector back to {label}={value} by hand"
             )
         return pods, None
 
@@ -1445,7 +1454,7 @@ class ClusterActions:
                 A_ALERT_ID: alert.alert_id,
                 A_INCIDENT: incident_id,
                 A_REASON: _clip(reason),
-                A_QUARANTINE_LABELS: with_recorded_label(found, label, cut.label_value),
+                A_QUARANTINE_LABELS: with_recorded_label(meta, label, cut.label_value),
                 **CLEAR_RELEASE_RECORD,
             }
             if A_QUARANTINED_AT not in found:
@@ -1688,20 +1697,27 @@ class ClusterActions:
         was_blocked = block_label in labels
         # (Blocked or not: lifting the block would say "released" while another label still cuts it.)
         recorded = recorded_labels(annotations)
-        # Recorded labels it still carries: quarantined under them (by another config). A record
-        # whose labels are all gone was lapsed by hand, and is cleared below.
-        carried = [f"{k}={v}" for k, v in sorted((recorded or {}).items()) if labels.get(k) == v]
-        if not was_labelled and (carried or (not labels_known and quarantine_record_holds(meta))):
+        # Labels of other keys the record names and the pod still carries: quarantined under them
+        # by another config, which this release leaves on. A record whose labels are all gone was
+        # lapsed by hand, and is cleared below.
+        others = {k: v for k, v in held_under(meta).items() if k != label}
+        still = _pairs(others)
+        if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
             under = (
-                f"it was quarantined under {', '.join(carried)}"
-                if carried
+                f"it was quarantined under {still}"
+                if others
                 else "it may have been quarantined under another quarantine.label"
+            )
+            rerun = (
+                "run release with the --config of the config whose quarantine.label that is"
+                if labels_known
+                else "run release with the responder's --config"
             )
             return ActionOutcome(
                 "release",
                 OutcomeStatus.FAILED,
                 f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}:"
-                f" {under}; nothing was changed: run release with the responder's --config",
+                f" {under}; nothing was changed: {rerun}",
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )
@@ -1727,6 +1743,8 @@ class ClusterActions:
                 "labels": {label: None, block_label: None},
                 "annotations": {
                     **{key: None for key in QUARANTINE_ANNOTATIONS},
+                    # Another config's labels stay named: its own release finds them.
+                    A_QUARANTINE_LABELS: ",".join(f"{k}={v}" for k, v in sorted(others.items())) or None,
                     A_RELEASED_AT: released_at,
                     A_RELEASED_BY: _clip(by),
                     A_RELEASE_REASON: _clip(reason),
@@ -1743,15 +1761,19 @@ class ClusterActions:
         policies = self._restore_policies(namespace, annotations.get(A_PATCHED, ""))
         if was_labelled or was_blocked:
             notes = [release_note(by, reason)]
+            if others:
+                notes.append(
+                    f"the pod is still quarantined under {still} (another config's quarantine.label):"
+                    " release it with that config"
+                )
         elif A_QUARANTINED_AT in annotations:
-            gone = (
-                f"the label {label}"
-                if not recorded
-                else "the label it was quarantined under ("
-                + ", ".join(f"{k}={v}" for k, v in sorted(recorded.items()))
-                + ")"
-            )
-            notes = [f"{NOTHING_TO_RELEASE}: {gone} was already gone; its quarantine record cleared by {by}"]
+            if not recorded:
+                gone = f"the label {label} was"
+            elif len(recorded) == 1:
+                gone = f"the label it was quarantined under ({_pairs(recorded)}) was"
+            else:
+                gone = f"the labels it was quarantined under ({_pairs(recorded)}) were"
+            notes = [f"{NOTHING_TO_RELEASE}: {gone} already gone; its quarantine record cleared by {by}"]
         else:
             notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
         if was_blocked:

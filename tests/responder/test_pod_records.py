@@ -26,10 +26,22 @@ def test_a_quarantine_records_its_label_beside_other_keys_and_replaces_its_own_k
     assert with_recorded_label({}, "serving-guard.io/quarantine", "true-egress") == (
         "serving-guard.io/quarantine=true-egress"
     )
-    widened = {A_QUARANTINE_LABELS: "acme.io/isolated=true,serving-guard.io/quarantine=true-egress"}
+    widened = {
+        "labels": {"acme.io/isolated": "true", "serving-guard.io/quarantine": "true-egress"},
+        "annotations": _record("acme.io/isolated=true,serving-guard.io/quarantine=true-egress"),
+    }
     assert with_recorded_label(widened, "serving-guard.io/quarantine", "true") == (
         "acme.io/isolated=true,serving-guard.io/quarantine=true"
     )
+
+
+def test_a_quarantine_drops_entries_whose_labels_are_gone_or_whose_record_was_cleared() -> None:
+    """A label taken off by hand, or an entry an earlier version's release left (it clears
+    quarantined-at only), would otherwise hold again once someone put that label back by hand."""
+    lapsed = {"labels": {}, "annotations": _record("b=true")}
+    assert with_recorded_label(lapsed, "a", "true") == "a=true"
+    released_by_an_earlier_version = {"labels": {"b": "true"}, "annotations": {A_QUARANTINE_LABELS: "b=true"}}
+    assert with_recorded_label(released_by_an_earlier_version, "a", "true") == "a=true"
 
 
 @pytest.mark.parametrize(
@@ -37,11 +49,14 @@ def test_a_quarantine_records_its_label_beside_other_keys_and_replaces_its_own_k
     [
         ("a=1", {"a": "1"}),
         ("a=1, b.io/c=x-egress", {"a": "1", "b.io/c": "x-egress"}),
-        ("", {}),
         ("garbage,=v,a=1", {"a": "1"}),  # edited by hand: what is not key=value is skipped
+        # Nothing readable: names no label (as an earlier version's record), never a lapse.
+        ("", None),
+        ("acme.io/isolated", None),
+        ("acme.io/isolated:true", None),
     ],
 )
-def test_recorded_labels_are_read_back(text: str, labels: dict[str, str]) -> None:
+def test_recorded_labels_are_read_back(text: str, labels: dict[str, str] | None) -> None:
     assert recorded_labels({A_QUARANTINE_LABELS: text}) == labels
 
 
@@ -59,8 +74,9 @@ def test_a_record_naming_no_labels_is_told_from_one_naming_none() -> None:
             True,
         ),
         ({"labels": {}, "annotations": _record("q=true")}, False),
-        # The value changed by hand: no longer the quarantine's label.
-        ({"labels": {"q": "x"}, "annotations": _record("q=true")}, False),
+        # The cut changed by hand (or by an earlier version): the key holds, whatever its value.
+        ({"labels": {"q": "true"}, "annotations": _record("q=true-egress")}, True),
+        ({"labels": {}, "annotations": _record("")}, True),  # unreadable: names no label
         # Two configs' quarantines; one label taken off: the other still holds it.
         (
             {

@@ -4,6 +4,7 @@ policy and leak check, recorded who and why; the platform's guardrails still hol
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from tests.helpers import SHELL_RULE
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
+ACME = "acme.io/isolated"
+QUARANTINE_LABELS = "serving-guard.io/quarantine-labels"
+QUARANTINED_AT = "serving-guard.io/quarantined-at"
 INCIDENT = "inc-0123456789abcdef0123"
 
 
@@ -30,6 +34,28 @@ def write_config(tmp_path: Path, kubeconfig: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def acme_config(tmp_path: Path, kubeconfig: str) -> Path:
+    """A config quarantining under the label acme.io/isolated (another config's, to the default)."""
+    path = tmp_path / "custom.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"kubeconfig": kubeconfig},
+                "journal": {"path": str(tmp_path / "journal.db")},
+                "quarantine": {"label": ACME, "network_policy": "acme-isolate"},
+            }
+        )
+    )
+    return path
+
+
+def edit_pod(running: RunningCluster, pod: SeededPod, change: Callable[[dict[str, Any]], object]) -> None:
+    """The pod's metadata changed by hand (kubectl label/annotate)."""
+    found = stored(running, pod)
+    change(found["metadata"])
+    running.call(running.emulator.put_object, "v1/pods", found)
 
 
 def stored(running: RunningCluster, pod: SeededPod) -> dict[str, Any]:
@@ -165,11 +191,13 @@ def test_isolate_cuts_one_way_and_never_narrows_a_wider_quarantine(
     assert code == 0, err
     assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined (egress cut)")
     assert stored(running, vllm)["metadata"]["labels"][LABEL] == "true-egress"
+    assert stored(running, vllm)["metadata"]["annotations"][QUARANTINE_LABELS] == f"{LABEL}=true-egress"
     code, out, _ = run([*argv, "--isolate", "ingress"], capsys)
     # Both ways now: not "quarantined (ingress cut)".
     assert code == 0
     assert out.startswith(f"{vllm.namespace}/{vllm.name}: quarantined (widened its egress cut to both;")
     assert stored(running, vllm)["metadata"]["labels"][LABEL] == "true"
+    assert stored(running, vllm)["metadata"]["annotations"][QUARANTINE_LABELS] == f"{LABEL}=true"
     with pytest.raises(SystemExit) as exited:
         run([*argv, "--isolate", "sideways"], capsys)
     assert exited.value.code == 2 and "--isolate: invalid choice: 'sideways'" in capsys.readouterr().err
@@ -182,16 +210,7 @@ def test_a_release_that_does_not_know_the_label_refuses_instead_of_saying_releas
     the pod, and saying "released" (clearing its record) would leave it cut off unseen."""
     running, pods, kubeconfig = seeded
     torchserve = pods["torchserve"]
-    custom = tmp_path / "custom.yaml"
-    custom.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {"kubeconfig": kubeconfig},
-                "journal": {"path": str(tmp_path / "journal.db")},
-                "quarantine": {"label": "acme.io/isolated", "network_policy": "acme-isolate"},
-            }
-        )
-    )
+    custom = acme_config(tmp_path, kubeconfig)
     where = ["-n", torchserve.namespace, torchserve.name]
     code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", str(custom)], capsys)
     assert code == 0, err
@@ -252,16 +271,7 @@ def test_a_release_clears_a_record_whose_label_was_taken_off_by_hand_naming_that
     L4: a record told apart from another config's quarantine)."""
     running, pods, kubeconfig = seeded
     torchserve = pods["torchserve"]
-    custom = tmp_path / "custom.yaml"
-    custom.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {"kubeconfig": kubeconfig},
-                "journal": {"path": str(tmp_path / "journal.db")},
-                "quarantine": {"label": "acme.io/isolated", "network_policy": "acme-isolate"},
-            }
-        )
-    )
+    custom = acme_config(tmp_path, kubeconfig)
     where = ["-n", torchserve.namespace, torchserve.name]
     code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", str(custom)], capsys)
     assert code == 0, err
@@ -280,3 +290,95 @@ def test_a_release_clears_a_record_whose_label_was_taken_off_by_hand_naming_that
     annotations = stored(running, torchserve)["metadata"]["annotations"]
     assert "serving-guard.io/quarantined-at" not in annotations
     assert "serving-guard.io/quarantine-labels" not in annotations
+
+
+def test_a_cut_widened_by_hand_under_another_label_is_still_refused_by_a_release_without_config(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantined egress under acme (recorded acme.io/isolated=true-egress), widened by hand to both:
+    still quarantined under acme, whatever the value (review-session-45 H1: read as a lapse, the
+    record was cleared and the label left on)."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    custom = acme_config(tmp_path, kubeconfig)
+    code, _, err = run(
+        [*where, "--reason", "r", "--by", "carol", "--config", str(custom), "--isolate", "egress"], capsys
+    )
+    assert code == 0, err
+    edit_pod(running, pod, lambda meta: meta["labels"].__setitem__(ACME, "true"))
+
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--kubeconfig", kubeconfig]) == 1
+    assert f"it was quarantined under {ACME}=true; nothing was changed" in capsys.readouterr().out
+    meta = stored(running, pod)["metadata"]
+    assert meta["labels"][ACME] == "true" and QUARANTINED_AT in meta["annotations"]
+
+
+@pytest.mark.parametrize("garbage", ["", ACME, f"{ACME}:true"])
+def test_a_record_edited_into_something_unreadable_names_no_label_and_is_refused(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], garbage: str
+) -> None:
+    """Read as naming no label (as an earlier version's record), never as a lapse (review-session-45
+    M2)."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    code, _, err = run(
+        [*where, "--reason", "r", "--by", "carol", "--config", str(acme_config(tmp_path, kubeconfig))], capsys
+    )
+    assert code == 0, err
+    edit_pod(running, pod, lambda meta: meta["annotations"].__setitem__(QUARANTINE_LABELS, garbage))
+
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--kubeconfig", kubeconfig]) == 1
+    assert "it may have been quarantined under another quarantine.label" in capsys.readouterr().out
+    assert QUARANTINED_AT in stored(running, pod)["metadata"]["annotations"]
+
+
+def test_a_release_by_one_of_two_configs_says_the_other_still_holds_the_pod_and_keeps_its_label_named(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantined by acme and by the default config; released with the default's: its label goes,
+    the release says acme's still cuts the pod, and the record still names acme's label, so a release
+    without --config finds it (review-session-45 M3: "released", and the whole record wiped)."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    default = write_config(tmp_path, kubeconfig)
+    for config in (acme_config(tmp_path, kubeconfig), default):
+        code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", str(config)], capsys)
+        assert code == 0, err
+    assert stored(running, pod)["metadata"]["annotations"][QUARANTINE_LABELS] == f"{ACME}=true,{LABEL}=true"
+
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--config", str(default)]) == 0
+    out = capsys.readouterr().out
+    assert "released by carol: done" in out
+    assert f"the pod is still quarantined under {ACME}=true (another config's quarantine.label)" in out
+    meta = stored(running, pod)["metadata"]
+    assert meta["labels"][ACME] == "true" and LABEL not in meta["labels"]
+    assert meta["annotations"][QUARANTINE_LABELS] == f"{ACME}=true"
+
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--kubeconfig", kubeconfig]) == 1
+    assert f"it was quarantined under {ACME}=true" in capsys.readouterr().out
+
+
+def test_a_release_refused_with_a_config_given_points_at_the_other_config(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantined under acme only, released with the default config: refused, and not told to give
+    the --config it was given (review-session-45 M4)."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    code, _, err = run(
+        [*where, "--reason", "r", "--by", "carol", "--config", str(acme_config(tmp_path, kubeconfig))], capsys
+    )
+    assert code == 0, err
+
+    release = ["release", *where, "--reason", "done", "--by", "carol"]
+    assert main([*release, "--config", str(write_config(tmp_path, kubeconfig))]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"it was quarantined under {ACME}=true; nothing was changed: run release with the --config of" in out
+    )
+    assert "run release with the responder's --config" not in out
+    assert stored(running, pod)["metadata"]["labels"][ACME] == "true"
