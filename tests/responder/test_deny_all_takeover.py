@@ -444,6 +444,8 @@ def test_a_pod_still_carrying_the_label_its_record_names_is_quarantined_under_it
 
     assert failed.status is OutcomeStatus.FAILED
     assert "1 pod quarantined under another label relies on it (vllm-0)" in failed.detail
+    # The record names the label: so does the advice.
+    assert f"release it with the config it was quarantined under (quarantine.label {STALE})," in failed.detail
     assert _stored_spec(harness)["podSelector"] == by_stale
     assert _state(harness, vllm) == (CLOSED, CLOSED)
 
