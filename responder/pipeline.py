@@ -1864,7 +1864,7 @@ class Pipeline:
             return None
         # Made after what this incident put on the pod (give or take the clocks of the machines
         # `release` runs on): an earlier version's block left an older record in place.
-        return release_record(pod, since_ns=max(put_on) - CLOCK_SKEW_NS)
+        return release_record(pod, self._config.quarantine.label, since_ns=max(put_on) - CLOCK_SKEW_NS)
 
     def _found_released(self, state: IncidentState, released: ReleaseRecord) -> None:
         """A person released the pod: a lift, not a lapse. Its repeats fold in as before and act no

@@ -284,7 +284,12 @@ def decide(
     # A person released the pod after this alert's event (an alert taken up late: deferred while
     # the pipeline was full, a slow API, a replayed file): their judgement is newer than the alert.
     released = (
-        release_record(pod, since_ns=alert.time_ns + CLOCK_SKEW_NS, until_ns=_latest_credible(state.now_ns))
+        release_record(
+            pod,
+            config.quarantine.label,
+            since_ns=alert.time_ns + CLOCK_SKEW_NS,
+            until_ns=_latest_credible(state.now_ns),
+        )
         if wants_isolation and pod is not None
         else None
     )

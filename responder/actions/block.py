@@ -390,6 +390,7 @@ class DestinationBlocks:
                 self._gateway,
                 pod,
                 lambda _meta: {"labels": {label: value}, "annotations": CLEAR_RELEASE_RECORD},
+                label=self._quarantine.label,
                 yield_to_release=yield_to_release,
                 release_since_ns=release_since_ns,
             )

@@ -37,6 +37,7 @@ def patch_as_read(
     pod: PodContext,
     metadata_for: Callable[[Mapping[str, Any]], dict[str, Any]],
     *,
+    label: str,
     yield_to_release: bool = False,
     release_since_ns: int | None = None,
 ) -> dict[str, Any]:
@@ -44,11 +45,12 @@ def patch_as_read(
     labels and annotations) and return the patched pod. With ``yield_to_release``, a release
     recorded on the pod since ``pod`` was read is not overwritten (the patch clears release records):
     ReleasedMeanwhile; with ``release_since_ns``, such a release made at that time or later (an
-    alert's isolation gives way to a release after its event). Raises PodReplaced, KeptChanging
+    alert's isolation gives way to a release after its event); either, a release of the config
+    quarantining under ``label`` (release_record). Raises PodReplaced, KeptChanging
     after CONFLICT_RETRIES attempts, or KubeError (a 404: the pod is gone)."""
     meta: Mapping[str, Any] = {"labels": pod.labels, "annotations": pod.annotations}
     version = pod.resource_version
-    as_read = release_record_in(pod.annotations)
+    as_read = release_record_in(pod.annotations, label)
     for _ in range(CONFLICT_RETRIES):
         metadata = {**metadata_for(meta), "uid": pod.uid}
         if version is not None:
@@ -63,7 +65,7 @@ def patch_as_read(
         if meta.get("uid") != pod.uid:
             raise PodReplaced("pod was replaced (uid changed)")
         # A release changes the pod, so it always meets the patch here as a conflict.
-        released = release_record_in(meta.get("annotations") or {})
+        released = release_record_in(meta.get("annotations") or {}, label)
         gives_way = yield_to_release or (
             release_since_ns is not None and released is not None and released.at_ns >= release_since_ns
         )

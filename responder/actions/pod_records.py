@@ -25,6 +25,10 @@ A_FLAGGED_AT = ANNOTATION_PREFIX + "flagged-at"
 A_RELEASED_AT = ANNOTATION_PREFIX + "released-at"
 A_RELEASED_BY = ANNOTATION_PREFIX + "released-by"
 A_RELEASE_REASON = ANNOTATION_PREFIX + "release-reason"
+# The quarantine.label of each config whose release the record is, by commas: a pod quarantined by
+# two configs and released by one keeps its quarantine record for the other, whose responder must
+# not read that release as its own.
+A_RELEASED_LABELS = ANNOTATION_PREFIX + "released-labels"
 QUARANTINE_ANNOTATIONS = (
     A_QUARANTINED_AT,
     A_QUARANTINE_LABELS,
@@ -34,7 +38,7 @@ QUARANTINE_ANNOTATIONS = (
     A_REASON,
     A_PATCHED,
 )
-RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON)
+RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON, A_RELEASED_LABELS)
 # How far apart the clocks of the machines that write and compare these times may be (the one
 # `serving-guard release` ran on, Falco's nodes, the responder's).
 CLOCK_SKEW_NS = 120 * 10**9
@@ -55,15 +59,19 @@ class ReleaseRecord:
     at_ns: int  # ``at`` as a time
 
 
-def release_record(pod: PodContext, since_ns: int = 0, until_ns: int | None = None) -> ReleaseRecord | None:
-    """The pod's release record, when it is the last word on the pod and made at ``since_ns`` or
-    later: a quarantine or block since clears it (CLEAR_RELEASE_RECORD; an earlier version's block
-    did not: hence the time), and the release clears the quarantine record, which a label removed
-    by hand (kubectl label ... -) leaves in place. None: no release since. (Anyone who may patch the
-    pod may write one: it is as trustworthy as that right; see README, Releasing.) With ``until_ns``,
-    a record dated later than that is not taken: a clock ahead by more than CLOCK_SKEW_NS, or a
-    record made up to hold back every alert to come (released-at: 2099-...)."""
-    record = release_record_in(pod.annotations, since_ns)
+def release_record(
+    pod: PodContext, label: str, since_ns: int = 0, until_ns: int | None = None
+) -> ReleaseRecord | None:
+    """The pod's release record of the config quarantining under ``label``, when it is the last word
+    on the pod and made at ``since_ns`` or later: a quarantine or block since clears it
+    (CLEAR_RELEASE_RECORD; an earlier version's block did not: hence the time), and the release
+    clears the quarantine record, which a label removed by hand (kubectl label ... -) leaves in
+    place, unless another config's quarantine still holds the pod (the record then names the
+    configs released: A_RELEASED_LABELS). None: no release since. (Anyone who may patch the pod may
+    write one: it is as trustworthy as that right; see README, Releasing.) With ``until_ns``, a
+    record dated later than that is not taken: a clock ahead by more than CLOCK_SKEW_NS, or a record
+    made up to hold back every alert to come (released-at: 2099-...)."""
+    record = release_record_in(pod.annotations, label, since_ns)
     if record is not None and until_ns is not None and record.at_ns > until_ns:
         return None
     return record
@@ -79,11 +87,27 @@ def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:
     )
 
 
-def release_record_in(annotations: Mapping[str, str], since_ns: int = 0) -> ReleaseRecord | None:
+def released_labels(annotations: Mapping[str, str]) -> set[str] | None:
+    """The configs (by quarantine.label) a release record is of; None: it names none (an earlier
+    version's record, of whichever config cleared the quarantine record)."""
+    text = annotations.get(A_RELEASED_LABELS)
+    if text is None:
+        return None
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
+def release_record_in(annotations: Mapping[str, str], label: str, since_ns: int = 0) -> ReleaseRecord | None:
     """release_record of a pod whose annotations are ``annotations`` (as a patch reads them)."""
     released_at = annotations.get(A_RELEASED_AT)
-    if released_at is None or A_QUARANTINED_AT in annotations:
+    if released_at is None:
         return None
+    configs = released_labels(annotations)
+    if configs is None:
+        # An earlier version's record: a release once the quarantine record is cleared.
+        if A_QUARANTINED_AT in annotations:
+            return None
+    elif label not in configs:
+        return None  # another config's release: the quarantine record stands for this one
     try:
         at_ns = parse_time_ns(released_at)
     except ValueError:

@@ -79,6 +79,7 @@ from responder.actions.pod_records import (
     A_RELEASE_REASON,
     A_RELEASED_AT,
     A_RELEASED_BY,
+    A_RELEASED_LABELS,
     A_RULE,
     CLEAR_RELEASE_RECORD,
     CLOCK_SKEW_NS,
@@ -89,6 +90,7 @@ from responder.actions.pod_records import (
     recorded_labels,
     release_record_in,
     released_after_alert,
+    released_labels,
     with_recorded_label,
 )
 from responder.alert import Alert, format_time_ns
@@ -430,6 +432,27 @@ def _said_already(why: str, said: list[str]) -> bool:
 
 def _now_text() -> str:
     return format_time_ns(time.time_ns())
+
+
+def _release_annotations(
+    annotations: Mapping[str, str], label: str, others: Mapping[str, str], by: str, reason: str, at: str
+) -> dict[str, str | None]:
+    """The annotations a release of the config quarantining under ``label`` patches, the pod's as
+    read being ``annotations``: its release record, of this config and any a release since the last
+    quarantine or block was of (those clear it). With ``others`` (labels of other configs' standing
+    quarantines), their quarantine record stands, naming their labels only: their responders read
+    their quarantines as standing, their releases find them; its patched policies stay listed (each
+    config restores only those it patched). Else the quarantine record is cleared."""
+    configs = (released_labels(annotations) or set()) if A_RELEASED_AT in annotations else set()
+    record: dict[str, str | None] = {
+        A_RELEASED_AT: at,
+        A_RELEASED_BY: _clip(by),
+        A_RELEASE_REASON: _clip(reason),
+        A_RELEASED_LABELS: ",".join(sorted({*configs, label})),
+    }
+    if others:
+        return {**record, A_QUARANTINE_LABELS: ",".join(f"{k}={v}" for k, v in sorted(others.items()))}
+    return {**dict.fromkeys(QUARANTINE_ANNOTATIONS), **record}
 
 
 def _pairs(labels: Mapping[str, str]) -> str:
@@ -997,7 +1020,7 @@ class ClusterActions:
         taken off by hand (no release recorded): FAILED, decided again on a later repeat. A label
         narrowed to a cut that leaves part of this one open: LEAKY in those directions, and where
         that cut's own deny-all does not cut it (as listed), not even the narrower cut is proven."""
-        released = release_record_in(meta.get("annotations") or {})
+        released = release_record_in(meta.get("annotations") or {}, self._settings.label)
         if held is None and released is not None:
             return self._ended(OutcomeStatus.WITHHELD, released_after_alert(released, alert.time_ns), started)
         own = cut.network_policy
@@ -1466,7 +1489,11 @@ class ClusterActions:
         # A release since the read, after the alert's event, is the person's word over the alert's
         # (the decision withholds on a release its read shows; a cached read may not show it).
         patched = patch_as_read(
-            self._gateway, pod, metadata_for, release_since_ns=alert.time_ns + CLOCK_SKEW_NS
+            self._gateway,
+            pod,
+            metadata_for,
+            label=self._settings.label,
+            release_since_ns=alert.time_ns + CLOCK_SKEW_NS,
         )
         cut, current, before, undo = chosen[-1]
         return Labelled(patched, cut, current, ensured.get(cut.isolation), before, undo)
@@ -1695,14 +1722,17 @@ class ClusterActions:
         # A destination block is lifted too: release gives the pod back all of its traffic.
         block_label = self._block_settings.label
         was_blocked = block_label in labels
-        # (Blocked or not: lifting the block would say "released" while another label still cuts it.)
         recorded = recorded_labels(annotations)
         # Labels of other keys the record names and the pod still carries: quarantined under them
-        # by another config, which this release leaves on. A record whose labels are all gone was
-        # lapsed by hand, and is cleared below.
+        # by another config, whose quarantine this release leaves on, and its record with it (a
+        # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = {k: v for k, v in held_under(meta).items() if k != label}
         still = _pairs(others)
-        if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
+        # Nothing of this config's on the pod: refused. (Without the config, blocked or not: lifting
+        # the block would say "released" while another label still cuts it.)
+        if not was_labelled and (
+            (others and not was_blocked) or (not labels_known and quarantine_record_holds(meta))
+        ):
             under = (
                 f"it was quarantined under {still}"
                 if others
@@ -1741,14 +1771,7 @@ class ClusterActions:
             "metadata": {
                 "uid": meta.get("uid"),
                 "labels": {label: None, block_label: None},
-                "annotations": {
-                    **{key: None for key in QUARANTINE_ANNOTATIONS},
-                    # Another config's labels stay named: its own release finds them.
-                    A_QUARANTINE_LABELS: ",".join(f"{k}={v}" for k, v in sorted(others.items())) or None,
-                    A_RELEASED_AT: released_at,
-                    A_RELEASED_BY: _clip(by),
-                    A_RELEASE_REASON: _clip(reason),
-                },
+                "annotations": _release_annotations(annotations, label, others, by, reason, released_at),
             }
         }
         try:

@@ -10,8 +10,10 @@ import pytest
 from responder.actions.pod_records import (
     A_QUARANTINE_LABELS,
     A_QUARANTINED_AT,
+    A_RELEASED_LABELS,
     quarantine_record_holds,
     recorded_labels,
+    release_record_in,
     with_recorded_label,
 )
 
@@ -91,3 +93,26 @@ def test_a_record_naming_no_labels_is_told_from_one_naming_none() -> None:
 )
 def test_a_record_holds_while_the_pod_carries_a_label_it_names(metadata: dict[str, Any], holds: bool) -> None:
     assert quarantine_record_holds(metadata) is holds
+
+
+RELEASED = {"serving-guard.io/released-at": AT, "serving-guard.io/released-by": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "of_q"),
+    [
+        (RELEASED, True),  # an earlier version's release: the quarantine record cleared
+        ({**RELEASED, A_QUARANTINED_AT: AT}, False),  # ... and a quarantine since, by an earlier version
+        ({**RELEASED, A_RELEASED_LABELS: "q"}, True),
+        ({**RELEASED, A_RELEASED_LABELS: "acme,q", A_QUARANTINED_AT: AT}, True),  # q released, acme's stands
+        ({**RELEASED, A_RELEASED_LABELS: "acme", A_QUARANTINED_AT: AT}, False),  # acme's release, q's stands
+        ({**RELEASED, A_RELEASED_LABELS: "acme"}, False),
+    ],
+)
+def test_a_release_record_is_read_only_by_the_configs_it_names(
+    annotations: dict[str, str], of_q: bool
+) -> None:
+    record = release_record_in(annotations, "q")
+    assert (record is not None) is of_q
+    if record is not None:
+        assert record.by == "bob"

@@ -1,0 +1,167 @@
+"""A pod quarantined by two configs (two responders with their own quarantine.label, or a person's
+quarantine under another config) and released by one: that config's label goes, the other's
+quarantine record stands, and the release record names the config it is of
+(serving-guard.io/released-labels), so the other config's responder never reads it as its own
+(review-session-45b H1, M2, M3). Against the emulated API server, with the real CLI and a real
+responder."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+from responder.actions.lockdown import HeldPods
+from responder.cli import main
+from simulators.slack_sink import SlackSink
+from tests.helpers import FakeClock
+from tests.notify.slack_fixtures import visible_text
+from tests.responder.test_by_hand_in_slack import by_hand_posts, incident_post
+from tests.responder.test_lapse_notice import lapse_replies
+from tests.responder.test_notifications import Seeded, sink, start
+from tests.responder.test_pipeline import labels
+from tests.responder.test_quarantine import Harness
+from tests.responder.test_quarantine_command import (
+    ACME,
+    LABEL,
+    QUARANTINE_LABELS,
+    QUARANTINED_AT,
+    acme_config,
+    edit_pod,
+    run,
+    stored,
+    write_config,
+)
+from tests.responder.test_release_is_a_lift import pod_annotations, repeat_after_a_recheck
+
+__all__ = ["sink"]
+RELEASED_LABELS = "serving-guard.io/released-labels"
+BLOCK_LABEL = "serving-guard.io/block"
+
+
+def _acme_with_its_own_journal(tmp_path: Path, kubeconfig: str) -> Path:
+    """acme's config as another team's responder runs it: a journal of its own."""
+    path = tmp_path / "acme.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"kubeconfig": kubeconfig},
+                "journal": {"path": str(tmp_path / "acme.db")},
+                "quarantine": {"label": ACME, "network_policy": "acme-isolate"},
+            }
+        )
+    )
+    return path
+
+
+async def _acme_quarantines_and_releases(tmp_path: Path, seeded: Seeded) -> None:
+    vllm = seeded[1]["vllm"]
+    acme = str(_acme_with_its_own_journal(tmp_path, seeded[2]))
+    where = ["-n", vllm.namespace, vllm.name]
+    quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
+    assert await asyncio.to_thread(main, quarantine) == 0
+    release = ["release", *where, "--reason", "acme done", "--by", "bob", "--config", acme]
+    assert await asyncio.to_thread(main, release) == 0
+
+
+async def test_the_other_configs_responder_does_not_read_a_release_of_acmes_label_as_its_own(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The responder (the default label) quarantines vllm on an alert; acme quarantines and releases
+    it too. The responder's quarantine stands, and its incident is not told "bob released ... by
+    hand" (its repeats would then act no more, and its rechecks stop)."""
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await incident_post(responder, sink, vllm)
+        await _acme_quarantines_and_releases(tmp_path, seeded)
+        assert labels(seeded[0], vllm)[LABEL] == "true"
+        annotations = pod_annotations(seeded, vllm)
+        assert annotations[QUARANTINE_LABELS] == f"{LABEL}=true"
+        assert QUARANTINED_AT in annotations and annotations[RELEASED_LABELS] == ACME
+
+        await repeat_after_a_recheck(responder, clock, vllm, 1)
+        await repeat_after_a_recheck(responder, clock, vllm, 2)
+        await asyncio.sleep(0.3)
+        assert [visible_text(p["blocks"]) for p in by_hand_posts(sink)] == []
+    finally:
+        await responder.stop()
+
+
+async def test_after_acmes_release_the_responder_still_tells_its_own_label_taken_off_by_hand(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await incident_post(responder, sink, vllm)
+        await _acme_quarantines_and_releases(tmp_path, seeded)
+        await repeat_after_a_recheck(responder, clock, vllm, 1)
+        Harness(seeded[0], seeded[2]).gateway.patch_pod(
+            vllm.namespace, vllm.name, {"metadata": {"labels": {LABEL: None}}}
+        )
+
+        reopened = await repeat_after_a_recheck(responder, clock, vllm, 2)
+        await asyncio.sleep(0.3)
+        assert reopened or lapse_replies(sink), "the lapse of the responder's own quarantine went unsaid"
+    finally:
+        await responder.stop()
+
+
+def test_a_quarantine_after_a_partial_release_keeps_the_other_configs_label_named(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """acme and the default quarantine; the default releases (partly), then quarantines again: the
+    record still names acme's label, and the next release says acme's still cuts the pod."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    default = str(write_config(tmp_path, kubeconfig))
+    for config in (str(acme_config(tmp_path, kubeconfig)), default):
+        code, _, err = run([*where, "--reason", "r", "--by", "carol", "--config", config], capsys)
+        assert code == 0, err
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--config", default]) == 0
+    meta = stored(running, pod)["metadata"]
+    # acme's quarantine is still recorded: HeldPods of a third config reads it as acme's.
+    held = HeldPods.of({"matchLabels": {"app": "torchserve"}}, [{"metadata": meta}], "third.io/q", {"true"})
+    assert held.elsewhere == (pod.name,) and not held.unquarantined
+    code, _, err = run([*where, "--reason", "again", "--by", "carol", "--config", default], capsys)
+    assert code == 0, err
+
+    meta = stored(running, pod)["metadata"]
+    assert meta["annotations"][QUARANTINE_LABELS] == f"{ACME}=true,{LABEL}=true"
+    assert RELEASED_LABELS not in meta["annotations"]  # a quarantine clears the release record
+    assert main(["release", *where, "--reason", "done", "--by", "carol", "--config", default]) == 0
+    assert f"still quarantined under {ACME}=true" in capsys.readouterr().out
+
+
+def test_this_configs_block_is_lifted_from_a_pod_another_config_quarantined(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pod carries the default config's destination block and acme's quarantine: a release with
+    the default config lifts the block and says acme's quarantine stands (it was refused, nothing
+    changed, until acme's release)."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name]
+    code, _, err = run(
+        [*where, "--reason", "r", "--by", "carol", "--config", str(acme_config(tmp_path, kubeconfig))], capsys
+    )
+    assert code == 0, err
+    edit_pod(running, pod, lambda meta: meta["labels"].__setitem__(BLOCK_LABEL, "0123456789ab"))
+
+    release = ["release", *where, "--reason", "done", "--by", "carol"]
+    assert main([*release, "--config", str(write_config(tmp_path, kubeconfig))]) == 0
+    out = capsys.readouterr().out
+    assert f"the pod is still quarantined under {ACME}=true (another config's quarantine.label)" in out
+    assert "lifted its destination block" in out
+    meta = stored(running, pod)["metadata"]
+    assert BLOCK_LABEL not in meta["labels"] and meta["labels"][ACME] == "true"
+    assert meta["annotations"][QUARANTINE_LABELS] == f"{ACME}=true" and QUARANTINED_AT in meta["annotations"]
+    # Without the config it is still refused: the labels it knows are not the responder's.
+    assert main([*release, "--kubeconfig", kubeconfig]) == 1
+    assert f"it was quarantined under {ACME}=true" in capsys.readouterr().out
