@@ -174,10 +174,6 @@ def test_dropping_keywords_fails_on_them(sysdig: Sysdig, tmp_path: Path) -> None
 NOT_ENUMERATED = {
     "serving_guard_loopback_code": "an allow-list: dropping a loopback URL makes more alerts, not fewer",
     "serving_guard_credential_dir_in_path": "serving_guard_credential_dirs' items match the same paths",
-    # Not yet enumerated (notes/fix-keyword-cases.md, what is left): the one-liner cases start with a
-    # flag (`startswith -`), not ' -c ' after a first word; the dot-segment paths need open cases.
-    "serving_guard_inline_code": "not yet",
-    "serving_guard_model_path_with_dot_segments": "not yet",
 }
 
 
