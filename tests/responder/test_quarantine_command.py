@@ -36,14 +36,15 @@ def write_config(tmp_path: Path, kubeconfig: str) -> Path:
     return path
 
 
-def acme_config(tmp_path: Path, kubeconfig: str) -> Path:
-    """A config quarantining under the label acme.io/isolated (another config's, to the default)."""
+def acme_config(tmp_path: Path, kubeconfig: str, journal: str = "journal.db") -> Path:
+    """A config quarantining under the label acme.io/isolated (another config's, to the default);
+    ``journal``: another name as another team's responder runs it, a journal of its own."""
     path = tmp_path / "custom.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "cluster": {"kubeconfig": kubeconfig},
-                "journal": {"path": str(tmp_path / "journal.db")},
+                "journal": {"path": str(tmp_path / journal)},
                 "quarantine": {"label": ACME, "network_policy": "acme-isolate"},
             }
         )

@@ -11,7 +11,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import yaml
 
 from responder.actions.lockdown import HeldPods
 from responder.cli import main
@@ -41,24 +40,9 @@ RELEASED_LABELS = "serving-guard.io/released-labels"
 BLOCK_LABEL = "serving-guard.io/block"
 
 
-def _acme_with_its_own_journal(tmp_path: Path, kubeconfig: str) -> Path:
-    """acme's config as another team's responder runs it: a journal of its own."""
-    path = tmp_path / "acme.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {"kubeconfig": kubeconfig},
-                "journal": {"path": str(tmp_path / "acme.db")},
-                "quarantine": {"label": ACME, "network_policy": "acme-isolate"},
-            }
-        )
-    )
-    return path
-
-
 async def _acme_quarantines_and_releases(tmp_path: Path, seeded: Seeded) -> None:
     vllm = seeded[1]["vllm"]
-    acme = str(_acme_with_its_own_journal(tmp_path, seeded[2]))
+    acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
     where = ["-n", vllm.namespace, vllm.name]
     quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
     assert await asyncio.to_thread(main, quarantine) == 0
