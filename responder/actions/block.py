@@ -49,7 +49,7 @@ from responder.actions.pod_patch import (
     ReleasedMeanwhile,
     patch_as_read,
 )
-from responder.actions.pod_records import CLEAR_RELEASE_RECORD, released_after_alert
+from responder.actions.pod_records import clear_release_record_of, released_after_alert
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -386,11 +386,15 @@ class DestinationBlocks:
         try:
             # The pod's labels as read are not needed: its block's label is its own. (An earlier
             # release's record goes: a release recorded on the pod is then one made since.)
+            quarantine_label = self._quarantine.label
             patched = patch_as_read(
                 self._gateway,
                 pod,
-                lambda _meta: {"labels": {label: value}, "annotations": CLEAR_RELEASE_RECORD},
-                label=self._quarantine.label,
+                lambda meta: {
+                    "labels": {label: value},
+                    "annotations": clear_release_record_of(meta.get("annotations") or {}, quarantine_label),
+                },
+                label=quarantine_label,
                 yield_to_release=yield_to_release,
                 release_since_ns=release_since_ns,
             )

@@ -87,6 +87,17 @@ def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:
     )
 
 
+def clear_release_record_of(annotations: Mapping[str, str], label: str) -> dict[str, str | None]:
+    """What a quarantine or block by the config quarantining under ``label`` patches of the pod's
+    release record (``annotations``: the pod's as read): this config's name off it, the record
+    cleared only when it names no other config's release (another config's release, kept, must
+    not read as a lapse to that config's responder) or names none (an earlier version's)."""
+    configs = released_labels(annotations)
+    if A_RELEASED_AT not in annotations or configs is None or not configs - {label}:
+        return CLEAR_RELEASE_RECORD
+    return {A_RELEASED_LABELS: ",".join(sorted(configs - {label}))}
+
+
 def released_labels(annotations: Mapping[str, str]) -> set[str] | None:
     """The configs (by quarantine.label) a release record is of; None: it names none (an earlier
     version's record, of whichever config cleared the quarantine record)."""

@@ -81,10 +81,10 @@ from responder.actions.pod_records import (
     A_RELEASED_BY,
     A_RELEASED_LABELS,
     A_RULE,
-    CLEAR_RELEASE_RECORD,
     CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    clear_release_record_of,
     held_under,
     quarantine_record_holds,
     recorded_labels,
@@ -453,6 +453,30 @@ def _release_annotations(
     if others:
         return {**record, A_QUARANTINE_LABELS: ",".join(f"{k}={v}" for k, v in sorted(others.items()))}
     return {**dict.fromkeys(QUARANTINE_ANNOTATIONS), **record}
+
+
+def _not_this_configs(
+    label: str, others: Mapping[str, str], labels_known: bool, block_label: str | None
+) -> str:
+    """Why a release of a pod recorded as quarantined, not under ``label``, is refused: ``others``,
+    the labels of other configs it carries (none: the record names none); ``labels_known``: the
+    config was given; ``block_label``: the pod carries a destination block, which stays."""
+    under = (
+        f"it was quarantined under {_pairs(others)}"
+        if others
+        else "it may have been quarantined under another quarantine.label"
+    )
+    rerun = (
+        "run release with the --config of the config whose quarantine.label that is"
+        if labels_known
+        else "run release with the responder's --config"
+    )
+    if block_label is not None:
+        rerun += f" (the destination block, label {block_label}, stays: it cannot be told from that config's)"
+    return (
+        f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}: {under};"
+        f" nothing was changed: {rerun}"
+    )
 
 
 def _pairs(labels: Mapping[str, str]) -> str:
@@ -1478,7 +1502,7 @@ class ClusterActions:
                 A_INCIDENT: incident_id,
                 A_REASON: _clip(reason),
                 A_QUARANTINE_LABELS: with_recorded_label(meta, label, cut.label_value),
-                **CLEAR_RELEASE_RECORD,
+                **clear_release_record_of(found, label),
             }
             if A_QUARANTINED_AT not in found:
                 annotations[A_QUARANTINED_AT] = _now_text()  # keep the first time on repeats
@@ -1728,26 +1752,14 @@ class ClusterActions:
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = {k: v for k, v in held_under(meta).items() if k != label}
         still = _pairs(others)
-        # Nothing of this config's on the pod: refused. (Without the config, blocked or not: lifting
-        # the block would say "released" while another label still cuts it.)
-        if not was_labelled and (
-            (others and not was_blocked) or (not labels_known and quarantine_record_holds(meta))
-        ):
-            under = (
-                f"it was quarantined under {still}"
-                if others
-                else "it may have been quarantined under another quarantine.label"
-            )
-            rerun = (
-                "run release with the --config of the config whose quarantine.label that is"
-                if labels_known
-                else "run release with the responder's --config"
-            )
+        # Not this config's quarantine: refused, blocked or not. (A destination block cannot be told
+        # from another config's under the same block label, and lifting it would say "released"
+        # while another label still cuts the pod.)
+        if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
             return ActionOutcome(
                 "release",
                 OutcomeStatus.FAILED,
-                f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}:"
-                f" {under}; nothing was changed: {rerun}",
+                _not_this_configs(label, others, labels_known, block_label if was_blocked else None),
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )

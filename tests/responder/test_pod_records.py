@@ -11,6 +11,8 @@ from responder.actions.pod_records import (
     A_QUARANTINE_LABELS,
     A_QUARANTINED_AT,
     A_RELEASED_LABELS,
+    CLEAR_RELEASE_RECORD,
+    clear_release_record_of,
     quarantine_record_holds,
     recorded_labels,
     release_record_in,
@@ -116,3 +118,20 @@ def test_a_release_record_is_read_only_by_the_configs_it_names(
     assert (record is not None) is of_q
     if record is not None:
         assert record.by == "bob"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "patched"),
+    [
+        ({}, CLEAR_RELEASE_RECORD),
+        (RELEASED, CLEAR_RELEASE_RECORD),  # an earlier version's record: whichever config's, it goes
+        ({**RELEASED, A_RELEASED_LABELS: "q"}, CLEAR_RELEASE_RECORD),
+        # Another config's release stays: only this config's name comes off it.
+        ({**RELEASED, A_RELEASED_LABELS: "acme,q"}, {A_RELEASED_LABELS: "acme"}),
+        ({**RELEASED, A_RELEASED_LABELS: "acme"}, {A_RELEASED_LABELS: "acme"}),
+    ],
+)
+def test_a_quarantine_clears_only_its_own_configs_release(
+    annotations: dict[str, str], patched: dict[str, str | None]
+) -> None:
+    assert clear_release_record_of(annotations, "q") == patched

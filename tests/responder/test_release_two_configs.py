@@ -19,7 +19,7 @@ from tests.helpers import FakeClock
 from tests.notify.slack_fixtures import visible_text
 from tests.responder.test_by_hand_in_slack import by_hand_posts, incident_post
 from tests.responder.test_lapse_notice import lapse_replies
-from tests.responder.test_notifications import Seeded, sink, start
+from tests.responder.test_notifications import Seeded, settle, sink, start
 from tests.responder.test_pipeline import labels
 from tests.responder.test_quarantine import Harness
 from tests.responder.test_quarantine_command import (
@@ -123,12 +123,13 @@ def test_a_quarantine_after_a_partial_release_keeps_the_other_configs_label_name
     assert f"still quarantined under {ACME}=true" in capsys.readouterr().out
 
 
-def test_this_configs_block_is_lifted_from_a_pod_another_config_quarantined(
+def test_a_block_on_a_pod_another_config_quarantined_is_not_lifted_by_this_config(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The pod carries the default config's destination block and acme's quarantine: a release with
-    the default config lifts the block and says acme's quarantine stands (it was refused, nothing
-    changed, until acme's release)."""
+    """The pod carries acme's quarantine and a destination block under the block label both configs
+    share (neither set block_destination.label): the block cannot be told from acme's, so a release
+    with the default config is refused, saying the block stays (lifting it gave the pod its traffic
+    to the blocked address back under acme's ingress cut; review-session-45c M3)."""
     running, pods, kubeconfig = seeded
     pod = pods["torchserve"]
     where = ["-n", pod.namespace, pod.name]
@@ -139,13 +140,45 @@ def test_this_configs_block_is_lifted_from_a_pod_another_config_quarantined(
     edit_pod(running, pod, lambda meta: meta["labels"].__setitem__(BLOCK_LABEL, "0123456789ab"))
 
     release = ["release", *where, "--reason", "done", "--by", "carol"]
-    assert main([*release, "--config", str(write_config(tmp_path, kubeconfig))]) == 0
+    assert main([*release, "--config", str(write_config(tmp_path, kubeconfig))]) == 1
     out = capsys.readouterr().out
-    assert f"the pod is still quarantined under {ACME}=true (another config's quarantine.label)" in out
-    assert "lifted its destination block" in out
+    assert f"it was quarantined under {ACME}=true; nothing was changed" in out
+    assert f"(the destination block, label {BLOCK_LABEL}, stays: it cannot be told from that config's)" in out
     meta = stored(running, pod)["metadata"]
-    assert BLOCK_LABEL not in meta["labels"] and meta["labels"][ACME] == "true"
-    assert meta["annotations"][QUARANTINE_LABELS] == f"{ACME}=true" and QUARANTINED_AT in meta["annotations"]
-    # Without the config it is still refused: the labels it knows are not the responder's.
-    assert main([*release, "--kubeconfig", kubeconfig]) == 1
-    assert f"it was quarantined under {ACME}=true" in capsys.readouterr().out
+    assert meta["labels"][BLOCK_LABEL] == "0123456789ab" and meta["labels"][ACME] == "true"
+
+
+async def test_acme_quarantining_again_after_the_defaults_release_keeps_that_release(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The responder (default) and acme quarantine vllm; bob releases the default's label (a partial
+    release), which the responder tells. acme then quarantines again: its patch takes only acme off
+    the release record, so the responder still reads its label's release, not a lapse, and the next
+    alert does not put the label back (review-session-45c H1: the whole record was cleared, the
+    incident told "no longer holds" and quarantined the pod again, undoing bob's release)."""
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await incident_post(responder, sink, vllm)
+        acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
+        where = ["-n", vllm.namespace, vllm.name]
+        quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
+        assert await asyncio.to_thread(main, quarantine) == 0
+        release = ["release", *where, "--reason", "default done", "--by", "bob", "--kubeconfig", seeded[2]]
+        assert await asyncio.to_thread(main, release) == 0
+        assert LABEL not in labels(seeded[0], vllm)
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
+        await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
+
+        assert await asyncio.to_thread(main, quarantine) == 0
+        assert pod_annotations(seeded, vllm)[RELEASED_LABELS] == LABEL
+        reopened = await repeat_after_a_recheck(responder, clock, vllm, 2)
+        await repeat_after_a_recheck(responder, clock, vllm, 3)
+        await asyncio.sleep(0.3)
+
+        assert not reopened and lapse_replies(sink) == []
+        assert LABEL not in labels(seeded[0], vllm), "bob's release undone"
+        assert len(by_hand_posts(sink)) == 1
+    finally:
+        await responder.stop()
