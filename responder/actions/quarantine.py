@@ -1755,6 +1755,19 @@ class ClusterActions:
         # Not this config's quarantine: refused, blocked or not. (A destination block cannot be told
         # from another config's under the same block label, and lifting it would say "released"
         # while another label still cuts the pod.)
+        earlier = release_record_in(annotations, label)
+        if not (was_labelled or was_blocked) and others and earlier is not None:
+            # Released already, another config's quarantine left standing: a rerun, said so.
+            return ActionOutcome(
+                "release",
+                OutcomeStatus.RELEASED,
+                f"{NOTHING_TO_RELEASE}: its release from {label} is recorded already (by {earlier.by} at"
+                f" {earlier.at}); the pod is still quarantined under {still} (another config's"
+                " quarantine.label): release it with that config",
+                started_ns=started,
+                finished_ns=self._clock_ns(),
+                extra={RELEASED_AT: earlier.at},
+            )
         if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
             return ActionOutcome(
                 "release",

@@ -339,8 +339,9 @@ def test_a_release_by_one_of_two_configs_says_the_other_still_holds_the_pod_and_
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Quarantined by acme and by the default config; released with the default's: its label goes,
-    the release says acme's still cuts the pod, and the record still names acme's label, so a release
-    without --config finds it (review-session-45 M3: "released", and the whole record wiped)."""
+    the release says acme's still cuts the pod, and the record still names acme's label, so a rerun
+    says so again (review-session-45 M3: "released", and the whole record wiped; review-session-45c
+    L6: a rerun was refused)."""
     running, pods, kubeconfig = seeded
     pod = pods["torchserve"]
     where = ["-n", pod.namespace, pod.name]
@@ -358,8 +359,13 @@ def test_a_release_by_one_of_two_configs_says_the_other_still_holds_the_pod_and_
     assert meta["labels"][ACME] == "true" and LABEL not in meta["labels"]
     assert meta["annotations"][QUARANTINE_LABELS] == f"{ACME}=true"
 
-    assert main(["release", *where, "--reason", "done", "--by", "carol", "--kubeconfig", kubeconfig]) == 1
-    assert f"it was quarantined under {ACME}=true" in capsys.readouterr().out
+    # Run again, with the default's config or without one (the default label): its release is
+    # recorded already, said so, with the quarantine that stands (not refused, exit 1).
+    for again in (["--config", str(default)], ["--kubeconfig", kubeconfig]):
+        assert main(["release", *where, "--reason", "again", "--by", "dave", *again]) == 0
+        said = capsys.readouterr().out
+        assert f"nothing to release: its release from {LABEL} is recorded already (by carol at" in said
+        assert f"the pod is still quarantined under {ACME}=true (another config's quarantine.label)" in said
 
 
 def test_a_release_refused_with_a_config_given_points_at_the_other_config(
