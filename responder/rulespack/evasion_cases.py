@@ -17,7 +17,7 @@ from responder.rulespack.paths import default_pack
 def evasion_cases() -> tuple[DerivedCase, ...]:
     """Built per call (the tables are code, the cases immutable): ids are unique. Last, one case per
     item of the shipped pack's detection lists (evasions_lists) and one per keyword of its macros that
-    are keyword lists, options, applet spellings or dotted paths (evasions_keywords)."""
+    are keyword lists, options, applet spellings, pip globs or dotted paths (evasions_keywords)."""
     pack = load_paths([str(default_pack())])  # loaded once for both
     cases = (*exec_cases(), *file_cases(), *net_cases(), *list_cases(pack), *keyword_cases(pack))
     ids = [c.id for c in cases]

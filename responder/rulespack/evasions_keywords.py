@@ -15,8 +15,10 @@ with each spelling of an applet (`busybox sh`, `busybox ./sh -c id`, argv[0] `-s
 each glob matches). The dotted spellings are a script run by python3 at a path each operand of
 serving_guard_script_from_writable_dir reads (`//app/x.py`, `./app/../x.py`, from `/proc/1/cwd`), and
 a link to a target each operand of serving_guard_model_path_with_dot_segments reads (`../model-store`,
-`/x//model`); an operand and-ed with another `or` comes with that `or`'s first operand, so these
-cases are named by field, operator and value (`[proc.args startswith ./]`).
+`/x//model`); an operand and-ed with another `or` comes with that `or`'s first operand. The pip branch
+of serving_guard_download_command is python3 started with a text each of its globs matches (`-m pip
+install evil`, `-mpip`, `/x/pip install evil`: a module or a pip script it runs). These cases are
+named by field, operator and value (`[proc.args startswith ./]`).
 The keywords are read from the parsed condition of each macro as loaded, not from its text; the
 macros a branch names (serving_guard_python, the shell, a model file) are not enumerated here: they
 are what the case starts, or cases of their own.
@@ -62,7 +64,7 @@ PYTHON = "/usr/bin/python3.11"
 # Where a command-line keyword points (bash's /dev/tcp/HOST/PORT, netcat's -e before its target).
 TARGET = "203.0.113.9/4444"
 # The program a branch's other conjunct asks for, by that conjunct as written: its name and path.
-PROGRAM_OF_MACRO = {"serving_guard_shell": ("sh", "/bin/sh")}
+PROGRAM_OF_MACRO = {"serving_guard_shell": ("sh", "/bin/sh"), "serving_guard_python": ("python3", PYTHON)}
 ANY_PROGRAM = ("x", "/opt/tools/x")  # no list names it: the keyword alone must match
 BUSYBOX = "/usr/bin/busybox"
 # What an interpreter's option follows when it does not start the command line: a script's name.
@@ -166,17 +168,30 @@ class PackMacros:
 
 
 def _started(
-    group: str, keyword: Keyword, recorded: Recorded, rule: str, program: tuple[str, str], args: list[str]
+    group: str,
+    keyword: Keyword,
+    recorded: Recorded,
+    rule: str,
+    program: tuple[str, str],
+    args: list[str],
+    label: str | None = None,
 ) -> DerivedCase:
+    """The case of ``keyword``: the program started with ``args``, named by ``label`` (by default the
+    keyword's value)."""
     name, path = program
     return case(
         group,
-        visible_edges(keyword.value),
+        visible_edges(keyword.value) if label is None else label,
         recorded,
         exec_as(recorded, path=path, argv=[name, *args], name=name),
         fires(rule, True, EXEC, count=1),
         witness=(shows(EXEC, {"proc.name": name, "proc.exepath": path, "proc.args": " ".join(args)}),),
     )
+
+
+def _labelled(keyword: Keyword) -> str:
+    """A case's label by field, operator and value (`proc.args glob -*m pip *`)."""
+    return f"{keyword.field} {keyword.op} {visible_edges(keyword.value)}"
 
 
 def _one_liners(
@@ -304,7 +319,7 @@ def _applets(
         cases.append(
             case(
                 group,
-                f"{keyword.field} {keyword.op} {visible_edges(keyword.value)}",
+                _labelled(keyword),
                 recorded,
                 exec_as(recorded, path=BUSYBOX, argv=argv, name="busybox"),
                 fires(rule, True, EXEC, count=1),
@@ -320,6 +335,26 @@ def _applets(
                     ),
                 ),
             )
+        )
+    return cases
+
+
+def _pip_runs(
+    macros: PackMacros, macro: str, recorded: Recorded, rule: str, what: str, rest: str
+) -> list[DerivedCase]:
+    """python3 (by its name and path) running pip as a module or a script, spelled as each glob of the
+    branch of ``macro`` that needs the interpreter matches (`-m pip install evil`, `-mpip`,
+    `/x/pip0`), and no other: the operands and-ed with serving_guard_python."""
+    group = f"{macro}: each spelling of pip run by python3 {what}"
+    cases = []
+    for keyword in macros.keywords(macro):
+        if keyword.needs != ("serving_guard_python",):
+            continue
+        if (keyword.field, keyword.op, keyword.along) != ("proc.args", "glob", ()):
+            raise ValueError(f"the keyword cases cannot run pip for {keyword}: they were not written for it")
+        args = _glob_instance(keyword.value, rest).split(" ")
+        cases.append(
+            _started(group, keyword, recorded, rule, macros.program(keyword), args, _labelled(keyword))
         )
     return cases
 
@@ -375,7 +410,7 @@ def _scripts(macros: PackMacros, macro: str) -> list[DerivedCase]:
         cases.append(
             case(
                 group,
-                f"{keyword.field} {keyword.op} {visible_edges(keyword.value)}",
+                _labelled(keyword),
                 DROPPED_G2,
                 exec_as(DROPPED_G2, path=PYTHON, argv=["python3", path], name="python3", cwd=cwd),
                 fires(DRIFT, True, EXEC, count=1),
@@ -430,7 +465,7 @@ def _dotted_links(macros: PackMacros, macro: str) -> list[DerivedCase]:
         cases.append(
             case(
                 group,
-                f"{keyword.field} {keyword.op} {visible_edges(keyword.value)}",
+                _labelled(keyword),
                 LN_D4,
                 _link_to(target),
                 fires(TAMPER, True, SYMLINKED, count=1),
@@ -455,6 +490,9 @@ def keyword_cases(pack: RuleSet) -> list[DerivedCase]:
         *_applets(macros, "serving_guard_shell", SH_A1, SHELL, "is a shell", "-c id"),
         *_applets(
             macros, "serving_guard_download_command", CURL_F2, DOWNLOAD, "is a download", "evil.example/x"
+        ),
+        *_pip_runs(
+            macros, "serving_guard_download_command", CURL_F2, DOWNLOAD, "is a download", "install evil"
         ),
         *_scripts(macros, "serving_guard_script_from_writable_dir"),
         *_dotted_links(macros, "serving_guard_model_path_with_dot_segments"),
