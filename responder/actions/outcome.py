@@ -95,6 +95,9 @@ EXCLUDED_BEYOND = "excluded_beyond"
 # ActionOutcome.extra's keys for an action a person took by hand: who (--by) and why (--reason).
 BY_HAND = "by_hand"
 REASON = "reason"
+# ...and the key marking a release that found this config's release recorded on the pod already (a
+# rerun): journaled as that release, by whom and why the pod records it (its BY_HAND and REASON).
+RECORDED_RELEASE = "recorded_release"
 # ...and the key marking what the responder did when it tried an isolation it had withheld again
 # (dedupe.retry_withheld_seconds): it stands for the incident's own action, withheld or failed before.
 RETRIED = "retried"

@@ -43,6 +43,7 @@ from responder.actions.lockdown import (
 )
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
+    BY_HAND,
     EXCLUDED_BEYOND,
     HOST_NETWORK_NOT_ISOLATED,
     ISOLATED,
@@ -53,6 +54,8 @@ from responder.actions.outcome import (
     NOT_PATCHED,
     NOTHING_TO_RELEASE,
     ON_HOST_NETWORK,
+    REASON,
+    RECORDED_RELEASE,
     ActionOutcome,
     Lapse,
     OutcomeStatus,
@@ -1766,7 +1769,12 @@ class ClusterActions:
                 " quarantine.label): release it with that config",
                 started_ns=started,
                 finished_ns=self._clock_ns(),
-                extra={RELEASED_AT: earlier.at},
+                extra={
+                    RELEASED_AT: earlier.at,
+                    BY_HAND: earlier.by,
+                    REASON: earlier.reason,
+                    RECORDED_RELEASE: True,
+                },
             )
         if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
             return ActionOutcome(

@@ -16,7 +16,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from responder.actions.outcome import BY_HAND, REASON, ActionOutcome, OutcomeStatus
+from responder.actions.outcome import BY_HAND, REASON, RECORDED_RELEASE, ActionOutcome, OutcomeStatus
+from responder.actions.pod_records import RELEASED_AT
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, Priority
 from responder.audit import AuditQuery
@@ -196,11 +197,20 @@ def record(
     if journal is None:
         return False
     namespace, pod = where
+    recorded = bool(outcome.extra.get(RECORDED_RELEASE))
+    if recorded:  # a rerun: the release the pod records, by its person, told once as if found
+        by, reason = str(outcome.extra[BY_HAND]), str(outcome.extra[REASON])
     told = dataclasses.replace(outcome, extra={**outcome.extra, BY_HAND: by, REASON: reason})
-    try:
-        queued = journal.run_sync(
-            Journal.op_record_action_by_hand(incident_id, namespace, pod, told, by, time.time_ns())
+    now = time.time_ns()
+    op = (
+        Journal.op_record_release_found(
+            incident_id, namespace, pod, told, by, now, tell=True, released_at=str(outcome.extra[RELEASED_AT])
         )
+        if recorded and incident_id is not None
+        else Journal.op_record_action_by_hand(incident_id, namespace, pod, told, by, now)
+    )
+    try:
+        queued = journal.run_sync(op)
     except (sqlite3.Error, OSError) as exc:
         word, left = not_done
         raise UserError(

@@ -8,16 +8,19 @@ responder."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from responder.actions.lockdown import HeldPods
 from responder.cli import main
+from responder.service import Responder
 from simulators.slack_sink import SlackSink
 from tests.helpers import FakeClock
 from tests.notify.slack_fixtures import visible_text
-from tests.responder.test_by_hand_in_slack import by_hand_posts, incident_post
+from tests.responder.test_by_hand_in_slack import by_hand_posts, cli_config, incident_of, incident_post
 from tests.responder.test_lapse_notice import lapse_replies
 from tests.responder.test_notifications import Seeded, settle, sink, start
 from tests.responder.test_pipeline import labels
@@ -180,5 +183,48 @@ async def test_acme_quarantining_again_after_the_defaults_release_keeps_that_rel
         assert not reopened and lapse_replies(sink) == []
         assert LABEL not in labels(seeded[0], vllm), "bob's release undone"
         assert len(by_hand_posts(sink)) == 1
+    finally:
+        await responder.stop()
+
+
+def _releases(responder: Responder) -> list[tuple[str | None, str | None]]:
+    """The journal's release rows: (incident, actor)."""
+    with closing(sqlite3.connect(responder.config.journal.path)) as conn:
+        rows = conn.execute("SELECT incident_id, actor FROM actions WHERE action = 'release' ORDER BY id")
+        return [(incident, actor) for incident, actor in rows]
+
+
+@pytest.mark.parametrize("carol_journals", [False, True], ids=["carol without the journal", "carol with it"])
+async def test_a_rerun_with_incident_journals_the_release_the_pod_records_by_its_person(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink, carol_journals: bool
+) -> None:
+    """The responder (default) and acme quarantine vllm; carol releases the default's label (a
+    partial release), with the responder's journal or not; dave reruns the release with --incident
+    before the responder's recheck. The incident's release is carol's, for her reason, in one row
+    told once (review-session-45d M1: journaled and told as dave's, and carol's never, or a second
+    row beside hers)."""
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await incident_post(responder, sink, vllm)
+        incident = incident_of(responder)
+        acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
+        cli = str(cli_config(tmp_path, seeded[2]))
+        where = ["-n", vllm.namespace, vllm.name]
+        quarantine = ["quarantine", *where, "--reason", "r", "--by", "erin", "--config", acme]
+        assert await asyncio.to_thread(main, quarantine) == 0
+        carol = ["--config", cli] if carol_journals else ["--kubeconfig", seeded[2]]
+        release = ["release", *where, "--reason", "default done", "--by", "carol", *carol]
+        assert await asyncio.to_thread(main, release) == 0
+        rerun = ["release", *where, "--reason", "checking", "--by", "dave", "--incident", incident]
+        assert await asyncio.to_thread(main, [*rerun, "--config", cli]) == 0
+
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
+        await settle(responder, lambda: len(by_hand_posts(sink)) >= 1)
+        await asyncio.sleep(0.3)
+        texts = [visible_text(p["blocks"]) for p in by_hand_posts(sink)]
+        assert len(texts) == 1 and "*carol*" in texts[0] and "default done" in texts[0], texts
+        assert _releases(responder) == [(incident, "carol")]
     finally:
         await responder.stop()
