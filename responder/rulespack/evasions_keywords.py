@@ -359,6 +359,22 @@ def _pip_runs(
     return cases
 
 
+def _versioned_names(
+    macros: PackMacros, macro: str, recorded: Recorded, rule: str, what: str, rest: str
+) -> list[DerivedCase]:
+    """A program started under a name each `proc.name glob` of ``macro`` alone matches (pip by a
+    versioned name, `pip[0-9.-]*`: `pip0`), at a path no list names."""
+    group = f"{macro}: each versioned name {what}"
+    cases = []
+    for keyword in macros.keywords(macro):
+        if (keyword.field, keyword.op, keyword.along, keyword.needs) != ("proc.name", "glob", (), ()):
+            continue
+        name = _glob_instance(keyword.value, "")
+        program = (name, f"{ANY_PROGRAM[1].rsplit('/', 1)[0]}/{name}")
+        cases.append(_started(group, keyword, recorded, rule, program, rest.split(" "), _labelled(keyword)))
+    return cases
+
+
 def _partner(macros: PackMacros, keyword: Keyword) -> Keyword | None:
     """The first operand of the `or` the keyword's branch is and-ed with, when that `or` is of
     substrings and prefixes (`proc.args startswith /` needs `contains /../` or `contains /./`)."""
@@ -492,6 +508,9 @@ def keyword_cases(pack: RuleSet) -> list[DerivedCase]:
             macros, "serving_guard_download_command", CURL_F2, DOWNLOAD, "is a download", "evil.example/x"
         ),
         *_pip_runs(
+            macros, "serving_guard_download_command", CURL_F2, DOWNLOAD, "is a download", "install evil"
+        ),
+        *_versioned_names(
             macros, "serving_guard_download_command", CURL_F2, DOWNLOAD, "is a download", "install evil"
         ),
         *_scripts(macros, "serving_guard_script_from_writable_dir"),
