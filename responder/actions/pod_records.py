@@ -98,6 +98,14 @@ def clear_release_record_of(annotations: Mapping[str, str], label: str) -> dict[
     return {A_RELEASED_LABELS: ",".join(sorted(configs - {label}))}
 
 
+def with_released_label(annotations: Mapping[str, str], label: str) -> str:
+    """A_RELEASED_LABELS once a release by the config quarantining under ``label`` is recorded (the
+    pod's annotations as read: ``annotations``): this config, and those a release record already
+    there is of (a quarantine or block since would have cleared it)."""
+    configs = (released_labels(annotations) or set()) if A_RELEASED_AT in annotations else set()
+    return ",".join(sorted({*configs, label}))
+
+
 def released_labels(annotations: Mapping[str, str]) -> set[str] | None:
     """The configs (by quarantine.label) a release record is of; None: it names none (an earlier
     version's record, of whichever config cleared the quarantine record)."""
@@ -153,13 +161,17 @@ def held_under(metadata: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(labels[key]) for key in sorted(recorded) if key in labels}
 
 
+def labels_text(labels: Mapping[str, str]) -> str:
+    """Labels as A_QUARANTINE_LABELS writes them: `key=value` by commas, in key order."""
+    return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+
+
 def with_recorded_label(metadata: Mapping[str, Any], label: str, value: str) -> str:
     """A_QUARANTINE_LABELS once a quarantine of the pod (``metadata`` as read) under ``label=value``
     is recorded: the labels of other keys the pod still carries under a standing record kept (other
     configs' quarantines), this key's value replaced (a pod carries one)."""
     standing = A_QUARANTINED_AT in (metadata.get("annotations") or {})
-    labels = {**(held_under(metadata) if standing else {}), label: value}
-    return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+    return labels_text({**(held_under(metadata) if standing else {}), label: value})
 
 
 def quarantine_record_holds(metadata: Mapping[str, Any]) -> bool:

@@ -89,12 +89,13 @@ from responder.actions.pod_records import (
     RELEASED_AT,
     clear_release_record_of,
     held_under,
+    labels_text,
     quarantine_record_holds,
     recorded_labels,
     release_record_in,
     released_after_alert,
-    released_labels,
     with_recorded_label,
+    with_released_label,
 )
 from responder.alert import Alert, format_time_ns
 from responder.cluster.api import KubeError, KubeGateway
@@ -446,15 +447,14 @@ def _release_annotations(
     quarantines), their quarantine record stands, naming their labels only: their responders read
     their quarantines as standing, their releases find them; its patched policies stay listed (each
     config restores only those it patched). Else the quarantine record is cleared."""
-    configs = (released_labels(annotations) or set()) if A_RELEASED_AT in annotations else set()
     record: dict[str, str | None] = {
         A_RELEASED_AT: at,
         A_RELEASED_BY: _clip(by),
         A_RELEASE_REASON: _clip(reason),
-        A_RELEASED_LABELS: ",".join(sorted({*configs, label})),
+        A_RELEASED_LABELS: with_released_label(annotations, label),
     }
     if others:
-        return {**record, A_QUARANTINE_LABELS: ",".join(f"{k}={v}" for k, v in sorted(others.items()))}
+        return {**record, A_QUARANTINE_LABELS: labels_text(others)}
     return {**dict.fromkeys(QUARANTINE_ANNOTATIONS), **record}
 
 
@@ -1755,9 +1755,6 @@ class ClusterActions:
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = {k: v for k, v in held_under(meta).items() if k != label}
         still = _pairs(others)
-        # Not this config's quarantine: refused, blocked or not. (A destination block cannot be told
-        # from another config's under the same block label, and lifting it would say "released"
-        # while another label still cuts the pod.)
         earlier = release_record_in(annotations, label)
         if not (was_labelled or was_blocked) and others and earlier is not None:
             # Released already, another config's quarantine left standing: a rerun, said so.
@@ -1776,6 +1773,9 @@ class ClusterActions:
                     RECORDED_RELEASE: True,
                 },
             )
+        # Not this config's quarantine: refused, blocked or not. (A destination block cannot be told
+        # from another config's under the same block label, and lifting it would say "released"
+        # while another label still cuts the pod.)
         if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
             return ActionOutcome(
                 "release",
