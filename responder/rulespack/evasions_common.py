@@ -9,7 +9,7 @@ from typing import Any
 
 from responder.rulespack import scapedit as se
 from responder.rulespack.derived import Derivation, DerivedCase, Expectation, Witness
-from responder.rulespack.recorded import EXECVE, CaptureLibrary, Recorded, Replacements, open_instead
+from responder.rulespack.recorded import EXECVE, CaptureLibrary, Recorded, Replacements, open_instead, symlink
 
 SHELL = "Shell in serving pod"
 REVERSE_SHELL = "Reverse shell or interpreter one-liner in serving pod"
@@ -24,6 +24,15 @@ THREAD = "{thread}"
 EXEC = f"{EXECVE} and {THREAD}"
 SYMLINKED = f"evt.type = symlinkat and evt.dir = < and {THREAD}"
 RENAMED = f"evt.type = renameat2 and evt.dir = < and {THREAD}"
+
+
+def linked(target: str, link: str) -> Derivation:
+    """The recorded `ln -s` makes ``link`` pointing at ``target`` instead."""
+
+    def derive(library: CaptureLibrary) -> Replacements:
+        return symlink(library, target, link)
+
+    return derive
 
 
 def opened(path: str) -> str:

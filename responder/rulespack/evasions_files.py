@@ -20,6 +20,7 @@ from responder.rulespack.evasions_common import (
     exec_as,
     fires,
     label,
+    linked,
     merged,
     opened,
     opens_instead,
@@ -40,7 +41,6 @@ from responder.rulespack.recorded import (
     chmod,
     open_flags,
     rename,
-    symlink,
     token_read_as,
 )
 
@@ -59,13 +59,6 @@ PYC = "/models/ensemble_pre/1/__pycache__/model.cpython-312.pyc.140234567"
 def _token(path: str) -> Derivation:
     def derive(library: CaptureLibrary) -> Replacements:
         return token_read_as(library, path)
-
-    return derive
-
-
-def _link(target: str, link: str) -> Derivation:
-    def derive(library: CaptureLibrary) -> Replacements:
-        return symlink(library, target, link)
 
     return derive
 
@@ -96,7 +89,7 @@ def _link_case(group: str, target: str, link: str, yes: bool) -> DerivedCase:
         group,
         label(target, "<-", link),
         LN_D4,
-        _link(target, link),
+        linked(target, link),
         fires(TAMPER, yes, SYMLINKED),
         witness=(shows(SYMLINKED),),
     )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from responder.rulespack.condition import And, Check, ListValue, Node, Not, Or, Value, parse, render
-from responder.rulespack.derived import Derivation, DerivedCase
+from responder.rulespack.derived import DerivedCase
 from responder.rulespack.evasions_common import (
     DOWNLOAD,
     DRIFT,
@@ -44,6 +44,7 @@ from responder.rulespack.evasions_common import (
     case,
     exec_as,
     fires,
+    linked,
     shows,
     visible_edges,
 )
@@ -54,10 +55,7 @@ from responder.rulespack.recorded import (
     LN_D4,
     PYTHON_B1,
     SH_A1,
-    CaptureLibrary,
     Recorded,
-    Replacements,
-    symlink,
 )
 
 PYTHON = "/usr/bin/python3.11"
@@ -460,13 +458,6 @@ def _dotted(keyword: Keyword, partner: Keyword | None) -> str:
     return target
 
 
-def _link_to(target: str) -> Derivation:
-    def derive(library: CaptureLibrary) -> Replacements:
-        return symlink(library, target, LINK)
-
-    return derive
-
-
 # Where the dotted-path cases make their link: no model dir.
 LINK = "/tmp/m"  # noqa: S108 - a path in a derived capture
 
@@ -483,7 +474,7 @@ def _dotted_links(macros: PackMacros, macro: str) -> list[DerivedCase]:
                 group,
                 _labelled(keyword),
                 LN_D4,
-                _link_to(target),
+                linked(target, LINK),
                 fires(TAMPER, True, SYMLINKED, count=1),
                 witness=(shows(SYMLINKED, {"evt.arg.target": target, "evt.arg.linkpath": LINK}),),
             )
