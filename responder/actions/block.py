@@ -49,7 +49,12 @@ from responder.actions.pod_patch import (
     ReleasedMeanwhile,
     patch_as_read,
 )
-from responder.actions.pod_records import clear_release_record_of, released_after_alert
+from responder.actions.pod_records import (
+    A_BLOCKED_BY,
+    clear_release_record_of,
+    released_after_alert,
+    with_blocker,
+)
 from responder.alert import Alert
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
@@ -392,7 +397,11 @@ class DestinationBlocks:
                 pod,
                 lambda meta: {
                     "labels": {label: value},
-                    "annotations": clear_release_record_of(meta.get("annotations") or {}, quarantine_label),
+                    "annotations": {
+                        **clear_release_record_of(meta.get("annotations") or {}, quarantine_label),
+                        # Which config's block this is: a release by another leaves it.
+                        A_BLOCKED_BY: with_blocker(meta, label, quarantine_label),
+                    },
                 },
                 label=quarantine_label,
                 yield_to_release=yield_to_release,

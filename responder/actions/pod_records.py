@@ -38,6 +38,10 @@ QUARANTINE_ANNOTATIONS = (
     A_REASON,
     A_PATCHED,
 )
+# The quarantine.label of each config whose destination block the pod is in, by commas: configs
+# share the block label (and the pod's block policy) by default, and one config's release must not
+# lift a block another config made (its responder would read the block gone as a lapse).
+A_BLOCKED_BY = ANNOTATION_PREFIX + "blocked-by"
 RELEASE_ANNOTATIONS = (A_RELEASED_AT, A_RELEASED_BY, A_RELEASE_REASON, A_RELEASED_LABELS)
 # How far apart the clocks of the machines that write and compare these times may be (the one
 # `serving-guard release` ran on, Falco's nodes, the responder's).
@@ -183,3 +187,25 @@ def quarantine_record_holds(metadata: Mapping[str, Any]) -> bool:
     if A_QUARANTINED_AT not in annotations:
         return False
     return recorded_labels(annotations) is None or bool(held_under(metadata))
+
+
+def blocked_by(annotations: Mapping[str, str]) -> set[str] | None:
+    """The configs (by quarantine.label) whose destination block the pod is in (A_BLOCKED_BY).
+    None: the record names none (a block of an earlier version's, or no record), whose config
+    cannot be told."""
+    text = annotations.get(A_BLOCKED_BY)
+    if text is None:
+        return None
+    return {name.strip() for name in text.split(",") if name.strip()} or None
+
+
+def with_blocker(metadata: Mapping[str, Any], block_label: str, label: str) -> str | None:
+    """A_BLOCKED_BY once a block of the pod (``metadata`` as read) by the config quarantining under
+    ``label`` is recorded: the configs a standing block is recorded as of, and this one. None: the
+    pod is in a block no record attributes (an earlier version's), left unattributed (naming this
+    config alone would let its release lift another config's block). A record beside no block
+    label is stale (the label was taken off by hand): the block starts afresh."""
+    if block_label not in (metadata.get("labels") or {}):
+        return label
+    configs = blocked_by(metadata.get("annotations") or {})
+    return None if configs is None else ",".join(sorted({*configs, label}))

@@ -73,6 +73,7 @@ from responder.actions.pod_patch import (
 )
 from responder.actions.pod_records import (
     A_ALERT_ID,
+    A_BLOCKED_BY,
     A_FLAGGED_AT,
     A_INCIDENT,
     A_PATCHED,
@@ -87,6 +88,8 @@ from responder.actions.pod_records import (
     CLOCK_SKEW_NS,
     QUARANTINE_ANNOTATIONS,
     RELEASED_AT,
+    ReleaseRecord,
+    blocked_by,
     clear_release_record_of,
     held_under,
     labels_text,
@@ -458,28 +461,98 @@ def _release_annotations(
     return {**dict.fromkeys(QUARANTINE_ANNOTATIONS), **record}
 
 
-def _not_this_configs(
-    label: str, others: Mapping[str, str], labels_known: bool, block_label: str | None
-) -> str:
-    """Why a release of a pod recorded as quarantined, not under ``label``, is refused: ``others``,
-    the labels of other configs it carries (none: the record names none); ``labels_known``: the
-    config was given; ``block_label``: the pod carries a destination block, which stays."""
-    under = (
-        f"it was quarantined under {_pairs(others)}"
-        if others
-        else "it may have been quarantined under another quarantine.label"
+def _still_quarantined(others: Mapping[str, str]) -> str:
+    return (
+        f"the pod is still quarantined under {_pairs(others)} (another config's quarantine.label):"
+        " release it with that config"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockOnPod:
+    """The pod's destination block as a release by the config quarantining under ``config`` reads
+    it. Configs share the block label and policy by default: the block is this config's when its
+    record (A_BLOCKED_BY) names it, or names none (an earlier version's: any config's), and it stays
+    while another config the record names still holds it (its responder would read it gone as a
+    lapse)."""
+
+    label: str  # block_destination.label
+    present: bool  # the pod carries it
+    attributed: bool  # its record names configs
+    others: tuple[str, ...]  # the other configs its record names
+    mine: bool
+
+    @classmethod
+    def read(cls, metadata: Mapping[str, Any], block_label: str, config: str) -> _BlockOnPod:
+        present = block_label in (metadata.get("labels") or {})
+        configs = blocked_by(metadata.get("annotations") or {}) if present else None
+        return cls(
+            label=block_label,
+            present=present,
+            attributed=configs is not None,
+            others=tuple(sorted((configs or set()) - {config})),
+            mine=present and (configs is None or config in configs),
+        )
+
+    @property
+    def lifted(self) -> bool:
+        """A release by this config lifts it."""
+        return self.mine and not self.others
+
+    def released(self) -> dict[str, str | None]:
+        """What such a release patches of the block's record: gone with the block, or this config's
+        name off it."""
+        if self.lifted:
+            return {A_BLOCKED_BY: None}
+        if self.mine and self.attributed:
+            return {A_BLOCKED_BY: ",".join(self.others)}
+        return {}
+
+    def stays(self) -> str:
+        """That the block stays, made (or made too) by the other configs its record names."""
+        whose = "the config" if len(self.others) == 1 else "the configs"
+        made = "blocked it too" if self.mine else "made it"
+        return (
+            f"its destination block (label {self.label}) stays: {whose} with quarantine.label"
+            f" {', '.join(self.others)} {made} ({A_BLOCKED_BY}): release it with that config"
+        )
+
+
+def _not_this_configs(
+    label: str, others: Mapping[str, str], labels_known: bool, meta: Mapping[str, Any], block: _BlockOnPod
+) -> str | None:
+    """Why a release of a pod (``meta``, as read) not carrying ``label`` is refused: it is recorded
+    as quarantined under ``others`` (labels of other configs it carries; none: the record names
+    none, refused only without the config, ``labels_known`` false), or it is in another config's
+    block alone. None: not refused (nothing of another config's, or a partial release: this
+    config's own recorded block lifted, the other config's quarantine kept). A block no record
+    attributes cannot be told from the other config's, and lifting it would give the pod its
+    traffic to the address back."""
     rerun = (
         "run release with the --config of the config whose quarantine.label that is"
         if labels_known
         else "run release with the responder's --config"
     )
-    if block_label is not None:
-        rerun += f" (the destination block, label {block_label}, stays: it cannot be told from that config's)"
-    return (
-        f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}: {under};"
-        f" nothing was changed: {rerun}"
-    )
+    if others and block.mine and block.attributed:
+        return None
+    if others or (not labels_known and quarantine_record_holds(meta)):
+        under = (
+            f"it was quarantined under {_pairs(others)}"
+            if others
+            else "it may have been quarantined under another quarantine.label"
+        )
+        if block.others:
+            rerun += f" ({block.stays()})"
+        elif block.present:
+            rerun += f" (the destination block, label {block.label}, stays: it cannot be told from that"
+            rerun += " config's)"
+        return (
+            f"the pod carries a quarantine record ({A_QUARANTINED_AT}) but not the label {label}: {under};"
+            f" nothing was changed: {rerun}"
+        )
+    if block.present and not block.mine:
+        return f"the pod is not quarantined under {label}, and {block.stays()}; nothing was changed: {rerun}"
+    return None
 
 
 def _pairs(labels: Mapping[str, str]) -> str:
@@ -1747,45 +1820,23 @@ class ClusterActions:
         labels = meta.get("labels") or {}
         was_labelled = label in labels
         # A destination block is lifted too: release gives the pod back all of its traffic.
-        block_label = self._block_settings.label
-        was_blocked = block_label in labels
+        block = _BlockOnPod.read(meta, self._block_settings.label, label)
         recorded = recorded_labels(annotations)
         # Labels of other keys the record names and the pod still carries: quarantined under them
         # by another config, whose quarantine this release leaves on, and its record with it (a
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = {k: v for k, v in held_under(meta).items() if k != label}
-        still = _pairs(others)
         earlier = release_record_in(annotations, label)
-        if not (was_labelled or was_blocked) and others and earlier is not None:
-            # Released already, another config's quarantine left standing: a rerun, said so.
+        if not (was_labelled or block.mine) and (others or block.others) and earlier is not None:
+            # Released already, another config's quarantine or block left standing: a rerun, said so.
+            return self._released_already(earlier, others, block, started)
+        refused = None if was_labelled else _not_this_configs(label, others, labels_known, meta, block)
+        if refused is not None:
             return ActionOutcome(
-                "release",
-                OutcomeStatus.RELEASED,
-                f"{NOTHING_TO_RELEASE}: its release from {label} is recorded already (by {earlier.by} at"
-                f" {earlier.at}); the pod is still quarantined under {still} (another config's"
-                " quarantine.label): release it with that config",
-                started_ns=started,
-                finished_ns=self._clock_ns(),
-                extra={
-                    RELEASED_AT: earlier.at,
-                    BY_HAND: earlier.by,
-                    REASON: earlier.reason,
-                    RECORDED_RELEASE: True,
-                },
-            )
-        # Not this config's quarantine: refused, blocked or not. (A destination block cannot be told
-        # from another config's under the same block label, and lifting it would say "released"
-        # while another label still cuts the pod.)
-        if not was_labelled and (others or (not labels_known and quarantine_record_holds(meta))):
-            return ActionOutcome(
-                "release",
-                OutcomeStatus.FAILED,
-                _not_this_configs(label, others, labels_known, block_label if was_blocked else None),
-                started_ns=started,
-                finished_ns=self._clock_ns(),
+                "release", OutcomeStatus.FAILED, refused, started_ns=started, finished_ns=self._clock_ns()
             )
         try:
-            foreign = None if (was_blocked or labels_known) else self._blocked_under(namespace, meta)
+            foreign = None if (block.present or labels_known) else self._blocked_under(namespace, meta)
         except KubeError as exc:
             return self._failure("release", exc, started)
         if foreign is not None:
@@ -1793,7 +1844,7 @@ class ClusterActions:
             return ActionOutcome(
                 "release",
                 OutcomeStatus.FAILED,
-                f"the pod is blocked under the label {key} (NetworkPolicy {policy}), not {block_label}:"
+                f"the pod is blocked under the label {key} (NetworkPolicy {policy}), not {block.label}:"
                 " it was blocked under another block_destination.label; nothing was changed:"
                 " run release with the responder's --config",
                 started_ns=started,
@@ -1803,8 +1854,11 @@ class ClusterActions:
         patch = {
             "metadata": {
                 "uid": meta.get("uid"),
-                "labels": {label: None, block_label: None},
-                "annotations": _release_annotations(annotations, label, others, by, reason, released_at),
+                "labels": {label: None, **({block.label: None} if block.lifted else {})},
+                "annotations": {
+                    **_release_annotations(annotations, label, others, by, reason, released_at),
+                    **block.released(),
+                },
             }
         }
         try:
@@ -1813,15 +1867,12 @@ class ClusterActions:
             return self._failure("release", exc, started)
         # Released from here on (the labels are off the pod): what fails of the rest is said in the
         # detail, never a failed release, which a rerun would call nothing to release.
-        left = self._clear_block(namespace, meta) if was_blocked else []
+        left = self._clear_block(namespace, meta) if block.lifted else []
         policies = self._restore_policies(namespace, annotations.get(A_PATCHED, ""))
-        if was_labelled or was_blocked:
+        if was_labelled or block.mine:
             notes = [release_note(by, reason)]
             if others:
-                notes.append(
-                    f"the pod is still quarantined under {still} (another config's quarantine.label):"
-                    " release it with that config"
-                )
+                notes.append(_still_quarantined(others))
         elif A_QUARANTINED_AT in annotations:
             if not recorded:
                 gone = f"the label {label} was"
@@ -1832,8 +1883,10 @@ class ClusterActions:
             notes = [f"{NOTHING_TO_RELEASE}: {gone} already gone; its quarantine record cleared by {by}"]
         else:
             notes = [f"{NOTHING_TO_RELEASE}: the pod was not quarantined or blocked; recorded {by}"]
-        if was_blocked:
+        if block.lifted:
             notes.append("lifted its destination block")
+        elif block.present:
+            notes.append(block.stays())
         notes += [*left, *policies.notes()]
         outcome = ActionOutcome(
             "release",
@@ -1849,6 +1902,29 @@ class ClusterActions:
             namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False
         )
         return outcome
+
+    def _released_already(
+        self, earlier: ReleaseRecord, others: Mapping[str, str], block: _BlockOnPod, started: int
+    ) -> ActionOutcome:
+        """A release rerun once this config's release is recorded, what another config holds standing:
+        the release the pod records, by its person (journaled as theirs, told once)."""
+        standing = [_still_quarantined(others)] if others else []
+        if block.others:
+            standing.append(block.stays())
+        return ActionOutcome(
+            "release",
+            OutcomeStatus.RELEASED,
+            f"{NOTHING_TO_RELEASE}: its release from {self._settings.label} is recorded already (by"
+            f" {earlier.by} at {earlier.at}); " + "; ".join(standing),
+            started_ns=started,
+            finished_ns=self._clock_ns(),
+            extra={
+                RELEASED_AT: earlier.at,
+                BY_HAND: earlier.by,
+                REASON: earlier.reason,
+                RECORDED_RELEASE: True,
+            },
+        )
 
     def _clear_block(self, namespace: str, meta: Mapping[str, Any]) -> list[str]:
         """Empty the block policy of the pod released (``meta``: its metadata as read), which no
