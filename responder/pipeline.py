@@ -985,7 +985,7 @@ class Pipeline:
                     return
                 released = self._released_since(state, pod)
                 if released is not None:  # a person gave the pod back its traffic: not blocked again
-                    self._found_released(state, released)
+                    self._found_released(state, released, pod)
                     return
                 dry_run = report.decision.dry_run
                 now = self._clock_ns()
@@ -1758,7 +1758,7 @@ class Pipeline:
             return
         released = self._released_since(state, lookup.pod)
         if released is not None:
-            self._found_released(state, released)
+            self._found_released(state, released, lookup.pod)
             return
         state.released = None  # isolated again since (a quarantine by hand): proven as any
         lapse = self._lifted(state, lookup.pod)
@@ -1866,12 +1866,15 @@ class Pipeline:
         # `release` runs on): an earlier version's block left an older record in place.
         return release_record(pod, self._config.quarantine.label, since_ns=max(put_on) - CLOCK_SKEW_NS)
 
-    def _found_released(self, state: IncidentState, released: ReleaseRecord) -> None:
+    def _found_released(
+        self, state: IncidentState, released: ReleaseRecord, pod: PodContext | None = None
+    ) -> None:
         """A person released the pod: a lift, not a lapse. Its repeats fold in as before and act no
         more (the person judged the pod safe for now; an alert after the incident's window is
         decided afresh), and the rechecks go on: a quarantine by hand since is proven as any.
         Journaled under the incident and told in its thread once (not when the command, run with
-        the journal, recorded the same release: both name its released-at)."""
+        the journal, recorded the same release: both name its released-at), with what another
+        config still holds on ``pod`` (read since the release)."""
         if state.released == released:
             return
         state.released = released
@@ -1880,11 +1883,12 @@ class Pipeline:
             " counted, not acted on",
             extra={"incident": state.incident_id, "pod": state.key.pod_ref},
         )
-        self._record_release(state, released)
+        self._record_release(state, released, self._actions.held_elsewhere(pod) if pod is not None else [])
 
-    def _record_release(self, state: IncidentState, released: ReleaseRecord) -> None:
+    def _record_release(self, state: IncidentState, released: ReleaseRecord, standing: list[str]) -> None:
         """Journal the release found on the pod under the incident, as the person's action, with
-        its thread reply when the incident is told in Slack (not when the journal holds it)."""
+        its thread reply when the incident is told in Slack (not when the journal holds it);
+        ``standing``: what other configs still hold on the pod, said with it."""
         now = self._clock_ns()
         key = state.key
         report = state.report
@@ -1892,8 +1896,13 @@ class Pipeline:
         outcome = ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
-            f"{release_note(released.by, released.reason)}; as the pod's annotations record it, found by"
-            " the responder (the command did not journal it)",
+            "; ".join(
+                [
+                    f"{release_note(released.by, released.reason)}; as the pod's annotations record it,"
+                    " found by the responder (the command did not journal it)",
+                    *standing,
+                ]
+            ),
             started_ns=released.at_ns,  # as the pod records it: when the person released it
             finished_ns=released.at_ns,
             extra={BY_HAND: released.by, REASON: released.reason, RELEASED_AT: released.at},

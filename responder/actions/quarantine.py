@@ -518,6 +518,15 @@ class _BlockOnPod:
         )
 
 
+def _held_elsewhere(others: Mapping[str, str], block: _BlockOnPod) -> list[str]:
+    """What other configs still hold on a pod this config released: their quarantines (``others``,
+    their labels), a block its record names them for."""
+    standing = [_still_quarantined(others)] if others else []
+    if block.others:
+        standing.append(block.stays())
+    return standing
+
+
 def _not_this_configs(
     label: str, others: Mapping[str, str], labels_known: bool, meta: Mapping[str, Any], block: _BlockOnPod
 ) -> str | None:
@@ -1903,14 +1912,20 @@ class ClusterActions:
         )
         return outcome
 
+    def held_elsewhere(self, pod: PodContext) -> list[str]:
+        """For a release of ``pod`` (as read since) found by the responder: what other configs still
+        hold on it, in words (none: it is free of serving-guard's cuts)."""
+        metadata = {"labels": pod.labels, "annotations": pod.annotations}
+        label = self._settings.label
+        others = {k: v for k, v in held_under(metadata).items() if k != label}
+        return _held_elsewhere(others, _BlockOnPod.read(metadata, self._block_settings.label, label))
+
     def _released_already(
         self, earlier: ReleaseRecord, others: Mapping[str, str], block: _BlockOnPod, started: int
     ) -> ActionOutcome:
         """A release rerun once this config's release is recorded, what another config holds standing:
         the release the pod records, by its person (journaled as theirs, told once)."""
-        standing = [_still_quarantined(others)] if others else []
-        if block.others:
-            standing.append(block.stays())
+        standing = _held_elsewhere(others, block)
         return ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,

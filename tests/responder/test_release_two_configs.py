@@ -228,3 +228,30 @@ async def test_a_rerun_with_incident_journals_the_release_the_pod_records_by_its
         assert _releases(responder) == [(incident, "carol")]
     finally:
         await responder.stop()
+
+
+async def test_the_release_the_responder_finds_says_another_configs_quarantine_still_cuts_the_pod(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The responder (default) and acme quarantine vllm; bob releases the default's label without
+    the journal. The responder finds the release on the pod, and its thread says acme's quarantine
+    still cuts the pod (before: only that bob released it, read as the pod given back its traffic)."""
+    vllm = seeded[1]["vllm"]
+    clock = FakeClock()
+    responder = await start(tmp_path, seeded, sink, clock)
+    try:
+        await incident_post(responder, sink, vllm)
+        acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
+        where = ["-n", vllm.namespace, vllm.name]
+        quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
+        assert await asyncio.to_thread(main, quarantine) == 0
+        release = ["release", *where, "--reason", "default done", "--by", "bob", "--kubeconfig", seeded[2]]
+        assert await asyncio.to_thread(main, release) == 0
+        assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
+        await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
+
+        text = visible_text(by_hand_posts(sink)[0]["blocks"])
+        assert "*bob*" in text and "default done" in text, text
+        assert f"still quarantined under {ACME}=true (another config's quarantine.label)" in text, text
+    finally:
+        await responder.stop()
