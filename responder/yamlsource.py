@@ -265,7 +265,13 @@ def load_yaml(text: str, file: str) -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        raise SourceError(file, _mark_line(mark), f"invalid YAML: {problem}") from None
+        line = _mark_line(mark)
+        started = _mark_line(exc.context_mark)
+        if exc.problem and exc.context and started is not None and started != line:
+            # Where the problem was found is often far from its cause (an unclosed quote is found at
+            # the end of the file): say where what was being read began.
+            problem += f" ({exc.context} that starts on line {started})"
+        raise SourceError(file, line, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise SourceError(file, None, f"invalid YAML: {exc}") from None
     finally:

@@ -107,6 +107,12 @@ def _config_check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
             1,
             _tagged("tag:yaml.org,2002:python/object:os.system"),
         ),
+        # Found at the end of the file, caused on line 2: both said.
+        (
+            'journal:\n  path: "x\ndedupe:\n  window_seconds: 60\n',
+            5,
+            "invalid YAML: found unexpected end of stream (while scanning a quoted scalar that starts on line 2)",
+        ),
     ],
     ids=[
         "nul",
@@ -128,6 +134,7 @@ def _config_check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
         "custom-tag-list",
         "omap-merge",
         "python-object-block",
+        "unclosed-quote",
     ],
 )
 def test_config_check_names_file_line_and_problem(

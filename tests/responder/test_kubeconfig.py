@@ -51,7 +51,11 @@ def test_a_good_kubeconfig_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("a: [b\n  c: {", ":2: not a kubeconfig: invalid YAML: expected ',' or ']', but got ':'"),
+        (
+            "a: [b\n  c: {",
+            ":2: not a kubeconfig: invalid YAML: expected ',' or ']', but got ':'"
+            " (while parsing a flow sequence that starts on line 1)",
+        ),
         ("clusters: 5\n", ":1: not a kubeconfig: clusters must be a list, got the number 5"),
         ("", ": not a kubeconfig: the file is empty"),
         (
@@ -195,7 +199,8 @@ def test_every_command_refuses_a_bad_kubeconfig_with_one_line(
     """Named as the user gave it: the config's cluster.kubeconfig, or a command's --kubeconfig."""
     kubeconfig = str(tmp_path / "missing") if content is None else write(tmp_path, content)
     problem = {
-        "a: [b\n  c: {": f" {kubeconfig}:2: not a kubeconfig: invalid YAML: expected ',' or ']', but got ':'",
+        "a: [b\n  c: {": f" {kubeconfig}:2: not a kubeconfig: invalid YAML: expected ',' or ']', but got ':'"
+        " (while parsing a flow sequence that starts on line 1)",
         "clusters: 5\n": f" {kubeconfig}:1: not a kubeconfig: clusters must be a list, got the number 5",
         None: f": cannot read {kubeconfig}: No such file or directory",
     }[content]
