@@ -111,7 +111,8 @@ def _config_check(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
         (
             'journal:\n  path: "x\ndedupe:\n  window_seconds: 60\n',
             5,
-            "invalid YAML: found unexpected end of stream (while scanning a quoted scalar that starts on line 2)",
+            "invalid YAML: found unexpected end of stream"
+            " (while scanning a quoted scalar that starts on line 2)",
         ),
     ],
     ids=[

@@ -26,7 +26,7 @@ from responder.config import (
 )
 from responder.config import Journal as JournalSettings
 from responder.errors import UserError
-from responder.ingest.http import SHARED_WITH_SENDERS, TokenSource, share_a_token
+from responder.ingest.http import SHARED_WITH_SENDERS, TokenSource, share_a_token, unauthenticated_input
 from responder.policy_review import (
     PolicyFinding,
     RuleTags,
@@ -450,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
             unannounced_cuts(config),
             retries_past_window(config),
             token_falcosidekick_drops(config),
+            unauthenticated_input(config.inputs.http),
             *review.warnings,
         ]
         if warning

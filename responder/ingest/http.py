@@ -299,18 +299,23 @@ def warn_of_plaintext_token(http: HttpInput) -> None:
         )
 
 
-def warn_of_unauthenticated_input(http: HttpInput) -> None:
-    """allow_unauthenticated takes alerts from anyone: said at every start, not only in the config."""
-    if not http.allow_unauthenticated:
-        return
+def unauthenticated_input(http: HttpInput) -> str | None:
+    """What allow_unauthenticated means, when set (and the input on): alerts from anyone."""
+    if not (http.enabled and http.allow_unauthenticated):
+        return None
     also = " (a request without a token is accepted; one with a wrong token is refused)" if http.token else ""
-    log.warning(
-        "inputs.http.allow_unauthenticated is true: anyone who can reach %s can send alerts and have "
-        "pods quarantined%s; make sure only Falco can reach the port, or authenticate senders "
-        "(tls.client_ca_file, token)",
-        http.listen,
-        also,
+    return (
+        f"inputs.http.allow_unauthenticated is true: anyone who can reach {http.listen} can send alerts"
+        f" and have pods quarantined{also}; make sure only Falco can reach the port, or authenticate"
+        " senders (tls.client_ca_file, token)"
     )
+
+
+def warn_of_unauthenticated_input(http: HttpInput) -> None:
+    """allow_unauthenticated takes alerts from anyone: said at every start, and by `config check`."""
+    warning = unauthenticated_input(http)
+    if warning is not None:
+        log.warning(warning)
 
 
 def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> TokenSource | None:

@@ -16,6 +16,12 @@ from responder.rulespack.paths import default_pack
 from tests.helpers import SHELL_RULE
 
 HTTP = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
+# What config check says of HTTP (serve says it at every start): a warning, not a finding.
+OPEN_INPUT = (
+    "warning: inputs.http.allow_unauthenticated is true: anyone who can reach 127.0.0.1:0 can send alerts and"
+    " have pods quarantined; make sure only Falco can reach the port, or authenticate senders"
+    " (tls.client_ca_file, token)\n"
+)
 NO_INPUT = (
     "no input is enabled: configure inputs.http (Falco's http_output, the Falcosidekick webhook)"
     " or inputs.grpc (Falco <= 0.43)"
@@ -59,7 +65,7 @@ def test_a_config_serve_refuses_is_said_to_be_valid_for_ingest_only(
 def test_a_config_serve_runs_on_is_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, "served.yaml", {"inputs": HTTP})
     code, out, err = check(capsys, str(path))
-    assert code == 0 and out.splitlines()[0] == f"{path}: ok" and err == ""
+    assert code == 0 and out.splitlines()[0] == f"{path}: ok" and err == OPEN_INPUT
     code, out, _ = check(capsys, str(path), "--format", "json")
     assert json.loads(out)["serve_refuses"] is None
 
@@ -81,7 +87,7 @@ def test_with_slack_disabled_no_channel_is_promised(
     }
     path = write(tmp_path, "disabled.yaml", document)
     code, out, err = check(capsys, str(path))
-    assert code == 0 and err == ""
+    assert code == 0 and err == OPEN_INPUT
     assert "#sec" not in out
     assert out.count("; Slack channel: none (slack.mode is disabled)") == 2
     assert (
@@ -114,8 +120,9 @@ def test_in_webhook_mode_a_policy_channel_is_said_to_have_no_effect(
     ) in out.splitlines()
     channel_line = path.read_text().splitlines().index("    channel: '#sec-oncall'") + 1
     assert err.splitlines() == [
+        OPEN_INPUT.rstrip("\n"),
         f"note: {path}:{channel_line}: policies[0].slack.channel: '#sec-oncall' has no effect: slack.mode"
-        " is webhook, which posts to the webhook's own channel"
+        " is webhook, which posts to the webhook's own channel",
     ]
     code, out, _ = check(capsys, str(path), "--format", "json")
     assert [p["slack_channel"] for p in json.loads(out)["policies"]] == [None, None]
@@ -130,7 +137,7 @@ def test_in_bot_mode_each_policy_names_where_it_posts(
         tmp_path, "bot.yaml", {"inputs": HTTP, "policies": _policies(channel="#sec-oncall"), "slack": slack}
     )
     code, out, err = check(capsys, str(path))
-    assert code == 0 and err == ""
+    assert code == 0 and err == OPEN_INPUT
     lines = out.splitlines()
     assert lines[2].endswith("; Slack channel #sec-oncall") and lines[4].endswith("; Slack channel #sec")
     assert "slack: bot, posting to #sec unless a policy names its channel, from priority Error" in lines

@@ -22,9 +22,9 @@ from responder.serve_review import unannounced_cuts
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE
+from tests.responder.test_config_check_ux import HTTP, OPEN_INPUT
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
-HTTP = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
 WARNING = (
     "slack.mode is disabled, yet pods are quarantined or blocked (policies: isolate-shells, block-egress):"
     " nobody is told when a pod is cut off (only the journal records it: serving-guard audit); set"
@@ -74,9 +74,12 @@ def test_config_check_says_it_on_stderr_and_in_json(
     assert main(["config", "check", str(path)]) == 0  # a warning, not a finding
     captured = capsys.readouterr()
     assert captured.out.startswith(f"{path}: ok\n")
-    assert captured.err.splitlines() == [f"warning: {WARNING}"]
+    assert captured.err.splitlines() == [f"warning: {WARNING}", OPEN_INPUT.rstrip("\n")]
     assert main(["config", "check", str(path), "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["warnings"] == [WARNING]
+    assert json.loads(capsys.readouterr().out)["warnings"] == [
+        WARNING,
+        OPEN_INPUT.removeprefix("warning: ").rstrip(),
+    ]
 
 
 def test_serve_warns_of_it_when_it_starts(tmp_path: Path, seeded: Seeded) -> None:
