@@ -87,6 +87,7 @@ def verify_alert(
                 f" not show the current run of {', '.join(pod.awaiting_runs)} yet (starting or restarting)",
             )
         not_of_pod = f"container.id {container_id[:64]} is not a container of the pod"
+        not_of_pod += _ahead_of_clock(alert, now_ns)
         if pod.created_ns is not None and alert.time_ns < pod.created_ns - CLOCK_SKEW_NS:
             # A StatefulSet's replica re-created under its name: the alert (taken up late, or
             # replayed) is about the pod before it. Said as the alert's age, not the pod's time.
@@ -105,8 +106,21 @@ def verify_alert(
 
 def listing_lag_may_explain(alert: Alert, received_ns: int) -> bool:
     """Whether the alert was young enough when it came (LISTING_LAG_SECONDS) for the kubelet's lag
-    to explain an id its pod does not list yet."""
-    return received_ns - alert.time_ns <= int(LISTING_LAG_SECONDS * 1e9)
+    to explain an id its pod does not list yet. An event dated ahead of the responder's clock by more
+    than the clocks may differ (CLOCK_SKEW_NS) is not young: it is forged, or its node's clock is
+    wrong, and never excuses an id the pod does not list (a forger would date every alert ahead)."""
+    age_ns = received_ns - alert.time_ns
+    return -CLOCK_SKEW_NS <= age_ns <= int(LISTING_LAG_SECONDS * 1e9)
+
+
+def _ahead_of_clock(alert: Alert, now_ns: int | None) -> str:
+    """For an unverified alert's reason: its event dated ahead of the responder's clock, or ''."""
+    if now_ns is None or alert.time_ns - now_ns <= CLOCK_SKEW_NS:
+        return ""
+    return (
+        f"; its event is dated {(alert.time_ns - now_ns) / 1e9:.0f} s ahead of the responder's clock"
+        " (forged, or the clock of the node it names is wrong)"
+    )
 
 
 def unlisted_on_its_node(alert: Alert, pod: PodContext, *, check_node: bool) -> bool:

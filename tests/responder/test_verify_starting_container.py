@@ -401,6 +401,50 @@ async def test_an_old_alert_does_not_wait_and_is_a_possible_forgery(tmp_path: Pa
         await responder.stop()
 
 
+def test_an_alert_dated_ahead_of_the_clock_is_not_excused_by_a_starting_container(
+    harness: Harness, seeded: Seeded
+) -> None:
+    """A forger dating every alert ahead (time: 2100-...) made them forever "young": on a pod with a
+    container starting or restarting (CrashLoopBackOff, a sidecar), a made-up id was "not verified
+    yet" and decided again on every repeat, never told as a possible forgery (review-oncall 1)."""
+    vllm = seeded[1]["vllm"]
+    starting = _with_sidecar_starting(harness.pod(vllm))
+    alert = alert_from(vllm, STARTED_ID)
+    now = alert.time_ns
+    # Within what the clocks may differ by (2 minutes), as before.
+    ahead = verify_alert(alert, starting, check_node=True, now_ns=now - 100 * 10**9)
+    assert ahead.status is VerificationStatus.NOT_LISTED_YET
+    said = verify_alert(alert, starting, check_node=True, now_ns=now - 3600 * 10**9)
+    assert said.status is VerificationStatus.UNVERIFIED
+    assert said.reason == (
+        f"container.id {STARTED_ID[:12]} is not a container of the pod; its event is dated 3600 s ahead"
+        " of the responder's clock (forged, or the clock of the node it names is wrong)"
+    )
+    # An id the pod has is verified whatever the time (a node's clock may be wrong).
+    own = alert_from(vllm, vllm.container_id)
+    assert verify_alert(own, starting, check_node=True, now_ns=now - 3600 * 10**9).verified
+
+
+async def test_an_alert_dated_ahead_does_not_wait_and_is_a_possible_forgery(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    running, pods, kubeconfig = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, None, CREATING)
+    clock = FakeClock()
+    clock.advance(-3600)  # the alert's event an hour ahead of the responder's clock
+    responder = await start_with_clock(tmp_path, kubeconfig, clock)
+    try:
+        before = pod_reads(running, vllm)
+        await submit_all(responder, [alert_from(vllm, STARTED_ID)])
+        [opened] = incidents(responder)
+        assert opened["verification"]["status"] == "unverified"
+        assert "ahead of the responder's clock" in opened["verification"]["reason"]
+        assert pod_reads(running, vllm) - before == 2  # read, then read afresh: no waiting reads
+    finally:
+        await responder.stop()
+
+
 def test_a_pod_whose_containers_all_run_is_checked_as_before(harness: Harness, seeded: Seeded) -> None:
     vllm = seeded[1]["vllm"]
     pod = harness.pod(vllm)
