@@ -10,10 +10,12 @@ each command reports it as one line."""
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import re
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,28 @@ def check_base_url(text: str) -> str:
             " adds the path"
         )
     return text
+
+
+def cleartext_token(base_url: str, auth: ClientAuth) -> str | None:
+    """Why a token sent to ``base_url`` crosses the network readable: an http:// URL to a host other
+    than loopback (anyone on the path may replay it: send alerts, read the audit trail). None: https,
+    loopback, or no token."""
+    url = yarl.URL(base_url)
+    if not auth.token or url.scheme != "http" or _loopback(url.host or ""):
+        return None
+    return (
+        f"{base_url}: the token goes in cleartext over http:// to {url.host}: use https:// (the"
+        " responder's inputs.http.tls), unless a service mesh encrypts the traffic on the way"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,9 @@ class ResponderClient:
         self.base_url = base_url.rstrip("/")
         self._where = f"{flag} {self.base_url}" if flag else f"the responder at {self.base_url}"
         self._auth = auth or ClientAuth()
+        cleartext = cleartext_token(self.base_url, self._auth)
+        if cleartext is not None:
+            print(f"serving-guard: warning: {flag or 'responder URL'} {cleartext}", file=sys.stderr)
         self._timeout_seconds = timeout_seconds
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._connections = connections
