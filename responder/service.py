@@ -252,6 +252,9 @@ class Responder:
         http = self.config.inputs.http
         if http.enabled:
             token = TokenSource(http.token) if http.token is not None else None
+            short = token.short() if token is not None else None
+            if short is not None:
+                log.warning(short)
             warn_of_plaintext_token(http)
             warn_of_unauthenticated_input(http)
             audit_token = audit_token_source(http, token)

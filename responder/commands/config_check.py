@@ -285,7 +285,8 @@ def unreadable_here(config: Config) -> list[str]:
         if ref is None:
             continue
         try:
-            ref.read(key)
+            # The inputs' tokens as serve reads them (at most two lines), the rest as a secret.
+            TokenSource(ref, what=key) if key.startswith("inputs.http.") else ref.read(key)
         except UserError as exc:
             notes.append(f"{exc} {_ELSEWHERE}")
     for key, path in files:
@@ -381,6 +382,17 @@ def shared_audit_token(config: Config) -> PolicyFinding | None:
     return PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS)
 
 
+def short_token(config: Config) -> str | None:
+    """serve's warning of a senders' token short enough to guess, where the secret can be read here."""
+    http = config.inputs.http
+    if not http.enabled or http.token is None:
+        return None
+    try:
+        return TokenSource(http.token).short()
+    except UserError:
+        return None  # a note of unreadable_here, or serve's refusal
+
+
 def token_falcosidekick_drops(config: Config) -> str | None:
     """A senders' token holding ',' or ':': Falcosidekick splits its custom headers on both, and
     drops a header that does not split in two, so its posts carry no token (401) and nothing says
@@ -450,6 +462,7 @@ def run(args: argparse.Namespace) -> int:
             unannounced_cuts(config),
             retries_past_window(config),
             token_falcosidekick_drops(config),
+            short_token(config),
             unauthenticated_input(config.inputs.http),
             *review.warnings,
         ]

@@ -103,6 +103,13 @@ def tokens_in(text: str) -> tuple[bytes, ...]:
     return tuple(line.strip().encode() for line in text.splitlines() if line.strip())
 
 
+# A rotation's old and new token: a third line is a mistake (a file of passwords, a pasted list),
+# each line of which would let its holder in.
+MAX_TOKENS = 2
+# Shorter tokens are said to be guessable (`openssl rand -hex 32` gives 64 characters).
+MIN_TOKEN_CHARACTERS = 32
+
+
 class TokenSource:
     """The bearer tokens, re-read from their file now and then so a rotated Secret takes effect."""
 
@@ -113,7 +120,33 @@ class TokenSource:
         self._clock = clock
         self._what = what
         self._values = tokens_in(ref.read(what))  # read() refuses a secret with no text
+        if len(self._values) > MAX_TOKENS:
+            raise UserError(f"{what}: {self._source} {self._too_many(len(self._values))}")
         self._read_at = clock()
+
+    @property
+    def _source(self) -> str:
+        return self._ref.file if self._ref.file is not None else f"${self._ref.env}"
+
+    @staticmethod
+    def _too_many(count: int) -> str:
+        return (
+            f"holds {count} tokens (one per line): at most {MAX_TOKENS}, the old and the new one during"
+            " a rotation"
+        )
+
+    def short(self) -> str | None:
+        """That a token is short enough to guess (fewer than MIN_TOKEN_CHARACTERS), by its line, or
+        None. Said, not refused: anyone who guesses it can send alerts and have pods quarantined."""
+        lines = [n for n, token in enumerate(self.current(), 1) if len(token) < MIN_TOKEN_CHARACTERS]
+        if not lines:
+            return None
+        which = "its token is" if len(self._values) == 1 else f"the token on line {lines[0]} is"
+        return (
+            f"{self._what}: {which} shorter than {MIN_TOKEN_CHARACTERS} characters ({self._source}):"
+            " anyone who guesses it can send alerts and have pods quarantined; use a random one"
+            " (`openssl rand -hex 32`)"
+        )
 
     def current(self) -> tuple[bytes, ...]:
         """The tokens accepted now (one, or a rotation's two)."""
@@ -149,9 +182,12 @@ class TokenSource:
             except UnicodeDecodeError as exc:
                 problem = f"{path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
             else:
-                if tokens:
+                if len(tokens) > MAX_TOKENS:
+                    problem = f"{path} {self._too_many(len(tokens))}"
+                elif tokens:
                     return tokens
-                problem = f"{path} is empty"
+                else:
+                    problem = f"{path} is empty"
         log.warning("%s: %s; keeping the previous token", self._what, problem)
         return None
 

@@ -15,6 +15,8 @@ from responder.cli import main
 from responder.rulespack.paths import default_pack
 from tests.helpers import SHELL_RULE
 
+# Makes a test's tokens long enough not to be warned of as guessable (TokenSource.short).
+PAD = "-7f3a9c1e5b2d8f4a6c0e9b7d"
 HTTP = {"http": {"listen": "127.0.0.1:0", "allow_unauthenticated": True}}
 # What config check says of HTTP (serve says it at every start): a warning, not a finding.
 OPEN_INPUT = (
@@ -201,8 +203,8 @@ def test_an_audit_token_that_is_a_senders_token_is_refused_as_serve_refuses_it(
 ) -> None:
     """The chart can mount one Secret's key as both tokens, under two paths: `config check` said ok
     and `serve` refused to start. Where both files can be read, check says what serve would."""
-    senders = write(tmp_path, "token", "rotating-new\nshared-one\n")
-    readers = write(tmp_path, "audit-token", "shared-one\n")
+    senders = write(tmp_path, "token", f"rotating-new{PAD}\nshared-one{PAD}\n")
+    readers = write(tmp_path, "audit-token", f"shared-one{PAD}\n")
     http = {
         "http": {
             "listen": "127.0.0.1:0",
@@ -217,7 +219,7 @@ def test_an_audit_token_that_is_a_senders_token_is_refused_as_serve_refuses_it(
         f"{path}:6: inputs.http.audit_token: is the same as inputs.http.token (or holds one of its"
         " tokens): every alert sender could read the audit trail; give its readers a token of their own"
     ) in err.splitlines()
-    readers.write_text("readers-own\n")
+    readers.write_text(f"readers-own{PAD}\n")
     code, out, err = check(capsys, str(path))
     assert (code, out.splitlines()[0], err) == (0, f"{path}: ok", "")
     # Unreadable here: a note, as any secret (it may exist only where the responder runs).
@@ -242,7 +244,7 @@ def test_a_senders_token_falcosidekick_cannot_carry_is_warned_of(
 ) -> None:
     """Falcosidekick splits its custom headers on ',' and ':' and drops one that does not split in
     two: with such a token its posts carry none, and the responder refuses them (401) unseen."""
-    senders = write(tmp_path, "token", "old-token\nnew:token\n")  # a rotation's second line
+    senders = write(tmp_path, "token", f"old-token{PAD}\nnew:token{PAD}\n")  # a rotation's second line
     http = {"http": {"listen": "127.0.0.1:0", "token": {"file": str(senders)}}}
     path = write(tmp_path, "colon.yaml", {"inputs": http})
     code, _, err = check(capsys, str(path))
@@ -252,6 +254,6 @@ def test_a_senders_token_falcosidekick_cannot_carry_is_warned_of(
         " cannot carry (it splits headers on both and drops the Authorization header): its posts would be"
         " refused (401); use a token without them (`openssl rand -hex 32`)"
     ) in err.splitlines()
-    senders.write_text("0123456789abcdef\n")
+    senders.write_text("0123456789abcdef0123456789abcdef\n")
     code, _, err = check(capsys, str(path))
     assert (code, err) == (0, "")
