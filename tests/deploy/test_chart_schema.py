@@ -226,6 +226,25 @@ def test_schema_rejects_bad_values_naming_the_path(
             "inputs.http.tls.secretName: mode secret",
         ),
         (
+            {"inputs": {"http": {"requireSenderMatchesHostname": True}}},
+            NAMESPACE,
+            "inputs.http.requireSenderMatchesHostname: the chart issues one client certificate (falco)"
+            " that every node holds",
+        ),
+        (
+            {
+                "inputs": {
+                    "http": {
+                        "requireSenderMatchesHostname": True,
+                        "tls": {"requireClientCert": False},
+                        "token": {"secretName": "t"},
+                    }
+                }
+            },
+            NAMESPACE,
+            "inputs.http.requireSenderMatchesHostname: only a client certificate can name the node",
+        ),
+        (
             {"falco": {"namespace": "falco"}},
             "serving-guard",
             'a namespaced Issuer in "serving-guard" cannot sign Falco\'s client certificate in namespace'
@@ -399,3 +418,22 @@ def test_the_two_tokens_may_share_a_secret_under_keys_of_their_own(chart: helm_p
     rendered = render(chart, Case("two-keys", {"inputs": {"http": tokens}}))
     config = load_config_text(rendered.config_text(), "config.yaml")
     assert config.inputs.http.token is not None and config.inputs.http.audit_token is not None
+
+
+def test_per_node_sender_binding_is_set_with_certificates_of_ones_own(chart: helm_python.Chart) -> None:
+    """The README's per-node binding (inputs.http.require_sender_matches_hostname), settable through the
+    chart with the user's own per-node client certificates (review-platform M6); off by default."""
+    http = {
+        "requireSenderMatchesHostname": True,
+        "tls": {
+            "mode": "secret",
+            "secretName": "sg-tls",
+            "allowedClientNames": None,
+            "falcoClientCertificate": {"enabled": False},
+        },
+    }
+    rendered = render(chart, Case("per-node", {"inputs": {"http": http}}))
+    config = yaml.safe_load(rendered.config_text())
+    assert config["inputs"]["http"]["require_sender_matches_hostname"] is True
+    default = yaml.safe_load(render(chart, Case("default", {})).config_text())
+    assert "require_sender_matches_hostname" not in default["inputs"]["http"]

@@ -263,6 +263,14 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- fail (printf "inputs.http.auditToken: Secret %q key %q is also inputs.http.token's: the audit trail's readers would hold the senders' token, and the senders the readers' (the responder refuses to start). Give the audit token a Secret or key of its own" $audit.secretName $audit.key) -}}
 {{- end -}}
 {{- end -}}
+{{- if $v.inputs.http.requireSenderMatchesHostname -}}
+{{- if not $mtls -}}
+{{- fail "inputs.http.requireSenderMatchesHostname: only a client certificate can name the node an alert comes from: it needs inputs.http.tls.requireClientCert (mutual TLS)" -}}
+{{- end -}}
+{{- if $certs.falcoClient -}}
+{{- fail "inputs.http.requireSenderMatchesHostname: the chart issues one client certificate (falco) that every node holds and that names no node, so every alert would be refused (403): give each Falco pod a certificate naming its node, set inputs.http.tls.falcoClientCertificate.enabled=false, and allowedClientNames to null or your nodes' names (deploy/README.md)" -}}
+{{- end -}}
+{{- end -}}
 {{- if and $certs.falcoClient (not (include "serving-guard.canIssueForFalco" .)) -}}
 {{- fail (printf "inputs.http.tls.falcoClientCertificate: a namespaced Issuer in %q cannot sign Falco's client certificate in namespace %q: install this chart into Falco's namespace, set certManager.issuerRef to a ClusterIssuer, or set inputs.http.tls.falcoClientCertificate.enabled=false and create the Secret yourself (deploy/README.md)" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
 {{- end -}}
@@ -411,6 +419,10 @@ change that no longer rolls it). */ -}}
 {{- /* maxConnectionsPerPeer unset (null, or absent from an earlier release's values): an eighth of the cap, as the responder derives it (config.PEER_SHARE). */ -}}
 {{- $perPeer := $v.inputs.http.maxConnectionsPerPeer | default (max 1 (div $maxConnections 8)) -}}
 {{- $http := dict "enabled" $v.inputs.http.enabled "listen" "0.0.0.0:8443" "max_body_bytes" $v.inputs.http.maxBodyBytes "max_connections" $maxConnections "max_connections_per_peer" $perPeer "allow_unauthenticated" $v.inputs.http.allowUnauthenticated -}}
+{{- /* Absent from an earlier release's values (--reuse-values): off, as before. */ -}}
+{{- if $v.inputs.http.requireSenderMatchesHostname -}}
+{{- $_ := set $http "require_sender_matches_hostname" true -}}
+{{- end -}}
 {{- if include "serving-guard.httpTlsEnabled" . -}}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tls) "key_file" (printf "%s/tls.key" $paths.tls) -}}
 {{- if $v.inputs.http.tls.requireClientCert -}}
