@@ -725,6 +725,19 @@ BLOCK_ABUSE: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+def test_a_block_policy_is_created_only_blocking_an_address(renders: dict[str, Rendered]) -> None:
+    """One created blocking nothing only opens the pod's egress (a union of allows) past the other
+    policies that restrict it: no write of the responder makes one (review-platform M2); the
+    release empties an existing one by an update."""
+    rendered = renders["defaults"]
+    policies = policies_of(rendered)
+    assert _refused(policies.create_policy(_block(rendered)))
+    half = _block(rendered, "203.0.113.7")
+    _egress(half)[0]["to"][1]["ipBlock"].pop("except")  # the IPv6 block without its NAT64 form
+    assert _refused(policies.create_policy(half))
+    assert policies.create_policy(_block(rendered, "203.0.113.7")).allowed
+
+
 @pytest.mark.parametrize("abuse", sorted(BLOCK_ABUSE))
 def test_block_policies_are_only_what_the_responder_builds(renders: dict[str, Rendered], abuse: str) -> None:
     rendered = renders["defaults"]
@@ -732,8 +745,7 @@ def test_block_policies_are_only_what_the_responder_builds(renders: dict[str, Re
     policy = _block(rendered, "203.0.113.7", "2001:db8::1")
     empty = _block(rendered)
     assert policies.create_policy(policy).allowed
-    assert policies.create_policy(empty).allowed
-    assert policies.update("networkpolicies", empty, policy).allowed
+    assert policies.update("networkpolicies", empty, policy).allowed  # the release's clear
     abused = _changed(policy, BLOCK_ABUSE[abuse])
     assert _refused(policies.create_policy(abused))
     assert _refused(policies.update("networkpolicies", policy, abused))
