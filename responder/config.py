@@ -13,6 +13,7 @@ import datetime
 import fnmatch
 import functools
 import ipaddress
+import math
 import os
 import re
 import urllib.parse
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple, Self, TypeVar
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -1123,6 +1125,33 @@ def _given(reason: str, error: Any, separator: str = ",") -> str:
     return f"{reason} (it is empty)" if given is None else f"{reason}{separator} not {_clipped(given)}"
 
 
+# A number with an exponent as Python reads it (1e99, 5E-3, .5e3): YAML 1.1 (PyYAML) reads it as a
+# float only with a dot in its mantissa and a sign in its exponent (1e99 and 1.0e99 are text to it,
+# 1.0e+99 a number).
+_NUMBER_TEXT = re.compile(r"(?P<mantissa>[-+]?[0-9_]*\.?[0-9_]*)[eE](?P<sign>[-+]?)(?P<exponent>[0-9]+)")
+
+
+def _yaml_float_spelling(given: object) -> str | None:
+    """For text that is a number to Python but that YAML read as text (``1e99``): the way to write it
+    that YAML reads as that number (``1.0e+99``); else None."""
+    if not isinstance(given, str) or len(given) > 64:
+        return None
+    match = _NUMBER_TEXT.fullmatch(given)
+    if match is None or not any(char.isdigit() for char in match["mantissa"]):
+        return None  # without an exponent YAML reads a number as one: such text was quoted
+    mantissa = match["mantissa"]
+    if "." not in mantissa:
+        mantissa += ".0"
+    spelled = f"{mantissa}e{match['sign'] or '+'}{match['exponent']}"
+    try:
+        value = yaml.safe_load(spelled)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(value, float) or not math.isfinite(value) or spelled == given:
+        return None
+    return spelled
+
+
 def _in_words(error: Any) -> str:
     """One validation error as the file's reader needs it: what the key must be, and what the
     file had when that is not plain from the line (a YAML null, a text where a list goes)."""
@@ -1144,6 +1173,8 @@ def _in_words(error: Any) -> str:
     if kind == "union_tag_not_found":
         return _TYPE_WORDS["missing"]
     if kind in _BOUND_WORDS:
+        if isinstance(given, float) and math.isnan(given):  # .nan is neither above nor below a bound
+            return _given("must be a finite number", error)
         words, key = _BOUND_WORDS[kind]
         limit = ctx.get(key)
         return f"{words} {limit}, not {_clipped(given)}" if limit is not None else str(error["msg"])
@@ -1159,7 +1190,11 @@ def _in_words(error: Any) -> str:
         return f"keys must be text, not {_clipped(given)} (quote a key that is meant as text)"
     if kind in _TYPE_WORDS:
         reason = _TYPE_WORDS[kind]
-        return reason if kind in ("extra_forbidden", "missing") else _given(reason, error)
+        if kind in ("extra_forbidden", "missing"):
+            return reason
+        spelled = _yaml_float_spelling(given) if kind in ("float_type", "float_parsing") else None
+        hint = f" (YAML reads {given} as text: write {spelled})" if spelled is not None else ""
+        return _given(reason, error) + hint
     message = str(error["msg"])
     if message.startswith("Input should be "):  # a type not named above, in the same words
         return _given("must be " + message.removeprefix("Input should be "), error)

@@ -10,6 +10,8 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from responder.terminal import printable
+
 # The alert being processed in this task or thread (set by the pipeline): every log line
 # written while working on an alert carries its id, even from code that never saw the alert.
 current_alert_id: ContextVar[str | None] = ContextVar("current_alert_id", default=None)
@@ -52,23 +54,12 @@ def escape_json(text: str) -> str:
     return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
-# What must not reach a text log raw: control characters (a newline would forge a line of its own,
-# a NUL makes grep take the log for binary), DEL, C1 controls and the Unicode line separators.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    named = _NAMED_ESCAPES.get(char)
-    if named is not None:
-        return named
-    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-
-
 def escape_text(text: str) -> str:
-    """``text`` with every character that could break a log line written as an escape (\\n, \\x00)."""
-    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+    """``text`` as a text log line may carry it: every character that could break the line (\\n,
+    \\x00, DEL, C1, U+2028), reorder or hide what a terminal shows (bidi overrides such as U+202E,
+    zero-width and other format characters, fillers such as U+3164) written as an escape, as the
+    audit shows it (:func:`responder.terminal.printable`)."""
+    return printable(text)
 
 
 class TextFormatter(logging.Formatter):

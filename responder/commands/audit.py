@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--responder", metavar="URL", type=responder_url, help="ask a running responder (GET /v1/audit)"
     )
     parser.add_argument("--since", help=f"{SINCE_FORMS} (default: everything)")
+    # `--since -5m` would be argparse's "expected one argument": a value like a negative number
+    # ('-' then a digit, as Python 3.13 reads it) is taken as --since's, and refused with its form.
+    # No option of this command starts with '-' and a digit.
+    parser._negative_number_matcher = _DASH_THEN_DIGIT
     parser.add_argument("--pod", metavar="NAMESPACE/NAME", help="only this pod")
     parser.add_argument(
         "--run-id",
@@ -68,6 +73,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_responder_options(parser)
 
 
+_DASH_THEN_DIGIT = re.compile(r"-\.?\d")
+# A time ago (15m, 2h) with a minus sign.
+_MINUS_AGO = re.compile(r"-(?:\d+\.?\d*|\.\d+)[smhd]")
+
+
+def _since_ns(text: str) -> int:
+    """``--since`` in epoch nanoseconds (:func:`since_ns`); a time ago written with a minus sign
+    (``-5m``) is refused saying to drop it."""
+    try:
+        return since_ns(text)
+    except UserError as exc:
+        ago = text.strip()
+        if _MINUS_AGO.fullmatch(ago) and _parses_as_since(ago[1:]):
+            raise UserError(
+                f"{exc}: how far back is written without a minus sign (--since {ago[1:]})"
+            ) from None
+        raise
+
+
+def _parses_as_since(text: str) -> bool:
+    try:
+        since_ns(text)
+    except UserError:
+        return False
+    return True
+
+
 def limit(text: str) -> int:
     """An argparse ``type`` for ``--limit``: what the HTTP API accepts too (1 to MAX_LIMIT)."""
     wrong = argparse.ArgumentTypeError(f"must be a whole number between 1 and {MAX_LIMIT}, got {text!r}")
@@ -83,7 +115,7 @@ def limit(text: str) -> int:
 def _query(args: argparse.Namespace, limit: int) -> AuditQuery:
     """The query the flags ask for, each checked (a UserError naming the flag): also before a
     remote query, so a responder is only asked what it can answer."""
-    since = since_ns(args.since) if args.since is not None else 0
+    since = _since_ns(args.since) if args.since is not None else 0
     if args.run_id is not None:
         check_run_id(args.run_id)  # verify's check: '' would be no filter at all, the whole trail
     try:

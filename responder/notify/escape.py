@@ -44,6 +44,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
+from responder.terminal import BLANK_LETTERS
+
 ELLIPSIS = "…"
 BACKTICK_LOOKALIKE = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT
 WORD_JOINER = "\u2060"
@@ -60,24 +62,6 @@ _BREAKS = frozenset({"\n", "\r", "\t", "\v", "\f", "\x85", "\u2028", "\u2029"})
 # Without a word boundary: "@channel0" is harmless, but a joiner costs nothing.
 _BROADCAST = re.compile(r"@(?=channel|here|everyone)", re.IGNORECASE)
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-# Letters and marks that show as nothing, though their categories (Lo, Mn, So) are those of text:
-# padding that looks like no padding at all. The default-ignorable ones outside Cf, and BRAILLE
-# PATTERN BLANK.
-_BLANK_LETTERS = frozenset(
-    chr(point)
-    for first, last in (
-        (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
-        (0x115F, 0x1160),  # HANGUL CHOSEONG and JUNGSEONG FILLER
-        (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ, AA
-        (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS (and vowel separator, Cf)
-        (0x2800, 0x2800),  # BRAILLE PATTERN BLANK
-        (0x3164, 0x3164),  # HANGUL FILLER
-        (0xFE00, 0xFE0F),  # VARIATION SELECTORS 1-16
-        (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
-        (0xE0100, 0xE01EF),  # VARIATION SELECTORS 17-256
-    )
-    for point in range(first, last + 1)
-)
 _SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 # A run of more blank characters than this is shown as its count: padding cannot push what follows
 # it out of a cut value's view.
@@ -89,7 +73,7 @@ _VISIBLE_SPACE = "\u2423"  # OPEN BOX, a space in a run's count
 
 def _hidden(char: str) -> bool:
     """``char`` shows as nothing (or moves or hides other text): shown by its code instead."""
-    return unicodedata.category(char) in _HIDDEN_CATEGORIES or char in _BLANK_LETTERS
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES or char in BLANK_LETTERS
 
 
 def _blank(char: str) -> bool:
