@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from responder.actions.outcome import (
+    ALREADY_IN_CUT,
     BLOCK_DESTINATION,
     BLOCKED_ADDRESS,
     HELD_ESCALATION,
@@ -299,6 +300,18 @@ class IncidentReport:
             return None
         # The policy's cut, so that the command does what was predicted (an escalation cuts egress).
         return self._quarantine_command(decision.isolate or ("egress" if held_escalation else ""), form)
+
+    @property
+    def predicted_in_cut(self) -> bool:
+        """The incident's latest quarantine is a prediction (dry-run) that found the pod in its cut
+        already, its deny-all as built (another incident's quarantine, or a person's): a quarantine
+        by hand would only record this incident's, changing nothing on the pod."""
+        latest = next((o for o in reversed(self.outcomes) if o.action == "quarantine"), None)
+        return (
+            latest is not None
+            and latest.status is OutcomeStatus.DRY_RUN
+            and bool(latest.extra.get(ALREADY_IN_CUT))
+        )
 
     def requarantine_command(self, form: CommandForm = PLAIN_COMMANDS) -> str | None:
         """The exact command to quarantine the pod by hand again (it was released, and still

@@ -135,6 +135,9 @@ POLICY_FULL = "policy_full"
 # The extra key of a quarantine of the pod's egress that stood for a block (escalation) and that the
 # quarantine breaker held back: it is offered by hand, with its cut.
 HELD_ESCALATION = "held_escalation"
+# A dry-run quarantine's extra: the pod is in the cut already, its deny-all as built (another
+# incident's quarantine, or a person's): a quarantine by hand would change nothing, so none is offered.
+ALREADY_IN_CUT = "already_in_cut"
 # How a release that found nothing to lift begins its detail (not said "released").
 NOTHING_TO_RELEASE = "nothing to release"
 # Who took an action the responder took on its own (the journal's actions.actor); else a person.

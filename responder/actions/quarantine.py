@@ -42,6 +42,7 @@ from responder.actions.lockdown import (
     with_pod,
 )
 from responder.actions.outcome import (
+    ALREADY_IN_CUT,
     BLOCK_DESTINATION,
     BY_HAND,
     EXCLUDED_BEYOND,
@@ -681,6 +682,8 @@ class ClusterActions:
         notes += [f"it would be LEAKY: {self._opened_words(o, cut, policies)}" for o in opened]
         report = IsolationReport(tuple(leaks), (), excluded_beyond=beyond, opened=opened)
         extra = self._report_extra(report, notes, cut)
+        if current is cut.isolation and not repair:
+            extra[ALREADY_IN_CUT] = True
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,

@@ -1269,7 +1269,13 @@ def render_incident(
     ):
         if by_hand:
             act = _Lines()
-            act.add(f"*To {what} by hand* once you have looked{where}:")
+            if what == "quarantine it" and report.predicted_in_cut:
+                act.add(
+                    "*The pod is in this cut already* (another incident's quarantine, or a person's):"
+                    f" nothing more to do. To record this incident's quarantine all the same{where}:"
+                )
+            else:
+                act.add(f"*To {what} by hand* once you have looked{where}:")
             act.add(code_block(by_hand, 1000))
             blocks.append(_section(act))
     blocks.append(

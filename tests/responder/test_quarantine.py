@@ -17,10 +17,13 @@ from responder.cluster.api import KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory
 from responder.config import Cluster, Isolation, Quarantine, Retry
+from responder.notify.render import render_incident
 from responder.records import pod_from_json, pod_to_json
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import LEAKY_POLICY, SeededPod
+from tests.notify.slack_fixtures import make_decision, make_report
+from tests.notify.test_slack_render import text_of
 from tests.responder.exclusions import legacy_patched
 
 LABEL = "serving-guard.io/quarantine"
@@ -388,6 +391,16 @@ def test_dry_run_on_a_pod_already_quarantined_says_so(
     predicted = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc-2", "r", dry_run=True)
     assert predicted.status is OutcomeStatus.DRY_RUN
     assert predicted.detail == "the pod is already labelled into serving-guard-quarantine"
+    # Slack does not offer the quarantine by hand as if it would isolate the pod (review-oncall 7).
+    trial = make_report(decision=make_decision(dry_run=True), outcomes=(predicted,))
+    assert trial.predicted_in_cut
+    text = text_of(render_incident(trial))
+    assert "*The pod is in this cut already* (another incident's quarantine, or a person's): nothing" in text
+    assert "*To quarantine it by hand*" not in text
+    fresh = harness.actions.quarantine(
+        harness.pod(seeded[1]["triton"]), shell_alert(vllm), "inc-3", "r", dry_run=True
+    )
+    assert not make_report(decision=make_decision(dry_run=True), outcomes=(fresh,)).predicted_in_cut
 
 
 def test_annotate_records_without_isolating(
