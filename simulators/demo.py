@@ -213,12 +213,18 @@ def left_out(scenarios: Sequence[Scenario]) -> list[Scenario]:
     return [scenario for scenario in scenarios if scenario.demo is None]
 
 
+# Why the demo leaves a scenario out, and how to send it instead: the console line and the report's
+# header are both built from these.
+LEFT_OUT_WHY = "has no demo part (the seeded pod and input to send it with)"
+
+
+def replay_command(scenario: Scenario) -> str:
+    return f"serving-guard replay {scenario.name}"
+
+
 def left_out_line(scenario: Scenario) -> str:
     """What the demo says of a scenario it leaves out (one line)."""
-    return (
-        f"demo: {scenario.name} has no demo part (the seeded pod and input to send it with): left out;"
-        f" send its alerts with serving-guard replay {scenario.name}"
-    )
+    return f"demo: {scenario.name} {LEFT_OUT_WHY}: left out; send its alerts with {replay_command(scenario)}"
 
 
 def plan_cases(

@@ -35,6 +35,13 @@ DERIVED_SHOWN = 10
 class CaptureStage:
     passed: bool
     lines: list[str] = field(default_factory=list)
+    # False: the rule conditions were not evaluated (no sysdig, no captures, no pack); the lines say why.
+    evaluated: bool = True
+
+
+def not_evaluated(why: str) -> CaptureStage:
+    """The stage when the rule conditions cannot be evaluated: the demo goes on, saying so."""
+    return CaptureStage(True, [NOT_EVALUATED.format(why=why)], evaluated=False)
 
 
 def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
@@ -45,13 +52,14 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
     sysdig = Sysdig.find()
     if sysdig is None:
         if sysdig_required():
-            return CaptureStage(False, [f"rule conditions: sysdig is not installed but {REQUIRE_ENV}=1"])
-        return CaptureStage(True, [NOT_EVALUATED.format(why="sysdig not installed")])
+            line = f"rule conditions: sysdig is not installed but {REQUIRE_ENV}=1"
+            return CaptureStage(False, [line], evaluated=False)
+        return not_evaluated("sysdig not installed")
     captures = default_captures()
     examples_path = default_examples()
     if not captures.is_dir() or not examples_path.is_file():
         # An install without this checkout's tests/ and rules/: nothing to evaluate against.
-        return CaptureStage(True, [NOT_EVALUATED.format(why=f"no captures in {display_path(captures)}")])
+        return not_evaluated(f"no captures in {display_path(captures)}")
     examples = load_examples(examples_path)
     files = list(rules_files)
     scope = examples.captures.scope_override
@@ -60,7 +68,7 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
         definitions = load_paths(files).defined_in.get(("macro", SCOPE_MACRO), [])
         if not definitions:
             why = f"the rules define no {SCOPE_MACRO} macro for the captures' scope override"
-            return CaptureStage(True, [NOT_EVALUATED.format(why=why)])
+            return not_evaluated(why)
         after = files.index(definitions[-1].file.path) + 1
         files[after:after] = [display_path(captures / scope)]
     ruleset = load_rules(files)

@@ -32,12 +32,12 @@ from simulators.demo import (
     prepare_workdir,
     run_demo,
 )
-from simulators.demo_captures import NOT_EVALUATED, CaptureStage, capture_stage, print_stage
-from simulators.report import format_by_hand, format_table, row_of, write_report
+from simulators.demo_captures import capture_stage, not_evaluated, print_stage
+from simulators.report import format_by_hand, format_table, row_of, write_report, write_stopped_report
 from simulators.scenario import Outcome, add_scenarios_dir_option, load_scenarios
 
 DEFAULT_REPORT = "demo-report.html"
-NO_PACK = NOT_EVALUATED.format(why="no rules pack found")
+NO_PACK = "no rules pack found"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -136,9 +136,14 @@ def run(args: argparse.Namespace) -> int:
         prepare_workdir(workdir)
     # Detection first: the alerts below are templates, so only the captures show the rules still fire.
     rules_files = args.rules or ([display_path(pack)] if (pack := default_rules_file()) is not None else [])
-    stage = capture_stage(rules_files) if rules_files else CaptureStage(True, [NO_PACK])
+    stage = capture_stage(rules_files) if rules_files else not_evaluated(NO_PACK)
     print_stage(stage, sys.stdout)
+    report = None if args.no_report else (args.report if args.report is not None else DEFAULT_REPORT)
     if not stage.passed:
+        if report:
+            # Said in the report too: one an earlier run left there must not stand for this run.
+            write_stopped_report(report, stage, omitted)
+            print(f"report: {report}")
         return 1
     for scenario in omitted:
         print(left_out_line(scenario))
@@ -160,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         # Said, not a silent exit 130: the run's cleanup is done, and no report is written.
         print("demo: interrupted; no report written", file=sys.stderr)
         raise
-    report = None if args.no_report else (args.report if args.report is not None else DEFAULT_REPORT)
     if report:
-        write_report(result, report)
+        # The header says what the console said first: the rule conditions' result and what was left out.
+        write_report(result, report, stage, omitted)
     _print(result, report)
     return 0 if result.ok else 1

@@ -1,6 +1,11 @@
 """The demo's results: the console table, and a self-contained HTML report (the same table, a
 timeline of every alert through the responder, and each Slack message rendered from its Block
-Kit JSON). No external CSS, scripts or fonts: it reads the same offline."""
+Kit JSON). No external CSS, scripts or fonts: it reads the same offline.
+
+The report's header says what the demo did not prove, from what the console lines are built from:
+the alerts are scenario alert templates (they prove the responder, not that a rule still detects
+the attack), the rule-conditions stage's result (ok, not evaluated, or failed: then the report
+says the demo stopped there), and each scenario the demo left out, by name and why."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from typing import Any
 from responder.alert import parse_time_ns
 from responder.errors import UserError
 from responder.records import DECIDED_AGAIN
-from simulators.demo import DemoCheck, DemoResult
+from simulators.demo import LEFT_OUT_WHY, DemoCheck, DemoResult, replay_command
 from simulators.demo_by_hand import ByHandStep
+from simulators.demo_captures import CaptureStage
+from simulators.scenario import Scenario
 from simulators.slack_html import message_to_html
 
 HEADERS = ("SCENARIO", "INPUT", "RULE", "VERIFIED", "DECISION", "OUTCOME", "SLACK", "ALERT→ACTION", "RESULT")
@@ -142,6 +149,11 @@ h2{font-size:18px;margin:32px 0 10px;border-bottom:1px solid #ddd;padding-bottom
 .sub{color:#616061;margin:0 0 16px}
 .banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:12px 0}
 .ok{background:#e3f4e8;color:#135c2c}.bad{background:#fde8e8;color:#8a1c1c}
+.warn{background:#fff4d6;color:#6b4a00}
+.scope{border:1px solid #e1e1e1;border-radius:6px;padding:4px 14px;margin:12px 0}
+.scope h2{font-size:15px;border:0;margin:10px 0 4px;padding:0}
+.stage{padding:6px 10px;border-radius:4px;margin:6px 0;white-space:pre-wrap;font-family:SFMono-Regular,
+  Menlo,Consolas,monospace;font-size:12px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#f6f6f6;font-weight:600}
@@ -296,7 +308,53 @@ def _messages_html(checks: Sequence[DemoCheck], channel_names: dict[str, str]) -
     return f'<div class="msgs">{"".join(cards)}</div>'
 
 
-def render_html(result: DemoResult) -> str:
+# What the demo's alerts are, and so what it proves and what not (the report's header).
+TEMPLATES_SAID = (
+    "The alerts are scenario alert templates (each scenario file's alerts, filled in for a seeded pod),"
+    " not alerts Falco raised: they prove the responder (verification, policy, actions, Slack), not"
+    " that a rule still detects the attack. Whether the rules' conditions still match the recorded"
+    " attacks is the rule-conditions result below (<code>serving-guard rules test</code>)."
+)
+
+
+def _stage_html(stage: CaptureStage) -> str:
+    kind = ("ok" if stage.evaluated else "warn") if stage.passed else "bad"
+    text = "\n".join(stage.lines)
+    return f'<div class="stage {kind}" id="rule-conditions">{_e(text)}</div>'
+
+
+def _left_out_html(omitted: Sequence[Scenario]) -> str:
+    if not omitted:
+        return "<p>Left out: none (every scenario has a demo part and was sent).</p>"
+    items = "".join(
+        f"<li><code>{_e(s.name)}</code>: {_e(s.summary.rstrip('.'))}. It {_e(LEFT_OUT_WHY)}: left out, so"
+        f" nothing here shows how the responder handles it; send its alerts with"
+        f" <code>{_e(replay_command(s))}</code>.</li>"
+        for s in omitted
+    )
+    return f'<p>Left out of the demo ({len(omitted)}, not sent):</p><ul id="left-out">{items}</ul>'
+
+
+def _scope_html(stage: CaptureStage, omitted: Sequence[Scenario]) -> str:
+    return (
+        '<section class="scope" id="not-proven"><h2>What this demo proves, and what not</h2>'
+        f"<p>{TEMPLATES_SAID}</p>{_stage_html(stage)}{_left_out_html(omitted)}</section>"
+    )
+
+
+def _page(title: str, sub: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>Serving Guard demo</h1>
+<p class="sub">{sub}</p>
+{body}
+</body></html>
+"""
+
+
+def render_html(result: DemoResult, stage: CaptureStage, omitted: Sequence[Scenario]) -> str:
     rows = [row_of(check) for check in result.checks]
     passed = sum(1 for row in rows if row.passed) + (result.by_hand is not None and result.by_hand.passed)
     banner_class = "ok" if result.ok else "bad"
@@ -308,14 +366,10 @@ def render_html(result: DemoResult) -> str:
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_ns / 1e9))
     duration = (result.finished_ns - result.started_ns) / 1e9
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Serving Guard demo report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
-<body>
-<h1>Serving Guard demo</h1>
-<p class="sub">Run <code>{_e(result.run_id)}</code> · {started} · {duration:.1f} s · Falco alerts replayed
-into the real responder (HTTP input over mutual TLS, gRPC input from a Falco outputs server), against
-an emulated Kubernetes API with a seeded serving namespace, notifying a local Slack.</p>
+    sub = f"""Run <code>{_e(result.run_id)}</code> · {started} · {duration:.1f} s · Scenario alert templates
+replayed into the real responder (HTTP input over mutual TLS, gRPC input from a Falco outputs server),
+against an emulated Kubernetes API with a seeded serving namespace, notifying a local Slack."""
+    body = f"""{_scope_html(stage, omitted)}
 <div class="banner {banner_class}">{verdict}</div>
 <section id="scenarios"><h2>Scenarios</h2>
 {_table_html(rows)}</section>
@@ -326,13 +380,32 @@ an emulated Kubernetes API with a seeded serving namespace, notifying a local Sl
 {_messages_html(result.checks, result.channel_names)}</section>
 <section id="config"><h2>Responder configuration</h2>
 <details><summary>config.yaml the demo ran with</summary>
-<pre>{_e(result.config_text)}</pre></details></section>
-</body></html>
-"""
+<pre>{_e(result.config_text)}</pre></details></section>"""
+    return _page("Serving Guard demo report", sub, body)
 
 
-def write_report(result: DemoResult, path: str) -> None:
+def render_stopped_html(stage: CaptureStage, omitted: Sequence[Scenario]) -> str:
+    """The report of a demo the rule-conditions stage stopped: no alert was sent (and a report an
+    earlier run left at the path is replaced, not left saying every expectation held)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    sub = f"{started} · stopped at the rule conditions: no alert was sent to the responder."
+    banner = (
+        '<div class="banner bad">The rule-conditions stage FAILED: the demo stopped there, so no'
+        " scenario was sent and no expectation of the responder was checked.</div>"
+    )
+    return _page("Serving Guard demo report (stopped)", sub, f"{_scope_html(stage, omitted)}\n{banner}")
+
+
+def _write(text: str, path: str) -> None:
     try:
-        Path(path).write_text(render_html(result), encoding="utf-8")
+        Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--report {path}: {exc.strerror or exc}") from None
+
+
+def write_report(result: DemoResult, path: str, stage: CaptureStage, omitted: Sequence[Scenario]) -> None:
+    _write(render_html(result, stage, omitted), path)
+
+
+def write_stopped_report(path: str, stage: CaptureStage, omitted: Sequence[Scenario]) -> None:
+    _write(render_stopped_html(stage, omitted), path)

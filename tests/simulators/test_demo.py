@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,19 @@ def test_demo_passes_and_writes_a_self_contained_report(
         r"<(link|script|img|iframe|object|embed)\b|@import|url\(|<[a-z]+\s[^>]*\b(src|href)=", html
     )
     assert "All 15 expectations held." in html
+    # The header says what the demo did not prove: the alerts are templates (the responder, not the
+    # rules), the rule conditions' result the console printed first, and each scenario left out.
+    header = html[: html.index('<section id="scenarios">')]
+    assert "Scenario alert templates\nreplayed into the real responder" in header
+    proves = "they prove the responder (verification, policy, actions, Slack), not that a rule still detects"
+    assert f"{proves} the attack" in header
+    first = out.splitlines()[0]
+    assert first.startswith("rule conditions: ")
+    assert f'id="rule-conditions">{escape(first)}</div>' in header
+    for name in LEFT_OUT:
+        assert f"<li><code>{name}</code>: " in header
+        assert "It has no demo part (the seeded pod and input to send it with): left out" in header
+        assert f"<code>serving-guard replay {name}</code>" in header
     assert '<section id="by-hand"><h2>By hand</h2>' in html and "By hand, by *demo-oncall*" not in html
     assert "By hand, by <b>demo-oncall</b>" in html or "By hand, by <strong>demo-oncall</strong>" in html
     for name in DEMOED:

@@ -5,6 +5,7 @@ expectations held"). With sysdig, a failing expectation fails the demo and is li
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,30 @@ def test_the_demo_fails_on_rules_that_no_longer_detect(
     tuning = tmp_path / "broken.yaml"
     tuning.write_text(BREAK_TWO_RULES, encoding="utf-8")
     work = tmp_path / "work"
-    argv = ["demo", "--no-report", "--workdir", str(work), "--rules", str(default_pack()), str(tuning)]
+    report = tmp_path / "demo-report.html"
+    report.write_text("All 15 expectations held. (an earlier run's report)", encoding="utf-8")
+    argv = [
+        "demo",
+        "--report",
+        str(report),
+        "--workdir",
+        str(work),
+        "--rules",
+        str(default_pack()),
+        str(tuning),
+    ]
     assert cli_main(argv) == 1
     out, err = capsys.readouterr()
     assert err == ""
     lines = out.splitlines()
+    assert lines[-1] == f"report: {report}"
+    # The report says the demo stopped at the rule conditions, with what the console said.
+    html = report.read_text(encoding="utf-8")
+    assert "expectations held" not in html
+    assert '<div class="stage bad" id="rule-conditions">rule conditions: FAILED (' in html
+    assert escape("  sg-a-shell.scap a1: expected rule did not fire: Shell in serving pod") in html
+    assert "The rule-conditions stage FAILED: the demo stopped there, so no scenario was sent" in html
+    assert "<code>shell-from-model-server</code>" in html
     assert lines[0].startswith("rule conditions: FAILED (")
     assert (
         f"rules files in load order: {default_pack()}, tests/fixtures/captures/scope-override.yaml, {tuning}"
@@ -73,13 +93,40 @@ def test_without_sysdig_the_demo_says_so_in_one_line_and_passes(
 ) -> None:
     monkeypatch.setattr(Sysdig, "find", staticmethod(lambda: None))
     monkeypatch.delenv(REQUIRE_ENV, raising=False)
-    assert cli_main(["demo", "--no-report", "--workdir", str(tmp_path / "work")]) == 0
+    report = tmp_path / "demo-report.html"
+    assert cli_main(["demo", "--report", str(report), "--workdir", str(tmp_path / "work")]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert out.splitlines()[0] == (
-        "rule conditions: not evaluated (sysdig not installed): the rows below prove the responder only"
-    )
+    line = "rule conditions: not evaluated (sysdig not installed): the rows below prove the responder only"
+    assert out.splitlines()[0] == line
     assert "expectations held" in out
+    # The report's header says so too, beside what the templates prove and what was left out.
+    html = report.read_text(encoding="utf-8")
+    header = html[: html.index('<section id="scenarios">')]
+    assert f'<div class="stage warn" id="rule-conditions">{line}</div>' in header
+    assert "(verification, policy, actions, Slack), not that a rule still detects the attack" in header
+    assert "<li><code>shell-from-model-server</code>: " in header and "has no demo part" in header
+    assert "All 15 expectations held." in html
+
+
+def test_without_sysdig_but_required_the_demo_stops_and_its_report_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(Sysdig, "find", staticmethod(lambda: None))
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    report = tmp_path / "demo-report.html"
+    work = tmp_path / "work"
+    assert cli_main(["demo", "--report", str(report), "--workdir", str(work)]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    line = f"rule conditions: sysdig is not installed but {REQUIRE_ENV}=1"
+    assert out.splitlines() == [line, "", f"report: {report}"]
+    assert not (work / "journal.db").exists()
+    html = report.read_text(encoding="utf-8")
+    assert f'<div class="stage bad" id="rule-conditions">{line}</div>' in html
+    assert "expectations held" not in html and "no scenario was sent" in html
+    assert "scenario alert templates" in html
+    assert "<li><code>shell-from-model-server</code>: " in html
 
 
 def test_without_sysdig_but_required_the_stage_fails(monkeypatch: pytest.MonkeyPatch) -> None:
