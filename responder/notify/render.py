@@ -332,9 +332,16 @@ def _header_text(report: IncidentReport) -> str:
 
 
 def without_shortcodes(text: str) -> str:
-    """``text`` (the alert's rule) with each colon as a look-alike: where Slack turns `:name:` into
-    an emoji (a header, a notification's text) a forged rule's shortcodes stay words."""
-    return text.replace(":", "\ua789")
+    """``text`` (the alert's rule) with each colon that opens a `:name:` as a look-alike: where
+    Slack turns one into an emoji (a header, a notification's text) a forged rule's shortcodes stay
+    words. Other colons stay (`Drift: new executable`): the name on-call copies into a rule
+    exception or a search matches."""
+    return _SHORTCODE_OPENING.sub("\ua789", text)
+
+
+# A colon followed by a shortcode's name and its closing colon (Slack's names: letters, digits,
+# `_`, `+`, `-`, `'`).
+_SHORTCODE_OPENING = re.compile(r":(?=[\w+'-]+:)")
 
 
 # The most names a list in a line shows (the rest counted): one over-long line must not crowd out
