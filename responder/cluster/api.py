@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import random
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -167,6 +169,44 @@ def api_client_of(configuration: k8s_client.Configuration) -> k8s_client.ApiClie
     api = k8s_client.ApiClient(configuration)
     api.user_agent = "serving-guard-responder"
     return api
+
+
+def transport_failure(exc: BaseException, timeout: float | None = None) -> str:
+    """A request that got no HTTP answer, in a few words (what Slack and the trail show), urllib3's
+    class named after them: ``cannot connect: connection refused (NewConnectionError)``."""
+    name = type(exc).__name__
+    cause = _os_error_under(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        words = f"cannot connect: its TLS certificate is not trusted ({cause.verify_message})"
+    elif isinstance(cause, ssl.SSLError):
+        words = f"cannot connect: TLS handshake failed ({cause.reason or cause})"
+    elif isinstance(cause, socket.gaierror):
+        words = "cannot connect: cannot resolve the API server's name"
+    elif isinstance(cause, ConnectionRefusedError):  # urllib3's NewConnectionError is a timeout's kind
+        words = "cannot connect: connection refused"
+    elif isinstance(exc, urllib3.exceptions.TimeoutError) or isinstance(cause, TimeoutError):
+        words = "timed out" + (f": no answer within {timeout:.3g}s" if timeout is not None else "")
+    elif isinstance(exc, urllib3.exceptions.ProtocolError) or isinstance(cause, ConnectionResetError):
+        words = "the connection closed without an answer"
+    elif cause is not None and cause.errno:
+        words = f"cannot connect: {os.strerror(cause.errno).lower()}"
+    else:
+        return f"{name}: {exc}"[:300]
+    return f"{words} ({name})"[:300]
+
+
+def _os_error_under(exc: BaseException) -> OSError | None:
+    """The socket or TLS error a urllib3 error was raised from (its cause, or its reason)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, urllib3.exceptions.HTTPError):
+            return current
+        reason = getattr(current, "reason", None)
+        nested = reason if isinstance(reason, BaseException) else None
+        current = nested or current.__cause__ or current.__context__
+    return None
 
 
 def _status_error(status: int, headers: Mapping[str, str], body: bytes, *, verb: str, path: str) -> KubeError:
@@ -322,7 +362,7 @@ class KubeGateway:
             response = self._api.call_api(*request, _request_timeout=timeout)
             data = response.read()
         except Exception as exc:  # urllib3/SSL/socket errors: no HTTP status, retryable
-            raise KubeError(None, f"{type(exc).__name__}: {exc}"[:300], verb=verb, path=path) from None
+            raise KubeError(None, transport_failure(exc, timeout), verb=verb, path=path) from None
         if not 200 <= response.status <= 299:
             raise _status_error(response.status, response.headers, data or b"", verb=verb, path=path)
         try:

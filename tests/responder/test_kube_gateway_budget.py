@@ -258,6 +258,8 @@ def test_a_refused_connection_is_one_try_per_attempt(tmp_path: Path) -> None:
     assert isinstance(error, KubeError) and error.status is None and error.retryable
     # Raised as it came, not wrapped in urllib3's "Max retries exceeded".
     assert "NewConnectionError" in error.reason and "Max retries" not in error.reason
+    # In words first (Slack shows it; review-oncall 7: urllib3's repr, host tuple and errno), its class after.
+    assert error.reason == "cannot connect: connection refused (NewConnectionError)"
 
 
 @pytest.mark.parametrize("status", [429, 503])
