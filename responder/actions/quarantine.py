@@ -519,6 +519,18 @@ class _BlockOnPod:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _ReleasePlan:
+    """A release's write, planned on the pod as read (``meta``): what it then says and clears."""
+
+    meta: Mapping[str, Any]
+    was_labelled: bool
+    block: _BlockOnPod
+    others: Mapping[str, str]  # other configs' labels whose quarantine stays
+    released_at: str
+    patch: dict[str, Any]
+
+
 def _held_elsewhere(others: Mapping[str, str], block: _BlockOnPod) -> list[str]:
     """What other configs still hold on a pod this config released: their quarantines (``others``,
     their labels), a block its record names them for."""
@@ -671,8 +683,8 @@ class ClusterActions:
         else:
             notes = [f"would label the pod into {own}"]
         notes += repair
-        unproven = out_of_reach_as_read(pod.host_network, pod.network_escape)
-        notes += [f"it would be LEAKY: {why}" for why in [*unproven, *self._unread_policy_apis()]]
+        unproven = [*out_of_reach_as_read(pod.host_network, pod.network_escape), *self._unread_policy_apis()]
+        notes += [f"it would be LEAKY: {why}" for why in unproven]
         if pod.host_network:
             notes.append(HOST_NETWORK_NOT_ISOLATED)
         if leaks:
@@ -682,8 +694,8 @@ class ClusterActions:
         notes += [f"it would be LEAKY: {self._opened_words(o, cut, policies)}" for o in opened]
         report = IsolationReport(tuple(leaks), (), excluded_beyond=beyond, opened=opened)
         extra = self._report_extra(report, notes, cut)
-        if current is cut.isolation and not repair:
-            extra[ALREADY_IN_CUT] = True
+        if current is cut.isolation and not (repair or unproven or pod.host_network or leaks or opened):
+            extra[ALREADY_IN_CUT] = True  # in its cut, isolated as predicted: nothing for a person to do
         return ActionOutcome(
             action="quarantine",
             status=OutcomeStatus.DRY_RUN,
@@ -1822,18 +1834,43 @@ class ClusterActions:
         the default label is refused, not released: it was likely quarantined under another
         label, which this release would leave on while clearing the record."""
         started = self._clock_ns()
+        # A compare-and-set on the pod as read: what another writer changed since (another config's
+        # block naming itself in the block's record, a release) is read again and planned afresh.
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                raw = self._gateway.get_pod(namespace, name)
+            except KubeError as exc:
+                return self._failure("release", exc, started)
+            meta = raw.get("metadata") or {}
+            planned = self._plan_release(namespace, meta, by, reason, labels_known, started)
+            if isinstance(planned, ActionOutcome):
+                return planned
+            try:
+                self._gateway.patch_pod(namespace, name, planned.patch)
+            except KubeError as exc:
+                if exc.conflict and attempt < CONFLICT_RETRIES - 1:
+                    continue
+                return self._failure("release", exc, started)
+            return self._released(namespace, name, planned, by, reason, started)
+        conflict = KubeError(409, "the pod kept changing while being released")
+        return self._failure("release", conflict, started)
+
+    def _plan_release(
+        self,
+        namespace: str,
+        meta: Mapping[str, Any],
+        by: str,
+        reason: str,
+        labels_known: bool,
+        started: int,
+    ) -> _ReleasePlan | ActionOutcome:
+        """What a release of the pod (``meta``, as read) writes, or the outcome that ends it unwritten
+        (refused, or released already)."""
         label = self._settings.label
-        try:
-            raw = self._gateway.get_pod(namespace, name)
-        except KubeError as exc:
-            return self._failure("release", exc, started)
-        meta = raw.get("metadata") or {}
         annotations = meta.get("annotations") or {}
-        labels = meta.get("labels") or {}
-        was_labelled = label in labels
+        was_labelled = label in (meta.get("labels") or {})
         # A destination block is lifted too: release gives the pod back all of its traffic.
         block = _BlockOnPod.read(meta, self._block_settings.label, label)
-        recorded = recorded_labels(annotations)
         # Labels of other keys the record names and the pod still carries: quarantined under them
         # by another config, whose quarantine this release leaves on, and its record with it (a
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
@@ -1863,25 +1900,30 @@ class ClusterActions:
                 finished_ns=self._clock_ns(),
             )
         released_at = _now_text()
-        patch = {
-            "metadata": {
-                "uid": meta.get("uid"),
-                "labels": {label: None, **({block.label: None} if block.lifted else {})},
-                "annotations": {
-                    **_release_annotations(annotations, label, others, by, reason, released_at),
-                    **block.released(),
-                },
-            }
+        metadata: dict[str, Any] = {
+            "uid": meta.get("uid"),
+            "labels": {label: None, **({block.label: None} if block.lifted else {})},
+            "annotations": {
+                **_release_annotations(annotations, label, others, by, reason, released_at),
+                **block.released(),
+            },
         }
-        try:
-            self._gateway.patch_pod(namespace, name, patch)
-        except KubeError as exc:
-            return self._failure("release", exc, started)
+        if meta.get("resourceVersion") is not None:
+            metadata["resourceVersion"] = meta["resourceVersion"]
+        return _ReleasePlan(meta, was_labelled, block, others, released_at, {"metadata": metadata})
+
+    def _released(
+        self, namespace: str, name: str, planned: _ReleasePlan, by: str, reason: str, started: int
+    ) -> ActionOutcome:
+        """After the release's write landed: the block policy emptied, policy patches undone, said."""
+        label, meta, block, others = self._settings.label, planned.meta, planned.block, planned.others
+        annotations = meta.get("annotations") or {}
+        recorded = recorded_labels(annotations)
         # Released from here on (the labels are off the pod): what fails of the rest is said in the
         # detail, never a failed release, which a rerun would call nothing to release.
         left = self._clear_block(namespace, meta) if block.lifted else []
         policies = self._restore_policies(namespace, annotations.get(A_PATCHED, ""))
-        if was_labelled or block.mine:
+        if planned.was_labelled or block.mine:
             notes = [release_note(by, reason)]
             if others:
                 notes.append(_still_quarantined(others))
@@ -1908,7 +1950,7 @@ class ClusterActions:
             started_ns=started,
             finished_ns=self._clock_ns(),
             # As the pod records it: the responder, finding the release there, tells it only once.
-            extra={RELEASED_AT: released_at},
+            extra={RELEASED_AT: planned.released_at},
         )
         self._events.record(
             namespace, name, meta.get("uid"), "QuarantineReleased", outcome.detail, warning=False

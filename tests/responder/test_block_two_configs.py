@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from responder.actions import destination
 from responder.actions.pod_records import with_blocker
 from responder.cli import main
+from responder.cluster.api import KubeGateway
 from simulators.seed import SeededPod
 from tests.helpers import FakeClock
 from tests.responder.test_block_destination import BLOCK_LABEL, Seeded, egress_alert, started_blocking
@@ -225,3 +227,58 @@ async def test_the_blocking_responder_does_not_read_another_configs_release_as_a
             assert conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0] == 1
     finally:
         await responder.stop()
+
+
+def _once_after_the_next_pod_read(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
+    """``action`` runs once, right after the next pod read: another config's command between the
+    release's read and its write."""
+    original = KubeGateway.get_pod
+    armed = [True]
+
+    def get_pod(self: KubeGateway, namespace: str, name: str) -> dict[str, Any]:
+        found = original(self, namespace, name)
+        if armed:
+            armed.clear()
+            action()
+        return found
+
+    monkeypatch.setattr(KubeGateway, "get_pod", get_pod)
+
+
+def test_a_block_made_between_a_releases_read_and_its_write_stands(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release writes on the pod as it read it (compare-and-set): acme's block made meanwhile
+    is read again, and stays (review-session-47 H1: the release lifted it from its stale read, and
+    emptied the policy acme's address was in)."""
+    pod = seeded[1]["torchserve"]
+    default, acme = write_config(tmp_path, seeded[2]), acme_config(tmp_path, seeded[2])
+    assert _cli(capsys, "block", pod, default, "--address", "203.0.113.7")[0] == 0
+    acme_blocks = ["block", "-n", pod.namespace, pod.name, "--address", "198.51.100.9", "--reason", "r"]
+    _once_after_the_next_pod_read(
+        monkeypatch, lambda: main([*acme_blocks, "--by", "erin", "--config", str(acme)])
+    )
+
+    code, out = _cli(capsys, "release", pod, default)
+    assert code == 0 and f"the config with quarantine.label {ACME} blocked it too" in out, out
+    meta = _meta(seeded, pod)
+    assert BLOCK_LABEL in meta["labels"] and meta["annotations"][BLOCKED_BY] == ACME
+    assert _blocked_addresses(seeded, pod) == {"203.0.113.7", "198.51.100.9"}
+
+
+def test_two_releases_at_once_lift_a_block_both_configs_made(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = seeded[1]["torchserve"]
+    default, acme = write_config(tmp_path, seeded[2]), acme_config(tmp_path, seeded[2])
+    assert _cli(capsys, "block", pod, default, "--address", "203.0.113.7")[0] == 0
+    assert _cli(capsys, "block", pod, acme, "--address", "198.51.100.9")[0] == 0
+    acme_releases = ["release", "-n", pod.namespace, pod.name, "--reason", "r", "--by", "erin"]
+    _once_after_the_next_pod_read(monkeypatch, lambda: main([*acme_releases, "--config", str(acme)]))
+
+    code, out = _cli(capsys, "release", pod, default)
+    assert code == 0 and "lifted its destination block" in out, out
+    meta = _meta(seeded, pod)
+    assert BLOCK_LABEL not in meta["labels"] and BLOCKED_BY not in meta["annotations"]
+    assert meta["annotations"][RELEASED_LABELS] == f"{ACME},{LABEL}"
+    assert _blocked_addresses(seeded, pod) == set()

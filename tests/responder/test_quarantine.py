@@ -403,6 +403,21 @@ def test_dry_run_on_a_pod_already_quarantined_says_so(
     assert not make_report(decision=make_decision(dry_run=True), outcomes=(fresh,)).predicted_in_cut
 
 
+def test_a_prediction_on_a_pod_in_its_cut_but_leaky_still_offers_the_quarantine(
+    harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
+) -> None:
+    """In its cut, but LEAKY through a policy: not "nothing more to do" (review-session-47 M2)."""
+    triton = seeded[1]["triton"]
+    harness.actions.quarantine(harness.pod(triton), shell_alert(triton), "inc-1", "r", dry_run=False)
+    predicted = harness.actions.quarantine(
+        harness.pod(triton), shell_alert(triton), "inc-2", "r", dry_run=True
+    )
+    assert predicted.leaky_policies == (LEAKY_POLICY,)
+    trial = make_report(decision=make_decision(dry_run=True), outcomes=(predicted,))
+    assert not trial.predicted_in_cut
+    assert "nothing more to do" not in text_of(render_incident(trial))
+
+
 def test_annotate_records_without_isolating(
     harness: Harness, seeded: tuple[RunningCluster, dict[str, SeededPod], str]
 ) -> None:
