@@ -182,10 +182,14 @@ def transport_failure(exc: BaseException, timeout: float | None = None) -> str:
         words = f"cannot connect: TLS handshake failed ({cause.reason or cause})"
     elif isinstance(cause, socket.gaierror):
         words = "cannot connect: cannot resolve the API server's name"
-    elif isinstance(cause, ConnectionRefusedError):  # urllib3's NewConnectionError is a timeout's kind
-        words = "cannot connect: connection refused"
-    elif isinstance(exc, urllib3.exceptions.TimeoutError) or isinstance(cause, TimeoutError):
+    elif isinstance(cause, TimeoutError) or (
+        cause is None and isinstance(exc, urllib3.exceptions.TimeoutError)
+    ):
+        # The socket's own timeout, or urllib3's (a read timeout has no OSError under it). Not the
+        # class alone: urllib3's NewConnectionError is a timeout's kind whatever the socket said.
         words = "timed out" + (f": no answer within {timeout:.3g}s" if timeout is not None else "")
+    elif isinstance(cause, ConnectionRefusedError):
+        words = "cannot connect: connection refused"
     elif isinstance(exc, urllib3.exceptions.ProtocolError) or isinstance(cause, ConnectionResetError):
         words = "the connection closed without an answer"
     elif cause is not None and cause.errno:
@@ -203,7 +207,10 @@ def _os_error_under(exc: BaseException) -> OSError | None:
         seen.add(id(current))
         if isinstance(current, OSError) and not isinstance(current, urllib3.exceptions.HTTPError):
             return current
-        reason = getattr(current, "reason", None)
+        try:
+            reason = getattr(current, "reason", None)
+        except Exception:  # a property that raises: no reason to follow
+            reason = None
         nested = reason if isinstance(reason, BaseException) else None
         current = nested or current.__cause__ or current.__context__
     return None
