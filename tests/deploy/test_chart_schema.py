@@ -423,15 +423,21 @@ def test_the_two_tokens_may_share_a_secret_under_keys_of_their_own(chart: helm_p
 def test_per_node_sender_binding_is_set_with_certificates_of_ones_own(chart: helm_python.Chart) -> None:
     """The README's per-node binding (inputs.http.require_sender_matches_hostname), settable through the
     chart with the user's own per-node client certificates (review-platform M6); off by default."""
-    http = {
-        "requireSenderMatchesHostname": True,
-        "tls": {
-            "mode": "secret",
-            "secretName": "sg-tls",
-            "allowedClientNames": None,
-            "falcoClientCertificate": {"enabled": False},
-        },
+    tls: dict[str, Any] = {
+        "mode": "secret",
+        "secretName": "sg-tls",
+        "allowedClientNames": None,
+        "falcoClientCertificate": {"enabled": False},
     }
+    http: dict[str, Any] = {"requireSenderMatchesHostname": True, "tls": tls}
+    # Refused where every alert would get 403: the default names admit only falco (no node's name),
+    # and token senders name no node (review-session-47 L1).
+    for refused, said in (
+        ({"tls": {**tls, "allowedClientNames": ["falco"]}}, "admits the name falco"),
+        ({"token": {"secretName": "sg-http-token"}}, "token senders"),
+    ):
+        with pytest.raises(helm_python.HelmRenderError, match=said):
+            chart.render({"inputs": {"http": {**http, **refused}}}, name=RELEASE, namespace=NAMESPACE)
     rendered = render(chart, Case("per-node", {"inputs": {"http": http}}))
     config = yaml.safe_load(rendered.config_text())
     assert config["inputs"]["http"]["require_sender_matches_hostname"] is True

@@ -270,6 +270,12 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- if $certs.falcoClient -}}
 {{- fail "inputs.http.requireSenderMatchesHostname: the chart issues one client certificate (falco) that every node holds and that names no node, so every alert would be refused (403): give each Falco pod a certificate naming its node, set inputs.http.tls.falcoClientCertificate.enabled=false, and allowedClientNames to null or your nodes' names (deploy/README.md)" -}}
 {{- end -}}
+{{- if has "falco" ($v.inputs.http.tls.allowedClientNames | default list) -}}
+{{- fail "inputs.http.requireSenderMatchesHostname: inputs.http.tls.allowedClientNames admits the name falco, which names no node: a certificate per node needs allowedClientNames null or your nodes' names (each alert is then taken only from the certificate naming its node)" -}}
+{{- end -}}
+{{- if $v.inputs.http.token.secretName -}}
+{{- fail "inputs.http.requireSenderMatchesHostname: token senders (inputs.http.token, Falcosidekick) are refused with it (a token names no node): unset inputs.http.token.secretName, or the binding" -}}
+{{- end -}}
 {{- end -}}
 {{- if and $certs.falcoClient (not (include "serving-guard.canIssueForFalco" .)) -}}
 {{- fail (printf "inputs.http.tls.falcoClientCertificate: a namespaced Issuer in %q cannot sign Falco's client certificate in namespace %q: install this chart into Falco's namespace, set certManager.issuerRef to a ClusterIssuer, or set inputs.http.tls.falcoClientCertificate.enabled=false and create the Secret yourself (deploy/README.md)" .Release.Namespace (include "serving-guard.falcoNamespace" .)) -}}
