@@ -285,8 +285,7 @@ def unreadable_here(config: Config) -> list[str]:
         if ref is None:
             continue
         try:
-            # The inputs' tokens as serve reads them (at most two lines), the rest as a secret.
-            TokenSource(ref, what=key) if key.startswith("inputs.http.") else ref.read(key)
+            ref.read(key)
         except UserError as exc:
             notes.append(f"{exc} {_ELSEWHERE}")
     for key, path in files:
@@ -382,6 +381,25 @@ def shared_audit_token(config: Config) -> PolicyFinding | None:
     return PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS)
 
 
+def too_many_tokens(config: Config) -> list[PolicyFinding]:
+    """serve's refusal of a token file holding more than a rotation's two tokens, where it can be
+    read here: a finding (a note when it cannot be read: unreadable_here)."""
+    http = config.inputs.http
+    found = []
+    for key, ref in (("token", http.token), ("audit_token", http.audit_token)):
+        if not http.enabled or ref is None:
+            continue
+        try:
+            ref.read(f"inputs.http.{key}")
+        except UserError:
+            continue  # a note of unreadable_here
+        try:
+            TokenSource(ref, what=f"inputs.http.{key}")
+        except UserError as exc:
+            found.append(PolicyFinding(("inputs", "http", key), str(exc).partition(": ")[2]))
+    return found
+
+
 def short_token(config: Config) -> str | None:
     """serve's warning of a senders' token short enough to guess, where the secret can be read here."""
     http = config.inputs.http
@@ -452,7 +470,8 @@ def run(args: argparse.Namespace) -> int:
     config = files_beside_config(config_from_document(document), path)
     review = _review(config, args.rules)
     shared = shared_audit_token(config)
-    findings = sorted([*review.findings, *([shared] if shared else [])], key=lambda finding: finding.path)
+    findings = [*review.findings, *([shared] if shared else []), *too_many_tokens(config)]
+    findings.sort(key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
     refusal = serve_refusal(config)
     warnings = [

@@ -136,17 +136,9 @@ class TokenSource:
         )
 
     def short(self) -> str | None:
-        """That a token is short enough to guess (fewer than MIN_TOKEN_CHARACTERS), by its line, or
-        None. Said, not refused: anyone who guesses it can send alerts and have pods quarantined."""
-        lines = [n for n, token in enumerate(self.current(), 1) if len(token) < MIN_TOKEN_CHARACTERS]
-        if not lines:
-            return None
-        which = "its token is" if len(self._values) == 1 else f"the token on line {lines[0]} is"
-        return (
-            f"{self._what}: {which} shorter than {MIN_TOKEN_CHARACTERS} characters ({self._source}):"
-            " anyone who guesses it can send alerts and have pods quarantined; use a random one"
-            " (`openssl rand -hex 32`)"
-        )
+        """That a token is short enough to guess (fewer than MIN_TOKEN_CHARACTERS), or None. Said,
+        not refused: anyone who guesses it can send alerts and have pods quarantined."""
+        return _short(self._what, self._source, self._values)
 
     def current(self) -> tuple[bytes, ...]:
         """The tokens accepted now (one, or a rotation's two)."""
@@ -185,11 +177,25 @@ class TokenSource:
                 if len(tokens) > MAX_TOKENS:
                     problem = f"{path} {self._too_many(len(tokens))}"
                 elif tokens:
+                    short = _short(self._what, path, tokens) if tokens != self._values else None
+                    if short is not None:  # said once, as the rotation brings it in
+                        log.warning(short)
                     return tokens
                 else:
                     problem = f"{path} is empty"
         log.warning("%s: %s; keeping the previous token", self._what, problem)
         return None
+
+
+def _short(what: str, source: str, tokens: tuple[bytes, ...]) -> str | None:
+    lengths = [len(token.decode("utf-8", "replace")) for token in tokens]
+    if all(length >= MIN_TOKEN_CHARACTERS for length in lengths):
+        return None
+    which = "its token is" if len(tokens) == 1 else "one of its tokens is"
+    return (
+        f"{what}: {which} shorter than {MIN_TOKEN_CHARACTERS} characters ({source}): anyone who"
+        " guesses it can send alerts and have pods quarantined; use a random one (`openssl rand -hex 32`)"
+    )
 
 
 def share_a_token(one: TokenSource, other: TokenSource) -> bool:

@@ -52,7 +52,7 @@ def test_a_third_token_added_later_keeps_the_tokens_read_before(
     ("text", "said"),
     [
         ("c\n", "its token is"),
-        (f"{LONG}\nshort\n", "the token on line 2 is"),
+        (f"{LONG}\n\nshort\n", "one of its tokens is"),
     ],
 )
 def test_a_short_token_is_said_to_be_guessable(tmp_path: Path, text: str, said: str) -> None:
@@ -64,7 +64,7 @@ def test_a_short_token_is_said_to_be_guessable(tmp_path: Path, text: str, said: 
     assert TokenSource(SecretRef(file=str(_token_file(tmp_path, f"{LONG}\n")))).short() is None
 
 
-def test_config_check_warns_of_a_short_token_and_notes_a_third(
+def test_config_check_warns_of_a_short_token_and_refuses_a_third(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _token_file(tmp_path, "c\n")
@@ -74,6 +74,20 @@ def test_config_check_warns_of_a_short_token_and_notes_a_third(
     assert main(["config", "check", str(config)]) == 0
     assert "warning: inputs.http.token: its token is shorter than 32 characters" in capsys.readouterr().err
     path.write_text("a\nb\nc\n")
-    assert main(["config", "check", str(config)]) == 0
+    assert main(["config", "check", str(config)]) == 1  # serve refuses it: a finding, where it is
     err = capsys.readouterr().err
-    assert f"note: inputs.http.token: {path} holds 3 tokens (one per line): at most 2" in err
+    assert f"{config}:4: inputs.http.token: {path} holds 3 tokens (one per line): at most 2" in err
+
+
+def test_a_short_token_a_rotation_brings_in_is_warned_of_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _token_file(tmp_path, f"{LONG}\n")
+    clock = FakeClock()
+    source = TokenSource(SecretRef(file=str(path)), clock=lambda: clock() / 1e9)
+    path.write_text(f"{LONG}\nabc\n")
+    with caplog.at_level(logging.WARNING, logger="serving_guard"):
+        for _ in range(3):
+            clock.advance(TOKEN_REFRESH_SECONDS + 1)
+            assert source.current() == (LONG.encode(), b"abc")
+    assert caplog.text.count("one of its tokens is shorter than 32 characters") == 1
