@@ -53,6 +53,19 @@ async def _acme_quarantines_and_releases(tmp_path: Path, seeded: Seeded) -> None
     assert await asyncio.to_thread(main, release) == 0
 
 
+async def _acme_quarantines_and_bob_releases_the_default(tmp_path: Path, seeded: Seeded) -> list[str]:
+    """acme quarantines vllm (carol, by hand); bob releases the default's label, without the
+    journal (a partial release). Returns acme's quarantine command, to run again."""
+    vllm = seeded[1]["vllm"]
+    acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
+    where = ["-n", vllm.namespace, vllm.name]
+    quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
+    assert await asyncio.to_thread(main, quarantine) == 0
+    release = ["release", *where, "--reason", "default done", "--by", "bob", "--kubeconfig", seeded[2]]
+    assert await asyncio.to_thread(main, release) == 0
+    return quarantine
+
+
 async def test_the_other_configs_responder_does_not_read_a_release_of_acmes_label_as_its_own(
     tmp_path: Path, seeded: Seeded, sink: SlackSink
 ) -> None:
@@ -164,12 +177,7 @@ async def test_acme_quarantining_again_after_the_defaults_release_keeps_that_rel
     responder = await start(tmp_path, seeded, sink, clock)
     try:
         await incident_post(responder, sink, vllm)
-        acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
-        where = ["-n", vllm.namespace, vllm.name]
-        quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
-        assert await asyncio.to_thread(main, quarantine) == 0
-        release = ["release", *where, "--reason", "default done", "--by", "bob", "--kubeconfig", seeded[2]]
-        assert await asyncio.to_thread(main, release) == 0
+        quarantine = await _acme_quarantines_and_bob_releases_the_default(tmp_path, seeded)
         assert LABEL not in labels(seeded[0], vllm)
         assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
         await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
@@ -241,12 +249,7 @@ async def test_the_release_the_responder_finds_says_another_configs_quarantine_s
     responder = await start(tmp_path, seeded, sink, clock)
     try:
         await incident_post(responder, sink, vllm)
-        acme = str(acme_config(tmp_path, seeded[2], journal="acme.db"))
-        where = ["-n", vllm.namespace, vllm.name]
-        quarantine = ["quarantine", *where, "--reason", "r", "--by", "carol", "--config", acme]
-        assert await asyncio.to_thread(main, quarantine) == 0
-        release = ["release", *where, "--reason", "default done", "--by", "bob", "--kubeconfig", seeded[2]]
-        assert await asyncio.to_thread(main, release) == 0
+        await _acme_quarantines_and_bob_releases_the_default(tmp_path, seeded)
         assert not await repeat_after_a_recheck(responder, clock, vllm, 1)
         await settle(responder, lambda: len(by_hand_posts(sink)) == 1)
 
