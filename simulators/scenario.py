@@ -93,6 +93,18 @@ DOWNLOAD_TOOLS = (
     "ftp",
     "lftp",
     "tftp",
+    "sftp",
+    "ssh",
+    "npx",
+    "yarn",
+    "pnpm",
+    "gem",
+    "poetry",
+    "pipenv",
+    "easy_install",
+    "modelscope",
+    "mlflow",
+    "httpie",
 )
 # Falco fields whose text carries what a step's processes are tagged with (see LiveStep.marker_fields).
 CMDLINE = "proc.cmdline"

@@ -74,6 +74,7 @@ class CaptureRun:
     capture: str
     alerts: tuple[Alert, ...]
     sysdig_runs: int
+    events: int | None = None  # the events sysdig read from it (None: not counted)
 
 
 def _number(value: Any) -> int | None:
@@ -175,7 +176,10 @@ def _attribute(
 def evaluate_capture(
     sysdig: Sysdig, capture: str, rules: Sequence[PreparedRule], actions: Sequence[CaptureAction]
 ) -> CaptureRun:
+    # Counted first: a truncated capture reads as 0 events with exit 0, and judges as "no alert".
+    events = sysdig.count_events(capture)
     alerts, runs = _matching_rules(sysdig, capture, rules)
+    runs += 1
     attributed = []
     lineage: dict[int, tuple[int | None, str | None]] | None = None
     for alert in alerts:
@@ -186,4 +190,4 @@ def evaluate_capture(
                 runs += 1
             action = _attribute(alert, actions, lineage)
         attributed.append(replace(alert, action=action))
-    return CaptureRun(Path(capture).name, tuple(attributed), runs)
+    return CaptureRun(Path(capture).name, tuple(attributed), runs, events)

@@ -6,6 +6,7 @@ and compilation of every rule condition and output by the real 2022 libsinsp (sy
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -29,6 +30,10 @@ _TOKEN_IN_MESSAGE = (
     re.compile(r"unrecognized protocol (\S+)"),
 )
 _PARALLEL_SYSDIG_RUNS = 4
+# The parts of sysdig's message that differ between the rules one bad token is expanded into.
+_POSITIONS = re.compile(r" at pos \d+| \(at offset \d+ of the expanded condition\)")
+# The rules a merged problem names before "and N more".
+MERGED_RULES_SHOWN = 3
 
 
 class ExitCode(IntEnum):
@@ -128,6 +133,42 @@ def _sysdig_problems(
     return problems
 
 
+def merge_rule_problems(problems: list[Problem]) -> list[Problem]:
+    """One problem per file, line and message for the rules one text is expanded into: a bad field
+    appended to a macro that eight rules use is one error at the append, naming how many rules it
+    affects, not eight (the messages differ only in the rule's name and the offset in its condition)."""
+    groups: dict[tuple[Severity, str, int | None, str | None, str], list[Problem]] = {}
+    for problem in problems:
+        key = (
+            problem.severity,
+            problem.file,
+            problem.line,
+            problem.token,
+            _POSITIONS.sub("", problem.message),
+        )
+        groups.setdefault(key, []).append(problem)
+    merged = []
+    for (*_, message), group in groups.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        first = group[0]
+        names = [problem.item or "?" for problem in group]
+        shown = ", ".join(names[:MERGED_RULES_SHOWN])
+        more = f" and {len(names) - MERGED_RULES_SHOWN} more" if len(names) > MERGED_RULES_SHOWN else ""
+        merged.append(
+            Problem(
+                first.severity,
+                first.file,
+                first.line,
+                f"{message} (it affects {len(group)} rules: {shown}{more})",
+                None,
+                first.token,
+            )
+        )
+    return merged
+
+
 def _disabled_pack_rules(ruleset: RuleSet) -> list[Problem]:
     """A warning for each rule of the Serving Guard pack (tagged serving_guard) that the files switch
     off, at its `enabled: false`: a tuning that silences a whole class of attack is worth a look."""
@@ -212,17 +253,30 @@ def tuning_warnings(ruleset: RuleSet) -> list[Problem]:
     return [*_disabled_pack_rules(ruleset), *_workload_wide_tuning(ruleset)]
 
 
+def tuning_errors(ruleset: RuleSet, user_files: Collection[str]) -> list[Problem]:
+    """rules check's errors on the lists and the macros that must stay in step with them (the model
+    dirs and their `/proc`, stub and '..' macros, the model extensions), where the user's files
+    wrote them: `rules test` says them too, and fails on them."""
+    return [
+        problem
+        for problem in policy.consistency_problems(ruleset)
+        if problem.file in user_files and problem.severity is Severity.ERROR
+    ]
+
+
 def compile_problems(ruleset: RuleSet, sysdig: Sysdig) -> list[Problem]:
     """What the real libsinsp refuses of the enabled syscall rules' conditions and outputs, each at
     the file and line its text came from (a misspelt field in a tuning's exception, say)."""
     rules = [rule for rule in ruleset.expanded.values() if rule.source == "syscall"]
     with ThreadPoolExecutor(max_workers=_PARALLEL_SYSDIG_RUNS) as pool:
         results = list(pool.map(lambda rule: _compile_rule(sysdig, rule), rules))
-    return [
-        problem
-        for rule, result in zip(rules, results, strict=True)
-        for problem in _sysdig_problems(ruleset, rule, result)
-    ]
+    return merge_rule_problems(
+        [
+            problem
+            for rule, result in zip(rules, results, strict=True)
+            for problem in _sysdig_problems(ruleset, rule, result)
+        ]
+    )
 
 
 def check_files(
@@ -254,11 +308,12 @@ def check_files(
         with ThreadPoolExecutor(max_workers=_PARALLEL_SYSDIG_RUNS) as pool:
             futures = {rule.name: pool.submit(_compile_rule, sysdig, rule) for rule in syscall_rules}
             results = {name: future.result() for name, future in futures.items()}
+    refused: list[Problem] = []
     for rule in ruleset.expanded.values():
         compiled: bool | None = None
         if rule.name in results:
             rule_problems = _sysdig_problems(ruleset, rule, results[rule.name])
-            report.problems += rule_problems
+            refused += rule_problems
             compiled = not rule_problems
         report.verdicts.append(
             RuleVerdict(
@@ -270,6 +325,7 @@ def check_files(
                 compiled,
             )
         )
+    report.problems += merge_rule_problems(refused)
     falco = find_falco() if run_falco else None
     if falco is not None and paths:
         report.falco = validate(falco, paths)

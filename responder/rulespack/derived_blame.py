@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 
 from responder.rulespack.derived import CaseVerdict, DerivedCase
 from responder.rulespack.expand import RuleSet, load
-from responder.rulespack.problems import Severity
+from responder.rulespack.problems import Problem, Severity
 from responder.rulespack.tuning_changes import Change, changes_of
 
 ALONE, TOGETHER, YOUR_FILES, NOT_YOURS = "alone", "together", "your files", "not yours"
+LEFT_OPEN = "left open"
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,12 @@ class Blame:
     """Why a case fails on a rule: ALONE (the case holds without any one of ``items``), TOGETHER (it
     holds only without all of them), YOUR_FILES (it holds without the user's files, but leaving out
     ``items`` did not show it: they do not load without them, or another of the user's items does it),
-    NOT_YOURS (it fails without the user's files too)."""
+    NOT_YOURS (it fails without the user's files too), LEFT_OPEN (it fails without them too, but
+    `rules check` finds the user's files leave open what it tests: ``note``, its error)."""
 
     how: str
     items: tuple[Change, ...]
+    note: str = ""
 
 
 def rule_of(problem: str, rules: Collection[str], first: Sequence[str]) -> str:
@@ -144,6 +147,30 @@ def blame_failures(
     return blamed
 
 
+def left_open(
+    blame: Mapping[Key, Blame], verdicts: Sequence[CaseVerdict], problems: Sequence[Problem]
+) -> dict[Key, Blame]:
+    """``blame`` with each NOT_YOURS made LEFT_OPEN where one of ``problems`` (rules check's errors
+    on the user's files) names what the failed case tests: a model dir the user appended without
+    its '..' glob fails its case without the user's files too (there it is no model dir at all),
+    and "not your tuning" would point away from the append that leaves it open."""
+    texts = {
+        verdict.case.id: " ".join(
+            (verdict.case.id, *verdict.problems, *(expectation.on for expectation in verdict.case.expect))
+        )
+        for verdict in verdicts
+    }
+    found = dict(blame)
+    for key, said in blame.items():
+        if said.how != NOT_YOURS:
+            continue
+        text = texts.get(key[0], key[0])
+        named = [problem for problem in problems if problem.token and problem.token in text]
+        if named:
+            found[key] = Blame(LEFT_OPEN, said.items, named[0].format())
+    return found
+
+
 def blamed_text(rule: str, blame: Blame | None, static: Mapping[str, list[str]], has_user_files: bool) -> str:
     """The cause said after a failure: the user's items that make it fail, or that none do."""
     if blame is None:
@@ -165,6 +192,11 @@ def blamed_text(rule: str, blame: Blame | None, static: Mapping[str, list[str]],
             f"; your files make it fail: it holds without your --override files (your items that change"
             f" {rule}, at {where}, could not be left out to tell which: a later item of yours may build"
             " on them)"
+        )
+    if blame.how == LEFT_OPEN:
+        return (
+            f"; your files leave it open: without your --override files {rule} does not watch it"
+            f" either, and `serving-guard rules check` says what your files lack: {blame.note}"
         )
     return (
         f"; not your tuning: it fails without your --override files too, on the rules files before them"

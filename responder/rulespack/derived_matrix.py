@@ -190,4 +190,5 @@ def _blamed_json(found: BlamedFailure) -> dict[str, Any]:
             {"text": item.text, "file": item.item[0], "line": item.line, "item_line": item.item[1]}
             for item in found.blame.items
         ],
+        **({"note": found.blame.note} if found.blame.note else {}),
     }

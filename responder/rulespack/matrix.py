@@ -91,9 +91,19 @@ def judge(
 ) -> CaptureVerdict:
     """``yours``: the rules of the user's own, said where they fire and judged by no expectation."""
     yours = frozenset(yours)
+    # A capture sysdig reads no event from (truncated, or not a capture of this sysdig's) passes
+    # every "no alert" expectation vacuously: it proves nothing, so it fails.
+    empty = (
+        [
+            f"{run.capture}: sysdig read 0 events from it (a truncated or unreadable capture?):"
+            " nothing in it was tested, so its expectations prove nothing; record it again"
+        ]
+        if run.events == 0
+        else []
+    )
     if expectations is None:
-        return CaptureVerdict(run.capture, None, run, (), (), (), yours=yours)
-    failures: list[str] = []
+        return CaptureVerdict(run.capture, None, run, (), (), tuple(empty), yours=yours)
+    failures: list[str] = [*empty]
     verdicts = []
     for action in expectations.actions:
         fired = Counter(alert.rule for alert in run.alerts if alert.action == action.id)
@@ -199,6 +209,13 @@ def render_table(report: CaptureReport, accepted: Collection[str] = frozenset())
                 f"  {capture.capture:<{capture_width}}  {verdict.action.id:<{action_width}}  {cells}  "
                 f"{status:<19}  {verdict.action.what}"
             )
+    counted = [c for c in report.captures if c.run.events is not None]
+    if counted:
+        lines += ["", "Events read per capture:"]
+        lines += [
+            f"  {c.capture:<{capture_width}}  {c.run.events} events" + ("" if c.run.events else "  FAILED")
+            for c in counted
+        ]
     lines += ["", "Alerts on benign parts (benign actions; every part of a benign capture):"]
     benign = [(c.capture, a) for c in report.captures for a in c.benign_alerts]
     lines += [f"  {capture}: {alert.rule}: {alert.describe()}" for capture, alert in benign] or ["  none"]
@@ -274,6 +291,7 @@ def render_json(report: CaptureReport) -> dict[str, Any]:
                 "scenario": capture.expectations.scenario if capture.expectations else None,
                 "benign": capture.expectations.benign if capture.expectations else None,
                 "judged": capture.expectations is not None,
+                "events": capture.run.events,
                 "actions": [
                     {
                         "id": verdict.action.id,

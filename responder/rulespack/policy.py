@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 from responder.rulespack.condition import Check, Value, checks, first_conjunct
@@ -209,13 +210,88 @@ def check_pack(ruleset: RuleSet) -> list[Problem]:
                     f"%{missing[0]}",
                 )
             )
-    problems += _check_mirrors(ruleset)
-    problems += _check_model_dir_ancestors(ruleset)
+    problems += consistency_problems(ruleset)
     return problems
+
+
+def consistency_problems(ruleset: RuleSet) -> list[Problem]:
+    """The lists and the macros that must stay in step with them (the mirrors, the model dirs'
+    ancestors, the model dirs' '..' globs), each reported where the item was written: `rules check`
+    says them, and `rules test` says those in the user's files."""
+    return [
+        *_check_mirrors(ruleset),
+        *_check_model_dir_ancestors(ruleset),
+        *_check_model_dir_dot_segments(ruleset),
+    ]
 
 
 MODEL_DIRS = "serving_guard_model_dirs"
 MODEL_DIR_ANCESTORS = "serving_guard_model_dir_ancestors"
+MODEL_DIR_DOT_SEGMENTS = "serving_guard_model_path_with_dot_segments"
+# The macro's operands for a model dir: `evt.args glob "*..*/TAIL*"`, TAIL the dir's last
+# component(s) (/models, /ml/model, /huggingface).
+_DOT_SEGMENT_GLOB = re.compile(r"\*\.\.\*/([^*?\[\]]+)\*")
+
+
+def dot_segment_glob(model_dir: str) -> str:
+    """The glob of serving_guard_model_path_with_dot_segments a model dir needs: its last component
+    after a '..' (`/var/run/../opt/triton/model_repository/x`, which the kernel resolves into the dir
+    and libsinsp shows as /var/opt/triton/...)."""
+    return f"*..*/{PurePosixPath(model_dir).name}*"
+
+
+def _dot_segment_covers(glob: str, model_dir: str) -> bool:
+    """Whether one `evt.args glob` operand of the macro reaches a model dir written through '..':
+    its text after `*..*/` is the end of the dir's path (`*..*/ml/model*` for /opt/ml/model), or the
+    glob matches the dir's last component right after a '..' (`*..*/model*` for .../model_repository)."""
+    path = "/" + model_dir.strip("/")
+    match = _DOT_SEGMENT_GLOB.fullmatch(glob)
+    if match is not None and path.endswith("/" + match.group(1).strip("/")):
+        return True
+    return fnmatchcase(f"/x/../{PurePosixPath(path).name}/", glob)
+
+
+def _check_model_dir_dot_segments(ruleset: RuleSet) -> list[Problem]:
+    """Every model dir's last component has a '..' glob in serving_guard_model_path_with_dot_segments:
+    without it a write through `/var/run/../<the dir>/...` (the kernel follows /var/run to /run first;
+    libsinsp resolves the '..' as text and shows /var/<the dir>/...) goes unseen. Reported at the
+    model dir's item (a user's append, not the pack)."""
+    macro = ruleset.macros.get(MODEL_DIR_DOT_SEGMENTS)
+    if macro is None or macro.ast is None or MODEL_DIRS not in ruleset.list_items:
+        return []
+    globs = [
+        check.value.text
+        for check in checks(macro.ast)
+        if isinstance(check, Check)
+        and check.field.name == "evt.args"
+        and check.op == "glob"
+        and isinstance(check.value, Value)
+        and ".." in check.value.text
+    ]
+    model_dirs = ruleset.lists[MODEL_DIRS]
+    origins = list(reversed(model_dirs.origins))
+    problems = []
+    for model_dir in ruleset.list_items[MODEL_DIRS]:
+        name = PurePosixPath(model_dir).name
+        if not name or any(_dot_segment_covers(glob, model_dir) for glob in globs):
+            continue
+        needed = dot_segment_glob(model_dir)
+        file, line = locate(origins, model_dir, macro.origin, whole=True)
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                file,
+                line,
+                f"list {MODEL_DIRS} has {model_dir!r} but macro {MODEL_DIR_DOT_SEGMENTS} tests no '..'"
+                f" glob for its last component {name!r}: a write through '/var/run/..{model_dir}/...'"
+                f" (the kernel follows /var/run to /run; libsinsp shows '/var{model_dir}/...') goes"
+                f' unseen; append `or (evt.args contains ".." and evt.args glob "{needed}")` to the macro'
+                " (override: condition: append)",
+                item_label("macro", MODEL_DIR_DOT_SEGMENTS),
+                model_dir,
+            )
+        )
+    return problems
 
 
 def _check_model_dir_ancestors(ruleset: RuleSet) -> list[Problem]:

@@ -106,6 +106,19 @@ class Sysdig:
             return CompileResult(False, f"invalid output field {match.group(1)}", None, match.group(1))
         raise SysdigError(f"unexpected answer from sysdig (exit {result.returncode}): {stderr}")
 
+    def count_events(self, capture: str) -> int:
+        """How many events sysdig reads from ``capture``: 0 for a truncated one (sysdig stops at the
+        first broken block and exits 0, as if the capture were complete)."""
+        result = self._run(["-r", capture, "-p", "%evt.num"])
+        if result.returncode < 0:
+            name = signal.Signals(-result.returncode).name
+            raise SysdigError(f"sysdig crashed ({name}) reading {capture}")
+        if result.returncode != 0:
+            raise SysdigError(
+                f"sysdig could not read {capture}: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return sum(1 for line in result.stdout.splitlines() if line.strip())
+
     def read_capture(self, capture: str, condition: str, fields: list[str]) -> list[dict[str, Any]]:
         """Every event of ``capture`` that matches ``condition``, as a dict of the requested fields."""
         output_format = "*" + " ".join(f"%{name}" for name in fields)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from responder.errors import UserError
 from responder.rulespack.accept import Acceptance, accept, check_names, known_names, renamed
-from responder.rulespack.check import ExitCode, compile_problems, tuning_warnings
+from responder.rulespack.check import ExitCode, compile_problems, tuning_errors, tuning_warnings
 from responder.rulespack.derived_matrix import render_derived_json, render_derived_table
 from responder.rulespack.derived_report import DerivedReport
 from responder.rulespack.derived_suite import run_examples_and_evasions
@@ -33,9 +34,12 @@ from responder.rulespack.examples import ExamplesFile, load_examples
 from responder.rulespack.expand import RuleSet
 from responder.rulespack.matrix import render_json, render_table
 from responder.rulespack.paths import default_captures, default_examples, default_pack, display_path
+from responder.rulespack.problems import Problem
 from responder.rulespack.suite import SuiteInput, capture_files, load_rules, run_suite
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 from responder.rulespack.sysdig_compat import StandIn
+
+_AFFECTS = re.compile(r"\(it affects (\d+) rules: ")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -113,20 +117,20 @@ def run(args: argparse.Namespace) -> int:
     # Before the scope override is looked up in it: its absence is the error, not the override's.
     capture_files(captures)
     examples = load_examples(args.examples or default_examples())
-    evasions = evasion_cases()
-    names = renamed(args.accept, evasions)  # an evasion case's old id, its label's end spaces unspelled
-    check_names(names, known_names(examples, evasions))
     rules_files = _rules_files(args, captures, examples)
     ruleset = load_rules(rules_files)
+    # The model dirs the user's files add get their cases too (their names can be accepted).
+    evasions = evasion_cases(ruleset)
+    names = renamed(args.accept, evasions)  # an evasion case's old id, its label's end spaces unspelled
+    check_names(names, known_names(examples, evasions))
     refused = compile_problems(ruleset, sysdig)
     if refused:
         # Said where the text came from, before any capture is read (sysdig's own words name an
         # offset in the expanded condition, not a line of yours).
         for problem in refused:
             print(problem.format(), file=sys.stderr)
-        raise UserError(
-            f"{len(refused)} rule condition(s) or output(s) do not compile (above); nothing was tested"
-        )
+        count = _refused_count(refused)
+        raise UserError(f"{count} rule condition(s) or output(s) do not compile (above); nothing was tested")
     report = run_suite(sysdig, SuiteInput(rules_files, captures, examples, tuple(args.override)), ruleset)
     derived = run_examples_and_evasions(sysdig, ruleset, args.override, examples, report, names)
     acceptance = accept(names, report, derived)
@@ -134,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
     # rules check's warnings on the user's files: what no capture can show (Triton's image in an
     # exception silences every Triton pod, and the captures still pass).
     warnings = [problem.format() for problem in tuning_warnings(ruleset) if problem.file in args.override]
+    # rules check's errors on the lists and macros that must stay in step, in the user's files (a
+    # model dir appended without its '..' glob): no --accept takes them.
+    errors = [problem.format() for problem in tuning_errors(ruleset, args.override)]
     failures = [f for f in report.all_failures + derived.failures if not acceptance.covers(f)]
-    ok = not failures
+    ok = not failures and not errors
     if args.format == "json":
         document = render_json(report)
         document["ok"] = ok
@@ -146,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         document["accepted_but_held"] = list(acceptance.unused)
         document["tuning_not_evaluated"] = unevaluated
         document["warnings"] = warnings
+        document["errors"] = errors
         print(json.dumps({**document, "rules_files": rules_files}, indent=2))
     else:
         # Said first: a rule that did not fire is read against what was loaded.
@@ -155,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
         print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
         print()
-        print("\n".join([*unevaluated, *warnings, *_result(report.all_failures, derived, acceptance)]))
+        result = _result(report.all_failures, derived, acceptance, len(errors))
+        print("\n".join([*unevaluated, *warnings, *errors, *result]))
     return int(ExitCode.OK if ok else ExitCode.ERRORS)
 
 
@@ -180,7 +189,15 @@ def _unevaluated_tuning(
     return said
 
 
-def _result(capture_failures: list[str], derived: DerivedReport, acceptance: Acceptance) -> list[str]:
+def _refused_count(refused: list[Problem]) -> int:
+    """The rule conditions and outputs refused: a problem merged for the rules one text is expanded
+    into counts each of them."""
+    return sum(int(m.group(1)) if (m := _AFFECTS.search(p.message)) else 1 for p in refused)
+
+
+def _result(
+    capture_failures: list[str], derived: DerivedReport, acceptance: Acceptance, errors: int = 0
+) -> list[str]:
     def left(failures: list[str]) -> int:
         return sum(not acceptance.covers(failure) for failure in failures)
 
@@ -195,13 +212,14 @@ def _result(capture_failures: list[str], derived: DerivedReport, acceptance: Acc
     ]
     if derived.not_judged:
         notes.append(f"not judged: {len(derived.not_judged)} evasion cases (listed above, with why)")
-    if not any(counts):
+    if not any(counts) and not errors:
         but = f", but {taken} failures you accepted (--accept {', '.join(acceptance.names)})" if taken else ""
         return [*notes, f"result: ok: every capture expectation, rule example and evasion case held{but}"]
+    checks = f", rules check errors {errors} (above)" if errors else ""
     return [
         *notes,
-        f"result: FAILED ({sum(counts)}: captures {counts[0]}, examples {counts[1]},"
-        f" evasion cases {counts[2]})" + (f"; {taken} accepted" if taken else ""),
+        f"result: FAILED ({sum(counts) + errors}: captures {counts[0]}, examples {counts[1]},"
+        f" evasion cases {counts[2]}{checks})" + (f"; {taken} accepted" if taken else ""),
     ]
 
 

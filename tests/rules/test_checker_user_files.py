@@ -36,8 +36,10 @@ def test_a_typo_appended_to_the_scope_is_reported_at_the_users_line(sysdig: Sysd
         "- macro: serving_guard_scope\n  condition: or k8s.ns.nam in (ml-serving)\n  override:\n"
         "    condition: append\n",
     )
-    assert len(errors) == 8  # every rule expands the scope
-    assert {(p.file, p.line, p.token) for p in errors} == {(str(user), 2, "k8s.ns.nam")}
+    # Every rule expands the scope: one error, naming how many rules it affects.
+    [error] = errors
+    assert (error.file, error.line, error.token) == (str(user), 2, "k8s.ns.nam")
+    assert "(it affects 8 rules:" in error.message
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,7 @@ def test_replacing_a_pack_list_with_override_is_not_an_error(tmp_path: Path) -> 
     assert (dropped.file, dropped.line, dropped.item) == (str(user), 1, "list 'serving_guard_download_tools'")
     assert dropped.message.startswith("replaces the list from ")
     assert (
-        "items (pip, pip3, pipx, uv, conda, mamba, micromamba, apt and 32 more): those are matched no more"
+        "items (pip, pip3, pipx, uv, conda, mamba, micromamba, apt and 44 more): those are matched no more"
         in (dropped.message)
     )
     # Keeping every item the pack put in it (and adding some) drops nothing: no warning.
@@ -197,6 +199,10 @@ STUB_MACRO = PACK.read_text().split("- macro: serving_guard_triton_python_stub_l
 PROC_MIRROR = (
     "- macro: serving_guard_model_dir_through_proc\n"
     '  condition: or evt.args glob "*/proc/*/root/workspace/model_repository*"\n'
+    "  override:\n    condition: append\n"
+    # And its '..' spelling (rules check requires both mirrors of a model dir).
+    "- macro: serving_guard_model_path_with_dot_segments\n"
+    '  condition: or (evt.args contains ".." and evt.args glob "*..*/model_repository*")\n'
     "  override:\n    condition: append\n"
 )
 APPENDED_DIR = (

@@ -151,7 +151,17 @@ def test_dotted_spellings_dropped_are_caught_by_their_cases_and_blamed_on_the_ma
             "items": [{**item, "item_line": line - 1}],
         }
 
+    # The model-store dirs written through /var/run/.. (one case per model dir) fail with its glob.
+    through = "serving_guard_model_dirs: each item written through /var/run/.. is tampering"
+    through_run = [
+        {
+            **entry(DOTTED, "", TAMPER, 7),
+            "id": f"{through}[{model_dir}]",
+        }
+        for model_dir in ("/home/model-server/model-store", "/model-store")
+    ]
     assert sorted(blame, key=lambda e: str(e["id"])) == [
+        *through_run,
         entry(DOTTED, "evt.args contains /huggingface", TAMPER, 7),
         entry(DOTTED, "evt.args glob *..*/model-store*", TAMPER, 7),
         entry(SCRIPTS, "proc.args startswith ./", DRIFT, 2),

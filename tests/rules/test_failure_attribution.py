@@ -269,7 +269,7 @@ def test_accepted_failures_are_not_ablated(
     user = [str(tuning)]
     ruleset = load_paths([str(PACK), str(SCOPE_OVERRIDE), *user])
     loader = [c for c in evasion_cases() if c.group == LOADER_GROUP]
-    monkeypatch.setattr(derived_suite, "evasion_cases", lambda: loader)
+    monkeypatch.setattr(derived_suite, "evasion_cases", lambda ruleset=None: loader)
     blamed: list[list[str]] = []
 
     def blame(
