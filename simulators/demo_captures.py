@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from responder.rulespack.accept import accept, check_names, known_names, renamed
 from responder.rulespack.derived_report import NOT_EVALUATED as EXAMPLE_NOT_EVALUATED
 from responder.rulespack.derived_suite import run_examples_and_evasions
+from responder.rulespack.evasion_cases import evasion_cases
 from responder.rulespack.examples import load_examples
 from responder.rulespack.expand import load_paths
 from responder.rulespack.paths import default_captures, default_examples, display_path
@@ -44,11 +46,13 @@ def not_evaluated(why: str) -> CaptureStage:
     return CaptureStage(True, [NOT_EVALUATED.format(why=why)], evaluated=False)
 
 
-def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
+def capture_stage(rules_files: Sequence[str], accepted: Sequence[str] = ()) -> CaptureStage:
     """Run the capture suite on ``rules_files`` (the demo's --rules, else the pack, in load order):
     passed, or not, with what to print. The captures' scope override loads right after the file
     that defines the scope macro, and the files after it (tuning) load after the override, as
-    `rules test --rules PACK --override TUNING` loads them."""
+    `rules test --rules PACK --override TUNING` loads them. ``accepted``: the demo's --accept names,
+    taken as `rules test --accept` takes them (a tuning's deliberate trade-off: its failures are
+    said, and do not stop the demo); an unknown name is a UserError."""
     sysdig = Sysdig.find()
     if sysdig is None:
         if sysdig_required():
@@ -72,37 +76,45 @@ def capture_stage(rules_files: Sequence[str]) -> CaptureStage:
         after = files.index(definitions[-1].file.path) + 1
         files[after:after] = [display_path(captures / scope)]
     ruleset = load_rules(files)
+    # The --accept names as `rules test` checks them (the cases of the user's model dirs included).
+    cases = evasion_cases(ruleset)
+    names = renamed(accepted, cases)
+    check_names(names, known_names(examples, cases))
     # The demo's files after the pack (and the scope override) are tuning: a rule of their own that
     # fires on a capture is information, as in `rules test`, not a failed expectation.
     tuning = files[after + 1 :] if scope else files[1:]
     report = run_suite(sysdig, SuiteInput(files, captures, examples, tuple(tuning)), ruleset)
     # The rule examples and evasion cases too, as `rules test` runs them: a tuning that silences an
     # attack no recording holds (a download tool list cut short, an exception too broad) fails here.
-    derived = run_examples_and_evasions(sysdig, ruleset, tuning, examples, report)
+    derived = run_examples_and_evasions(sysdig, ruleset, tuning, examples, report, names)
+    acceptance = accept(names, report, derived)
     actions = sum(len(verdict.actions) for verdict in report.captures)
     judged = sum(verdict.status != EXAMPLE_NOT_EVALUATED for verdict in derived.examples)
-    if report.ok and derived.ok:
+    failures = [f for f in report.all_failures if not acceptance.covers(f)]
+    derived_failures = [f for f in derived.failures if not acceptance.covers(f)]
+    if not failures and not derived_failures:
+        taken = len(report.all_failures) + len(derived.failures)
         return CaptureStage(
             True,
             [
                 f"rule conditions: ok: {actions} recorded actions in {len(report.captures)} captures,"
                 f" {judged} rule examples and {len(derived.evasions)} evasion cases judged by sysdig"
                 f" {sysdig.version} (`serving-guard rules test`), every expectation held"
+                + (f", but for {taken} failures accepted (--accept: {', '.join(names)})" if taken else "")
             ],
         )
-    failures = report.all_failures
-    shown = derived.failures[:DERIVED_SHOWN]
-    more = len(derived.failures) - len(shown)
+    shown = derived_failures[:DERIVED_SHOWN]
+    more = len(derived_failures) - len(shown)
     return CaptureStage(
         False,
         [
-            f"rule conditions: FAILED ({len(failures) + len(derived.failures)}) on the captures, rule"
+            f"rule conditions: FAILED ({len(failures) + len(derived_failures)}) on the captures, rule"
             " examples and evasion cases (`serving-guard rules test`, rules files in load order:"
             f" {', '.join(files)}):",
             *(f"  {failure}" for failure in failures),
             *(f"  {failure}" for failure in shown),
             *([f"  ... and {more} more (`serving-guard rules test` lists every one)"] if more else []),
-            _stop_reason(failures, len(derived.failures)),
+            _stop_reason(failures, len(derived_failures)),
         ],
     )
 

@@ -69,6 +69,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds to wait for the responder (default: %(default)g)",
     )
+    parser.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --rules tuning: accept the failures of an evasion group, evasion case, rule example id,"
+        " capture.scap#action or rule, as `serving-guard rules test --accept` does (a deliberate"
+        " trade-off of your tuning: said, and the demo goes on; repeatable; an unknown name is an error)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the responder's logs")
 
 
@@ -136,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_workdir(workdir)
     # Detection first: the alerts below are templates, so only the captures show the rules still fire.
     rules_files = args.rules or ([display_path(pack)] if (pack := default_rules_file()) is not None else [])
-    stage = capture_stage(rules_files) if rules_files else not_evaluated(NO_PACK)
+    stage = capture_stage(rules_files, args.accept) if rules_files else not_evaluated(NO_PACK)
     print_stage(stage, sys.stdout)
     report = None if args.no_report else (args.report if args.report is not None else DEFAULT_REPORT)
     if not stage.passed:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from responder.cli import main as cli_main
+from responder.errors import UserError
 from responder.rulespack.paths import default_pack, display_path
 from responder.rulespack.sysdig import REQUIRE_ENV, Sysdig, sysdig_required
 from simulators.demo_captures import capture_stage
@@ -135,3 +136,26 @@ def test_without_sysdig_but_required_the_stage_fails(monkeypatch: pytest.MonkeyP
     stage = capture_stage([display_path(default_pack())])
     assert not stage.passed
     assert stage.lines == [f"rule conditions: sysdig is not installed but {REQUIRE_ENV}=1"]
+
+
+CGNAT = (
+    "- list: serving_guard_allowed_egress_networks\n"
+    '  items: ["fd00:10:244::/56", "fd00:10:96::/112", 100.64.0.0/10]\n'
+    "  override:\n    items: append\n"
+)
+
+
+def test_the_readmes_egress_tuning_runs_the_demo_with_its_accepts(sysdig: Sysdig, tmp_path: Path) -> None:
+    """rules/README's CGNAT append leaves the recordings' egress actions e1 and e2 silent (their
+    address is in it): the demo stopped there and took no --accept (review-security MEDIUM-6)."""
+    tuning = tmp_path / "my-overrides.yaml"
+    tuning.write_text(CGNAT)
+    files = [display_path(default_pack()), str(tuning)]
+    stopped = capture_stage(files)
+    assert not stopped.passed and "sg-e-egress.scap e1" in "\n".join(stopped.lines)
+    accepted = ["sg-e-egress.scap#e1", "sg-e-egress.scap#e2"]
+    stage = capture_stage(files, accepted)
+    assert stage.passed, stage.lines
+    assert stage.lines[0].endswith(f"held, but for 4 failures accepted (--accept: {', '.join(accepted)})")
+    with pytest.raises(UserError, match="no-such-case"):
+        capture_stage(files, ["no-such-case"])
