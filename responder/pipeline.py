@@ -1015,7 +1015,8 @@ class Pipeline:
                         counted = outcome.newly_blocked
                     except ReleasedMeanwhile as released_meanwhile:
                         state.blocking.pop(address, None)  # not taken on: a person released the pod
-                        self._found_released(state, released_meanwhile.record)
+                        # What other configs hold, as read before the release: it changes none of theirs.
+                        self._found_released(state, released_meanwhile.record, pod)
                         return
                     finally:
                         if token is not None and not counted:  # also when it raised
