@@ -174,8 +174,10 @@ def api_client_of(configuration: k8s_client.Configuration) -> k8s_client.ApiClie
 def transport_failure(exc: BaseException, timeout: float | None = None) -> str:
     """A request that got no HTTP answer, in a few words (what Slack and the trail show), urllib3's
     class named after them: ``cannot connect: connection refused (NewConnectionError)``."""
-    name = type(exc).__name__
     cause = _os_error_under(exc)
+    # urllib3's class, or the socket's or TLS error's under another wrapper (the client's ApiException).
+    outer = isinstance(exc, urllib3.exceptions.HTTPError) or cause is None
+    name = type(exc if outer else cause).__name__
     if isinstance(cause, ssl.SSLCertVerificationError):
         words = f"cannot connect: its TLS certificate is not trusted ({cause.verify_message})"
     elif isinstance(cause, ssl.SSLError):
