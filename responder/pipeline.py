@@ -1867,9 +1867,7 @@ class Pipeline:
         # `release` runs on): an earlier version's block left an older record in place.
         return release_record(pod, self._config.quarantine.label, since_ns=max(put_on) - CLOCK_SKEW_NS)
 
-    def _found_released(
-        self, state: IncidentState, released: ReleaseRecord, pod: PodContext | None = None
-    ) -> None:
+    def _found_released(self, state: IncidentState, released: ReleaseRecord, pod: PodContext) -> None:
         """A person released the pod: a lift, not a lapse. Its repeats fold in as before and act no
         more (the person judged the pod safe for now; an alert after the incident's window is
         decided afresh), and the rechecks go on: a quarantine by hand since is proven as any.
@@ -1884,7 +1882,7 @@ class Pipeline:
             " counted, not acted on",
             extra={"incident": state.incident_id, "pod": state.key.pod_ref},
         )
-        self._record_release(state, released, self._actions.held_elsewhere(pod) if pod is not None else [])
+        self._record_release(state, released, self._actions.held_elsewhere(pod))
 
     def _record_release(self, state: IncidentState, released: ReleaseRecord, standing: list[str]) -> None:
         """Journal the release found on the pod under the incident, as the person's action, with

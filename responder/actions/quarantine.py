@@ -531,6 +531,12 @@ class _ReleasePlan:
     patch: dict[str, Any]
 
 
+def _other_configs(metadata: Mapping[str, Any], label: str) -> dict[str, str]:
+    """The labels of other keys than ``label`` the pod's quarantine record names and it still carries:
+    other configs' quarantines standing on it (held_under)."""
+    return {key: value for key, value in held_under(metadata).items() if key != label}
+
+
 def _held_elsewhere(others: Mapping[str, str], block: _BlockOnPod) -> list[str]:
     """What other configs still hold on a pod this config released: their quarantines (``others``,
     their labels), a block its record names them for."""
@@ -1874,7 +1880,7 @@ class ClusterActions:
         # Labels of other keys the record names and the pod still carries: quarantined under them
         # by another config, whose quarantine this release leaves on, and its record with it (a
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
-        others = {k: v for k, v in held_under(meta).items() if k != label}
+        others = _other_configs(meta, label)
         earlier = release_record_in(annotations, label)
         if not (was_labelled or block.mine) and (others or block.others) and earlier is not None:
             # Released already, another config's quarantine or block left standing: a rerun, said so.
@@ -1962,7 +1968,7 @@ class ClusterActions:
         hold on it, in words (none: it is free of serving-guard's cuts)."""
         metadata = {"labels": pod.labels, "annotations": pod.annotations}
         label = self._settings.label
-        others = {k: v for k, v in held_under(metadata).items() if k != label}
+        others = _other_configs(metadata, label)
         return _held_elsewhere(others, _BlockOnPod.read(metadata, self._block_settings.label, label))
 
     def _released_already(

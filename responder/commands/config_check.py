@@ -364,16 +364,28 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     return RulesReview(findings, notes, warnings)
 
 
+def _senders_tokens(config: Config) -> TokenSource | None:
+    """The senders' tokens as serve reads them, where the input takes them and they read here; None
+    otherwise (unreadable: a note of unreadable_here; refused: a finding of too_many_tokens)."""
+    http = config.inputs.http
+    if not http.enabled or http.token is None:
+        return None
+    try:
+        return TokenSource(http.token)
+    except UserError:
+        return None
+
+
 def shared_audit_token(config: Config) -> PolicyFinding | None:
     """serve's refusal of an audit token that holds a sender's token, found where both secrets can
     be read here (the chart mounts one Secret's key twice under two paths; one that cannot be read
     is a note of unreadable_here)."""
-    http = config.inputs.http
-    if not http.enabled or http.token is None or http.audit_token is None:
+    audit_token = config.inputs.http.audit_token
+    senders = _senders_tokens(config)
+    if senders is None or audit_token is None:
         return None
     try:
-        senders = TokenSource(http.token)
-        readers = TokenSource(http.audit_token, what="inputs.http.audit_token")
+        readers = TokenSource(audit_token, what="inputs.http.audit_token")
     except UserError:
         return None
     if not share_a_token(readers, senders):
@@ -402,27 +414,16 @@ def too_many_tokens(config: Config) -> list[PolicyFinding]:
 
 def short_token(config: Config) -> str | None:
     """serve's warning of a senders' token short enough to guess, where the secret can be read here."""
-    http = config.inputs.http
-    if not http.enabled or http.token is None:
-        return None
-    try:
-        return TokenSource(http.token).short()
-    except UserError:
-        return None  # a note of unreadable_here, or serve's refusal
+    senders = _senders_tokens(config)
+    return senders.short() if senders is not None else None
 
 
 def token_falcosidekick_drops(config: Config) -> str | None:
     """A senders' token holding ',' or ':': Falcosidekick splits its custom headers on both, and
     drops a header that does not split in two, so its posts carry no token (401) and nothing says
     why. Falco's own http_output sends none either way; only the token's content is looked at."""
-    http = config.inputs.http
-    if not http.enabled or http.token is None:
-        return None
-    try:
-        tokens = TokenSource(http.token).current()
-    except UserError:
-        return None
-    if not any(b"," in token or b":" in token for token in tokens):
+    senders = _senders_tokens(config)
+    if senders is None or not any(b"," in token or b":" in token for token in senders.current()):
         return None
     return (
         "inputs.http.token: a token holds ',' or ':', which Falcosidekick's webhook customheaders"
