@@ -90,9 +90,10 @@ class Metrics:
             "serving_guard_withheld_retries",
             "Isolations withheld for a passing reason, tried again without a repeat"
             " (dedupe.retry_withheld_seconds), by result: acted, withheld (still: tried again later),"
-            " nothing_to_do (the pod or decision no longer asks for it: left to a repeat), failed (the"
-            " action failed again, or the try did), not_scheduled (too many waiting: a repeat tries it"
-            " again)",
+            " nothing_to_do (the pod or decision no longer asks for it: left to a repeat), unverified"
+            " (the alert's container still not listed past the kubelet's lag: a possible forgery),"
+            " failed (the action failed again, or the try did), not_scheduled (too many waiting: a"
+            " repeat tries it again)",
             ["result"],
             registry=r,
         )

@@ -52,7 +52,9 @@ from responder.alert import Alert, format_time_ns
 from responder.clock import deadline_passed, within_window
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
+from responder.cluster.unlisted_ids import UnlistedIds, UnlistedKey
 from responder.cluster.verify import (
+    LISTING_LAG_NS,
     UNREACHED,
     Verification,
     VerificationStatus,
@@ -252,6 +254,7 @@ class Pipeline:
         self._pod_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # The pod reads alerts waiting for their container to be listed share (_shared_read).
         self._listing_reads: dict[tuple[str, str, float], asyncio.Task[PodLookup]] = {}
+        self._unlisted = UnlistedIds()
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -1632,9 +1635,16 @@ class Pipeline:
         passing = (
             _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
         )
+        # The alert's container, not listed yet when it came, is still not listed past the kubelet's
+        # lag: a possible forgery now, told as the tries' end rather than left "not verified yet".
+        found_unverified = (
+            verification.status is VerificationStatus.UNVERIFIED
+            and report.verification.status is VerificationStatus.NOT_LISTED_YET
+            and not decision.dry_run
+        )
         given_up = (
             self._tries_over(state, alert, decision, tried, writes)
-            if last and not outcomes and not decision.dry_run and passing
+            if (last and not outcomes and not decision.dry_run and passing) or found_unverified
             else []
         )
         if outcomes or given_up:
@@ -1661,12 +1671,7 @@ class Pipeline:
                 outcomes=(*current.outcomes, *outcomes, *given_up),
             )
             self._wake_notifier()
-        if any(o.ok or _put_on_pod(o) for o in outcomes):
-            result = "acted"
-        elif outcomes:
-            result = "failed"
-        else:
-            result = "withheld" if passing else "nothing_to_do"
+        result = _retry_result(outcomes, passing=passing, found_unverified=found_unverified)
         self._metrics.retries.labels(result).inc()
         log.log(
             logging.INFO if result == "acted" else logging.WARNING,
@@ -1680,7 +1685,7 @@ class Pipeline:
                 "outcomes": [o.describe() for o in outcomes],
             },
         )
-        if outcomes or passing:
+        if outcomes or passing or found_unverified:  # the last: its repeats fold in, as an unverified one's
             self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
         else:
             state.reopen_after_ns = withheld_since  # nothing to do now: a repeat decides, as before
@@ -1997,8 +2002,28 @@ class Pipeline:
 
     def _check(self, alert: Alert, pod: PodContext, received_ns: int | None) -> Verification:
         """verify_alert, the alert's age taken once, as it came (None: not looked at: only a
-        VERIFIED answer counts there)."""
-        return verify_alert(alert, pod, check_node=self._config.cluster.verify_node, now_ns=received_ns)
+        VERIFIED answer counts there), and how long its id has gone unlisted on the pod since its
+        first alert came (the same id's repeats, retries and later incidents count from there)."""
+        check_node = self._config.cluster.verify_node
+        if received_ns is None:
+            return verify_alert(alert, pod, check_node=check_node)
+        key = UnlistedKey(pod.namespace, pod.name, alert.container_id or "")
+        since = self._unlisted.since(key, received_ns)
+        verification = verify_alert(
+            alert, pod, check_node=check_node, now_ns=received_ns, unlisted_for_ns=self._clock_ns() - since
+        )
+        if verification.status is VerificationStatus.NOT_LISTED_YET:
+            self._unlisted.note(key, since)
+        elif verification.verified:
+            self._unlisted.forget(key)
+        return verification
+
+    def _lag_may_explain(self, alert: Alert, received_ns: int) -> bool:
+        """Whether waiting for the kubelet to list the alert's container may help: the alert was
+        young when it came, and its id has not gone unlisted on the pod for longer than the lag."""
+        key = UnlistedKey(alert.namespace or "", alert.pod or "", alert.container_id or "")
+        unlisted_for = self._clock_ns() - self._unlisted.since(key, received_ns)
+        return listing_lag_may_explain(alert, received_ns) and unlisted_for <= LISTING_LAG_NS
 
     async def _wait_until_listed(self, alert: Alert, received_ns: int) -> ReadBeforeLock:
         """A young alert whose container the pod's status does not list yet (NOT_LISTED_YET: one of
@@ -2015,7 +2040,7 @@ class Pipeline:
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name or not valid_name(namespace) or not valid_name(name):
             return ReadBeforeLock()
-        if not listing_lag_may_explain(alert, received_ns):
+        if not self._lag_may_explain(alert, received_ns):
             return ReadBeforeLock()  # checked as any alert
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)
         if lookup.pod is None:
@@ -2246,6 +2271,17 @@ class RetryTell:
 
     def tells(self, outcome: ActionOutcome) -> bool:
         return self.notify and (self.last or outcome.ok or _put_on_pod(outcome))
+
+
+def _retry_result(outcomes: Sequence[ActionOutcome], *, passing: bool, found_unverified: bool) -> str:
+    """What a retry of a withheld isolation came to (serving_guard_withheld_retries_total's result)."""
+    if any(o.ok or _put_on_pod(o) for o in outcomes):
+        return "acted"
+    if outcomes:
+        return "failed"
+    if found_unverified:
+        return "unverified"
+    return "withheld" if passing else "nothing_to_do"
 
 
 def _withheld_for_passing_reason(

@@ -19,6 +19,7 @@ RESTARTED_SINCE = "container restarted since the alert: the alert's container.id
 # The kubelet lists a container's run in the pod's status about a second after it starts: an alert
 # older than this whose id is not listed is not explained by that lag.
 LISTING_LAG_SECONDS = 30.0
+LISTING_LAG_NS = int(LISTING_LAG_SECONDS * 1e9)
 
 
 class VerificationStatus(StrEnum):
@@ -54,13 +55,20 @@ class Verification:
 
 
 def verify_alert(
-    alert: Alert, pod: PodContext, *, check_node: bool, now_ns: int | None = None
+    alert: Alert,
+    pod: PodContext,
+    *,
+    check_node: bool,
+    now_ns: int | None = None,
+    unlisted_for_ns: int = 0,
 ) -> Verification:
     """Compare the alert's container id and hostname with the live pod (pure). The id may be a
     container's current one or, restarted since, its previous one (the pod's status keeps it): the
     same pod (its uid and node), so the same network identity, volumes and token. An id the pod
-    does not list is NOT_LISTED_YET while one of its containers awaits its run and the alert is
-    younger than LISTING_LAG_SECONDS at ``now_ns`` (None: its age is not looked at)."""
+    does not list is NOT_LISTED_YET while one of its containers awaits its run, the alert was
+    younger than LISTING_LAG_SECONDS at ``now_ns`` (when it came; None: its age is not looked at)
+    and the responder has known the id unlisted on the pod for no longer than that
+    (``unlisted_for_ns``: since its first such alert came, until this check)."""
     if alert.namespace != pod.namespace or alert.pod != pod.name:
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
     container_id = alert.container_id
@@ -78,8 +86,13 @@ def verify_alert(
     # could read the pod's real ids or node there could forge an alert that passes this check.
     node_problem = _node_problem(alert, pod) if check_node else None
     if container is None:
-        young = now_ns is None or listing_lag_may_explain(alert, now_ns)
-        if pod.awaiting_runs and node_problem is None and young:
+        lag_may_explain = (
+            bool(pod.awaiting_runs)
+            and node_problem is None
+            and (now_ns is None or listing_lag_may_explain(alert, now_ns))
+        )
+        waited_too_long = unlisted_for_ns > LISTING_LAG_NS
+        if lag_may_explain and not waited_too_long:
             # Container names, not ids: they are in the pod's spec, no secret to a forger.
             return Verification(
                 VerificationStatus.NOT_LISTED_YET,
@@ -88,6 +101,11 @@ def verify_alert(
             )
         not_of_pod = f"container.id {container_id[:64]} is not a container of the pod"
         not_of_pod += _ahead_of_clock(alert, now_ns)
+        if lag_may_explain:  # but waited too long for
+            not_of_pod += (
+                f"; still not listed {unlisted_for_ns / 1e9:.0f} s after its first alert came (the"
+                " kubelet lists a run within seconds): forged, or a run gone since"
+            )
         if pod.created_ns is not None and alert.time_ns < pod.created_ns - CLOCK_SKEW_NS:
             # A StatefulSet's replica re-created under its name: the alert (taken up late, or
             # replayed) is about the pod before it. Said as the alert's age, not the pod's time.
@@ -110,7 +128,7 @@ def listing_lag_may_explain(alert: Alert, received_ns: int) -> bool:
     than the clocks may differ (CLOCK_SKEW_NS) is not young: it is forged, or its node's clock is
     wrong, and never excuses an id the pod does not list (a forger would date every alert ahead)."""
     age_ns = received_ns - alert.time_ns
-    return -CLOCK_SKEW_NS <= age_ns <= int(LISTING_LAG_SECONDS * 1e9)
+    return -CLOCK_SKEW_NS <= age_ns <= LISTING_LAG_NS
 
 
 def _ahead_of_clock(alert: Alert, now_ns: int | None) -> str:

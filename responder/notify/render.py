@@ -1540,18 +1540,29 @@ def render_retry(
     if outcome.status is OutcomeStatus.WITHHELD and isinstance(tries, int):
         detail = escape(defuse(outcome.detail), REASON_LIMIT) if outcome.detail else "no reason given"
         times = "once" if tries == 1 else f"{tries} times"
-        lines.add(
-            f":pause_button: *Still withheld* on {where} after it was tried again automatically {times}:"
-            f" {detail}."
-        )
-        lines.add("*Nothing more is tried* unless the alert repeats: the pod is *not* isolated.")
+        if decision.unverified:
+            # Found so by the try (the container still not listed): its repeats fold, none tries again.
+            lines.add(
+                f":warning: *Possible forgery* on {where}, found when it was tried again automatically"
+                f" {times}: {detail}."
+            )
+            lines.add("*Nothing more is tried*: the pod is *not* isolated.")
+            plain = (
+                f"{namespace}/{pod}: incident {incident_id} not verified when tried again: possible forgery"
+            )
+        else:
+            lines.add(
+                f":pause_button: *Still withheld* on {where} after it was tried again automatically"
+                f" {times}: {detail}."
+            )
+            lines.add("*Nothing more is tried* unless the alert repeats: the pod is *not* isolated.")
+            plain = (
+                f"{namespace}/{pod}: incident {incident_id} still withheld, tried again automatically"
+                f" {times}; nothing more is tried"
+            )
         if command:
             lines.add(f"*To quarantine it by hand* once you have looked{_where_run(form)}:")
             lines.add(code_block(command, 1000))
-        plain = (
-            f"{namespace}/{pod}: incident {incident_id} still withheld, tried again automatically {times};"
-            " nothing more is tried"
-        )
         return _action_reply(lines, plain, incident_id, tried, MessageKind.RETRY, action_id)
     after = "after it failed" if _failed_before(outcome, before) else "after it was withheld"
     lines.add(f":arrows_counterclockwise: *Tried again* on {where}, {after}:")
