@@ -46,7 +46,13 @@ from responder.actions.outcome import (
     release_note,
 )
 from responder.actions.pod_patch import ReleasedMeanwhile
-from responder.actions.pod_records import CLOCK_SKEW_NS, RELEASED_AT, ReleaseRecord, release_record
+from responder.actions.pod_records import (
+    CLOCK_SKEW_NS,
+    RELEASED_AT,
+    ReleaseRecord,
+    dated_credibly,
+    release_record,
+)
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.clock import deadline_passed, within_window
@@ -1329,7 +1335,7 @@ class Pipeline:
                 alert, read=before.failed, recheck=not before.fresh, received_ns=received_ns
             )
             self._metrics.verifications.labels(verification.status.value).inc()
-            decision = self._decide(alert, pod, verification, state.reopens)
+            decision = self._decide(alert, pod, verification, state.reopens, received_ns)
             decided_ns = self._clock_ns()
             self._metrics.alert_to_decision.observe((decided_ns - received_ns) / 1e9)
             self._count_decision(decision)
@@ -1413,9 +1419,16 @@ class Pipeline:
         return waiting
 
     def _decide(
-        self, alert: Alert, pod: PodContext | None, verification: Verification, reopens: Reopened | None
+        self,
+        alert: Alert,
+        pod: PodContext | None,
+        verification: Verification,
+        reopens: Reopened | None,
+        received_ns: int,
     ) -> Decision:
-        """The decision on ``alert`` as checked against ``pod``, with the breakers as they are now."""
+        """The decision on ``alert`` as checked against ``pod``, with the breakers as they are now;
+        a release on the pod weighed against the alert as dated credibly when it came (``received_ns``)."""
+        alert = dated_credibly(alert, received_ns)
         key = IncidentKey.of(alert)
         now = self._clock_ns()
         guardrail_state = GuardrailState(
@@ -1458,7 +1471,9 @@ class Pipeline:
             block_token = self._block_breaker.take(now, (key.namespace, key.pod))
         outcomes: list[ActionOutcome] = []
         try:
-            outcomes = await self._act(state, alert, pod, decision, received_ns, writes, retry=retry)
+            # Its actions weigh a release made meanwhile against the alert as dated credibly too.
+            credible = dated_credibly(alert, received_ns)
+            outcomes = await self._act(state, credible, pod, decision, received_ns, writes, retry=retry)
         finally:
             # Slots of what did not happen (or raised) go back.
             if token is not None and not any(o.labelled for o in outcomes):
@@ -1601,7 +1616,7 @@ class Pipeline:
                 raise
             self._metrics.verifications.labels(verification.status.value).inc()
             last = self._last_try(state, tried)  # after the lookup: a slow API's time counts
-            decision = self._decide(alert, pod, verification, report.decision.reopens)
+            decision = self._decide(alert, pod, verification, report.decision.reopens, state.opened_ns)
             decided_ns = self._clock_ns()
             if report.decision.notify and not decision.notify:
                 # Told at its opening (a withheld action needs eyes): what the retry does is told

@@ -5,10 +5,10 @@ annotations), and the release record read back: how the responder tells a person
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from responder.alert import format_time_ns, parse_time_ns
+from responder.alert import Alert, format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
 
 ANNOTATION_PREFIX = "serving-guard.io/"
@@ -79,6 +79,13 @@ def release_record(
     if record is not None and until_ns is not None and record.at_ns > until_ns:
         return None
     return record
+
+
+def dated_credibly(alert: Alert, received_ns: int) -> Alert:
+    """``alert`` as a release is weighed against it: dated no later than when it came
+    (``received_ns``, by the responder's clock), for its event happened before. A node's clock
+    ahead (or a sender's date) must not make it newer than a person's release made after it came."""
+    return alert if alert.time_ns <= received_ns else replace(alert, time_ns=received_ns)
 
 
 def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:
