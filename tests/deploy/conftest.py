@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import helm_python
 import pytest
 
-from tests.deploy.deploy_support import CASES, CHART_DIR, Rendered, render
+from tests.deploy.deploy_support import CASES, CHART_DIR, InstallableChart, Rendered, render
 
 
 @pytest.fixture(scope="session")
 def chart() -> Iterator[helm_python.Chart]:
     # Helm's loader notes on stderr that it followed the rules-pack symlink: expected (see test_chart_render).
-    loaded = helm_python.Chart.load(CHART_DIR)
+    loaded = InstallableChart.load(CHART_DIR)
     try:
         yield loaded
     finally:

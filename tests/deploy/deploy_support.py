@@ -238,6 +238,23 @@ def pod_specs(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
     return specs
 
 
+# The image a test install names: the chart requires image.repository (no public image is published).
+TEST_IMAGE: Values = {"image": {"repository": "registry.example.com/security/serving-guard"}}
+
+
+def with_test_image(values: Mapping[str, Any] | None) -> Values:
+    """``values`` as an install gives them: TEST_IMAGE's repository unless they name one."""
+    return deep_merge(TEST_IMAGE, values or {})
+
+
+class InstallableChart(helm_python.Chart):
+    """The chart as the tests install it: rendered with TEST_IMAGE's repository unless the values
+    name one (a render without any is refused: test_chart_image_required)."""
+
+    def render(self, values: dict[str, Any] | None = None, **options: Any) -> dict[str, str]:
+        return super().render(with_test_image(values), **options)
+
+
 def deep_merge(base: Values, override: Mapping[str, Any]) -> Values:
     merged = dict(base)
     for key, value in override.items():
@@ -255,7 +272,7 @@ def render_reusing(release_values: Values, values: Values, workdir: Path, name: 
     chart_dir = workdir / "serving-guard"
     shutil.copytree(CHART_DIR, chart_dir)  # follows the rules-pack symlink
     (chart_dir / "values.yaml").write_text(yaml.safe_dump(release_values), encoding="utf-8")
-    earlier = helm_python.Chart.load(chart_dir)
+    earlier = InstallableChart.load(chart_dir)
     try:
         return render(earlier, Case(name, values))
     finally:

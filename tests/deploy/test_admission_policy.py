@@ -32,7 +32,7 @@ from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert
 from simulators.seed import ENFORCE_LABEL, LEAKY_POLICY, SeededPod, seed_serving_cluster
 from tests.deploy.admission import AdmissionPolicy, Request, Verdict
-from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, Rendered, render
+from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, Rendered, render, with_test_image
 
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 NP_GROUP = "networking.k8s.io"
@@ -167,7 +167,9 @@ def test_kubernetes_older_than_1_30_is_refused_with_the_way_out(capfd: pytest.Ca
     # erroring as install does: its log is where the refusal shows.
     def refusal(values: dict[str, Any], kube_version: str) -> list[str]:
         capfd.readouterr()
-        helm_python.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version=kube_version)
+        helm_python.lint(
+            CHART_DIR, with_test_image(values), strict=True, namespace=NAMESPACE, kube_version=kube_version
+        )
         return [
             line for line in capfd.readouterr().err.splitlines() if "rbac.admissionPolicy.enabled" in line
         ]

@@ -20,6 +20,7 @@ from tests.deploy.deploy_support import (
     NAMESPACE,
     RELEASE,
     Case,
+    InstallableChart,
     Rendered,
     Values,
     case_named,
@@ -148,7 +149,7 @@ def test_an_earlier_releases_values_without_the_key_admit_any_certificate_as_bef
     values = yaml.safe_load((chart_dir / "values.yaml").read_text(encoding="utf-8"))
     del values["inputs"]["http"]["tls"]["allowedClientNames"]
     (chart_dir / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
-    with helm_python.Chart.load(chart_dir) as earlier:
+    with InstallableChart.load(chart_dir) as earlier:
         rendered = render(earlier, Case("reused", {}))
     tls = _tls(rendered)
     assert tls is not None and tls["client_ca_file"] and "allowed_client_names" not in tls

@@ -13,7 +13,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, render
+from tests.deploy.deploy_support import CHART_DIR, NAMESPACE, RELEASE, Case, InstallableChart, render
 
 # (quantity, bytes): binary and decimal suffixes, fractions, plain bytes.
 QUANTITIES = [
@@ -78,7 +78,7 @@ def test_a_size_the_chart_cannot_read_is_not_checked(tmp_path: Path) -> None:
     schema = json.loads(schema_file.read_text(encoding="utf-8"))
     del schema["properties"]["journal"]["properties"]["emptyDir"]["properties"]["sizeLimit"]["pattern"]
     schema_file.write_text(json.dumps(schema), encoding="utf-8")
-    with helm_python.Chart.load(chart_dir) as relaxed:
+    with InstallableChart.load(chart_dir) as relaxed:
         relaxed.render(
             {"journal": {"emptyDir": {"sizeLimit": "2e9"}, "maxBytes": 10 * 1024**3}},
             name=RELEASE,

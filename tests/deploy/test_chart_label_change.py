@@ -15,7 +15,7 @@ import pytest
 
 from responder.actions import netpol
 from simulators.cluster_emulator import ClusterEmulator, RunningCluster
-from tests.deploy.deploy_support import RELEASE, Case, Values, render
+from tests.deploy.deploy_support import RELEASE, Case, Values, render, with_test_image
 
 LABEL = "serving-guard.io/quarantine"
 NEW_LABEL = "sec.example.com/quarantine"
@@ -66,7 +66,7 @@ def _quarantined(running: RunningCluster, name: str, labels: dict[str, str]) -> 
 
 def _render_against(kubeconfig: str, chart: helm_python.Chart, values: Values) -> dict[str, str]:
     with helm_python.Config(kubeconfig_path=kubeconfig, namespace="falco") as config:
-        return config.render(chart, values, name=RELEASE, namespace="falco")
+        return config.render(chart, with_test_image(values), name=RELEASE, namespace="falco")
 
 
 def _deny_all_selector(files: dict[str, str]) -> str:

@@ -34,10 +34,13 @@ from tests.deploy.deploy_support import (
     NAMESPACE,
     RELEASE,
     RULES_PACK,
+    TEST_IMAGE,
     Case,
+    InstallableChart,
     Rendered,
     case_named,
     render,
+    with_test_image,
 )
 
 CLUSTER_SCOPED = {
@@ -224,7 +227,7 @@ def test_a_release_without_max_connections_per_peer_still_renders(tmp_path: Path
     del values["inputs"]["http"]["maxConnectionsPerPeer"]
     values["inputs"]["http"]["maxConnections"] = 4096  # an earlier release's cap
     (chart_dir / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
-    earlier = helm_python.Chart.load(chart_dir)
+    earlier = InstallableChart.load(chart_dir)
     try:
         rendered = render(earlier, Case("reused", {}))
     finally:
@@ -429,8 +432,26 @@ def test_no_quarantine_policy_without_listed_namespaces(renders: dict[str, Rende
 
 
 def test_image_by_digest(renders: dict[str, Rendered]) -> None:
-    assert _container(renders["production"])["image"] == f"ghcr.io/serving-guard/serving-guard:0.1.0@{DIGEST}"
-    assert _container(renders["defaults"])["image"] == "ghcr.io/serving-guard/serving-guard:0.1.0"
+    repository = TEST_IMAGE["image"]["repository"]
+    assert _container(renders["production"])["image"] == f"{repository}:0.1.0@{DIGEST}"
+    assert _container(renders["defaults"])["image"] == f"{repository}:0.1.0"
+
+
+def test_the_image_repository_is_required_and_the_refusal_says_where_to_get_one(
+    chart: helm_python.Chart,
+) -> None:
+    """No public image is published: a default repository would pull, by tag, whatever a registry
+    namespace holds and run it with the responder's rights (review-platform M7)."""
+    assert chart.values["image"]["repository"] == ""
+    with helm_python.Chart.load(CHART_DIR) as plain, pytest.raises(helm_python.HelmError) as refused:
+        plain.render({}, name=RELEASE, namespace=NAMESPACE)
+    said = str(refused.value)
+    assert "image.repository is not set: build the image from deploy/Dockerfile" in said, said
+    assert "no public image is published" in said, said
+    # The schema lets the empty default through to that refusal, and still checks a repository named.
+    chart.validate_schema({})
+    with pytest.raises(helm_python.HelmValuesError, match="/image/repository"):
+        chart.validate_schema({"image": {"repository": "Registry.Example.com/UPPER"}})
 
 
 def test_journal_volume(renders: dict[str, Rendered]) -> None:
@@ -562,7 +583,7 @@ def test_notes_tell_falco_what_to_set(renders: dict[str, Rendered]) -> None:
 def test_lint_is_clean(case: Case) -> None:
     # 1.30: the default admission policy's floor (1.29 with it off: test_admission_policy).
     report = helm_python.lint(
-        CHART_DIR, case.values, strict=True, namespace=case.namespace, kube_version="v1.30.0"
+        CHART_DIR, with_test_image(case.values), strict=True, namespace=case.namespace, kube_version="v1.30.0"
     )
     assert report["errors"] == []
     # Severity 1 is informational (Helm recommends an icon); warnings (2) and errors (3) fail.
@@ -599,7 +620,7 @@ def test_default_policies_are_each_reachable(renders: dict[str, Rendered]) -> No
 def test_packaged_chart_carries_the_rules_pack(tmp_path: Path) -> None:
     # `helm package` resolves the symlink: the archive users install holds the pack itself.
     archive = helm_python.package(CHART_DIR, destination=tmp_path)
-    with helm_python.Chart.load(archive) as packaged:
+    with InstallableChart.load(archive) as packaged:
         files = packaged.render({}, name=RELEASE, namespace=NAMESPACE)
     configmap = yaml.safe_load(files["serving-guard/templates/rules-configmap.yaml"])
     assert configmap["data"]["serving_guard_rules.yaml"] == RULES_PACK.read_text(encoding="utf-8")
@@ -679,5 +700,5 @@ def test_notes_warn_while_the_journal_is_not_persistent(renders: dict[str, Rende
 def test_notes_warn_while_the_image_is_not_pinned(renders: dict[str, Rendered]) -> None:
     notes = " ".join(renders["defaults"].notes().split())
     assert "WARNING: THE IMAGE IS NOT PINNED (image.digest is empty)" in notes
-    assert "ghcr.io/serving-guard/serving-guard:0.1.0 is a tag" in notes
+    assert f"{TEST_IMAGE['image']['repository']}:0.1.0 is a tag" in notes
     assert "NOT PINNED" not in renders["production"].notes()  # pinned by digest

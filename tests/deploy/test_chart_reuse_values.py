@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import helm_python
 import pytest
 import yaml
 
@@ -22,6 +21,7 @@ from tests.deploy.deploy_support import (
     NAMESPACE,
     RELEASE,
     VALUES_BY_CHART_VERSION,
+    InstallableChart,
     ReleasedValues,
     released_values,
     render_reusing,
@@ -99,7 +99,7 @@ def test_an_upgrade_reusing_an_earlier_releases_values_renders(tmp_path: Path) -
     chart_dir = tmp_path / "serving-guard"
     shutil.copytree(CHART_DIR, chart_dir)  # follows the rules-pack symlink
     shutil.copyfile(EARLIER_VALUES, chart_dir / "values.yaml")
-    chart = helm_python.Chart.load(chart_dir)
+    chart = InstallableChart.load(chart_dir)
     try:
         # The README's --reuse-values example, which adds the audit token.
         values = {"inputs": {"http": {"auditToken": {"secretName": "sg-audit-readers"}}}}

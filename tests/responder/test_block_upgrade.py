@@ -378,10 +378,10 @@ def test_leave_out_rewrites_the_old_block_policy_of_a_pod_just_quarantined_into_
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[Any]:
-    helm_python = pytest.importorskip("helm_python")
-    from tests.deploy.deploy_support import CHART_DIR
+    pytest.importorskip("helm_python")
+    from tests.deploy.deploy_support import CHART_DIR, InstallableChart
 
-    loaded = helm_python.Chart.load(CHART_DIR)
+    loaded = InstallableChart.load(CHART_DIR)
     try:
         yield loaded
     finally:

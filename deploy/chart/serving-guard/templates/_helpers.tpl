@@ -45,11 +45,12 @@ app.kubernetes.io/part-of: serving-guard
 {{- end -}}
 
 {{- define "serving-guard.image" -}}
+{{- $repository := required "image.repository is not set: build the image from deploy/Dockerfile, push it to your registry and set image.repository (and image.digest) to it; no public image is published (deploy/README.md, Building the image)" .Values.image.repository -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- printf "%s:%s@%s" $repository $tag .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
