@@ -2112,7 +2112,9 @@ class ClusterActions:
             covering = self._settings.covering_values(netpol.policy_directions(spec))
             if current is None or not quarantined & set(covering):
                 still_restored.append(name)
-            elif self._exclude_from(namespace, current):
+            # Put back only where this config patches other policies (the admission policy refuses
+            # it otherwise): off, the pod that relied on it is said exposed.
+            elif self._settings.patch_other_policies and self._exclude_from(namespace, current):
                 reinstated.append(name)
             else:
                 exposed.append(name)

@@ -469,7 +469,16 @@ def test_pod_subresources_are_refused(renders: dict[str, Rendered]) -> None:
     assert verdict.applies and any("subresources" in denial for denial in verdict.denials)
 
 
-def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, Rendered]) -> None:
+PATCHING_OTHER_POLICIES = Case("patching-other-policies", {"quarantine": {"patchOtherPolicies": True}})
+PATCHING_OFF = (
+    "quarantine.patchOtherPolicies is off, so the responder's ServiceAccount may add the exclusion of"
+    " quarantined pods to no other NetworkPolicy (it may remove one)"
+)
+
+
+def test_network_policies_beyond_the_responders_are_refused(
+    renders: dict[str, Rendered], chart: helm_python.Chart
+) -> None:
     policies = policies_of(renders["defaults"])
     allow_all = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}
     assert _refused(policies.create_policy(_netpol("allow-everything", allow_all)))
@@ -512,7 +521,11 @@ def test_network_policies_beyond_the_responders_are_refused(renders: dict[str, R
         "values": ["true", "true-ingress"],
     }
     excluded = _changed(other, lambda p: p["spec"]["podSelector"].update(matchExpressions=[exclusion]))
-    assert policies.update("networkpolicies", other, excluded).allowed
+    patching = policies_of(render(chart, PATCHING_OTHER_POLICIES))
+    assert patching.update("networkpolicies", other, excluded).allowed
+    assert patching.update("networkpolicies", excluded, other).allowed
+    # quarantine.patchOtherPolicies off (the default): added by no one, taken off still.
+    assert policies.update("networkpolicies", other, excluded).denials == (PATCHING_OFF,)
     assert policies.update("networkpolicies", excluded, other).allowed
 
 
@@ -572,9 +585,9 @@ def _with_exclusion(policy: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def test_the_exclusion_comes_only_to_policies_that_allow_traffic(renders: dict[str, Rendered]) -> None:
+def test_the_exclusion_comes_only_to_policies_that_allow_traffic(chart: helm_python.Chart) -> None:
     # The escape: the exclusion on the namespace's default deny takes every quarantined pod out of it.
-    policies = policies_of(renders["defaults"])
+    policies = policies_of(render(chart, PATCHING_OTHER_POLICIES))
     gateway = [{"from": [{"podSelector": {"matchLabels": {"app": "gw"}}}]}]
     refused: dict[str, dict[str, Any]] = {
         "default deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},

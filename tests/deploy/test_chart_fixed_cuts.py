@@ -32,6 +32,7 @@ from tests.deploy.admission import Request
 from tests.deploy.deploy_support import Case, Rendered, render
 from tests.deploy.test_admission_policy import (
     GROUPS,
+    PATCHING_OTHER_POLICIES,
     RESOURCES,
     Recorder,
     _kind_of,
@@ -121,9 +122,9 @@ CUT_VALUES = ("true", "true-egress", "true-ingress")
     ],
 )
 def test_only_the_exclusion_of_the_cuts_covering_the_policy_may_be_added(
-    renders: dict[str, Rendered], policy: dict[str, Any], covering: tuple[str, ...]
+    chart: helm_python.Chart, policy: dict[str, Any], covering: tuple[str, ...]
 ) -> None:
-    policies = policies_of(renders["defaults"])
+    policies = policies_of(render(chart, PATCHING_OTHER_POLICIES))
     values = netpol.exclusion_expression(QUARANTINE, covering)["values"]
     assert policies.update("networkpolicies", policy, _with(policy, _not_in(*values))).allowed
     # Any other set of cut values would take out pods that rely on the policy, or leave some in.
@@ -144,7 +145,8 @@ def test_only_the_exclusion_of_the_cuts_covering_the_policy_may_be_added(
 
 
 def test_the_exclusion_follows_a_custom_label_value(chart: helm_python.Chart) -> None:
-    rendered = render(chart, Case("custom-cut-values", {"quarantine": {"labelValue": "yes"}}))
+    values = {"quarantine": {"labelValue": "yes", "patchOtherPolicies": True}}
+    rendered = render(chart, Case("custom-cut-values", values))
     policies = policies_of(rendered)
     policy = _other(["Ingress"], ingress=GATEWAY_IN)
     assert policies.update("networkpolicies", policy, _with(policy, _not_in("yes", "yes-ingress"))).allowed

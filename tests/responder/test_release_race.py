@@ -7,7 +7,7 @@ another replica's (its own gateway), as in a cluster."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from responder.actions.outcome import OutcomeStatus
@@ -122,3 +122,34 @@ def test_without_a_race_the_release_restores_as_before(seeded: Seeded) -> None:
     assert released.patched_policies == (LEAKY_POLICY,) and "put the exclusion back" not in released.detail
     policy = releasing.stored(NP, triton.namespace, LEAKY_POLICY)
     assert policy is not None and "matchExpressions" not in policy["spec"]["podSelector"]
+
+
+def test_with_patching_turned_off_since_the_release_puts_no_exclusion_back(seeded: Seeded) -> None:
+    """quarantine.patchOtherPolicies turned off after a policy was patched: the release still takes
+    the exclusion off, and a quarantine landing meanwhile is said exposed rather than excluded again
+    (the chart's admission policy refuses adding it without the setting)."""
+    running, _, kubeconfig = seeded
+    patched, replica, triton, second = _setup(seeded)
+    del patched
+    releasing = Harness(running, kubeconfig, Quarantine(patch_other_policies=False))
+    writes: list[str] = []
+    replace = releasing.gateway.replace_network_policy
+
+    def counted(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        writes.append(name)
+        return replace(namespace, name, body)
+
+    releasing.gateway.replace_network_policy = counted  # type: ignore[method-assign]
+
+    def quarantine_second() -> None:
+        replica.actions.quarantine(replica.pod(second), shell_alert(second), "inc-2", "r", dry_run=False)
+
+    _after_pod_listings(releasing, quarantine_second)
+    released = releasing.actions.release(triton.namespace, triton.name, by="oncall", reason="false positive")
+    assert released.status is OutcomeStatus.RELEASED
+    assert writes == [LEAKY_POLICY]  # the restore only
+    assert (
+        f"restored {LEAKY_POLICY} while a pod their exclusion takes out was being quarantined"
+        in released.detail
+    ), released.detail
+    assert _ingress_of(releasing, second) == f"partial via {LEAKY_POLICY}"
