@@ -30,8 +30,10 @@ Inside a code span or block that is all: Slack shows ``*``, ``_`` and ``~`` ther
 and strike, and mrkdwn has no escape for them (no backslash escape; whether a zero-width
 character beside one stops it is up to Slack's parser). So alert text shown outside code goes
 through :func:`defuse` first, which swaps them for look-alikes, as :func:`escape` does with a
-backtick everywhere: ``*`` becomes U+2217, ``_`` U+02CD, ``~`` U+223C. Alert values that must be
-copied exactly (ids, names) are put in code spans (:func:`code`) instead.
+backtick everywhere: ``*`` becomes U+2217, ``_`` U+02CD, ``~`` U+223C; but an underscore between two
+letters or digits stays (Slack opens and closes italics only at a word's edge), so that snake_case
+names (``output_fields``, ``my_model``) copy as they are. Alert values that must be copied exactly
+(ids, names) are put in code spans (:func:`code`) instead.
 
 A ``plain_text`` object (a header) is shown by Slack as it is: no formatting, and no entities
 either (``&amp;`` would show as typed). :func:`plain` makes text for one.
@@ -53,7 +55,9 @@ WORD_JOINER = "\u2060"
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": BACKTICK_LOOKALIKE}
 # mrkdwn's bold, italic and strike marks, as look-alikes: for alert text outside code spans.
 FORMATTING_LOOKALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c"}
-_DEFUSE = str.maketrans(FORMATTING_LOOKALIKES)
+# The marks that may format: every ``*`` and ``~``, and an ``_`` at a word's edge (not between two
+# letters or digits, where Slack reads no italics: snake_case).
+_FORMATTING_MARK = re.compile(r"[*~]|(?<![^\W_])_|_(?![^\W_])")
 # plain_text shows entities as typed: ``<`` and ``>`` as look-alikes (a message has no raw ``<``
 # anywhere, even where Slack would not read one), ``&`` as it is.
 _PLAIN = {"<": "\uff1c", ">": "\uff1e", "`": BACKTICK_LOOKALIKE}
@@ -119,10 +123,10 @@ def escape(text: str, limit: int | None = None) -> str:
 
 
 def defuse(text: str) -> str:
-    """``text`` with mrkdwn's formatting marks (``*``, ``_``, ``~``) as look-alikes, for alert text
-    shown outside a code span (where Slack has no escape for them); :func:`escape` the result. One
-    character for one: lengths, and so cuts, stay those of ``text``."""
-    return text.translate(_DEFUSE)
+    """``text`` with mrkdwn's formatting marks (``*``, ``~``, and ``_`` at a word's edge) as
+    look-alikes, for alert text shown outside a code span (where Slack has no escape for them);
+    :func:`escape` the result. One character for one: lengths, and so cuts, stay those of ``text``."""
+    return _FORMATTING_MARK.sub(lambda mark: FORMATTING_LOOKALIKES[mark.group()], text)
 
 
 def plain(text: str, limit: int | None = None) -> str:

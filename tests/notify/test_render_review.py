@@ -142,8 +142,13 @@ def mrkdwn_texts(message: SlackMessage) -> list[str]:
     return found
 
 
+# What Slack may read as bold, italic or strike: every * and ~, and an _ at a word's edge (between
+# two letters or digits it opens and closes nothing: snake_case).
+MAY_FORMAT = re.compile(r"[*~]|(?<![^\W_])_|_(?![^\W_])")
+
+
 def formatting_marks(message: SlackMessage) -> int:
-    return sum(outside_code(text).count(mark) for text in mrkdwn_texts(message) for mark in "*_~")
+    return sum(len(MAY_FORMAT.findall(outside_code(text))) for text in mrkdwn_texts(message))
 
 
 def forged_report(hostname: str, pod: str, rule: str, status: VerificationStatus) -> IncidentReport:

@@ -112,6 +112,18 @@ def test_formatting_marks_outside_code_become_look_alikes() -> None:
     assert code("serving_guard *", 40) == "`serving_guard *`"
 
 
+def test_an_underscore_inside_a_word_stays_as_typed() -> None:
+    """Between two letters or digits an underscore opens and closes no italics: snake_case names
+    (a field, a model directory) copy as they are (review-oncall 4: "outputˍfields" matched nothing)."""
+    for kept in ("no output_fields", "/models/my_model/1/model.onnx", "a_b c_d", "v1_2"):
+        assert defuse(kept) == kept
+    # At a word's edge it may: a look-alike, as are every * and ~.
+    assert (
+        defuse("_it_ __init__ a_ b *x* ~y~")
+        == "\u02cdit\u02cd \u02cd\u02cdinit\u02cd\u02cd a\u02cd b \u2217x\u2217 \u223cy\u223c"
+    )
+
+
 def test_plain_text_has_no_entities_and_one_line() -> None:
     assert plain("a & b <c> `d`\nnext\tcol \x1b \u202e @here") == (
         f"a & b \uff1cc\uff1e {BACKTICK_LOOKALIKE}d{BACKTICK_LOOKALIKE} next col"
