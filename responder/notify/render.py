@@ -369,9 +369,10 @@ def _leak_words(outcome: ActionOutcome) -> str:
         "ingress": "its ingress (requests to it)",
     }
     still = " and ".join(said[d] for d in ("egress", "ingress") if d in leaking)
+    # "Allowed by", not "open": what those policies allow (their detail says it), not to all.
     if not held:
-        return f"{still} {'are' if len(leaking) > 1 else 'is'} still open through: "
-    return f"only {' and '.join(held)} is cut; {still} is still open through: "
+        return f"{still} {'are' if len(leaking) > 1 else 'is'} still allowed by: "
+    return f"only {' and '.join(held)} is cut; {still} is still allowed by: "
 
 
 # By the direction cut alone (quarantine.isolate, or the policy's isolate), None: both.
@@ -1267,6 +1268,8 @@ def render_incident(
     release = report.release_command(form)
     if release:
         undo = _Lines()
+        if report.labelled:
+            undo.add(_STILL_RUNS)
         undo.add(f"*To release the pod* once it is safe{where}:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
@@ -1295,6 +1298,14 @@ def render_incident(
         kind=MessageKind.INCIDENT,
         text_alone=_text_alone(report, form),
     )
+
+
+# A quarantine cuts the pod's network, nothing more: what is left for on-call to do.
+_STILL_RUNS = (
+    ":information_source: *The pod still runs*, its processes too (a shell, a miner): the quarantine"
+    " cuts its network only. Take what you need first (its logs, what it wrote), then delete the pod"
+    " or scale its owner down; releasing it reconnects whatever still runs in it."
+)
 
 
 def _where_run(form: CommandForm) -> str:

@@ -186,20 +186,20 @@ def test_a_quarantine_by_hand_after_the_release_brings_back_the_plain_counter() 
 @pytest.mark.parametrize(
     ("cut", "leaking", "said"),
     [
-        (None, ["ingress"], "but only egress is cut; its ingress (requests to it) is still open through:"),
+        (None, ["ingress"], "but only egress is cut; its ingress (requests to it) is still allowed by:"),
         (
             None,
             ["egress"],
-            "but only ingress is cut; its egress (exfiltration, a reverse shell, downloads) is still open"
-            " through: `gw`",
+            "but only ingress is cut; its egress (exfiltration, a reverse shell, downloads) is still allowed"
+            " by: `gw`",
         ),
         (
             None,
             ["egress", "ingress"],
             "but its egress (exfiltration, a reverse shell, downloads) and its ingress (requests to it) are"
-            " still open through: `gw`",
+            " still allowed by: `gw`",
         ),
-        ("egress", ["egress"], "but its egress (exfiltration, a reverse shell, downloads) is still open"),
+        ("egress", ["egress"], "but its egress (exfiltration, a reverse shell, downloads) is still allowed"),
     ],
 )
 def test_a_leaky_quarantine_says_what_is_cut_and_what_is_still_open(

@@ -115,6 +115,23 @@ def test_a_failed_quarantine_after_labelling_offers_the_quarantine_and_the_relea
     assert make_report(outcomes=(labelled, by_hand)).quarantine_command() is None
 
 
+def test_a_quarantined_pod_is_said_to_still_run_beside_the_release() -> None:
+    """The quarantine cuts the pod's network only: a shell or a miner in it still runs, and a release
+    reconnects it (review-oncall 7)."""
+    still_runs = "*The pod still runs*, its processes too (a shell, a miner): the quarantine cuts its network"
+    quarantined = ActionOutcome("quarantine", OutcomeStatus.QUARANTINED)
+    text = visible_text(render_incident(make_report(outcomes=(quarantined,))).blocks)
+    assert still_runs in text
+    assert text.index(still_runs) < text.index("*To release the pod* once it is safe")
+    assert "releasing it reconnects whatever still runs in it" in text
+    # Nothing on it (a dry run, a withheld quarantine): not said.
+    for outcome in (
+        ActionOutcome("quarantine", OutcomeStatus.DRY_RUN),
+        ActionOutcome("quarantine", OutcomeStatus.WITHHELD, "pod lookup failed"),
+    ):
+        assert still_runs not in visible_text(render_incident(make_report(outcomes=(outcome,))).blocks)
+
+
 # ---- 2. alert text outside code spans cannot format the message -----------------------------
 
 
