@@ -286,7 +286,7 @@ class HttpInput(Strict):
     # node could still claim any other. Token senders are refused (Falcosidekick relays every node's).
     require_sender_matches_hostname: StrictBool = False
     # The largest alert taken (413 past it; also `ingest`'s longest line). 320 KiB: the shipped rules'
-    # worst case is 301,951 bytes (Model artifact tampering: six attacker-chosen paths and command
+    # worst case is 302,237 bytes (Model artifact tampering: six attacker-chosen paths and command
     # lines at the drivers' 4 KiB caps, each byte a 6-byte \u00XX escape, each field twice), with
     # room for append_output's extra fields (responder/rulespack/alert_size.py has the arithmetic).
     max_body_bytes: int = Field(default=320 * 1024, strict=True, ge=1024, le=16 * 1024 * 1024)

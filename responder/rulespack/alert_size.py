@@ -70,6 +70,8 @@ FIELD_BOUNDS: dict[str, FieldBound] = {
     "container.id": FieldBound(64, False),  # hex
     "container.name": FieldBound(253, False),  # the pod spec's container name (a DNS label), or the runtime's
     "container.image.repository": FieldBound(255, False),  # the image reference grammar's bound
+    "container.image.tag": FieldBound(128, False),  # the tag grammar's bound ([\w][\w.-]{0,127})
+    "proc.cwd": FieldBound(PATH_BYTES, True),
 }
 # The output's prefix ("2025-01-28T10:00:00.123456789+0000: Informational ", ISO 8601 the longest).
 OUTPUT_PREFIX_BYTES = 64

@@ -31,8 +31,8 @@ Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 PACK = Path(__file__).parents[2] / "rules" / "serving_guard_rules.yaml"
 DEFAULT_LIMIT: int = HttpInput.model_fields["max_body_bytes"].default
 # The largest, as config.example.yaml, the chart and config.py say (Model artifact tampering).
-DOCUMENTED_WORST_CASE = 301_951
-# Where it is said, each as "301,951 bytes".
+DOCUMENTED_WORST_CASE = 302_237
+# Where it is said, each as "302,237 bytes".
 DOCUMENTS = (
     "README.md",
     "responder/config.example.yaml",
@@ -75,7 +75,7 @@ def worst_alert(rule: RuleItem) -> bytes:
 
 def test_the_documented_worst_case_is_what_config_check_computes() -> None:
     """The pack as Falco loads it (an output's trailing newline, from a folded `>` block, trimmed),
-    as `config check --rules` reports it: 301,951 bytes, and every document says that number."""
+    as `config check --rules` reports it: 302,237 bytes, and every document says that number."""
     ruleset = load_paths([str(PACK)])
     computed = max(
         worst_case_alert_bytes(rule.name, rule.output, rule.tags) for rule in ruleset.rules.values()
@@ -86,7 +86,7 @@ def test_the_documented_worst_case_is_what_config_check_computes() -> None:
     for document in DOCUMENTS:
         text = " ".join((root / document).read_text(encoding="utf-8").replace("#", " ").split())
         assert said in text, document
-        assert not re.search(r"30[01],\d{3} bytes", text.replace(said, "")), document
+        assert not re.search(r"30\d,\d{3} bytes", text.replace(said, "")), document
 
 
 def test_the_default_body_limit_holds_the_worst_case_alert_of_every_shipped_rule() -> None:
