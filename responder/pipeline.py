@@ -1658,7 +1658,7 @@ class Pipeline:
             and not decision.dry_run
         )
         given_up = (
-            self._tries_over(state, alert, decision, tried, writes)
+            self._tries_over(state, alert, decision, tried, writes, blocks=found_unverified)
             if (last and not outcomes and not decision.dry_run and passing) or found_unverified
             else []
         )
@@ -1700,7 +1700,11 @@ class Pipeline:
                 "outcomes": [o.describe() for o in outcomes],
             },
         )
-        if outcomes or passing or found_unverified:  # the last: its repeats fold in, as an unverified one's
+        if found_unverified:
+            # No more tries; a repeat decides again, after REDECIDE_AFTER_SECONDS: a run the kubelet
+            # lists later still is then verified and isolated (a made-up id is unverified at once).
+            state.reopen_after_ns = self._clock_ns() + int(REDECIDE_AFTER_SECONDS * 1e9)
+        elif outcomes or passing:
             self._plan_follow_up(state, verification, decision, outcomes, tried=tried)
         else:
             state.reopen_after_ns = withheld_since  # nothing to do now: a repeat decides, as before
@@ -1712,16 +1716,18 @@ class Pipeline:
         decision: Decision,
         tried: int,
         writes: list[tuple[str, Written]],
+        *,
+        blocks: bool = False,
     ) -> list[ActionOutcome]:
-        """The last automatic try found the isolation still withheld (the API still down): what
-        it withheld, journaled as the retry's and told in the incident's thread, so that Slack
-        says the tries are over (with the command to quarantine by hand) rather than reading as
-        if something may still happen. Nothing when nothing but a block was withheld (the block
-        breaker's hold: its repeats take it on)."""
+        """The last automatic try found the isolation still withheld (the API still down), or a
+        try found the alert unverified: what it withheld, journaled as the retry's and told in the
+        incident's thread, so that Slack says the tries are over (with the command to quarantine
+        by hand) rather than reading as if something may still happen. Without ``blocks``, nothing
+        when nothing but a block was withheld (the block breaker's hold: its repeats take it on)."""
         withheld = [
             dataclasses.replace(o, extra={**o.extra, RETRIED: True, TRIES_OVER: tried})
             for o in self._withheld_outcomes(alert, decision)
-            if o.action != BLOCK_DESTINATION
+            if blocks or o.action != BLOCK_DESTINATION
         ]
         tell = decision.notify and self._notifications
         for outcome in withheld:
@@ -2023,12 +2029,15 @@ class Pipeline:
         if received_ns is None:
             return verify_alert(alert, pod, check_node=check_node)
         key = UnlistedKey(pod.namespace, pod.name, alert.container_id or "")
-        since = self._unlisted.since(key, received_ns)
+        noted = self._unlisted.since(key)
+        # Counted from an earlier check's finding only: a first one waits its reads whatever the
+        # clock says meanwhile (a step forward must not skip them).
+        unlisted_for = 0 if noted is None else self._clock_ns() - min(noted, received_ns)
         verification = verify_alert(
-            alert, pod, check_node=check_node, now_ns=received_ns, unlisted_for_ns=self._clock_ns() - since
+            alert, pod, check_node=check_node, now_ns=received_ns, unlisted_for_ns=unlisted_for
         )
         if verification.status is VerificationStatus.NOT_LISTED_YET:
-            self._unlisted.note(key, since)
+            self._unlisted.note(key, received_ns if noted is None else min(noted, received_ns))
         elif verification.verified:
             self._unlisted.forget(key)
         return verification
@@ -2037,7 +2046,8 @@ class Pipeline:
         """Whether waiting for the kubelet to list the alert's container may help: the alert was
         young when it came, and its id has not gone unlisted on the pod for longer than the lag."""
         key = UnlistedKey(alert.namespace or "", alert.pod or "", alert.container_id or "")
-        unlisted_for = self._clock_ns() - self._unlisted.since(key, received_ns)
+        noted = self._unlisted.since(key)
+        unlisted_for = 0 if noted is None else self._clock_ns() - min(noted, received_ns)
         return listing_lag_may_explain(alert, received_ns) and unlisted_for <= LISTING_LAG_NS
 
     async def _wait_until_listed(self, alert: Alert, received_ns: int) -> ReadBeforeLock:

@@ -30,11 +30,9 @@ class UnlistedIds:
         self._limit = limit
         self._since: OrderedDict[UnlistedKey, int] = OrderedDict()
 
-    def since(self, key: UnlistedKey, received_ns: int) -> int:
-        """When ``key``'s id was first found unlisted: the earlier of what was noted and
-        ``received_ns`` (when the alert being checked came)."""
-        noted = self._since.get(key)
-        return received_ns if noted is None else min(noted, received_ns)
+    def since(self, key: UnlistedKey) -> int | None:
+        """When ``key``'s id was first found unlisted (when that alert came), or None: not yet."""
+        return self._since.get(key)
 
     def note(self, key: UnlistedKey, since_ns: int) -> None:
         self._since[key] = since_ns

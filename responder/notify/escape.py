@@ -56,8 +56,9 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": BACKTICK_LOOKALIKE}
 # mrkdwn's bold, italic and strike marks, as look-alikes: for alert text outside code spans.
 FORMATTING_LOOKALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c"}
 # The marks that may format: every ``*`` and ``~``, and an ``_`` at a word's edge (not between two
-# letters or digits, where Slack reads no italics: snake_case).
-_FORMATTING_MARK = re.compile(r"[*~]|(?<![^\W_])_|_(?![^\W_])")
+# ASCII letters or digits, where Slack reads no italics: snake_case; other scripts' word edges are
+# Slack's to judge, so an underscore beside them stays a look-alike).
+_FORMATTING_MARK = re.compile(r"[*~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 # plain_text shows entities as typed: ``<`` and ``>`` as look-alikes (a message has no raw ``<``
 # anywhere, even where Slack would not read one), ``&`` as it is.
 _PLAIN = {"<": "\uff1c", ">": "\uff1e", "`": BACKTICK_LOOKALIKE}

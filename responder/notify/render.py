@@ -634,6 +634,17 @@ def _replaces(by_hand: ActionOutcome, earlier: ActionOutcome) -> bool:
     )
 
 
+def _withheld_again(outcome: ActionOutcome, after: ActionOutcome) -> bool:
+    """A retry withheld ``outcome``'s action again, for the reason it gives now (a container not
+    listed yet, then not listed past the kubelet's lag: a possible forgery)."""
+    return (
+        outcome.status is OutcomeStatus.WITHHELD
+        and after.status is OutcomeStatus.WITHHELD
+        and after.action == outcome.action
+        and after.extra.get(TRIES_OVER) is not None
+    )
+
+
 def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
     """A later outcome made ``outcome`` history: an action by hand, what it replaces; whatever
     quarantined or blocked the pod after a release, the release; the same action done since (tried
@@ -649,6 +660,8 @@ def _replaced(outcome: ActionOutcome, later: Sequence[ActionOutcome]) -> bool:
             if outcome.action == lapse.action:
                 return True
             continue
+        if _withheld_again(outcome, after):
+            return True
         if not _changed_the_pod(after):
             continue
         if after.by_hand is not None and _replaces(after, outcome):
@@ -1552,12 +1565,11 @@ def render_retry(
         detail = escape(defuse(outcome.detail), REASON_LIMIT) if outcome.detail else "no reason given"
         times = "once" if tries == 1 else f"{tries} times"
         if decision.unverified:
-            # Found so by the try (the container still not listed): its repeats fold, none tries again.
+            # Found so by the try (the container still not listed past the kubelet's lag).
             lines.add(
-                f":warning: *Possible forgery* on {where}, found when it was tried again automatically"
-                f" {times}: {detail}."
+                f":warning: *Possible forgery* on {where}, found on its automatic try {tries}: {detail}."
             )
-            lines.add("*Nothing more is tried*: the pod is *not* isolated.")
+            lines.add("*Nothing more is tried* unless the alert repeats: the pod is *not* isolated.")
             plain = (
                 f"{namespace}/{pod}: incident {incident_id} not verified when tried again: possible forgery"
             )

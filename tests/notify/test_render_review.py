@@ -160,8 +160,8 @@ def mrkdwn_texts(message: SlackMessage) -> list[str]:
 
 
 # What Slack may read as bold, italic or strike: every * and ~, and an _ at a word's edge (between
-# two letters or digits it opens and closes nothing: snake_case).
-MAY_FORMAT = re.compile(r"[*~]|(?<![^\W_])_|_(?![^\W_])")
+# two ASCII letters or digits it opens and closes nothing: snake_case).
+MAY_FORMAT = re.compile(r"[*~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def formatting_marks(message: SlackMessage) -> int:

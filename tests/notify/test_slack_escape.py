@@ -117,6 +117,8 @@ def test_an_underscore_inside_a_word_stays_as_typed() -> None:
     (a field, a model directory) copy as they are (review-oncall 4: "outputˍfields" matched nothing)."""
     for kept in ("no output_fields", "/models/my_model/1/model.onnx", "a_b c_d", "v1_2"):
         assert defuse(kept) == kept
+    # Beside other scripts' letters, Slack's word edges are its own: a look-alike still.
+    assert defuse("\u00e9_x_\u03a9") == "\u00e9\u02cdx\u02cd\u03a9"
     # At a word's edge it may: a look-alike, as are every * and ~.
     assert (
         defuse("_it_ __init__ a_ b *x* ~y~")
