@@ -272,7 +272,8 @@ def render_reusing(release_values: Values, values: Values, workdir: Path, name: 
     chart_dir = workdir / "serving-guard"
     shutil.copytree(CHART_DIR, chart_dir)  # follows the rules-pack symlink
     (chart_dir / "values.yaml").write_text(yaml.safe_dump(release_values), encoding="utf-8")
-    earlier = InstallableChart.load(chart_dir)
+    # As Helm renders it: the release's image as it was, unless ``values`` set one.
+    earlier = helm_python.Chart.load(chart_dir)
     try:
         return render(earlier, Case(name, values))
     finally:

@@ -21,6 +21,7 @@ from tests.deploy.deploy_support import (
     released_values,
     render,
     render_reusing,
+    with_test_image,
 )
 
 README = (DEPLOY / "README.md").read_text(encoding="utf-8")
@@ -127,7 +128,7 @@ def test_no_policy_without_the_falcosidekick_path_or_when_turned_off(
 def test_an_earlier_release_with_falcosidekick_gets_the_policy_on_upgrade(tmp_path: Path) -> None:
     earlier = next(r for r in released_values() if r.chart_version == "0.1.0").values
     assert "inputPolicy" not in earlier["falcosidekick"]
-    rendered = render_reusing(earlier, TOKEN_MODE, tmp_path)
+    rendered = render_reusing(earlier, with_test_image(TOKEN_MODE), tmp_path)
     (policy,) = _input_policies(rendered)
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": 2801, "protocol": "TCP"}]
 

@@ -49,6 +49,7 @@ from tests.deploy.deploy_support import (
     released_values,
     render,
     render_reusing,
+    with_test_image,
 )
 from tests.deploy.promtool import Promtool, promtool_or_skip
 from tests.deploy.test_falco_values import _snippet
@@ -187,7 +188,7 @@ def test_reuse_values_from_the_first_release_renders_every_alert(tmp_path: Path)
     """The first release's values have neither prometheusRule nor guardrails.maxBlocks."""
     first = released_values()[0]
     assert "prometheusRule" not in first.values and "maxBlocks" not in first.values["guardrails"]
-    rules = _alert_rules(render_reusing(first.values, RULE_ON, tmp_path))
+    rules = _alert_rules(render_reusing(first.values, with_test_image(RULE_ON), tmp_path))
     assert [rule["alert"] for rule in rules] == [name for name in SEVERITY if name != GRPC_ALERT]
     assert (
         "guardrails.maxBlocks (20 per 300 s)"

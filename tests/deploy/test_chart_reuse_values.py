@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import helm_python
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ from tests.deploy.deploy_support import (
     CHART_DIR,
     NAMESPACE,
     RELEASE,
+    TEST_IMAGE,
     VALUES_BY_CHART_VERSION,
     InstallableChart,
     ReleasedValues,
@@ -63,7 +65,7 @@ def test_every_distinct_values_yaml_of_the_history_is_kept() -> None:
 def test_each_released_values_yaml_renders_under_reuse_values(
     released: ReleasedValues, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rendered = render_reusing(released.values, {}, tmp_path)
+    rendered = render_reusing(released.values, TEST_IMAGE, tmp_path)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(rendered.config_text(), encoding="utf-8")
     capsys.readouterr()
@@ -79,7 +81,7 @@ def test_keys_added_since_the_first_release_take_the_current_defaults(tmp_path: 
     first = next(r for r in RELEASED if r.chart_version == "0.1.0")
     assert "blockDestination" not in first.values and "rbac" not in first.values
     assert "auditToken" not in first.values["inputs"]["http"]
-    rendered = render_reusing(first.values, {}, tmp_path)
+    rendered = render_reusing(first.values, TEST_IMAGE, tmp_path)
     config = load_config_text(rendered.config_text(), name="<first release's values>")
     assert (config.journal.synchronous, config.journal.writer) == ("full", "process")
     assert (config.guardrails.max_blocks.count, config.guardrails.max_blocks.per_pod) == (20, 5)
@@ -123,3 +125,15 @@ def test_an_upgrade_reusing_an_earlier_releases_values_renders(tmp_path: Path) -
     # The old body limit is kept as the release set it; `config check --rules` warns it is small.
     assert config.inputs.http.max_body_bytes == earlier["inputs"]["http"]["maxBodyBytes"]
     assert config.inputs.http.max_body_bytes < HttpInput.model_fields["max_body_bytes"].default
+
+
+def test_reusing_the_first_releases_image_is_refused_saying_where_to_set_one(tmp_path: Path) -> None:
+    """Chart 0.1.0 defaulted image.repository to a registry namespace nothing publishes; `helm upgrade
+    --reuse-values` keeps it, and would pull, by tag, whatever it holds (review-48 M3)."""
+    first = next(r for r in RELEASED if r.chart_version == "0.1.0")
+    assert first.values["image"]["repository"] == "ghcr.io/serving-guard/serving-guard"
+    with pytest.raises(helm_python.HelmError) as refused:
+        render_reusing(first.values, {}, tmp_path)
+    said = str(refused.value)
+    assert "image.repository is ghcr.io/serving-guard/serving-guard, chart 0.1.0's default" in said, said
+    assert "set image.repository (and image.digest) to where you pushed the image" in said, said

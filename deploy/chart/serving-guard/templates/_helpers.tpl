@@ -46,6 +46,9 @@ app.kubernetes.io/part-of: serving-guard
 
 {{- define "serving-guard.image" -}}
 {{- $repository := required "image.repository is not set: build the image from deploy/Dockerfile, push it to your registry and set image.repository (and image.digest) to it; no public image is published (deploy/README.md, Building the image)" .Values.image.repository -}}
+{{- if eq $repository "ghcr.io/serving-guard/serving-guard" -}}
+{{- fail "image.repository is ghcr.io/serving-guard/serving-guard, chart 0.1.0's default, where no image is published (helm upgrade --reuse-values keeps it): set image.repository (and image.digest) to where you pushed the image built from deploy/Dockerfile (deploy/README.md, Building the image)" -}}
+{{- end -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s:%s@%s" $repository $tag .Values.image.digest -}}
