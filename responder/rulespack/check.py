@@ -198,6 +198,64 @@ _WORKLOAD_FIELDS = re.compile(
 )
 
 
+# A process's user: the recorded captures run as root, so an exception on another user is never
+# exercised by them, and an exception on the serving user silences the rule for the server's own
+# processes, where an attacker's code in it (a malicious model, an RCE) runs.
+_USER_FIELDS = re.compile(r"\buser\.(?:name|uid|loginname|loginuid)\b")
+_ROOT = frozenset({"root", "0"})
+
+
+def _exception_values(values: object) -> set[str]:
+    """Every value an exception names, whatever its nesting (a list per row, a row per field)."""
+    if isinstance(values, (list, tuple)):
+        return {value for row in values for value in _exception_values(row)}
+    return {str(values)}
+
+
+def _user_tuning(ruleset: RuleSet) -> list[Problem]:
+    """A warning at each exception or condition of the user's files on a process's user other than
+    root: no recorded capture can show what it silences (they run as root), and excepting the
+    serving user excepts what an attacker runs inside the server."""
+    packs = {id(rules_file) for rules_file in policy.pack_files(ruleset)}
+    problems = []
+    for rules_file in ruleset.files:
+        if id(rules_file) in packs:
+            continue
+        for item in rules_file.items:
+            if not isinstance(item, RuleItem):
+                continue
+            rule = ruleset.rules.get(item.name)
+            for exception in item.get("exceptions") or ():
+                defined = (
+                    next((e for e in rule.exceptions if e.name == exception.name), None) if rule else None
+                )
+                fields = exception.fields or (defined.fields if defined is not None else None)
+                named = [fields] if isinstance(fields, str) else list(fields or ())
+                users = [f for f in named if _USER_FIELDS.fullmatch(f)]
+                if users and exception.values and _exception_values(exception.values) - _ROOT:
+                    line = exception.line or item.line
+                    problems.append(_user_problem(rules_file.path, line, item.name, users, "exception"))
+            condition = item.get("condition")
+            users = sorted(set(_USER_FIELDS.findall(condition))) if isinstance(condition, str) else []
+            if users:
+                line = item.key_lines.get("condition") or item.line
+                problems.append(_user_problem(rules_file.path, line, item.name, users, "condition"))
+    return problems
+
+
+def _user_problem(path: str, line: int | None, rule: str, fields: list[str], what: str) -> Problem:
+    return Problem(
+        Severity.WARNING,
+        path,
+        line,
+        f"this {what} tests {', '.join(fields)}: the recorded captures run as root, so `serving-guard rules"
+        " test` cannot evaluate it; and if it names the user the model server runs as, it switches the rule"
+        " off for whatever runs inside the server (a malicious model's code, an exploited request), which"
+        " runs as that user too",
+        item_label("rule", rule),
+    )
+
+
 def _workload_wide_tuning(ruleset: RuleSet) -> list[Problem]:
     """A warning at each exception value or condition the user's files (not the pack's) add to a
     rule on a field that holds for a whole container, pod, image or namespace: it switches the rule
@@ -250,7 +308,7 @@ def tuning_warnings(ruleset: RuleSet) -> list[Problem]:
     """The warnings about what the files switch off that the captures cannot show: a pack rule
     disabled, an exception or condition on a workload-wide field. `rules check` and `rules test`
     both say them (an "ok" from the captures says nothing of a Triton image excepted)."""
-    return [*_disabled_pack_rules(ruleset), *_workload_wide_tuning(ruleset)]
+    return [*_disabled_pack_rules(ruleset), *_workload_wide_tuning(ruleset), *_user_tuning(ruleset)]
 
 
 def tuning_errors(ruleset: RuleSet, user_files: Collection[str]) -> list[Problem]:

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
         print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
         print()
-        result = _result(report.all_failures, derived, acceptance, len(errors))
+        result = _result(report.all_failures, derived, acceptance, len(errors), warned=len(warnings))
         print("\n".join([*unevaluated, *warnings, *errors, *result]))
     return int(ExitCode.OK if ok else ExitCode.ERRORS)
 
@@ -196,8 +196,16 @@ def _refused_count(refused: list[Problem]) -> int:
 
 
 def _result(
-    capture_failures: list[str], derived: DerivedReport, acceptance: Acceptance, errors: int = 0
+    capture_failures: list[str],
+    derived: DerivedReport,
+    acceptance: Acceptance,
+    errors: int = 0,
+    *,
+    warned: int = 0,
 ) -> list[str]:
+    """The closing lines. ``warned``: the warnings on the user's files (what they switch off that
+    no capture can show), said in the "ok" too: it proves nothing of them."""
+
     def left(failures: list[str]) -> int:
         return sum(not acceptance.covers(failure) for failure in failures)
 
@@ -214,7 +222,15 @@ def _result(
         notes.append(f"not judged: {len(derived.not_judged)} evasion cases (listed above, with why)")
     if not any(counts) and not errors:
         but = f", but {taken} failures you accepted (--accept {', '.join(acceptance.names)})" if taken else ""
-        return [*notes, f"result: ok: every capture expectation, rule example and evasion case held{but}"]
+        unproven = (
+            f"; {warned} warning(s) on your files above: what they switch off, no capture shows"
+            if warned
+            else ""
+        )
+        return [
+            *notes,
+            f"result: ok: every capture expectation, rule example and evasion case held{but}{unproven}",
+        ]
     checks = f", rules check errors {errors} (above)" if errors else ""
     return [
         *notes,

@@ -144,7 +144,62 @@ def test_rules_test_says_rules_checks_warnings_on_the_users_files(
     said = [line for line in out.splitlines() if line.startswith(warning)]
     assert len(said) == 1, out
     assert out.index(said[0]) < out.index("result: ok")
+    # The result line says it too: its "ok" proves nothing of what the warning names.
+    assert "; 1 warning(s) on your files above: what they switch off, no capture shows" in out
     main(["rules", "test", "--format", "json", "--override", str(tuning)])
     document = json.loads(capsys.readouterr().out)
     assert [w.split(": warning")[0] for w in document["warnings"]] == [f"{tuning}:3"]
     assert document["ok"] is True
+
+
+SERVING_USER_EXCEPTION = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: model_server_user
+      fields: [user.name]
+      comps: ["="]
+      values:
+        - [model-server]
+  override:
+    exceptions: append
+"""
+SERVING_UID_CONDITION = """\
+- rule: Shell in serving pod
+  condition: and not user.uid = 1000
+  override:
+    condition: append
+"""
+ROOT_EXCEPTION = SERVING_USER_EXCEPTION.replace("model-server", "root")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fields", "what"),
+    [
+        (SERVING_USER_EXCEPTION, 3, "user.name", "exception"),
+        (SERVING_UID_CONDITION, 2, "user.uid", "condition"),
+    ],
+)
+def test_a_tuning_on_a_user_other_than_root_is_a_warning_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: int, fields: str, what: str
+) -> None:
+    """The recorded captures run as root: an exception on the serving user passes them all, yet
+    silences the rule for what runs inside the server (review-replay H2: "ok", exit 0)."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(text, encoding="utf-8")
+    assert main(["rules", "check", "--no-falco", str(PACK), str(tuning)]) in (0, 3)
+    out = capsys.readouterr().out
+    assert (
+        f"{tuning}:{line}: warning: rule 'Shell in serving pod': this {what} tests {fields}: the recorded"
+        " captures run as root, so `serving-guard rules test` cannot evaluate it" in out
+    ), out
+    assert "it switches the rule off for whatever runs inside the server" in out
+
+
+def test_an_exception_on_root_is_left_to_the_captures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The captures run as root: rules test judges that one (and fails it), no warning needed."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(ROOT_EXCEPTION, encoding="utf-8")
+    main(["rules", "check", "--no-falco", str(PACK), str(tuning)])
+    assert "the recorded captures run as root" not in capsys.readouterr().out
