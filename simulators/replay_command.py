@@ -227,7 +227,12 @@ def run(args: argparse.Namespace) -> int:
     )
     for scenario in scenarios:
         if not scenario.alerts:
-            print(f"  {scenario.name}: control, nothing to send", file=out)
+            # Its silence after a replay would prove nothing: no serving traffic ran.
+            print(
+                f"  {scenario.name}: control, nothing to send (a replay runs no serving traffic, so it"
+                f" proves no control: run it live, serving-guard simulate {scenario.name})",
+                file=out,
+            )
     for item in alerts:
         if not item.carries_step:
             print(
@@ -245,7 +250,12 @@ def run(args: argparse.Namespace) -> int:
             f" {delivery.detail}{alert_id}",
             file=out,
         )
+    if deliveries and not any(d.ok for d in deliveries):
+        print("nothing was delivered: fix what the FAILED lines say, then replay again", file=out)
+        return 1
     trail = verify_trail_flags(args)
+    if identity.forged:
+        trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.alerts)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
 
@@ -265,7 +275,7 @@ def verify_trail_flags(args: argparse.Namespace) -> str:
 def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Delivery], trail: str) -> str:
     """The verify command for a replay: every alert delivered (and carrying its step's marker) is a
     step verify must find; ``trail`` is where verify reads the trail (verify_trail_flags)."""
-    names = " ".join(s.name for s in scenarios)
+    names = " ".join(s.name for s in scenarios if s.alerts)  # a control: nothing replayed proves it
     steps = ""
     for scenario in scenarios:
         numbers = [

@@ -5,9 +5,11 @@ missing, a forgery acted on, a noisy control)."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +283,9 @@ async def test_forged_alerts_are_refused_and_verify_says_so(
             extra=("--forge",),
         )
         assert "FORGED: random container id" in out
+        # The command printed expects what forged alerts come to (review-replay L2: it failed as printed).
+        printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
+        assert " --expect reverse-shell-one-liner=unverified" in printed, printed
         code, out = await run_verify(
             responder,
             capsys,
@@ -700,10 +705,9 @@ async def test_verify_requires_an_alert_for_every_step_that_ran(
     async with chain() as responder:
         url = responder.http_url
         out = await replay(seeded, capsys, url, run_id, "shell-in-serving-pod", "benign-serving")
-        assert (
-            f"verify shell-in-serving-pod benign-serving --run-id {run_id} --steps shell-in-serving-pod=1,2 "
-            in out
-        )
+        # The control is left out: a replay runs no serving traffic to prove it with.
+        assert f"verify shell-in-serving-pod --run-id {run_id} --steps shell-in-serving-pod=1,2 " in out
+        assert "benign-serving: control, nothing to send (a replay runs no serving traffic" in out
         steps = ("--steps", "shell-in-serving-pod=1,2")
         code, out = await run_verify(responder, capsys, run_id, "shell-in-serving-pod", extra=steps)
         assert code == 0, out
@@ -817,3 +821,38 @@ def test_verify_waits_for_a_decision_made_again_only_where_the_responder_makes_o
     settled = judge(notified, [lookup_failed])
     assert not settled.passed and settled.settled
     assert settled.reason == "alert not verified against the live pod (lookup_failed)"
+
+
+async def test_a_replay_nothing_reached_says_so_and_prints_no_verify(
+    seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every alert refused (a wrong sender token): the verify it printed could only find nothing
+    (review-replay L1); it says what to fix instead."""
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"error": "invalid bearer token"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        argv = ["replay", "shell-in-serving-pod", "--to", url, "--pod", pod_ref(seeded, "torchserve")]
+        code, out = await cli([*argv, "--kubeconfig", seeded.kubeconfig, "--run-id", run_id], capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1, out
+    assert "FAILED shell-in-serving-pod [1]" in out and "HTTP 401" in out, out
+    assert "nothing was delivered: fix what the FAILED lines say, then replay again" in out
+    assert "check the responder" not in out
