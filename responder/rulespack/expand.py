@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from responder.errors import UserError
 from responder.rulespack.condition import (
@@ -59,6 +59,8 @@ class Origin:
     file: RulesFile
     line: int | None
     seq: int = -1
+    # Where its text starts in the condition it was appended to (0: the definition's own).
+    offset: int = 0
 
 
 def locate(
@@ -299,8 +301,8 @@ def _collect_macro(ruleset: RuleSet, item: MacroItem, origin: Origin, counter: i
                 origin, "append to a macro that is not defined earlier", item_label("macro", item.name)
             )
             return
+        previous.condition_origins.append(replace(condition_origin, offset=len(previous.condition) + 1))
         previous.condition = f"{previous.condition} {item.condition}"
-        previous.condition_origins.append(condition_origin)
         previous.visibility = counter
         return
     if item.mode is Mode.DEFINE:
@@ -367,8 +369,8 @@ def _append_rule(
 ) -> None:
     label = item_label("rule", item.name)
     if "condition" in keys and item.get("condition"):
+        rule.condition_origins.append(replace(condition_origin, offset=len(rule.condition) + 1))
         rule.condition = f"{rule.condition} {item.get('condition')}"
-        rule.condition_origins.append(condition_origin)
     for key in ("output", "desc"):
         if key in keys and item.get(key):
             setattr(rule, key, f"{getattr(rule, key)} {item.get(key)}")
@@ -611,15 +613,29 @@ def _check_list_references(ruleset: RuleSet, tree: Node, where: Origin, label: s
 
 
 def _parse(
-    ruleset: RuleSet, text: str, substituted: str, *, origins: list[Origin], fallback: Origin, label: str
+    ruleset: RuleSet,
+    text: str,
+    substituted: str,
+    *,
+    origins: list[Origin],
+    fallback: Origin,
+    label: str,
+    shift: int = 0,
+    conditions: int | None = None,
 ) -> Node | None:
-    """Parse the text as written (errors point at the file) and then as Falco sees it (lists inlined)."""
+    """Parse the text as written (errors point at the file) and then as Falco sees it (lists inlined).
+    ``shift``: where the origins' own text starts in ``text`` (a rule's, wrapped for its exceptions);
+    ``conditions``: how many of ``origins`` are the condition's (the rest: its exceptions')."""
     try:
         written = parse(text)
     except ConditionSyntaxError as exc:
         # At the end of the text, the last word is the one to look for.
         probe = exc.token if exc.pos < len(text) else (text.split() or [""])[-1]
-        file, line = locate(origins, probe, origins[0] if origins else fallback)
+        # Looked for from the piece the error is in, back (an append's '(' is not the pack's).
+        # At the end (an unclosed parenthesis), the last piece of the condition, not its exceptions.
+        pieces = origins[:conditions] if exc.pos >= len(text) and conditions else origins
+        holding = [o for o in pieces if shift + o.offset <= exc.pos] or pieces
+        file, line = locate(reversed(holding), probe, holding[-1] if holding else fallback)
         if isinstance(exc, ConditionTooDeep):
             ruleset.problems.append(Problem(Severity.ERROR, file, line, exc.message, label))
         else:
@@ -695,6 +711,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
     ruleset.list_items = compiled_lists
     resolved_macros = _compile_macros(ruleset, compiled_lists)
     every_macro = {name: ast for name, (_, ast) in resolved_macros.items()}
+    unjudged = False  # a rule that did not parse: what it uses cannot be said unused
     for rule in sorted(ruleset.rules.values(), key=lambda r: r.index):
         label = item_label("rule", rule.name)
         written = (
@@ -703,9 +720,24 @@ def compile_ruleset(ruleset: RuleSet) -> None:
         rule_lists: set[str] = set()
         substituted = _substitute_lists(ruleset, compiled_lists, written, rule_lists)
         origins = list(rule.condition_origins)
-        origins += [o for e in rule.exceptions for o in rule.exception_origins.get(e.name, ())]
-        tree = _parse(ruleset, written, substituted, origins=origins, fallback=rule.origin, label=label)
+        # The exceptions' text comes after the condition's (and its closing parenthesis).
+        after = len(rule.condition) + 1
+        origins += [
+            replace(o, offset=after) for e in rule.exceptions for o in rule.exception_origins.get(e.name, ())
+        ]
+        shift = 1 if rule.exceptions else 0  # the "(" that wraps it
+        tree = _parse(
+            ruleset,
+            written,
+            substituted,
+            origins=origins,
+            fallback=rule.origin,
+            label=label,
+            shift=shift,
+            conditions=len(rule.condition_origins),
+        )
         if tree is None:
+            unjudged = True  # the macros and lists it names are not marked used
             continue
         rule_macros = {ref.name for ref in _macro_refs(tree)}
         if _refers_to_failed_macro(ruleset, tree, resolved_macros):
@@ -732,11 +764,11 @@ def compile_ruleset(ruleset: RuleSet) -> None:
             token_origins=_token_origins(ruleset, origins, rule_macros, rule_lists),
         )
     for macro in ruleset.macros.values():
-        if not macro.used:
+        if not macro.used and not unjudged:
             message = "macro not used by any rule or macro (Falco warns LOAD_UNUSED_MACRO)"
             ruleset.warn(macro.origin, message, item_label("macro", macro.name))
     for state in ruleset.lists.values():
-        if not state.used:
+        if not state.used and not unjudged:
             message = "list not used by any rule, macro or list (Falco warns LOAD_UNUSED_LIST)"
             ruleset.warn(state.origin, message, item_label("list", state.name))
 
