@@ -599,6 +599,11 @@ async def poll(
         if (not waiting and not silence_pending) or now >= deadline:
             break
         await asyncio.sleep(min(interval, deadline - now))
+    for verdict in waiting:
+        # Still waiting at the deadline: said as a wait that ended, not as a final answer.
+        verdicts[verdict.expectation.name] = replace(
+            verdict, reason=f"{verdict.reason} (gave up waiting after --timeout {timeout:g} s)"
+        )
     return confirm_controls([verdicts[e.name] for e in expectations])
 
 

@@ -245,6 +245,8 @@ async def test_poll_sleeps_at_most_until_the_deadline() -> None:
     started = time.monotonic()
     [verdict] = await asyncio.wait_for(poll(client, [expectation], timeout=0.3, interval=3600), 5)
     assert not verdict.passed and not verdict.settled
+    # Said as a wait that ended, not a final answer (review-replay M3).
+    assert verdict.reason.endswith("(gave up waiting after --timeout 0.3 s)"), verdict.reason
     assert time.monotonic() - started < 2
     assert len(client.asked) == 2 and 0.25 < client.asked[1] - client.asked[0] < 1
 
