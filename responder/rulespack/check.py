@@ -212,12 +212,23 @@ def _exception_values(values: object) -> set[str]:
     return {str(values)}
 
 
-def _user_tuning(ruleset: RuleSet) -> list[Problem]:
-    """A warning at each exception or condition of the user's files on a process's user other than
-    root: no recorded capture can show what it silences (they run as root), and excepting the
-    serving user excepts what an attacker runs inside the server."""
+@dataclass(frozen=True)
+class _TuningUse:
+    """Fields of ``pattern`` an exception or condition of the user's files tests, where."""
+
+    path: str
+    line: int | None
+    rule: str
+    fields: list[str]
+    what: str  # "exception" or "condition"
+    values: set[str]  # an exception's values (empty for a condition)
+
+
+def _tuning_uses(ruleset: RuleSet, pattern: re.Pattern[str]) -> list[_TuningUse]:
+    """Every exception (with values) or condition the user's files (not the pack's) add to a rule
+    that tests a field ``pattern`` matches."""
     packs = {id(rules_file) for rules_file in policy.pack_files(ruleset)}
-    problems = []
+    uses = []
     for rules_file in ruleset.files:
         if id(rules_file) in packs:
             continue
@@ -231,16 +242,28 @@ def _user_tuning(ruleset: RuleSet) -> list[Problem]:
                 )
                 fields = exception.fields or (defined.fields if defined is not None else None)
                 named = [fields] if isinstance(fields, str) else list(fields or ())
-                users = [f for f in named if _USER_FIELDS.fullmatch(f)]
-                if users and exception.values and _exception_values(exception.values) - _ROOT:
+                matched = [f for f in named if pattern.fullmatch(f)]
+                if matched and exception.values:
                     line = exception.line or item.line
-                    problems.append(_user_problem(rules_file.path, line, item.name, users, "exception"))
+                    values = _exception_values(exception.values)
+                    uses.append(_TuningUse(rules_file.path, line, item.name, matched, "exception", values))
             condition = item.get("condition")
-            users = sorted(set(_USER_FIELDS.findall(condition))) if isinstance(condition, str) else []
-            if users:
+            matched = sorted(set(pattern.findall(condition))) if isinstance(condition, str) else []
+            if matched:
                 line = item.key_lines.get("condition") or item.line
-                problems.append(_user_problem(rules_file.path, line, item.name, users, "condition"))
-    return problems
+                uses.append(_TuningUse(rules_file.path, line, item.name, matched, "condition", set()))
+    return uses
+
+
+def _user_tuning(ruleset: RuleSet) -> list[Problem]:
+    """A warning at each exception or condition of the user's files on a process's user other than
+    root: no recorded capture can show what it silences (they run as root), and excepting the
+    serving user excepts what an attacker runs inside the server."""
+    return [
+        _user_problem(use.path, use.line, use.rule, use.fields, use.what)
+        for use in _tuning_uses(ruleset, _USER_FIELDS)
+        if use.what == "condition" or use.values - _ROOT
+    ]
 
 
 def _user_problem(path: str, line: int | None, rule: str, fields: list[str], what: str) -> Problem:
@@ -261,34 +284,10 @@ def _workload_wide_tuning(ruleset: RuleSet) -> list[Problem]:
     rule on a field that holds for a whole container, pod, image or namespace: it switches the rule
     off for every process there (a serving image named by mistake silences the rule for every
     serving pod of it), and `rules test` cannot evaluate it on host captures."""
-    packs = {id(rules_file) for rules_file in policy.pack_files(ruleset)}
-    problems = []
-    for rules_file in ruleset.files:
-        if id(rules_file) in packs:
-            continue
-        for item in rules_file.items:
-            if not isinstance(item, RuleItem):
-                continue
-            rule = ruleset.rules.get(item.name)
-            for exception in item.get("exceptions") or ():
-                defined = (
-                    next((e for e in rule.exceptions if e.name == exception.name), None) if rule else None
-                )
-                fields = exception.fields or (defined.fields if defined is not None else None)
-                named = [fields] if isinstance(fields, str) else list(fields or ())
-                wide = [f for f in named if _WORKLOAD_FIELDS.fullmatch(f)]
-                if wide and exception.values:
-                    problems.append(
-                        _workload_problem(
-                            rules_file.path, exception.line or item.line, item.name, wide, "exception"
-                        )
-                    )
-            condition = item.get("condition")
-            wide = sorted(set(_WORKLOAD_FIELDS.findall(condition))) if isinstance(condition, str) else []
-            if wide:
-                line = item.key_lines.get("condition") or item.line
-                problems.append(_workload_problem(rules_file.path, line, item.name, wide, "condition"))
-    return problems
+    return [
+        _workload_problem(use.path, use.line, use.rule, use.fields, use.what)
+        for use in _tuning_uses(ruleset, _WORKLOAD_FIELDS)
+    ]
 
 
 def _workload_problem(path: str, line: int | None, rule: str, fields: list[str], what: str) -> Problem:
