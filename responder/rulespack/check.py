@@ -16,7 +16,7 @@ from responder.rulespack.condition import token_at
 from responder.rulespack.expand import ExpandedRule, RuleSet, load
 from responder.rulespack.falco import FalcoVerdict, find_falco, validate
 from responder.rulespack.problems import Problem, Severity, has_errors, item_label
-from responder.rulespack.rulesfile import RuleItem, read_rules_file
+from responder.rulespack.rulesfile import MacroItem, RuleItem, read_rules_file
 from responder.rulespack.sysdig import CompileResult, Sysdig
 from responder.rulespack.sysdig_compat import StandIn, SysdigCondition, output_to_sysdig, to_sysdig
 
@@ -206,10 +206,22 @@ _ROOT = frozenset({"root", "0"})
 
 
 def _exception_values(values: object) -> set[str]:
-    """Every value an exception names, whatever its nesting (a list per row, a row per field)."""
+    """Every value of ``values``, whatever its nesting (``comps: in`` gives a field a list)."""
     if isinstance(values, (list, tuple)):
         return {value for row in values for value in _exception_values(row)}
     return {str(values)}
+
+
+def _values_of(values: object, columns: list[int], *, single: bool) -> set[str]:
+    """The values an exception gives the fields at ``columns`` (one row per entry, one column per
+    field; ``single``: its fields are one field, every value its)."""
+    if single or not isinstance(values, (list, tuple)):
+        return _exception_values(values)
+    found: set[str] = set()
+    for row in values:
+        if isinstance(row, (list, tuple)):
+            found |= {v for i in columns if i < len(row) for v in _exception_values(row[i])}
+    return found
 
 
 @dataclass(frozen=True)
@@ -224,34 +236,51 @@ class _TuningUse:
     values: set[str]  # an exception's values (empty for a condition)
 
 
-def _tuning_uses(ruleset: RuleSet, pattern: re.Pattern[str]) -> list[_TuningUse]:
-    """Every exception (with values) or condition the user's files (not the pack's) add to a rule
-    that tests a field ``pattern`` matches."""
+def _tuning_uses(ruleset: RuleSet, pattern: re.Pattern[str], *, macros: bool = False) -> list[_TuningUse]:
+    """Every exception (with values) or condition the user's files (not the pack's) add to a pack
+    rule (with ``macros``, or put in a macro) that tests a field ``pattern`` matches; an exception's
+    values are those it gives those fields."""
     packs = {id(rules_file) for rules_file in policy.pack_files(ruleset)}
     uses = []
     for rules_file in ruleset.files:
         if id(rules_file) in packs:
             continue
         for item in rules_file.items:
-            if not isinstance(item, RuleItem):
+            if macros and isinstance(item, MacroItem):
+                found = sorted(set(pattern.findall(item.condition or "")))
+                if found:
+                    uses.append(
+                        _TuningUse(
+                            rules_file.path,
+                            item.condition_line or item.line,
+                            item.name,
+                            found,
+                            "macro",
+                            set(),
+                        )
+                    )
                 continue
-            rule = ruleset.rules.get(item.name)
+            rule = ruleset.rules.get(item.name) if isinstance(item, RuleItem) else None
+            if not isinstance(item, RuleItem) or rule is None or id(rule.origin.file) not in packs:
+                continue  # a rule of the user's own: what it tests is its purpose
             for exception in item.get("exceptions") or ():
-                defined = (
-                    next((e for e in rule.exceptions if e.name == exception.name), None) if rule else None
-                )
+                defined = next((e for e in rule.exceptions if e.name == exception.name), None)
                 fields = exception.fields or (defined.fields if defined is not None else None)
                 named = [fields] if isinstance(fields, str) else list(fields or ())
-                matched = [f for f in named if pattern.fullmatch(f)]
+                matched = [i for i, f in enumerate(named) if pattern.fullmatch(f)]
                 if matched and exception.values:
                     line = exception.line or item.line
-                    values = _exception_values(exception.values)
-                    uses.append(_TuningUse(rules_file.path, line, item.name, matched, "exception", values))
+                    values = _values_of(exception.values, matched, single=isinstance(fields, str))
+                    uses.append(
+                        _TuningUse(
+                            rules_file.path, line, item.name, [named[i] for i in matched], "exception", values
+                        )
+                    )
             condition = item.get("condition")
-            matched = sorted(set(pattern.findall(condition))) if isinstance(condition, str) else []
-            if matched:
+            tested = sorted(set(pattern.findall(condition))) if isinstance(condition, str) else []
+            if tested:
                 line = item.key_lines.get("condition") or item.line
-                uses.append(_TuningUse(rules_file.path, line, item.name, matched, "condition", set()))
+                uses.append(_TuningUse(rules_file.path, line, item.name, tested, "condition", set()))
     return uses
 
 
@@ -261,21 +290,23 @@ def _user_tuning(ruleset: RuleSet) -> list[Problem]:
     serving user excepts what an attacker runs inside the server."""
     return [
         _user_problem(use.path, use.line, use.rule, use.fields, use.what)
-        for use in _tuning_uses(ruleset, _USER_FIELDS)
-        if use.what == "condition" or use.values - _ROOT
+        for use in _tuning_uses(ruleset, _USER_FIELDS, macros=True)
+        if use.what != "exception" or use.values - _ROOT
     ]
 
 
-def _user_problem(path: str, line: int | None, rule: str, fields: list[str], what: str) -> Problem:
+def _user_problem(path: str, line: int | None, name: str, fields: list[str], what: str) -> Problem:
+    """``what``: "exception" or "condition" of rule ``name``, or "macro" (``name``'s condition)."""
+    macro = what == "macro"
     return Problem(
         Severity.WARNING,
         path,
         line,
-        f"this {what} tests {', '.join(fields)}: the recorded captures run as root, so `serving-guard rules"
-        " test` cannot evaluate it; and if it names the user the model server runs as, it switches the rule"
-        " off for whatever runs inside the server (a malicious model's code, an exploited request), which"
-        " runs as that user too",
-        item_label("rule", rule),
+        f"this {'condition' if macro else what} tests {', '.join(fields)}: the recorded captures run as root,"
+        " so `serving-guard rules test` cannot evaluate it; and if it names the user the model server runs"
+        f" as, it switches {'the rules using it' if macro else 'the rule'} off for whatever runs inside the"
+        " server (a malicious model's code, an exploited request), which runs as that user too",
+        item_label("macro" if macro else "rule", name),
     )
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -632,9 +633,12 @@ def _parse(
         # At the end of the text, the last word is the one to look for.
         probe = exc.token if exc.pos < len(text) else (text.split() or [""])[-1]
         # Looked for from the piece the error is in, back (an append's '(' is not the pack's).
-        # At the end (an unclosed parenthesis), the last piece of the condition, not its exceptions.
+        # At the end (an unclosed parenthesis), the last piece of the condition that opens more
+        # parentheses than it closes, not its exceptions.
         pieces = origins[:conditions] if exc.pos >= len(text) and conditions else origins
         holding = [o for o in pieces if shift + o.offset <= exc.pos] or pieces
+        if exc.pos >= len(text) and conditions:
+            holding = _unclosed(text, origins, conditions, shift) or holding
         file, line = locate(reversed(holding), probe, holding[-1] if holding else fallback)
         if isinstance(exc, ConditionTooDeep):
             ruleset.problems.append(Problem(Severity.ERROR, file, line, exc.message, label))
@@ -711,7 +715,8 @@ def compile_ruleset(ruleset: RuleSet) -> None:
     ruleset.list_items = compiled_lists
     resolved_macros = _compile_macros(ruleset, compiled_lists)
     every_macro = {name: ast for name, (_, ast) in resolved_macros.items()}
-    unjudged = False  # a rule that did not parse: what it uses cannot be said unused
+    # What a rule that did not parse names: whether those are used cannot be said.
+    unjudged: set[str] = set()
     for rule in sorted(ruleset.rules.values(), key=lambda r: r.index):
         label = item_label("rule", rule.name)
         written = (
@@ -737,7 +742,7 @@ def compile_ruleset(ruleset: RuleSet) -> None:
             conditions=len(rule.condition_origins),
         )
         if tree is None:
-            unjudged = True  # the macros and lists it names are not marked used
+            unjudged |= _names_reached(ruleset, set(_NAME.findall(written)))
             continue
         rule_macros = {ref.name for ref in _macro_refs(tree)}
         if _refers_to_failed_macro(ruleset, tree, resolved_macros):
@@ -764,13 +769,48 @@ def compile_ruleset(ruleset: RuleSet) -> None:
             token_origins=_token_origins(ruleset, origins, rule_macros, rule_lists),
         )
     for macro in ruleset.macros.values():
-        if not macro.used and not unjudged:
+        if not macro.used and macro.name not in unjudged:
             message = "macro not used by any rule or macro (Falco warns LOAD_UNUSED_MACRO)"
             ruleset.warn(macro.origin, message, item_label("macro", macro.name))
     for state in ruleset.lists.values():
-        if not state.used and not unjudged:
+        if not state.used and state.name not in unjudged:
             message = "list not used by any rule, macro or list (Falco warns LOAD_UNUSED_LIST)"
             ruleset.warn(state.origin, message, item_label("list", state.name))
+
+
+def _unclosed(text: str, origins: list[Origin], conditions: int, shift: int) -> list[Origin]:
+    """The condition's pieces up to the last that leaves a parenthesis open (none: [])."""
+    starts = [shift + o.offset for o in origins[:conditions]]
+    end = shift + origins[conditions].offset - 1 if conditions < len(origins) else len(text)
+    ends = [*starts[1:], end]
+    opening = [
+        i
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True))
+        if text.count("(", a, b) > text.count(")", a, b)
+    ]
+    return origins[: opening[-1] + 1] if opening else []
+
+
+# A word of a condition that may name a macro or a list.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def _names_reached(ruleset: RuleSet, names: set[str]) -> set[str]:
+    """``names`` and the macros and lists they name, on down."""
+    reached: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        macro = ruleset.macros.get(name)
+        if macro is not None:
+            pending += [*macro.macros, *macro.lists]
+        listed = ruleset.lists.get(name)
+        if listed is not None:
+            pending += list(listed.lists)
+    return reached
 
 
 def _compile_macros(ruleset: RuleSet, compiled_lists: dict[str, list[str]]) -> dict[str, tuple[int, Node]]:

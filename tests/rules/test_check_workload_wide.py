@@ -203,3 +203,60 @@ def test_an_exception_on_root_is_left_to_the_captures(
     tuning.write_text(ROOT_EXCEPTION, encoding="utf-8")
     main(["rules", "check", "--no-falco", str(PACK), str(tuning)])
     assert "the recorded captures run as root" not in capsys.readouterr().out
+
+
+MACRO_ON_SERVING_USER = """\
+- macro: serving_guard_shell
+  condition: and not user.name = model-server
+  override:
+    condition: append
+"""
+ROOT_BESIDE_A_PROCESS = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: bash_as_root
+      fields: [proc.name, user.name]
+      comps: ["=", "="]
+      values:
+        - [bash, root]
+  override:
+    exceptions: append
+"""
+OWN_RULE_ON_A_USER = """\
+- rule: Root shell anywhere
+  desc: a rule of the user's own
+  condition: evt.type = execve and evt.dir = < and proc.name = bash and user.name = model-server
+  output: root shell (user=%user.name)
+  priority: WARNING
+  source: syscall
+"""
+
+
+def test_a_macro_of_yours_on_a_user_is_warned_of_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rules/README tells how to replace or append to a macro: one on the serving user silences every
+    rule using it (review-48b M4)."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(MACRO_ON_SERVING_USER, encoding="utf-8")
+    main(["rules", "check", "--no-falco", str(PACK), str(tuning)])
+    out = capsys.readouterr().out
+    assert (
+        f"{tuning}:2: warning: macro 'serving_guard_shell': this condition tests user.name: the recorded"
+        " captures run as root" in out
+    ), out
+    assert "it switches the rules using it off" in out
+
+
+@pytest.mark.parametrize(
+    "text", [ROOT_BESIDE_A_PROCESS, OWN_RULE_ON_A_USER], ids=["root-beside-a-process", "own-rule"]
+)
+def test_root_in_a_user_column_and_a_users_own_rule_are_not_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """Only the user column's values count (bash beside root is root); a rule of the user's own tests
+    what it is for, it switches no pack rule off (review-48b L1)."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(text, encoding="utf-8")
+    main(["rules", "check", "--no-falco", str(PACK), str(tuning)])
+    assert "the recorded captures run as root" not in capsys.readouterr().out
