@@ -1610,7 +1610,9 @@ class Pipeline:
             withheld_since = state.reopen_after_ns
             state.reopen_after_ns = None  # repeats meanwhile fold in: this decides for them
             try:
-                verification, pod = await self._verify(alert, fresh=True, received_ns=state.opened_ns)
+                verification, pod = await self._verify(
+                    alert, fresh=True, received_ns=state.opened_ns, again=True
+                )
             except BaseException:
                 state.reopen_after_ns = withheld_since
                 raise
@@ -1675,8 +1677,8 @@ class Pipeline:
                 again=True,
             )
             writes.append(self._write("record_decision", state.incident_id, alert, decided))
-            await self._confirm(state, writes)
-            self._count_decision(decision)
+            # Before the writes are awaited: the notifier may send the retry's reply as soon as they
+            # are in, and renders it on this decision (a possible forgery, not "still withheld").
             current = state.report or report
             state.report = dataclasses.replace(
                 current,
@@ -1685,6 +1687,8 @@ class Pipeline:
                 decision=decision,
                 outcomes=(*current.outcomes, *outcomes, *given_up),
             )
+            await self._confirm(state, writes)
+            self._count_decision(decision)
             self._wake_notifier()
         result = _retry_result(outcomes, passing=passing, found_unverified=found_unverified)
         self._metrics.retries.labels(result).inc()
@@ -1992,11 +1996,13 @@ class Pipeline:
         read: PodLookup | None = None,
         recheck: bool = True,
         received_ns: int | None = None,
+        again: bool = False,
     ) -> tuple[Verification, PodContext | None]:
         """The alert checked against its pod (as cached, or read ``fresh``; ``read``: a read of it
         made just now, which failed), and the pod. ``recheck``: a cached pod that fails the check
         is read afresh (False: the cache holds a read made since the alert came). ``received_ns``:
-        when the alert came, which says whether the kubelet's lag may explain it (see _check)."""
+        when the alert came, which says whether the kubelet's lag may explain it (see _check);
+        ``again``: a retry's check (its alert was checked when it came)."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
             return Verification(
@@ -2011,25 +2017,30 @@ class Pipeline:
         else:
             lookup = read
         if lookup.status is LookupStatus.FOUND and lookup.pod is not None:
-            verification = self._check(alert, lookup.pod, received_ns)
+            verification = self._check(alert, lookup.pod, received_ns, again=again)
             if verification.verified or fresh or not recheck:
                 return verification, lookup.pod
             # The cached pod may predate a container restart: read it fresh once before refusing,
             # and refuse on the fresh read alone (a failed one leaves us not knowing, not a forgery).
-            return await self._verify(alert, fresh=True, received_ns=received_ns)
+            return await self._verify(alert, fresh=True, received_ns=received_ns, again=again)
         if lookup.status is LookupStatus.NOT_FOUND:
             return Verification(VerificationStatus.POD_NOT_FOUND, lookup.error), None
         return Verification(VerificationStatus.LOOKUP_FAILED, lookup.error), None
 
-    def _check(self, alert: Alert, pod: PodContext, received_ns: int | None) -> Verification:
+    def _check(
+        self, alert: Alert, pod: PodContext, received_ns: int | None, *, again: bool = False
+    ) -> Verification:
         """verify_alert, the alert's age taken once, as it came (None: not looked at: only a
         VERIFIED answer counts there), and how long its id has gone unlisted on the pod since its
-        first alert came (the same id's repeats, retries and later incidents count from there)."""
+        first alert came (the same id's repeats, retries and later incidents count from there;
+        ``again``, a retry's, from when its alert came if nothing was noted: a restart, the bound)."""
         check_node = self._config.cluster.verify_node
         if received_ns is None:
             return verify_alert(alert, pod, check_node=check_node)
         key = UnlistedKey(pod.namespace, pod.name, alert.container_id or "")
         noted = self._unlisted.since(key)
+        if noted is None and again:
+            noted = received_ns
         # Counted from an earlier check's finding only: a first one waits its reads whatever the
         # clock says meanwhile (a step forward must not skip them).
         unlisted_for = 0 if noted is None else self._clock_ns() - min(noted, received_ns)

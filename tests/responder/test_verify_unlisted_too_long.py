@@ -308,3 +308,30 @@ async def test_a_run_listed_after_the_retry_called_it_a_possible_forgery_is_isol
         assert labels(running, vllm)[LABEL] == "true"
     finally:
         await responder.stop()
+
+
+async def test_a_retry_counts_from_its_incidents_opening_when_nothing_was_noted(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """The noted time gone (a restart of the responder, the table's bound): a retry's check counts from
+    when its alert came, not from now (review-48b M1: "not listed yet" again, a retry later)."""
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    set_status(running, vllm, vllm.container_id, RESTARTING)
+    clock = FakeClock()
+    responder = await start(
+        tmp_path, seeded, sink, clock, extra={"dedupe": {"retry_withheld_seconds": [1.0] * 10}}
+    )
+    try:
+        assert responder.pipeline is not None
+        await responder.pipeline.submit(dated_now(vllm, clock), InputName.HTTP)
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        await wait_for(lambda: retries(responder, "withheld") >= 1)  # just after a try: the next is 1 s off
+        clock.advance(31)
+        responder.pipeline._unlisted.forget(UnlistedKey(vllm.namespace, vllm.name, MADE_UP_ID[:12]))
+        withheld = retries(responder, "withheld")
+        await wait_for(lambda: retries(responder, "unverified") == 1)
+        assert retries(responder, "withheld") == withheld  # the next try said it, not one later
+        assert incidents(responder)[0]["verification"]["status"] == "unverified"
+    finally:
+        await responder.stop()
