@@ -253,9 +253,13 @@ def run(args: argparse.Namespace) -> int:
     if deliveries and not any(d.ok for d in deliveries):
         print("nothing was delivered: fix what the FAILED lines say, then replay again", file=out)
         return 1
+    if not deliveries:
+        print("nothing to verify: a control sends nothing (run it live: serving-guard simulate)", file=out)
+        return 0
     trail = verify_trail_flags(args)
     if identity.forged:
-        trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.alerts)
+        delivered = {d.alert.scenario for d in deliveries if d.ok}
+        trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.name in delivered)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
 
@@ -275,7 +279,9 @@ def verify_trail_flags(args: argparse.Namespace) -> str:
 def verify_command(scenarios: list[Scenario], run_id: str, deliveries: list[Delivery], trail: str) -> str:
     """The verify command for a replay: every alert delivered (and carrying its step's marker) is a
     step verify must find; ``trail`` is where verify reads the trail (verify_trail_flags)."""
-    names = " ".join(s.name for s in scenarios if s.alerts)  # a control: nothing replayed proves it
+    # Not a control (nothing replayed proves it), nor a scenario none of whose alerts got through.
+    delivered = {d.alert.scenario for d in deliveries if d.ok}
+    names = " ".join(s.name for s in scenarios if s.name in delivered)
     steps = ""
     for scenario in scenarios:
         numbers = [

@@ -856,3 +856,52 @@ async def test_a_replay_nothing_reached_says_so_and_prints_no_verify(
     assert "FAILED shell-in-serving-pod [1]" in out and "HTTP 401" in out, out
     assert "nothing was delivered: fix what the FAILED lines say, then replay again" in out
     assert "check the responder" not in out
+
+
+async def test_the_printed_verify_names_only_what_got_through(
+    seeded: Seeded, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A control alone sends nothing: no verify with no scenario in it (review-48b L3)."""
+    target = tmp_path / "alerts.jsonl"
+    argv = ["replay", "benign-serving", "--file", str(target), "--pod", "ml-serving/x-0", "--forge"]
+    code, out = await cli([*argv, "--run-id", run_id], capsys)
+    assert code == 0, out
+    assert "nothing to verify: a control sends nothing" in out
+    assert "check the responder" not in out
+
+
+async def test_a_scenario_none_of_whose_alerts_got_through_is_left_out_of_the_printed_verify(
+    seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named, it would be waited for until --timeout (review-48b L4)."""
+
+    class Choosy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            taken = b"Shell in serving pod" in body
+            answer = (
+                b'{"alert_id": "0123456789abcdef", "status": "accepted"}' if taken else b'{"error": "no"}'
+            )
+            self.send_response(202 if taken else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Choosy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        names = ["shell-in-serving-pod", "credential-read"]
+        argv = ["replay", *names, "--to", url, "--pod", pod_ref(seeded, "torchserve"), "--forge"]
+        code, out = await cli([*argv, "--run-id", run_id], capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1, out
+    printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
+    assert "verify shell-in-serving-pod --run-id" in printed, printed
+    assert "credential-read" not in printed, printed
