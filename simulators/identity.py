@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from responder.alert import FIELD_CONTAINER_ID, FIELD_IMAGE, FIELD_NAMESPACE, FIELD_POD
+from responder.alert import FIELD_CONTAINER_ID, FIELD_IMAGE, FIELD_IMAGE_TAG, FIELD_NAMESPACE, FIELD_POD
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import containers_of
 from responder.errors import UserError
@@ -25,8 +25,15 @@ class PodIdentity:
     container_id: str  # the 12-character id Falco prints
     image_repository: str | None
     forged: bool = False
+    image_tag: str | None = None
 
-    FIELD_NAMES: ClassVar[tuple[str, ...]] = (FIELD_NAMESPACE, FIELD_POD, FIELD_CONTAINER_ID, FIELD_IMAGE)
+    FIELD_NAMES: ClassVar[tuple[str, ...]] = (
+        FIELD_NAMESPACE,
+        FIELD_POD,
+        FIELD_CONTAINER_ID,
+        FIELD_IMAGE,
+        FIELD_IMAGE_TAG,
+    )
 
     @property
     def ref(self) -> str:
@@ -38,6 +45,7 @@ class PodIdentity:
             FIELD_POD: self.name,
             FIELD_CONTAINER_ID: self.container_id,
             FIELD_IMAGE: self.image_repository,
+            FIELD_IMAGE_TAG: self.image_tag,
         }
 
 
@@ -56,6 +64,14 @@ def image_repository(image: str) -> str:
     return bare[:colon] if colon > slash else bare
 
 
+def image_tag(image: str) -> str | None:
+    """``registry:5000/team/app:tag@sha256:...`` -> ``tag`` (Falco's container.image.tag), or None."""
+    bare = image.split("@", 1)[0]
+    slash = bare.rfind("/")
+    colon = bare.rfind(":")
+    return bare[colon + 1 :] or None if colon > slash else None
+
+
 def identity_from_pod(pod: Mapping[str, Any], container: str | None = None) -> PodIdentity:
     """From a pod object as the API returns it; ``container`` names one (default: the first running)."""
     meta = pod.get("metadata") or {}
@@ -71,7 +87,10 @@ def identity_from_pod(pod: Mapping[str, Any], container: str | None = None) -> P
     if not node:
         raise UserError(f"pod {namespace}/{name} is not scheduled on a node yet")
     assert chosen.short_id is not None  # filtered above
-    return PodIdentity(namespace, name, str(node), chosen.short_id, image_repository(chosen.image) or None)
+    repository = image_repository(chosen.image) or None
+    return PodIdentity(
+        namespace, name, str(node), chosen.short_id, repository, image_tag=image_tag(chosen.image)
+    )
 
 
 def read_identity(

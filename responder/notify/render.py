@@ -41,6 +41,7 @@ from responder.alert import (
     FIELD_CONTAINER_ID,
     FIELD_FD_NAME,
     FIELD_IMAGE,
+    FIELD_IMAGE_TAG,
     FIELD_NAMESPACE,
     FIELD_PARENT,
     FIELD_POD,
@@ -109,7 +110,6 @@ FIELD_CLIENT_IP = "fd.cip"
 FIELD_CLIENT_PORT = "fd.cport"
 FIELD_REMOTE_IP = "fd.rip"
 FIELD_REMOTE_PORT = "fd.rport"
-FIELD_IMAGE_TAG = "container.image.tag"
 FIELD_IMAGE_DIGEST = "container.image.digest"
 _CONNECTION_FIELDS = (FIELD_SERVER_IP, FIELD_CLIENT_IP, FIELD_REMOTE_IP)
 # Fields shown in their own place; the rest go to "Other fields".

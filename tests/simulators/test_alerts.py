@@ -29,6 +29,7 @@ from simulators.identity import (
     forged_identity,
     identity_from_pod,
     image_repository,
+    image_tag,
     parse_pod_ref,
 )
 from simulators.scenario import load_scenarios, marker
@@ -150,6 +151,14 @@ def test_identity_from_the_api_objects() -> None:
     assert image_repository("registry:5000/team/app:1.2@sha256:abc") == "registry:5000/team/app"
     assert image_repository("registry:5000/team/app") == "registry:5000/team/app"
     assert image_repository("vllm/vllm-openai") == "vllm/vllm-openai"
+    # The tag as Falco's container.image.tag has it: replayed alerts carry it (review-48b L6).
+    assert image_tag("registry:5000/team/app:1.2@sha256:abc") == "1.2"
+    assert image_tag("registry:5000/team/app") is None and image_tag("vllm/vllm-openai@sha256:abc") is None
+    assert IDENTITY.image_tag == image_tag(TRITON.image) and IDENTITY.image_tag
+    shell = SCENARIOS.by_name["shell-in-serving-pod"]
+    parsed = parse_falco_json(scenario_alerts(shell, IDENTITY, "run1234", SPECS)[0].body())
+    assert parsed.text("container.image.tag") == IDENTITY.image_tag
+    assert f"tag={IDENTITY.image_tag} " in parsed.output
     pending = pod_manifest(TRITON, None)
     pending["status"]["containerStatuses"][0].pop("containerID")
     with pytest.raises(UserError, match="triton-0 has no running container with a container id"):
