@@ -22,6 +22,7 @@ from responder.policy_review import (
 from responder.rulespack.expand import load_paths
 from responder.rulespack.paths import PROJECT_ROOT, default_pack
 from simulators.scenario import load_reference_policy
+from tests.responder.test_worst_case_alert import DOCUMENTED_WORST_CASE
 
 SHELL = "Shell in serving pod"
 
@@ -332,8 +333,9 @@ def test_config_check_warns_when_the_body_limit_is_below_the_packs_worst_alert(
     warnings = [line for line in capsys.readouterr().err.splitlines() if "max_body_bytes" in line]
     assert warnings == [
         f"warning: inputs.http.max_body_bytes (65536) is below the largest alert 8 rule(s) of {pack} can"
-        " make ('Model artifact tampering in serving pod': 301951 bytes at worst): the input answers such an"
-        " alert 413 and Falco's http_output drops it without a word; set it to at least that, or leave it"
+        f" make ('Model artifact tampering in serving pod': {DOCUMENTED_WORST_CASE} bytes at worst):"
+        " the input answers such an alert 413 and Falco's http_output drops it without a word; set it to"
+        " at least that, or leave it"
         " out for the default (327680, room for append_output too)"
     ]
     # The default limit holds every rule of the pack: nothing to say.
