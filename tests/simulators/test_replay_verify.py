@@ -5,11 +5,13 @@ missing, a forgery acted on, a noisy control)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import re
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -829,29 +831,13 @@ async def test_a_replay_nothing_reached_says_so_and_prints_no_verify(
     """Every alert refused (a wrong sender token): the verify it printed could only find nothing
     (review-replay L1); it says what to fix instead."""
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"error": "invalid bearer token"}'
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def refuse(body: bytes) -> tuple[int, bytes]:
+        del body
+        return 401, b'{"error": "invalid bearer token"}'
 
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with answering(refuse) as url:
         argv = ["replay", "shell-in-serving-pod", "--to", url, "--pod", pod_ref(seeded, "torchserve")]
         code, out = await cli([*argv, "--kubeconfig", seeded.kubeconfig, "--run-id", run_id], capsys)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert code == 1, out
     assert "FAILED shell-in-serving-pod [1]" in out and "HTTP 401" in out, out
     assert "nothing was delivered: fix what the FAILED lines say, then replay again" in out
@@ -875,33 +861,42 @@ async def test_a_scenario_none_of_whose_alerts_got_through_is_left_out_of_the_pr
 ) -> None:
     """Named, it would be waited for until --timeout (review-48b L4)."""
 
-    class Choosy(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            taken = b"Shell in serving pod" in body
-            answer = (
-                b'{"alert_id": "0123456789abcdef", "status": "accepted"}' if taken else b'{"error": "no"}'
-            )
-            self.send_response(202 if taken else 401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def only_shells(body: bytes) -> tuple[int, bytes]:
+        if b"Shell in serving pod" in body:
+            return 202, b'{"alert_id": "0123456789abcdef", "status": "accepted"}'
+        return 401, b'{"error": "no"}'
 
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Choosy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with answering(only_shells) as url:
         names = ["shell-in-serving-pod", "credential-read"]
         argv = ["replay", *names, "--to", url, "--pod", pod_ref(seeded, "torchserve"), "--forge"]
         code, out = await cli([*argv, "--run-id", run_id], capsys)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert code == 1, out
     printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
     assert "verify shell-in-serving-pod --run-id" in printed, printed
     assert "credential-read" not in printed, printed
+
+
+@contextlib.contextmanager
+def answering(answer: Callable[[bytes], tuple[int, bytes]]) -> Iterator[str]:
+    """A sender's HTTP endpoint on loopback answering each POSTed body as ``answer`` says (status,
+    JSON body): its URL."""
+
+    class Answering(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            status, body = answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
