@@ -360,12 +360,16 @@ class SenderRecord(TypedDict):
     """Who sent an alert, as its input authenticated it (responder.sender.Sender)."""
 
     address: str
-    # certificate, token or none (inputs.http.allow_unauthenticated).
+    # certificate, token, drill-token or none (inputs.http.allow_unauthenticated); server-certificate
+    # or socket (gRPC); file (ingest).
     proof: str
     # The verified client certificate's common name and DNS names, when one was presented.
     certificate: NotRequired[list[str]]
-    # Which token of inputs.http.token matched (1: its file's first line), never the token.
+    # Which token of inputs.http.token (proof token) or drill_token (proof drill-token) matched (1:
+    # its file's first line), never the token.
     token: NotRequired[int]
+    # A drill (the drill token's, or `ingest --drill`): decided in dry-run unless guardrails.enforce_drills.
+    drill: NotRequired[bool]
 
 
 class AuditEntry(TypedDict):

@@ -24,6 +24,7 @@ import yarl
 
 from responder.audit import AuditEntry, read_answer
 from responder.errors import UserError
+from responder.sender import DRILL_HEADER
 
 # The API's paths (under a responder's base URL), which commands add to it.
 API_PATHS = ("/v1/alerts", "/v1/audit")
@@ -186,11 +187,15 @@ class ResponderClient:
             raise RuntimeError("use ResponderClient as an async context manager")
         return self._session
 
-    async def post_alert(self, body: bytes) -> PostResult:
+    async def post_alert(self, body: bytes, *, drill: bool = False) -> PostResult:
+        """POST one alert; ``drill``: as a drill (the responder refuses it, 403, unless this client's
+        credential is its drill token; a responder of a version before drills ignores the header)."""
+        headers = {"Content-Type": "application/json"}
+        if drill:
+            headers[DRILL_HEADER] = "1"
         try:
-            async with self.session.post(
-                f"{self.base_url}/v1/alerts", data=body, headers={"Content-Type": "application/json"}
-            ) as response:
+            url = f"{self.base_url}/v1/alerts"
+            async with self.session.post(url, data=body, headers=headers) as response:
                 try:
                     payload = await response.json(content_type=None)
                 except ValueError:

@@ -279,6 +279,10 @@ class HttpInput(Strict):
     # there, and this token cannot send alerts). Unset: nobody (403): every Falco node holds a
     # sender's credential, and the trail is not theirs to read.
     audit_token: SecretRef | None = None
+    # The drill token: alerts sent with it are drills (serving-guard replay by the security team),
+    # journaled and shown as such, in incidents of their own, and decided in dry-run unless
+    # guardrails.enforce_drills. Neither a sender's nor the audit readers' token.
+    drill_token: SecretRef | None = None
     allow_unauthenticated: StrictBool = False
     # Bind each alert to its node: only a client certificate naming (common name or DNS name) the
     # node the alert claims (its hostname, which verification checks the pod against) sends it, else
@@ -332,6 +336,13 @@ class HttpInput(Strict):
             raise ValueError(
                 "audit_token names the same secret as token: every alert sender could read the audit"
                 " trail; give its readers a token of their own"
+            )
+        drill = self.drill_token
+        if self.enabled and drill is not None and drill in (self.token, self.audit_token):
+            other = "token" if self.drill_token == self.token else "audit_token"
+            raise ValueError(
+                f"drill_token names the same secret as {other}: a drill must be told from Falco's alerts"
+                " by a token no one else holds; give the drill token a secret of its own"
             )
         if self.enabled and mtls and self.allow_unauthenticated:
             # Refused rather than warned of: the certificate would look required and prove nothing.
@@ -628,6 +639,9 @@ class Guardrails(Strict):
     # Destinations newly blocked (an address added to a pod's block) per window.
     max_blocks: MaxBlocks = MaxBlocks()
     dry_run: StrictBool = False
+    # Drills (alerts sent with inputs.http.drill_token, or `ingest --drill`) are decided in dry-run
+    # unless this is on: a replay then quarantines the pod it names, as a drill of the response.
+    enforce_drills: StrictBool = False
 
 
 RetryWait = Annotated[float, Field(strict=True, gt=0, le=86400)]

@@ -24,6 +24,7 @@ from responder.cluster.context import PodContext, container_key
 from responder.cluster.verify import UNREACHED, Verification, VerificationStatus
 from responder.config import ActionName
 from responder.policy import Decision
+from responder.sender import is_drill
 
 # What the by-hand commands Slack gives leave for the person to fill in: who acts (the commands
 # refuse it unfilled: it would be recorded as who) and why.
@@ -67,7 +68,8 @@ class IncidentKey(NamedTuple):
     Container id and node are in the key so a forged alert naming a real pod (another container
     id) cannot fold a genuine alert into its own unverified incident; priority, source and tags
     are in it so a forged alert that matches no policy (say, the same rule at Debug) cannot fold
-    the genuine alert into an incident that decided to do nothing.
+    the genuine alert into an incident that decided to do nothing. Drill is in it so a drill,
+    decided in dry-run, never folds Falco's alert of a real attack on the same pod, nor the reverse.
 
     A named tuple: hashed and compared in C, once per alert of a storm."""
 
@@ -79,6 +81,7 @@ class IncidentKey(NamedTuple):
     priority: int = 0
     source: str = ""
     tags: tuple[str, ...] = ()
+    drill: bool = False
 
     @classmethod
     def of(cls, alert: Alert) -> IncidentKey:
@@ -91,6 +94,7 @@ class IncidentKey(NamedTuple):
             int(alert.priority),
             alert.source,
             alert.tags,
+            is_drill(alert.sender),
         )
 
     @property
@@ -107,6 +111,8 @@ class IncidentKey(NamedTuple):
             str(self.priority),
             self.source,
             ",".join(self.tags),
+            # Only a drill's: Falco's alerts keep the ids earlier versions gave them.
+            *(("drill",) if self.drill else ()),
         )
         joined = "\x1f".join(parts)
         return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()

@@ -1096,7 +1096,8 @@ class Journal:
         also_params: tuple[object, ...],
     ) -> tuple[str, str] | None:
         """The newest top-level incident post to ``channel`` of another incident opened since
-        ``since_ns`` that ``also`` (SQL on incidents ``i``) holds for, not in ``gone``."""
+        ``since_ns`` that ``also`` (SQL on incidents ``i``) holds for, not in ``gone``. Never a
+        drill's: Falco's alerts are not tucked into a drill's thread (read as a drill)."""
         with self.reader() as conn:
             rows = conn.execute(
                 # ``also`` is one of this module's constant conditions, its values placeholders.
@@ -1104,7 +1105,10 @@ class Journal:
                 " JOIN incidents i ON i.incident_id = n.incident_id"
                 " WHERE n.kind = 'incident' AND n.state = 'sent' AND n.slack_ts IS NOT NULL"
                 " AND n.slack_thread_ts IS NULL AND n.slack_channel IS NOT NULL AND n.channel IS ?"
-                " AND i.opened_ns >= ? AND i.incident_id != ?" + also + " ORDER BY i.opened_ns DESC LIMIT ?",
+                " AND i.opened_ns >= ? AND i.incident_id != ?"
+                + also
+                + _NOT_A_DRILL
+                + " ORDER BY i.opened_ns DESC LIMIT ?",
                 (channel, since_ns, incident_id, *also_params, len(gone) + 1),
             ).fetchall()
         return next(((row[0], row[1]) for row in rows if (row[0], row[1]) not in gone), None)
@@ -1401,6 +1405,13 @@ def _pending_alert(row: sqlite3.Row) -> PendingAlert | None:
         log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
         return None
     return PendingAlert(alert, row["input"], row["received_ns"], row["seq"])
+
+
+# An incident opened by a drill's alert (its sender's record says so): see Sender.drill.
+_NOT_A_DRILL = (
+    " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.event_ns = i.first_event_ns"
+    " AND a.alert_id = i.first_alert_id AND json_extract(a.sender, '$.drill') = 1)"
+)
 
 
 def report_from_record(record: dict[str, Any]) -> IncidentReport | None:

@@ -18,6 +18,7 @@ from responder.alert import Alert, Priority
 from responder.cluster.context import PodContext
 from responder.cluster.verify import UNREACHED, Verification, VerificationStatus
 from responder.config import ActionName, Config, Guardrails, Isolation, Policy, widest
+from responder.sender import is_drill
 
 DEFAULT_POLICY = "default"
 # The actions that change the pod or its traffic: guardrails (verification, protected and
@@ -25,9 +26,11 @@ DEFAULT_POLICY = "default"
 ISOLATING = (ActionName.QUARANTINE, ActionName.ANNOTATE, ActionName.BLOCK_DESTINATION)
 # The actions that cut a pod's traffic (annotate only records).
 CUTTING = (ActionName.QUARANTINE, ActionName.BLOCK_DESTINATION)
-# What put a decision in dry-run (Decision.dry_run_by): the global guardrail or the matched policy's own.
+# What put a decision in dry-run (Decision.dry_run_by): the global guardrail, the matched policy's
+# own, or the alert being a drill (sent with the drill token; guardrails.enforce_drills off).
 DRY_RUN_BY_GUARDRAILS = "guardrails"
 DRY_RUN_BY_POLICY = "policy"
+DRY_RUN_BY_DRILL = "drill"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +251,7 @@ def decide(
     name = policy.name if policy is not None else DEFAULT_POLICY
     channel, notify = _slack_routing(policy, alert, config)
     guardrails = config.guardrails
-    dry_run_by = (
-        DRY_RUN_BY_GUARDRAILS
-        if guardrails.dry_run
-        else DRY_RUN_BY_POLICY
-        if policy is not None and policy.dry_run
-        else ""
-    )
+    dry_run_by = _dry_run_by(alert, policy, guardrails)
 
     undecided = isolating_policy_unknown(alert, pod, verification, config)
     # Its isolation asked for, so that it is withheld below for the pod's read and decided again.
@@ -442,11 +439,25 @@ def is_blocked(pod: PodContext | None, config: Config) -> bool:
     return pod is not None and config.block_destination.label in pod.labels
 
 
+def _dry_run_by(alert: Alert, policy: Policy | None, guardrails: Guardrails) -> str:
+    """What puts the decision on ``alert`` in dry-run (Decision.dry_run_by), or "" for none."""
+    if guardrails.dry_run:
+        return DRY_RUN_BY_GUARDRAILS
+    if is_drill(alert.sender) and not guardrails.enforce_drills:
+        return DRY_RUN_BY_DRILL
+    if policy is not None and policy.dry_run:
+        return DRY_RUN_BY_POLICY
+    return ""
+
+
 def dry_run_lifted(decision: Decision, config: Config) -> bool:
     """The decision was a dry-run that would have changed the pod, and ``config`` no longer makes it
     one: guardrails.dry_run and the dry_run of the policy it named are both off now (or that policy
-    is gone). (A notify-only decision made under dry-run is the same without it: nothing to redo.)"""
+    is gone), and so is a drill's (guardrails.enforce_drills on now). (A notify-only decision made
+    under dry-run is the same without it: nothing to redo.)"""
     if not decision.dry_run or not decision.changes_pod or config.guardrails.dry_run:
+        return False
+    if decision.dry_run_by == DRY_RUN_BY_DRILL and not config.guardrails.enforce_drills:
         return False
     return not any(policy.name == decision.policy and policy.dry_run for policy in config.policies)
 

@@ -11,15 +11,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+# Sent by `serving-guard replay` (unless --live): the alert is meant as a drill, so the HTTP input
+# refuses it (403) from a credential other than the drill token rather than act on it as on
+# Falco's (a replay pointed at production with a sender's token). It never makes an alert a drill.
+DRILL_HEADER = "Serving-Guard-Drill"
+
 
 class Proof(StrEnum):
-    """What vouches for a sender. The HTTP input's: the client's certificate, its bearer token, or
-    nothing (inputs.http.allow_unauthenticated). The gRPC input's: Falco's server certificate (TCP,
+    """What vouches for a sender. The HTTP input's: the client's certificate, its bearer token (a
+    sender's, or the drill token's: inputs.http.drill_token), or nothing
+    (inputs.http.allow_unauthenticated). The gRPC input's: Falco's server certificate (TCP,
     mutual TLS) or the unix socket's path (whoever could create it). The ingest command's: the file
     it read (or standard input)."""
 
     CERTIFICATE = "certificate"
     TOKEN = "token"  # noqa: S105 (a kind of proof, not a secret)
+    DRILL_TOKEN = "drill-token"  # noqa: S105 (a kind of proof, not a secret)
     NONE = "none"
     SERVER_CERTIFICATE = "server-certificate"
     SOCKET = "socket"
@@ -35,8 +42,13 @@ class Sender:
     # HTTP: the verified client certificate's common name and DNS names (presented, whatever the
     # proof). gRPC over TLS: the name Falco's server certificate was verified against.
     names: tuple[str, ...] = ()
-    # Which token of inputs.http.token matched (1: its file's first), when one did.
+    # Which token of inputs.http.token (or drill_token) matched (1: its file's first), when one did.
     token: int | None = None
+    # A drill: alerts a person replays on purpose (serving-guard replay), vouched for by the drill
+    # token (or `serving-guard ingest --drill`). Kept apart from Falco's alerts (their own incidents),
+    # decided in dry-run unless guardrails.enforce_drills, and said as a drill wherever shown. Text
+    # inside an alert (a command line naming the simulator) never makes one: an intruder writes that.
+    drill: bool = False
 
     def record(self) -> str:
         """As the journal keeps it (the alerts table's sender column): JSON, read back by the audit."""
@@ -61,6 +73,7 @@ class Sender:
                 proof=Proof(fields["proof"]),
                 names=tuple(str(name) for name in names),
                 token=token if isinstance(token, int) and not isinstance(token, bool) else None,
+                drill=fields.get("drill") is True,
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -80,13 +93,21 @@ def _fields(sender: Sender) -> dict[str, Any]:
         fields["certificate"] = list(sender.names)
     if sender.token is not None:
         fields["token"] = sender.token
+    if sender.drill:
+        fields["drill"] = True
     return fields
+
+
+def is_drill(sender: Sender | None) -> bool:
+    """Whether ``sender`` sent a drill (an alert journaled before senders were is none)."""
+    return sender is not None and sender.drill
 
 
 def sender_text(sender: Mapping[str, Any] | None) -> str:
     """Who sent an alert (a Sender's record, decoded), in a few words: "certificate falco from
     10.0.0.7", "token 2 from ...", "unauthenticated from ...", "Falco gRPC at unix:///...",
-    "file /var/log/falco.jsonl"; "-" when it names none (an alert journaled before senders were)."""
+    "file /var/log/falco.jsonl", "drill token 1 from ...", "file drill.jsonl (drill)"; "-" when it
+    names none (an alert journaled before senders were)."""
     if not sender:
         return "-"
     names = ",".join(str(name) for name in sender.get("certificate") or [])
@@ -97,9 +118,12 @@ def sender_text(sender: Mapping[str, Any] | None) -> str:
     if proof == "socket":
         return f"Falco gRPC at {address}"
     if proof == "file":
-        return "standard input" if address == "-" else f"file {address}"
+        read = "standard input" if address == "-" else f"file {address}"
+        return read + (" (drill)" if sender.get("drill") is True else "")
     if proof == "token":
         said = f"token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
+    elif proof == "drill-token":
+        said = f"drill token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
     elif proof == "certificate":
         said = f"certificate {names or '?'}"
     elif proof == "none":

@@ -28,6 +28,7 @@ from responder.ingest.http import (
     TokenSource,
     audit_token_source,
     build_input_server,
+    drill_token_source,
     server_ssl_context,
     warn_of_plaintext_token,
     warn_of_unauthenticated_input,
@@ -258,8 +259,9 @@ class Responder:
             warn_of_plaintext_token(http)
             warn_of_unauthenticated_input(http)
             audit_token = audit_token_source(http, token)
+            drill_token = drill_token_source(http, token, audit_token)
             ssl_context = server_ssl_context(http)
-            authenticator = Authenticator(http, token)
+            authenticator = Authenticator(http, token, drill_token)
             audit = self._audit_route(AuditReaders(audit_token, token))
             server = build_input_server(http, self.pipeline, authenticator, [audit], metrics=self.metrics)
             self.http_url = await self._serve_input(server, http.listen, ssl_context)

@@ -23,19 +23,25 @@ class Delivery:
     ok: bool
     detail: str
     alert_id: str | None = None
+    # The responder said it took the alert as a drill (sent with its drill token).
+    drill: bool = False
 
 
-async def post_alerts(client: ResponderClient, alerts: Sequence[ScenarioAlert]) -> list[Delivery]:
-    """One POST per alert, in order, as Falco's http_output sends them."""
+async def post_alerts(
+    client: ResponderClient, alerts: Sequence[ScenarioAlert], *, drill: bool = False
+) -> list[Delivery]:
+    """One POST per alert, in order, as Falco's http_output sends them; ``drill``: as drills (see
+    ResponderClient.post_alert)."""
     deliveries = []
     for item in alerts:
         # A responder the client cannot reach is a UserError naming it and why.
-        result = await client.post_alert(item.body())
+        result = await client.post_alert(item.body(), drill=drill)
         ok = 200 <= result.status < 300
         alert_id = result.body.get("alert_id") if ok else None
         reason = result.body.get("reason") or result.body.get("error") or ""
         detail = f"HTTP {result.status}" + (f": {reason}" if reason and not ok else "")
-        deliveries.append(Delivery(item, ok, detail, str(alert_id) if alert_id else None))
+        taken_as_drill = ok and result.body.get("drill") is True
+        deliveries.append(Delivery(item, ok, detail, str(alert_id) if alert_id else None, taken_as_drill))
     return deliveries
 
 

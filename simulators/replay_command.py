@@ -5,6 +5,11 @@ so the responder can verify the alerts; ``--forge`` sends a random container id 
 responder must refuse as unverified. Exactly one way out: ``--to URL`` (HTTP input), ``--grpc
 ADDRESS`` (serve them as Falco's gRPC outputs service until the responder collected them), or
 ``--file PATH`` (Falco JSON lines for `serving-guard ingest`; '-' for stdout).
+
+A replay is a drill unless ``--live``: over ``--to`` each alert asks to be one (the responder
+refuses it unless it is sent with the drill token, inputs.http.drill_token, and journals, decides
+and shows it as a drill); ``--file`` is ingested with ``ingest --drill``. The gRPC input cannot tell
+a drill, so ``--grpc`` needs ``--live``: the responder acts on those alerts as on Falco's.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     # word after it) get an error that says so (see alerts.rules_took_the_scenarios).
     parser.usage = (
         "%(prog)s SCENARIO... (--to URL | --grpc ADDRESS | --file PATH) --pod NAMESPACE/NAME\n"
-        "       [--container NAME] [--forge] [--kubeconfig FILE] [--context NAME] [--run-id ID]\n"
+        "       [--container NAME] [--forge] [--live] [--kubeconfig FILE] [--context NAME] [--run-id ID]\n"
         "       [--rules FILE [FILE ...]] [--scenarios-dir DIR] [--timeout SECONDS]\n"
         "       [--grpc-cert FILE --grpc-key FILE --grpc-client-ca FILE]\n"
         "       [--ca CA_FILE] [--cert CERT_FILE --key KEY_FILE] [--token-file TOKEN_FILE]"
@@ -82,6 +87,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--forge", action="store_true", help="do not read the pod: send a random container id"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="send the alerts as Falco's, not as a drill: the responder acts on them (quarantines the pod)"
+        " as its policies say; needed for --grpc, which cannot tell a drill",
     )
     parser.add_argument(
         "--kubeconfig",
@@ -132,6 +143,16 @@ def check_forge_options(args: argparse.Namespace) -> None:
     for dest, flag in POD_READ_OPTIONS:
         if getattr(args, dest) is not None:
             raise UserError(f"{flag} applies to reading the pod only, not to --forge")
+
+
+def check_drill_options(args: argparse.Namespace) -> None:
+    """Refuse a way out that cannot carry the drill mark, unless the alerts are meant --live."""
+    if args.grpc is not None and not args.live:
+        raise UserError(
+            "--grpc cannot send a drill (the gRPC input tells no sender from Falco): the responder acts on"
+            " these alerts as on Falco's, and quarantines the pod its policies say; add --live to send them"
+            " so, or replay --to the HTTP input with the drill token (inputs.http.drill_token)"
+        )
 
 
 def _identity(args: argparse.Namespace) -> PodIdentity:
@@ -193,7 +214,7 @@ def _deliver(
 
     async def post() -> list[Delivery]:
         async with ResponderClient(args.to, auth, timeout_seconds=timeout, flag="--to") as client:
-            return await post_alerts(client, alerts)
+            return await post_alerts(client, alerts, drill=not args.live)
 
     return asyncio.run(post())
 
@@ -212,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         )
     check_target_options(args)
     check_forge_options(args)
+    check_drill_options(args)
     # The responder's credentials are read (and checked) before the pod is.
     auth = client_auth(args) if args.to is not None else None
     scenario_set = load_scenarios(args.scenarios_dir)
@@ -222,8 +244,10 @@ def run(args: argparse.Namespace) -> int:
     identity = _identity(args)
     alerts = build_alerts(scenarios, identity, run_id, specs)
     forged = " (FORGED: random container id)" if identity.forged else ""
+    sent_as = " as Falco's (--live: the responder acts on them)" if args.live else " as a drill"
     print(
-        f"run id {run_id}: {len(alerts)} alert(s) for {identity.ref} on {identity.hostname}{forged}", file=out
+        f"run id {run_id}: {len(alerts)} alert(s) for {identity.ref} on {identity.hostname}{forged}{sent_as}",
+        file=out,
     )
     for scenario in scenarios:
         if not scenario.alerts:
@@ -253,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     if deliveries and not any(d.ok for d in deliveries):
         print("nothing was delivered: fix what the FAILED lines say, then replay again", file=out)
         return 1
+    for line in drill_notes(args, deliveries):
+        print(line, file=out)
     if not deliveries:
         print("nothing to verify: a control sends nothing (run it live: serving-guard simulate)", file=out)
         return 0
@@ -262,6 +288,31 @@ def run(args: argparse.Namespace) -> int:
         trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.name in delivered)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
+
+
+def drill_notes(args: argparse.Namespace, deliveries: list[Delivery]) -> list[str]:
+    """What became of the drill mark: --file's alerts are a drill only if ingested with --drill; a
+    responder that took --to's alerts without saying they were drills acted on them as Falco's."""
+    if args.live:
+        return []
+    if args.file is not None:
+        where = "-" if args.file == "-" else shlex.quote(args.file)
+        return [
+            f"ingest them as a drill: serving-guard ingest {where} --drill --config CONFIG"
+            " (without --drill they are acted on as Falco's)"
+        ]
+    if args.to is None:
+        return []
+    live = [d for d in deliveries if d.ok and not d.drill]
+    if not live:
+        return [
+            "the responder took them as a drill: in incidents of their own, decided in dry-run unless it"
+            " enforces drills (guardrails.enforce_drills), shown as DRILL in Slack and the audit trail"
+        ]
+    return [
+        f"WARNING: the responder did not say it took {len(live)} of them as a drill (a version before"
+        " drills): it acted on them as on Falco's alerts"
+    ]
 
 
 def verify_trail_flags(args: argparse.Namespace) -> str:

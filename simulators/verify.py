@@ -25,7 +25,8 @@ from responder.audit import incident_outcome_text as _outcome_text
 from responder.cluster.verify import UNREACHED
 from responder.commands.audit import read_journal_trail
 from responder.errors import UserError
-from responder.policy import ISOLATING
+from responder.policy import DRY_RUN_BY_DRILL, ISOLATING
+from responder.sender import sender_text
 from simulators.scenario import (
     Expect,
     Outcome,
@@ -108,6 +109,8 @@ class Verdict:
     outcome: str = "-"
     slack: str = "-"
     latency_ms: float | None = None
+    # Who sent this run's alerts, as the responder authenticated them (a drill said so).
+    sent_by: str = "-"
     also_fired: tuple[str, ...] = ()
     entries: tuple[Entry, ...] = field(default=(), repr=False)
     # The incident judged: this run's (for a folded one, only what was done for this run's alerts).
@@ -366,7 +369,31 @@ def _check_block_made(action: Mapping[str, Any]) -> None:
 def _dry_run_text(decision: Mapping[str, Any]) -> str:
     if decision.get("dry_run_by") == "policy":
         return f"policy {decision.get('policy', '?')} is in dry-run"
+    if decision.get("dry_run_by") == DRY_RUN_BY_DRILL:
+        return "the alerts are a drill (the responder's guardrails.enforce_drills is off)"
     return "guardrails.dry_run is on"
+
+
+# At most this many senders are named in a verdict (a run's alerts come from one or two).
+_SENDERS_SHOWN = 3
+
+
+def _senders_text(entries: Sequence[Entry]) -> str:
+    """Who sent ``entries``, as the responder authenticated them; a drill's said to prove no detection
+    (replayed alerts; only the drill token, or ingest --drill, makes one)."""
+    senders = [entry.get("sender") for entry in entries]
+    names = sorted({sender_text(sender) for sender in senders})
+    if not names:
+        return "-"
+    text = ", ".join(names[:_SENDERS_SHOWN])
+    if len(names) > _SENDERS_SHOWN:
+        text += f" and {len(names) - _SENDERS_SHOWN} more"
+    drills = [bool(sender and sender.get("drill") is True) for sender in senders]
+    if all(drills):
+        return text + " (a DRILL: replayed alerts prove the responder, not detection)"
+    if any(drills):
+        return text + f" ({sum(drills)} of {len(drills)} a DRILL)"
+    return text
 
 
 # The action whose status each outcome that changes the pod is.
@@ -389,7 +416,12 @@ def _check_not_only_predicted(
     if action is None or action.get("status") != "dry_run":
         return
     reason = f"expected {expectation_outcome.value}, but {_dry_run_text(decision)}: nothing was changed"
-    if decision.get("dry_run_by") != "policy":
+    if decision.get("dry_run_by") == DRY_RUN_BY_DRILL:
+        reason += (
+            "; to verify a drill, expect its dry-run (--expect all=dry_run), or have the responder act on"
+            " drills (guardrails.enforce_drills)"
+        )
+    elif decision.get("dry_run_by") != "policy":
         reason += "; to verify a responder in dry-run, expect it: --expect all=dry_run"
     raise _Miss(reason, settled=True)
 
@@ -447,7 +479,12 @@ def judge(expectation: Expectation, entries: Sequence[Entry]) -> Verdict:
     seen = {str(e.get("rule")) for e in entries}
     also = tuple(sorted(seen - set(expectation.rules)))
     first = expectation.rules[0]
-    summary: dict[str, Any] = {"rule": first, "also_fired": also, "entries": tuple(entries)}
+    summary: dict[str, Any] = {
+        "rule": first,
+        "also_fired": also,
+        "entries": tuple(entries),
+        "sent_by": _senders_text([e for e in entries if e.get("rule") in expectation.rules]),
+    }
     try:
         for rule in expectation.rules:
             of_rule = [e for e in entries if e.get("rule") == rule]
@@ -628,4 +665,6 @@ def format_verdicts(verdicts: Sequence[Verdict]) -> str:
                 f"      rule: {verdict.rule}; verified: {verdict.verified}; decision: {verdict.decision}; "
                 f"outcome: {verdict.outcome}; Slack: {verdict.slack}; alert->action: {latency}"
             )
+        if verdict.sent_by != "-":
+            lines.append(f"      sent by: {verdict.sent_by}")
     return "\n".join(lines)

@@ -26,7 +26,13 @@ from responder.config import (
 )
 from responder.config import Journal as JournalSettings
 from responder.errors import UserError
-from responder.ingest.http import SHARED_WITH_SENDERS, TokenSource, share_a_token, unauthenticated_input
+from responder.ingest.http import (
+    SHARED_WITH_SENDERS,
+    TokenSource,
+    drill_shares_with,
+    share_a_token,
+    unauthenticated_input,
+)
 from responder.policy_review import (
     PolicyFinding,
     RuleTags,
@@ -108,6 +114,7 @@ def effective_policy(config: Config) -> dict[str, object]:
         "default_actions": [a.value for a in config.default_actions],
         "guardrails": {
             "dry_run": guard.dry_run,
+            "enforce_drills": guard.enforce_drills,
             "protected_namespaces": list(guard.protected_namespaces),
             "enforce_namespace_label": guard.enforce_namespace_label,
             "max_quarantines": guard.max_quarantines.model_dump(mode="json"),
@@ -123,6 +130,8 @@ def effective_policy(config: Config) -> dict[str, object]:
             "grpc": config.inputs.grpc.address if config.inputs.grpc.enabled else None,
             # GET /v1/audit is served to the audit token alone: without one, not at all.
             "audit_over_http": config.inputs.http.enabled and config.inputs.http.audit_token is not None,
+            # Alerts sent with the drill token are drills: without one, none is.
+            "drills_over_http": config.inputs.http.enabled and config.inputs.http.drill_token is not None,
         },
         "slack": {
             "mode": config.slack.mode.value,
@@ -166,6 +175,20 @@ def _audit_summary(over_http: bool) -> str:
     )
 
 
+def _drills_summary(over_http: bool, enforced: bool) -> str:
+    if not over_http:
+        return (
+            "drills: none over HTTP (inputs.http.drill_token is not set): every alert the input takes"
+            " is acted on as Falco's, a replay's too"
+        )
+    acted = (
+        "acted on as Falco's (guardrails.enforce_drills)"
+        if enforced
+        else "decided in dry-run (guardrails.enforce_drills is off)"
+    )
+    return f"drills: alerts sent with inputs.http.drill_token are drills, in incidents of their own, {acted}"
+
+
 def _text(policy: dict[str, object]) -> str:
     lines = []
     policies = policy["policies"]
@@ -198,10 +221,11 @@ def _text(policy: dict[str, object]) -> str:
     lines.append(f"journal: {policy['journal']}")
     inputs = policy["inputs"]
     assert isinstance(inputs, dict)
-    if inputs["http"] is not None:
-        lines.append(_audit_summary(bool(inputs["audit_over_http"])))
     guard = policy["guardrails"]
     assert isinstance(guard, dict)
+    if inputs["http"] is not None:
+        lines.append(_audit_summary(bool(inputs["audit_over_http"])))
+        lines.append(_drills_summary(bool(inputs["drills_over_http"]), bool(guard["enforce_drills"])))
     # What blocks do is said only where a policy blocks.
     blocking = any("block_destination" in item["actions"] for item in policies)
     block = policy["block_destination"]
@@ -262,7 +286,11 @@ def unreadable_here(config: Config) -> list[str]:
     files: list[tuple[str, str | None]] = []
     http, grpc, slack = config.inputs.http, config.inputs.grpc, config.slack
     if http.enabled:
-        secrets += [("inputs.http.token", http.token), ("inputs.http.audit_token", http.audit_token)]
+        secrets += [
+            ("inputs.http.token", http.token),
+            ("inputs.http.audit_token", http.audit_token),
+            ("inputs.http.drill_token", http.drill_token),
+        ]
         if http.tls is not None:
             tls = http.tls
             files += [
@@ -367,30 +395,34 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
 def _senders_tokens(config: Config) -> TokenSource | None:
     """The senders' tokens as serve reads them, where the input takes them and they read here; None
     otherwise (unreadable: a note of unreadable_here; refused: a finding of too_many_tokens)."""
+    return _read_token(config, config.inputs.http.token, "token")
+
+
+def shared_tokens(config: Config) -> list[PolicyFinding]:
+    """serve's refusals of an audit token that holds a sender's token, and of a drill token that
+    holds a sender's or the audit token, found where the secrets can be read here (the chart mounts
+    one Secret's key twice under two paths; one that cannot be read is a note of unreadable_here)."""
     http = config.inputs.http
-    if not http.enabled or http.token is None:
-        return None
-    try:
-        return TokenSource(http.token)
-    except UserError:
-        return None
-
-
-def shared_audit_token(config: Config) -> PolicyFinding | None:
-    """serve's refusal of an audit token that holds a sender's token, found where both secrets can
-    be read here (the chart mounts one Secret's key twice under two paths; one that cannot be read
-    is a note of unreadable_here)."""
-    audit_token = config.inputs.http.audit_token
     senders = _senders_tokens(config)
-    if senders is None or audit_token is None:
+    readers = _read_token(config, http.audit_token, "audit_token")
+    drill = _read_token(config, http.drill_token, "drill_token")
+    found = []
+    if readers is not None and senders is not None and share_a_token(readers, senders):
+        found.append(PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS))
+    for other, key in ((senders, "token"), (readers, "audit_token")):
+        if drill is not None and other is not None and share_a_token(drill, other):
+            found.append(PolicyFinding(("inputs", "http", "drill_token"), drill_shares_with(key)))
+    return found
+
+
+def _read_token(config: Config, ref: SecretRef | None, key: str) -> TokenSource | None:
+    """inputs.http.``key``'s tokens as serve reads them, or None (not set, or not read here)."""
+    if not config.inputs.http.enabled or ref is None:
         return None
     try:
-        readers = TokenSource(audit_token, what="inputs.http.audit_token")
+        return TokenSource(ref, what=f"inputs.http.{key}")
     except UserError:
         return None
-    if not share_a_token(readers, senders):
-        return None
-    return PolicyFinding(("inputs", "http", "audit_token"), SHARED_WITH_SENDERS)
 
 
 def too_many_tokens(config: Config) -> list[PolicyFinding]:
@@ -398,7 +430,8 @@ def too_many_tokens(config: Config) -> list[PolicyFinding]:
     read here: a finding (a note when it cannot be read: unreadable_here)."""
     http = config.inputs.http
     found = []
-    for key, ref in (("token", http.token), ("audit_token", http.audit_token)):
+    tokens = (("token", http.token), ("audit_token", http.audit_token), ("drill_token", http.drill_token))
+    for key, ref in tokens:
         if not http.enabled or ref is None:
             continue
         try:
@@ -470,8 +503,7 @@ def run(args: argparse.Namespace) -> int:
     document = load_yaml_file(path, "a config file")
     config = files_beside_config(config_from_document(document), path)
     review = _review(config, args.rules)
-    shared = shared_audit_token(config)
-    findings = [*review.findings, *([shared] if shared else []), *too_many_tokens(config)]
+    findings = [*review.findings, *shared_tokens(config), *too_many_tokens(config)]
     findings.sort(key=lambda finding: finding.path)
     problems = [located(document, finding.path, finding.message) for finding in findings]
     refusal = serve_refusal(config)

@@ -52,6 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="how long to wait for notifications to go out at the end; 0: do not wait (default: %(default)g)",
     )
+    parser.add_argument(
+        "--drill",
+        action="store_true",
+        help="the lines are a drill (serving-guard replay --file): journaled and shown as one, in incidents"
+        " of their own, decided in dry-run unless guardrails.enforce_drills",
+    )
     parser.epilog = (
         "exit status: 0 every line ingested; 1 some lines rejected (each reported on stderr); 2 a bad"
         " config or source, or ingesting stopped (the line to resume from is said); 74 reports or the"
@@ -250,7 +256,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
         await responder.start()  # inside: a start that fails still stops (the journal lock goes)
         pipeline = responder.pipeline
         assert pipeline is not None
-        tally = _Tally(pipeline, name, _file_sender(args.source))
+        tally = _Tally(pipeline, name, _file_sender(args.source, drill=args.drill))
         try:
             stopped = await tally.feed(line_source(stream, limit), limit)
         except asyncio.CancelledError:  # Ctrl-C, SIGTERM, SIGHUP: say where to take it up again
@@ -283,10 +289,11 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     return 1 if tally.rejected else 0
 
 
-def _file_sender(source: str) -> Sender:
+def _file_sender(source: str, *, drill: bool) -> Sender:
     """The alerts' sender: the file, by its absolute path (the journal outlives the directory the
-    command ran in), or standard input."""
-    return Sender("-" if source == "-" else os.path.abspath(source), Proof.FILE)
+    command ran in), or standard input; a drill's with --drill (whoever runs ingest holds the
+    responder's config and credentials: their word is as good as the drill token)."""
+    return Sender("-" if source == "-" else os.path.abspath(source), Proof.FILE, drill=drill)
 
 
 @dataclass

@@ -43,7 +43,7 @@ from responder.ingest.refusals import RefusalLog
 from responder.ingest.sink import Accepted, AlertSink, InputName, Overloaded, OverShare
 from responder.ingest.tls_reload import CertificateFilesError, new_server_context
 from responder.metrics import Metrics
-from responder.sender import Proof, Sender
+from responder.sender import DRILL_HEADER, Proof, Sender, is_drill
 from responder.yamlsource import FileRefused, FileTooLarge, read_bounded, read_regular_file, size_text
 
 log = logging.getLogger("serving_guard.http")
@@ -68,7 +68,7 @@ def client_certificates(config: HttpInput) -> ssl.VerifyMode:
     the audit readers'), a certificate is optional there and each route asks for what it needs."""
     if config.tls is None or not config.tls.client_ca_file:
         return ssl.CERT_NONE
-    token_configured = config.token is not None or config.audit_token is not None
+    token_configured = any(ref is not None for ref in (config.token, config.audit_token, config.drill_token))
     return ssl.CERT_OPTIONAL if token_configured else ssl.CERT_REQUIRED
 
 
@@ -233,14 +233,32 @@ def bearer_matches(request: Request, token: TokenSource) -> bool | None:
 
 
 class Authenticator:
-    def __init__(self, config: HttpInput, token: TokenSource | None) -> None:
+    def __init__(
+        self, config: HttpInput, token: TokenSource | None, drill: TokenSource | None = None
+    ) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
         names = config.tls.allowed_client_names if config.tls is not None else None
         self._allowed_names = frozenset(map(_dns_form, names)) if names is not None else None
         self._token = token
+        self._drill = drill
         self._open = config.allow_unauthenticated
 
     def check(self, request: Request) -> AuthResult:
+        result = self._check(request)
+        if result.ok and request.headers.get(_DRILL_HEADER) and not is_drill(result.sender):
+            return AuthResult(False, 403, DRILL_NOT_VOUCHED)
+        return result
+
+    def _check(self, request: Request) -> AuthResult:
+        if self._drill is not None and (presented := presented_bearer(request)) is not None:
+            drill = self._drill.number_of(presented)
+            if drill is not None:
+                # Both files are re-read as their Secrets rotate: that they differ must hold on every
+                # read, or a sender's token would send drills, and the drill token Falco's alerts.
+                if self._token is not None and self._token.matches(presented):
+                    log.error(DRILL_SHARED_SINCE_ROTATION)
+                    return AuthResult(False, 403, DRILL_SHARED_SINCE_ROTATION)
+                return _admitted(request, Proof.DRILL_TOKEN, drill)
         unnamed: AuthResult | None = None  # a certificate that verified, of no allowed name
         if self._mtls and request.peer_verified:
             if self._allowed_names is None or not self._allowed_names.isdisjoint(
@@ -248,9 +266,9 @@ class Authenticator:
             ):
                 return _admitted(request, Proof.CERTIFICATE)
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
-        if self._token is not None and request.headers.get("authorization"):
+        if (self._token is not None or self._drill is not None) and request.headers.get("authorization"):
             presented = presented_bearer(request)
-            number = self._token.number_of(presented) if presented is not None else None
+            number = self._token.number_of(presented) if presented is not None and self._token else None
             if number is not None:
                 return _admitted(request, Proof.TOKEN, number)
             return AuthResult(False, 401, "invalid bearer token")
@@ -263,11 +281,24 @@ class Authenticator:
         return AuthResult(False, 403, "a client certificate is required")
 
 
+_DRILL_HEADER = DRILL_HEADER.lower()  # as the server keeps header names
+DRILL_NOT_VOUCHED = (
+    "the request asks to be a drill (header Serving-Guard-Drill), and its credential is not the drill"
+    " token (inputs.http.drill_token): refused, nothing done; send drills with the drill token, or"
+    " replay with --live to have the responder act on them as on Falco's alerts"
+)
+DRILL_SHARED_SINCE_ROTATION = (
+    "inputs.http.drill_token has become the same as inputs.http.token (a rotated Secret): refused;"
+    " give the drill token a secret of its own"
+)
+
+
 def _admitted(request: Request, proof: Proof, token: int | None = None) -> AuthResult:
     """A sender let in, named by what it showed: its address, its verified certificate's names
     (whatever the proof: a certificate of no allowed name beside a good token says who holds it)."""
     names = request.peer_names if request.peer_verified else ()
-    return AuthResult(True, sender=Sender(request.remote, proof, names, token))
+    drill = proof is Proof.DRILL_TOKEN
+    return AuthResult(True, sender=Sender(request.remote, proof, names, token, drill=drill))
 
 
 def _dns_form(name: str) -> str:
@@ -374,6 +405,31 @@ def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> To
     return token
 
 
+def drill_token_source(
+    http: HttpInput, senders_token: TokenSource | None, audit_token: TokenSource | None
+) -> TokenSource | None:
+    """The drill token, or None (then no alert is a drill). Refused when it holds a sender's or the
+    audit readers' token: a drill is told from Falco's alerts by a token no one else holds."""
+    if http.drill_token is None:
+        return None
+    token = TokenSource(http.drill_token, what="inputs.http.drill_token")
+    for other, key in ((senders_token, "token"), (audit_token, "audit_token")):
+        if other is not None and share_a_token(token, other):
+            raise UserError(f"inputs.http.drill_token {drill_shares_with(key)}")
+    short = token.short()
+    if short is not None:
+        log.warning(short)
+    return token
+
+
+def drill_shares_with(key: str) -> str:
+    """Why serve refuses a drill token that is also inputs.http.``key``'s (said by `config check` too)."""
+    return (
+        f"is the same as inputs.http.{key} (or holds one of its tokens): a drill must be told from"
+        " Falco's alerts by a token no one else holds; give the drill token a token of its own"
+    )
+
+
 # Why serve refuses an audit token that is also a sender's (said by `config check` too).
 SHARED_WITH_SENDERS = (
     "is the same as inputs.http.token (or holds one of its tokens): every alert sender could read"
@@ -407,17 +463,20 @@ def journal_failed(exc: BaseException) -> Response:
     )
 
 
-def accepted_response(accepted: Accepted) -> Response:
+def accepted_response(accepted: Accepted, drill: bool = False) -> Response:
     # Formatted directly: this is the one answer a busy sender gets thousands of times a second.
     status = "accepted" if accepted.new else "already accepted"
     # Deferred: the pipeline was full; journaled all the same, and processed once it has room.
     deferred = ', "deferred": true' if accepted.deferred else ""
+    # Taken as a drill (the drill token): what `serving-guard replay` tells its user it sent.
+    taken_as = ', "drill": true' if drill else ""
     return Response(
-        202, f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"{deferred}}}'.encode()
+        202,
+        f'{{"alert_id": {json.dumps(accepted.alert_id)}, "status": "{status}"{deferred}{taken_as}}}'.encode(),
     )
 
 
-def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseException) -> None:
+def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseException, drill: bool) -> None:
     if answer.done():  # the server stopped waiting for it
         return
     if isinstance(result, JOURNAL_FAILURES):
@@ -425,7 +484,7 @@ def _settle_answer(answer: asyncio.Future[Response], result: Accepted | BaseExce
     elif isinstance(result, BaseException):
         answer.set_exception(result)
     else:
-        answer.set_result(accepted_response(result))
+        answer.set_result(accepted_response(result, drill))
 
 
 def alerts_route(
@@ -474,7 +533,10 @@ def alerts_route(
         # The busy path: a free slot is taken at once and the answer is a future, not a task.
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         try:
-            taken = sink.offer(alert, InputName.HTTP, body, lambda result: _settle_answer(answer, result))
+            drill = is_drill(alert.sender)
+            taken = sink.offer(
+                alert, InputName.HTTP, body, lambda result: _settle_answer(answer, result, drill)
+            )
         except Overloaded as exc:
             return overloaded(exc)
         if taken:
@@ -498,7 +560,7 @@ def alerts_route(
             return overloaded(exc)
         except JOURNAL_FAILURES as exc:
             return journal_failed(exc)
-        return accepted_response(accepted)
+        return accepted_response(accepted, is_drill(alert.sender))
 
     return Route(
         "POST",

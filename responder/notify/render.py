@@ -64,7 +64,7 @@ from responder.notify.escape import (
     escape,
     plain,
 )
-from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
+from responder.policy import DRY_RUN_BY_DRILL, DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
 from responder.sender import Proof, Sender
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
@@ -325,10 +325,29 @@ def _header_text(report: IncidentReport) -> str:
         prefix = f":no_entry: UNVERIFIED {alert.priority.label} alert: "
     else:
         prefix = f"{_PRIORITY_ICON[alert.priority]} {alert.priority.label}: "
+    if report.key.drill:
+        prefix = _DRILL_PREFIX + prefix
     # plain_text: Slack shows it as it is (an entity would show as typed), on one line. Its emoji
     # are ours: a colon of the rule (a forged one's `:white_check_mark: resolved`) is shown as a
     # look-alike, so that no shortcode in it becomes an emoji.
     return prefix + plain(without_shortcodes(alert.rule), HEADER_LIMIT - len(prefix))
+
+
+# A drill (the drill token's alert) is said first, in the header and the fallback text: a
+# person replays it, and on-call must not take it for Falco's, nor Falco's for it.
+_DRILL_PREFIX = "DRILL: "
+
+
+def _drill_line(report: IncidentReport) -> str:
+    """Who sent the drill and whether it acted. Only the drill token's alerts are drills: the text
+    inside an alert (a command line naming the simulator) is the sender's to write."""
+    sent_by = code(report.alert.sender.text(), REASON_LIMIT) if report.alert.sender is not None else "-"
+    said = f":test_tube: *Drill*: a replay sent with the drill token ({sent_by}), not an alert from Falco."
+    if report.decision.dry_run_by == DRY_RUN_BY_DRILL:
+        return said + " Decided in dry-run (guardrails.enforce_drills is off): nothing was done to the pod."
+    if report.decision.dry_run:
+        return said
+    return said + " Drills are enforced (guardrails.enforce_drills): what it did to the pod is real."
 
 
 def without_shortcodes(text: str) -> str:
@@ -410,6 +429,8 @@ def _dry_run_cause(decision: Decision) -> str:
     """What put the decision in dry-run, for "nothing was changed" lines."""
     if decision.dry_run_by == DRY_RUN_BY_POLICY:
         return f"policy {code(decision.policy, NAME_LIMIT)} is in dry-run"
+    if decision.dry_run_by == DRY_RUN_BY_DRILL:
+        return "it is a drill (guardrails.enforce_drills is off)"
     return "guardrails.dry_run is on"
 
 
@@ -880,6 +901,8 @@ def _forger_hint(sender: Sender | None) -> str:
             return said + "check who holds that client certificate"
         case Proof.TOKEN:
             return said + "check who holds that token (its line in the token file)"
+        case Proof.DRILL_TOKEN:
+            return said + "check who holds the drill token (inputs.http.drill_token)"
         case Proof.SERVER_CERTIFICATE:
             return said + "check who holds a server certificate for that name from inputs.grpc.tls.ca_file"
         case Proof.SOCKET:
@@ -1181,6 +1204,8 @@ def _fallback_text(report: IncidentReport) -> str:
     reopens = report.decision.reopens
     if reopens is not None:
         said += f" (reopens {reopens.incident_id}: its {reopens.lapse.what} no longer held)"
+    if report.key.drill:
+        said = _DRILL_PREFIX + said
     return escape(said, FALLBACK_LIMIT)
 
 
@@ -1266,6 +1291,8 @@ def render_incident(
         )
     elif thread_replies and group is not None:
         headline.add(_thread_summary(group.workload, thread_replies))
+    if report.key.drill:
+        headline.add(_drill_line(report))
     if forgery:
         headline.extend(_unverified_lines(report))
     headline.extend(_action_lines(report, tries_by_itself))
@@ -1387,13 +1414,14 @@ def render_repeat(
     if report.alerting_after_release is not None:  # names the rule and the pod itself
         return _after_release_reply(report, seen, form, counted_here=counted_here)
     lines = _Lines()
+    drill = _DRILL_PREFIX if report.key.drill else ""
     if top_level:
-        lines.add(f"{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
+        lines.add(f"{drill}{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
     lines.add(seen)
     lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
     last = format_utc(report.last_seen_ns)
     rule = defuse(without_shortcodes(report.alert.rule))
-    summary = f"{rule} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
+    summary = f"{drill}{rule} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
     text = escape(summary, FALLBACK_LIMIT)
     blocks = (
         _section(lines),

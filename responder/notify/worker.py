@@ -446,6 +446,8 @@ class NotificationWorker:
             # An incident opened because an earlier one's isolation of the same pod no longer held
             # is no other pod of the workload, and the attack goes on past that isolation.
             or report.decision.reopens is not None
+            # A drill posts on its own: never read as one of Falco's alerts, nor gathering them.
+            or report.key.drill
         ):
             return None
         since = report.first_seen_ns - self._thread_window_ns

@@ -162,7 +162,12 @@ CASES: tuple[Case, ...] = (
             "metrics": {"allowFrom": {"namespace": "monitoring", "podSelector": {"app": "prometheus"}}},
             "podDisruptionBudget": {"minAvailable": 1},
             "slack": {"mode": "bot", "secretName": "slack-bot", "defaultChannel": "#sec-alerts"},
-            "inputs": {"http": {"auditToken": {"secretName": "sg-audit-readers"}}},
+            "inputs": {
+                "http": {
+                    "auditToken": {"secretName": "sg-audit-readers"},
+                    "drillToken": {"secretName": "sg-drills"},
+                }
+            },
             "priorityClassName": "system-cluster-critical",
             "tolerations": [
                 {"key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule"}

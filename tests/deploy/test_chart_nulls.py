@@ -40,6 +40,8 @@ def _container(rendered: Rendered) -> dict[str, Any]:
         ({"slack": {"threadByWorkload": None}}, lambda c: c.slack.thread_by_workload is True),
         ({"inputs": {"http": {"maxConnections": None}}}, lambda c: c.inputs.http.max_connections == 1024),
         ({"inputs": {"http": {"auditToken": None}}}, lambda c: c.inputs.http.audit_token is None),
+        ({"inputs": {"http": {"drillToken": None}}}, lambda c: c.inputs.http.drill_token is None),
+        ({"guardrails": {"enforceDrills": None}}, lambda c: c.guardrails.enforce_drills is False),
     ],
     ids=[
         "policies",
@@ -51,6 +53,8 @@ def _container(rendered: Rendered) -> dict[str, Any]:
         "slack.threadByWorkload",
         "inputs.http.maxConnections",
         "inputs.http.auditToken",
+        "inputs.http.drillToken",
+        "guardrails.enforceDrills",
     ],
 )
 def test_a_null_renders_the_default_the_responder_takes(

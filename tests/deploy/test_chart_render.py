@@ -258,18 +258,33 @@ def test_the_default_connections_and_bodies_fit_the_default_memory_limit(
     assert http.max_body_bytes == HttpInput.model_fields["max_body_bytes"].default
 
 
-def test_the_audit_token_reaches_the_config_from_its_own_secret(renders: dict[str, Rendered]) -> None:
-    assert _config(renders["defaults"]).inputs.http.audit_token is None
-    http = _config(renders["production"]).inputs.http
-    assert http.audit_token is not None
-    assert http.audit_token.file == "/var/run/secrets/serving-guard/audit-token/token"
-    volumes = _deployment(renders["production"])["spec"]["template"]["spec"]["volumes"]
-    volume = next(v for v in volumes if v["name"] == "audit-token")
+@pytest.mark.parametrize(
+    ("key", "volume_name", "secret"),
+    [("audit_token", "audit-token", "sg-audit-readers"), ("drill_token", "drill-token", "sg-drills")],
+)
+def test_the_audit_and_drill_tokens_reach_the_config_from_their_own_secrets(
+    renders: dict[str, Rendered], key: str, volume_name: str, secret: str
+) -> None:
+    assert getattr(_config(renders["defaults"]).inputs.http, key) is None
+    config = _config(renders["production"])
+    ref = getattr(config.inputs.http, key)
+    assert ref is not None
+    assert ref.file == f"/var/run/secrets/serving-guard/{volume_name}/token"
+    spec = _deployment(renders["production"])["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == volume_name)
     assert volume["secret"] == {
-        "secretName": "sg-audit-readers",
+        "secretName": secret,
         "defaultMode": 0o440,
         "items": [{"key": "token", "path": "token"}],
     }
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts[volume_name] == {
+        "name": volume_name,
+        "mountPath": f"/var/run/secrets/serving-guard/{volume_name}",
+        "readOnly": True,
+    }
+    # Drills are decided in dry-run unless the values say to act on them.
+    assert config.guardrails.enforce_drills is False
 
 
 def test_grpc_input_reaches_the_config(renders: dict[str, Rendered]) -> None:

@@ -361,6 +361,31 @@ def test_schema_rejects_bad_values_naming_the_path(
             NAMESPACE,
             'inputs.http.auditToken: Secret "sg-tokens" key "token" is also inputs.http.token\'s',
         ),
+        # ingest.http.drill_token_source: a drill is told by a token no one else holds.
+        (
+            {
+                "inputs": {
+                    "http": {
+                        "token": {"secretName": "sg-tokens", "key": "token"},
+                        "drillToken": {"secretName": "sg-tokens", "key": "token"},
+                    }
+                }
+            },
+            NAMESPACE,
+            'inputs.http.drillToken: Secret "sg-tokens" key "token" is also inputs.http.token\'s',
+        ),
+        (
+            {
+                "inputs": {
+                    "http": {
+                        "auditToken": {"secretName": "sg-tokens", "key": "readers"},
+                        "drillToken": {"secretName": "sg-tokens", "key": "readers"},
+                    }
+                }
+            },
+            NAMESPACE,
+            'inputs.http.drillToken: Secret "sg-tokens" key "readers" is also inputs.http.auditToken\'s',
+        ),
     ],
 )
 def test_chart_refuses_unworkable_combinations(

@@ -60,7 +60,10 @@ async def replay(
     *names: str,
     pod: str = "torchserve",
     extra: tuple[str, ...] = (),
+    live: bool = True,
 ) -> str:
+    """Replays ``names``; ``live``: as Falco's alerts (these tests are about the responder acting),
+    else as a drill."""
     # --forge reads no pod, so it takes no kubeconfig.
     kubeconfig = [] if "--forge" in extra else ["--kubeconfig", seeded.kubeconfig]
     argv = [
@@ -73,6 +76,7 @@ async def replay(
         *kubeconfig,
         "--run-id",
         run_id,
+        *(["--live"] if live else []),
         *extra,
     ]
     code, out = await cli(argv, capsys)
@@ -320,6 +324,7 @@ async def test_replay_through_the_falco_grpc_outputs_service(
             [
                 "replay",
                 "model-tampering",
+                "--live",
                 "--grpc",
                 f"unix://{socket_path}",
                 "--pod",
@@ -363,6 +368,7 @@ async def test_replay_grpc_over_mutual_tls(
             [
                 "replay",
                 "credential-read",
+                "--live",
                 "--grpc",
                 address,
                 "--grpc-cert",
@@ -435,7 +441,7 @@ async def test_replay_errors_are_clear(
     code, out = await cli([*base, "--pod", "nope"], capsys)
     assert code == 2 and "--pod must be NAMESPACE/NAME" in out
     code, out = await cli(
-        ["replay", "drift-exec", "--pod", "a/b", "--forge", "--grpc", "127.0.0.1:0"], capsys
+        ["replay", "drift-exec", "--pod", "a/b", "--forge", "--live", "--grpc", "127.0.0.1:0"], capsys
     )
     assert code == 2 and "--grpc on TCP needs --grpc-cert, --grpc-key and --grpc-client-ca" in out
     with refusing_port() as port:
@@ -868,7 +874,7 @@ async def test_a_scenario_none_of_whose_alerts_got_through_is_left_out_of_the_pr
 
     with answering(only_shells) as url:
         names = ["shell-in-serving-pod", "credential-read"]
-        argv = ["replay", *names, "--to", url, "--pod", pod_ref(seeded, "torchserve"), "--forge"]
+        argv = ["replay", *names, "--to", url, "--pod", pod_ref(seeded, "torchserve"), "--forge", "--live"]
         code, out = await cli([*argv, "--run-id", run_id], capsys)
     assert code == 1, out
     printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))

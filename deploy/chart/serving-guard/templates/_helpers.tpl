@@ -78,6 +78,7 @@ tls: /var/run/secrets/serving-guard/tls
 grpcTls: /var/run/secrets/serving-guard/grpc-tls
 httpToken: /var/run/secrets/serving-guard/http-token
 auditToken: /var/run/secrets/serving-guard/audit-token
+drillToken: /var/run/secrets/serving-guard/drill-token
 slack: /var/run/secrets/serving-guard/slack
 journalDir: /var/lib/serving-guard
 {{- end -}}
@@ -182,13 +183,24 @@ journalDir: /var/lib/serving-guard
 {{- if $enabled }}true{{ end -}}
 {{- end -}}
 
-{{/* The audit token's Secret as JSON ({secretName, key}), or nothing when there is none. auditToken is
-     absent from the values of a release installed before it (helm upgrade --reuse-values). */}}
-{{- define "serving-guard.auditTokenSecret" -}}
-{{- $audit := .Values.inputs.http.auditToken | default dict -}}
-{{- if and .Values.inputs.http.enabled $audit.secretName -}}
-{{- toJson (dict "secretName" $audit.secretName "key" ($audit.key | default "token")) -}}
+{{/* An optional token's Secret as JSON ({secretName, key}), or nothing when there is none: .token
+     (absent from the values of a release installed before it: helm upgrade --reuse-values) while
+     .enabled (the HTTP input). */}}
+{{- define "serving-guard.optionalTokenSecret" -}}
+{{- $token := .token | default dict -}}
+{{- if and .enabled $token.secretName -}}
+{{- toJson (dict "secretName" $token.secretName "key" ($token.key | default "token")) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The audit readers' token's Secret (optionalTokenSecret). */}}
+{{- define "serving-guard.auditTokenSecret" -}}
+{{- include "serving-guard.optionalTokenSecret" (dict "token" .Values.inputs.http.auditToken "enabled" .Values.inputs.http.enabled) -}}
+{{- end -}}
+
+{{/* The drill token's Secret (optionalTokenSecret). */}}
+{{- define "serving-guard.drillTokenSecret" -}}
+{{- include "serving-guard.optionalTokenSecret" (dict "token" .Values.inputs.http.drillToken "enabled" .Values.inputs.http.enabled) -}}
 {{- end -}}
 
 {{/* Namespaces ---------------------------------------------------------------------------------- */}}
@@ -265,6 +277,18 @@ this parses (an exponent form such as 1e9): the caller then checks nothing. */}}
 {{- $audit := $auditToken | fromJson -}}
 {{- if and (eq $v.inputs.http.token.secretName $audit.secretName) (eq $v.inputs.http.token.key $audit.key) -}}
 {{- fail (printf "inputs.http.auditToken: Secret %q key %q is also inputs.http.token's: the audit trail's readers would hold the senders' token, and the senders the readers' (the responder refuses to start). Give the audit token a Secret or key of its own" $audit.secretName $audit.key) -}}
+{{- end -}}
+{{- end -}}
+{{- with include "serving-guard.drillTokenSecret" . -}}
+{{- $drill := . | fromJson -}}
+{{- $others := dict "inputs.http.token" (ternary (dict "secretName" $v.inputs.http.token.secretName "key" $v.inputs.http.token.key) dict (not (empty $v.inputs.http.token.secretName))) -}}
+{{- with $auditToken -}}
+{{- $_ := set $others "inputs.http.auditToken" (. | fromJson) -}}
+{{- end -}}
+{{- range $name, $other := $others -}}
+{{- if and $other.secretName (eq $other.secretName $drill.secretName) (eq $other.key $drill.key) -}}
+{{- fail (printf "inputs.http.drillToken: Secret %q key %q is also %s's: a drill must be told from Falco's alerts by a token no one else holds (the responder refuses to start). Give the drill token a Secret or key of its own" $drill.secretName $drill.key $name) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if $v.inputs.http.requireSenderMatchesHostname -}}
@@ -451,6 +475,9 @@ change that no longer rolls it). */ -}}
 {{- if include "serving-guard.auditTokenSecret" . -}}
 {{- $_ := set $http "audit_token" (dict "file" (printf "%s/token" $paths.auditToken)) -}}
 {{- end -}}
+{{- if include "serving-guard.drillTokenSecret" . -}}
+{{- $_ := set $http "drill_token" (dict "file" (printf "%s/token" $paths.drillToken)) -}}
+{{- end -}}
 {{- $grpc := dict "enabled" $v.inputs.grpc.enabled -}}
 {{- if $v.inputs.grpc.enabled -}}
 {{- $_ := set $grpc "address" $v.inputs.grpc.address -}}
@@ -477,7 +504,8 @@ change that no longer rolls it). */ -}}
       "enforce_namespace_label" (default nil $v.guardrails.enforceNamespaceLabel)
       "max_quarantines" (dict "count" $v.guardrails.maxQuarantines.count "window_seconds" $v.guardrails.maxQuarantines.windowSeconds)
       "max_blocks" (dict "count" ($maxBlocks.count | default 20) "window_seconds" ($maxBlocks.windowSeconds | default 300) "per_pod" ($maxBlocks.perPod | default 5))
-      "dry_run" $v.guardrails.dryRun -}}
+      "dry_run" $v.guardrails.dryRun
+      "enforce_drills" (default false $v.guardrails.enforceDrills) -}}
 {{- $config := dict
       "inputs" (dict "http" $http "grpc" $grpc)
       "server" (dict "metrics_listen" "0.0.0.0:9090")
