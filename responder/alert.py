@@ -116,6 +116,9 @@ class Alert:
     # Who delivered it, as its input knows it (a peer, a Falco, a file): not part of what Falco
     # said, so not part of alert_id. Journaled with it.
     sender: Sender | None = None
+    # How far ahead of when it came its event was dated, once time_ns was moved back to that
+    # (pod_records.dated_credibly, to weigh a release against it); 0: as Falco dated it. Never journaled.
+    dated_ahead_ns: int = 0
 
     def text(self, name: str) -> str | None:
         """The field as Falco would print it, or None when missing."""

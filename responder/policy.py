@@ -291,7 +291,7 @@ def decide(
         else None
     )
     if released is not None:
-        withhold(released_after_alert(released, alert.time_ns))
+        withhold(released_after_alert(released, alert))
 
     # Past its share, the pod's egress is quarantined instead (the quarantine breaker below applies).
     actions, escalated, past_share = _share_of_blocks(actions, state, pod, config, dry_run_by)

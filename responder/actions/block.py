@@ -147,7 +147,7 @@ class DestinationBlocks:
                 if yield_to_release:
                     raise
                 outcome = self._outcome(
-                    OutcomeStatus.WITHHELD, released_after_alert(exc.record, alert.time_ns), started
+                    OutcomeStatus.WITHHELD, released_after_alert(exc.record, alert), started
                 )
         # Dry-run writes nothing to the cluster, not even an Event.
         if outcome.status is not OutcomeStatus.POD_GONE and not dry_run:

@@ -85,16 +85,26 @@ def dated_credibly(alert: Alert, received_ns: int) -> Alert:
     """``alert`` as a release is weighed against it: dated no later than when it came
     (``received_ns``, by the responder's clock), for its event happened before. A node's clock
     ahead (or a sender's date) must not make it newer than a person's release made after it came."""
-    return alert if alert.time_ns <= received_ns else replace(alert, time_ns=received_ns)
+    if alert.time_ns <= received_ns:
+        return alert
+    return replace(
+        alert, time_ns=received_ns, dated_ahead_ns=alert.dated_ahead_ns + alert.time_ns - received_ns
+    )
 
 
-def released_after_alert(released: ReleaseRecord, alert_time_ns: int) -> str:
+def released_after_alert(released: ReleaseRecord, alert: Alert) -> str:
     """Why an alert's isolation is withheld when a person released the pod after its event (an
-    alert taken up late: deferred while the pipeline was full, a slow API, a replayed file)."""
+    alert taken up late: deferred while the pipeline was full, a slow API, a replayed file), or
+    after it came, for one dated ahead of that (dated_credibly)."""
+    when = format_time_ns(alert.time_ns)
+    if alert.dated_ahead_ns:
+        dated = format_time_ns(alert.time_ns + alert.dated_ahead_ns)
+        after = f"after this alert came ({when}; its event was dated {dated}, ahead of the responder's clock)"
+    else:
+        after = f"after this alert's event ({when})"
     return (
-        f"the pod was released by {released.by} at {released.at}, after this alert's event"
-        f" ({format_time_ns(alert_time_ns)}): not isolated again on it; quarantine it by hand if it"
-        " should be"
+        f"the pod was released by {released.by} at {released.at}, {after}: not isolated again on it;"
+        " quarantine it by hand if it should be"
     )
 
 

@@ -839,7 +839,7 @@ class ClusterActions:
             return ActionOutcome(
                 "quarantine",
                 OutcomeStatus.WITHHELD,
-                released_after_alert(exc.record, alert.time_ns),
+                released_after_alert(exc.record, alert),
                 started_ns=started,
                 finished_ns=self._clock_ns(),
             )
@@ -1152,7 +1152,7 @@ class ClusterActions:
         that cut's own deny-all does not cut it (as listed), not even the narrower cut is proven."""
         released = release_record_in(meta.get("annotations") or {}, self._settings.label)
         if held is None and released is not None:
-            return self._ended(OutcomeStatus.WITHHELD, released_after_alert(released, alert.time_ns), started)
+            return self._ended(OutcomeStatus.WITHHELD, released_after_alert(released, alert), started)
         own = cut.network_policy
         if held is None:
             return self._ended(

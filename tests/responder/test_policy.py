@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
+from responder.actions.pod_records import dated_credibly
 from responder.alert import Alert, Priority
 from responder.alert_json import alert_from_mapping
 from responder.cluster.context import ContainerInfo, PodContext
@@ -220,6 +221,26 @@ def test_an_alert_older_than_a_persons_release_of_the_pod_does_not_isolate_it_ag
             " should be",
         )
         assert decision.notify
+
+
+def test_the_release_reason_says_when_an_alert_dated_ahead_came_not_its_event() -> None:
+    """An alert dated ahead of when it came is weighed as of then (dated_credibly): the reason says
+    that time is when it came, and what its event was dated (review-48 L1: it called it the event)."""
+    pod = dataclasses.replace(
+        make_pod(),
+        annotations={
+            "serving-guard.io/released-at": "2026-01-01T00:10:00Z",
+            "serving-guard.io/released-by": "bob",
+        },
+    )
+    came_ns = make_alert().time_ns - 1
+    ahead = dated_credibly(dataclasses.replace(make_alert(), time_ns=came_ns + 3600 * 10**9), came_ns)
+    decision = decide(ahead, pod, VERIFIED, GuardrailState(), make_config())
+    assert decision.withheld == (
+        "the pod was released by bob at 2026-01-01T00:10:00Z, after this alert came"
+        " (2026-01-01T00:00:00.000000000Z; its event was dated 2026-01-01T01:00:00.000000000Z, ahead of the"
+        " responder's clock): not isolated again on it; quarantine it by hand if it should be",
+    )
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,9 @@ def test_an_alert_is_dated_no_later_than_it_came(seeded: Seeded) -> None:
         seeded[1]["vllm"], SHELL_RULE, "Notice", "shell", {"proc.name": "sh"}, time_ns=clock.now + HOUR_NS
     )
     ahead = alert_from_mapping(payload)
-    assert dated_credibly(ahead, clock.now) == dataclasses.replace(ahead, time_ns=clock.now)
+    assert dated_credibly(ahead, clock.now) == dataclasses.replace(
+        ahead, time_ns=clock.now, dated_ahead_ns=HOUR_NS
+    )
     on_time = dataclasses.replace(ahead, time_ns=clock.now - 10**9)
     assert dated_credibly(on_time, clock.now) is on_time
 
