@@ -53,13 +53,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for notifications to go out at the end; 0: do not wait (default: %(default)g)",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only read and validate every line, reporting each bad one: nothing is journaled or acted on"
+        " (the responder is not started; its journal and cluster are not touched)",
+    )
+    parser.add_argument(
         "--drill",
         action="store_true",
         help="the lines are a drill (serving-guard replay --file): journaled and shown as one, in incidents"
         " of their own, decided in dry-run unless guardrails.enforce_drills",
     )
     parser.epilog = (
-        "exit status: 0 every line ingested; 1 some lines rejected (each reported on stderr); 2 a bad"
+        "exit status: 0 every line ingested (with --check: valid); 1 some lines rejected (each reported on"
+        " stderr); 2 a bad"
         " config or source, or ingesting stopped (the line to resume from is said); 74 reports or the"
         " tally could not be written to stderr (a full disk, its reader gone): ingesting went on, so the"
         " good lines are journaled all the same"
@@ -229,6 +236,8 @@ async def ingest(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop, signum)
     try:
+        if args.check:
+            return await _check(config, stream, name, _file_sender(args.source, drill=args.drill))
         return await _ingest(args, config, stream, name)
     except asyncio.CancelledError:
         if not received:  # Ctrl-C: asyncio.run says so (KeyboardInterrupt, exit 130)
@@ -239,6 +248,22 @@ async def ingest(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signum)
         if args.source != "-":  # stdin is not ours to close
             stream.close()
+
+
+async def _check(config: Config, stream: BinaryIO, name: str, sender: Sender) -> int:
+    """--check: every line read and parsed as ingest would, each bad one reported; nothing submitted."""
+    limit = config.inputs.http.max_body_bytes
+    tally = _Tally(None, name, sender)
+    stopped = await tally.feed(line_source(stream, limit), limit)
+    tally.report(
+        f"{name}: {tally.accepted} valid, {tally.rejected} rejected (checked only: nothing ingested)"
+    )
+    tally.report_if_empty()
+    if stopped is not None:
+        raise UserError(stopped)
+    if tally.unreported:
+        return EXIT_OUTPUT_LOST
+    return 1 if tally.rejected else 0
 
 
 async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, name: str) -> int:
@@ -275,6 +300,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     tally.report(
         f"{name}: {tally.accepted} accepted, {tally.again} already in the journal, {tally.rejected} rejected"
     )
+    tally.report_if_empty()
     if outcomes:
         # What was done, so that a LEAKY or failed action is not read as success from the tally.
         by_action: dict[str, list[str]] = {}
@@ -298,7 +324,8 @@ def _file_sender(source: str, *, drill: bool) -> Sender:
 
 @dataclass
 class _Tally:
-    pipeline: Pipeline
+    # None: --check (lines parsed and counted, never submitted).
+    pipeline: Pipeline | None
     name: str
     sender: Sender
     accepted: int = 0
@@ -316,6 +343,11 @@ class _Tally:
             f" journal, {self.rejected} rejected): every line is journaled; what was not yet acted on or"
             " posted to Slack is taken up by the next start on this journal (serve, or ingest)"
         )
+
+    def report_if_empty(self) -> None:
+        """Says a source without a single line to take: the wrong file, or a capture that failed."""
+        if not (self.accepted or self.again or self.rejected):
+            self.report(f"{self.name}: no alert in it (empty, or blank lines only)")
 
     def interrupted(self) -> str:
         # self.line is the line being read or submitted: once one is done, the next one.
@@ -372,6 +404,9 @@ class _Tally:
                 problem += f"; {NOT_JSON_OUTPUT}"
             self.refuse(number, rejection_code(exc), problem)
             return
+        if self.pipeline is None:  # --check
+            self.accepted += 1
+            return
         submitting = asyncio.ensure_future(self.pipeline.submit(alert, InputName.JSONL, raw=raw))
         try:
             result = await asyncio.shield(submitting)
@@ -403,7 +438,8 @@ class _Tally:
     def refuse(self, number: int, code: str, problem: str) -> None:
         self.rejected += 1
         where = f"{self.name}:{number}: {problem}"
-        self.pipeline.reject(InputName.JSONL, code, where, said=True)  # once on stderr, not twice
+        if self.pipeline is not None:
+            self.pipeline.reject(InputName.JSONL, code, where, said=True)  # once on stderr, not twice
         self.report(where)
 
     def report(self, text: str) -> None:

@@ -732,3 +732,38 @@ def posts_tried(journal: Path) -> bool:
     except sqlite3.OperationalError:  # not made yet
         return False
     return bool(row and row[0])
+
+
+# --- ingest --check, and a source without an alert (review-replay L3) -----------------------------
+
+
+def test_ingest_check_validates_every_line_and_journals_or_acts_on_none(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    good = falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Notice", "x", {"proc.name": "sh"})).decode()
+    source = tmp_path / "recorded.jsonl"
+    source.write_text(f"{good}\n{{not json\n\n{good}\n")
+    assert main(["ingest", str(source), "--config", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{source}:2: invalid JSON" in err, err
+    assert f"{source}: 2 valid, 1 rejected (checked only: nothing ingested)" in err
+    assert not quarantined(running, pods["vllm"])
+    # Nothing journaled: the journal was never opened.
+    assert not (tmp_path / "journal.db").exists()
+    source.write_text(f"{good}\n")
+    assert main(["ingest", str(source), "--config", str(config), "--check"]) == 0
+    assert f"{source}: 1 valid, 0 rejected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_source_without_an_alert_is_said(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], check: bool
+) -> None:
+    config = write_config(tmp_path, seeded[2])
+    source = tmp_path / "empty.jsonl"
+    source.write_text("\n  \n")
+    argv = ["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]
+    assert main([*argv, *(["--check"] if check else [])]) == 0
+    assert f"{source}: no alert in it (empty, or blank lines only)\n" in capsys.readouterr().err
