@@ -26,13 +26,16 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from responder.alert import Priority, format_time_ns
 from responder.errors import UserError
 from responder.rulespack.paths import display_path
 from simulators.falco_json import falco_bytes
 from simulators.identity import PodIdentity
+
+if TYPE_CHECKING:
+    from simulators.silenced import ExceptionRows
 from simulators.scenario import (
     FieldValue,
     Scenario,
@@ -61,6 +64,8 @@ class RuleSpec:
     output: str
     source: str = "syscall"
     disabled_at: str | None = None  # FILE:LINE of the `enabled: false` that switched the rule off
+    # Its exceptions as the files load them: replay says an alert one of them would keep Falco from sending.
+    exceptions: tuple[ExceptionRows, ...] = ()
 
 
 class RuleSpecs(dict[str, RuleSpec]):
@@ -93,6 +98,7 @@ def load_rule_specs(
     condition) is a UserError naming file and line, as `serving-guard rules check` reports it."""
     from responder.rulespack.expand import load_paths
     from responder.rulespack.paths import default_pack
+    from simulators.silenced import exception_rows
 
     files = [str(paths)] if isinstance(paths, Path | str) else [str(path) for path in paths]
     for path in files:
@@ -117,6 +123,7 @@ def load_rule_specs(
             " ".join(state.output.split()),
             state.source,
             state.disabled_at,
+            exception_rows(ruleset, state),
         )
     return RuleSpecs(specs, origin, ", ".join(files))
 

@@ -42,6 +42,7 @@ from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, read_identity
 from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
 from simulators.scenario import Scenario, add_scenarios_dir_option, check_run_id, load_scenarios
+from simulators.silenced import silenced_by
 
 DEFAULT_TIMEOUT = 30.0
 # The options that apply to one way out only: (dest, flag, the targets they apply to).
@@ -257,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
                 f" proves no control: run it live, serving-guard simulate {scenario.name})",
                 file=out,
             )
+    for line in silenced_notes(alerts, specs):
+        print(line, file=out)
     for item in alerts:
         if not item.carries_step:
             print(
@@ -288,6 +291,24 @@ def run(args: argparse.Namespace) -> int:
         trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.name in delivered)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     return 0 if all(d.ok for d in deliveries) else 1
+
+
+def silenced_notes(alerts: list[ScenarioAlert], specs: Mapping[str, RuleSpec]) -> list[str]:
+    """A note for each alert an exception of its rule, as the rules files load, would keep Falco from
+    sending (a tuning that blinds the rule where the scenario runs): replayed all the same."""
+    notes = []
+    for item in alerts:
+        spec = specs.get(item.rule)
+        fields = item.alert.get("output_fields")
+        if spec is None or not isinstance(fields, dict):
+            continue
+        silenced = silenced_by(fields, spec.exceptions)
+        if silenced is not None:
+            notes.append(
+                f"  note: {item.scenario} alert {item.step} ({item.rule}): Falco would not send it: the"
+                f" {silenced.text()}; sent all the same (a replay proves the responder, not detection)"
+            )
+    return notes
 
 
 def drill_notes(args: argparse.Namespace, deliveries: list[Delivery]) -> list[str]:

@@ -1,0 +1,62 @@
+"""replay says which of its alerts an exception of the rules as loaded (the pack and the user's
+tuning) would keep Falco from sending: sent all the same, a replay proves the responder, not
+detection (review-replay L5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from responder.cli import main
+from responder.rulespack.paths import default_pack
+from simulators.silenced import ExceptionRows, silenced_by
+
+QUIET_SERVING_USER = """\
+- rule: Shell in serving pod
+  exceptions:
+    - name: quiet_serving_user
+      fields: [user.name, proc.pname]
+      comps: ["=", pmatch]
+      values: [[{user}, [/usr/bin, serving-guard]]]
+  override:
+    exceptions: append
+"""
+
+
+def _replay(tmp_path: Path, capsys: pytest.CaptureFixture[str], user: str) -> str:
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(QUIET_SERVING_USER.format(user=user))
+    out_file = tmp_path / "alerts.jsonl"
+    argv = ["replay", "shell-in-serving-pod", "--pod", "ml-serving/x-0", "--forge", "--file", str(out_file)]
+    assert main([*argv, "--rules", str(default_pack()), str(tuning)]) == 0
+    assert out_file.read_text().count("\n") == 2  # sent all the same
+    return capsys.readouterr().out
+
+
+def test_replay_says_an_alert_the_users_tuning_would_silence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _replay(tmp_path, capsys, "model-server")
+    for step in (1, 2):
+        assert (
+            f"  note: shell-in-serving-pod alert {step} (Shell in serving pod): Falco would not send it: the"
+            f" exception 'quiet_serving_user' ({tmp_path / 'tuning.yaml'}:3) holds for its"
+            " user.name=model-server, proc.pname=serving-guard; sent all the same (a replay proves the"
+            " responder, not detection)"
+        ) in out, out
+    # An exception of another user silences none of them: nothing said.
+    assert "Falco would not send it" not in _replay(tmp_path, capsys, "root")
+
+
+def test_what_cannot_be_told_from_the_alert_is_never_said_to_silence_it() -> None:
+    rows = (
+        ExceptionRows("a", ("user.name", "fd.name"), ("=", "="), (("model-server", "/x"),), "f:1"),
+        ExceptionRows("b", ("user.name",), ("bcontains",), (("model-server",),), "f:2"),
+        ExceptionRows("c", ("proc.name",), ("in",), ((("sh", "bash"),),), "f:3"),
+    )
+    # fd.name is not in the alert; bcontains is not evaluated here: neither holds.
+    assert silenced_by({"user.name": "model-server"}, rows) is None
+    found = silenced_by({"user.name": "model-server", "proc.name": "bash"}, rows)
+    assert found is not None and found.text() == "exception 'c' (f:3) holds for its proc.name=bash"
+    assert silenced_by({"proc.name": "zsh"}, rows) is None
