@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from responder.sender import Sender
+from responder.sender import Sender, is_drill
 
 FieldValue = str | int | float | bool
 
@@ -428,9 +428,13 @@ def compute_alert_id(
     priority: Priority | None = None,
     tags: tuple[str, ...] = (),
     fields: Mapping[str, FieldValue] | None = None,
+    *,
+    drill: bool = False,
 ) -> str:
     """A content id: the same alert delivered twice (a Falco retry, a replayed line) gets the same
-    id; one that differs in anything the policy reads (priority, tags, fields) does not.
+    id; one that differs in anything the policy reads (priority, tags, fields) does not. A drill's
+    (``drill``: its sender's) differs from Falco's of the same content: a drill replaying a captured
+    alert must not be taken for Falco's delivery of it (nor Falco's, later, for a drill's repeat).
 
     The fields count since they alone may tell two alerts apart: Falco without
     ``json_include_output_property`` sends no output, and append_output's extra fields are in
@@ -444,6 +448,8 @@ def compute_alert_id(
     fields_text = _fields_text(fields) if fields else ""
     if fields_text:
         parts += (fields_text,)
+    if drill:  # only a drill's: Falco's alerts keep the ids earlier versions gave them
+        parts += ("drill",)
     joined = "\x1f".join(parts) + "\x1f"
     return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
@@ -536,6 +542,8 @@ def assemble_alert(
         tags=tags,
         hostname=hostname,
         sidekick_uuid=sidekick_uuid,
-        alert_id=compute_alert_id(rule, time_ns, hostname, source, output, priority, tags, fields),
+        alert_id=compute_alert_id(
+            rule, time_ns, hostname, source, output, priority, tags, fields, drill=is_drill(sender)
+        ),
         sender=sender,
     )

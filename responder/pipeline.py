@@ -703,7 +703,7 @@ class Pipeline:
             return None
         repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
         reopen_after_ns = None
-        if report is not None and dry_run_lifted(report.decision, self._config):
+        if report is not None and dry_run_lifted(report.decision, self._config, drill=report.key.drill):
             # Dry-run was turned off for it (the usual way from trial to enforcement): an attack
             # still going on must not fold into a prediction for the rest of the window.
             reopen_after_ns = row.opened_ns

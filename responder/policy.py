@@ -450,14 +450,14 @@ def _dry_run_by(alert: Alert, policy: Policy | None, guardrails: Guardrails) -> 
     return ""
 
 
-def dry_run_lifted(decision: Decision, config: Config) -> bool:
+def dry_run_lifted(decision: Decision, config: Config, *, drill: bool = False) -> bool:
     """The decision was a dry-run that would have changed the pod, and ``config`` no longer makes it
     one: guardrails.dry_run and the dry_run of the policy it named are both off now (or that policy
-    is gone), and so is a drill's (guardrails.enforce_drills on now). (A notify-only decision made
-    under dry-run is the same without it: nothing to redo.)"""
+    is gone), and, for a drill's (``drill``), guardrails.enforce_drills is on now. (A notify-only
+    decision made under dry-run is the same without it: nothing to redo.)"""
     if not decision.dry_run or not decision.changes_pod or config.guardrails.dry_run:
         return False
-    if decision.dry_run_by == DRY_RUN_BY_DRILL and not config.guardrails.enforce_drills:
+    if drill and not config.guardrails.enforce_drills:
         return False
     return not any(policy.name == decision.policy and policy.dry_run for policy in config.policies)
 

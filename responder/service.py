@@ -261,8 +261,8 @@ class Responder:
             audit_token = audit_token_source(http, token)
             drill_token = drill_token_source(http, token, audit_token)
             ssl_context = server_ssl_context(http)
-            authenticator = Authenticator(http, token, drill_token)
-            audit = self._audit_route(AuditReaders(audit_token, token))
+            authenticator = Authenticator(http, token, drill_token, audit_token)
+            audit = self._audit_route(AuditReaders(audit_token, token, drill_token))
             server = build_input_server(http, self.pipeline, authenticator, [audit], metrics=self.metrics)
             self.http_url = await self._serve_input(server, http.listen, ssl_context)
             if ssl_context is not None and http.tls is not None:

@@ -41,7 +41,7 @@ from simulators.alerts import (
 from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, read_identity
 from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
-from simulators.scenario import Scenario, add_scenarios_dir_option, check_run_id, load_scenarios
+from simulators.scenario import Outcome, Scenario, add_scenarios_dir_option, check_run_id, load_scenarios
 from simulators.silenced import silenced_by
 
 DEFAULT_TIMEOUT = 30.0
@@ -289,7 +289,15 @@ def run(args: argparse.Namespace) -> int:
     if identity.forged:
         delivered = {d.alert.scenario for d in deliveries if d.ok}
         trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.name in delivered)
+    predicted = [] if identity.forged else drill_predictions(scenarios, deliveries)
+    trail += "".join(f" --expect {name}=dry_run" for name in predicted)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
+    if predicted:
+        print(
+            "  (a drill changes no pod unless the responder enforces drills, guardrails.enforce_drills:"
+            " then leave the --expect ...=dry_run out)",
+            file=out,
+        )
     return 0 if all(d.ok for d in deliveries) else 1
 
 
@@ -315,6 +323,12 @@ def drill_notes(args: argparse.Namespace, deliveries: list[Delivery]) -> list[st
     """What became of the drill mark: --file's alerts are a drill only if ingested with --drill; a
     responder that took --to's alerts without saying they were drills acted on them as Falco's."""
     if args.live:
+        if any(d.ok and d.drill for d in deliveries):
+            return [
+                "note: the responder took them as a drill all the same (sent with its drill token, --live"
+                " or not): decided in dry-run unless it enforces drills; send them with a sender's"
+                " credential to have them acted on as Falco's"
+            ]
         return []
     if args.file is not None:
         where = "-" if args.file == "-" else shlex.quote(args.file)
@@ -334,6 +348,20 @@ def drill_notes(args: argparse.Namespace, deliveries: list[Delivery]) -> list[st
         f"WARNING: the responder did not say it took {len(live)} of them as a drill (a version before"
         " drills): it acted on them as on Falco's alerts"
     ]
+
+
+# What a drill in dry-run predicts instead of doing (verify's dry_run): the outcomes that change the pod.
+_CHANGES_POD = (Outcome.QUARANTINED, Outcome.LEAKY, Outcome.ANNOTATED, Outcome.BLOCKED)
+
+
+def drill_predictions(scenarios: list[Scenario], deliveries: list[Delivery]) -> list[str]:
+    """The scenarios whose action a drill only predicts: delivered, every delivered alert taken as a
+    drill, expected to change the pod."""
+    taken = [d for d in deliveries if d.ok]
+    if not taken or not all(d.drill for d in taken):
+        return []
+    delivered = {d.alert.scenario for d in taken}
+    return [s.name for s in scenarios if s.name in delivered and s.expect.outcome in _CHANGES_POD]
 
 
 def verify_trail_flags(args: argparse.Namespace) -> str:

@@ -29,6 +29,7 @@ from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
 from responder.journal import UNREADABLE_RECORD, Journal, report_from_record
+from responder.sender import is_drill
 
 
 def checked_pods(namespace: str, pods: list[str]) -> list[str]:
@@ -132,10 +133,13 @@ def cluster_settings(args: argparse.Namespace, configured: Cluster) -> tuple[Clu
     return configured.model_copy(update=updates), names
 
 
-def open_journal(args: argparse.Namespace, config: Config, stack: contextlib.ExitStack) -> Journal | None:
+def open_journal(
+    args: argparse.Namespace, config: Config, stack: contextlib.ExitStack, *, cuts: bool = False
+) -> Journal | None:
     """The journal named by --config, when it exists; opened before anything is changed, so that
     when it cannot record an action, nothing is done. --incident must name one of its incidents, in
-    --namespace: a mistyped id would file the action under no incident, and tell no one."""
+    --namespace: a mistyped id would file the action under no incident, and tell no one; with
+    ``cuts`` (quarantine, block), not a drill's."""
     if not args.config or not os.path.exists(config.journal.path):
         if args.incident is not None:
             # Else the action is done, recorded nowhere and told to no one, as if it were.
@@ -176,6 +180,15 @@ def open_journal(args: argparse.Namespace, config: Config, stack: contextlib.Exi
                 f"--incident {args.incident}: an incident about pod {record['pod']!r}, not"
                 f" {', '.join(repr(pod) for pod in others)}; nothing was done (act on other pods without"
                 " --incident, or under their own incidents)"
+            )
+        first = record.get("first_alert")
+        if cuts and first is not None and is_drill(first.sender):
+            # A drill's post gives no by-hand command: one pasted from elsewhere would cut a pod that
+            # is not under attack and file it as the drill's answer.
+            raise UserError(
+                f"--incident {args.incident}: a drill's incident (its alerts came with the drill token or"
+                " ingest --drill), not an attack's; nothing was done (to cut the pod all the same, leave"
+                " --incident out)"
             )
     return journal
 
@@ -300,7 +313,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
     opt_in = config.guardrails.enforce_namespace_label
     done = 0
     with contextlib.ExitStack() as stack:
-        journal = open_journal(args, config, stack)
+        journal = open_journal(args, config, stack, cuts=True)
         gateway = KubeGateway.from_config(cluster, names)
         directory = PodDirectory(gateway, ttl_seconds=0)
         actions = ClusterActions.of_config(gateway, config)

@@ -179,7 +179,7 @@ def _drills_summary(over_http: bool, enforced: bool) -> str:
     if not over_http:
         return (
             "drills: none over HTTP (inputs.http.drill_token is not set): every alert the input takes"
-            " is acted on as Falco's, a replay's too"
+            " is acted on as Falco's, a `replay --live`'s too (a replay without --live is refused, 403)"
         )
     acted = (
         "acted on as Falco's (guardrails.enforce_drills)"

@@ -234,18 +234,26 @@ def bearer_matches(request: Request, token: TokenSource) -> bool | None:
 
 class Authenticator:
     def __init__(
-        self, config: HttpInput, token: TokenSource | None, drill: TokenSource | None = None
+        self,
+        config: HttpInput,
+        token: TokenSource | None,
+        drill: TokenSource | None = None,
+        audit: TokenSource | None = None,
     ) -> None:
         self._mtls = config.tls is not None and config.tls.client_ca_file is not None
         names = config.tls.allowed_client_names if config.tls is not None else None
         self._allowed_names = frozenset(map(_dns_form, names)) if names is not None else None
         self._token = token
         self._drill = drill
+        # The audit readers' token: a drill token that has become it (a rotation) sends nothing.
+        self._audit = audit
         self._open = config.allow_unauthenticated
 
     def check(self, request: Request) -> AuthResult:
         result = self._check(request)
-        if result.ok and request.headers.get(_DRILL_HEADER) and not is_drill(result.sender):
+        if result.ok and _DRILL_HEADER in request.headers and not is_drill(result.sender):
+            if self._drill is None:
+                return AuthResult(False, 403, f"{DRILL_NOT_VOUCHED}; this responder has no drill token")
             return AuthResult(False, 403, DRILL_NOT_VOUCHED)
         return result
 
@@ -253,11 +261,21 @@ class Authenticator:
         if self._drill is not None and (presented := presented_bearer(request)) is not None:
             drill = self._drill.number_of(presented)
             if drill is not None:
-                # Both files are re-read as their Secrets rotate: that they differ must hold on every
-                # read, or a sender's token would send drills, and the drill token Falco's alerts.
-                if self._token is not None and self._token.matches(presented):
-                    log.error(DRILL_SHARED_SINCE_ROTATION)
-                    return AuthResult(False, 403, DRILL_SHARED_SINCE_ROTATION)
+                # The files are re-read as their Secrets rotate: that they differ must hold on every
+                # read, or a sender's token would send drills, the drill token Falco's alerts, or the
+                # trail's readers drills (and the drill token's holders read the trail).
+                shared = next(
+                    (
+                        key
+                        for key, other in (("token", self._token), ("audit_token", self._audit))
+                        if other is not None and other.matches(presented)
+                    ),
+                    None,
+                )
+                if shared is not None:
+                    refusal = drill_shared_since_rotation(shared)
+                    log.error(refusal)
+                    return AuthResult(False, 403, refusal)
                 return _admitted(request, Proof.DRILL_TOKEN, drill)
         unnamed: AuthResult | None = None  # a certificate that verified, of no allowed name
         if self._mtls and request.peer_verified:
@@ -266,7 +284,7 @@ class Authenticator:
             ):
                 return _admitted(request, Proof.CERTIFICATE)
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
-        if (self._token is not None or self._drill is not None) and request.headers.get("authorization"):
+        if self._token is not None and request.headers.get("authorization"):
             presented = presented_bearer(request)
             number = self._token.number_of(presented) if presented is not None and self._token else None
             if number is not None:
@@ -287,10 +305,14 @@ DRILL_NOT_VOUCHED = (
     " token (inputs.http.drill_token): refused, nothing done; send drills with the drill token, or"
     " replay with --live to have the responder act on them as on Falco's alerts"
 )
-DRILL_SHARED_SINCE_ROTATION = (
-    "inputs.http.drill_token has become the same as inputs.http.token (a rotated Secret): refused;"
-    " give the drill token a secret of its own"
-)
+
+
+def drill_shared_since_rotation(key: str) -> str:
+    """Why a drill is refused whose token has become inputs.http.``key``'s too (a rotated Secret)."""
+    return (
+        f"inputs.http.drill_token has become the same as inputs.http.{key} (a rotated Secret): refused;"
+        " give the drill token a secret of its own"
+    )
 
 
 def _admitted(request: Request, proof: Proof, token: int | None = None) -> AuthResult:
@@ -337,9 +359,15 @@ class AuditReaders:
     or token is refused). Without one, nobody: every Falco node holds a sender's credential, and the
     trail (other pods' alerts, what was verified and done) is not for a node under attack to read."""
 
-    def __init__(self, audit_token: TokenSource | None, senders_token: TokenSource | None = None) -> None:
+    def __init__(
+        self,
+        audit_token: TokenSource | None,
+        senders_token: TokenSource | None = None,
+        drill_token: TokenSource | None = None,
+    ) -> None:
         self._token = audit_token
         self._senders_token = senders_token
+        self._drill_token = drill_token
 
     def check(self, request: Request) -> AuthResult:
         if self._token is None:
@@ -351,6 +379,9 @@ class AuditReaders:
             if self._senders_token is not None and bearer_matches(request, self._senders_token):
                 log.error(SAME_TOKENS_SINCE_ROTATION)
                 return AuthResult(False, 403, SAME_TOKENS_SINCE_ROTATION)
+            if self._drill_token is not None and bearer_matches(request, self._drill_token):
+                log.error(AUDIT_IS_DRILL_SINCE_ROTATION)
+                return AuthResult(False, 403, AUDIT_IS_DRILL_SINCE_ROTATION)
             return AUTHENTICATED
         if matches is None:
             return AuthResult(False, 401, AUDIT_READERS_ONLY)
@@ -365,11 +396,14 @@ class AuditReaders:
 def warn_of_plaintext_token(http: HttpInput) -> None:
     """A token on an input without TLS crosses the network readable by anyone on the path, who can
     then send alerts (and have pods quarantined): allowed (a service mesh may encrypt it), said."""
-    if http.token is not None and http.tls is None:
-        log.warning(
-            "inputs.http.token is accepted over plain HTTP: anyone who can read the traffic can"
-            " replay it and send alerts; set inputs.http.tls (or make sure a mesh encrypts it)"
-        )
+    if http.tls is not None:
+        return
+    for key, ref, what in (("token", http.token, "alerts"), ("drill_token", http.drill_token, "drills")):
+        if ref is not None:
+            log.warning(
+                f"inputs.http.{key} is accepted over plain HTTP: anyone who can read the traffic can"
+                f" replay it and send {what}; set inputs.http.tls (or make sure a mesh encrypts it)"
+            )
 
 
 def unauthenticated_input(http: HttpInput) -> str | None:
@@ -403,6 +437,12 @@ def audit_token_source(http: HttpInput, senders_token: TokenSource | None) -> To
     if senders_token is not None and share_a_token(token, senders_token):
         raise UserError(f"inputs.http.audit_token {SHARED_WITH_SENDERS}")
     return token
+
+
+AUDIT_IS_DRILL_SINCE_ROTATION = (
+    "inputs.http.audit_token has become the same as inputs.http.drill_token (a rotated Secret): the"
+    " trail is not served with it; give each a secret of its own"
+)
 
 
 def drill_token_source(
@@ -527,7 +567,12 @@ def alerts_route(
             alert = parse_falco_json(body, request.sender)
         except AlertError as exc:
             return invalid(request, exc)
-        if bound_to_node and (mismatch := sender_not_the_node(request.sender, alert.hostname)):
+        # A drill is a person's replay, not a node's alert: the drill token vouches for it.
+        if (
+            bound_to_node
+            and not is_drill(request.sender)
+            and (mismatch := sender_not_the_node(request.sender, alert.hostname))
+        ):
             refusals.record("unauthenticated", request.remote, f"403 {mismatch}", request.sender)
             return json_error(403, mismatch)
         # The busy path: a free slot is taken at once and the answer is a future, not a task.

@@ -338,11 +338,23 @@ def _header_text(report: IncidentReport) -> str:
 _DRILL_PREFIX = "DRILL: "
 
 
+_DRILL_NO_COMMAND = (
+    "*No command to cut the pod*: this is a drill, and the pod is not under attack"
+    " (`serving-guard quarantine --incident` refuses a drill's incident)."
+)
+
+
 def _drill_line(report: IncidentReport) -> str:
-    """Who sent the drill and whether it acted. Only the drill token's alerts are drills: the text
-    inside an alert (a command line naming the simulator) is the sender's to write."""
-    sent_by = code(report.alert.sender.text(), REASON_LIMIT) if report.alert.sender is not None else "-"
-    said = f":test_tube: *Drill*: a replay sent with the drill token ({sent_by}), not an alert from Falco."
+    """Who sent the drill and whether it acted. Only the drill token's alerts (or ingest --drill's)
+    are drills: the text inside an alert (a command line naming the simulator) is the sender's to write."""
+    sender = report.alert.sender
+    sent_by = code(sender.text(), REASON_LIMIT) if sender is not None else "-"
+    how = (
+        f"ingested with --drill ({sent_by})"
+        if sender is not None and sender.proof is Proof.FILE
+        else f"a replay sent with the drill token ({sent_by})"
+    )
+    said = f":test_tube: *Drill*: {how}, not an alert from Falco."
     if report.decision.dry_run_by == DRY_RUN_BY_DRILL:
         return said + " Decided in dry-run (guardrails.enforce_drills is off): nothing was done to the pod."
     if report.decision.dry_run:
@@ -1313,21 +1325,7 @@ def render_incident(
         undo.add(f"*To release the pod* once it is safe{where}:")
         undo.add(code_block(release, 1000))
         blocks.append(_section(undo))
-    for what, by_hand in (
-        ("quarantine it", report.quarantine_command(form)),
-        ("block it", report.block_command(form)),
-    ):
-        if by_hand:
-            act = _Lines()
-            if what == "quarantine it" and report.predicted_in_cut:
-                act.add(
-                    "*The pod is in this cut already* (another incident's quarantine, or a person's):"
-                    f" nothing more to do. To record this incident's quarantine all the same{where}:"
-                )
-            else:
-                act.add(f"*To {what} by hand* once you have looked{where}:")
-            act.add(code_block(by_hand, 1000))
-            blocks.append(_section(act))
+    blocks.extend(_by_hand_sections(report, form, where))
     blocks.append(
         _context(_context_texts(report, count_kept=in_workload_thread, repeats_in_thread=repeats_in_thread))
     )
@@ -1338,6 +1336,33 @@ def render_incident(
         kind=MessageKind.INCIDENT,
         text_alone=_text_alone(report, form),
     )
+
+
+def _by_hand_sections(report: IncidentReport, form: CommandForm, where: str) -> list[dict[str, Any]]:
+    """The commands to quarantine or block the pod by hand (a withheld action, a dry-run's), ``where``
+    they run; for a drill, none."""
+    sections = []
+    for what, by_hand in (
+        ("quarantine it", report.quarantine_command(form)),
+        ("block it", report.block_command(form)),
+    ):
+        if by_hand and report.key.drill:
+            # A drill's pod is not under attack: no command to cut it (quarantine --incident refuses).
+            instead = _Lines()
+            instead.add(_DRILL_NO_COMMAND)
+            return [_section(instead)]
+        if by_hand:
+            act = _Lines()
+            if what == "quarantine it" and report.predicted_in_cut:
+                act.add(
+                    "*The pod is in this cut already* (another incident's quarantine, or a person's):"
+                    f" nothing more to do. To record this incident's quarantine all the same{where}:"
+                )
+            else:
+                act.add(f"*To {what} by hand* once you have looked{where}:")
+            act.add(code_block(by_hand, 1000))
+            sections.append(_section(act))
+    return sections
 
 
 # A quarantine cuts the pod's network, nothing more: what is left for on-call to do.
@@ -1376,6 +1401,8 @@ def _text_alone(report: IncidentReport, form: CommandForm) -> str:
         head = f":no_entry: *UNVERIFIED {alert.priority.label} alert* (it may be forged)"
     else:
         head = f"{_PRIORITY_ICON[alert.priority]} *{alert.priority.label}*"
+    if report.key.drill:
+        head = _DRILL_PREFIX + head
     lines = _Lines()
     lines.add(f"{head}: {code(alert.rule, NAME_LIMIT)}")
     lines.add(

@@ -53,7 +53,7 @@ def _bearer_tokens_over_plain_http(rendered: Rendered) -> list[str]:
     http = yaml.safe_load(rendered.config_text())["inputs"]["http"]
     if not http["enabled"] or "tls" in http:
         return []
-    return [key for key in ("token", "audit_token") if key in http]
+    return [key for key in ("token", "audit_token", "drill_token") if key in http]
 
 
 # --- Cluster-wide rights with no admission policy -------------------------------------------------
@@ -129,6 +129,22 @@ def test_plain_http_with_only_the_audit_token_warns_of_it(chart: helm_python.Cha
         " and read the audit trail" in flat
     )
     assert "inputs.http.token:" not in flat
+
+
+@pytest.mark.parametrize("enforced", [False, True])
+def test_plain_http_with_the_drill_token_warns_of_it(chart: helm_python.Chart, enforced: bool) -> None:
+    """review-drills L8: a sniffed drill token sends drills (which quarantine pods where enforced)."""
+    http = {"tls": PLAIN, "allowUnauthenticated": True, "drillToken": {"secretName": "sg-drills"}}
+    rendered = _render(chart, {"inputs": {"http": http}, "guardrails": {"enforceDrills": enforced}})
+    assert _bearer_tokens_over_plain_http(rendered) == ["drill_token"]
+    flat = _flat(rendered.notes())
+    assert CLEARTEXT in flat
+    said = "inputs.http.drillToken: whoever captures the traffic between pods can replay it and send drills"
+    assert (
+        said
+        + (", which quarantine pods (guardrails.enforceDrills)." if enforced else " (decided in dry-run).")
+        in flat
+    ), flat
 
 
 def test_plain_http_with_both_tokens_names_both(chart: helm_python.Chart) -> None:

@@ -5,31 +5,47 @@ guardrails.enforce_drills, and keyed apart from Falco's alerts."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from responder.actions.outcome import OutcomeStatus
+from responder.alert import Alert
+from responder.alert_json import parse_falco_json
 from responder.cli import main
 from responder.config import HttpInput, SecretRef, ServerTLS
 from responder.errors import UserError
 from responder.incident import IncidentKey
 from responder.ingest.http import (
+    AUDIT_IS_DRILL_SINCE_ROTATION,
     DRILL_NOT_VOUCHED,
-    DRILL_SHARED_SINCE_ROTATION,
     TOKEN_REFRESH_SECONDS,
+    AuditReaders,
     Authenticator,
     AuthResult,
     TokenSource,
+    alerts_route,
+    drill_shared_since_rotation,
     drill_token_source,
+    warn_of_plaintext_token,
 )
 from responder.ingest.httpserver import Request
+from responder.ingest.refusals import RefusalLog
+from responder.ingest.sink import Accepted, InputName
+from responder.notify.render import render_incident
 from responder.policy import DRY_RUN_BY_DRILL, DRY_RUN_BY_GUARDRAILS, GuardrailState, decide, dry_run_lifted
-from responder.sender import Proof, Sender
+from responder.sender import Proof, Sender, is_drill
 from simulators.falco_json import falco_alert, falco_bytes
 from tests.helpers import SHELL_RULE, Records
+from tests.notify.slack_fixtures import all_texts, make_decision, make_report
+from tests.notify.slack_fixtures import make_alert as fixture_alert
+from tests.notify.slack_fixtures import quarantined as dry_run_of
 from tests.responder.test_commands import Seeded, quarantined, write_config
 from tests.responder.test_policy import VERIFIED, make_alert, make_config, make_pod
 
@@ -46,10 +62,12 @@ def _files(tmp_path: Path) -> tuple[SecretRef, SecretRef, SecretRef]:
     return refs[0], refs[1], refs[2]
 
 
-def _request(token: str | None = None, *, drill_header: bool = False, names: tuple[str, ...] = ()) -> Request:
+def _request(
+    token: str | None = None, *, drill_header: bool = False, names: tuple[str, ...] = (), value: str = "1"
+) -> Request:
     headers = {"authorization": f"Bearer {token}"} if token is not None else {}
     if drill_header:
-        headers["serving-guard-drill"] = "1"
+        headers["serving-guard-drill"] = value
     return Request("POST", "/v1/alerts", "", headers, b"", "127.0.0.1", bool(names), names)
 
 
@@ -102,8 +120,9 @@ def test_a_drill_token_rotated_into_the_senders_token_sends_nothing(tmp_path: Pa
     now[0] += TOKEN_REFRESH_SECONDS + 1
     with Records("serving_guard", logging.ERROR) as records:
         refused = authenticator.check(_request(SENDERS))
-    assert (refused.ok, refused.status, refused.reason) == (False, 403, DRILL_SHARED_SINCE_ROTATION)
-    assert records.messages == [DRILL_SHARED_SINCE_ROTATION]
+    assert (refused.ok, refused.status) == (False, 403)
+    assert refused.reason == drill_shared_since_rotation("token")
+    assert records.messages == [refused.reason]
 
 
 @pytest.mark.parametrize("other", ["token", "audit_token"])
@@ -123,11 +142,15 @@ def test_config_check_finds_a_drill_token_shared_with_a_sender_and_says_what_dri
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     senders, drills, _ = _files(tmp_path)
-    http = (
-        f"inputs:\n  http:\n    token: {{file: {senders.file}}}\n    drill_token: {{file: {drills.file}}}\n"
-    )
+    head = f"inputs:\n  http:\n    token: {{file: {senders.file}}}\n"
     path = tmp_path / "config.yaml"
-    path.write_text(http)
+    path.write_text(head)
+    assert main(["config", "check", str(path)]) == 0
+    assert (
+        "drills: none over HTTP (inputs.http.drill_token is not set): every alert the input takes is acted"
+        " on as Falco's, a `replay --live`'s too (a replay without --live is refused, 403)"
+    ) in capsys.readouterr().out
+    path.write_text(head + f"    drill_token: {{file: {drills.file}}}\n")
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
@@ -139,9 +162,7 @@ def test_config_check_finds_a_drill_token_shared_with_a_sender_and_says_what_dri
     err = capsys.readouterr().err
     assert f"{path}:4: inputs.http.drill_token: is the same as inputs.http.token" in err, err
     # The same file named twice is refused as the config loads, with its line.
-    path.write_text(
-        f"inputs:\n  http:\n    token: {{file: {senders.file}}}\n    drill_token: {{file: {senders.file}}}\n"
-    )
+    path.write_text(head + f"    drill_token: {{file: {senders.file}}}\n")
     assert main(["config", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "drill_token names the same secret as token" in err and f"{path}:" in err, err
@@ -155,11 +176,11 @@ def test_a_drill_is_decided_in_dry_run_unless_drills_are_enforced() -> None:
     assert not falco.dry_run and falco.changes_pod
     decided = decide(drill, make_pod(), VERIFIED, GuardrailState(), config)
     assert decided.dry_run_by == DRY_RUN_BY_DRILL and decided.changes_pod
-    assert not dry_run_lifted(decided, config)
+    assert not dry_run_lifted(decided, config, drill=True)
     enforced = make_config(guardrails={"enforce_drills": True})
     assert not decide(drill, make_pod(), VERIFIED, GuardrailState(), enforced).dry_run
     # Drills enforced since: the next repeat is decided afresh (and acts).
-    assert dry_run_lifted(decided, enforced)
+    assert dry_run_lifted(decided, enforced, drill=True)
     everything = make_config(guardrails={"dry_run": True})
     assert (
         decide(drill, make_pod(), VERIFIED, GuardrailState(), everything).dry_run_by == DRY_RUN_BY_GUARDRAILS
@@ -203,3 +224,180 @@ def test_ingest_drill_journals_a_drill_in_dry_run_and_without_it_acts(
     write("falco")
     assert main(ingest) == 0
     assert quarantined(running, pods["vllm"])
+
+
+# --- review-drills ---------------------------------------------------------------------------------
+
+
+def test_a_drill_and_falcos_alert_of_the_same_bytes_are_two_alerts() -> None:
+    """review-drills M1: a drill replaying a captured alert must not be taken for Falco's delivery of
+    it (nor Falco's, later, for the drill's): their ids differ; Falco's id is as before drills."""
+    body = json.dumps(fixture_alert().to_falco_json()).encode()
+    falco = parse_falco_json(body, Sender("10.0.0.7", Proof.TOKEN, token=1))
+    drill = parse_falco_json(body, Sender("10.0.0.8", Proof.DRILL_TOKEN, token=1, drill=True))
+    assert drill.alert_id != falco.alert_id
+    assert falco.alert_id == parse_falco_json(body).alert_id
+
+
+def test_the_audit_token_rotated_into_the_drill_token_serves_neither(tmp_path: Path) -> None:
+    """review-drills M3: the trail's readers must not send drills, nor the drill token read the trail."""
+    senders, drills, readers = _files(tmp_path)
+    now = [0.0]
+    drill_source = TokenSource(drills, lambda: now[0], what="inputs.http.drill_token")
+    audit_source = TokenSource(readers, lambda: now[0], what="inputs.http.audit_token")
+    http = HttpInput(token=senders, audit_token=readers, drill_token=drills)
+    authenticator = Authenticator(http, TokenSource(senders), drill_source, audit_source)
+    trail = AuditReaders(audit_source, TokenSource(senders), drill_source)
+    Path(str(readers.file)).write_text(DRILLS + "\n")
+    now[0] += TOKEN_REFRESH_SECONDS + 1
+    with Records("serving_guard", logging.ERROR) as records:
+        sent = authenticator.check(_request(DRILLS))
+        headers = {"authorization": f"Bearer {DRILLS}"}
+        read = trail.check(Request("GET", "/v1/audit", "", headers, b"", "127.0.0.1", False))
+    assert (sent.ok, sent.status, sent.reason) == (False, 403, drill_shared_since_rotation("audit_token"))
+    assert (read.ok, read.status, read.reason) == (False, 403, AUDIT_IS_DRILL_SINCE_ROTATION)
+    assert records.messages == [sent.reason, AUDIT_IS_DRILL_SINCE_ROTATION]
+
+
+def test_an_open_input_with_a_drill_token_still_takes_a_request_with_another_bearer(tmp_path: Path) -> None:
+    """review-drills L3: a leftover Authorization header (a removed sender token Falcosidekick still
+    sends) on an input that takes anyone's alerts is admitted as before drills, not refused 401."""
+    _, drills, _ = _files(tmp_path)
+    http = HttpInput(allow_unauthenticated=True, drill_token=drills)
+    authenticator = Authenticator(http, None, TokenSource(drills))
+    leftover = authenticator.check(_request("leftover-sidekick-token"))
+    assert leftover.sender is not None and leftover.sender.proof is Proof.NONE
+    # Asked as a drill with it: refused, saying this responder's drill token is not it.
+    refused = authenticator.check(_request("leftover-sidekick-token", drill_header=True))
+    assert (refused.status, refused.reason) == (403, DRILL_NOT_VOUCHED)
+    without = Authenticator(HttpInput(allow_unauthenticated=True), None).check(
+        _request(None, drill_header=True)
+    )
+    assert without.reason == f"{DRILL_NOT_VOUCHED}; this responder has no drill token"
+    # An empty header asks all the same.
+    assert (
+        Authenticator(http, None, TokenSource(drills))
+        .check(_request(None, drill_header=True, value=""))
+        .status
+        == 403
+    )
+
+
+def test_a_drill_decided_under_the_global_dry_run_stays_a_drill_when_it_is_lifted() -> None:
+    """review-drills L4: guardrails.dry_run turned off lifts no drill's dry-run (enforce_drills does)."""
+    drill = dataclasses.replace(make_alert(), sender=Sender("-", Proof.FILE, drill=True))
+    decided = decide(drill, make_pod(), VERIFIED, GuardrailState(), make_config(guardrails={"dry_run": True}))
+    assert decided.dry_run_by == DRY_RUN_BY_GUARDRAILS
+    assert not dry_run_lifted(decided, make_config(), drill=True)
+    assert dry_run_lifted(decided, make_config(guardrails={"enforce_drills": True}), drill=True)
+    assert dry_run_lifted(decided, make_config())  # Falco's alert: lifted
+
+
+async def test_a_drill_is_not_bound_to_a_node(tmp_path: Path) -> None:
+    """review-drills L7: require_sender_matches_hostname binds Falco's alerts to their node's
+    certificate; a drill is a person's replay, vouched for by the drill token."""
+    senders, drills, _ = _files(tmp_path)
+    tls = ServerTLS(cert_file="c", key_file="k", client_ca_file="ca")
+    http = HttpInput(tls=tls, token=senders, drill_token=drills, require_sender_matches_hostname=True)
+    sink = RecordingSink()
+    authenticator = Authenticator(http, TokenSource(senders), TokenSource(drills))
+    route = alerts_route(http, sink, authenticator, RefusalLog("HTTP input", logging.getLogger("test")))
+    body = json.dumps(fixture_alert().to_falco_json()).encode()
+
+    async def post(token: str) -> int:
+        request = _request(token)
+        assert route.check is not None and route.check(request) is None
+        request.body = body
+        answer = route.handler(request)
+        response = await answer if inspect.isawaitable(answer) else answer
+        return response.status
+
+    assert await post(SENDERS) == 403  # a sender's token names no node
+    assert await post(DRILLS) == 202
+    assert [is_drill(alert.sender) for alert in sink.alerts] == [True]
+
+
+def test_quarantine_refuses_a_drills_incident(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review-drills M2: a drill's post gives no command to cut the pod, and one pasted from
+    elsewhere under the drill's incident is refused, nothing done."""
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", "drill", {"proc.name": "sh"})
+    source.write_text(falco_bytes(alert).decode() + "\n")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0", "--drill"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--config", str(config), "--format", "json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    incident = entry["incident"]["incident_id"]
+    argv = ["quarantine", "--namespace", pods["vllm"].namespace, pods["vllm"].name, "--config", str(config)]
+    argv += ["--incident", incident, "--reason", "pasted", "--by", "alice"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--incident {incident}: a drill's incident" in err and "nothing was done" in err, err
+    assert not quarantined(running, pods["vllm"])
+
+
+def test_a_drills_post_says_how_it_came_and_gives_no_command_to_cut_the_pod() -> None:
+    """review-drills M2, L6."""
+    decision = make_decision(dry_run_by=DRY_RUN_BY_DRILL)
+    for sender, how in (
+        (
+            Sender("/srv/drill.jsonl", Proof.FILE, drill=True),
+            "ingested with --drill (`file /srv/drill.jsonl (drill)`)",
+        ),
+        (Sender("127.0.0.1", Proof.DRILL_TOKEN, token=1, drill=True), "a replay sent with the drill token"),
+    ):
+        report = make_report(
+            alert=dataclasses.replace(fixture_alert(), sender=sender),
+            decision=decision,
+            outcomes=(dry_run_of(status=OutcomeStatus.DRY_RUN),),
+        )
+        assert report.quarantine_command() is not None  # what a dry-run of Falco's alert would offer
+        message = render_incident(report)
+        texts = "\n".join(all_texts(message.blocks))
+        assert f":test_tube: *Drill*: {how}" in texts, texts
+        assert "To quarantine it by hand" not in texts and "serving-guard quarantine --namespace" not in texts
+        assert "*No command to cut the pod*: this is a drill" in texts
+        assert message.text.startswith("DRILL: ")
+        assert message.text_alone is not None and message.text_alone.startswith("DRILL: ")
+
+
+class RecordingSink:
+    """An AlertSink that takes every alert at once."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def offer(
+        self,
+        alert: Alert,
+        source: InputName,
+        raw: bytes | None,
+        on_done: Callable[[Accepted | BaseException], None],
+    ) -> bool:
+        self.alerts.append(alert)
+        asyncio.get_running_loop().call_soon(on_done, Accepted(alert.alert_id, True))
+        return True
+
+    async def submit(
+        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
+    ) -> Accepted:
+        self.alerts.append(alert)
+        return Accepted(alert.alert_id, True)
+
+    def reject(self, source: InputName, reason: str, detail: str) -> None:
+        raise AssertionError(f"alert rejected: {reason} {detail}")
+
+
+def test_a_drill_token_over_plain_http_is_warned_of(tmp_path: Path) -> None:
+    """review-drills L8: as the senders' token is."""
+    _, drills, _ = _files(tmp_path)
+    with Records("serving_guard", logging.WARNING) as records:
+        warn_of_plaintext_token(HttpInput(allow_unauthenticated=True, drill_token=drills))
+    assert records.messages == [
+        "inputs.http.drill_token is accepted over plain HTTP: anyone who can read the traffic can replay it"
+        " and send drills; set inputs.http.tls (or make sure a mesh encrypts it)"
+    ]

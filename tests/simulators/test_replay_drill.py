@@ -83,6 +83,10 @@ async def test_a_drill_is_decided_in_dry_run_and_never_folds_falcos_alert(
         )
         assert " as a drill\n" in out, out
         assert "the responder took them as a drill" in out, out
+        # The verify it prints expects what a drill does: predicts the quarantine (review-drills L2).
+        printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
+        assert printed.endswith(" --expect shell-in-serving-pod=dry_run"), printed
+        assert "then leave the --expect ...=dry_run out" in out
         entries = await _decided(responder, run_id, 2)
         for entry in entries:
             assert entry["sender"]["proof"] == "drill-token" and entry["sender"]["drill"] is True, entry
@@ -192,3 +196,26 @@ async def test_replay_over_grpc_needs_live(capsys: pytest.CaptureFixture[str]) -
     assert code == 2
     assert "--grpc cannot send a drill (the gRPC input tells no sender from Falco)" in out
     assert "add --live to send them so" in out and "Traceback" not in out
+
+
+async def test_replay_live_with_the_drill_token_says_they_were_taken_as_a_drill(
+    chain: ChainFactory,
+    seeded: Seeded,
+    run_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """review-drills L1: --live does not make the drill token's alerts Falco's."""
+    drill_token = _drill_token(tmp_path)
+    async with chain(inputs={"http": _http(drill_token)}) as responder:
+        out = await replay(
+            seeded,
+            capsys,
+            responder.http_url,
+            run_id,
+            "shell-in-serving-pod",
+            extra=("--token-file", str(drill_token)),
+        )
+    assert "note: the responder took them as a drill all the same (sent with its drill token" in out, out
+    printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
+    assert "--expect shell-in-serving-pod=dry_run" in printed, printed
