@@ -638,10 +638,37 @@ async def poll(
         await asyncio.sleep(min(interval, deadline - now))
     for verdict in waiting:
         # Still waiting at the deadline: said as a wait that ended, not as a final answer.
-        verdicts[verdict.expectation.name] = replace(
-            verdict, reason=f"{verdict.reason} (gave up waiting after --timeout {timeout:g} s)"
-        )
+        reason = f"{verdict.reason} (gave up waiting after --timeout {timeout:g} s)"
+        if not verdict.entries:
+            reason += await _what_the_run_left(client, verdict.expectation, since, limit)
+        verdicts[verdict.expectation.name] = replace(verdict, reason=reason)
     return confirm_controls([verdicts[e.name] for e in expectations])
+
+
+# Where the trail's alerts of a run are summed up (pod and rule), at most this many places are named.
+_PLACES_SHOWN = 3
+
+
+async def _what_the_run_left(
+    client: TrailSource, expectation: Expectation, since: str | None, limit: int
+) -> str:
+    """For a scenario none of whose alerts came: what the trail holds of its whole run, on any pod
+    (another --pod than the alerts', another scenario's rule), or that it holds none (Falco not
+    running, the marker not in the rule's output, the alerts refused: a wrong credential)."""
+    entries = await _audit(client, expectation.run_id, since, limit)
+    if not entries:
+        return (
+            f"; the trail holds no alert of run {expectation.run_id} at all (alerts refused, say a wrong"
+            " credential, or Falco not sending them: is it running, and does the rule's output carry the"
+            " marker?)"
+        )
+    places: dict[str, int] = {}
+    for entry in entries:
+        place = f"{entry.get('rule')} on {_pod_of(entry)}"
+        places[place] = places.get(place, 0) + 1
+    shown = ", ".join(f"{place} ({count})" for place, count in sorted(places.items())[:_PLACES_SHOWN])
+    more = f" and {len(places) - _PLACES_SHOWN} more" if len(places) > _PLACES_SHOWN else ""
+    return f"; the trail holds {len(entries)} alert(s) of run {expectation.run_id}: {shown}{more}"
 
 
 async def _audit(

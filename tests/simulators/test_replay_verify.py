@@ -906,3 +906,19 @@ def answering(answer: Callable[[bytes], tuple[int, bytes]]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_verify_of_the_wrong_pod_says_where_the_runs_alerts_are(
+    chain: ChainFactory, seeded: Seeded, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review-replay M3: a scenario with no alert on --pod says what the trail holds of its run."""
+    async with chain() as responder:
+        await replay(seeded, capsys, responder.http_url, run_id, "shell-in-serving-pod")
+        code, out = await run_verify(
+            responder, capsys, run_id, "shell-in-serving-pod", extra=("--pod", pod_ref(seeded, "vllm"))
+        )
+    assert code == 1, out
+    assert (
+        f"(gave up waiting after --timeout 2 s); the trail holds 2 alert(s) of run {run_id}: Shell in serving"
+        f" pod on {pod_ref(seeded, 'torchserve')} (2)"
+    ) in out, out

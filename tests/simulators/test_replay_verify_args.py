@@ -204,7 +204,9 @@ async def empty_trail() -> AsyncIterator[tuple[str, list[float]]]:
     asked: list[float] = []
 
     async def answer(request: web.Request) -> web.Response:
-        asked.append(time.monotonic())
+        # The scenario's asks (its run marker), not the last look at what the whole run left.
+        if "." in request.query.get("run_id", ""):
+            asked.append(time.monotonic())
         return web.json_response({"entries": []})
 
     async with loopback_server(answer) as port:
@@ -223,6 +225,7 @@ async def test_verify_waits_between_polls_no_longer_than_the_timeout_leaves(
     out, err = capsys.readouterr()
     assert code == 1 and err == ""
     assert "FAIL  drift-exec  [quarantined]  no alert for rule" in out
+    assert "; the trail holds no alert of run run-1234 at all (alerts refused, say a wrong credential" in out
     assert 0.9 < took < 5, took
     # Asked at once, and once more at the deadline (not an --interval later).
     assert len(asked) == 2 and 0.9 < asked[1] - asked[0] < 1.5
@@ -232,9 +235,13 @@ class _EmptyTrail(ResponderClient):
     def __init__(self) -> None:
         super().__init__("http://127.0.0.1:1")
         self.asked: list[float] = []
+        self.runs_asked: list[str] = []
 
     async def audit(self, **params: str) -> list[AuditEntry]:
-        self.asked.append(time.monotonic())
+        if "." in params["run_id"]:  # the scenario's marker
+            self.asked.append(time.monotonic())
+        else:
+            self.runs_asked.append(params["run_id"])
         return []
 
 
@@ -246,7 +253,10 @@ async def test_poll_sleeps_at_most_until_the_deadline() -> None:
     [verdict] = await asyncio.wait_for(poll(client, [expectation], timeout=0.3, interval=3600), 5)
     assert not verdict.passed and not verdict.settled
     # Said as a wait that ended, not a final answer (review-replay M3).
-    assert verdict.reason.endswith("(gave up waiting after --timeout 0.3 s)"), verdict.reason
+    assert "(gave up waiting after --timeout 0.3 s)" in verdict.reason, verdict.reason
+    # And what the whole run left in the trail: nothing (review-replay M3, the rest).
+    assert client.runs_asked == ["run-1234"]
+    assert verdict.reason.endswith("does the rule's output carry the marker?)"), verdict.reason
     assert time.monotonic() - started < 2
     assert len(client.asked) == 2 and 0.25 < client.asked[1] - client.asked[0] < 1
 
