@@ -452,9 +452,17 @@ def _check_slack(incident: Mapping[str, Any]) -> None:
     error = f": {note.get('last_error')}" if note.get("last_error") else ""
     if state == "failed":
         raise _Miss(f"Slack message failed after {note.get('attempts', '?')} attempt(s){error}", settled=True)
-    raise _Miss(
-        f"Slack message not sent yet ({state}, {note.get('attempts', 0)} attempt(s){error})", settled=False
+    attempts = note.get("attempts") or 0
+    # A refusal (a channel the bot cannot post to), a rate limit or a Slack outage is tried again
+    # without counting against slack.max_attempts: "0 attempts" would read as never tried.
+    tried = (
+        f"{attempts} counted attempt(s)"
+        if attempts
+        else "tried, and waiting to try again"
+        if error
+        else "not tried yet"
     )
+    raise _Miss(f"Slack message not sent yet ({state}, {tried}{error})", settled=False)
 
 
 def _missing_steps(expectation: Expectation, of_rule: Sequence[Entry]) -> list[int]:

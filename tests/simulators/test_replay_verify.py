@@ -254,7 +254,7 @@ async def test_verify_fails_when_slack_is_missing(
         # Refused for good: recorded as failed.
         ("invalid_arguments", "Slack message failed after"),
         # Every channel refuses the bot: the message waits in the journal, not failed for good.
-        ("channel_not_found", "Slack message not sent yet (pending, 0 attempt(s)"),
+        ("channel_not_found", "Slack message not sent yet (pending, tried, and waiting to try again: "),
     ],
 )
 async def test_verify_reports_a_slack_message_not_delivered_and_why(
@@ -502,7 +502,7 @@ def test_judge_covers_each_outcome() -> None:
     )
     assert (
         not sending.settled
-        and "Slack message not sent yet (pending, 2 attempt(s): rate limited)" in sending.reason
+        and "Slack message not sent yet (pending, 2 counted attempt(s): rate limited)" in sending.reason
     )
     annotated = judge(expectation(Outcome.ANNOTATED), [_entry(rule)])
     assert "expected annotated, got no annotate action" in annotated.reason
