@@ -92,7 +92,8 @@ class DerivedReport:
             )
             for verdict in self.evasions
             if self.judged(verdict)
-            for problem in verdict.problems
+            # Once each: a case judging two sets of events can fail twice in the same words.
+            for problem in dict.fromkeys(verdict.problems)
         ]
 
     def _rule_of(self, problem: str, verdict: CaseVerdict) -> str:

@@ -68,6 +68,15 @@ class CaptureReport:
     captures: list[CaptureVerdict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # not tied to one capture
     yours: frozenset[str] = frozenset()  # rules the user's --override files define (not judged)
+    # The syscall rules disabled by the files (not run): name -> FILE:LINE of their `enabled: false`.
+    # Numbered in their place among ``rules`` (``numbered``), so every table of one output says the
+    # same R number for a rule whether or not a tuning disables one before it.
+    disabled: dict[str, str] = field(default_factory=dict)
+    numbered: list[str] = field(default_factory=list)
+
+    def rule_ids(self) -> dict[str, str]:
+        """R1, R2, ... by the rules' order in the files, disabled ones included."""
+        return {rule: f"R{index}" for index, rule in enumerate(self.numbered or self.rules, 1)}
 
     @property
     def all_failures(self) -> list[str]:
@@ -169,13 +178,17 @@ def _cell(action: CaptureAction, rule: str, count: int, yours: Collection[str]) 
 
 def render_table(report: CaptureReport, accepted: Collection[str] = frozenset()) -> str:
     """``accepted``: failure lines the user accepted (`rules test --accept`), said as such."""
-    ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
+    ids = report.rule_ids()
     lines = [
         f"Detection matrix: {len(report.rules)} rules x {len(report.captures)} captures "
         f"(sysdig {report.sysdig_version}, {report.sysdig_runs} sysdig passes)",
         "",
     ]
-    lines += [f"  {ids[rule]}  {rule}" for rule in report.rules]
+    lines += [
+        f"  {ids[rule]}  {rule}"
+        + (f"  (disabled at {report.disabled[rule]}: not run, no column)" if rule in report.disabled else "")
+        for rule in report.numbered or report.rules
+    ]
     lines += [
         "",
         "  cell: [n] expected rule fired n times ([0]: missed), (n) allowed overlap, !n unexpected, . none",

@@ -60,7 +60,8 @@ def capture_files(directory: Path) -> list[Path]:
 def run_suite(sysdig: Sysdig, suite: SuiteInput, ruleset: RuleSet | None = None) -> CaptureReport:
     """``ruleset``: the suite's rules files, already loaded (load_rules)."""
     ruleset = ruleset or load_rules(suite.rules_files)
-    rules = [rule for rule in ruleset.expanded.values() if rule.enabled and rule.source == "syscall"]
+    syscall = [rule for rule in ruleset.expanded.values() if rule.source == "syscall"]
+    rules = [rule for rule in syscall if rule.enabled]
     translated = {rule.name: to_sysdig(rule.ast) for rule in rules}
     prepared = [
         PreparedRule.from_tree(rule.name, translated[rule.name].text, translated[rule.name].tree)
@@ -72,6 +73,10 @@ def run_suite(sysdig: Sysdig, suite: SuiteInput, ruleset: RuleSet | None = None)
         rules=[rule.name for rule in rules],
         stand_ins={name: condition.stand_ins for name, condition in translated.items()},
         yours=yours,
+        disabled={
+            rule.name: ruleset.rules[rule.name].disabled_at or "?" for rule in syscall if not rule.enabled
+        },
+        numbered=[rule.name for rule in syscall],
     )
     unknown = sorted(suite.examples.rule_names() - set(ruleset.expanded))
     report.failures += [f"examples name a rule the pack does not define: {name}" for name in unknown]

@@ -160,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rules files, in load order: {', '.join(rules_files)}\n")
         print(render_table(report, acceptance.accepted))
         print()
-        ids = {rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}
-        print(render_derived_table(derived, ids, sysdig.version, acceptance.accepted))
+        print(render_derived_table(derived, report.rule_ids(), sysdig.version, acceptance.accepted))
         print()
         result = _result(report.all_failures, derived, acceptance, len(errors), warned=len(warnings))
         print("\n".join([*unevaluated, *warnings, *errors, *result]))

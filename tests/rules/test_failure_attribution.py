@@ -140,7 +140,13 @@ def test_a_disabled_rule_is_said_one_way(
 ) -> None:
     tuning = tmp_path / "off.yaml"
     tuning.write_text(DISABLE_DRIFT)
-    failures = _failures(_run(capsys, "--override", str(tuning)))
+    out = _run(capsys, "--override", str(tuning))
+    failures = _failures(out)
+    # One number for the rule in every table (review-replay L4: the matrix, which has no column for a
+    # disabled rule, numbered the rules after it one lower than the tables below it).
+    assert f"\n  R7  {DRIFT}  (disabled at {tuning}:2: not run, no column)\n  R8  Credential access" in out
+    assert re.search(rf"\n  R7 +{re.escape(DRIFT)} +\d", out), out
+    assert len(failures) == len(set(failures)), failures  # each once
     examples = [f for f in failures if f.startswith("example ")]
     assert examples and all(f.endswith(f", but it is disabled at {tuning}:2") for f in examples)
     assert all(f.endswith(f"but it is disabled at {tuning}:2") for f in failures)
