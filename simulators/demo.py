@@ -44,6 +44,10 @@ FORGED_CASE = "forged-alert"
 # The forged alert copies this scenario's alerts, aimed at this seeded pod with a random container id.
 FORGED_FROM = "shell-in-serving-pod"
 FORGED_POD = "vllm"
+# The drill replays the same scenario with the drill token, on the pod whose real shell alert the
+# demo acts on: its own incident, decided in dry-run, posted as a DRILL (the real one is not folded).
+DRILL_CASE = "drill"
+DRILL_FROM = FORGED_FROM
 DEFAULT_CHANNEL = "#sec-alerts"
 
 
@@ -55,6 +59,7 @@ WORKDIR_FILES = (
     "kubeconfig.json",
     "slack-token",
     "audit-token",
+    "drill-token",
     "responder.log",
     "journal.db",
     "journal.db-wal",
@@ -144,6 +149,7 @@ class DemoCase:
     input: str
     expect: Expect
     forged: bool = False
+    drill: bool = False
     alerts: list[ScenarioAlert] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
 
@@ -243,6 +249,10 @@ def plan_cases(
     if source is not None:
         expect = Expect(outcome=overrides.get(FORGED_CASE, Outcome.UNVERIFIED), slack=True)
         cases.append(DemoCase(FORGED_CASE, source, pods[FORGED_POD], "http", expect, forged=True))
+    drilled = next((s for s in scenarios if s.name == DRILL_FROM and s.demo is not None), None)
+    if drilled is not None and drilled.demo is not None:
+        expect = Expect(outcome=overrides.get(DRILL_CASE, Outcome.DRY_RUN), slack=True)
+        cases.append(DemoCase(DRILL_CASE, drilled, pods[drilled.demo.pod], "http", expect, drill=True))
     return cases
 
 
@@ -257,6 +267,10 @@ def demo_config_data(
     audit_token_file = workdir / "audit-token"
     audit_token_file.write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
     audit_token_file.chmod(0o600)
+    # The security team's drills have theirs: what they send is a drill, decided in dry-run.
+    drill_token_file = workdir / "drill-token"
+    drill_token_file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+    drill_token_file.chmod(0o600)
     reference = load_reference_policy()
     slack = {
         "mode": "bot",
@@ -276,6 +290,7 @@ def demo_config_data(
                     "client_ca_file": pki.ca_file,
                 },
                 "audit_token": {"file": str(audit_token_file)},
+                "drill_token": {"file": str(drill_token_file)},
             },
             "grpc": {
                 "enabled": True,
@@ -332,7 +347,20 @@ def _slack_problems(case: DemoCase, verdict: Verdict, messages: Sequence[SinkMes
         return []
     if not messages:
         return ["the audit trail says Slack was sent, but the Slack sink has no message for the incident"]
+    if case.drill and not messages[0].text.startswith("DRILL: "):
+        return [f"the drill's Slack message does not say it is a drill: {messages[0].text[:80]!r}"]
     return []
+
+
+def _drill_problems(case: DemoCase) -> list[str]:
+    """A drill the responder did not say it took as one (its answer to each alert says so)."""
+    if not case.drill:
+        return []
+    return [
+        f"{d.alert.rule}: delivered, but not taken as a drill"
+        for d in case.deliveries
+        if d.ok and not d.drill
+    ]
 
 
 def _messages_by_incident(sink: SlackSink) -> dict[str, list[SinkMessage]]:
@@ -398,6 +426,36 @@ async def run_demo(
     return DemoResult(run_id, checks, started_ns, time.time_ns(), config_text, channel_names, by_hand)
 
 
+async def _send(
+    cases: Sequence[DemoCase],
+    identities: Sequence[PodIdentity],
+    client: ResponderClient,
+    drill_client: ResponderClient,
+    grpc_server: FalcoGrpcServer,
+    run_id: str,
+    specs: Mapping[str, RuleSpec],
+    timeout: float,
+) -> None:
+    """Each case's alerts, the way its scenario says (HTTP or gRPC; a drill with the drill token)."""
+    grpc_cases = []
+    for case, identity in zip(cases, identities, strict=True):
+        # Built just before sending: the alert's time is when "Falco" saw it.
+        tag = FORGED_CASE if case.forged else DRILL_CASE if case.drill else None
+        case.alerts = scenario_alerts(case.scenario, identity, run_id, specs, tag=tag)
+        if case.drill:
+            case.deliveries = await post_alerts(drill_client, case.alerts, drill=True)
+        elif case.input == "http" and case.alerts:
+            case.deliveries = await post_alerts(client, case.alerts)
+        elif case.alerts:
+            grpc_server.publish_many([item.alert for item in case.alerts])
+            grpc_cases.append(case)
+    if grpc_cases:
+        drained = await _in_thread(grpc_server.wait_drained, timeout)
+        for case in grpc_cases:
+            detail = f"collected from {grpc_server.address}" if drained else "not collected in time"
+            case.deliveries = [Delivery(item, drained, detail) for item in case.alerts]
+
+
 async def _run_cases(
     config: Config,
     config_path: Path,
@@ -424,28 +482,18 @@ async def _run_cases(
         finally:
             gateway.close()
         sender = ClientAuth(ca_file=pki.ca_file, cert_file=pki.client.cert_file, key_file=pki.client.key_file)
+        drill_token = config.inputs.http.drill_token
+        assert drill_token is not None  # the demo config gives the drills their own token
+        driller = ClientAuth(ca_file=pki.ca_file, token=drill_token.read("inputs.http.drill_token"))
         audit_token = config.inputs.http.audit_token
         assert audit_token is not None  # the demo config gives the trail's readers their own token
         reader = ClientAuth(ca_file=pki.ca_file, token=audit_token.read("inputs.http.audit_token"))
         async with (
             ResponderClient(responder.http_url, sender) as client,
+            ResponderClient(responder.http_url, driller) as drill_client,
             ResponderClient(responder.http_url, reader) as audit_reader,
         ):
-            grpc_cases = []
-            for case, identity in zip(cases, identities, strict=True):
-                # Built just before sending: the alert's time is when "Falco" saw it.
-                tag = FORGED_CASE if case.forged else None
-                case.alerts = scenario_alerts(case.scenario, identity, run_id, specs, tag=tag)
-                if case.input == "http" and case.alerts:
-                    case.deliveries = await post_alerts(client, case.alerts)
-                elif case.alerts:
-                    grpc_server.publish_many([item.alert for item in case.alerts])
-                    grpc_cases.append(case)
-            if grpc_cases:
-                drained = await _in_thread(grpc_server.wait_drained, timeout)
-                for case in grpc_cases:
-                    detail = f"collected from {grpc_server.address}" if drained else "not collected in time"
-                    case.deliveries = [Delivery(item, drained, detail) for item in case.alerts]
+            await _send(cases, identities, client, drill_client, grpc_server, run_id, specs, timeout)
             assert responder.pipeline is not None  # started
             await responder.pipeline.drain(timeout=timeout)
             # Every alert sent is a step the trail must show; only the case's pod counts (the
@@ -483,5 +531,6 @@ async def _run_cases(
         found = messages.get(str(incident_id), []) if incident_id else []
         problems = [f"{d.alert.rule}: not delivered: {d.detail}" for d in case.deliveries if not d.ok]
         problems += _slack_problems(case, verdict, found)
+        problems += _drill_problems(case)
         checks.append(DemoCheck(case, verdict, found, problems))
     return checks, by_hand

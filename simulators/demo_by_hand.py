@@ -55,7 +55,9 @@ def trial_incident(
     """The first case whose incident's quarantine was only predicted (a policy on trial), with that
     incident; None when no case has one."""
     for name, incident in cases:
-        if incident is not None and _predicted(incident) is not None:
+        # Not a drill's prediction: a drill's pod is not under attack (quarantine --incident refuses it).
+        drill = (incident or {}).get("decision", {}) or {}
+        if incident is not None and drill.get("dry_run_by") != "drill" and _predicted(incident) is not None:
             return name, incident
     return None
 

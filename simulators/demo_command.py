@@ -24,6 +24,7 @@ from simulators.alerts import (
     default_rules_file,
 )
 from simulators.demo import (
+    DRILL_CASE,
     FORGED_CASE,
     WORKDIR_MARKER,
     DemoResult,
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         name = item.partition("=")[0]
         if any(s.name == name for s in omitted):
             raise UserError(f"--expect {item!r}: {name} has no demo part, so the demo leaves it out")
-    overrides = _overrides(args.expect, [*(s.name for s in scenarios), FORGED_CASE])
+    overrides = _overrides(args.expect, [*(s.name for s in scenarios), FORGED_CASE, DRILL_CASE])
     chosen = chosen_rule_specs(args.rules)
     specs = chosen if chosen is not None else {}
     # Before anything runs: a rule the files lack or switch off is refused with the scenario's file.

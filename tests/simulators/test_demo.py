@@ -38,8 +38,8 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert code == 0, out + err
     assert err == ""  # quiet: only the table on stdout
     rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL")) and not line.startswith(" ")]
-    assert len(rows) == len(DEMOED) + 1  # every scenario with a demo part plus the forged alert
-    assert len(rows) + 1 == 15  # and the by-hand step: 15 expectations
+    assert len(rows) == len(DEMOED) + 2  # every scenario with a demo part, the forged alert and the drill
+    assert len(rows) + 1 == 16  # and the by-hand step: 16 expectations
     assert LEFT_OUT == ["shell-from-model-server"]
     for name in LEFT_OUT:
         assert f"demo: {name} has no demo part (the seeded pod and input to send it with): left out;" in out
@@ -55,6 +55,12 @@ def test_demo_passes_and_writes_a_self_contained_report(
         r"forged-alert\s+http\s+Shell in serving pod\s+unverified\s+notify\s+quarantine withheld", table
     )
     assert re.search(r"benign-serving\s+http\s+\(none\)\s+-\s+-\s+silent\s+-\s+-\s+PASS", table)
+    # The drill of the shell scenario, on the pod whose real alert was acted on: its own incident,
+    # decided in dry-run (the real one above is LEAKY-quarantined, not folded into the drill).
+    assert re.search(
+        r"drill\s+http\s+Shell in serving pod\s+verified\s+notify, quarantine\s+dry-run: would quarantine",
+        table,
+    )
     assert re.search(r"reverse-shell-one-liner\s+grpc\s+.*quarantined\s+sent", table)
     assert re.search(
         r"anomalous-egress\s+grpc\s+.*notify, block_destination\s+blocked 203.0.113.10\s+sent", table
@@ -75,7 +81,7 @@ def test_demo_passes_and_writes_a_self_contained_report(
     assert not re.search(
         r"<(link|script|img|iframe|object|embed)\b|@import|url\(|<[a-z]+\s[^>]*\b(src|href)=", html
     )
-    assert "All 15 expectations held." in html
+    assert "All 16 expectations held." in html
     # The header says what the demo did not prove: the alerts are templates (the responder, not the
     # rules), the rule conditions' result the console printed first, and each scenario left out.
     header = html[: html.index('<section id="scenarios">')]
@@ -100,7 +106,8 @@ def test_demo_passes_and_writes_a_self_contained_report(
     )
     assert "No block made" not in html and "with NetworkPolicy serving-guard-block-" in html
     # Slack messages rendered from their Block Kit, with the alert text escaped.
-    assert html.count('<div class="slack">') == 13  # every case but the control
+    assert html.count('<div class="slack">') == 14  # every case but the control
+    assert "DRILL: " in html and "No command to cut the pod" in html
     assert "LEAKY quarantine" in html and "Unverified alert: someone may be forging alerts." in html
     assert "serving-guard release --namespace ml-serving" in html
     assert "<script" not in html.lower()
@@ -126,7 +133,7 @@ def test_a_second_run_in_the_same_workdir_starts_clean(
     code, out, err = run_demo(["--no-report", "--workdir", str(work)], capsys)
     assert code == 0, out + err
     assert err == ""
-    assert "all 15 expectations held" in out
+    assert "all 16 expectations held" in out
     assert not re.search(r"-\d+ ms", out)
     assert (work / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert (work / PKI_DIR / "mine.pem").read_text(encoding="utf-8") == "mine"
@@ -155,8 +162,8 @@ def test_an_altered_expectation_fails_the_demo(tmp_path: Path, capsys: pytest.Ca
         in out
     )
     assert "FAIL forged-alert (expected quarantined + Slack): alert not verified against the live pod" in out
-    assert "2 of 15 expectations FAILED" in out
-    assert "2 of 15 expectations FAILED." in report.read_text(encoding="utf-8")
+    assert "2 of 16 expectations FAILED" in out
+    assert "2 of 16 expectations FAILED." in report.read_text(encoding="utf-8")
 
 
 def test_an_altered_scenario_file_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,7 +107,7 @@ def test_without_sysdig_the_demo_says_so_in_one_line_and_passes(
     assert f'<div class="stage warn" id="rule-conditions">{line}</div>' in header
     assert "(verification, policy, actions, Slack), not that a rule still detects the attack" in header
     assert "<li><code>shell-from-model-server</code>: " in header and "has no demo part" in header
-    assert "All 15 expectations held." in html
+    assert "All 16 expectations held." in html
 
 
 def test_without_sysdig_but_required_the_demo_stops_and_its_report_says_so(
