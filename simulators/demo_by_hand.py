@@ -55,9 +55,10 @@ def trial_incident(
     """The first case whose incident's quarantine was only predicted (a policy on trial), with that
     incident; None when no case has one."""
     for name, incident in cases:
+        if incident is None or _predicted(incident) is None:
+            continue
         # Not a drill's prediction: a drill's pod is not under attack (quarantine --incident refuses it).
-        drill = (incident or {}).get("decision", {}) or {}
-        if incident is not None and drill.get("dry_run_by") != "drill" and _predicted(incident) is not None:
+        if (incident.get("decision") or {}).get("dry_run_by") != "drill":
             return name, incident
     return None
 

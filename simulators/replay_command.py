@@ -289,7 +289,9 @@ def run(args: argparse.Namespace) -> int:
     if identity.forged:
         delivered = {d.alert.scenario for d in deliveries if d.ok}
         trail += "".join(f" --expect {s.name}=unverified" for s in scenarios if s.name in delivered)
-    predicted = [] if identity.forged else drill_predictions(scenarios, deliveries)
+    # --file's alerts are a drill when ingested with --drill, as replay says to.
+    as_drill = args.file is not None and not args.live
+    predicted = [] if identity.forged else drill_predictions(scenarios, deliveries, assume_drill=as_drill)
     trail += "".join(f" --expect {name}=dry_run" for name in predicted)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
     if predicted:
@@ -354,11 +356,13 @@ def drill_notes(args: argparse.Namespace, deliveries: list[Delivery]) -> list[st
 _CHANGES_POD = (Outcome.QUARANTINED, Outcome.LEAKY, Outcome.ANNOTATED, Outcome.BLOCKED)
 
 
-def drill_predictions(scenarios: list[Scenario], deliveries: list[Delivery]) -> list[str]:
+def drill_predictions(
+    scenarios: list[Scenario], deliveries: list[Delivery], *, assume_drill: bool = False
+) -> list[str]:
     """The scenarios whose action a drill only predicts: delivered, every delivered alert taken as a
-    drill, expected to change the pod."""
+    drill (``assume_drill``: to be, ingested with --drill), expected to change the pod."""
     taken = [d for d in deliveries if d.ok]
-    if not taken or not all(d.drill for d in taken):
+    if not taken or not (assume_drill or all(d.drill for d in taken)):
         return []
     delivered = {d.alert.scenario for d in taken}
     return [s.name for s in scenarios if s.name in delivered and s.expect.outcome in _CHANGES_POD]

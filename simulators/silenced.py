@@ -12,7 +12,7 @@ of one on a process's user)."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,8 @@ def _rows(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Row, ...]]:
     values = exception.values or ()
     if isinstance(exception.fields, str) and isinstance(exception.comps, str):
-        # One field: `field comps (v1, v2, ...)`: each value an alternative of its own.
-        items = tuple(v for v in values if isinstance(v, str))
+        # One field: `field comps (v1, v2, ...)`, a value that names a list standing for its items.
+        items = _items((v for v in values if isinstance(v, str)), lists)
         return (exception.fields,), (exception.comps,), ((items,),) if items else ()
     if isinstance(exception.fields, tuple) and isinstance(exception.comps, tuple):
         rows: list[Row] = []
@@ -82,15 +82,52 @@ def _rows(
 
 def _listed(element: str | tuple[str, ...], lists: Mapping[str, list[str]]) -> str | tuple[str, ...]:
     """A list operator's operand as items: a list written inline, or a list's name (read from the
-    rules files); anything else as written."""
+    rules files), its items' lists' names expanded too; anything else as written."""
     if isinstance(element, tuple):
-        return element
+        return _items(element, lists)
     text = element.strip()
     if text.startswith("(") and text.endswith(")"):
-        return tuple(item.strip().strip("'\"") for item in text[1:-1].split(",") if item.strip())
+        return _items(_split_items(text[1:-1]), lists)
     if text in lists:
-        return tuple(lists[text])
+        return _items(lists[text], lists)
     return element
+
+
+def _items(items: Iterable[str], lists: Mapping[str, list[str]]) -> tuple[str, ...]:
+    """``items`` as Falco reads a list's items: a list's name stands for its items, quotes are not
+    part of an item."""
+    found: list[str] = []
+    for item in items:
+        text = item.strip()
+        if text in lists:
+            found.extend(_unquoted(listed) for listed in lists[text])
+        elif text:
+            found.append(_unquoted(text))
+    return tuple(found)
+
+
+def _unquoted(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _split_items(text: str) -> list[str]:
+    """An inline list's items, split at the commas outside quotes."""
+    items, current, quote = [], "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == ",":
+            items.append(current)
+            current = ""
+            continue
+        current += char
+    items.append(current)
+    return items
 
 
 def silenced_by(fields: Mapping[str, Any], exceptions: Sequence[ExceptionRows]) -> Silenced | None:
@@ -129,7 +166,8 @@ def _holds(comp: str, actual: str, expected: str | tuple[str, ...]) -> bool | No
         "endswith": lambda: actual.endswith(expected),
         "contains": lambda: expected in actual,
         "icontains": lambda: expected.lower() in actual.lower(),
-        "glob": lambda: fnmatch.fnmatchcase(actual, expected),
+        # libc's fnmatch, as Falco's: "[^...]" negates a set as "[!...]" does (Python's reads the ^).
+        "glob": lambda: fnmatch.fnmatchcase(actual, expected.replace("[^", "[!")),
     }
     check = checks.get(comp)
     return check() if check is not None else None

@@ -66,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = (
         "exit status: 0 every line ingested (with --check: valid); 1 some lines rejected (each reported on"
-        " stderr); 2 a bad"
+        " stderr), or with --check none to take; 2 a bad"
         " config or source, or ingesting stopped (the line to resume from is said); 74 reports or the"
         " tally could not be written to stderr (a full disk, its reader gone): ingesting went on, so the"
         " good lines are journaled all the same"
@@ -258,12 +258,13 @@ async def _check(config: Config, stream: BinaryIO, name: str, sender: Sender) ->
     tally.report(
         f"{name}: {tally.accepted} valid, {tally.rejected} rejected (checked only: nothing ingested)"
     )
-    tally.report_if_empty()
+    empty = tally.report_if_empty()
     if stopped is not None:
         raise UserError(stopped)
     if tally.unreported:
         return EXIT_OUTPUT_LOST
-    return 1 if tally.rejected else 0
+    # A check passes only on alerts: a CI gate must not pass a capture that came out empty.
+    return 1 if tally.rejected or empty else 0
 
 
 async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, name: str) -> int:
@@ -344,10 +345,13 @@ class _Tally:
             " posted to Slack is taken up by the next start on this journal (serve, or ingest)"
         )
 
-    def report_if_empty(self) -> None:
-        """Says a source without a single line to take: the wrong file, or a capture that failed."""
-        if not (self.accepted or self.again or self.rejected):
+    def report_if_empty(self) -> bool:
+        """Says a source without a single line to take (the wrong file, or a capture that failed);
+        whether it was one."""
+        empty = not (self.accepted or self.again or self.rejected)
+        if empty:
             self.report(f"{self.name}: no alert in it (empty, or blank lines only)")
+        return empty
 
     def interrupted(self) -> str:
         # self.line is the line being read or submitted: once one is done, the next one.

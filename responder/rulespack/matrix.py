@@ -180,7 +180,9 @@ def render_table(report: CaptureReport, accepted: Collection[str] = frozenset())
     """``accepted``: failure lines the user accepted (`rules test --accept`), said as such."""
     ids = report.rule_ids()
     lines = [
-        f"Detection matrix: {len(report.rules)} rules x {len(report.captures)} captures "
+        f"Detection matrix: {len(report.rules)} rules"
+        + (f" ({len(report.disabled)} more disabled)" if report.disabled else "")
+        + f" x {len(report.captures)} captures "
         f"(sysdig {report.sysdig_version}, {report.sysdig_runs} sysdig passes)",
         "",
     ]

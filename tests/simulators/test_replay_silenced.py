@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from responder.cli import main
+from responder.rulespack.expand import Origin, RuleSet, RuleState
 from responder.rulespack.paths import default_pack
-from simulators.silenced import ExceptionRows, silenced_by
+from responder.rulespack.rulesfile import ExceptionSpec, RulesFile
+from simulators.silenced import ExceptionRows, exception_rows, silenced_by
+
+ORIGIN = Origin(RulesFile("tuning.yaml", ""), 1, 0)
 
 QUIET_SERVING_USER = """\
 - rule: Shell in serving pod
@@ -60,3 +64,30 @@ def test_what_cannot_be_told_from_the_alert_is_never_said_to_silence_it() -> Non
     found = silenced_by({"user.name": "model-server", "proc.name": "bash"}, rows)
     assert found is not None and found.text() == "exception 'c' (f:3) holds for its proc.name=bash"
     assert silenced_by({"proc.name": "zsh"}, rows) is None
+
+
+def test_exception_values_are_read_as_falco_reads_them() -> None:
+    """review-session-50 M1, M2: libc's glob negation, list names standing for their items (in a
+    single-field exception and inside an inline list), quotes that are not part of an item, commas
+    inside quotes."""
+    # As RuleSet.list_items holds them: nested lists spliced in.
+    lists = {"my_shells": ["sh", "'bash'"], "more_shells": ["sh", "'bash'", "zsh"]}
+
+    def rows_of(exception: ExceptionSpec) -> tuple[ExceptionRows, ...]:
+        rule = RuleState("r", 0, ORIGIN, "syscall", "", "", "", "", [], [exception])
+        return exception_rows(RuleSet(files=[], list_items=lists), rule)
+
+    negated = rows_of(ExceptionSpec("g", ("proc.exepath",), ("glob",), (("/usr/bin/[^b]*",),), 3))
+    assert silenced_by({"proc.exepath": "/usr/bin/sh"}, negated) is not None
+    assert silenced_by({"proc.exepath": "/usr/bin/bash"}, negated) is None
+    named = rows_of(ExceptionSpec("n", "proc.name", "in", ("more_shells",), 4))
+    assert [silenced_by({"proc.name": name}, named) is not None for name in ("sh", "bash", "zsh", "ls")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    inline = rows_of(ExceptionSpec("i", ("proc.name",), ("in",), (("(my_shells, 'a, b')",),), 5))
+    assert silenced_by({"proc.name": "bash"}, inline) is not None
+    assert silenced_by({"proc.name": "a, b"}, inline) is not None
+    assert silenced_by({"proc.name": "a"}, inline) is None

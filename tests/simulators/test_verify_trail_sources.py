@@ -89,16 +89,21 @@ async def test_verify_reads_the_journal_of_alerts_replayed_to_a_file_and_ingeste
     assert code == 0, out
     argv = printed_verify(out)
     assert "--responder" not in argv and argv[argv.index("--config") + 1] == "CONFIG"
+    # A replay is a drill: ingested as one, as it says, its quarantine is only predicted (review-50 M3).
+    assert f"ingest them as a drill: serving-guard ingest {alerts} --drill --config CONFIG" in out
+    assert argv[-2:] == ["--expect", "shell-in-serving-pod=dry_run"], argv
     config = tmp_path / "ingest.yaml"
     data = chain_config_data(tmp_path, seeded.kubeconfig, None)
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
-    code, out = await cli(["ingest", str(alerts), "--config", str(config), "--settle-seconds", "0"], capsys)
+    ingest = ["ingest", str(alerts), "--drill", "--config", str(config), "--settle-seconds", "0"]
+    code, out = await cli(ingest, capsys)
     assert code == 0, out
     # As printed, CONFIG being the config ingest ran with (Slack is off in it).
     argv[argv.index("CONFIG")] = str(config)
     code, out = await cli([*argv, *FAST, "--no-slack"], capsys)
     assert code == 0, out
-    assert "PASS  shell-in-serving-pod  [quarantined]  quarantined, every step alerted (2)" in out
+    assert "PASS  shell-in-serving-pod  [dry_run]  dry_run, every step alerted (2)" in out
+    assert "sent by: file " in out and "(a DRILL: replayed alerts prove the responder, not detection)" in out
     assert "benign-serving" not in out  # a control: nothing replayed proves it
     # --journal: the file itself.
     at = argv.index("--config")
