@@ -197,6 +197,9 @@ def test_the_by_hand_step_takes_the_command_slack_gives_and_says_what_is_missing
     done = {"incident_id": "inc-2", "actions": [{"action": "quarantine", "status": "quarantined"}]}
     assert trial_incident([("a", done), ("b", None), ("c", predicted)]) == ("c", predicted)
     assert trial_incident([("a", done)]) is None
+    # A drill's prediction is never the one confirmed by hand: its pod is not under attack.
+    drill = {**predicted, "incident_id": "inc-3", "decision": {"dry_run": True, "dry_run_by": "drill"}}
+    assert trial_incident([("d", drill), ("c", predicted)]) == ("c", predicted)
     offered = (
         "```serving-guard quarantine --namespace ml x-0 --incident inc-1 --reason '&lt;why&gt;'"
         " --by '&lt;you&gt;'```"
