@@ -5,18 +5,15 @@ guardrails.enforce_drills, and keyed apart from Falco's alerts."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from responder.actions.outcome import OutcomeStatus
-from responder.alert import Alert
 from responder.alert_json import parse_falco_json
 from responder.cli import main
 from responder.config import HttpInput, SecretRef, ServerTLS
@@ -37,12 +34,12 @@ from responder.ingest.http import (
 )
 from responder.ingest.httpserver import Request
 from responder.ingest.refusals import RefusalLog
-from responder.ingest.sink import Accepted, InputName
 from responder.notify.render import render_incident
 from responder.policy import DRY_RUN_BY_DRILL, DRY_RUN_BY_GUARDRAILS, GuardrailState, decide, dry_run_lifted
 from responder.sender import Proof, Sender, is_drill
 from simulators.falco_json import falco_alert, falco_bytes
 from tests.helpers import SHELL_RULE, Records
+from tests.ingest.test_httpserver_refusals_and_chunks import Journal
 from tests.notify.slack_fixtures import all_texts, make_decision, make_report
 from tests.notify.slack_fixtures import make_alert as fixture_alert
 from tests.notify.slack_fixtures import quarantined as dry_run_of
@@ -299,7 +296,7 @@ async def test_a_drill_is_not_bound_to_a_node(tmp_path: Path) -> None:
     senders, drills, _ = _files(tmp_path)
     tls = ServerTLS(cert_file="c", key_file="k", client_ca_file="ca")
     http = HttpInput(tls=tls, token=senders, drill_token=drills, require_sender_matches_hostname=True)
-    sink = RecordingSink()
+    sink = Journal()  # takes every alert at once
     authenticator = Authenticator(http, TokenSource(senders), TokenSource(drills))
     route = alerts_route(http, sink, authenticator, RefusalLog("HTTP input", logging.getLogger("test")))
     body = json.dumps(fixture_alert().to_falco_json()).encode()
@@ -363,33 +360,6 @@ def test_a_drills_post_says_how_it_came_and_gives_no_command_to_cut_the_pod() ->
         assert "*No command to cut the pod*: this is a drill" in texts
         assert message.text.startswith("DRILL: ")
         assert message.text_alone is not None and message.text_alone.startswith("DRILL: ")
-
-
-class RecordingSink:
-    """An AlertSink that takes every alert at once."""
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def offer(
-        self,
-        alert: Alert,
-        source: InputName,
-        raw: bytes | None,
-        on_done: Callable[[Accepted | BaseException], None],
-    ) -> bool:
-        self.alerts.append(alert)
-        asyncio.get_running_loop().call_soon(on_done, Accepted(alert.alert_id, True))
-        return True
-
-    async def submit(
-        self, alert: Alert, source: InputName, *, wait_seconds: float | None = None, raw: bytes | None = None
-    ) -> Accepted:
-        self.alerts.append(alert)
-        return Accepted(alert.alert_id, True)
-
-    def reject(self, source: InputName, reason: str, detail: str) -> None:
-        raise AssertionError(f"alert rejected: {reason} {detail}")
 
 
 def test_a_drill_token_over_plain_http_is_warned_of(tmp_path: Path) -> None:
