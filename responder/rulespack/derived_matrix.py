@@ -28,7 +28,9 @@ def _rule_rows(report: DerivedReport, ids: dict[str, str], accepted: Collection[
     rows = []
     width = max([len(rule) for rule in report.rules] + [4])
     rows.append(f"  {'':4}  {'rule':<{width}}  {'positive':>8}  {'negative':>8}  {'evasions':>8}  result")
-    for rule in report.rules:
+    # In R-number order: a rule numbered among the matrix's (disabled, say) sits where its number does.
+    numbered = {rule: int(ids[rule][1:]) for rule in report.rules if ids.get(rule, "")[1:].isdigit()}
+    for rule in sorted(report.rules, key=lambda name: numbered.get(name, len(report.rules) + 1)):
         examples = [v for v in report.examples if v.case.rule == rule and v.status != NOT_EVALUATED]
         positive = [v for v in examples if v.case.positive]
         negative = [v for v in examples if not v.case.positive]
@@ -89,7 +91,9 @@ def render_derived_table(
 ) -> str:
     """``ids``: the capture matrix's rule numbers (R1 ...), extended for rules it did not list;
     ``accepted``: failure lines the user accepted (`rules test --accept`), said as such."""
-    ids = {**{rule: f"R{index}" for index, rule in enumerate(report.rules, 1)}, **ids}
+    # Numbered after the matrix's, never reusing one of its numbers.
+    extra = [rule for rule in report.rules if rule not in ids]
+    ids = {**ids, **{rule: f"R{len(ids) + index}" for index, rule in enumerate(extra, 1)}}
     lines = [
         f"Rule examples and evasion cases: {len(report.examples)} examples of rules/examples.yaml"
         f" ({_judged_by(report.examples)}), {len(report.evasions)} evasion cases"
@@ -168,7 +172,7 @@ def render_derived_json(report: DerivedReport) -> dict[str, Any]:
                 ],
                 "status": OK if v.ok else FAIL if report.judged(v) else NOT_JUDGED,
                 "not_judged": report.not_judged.get(v.case.id),
-                "failures": list(v.problems),
+                "failures": list(dict.fromkeys(v.problems)),  # once each, as the table says them
             }
             for v in report.evasions
         ],

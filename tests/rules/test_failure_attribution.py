@@ -145,7 +145,9 @@ def test_a_disabled_rule_is_said_one_way(
     # One number for the rule in every table (review-replay L4: the matrix, which has no column for a
     # disabled rule, numbered the rules after it one lower than the tables below it).
     assert f"\n  R7  {DRIFT}  (disabled at {tuning}:2: not run, no column)\n  R8  Credential access" in out
-    assert re.search(rf"\n  R7 +{re.escape(DRIFT)} +\d", out), out
+    row = re.search(rf"\n  R7 +{re.escape(DRIFT)} +\d", out)
+    assert row is not None, out
+    assert row.start() < out.index("\n  R8    Credential access", row.start())  # in number order
     assert len(failures) == len(set(failures)), failures  # each once
     examples = [f for f in failures if f.startswith("example ")]
     assert examples and all(f.endswith(f", but it is disabled at {tuning}:2") for f in examples)
