@@ -182,6 +182,11 @@ def open_journal(
                 " --incident, or under their own incidents)"
             )
         first = record.get("first_alert")
+        if cuts and first is None:
+            raise UserError(
+                f"--incident {args.incident}: its opening alert cannot be read from the journal, so whether"
+                " it is a drill's cannot be told; nothing was done (leave --incident out to act all the same)"
+            )
         if cuts and first is not None and is_drill(first.sender):
             # A drill's post gives no by-hand command: one pasted from elsewhere would cut a pod that
             # is not under attack and file it as the drill's answer.

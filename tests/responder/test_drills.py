@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -371,3 +372,24 @@ def test_a_drill_token_over_plain_http_is_warned_of(tmp_path: Path) -> None:
         "inputs.http.drill_token is accepted over plain HTTP: anyone who can read the traffic can replay it"
         " and send drills; set inputs.http.tls (or make sure a mesh encrypts it)"
     ]
+
+
+def test_quarantine_refuses_an_incident_whose_opening_alert_cannot_be_read(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review-session-50 L: whether it is a drill's cannot be told then, so nothing is done under it."""
+    running, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", "drill", {"proc.name": "sh"})
+    source.write_text(falco_bytes(alert).decode() + "\n")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0", "--drill"]) == 0
+    with sqlite3.connect(tmp_path / "journal.db") as journal:
+        (incident,) = journal.execute("SELECT incident_id FROM incidents").fetchone()
+        journal.execute("UPDATE alerts SET payload = x'00'")
+    capsys.readouterr()
+    argv = ["quarantine", "--namespace", pods["vllm"].namespace, pods["vllm"].name, "--config", str(config)]
+    assert main([*argv, "--incident", incident, "--reason", "pasted", "--by", "alice"]) == 2
+    err = capsys.readouterr().err
+    assert f"--incident {incident}: its opening alert cannot be read from the journal" in err, err
+    assert not quarantined(running, pods["vllm"])
