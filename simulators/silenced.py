@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.rulespack.expand import RuleSet, RuleState
-from responder.rulespack.rulesfile import ExceptionSpec
+from responder.rulespack.rulesfile import ExceptionSpec, RuleItem
 
 # One exception's values for one alternative: a value per field (a tuple for a list operator).
 Row = tuple[str | tuple[str, ...], ...]
@@ -31,7 +31,7 @@ class ExceptionRows:
     fields: tuple[str, ...]
     comps: tuple[str, ...]
     rows: tuple[Row, ...]
-    where: str  # FILE:LINE of its definition and every append of values, comma-separated
+    where: tuple[str, ...]  # each row's FILE:LINE: the item that wrote its values
 
 
 @dataclass(frozen=True)
@@ -50,34 +50,54 @@ class Silenced:
 def exception_rows(ruleset: RuleSet, rule: RuleState) -> tuple[ExceptionRows, ...]:
     """``rule``'s exceptions with values, as rows (lists named in them read from ``ruleset``)."""
     found = []
+    lists = ruleset.list_items
     for exception in rule.exceptions:
-        fields, comps, rows = _rows(exception, ruleset.list_items)
-        if not rows:
-            continue
-        origins = rule.exception_origins.get(exception.name, ())
-        where = ", ".join(
-            f"{origin.file.path}:{origin.line}" if origin.line is not None else origin.file.path
-            for origin in origins
-        )
-        found.append(ExceptionRows(exception.name, fields, comps, rows, where or "?"))
+        written = _written_at(ruleset, rule, exception.name)
+        read = [
+            (row, written.get(value, "?"))
+            for value in exception.values or ()
+            if (row := _row(exception, value, lists)) is not None
+        ]
+        if read:
+            fields, comps, _ = read[0][0]
+            rows = tuple(row for (_, _, row), _ in read)
+            wheres = tuple(where for _, where in read)
+            found.append(ExceptionRows(exception.name, fields, comps, rows, wheres))
     return tuple(found)
 
 
-def _rows(
-    exception: ExceptionSpec, lists: Mapping[str, list[str]]
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[Row, ...]]:
-    values = exception.values or ()
-    if isinstance(exception.fields, str) and isinstance(exception.comps, str):
-        # One field: `field comps (v1, v2, ...)`, a value that names a list standing for its items.
-        items = _items((v for v in values if isinstance(v, str)), lists)
-        return (exception.fields,), (exception.comps,), ((items,),) if items else ()
-    if isinstance(exception.fields, tuple) and isinstance(exception.comps, tuple):
-        rows: list[Row] = []
-        for value in values:
-            if isinstance(value, tuple) and len(value) == len(exception.fields):
-                rows.append(tuple(_listed(element, lists) for element in value))
-        return exception.fields, exception.comps, tuple(rows)
-    return (), (), ()
+def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, str]:
+    """Where each value of ``rule``'s exception ``name`` was written (FILE:LINE of the exception
+    in the item that gave it: the definition, or an append)."""
+    found: dict[object, str] = {}
+    for rules_file in ruleset.files:
+        for item in rules_file.items:
+            if not isinstance(item, RuleItem) or item.name != rule.name:
+                continue
+            for exception in item.get("exceptions") or ():
+                if exception.name == name:
+                    line = exception.line or item.line
+                    for value in exception.values or ():
+                        found[value] = f"{rules_file.path}:{line}" if line is not None else rules_file.path
+    return found
+
+
+def _row(
+    exception: ExceptionSpec, value: str | tuple[str | tuple[str, ...], ...], lists: Mapping[str, list[str]]
+) -> tuple[tuple[str, ...], tuple[str, ...], Row] | None:
+    """One value of an exception as a row: (fields, comps, the row), None for one it cannot read."""
+    if isinstance(exception.fields, str) and isinstance(exception.comps, str) and isinstance(value, str):
+        # One field: `field comps (v1, v2, ...)`, each value an alternative (a list's name: its items).
+        items = _items((value,), lists)
+        return ((exception.fields,), (exception.comps,), (items,)) if items else None
+    if (
+        isinstance(exception.fields, tuple)
+        and isinstance(exception.comps, tuple)
+        and isinstance(value, tuple)
+        and len(value) == len(exception.fields)
+    ):
+        return exception.fields, exception.comps, tuple(_listed(element, lists) for element in value)
+    return None
 
 
 def _listed(element: str | tuple[str, ...], lists: Mapping[str, list[str]]) -> str | tuple[str, ...]:
@@ -133,7 +153,7 @@ def _split_items(text: str) -> list[str]:
 def silenced_by(fields: Mapping[str, Any], exceptions: Sequence[ExceptionRows]) -> Silenced | None:
     """The first exception row that holds for an alert with ``fields`` (its output_fields), or None."""
     for exception in exceptions:
-        for row in exception.rows:
+        for row, where in zip(exception.rows, exception.where, strict=True):
             matched = []
             for name, comp, expected in zip(exception.fields, exception.comps, row, strict=True):
                 actual = fields.get(name)
@@ -141,7 +161,7 @@ def silenced_by(fields: Mapping[str, Any], exceptions: Sequence[ExceptionRows]) 
                     break
                 matched.append((name, _text(actual)))
             else:
-                return Silenced(exception.name, exception.where, tuple(matched))
+                return Silenced(exception.name, where, tuple(matched))
     return None
 
 

@@ -55,9 +55,9 @@ def test_replay_says_an_alert_the_users_tuning_would_silence(
 
 def test_what_cannot_be_told_from_the_alert_is_never_said_to_silence_it() -> None:
     rows = (
-        ExceptionRows("a", ("user.name", "fd.name"), ("=", "="), (("model-server", "/x"),), "f:1"),
-        ExceptionRows("b", ("user.name",), ("bcontains",), (("model-server",),), "f:2"),
-        ExceptionRows("c", ("proc.name",), ("in",), ((("sh", "bash"),),), "f:3"),
+        ExceptionRows("a", ("user.name", "fd.name"), ("=", "="), (("model-server", "/x"),), ("f:1",)),
+        ExceptionRows("b", ("user.name",), ("bcontains",), (("model-server",),), ("f:2",)),
+        ExceptionRows("c", ("proc.name",), ("in",), ((("sh", "bash"),),), ("f:3",)),
     )
     # fd.name is not in the alert; bcontains is not evaluated here: neither holds.
     assert silenced_by({"user.name": "model-server"}, rows) is None
@@ -91,3 +91,26 @@ def test_exception_values_are_read_as_falco_reads_them() -> None:
     assert silenced_by({"proc.name": "bash"}, inline) is not None
     assert silenced_by({"proc.name": "a, b"}, inline) is not None
     assert silenced_by({"proc.name": "a"}, inline) is None
+
+
+def test_the_note_names_the_file_whose_values_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review-session-50 L: an exception defined in one file and given values by another is named
+    at the item whose values hold for the alert, not at every file that wrote some."""
+    defined = tmp_path / "defined.yaml"
+    defined.write_text(QUIET_SERVING_USER.format(user="root"))
+    appended = tmp_path / "appended.yaml"
+    appended.write_text(
+        "- rule: Shell in serving pod\n"
+        "  exceptions:\n"
+        "    - name: quiet_serving_user\n"
+        "      values: [[model-server, [serving-guard]]]\n"
+        "  append: true\n"
+    )
+    out_file = tmp_path / "alerts.jsonl"
+    argv = ["replay", "shell-in-serving-pod", "--pod", "ml-serving/x-0", "--forge", "--file", str(out_file)]
+    assert main([*argv, "--rules", str(default_pack()), str(defined), str(appended)]) == 0
+    out = capsys.readouterr().out
+    assert f"exception 'quiet_serving_user' ({appended}:3) holds for its user.name=model-server" in out, out
+    assert str(defined) not in out.split("Falco would not send it", 1)[1].split("\n", 1)[0]
