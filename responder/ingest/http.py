@@ -286,7 +286,7 @@ class Authenticator:
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
         if self._token is not None and request.headers.get("authorization"):
             presented = presented_bearer(request)
-            number = self._token.number_of(presented) if presented is not None and self._token else None
+            number = self._token.number_of(presented) if presented is not None else None
             if number is not None:
                 return _admitted(request, Proof.TOKEN, number)
             return AuthResult(False, 401, "invalid bearer token")
@@ -466,7 +466,7 @@ def drill_shares_with(key: str) -> str:
     """Why serve refuses a drill token that is also inputs.http.``key``'s (said by `config check` too)."""
     return (
         f"is the same as inputs.http.{key} (or holds one of its tokens): a drill must be told from"
-        " Falco's alerts by a token no one else holds; give the drill token a token of its own"
+        " Falco's alerts by a token no one else holds; give the drill token a secret of its own"
     )
 
 
