@@ -339,7 +339,7 @@ class HttpInput(Strict):
             )
         drill = self.drill_token
         if self.enabled and drill is not None and drill in (self.token, self.audit_token):
-            other = "token" if self.drill_token == self.token else "audit_token"
+            other = "token" if drill == self.token else "audit_token"
             raise ValueError(
                 f"drill_token names the same secret as {other}: a drill must be told from Falco's alerts"
                 " by a token no one else holds; give the drill token a secret of its own"

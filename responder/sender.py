@@ -120,10 +120,9 @@ def sender_text(sender: Mapping[str, Any] | None) -> str:
     if proof == "file":
         read = "standard input" if address == "-" else f"file {address}"
         return read + (" (drill)" if sender.get("drill") is True else "")
-    if proof == "token":
-        said = f"token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
-    elif proof == "drill-token":
-        said = f"drill token {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
+    if proof in ("token", "drill-token"):
+        kind = "drill token" if proof == "drill-token" else "token"
+        said = f"{kind} {sender.get('token', '?')}" + (f" (certificate {names})" if names else "")
     elif proof == "certificate":
         said = f"certificate {names or '?'}"
     elif proof == "none":

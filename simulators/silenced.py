@@ -52,18 +52,29 @@ def exception_rows(ruleset: RuleSet, rule: RuleState) -> tuple[ExceptionRows, ..
     found = []
     lists = ruleset.list_items
     for exception in rule.exceptions:
+        shape = _shape(exception)
+        if shape is None:
+            continue
         written = _written_at(ruleset, rule, exception.name)
         read = [
             (row, written.get(value, "?"))
             for value in exception.values or ()
-            if (row := _row(exception, value, lists)) is not None
+            if (row := _row(shape[0], value, lists)) is not None
         ]
         if read:
-            fields, comps, _ = read[0][0]
-            rows = tuple(row for (_, _, row), _ in read)
-            wheres = tuple(where for _, where in read)
-            found.append(ExceptionRows(exception.name, fields, comps, rows, wheres))
+            rows = tuple(row for row, _ in read)
+            found.append(ExceptionRows(exception.name, *shape, rows, tuple(where for _, where in read)))
     return tuple(found)
+
+
+def _shape(exception: ExceptionSpec) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """An exception's fields and comparisons, one per field (a single field's as one); None for a
+    shape this cannot read."""
+    if isinstance(exception.fields, str) and isinstance(exception.comps, str):
+        return (exception.fields,), (exception.comps,)
+    if isinstance(exception.fields, tuple) and isinstance(exception.comps, tuple):
+        return exception.fields, exception.comps
+    return None
 
 
 def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, str]:
@@ -83,20 +94,15 @@ def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, st
 
 
 def _row(
-    exception: ExceptionSpec, value: str | tuple[str | tuple[str, ...], ...], lists: Mapping[str, list[str]]
-) -> tuple[tuple[str, ...], tuple[str, ...], Row] | None:
-    """One value of an exception as a row: (fields, comps, the row), None for one it cannot read."""
-    if isinstance(exception.fields, str) and isinstance(exception.comps, str) and isinstance(value, str):
+    fields: tuple[str, ...], value: str | tuple[str | tuple[str, ...], ...], lists: Mapping[str, list[str]]
+) -> Row | None:
+    """One value of an exception on ``fields`` as a row; None for one it cannot read."""
+    if len(fields) == 1 and isinstance(value, str):
         # One field: `field comps (v1, v2, ...)`, each value an alternative (a list's name: its items).
         items = _items((value,), lists)
-        return ((exception.fields,), (exception.comps,), (items,)) if items else None
-    if (
-        isinstance(exception.fields, tuple)
-        and isinstance(exception.comps, tuple)
-        and isinstance(value, tuple)
-        and len(value) == len(exception.fields)
-    ):
-        return exception.fields, exception.comps, tuple(_listed(element, lists) for element in value)
+        return (items,) if items else None
+    if isinstance(value, tuple) and len(value) == len(fields):
+        return tuple(_listed(element, lists) for element in value)
     return None
 
 

@@ -181,21 +181,27 @@ def open_journal(
                 f" {', '.join(repr(pod) for pod in others)}; nothing was done (act on other pods without"
                 " --incident, or under their own incidents)"
             )
-        first = record.get("first_alert")
-        if cuts and first is None:
-            raise UserError(
-                f"--incident {args.incident}: its opening alert cannot be read from the journal, so whether"
-                " it is a drill's cannot be told; nothing was done (leave --incident out to act all the same)"
-            )
-        if cuts and first is not None and is_drill(first.sender):
-            # A drill's post gives no by-hand command: one pasted from elsewhere would cut a pod that
-            # is not under attack and file it as the drill's answer.
-            raise UserError(
-                f"--incident {args.incident}: a drill's incident (its alerts came with the drill token or"
-                " ingest --drill), not an attack's; nothing was done (to cut the pod all the same, leave"
-                " --incident out)"
-            )
+        if cuts:
+            _refuse_a_drills_incident(args.incident, record.get("first_alert"))
     return journal
+
+
+def _refuse_a_drills_incident(incident_id: str, first: Alert | None) -> None:
+    """Refuse (UserError, before anything is done) to cut a pod under a drill's incident, or under
+    one whose opening alert (``first``: None when the journal cannot read it) cannot tell."""
+    if first is None:
+        raise UserError(
+            f"--incident {incident_id}: its opening alert cannot be read from the journal, so whether"
+            " it is a drill's cannot be told; nothing was done (leave --incident out to act all the same)"
+        )
+    if is_drill(first.sender):
+        # A drill's post gives no by-hand command: one pasted from elsewhere would cut a pod that
+        # is not under attack and file it as the drill's answer.
+        raise UserError(
+            f"--incident {incident_id}: a drill's incident (its alerts came with the drill token or"
+            " ingest --drill), not an attack's; nothing was done (to cut the pod all the same, leave"
+            " --incident out)"
+        )
 
 
 def record(

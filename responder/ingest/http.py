@@ -258,7 +258,10 @@ class Authenticator:
         return result
 
     def _check(self, request: Request) -> AuthResult:
-        if self._drill is not None and (presented := presented_bearer(request)) is not None:
+        # Read once: the drill token and the senders' are tried against the same bearer.
+        tokens = self._drill is not None or self._token is not None
+        presented = presented_bearer(request) if tokens else None
+        if self._drill is not None and presented is not None:
             drill = self._drill.number_of(presented)
             if drill is not None:
                 # The files are re-read as their Secrets rotate: that they differ must hold on every
@@ -285,7 +288,6 @@ class Authenticator:
                 return _admitted(request, Proof.CERTIFICATE)
             unnamed = AuthResult(False, 403, _not_allowed(request.peer_names))
         if self._token is not None and request.headers.get("authorization"):
-            presented = presented_bearer(request)
             number = self._token.number_of(presented) if presented is not None else None
             if number is not None:
                 return _admitted(request, Proof.TOKEN, number)

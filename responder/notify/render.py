@@ -1341,27 +1341,31 @@ def render_incident(
 def _by_hand_sections(report: IncidentReport, form: CommandForm, where: str) -> list[dict[str, Any]]:
     """The commands to quarantine or block the pod by hand (a withheld action, a dry-run's), ``where``
     they run; for a drill, none."""
+    offered = [
+        (what, by_hand)
+        for what, by_hand in (
+            ("quarantine it", report.quarantine_command(form)),
+            ("block it", report.block_command(form)),
+        )
+        if by_hand
+    ]
+    if offered and report.key.drill:
+        # A drill's pod is not under attack: no command to cut it (quarantine --incident refuses).
+        instead = _Lines()
+        instead.add(_DRILL_NO_COMMAND)
+        return [_section(instead)]
     sections = []
-    for what, by_hand in (
-        ("quarantine it", report.quarantine_command(form)),
-        ("block it", report.block_command(form)),
-    ):
-        if by_hand and report.key.drill:
-            # A drill's pod is not under attack: no command to cut it (quarantine --incident refuses).
-            instead = _Lines()
-            instead.add(_DRILL_NO_COMMAND)
-            return [_section(instead)]
-        if by_hand:
-            act = _Lines()
-            if what == "quarantine it" and report.predicted_in_cut:
-                act.add(
-                    "*The pod is in this cut already* (another incident's quarantine, or a person's):"
-                    f" nothing more to do. To record this incident's quarantine all the same{where}:"
-                )
-            else:
-                act.add(f"*To {what} by hand* once you have looked{where}:")
-            act.add(code_block(by_hand, 1000))
-            sections.append(_section(act))
+    for what, by_hand in offered:
+        act = _Lines()
+        if what == "quarantine it" and report.predicted_in_cut:
+            act.add(
+                "*The pod is in this cut already* (another incident's quarantine, or a person's):"
+                f" nothing more to do. To record this incident's quarantine all the same{where}:"
+            )
+        else:
+            act.add(f"*To {what} by hand* once you have looked{where}:")
+        act.add(code_block(by_hand, 1000))
+        sections.append(_section(act))
     return sections
 
 
