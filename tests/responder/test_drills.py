@@ -39,6 +39,7 @@ from responder.notify.render import render_incident
 from responder.policy import DRY_RUN_BY_DRILL, DRY_RUN_BY_GUARDRAILS, GuardrailState, decide, dry_run_lifted
 from responder.sender import Proof, Sender, is_drill
 from simulators.falco_json import falco_alert, falco_bytes
+from simulators.seed import SeededPod
 from tests.helpers import SHELL_RULE, Records
 from tests.ingest.test_httpserver_refusals_and_chunks import Journal
 from tests.notify.slack_fixtures import all_texts, make_decision, make_report
@@ -195,20 +196,27 @@ def test_a_drill_and_falcos_alert_are_two_incidents() -> None:
     assert IncidentKey.of(dataclasses.replace(alert, sender=Sender("x", Proof.TOKEN, token=1))) == falco_key
 
 
+def _write_shell_alert(source: Path, pod: SeededPod, output: str) -> None:
+    alert = falco_alert(pod, SHELL_RULE, "Notice", output, {"proc.name": "sh"})
+    source.write_text(falco_bytes(alert).decode() + "\n")
+
+
+def _ingest_a_drill(tmp_path: Path, seeded: Seeded) -> tuple[Path, Path]:
+    """A shell alert on vllm-0 ingested with --drill under a config that quarantines shells: the
+    config's path and the source's."""
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    source = tmp_path / "alerts.jsonl"
+    _write_shell_alert(source, pods["vllm"], "drill")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0", "--drill"]) == 0
+    return config, source
+
+
 def test_ingest_drill_journals_a_drill_in_dry_run_and_without_it_acts(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    running, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    source = tmp_path / "alerts.jsonl"
-
-    def write(output: str) -> None:
-        alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", output, {"proc.name": "sh"})
-        source.write_text(falco_bytes(alert).decode() + "\n")
-
-    write("drill")
-    ingest = ["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]
-    assert main([*ingest, "--drill"]) == 0
+    running, pods, _ = seeded
+    config, source = _ingest_a_drill(tmp_path, seeded)
     assert not quarantined(running, pods["vllm"])
     capsys.readouterr()
     assert main(["audit", "--config", str(config), "--format", "json"]) == 0
@@ -219,8 +227,8 @@ def test_ingest_drill_journals_a_drill_in_dry_run_and_without_it_acts(
     shown = capsys.readouterr().out
     assert f"sent by   file {source} (drill)" in shown and "(dry-run by drill)" in shown, shown
     # Another alert of the same rule and pod without --drill: Falco's, its own incident, acted on.
-    write("falco")
-    assert main(ingest) == 0
+    _write_shell_alert(source, pods["vllm"], "falco")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
     assert quarantined(running, pods["vllm"])
 
 
@@ -320,12 +328,8 @@ def test_quarantine_refuses_a_drills_incident(
 ) -> None:
     """review-drills M2: a drill's post gives no command to cut the pod, and one pasted from
     elsewhere under the drill's incident is refused, nothing done."""
-    running, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    source = tmp_path / "alerts.jsonl"
-    alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", "drill", {"proc.name": "sh"})
-    source.write_text(falco_bytes(alert).decode() + "\n")
-    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0", "--drill"]) == 0
+    running, pods, _ = seeded
+    config, _ = _ingest_a_drill(tmp_path, seeded)
     capsys.readouterr()
     assert main(["audit", "--config", str(config), "--format", "json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
@@ -378,12 +382,8 @@ def test_quarantine_refuses_an_incident_whose_opening_alert_cannot_be_read(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """review-session-50 L: whether it is a drill's cannot be told then, so nothing is done under it."""
-    running, pods, kubeconfig = seeded
-    config = write_config(tmp_path, kubeconfig)
-    source = tmp_path / "alerts.jsonl"
-    alert = falco_alert(pods["vllm"], SHELL_RULE, "Notice", "drill", {"proc.name": "sh"})
-    source.write_text(falco_bytes(alert).decode() + "\n")
-    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0", "--drill"]) == 0
+    running, pods, _ = seeded
+    config, _ = _ingest_a_drill(tmp_path, seeded)
     with sqlite3.connect(tmp_path / "journal.db") as journal:
         (incident,) = journal.execute("SELECT incident_id FROM incidents").fetchone()
         journal.execute("UPDATE alerts SET payload = x'00'")
