@@ -42,7 +42,7 @@ from simulators.falco_grpc_server import FalcoGrpcServer, ServerTLS
 from simulators.identity import PodIdentity, forged_identity, parse_pod_ref, read_identity
 from simulators.replay import Delivery, post_alerts, publish_alerts, write_alerts
 from simulators.scenario import Outcome, Scenario, add_scenarios_dir_option, check_run_id, load_scenarios
-from simulators.silenced import silenced_by
+from simulators.silenced import judge
 
 DEFAULT_TIMEOUT = 30.0
 # The options that apply to one way out only: (dest, flag, the targets they apply to).
@@ -305,19 +305,26 @@ def run(args: argparse.Namespace) -> int:
 
 def silenced_notes(alerts: list[ScenarioAlert], specs: Mapping[str, RuleSpec]) -> list[str]:
     """A note for each alert an exception of its rule, as the rules files load, would keep Falco from
-    sending (a tuning that blinds the rule where the scenario runs): replayed all the same."""
+    sending (a tuning that blinds the rule where the scenario runs), or may (fields the alert does not
+    carry): replayed all the same."""
     notes = []
     for item in alerts:
         spec = specs.get(item.rule)
         fields = item.alert.get("output_fields")
         if spec is None or not isinstance(fields, dict):
             continue
-        silenced = silenced_by(fields, spec.exceptions)
-        if silenced is not None:
+        verdict = judge(fields, spec.exceptions)
+        about = f"  note: {item.scenario} alert {item.step} ({item.rule}):"
+        if verdict.silenced is not None:
             notes.append(
-                f"  note: {item.scenario} alert {item.step} ({item.rule}): Falco would not send it: the"
-                f" {silenced.text()}; sent all the same (a replay proves the responder, not detection)"
+                f"{about} Falco would not send it: the {verdict.silenced.text()}; sent all the same (a"
+                " replay proves the responder, not detection)"
             )
+        notes.extend(
+            f"{about} Falco may not send it: the {untold.text()}; sent all the same (check it live:"
+            f" serving-guard simulate {item.scenario})"
+            for untold in verdict.untold
+        )
     return notes
 
 

@@ -6,8 +6,9 @@ serving user) shows before a drill "passes" (review-replay L5).
 
 Only exceptions, and only what can be told from the alert's fields: a field the alert does not
 carry, a comparison this module does not evaluate, or a list it cannot read is "cannot tell", never
-"silenced". A tuning written as a condition (`and not ...`) is not judged here (rules check warns
-of one on a process's user)."""
+"silenced"; an exception whose other fields hold is named as one that may silence it. A tuning
+written as a condition (`and not ...`) is not judged here (rules check warns of one on a process's
+user)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.rulespack.expand import RuleSet, RuleState
-from responder.rulespack.rulesfile import ExceptionSpec, RuleItem
+from responder.rulespack.rulesfile import ExceptionSpec, Mode, RuleItem
 
 # One exception's values for one alternative: a value per field (a tuple for a list operator).
 Row = tuple[str | tuple[str, ...], ...]
@@ -32,6 +33,11 @@ class ExceptionRows:
     comps: tuple[str, ...]
     rows: tuple[Row, ...]
     where: tuple[str, ...]  # each row's FILE:LINE: the item that wrote its values
+    # Per row: written by a tuning (an append or override of the rule), not by the rule's definition,
+    # whose rows `rules test` proves on the scenarios' captures. Only a tuning's row that cannot be
+    # judged is said to be one that may silence an alert: the pack's probe and init-container rows
+    # would be said of every replay. Empty: every row counts as a tuning's.
+    tuned: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,16 @@ def exception_rows(ruleset: RuleSet, rule: RuleState) -> tuple[ExceptionRows, ..
             continue
         written = _written_at(ruleset, rule, exception.name)
         read = [
-            (row, written.get(value, "?"))
+            (row, *written.get(value, ("?", False)))
             for value in exception.values or ()
             if (row := _row(shape[0], value, lists)) is not None
         ]
         if read:
-            rows = tuple(row for row, _ in read)
-            found.append(ExceptionRows(exception.name, *shape, rows, tuple(where for _, where in read)))
+            rows = tuple(row for row, _, _ in read)
+            wheres = tuple(where for _, where, _ in read)
+            found.append(
+                ExceptionRows(exception.name, *shape, rows, wheres, tuple(tuned for *_, tuned in read))
+            )
     return tuple(found)
 
 
@@ -77,10 +86,11 @@ def _shape(exception: ExceptionSpec) -> tuple[tuple[str, ...], tuple[str, ...]] 
     return None
 
 
-def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, str]:
+def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, tuple[str, bool]]:
     """Where each value of ``rule``'s exception ``name`` was written (FILE:LINE of the exception
-    in the item that gave it: the definition, or an append)."""
-    found: dict[object, str] = {}
+    in the item that gave it: the definition, or an append), and whether by a tuning (not the
+    definition)."""
+    found: dict[object, tuple[str, bool]] = {}
     for rules_file in ruleset.files:
         for item in rules_file.items:
             if not isinstance(item, RuleItem) or item.name != rule.name:
@@ -88,8 +98,9 @@ def _written_at(ruleset: RuleSet, rule: RuleState, name: str) -> dict[object, st
             for exception in item.get("exceptions") or ():
                 if exception.name == name:
                     line = exception.line or item.line
+                    where = f"{rules_file.path}:{line}" if line is not None else rules_file.path
                     for value in exception.values or ():
-                        found[value] = f"{rules_file.path}:{line}" if line is not None else rules_file.path
+                        found[value] = (where, item.mode != Mode.DEFINE)
     return found
 
 
@@ -156,19 +167,67 @@ def _split_items(text: str) -> list[str]:
     return items
 
 
+@dataclass(frozen=True)
+class Untold:
+    """An exception row none of whose fields the alert fails, but some it cannot be judged on: it
+    may keep Falco from sending the alert, or not (said, never counted as silenced)."""
+
+    exception: str
+    where: str
+    matched: tuple[tuple[str, str], ...]  # (field, the alert's value) of the fields that hold
+    untold: tuple[str, ...]  # why each other field cannot be judged
+
+    def text(self) -> str:
+        held = ", ".join(f"{name}={value}" for name, value in self.matched)
+        held_text = f" holds for its {held}, and" if held else ""
+        untold = ", ".join(self.untold)
+        return f"exception '{self.exception}' ({self.where}){held_text} cannot be judged on {untold}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a rule's exceptions do to one alert: the row that silences it, or the rows that may."""
+
+    silenced: Silenced | None
+    untold: tuple[Untold, ...]
+
+
 def silenced_by(fields: Mapping[str, Any], exceptions: Sequence[ExceptionRows]) -> Silenced | None:
     """The first exception row that holds for an alert with ``fields`` (its output_fields), or None."""
+    return judge(fields, exceptions).silenced
+
+
+def judge(fields: Mapping[str, Any], exceptions: Sequence[ExceptionRows]) -> Verdict:
+    """The first exception row that holds for an alert with ``fields`` (its output_fields); without
+    one, each exception's first row written by a tuning that no field fails but some cannot be told
+    from the alert."""
+    untold: list[Untold] = []
     for exception in exceptions:
-        for row, where in zip(exception.rows, exception.where, strict=True):
-            matched = []
+        first_untold: Untold | None = None
+        tuned = exception.tuned or (True,) * len(exception.rows)
+        for row, where, by_tuning in zip(exception.rows, exception.where, tuned, strict=True):
+            matched: list[tuple[str, str]] = []
+            unknown: list[str] = []
             for name, comp, expected in zip(exception.fields, exception.comps, row, strict=True):
                 actual = fields.get(name)
-                if actual is None or _holds(comp, _text(actual), expected) is not True:
+                if actual is None:
+                    unknown.append(f"{name} (not in the alert)")
+                    continue
+                holds = _holds(comp, _text(actual), expected)
+                if holds is False:
                     break
+                if holds is None:
+                    unknown.append(f"{name} ({comp}: not evaluated here)")
+                    continue
                 matched.append((name, _text(actual)))
             else:
-                return Silenced(exception.name, where, tuple(matched))
-    return None
+                if not unknown:
+                    return Verdict(Silenced(exception.name, where, tuple(matched)), ())
+                if first_untold is None and by_tuning:
+                    first_untold = Untold(exception.name, where, tuple(matched), tuple(unknown))
+        if first_untold is not None:
+            untold.append(first_untold)
+    return Verdict(None, tuple(untold))
 
 
 def _text(value: Any) -> str:

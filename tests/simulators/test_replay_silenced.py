@@ -12,7 +12,7 @@ from responder.cli import main
 from responder.rulespack.expand import Origin, RuleSet, RuleState
 from responder.rulespack.paths import default_pack
 from responder.rulespack.rulesfile import ExceptionSpec, RulesFile
-from simulators.silenced import ExceptionRows, exception_rows, silenced_by
+from simulators.silenced import ExceptionRows, Untold, exception_rows, judge, silenced_by
 
 ORIGIN = Origin(RulesFile("tuning.yaml", ""), 1, 0)
 
@@ -61,6 +61,19 @@ def test_what_cannot_be_told_from_the_alert_is_never_said_to_silence_it() -> Non
     )
     # fd.name is not in the alert; bcontains is not evaluated here: neither holds.
     assert silenced_by({"user.name": "model-server"}, rows) is None
+    # ... but both may: said, each exception once (its first row that may), never as silenced.
+    verdict = judge({"user.name": "model-server"}, rows)
+    assert verdict.silenced is None
+    assert [untold.text() for untold in verdict.untold] == [
+        "exception 'a' (f:1) holds for its user.name=model-server, and cannot be judged on fd.name (not in"
+        " the alert)",
+        "exception 'b' (f:2) cannot be judged on user.name (bcontains: not evaluated here)",
+        "exception 'c' (f:3) cannot be judged on proc.name (not in the alert)",
+    ]
+    # A field the alert fails rules the row out, whatever else cannot be told.
+    assert judge({"user.name": "root", "proc.name": "zsh"}, rows).untold == (
+        Untold("b", "f:2", (), ("user.name (bcontains: not evaluated here)",)),
+    )
     found = silenced_by({"user.name": "model-server", "proc.name": "bash"}, rows)
     assert found is not None and found.text() == "exception 'c' (f:3) holds for its proc.name=bash"
     assert silenced_by({"proc.name": "zsh"}, rows) is None
@@ -114,3 +127,62 @@ def test_the_note_names_the_file_whose_values_hold(
     out = capsys.readouterr().out
     assert f"exception 'quiet_serving_user' ({appended}:3) holds for its user.name=model-server" in out, out
     assert str(defined) not in out.split("Falco would not send it", 1)[1].split("\n", 1)[0]
+
+
+def test_replay_says_an_alert_an_exception_may_silence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception on a field the alert does not carry (fd.name: a shell alert has none) whose other
+    fields hold may keep Falco from sending it: said, never as "would not send" (review-session-50:
+    it was skipped without a word)."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(
+        "- rule: Shell in serving pod\n"
+        "  exceptions:\n"
+        "    - name: quiet_probe\n"
+        "      fields: [user.name, fd.name]\n"
+        '      comps: ["=", startswith]\n'
+        "      values: [[root, /tmp/other], [model-server, /tmp/probe]]\n"
+        "  override:\n"
+        "    exceptions: append\n"
+    )
+    out_file = tmp_path / "alerts.jsonl"
+    argv = ["replay", "shell-in-serving-pod", "--pod", "ml-serving/x-0", "--forge", "--file", str(out_file)]
+    assert main([*argv, "--rules", str(default_pack()), str(tuning)]) == 0
+    out = capsys.readouterr().out
+    assert out_file.read_text().count("\n") == 2  # sent all the same
+    for step in (1, 2):
+        assert (
+            f"  note: shell-in-serving-pod alert {step} (Shell in serving pod): Falco may not send it: the"
+            f" exception 'quiet_probe' ({tuning}:3) holds for its user.name=model-server, and cannot be"
+            " judged on fd.name (not in the alert); sent all the same (check it live: serving-guard"
+            " simulate shell-in-serving-pod)"
+        ) in out, out
+    assert "Falco would not send it" not in out
+
+
+def test_the_packs_own_exceptions_are_not_said_to_maybe_silence_a_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pack's rows on fields no scenario alert carries (probes, init containers) are its
+    definition's, proven on the captures by `rules test`: a replay of every scenario says nothing of
+    them; the same row appended by a tuning is said."""
+    out_file = tmp_path / "alerts.jsonl"
+    argv = ["replay", "all", "--pod", "ml-serving/x-0", "--forge", "--file", str(out_file)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Falco may not send it" not in out and "Falco would not send it" not in out, out
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(
+        "- rule: Shell in serving pod\n"
+        "  exceptions:\n"
+        "    - name: liveness_probe\n"
+        "      values: [[true]]\n"
+        "  append: true\n"
+    )
+    assert main([*argv, "--rules", str(default_pack()), str(tuning)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"exception 'liveness_probe' ({tuning}:3) cannot be judged on proc.is_container_liveness_probe"
+        " (not in the alert)"
+    ) in out, out
