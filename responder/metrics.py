@@ -36,6 +36,13 @@ class Metrics:
             ["input", "source"],
             registry=r,
         )
+        self.drills = Counter(
+            "serving_guard_drill_alerts_received",
+            "Alerts accepted into the journal as drills (the drill token, ingest --drill): counted in"
+            " alerts_received too, decided in dry-run unless guardrails.enforce_drills",
+            ["input"],
+            registry=r,
+        )
         self.redelivered = Counter(
             "serving_guard_alerts_redelivered",
             "Alerts delivered again (same content id), not new work",
@@ -182,13 +189,15 @@ class Metrics:
             registry=r,
         )
 
-    def count_received(self, input_name: str, source: str) -> None:
-        """One alert accepted into the journal."""
+    def count_received(self, input_name: str, source: str, *, drill: bool) -> None:
+        """One alert accepted into the journal (a drill's counted apart too)."""
         key = (input_name, self.source_label(source))
         child = self._received_by.get(key)
         if child is None:
             child = self._received_by[key] = self.received.labels(*key)
         child.inc()
+        if drill:
+            self.drills.labels(input_name).inc()
 
     def count_duplicate(self, rule: str) -> None:
         """One alert folded into an open incident."""

@@ -110,6 +110,7 @@ from responder.policy import (
     quarantine_breaker_reason,
 )
 from responder.records import DECIDED_AGAIN, decision_to_json, pod_to_json, verification_to_json
+from responder.sender import is_drill
 from responder.slots import Slots
 
 log = logging.getLogger("serving_guard.pipeline")
@@ -390,7 +391,7 @@ class Pipeline:
             self._deferred_shares.remove(key, size)
             self._metrics.redelivered.labels(source.value).inc()
             return Accepted(alert.alert_id, new=False)
-        self._metrics.count_received(source.value, alert.source)
+        self._metrics.count_received(source.value, alert.source, drill=is_drill(alert.sender))
         self._metrics.deferred.labels(source.value).inc()
         self._deferred_waiting.set()
         return Accepted(alert.alert_id, new=True, deferred=True)
@@ -560,7 +561,7 @@ class Pipeline:
             on_done(Accepted(alert.alert_id, new=False))
             return
         self._undispatched.pop(alert.alert_id, None)
-        self._metrics.count_received(source.value, alert.source)
+        self._metrics.count_received(source.value, alert.source, drill=is_drill(alert.sender))
         try:
             self._dispatch(alert, received_ns, weight)  # the slot is now the dispatched work's
         except Exception as exc:  # journaled: it stays pending and is resumed after a restart
@@ -598,7 +599,7 @@ class Pipeline:
             self._metrics.redelivered.labels(source.value).inc()
             on_done(Accepted(alert.alert_id, new=False))
             return
-        self._metrics.count_received(source.value, alert.source)
+        self._metrics.count_received(source.value, alert.source, drill=is_drill(alert.sender))
         self._metrics.count_duplicate(alert.rule)
         self.stats.processed += 1
         try:

@@ -382,7 +382,7 @@ def _counted_metrics() -> Metrics:
     _refuse_as_the_http_input(metrics, sorted(REJECTION_REASONS))
     metrics.incidents_forgotten.inc(2)
     metrics.alert_to_decision.observe(0.03)
-    metrics.count_received("http", "syscall")
+    metrics.count_received("http", "syscall", drill=True)
     return metrics
 
 

@@ -12,7 +12,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from responder.actions.outcome import OutcomeStatus
 from responder.alert_json import parse_falco_json
@@ -46,6 +48,7 @@ from tests.notify.slack_fixtures import all_texts, make_decision, make_report
 from tests.notify.slack_fixtures import make_alert as fixture_alert
 from tests.notify.slack_fixtures import quarantined as dry_run_of
 from tests.responder.test_commands import Seeded, quarantined, write_config
+from tests.responder.test_http_input import body_for, post, start
 from tests.responder.test_policy import VERIFIED, make_alert, make_config, make_pod
 
 SENDERS = "s3cret-senders-token-value"
@@ -393,3 +396,32 @@ def test_quarantine_refuses_an_incident_whose_opening_alert_cannot_be_read(
     err = capsys.readouterr().err
     assert f"--incident {incident}: its opening alert cannot be read from the journal" in err, err
     assert not quarantined(running, pods["vllm"])
+
+
+async def test_drills_are_counted_apart_in_the_metrics(tmp_path: Path, seeded: Seeded) -> None:
+    """A dashboard of alerts received cannot tell the security team's drills from Falco's without
+    a count of its own: serving_guard_drill_alerts_received_total{input} (stop 48 left-out)."""
+    senders, drills, _ = _files(tmp_path)
+    http = {"token": {"file": senders.file}, "drill_token": {"file": drills.file}}
+    responder = await start(tmp_path, seeded[2], http)
+    try:
+        url = responder.http_url or ""
+        falco = await post(url, body_for(seeded[1]), headers={"Authorization": f"Bearer {SENDERS}"})
+        drill_headers = {"Authorization": f"Bearer {DRILLS}", "Serving-Guard-Drill": "1"}
+        drill = await post(url, body_for(seeded[1], name="triton"), headers=drill_headers)
+        assert (falco[0], drill[0], drill[1]["drill"]) == (202, 202, True), (falco, drill)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{responder.metrics_url}/metrics") as response,
+        ):
+            text = await response.text()
+    finally:
+        await responder.stop()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("serving_guard_drill_alerts_received_total", (("input", "http"),))] == 1
+    received = ("serving_guard_alerts_received_total", (("input", "http"), ("source", "syscall")))
+    assert samples[received] == 2
