@@ -1882,9 +1882,16 @@ class ClusterActions:
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = _other_configs(meta, label)
         earlier = release_record_in(annotations, label)
-        if not (was_labelled or block.mine) and (others or block.others) and earlier is not None:
-            # Released already, another config's quarantine or block left standing: a rerun, said so.
-            return self._released_already(earlier, others, block, started)
+        if (
+            not (was_labelled or block.mine)
+            and earlier is not None
+            and (others or block.others or A_QUARANTINED_AT not in annotations)
+        ):
+            # Released already (another config's quarantine or block left standing, or nothing): a
+            # rerun, said so; the record keeps who released it and why (review-operator M2: a
+            # second person's rerun wrote theirs over it and read "was not quarantined"). Policies a
+            # release could not restore are tried again, as the release said to.
+            return self._released_already(namespace, earlier, others, block, started)
         refused = None if was_labelled else _not_this_configs(label, others, labels_known, meta, block)
         if refused is not None:
             return ActionOutcome(
@@ -1972,16 +1979,30 @@ class ClusterActions:
         return _held_elsewhere(others, _BlockOnPod.read(metadata, self._block_settings.label, label))
 
     def _released_already(
-        self, earlier: ReleaseRecord, others: Mapping[str, str], block: _BlockOnPod, started: int
+        self,
+        namespace: str,
+        earlier: ReleaseRecord,
+        others: Mapping[str, str],
+        block: _BlockOnPod,
+        started: int,
     ) -> ActionOutcome:
-        """A release rerun once this config's release is recorded, what another config holds standing:
-        the release the pod records, by its person (journaled as theirs, told once)."""
+        """A release rerun once this config's release is recorded (with what another config holds
+        standing, and the policies quarantines patched that it restores now): the release the pod
+        records, by its person (journaled as theirs, told once)."""
         standing = _held_elsewhere(others, block)
+        policies = self._restore_policies(namespace, "")
         return ActionOutcome(
             "release",
             OutcomeStatus.RELEASED,
-            f"{NOTHING_TO_RELEASE}: its release from {self._settings.label} is recorded already (by"
-            f" {earlier.by} at {earlier.at}); " + "; ".join(standing),
+            "; ".join(
+                [
+                    f"{NOTHING_TO_RELEASE}: its release from {self._settings.label} is recorded already"
+                    f" (by {earlier.by} at {earlier.at})",
+                    *standing,
+                    *policies.notes(),
+                ]
+            ),
+            patched_policies=policies.restored,
             started_ns=started,
             finished_ns=self._clock_ns(),
             extra={

@@ -237,12 +237,13 @@ def test_a_release_that_does_not_know_the_label_refuses_instead_of_saying_releas
     # With the config it goes.
     assert main([*release, "--config", str(custom)]) == 0
     assert "acme.io/isolated" not in stored(running, torchserve)["metadata"]["labels"]
-    # Again: nothing left to lift, and said so, not "released".
+    # Again: nothing left to lift, and said so (who released it), not "released".
     assert main([*release, "--config", str(custom)]) == 0
     again = capsys.readouterr().out
     assert (
-        f"{torchserve.namespace}/{torchserve.name}: nothing to release: the pod was not quarantined" in again
-    )
+        f"{torchserve.namespace}/{torchserve.name}: nothing to release: its release from acme.io/isolated"
+        " is recorded already (by carol at"
+    ) in again, again
 
 
 def test_an_incident_named_without_the_journal_is_refused_before_anything_is_done(
@@ -389,3 +390,25 @@ def test_a_release_refused_with_a_config_given_points_at_the_other_config(
     )
     assert "run release with the responder's --config" not in out
     assert stored(running, pod)["metadata"]["labels"][ACME] == "true"
+
+
+def test_a_second_release_keeps_the_first_ones_record_and_says_it_is_recorded_already(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two on-call engineers paste the same release: the second changes nothing and says who released
+    it, and the pod's record keeps the first's name and reason (review-operator M2: the second wrote
+    theirs over it, read "the pod was not quarantined")."""
+    running, pods, kubeconfig = seeded
+    pod = pods["torchserve"]
+    where = ["-n", pod.namespace, pod.name, "--config", str(write_config(tmp_path, kubeconfig))]
+    code, _, err = run([*where, "--reason", "shell", "--by", "alice"], capsys)
+    assert code == 0, err
+    assert main(["release", *where, "--reason", "false positive", "--by", "bob"]) == 0
+    assert "released by bob: false positive" in capsys.readouterr().out
+    record = dict(stored(running, pod)["metadata"]["annotations"])
+
+    assert main(["release", *where, "--reason", "fp too", "--by", "carol"]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to release: its release from {LABEL} is recorded already (by bob at" in out, out
+    assert "carol" not in out and not out.rstrip().endswith(";"), out
+    assert stored(running, pod)["metadata"]["annotations"] == record
