@@ -1043,6 +1043,19 @@ class Journal:
             ).fetchone()
         return bool(row[0])
 
+    def notifications_waiting(self) -> tuple[int, str | None]:
+        """How many Slack messages are still to go out, and the latest error of one tried (None:
+        none failed yet): what `ingest` says before it exits."""
+        with self.reader() as conn:
+            count = conn.execute(
+                "SELECT COUNT(*) FROM notifications WHERE state IN ('pending', 'sending')"
+            ).fetchone()[0]
+            row = conn.execute(
+                "SELECT last_error FROM notifications WHERE state IN ('pending', 'sending')"
+                " AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return int(count), (None if row is None else str(row[0]))
+
     def next_notification_due(self) -> int | None:
         with self.reader() as conn:
             row = conn.execute(

@@ -273,9 +273,15 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     # The HTTP input's largest alert is this input's longest line too.
     limit = config.inputs.http.max_body_bytes
     setup_logging(config.logging.level, config.logging.format)
-    # Only this command's input: no listeners.
+    # Only this command's input: no listeners. No withheld isolation tried again by itself: this
+    # process exits once its alerts are decided, and a retry scheduled for later would die with it
+    # while Slack said it was coming (review-operator M6); Slack says a repeat or a person must.
     config = config.model_copy(
-        update={"inputs": Inputs(), "server": config.server.model_copy(update={"metrics_listen": None})}
+        update={
+            "inputs": Inputs(),
+            "server": config.server.model_copy(update={"metrics_listen": None}),
+            "dedupe": config.dedupe.model_copy(update={"retry_withheld_seconds": ()}),
+        }
     )
     responder = build_responder(config, args.config)
     try:
@@ -296,6 +302,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
             tally.report(tally.stopped_after_the_end())
             raise
         outcomes = responder.metrics.outcome_counts()
+        unsent = responder.journal.notifications_waiting() if responder.notifier is not None else (0, None)
     finally:
         await responder.stop()
     tally.report(
@@ -309,6 +316,14 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
             by_action.setdefault(action, []).append(f"{count} {status}")
         said = "; ".join(f"{action}: {', '.join(counts)}" for action, counts in by_action.items())
         tally.report(f"{name}: actions {said} (serving-guard audit tells each)")
+    if unsent[0]:
+        # A pod cut off and nobody told must not read as done (review-operator M5).
+        error = f" (last error: {unsent[1]})" if unsent[1] else ""
+        tally.report(
+            f"{name}: {unsent[0]} Slack message(s) not sent yet{error}: they wait in the journal and go out"
+            " when serving-guard serve, or the next ingest, runs with it (serving-guard audit --format"
+            " incidents shows each)"
+        )
     if stopped is not None:
         raise UserError(stopped)
     if tally.unreported:

@@ -841,8 +841,8 @@ def _tried_again_line(tries_over: int | None, tries_by_itself: bool) -> str:
     if tries_over is None and not tries_by_itself:
         return (
             ":arrows_counterclockwise: A repeat of this alert decides it again (the responder does not try"
-            " it by itself: `dedupe.retry_withheld_seconds` is empty); or quarantine it by hand with the"
-            " command below."
+            " it by itself: `dedupe.retry_withheld_seconds` is empty, as it is for `serving-guard ingest`);"
+            " or quarantine it by hand with the command below."
         )
     if tries_over is None:
         return (

@@ -210,8 +210,8 @@ async def test_with_no_automatic_tries_the_post_promises_none(
         await settle(responder, lambda: len(incident_posts(sink)) == 1)
         assert headline(incident_posts(sink)[0]).endswith(
             ":arrows_counterclockwise: A repeat of this alert decides it again (the responder does not try"
-            " it by itself: `dedupe.retry_withheld_seconds` is empty); or quarantine it by hand with the"
-            " command below."
+            " it by itself: `dedupe.retry_withheld_seconds` is empty, as it is for `serving-guard ingest`);"
+            " or quarantine it by hand with the command below."
         )
     finally:
         await responder.stop()
