@@ -128,3 +128,11 @@ async def loopback_server(
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
+
+
+def without_unchecked_names_note(err: str) -> str:
+    """`config check`'s stderr without its note that, without --rules, the policies' rule names were
+    not checked (tests of other notes and warnings compare stderr whole)."""
+    return "".join(
+        line for line in err.splitlines(keepends=True) if "are not checked against any rules file" not in line
+    )

@@ -201,3 +201,29 @@ def test_the_readmes_show_the_same_usage() -> None:
     readme = (root / "README.md").read_text(encoding="utf-8")
     rules_test_usage = "[--captures DIR] [--rules FILE...] [--override FILE...] [--accept NAME]..."
     assert f"`serving-guard rules test {rules_test_usage}`" in readme
+
+
+def test_config_check_without_rules_says_the_rule_names_were_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt rule name passes without --rules: "ok" alone read as a full pass (review-operator
+    M1). Said once, at the first policy naming rules or tags; not said with --rules, nor for a
+    config whose policies name none."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "inputs:\n  http:\n    allow_unauthenticated: true\n"
+        "policies:\n  - name: ns\n    match: {namespaces: [ml]}\n    actions: [notify]\n"
+        "  - name: p\n    match: {rules: [Shell in serving pd]}\n    actions: [notify]\n"
+        "  - name: t\n    match: {tags: [shell]}\n    actions: [notify]\n",
+        encoding="utf-8",
+    )
+    assert main(["config", "check", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: {config}:9: policies[1].match.rules: the policies' rule names and tags are not checked"
+        " against any rules file: a misspelt one matches no alert; give --rules"
+    ) in err, err
+    assert err.count("are not checked against") == 1
+    assert main(["config", "check", str(config), "--rules", "rules/serving_guard_rules.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "not checked against" not in err and "'Shell in serving pd' matches no rule" in err, err

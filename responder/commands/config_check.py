@@ -352,6 +352,23 @@ def unused_channels(config: Config, document: YamlDocument) -> list[str]:
     ]
 
 
+def _names_not_checked(config: Config) -> list[PolicyFinding]:
+    """Without --rules, the first policy naming rules or tags: a misspelt name matches no alert, and
+    "ok" must not read as having checked it (review-operator M1)."""
+    for index, policy in enumerate(config.policies):
+        for key, names in (("rules", policy.match.rules), ("tags", policy.match.tags)):
+            if names:
+                return [
+                    PolicyFinding(
+                        ("policies", index, "match", key),
+                        "the policies' rule names and tags are not checked against any rules file: a"
+                        " misspelt one matches no alert; give --rules with the rules Falco loads (the pack:"
+                        " rules/serving_guard_rules.yaml) to check them",
+                    )
+                ]
+    return []
+
+
 @dataclass(frozen=True)
 class RulesReview:
     """What the rules files given (--rules) show about a config: findings fail the check, notes
@@ -364,7 +381,7 @@ class RulesReview:
 
 def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
     if not rules_files:
-        return RulesReview(unreachable_policies(config), [], [])
+        return RulesReview(unreachable_policies(config), _names_not_checked(config), [])
     ruleset = load_paths(rules_files)
     where = ", ".join(rules_files)
     enabled = [rule for rule in ruleset.rules.values() if rule.enabled]
