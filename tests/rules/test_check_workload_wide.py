@@ -16,6 +16,9 @@ from responder.rulespack.sysdig import Sysdig
 
 from .conftest import PACK
 
+# Two whole `rules test` runs in some tests (~50 s each here): a hang guard, not a speed target.
+pytestmark = pytest.mark.timeout(300)
+
 IMAGE_EXCEPTION = """\
 - rule: Shell in serving pod
   exceptions:

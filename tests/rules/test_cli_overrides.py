@@ -16,7 +16,8 @@ from responder.rulespack.sysdig import Sysdig
 
 from .conftest import PACK, README, SCOPE_OVERRIDE
 
-pytestmark = pytest.mark.timeout(120)
+# Two whole `rules test` runs a test (~50 s each here): a hang guard, not a speed target.
+pytestmark = pytest.mark.timeout(300)
 
 # The audit's tuning file: one more download tool, appended to the pack's list.
 TUNING = "- list: serving_guard_download_tools\n  items: [skopeo]\n  override:\n    items: append\n"
