@@ -396,8 +396,9 @@ def _quarantine_breaker_reason(
 def quarantine_breaker_reason(recent_quarantines: int, config: Config) -> str:
     """Why the quarantine circuit breaker holds a quarantine back."""
     limit = config.guardrails.max_quarantines
+    quarantines = "1 quarantine" if recent_quarantines == 1 else f"{recent_quarantines} quarantines"
     return (
-        f"circuit breaker open: {recent_quarantines} quarantines in the last "
+        f"circuit breaker open: {quarantines} in the last "
         f"{limit.window_seconds:g}s (limit {limit.count}); no pod is quarantined until the window passes"
     )
 
@@ -406,10 +407,9 @@ def block_breaker_reason(recent_blocks: int, config: Config) -> str:
     """Why the block circuit breaker holds a block back (BLOCK_BREAKER_OPEN begins it, so that the
     outcome is known for one, see ActionOutcome.held_by_block_breaker)."""
     limit = config.guardrails.max_blocks
-    return (
-        f"{BLOCK_BREAKER_OPEN}: {recent_blocks} destinations blocked in the last"
-        f" {limit.window_seconds:g}s (limit {limit.count})"
-    )
+    destinations = "1 destination" if recent_blocks == 1 else f"{recent_blocks} destinations"
+    window = f"{limit.window_seconds:g}s"
+    return f"{BLOCK_BREAKER_OPEN}: {destinations} blocked in the last {window} (limit {limit.count})"
 
 
 def pod_past_block_share(recent_of_pod: int, pod: PodContext | None, config: Config) -> str:

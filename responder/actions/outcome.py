@@ -408,7 +408,7 @@ def pod_gone(exc: KubeError) -> bool:
 
 def failure_outcome(action: str, exc: KubeError, started_ns: int, finished_ns: int) -> ActionOutcome:
     """What a failed API call made of ``action``: the pod gone (a 404 to the pod's own read or
-    patch: pod_gone), forbidden by RBAC (named), or failed with the API's answer."""
+    patch: pod_gone), forbidden (by RBAC or an admission policy, named), or failed with the API's answer."""
     if pod_gone(exc):
         return ActionOutcome(
             action,
@@ -417,7 +417,12 @@ def failure_outcome(action: str, exc: KubeError, started_ns: int, finished_ns: i
             started_ns=started_ns,
             finished_ns=finished_ns,
         )
-    detail = f"forbidden by RBAC ({exc.verb} {exc.path}): {exc.reason}" if exc.forbidden else str(exc)
+    # An admission policy (the chart ships some that narrow the responder) answers 403 too.
+    detail = (
+        f"forbidden by RBAC or an admission policy ({exc.verb} {exc.path}): {exc.reason}"
+        if exc.forbidden
+        else str(exc)
+    )
     return ActionOutcome(
         action, OutcomeStatus.FAILED, detail[:1000], started_ns=started_ns, finished_ns=finished_ns
     )

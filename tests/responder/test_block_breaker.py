@@ -105,7 +105,7 @@ async def test_past_the_limit_a_block_is_held_back_told_and_offered_by_hand(
         assert report is not None and report.decision.block_breaker_open
         text = text_of(render_incident(report))
         assert "*block_destination withheld*, because:" in text
-        assert "1 destinations blocked in the last 600s (limit 1)" in text
+        assert "1 destination blocked in the last 600s (limit 1)" in text
         triton = pods["triton"]
         assert (
             f"serving-guard block --namespace {triton.namespace} {triton.name} --address 198.51.100.9"
