@@ -1324,6 +1324,7 @@ def render_incident(
             undo.add(_STILL_RUNS)
         undo.add(f"*To release the pod* once it is safe{where}:")
         undo.add(code_block(release, 1000))
+        undo.add(_RELEASES_ALL)
         blocks.append(_section(undo))
     blocks.extend(_by_hand_sections(report, form, where))
     blocks.append(
@@ -1336,6 +1337,14 @@ def render_incident(
         kind=MessageKind.INCIDENT,
         text_alone=_text_alone(report, form),
     )
+
+
+# A release gives the pod back all of its traffic (review-operator M4: a person releasing a
+# false-positive shell did not know it also lifted a block someone made by hand).
+_RELEASES_ALL = (
+    "It lifts every cut of this responder on the pod, whichever incident or person made it: its"
+    " quarantine and its destination block."
+)
 
 
 def _by_hand_sections(report: IncidentReport, form: CommandForm, where: str) -> list[dict[str, Any]]:

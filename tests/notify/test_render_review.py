@@ -110,6 +110,8 @@ def test_a_failed_quarantine_after_labelling_offers_the_quarantine_and_the_relea
     assert "The pod is *not* isolated until that policy exists" in text
     assert "*To quarantine it by hand* once you have looked" in text
     assert "*To release the pod* once it is safe" in text
+    # Release lifts a block too, whoever made it: said beside the command (review-operator M4).
+    assert "It lifts every cut of this responder on the pod, whichever incident or person made it" in text
     # Quarantined by hand since: nothing left to quarantine.
     by_hand = ActionOutcome("quarantine", OutcomeStatus.QUARANTINED, extra={"by_hand": "carol"})
     assert make_report(outcomes=(labelled, by_hand)).quarantine_command() is None
