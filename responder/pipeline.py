@@ -195,6 +195,14 @@ class CircuitBreaker:
     def is_open(self, now_ns: int) -> bool:
         return self.recent(now_ns) >= self._limit
 
+    def reopens_at(self, now_ns: int) -> int | None:
+        """When the breaker, open at ``now_ns``, next has a slot free (the slot that must age out of
+        the window has); None: it has one now."""
+        held = self.recent(now_ns)
+        if held < self._limit:
+            return None
+        return self._slots[held - self._limit].taken_ns + self._window_ns + 1
+
 
 class JournalWriteFailed(RuntimeError):
     """Writes about an alert's incident that the journal refused: the alert is not finished (it
@@ -1523,10 +1531,23 @@ class Pipeline:
     def _schedule_retry(self, state: IncidentState, tried: int, *, spread: bool = False) -> None:
         """Try the incident's withheld isolation again after the next wait of
         dedupe.retry_withheld_seconds (none left after ``tried`` tries: a repeat still may).
-        ``spread``: restored incidents, all due at once after a restart, each wait up to twice as long."""
+        ``spread``: restored incidents, all due at once after a restart, each wait up to twice as long.
+        Once the waits are over, or the next would end past the incident's window, a quarantine the
+        quarantine breaker holds back is tried once more as the breaker reopens, if the window still
+        holds it (review-operator M3: the tries' 270 s by default ended inside a 300 s breaker window
+        that was full when the alert came, and a one-off reverse shell stayed unisolated)."""
         waits = self._config.dedupe.retry_withheld_seconds
-        if self._closed or tried >= len(waits) or state.incident_id in self._retries:
+        if self._closed or not waits or state.incident_id in self._retries:
             return
+        wait = None
+        if tried < len(waits):
+            wait = waits[tried] * (1.0 + random.random() if spread else 1.0)  # noqa: S311
+        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        if wait is None or not within_window(self._clock_ns() + int(wait * 1e9), state.opened_ns, window_ns):
+            reopens_ns = self._breaker_try_ns(state)
+            if reopens_ns is None:
+                return
+            wait = max(0.0, (reopens_ns - self._clock_ns()) / 1e9)
         if len(self._retries) >= MAX_RETRIES_WAITING:
             self._metrics.retries.labels("not_scheduled").inc()
             log.warning(
@@ -1534,7 +1555,6 @@ class Pipeline:
                 extra={"incident": state.incident_id, "waiting": len(self._retries)},
             )
             return
-        wait = waits[tried] * (1.0 + random.random() if spread else 1.0)  # noqa: S311
         # By its id, not the incident: one forgotten meanwhile (the table's bound) is not kept.
         self._retries[state.incident_id] = asyncio.get_running_loop().call_later(
             wait, self._retry_due, state.incident_id, tried
@@ -1556,10 +1576,25 @@ class Pipeline:
         """Try ``tried`` is the last: no wait is left, or the next would end past the incident's
         window (a slow API's lookups add up), when the try would be dropped unsaid."""
         dedupe = self._config.dedupe
-        if tried >= len(dedupe.retry_withheld_seconds):
-            return True
-        next_try_ns = self._clock_ns() + int(dedupe.retry_withheld_seconds[tried] * 1e9)
-        return not within_window(next_try_ns, state.opened_ns, int(dedupe.window_seconds * 1e9))
+        if tried < len(dedupe.retry_withheld_seconds):
+            next_try_ns = self._clock_ns() + int(dedupe.retry_withheld_seconds[tried] * 1e9)
+            if within_window(next_try_ns, state.opened_ns, int(dedupe.window_seconds * 1e9)):
+                return False
+        return self._breaker_try_ns(state) is None
+
+    def _breaker_try_ns(self, state: IncidentState) -> int | None:
+        """When a quarantine the quarantine breaker holds back is tried once its tries are over: as
+        the breaker reopens, if the incident's window still holds it; None for an isolation withheld
+        for another reason, or with the breaker closed now (what withholds it is not the breaker:
+        a repeat decides it). Each such try is later than the last: the breaker reopens ahead."""
+        report = state.report
+        if report is None or not report.decision.breaker_open or report.decision.dry_run:
+            return None
+        reopens_ns = self._breaker.reopens_at(self._clock_ns())
+        if reopens_ns is None:
+            return None
+        window_ns = int(self._config.dedupe.window_seconds * 1e9)
+        return reopens_ns if within_window(reopens_ns, state.opened_ns, window_ns) else None
 
     def _retry_wanted(self, state: IncidentState) -> bool:
         """Whether the incident still waits for its withheld isolation to be tried again (one still

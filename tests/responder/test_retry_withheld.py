@@ -257,6 +257,42 @@ async def test_a_quarantine_the_breaker_held_back_goes_ahead_once_the_breaker_cl
         await responder.stop()
 
 
+async def test_a_quarantine_the_breaker_held_is_tried_as_it_reopens_once_the_tries_are_over(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """The tries end before the breaker's window does (one try at 0.3 s, a window of 2 s: as the
+    defaults' 270 s against 300 s): one more try as the breaker reopens quarantines the pod, within
+    the incident's window (review-operator M3: a one-off reverse shell was left unisolated)."""
+    running, pods, kubeconfig = seeded
+    config = responder_config(
+        tmp_path,
+        kubeconfig,
+        extra={
+            "inputs": {},
+            "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 2}},
+            "dedupe": {"retry_withheld_seconds": [0.3]},
+        },
+    )
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        await submit_all(responder, [alert_on(pods["vllm"])])  # takes the breaker's one slot
+        await submit_all(responder, [alert_on(pods["torchserve"])])
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        assert LABEL not in labels(running, pods["torchserve"])
+        await wait_for(lambda: retries(responder, "withheld") == 1)  # its one try: the breaker still open
+        assert LABEL not in labels(running, pods["torchserve"])
+        await wait_for(lambda: labels(running, pods["torchserve"]).get(LABEL) == "true")
+        await wait_for(lambda: retries(responder, "acted") == 1)
+        statuses = rows(
+            config, "SELECT status FROM actions WHERE pod = ? ORDER BY id", pods["torchserve"].name
+        )
+        # Its first try was not the last: nothing said the tries were over.
+        assert [r[0] for r in statuses] == ["withheld", "quarantined"]
+    finally:
+        await responder.stop()
+
+
 async def withheld_before_a_restart(tmp_path: Path, seeded: Seeded, *pods: SeededPod) -> None:
     """A responder that does not retry withholds a quarantine of each pod (the API down), and stops;
     the API is back for the next one."""
