@@ -294,6 +294,13 @@ def run(args: argparse.Namespace) -> int:
     predicted = [] if identity.forged else drill_predictions(scenarios, deliveries, assume_drill=as_drill)
     trail += "".join(f" --expect {name}=dry_run" for name in predicted)
     print(f"check the responder: {verify_command(scenarios, run_id, deliveries, trail)}", file=out)
+    # The scenarios' outcomes are the reference policy's (review-operator L3: a notify-only policy
+    # failed the printed verify as if the responder were wrong).
+    print(
+        "  (it expects what simulators/reference_policy.yaml does with each scenario: where your"
+        " policies do otherwise, say so with --expect SCENARIO=OUTCOME)",
+        file=out,
+    )
     if predicted:
         print(
             "  (a drill changes no pod unless the responder enforces drills, guardrails.enforce_drills:"

@@ -292,6 +292,12 @@ async def test_forged_alerts_are_refused_and_verify_says_so(
         # The command printed expects what forged alerts come to (review-replay L2: it failed as printed).
         printed = next(line for line in out.splitlines() if line.startswith("check the responder: "))
         assert " --expect reverse-shell-one-liner=unverified" in printed, printed
+        # Its expectations are the reference policy's, said so (review-operator L3).
+        lines = out.splitlines()
+        assert lines[lines.index(printed) + 1] == (
+            "  (it expects what simulators/reference_policy.yaml does with each scenario: where your"
+            " policies do otherwise, say so with --expect SCENARIO=OUTCOME)"
+        )
         code, out = await run_verify(
             responder,
             capsys,
