@@ -1324,6 +1324,11 @@ _COMMENTED_CHANNEL = (
     "is empty: in YAML a value starting with # is a comment, so an unquoted `#channel` is nothing;"
     " quote it, e.g. '#sec-alerts'"
 )
+# An explicit null reads the same: say first what is missing (review-operator L4: the example's own
+# `default_channel: null`, with mode switched to bot, was blamed on a comment).
+_NO_DEFAULT_CHANNEL = (
+    "is empty: slack.mode bot needs a channel to post to; " + _COMMENTED_CHANNEL.removeprefix("is empty: ")
+)
 
 
 def _empty_channels(data: dict[str, Any]) -> list[tuple[str | int, ...]]:
@@ -1346,7 +1351,14 @@ def config_from_document(document: YamlDocument) -> Config:
     data: Any = document.data if document.data is not None else {}
     if not isinstance(data, dict):
         raise document.error((), "the config must be a mapping of sections (inputs, cluster, policies, ...)")
-    empty = [located(document, path, _COMMENTED_CHANNEL) for path in _empty_channels(data)]
+    empty = [
+        located(
+            document,
+            path,
+            _NO_DEFAULT_CHANNEL if path == ("slack", "default_channel") else _COMMENTED_CHANNEL,
+        )
+        for path in _empty_channels(data)
+    ]
     if empty:
         raise UserError("invalid config:\n  " + "\n  ".join(empty))
     try:

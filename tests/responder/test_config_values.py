@@ -365,7 +365,8 @@ def test_a_policy_without_actions_is_refused_naming_the_line() -> None:
         ),
         (
             "slack:\n  mode: bot\n  token: {env: X}\n  default_channel: #sec-alerts\n",
-            "c.yaml:4: slack.default_channel: is empty: in YAML a value starting with # is a comment",
+            "c.yaml:4: slack.default_channel: is empty: slack.mode bot needs a channel to post to; in YAML a"
+            " value starting with # is a comment",
         ),
         (
             "policies:\n  - name: a\n    slack:\n      channel: #sec\n",
