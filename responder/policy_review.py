@@ -18,7 +18,7 @@ import fnmatch
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from responder.config import Config, Policy, PolicyMatch
+from responder.config import ActionName, Config, Policy, PolicyMatch
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -210,4 +210,26 @@ def unmatched_tags_and_sources(
                         f"no rule in {where} is of the source {source!r} (theirs: {known})",
                     )
                 )
+    return findings
+
+
+def protected_only_policies(config: Config) -> list[PolicyFinding]:
+    """Policies that quarantine, annotate or block, whose every namespace is protected
+    (guardrails.protected_namespaces, by name: a glob may match others): they only ever notify
+    (review-operator L6: `config check` said "ok")."""
+    protected = set(config.guardrails.protected_namespaces)
+    isolating = {ActionName.QUARANTINE, ActionName.ANNOTATE, ActionName.BLOCK_DESTINATION}
+    findings = []
+    for index, policy in enumerate(config.policies):
+        names = policy.match.namespaces
+        if not names or not isolating & set(policy.actions):
+            continue
+        if all(not _is_glob(name) and name in protected for name in names):
+            findings.append(
+                PolicyFinding(
+                    ("policies", index, "match", "namespaces"),
+                    f"policy {policy.name!r} acts only in protected namespaces"
+                    " (guardrails.protected_namespaces): it never changes a pod, only notifies",
+                )
+            )
     return findings

@@ -227,3 +227,25 @@ def test_config_check_without_rules_says_the_rule_names_were_not_checked(
     assert main(["config", "check", str(config), "--rules", "rules/serving_guard_rules.yaml"]) == 1
     err = capsys.readouterr().err
     assert "not checked against" not in err and "'Shell in serving pd' matches no rule" in err, err
+
+
+def test_config_check_notes_a_policy_that_acts_only_in_protected_namespaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It can only ever notify: "ok" alone hid that (review-operator L6). Not for a glob, which may
+    match other namespaces, nor for a policy that only notifies."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "inputs:\n  http:\n    allow_unauthenticated: true\n"
+        "policies:\n  - name: system\n    match: {namespaces: [kube-system]}\n    actions: [quarantine]\n"
+        "  - name: told\n    match: {namespaces: [kube-public]}\n    actions: [notify]\n"
+        "  - name: kube\n    match: {namespaces: ['kube-*']}\n    actions: [quarantine]\n",
+        encoding="utf-8",
+    )
+    assert main(["config", "check", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: {config}:6: policies[0].match.namespaces: policy 'system' acts only in protected namespaces"
+        " (guardrails.protected_namespaces): it never changes a pod, only notifies"
+    ) in err, err
+    assert "'kube'" not in err and "'told'" not in err, err

@@ -36,6 +36,7 @@ from responder.ingest.http import (
 from responder.policy_review import (
     PolicyFinding,
     RuleTags,
+    protected_only_policies,
     shadowed_among_given_rules,
     unmatched_rule_patterns,
     unmatched_tags_and_sources,
@@ -537,7 +538,10 @@ def run(args: argparse.Namespace) -> int:
         ]
         if warning
     ]
-    notes = [located(document, note.path, note.message) for note in review.notes]
+    notes = [
+        located(document, note.path, note.message)
+        for note in [*review.notes, *protected_only_policies(config)]
+    ]
     policy = effective_policy(config)
     if args.format == "json":
         extra = {"serve_refuses": refusal, "warnings": warnings, "findings": problems, "notes": notes}
