@@ -844,6 +844,18 @@ def _incidents_of(
     return incidents, first
 
 
+def _marked(entry: Mapping[str, Any], incident: Mapping[str, Any]) -> str:
+    """What an incident's outcome is read with: a drill's (a replay decided in dry-run, not a policy
+    that did not act on an attack) and a possible forgery's (nothing done to the pod on purpose)
+    are told apart, as the table's SENDER and VERIFIED columns do (review-operator L1)."""
+    marks = []
+    if (entry.get("sender") or {}).get("drill"):
+        marks.append("DRILL")
+    if (incident.get("verification") or {}).get("status") in ("unverified", "pod_not_found"):
+        marks.append("UNVERIFIED")
+    return f"{' '.join(marks)}: " if marks else ""
+
+
 def format_summary(entries: Sequence[Mapping[str, Any]], *, cut_at: int | None = None) -> str:
     """The entries' incidents, one line each (what was done to which pod, or predicted, and how
     many alerts it took), then how many incidents ended each way: what a policy on trial would have
@@ -857,7 +869,9 @@ def format_summary(entries: Sequence[Mapping[str, Any]], *, cut_at: int | None =
     for incident_id, incident in incidents.items():
         entry = first[incident_id]
         opened = incident.get("opened_ns")
-        outcome = incident_outcome_text(incident) if incident.get("decision") else "not decided yet"
+        outcome = _marked(entry, incident) + (
+            incident_outcome_text(incident) if incident.get("decision") else "not decided yet"
+        )
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if entry["namespace"] and entry["pod"]:  # a host event or Falco's own names none
             pods.add((entry["namespace"], entry["pod"]))

@@ -425,3 +425,24 @@ async def test_drills_are_counted_apart_in_the_metrics(tmp_path: Path, seeded: S
     assert samples[("serving_guard_drill_alerts_received_total", (("input", "http"),))] == 1
     received = ("serving_guard_alerts_received_total", (("input", "http"), ("source", "syscall")))
     assert samples[received] == 2
+
+
+def test_the_audit_summary_marks_a_drill_and_a_possible_forgery(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drill's dry-run read as a policy that did not act on a real shell, and a forgery's withheld
+    quarantine as an outage, in the summary a reviewer reads (review-operator L1)."""
+    _, pods, _ = seeded
+    config, source = _ingest_a_drill(tmp_path, seeded)
+    forged = falco_alert(pods["triton"], SHELL_RULE, "Notice", "forged", {"proc.name": "sh"})
+    forged["output_fields"]["container.id"] = "0123456789ab"
+    source.write_text(falco_bytes(forged).decode() + "\n")
+    assert main(["ingest", str(source), "--config", str(config), "--settle-seconds", "0"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--config", str(config), "--format", "summary"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    (drill,) = [line for line in lines if "/vllm" in line and SHELL_RULE in line]
+    assert "DRILL: dry-run: would quarantine" in drill, out
+    (forgery,) = [line for line in lines if "/triton" in line and SHELL_RULE in line]
+    assert "UNVERIFIED: " in forgery, out
