@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from responder.actions.outcome import RESPONDER_ACTOR
 from responder.alert import format_time_ns, parse_time_ns
 from responder.audit import DONE_STATUSES as ISOLATED
 from responder.audit import audit_query_from
@@ -292,8 +293,7 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
                 f"expected the alert to be refused as unverified, but verification said {status}",
                 settled=True,
             )
-        done = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
-        if done:
+        if _changed_by_responder(incident):
             raise _Miss(f"an unverified alert was acted on: {_outcome_text(incident)}", settled=True)
         return
     if status != "verified":
@@ -338,8 +338,7 @@ def _check_outcome(expectation: Expectation, incident: Mapping[str, Any]) -> Non
             _check_block_made(action)
         return
     # NOTIFIED: on-call is told and the pod is left alone.
-    isolated = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
-    if isolated:
+    if _changed_by_responder(incident):
         raise _Miss(f"expected notify only, but the pod was {_outcome_text(incident)}", settled=True)
     if "notify" not in (decision.get("actions") or []):
         raise _Miss(f"expected a notification, decision was {_decision_text(decision)}", settled=True)
@@ -426,10 +425,20 @@ def _check_not_only_predicted(
     raise _Miss(reason, settled=True)
 
 
+def _changed_by_responder(incident: Mapping[str, Any]) -> bool:
+    """Whether the responder itself changed the pod: what a person did by hand since (the
+    prediction confirmed, a notify-only alert acted on) is theirs, not the responder's outcome
+    (review-operator L2: a trial confirmed by hand failed as "expected a dry-run, but the pod was
+    dry-run: ... by demo-oncall")."""
+    return any(
+        a.get("status") in ISOLATED and a.get("actor", RESPONDER_ACTOR) == RESPONDER_ACTOR
+        for a in incident.get("actions") or []
+    )
+
+
 def _check_dry_run(incident: Mapping[str, Any], decision: Mapping[str, Any]) -> None:
     """A policy on trial (or the global dry-run): an action predicted, none done."""
-    done = [a for a in incident.get("actions") or [] if a.get("status") in ISOLATED]
-    if done:
+    if _changed_by_responder(incident):
         raise _Miss(f"expected a dry-run, but the pod was {_outcome_text(incident)}", settled=True)
     if not any(a.get("status") == "dry_run" for a in incident.get("actions") or []):
         raise _Miss(f"expected a dry-run, decision was {_decision_text(decision)}", settled=True)

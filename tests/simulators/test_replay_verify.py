@@ -547,6 +547,15 @@ def test_judge_covers_each_outcome() -> None:
     assert dry.passed and dry.outcome == "dry-run: would quarantine" and dry.latency_ms is None
     enforced = judge(expectation(Outcome.DRY_RUN), [_entry(rule)])
     assert enforced.reason == "expected a dry-run, but the pod was quarantined"
+    # The prediction confirmed by hand since: the responder's outcome is still the dry-run, and a
+    # person's quarantine on a notify-only alert is theirs too (review-operator L2).
+    by_hand = {"action": "quarantine", "status": "quarantined", "finished_ns": 3_000_000, "actor": "oncall"}
+    confirmed = _entry(rule, actions=[predicted, by_hand], decision={**trial, "dry_run_by": "policy"})
+    assert judge(expectation(Outcome.DRY_RUN), [confirmed]).passed
+    told_then_cut = _entry(
+        rule, actions=[by_hand], decision={"policy": "p", "actions": ["notify"], "notify": True}
+    )
+    assert judge(expectation(Outcome.NOTIFIED), [told_then_cut]).passed
     told_only = {"policy": "p", "actions": ["notify"], "notify": True}
     told = judge(expectation(Outcome.DRY_RUN), [_entry(rule, actions=[], decision=told_only)])
     assert told.reason == "expected a dry-run, decision was p: notify"
