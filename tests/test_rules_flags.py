@@ -249,3 +249,28 @@ def test_config_check_notes_a_policy_that_acts_only_in_protected_namespaces(
         " (guardrails.protected_namespaces): it never changes a pod, only notifies"
     ) in err, err
     assert "'kube'" not in err and "'told'" not in err, err
+
+
+def test_config_check_with_rules_warns_of_address_fields_no_rule_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt address field leaves every block "nothing to block" (review-operator L10). Only
+    where a policy blocks; the pack's fd.sip is found."""
+    config = tmp_path / "c.yaml"
+    text = (
+        "inputs:\n  http:\n    allow_unauthenticated: true\n"
+        "block_destination:\n  address_fields: [{fields}]\n"
+        "policies:\n  - name: egress\n    match: {{rules: [Anomalous egress from serving pod]}}\n"
+        "    actions: [{action}]\n"
+    )
+    pack = ["--rules", "rules/serving_guard_rules.yaml"]
+    config.write_text(text.format(fields="fd.sipp", action="block_destination"), encoding="utf-8")
+    assert main(["config", "check", str(config), *pack]) == 0  # a warning, not a finding
+    assert (
+        "warning: block_destination.address_fields (fd.sipp): no rule of rules/serving_guard_rules.yaml"
+        " outputs any of them, so no alert names the remote address and no destination is ever blocked"
+    ) in capsys.readouterr().err
+    for fields, action in (("fd.sipp, fd.sip", "block_destination"), ("fd.sipp", "notify")):
+        config.write_text(text.format(fields=fields, action=action), encoding="utf-8")
+        assert main(["config", "check", str(config), *pack]) == 0
+        assert "address_fields" not in capsys.readouterr().err

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from responder.config import (
     CERTIFICATE_FILE,
     MAX_CERTIFICATE_BYTES,
+    ActionName,
     Config,
     HttpInput,
     SecretRef,
@@ -42,7 +43,7 @@ from responder.policy_review import (
     unmatched_tags_and_sources,
     unreachable_policies,
 )
-from responder.rulespack.alert_size import rules_past_limit
+from responder.rulespack.alert_size import output_fields, rules_past_limit
 from responder.rulespack.expand import load_paths
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.yamlsource import FileRefused, YamlDocument, load_yaml_file, read_regular_file
@@ -407,7 +408,28 @@ def _review(config: Config, rules_files: list[str] | None) -> RulesReview:
             f" without a word; set it to at least that, or leave it out for the default"
             f" ({HttpInput.model_fields['max_body_bytes'].default}, room for append_output too)"
         )
+    unread = _address_fields_unread(config, [rule.output for rule in enabled], where)
+    if unread:
+        warnings.append(unread)
     return RulesReview(findings, notes, warnings)
+
+
+def _address_fields_unread(config: Config, outputs: list[str], where: str) -> str | None:
+    """Where destinations are blocked, block_destination.address_fields none of which a rule's
+    output carries: no alert names the remote address, and every block is "nothing to block"
+    (review-operator L10: a typo, fd.sipp, passed)."""
+    blocking = ActionName.BLOCK_DESTINATION in config.default_actions or any(
+        ActionName.BLOCK_DESTINATION in policy.actions for policy in config.policies
+    )
+    fields = config.block_destination.address_fields
+    carried = {field for output in outputs for field in output_fields(output)}
+    if not blocking or carried.intersection(fields):
+        return None
+    return (
+        f"block_destination.address_fields ({', '.join(fields)}): no rule of {where} outputs any of them,"
+        " so no alert names the remote address and no destination is ever blocked (a misspelt field?);"
+        " the pack's egress rule outputs fd.sip (unless Falco's append_output adds yours)"
+    )
 
 
 def _senders_tokens(config: Config) -> TokenSource | None:
