@@ -1,10 +1,12 @@
-"""`serving-guard ingest` exits once its alerts are decided: a withheld isolation's retry scheduled
-for later would die with it. Slack must not promise one (review-operator M6: "the responder tries it
-again by itself over the next minutes", and nothing ever did)."""
+"""What `serving-guard ingest` says of what is left when it exits: a withheld isolation's retry
+scheduled for later would die with it, so Slack must not promise one (review-operator M6: "the
+responder tries it again by itself over the next minutes", and nothing ever did); Slack messages
+not sent yet are counted (M5)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,37 +21,41 @@ from tests.helpers import SHELL_RULE
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 
 
+def _ingest_a_shell(tmp_path: Path, seeded: Seeded, slack_url: str, **cluster: Any) -> None:
+    """A shell alert on vllm-0 ingested under a config that quarantines shells and posts (bot mode)
+    to ``slack_url``."""
+    _, pods, kubeconfig = seeded
+    token = tmp_path / "token"
+    token.write_text(DEFAULT_TOKEN)
+    source = tmp_path / "alerts.jsonl"
+    source.write_bytes(
+        falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Warning", "shell", {"proc.name": "sh"})) + b"\n"
+    )
+    config = {
+        "cluster": {"kubeconfig": kubeconfig, **cluster},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "policies": [{"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["quarantine"]}],
+        "slack": {
+            "mode": "bot",
+            "token": {"file": str(token)},
+            "default_channel": "#sec-alerts",
+            "base_url": slack_url,
+        },
+        "logging": {"level": "error"},
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    assert main(["ingest", str(source), "--config", str(config_path), "--settle-seconds", "5"]) == 0
+
+
 def test_ingest_says_a_repeat_or_a_person_must_try_again_not_the_responder(
     tmp_path: Path, seeded: Seeded
 ) -> None:
-    running, pods, kubeconfig = seeded
-    token = tmp_path / "token"
-    token.write_text(DEFAULT_TOKEN)
-    vllm = pods["vllm"]
-    source = tmp_path / "alerts.jsonl"
-    source.write_bytes(
-        falco_bytes(falco_alert(vllm, SHELL_RULE, "Warning", "shell", {"proc.name": "sh"})) + b"\n"
-    )
+    running = seeded[0]
     # The API refuses every pod read: a passing reason, withheld (the config keeps its default retries).
     running.call(running.emulator.inject, Fault(status=503, method="GET", plural="pods", times=100_000))
     with RunningSlackSink() as sink:
-        config = {
-            "cluster": {"kubeconfig": kubeconfig, "retry": {"attempts": 1}},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "policies": [
-                {"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["quarantine"]}
-            ],
-            "slack": {
-                "mode": "bot",
-                "token": {"file": str(token)},
-                "default_channel": "#sec-alerts",
-                "base_url": sink.base_url,
-            },
-            "logging": {"level": "error"},
-        }
-        config_path = tmp_path / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config))
-        assert main(["ingest", str(source), "--config", str(config_path), "--settle-seconds", "30"]) == 0
+        _ingest_a_shell(tmp_path, seeded, sink.base_url, retry={"attempts": 1})
         (post,) = sink.messages("#sec-alerts")
     text = str(post.blocks)
     assert "withheld" in text, text
@@ -61,31 +67,11 @@ def test_ingest_says_how_many_slack_messages_did_not_go_out(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A pod quarantined and Slack unreachable: the tally says the post waits in the journal, with
-    the error, instead of reading as done (review-operator M5)."""
-    _, pods, kubeconfig = seeded
-    token = tmp_path / "token"
-    token.write_text(DEFAULT_TOKEN)
-    source = tmp_path / "alerts.jsonl"
-    source.write_bytes(
-        falco_bytes(falco_alert(pods["vllm"], SHELL_RULE, "Warning", "shell", {"proc.name": "sh"})) + b"\n"
-    )
-    config = {
-        "cluster": {"kubeconfig": kubeconfig},
-        "journal": {"path": str(tmp_path / "journal.db")},
-        "policies": [{"name": "isolate-shells", "match": {"rules": [SHELL_RULE]}, "actions": ["quarantine"]}],
-        "slack": {
-            "mode": "bot",
-            "token": {"file": str(token)},
-            "default_channel": "#sec-alerts",
-            "base_url": "http://127.0.0.1:1/api/",  # nothing listens there
-        },
-        "logging": {"level": "error"},
-    }
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    the error, instead of reading as done."""
     capsys.readouterr()
-    assert main(["ingest", str(source), "--config", str(config_path), "--settle-seconds", "2"]) == 0
+    _ingest_a_shell(tmp_path, seeded, "http://127.0.0.1:1/api/")  # nothing listens there
     err = capsys.readouterr().err
+    source = tmp_path / "alerts.jsonl"
     assert "actions quarantine: 1 quarantined" in err, err
     assert f"{source}: 1 Slack message(s) not sent yet (last error: " in err, err
     assert "they wait in the journal and go out when serving-guard serve, or the next ingest, runs" in err
