@@ -586,10 +586,9 @@ def _downloads() -> list[DerivedCase]:
         ("/usr/bin/busybox", ["wget", "-Y", "on", "http://127.0.0.1/"], "wget"),  # the applet's proxy
     ]:
         cases.append(_download(group, argv, True, path=path, name=name))
-    group = "busybox's wget applet asking its own server is a local request"
-    cases.append(
-        _download(group, ["wget", "-qO-", "http://127.0.0.1:8080/health"], False, path="/usr/bin/busybox")
-    )
+    group = "busybox's wget applet or wget2 asking its own server is a local request"
+    for path, host in (("/usr/bin/busybox", "127.0.0.1"), ("/usr/bin/wget2", "localhost")):  # Alpine; Fedora
+        cases.append(_download(group, ["wget", "-qO-", f"http://{host}:8080/health"], False, path=path))
     # A loopback URL inside a word that has no scheme is host/path to curl and wget: the exception
     # for local requests needs the word to start with the scheme and the loopback host.
     group = "a loopback URL without its scheme first is a download"

@@ -207,6 +207,17 @@ def _credentials() -> list[DerivedCase]:
             "/var/var/run/secrets/kubernetes.io/serviceaccount-reader/token",
             False,
         ),
+        # A '..' after a link to /proc/self/fd: the kernel applies it to the directory the descriptor
+        # holds, libsinsp to the text (review-session-51 H1). stdin: the token directory.
+        ("/dev/stdin/../serviceaccount/token", "/dev/serviceaccount/token", True),
+        ("/dev/stdin/../../kubernetes.io/serviceaccount/token", "/kubernetes.io/serviceaccount/token", True),
+        (
+            "/proc/self/fd/0/../../kubernetes.io/serviceaccount/..data/token",
+            "/proc/self/kubernetes.io/serviceaccount/..data/token",
+            True,
+        ),
+        ("/dev/stdin/../environ", "/dev/environ", True),  # stdin: /proc/1/task
+        ("/dev/stdin/../ca.crt", "/dev/ca.crt", False),  # the public file beside the token
     ]:
         cases.append(
             case(
