@@ -125,6 +125,9 @@ DEFERRED_BATCH = 64
 _NEVER = 2**63 - 1
 # While repeats come, whether a quarantine still holds is checked at most this often.
 RECHECK_SECONDS = 15.0
+# A quarantine the breaker held is tried as the breaker reopens only with this much of the
+# incident's window left for the try itself (see Pipeline._breaker_try_ns).
+BREAKER_TRY_ROOM_NS = 5_000_000_000
 # While none comes (a reverse shell alerts once), it is checked this often, while its incident is
 # open (dedupe.window_seconds), at most this many incidents a pass: each check reads the pod and the
 # namespace's policies on the pool the new alerts' lookups share.
@@ -641,6 +644,15 @@ class Pipeline:
         # What this restores, pruning keeps: an open incident and its opening alert.
         self._journal.keep_incidents_open_for(window_seconds)
         window_ns = int(window_seconds * 1e9)
+        # The breakers first: a restored incident's retry asks when the quarantine breaker reopens
+        # (review-session-51 L1: asked of an empty breaker, a held quarantine got no try at all).
+        guardrails = self._config.guardrails
+        breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)
+        for finished in self._journal.quarantine_times_since(now - breaker_window):
+            self._breaker.take(finished)
+        block_window = int(guardrails.max_blocks.window_seconds * 1e9)
+        for finished, owner in self._journal.blocks_since(now - block_window):
+            self._block_breaker.take(finished, owner)
         for row in self._journal.incidents_since(now - window_ns):
             restored = self._restored_state(row)
             if restored is not None:
@@ -657,13 +669,6 @@ class Pipeline:
                     found = report.verification.status is not VerificationStatus.POD_NOT_FOUND
                     if found and report.tries_over is None:
                         self._schedule_retry(restored, 0, spread=True)
-        guardrails = self._config.guardrails
-        breaker_window = int(guardrails.max_quarantines.window_seconds * 1e9)
-        for finished in self._journal.quarantine_times_since(now - breaker_window):
-            self._breaker.take(finished)
-        block_window = int(guardrails.max_blocks.window_seconds * 1e9)
-        for finished, owner in self._journal.blocks_since(now - block_window):
-            self._block_breaker.take(finished, owner)
         # A backlog deferred by the last run counts against its senders' shares until taken up.
         self._deferred_shares.load(self._journal.deferred_bytes_by_sender())
         pending = self._journal.pending_alerts()
@@ -1517,10 +1522,12 @@ class Pipeline:
             # Not a pod that is not there (a forger names made-up pods; a deleted one needs nothing),
             # nor a prediction: a repeat still decides those again.
             if not decision.dry_run and verification.status is not VerificationStatus.POD_NOT_FOUND:
-                self._schedule_retry(state, tried)
+                self._schedule_retry(state, tried, decision=decision)
             return
         if decision.block_breaker_open and not decision.dry_run:
-            self._schedule_retry(state, tried)  # its repeats fold in and take the block on too
+            self._schedule_retry(
+                state, tried, decision=decision
+            )  # its repeats fold in and take the block on too
         if state.lapsed is None:
             # Decided afresh (a resumed opener restored as withheld, or one whose dry-run was
             # lifted): its repeats fold in again.
@@ -1528,7 +1535,9 @@ class Pipeline:
         if any(_put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
 
-    def _schedule_retry(self, state: IncidentState, tried: int, *, spread: bool = False) -> None:
+    def _schedule_retry(
+        self, state: IncidentState, tried: int, *, spread: bool = False, decision: Decision | None = None
+    ) -> None:
         """Try the incident's withheld isolation again after the next wait of
         dedupe.retry_withheld_seconds (none left after ``tried`` tries: a repeat still may).
         ``spread``: restored incidents, all due at once after a restart, each wait up to twice as long.
@@ -1544,7 +1553,7 @@ class Pipeline:
             wait = waits[tried] * (1.0 + random.random() if spread else 1.0)  # noqa: S311
         window_ns = int(self._config.dedupe.window_seconds * 1e9)
         if wait is None or not within_window(self._clock_ns() + int(wait * 1e9), state.opened_ns, window_ns):
-            reopens_ns = self._breaker_try_ns(state)
+            reopens_ns = self._breaker_try_ns(state, decision)
             if reopens_ns is None:
                 return
             wait = max(0.0, (reopens_ns - self._clock_ns()) / 1e9)
@@ -1572,7 +1581,7 @@ class Pipeline:
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
-    def _last_try(self, state: IncidentState, tried: int) -> bool:
+    def _last_try(self, state: IncidentState, tried: int, decision: Decision) -> bool:
         """Try ``tried`` is the last: no wait is left, or the next would end past the incident's
         window (a slow API's lookups add up), when the try would be dropped unsaid."""
         dedupe = self._config.dedupe
@@ -1580,21 +1589,25 @@ class Pipeline:
             next_try_ns = self._clock_ns() + int(dedupe.retry_withheld_seconds[tried] * 1e9)
             if within_window(next_try_ns, state.opened_ns, int(dedupe.window_seconds * 1e9)):
                 return False
-        return self._breaker_try_ns(state) is None
+        return self._breaker_try_ns(state, decision) is None
 
-    def _breaker_try_ns(self, state: IncidentState) -> int | None:
+    def _breaker_try_ns(self, state: IncidentState, decision: Decision | None = None) -> int | None:
         """When a quarantine the quarantine breaker holds back is tried once its tries are over: as
         the breaker reopens, if the incident's window still holds it; None for an isolation withheld
         for another reason, or with the breaker closed now (what withholds it is not the breaker:
         a repeat decides it). Each such try is later than the last: the breaker reopens ahead."""
-        report = state.report
-        if report is None or not report.decision.breaker_open or report.decision.dry_run:
+        if decision is None:
+            decision = state.report.decision if state.report is not None else None
+        if decision is None or not decision.breaker_open or decision.dry_run:
             return None
         reopens_ns = self._breaker.reopens_at(self._clock_ns())
         if reopens_ns is None:
             return None
+        # Room for the try itself before the window ends (its turn, the pod's lock, the lookup): one
+        # due in the window's last instants would find it closed, and be dropped unsaid.
         window_ns = int(self._config.dedupe.window_seconds * 1e9)
-        return reopens_ns if within_window(reopens_ns, state.opened_ns, window_ns) else None
+        latest = reopens_ns + BREAKER_TRY_ROOM_NS
+        return reopens_ns if within_window(latest, state.opened_ns, window_ns) else None
 
     def _retry_wanted(self, state: IncidentState) -> bool:
         """Whether the incident still waits for its withheld isolation to be tried again (one still
@@ -1653,8 +1666,10 @@ class Pipeline:
                 state.reopen_after_ns = withheld_since
                 raise
             self._metrics.verifications.labels(verification.status.value).inc()
-            last = self._last_try(state, tried)  # after the lookup: a slow API's time counts
             decision = self._decide(alert, pod, verification, report.decision.reopens, state.opened_ns)
+            # After the lookup (a slow API's time counts), on the decision just made: a quarantine
+            # the breaker holds now is tried again as it reopens (review-session-51 M2).
+            last = self._last_try(state, tried, decision)
             decided_ns = self._clock_ns()
             if report.decision.notify and not decision.notify:
                 # Told at its opening (a withheld action needs eyes): what the retry does is told

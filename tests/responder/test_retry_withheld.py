@@ -293,6 +293,72 @@ async def test_a_quarantine_the_breaker_held_is_tried_as_it_reopens_once_the_tri
         await responder.stop()
 
 
+def _breaker_config(tmp_path: Path, kubeconfig: str, waits: list[float], **dedupe: Any) -> Any:
+    """A breaker of one quarantine per 2 s; an incident window of 10 s (room for a try as the breaker
+    reopens); ``waits``: dedupe.retry_withheld_seconds."""
+    extra = {
+        "inputs": {},
+        "cluster": {"kubeconfig": kubeconfig, "retry": {"attempts": 1}},
+        "guardrails": {"max_quarantines": {"count": 1, "window_seconds": 2}},
+        "dedupe": {"window_seconds": 10, "retry_withheld_seconds": waits, **dedupe},
+    }
+    return responder_config(tmp_path, kubeconfig, extra=extra)
+
+
+def _tries_over_told(config: Any, pod: SeededPod) -> bool:
+    found = rows(config, "SELECT outcome FROM actions WHERE pod = ? ORDER BY id", pod.name)
+    return any("tries_over" in (row[0] or "") for row in found)
+
+
+async def test_the_last_try_finding_the_breaker_open_is_not_told_as_the_tries_end(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Withheld for an API outage, its last try finds the breaker open (the outage's end quarantined
+    another pod): a try as the breaker reopens is still to come, so Slack must not say "nothing
+    more is tried" first (review-session-51 M2: judged on the decision before the try's)."""
+    running, pods, kubeconfig = seeded
+    config = _breaker_config(tmp_path, kubeconfig, [0.3, 0.9])
+    responder = Responder(config, KubeGateway.from_config(config.cluster))
+    await responder.start()
+    try:
+        api_down(running)
+        await submit_all(responder, [alert_on(pods["torchserve"])])  # withheld: the API is down
+        await wait_for(lambda: retries(responder, "withheld") == 1)  # its first try: still down
+        api_back(running)
+        await submit_all(responder, [alert_on(pods["vllm"])])  # takes the breaker's one slot
+        assert labels(running, pods["vllm"])[LABEL] == "true"
+        await wait_for(lambda: retries(responder, "withheld") == 2)  # its last wait: the breaker holds it
+        await wait_for(lambda: labels(running, pods["torchserve"]).get(LABEL) == "true")
+        assert not _tries_over_told(config, pods["torchserve"])
+    finally:
+        await responder.stop()
+
+
+async def test_after_a_restart_a_breaker_held_quarantine_is_tried_as_the_breaker_reopens(
+    tmp_path: Path, seeded: Seeded
+) -> None:
+    """Restored incidents ask when the breaker reopens: the breaker is restored first
+    (review-session-51 L1: asked of an empty breaker, the held quarantine got no try at all)."""
+    running, pods, kubeconfig = seeded
+    off = _breaker_config(tmp_path, kubeconfig, [])
+    first = Responder(off, KubeGateway.from_config(off.cluster))
+    await first.start()
+    try:
+        await submit_all(first, [alert_on(pods["vllm"])])  # the breaker's one slot
+        await submit_all(first, [alert_on(pods["torchserve"])])  # held back by the breaker
+        assert LABEL not in labels(running, pods["torchserve"])
+    finally:
+        await first.stop()
+    # Its one wait (20 to 40 s, spread after a restart) ends past its window: only the breaker's try.
+    config = _breaker_config(tmp_path, kubeconfig, [20.0])
+    restarted = Responder(config, KubeGateway.from_config(config.cluster))
+    await restarted.start()
+    try:
+        await wait_for(lambda: labels(running, pods["torchserve"]).get(LABEL) == "true")
+    finally:
+        await restarted.stop()
+
+
 async def withheld_before_a_restart(tmp_path: Path, seeded: Seeded, *pods: SeededPod) -> None:
     """A responder that does not retry withholds a quarantine of each pod (the API down), and stops;
     the API is back for the next one."""
