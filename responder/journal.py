@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from responder.actions.outcome import (
     BLOCK_DESTINATION,
@@ -1043,18 +1043,24 @@ class Journal:
             ).fetchone()
         return bool(row[0])
 
-    def notifications_waiting(self) -> tuple[int, str | None]:
-        """How many Slack messages are still to go out, and the latest error of one tried (None:
-        none failed yet): what `ingest` says before it exits."""
+    def notifications_unsent(self, since_ns: int) -> UnsentPosts:
+        """Slack messages still to go out (and the latest error of one tried), and those made since
+        ``since_ns`` that Slack refused for good: what `ingest` says before it exits."""
         with self.reader() as conn:
-            count = conn.execute(
-                "SELECT COUNT(*) FROM notifications WHERE state IN ('pending', 'sending')"
-            ).fetchone()[0]
-            row = conn.execute(
-                "SELECT last_error FROM notifications WHERE state IN ('pending', 'sending')"
-                " AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        return int(count), (None if row is None else str(row[0]))
+
+            def tally(where: str, *args: int) -> tuple[int, str | None]:
+                # ``where``: one of the two constant conditions below, never text from outside.
+                count = conn.execute(f"SELECT COUNT(*) FROM notifications WHERE {where}", args).fetchone()[0]  # noqa: S608
+                row = conn.execute(
+                    f"SELECT last_error FROM notifications WHERE {where} AND last_error IS NOT NULL"  # noqa: S608
+                    " ORDER BY id DESC LIMIT 1",
+                    args,
+                ).fetchone()
+                return int(count), (None if row is None else str(row[0]))
+
+            waiting = tally("state IN ('pending', 'sending')")
+            failed = tally("state = 'failed' AND created_ns >= ?", since_ns)
+        return UnsentPosts(*waiting, *failed)
 
     def next_notification_due(self) -> int | None:
         with self.reader() as conn:
@@ -1418,6 +1424,15 @@ def _pending_alert(row: sqlite3.Row) -> PendingAlert | None:
         log.error("journaled alert unreadable", extra={"alert_id": row["alert_id"], "error": str(exc)})
         return None
     return PendingAlert(alert, row["input"], row["received_ns"], row["seq"])
+
+
+class UnsentPosts(NamedTuple):
+    """Journal.notifications_unsent: messages waiting (and the latest error), and failed for good."""
+
+    waiting: int
+    waiting_error: str | None
+    failed: int
+    failed_error: str | None
 
 
 # An incident opened by a drill's alert (its sender's record says so): see Sender.drill.

@@ -431,7 +431,7 @@ def _changed_by_responder(incident: Mapping[str, Any]) -> bool:
     (review-operator L2: a trial confirmed by hand failed as "expected a dry-run, but the pod was
     dry-run: ... by demo-oncall")."""
     return any(
-        a.get("status") in ISOLATED and a.get("actor", RESPONDER_ACTOR) == RESPONDER_ACTOR
+        a.get("status") in ISOLATED and (a.get("actor") or RESPONDER_ACTOR) == RESPONDER_ACTOR
         for a in incident.get("actions") or []
     )
 

@@ -286,6 +286,7 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
     responder = build_responder(config, args.config)
     try:
         await responder.start()  # inside: a start that fails still stops (the journal lock goes)
+        started_ns = responder.clock_ns()
         pipeline = responder.pipeline
         assert pipeline is not None
         tally = _Tally(pipeline, name, _file_sender(args.source, drill=args.drill))
@@ -302,7 +303,9 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
             tally.report(tally.stopped_after_the_end())
             raise
         outcomes = responder.metrics.outcome_counts()
-        unsent = responder.journal.notifications_waiting() if responder.notifier is not None else (0, None)
+        unsent = (
+            responder.journal.notifications_unsent(started_ns) if responder.notifier is not None else None
+        )
     finally:
         await responder.stop()
     tally.report(
@@ -316,13 +319,20 @@ async def _ingest(args: argparse.Namespace, config: Config, stream: BinaryIO, na
             by_action.setdefault(action, []).append(f"{count} {status}")
         said = "; ".join(f"{action}: {', '.join(counts)}" for action, counts in by_action.items())
         tally.report(f"{name}: actions {said} (serving-guard audit tells each)")
-    if unsent[0]:
-        # A pod cut off and nobody told must not read as done (review-operator M5).
-        error = f" (last error: {unsent[1]})" if unsent[1] else ""
+    # A pod cut off and nobody told must not read as done (review-operator M5; review-session-51
+    # M1: nor a post Slack refused for good).
+    if unsent is not None and unsent.waiting:
+        error = f" (last error: {unsent.waiting_error})" if unsent.waiting_error else ""
         tally.report(
-            f"{name}: {unsent[0]} Slack message(s) not sent yet{error}: they wait in the journal and go out"
-            " when serving-guard serve, or the next ingest, runs with it (serving-guard audit --format"
+            f"{name}: {unsent.waiting} Slack message(s) not sent yet{error}: they wait in the journal and go"
+            " out when serving-guard serve, or the next ingest, runs with it (serving-guard audit --format"
             " incidents shows each)"
+        )
+    if unsent is not None and unsent.failed:
+        error = f" ({unsent.failed_error})" if unsent.failed_error else ""
+        tally.report(
+            f"{name}: {unsent.failed} Slack message(s) refused by Slack for good{error}: nobody was told"
+            " of them (serving-guard audit --format incidents shows each)"
         )
     if stopped is not None:
         raise UserError(stopped)

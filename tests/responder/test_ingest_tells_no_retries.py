@@ -75,3 +75,19 @@ def test_ingest_says_how_many_slack_messages_did_not_go_out(
     assert "actions quarantine: 1 quarantined" in err, err
     assert f"{source}: 1 Slack message(s) not sent yet (last error: " in err, err
     assert "they wait in the journal and go out when serving-guard serve, or the next ingest, runs" in err
+
+
+def test_ingest_says_a_slack_message_refused_for_good(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slack refusing the post for good (not waited for, not tried again) is said too: it was
+    counted only while waiting (review-session-51 M1)."""
+    capsys.readouterr()
+    with RunningSlackSink() as sink:
+        sink.api_error("invalid_blocks", times=1000, method="chat.postMessage")
+        _ingest_a_shell(tmp_path, seeded, sink.base_url)
+        assert not sink.messages("#sec-alerts")
+    err = capsys.readouterr().err
+    assert "actions quarantine: 1 quarantined" in err, err
+    assert f"{tmp_path / 'alerts.jsonl'}: 1 Slack message(s) refused by Slack for good (" in err, err
+    assert "nobody was told of them" in err

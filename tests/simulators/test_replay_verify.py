@@ -556,6 +556,11 @@ def test_judge_covers_each_outcome() -> None:
         rule, actions=[by_hand], decision={"policy": "p", "actions": ["notify"], "notify": True}
     )
     assert judge(expectation(Outcome.NOTIFIED), [told_then_cut]).passed
+    # An action journaled without an actor is the responder's, as everywhere in the trail.
+    unnamed = _entry(
+        rule, actions=[{**by_hand, "actor": None}], decision={"policy": "p", "actions": ["notify"]}
+    )
+    assert not judge(expectation(Outcome.NOTIFIED), [unnamed]).passed
     told_only = {"policy": "p", "actions": ["notify"], "notify": True}
     told = judge(expectation(Outcome.DRY_RUN), [_entry(rule, actions=[], decision=told_only)])
     assert told.reason == "expected a dry-run, decision was p: notify"
