@@ -1890,8 +1890,15 @@ class ClusterActions:
             # Released already (another config's quarantine or block left standing, or nothing): a
             # rerun, said so; the record keeps who released it and why (review-operator M2: a
             # second person's rerun wrote theirs over it and read "was not quarantined"). Policies a
-            # release could not restore are tried again, as the release said to.
-            return self._released_already(namespace, earlier, others, block, started)
+            # release could not restore are tried again, as the release said to. Not a pod blocked
+            # since under a block label this release does not know (review-session-51 L5): refused
+            # below, naming it.
+            try:
+                foreign = None if (block.present or labels_known) else self._blocked_under(namespace, meta)
+            except KubeError as exc:
+                return self._failure("release", exc, started)
+            if foreign is None:
+                return self._released_already(namespace, earlier, others, block, started)
         refused = None if was_labelled else _not_this_configs(label, others, labels_known, meta, block)
         if refused is not None:
             return ActionOutcome(

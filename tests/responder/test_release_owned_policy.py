@@ -171,3 +171,32 @@ def test_a_block_under_another_label_and_prefix_is_still_found_and_the_release_r
     released = custom.release(vllm.namespace, vllm.name, by="oncall", reason="test", labels_known=True)
     assert released.status is OutcomeStatus.RELEASED and "lifted its destination block" in released.detail
     assert OTHER_BLOCK_LABEL not in _labels(harness, vllm)
+
+
+def test_a_release_rerun_without_config_on_a_pod_blocked_since_under_another_label_is_refused(
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+) -> None:
+    """Released once (the record names the default label), then blocked by a config with another
+    block label: a rerun without --config must not read "released already" and hide the block
+    (review-session-51 L5: the rerun shortcut came before the check for such a block)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    quarantined = harness.actions.quarantine(harness.pod(vllm), shell_alert(vllm), "inc", "r", dry_run=False)
+    assert quarantined.status is OutcomeStatus.QUARANTINED, quarantined.detail
+    released = harness.actions.release(vllm.namespace, vllm.name, by="alice", reason="fp", labels_known=True)
+    assert released.status is OutcomeStatus.RELEASED, released.detail
+    other = ClusterActions(
+        harness.gateway,
+        Quarantine(label="acme.io/isolated"),
+        EventRecorder(harness.gateway),
+        blocks=BlockDestination(label=OTHER_BLOCK_LABEL, network_policy_prefix="acme-egress-block"),
+    )
+    blocked = other.block_destination(harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False)
+    assert blocked.status is OutcomeStatus.BLOCKED, blocked.detail
+    again = harness.actions.release(vllm.namespace, vllm.name, by="bob", reason="x", labels_known=False)
+    assert again.status is OutcomeStatus.FAILED and "blocked under the label" in again.detail, again.detail
+    assert OTHER_BLOCK_LABEL in _labels(harness, vllm)
+    # Known to be the default config's own (labels known): its release is recorded already, said so.
+    rerun = harness.actions.release(vllm.namespace, vllm.name, by="bob", reason="x", labels_known=True)
+    assert "is recorded already (by alice at" in rerun.detail, rerun.detail
