@@ -1525,9 +1525,8 @@ class Pipeline:
                 self._schedule_retry(state, tried, decision=decision)
             return
         if decision.block_breaker_open and not decision.dry_run:
-            self._schedule_retry(
-                state, tried, decision=decision
-            )  # its repeats fold in and take the block on too
+            # Its repeats fold in and take the block on too.
+            self._schedule_retry(state, tried, decision=decision)
         if state.lapsed is None:
             # Decided afresh (a resumed opener restored as withheld, or one whose dry-run was
             # lifted): its repeats fold in again.
