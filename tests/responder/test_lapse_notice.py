@@ -272,7 +272,14 @@ async def test_a_lapse_journaled_before_a_restart_is_told_once_and_the_next_aler
         (first,) = incident_ids(responder)
         sink.inject(Fault(status=503, apply=True, method="chat.postMessage"))
         await deny_all_deleted_and_rechecked(responder, seeded, clock, vllm)
-        await settle(responder, lambda: [r[0] for r in lapse_rows(responder)] == ["sending"])
+        # The row says "sending" before the post goes out: wait for Slack's (lost) answer too, or the
+        # stop below may cancel the post before Slack stored it.
+        await settle(
+            responder,
+            lambda: (
+                [r[0] for r in lapse_rows(responder)] == ["sending"] and lapse_post_statuses(sink) == [503]
+            ),
+        )
     finally:
         await responder.stop()
     # The process is gone with the reply's answer lost; it starts again on the same journal.
