@@ -60,7 +60,9 @@ from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
 from responder.cluster.unlisted_ids import UnlistedIds, UnlistedKey
 from responder.cluster.verify import (
+    INVALID_NAME_REASON,
     LISTING_LAG_NS,
+    NO_POD_IDENTITY_REASON,
     UNREACHED,
     Verification,
     VerificationStatus,
@@ -2055,13 +2057,9 @@ class Pipeline:
         ``again``: a retry's check (its alert was checked when it came)."""
         namespace, name = alert.namespace, alert.pod
         if not namespace or not name:
-            return Verification(
-                VerificationStatus.NO_POD_IDENTITY, "alert carries no k8s.ns.name/k8s.pod.name"
-            ), None
+            return Verification(VerificationStatus.NO_POD_IDENTITY, NO_POD_IDENTITY_REASON), None
         if not valid_name(namespace) or not valid_name(name):
-            return Verification(
-                VerificationStatus.UNVERIFIED, "namespace or pod is not a valid Kubernetes name"
-            ), None
+            return Verification(VerificationStatus.UNVERIFIED, INVALID_NAME_REASON), None
         if read is None:
             lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
         else:

@@ -13,7 +13,13 @@ from enum import StrEnum
 from responder.actions.pod_records import CLOCK_SKEW_NS
 from responder.alert import Alert
 from responder.cluster.context import PodContext, is_runtime_id
+from responder.cluster.enrich import valid_name
 
+# Why an alert cannot be checked against any pod, whatever the cluster holds.
+NO_POD_IDENTITY_REASON = "alert carries no k8s.ns.name/k8s.pod.name"
+INVALID_NAME_REASON = "namespace or pod is not a valid Kubernetes name"
+NO_CONTAINER_ID_REASON = "alert has no container.id to match against the pod"
+NOT_RUNTIME_ID_REASON = "container.id is not a runtime container id (12 to 64 hex characters)"
 # The reason of a verification that matched the container's run before its last restart.
 RESTARTED_SINCE = "container restarted since the alert: the alert's container.id is its previous run"
 # The kubelet lists a container's run in the pod's status about a second after it starts: an alert
@@ -73,14 +79,9 @@ def verify_alert(
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
     container_id = alert.container_id
     if not container_id or container_id == "host":
-        return Verification(
-            VerificationStatus.UNVERIFIED, "alert has no container.id to match against the pod"
-        )
+        return Verification(VerificationStatus.UNVERIFIED, NO_CONTAINER_ID_REASON)
     if not is_runtime_id(container_id):
-        return Verification(
-            VerificationStatus.UNVERIFIED,
-            "container.id is not a runtime container id (12 to 64 hex characters)",
-        )
+        return Verification(VerificationStatus.UNVERIFIED, NOT_RUNTIME_ID_REASON)
     container = pod.container_by_id(container_id)
     # Reasons quote the alert, never the live pod: they reach the audit trail, and a sender who
     # could read the pod's real ids or node there could forge an alert that passes this check.
@@ -161,4 +162,20 @@ def _node_problem(alert: Alert, pod: PodContext) -> str | None:
         return "alert has no hostname to match the pod's node"
     if pod.node is None or alert.hostname != pod.node:
         return f"alert came from host {alert.hostname[:253]!r}, not the pod's node"
+    return None
+
+
+def never_verifiable(alert: Alert) -> str | None:
+    """Why no pod can ever verify this alert, whatever the cluster holds (None: a pod may): what
+    the pod check would say of it, for a check of alerts made before any pod is read."""
+    namespace, name = alert.namespace, alert.pod
+    if not namespace or not name:
+        return NO_POD_IDENTITY_REASON
+    if not valid_name(namespace) or not valid_name(name):
+        return INVALID_NAME_REASON
+    container_id = alert.container_id
+    if not container_id or container_id == "host":
+        return NO_CONTAINER_ID_REASON
+    if not is_runtime_id(container_id):
+        return NOT_RUNTIME_ID_REASON
     return None

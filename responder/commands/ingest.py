@@ -23,13 +23,16 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from responder.alert import WHOLE_PAYLOAD, AlertError, rejection_code
+from responder.actions.pod_records import CLOCK_SKEW_NS
+from responder.alert import WHOLE_PAYLOAD, Alert, AlertError, rejection_code
 from responder.alert_json import parse_falco_json
 from responder.cli import EXIT_OUTPUT_LOST, OutputLost
+from responder.cluster.verify import never_verifiable
 from responder.commands.common import non_negative_seconds
 from responder.config import Config, Inputs, load_config
 from responder.errors import UserError
@@ -258,6 +261,8 @@ async def _check(config: Config, stream: BinaryIO, name: str, sender: Sender) ->
     tally.report(
         f"{name}: {tally.accepted} valid, {tally.rejected} rejected (checked only: nothing ingested)"
     )
+    for text in tally.hindrances.said(name):
+        tally.report(text)
     empty = tally.report_if_empty()
     if stopped is not None:
         raise UserError(stopped)
@@ -348,6 +353,56 @@ def _file_sender(source: str, *, drill: bool) -> Sender:
     return Sender("-" if source == "-" else os.path.abspath(source), Proof.FILE, drill=drill)
 
 
+# Lines named per note of `ingest --check`; the rest are counted.
+_LINES_NAMED = 5
+
+
+@dataclass
+class _Hindrances:
+    """What `ingest --check` notes of valid lines that ingesting would not act on as they read:
+    an alert no pod can verify (never isolated), one dated ahead of this machine's clock (taken as
+    dated when it comes). Grouped by reason, with the lines that have it."""
+
+    never_verifiable: dict[str, list[int]] = field(default_factory=dict)
+    dated_ahead: list[int] = field(default_factory=list)
+
+    def note(self, number: int, alert: Alert, now_ns: int) -> None:
+        reason = never_verifiable(alert)
+        if reason is not None:
+            self.never_verifiable.setdefault(reason, []).append(number)
+        if alert.time_ns > now_ns + CLOCK_SKEW_NS:
+            self.dated_ahead.append(number)
+
+    def said(self, name: str) -> list[str]:
+        said = [
+            f"{name}: {_alerts(lines)} never isolated: the pod check cannot verify {_them(lines)}"
+            f" ({reason}): {_lines(lines)}"
+            for reason, lines in self.never_verifiable.items()
+        ]
+        if self.dated_ahead:
+            lines = self.dated_ahead
+            said.append(
+                f"{name}: {_alerts(lines)} dated more than {CLOCK_SKEW_NS // 10**9} s ahead of this"
+                " machine's clock: ingest dates each when it comes (a release made since is weighed against"
+                f" that): {_lines(lines)}"
+            )
+        return said
+
+
+def _alerts(lines: list[int]) -> str:
+    return "1 valid alert is" if len(lines) == 1 else f"{len(lines)} valid alerts are"
+
+
+def _them(lines: list[int]) -> str:
+    return "it" if len(lines) == 1 else "them"
+
+
+def _lines(lines: list[int]) -> str:
+    named = ", ".join(str(n) for n in lines[:_LINES_NAMED])
+    more = f" and {len(lines) - _LINES_NAMED} more" if len(lines) > _LINES_NAMED else ""
+    return f"{'line' if len(lines) == 1 else 'lines'} {named}{more}"
+
+
 @dataclass
 class _Tally:
     # None: --check (lines parsed and counted, never submitted).
@@ -360,6 +415,7 @@ class _Tally:
     line: int = 0  # the line being read or submitted
     unreported: int = 0  # lines for stderr that could not be written there
     pretty_printed: bool = False  # line 1 is "{" alone: each line's refusal says so
+    hindrances: _Hindrances = field(default_factory=_Hindrances)  # --check: valid lines' notes
 
     def stopped_after_the_end(self) -> str:
         """Said when a stop comes once every line was read, while their alerts are acted on or
@@ -435,6 +491,7 @@ class _Tally:
             return
         if self.pipeline is None:  # --check
             self.accepted += 1
+            self.hindrances.note(number, alert, time.time_ns())
             return
         submitting = asyncio.ensure_future(self.pipeline.submit(alert, InputName.JSONL, raw=raw))
         try:

@@ -757,6 +757,47 @@ def test_ingest_check_validates_every_line_and_journals_or_acts_on_none(
     assert f"{source}: 1 valid, 0 rejected" in capsys.readouterr().err
 
 
+def test_ingest_check_says_which_valid_lines_would_never_be_isolated_or_are_dated_ahead(
+    tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Valid lines that ingesting would never isolate (no pod check can verify them) or would date
+    anew (ahead of this clock) are said, grouped by reason, with their lines (review-operator L9).
+    They stay valid: the exit status is the lines' shape."""
+    _, pods, kubeconfig = seeded
+    config = write_config(tmp_path, kubeconfig)
+    vllm = pods["vllm"]
+
+    def line(fields: dict[str, Any], **kwargs: Any) -> str:
+        return falco_bytes(falco_alert(vllm, SHELL_RULE, "Notice", "x", fields, **kwargs)).decode()
+
+    good = line({"proc.name": "sh"})
+    not_hex = line({"container.id": "not-an-id-at-all"})
+    no_pod = line({"k8s.pod.name": None})
+    bad_name = line({"k8s.pod.name": "Vllm_0"})
+    in_2099 = line({}, time_ns=4_070_908_800 * 10**9)
+    source = tmp_path / "recorded.jsonl"
+    source.write_text("\n".join([good, not_hex, no_pod, not_hex, bad_name, in_2099, *[not_hex] * 5]) + "\n")
+    assert main(["ingest", str(source), "--config", str(config), "--check"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"{source}: 11 valid, 0 rejected (checked only: nothing ingested)",
+        f"{source}: 7 valid alerts are never isolated: the pod check cannot verify them (container.id is"
+        " not a runtime container id (12 to 64 hex characters)): lines 2, 4, 7, 8, 9 and 2 more",
+        f"{source}: 1 valid alert is never isolated: the pod check cannot verify it (alert carries no"
+        " k8s.ns.name/k8s.pod.name): line 3",
+        f"{source}: 1 valid alert is never isolated: the pod check cannot verify it (namespace or pod is"
+        " not a valid Kubernetes name): line 5",
+        f"{source}: 1 valid alert is dated more than 120 s ahead of this machine's clock: ingest dates each"
+        " when it comes (a release made since is weighed against that): line 6",
+    ]
+    # Lines any pod may verify, dated now: the summary alone.
+    source.write_text(f"{good}\n")
+    assert main(["ingest", str(source), "--config", str(config), "--check"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{source}: 1 valid, 0 rejected (checked only: nothing ingested)"
+    ]
+
+
 @pytest.mark.parametrize("check", [False, True])
 def test_a_source_without_an_alert_is_said(
     tmp_path: Path, seeded: Seeded, capsys: pytest.CaptureFixture[str], check: bool
