@@ -1882,6 +1882,10 @@ class ClusterActions:
         # partial release). A record whose labels are all gone was lapsed by hand, and is cleared.
         others = _other_configs(meta, label)
         earlier = release_record_in(annotations, label)
+        # A block under a block label this release does not know, looked for once (the API listing
+        # the namespace's policies), and only when the label is not known.
+        foreign: tuple[str, str] | None = None
+        looked = block.present or labels_known
         if (
             not (was_labelled or block.mine)
             and earlier is not None
@@ -1893,10 +1897,12 @@ class ClusterActions:
             # release could not restore are tried again, as the release said to. Not a pod blocked
             # since under a block label this release does not know (review-session-51 L5): refused
             # below, naming it.
-            try:
-                foreign = None if (block.present or labels_known) else self._blocked_under(namespace, meta)
-            except KubeError as exc:
-                return self._failure("release", exc, started)
+            if not looked:
+                try:
+                    foreign = self._blocked_under(namespace, meta)
+                except KubeError as exc:
+                    return self._failure("release", exc, started)
+                looked = True
             if foreign is None:
                 return self._released_already(namespace, earlier, others, block, started)
         refused = None if was_labelled else _not_this_configs(label, others, labels_known, meta, block)
@@ -1905,7 +1911,7 @@ class ClusterActions:
                 "release", OutcomeStatus.FAILED, refused, started_ns=started, finished_ns=self._clock_ns()
             )
         try:
-            foreign = None if (block.present or labels_known) else self._blocked_under(namespace, meta)
+            foreign = foreign if looked else self._blocked_under(namespace, meta)
         except KubeError as exc:
             return self._failure("release", exc, started)
         if foreign is not None:

@@ -174,7 +174,7 @@ def test_a_block_under_another_label_and_prefix_is_still_found_and_the_release_r
 
 
 def test_a_release_rerun_without_config_on_a_pod_blocked_since_under_another_label_is_refused(
-    seeded: tuple[RunningCluster, dict[str, SeededPod], str],
+    seeded: tuple[RunningCluster, dict[str, SeededPod], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Released once (the record names the default label), then blocked by a config with another
     block label: a rerun without --config must not read "released already" and hide the block
@@ -194,8 +194,18 @@ def test_a_release_rerun_without_config_on_a_pod_blocked_since_under_another_lab
     )
     blocked = other.block_destination(harness.pod(vllm), egress_alert(vllm, "203.0.113.7"), dry_run=False)
     assert blocked.status is OutcomeStatus.BLOCKED, blocked.detail
+    listed: list[str] = []
+    list_policies = harness.gateway.list_network_policies
+
+    def counted(namespace: str) -> Any:
+        listed.append(namespace)
+        return list_policies(namespace)
+
+    monkeypatch.setattr(harness.gateway, "list_network_policies", counted)
     again = harness.actions.release(vllm.namespace, vllm.name, by="bob", reason="x", labels_known=False)
     assert again.status is OutcomeStatus.FAILED and "blocked under the label" in again.detail, again.detail
+    assert listed == [vllm.namespace]  # the block looked for once, not again on the refusal's path
+    monkeypatch.undo()
     assert OTHER_BLOCK_LABEL in _labels(harness, vllm)
     # Known to be the default config's own (labels known): its release is recorded already, said so.
     rerun = harness.actions.release(vllm.namespace, vllm.name, by="bob", reason="x", labels_known=True)
