@@ -28,6 +28,7 @@ from responder.commands.audit import read_journal_trail
 from responder.errors import UserError
 from responder.policy import DRY_RUN_BY_DRILL, ISOLATING
 from responder.sender import sender_text
+from responder.wording import first_few
 from simulators.scenario import (
     Expect,
     Outcome,
@@ -384,9 +385,7 @@ def _senders_text(entries: Sequence[Entry]) -> str:
     names = sorted({sender_text(sender) for sender in senders})
     if not names:
         return "-"
-    text = ", ".join(names[:_SENDERS_SHOWN])
-    if len(names) > _SENDERS_SHOWN:
-        text += f" and {len(names) - _SENDERS_SHOWN} more"
+    text = first_few(names, _SENDERS_SHOWN)
     drills = [bool(sender and sender.get("drill") is True) for sender in senders]
     if all(drills):
         return text + " (a DRILL: replayed alerts prove the responder, not detection)"
@@ -686,10 +685,9 @@ async def _what_the_run_left(
     for entry in entries:
         place = f"{entry.get('rule')} on {_pod_of(entry)}"
         places[place] = places.get(place, 0) + 1
-    shown = ", ".join(f"{place} ({count})" for place, count in sorted(places.items())[:_PLACES_SHOWN])
-    more = f" and {len(places) - _PLACES_SHOWN} more" if len(places) > _PLACES_SHOWN else ""
+    shown = first_few([f"{place} ({count})" for place, count in sorted(places.items())], _PLACES_SHOWN)
     held = f"{len(entries)}" if len(entries) < limit else f"at least {len(entries)}"
-    return f"; the trail holds {held} alert(s) of run {expectation.run_id}: {shown}{more}"
+    return f"; the trail holds {held} alert(s) of run {expectation.run_id}: {shown}"
 
 
 async def _audit(

@@ -16,6 +16,7 @@ from responder.actions import netpol
 from responder.actions.pod_records import quarantine_record_holds
 from responder.cluster.selectors import SelectorError, selector_matches
 from responder.config import Isolation
+from responder.wording import first_few
 
 # Pod names in a message before "and N more" (the detail is clipped at 1000 characters).
 SHOWN_PODS = 3
@@ -39,8 +40,7 @@ def pod_names(pods: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def shown(names: Sequence[str]) -> str:
     """Pod names for a message: the first few, and how many more."""
-    more = len(names) - SHOWN_PODS
-    return ", ".join(names[:SHOWN_PODS]) + (f" and {more} more" if more > 0 else "")
+    return first_few(names, SHOWN_PODS)
 
 
 def with_pod(pods: list[dict[str, Any]], metadata: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from responder.ingest.http import JOURNAL_FAILURES
 from responder.ingest.sink import Accepted, InputName, Overloaded
 from responder.logs import setup_logging
 from responder.sender import Proof, Sender
+from responder.wording import first_few
 
 if TYPE_CHECKING:
     from responder.pipeline import Pipeline
@@ -398,9 +399,7 @@ def _them(lines: list[int]) -> str:
 
 
 def _lines(lines: list[int]) -> str:
-    named = ", ".join(str(n) for n in lines[:_LINES_NAMED])
-    more = f" and {len(lines) - _LINES_NAMED} more" if len(lines) > _LINES_NAMED else ""
-    return f"{'line' if len(lines) == 1 else 'lines'} {named}{more}"
+    return f"{'line' if len(lines) == 1 else 'lines'} {first_few([str(n) for n in lines], _LINES_NAMED)}"
 
 
 @dataclass

@@ -66,6 +66,7 @@ from responder.notify.escape import (
 )
 from responder.policy import DRY_RUN_BY_DRILL, DRY_RUN_BY_POLICY, ISOLATING, Decision, Reopened
 from responder.sender import Proof, Sender
+from responder.wording import first_few
 
 # Message metadata that marks our posts, so a restarted responder can find what it posted.
 EVENT_TYPE = "serving_guard_incident"
@@ -382,9 +383,7 @@ NAMES_SHOWN = 10
 
 def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
     listed = list(names)
-    shown = ", ".join(code(name, limit) for name in listed[:NAMES_SHOWN]) or "_none named_"
-    more = len(listed) - NAMES_SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")
+    return first_few([code(name, limit) for name in listed], NAMES_SHOWN) or "_none named_"
 
 
 def _leak_words(outcome: ActionOutcome) -> str:

@@ -19,6 +19,7 @@ from responder.rulespack.problems import Problem, Severity, has_errors, item_lab
 from responder.rulespack.rulesfile import MacroItem, RuleItem, read_rules_file
 from responder.rulespack.sysdig import CompileResult, Sysdig
 from responder.rulespack.sysdig_compat import StandIn, SysdigCondition, output_to_sysdig, to_sysdig
+from responder.wording import first_few
 
 # sysdig names the offending token in most of its messages; fall back to the word at the position.
 _TOKEN_IN_MESSAGE = (
@@ -154,14 +155,13 @@ def merge_rule_problems(problems: list[Problem]) -> list[Problem]:
             continue
         first = group[0]
         names = [problem.item or "?" for problem in group]
-        shown = ", ".join(names[:MERGED_RULES_SHOWN])
-        more = f" and {len(names) - MERGED_RULES_SHOWN} more" if len(names) > MERGED_RULES_SHOWN else ""
+        shown = first_few(names, MERGED_RULES_SHOWN)
         merged.append(
             Problem(
                 first.severity,
                 first.file,
                 first.line,
-                f"{message} (it affects {len(group)} rules: {shown}{more})",
+                f"{message} (it affects {len(group)} rules: {shown})",
                 None,
                 first.token,
             )

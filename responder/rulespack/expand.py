@@ -45,6 +45,7 @@ from responder.rulespack.rulesfile import (
     RulesFile,
     read_rules_file,
 )
+from responder.wording import first_few
 
 _BLANKS = " \t\n\r"
 _DELIMS = _BLANKS + "(),="
@@ -280,9 +281,7 @@ def _note_dropped_items(ruleset: RuleSet, previous: ListState, item: ListItem, o
     dropped = [entry for entry in previous.items if entry not in kept]
     if not dropped:
         return
-    shown = ", ".join(dropped[:DROPPED_SHOWN]) + (
-        f" and {len(dropped) - DROPPED_SHOWN} more" if len(dropped) > DROPPED_SHOWN else ""
-    )
+    shown = first_few(dropped, DROPPED_SHOWN)
     where = f"{previous.origin.file.path}:{previous.origin.line}"
     ruleset.warn(
         origin,

@@ -17,6 +17,7 @@ from responder.rulespack.evttypes import event_types
 from responder.rulespack.expand import Origin, RuleSet, locate
 from responder.rulespack.problems import Problem, Severity, item_label
 from responder.rulespack.rulesfile import SCHEMA_PRIORITIES, ListItem, MacroItem, Mode, RuleItem, RulesFile
+from responder.wording import first_few
 
 PACK_TAG = "serving_guard"
 NAME_PREFIX = "serving_guard_"
@@ -473,9 +474,7 @@ def _untested_items(
     label = item_label("macro", mirror.macro)
     problems = []
     for (file, line), values in by_place.items():
-        clauses = [f"'{mirror.clause(value)}'" for value in values[:MIRROR_CLAUSES_SHOWN]]
-        more = len(values) - len(clauses)
-        tests = ", ".join(clauses) + (f" and {more} more" if more else "")
+        tests = first_few([f"'{mirror.clause(value)}'" for value in values], MIRROR_CLAUSES_SHOWN)
         items = "item for it" if len(values) == 1 else "items for them"
         loaded = (
             f" (the list as loaded ends at {list_origin.file.path}:{list_origin.line})"
