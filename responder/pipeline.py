@@ -1705,10 +1705,13 @@ class Pipeline:
             _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
         )
         # The alert's container, not listed yet when it came, is still not listed past the kubelet's
-        # lag: a possible forgery now, told as the tries' end rather than left "not verified yet".
+        # lag, or the pod, unread when it came, does not match it now: a possible forgery, told as
+        # the tries' end rather than left "not verified yet" (review-52a M1: an alert forged during
+        # an API outage kept its Critical post and the command to quarantine the pod by hand).
         found_unverified = (
             verification.status is VerificationStatus.UNVERIFIED
-            and report.verification.status is VerificationStatus.NOT_LISTED_YET
+            and report.verification.status
+            in (VerificationStatus.NOT_LISTED_YET, VerificationStatus.LOOKUP_FAILED)
             and not decision.dry_run
         )
         given_up = (

@@ -25,6 +25,7 @@ from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name
 from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
+from responder.cluster.verify import VerificationStatus, verify_alert
 from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
@@ -266,6 +267,32 @@ def refuse_a_pod_made_again(
         )
 
 
+def refuse_an_alert_the_pod_does_not_verify(
+    journal: Journal | None, incident_id: str | None, where: str, pod: PodContext, *, check_node: bool
+) -> None:
+    """Refuse (UserError, before anything is done) to cut ``pod`` under an incident whose alert was
+    never verified (the pod unread, or its container not listed yet, when it came) and does not
+    match the pod now: a possible forgery, whose Slack post may have offered the command before a
+    check could tell (review-52a M1). An incident verified when it came stands: its container may
+    have restarted since (the attacker's `kill 1`), which must not hold back its quarantine."""
+    if journal is None or incident_id is None:
+        return
+    try:
+        record = journal.incident_record(incident_id)
+        report = report_from_record(record) if record is not None else None
+    except UNREADABLE_RECORD:
+        return  # its alert unknown: the checks above are all there is
+    if report is None or report.verification.verified:
+        return
+    check = verify_alert(report.alert, pod, check_node=check_node)
+    if check.status is VerificationStatus.UNVERIFIED:
+        raise UserError(
+            f"--incident {incident_id}: its alert was never verified against the pod, and {where} does"
+            f" not match it now ({check.reason}): a possible forgery; nothing was done (to cut the pod"
+            " all the same, on your own judgement, leave --incident out)"
+        )
+
+
 def live_uid(gateway: KubeGateway, namespace: str, name: str) -> str | None:
     """The uid of the pod of that name now; None when it cannot be read (the action says why)."""
     try:
@@ -341,6 +368,9 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
                 continue
             pod = lookup.pod
             refuse_a_pod_made_again(journal, args.incident, where, pod.uid)
+            refuse_an_alert_the_pod_does_not_verify(
+                journal, args.incident, where, pod, check_node=config.cluster.verify_node
+            )
             if opt_in and pod.namespace_labels_error is not None:
                 print(
                     f"{where}: not {action.done_word}: whether namespace {args.namespace} opted in"

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 import responder.pipeline as pipeline_module
-from responder.audit import AuditQuery, _utc, format_incidents, load_trail
+from responder.audit import AuditQuery, _utc, format_incidents, format_summary, load_trail
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
 from responder.notify.render import format_utc
@@ -141,6 +141,43 @@ async def test_a_one_off_shell_during_an_api_outage_is_quarantined_once_the_api_
         assert len(incident_posts(sink)) == 1  # an update, not a new post
         told = rows(responder.config, "SELECT kind, state FROM notifications WHERE kind = 'retry'")
         assert [tuple(r) for r in told] == [("retry", "sent")]
+    finally:
+        await responder.stop()
+
+
+async def test_an_alert_the_pod_read_since_does_not_verify_is_told_as_a_possible_forgery_by_the_retry(
+    tmp_path: Path, seeded: Seeded, sink: SlackSink
+) -> None:
+    """An alert with a made-up container id that came while the API was down: its retry reads the
+    pod and finds it unverified. Told as a possible forgery, its post rendered again as an
+    unverified alert's, without the command to quarantine the pod (review-52a M1: it kept a
+    Critical post with that command, and the retry ended as "nothing to do")."""
+    running, pods, _ = seeded
+    vllm = pods["vllm"]
+    api_down(running)
+    responder = await start(tmp_path, seeded, sink, extra=QUICK)
+    try:
+        await submit(responder, shell(vllm, 0, **{"container.id": "c0ffee00c0ff"}))
+        await settle(responder, lambda: len(incident_posts(sink)) == 1)
+        assert "serving-guard quarantine" in visible_text(incident_posts(sink)[0].blocks)
+        api_back(running)
+
+        await wait_for(lambda: retries(responder, "unverified") == 1)
+        await settle(responder, lambda: len(retry_replies(sink)) == 1)
+        [reply] = retry_replies(sink)
+        text = visible_text(reply.blocks)
+        assert f":warning: *Possible forgery* on `{vllm.namespace}/{vllm.name}`" in text, text
+        assert "container.id c0ffee00c0ff is not a container of the pod" in text, text
+        assert "*Nothing more is tried* unless the alert repeats: the pod is *not* isolated." in text, text
+        assert retries(responder, "nothing_to_do") == 0
+        verification = json.loads(rows(responder.config, "SELECT verification FROM incidents")[0][0])
+        assert verification["status"] == "unverified"
+        await settle(responder, lambda: "Unverified alert" in headline(incident_posts(sink)[0]))
+        assert "serving-guard quarantine" not in visible_text(incident_posts(sink)[0].blocks)
+        trail = load_trail_of(responder)
+        assert "\n  verified  unverified\n" in format_incidents(trail)
+        assert "UNVERIFIED: " in format_summary(trail)
+        assert LABEL not in labels(running, vllm)
     finally:
         await responder.stop()
 
