@@ -945,11 +945,17 @@ def _verification_text(report: IncidentReport) -> str:
         return ":no_entry: UNVERIFIED: " + quoted
     if status is VerificationStatus.POD_NOT_FOUND:
         return ":grey_question: Not verified: pod not found (already gone?)"
+    # Not checked against a pod: who sent it is said, as for a possible forgery (review-52a M1).
+    sent_by = _sent_by(report.alert.sender)
     if status is VerificationStatus.NO_POD_IDENTITY:
-        return ":grey_question: Not verified: the alert names no pod"
+        return ":grey_question: Not verified: the alert names no pod" + sent_by
     if status is VerificationStatus.NOT_LISTED_YET:
-        return ":hourglass: Not verified yet" + (f": {reason}" if reason else "")
-    return ":grey_question: Not verified: pod lookup failed" + (f": {reason}" if reason else "")
+        return ":hourglass: Not verified yet" + (f": {reason}" if reason else "") + sent_by
+    return ":grey_question: Not verified: pod lookup failed" + (f": {reason}" if reason else "") + sent_by
+
+
+def _sent_by(sender: Sender | None) -> str:
+    return f"; sent by {code(sender.text(), REASON_LIMIT)}" if sender is not None else ""
 
 
 def _pod_fields(report: IncidentReport) -> dict[str, Any]:

@@ -363,6 +363,24 @@ def test_an_unverified_alert_says_who_sent_it(sender: Sender | None, hint: str) 
     assert f"Nothing was done to the pod. {hint}, and the Falco on node `node-1`." in text_of(message)
 
 
+def test_alerts_not_checked_against_a_pod_say_who_sent_them() -> None:
+    """review-52a M1: a forger's alert that met a failed pod read read as Falco's, sender unsaid."""
+    sender = Sender("10.0.0.9", Proof.TOKEN, token=2)
+    for verification in (
+        Verification(VerificationStatus.LOOKUP_FAILED, "HTTP 503 from the API server"),
+        Verification(VerificationStatus.NOT_LISTED_YET, "container.id abc is not listed yet"),
+        Verification(VerificationStatus.NO_POD_IDENTITY),
+    ):
+        decision = make_decision(actions=(ActionName.NOTIFY,), withheld=("pod lookup failed",))
+        alert = dataclasses.replace(make_alert(BASE_FIELDS), sender=sender)
+        message = render_incident(
+            make_report(alert=alert, no_pod=True, verification=verification, decision=decision)
+        )
+        assert_valid(message)
+        line = next(t for t in text_of(message).splitlines() if "Not verified" in t)
+        assert line.endswith(f"; sent by `{sender.text()}`"), line
+
+
 @pytest.mark.parametrize(
     ("verification", "expected"),
     [
