@@ -363,6 +363,12 @@ def _drill_line(report: IncidentReport) -> str:
     return said + " Drills are enforced (guardrails.enforce_drills): what it did to the pod is real."
 
 
+def plain_words(text: str) -> str:
+    """Alert text shown outside a code span: its formatting marks and shortcodes as look-alikes
+    (escape the result)."""
+    return defuse(without_shortcodes(text))
+
+
 def without_shortcodes(text: str) -> str:
     """``text`` (the alert's rule) with each colon that opens a `:name:` as a look-alike: where
     Slack turns one into an emoji (a header, a notification's text) a forged rule's shortcodes stay
@@ -1211,19 +1217,26 @@ def _context_texts(report: IncidentReport, *, count_kept: bool, repeats_in_threa
 def _fallback_text(report: IncidentReport) -> str:
     alert = report.alert
     # mrkdwn, and no code spans in it: the alert's words as look-alikes.
-    rule, where = defuse(without_shortcodes(alert.rule)), defuse(report.key.pod_ref)
+    rule, where = plain_words(alert.rule), defuse(report.key.pod_ref)
     if report.decision.unverified:
         said = f"UNVERIFIED alert (someone may be forging alerts): {rule} naming {where}"
     elif _claimed_only(report):
         said = f"UNVERIFIED alert (pod not found; it may be forged): {rule} naming {where}"
     else:
-        said = f"[{alert.priority.label}] {rule} in {where}: {_short_outcome(report)}"
+        said = f"[{alert.priority.label}] {rule} in {where}: {defuse(_short_outcome(report))}"
     reopens = report.decision.reopens
     if reopens is not None:
         said += f" (reopens {reopens.incident_id}: its {reopens.lapse.what} no longer held)"
     if report.key.drill:
         said = _DRILL_PREFIX + said
     return escape(said, FALLBACK_LIMIT)
+
+
+def _outcome_words(report: IncidentReport) -> str:
+    """_short_outcome for mrkdwn outside a code span: a reason may quote the alert (its host name),
+    whose marks must not format the line (review-52a L1). Its colons stay: an address or a time in
+    it is copied as it is."""
+    return escape(defuse(_short_outcome(report)), REASON_LIMIT)
 
 
 def _short_outcome(report: IncidentReport) -> str:
@@ -1427,7 +1440,7 @@ def _text_alone(report: IncidentReport, form: CommandForm) -> str:
         f"*Pod* {_value(report.key.pod or None)} in namespace {_value(report.key.namespace or None)}"
         + (" (as the alert claims)" if _claimed_only(report) else "")
     )
-    lines.add("*Outcome*: " + escape(_short_outcome(report), REASON_LIMIT))
+    lines.add("*Outcome*: " + _outcome_words(report))
     release = report.release_command(form)
     if release:
         lines.add("*To release the pod* once it is safe:")
@@ -1463,9 +1476,9 @@ def render_repeat(
     if top_level:
         lines.add(f"{drill}{code(report.alert.rule, NAME_LIMIT)} on {code(report.key.pod_ref, NAME_LIMIT)}:")
     lines.add(seen)
-    lines.add("Now: " + escape(_short_outcome(report), REASON_LIMIT))
+    lines.add("Now: " + _outcome_words(report))
     last = format_utc(report.last_seen_ns)
-    rule = defuse(without_shortcodes(report.alert.rule))
+    rule = plain_words(report.alert.rule)
     summary = f"{drill}{rule} in {defuse(report.key.pod_ref)}: seen {times}, last at {last}"
     text = escape(summary, FALLBACK_LIMIT)
     blocks = (
@@ -1488,7 +1501,7 @@ def _after_release_reply(
     lines = _Lines()
     lines.add(
         f":rotating_light: *Still alerting after its release*: {where} was released by"
-        f" *{escape(after.released_by, SHORT_LIMIT)}* at {format_utc(after.released_at_ns)}, and"
+        f" *{escape(plain_words(after.released_by), SHORT_LIMIT)}* at {format_utc(after.released_at_ns)}, and"
         f" {code(after.alert.rule, NAME_LIMIT)} fired again at {format_utc(after.seen_ns)}. It is *not*"
         " quarantined again by itself" + (": later repeats are counted here." if counted_here else ".")
     )
@@ -1504,8 +1517,8 @@ def _after_release_reply(
         _context([f"Incident {code(report.incident_id, 80)} · first alert since the release {alert_id}"]),
     )
     plain = (
-        f"{defuse(report.key.pod_ref)}: still alerting after its release by {defuse(after.released_by)}:"
-        f" {defuse(without_shortcodes(after.alert.rule))}"
+        f"{defuse(report.key.pod_ref)}: still alerting after its release by {plain_words(after.released_by)}:"
+        f" {plain_words(after.alert.rule)}"
     )
     return SlackMessage(
         text=escape(plain, FALLBACK_LIMIT),

@@ -381,6 +381,25 @@ def test_alerts_not_checked_against_a_pod_say_who_sent_them() -> None:
         assert line.endswith(f"; sent by `{sender.text()}`"), line
 
 
+def test_an_outcome_quoting_the_alert_does_not_format_the_repeat_or_the_text_alone() -> None:
+    """review-52a L1: a forged host name in the withheld reason showed bold and struck through in
+    the repeat reply's "Now:" line and the text-alone post's outcome."""
+    host = "*RELEASED* by ~alice~ _ok_"
+    reason = f"alert not verified against the live pod: alert came from host {host!r}, not the pod's node"
+    report = make_report(
+        alert=make_alert(hostname=host),
+        verification=Verification(VerificationStatus.UNVERIFIED, f"alert came from host {host!r}"),
+        decision=make_decision(actions=(), unverified=True, withheld=(reason,)),
+        outcomes=(ActionOutcome("quarantine", OutcomeStatus.WITHHELD, reason),),
+        count=3,
+    )
+    now = next(t for t in text_of(render_repeat(report)).splitlines() if t.startswith("Now: "))
+    outcome = next(t for t in render_incident(report).text_alone.splitlines() if t.startswith("*Outcome*: "))
+    for line in (now, outcome):
+        assert "RELEASED" in line and "alice" in line, line
+        assert not re.search(r"(?<![\w])[*~_]\w", line.removeprefix("*Outcome*: ")), line
+
+
 @pytest.mark.parametrize(
     ("verification", "expected"),
     [
