@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import ssl
+import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +139,22 @@ def without_unchecked_names_note(err: str) -> str:
     return "".join(
         line for line in err.splitlines(keepends=True) if "are not checked against any rules file" not in line
     )
+
+
+def wait_until_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until the responder ``process`` started says it is ready on /readyz at ``port``; fails at
+    once, with what it said, if it exits first. A bound on a hang, not a timing assertion: a cold
+    interpreter importing grpc, kubernetes and slack-sdk on a loaded machine takes seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            said = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
+            raise AssertionError(f"responder exited ({process.returncode}) before it was ready: {said}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if json.loads(response.read())["ready"] is True:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"responder never became ready in {timeout:g} s")

@@ -933,7 +933,13 @@ async def send_and_collect(running: Running, data: bytes) -> bytes:
 
 
 async def assert_serves_normally(running: Running) -> None:
-    reply, _ = await running.exchange(post(b"healthy", "Connection: close"))
+    # The fuzz server gives a connection 50 ms for its request (FUZZ_LIMITS): a pause of the test
+    # process that long (a GC pass, a busy machine) is answered 408, which is the bound working,
+    # not the server broken. Asked again then; anything else fails at once.
+    for _ in range(3):
+        reply, _ = await running.exchange(post(b"healthy", "Connection: close"))
+        if reply.status != 408:
+            break
     assert reply.status == 200
     assert reply.body == b"healthy"
 

@@ -17,7 +17,13 @@ from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE, Records, responder_config, without_unchecked_names_note
+from tests.helpers import (
+    SHELL_RULE,
+    Records,
+    responder_config,
+    wait_until_ready,
+    without_unchecked_names_note,
+)
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
 LABEL = "serving-guard.io/quarantine"
@@ -608,8 +614,6 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
     import signal
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     from bench.procs import free_port
 
@@ -621,15 +625,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path, seeded: Seeded, event_loop: st
         [sys.executable, "-m", "responder", "serve", "--config", str(config)], stderr=subprocess.PIPE
     )
     try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    assert json.loads(response.read())["ready"] is True
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("responder never became ready")
+        wait_until_ready(port, process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
         assert process.stderr is not None

@@ -74,8 +74,9 @@ async def test_the_last_automatic_try_still_withheld_is_told_with_the_command_by
         # Journaled under the incident as the last try's, and told once.
         statuses = rows(responder.config, "SELECT action, status FROM actions ORDER BY id")
         assert [tuple(r) for r in statuses] == [("quarantine", "withheld")] * 2
-        told = rows(responder.config, "SELECT state FROM notifications WHERE kind = 'retry'")
-        assert [r[0] for r in told] == ["sent"]
+        # The sink stores the reply before it answers; the journal says "sent" once the answer is read.
+        told = "SELECT state FROM notifications WHERE kind = 'retry'"
+        await settle(responder, lambda: [r[0] for r in rows(responder.config, told)] == ["sent"])
 
         # In the incident's thread, shown in the channel, with the command to act by hand.
         (reply,) = retry_replies(sink)

@@ -318,11 +318,13 @@ async def test_a_slack_outage_longer_than_the_retries_loses_no_post(
     responder = await start(tmp_path, seeded, sink, clock, max_attempts=3)
     try:
         await submit(responder, shell(seeded[1]["vllm"]))
-        for _ in range(40):
+        assert responder.notifier is not None
+        for _ in range(100):  # a bound on a hang: the loop ends once the post is sent
             if [r["state"] for r in incident_rows(responder)] == ["sent"]:
                 break
             await asyncio.sleep(0.3)
             clock.advance(310)  # past any backoff or outage wait
+            responder.notifier.wake()  # the notifier's sleep runs on the real clock: look now
         assert [r["state"] for r in incident_rows(responder)] == ["sent"]
         assert [r.status for r in sink.requests("chat.postMessage")] == [503] * 6 + [200]
         assert len(incident_posts(sink)) == 1
@@ -343,11 +345,13 @@ async def test_a_rate_limit_after_a_lost_answer_still_looks_before_posting_again
     responder = await start(tmp_path, seeded, sink, clock)
     try:
         await submit(responder, shell(seeded[1]["vllm"]))
-        for _ in range(40):
+        assert responder.notifier is not None
+        for _ in range(100):  # a bound on a hang: the loop ends once the post is sent
             if [r["state"] for r in incident_rows(responder)] == ["sent"]:
                 break
             await asyncio.sleep(0.2)
             clock.advance(5)
+            responder.notifier.wake()
         assert [r["state"] for r in incident_rows(responder)] == ["sent"]
         assert len(incident_posts(sink)) == 1
         assert [r.status for r in sink.requests("chat.postMessage")] == [503]

@@ -7,8 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from responder.config import Config, load_config_text
 from responder.serve_review import unannounced_cuts
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod
-from tests.helpers import SHELL_RULE, without_unchecked_names_note
+from tests.helpers import SHELL_RULE, wait_until_ready, without_unchecked_names_note
 from tests.responder.test_config_check_ux import HTTP, OPEN_INPUT
 
 Seeded = tuple[RunningCluster, dict[str, SeededPod], str]
@@ -101,7 +99,7 @@ def test_serve_warns_of_it_when_it_starts(tmp_path: Path, seeded: Seeded) -> Non
         [sys.executable, "-m", "responder", "serve", "--config", str(config)], stderr=subprocess.PIPE
     )
     try:
-        _wait_ready(port)
+        wait_until_ready(port, process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
         assert process.stderr is not None
@@ -118,14 +116,3 @@ def test_serve_warns_of_it_when_it_starts(tmp_path: Path, seeded: Seeded) -> Non
     # Said at start: before the responder reports it is starting.
     messages = [entry.get("msg") for entry in logged]
     assert messages.index(WARNING) < messages.index("starting")
-
-
-def _wait_ready(port: int) -> None:
-    for _ in range(150):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if json.loads(response.read())["ready"] is True:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("responder never became ready")
