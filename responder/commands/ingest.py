@@ -262,7 +262,7 @@ async def _check(config: Config, stream: BinaryIO, name: str, sender: Sender) ->
     tally.report(
         f"{name}: {tally.accepted} valid, {tally.rejected} rejected (checked only: nothing ingested)"
     )
-    for text in tally.hindrances.said(name):
+    for text in tally.valid_notes.said(name):
         tally.report(text)
     empty = tally.report_if_empty()
     if stopped is not None:
@@ -359,7 +359,7 @@ _LINES_NAMED = 5
 
 
 @dataclass
-class _Hindrances:
+class _ValidLineNotes:
     """What `ingest --check` notes of valid lines that ingesting would not act on as they read:
     an alert no pod can verify (never isolated), one dated ahead of this machine's clock (taken as
     dated when it comes). Grouped by reason, with the lines that have it."""
@@ -414,7 +414,7 @@ class _Tally:
     line: int = 0  # the line being read or submitted
     unreported: int = 0  # lines for stderr that could not be written there
     pretty_printed: bool = False  # line 1 is "{" alone: each line's refusal says so
-    hindrances: _Hindrances = field(default_factory=_Hindrances)  # --check: valid lines' notes
+    valid_notes: _ValidLineNotes = field(default_factory=_ValidLineNotes)  # --check: valid lines' notes
 
     def stopped_after_the_end(self) -> str:
         """Said when a stop comes once every line was read, while their alerts are acted on or
@@ -490,7 +490,7 @@ class _Tally:
             return
         if self.pipeline is None:  # --check
             self.accepted += 1
-            self.hindrances.note(number, alert, time.time_ns())
+            self.valid_notes.note(number, alert, time.time_ns())
             return
         submitting = asyncio.ensure_future(self.pipeline.submit(alert, InputName.JSONL, raw=raw))
         try:
