@@ -57,16 +57,15 @@ from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, format_time_ns
 from responder.clock import deadline_passed, within_window
 from responder.cluster.context import PodContext
-from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup, valid_name
+from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup
 from responder.cluster.unlisted_ids import UnlistedIds, UnlistedKey
 from responder.cluster.verify import (
-    INVALID_NAME_REASON,
     LISTING_LAG_NS,
-    NO_POD_IDENTITY_REASON,
     UNREACHED,
     Verification,
     VerificationStatus,
     listing_lag_may_explain,
+    pod_named,
     unlisted_on_its_node,
     verify_alert,
 )
@@ -2058,11 +2057,10 @@ class Pipeline:
         is read afresh (False: the cache holds a read made since the alert came). ``received_ns``:
         when the alert came, which says whether the kubelet's lag may explain it (see _check);
         ``again``: a retry's check (its alert was checked when it came)."""
-        namespace, name = alert.namespace, alert.pod
-        if not namespace or not name:
-            return Verification(VerificationStatus.NO_POD_IDENTITY, NO_POD_IDENTITY_REASON), None
-        if not valid_name(namespace) or not valid_name(name):
-            return Verification(VerificationStatus.UNVERIFIED, INVALID_NAME_REASON), None
+        named = pod_named(alert)
+        if isinstance(named, Verification):
+            return named, None
+        namespace, name = named
         if read is None:
             lookup = await self._in_pool(self._directory.lookup, namespace, name, fresh=fresh)
         else:
@@ -2124,9 +2122,10 @@ class Pipeline:
         under the lock again; a failed first read is handed on (a failure is not cached) rather
         than asked for twice. A read made here is kept for the check under the lock only if no
         action changed the pod meanwhile (PodDirectory drops such a read)."""
-        namespace, name = alert.namespace, alert.pod
-        if not namespace or not name or not valid_name(namespace) or not valid_name(name):
+        named = pod_named(alert)
+        if isinstance(named, Verification):
             return ReadBeforeLock()
+        namespace, name = named
         if not self._lag_may_explain(alert, received_ns):
             return ReadBeforeLock()  # checked as any alert
         lookup: PodLookup = await self._in_pool(self._directory.lookup, namespace, name)

@@ -77,11 +77,10 @@ def verify_alert(
     (``unlisted_for_ns``: since its first such alert came, until this check)."""
     if alert.namespace != pod.namespace or alert.pod != pod.name:
         return Verification(VerificationStatus.UNVERIFIED, "namespace/name differ from the pod read")
-    container_id = alert.container_id
-    if not container_id or container_id == "host":
-        return Verification(VerificationStatus.UNVERIFIED, NO_CONTAINER_ID_REASON)
-    if not is_runtime_id(container_id):
-        return Verification(VerificationStatus.UNVERIFIED, NOT_RUNTIME_ID_REASON)
+    problem = _container_id_problem(alert)
+    if problem is not None:
+        return Verification(VerificationStatus.UNVERIFIED, problem)
+    container_id = alert.container_id or ""
     container = pod.container_by_id(container_id)
     # Reasons quote the alert, never the live pod: they reach the audit trail, and a sender who
     # could read the pod's real ids or node there could forge an alert that passes this check.
@@ -165,17 +164,29 @@ def _node_problem(alert: Alert, pod: PodContext) -> str | None:
     return None
 
 
-def never_verifiable(alert: Alert) -> str | None:
-    """Why no pod can ever verify this alert, whatever the cluster holds (None: a pod may): what
-    the pod check would say of it, for a check of alerts made before any pod is read."""
+def pod_named(alert: Alert) -> tuple[str, str] | Verification:
+    """The namespace and name of the pod the alert names, or the check's answer when it names
+    none (a host event) or one no pod can have: nothing to read."""
     namespace, name = alert.namespace, alert.pod
     if not namespace or not name:
-        return NO_POD_IDENTITY_REASON
+        return Verification(VerificationStatus.NO_POD_IDENTITY, NO_POD_IDENTITY_REASON)
     if not valid_name(namespace) or not valid_name(name):
-        return INVALID_NAME_REASON
+        return Verification(VerificationStatus.UNVERIFIED, INVALID_NAME_REASON)
+    return namespace, name
+
+
+def _container_id_problem(alert: Alert) -> str | None:
+    """Why the alert's container.id can match no container of any pod (None: it may)."""
     container_id = alert.container_id
     if not container_id or container_id == "host":
         return NO_CONTAINER_ID_REASON
     if not is_runtime_id(container_id):
         return NOT_RUNTIME_ID_REASON
     return None
+
+
+def never_verifiable(alert: Alert) -> str | None:
+    """Why no pod can ever verify this alert, whatever the cluster holds (None: a pod may): what
+    the pod check would say of it, for a check of alerts made before any pod is read."""
+    named = pod_named(alert)
+    return named.reason if isinstance(named, Verification) else _container_id_problem(alert)
