@@ -28,7 +28,7 @@ from responder.cluster.kubeconfig import CONFIG_KEYS, FLAGS, SettingNames
 from responder.cluster.verify import VerificationStatus, verify_alert
 from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
-from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
+from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS, IncidentReport
 from responder.journal import UNREADABLE_RECORD, Journal, report_from_record
 from responder.sender import is_drill
 
@@ -245,20 +245,28 @@ def record(
     return queued is not None
 
 
-def refuse_a_pod_made_again(
-    journal: Journal | None, incident_id: str | None, where: str, live_uid: str | None
-) -> None:
-    """Refuse (UserError, before anything is done) to act under ``incident_id`` on a pod made again
-    under its name since the incident (a StatefulSet's: another uid): what the incident put on
-    its pod went with that pod, and recorded under it, the action would pass for one on it."""
-    if journal is None or incident_id is None or not live_uid:
-        return
+def incident_report(journal: Journal | None, incident_id: str | None) -> IncidentReport | None:
+    """The incident's report as journaled, for the refusals below; None without --incident, or when
+    its record cannot be read (open_journal's checks on the record are all there are then)."""
+    if journal is None or incident_id is None:
+        return None
     try:
         record = journal.incident_record(incident_id)
-        report = report_from_record(record) if record is not None else None
+        return report_from_record(record) if record is not None else None
     except UNREADABLE_RECORD:
-        return  # its pod unknown: the name check above is all there is
-    uid = report.pod.uid if report is not None and report.pod is not None else ""
+        return None
+
+
+def refuse_a_pod_made_again(
+    report: IncidentReport | None, incident_id: str | None, where: str, live_uid: str | None
+) -> None:
+    """Refuse (UserError, before anything is done) to act under ``incident_id`` (its ``report``)
+    on a pod made again under its name since the incident (a StatefulSet's: another uid): what the
+    incident put on its pod went with that pod, and recorded under it, the action would pass for
+    one on it."""
+    if report is None or not live_uid:
+        return
+    uid = report.pod.uid if report.pod is not None else ""
     if uid and uid != live_uid:
         raise UserError(
             f"--incident {incident_id}: {where} was made again since the incident (its pod had uid"
@@ -268,20 +276,14 @@ def refuse_a_pod_made_again(
 
 
 def refuse_an_alert_the_pod_does_not_verify(
-    journal: Journal | None, incident_id: str | None, where: str, pod: PodContext, *, check_node: bool
+    report: IncidentReport | None, incident_id: str | None, where: str, pod: PodContext, *, check_node: bool
 ) -> None:
-    """Refuse (UserError, before anything is done) to cut ``pod`` under an incident whose alert was
-    never verified (the pod unread, or its container not listed yet, when it came) and does not
-    match the pod now: a possible forgery, whose Slack post may have offered the command before a
-    check could tell (review-52a M1). An incident verified when it came stands: its container may
-    have restarted since (the attacker's `kill 1`), which must not hold back its quarantine."""
-    if journal is None or incident_id is None:
-        return
-    try:
-        record = journal.incident_record(incident_id)
-        report = report_from_record(record) if record is not None else None
-    except UNREADABLE_RECORD:
-        return  # its alert unknown: the checks above are all there is
+    """Refuse (UserError, before anything is done) to cut ``pod`` under an incident (its ``report``)
+    whose alert was never verified (the pod unread, or its container not listed yet, when it came)
+    and does not match the pod now: a possible forgery, whose Slack post may have offered the
+    command before a check could tell (review-52a M1). An incident verified when it came stands:
+    its container may have restarted since (the attacker's `kill 1`), which must not hold back its
+    quarantine."""
     if report is None or report.verification.verified:
         return
     check = verify_alert(report.alert, pod, check_node=check_node)
@@ -352,6 +354,7 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
     done = 0
     with contextlib.ExitStack() as stack:
         journal = open_journal(args, config, stack, cuts=True)
+        report = incident_report(journal, args.incident)
         gateway = KubeGateway.from_config(cluster, names)
         directory = PodDirectory(gateway, ttl_seconds=0)
         actions = ClusterActions.of_config(gateway, config)
@@ -367,9 +370,9 @@ def act_on_pods(args: argparse.Namespace, action: PodAction) -> int:
                 print(f"{where}: {found}", flush=True)
                 continue
             pod = lookup.pod
-            refuse_a_pod_made_again(journal, args.incident, where, pod.uid)
+            refuse_a_pod_made_again(report, args.incident, where, pod.uid)
             refuse_an_alert_the_pod_does_not_verify(
-                journal, args.incident, where, pod, check_node=config.cluster.verify_node
+                report, args.incident, where, pod, check_node=config.cluster.verify_node
             )
             if opt_in and pod.namespace_labels_error is not None:
                 print(

@@ -17,6 +17,7 @@ from responder.commands.by_hand import (
     checked_incident,
     checked_pods,
     cluster_settings,
+    incident_report,
     live_uid,
     open_journal,
     record,
@@ -52,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     released = 0
     with contextlib.ExitStack() as stack:
         journal = open_journal(args, config, stack)
+        report = incident_report(journal, incident_id)
         gateway = KubeGateway.from_config(cluster, names)
         actions = ClusterActions.of_config(gateway, config)
         for index, pod in enumerate(pods):
-            if journal is not None and incident_id is not None:
+            if report is not None:
                 refuse_a_pod_made_again(
-                    journal, incident_id, f"{args.namespace}/{pod}", live_uid(gateway, args.namespace, pod)
+                    report, incident_id, f"{args.namespace}/{pod}", live_uid(gateway, args.namespace, pod)
                 )
             outcome = actions.release(
                 args.namespace, pod, by=by, reason=reason, labels_known=bool(args.config)
