@@ -359,47 +359,59 @@ _LINES_NAMED = 5
 
 
 @dataclass
+class _NotedLines:
+    """How many lines have a note, and the first _LINES_NAMED of them: a file of millions of
+    such lines holds no more than that."""
+
+    count: int = 0
+    first: list[int] = field(default_factory=list)
+
+    def add(self, number: int) -> None:
+        self.count += 1
+        if len(self.first) < _LINES_NAMED:
+            self.first.append(number)
+
+    def alerts(self) -> str:
+        return "1 valid alert is" if self.count == 1 else f"{self.count} valid alerts are"
+
+    def them(self) -> str:
+        return "it" if self.count == 1 else "them"
+
+    def named(self) -> str:
+        shown = first_few([str(n) for n in self.first], _LINES_NAMED, total=self.count)
+        return f"{'line' if self.count == 1 else 'lines'} {shown}"
+
+
+@dataclass
 class _ValidLineNotes:
     """What `ingest --check` notes of valid lines that ingesting would not act on as they read:
     an alert no pod can verify (never isolated), one dated ahead of this machine's clock (taken as
     dated when it comes). Grouped by reason, with the lines that have it."""
 
-    never_verifiable: dict[str, list[int]] = field(default_factory=dict)
-    dated_ahead: list[int] = field(default_factory=list)
+    never_verifiable: dict[str, _NotedLines] = field(default_factory=dict)
+    dated_ahead: _NotedLines = field(default_factory=_NotedLines)
 
     def note(self, number: int, alert: Alert, now_ns: int) -> None:
         reason = never_verifiable(alert)
         if reason is not None:
-            self.never_verifiable.setdefault(reason, []).append(number)
+            self.never_verifiable.setdefault(reason, _NotedLines()).add(number)
         if alert.time_ns > now_ns + CLOCK_SKEW_NS:
-            self.dated_ahead.append(number)
+            self.dated_ahead.add(number)
 
     def said(self, name: str) -> list[str]:
         said = [
-            f"{name}: {_alerts(lines)} never isolated: the pod check cannot verify {_them(lines)}"
-            f" ({reason}): {_lines(lines)}"
+            f"{name}: {lines.alerts()} never isolated: the pod check cannot verify {lines.them()}"
+            f" ({reason}): {lines.named()}"
             for reason, lines in self.never_verifiable.items()
         ]
-        if self.dated_ahead:
-            lines = self.dated_ahead
+        ahead = self.dated_ahead
+        if ahead.count:
             said.append(
-                f"{name}: {_alerts(lines)} dated more than {CLOCK_SKEW_NS // 10**9} s ahead of this"
+                f"{name}: {ahead.alerts()} dated more than {CLOCK_SKEW_NS // 10**9} s ahead of this"
                 " machine's clock: ingest dates each when it comes (a release made since is weighed against"
-                f" that): {_lines(lines)}"
+                f" that): {ahead.named()}"
             )
         return said
-
-
-def _alerts(lines: list[int]) -> str:
-    return "1 valid alert is" if len(lines) == 1 else f"{len(lines)} valid alerts are"
-
-
-def _them(lines: list[int]) -> str:
-    return "it" if len(lines) == 1 else "them"
-
-
-def _lines(lines: list[int]) -> str:
-    return f"{'line' if len(lines) == 1 else 'lines'} {first_few([str(n) for n in lines], _LINES_NAMED)}"
 
 
 @dataclass
