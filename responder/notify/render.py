@@ -389,7 +389,8 @@ NAMES_SHOWN = 10
 
 def _join_codes(names: Iterable[str], limit: int = NAME_LIMIT) -> str:
     listed = list(names)
-    return first_few([code(name, limit) for name in listed], NAMES_SHOWN) or "_none named_"
+    shown = [code(name, limit) for name in listed[:NAMES_SHOWN]]
+    return first_few(shown, NAMES_SHOWN, total=len(listed)) or "_none named_"
 
 
 def _leak_words(outcome: ActionOutcome) -> str:
