@@ -54,14 +54,14 @@ from responder.actions.pod_records import (
     release_record,
 )
 from responder.actions.quarantine import ClusterActions
-from responder.alert import Alert, format_time_ns
+from responder.alert import Alert
+from responder.breaker import CircuitBreaker
 from responder.clock import deadline_passed, within_window
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, PodLookup
 from responder.cluster.unlisted_ids import UnlistedIds, UnlistedKey
 from responder.cluster.verify import (
     LISTING_LAG_NS,
-    UNREACHED,
     Verification,
     VerificationStatus,
     listing_lag_may_explain,
@@ -79,20 +79,27 @@ from responder.dedupe import (
 )
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.incident import TRIES_OVER, AlertingAfterRelease, IncidentKey, IncidentReport
+from responder.incident_history import (
+    done_actions,
+    names_address,
+    put_on_pod,
+    released_in,
+    said_held,
+    still_withheld,
+    withheld_for_passing_reason,
+)
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
 from responder.isolated_pods import IsolatedPods
 from responder.journal import (
-    UNREADABLE_RECORD,
     IncidentRow,
     Journal,
     JournaledRepeats,
-    PendingAlert,
     log_failed_write,
-    report_from_record,
 )
 from responder.journal_ops import ROW_BYTES, RepeatDueNow
 from responder.journal_rows import encode_payload, estimated_payload_bytes
 from responder.journal_writer import Op
+from responder.journaled_incidents import JournaledIncidents
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.routing import repeat_interval_ns
@@ -104,7 +111,6 @@ from responder.policy import (
     Reopened,
     block_breaker_reason,
     decide,
-    dry_run_lifted,
     is_blocked,
     is_quarantined,
     pod_past_block_share,
@@ -151,61 +157,6 @@ MAX_UNDISPATCHED = 10_000
 MAX_RETRIES_WAITING = 1_000
 # Tries under way at once: each reads the pod on the pool the new alerts' lookups share.
 RETRIES_AT_ONCE = 2
-
-
-@dataclass(eq=False, slots=True)
-class BreakerSlot:
-    """A slot taken in a circuit breaker's window (given back by itself, not by an equal one)."""
-
-    taken_ns: int
-    # Whose it is (a pod's namespace and name), for a share per pod; None: no one's in particular.
-    owner: tuple[str, str] | None = None
-
-
-class CircuitBreaker:
-    """At most ``limit`` actions per sliding window (quarantines; destinations newly blocked); a
-    slot is taken when the action is decided (no await between deciding and taking it) and given
-    back if it did not happen."""
-
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self._limit = limit
-        self._window_ns = int(window_seconds * 1e9)
-        self._slots: deque[BreakerSlot] = deque()
-
-    def recent(self, now_ns: int) -> int:
-        if self._slots and self._slots[-1].taken_ns > now_ns:
-            # The clock was set back (an NTP step): what was taken "later than now" was taken at
-            # most now, and ages out a window from now, not a window after the clock catches up.
-            for slot in self._slots:
-                slot.taken_ns = min(slot.taken_ns, now_ns)
-        while self._slots and now_ns - self._slots[0].taken_ns > self._window_ns:
-            self._slots.popleft()
-        return len(self._slots)
-
-    def recent_of(self, owner: tuple[str, str], now_ns: int) -> int:
-        """The slots in the window that ``owner`` took."""
-        self.recent(now_ns)
-        return sum(1 for slot in self._slots if slot.owner == owner)
-
-    def take(self, now_ns: int, owner: tuple[str, str] | None = None) -> BreakerSlot:
-        slot = BreakerSlot(now_ns, owner)
-        self._slots.append(slot)
-        return slot
-
-    def give_back(self, slot: BreakerSlot) -> None:
-        with contextlib.suppress(ValueError):  # already aged out of the window
-            self._slots.remove(slot)
-
-    def is_open(self, now_ns: int) -> bool:
-        return self.recent(now_ns) >= self._limit
-
-    def reopens_at(self, now_ns: int) -> int | None:
-        """When the breaker, open at ``now_ns``, next has a slot free (the slot that must age out of
-        the window has); None: it has one now."""
-        held = self.recent(now_ns)
-        if held < self._limit:
-            return None
-        return self._slots[held - self._limit].taken_ns + self._window_ns + 1
 
 
 class JournalWriteFailed(RuntimeError):
@@ -259,6 +210,7 @@ class Pipeline:
         self._wake_notifier = notify or (lambda: None)
         self._notifications = notifications_enabled
         self._clock_ns = clock_ns
+        self._journaled = JournaledIncidents(journal, config, clock_ns)
         self.incidents = IncidentTable(config.dedupe.window_seconds, max_bytes=config.dedupe.max_open_bytes)
         guardrails = config.guardrails
         quarantines, blocks = guardrails.max_quarantines, guardrails.max_blocks
@@ -472,7 +424,9 @@ class Pipeline:
                 break
             self._closed_checked[incident_id] = self._clock_ns()
             rows = await asyncio.to_thread(self._journal.incidents_by_id, [incident_id])
-            state = await asyncio.to_thread(self._restored_state, rows[incident_id]) if rows else None
+            state = (
+                await asyncio.to_thread(self._journaled.restored_state, rows[incident_id]) if rows else None
+            )
             report = state.report if state is not None else None
             if state is None or report is None or not (report.labelled or report.blocked):
                 self._isolated.forget(pod)  # pruned or unreadable (logged), or nothing of it on the pod
@@ -655,16 +609,16 @@ class Pipeline:
         for finished, owner in self._journal.blocks_since(now - block_window):
             self._block_breaker.take(finished, owner)
         for row in self._journal.incidents_since(now - window_ns):
-            restored = self._restored_state(row)
+            restored = self._journaled.restored_state(row)
             if restored is not None:
                 self.incidents.restore(restored)
                 report = restored.report
-                if report is not None and _still_withheld(
+                if report is not None and still_withheld(
                     report, self._address_of(restored.first_alert), self._cut_asked(report.decision)
                 ):
                     # As when it was decided: a repeat decides it again (a block the block breaker
                     # held: a repeat takes it on), and so does a retry.
-                    if _withheld_for_passing_reason(report.verification, report.decision, report.outcomes):
+                    if withheld_for_passing_reason(report.verification, report.decision, report.outcomes):
                         restored.reopen_after_ns = restored.reopen_after_ns or row.opened_ns
                     # Not once its tries were over (told so in its thread): a repeat decides it.
                     found = report.verification.status is not VerificationStatus.POD_NOT_FOUND
@@ -673,8 +627,8 @@ class Pipeline:
         # A backlog deferred by the last run counts against its senders' shares until taken up.
         self._deferred_shares.load(self._journal.deferred_bytes_by_sender())
         pending = self._journal.pending_alerts()
-        held, repeats = self._journaled_openings(pending)
-        held = {incident_id: self._decision_readable(row) for incident_id, row in held.items()}
+        held, repeats = self._journaled.openings(pending)
+        held = {incident_id: self._journaled.decision_readable(row) for incident_id, row in held.items()}
         for item in pending:
             weight = _weight(item.alert, None)
             await self._slots.take(weight)
@@ -682,123 +636,6 @@ class Pipeline:
         if pending:
             log.info("resuming unfinished alerts", extra={"count": len(pending)})
         return len(pending)
-
-    def _decision_readable(self, row: IncidentRow) -> IncidentRow:
-        """A held incident whose journaled decision cannot be read is resumed as an undecided one:
-        its opener is decided again either way, and only that record's reading would fail."""
-        if not row.decided:
-            return row
-        try:
-            record = self._journal.incident_record(row.incident_id)
-            if record is not None:
-                report_from_record(record)
-        except UNREADABLE_RECORD as exc:
-            log.error(
-                "journaled incident unreadable; its alert is decided again",
-                extra={"incident": row.incident_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            return dataclasses.replace(row, decided=False)
-        return row
-
-    def _restored_state(self, row: IncidentRow) -> IncidentState | None:
-        """An open incident from the journal, with its report when it was decided; None when the
-        journal lacks its opening alert, or its record cannot be read (logged by its id)."""
-        try:
-            record = self._journal.incident_record(row.incident_id)
-            if record is None or record.get("first_alert") is None:
-                return None
-            report = report_from_record(record)
-        except UNREADABLE_RECORD as exc:
-            # One damaged record must not stop recovery: the incident is not restored (a repeat
-            # opens a new one), as an incident whose opening alert is unreadable.
-            log.error(
-                "journaled incident unreadable; not restored",
-                extra={"incident": row.incident_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            return None
-        repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
-        reopen_after_ns = None
-        if report is not None and dry_run_lifted(report.decision, self._config, drill=report.key.drill):
-            # Dry-run was turned off for it (the usual way from trial to enforcement): an attack
-            # still going on must not fold into a prediction for the rest of the window.
-            reopen_after_ns = row.opened_ns
-            log.info(
-                "a dry-run incident's policy now acts: its next repeat is decided afresh",
-                extra={"incident": row.incident_id, "policy": report.decision.policy},
-            )
-        # A lapse the recheck journaled still holds after a restart: the next alert opens a new
-        # incident, which says it reopens this one.
-        lapsed = _lapsed_in(row.incident_id, report) if report is not None else None
-        if lapsed is not None and reopen_after_ns is None:
-            reopen_after_ns = lapsed.checked_ns
-        # A release journaled under it still holds: its repeats fold in without acting.
-        released = _released_in(report) if report is not None else None
-        # What it put on the pod is proven again by the first repeat after the restart (the recheck
-        # timer is not journaled; what happened while the responder was down is unknown).
-        outcomes = report.outcomes if report is not None else ()
-        holding = reopen_after_ns is None and any(_put_on_pod(o) for o in outcomes)
-        return IncidentState(
-            incident_id=row.incident_id,
-            key=IncidentKey.of(record["first_alert"]),
-            first_alert=record["first_alert"],
-            opened_ns=row.opened_ns,
-            last_seen_ns=row.last_seen_ns,
-            count=row.count,
-            report=report,
-            restored=True,
-            # The thread-counter throttle carries on where it was, not from zero.
-            last_repeat_ns=last_repeat_ns,
-            repeats_sent=repeats_sent,
-            reopen_after_ns=reopen_after_ns,
-            recheck_after_ns=self._clock_ns() if holding else None,
-            lapsed=lapsed,
-            reopens=report.decision.reopens if report is not None else None,
-            released=released,
-        )
-
-    def _journaled_openings(
-        self, pending: list[PendingAlert]
-    ) -> tuple[dict[str, IncidentRow], dict[str, JournaledRepeats]]:
-        """What the journal holds of the incidents the resumed alerts would open, by incident id:
-        the incidents it holds that the alert opened (their later writes were refused, or cut
-        short by a crash), and for the incidents it lacks (their opening write was refused), the
-        repeats journaled into them (while that write was in flight), if any, or none when only
-        action records name them (the writes after the refused one recorded the actions taken).
-        A repeat is journaled after its incident's opener, so one pass over the rows after the
-        earliest such opener finds them all; action records are found by their incident index."""
-        openers = {incident_id_for(item.alert): item for item in pending}
-        rows = self._journal.incidents_by_id(openers)
-        held = {
-            incident_id: row
-            for incident_id, row in rows.items()
-            if row.first_alert_id == openers[incident_id].alert.alert_id
-        }
-        lacking = {incident_id: item for incident_id, item in openers.items() if incident_id not in rows}
-        if not lacking:
-            return held, {}
-        named = self._journal.repeats_after(min(item.seq for item in lacking.values()), lacking)
-        for incident_id in self._journal.incidents_acted_on(lacking.keys() - named.keys()):
-            named[incident_id] = JournaledRepeats(0, lacking[incident_id].received_ns)
-        return held, named
-
-    def _journaled_state(self, alert: Alert, row: IncidentRow) -> IncidentState:
-        """The incident ``alert`` opened, as the journal holds it (its decision is made again, and
-        says again which incident it reopens, if its journaled one did)."""
-        record = self._journal.incident_record(row.incident_id) if row.decided else None
-        report = report_from_record(record) if record is not None else None
-        repeats_sent, last_repeat_ns = self._journal.repeats_sent(row.incident_id)
-        return IncidentState(
-            incident_id=row.incident_id,
-            key=IncidentKey.of(alert),
-            first_alert=alert,
-            opened_ns=row.opened_ns,
-            last_seen_ns=row.last_seen_ns,
-            count=row.count,
-            restored=True,
-            last_repeat_ns=last_repeat_ns,
-            repeats_sent=repeats_sent,
-            reopens=report.decision.reopens if report is not None else None,
-        )
 
     async def close(self) -> None:
         """No more retries of withheld isolations (the service stops): none is scheduled from now
@@ -852,7 +689,7 @@ class Pipeline:
         repeats: dict[str, JournaledRepeats],
         weight: int,
     ) -> None:
-        """Dispatch an alert resumed after a restart (see :meth:`_journaled_openings`).
+        """Dispatch an alert resumed after a restart (see :meth:`JournaledIncidents.openings`).
 
         The opener of an incident the journal holds opens that incident again (decided again,
         finished "opened"), even when a later incident of its key is live: folded into that one,
@@ -871,7 +708,7 @@ class Pipeline:
         if row is not None:
             state = self.incidents.by_id(incident_id)
             if state is None:  # not restored: a later incident holds its key, or it is past the window
-                state = self.incidents.resume(self._journaled_state(alert, row))
+                state = self.incidents.resume(self._journaled.opened_by(alert, row))
         else:
             assert journaled is not None  # one of the two, or dispatched above
             # Repeats were journaled into its incident while the opening write (refused) was in
@@ -988,7 +825,7 @@ class Pipeline:
         if (
             retry_ns == _NEVER
             or not deadline_passed(retry_ns, now, int(REDECIDE_AFTER_SECONDS * 1e9))
-            or any(_names_address(o, address) and not o.held_by_block_breaker for o in report.outcomes)
+            or any(names_address(o, address) and not o.held_by_block_breaker for o in report.outcomes)
         ):
             return
         state.blocking[address] = _NEVER  # taken on: repeats meanwhile do not start another
@@ -1023,7 +860,7 @@ class Pipeline:
                     outcome = await self._quarantine_egress_instead(state.incident_id, pod, alert, past_share)
                 elif not dry_run and self._block_breaker.is_open(now):
                     state.blocking[address] = retry_ns
-                    if any(_names_address(o, address) for o in report.outcomes):
+                    if any(names_address(o, address) for o in report.outcomes):
                         return  # said once; tried again after REDECIDE_AFTER_SECONDS
                     outcome = self._block_withheld(address, now)
                     self._metrics.block_breaker_open.set(1)
@@ -1045,7 +882,7 @@ class Pipeline:
                     finally:
                         if token is not None and not counted:  # also when it raised
                             self._block_breaker.give_back(token)
-                if outcome.status is OutcomeStatus.WITHHELD and _said_held(report, outcome):
+                if outcome.status is OutcomeStatus.WITHHELD and said_held(report, outcome):
                     state.blocking[address] = retry_ns
                     return  # held back as before (the quarantine breaker): said once, tried again later
                 self._metrics.outcomes.labels(outcome.action, outcome.status.value).inc()
@@ -1238,7 +1075,7 @@ class Pipeline:
         report = state.report
         if report is None or not report.decision.notify or not self._notifications:
             return
-        released = _released_in(report) or state.released
+        released = released_in(report) or state.released
         told = report.after_release
         if released is None or (told is not None and told.released_at_ns == released.at_ns):
             return
@@ -1518,7 +1355,7 @@ class Pipeline:
         now = self._clock_ns()
         # (A block the block breaker held back is not reopened for: repeats take it on, see
         # _maybe_block_more, without a new incident every REDECIDE_AFTER_SECONDS.)
-        if _withheld_for_passing_reason(verification, decision, outcomes):
+        if withheld_for_passing_reason(verification, decision, outcomes):
             state.reopen_after_ns = now + int(REDECIDE_AFTER_SECONDS * 1e9)
             # Not a pod that is not there (a forger names made-up pods; a deleted one needs nothing),
             # nor a prediction: a repeat still decides those again.
@@ -1532,7 +1369,7 @@ class Pipeline:
             # Decided afresh (a resumed opener restored as withheld, or one whose dry-run was
             # lifted): its repeats fold in again.
             state.reopen_after_ns = None
-        if any(_put_on_pod(o) for o in outcomes):
+        if any(put_on_pod(o) for o in outcomes):
             state.recheck_after_ns = now + int(RECHECK_SECONDS * 1e9)
 
     def _schedule_retry(
@@ -1619,7 +1456,7 @@ class Pipeline:
             and (
                 state.reopen_after_ns is not None  # being decided, or withheld: a repeat decides again
                 if state.report is None
-                else _still_withheld(
+                else still_withheld(
                     state.report, self._address_of(state.first_alert), self._cut_asked(state.report.decision)
                 )
             )
@@ -1677,7 +1514,7 @@ class Pipeline:
                 decision = dataclasses.replace(
                     decision, notify=True, slack_channel=report.decision.slack_channel
                 )
-            done = _done_actions(report.outcomes, self._address_of(alert), self._cut_asked(decision))
+            done = done_actions(report.outcomes, self._address_of(alert), self._cut_asked(decision))
             if decision.escalated and ActionName.BLOCK_DESTINATION.value in done:
                 # Its own block is made: the quarantine standing for it (the pod past its share
                 # counting that block) is not taken, unless the policy asks for one.
@@ -1700,9 +1537,7 @@ class Pipeline:
                     writes,
                     retry=RetryTell(decision.notify and self._notifications, last=last, tries=tried),
                 )
-        passing = (
-            _withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
-        )
+        passing = withheld_for_passing_reason(verification, decision, outcomes) or decision.block_breaker_open
         # The alert's container, not listed yet when it came, is still not listed past the kubelet's
         # lag, or the pod, unread when it came, does not match it now: a possible forgery, told as
         # the tries' end rather than left "not verified yet" (review-52a M1: an alert forged during
@@ -1944,7 +1779,7 @@ class Pipeline:
         quarantine or block on it, as the pod records it; None: none. (Its quarantine and blocks
         clear an earlier release's record, so a record on the pod is a later one.)"""
         outcomes = state.report.outcomes if state.report is not None else ()
-        put_on = [o.finished_ns for o in outcomes if _put_on_pod(o)]
+        put_on = [o.finished_ns for o in outcomes if put_on_pod(o)]
         if not put_on:
             return None
         # Made after what this incident put on the pod (give or take the clocks of the machines
@@ -2014,7 +1849,7 @@ class Pipeline:
         """What this incident put on the pod that the pod no longer carries (its label), or None."""
         outcomes = state.report.outcomes if state.report is not None else ()
         blocked = any(o.block_labelled for o in outcomes)
-        quarantined = any(o.action == "quarantine" and _put_on_pod(o) for o in outcomes)
+        quarantined = any(o.action == "quarantine" and put_on_pod(o) for o in outcomes)
         # Without a report (its decision's write was refused) the recheck is a quarantine's.
         if (quarantined or not blocked) and not is_quarantined(pod, self._config):
             return Lapse("quarantine", "its quarantine label is gone", label_gone=True)
@@ -2027,7 +1862,7 @@ class Pipeline:
         with ``pod`` as read afresh; None: they hold. Blocks count where proven in force; a
         quarantine is held to the leaks it was reported with, no more."""
         outcomes = state.report.outcomes if state.report is not None else ()
-        quarantines = [o for o in outcomes if o.action == "quarantine" and _put_on_pod(o)]
+        quarantines = [o for o in outcomes if o.action == "quarantine" and put_on_pod(o)]
         cut: Isolation | None = None
         for outcome in quarantines:
             cut = widest(cut, Isolation(outcome.cut_only) if outcome.cut_only else Isolation.BOTH)
@@ -2267,7 +2102,7 @@ class Pipeline:
                     for o in outcomes
                 ]
             # What it tells: what it put on the pod's traffic, else what it did, else what failed.
-            done = [o for o in outcomes if o.ok or _put_on_pod(o)]
+            done = [o for o in outcomes if o.ok or put_on_pod(o)]
             tried = [o for o in outcomes if o.status is not OutcomeStatus.WITHHELD]
             told = next(
                 (o for o in done if o.action in _CUTTING_ACTIONS), next(iter(done or tried or outcomes), None)
@@ -2305,43 +2140,6 @@ def _instead_of_block(why: str, outcome: ActionOutcome) -> ActionOutcome:
     return dataclasses.replace(outcome, detail=f"{why}: its egress is quarantined instead; {outcome.detail}")
 
 
-def _said_held(report: IncidentReport | None, outcome: ActionOutcome) -> bool:
-    """An outcome held back for the same address, by the same action, is among the incident's."""
-    address = outcome.extra.get(BLOCKED_ADDRESS)
-    return report is not None and any(
-        o.status is OutcomeStatus.WITHHELD
-        and o.action == outcome.action
-        and o.extra.get(BLOCKED_ADDRESS) == address
-        for o in report.outcomes
-    )
-
-
-def _names_address(outcome: ActionOutcome, address: str) -> bool:
-    return outcome.action == BLOCK_DESTINATION and outcome.extra.get(BLOCKED_ADDRESS) == address
-
-
-def _lapsed_in(incident_id: str, report: IncidentReport) -> Reopened | None:
-    """The lapse the recheck journaled under the incident (its latest), or None."""
-    for outcome in reversed(report.outcomes):
-        lapse = outcome.lapse
-        if lapse is not None:
-            return Reopened(incident_id, lapse, outcome.finished_ns)
-    return None
-
-
-def _released_in(report: IncidentReport) -> ReleaseRecord | None:
-    """The release journaled under the incident after the last quarantine or block it holds (by
-    hand or found on the pod), or None."""
-    for outcome in reversed(report.outcomes):
-        if outcome.action == "release" and outcome.status is OutcomeStatus.RELEASED:
-            by, reason = outcome.extra.get(BY_HAND), outcome.extra.get(REASON)
-            at = outcome.extra.get(RELEASED_AT) or format_time_ns(outcome.finished_ns)
-            return ReleaseRecord(str(by or "?"), str(reason or "?"), str(at), outcome.finished_ns)
-        if outcome.action in ("quarantine", BLOCK_DESTINATION) and _put_on_pod(outcome):
-            return None
-    return None
-
-
 _CUTTING_ACTIONS = frozenset(action.value for action in CUTTING)
 
 
@@ -2356,74 +2154,18 @@ class RetryTell:
     tries: int = 0  # this try's number: on the last, a failure says the tries are over after it
 
     def tells(self, outcome: ActionOutcome) -> bool:
-        return self.notify and (self.last or outcome.ok or _put_on_pod(outcome))
+        return self.notify and (self.last or outcome.ok or put_on_pod(outcome))
 
 
 def _retry_result(outcomes: Sequence[ActionOutcome], *, passing: bool, found_unverified: bool) -> str:
     """What a retry of a withheld isolation came to (serving_guard_withheld_retries_total's result)."""
-    if any(o.ok or _put_on_pod(o) for o in outcomes):
+    if any(o.ok or put_on_pod(o) for o in outcomes):
         return "acted"
     if outcomes:
         return "failed"
     if found_unverified:
         return "unverified"
     return "withheld" if passing else "nothing_to_do"
-
-
-def _withheld_for_passing_reason(
-    verification: Verification, decision: Decision, outcomes: Sequence[ActionOutcome]
-) -> bool:
-    """Whether an isolation the decision asked for did not happen for a reason that passes: the
-    pod could not be read, was not found or did not list the alert's container yet, its namespace's
-    opt-in could not be read, the breaker was open, or an action failed."""
-    wanted = any(action in ISOLATING for action in decision.requested)
-    unreachable = verification.status in UNREACHED
-    failed = any(o.status is OutcomeStatus.FAILED for o in outcomes)
-    return (wanted and (unreachable or decision.opt_in_unknown)) or decision.breaker_open or failed
-
-
-def _still_withheld(report: IncidentReport, address: str, cut: Isolation) -> bool:
-    """An incident whose isolation was withheld for a passing reason (or its block by the block
-    breaker), with an action it asked for that is not done since (by a retry, or by hand).
-    ``address``: its alert's (a block's); ``cut``: its quarantine's (_cut_asked)."""
-    decision = report.decision
-    if decision.dry_run or not (
-        _withheld_for_passing_reason(report.verification, decision, report.outcomes)
-        or decision.block_breaker_open
-    ):
-        return False
-    done = _done_actions(report.outcomes, address, cut)
-    return any(a in ISOLATING and a.value not in done for a in report.decision.requested)
-
-
-def _done_actions(outcomes: Sequence[ActionOutcome], address: str, cut: Isolation) -> set[str]:
-    """The actions the outcomes did (as asked, or left on the pod: a LEAKY quarantine is on it, and
-    the recheck proves it); a quarantine only when its cut covers ``cut`` (one cut egress only by
-    hand leaves a both-ways quarantine to do); a block only as the block of ``address``, the
-    alert's (a follow-up block of another address is not the alert's own)."""
-    return {
-        o.action
-        for o in outcomes
-        if (o.ok or _put_on_pod(o))
-        and o.status is not OutcomeStatus.DRY_RUN
-        and (o.action != BLOCK_DESTINATION or not address or _names_address(o, address))
-        and (o.action != ActionName.QUARANTINE.value or widest(_cut_made(o), cut) is _cut_made(o))
-    }
-
-
-def _cut_made(outcome: ActionOutcome) -> Isolation:
-    """The cut a quarantine's outcome made (both ways unless it says one direction)."""
-    return Isolation(outcome.cut_only) if outcome.cut_only else Isolation.BOTH
-
-
-def _put_on_pod(outcome: ActionOutcome) -> bool:
-    """The outcome left the pod quarantined (isolated or LEAKY) or in its destination block."""
-    if outcome.block_labelled:
-        return True
-    return outcome.action == "quarantine" and outcome.status in (
-        OutcomeStatus.QUARANTINED,
-        OutcomeStatus.LEAKY,
-    )
 
 
 def _log_refused_recount(incident_id: str, error: BaseException | None) -> None:

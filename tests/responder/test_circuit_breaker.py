@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from responder.pipeline import CircuitBreaker
+from responder.breaker import CircuitBreaker
 
 SECOND = 10**9
 
