@@ -28,13 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from responder.alert import Priority
 from responder.audit import RUN_ID_CHARS, RUN_MARKER_PREFIX, run_marker_pattern
-from responder.config import located, validation_problems
 from responder.errors import SourceError, UserError
+from responder.name_patterns import DNS_LABEL_PATTERN
+from responder.validation_problems import located, validation_problems
 from responder.yamlsource import YamlDocument, load_yaml_file
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 REFERENCE_POLICY = Path(__file__).parent / "reference_policy.yaml"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # Run ids go into file names and command lines: no separators, no shell metacharacters.
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$")
 TEMPLATE_NAMES = ("marker", "run_id", "rundir", "home", "model_dir")
@@ -385,7 +385,7 @@ class DemoPlan(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=DNS_LABEL_PATTERN)
     summary: str = Field(min_length=10)
     # The rule it must trigger; null for the control, which must trigger nothing.
     rule: str | None

@@ -23,7 +23,6 @@ from responder.config import (
     SlackMode,
     config_from_document,
     files_beside_config,
-    located,
 )
 from responder.config import Journal as JournalSettings
 from responder.errors import UserError
@@ -46,6 +45,7 @@ from responder.policy_review import (
 from responder.rulespack.alert_size import output_fields, rules_past_limit
 from responder.rulespack.expand import load_paths
 from responder.serve_review import serve_refusal, unannounced_cuts
+from responder.validation_problems import located
 from responder.yamlsource import FileRefused, YamlDocument, load_yaml_file, read_regular_file
 
 

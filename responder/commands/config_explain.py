@@ -17,9 +17,6 @@ from responder.alert_json import parse_falco_json
 from responder.cluster.context import PodContext
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import (
-    LABEL_KEY_PATTERN,
-    LABEL_VALUE_PATTERN,
-    PATTERN_WORDS,
     ActionName,
     Config,
     Isolation,
@@ -28,6 +25,7 @@ from responder.config import (
     load_config,
 )
 from responder.errors import UserError
+from responder.name_patterns import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, PATTERN_WORDS
 from responder.policy import DRY_RUN_BY_POLICY, ISOLATING, GuardrailState, decide, mismatch
 from responder.terminal import printable
 from responder.yamlsource import FileTooLarge, read_bounded, size_text

@@ -12,13 +12,14 @@ import signal
 from collections.abc import Callable
 
 from responder.cluster.api import KubeGateway
-from responder.config import Config, dotted_path, load_config
+from responder.config import Config, load_config
 from responder.errors import UserError
 from responder.logs import setup_logging
 from responder.memory_budget import connections_memory_warning, container_memory_limit
 from responder.policy_review import unreachable_policies
 from responder.serve_review import serve_refusal, unannounced_cuts
 from responder.service import Responder
+from responder.validation_problems import dotted_path
 
 log = logging.getLogger("serving_guard.serve")
 

@@ -11,8 +11,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from responder.config import dotted_path, validation_problems
 from responder.errors import SourceError
+from responder.validation_problems import dotted_path, validation_problems
 from responder.yamlsource import YamlDocument, load_yaml_file
 
 SCHEMA_VERSION = 1
