@@ -4,6 +4,7 @@ annotations), and the release record read back: how the responder tells a person
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from responder.alert import Alert, format_time_ns, parse_time_ns
 from responder.cluster.context import PodContext
 
+MAX_ANNOTATION = 1024
 ANNOTATION_PREFIX = "serving-guard.io/"
 A_QUARANTINED_AT = ANNOTATION_PREFIX + "quarantined-at"
 A_RULE = ANNOTATION_PREFIX + "rule"
@@ -226,3 +228,14 @@ def with_blocker(metadata: Mapping[str, Any], block_label: str, label: str) -> s
         return label
     configs = blocked_by(metadata.get("annotations") or {})
     return None if configs is None else ",".join(sorted({*configs, label}))
+
+
+def clip_annotation(text: str) -> str:
+    """``text`` as the pod records it (a rule, a reason, who released it): at most MAX_ANNOTATION
+    characters."""
+    return text[:MAX_ANNOTATION]
+
+
+def now_text() -> str:
+    """The time now as the pod's records write it (quarantined-at, flagged-at, released-at)."""
+    return format_time_ns(time.time_ns())
