@@ -229,13 +229,14 @@ async def test_a_try_whose_next_would_end_past_the_window_is_the_last(
     extra = {"dedupe": {"window_seconds": 1.2, "retry_withheld_seconds": [0.3, 0.3, 0.3]}}
     responder = await start(tmp_path, seeded, sink, extra=extra)
     assert responder.pipeline is not None
-    verify = responder.pipeline._verify
+    pod_check = responder.pipeline._pod_check
+    verify = pod_check.verify
 
     async def slow_verify(*args: Any, **kwargs: Any) -> Any:  # each lookup as slow as a timeout
         await asyncio.sleep(0.15)
         return await verify(*args, **kwargs)
 
-    monkeypatch.setattr(responder.pipeline, "_verify", slow_verify)
+    monkeypatch.setattr(pod_check, "verify", slow_verify)
     try:
         await submit(responder, shell(pods["vllm"], 0))
         await settle(responder, lambda: len(retry_replies(sink)) == 1, timeout=10)

@@ -17,10 +17,10 @@ from responder.alert_json import alert_from_mapping
 from responder.audit import AuditQuery, load_trail
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.enrich import PodDirectory, containers_of
+from responder.cluster.live_check import LISTING_READS
 from responder.cluster.verify import VerificationStatus, verify_alert
 from responder.journal import report_from_record
 from responder.notify.render import render_incident
-from responder.pipeline import LISTING_READS
 from responder.records import pod_from_json, pod_to_json
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
@@ -447,12 +447,12 @@ async def test_a_read_that_has_finished_is_not_shared_again(tmp_path: Path, seed
     pipeline = responder.pipeline
     assert pipeline is not None
     try:
-        first = await pipeline._shared_read(vllm.namespace, vllm.name, pause=0.0)
+        first = await pipeline._pod_check._shared_read(vllm.namespace, vllm.name, pause=0.0)
         finished = asyncio.get_running_loop().create_future()
         finished.set_result(first)
-        pipeline._listing_reads[(vllm.namespace, vllm.name, 0.0)] = finished  # type: ignore[assignment]
+        pipeline._pod_check._listing_reads[(vllm.namespace, vllm.name, 0.0)] = finished  # type: ignore[assignment]
         before = pod_reads(running, vllm)
-        again = await pipeline._shared_read(vllm.namespace, vllm.name, pause=0.0)
+        again = await pipeline._pod_check._shared_read(vllm.namespace, vllm.name, pause=0.0)
         assert again is not first and pod_reads(running, vllm) == before + 1
     finally:
         await responder.stop()

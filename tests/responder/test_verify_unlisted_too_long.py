@@ -328,7 +328,8 @@ async def test_a_retry_counts_from_its_incidents_opening_when_nothing_was_noted(
         await settle(responder, lambda: len(incident_posts(sink)) == 1)
         await wait_for(lambda: retries(responder, "withheld") >= 1)  # just after a try: the next is 1 s off
         clock.advance(31)
-        responder.pipeline._unlisted.forget(UnlistedKey(vllm.namespace, vllm.name, MADE_UP_ID[:12]))
+        unlisted = responder.pipeline._pod_check._unlisted
+        unlisted.forget(UnlistedKey(vllm.namespace, vllm.name, MADE_UP_ID[:12]))
         withheld = retries(responder, "withheld")
         await wait_for(lambda: retries(responder, "unverified") == 1)
         assert retries(responder, "withheld") == withheld  # the next try said it, not one later
