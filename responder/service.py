@@ -16,7 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from responder.actions.quarantine import ClusterActions
-from responder.audit import AuditQuery, audit_params, audit_query_from, format_table, load_trail
+from responder.audit import load_trail
+from responder.audit_query import AuditQuery, audit_params, audit_query_from
+from responder.audit_text import format_table
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config

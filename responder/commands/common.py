@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from responder import audit
+from responder import audit_query
 from responder.client import ClientAuth, check_base_url
 from responder.config import MAX_SECRET_BYTES
 from responder.errors import UserError
@@ -70,7 +70,7 @@ def responder_url(text: str) -> str:
 
 
 # What --since takes, for the commands' help: what the shared parser reads.
-SINCE_FORMS = audit.SINCE_FORMS
+SINCE_FORMS = audit_query.SINCE_FORMS
 
 
 def since_ns(text: str, *, flag: str = "--since", now_ns: int | None = None) -> int:
@@ -79,7 +79,7 @@ def since_ns(text: str, *, flag: str = "--since", now_ns: int | None = None) -> 
     range the journal's times can take (1970 to 2262-04-11). Commands that pass the text on to a
     responder check it with this first."""
     try:
-        return audit.parse_since(text, now_ns, name=flag)
+        return audit_query.parse_since(text, now_ns, name=flag)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

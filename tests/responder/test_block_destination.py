@@ -21,8 +21,11 @@ from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.actions.pod_records import CLOCK_SKEW_NS
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
-from responder.audit import AuditQuery, incident_outcome_text, load_trail, read_answer
 from responder.audit import _outcome_fields as action_fields
+from responder.audit import load_trail
+from responder.audit_answer import read_answer
+from responder.audit_query import AuditQuery
+from responder.audit_text import incident_outcome_text
 from responder.cluster.api import KubeGateway
 from responder.config import ActionName, BlockDestination, Isolation
 from responder.journal import report_from_record

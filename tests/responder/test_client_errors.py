@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from responder.audit import AuditQuery, audit_query_from, read_answer
+from responder.audit_answer import read_answer
+from responder.audit_query import AuditQuery, audit_query_from
 from responder.cli import main as cli_main
 from responder.client import describe_failure
 from responder.commands.common import client_auth

@@ -17,7 +17,9 @@ import pytest
 from prometheus_client import generate_latest
 
 import responder.pipeline as pipeline_module
-from responder.audit import AuditQuery, _utc, format_incidents, format_summary, load_trail
+from responder.audit import load_trail
+from responder.audit_query import AuditQuery
+from responder.audit_text import _utc, format_incidents, format_summary
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
 from responder.notify.render import format_utc
