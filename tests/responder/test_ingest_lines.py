@@ -124,8 +124,9 @@ def test_a_huge_line_is_read_past_in_pieces_none_of_them_kept() -> None:
         got = []
         for line in read_lines(stream, LIMIT):
             got.append(line)
-            # Nothing read so far is held: far less than the line is ever allocated at once.
-            assert tracemalloc.get_traced_memory()[1] < 1024 * 1024
+            # Nothing read so far is held: far less than the line is ever allocated at once. (The
+            # peak counts every thread's allocations: the bound leaves room for another thread's.)
+            assert tracemalloc.get_traced_memory()[1] < 2 * 1024 * 1024
     finally:
         tracemalloc.stop()
     assert got[0] == Line(1, None)
