@@ -1,6 +1,9 @@
 """On-call notification: render an incident as one Slack message (pure) and deliver it.
 
 - :mod:`responder.notify.render`: IncidentReport -> SlackMessage (Block Kit, escaped, sized).
+- :mod:`responder.notify.blocks`, :mod:`responder.notify.alert_lines`,
+  :mod:`responder.notify.outcome_lines`: its Block Kit primitives and Slack's size limits, the
+  lines that say what the alert shows, and those that say what was done.
 - :mod:`responder.notify.slack`: SlackDelivery (slack-sdk, one attempt per call, typed errors).
 - :mod:`responder.notify.routing`: whether and where a decision goes to Slack.
 - :mod:`responder.notify.escape`: making attacker-controlled text literal in Slack.

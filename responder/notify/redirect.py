@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from responder.notify.blocks import MAX_BLOCKS
 from responder.notify.escape import code, escape
-from responder.notify.render import MAX_BLOCKS, SlackMessage
+from responder.notify.render import SlackMessage
 
 _NAME_LIMIT = 80
 _REASON_LIMIT = 300

@@ -17,15 +17,9 @@ from responder.actions.outcome import (
     Lapse,
     OutcomeStatus,
 )
+from responder.notify.blocks import REASON_LIMIT
 from responder.notify.escape import BACKTICK_LOOKALIKE
-from responder.notify.render import (
-    EVENT_TYPE,
-    REASON_LIMIT,
-    MessageKind,
-    SlackMessage,
-    render_incident,
-    render_lapse,
-)
+from responder.notify.render import EVENT_TYPE, MessageKind, SlackMessage, render_incident, render_lapse
 from responder.policy import Reopened
 from responder.records import decision_from_json, decision_to_json
 from tests.notify.slack_fixtures import make_decision, make_report, quarantined, visible_text

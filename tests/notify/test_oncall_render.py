@@ -14,13 +14,8 @@ from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
 from responder.incident import TRIES_OVER, AlertingAfterRelease, CommandForm, IncidentReport
-from responder.notify.render import (
-    MessageKind,
-    format_utc,
-    render_incident,
-    render_repeat,
-    render_retry,
-)
+from responder.notify.blocks import format_utc
+from responder.notify.render import MessageKind, render_incident, render_repeat, render_retry
 from tests.notify.slack_fixtures import BASE_FIELDS, make_alert, make_decision, make_report, visible_text
 from tests.notify.test_lapse_render import assert_no_markup
 from tests.notify.test_slack_render import HOSTILE_TEXT, assert_valid, headline_of

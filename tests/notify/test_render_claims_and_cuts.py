@@ -10,7 +10,8 @@ from responder.actions.outcome import OutcomeStatus
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
 from responder.incident import CommandForm, IncidentReport
-from responder.notify.render import SECTION_LIMIT, render_incident
+from responder.notify.blocks import SECTION_LIMIT
+from responder.notify.render import render_incident
 from responder.sender import Proof, Sender
 from tests.notify.slack_fixtures import (
     BASE_FIELDS,

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS
+from responder.notify.blocks import FALLBACK_LIMIT, MAX_BLOCKS, SECTION_LIMIT
 from responder.notify.escape import code_block, escape, plain
-from responder.notify.render import FALLBACK_LIMIT, MAX_BLOCKS, SECTION_LIMIT, SlackMessage, render_incident
+from responder.notify.render import SlackMessage, render_incident
 from simulators.slack_sink import block_problems
 from tests.notify.slack_fixtures import BASE_FIELDS, make_alert, make_report, visible_text
 from tests.notify.test_slack_escape import HOSTILE, assert_literal

@@ -4,7 +4,8 @@ and acted on (review 77, item 7: a sender could show on-call a made-up pod in th
 
 from __future__ import annotations
 
-from responder.notify.render import output_disagreements, render_incident
+from responder.notify.alert_lines import output_disagreements
+from responder.notify.render import render_incident
 from tests.notify.slack_fixtures import BASE_FIELDS, CONTAINER_ID, make_alert, make_report, visible_text
 
 # As the pack's rules write it (ns=%k8s.ns.name pod=%k8s.pod.name container=%container.id).

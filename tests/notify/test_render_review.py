@@ -21,7 +21,8 @@ from responder.cli import main as cli_main
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
 from responder.incident import CommandForm, IncidentReport
-from responder.notify.render import HEADER_LIMIT, SlackMessage, render_incident, render_repeat
+from responder.notify.blocks import HEADER_LIMIT
+from responder.notify.render import SlackMessage, render_incident, render_repeat
 from tests.notify.slack_fixtures import BASE_FIELDS, make_alert, make_decision, make_report, visible_text
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 
 from responder.actions.outcome import BLOCK_DESTINATION, ActionOutcome, OutcomeStatus
-from responder.notify.render import MessageKind, format_utc, render_incident, render_retry
+from responder.notify.blocks import format_utc
+from responder.notify.render import MessageKind, render_incident, render_retry
 from tests.notify.slack_fixtures import make_decision, make_report, quarantined, visible_text
 from tests.notify.test_lapse_render import assert_no_markup
 from tests.notify.test_slack_render import HOSTILE_TEXT, assert_valid, headline_of

@@ -13,11 +13,10 @@ from responder.alert import MAX_FIELD_VALUE_CHARS, MAX_OUTPUT_CHARS, MAX_RULE_CH
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
 from responder.incident import CommandForm
+from responder.notify.blocks import HEADER_LIMIT, MAX_BLOCKS
 from responder.notify.escape import BACKTICK_LOOKALIKE
 from responder.notify.render import (
     EVENT_TYPE,
-    HEADER_LIMIT,
-    MAX_BLOCKS,
     MessageKind,
     SlackMessage,
     render_by_hand,

@@ -16,7 +16,7 @@ from responder.audit import load_trail
 from responder.audit_answer import read_answer
 from responder.audit_query import AuditQuery
 from responder.audit_text import format_incidents
-from responder.notify.render import format_utc
+from responder.notify.blocks import format_utc
 from responder.service import Responder
 from simulators.seed import SeededPod
 from simulators.slack_sink import Fault, SlackSink

@@ -22,7 +22,7 @@ from responder.audit_query import AuditQuery
 from responder.audit_text import _utc, format_incidents, format_summary
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
-from responder.notify.render import format_utc
+from responder.notify.blocks import format_utc
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
 from simulators.seed import SeededPod
