@@ -71,12 +71,19 @@ class SizedLines:
         lines = list(self._lines)
         # What the lines may use: the limit less the note and every newline.
         room = self._limit - len(_MORE) - len(lines)
+        # Lines that cannot be cut safely (a code block, no space outside code): the next longest
+        # is cut instead, so that no line is left out while another can still be cut.
+        uncuttable: set[int] = set()
         while sum(map(len, lines)) > room:
-            longest = max(range(len(lines)), key=lambda index: len(lines[index]))
+            cuttable = [index for index in range(len(lines)) if index not in uncuttable]
+            if not cuttable:
+                break
+            longest = max(cuttable, key=lambda index: len(lines[index]))
             excess = sum(map(len, lines)) - room
             cut = _cut_line(lines[longest], len(lines[longest]) - excess)
             if len(cut) >= len(lines[longest]):
-                break  # nothing left to cut safely
+                uncuttable.add(longest)
+                continue
             lines[longest] = cut
         while lines and sum(map(len, lines)) > room:
             room += 1  # the newline of the line left out
