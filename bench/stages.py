@@ -97,10 +97,10 @@ class StageRecorder:
 
     def install(self) -> None:
         """Wrap the responder's functions of the tables above."""
-        import responder.journal as journal_module
+        import responder.journal.store as journal_module
         from responder.ingest.httpserver import Connection
-        from responder.journal import Journal
-        from responder.journal_process import ProcessWriter
+        from responder.journal.process import ProcessWriter
+        from responder.journal.store import Journal
 
         Connection.data_received = self.probe("read", Connection.data_received)  # type: ignore[method-assign]
         Connection._answer = self.probe("answer", Connection._answer)  # type: ignore[method-assign]
@@ -117,8 +117,8 @@ class StageRecorder:
     def install_writer(self) -> None:
         """Wrap the journal writer's functions: the commit and the fsync (in whichever process the
         writer runs)."""
-        from responder.journal_writer import ThreadWriter
-        from responder.walsync import WalSyncer
+        from responder.journal.walsync import WalSyncer
+        from responder.journal.writer import ThreadWriter
 
         ThreadWriter._commit_batch = self.probe(  # type: ignore[method-assign]
             "commit", ThreadWriter._commit_batch, lambda writer, conn, batch: len(batch)
@@ -127,7 +127,7 @@ class StageRecorder:
 
     def install_writer_process(self) -> None:
         """In the writer process: the writer's functions, and each frame of ops it takes."""
-        from responder.journal_writer import ThreadWriter
+        from responder.journal.writer import ThreadWriter
 
         self.install_writer()
         ThreadWriter.put = self.probe(  # type: ignore[method-assign]
@@ -271,7 +271,7 @@ class _TracedWriterProcesses:
         self.files: list[Path] = []
 
     def install(self) -> None:
-        from responder import journal_process
+        from responder.journal import process as journal_process
 
         # The module's own view of ``subprocess`` only: a copy whose Popen rewrites that one command.
         names = vars(journal_process)
@@ -283,7 +283,7 @@ class _TracedWriterProcesses:
 
     def _popen(self, popen: Callable[..., Any]) -> Callable[..., Any]:
         def traced(args: list[str], **kwargs: Any) -> Any:
-            if list(args[1:3]) == ["-m", "responder.journal_process"]:
+            if list(args[1:3]) == ["-m", "responder.journal.process"]:
                 events = self._out.with_name(f"{self._out.name}.writer-{len(self.files)}")
                 self.files.append(events)
                 args = [args[0], "-m", "bench.stages", "writer", "--out", str(events), *args[3:]]
@@ -315,13 +315,13 @@ def serve(config: str, out: Path) -> int:
 
 
 def writer(out: Path, descriptor: str) -> int:
-    """The journal's writer process (``python -m responder.journal_process FD``), probed."""
-    from responder.journal_process import main as writer_main
+    """The journal's writer process (``python -m responder.journal.process FD``), probed."""
+    from responder.journal.process import main as writer_main
 
     recorder = StageRecorder()
     recorder.install_writer_process()
     try:
-        return writer_main(["responder.journal_process", descriptor])
+        return writer_main(["responder.journal.process", descriptor])
     finally:
         _write_events(recorder, out)
 

@@ -28,8 +28,8 @@ from responder.actions.outcome import (
 )
 from responder.alert import AlertError, format_time_ns
 from responder.audit_query import MAX_LIMIT, PAGE, AuditQuery
-from responder.journal import INCIDENTS_WITH_SEEN_SQL
-from responder.journal_rows import decode_payload
+from responder.journal.rows import decode_payload
+from responder.journal.store import INCIDENTS_WITH_SEEN_SQL
 
 
 def _ms(start: int | None, end: int | None) -> float | None:

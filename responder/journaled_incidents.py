@@ -13,7 +13,7 @@ from responder.config import Config
 from responder.dedupe import IncidentState, incident_id_for
 from responder.incident import IncidentKey
 from responder.incident_history import lapsed_in, put_on_pod, released_in
-from responder.journal import (
+from responder.journal.store import (
     UNREADABLE_RECORD,
     IncidentRow,
     Journal,

@@ -85,15 +85,15 @@ from responder.incident_history import (
 )
 from responder.ingest.sink import Accepted, InputName, Overloaded, OverShare
 from responder.isolated_pods import IsolatedPods
-from responder.journal import (
+from responder.journal.ops import ROW_BYTES, RepeatDueNow
+from responder.journal.rows import encode_payload, estimated_payload_bytes
+from responder.journal.store import (
     IncidentRow,
     Journal,
     JournaledRepeats,
     log_failed_write,
 )
-from responder.journal_ops import ROW_BYTES, RepeatDueNow
-from responder.journal_rows import encode_payload, estimated_payload_bytes
-from responder.journal_writer import Op
+from responder.journal.writer import Op
 from responder.journaled_incidents import JournaledIncidents
 from responder.logs import current_alert_id
 from responder.metrics import Metrics

@@ -39,9 +39,9 @@ from responder.ingest.httpserver import HttpServer, Request, Response, Route
 from responder.ingest.lost_record import LostRecord
 from responder.ingest.sink import InputName
 from responder.ingest.tls_reload import CertificateReloader
-from responder.journal import Journal
-from responder.journal_lock import JournalLock
-from responder.journal_ops import Touch
+from responder.journal.lock import JournalLock
+from responder.journal.ops import Touch
+from responder.journal.store import Journal
 from responder.metrics import Metrics
 from responder.pipeline import Pipeline
 

@@ -17,7 +17,7 @@ from responder.alert import AlertError
 from responder.alert_json import parse_falco_json
 from responder.cli import main
 from responder.errors import UserError
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.rulespack.sysdig import REQUIRE_ENV, sysdig_required
 from tests.test_cli_review_output import SERVING_GUARD, shell
 

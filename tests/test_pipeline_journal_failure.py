@@ -29,9 +29,9 @@ from responder.audit_query import AuditQuery
 from responder.cluster.api import KubeGateway
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import Accepted, InputName
-from responder.journal import IncidentRow, Journal
-from responder.journal_ops import Touch
-from responder.journal_writer import Op
+from responder.journal.ops import Touch
+from responder.journal.store import IncidentRow, Journal
+from responder.journal.writer import Op
 from responder.pipeline import Pipeline
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster

@@ -45,9 +45,9 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import Accepted, InputName
-from responder.journal import INCIDENTS_WITH_SEEN_SQL, Journal
-from responder.journal_ops import Touch
-from responder.journal_writer import Op
+from responder.journal.ops import Touch
+from responder.journal.store import INCIDENTS_WITH_SEEN_SQL, Journal
+from responder.journal.writer import Op
 from responder.notify.slack import SlackRef
 from responder.pipeline import Pipeline
 from responder.service import Responder

@@ -21,8 +21,8 @@ from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import Config, load_config
 from responder.errors import UserError
-from responder.journal import check_journal_path
-from responder.journal_schema import check_readable, connect, unreadable_journal
+from responder.journal.schema import check_readable, connect, unreadable_journal
+from responder.journal.store import check_journal_path
 from responder.policy import DEFAULT_POLICY
 from simulators.scenario import check_run_id
 

@@ -29,7 +29,7 @@ from responder.cluster.verify import VerificationStatus, verify_alert
 from responder.config import Cluster, Config, SlackMode, load_config
 from responder.errors import UserError
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS, IncidentReport
-from responder.journal import UNREADABLE_RECORD, Journal, report_from_record
+from responder.journal.store import UNREADABLE_RECORD, Journal, report_from_record
 from responder.sender import is_drill
 
 

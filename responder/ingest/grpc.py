@@ -84,7 +84,7 @@ T = TypeVar("T")
 
 
 class JournalRunner(Protocol):
-    """What the input asks of the journal (``responder.journal.Journal``): to run an op after every
+    """What the input asks of the journal (``responder.journal.store.Journal``): to run an op after every
     write handed to it before (see ``grpc_journal``)."""
 
     def run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...

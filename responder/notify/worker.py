@@ -36,8 +36,8 @@ from responder.incident import (
     CommandForm,
     IncidentReport,
 )
-from responder.journal import Journal, NotificationRow, log_failed_write, report_from_record
-from responder.journal_ops import PostsGivenUp
+from responder.journal.ops import PostsGivenUp
+from responder.journal.store import Journal, NotificationRow, log_failed_write, report_from_record
 from responder.logs import current_alert_id
 from responder.metrics import Metrics
 from responder.notify.redirect import followed_up, out_of_thread, posted_again, redirected

@@ -18,7 +18,7 @@ import helm_python
 import pytest
 import yaml
 
-from responder.journal_schema import SCHEMA_VERSION, newer_schema_message
+from responder.journal.schema import SCHEMA_VERSION, newer_schema_message
 from tests.deploy.deploy_support import DEPLOY, RELEASE, Case, Values, deep_merge, render
 from tests.deploy.test_falco_values import _snippet
 from tests.pss import restricted_violations

@@ -43,7 +43,7 @@ from responder.ingest.proto import (
     version_pb2_grpc,
 )
 from responder.ingest.sink import Accepted, InputName, Overloaded
-from responder.journal_process import JournalUnavailable
+from responder.journal.process import JournalUnavailable
 from responder.metrics import Metrics
 from responder.sender import Proof, Sender
 from simulators.falco_grpc_server import (

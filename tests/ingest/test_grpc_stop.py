@@ -30,7 +30,7 @@ from responder.ingest.grpc import (
 )
 from responder.ingest.proto import outputs_pb2
 from responder.ingest.sink import Accepted, InputName
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.metrics import Metrics
 from responder.slots import Slots
 from tests.ingest.test_grpc import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.journal import IncidentRow, Journal
+from responder.journal.store import IncidentRow, Journal
 from responder.metrics import Metrics
 from responder.notify.slack import SlackDelivery
 from responder.notify.worker import (

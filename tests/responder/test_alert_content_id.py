@@ -15,7 +15,7 @@ from responder.alert_json import alert_from_mapping, parse_falco_json
 from responder.cluster.api import KubeGateway
 from responder.dedupe import incident_id_for
 from responder.ingest.grpc import alert_from_response
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_grpc_server import response_from_falco_json

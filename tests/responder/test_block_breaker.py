@@ -13,7 +13,7 @@ from responder.actions import destination
 from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.cluster.api import KubeGateway
 from responder.config import ActionName
-from responder.journal import report_from_record
+from responder.journal.store import report_from_record
 from responder.notify.render import render_incident
 from responder.service import Responder
 from tests.helpers import FakeClock, responder_config

@@ -28,7 +28,7 @@ from responder.audit_query import AuditQuery
 from responder.audit_text import incident_outcome_text
 from responder.cluster.api import KubeGateway
 from responder.config import ActionName, BlockDestination, Isolation
-from responder.journal import report_from_record
+from responder.journal.store import report_from_record
 from responder.notify.render import render_incident
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster

@@ -551,7 +551,7 @@ def test_a_release_the_journal_then_fails_to_record_says_it_was_done(
 ) -> None:
     import sqlite3
 
-    from responder.journal import Journal
+    from responder.journal.store import Journal
 
     running, pods, _ = seeded
     config = quarantine_vllm(tmp_path, seeded, capsys)

@@ -17,9 +17,9 @@ from responder.config import load_config_text
 from responder.deferred_shares import DeferredShares, sender_key
 from responder.errors import UserError
 from responder.ingest.sink import InputName, Overloaded
-from responder.journal import Journal
-from responder.journal_ops import ROW_BYTES
-from responder.journal_rows import encode_payload
+from responder.journal.ops import ROW_BYTES
+from responder.journal.rows import encode_payload
+from responder.journal.store import Journal
 from responder.sender import Proof, Sender
 from responder.service import Responder
 from simulators.falco_json import falco_alert, falco_bytes

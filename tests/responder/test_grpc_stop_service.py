@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from responder import walsync
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.ingest.grpc import STOP_GRACE_SECONDS
 from responder.ingest.grpc_journal import JournaledAmong
+from responder.journal import walsync
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_grpc_server import FalcoGrpcServer

@@ -33,7 +33,7 @@ from responder.ingest.http import (
     audit_token_source,
 )
 from responder.ingest.httpserver import Request
-from responder.journal_process import ProcessWriter
+from responder.journal.process import ProcessWriter
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes

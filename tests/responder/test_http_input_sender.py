@@ -15,8 +15,8 @@ import pytest
 
 from responder.audit_text import format_incidents, format_table
 from responder.errors import UserError
-from responder.journal import WRITERS, Journal, report_from_record
-from responder.journal_rows import encode_payload
+from responder.journal.rows import encode_payload
+from responder.journal.store import WRITERS, Journal, report_from_record
 from responder.notify.render import render_incident
 from responder.sender import Proof, Sender, sender_text
 from responder.service import Responder

@@ -29,8 +29,8 @@ from responder.cli import EXIT_BROKEN_PIPE, main
 from responder.commands.ingest import BOM, BOM_INSIDE, Line, LineSource, _is_json, _Tally, read_lines
 from responder.commands.serve import build_responder
 from responder.config import Inputs, load_config
-from responder.journal import Journal
-from responder.journal_rows import AlertRow
+from responder.journal.rows import AlertRow
+from responder.journal.store import Journal
 from responder.sender import Proof, Sender
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod

@@ -19,9 +19,9 @@ from responder.alert_json import alert_from_mapping
 from responder.audit import _incident as audited_incident
 from responder.audit_text import _action_text as action_text
 from responder.errors import UserError
-from responder.journal import IncidentRow, Journal, JournaledRepeats
-from responder.journal_rows import decode_payload, encode_payload
-from responder.journal_schema import SCHEMA_VERSION
+from responder.journal.rows import decode_payload, encode_payload
+from responder.journal.schema import SCHEMA_VERSION
+from responder.journal.store import IncidentRow, Journal, JournaledRepeats
 from responder.logs import setup_logging
 
 

@@ -20,7 +20,7 @@ from responder.alert_json import parse_falco_json
 from responder.cli import main
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.service import Responder
 from tests.helpers import Records, responder_config
 from tests.responder.test_journal import alert, open_journal

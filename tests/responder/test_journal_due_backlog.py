@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from responder.journal import Journal, NotificationRow
-from responder.journal_schema import connect
+from responder.journal.schema import connect
+from responder.journal.store import Journal, NotificationRow
 from tests.responder.test_journal import open_journal
 
 BATCH = 50

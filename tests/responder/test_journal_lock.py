@@ -13,7 +13,7 @@ import pytest
 
 from responder.cluster.api import KubeGateway
 from responder.errors import UserError
-from responder.journal_lock import JournalLock
+from responder.journal.lock import JournalLock
 from responder.service import Responder
 from tests.helpers import responder_config
 from tests.responder.test_block_destination import Seeded
@@ -47,7 +47,7 @@ def test_the_lock_goes_with_the_process_that_held_it(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from responder.journal_lock import JournalLock;"
+            "import sys, time; from responder.journal.lock import JournalLock;"
             f" JournalLock({journal!r}).acquire(); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -10,8 +10,8 @@ import pytest
 
 from responder.cli import main
 from responder.errors import UserError
-from responder.journal import Journal, journal_path_problem
-from responder.journal_lock import JournalLock
+from responder.journal.lock import JournalLock
+from responder.journal.store import Journal, journal_path_problem
 from tests.responder.test_commands import Seeded, write_config
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from responder.errors import UserError
-from responder.journal import IncidentRow, Journal
-from responder.journal_ops import OpenIncident
-from responder.journal_process import JournalUnavailable, ProcessWriter
+from responder.journal.ops import OpenIncident
+from responder.journal.process import JournalUnavailable, ProcessWriter
+from responder.journal.store import IncidentRow, Journal
 from tests.helpers import Records
 from tests.responder.test_journal import alert, open_journal
 
@@ -178,7 +178,7 @@ class CarryValue:
 
 def as_if_in_main(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
     # Pickled by reference to __main__ (the responder's script); the writer process's __main__ is
-    # responder.journal_process, which has no such class.
+    # responder.journal.process, which has no such class.
     monkeypatch.setattr(cls, "__module__", "__main__")
     monkeypatch.setattr(sys.modules["__main__"], cls.__qualname__, cls, raising=False)
 
@@ -293,7 +293,7 @@ def test_the_writer_exits_when_the_responder_dies(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, sys
-        from responder.journal import Journal
+        from responder.journal.store import Journal
         from tests.responder.test_journal import alert
         journal = Journal(
             {str(tmp_path / "j.db")!r}, max_bytes=1 << 24, retention_seconds=60, writer="process"
@@ -328,9 +328,9 @@ def test_an_fsync_function_is_for_the_thread_writer_only(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("argv", "stdin", "expected"),
     [
-        ([], b"{}", "usage: python -m responder.journal_process FD"),
-        (["x"], b"{}", "usage: python -m responder.journal_process FD"),
-        (["\u00b2"], b"{}", "usage: python -m responder.journal_process FD"),  # isdigit, yet not int()
+        ([], b"{}", "usage: python -m responder.journal.process FD"),
+        (["x"], b"{}", "usage: python -m responder.journal.process FD"),
+        (["\u00b2"], b"{}", "usage: python -m responder.journal.process FD"),  # isdigit, yet not int()
         (["0"], b"not json", "bad options on stdin"),
         (["0"], b"[1]", "bad options on stdin"),
         (["0"], b'{"path": "j.db", "colour": 1}', "bad options on stdin"),
@@ -342,7 +342,7 @@ def test_the_writer_entry_point_names_what_is_wrong_without_a_traceback(
     argv: list[str], stdin: bytes, expected: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "responder.journal_process", *argv],
+        [sys.executable, "-m", "responder.journal.process", *argv],
         input=stdin,
         capture_output=True,
         timeout=60,

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from responder import journal_writer
 from responder.errors import UserError
-from responder.journal import Journal
+from responder.journal import writer as journal_writer
+from responder.journal.store import Journal
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes
 from simulators.seed import SeededPod
@@ -35,7 +35,7 @@ NOT_WRITABLE = (
 OPEN_JOURNAL = """
 import sys
 from responder.errors import UserError
-from responder.journal import Journal
+from responder.journal.store import Journal
 
 journal = Journal(sys.argv[1], max_bytes=1 << 20, retention_seconds=60, writer=sys.argv[2])
 try:

@@ -21,7 +21,7 @@ from responder.cluster.api import KubeGateway
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.config import ActionName
 from responder.dedupe import incident_id_for
-from responder.journal import IncidentRow, Journal
+from responder.journal.store import IncidentRow, Journal
 from responder.policy import Decision
 from responder.records import decision_to_json, verification_to_json
 from responder.service import Responder

@@ -19,12 +19,12 @@ import pytest
 from responder.alert import Alert
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import Accepted, InputName
-from responder.journal import Journal
-from responder.journal_ops import Touch
-from responder.journal_process import ProcessWriter
-from responder.journal_writer import WriterOptions
+from responder.journal.ops import Touch
+from responder.journal.process import ProcessWriter
+from responder.journal.store import Journal
+from responder.journal.walsync import SyncFailed
+from responder.journal.writer import WriterOptions
 from responder.service import Responder
-from responder.walsync import SyncFailed
 from tests.helpers import responder_config
 from tests.responder.test_journal import alert, open_journal
 from tests.responder.test_pipeline import LABEL, Seeded, labels, rows, shell

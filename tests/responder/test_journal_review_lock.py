@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from responder.errors import UserError
-from responder.journal import Journal
-from responder.journal_lock import JournalLock
+from responder.journal.lock import JournalLock
+from responder.journal.store import Journal
 from tests.responder.test_journal import alert
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.cluster.verify import Verification, VerificationStatus
-from responder.journal import IncidentRow, Journal, report_from_record
+from responder.journal.store import IncidentRow, Journal, report_from_record
 from responder.policy import Decision
 from responder.records import decision_to_json, verification_to_json
 from tests.responder.test_journal import alert, open_journal

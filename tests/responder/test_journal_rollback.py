@@ -26,9 +26,9 @@ from responder.actions.outcome import (
 )
 from responder.cli import main
 from responder.errors import UserError
-from responder.journal import Journal, report_from_record
-from responder.journal_rows import encode_payload
-from responder.journal_schema import SCHEMA_VERSION
+from responder.journal.rows import encode_payload
+from responder.journal.schema import SCHEMA_VERSION
+from responder.journal.store import Journal, report_from_record
 from responder.notify.render import render_incident
 from tests.helpers import Records
 from tests.responder.test_journal import alert, open_journal

@@ -16,15 +16,15 @@ from responder.actions.outcome import OutcomeStatus
 from responder.cli import main
 from responder.cluster.verify import VerificationStatus
 from responder.errors import UserError
-from responder.journal import Journal
-from responder.journal_rows import encode_payload
-from responder.journal_schema import SCHEMA_VERSION
+from responder.journal.rows import encode_payload
+from responder.journal.schema import SCHEMA_VERSION
+from responder.journal.store import Journal
 from responder.notify.render import MessageKind
 from responder.sender import Proof, Sender
 from tests.responder.test_journal import alert
 
 # What each schema's rows may say. A new status or kind is a new schema: add it here with the next
-# number, a migration to it (responder/journal_schema.py) and a line in its comment.
+# number, a migration to it (responder/journal/schema.py) and a line in its comment.
 _STATUSES_5 = frozenset(
     {
         "quarantined",
@@ -99,10 +99,10 @@ def made(path: Path) -> Path:
 
 
 def test_an_alert_state_comes_with_a_new_schema_number() -> None:
-    """The states an alert row may be in, as the code writes them (journal_rows, journal_ops)."""
+    """The states an alert row may be in, as the code writes them (journal.rows, journal.ops)."""
     written: set[str] = set()
-    for module in ("journal_rows.py", "journal_ops.py", "journal_schema.py"):
-        text = (Path(__file__).parents[2] / "responder" / module).read_text()
+    for module in ("rows.py", "ops.py", "schema.py"):
+        text = (Path(__file__).parents[2] / "responder" / "journal" / module).read_text()
         written.update(re.findall(r"state = '([a-z_]+)'", text))
         written.update(re.findall(r'"(pending|deferred|done)" if', text))
     alert_states = written - {"sending", "dropped"}  # notifications' states, in the same modules

@@ -12,8 +12,8 @@ import pytest
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
-from responder.journal import Journal, room_check_step
-from responder.journal_ops import used_bytes
+from responder.journal.ops import used_bytes
+from responder.journal.store import Journal, room_check_step
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.falco_json import falco_alert, falco_bytes

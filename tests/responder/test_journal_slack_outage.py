@@ -19,8 +19,8 @@ from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import InputName, Overloaded
-from responder.journal import WAITING_POSTS_SHARE, Journal, room_check_step
-from responder.journal_ops import GIVEN_UP_FOR_ROOM, PostsGivenUp, used_bytes
+from responder.journal.ops import GIVEN_UP_FOR_ROOM, PostsGivenUp, used_bytes
+from responder.journal.store import WAITING_POSTS_SHARE, Journal, room_check_step
 from responder.service import Responder
 from simulators.falco_json import falco_alert
 from simulators.seed import SeededPod

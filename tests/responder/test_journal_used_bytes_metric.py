@@ -11,7 +11,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from responder.cluster.api import KubeGateway
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster
 from simulators.seed import SeededPod

@@ -19,7 +19,7 @@ from responder.commands.serve import build_responder
 from responder.config import Config
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import InputName
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.notify.slack import SlackDelivery
 from responder.service import Responder
 from simulators.cluster_emulator import RunningCluster

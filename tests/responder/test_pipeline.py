@@ -18,7 +18,7 @@ from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.config import Config
 from responder.ingest.sink import InputName
-from responder.journal_rows import estimated_payload_bytes
+from responder.journal.rows import estimated_payload_bytes
 from responder.pipeline import ALERT_OVERHEAD_BYTES
 from responder.service import Responder
 from simulators.cluster_emulator import Fault, RunningCluster
@@ -257,7 +257,7 @@ async def test_deferred_alerts_left_by_a_stopped_responder_are_processed_at_star
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     try:
-        from responder.journal import Journal
+        from responder.journal.store import Journal
 
         for i in range(3):  # as _defer journals them, the responder stopping before it takes them up
             alert = shell(pods["triton"], n=i, rule=f"Rule {i}")
@@ -282,7 +282,7 @@ async def test_the_deferred_alerts_are_taken_up_after_a_failed_read_and_past_unr
     fails is logged and tried again; a batch of rows it cannot read (a later version's parser may
     refuse an older body) does not hold back the rows after it."""
     from responder import pipeline as pipeline_module
-    from responder.journal import Journal
+    from responder.journal.store import Journal
 
     monkeypatch.setattr(pipeline_module, "REDECIDE_AFTER_SECONDS", 0.05)
     _, pods, kubeconfig = seeded
@@ -403,7 +403,7 @@ async def test_unfinished_alerts_are_resumed_after_a_restart(tmp_path: Path, see
     responder = Responder(config, KubeGateway.from_config(config.cluster))
     await responder.start()
     # Journal the alert exactly as an input would, but stop before it is processed: a crash.
-    from responder.journal import Journal
+    from responder.journal.store import Journal
 
     alert = shell(pods["torchserve"])
     await responder.journal.run(Journal.op_append_alert(alert, "http", 1))

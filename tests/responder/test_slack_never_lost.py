@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from responder.ingest.sink import InputName
-from responder.journal import Journal
+from responder.journal.store import Journal
 from responder.service import Responder
 from simulators.slack_sink import Fault, SlackSink
 from tests.responder.test_notifications import Seeded, incident_posts, settle, shell, sink, start

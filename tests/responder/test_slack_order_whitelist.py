@@ -15,7 +15,7 @@ from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.verify import Verification, VerificationStatus
 from responder.ingest.sink import InputName
-from responder.journal import IncidentRow, Journal
+from responder.journal.store import IncidentRow, Journal
 from responder.policy import Decision
 from responder.records import decision_to_json, verification_to_json
 from simulators.cluster_emulator import Fault as KubeFault

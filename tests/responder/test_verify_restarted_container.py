@@ -14,7 +14,7 @@ from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
 from responder.cluster.api import KubeGateway
 from responder.cluster.verify import RESTARTED_SINCE, VerificationStatus, verify_alert
-from responder.journal import report_from_record
+from responder.journal.store import report_from_record
 from responder.notify.render import render_incident
 from responder.records import pod_from_json, pod_to_json
 from responder.service import Responder

@@ -20,7 +20,7 @@ from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.enrich import PodDirectory, containers_of
 from responder.cluster.live_check import LISTING_READS
 from responder.cluster.verify import VerificationStatus, verify_alert
-from responder.journal import report_from_record
+from responder.journal.store import report_from_record
 from responder.notify.render import render_incident
 from responder.records import pod_from_json, pod_to_json
 from responder.service import Responder

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from responder.journal import Journal
-from responder.walsync import SyncFailed, WalSyncer
+from responder.journal.store import Journal
+from responder.journal.walsync import SyncFailed, WalSyncer
 from tests.responder.test_journal import alert, open_journal
 
 

@@ -40,8 +40,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from responder.errors import UserError
-from responder.journal_writer import Op, Result, ThreadWriter, WriterOptions
-from responder.walsync import WriterFailed
+from responder.journal.walsync import WriterFailed
+from responder.journal.writer import Op, Result, ThreadWriter, WriterOptions
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -55,14 +55,14 @@ class JournalUnavailable(OSError):
 
 class ProcessWriter:
     """The responder's end: ``start``, ``put``, ``stop``, ``commits`` and ``ops_committed`` as
-    :class:`~responder.journal_writer.ThreadWriter`; each waiter is settled on the thread that
+    :class:`~responder.journal.writer.ThreadWriter`; each waiter is settled on the thread that
     receives the writer's frames, as the thread writer settles on its own threads."""
 
     def __init__(
         self, options: WriterOptions, settle: Callable[[list[Result[Any]]], None], lock_fd: int | None = None
     ) -> None:
         self._options = options
-        # The journal's lock (responder/journal_lock.py), if held: inherited, it is held until the
+        # The journal's lock (responder/journal/lock.py), if held: inherited, it is held until the
         # writer exits too, so that a responder killed (SIGKILL) while its writer still commits
         # what it had does not let another start on the journal meanwhile.
         self._lock_fd = lock_fd
@@ -97,7 +97,7 @@ class ProcessWriter:
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "responder.journal_process", str(theirs.fileno())],
+                [sys.executable, "-m", "responder.journal.process", str(theirs.fileno())],
                 stdin=subprocess.PIPE,
                 pass_fds=(theirs.fileno(),) if self._lock_fd is None else (theirs.fileno(), self._lock_fd),
             )
@@ -372,7 +372,7 @@ def main(argv: list[str]) -> int:
     # stops when the responder tells it to (or goes away), so that what it has is committed first.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    usage = "usage: python -m responder.journal_process FD < OPTIONS.json  (started by the responder)"
+    usage = "usage: python -m responder.journal.process FD < OPTIONS.json  (started by the responder)"
     if len(argv) != 2 or not (argv[1].isascii() and argv[1].isdigit()):
         print(usage, file=sys.stderr)
         return 2

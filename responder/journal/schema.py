@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from responder.errors import UserError
-from responder.walsync import WriterFailed
+from responder.journal.walsync import WriterFailed
 
 log = logging.getLogger("serving_guard.journal")
 

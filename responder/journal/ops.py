@@ -3,7 +3,7 @@ transaction when called with its connection.
 
 They are values, not closures, so that the writer can live in another process
 (``journal.writer: process``): an op is pickled to it with its arguments, already reduced to plain
-SQL parameters by its constructor in :class:`responder.journal.Journal`.
+SQL parameters by its constructor in :class:`responder.journal.store.Journal`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from responder.actions.pod_records import RELEASED_AT
-from responder.journal_schema import NOTIFICATION_QUEUE
+from responder.journal.schema import NOTIFICATION_QUEUE
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:

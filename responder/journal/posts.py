@@ -9,7 +9,7 @@ import heapq
 import itertools
 import sqlite3
 
-from responder.journal_schema import NOTIFICATION_QUEUE, VERIFIED_INCIDENT
+from responder.journal.schema import NOTIFICATION_QUEUE, VERIFIED_INCIDENT
 
 # The queues of journal_schema.NOTIFICATION_QUEUE.
 _TELLS, _POSTS, _THROTTLED_UPDATES, _OTHER_UPDATES = 0, 1, 2, 3

@@ -12,7 +12,7 @@ from typing import Any
 
 from responder.alert import Alert, field_text
 from responder.alert_json import parse_falco_json
-from responder.journal_schema import ALERT_COLUMNS
+from responder.journal.schema import ALERT_COLUMNS
 from responder.sender import Sender
 
 # One compact encoder for every payload: json.dumps with non-default separators builds a new

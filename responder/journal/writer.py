@@ -4,7 +4,7 @@ waiting in its queue goes into one transaction (one fsync), so durability costs 
 It knows nothing of who waits for a write: each op travels with an opaque waiter, and once the op
 is committed (and, with ``synchronous=FULL``, synced) the writer hands ``(waiter, value, error)``
 triples to its ``settle`` function. The journal runs this writer in the responder's process or in
-one of its own (``responder/journal_process.py``); the code is the same.
+one of its own (``responder/journal/process.py``); the code is the same.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from responder.errors import UserError
-from responder.journal_rows import AlertRow, RecentAlerts, WriteConnection, append_rows
-from responder.journal_schema import (
+from responder.journal.rows import AlertRow, RecentAlerts, WriteConnection, append_rows
+from responder.journal.schema import (
     MIN_SQLITE,
     SCHEMA,
     SCHEMA_VERSION,
@@ -35,7 +35,7 @@ from responder.journal_schema import (
     stored_schema,
     unreadable_journal,
 )
-from responder.walsync import WalSyncer
+from responder.journal.walsync import WalSyncer
 
 log = logging.getLogger("serving_guard.journal")
 
@@ -77,7 +77,7 @@ def open_write_connection(options: WriterOptions) -> WriteConnection:
         conn = opened
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL for SQLite either way: with FULL the syncer fsyncs each commit before any of
-        # its writes is acknowledged (see responder/walsync.py); NORMAL skips that step.
+        # its writes is acknowledged (see responder/journal/walsync.py); NORMAL skips that step.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         # A later version's journal is refused before anything is written to it: this version's

@@ -15,7 +15,7 @@ import fcntl
 import os
 
 from responder.errors import UserError
-from responder.journal import check_journal_path
+from responder.journal.store import check_journal_path
 
 SUFFIX = ".lock"
 

@@ -4,8 +4,8 @@ recovery after a crash is "resume every alert that has no final outcome".
 
 This module is the journal's interface: the writes (``op_*``, values that the writer runs inside
 its transaction), who waits for them (threads, coroutines, callbacks on the event loop) and the
-reads. One writer owns the write connection and commits in groups (responder/journal_writer.py),
-in a child process by default (responder/journal_process.py) or on a thread of this one. Readers
+reads. One writer owns the write connection and commits in groups (responder/journal/writer.py),
+in a child process by default (responder/journal/process.py) or on a thread of this one. Readers
 (audit, recovery) use their own connections; WAL lets them run beside the writer.
 """
 
@@ -38,7 +38,7 @@ from responder.actions.pod_records import RELEASED_AT
 from responder.alert import Alert, AlertError
 from responder.errors import UserError
 from responder.isolated_pods import IsolationRecord
-from responder.journal_ops import (
+from responder.journal.ops import (
     ROW_BYTES,
     THROTTLED_DUE_AFTER,
     UNTHROTTLED_DUE_AFTER,
@@ -63,17 +63,17 @@ from responder.journal_ops import (
     Undefer,
     used_bytes,
 )
-from responder.journal_posts import posts_due
-from responder.journal_process import ProcessWriter
-from responder.journal_rows import AlertRow, decode_journaled
-from responder.journal_schema import (
+from responder.journal.posts import posts_due
+from responder.journal.process import ProcessWriter
+from responder.journal.rows import AlertRow, decode_journaled
+from responder.journal.schema import (
     JournalDamaged,
     connect,
     is_damage,
     unreadable_journal,
 )
-from responder.journal_writer import Op, ThreadWriter, WriterOptions
-from responder.walsync import WriterFailed
+from responder.journal.walsync import WriterFailed
+from responder.journal.writer import Op, ThreadWriter, WriterOptions
 
 if TYPE_CHECKING:
     from responder.incident import IncidentReport, WorkloadGroup
