@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from responder.audit_answer import AuditEntry, read_answer
+from responder.audit.answer import AuditEntry, read_answer
 from responder.errors import UserError
 from responder.sender import DRILL_HEADER
 

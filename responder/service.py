@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from responder.actions.quarantine import ClusterActions
-from responder.audit import load_trail
-from responder.audit_query import AuditQuery, audit_params, audit_query_from
-from responder.audit_text import format_table
+from responder.audit.query import AuditQuery, audit_params, audit_query_from
+from responder.audit.text import format_table
+from responder.audit.trail import load_trail
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.enrich import PodDirectory
 from responder.config import Config

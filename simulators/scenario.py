@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from responder.alert import Priority
-from responder.audit import RUN_ID_CHARS, RUN_MARKER_PREFIX, run_marker_pattern
+from responder.audit.trail import RUN_ID_CHARS, RUN_MARKER_PREFIX, run_marker_pattern
 from responder.errors import SourceError, UserError
 from responder.name_patterns import DNS_LABEL_PATTERN
 from responder.validation_problems import located, validation_problems

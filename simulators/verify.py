@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from responder.actions.outcome import RESPONDER_ACTOR
 from responder.alert import format_time_ns, parse_time_ns
-from responder.audit_query import audit_query_from
-from responder.audit_text import DONE_STATUSES as ISOLATED
-from responder.audit_text import incident_outcome_text as _outcome_text
+from responder.audit.query import audit_query_from
+from responder.audit.text import DONE_STATUSES as ISOLATED
+from responder.audit.text import incident_outcome_text as _outcome_text
 from responder.cluster.verify import UNREACHED
 from responder.commands.audit import read_journal_trail
 from responder.errors import UserError

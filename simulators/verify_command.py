@@ -17,7 +17,7 @@ import argparse
 import asyncio
 from contextlib import AbstractAsyncContextManager, nullcontext
 
-from responder.audit_query import AuditQuery
+from responder.audit.query import AuditQuery
 from responder.client import ResponderClient
 from responder.commands.common import (
     SINCE_FORMS,

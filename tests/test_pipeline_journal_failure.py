@@ -24,8 +24,8 @@ import pytest
 
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
-from responder.audit import load_trail
-from responder.audit_query import AuditQuery
+from responder.audit.query import AuditQuery
+from responder.audit.trail import load_trail
 from responder.cluster.api import KubeGateway
 from responder.dedupe import incident_id_for
 from responder.ingest.sink import Accepted, InputName

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from responder.audit import load_trail
-from responder.audit_answer import AuditEntry
-from responder.audit_query import MAX_LIMIT, AuditQuery
-from responder.audit_text import format_incidents, format_summary, format_table, truncated_note
+from responder.audit.answer import AuditEntry
+from responder.audit.query import MAX_LIMIT, AuditQuery
+from responder.audit.text import format_incidents, format_summary, format_table, truncated_note
+from responder.audit.trail import load_trail
 from responder.client import ResponderClient
 from responder.commands.common import SINCE_FORMS, add_responder_options, client_auth, responder_url, since_ns
 from responder.config import Config, load_config

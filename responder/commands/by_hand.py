@@ -20,7 +20,7 @@ from responder.actions.outcome import BY_HAND, REASON, RECORDED_RELEASE, ActionO
 from responder.actions.pod_records import RELEASED_AT
 from responder.actions.quarantine import ClusterActions
 from responder.alert import Alert, Priority
-from responder.audit_query import AuditQuery
+from responder.audit.query import AuditQuery
 from responder.cluster.api import KubeError, KubeGateway
 from responder.cluster.context import PodContext
 from responder.cluster.enrich import LookupStatus, PodDirectory, valid_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from responder import audit_query
+from responder.audit import query as audit_query
 from responder.client import ClientAuth, check_base_url
 from responder.config import MAX_SECRET_BYTES
 from responder.errors import UserError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.audit_text import format_incidents, format_summary, format_table, incident_outcome_text
+from responder.audit.text import format_incidents, format_summary, format_table, incident_outcome_text
 
 
 def entry(

@@ -21,11 +21,11 @@ from responder.actions.pod_patch import ReleasedMeanwhile
 from responder.actions.pod_records import CLOCK_SKEW_NS
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
-from responder.audit import _outcome_fields as action_fields
-from responder.audit import load_trail
-from responder.audit_answer import read_answer
-from responder.audit_query import AuditQuery
-from responder.audit_text import incident_outcome_text
+from responder.audit.answer import read_answer
+from responder.audit.query import AuditQuery
+from responder.audit.text import incident_outcome_text
+from responder.audit.trail import _outcome_fields as action_fields
+from responder.audit.trail import load_trail
 from responder.cluster.api import KubeGateway
 from responder.config import ActionName, BlockDestination, Isolation
 from responder.journal.store import report_from_record

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from responder.audit import load_trail
-from responder.audit_query import AuditQuery
-from responder.audit_text import format_incidents, format_summary, format_table
+from responder.audit.query import AuditQuery
+from responder.audit.text import format_incidents, format_summary, format_table
+from responder.audit.trail import load_trail
 from responder.cli import main
 from responder.service import Responder
 from simulators.seed import SeededPod

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from responder.audit_answer import read_answer
-from responder.audit_query import AuditQuery, audit_query_from
+from responder.audit.answer import read_answer
+from responder.audit.query import AuditQuery, audit_query_from
 from responder.cli import main as cli_main
 from responder.client import describe_failure
 from responder.commands.common import client_auth
@@ -471,7 +471,7 @@ async def test_a_refusal_during_a_tls_1_2_handshake_is_said_so_too(
 
 # -- an answer of the wrong shape --------------------------------------------------------------------
 
-# One entry as the responder answers it (what responder.audit.load_trail produces), to break.
+# One entry as the responder answers it (what responder.audit.trail.load_trail produces), to break.
 GOOD_ENTRY: dict[str, Any] = {
     "outcome": "opened",
     "rule": "Shell in serving pod",

@@ -677,7 +677,7 @@ def test_release_refuses_names_that_are_not_object_names(capsys: pytest.CaptureF
 
 
 def test_the_audit_table_never_passes_terminal_control_characters() -> None:
-    from responder.audit_text import format_table
+    from responder.audit.text import format_table
 
     entry = {
         "received": "2026-01-01T00:00:00.000000000Z",

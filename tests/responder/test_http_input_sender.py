@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responder.audit_text import format_incidents, format_table
+from responder.audit.text import format_incidents, format_table
 from responder.errors import UserError
 from responder.journal.rows import encode_payload
 from responder.journal.store import WRITERS, Journal, report_from_record

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from responder.actions.outcome import ActionOutcome, OutcomeStatus
 from responder.alert import Alert
 from responder.alert_json import alert_from_mapping
-from responder.audit import _incident as audited_incident
-from responder.audit_text import _action_text as action_text
+from responder.audit.text import _action_text as action_text
+from responder.audit.trail import _incident as audited_incident
 from responder.errors import UserError
 from responder.journal.rows import decode_payload, encode_payload
 from responder.journal.schema import SCHEMA_VERSION
@@ -219,8 +219,8 @@ def test_log_lines_written_while_processing_an_alert_carry_its_id() -> None:
 
 
 def test_audit_returns_the_newest_matches_oldest_first(tmp_path: Path) -> None:
-    from responder.audit import load_trail
-    from responder.audit_query import AuditQuery
+    from responder.audit.query import AuditQuery
+    from responder.audit.trail import load_trail
 
     journal = open_journal(tmp_path, commit_interval_seconds=0)
     try:
@@ -690,8 +690,8 @@ def test_a_workload_threads_replies_count_blocks_and_a_block_kept_out_is_no_bloc
 
 
 def test_audit_tells_a_deferred_alert_from_a_pending_one(tmp_path: Path) -> None:
-    from responder.audit import load_trail
-    from responder.audit_query import AuditQuery
+    from responder.audit.query import AuditQuery
+    from responder.audit.trail import load_trail
 
     journal = open_journal(tmp_path)
     try:

@@ -12,10 +12,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from responder.audit import load_trail
-from responder.audit_answer import read_answer
-from responder.audit_query import AuditQuery
-from responder.audit_text import format_incidents
+from responder.audit.answer import read_answer
+from responder.audit.query import AuditQuery
+from responder.audit.text import format_incidents
+from responder.audit.trail import load_trail
 from responder.notify.blocks import format_utc
 from responder.service import Responder
 from simulators.seed import SeededPod

@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import generate_latest
 
 import responder.pipeline as pipeline_module
-from responder.audit import load_trail
-from responder.audit_query import AuditQuery
-from responder.audit_text import _utc, format_incidents, format_summary
+from responder.audit.query import AuditQuery
+from responder.audit.text import _utc, format_incidents, format_summary
+from responder.audit.trail import load_trail
 from responder.cluster.api import KubeGateway
 from responder.ingest.sink import InputName
 from responder.notify.blocks import format_utc

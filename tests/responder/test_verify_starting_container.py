@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from responder.alert_json import alert_from_mapping
-from responder.audit import load_trail
-from responder.audit_query import AuditQuery
+from responder.audit.query import AuditQuery
+from responder.audit.trail import load_trail
 from responder.cluster.context import ContainerInfo, PodContext
 from responder.cluster.enrich import PodDirectory, containers_of
 from responder.cluster.live_check import LISTING_READS

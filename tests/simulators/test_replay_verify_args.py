@@ -17,7 +17,7 @@ from typing import cast
 import pytest
 from aiohttp import web
 
-from responder.audit_answer import AuditEntry
+from responder.audit.answer import AuditEntry
 from responder.cli import main as cli_main
 from responder.client import ResponderClient
 from responder.rulespack.paths import default_pack

@@ -13,7 +13,7 @@ from responder.actions.outcome import (
     OutcomeStatus,
 )
 from responder.alert import format_time_ns
-from responder.audit import BY_HAND
+from responder.audit.trail import BY_HAND
 from responder.records import DECIDED_AGAIN
 from responder.sender import sender_text
 from responder.terminal import printable

@@ -1,5 +1,5 @@
-"""The audit trail from the journal: alert -> decision -> actions -> notifications, with timings.
-Shared by `serving-guard audit`, the HTTP `GET /v1/audit` endpoint and `serving-guard verify`."""
+"""The audit trail loaded from the journal: each alert with its incident's decision, actions and
+notifications, and their timings (and the actions taken by hand, and a simulator run's marker)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from responder.actions.outcome import (
     WIDENED,
 )
 from responder.alert import AlertError, format_time_ns
-from responder.audit_query import MAX_LIMIT, PAGE, AuditQuery
+from responder.audit.query import MAX_LIMIT, PAGE, AuditQuery
 from responder.journal.rows import decode_payload
 from responder.journal.store import INCIDENTS_WITH_SEEN_SQL
 
