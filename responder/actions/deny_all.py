@@ -31,6 +31,7 @@ from responder.actions.pod_records import held_under, quarantine_record_holds
 from responder.cluster.api import KubeError, KubeGateway
 from responder.config import Isolation, Quarantine, QuarantineCut
 from responder.incident import BY_PLACEHOLDER, REASON_PLACEHOLDERS
+from responder.wording import first_few
 
 # What the chart puts on the deny-all policies it renders (templates/quarantine-networkpolicies.yaml).
 HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")
@@ -197,9 +198,11 @@ class DenyAllPolicies:
         leaves it; ``found``: the pod just labelled, as found before the label, for whether the
         selector locked it down before)."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
+        doing = "repaired"
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
+            doing = "created" if current is None else "repaired"
             if current is None:
                 beside = self._refuse_to_create(namespace, cut, policies, found)
                 try:
@@ -246,7 +249,7 @@ class DenyAllPolicies:
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
                     raise
-        raise KubeError(409, f"NetworkPolicy {name} kept changing while being repaired")
+        raise KubeError(409, f"NetworkPolicy {name} kept changing while being {doing}")
 
     def _left_wider(
         self,
@@ -442,7 +445,7 @@ class DenyAllPolicies:
             them = "it" if len(stranded) == 1 else "them"
             raise DenyAllInUse(
                 f"NetworkPolicy {name} selects pods by {dict(selector)}, and {rely} on it"
-                f" ({', '.join(sorted(stranded)[:5])}):"
+                f" ({first_few(sorted(stranded), SHOWN_PODS)}):"
                 f" repairing it to this config's {label}={value} ({cut.isolation.value} cut) would"
                 f" release {them}; nothing was changed to the policy: release {them} with the config"
                 f" {them} {'was' if len(stranded) == 1 else 'were'} quarantined under"

@@ -15,6 +15,7 @@ import pytest
 
 from responder.actions import netpol
 from responder.actions.events import EventRecorder
+from responder.actions.lockdown import SHOWN_PODS
 from responder.actions.outcome import OutcomeStatus
 from responder.actions.quarantine import ClusterActions
 from responder.config import Isolation, Quarantine
@@ -704,3 +705,29 @@ def test_a_hand_edited_selector_with_this_configs_label_in_an_expression_is_repa
     assert f"repaired altered NetworkPolicy {DENY_ALL}" in outcome.detail
     assert _stored_spec(harness) == netpol.deny_all_spec(LABEL, "true", Isolation.BOTH.directions)
     assert _state(harness, vllm) == (CLOSED, CLOSED)
+
+
+def test_many_pods_relying_on_an_altered_deny_all_are_named_by_the_first_few_and_counted(
+    seeded: Seeded,
+) -> None:
+    """As the other refusals name the pods relying on a policy: the first few, and how many more."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    triton = pods["triton"]
+    by_stale = {"matchExpressions": [{"key": STALE, "operator": "Exists"}]}
+    _put(harness, DENY_ALL, {"podSelector": by_stale, "policyTypes": ["Ingress", "Egress"]})
+    relying = [pod for name, pod in pods.items() if name != "triton" and pod.namespace == triton.namespace]
+    assert len(relying) > SHOWN_PODS, "the seed has too few pods beside triton for this test"
+    for pod in relying:
+        _label_by_hand(harness, pod, STALE, "true")
+
+    failed = _quarantine(harness.actions, harness, triton)
+
+    assert failed.status is OutcomeStatus.FAILED
+    names = sorted(pod.name for pod in relying)
+    shown = ", ".join(names[:SHOWN_PODS])
+    assert (
+        f"{len(relying)} pods quarantined under another label rely on it"
+        f" ({shown} and {len(relying) - SHOWN_PODS} more):"
+    ) in failed.detail, failed.detail
+    assert names[SHOWN_PODS] not in failed.detail

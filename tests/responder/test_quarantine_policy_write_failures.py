@@ -11,6 +11,7 @@ from typing import Any
 
 from responder.actions import netpol
 from responder.actions.outcome import OutcomeStatus, failure_outcome
+from responder.actions.pod_patch import CONFLICT_RETRIES
 from responder.actions.pod_records import A_PATCHED
 from responder.cluster.api import KubeError
 from responder.config import Isolation, Quarantine
@@ -170,3 +171,19 @@ def test_a_listing_that_fails_does_not_create_a_deny_all_beside_another_configs(
         in outcome.detail
     )
     assert harness.stored(NP, vllm.namespace, DENY_ALL) is None
+
+
+def test_a_deny_all_whose_creation_conflicts_on_every_try_says_it_was_being_created(seeded: Seeded) -> None:
+    """Not 'repaired': no deny-all was there to repair (each create met a 409, and each read after
+    it found none)."""
+    running, pods, kubeconfig = seeded
+    harness = Harness(running, kubeconfig)
+    vllm = pods["vllm"]
+    assert harness.stored(NP, vllm.namespace, DENY_ALL) is None
+    harness.fail(
+        Fault(status=409, method="POST", plural="networkpolicies", times=CONFLICT_RETRIES, message="conflict")
+    )
+    outcome = _quarantine(harness, vllm)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert f"NetworkPolicy {DENY_ALL} kept changing while being created" in outcome.detail, outcome.detail
+    assert "repaired" not in outcome.detail
