@@ -441,7 +441,7 @@ def compute_alert_id(
     output_fields only. Alerts with fields got ids without them before: one redelivered across
     that upgrade (a replay of a file half ingested before it) is journaled a second time (within
     the dedupe window, as a repeat of its incident). Alerts without fields (but the time's) keep
-    their ids; journaled alerts keep theirs (journal_rows.decode_journaled)."""
+    their ids; journaled alerts keep theirs (responder.journal.rows.decode_journaled)."""
     parts: tuple[str, ...] = (rule, str(time_ns), hostname or "", source, output)
     if priority is not None:
         parts += (str(int(priority)), ",".join(tags))

@@ -74,7 +74,7 @@ def withheld_for_passing_reason(
 def still_withheld(report: IncidentReport, address: str, cut: Isolation) -> bool:
     """An incident whose isolation was withheld for a passing reason (or its block by the block
     breaker), with an action it asked for that is not done since (by a retry, or by hand).
-    ``address``: its alert's (a block's); ``cut``: its quarantine's (_cut_asked)."""
+    ``address``: its alert's (a block's); ``cut``: its quarantine's (Pipeline._cut_asked)."""
     decision = report.decision
     if decision.dry_run or not (
         withheld_for_passing_reason(report.verification, decision, report.outcomes)

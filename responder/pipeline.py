@@ -1,7 +1,8 @@
 """The pipeline: journal -> dedupe -> enrich+verify -> policy -> actions -> notify.
 
 Every input calls :meth:`Pipeline.submit` (the AlertSink). An alert is answered for only once
-it is in the journal; it then runs on the event loop as its own task. Memory is bounded by
+it is in the journal; an incident's opening alert then runs on the event loop as its own task, a
+repeat is folded into its incident (one journal write and a callback, no task). Memory is bounded by
 ``journal.max_pending`` slots: with none free an input is pushed back (Overloaded).
 
 Ordering: alerts are observed by the incident table in arrival order (no await before it);

@@ -38,7 +38,7 @@ class AuditQuery:
     namespace: str | None = None
     pod: str | None = None
     # Only alerts whose output or fields carry this run's marker, sg-run=<run_id> as a whole
-    # (simulator runs tag their processes): see _mentions.
+    # (simulator runs tag their processes): see responder.audit.trail._mentions.
     run_id: str | None = None
     # Only alerts of incidents this response policy decided (e.g. one on trial, to see what it did).
     policy: str | None = None

@@ -8,6 +8,7 @@
   the kubelet has not listed yet; :mod:`responder.cluster.unlisted_ids` remembers for how long.
 - :mod:`responder.cluster.network_escape`: whether the pod can leave its network namespace (pure).
 - :mod:`responder.cluster.selectors`: label-selector semantics (pure).
-- :mod:`responder.cluster.kubeconfig`, :mod:`responder.cluster.pool`: the client's kubeconfig,
-  and the thread pool its calls run on.
+- :mod:`responder.cluster.kubeconfig`: the kubeconfig, checked before the client reads it.
+- :mod:`responder.cluster.pool`: a client call run on the thread pool (made in
+  responder/service.py, ``cluster.workers`` threads) with the alert's log context.
 """

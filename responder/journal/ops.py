@@ -358,7 +358,7 @@ class ForgetThread:
 
 
 # Waiting notifications of queue 2 (throttled updates), and of every other queue, due after the
-# parameter (see journal_schema.NOTIFICATION_QUEUE): each read through notifications_queue.
+# parameter (see schema.NOTIFICATION_QUEUE): each read through notifications_queue.
 THROTTLED_DUE_AFTER = (
     f"FROM notifications WHERE {NOTIFICATION_QUEUE.format(n='')} = 2"
     " AND state IN ('pending', 'sending') AND next_attempt_ns > ?"

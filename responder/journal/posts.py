@@ -11,7 +11,7 @@ import sqlite3
 
 from responder.journal.schema import NOTIFICATION_QUEUE, VERIFIED_INCIDENT
 
-# The queues of journal_schema.NOTIFICATION_QUEUE.
+# The queues of schema.NOTIFICATION_QUEUE (responder/journal/schema.py).
 _TELLS, _POSTS, _THROTTLED_UPDATES, _OTHER_UPDATES = 0, 1, 2, 3
 _WAITING_IN_QUEUE = (
     f"{NOTIFICATION_QUEUE.format(n='n.')} = ?"

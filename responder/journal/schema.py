@@ -153,7 +153,7 @@ ALERT_COLUMNS_V1 = (
     "alert_id, received_ns, input, rule, priority, namespace, pod, event_ns, payload, state, incident_id,"
     " outcome, finished_ns"
 )
-# The columns an alert row is written with (journal_rows.AlertRow.params, in this order).
+# The columns an alert row is written with (rows.AlertRow.params, in this order).
 ALERT_COLUMNS = ALERT_COLUMNS_V1 + ", sender"
 
 # Schema 1 -> 2: alert ids lose their own unique index (found through (event_ns, alert_id) now) and

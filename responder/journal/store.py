@@ -245,7 +245,7 @@ WRITERS = ("process", "thread")
 MAX_DEDUPE_WINDOW_SECONDS = 86400.0
 # Posts waiting for Slack (an outage, a refused token) keep their incidents and opening alerts from
 # pruning. Past this share of the bound held by those incidents, when pruning to size cannot get
-# under it otherwise, the oldest posts give way (journal_ops.give_way): alerts win over old posts
+# under it otherwise, the oldest posts give way (ops.give_way): alerts win over old posts
 # (a full journal refuses every alert, and Falco does not send one again), and a short outage,
 # which holds less, loses none.
 WAITING_POSTS_SHARE = 0.5
@@ -823,7 +823,7 @@ class Journal:
 
     def op_prune(self, now_ns: int) -> Prune:
         """Retention: drop finished records older than the retention period; if still over the size
-        bound, prune to it (journal_ops.prune_to_size: never pending alerts, nor open incidents)."""
+        bound, prune to it (ops.prune_to_size: never pending alerts, nor open incidents)."""
         cutoff_ns = now_ns - self._retention_ns
         return Prune(cutoff_ns, self._max_bytes, self._prune_to, self._open_since_ns(now_ns))
 
@@ -1010,7 +1010,7 @@ class Journal:
         pod the cluster does not have, name no pod, or name one the responder may not read), and a
         storm of them must not hold back a genuine post.
 
-        Each queue is read in its index's order (journal_schema.QUEUE_INDEXES), at most ``limit``
+        Each queue is read in its index's order (schema.QUEUE_INDEXES), at most ``limit``
         rows of it: a batch costs about as much with a backlog of 200,000 posts as with none (sorting
         the backlog for each batch made draining it quadratic, on the event loop)."""
         with self.reader() as conn:

@@ -5,6 +5,9 @@
   :mod:`responder.notify.outcome_lines`: its Block Kit primitives and Slack's size limits, the
   lines that say what the alert shows, and those that say what was done.
 - :mod:`responder.notify.slack`: SlackDelivery (slack-sdk, one attempt per call, typed errors).
+- :mod:`responder.notify.worker`: the worker that sends the posts the pipeline queued in the
+  journal, and retries them from there.
+- :mod:`responder.notify.redirect`: a post sent somewhere other than where it was meant says so.
 - :mod:`responder.notify.routing`: whether and where a decision goes to Slack.
 - :mod:`responder.notify.escape`: making attacker-controlled text literal in Slack.
 """

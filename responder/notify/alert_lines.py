@@ -1,6 +1,7 @@
 """The lines that say what the alert shows (pure): its process and command lines, the file or
-connection the event touched, its other fields, and its output text (where it disagrees with the
-fields). Every value is escaped and sized as :mod:`responder.notify.render` says."""
+connection the event touched, its other fields, and its output text (with a warning first where it
+names the pod, namespace or container otherwise than the fields). Every value is escaped and sized
+as :mod:`responder.notify.render` says."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ IDLE_POLL_SECONDS = 1.0
 PARENT_WAIT_SECONDS = 2.0
 CRASH_LOOKBACK_SECONDS = 120.0
 # The result serving_guard_notifications_total counts a post the journal gave up for room under
-# (journal_ops.give_way: Slack refused or down for long while alerts kept coming).
+# (responder.journal.ops.give_way: Slack refused or down for long while alerts kept coming).
 JOURNAL_FULL_RESULT = "journal_full"
 # Failures after which a post may have landed anyway (the answer, not the request, was lost).
 AMBIGUOUS_FAILURES = frozenset({FailureKind.TRANSPORT, FailureKind.UNAVAILABLE, FailureKind.PROTOCOL})
