@@ -198,11 +198,9 @@ class DenyAllPolicies:
         leaves it; ``found``: the pod just labelled, as found before the label, for whether the
         selector locked it down before)."""
         name, label, value = cut.network_policy, self._settings.label, cut.label_value
-        doing = "repaired"
         for attempt in range(CONFLICT_RETRIES):
             if attempt:
                 current = self._gateway.get_network_policy(namespace, name)
-            doing = "created" if current is None else "repaired"
             if current is None:
                 beside = self._refuse_to_create(namespace, cut, policies, found)
                 try:
@@ -249,6 +247,8 @@ class DenyAllPolicies:
             except KubeError as exc:
                 if not netpol.changed_since_read(exc):
                     raise
+        # What the last try was: a create (the policy missing as read) or a repair.
+        doing = "created" if current is None else "repaired"
         raise KubeError(409, f"NetworkPolicy {name} kept changing while being {doing}")
 
     def _left_wider(
